@@ -1,0 +1,271 @@
+//! Customers: who they are, where they stand in the revenue workflow, what they bought.
+
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+
+use crate::{audit, AccountsError, Actor, Email};
+use j1msky_core::catalogue::{Catalogue, TeamAllowance};
+use j1msky_core::vocab::{Stage, UseCase};
+use j1msky_db::{outbox, Db};
+
+/// A customer as stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Customer {
+    pub id: String,
+    pub name: String,
+    pub contact_email: Option<String>,
+    pub stage: Stage,
+    pub use_case: Option<UseCase>,
+    pub plan: Option<String>,
+    pub chosen_teams: Vec<String>,
+    pub expected_monthly_tasks: Option<i64>,
+    pub time_zone: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub stage_changed_at: i64,
+}
+
+/// A stage change, as kept in the history.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StageChange {
+    pub from: Option<Stage>,
+    pub to: Stage,
+    pub actor: String,
+    pub at: i64,
+}
+
+/// What it takes to add a customer (already read from the edge, not yet checked
+/// against the catalogue).
+#[derive(Debug, Clone, Default)]
+pub struct NewCustomer {
+    pub name: String,
+    pub contact_email: Option<String>,
+    pub stage: Option<Stage>,
+    pub use_case: Option<UseCase>,
+    pub plan: Option<String>,
+    pub chosen_teams: Vec<String>,
+    pub expected_monthly_tasks: Option<i64>,
+    pub time_zone: Option<String>,
+}
+
+const COLUMNS: &str = "id, name, contact_email, stage, use_case, plan, chosen_teams, expected_monthly_tasks, \
+                       time_zone, created_at, updated_at, stage_changed_at";
+
+fn from_row(r: &sqlx::any::AnyRow) -> Result<Customer, AccountsError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| AccountsError::Internal(format!("stored customer {what}: {e}"));
+    let stage: String = r.try_get(3)?;
+    let use_case: Option<String> = r.try_get(4)?;
+    let teams: String = r.try_get(6)?;
+    Ok(Customer {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        contact_email: r.try_get(2)?,
+        stage: stage.parse().map_err(|e| corrupt("stage", &e))?,
+        use_case: use_case.map(|u| u.parse()).transpose().map_err(|e| corrupt("use case", &e))?,
+        plan: r.try_get(5)?,
+        chosen_teams: serde_json::from_str(&teams).map_err(|e| corrupt("teams", &e))?,
+        expected_monthly_tasks: r.try_get(7)?,
+        time_zone: r.try_get(8)?,
+        created_at: r.try_get(9)?,
+        updated_at: r.try_get(10)?,
+        stage_changed_at: r.try_get(11)?,
+    })
+}
+
+/// Checks a plan and team choice against the catalogue.
+pub fn check_plan(catalogue: &Catalogue, plan: Option<&str>, teams: &[String]) -> Result<(), AccountsError> {
+    for t in teams {
+        if !catalogue.teams.contains_key(t) {
+            let known: Vec<&str> = catalogue.teams.keys().map(String::as_str).collect();
+            return Err(AccountsError::invalid("teams", format!("unknown team `{t}`; teams are: {}", known.join(", "))));
+        }
+    }
+    let mut unique = teams.to_vec();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != teams.len() {
+        return Err(AccountsError::invalid("teams", "a team is listed twice"));
+    }
+    let Some(plan_id) = plan else {
+        return if teams.is_empty() {
+            Ok(())
+        } else {
+            Err(AccountsError::invalid("teams", "choose a plan before choosing teams"))
+        };
+    };
+    let Some(plan) = catalogue.plans.get(plan_id) else {
+        let known: Vec<&str> = catalogue.plans.keys().map(String::as_str).collect();
+        return Err(AccountsError::invalid("plan", format!("unknown plan `{plan_id}`; plans are: {}", known.join(", "))));
+    };
+    if let TeamAllowance::Choose(n) = plan.teams {
+        if teams.len() > n as usize {
+            return Err(AccountsError::invalid(
+                "teams",
+                format!("plan `{plan_id}` allows {n} chosen team(s), {} were given", teams.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an IANA time zone name.
+pub fn check_time_zone(tz: &str) -> Result<(), AccountsError> {
+    tz.parse::<chrono_tz::Tz>()
+        .map(|_| ())
+        .map_err(|_| AccountsError::invalid("time_zone", format!("`{tz}` is not an IANA time zone (e.g. Europe/Berlin, UTC)")))
+}
+
+/// Adds a customer (stage `lead` unless given), audited, with a `customer.created` event.
+pub async fn create(db: &Db, catalogue: &Catalogue, actor: &Actor, input: NewCustomer, now: i64) -> Result<Customer, AccountsError> {
+    let name = input.name.trim().to_string();
+    if name.is_empty() {
+        return Err(AccountsError::invalid("name", "is required"));
+    }
+    if name.chars().count() > 200 {
+        return Err(AccountsError::invalid("name", "must be at most 200 characters"));
+    }
+    let contact_email = match input.contact_email.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(e) => Some(Email::parse(e)?.as_str().to_string()),
+    };
+    check_plan(catalogue, input.plan.as_deref(), &input.chosen_teams)?;
+    let time_zone = input.time_zone.unwrap_or_else(|| "UTC".into());
+    check_time_zone(&time_zone)?;
+    if input.expected_monthly_tasks.is_some_and(|n| !(0..=10_000_000).contains(&n)) {
+        return Err(AccountsError::invalid("expected_monthly_tasks", "must be between 0 and 10000000"));
+    }
+    let customer = Customer {
+        id: j1msky_core::ids::new_id("cus"),
+        name,
+        contact_email,
+        stage: input.stage.unwrap_or(Stage::Lead),
+        use_case: input.use_case,
+        plan: input.plan,
+        chosen_teams: input.chosen_teams,
+        expected_monthly_tasks: input.expected_monthly_tasks,
+        time_zone,
+        created_at: now,
+        updated_at: now,
+        stage_changed_at: now,
+    };
+    let mut tx = db.begin().await?;
+    sqlx::query(&format!("INSERT INTO customers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+        .bind(&customer.id)
+        .bind(&customer.name)
+        .bind(&customer.contact_email)
+        .bind(customer.stage.as_str())
+        .bind(customer.use_case.map(|u| u.as_str()))
+        .bind(&customer.plan)
+        .bind(serde_json::to_string(&customer.chosen_teams).unwrap_or_else(|_| "[]".into()))
+        .bind(customer.expected_monthly_tasks)
+        .bind(&customer.time_zone)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    insert_stage_change(&mut tx, &customer.id, None, customer.stage, actor, now).await?;
+    let snapshot = serde_json::to_value(&customer).unwrap_or_default();
+    audit::record(&mut tx, actor, "customer.created", &customer.id, Some(&customer.id), snapshot.clone(), now).await?;
+    outbox::emit(&mut tx, db.backend(), "customer.created", Some(&customer.id), &snapshot, now).await?;
+    tx.commit().await?;
+    Ok(customer)
+}
+
+async fn insert_stage_change(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    from: Option<Stage>,
+    to: Stage,
+    actor: &Actor,
+    now: i64,
+) -> Result<(), AccountsError> {
+    sqlx::query("INSERT INTO customer_stage_changes (id, customer_id, from_stage, to_stage, actor, at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(j1msky_core::ids::new_id("stg"))
+        .bind(customer_id)
+        .bind(from.map(|s| s.as_str()))
+        .bind(to.as_str())
+        .bind(actor.as_str())
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// One customer by id.
+pub async fn get(db: &Db, id: &str) -> Result<Customer, AccountsError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM customers WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    match row {
+        Some(r) => from_row(&r),
+        None => Err(AccountsError::NotFound("customer")),
+    }
+}
+
+/// Customers, newest first, optionally in one stage.
+pub async fn list(db: &Db, stage: Option<Stage>, limit: i64) -> Result<Vec<Customer>, AccountsError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM customers WHERE ($1 IS NULL OR stage = $1) ORDER BY created_at DESC, id DESC LIMIT $2"
+    ))
+    .bind(stage.map(|s| s.as_str()))
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Moves a customer to `to`, keeping the history, the audit log and a
+/// `customer.stage_changed` event. Moving to the stage it is already in changes nothing.
+pub async fn set_stage(db: &Db, actor: &Actor, id: &str, to: Stage, now: i64) -> Result<Customer, AccountsError> {
+    let mut tx = db.begin().await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM customers WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let mut customer = match row {
+        Some(r) => from_row(&r)?,
+        None => return Err(AccountsError::NotFound("customer")),
+    };
+    let from = customer.stage;
+    if from == to {
+        return Ok(customer);
+    }
+    sqlx::query("UPDATE customers SET stage = $1, stage_changed_at = $2, updated_at = $2 WHERE id = $3")
+        .bind(to.as_str())
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    insert_stage_change(&mut tx, id, Some(from), to, actor, now).await?;
+    let detail = serde_json::json!({"from": from, "to": to});
+    audit::record(&mut tx, actor, "customer.stage_changed", id, Some(id), detail.clone(), now).await?;
+    outbox::emit(&mut tx, db.backend(), "customer.stage_changed", Some(id), &detail, now).await?;
+    tx.commit().await?;
+    customer.stage = to;
+    customer.stage_changed_at = now;
+    customer.updated_at = now;
+    Ok(customer)
+}
+
+/// The stage history, oldest first.
+pub async fn stage_history(db: &Db, id: &str) -> Result<Vec<StageChange>, AccountsError> {
+    let rows = sqlx::query("SELECT from_stage, to_stage, actor, at FROM customer_stage_changes WHERE customer_id = $1 ORDER BY at, id")
+        .bind(id)
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let from: Option<String> = r.try_get(0)?;
+            let to: String = r.try_get(1)?;
+            let bad = |e: j1msky_core::vocab::UnknownWord| AccountsError::Internal(e.to_string());
+            Ok(StageChange {
+                from: from.map(|f| f.parse()).transpose().map_err(bad)?,
+                to: to.parse().map_err(bad)?,
+                actor: r.try_get(2)?,
+                at: r.try_get(3)?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,63 @@
+use std::fmt;
+
+use crate::AccountsError;
+
+/// An email address, trimmed; compared case-insensitively through [`Email::key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// Parses an address: one `@`, non-empty local part, a dotted domain, no spaces.
+    pub fn parse(input: &str) -> Result<Email, AccountsError> {
+        let s = input.trim();
+        let bad = |why: &str| AccountsError::invalid("email", format!("`{input}` is not an email address ({why})"));
+        if s.is_empty() {
+            return Err(AccountsError::invalid("email", "is required"));
+        }
+        if s.len() > 254 {
+            return Err(bad("longer than 254 characters"));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("contains spaces"));
+        }
+        let Some((local, domain)) = s.split_once('@') else {
+            return Err(bad("no @"));
+        };
+        if local.is_empty() || domain.contains('@') {
+            return Err(bad("needs exactly one @ with a name before it"));
+        }
+        if !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+            return Err(bad("the domain needs a dot, e.g. example.com"));
+        }
+        Ok(Email(s.to_string()))
+    }
+
+    /// As typed (trimmed).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The unique, case-insensitive key.
+    pub fn key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects() {
+        assert_eq!(Email::parse(" Ann@Example.com ").map(|e| e.key()).ok(), Some("ann@example.com".into()));
+        for bad in ["", "ann", "ann@", "@x.com", "a b@x.com", "a@b@c.com", "a@localhost", "a@x."] {
+            assert!(Email::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Users: operators run the business; owners and members act for one customer.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{audit, passwords, throttle, AccountsError, Actor, Email};
+use j1msky_core::vocab::UserRole;
+use j1msky_db::{outbox, Db};
+
+/// A user as shown (never with the password hash).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub role: UserRole,
+    pub customer_id: Option<String>,
+    pub created_at: i64,
+    pub last_login_at: Option<i64>,
+    pub disabled_at: Option<i64>,
+}
+
+/// What it takes to add a user.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub display_name: String,
+    pub password: String,
+    pub role: UserRole,
+    pub customer_id: Option<String>,
+}
+
+const COLUMNS: &str = "id, email, display_name, role, customer_id, created_at, last_login_at, disabled_at";
+
+fn from_row(r: &sqlx::any::AnyRow) -> Result<User, AccountsError> {
+    let role: String = r.try_get(3)?;
+    Ok(User {
+        id: r.try_get(0)?,
+        email: r.try_get(1)?,
+        display_name: r.try_get(2)?,
+        role: role.parse().map_err(|e: j1msky_core::vocab::UnknownWord| AccountsError::Internal(e.to_string()))?,
+        customer_id: r.try_get(4)?,
+        created_at: r.try_get(5)?,
+        last_login_at: r.try_get(6)?,
+        disabled_at: r.try_get(7)?,
+    })
+}
+
+/// Adds a user; the email must be new (case-insensitively).
+pub async fn create(db: &Db, actor: &Actor, input: NewUser, now: i64) -> Result<User, AccountsError> {
+    let email = Email::parse(&input.email)?;
+    passwords::check_policy(&input.password)?;
+    match (input.role.belongs_to_customer(), input.customer_id.as_deref()) {
+        (true, None) => return Err(AccountsError::invalid("customer", format!("a {} belongs to a customer: name one", input.role))),
+        (false, Some(_)) => return Err(AccountsError::invalid("customer", "an operator belongs to no customer")),
+        (true, Some(cid)) => {
+            if crate::customers::get(db, cid).await.is_err() {
+                return Err(AccountsError::invalid("customer", format!("no customer `{cid}`")));
+            }
+        }
+        (false, None) => {}
+    }
+    let hash = passwords::hash(&input.password)?;
+    let user = User {
+        id: j1msky_core::ids::new_id("usr"),
+        email: email.as_str().to_string(),
+        display_name: input.display_name.trim().to_string(),
+        role: input.role,
+        customer_id: input.customer_id,
+        created_at: now,
+        last_login_at: None,
+        disabled_at: None,
+    };
+    let mut tx = db.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, email, email_lower, display_name, password_hash, role, customer_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&user.id)
+    .bind(&user.email)
+    .bind(email.key())
+    .bind(&user.display_name)
+    .bind(&hash)
+    .bind(user.role.as_str())
+    .bind(&user.customer_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await;
+    if let Err(e) = inserted {
+        return Err(if j1msky_db::is_unique_violation(&e) {
+            AccountsError::Conflict(format!("a user with email {} already exists", user.email))
+        } else {
+            e.into()
+        });
+    }
+    let detail = serde_json::json!({"email": user.email, "role": user.role});
+    audit::record(&mut tx, actor, "user.created", &user.id, user.customer_id.as_deref(), detail.clone(), now).await?;
+    outbox::emit(&mut tx, db.backend(), "user.created", user.customer_id.as_deref(), &serde_json::json!({"user_id": user.id, "role": user.role}), now).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// One user by id.
+pub async fn get(db: &Db, id: &str) -> Result<User, AccountsError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = $1")).bind(id).fetch_optional(db.pool()).await?;
+    row.as_ref().map(from_row).unwrap_or(Err(AccountsError::NotFound("user")))
+}
+
+/// One user by email (any case).
+pub async fn find_by_email(db: &Db, email: &str) -> Result<User, AccountsError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE email_lower = $1"))
+        .bind(email.trim().to_lowercase())
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(from_row).unwrap_or(Err(AccountsError::NotFound("user")))
+}
+
+/// Users, optionally of one customer, oldest first.
+pub async fn list(db: &Db, customer_id: Option<&str>) -> Result<Vec<User>, AccountsError> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE ($1 IS NULL OR customer_id = $1) ORDER BY created_at, id"))
+        .bind(customer_id)
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Sets a new password and ends the user's sessions.
+pub async fn set_password(db: &Db, actor: &Actor, user_id: &str, password: &str, now: i64) -> Result<(), AccountsError> {
+    passwords::check_policy(password)?;
+    let user = get(db, user_id).await?;
+    let hash = passwords::hash(password)?;
+    let mut tx = db.begin().await?;
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2").bind(&hash).bind(user_id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    audit::record(&mut tx, actor, "user.password_set", user_id, user.customer_id.as_deref(), serde_json::json!({}), now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Checks an email and password, with throttling per account and per client
+/// address. On success records the login time and a `user.logged_in` event.
+pub async fn authenticate(db: &Db, email: &str, password: &str, client_ip: &str, now: i64) -> Result<User, AccountsError> {
+    let key = email.trim().to_lowercase();
+    let account_scope = throttle::account_scope(&key);
+    let address_scope = throttle::address_scope(client_ip);
+    throttle::check(db, &[&account_scope, &address_scope], now).await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS}, password_hash FROM users WHERE email_lower = $1"))
+        .bind(&key)
+        .fetch_optional(db.pool())
+        .await?;
+    let (user, hash) = match &row {
+        Some(r) => (Some(from_row(r)?), r.try_get::<String, _>(8)?),
+        None => (None, passwords::decoy_hash().to_string()),
+    };
+    let password = password.to_string();
+    // argon2 is CPU-heavy: keep it off the async executor threads.
+    let matches = tokio::task::spawn_blocking(move || passwords::verify(&password, &hash)).await.unwrap_or(false);
+    let user = match user {
+        Some(u) if matches && u.disabled_at.is_none() => u,
+        _ => {
+            throttle::record_failure(db, &account_scope, throttle::PER_ACCOUNT, now).await?;
+            throttle::record_failure(db, &address_scope, throttle::PER_ADDRESS, now).await?;
+            return Err(AccountsError::BadCredentials);
+        }
+    };
+    throttle::clear(db, &account_scope).await?;
+    let mut tx = db.begin().await?;
+    sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2").bind(now).bind(&user.id).execute(&mut *tx).await?;
+    outbox::emit(&mut tx, db.backend(), "user.logged_in", user.customer_id.as_deref(), &serde_json::json!({"user_id": user.id}), now).await?;
+    tx.commit().await?;
+    Ok(User { last_login_at: Some(now), ..user })
+}

@@ -1,0 +1,207 @@
+//! The shape of `config/business.json`. Unknown fields are errors everywhere so that a
+//! typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::money::Money;
+
+/// The whole catalogue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalogue {
+    pub business: Business,
+    /// Length of the free trial, in days (0: no trial).
+    pub trial_days: u32,
+    /// The plan a customer moves to when they pause instead of cancelling.
+    pub pause_plan: String,
+    pub plans: BTreeMap<String, Plan>,
+    /// Pay-per-task price tiers (`simple`, `medium`, `complex`).
+    pub pay_per_task: BTreeMap<String, Money>,
+    pub teams: BTreeMap<String, Team>,
+    pub models: BTreeMap<String, Model>,
+    pub providers: BTreeMap<String, Provider>,
+    pub routing: Routing,
+    pub stripe: Stripe,
+}
+
+/// Who is selling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Business {
+    pub name: String,
+    pub support_email: String,
+    /// IANA zone used for the business's own day boundaries (daily budget, reports).
+    pub time_zone: String,
+}
+
+/// A subscription plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub name: String,
+    /// Price per month, a decimal USD string.
+    pub monthly_price: Money,
+    /// True when `monthly_price` is a floor and the real price is agreed per customer.
+    #[serde(default)]
+    pub price_is_minimum: bool,
+    /// `"all"` or the number of teams the customer chooses.
+    pub teams: TeamAllowance,
+    /// Tasks per month; `null` means unlimited.
+    pub tasks_per_month: Option<u32>,
+    /// Requests per hour on the customer API.
+    pub api_calls_per_hour: u32,
+    /// True when an operator may set limits per customer.
+    #[serde(default)]
+    pub custom_limits: bool,
+    /// Service level, for plans that promise one.
+    #[serde(default)]
+    pub sla: Option<Sla>,
+}
+
+/// Which teams a plan includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TeamAllowance {
+    /// Every team in the catalogue.
+    All,
+    /// This many teams, chosen by the customer.
+    Choose(u32),
+}
+
+impl Serialize for TeamAllowance {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TeamAllowance::All => s.serialize_str("all"),
+            TeamAllowance::Choose(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TeamAllowance {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AllowanceVisitor;
+        impl Visitor<'_> for AllowanceVisitor {
+            type Value = TeamAllowance;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"all\" or the number of teams the customer chooses")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<TeamAllowance, E> {
+                u32::try_from(n).map(TeamAllowance::Choose).map_err(|_| E::custom("too many teams"))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<TeamAllowance, E> {
+                Err(E::custom(format!("a plan cannot include {n} teams; use \"all\" or a number from 0")))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<TeamAllowance, E> {
+                if s == "all" {
+                    Ok(TeamAllowance::All)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(s), &self))
+                }
+            }
+        }
+        d.deserialize_any(AllowanceVisitor)
+    }
+}
+
+/// What an enterprise-style plan promises.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sla {
+    /// Queue priority; higher runs first.
+    pub priority: u32,
+    /// Longest a task may wait in the queue before it is an SLA breach.
+    pub max_queue_wait_secs: u32,
+}
+
+/// An agent team: roles run in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Team {
+    pub name: String,
+    pub roles: Vec<Role>,
+}
+
+/// One step of a team.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    pub role: String,
+    pub model: String,
+    pub purpose: String,
+}
+
+/// A model offered through a provider, with its list prices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    pub name: String,
+    pub provider: String,
+    /// The model name the provider's API expects.
+    pub upstream: String,
+    /// USD per million input tokens.
+    pub input_per_mtok: Money,
+    /// USD per million output tokens.
+    pub output_per_mtok: Money,
+    pub context_window: u32,
+    /// Model to use when this one is rate-limited or down (usually a cheaper one).
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// When the prices were last checked against the provider's price list (YYYY-MM-DD).
+    pub prices_checked: String,
+}
+
+/// The wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI-compatible chat completions.
+    Openai,
+    /// Anthropic messages.
+    Anthropic,
+}
+
+/// A model provider endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// Name of the environment variable that holds the API key (never the key itself).
+    pub api_key_env: String,
+    pub requests_per_hour: u32,
+}
+
+/// Which model runs which kind of task, and the spending caps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    pub default_model: String,
+    /// Task category → model.
+    pub categories: BTreeMap<String, String>,
+    /// Models that may only serve the listed categories (e.g. Opus for architecture/strategy).
+    #[serde(default)]
+    pub model_only_for: BTreeMap<String, Vec<String>>,
+    /// The model every task is forced onto in economy mode (costs spiking).
+    pub economy_model: String,
+    /// Upstream requests per hour across all customers.
+    pub hourly_request_cap: u32,
+    /// Spending cap per business day, a decimal USD string.
+    pub daily_budget: Money,
+    /// Percentages of the daily budget at which the operator is alerted, ascending.
+    pub alert_levels_percent: Vec<u32>,
+}
+
+/// Where the Stripe secrets are found. Names of environment variables only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stripe {
+    pub secret_key_env: String,
+    pub webhook_secret_env: String,
+    #[serde(default)]
+    pub publishable_key_env: Option<String>,
+    /// Webhook events the endpoint must be subscribed to.
+    pub webhook_events: Vec<String>,
+}

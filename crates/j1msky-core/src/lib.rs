@@ -1,0 +1,10 @@
+//! Shared kernel of j1msky: no I/O beyond reading the catalogue file.
+
+pub mod catalogue;
+pub mod clock;
+pub mod ids;
+pub mod money;
+pub mod vocab;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use money::Money;

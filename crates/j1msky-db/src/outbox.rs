@@ -1,0 +1,115 @@
+//! The event outbox: facts written in the same transaction as the change they
+//! describe, read by consumers that each keep a cursor. Sequence order is commit
+//! order, so a consumer that has read up to N never misses an event below N.
+
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+
+use crate::{Backend, Db, DbError};
+
+/// Advisory-lock key that serialises outbox inserts on PostgreSQL (from the
+/// first insert until commit), which makes `seq` order equal commit order there.
+const OUTBOX_LOCK_KEY: i64 = 0x6a31_6d73_6b79;
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub seq: i64,
+    pub id: String,
+    pub kind: String,
+    pub customer_id: Option<String>,
+    pub payload: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// Writes an event inside the caller's transaction; returns its id.
+pub async fn emit(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    kind: &str,
+    customer_id: Option<&str>,
+    payload: &serde_json::Value,
+    now: i64,
+) -> Result<String, DbError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(OUTBOX_LOCK_KEY)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let id = j1msky_core::ids::new_id("evt");
+    sqlx::query("INSERT INTO events (id, kind, customer_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&id)
+        .bind(kind)
+        .bind(customer_id)
+        .bind(payload.to_string())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(id)
+}
+
+fn event_from_row(row: &sqlx::any::AnyRow) -> Result<Event, DbError> {
+    let payload: String = row.try_get(4)?;
+    Ok(Event {
+        seq: row.try_get(0)?,
+        id: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        customer_id: row.try_get(3)?,
+        payload: serde_json::from_str(&payload).map_err(|e| DbError::Corrupt(format!("event payload: {e}")))?,
+        created_at: row.try_get(5)?,
+    })
+}
+
+/// Where `consumer` has read up to (0 when it never read).
+pub async fn cursor(conn: &mut AnyConnection, consumer: &str) -> Result<i64, DbError> {
+    let row = sqlx::query("SELECT last_seq FROM consumer_cursors WHERE consumer = $1")
+        .bind(consumer)
+        .fetch_optional(conn)
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get(0)?,
+        None => 0,
+    })
+}
+
+/// The next events after `consumer`'s cursor, oldest first.
+pub async fn next_batch(db: &Db, consumer: &str, limit: i64) -> Result<Vec<Event>, DbError> {
+    let mut conn = db.pool().acquire().await?;
+    let after = cursor(&mut conn, consumer).await?;
+    let rows = sqlx::query(
+        "SELECT seq, id, kind, customer_id, payload, created_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// Moves `consumer`'s cursor forward to `seq` (never backwards), inside the
+/// transaction that applied the consumer's reaction so both commit together.
+pub async fn advance(conn: &mut AnyConnection, consumer: &str, seq: i64, now: i64) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO consumer_cursors (consumer, last_seq, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (consumer) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at
+         WHERE consumer_cursors.last_seq < excluded.last_seq",
+    )
+    .bind(consumer)
+    .bind(seq)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The latest events of every kind, newest first (for operator views).
+pub async fn recent(db: &Db, limit: i64) -> Result<Vec<Event>, DbError> {
+    let rows = sqlx::query(
+        "SELECT seq, id, kind, customer_id, payload, created_at FROM events ORDER BY seq DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}

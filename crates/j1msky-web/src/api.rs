@@ -1,0 +1,71 @@
+//! The JSON API under `/api/v1`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use j1msky_accounts::{api_keys, customers, Actor};
+use j1msky_core::vocab::UserRole;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::ApiCaller;
+use crate::error::{ApiError, JsonBody};
+use crate::state::AppState;
+
+/// Who am I: the key's customer, or the session's user and customer.
+pub async fn me(State(state): State<AppState>, caller: ApiCaller) -> Result<Json<serde_json::Value>, ApiError> {
+    let customer = match caller.customer_id() {
+        Some(cid) => Some(customers::get(&state.db, cid).await?),
+        None => None,
+    };
+    Ok(Json(match &caller {
+        ApiCaller::Key { key_id, .. } => json!({"auth": "api_key", "key_id": key_id, "customer": customer, "user": null}),
+        ApiCaller::User(s) => json!({"auth": "session", "user": s.user, "customer": customer}),
+    }))
+}
+
+fn customer_scope(caller: &ApiCaller) -> Result<&str, ApiError> {
+    caller
+        .customer_id()
+        .ok_or_else(|| ApiError::forbidden("operators act on customers' keys from /admin or the CLI"))
+}
+
+/// The caller's customer's keys (never their secrets).
+pub async fn list_keys(State(state): State<AppState>, caller: ApiCaller) -> Result<Json<serde_json::Value>, ApiError> {
+    let cid = customer_scope(&caller)?;
+    let keys = api_keys::list(&state.db, cid).await?;
+    Ok(Json(json!({"data": keys})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    name: String,
+}
+
+/// Creates a key; the answer carries the secret, shown this once. Owners only,
+/// from a signed-in session: a key cannot mint more keys.
+pub async fn create_key(State(state): State<AppState>, caller: ApiCaller, JsonBody(body): JsonBody<CreateKey>) -> Result<Response, ApiError> {
+    let ApiCaller::User(s) = &caller else {
+        return Err(ApiError::forbidden("API keys are created by the account owner from a signed-in session"));
+    };
+    if s.user.role != UserRole::Owner {
+        return Err(ApiError::forbidden("only the account owner creates API keys"));
+    }
+    let cid = customer_scope(&caller)?;
+    let (key, secret) = api_keys::create(&state.db, &Actor::user(&s.user.id), cid, &body.name, state.now()).await?;
+    Ok((StatusCode::CREATED, Json(json!({"key": key, "secret": secret}))).into_response())
+}
+
+/// Revokes one of the caller's customer's keys; another customer's key is 404.
+pub async fn revoke_key(State(state): State<AppState>, caller: ApiCaller, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let cid = customer_scope(&caller)?;
+    let actor = match &caller {
+        ApiCaller::User(s) if s.user.role == UserRole::Owner => Actor::user(&s.user.id),
+        ApiCaller::User(_) => return Err(ApiError::forbidden("only the account owner revokes API keys")),
+        ApiCaller::Key { key_id, .. } => Actor(format!("api_key:{key_id}")),
+    };
+    let key = api_keys::revoke(&state.db, &actor, &id, Some(cid), state.now()).await?;
+    Ok(Json(json!({"key": key})))
+}

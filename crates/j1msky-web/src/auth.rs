@@ -1,0 +1,182 @@
+//! Who is calling: a browser session (cookie) or an API key (Bearer).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use axum_extra::extract::CookieJar;
+use j1msky_accounts::sessions::{self, Session};
+use j1msky_accounts::api_keys;
+use j1msky_core::vocab::UserRole;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "j1msky_session";
+
+/// The live session of this request, if any (put there by [`load_session`]).
+#[derive(Clone)]
+pub struct MaybeSession(pub Option<Arc<Session>>);
+
+/// Reads the session cookie once per request and keeps the result in the extensions.
+pub async fn load_session(State(state): State<AppState>, jar: CookieJar, mut req: Request, next: Next) -> Response {
+    let session = match jar.get(SESSION_COOKIE) {
+        Some(c) => match sessions::lookup(&state.db, c.value(), state.now()).await {
+            Ok(s) => s.map(Arc::new),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        None => None,
+    };
+    req.extensions_mut().insert(MaybeSession(session));
+    next.run(req).await
+}
+
+fn session_of(parts: &Parts) -> Option<Arc<Session>> {
+    parts.extensions.get::<MaybeSession>().and_then(|m| m.0.clone())
+}
+
+/// Whether this request arrived over https (directly configured, or via a trusted proxy).
+pub fn is_https(state: &AppState, parts_headers: &axum::http::HeaderMap) -> bool {
+    state.config.secure_cookies
+        || (state.config.trust_proxy
+            && parts_headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https"))
+}
+
+/// A cookie with the attributes every j1msky cookie carries.
+pub fn cookie(name: &'static str, value: String, secure: bool, max_age_secs: i64) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .path("/")
+        .max_age(time::Duration::seconds(max_age_secs))
+        .build()
+}
+
+/// The client's address: the socket peer, or the proxy's `X-Forwarded-For` when trusted.
+pub fn client_ip(state: &AppState, parts: &Parts) -> String {
+    if state.config.trust_proxy {
+        if let Some(first) = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+        {
+            return first.trim().to_string();
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The client address as an extractor.
+pub struct ClientIp(pub String);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(state, parts)))
+    }
+}
+
+/// A signed-in user on a page; otherwise a redirect to the login page.
+pub struct PageUser(pub Arc<Session>);
+
+impl FromRequestParts<AppState> for PageUser {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+        match session_of(parts) {
+            Some(s) => Ok(PageUser(s)),
+            None => {
+                let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let target = format!("/login?next={}", urlencode(next));
+                Err(Redirect::to(&target).into_response())
+            }
+        }
+    }
+}
+
+/// A signed-in operator on a page.
+pub struct OperatorUser(pub Arc<Session>);
+
+impl FromRequestParts<AppState> for OperatorUser {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let PageUser(s) = PageUser::from_request_parts(parts, state).await?;
+        if s.user.role == UserRole::Operator {
+            Ok(OperatorUser(s))
+        } else {
+            Err(crate::render::error_page(state, Some(&s), StatusCode::FORBIDDEN, "This area is for operators."))
+        }
+    }
+}
+
+/// A signed-in owner or member of a customer on a page, with that customer's id.
+pub struct CustomerUser(pub Arc<Session>, pub String);
+
+impl FromRequestParts<AppState> for CustomerUser {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let PageUser(s) = PageUser::from_request_parts(parts, state).await?;
+        match s.user.customer_id.clone() {
+            Some(cid) => Ok(CustomerUser(s, cid)),
+            None => Err(Redirect::to("/admin").into_response()),
+        }
+    }
+}
+
+/// Who calls the JSON API.
+pub enum ApiCaller {
+    /// A customer's API key.
+    Key { key_id: String, customer_id: String },
+    /// A browser session.
+    User(Arc<Session>),
+}
+
+impl ApiCaller {
+    /// The customer the caller acts for (None for operators).
+    pub fn customer_id(&self) -> Option<&str> {
+        match self {
+            ApiCaller::Key { customer_id, .. } => Some(customer_id),
+            ApiCaller::User(s) => s.user.customer_id.as_deref(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for ApiCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+            let presented = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::trim)
+                .ok_or_else(ApiError::unauthorized)?;
+            return match api_keys::authenticate(&state.db, presented, state.now()).await? {
+                Some(k) => Ok(ApiCaller::Key { key_id: k.key_id, customer_id: k.customer_id }),
+                None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is unknown or revoked")),
+            };
+        }
+        session_of(parts).map(ApiCaller::User).ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// Percent-encodes a query value (only what `next=` needs).
+pub fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("v", s)]).map(|q| q[2..].to_string()).unwrap_or_default()
+}
+
+/// A safe local redirect target (never another host).
+pub fn safe_next(next: Option<&str>) -> Option<String> {
+    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\')).map(str::to_string)
+}

@@ -1,0 +1,16 @@
+//! The j1msky HTTP surface. Handlers are thin: extract, authorise, call one
+//! domain function, render.
+
+pub mod auth;
+mod csrf;
+mod error;
+mod metrics_layer;
+mod pages;
+mod api;
+pub mod render;
+mod server;
+mod state;
+
+pub use error::ApiError;
+pub use server::{router, serve};
+pub use state::{AppState, WebConfig};

@@ -1,0 +1,362 @@
+//! Browser pages: login and logout, the operator dashboard (`/admin`) and the
+//! customer dashboard (`/app`).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use axum_extra::extract::CookieJar;
+use j1msky_accounts::{api_keys, audit, customers, sessions, users, AccountsError, Actor};
+use j1msky_core::catalogue::TeamAllowance;
+use j1msky_core::vocab::{Stage, UseCase, UserRole};
+use minijinja::context;
+use serde::Deserialize;
+
+use crate::auth::{cookie, is_https, safe_next, ClientIp, CustomerUser, MaybeSession, OperatorUser, PageUser, SESSION_COOKIE};
+use crate::csrf::LOGIN_CSRF_COOKIE;
+use crate::render::{error_page, page_with_status};
+use crate::state::AppState;
+
+fn internal(state: &AppState, session: Option<&sessions::Session>, e: AccountsError) -> Response {
+    match e {
+        AccountsError::NotFound(what) => error_page(state, session, StatusCode::NOT_FOUND, &format!("{what} not found.")),
+        other => {
+            tracing::error!(error = %other, "page failed");
+            error_page(state, session, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong; it has been logged.")
+        }
+    }
+}
+
+/// `/`: wherever the caller belongs.
+pub async fn root(PageUser(s): PageUser) -> Redirect {
+    Redirect::to(if s.user.role == UserRole::Operator { "/admin" } else { "/app" })
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+/// The login form; sets the pre-login CSRF cookie.
+pub async fn login_form(State(state): State<AppState>, headers: HeaderMap, jar: CookieJar, Query(q): Query<LoginQuery>) -> Response {
+    login_page(&state, &headers, jar, q.next.as_deref(), "", None, StatusCode::OK)
+}
+
+fn login_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    jar: CookieJar,
+    next: Option<&str>,
+    email: &str,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let token = match jar.get(LOGIN_CSRF_COOKIE) {
+        Some(c) if !c.value().is_empty() => c.value().to_string(),
+        _ => j1msky_accounts::secrets::random_token(),
+    };
+    let jar = jar.add(cookie(LOGIN_CSRF_COOKIE, token.clone(), is_https(state, headers), 3600));
+    let ctx = context! { csrf => token, next => safe_next(next).unwrap_or_default(), email, flash => error, flash_kind => "error" };
+    (jar, page_with_status(state, None, status, "login.html", "", ctx)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+/// Checks the credentials, opens a session, and goes where the user was headed.
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    ClientIp(ip): ClientIp,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let now = state.now();
+    match users::authenticate(&state.db, &form.email, &form.password, &ip, now).await {
+        Ok(user) => match sessions::create(&state.db, &user.id, Some(&ip), now).await {
+            Ok((token, _csrf)) => {
+                let secure = is_https(&state, &headers);
+                let jar = jar
+                    .add(cookie(SESSION_COOKIE, token, secure, sessions::SESSION_TTL / 1_000_000))
+                    .remove(axum_extra::extract::cookie::Cookie::build(LOGIN_CSRF_COOKIE).path("/"));
+                let home = if user.role == UserRole::Operator { "/admin" } else { "/app" };
+                let target = safe_next(form.next.as_deref()).filter(|n| n != "/").unwrap_or_else(|| home.to_string());
+                (jar, Redirect::to(&target)).into_response()
+            }
+            Err(e) => internal(&state, None, e),
+        },
+        Err(AccountsError::Throttled { retry_after_secs }) => {
+            let msg = format!("Too many failed attempts. Try again in {} minute(s).", (retry_after_secs + 59) / 60);
+            let mut resp = login_page(&state, &headers, jar, form.next.as_deref(), &form.email, Some(msg), StatusCode::TOO_MANY_REQUESTS);
+            if let Ok(v) = retry_after_secs.to_string().parse() {
+                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+            resp
+        }
+        Err(AccountsError::BadCredentials) => login_page(
+            &state,
+            &headers,
+            jar,
+            form.next.as_deref(),
+            &form.email,
+            Some("Wrong email or password.".into()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        Err(e) => internal(&state, None, e),
+    }
+}
+
+/// Ends the session.
+pub async fn logout(State(state): State<AppState>, jar: CookieJar) -> Response {
+    if let Some(c) = jar.get(SESSION_COOKIE) {
+        if let Err(e) = sessions::delete(&state.db, c.value()).await {
+            return internal(&state, None, e);
+        }
+    }
+    let jar = jar.remove(axum_extra::extract::cookie::Cookie::build(SESSION_COOKIE).path("/"));
+    (jar, Redirect::to("/login")).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct StageQuery {
+    stage: Option<String>,
+}
+
+/// `/admin`: the customers list and the add-customer form.
+pub async fn admin_customers(State(state): State<AppState>, OperatorUser(s): OperatorUser, Query(q): Query<StageQuery>) -> Response {
+    admin_customers_page(&state, &s, q.stage.as_deref(), None, StatusCode::OK).await
+}
+
+async fn admin_customers_page(
+    state: &AppState,
+    s: &sessions::Session,
+    stage: Option<&str>,
+    flash: Option<(String, &str)>,
+    status: StatusCode,
+) -> Response {
+    let stage = stage.and_then(|v| v.parse::<Stage>().ok());
+    let list = match customers::list(&state.db, stage, 500).await {
+        Ok(l) => l,
+        Err(e) => return internal(state, Some(s), e),
+    };
+    let all = match customers::list(&state.db, None, 100_000).await {
+        Ok(l) => l,
+        Err(e) => return internal(state, Some(s), e),
+    };
+    let stage_counts: Vec<_> = Stage::ALL
+        .iter()
+        .map(|st| context! { stage => st.as_str(), count => all.iter().filter(|c| c.stage == *st).count() })
+        .collect();
+    let (flash, flash_kind) = match flash {
+        Some((m, k)) => (Some(m), k),
+        None => (None, ""),
+    };
+    let ctx = context! {
+        customers => list, stage_counts, stage => stage.map(|x| x.as_str()),
+        stages => Stage::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+        use_cases => UseCase::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+        plans => state.catalogue.plans.keys().cloned().collect::<Vec<_>>(),
+        flash, flash_kind,
+    };
+    page_with_status(state, Some(s), status, "admin/customers.html", "customers", ctx)
+}
+
+#[derive(Deserialize, Default)]
+pub struct NewCustomerForm {
+    #[serde(default)]
+    name: String,
+    contact_email: Option<String>,
+    stage: Option<String>,
+    use_case: Option<String>,
+    plan: Option<String>,
+    teams: Option<String>,
+    expected_monthly_tasks: Option<String>,
+    time_zone: Option<String>,
+    owner_email: Option<String>,
+    owner_password: Option<String>,
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn parse_customer_form(form: NewCustomerForm) -> Result<(customers::NewCustomer, Option<(String, String)>), AccountsError> {
+    let stage = non_empty(form.stage).map(|s| s.parse::<Stage>()).transpose().map_err(|e| AccountsError::invalid("stage", e.to_string()))?;
+    let use_case =
+        non_empty(form.use_case).map(|s| s.parse::<UseCase>()).transpose().map_err(|e| AccountsError::invalid("use_case", e.to_string()))?;
+    let expected_monthly_tasks = non_empty(form.expected_monthly_tasks)
+        .map(|s| s.parse::<i64>().map_err(|_| AccountsError::invalid("expected_monthly_tasks", format!("`{s}` is not a whole number"))))
+        .transpose()?;
+    let chosen_teams = non_empty(form.teams)
+        .map(|t| t.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+        .unwrap_or_default();
+    let owner = match (non_empty(form.owner_email), non_empty(form.owner_password)) {
+        (Some(email), Some(password)) => {
+            j1msky_accounts::Email::parse(&email)?;
+            j1msky_accounts::passwords::check_policy(&password)?;
+            Some((email, password))
+        }
+        (Some(_), None) => return Err(AccountsError::invalid("owner_password", "is required when an owner email is given")),
+        (None, _) => None,
+    };
+    let input = customers::NewCustomer {
+        name: form.name,
+        contact_email: non_empty(form.contact_email),
+        stage,
+        use_case,
+        plan: non_empty(form.plan),
+        chosen_teams,
+        expected_monthly_tasks,
+        time_zone: non_empty(form.time_zone),
+    };
+    Ok((input, owner))
+}
+
+/// Adds a customer (and optionally its owner user) from the admin form.
+pub async fn admin_create_customer(State(state): State<AppState>, OperatorUser(s): OperatorUser, Form(form): Form<NewCustomerForm>) -> Response {
+    let actor = Actor::user(&s.user.id);
+    let now = state.now();
+    let (input, owner) = match parse_customer_form(form) {
+        Ok(v) => v,
+        Err(e) => return admin_customers_page(&state, &s, None, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
+    };
+    let customer = match customers::create(&state.db, &state.catalogue, &actor, input, now).await {
+        Ok(c) => c,
+        Err(e @ AccountsError::Invalid { .. }) => {
+            return admin_customers_page(&state, &s, None, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await
+        }
+        Err(e) => return internal(&state, Some(&s), e),
+    };
+    if let Some((email, password)) = owner {
+        let new_user = users::NewUser { email, display_name: String::new(), password, role: UserRole::Owner, customer_id: Some(customer.id.clone()) };
+        if let Err(e) = users::create(&state.db, &actor, new_user, now).await {
+            let msg = format!("The customer was added, but its owner was not: {e}");
+            return customer_page(&state, &s, &customer.id, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY).await;
+        }
+    }
+    Redirect::to(&format!("/admin/customers/{}", customer.id)).into_response()
+}
+
+/// One customer: details, stage history, users, keys, audit.
+pub async fn admin_customer(State(state): State<AppState>, OperatorUser(s): OperatorUser, Path(id): Path<String>) -> Response {
+    customer_page(&state, &s, &id, None, StatusCode::OK).await
+}
+
+async fn customer_page(state: &AppState, s: &sessions::Session, id: &str, flash: Option<(String, &str)>, status: StatusCode) -> Response {
+    let db = &state.db;
+    let loaded = async {
+        let customer = customers::get(db, id).await?;
+        let history = customers::stage_history(db, id).await?;
+        let users = users::list(db, Some(id)).await?;
+        let keys = api_keys::list(db, id).await?;
+        let audit = audit::list(db, Some(id), 50).await?;
+        Ok::<_, AccountsError>((customer, history, users, keys, audit))
+    }
+    .await;
+    let (customer, history, users, keys, audit) = match loaded {
+        Ok(v) => v,
+        Err(e) => return internal(state, Some(s), e),
+    };
+    let (flash, flash_kind) = match flash {
+        Some((m, k)) => (Some(m), k),
+        None => (None, ""),
+    };
+    let ctx = context! {
+        customer, history, users, keys, audit, flash, flash_kind,
+        stages => Stage::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+    };
+    page_with_status(state, Some(s), status, "admin/customer.html", "customers", ctx)
+}
+
+#[derive(Deserialize)]
+pub struct StageForm {
+    #[serde(default)]
+    stage: String,
+}
+
+/// Moves a customer to another stage.
+pub async fn admin_set_stage(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Path(id): Path<String>,
+    Form(form): Form<StageForm>,
+) -> Response {
+    let stage = match form.stage.parse::<Stage>() {
+        Ok(st) => st,
+        Err(e) => return customer_page(&state, &s, &id, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
+    };
+    match customers::set_stage(&state.db, &Actor::user(&s.user.id), &id, stage, state.now()).await {
+        Ok(_) => Redirect::to(&format!("/admin/customers/{id}")).into_response(),
+        Err(e) => internal(&state, Some(&s), e),
+    }
+}
+
+/// `/app`: the customer's account and API keys.
+pub async fn app_home(State(state): State<AppState>, CustomerUser(s, cid): CustomerUser) -> Response {
+    app_page(&state, &s, &cid, None, StatusCode::OK).await
+}
+
+async fn app_page(state: &AppState, s: &sessions::Session, cid: &str, new_key: Option<(String, String)>, status: StatusCode) -> Response {
+    let (customer, keys) = match async { Ok::<_, AccountsError>((customers::get(&state.db, cid).await?, api_keys::list(&state.db, cid).await?)) }.await {
+        Ok(v) => v,
+        Err(e) => return internal(state, Some(s), e),
+    };
+    let plan = customer.plan.as_deref().and_then(|p| state.catalogue.plans.get(p));
+    let teams: Vec<String> = match plan.map(|p| &p.teams) {
+        Some(TeamAllowance::All) => state.catalogue.teams.keys().cloned().collect(),
+        _ => customer.chosen_teams.clone(),
+    };
+    let (new_key_name, new_secret) = match new_key {
+        Some((n, sec)) => (Some(n), Some(sec)),
+        None => (None, None),
+    };
+    let ctx = context! {
+        customer, keys, teams, new_key_name, new_secret,
+        can_manage_keys => s.user.role == UserRole::Owner,
+    };
+    page_with_status(state, Some(s), status, "app/home.html", "account", ctx)
+}
+
+#[derive(Deserialize)]
+pub struct KeyForm {
+    #[serde(default)]
+    name: String,
+}
+
+/// Creates an API key and shows its secret once.
+pub async fn app_create_key(State(state): State<AppState>, CustomerUser(s, cid): CustomerUser, Form(form): Form<KeyForm>) -> Response {
+    if s.user.role != UserRole::Owner {
+        return error_page(&state, Some(&s), StatusCode::FORBIDDEN, "Only the account owner manages API keys.");
+    }
+    match api_keys::create(&state.db, &Actor::user(&s.user.id), &cid, &form.name, state.now()).await {
+        Ok((key, secret)) => app_page(&state, &s, &cid, Some((key.name, secret)), StatusCode::OK).await,
+        Err(e @ AccountsError::Invalid { .. }) => error_page(&state, Some(&s), StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        Err(e) => internal(&state, Some(&s), e),
+    }
+}
+
+/// Revokes one of the customer's keys (another customer's key: 404).
+pub async fn app_revoke_key(State(state): State<AppState>, CustomerUser(s, cid): CustomerUser, Path(id): Path<String>) -> Response {
+    if s.user.role != UserRole::Owner {
+        return error_page(&state, Some(&s), StatusCode::FORBIDDEN, "Only the account owner manages API keys.");
+    }
+    match api_keys::revoke(&state.db, &Actor::user(&s.user.id), &id, Some(&cid), state.now()).await {
+        Ok(_) => Redirect::to("/app").into_response(),
+        Err(e) => internal(&state, Some(&s), e),
+    }
+}
+
+/// Any unknown path: a 404 page (JSON under /api).
+pub async fn not_found(State(state): State<AppState>, session: Option<axum::Extension<MaybeSession>>, uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") || uri.path().starts_with("/v1/") {
+        return crate::error::ApiError::not_found("route").into_response();
+    }
+    let s = session.and_then(|axum::Extension(m)| m.0);
+    error_page(&state, s.as_deref(), StatusCode::NOT_FOUND, "There is no page here.")
+}

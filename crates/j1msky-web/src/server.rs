@@ -1,0 +1,76 @@
+//! The router and the server loop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::state::AppState;
+use crate::{api, auth, csrf, metrics_layer, pages};
+
+/// Every route of the server, with its middleware.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let timeout = state.config.request_timeout;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/", get(pages::root))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/admin", get(pages::admin_customers))
+        .route("/admin/customers", post(pages::admin_create_customer))
+        .route("/admin/customers/{id}", get(pages::admin_customer))
+        .route("/admin/customers/{id}/stage", post(pages::admin_set_stage))
+        .route("/app", get(pages::app_home))
+        .route("/app/keys", post(pages::app_create_key))
+        .route("/app/keys/{id}/revoke", post(pages::app_revoke_key))
+        .route("/api/v1/me", get(api::me))
+        .route("/api/v1/keys", get(api::list_keys).post(api::create_key))
+        .route("/api/v1/keys/{id}", delete(api::revoke_key))
+        .fallback(pages::not_found)
+        .layer(from_fn_with_state(state.clone(), csrf::guard))
+        .layer(from_fn_with_state(state.clone(), auth::load_session))
+        .layer(from_fn(metrics_layer::track))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "database not reachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let (size, idle) = state.db.pool_stats();
+    metrics::gauge!("db_pool_connections", "backend" => state.db.backend().name()).set(size as f64);
+    metrics::gauge!("db_pool_idle_connections", "backend" => state.db.backend().name()).set(idle as f64);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
