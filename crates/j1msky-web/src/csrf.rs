@@ -1,7 +1,8 @@
 //! CSRF protection for every form POST: a synchronizer token per session (or, before
 //! login, a double-submit cookie) that each form carries in a `csrf_token` field.
-//! Cookie-authenticated requests that are not forms must be JSON, which browsers
-//! cannot send cross-site without a CORS preflight.
+//! Cookie-authenticated POSTs that are not forms must be JSON, which browsers cannot
+//! send cross-site without a CORS preflight; DELETE, PUT and PATCH always need a
+//! preflight cross-site, and the server answers no CORS, so they pass.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -37,6 +38,9 @@ pub async fn guard(State(state): State<AppState>, jar: CookieJar, req: Request, 
         .to_ascii_lowercase();
     let is_form = content_type.starts_with("application/x-www-form-urlencoded");
     if !is_form {
+        if *req.method() != Method::POST {
+            return next.run(req).await;
+        }
         let cookie_auth = jar.get(SESSION_COOKIE).is_some() && !req.headers().contains_key(header::AUTHORIZATION);
         if cookie_auth && !content_type.starts_with("application/json") {
             return forbidden("a signed-in browser request must be a form with its CSRF token or JSON");

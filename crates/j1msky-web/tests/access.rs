@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{location, spawn_app, spawn_app_with, OPERATOR_EMAIL, PASSWORD};
+use common::{location, session_cookie, spawn_app, spawn_app_with, OPERATOR_EMAIL, PASSWORD};
 use serde_json::Value;
 
 #[tokio::test]
@@ -89,7 +89,7 @@ async fn secure_cookies_behind_https() {
     let app = spawn_app_with(j1msky_web::WebConfig { secure_cookies: true, ..Default::default() }).await;
     let resp = app.login(&app.browser(), OPERATOR_EMAIL, PASSWORD).await;
     // The cookie store will not send a Secure cookie over http, but the flag must be set.
-    let cookie = resp.headers().get("set-cookie").unwrap().to_str().unwrap();
+    let cookie = session_cookie(&resp);
     assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"), "{cookie}");
 }
 

@@ -148,3 +148,14 @@ pub fn csrf_token(html: &str) -> String {
 pub fn location(resp: &reqwest::Response) -> String {
     resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
+
+/// The `Set-Cookie` header that sets the session cookie.
+pub fn session_cookie(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("j1msky_session="))
+        .unwrap_or_default()
+        .to_string()
+}
