@@ -1,1 +1,122 @@
-fn main() {}
+//! `j1msky`: the server, the demo and the operator's command line in one binary.
+//! The command line works on the database directly, so it still works when the
+//! dashboard is down.
+
+mod accounts_cmd;
+mod config_cmd;
+mod context;
+mod demo;
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::context::Globals;
+
+/// j1msky: the back office for selling AI agent teams by subscription.
+#[derive(Debug, Parser)]
+#[command(name = "j1msky", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    globals: Globals,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server (dashboards and JSON API).
+    Serve(serve::ServeArgs),
+    /// Run a self-contained demo: SQLite under a data dir, seeded operator and customers.
+    Demo(demo::DemoArgs),
+    /// Inspect the business catalogue.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Database maintenance.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Customers and their stage in the revenue workflow.
+    #[command(subcommand)]
+    Customer(accounts_cmd::CustomerCommand),
+    /// Operator and customer users.
+    #[command(subcommand)]
+    User(accounts_cmd::UserCommand),
+    /// Customer API keys.
+    #[command(subcommand)]
+    Key(accounts_cmd::KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a catalogue file (default: --config); exit 0 when valid, 2 when not.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The file to check (default: the --config file).
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Apply pending migrations (the server also does this at start).
+    Migrate,
+}
+
+/// A failure with the exit code it deserves.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure { code: 1, error: e.into() }
+    }
+}
+
+/// Exit code for an invalid catalogue or invalid input.
+pub const EXIT_INVALID: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if failure.code != 0 {
+                eprintln!("error: {:#}", failure.error);
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let g = cli.globals;
+    match cli.command {
+        Command::Serve(args) => serve::run(&g, args).await,
+        Command::Demo(args) => demo::run(&g, args).await,
+        Command::Config(ConfigCommand::Check(args)) => config_cmd::check(&g, args.file),
+        Command::Db(DbCommand::Migrate) => {
+            let db = context::open_db(&g).await?;
+            output::done(&g, &format!("migrations applied ({})", db.backend().name()), serde_json::json!({"migrated": true, "backend": db.backend().name()}));
+            db.close().await;
+            Ok(())
+        }
+        Command::Customer(c) => accounts_cmd::customer(&g, c).await,
+        Command::User(c) => accounts_cmd::user(&g, c).await,
+        Command::Key(c) => accounts_cmd::key(&g, c).await,
+    }
+}

@@ -1,0 +1,93 @@
+//! `j1msky config check [FILE]`.
+
+use std::path::PathBuf;
+
+use j1msky_core::catalogue::{Catalogue, CatalogueError, TeamAllowance};
+use serde_json::json;
+
+use crate::context::Globals;
+use crate::{output, Failure, EXIT_INVALID};
+
+/// Validates a catalogue file: exit 0 and a summary when valid, exit 2 and every
+/// problem (JSON path and reason) when not.
+pub fn check(g: &Globals, file: Option<PathBuf>) -> Result<(), Failure> {
+    let path = file.or_else(|| g.config.clone()).unwrap_or_else(Catalogue::default_path);
+    let catalogue = match Catalogue::load(&path) {
+        Ok(c) => c,
+        Err(CatalogueError::Invalid(issues)) => {
+            if g.json {
+                output::json(&json!({ "valid": false, "path": path.display().to_string(), "issues": issues }));
+            } else {
+                for issue in &issues {
+                    println!("{}: {issue}", path.display());
+                }
+            }
+            return Err(Failure {
+                code: EXIT_INVALID,
+                error: anyhow::anyhow!("{} is not a valid catalogue ({} problem(s))", path.display(), issues.len()),
+            });
+        }
+        Err(e @ CatalogueError::Io { .. }) => return Err(Failure { code: EXIT_INVALID, error: e.into() }),
+    };
+    let missing_env = unset_secrets(&catalogue);
+    if g.json {
+        output::json(&json!({
+            "valid": true,
+            "path": path.display().to_string(),
+            "plans": catalogue.plans.keys().collect::<Vec<_>>(),
+            "teams": catalogue.teams.keys().collect::<Vec<_>>(),
+            "models": catalogue.models.keys().collect::<Vec<_>>(),
+            "providers": catalogue.providers.keys().collect::<Vec<_>>(),
+            "unset_environment": missing_env,
+        }));
+        return Ok(());
+    }
+    println!("{} is valid.", path.display());
+    let rows = catalogue
+        .plans
+        .iter()
+        .map(|(id, p)| {
+            vec![
+                id.clone(),
+                format!("{}{}", p.monthly_price, if p.price_is_minimum { "+" } else { "" }),
+                match p.teams {
+                    TeamAllowance::All => "all".into(),
+                    TeamAllowance::Choose(n) => format!("choose {n}"),
+                },
+                output::opt(p.tasks_per_month).replace('-', "unlimited"),
+                p.api_calls_per_hour.to_string(),
+            ]
+        })
+        .collect();
+    println!("{}", output::table(&["plan", "per month", "teams", "tasks/month", "API calls/hour"], rows));
+    let rows = catalogue
+        .models
+        .iter()
+        .map(|(id, m)| {
+            vec![
+                id.clone(),
+                m.provider.clone(),
+                m.input_per_mtok.to_string(),
+                m.output_per_mtok.to_string(),
+                output::opt(m.fallback.as_deref()),
+                m.prices_checked.clone(),
+            ]
+        })
+        .collect();
+    println!("{}", output::table(&["model", "provider", "in / 1M tok", "out / 1M tok", "fallback", "prices checked"], rows));
+    for name in &missing_env {
+        println!("note: environment variable {name} is not set here");
+    }
+    Ok(())
+}
+
+/// Names of the secret-holding environment variables that are not set in this shell.
+fn unset_secrets(c: &Catalogue) -> Vec<String> {
+    let mut names: Vec<String> = c.providers.values().map(|p| p.api_key_env.clone()).collect();
+    names.push(c.stripe.secret_key_env.clone());
+    names.push(c.stripe.webhook_secret_env.clone());
+    names.sort();
+    names.dedup();
+    names.retain(|n| std::env::var_os(n).is_none());
+    names
+}

@@ -1,0 +1,120 @@
+//! `j1msky serve`: the HTTP server, stopped gracefully by SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use j1msky_core::catalogue::Catalogue;
+use j1msky_core::SystemClock;
+use j1msky_db::Db;
+use j1msky_web::{AppState, WebConfig};
+
+use crate::context::{self, Globals};
+use crate::Failure;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "J1MSKY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The public URL users reach (an https URL marks cookies Secure).
+    #[arg(long, env = "J1MSKY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Trust X-Forwarded-For / X-Forwarded-Proto (only behind your own reverse proxy).
+    #[arg(long, env = "J1MSKY_TRUST_PROXY")]
+    pub trust_proxy: bool,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seconds a request may take before it is answered 408.
+    #[arg(long, default_value_t = 30)]
+    pub request_timeout_secs: u64,
+}
+
+impl ServeArgs {
+    fn web_config(&self) -> Result<WebConfig, Failure> {
+        let secure_cookies = match &self.public_url {
+            Some(url) if url.starts_with("https://") => true,
+            Some(url) if url.starts_with("http://") => false,
+            Some(url) => {
+                return Err(Failure {
+                    code: crate::EXIT_INVALID,
+                    error: anyhow::anyhow!("--public-url `{url}` must start with http:// or https://"),
+                })
+            }
+            None => false,
+        };
+        Ok(WebConfig {
+            secure_cookies,
+            trust_proxy: self.trust_proxy,
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+        })
+    }
+}
+
+pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
+    context::init_logging(g);
+    let catalogue = context::load_catalogue(g)?;
+    let db = context::open_db(g).await?;
+    tracing::info!(database = %context::redact(&g.database_url), backend = db.backend().name(), "database ready");
+    let config = args.web_config()?;
+    let listener = bind(args.listen).await?;
+    serve_on(listener, db, catalogue, config, |addr| {
+        println!("j1msky listening on http://{addr}");
+    })
+    .await
+}
+
+/// Binds the listening socket.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Failure> {
+    Ok(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?)
+}
+
+/// Serves until SIGTERM/SIGINT, then lets in-flight requests finish and closes the pool.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    db: Db,
+    catalogue: Catalogue,
+    config: WebConfig,
+    announce: impl FnOnce(SocketAddr),
+) -> Result<(), Failure> {
+    let addr = listener.local_addr().context("listening socket has no address")?;
+    let state = AppState::new(db.clone(), Arc::new(catalogue), Arc::new(SystemClock), config);
+    tracing::info!(%addr, "listening");
+    announce(addr);
+    j1msky_web::serve(listener, state, shutdown_signal()).await.context("server failed")?;
+    tracing::info!("in-flight requests finished; closing the database");
+    db.close().await;
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT: shutting down gracefully"),
+        _ = term => tracing::info!("SIGTERM: shutting down gracefully"),
+    }
+}

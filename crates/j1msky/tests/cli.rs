@@ -1,0 +1,339 @@
+//! The `j1msky` binary as an operator uses it: real processes, a real database (SQLite,
+//! or PostgreSQL when the test run asks for it), and a real server beside the CLI.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_j1msky");
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+}
+
+/// A fresh database and a way to run the CLI against it.
+struct Cli {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Cli {
+    async fn new() -> Cli {
+        let (url, dir) = j1msky_db::testing::fresh_url().await;
+        Cli { url, _dir: dir }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("J1MSKY_DATABASE_URL", &self.url)
+            .env("J1MSKY_CONFIG", repo_file("config/business.json"))
+            .env("RUST_LOG", "warn");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run j1msky")
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child =
+            self.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child.wait_with_output().expect("wait")
+    }
+
+    /// Runs with `--json`, expects success, returns the parsed output.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(out.status.success(), "j1msky {args:?} failed: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", text(&out.stdout)))
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn config_check_accepts_the_shipped_catalogue_and_rejects_a_bad_one_with_exit_2() {
+    let out = Command::new(BIN).args(["config", "check"]).arg(repo_file("config/business.json")).output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("is valid"));
+    assert!(text(&out.stdout).contains("starter"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("business.json");
+    let shipped = std::fs::read_to_string(repo_file("config/business.json")).expect("read");
+    std::fs::write(&bad, shipped.replace("\"monthly_price\": \"49.00\"", "\"monthly_price\": \"-49.00\"")).expect("write");
+    let out = Command::new(BIN).args(["config", "check"]).arg(&bad).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stdout).contains("plans.starter.monthly_price"), "{}", text(&out.stdout));
+
+    // --json for scripts, and J1MSKY_CONFIG as the default file.
+    let out = Command::new(BIN).args(["--json", "config", "check"]).env("J1MSKY_CONFIG", &bad).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["issues"][0]["path"], "plans.starter.monthly_price");
+
+    let out = Command::new(BIN).args(["config", "check", "/nonexistent/business.json"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["demo", "--help"],
+        vec!["config", "check", "--help"],
+        vec!["db", "migrate", "--help"],
+        vec!["customer", "add", "--help"],
+        vec!["customer", "list", "--help"],
+        vec!["customer", "show", "--help"],
+        vec!["customer", "set-stage", "--help"],
+        vec!["user", "add", "--help"],
+        vec!["user", "list", "--help"],
+        vec!["user", "set-password", "--help"],
+        vec!["key", "create", "--help"],
+        vec!["key", "list", "--help"],
+        vec!["key", "revoke", "--help"],
+    ] {
+        let out = Command::new(BIN).args(&args).output().expect("run");
+        assert!(out.status.success(), "{args:?}");
+        assert!(text(&out.stdout).contains("Usage:"), "{args:?}: {}", text(&out.stdout));
+    }
+}
+
+#[tokio::test]
+async fn operator_manages_customers_users_and_keys_from_the_command_line() {
+    let cli = Cli::new().await;
+    assert!(cli.run(&["db", "migrate"]).status.success());
+
+    let made = cli.json(&[
+        "customer", "add", "--name", "Acme Robotics", "--plan", "starter", "--teams", "code,research", "--stage", "trial",
+        "--use-case", "code", "--time-zone", "Europe/Berlin", "--expected-tasks", "80", "--owner-email", "Ann@Acme.test",
+    ]);
+    let id = made["customer"]["id"].as_str().expect("id").to_string();
+    assert!(id.starts_with("cus_"));
+    assert_eq!(made["customer"]["chosen_teams"], serde_json::json!(["code", "research"]));
+    let owner_password = made["owner"]["password"].as_str().expect("password shown once").to_string();
+    assert!(owner_password.len() >= 10);
+
+    // Human output is a table naming the customer.
+    let out = cli.run(&["customer", "list"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("Acme Robotics") && text(&out.stdout).contains("trial"));
+
+    let moved = cli.json(&["customer", "set-stage", &id, "active"]);
+    assert_eq!(moved["customer"]["stage"], "active");
+    let shown = cli.json(&["customer", "show", &id]);
+    let history: Vec<String> =
+        shown["stage_history"].as_array().expect("history").iter().map(|h| h["to"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(history, ["trial", "active"]);
+    assert_eq!(shown["users"][0]["email"], "Ann@Acme.test");
+    assert_eq!(shown["users"][0]["role"], "owner");
+    let active = cli.json(&["customer", "list", "--stage", "active"]);
+    assert_eq!(active.as_array().map(Vec::len), Some(1));
+    let leads = cli.json(&["customer", "list", "--stage", "lead"]);
+    assert_eq!(leads.as_array().map(Vec::len), Some(0));
+
+    // Users: a member with a password from stdin; duplicate emails refused case-insensitively.
+    let member = cli.run_with_stdin(
+        &["--json", "user", "add", "--email", "bob@acme.test", "--role", "member", "--customer", &id, "--password-stdin"],
+        "bob's long password\n",
+    );
+    assert!(member.status.success(), "{}", text(&member.stderr));
+    let member: Value = serde_json::from_slice(&member.stdout).expect("json");
+    assert_eq!(member["password"], Value::Null, "a password given on stdin is not echoed");
+    let dup = cli.run_with_stdin(&["user", "add", "--email", "BOB@acme.test", "--role", "member", "--customer", &id, "--password-stdin"], "another long password\n");
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(text(&dup.stderr).contains("already"), "{}", text(&dup.stderr));
+    let users = cli.json(&["user", "list", "--customer", &id]);
+    assert_eq!(users.as_array().map(Vec::len), Some(2));
+    let changed = cli.json(&["user", "set-password", "bob@acme.test"]);
+    assert!(changed["password"].as_str().is_some_and(|p| p.len() >= 10));
+
+    // Keys: created with the secret shown once, listed by prefix, revoked.
+    let key = cli.json(&["key", "create", "--customer", &id, "--name", "ci"]);
+    let secret = key["secret"].as_str().expect("secret");
+    let prefix = key["key"]["prefix"].as_str().expect("prefix");
+    assert!(secret.starts_with(prefix));
+    let listed = cli.json(&["key", "list", "--customer", &id]);
+    assert_eq!(listed[0]["prefix"], prefix);
+    assert!(!listed.to_string().contains(secret), "the list never shows a secret");
+    let key_id = key["key"]["id"].as_str().expect("key id");
+    let revoked = cli.json(&["key", "revoke", key_id]);
+    assert!(revoked["key"]["revoked_at"].is_i64());
+
+    // Bad input: clear message, exit 2, nothing stored.
+    let out = cli.run(&["customer", "set-stage", &id, "gold"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("gold") && text(&out.stderr).contains("churned"), "{}", text(&out.stderr));
+    let out = cli.run(&["customer", "add", "--name", "Too many", "--plan", "starter", "--teams", "code,research,content"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("allows 2"), "{}", text(&out.stderr));
+    let out = cli.run(&["customer", "add", "--name", "Bad owner", "--owner-email", "not-an-email"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(cli.json(&["customer", "list"]).as_array().map(Vec::len), Some(1), "failed adds store nothing");
+    let out = cli.run(&["customer", "show", "cus_01jzzzzzzzzzzzzzzzzzzzzzzz"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not found"));
+}
+
+/// A running `j1msky serve` child process, stopped with SIGTERM on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(cli: &Cli) -> Server {
+        let mut child = cli
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines.next().expect("server printed its address").expect("read");
+            if let Some(addr) = line.strip_prefix("j1msky listening on ") {
+                break addr.trim().to_string();
+            }
+        };
+        Server { child, base }
+    }
+
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_cli_works_beside_a_running_server_which_stops_cleanly_on_sigterm() {
+    let cli = Cli::new().await;
+    let server = Server::start(&cli);
+    let http = reqwest::Client::new();
+    let health = http.get(format!("{}/healthz", server.base)).send().await.expect("healthz");
+    assert_eq!(health.status(), 200);
+
+    let made = cli.json(&["customer", "add", "--name", "Live Co", "--plan", "pro", "--stage", "active"]);
+    let id = made["customer"]["id"].as_str().expect("id").to_string();
+    let key = cli.json(&["key", "create", "--customer", &id, "--name", "live"]);
+    let secret = key["secret"].as_str().expect("secret");
+
+    let me = http.get(format!("{}/api/v1/me", server.base)).bearer_auth(secret).send().await.expect("me");
+    assert_eq!(me.status(), 200);
+    let me: Value = me.json().await.expect("json");
+    assert_eq!(me["customer"]["id"], id.as_str());
+
+    cli.json(&["key", "revoke", key["key"]["id"].as_str().expect("key id")]);
+    let me = http.get(format!("{}/api/v1/me", server.base)).bearer_auth(secret).send().await.expect("me");
+    assert_eq!(me.status(), 401, "a key revoked from the CLI stops working at once");
+
+    // A request in flight when SIGTERM arrives is still answered.
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    let body = "email=x%40y.test&password=wrong-password";
+    let (first, rest) = body.split_at(10);
+    write!(
+        stream,
+        "POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{first}",
+        body.len()
+    )
+    .expect("send the first half");
+    stream.flush().expect("flush");
+    let kill = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().expect("kill");
+    assert!(kill.success());
+    // Give the signal time to land before the body completes (ordering, not an assertion).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stream.write_all(rest.as_bytes()).expect("send the rest");
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).expect("read response");
+    assert!(response.starts_with("HTTP/1.1 403"), "the in-flight form post was answered (no CSRF token: 403): {response}");
+
+    let mut server = server;
+    let status = server.child.wait().expect("wait");
+    assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
+}
+
+#[tokio::test]
+async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("demo");
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .current_dir(dir.path())
+        .env_remove("J1MSKY_DATABASE_URL")
+        .env_remove("J1MSKY_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut base, mut login, mut password) = (None, None, None);
+    while base.is_none() || login.is_none() || password.is_none() {
+        let line = lines.next().expect("demo output").expect("read");
+        if let Some(rest) = line.strip_prefix("j1msky demo is running at ") {
+            base = Some(rest.trim().trim_end_matches('/').to_string());
+        } else if let Some(rest) = line.trim().strip_prefix("Operator login:") {
+            login = Some(rest.trim().to_string());
+        } else if let Some(rest) = line.trim().strip_prefix("Password:") {
+            password = Some(rest.trim().to_string());
+        }
+    }
+    let (base, login, password) = (base.unwrap_or_default(), login.unwrap_or_default(), password.unwrap_or_default());
+    assert!(data.join("j1msky.db").exists(), "the demo keeps its SQLite file under the data dir");
+
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let form = browser.get(format!("{base}/login")).send().await.expect("login page").text().await.expect("html");
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = form.find(marker).expect("csrf field") + marker.len();
+    let token = &form[start..start + form[start..].find('"').expect("end")];
+    let resp = browser
+        .post(format!("{base}/login"))
+        .form(&[("csrf_token", token), ("email", login.as_str()), ("password", password.as_str())])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), 303);
+    let admin = browser.get(format!("{base}/admin")).send().await.expect("admin").text().await.expect("html");
+    for name in ["Northwind Software", "Bluebird Content Studio", "Kestrel Ventures"] {
+        assert!(admin.contains(name), "{name} missing from the dashboard");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A second run keeps the data and gives a fresh password.
+    let out = Command::new(BIN)
+        .args(["demo", "--seed-only", "--data-dir"])
+        .arg(&data)
+        .current_dir(dir.path())
+        .env_remove("J1MSKY_DATABASE_URL")
+        .env_remove("J1MSKY_CONFIG")
+        .output()
+        .expect("seed again");
+    assert!(out.status.success());
+    let again = text(&out.stdout);
+    assert!(again.contains("operator@demo.local"));
+    assert!(!again.contains(&password), "each demo run prints a new password");
+}
