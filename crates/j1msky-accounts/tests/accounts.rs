@@ -1,0 +1,193 @@
+//! Accounts on a real database (SQLite, or PostgreSQL when the run asks for it).
+
+use j1msky_accounts::customers::{self, NewCustomer};
+use j1msky_accounts::users::{self, NewUser};
+use j1msky_accounts::{api_keys, audit, sessions, AccountsError, Actor};
+use j1msky_core::catalogue::{Catalogue, SHIPPED};
+use j1msky_core::clock::{DAY, SECOND};
+use j1msky_core::vocab::{Stage, UserRole};
+use j1msky_db::testing::TestDb;
+use sqlx::Row;
+
+const T0: i64 = 1_790_000_000 * SECOND;
+const PASSWORD: &str = "a long enough password";
+
+fn catalogue() -> Catalogue {
+    Catalogue::from_json_str(SHIPPED).expect("shipped catalogue")
+}
+
+async fn customer(t: &TestDb, name: &str) -> String {
+    let input = NewCustomer { name: name.into(), plan: Some("pro".into()), stage: Some(Stage::Trial), ..Default::default() };
+    customers::create(&t.db, &catalogue(), &Actor::cli(), input, T0).await.expect("customer").id
+}
+
+async fn owner(t: &TestDb, email: &str, customer_id: &str) -> users::User {
+    let new = NewUser {
+        email: email.into(),
+        display_name: email.into(),
+        password: PASSWORD.into(),
+        role: UserRole::Owner,
+        customer_id: Some(customer_id.into()),
+    };
+    users::create(&t.db, &Actor::cli(), new, T0).await.expect("owner")
+}
+
+#[tokio::test]
+async fn emails_are_unique_case_insensitively_and_passwords_are_argon2id() {
+    let t = TestDb::new().await;
+    let c = customer(&t, "Acme").await;
+    let ann = owner(&t, "Ann@Acme.test", &c).await;
+    assert_eq!(ann.email, "Ann@Acme.test", "the address is kept as typed");
+
+    let dup = NewUser { email: "ann@ACME.test".into(), display_name: "x".into(), password: PASSWORD.into(), role: UserRole::Member, customer_id: Some(c.clone()) };
+    assert!(matches!(users::create(&t.db, &Actor::cli(), dup, T0).await, Err(AccountsError::Conflict(_))));
+
+    let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1").bind(&ann.id).fetch_one(t.db.pool()).await.expect("row");
+    let hash: String = row.try_get(0).expect("hash");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains(PASSWORD));
+
+    // Roles and customers must agree; weak passwords are refused.
+    let op_with_customer = NewUser { email: "op@x.test".into(), display_name: "op".into(), password: PASSWORD.into(), role: UserRole::Operator, customer_id: Some(c.clone()) };
+    assert!(matches!(users::create(&t.db, &Actor::cli(), op_with_customer, T0).await, Err(AccountsError::Invalid { field: "customer", .. })));
+    let orphan = NewUser { email: "m@x.test".into(), display_name: "m".into(), password: PASSWORD.into(), role: UserRole::Member, customer_id: None };
+    assert!(matches!(users::create(&t.db, &Actor::cli(), orphan, T0).await, Err(AccountsError::Invalid { field: "customer", .. })));
+    let weak = NewUser { email: "w@x.test".into(), display_name: "w".into(), password: "short".into(), role: UserRole::Operator, customer_id: None };
+    assert!(matches!(users::create(&t.db, &Actor::cli(), weak, T0).await, Err(AccountsError::Invalid { .. })));
+    assert_eq!(users::list(&t.db, None).await.expect("list").len(), 1, "refused users were not stored");
+}
+
+#[tokio::test]
+async fn login_records_last_login_and_a_new_password_ends_every_session() {
+    let t = TestDb::new().await;
+    let c = customer(&t, "Acme").await;
+    let ann = owner(&t, "ann@acme.test", &c).await;
+    assert!(matches!(users::authenticate(&t.db, "ann@acme.test", "wrong password!", "10.0.0.1", T0).await, Err(AccountsError::BadCredentials)));
+    assert_eq!(users::get(&t.db, &ann.id).await.expect("user").last_login_at, None);
+
+    let when = T0 + 60 * SECOND;
+    let user = users::authenticate(&t.db, " ANN@acme.test ", PASSWORD, "10.0.0.1", when).await.expect("login");
+    assert_eq!(user.id, ann.id);
+    assert_eq!(users::get(&t.db, &ann.id).await.expect("user").last_login_at, Some(when));
+
+    let (token, csrf) = sessions::create(&t.db, &ann.id, Some("10.0.0.1"), when).await.expect("session");
+    let session = sessions::lookup(&t.db, &token, when).await.expect("lookup").expect("live session");
+    assert_eq!(session.csrf_token, csrf);
+    let stored = sqlx::query("SELECT COUNT(*) FROM sessions WHERE token_hash = $1").bind(&token).fetch_one(t.db.pool()).await.expect("count");
+    assert_eq!(stored.try_get::<i64, _>(0).expect("n"), 0, "session tokens are stored hashed");
+
+    assert!(sessions::lookup(&t.db, &token, when + sessions::SESSION_TTL + 1).await.expect("lookup").is_none(), "sessions expire");
+    users::set_password(&t.db, &Actor::cli(), &ann.id, "another long password", when).await.expect("set password");
+    assert!(sessions::lookup(&t.db, &token, when).await.expect("lookup").is_none(), "a new password signs out everywhere");
+    assert!(users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.0.0.1", when).await.is_err());
+    users::authenticate(&t.db, "ann@acme.test", "another long password", "10.0.0.1", when).await.expect("new password works");
+}
+
+#[tokio::test]
+async fn an_account_is_locked_after_five_failures_even_for_the_right_password() {
+    let t = TestDb::new().await;
+    let c = customer(&t, "Acme").await;
+    owner(&t, "ann@acme.test", &c).await;
+    for i in 0..5 {
+        let r = users::authenticate(&t.db, "ann@acme.test", "not the password", &format!("10.0.0.{i}"), T0 + i).await;
+        assert!(matches!(r, Err(AccountsError::BadCredentials)), "attempt {i}: {r:?}");
+    }
+    let r = users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.9.9.9", T0 + 10).await;
+    assert!(matches!(r, Err(AccountsError::Throttled { retry_after_secs }) if retry_after_secs > 0), "{r:?}");
+    // Another account is not affected.
+    owner(&t, "bob@acme.test", &c).await;
+    users::authenticate(&t.db, "bob@acme.test", PASSWORD, "10.9.9.9", T0 + 10).await.expect("bob unaffected");
+    // The lock ends.
+    users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.9.9.9", T0 + 16 * 60 * SECOND).await.expect("released");
+}
+
+#[tokio::test]
+async fn api_keys_are_hashed_scoped_to_their_customer_and_revocable() {
+    let t = TestDb::new().await;
+    let a = customer(&t, "A").await;
+    let b = customer(&t, "B").await;
+    let (key, secret) = api_keys::create(&t.db, &Actor::cli(), &a, "ci", T0).await.expect("key");
+    assert!(secret.starts_with(&key.prefix) && secret.len() > key.prefix.len() + 20);
+    let rows = sqlx::query("SELECT key_hash FROM api_keys").fetch_all(t.db.pool()).await.expect("rows");
+    for r in rows {
+        let h: String = r.try_get(0).expect("hash");
+        assert!(!h.contains(&secret) && h != secret);
+    }
+
+    let auth = api_keys::authenticate(&t.db, &secret, T0 + DAY).await.expect("auth").expect("valid key");
+    assert_eq!(auth.customer_id, a);
+    assert_eq!(api_keys::list(&t.db, &a).await.expect("list")[0].last_used_at, Some(T0 + DAY));
+    assert!(api_keys::list(&t.db, &b).await.expect("list").is_empty());
+
+    // B cannot revoke A's key, and the answer is the same as for a missing key.
+    let foreign = api_keys::revoke(&t.db, &Actor::cli(), &key.id, Some(&b), T0).await;
+    let missing = api_keys::revoke(&t.db, &Actor::cli(), "key_01jzzzzzzzzzzzzzzzzzzzzzzz", Some(&b), T0).await;
+    assert!(matches!(foreign, Err(AccountsError::NotFound(_))), "{foreign:?}");
+    assert_eq!(format!("{:?}", foreign.err()), format!("{:?}", missing.err()));
+    assert!(api_keys::authenticate(&t.db, &secret, T0).await.expect("auth").is_some(), "still valid");
+
+    api_keys::revoke(&t.db, &Actor::cli(), &key.id, Some(&a), T0 + 2 * DAY).await.expect("revoke");
+    assert!(api_keys::authenticate(&t.db, &secret, T0 + 2 * DAY).await.expect("auth").is_none());
+    assert!(api_keys::authenticate(&t.db, "jk_made_up", T0).await.expect("auth").is_none());
+}
+
+#[tokio::test]
+async fn stage_changes_keep_history_and_every_change_is_audited_with_who_and_when() {
+    let t = TestDb::new().await;
+    let c = customer(&t, "Acme").await;
+    let operator = Actor::user("usr_operator");
+    customers::set_stage(&t.db, &operator, &c, Stage::Active, T0 + DAY).await.expect("active");
+    customers::set_stage(&t.db, &operator, &c, Stage::Active, T0 + 2 * DAY).await.expect("no-op");
+    customers::set_stage(&t.db, &operator, &c, Stage::Paused, T0 + 3 * DAY).await.expect("paused");
+    let history = customers::stage_history(&t.db, &c).await.expect("history");
+    let steps: Vec<(Option<Stage>, Stage, i64)> = history.iter().map(|h| (h.from, h.to, h.at)).collect();
+    assert_eq!(
+        steps,
+        [(None, Stage::Trial, T0), (Some(Stage::Trial), Stage::Active, T0 + DAY), (Some(Stage::Active), Stage::Paused, T0 + 3 * DAY)]
+    );
+    assert_eq!(customers::get(&t.db, &c).await.expect("get").stage_changed_at, T0 + 3 * DAY);
+
+    let u = owner(&t, "ann@acme.test", &c).await;
+    let (k, _) = api_keys::create(&t.db, &Actor::user(&u.id), &c, "ci", T0).await.expect("key");
+    api_keys::revoke(&t.db, &Actor::user(&u.id), &k.id, Some(&c), T0 + 4 * DAY).await.expect("revoke");
+    users::set_password(&t.db, &Actor::cli(), &u.id, "another long password", T0).await.expect("password");
+
+    let entries = audit::list(&t.db, Some(&c), 100).await.expect("audit");
+    let mut actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    actions.sort();
+    assert_eq!(
+        actions,
+        [
+            "api_key.created",
+            "api_key.revoked",
+            "customer.created",
+            "customer.stage_changed",
+            "customer.stage_changed",
+            "user.created",
+            "user.password_set"
+        ]
+    );
+    let revoked = entries.iter().find(|e| e.action == "api_key.revoked").expect("revoked entry");
+    assert_eq!(revoked.actor, format!("user:{}", u.id));
+    assert_eq!(revoked.at, T0 + 4 * DAY);
+    assert_eq!(revoked.subject, k.id);
+    let paused = entries.iter().find(|e| e.action == "customer.stage_changed" && e.at == T0 + 3 * DAY).expect("paused entry");
+    assert_eq!(paused.actor, "user:usr_operator");
+    assert_eq!(paused.detail["to"], "paused");
+    assert!(!serde_json::to_string(&entries).expect("json").contains(PASSWORD), "no password in the audit log");
+}
+
+#[tokio::test]
+async fn a_customer_with_an_unknown_plan_or_bad_zone_is_refused_and_nothing_is_stored() {
+    let t = TestDb::new().await;
+    let cat = catalogue();
+    let bad_plan = NewCustomer { name: "X".into(), plan: Some("gold".into()), ..Default::default() };
+    let err = customers::create(&t.db, &cat, &Actor::cli(), bad_plan, T0).await.expect_err("unknown plan");
+    assert!(err.to_string().contains("gold") && err.to_string().contains("starter"), "{err}");
+    let bad_zone = NewCustomer { name: "X".into(), time_zone: Some("Mars/Olympus".into()), ..Default::default() };
+    assert!(matches!(customers::create(&t.db, &cat, &Actor::cli(), bad_zone, T0).await, Err(AccountsError::Invalid { field: "time_zone", .. })));
+    let bad_team = NewCustomer { name: "X".into(), plan: Some("starter".into()), chosen_teams: vec!["cooking".into()], ..Default::default() };
+    assert!(matches!(customers::create(&t.db, &cat, &Actor::cli(), bad_team, T0).await, Err(AccountsError::Invalid { field: "teams", .. })));
+    assert!(customers::list(&t.db, None, 10).await.expect("list").is_empty());
+    assert!(audit::list(&t.db, None, 10).await.expect("audit").is_empty());
+}
