@@ -1,0 +1,89 @@
+//! Budget escalation: as the day's spend crosses the alert levels of the catalogue, the
+//! operator is alerted; at the second-highest level Opus (every reserved model) is
+//! paused, at the highest only the economy model runs. Each step leaves an alert
+//! record and an event saying why. The mode is only ever raised here; lowering it is
+//! the operator's decision.
+
+use j1msky_accounts::Actor;
+use j1msky_db::outbox;
+
+use crate::policy::Mode;
+use crate::{controls, limits, windows, Gateway, GatewayError};
+
+/// The mode a spend level calls for, given the ascending alert levels.
+pub fn mode_for(levels: &[u32], percent_spent: u64) -> Mode {
+    let n = levels.len();
+    let crossed = |i: usize| u64::from(levels[i]) <= percent_spent;
+    if n >= 1 && crossed(n - 1) {
+        Mode::CheapOnly
+    } else if n >= 2 && crossed(n - 2) {
+        Mode::OpusPaused
+    } else {
+        Mode::Normal
+    }
+}
+
+/// Checks the day's spend after a settlement.
+pub async fn after_spend(gw: &Gateway) -> Result<(), GatewayError> {
+    let now = gw.clock.now_micros();
+    let tz = gw.catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let (day_start, _) = windows::day(tz, now);
+    let (spent, _) = limits::budget_state(&gw.db, "business:day", day_start).await?;
+    let controls = gw.controls().await?;
+    let budget = controls
+        .caps
+        .get("budget:daily")
+        .map(|m| j1msky_core::Money::from_micros(*m))
+        .unwrap_or(gw.catalogue.routing.daily_budget);
+    if budget.micros() <= 0 {
+        return Ok(());
+    }
+    let percent = (spent.micros().max(0) as u128 * 100 / budget.micros() as u128) as u64;
+    let levels = &gw.catalogue.routing.alert_levels_percent;
+    for level in levels.iter().filter(|l| u64::from(**l) <= percent) {
+        let id = format!("alr_budget_{day_start}_{level}");
+        let message = format!("daily spend {spent} has crossed {level}% of the {budget} budget");
+        let mut tx = gw.db.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO alerts (id, kind, message, detail, created_at) VALUES ($1, 'budget_level', $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(&message)
+        .bind(serde_json::json!({"level": level, "spent_micros": spent.micros(), "budget_micros": budget.micros()}).to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            let payload = serde_json::json!({"level": level, "spent_micros": spent.micros(), "budget_micros": budget.micros()});
+            outbox::emit(&mut tx, gw.db.backend(), "budget.level_crossed", None, &payload, now).await?;
+            tracing::warn!(%message, "budget alert");
+        }
+        tx.commit().await?;
+    }
+    let wanted = mode_for(levels, percent);
+    if wanted.severity() > controls.mode.severity() {
+        let reason = format!("daily spend at {percent}% of the {budget} budget");
+        controls::set_mode(&gw.db, &Actor::system(), wanted, &reason, now).await?;
+        gw.controls_changed();
+        tracing::warn!(mode = %wanted, %reason, "cost mode raised automatically");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_map_to_modes() {
+        let levels = [50, 80, 100];
+        assert_eq!(mode_for(&levels, 10), Mode::Normal);
+        assert_eq!(mode_for(&levels, 50), Mode::Normal);
+        assert_eq!(mode_for(&levels, 80), Mode::OpusPaused);
+        assert_eq!(mode_for(&levels, 99), Mode::OpusPaused);
+        assert_eq!(mode_for(&levels, 100), Mode::CheapOnly);
+        assert_eq!(mode_for(&[90], 95), Mode::CheapOnly);
+        assert_eq!(mode_for(&[], 500), Mode::Normal);
+    }
+}

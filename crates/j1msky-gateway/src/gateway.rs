@@ -1,0 +1,340 @@
+//! The gateway: route, admit (caps and budget), call with retries and fallbacks,
+//! settle the budget and write the ledger — one path for API calls and task calls.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use j1msky_core::catalogue::Catalogue;
+use j1msky_core::{Clock, Money};
+use j1msky_db::Db;
+use rand::Rng;
+
+use crate::breaker::Breakers;
+use crate::chat::{ChatRequest, ChatResponse, Usage};
+use crate::controls::{ControlCache, Controls};
+use crate::ledger::{self, Attempt};
+use crate::limits::{self, Budget, Cap, Reservation};
+use crate::policy::{self, Route};
+use crate::providers::{ProviderClient, Timeouts, UpstreamError};
+use crate::{escalation, windows, GatewayError};
+
+/// Retry and back-off settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Extra attempts on the same model after a retryable failure.
+    pub retries_per_model: u32,
+    /// First back-off; doubles each retry, with ±50 % jitter.
+    pub base_backoff: Duration,
+    /// Longest `Retry-After` honoured by waiting (longer: fall back or fail).
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { retries_per_model: 2, base_backoff: Duration::from_millis(250), max_wait: Duration::from_secs(10) }
+    }
+}
+
+/// How to reach a provider other than the catalogue says (the simulated provider in the
+/// demo and tests, a proxy in production).
+#[derive(Debug, Clone)]
+pub struct ProviderOverride {
+    pub base_url: String,
+    pub api_key: String,
+}
+
+/// Who is calling and for what.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    pub request_id: String,
+    pub customer_id: Option<String>,
+    pub category: String,
+    pub task_id: Option<String>,
+    pub team: Option<String>,
+    pub role: Option<String>,
+}
+
+/// A completed call.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub response: ChatResponse,
+    /// Catalogue id of the model that answered.
+    pub model: String,
+    pub cost: Money,
+    pub attempts: Vec<Attempt>,
+}
+
+/// The model gateway.
+pub struct Gateway {
+    pub db: Db,
+    pub catalogue: Arc<Catalogue>,
+    pub clock: Arc<dyn Clock>,
+    providers: HashMap<String, ProviderClient>,
+    pub(crate) breakers: Breakers,
+    pub(crate) controls: ControlCache,
+    retry: RetryPolicy,
+}
+
+impl Gateway {
+    /// Builds provider clients from the catalogue; keys come from the environment
+    /// variables it names unless an override gives one.
+    pub fn new(
+        db: Db,
+        catalogue: Arc<Catalogue>,
+        clock: Arc<dyn Clock>,
+        overrides: &HashMap<String, ProviderOverride>,
+        timeouts: Timeouts,
+        retry: RetryPolicy,
+    ) -> Gateway {
+        let providers = catalogue
+            .providers
+            .iter()
+            .map(|(id, p)| {
+                let o = overrides.get(id);
+                let key = match o {
+                    Some(o) => o.api_key.clone(),
+                    None => std::env::var(&p.api_key_env).unwrap_or_default(),
+                };
+                (id.clone(), ProviderClient::new(id, p, o.map(|o| o.base_url.as_str()), key, timeouts))
+            })
+            .collect();
+        Gateway { db, catalogue, clock, providers, breakers: Breakers::default(), controls: ControlCache::default(), retry }
+    }
+
+    /// The controls in force now.
+    pub async fn controls(&self) -> Result<Controls, GatewayError> {
+        Ok(self.controls.get(&self.db, self.clock.now_micros()).await?)
+    }
+
+    /// Forgets cached controls after a change made through this process.
+    pub fn controls_changed(&self) {
+        self.controls.invalidate();
+    }
+
+    fn tz(&self) -> chrono_tz::Tz {
+        self.catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC)
+    }
+
+    /// Routes and admits a call: caps counted and budget reserved, or an error.
+    pub async fn admit(&self, ctx: &CallContext, model: Option<&str>, req: &ChatRequest) -> Result<(Route, Reservation), GatewayError> {
+        if req.turns.is_empty() {
+            return Err(GatewayError::Invalid("at least one message is required".into()));
+        }
+        let now = self.clock.now_micros();
+        let controls = self.controls().await?;
+        let (plan, customer_budget) = match &ctx.customer_id {
+            Some(id) => customer_terms(&self.db, id).await?,
+            None => (None, None),
+        };
+        let plan_entry = plan.as_deref().and_then(|p| self.catalogue.plans.get(p));
+        let route = policy::route(&self.catalogue, model, &ctx.category, controls.mode, None)?;
+        let first = &route.chain[0];
+        let provider = self.catalogue.models.get(first).map(|m| m.provider.clone()).unwrap_or_default();
+        let cap_of = |scope: &str, default: Option<i64>| controls.caps.get(scope).copied().or(default);
+        let mut caps = Vec::new();
+        let mut add_cap = |scope: String, default: Option<i64>| {
+            if let Some(cap) = cap_of(&scope, default) {
+                caps.push(Cap { scope, cap });
+            }
+        };
+        add_cap("global".into(), Some(i64::from(self.catalogue.routing.hourly_request_cap)));
+        let provider_cap = self.catalogue.providers.get(&provider).map(|p| i64::from(p.requests_per_hour));
+        add_cap(format!("provider:{provider}"), provider_cap);
+        add_cap(format!("model:{first}"), None);
+        if let Some(id) = &ctx.customer_id {
+            add_cap(format!("customer:{id}"), plan_entry.map(|p| i64::from(p.api_calls_per_hour)));
+        }
+        let tz = self.tz();
+        let (day_start, day_end) = windows::day(tz, now);
+        let daily_cap = controls.caps.get("budget:daily").map(|m| Money::from_micros(*m)).unwrap_or(self.catalogue.routing.daily_budget);
+        let mut budgets = vec![Budget { scope: "business:day".into(), window_start: day_start, window_end: day_end, cap: daily_cap }];
+        if let (Some(id), Some(cap)) = (&ctx.customer_id, customer_budget) {
+            let (m_start, m_end) = windows::month(tz, now);
+            budgets.push(Budget { scope: format!("customer:{id}:month"), window_start: m_start, window_end: m_end, cap });
+        }
+        let input = req.estimated_input_tokens();
+        let amount = route
+            .chain
+            .iter()
+            .map(|m| policy::max_cost(&self.catalogue, m, input, req.max_tokens))
+            .max()
+            .unwrap_or(Money::ZERO);
+        let reservation = limits::admit(&self.db, &caps, &budgets, amount, now).await?;
+        Ok((route, reservation))
+    }
+
+    /// A non-streaming call, end to end.
+    pub async fn complete(&self, ctx: &CallContext, model: Option<&str>, req: &ChatRequest) -> Result<Completed, GatewayError> {
+        let (route, reservation) = self.admit(ctx, model, req).await?;
+        let mut attempts = Vec::new();
+        let mut reason = route.reason.clone();
+        let mut last_error = None;
+        'models: for model_id in &route.chain {
+            let Some(model) = self.catalogue.models.get(model_id) else { continue };
+            let Some(client) = self.providers.get(&model.provider) else { continue };
+            let now = self.clock.now_micros();
+            if !self.breakers.allow(&model.provider, now) {
+                reason = Some(format!("{} circuit open", model.provider));
+                last_error = Some(UpstreamError::Overloaded { status: 503 });
+                continue;
+            }
+            let mut tries = 0;
+            loop {
+                let started = std::time::Instant::now();
+                let result = client.complete(&model.upstream, req).await;
+                let latency = started.elapsed().as_micros() as i64;
+                let at = self.clock.now_micros();
+                let mut attempt = self.attempt(ctx, &route, model_id, &model.provider, attempts.len(), reason.clone(), latency, at);
+                match result {
+                    Ok(response) => {
+                        self.breakers.success(&model.provider);
+                        attempt.input_tokens = response.usage.input_tokens as i64;
+                        attempt.output_tokens = response.usage.output_tokens as i64;
+                        attempt.cost = policy::cost(&self.catalogue, model_id, response.usage.input_tokens, response.usage.output_tokens);
+                        attempts.push(attempt);
+                        let cost = self.settle(&reservation, &attempts).await?;
+                        return Ok(Completed { response, model: model_id.clone(), cost, attempts });
+                    }
+                    Err(e) => {
+                        attempt.outcome = e.outcome().to_string();
+                        attempts.push(attempt);
+                        if e.is_retryable() {
+                            self.breakers.failure(&model.provider, at);
+                        }
+                        match self.next_step(&e, tries, model_id != route.chain.last().unwrap_or(model_id)) {
+                            Step::Fail => {
+                                self.settle(&reservation, &attempts).await?;
+                                return Err(GatewayError::Upstream(e));
+                            }
+                            Step::Wait(d) => {
+                                tries += 1;
+                                tokio::time::sleep(d).await;
+                            }
+                            Step::Fallback => {
+                                reason = Some(e.outcome().to_string());
+                                last_error = Some(e);
+                                continue 'models;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.settle(&reservation, &attempts).await?;
+        Err(GatewayError::Upstream(last_error.unwrap_or(UpstreamError::Overloaded { status: 503 })))
+    }
+
+    pub(crate) fn next_step(&self, e: &UpstreamError, tries: u32, has_fallback: bool) -> Step {
+        if !e.is_retryable() {
+            return Step::Fail;
+        }
+        if let UpstreamError::RateLimited { retry_after_secs } = e {
+            if has_fallback {
+                return Step::Fallback;
+            }
+            let wait = Duration::from_secs(retry_after_secs.unwrap_or(1));
+            return if tries < self.retry.retries_per_model && wait <= self.retry.max_wait {
+                Step::Wait(wait)
+            } else {
+                Step::Fail
+            };
+        }
+        if tries < self.retry.retries_per_model {
+            let base = self.retry.base_backoff.as_micros() as u64 * (1u64 << tries.min(10));
+            let jittered = rand::thread_rng().gen_range(base / 2..=base + base / 2);
+            Step::Wait(Duration::from_micros(jittered))
+        } else if has_fallback {
+            Step::Fallback
+        } else {
+            Step::Fail
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attempt(
+        &self,
+        ctx: &CallContext,
+        route: &Route,
+        model_id: &str,
+        provider: &str,
+        index: usize,
+        reason: Option<String>,
+        latency: i64,
+        at: i64,
+    ) -> Attempt {
+        Attempt {
+            request_id: ctx.request_id.clone(),
+            attempt: index as i64 + 1,
+            customer_id: ctx.customer_id.clone(),
+            task_id: ctx.task_id.clone(),
+            team: ctx.team.clone(),
+            role: ctx.role.clone(),
+            category: Some(ctx.category.clone()),
+            provider: provider.to_string(),
+            model_requested: route.requested.clone(),
+            model_used: model_id.to_string(),
+            input_tokens: 0,
+            output_tokens: 0,
+            cost: Money::ZERO,
+            latency_micros: latency,
+            outcome: "ok".into(),
+            fallback_reason: if model_id == route.requested { None } else { reason },
+            created_at: at,
+        }
+    }
+
+    /// Releases the reservation, books the actual cost and the ledger rows in one
+    /// transaction, then applies budget escalation.
+    pub(crate) async fn settle(&self, reservation: &Reservation, attempts: &[Attempt]) -> Result<Money, GatewayError> {
+        let total = attempts.iter().fold(Money::ZERO, |acc, a| acc.checked_add(a.cost).unwrap_or(acc));
+        let mut tx = self.db.begin().await?;
+        limits::settle(&mut tx, reservation, total).await?;
+        ledger::record(&mut tx, attempts).await?;
+        tx.commit().await?;
+        if total.micros() > 0 {
+            escalation::after_spend(self).await?;
+        }
+        Ok(total)
+    }
+
+    /// Settles a stream that ended (or broke) with `usage` on `model_id`.
+    pub(crate) async fn settle_stream(
+        &self,
+        reservation: Reservation,
+        mut attempts: Vec<Attempt>,
+        model_id: &str,
+        usage: Usage,
+        outcome: &str,
+    ) -> Result<Money, GatewayError> {
+        if let Some(last) = attempts.last_mut() {
+            last.input_tokens = usage.input_tokens as i64;
+            last.output_tokens = usage.output_tokens as i64;
+            last.cost = policy::cost(&self.catalogue, model_id, usage.input_tokens, usage.output_tokens);
+            last.outcome = outcome.to_string();
+        }
+        self.settle(&reservation, &attempts).await
+    }
+
+    pub(crate) fn provider(&self, id: &str) -> Option<&ProviderClient> {
+        self.providers.get(id)
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    Wait(Duration),
+    Fallback,
+    Fail,
+}
+
+/// A customer's plan and monthly budget.
+async fn customer_terms(db: &Db, id: &str) -> Result<(Option<String>, Option<Money>), GatewayError> {
+    let row: Option<(Option<String>, Option<i64>)> =
+        sqlx::query_as("SELECT plan, monthly_budget_micros FROM customers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.map_or((None, None), |(plan, budget)| (plan, budget.map(Money::from_micros))))
+}

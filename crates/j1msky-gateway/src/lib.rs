@@ -1,0 +1,20 @@
+//! The model gateway: every model call is routed by the cost policy, admitted against
+//! hourly caps and budgets, sent with retries, fallbacks and a circuit breaker, and
+//! written to the cost ledger.
+
+pub mod breaker;
+pub mod chat;
+pub mod controls;
+mod error;
+pub mod escalation;
+mod gateway;
+pub mod ledger;
+pub mod limits;
+pub mod policy;
+pub mod providers;
+mod stream;
+pub mod windows;
+
+pub use error::GatewayError;
+pub use gateway::{CallContext, Completed, Gateway, ProviderOverride, RetryPolicy};
+pub use stream::GatewayStream;

@@ -1,0 +1,175 @@
+//! Hourly request caps and spending budgets, exact under concurrency and across
+//! processes: every admission is a conditional increment in the database
+//! (`used < cap`, `reserved + spent + amount <= cap`), inside one transaction that
+//! takes all of a request's scopes or none.
+
+use j1msky_core::clock::SECOND;
+use j1msky_core::Money;
+use j1msky_db::{Db, DbError, Tx};
+
+/// One clock hour, in microseconds.
+pub const HOUR: i64 = 3600 * SECOND;
+
+/// A cap to respect: at most `cap` requests per clock hour in `scope`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cap {
+    pub scope: String,
+    pub cap: i64,
+}
+
+/// A budget window to reserve from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    pub scope: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub cap: Money,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error("hourly cap reached for {scope} ({cap} requests/hour); retry in {retry_after_secs} s")]
+    Cap { scope: String, cap: i64, retry_after_secs: u64 },
+    #[error("budget exhausted for {scope}: {cap} cap, {committed} committed, this request may cost up to {asked}")]
+    Budget { scope: String, cap: Money, committed: Money, asked: Money, retry_after_secs: u64 },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for LimitError {
+    fn from(e: sqlx::Error) -> Self {
+        LimitError::Db(DbError::Sqlx(e))
+    }
+}
+
+/// The clock hour containing `now`.
+pub fn hour_window(now: i64) -> (i64, i64) {
+    let start = now - now.rem_euclid(HOUR);
+    (start, start + HOUR)
+}
+
+/// A held admission: the budget reserved for one request, to settle after the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub budgets: Vec<(String, i64)>,
+    pub amount: Money,
+}
+
+/// Counts one request against every cap and reserves `amount` in every budget, or
+/// nothing at all.
+pub async fn admit(db: &Db, caps: &[Cap], budgets: &[Budget], amount: Money, now: i64) -> Result<Reservation, LimitError> {
+    let (window, window_end) = hour_window(now);
+    let mut caps: Vec<&Cap> = caps.iter().collect();
+    // A fixed order of row locks: two admissions never wait on each other in a cycle.
+    caps.sort_by(|a, b| a.scope.cmp(&b.scope));
+    let mut budgets: Vec<&Budget> = budgets.iter().collect();
+    budgets.sort_by(|a, b| a.scope.cmp(&b.scope));
+    let mut tx = db.begin().await?;
+    for cap in caps {
+        let retry_after_secs = ((window_end - now).max(0) as u64).div_ceil(SECOND as u64);
+        if cap.cap <= 0 {
+            return Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs });
+        }
+        sqlx::query("INSERT INTO usage_counters (scope, window_start, used) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING")
+            .bind(&cap.scope)
+            .bind(window)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query(
+            "UPDATE usage_counters SET used = used + 1 WHERE scope = $1 AND window_start = $2 AND used < $3",
+        )
+        .bind(&cap.scope)
+        .bind(window)
+        .bind(cap.cap)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs });
+        }
+    }
+    for b in &budgets {
+        reserve(&mut tx, b, amount, now).await?;
+    }
+    tx.commit().await?;
+    Ok(Reservation { budgets: budgets.iter().map(|b| (b.scope.clone(), b.window_start)).collect(), amount })
+}
+
+async fn reserve(tx: &mut Tx, b: &Budget, amount: Money, now: i64) -> Result<(), LimitError> {
+    sqlx::query(
+        "INSERT INTO budget_windows (scope, window_start, cap_micros, reserved_micros, spent_micros)
+         VALUES ($1, $2, $3, 0, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(&b.scope)
+    .bind(b.window_start)
+    .bind(b.cap.micros())
+    .execute(&mut **tx)
+    .await?;
+    // The cap is refreshed on every reservation so an operator's change applies at once.
+    let done = sqlx::query(
+        "UPDATE budget_windows SET cap_micros = $3, reserved_micros = reserved_micros + $4
+         WHERE scope = $1 AND window_start = $2 AND reserved_micros + spent_micros + $4 <= $3",
+    )
+    .bind(&b.scope)
+    .bind(b.window_start)
+    .bind(b.cap.micros())
+    .bind(amount.micros())
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(());
+    }
+    let row: (i64, i64) =
+        sqlx::query_as("SELECT reserved_micros, spent_micros FROM budget_windows WHERE scope = $1 AND window_start = $2")
+            .bind(&b.scope)
+            .bind(b.window_start)
+            .fetch_one(&mut **tx)
+            .await?;
+    Err(LimitError::Budget {
+        scope: b.scope.clone(),
+        cap: b.cap,
+        committed: Money::from_micros(row.0 + row.1),
+        asked: amount,
+        retry_after_secs: ((b.window_end - now).max(0) as u64).div_ceil(SECOND as u64),
+    })
+}
+
+/// Turns a reservation into the actual spend, inside the caller's transaction.
+pub async fn settle(tx: &mut Tx, r: &Reservation, actual: Money) -> Result<(), DbError> {
+    for (scope, window_start) in &r.budgets {
+        sqlx::query(
+            "UPDATE budget_windows SET reserved_micros = reserved_micros - $3, spent_micros = spent_micros + $4
+             WHERE scope = $1 AND window_start = $2",
+        )
+        .bind(scope)
+        .bind(window_start)
+        .bind(r.amount.micros())
+        .bind(actual.micros())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Requests counted this hour in `scope`.
+pub async fn used_this_hour(db: &Db, scope: &str, now: i64) -> Result<i64, DbError> {
+    let (window, _) = hour_window(now);
+    let row: Option<(i64,)> = sqlx::query_as("SELECT used FROM usage_counters WHERE scope = $1 AND window_start = $2")
+        .bind(scope)
+        .bind(window)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.map_or(0, |r| r.0))
+}
+
+/// Spent and reserved in a budget window.
+pub async fn budget_state(db: &Db, scope: &str, window_start: i64) -> Result<(Money, Money), DbError> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT spent_micros, reserved_micros FROM budget_windows WHERE scope = $1 AND window_start = $2")
+            .bind(scope)
+            .bind(window_start)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.map_or((Money::ZERO, Money::ZERO), |(s, r)| (Money::from_micros(s), Money::from_micros(r))))
+}

@@ -1,0 +1,171 @@
+//! Streaming calls. Fallbacks happen only before the first byte; once text flows the
+//! answer belongs to that model. However the stream ends — finished, broken upstream
+//! or abandoned by the client — the reservation is settled and the ledger written.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+
+use crate::chat::{ChatRequest, StreamEvent, Usage};
+use crate::gateway::{CallContext, Step};
+use crate::ledger::Attempt;
+use crate::limits::Reservation;
+use crate::providers::{EventStream, UpstreamError};
+use crate::{Gateway, GatewayError};
+
+/// Settles once, on the final event or when dropped before it.
+struct Settler {
+    gateway: Arc<Gateway>,
+    reservation: Reservation,
+    attempts: Vec<Attempt>,
+    model: String,
+    estimated_input: u64,
+    streamed_chars: u64,
+}
+
+impl Settler {
+    fn finish(self, usage: Usage, outcome: &'static str) {
+        let Settler { gateway, reservation, attempts, model, .. } = self;
+        // Settling must not depend on the client still listening.
+        tokio::spawn(async move {
+            if let Err(e) = gateway.settle_stream(reservation, attempts, &model, usage, outcome).await {
+                tracing::error!(error = %e, "could not settle a streamed call");
+            }
+        });
+    }
+
+    /// Tokens of a stream that ended early: the request estimate and the text delivered.
+    fn estimate(&self) -> Usage {
+        Usage { input_tokens: self.estimated_input, output_tokens: self.streamed_chars.div_ceil(4) }
+    }
+}
+
+/// A routed, metered stream of answer pieces.
+pub struct GatewayStream {
+    /// Catalogue id of the model that answers.
+    pub model: String,
+    inner: EventStream,
+    settler: Option<Settler>,
+}
+
+impl Stream for GatewayStream {
+    type Item = Result<StreamEvent, UpstreamError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.settler.is_none() {
+            return Poll::Ready(None);
+        }
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(StreamEvent::Delta(text)))) => {
+                let n = text.len() as u64;
+                if let Some(s) = self.settler.as_mut() {
+                    s.streamed_chars += n;
+                }
+            }
+            Poll::Ready(Some(Ok(StreamEvent::Done { usage, .. }))) => {
+                if let Some(s) = self.settler.take() {
+                    let usage = usage.unwrap_or_else(|| s.estimate());
+                    s.finish(usage, "ok");
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let outcome = e.outcome();
+                if let Some(s) = self.settler.take() {
+                    let usage = s.estimate();
+                    s.finish(usage, outcome);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(s) = self.settler.take() {
+                    let usage = s.estimate();
+                    s.finish(usage, "connection_error");
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl Drop for GatewayStream {
+    fn drop(&mut self) {
+        if let Some(s) = self.settler.take() {
+            let usage = s.estimate();
+            s.finish(usage, "client_disconnected");
+        }
+    }
+}
+
+impl Gateway {
+    /// Opens a streaming call: routed, admitted, with fallbacks before the first byte.
+    pub async fn stream(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        model: Option<&str>,
+        req: &ChatRequest,
+    ) -> Result<GatewayStream, GatewayError> {
+        let (route, reservation) = self.admit(ctx, model, req).await?;
+        let mut attempts = Vec::new();
+        let mut reason = route.reason.clone();
+        let mut last_error = UpstreamError::Overloaded { status: 503 };
+        'models: for model_id in &route.chain {
+            let Some(m) = self.catalogue.models.get(model_id) else { continue };
+            let Some(client) = self.provider(&m.provider) else { continue };
+            if !self.breakers.allow(&m.provider, self.clock.now_micros()) {
+                reason = Some(format!("{} circuit open", m.provider));
+                continue;
+            }
+            let mut tries = 0;
+            loop {
+                let started = std::time::Instant::now();
+                let result = client.stream(&m.upstream, req).await;
+                let latency = started.elapsed().as_micros() as i64;
+                let at = self.clock.now_micros();
+                let mut attempt = self.attempt(ctx, &route, model_id, &m.provider, attempts.len(), reason.clone(), latency, at);
+                match result {
+                    Ok(inner) => {
+                        self.breakers.success(&m.provider);
+                        attempts.push(attempt);
+                        let settler = Settler {
+                            gateway: Arc::clone(self),
+                            reservation,
+                            attempts,
+                            model: model_id.clone(),
+                            estimated_input: req.estimated_input_tokens(),
+                            streamed_chars: 0,
+                        };
+                        return Ok(GatewayStream { model: model_id.clone(), inner, settler: Some(settler) });
+                    }
+                    Err(e) => {
+                        attempt.outcome = e.outcome().to_string();
+                        attempts.push(attempt);
+                        if e.is_retryable() {
+                            self.breakers.failure(&m.provider, at);
+                        }
+                        let has_fallback = Some(model_id) != route.chain.last();
+                        match self.next_step(&e, tries, has_fallback) {
+                            Step::Fail => {
+                                self.settle(&reservation, &attempts).await?;
+                                return Err(GatewayError::Upstream(e));
+                            }
+                            Step::Wait(d) => {
+                                tries += 1;
+                                tokio::time::sleep(d).await;
+                            }
+                            Step::Fallback => {
+                                reason = Some(e.outcome().to_string());
+                                last_error = e;
+                                continue 'models;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.settle(&reservation, &attempts).await?;
+        Err(GatewayError::Upstream(last_error))
+    }
+}
