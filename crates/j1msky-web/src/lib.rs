@@ -4,6 +4,7 @@
 pub mod auth;
 mod csrf;
 mod error;
+pub mod llm;
 mod metrics_layer;
 mod pages;
 mod api;

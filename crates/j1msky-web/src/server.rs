@@ -14,7 +14,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::{api, auth, csrf, metrics_layer, pages};
+use crate::{api, auth, csrf, llm, metrics_layer, pages};
 
 /// Every route of the server, with its middleware.
 pub fn router(state: AppState) -> Router {
@@ -37,6 +37,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/me", get(api::me))
         .route("/api/v1/keys", get(api::list_keys).post(api::create_key))
         .route("/api/v1/keys/{id}", delete(api::revoke_key))
+        .route("/v1/chat/completions", post(llm::openai::chat_completions))
+        .route("/v1/models", get(llm::openai::models))
+        .route("/v1/messages", post(llm::anthropic::messages))
         .fallback(pages::not_found)
         .layer(from_fn_with_state(state.clone(), csrf::guard))
         .layer(from_fn_with_state(state.clone(), auth::load_session))

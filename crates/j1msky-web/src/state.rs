@@ -35,6 +35,8 @@ pub struct AppState {
     pub catalogue: Arc<Catalogue>,
     pub clock: Arc<dyn Clock>,
     pub config: WebConfig,
+    /// The model gateway behind `/v1/*` (absent: those endpoints answer 503).
+    pub gateway: Option<Arc<j1msky_gateway::Gateway>>,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -47,9 +49,27 @@ impl AppState {
             catalogue,
             clock,
             config,
+            gateway: None,
             templates: Arc::new(crate::render::environment()),
             metrics: crate::metrics_layer::recorder(),
         }
+    }
+
+    /// Adds the model gateway.
+    pub fn with_gateway(mut self, gateway: Arc<j1msky_gateway::Gateway>) -> AppState {
+        self.gateway = Some(gateway);
+        self
+    }
+
+    /// The gateway, or the error the model endpoints answer without one.
+    pub(crate) fn gateway(&self) -> Result<&Arc<j1msky_gateway::Gateway>, crate::llm::Failure> {
+        self.gateway.as_ref().ok_or_else(|| {
+            crate::llm::Failure::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "gateway_disabled",
+                "the model gateway is not configured on this server",
+            )
+        })
     }
 
     /// Now, in unix microseconds.

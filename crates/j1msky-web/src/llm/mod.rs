@@ -1,0 +1,145 @@
+//! The customer-facing model endpoints: `/v1/chat/completions` and `/v1/models` in
+//! OpenAI's format, `/v1/messages` in Anthropic's, so the official SDKs work unchanged.
+//! Each call goes through the gateway exactly like a task's call.
+
+pub mod anthropic;
+pub mod openai;
+
+use axum::http::{HeaderMap, StatusCode};
+use j1msky_accounts::api_keys;
+use j1msky_gateway::limits::LimitError;
+use j1msky_gateway::policy::RouteError;
+use j1msky_gateway::providers::UpstreamError;
+use j1msky_gateway::{CallContext, GatewayError};
+
+use crate::state::AppState;
+
+/// Largest `max_tokens` accepted.
+pub const MAX_TOKENS_LIMIT: u32 = 200_000;
+/// `max_tokens` when the caller gives none (OpenAI format only).
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+
+/// A failure in neutral terms, rendered by each format.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    /// OpenAI-style code (`invalid_api_key`, `rate_limit_exceeded`…).
+    pub code: &'static str,
+    pub message: String,
+    pub param: Option<&'static str>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Failure {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
+        Failure { status, code, message: message.into(), param: None, retry_after_secs: None }
+    }
+
+    pub fn invalid(param: &'static str, message: impl Into<String>) -> Failure {
+        Failure { param: Some(param), ..Failure::new(StatusCode::BAD_REQUEST, "invalid_request_error", message) }
+    }
+}
+
+impl From<GatewayError> for Failure {
+    fn from(e: GatewayError) -> Failure {
+        let message = e.to_string();
+        match e {
+            GatewayError::Route(RouteError::UnknownModel(_)) => {
+                Failure { param: Some("model"), ..Failure::new(StatusCode::NOT_FOUND, "model_not_found", message) }
+            }
+            GatewayError::Route(RouteError::NotAllowed) => Failure::new(StatusCode::FORBIDDEN, "model_not_allowed", message),
+            GatewayError::Limit(LimitError::Cap { retry_after_secs, .. }) => Failure {
+                retry_after_secs: Some(retry_after_secs),
+                ..Failure::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", message)
+            },
+            GatewayError::Limit(LimitError::Budget { .. }) => {
+                Failure::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", message)
+            }
+            GatewayError::Invalid(m) => Failure::invalid("messages", m),
+            GatewayError::Upstream(UpstreamError::Timeout) => {
+                Failure::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message)
+            }
+            GatewayError::Upstream(UpstreamError::RateLimited { retry_after_secs }) => Failure {
+                retry_after_secs: Some(retry_after_secs.unwrap_or(1)),
+                ..Failure::new(StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited", message)
+            },
+            GatewayError::Upstream(UpstreamError::Overloaded { .. }) => {
+                Failure::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded", message)
+            }
+            GatewayError::Upstream(_) => Failure::new(StatusCode::BAD_GATEWAY, "upstream_error", message),
+            GatewayError::Limit(LimitError::Db(_)) | GatewayError::Db(_) | GatewayError::Accounts(_) => {
+                tracing::error!(error = %message, "gateway storage error");
+                Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; it has been logged")
+            }
+        }
+    }
+}
+
+/// The customer behind an API key given as `Authorization: Bearer …` or `x-api-key`.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, Failure> {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim);
+    let Some(presented) = presented.filter(|p| !p.is_empty()) else {
+        return Err(Failure::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "no API key: send Authorization: Bearer jk_…"));
+    };
+    match api_keys::authenticate(&state.db, presented, state.now()).await {
+        Ok(Some(auth)) => Ok(auth.customer_id),
+        Ok(None) => Err(Failure::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is wrong or revoked")),
+        Err(e) => {
+            tracing::error!(error = %e, "api key lookup failed");
+            Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; it has been logged"))
+        }
+    }
+}
+
+/// The call context of an API request.
+pub fn context(customer_id: String, headers: &HeaderMap) -> CallContext {
+    let category = headers
+        .get("x-j1msky-category")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty() && v.len() <= 40)
+        .unwrap_or_else(|| "general".into());
+    CallContext {
+        request_id: j1msky_core::ids::new_id("req"),
+        customer_id: Some(customer_id),
+        category,
+        ..CallContext::default()
+    }
+}
+
+/// Checks `max_tokens`.
+pub fn check_max_tokens(n: u64) -> Result<u32, Failure> {
+    if n == 0 || n > u64::from(MAX_TOKENS_LIMIT) {
+        return Err(Failure::invalid("max_tokens", format!("max_tokens must be between 1 and {MAX_TOKENS_LIMIT}, got {n}")));
+    }
+    Ok(n as u32)
+}
+
+/// Text of a message `content`: a string or an array of text parts.
+pub fn content_text(value: &serde_json::Value, param: &'static str) -> Result<String, Failure> {
+    match value {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Array(parts) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part["type"].as_str(), part["text"].as_str()) {
+                    (Some("text"), Some(t)) => text.push_str(t),
+                    (kind, _) => {
+                        return Err(Failure::invalid(
+                            param,
+                            format!("only text content is supported, got a `{}` part", kind.unwrap_or("?")),
+                        ))
+                    }
+                }
+            }
+            Ok(text)
+        }
+        serde_json::Value::Null => Ok(String::new()),
+        _ => Err(Failure::invalid(param, "content must be a string or an array of text parts")),
+    }
+}
