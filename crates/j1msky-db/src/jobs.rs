@@ -71,9 +71,9 @@ pub async fn claim(db: &Db, queue: &str, owner: &str, now: i64, lease_micros: i6
         "UPDATE jobs SET state = 'leased', lease_owner = $1, lease_until = $2, attempts = attempts + 1
          WHERE id = (SELECT id FROM jobs
                      WHERE queue = $3 AND run_at <= $4
-                       AND (state = 'ready' OR (state = 'leased' AND lease_until < $4))
+                       AND (state = 'ready' OR (state = 'leased' AND lease_until < $4 AND attempts < max_attempts))
                      ORDER BY priority DESC, run_at, id LIMIT 1 {lock})
-           AND (state = 'ready' OR (state = 'leased' AND lease_until < $4))
+           AND (state = 'ready' OR (state = 'leased' AND lease_until < $4 AND attempts < max_attempts))
          RETURNING id, queue, payload, attempts, max_attempts, lease_until"
     );
     let row = sqlx::query(&sql)
@@ -152,6 +152,20 @@ pub async fn release(db: &Db, lease: &Lease, error: &str, retry_at: i64, now: i6
     .execute(db.pool())
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Marks as failed the jobs whose lease expired on their last allowed attempt (their
+/// worker died every time); returns how many. Claim never takes those back.
+pub async fn fail_exhausted(db: &Db, now: i64) -> Result<u64, DbError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET state = 'failed', finished_at = $1, last_error = 'lease expired on the last attempt',
+                lease_owner = NULL, lease_until = NULL
+         WHERE state = 'leased' AND lease_until < $1 AND attempts >= max_attempts",
+    )
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// A job's state word (`ready`, `leased`, `done`, `failed`) and attempts so far.
