@@ -52,7 +52,13 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<ApiKey, AccountsError> {
 }
 
 /// Creates a key for a customer; returns it and the secret, which is never shown again.
-pub async fn create(db: &Db, actor: &Actor, customer_id: &str, name: &str, now: i64) -> Result<(ApiKey, String), AccountsError> {
+pub async fn create(
+    db: &Db,
+    actor: &Actor,
+    customer_id: &str,
+    name: &str,
+    now: i64,
+) -> Result<(ApiKey, String), AccountsError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(AccountsError::invalid("name", "is required (at most 100 characters)"));
@@ -82,29 +88,47 @@ pub async fn create(db: &Db, actor: &Actor, customer_id: &str, name: &str, now: 
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    audit::record(&mut tx, actor, "api_key.created", &key.id, Some(customer_id), serde_json::json!({"name": key.name, "prefix": key.prefix}), now).await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "api_key.created",
+        &key.id,
+        Some(customer_id),
+        serde_json::json!({"name": key.name, "prefix": key.prefix}),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok((key, secret))
 }
 
 /// A customer's keys, newest first (revoked ones included, marked).
 pub async fn list(db: &Db, customer_id: &str) -> Result<Vec<ApiKey>, AccountsError> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE customer_id = $1 ORDER BY created_at DESC, id DESC"))
-        .bind(customer_id)
-        .fetch_all(db.pool())
-        .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE customer_id = $1 ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(customer_id)
+    .fetch_all(db.pool())
+    .await?;
     rows.iter().map(from_row).collect()
 }
 
 /// Revokes a key. With `customer_scope` the key must belong to that customer
 /// (another customer's key answers NotFound); without it (the operator) any key.
-pub async fn revoke(db: &Db, actor: &Actor, key_id: &str, customer_scope: Option<&str>, now: i64) -> Result<ApiKey, AccountsError> {
+pub async fn revoke(
+    db: &Db,
+    actor: &Actor,
+    key_id: &str,
+    customer_scope: Option<&str>,
+    now: i64,
+) -> Result<ApiKey, AccountsError> {
     let mut tx = db.begin().await?;
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND ($2 IS NULL OR customer_id = $2)"))
-        .bind(key_id)
-        .bind(customer_scope)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND ($2 IS NULL OR customer_id = $2)"))
+            .bind(key_id)
+            .bind(customer_scope)
+            .fetch_optional(&mut *tx)
+            .await?;
     let mut key = match row {
         Some(r) => from_row(&r)?,
         None => return Err(AccountsError::NotFound("API key")),
@@ -113,7 +137,16 @@ pub async fn revoke(db: &Db, actor: &Actor, key_id: &str, customer_scope: Option
         return Ok(key);
     }
     sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2").bind(now).bind(key_id).execute(&mut *tx).await?;
-    audit::record(&mut tx, actor, "api_key.revoked", key_id, Some(&key.customer_id), serde_json::json!({"name": key.name, "prefix": key.prefix}), now).await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "api_key.revoked",
+        key_id,
+        Some(&key.customer_id),
+        serde_json::json!({"name": key.name, "prefix": key.prefix}),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     key.revoked_at = Some(now);
     Ok(key)
@@ -136,7 +169,11 @@ pub async fn authenticate(db: &Db, presented: &str, now: i64) -> Result<Option<K
     let auth = KeyAuth { key_id: row.try_get(0)?, customer_id: row.try_get(1)? };
     let last_used: Option<i64> = row.try_get(3)?;
     if last_used.is_none_or(|t| now - t >= USE_RESOLUTION) {
-        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2").bind(now).bind(&auth.key_id).execute(db.pool()).await?;
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&auth.key_id)
+            .execute(db.pool())
+            .await?;
     }
     Ok(Some(auth))
 }

@@ -52,7 +52,8 @@ const COLUMNS: &str = "id, name, contact_email, stage, use_case, plan, chosen_te
                        time_zone, created_at, updated_at, stage_changed_at";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<Customer, AccountsError> {
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| AccountsError::Internal(format!("stored customer {what}: {e}"));
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| AccountsError::Internal(format!("stored customer {what}: {e}"));
     let stage: String = r.try_get(3)?;
     let use_case: Option<String> = r.try_get(4)?;
     let teams: String = r.try_get(6)?;
@@ -77,7 +78,10 @@ pub fn check_plan(catalogue: &Catalogue, plan: Option<&str>, teams: &[String]) -
     for t in teams {
         if !catalogue.teams.contains_key(t) {
             let known: Vec<&str> = catalogue.teams.keys().map(String::as_str).collect();
-            return Err(AccountsError::invalid("teams", format!("unknown team `{t}`; teams are: {}", known.join(", "))));
+            return Err(AccountsError::invalid(
+                "teams",
+                format!("unknown team `{t}`; teams are: {}", known.join(", ")),
+            ));
         }
     }
     let mut unique = teams.to_vec();
@@ -95,7 +99,10 @@ pub fn check_plan(catalogue: &Catalogue, plan: Option<&str>, teams: &[String]) -
     };
     let Some(plan) = catalogue.plans.get(plan_id) else {
         let known: Vec<&str> = catalogue.plans.keys().map(String::as_str).collect();
-        return Err(AccountsError::invalid("plan", format!("unknown plan `{plan_id}`; plans are: {}", known.join(", "))));
+        return Err(AccountsError::invalid(
+            "plan",
+            format!("unknown plan `{plan_id}`; plans are: {}", known.join(", ")),
+        ));
     };
     if let TeamAllowance::Choose(n) = plan.teams {
         if teams.len() > n as usize {
@@ -110,13 +117,19 @@ pub fn check_plan(catalogue: &Catalogue, plan: Option<&str>, teams: &[String]) -
 
 /// Checks an IANA time zone name.
 pub fn check_time_zone(tz: &str) -> Result<(), AccountsError> {
-    tz.parse::<chrono_tz::Tz>()
-        .map(|_| ())
-        .map_err(|_| AccountsError::invalid("time_zone", format!("`{tz}` is not an IANA time zone (e.g. Europe/Berlin, UTC)")))
+    tz.parse::<chrono_tz::Tz>().map(|_| ()).map_err(|_| {
+        AccountsError::invalid("time_zone", format!("`{tz}` is not an IANA time zone (e.g. Europe/Berlin, UTC)"))
+    })
 }
 
 /// Adds a customer (stage `lead` unless given), audited, with a `customer.created` event.
-pub async fn create(db: &Db, catalogue: &Catalogue, actor: &Actor, input: NewCustomer, now: i64) -> Result<Customer, AccountsError> {
+pub async fn create(
+    db: &Db,
+    catalogue: &Catalogue,
+    actor: &Actor,
+    input: NewCustomer,
+    now: i64,
+) -> Result<Customer, AccountsError> {
     let name = input.name.trim().to_string();
     if name.is_empty() {
         return Err(AccountsError::invalid("name", "is required"));
@@ -149,21 +162,23 @@ pub async fn create(db: &Db, catalogue: &Catalogue, actor: &Actor, input: NewCus
         stage_changed_at: now,
     };
     let mut tx = db.begin().await?;
-    sqlx::query(&format!("INSERT INTO customers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
-        .bind(&customer.id)
-        .bind(&customer.name)
-        .bind(&customer.contact_email)
-        .bind(customer.stage.as_str())
-        .bind(customer.use_case.map(|u| u.as_str()))
-        .bind(&customer.plan)
-        .bind(serde_json::to_string(&customer.chosen_teams).unwrap_or_else(|_| "[]".into()))
-        .bind(customer.expected_monthly_tasks)
-        .bind(&customer.time_zone)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(&format!(
+        "INSERT INTO customers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ))
+    .bind(&customer.id)
+    .bind(&customer.name)
+    .bind(&customer.contact_email)
+    .bind(customer.stage.as_str())
+    .bind(customer.use_case.map(|u| u.as_str()))
+    .bind(&customer.plan)
+    .bind(serde_json::to_string(&customer.chosen_teams).unwrap_or_else(|_| "[]".into()))
+    .bind(customer.expected_monthly_tasks)
+    .bind(&customer.time_zone)
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
     insert_stage_change(&mut tx, &customer.id, None, customer.stage, actor, now).await?;
     let snapshot = serde_json::to_value(&customer).unwrap_or_default();
     audit::record(&mut tx, actor, "customer.created", &customer.id, Some(&customer.id), snapshot.clone(), now).await?;
@@ -251,10 +266,12 @@ pub async fn set_stage(db: &Db, actor: &Actor, id: &str, to: Stage, now: i64) ->
 
 /// The stage history, oldest first.
 pub async fn stage_history(db: &Db, id: &str) -> Result<Vec<StageChange>, AccountsError> {
-    let rows = sqlx::query("SELECT from_stage, to_stage, actor, at FROM customer_stage_changes WHERE customer_id = $1 ORDER BY at, id")
-        .bind(id)
-        .fetch_all(db.pool())
-        .await?;
+    let rows = sqlx::query(
+        "SELECT from_stage, to_stage, actor, at FROM customer_stage_changes WHERE customer_id = $1 ORDER BY at, id",
+    )
+    .bind(id)
+    .fetch_all(db.pool())
+    .await?;
     rows.iter()
         .map(|r| {
             let from: Option<String> = r.try_get(0)?;

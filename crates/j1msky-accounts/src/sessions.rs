@@ -61,7 +61,11 @@ pub async fn lookup(db: &Db, token: &str, now: i64) -> Result<Option<Session>, A
         Err(e) => return Err(e),
     };
     if now - last_seen > TOUCH_EVERY {
-        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2").bind(now).bind(&hash).execute(db.pool()).await?;
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")
+            .bind(now)
+            .bind(&hash)
+            .execute(db.pool())
+            .await?;
     }
     Ok(Some(Session { user, csrf_token, expires_at }))
 }

@@ -51,7 +51,9 @@ pub async fn create(db: &Db, actor: &Actor, input: NewUser, now: i64) -> Result<
     let email = Email::parse(&input.email)?;
     passwords::check_policy(&input.password)?;
     match (input.role.belongs_to_customer(), input.customer_id.as_deref()) {
-        (true, None) => return Err(AccountsError::invalid("customer", format!("a {} belongs to a customer: name one", input.role))),
+        (true, None) => {
+            return Err(AccountsError::invalid("customer", format!("a {} belongs to a customer: name one", input.role)))
+        }
         (false, Some(_)) => return Err(AccountsError::invalid("customer", "an operator belongs to no customer")),
         (true, Some(cid)) => {
             if crate::customers::get(db, cid).await.is_err() {
@@ -95,14 +97,23 @@ pub async fn create(db: &Db, actor: &Actor, input: NewUser, now: i64) -> Result<
     }
     let detail = serde_json::json!({"email": user.email, "role": user.role});
     audit::record(&mut tx, actor, "user.created", &user.id, user.customer_id.as_deref(), detail.clone(), now).await?;
-    outbox::emit(&mut tx, db.backend(), "user.created", user.customer_id.as_deref(), &serde_json::json!({"user_id": user.id, "role": user.role}), now).await?;
+    outbox::emit(
+        &mut tx,
+        db.backend(),
+        "user.created",
+        user.customer_id.as_deref(),
+        &serde_json::json!({"user_id": user.id, "role": user.role}),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(user)
 }
 
 /// One user by id.
 pub async fn get(db: &Db, id: &str) -> Result<User, AccountsError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = $1")).bind(id).fetch_optional(db.pool()).await?;
+    let row =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = $1")).bind(id).fetch_optional(db.pool()).await?;
     row.as_ref().map(from_row).unwrap_or(Err(AccountsError::NotFound("user")))
 }
 
@@ -117,29 +128,56 @@ pub async fn find_by_email(db: &Db, email: &str) -> Result<User, AccountsError> 
 
 /// Users, optionally of one customer, oldest first.
 pub async fn list(db: &Db, customer_id: Option<&str>) -> Result<Vec<User>, AccountsError> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE ($1 IS NULL OR customer_id = $1) ORDER BY created_at, id"))
-        .bind(customer_id)
-        .fetch_all(db.pool())
-        .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM users WHERE ($1 IS NULL OR customer_id = $1) ORDER BY created_at, id"
+    ))
+    .bind(customer_id)
+    .fetch_all(db.pool())
+    .await?;
     rows.iter().map(from_row).collect()
 }
 
 /// Sets a new password and ends the user's sessions.
-pub async fn set_password(db: &Db, actor: &Actor, user_id: &str, password: &str, now: i64) -> Result<(), AccountsError> {
+pub async fn set_password(
+    db: &Db,
+    actor: &Actor,
+    user_id: &str,
+    password: &str,
+    now: i64,
+) -> Result<(), AccountsError> {
     passwords::check_policy(password)?;
     let user = get(db, user_id).await?;
     let hash = passwords::hash(password)?;
     let mut tx = db.begin().await?;
-    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2").bind(&hash).bind(user_id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        .bind(&hash)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-    audit::record(&mut tx, actor, "user.password_set", user_id, user.customer_id.as_deref(), serde_json::json!({}), now).await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "user.password_set",
+        user_id,
+        user.customer_id.as_deref(),
+        serde_json::json!({}),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Checks an email and password, with throttling per account and per client
 /// address. On success records the login time and a `user.logged_in` event.
-pub async fn authenticate(db: &Db, email: &str, password: &str, client_ip: &str, now: i64) -> Result<User, AccountsError> {
+pub async fn authenticate(
+    db: &Db,
+    email: &str,
+    password: &str,
+    client_ip: &str,
+    now: i64,
+) -> Result<User, AccountsError> {
     let key = email.trim().to_lowercase();
     let account_scope = throttle::account_scope(&key);
     let address_scope = throttle::address_scope(client_ip);
@@ -166,7 +204,15 @@ pub async fn authenticate(db: &Db, email: &str, password: &str, client_ip: &str,
     throttle::clear(db, &account_scope).await?;
     let mut tx = db.begin().await?;
     sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2").bind(now).bind(&user.id).execute(&mut *tx).await?;
-    outbox::emit(&mut tx, db.backend(), "user.logged_in", user.customer_id.as_deref(), &serde_json::json!({"user_id": user.id}), now).await?;
+    outbox::emit(
+        &mut tx,
+        db.backend(),
+        "user.logged_in",
+        user.customer_id.as_deref(),
+        &serde_json::json!({"user_id": user.id}),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(User { last_login_at: Some(now), ..user })
 }

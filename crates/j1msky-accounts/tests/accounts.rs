@@ -17,7 +17,8 @@ fn catalogue() -> Catalogue {
 }
 
 async fn customer(t: &TestDb, name: &str) -> String {
-    let input = NewCustomer { name: name.into(), plan: Some("pro".into()), stage: Some(Stage::Trial), ..Default::default() };
+    let input =
+        NewCustomer { name: name.into(), plan: Some("pro".into()), stage: Some(Stage::Trial), ..Default::default() };
     customers::create(&t.db, &catalogue(), &Actor::cli(), input, T0).await.expect("customer").id
 }
 
@@ -39,20 +40,54 @@ async fn emails_are_unique_case_insensitively_and_passwords_are_argon2id() {
     let ann = owner(&t, "Ann@Acme.test", &c).await;
     assert_eq!(ann.email, "Ann@Acme.test", "the address is kept as typed");
 
-    let dup = NewUser { email: "ann@ACME.test".into(), display_name: "x".into(), password: PASSWORD.into(), role: UserRole::Member, customer_id: Some(c.clone()) };
+    let dup = NewUser {
+        email: "ann@ACME.test".into(),
+        display_name: "x".into(),
+        password: PASSWORD.into(),
+        role: UserRole::Member,
+        customer_id: Some(c.clone()),
+    };
     assert!(matches!(users::create(&t.db, &Actor::cli(), dup, T0).await, Err(AccountsError::Conflict(_))));
 
-    let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1").bind(&ann.id).fetch_one(t.db.pool()).await.expect("row");
+    let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
+        .bind(&ann.id)
+        .fetch_one(t.db.pool())
+        .await
+        .expect("row");
     let hash: String = row.try_get(0).expect("hash");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains(PASSWORD));
 
     // Roles and customers must agree; weak passwords are refused.
-    let op_with_customer = NewUser { email: "op@x.test".into(), display_name: "op".into(), password: PASSWORD.into(), role: UserRole::Operator, customer_id: Some(c.clone()) };
-    assert!(matches!(users::create(&t.db, &Actor::cli(), op_with_customer, T0).await, Err(AccountsError::Invalid { field: "customer", .. })));
-    let orphan = NewUser { email: "m@x.test".into(), display_name: "m".into(), password: PASSWORD.into(), role: UserRole::Member, customer_id: None };
-    assert!(matches!(users::create(&t.db, &Actor::cli(), orphan, T0).await, Err(AccountsError::Invalid { field: "customer", .. })));
-    let weak = NewUser { email: "w@x.test".into(), display_name: "w".into(), password: "short".into(), role: UserRole::Operator, customer_id: None };
+    let op_with_customer = NewUser {
+        email: "op@x.test".into(),
+        display_name: "op".into(),
+        password: PASSWORD.into(),
+        role: UserRole::Operator,
+        customer_id: Some(c.clone()),
+    };
+    assert!(matches!(
+        users::create(&t.db, &Actor::cli(), op_with_customer, T0).await,
+        Err(AccountsError::Invalid { field: "customer", .. })
+    ));
+    let orphan = NewUser {
+        email: "m@x.test".into(),
+        display_name: "m".into(),
+        password: PASSWORD.into(),
+        role: UserRole::Member,
+        customer_id: None,
+    };
+    assert!(matches!(
+        users::create(&t.db, &Actor::cli(), orphan, T0).await,
+        Err(AccountsError::Invalid { field: "customer", .. })
+    ));
+    let weak = NewUser {
+        email: "w@x.test".into(),
+        display_name: "w".into(),
+        password: "short".into(),
+        role: UserRole::Operator,
+        customer_id: None,
+    };
     assert!(matches!(users::create(&t.db, &Actor::cli(), weak, T0).await, Err(AccountsError::Invalid { .. })));
     assert_eq!(users::list(&t.db, None).await.expect("list").len(), 1, "refused users were not stored");
 }
@@ -62,7 +97,10 @@ async fn login_records_last_login_and_a_new_password_ends_every_session() {
     let t = TestDb::new().await;
     let c = customer(&t, "Acme").await;
     let ann = owner(&t, "ann@acme.test", &c).await;
-    assert!(matches!(users::authenticate(&t.db, "ann@acme.test", "wrong password!", "10.0.0.1", T0).await, Err(AccountsError::BadCredentials)));
+    assert!(matches!(
+        users::authenticate(&t.db, "ann@acme.test", "wrong password!", "10.0.0.1", T0).await,
+        Err(AccountsError::BadCredentials)
+    ));
     assert_eq!(users::get(&t.db, &ann.id).await.expect("user").last_login_at, None);
 
     let when = T0 + 60 * SECOND;
@@ -73,14 +111,26 @@ async fn login_records_last_login_and_a_new_password_ends_every_session() {
     let (token, csrf) = sessions::create(&t.db, &ann.id, Some("10.0.0.1"), when).await.expect("session");
     let session = sessions::lookup(&t.db, &token, when).await.expect("lookup").expect("live session");
     assert_eq!(session.csrf_token, csrf);
-    let stored = sqlx::query("SELECT COUNT(*) FROM sessions WHERE token_hash = $1").bind(&token).fetch_one(t.db.pool()).await.expect("count");
+    let stored = sqlx::query("SELECT COUNT(*) FROM sessions WHERE token_hash = $1")
+        .bind(&token)
+        .fetch_one(t.db.pool())
+        .await
+        .expect("count");
     assert_eq!(stored.try_get::<i64, _>(0).expect("n"), 0, "session tokens are stored hashed");
 
-    assert!(sessions::lookup(&t.db, &token, when + sessions::SESSION_TTL + 1).await.expect("lookup").is_none(), "sessions expire");
+    assert!(
+        sessions::lookup(&t.db, &token, when + sessions::SESSION_TTL + 1).await.expect("lookup").is_none(),
+        "sessions expire"
+    );
     users::set_password(&t.db, &Actor::cli(), &ann.id, "another long password", when).await.expect("set password");
-    assert!(sessions::lookup(&t.db, &token, when).await.expect("lookup").is_none(), "a new password signs out everywhere");
+    assert!(
+        sessions::lookup(&t.db, &token, when).await.expect("lookup").is_none(),
+        "a new password signs out everywhere"
+    );
     assert!(users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.0.0.1", when).await.is_err());
-    users::authenticate(&t.db, "ann@acme.test", "another long password", "10.0.0.1", when).await.expect("new password works");
+    users::authenticate(&t.db, "ann@acme.test", "another long password", "10.0.0.1", when)
+        .await
+        .expect("new password works");
 }
 
 #[tokio::test]
@@ -143,7 +193,11 @@ async fn stage_changes_keep_history_and_every_change_is_audited_with_who_and_whe
     let steps: Vec<(Option<Stage>, Stage, i64)> = history.iter().map(|h| (h.from, h.to, h.at)).collect();
     assert_eq!(
         steps,
-        [(None, Stage::Trial, T0), (Some(Stage::Trial), Stage::Active, T0 + DAY), (Some(Stage::Active), Stage::Paused, T0 + 3 * DAY)]
+        [
+            (None, Stage::Trial, T0),
+            (Some(Stage::Trial), Stage::Active, T0 + DAY),
+            (Some(Stage::Active), Stage::Paused, T0 + 3 * DAY)
+        ]
     );
     assert_eq!(customers::get(&t.db, &c).await.expect("get").stage_changed_at, T0 + 3 * DAY);
 
@@ -171,7 +225,8 @@ async fn stage_changes_keep_history_and_every_change_is_audited_with_who_and_whe
     assert_eq!(revoked.actor, format!("user:{}", u.id));
     assert_eq!(revoked.at, T0 + 4 * DAY);
     assert_eq!(revoked.subject, k.id);
-    let paused = entries.iter().find(|e| e.action == "customer.stage_changed" && e.at == T0 + 3 * DAY).expect("paused entry");
+    let paused =
+        entries.iter().find(|e| e.action == "customer.stage_changed" && e.at == T0 + 3 * DAY).expect("paused entry");
     assert_eq!(paused.actor, "user:usr_operator");
     assert_eq!(paused.detail["to"], "paused");
     assert!(!serde_json::to_string(&entries).expect("json").contains(PASSWORD), "no password in the audit log");
@@ -185,9 +240,20 @@ async fn a_customer_with_an_unknown_plan_or_bad_zone_is_refused_and_nothing_is_s
     let err = customers::create(&t.db, &cat, &Actor::cli(), bad_plan, T0).await.expect_err("unknown plan");
     assert!(err.to_string().contains("gold") && err.to_string().contains("starter"), "{err}");
     let bad_zone = NewCustomer { name: "X".into(), time_zone: Some("Mars/Olympus".into()), ..Default::default() };
-    assert!(matches!(customers::create(&t.db, &cat, &Actor::cli(), bad_zone, T0).await, Err(AccountsError::Invalid { field: "time_zone", .. })));
-    let bad_team = NewCustomer { name: "X".into(), plan: Some("starter".into()), chosen_teams: vec!["cooking".into()], ..Default::default() };
-    assert!(matches!(customers::create(&t.db, &cat, &Actor::cli(), bad_team, T0).await, Err(AccountsError::Invalid { field: "teams", .. })));
+    assert!(matches!(
+        customers::create(&t.db, &cat, &Actor::cli(), bad_zone, T0).await,
+        Err(AccountsError::Invalid { field: "time_zone", .. })
+    ));
+    let bad_team = NewCustomer {
+        name: "X".into(),
+        plan: Some("starter".into()),
+        chosen_teams: vec!["cooking".into()],
+        ..Default::default()
+    };
+    assert!(matches!(
+        customers::create(&t.db, &cat, &Actor::cli(), bad_team, T0).await,
+        Err(AccountsError::Invalid { field: "teams", .. })
+    ));
     assert!(customers::list(&t.db, None, 10).await.expect("list").is_empty());
     assert!(audit::list(&t.db, None, 10).await.expect("audit").is_empty());
 }

@@ -98,10 +98,7 @@ impl FromStr for Money {
         for (i, b) in frac.bytes().enumerate() {
             frac_micros += i64::from(b - b'0') * 10_i64.pow(5 - i as u32);
         }
-        let total = whole
-            .checked_mul(MICROS_PER_USD)
-            .and_then(|w| w.checked_add(frac_micros))
-            .ok_or_else(overflow)?;
+        let total = whole.checked_mul(MICROS_PER_USD).and_then(|w| w.checked_add(frac_micros)).ok_or_else(overflow)?;
         Ok(Money(if neg { -total } else { total }))
     }
 }

@@ -74,7 +74,12 @@ fn several_mistakes_are_reported_together() {
         .replace("\"time_zone\": \"UTC\"", "\"time_zone\": \"Nowhere/Land\"");
     let err = Catalogue::from_json_str(&text).expect_err("three mistakes");
     let paths: BTreeSet<&str> = err.issues().iter().map(|i| i.path.as_str()).collect();
-    assert!(paths.contains("plans.starter.monthly_price") && paths.contains("pause_plan") && paths.contains("business.time_zone"), "{paths:?}");
+    assert!(
+        paths.contains("plans.starter.monthly_price")
+            && paths.contains("pause_plan")
+            && paths.contains("business.time_zone"),
+        "{paths:?}"
+    );
 }
 
 #[test]
@@ -84,17 +89,27 @@ fn a_missing_file_is_an_io_error() {
 
 #[test]
 fn the_shipped_catalogue_carries_the_business_plan() {
-    let from_file = Catalogue::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/business.json")).expect("valid file");
+    let from_file =
+        Catalogue::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/business.json")).expect("valid file");
     let c = Catalogue::from_json_str(SHIPPED).expect("valid shipped catalogue");
     assert_eq!(c, from_file);
     let usd = |s: &str| s.parse::<Money>().expect("amount");
 
     let starter = &c.plans["starter"];
-    assert_eq!((starter.monthly_price, starter.teams, starter.tasks_per_month, starter.api_calls_per_hour), (usd("49"), TeamAllowance::Choose(2), Some(100), 50));
+    assert_eq!(
+        (starter.monthly_price, starter.teams, starter.tasks_per_month, starter.api_calls_per_hour),
+        (usd("49"), TeamAllowance::Choose(2), Some(100), 50)
+    );
     let pro = &c.plans["pro"];
-    assert_eq!((pro.monthly_price, pro.teams, pro.tasks_per_month, pro.api_calls_per_hour), (usd("99"), TeamAllowance::All, None, 200));
+    assert_eq!(
+        (pro.monthly_price, pro.teams, pro.tasks_per_month, pro.api_calls_per_hour),
+        (usd("99"), TeamAllowance::All, None, 200)
+    );
     let ent = &c.plans["enterprise"];
-    assert_eq!((ent.monthly_price, ent.price_is_minimum, ent.teams, ent.custom_limits), (usd("299"), true, TeamAllowance::All, true));
+    assert_eq!(
+        (ent.monthly_price, ent.price_is_minimum, ent.teams, ent.custom_limits),
+        (usd("299"), true, TeamAllowance::All, true)
+    );
     assert!(ent.sla.as_ref().is_some_and(|s| s.priority > 0 && s.max_queue_wait_secs > 0));
     assert_eq!(c.plans["paused"].monthly_price, usd("5"));
     assert_eq!(c.pause_plan, "paused");
@@ -114,7 +129,14 @@ fn the_shipped_catalogue_carries_the_business_plan() {
     assert_eq!(price("claude-opus"), (usd("5"), usd("25")));
 
     assert_eq!(c.routing.default_model, "kimi-k2.5");
-    for (category, model) in [("writing", "claude-sonnet"), ("analysis", "claude-sonnet"), ("architecture", "claude-opus"), ("strategy", "claude-opus"), ("code", "kimi-k2.5"), ("never-heard-of", "kimi-k2.5")] {
+    for (category, model) in [
+        ("writing", "claude-sonnet"),
+        ("analysis", "claude-sonnet"),
+        ("architecture", "claude-opus"),
+        ("strategy", "claude-opus"),
+        ("code", "kimi-k2.5"),
+        ("never-heard-of", "kimi-k2.5"),
+    ] {
         assert_eq!(c.model_for_category(category), model, "{category}");
     }
     assert_eq!(c.routing.model_only_for["claude-opus"], ["architecture", "strategy"]);

@@ -62,10 +62,8 @@ impl Db {
             if let Some(path) = sqlite_file_path(&url) {
                 if let Some(parent) = Path::new(&path).parent() {
                     if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent).map_err(|source| DbError::DataDir {
-                            path: parent.display().to_string(),
-                            source,
-                        })?;
+                        std::fs::create_dir_all(parent)
+                            .map_err(|source| DbError::DataDir { path: parent.display().to_string(), source })?;
                     }
                 }
                 if !url.contains("mode=") {

@@ -76,13 +76,8 @@ pub async fn claim(db: &Db, queue: &str, owner: &str, now: i64, lease_micros: i6
            AND (state = 'ready' OR (state = 'leased' AND lease_until < $4 AND attempts < max_attempts))
          RETURNING id, queue, payload, attempts, max_attempts, lease_until"
     );
-    let row = sqlx::query(&sql)
-        .bind(owner)
-        .bind(now + lease_micros)
-        .bind(queue)
-        .bind(now)
-        .fetch_optional(db.pool())
-        .await?;
+    let row =
+        sqlx::query(&sql).bind(owner).bind(now + lease_micros).bind(queue).bind(now).fetch_optional(db.pool()).await?;
     let Some(row) = row else { return Ok(None) };
     let payload: String = row.try_get(2)?;
     Ok(Some(Lease {
@@ -170,10 +165,8 @@ pub async fn fail_exhausted(db: &Db, now: i64) -> Result<u64, DbError> {
 
 /// A job's state word (`ready`, `leased`, `done`, `failed`) and attempts so far.
 pub async fn state(db: &Db, job_id: &str) -> Result<Option<(String, i64)>, DbError> {
-    let row = sqlx::query("SELECT state, attempts FROM jobs WHERE id = $1")
-        .bind(job_id)
-        .fetch_optional(db.pool())
-        .await?;
+    let row =
+        sqlx::query("SELECT state, attempts FROM jobs WHERE id = $1").bind(job_id).fetch_optional(db.pool()).await?;
     Ok(match row {
         Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
         None => None,

@@ -32,10 +32,7 @@ pub async fn emit(
     now: i64,
 ) -> Result<String, DbError> {
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(OUTBOX_LOCK_KEY)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK_KEY).execute(&mut *conn).await?;
     }
     let id = j1msky_core::ids::new_id("evt");
     sqlx::query("INSERT INTO events (id, kind, customer_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
@@ -105,11 +102,10 @@ pub async fn advance(conn: &mut AnyConnection, consumer: &str, seq: i64, now: i6
 
 /// The latest events of every kind, newest first (for operator views).
 pub async fn recent(db: &Db, limit: i64) -> Result<Vec<Event>, DbError> {
-    let rows = sqlx::query(
-        "SELECT seq, id, kind, customer_id, payload, created_at FROM events ORDER BY seq DESC LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await?;
+    let rows =
+        sqlx::query("SELECT seq, id, kind, customer_id, payload, created_at FROM events ORDER BY seq DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await?;
     rows.iter().map(event_from_row).collect()
 }

@@ -28,7 +28,10 @@ async fn a_live_lease_is_exclusive_and_an_expired_one_is_taken_over_with_fencing
     assert_eq!(first.payload, json!({"n": 1}));
     assert!(jobs::claim(&t.db, "q", "worker-b", 2 * SEC, LEASE).await.expect("claim").is_none(), "lease is live");
     assert!(jobs::heartbeat(&t.db, &mut first, 10 * SEC, LEASE).await.expect("heartbeat"));
-    assert!(jobs::claim(&t.db, "q", "worker-b", 35 * SEC, LEASE).await.expect("claim").is_none(), "heartbeat extended it");
+    assert!(
+        jobs::claim(&t.db, "q", "worker-b", 35 * SEC, LEASE).await.expect("claim").is_none(),
+        "heartbeat extended it"
+    );
 
     // worker-a goes silent; after the lease runs out worker-b takes the job over.
     let second = jobs::claim(&t.db, "q", "worker-b", 41 * SEC, LEASE).await.expect("claim").expect("expired lease");
@@ -52,7 +55,10 @@ async fn released_jobs_wait_for_their_retry_time_and_fail_after_max_attempts() {
         assert_eq!(lease.attempt, attempt);
         assert!(jobs::release(&t.db, &lease, "boom", now + 50 * SEC, now).await.expect("release"));
         if attempt < 3 {
-            assert!(jobs::claim(&t.db, "q", "w", now + 49 * SEC, LEASE).await.expect("claim").is_none(), "not before retry_at");
+            assert!(
+                jobs::claim(&t.db, "q", "w", now + 49 * SEC, LEASE).await.expect("claim").is_none(),
+                "not before retry_at"
+            );
         }
     }
     assert_eq!(jobs::state(&t.db, &id).await.expect("state"), Some(("failed".into(), 3)));
@@ -144,7 +150,14 @@ async fn two_processes_claim_from_one_postgres_database_without_overlap() {
     for n in 0..200 {
         let mut conn = t.db.pool().acquire().await.expect("conn");
         let payload = json!({"n": n});
-        let job = jobs::NewJob { queue: "shared", payload: &payload, priority: 0, run_at: 0, max_attempts: 3, idempotency_key: None };
+        let job = jobs::NewJob {
+            queue: "shared",
+            payload: &payload,
+            priority: 0,
+            run_at: 0,
+            max_attempts: 3,
+            idempotency_key: None,
+        };
         ids.insert(jobs::enqueue(&mut conn, &job, 0).await.expect("enqueue"));
     }
     let exe = std::env::current_exe().expect("test binary");
@@ -172,7 +185,11 @@ async fn two_processes_claim_from_one_postgres_database_without_overlap() {
     let unique: HashSet<String> = all.iter().map(|s| s.to_string()).collect();
     assert_eq!(all.len(), unique.len(), "two processes claimed the same job");
     assert_eq!(unique, ids, "every job claimed");
-    assert!(per_child.iter().all(|c| !c.is_empty()), "both processes claimed: {:?}", per_child.iter().map(Vec::len).collect::<Vec<_>>());
+    assert!(
+        per_child.iter().all(|c| !c.is_empty()),
+        "both processes claimed: {:?}",
+        per_child.iter().map(Vec::len).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]

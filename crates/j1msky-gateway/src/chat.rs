@@ -75,5 +75,8 @@ pub struct ChatResponse {
 pub enum StreamEvent {
     Delta(String),
     /// The end, with the provider's usage (when it sent one).
-    Done { stop: StopReason, usage: Option<Usage> },
+    Done {
+        stop: StopReason,
+        usage: Option<Usage>,
+    },
 }

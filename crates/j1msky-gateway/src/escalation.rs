@@ -50,12 +50,16 @@ pub async fn after_spend(gw: &Gateway) -> Result<(), GatewayError> {
         )
         .bind(&id)
         .bind(&message)
-        .bind(serde_json::json!({"level": level, "spent_micros": spent.micros(), "budget_micros": budget.micros()}).to_string())
+        .bind(
+            serde_json::json!({"level": level, "spent_micros": spent.micros(), "budget_micros": budget.micros()})
+                .to_string(),
+        )
         .bind(now)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 1 {
-            let payload = serde_json::json!({"level": level, "spent_micros": spent.micros(), "budget_micros": budget.micros()});
+            let payload =
+                serde_json::json!({"level": level, "spent_micros": spent.micros(), "budget_micros": budget.micros()});
             outbox::emit(&mut tx, gw.db.backend(), "budget.level_crossed", None, &payload, now).await?;
             tracing::warn!(%message, "budget alert");
         }

@@ -32,7 +32,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { retries_per_model: 2, base_backoff: Duration::from_millis(250), max_wait: Duration::from_secs(10) }
+        RetryPolicy {
+            retries_per_model: 2,
+            base_backoff: Duration::from_millis(250),
+            max_wait: Duration::from_secs(10),
+        }
     }
 }
 
@@ -99,7 +103,15 @@ impl Gateway {
                 (id.clone(), ProviderClient::new(id, p, o.map(|o| o.base_url.as_str()), key, timeouts))
             })
             .collect();
-        Gateway { db, catalogue, clock, providers, breakers: Breakers::default(), controls: ControlCache::default(), retry }
+        Gateway {
+            db,
+            catalogue,
+            clock,
+            providers,
+            breakers: Breakers::default(),
+            controls: ControlCache::default(),
+            retry,
+        }
     }
 
     /// The controls in force now.
@@ -117,7 +129,12 @@ impl Gateway {
     }
 
     /// Routes and admits a call: caps counted and budget reserved, or an error.
-    pub async fn admit(&self, ctx: &CallContext, model: Option<&str>, req: &ChatRequest) -> Result<(Route, Reservation), GatewayError> {
+    pub async fn admit(
+        &self,
+        ctx: &CallContext,
+        model: Option<&str>,
+        req: &ChatRequest,
+    ) -> Result<(Route, Reservation), GatewayError> {
         if req.turns.is_empty() {
             return Err(GatewayError::Invalid("at least one message is required".into()));
         }
@@ -147,11 +164,21 @@ impl Gateway {
         }
         let tz = self.tz();
         let (day_start, day_end) = windows::day(tz, now);
-        let daily_cap = controls.caps.get("budget:daily").map(|m| Money::from_micros(*m)).unwrap_or(self.catalogue.routing.daily_budget);
-        let mut budgets = vec![Budget { scope: "business:day".into(), window_start: day_start, window_end: day_end, cap: daily_cap }];
+        let daily_cap = controls
+            .caps
+            .get("budget:daily")
+            .map(|m| Money::from_micros(*m))
+            .unwrap_or(self.catalogue.routing.daily_budget);
+        let mut budgets =
+            vec![Budget { scope: "business:day".into(), window_start: day_start, window_end: day_end, cap: daily_cap }];
         if let (Some(id), Some(cap)) = (&ctx.customer_id, customer_budget) {
             let (m_start, m_end) = windows::month(tz, now);
-            budgets.push(Budget { scope: format!("customer:{id}:month"), window_start: m_start, window_end: m_end, cap });
+            budgets.push(Budget {
+                scope: format!("customer:{id}:month"),
+                window_start: m_start,
+                window_end: m_end,
+                cap,
+            });
         }
         let input = req.estimated_input_tokens();
         let amount = route
@@ -165,7 +192,12 @@ impl Gateway {
     }
 
     /// A non-streaming call, end to end.
-    pub async fn complete(&self, ctx: &CallContext, model: Option<&str>, req: &ChatRequest) -> Result<Completed, GatewayError> {
+    pub async fn complete(
+        &self,
+        ctx: &CallContext,
+        model: Option<&str>,
+        req: &ChatRequest,
+    ) -> Result<Completed, GatewayError> {
         let (route, reservation) = self.admit(ctx, model, req).await?;
         let mut attempts = Vec::new();
         let mut reason = route.reason.clone();
@@ -185,13 +217,19 @@ impl Gateway {
                 let result = client.complete(&model.upstream, req).await;
                 let latency = started.elapsed().as_micros() as i64;
                 let at = self.clock.now_micros();
-                let mut attempt = self.attempt(ctx, &route, model_id, &model.provider, attempts.len(), reason.clone(), latency, at);
+                let mut attempt =
+                    self.attempt(ctx, &route, model_id, &model.provider, attempts.len(), reason.clone(), latency, at);
                 match result {
                     Ok(response) => {
                         self.breakers.success(&model.provider);
                         attempt.input_tokens = response.usage.input_tokens as i64;
                         attempt.output_tokens = response.usage.output_tokens as i64;
-                        attempt.cost = policy::cost(&self.catalogue, model_id, response.usage.input_tokens, response.usage.output_tokens);
+                        attempt.cost = policy::cost(
+                            &self.catalogue,
+                            model_id,
+                            response.usage.input_tokens,
+                            response.usage.output_tokens,
+                        );
                         attempts.push(attempt);
                         let cost = self.settle(&reservation, &attempts).await?;
                         return Ok(Completed { response, model: model_id.clone(), cost, attempts });

@@ -58,7 +58,13 @@ pub struct Reservation {
 
 /// Counts one request against every cap and reserves `amount` in every budget, or
 /// nothing at all.
-pub async fn admit(db: &Db, caps: &[Cap], budgets: &[Budget], amount: Money, now: i64) -> Result<Reservation, LimitError> {
+pub async fn admit(
+    db: &Db,
+    caps: &[Cap],
+    budgets: &[Budget],
+    amount: Money,
+    now: i64,
+) -> Result<Reservation, LimitError> {
     let (window, window_end) = hour_window(now);
     let mut caps: Vec<&Cap> = caps.iter().collect();
     // A fixed order of row locks: two admissions never wait on each other in a cycle.
@@ -120,12 +126,13 @@ async fn reserve(tx: &mut Tx, b: &Budget, amount: Money, now: i64) -> Result<(),
     if done.rows_affected() == 1 {
         return Ok(());
     }
-    let row: (i64, i64) =
-        sqlx::query_as("SELECT reserved_micros, spent_micros FROM budget_windows WHERE scope = $1 AND window_start = $2")
-            .bind(&b.scope)
-            .bind(b.window_start)
-            .fetch_one(&mut **tx)
-            .await?;
+    let row: (i64, i64) = sqlx::query_as(
+        "SELECT reserved_micros, spent_micros FROM budget_windows WHERE scope = $1 AND window_start = $2",
+    )
+    .bind(&b.scope)
+    .bind(b.window_start)
+    .fetch_one(&mut **tx)
+    .await?;
     Err(LimitError::Budget {
         scope: b.scope.clone(),
         cap: b.cap,
@@ -165,11 +172,12 @@ pub async fn used_this_hour(db: &Db, scope: &str, now: i64) -> Result<i64, DbErr
 
 /// Spent and reserved in a budget window.
 pub async fn budget_state(db: &Db, scope: &str, window_start: i64) -> Result<(Money, Money), DbError> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT spent_micros, reserved_micros FROM budget_windows WHERE scope = $1 AND window_start = $2")
-            .bind(scope)
-            .bind(window_start)
-            .fetch_optional(db.pool())
-            .await?;
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT spent_micros, reserved_micros FROM budget_windows WHERE scope = $1 AND window_start = $2",
+    )
+    .bind(scope)
+    .bind(window_start)
+    .fetch_optional(db.pool())
+    .await?;
     Ok(row.map_or((Money::ZERO, Money::ZERO), |(s, r)| (Money::from_micros(s), Money::from_micros(r))))
 }

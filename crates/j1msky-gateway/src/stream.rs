@@ -124,7 +124,8 @@ impl Gateway {
                 let result = client.stream(&m.upstream, req).await;
                 let latency = started.elapsed().as_micros() as i64;
                 let at = self.clock.now_micros();
-                let mut attempt = self.attempt(ctx, &route, model_id, &m.provider, attempts.len(), reason.clone(), latency, at);
+                let mut attempt =
+                    self.attempt(ctx, &route, model_id, &m.provider, attempts.len(), reason.clone(), latency, at);
                 match result {
                     Ok(inner) => {
                         self.breakers.success(&m.provider);

@@ -20,15 +20,15 @@ pub async fn me(State(state): State<AppState>, caller: ApiCaller) -> Result<Json
         None => None,
     };
     Ok(Json(match &caller {
-        ApiCaller::Key { key_id, .. } => json!({"auth": "api_key", "key_id": key_id, "customer": customer, "user": null}),
+        ApiCaller::Key { key_id, .. } => {
+            json!({"auth": "api_key", "key_id": key_id, "customer": customer, "user": null})
+        }
         ApiCaller::User(s) => json!({"auth": "session", "user": s.user, "customer": customer}),
     }))
 }
 
 fn customer_scope(caller: &ApiCaller) -> Result<&str, ApiError> {
-    caller
-        .customer_id()
-        .ok_or_else(|| ApiError::forbidden("operators act on customers' keys from /admin or the CLI"))
+    caller.customer_id().ok_or_else(|| ApiError::forbidden("operators act on customers' keys from /admin or the CLI"))
 }
 
 /// The caller's customer's keys (never their secrets).
@@ -46,7 +46,11 @@ pub struct CreateKey {
 
 /// Creates a key; the answer carries the secret, shown this once. Owners only,
 /// from a signed-in session: a key cannot mint more keys.
-pub async fn create_key(State(state): State<AppState>, caller: ApiCaller, JsonBody(body): JsonBody<CreateKey>) -> Result<Response, ApiError> {
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    JsonBody(body): JsonBody<CreateKey>,
+) -> Result<Response, ApiError> {
     let ApiCaller::User(s) = &caller else {
         return Err(ApiError::forbidden("API keys are created by the account owner from a signed-in session"));
     };
@@ -59,7 +63,11 @@ pub async fn create_key(State(state): State<AppState>, caller: ApiCaller, JsonBo
 }
 
 /// Revokes one of the caller's customer's keys; another customer's key is 404.
-pub async fn revoke_key(State(state): State<AppState>, caller: ApiCaller, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let cid = customer_scope(&caller)?;
     let actor = match &caller {
         ApiCaller::User(s) if s.user.role == UserRole::Owner => Actor::user(&s.user.id),

@@ -10,8 +10,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use axum_extra::extract::CookieJar;
-use j1msky_accounts::sessions::{self, Session};
 use j1msky_accounts::api_keys;
+use j1msky_accounts::sessions::{self, Session};
 use j1msky_core::vocab::UserRole;
 
 use crate::error::ApiError;
@@ -62,20 +62,13 @@ pub fn cookie(name: &'static str, value: String, secure: bool, max_age_secs: i64
 /// The client's address: the socket peer, or the proxy's `X-Forwarded-For` when trusted.
 pub fn client_ip(state: &AppState, parts: &Parts) -> String {
     if state.config.trust_proxy {
-        if let Some(first) = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+        if let Some(first) =
+            parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next())
         {
             return first.trim().to_string();
         }
     }
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
 }
 
 /// The client address as an extractor.
@@ -164,7 +157,9 @@ impl FromRequestParts<AppState> for ApiCaller {
                 .ok_or_else(ApiError::unauthorized)?;
             return match api_keys::authenticate(&state.db, presented, state.now()).await? {
                 Some(k) => Ok(ApiCaller::Key { key_id: k.key_id, customer_id: k.customer_id }),
-                None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is unknown or revoked")),
+                None => {
+                    Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is unknown or revoked"))
+                }
             };
         }
         session_of(parts).map(ApiCaller::User).ok_or_else(ApiError::unauthorized)

@@ -30,12 +30,8 @@ pub async fn guard(State(state): State<AppState>, jar: CookieJar, req: Request, 
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let is_form = content_type.starts_with("application/x-www-form-urlencoded");
     if !is_form {
         if *req.method() != Method::POST {

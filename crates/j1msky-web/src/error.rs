@@ -21,7 +21,11 @@ impl ApiError {
 
     /// 401: no valid credentials.
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API key (Authorization: Bearer …) or session is required")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API key (Authorization: Bearer …) or session is required",
+        )
     }
 
     /// 404 for anything missing or not the caller's.
@@ -95,5 +99,9 @@ where
 
 /// 413 in the common shape.
 pub fn too_large() -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than this server accepts")
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is larger than this server accepts",
+    )
 }

@@ -1,13 +1,13 @@
 //! The j1msky HTTP surface. Handlers are thin: extract, authorise, call one
 //! domain function, render.
 
+mod api;
 pub mod auth;
 mod csrf;
 mod error;
 pub mod llm;
 mod metrics_layer;
 mod pages;
-mod api;
 pub mod render;
 mod server;
 mod state;

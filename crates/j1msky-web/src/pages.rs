@@ -12,14 +12,18 @@ use j1msky_core::vocab::{Stage, UseCase, UserRole};
 use minijinja::context;
 use serde::Deserialize;
 
-use crate::auth::{cookie, is_https, safe_next, ClientIp, CustomerUser, MaybeSession, OperatorUser, PageUser, SESSION_COOKIE};
+use crate::auth::{
+    cookie, is_https, safe_next, ClientIp, CustomerUser, MaybeSession, OperatorUser, PageUser, SESSION_COOKIE,
+};
 use crate::csrf::LOGIN_CSRF_COOKIE;
 use crate::render::{error_page, page_with_status};
 use crate::state::AppState;
 
 fn internal(state: &AppState, session: Option<&sessions::Session>, e: AccountsError) -> Response {
     match e {
-        AccountsError::NotFound(what) => error_page(state, session, StatusCode::NOT_FOUND, &format!("{what} not found.")),
+        AccountsError::NotFound(what) => {
+            error_page(state, session, StatusCode::NOT_FOUND, &format!("{what} not found."))
+        }
         other => {
             tracing::error!(error = %other, "page failed");
             error_page(state, session, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong; it has been logged.")
@@ -38,7 +42,12 @@ pub struct LoginQuery {
 }
 
 /// The login form; sets the pre-login CSRF cookie.
-pub async fn login_form(State(state): State<AppState>, headers: HeaderMap, jar: CookieJar, Query(q): Query<LoginQuery>) -> Response {
+pub async fn login_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Query(q): Query<LoginQuery>,
+) -> Response {
     login_page(&state, &headers, jar, q.next.as_deref(), "", None, StatusCode::OK)
 }
 
@@ -93,7 +102,15 @@ pub async fn login(
         },
         Err(AccountsError::Throttled { retry_after_secs }) => {
             let msg = format!("Too many failed attempts. Try again in {} minute(s).", (retry_after_secs + 59) / 60);
-            let mut resp = login_page(&state, &headers, jar, form.next.as_deref(), &form.email, Some(msg), StatusCode::TOO_MANY_REQUESTS);
+            let mut resp = login_page(
+                &state,
+                &headers,
+                jar,
+                form.next.as_deref(),
+                &form.email,
+                Some(msg),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
             if let Ok(v) = retry_after_secs.to_string().parse() {
                 resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
             }
@@ -129,7 +146,11 @@ pub struct StageQuery {
 }
 
 /// `/admin`: the customers list and the add-customer form.
-pub async fn admin_customers(State(state): State<AppState>, OperatorUser(s): OperatorUser, Query(q): Query<StageQuery>) -> Response {
+pub async fn admin_customers(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Query(q): Query<StageQuery>,
+) -> Response {
     admin_customers_page(&state, &s, q.stage.as_deref(), None, StatusCode::OK).await
 }
 
@@ -186,12 +207,22 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
-fn parse_customer_form(form: NewCustomerForm) -> Result<(customers::NewCustomer, Option<(String, String)>), AccountsError> {
-    let stage = non_empty(form.stage).map(|s| s.parse::<Stage>()).transpose().map_err(|e| AccountsError::invalid("stage", e.to_string()))?;
-    let use_case =
-        non_empty(form.use_case).map(|s| s.parse::<UseCase>()).transpose().map_err(|e| AccountsError::invalid("use_case", e.to_string()))?;
+fn parse_customer_form(
+    form: NewCustomerForm,
+) -> Result<(customers::NewCustomer, Option<(String, String)>), AccountsError> {
+    let stage = non_empty(form.stage)
+        .map(|s| s.parse::<Stage>())
+        .transpose()
+        .map_err(|e| AccountsError::invalid("stage", e.to_string()))?;
+    let use_case = non_empty(form.use_case)
+        .map(|s| s.parse::<UseCase>())
+        .transpose()
+        .map_err(|e| AccountsError::invalid("use_case", e.to_string()))?;
     let expected_monthly_tasks = non_empty(form.expected_monthly_tasks)
-        .map(|s| s.parse::<i64>().map_err(|_| AccountsError::invalid("expected_monthly_tasks", format!("`{s}` is not a whole number"))))
+        .map(|s| {
+            s.parse::<i64>()
+                .map_err(|_| AccountsError::invalid("expected_monthly_tasks", format!("`{s}` is not a whole number")))
+        })
         .transpose()?;
     let chosen_teams = non_empty(form.teams)
         .map(|t| t.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
@@ -202,7 +233,9 @@ fn parse_customer_form(form: NewCustomerForm) -> Result<(customers::NewCustomer,
             j1msky_accounts::passwords::check_policy(&password)?;
             Some((email, password))
         }
-        (Some(_), None) => return Err(AccountsError::invalid("owner_password", "is required when an owner email is given")),
+        (Some(_), None) => {
+            return Err(AccountsError::invalid("owner_password", "is required when an owner email is given"))
+        }
         (None, _) => None,
     };
     let input = customers::NewCustomer {
@@ -219,36 +252,73 @@ fn parse_customer_form(form: NewCustomerForm) -> Result<(customers::NewCustomer,
 }
 
 /// Adds a customer (and optionally its owner user) from the admin form.
-pub async fn admin_create_customer(State(state): State<AppState>, OperatorUser(s): OperatorUser, Form(form): Form<NewCustomerForm>) -> Response {
+pub async fn admin_create_customer(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Form(form): Form<NewCustomerForm>,
+) -> Response {
     let actor = Actor::user(&s.user.id);
     let now = state.now();
     let (input, owner) = match parse_customer_form(form) {
         Ok(v) => v,
-        Err(e) => return admin_customers_page(&state, &s, None, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
+        Err(e) => {
+            return admin_customers_page(
+                &state,
+                &s,
+                None,
+                Some((e.to_string(), "error")),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
     };
     let customer = match customers::create(&state.db, &state.catalogue, &actor, input, now).await {
         Ok(c) => c,
         Err(e @ AccountsError::Invalid { .. }) => {
-            return admin_customers_page(&state, &s, None, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await
+            return admin_customers_page(
+                &state,
+                &s,
+                None,
+                Some((e.to_string(), "error")),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
         Err(e) => return internal(&state, Some(&s), e),
     };
     if let Some((email, password)) = owner {
-        let new_user = users::NewUser { email, display_name: String::new(), password, role: UserRole::Owner, customer_id: Some(customer.id.clone()) };
+        let new_user = users::NewUser {
+            email,
+            display_name: String::new(),
+            password,
+            role: UserRole::Owner,
+            customer_id: Some(customer.id.clone()),
+        };
         if let Err(e) = users::create(&state.db, &actor, new_user, now).await {
             let msg = format!("The customer was added, but its owner was not: {e}");
-            return customer_page(&state, &s, &customer.id, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY).await;
+            return customer_page(&state, &s, &customer.id, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY)
+                .await;
         }
     }
     Redirect::to(&format!("/admin/customers/{}", customer.id)).into_response()
 }
 
 /// One customer: details, stage history, users, keys, audit.
-pub async fn admin_customer(State(state): State<AppState>, OperatorUser(s): OperatorUser, Path(id): Path<String>) -> Response {
+pub async fn admin_customer(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Path(id): Path<String>,
+) -> Response {
     customer_page(&state, &s, &id, None, StatusCode::OK).await
 }
 
-async fn customer_page(state: &AppState, s: &sessions::Session, id: &str, flash: Option<(String, &str)>, status: StatusCode) -> Response {
+async fn customer_page(
+    state: &AppState,
+    s: &sessions::Session,
+    id: &str,
+    flash: Option<(String, &str)>,
+    status: StatusCode,
+) -> Response {
     let db = &state.db;
     let loaded = async {
         let customer = customers::get(db, id).await?;
@@ -289,7 +359,10 @@ pub async fn admin_set_stage(
 ) -> Response {
     let stage = match form.stage.parse::<Stage>() {
         Ok(st) => st,
-        Err(e) => return customer_page(&state, &s, &id, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
+        Err(e) => {
+            return customer_page(&state, &s, &id, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY)
+                .await
+        }
     };
     match customers::set_stage(&state.db, &Actor::user(&s.user.id), &id, stage, state.now()).await {
         Ok(_) => Redirect::to(&format!("/admin/customers/{id}")).into_response(),
@@ -302,8 +375,18 @@ pub async fn app_home(State(state): State<AppState>, CustomerUser(s, cid): Custo
     app_page(&state, &s, &cid, None, StatusCode::OK).await
 }
 
-async fn app_page(state: &AppState, s: &sessions::Session, cid: &str, new_key: Option<(String, String)>, status: StatusCode) -> Response {
-    let (customer, keys) = match async { Ok::<_, AccountsError>((customers::get(&state.db, cid).await?, api_keys::list(&state.db, cid).await?)) }.await {
+async fn app_page(
+    state: &AppState,
+    s: &sessions::Session,
+    cid: &str,
+    new_key: Option<(String, String)>,
+    status: StatusCode,
+) -> Response {
+    let (customer, keys) = match async {
+        Ok::<_, AccountsError>((customers::get(&state.db, cid).await?, api_keys::list(&state.db, cid).await?))
+    }
+    .await
+    {
         Ok(v) => v,
         Err(e) => return internal(state, Some(s), e),
     };
@@ -330,19 +413,29 @@ pub struct KeyForm {
 }
 
 /// Creates an API key and shows its secret once.
-pub async fn app_create_key(State(state): State<AppState>, CustomerUser(s, cid): CustomerUser, Form(form): Form<KeyForm>) -> Response {
+pub async fn app_create_key(
+    State(state): State<AppState>,
+    CustomerUser(s, cid): CustomerUser,
+    Form(form): Form<KeyForm>,
+) -> Response {
     if s.user.role != UserRole::Owner {
         return error_page(&state, Some(&s), StatusCode::FORBIDDEN, "Only the account owner manages API keys.");
     }
     match api_keys::create(&state.db, &Actor::user(&s.user.id), &cid, &form.name, state.now()).await {
         Ok((key, secret)) => app_page(&state, &s, &cid, Some((key.name, secret)), StatusCode::OK).await,
-        Err(e @ AccountsError::Invalid { .. }) => error_page(&state, Some(&s), StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        Err(e @ AccountsError::Invalid { .. }) => {
+            error_page(&state, Some(&s), StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
+        }
         Err(e) => internal(&state, Some(&s), e),
     }
 }
 
 /// Revokes one of the customer's keys (another customer's key: 404).
-pub async fn app_revoke_key(State(state): State<AppState>, CustomerUser(s, cid): CustomerUser, Path(id): Path<String>) -> Response {
+pub async fn app_revoke_key(
+    State(state): State<AppState>,
+    CustomerUser(s, cid): CustomerUser,
+    Path(id): Path<String>,
+) -> Response {
     if s.user.role != UserRole::Owner {
         return error_page(&state, Some(&s), StatusCode::FORBIDDEN, "Only the account owner manages API keys.");
     }
@@ -353,7 +446,11 @@ pub async fn app_revoke_key(State(state): State<AppState>, CustomerUser(s, cid):
 }
 
 /// Any unknown path: a 404 page (JSON under /api).
-pub async fn not_found(State(state): State<AppState>, session: Option<axum::Extension<MaybeSession>>, uri: axum::http::Uri) -> Response {
+pub async fn not_found(
+    State(state): State<AppState>,
+    session: Option<axum::Extension<MaybeSession>>,
+    uri: axum::http::Uri,
+) -> Response {
     if uri.path().starts_with("/api/") || uri.path().starts_with("/v1/") {
         return crate::error::ApiError::not_found("route").into_response();
     }

@@ -26,8 +26,18 @@ macro_rules! templates {
 /// The template environment.
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
-    templates!(env, "layout.html", "login.html", "error.html", "admin/customers.html", "admin/customer.html", "app/home.html");
-    env.add_filter("datetime", |micros: i64| j1msky_core::clock::format_utc(micros).replace('T', " ").replace('Z', " UTC"));
+    templates!(
+        env,
+        "layout.html",
+        "login.html",
+        "error.html",
+        "admin/customers.html",
+        "admin/customer.html",
+        "app/home.html"
+    );
+    env.add_filter("datetime", |micros: i64| {
+        j1msky_core::clock::format_utc(micros).replace('T', " ").replace('Z', " UTC")
+    });
     env
 }
 
@@ -61,7 +71,11 @@ pub fn page_with_status(
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!(template, error = %e, "page failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, Html("<h1>500</h1><p>The page failed to render; it has been logged.</p>".to_string())).into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<h1>500</h1><p>The page failed to render; it has been logged.</p>".to_string()),
+            )
+                .into_response()
         }
     }
 }

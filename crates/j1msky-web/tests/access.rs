@@ -12,7 +12,12 @@ async fn form_posts_without_a_valid_csrf_token_are_refused() {
     let browser = app.browser();
     // Login form without the token (the pre-login cookie is set, the field missing).
     browser.get(app.url("/login")).send().await.unwrap();
-    let resp = browser.post(app.url("/login")).form(&[("email", OPERATOR_EMAIL), ("password", PASSWORD)]).send().await.unwrap();
+    let resp = browser
+        .post(app.url("/login"))
+        .form(&[("email", OPERATOR_EMAIL), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "csrf");
@@ -29,7 +34,13 @@ async fn form_posts_without_a_valid_csrf_token_are_refused() {
         assert_eq!(resp.status(), 403, "logout with token {token:?}");
     }
     // A cookie-carrying request that is neither a form nor JSON is refused too.
-    let resp = browser.post(app.url("/api/v1/keys")).header("content-type", "text/plain").body("{\"name\":\"x\"}").send().await.unwrap();
+    let resp = browser
+        .post(app.url("/api/v1/keys"))
+        .header("content-type", "text/plain")
+        .body("{\"name\":\"x\"}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
     assert!(j1msky_accounts::customers::list(&app.db, None, 10).await.unwrap().is_empty());
 }
@@ -100,7 +111,13 @@ async fn bad_json_is_400_and_oversized_bodies_are_413() {
     let owner = app.browser();
     app.login(&owner, "j@j.test", PASSWORD).await;
 
-    let resp = owner.post(app.url("/api/v1/keys")).header("content-type", "application/json").body("{\"name\": ").send().await.unwrap();
+    let resp = owner
+        .post(app.url("/api/v1/keys"))
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "bad_json");
@@ -110,7 +127,8 @@ async fn bad_json_is_400_and_oversized_bodies_are_413() {
     assert_eq!(resp.status(), 400);
 
     let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(3 * 1024 * 1024));
-    let resp = owner.post(app.url("/api/v1/keys")).header("content-type", "application/json").body(huge).send().await.unwrap();
+    let resp =
+        owner.post(app.url("/api/v1/keys")).header("content-type", "application/json").body(huge).send().await.unwrap();
     assert_eq!(resp.status(), 413);
     let listed: Value = owner.get(app.url("/api/v1/keys")).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["data"].as_array().unwrap().len(), 0, "nothing stored");

@@ -40,7 +40,10 @@ async fn operator_onboards_a_customer_whose_owner_calls_the_api_with_a_key() {
     assert!(detail.starts_with("/admin/customers/cus_"), "{detail}");
     let customer_id = detail.trim_start_matches("/admin/customers/").to_string();
     let page = operator.get(app.url(&detail)).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains("Acme Robotics") && page.contains("Ann@Acme.test") && page.contains("Europe&#x2f;Berlin"), "{page}");
+    assert!(
+        page.contains("Acme Robotics") && page.contains("Ann@Acme.test") && page.contains("Europe&#x2f;Berlin"),
+        "{page}"
+    );
 
     // The owner logs in with the email in another case.
     let owner = app.browser();
@@ -52,7 +55,8 @@ async fn operator_onboards_a_customer_whose_owner_calls_the_api_with_a_key() {
     assert!(!cookie.contains("Secure"), "plain http must not set Secure: {cookie}");
 
     let token = app.page_token(&owner, "/app").await;
-    let resp = owner.post(app.url("/app/keys")).form(&[("csrf_token", token.as_str()), ("name", "ci")]).send().await.unwrap();
+    let resp =
+        owner.post(app.url("/app/keys")).form(&[("csrf_token", token.as_str()), ("name", "ci")]).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let html = resp.text().await.unwrap();
     let start = html.find("id=\"new-secret\">").unwrap() + "id=\"new-secret\">".len();
@@ -83,7 +87,8 @@ async fn operator_onboards_a_customer_whose_owner_calls_the_api_with_a_key() {
     // Last login recorded, and the changes audited.
     let ann = users::find_by_email(&app.db, "ann@acme.test").await.unwrap();
     assert_eq!(ann.last_login_at, Some(app.now()));
-    let actions: Vec<String> = audit::list(&app.db, Some(&customer_id), 50).await.unwrap().into_iter().map(|a| a.action).collect();
+    let actions: Vec<String> =
+        audit::list(&app.db, Some(&customer_id), 50).await.unwrap().into_iter().map(|a| a.action).collect();
     for expected in ["customer.created", "user.created", "api_key.created"] {
         assert!(actions.iter().any(|a| a == expected), "{expected} missing from {actions:?}");
     }
@@ -132,7 +137,8 @@ async fn another_customers_objects_answer_404_like_missing_ones() {
 async fn revoked_and_unknown_keys_answer_401() {
     let app = spawn_app().await;
     let c = app.customer_with_owner("C", "c@c.test").await;
-    let (key, secret) = j1msky_accounts::api_keys::create(&app.db, &j1msky_accounts::Actor::cli(), &c, "k", app.now()).await.unwrap();
+    let (key, secret) =
+        j1msky_accounts::api_keys::create(&app.db, &j1msky_accounts::Actor::cli(), &c, "k", app.now()).await.unwrap();
     let client = reqwest::Client::new();
     assert_eq!(client.get(app.url("/api/v1/me")).bearer_auth(&secret).send().await.unwrap().status(), 200);
 

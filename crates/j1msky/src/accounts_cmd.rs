@@ -191,19 +191,30 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
                 // Check the owner before the customer exists, so a bad email leaves nothing behind.
                 j1msky_accounts::Email::parse(email).map_err(fail)?;
                 if users::find_by_email(&db, email).await.is_ok() {
-                    return Err(Failure { code: 1, error: anyhow::anyhow!("a user with email {email} already exists") });
+                    return Err(Failure {
+                        code: 1,
+                        error: anyhow::anyhow!("a user with email {email} already exists"),
+                    });
                 }
             }
             let c = customers::create(&db, &catalogue, &actor, input, context::now()).await.map_err(fail)?;
             let mut owner = None;
             if let Some(email) = a.owner_email {
                 let (pw, _) = password(false)?;
-                let new = NewUser { email: email.clone(), display_name: email, password: pw.clone(), role: UserRole::Owner, customer_id: Some(c.id.clone()) };
+                let new = NewUser {
+                    email: email.clone(),
+                    display_name: email,
+                    password: pw.clone(),
+                    role: UserRole::Owner,
+                    customer_id: Some(c.id.clone()),
+                };
                 let u = users::create(&db, &actor, new, context::now()).await.map_err(fail)?;
                 owner = Some((u, pw));
             }
             if g.json {
-                output::json(&json!({ "customer": c, "owner": owner.as_ref().map(|(u, pw)| json!({"user": u, "password": pw})) }));
+                output::json(
+                    &json!({ "customer": c, "owner": owner.as_ref().map(|(u, pw)| json!({"user": u, "password": pw})) }),
+                );
             } else {
                 println!("{}", output::table(CUSTOMER_HEADER, vec![customer_row(&c)]));
                 if let Some((u, pw)) = owner {
@@ -231,7 +242,10 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
                     vec!["stage".into(), format!("{} since {}", c.stage, when(Some(c.stage_changed_at)))],
                     vec!["use case".into(), opt(c.use_case)],
                     vec!["plan".into(), opt(c.plan.as_deref())],
-                    vec!["teams".into(), if c.chosen_teams.is_empty() { "-".into() } else { c.chosen_teams.join(", ") }],
+                    vec![
+                        "teams".into(),
+                        if c.chosen_teams.is_empty() { "-".into() } else { c.chosen_teams.join(", ") },
+                    ],
                     vec!["expected tasks / month".into(), opt(c.expected_monthly_tasks)],
                     vec!["time zone".into(), c.time_zone.clone()],
                     vec!["created".into(), when(Some(c.created_at))],
@@ -262,7 +276,13 @@ pub async fn user(g: &Globals, cmd: UserCommand) -> Result<(), Failure> {
         UserCommand::Add { email, role, customer, name, password_stdin } => {
             let role = parse_word::<UserRole>(&role)?;
             let (pw, generated) = password(password_stdin)?;
-            let new = NewUser { display_name: name.unwrap_or_else(|| email.clone()), email, password: pw.clone(), role, customer_id: customer };
+            let new = NewUser {
+                display_name: name.unwrap_or_else(|| email.clone()),
+                email,
+                password: pw.clone(),
+                role,
+                customer_id: customer,
+            };
             let u = users::create(&db, &actor, new, context::now()).await.map_err(fail)?;
             let shown = generated.then_some(pw);
             if g.json {

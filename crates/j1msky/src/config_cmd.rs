@@ -74,7 +74,10 @@ pub fn check(g: &Globals, file: Option<PathBuf>) -> Result<(), Failure> {
             ]
         })
         .collect();
-    println!("{}", output::table(&["model", "provider", "in / 1M tok", "out / 1M tok", "fallback", "prices checked"], rows));
+    println!(
+        "{}",
+        output::table(&["model", "provider", "in / 1M tok", "out / 1M tok", "fallback", "prices checked"], rows)
+    );
     for name in &missing_env {
         println!("note: environment variable {name} is not set here");
     }

@@ -164,7 +164,13 @@ async fn upsert_user(
     match users::find_by_email(db, email).await {
         Ok(u) => users::set_password(db, actor, &u.id, password, now).await.map_err(anyhow::Error::from)?,
         Err(_) => {
-            let new = NewUser { email: email.into(), display_name: name.into(), password: password.into(), role, customer_id };
+            let new = NewUser {
+                email: email.into(),
+                display_name: name.into(),
+                password: password.into(),
+                role,
+                customer_id,
+            };
             users::create(db, actor, new, now).await.map_err(anyhow::Error::from)?;
         }
     }

@@ -111,7 +111,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Config(ConfigCommand::Check(args)) => config_cmd::check(&g, args.file),
         Command::Db(DbCommand::Migrate) => {
             let db = context::open_db(&g).await?;
-            output::done(&g, &format!("migrations applied ({})", db.backend().name()), serde_json::json!({"migrated": true, "backend": db.backend().name()}));
+            output::done(
+                &g,
+                &format!("migrations applied ({})", db.backend().name()),
+                serde_json::json!({"migrated": true, "backend": db.backend().name()}),
+            );
             db.close().await;
             Ok(())
         }

@@ -39,8 +39,13 @@ impl Cli {
     }
 
     fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child =
-            self.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
         child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
         child.wait_with_output().expect("wait")
     }
@@ -51,7 +56,8 @@ impl Cli {
         all.extend_from_slice(args);
         let out = self.run(&all);
         assert!(out.status.success(), "j1msky {args:?} failed: {}", text(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", text(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", text(&out.stdout)))
     }
 }
 
@@ -69,7 +75,8 @@ fn config_check_accepts_the_shipped_catalogue_and_rejects_a_bad_one_with_exit_2(
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("business.json");
     let shipped = std::fs::read_to_string(repo_file("config/business.json")).expect("read");
-    std::fs::write(&bad, shipped.replace("\"monthly_price\": \"49.00\"", "\"monthly_price\": \"-49.00\"")).expect("write");
+    std::fs::write(&bad, shipped.replace("\"monthly_price\": \"49.00\"", "\"monthly_price\": \"-49.00\""))
+        .expect("write");
     let out = Command::new(BIN).args(["config", "check"]).arg(&bad).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stdout).contains("plans.starter.monthly_price"), "{}", text(&out.stdout));
@@ -117,8 +124,24 @@ async fn operator_manages_customers_users_and_keys_from_the_command_line() {
     assert!(cli.run(&["db", "migrate"]).status.success());
 
     let made = cli.json(&[
-        "customer", "add", "--name", "Acme Robotics", "--plan", "starter", "--teams", "code,research", "--stage", "trial",
-        "--use-case", "code", "--time-zone", "Europe/Berlin", "--expected-tasks", "80", "--owner-email", "Ann@Acme.test",
+        "customer",
+        "add",
+        "--name",
+        "Acme Robotics",
+        "--plan",
+        "starter",
+        "--teams",
+        "code,research",
+        "--stage",
+        "trial",
+        "--use-case",
+        "code",
+        "--time-zone",
+        "Europe/Berlin",
+        "--expected-tasks",
+        "80",
+        "--owner-email",
+        "Ann@Acme.test",
     ]);
     let id = made["customer"]["id"].as_str().expect("id").to_string();
     assert!(id.starts_with("cus_"));
@@ -134,8 +157,12 @@ async fn operator_manages_customers_users_and_keys_from_the_command_line() {
     let moved = cli.json(&["customer", "set-stage", &id, "active"]);
     assert_eq!(moved["customer"]["stage"], "active");
     let shown = cli.json(&["customer", "show", &id]);
-    let history: Vec<String> =
-        shown["stage_history"].as_array().expect("history").iter().map(|h| h["to"].as_str().unwrap_or("").to_string()).collect();
+    let history: Vec<String> = shown["stage_history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| h["to"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(history, ["trial", "active"]);
     assert_eq!(shown["users"][0]["email"], "Ann@Acme.test");
     assert_eq!(shown["users"][0]["role"], "owner");
@@ -146,13 +173,27 @@ async fn operator_manages_customers_users_and_keys_from_the_command_line() {
 
     // Users: a member with a password from stdin; duplicate emails refused case-insensitively.
     let member = cli.run_with_stdin(
-        &["--json", "user", "add", "--email", "bob@acme.test", "--role", "member", "--customer", &id, "--password-stdin"],
+        &[
+            "--json",
+            "user",
+            "add",
+            "--email",
+            "bob@acme.test",
+            "--role",
+            "member",
+            "--customer",
+            &id,
+            "--password-stdin",
+        ],
         "bob's long password\n",
     );
     assert!(member.status.success(), "{}", text(&member.stderr));
     let member: Value = serde_json::from_slice(&member.stdout).expect("json");
     assert_eq!(member["password"], Value::Null, "a password given on stdin is not echoed");
-    let dup = cli.run_with_stdin(&["user", "add", "--email", "BOB@acme.test", "--role", "member", "--customer", &id, "--password-stdin"], "another long password\n");
+    let dup = cli.run_with_stdin(
+        &["user", "add", "--email", "BOB@acme.test", "--role", "member", "--customer", &id, "--password-stdin"],
+        "another long password\n",
+    );
     assert_eq!(dup.status.code(), Some(1));
     assert!(text(&dup.stderr).contains("already"), "{}", text(&dup.stderr));
     let users = cli.json(&["user", "list", "--customer", &id]);
@@ -176,7 +217,8 @@ async fn operator_manages_customers_users_and_keys_from_the_command_line() {
     let out = cli.run(&["customer", "set-stage", &id, "gold"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("gold") && text(&out.stderr).contains("churned"), "{}", text(&out.stderr));
-    let out = cli.run(&["customer", "add", "--name", "Too many", "--plan", "starter", "--teams", "code,research,content"]);
+    let out =
+        cli.run(&["customer", "add", "--name", "Too many", "--plan", "starter", "--teams", "code,research,content"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("allows 2"), "{}", text(&out.stderr));
     let out = cli.run(&["customer", "add", "--name", "Bad owner", "--owner-email", "not-an-email"]);
@@ -211,7 +253,6 @@ impl Server {
         };
         Server { child, base }
     }
-
 }
 
 impl Drop for Server {
@@ -262,7 +303,10 @@ async fn the_cli_works_beside_a_running_server_which_stops_cleanly_on_sigterm() 
     stream.write_all(rest.as_bytes()).expect("send the rest");
     let mut response = String::new();
     std::io::Read::read_to_string(&mut stream, &mut response).expect("read response");
-    assert!(response.starts_with("HTTP/1.1 403"), "the in-flight form post was answered (no CSRF token: 403): {response}");
+    assert!(
+        response.starts_with("HTTP/1.1 403"),
+        "the in-flight form post was answered (no CSRF token: 403): {response}"
+    );
 
     let mut server = server;
     let status = server.child.wait().expect("wait");

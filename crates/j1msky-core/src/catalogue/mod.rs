@@ -58,9 +58,8 @@ fn render_issues(issues: &[ConfigIssue]) -> String {
 impl Catalogue {
     /// Parses and validates catalogue JSON.
     pub fn from_json_str(text: &str) -> Result<Catalogue, CatalogueError> {
-        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            CatalogueError::Invalid(vec![ConfigIssue::new(".", format!("not valid JSON: {e}"))])
-        })?;
+        let raw: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| CatalogueError::Invalid(vec![ConfigIssue::new(".", format!("not valid JSON: {e}"))]))?;
         // Secrets are looked for before the typed parse so that a pasted key is reported
         // as such even where it also breaks the schema.
         let mut issues = validate::literal_secrets(&raw);
@@ -85,8 +84,8 @@ impl Catalogue {
 
     /// Reads and validates a catalogue file.
     pub fn load(path: &Path) -> Result<Catalogue, CatalogueError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| CatalogueError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| CatalogueError::Io { path: path.to_path_buf(), source })?;
         Catalogue::from_json_str(&text)
     }
 

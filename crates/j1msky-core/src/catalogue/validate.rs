@@ -106,7 +106,11 @@ fn business(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
         push(out, "business.support_email", format!("`{}` is not an email address", c.business.support_email));
     }
     if c.business.time_zone.parse::<chrono_tz::Tz>().is_err() {
-        push(out, "business.time_zone", format!("`{}` is not an IANA time zone (e.g. UTC, Europe/Berlin)", c.business.time_zone));
+        push(
+            out,
+            "business.time_zone",
+            format!("`{}` is not an IANA time zone (e.g. UTC, Europe/Berlin)", c.business.time_zone),
+        );
     }
     if c.trial_days > 365 {
         push(out, "trial_days", format!("{} days is longer than a year", c.trial_days));
@@ -177,7 +181,11 @@ fn models(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
         non_blank(out, at("name"), &m.name);
         non_blank(out, at("upstream"), &m.upstream);
         if !c.providers.contains_key(&m.provider) {
-            push(out, at("provider"), format!("unknown provider `{}`; providers are: {}", m.provider, known(&c.providers)));
+            push(
+                out,
+                at("provider"),
+                format!("unknown provider `{}`; providers are: {}", m.provider, known(&c.providers)),
+            );
         }
         for (field, price) in [("input_per_mtok", m.input_per_mtok), ("output_per_mtok", m.output_per_mtok)] {
             if price.is_negative() {
@@ -267,7 +275,11 @@ fn routing(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
         model_ref(out, format!("routing.model_only_for.{model}"), model);
     }
     if r.model_only_for.contains_key(&r.default_model) {
-        push(out, "routing.default_model", format!("`{}` is reserved for some categories and cannot be the default", r.default_model));
+        push(
+            out,
+            "routing.default_model",
+            format!("`{}` is reserved for some categories and cannot be the default", r.default_model),
+        );
     }
     if r.hourly_request_cap == 0 {
         push(out, "routing.hourly_request_cap", "must be at least 1");
@@ -300,7 +312,11 @@ fn stripe(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
     for (i, event) in s.webhook_events.iter().enumerate() {
         let ok = event.contains('.') && event.chars().all(|ch| ch.is_ascii_lowercase() || ch == '.' || ch == '_');
         if !ok {
-            push(out, format!("stripe.webhook_events[{i}]"), format!("`{event}` is not a Stripe event type (e.g. customer.subscription.updated)"));
+            push(
+                out,
+                format!("stripe.webhook_events[{i}]"),
+                format!("`{event}` is not a Stripe event type (e.g. customer.subscription.updated)"),
+            );
         }
     }
 }
@@ -316,7 +332,9 @@ fn check_env_name(out: &mut Vec<ConfigIssue>, path: String, name: &str) {
 
 fn looks_like_email(s: &str) -> bool {
     match s.split_once('@') {
-        Some((local, domain)) => !local.is_empty() && domain.contains('.') && !domain.contains('@') && !s.contains(char::is_whitespace),
+        Some((local, domain)) => {
+            !local.is_empty() && domain.contains('.') && !domain.contains('@') && !s.contains(char::is_whitespace)
+        }
         None => false,
     }
 }

@@ -65,7 +65,11 @@ fn stop_reason(reason: Option<&str>) -> StopReason {
     }
 }
 
-pub(super) async fn complete(c: &ProviderClient, model: &str, req: &ChatRequest) -> Result<ChatResponse, UpstreamError> {
+pub(super) async fn complete(
+    c: &ProviderClient,
+    model: &str,
+    req: &ChatRequest,
+) -> Result<ChatResponse, UpstreamError> {
     let resp = c.post(format!("{}/v1/messages", c.base_url), &body(model, req, false)).await?;
     let bytes = resp.bytes().await.map_err(|e| UpstreamError::from_reqwest(&e))?;
     let m: Message = serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Garbage(e.to_string()))?;

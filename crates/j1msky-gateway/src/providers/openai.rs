@@ -72,7 +72,11 @@ fn stop_reason(finish: Option<&str>) -> StopReason {
     }
 }
 
-pub(super) async fn complete(c: &ProviderClient, model: &str, req: &ChatRequest) -> Result<ChatResponse, UpstreamError> {
+pub(super) async fn complete(
+    c: &ProviderClient,
+    model: &str,
+    req: &ChatRequest,
+) -> Result<ChatResponse, UpstreamError> {
     let resp = c.post(format!("{}/chat/completions", c.base_url), &body(model, req, false)).await?;
     let bytes = resp.bytes().await.map_err(|e| UpstreamError::from_reqwest(&e))?;
     let parsed: Completion = serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Garbage(e.to_string()))?;

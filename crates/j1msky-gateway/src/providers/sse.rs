@@ -36,7 +36,9 @@ pub(super) fn require_end(
             Some(Ok(ev @ StreamEvent::Done { .. })) => Some((Ok(ev), (inner, true))),
             Some(Ok(ev)) => Some((Ok(ev), (inner, false))),
             Some(Err(e)) => Some((Err(e), (inner, true))),
-            None => Some((Err(UpstreamError::Connection("the stream ended before its final event".into())), (inner, true))),
+            None => {
+                Some((Err(UpstreamError::Connection("the stream ended before its final event".into())), (inner, true)))
+            }
         }
     })
 }

@@ -38,7 +38,8 @@ fn error(f: Failure) -> Response {
 }
 
 fn parse(body: &[u8]) -> Result<(Option<String>, ChatRequest, bool), Failure> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| Failure::invalid("body", format!("the body is not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| Failure::invalid("body", format!("the body is not valid JSON: {e}")))?;
     let model = match &v["model"] {
         Value::String(s) => Some(s.clone()),
         _ => return Err(Failure::invalid("model", "model: field required (a string)")),
@@ -72,8 +73,15 @@ fn parse(body: &[u8]) -> Result<(Option<String>, ChatRequest, bool), Failure> {
         Value::Null => None,
         other => Some(content_text(other, "system")?),
     };
-    let stop = v["stop_sequences"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect());
-    let req = ChatRequest { system, turns, max_tokens, temperature: v["temperature"].as_f64(), stop: stop.unwrap_or_default() };
+    let stop =
+        v["stop_sequences"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect());
+    let req = ChatRequest {
+        system,
+        turns,
+        max_tokens,
+        temperature: v["temperature"].as_f64(),
+        stop: stop.unwrap_or_default(),
+    };
     Ok((model, req, v["stream"].as_bool().unwrap_or(false)))
 }
 

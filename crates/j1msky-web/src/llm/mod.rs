@@ -47,7 +47,9 @@ impl From<GatewayError> for Failure {
             GatewayError::Route(RouteError::UnknownModel(_)) => {
                 Failure { param: Some("model"), ..Failure::new(StatusCode::NOT_FOUND, "model_not_found", message) }
             }
-            GatewayError::Route(RouteError::NotAllowed) => Failure::new(StatusCode::FORBIDDEN, "model_not_allowed", message),
+            GatewayError::Route(RouteError::NotAllowed) => {
+                Failure::new(StatusCode::FORBIDDEN, "model_not_allowed", message)
+            }
             GatewayError::Limit(LimitError::Cap { retry_after_secs, .. }) => Failure {
                 retry_after_secs: Some(retry_after_secs),
                 ..Failure::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", message)
@@ -84,7 +86,11 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Strin
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
     let Some(presented) = presented.filter(|p| !p.is_empty()) else {
-        return Err(Failure::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "no API key: send Authorization: Bearer jk_…"));
+        return Err(Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "no API key: send Authorization: Bearer jk_…",
+        ));
     };
     match api_keys::authenticate(&state.db, presented, state.now()).await {
         Ok(Some(auth)) => Ok(auth.customer_id),
@@ -115,7 +121,10 @@ pub fn context(customer_id: String, headers: &HeaderMap) -> CallContext {
 /// Checks `max_tokens`.
 pub fn check_max_tokens(n: u64) -> Result<u32, Failure> {
     if n == 0 || n > u64::from(MAX_TOKENS_LIMIT) {
-        return Err(Failure::invalid("max_tokens", format!("max_tokens must be between 1 and {MAX_TOKENS_LIMIT}, got {n}")));
+        return Err(Failure::invalid(
+            "max_tokens",
+            format!("max_tokens must be between 1 and {MAX_TOKENS_LIMIT}, got {n}"),
+        ));
     }
     Ok(n as u32)
 }

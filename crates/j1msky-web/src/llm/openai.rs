@@ -36,7 +36,8 @@ fn error(f: Failure) -> Response {
 
 /// The request in the gateway's terms, plus the model asked for and whether to stream.
 fn parse(body: &[u8]) -> Result<(Option<String>, ChatRequest, bool, bool), Failure> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| Failure::invalid("body", format!("the body is not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| Failure::invalid("body", format!("the body is not valid JSON: {e}")))?;
     let model = match &v["model"] {
         Value::String(s) => Some(s.clone()),
         Value::Null => None,
@@ -56,7 +57,10 @@ fn parse(body: &[u8]) -> Result<(Option<String>, ChatRequest, bool, bool), Failu
             other => {
                 return Err(Failure::invalid(
                     "messages",
-                    format!("messages[{i}].role `{}` is not supported (system, developer, user, assistant)", other.unwrap_or("?")),
+                    format!(
+                        "messages[{i}].role `{}` is not supported (system, developer, user, assistant)",
+                        other.unwrap_or("?")
+                    ),
                 ))
             }
         }

@@ -100,7 +100,12 @@ impl TestApp {
             &self.db,
             &self.catalogue,
             &Actor::cli(),
-            customers::NewCustomer { name: name.into(), stage: Some(Stage::Active), plan: Some("pro".into()), ..Default::default() },
+            customers::NewCustomer {
+                name: name.into(),
+                stage: Some(Stage::Active),
+                plan: Some("pro".into()),
+                ..Default::default()
+            },
             self.now(),
         )
         .await
@@ -108,7 +113,13 @@ impl TestApp {
         users::create(
             &self.db,
             &Actor::cli(),
-            users::NewUser { email: owner_email.into(), display_name: String::new(), password: PASSWORD.into(), role: UserRole::Owner, customer_id: Some(c.id.clone()) },
+            users::NewUser {
+                email: owner_email.into(),
+                display_name: String::new(),
+                password: PASSWORD.into(),
+                role: UserRole::Owner,
+                customer_id: Some(c.id.clone()),
+            },
             self.now(),
         )
         .await
