@@ -82,7 +82,17 @@ pub async fn serve_on(
     announce: impl FnOnce(SocketAddr),
 ) -> Result<(), Failure> {
     let addr = listener.local_addr().context("listening socket has no address")?;
-    let state = AppState::new(db.clone(), Arc::new(catalogue), Arc::new(SystemClock), config);
+    let catalogue = Arc::new(catalogue);
+    let clock: Arc<dyn j1msky_core::Clock> = Arc::new(SystemClock);
+    let gateway = j1msky_gateway::Gateway::new(
+        db.clone(),
+        catalogue.clone(),
+        clock.clone(),
+        &std::collections::HashMap::new(),
+        j1msky_gateway::providers::Timeouts::default(),
+        j1msky_gateway::RetryPolicy::default(),
+    );
+    let state = AppState::new(db.clone(), catalogue, clock, config).with_gateway(Arc::new(gateway));
     tracing::info!(%addr, "listening");
     announce(addr);
     j1msky_web::serve(listener, state, shutdown_signal()).await.context("server failed")?;
