@@ -284,25 +284,32 @@ async fn the_cli_works_beside_a_running_server_which_stops_cleanly_on_sigterm() 
     let me = http.get(format!("{}/api/v1/me", server.base)).bearer_auth(secret).send().await.expect("me");
     assert_eq!(me.status(), 401, "a key revoked from the CLI stops working at once");
 
-    // A request in flight when SIGTERM arrives is still answered.
+    // A request in flight when SIGTERM arrives is still answered. `Expect: 100-continue` makes
+    // the server say when its handler starts reading the body, so the signal lands while the
+    // request is inside the server (not merely queued in the kernel's accept backlog).
     let addr = server.base.trim_start_matches("http://").to_string();
     let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
     let body = "email=x%40y.test&password=wrong-password";
-    let (first, rest) = body.split_at(10);
     write!(
         stream,
-        "POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{first}",
+        "POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
         body.len()
     )
-    .expect("send the first half");
+    .expect("send the headers");
     stream.flush().expect("flush");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut interim = String::new();
+    reader.read_line(&mut interim).expect("read the interim response");
+    assert!(interim.starts_with("HTTP/1.1 100"), "the server asked for the body: {interim}");
+    let mut blank = String::new();
+    reader.read_line(&mut blank).expect("read the interim blank line");
     let kill = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().expect("kill");
     assert!(kill.success());
-    // Give the signal time to land before the body completes (ordering, not an assertion).
+    // Give the signal time to land before the body is sent (ordering, not an assertion).
     std::thread::sleep(std::time::Duration::from_millis(300));
-    stream.write_all(rest.as_bytes()).expect("send the rest");
+    stream.write_all(body.as_bytes()).expect("send the body");
     let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response).expect("read response");
+    std::io::Read::read_to_string(&mut reader, &mut response).expect("read response");
     assert!(
         response.starts_with("HTTP/1.1 403"),
         "the in-flight form post was answered (no CSRF token: 403): {response}"
