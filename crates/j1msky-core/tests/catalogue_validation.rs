@@ -35,6 +35,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("unknown_provider_kind", "providers.anthropic.kind", "unknown variant `grpc`"),
     ("zero_daily_budget", "routing.daily_budget", "must be above zero"),
     ("invalid_json", ".", "not valid JSON"),
+    ("plan_unknown_model", "plans.starter.models[1]", "unknown model `gpt-9`"),
 ];
 
 #[test]

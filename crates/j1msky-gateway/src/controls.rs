@@ -18,6 +18,9 @@ pub const CACHE_TTL: i64 = SECOND;
 const MODE_KEY: &str = "gateway.mode";
 const CAP_PREFIX: &str = "gateway.cap.";
 
+/// The override of the business's daily budget lives among the caps, in micro-USD.
+pub const DAILY_BUDGET_SCOPE: &str = "budget:daily";
+
 /// The controls in force.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Controls {
@@ -90,6 +93,16 @@ pub async fn set_mode(db: &Db, actor: &Actor, mode: Mode, reason: &str, now: i64
     put(db, actor, MODE_KEY, Some(mode.as_str().to_string()), now, event).await
 }
 
+/// Sets (or with `None` goes back to the catalogue's) the business's daily budget.
+pub async fn set_daily_budget(
+    db: &Db,
+    actor: &Actor,
+    budget: Option<j1msky_core::Money>,
+    now: i64,
+) -> Result<(), GatewayError> {
+    set_cap(db, actor, DAILY_BUDGET_SCOPE, budget.map(|m| m.micros()), now).await
+}
+
 /// Sets (or with `None` removes) the hourly cap override of a scope.
 pub async fn set_cap(db: &Db, actor: &Actor, scope: &str, cap: Option<i64>, now: i64) -> Result<(), GatewayError> {
     check_scope(scope).map_err(GatewayError::Invalid)?;
@@ -100,9 +113,11 @@ pub async fn set_cap(db: &Db, actor: &Actor, scope: &str, cap: Option<i64>, now:
     put(db, actor, &format!("{CAP_PREFIX}{scope}"), cap.map(|n| n.to_string()), now, event).await
 }
 
-/// Cap scopes are `global` or `provider:ID`, `model:ID`, `customer:ID`.
+/// Cap scopes are `global` or `provider:ID`, `model:ID`, `customer:ID` (and the daily
+/// budget's `budget:daily`).
 pub fn check_scope(scope: &str) -> Result<(), String> {
     let ok = scope == "global"
+        || scope == DAILY_BUDGET_SCOPE
         || ["provider:", "model:", "customer:"]
             .iter()
             .any(|p| scope.strip_prefix(p).is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace)));
@@ -142,4 +157,33 @@ impl ControlCache {
             *guard = None;
         }
     }
+}
+
+/// Sets (or with `None` removes) a customer's monthly spending budget, audited.
+pub async fn set_customer_budget(
+    db: &Db,
+    actor: &Actor,
+    customer_id: &str,
+    budget: Option<j1msky_core::Money>,
+    now: i64,
+) -> Result<(), GatewayError> {
+    if budget.is_some_and(|m| m.micros() <= 0) {
+        return Err(GatewayError::Invalid("a monthly budget must be above zero (use `none` to remove it)".into()));
+    }
+    let mut tx = db.begin().await?;
+    let updated = sqlx::query("UPDATE customers SET monthly_budget_micros = $1, updated_at = $2 WHERE id = $3")
+        .bind(budget.map(|m| m.micros()))
+        .bind(now)
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(GatewayError::Invalid(format!("no customer `{customer_id}`")));
+    }
+    let detail = serde_json::json!({"monthly_budget": budget});
+    audit::record(&mut tx, actor, "customer.budget_changed", customer_id, Some(customer_id), detail.clone(), now)
+        .await?;
+    outbox::emit(&mut tx, db.backend(), "customer.budget_changed", Some(customer_id), &detail, now).await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -32,7 +32,7 @@ pub async fn after_spend(gw: &Gateway) -> Result<(), GatewayError> {
     let controls = gw.controls().await?;
     let budget = controls
         .caps
-        .get("budget:daily")
+        .get(controls::DAILY_BUDGET_SCOPE)
         .map(|m| j1msky_core::Money::from_micros(*m))
         .unwrap_or(gw.catalogue.routing.daily_budget);
     if budget.micros() <= 0 {
@@ -73,6 +73,40 @@ pub async fn after_spend(gw: &Gateway) -> Result<(), GatewayError> {
         tracing::warn!(mode = %wanted, %reason, "cost mode raised automatically");
     }
     Ok(())
+}
+
+/// A provider refused our credentials: the operator must fix the key, so leave an alert
+/// (one per provider per hour) and an event. Failing to record it is logged, not fatal.
+pub async fn provider_auth_failed(gw: &Gateway, provider: &str) {
+    let now = gw.clock.now_micros();
+    let (hour, _) = limits::hour_window(now);
+    let id = format!("alr_auth_{provider}_{hour}");
+    let message =
+        format!("provider {provider} rejected our API key; check the environment variable the catalogue names");
+    let payload = serde_json::json!({"provider": provider});
+    let result: Result<(), GatewayError> = async {
+        let mut tx = gw.db.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO alerts (id, kind, message, detail, created_at) VALUES ($1, 'provider_auth', $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(&message)
+        .bind(payload.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            outbox::emit(&mut tx, gw.db.backend(), "provider.auth_failed", None, &payload, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    tracing::error!(provider, "the provider rejected our credentials");
+    if let Err(e) = result {
+        tracing::error!(error = %e, "could not record the provider auth alert");
+    }
 }
 
 #[cfg(test)]

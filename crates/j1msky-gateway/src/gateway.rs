@@ -145,7 +145,8 @@ impl Gateway {
             None => (None, None),
         };
         let plan_entry = plan.as_deref().and_then(|p| self.catalogue.plans.get(p));
-        let route = policy::route(&self.catalogue, model, &ctx.category, controls.mode, None)?;
+        let allowed = plan_entry.and_then(|p| p.models.as_deref());
+        let route = policy::route(&self.catalogue, model, &ctx.category, controls.mode, allowed)?;
         let first = &route.chain[0];
         let provider = self.catalogue.models.get(first).map(|m| m.provider.clone()).unwrap_or_default();
         let cap_of = |scope: &str, default: Option<i64>| controls.caps.get(scope).copied().or(default);
@@ -166,7 +167,7 @@ impl Gateway {
         let (day_start, day_end) = windows::day(tz, now);
         let daily_cap = controls
             .caps
-            .get("budget:daily")
+            .get(crate::controls::DAILY_BUDGET_SCOPE)
             .map(|m| Money::from_micros(*m))
             .unwrap_or(self.catalogue.routing.daily_budget);
         let mut budgets =
@@ -199,14 +200,39 @@ impl Gateway {
         req: &ChatRequest,
     ) -> Result<Completed, GatewayError> {
         let (route, reservation) = self.admit(ctx, model, req).await?;
+        let (answer, model_id, mut attempts) = self.call_chain(ctx, &route, &reservation, req, Kind::Complete).await?;
+        let Answer::Complete(response) = answer else {
+            return Err(GatewayError::Invalid("internal: a stream answered a non-streaming call".into()));
+        };
+        if let Some(last) = attempts.last_mut() {
+            last.input_tokens = response.usage.input_tokens as i64;
+            last.output_tokens = response.usage.output_tokens as i64;
+            last.cost =
+                policy::cost(&self.catalogue, &model_id, response.usage.input_tokens, response.usage.output_tokens);
+        }
+        let cost = self.settle(&reservation, &attempts).await?;
+        Ok(Completed { response, model: model_id, cost, attempts })
+    }
+
+    /// Tries the route's models in order, with retries, back-off, the circuit breaker and
+    /// fallbacks. On success returns the answer, the model that gave it and every attempt
+    /// (the last one successful, not yet priced); on failure settles the reservation for
+    /// the failed attempts and returns the last error.
+    pub(crate) async fn call_chain(
+        &self,
+        ctx: &CallContext,
+        route: &Route,
+        reservation: &Reservation,
+        req: &ChatRequest,
+        kind: Kind,
+    ) -> Result<(Answer, String, Vec<Attempt>), GatewayError> {
         let mut attempts = Vec::new();
         let mut reason = route.reason.clone();
         let mut last_error = None;
         'models: for model_id in &route.chain {
             let Some(model) = self.catalogue.models.get(model_id) else { continue };
             let Some(client) = self.providers.get(&model.provider) else { continue };
-            let now = self.clock.now_micros();
-            if !self.breakers.allow(&model.provider, now) {
+            if !self.breakers.allow(&model.provider, self.clock.now_micros()) {
                 reason = Some(format!("{} circuit open", model.provider));
                 last_error = Some(UpstreamError::Overloaded { status: 503 });
                 continue;
@@ -214,25 +240,19 @@ impl Gateway {
             let mut tries = 0;
             loop {
                 let started = std::time::Instant::now();
-                let result = client.complete(&model.upstream, req).await;
+                let result = match kind {
+                    Kind::Complete => client.complete(&model.upstream, req).await.map(Answer::Complete),
+                    Kind::Stream => client.stream(&model.upstream, req).await.map(Answer::Stream),
+                };
                 let latency = started.elapsed().as_micros() as i64;
                 let at = self.clock.now_micros();
                 let mut attempt =
-                    self.attempt(ctx, &route, model_id, &model.provider, attempts.len(), reason.clone(), latency, at);
+                    self.attempt(ctx, route, model_id, &model.provider, attempts.len(), reason.clone(), latency, at);
                 match result {
-                    Ok(response) => {
+                    Ok(answer) => {
                         self.breakers.success(&model.provider);
-                        attempt.input_tokens = response.usage.input_tokens as i64;
-                        attempt.output_tokens = response.usage.output_tokens as i64;
-                        attempt.cost = policy::cost(
-                            &self.catalogue,
-                            model_id,
-                            response.usage.input_tokens,
-                            response.usage.output_tokens,
-                        );
                         attempts.push(attempt);
-                        let cost = self.settle(&reservation, &attempts).await?;
-                        return Ok(Completed { response, model: model_id.clone(), cost, attempts });
+                        return Ok((answer, model_id.clone(), attempts));
                     }
                     Err(e) => {
                         attempt.outcome = e.outcome().to_string();
@@ -240,9 +260,12 @@ impl Gateway {
                         if e.is_retryable() {
                             self.breakers.failure(&model.provider, at);
                         }
-                        match self.next_step(&e, tries, model_id != route.chain.last().unwrap_or(model_id)) {
+                        if matches!(e, UpstreamError::Auth { .. }) {
+                            escalation::provider_auth_failed(self, &model.provider).await;
+                        }
+                        match self.next_step(&e, tries, Some(model_id) != route.chain.last()) {
                             Step::Fail => {
-                                self.settle(&reservation, &attempts).await?;
+                                self.settle(reservation, &attempts).await?;
                                 return Err(GatewayError::Upstream(e));
                             }
                             Step::Wait(d) => {
@@ -259,7 +282,7 @@ impl Gateway {
                 }
             }
         }
-        self.settle(&reservation, &attempts).await?;
+        self.settle(reservation, &attempts).await?;
         Err(GatewayError::Upstream(last_error.unwrap_or(UpstreamError::Overloaded { status: 503 })))
     }
 
@@ -353,10 +376,19 @@ impl Gateway {
         }
         self.settle(&reservation, &attempts).await
     }
+}
 
-    pub(crate) fn provider(&self, id: &str) -> Option<&ProviderClient> {
-        self.providers.get(id)
-    }
+/// Which kind of upstream call to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Complete,
+    Stream,
+}
+
+/// What an upstream call gave.
+pub(crate) enum Answer {
+    Complete(ChatResponse),
+    Stream(crate::providers::EventStream),
 }
 
 /// What to do after a failed attempt.

@@ -10,6 +10,7 @@ pub mod escalation;
 mod gateway;
 pub mod ledger;
 pub mod limits;
+pub mod panel;
 pub mod policy;
 pub mod providers;
 mod stream;

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use futures::Stream;
 
 use crate::chat::{ChatRequest, StreamEvent, Usage};
-use crate::gateway::{CallContext, Step};
+use crate::gateway::{Answer, CallContext, Kind};
 use crate::ledger::Attempt;
 use crate::limits::Reservation;
 use crate::providers::{EventStream, UpstreamError};
@@ -108,65 +108,18 @@ impl Gateway {
         req: &ChatRequest,
     ) -> Result<GatewayStream, GatewayError> {
         let (route, reservation) = self.admit(ctx, model, req).await?;
-        let mut attempts = Vec::new();
-        let mut reason = route.reason.clone();
-        let mut last_error = UpstreamError::Overloaded { status: 503 };
-        'models: for model_id in &route.chain {
-            let Some(m) = self.catalogue.models.get(model_id) else { continue };
-            let Some(client) = self.provider(&m.provider) else { continue };
-            if !self.breakers.allow(&m.provider, self.clock.now_micros()) {
-                reason = Some(format!("{} circuit open", m.provider));
-                continue;
-            }
-            let mut tries = 0;
-            loop {
-                let started = std::time::Instant::now();
-                let result = client.stream(&m.upstream, req).await;
-                let latency = started.elapsed().as_micros() as i64;
-                let at = self.clock.now_micros();
-                let mut attempt =
-                    self.attempt(ctx, &route, model_id, &m.provider, attempts.len(), reason.clone(), latency, at);
-                match result {
-                    Ok(inner) => {
-                        self.breakers.success(&m.provider);
-                        attempts.push(attempt);
-                        let settler = Settler {
-                            gateway: Arc::clone(self),
-                            reservation,
-                            attempts,
-                            model: model_id.clone(),
-                            estimated_input: req.estimated_input_tokens(),
-                            streamed_chars: 0,
-                        };
-                        return Ok(GatewayStream { model: model_id.clone(), inner, settler: Some(settler) });
-                    }
-                    Err(e) => {
-                        attempt.outcome = e.outcome().to_string();
-                        attempts.push(attempt);
-                        if e.is_retryable() {
-                            self.breakers.failure(&m.provider, at);
-                        }
-                        let has_fallback = Some(model_id) != route.chain.last();
-                        match self.next_step(&e, tries, has_fallback) {
-                            Step::Fail => {
-                                self.settle(&reservation, &attempts).await?;
-                                return Err(GatewayError::Upstream(e));
-                            }
-                            Step::Wait(d) => {
-                                tries += 1;
-                                tokio::time::sleep(d).await;
-                            }
-                            Step::Fallback => {
-                                reason = Some(e.outcome().to_string());
-                                last_error = e;
-                                continue 'models;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        self.settle(&reservation, &attempts).await?;
-        Err(GatewayError::Upstream(last_error))
+        let (answer, model_id, attempts) = self.call_chain(ctx, &route, &reservation, req, Kind::Stream).await?;
+        let Answer::Stream(inner) = answer else {
+            return Err(GatewayError::Invalid("internal: a complete answer to a streaming call".into()));
+        };
+        let settler = Settler {
+            gateway: Arc::clone(self),
+            reservation,
+            attempts,
+            model: model_id.clone(),
+            estimated_input: req.estimated_input_tokens(),
+            streamed_chars: 0,
+        };
+        Ok(GatewayStream { model: model_id, inner, settler: Some(settler) })
     }
 }

@@ -6,6 +6,7 @@ mod accounts_cmd;
 mod config_cmd;
 mod context;
 mod demo;
+mod gateway_cmd;
 mod output;
 mod serve;
 
@@ -47,6 +48,14 @@ enum Command {
     /// Customer API keys.
     #[command(subcommand)]
     Key(accounts_cmd::KeyCommand),
+    /// The model gateway's runtime controls: cost mode, hourly caps, budgets.
+    #[command(subcommand)]
+    Gateway(gateway_cmd::GatewayCommand),
+    /// The daily cost review: upstream calls and spend by model, team and customer.
+    Costs(gateway_cmd::CostsArgs),
+    /// Simulated third-party services (for the demo, tests and benchmarks).
+    #[command(subcommand)]
+    Sim(gateway_cmd::SimCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,5 +131,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Customer(c) => accounts_cmd::customer(&g, c).await,
         Command::User(c) => accounts_cmd::user(&g, c).await,
         Command::Key(c) => accounts_cmd::key(&g, c).await,
+        Command::Gateway(c) => gateway_cmd::gateway(&g, c).await,
+        Command::Costs(a) => gateway_cmd::costs(&g, a).await,
+        Command::Sim(c) => gateway_cmd::sim(c).await,
     }
 }

@@ -60,6 +60,9 @@ pub struct Plan {
     /// Service level, for plans that promise one.
     #[serde(default)]
     pub sla: Option<Sla>,
+    /// The models this plan's calls may use (catalogue ids); absent means every model.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
 }
 
 /// Which teams a plan includes.

@@ -135,6 +135,22 @@ fn plans(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
                 );
             }
         }
+        if let Some(models) = &plan.models {
+            if models.is_empty() {
+                push(out, at("models"), "an empty model list would refuse every call; omit it to allow all models");
+            }
+            for (i, m) in models.iter().enumerate() {
+                if !c.models.contains_key(m) {
+                    push(
+                        out,
+                        format!("plans.{id}.models[{i}]"),
+                        format!("unknown model `{m}`; models are: {}", known(&c.models)),
+                    );
+                } else if models[..i].contains(m) {
+                    push(out, format!("plans.{id}.models[{i}]"), format!("`{m}` is listed twice"));
+                }
+            }
+        }
         if let Some(sla) = &plan.sla {
             if sla.max_queue_wait_secs == 0 {
                 push(out, at("sla.max_queue_wait_secs"), "must be at least 1 second");
