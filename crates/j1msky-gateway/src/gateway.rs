@@ -263,7 +263,18 @@ impl Gateway {
                         if matches!(e, UpstreamError::Auth { .. }) {
                             escalation::provider_auth_failed(self, &model.provider).await;
                         }
-                        match self.next_step(&e, tries, Some(model_id) != route.chain.last()) {
+                        let has_fallback = Some(model_id) != route.chain.last();
+                        let step = if e.is_retryable() && self.breakers.is_open(&model.provider, at) {
+                            // This failure opened the circuit: stop hammering the provider.
+                            if has_fallback {
+                                Step::Fallback
+                            } else {
+                                Step::Fail
+                            }
+                        } else {
+                            self.next_step(&e, tries, has_fallback)
+                        };
+                        match step {
                             Step::Fail => {
                                 self.settle(reservation, &attempts).await?;
                                 return Err(GatewayError::Upstream(e));

@@ -404,13 +404,15 @@ fn error(format: Format, status: u16, message: &str) -> Response {
     (code, [("x-j1msky-simulated", "true")], Json(body)).into_response()
 }
 
-/// A body that sends `head` and then breaks the connection.
+/// A body that sends `head`, lets it reach the client, then breaks the connection.
 fn broken_body(head: Vec<Bytes>) -> Body {
-    let items = head.into_iter().map(Ok::<Bytes, std::io::Error>).chain(std::iter::once(Err(std::io::Error::new(
-        std::io::ErrorKind::ConnectionReset,
-        "simulated dropped connection",
-    ))));
-    Body::from_stream(futures::stream::iter(items))
+    let head = futures::stream::iter(head.into_iter().map(Ok::<Bytes, std::io::Error>));
+    let cut = futures::stream::once(async {
+        // Without the pause the server would give up before flushing what was sent.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated dropped connection"))
+    });
+    Body::from_stream(futures::StreamExt::chain(head, cut))
 }
 
 async fn handle(sim: Arc<Sim>, format: Format, headers: HeaderMap, body: Bytes) -> Response {

@@ -76,10 +76,10 @@ impl UpstreamError {
     }
 
     pub(crate) fn from_reqwest(e: &reqwest::Error) -> UpstreamError {
+        // Bodies are read as bytes and parsed by us, so any transport error (including a
+        // body cut short) is a connection problem; unreadable content is `Garbage`.
         if e.is_timeout() {
             UpstreamError::Timeout
-        } else if e.is_decode() {
-            UpstreamError::Garbage(e.to_string())
         } else {
             UpstreamError::Connection(e.to_string())
         }

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -29,11 +29,7 @@ fn error(f: Failure) -> Response {
     };
     let body = json!({"type": "error", "error": {"type": kind, "message": f.message}});
     let mut resp = (f.status, Json(body)).into_response();
-    if let Some(secs) = f.retry_after_secs {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert("retry-after", v);
-        }
-    }
+    f.headers(&mut resp);
     resp
 }
 
@@ -111,7 +107,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
     let ctx = context(customer, &headers);
     let id = format!("msg_{}", ctx.request_id);
     if !stream {
-        let done = gateway.complete(&ctx, model.as_deref(), &req).await?;
+        let done = gateway.complete(&ctx, model.as_deref(), &req).await.map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
         let body = json!({
             "id": id, "type": "message", "role": "assistant", "model": done.model,
             "content": [{"type": "text", "text": done.response.text}],
@@ -122,7 +118,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
         annotate(&mut resp, &ctx.request_id, &done.model, Some(done.cost.micros()));
         return Ok(resp);
     }
-    let upstream = gateway.stream(&ctx, model.as_deref(), &req).await?;
+    let upstream = gateway.stream(&ctx, model.as_deref(), &req).await.map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
     let used = upstream.model.clone();
     let estimate = req.estimated_input_tokens();
     let start = [

@@ -28,11 +28,29 @@ pub struct Failure {
     pub message: String,
     pub param: Option<&'static str>,
     pub retry_after_secs: Option<u64>,
+    /// Our id of the request, once it reached the gateway (`x-request-id`).
+    pub request_id: Option<String>,
 }
 
 impl Failure {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
-        Failure { status, code, message: message.into(), param: None, retry_after_secs: None }
+        Failure { status, code, message: message.into(), param: None, retry_after_secs: None, request_id: None }
+    }
+
+    /// Tags the failure with the request id, so the caller can quote it.
+    pub fn for_request(mut self, request_id: &str) -> Failure {
+        self.request_id = Some(request_id.to_string());
+        self
+    }
+
+    /// Adds `retry-after` and `x-request-id` to an error response.
+    pub fn headers(&self, resp: &mut axum::response::Response) {
+        if let Some(v) = self.retry_after_secs.and_then(|s| axum::http::HeaderValue::from_str(&s.to_string()).ok()) {
+            resp.headers_mut().insert("retry-after", v);
+        }
+        if let Some(v) = self.request_id.as_deref().and_then(|s| axum::http::HeaderValue::from_str(s).ok()) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
     }
 
     pub fn invalid(param: &'static str, message: impl Into<String>) -> Failure {

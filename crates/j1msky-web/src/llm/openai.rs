@@ -26,11 +26,7 @@ fn error(f: Failure) -> Response {
     };
     let body = json!({"error": {"message": f.message, "type": kind, "param": f.param, "code": f.code}});
     let mut resp = (f.status, Json(body)).into_response();
-    if let Some(secs) = f.retry_after_secs {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert("retry-after", v);
-        }
-    }
+    f.headers(&mut resp);
     resp
 }
 
@@ -113,7 +109,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
     let id = format!("chatcmpl-{}", ctx.request_id);
     let created = state.now() / 1_000_000;
     if !stream {
-        let done = gateway.complete(&ctx, model.as_deref(), &req).await?;
+        let done = gateway.complete(&ctx, model.as_deref(), &req).await.map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
         let u = done.response.usage;
         let body = json!({
             "id": id, "object": "chat.completion", "created": created, "model": done.model,
@@ -127,7 +123,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
         annotate(&mut resp, &ctx.request_id, &done.model, Some(done.cost.micros()));
         return Ok(resp);
     }
-    let upstream = gateway.stream(&ctx, model.as_deref(), &req).await?;
+    let upstream = gateway.stream(&ctx, model.as_deref(), &req).await.map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
     let model_used = upstream.model.clone();
     let chunk = move |delta: Value, finish: Option<&str>| {
         json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model_used,

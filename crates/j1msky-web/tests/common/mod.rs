@@ -20,6 +20,9 @@ pub struct TestApp {
     pub db: j1msky_db::Db,
     pub clock: ManualClock,
     pub catalogue: Arc<Catalogue>,
+    /// The model gateway and the simulated provider behind it, when spawned with one.
+    pub gateway: Option<Arc<j1msky_gateway::Gateway>>,
+    pub sim: Option<j1msky_sim::Running>,
     _test_db: TestDb,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -29,10 +32,42 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(config: WebConfig) -> TestApp {
+    spawn(config, None).await
+}
+
+/// The app with its model gateway pointed at a simulated provider on loopback; short
+/// back-offs and timeouts so fault tests run quickly.
+pub async fn spawn_app_with_gateway(sim_config: j1msky_sim::SimConfig) -> TestApp {
+    spawn(WebConfig::default(), Some(sim_config)).await
+}
+
+async fn spawn(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>) -> TestApp {
     let test_db = TestDb::new().await;
     let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).expect("shipped catalogue"));
     let clock = ManualClock::new(1_795_000_000_000_000);
-    let state = AppState::new(test_db.db.clone(), catalogue.clone(), Arc::new(clock.clone()), config);
+    let mut state = AppState::new(test_db.db.clone(), catalogue.clone(), Arc::new(clock.clone()), config);
+    let (mut gateway, mut sim) = (None, None);
+    if let Some(sim_config) = sim_config {
+        let running = j1msky_sim::spawn(sim_config).await.expect("simulated provider");
+        let gw = Arc::new(j1msky_gateway::Gateway::new(
+            test_db.db.clone(),
+            catalogue.clone(),
+            Arc::new(clock.clone()),
+            &sim_overrides(&running),
+            j1msky_gateway::providers::Timeouts {
+                connect: std::time::Duration::from_secs(2),
+                request: std::time::Duration::from_millis(800),
+            },
+            j1msky_gateway::RetryPolicy {
+                retries_per_model: 2,
+                base_backoff: std::time::Duration::from_millis(2),
+                max_wait: std::time::Duration::from_secs(2),
+            },
+        ));
+        state = state.with_gateway(gw.clone());
+        gateway = Some(gw);
+        sim = Some(running);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -47,6 +82,8 @@ pub async fn spawn_app_with(config: WebConfig) -> TestApp {
         db: test_db.db.clone(),
         clock,
         catalogue,
+        gateway,
+        sim,
         _test_db: test_db,
         _shutdown: tx,
     };
@@ -65,6 +102,16 @@ pub async fn spawn_app_with(config: WebConfig) -> TestApp {
     .await
     .expect("operator");
     app
+}
+
+/// Every provider of the shipped catalogue pointed at the simulator.
+pub fn sim_overrides(sim: &j1msky_sim::Running) -> std::collections::HashMap<String, j1msky_gateway::ProviderOverride> {
+    [("moonshot", sim.openai_base()), ("anthropic", sim.anthropic_base())]
+        .into_iter()
+        .map(|(id, base_url)| {
+            (id.to_string(), j1msky_gateway::ProviderOverride { base_url, api_key: "sim-key".into() })
+        })
+        .collect()
 }
 
 trait Now {
@@ -125,6 +172,47 @@ impl TestApp {
         .await
         .expect("owner");
         c.id
+    }
+
+    /// An active customer on `plan` and an API key for it: (customer id, key secret).
+    pub async fn customer_with_key(&self, name: &str, plan: &str) -> (String, String) {
+        let c = customers::create(
+            &self.db,
+            &self.catalogue,
+            &Actor::cli(),
+            customers::NewCustomer {
+                name: name.into(),
+                stage: Some(Stage::Active),
+                plan: Some(plan.into()),
+                ..Default::default()
+            },
+            self.now(),
+        )
+        .await
+        .expect("customer");
+        let (_, secret) =
+            j1msky_accounts::api_keys::create(&self.db, &Actor::cli(), &c.id, "test", self.now()).await.expect("key");
+        (c.id, secret)
+    }
+
+    /// The simulator's base URL (for its `/_sim` control endpoints).
+    pub fn sim_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.sim.as_ref().expect("spawned with a simulated provider").addr)
+    }
+
+    /// Queues faults in the simulator.
+    pub async fn script_faults(&self, faults: serde_json::Value) {
+        let r = reqwest::Client::new().post(self.sim_url("/_sim/faults")).json(&faults).send().await.expect("script");
+        assert_eq!(r.status(), 200, "scripting faults: {}", r.text().await.unwrap_or_default());
+    }
+
+    /// The simulator's counters.
+    pub async fn sim_stats(&self) -> j1msky_sim::Stats {
+        reqwest::Client::new().get(self.sim_url("/_sim/stats")).send().await.expect("stats").json().await.expect("json")
+    }
+
+    pub fn gateway(&self) -> &Arc<j1msky_gateway::Gateway> {
+        self.gateway.as_ref().expect("spawned with a gateway")
     }
 
     /// Logs a browser in through the login form; panics unless it lands on `expect_path`.
