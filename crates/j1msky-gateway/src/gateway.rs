@@ -119,6 +119,11 @@ impl Gateway {
         Ok(self.controls.get(&self.db, self.clock.now_micros()).await?)
     }
 
+    /// Whether `provider`'s circuit is open now (for the admin page).
+    pub fn breakers_open(&self, provider: &str, now: i64) -> bool {
+        self.breakers.is_open(provider, now)
+    }
+
     /// Forgets cached controls after a change made through this process.
     pub fn controls_changed(&self) {
         self.controls.invalidate();

@@ -102,3 +102,21 @@ pub async fn load(db: &Db, catalogue: &Catalogue, controls: &Controls, now: i64)
         budget,
     })
 }
+
+/// An alert for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    pub kind: String,
+    pub message: String,
+    pub created_at: i64,
+}
+
+/// The newest alerts first.
+pub async fn recent_alerts(db: &Db, limit: i64) -> Result<Vec<Alert>, DbError> {
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT kind, message, created_at FROM alerts ORDER BY created_at DESC, id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await?;
+    Ok(rows.into_iter().map(|(kind, message, created_at)| Alert { kind, message, created_at }).collect())
+}

@@ -5,6 +5,7 @@ mod api;
 pub mod auth;
 mod csrf;
 mod error;
+mod gateway_pages;
 pub mod llm;
 mod metrics_layer;
 mod pages;

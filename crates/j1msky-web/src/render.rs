@@ -8,7 +8,7 @@ use minijinja::{context, Environment, Value};
 use crate::state::AppState;
 
 /// Operator pages beyond Customers, as (id, label, href); later features add theirs here.
-const ADMIN_NAV: &[(&str, &str, &str)] = &[];
+const ADMIN_NAV: &[(&str, &str, &str)] = &[("gateway", "Gateway", "/admin/gateway")];
 /// Customer pages beyond Account.
 const APP_NAV: &[(&str, &str, &str)] = &[];
 
@@ -33,6 +33,7 @@ pub fn environment() -> Environment<'static> {
         "error.html",
         "admin/customers.html",
         "admin/customer.html",
+        "admin/gateway.html",
         "app/home.html"
     );
     env.add_filter("datetime", |micros: i64| {
@@ -65,6 +66,7 @@ pub fn page_with_status(
         section,
         admin_nav => nav(ADMIN_NAV),
         app_nav => nav(APP_NAV),
+        cost_mode => crate::gateway_pages::banner_mode().map(|(m, by)| context! { mode => m.as_str(), set_by => by }),
     };
     let merged = context! { ..ctx, ..base };
     match state.templates.get_template(template).and_then(|t| t.render(merged)) {

@@ -14,7 +14,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::{api, auth, csrf, llm, metrics_layer, pages};
+use crate::{api, auth, csrf, llm, metrics_layer, pages, gateway_pages};
 
 /// Every route of the server, with its middleware.
 pub fn router(state: AppState) -> Router {
@@ -31,6 +31,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/customers", post(pages::admin_create_customer))
         .route("/admin/customers/{id}", get(pages::admin_customer))
         .route("/admin/customers/{id}/stage", post(pages::admin_set_stage))
+        .route("/admin/gateway", get(gateway_pages::page))
+        .route("/admin/gateway/mode", post(gateway_pages::set_mode))
+        .route("/admin/gateway/caps", post(gateway_pages::set_cap))
+        .route("/admin/gateway/budget", post(gateway_pages::set_budget))
         .route("/app", get(pages::app_home))
         .route("/app/keys", post(pages::app_create_key))
         .route("/app/keys/{id}/revoke", post(pages::app_revoke_key))
@@ -41,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(llm::openai::models))
         .route("/v1/messages", post(llm::anthropic::messages))
         .fallback(pages::not_found)
+        .layer(from_fn_with_state(state.clone(), gateway_pages::with_controls))
         .layer(from_fn_with_state(state.clone(), csrf::guard))
         .layer(from_fn_with_state(state.clone(), auth::load_session))
         .layer(from_fn(metrics_layer::track))

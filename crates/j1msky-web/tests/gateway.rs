@@ -477,3 +477,85 @@ async fn bad_input_gets_clear_errors_and_is_never_charged() {
         .expect("orphans");
     assert_eq!(orphans, 0);
 }
+
+#[tokio::test]
+async fn the_operator_runs_the_rate_limit_panel_and_every_admin_page_shows_the_mode() {
+    let app = spawn_app_with_gateway(SimConfig::default()).await;
+    let (customer, key) = app.customer_with_key("Acme", "starter").await;
+    assert_eq!(post(&app, "/v1/chat/completions", &key, None, &chat("hi")).await.status(), 200);
+    let browser = app.browser();
+    app.login(&browser, common::OPERATOR_EMAIL, common::PASSWORD).await;
+
+    let home = browser.get(app.url("/admin")).send().await.expect("admin").text().await.expect("html");
+    assert!(home.contains("Cost mode: <strong>normal</strong>"), "banner on the customers page");
+    let page = browser.get(app.url("/admin/gateway")).send().await.expect("gateway");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains(&format!("<code>customer:{customer}</code>")), "the customer's cap row");
+    assert!(html.contains("1 / 50"), "the starter customer used 1 of its 50 calls this hour");
+    assert!(html.contains("<code>global</code>") && html.contains("1 / 600"));
+
+    let token = app.page_token(&browser, "/admin/gateway").await;
+    let form = |pairs: &[(&str, &str)]| {
+        let mut v: Vec<(String, String)> = vec![("csrf_token".into(), token.clone())];
+        v.extend(pairs.iter().map(|(k, val)| (k.to_string(), val.to_string())));
+        v
+    };
+    // Edit a cap in place; the change is persisted, audited and in force at once.
+    let scope = format!("customer:{customer}");
+    let r = browser.post(app.url("/admin/gateway/caps")).form(&form(&[("scope", &scope), ("cap", "1")])).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(controls::load(&app.db).await.expect("controls").caps.get(&scope), Some(&1));
+    assert_eq!(post(&app, "/v1/chat/completions", &key, None, &chat("hi")).await.status(), 429);
+    let html = browser.get(app.url("/admin/gateway")).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("1 / 1") && html.contains("override; catalogue: 50"));
+    // Bad input is refused with the reason and changes nothing.
+    for (scope, cap, fragment) in [(scope.as_str(), "lots", "not a whole number"), ("planet:mars", "5", "not a cap scope")] {
+        let r = browser.post(app.url("/admin/gateway/caps")).form(&form(&[("scope", scope), ("cap", cap)])).send().await.unwrap();
+        assert_eq!(r.status(), 422);
+        assert!(r.text().await.unwrap().contains(fragment));
+    }
+    assert_eq!(controls::load(&app.db).await.expect("controls").caps.len(), 1);
+    // Empty goes back to the catalogue's cap.
+    browser.post(app.url("/admin/gateway/caps")).form(&form(&[("scope", &scope), ("cap", "")])).send().await.unwrap();
+    assert!(controls::load(&app.db).await.expect("controls").caps.is_empty());
+
+    // Switch the mode: every admin page says so.
+    let r = browser
+        .post(app.url("/admin/gateway/mode"))
+        .form(&form(&[("mode", "cheap_only"), ("reason", "provider bill spike")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    for path in ["/admin", "/admin/gateway", &format!("/admin/customers/{customer}")] {
+        let html = browser.get(app.url(path)).send().await.unwrap().text().await.unwrap();
+        assert!(html.contains("Cost mode: <strong>cheap only</strong>"), "{path} shows the mode");
+    }
+    let r = browser.post(app.url("/admin/gateway/mode")).form(&form(&[("mode", "turbo")])).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(controls::load(&app.db).await.expect("controls").mode, Mode::CheapOnly);
+    let (audited,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE action = 'gateway.mode_changed'")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(audited, 1);
+
+    // The daily budget, in dollars.
+    let r = browser.post(app.url("/admin/gateway/budget")).form(&form(&[("amount", "12.50")])).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let c = controls::load(&app.db).await.expect("controls");
+    assert_eq!(c.caps.get(controls::DAILY_BUDGET_SCOPE), Some(&12_500_000));
+    let r = browser.post(app.url("/admin/gateway/budget")).form(&form(&[("amount", "-3")])).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(controls::load(&app.db).await.expect("controls").caps.get(controls::DAILY_BUDGET_SCOPE), Some(&12_500_000));
+
+    // Customers do not see any of it.
+    let owner = app.customer_with_owner("Other", "owner@other.test").await;
+    let _ = owner;
+    let theirs = app.browser();
+    app.login(&theirs, "owner@other.test", common::PASSWORD).await;
+    let r = theirs.get(app.url("/admin/gateway")).send().await.unwrap();
+    assert!(r.status() == 403 || r.status() == 404 || r.status() == 303, "got {}", r.status());
+    assert!(!r.text().await.unwrap_or_default().contains("Hourly caps"));
+}

@@ -1,0 +1,208 @@
+//! `/admin/gateway`: the cost mode, the rate-limit panel (usage against cap for every
+//! scope, edited in place), today's budget, provider circuits and recent alerts; and the
+//! mode banner every admin page carries.
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use j1msky_accounts::Actor;
+use j1msky_core::Money;
+use j1msky_gateway::controls::{self, Controls};
+use j1msky_gateway::panel;
+use j1msky_gateway::policy::Mode;
+use minijinja::context;
+use serde::Deserialize;
+
+use crate::auth::OperatorUser;
+use crate::render::page_with_status;
+use crate::state::AppState;
+
+tokio::task_local! {
+    /// The controls in force while an admin page is being served (for the banner).
+    static CONTROLS: Controls;
+}
+
+/// The cost mode for the banner of the page being rendered, if known.
+pub fn banner_mode() -> Option<(Mode, Option<String>)> {
+    CONTROLS.try_with(|c| (c.mode, c.mode_set_by.clone())).ok()
+}
+
+async fn current(state: &AppState) -> Result<Controls, String> {
+    match state.gateway.as_ref() {
+        Some(gw) => gw.controls().await.map_err(|e| e.to_string()),
+        None => controls::load(&state.db).await.map_err(|e| e.to_string()),
+    }
+}
+
+/// Middleware: loads the controls (cached by the gateway) for `/admin` pages.
+pub async fn with_controls(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/admin") {
+        return next.run(req).await;
+    }
+    match current(&state).await {
+        Ok(c) => CONTROLS.scope(c, next.run(req)).await,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the gateway controls for the banner");
+            next.run(req).await
+        }
+    }
+}
+
+/// `GET /admin/gateway`.
+pub async fn page(State(state): State<AppState>, OperatorUser(s): OperatorUser) -> Response {
+    render(&state, &s, None, StatusCode::OK).await
+}
+
+async fn render(
+    state: &AppState,
+    s: &j1msky_accounts::sessions::Session,
+    flash: Option<(String, &str)>,
+    status: StatusCode,
+) -> Response {
+    let now = state.now();
+    let loaded = async {
+        let c = controls::load(&state.db).await?;
+        let p = panel::load(&state.db, &state.catalogue, &c, now).await?;
+        let alerts = panel::recent_alerts(&state.db, 20).await?;
+        Ok::<_, j1msky_db::DbError>((p, alerts))
+    }
+    .await;
+    let (p, alerts) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "gateway page");
+            return crate::render::error_page(state, Some(s), StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+    };
+    let circuits: Vec<_> = state
+        .catalogue
+        .providers
+        .keys()
+        .map(|id| {
+            let open = state.gateway.as_ref().is_some_and(|g| g.breakers_open(id, now));
+            context! { provider => id, open }
+        })
+        .collect();
+    let caps: Vec<_> = p
+        .caps
+        .iter()
+        .map(|r| {
+            let percent = r.cap.filter(|c| *c > 0).map(|c| (r.used * 100 / c).min(100));
+            context! { scope => r.scope, label => r.label, used => r.used, cap => r.cap, default => r.default,
+                       overridden => r.overridden, percent }
+        })
+        .collect();
+    let (flash, flash_kind) = match flash {
+        Some((m, k)) => (Some(m), k),
+        None => (None, ""),
+    };
+    let ctx = context! {
+        mode => p.mode.as_str(), mode_set_by => p.mode_set_by, mode_set_at => p.mode_set_at,
+        modes => Mode::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+        caps, circuits,
+        budget => context! {
+            cap => p.budget.cap.to_string(), default => p.budget.default.to_string(), spent => p.budget.spent.to_string(),
+            reserved => p.budget.reserved.to_string(), overridden => p.budget.overridden,
+            percent => if p.budget.cap.micros() > 0 { (p.budget.spent.micros() as i128 * 100 / p.budget.cap.micros() as i128) as i64 } else { 0 },
+        },
+        alerts => alerts.into_iter().map(|a| context! { kind => a.kind, message => a.message, at => a.created_at }).collect::<Vec<_>>(),
+        flash, flash_kind,
+    };
+    page_with_status(state, Some(s), status, "admin/gateway.html", "gateway", ctx)
+}
+
+#[derive(Deserialize)]
+pub struct ModeForm {
+    mode: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /admin/gateway/mode`.
+pub async fn set_mode(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Form(form): Form<ModeForm>,
+) -> Response {
+    let mode: Mode = match form.mode.parse() {
+        Ok(m) => m,
+        Err(e) => return render(&state, &s, Some((e, "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
+    };
+    let reason = if form.reason.trim().is_empty() { "set by the operator" } else { form.reason.trim() };
+    match controls::set_mode(&state.db, &Actor::user(&s.user.id), mode, reason, state.now()).await {
+        Ok(()) => done(&state),
+        Err(e) => render(&state, &s, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CapForm {
+    scope: String,
+    /// Requests per hour; empty for the catalogue's cap.
+    #[serde(default)]
+    cap: String,
+}
+
+/// `POST /admin/gateway/caps`: one scope's cap, edited in place.
+pub async fn set_cap(State(state): State<AppState>, OperatorUser(s): OperatorUser, Form(form): Form<CapForm>) -> Response {
+    let cap = match form.cap.trim() {
+        "" => None,
+        n => match n.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n),
+            _ => {
+                let msg = format!("cap for {}: `{n}` is not a whole number of requests per hour", form.scope);
+                return render(&state, &s, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY).await;
+            }
+        },
+    };
+    if form.scope == controls::DAILY_BUDGET_SCOPE {
+        let msg = "the daily budget is set in dollars in its own form".to_string();
+        return render(&state, &s, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    match controls::set_cap(&state.db, &Actor::user(&s.user.id), form.scope.trim(), cap, state.now()).await {
+        Ok(()) => done(&state),
+        Err(e) => render(&state, &s, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct BudgetForm {
+    /// USD; empty for the catalogue's budget.
+    #[serde(default)]
+    amount: String,
+}
+
+/// `POST /admin/gateway/budget`: the business's daily budget.
+pub async fn set_budget(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Form(form): Form<BudgetForm>,
+) -> Response {
+    let amount = match form.amount.trim().trim_start_matches('$') {
+        "" => None,
+        a => match a.parse::<Money>() {
+            Ok(m) if m.micros() > 0 => Some(m),
+            Ok(_) => {
+                let msg = "the daily budget must be above zero".to_string();
+                return render(&state, &s, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY).await;
+            }
+            Err(e) => {
+                let msg = format!("daily budget `{a}`: {e}");
+                return render(&state, &s, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY).await;
+            }
+        },
+    };
+    match controls::set_daily_budget(&state.db, &Actor::user(&s.user.id), amount, state.now()).await {
+        Ok(()) => done(&state),
+        Err(e) => render(&state, &s, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
+    }
+}
+
+fn done(state: &AppState) -> Response {
+    if let Some(gw) = &state.gateway {
+        gw.controls_changed();
+    }
+    Redirect::to("/admin/gateway").into_response()
+}
