@@ -84,10 +84,16 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
     let db = context::open_db(&demo_globals).await?;
     let password = seed(&db, &catalogue).await?;
     if args.seed_only {
-        print_logins(None, &args.data_dir, &password);
+        print_logins(None, &args.data_dir, &password, None);
         db.close().await;
         return Ok(());
     }
+    // Model calls go to a simulated provider in this process: no keys, nothing billed.
+    let (_sim, overrides) = serve::simulated_providers(&catalogue).await?;
+    let demo_key = routed_calls(&db, &catalogue, &overrides).await?;
+    let tz: chrono_tz::Tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let (from, to) = j1msky_gateway::windows::day(tz, context::now());
+    crate::gateway_cmd::print_review(&demo_globals, &db, &catalogue, from, to).await?;
     let listener = match serve::bind(args.listen).await {
         Ok(l) => l,
         Err(e) if args.listen.port() != 0 => {
@@ -97,13 +103,13 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
         Err(e) => return Err(e),
     };
     let data_dir = args.data_dir.clone();
-    serve::serve_on(listener, db, catalogue, WebConfig::default(), move |addr| {
-        print_logins(Some(addr), &data_dir, &password);
+    serve::serve_on(listener, db, catalogue, WebConfig::default(), &overrides, move |addr| {
+        print_logins(Some(addr), &data_dir, &password, Some(&demo_key));
     })
     .await
 }
 
-fn print_logins(addr: Option<SocketAddr>, data_dir: &std::path::Path, password: &str) {
+fn print_logins(addr: Option<SocketAddr>, data_dir: &std::path::Path, password: &str, key: Option<&str>) {
     println!();
     match addr {
         Some(addr) => println!("j1msky demo is running at http://{addr}/"),
@@ -115,6 +121,15 @@ fn print_logins(addr: Option<SocketAddr>, data_dir: &std::path::Path, password: 
     println!("  Customer owners: {} (same password)", CUSTOMERS.iter().map(|c| c.owner).collect::<Vec<_>>().join(", "));
     println!("  Data:            {} (delete it to start over)", data_dir.display());
     println!();
+    if let (Some(addr), Some(key)) = (addr, key) {
+        println!("  Model calls are answered by a SIMULATED provider (no keys, no real models). Try:");
+        println!("    curl http://{addr}/v1/chat/completions -H 'Authorization: Bearer {key}' \\");
+        println!(
+            r#"      -H 'content-type: application/json' -d '{{"model":"auto","messages":[{{"role":"user","content":"hello"}}]}}'"#
+        );
+        println!("  Daily cost review: j1msky --database-url sqlite://{}/j1msky.db costs", data_dir.display());
+        println!();
+    }
     if addr.is_some() {
         println!("Press Ctrl-C to stop.");
     }
@@ -148,6 +163,85 @@ async fn seed(db: &Db, catalogue: &Catalogue) -> Result<String, Failure> {
         upsert_user(db, &actor, demo.owner, demo.name, UserRole::Owner, Some(id), &password, now).await?;
     }
     Ok(password)
+}
+
+/// The category a team's calls are routed by.
+fn team_category(team: &str) -> &'static str {
+    match team {
+        "code" => "code",
+        "content" => "writing",
+        "research" => "analysis",
+        _ => "strategy",
+    }
+}
+
+/// Runs a round of routed, metered calls through the gateway — every role of each demo
+/// customer's teams, plus one API-style call each — so the ledger and the cost review have
+/// something to show. Returns a fresh API key of the first demo customer for trying the API.
+async fn routed_calls(
+    db: &Db,
+    catalogue: &Catalogue,
+    overrides: &std::collections::HashMap<String, j1msky_gateway::ProviderOverride>,
+) -> Result<String, Failure> {
+    use j1msky_gateway::chat::{ChatRequest, Speaker, Turn};
+    let gateway = j1msky_gateway::Gateway::new(
+        db.clone(),
+        std::sync::Arc::new(catalogue.clone()),
+        std::sync::Arc::new(j1msky_core::SystemClock),
+        overrides,
+        j1msky_gateway::providers::Timeouts::default(),
+        j1msky_gateway::RetryPolicy::default(),
+    );
+    let all = customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)?;
+    let mut first_customer = None;
+    let mut calls = 0;
+    for demo in CUSTOMERS {
+        let Some(c) = all.iter().find(|c| c.name == demo.name) else { continue };
+        first_customer.get_or_insert_with(|| c.id.clone());
+        let teams: Vec<String> = if c.chosen_teams.is_empty() {
+            catalogue.teams.keys().take(2).cloned().collect()
+        } else {
+            c.chosen_teams.clone()
+        };
+        let mut jobs: Vec<(Option<String>, Option<String>, Option<String>, String)> = Vec::new();
+        for team in &teams {
+            let Some(t) = catalogue.teams.get(team) else { continue };
+            for role in &t.roles {
+                jobs.push((Some(team.clone()), Some(role.role.clone()), Some(role.model.clone()), team_category(team).into()));
+            }
+        }
+        jobs.push((None, None, None, "general".into()));
+        for (team, role, model, category) in jobs {
+            let ctx = j1msky_gateway::CallContext {
+                request_id: j1msky_core::ids::new_id("req"),
+                customer_id: Some(c.id.clone()),
+                category: category.clone(),
+                task_id: None,
+                team: team.clone(),
+                role: role.clone(),
+            };
+            let req = ChatRequest {
+                system: Some(format!("You are the {} of the {} team.", role.as_deref().unwrap_or("assistant"), team.as_deref().unwrap_or("api"))),
+                turns: vec![Turn { speaker: Speaker::User, text: format!("Demo {category} request for {}", c.name) }],
+                max_tokens: 400,
+                temperature: None,
+                stop: vec![],
+            };
+            match gateway.complete(&ctx, model.as_deref(), &req).await {
+                Ok(done) => {
+                    calls += 1;
+                    tracing::debug!(model = %done.model, cost = %done.cost, "demo call");
+                }
+                Err(e) => eprintln!("demo call for {} ({category}) refused: {e}", c.name),
+            }
+        }
+    }
+    println!("Ran {calls} routed model calls through the gateway (simulated provider).");
+    let customer = first_customer.ok_or_else(|| anyhow::anyhow!("no demo customer"))?;
+    let (_, secret) = j1msky_accounts::api_keys::create(db, &Actor::system(), &customer, "demo", context::now())
+        .await
+        .map_err(anyhow::Error::from)?;
+    Ok(secret)
 }
 
 #[allow(clippy::too_many_arguments)]

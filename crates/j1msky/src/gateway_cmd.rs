@@ -200,10 +200,29 @@ pub async fn costs(g: &Globals, args: CostsArgs) -> Result<(), Failure> {
         None => windows::day(tz, context::now()),
     };
     let db = context::open_db(g).await?;
-    let by_model = ledger::review(&db, Group::Model, from, to).await?;
-    let by_team = ledger::review(&db, Group::Team, from, to).await?;
-    let by_customer = ledger::review(&db, Group::Customer, from, to).await?;
+    let result = print_review(g, &db, &catalogue, from, to).await;
     db.close().await;
+    result
+}
+
+/// Prints the cost review of `[from, to)`: by model, team and customer.
+pub async fn print_review(
+    g: &Globals,
+    db: &j1msky_db::Db,
+    catalogue: &j1msky_core::catalogue::Catalogue,
+    from: i64,
+    to: i64,
+) -> Result<(), Failure> {
+    let by_model = ledger::review(db, Group::Model, from, to).await?;
+    let by_team = ledger::review(db, Group::Team, from, to).await?;
+    let mut by_customer = ledger::review(db, Group::Customer, from, to).await?;
+    let names: std::collections::HashMap<String, String> =
+        j1msky_accounts::customers::list(db, None, 100_000).await?.into_iter().map(|c| (c.id, c.name)).collect();
+    for line in &mut by_customer {
+        if let Some(name) = names.get(&line.key) {
+            line.key = format!("{name} ({})", line.key);
+        }
+    }
     let total = by_model.iter().fold(Money::ZERO, |acc, l| acc.checked_add(l.cost).unwrap_or(acc));
     let calls: i64 = by_model.iter().map(|l| l.calls).sum();
     let day = j1msky_core::clock::format_utc(from);

@@ -1,5 +1,6 @@
 //! `j1msky serve`: the HTTP server, stopped gracefully by SIGTERM or SIGINT.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use clap::Args;
 use j1msky_core::catalogue::Catalogue;
 use j1msky_core::SystemClock;
 use j1msky_db::Db;
+use j1msky_gateway::ProviderOverride;
 use j1msky_web::{AppState, WebConfig};
 
 use crate::context::{self, Globals};
@@ -31,6 +33,15 @@ pub struct ServeArgs {
     /// Seconds a request may take before it is answered 408.
     #[arg(long, default_value_t = 30)]
     pub request_timeout_secs: u64,
+    /// Send a provider's calls to another base URL (a proxy, or `j1msky sim provider`),
+    /// e.g. `--provider-url moonshot=http://127.0.0.1:9100/v1`. The key still comes from
+    /// the environment variable the catalogue names.
+    #[arg(long, value_name = "PROVIDER=URL")]
+    pub provider_url: Vec<String>,
+    /// Answer every model call from a simulated provider started inside this process
+    /// (no keys needed; answers are not from real models).
+    #[arg(long)]
+    pub simulated_providers: bool,
 }
 
 impl ServeArgs {
@@ -58,14 +69,60 @@ impl ServeArgs {
 pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     context::init_logging(g);
     let catalogue = context::load_catalogue(g)?;
+    let config = args.web_config()?;
+    let mut overrides = provider_urls(&catalogue, &args.provider_url)?;
+    let _sim = if args.simulated_providers {
+        let (sim, o) = simulated_providers(&catalogue).await?;
+        eprintln!("SIMULATED model providers at http://{}: answers do not come from real models", sim.addr);
+        overrides.extend(o);
+        Some(sim)
+    } else {
+        None
+    };
     let db = context::open_db(g).await?;
     tracing::info!(database = %context::redact(&g.database_url), backend = db.backend().name(), "database ready");
-    let config = args.web_config()?;
     let listener = bind(args.listen).await?;
-    serve_on(listener, db, catalogue, config, |addr| {
+    serve_on(listener, db, catalogue, config, &overrides, |addr| {
         println!("j1msky listening on http://{addr}");
     })
     .await
+}
+
+/// Parses `--provider-url ID=URL` flags; the key stays the catalogue's environment variable.
+fn provider_urls(catalogue: &Catalogue, flags: &[String]) -> Result<HashMap<String, ProviderOverride>, Failure> {
+    let mut out = HashMap::new();
+    for flag in flags {
+        let invalid = |why: String| Failure { code: crate::EXIT_INVALID, error: anyhow::anyhow!("--provider-url `{flag}`: {why}") };
+        let (id, url) = flag.split_once('=').ok_or_else(|| invalid("expected PROVIDER=URL".into()))?;
+        let provider = catalogue.providers.get(id).ok_or_else(|| {
+            invalid(format!("unknown provider; the catalogue has {}", catalogue.providers.keys().cloned().collect::<Vec<_>>().join(", ")))
+        })?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid("the URL must start with http:// or https://".into()));
+        }
+        let api_key = std::env::var(&provider.api_key_env).unwrap_or_default();
+        out.insert(id.to_string(), ProviderOverride { base_url: url.to_string(), api_key });
+    }
+    Ok(out)
+}
+
+/// Starts a simulated provider in this process and points every provider at it.
+pub async fn simulated_providers(
+    catalogue: &Catalogue,
+) -> Result<(j1msky_sim::Running, HashMap<String, ProviderOverride>), Failure> {
+    let sim = j1msky_sim::spawn(j1msky_sim::SimConfig::default()).await.context("cannot start the simulated provider")?;
+    let overrides = catalogue
+        .providers
+        .iter()
+        .map(|(id, p)| {
+            let base_url = match p.kind {
+                j1msky_core::catalogue::ProviderKind::Openai => sim.openai_base(),
+                j1msky_core::catalogue::ProviderKind::Anthropic => sim.anthropic_base(),
+            };
+            (id.clone(), ProviderOverride { base_url, api_key: "simulated".into() })
+        })
+        .collect();
+    Ok((sim, overrides))
 }
 
 /// Binds the listening socket.
@@ -79,6 +136,7 @@ pub async fn serve_on(
     db: Db,
     catalogue: Catalogue,
     config: WebConfig,
+    overrides: &HashMap<String, ProviderOverride>,
     announce: impl FnOnce(SocketAddr),
 ) -> Result<(), Failure> {
     let addr = listener.local_addr().context("listening socket has no address")?;
@@ -88,7 +146,7 @@ pub async fn serve_on(
         db.clone(),
         catalogue.clone(),
         clock.clone(),
-        &std::collections::HashMap::new(),
+        overrides,
         j1msky_gateway::providers::Timeouts::default(),
         j1msky_gateway::RetryPolicy::default(),
     );
