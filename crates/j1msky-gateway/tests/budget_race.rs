@@ -14,7 +14,9 @@ use j1msky_db::Db;
 use j1msky_gateway::chat::{ChatRequest, Speaker, Turn};
 use j1msky_gateway::limits::LimitError;
 use j1msky_gateway::providers::Timeouts;
-use j1msky_gateway::{controls, limits, policy, windows, CallContext, Gateway, GatewayError, ProviderOverride, RetryPolicy};
+use j1msky_gateway::{
+    controls, limits, policy, windows, CallContext, Gateway, GatewayError, ProviderOverride, RetryPolicy,
+};
 use j1msky_sim::SimConfig;
 
 const MAX_TOKENS: u32 = 1000;
@@ -108,12 +110,8 @@ async fn sixty_four_concurrent_calls_never_overspend_a_budget_that_fits_ten() {
             .expect("ledger");
     assert_eq!(rows, 10, "one ledger row per admitted call");
     assert_eq!(sum, spent.micros(), "the budget's spend is the ledger's");
-    let stats: j1msky_sim::Stats = reqwest::get(format!("http://{}/_sim/stats", sim.addr))
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats: j1msky_sim::Stats =
+        reqwest::get(format!("http://{}/_sim/stats", sim.addr)).await.expect("stats").json().await.expect("json");
     assert_eq!(stats.requests, 10, "refused calls never reached the provider");
     second.close().await;
 }
@@ -123,9 +121,8 @@ async fn an_hourly_cap_admits_exactly_its_number_under_concurrency() {
     let test_db = TestDb::new().await;
     let second = Db::connect(&test_db.url).await.expect("second pool");
     let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).expect("catalogue"));
-    let sim = j1msky_sim::spawn(SimConfig { latency: Duration::from_millis(5), ..SimConfig::default() })
-        .await
-        .expect("sim");
+    let sim =
+        j1msky_sim::spawn(SimConfig { latency: Duration::from_millis(5), ..SimConfig::default() }).await.expect("sim");
     let now = SystemClock.now_micros();
     controls::set_cap(&test_db.db, &Actor::cli(), "model:kimi-k2.5", Some(25), now).await.expect("cap");
     let gateways = vec![
@@ -136,7 +133,8 @@ async fn an_hourly_cap_admits_exactly_its_number_under_concurrency() {
     for i in 0..64 {
         let gw = Arc::clone(&gateways[i % 2]);
         handles.push(tokio::spawn(async move {
-            let ctx = CallContext { request_id: format!("req_cap_{i:03}"), category: "code".into(), ..Default::default() };
+            let ctx =
+                CallContext { request_id: format!("req_cap_{i:03}"), category: "code".into(), ..Default::default() };
             let mut req = request();
             req.max_tokens = 16;
             gw.complete(&ctx, None, &req).await
@@ -151,7 +149,8 @@ async fn an_hourly_cap_admits_exactly_its_number_under_concurrency() {
         }
     }
     // A cap crossing the hour boundary mid-test would reset the count; both hours count.
-    let used_now = limits::used_this_hour(&test_db.db, "model:kimi-k2.5", SystemClock.now_micros()).await.expect("used");
+    let used_now =
+        limits::used_this_hour(&test_db.db, "model:kimi-k2.5", SystemClock.now_micros()).await.expect("used");
     assert!(ok == 25 || (ok > 25 && used_now < 25), "admitted {ok}");
     second.close().await;
 }

@@ -91,7 +91,7 @@ async fn render(
         .map(|r| {
             let percent = r.cap.filter(|c| *c > 0).map(|c| (r.used * 100 / c).min(100));
             context! { scope => r.scope, label => r.label, used => r.used, cap => r.cap, default => r.default,
-                       overridden => r.overridden, percent }
+            overridden => r.overridden, percent }
         })
         .collect();
     let (flash, flash_kind) = match flash {
@@ -146,7 +146,11 @@ pub struct CapForm {
 }
 
 /// `POST /admin/gateway/caps`: one scope's cap, edited in place.
-pub async fn set_cap(State(state): State<AppState>, OperatorUser(s): OperatorUser, Form(form): Form<CapForm>) -> Response {
+pub async fn set_cap(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Form(form): Form<CapForm>,
+) -> Response {
     let cap = match form.cap.trim() {
         "" => None,
         n => match n.parse::<i64>() {

@@ -14,7 +14,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::{api, auth, csrf, llm, metrics_layer, pages, gateway_pages};
+use crate::{api, auth, csrf, gateway_pages, llm, metrics_layer, pages};
 
 /// Every route of the server, with its middleware.
 pub fn router(state: AppState) -> Router {

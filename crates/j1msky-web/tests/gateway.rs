@@ -22,13 +22,7 @@ fn sim_input_tokens(content: &str) -> i64 {
     3 + 4 + (content.len() as u64).div_ceil(4) as i64
 }
 
-async fn post(
-    app: &common::TestApp,
-    path: &str,
-    key: &str,
-    category: Option<&str>,
-    body: &Value,
-) -> reqwest::Response {
+async fn post(app: &common::TestApp, path: &str, key: &str, category: Option<&str>, body: &Value) -> reqwest::Response {
     let mut r = reqwest::Client::new().post(app.url(path)).bearer_auth(key).json(body);
     if let Some(c) = category {
         r = r.header("x-j1msky-category", c);
@@ -106,8 +100,10 @@ async fn calls_are_routed_by_category_and_metered_at_the_dated_prices() {
     assert_eq!(reserved_now(&app).await, 0);
     let (day, _) = windows::day(chrono_tz::UTC, app.now());
     let (spent, _) = limits::budget_state(&app.db, "business:day", day).await.expect("budget");
-    let (sum,): (i64,) =
-        sqlx::query_as("SELECT CAST(SUM(cost_micros) AS BIGINT) FROM llm_calls").fetch_one(app.db.pool()).await.unwrap();
+    let (sum,): (i64,) = sqlx::query_as("SELECT CAST(SUM(cost_micros) AS BIGINT) FROM llm_calls")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
     assert_eq!(spent.micros(), sum);
 }
 
@@ -161,8 +157,10 @@ async fn upstream_rate_limits_and_errors_fall_back_and_every_attempt_is_a_ledger
     assert_eq!(rows.iter().map(|r| r.attempt).collect::<Vec<_>>(), vec![1, 2]);
 
     // 500 then 529 on Sonnet: retried on the same model, then answered.
-    app.script_faults(json!([{"fault": "500", "model": "claude-sonnet-4-5"}, {"fault": "529", "model": "claude-sonnet-4-5"}]))
-        .await;
+    app.script_faults(
+        json!([{"fault": "500", "model": "claude-sonnet-4-5"}, {"fault": "529", "model": "claude-sonnet-4-5"}]),
+    )
+    .await;
     let resp = post(&app, "/v1/chat/completions", &key, Some("writing"), &chat("Write it")).await;
     assert_eq!(resp.status(), 200);
     let rows = rows_of(&app, &resp).await;
@@ -310,8 +308,10 @@ async fn daily_spend_crossing_the_alert_levels_pauses_opus_then_forces_cheap_onl
     let c = controls::load(&app.db).await.expect("controls");
     assert_eq!(c.mode, Mode::OpusPaused);
     assert_eq!(c.mode_set_by.as_deref(), Some("system"));
-    let levels: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM alerts WHERE kind = 'budget_level' ORDER BY id").fetch_all(app.db.pool()).await.unwrap();
+    let levels: Vec<(String,)> = sqlx::query_as("SELECT id FROM alerts WHERE kind = 'budget_level' ORDER BY id")
+        .fetch_all(app.db.pool())
+        .await
+        .unwrap();
     assert_eq!(levels.len(), 2, "50 % and 80 % crossed: {levels:?}");
     let (events,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events WHERE kind = 'gateway.mode_changed'")
         .fetch_one(app.db.pool())
@@ -343,7 +343,8 @@ async fn streams_in_both_formats_are_metered_from_the_providers_usage() {
     let sse = resp.text().await.expect("body");
     let frames: Vec<&str> = sse.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
     assert_eq!(frames.last(), Some(&"[DONE]"));
-    let chunks: Vec<Value> = frames[..frames.len() - 1].iter().map(|f| serde_json::from_str(f).expect("chunk")).collect();
+    let chunks: Vec<Value> =
+        frames[..frames.len() - 1].iter().map(|f| serde_json::from_str(f).expect("chunk")).collect();
     let streamed: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert!(streamed.starts_with("[simulated]"));
     assert_eq!(streamed.split(' ').count(), 32);
@@ -415,7 +416,10 @@ async fn bad_input_gets_clear_errors_and_is_never_charged() {
     let (customer, key) = app.customer_with_key("Acme", "pro").await;
     let http = reqwest::Client::new();
     let raw = |body: &'static str| {
-        http.post(app.url("/v1/chat/completions")).bearer_auth(&key).header("content-type", "application/json").body(body)
+        http.post(app.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
     };
     let cases: Vec<(reqwest::RequestBuilder, u16, &str, &str)> = vec![
         (raw("{\"model\": \"auto\", \"messages\": ["), 400, "invalid_request_error", "not valid JSON"),
@@ -449,11 +453,12 @@ async fn bad_input_gets_clear_errors_and_is_never_charged() {
         assert!(body["error"]["message"].as_str().unwrap_or("").contains(fragment), "case {i}: {body}");
     }
     // A revoked key stops working at once.
-    let (made, secret) = j1msky_accounts::api_keys::create(&app.db, &Actor::cli(), &customer, "temp", app.now())
-        .await
-        .expect("key");
+    let (made, secret) =
+        j1msky_accounts::api_keys::create(&app.db, &Actor::cli(), &customer, "temp", app.now()).await.expect("key");
     assert_eq!(post(&app, "/v1/chat/completions", &secret, None, &chat("x")).await.status(), 200);
-    j1msky_accounts::api_keys::revoke(&app.db, &Actor::cli(), &made.id, Some(&customer), app.now()).await.expect("revoke");
+    j1msky_accounts::api_keys::revoke(&app.db, &Actor::cli(), &made.id, Some(&customer), app.now())
+        .await
+        .expect("revoke");
     assert_eq!(post(&app, "/v1/chat/completions", &secret, None, &chat("x")).await.status(), 401);
     // Anthropic format errors use Anthropic's error body.
     let resp = http
@@ -471,10 +476,11 @@ async fn bad_input_gets_clear_errors_and_is_never_charged() {
     assert_eq!(app.sim_stats().await.requests, 1);
     assert_eq!(ledger_count(&app).await, 1);
     assert_eq!(reserved_now(&app).await, 0);
-    let (orphans,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM llm_calls WHERE request_id IS NULL OR request_id = ''")
-        .fetch_one(app.db.pool())
-        .await
-        .expect("orphans");
+    let (orphans,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM llm_calls WHERE request_id IS NULL OR request_id = ''")
+            .fetch_one(app.db.pool())
+            .await
+            .expect("orphans");
     assert_eq!(orphans, 0);
 }
 
@@ -503,15 +509,27 @@ async fn the_operator_runs_the_rate_limit_panel_and_every_admin_page_shows_the_m
     };
     // Edit a cap in place; the change is persisted, audited and in force at once.
     let scope = format!("customer:{customer}");
-    let r = browser.post(app.url("/admin/gateway/caps")).form(&form(&[("scope", &scope), ("cap", "1")])).send().await.unwrap();
+    let r = browser
+        .post(app.url("/admin/gateway/caps"))
+        .form(&form(&[("scope", &scope), ("cap", "1")]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(controls::load(&app.db).await.expect("controls").caps.get(&scope), Some(&1));
     assert_eq!(post(&app, "/v1/chat/completions", &key, None, &chat("hi")).await.status(), 429);
     let html = browser.get(app.url("/admin/gateway")).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("1 / 1") && html.contains("override; catalogue: 50"));
     // Bad input is refused with the reason and changes nothing.
-    for (scope, cap, fragment) in [(scope.as_str(), "lots", "not a whole number"), ("planet:mars", "5", "not a cap scope")] {
-        let r = browser.post(app.url("/admin/gateway/caps")).form(&form(&[("scope", scope), ("cap", cap)])).send().await.unwrap();
+    for (scope, cap, fragment) in
+        [(scope.as_str(), "lots", "not a whole number"), ("planet:mars", "5", "not a cap scope")]
+    {
+        let r = browser
+            .post(app.url("/admin/gateway/caps"))
+            .form(&form(&[("scope", scope), ("cap", cap)]))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 422);
         assert!(r.text().await.unwrap().contains(fragment));
     }
@@ -548,7 +566,10 @@ async fn the_operator_runs_the_rate_limit_panel_and_every_admin_page_shows_the_m
     assert_eq!(c.caps.get(controls::DAILY_BUDGET_SCOPE), Some(&12_500_000));
     let r = browser.post(app.url("/admin/gateway/budget")).form(&form(&[("amount", "-3")])).send().await.unwrap();
     assert_eq!(r.status(), 422);
-    assert_eq!(controls::load(&app.db).await.expect("controls").caps.get(controls::DAILY_BUDGET_SCOPE), Some(&12_500_000));
+    assert_eq!(
+        controls::load(&app.db).await.expect("controls").caps.get(controls::DAILY_BUDGET_SCOPE),
+        Some(&12_500_000)
+    );
 
     // Customers do not see any of it.
     let owner = app.customer_with_owner("Other", "owner@other.test").await;

@@ -207,7 +207,12 @@ async fn routed_calls(
         for team in &teams {
             let Some(t) = catalogue.teams.get(team) else { continue };
             for role in &t.roles {
-                jobs.push((Some(team.clone()), Some(role.role.clone()), Some(role.model.clone()), team_category(team).into()));
+                jobs.push((
+                    Some(team.clone()),
+                    Some(role.role.clone()),
+                    Some(role.model.clone()),
+                    team_category(team).into(),
+                ));
             }
         }
         jobs.push((None, None, None, "general".into()));
@@ -221,7 +226,11 @@ async fn routed_calls(
                 role: role.clone(),
             };
             let req = ChatRequest {
-                system: Some(format!("You are the {} of the {} team.", role.as_deref().unwrap_or("assistant"), team.as_deref().unwrap_or("api"))),
+                system: Some(format!(
+                    "You are the {} of the {} team.",
+                    role.as_deref().unwrap_or("assistant"),
+                    team.as_deref().unwrap_or("api")
+                )),
                 turns: vec![Turn { speaker: Speaker::User, text: format!("Demo {category} request for {}", c.name) }],
                 max_tokens: 400,
                 temperature: None,

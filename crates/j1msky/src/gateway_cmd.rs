@@ -33,11 +33,13 @@ pub enum GatewayCommand {
         /// The scope to cap.
         scope: String,
         /// Requests per hour, or `default` to go back to the catalogue's cap.
+        #[arg(allow_hyphen_values = true)]
         cap: String,
     },
     /// Set the business's daily spending budget (USD, e.g. `75.00`), or `default`.
     DailyBudget {
         /// USD amount or `default`.
+        #[arg(allow_hyphen_values = true)]
         amount: String,
     },
     /// Set a customer's monthly spending budget (USD), or `none` to remove it.
@@ -45,6 +47,7 @@ pub enum GatewayCommand {
         /// Customer id (`cus_…`).
         customer: String,
         /// USD amount or `none`.
+        #[arg(allow_hyphen_values = true)]
         amount: String,
     },
 }
@@ -133,7 +136,11 @@ pub async fn gateway(g: &Globals, cmd: GatewayCommand) -> Result<(), Failure> {
                             r.label.clone(),
                             r.used.to_string(),
                             opt(r.cap).replace('-', "unlimited"),
-                            if r.overridden { format!("override (catalogue: {})", opt(r.default)) } else { "catalogue".into() },
+                            if r.overridden {
+                                format!("override (catalogue: {})", opt(r.default))
+                            } else {
+                                "catalogue".into()
+                            },
                         ]
                     })
                     .collect();
@@ -151,9 +158,10 @@ pub async fn gateway(g: &Globals, cmd: GatewayCommand) -> Result<(), Failure> {
             }
             let value = match cap.trim() {
                 "default" => None,
-                n => Some(n.parse::<i64>().map_err(|_| {
-                    invalid(format!("`{n}` is not a number of requests per hour (or `default`)"))
-                })?),
+                n => Some(
+                    n.parse::<i64>()
+                        .map_err(|_| invalid(format!("`{n}` is not a number of requests per hour (or `default`)")))?,
+                ),
             };
             controls::set_cap(&db, &actor, &scope, value, now).await.map_err(gateway_failure)?;
             let text = match value {
@@ -233,7 +241,10 @@ pub async fn print_review(
         }));
         return Ok(());
     }
-    println!("Cost review for the day starting {day} ({}): {calls} upstream calls, {total}", catalogue.business.time_zone);
+    println!(
+        "Cost review for the day starting {day} ({}): {calls} upstream calls, {total}",
+        catalogue.business.time_zone
+    );
     for (title, lines) in [("model", &by_model), ("team", &by_team), ("customer", &by_customer)] {
         let rows = lines
             .iter()

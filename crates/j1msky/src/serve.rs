@@ -92,10 +92,16 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
 fn provider_urls(catalogue: &Catalogue, flags: &[String]) -> Result<HashMap<String, ProviderOverride>, Failure> {
     let mut out = HashMap::new();
     for flag in flags {
-        let invalid = |why: String| Failure { code: crate::EXIT_INVALID, error: anyhow::anyhow!("--provider-url `{flag}`: {why}") };
+        let invalid = |why: String| Failure {
+            code: crate::EXIT_INVALID,
+            error: anyhow::anyhow!("--provider-url `{flag}`: {why}"),
+        };
         let (id, url) = flag.split_once('=').ok_or_else(|| invalid("expected PROVIDER=URL".into()))?;
         let provider = catalogue.providers.get(id).ok_or_else(|| {
-            invalid(format!("unknown provider; the catalogue has {}", catalogue.providers.keys().cloned().collect::<Vec<_>>().join(", ")))
+            invalid(format!(
+                "unknown provider; the catalogue has {}",
+                catalogue.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
         })?;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(invalid("the URL must start with http:// or https://".into()));
@@ -110,7 +116,8 @@ fn provider_urls(catalogue: &Catalogue, flags: &[String]) -> Result<HashMap<Stri
 pub async fn simulated_providers(
     catalogue: &Catalogue,
 ) -> Result<(j1msky_sim::Running, HashMap<String, ProviderOverride>), Failure> {
-    let sim = j1msky_sim::spawn(j1msky_sim::SimConfig::default()).await.context("cannot start the simulated provider")?;
+    let sim =
+        j1msky_sim::spawn(j1msky_sim::SimConfig::default()).await.context("cannot start the simulated provider")?;
     let overrides = catalogue
         .providers
         .iter()

@@ -237,12 +237,13 @@ struct Server {
 
 impl Server {
     fn start(cli: &Cli) -> Server {
-        let mut child = cli
-            .command(&["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn server");
+        Server::start_with(cli, &[])
+    }
+
+    fn start_with(cli: &Cli, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut child = cli.command(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn server");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let base = loop {
@@ -337,10 +338,17 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
         .expect("spawn demo");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let (mut base, mut login, mut password) = (None, None, None);
-    while base.is_none() || login.is_none() || password.is_none() {
+    let (mut base, mut login, mut password, mut key) = (None, None, None, None);
+    let (mut routed, mut review) = (0, false);
+    while base.is_none() || login.is_none() || password.is_none() || key.is_none() {
         let line = lines.next().expect("demo output").expect("read");
-        if let Some(rest) = line.strip_prefix("j1msky demo is running at ") {
+        if let Some(rest) = line.strip_prefix("Ran ") {
+            routed = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        } else if line.starts_with("Cost review for the day") {
+            review = true;
+        } else if let Some(i) = line.find("Bearer jk_") {
+            key = line[i + 7..].split('\'').next().map(str::to_string);
+        } else if let Some(rest) = line.strip_prefix("j1msky demo is running at ") {
             base = Some(rest.trim().trim_end_matches('/').to_string());
         } else if let Some(rest) = line.trim().strip_prefix("Operator login:") {
             login = Some(rest.trim().to_string());
@@ -350,6 +358,22 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     }
     let (base, login, password) = (base.unwrap_or_default(), login.unwrap_or_default(), password.unwrap_or_default());
     assert!(data.join("j1msky.db").exists(), "the demo keeps its SQLite file under the data dir");
+    assert!(routed >= 10, "the demo runs routed calls through the gateway ({routed})");
+    assert!(review, "and prints the daily cost review");
+
+    // The printed key works against the simulated provider, routed and metered.
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key.unwrap_or_default())
+        .header("x-j1msky-category", "writing")
+        .json(&serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .expect("api call");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-j1msky-model"], "claude-sonnet");
+    let body: Value = answer.json().await.expect("json");
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap_or("").starts_with("[simulated]"));
 
     let browser = reqwest::Client::builder()
         .cookie_store(true)
@@ -374,6 +398,20 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let _ = child.kill();
     let _ = child.wait();
 
+    // The daily cost review from the command line, on the demo's database.
+    let url = format!("sqlite://{}", data.join("j1msky.db").display());
+    let out = Command::new(BIN).args(["--json", "--database-url", &url, "costs"]).output().expect("costs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let review: Value = serde_json::from_slice(&out.stdout).expect("json review");
+    assert_eq!(review["calls"].as_i64(), Some(routed + 1));
+    let models: Vec<&str> =
+        review["by_model"].as_array().expect("by model").iter().filter_map(|l| l["key"].as_str()).collect();
+    for m in ["kimi-k2.5", "claude-sonnet", "claude-opus"] {
+        assert!(models.contains(&m), "{m} in the review: {models:?}");
+    }
+    assert!(review["by_team"].as_array().expect("by team").iter().any(|l| l["key"] == "code"));
+    assert!(review["by_customer"].to_string().contains("Northwind Software"));
+
     // A second run keeps the data and gives a fresh password.
     let out = Command::new(BIN)
         .args(["demo", "--seed-only", "--data-dir"])
@@ -387,4 +425,102 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let again = text(&out.stdout);
     assert!(again.contains("operator@demo.local"));
     assert!(!again.contains(&password), "each demo run prints a new password");
+}
+
+#[tokio::test]
+async fn the_operator_steers_the_gateway_from_the_command_line() {
+    let cli = Cli::new().await;
+    let made = cli.json(&["customer", "add", "--name", "Gate Co", "--plan", "starter", "--stage", "active"]);
+    let id = made["customer"]["id"].as_str().expect("id").to_string();
+
+    let status = cli.json(&["gateway", "status"]);
+    assert_eq!(status["mode"], "normal");
+    let scope = format!("customer:{id}");
+    let row = status["caps"].as_array().expect("caps").iter().find(|r| r["scope"] == scope.as_str()).cloned();
+    assert_eq!(row.as_ref().map(|r| r["cap"].clone()), Some(Value::from(50)), "starter plan: 50 calls/hour");
+    assert_eq!(status["budget"]["cap"], "50.00");
+
+    assert_eq!(cli.json(&["gateway", "mode", "cheap-only", "--reason", "month-end squeeze"])["mode"], "cheap_only");
+    cli.json(&["gateway", "cap", &scope, "7"]);
+    cli.json(&["gateway", "daily-budget", "12.50"]);
+    cli.json(&["gateway", "customer-budget", &id, "30"]);
+    let status = cli.json(&["gateway", "status"]);
+    assert_eq!(status["mode"], "cheap_only");
+    assert!(status["mode_set_by"].as_str().unwrap_or("").starts_with("cli:"));
+    let row = status["caps"].as_array().expect("caps").iter().find(|r| r["scope"] == scope.as_str()).cloned();
+    assert_eq!(
+        row.as_ref().map(|r| (r["cap"].clone(), r["overridden"].clone())),
+        Some((Value::from(7), Value::from(true)))
+    );
+    assert_eq!(status["budget"]["cap"], "12.50");
+    let human = cli.run(&["gateway", "status"]);
+    assert!(text(&human.stdout).contains("cost mode: cheap_only"), "{}", text(&human.stdout));
+
+    // Bad input: exit 2, the reason named, nothing changed.
+    for (args, fragment) in [
+        (vec!["gateway", "mode", "turbo"], "not a mode"),
+        (vec!["gateway", "cap", "planet:mars", "5"], "not a cap scope"),
+        (vec!["gateway", "cap", "global", "lots"], "not a number"),
+        (vec!["gateway", "cap", "global", "-4"], "negative"),
+        (vec!["gateway", "daily-budget", "0"], "above zero"),
+        (vec!["gateway", "daily-budget", "1.2345678"], "1.2345678"),
+        (vec!["gateway", "customer-budget", "cus_nobody", "10"], "no customer"),
+        (vec!["costs", "--day", "2026-02-30"], "YYYY-MM-DD"),
+    ] {
+        let out = cli.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(fragment), "{args:?}: {}", text(&out.stderr));
+    }
+    let status = cli.json(&["gateway", "status"]);
+    assert_eq!(status["mode"], "cheap_only");
+    assert_eq!(status["budget"]["cap"], "12.50");
+
+    // Back to the catalogue's values.
+    cli.json(&["gateway", "cap", &scope, "default"]);
+    cli.json(&["gateway", "daily-budget", "default"]);
+    let status = cli.json(&["gateway", "status"]);
+    assert_eq!(status["budget"]["cap"], "50.00");
+    assert!(status["caps"].as_array().expect("caps").iter().all(|r| r["overridden"] == false));
+
+    // An empty day's review.
+    let review = cli.json(&["costs", "--day", "2026-11-01"]);
+    assert_eq!(review["calls"], 0);
+    assert_eq!(review["total"], "0.00");
+}
+
+/// The official Python SDKs (`openai`, `anthropic`) against `j1msky serve
+/// --simulated-providers`. The virtualenv is made by `scripts/python-sdk-env`; the test
+/// says so and fails when it is missing (scripts/test always makes it).
+#[tokio::test]
+async fn the_official_python_sdks_work_unchanged() {
+    let python = repo_file("target/sdk-venv/bin/python");
+    assert!(python.exists(), "missing {}: run scripts/python-sdk-env (scripts/test does)", python.display());
+    let cli = Cli::new().await;
+    let made = cli.json(&["customer", "add", "--name", "SDK Co", "--plan", "pro", "--stage", "active"]);
+    let id = made["customer"]["id"].as_str().expect("id").to_string();
+    let key = cli.json(&["key", "create", "--customer", &id, "--name", "sdk"]);
+    let secret = key["secret"].as_str().expect("secret").to_string();
+    // Room for the SDK calls; the script then runs into the cap on purpose.
+    cli.json(&["gateway", "cap", &format!("customer:{id}"), "8"]);
+    let server = Server::start_with(&cli, &["--simulated-providers"]);
+    let out = Command::new(&python)
+        .arg(repo_file("crates/j1msky/tests/sdk_check.py"))
+        .env("J1MSKY_BASE", &server.base)
+        .env("J1MSKY_KEY", &secret)
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "SDK checks failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the script prints a JSON report");
+    assert_eq!(report["openai_model"], "kimi-k2.5");
+    assert_eq!(report["openai_stream_tokens"], 32);
+    assert_eq!(report["anthropic_model"], "claude-sonnet");
+    assert_eq!(report["anthropic_stream_tokens"], 32);
+    assert_eq!(report["rate_limited_status"], 429);
+    assert_eq!(report["rate_limited_code"], "rate_limit_exceeded");
+    assert_eq!(report["bad_key_status"], 401);
+    assert_eq!(report["anthropic_unknown_model_status"], 404);
+    assert!(report["models"].as_array().is_some_and(|m| m.iter().any(|x| x == "claude-opus")));
+    // Every SDK call is in the ledger, settled.
+    let review = cli.json(&["costs"]);
+    assert_eq!(review["calls"].as_i64(), Some(8), "four SDK calls and four more up to the cap: {review}");
 }

@@ -107,7 +107,10 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
     let ctx = context(customer, &headers);
     let id = format!("msg_{}", ctx.request_id);
     if !stream {
-        let done = gateway.complete(&ctx, model.as_deref(), &req).await.map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
+        let done = gateway
+            .complete(&ctx, model.as_deref(), &req)
+            .await
+            .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
         let body = json!({
             "id": id, "type": "message", "role": "assistant", "model": done.model,
             "content": [{"type": "text", "text": done.response.text}],
@@ -118,7 +121,10 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
         annotate(&mut resp, &ctx.request_id, &done.model, Some(done.cost.micros()));
         return Ok(resp);
     }
-    let upstream = gateway.stream(&ctx, model.as_deref(), &req).await.map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
+    let upstream = gateway
+        .stream(&ctx, model.as_deref(), &req)
+        .await
+        .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
     let used = upstream.model.clone();
     let estimate = req.estimated_input_tokens();
     let start = [

@@ -109,7 +109,10 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
     let id = format!("chatcmpl-{}", ctx.request_id);
     let created = state.now() / 1_000_000;
     if !stream {
-        let done = gateway.complete(&ctx, model.as_deref(), &req).await.map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
+        let done = gateway
+            .complete(&ctx, model.as_deref(), &req)
+            .await
+            .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
         let u = done.response.usage;
         let body = json!({
             "id": id, "object": "chat.completion", "created": created, "model": done.model,
@@ -123,7 +126,10 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
         annotate(&mut resp, &ctx.request_id, &done.model, Some(done.cost.micros()));
         return Ok(resp);
     }
-    let upstream = gateway.stream(&ctx, model.as_deref(), &req).await.map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
+    let upstream = gateway
+        .stream(&ctx, model.as_deref(), &req)
+        .await
+        .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
     let model_used = upstream.model.clone();
     let chunk = move |delta: Value, finish: Option<&str>| {
         json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model_used,
