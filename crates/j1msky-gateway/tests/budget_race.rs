@@ -125,7 +125,7 @@ async fn an_hourly_cap_admits_exactly_its_number_under_concurrency() {
         j1msky_sim::spawn(SimConfig { latency: Duration::from_millis(5), ..SimConfig::default() }).await.expect("sim");
     let now = SystemClock.now_micros();
     controls::set_cap(&test_db.db, &Actor::cli(), "model:kimi-k2.5", Some(25), now).await.expect("cap");
-    let gateways = vec![
+    let gateways = [
         gateway(test_db.db.clone(), catalogue.clone(), &sim).await,
         gateway(second.clone(), catalogue.clone(), &sim).await,
     ];

@@ -203,7 +203,9 @@ async fn routed_calls(
         } else {
             c.chosen_teams.clone()
         };
-        let mut jobs: Vec<(Option<String>, Option<String>, Option<String>, String)> = Vec::new();
+        // (team, role, model, category)
+        type Job = (Option<String>, Option<String>, Option<String>, String);
+        let mut jobs: Vec<Job> = Vec::new();
         for team in &teams {
             let Some(t) = catalogue.teams.get(team) else { continue };
             for role in &t.roles {
