@@ -43,27 +43,11 @@ pub async fn after_spend(gw: &Gateway) -> Result<(), GatewayError> {
     for level in levels.iter().filter(|l| u64::from(**l) <= percent) {
         let id = format!("alr_budget_{day_start}_{level}");
         let message = format!("daily spend {spent} has crossed {level}% of the {budget} budget");
-        let mut tx = gw.db.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO alerts (id, kind, message, detail, created_at) VALUES ($1, 'budget_level', $2, $3, $4)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(&message)
-        .bind(
-            serde_json::json!({"level": level, "spent_micros": spent.micros(), "budget_micros": budget.micros()})
-                .to_string(),
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 1 {
-            let payload =
-                serde_json::json!({"level": level, "spent_micros": spent.micros(), "budget_micros": budget.micros()});
-            outbox::emit(&mut tx, gw.db.backend(), "budget.level_crossed", None, &payload, now).await?;
+        let payload =
+            serde_json::json!({"level": level, "spent_micros": spent.micros(), "budget_micros": budget.micros()});
+        if raise(gw, &id, "budget_level", &message, "budget.level_crossed", &payload, now).await? {
             tracing::warn!(%message, "budget alert");
         }
-        tx.commit().await?;
     }
     let wanted = mode_for(levels, percent);
     if wanted.severity() > controls.mode.severity() {
@@ -84,29 +68,42 @@ pub async fn provider_auth_failed(gw: &Gateway, provider: &str) {
     let message =
         format!("provider {provider} rejected our API key; check the environment variable the catalogue names");
     let payload = serde_json::json!({"provider": provider});
-    let result: Result<(), GatewayError> = async {
-        let mut tx = gw.db.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO alerts (id, kind, message, detail, created_at) VALUES ($1, 'provider_auth', $2, $3, $4)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(&message)
-        .bind(payload.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 1 {
-            outbox::emit(&mut tx, gw.db.backend(), "provider.auth_failed", None, &payload, now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-    .await;
+    let result = raise(gw, &id, "provider_auth", &message, "provider.auth_failed", &payload, now).await;
     tracing::error!(provider, "the provider rejected our credentials");
     if let Err(e) = result {
         tracing::error!(error = %e, "could not record the provider auth alert");
     }
+}
+
+/// Records alert `id` once (later calls with the same id do nothing) and, the first time,
+/// emits `event` in the same transaction. True when the alert is new.
+async fn raise(
+    gw: &Gateway,
+    id: &str,
+    kind: &str,
+    message: &str,
+    event: &str,
+    payload: &serde_json::Value,
+    now: i64,
+) -> Result<bool, GatewayError> {
+    let mut tx = gw.db.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO alerts (id, kind, message, detail, created_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(message)
+    .bind(payload.to_string())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let new = inserted.rows_affected() == 1;
+    if new {
+        outbox::emit(&mut tx, gw.db.backend(), event, None, payload, now).await?;
+    }
+    tx.commit().await?;
+    Ok(new)
 }
 
 #[cfg(test)]

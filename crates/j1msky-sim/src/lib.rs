@@ -471,18 +471,11 @@ async fn handle(sim: Arc<Sim>, format: Format, headers: HeaderMap, body: Bytes) 
     let pieces = words(out_tokens);
     let dropped = fault == Some(Fault::Drop);
     let chunks = match (format, req.stream) {
-        (Format::OpenAi, false) => {
-            let body = openai_completion(id, &req, &pieces.concat(), cut, out_tokens);
-            if dropped {
-                let half = body.len() / 2;
-                return (StatusCode::OK, [("content-type", "application/json")], broken_body(vec![body.slice(..half)]))
-                    .into_response();
-            }
-            return (StatusCode::OK, [("content-type", "application/json"), ("x-j1msky-simulated", "true")], body)
-                .into_response();
-        }
-        (Format::Anthropic, false) => {
-            let body = anthropic_message(id, &req, &pieces.concat(), cut, out_tokens);
+        (_, false) => {
+            let body = match format {
+                Format::OpenAi => openai_completion(id, &req, &pieces.concat(), cut, out_tokens),
+                Format::Anthropic => anthropic_message(id, &req, &pieces.concat(), cut, out_tokens),
+            };
             if dropped {
                 let half = body.len() / 2;
                 return (StatusCode::OK, [("content-type", "application/json")], broken_body(vec![body.slice(..half)]))

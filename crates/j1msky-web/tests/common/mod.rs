@@ -141,22 +141,27 @@ impl TestApp {
             .expect("client")
     }
 
-    /// A customer with an owner, made directly in the database (not the story under test).
-    pub async fn customer_with_owner(&self, name: &str, owner_email: &str) -> String {
-        let c = customers::create(
+    /// An active customer on `plan`, made directly in the database.
+    pub async fn active_customer(&self, name: &str, plan: &str) -> customers::Customer {
+        customers::create(
             &self.db,
             &self.catalogue,
             &Actor::cli(),
             customers::NewCustomer {
                 name: name.into(),
                 stage: Some(Stage::Active),
-                plan: Some("pro".into()),
+                plan: Some(plan.into()),
                 ..Default::default()
             },
             self.now(),
         )
         .await
-        .expect("customer");
+        .expect("customer")
+    }
+
+    /// A customer with an owner, made directly in the database (not the story under test).
+    pub async fn customer_with_owner(&self, name: &str, owner_email: &str) -> String {
+        let c = self.active_customer(name, "pro").await;
         users::create(
             &self.db,
             &Actor::cli(),
@@ -176,20 +181,7 @@ impl TestApp {
 
     /// An active customer on `plan` and an API key for it: (customer id, key secret).
     pub async fn customer_with_key(&self, name: &str, plan: &str) -> (String, String) {
-        let c = customers::create(
-            &self.db,
-            &self.catalogue,
-            &Actor::cli(),
-            customers::NewCustomer {
-                name: name.into(),
-                stage: Some(Stage::Active),
-                plan: Some(plan.into()),
-                ..Default::default()
-            },
-            self.now(),
-        )
-        .await
-        .expect("customer");
+        let c = self.active_customer(name, plan).await;
         let (_, secret) =
             j1msky_accounts::api_keys::create(&self.db, &Actor::cli(), &c.id, "test", self.now()).await.expect("key");
         (c.id, secret)
