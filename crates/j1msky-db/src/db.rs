@@ -130,11 +130,23 @@ impl Db {
     /// Starts a write transaction. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`) so two writers queue on the busy timeout instead of
     /// failing when a read lock cannot be upgraded.
+    ///
+    /// The BEGIN runs in its own task: a caller cancelled while it is in flight (a client
+    /// that hung up) must not leave a pooled connection inside a half-begun transaction,
+    /// which would make every later `begin` on that connection fail.
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
+        let pool = self.pool.clone();
+        let backend = self.backend;
+        let started = tokio::spawn(async move {
+            match backend {
+                Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+                Backend::Postgres => pool.begin().await,
+            }
+        });
+        match started.await {
+            Ok(tx) => Ok(tx?),
+            Err(e) => Err(DbError::Corrupt(format!("the task starting a transaction failed: {e}"))),
+        }
     }
 
     /// A cheap round trip, for readiness probes.

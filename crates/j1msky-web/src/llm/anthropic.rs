@@ -13,7 +13,7 @@ use j1msky_gateway::chat::{ChatRequest, Speaker, StopReason, StreamEvent, Turn};
 use serde_json::{json, Value};
 
 use super::openai::annotate;
-use super::{authenticate, check_max_tokens, content_text, context, Failure};
+use super::{authenticate, check_max_tokens, content_text, context, detached_complete, detached_stream, Failure};
 use crate::state::AppState;
 
 fn error(f: Failure) -> Response {
@@ -107,8 +107,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
     let ctx = context(customer, &headers);
     let id = format!("msg_{}", ctx.request_id);
     if !stream {
-        let done = gateway
-            .complete(&ctx, model.as_deref(), &req)
+        let done = detached_complete(gateway, &ctx, model.as_deref(), &req)
             .await
             .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
         let body = json!({
@@ -121,8 +120,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
         annotate(&mut resp, &ctx.request_id, &done.model, Some(done.cost.micros()));
         return Ok(resp);
     }
-    let upstream = gateway
-        .stream(&ctx, model.as_deref(), &req)
+    let upstream = detached_stream(gateway, &ctx, model.as_deref(), &req)
         .await
         .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
     let used = upstream.model.clone();

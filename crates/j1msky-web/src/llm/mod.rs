@@ -95,6 +95,34 @@ impl From<GatewayError> for Failure {
     }
 }
 
+/// Runs a call in its own task: a client that hangs up mid-call cancels the HTTP handler
+/// but not the call, so its reservation is still settled and its ledger rows written.
+pub async fn detached_complete(
+    gateway: &std::sync::Arc<j1msky_gateway::Gateway>,
+    ctx: &CallContext,
+    model: Option<&str>,
+    req: &j1msky_gateway::chat::ChatRequest,
+) -> Result<j1msky_gateway::Completed, GatewayError> {
+    let (gw, ctx, model, req) = (gateway.clone(), ctx.clone(), model.map(str::to_string), req.clone());
+    tokio::spawn(async move { gw.complete(&ctx, model.as_deref(), &req).await })
+        .await
+        .map_err(|e| GatewayError::Invalid(format!("internal: the call's task failed: {e}")))?
+}
+
+/// Opens a stream in its own task (see [`detached_complete`]); once open, dropping the
+/// stream settles it.
+pub async fn detached_stream(
+    gateway: &std::sync::Arc<j1msky_gateway::Gateway>,
+    ctx: &CallContext,
+    model: Option<&str>,
+    req: &j1msky_gateway::chat::ChatRequest,
+) -> Result<j1msky_gateway::GatewayStream, GatewayError> {
+    let (gw, ctx, model, req) = (gateway.clone(), ctx.clone(), model.map(str::to_string), req.clone());
+    tokio::spawn(async move { gw.stream(&ctx, model.as_deref(), &req).await })
+        .await
+        .map_err(|e| GatewayError::Invalid(format!("internal: the call's task failed: {e}")))?
+}
+
 /// The customer behind an API key given as `Authorization: Bearer …` or `x-api-key`.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, Failure> {
     let presented = headers

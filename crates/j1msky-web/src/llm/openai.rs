@@ -12,7 +12,10 @@ use futures::StreamExt;
 use j1msky_gateway::chat::{ChatRequest, Speaker, StopReason, StreamEvent, Turn};
 use serde_json::{json, Value};
 
-use super::{authenticate, check_max_tokens, content_text, context, Failure, DEFAULT_MAX_TOKENS};
+use super::{
+    authenticate, check_max_tokens, content_text, context, detached_complete, detached_stream, Failure,
+    DEFAULT_MAX_TOKENS,
+};
 use crate::state::AppState;
 
 fn error(f: Failure) -> Response {
@@ -109,8 +112,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
     let id = format!("chatcmpl-{}", ctx.request_id);
     let created = state.now() / 1_000_000;
     if !stream {
-        let done = gateway
-            .complete(&ctx, model.as_deref(), &req)
+        let done = detached_complete(gateway, &ctx, model.as_deref(), &req)
             .await
             .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
         let u = done.response.usage;
@@ -126,8 +128,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
         annotate(&mut resp, &ctx.request_id, &done.model, Some(done.cost.micros()));
         return Ok(resp);
     }
-    let upstream = gateway
-        .stream(&ctx, model.as_deref(), &req)
+    let upstream = detached_stream(gateway, &ctx, model.as_deref(), &req)
         .await
         .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
     let model_used = upstream.model.clone();
