@@ -48,6 +48,30 @@ pub struct ProviderOverride {
     pub api_key: String,
 }
 
+impl ProviderOverride {
+    /// Every provider of `catalogue` sent to one server that speaks both wire formats
+    /// (the simulated provider): OpenAI-kind providers to `openai_base` (`…/v1`),
+    /// Anthropic-kind ones to `anthropic_base`.
+    pub fn all_to(
+        catalogue: &Catalogue,
+        openai_base: &str,
+        anthropic_base: &str,
+        api_key: &str,
+    ) -> HashMap<String, ProviderOverride> {
+        catalogue
+            .providers
+            .iter()
+            .map(|(id, p)| {
+                let base_url = match p.kind {
+                    j1msky_core::catalogue::ProviderKind::Openai => openai_base,
+                    j1msky_core::catalogue::ProviderKind::Anthropic => anthropic_base,
+                };
+                (id.clone(), ProviderOverride { base_url: base_url.to_string(), api_key: api_key.to_string() })
+            })
+            .collect()
+    }
+}
+
 /// Who is calling and for what.
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {

@@ -2,7 +2,6 @@
 //! that fits 10, shared by two gateways with their own connection pools on one database
 //! (as two server processes would be), on the engine the test run selects.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,11 +31,7 @@ fn request() -> ChatRequest {
 }
 
 async fn gateway(db: Db, catalogue: Arc<Catalogue>, sim: &j1msky_sim::Running) -> Arc<Gateway> {
-    let overrides: HashMap<String, ProviderOverride> = [
-        ("moonshot".to_string(), ProviderOverride { base_url: sim.openai_base(), api_key: "k".into() }),
-        ("anthropic".to_string(), ProviderOverride { base_url: sim.anthropic_base(), api_key: "k".into() }),
-    ]
-    .into();
+    let overrides = ProviderOverride::all_to(&catalogue, &sim.openai_base(), &sim.anthropic_base(), "k");
     Arc::new(Gateway::new(
         db,
         catalogue,

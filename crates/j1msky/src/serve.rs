@@ -118,17 +118,7 @@ pub async fn simulated_providers(
 ) -> Result<(j1msky_sim::Running, HashMap<String, ProviderOverride>), Failure> {
     let sim =
         j1msky_sim::spawn(j1msky_sim::SimConfig::default()).await.context("cannot start the simulated provider")?;
-    let overrides = catalogue
-        .providers
-        .iter()
-        .map(|(id, p)| {
-            let base_url = match p.kind {
-                j1msky_core::catalogue::ProviderKind::Openai => sim.openai_base(),
-                j1msky_core::catalogue::ProviderKind::Anthropic => sim.anthropic_base(),
-            };
-            (id.clone(), ProviderOverride { base_url, api_key: "simulated".into() })
-        })
-        .collect();
+    let overrides = ProviderOverride::all_to(catalogue, &sim.openai_base(), &sim.anthropic_base(), "simulated");
     Ok((sim, overrides))
 }
 

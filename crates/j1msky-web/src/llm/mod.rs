@@ -104,9 +104,7 @@ pub async fn detached_complete(
     req: &j1msky_gateway::chat::ChatRequest,
 ) -> Result<j1msky_gateway::Completed, GatewayError> {
     let (gw, ctx, model, req) = (gateway.clone(), ctx.clone(), model.map(str::to_string), req.clone());
-    tokio::spawn(async move { gw.complete(&ctx, model.as_deref(), &req).await })
-        .await
-        .map_err(|e| GatewayError::Invalid(format!("internal: the call's task failed: {e}")))?
+    detached(async move { gw.complete(&ctx, model.as_deref(), &req).await }).await
 }
 
 /// Opens a stream in its own task (see [`detached_complete`]); once open, dropping the
@@ -118,9 +116,13 @@ pub async fn detached_stream(
     req: &j1msky_gateway::chat::ChatRequest,
 ) -> Result<j1msky_gateway::GatewayStream, GatewayError> {
     let (gw, ctx, model, req) = (gateway.clone(), ctx.clone(), model.map(str::to_string), req.clone());
-    tokio::spawn(async move { gw.stream(&ctx, model.as_deref(), &req).await })
-        .await
-        .map_err(|e| GatewayError::Invalid(format!("internal: the call's task failed: {e}")))?
+    detached(async move { gw.stream(&ctx, model.as_deref(), &req).await }).await
+}
+
+async fn detached<T: Send + 'static>(
+    call: impl std::future::Future<Output = Result<T, GatewayError>> + Send + 'static,
+) -> Result<T, GatewayError> {
+    tokio::spawn(call).await.map_err(|e| GatewayError::Invalid(format!("internal: the call's task failed: {e}")))?
 }
 
 /// The customer behind an API key given as `Authorization: Bearer …` or `x-api-key`.

@@ -53,7 +53,12 @@ async fn spawn(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>) -> 
             test_db.db.clone(),
             catalogue.clone(),
             Arc::new(clock.clone()),
-            &sim_overrides(&running),
+            &j1msky_gateway::ProviderOverride::all_to(
+                &catalogue,
+                &running.openai_base(),
+                &running.anthropic_base(),
+                "sim-key",
+            ),
             j1msky_gateway::providers::Timeouts {
                 connect: std::time::Duration::from_secs(2),
                 request: std::time::Duration::from_millis(800),
@@ -102,16 +107,6 @@ async fn spawn(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>) -> 
     .await
     .expect("operator");
     app
-}
-
-/// Every provider of the shipped catalogue pointed at the simulator.
-pub fn sim_overrides(sim: &j1msky_sim::Running) -> std::collections::HashMap<String, j1msky_gateway::ProviderOverride> {
-    [("moonshot", sim.openai_base()), ("anthropic", sim.anthropic_base())]
-        .into_iter()
-        .map(|(id, base_url)| {
-            (id.to_string(), j1msky_gateway::ProviderOverride { base_url, api_key: "sim-key".into() })
-        })
-        .collect()
 }
 
 trait Now {
