@@ -177,3 +177,53 @@ pub async fn authenticate(db: &Db, presented: &str, now: i64) -> Result<Option<K
     }
     Ok(Some(auth))
 }
+
+/// How long a process trusts a key it has checked. A key revoked through this process
+/// stops at once ([`KeyCache::forget_all`]); revoked by another process (the CLI), within
+/// this time.
+pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Valid keys recently checked, so an API request does not query the key table each time.
+/// Only valid keys are kept; unknown keys always go to the database.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, KeyAuth)>>,
+}
+
+impl KeyCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (std::time::Instant, KeyAuth)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`authenticate`] through the cache.
+    pub async fn authenticate(&self, db: &Db, presented: &str, now: i64) -> Result<Option<KeyAuth>, AccountsError> {
+        if !presented.starts_with(KEY_PREFIX) || presented.len() > 200 {
+            return Ok(None);
+        }
+        let hash = digest(presented);
+        if let Some((at, auth)) = self.lock().get(&hash) {
+            if at.elapsed() < KEY_CACHE_TTL {
+                return Ok(Some(auth.clone()));
+            }
+        }
+        let auth = authenticate(db, presented, now).await?;
+        let mut entries = self.lock();
+        match &auth {
+            Some(a) => {
+                if entries.len() > 100_000 {
+                    entries.clear();
+                }
+                entries.insert(hash, (std::time::Instant::now(), a.clone()));
+            }
+            None => {
+                entries.remove(&hash);
+            }
+        }
+        Ok(auth)
+    }
+
+    /// Drops every cached key (after a revocation).
+    pub fn forget_all(&self) {
+        self.lock().clear();
+    }
+}

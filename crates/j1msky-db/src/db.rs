@@ -49,6 +49,8 @@ pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// The database file, for SQLite on disk.
+    file: Option<std::path::PathBuf>,
 }
 
 impl Db {
@@ -58,8 +60,10 @@ impl Db {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let mut url = url.to_string();
+        let mut file = None;
         if backend == Backend::Sqlite {
             if let Some(path) = sqlite_file_path(&url) {
+                file = Some(std::path::PathBuf::from(&path));
                 if let Some(parent) = Path::new(&path).parent() {
                     if !parent.as_os_str().is_empty() {
                         std::fs::create_dir_all(parent)
@@ -98,7 +102,7 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        Ok(Db { pool, backend })
+        Ok(Db { pool, backend, file })
     }
 
     /// Applies pending migrations for this engine.
@@ -120,6 +124,11 @@ impl Db {
     /// The connection pool, for reads.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The database file when this is SQLite on disk (None for memory and PostgreSQL).
+    pub fn sqlite_file(&self) -> Option<&Path> {
+        self.file.as_deref()
     }
 
     /// The engine behind this handle.

@@ -28,7 +28,10 @@ pub async fn after_spend(gw: &Gateway) -> Result<(), GatewayError> {
     let now = gw.clock.now_micros();
     let tz = gw.catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let (day_start, _) = windows::day(tz, now);
-    let (spent, _) = limits::budget_state(&gw.db, "business:day", day_start).await?;
+    let spent = match gw.in_process.as_ref().and_then(|ip| ip.spent("business:day", day_start)) {
+        Some(spent) => spent,
+        None => limits::budget_state(&gw.db, "business:day", day_start).await?.0,
+    };
     let controls = gw.controls().await?;
     let budget = controls
         .caps
@@ -86,6 +89,9 @@ async fn raise(
     payload: &serde_json::Value,
     now: i64,
 ) -> Result<bool, GatewayError> {
+    if gw.raised.lock().unwrap_or_else(|p| p.into_inner()).contains(id) {
+        return Ok(false);
+    }
     let mut tx = gw.db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO alerts (id, kind, message, detail, created_at) VALUES ($1, $2, $3, $4, $5)
@@ -103,6 +109,11 @@ async fn raise(
         outbox::emit(&mut tx, gw.db.backend(), event, None, payload, now).await?;
     }
     tx.commit().await?;
+    let mut raised = gw.raised.lock().unwrap_or_else(|p| p.into_inner());
+    if raised.len() > 10_000 {
+        raised.clear();
+    }
+    raised.insert(id.to_string());
     Ok(new)
 }
 

@@ -13,6 +13,7 @@ use rand::Rng;
 use crate::breaker::Breakers;
 use crate::chat::{ChatRequest, ChatResponse, Usage};
 use crate::controls::{ControlCache, Controls};
+use crate::inprocess::InProcess;
 use crate::ledger::{self, Attempt};
 use crate::limits::{self, Budget, Cap, Reservation};
 use crate::policy::{self, Route};
@@ -102,6 +103,12 @@ pub struct Gateway {
     pub(crate) breakers: Breakers,
     pub(crate) controls: ControlCache,
     retry: RetryPolicy,
+    /// Caps and budgets in memory (embedded SQLite) instead of in the database.
+    pub(crate) in_process: Option<Arc<InProcess>>,
+    terms: TermsCache,
+    /// Alerts known to be recorded already, so a crossed level is not re-inserted on
+    /// every call.
+    pub(crate) raised: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Gateway {
@@ -135,7 +142,63 @@ impl Gateway {
             breakers: Breakers::default(),
             controls: ControlCache::default(),
             retry,
+            in_process: None,
+            terms: TermsCache::default(),
+            raised: Default::default(),
         }
+    }
+
+    /// Holds caps and budgets in this process's memory and persists them, with the
+    /// ledger, by group commit ([`crate::inprocess`]): the embedded default. Fails when
+    /// another process already holds this database's limits.
+    pub fn in_process_limits(mut self) -> Result<Gateway, GatewayError> {
+        self.in_process = Some(InProcess::open(&self.db)?);
+        Ok(self)
+    }
+
+    /// The limits a deployment on this database should use: in memory for SQLite (one
+    /// process), in the database for PostgreSQL (any number of processes).
+    pub fn default_limits(self) -> Result<Gateway, GatewayError> {
+        match self.db.backend() {
+            j1msky_db::Backend::Sqlite => self.in_process_limits(),
+            j1msky_db::Backend::Postgres => Ok(self),
+        }
+    }
+
+    /// Whether caps and budgets are held in this process's memory.
+    pub fn limits_in_process(&self) -> bool {
+        self.in_process.is_some()
+    }
+
+    /// What is reserved in a budget window, when limits are held in memory.
+    pub fn reserved_in_process(&self, scope: &str, window_start: i64) -> Option<Money> {
+        self.in_process.as_ref().and_then(|ip| ip.reserved(scope, window_start))
+    }
+
+    /// Everything reserved by calls in flight and not yet settled, in every budget.
+    pub async fn reserved_now(&self) -> Result<Money, GatewayError> {
+        if let Some(ip) = &self.in_process {
+            return Ok(ip.reserved_total());
+        }
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT) FROM budget_windows")
+                .fetch_one(self.db.pool())
+                .await?;
+        Ok(Money::from_micros(n))
+    }
+
+    /// Waits until every ledger row and usage count of calls finished so far is in the
+    /// database (immediate with shared limits).
+    pub async fn flush(&self) {
+        if let Some(ip) = &self.in_process {
+            ip.flush().await;
+        }
+    }
+
+    /// Forgets the cached plan and budget of a customer after a change made through
+    /// this process (other processes see it within [`TERMS_TTL`]).
+    pub fn customer_changed(&self, customer_id: &str) {
+        self.terms.forget(customer_id);
     }
 
     /// The controls in force now.
@@ -170,7 +233,7 @@ impl Gateway {
         let now = self.clock.now_micros();
         let controls = self.controls().await?;
         let (plan, customer_budget) = match &ctx.customer_id {
-            Some(id) => customer_terms(&self.db, id).await?,
+            Some(id) => self.terms.get(&self.db, id).await?,
             None => (None, None),
         };
         let plan_entry = plan.as_deref().and_then(|p| self.catalogue.plans.get(p));
@@ -217,7 +280,10 @@ impl Gateway {
             .map(|m| policy::max_cost(&self.catalogue, m, input, req.max_tokens))
             .max()
             .unwrap_or(Money::ZERO);
-        let reservation = limits::admit(&self.db, &caps, &budgets, amount, now).await?;
+        let reservation = match &self.in_process {
+            Some(ip) => ip.admit(&self.db, &caps, &budgets, amount, now).await?,
+            None => limits::admit(&self.db, &caps, &budgets, amount, now).await?,
+        };
         Ok((route, reservation))
     }
 
@@ -389,10 +455,14 @@ impl Gateway {
     /// transaction, then applies budget escalation.
     pub(crate) async fn settle(&self, reservation: &Reservation, attempts: &[Attempt]) -> Result<Money, GatewayError> {
         let total = attempts.iter().fold(Money::ZERO, |acc, a| acc.checked_add(a.cost).unwrap_or(acc));
-        let mut tx = self.db.begin().await?;
-        limits::settle(&mut tx, reservation, total).await?;
-        ledger::record(&mut tx, attempts).await?;
-        tx.commit().await?;
+        if let Some(ip) = &self.in_process {
+            ip.settle(reservation, total, attempts);
+        } else {
+            let mut tx = self.db.begin().await?;
+            limits::settle(&mut tx, reservation, total).await?;
+            ledger::record(&mut tx, attempts).await?;
+            tx.commit().await?;
+        }
         if total.micros() > 0 {
             escalation::after_spend(self).await?;
         }
@@ -439,12 +509,44 @@ pub(crate) enum Step {
     Fail,
 }
 
-/// A customer's plan and monthly budget.
-async fn customer_terms(db: &Db, id: &str) -> Result<(Option<String>, Option<Money>), GatewayError> {
-    let row: Option<(Option<String>, Option<i64>)> =
-        sqlx::query_as("SELECT plan, monthly_budget_micros FROM customers WHERE id = $1")
-            .bind(id)
-            .fetch_optional(db.pool())
-            .await?;
-    Ok(row.map_or((None, None), |(plan, budget)| (plan, budget.map(Money::from_micros))))
+/// How long a process trusts its copy of a customer's plan and budget.
+pub const TERMS_TTL: Duration = Duration::from_secs(1);
+
+type Terms = (Option<String>, Option<Money>);
+
+/// Customers' plans and monthly budgets, read through a short cache: the hot path
+/// would otherwise query them on every call.
+#[derive(Default)]
+struct TermsCache {
+    entries: std::sync::Mutex<HashMap<String, (std::time::Instant, Terms)>>,
+}
+
+impl TermsCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (std::time::Instant, Terms)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn get(&self, db: &Db, id: &str) -> Result<Terms, GatewayError> {
+        if let Some((at, terms)) = self.lock().get(id) {
+            if at.elapsed() < TERMS_TTL {
+                return Ok(terms.clone());
+            }
+        }
+        let row: Option<(Option<String>, Option<i64>)> =
+            sqlx::query_as("SELECT plan, monthly_budget_micros FROM customers WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db.pool())
+                .await?;
+        let terms = row.map_or((None, None), |(plan, budget)| (plan, budget.map(Money::from_micros)));
+        let mut entries = self.lock();
+        if entries.len() > 100_000 {
+            entries.clear();
+        }
+        entries.insert(id.to_string(), (std::time::Instant::now(), terms.clone()));
+        Ok(terms)
+    }
+
+    fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
 }

@@ -8,6 +8,7 @@ pub mod controls;
 mod error;
 pub mod escalation;
 mod gateway;
+pub mod inprocess;
 pub mod ledger;
 pub mod limits;
 pub mod panel;
@@ -17,5 +18,5 @@ mod stream;
 pub mod windows;
 
 pub use error::GatewayError;
-pub use gateway::{CallContext, Completed, Gateway, ProviderOverride, RetryPolicy};
+pub use gateway::{CallContext, Completed, Gateway, ProviderOverride, RetryPolicy, TERMS_TTL};
 pub use stream::GatewayStream;

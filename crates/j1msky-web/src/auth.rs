@@ -10,7 +10,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use axum_extra::extract::CookieJar;
-use j1msky_accounts::api_keys;
 use j1msky_accounts::sessions::{self, Session};
 use j1msky_core::vocab::UserRole;
 
@@ -155,7 +154,7 @@ impl FromRequestParts<AppState> for ApiCaller {
                 .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
                 .map(str::trim)
                 .ok_or_else(ApiError::unauthorized)?;
-            return match api_keys::authenticate(&state.db, presented, state.now()).await? {
+            return match state.keys.authenticate(&state.db, presented, state.now()).await? {
                 Some(k) => Ok(ApiCaller::Key { key_id: k.key_id, customer_id: k.customer_id }),
                 None => {
                     Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is unknown or revoked"))

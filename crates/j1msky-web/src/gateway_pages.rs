@@ -64,7 +64,16 @@ async fn render(
     let now = state.now();
     let loaded = async {
         let c = controls::load(&state.db).await?;
-        let p = panel::load(&state.db, &state.catalogue, &c, now).await?;
+        if let Some(gw) = &state.gateway {
+            // Usage held in memory is written behind the responses: show it all.
+            gw.flush().await;
+        }
+        let mut p = panel::load(&state.db, &state.catalogue, &c, now).await?;
+        if let Some(reserved) =
+            state.gateway.as_ref().and_then(|gw| gw.reserved_in_process("business:day", p.budget.day_start))
+        {
+            p.budget.reserved = reserved;
+        }
         let alerts = panel::recent_alerts(&state.db, 20).await?;
         Ok::<_, j1msky_db::DbError>((p, alerts))
     }

@@ -37,6 +37,8 @@ pub struct AppState {
     pub config: WebConfig,
     /// The model gateway behind `/v1/*` (absent: those endpoints answer 503).
     pub gateway: Option<Arc<j1msky_gateway::Gateway>>,
+    /// API keys recently checked.
+    pub keys: Arc<j1msky_accounts::api_keys::KeyCache>,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -50,6 +52,7 @@ impl AppState {
             clock,
             config,
             gateway: None,
+            keys: Arc::default(),
             templates: Arc::new(crate::render::environment()),
             metrics: crate::metrics_layer::recorder(),
         }

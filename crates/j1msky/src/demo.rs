@@ -103,7 +103,7 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
         Err(e) => return Err(e),
     };
     let data_dir = args.data_dir.clone();
-    serve::serve_on(listener, db, catalogue, WebConfig::default(), &overrides, move |addr| {
+    serve::serve_on(listener, db, catalogue, WebConfig::default(), &overrides, false, move |addr| {
         print_logins(Some(addr), &data_dir, &password, Some(&demo_key));
     })
     .await
@@ -191,7 +191,9 @@ async fn routed_calls(
         overrides,
         j1msky_gateway::providers::Timeouts::default(),
         j1msky_gateway::RetryPolicy::default(),
-    );
+    )
+    .default_limits()
+    .map_err(anyhow::Error::from)?;
     let all = customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)?;
     let mut first_customer = None;
     let mut calls = 0;
@@ -247,6 +249,10 @@ async fn routed_calls(
             }
         }
     }
+    // The ledger is written behind the calls; the review below must see all of it, and
+    // the server started next takes over this database's limits.
+    gateway.flush().await;
+    drop(gateway);
     println!("Ran {calls} routed model calls through the gateway (simulated provider).");
     let customer = first_customer.ok_or_else(|| anyhow::anyhow!("no demo customer"))?;
     let (_, secret) = j1msky_accounts::api_keys::create(db, &Actor::system(), &customer, "demo", context::now())

@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// (no keys needed; answers are not from real models).
     #[arg(long)]
     pub simulated_providers: bool,
+    /// Keep caps and budgets in the database, so several processes can share one SQLite
+    /// file (slower). PostgreSQL always does; by default SQLite holds them in this
+    /// process's memory and persists them every 50 ms.
+    #[arg(long)]
+    pub shared_limits: bool,
 }
 
 impl ServeArgs {
@@ -82,7 +87,7 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     let db = context::open_db(g).await?;
     tracing::info!(database = %context::redact(&g.database_url), backend = db.backend().name(), "database ready");
     let listener = bind(args.listen).await?;
-    serve_on(listener, db, catalogue, config, &overrides, |addr| {
+    serve_on(listener, db, catalogue, config, &overrides, args.shared_limits, |addr| {
         println!("j1msky listening on http://{addr}");
     })
     .await
@@ -134,6 +139,7 @@ pub async fn serve_on(
     catalogue: Catalogue,
     config: WebConfig,
     overrides: &HashMap<String, ProviderOverride>,
+    shared_limits: bool,
     announce: impl FnOnce(SocketAddr),
 ) -> Result<(), Failure> {
     let addr = listener.local_addr().context("listening socket has no address")?;
@@ -147,11 +153,18 @@ pub async fn serve_on(
         j1msky_gateway::providers::Timeouts::default(),
         j1msky_gateway::RetryPolicy::default(),
     );
-    let state = AppState::new(db.clone(), catalogue, clock, config).with_gateway(Arc::new(gateway));
+    let gateway = Arc::new(if shared_limits {
+        gateway
+    } else {
+        gateway.default_limits().map_err(|e| Failure { code: crate::EXIT_INVALID, error: e.into() })?
+    });
+    tracing::info!(in_process = gateway.limits_in_process(), "caps and budgets");
+    let state = AppState::new(db.clone(), catalogue, clock, config).with_gateway(gateway.clone());
     tracing::info!(%addr, "listening");
     announce(addr);
     j1msky_web::serve(listener, state, shutdown_signal()).await.context("server failed")?;
-    tracing::info!("in-flight requests finished; closing the database");
+    tracing::info!("in-flight requests finished; writing the last ledger rows and closing the database");
+    gateway.flush().await;
     db.close().await;
     Ok(())
 }

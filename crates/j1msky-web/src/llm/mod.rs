@@ -6,7 +6,6 @@ pub mod anthropic;
 pub mod openai;
 
 use axum::http::{HeaderMap, StatusCode};
-use j1msky_accounts::api_keys;
 use j1msky_gateway::limits::LimitError;
 use j1msky_gateway::policy::RouteError;
 use j1msky_gateway::providers::UpstreamError;
@@ -140,7 +139,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Strin
             "no API key: send Authorization: Bearer jk_…",
         ));
     };
-    match api_keys::authenticate(&state.db, presented, state.now()).await {
+    match state.keys.authenticate(&state.db, presented, state.now()).await {
         Ok(Some(auth)) => Ok(auth.customer_id),
         Ok(None) => Err(Failure::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is wrong or revoked")),
         Err(e) => {

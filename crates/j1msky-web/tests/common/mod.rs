@@ -49,26 +49,30 @@ async fn spawn(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>) -> 
     let (mut gateway, mut sim) = (None, None);
     if let Some(sim_config) = sim_config {
         let running = j1msky_sim::spawn(sim_config).await.expect("simulated provider");
-        let gw = Arc::new(j1msky_gateway::Gateway::new(
-            test_db.db.clone(),
-            catalogue.clone(),
-            Arc::new(clock.clone()),
-            &j1msky_gateway::ProviderOverride::all_to(
-                &catalogue,
-                &running.openai_base(),
-                &running.anthropic_base(),
-                "sim-key",
-            ),
-            j1msky_gateway::providers::Timeouts {
-                connect: std::time::Duration::from_secs(2),
-                request: std::time::Duration::from_millis(800),
-            },
-            j1msky_gateway::RetryPolicy {
-                retries_per_model: 2,
-                base_backoff: std::time::Duration::from_millis(2),
-                max_wait: std::time::Duration::from_secs(2),
-            },
-        ));
+        let gw = Arc::new(
+            j1msky_gateway::Gateway::new(
+                test_db.db.clone(),
+                catalogue.clone(),
+                Arc::new(clock.clone()),
+                &j1msky_gateway::ProviderOverride::all_to(
+                    &catalogue,
+                    &running.openai_base(),
+                    &running.anthropic_base(),
+                    "sim-key",
+                ),
+                j1msky_gateway::providers::Timeouts {
+                    connect: std::time::Duration::from_secs(2),
+                    request: std::time::Duration::from_millis(800),
+                },
+                j1msky_gateway::RetryPolicy {
+                    retries_per_model: 2,
+                    base_backoff: std::time::Duration::from_millis(2),
+                    max_wait: std::time::Duration::from_secs(2),
+                },
+            )
+            .default_limits()
+            .expect("limits"),
+        );
         state = state.with_gateway(gw.clone());
         gateway = Some(gw);
         sim = Some(running);

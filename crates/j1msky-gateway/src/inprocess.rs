@@ -1,0 +1,344 @@
+//! Caps and budgets held in memory for the embedded default (one process, SQLite), so a
+//! call is admitted and settled without a database round trip; the counters, the spend
+//! and the cost ledger are persisted by one writer task that group-commits every
+//! [`FLUSH_INTERVAL`].
+//!
+//! Exactness: admission and settlement are decided under one mutex, so concurrent
+//! requests in this process can never overspend a budget or a cap. Only one process may
+//! hold a database's limits in memory: [`InProcess::open`] takes an exclusive lock on
+//! `<database>.limits.lock`, and a second process is told to use shared limits.
+//!
+//! Durability: a crash loses at most the rows of the last [`FLUSH_INTERVAL`] plus one
+//! commit (well under 100 ms): ledger rows with their spend and the hourly counts, the
+//! two always together (one transaction per batch). Held reservations live only in
+//! memory; a crash releases them, which is what they are for.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use j1msky_core::clock::SECOND;
+use j1msky_core::Money;
+use j1msky_db::{Db, DbError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ledger::{self, Attempt};
+use crate::limits::{self, Budget, Cap, LimitError, Reservation};
+use crate::GatewayError;
+
+/// How long the writer gathers rows before committing them.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A budget window as this process sees it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    cap: i64,
+    reserved: i64,
+    spent: i64,
+    end: i64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Per cap scope: the hour it counts and the requests counted in it.
+    counters: HashMap<String, (i64, i64)>,
+    budgets: HashMap<(String, i64), Window>,
+}
+
+/// What the writer persists.
+enum Op {
+    Used { scope: String, window: i64 },
+    Settled { spent: Vec<(String, i64, i64, i64)>, attempts: Vec<Attempt> },
+    Flush(oneshot::Sender<()>),
+}
+
+/// Caps and budgets in memory, persisted behind the response.
+pub struct InProcess {
+    state: Mutex<State>,
+    writer: mpsc::UnboundedSender<Op>,
+    /// Held for the life of the process: the exclusive claim on this database's limits.
+    _lock: Option<std::fs::File>,
+}
+
+impl InProcess {
+    /// Claims `db`'s limits for this process and starts the writer.
+    pub fn open(db: &Db) -> Result<Arc<InProcess>, GatewayError> {
+        let lock = match db.sqlite_file() {
+            Some(file) => {
+                let mut path = file.as_os_str().to_owned();
+                path.push(".limits.lock");
+                let path = std::path::PathBuf::from(path);
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| GatewayError::Invalid(format!("cannot open {}: {e}", path.display())))?;
+                match f.try_lock() {
+                    Ok(()) => Some(f),
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        return Err(GatewayError::Invalid(format!(
+                            "another process holds the in-memory limits of this database ({}); run every \
+                             process sharing it with shared limits (`serve --shared-limits`)",
+                            path.display()
+                        )))
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(GatewayError::Invalid(format!("cannot lock {}: {e}", path.display())))
+                    }
+                }
+            }
+            None => None,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(db.clone(), rx));
+        Ok(Arc::new(InProcess { state: Mutex::new(State::default()), writer: tx, _lock: lock }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is only ever mutated by whole, panic-free updates; a poisoned lock
+        // still holds consistent numbers.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// As [`limits::admit`], decided in memory.
+    pub async fn admit(
+        &self,
+        db: &Db,
+        caps: &[Cap],
+        budgets: &[Budget],
+        amount: Money,
+        now: i64,
+    ) -> Result<Reservation, LimitError> {
+        let (window, window_end) = limits::hour_window(now);
+        self.load(db, caps, budgets, window).await?;
+        let retry_after_secs = ((window_end - now).max(0) as u64).div_ceil(SECOND as u64);
+        let mut st = self.state();
+        for cap in caps {
+            let used = st.counters.get(&cap.scope).map_or(0, |c| c.1);
+            if cap.cap <= 0 || used >= cap.cap {
+                return Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs });
+            }
+        }
+        for b in budgets {
+            let w = st.budgets.get(&(b.scope.clone(), b.window_start)).copied().unwrap_or_default();
+            let committed = w.reserved + w.spent;
+            if committed.saturating_add(amount.micros()) > b.cap.micros() {
+                return Err(LimitError::Budget {
+                    scope: b.scope.clone(),
+                    cap: b.cap,
+                    committed: Money::from_micros(committed),
+                    asked: amount,
+                    retry_after_secs: ((b.window_end - now).max(0) as u64).div_ceil(SECOND as u64),
+                });
+            }
+        }
+        for cap in caps {
+            if let Some(c) = st.counters.get_mut(&cap.scope) {
+                c.1 += 1;
+            }
+        }
+        for b in budgets {
+            if let Some(w) = st.budgets.get_mut(&(b.scope.clone(), b.window_start)) {
+                w.cap = b.cap.micros();
+                w.reserved += amount.micros();
+            }
+        }
+        drop(st);
+        for cap in caps {
+            self.send(Op::Used { scope: cap.scope.clone(), window });
+        }
+        Ok(Reservation { budgets: budgets.iter().map(|b| (b.scope.clone(), b.window_start)).collect(), amount })
+    }
+
+    /// Makes sure every scope of this request is in memory, read from the database the
+    /// first time (after a restart the hour's count and the window's spend carry on).
+    async fn load(&self, db: &Db, caps: &[Cap], budgets: &[Budget], window: i64) -> Result<(), LimitError> {
+        let (missing_caps, missing_budgets): (Vec<&Cap>, Vec<&Budget>) = {
+            let st = self.state();
+            (
+                caps.iter().filter(|c| st.counters.get(&c.scope).is_none_or(|(w, _)| *w != window)).collect(),
+                budgets.iter().filter(|b| !st.budgets.contains_key(&(b.scope.clone(), b.window_start))).collect(),
+            )
+        };
+        for cap in missing_caps {
+            let used = limits::used_this_hour(db, &cap.scope, window).await?;
+            let mut st = self.state();
+            let entry = st.counters.entry(cap.scope.clone()).or_insert((window, used));
+            if entry.0 < window {
+                *entry = (window, used);
+            }
+        }
+        for b in missing_budgets {
+            let (spent, _) = limits::budget_state(db, &b.scope, b.window_start).await?;
+            let mut st = self.state();
+            // Windows over for a day are dropped as new ones arrive; none holds a reservation.
+            st.budgets.retain(|_, w| w.end + 24 * 3600 * SECOND > b.window_start || w.reserved > 0);
+            st.budgets.entry((b.scope.clone(), b.window_start)).or_insert(Window {
+                cap: b.cap.micros(),
+                reserved: 0,
+                spent: spent.micros(),
+                end: b.window_end,
+            });
+        }
+        Ok(())
+    }
+
+    /// Turns a reservation into spend and hands the ledger rows to the writer.
+    pub fn settle(&self, r: &Reservation, actual: Money, attempts: &[Attempt]) {
+        let mut spent = Vec::with_capacity(r.budgets.len());
+        {
+            let mut st = self.state();
+            for (scope, window_start) in &r.budgets {
+                let w = st.budgets.entry((scope.clone(), *window_start)).or_default();
+                w.reserved = (w.reserved - r.amount.micros()).max(0);
+                w.spent += actual.micros();
+                spent.push((scope.clone(), *window_start, w.cap, actual.micros()));
+            }
+        }
+        self.send(Op::Settled { spent, attempts: attempts.to_vec() });
+    }
+
+    /// Spend (settled) in a budget window, as this process knows it.
+    pub fn spent(&self, scope: &str, window_start: i64) -> Option<Money> {
+        self.state().budgets.get(&(scope.to_string(), window_start)).map(|w| Money::from_micros(w.spent))
+    }
+
+    /// Reserved (not yet settled) in a budget window.
+    pub fn reserved(&self, scope: &str, window_start: i64) -> Option<Money> {
+        self.state().budgets.get(&(scope.to_string(), window_start)).map(|w| Money::from_micros(w.reserved))
+    }
+
+    /// Everything reserved and not yet settled.
+    pub fn reserved_total(&self) -> Money {
+        Money::from_micros(self.state().budgets.values().map(|w| w.reserved).sum())
+    }
+
+    /// Waits until everything handed to the writer so far is committed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Flush(tx));
+        let _ = rx.await;
+    }
+
+    fn send(&self, op: Op) {
+        if self.writer.send(op).is_err() {
+            tracing::error!("the limits writer has stopped; usage is no longer persisted");
+        }
+    }
+}
+
+/// Rows gathered for one commit.
+#[derive(Default)]
+struct Batch {
+    used: HashMap<(String, i64), i64>,
+    spent: HashMap<(String, i64), (i64, i64)>,
+    attempts: Vec<Attempt>,
+    seen: HashSet<(String, i64)>,
+}
+
+impl Batch {
+    fn add(&mut self, op: Op, waiters: &mut Vec<oneshot::Sender<()>>) {
+        match op {
+            Op::Used { scope, window } => *self.used.entry((scope, window)).or_default() += 1,
+            Op::Settled { spent, attempts } => {
+                for (scope, window, cap, amount) in spent {
+                    let e = self.spent.entry((scope, window)).or_default();
+                    e.0 = cap;
+                    e.1 += amount;
+                }
+                for a in attempts {
+                    // A replayed settlement of the same attempt counts once, as in the table.
+                    if self.seen.insert((a.request_id.clone(), a.attempt)) {
+                        self.attempts.push(a);
+                    }
+                }
+            }
+            Op::Flush(w) => waiters.push(w),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.used.is_empty() && self.spent.is_empty() && self.attempts.is_empty()
+    }
+}
+
+async fn write_loop(db: Db, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let mut batch = Batch::default();
+    let mut waiters = Vec::new();
+    loop {
+        // Wait for the first row, then gather for one interval (or until a flush asks).
+        let Some(first) = rx.recv().await else { break };
+        batch.add(first, &mut waiters);
+        let deadline = tokio::time::Instant::now() + FLUSH_INTERVAL;
+        while waiters.is_empty() {
+            tokio::select! {
+                op = rx.recv() => match op {
+                    Some(op) => batch.add(op, &mut waiters),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        commit_with_retry(&db, &mut batch).await;
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+    commit_with_retry(&db, &mut batch).await;
+}
+
+/// Commits the batch, retrying a failed commit (the rows are kept, never dropped).
+async fn commit_with_retry(db: &Db, batch: &mut Batch) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match commit(db, batch).await {
+            Ok(()) => {
+                *batch = Batch::default();
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = batch.attempts.len(), "cannot persist usage and ledger; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn commit(db: &Db, batch: &Batch) -> Result<(), DbError> {
+    let mut tx = db.begin().await?;
+    for ((scope, window), n) in &batch.used {
+        sqlx::query(
+            "INSERT INTO usage_counters (scope, window_start, used) VALUES ($1, $2, $3)
+             ON CONFLICT (scope, window_start) DO UPDATE SET used = usage_counters.used + excluded.used",
+        )
+        .bind(scope)
+        .bind(window)
+        .bind(n)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for ((scope, window), (cap, amount)) in &batch.spent {
+        sqlx::query(
+            "INSERT INTO budget_windows (scope, window_start, cap_micros, reserved_micros, spent_micros)
+             VALUES ($1, $2, $3, 0, $4)
+             ON CONFLICT (scope, window_start) DO UPDATE SET
+                 cap_micros = CASE WHEN excluded.cap_micros > 0 THEN excluded.cap_micros
+                                   ELSE budget_windows.cap_micros END,
+                 spent_micros = budget_windows.spent_micros + excluded.spent_micros",
+        )
+        .bind(scope)
+        .bind(window)
+        .bind(cap)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await?;
+    }
+    ledger::record(&mut tx, &batch.attempts).await?;
+    tx.commit().await?;
+    Ok(())
+}
