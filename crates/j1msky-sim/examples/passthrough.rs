@@ -35,7 +35,9 @@ async fn forward(State(up): State<Upstream>, body: Bytes) -> Response {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(base)) = (args.next(), args.next()) else {
-        return Err("usage: passthrough LISTEN_ADDR UPSTREAM_BASE (e.g. 127.0.0.1:9300 http://127.0.0.1:9100/v1)".into());
+        return Err(
+            "usage: passthrough LISTEN_ADDR UPSTREAM_BASE (e.g. 127.0.0.1:9300 http://127.0.0.1:9100/v1)".into()
+        );
     };
     let url = reqwest::Url::parse(&format!("{}/chat/completions", base.trim_end_matches('/')))?;
     let state = Upstream { client: reqwest::Client::new(), url };

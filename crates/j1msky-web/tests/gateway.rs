@@ -127,6 +127,27 @@ async fn modes_pause_opus_or_force_the_cheap_model_and_plans_limit_models() {
 
     // The paused plan allows only the economy model.
     let (_, paused_key) = app.customer_with_key("Sleepy", "paused").await;
+    // `/v1/models` lists what the plan allows: the paused plan, Kimi (and `auto`); Pro, all.
+    let listed = |key: String| {
+        let app = &app;
+        async move {
+            let resp = reqwest::Client::new().get(app.url("/v1/models")).bearer_auth(key).send().await.expect("models");
+            assert_eq!(resp.status(), 200);
+            let body: Value = resp.json().await.expect("json");
+            let mut ids: Vec<String> = body["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .filter_map(|m| m["id"].as_str().map(String::from))
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(listed(paused_key.clone()).await, vec!["auto", "kimi-k2.5"]);
+    let all = listed(key.clone()).await;
+    assert_eq!(all.len(), app.catalogue.models.len() + 1, "{all:?}");
+    assert!(all.contains(&"claude-opus".to_string()));
     let resp = post(&app, "/v1/chat/completions", &paused_key, Some("writing"), &chat("Draft a post")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-j1msky-model"], "kimi-k2.5");

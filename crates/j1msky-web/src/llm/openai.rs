@@ -181,14 +181,29 @@ pub fn annotate(resp: &mut Response, request_id: &str, model: &str, cost_micros:
 
 /// `GET /v1/models`: the catalogue's models, for an API key.
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(f) = authenticate(&state, &headers).await {
-        return error(f);
-    }
+    let customer_id = match authenticate(&state, &headers).await {
+        Ok(id) => id,
+        Err(f) => return error(f),
+    };
+    // Only the models the customer's plan allows (every model when the plan sets no list).
+    let plan = match j1msky_accounts::customers::get(&state.db, &customer_id).await {
+        Ok(c) => c.plan,
+        Err(e) => {
+            tracing::error!(error = %e, "customer lookup for /v1/models");
+            return error(Failure::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error; it has been logged",
+            ));
+        }
+    };
+    let allowed = plan.as_deref().and_then(|p| state.catalogue.plans.get(p)).and_then(|p| p.models.as_ref());
     let created = state.now() / 1_000_000;
     let data: Vec<Value> = state
         .catalogue
         .models
         .iter()
+        .filter(|(id, _)| allowed.is_none_or(|list| list.contains(id)))
         .map(|(id, m)| json!({"id": id, "object": "model", "created": created, "owned_by": m.provider}))
         .chain(std::iter::once(json!({"id": "auto", "object": "model", "created": created, "owned_by": "j1msky"})))
         .collect();
