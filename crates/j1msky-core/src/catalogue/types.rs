@@ -124,7 +124,14 @@ pub struct Sla {
 #[serde(deny_unknown_fields)]
 pub struct Team {
     pub name: String,
+    /// The routing category of the team's tasks (`code`, `writing`, `analysis`,
+    /// `strategy`…); absent: the team's id.
+    #[serde(default)]
+    pub category: Option<String>,
     pub roles: Vec<Role>,
+    /// Pre-built task templates, by id.
+    #[serde(default)]
+    pub templates: BTreeMap<String, TaskTemplate>,
 }
 
 /// One step of a team.
@@ -134,6 +141,33 @@ pub struct Role {
     pub role: String,
     pub model: String,
     pub purpose: String,
+    /// Largest answer of this step, in tokens.
+    #[serde(default = "default_role_max_tokens")]
+    pub max_tokens: u32,
+    /// The step's system prompt, a minijinja template over `team`, `role`, `purpose`,
+    /// `task` (title, prompt, category) and `previous` (earlier steps' role and output).
+    /// Absent: a prompt built from the purpose.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// A reviewing step: may send the work back to the step before it, once, by starting
+    /// its answer with `REVISE:`.
+    #[serde(default)]
+    pub reviews: bool,
+}
+
+fn default_role_max_tokens() -> u32 {
+    1024
+}
+
+/// A pre-built task: a title and a prompt template with fields the customer fills in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskTemplate {
+    pub title: String,
+    /// Field names, each required, referenced in `prompt` as `{{ name }}`.
+    pub fields: Vec<String>,
+    /// A minijinja template producing the task's prompt.
+    pub prompt: String,
 }
 
 /// A model offered through a provider, with its list prices.

@@ -186,6 +186,26 @@ fn teams(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
             if !c.models.contains_key(&role.model) {
                 push(out, at("model"), format!("unknown model `{}`; models are: {}", role.model, known(&c.models)));
             }
+            if role.max_tokens == 0 || role.max_tokens > 200_000 {
+                push(out, at("max_tokens"), "must be between 1 and 200000");
+            }
+            if role.reviews && i == 0 {
+                push(out, at("reviews"), "the first role has no earlier step to send work back to");
+            }
+        }
+        for (tid, t) in &team.templates {
+            let at = |field: &str| format!("teams.{id}.templates.{tid}.{field}");
+            non_blank(out, at("title"), &t.title);
+            non_blank(out, at("prompt"), &t.prompt);
+            let mut names = BTreeSet::new();
+            for f in &t.fields {
+                if f.is_empty() || !f.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+                    push(out, at("fields"), format!("field `{f}` must be letters, digits and `_`"));
+                }
+                if !names.insert(f.as_str()) {
+                    push(out, at("fields"), format!("field `{f}` appears twice"));
+                }
+            }
         }
     }
 }

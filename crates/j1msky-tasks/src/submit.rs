@@ -1,0 +1,490 @@
+//! Submitting, listing, reading and cancelling tasks: the one domain function each
+//! surface (JSON API, dashboard, CLI) calls.
+
+use std::collections::BTreeMap;
+
+use j1msky_accounts::customers::{self, Customer};
+use j1msky_core::catalogue::{Catalogue, TeamAllowance};
+use j1msky_core::vocab::Stage;
+use j1msky_db::{outbox, Backend, Db};
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{TaskError, MAX_PROMPT_BYTES};
+
+/// Queue priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// The stored rank: high before normal before low; a plan's SLA priority is added
+    /// within the band, so an enterprise customer's normal task goes before another's.
+    fn rank(self, sla: i64) -> i64 {
+        let base = match self {
+            Priority::High => 2000,
+            Priority::Normal => 1000,
+            Priority::Low => 0,
+        };
+        base + sla.clamp(0, 999)
+    }
+
+    fn from_rank(rank: i64) -> Priority {
+        match rank {
+            r if r >= 2000 => Priority::High,
+            r if r >= 1000 => Priority::Normal,
+            _ => Priority::Low,
+        }
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = TaskError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "high" => Ok(Priority::High),
+            "normal" => Ok(Priority::Normal),
+            "low" => Ok(Priority::Low),
+            other => Err(TaskError::invalid("priority", format!("`{other}` is not one of high, normal, low"))),
+        }
+    }
+}
+
+/// Where a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Result<TaskState, TaskError> {
+        Ok(match s {
+            "queued" => TaskState::Queued,
+            "running" => TaskState::Running,
+            "succeeded" => TaskState::Succeeded,
+            "failed" => TaskState::Failed,
+            "cancelled" => TaskState::Cancelled,
+            other => return Err(TaskError::Corrupt(format!("task state `{other}`"))),
+        })
+    }
+}
+
+/// What a customer asks for: a prompt, or a template with its fields.
+#[derive(Debug, Clone, Default)]
+pub struct NewTask {
+    pub team: String,
+    pub title: Option<String>,
+    pub prompt: Option<String>,
+    pub template: Option<String>,
+    pub fields: BTreeMap<String, String>,
+    pub priority: Priority,
+    /// Routing category; absent: the team's.
+    pub category: Option<String>,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Task {
+    pub id: String,
+    pub customer_id: String,
+    pub team: String,
+    pub category: String,
+    pub template: Option<String>,
+    pub title: String,
+    pub prompt: String,
+    pub priority: Priority,
+    pub state: TaskState,
+    pub attempts: i64,
+    pub not_before: i64,
+    /// Why a queued task is waiting (a cap, a budget, an upstream rate limit).
+    pub wait_reason: Option<String>,
+    pub error: Option<String>,
+    pub result: Option<String>,
+    /// What the task's model calls cost us, micro-USD.
+    pub cost_micros: i64,
+    pub tier: Option<String>,
+    /// What the customer is charged for it (pay-per-task), micro-USD.
+    pub charge_micros: Option<i64>,
+    pub queued_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// One completed step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub step: i64,
+    pub role: String,
+    pub model: String,
+    pub output: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micros: i64,
+    pub latency_micros: i64,
+    pub created_at: i64,
+}
+
+/// A task with its steps.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: Task,
+    pub steps: Vec<Step>,
+}
+
+/// The answer to a submit: the task, and whether an earlier submit with the same
+/// idempotency key made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    pub task: Task,
+    pub replayed: bool,
+}
+
+pub(crate) const COLUMNS: &str = "id, customer_id, team, category, template, title, prompt, priority, state, attempts, \
+     not_before, wait_reason, error, result, cost_micros, tier, charge_micros, queued_at, started_at, finished_at";
+
+pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Task, TaskError> {
+    let state: String = r.try_get(8)?;
+    Ok(Task {
+        id: r.try_get(0)?,
+        customer_id: r.try_get(1)?,
+        team: r.try_get(2)?,
+        category: r.try_get(3)?,
+        template: r.try_get(4)?,
+        title: r.try_get(5)?,
+        prompt: r.try_get(6)?,
+        priority: Priority::from_rank(r.try_get(7)?),
+        state: TaskState::parse(&state)?,
+        attempts: r.try_get(9)?,
+        not_before: r.try_get(10)?,
+        wait_reason: r.try_get(11)?,
+        error: r.try_get(12)?,
+        result: r.try_get(13)?,
+        cost_micros: r.try_get(14)?,
+        tier: r.try_get(15)?,
+        charge_micros: r.try_get(16)?,
+        queued_at: r.try_get(17)?,
+        started_at: r.try_get(18)?,
+        finished_at: r.try_get(19)?,
+    })
+}
+
+/// The plan terms a customer's tasks run under: pay-per-task customers (no plan) get
+/// every team and no monthly limit.
+fn check_team(catalogue: &Catalogue, customer: &Customer, team: &str) -> Result<(), TaskError> {
+    if !catalogue.teams.contains_key(team) {
+        return Err(TaskError::UnknownTeam {
+            team: team.to_string(),
+            known: catalogue.teams.keys().cloned().collect::<Vec<_>>().join(", "),
+        });
+    }
+    let Some(plan_id) = customer.plan.as_deref() else { return Ok(()) };
+    let Some(plan) = catalogue.plans.get(plan_id) else {
+        return Err(TaskError::Corrupt(format!("customer {} has unknown plan `{plan_id}`", customer.id)));
+    };
+    match plan.teams {
+        TeamAllowance::All => Ok(()),
+        TeamAllowance::Choose(0) => Err(TaskError::TeamNotInPlan {
+            team: team.to_string(),
+            plan: plan.name.clone(),
+            hint: "; the plan runs no tasks — resume or upgrade to run them".into(),
+        }),
+        TeamAllowance::Choose(_) if customer.chosen_teams.iter().any(|t| t == team) => Ok(()),
+        TeamAllowance::Choose(n) => Err(TaskError::TeamNotInPlan {
+            team: team.to_string(),
+            plan: plan.name.clone(),
+            hint: format!(
+                "; your {n} chosen teams are {}; upgrade to Pro for every team",
+                if customer.chosen_teams.is_empty() { "not set".into() } else { customer.chosen_teams.join(", ") }
+            ),
+        }),
+    }
+}
+
+/// Fills in a template or checks a free prompt; returns (title, prompt).
+fn compose(catalogue: &Catalogue, input: &NewTask) -> Result<(String, String), TaskError> {
+    let team = &catalogue.teams[&input.team];
+    let (title, prompt) = match &input.template {
+        Some(tid) => {
+            let t = team.templates.get(tid).ok_or_else(|| {
+                TaskError::invalid(
+                    "template",
+                    format!(
+                        "the {} team has no template `{tid}`; its templates are: {}",
+                        input.team,
+                        team.templates.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?;
+            if let Some(unknown) = input.fields.keys().find(|k| !t.fields.contains(k)) {
+                return Err(TaskError::invalid(
+                    "fields",
+                    format!("template `{tid}` has no field `{unknown}`; its fields are: {}", t.fields.join(", ")),
+                ));
+            }
+            if let Some(missing) = t.fields.iter().find(|f| input.fields.get(*f).is_none_or(|v| v.trim().is_empty())) {
+                return Err(TaskError::invalid("fields", format!("template `{tid}` needs the field `{missing}`")));
+            }
+            if input.prompt.is_some() {
+                return Err(TaskError::invalid("prompt", "give a prompt or a template, not both"));
+            }
+            let env = minijinja::Environment::new();
+            let prompt = env
+                .render_str(&t.prompt, &input.fields)
+                .map_err(|e| TaskError::Corrupt(format!("template {}/{tid} does not render: {e}", input.team)))?;
+            (input.title.clone().unwrap_or_else(|| t.title.clone()), prompt)
+        }
+        None => {
+            let prompt = input.prompt.clone().unwrap_or_default();
+            let title = input.title.clone().unwrap_or_else(|| summary_title(&prompt));
+            (title, prompt)
+        }
+    };
+    if prompt.trim().is_empty() {
+        return Err(TaskError::invalid("prompt", "the prompt is empty"));
+    }
+    if prompt.len() > MAX_PROMPT_BYTES {
+        return Err(TaskError::invalid(
+            "prompt",
+            format!("the prompt is {} bytes; the limit is {MAX_PROMPT_BYTES}", prompt.len()),
+        ));
+    }
+    let title = title.trim().to_string();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(TaskError::invalid("title", "the title must be 1 to 200 characters"));
+    }
+    Ok((title, prompt))
+}
+
+fn summary_title(prompt: &str) -> String {
+    let line = prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let mut t: String = line.chars().take(80).collect();
+    if line.chars().count() > 80 {
+        t.push('…');
+    }
+    t
+}
+
+/// Submits a task for `customer_id`. With an idempotency key, a repeated submit returns
+/// the first task instead of creating another. Over a plan limit: an error naming the
+/// limit and the upgrade path, and a `plan.limit_hit` event.
+pub async fn submit(
+    db: &Db,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    input: &NewTask,
+    idempotency_key: Option<&str>,
+    now: i64,
+) -> Result<Submitted, TaskError> {
+    if let Some(key) = idempotency_key {
+        if key.is_empty() || key.len() > 255 {
+            return Err(TaskError::invalid("Idempotency-Key", "must be 1 to 255 characters"));
+        }
+        if let Some(task) = by_key(db, customer_id, key).await? {
+            return Ok(Submitted { task, replayed: true });
+        }
+    }
+    let customer = match customers::get(db, customer_id).await {
+        Ok(c) => c,
+        Err(j1msky_accounts::AccountsError::NotFound(_)) => return Err(TaskError::NoCustomer(customer_id.into())),
+        Err(e) => return Err(e.into()),
+    };
+    if customer.stage == Stage::Churned {
+        return Err(TaskError::LimitReached {
+            limit: "account",
+            message: "the account is closed; subscribe again to run tasks".into(),
+        });
+    }
+    check_team(catalogue, &customer, &input.team)?;
+    let (title, prompt) = compose(catalogue, input)?;
+    let team = &catalogue.teams[&input.team];
+    let category = match &input.category {
+        Some(c) if c.is_empty() || c.len() > 40 || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') => {
+            return Err(TaskError::invalid("category", "letters, digits and `_`, at most 40"))
+        }
+        Some(c) => c.to_ascii_lowercase(),
+        None => team.category.clone().unwrap_or_else(|| input.team.clone()),
+    };
+    let plan = customer.plan.as_deref().and_then(|p| catalogue.plans.get(p));
+    let sla = plan.and_then(|p| p.sla.as_ref()).map_or(0, |s| i64::from(s.priority));
+    let id = j1msky_core::ids::new_id("tsk");
+
+    let mut tx = db.begin().await?;
+    if db.backend() == Backend::Postgres {
+        // One submitter per customer at a time, so the monthly count below is exact.
+        sqlx::query("SELECT id FROM customers WHERE id = $1 FOR UPDATE").bind(customer_id).execute(&mut *tx).await?;
+    }
+    if let Some(limit) = plan.and_then(|p| p.tasks_per_month) {
+        let tz: chrono_tz::Tz = customer.time_zone.parse().unwrap_or(chrono_tz::UTC);
+        let (from, to) = j1msky_gateway::windows::month(tz, now);
+        // Tasks cancelled before they started do not count.
+        let used: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM tasks WHERE customer_id = $1 AND queued_at >= $2 AND queued_at < $3
+               AND NOT (state = 'cancelled' AND started_at IS NULL)",
+        )
+        .bind(customer_id)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        if used >= i64::from(limit) {
+            tx.rollback().await?;
+            let plan_name = plan.map_or("your plan".to_string(), |p| p.name.clone());
+            let message = format!(
+                "the {plan_name} plan includes {limit} tasks a month and {used} have been used; \
+                 upgrade to Pro for unlimited tasks, or wait for next month"
+            );
+            limit_hit(db, customer_id, "tasks_per_month", &message, now).await?;
+            return Err(TaskError::LimitReached { limit: "tasks_per_month", message });
+        }
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO tasks (id, customer_id, team, category, template, title, prompt, priority, state, attempts,
+             failures, not_before, idempotency_key, queued_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, 0, $9, $10, $9)
+         ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(customer_id)
+    .bind(&input.team)
+    .bind(&category)
+    .bind(&input.template)
+    .bind(&title)
+    .bind(&prompt)
+    .bind(input.priority.rank(sla))
+    .bind(now)
+    .bind(idempotency_key)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        // A concurrent submit with the same key won.
+        tx.rollback().await?;
+        let key = idempotency_key.unwrap_or_default();
+        let task = by_key(db, customer_id, key).await?.ok_or_else(|| TaskError::NotFound(key.into()))?;
+        return Ok(Submitted { task, replayed: true });
+    }
+    let payload = serde_json::json!({"task_id": id, "team": input.team, "category": category, "template": input.template});
+    outbox::emit(&mut tx, db.backend(), "task.submitted", Some(customer_id), &payload, now).await?;
+    tx.commit().await?;
+    let task = get_task(db, &id).await?.ok_or_else(|| TaskError::NotFound(id.clone()))?;
+    Ok(Submitted { task, replayed: false })
+}
+
+async fn limit_hit(db: &Db, customer_id: &str, limit: &str, message: &str, now: i64) -> Result<(), TaskError> {
+    let mut tx = db.begin().await?;
+    let payload = serde_json::json!({"limit": limit, "message": message});
+    outbox::emit(&mut tx, db.backend(), "plan.limit_hit", Some(customer_id), &payload, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn by_key(db: &Db, customer_id: &str, key: &str) -> Result<Option<Task>, TaskError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE customer_id = $1 AND idempotency_key = $2"))
+        .bind(customer_id)
+        .bind(key)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub(crate) async fn get_task(db: &Db, id: &str) -> Result<Option<Task>, TaskError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1")).bind(id).fetch_optional(db.pool()).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// A task with its steps; `customer` limits it to one customer's tasks (another
+/// customer's id is "not found", never "forbidden").
+pub async fn get(db: &Db, id: &str, customer: Option<&str>) -> Result<TaskDetail, TaskError> {
+    let task = get_task(db, id)
+        .await?
+        .filter(|t| customer.is_none_or(|c| c == t.customer_id))
+        .ok_or_else(|| TaskError::NotFound(id.into()))?;
+    let rows = sqlx::query(
+        "SELECT step, role, model, output, input_tokens, output_tokens, cost_micros, latency_micros, created_at
+         FROM task_steps WHERE task_id = $1 ORDER BY step",
+    )
+    .bind(id)
+    .fetch_all(db.pool())
+    .await?;
+    let steps = rows
+        .iter()
+        .map(|r| {
+            Ok(Step {
+                step: r.try_get(0)?,
+                role: r.try_get(1)?,
+                model: r.try_get(2)?,
+                output: r.try_get(3)?,
+                input_tokens: r.try_get(4)?,
+                output_tokens: r.try_get(5)?,
+                cost_micros: r.try_get(6)?,
+                latency_micros: r.try_get(7)?,
+                created_at: r.try_get(8)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(TaskDetail { task, steps })
+}
+
+/// Tasks, newest first; of one customer, or all.
+pub async fn list(
+    db: &Db,
+    customer: Option<&str>,
+    state: Option<TaskState>,
+    limit: i64,
+) -> Result<Vec<Task>, TaskError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE ($1 IS NULL OR customer_id = $1) AND ($2 IS NULL OR state = $2)
+         ORDER BY queued_at DESC, id DESC LIMIT $3"
+    ))
+    .bind(customer)
+    .bind(state.map(TaskState::as_str))
+    .bind(limit.clamp(1, 1000))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Cancels a queued or running task (a running one stops before its next step; the
+/// step in flight is paid for but the task is never charged).
+pub async fn cancel(db: &Db, id: &str, customer: Option<&str>, by: &str, now: i64) -> Result<Task, TaskError> {
+    let task = get(db, id, customer).await?.task;
+    let mut tx = db.begin().await?;
+    let done = sqlx::query(
+        "UPDATE tasks SET state = 'cancelled', finished_at = $1, lease_owner = NULL, lease_until = NULL
+         WHERE id = $2 AND state IN ('queued', 'running')",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        tx.rollback().await?;
+        let state = get_task(db, id).await?.map_or("gone".to_string(), |t| t.state.as_str().to_string());
+        return Err(TaskError::NotCancellable { id: id.into(), state });
+    }
+    let payload = serde_json::json!({"task_id": id, "by": by});
+    outbox::emit(&mut tx, db.backend(), "task.cancelled", Some(&task.customer_id), &payload, now).await?;
+    tx.commit().await?;
+    get_task(db, id).await?.ok_or_else(|| TaskError::NotFound(id.into()))
+}

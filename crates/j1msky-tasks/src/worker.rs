@@ -1,0 +1,452 @@
+//! Workers: claim a task with a lease, run its remaining steps through the gateway
+//! (heartbeating the lease meanwhile), and settle it. Every write after the claim is
+//! fenced by (owner, claim count) and `state = 'running'`: a worker whose lease was taken
+//! over, or whose task was cancelled, can no longer change it.
+//!
+//! A task whose worker died is claimed again once its lease expires and resumes after
+//! its last stored step. Over a cap, a budget or an upstream rate limit the task waits
+//! (`not_before`, with the reason shown to the operator) instead of failing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use j1msky_core::catalogue::Catalogue;
+use j1msky_core::clock::SECOND;
+use j1msky_core::Clock;
+use j1msky_db::{outbox, Backend, Db};
+use j1msky_gateway::chat::{ChatRequest, Speaker, Turn};
+use j1msky_gateway::limits::LimitError;
+use j1msky_gateway::providers::UpstreamError;
+use j1msky_gateway::{CallContext, Gateway, GatewayError};
+use sqlx::Row;
+
+use crate::pipeline::{self, Done};
+use crate::tier::{self, Effort};
+use crate::TaskError;
+
+/// Worker settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// How long an idle worker waits before looking for work again.
+    pub poll: Duration,
+    /// Failed attempts (errors that are not waits) before the task fails for good.
+    pub max_failures: i64,
+    /// First back-off after a failure; doubles with each.
+    pub retry_backoff: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            lease: Duration::from_secs(60),
+            poll: Duration::from_millis(100),
+            max_failures: 3,
+            retry_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How one run of a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Back in the queue until `not_before`, for `reason`.
+    Waiting { reason: String },
+    /// Failed this attempt; will run again.
+    Retrying { error: String },
+    Failed { error: String },
+    /// The lease was lost (taken over after expiry) or the task was cancelled meanwhile.
+    Lost,
+}
+
+/// A claimed task.
+#[derive(Debug, Clone)]
+struct Claim {
+    id: String,
+    customer_id: String,
+    team: String,
+    category: String,
+    title: String,
+    prompt: String,
+    attempt: i64,
+    failures: i64,
+    started_at: i64,
+}
+
+/// One worker (cheap to clone; run many).
+#[derive(Clone)]
+pub struct Worker {
+    db: Db,
+    catalogue: Arc<Catalogue>,
+    gateway: Arc<Gateway>,
+    clock: Arc<dyn Clock>,
+    owner: String,
+    config: WorkerConfig,
+}
+
+const FENCE: &str = "id = $1 AND state = 'running' AND lease_owner = $2 AND attempts = $3";
+
+impl Worker {
+    pub fn new(
+        db: Db,
+        catalogue: Arc<Catalogue>,
+        gateway: Arc<Gateway>,
+        clock: Arc<dyn Clock>,
+        owner: impl Into<String>,
+        config: WorkerConfig,
+    ) -> Worker {
+        Worker { db, catalogue, gateway, clock, owner: owner.into(), config }
+    }
+
+    fn lease_micros(&self) -> i64 {
+        self.config.lease.as_micros() as i64
+    }
+
+    /// Runs until `stop` turns true, then finishes the task in hand.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            match self.run_once().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => tracing::error!(worker = %self.owner, error = %e, "task worker"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Claims the most urgent runnable task and works it; None when there is none.
+    pub async fn run_once(&self) -> Result<Option<(String, Outcome)>, TaskError> {
+        let Some(claim) = self.claim().await? else { return Ok(None) };
+        let outcome = self.work(&claim).await?;
+        tracing::debug!(task = %claim.id, ?outcome, "task run");
+        Ok(Some((claim.id, outcome)))
+    }
+
+    async fn claim(&self) -> Result<Option<Claim>, TaskError> {
+        let now = self.clock.now_micros();
+        let lock = match self.db.backend() {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        };
+        let runnable = "((state = 'queued' AND not_before <= $3) OR (state = 'running' AND lease_until < $3))";
+        let sql = format!(
+            "UPDATE tasks SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
+                 started_at = COALESCE(started_at, $3), wait_reason = NULL
+             WHERE id = (SELECT id FROM tasks WHERE {runnable}
+                         ORDER BY priority DESC, not_before, queued_at, id LIMIT 1 {lock})
+               AND {runnable}
+             RETURNING id, customer_id, team, category, title, prompt, attempts, failures, started_at"
+        );
+        let mut tx = self.db.begin().await?;
+        let row = sqlx::query(&sql)
+            .bind(&self.owner)
+            .bind(now + self.lease_micros())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let claim = Claim {
+            id: row.try_get(0)?,
+            customer_id: row.try_get(1)?,
+            team: row.try_get(2)?,
+            category: row.try_get(3)?,
+            title: row.try_get(4)?,
+            prompt: row.try_get(5)?,
+            attempt: row.try_get(6)?,
+            failures: row.try_get(7)?,
+            started_at: row.try_get(8)?,
+        };
+        let payload = serde_json::json!({"task_id": claim.id, "attempt": claim.attempt, "worker": self.owner});
+        outbox::emit(&mut tx, self.db.backend(), "task.started", Some(&claim.customer_id), &payload, now).await?;
+        tx.commit().await?;
+        Ok(Some(claim))
+    }
+
+    /// Extends the lease; false when it was lost.
+    async fn heartbeat(&self, c: &Claim) -> Result<bool, TaskError> {
+        let until = self.clock.now_micros() + self.lease_micros();
+        let done = sqlx::query(&format!("UPDATE tasks SET lease_until = $4 WHERE {FENCE}"))
+            .bind(&c.id)
+            .bind(&self.owner)
+            .bind(c.attempt)
+            .bind(until)
+            .execute(self.db.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn steps_done(&self, task_id: &str) -> Result<Vec<(Done, i64, i64)>, TaskError> {
+        let rows = sqlx::query(
+            "SELECT role, output, cost_micros, input_tokens + output_tokens FROM task_steps
+             WHERE task_id = $1 ORDER BY step",
+        )
+        .bind(task_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((Done { role: r.try_get(0)?, output: r.try_get(1)? }, r.try_get(2)?, r.try_get(3)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn work(&self, c: &Claim) -> Result<Outcome, TaskError> {
+        let Some(team) = self.catalogue.teams.get(&c.team) else {
+            return self.fail(c, &format!("the team `{}` is no longer in the catalogue", c.team), true).await;
+        };
+        let mut done = self.steps_done(&c.id).await?;
+        loop {
+            let history: Vec<Done> = done.iter().map(|d| d.0.clone()).collect();
+            let Some(idx) = pipeline::next_role(team, &history) else {
+                return self.succeed(c, team, &done).await;
+            };
+            let role = &team.roles[idx];
+            let system =
+                match pipeline::system_prompt(&c.team, team, role, &c.title, &c.prompt, &c.category, &history) {
+                    Ok(s) => s,
+                    Err(e) => return self.fail(c, &e, true).await,
+                };
+            let step = done.len() as i64;
+            let req = ChatRequest {
+                system: Some(system),
+                turns: vec![Turn { speaker: Speaker::User, text: pipeline::user_message(&c.title, &c.prompt, &history) }],
+                max_tokens: role.max_tokens,
+                temperature: None,
+                stop: vec![],
+            };
+            let ctx = CallContext {
+                // One id per (task, step, claim): a resumed task's repeated call is a new
+                // upstream call, recorded as such; the same attempt is never counted twice.
+                request_id: format!("{}.s{step}.a{}", c.id, c.attempt),
+                customer_id: Some(c.customer_id.clone()),
+                category: c.category.clone(),
+                task_id: Some(c.id.clone()),
+                team: Some(c.team.clone()),
+                role: Some(role.role.clone()),
+            };
+            let result = self.call_with_heartbeat(c, &ctx, &role.model, &req).await?;
+            let completed = match result {
+                Ok(completed) => completed,
+                Err(e) => return self.after_error(c, e).await,
+            };
+            let output = completed.response.text.clone();
+            let latency: i64 = completed.attempts.iter().map(|a| a.latency_micros).sum();
+            let tokens = (completed.response.usage.input_tokens + completed.response.usage.output_tokens) as i64;
+            let now = self.clock.now_micros();
+            let mut tx = self.db.begin().await?;
+            let fenced = sqlx::query(&format!("UPDATE tasks SET lease_until = $4 WHERE {FENCE}"))
+                .bind(&c.id)
+                .bind(&self.owner)
+                .bind(c.attempt)
+                .bind(now + self.lease_micros())
+                .execute(&mut *tx)
+                .await?;
+            if fenced.rows_affected() == 0 {
+                tx.rollback().await?;
+                return Ok(Outcome::Lost);
+            }
+            sqlx::query(
+                "INSERT INTO task_steps (task_id, step, role, model, output, input_tokens, output_tokens, cost_micros,
+                     latency_micros, attempt, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&c.id)
+            .bind(step)
+            .bind(&role.role)
+            .bind(&completed.model)
+            .bind(&output)
+            .bind(completed.response.usage.input_tokens as i64)
+            .bind(completed.response.usage.output_tokens as i64)
+            .bind(completed.cost.micros())
+            .bind(latency)
+            .bind(c.attempt)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            done.push((Done { role: role.role.clone(), output }, completed.cost.micros(), tokens));
+        }
+    }
+
+    /// The gateway call, with the lease kept alive while it runs.
+    async fn call_with_heartbeat(
+        &self,
+        c: &Claim,
+        ctx: &CallContext,
+        model: &str,
+        req: &ChatRequest,
+    ) -> Result<Result<j1msky_gateway::Completed, GatewayError>, TaskError> {
+        let call = self.gateway.complete(ctx, Some(model), req);
+        tokio::pin!(call);
+        let every = (self.config.lease / 3).max(Duration::from_millis(10));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                r = &mut call => return Ok(r),
+                _ = tick.tick() => {
+                    if !self.heartbeat(c).await? {
+                        tracing::warn!(task = %c.id, "lease lost during a model call");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn after_error(&self, c: &Claim, e: GatewayError) -> Result<Outcome, TaskError> {
+        let wait = |secs: u64, why: String| Some((secs.max(1), why));
+        let waiting = match &e {
+            GatewayError::Limit(LimitError::Cap { scope, retry_after_secs, .. }) => {
+                wait(*retry_after_secs, format!("hourly cap reached for {scope}"))
+            }
+            GatewayError::Limit(LimitError::Budget { scope, retry_after_secs, .. }) => {
+                wait((*retry_after_secs).min(3600), format!("budget exhausted for {scope}"))
+            }
+            GatewayError::Upstream(UpstreamError::RateLimited { retry_after_secs }) => {
+                wait(retry_after_secs.unwrap_or(5), "the provider is rate limiting".into())
+            }
+            GatewayError::Upstream(UpstreamError::Overloaded { .. }) => {
+                wait(15, "the provider is overloaded or its circuit is open".into())
+            }
+            _ => None,
+        };
+        if let Some((secs, reason)) = waiting {
+            return self.wait(c, secs, &reason).await;
+        }
+        let permanent = matches!(e, GatewayError::Route(_) | GatewayError::Invalid(_))
+            || matches!(e, GatewayError::Upstream(UpstreamError::BadRequest { .. }));
+        self.fail(c, &e.to_string(), permanent).await
+    }
+
+    async fn wait(&self, c: &Claim, secs: u64, reason: &str) -> Result<Outcome, TaskError> {
+        let now = self.clock.now_micros();
+        let done = sqlx::query(&format!(
+            "UPDATE tasks SET state = 'queued', not_before = $4, wait_reason = $5, lease_owner = NULL,
+                 lease_until = NULL WHERE {FENCE}"
+        ))
+        .bind(&c.id)
+        .bind(&self.owner)
+        .bind(c.attempt)
+        .bind(now + secs as i64 * SECOND)
+        .bind(reason)
+        .execute(self.db.pool())
+        .await?;
+        Ok(if done.rows_affected() == 1 { Outcome::Waiting { reason: reason.into() } } else { Outcome::Lost })
+    }
+
+    async fn fail(&self, c: &Claim, error: &str, permanent: bool) -> Result<Outcome, TaskError> {
+        let now = self.clock.now_micros();
+        let failures = c.failures + 1;
+        if !permanent && failures < self.config.max_failures {
+            let backoff = self.config.retry_backoff.as_micros() as i64 * (1 << (failures - 1).min(10));
+            let done = sqlx::query(&format!(
+                "UPDATE tasks SET state = 'queued', failures = $4, not_before = $5, error = $6, lease_owner = NULL,
+                     lease_until = NULL WHERE {FENCE}"
+            ))
+            .bind(&c.id)
+            .bind(&self.owner)
+            .bind(c.attempt)
+            .bind(failures)
+            .bind(now + backoff)
+            .bind(error)
+            .execute(self.db.pool())
+            .await?;
+            return Ok(if done.rows_affected() == 1 { Outcome::Retrying { error: error.into() } } else { Outcome::Lost });
+        }
+        let mut tx = self.db.begin().await?;
+        let done = sqlx::query(&format!(
+            "UPDATE tasks SET state = 'failed', failures = $4, error = $5, finished_at = $6, lease_owner = NULL,
+                 lease_until = NULL WHERE {FENCE}"
+        ))
+        .bind(&c.id)
+        .bind(&self.owner)
+        .bind(c.attempt)
+        .bind(failures)
+        .bind(error)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Outcome::Lost);
+        }
+        let payload = serde_json::json!({"task_id": c.id, "team": c.team, "error": error, "failures": failures});
+        outbox::emit(&mut tx, self.db.backend(), "task.failed", Some(&c.customer_id), &payload, now).await?;
+        tx.commit().await?;
+        Ok(Outcome::Failed { error: error.into() })
+    }
+
+    /// Success, its cost, its tier and (pay-per-task) its charge, in one transaction.
+    async fn succeed(
+        &self,
+        c: &Claim,
+        team: &j1msky_core::catalogue::Team,
+        done: &[(Done, i64, i64)],
+    ) -> Result<Outcome, TaskError> {
+        let now = self.clock.now_micros();
+        let history: Vec<Done> = done.iter().map(|d| d.0.clone()).collect();
+        let cost: i64 = done.iter().map(|d| d.1).sum();
+        let effort = Effort {
+            steps: done.len(),
+            tokens: done.iter().map(|d| d.2).sum(),
+            sent_back: pipeline::was_sent_back(team, &history),
+            running_micros: now - c.started_at,
+        };
+        let tier = tier::tier(effort);
+        let plan: Option<String> = sqlx::query("SELECT plan FROM customers WHERE id = $1")
+            .bind(&c.customer_id)
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get(0)?;
+        // Customers without a subscription plan pay per task.
+        let charge = plan.is_none().then(|| tier::price(&self.catalogue, tier).micros());
+        let result = history.last().map(|d| d.output.clone()).unwrap_or_default();
+        let mut tx = self.db.begin().await?;
+        let updated = sqlx::query(&format!(
+            "UPDATE tasks SET state = 'succeeded', result = $4, cost_micros = $5, tier = $6, charge_micros = $7,
+                 finished_at = $8, lease_owner = NULL, lease_until = NULL, wait_reason = NULL, error = NULL
+             WHERE {FENCE}"
+        ))
+        .bind(&c.id)
+        .bind(&self.owner)
+        .bind(c.attempt)
+        .bind(&result)
+        .bind(cost)
+        .bind(tier)
+        .bind(charge)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Outcome::Lost);
+        }
+        if let Some(amount) = charge {
+            sqlx::query(
+                "INSERT INTO usage_charges (id, customer_id, task_id, tier, amount_micros, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (task_id) DO NOTHING",
+            )
+            .bind(j1msky_core::ids::new_id("uch"))
+            .bind(&c.customer_id)
+            .bind(&c.id)
+            .bind(tier)
+            .bind(amount)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let payload = serde_json::json!({
+            "task_id": c.id, "team": c.team, "steps": done.len(), "cost_micros": cost, "tier": tier,
+            "charge_micros": charge,
+        });
+        outbox::emit(&mut tx, self.db.backend(), "task.succeeded", Some(&c.customer_id), &payload, now).await?;
+        tx.commit().await?;
+        Ok(Outcome::Succeeded)
+    }
+}

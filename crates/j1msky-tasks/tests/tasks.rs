@@ -1,0 +1,373 @@
+//! Tasks through teams, end to end on the engine the test run selects: the real gateway
+//! over loopback to the simulated provider, the real database, a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use j1msky_accounts::customers::{self, NewCustomer};
+use j1msky_accounts::Actor;
+use j1msky_core::catalogue::{Catalogue, SHIPPED};
+use j1msky_core::vocab::Stage;
+use j1msky_core::ManualClock;
+use j1msky_db::testing::TestDb;
+use j1msky_gateway::{Gateway, ProviderOverride, RetryPolicy};
+use j1msky_sim::SimConfig;
+use j1msky_tasks::worker::Outcome;
+use j1msky_tasks::{NewTask, TaskError, TaskState, Worker, WorkerConfig};
+
+const T0: i64 = 1_795_000_000_000_000;
+
+struct Env {
+    t: TestDb,
+    catalogue: Arc<Catalogue>,
+    clock: ManualClock,
+    gateway: Arc<Gateway>,
+    sim: j1msky_sim::Running,
+}
+
+async fn env_with(sim: SimConfig) -> Env {
+    let t = TestDb::new().await;
+    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).expect("catalogue"));
+    let clock = ManualClock::new(T0);
+    let sim = j1msky_sim::spawn(sim).await.expect("sim");
+    let gateway = Gateway::new(
+        t.db.clone(),
+        catalogue.clone(),
+        Arc::new(clock.clone()),
+        &ProviderOverride::all_to(&catalogue, &sim.openai_base(), &sim.anthropic_base(), "k"),
+        j1msky_gateway::providers::Timeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(5),
+        },
+        RetryPolicy { retries_per_model: 1, base_backoff: Duration::from_millis(1), max_wait: Duration::from_millis(50) },
+    )
+    .default_limits()
+    .expect("limits");
+    Env { t, catalogue, clock, gateway: Arc::new(gateway), sim }
+}
+
+async fn env() -> Env {
+    env_with(SimConfig::default()).await
+}
+
+impl Env {
+    fn worker(&self, name: &str) -> Worker {
+        Worker::new(
+            self.t.db.clone(),
+            self.catalogue.clone(),
+            self.gateway.clone(),
+            Arc::new(self.clock.clone()),
+            name,
+            WorkerConfig { lease: Duration::from_secs(30), ..WorkerConfig::default() },
+        )
+    }
+
+    async fn customer(&self, name: &str, plan: Option<&str>, teams: &[&str]) -> String {
+        customers::create(
+            &self.t.db,
+            &self.catalogue,
+            &Actor::cli(),
+            NewCustomer {
+                name: name.into(),
+                stage: Some(Stage::Active),
+                plan: plan.map(String::from),
+                chosen_teams: teams.iter().map(|s| s.to_string()).collect(),
+                ..NewCustomer::default()
+            },
+            self.clock.now(),
+        )
+        .await
+        .expect("customer")
+        .id
+    }
+
+    async fn submit(&self, customer: &str, team: &str, prompt: &str) -> Result<j1msky_tasks::Submitted, TaskError> {
+        let input = NewTask { team: team.into(), prompt: Some(prompt.into()), ..NewTask::default() };
+        j1msky_tasks::submit(&self.t.db, &self.catalogue, customer, &input, None, self.clock.now()).await
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(self.t.db.pool()).await.expect(sql);
+        n
+    }
+
+    async fn sim_requests(&self) -> u64 {
+        let s: j1msky_sim::Stats = reqwest::get(format!("http://{}/_sim/stats", self.sim.addr))
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        s.requests
+    }
+
+    async fn script(&self, faults: serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/_sim/faults", self.sim.addr))
+            .json(&faults)
+            .send()
+            .await
+            .expect("faults");
+        assert!(r.status().is_success());
+    }
+}
+
+trait Now {
+    fn now(&self) -> i64;
+}
+impl Now for ManualClock {
+    fn now(&self) -> i64 {
+        j1msky_core::Clock::now_micros(self)
+    }
+}
+
+#[tokio::test]
+async fn a_task_runs_through_its_team_and_its_cost_and_events_are_kept() {
+    let e = env().await;
+    let pro = e.customer("Acme", Some("pro"), &[]).await;
+    let sub = e.submit(&pro, "code", "Add a --verbose flag to the CLI").await.expect("submit");
+    assert_eq!(sub.task.state, TaskState::Queued);
+    assert_eq!(sub.task.category, "code");
+
+    let (id, outcome) = e.worker("w1").run_once().await.expect("run").expect("a task");
+    assert_eq!((id.as_str(), outcome), (sub.task.id.as_str(), Outcome::Succeeded));
+    let detail = j1msky_tasks::get(&e.t.db, &id, Some(&pro)).await.expect("detail");
+    assert_eq!(detail.task.state, TaskState::Succeeded);
+    let roles: Vec<(&str, &str)> = detail.steps.iter().map(|s| (s.role.as_str(), s.model.as_str())).collect();
+    assert_eq!(roles, vec![("lead", "kimi-k2.5"), ("review", "claude-sonnet")]);
+    assert!(detail.steps.iter().all(|s| s.cost_micros > 0 && s.output.starts_with("[simulated]")));
+    assert_eq!(detail.task.cost_micros, detail.steps.iter().map(|s| s.cost_micros).sum::<i64>());
+    assert_eq!(detail.task.result.as_deref(), Some(detail.steps[1].output.as_str()));
+    assert_eq!(detail.task.tier.as_deref(), Some("simple"));
+    assert_eq!(detail.task.charge_micros, None, "a subscriber is not charged per task");
+    assert!(detail.task.started_at.is_some() && detail.task.finished_at.is_some());
+    // The reviewer saw the lead's work.
+    e.gateway.flush().await;
+    let (ledger_rows, ledger_cost): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE task_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(e.t.db.pool())
+    .await
+    .expect("ledger");
+    assert_eq!((ledger_rows, ledger_cost), (2, detail.task.cost_micros), "the ledger knows the task's calls");
+    let kinds: Vec<(String,)> = sqlx::query_as("SELECT kind FROM events WHERE kind LIKE 'task.%' ORDER BY seq")
+        .fetch_all(e.t.db.pool())
+        .await
+        .expect("events");
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.0.as_str()).collect();
+    assert_eq!(kinds, vec!["task.submitted", "task.started", "task.succeeded"]);
+    assert!(e.worker("w1").run_once().await.expect("run").is_none(), "the queue is empty");
+    assert_eq!(e.count("SELECT COUNT(*) FROM usage_charges").await, 0);
+}
+
+#[tokio::test]
+async fn pay_per_task_customers_are_charged_once_per_succeeded_task_and_never_for_failures() {
+    let e = env().await;
+    let payg = e.customer("Walk-in", None, &[]).await;
+    let ok = e.submit(&payg, "research", "Compare three CRMs").await.expect("submit").task;
+    e.worker("w").run_once().await.expect("run");
+    let t = j1msky_tasks::get(&e.t.db, &ok.id, None).await.expect("get").task;
+    assert_eq!(t.state, TaskState::Succeeded);
+    assert_eq!((t.tier.as_deref(), t.charge_micros), (Some("simple"), Some(500_000)));
+    let (n, amount): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), CAST(SUM(amount_micros) AS BIGINT) FROM usage_charges WHERE task_id = $1")
+            .bind(&ok.id)
+            .fetch_one(e.t.db.pool())
+            .await
+            .expect("charges");
+    assert_eq!((n, amount), (1, 500_000));
+    assert!(t.cost_micros > 0 && t.cost_micros < amount, "the margin is known: cost {} µ$", t.cost_micros);
+
+    // A task whose model refuses the request fails for good, uncharged.
+    e.script(serde_json::json!({"fault": "400", "model": "claude-sonnet-4-5", "times": 5})).await;
+    let bad = e.submit(&payg, "research", "This one will be refused").await.expect("submit").task;
+    let (_, outcome) = e.worker("w").run_once().await.expect("run").expect("task");
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    let t = j1msky_tasks::get(&e.t.db, &bad.id, None).await.expect("get").task;
+    assert_eq!(t.state, TaskState::Failed);
+    assert!(t.error.as_deref().unwrap_or("").contains("all models failed"), "{:?}", t.error);
+    assert_eq!(e.count("SELECT COUNT(*) FROM usage_charges").await, 1, "failed tasks are never charged");
+    assert_eq!(e.count("SELECT COUNT(*) FROM events WHERE kind = 'task.failed'").await, 1);
+}
+
+#[tokio::test]
+async fn a_retried_submit_with_the_same_idempotency_key_makes_one_task() {
+    let e = env().await;
+    let c = e.customer("Acme", Some("pro"), &[]).await;
+    let input = NewTask { team: "content".into(), prompt: Some("A post".into()), ..NewTask::default() };
+    let a = j1msky_tasks::submit(&e.t.db, &e.catalogue, &c, &input, Some("k-1"), e.clock.now()).await.expect("a");
+    let b = j1msky_tasks::submit(&e.t.db, &e.catalogue, &c, &input, Some("k-1"), e.clock.now()).await.expect("b");
+    assert!(!a.replayed && b.replayed);
+    assert_eq!(a.task.id, b.task.id);
+    let other = e.customer("Other", Some("pro"), &[]).await;
+    let c2 = j1msky_tasks::submit(&e.t.db, &e.catalogue, &other, &input, Some("k-1"), e.clock.now()).await.expect("c");
+    assert_ne!(c2.task.id, a.task.id, "keys are per customer");
+    assert_eq!(e.count("SELECT COUNT(*) FROM tasks").await, 2);
+    assert_eq!(e.count("SELECT COUNT(*) FROM events WHERE kind = 'task.submitted'").await, 2);
+}
+
+#[tokio::test]
+async fn starter_limits_hold_and_bad_input_stores_nothing() {
+    let e = env().await;
+    let starter = e.customer("Small Co", Some("starter"), &["code", "research"]).await;
+    let err = e.submit(&starter, "business", "Strategy please").await.expect_err("not chosen");
+    assert!(matches!(err, TaskError::TeamNotInPlan { .. }), "{err}");
+    assert!(err.to_string().contains("code, research"), "{err}");
+
+    for (team, prompt, want) in [
+        ("nope", "x".to_string(), "unknown team"),
+        ("code", "   ".to_string(), "empty"),
+        ("code", "x".repeat(1024 * 1024), "limit"),
+    ] {
+        let err = e.submit(&starter, team, &prompt).await.expect_err(want);
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    let templated = |fields: &[(&str, &str)]| NewTask {
+        team: "code".into(),
+        template: Some("bug_fix".into()),
+        fields: fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..NewTask::default()
+    };
+    let now = e.clock.now();
+    let bad_field = templated(&[("repository", "r"), ("symptom", "s"), ("colour", "red")]);
+    let err = j1msky_tasks::submit(&e.t.db, &e.catalogue, &starter, &bad_field, None, now).await.expect_err("field");
+    assert!(err.to_string().contains("no field `colour`"), "{err}");
+    let missing = templated(&[("repository", "r")]);
+    let err = j1msky_tasks::submit(&e.t.db, &e.catalogue, &starter, &missing, None, now).await.expect_err("missing");
+    assert!(err.to_string().contains("needs the field `symptom`"), "{err}");
+    assert_eq!(e.count("SELECT COUNT(*) FROM tasks").await, 0, "nothing stored");
+
+    // A template fills in its prompt.
+    let ok = templated(&[("repository", "j1msky"), ("symptom", "crash on empty input")]);
+    let t = j1msky_tasks::submit(&e.t.db, &e.catalogue, &starter, &ok, None, now).await.expect("template").task;
+    assert!(t.prompt.contains("In j1msky, fix this bug: crash on empty input"), "{}", t.prompt);
+    assert_eq!(t.title, "Fix a bug");
+
+    // Another customer's task is simply not found.
+    let other = e.customer("Other", Some("pro"), &[]).await;
+    assert!(matches!(j1msky_tasks::get(&e.t.db, &t.id, Some(&other)).await, Err(TaskError::NotFound(_))));
+    assert!(matches!(
+        j1msky_tasks::cancel(&e.t.db, &t.id, Some(&other), "x", now).await,
+        Err(TaskError::NotFound(_))
+    ));
+
+    // 100 tasks a month: the 101st is refused with the upgrade path and an event.
+    for i in 1..100 {
+        e.submit(&starter, "code", &format!("task {i}")).await.expect("within the limit");
+    }
+    let err = e.submit(&starter, "code", "one too many").await.expect_err("limit");
+    assert!(matches!(err, TaskError::LimitReached { limit: "tasks_per_month", .. }), "{err}");
+    assert!(err.to_string().contains("upgrade to Pro"), "{err}");
+    assert_eq!(e.count("SELECT COUNT(*) FROM tasks").await, 100);
+    assert_eq!(e.count("SELECT COUNT(*) FROM events WHERE kind = 'plan.limit_hit'").await, 1);
+    // A task cancelled before it started gives its slot back.
+    j1msky_tasks::cancel(&e.t.db, &t.id, Some(&starter), "customer", now).await.expect("cancel");
+    e.submit(&starter, "code", "now it fits").await.expect("slot freed");
+    // Next month the count starts again.
+    e.clock.advance_secs(32 * 24 * 3600);
+    e.submit(&starter, "code", "a new month").await.expect("new month");
+}
+
+#[tokio::test]
+async fn over_a_cap_or_an_upstream_rate_limit_a_task_waits_and_then_finishes() {
+    let e = env().await;
+    let c = e.customer("Acme", Some("pro"), &[]).await;
+    let id = e.submit(&c, "code", "Refactor the parser").await.expect("submit").task.id;
+    // Kimi (the lead's model, no fallback) answers 429 with Retry-After 30.
+    e.script(serde_json::json!({"fault": "429:30", "model": "kimi-k2.5", "times": 10})).await;
+    let (_, outcome) = e.worker("w").run_once().await.expect("run").expect("task");
+    assert!(matches!(&outcome, Outcome::Waiting { reason } if reason.contains("rate limiting")), "{outcome:?}");
+    let t = j1msky_tasks::get(&e.t.db, &id, None).await.expect("get").task;
+    assert_eq!(t.state, TaskState::Queued);
+    assert!(t.wait_reason.as_deref().unwrap_or("").contains("rate limiting"));
+    assert_eq!(t.not_before, e.clock.now() + 30_000_000);
+    assert!(e.worker("w").run_once().await.expect("run").is_none(), "it waits its turn");
+
+    reqwest::Client::new().post(format!("http://{}/_sim/reset", e.sim.addr)).send().await.expect("reset");
+    e.clock.advance_secs(31);
+    let (_, outcome) = e.worker("w").run_once().await.expect("run").expect("task");
+    assert_eq!(outcome, Outcome::Succeeded);
+
+    // Over the customer's hourly cap the task waits for the next hour.
+    j1msky_gateway::controls::set_cap(&e.t.db, &Actor::cli(), &format!("customer:{c}"), Some(0), e.clock.now())
+        .await
+        .expect("cap");
+    e.gateway.controls_changed();
+    let id = e.submit(&c, "code", "Another one").await.expect("submit").task.id;
+    let (_, outcome) = e.worker("w").run_once().await.expect("run").expect("task");
+    assert!(matches!(&outcome, Outcome::Waiting { reason } if reason.contains("hourly cap")), "{outcome:?}");
+    let t = j1msky_tasks::get(&e.t.db, &id, None).await.expect("get").task;
+    assert_eq!((t.state, t.error), (TaskState::Queued, None), "waiting is not failing");
+    assert_eq!(t.not_before, j1msky_gateway::limits::hour_window(e.clock.now()).1, "until the next hour");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_task_resumes_after_its_last_step_and_is_charged_once() {
+    let e = env_with(SimConfig { latency: Duration::from_millis(300), ..SimConfig::default() }).await;
+    let payg = e.customer("Walk-in", None, &[]).await;
+    let id = e.submit(&payg, "code", "Write the importer").await.expect("submit").task.id;
+    let a = e.worker("doomed");
+    let running = tokio::spawn(async move { a.run_once().await });
+    // Kill the worker while its second step's model call is in flight.
+    for _ in 0..500 {
+        if e.count("SELECT COUNT(*) FROM task_steps").await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    running.abort();
+    let _ = running.await;
+    assert_eq!(e.count("SELECT COUNT(*) FROM task_steps").await, 1);
+    // Until the lease expires nobody else takes it.
+    assert!(e.worker("b").run_once().await.expect("run").is_none());
+    e.clock.advance_secs(31);
+    let (got, outcome) = e.worker("b").run_once().await.expect("run").expect("resumed");
+    assert_eq!((got.as_str(), outcome), (id.as_str(), Outcome::Succeeded));
+    let d = j1msky_tasks::get(&e.t.db, &id, None).await.expect("get");
+    let steps: Vec<(i64, &str)> = d.steps.iter().map(|s| (s.step, s.role.as_str())).collect();
+    assert_eq!(steps, vec![(0, "lead"), (1, "review")], "the lead's step was not run again");
+    assert_eq!(d.task.attempts, 2);
+    assert_eq!(e.count("SELECT COUNT(*) FROM usage_charges").await, 1, "charged once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_workers_never_run_the_same_step() {
+    let e = env_with(SimConfig { latency: Duration::from_millis(5), ..SimConfig::default() }).await;
+    let c = e.customer("Busy", Some("pro"), &[]).await;
+    for i in 0..24 {
+        e.submit(&c, if i % 2 == 0 { "code" } else { "research" }, &format!("task {i}")).await.expect("submit");
+    }
+    // Four workers, two of them on a second connection pool (as a second process would be).
+    let second = j1msky_db::Db::connect(&e.t.url).await.expect("second pool");
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let db = if w % 2 == 0 { e.t.db.clone() } else { second.clone() };
+        let worker = Worker::new(
+            db,
+            e.catalogue.clone(),
+            e.gateway.clone(),
+            Arc::new(e.clock.clone()),
+            format!("w{w}"),
+            WorkerConfig::default(),
+        );
+        handles.push(tokio::spawn(async move {
+            let mut n = 0;
+            while let Some((_, outcome)) = worker.run_once().await.expect("run") {
+                assert_eq!(outcome, Outcome::Succeeded);
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.expect("join");
+    }
+    assert_eq!(total, 24, "every task run exactly once");
+    assert_eq!(e.count("SELECT COUNT(*) FROM task_steps").await, 48);
+    assert_eq!(e.sim_requests().await, 48, "no step's model call was made twice");
+    assert_eq!(e.count("SELECT COUNT(*) FROM tasks WHERE state = 'succeeded' AND attempts = 1").await, 24);
+    second.close().await;
+}
