@@ -38,9 +38,8 @@ pub fn next_role(team: &Team, done: &[Done]) -> Option<usize> {
 
 /// Whether a reviewer sent the work back.
 pub fn was_sent_back(team: &Team, done: &[Done]) -> bool {
-    done.iter().any(|d| {
-        d.output.trim_start().starts_with(REVISE) && team.roles.iter().any(|r| r.role == d.role && r.reviews)
-    })
+    done.iter()
+        .any(|d| d.output.trim_start().starts_with(REVISE) && team.roles.iter().any(|r| r.role == d.role && r.reviews))
 }
 
 /// The system prompt of `role`: its template, or one built from its purpose.

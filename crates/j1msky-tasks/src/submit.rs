@@ -160,7 +160,8 @@ pub struct Submitted {
     pub replayed: bool,
 }
 
-pub(crate) const COLUMNS: &str = "id, customer_id, team, category, template, title, prompt, priority, state, attempts, \
+pub(crate) const COLUMNS: &str =
+    "id, customer_id, team, category, template, title, prompt, priority, state, attempts, \
      not_before, wait_reason, error, result, cost_micros, tier, charge_micros, queued_at, started_at, finished_at";
 
 pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Task, TaskError> {
@@ -384,7 +385,8 @@ pub async fn submit(
         let task = by_key(db, customer_id, key).await?.ok_or_else(|| TaskError::NotFound(key.into()))?;
         return Ok(Submitted { task, replayed: true });
     }
-    let payload = serde_json::json!({"task_id": id, "team": input.team, "category": category, "template": input.template});
+    let payload =
+        serde_json::json!({"task_id": id, "team": input.team, "category": category, "template": input.template});
     outbox::emit(&mut tx, db.backend(), "task.submitted", Some(customer_id), &payload, now).await?;
     tx.commit().await?;
     let task = get_task(db, &id).await?.ok_or_else(|| TaskError::NotFound(id.clone()))?;
@@ -409,7 +411,8 @@ async fn by_key(db: &Db, customer_id: &str, key: &str) -> Result<Option<Task>, T
 }
 
 pub(crate) async fn get_task(db: &Db, id: &str) -> Result<Option<Task>, TaskError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1")).bind(id).fetch_optional(db.pool()).await?;
+    let row =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1")).bind(id).fetch_optional(db.pool()).await?;
     row.as_ref().map(from_row).transpose()
 }
 

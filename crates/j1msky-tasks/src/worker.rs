@@ -53,10 +53,16 @@ impl Default for WorkerConfig {
 pub enum Outcome {
     Succeeded,
     /// Back in the queue until `not_before`, for `reason`.
-    Waiting { reason: String },
+    Waiting {
+        reason: String,
+    },
     /// Failed this attempt; will run again.
-    Retrying { error: String },
-    Failed { error: String },
+    Retrying {
+        error: String,
+    },
+    Failed {
+        error: String,
+    },
     /// The lease was lost (taken over after expiry) or the task was cancelled meanwhile.
     Lost,
 }
@@ -208,15 +214,18 @@ impl Worker {
                 return self.succeed(c, team, &done).await;
             };
             let role = &team.roles[idx];
-            let system =
-                match pipeline::system_prompt(&c.team, team, role, &c.title, &c.prompt, &c.category, &history) {
-                    Ok(s) => s,
-                    Err(e) => return self.fail(c, &e, true).await,
-                };
+            let system = match pipeline::system_prompt(&c.team, team, role, &c.title, &c.prompt, &c.category, &history)
+            {
+                Ok(s) => s,
+                Err(e) => return self.fail(c, &e, true).await,
+            };
             let step = done.len() as i64;
             let req = ChatRequest {
                 system: Some(system),
-                turns: vec![Turn { speaker: Speaker::User, text: pipeline::user_message(&c.title, &c.prompt, &history) }],
+                turns: vec![Turn {
+                    speaker: Speaker::User,
+                    text: pipeline::user_message(&c.title, &c.prompt, &history),
+                }],
                 max_tokens: role.max_tokens,
                 temperature: None,
                 stop: vec![],
@@ -357,7 +366,11 @@ impl Worker {
             .bind(error)
             .execute(self.db.pool())
             .await?;
-            return Ok(if done.rows_affected() == 1 { Outcome::Retrying { error: error.into() } } else { Outcome::Lost });
+            return Ok(if done.rows_affected() == 1 {
+                Outcome::Retrying { error: error.into() }
+            } else {
+                Outcome::Lost
+            });
         }
         let mut tx = self.db.begin().await?;
         let done = sqlx::query(&format!(

@@ -35,11 +35,12 @@ async fn env_with(sim: SimConfig) -> Env {
         catalogue.clone(),
         Arc::new(clock.clone()),
         &ProviderOverride::all_to(&catalogue, &sim.openai_base(), &sim.anthropic_base(), "k"),
-        j1msky_gateway::providers::Timeouts {
-            connect: Duration::from_secs(2),
-            request: Duration::from_secs(5),
+        j1msky_gateway::providers::Timeouts { connect: Duration::from_secs(2), request: Duration::from_secs(5) },
+        RetryPolicy {
+            retries_per_model: 1,
+            base_backoff: Duration::from_millis(1),
+            max_wait: Duration::from_millis(50),
         },
-        RetryPolicy { retries_per_model: 1, base_backoff: Duration::from_millis(1), max_wait: Duration::from_millis(50) },
     )
     .default_limits()
     .expect("limits");
@@ -247,10 +248,7 @@ async fn starter_limits_hold_and_bad_input_stores_nothing() {
     // Another customer's task is simply not found.
     let other = e.customer("Other", Some("pro"), &[]).await;
     assert!(matches!(j1msky_tasks::get(&e.t.db, &t.id, Some(&other)).await, Err(TaskError::NotFound(_))));
-    assert!(matches!(
-        j1msky_tasks::cancel(&e.t.db, &t.id, Some(&other), "x", now).await,
-        Err(TaskError::NotFound(_))
-    ));
+    assert!(matches!(j1msky_tasks::cancel(&e.t.db, &t.id, Some(&other), "x", now).await, Err(TaskError::NotFound(_))));
 
     // 100 tasks a month: the 101st is refused with the upgrade path and an event.
     for i in 1..100 {

@@ -103,7 +103,8 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
         Err(e) => return Err(e),
     };
     let data_dir = args.data_dir.clone();
-    serve::serve_on(listener, db, catalogue, WebConfig::default(), &overrides, false, move |addr| {
+    let options = serve::Options { shared_limits: false, workers: 2 };
+    serve::serve_on(listener, db, catalogue, WebConfig::default(), &overrides, options, move |addr| {
         print_logins(Some(addr), &data_dir, &password, Some(&demo_key));
     })
     .await

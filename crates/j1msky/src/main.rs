@@ -9,6 +9,7 @@ mod demo;
 mod gateway_cmd;
 mod output;
 mod serve;
+mod task_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,11 @@ enum Command {
     Gateway(gateway_cmd::GatewayCommand),
     /// The daily cost review: upstream calls and spend by model, team and customer.
     Costs(gateway_cmd::CostsArgs),
+    /// Customers' tasks: submit, list, show, cancel.
+    #[command(subcommand)]
+    Task(task_cmd::TaskCommand),
+    /// Run task workers without the HTTP server.
+    Worker(task_cmd::WorkerArgs),
     /// Simulated third-party services (for the demo, tests and benchmarks).
     #[command(subcommand)]
     Sim(gateway_cmd::SimCommand),
@@ -134,5 +140,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Gateway(c) => gateway_cmd::gateway(&g, c).await,
         Command::Costs(a) => gateway_cmd::costs(&g, a).await,
         Command::Sim(c) => gateway_cmd::sim(c).await,
+        Command::Task(c) => task_cmd::task(&g, c).await,
+        Command::Worker(a) => task_cmd::worker(&g, a).await,
     }
 }

@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// process's memory and persists them every 50 ms.
     #[arg(long)]
     pub shared_limits: bool,
+    /// Task workers run inside this process (0: none; run `j1msky worker` instead).
+    #[arg(long, env = "J1MSKY_WORKERS", default_value_t = 2)]
+    pub workers: usize,
 }
 
 impl ServeArgs {
@@ -87,9 +90,17 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     let db = context::open_db(g).await?;
     tracing::info!(database = %context::redact(&g.database_url), backend = db.backend().name(), "database ready");
     let listener = bind(args.listen).await?;
-    serve_on(listener, db, catalogue, config, &overrides, args.shared_limits, |addr| {
-        println!("j1msky listening on http://{addr}");
-    })
+    serve_on(
+        listener,
+        db,
+        catalogue,
+        config,
+        &overrides,
+        Options { shared_limits: args.shared_limits, workers: args.workers },
+        |addr| {
+            println!("j1msky listening on http://{addr}");
+        },
+    )
     .await
 }
 
@@ -139,7 +150,7 @@ pub async fn serve_on(
     catalogue: Catalogue,
     config: WebConfig,
     overrides: &HashMap<String, ProviderOverride>,
-    shared_limits: bool,
+    options: Options,
     announce: impl FnOnce(SocketAddr),
 ) -> Result<(), Failure> {
     let addr = listener.local_addr().context("listening socket has no address")?;
@@ -153,20 +164,61 @@ pub async fn serve_on(
         j1msky_gateway::providers::Timeouts::default(),
         j1msky_gateway::RetryPolicy::default(),
     );
-    let gateway = Arc::new(if shared_limits {
+    let gateway = Arc::new(if options.shared_limits {
         gateway
     } else {
         gateway.default_limits().map_err(|e| Failure { code: crate::EXIT_INVALID, error: e.into() })?
     });
     tracing::info!(in_process = gateway.limits_in_process(), "caps and budgets");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = spawn_workers(&db, &catalogue, &gateway, &clock, options.workers, &stopped);
     let state = AppState::new(db.clone(), catalogue, clock, config).with_gateway(gateway.clone());
-    tracing::info!(%addr, "listening");
+    tracing::info!(%addr, workers = options.workers, "listening");
     announce(addr);
     j1msky_web::serve(listener, state, shutdown_signal()).await.context("server failed")?;
+    // Workers finish the task in hand; an unfinished one resumes from its last step.
+    let _ = stop.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
     tracing::info!("in-flight requests finished; writing the last ledger rows and closing the database");
     gateway.flush().await;
     db.close().await;
     Ok(())
+}
+
+/// How `serve_on` runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Caps and budgets in the database even on SQLite (several processes on one file).
+    pub shared_limits: bool,
+    /// Task workers in this process.
+    pub workers: usize,
+}
+
+/// Starts `n` task workers that stop when `stop` turns true.
+pub fn spawn_workers(
+    db: &Db,
+    catalogue: &Arc<Catalogue>,
+    gateway: &Arc<j1msky_gateway::Gateway>,
+    clock: &Arc<dyn j1msky_core::Clock>,
+    n: usize,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let host = std::process::id();
+    (0..n)
+        .map(|i| {
+            let worker = j1msky_tasks::Worker::new(
+                db.clone(),
+                catalogue.clone(),
+                gateway.clone(),
+                clock.clone(),
+                format!("serve-{host}-{i}-{}", j1msky_core::ids::new_id("w")),
+                j1msky_tasks::WorkerConfig::default(),
+            );
+            tokio::spawn(worker.run(stop.clone()))
+        })
+        .collect()
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

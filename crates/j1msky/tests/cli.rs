@@ -537,3 +537,100 @@ async fn the_official_python_sdks_work_unchanged() {
     let review = cli.json(&["costs"]);
     assert_eq!(review["calls"].as_i64(), Some(8), "four SDK calls and four more up to the cap: {review}");
 }
+
+#[tokio::test]
+async fn tasks_submitted_from_the_cli_are_run_by_the_server_s_workers() {
+    let cli = Cli::new().await;
+    let made = cli.json(&["customer", "add", "--name", "Task Co", "--stage", "active", "--plan", "pro"]);
+    let customer = made["customer"]["id"].as_str().expect("id").to_string();
+    // Bad input exits 2 with the reason, and stores nothing.
+    let out = cli.run(&["task", "submit", "--customer", &customer, "--team", "nope", "--prompt", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("unknown team `nope`"));
+    let out = cli.run(&[
+        "task",
+        "submit",
+        "--customer",
+        &customer,
+        "--team",
+        "code",
+        "--template",
+        "bug_fix",
+        "--field",
+        "oops",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("NAME=VALUE"));
+
+    let a = cli.json(&[
+        "task",
+        "submit",
+        "--customer",
+        &customer,
+        "--team",
+        "code",
+        "--template",
+        "bug_fix",
+        "--field",
+        "repository=billing",
+        "--field",
+        "symptom=double charge",
+        "--idempotency-key",
+        "k1",
+    ]);
+    let again = cli.json(&[
+        "task",
+        "submit",
+        "--customer",
+        &customer,
+        "--team",
+        "code",
+        "--template",
+        "bug_fix",
+        "--field",
+        "repository=billing",
+        "--field",
+        "symptom=double charge",
+        "--idempotency-key",
+        "k1",
+    ]);
+    assert_eq!(a["task"]["id"], again["task"]["id"]);
+    assert_eq!(again["replayed"], true);
+    let id = a["task"]["id"].as_str().expect("id").to_string();
+    let doomed = cli.json(&[
+        "task",
+        "submit",
+        "--customer",
+        &customer,
+        "--team",
+        "content",
+        "--prompt",
+        "Never mind",
+        "--priority",
+        "low",
+    ]);
+    let doomed_id = doomed["task"]["id"].as_str().expect("id").to_string();
+    let cancelled = cli.json(&["task", "cancel", &doomed_id]);
+    assert_eq!(cancelled["task"]["state"], "cancelled");
+
+    // The server's workers pick the task up and run it through the code team.
+    let _server = Server::start_with(&cli, &["--simulated-providers", "--workers", "2"]);
+    let mut shown = Value::Null;
+    for _ in 0..100 {
+        shown = cli.json(&["task", "show", &id]);
+        if shown["state"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(shown["state"], "succeeded", "{shown}");
+    let roles: Vec<&str> =
+        shown["steps"].as_array().expect("steps").iter().filter_map(|s| s["role"].as_str()).collect();
+    assert_eq!(roles, ["lead", "review"]);
+    let listed = cli.json(&["task", "list", "--customer", &customer]);
+    let states: Vec<&str> = listed.as_array().expect("list").iter().filter_map(|t| t["state"].as_str()).collect();
+    assert_eq!(states.len(), 2);
+    assert!(states.contains(&"succeeded") && states.contains(&"cancelled"), "{states:?}");
+    let human = cli.run(&["task", "show", &id]);
+    assert!(text(&human.stdout).contains("lead on kimi-k2.5"), "{}", text(&human.stdout));
+}

@@ -1,0 +1,160 @@
+//! The task API: `POST/GET /api/v1/tasks`, `GET /api/v1/tasks/{id}`,
+//! `POST /api/v1/tasks/{id}/cancel` — thin over `j1msky_tasks`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use j1msky_tasks::{NewTask, Priority, TaskError, TaskState};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::ApiCaller;
+use crate::error::{ApiError, JsonBody};
+use crate::state::AppState;
+
+impl From<TaskError> for ApiError {
+    fn from(e: TaskError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            TaskError::UnknownTeam { .. } | TaskError::Invalid { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+            }
+            TaskError::TeamNotInPlan { .. } => ApiError::new(StatusCode::FORBIDDEN, "team_not_in_plan", message),
+            TaskError::LimitReached { .. } => ApiError::new(StatusCode::PAYMENT_REQUIRED, "plan_limit", message),
+            TaskError::NotFound(_) | TaskError::NoCustomer(_) => ApiError::not_found("task"),
+            TaskError::NotCancellable { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            TaskError::Accounts(a) => a.into(),
+            TaskError::Db(_) | TaskError::Corrupt(_) => {
+                tracing::error!(error = %message, "task storage error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged")
+            }
+        }
+    }
+}
+
+fn customer_of(caller: &ApiCaller) -> Result<&str, ApiError> {
+    caller.customer_id().ok_or_else(|| ApiError::forbidden("operators submit tasks for customers with the CLI"))
+}
+
+/// A submit body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBody {
+    pub team: String,
+    pub title: Option<String>,
+    pub prompt: Option<String>,
+    pub template: Option<String>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    pub priority: Option<String>,
+    pub category: Option<String>,
+}
+
+impl SubmitBody {
+    pub fn into_new_task(self) -> Result<NewTask, TaskError> {
+        Ok(NewTask {
+            team: self.team,
+            title: self.title,
+            prompt: self.prompt,
+            template: self.template,
+            fields: self.fields,
+            priority: match self.priority.as_deref() {
+                Some(p) => p.parse::<Priority>()?,
+                None => Priority::Normal,
+            },
+            category: self.category,
+        })
+    }
+}
+
+/// `POST /api/v1/tasks` (honours `Idempotency-Key`).
+pub async fn submit(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SubmitBody>,
+) -> Result<Response, ApiError> {
+    let cid = customer_of(&caller)?;
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "Idempotency-Key must be visible ASCII")
+        })?),
+        None => None,
+    };
+    let input = body.into_new_task()?;
+    let done = j1msky_tasks::submit(&state.db, &state.catalogue, cid, &input, key, state.now()).await?;
+    let status = if done.replayed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(json!({"task": done.task, "replayed": done.replayed}))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub state: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// `GET /api/v1/tasks?state=&limit=`.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cid = customer_of(&caller)?;
+    let wanted = match q.state.as_deref() {
+        None => None,
+        Some("queued") => Some(TaskState::Queued),
+        Some("running") => Some(TaskState::Running),
+        Some("succeeded") => Some(TaskState::Succeeded),
+        Some("failed") => Some(TaskState::Failed),
+        Some("cancelled") => Some(TaskState::Cancelled),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("state: `{other}` is not one of queued, running, succeeded, failed, cancelled"),
+            ))
+        }
+    };
+    let tasks = j1msky_tasks::list(&state.db, Some(cid), wanted, q.limit.unwrap_or(50)).await?;
+    Ok(Json(json!({"data": tasks})))
+}
+
+/// `GET /api/v1/tasks/{id}`: the task with each step's output, cost and time.
+pub async fn show(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cid = customer_of(&caller)?;
+    let detail = j1msky_tasks::get(&state.db, &id, Some(cid)).await?;
+    Ok(Json(json!({"task": detail})))
+}
+
+/// `POST /api/v1/tasks/{id}/cancel`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cid = customer_of(&caller)?;
+    let task = j1msky_tasks::cancel(&state.db, &id, Some(cid), "customer", state.now()).await?;
+    Ok(Json(json!({"task": task})))
+}
+
+/// `GET /api/v1/templates`: every team's task templates, with their fields.
+pub async fn templates(State(state): State<AppState>, _caller: ApiCaller) -> Json<serde_json::Value> {
+    let data: Vec<serde_json::Value> = state
+        .catalogue
+        .teams
+        .iter()
+        .flat_map(|(team, t)| {
+            t.templates
+                .iter()
+                .map(move |(id, tpl)| json!({"team": team, "id": id, "title": tpl.title, "fields": tpl.fields}))
+        })
+        .collect();
+    Json(json!({"data": data}))
+}

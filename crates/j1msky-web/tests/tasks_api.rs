@@ -1,0 +1,138 @@
+//! The task API with a customer API key: submit (idempotent), list, show with steps,
+//! cancel, templates, and clear errors that store nothing.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::spawn_app_with_gateway;
+use j1msky_sim::SimConfig;
+use serde_json::{json, Value};
+
+async fn count_tasks(app: &common::TestApp) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tasks").fetch_one(app.db.pool()).await.expect("count");
+    n
+}
+
+#[tokio::test]
+async fn customers_submit_follow_and_cancel_tasks_over_the_api() {
+    let app = spawn_app_with_gateway(SimConfig::default()).await;
+    let (_, key) = app.customer_with_key("Acme", "starter").await;
+    let http = reqwest::Client::new();
+    let submit = |body: Value, idem: Option<&str>| {
+        let mut r = http.post(app.url("/api/v1/tasks")).bearer_auth(&key).json(&body);
+        if let Some(k) = idem {
+            r = r.header("idempotency-key", k);
+        }
+        r.send()
+    };
+
+    // A starter customer who has not chosen its teams yet may run none.
+    let resp = submit(json!({"team": "code", "prompt": "x"}), None).await.expect("send");
+    assert_eq!(resp.status(), 403);
+    sqlx::query("UPDATE customers SET chosen_teams = '[\"code\",\"content\"]'")
+        .execute(app.db.pool())
+        .await
+        .expect("teams");
+
+    // Bad input: a clear error naming what is wrong, nothing stored.
+    let cases = [
+        (json!({"team": "nope", "prompt": "x"}), 422, "unknown team `nope`"),
+        (json!({"team": "code"}), 422, "prompt: the prompt is empty"),
+        (json!({"team": "code", "prompt": "x", "priority": "urgent"}), 422, "priority"),
+        (json!({"team": "code", "template": "bug_fix", "fields": {"repository": "r", "x": "1"}}), 422, "no field `x`"),
+        (json!({"team": "code", "prompt": "x", "colour": "red"}), 400, "colour"),
+        (json!({"team": "code", "prompt": "x".repeat(200 * 1024)}), 422, "the limit is"),
+    ];
+    for (i, (body, status, fragment)) in cases.into_iter().enumerate() {
+        let resp = submit(body, None).await.expect("send");
+        assert_eq!(resp.status().as_u16(), status, "case {i}");
+        let body: Value = resp.json().await.expect("json");
+        assert!(body["error"]["message"].as_str().unwrap_or("").contains(fragment), "case {i}: {body}");
+    }
+    assert_eq!(count_tasks(&app).await, 0);
+    // A team outside the customer's two is 403, with the upgrade path.
+    let resp = submit(json!({"team": "business", "prompt": "Strategy"}), None).await.expect("send");
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "team_not_in_plan");
+
+    let body =
+        json!({"team": "code", "template": "bug_fix", "fields": {"repository": "api", "symptom": "500 on empty body"}});
+    let first = submit(body.clone(), Some("retry-1")).await.expect("send");
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.expect("json");
+    let again = submit(body, Some("retry-1")).await.expect("send");
+    assert_eq!(again.status(), 200, "a retried submit answers the first task");
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(first["task"]["id"], again["task"]["id"]);
+    assert_eq!(again["replayed"], true);
+    assert_eq!(count_tasks(&app).await, 1);
+    let id = first["task"]["id"].as_str().expect("id").to_string();
+    assert_eq!(first["task"]["state"], "queued");
+    assert_eq!(first["task"]["title"], "Fix a bug");
+
+    // A worker (as `serve` runs them) takes it through the team.
+    let worker = j1msky_tasks::Worker::new(
+        app.db.clone(),
+        app.catalogue.clone(),
+        app.gateway().clone(),
+        Arc::new(app.clock.clone()),
+        "w",
+        j1msky_tasks::WorkerConfig::default(),
+    );
+    worker.run_once().await.expect("run").expect("a task");
+    let shown: Value = http
+        .get(app.url(&format!("/api/v1/tasks/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("show")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(shown["task"]["state"], "succeeded", "{shown}");
+    let steps = shown["task"]["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0]["role"], "lead");
+    assert!(steps[1]["cost_micros"].as_i64().unwrap_or(0) > 0);
+    let listed: Value = http
+        .get(app.url("/api/v1/tasks?state=succeeded"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1));
+
+    // Done tasks cannot be cancelled; queued ones can.
+    let resp =
+        http.post(app.url(&format!("/api/v1/tasks/{id}/cancel"))).bearer_auth(&key).send().await.expect("cancel");
+    assert_eq!(resp.status(), 409);
+    let queued: Value =
+        submit(json!({"team": "content", "prompt": "A post"}), None).await.expect("send").json().await.expect("json");
+    let qid = queued["task"]["id"].as_str().expect("id");
+    let resp =
+        http.post(app.url(&format!("/api/v1/tasks/{qid}/cancel"))).bearer_auth(&key).send().await.expect("cancel");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["task"]["state"], "cancelled");
+
+    // Another customer sees none of it.
+    let (_, other) = app.customer_with_key("Other", "pro").await;
+    let resp = http.get(app.url(&format!("/api/v1/tasks/{id}"))).bearer_auth(&other).send().await.expect("show");
+    assert_eq!(resp.status(), 404);
+    let resp = http.post(app.url(&format!("/api/v1/tasks/{qid}/cancel"))).bearer_auth(&other).send().await.expect("x");
+    assert_eq!(resp.status(), 404);
+    let listed: Value =
+        http.get(app.url("/api/v1/tasks")).bearer_auth(&other).send().await.expect("list").json().await.expect("json");
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(0));
+
+    // Templates are listed with their fields.
+    let t: Value =
+        http.get(app.url("/api/v1/templates")).bearer_auth(&key).send().await.expect("t").json().await.expect("json");
+    let bug = t["data"].as_array().expect("data").iter().find(|x| x["id"] == "bug_fix").expect("bug_fix").clone();
+    assert_eq!(bug["fields"], json!(["repository", "symptom"]));
+}
