@@ -91,6 +91,8 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
     // Model calls go to a simulated provider in this process: no keys, nothing billed.
     let (_sim, overrides) = serve::simulated_providers(&catalogue).await?;
     let demo_key = routed_calls(&db, &catalogue, &overrides).await?;
+    let queued = seed_tasks(&db, &catalogue).await?;
+    println!("Queued {queued} demo tasks; the server's workers run them through their teams (see /app and `j1msky task list`).");
     let tz: chrono_tz::Tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let (from, to) = j1msky_gateway::windows::day(tz, context::now());
     crate::gateway_cmd::print_review(&demo_globals, &db, &catalogue, from, to).await?;
@@ -260,6 +262,47 @@ async fn routed_calls(
         .await
         .map_err(anyhow::Error::from)?;
     Ok(secret)
+}
+
+/// A few tasks per demo customer, for the workers to run once the server starts. Each
+/// has an idempotency key, so running the demo again queues nothing twice.
+async fn seed_tasks(db: &Db, catalogue: &j1msky_core::catalogue::Catalogue) -> Result<usize, Failure> {
+    use j1msky_tasks::{NewTask, Priority};
+    let all = customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)?;
+    let mut queued = 0;
+    for demo in CUSTOMERS {
+        let Some(c) = all.iter().find(|c| c.name == demo.name) else { continue };
+        let teams: Vec<String> = if c.chosen_teams.is_empty() {
+            catalogue.teams.keys().cloned().collect()
+        } else {
+            c.chosen_teams.clone()
+        };
+        for (i, team) in teams.iter().enumerate() {
+            let Some(t) = catalogue.teams.get(team) else { continue };
+            // The team's first template, filled in; else a plain prompt.
+            let input = match t.templates.iter().next() {
+                Some((tid, tpl)) => NewTask {
+                    team: team.clone(),
+                    template: Some(tid.clone()),
+                    fields: tpl.fields.iter().map(|f| (f.clone(), format!("{} ({})", f.replace('_', " "), c.name))).collect(),
+                    priority: if i == 0 { Priority::High } else { Priority::Normal },
+                    ..NewTask::default()
+                },
+                None => NewTask {
+                    team: team.clone(),
+                    prompt: Some(format!("A first {} task for {}", t.name, c.name)),
+                    ..NewTask::default()
+                },
+            };
+            let key = format!("demo-{team}");
+            match j1msky_tasks::submit(db, catalogue, &c.id, &input, Some(&key), context::now()).await {
+                Ok(done) if !done.replayed => queued += 1,
+                Ok(_) => {}
+                Err(e) => tracing::info!(customer = %c.name, %team, error = %e, "demo task not queued"),
+            }
+        }
+    }
+    Ok(queued)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -349,11 +349,13 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let (mut base, mut login, mut password, mut key) = (None, None, None, None);
-    let (mut routed, mut review) = (0, false);
+    let (mut routed, mut review, mut queued): (usize, bool, usize) = (0, false, 0);
     while base.is_none() || login.is_none() || password.is_none() || key.is_none() {
         let line = lines.next().expect("demo output").expect("read");
         if let Some(rest) = line.strip_prefix("Ran ") {
             routed = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        } else if let Some(rest) = line.strip_prefix("Queued ") {
+            queued = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
         } else if line.starts_with("Cost review for the day") {
             review = true;
         } else if let Some(i) = line.find("Bearer jk_") {
@@ -405,6 +407,23 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     for name in ["Northwind Software", "Bluebird Content Studio", "Kestrel Ventures"] {
         assert!(admin.contains(name), "{name} missing from the dashboard");
     }
+    // The demo's tasks flow through their teams on the server's workers.
+    assert!(queued >= 4, "the demo queues tasks ({queued})");
+    let url = format!("sqlite://{}", data.join("j1msky.db").display());
+    let mut succeeded = 0;
+    for _ in 0..100 {
+        let out = Command::new(BIN).args(["--json", "--database-url", &url, "task", "list"]).output().expect("tasks");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let tasks: Value = serde_json::from_slice(&out.stdout).expect("json tasks");
+        let all = tasks.as_array().expect("list");
+        assert_eq!(all.len(), queued);
+        succeeded = all.iter().filter(|t| t["state"] == "succeeded").count();
+        if succeeded == queued {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(succeeded, queued, "every demo task ran through its team");
     // SIGTERM: the server finishes, writes the last ledger rows and stops.
     let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(term.success());
@@ -412,11 +431,11 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     assert!(status.success(), "demo exit: {status:?}");
 
     // The daily cost review from the command line, on the demo's database.
-    let url = format!("sqlite://{}", data.join("j1msky.db").display());
     let out = Command::new(BIN).args(["--json", "--database-url", &url, "costs"]).output().expect("costs");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let review: Value = serde_json::from_slice(&out.stdout).expect("json review");
-    assert_eq!(review["calls"].as_i64(), Some(routed + 1));
+    let calls = review["calls"].as_i64().unwrap_or(0) as usize;
+    assert!(calls >= routed + 1 + 2 * queued, "routed calls, the API call and every task step: {calls}");
     let models: Vec<&str> =
         review["by_model"].as_array().expect("by model").iter().filter_map(|l| l["key"].as_str()).collect();
     for m in ["kimi-k2.5", "claude-sonnet", "claude-opus"] {
