@@ -12,7 +12,10 @@ pub mod tier;
 pub mod worker;
 
 pub use error::TaskError;
-pub use submit::{cancel, get, list, submit, NewTask, Priority, Submitted, Task, TaskDetail, TaskState};
+pub use submit::{
+    cancel, get, list, queue_view, retry, submit, Depth, NewTask, Priority, QueueView, Submitted, Task, TaskDetail,
+    TaskState,
+};
 pub use worker::{Worker, WorkerConfig};
 
 /// Largest prompt accepted, in bytes.

@@ -491,3 +491,96 @@ pub async fn cancel(db: &Db, id: &str, customer: Option<&str>, by: &str, now: i6
     tx.commit().await?;
     get_task(db, id).await?.ok_or_else(|| TaskError::NotFound(id.into()))
 }
+
+/// Puts a failed (or cancelled) task back in the queue, with its failure count reset;
+/// its completed steps are kept, so it resumes after the last one.
+pub async fn retry(db: &Db, id: &str, by: &str, now: i64) -> Result<Task, TaskError> {
+    let task = get_task(db, id).await?.ok_or_else(|| TaskError::NotFound(id.into()))?;
+    let mut tx = db.begin().await?;
+    let done = sqlx::query(
+        "UPDATE tasks SET state = 'queued', failures = 0, not_before = $1, finished_at = NULL, wait_reason = NULL
+         WHERE id = $2 AND state IN ('failed', 'cancelled')",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        tx.rollback().await?;
+        return Err(TaskError::invalid(
+            "state",
+            format!("task {id} is {}; only failed or cancelled tasks are retried", task.state.as_str()),
+        ));
+    }
+    let payload = serde_json::json!({"task_id": id, "by": by});
+    outbox::emit(&mut tx, db.backend(), "task.retried", Some(&task.customer_id), &payload, now).await?;
+    tx.commit().await?;
+    get_task(db, id).await?.ok_or_else(|| TaskError::NotFound(id.into()))
+}
+
+/// Queued tasks of one priority and team.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Depth {
+    pub priority: Priority,
+    pub team: String,
+    pub queued: i64,
+    /// How long the oldest of them has waited, in microseconds.
+    pub oldest_wait_micros: i64,
+}
+
+/// The operator's view of the queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueView {
+    pub depth: Vec<Depth>,
+    pub running: Vec<Task>,
+    /// Queued tasks held back (by a cap, a budget, a rate limit, or a retry back-off).
+    pub waiting: Vec<Task>,
+    pub recent_failures: Vec<Task>,
+}
+
+/// Depth by priority and team, what runs, what waits and why, and recent failures.
+pub async fn queue_view(db: &Db, now: i64) -> Result<QueueView, TaskError> {
+    let rows = sqlx::query(
+        "SELECT priority, team, COUNT(*), MIN(queued_at) FROM tasks WHERE state = 'queued'
+         GROUP BY priority, team ORDER BY priority DESC, team",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let mut depth: Vec<Depth> = Vec::new();
+    for r in &rows {
+        let priority = Priority::from_rank(r.try_get(0)?);
+        let team: String = r.try_get(1)?;
+        let n: i64 = r.try_get(2)?;
+        let oldest: i64 = r.try_get(3)?;
+        // Ranks within a band (SLA bonuses) fold into their band.
+        match depth.iter_mut().find(|d| d.priority == priority && d.team == team) {
+            Some(d) => {
+                d.queued += n;
+                d.oldest_wait_micros = d.oldest_wait_micros.max(now - oldest);
+            }
+            None => depth.push(Depth { priority, team, queued: n, oldest_wait_micros: now - oldest }),
+        }
+    }
+    let select =
+        |filter: &str, order: &str| format!("SELECT {COLUMNS} FROM tasks WHERE {filter} ORDER BY {order} LIMIT 50");
+    let running = sqlx::query(&select("state = 'running'", "started_at"))
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(from_row)
+        .collect::<Result<_, _>>()?;
+    let waiting = sqlx::query(&select("state = 'queued' AND not_before > $1", "not_before"))
+        .bind(now)
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(from_row)
+        .collect::<Result<_, _>>()?;
+    let recent_failures = sqlx::query(&select("state = 'failed'", "finished_at DESC"))
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(from_row)
+        .collect::<Result<_, _>>()?;
+    Ok(QueueView { depth, running, waiting, recent_failures })
+}

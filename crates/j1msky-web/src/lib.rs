@@ -12,6 +12,7 @@ mod pages;
 pub mod render;
 mod server;
 mod state;
+mod task_pages;
 mod tasks_api;
 
 pub use error::ApiError;

@@ -8,9 +8,10 @@ use minijinja::{context, Environment, Value};
 use crate::state::AppState;
 
 /// Operator pages beyond Customers, as (id, label, href); later features add theirs here.
-const ADMIN_NAV: &[(&str, &str, &str)] = &[("gateway", "Gateway", "/admin/gateway")];
+const ADMIN_NAV: &[(&str, &str, &str)] =
+    &[("queue", "Queue", "/admin/queue"), ("gateway", "Gateway", "/admin/gateway")];
 /// Customer pages beyond Account.
-const APP_NAV: &[(&str, &str, &str)] = &[];
+const APP_NAV: &[(&str, &str, &str)] = &[("tasks", "Tasks", "/app/tasks")];
 
 macro_rules! templates {
     ($env:ident, $($name:literal),+ $(,)?) => {
@@ -34,8 +35,22 @@ pub fn environment() -> Environment<'static> {
         "admin/customers.html",
         "admin/customer.html",
         "admin/gateway.html",
-        "app/home.html"
+        "app/home.html",
+        "app/tasks.html",
+        "app/task.html",
+        "admin/queue.html"
     );
+    env.add_filter("usd", |micros: i64| j1msky_core::Money::from_micros(micros).to_string());
+    env.add_filter("age", |micros: i64| {
+        let s = micros.max(0) / 1_000_000;
+        if s < 120 {
+            format!("{s} s")
+        } else if s < 7200 {
+            format!("{} min", s / 60)
+        } else {
+            format!("{} h", s / 3600)
+        }
+    });
     env.add_filter("datetime", |micros: i64| {
         j1msky_core::clock::format_utc(micros).replace('T', " ").replace('Z', " UTC")
     });

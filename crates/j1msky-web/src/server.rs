@@ -14,7 +14,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::{api, auth, csrf, gateway_pages, llm, metrics_layer, pages, tasks_api};
+use crate::{api, auth, csrf, gateway_pages, llm, metrics_layer, pages, task_pages, tasks_api};
 
 /// Every route of the server, with its middleware.
 pub fn router(state: AppState) -> Router {
@@ -36,6 +36,12 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/gateway/caps", post(gateway_pages::set_cap))
         .route("/admin/gateway/budget", post(gateway_pages::set_budget))
         .route("/app", get(pages::app_home))
+        .route("/app/tasks", get(task_pages::app_tasks).post(task_pages::app_submit))
+        .route("/app/tasks/{id}", get(task_pages::app_task))
+        .route("/app/tasks/{id}/cancel", post(task_pages::app_cancel))
+        .route("/admin/queue", get(task_pages::admin_queue))
+        .route("/admin/queue/{id}/retry", post(task_pages::admin_retry))
+        .route("/admin/queue/{id}/cancel", post(task_pages::admin_cancel))
         .route("/app/keys", post(pages::app_create_key))
         .route("/app/keys/{id}/revoke", post(pages::app_revoke_key))
         .route("/api/v1/me", get(api::me))

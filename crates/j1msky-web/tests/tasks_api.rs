@@ -136,3 +136,109 @@ async fn customers_submit_follow_and_cancel_tasks_over_the_api() {
     let bug = t["data"].as_array().expect("data").iter().find(|x| x["id"] == "bug_fix").expect("bug_fix").clone();
     assert_eq!(bug["fields"], json!(["repository", "symptom"]));
 }
+
+#[tokio::test]
+async fn customers_use_the_task_pages_and_the_operator_runs_the_queue() {
+    let app = spawn_app_with_gateway(SimConfig::default()).await;
+    let cid = app.customer_with_owner("Pagey", "owner@pagey.test").await;
+    let browser = app.browser();
+    app.login(&browser, "owner@pagey.test", common::PASSWORD).await;
+    let html = browser.get(app.url("/app/tasks")).send().await.expect("tasks").text().await.expect("html");
+    assert!(html.contains("New task") && html.contains("Fix a bug") && html.contains("name=\"field_symptom\""));
+    let token = common::csrf_token(&html);
+
+    // A template with its fields: the detail page follows.
+    let resp = browser
+        .post(app.url("/app/tasks"))
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("team", "code"),
+            ("template", "bug_fix"),
+            ("field_repository", "shop"),
+            ("field_symptom", "cart empties"),
+            ("priority", "normal"),
+        ])
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(resp.status(), 303);
+    let detail_url = common::location(&resp);
+    assert!(detail_url.starts_with("/app/tasks/tsk_"), "{detail_url}");
+    // A bad one re-renders the form with the reason, and stores nothing.
+    let resp = browser
+        .post(app.url("/app/tasks"))
+        .form(&[("csrf_token", token.as_str()), ("team", "code"), ("prompt", " "), ("priority", "normal")])
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(resp.status(), 422);
+    assert!(resp.text().await.expect("html").contains("the prompt is empty"));
+    assert_eq!(count_tasks(&app).await, 1);
+
+    let worker = j1msky_tasks::Worker::new(
+        app.db.clone(),
+        app.catalogue.clone(),
+        app.gateway().clone(),
+        Arc::new(app.clock.clone()),
+        "w",
+        j1msky_tasks::WorkerConfig::default(),
+    );
+    worker.run_once().await.expect("run").expect("task");
+    let html = browser.get(app.url(&detail_url)).send().await.expect("detail").text().await.expect("html");
+    assert!(html.contains("succeeded") && html.contains("1. lead") && html.contains("2. review"), "{html}");
+    assert!(html.contains("included in your plan"));
+
+    // The operator's queue: a failing task shows with its error and can be retried.
+    app.script_faults(json!({"fault": "400", "model": "kimi-k2.5", "times": 3})).await;
+    let id = j1msky_tasks::submit(
+        &app.db,
+        &app.catalogue,
+        &cid,
+        &j1msky_tasks::NewTask { team: "code".into(), prompt: Some("Doomed".into()), ..Default::default() },
+        None,
+        app.now(),
+    )
+    .await
+    .expect("submit")
+    .task
+    .id;
+    let queued = j1msky_tasks::submit(
+        &app.db,
+        &app.catalogue,
+        &cid,
+        &j1msky_tasks::NewTask { team: "research".into(), prompt: Some("Later".into()), ..Default::default() },
+        None,
+        app.now(),
+    )
+    .await
+    .expect("submit")
+    .task
+    .id;
+    worker.run_once().await.expect("run").expect("task");
+    let op = app.browser();
+    app.login(&op, common::OPERATOR_EMAIL, common::PASSWORD).await;
+    let html = op.get(app.url("/admin/queue")).send().await.expect("queue").text().await.expect("html");
+    assert!(html.contains(&id) && html.contains("all models failed"), "the failure and its error");
+    assert!(html.contains("<td>normal</td><td>research</td><td>1</td>"), "depth by priority and team: {html}");
+    let token = common::csrf_token(&html);
+    let resp = op
+        .post(app.url(&format!("/admin/queue/{id}/retry")))
+        .form(&[("csrf_token", token.as_str())])
+        .send()
+        .await
+        .expect("retry");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.expect("html").contains("is queued again"));
+    let resp = op
+        .post(app.url(&format!("/admin/queue/{queued}/cancel")))
+        .form(&[("csrf_token", token.as_str())])
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(resp.status(), 200);
+    let states: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, state FROM tasks ORDER BY queued_at, id").fetch_all(app.db.pool()).await.expect("s");
+    assert!(states.contains(&(id.clone(), "queued".into())) && states.contains(&(queued, "cancelled".into())));
+    // A customer cannot reach the operator's queue.
+    assert_ne!(browser.get(app.url("/admin/queue")).send().await.expect("queue").status(), 200);
+}

@@ -272,11 +272,8 @@ async fn seed_tasks(db: &Db, catalogue: &j1msky_core::catalogue::Catalogue) -> R
     let mut queued = 0;
     for demo in CUSTOMERS {
         let Some(c) = all.iter().find(|c| c.name == demo.name) else { continue };
-        let teams: Vec<String> = if c.chosen_teams.is_empty() {
-            catalogue.teams.keys().cloned().collect()
-        } else {
-            c.chosen_teams.clone()
-        };
+        let teams: Vec<String> =
+            if c.chosen_teams.is_empty() { catalogue.teams.keys().cloned().collect() } else { c.chosen_teams.clone() };
         for (i, team) in teams.iter().enumerate() {
             let Some(t) = catalogue.teams.get(team) else { continue };
             // The team's first template, filled in; else a plain prompt.
@@ -284,7 +281,11 @@ async fn seed_tasks(db: &Db, catalogue: &j1msky_core::catalogue::Catalogue) -> R
                 Some((tid, tpl)) => NewTask {
                     team: team.clone(),
                     template: Some(tid.clone()),
-                    fields: tpl.fields.iter().map(|f| (f.clone(), format!("{} ({})", f.replace('_', " "), c.name))).collect(),
+                    fields: tpl
+                        .fields
+                        .iter()
+                        .map(|f| (f.clone(), format!("{} ({})", f.replace('_', " "), c.name)))
+                        .collect(),
                     priority: if i == 0 { Priority::High } else { Priority::Normal },
                     ..NewTask::default()
                 },

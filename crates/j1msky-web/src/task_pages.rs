@@ -1,0 +1,187 @@
+//! Task pages: the customer's `/app/tasks` (new task form with templates, list, detail
+//! with each step) and the operator's `/admin/queue` (depth, running, held back,
+//! failures, retry and cancel). Thin over `j1msky_tasks`, like the JSON API.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use j1msky_core::catalogue::TeamAllowance;
+use j1msky_tasks::{NewTask, Priority, TaskError};
+use minijinja::context;
+
+use crate::auth::{CustomerUser, OperatorUser};
+use crate::render::{error_page, page_with_status};
+use crate::state::AppState;
+
+fn task_error_page(state: &AppState, s: &j1msky_accounts::sessions::Session, e: TaskError) -> Response {
+    let status = match &e {
+        TaskError::NotFound(_) | TaskError::NoCustomer(_) => StatusCode::NOT_FOUND,
+        TaskError::TeamNotInPlan { .. } => StatusCode::FORBIDDEN,
+        TaskError::LimitReached { .. } => StatusCode::PAYMENT_REQUIRED,
+        TaskError::NotCancellable { .. } => StatusCode::CONFLICT,
+        TaskError::Invalid { .. } | TaskError::UnknownTeam { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        TaskError::Db(_) | TaskError::Corrupt(_) | TaskError::Accounts(_) => {
+            tracing::error!(error = %e, "task page");
+            return error_page(
+                state,
+                Some(s),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong; it has been logged.",
+            );
+        }
+    };
+    error_page(state, Some(s), status, &e.to_string())
+}
+
+/// `GET /app/tasks`.
+pub async fn app_tasks(State(state): State<AppState>, CustomerUser(s, cid): CustomerUser) -> Response {
+    app_tasks_page(&state, &s, &cid, None, StatusCode::OK).await
+}
+
+async fn app_tasks_page(
+    state: &AppState,
+    s: &j1msky_accounts::sessions::Session,
+    cid: &str,
+    flash: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let loaded = async {
+        let customer = j1msky_accounts::customers::get(&state.db, cid).await?;
+        let tasks = j1msky_tasks::list(&state.db, Some(cid), None, 100).await.map_err(|e| match e {
+            TaskError::Accounts(a) => a,
+            other => j1msky_accounts::AccountsError::Internal(other.to_string()),
+        })?;
+        Ok::<_, j1msky_accounts::AccountsError>((customer, tasks))
+    }
+    .await;
+    let (customer, tasks) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "tasks page");
+            return error_page(
+                state,
+                Some(s),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong; it has been logged.",
+            );
+        }
+    };
+    let plan = customer.plan.as_deref().and_then(|p| state.catalogue.plans.get(p));
+    let allowed: Vec<&String> = match plan.map(|p| p.teams) {
+        None | Some(TeamAllowance::All) => state.catalogue.teams.keys().collect(),
+        Some(TeamAllowance::Choose(0)) => vec![],
+        Some(TeamAllowance::Choose(_)) => {
+            state.catalogue.teams.keys().filter(|t| customer.chosen_teams.contains(t)).collect()
+        }
+    };
+    let teams: Vec<minijinja::Value> =
+        allowed.iter().map(|id| context! { id => id, name => state.catalogue.teams[*id].name.clone() }).collect();
+    let templates: Vec<minijinja::Value> = allowed
+        .iter()
+        .flat_map(|team| {
+            state.catalogue.teams[*team].templates.iter().map(move |(id, t)| {
+                context! { team => team, id => id, title => t.title.clone(), fields => t.fields.clone() }
+            })
+        })
+        .collect();
+    page_with_status(state, Some(s), status, "app/tasks.html", "tasks", context! { teams, templates, tasks, flash })
+}
+
+/// `POST /app/tasks`: a free prompt, or a template with `field_<name>` inputs.
+pub async fn app_submit(
+    State(state): State<AppState>,
+    CustomerUser(s, cid): CustomerUser,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let text = |k: &str| form.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let priority = match text("priority").as_deref().unwrap_or("normal").parse::<Priority>() {
+        Ok(p) => p,
+        Err(e) => return task_error_page(&state, &s, e),
+    };
+    let input = NewTask {
+        team: text("team").unwrap_or_default(),
+        title: text("title"),
+        prompt: if text("template").is_some() { None } else { text("prompt") },
+        template: text("template"),
+        fields: form.iter().filter_map(|(k, v)| k.strip_prefix("field_").map(|f| (f.to_string(), v.clone()))).collect(),
+        priority,
+        category: None,
+    };
+    match j1msky_tasks::submit(&state.db, &state.catalogue, &cid, &input, None, state.now()).await {
+        Ok(done) => Redirect::to(&format!("/app/tasks/{}", done.task.id)).into_response(),
+        Err(e @ (TaskError::Db(_) | TaskError::Corrupt(_) | TaskError::Accounts(_))) => task_error_page(&state, &s, e),
+        Err(e) => app_tasks_page(&state, &s, &cid, Some(e.to_string()), StatusCode::UNPROCESSABLE_ENTITY).await,
+    }
+}
+
+/// `GET /app/tasks/{id}`: the task and each step's output, cost and time.
+pub async fn app_task(
+    State(state): State<AppState>,
+    CustomerUser(s, cid): CustomerUser,
+    Path(id): Path<String>,
+) -> Response {
+    match j1msky_tasks::get(&state.db, &id, Some(&cid)).await {
+        Ok(d) => page_with_status(
+            &state,
+            Some(&s),
+            StatusCode::OK,
+            "app/task.html",
+            "tasks",
+            context! { task => d.task, steps => d.steps },
+        ),
+        Err(e) => task_error_page(&state, &s, e),
+    }
+}
+
+/// `POST /app/tasks/{id}/cancel`.
+pub async fn app_cancel(
+    State(state): State<AppState>,
+    CustomerUser(s, cid): CustomerUser,
+    Path(id): Path<String>,
+) -> Response {
+    match j1msky_tasks::cancel(&state.db, &id, Some(&cid), &format!("user:{}", s.user.id), state.now()).await {
+        Ok(_) => Redirect::to(&format!("/app/tasks/{id}")).into_response(),
+        Err(e) => task_error_page(&state, &s, e),
+    }
+}
+
+/// `GET /admin/queue`.
+pub async fn admin_queue(State(state): State<AppState>, OperatorUser(s): OperatorUser) -> Response {
+    queue_page(&state, &s, None).await
+}
+
+async fn queue_page(state: &AppState, s: &j1msky_accounts::sessions::Session, flash: Option<String>) -> Response {
+    match j1msky_tasks::queue_view(&state.db, state.now()).await {
+        Ok(queue) => {
+            page_with_status(state, Some(s), StatusCode::OK, "admin/queue.html", "queue", context! { queue, flash })
+        }
+        Err(e) => task_error_page(state, s, e),
+    }
+}
+
+/// `POST /admin/queue/{id}/retry`.
+pub async fn admin_retry(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Path(id): Path<String>,
+) -> Response {
+    match j1msky_tasks::retry(&state.db, &id, &format!("user:{}", s.user.id), state.now()).await {
+        Ok(t) => queue_page(&state, &s, Some(format!("{} is queued again", t.id))).await,
+        Err(e) => task_error_page(&state, &s, e),
+    }
+}
+
+/// `POST /admin/queue/{id}/cancel`.
+pub async fn admin_cancel(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Path(id): Path<String>,
+) -> Response {
+    match j1msky_tasks::cancel(&state.db, &id, None, &format!("user:{}", s.user.id), state.now()).await {
+        Ok(t) => queue_page(&state, &s, Some(format!("{} cancelled", t.id))).await,
+        Err(e) => task_error_page(&state, &s, e),
+    }
+}
