@@ -202,6 +202,8 @@ async fn customers_use_the_task_pages_and_the_operator_runs_the_queue() {
     .expect("submit")
     .task
     .id;
+    let (ran, _) = worker.run_once().await.expect("run").expect("task");
+    assert_eq!(ran, id);
     let queued = j1msky_tasks::submit(
         &app.db,
         &app.catalogue,
@@ -214,7 +216,6 @@ async fn customers_use_the_task_pages_and_the_operator_runs_the_queue() {
     .expect("submit")
     .task
     .id;
-    worker.run_once().await.expect("run").expect("task");
     let op = app.browser();
     app.login(&op, common::OPERATOR_EMAIL, common::PASSWORD).await;
     let html = op.get(app.url("/admin/queue")).send().await.expect("queue").text().await.expect("html");
