@@ -76,15 +76,23 @@ impl TaskState {
             TaskState::Cancelled => "cancelled",
         }
     }
+}
 
-    fn parse(s: &str) -> Result<TaskState, TaskError> {
+impl std::str::FromStr for TaskState {
+    type Err = TaskError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
             "queued" => TaskState::Queued,
             "running" => TaskState::Running,
             "succeeded" => TaskState::Succeeded,
             "failed" => TaskState::Failed,
             "cancelled" => TaskState::Cancelled,
-            other => return Err(TaskError::Corrupt(format!("task state `{other}`"))),
+            other => {
+                return Err(TaskError::invalid(
+                    "state",
+                    format!("`{other}` is not one of queued, running, succeeded, failed, cancelled"),
+                ))
+            }
         })
     }
 }
@@ -175,7 +183,7 @@ pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Task, TaskError> {
         title: r.try_get(5)?,
         prompt: r.try_get(6)?,
         priority: Priority::from_rank(r.try_get(7)?),
-        state: TaskState::parse(&state)?,
+        state: state.parse().map_err(|_| TaskError::Corrupt(format!("task state `{state}`")))?,
         attempts: r.try_get(9)?,
         not_before: r.try_get(10)?,
         wait_reason: r.try_get(11)?,
@@ -561,26 +569,18 @@ pub async fn queue_view(db: &Db, now: i64) -> Result<QueueView, TaskError> {
             None => depth.push(Depth { priority, team, queued: n, oldest_wait_micros: now - oldest }),
         }
     }
-    let select =
-        |filter: &str, order: &str| format!("SELECT {COLUMNS} FROM tasks WHERE {filter} ORDER BY {order} LIMIT 50");
-    let running = sqlx::query(&select("state = 'running'", "started_at"))
-        .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(from_row)
-        .collect::<Result<_, _>>()?;
-    let waiting = sqlx::query(&select("state = 'queued' AND not_before > $1", "not_before"))
-        .bind(now)
-        .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(from_row)
-        .collect::<Result<_, _>>()?;
-    let recent_failures = sqlx::query(&select("state = 'failed'", "finished_at DESC"))
-        .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(from_row)
-        .collect::<Result<_, _>>()?;
+    let running = tasks_where(db, "state = 'running'", "started_at", None).await?;
+    let waiting = tasks_where(db, "state = 'queued' AND not_before > $1", "not_before", Some(now)).await?;
+    let recent_failures = tasks_where(db, "state = 'failed'", "finished_at DESC", None).await?;
     Ok(QueueView { depth, running, waiting, recent_failures })
+}
+
+/// Up to 50 tasks matching `filter` (which uses `$1` when `param` is given).
+async fn tasks_where(db: &Db, filter: &str, order: &str, param: Option<i64>) -> Result<Vec<Task>, TaskError> {
+    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE {filter} ORDER BY {order} LIMIT 50");
+    let mut q = sqlx::query(&sql);
+    if let Some(p) = param {
+        q = q.bind(p);
+    }
+    q.fetch_all(db.pool()).await?.iter().map(from_row).collect()
 }

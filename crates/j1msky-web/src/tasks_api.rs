@@ -103,21 +103,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let cid = customer_of(&caller)?;
-    let wanted = match q.state.as_deref() {
-        None => None,
-        Some("queued") => Some(TaskState::Queued),
-        Some("running") => Some(TaskState::Running),
-        Some("succeeded") => Some(TaskState::Succeeded),
-        Some("failed") => Some(TaskState::Failed),
-        Some("cancelled") => Some(TaskState::Cancelled),
-        Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid",
-                format!("state: `{other}` is not one of queued, running, succeeded, failed, cancelled"),
-            ))
-        }
-    };
+    let wanted = q.state.as_deref().map(str::parse::<TaskState>).transpose()?;
     let tasks = j1msky_tasks::list(&state.db, Some(cid), wanted, q.limit.unwrap_or(50)).await?;
     Ok(Json(json!({"data": tasks})))
 }

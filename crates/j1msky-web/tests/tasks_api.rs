@@ -9,6 +9,12 @@ use common::spawn_app_with_gateway;
 use j1msky_sim::SimConfig;
 use serde_json::{json, Value};
 
+/// A task submitted through the domain function (not the story under test).
+async fn submit_direct(app: &common::TestApp, customer: &str, team: &str, prompt: &str) -> String {
+    let input = j1msky_tasks::NewTask { team: team.into(), prompt: Some(prompt.into()), ..Default::default() };
+    j1msky_tasks::submit(&app.db, &app.catalogue, customer, &input, None, app.now()).await.expect("submit").task.id
+}
+
 async fn count_tasks(app: &common::TestApp) -> i64 {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tasks").fetch_one(app.db.pool()).await.expect("count");
     n
@@ -190,32 +196,10 @@ async fn customers_use_the_task_pages_and_the_operator_runs_the_queue() {
 
     // The operator's queue: a failing task shows with its error and can be retried.
     app.script_faults(json!({"fault": "400", "model": "kimi-k2.5", "times": 3})).await;
-    let id = j1msky_tasks::submit(
-        &app.db,
-        &app.catalogue,
-        &cid,
-        &j1msky_tasks::NewTask { team: "code".into(), prompt: Some("Doomed".into()), ..Default::default() },
-        None,
-        app.now(),
-    )
-    .await
-    .expect("submit")
-    .task
-    .id;
+    let id = submit_direct(&app, &cid, "code", "Doomed").await;
     let (ran, _) = worker.run_once().await.expect("run").expect("task");
     assert_eq!(ran, id);
-    let queued = j1msky_tasks::submit(
-        &app.db,
-        &app.catalogue,
-        &cid,
-        &j1msky_tasks::NewTask { team: "research".into(), prompt: Some("Later".into()), ..Default::default() },
-        None,
-        app.now(),
-    )
-    .await
-    .expect("submit")
-    .task
-    .id;
+    let queued = submit_direct(&app, &cid, "research", "Later").await;
     let op = app.browser();
     app.login(&op, common::OPERATOR_EMAIL, common::PASSWORD).await;
     let html = op.get(app.url("/admin/queue")).send().await.expect("queue").text().await.expect("html");

@@ -81,22 +81,6 @@ fn fail(e: TaskError) -> Failure {
     Failure { code, error: e.into() }
 }
 
-fn state_word(s: &str) -> Result<TaskState, Failure> {
-    Ok(match s {
-        "queued" => TaskState::Queued,
-        "running" => TaskState::Running,
-        "succeeded" => TaskState::Succeeded,
-        "failed" => TaskState::Failed,
-        "cancelled" => TaskState::Cancelled,
-        other => {
-            return Err(Failure {
-                code: EXIT_INVALID,
-                error: anyhow::anyhow!("--state `{other}`: one of queued, running, succeeded, failed, cancelled"),
-            })
-        }
-    })
-}
-
 pub async fn task(g: &Globals, cmd: TaskCommand) -> Result<(), Failure> {
     let catalogue = context::load_catalogue(g)?;
     let db = context::open_db(g).await?;
@@ -142,7 +126,7 @@ async fn run(
             );
         }
         TaskCommand::List { customer, state, limit } => {
-            let state = state.as_deref().map(state_word).transpose()?;
+            let state = state.as_deref().map(str::parse::<TaskState>).transpose().map_err(fail)?;
             let tasks = j1msky_tasks::list(db, customer.as_deref(), state, limit).await.map_err(fail)?;
             output::list(
                 g,

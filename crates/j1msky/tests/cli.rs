@@ -581,7 +581,7 @@ async fn tasks_submitted_from_the_cli_are_run_by_the_server_s_workers() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("NAME=VALUE"));
 
-    let a = cli.json(&[
+    let submit = [
         "task",
         "submit",
         "--customer",
@@ -596,23 +596,9 @@ async fn tasks_submitted_from_the_cli_are_run_by_the_server_s_workers() {
         "symptom=double charge",
         "--idempotency-key",
         "k1",
-    ]);
-    let again = cli.json(&[
-        "task",
-        "submit",
-        "--customer",
-        &customer,
-        "--team",
-        "code",
-        "--template",
-        "bug_fix",
-        "--field",
-        "repository=billing",
-        "--field",
-        "symptom=double charge",
-        "--idempotency-key",
-        "k1",
-    ]);
+    ];
+    let a = cli.json(&submit);
+    let again = cli.json(&submit);
     assert_eq!(a["task"]["id"], again["task"]["id"]);
     assert_eq!(again["replayed"], true);
     let id = a["task"]["id"].as_str().expect("id").to_string();
