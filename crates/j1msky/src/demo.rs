@@ -89,7 +89,7 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
         return Ok(());
     }
     // Model calls go to a simulated provider in this process: no keys, nothing billed.
-    let (_sim, overrides) = serve::simulated_providers(&catalogue).await?;
+    let (_sim, overrides) = serve::simulated_providers(&catalogue, std::time::Duration::ZERO).await?;
     let demo_key = routed_calls(&db, &catalogue, &overrides).await?;
     let queued = seed_tasks(&db, &catalogue).await?;
     println!("Queued {queued} demo tasks; the server's workers run them through their teams (see /app and `j1msky task list`).");

@@ -80,7 +80,7 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     let config = args.web_config()?;
     let mut overrides = provider_urls(&catalogue, &args.provider_url)?;
     let _sim = if args.simulated_providers {
-        let (sim, o) = simulated_providers(&catalogue).await?;
+        let (sim, o) = simulated_providers(&catalogue, Duration::ZERO).await?;
         eprintln!("SIMULATED model providers at http://{}: answers do not come from real models", sim.addr);
         overrides.extend(o);
         Some(sim)
@@ -131,9 +131,11 @@ fn provider_urls(catalogue: &Catalogue, flags: &[String]) -> Result<HashMap<Stri
 /// Starts a simulated provider in this process and points every provider at it.
 pub async fn simulated_providers(
     catalogue: &Catalogue,
+    latency: Duration,
 ) -> Result<(j1msky_sim::Running, HashMap<String, ProviderOverride>), Failure> {
-    let sim =
-        j1msky_sim::spawn(j1msky_sim::SimConfig::default()).await.context("cannot start the simulated provider")?;
+    let sim = j1msky_sim::spawn(j1msky_sim::SimConfig { latency, ..j1msky_sim::SimConfig::default() })
+        .await
+        .context("cannot start the simulated provider")?;
     let overrides = ProviderOverride::all_to(catalogue, &sim.openai_base(), &sim.anthropic_base(), "simulated");
     Ok((sim, overrides))
 }
@@ -171,7 +173,7 @@ pub async fn serve_on(
     });
     tracing::info!(in_process = gateway.limits_in_process(), "caps and budgets");
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = spawn_workers(&db, &catalogue, &gateway, &clock, options.workers, &stopped);
+    let workers = spawn_workers(&db, &catalogue, &gateway, &clock, options.workers, Default::default(), &stopped);
     let state = AppState::new(db.clone(), catalogue, clock, config).with_gateway(gateway.clone());
     tracing::info!(%addr, workers = options.workers, "listening");
     announce(addr);
@@ -203,6 +205,7 @@ pub fn spawn_workers(
     gateway: &Arc<j1msky_gateway::Gateway>,
     clock: &Arc<dyn j1msky_core::Clock>,
     n: usize,
+    config: j1msky_tasks::WorkerConfig,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let host = std::process::id();
@@ -214,7 +217,7 @@ pub fn spawn_workers(
                 gateway.clone(),
                 clock.clone(),
                 format!("serve-{host}-{i}-{}", j1msky_core::ids::new_id("w")),
-                j1msky_tasks::WorkerConfig::default(),
+                config,
             );
             tokio::spawn(worker.run(stop.clone()))
         })

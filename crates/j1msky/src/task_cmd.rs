@@ -65,6 +65,12 @@ pub struct WorkerArgs {
     /// Answer every model call from a simulated provider in this process.
     #[arg(long)]
     pub simulated_providers: bool,
+    /// Latency of each simulated answer, in milliseconds.
+    #[arg(long, default_value_t = 0, requires = "simulated_providers")]
+    pub sim_latency_ms: u64,
+    /// Seconds a claim lasts without a heartbeat (a dead worker's task is taken again after it).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_secs: u64,
 }
 
 fn fail(e: TaskError) -> Failure {
@@ -202,7 +208,9 @@ pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
     let catalogue = Arc::new(context::load_catalogue(g)?);
     let db = context::open_db(g).await?;
     let (_sim, overrides) = if args.simulated_providers {
-        let (sim, o) = crate::serve::simulated_providers(&catalogue).await?;
+        let (sim, o) =
+            crate::serve::simulated_providers(&catalogue, std::time::Duration::from_millis(args.sim_latency_ms))
+                .await?;
         eprintln!("SIMULATED model providers at http://{}: answers do not come from real models", sim.addr);
         (Some(sim), o)
     } else {
@@ -224,7 +232,11 @@ pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
         .map_err(|e| Failure { code: EXIT_INVALID, error: e.into() })?,
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let handles = crate::serve::spawn_workers(&db, &catalogue, &gateway, &clock, args.workers.max(1), &stopped);
+    let config = j1msky_tasks::WorkerConfig {
+        lease: std::time::Duration::from_secs(args.lease_secs),
+        ..j1msky_tasks::WorkerConfig::default()
+    };
+    let handles = crate::serve::spawn_workers(&db, &catalogue, &gateway, &clock, args.workers.max(1), config, &stopped);
     println!("j1msky worker: {} workers on {}", args.workers.max(1), db.backend().name());
     crate::serve::shutdown_signal().await;
     let _ = stop.send(true);

@@ -639,3 +639,63 @@ async fn tasks_submitted_from_the_cli_are_run_by_the_server_s_workers() {
     let human = cli.run(&["task", "show", &id]);
     assert!(text(&human.stdout).contains("lead on kimi-k2.5"), "{}", text(&human.stdout));
 }
+
+#[tokio::test]
+async fn a_worker_process_killed_mid_task_loses_nothing_and_charges_nothing_twice() {
+    let cli = Cli::new().await;
+    // No plan: a pay-per-task customer, so every success writes a charge.
+    let made = cli.json(&["customer", "add", "--name", "Walk-in", "--stage", "active"]);
+    let customer = made["customer"]["id"].as_str().expect("id").to_string();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let t =
+            cli.json(&["task", "submit", "--customer", &customer, "--team", "code", "--prompt", &format!("job {i}")]);
+        ids.push(t["task"]["id"].as_str().expect("id").to_string());
+    }
+    let db = j1msky_db::Db::connect(&cli.url).await.expect("db");
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as(sql).fetch_one(db.pool()).await.expect(sql);
+            n
+        }
+    };
+    let slow = ["worker", "--simulated-providers", "--sim-latency-ms", "400", "--lease-secs", "2", "--workers", "1"];
+    let mut doomed = cli.command(&slow).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("worker");
+    for _ in 0..200 {
+        if count("SELECT COUNT(*) FROM task_steps").await >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The first step is stored; the second step's model call is in flight: kill -9.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    doomed.kill().expect("kill -9");
+    let _ = doomed.wait();
+    assert_eq!(count("SELECT COUNT(*) FROM task_steps").await, 1, "killed mid-task");
+    assert_eq!(count("SELECT COUNT(*) FROM tasks WHERE state = 'running'").await, 1, "its claim is left behind");
+
+    let fresh = ["worker", "--simulated-providers", "--lease-secs", "2", "--workers", "2"];
+    let mut worker = cli.command(&fresh).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("worker");
+    for _ in 0..300 {
+        if count("SELECT COUNT(*) FROM tasks WHERE state = 'succeeded'").await == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let term = Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    assert!(worker.wait().expect("wait").success(), "the worker stops cleanly on SIGTERM");
+
+    assert_eq!(count("SELECT COUNT(*) FROM tasks WHERE state = 'succeeded'").await, 3, "no task lost");
+    assert_eq!(count("SELECT COUNT(*) FROM task_steps").await, 6, "each step stored once");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM task_steps WHERE step = 0 AND attempt = 1").await,
+        3,
+        "the killed task's first step was not run again"
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM tasks WHERE attempts = 2").await, 1, "one task was resumed");
+    assert_eq!(count("SELECT COUNT(*) FROM events WHERE kind = 'task.succeeded'").await, 3, "none completed twice");
+    assert_eq!(count("SELECT COUNT(*) FROM usage_charges").await, 3, "none charged twice");
+    db.close().await;
+}
