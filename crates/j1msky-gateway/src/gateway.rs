@@ -352,7 +352,9 @@ impl Gateway {
                     Err(e) => {
                         attempt.outcome = e.outcome().to_string();
                         attempts.push(attempt);
-                        if e.is_retryable() {
+                        // A provider throttling us is alive: its 429s wait or fall back, but
+                        // never open its circuit.
+                        if e.is_retryable() && !matches!(e, UpstreamError::RateLimited { .. }) {
                             self.breakers.failure(&model.provider, at);
                         }
                         if matches!(e, UpstreamError::Auth { .. }) {

@@ -122,6 +122,10 @@ pub struct SimConfig {
     pub rates: Vec<(Fault, f64)>,
     /// How long a `timeout` fault keeps the caller waiting.
     pub hang: Duration,
+    /// A provider's rate limit: this many requests per minute, as a token bucket holding
+    /// one second's worth (so the limit binds smoothly); beyond it, 429 with `Retry-After`
+    /// (whole seconds, at least 1) until a token is back.
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -133,6 +137,7 @@ impl Default for SimConfig {
             api_key: None,
             rates: Vec::new(),
             hang: Duration::from_secs(300),
+            rate_limit_per_minute: None,
         }
     }
 }
@@ -181,6 +186,8 @@ struct Sim {
     script: Mutex<VecDeque<(Fault, Option<String>, u32)>>,
     stats: Mutex<Stats>,
     next_id: AtomicU64,
+    /// The rate limit's bucket: tokens left and when it was last filled.
+    bucket: Mutex<Option<(f64, std::time::Instant)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,6 +199,7 @@ pub fn router(config: SimConfig) -> Router {
     let sim = Arc::new(Sim {
         config,
         script: Mutex::new(VecDeque::new()),
+        bucket: Mutex::new(None),
         stats: Mutex::new(Stats::default()),
         next_id: AtomicU64::new(1),
     });
@@ -348,6 +356,20 @@ impl Sim {
                 }
                 return Ok(Some(fault));
             }
+        }
+        if let Some(limit) = self.config.rate_limit_per_minute {
+            let per_sec = f64::from(limit.max(1)) / 60.0;
+            let capacity = per_sec.max(1.0);
+            let now = std::time::Instant::now();
+            let mut b = lock(&self.bucket);
+            let (tokens, last) = b.get_or_insert((capacity, now));
+            *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * per_sec).min(capacity);
+            *last = now;
+            if *tokens < 1.0 {
+                let wait = ((1.0 - *tokens) / per_sec).ceil().max(1.0) as u64;
+                return Ok(Some(Fault::RateLimited { retry_after: wait }));
+            }
+            *tokens -= 1.0;
         }
         if !self.config.rates.is_empty() {
             let mut rng = rand::thread_rng();

@@ -5,6 +5,8 @@
 //! task_bench throughput URL TASKS WORKERS          all queued first, then drained; prints tasks/s
 //! task_bench queue-wait URL RATE SECS WORKERS      submitted at RATE/s against a 50 ms upstream;
 //!                                                  prints queue-wait p50/p99 (started − queued)
+//! task_bench rate-limit URL TASKS PER_MIN WORKERS  against a provider allowing PER_MIN calls a
+//!                                                  minute: actual time vs ideal (calls ÷ limit)
 //! task_bench seed URL TASKS                        only queue TASKS (for `j1msky worker` processes)
 //! task_bench drained URL TOTAL NEW                  waits until TOTAL tasks have succeeded; prints the
 //!                                                  seconds and NEW ÷ seconds
@@ -75,9 +77,16 @@ struct Rig {
     gateway: Arc<Gateway>,
 }
 
-async fn start_workers(db: &Db, catalogue: &Arc<Catalogue>, workers: usize, latency_ms: u64) -> Result<Rig, Error> {
+async fn start_workers(
+    db: &Db,
+    catalogue: &Arc<Catalogue>,
+    workers: usize,
+    latency_ms: u64,
+    rate_limit_per_minute: Option<u32>,
+) -> Result<Rig, Error> {
     let sim = j1msky_sim::spawn(j1msky_sim::SimConfig {
         latency: Duration::from_millis(latency_ms),
+        rate_limit_per_minute,
         ..j1msky_sim::SimConfig::default()
     })
     .await?;
@@ -154,7 +163,7 @@ async fn main() -> Result<(), Error> {
             for i in 0..n {
                 submit(&db, &catalogue, &customer, i).await?;
             }
-            let rig = start_workers(&db, &catalogue, workers, 0).await?;
+            let rig = start_workers(&db, &catalogue, workers, 0, None).await?;
             let took = wait_for(&db, n as i64, Duration::from_secs(600)).await?;
             rig.stop().await;
             println!(
@@ -167,7 +176,7 @@ async fn main() -> Result<(), Error> {
             let (rate, secs, workers): (u64, u64, usize) =
                 (arg(&args, 3, "rate")?, arg(&args, 4, "seconds")?, arg(&args, 5, "workers")?);
             let customer = prepare(&db, &catalogue).await?;
-            let rig = start_workers(&db, &catalogue, workers, 50).await?;
+            let rig = start_workers(&db, &catalogue, workers, 50, None).await?;
             let total = (rate * secs) as usize;
             let every = Duration::from_secs_f64(1.0 / rate as f64);
             let t0 = tokio::time::Instant::now();
@@ -192,6 +201,25 @@ async fn main() -> Result<(), Error> {
                 waits.len(),
                 percentile(&waits, 0.50),
                 percentile(&waits, 0.99)
+            );
+        }
+        "rate-limit" => {
+            let (n, per_min, workers): (usize, u32, usize) =
+                (arg(&args, 3, "tasks")?, arg(&args, 4, "calls per minute")?, arg(&args, 5, "workers")?);
+            let customer = prepare(&db, &catalogue).await?;
+            for i in 0..n {
+                submit(&db, &catalogue, &customer, i).await?;
+            }
+            let rig = start_workers(&db, &catalogue, workers, 0, Some(per_min)).await?;
+            let took = wait_for(&db, n as i64, Duration::from_secs(1800)).await?;
+            rig.stop().await;
+            let (failed,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tasks WHERE state = 'failed'").fetch_one(db.pool()).await?;
+            // Two calls per task; the bucket starts full with one second's worth.
+            let ideal = (2 * n) as f64 / (f64::from(per_min) / 60.0) - 1.0;
+            println!(
+                "rate-limit tasks={n} limit={per_min}/min workers={workers} secs={:.1} ideal_secs={ideal:.1} ratio={:.3} failed={failed}",
+                took.as_secs_f64(),
+                took.as_secs_f64() / ideal
             );
         }
         "seed" => {

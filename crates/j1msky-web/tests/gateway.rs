@@ -604,3 +604,20 @@ async fn the_operator_runs_the_rate_limit_panel_and_every_admin_page_shows_the_m
     assert!(r.status() == 403 || r.status() == 404 || r.status() == 303, "got {}", r.status());
     assert!(!r.text().await.unwrap_or_default().contains("Hourly caps"));
 }
+
+#[tokio::test]
+async fn a_throttling_provider_never_opens_its_circuit() {
+    let app = spawn_app_with_gateway(SimConfig::default()).await;
+    let (_, key) = app.customer_with_key("Acme", "pro").await;
+    // Kimi (no fallback) answers 429 six times in a row — more than the breaker's threshold.
+    app.script_faults(json!({"fault": "429:0", "model": "kimi-k2.5", "times": 6})).await;
+    for _ in 0..2 {
+        let resp = post(&app, "/v1/chat/completions", &key, Some("code"), &chat("Code")).await;
+        assert_eq!(resp.status(), 429, "three attempts each, all throttled");
+    }
+    assert_eq!(app.sim_stats().await.by_model.get("kimi-k2.5").copied(), Some(6));
+    // The provider is alive: the next call goes through instead of meeting an open circuit.
+    let resp = post(&app, "/v1/chat/completions", &key, Some("code"), &chat("Code")).await;
+    assert_eq!(resp.status(), 200);
+    assert!(!app.gateway().breakers_open("moonshot", app.now()));
+}

@@ -89,6 +89,9 @@ pub struct SimArgs {
     /// Seconds a `timeout` fault keeps the caller waiting.
     #[arg(long, default_value_t = 300)]
     hang_secs: u64,
+    /// Answer at most this many requests per clock minute; beyond, 429 until the next.
+    #[arg(long)]
+    rate_limit_per_minute: Option<u32>,
 }
 
 fn invalid(e: impl std::fmt::Display) -> Failure {
@@ -278,6 +281,7 @@ pub async fn sim(cmd: SimCommand) -> Result<(), Failure> {
         api_key: a.api_key,
         rates: a.fault_rate,
         hang: Duration::from_secs(a.hang_secs),
+        rate_limit_per_minute: a.rate_limit_per_minute,
     };
     let listener =
         tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
