@@ -23,6 +23,22 @@ pub struct Customer {
     pub created_at: i64,
     pub updated_at: i64,
     pub stage_changed_at: i64,
+    /// Limits agreed by contract, for plans with `custom_limits` (enterprise).
+    pub contract: Contract,
+}
+
+/// A customer's contract terms; `None` fields fall back to the plan's.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Contract {
+    pub tasks_per_month: Option<i64>,
+    pub calls_per_hour: Option<i64>,
+    pub monthly_price: Option<j1msky_core::Money>,
+}
+
+impl Contract {
+    pub fn is_empty(&self) -> bool {
+        self == &Contract::default()
+    }
 }
 
 /// A stage change, as kept in the history.
@@ -49,7 +65,8 @@ pub struct NewCustomer {
 }
 
 const COLUMNS: &str = "id, name, contact_email, stage, use_case, plan, chosen_teams, expected_monthly_tasks, \
-                       time_zone, created_at, updated_at, stage_changed_at";
+                       time_zone, created_at, updated_at, stage_changed_at, contract_tasks_per_month, \
+                       contract_calls_per_hour, contract_monthly_price_micros";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<Customer, AccountsError> {
     let corrupt =
@@ -70,6 +87,11 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Customer, AccountsError> {
         created_at: r.try_get(9)?,
         updated_at: r.try_get(10)?,
         stage_changed_at: r.try_get(11)?,
+        contract: Contract {
+            tasks_per_month: r.try_get(12)?,
+            calls_per_hour: r.try_get(13)?,
+            monthly_price: r.try_get::<Option<i64>, _>(14)?.map(j1msky_core::Money::from_micros),
+        },
     })
 }
 
@@ -160,10 +182,11 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         stage_changed_at: now,
+        contract: Contract::default(),
     };
     let mut tx = db.begin().await?;
     sqlx::query(&format!(
-        "INSERT INTO customers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        "INSERT INTO customers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, NULL)"
     ))
     .bind(&customer.id)
     .bind(&customer.name)
@@ -262,6 +285,59 @@ pub async fn set_stage(db: &Db, actor: &Actor, id: &str, to: Stage, now: i64) ->
     customer.stage_changed_at = now;
     customer.updated_at = now;
     Ok(customer)
+}
+
+/// Sets a customer's contract limits, audited, with a `customer.contract_changed` event.
+/// Only plans with custom limits (enterprise) take a contract; `None` fields go back to
+/// the plan's own limits. A contract price below the plan's floor is refused.
+pub async fn set_contract(
+    db: &Db,
+    catalogue: &Catalogue,
+    actor: &Actor,
+    id: &str,
+    contract: Contract,
+    now: i64,
+) -> Result<Customer, AccountsError> {
+    let customer = get(db, id).await?;
+    let plan_id = customer.plan.as_deref().unwrap_or("none");
+    let plan = catalogue.plans.get(plan_id).filter(|p| p.custom_limits);
+    let Some(plan) = plan.or(if contract.is_empty() { catalogue.plans.get(plan_id) } else { None }) else {
+        return Err(AccountsError::invalid(
+            "plan",
+            format!("the customer's plan `{plan_id}` has no contract limits; move it to a plan with custom limits first"),
+        ));
+    };
+    if contract.tasks_per_month.is_some_and(|n| !(0..=100_000_000).contains(&n)) {
+        return Err(AccountsError::invalid("tasks_per_month", "must be between 0 and 100000000"));
+    }
+    if contract.calls_per_hour.is_some_and(|n| !(1..=100_000_000).contains(&n)) {
+        return Err(AccountsError::invalid("calls_per_hour", "must be between 1 and 100000000"));
+    }
+    if let Some(price) = contract.monthly_price {
+        if price < plan.monthly_price {
+            return Err(AccountsError::invalid(
+                "monthly_price",
+                format!("{price} is below the {} plan's minimum of {}", plan.name, plan.monthly_price),
+            ));
+        }
+    }
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "UPDATE customers SET contract_tasks_per_month = $1, contract_calls_per_hour = $2,
+             contract_monthly_price_micros = $3, updated_at = $4 WHERE id = $5",
+    )
+    .bind(contract.tasks_per_month)
+    .bind(contract.calls_per_hour)
+    .bind(contract.monthly_price.map(|m| m.micros()))
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let detail = serde_json::json!({"from": customer.contract, "to": contract});
+    audit::record(&mut tx, actor, "customer.contract_changed", id, Some(id), detail.clone(), now).await?;
+    outbox::emit(&mut tx, db.backend(), "customer.contract_changed", Some(id), &detail, now).await?;
+    tx.commit().await?;
+    Ok(Customer { contract, updated_at: now, ..customer })
 }
 
 /// The stage history, oldest first.

@@ -232,9 +232,9 @@ impl Gateway {
         }
         let now = self.clock.now_micros();
         let controls = self.controls().await?;
-        let (plan, customer_budget) = match &ctx.customer_id {
+        let (plan, customer_budget, contract_calls) = match &ctx.customer_id {
             Some(id) => self.terms.get(&self.db, id).await?,
-            None => (None, None),
+            None => (None, None, None),
         };
         let plan_entry = plan.as_deref().and_then(|p| self.catalogue.plans.get(p));
         let allowed = plan_entry.and_then(|p| p.models.as_deref());
@@ -253,7 +253,8 @@ impl Gateway {
         add_cap(format!("provider:{provider}"), provider_cap);
         add_cap(format!("model:{first}"), None);
         if let Some(id) = &ctx.customer_id {
-            add_cap(format!("customer:{id}"), plan_entry.map(|p| i64::from(p.api_calls_per_hour)));
+            let contract = contract_calls.filter(|_| plan_entry.is_some_and(|p| p.custom_limits));
+            add_cap(format!("customer:{id}"), contract.or(plan_entry.map(|p| i64::from(p.api_calls_per_hour))));
         }
         let tz = self.tz();
         let (day_start, day_end) = windows::day(tz, now);
@@ -514,7 +515,8 @@ pub(crate) enum Step {
 /// How long a process trusts its copy of a customer's plan and budget.
 pub const TERMS_TTL: Duration = Duration::from_secs(1);
 
-type Terms = (Option<String>, Option<Money>);
+/// (plan, monthly budget, contract calls per hour).
+type Terms = (Option<String>, Option<Money>, Option<i64>);
 
 /// Customers' plans and monthly budgets, read through a short cache: the hot path
 /// would otherwise query them on every call.
@@ -534,12 +536,13 @@ impl TermsCache {
                 return Ok(terms.clone());
             }
         }
-        let row: Option<(Option<String>, Option<i64>)> =
-            sqlx::query_as("SELECT plan, monthly_budget_micros FROM customers WHERE id = $1")
-                .bind(id)
-                .fetch_optional(db.pool())
-                .await?;
-        let terms = row.map_or((None, None), |(plan, budget)| (plan, budget.map(Money::from_micros)));
+        let row: Option<(Option<String>, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT plan, monthly_budget_micros, contract_calls_per_hour FROM customers WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+        let terms = row.map_or((None, None, None), |(plan, budget, calls)| (plan, budget.map(Money::from_micros), calls));
         let mut entries = self.lock();
         if entries.len() > 100_000 {
             entries.clear();

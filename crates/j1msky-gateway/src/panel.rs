@@ -73,12 +73,15 @@ pub async fn load(db: &Db, catalogue: &Catalogue, controls: &Controls, now: i64)
     for (id, m) in &catalogue.models {
         push(format!("model:{id}"), format!("{} ({})", m.name, m.provider), None);
     }
-    let customers: Vec<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT id, name, plan FROM customers WHERE stage <> 'churned' ORDER BY name, id")
-            .fetch_all(db.pool())
-            .await?;
-    for (id, name, plan) in customers {
-        let default = plan.as_deref().and_then(|p| catalogue.plans.get(p)).map(|p| i64::from(p.api_calls_per_hour));
+    let customers: Vec<(String, String, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT id, name, plan, contract_calls_per_hour FROM customers WHERE stage <> 'churned' ORDER BY name, id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    for (id, name, plan, contract) in customers {
+        let plan_entry = plan.as_deref().and_then(|p| catalogue.plans.get(p));
+        let contract = contract.filter(|_| plan_entry.is_some_and(|p| p.custom_limits));
+        let default = contract.or(plan_entry.map(|p| i64::from(p.api_calls_per_hour)));
         let label = format!("{name} ({})", plan.as_deref().unwrap_or("no plan"));
         push(format!("customer:{id}"), label, default);
     }

@@ -343,7 +343,9 @@ pub async fn submit(
         // One submitter per customer at a time, so the monthly count below is exact.
         sqlx::query("SELECT id FROM customers WHERE id = $1 FOR UPDATE").bind(customer_id).execute(&mut *tx).await?;
     }
-    if let Some(limit) = plan.and_then(|p| p.tasks_per_month) {
+    // A contract (plans with custom limits) replaces the plan's monthly allowance.
+    let contract_limit = customer.contract.tasks_per_month.filter(|_| plan.is_some_and(|p| p.custom_limits));
+    if let Some(limit) = contract_limit.or(plan.and_then(|p| p.tasks_per_month.map(i64::from))) {
         let tz: chrono_tz::Tz = customer.time_zone.parse().unwrap_or(chrono_tz::UTC);
         let (from, to) = j1msky_gateway::windows::month(tz, now);
         // Tasks cancelled before they started do not count.
@@ -357,13 +359,20 @@ pub async fn submit(
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-        if used >= i64::from(limit) {
+        if used >= limit {
             tx.rollback().await?;
             let plan_name = plan.map_or("your plan".to_string(), |p| p.name.clone());
-            let message = format!(
-                "the {plan_name} plan includes {limit} tasks a month and {used} have been used; \
-                 upgrade to Pro for unlimited tasks, or wait for next month"
-            );
+            let message = if contract_limit.is_some() {
+                format!(
+                    "your {plan_name} contract includes {limit} tasks a month and {used} have been used; \
+                     ask us to raise the contract limit, or wait for next month"
+                )
+            } else {
+                format!(
+                    "the {plan_name} plan includes {limit} tasks a month and {used} have been used; \
+                     upgrade to Pro for unlimited tasks, or wait for next month"
+                )
+            };
             limit_hit(db, customer_id, "tasks_per_month", &message, now).await?;
             return Err(TaskError::LimitReached { limit: "tasks_per_month", message });
         }

@@ -369,3 +369,50 @@ async fn concurrent_workers_never_run_the_same_step() {
     assert_eq!(e.count("SELECT COUNT(*) FROM tasks WHERE state = 'succeeded' AND attempts = 1").await, 24);
     second.close().await;
 }
+
+#[tokio::test]
+async fn an_enterprise_contract_sets_the_monthly_task_limit_and_the_hourly_call_cap() {
+    let e = env().await;
+    let starter = e.customer("Small", Some("starter"), &["code", "content"]).await;
+    let set = |id: String, contract: customers::Contract| {
+        let (db, cat, now) = (e.t.db.clone(), e.catalogue.clone(), e.clock.now());
+        async move { customers::set_contract(&db, &cat, &Actor::cli(), &id, contract, now).await }
+    };
+    let err = set(starter.clone(), customers::Contract { tasks_per_month: Some(500), ..Default::default() })
+        .await
+        .expect_err("starter has no contract limits");
+    assert!(err.to_string().contains("no contract limits"), "{err}");
+
+    let big = e.customer("Big Co", Some("enterprise"), &[]).await;
+    let below = customers::Contract { monthly_price: Some("100.00".parse().expect("money")), ..Default::default() };
+    let err = set(big.clone(), below).await.expect_err("below the floor");
+    assert!(err.to_string().contains("minimum"), "{err}");
+    let contract = customers::Contract {
+        tasks_per_month: Some(2),
+        calls_per_hour: Some(1),
+        monthly_price: Some("450.00".parse().expect("money")),
+    };
+    let c = set(big.clone(), contract.clone()).await.expect("contract");
+    assert_eq!(customers::get(&e.t.db, &big).await.expect("get").contract, c.contract);
+    assert_eq!(e.count("SELECT COUNT(*) FROM events WHERE kind = 'customer.contract_changed'").await, 1);
+
+    // The contract's 2 tasks a month replace the plan's unlimited allowance.
+    e.submit(&big, "code", "one").await.expect("one");
+    e.submit(&big, "code", "two").await.expect("two");
+    let err = e.submit(&big, "code", "three").await.expect_err("contract limit");
+    assert!(matches!(err, TaskError::LimitReached { limit: "tasks_per_month", .. }), "{err}");
+    assert!(err.to_string().contains("contract includes 2 tasks"), "{err}");
+
+    // One call an hour: the first step runs, the second waits for the next hour.
+    e.gateway.customer_changed(&big);
+    let (_, outcome) = e.worker("w").run_once().await.expect("run").expect("task");
+    assert!(matches!(&outcome, Outcome::Waiting { reason } if reason.contains("hourly cap")), "{outcome:?}");
+    assert_eq!(e.sim_requests().await, 1);
+
+    // Back to the plan's limits: unlimited tasks, 1,000 calls an hour.
+    set(big.clone(), customers::Contract::default()).await.expect("cleared");
+    e.gateway.customer_changed(&big);
+    e.submit(&big, "code", "three").await.expect("unlimited again");
+    let (_, outcome) = e.worker("w").run_once().await.expect("run").expect("task");
+    assert_eq!(outcome, Outcome::Succeeded);
+}

@@ -38,6 +38,50 @@ pub enum CustomerCommand {
         /// lead, qualified, trial, active, paused or churned.
         stage: String,
     },
+    /// Set a contract's limits for a customer on a plan with custom limits (enterprise);
+    /// each value may be `plan` to fall back to the plan's own limit.
+    Contract {
+        /// Customer id (`cus_…`).
+        id: String,
+        /// Tasks per calendar month (in the customer's time zone), or `unlimited`/`plan`.
+        #[arg(long)]
+        tasks_per_month: Option<String>,
+        /// Model calls per hour, or `plan`.
+        #[arg(long)]
+        calls_per_hour: Option<String>,
+        /// Agreed monthly price in USD (at least the plan's), or `plan`.
+        #[arg(long)]
+        monthly_price: Option<String>,
+    },
+}
+
+fn contract_summary(c: &customers::Contract) -> String {
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "plan".into());
+    format!(
+        "tasks/month {}, calls/hour {}, price {}",
+        shown(c.tasks_per_month.map(|n| n.to_string())),
+        shown(c.calls_per_hour.map(|n| n.to_string())),
+        shown(c.monthly_price.map(|m| m.to_string())),
+    )
+}
+
+/// A contract value: absent keeps the stored one, `plan` clears it.
+fn contract_value<T: std::str::FromStr>(
+    flag: &str,
+    given: Option<String>,
+    stored: Option<T>,
+) -> Result<Option<T>, Failure>
+where
+    T::Err: std::fmt::Display,
+{
+    match given.as_deref() {
+        None => Ok(stored),
+        Some("plan") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|e| Failure {
+            code: EXIT_INVALID,
+            error: anyhow::anyhow!("--{flag} `{text}`: {e} (or `plan` for the plan's own limit)"),
+        }),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +294,10 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
                     vec!["time zone".into(), c.time_zone.clone()],
                     vec!["created".into(), when(Some(c.created_at))],
                 ];
+                let mut fields = fields;
+                if !c.contract.is_empty() {
+                    fields.push(vec!["contract".into(), contract_summary(&c.contract)]);
+                }
                 println!("{}", output::table(&["field", "value"], fields));
                 println!("users:");
                 output::list(g, &people, USER_HEADER, user_row);
@@ -258,6 +306,23 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
                     vec![opt(h.from), h.to.to_string(), h.actor.clone(), when(Some(h.at))]
                 });
             }
+        }
+        CustomerCommand::Contract { id, tasks_per_month, calls_per_hour, monthly_price } => {
+            let catalogue = context::load_catalogue(g)?;
+            let current = customers::get(&db, &id).await.map_err(fail)?.contract;
+            // `unlimited` is only meaningful for tasks; the enterprise plan itself has none.
+            let tasks = if tasks_per_month.as_deref() == Some("unlimited") { Some("plan".into()) } else { tasks_per_month };
+            let contract = customers::Contract {
+                tasks_per_month: contract_value("tasks-per-month", tasks, current.tasks_per_month)?,
+                calls_per_hour: contract_value("calls-per-hour", calls_per_hour, current.calls_per_hour)?,
+                monthly_price: contract_value("monthly-price", monthly_price, current.monthly_price)?,
+            };
+            let c = customers::set_contract(&db, &catalogue, &actor, &id, contract, context::now()).await.map_err(fail)?;
+            output::done(
+                g,
+                &format!("{} ({}) contract: {}", c.name, c.id, contract_summary(&c.contract)),
+                json!({ "customer": c }),
+            );
         }
         CustomerCommand::SetStage { id, stage } => {
             let stage = parse_word::<Stage>(&stage)?;

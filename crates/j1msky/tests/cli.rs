@@ -227,6 +227,24 @@ async fn operator_manages_customers_users_and_keys_from_the_command_line() {
     let out = cli.run(&["customer", "show", "cus_01jzzzzzzzzzzzzzzzzzzzzzzz"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not found"));
+
+    // Enterprise contracts: limits set, kept when not given, cleared with `plan`.
+    let big = cli.json(&["customer", "add", "--name", "Big Co", "--plan", "enterprise", "--stage", "active"]);
+    let big = big["customer"]["id"].as_str().expect("id").to_string();
+    let set = cli.json(&["customer", "contract", &big, "--tasks-per-month", "5000", "--monthly-price", "450"]);
+    assert_eq!(set["customer"]["contract"]["tasks_per_month"], 5000);
+    let set = cli.json(&["customer", "contract", &big, "--calls-per-hour", "3000"]);
+    assert_eq!(set["customer"]["contract"]["tasks_per_month"], 5000, "kept");
+    assert_eq!(set["customer"]["contract"]["calls_per_hour"], 3000);
+    let set = cli.json(&["customer", "contract", &big, "--tasks-per-month", "plan"]);
+    assert!(set["customer"]["contract"]["tasks_per_month"].is_null());
+    let out = cli.run(&["customer", "contract", &big, "--calls-per-hour", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--calls-per-hour `lots`"), "{}", text(&out.stderr));
+    let out = cli.run(&["customer", "contract", &id, "--tasks-per-month", "10"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let shown = cli.json(&["customer", "show", &big]);
+    assert_eq!(shown["customer"]["contract"]["calls_per_hour"], 3000, "a failed change stores nothing");
 }
 
 /// A running `j1msky serve` child process, stopped with SIGTERM on drop.
