@@ -25,6 +25,8 @@ pub struct Customer {
     pub stage_changed_at: i64,
     /// Limits agreed by contract, for plans with `custom_limits` (enterprise).
     pub contract: Contract,
+    /// Stripe's customer id, once they have paid through Stripe.
+    pub stripe_customer_id: Option<String>,
 }
 
 /// A customer's contract terms; `None` fields fall back to the plan's.
@@ -66,7 +68,7 @@ pub struct NewCustomer {
 
 const COLUMNS: &str = "id, name, contact_email, stage, use_case, plan, chosen_teams, expected_monthly_tasks, \
                        time_zone, created_at, updated_at, stage_changed_at, contract_tasks_per_month, \
-                       contract_calls_per_hour, contract_monthly_price_micros";
+                       contract_calls_per_hour, contract_monthly_price_micros, stripe_customer_id";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<Customer, AccountsError> {
     let corrupt =
@@ -92,6 +94,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Customer, AccountsError> {
             calls_per_hour: r.try_get(13)?,
             monthly_price: r.try_get::<Option<i64>, _>(14)?.map(j1msky_core::Money::from_micros),
         },
+        stripe_customer_id: r.try_get(15)?,
     })
 }
 
@@ -183,10 +186,11 @@ pub async fn create(
         updated_at: now,
         stage_changed_at: now,
         contract: Contract::default(),
+        stripe_customer_id: None,
     };
     let mut tx = db.begin().await?;
     sqlx::query(&format!(
-        "INSERT INTO customers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, NULL)"
+        "INSERT INTO customers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, NULL, NULL)"
     ))
     .bind(&customer.id)
     .bind(&customer.name)
@@ -266,25 +270,40 @@ pub async fn set_stage(db: &Db, actor: &Actor, id: &str, to: Stage, now: i64) ->
         Some(r) => from_row(&r)?,
         None => return Err(AccountsError::NotFound("customer")),
     };
-    let from = customer.stage;
+    if change_stage(&mut tx, db.backend(), actor, id, customer.stage, to, now).await? {
+        tx.commit().await?;
+        customer.stage = to;
+        customer.stage_changed_at = now;
+        customer.updated_at = now;
+    }
+    Ok(customer)
+}
+
+/// Inside the caller's transaction: moves a customer whose stage is `from` to `to`, with
+/// history, audit and event. Returns false (and writes nothing) when they are equal.
+pub async fn change_stage(
+    conn: &mut AnyConnection,
+    backend: j1msky_db::Backend,
+    actor: &Actor,
+    id: &str,
+    from: Stage,
+    to: Stage,
+    now: i64,
+) -> Result<bool, AccountsError> {
     if from == to {
-        return Ok(customer);
+        return Ok(false);
     }
     sqlx::query("UPDATE customers SET stage = $1, stage_changed_at = $2, updated_at = $2 WHERE id = $3")
         .bind(to.as_str())
         .bind(now)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    insert_stage_change(&mut tx, id, Some(from), to, actor, now).await?;
+    insert_stage_change(conn, id, Some(from), to, actor, now).await?;
     let detail = serde_json::json!({"from": from, "to": to});
-    audit::record(&mut tx, actor, "customer.stage_changed", id, Some(id), detail.clone(), now).await?;
-    outbox::emit(&mut tx, db.backend(), "customer.stage_changed", Some(id), &detail, now).await?;
-    tx.commit().await?;
-    customer.stage = to;
-    customer.stage_changed_at = now;
-    customer.updated_at = now;
-    Ok(customer)
+    audit::record(conn, actor, "customer.stage_changed", id, Some(id), detail.clone(), now).await?;
+    outbox::emit(conn, backend, "customer.stage_changed", Some(id), &detail, now).await?;
+    Ok(true)
 }
 
 /// Sets a customer's contract limits, audited, with a `customer.contract_changed` event.

@@ -14,6 +14,10 @@
 //! `401`, `timeout` (answer only after the configured hang), `drop` (the connection is cut
 //! mid-answer) and `garbage` (200 with an unreadable body). `GET /_sim/stats` counts what
 //! was served; `POST /_sim/reset` clears the script and the counts.
+//!
+//! The fake Stripe lives in [`stripe`].
+
+pub mod stripe;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;

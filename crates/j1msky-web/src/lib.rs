@@ -2,6 +2,7 @@
 //! domain function, render.
 
 mod api;
+mod billing_hooks;
 pub mod auth;
 mod csrf;
 mod error;

@@ -14,7 +14,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::{api, auth, csrf, gateway_pages, llm, metrics_layer, pages, task_pages, tasks_api};
+use crate::{api, auth, billing_hooks, csrf, gateway_pages, llm, metrics_layer, pages, task_pages, tasks_api};
 
 /// Every route of the server, with its middleware.
 pub fn router(state: AppState) -> Router {
@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}", get(tasks_api::show))
         .route("/api/v1/tasks/{id}/cancel", post(tasks_api::cancel))
         .route("/api/v1/templates", get(tasks_api::templates))
+        .route("/webhooks/stripe", post(billing_hooks::stripe))
         .route("/v1/chat/completions", post(llm::openai::chat_completions))
         .route("/v1/models", get(llm::openai::models))
         .route("/v1/messages", post(llm::anthropic::messages))

@@ -15,6 +15,8 @@ pub struct WebConfig {
     pub max_body_bytes: usize,
     /// Longest a request may take before 408.
     pub request_timeout: std::time::Duration,
+    /// Stripe webhook endpoint secrets accepted (several while one is rotated out).
+    pub stripe_webhook_secrets: Vec<String>,
 }
 
 impl Default for WebConfig {
@@ -24,6 +26,7 @@ impl Default for WebConfig {
             trust_proxy: false,
             max_body_bytes: 2 * 1024 * 1024,
             request_timeout: std::time::Duration::from_secs(30),
+            stripe_webhook_secrets: Vec::new(),
         }
     }
 }
@@ -39,6 +42,8 @@ pub struct AppState {
     pub gateway: Option<Arc<j1msky_gateway::Gateway>>,
     /// API keys recently checked.
     pub keys: Arc<j1msky_accounts::api_keys::KeyCache>,
+    /// Woken when a Stripe event is stored, so the applier runs at once.
+    pub billing_wake: Arc<tokio::sync::Notify>,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -53,6 +58,7 @@ impl AppState {
             config,
             gateway: None,
             keys: Arc::default(),
+            billing_wake: Arc::default(),
             templates: Arc::new(crate::render::environment()),
             metrics: crate::metrics_layer::recorder(),
         }

@@ -70,14 +70,34 @@ impl ServeArgs {
             trust_proxy: self.trust_proxy,
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            stripe_webhook_secrets: Vec::new(),
         })
     }
+}
+
+/// The webhook endpoint secrets from the environment variable the catalogue names:
+/// one `whsec_…`, or several separated by commas while one is being rotated out.
+pub fn webhook_secrets(catalogue: &Catalogue) -> Vec<String> {
+    std::env::var(&catalogue.stripe.webhook_secret_env)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     context::init_logging(g);
     let catalogue = context::load_catalogue(g)?;
-    let config = args.web_config()?;
+    let mut config = args.web_config()?;
+    config.stripe_webhook_secrets = webhook_secrets(&catalogue);
+    if config.stripe_webhook_secrets.is_empty() {
+        tracing::warn!(
+            env = %catalogue.stripe.webhook_secret_env,
+            "no Stripe webhook secret: POST /webhooks/stripe refuses every delivery until it is set"
+        );
+    }
     let mut overrides = provider_urls(&catalogue, &args.provider_url)?;
     let _sim = if args.simulated_providers {
         let (sim, o) = simulated_providers(&catalogue, Duration::ZERO).await?;
@@ -174,7 +194,15 @@ pub async fn serve_on(
     tracing::info!(in_process = gateway.limits_in_process(), "caps and budgets");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = spawn_workers(&db, &catalogue, &gateway, &clock, options.workers, Default::default(), &stopped);
-    let state = AppState::new(db.clone(), catalogue, clock, config).with_gateway(gateway.clone());
+    let state = AppState::new(db.clone(), catalogue.clone(), clock.clone(), config).with_gateway(gateway.clone());
+    let applier = tokio::spawn(j1msky_billing::webhook::run_applier(
+        db.clone(),
+        catalogue,
+        clock,
+        state.billing_wake.clone(),
+        Duration::from_secs(5),
+        stopped.clone(),
+    ));
     tracing::info!(%addr, workers = options.workers, "listening");
     announce(addr);
     j1msky_web::serve(listener, state, shutdown_signal()).await.context("server failed")?;
@@ -183,6 +211,7 @@ pub async fn serve_on(
     for w in workers {
         let _ = w.await;
     }
+    let _ = applier.await;
     tracing::info!("in-flight requests finished; writing the last ledger rows and closing the database");
     gateway.flush().await;
     db.close().await;

@@ -241,4 +241,35 @@ pub struct Stripe {
     pub publishable_key_env: Option<String>,
     /// Webhook events the endpoint must be subscribed to.
     pub webhook_events: Vec<String>,
+    /// The Stripe API version every request pins (`Stripe-Version`).
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    /// Three-letter ISO currency for prices and coupons (lowercase, as Stripe writes it).
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// True only for a deployment that may use a live (`sk_live_`) key.
+    #[serde(default)]
+    pub live: bool,
+    /// Retention and upgrade discounts, by offer id (`we_miss_you`, `win_back`, `upgrade`).
+    #[serde(default)]
+    pub offers: BTreeMap<String, Offer>,
+}
+
+fn default_api_version() -> String {
+    "2024-06-20".into()
+}
+
+fn default_currency() -> String {
+    "usd".into()
+}
+
+/// A discount offered to keep or win a customer; becomes a Stripe coupon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offer {
+    pub name: String,
+    /// Whole percent off, 1–100.
+    pub percent_off: u32,
+    /// For how many monthly invoices: 1 is the next one only.
+    pub months: u32,
 }

@@ -168,6 +168,26 @@ fn plans(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
     }
 }
 
+fn stripe_terms(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
+    let s = &c.stripe;
+    if s.api_version.len() < 10 || !s.api_version.starts_with("20") {
+        push(out, "stripe.api_version", format!("`{}` is not a Stripe API version such as 2024-06-20", s.api_version));
+    }
+    if s.currency.len() != 3 || !s.currency.chars().all(|ch| ch.is_ascii_lowercase()) {
+        push(out, "stripe.currency", format!("`{}` is not a lowercase three-letter currency such as usd", s.currency));
+    }
+    check_ids(out, "stripe.offers", &s.offers);
+    for (id, offer) in &s.offers {
+        non_blank(out, format!("stripe.offers.{id}.name"), &offer.name);
+        if !(1..=100).contains(&offer.percent_off) {
+            push(out, format!("stripe.offers.{id}.percent_off"), "must be between 1 and 100");
+        }
+        if !(1..=36).contains(&offer.months) {
+            push(out, format!("stripe.offers.{id}.months"), "must be between 1 and 36");
+        }
+    }
+}
+
 fn teams(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
     check_ids(out, "teams", &c.teams);
     for (id, team) in &c.teams {
@@ -340,6 +360,7 @@ fn routing(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
 
 fn stripe(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
     let s = &c.stripe;
+    stripe_terms(c, out);
     check_env_name(out, "stripe.secret_key_env".into(), &s.secret_key_env);
     check_env_name(out, "stripe.webhook_secret_env".into(), &s.webhook_secret_env);
     if let Some(name) = &s.publishable_key_env {

@@ -249,3 +249,29 @@ pub fn session_cookie(resp: &reqwest::Response) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// The endpoint secret the Stripe tests sign with.
+pub const WEBHOOK_SECRET: &str = "whsec_j1msky_test";
+
+/// The app with its Stripe webhook endpoint live, a fake Stripe on loopback delivering
+/// to it (its clock set to the app's), the catalogue synced, and a client for the fake.
+pub async fn spawn_app_with_stripe() -> (TestApp, j1msky_sim::stripe::RunningStripe, j1msky_billing::Stripe) {
+    let config = WebConfig { stripe_webhook_secrets: vec![WEBHOOK_SECRET.into()], ..WebConfig::default() };
+    let app = spawn_app_with(config).await;
+    let fake = j1msky_sim::stripe::spawn_stripe(j1msky_sim::stripe::FakeStripeConfig {
+        webhook_url: Some(app.url("/webhooks/stripe")),
+        webhook_secret: WEBHOOK_SECRET.into(),
+        now: Some(app.now() / 1_000_000),
+    })
+    .await
+    .expect("fake stripe");
+    let stripe = j1msky_billing::Stripe::new(j1msky_billing::StripeConfig {
+        base_url: fake.base(),
+        secret_key: "sk_test_j1msky".into(),
+        api_version: app.catalogue.stripe.api_version.clone(),
+        allow_live: false,
+    })
+    .expect("client");
+    j1msky_billing::sync::sync(&app.db, &stripe, &app.catalogue, app.now()).await.expect("sync");
+    (app, fake, stripe)
+}

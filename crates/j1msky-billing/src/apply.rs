@@ -1,0 +1,421 @@
+//! Applying a Stripe event. Out-of-order delivery is normal, so every object keeps the
+//! version (`created` of the event, then its id) of the snapshot it mirrors, and an
+//! older snapshot never overwrites a newer one: whatever the delivery order, the mirror
+//! ends as the newest event says. The customer's plan and stage are then derived from
+//! all of its subscriptions, so they too are independent of the order.
+
+use j1msky_accounts::customers;
+use j1msky_accounts::Actor;
+use j1msky_core::catalogue::Catalogue;
+use j1msky_core::vocab::Stage;
+use j1msky_db::{outbox, Backend};
+use serde_json::{json, Value};
+use sqlx::{AnyConnection, Row};
+
+use crate::BillingError;
+
+/// What applying needs besides the database.
+pub struct Ctx<'a> {
+    pub catalogue: &'a Catalogue,
+}
+
+/// The actor stage changes made from Stripe's events are recorded under.
+pub fn actor() -> Actor {
+    Actor("stripe".into())
+}
+
+/// The order of snapshots: later `created` wins, ties broken by event id.
+pub fn version(created: i64, event_id: &str) -> String {
+    format!("{created:012}:{event_id}")
+}
+
+/// A Stripe reference that may be an id or an expanded object.
+fn id_of(v: &Value) -> Option<String> {
+    v.as_str().map(String::from).or_else(|| v["id"].as_str().map(String::from))
+}
+
+/// Applies one event inside the caller's transaction.
+pub async fn event(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ctx: &Ctx<'_>,
+    ev: &Value,
+    now: i64,
+) -> Result<(), BillingError> {
+    let env = crate::webhook::envelope(ev)?;
+    let obj = &ev["data"]["object"];
+    let v = version(env.created, &env.id);
+    match env.kind.as_str() {
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted"
+        | "customer.subscription.paused"
+        | "customer.subscription.resumed"
+        | "customer.subscription.trial_will_end" => {
+            let short = env.kind.trim_start_matches("customer.");
+            subscription(conn, backend, ctx, obj, &v, short, now).await
+        }
+        "customer.discount.created" => discount(conn, obj, &v, false).await,
+        "customer.discount.deleted" => discount(conn, obj, &v, true).await,
+        "checkout.session.completed"
+        | "checkout.session.async_payment_succeeded"
+        | "checkout.session.async_payment_failed" => checkout(conn, backend, ctx, obj, &env.kind, now).await,
+        "invoice.paid" => invoice_paid(conn, backend, ctx, obj, env.created, now).await,
+        "invoice.payment_failed" => {
+            let customer = match id_of(&obj["customer"]) {
+                Some(c) => our_customer(conn, &c).await?,
+                None => None,
+            };
+            let detail = json!({
+                "invoice": obj["id"], "subscription": obj["subscription"], "amount_due": obj["amount_due"],
+                "attempt_count": obj["attempt_count"], "next_payment_attempt": obj["next_payment_attempt"],
+            });
+            outbox::emit(conn, backend, "invoice.payment_failed", customer.as_deref(), &detail, now).await?;
+            Ok(())
+        }
+        "charge.refunded" => refund(conn, backend, obj, env.created, now).await,
+        // Stored and acknowledged; nothing of ours depends on it.
+        _ => Ok(()),
+    }
+}
+
+/// Our customer linked to a Stripe customer id.
+async fn our_customer(conn: &mut AnyConnection, stripe_customer: &str) -> Result<Option<String>, BillingError> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM customers WHERE stripe_customer_id = $1")
+        .bind(stripe_customer)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|r| r.0))
+}
+
+/// Links a Stripe customer to ours when ours has no link yet; returns whether ours is
+/// (now) linked to it.
+async fn link(conn: &mut AnyConnection, customer_id: &str, stripe_customer: &str, now: i64) -> Result<bool, BillingError> {
+    let done = sqlx::query(
+        "UPDATE customers SET stripe_customer_id = $1, updated_at = $2
+         WHERE id = $3 AND (stripe_customer_id IS NULL OR stripe_customer_id = $1)",
+    )
+    .bind(stripe_customer)
+    .bind(now)
+    .bind(customer_id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE subscriptions SET customer_id = $1 WHERE stripe_customer_id = $2 AND customer_id IS NULL")
+        .bind(customer_id)
+        .bind(stripe_customer)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}
+
+/// The plan a Stripe price stands for: its lookup key, else the id `stripe sync` stored.
+async fn plan_of_price(conn: &mut AnyConnection, price: &Value) -> Result<Option<String>, BillingError> {
+    if let Some(plan) = price["lookup_key"].as_str().and_then(crate::plan_of_lookup_key) {
+        return Ok(Some(plan.to_string()));
+    }
+    let Some(id) = id_of(price) else { return Ok(None) };
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT key FROM stripe_objects WHERE stripe_id = $1 AND key LIKE 'price:%'")
+            .bind(&id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.map(|(k,)| k.trim_start_matches("price:").to_string()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn subscription(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ctx: &Ctx<'_>,
+    obj: &Value,
+    version: &str,
+    short_kind: &str,
+    now: i64,
+) -> Result<(), BillingError> {
+    let bad = |what: &str| BillingError::Malformed(format!("subscription event: `{what}` missing"));
+    let id = obj["id"].as_str().filter(|s| s.starts_with("sub_")).ok_or_else(|| bad("id"))?;
+    let stripe_customer = id_of(&obj["customer"]).ok_or_else(|| bad("customer"))?;
+    let status = obj["status"].as_str().ok_or_else(|| bad("status"))?;
+    let item = &obj["items"]["data"][0];
+    let price = &item["price"];
+    let plan = plan_of_price(conn, price).await?;
+    let period_end = obj["current_period_end"].as_i64().or_else(|| item["current_period_end"].as_i64());
+    let coupon = id_of(&obj["discount"]["coupon"]);
+    let meta = &obj["metadata"];
+    let mut customer_id = our_customer(conn, &stripe_customer).await?;
+    if customer_id.is_none() {
+        if let Some(ours) = meta["j1msky_customer"].as_str() {
+            if link(conn, ours, &stripe_customer, now).await? {
+                customer_id = Some(ours.to_string());
+            }
+        }
+    }
+    let upserted = sqlx::query(
+        "INSERT INTO subscriptions (id, customer_id, stripe_customer_id, status, plan, price_id, current_period_end,
+             cancel_at_period_end, trial_end, discount_coupon, paused_from_plan, resume_at, created, version,
+             discount_version, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)
+         ON CONFLICT (id) DO UPDATE SET customer_id = COALESCE(excluded.customer_id, subscriptions.customer_id),
+             stripe_customer_id = excluded.stripe_customer_id, status = excluded.status, plan = excluded.plan,
+             price_id = excluded.price_id, current_period_end = excluded.current_period_end,
+             cancel_at_period_end = excluded.cancel_at_period_end, trial_end = excluded.trial_end,
+             paused_from_plan = excluded.paused_from_plan, resume_at = excluded.resume_at,
+             created = excluded.created, version = excluded.version, updated_at = excluded.updated_at
+         WHERE excluded.version > subscriptions.version",
+    )
+    .bind(id)
+    .bind(&customer_id)
+    .bind(&stripe_customer)
+    .bind(status)
+    .bind(&plan)
+    .bind(id_of(price))
+    .bind(period_end)
+    .bind(i64::from(obj["cancel_at_period_end"].as_bool().unwrap_or(false)))
+    .bind(obj["trial_end"].as_i64())
+    .bind(&coupon)
+    .bind(meta["paused_from"].as_str())
+    .bind(meta["resume_at"].as_str().and_then(|s| s.parse::<i64>().ok()))
+    .bind(obj["created"].as_i64().unwrap_or(0))
+    .bind(version)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    // The snapshot's discount competes with discount events on the same version order.
+    set_discount(conn, id, coupon.as_deref(), version).await?;
+    let customer_id = match customer_id {
+        Some(c) => Some(c),
+        None => {
+            let row: Option<(Option<String>,)> = sqlx::query_as("SELECT customer_id FROM subscriptions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            row.and_then(|r| r.0)
+        }
+    };
+    if upserted.rows_affected() == 1 {
+        let detail = json!({
+            "subscription": id, "status": status, "plan": plan, "cancel_at_period_end": obj["cancel_at_period_end"],
+            "current_period_end": period_end, "stripe_customer": stripe_customer,
+        });
+        outbox::emit(conn, backend, short_kind, customer_id.as_deref(), &detail, now).await?;
+    } else if short_kind == "subscription.trial_will_end" {
+        // A notice, not only a snapshot: it is news even when a newer snapshot is held.
+        let detail = json!({"subscription": id, "trial_end": obj["trial_end"]});
+        outbox::emit(conn, backend, short_kind, customer_id.as_deref(), &detail, now).await?;
+    }
+    if let Some(c) = customer_id {
+        settle_customer(conn, backend, ctx, &c, now).await?;
+    }
+    Ok(())
+}
+
+async fn set_discount(conn: &mut AnyConnection, sub: &str, coupon: Option<&str>, version: &str) -> Result<(), BillingError> {
+    sqlx::query("UPDATE subscriptions SET discount_coupon = $1, discount_version = $2 WHERE id = $3 AND discount_version < $2")
+        .bind(coupon)
+        .bind(version)
+        .bind(sub)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn discount(conn: &mut AnyConnection, obj: &Value, version: &str, deleted: bool) -> Result<(), BillingError> {
+    let Some(sub) = id_of(&obj["subscription"]) else { return Ok(()) }; // a customer-wide discount
+    let stripe_customer = id_of(&obj["customer"])
+        .ok_or_else(|| BillingError::Malformed("discount event: `customer` missing".into()))?;
+    let coupon = if deleted { None } else { id_of(&obj["coupon"]) };
+    // The discount may arrive before any snapshot of its subscription: keep a
+    // placeholder that any real snapshot overwrites (its version is the empty string).
+    sqlx::query(
+        "INSERT INTO subscriptions (id, stripe_customer_id, status, cancel_at_period_end, created, version, updated_at)
+         VALUES ($1, $2, 'unknown', 0, 0, '', 0) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&sub)
+    .bind(&stripe_customer)
+    .execute(&mut *conn)
+    .await?;
+    set_discount(conn, &sub, coupon.as_deref(), version).await
+}
+
+/// How much a subscription status says about the customer, for picking the one that
+/// decides the customer's plan and stage.
+fn rank(status: &str) -> u8 {
+    match status {
+        "active" | "past_due" | "unpaid" => 5,
+        "trialing" => 4,
+        "paused" => 3,
+        "incomplete" => 2,
+        "canceled" | "incomplete_expired" => 1,
+        _ => 0,
+    }
+}
+
+/// Derives the customer's plan and stage from all of its subscriptions.
+pub async fn settle_customer(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ctx: &Ctx<'_>,
+    customer_id: &str,
+    now: i64,
+) -> Result<(), BillingError> {
+    let subs: Vec<(String, Option<String>, i64, String)> =
+        sqlx::query_as("SELECT status, plan, created, id FROM subscriptions WHERE customer_id = $1")
+            .bind(customer_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let Some((status, plan, _, _)) =
+        subs.into_iter().filter(|s| rank(&s.0) > 0).max_by(|a, b| (rank(&a.0), a.2, &a.3).cmp(&(rank(&b.0), b.2, &b.3)))
+    else {
+        return Ok(());
+    };
+    let paused_plan = plan.as_deref() == Some(ctx.catalogue.pause_plan.as_str());
+    let stage = match status.as_str() {
+        "active" | "past_due" | "unpaid" if paused_plan => Some(Stage::Paused),
+        "active" | "past_due" | "unpaid" => Some(Stage::Active),
+        "trialing" => Some(Stage::Trial),
+        "paused" => Some(Stage::Paused),
+        "canceled" | "incomplete_expired" => Some(Stage::Churned),
+        _ => None,
+    };
+    let row = sqlx::query("SELECT stage, plan FROM customers WHERE id = $1").bind(customer_id).fetch_optional(&mut *conn).await?;
+    let Some(row) = row else { return Ok(()) };
+    let current: String = row.try_get(0)?;
+    let current_plan: Option<String> = row.try_get(1)?;
+    let current: Stage =
+        current.parse().map_err(|e| BillingError::Malformed(format!("stored stage of {customer_id}: {e}")))?;
+    if let Some(plan) = plan.filter(|p| ctx.catalogue.plans.contains_key(p)) {
+        if current_plan.as_deref() != Some(plan.as_str()) {
+            sqlx::query("UPDATE customers SET plan = $1, updated_at = $2 WHERE id = $3")
+                .bind(&plan)
+                .bind(now)
+                .bind(customer_id)
+                .execute(&mut *conn)
+                .await?;
+            let detail = json!({"from": current_plan, "to": plan});
+            outbox::emit(conn, backend, "customer.plan_changed", Some(customer_id), &detail, now).await?;
+        }
+    }
+    if let Some(stage) = stage {
+        customers::change_stage(conn, backend, &actor(), customer_id, current, stage, now).await?;
+    }
+    Ok(())
+}
+
+async fn checkout(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ctx: &Ctx<'_>,
+    obj: &Value,
+    kind: &str,
+    now: i64,
+) -> Result<(), BillingError> {
+    let ours = obj["client_reference_id"].as_str().map(String::from);
+    let stripe_customer = id_of(&obj["customer"]);
+    if let (Some(ours), Some(sc)) = (&ours, &stripe_customer) {
+        if !link(conn, ours, sc, now).await? {
+            tracing::warn!(customer = %ours, stripe_customer = %sc, "checkout for a customer linked to another Stripe customer");
+        }
+    }
+    let customer = match (&ours, &stripe_customer) {
+        (_, Some(sc)) => our_customer(conn, sc).await?.or(ours.clone()),
+        (Some(o), None) => Some(o.clone()),
+        (None, None) => None,
+    };
+    let outcome = match kind {
+        "checkout.session.completed" => "checkout.completed",
+        "checkout.session.async_payment_succeeded" => "checkout.payment_succeeded",
+        _ => "checkout.payment_failed",
+    };
+    let detail = json!({
+        "session": obj["id"], "subscription": id_of(&obj["subscription"]), "payment_status": obj["payment_status"],
+        "plan": obj["metadata"]["j1msky_plan"], "offer": obj["metadata"]["j1msky_offer"],
+    });
+    outbox::emit(conn, backend, outcome, customer.as_deref(), &detail, now).await?;
+    if let Some(c) = customer {
+        settle_customer(conn, backend, ctx, &c, now).await?;
+    }
+    Ok(())
+}
+
+async fn invoice_paid(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    _ctx: &Ctx<'_>,
+    obj: &Value,
+    created: i64,
+    now: i64,
+) -> Result<(), BillingError> {
+    let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("invoice: `id` missing".into()))?;
+    let customer = match id_of(&obj["customer"]) {
+        Some(c) => our_customer(conn, &c).await?,
+        None => None,
+    };
+    let line = &obj["lines"]["data"][0];
+    let sub = id_of(&obj["subscription"]);
+    let mut plan = plan_of_price(conn, &line["price"]).await?;
+    if plan.is_none() {
+        if let Some(s) = &sub {
+            let row: Option<(Option<String>,)> =
+                sqlx::query_as("SELECT plan FROM subscriptions WHERE id = $1").bind(s).fetch_optional(&mut *conn).await?;
+            plan = row.and_then(|r| r.0);
+        }
+    }
+    let paid_at = obj["status_transitions"]["paid_at"].as_i64().unwrap_or(created);
+    let amount = obj["amount_paid"].as_i64().unwrap_or(0);
+    let inserted = sqlx::query(
+        "INSERT INTO revenue_entries (id, source_id, kind, customer_id, subscription_id, plan, amount_cents, currency,
+             period_start, period_end, occurred_at, recorded_at)
+         VALUES ($1, $2, 'invoice_paid', $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (source_id) DO NOTHING",
+    )
+    .bind(j1msky_core::ids::new_id("rev"))
+    .bind(id)
+    .bind(&customer)
+    .bind(&sub)
+    .bind(&plan)
+    .bind(amount)
+    .bind(obj["currency"].as_str().unwrap_or("usd"))
+    .bind(line["period"]["start"].as_i64().map(|s| s * 1_000_000))
+    .bind(line["period"]["end"].as_i64().map(|s| s * 1_000_000))
+    .bind(paid_at * 1_000_000)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        let detail = json!({"invoice": id, "amount_cents": amount, "plan": plan, "subscription": sub});
+        outbox::emit(conn, backend, "invoice.paid", customer.as_deref(), &detail, now).await?;
+    }
+    Ok(())
+}
+
+async fn refund(conn: &mut AnyConnection, backend: Backend, obj: &Value, created: i64, now: i64) -> Result<(), BillingError> {
+    let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("charge: `id` missing".into()))?;
+    let customer = match id_of(&obj["customer"]) {
+        Some(c) => our_customer(conn, &c).await?,
+        None => None,
+    };
+    // `amount_refunded` is cumulative: the entry holds the largest seen, whatever the order.
+    let refunded = -obj["amount_refunded"].as_i64().unwrap_or(0);
+    let changed = sqlx::query(
+        "INSERT INTO revenue_entries (id, source_id, kind, customer_id, amount_cents, currency, occurred_at, recorded_at)
+         VALUES ($1, $2, 'refund', $3, $4, $5, $6, $7)
+         ON CONFLICT (source_id) DO UPDATE SET amount_cents = excluded.amount_cents, occurred_at = excluded.occurred_at
+         WHERE excluded.amount_cents < revenue_entries.amount_cents",
+    )
+    .bind(j1msky_core::ids::new_id("rev"))
+    .bind(format!("{id}:refunded"))
+    .bind(&customer)
+    .bind(refunded)
+    .bind(obj["currency"].as_str().unwrap_or("usd"))
+    .bind(created * 1_000_000)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    if changed.rows_affected() == 1 {
+        let detail = json!({"charge": id, "amount_refunded": -refunded, "invoice": obj["invoice"]});
+        outbox::emit(conn, backend, "charge.refunded", customer.as_deref(), &detail, now).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! Subscribing and managing: a Checkout Session for a plan (with an offer's coupon when
+//! one applies), and the Stripe Customer Portal.
+
+use j1msky_core::catalogue::Catalogue;
+use j1msky_db::Db;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::{sync, BillingError, Stripe};
+
+/// A Checkout Session to send the customer to.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CheckoutLink {
+    pub session_id: String,
+    pub url: String,
+}
+
+/// What a checkout is for.
+#[derive(Debug, Clone, Default)]
+pub struct CheckoutRequest {
+    pub plan: String,
+    /// An offer id from the catalogue (`win_back`, `upgrade`, …).
+    pub offer: Option<String>,
+    /// Start with the catalogue's free trial.
+    pub trial: bool,
+    pub success_url: String,
+    pub cancel_url: String,
+    /// Distinguishes a deliberate second attempt from a retried click (e.g. a minute
+    /// number): the same value gives the same session.
+    pub attempt: String,
+}
+
+/// Opens a Checkout Session (mode=subscription) for one of our customers.
+pub async fn start(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    req: &CheckoutRequest,
+) -> Result<CheckoutLink, BillingError> {
+    let customer = j1msky_accounts::customers::get(db, customer_id).await?;
+    catalogue.plans.get(&req.plan).ok_or_else(|| {
+        BillingError::invalid("plan", format!("unknown plan `{}`; plans are: {}", req.plan, keys(catalogue.plans.keys())))
+    })?;
+    if req.plan == catalogue.pause_plan {
+        return Err(BillingError::invalid("plan", format!("`{}` is reached by pausing, not by checkout", req.plan)));
+    }
+    let price = sync::stored_id(db, &format!("price:{}", req.plan))
+        .await?
+        .ok_or_else(|| BillingError::Config(format!("no Stripe price for `{}`: run `j1msky stripe sync` first", req.plan)))?;
+    for (field, url) in [("success_url", &req.success_url), ("cancel_url", &req.cancel_url)] {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(BillingError::invalid(field, format!("`{url}` is not an http(s) URL")));
+        }
+    }
+    let mut params = json!({
+        "mode": "subscription",
+        "line_items": [{"price": price, "quantity": 1}],
+        "client_reference_id": customer.id,
+        "success_url": req.success_url,
+        "cancel_url": req.cancel_url,
+        "metadata": {"j1msky_customer": customer.id, "j1msky_plan": req.plan},
+        "subscription_data": {"metadata": {"j1msky_customer": customer.id}},
+    });
+    match &customer.stripe_customer_id {
+        Some(sc) => params["customer"] = json!(sc),
+        None => {
+            if let Some(email) = &customer.contact_email {
+                params["customer_email"] = json!(email);
+            }
+        }
+    }
+    if req.trial && catalogue.trial_days > 0 {
+        params["subscription_data"]["trial_period_days"] = json!(catalogue.trial_days);
+    }
+    if let Some(offer) = &req.offer {
+        let o = catalogue.stripe.offers.get(offer).ok_or_else(|| {
+            BillingError::invalid("offer", format!("unknown offer `{offer}`; offers are: {}", keys(catalogue.stripe.offers.keys())))
+        })?;
+        let coupon = sync::coupon_id(offer, o.percent_off, o.months);
+        params["discounts"] = json!([{"coupon": coupon}]);
+        params["metadata"]["j1msky_offer"] = json!(offer);
+    }
+    let idem = format!(
+        "j1msky-checkout-{}-{}-{}-{}-{}",
+        customer.id,
+        req.plan,
+        req.offer.as_deref().unwrap_or("none"),
+        req.trial,
+        req.attempt
+    );
+    let s = stripe.post("checkout/sessions", &params, &idem).await?;
+    Ok(CheckoutLink {
+        session_id: s["id"].as_str().unwrap_or_default().to_string(),
+        url: s["url"].as_str().ok_or_else(|| BillingError::Malformed("checkout session without url".into()))?.to_string(),
+    })
+}
+
+/// A Customer Portal session for a customer who has paid through Stripe.
+pub async fn portal(db: &Db, stripe: &Stripe, customer_id: &str, return_url: &str) -> Result<String, BillingError> {
+    let customer = j1msky_accounts::customers::get(db, customer_id).await?;
+    let sc = customer
+        .stripe_customer_id
+        .ok_or_else(|| BillingError::invalid("customer", "no Stripe customer yet: subscribe through checkout first"))?;
+    let params = json!({"customer": sc, "return_url": return_url});
+    // Each portal session is single-use: a fresh key per request (no side effect to repeat).
+    let idem = format!("j1msky-portal-{}-{}", customer.id, j1msky_core::ids::new_id("req"));
+    let s = stripe.post("billing_portal/sessions", &params, &idem).await?;
+    s["url"].as_str().map(String::from).ok_or_else(|| BillingError::Malformed("portal session without url".into()))
+}
+
+fn keys<'a>(k: impl Iterator<Item = &'a String>) -> String {
+    k.cloned().collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,145 @@
+//! `j1msky stripe sync`: makes Stripe's products, monthly prices and offer coupons match
+//! the catalogue. Products and coupons get our own ids, prices our lookup keys, so a
+//! second run finds everything and changes nothing. A price is immutable at Stripe: a new
+//! amount makes a new price that takes over the lookup key, and the old one is archived.
+//! Every POST carries an idempotency key derived from what it asks for, so a sync
+//! retried after a crash never makes a second object.
+
+use j1msky_core::catalogue::Catalogue;
+use j1msky_db::Db;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::{BillingError, Stripe};
+
+/// What a sync did, object by object (`product:pro`, `price:pro`, `coupon:win_back`).
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct SyncReport {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+impl SyncReport {
+    pub fn changed_nothing(&self) -> bool {
+        self.created.is_empty() && self.updated.is_empty()
+    }
+}
+
+/// Our product id for a plan.
+pub fn product_id(plan: &str) -> String {
+    format!("j1msky_{plan}")
+}
+
+/// Our coupon id for an offer: its terms are in the id, because a coupon's terms cannot
+/// change at Stripe; new terms make a new coupon.
+pub fn coupon_id(offer: &str, percent_off: u32, months: u32) -> String {
+    format!("j1msky_{offer}_{percent_off}pct_{months}m")
+}
+
+/// Runs the sync and records the Stripe ids in `stripe_objects`.
+pub async fn sync(db: &Db, stripe: &Stripe, catalogue: &Catalogue, now: i64) -> Result<SyncReport, BillingError> {
+    let mut report = SyncReport::default();
+    let currency = &catalogue.stripe.currency;
+    for (plan_id, plan) in &catalogue.plans {
+        let pid = product_id(plan_id);
+        let key = format!("product:{plan_id}");
+        match stripe.find(&format!("products/{pid}")).await? {
+            None => {
+                let params = json!({"id": pid, "name": plan.name, "metadata": {"j1msky_plan": plan_id}});
+                stripe.post("products", &params, &format!("j1msky-sync-{pid}-create")).await?;
+                report.created.push(key.clone());
+            }
+            Some(p) if p["name"].as_str() != Some(plan.name.as_str()) || p["active"] == Value::Bool(false) => {
+                let params = json!({"name": plan.name, "active": true});
+                let idem = format!("j1msky-sync-{pid}-rename-{}", plan.name.replace(' ', "_"));
+                stripe.post(&format!("products/{pid}"), &params, &idem).await?;
+                report.updated.push(key.clone());
+            }
+            Some(_) => report.unchanged.push(key.clone()),
+        }
+        remember(db, &key, &pid, &plan.name, now).await?;
+
+        let cents = plan.monthly_price.to_cents_rounded();
+        let lookup = crate::price_lookup_key(plan_id);
+        let key = format!("price:{plan_id}");
+        let fingerprint = format!("{currency}:{cents}:month");
+        let found = stripe.get("prices", &json!({"lookup_keys": [lookup], "active": true, "limit": 1})).await?;
+        let existing = found["data"].get(0).cloned();
+        let same = existing.as_ref().is_some_and(|p| {
+            p["unit_amount"].as_i64() == Some(cents)
+                && p["currency"].as_str() == Some(currency.as_str())
+                && p["recurring"]["interval"].as_str() == Some("month")
+                && p["product"].as_str() == Some(pid.as_str())
+        });
+        let price_id = if same {
+            report.unchanged.push(key.clone());
+            existing.as_ref().and_then(|p| p["id"].as_str()).unwrap_or_default().to_string()
+        } else {
+            let old = existing.as_ref().and_then(|p| p["id"].as_str()).map(String::from);
+            let params = json!({
+                "product": pid, "unit_amount": cents, "currency": currency, "recurring": {"interval": "month"},
+                "lookup_key": lookup, "transfer_lookup_key": true, "metadata": {"j1msky_plan": plan_id},
+            });
+            let idem = format!("j1msky-sync-{lookup}-{fingerprint}-after-{}", old.as_deref().unwrap_or("none"));
+            let made = stripe.post("prices", &params, &idem).await?;
+            if let Some(old) = &old {
+                stripe.post(&format!("prices/{old}"), &json!({"active": false}), &format!("j1msky-archive-{old}")).await?;
+                report.updated.push(key.clone());
+            } else {
+                report.created.push(key.clone());
+            }
+            made["id"].as_str().ok_or_else(|| BillingError::Malformed("created price has no id".into()))?.to_string()
+        };
+        remember(db, &key, &price_id, &fingerprint, now).await?;
+    }
+    for (offer_id, offer) in &catalogue.stripe.offers {
+        let cid = coupon_id(offer_id, offer.percent_off, offer.months);
+        let key = format!("coupon:{offer_id}");
+        match stripe.find(&format!("coupons/{cid}")).await? {
+            None => {
+                let mut params = json!({"id": cid, "name": offer.name, "percent_off": offer.percent_off,
+                                        "metadata": {"j1msky_offer": offer_id}});
+                if offer.months == 1 {
+                    params["duration"] = json!("once");
+                } else {
+                    params["duration"] = json!("repeating");
+                    params["duration_in_months"] = json!(offer.months);
+                }
+                stripe.post("coupons", &params, &format!("j1msky-sync-{cid}-create")).await?;
+                report.created.push(key.clone());
+            }
+            Some(c) if c["name"].as_str() != Some(offer.name.as_str()) => {
+                let idem = format!("j1msky-sync-{cid}-rename-{}", offer.name.len());
+                stripe.post(&format!("coupons/{cid}"), &json!({"name": offer.name}), &idem).await?;
+                report.updated.push(key.clone());
+            }
+            Some(_) => report.unchanged.push(key.clone()),
+        }
+        remember(db, &key, &cid, &offer.name, now).await?;
+    }
+    Ok(report)
+}
+
+async fn remember(db: &Db, key: &str, stripe_id: &str, fingerprint: &str, now: i64) -> Result<(), BillingError> {
+    sqlx::query(
+        "INSERT INTO stripe_objects (key, stripe_id, fingerprint, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (key) DO UPDATE SET stripe_id = excluded.stripe_id, fingerprint = excluded.fingerprint,
+             updated_at = excluded.updated_at
+         WHERE stripe_objects.stripe_id <> excluded.stripe_id OR stripe_objects.fingerprint <> excluded.fingerprint",
+    )
+    .bind(key)
+    .bind(stripe_id)
+    .bind(fingerprint)
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// The Stripe id `stripe sync` stored for `key`.
+pub async fn stored_id(db: &Db, key: &str) -> Result<Option<String>, BillingError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT stripe_id FROM stripe_objects WHERE key = $1").bind(key).fetch_optional(db.pool()).await?;
+    Ok(row.map(|r| r.0))
+}

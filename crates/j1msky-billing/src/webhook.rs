@@ -1,0 +1,207 @@
+//! `POST /webhooks/stripe`: verify, store under Stripe's event id, acknowledge. The
+//! event is applied later by `apply_pending` (a worker), so a slow or failing
+//! application never makes Stripe retry a delivery we already hold.
+
+use j1msky_db::{Backend, Db};
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::{apply, signature, BillingError};
+
+/// What became of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// Stored for the first time.
+    Stored { id: String, kind: String },
+    /// Already held: nothing changed.
+    Duplicate { id: String },
+}
+
+/// The fields of an event envelope we need.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub id: String,
+    pub kind: String,
+    pub created: i64,
+    pub livemode: bool,
+    pub object_id: Option<String>,
+}
+
+/// Reads an event envelope, naming what is missing.
+pub fn envelope(v: &Value) -> Result<Envelope, BillingError> {
+    let field = |name: &str| BillingError::Malformed(format!("webhook event: `{name}` missing or not the right type"));
+    let id = v["id"].as_str().filter(|s| s.starts_with("evt_")).ok_or_else(|| field("id"))?;
+    Ok(Envelope {
+        id: id.to_string(),
+        kind: v["type"].as_str().ok_or_else(|| field("type"))?.to_string(),
+        created: v["created"].as_i64().ok_or_else(|| field("created"))?,
+        livemode: v["livemode"].as_bool().unwrap_or(false),
+        object_id: v["data"]["object"]["id"].as_str().map(String::from),
+    })
+}
+
+/// Verifies a delivery and stores it. A bad signature or body stores nothing.
+pub async fn receive(
+    db: &Db,
+    secrets: &[String],
+    signature_header: Option<&str>,
+    body: &[u8],
+    now: i64,
+) -> Result<Received, BillingError> {
+    signature::verify(signature_header, body, secrets, crate::secs(now))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| BillingError::Malformed(format!("webhook body is not JSON: {e}")))?;
+    store(db, &v, now).await
+}
+
+/// Stores an event (from a delivery or from the events list) unless already held.
+pub async fn store(db: &Db, event: &Value, now: i64) -> Result<Received, BillingError> {
+    let e = envelope(event)?;
+    let inserted = sqlx::query(
+        "INSERT INTO stripe_events (id, type, object_id, created, livemode, payload, received_at, state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&e.id)
+    .bind(&e.kind)
+    .bind(&e.object_id)
+    .bind(e.created)
+    .bind(i64::from(e.livemode))
+    .bind(event.to_string())
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    Ok(if inserted.rows_affected() == 1 {
+        Received::Stored { id: e.id, kind: e.kind }
+    } else {
+        Received::Duplicate { id: e.id }
+    })
+}
+
+/// How long a claimed batch is ours before another applier may take it.
+const LEASE_MICROS: i64 = 60_000_000;
+/// After this many failed attempts an event stays `failed` for the operator.
+const MAX_ATTEMPTS: i64 = 8;
+
+/// Applies up to `limit` pending events; returns how many were applied. Events are
+/// claimed with a lease, applied in one transaction per batch (each in its own on
+/// error), and marked applied in the same transaction as their effects.
+pub async fn apply_pending(db: &Db, ctx: &apply::Ctx<'_>, limit: i64, now: i64) -> Result<usize, BillingError> {
+    let claim = match db.backend() {
+        Backend::Postgres => {
+            "UPDATE stripe_events SET lease_until = $1, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM stripe_events WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < $2)
+                          ORDER BY received_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING id, payload"
+        }
+        Backend::Sqlite => {
+            "UPDATE stripe_events SET lease_until = $1, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM stripe_events WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < $2)
+                          ORDER BY received_at, id LIMIT $3)
+             RETURNING id, payload"
+        }
+    };
+    let rows = sqlx::query(claim).bind(now + LEASE_MICROS).bind(now).bind(limit).fetch_all(db.pool()).await?;
+    let mut batch = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id: String = r.try_get(0)?;
+        let payload: String = r.try_get(1)?;
+        batch.push((id, payload));
+    }
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    // The whole batch in one transaction: one commit instead of one per event.
+    let mut tx = db.begin().await?;
+    let mut all_ok = true;
+    for (id, payload) in &batch {
+        if let Err(e) = apply_one(&mut tx, db.backend(), ctx, id, payload, now).await {
+            tracing::warn!(event = %id, error = %e, "stripe event failed in a batch; retrying one by one");
+            all_ok = false;
+            break;
+        }
+    }
+    if all_ok {
+        tx.commit().await?;
+        return Ok(batch.len());
+    }
+    tx.rollback().await?;
+    let mut applied = 0;
+    for (id, payload) in &batch {
+        let mut tx = db.begin().await?;
+        match apply_one(&mut tx, db.backend(), ctx, id, payload, now).await {
+            Ok(()) => {
+                tx.commit().await?;
+                applied += 1;
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                sqlx::query(
+                    "UPDATE stripe_events SET error = $1, lease_until = $2,
+                         state = CASE WHEN attempts >= $3 THEN 'failed' ELSE state END WHERE id = $4",
+                )
+                .bind(e.to_string())
+                .bind(now + backoff(id))
+                .bind(MAX_ATTEMPTS)
+                .bind(id)
+                .execute(db.pool())
+                .await?;
+            }
+        }
+    }
+    Ok(applied)
+}
+
+/// A failed event waits before its next try (the lease doubles as the wait).
+fn backoff(_id: &str) -> i64 {
+    30_000_000
+}
+
+async fn apply_one(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    ctx: &apply::Ctx<'_>,
+    id: &str,
+    payload: &str,
+    now: i64,
+) -> Result<(), BillingError> {
+    let event: Value = serde_json::from_str(payload).map_err(|e| BillingError::Malformed(format!("stored event {id}: {e}")))?;
+    apply::event(conn, backend, ctx, &event, now).await?;
+    sqlx::query("UPDATE stripe_events SET state = 'applied', applied_at = $1, error = NULL, lease_until = NULL WHERE id = $2")
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Counts of stored events by state, for the operator.
+pub async fn counts(db: &Db) -> Result<Vec<(String, i64)>, BillingError> {
+    Ok(sqlx::query_as("SELECT state, COUNT(*) FROM stripe_events GROUP BY state ORDER BY state").fetch_all(db.pool()).await?)
+}
+
+/// Applies stored events until `stop`: at once when woken, else every `idle`.
+pub async fn run_applier(
+    db: Db,
+    catalogue: std::sync::Arc<j1msky_core::catalogue::Catalogue>,
+    clock: std::sync::Arc<dyn j1msky_core::Clock>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    idle: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let ctx = apply::Ctx { catalogue: &catalogue };
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match apply_pending(&db, &ctx, 200, clock.now_micros()).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "applying stripe events"),
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(idle) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! What moves a subscription besides API calls: a customer completing checkout, a
+//! period renewing (with its invoice, discount months and failed payments), a refund;
+//! and the controls tests use (`/_sim/…`): webhook delivery modes, API failures, clock.
+
+use axum::http::Method;
+use serde_json::{json, Value};
+
+use super::objects::merge_metadata;
+use super::{boolean, int, ApiError, ApiResult, Shared, Store};
+
+const PERIOD: i64 = 30 * 86_400;
+
+pub(crate) fn control(shared: &Shared, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
+    let stats = shared.deliver.stats();
+    let mut guard = shared.lock();
+    let s = &mut *guard;
+    match (method.as_str(), seg) {
+        ("POST", ["checkout", id, "complete"]) => complete_checkout(s, id, p),
+        ("POST", ["checkout", id, "async"]) => async_payment(s, id, boolean(&p["succeed"]).unwrap_or(true)),
+        ("POST", ["subscriptions", id, "renew"]) => renew(s, id, boolean(&p["fail"]).unwrap_or(false)),
+        ("POST", ["charges", id, "refund"]) => refund(s, id, int(&p["amount"])),
+        ("POST", ["webhooks"]) => {
+            if let Some(url) = p["url"].as_str() {
+                s.hooks.url = Some(url.to_string());
+            }
+            if let Some(b) = boolean(&p["duplicate"]) {
+                s.hooks.duplicate = b;
+            }
+            if let Some(b) = boolean(&p["hold"]) {
+                s.hooks.hold = b;
+            }
+            if let Some(b) = boolean(&p["reverse"]) {
+                s.hooks.reverse = b;
+            }
+            Ok(json!({"ok": true}))
+        }
+        ("POST", ["webhooks", "release"]) => Ok(json!({"released": s.hooks.release()})),
+        ("POST", ["fail"]) => {
+            s.fail_next = int(&p["times"]).unwrap_or(1).max(0) as u32;
+            s.fail_status = int(&p["status"]).unwrap_or(500) as u16;
+            Ok(json!({"ok": true}))
+        }
+        ("POST", ["clock"]) => {
+            s.clock_offset += int(&p["advance_secs"]).unwrap_or(0);
+            Ok(json!({"now": s.now()}))
+        }
+        ("GET", ["state"]) => {
+            let mut counts = serde_json::Map::new();
+            for v in s.objects.values() {
+                let k = v["object"].as_str().unwrap_or("?").to_string();
+                let n = counts.get(&k).and_then(Value::as_i64).unwrap_or(0);
+                counts.insert(k, json!(n + 1));
+            }
+            Ok(json!({"events": s.events.len(), "objects": counts, "webhooks": stats, "held": s.hooks.held(), "now": s.now()}))
+        }
+        _ => Err(ApiError::missing("control", &seg.join("/"))),
+    }
+}
+
+fn discount_of(s: &mut Store, coupon: &Value, customer: &str, sub: &str) -> Value {
+    let id = s.id("di");
+    json!({"id": id, "object": "discount", "coupon": coupon, "customer": customer, "subscription": sub, "start": s.now()})
+}
+
+fn complete_checkout(s: &mut Store, id: &str, p: &Value) -> ApiResult {
+    let mut cs = s.get("cs_", "checkout session", id)?;
+    if cs["status"] != "open" {
+        return Err(ApiError::invalid("id", format!("Checkout session {id} is {}.", cs["status"])));
+    }
+    let now = s.now();
+    let customer = match cs["customer"].as_str() {
+        Some(c) => c.to_string(),
+        None => {
+            let cid = s.id("cus");
+            let c = json!({"id": cid, "object": "customer", "email": cs["customer_email"], "metadata": {}, "created": now, "livemode": false});
+            s.objects.insert(cid.clone(), c.clone());
+            s.event("customer.created", &c, None);
+            cid
+        }
+    };
+    let price = s.get("price_", "price", cs["_price"].as_str().unwrap_or_default())?;
+    let trial_days = cs["_trial_days"].as_i64().filter(|d| *d > 0);
+    let (status, period_end, trial_end) = match trial_days {
+        Some(d) => ("trialing", now + d * 86_400, Some(now + d * 86_400)),
+        None => ("active", now + PERIOD, None),
+    };
+    let sub_id = s.id("sub");
+    let item_id = s.id("si");
+    let mut sub = json!({
+        "id": sub_id, "object": "subscription", "customer": customer, "status": status,
+        "items": {"object": "list", "data": [{"id": item_id, "object": "subscription_item", "price": price, "quantity": 1,
+                   "current_period_start": now, "current_period_end": period_end}]},
+        "current_period_start": now, "current_period_end": period_end, "cancel_at_period_end": false,
+        "canceled_at": null, "trial_end": trial_end, "discount": null,
+        "metadata": if cs["_sub_metadata"].is_object() { cs["_sub_metadata"].clone() } else { json!({}) },
+        "created": now, "livemode": false,
+    });
+    if let Some(code) = cs["_coupon"].as_str() {
+        let coupon = s.get("", "coupon", code)?;
+        sub["discount"] = discount_of(s, &coupon, &customer, &sub_id);
+        sub["_months_left"] = json!(coupon["duration_in_months"].as_i64().unwrap_or(1));
+    }
+    s.objects.insert(sub_id.clone(), sub.clone());
+    s.event("customer.subscription.created", &sub, None);
+    if !sub["discount"].is_null() {
+        s.event("customer.discount.created", &sub["discount"], None);
+    }
+    let pending = p["payment"].as_str() == Some("async");
+    cs["status"] = json!("complete");
+    cs["payment_status"] = json!(if pending { "unpaid" } else if trial_days.is_some() { "no_payment_required" } else { "paid" });
+    cs["customer"] = json!(customer);
+    cs["subscription"] = json!(sub_id);
+    s.objects.insert(id.to_string(), cs.clone());
+    s.event("checkout.session.completed", &cs, None);
+    if trial_days.is_none() && !pending {
+        invoice(s, &sub_id, false)?;
+    }
+    Ok(cs)
+}
+
+fn async_payment(s: &mut Store, id: &str, succeed: bool) -> ApiResult {
+    let mut cs = s.get("cs_", "checkout session", id)?;
+    cs["payment_status"] = json!(if succeed { "paid" } else { "unpaid" });
+    s.objects.insert(id.to_string(), cs.clone());
+    if succeed {
+        s.event("checkout.session.async_payment_succeeded", &cs, None);
+        invoice(s, cs["subscription"].as_str().unwrap_or_default(), false)?;
+    } else {
+        s.event("checkout.session.async_payment_failed", &cs, None);
+    }
+    Ok(cs)
+}
+
+/// Price after the subscription's discount, in minor units.
+fn discounted(sub: &Value, amount: i64) -> i64 {
+    let pct = sub["discount"]["coupon"]["percent_off"].as_f64().unwrap_or(0.0) as i64;
+    amount - amount * pct / 100
+}
+
+/// Bills the subscription's current period (plus pending invoice items), paid or failed.
+fn invoice(s: &mut Store, sub_id: &str, fail: bool) -> ApiResult {
+    let sub = s.get("sub_", "subscription", sub_id)?;
+    let customer = sub["customer"].as_str().unwrap_or_default().to_string();
+    let price = sub["items"]["data"][0]["price"].clone();
+    let base = discounted(&sub, price["unit_amount"].as_i64().unwrap_or(0));
+    let items: Vec<String> = s
+        .objects
+        .values()
+        .filter(|v| v["object"] == "invoiceitem" && v["customer"] == customer.as_str() && v["invoice"].is_null())
+        .filter_map(|v| v["id"].as_str().map(String::from))
+        .collect();
+    let in_id = s.id("in");
+    let mut extra = 0;
+    let mut lines = vec![json!({"price": price, "amount": base, "period": {"start": sub["current_period_start"], "end": sub["current_period_end"]}})];
+    for ii in &items {
+        if let Some(v) = s.objects.get_mut(ii) {
+            v["invoice"] = json!(in_id);
+            extra += v["amount"].as_i64().unwrap_or(0);
+            lines.push(json!({"amount": v["amount"], "description": v["description"], "invoice_item": ii}));
+        }
+    }
+    charge_invoice(s, &in_id, &customer, Some(sub_id), base + extra, lines, price["currency"].clone(), fail)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn charge_invoice(
+    s: &mut Store,
+    in_id: &str,
+    customer: &str,
+    sub_id: Option<&str>,
+    amount: i64,
+    lines: Vec<Value>,
+    currency: Value,
+    fail: bool,
+) -> ApiResult {
+    let now = s.now();
+    let ch_id = s.id("ch");
+    let inv = json!({
+        "id": in_id, "object": "invoice", "customer": customer, "subscription": sub_id, "currency": currency,
+        "amount_due": amount, "amount_paid": if fail { 0 } else { amount }, "attempt_count": 1,
+        "status": if fail { "open" } else { "paid" }, "charge": if fail { Value::Null } else { json!(ch_id) },
+        "next_payment_attempt": if fail { json!(now + 3 * 86_400) } else { Value::Null },
+        "status_transitions": {"paid_at": if fail { Value::Null } else { json!(now) }},
+        "lines": {"object": "list", "data": lines}, "created": now, "livemode": false,
+    });
+    s.objects.insert(in_id.to_string(), inv.clone());
+    if fail {
+        s.event("invoice.payment_failed", &inv, None);
+    } else {
+        let ch = json!({"id": ch_id, "object": "charge", "amount": amount, "amount_refunded": 0, "refunded": false,
+                        "customer": customer, "invoice": in_id, "currency": currency, "paid": true, "created": now, "livemode": false});
+        s.objects.insert(ch_id, ch);
+        s.event("invoice.paid", &inv, None);
+    }
+    Ok(inv)
+}
+
+/// The period ends: a subscription set to cancel ends; otherwise a new period starts and
+/// is billed; a trial ends; a coupon's months run down.
+fn renew(s: &mut Store, id: &str, fail: bool) -> ApiResult {
+    let mut sub = s.get("sub_", "subscription", id)?;
+    if sub["status"] == "canceled" {
+        return Err(ApiError::invalid("id", format!("Subscription {id} is canceled.")));
+    }
+    if sub["cancel_at_period_end"] == true {
+        return cancel_now(s, id);
+    }
+    let start = sub["current_period_end"].as_i64().unwrap_or_else(|| s.now());
+    let previous = json!({"current_period_start": sub["current_period_start"], "current_period_end": sub["current_period_end"], "status": sub["status"]});
+    sub["current_period_start"] = json!(start);
+    sub["current_period_end"] = json!(start + PERIOD);
+    sub["items"]["data"][0]["current_period_start"] = json!(start);
+    sub["items"]["data"][0]["current_period_end"] = json!(start + PERIOD);
+    sub["status"] = json!(if fail { "past_due" } else { "active" });
+    s.objects.insert(id.to_string(), sub.clone());
+    invoice(s, id, fail)?;
+    if !fail && !sub["discount"].is_null() {
+        let left = sub["_months_left"].as_i64().unwrap_or(1) - 1;
+        sub["_months_left"] = json!(left);
+        if left <= 0 {
+            let d = sub["discount"].clone();
+            sub["discount"] = Value::Null;
+            s.event("customer.discount.deleted", &d, None);
+        }
+        s.objects.insert(id.to_string(), sub.clone());
+    }
+    s.event("customer.subscription.updated", &sub, Some(previous));
+    Ok(sub)
+}
+
+fn refund(s: &mut Store, id: &str, amount: Option<i64>) -> ApiResult {
+    let mut ch = s.get("ch_", "charge", id)?;
+    let total = ch["amount"].as_i64().unwrap_or(0);
+    let done = ch["amount_refunded"].as_i64().unwrap_or(0);
+    let amount = amount.unwrap_or(total - done);
+    if amount <= 0 || done + amount > total {
+        return Err(ApiError::invalid("amount", format!("Refund amount ({amount}) is greater than unrefunded amount on charge ({}).", total - done)));
+    }
+    ch["amount_refunded"] = json!(done + amount);
+    ch["refunded"] = json!(done + amount == total);
+    s.objects.insert(id.to_string(), ch.clone());
+    s.event("charge.refunded", &ch, Some(json!({"amount_refunded": done})));
+    Ok(ch)
+}
+
+/// `DELETE /v1/subscriptions/{id}`: ends it now.
+pub(crate) fn cancel_now(s: &mut Store, id: &str) -> ApiResult {
+    let mut sub = s.get("sub_", "subscription", id)?;
+    if sub["status"] == "canceled" {
+        return Ok(sub);
+    }
+    let previous = json!({"status": sub["status"]});
+    sub["status"] = json!("canceled");
+    sub["canceled_at"] = json!(s.now());
+    sub["ended_at"] = json!(s.now());
+    s.objects.insert(id.to_string(), sub.clone());
+    s.event("customer.subscription.deleted", &sub, Some(previous));
+    Ok(sub)
+}
+
+/// `POST /v1/subscriptions/{id}`: price swap (prorated when asked), cancel at period
+/// end, metadata, discount, ending a trial.
+pub(crate) fn update_subscription(s: &mut Store, id: &str, p: &Value) -> ApiResult {
+    let mut sub = s.get("sub_", "subscription", id)?;
+    if sub["status"] == "canceled" {
+        return Err(ApiError::invalid("id", format!("A canceled subscription can only update its metadata: {id}")));
+    }
+    let mut previous = serde_json::Map::new();
+    let customer = sub["customer"].as_str().unwrap_or_default().to_string();
+    if let Some(price_id) = p["items"][0]["price"].as_str() {
+        let item = &sub["items"]["data"][0];
+        if let Some(item_id) = p["items"][0]["id"].as_str() {
+            if item["id"] != item_id {
+                return Err(ApiError::invalid("items[0][id]", format!("No such subscription item: '{item_id}'")));
+            }
+        }
+        let new_price = s.get("price_", "price", price_id)?;
+        let old_price = item["price"].clone();
+        previous.insert("items".into(), sub["items"].clone());
+        sub["items"]["data"][0]["price"] = new_price.clone();
+        let (old_amount, new_amount) = (old_price["unit_amount"].as_i64().unwrap_or(0), new_price["unit_amount"].as_i64().unwrap_or(0));
+        if p["proration_behavior"] == "always_invoice" && new_amount > old_amount && sub["status"] == "active" {
+            let now = s.now();
+            let end = sub["current_period_end"].as_i64().unwrap_or(now);
+            let remaining = (end - now).clamp(0, PERIOD);
+            let due = discounted(&sub, (new_amount - old_amount) * remaining / PERIOD);
+            s.objects.insert(id.to_string(), sub.clone());
+            let in_id = s.id("in");
+            let lines = vec![json!({"price": new_price, "amount": due, "proration": true, "period": {"start": now, "end": end}})];
+            charge_invoice(s, &in_id, &customer, Some(id), due, lines, new_price["currency"].clone(), false)?;
+        }
+    }
+    if let Some(b) = boolean(&p["cancel_at_period_end"]) {
+        previous.insert("cancel_at_period_end".into(), sub["cancel_at_period_end"].clone());
+        sub["cancel_at_period_end"] = json!(b);
+    }
+    if p.get("metadata").is_some() {
+        previous.insert("metadata".into(), sub["metadata"].clone());
+        sub["metadata"] = merge_metadata(&sub["metadata"], &p["metadata"]);
+    }
+    if p["trial_end"] == "now" && sub["status"] == "trialing" {
+        previous.insert("status".into(), sub["status"].clone());
+        sub["status"] = json!("active");
+        sub["trial_end"] = json!(s.now());
+    }
+    let coupon_param = if p.get("discounts").is_some() { Some(p["discounts"][0]["coupon"].as_str().unwrap_or("")) } else { p["coupon"].as_str() };
+    if let Some(code) = coupon_param {
+        previous.insert("discount".into(), sub["discount"].clone());
+        if !sub["discount"].is_null() {
+            let d = sub["discount"].clone();
+            s.event("customer.discount.deleted", &d, None);
+            sub["discount"] = Value::Null;
+        }
+        if !code.is_empty() {
+            let coupon = s.get("", "coupon", code)?;
+            sub["discount"] = discount_of(s, &coupon, &customer, id);
+            sub["_months_left"] = json!(coupon["duration_in_months"].as_i64().unwrap_or(1));
+            s.event("customer.discount.created", &sub["discount"].clone(), None);
+        }
+    }
+    s.objects.insert(id.to_string(), sub.clone());
+    s.event("customer.subscription.updated", &sub, Some(Value::Object(previous)));
+    Ok(sub)
+}

@@ -1,0 +1,35 @@
+//! `POST /webhooks/stripe`: the raw body is verified against `Stripe-Signature`, stored
+//! under Stripe's event id and acknowledged; the applier is woken to apply it.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use j1msky_billing::webhook::{self, Received};
+use j1msky_billing::BillingError;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+    let now = state.clock.now_micros();
+    match webhook::receive(&state.db, &state.config.stripe_webhook_secrets, signature, &body, now).await {
+        Ok(Received::Stored { .. }) => {
+            state.billing_wake.notify_one();
+            Json(json!({"received": true})).into_response()
+        }
+        Ok(Received::Duplicate { .. }) => Json(json!({"received": true, "duplicate": true})).into_response(),
+        // Refused: Stripe shows the message in the endpoint's delivery log.
+        Err(e @ (BillingError::Signature(_) | BillingError::Malformed(_))) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_webhook", e.to_string()).into_response()
+        }
+        // Not stored: a 5xx makes Stripe deliver it again later.
+        Err(e) => {
+            tracing::error!(error = %e, "stripe webhook not stored");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "event not stored; retry").into_response()
+        }
+    }
+}
