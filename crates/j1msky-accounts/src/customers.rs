@@ -323,7 +323,9 @@ pub async fn set_contract(
     let Some(plan) = plan.or(if contract.is_empty() { catalogue.plans.get(plan_id) } else { None }) else {
         return Err(AccountsError::invalid(
             "plan",
-            format!("the customer's plan `{plan_id}` has no contract limits; move it to a plan with custom limits first"),
+            format!(
+                "the customer's plan `{plan_id}` has no contract limits; move it to a plan with custom limits first"
+            ),
         ));
     };
     if contract.tasks_per_month.is_some_and(|n| !(0..=100_000_000).contains(&n)) {

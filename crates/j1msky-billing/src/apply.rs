@@ -90,7 +90,12 @@ async fn our_customer(conn: &mut AnyConnection, stripe_customer: &str) -> Result
 
 /// Links a Stripe customer to ours when ours has no link yet; returns whether ours is
 /// (now) linked to it.
-async fn link(conn: &mut AnyConnection, customer_id: &str, stripe_customer: &str, now: i64) -> Result<bool, BillingError> {
+async fn link(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    stripe_customer: &str,
+    now: i64,
+) -> Result<bool, BillingError> {
     let done = sqlx::query(
         "UPDATE customers SET stripe_customer_id = $1, updated_at = $2
          WHERE id = $3 AND (stripe_customer_id IS NULL OR stripe_customer_id = $1)",
@@ -212,20 +217,27 @@ async fn subscription(
     Ok(())
 }
 
-async fn set_discount(conn: &mut AnyConnection, sub: &str, coupon: Option<&str>, version: &str) -> Result<(), BillingError> {
-    sqlx::query("UPDATE subscriptions SET discount_coupon = $1, discount_version = $2 WHERE id = $3 AND discount_version < $2")
-        .bind(coupon)
-        .bind(version)
-        .bind(sub)
-        .execute(&mut *conn)
-        .await?;
+async fn set_discount(
+    conn: &mut AnyConnection,
+    sub: &str,
+    coupon: Option<&str>,
+    version: &str,
+) -> Result<(), BillingError> {
+    sqlx::query(
+        "UPDATE subscriptions SET discount_coupon = $1, discount_version = $2 WHERE id = $3 AND discount_version < $2",
+    )
+    .bind(coupon)
+    .bind(version)
+    .bind(sub)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 async fn discount(conn: &mut AnyConnection, obj: &Value, version: &str, deleted: bool) -> Result<(), BillingError> {
     let Some(sub) = id_of(&obj["subscription"]) else { return Ok(()) }; // a customer-wide discount
-    let stripe_customer = id_of(&obj["customer"])
-        .ok_or_else(|| BillingError::Malformed("discount event: `customer` missing".into()))?;
+    let stripe_customer =
+        id_of(&obj["customer"]).ok_or_else(|| BillingError::Malformed("discount event: `customer` missing".into()))?;
     let coupon = if deleted { None } else { id_of(&obj["coupon"]) };
     // The discount may arrive before any snapshot of its subscription: keep a
     // placeholder that any real snapshot overwrites (its version is the empty string).
@@ -266,8 +278,10 @@ pub async fn settle_customer(
             .bind(customer_id)
             .fetch_all(&mut *conn)
             .await?;
-    let Some((status, plan, _, _)) =
-        subs.into_iter().filter(|s| rank(&s.0) > 0).max_by(|a, b| (rank(&a.0), a.2, &a.3).cmp(&(rank(&b.0), b.2, &b.3)))
+    let Some((status, plan, _, _)) = subs
+        .into_iter()
+        .filter(|s| rank(&s.0) > 0)
+        .max_by(|a, b| (rank(&a.0), a.2, &a.3).cmp(&(rank(&b.0), b.2, &b.3)))
     else {
         return Ok(());
     };
@@ -280,7 +294,10 @@ pub async fn settle_customer(
         "canceled" | "incomplete_expired" => Some(Stage::Churned),
         _ => None,
     };
-    let row = sqlx::query("SELECT stage, plan FROM customers WHERE id = $1").bind(customer_id).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query("SELECT stage, plan FROM customers WHERE id = $1")
+        .bind(customer_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(row) = row else { return Ok(()) };
     let current: String = row.try_get(0)?;
     let current_plan: Option<String> = row.try_get(1)?;
@@ -358,8 +375,10 @@ async fn invoice_paid(
     let mut plan = plan_of_price(conn, &line["price"]).await?;
     if plan.is_none() {
         if let Some(s) = &sub {
-            let row: Option<(Option<String>,)> =
-                sqlx::query_as("SELECT plan FROM subscriptions WHERE id = $1").bind(s).fetch_optional(&mut *conn).await?;
+            let row: Option<(Option<String>,)> = sqlx::query_as("SELECT plan FROM subscriptions WHERE id = $1")
+                .bind(s)
+                .fetch_optional(&mut *conn)
+                .await?;
             plan = row.and_then(|r| r.0);
         }
     }
@@ -390,7 +409,13 @@ async fn invoice_paid(
     Ok(())
 }
 
-async fn refund(conn: &mut AnyConnection, backend: Backend, obj: &Value, created: i64, now: i64) -> Result<(), BillingError> {
+async fn refund(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    obj: &Value,
+    created: i64,
+    now: i64,
+) -> Result<(), BillingError> {
     let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("charge: `id` missing".into()))?;
     let customer = match id_of(&obj["customer"]) {
         Some(c) => our_customer(conn, &c).await?,

@@ -40,14 +40,17 @@ pub async fn start(
 ) -> Result<CheckoutLink, BillingError> {
     let customer = j1msky_accounts::customers::get(db, customer_id).await?;
     catalogue.plans.get(&req.plan).ok_or_else(|| {
-        BillingError::invalid("plan", format!("unknown plan `{}`; plans are: {}", req.plan, keys(catalogue.plans.keys())))
+        BillingError::invalid(
+            "plan",
+            format!("unknown plan `{}`; plans are: {}", req.plan, keys(catalogue.plans.keys())),
+        )
     })?;
     if req.plan == catalogue.pause_plan {
         return Err(BillingError::invalid("plan", format!("`{}` is reached by pausing, not by checkout", req.plan)));
     }
-    let price = sync::stored_id(db, &format!("price:{}", req.plan))
-        .await?
-        .ok_or_else(|| BillingError::Config(format!("no Stripe price for `{}`: run `j1msky stripe sync` first", req.plan)))?;
+    let price = sync::stored_id(db, &format!("price:{}", req.plan)).await?.ok_or_else(|| {
+        BillingError::Config(format!("no Stripe price for `{}`: run `j1msky stripe sync` first", req.plan))
+    })?;
     for (field, url) in [("success_url", &req.success_url), ("cancel_url", &req.cancel_url)] {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(BillingError::invalid(field, format!("`{url}` is not an http(s) URL")));
@@ -75,7 +78,10 @@ pub async fn start(
     }
     if let Some(offer) = &req.offer {
         let o = catalogue.stripe.offers.get(offer).ok_or_else(|| {
-            BillingError::invalid("offer", format!("unknown offer `{offer}`; offers are: {}", keys(catalogue.stripe.offers.keys())))
+            BillingError::invalid(
+                "offer",
+                format!("unknown offer `{offer}`; offers are: {}", keys(catalogue.stripe.offers.keys())),
+            )
         })?;
         let coupon = sync::coupon_id(offer, o.percent_off, o.months);
         params["discounts"] = json!([{"coupon": coupon}]);
@@ -92,7 +98,10 @@ pub async fn start(
     let s = stripe.post("checkout/sessions", &params, &idem).await?;
     Ok(CheckoutLink {
         session_id: s["id"].as_str().unwrap_or_default().to_string(),
-        url: s["url"].as_str().ok_or_else(|| BillingError::Malformed("checkout session without url".into()))?.to_string(),
+        url: s["url"]
+            .as_str()
+            .ok_or_else(|| BillingError::Malformed("checkout session without url".into()))?
+            .to_string(),
     })
 }
 

@@ -90,11 +90,8 @@ impl Stripe {
         } else {
             format!("{}/v1/{path}?{q}", self.config.base_url)
         };
-        let req = self
-            .http
-            .get(url)
-            .bearer_auth(&self.config.secret_key)
-            .header("Stripe-Version", &self.config.api_version);
+        let req =
+            self.http.get(url).bearer_auth(&self.config.secret_key).header("Stripe-Version", &self.config.api_version);
         self.send(req, path).await
     }
 

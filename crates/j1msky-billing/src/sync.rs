@@ -84,7 +84,9 @@ pub async fn sync(db: &Db, stripe: &Stripe, catalogue: &Catalogue, now: i64) -> 
             let idem = format!("j1msky-sync-{lookup}-{fingerprint}-after-{}", old.as_deref().unwrap_or("none"));
             let made = stripe.post("prices", &params, &idem).await?;
             if let Some(old) = &old {
-                stripe.post(&format!("prices/{old}"), &json!({"active": false}), &format!("j1msky-archive-{old}")).await?;
+                stripe
+                    .post(&format!("prices/{old}"), &json!({"active": false}), &format!("j1msky-archive-{old}"))
+                    .await?;
                 report.updated.push(key.clone());
             } else {
                 report.created.push(key.clone());
@@ -139,7 +141,9 @@ async fn remember(db: &Db, key: &str, stripe_id: &str, fingerprint: &str, now: i
 
 /// The Stripe id `stripe sync` stored for `key`.
 pub async fn stored_id(db: &Db, key: &str) -> Result<Option<String>, BillingError> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT stripe_id FROM stripe_objects WHERE key = $1").bind(key).fetch_optional(db.pool()).await?;
+    let row: Option<(String,)> = sqlx::query_as("SELECT stripe_id FROM stripe_objects WHERE key = $1")
+        .bind(key)
+        .fetch_optional(db.pool())
+        .await?;
     Ok(row.map(|r| r.0))
 }

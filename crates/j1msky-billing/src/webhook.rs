@@ -164,19 +164,24 @@ async fn apply_one(
     payload: &str,
     now: i64,
 ) -> Result<(), BillingError> {
-    let event: Value = serde_json::from_str(payload).map_err(|e| BillingError::Malformed(format!("stored event {id}: {e}")))?;
+    let event: Value =
+        serde_json::from_str(payload).map_err(|e| BillingError::Malformed(format!("stored event {id}: {e}")))?;
     apply::event(conn, backend, ctx, &event, now).await?;
-    sqlx::query("UPDATE stripe_events SET state = 'applied', applied_at = $1, error = NULL, lease_until = NULL WHERE id = $2")
-        .bind(now)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE stripe_events SET state = 'applied', applied_at = $1, error = NULL, lease_until = NULL WHERE id = $2",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 /// Counts of stored events by state, for the operator.
 pub async fn counts(db: &Db) -> Result<Vec<(String, i64)>, BillingError> {
-    Ok(sqlx::query_as("SELECT state, COUNT(*) FROM stripe_events GROUP BY state ORDER BY state").fetch_all(db.pool()).await?)
+    Ok(sqlx::query_as("SELECT state, COUNT(*) FROM stripe_events GROUP BY state ORDER BY state")
+        .fetch_all(db.pool())
+        .await?)
 }
 
 /// Applies stored events until `stop`: at once when woken, else every `idle`.

@@ -536,13 +536,13 @@ impl TermsCache {
                 return Ok(terms.clone());
             }
         }
-        let row: Option<(Option<String>, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT plan, monthly_budget_micros, contract_calls_per_hour FROM customers WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await?;
-        let terms = row.map_or((None, None, None), |(plan, budget, calls)| (plan, budget.map(Money::from_micros), calls));
+        let row: Option<(Option<String>, Option<i64>, Option<i64>)> =
+            sqlx::query_as("SELECT plan, monthly_budget_micros, contract_calls_per_hour FROM customers WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db.pool())
+                .await?;
+        let terms =
+            row.map_or((None, None, None), |(plan, budget, calls)| (plan, budget.map(Money::from_micros), calls));
         let mut entries = self.lock();
         if entries.len() > 100_000 {
             entries.clear();

@@ -6,7 +6,8 @@ use j1msky_sim::SimConfig;
 #[tokio::test]
 async fn beyond_its_rate_limit_the_provider_answers_429_with_retry_after() {
     // 120 a minute = 2 a second; the bucket holds one second's worth.
-    let sim = j1msky_sim::spawn(SimConfig { rate_limit_per_minute: Some(120), ..SimConfig::default() }).await.expect("sim");
+    let sim =
+        j1msky_sim::spawn(SimConfig { rate_limit_per_minute: Some(120), ..SimConfig::default() }).await.expect("sim");
     let http = reqwest::Client::new();
     let body = serde_json::json!({"model": "kimi-k2.5", "messages": [{"role": "user", "content": "hi"}]});
     let mut statuses = Vec::new();
@@ -21,7 +22,8 @@ async fn beyond_its_rate_limit_the_provider_answers_429_with_retry_after() {
             .expect("send");
         statuses.push(r.status().as_u16());
         if r.status() == 429 {
-            retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            retry_after =
+                r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
             let err: serde_json::Value = r.json().await.expect("json");
             assert!(err["error"]["message"].is_string(), "{err}");
         }

@@ -213,7 +213,8 @@ async fn main() -> Result<(), Error> {
             let rig = start_workers(&db, &catalogue, workers, 0, Some(per_min)).await?;
             let took = wait_for(&db, n as i64, Duration::from_secs(1800)).await?;
             rig.stop().await;
-            let (failed,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tasks WHERE state = 'failed'").fetch_one(db.pool()).await?;
+            let (failed,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM tasks WHERE state = 'failed'").fetch_one(db.pool()).await?;
             // Two calls per task; the bucket starts full with one second's worth.
             let ideal = (2 * n) as f64 / (f64::from(per_min) / 60.0) - 1.0;
             println!(

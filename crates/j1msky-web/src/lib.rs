@@ -2,8 +2,8 @@
 //! domain function, render.
 
 mod api;
-mod billing_hooks;
 pub mod auth;
+mod billing_hooks;
 mod csrf;
 mod error;
 mod gateway_pages;

@@ -311,13 +311,15 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
             let catalogue = context::load_catalogue(g)?;
             let current = customers::get(&db, &id).await.map_err(fail)?.contract;
             // `unlimited` is only meaningful for tasks; the enterprise plan itself has none.
-            let tasks = if tasks_per_month.as_deref() == Some("unlimited") { Some("plan".into()) } else { tasks_per_month };
+            let tasks =
+                if tasks_per_month.as_deref() == Some("unlimited") { Some("plan".into()) } else { tasks_per_month };
             let contract = customers::Contract {
                 tasks_per_month: contract_value("tasks-per-month", tasks, current.tasks_per_month)?,
                 calls_per_hour: contract_value("calls-per-hour", calls_per_hour, current.calls_per_hour)?,
                 monthly_price: contract_value("monthly-price", monthly_price, current.monthly_price)?,
             };
-            let c = customers::set_contract(&db, &catalogue, &actor, &id, contract, context::now()).await.map_err(fail)?;
+            let c =
+                customers::set_contract(&db, &catalogue, &actor, &id, contract, context::now()).await.map_err(fail)?;
             output::done(
                 g,
                 &format!("{} ({}) contract: {}", c.name, c.id, contract_summary(&c.contract)),

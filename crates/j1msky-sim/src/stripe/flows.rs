@@ -51,7 +51,9 @@ pub(crate) fn control(shared: &Shared, method: &Method, seg: &[&str], p: &Value)
                 let n = counts.get(&k).and_then(Value::as_i64).unwrap_or(0);
                 counts.insert(k, json!(n + 1));
             }
-            Ok(json!({"events": s.events.len(), "objects": counts, "webhooks": stats, "held": s.hooks.held(), "now": s.now()}))
+            Ok(
+                json!({"events": s.events.len(), "objects": counts, "webhooks": stats, "held": s.hooks.held(), "now": s.now()}),
+            )
         }
         _ => Err(ApiError::missing("control", &seg.join("/"))),
     }
@@ -107,7 +109,13 @@ fn complete_checkout(s: &mut Store, id: &str, p: &Value) -> ApiResult {
     }
     let pending = p["payment"].as_str() == Some("async");
     cs["status"] = json!("complete");
-    cs["payment_status"] = json!(if pending { "unpaid" } else if trial_days.is_some() { "no_payment_required" } else { "paid" });
+    cs["payment_status"] = json!(if pending {
+        "unpaid"
+    } else if trial_days.is_some() {
+        "no_payment_required"
+    } else {
+        "paid"
+    });
     cs["customer"] = json!(customer);
     cs["subscription"] = json!(sub_id);
     s.objects.insert(id.to_string(), cs.clone());
@@ -151,7 +159,9 @@ fn invoice(s: &mut Store, sub_id: &str, fail: bool) -> ApiResult {
         .collect();
     let in_id = s.id("in");
     let mut extra = 0;
-    let mut lines = vec![json!({"price": price, "amount": base, "period": {"start": sub["current_period_start"], "end": sub["current_period_end"]}})];
+    let mut lines = vec![
+        json!({"price": price, "amount": base, "period": {"start": sub["current_period_start"], "end": sub["current_period_end"]}}),
+    ];
     for ii in &items {
         if let Some(v) = s.objects.get_mut(ii) {
             v["invoice"] = json!(in_id);
@@ -234,7 +244,10 @@ fn refund(s: &mut Store, id: &str, amount: Option<i64>) -> ApiResult {
     let done = ch["amount_refunded"].as_i64().unwrap_or(0);
     let amount = amount.unwrap_or(total - done);
     if amount <= 0 || done + amount > total {
-        return Err(ApiError::invalid("amount", format!("Refund amount ({amount}) is greater than unrefunded amount on charge ({}).", total - done)));
+        return Err(ApiError::invalid(
+            "amount",
+            format!("Refund amount ({amount}) is greater than unrefunded amount on charge ({}).", total - done),
+        ));
     }
     ch["amount_refunded"] = json!(done + amount);
     ch["refunded"] = json!(done + amount == total);
@@ -278,7 +291,8 @@ pub(crate) fn update_subscription(s: &mut Store, id: &str, p: &Value) -> ApiResu
         let old_price = item["price"].clone();
         previous.insert("items".into(), sub["items"].clone());
         sub["items"]["data"][0]["price"] = new_price.clone();
-        let (old_amount, new_amount) = (old_price["unit_amount"].as_i64().unwrap_or(0), new_price["unit_amount"].as_i64().unwrap_or(0));
+        let (old_amount, new_amount) =
+            (old_price["unit_amount"].as_i64().unwrap_or(0), new_price["unit_amount"].as_i64().unwrap_or(0));
         if p["proration_behavior"] == "always_invoice" && new_amount > old_amount && sub["status"] == "active" {
             let now = s.now();
             let end = sub["current_period_end"].as_i64().unwrap_or(now);
@@ -286,7 +300,9 @@ pub(crate) fn update_subscription(s: &mut Store, id: &str, p: &Value) -> ApiResu
             let due = discounted(&sub, (new_amount - old_amount) * remaining / PERIOD);
             s.objects.insert(id.to_string(), sub.clone());
             let in_id = s.id("in");
-            let lines = vec![json!({"price": new_price, "amount": due, "proration": true, "period": {"start": now, "end": end}})];
+            let lines = vec![
+                json!({"price": new_price, "amount": due, "proration": true, "period": {"start": now, "end": end}}),
+            ];
             charge_invoice(s, &in_id, &customer, Some(id), due, lines, new_price["currency"].clone(), false)?;
         }
     }
@@ -303,7 +319,11 @@ pub(crate) fn update_subscription(s: &mut Store, id: &str, p: &Value) -> ApiResu
         sub["status"] = json!("active");
         sub["trial_end"] = json!(s.now());
     }
-    let coupon_param = if p.get("discounts").is_some() { Some(p["discounts"][0]["coupon"].as_str().unwrap_or("")) } else { p["coupon"].as_str() };
+    let coupon_param = if p.get("discounts").is_some() {
+        Some(p["discounts"][0]["coupon"].as_str().unwrap_or(""))
+    } else {
+        p["coupon"].as_str()
+    };
     if let Some(code) = coupon_param {
         previous.insert("discount".into(), sub["discount"].clone());
         if !sub["discount"].is_null() {

@@ -97,7 +97,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"type": self.kind, "code": self.code, "message": self.message, "param": self.param}});
+        let body =
+            json!({"error": {"type": self.kind, "code": self.code, "message": self.message, "param": self.param}});
         (self.status, Json(body)).into_response()
     }
 }
@@ -179,7 +180,10 @@ pub async fn spawn_stripe(config: FakeStripeConfig) -> std::io::Result<RunningSt
 }
 
 /// Starts the fake on a given listener.
-pub async fn serve_stripe(listener: tokio::net::TcpListener, config: FakeStripeConfig) -> std::io::Result<RunningStripe> {
+pub async fn serve_stripe(
+    listener: tokio::net::TcpListener,
+    config: FakeStripeConfig,
+) -> std::io::Result<RunningStripe> {
     let addr = listener.local_addr()?;
     let deliver = hooks::Deliverer::start(config.webhook_secret.clone());
     let shared = Arc::new(Shared {
@@ -208,7 +212,13 @@ pub async fn serve_stripe(listener: tokio::net::TcpListener, config: FakeStripeC
     Ok(RunningStripe { addr, stop: Some(tx) })
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_string();
     let body_text = String::from_utf8_lossy(&body).into_owned();
     let params = if method == Method::GET || method == Method::DELETE {
@@ -249,7 +259,13 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
         if s.fail_next > 0 {
             s.fail_next -= 1;
             let status = StatusCode::from_u16(s.fail_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let e = ApiError { status, kind: "api_error", code: "simulated_failure", message: "simulated failure".into(), param: None };
+            let e = ApiError {
+                status,
+                kind: "api_error",
+                code: "simulated_failure",
+                message: "simulated failure".into(),
+                param: None,
+            };
             return e.into_response();
         }
         if method == Method::POST {

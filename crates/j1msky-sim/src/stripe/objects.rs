@@ -15,6 +15,7 @@ pub(crate) fn api(shared: &Shared, method: &Method, seg: &[&str], p: &Value) -> 
         ("POST", ["v1", "products", id]) => update(s, "product", id, p, &["name", "active", "metadata"]),
         ("POST", ["v1", "prices"]) => create_price(s, p),
         ("GET", ["v1", "prices"]) => list_prices(s, p),
+        ("GET", ["v1", "prices", id]) => s.get("price_", "price", id),
         ("POST", ["v1", "prices", id]) => update(s, "price", id, p, &["active", "metadata"]),
         ("POST", ["v1", "coupons"]) => create_coupon(s, p),
         ("GET", ["v1", "coupons", id]) => s.get("", "coupon", id).and_then(|v| kind(v, "coupon", id)),
@@ -34,8 +35,10 @@ pub(crate) fn api(shared: &Shared, method: &Method, seg: &[&str], p: &Value) -> 
             let customer = p["customer"].as_str().unwrap_or_default();
             s.get("cus_", "customer", customer)?;
             let id = s.id("bps");
-            Ok(json!({"id": id, "object": "billing_portal.session", "customer": customer, "return_url": p["return_url"],
-                      "url": format!("https://billing.stripe.test/p/session/{id}"), "created": s.now(), "livemode": false}))
+            Ok(
+                json!({"id": id, "object": "billing_portal.session", "customer": customer, "return_url": p["return_url"],
+                      "url": format!("https://billing.stripe.test/p/session/{id}"), "created": s.now(), "livemode": false}),
+            )
         }
         ("GET", ["v1", "subscriptions", id]) => s.get("sub_", "subscription", id),
         ("POST", ["v1", "subscriptions", id]) => flows::update_subscription(s, id, p),
@@ -64,7 +67,8 @@ fn kind(v: Value, object: &str, id: &str) -> ApiResult {
 }
 
 fn update(s: &mut Store, object: &str, id: &str, p: &Value, allowed: &[&str]) -> ApiResult {
-    let mut v = s.objects.get(id).filter(|v| v["object"] == object).cloned().ok_or_else(|| ApiError::missing(object, id))?;
+    let mut v =
+        s.objects.get(id).filter(|v| v["object"] == object).cloned().ok_or_else(|| ApiError::missing(object, id))?;
     if let Some(map) = p.as_object() {
         for (k, val) in map {
             if !allowed.contains(&k.as_str()) {
@@ -97,7 +101,10 @@ pub(crate) fn merge_metadata(old: &Value, new: &Value) -> Value {
 }
 
 fn create_product(s: &mut Store, p: &Value) -> ApiResult {
-    let name = p["name"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| ApiError::invalid("name", "Missing required param: name."))?;
+    let name = p["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::invalid("name", "Missing required param: name."))?;
     let id = match p["id"].as_str() {
         Some(id) if s.objects.contains_key(id) => {
             return Err(ApiError::invalid("id", format!("Product already exists: {id}")));
@@ -114,14 +121,26 @@ fn create_product(s: &mut Store, p: &Value) -> ApiResult {
 fn create_price(s: &mut Store, p: &Value) -> ApiResult {
     let product = p["product"].as_str().unwrap_or_default().to_string();
     s.get("", "product", &product)?;
-    let amount = int(&p["unit_amount"]).filter(|a| *a >= 0).ok_or_else(|| ApiError::invalid("unit_amount", "Invalid integer"))?;
-    let currency = p["currency"].as_str().filter(|c| c.len() == 3).ok_or_else(|| ApiError::invalid("currency", "Invalid currency"))?;
+    let amount = int(&p["unit_amount"])
+        .filter(|a| *a >= 0)
+        .ok_or_else(|| ApiError::invalid("unit_amount", "Invalid integer"))?;
+    let currency = p["currency"]
+        .as_str()
+        .filter(|c| c.len() == 3)
+        .ok_or_else(|| ApiError::invalid("currency", "Invalid currency"))?;
     let lookup = p["lookup_key"].as_str().map(String::from);
     if let Some(key) = &lookup {
-        let holder = s.objects.values().find(|v| v["object"] == "price" && v["lookup_key"].as_str() == Some(key)).map(|v| v["id"].clone());
+        let holder = s
+            .objects
+            .values()
+            .find(|v| v["object"] == "price" && v["lookup_key"].as_str() == Some(key))
+            .map(|v| v["id"].clone());
         if let Some(old) = holder.and_then(|h| h.as_str().map(String::from)) {
             if boolean(&p["transfer_lookup_key"]) != Some(true) {
-                return Err(ApiError::invalid("lookup_key", format!("A price (`{old}`) already uses that lookup key.")));
+                return Err(ApiError::invalid(
+                    "lookup_key",
+                    format!("A price (`{old}`) already uses that lookup key."),
+                ));
             }
             if let Some(o) = s.objects.get_mut(&old) {
                 o["lookup_key"] = Value::Null;
@@ -144,7 +163,8 @@ fn list(data: Vec<Value>, url: &str, limit: usize) -> Value {
 }
 
 fn list_prices(s: &Store, p: &Value) -> ApiResult {
-    let keys: Vec<&str> = p["lookup_keys"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let keys: Vec<&str> =
+        p["lookup_keys"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     let active = boolean(&p["active"]);
     let limit = int(&p["limit"]).unwrap_or(10).clamp(1, 100) as usize;
     let mut data: Vec<Value> = s
@@ -160,7 +180,9 @@ fn list_prices(s: &Store, p: &Value) -> ApiResult {
 }
 
 fn create_coupon(s: &mut Store, p: &Value) -> ApiResult {
-    let pct = int(&p["percent_off"]).filter(|n| (1..=100).contains(n)).ok_or_else(|| ApiError::invalid("percent_off", "Invalid percent_off"))?;
+    let pct = int(&p["percent_off"])
+        .filter(|n| (1..=100).contains(n))
+        .ok_or_else(|| ApiError::invalid("percent_off", "Invalid percent_off"))?;
     let duration = p["duration"].as_str().unwrap_or("once");
     let months = int(&p["duration_in_months"]);
     if duration == "repeating" && months.is_none() {
@@ -229,7 +251,8 @@ fn create_invoice_item(s: &mut Store, p: &Value) -> ApiResult {
 fn list_events(s: &Store, p: &Value) -> ApiResult {
     let limit = int(&p["limit"]).unwrap_or(10).clamp(1, 100) as usize;
     let gte = int(&p["created"]["gte"]).unwrap_or(i64::MIN);
-    let types: Vec<&str> = p["types"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let types: Vec<&str> =
+        p["types"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     let one_type = p["type"].as_str();
     let mut newest_first = s.events.iter().rev();
     let mut data = Vec::new();

@@ -1,0 +1,272 @@
+//! Stripe billing end to end: the catalogue synced to a fake Stripe on loopback, a
+//! checkout completed there, its signed webhooks delivered over HTTP to
+//! `POST /webhooks/stripe`, stored and applied — duplicated, reordered and forged ones too.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{spawn_app_with_stripe, TestApp, WEBHOOK_SECRET};
+use j1msky_billing::checkout::{self, CheckoutRequest};
+use j1msky_billing::{apply, sync, webhook};
+use j1msky_core::vocab::Stage;
+use serde_json::{json, Value};
+
+async fn control(fake: &j1msky_sim::stripe::RunningStripe, path: &str, body: Value) -> Value {
+    let r =
+        reqwest::Client::new().post(format!("{}/_sim/{path}", fake.base())).json(&body).send().await.expect("control");
+    assert!(r.status().is_success(), "{path}: {}", r.text().await.unwrap_or_default());
+    r.json().await.expect("json")
+}
+
+/// Waits until the fake has delivered every event it made (each `copies` times).
+async fn delivered(fake: &j1msky_sim::stripe::RunningStripe, copies: u64) {
+    for _ in 0..500 {
+        let s: Value =
+            reqwest::get(format!("{}/_sim/state", fake.base())).await.expect("state").json().await.expect("json");
+        let made = s["events"].as_u64().unwrap_or(0) - s["held"].as_u64().unwrap_or(0);
+        if s["webhooks"]["delivered"].as_u64().unwrap_or(0) >= made * copies && made > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the fake did not deliver its webhooks");
+}
+
+async fn apply_all(app: &TestApp) -> usize {
+    let ctx = apply::Ctx { catalogue: &app.catalogue };
+    let mut total = 0;
+    loop {
+        let n = webhook::apply_pending(&app.db, &ctx, 100, app.now()).await.expect("apply");
+        if n == 0 {
+            return total;
+        }
+        total += n;
+    }
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(app.db.pool()).await.expect(sql);
+    n
+}
+
+async fn customer(app: &TestApp, name: &str, stage: Stage) -> String {
+    j1msky_accounts::customers::create(
+        &app.db,
+        &app.catalogue,
+        &j1msky_accounts::Actor::cli(),
+        j1msky_accounts::customers::NewCustomer {
+            name: name.into(),
+            contact_email: Some(format!("{}@example.test", name.to_lowercase().replace(' ', "-"))),
+            stage: Some(stage),
+            ..Default::default()
+        },
+        app.now(),
+    )
+    .await
+    .expect("customer")
+    .id
+}
+
+fn request(plan: &str, offer: Option<&str>) -> CheckoutRequest {
+    CheckoutRequest {
+        plan: plan.into(),
+        offer: offer.map(String::from),
+        trial: false,
+        success_url: "https://app.example.test/app/billing?done=1".into(),
+        cancel_url: "https://app.example.test/app/billing".into(),
+        attempt: "1".into(),
+    }
+}
+
+#[tokio::test]
+async fn catalogue_sync_is_idempotent_and_a_new_price_replaces_the_old() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let again = sync::sync(&app.db, &stripe, &app.catalogue, app.now()).await.expect("sync");
+    assert!(again.changed_nothing(), "{again:?}");
+    let plans = app.catalogue.plans.len();
+    assert_eq!(again.unchanged.len(), 2 * plans + app.catalogue.stripe.offers.len());
+    let old = sync::stored_id(&app.db, "price:pro").await.expect("id").expect("stored");
+
+    let mut changed = (*app.catalogue).clone();
+    changed.plans.get_mut("pro").expect("pro").monthly_price = "109.00".parse().expect("money");
+    let report = sync::sync(&app.db, &stripe, &changed, app.now()).await.expect("sync");
+    assert_eq!(report.updated, vec!["price:pro".to_string()]);
+    assert!(report.created.is_empty());
+    let new = sync::stored_id(&app.db, "price:pro").await.expect("id").expect("stored");
+    assert_ne!(new, old);
+    let listed =
+        stripe.get("prices", &json!({"lookup_keys": ["j1msky_pro_monthly"], "active": true})).await.expect("list");
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        (listed["data"][0]["id"].as_str(), listed["data"][0]["unit_amount"].as_i64()),
+        (Some(new.as_str()), Some(10900))
+    );
+    let archived = stripe.get(&format!("prices/{old}"), &Value::Null).await.expect("old price");
+    assert_eq!(archived["active"], false, "the old price is archived");
+    // A retried sync after a crash: the same idempotency keys replay, nothing doubles.
+    let state: Value = reqwest::get(format!("{}/_sim/state", fake.base())).await.expect("s").json().await.expect("j");
+    assert_eq!(state["objects"]["price"].as_i64(), Some(plans as i64 + 1));
+}
+
+#[tokio::test]
+async fn a_checkout_becomes_a_paid_subscription_through_signed_webhooks_and_duplicates_change_nothing() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let id = customer(&app, "Acme", Stage::Qualified).await;
+    let link =
+        checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("starter", None)).await.expect("checkout");
+    assert!(link.url.starts_with("https://checkout.stripe.test/"), "{}", link.url);
+    let retried =
+        checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("starter", None)).await.expect("again");
+    assert_eq!(retried, link, "a retried click opens the same session");
+
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    delivered(&fake, 1).await;
+    // customer.created, customer.subscription.created, checkout.session.completed, invoice.paid
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM stripe_events WHERE state = 'pending'").await, 4);
+    assert_eq!(apply_all(&app).await, 4);
+
+    let c = j1msky_accounts::customers::get(&app.db, &id).await.expect("get");
+    assert_eq!((c.stage, c.plan.as_deref()), (Stage::Active, Some("starter")));
+    assert!(c.stripe_customer_id.as_deref().is_some_and(|s| s.starts_with("cus_")));
+    let (status, plan): (String, Option<String>) =
+        sqlx::query_as("SELECT status, plan FROM subscriptions WHERE customer_id = $1")
+            .bind(&id)
+            .fetch_one(app.db.pool())
+            .await
+            .expect("sub");
+    assert_eq!((status.as_str(), plan.as_deref()), ("active", Some("starter")));
+    assert_eq!(
+        count(
+            &app,
+            "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM revenue_entries WHERE kind = 'invoice_paid'"
+        )
+        .await,
+        4900
+    );
+    for kind in ["checkout.completed", "subscription.created", "invoice.paid", "customer.stage_changed"] {
+        let n = count(&app, &format!("SELECT COUNT(*) FROM events WHERE kind = '{kind}'")).await;
+        assert_eq!(n, 1, "{kind}");
+    }
+
+    // Every event delivered twice: stored once, billed once.
+    control(&fake, "webhooks", json!({"duplicate": true})).await;
+    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE customer_id = $1")
+        .bind(&id)
+        .fetch_one(app.db.pool())
+        .await
+        .expect("id");
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..200 {
+        if count(&app, "SELECT COUNT(*) FROM stripe_events").await == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM stripe_events").await, 6, "two new events, each stored once");
+    apply_all(&app).await;
+    assert_eq!(count(&app, "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM revenue_entries").await, 9800);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM events WHERE kind = 'invoice.paid'").await, 2);
+}
+
+#[tokio::test]
+async fn forged_stale_or_malformed_deliveries_are_refused_and_store_nothing() {
+    let (app, _fake, _stripe) = spawn_app_with_stripe().await;
+    let body = json!({"id": "evt_forged", "object": "event", "type": "invoice.paid", "created": app.now() / 1_000_000,
+                      "data": {"object": {"id": "in_1", "amount_paid": 99900}}})
+    .to_string();
+    let now = app.now() / 1_000_000;
+    let http = reqwest::Client::new();
+    let cases = [
+        ("no signature", None),
+        ("wrong secret", Some(j1msky_billing::signature::header("whsec_attacker", now, body.as_bytes()))),
+        ("stale", Some(j1msky_billing::signature::header(WEBHOOK_SECRET, now - 301, body.as_bytes()))),
+        (
+            "v0 only",
+            Some(format!("t={now},v0={}", j1msky_billing::signature::v1(WEBHOOK_SECRET, now, body.as_bytes()))),
+        ),
+    ];
+    for (what, header) in cases {
+        let mut req =
+            http.post(app.url("/webhooks/stripe")).header("content-type", "application/json").body(body.clone());
+        if let Some(h) = header {
+            req = req.header("stripe-signature", h);
+        }
+        let r = req.send().await.expect("post");
+        assert_eq!(r.status(), 400, "{what}");
+        let err: Value = r.json().await.expect("json");
+        assert!(err["error"]["message"].as_str().is_some_and(|m| m.contains("signature")), "{what}: {err}");
+    }
+    // Signed but not an event.
+    let junk = "{\"hello\":1}";
+    let r = http
+        .post(app.url("/webhooks/stripe"))
+        .header("stripe-signature", j1msky_billing::signature::header(WEBHOOK_SECRET, now, junk.as_bytes()))
+        .body(junk)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM stripe_events").await, 0);
+    // The same body, signed right, is accepted; an unknown type is stored and acknowledged.
+    let unknown = body.replace("invoice.paid", "radar.early_fraud_warning.created");
+    let r = http
+        .post(app.url("/webhooks/stripe"))
+        .header("stripe-signature", j1msky_billing::signature::header(WEBHOOK_SECRET, now, unknown.as_bytes()))
+        .body(unknown)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    assert_eq!(apply_all(&app).await, 1);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM stripe_events WHERE state = 'applied'").await, 1);
+}
+
+#[tokio::test]
+async fn reordered_deliveries_end_in_the_newest_state() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let id = customer(&app, "Late Co", Stage::Trial).await;
+    let link =
+        checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("starter", None)).await.expect("checkout");
+    // Hold every delivery, then release them newest first.
+    control(&fake, "webhooks", json!({"hold": true, "reverse": true})).await;
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    let session = stripe.get(&format!("checkout/sessions/{}", link.session_id), &Value::Null).await.expect("session");
+    let sub_id = session["subscription"].as_str().expect("sub").to_string();
+    let sub = stripe.get(&format!("subscriptions/{sub_id}"), &Value::Null).await.expect("sub");
+    let pro = sync::stored_id(&app.db, "price:pro").await.expect("id").expect("pro");
+    let item = sub["items"]["data"][0]["id"].as_str().expect("item");
+    let idem = "t-upgrade";
+    stripe
+        .post(
+            &format!("subscriptions/{sub_id}"),
+            &json!({"items": [{"id": item, "price": pro}], "proration_behavior": "none"}),
+            idem,
+        )
+        .await
+        .expect("upgrade");
+    // A second later the customer cancels at period end, and the period ends.
+    control(&fake, "clock", json!({"advance_secs": 1})).await;
+    stripe
+        .post(&format!("subscriptions/{sub_id}"), &json!({"cancel_at_period_end": true}), "t-cancel")
+        .await
+        .expect("cancel");
+    control(&fake, "clock", json!({"advance_secs": 1})).await;
+    control(&fake, &format!("subscriptions/{sub_id}/renew"), json!({})).await;
+    let released = control(&fake, "webhooks/release", json!({})).await;
+    assert!(released["released"].as_i64().unwrap_or(0) >= 6, "{released}");
+    delivered(&fake, 1).await;
+    apply_all(&app).await;
+
+    let (status, plan, cancel): (String, Option<String>, i64) =
+        sqlx::query_as("SELECT status, plan, cancel_at_period_end FROM subscriptions WHERE id = $1")
+            .bind(&sub_id)
+            .fetch_one(app.db.pool())
+            .await
+            .expect("sub");
+    assert_eq!((status.as_str(), plan.as_deref(), cancel), ("canceled", Some("pro"), 1));
+    let c = j1msky_accounts::customers::get(&app.db, &id).await.expect("get");
+    assert_eq!((c.stage, c.plan.as_deref()), (Stage::Churned, Some("pro")));
+}
