@@ -210,3 +210,53 @@ pub async fn run_applier(
         }
     }
 }
+
+/// What `reconcile` found.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Events Stripe listed.
+    pub listed: usize,
+    /// Of those, events we did not hold (missed deliveries), now stored.
+    pub missed: usize,
+    /// Events applied afterwards (missed ones and any still pending).
+    pub applied: usize,
+}
+
+/// Lists Stripe's events created since `since_secs` (newest first, page by page) and
+/// stores any we missed, then applies everything pending.
+pub async fn reconcile(
+    db: &Db,
+    stripe: &crate::Stripe,
+    ctx: &apply::Ctx<'_>,
+    since_secs: i64,
+    now: i64,
+) -> Result<Reconciled, BillingError> {
+    let mut out = Reconciled::default();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = serde_json::json!({"limit": 100, "created": {"gte": since_secs}});
+        if let Some(a) = &after {
+            query["starting_after"] = serde_json::json!(a);
+        }
+        let page = stripe.get("events", &query).await?;
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        for ev in &data {
+            out.listed += 1;
+            if matches!(store(db, ev, now).await?, Received::Stored { .. }) {
+                out.missed += 1;
+            }
+        }
+        after = data.last().and_then(|e| e["id"].as_str()).map(String::from);
+        if page["has_more"] != serde_json::Value::Bool(true) || after.is_none() {
+            break;
+        }
+    }
+    loop {
+        let n = apply_pending(db, ctx, 200, now).await?;
+        if n == 0 {
+            break;
+        }
+        out.applied += n;
+    }
+    Ok(out)
+}

@@ -64,6 +64,8 @@ pub struct CostsArgs {
 pub enum SimCommand {
     /// Run the simulated model provider (OpenAI and Anthropic formats on one port).
     Provider(SimArgs),
+    /// Run the fake Stripe (v1 API subset, signed webhooks).
+    Stripe(crate::stripe_cmd::SimStripeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -273,7 +275,10 @@ pub async fn print_review(
 }
 
 pub async fn sim(cmd: SimCommand) -> Result<(), Failure> {
-    let SimCommand::Provider(a) = cmd;
+    let a = match cmd {
+        SimCommand::Provider(a) => a,
+        SimCommand::Stripe(a) => return crate::stripe_cmd::sim_stripe(a).await,
+    };
     let config = j1msky_sim::SimConfig {
         latency: Duration::from_millis(a.latency_ms),
         chunk_delay: Duration::from_millis(a.chunk_delay_ms),

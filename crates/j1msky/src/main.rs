@@ -9,6 +9,7 @@ mod demo;
 mod gateway_cmd;
 mod output;
 mod serve;
+mod stripe_cmd;
 mod task_cmd;
 
 use std::path::PathBuf;
@@ -59,6 +60,9 @@ enum Command {
     Task(task_cmd::TaskCommand),
     /// Run task workers without the HTTP server.
     Worker(task_cmd::WorkerArgs),
+    /// Stripe: catalogue sync, reconcile missed webhooks, event counts, checkout links.
+    #[command(subcommand)]
+    Stripe(stripe_cmd::StripeCommand),
     /// Simulated third-party services (for the demo, tests and benchmarks).
     #[command(subcommand)]
     Sim(gateway_cmd::SimCommand),
@@ -139,6 +143,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Key(c) => accounts_cmd::key(&g, c).await,
         Command::Gateway(c) => gateway_cmd::gateway(&g, c).await,
         Command::Costs(a) => gateway_cmd::costs(&g, a).await,
+        Command::Stripe(c) => stripe_cmd::stripe(&g, c).await,
         Command::Sim(c) => gateway_cmd::sim(c).await,
         Command::Task(c) => task_cmd::task(&g, c).await,
         Command::Worker(a) => task_cmd::worker(&g, a).await,

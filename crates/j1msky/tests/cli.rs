@@ -717,3 +717,70 @@ async fn a_worker_process_killed_mid_task_loses_nothing_and_charges_nothing_twic
     assert_eq!(count("SELECT COUNT(*) FROM usage_charges").await, 3, "none charged twice");
     db.close().await;
 }
+
+/// The operator's Stripe routine from the command line against a fake Stripe whose
+/// webhooks never arrive: sync (twice: the second changes nothing), a checkout link, the
+/// customer pays, and `stripe reconcile` finds the missed events and applies them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_syncs_stripe_opens_a_checkout_and_reconciles_missed_webhooks() {
+    let cli = Cli::new().await;
+    let fake = j1msky_sim::stripe::spawn_stripe(j1msky_sim::stripe::FakeStripeConfig::default()).await.expect("fake");
+    let base = fake.base();
+    let stripe_json = |args: &[&str], key: &str| {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = cli
+            .command(&all)
+            .env("J1MSKY_STRIPE_SECRET_KEY", key)
+            .env("J1MSKY_STRIPE_API_BASE", &base)
+            .output()
+            .expect("run");
+        (out.status.code(), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null), text(&out.stderr))
+    };
+    let (code, first, err) = stripe_json(&["stripe", "sync"], "sk_test_cli");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(first["sync"]["created"].as_array().map(Vec::len), Some(11), "{first}");
+    let (_, second, _) = stripe_json(&["stripe", "sync"], "sk_test_cli");
+    assert_eq!(second["sync"]["created"], serde_json::json!([]));
+    assert_eq!(second["sync"]["updated"], serde_json::json!([]));
+    let out = cli
+        .command(&["stripe", "sync"])
+        .env("J1MSKY_STRIPE_SECRET_KEY", "sk_test_cli")
+        .env("J1MSKY_STRIPE_API_BASE", &base)
+        .output()
+        .expect("run");
+    assert!(text(&out.stdout).contains("nothing changed"), "{}", text(&out.stdout));
+
+    let (code, _, err) = stripe_json(&["stripe", "sync"], "sk_live_cli");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--live"), "{err}");
+
+    let made = cli.json(&["customer", "add", "--name", "Pay Co", "--email", "ap@pay.test", "--stage", "qualified"]);
+    let id = made["customer"]["id"].as_str().expect("id").to_string();
+    let (code, link, err) =
+        stripe_json(&["stripe", "checkout", &id, "--plan", "pro", "--offer", "upgrade"], "sk_test_cli");
+    assert_eq!(code, Some(0), "{err}");
+    let session = link["checkout"]["session_id"].as_str().expect("session");
+    let (code, _, err) = stripe_json(&["stripe", "checkout", &id, "--plan", "gold"], "sk_test_cli");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown plan `gold`"), "{err}");
+
+    let done = reqwest::Client::new()
+        .post(format!("{base}/_sim/checkout/{session}/complete"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("complete");
+    assert!(done.status().is_success());
+    let (code, r, err) = stripe_json(&["stripe", "reconcile"], "sk_test_cli");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["reconcile"]["missed"], 5, "{r}"); // customer, subscription, discount, checkout, invoice
+    let (_, again, _) = stripe_json(&["stripe", "reconcile"], "sk_test_cli");
+    assert_eq!(again["reconcile"]["missed"], 0, "a second reconcile finds nothing new");
+    let shown = cli.json(&["customer", "show", &id]);
+    assert_eq!(shown["customer"]["stage"], "active");
+    assert_eq!(shown["customer"]["plan"], "pro");
+    let events = cli.json(&["stripe", "events"]);
+    assert_eq!(events[0]["state"], "applied");
+    assert_eq!(events[0]["count"], 5);
+}
