@@ -151,10 +151,12 @@ async fn subscription(
     let coupon = id_of(&obj["discount"]["coupon"]);
     let meta = &obj["metadata"];
     let mut customer_id = our_customer(conn, &stripe_customer).await?;
+    let mut linked = false;
     if customer_id.is_none() {
         if let Some(ours) = meta["j1msky_customer"].as_str() {
             if link(conn, ours, &stripe_customer, now).await? {
                 customer_id = Some(ours.to_string());
+                linked = true;
             }
         }
     }
@@ -168,7 +170,11 @@ async fn subscription(
              price_id = excluded.price_id, current_period_end = excluded.current_period_end,
              cancel_at_period_end = excluded.cancel_at_period_end, trial_end = excluded.trial_end,
              paused_from_plan = excluded.paused_from_plan, resume_at = excluded.resume_at,
-             created = excluded.created, version = excluded.version, updated_at = excluded.updated_at
+             created = excluded.created, version = excluded.version, updated_at = excluded.updated_at,
+             discount_coupon = CASE WHEN excluded.version > subscriptions.discount_version
+                                    THEN excluded.discount_coupon ELSE subscriptions.discount_coupon END,
+             discount_version = CASE WHEN excluded.version > subscriptions.discount_version
+                                     THEN excluded.version ELSE subscriptions.discount_version END
          WHERE excluded.version > subscriptions.version",
     )
     .bind(id)
@@ -188,8 +194,9 @@ async fn subscription(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    // The snapshot's discount competes with discount events on the same version order.
-    set_discount(conn, id, coupon.as_deref(), version).await?;
+    // The snapshot's discount competes with discount events on the same version order
+    // (in the upsert above: `discount_version` is never below `version`, so a stale
+    // snapshot can never win the discount either).
     let customer_id = match customer_id {
         Some(c) => Some(c),
         None => {
@@ -211,7 +218,8 @@ async fn subscription(
         let detail = json!({"subscription": id, "trial_end": obj["trial_end"]});
         outbox::emit(conn, backend, short_kind, customer_id.as_deref(), &detail, now).await?;
     }
-    if let Some(c) = customer_id {
+    // A stale snapshot changed no subscription, so the customer's plan and stage stand.
+    if let Some(c) = customer_id.filter(|_| linked || upserted.rows_affected() == 1) {
         settle_customer(conn, backend, ctx, &c, now).await?;
     }
     Ok(())

@@ -114,13 +114,25 @@ pub async fn apply_pending(db: &Db, ctx: &apply::Ctx<'_>, limit: i64, now: i64) 
     let mut tx = db.begin().await?;
     let mut all_ok = true;
     for (id, payload) in &batch {
-        if let Err(e) = apply_one(&mut tx, db.backend(), ctx, id, payload, now).await {
+        if let Err(e) = apply_effects(&mut tx, db.backend(), ctx, id, payload, now).await {
             tracing::warn!(event = %id, error = %e, "stripe event failed in a batch; retrying one by one");
             all_ok = false;
             break;
         }
     }
     if all_ok {
+        // One statement marks the whole batch applied, in the same transaction.
+        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE stripe_events SET state = 'applied', applied_at = $1, error = NULL, lease_until = NULL
+             WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(now);
+        for (id, _) in &batch {
+            q = q.bind(id);
+        }
+        q.execute(&mut *tx).await?;
         tx.commit().await?;
         return Ok(batch.len());
     }
@@ -156,7 +168,7 @@ fn backoff(_id: &str) -> i64 {
     30_000_000
 }
 
-async fn apply_one(
+async fn apply_effects(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
     ctx: &apply::Ctx<'_>,
@@ -166,7 +178,18 @@ async fn apply_one(
 ) -> Result<(), BillingError> {
     let event: Value =
         serde_json::from_str(payload).map_err(|e| BillingError::Malformed(format!("stored event {id}: {e}")))?;
-    apply::event(conn, backend, ctx, &event, now).await?;
+    apply::event(conn, backend, ctx, &event, now).await
+}
+
+async fn apply_one(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    ctx: &apply::Ctx<'_>,
+    id: &str,
+    payload: &str,
+    now: i64,
+) -> Result<(), BillingError> {
+    apply_effects(conn, backend, ctx, id, payload, now).await?;
     sqlx::query(
         "UPDATE stripe_events SET state = 'applied', applied_at = $1, error = NULL, lease_until = NULL WHERE id = $2",
     )
