@@ -163,13 +163,14 @@ async fn subscription(
     let upserted = sqlx::query(
         "INSERT INTO subscriptions (id, customer_id, stripe_customer_id, status, plan, price_id, current_period_end,
              cancel_at_period_end, trial_end, discount_coupon, paused_from_plan, resume_at, created, version,
-             discount_version, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)
+             discount_version, updated_at, pending_plan, schedule_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17)
          ON CONFLICT (id) DO UPDATE SET customer_id = COALESCE(excluded.customer_id, subscriptions.customer_id),
              stripe_customer_id = excluded.stripe_customer_id, status = excluded.status, plan = excluded.plan,
              price_id = excluded.price_id, current_period_end = excluded.current_period_end,
              cancel_at_period_end = excluded.cancel_at_period_end, trial_end = excluded.trial_end,
              paused_from_plan = excluded.paused_from_plan, resume_at = excluded.resume_at,
+             pending_plan = excluded.pending_plan, schedule_id = excluded.schedule_id,
              created = excluded.created, version = excluded.version, updated_at = excluded.updated_at,
              discount_coupon = CASE WHEN excluded.version > subscriptions.discount_version
                                     THEN excluded.discount_coupon ELSE subscriptions.discount_coupon END,
@@ -187,11 +188,13 @@ async fn subscription(
     .bind(i64::from(obj["cancel_at_period_end"].as_bool().unwrap_or(false)))
     .bind(obj["trial_end"].as_i64())
     .bind(&coupon)
-    .bind(meta["paused_from"].as_str())
-    .bind(meta["resume_at"].as_str().and_then(|s| s.parse::<i64>().ok()))
+    .bind(meta["j1msky_paused_from"].as_str())
+    .bind(meta["j1msky_resume_at"].as_str().and_then(|s| s.parse::<i64>().ok()))
     .bind(obj["created"].as_i64().unwrap_or(0))
     .bind(version)
     .bind(now)
+    .bind(meta["j1msky_downgrade_to"].as_str().filter(|p| Some(*p) != plan.as_deref()))
+    .bind(id_of(&obj["schedule"]))
     .execute(&mut *conn)
     .await?;
     // The snapshot's discount competes with discount events on the same version order

@@ -3,10 +3,12 @@
 //! the revenue ledger.
 
 pub mod apply;
+pub mod changes;
 pub mod checkout;
 pub mod client;
 mod error;
 pub mod form;
+pub mod retention;
 pub mod signature;
 pub mod sync;
 pub mod webhook;

@@ -123,8 +123,9 @@ async fn run(dir: &std::path::Path, name: &str, n: usize, conc: usize, apply: bo
     }
     if apply {
         loop {
-            let (left,): (i64,) =
-                sqlx::query_as("SELECT COUNT(*) FROM stripe_events WHERE state <> 'applied'").fetch_one(db.pool()).await?;
+            let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM stripe_events WHERE state <> 'applied'")
+                .fetch_one(db.pool())
+                .await?;
             if left == 0 {
                 break;
             }

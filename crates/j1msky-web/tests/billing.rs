@@ -270,3 +270,135 @@ async fn reordered_deliveries_end_in_the_newest_state() {
     let c = j1msky_accounts::customers::get(&app.db, &id).await.expect("get");
     assert_eq!((c.stage, c.plan.as_deref()), (Stage::Churned, Some("pro")));
 }
+
+async fn settle(app: &TestApp, fake: &j1msky_sim::stripe::RunningStripe) {
+    delivered(fake, 1).await;
+    // Each step a second apart, so the stage history's order is the steps' order.
+    app.clock.advance_secs(1);
+    apply_all(app).await;
+}
+
+async fn mirror(app: &TestApp, id: &str) -> j1msky_billing::changes::Current {
+    j1msky_billing::changes::current(&app.db, id).await.expect("current").expect("a live subscription")
+}
+
+async fn stage_plan(app: &TestApp, id: &str) -> (Stage, Option<String>) {
+    let c = j1msky_accounts::customers::get(&app.db, id).await.expect("customer");
+    (c.stage, c.plan)
+}
+
+#[tokio::test]
+async fn the_whole_subscription_lifecycle_from_trial_to_win_back() {
+    use j1msky_billing::{changes, retention};
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let cat = &app.catalogue;
+    let id = customer(&app, "Cycle", Stage::Qualified).await;
+    let paid = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            let (n,): (i64,) =
+                sqlx::query_as("SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM revenue_entries")
+                    .fetch_one(db.pool())
+                    .await
+                    .expect("sum");
+            n
+        }
+    };
+
+    // Trial through checkout.
+    let mut req = request("starter", None);
+    req.trial = true;
+    let link = checkout::start(&app.db, &stripe, cat, &id, &req).await.expect("checkout");
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Trial, Some("starter".into())));
+    assert_eq!(paid(&app).await, 0, "a trial costs nothing");
+    let sub = mirror(&app, &id).await.id;
+
+    // The trial ends and the first period is paid.
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Active, Some("starter".into())));
+    assert_eq!(paid(&app).await, 4900);
+
+    // Upgrade: immediate, the difference invoiced.
+    changes::upgrade(&app.db, &stripe, cat, &id, "pro").await.expect("upgrade");
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Active, Some("pro".into())));
+    assert!(paid(&app).await > 4900, "the proration was invoiced");
+    let before_downgrade = paid(&app).await;
+    let err = changes::upgrade(&app.db, &stripe, cat, &id, "starter").await.expect_err("not an upgrade");
+    assert!(err.to_string().contains("downgrade instead"), "{err}");
+
+    // Downgrade: pending until the period ends, then Starter at Starter's price.
+    changes::downgrade(&app.db, &stripe, cat, &id, "starter").await.expect("downgrade");
+    settle(&app, &fake).await;
+    let m = mirror(&app, &id).await;
+    assert_eq!((m.plan.as_deref(), m.pending_plan.as_deref()), (Some("pro"), Some("starter")), "still Pro this period");
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    settle(&app, &fake).await;
+    let m = mirror(&app, &id).await;
+    assert_eq!((m.plan.as_deref(), m.pending_plan.as_deref()), (Some("starter"), None));
+    assert_eq!(paid(&app).await - before_downgrade, 4900, "the new period is billed at Starter's price");
+
+    // Pause for a month, then resume.
+    let now = app.now() / 1_000_000;
+    changes::pause(&app.db, &stripe, cat, &id, now + 30 * 86_400, now).await.expect("pause");
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Paused, Some("paused".into())));
+    let m = mirror(&app, &id).await;
+    assert_eq!((m.paused_from_plan.as_deref(), m.resume_at), (Some("starter"), Some(now + 30 * 86_400)));
+    changes::resume(&app.db, &stripe, cat, &id).await.expect("resume");
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Active, Some("starter".into())));
+
+    // Cancel: the survey routes a missing feature to the win-back discount; accepted.
+    let survey =
+        retention::start_cancel(&app.db, cat, &id, "missing_feature", "need SSO", app.now()).await.expect("survey");
+    assert_eq!(survey.offer, Some(retention::Offer::Discount { offer: "win_back".into() }));
+    retention::accept_offer(&app.db, &stripe, cat, &id, &survey.id, app.now()).await.expect("accept");
+    settle(&app, &fake).await;
+    assert_eq!(mirror(&app, &id).await.discount_coupon.as_deref(), Some("j1msky_win_back_40pct_3m"));
+    assert_eq!(stage_plan(&app, &id).await.0, Stage::Active);
+    let err = retention::accept_offer(&app.db, &stripe, cat, &id, &survey.id, app.now()).await.expect_err("decided");
+    assert!(err.to_string().contains("already decided"), "{err}");
+
+    // Later they cancel anyway: still one click; it ends at the period end.
+    let survey = retention::start_cancel(&app.db, cat, &id, "switching", "", app.now()).await.expect("survey");
+    retention::confirm_cancel(&app.db, &stripe, &id, &survey.id, app.now()).await.expect("cancel");
+    settle(&app, &fake).await;
+    assert!(mirror(&app, &id).await.cancel_at_period_end);
+    assert_eq!(stage_plan(&app, &id).await.0, Stage::Active, "access until the period ends");
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await.0, Stage::Churned);
+    assert!(changes::current(&app.db, &id).await.expect("current").is_none());
+
+    // Win-back: checkout with 40% off, and they are active again on Pro.
+    let before = paid(&app).await;
+    let link = checkout::start(&app.db, &stripe, cat, &id, &request("pro", Some("win_back"))).await.expect("checkout");
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Active, Some("pro".into())));
+    assert_eq!(paid(&app).await - before, 5940, "Pro at 40% off");
+
+    let kinds: Vec<(String,)> =
+        sqlx::query_as("SELECT kind FROM events WHERE customer_id = $1 AND kind LIKE 'retention.%' ORDER BY seq")
+            .bind(&id)
+            .fetch_all(app.db.pool())
+            .await
+            .expect("events");
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.0.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["retention.exit_survey", "retention.offer_accepted", "retention.exit_survey", "retention.cancelled"]
+    );
+    let stages: Vec<(String,)> =
+        sqlx::query_as("SELECT to_stage FROM customer_stage_changes WHERE customer_id = $1 ORDER BY at, id")
+            .bind(&id)
+            .fetch_all(app.db.pool())
+            .await
+            .expect("history");
+    let stages: Vec<&str> = stages.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(stages, ["qualified", "trial", "active", "paused", "active", "churned", "active"]);
+}

@@ -41,6 +41,8 @@ CREATE TABLE subscriptions (
     discount_coupon      TEXT,
     paused_from_plan     TEXT,
     resume_at            BIGINT,
+    pending_plan         TEXT,              -- a downgrade waiting for the period end
+    schedule_id          TEXT,
     created              BIGINT NOT NULL,
     -- The event the mirror is from, as `{created:012}:{event id}`: a later event wins,
     -- ties broken by id, so any delivery order ends in the same state.

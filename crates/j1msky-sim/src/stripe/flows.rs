@@ -93,7 +93,7 @@ fn complete_checkout(s: &mut Store, id: &str, p: &Value) -> ApiResult {
         "items": {"object": "list", "data": [{"id": item_id, "object": "subscription_item", "price": price, "quantity": 1,
                    "current_period_start": now, "current_period_end": period_end}]},
         "current_period_start": now, "current_period_end": period_end, "cancel_at_period_end": false,
-        "canceled_at": null, "trial_end": trial_end, "discount": null,
+        "canceled_at": null, "trial_end": trial_end, "discount": null, "schedule": null,
         "metadata": if cs["_sub_metadata"].is_object() { cs["_sub_metadata"].clone() } else { json!({}) },
         "created": now, "livemode": false,
     });
@@ -166,7 +166,8 @@ fn invoice(s: &mut Store, sub_id: &str, fail: bool) -> ApiResult {
         if let Some(v) = s.objects.get_mut(ii) {
             v["invoice"] = json!(in_id);
             extra += v["amount"].as_i64().unwrap_or(0);
-            lines.push(json!({"amount": v["amount"], "description": v["description"], "invoice_item": ii}));
+            lines.push(json!({"type": "invoiceitem", "amount": v["amount"], "description": v["description"],
+                              "invoice_item": ii, "metadata": v["metadata"]}));
         }
     }
     charge_invoice(s, &in_id, &customer, Some(sub_id), base + extra, lines, price["currency"].clone(), fail)
@@ -216,6 +217,26 @@ fn renew(s: &mut Store, id: &str, fail: bool) -> ApiResult {
         return cancel_now(s, id);
     }
     let start = sub["current_period_end"].as_i64().unwrap_or_else(|| s.now());
+    // A schedule's next phase starting now swaps the price before the period is billed.
+    if let Some(sched_id) = sub["schedule"].as_str().map(String::from) {
+        if let Ok(mut sched) = s.get("sub_sched_", "subscription schedule", &sched_id) {
+            let next = sched["phases"]
+                .as_array()
+                .and_then(|ph| ph.iter().find(|p| p["start_date"].as_i64() == Some(start)).cloned());
+            if let Some(phase) = next {
+                let price_id = phase["items"][0]["price"].as_str().unwrap_or_default().to_string();
+                if let Ok(price) = s.get("price_", "price", &price_id) {
+                    sub["items"]["data"][0]["price"] = price;
+                }
+                // The last phase has begun: end_behavior=release hands the subscription back.
+                sched["status"] = json!("released");
+                sched["released_subscription"] = json!(sub["id"]);
+                sched["subscription"] = Value::Null;
+                s.objects.insert(sched_id, sched);
+                sub["schedule"] = Value::Null;
+            }
+        }
+    }
     let previous = json!({"current_period_start": sub["current_period_start"], "current_period_end": sub["current_period_end"], "status": sub["status"]});
     sub["current_period_start"] = json!(start);
     sub["current_period_end"] = json!(start + PERIOD);
@@ -341,4 +362,75 @@ pub(crate) fn update_subscription(s: &mut Store, id: &str, p: &Value) -> ApiResu
     s.objects.insert(id.to_string(), sub.clone());
     s.event("customer.subscription.updated", &sub, Some(Value::Object(previous)));
     Ok(sub)
+}
+
+/// `POST /v1/subscription_schedules` with `from_subscription`: one phase, the current one.
+pub(crate) fn create_schedule(s: &mut Store, p: &Value) -> ApiResult {
+    let sub_id = p["from_subscription"].as_str().unwrap_or_default().to_string();
+    let mut sub = s.get("sub_", "subscription", &sub_id)?;
+    if !sub["schedule"].is_null() {
+        return Err(ApiError::invalid("from_subscription", format!("Subscription {sub_id} already has a schedule.")));
+    }
+    let id = s.id("sub_sched");
+    let phase = json!({"start_date": sub["current_period_start"], "end_date": sub["current_period_end"],
+                       "items": [{"price": sub["items"]["data"][0]["price"]["id"], "quantity": 1}]});
+    let sched = json!({"id": id, "object": "subscription_schedule", "subscription": sub_id, "status": "active",
+                       "end_behavior": "release", "phases": [phase], "created": s.now(), "livemode": false});
+    s.objects.insert(id.clone(), sched.clone());
+    sub["schedule"] = json!(id);
+    s.objects.insert(sub_id, sub.clone());
+    s.event("customer.subscription.updated", &sub, Some(json!({"schedule": null})));
+    Ok(sched)
+}
+
+/// `POST /v1/subscription_schedules/{id}`: new phases; the first must start where the
+/// current one did; a phase without `end_date` runs `iterations` periods.
+pub(crate) fn update_schedule(s: &mut Store, id: &str, p: &Value) -> ApiResult {
+    let mut sched = s.get("sub_sched_", "subscription schedule", id)?;
+    if sched["status"] != "active" {
+        return Err(ApiError::invalid("id", format!("Schedule {id} is {}.", sched["status"])));
+    }
+    let phases = p["phases"].as_array().cloned().unwrap_or_default();
+    if phases.is_empty() {
+        return Err(ApiError::invalid("phases", "Missing required param: phases."));
+    }
+    let mut start = int(&phases[0]["start_date"]).or_else(|| sched["phases"][0]["start_date"].as_i64()).unwrap_or(0);
+    let mut out = Vec::new();
+    for (i, ph) in phases.iter().enumerate() {
+        let price = ph["items"][0]["price"].as_str().unwrap_or_default().to_string();
+        s.get("price_", "price", &price).map_err(|_| {
+            ApiError::invalid(&format!("phases[{i}][items][0][price]"), format!("No such price: '{price}'"))
+        })?;
+        let end = int(&ph["end_date"]).or_else(|| int(&ph["iterations"]).map(|n| start + n * PERIOD));
+        let Some(end) = end else {
+            return Err(ApiError::invalid(
+                &format!("phases[{i}][end_date]"),
+                "The last phase needs end_date or iterations.",
+            ));
+        };
+        out.push(json!({"start_date": start, "end_date": end, "items": [{"price": price, "quantity": 1}]}));
+        start = end;
+    }
+    sched["phases"] = json!(out);
+    if let Some(b) = p["end_behavior"].as_str() {
+        sched["end_behavior"] = json!(b);
+    }
+    s.objects.insert(id.to_string(), sched.clone());
+    Ok(sched)
+}
+
+/// `POST /v1/subscription_schedules/{id}/release`: the subscription goes on without it.
+pub(crate) fn release_schedule(s: &mut Store, id: &str) -> ApiResult {
+    let mut sched = s.get("sub_sched_", "subscription schedule", id)?;
+    let sub_id = sched["subscription"].as_str().unwrap_or_default().to_string();
+    sched["status"] = json!("released");
+    sched["released_subscription"] = json!(sub_id);
+    sched["subscription"] = Value::Null;
+    s.objects.insert(id.to_string(), sched.clone());
+    if let Ok(mut sub) = s.get("sub_", "subscription", &sub_id) {
+        sub["schedule"] = Value::Null;
+        s.objects.insert(sub_id, sub.clone());
+        s.event("customer.subscription.updated", &sub, Some(json!({"schedule": id})));
+    }
+    Ok(sched)
 }

@@ -44,6 +44,10 @@ pub(crate) fn api(shared: &Shared, method: &Method, seg: &[&str], p: &Value) -> 
         ("POST", ["v1", "subscriptions", id]) => flows::update_subscription(s, id, p),
         ("DELETE", ["v1", "subscriptions", id]) => flows::cancel_now(s, id),
         ("POST", ["v1", "invoiceitems"]) => create_invoice_item(s, p),
+        ("POST", ["v1", "subscription_schedules"]) => flows::create_schedule(s, p),
+        ("GET", ["v1", "subscription_schedules", id]) => s.get("sub_sched_", "subscription schedule", id),
+        ("POST", ["v1", "subscription_schedules", id]) => flows::update_schedule(s, id, p),
+        ("POST", ["v1", "subscription_schedules", id, "release"]) => flows::release_schedule(s, id),
         ("GET", ["v1", "events"]) => list_events(s, p),
         ("GET", ["v1", "events", id]) => s.get("evt_", "event", id).or_else(|_| {
             s.events.iter().find(|e| e["id"] == *id).cloned().ok_or_else(|| ApiError::missing("event", id))

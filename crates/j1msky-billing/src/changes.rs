@@ -1,0 +1,273 @@
+//! Self-serve plan changes on a live subscription: upgrade (now, prorated), downgrade (at
+//! the period end, through a subscription schedule, so nobody keeps Pro quota for a
+//! Starter price), pause (swap to the $5 pause plan until a resume date), resume, and
+//! cancel at the period end. Each call is idempotent at Stripe (keys derived from the
+//! subscription's current version), and its effect reaches us through the webhooks.
+
+use j1msky_core::catalogue::Catalogue;
+use j1msky_db::Db;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::{sync, BillingError, Stripe};
+
+/// The mirror of a customer's current subscription.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Current {
+    pub id: String,
+    pub status: String,
+    pub plan: Option<String>,
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    pub discount_coupon: Option<String>,
+    pub paused_from_plan: Option<String>,
+    pub resume_at: Option<i64>,
+    pub pending_plan: Option<String>,
+    pub schedule_id: Option<String>,
+    pub version: String,
+}
+
+/// The customer's newest subscription that has not ended.
+pub async fn current(db: &Db, customer_id: &str) -> Result<Option<Current>, BillingError> {
+    let row = sqlx::query(
+        "SELECT id, status, plan, current_period_end, cancel_at_period_end, discount_coupon, paused_from_plan,
+                resume_at, pending_plan, schedule_id, version
+         FROM subscriptions WHERE customer_id = $1 AND status NOT IN ('canceled', 'incomplete_expired', 'unknown')
+         ORDER BY created DESC, id DESC LIMIT 1",
+    )
+    .bind(customer_id)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let cancel: i64 = r.try_get(4)?;
+    Ok(Some(Current {
+        id: r.try_get(0)?,
+        status: r.try_get(1)?,
+        plan: r.try_get(2)?,
+        current_period_end: r.try_get(3)?,
+        cancel_at_period_end: cancel != 0,
+        discount_coupon: r.try_get(5)?,
+        paused_from_plan: r.try_get(6)?,
+        resume_at: r.try_get(7)?,
+        pending_plan: r.try_get(8)?,
+        schedule_id: r.try_get(9)?,
+        version: r.try_get(10)?,
+    }))
+}
+
+async fn live(db: &Db, customer_id: &str) -> Result<Current, BillingError> {
+    current(db, customer_id).await?.ok_or_else(|| {
+        BillingError::invalid("subscription", "no active subscription: subscribe through checkout first")
+    })
+}
+
+async fn price_of(db: &Db, plan: &str) -> Result<String, BillingError> {
+    sync::stored_id(db, &format!("price:{plan}"))
+        .await?
+        .ok_or_else(|| BillingError::Config(format!("no Stripe price for `{plan}`: run `j1msky stripe sync` first")))
+}
+
+fn plan_checked<'a>(catalogue: &'a Catalogue, plan: &str) -> Result<&'a j1msky_core::catalogue::Plan, BillingError> {
+    catalogue.plans.get(plan).ok_or_else(|| {
+        let known = catalogue.plans.keys().cloned().collect::<Vec<_>>().join(", ");
+        BillingError::invalid("plan", format!("unknown plan `{plan}`; plans are: {known}"))
+    })
+}
+
+/// Swaps the subscription's price; the item id comes from Stripe's own copy.
+async fn swap(
+    stripe: &Stripe,
+    sub: &Current,
+    price: &str,
+    proration: &str,
+    metadata: Value,
+    key: &str,
+) -> Result<Value, BillingError> {
+    let remote = stripe.get(&format!("subscriptions/{}", sub.id), &Value::Null).await?;
+    let item = remote["items"]["data"][0]["id"]
+        .as_str()
+        .ok_or_else(|| BillingError::Malformed(format!("subscription {} has no item", sub.id)))?;
+    let params =
+        json!({"items": [{"id": item, "price": price}], "proration_behavior": proration, "metadata": metadata});
+    stripe.post(&format!("subscriptions/{}", sub.id), &params, key).await
+}
+
+/// Drops a pending downgrade's schedule, if any.
+async fn release(stripe: &Stripe, sub: &Current) -> Result<(), BillingError> {
+    if let Some(s) = &sub.schedule_id {
+        stripe.post(&format!("subscription_schedules/{s}/release"), &json!({}), &format!("j1msky-release-{s}")).await?;
+    }
+    Ok(())
+}
+
+/// Moves to a dearer plan now; the difference for the rest of the period is invoiced.
+pub async fn upgrade(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    plan: &str,
+) -> Result<(), BillingError> {
+    let target = plan_checked(catalogue, plan)?;
+    let sub = live(db, customer_id).await?;
+    let from = sub.plan.as_deref().and_then(|p| catalogue.plans.get(p));
+    if sub.plan.as_deref() == Some(catalogue.pause_plan.as_str()) {
+        return Err(BillingError::invalid("plan", "the subscription is paused: resume it first"));
+    }
+    if from.is_some_and(|f| f.monthly_price >= target.monthly_price) {
+        return Err(BillingError::invalid(
+            "plan",
+            format!("{} is not dearer than the current plan: downgrade instead", target.name),
+        ));
+    }
+    release(stripe, &sub).await?;
+    let price = price_of(db, plan).await?;
+    let key = format!("j1msky-upgrade-{}-{plan}-{}", sub.id, sub.version);
+    swap(stripe, &sub, &price, "always_invoice", json!({"j1msky_downgrade_to": ""}), &key).await?;
+    Ok(())
+}
+
+/// Moves to a cheaper plan at the end of the period (a two-phase subscription schedule).
+pub async fn downgrade(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    plan: &str,
+) -> Result<(), BillingError> {
+    let target = plan_checked(catalogue, plan)?;
+    if plan == catalogue.pause_plan {
+        return Err(BillingError::invalid("plan", "to pay the pause price, pause instead"));
+    }
+    let sub = live(db, customer_id).await?;
+    let from = sub.plan.as_deref().and_then(|p| catalogue.plans.get(p));
+    if from.is_none_or(|f| f.monthly_price <= target.monthly_price) {
+        return Err(BillingError::invalid(
+            "plan",
+            format!("{} is not cheaper than the current plan: upgrade instead", target.name),
+        ));
+    }
+    let current_price = price_of(db, sub.plan.as_deref().unwrap_or_default()).await?;
+    let price = price_of(db, plan).await?;
+    let schedule = match &sub.schedule_id {
+        Some(s) => s.clone(),
+        None => {
+            let key = format!("j1msky-schedule-{}-{}", sub.id, sub.version);
+            let made = stripe.post("subscription_schedules", &json!({"from_subscription": sub.id}), &key).await?;
+            made["id"].as_str().ok_or_else(|| BillingError::Malformed("schedule without id".into()))?.to_string()
+        }
+    };
+    let remote = stripe.get(&format!("subscription_schedules/{schedule}"), &Value::Null).await?;
+    let start = remote["phases"][0]["start_date"].clone();
+    let params = json!({
+        "end_behavior": "release",
+        "proration_behavior": "none",
+        "phases": [
+            {"items": [{"price": current_price, "quantity": 1}], "start_date": start, "end_date": sub.current_period_end},
+            {"items": [{"price": price, "quantity": 1}], "iterations": 1},
+        ],
+    });
+    stripe
+        .post(&format!("subscription_schedules/{schedule}"), &params, &format!("j1msky-downgrade-{schedule}-{plan}"))
+        .await?;
+    let meta = json!({"metadata": {"j1msky_downgrade_to": plan}});
+    stripe
+        .post(&format!("subscriptions/{}", sub.id), &meta, &format!("j1msky-downgrade-note-{}-{plan}", sub.id))
+        .await?;
+    Ok(())
+}
+
+/// Pauses: the pause plan's price from now, the plan to return to and the date kept.
+pub async fn pause(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    resume_at_secs: i64,
+    now_secs: i64,
+) -> Result<(), BillingError> {
+    let sub = live(db, customer_id).await?;
+    let from = sub.plan.clone().unwrap_or_default();
+    if from == catalogue.pause_plan {
+        return Err(BillingError::invalid("subscription", "already paused"));
+    }
+    if !(now_secs + 86_400..=now_secs + 366 * 86_400).contains(&resume_at_secs) {
+        return Err(BillingError::invalid("resume_at", "the resume date must be between tomorrow and a year from now"));
+    }
+    release(stripe, &sub).await?;
+    let price = price_of(db, &catalogue.pause_plan).await?;
+    let meta =
+        json!({"j1msky_paused_from": from, "j1msky_resume_at": resume_at_secs.to_string(), "j1msky_downgrade_to": ""});
+    swap(stripe, &sub, &price, "none", meta, &format!("j1msky-pause-{}-{}", sub.id, sub.version)).await?;
+    Ok(())
+}
+
+/// Resumes a paused subscription on the plan it was paused from; the rest of the period
+/// is invoiced at that plan's price.
+pub async fn resume(db: &Db, stripe: &Stripe, catalogue: &Catalogue, customer_id: &str) -> Result<(), BillingError> {
+    let sub = live(db, customer_id).await?;
+    if sub.plan.as_deref() != Some(catalogue.pause_plan.as_str()) {
+        return Err(BillingError::invalid("subscription", "not paused"));
+    }
+    let back = sub.paused_from_plan.clone().unwrap_or_else(|| "starter".into());
+    let price = price_of(db, &back).await?;
+    let meta = json!({"j1msky_paused_from": "", "j1msky_resume_at": ""});
+    swap(stripe, &sub, &price, "always_invoice", meta, &format!("j1msky-resume-{}-{}", sub.id, sub.version)).await?;
+    Ok(())
+}
+
+/// Cancels at the period end (access continues until then).
+pub async fn cancel(db: &Db, stripe: &Stripe, customer_id: &str) -> Result<(), BillingError> {
+    let sub = live(db, customer_id).await?;
+    release(stripe, &sub).await?;
+    let key = format!("j1msky-cancel-{}-{}", sub.id, sub.version);
+    stripe.post(&format!("subscriptions/{}", sub.id), &json!({"cancel_at_period_end": true}), &key).await?;
+    Ok(())
+}
+
+/// Applies an offer's coupon to the live subscription.
+pub async fn apply_offer(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    offer: &str,
+) -> Result<(), BillingError> {
+    let o = catalogue
+        .stripe
+        .offers
+        .get(offer)
+        .ok_or_else(|| BillingError::invalid("offer", format!("unknown offer `{offer}`")))?;
+    let sub = live(db, customer_id).await?;
+    let coupon = sync::coupon_id(offer, o.percent_off, o.months);
+    let params = json!({"discounts": [{"coupon": coupon}], "cancel_at_period_end": false});
+    stripe
+        .post(
+            &format!("subscriptions/{}", sub.id),
+            &params,
+            &format!("j1msky-offer-{}-{offer}-{}", sub.id, sub.version),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Paused subscriptions whose resume date has come are resumed (run by the applier).
+pub async fn resume_due(db: &Db, stripe: &Stripe, catalogue: &Catalogue, now_secs: i64) -> Result<usize, BillingError> {
+    let due: Vec<(String,)> = sqlx::query_as(
+        "SELECT customer_id FROM subscriptions WHERE plan = $1 AND resume_at IS NOT NULL AND resume_at <= $2
+           AND customer_id IS NOT NULL AND status NOT IN ('canceled', 'incomplete_expired')",
+    )
+    .bind(&catalogue.pause_plan)
+    .bind(now_secs)
+    .fetch_all(db.pool())
+    .await?;
+    let mut n = 0;
+    for (customer,) in due {
+        match resume(db, stripe, catalogue, &customer).await {
+            Ok(()) => n += 1,
+            Err(e) => tracing::warn!(customer = %customer, error = %e, "automatic resume failed; retried next round"),
+        }
+    }
+    Ok(n)
+}
