@@ -394,7 +394,19 @@ async fn invoice_paid(
         }
     }
     let paid_at = obj["status_transitions"]["paid_at"].as_i64().unwrap_or(created);
-    let amount = obj["amount_paid"].as_i64().unwrap_or(0);
+    // Pay-per-task items are already in the ledger (from when they were reported): the
+    // invoice's entry is the rest, so the ledger's sum is what was paid.
+    let usage: i64 = obj["lines"]["data"]
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .filter(|l| l["metadata"]["j1msky_usage_charge"].is_string())
+                .filter_map(|l| l["amount"].as_i64())
+                .sum()
+        })
+        .unwrap_or(0);
+    let amount = (obj["amount_paid"].as_i64().unwrap_or(0) - usage).max(0);
     let inserted = sqlx::query(
         "INSERT INTO revenue_entries (id, source_id, kind, customer_id, subscription_id, plan, amount_cents, currency,
              period_start, period_end, occurred_at, recorded_at)

@@ -11,6 +11,7 @@ pub mod form;
 pub mod retention;
 pub mod signature;
 pub mod sync;
+pub mod usage;
 pub mod webhook;
 
 pub use client::{KeyMode, Stripe, StripeConfig};

@@ -402,3 +402,63 @@ async fn the_whole_subscription_lifecycle_from_trial_to_win_back() {
     let stages: Vec<&str> = stages.iter().map(|s| s.0.as_str()).collect();
     assert_eq!(stages, ["qualified", "trial", "active", "paused", "active", "churned", "active"]);
 }
+
+/// A succeeded pay-per-task task's charge, as the task worker writes it.
+async fn charged_task(app: &TestApp, customer: &str, n: usize, tier: &str, micros: i64) {
+    let task = format!("tsk_bill{n}");
+    sqlx::query(
+        "INSERT INTO tasks (id, customer_id, team, category, title, prompt, priority, state, attempts, failures,
+             not_before, queued_at) VALUES ($1, $2, 'code', 'code', 't', 'p', 0, 'succeeded', 1, 0, $3, $3)",
+    )
+    .bind(&task)
+    .bind(customer)
+    .bind(app.now())
+    .execute(app.db.pool())
+    .await
+    .expect("task");
+    sqlx::query("INSERT INTO usage_charges (id, customer_id, task_id, tier, amount_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(format!("uch_bill{n}"))
+        .bind(customer)
+        .bind(&task)
+        .bind(tier)
+        .bind(micros)
+        .bind(app.now() + n as i64)
+        .execute(app.db.pool())
+        .await
+        .expect("charge");
+}
+
+#[tokio::test]
+async fn pay_per_task_charges_are_reported_to_stripe_once_and_invoiced_without_double_counting() {
+    use j1msky_billing::usage;
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let id = customer(&app, "Walk In", Stage::Active).await;
+    for (n, (tier, micros)) in
+        [("simple", 500_000), ("medium", 2_000_000), ("complex", 5_000_000)].into_iter().enumerate()
+    {
+        charged_task(&app, &id, n, tier, micros).await;
+    }
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("report"), 3);
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("again"), 0);
+    // A crash after Stripe took an item but before we marked it: the retry replays the
+    // same item (same idempotency key) and the ledger does not double.
+    sqlx::query("UPDATE usage_charges SET reported_at = NULL WHERE id = 'uch_bill1'")
+        .execute(app.db.pool())
+        .await
+        .expect("undo");
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("retry"), 1);
+    let state: Value = reqwest::get(format!("{}/_sim/state", fake.base())).await.expect("s").json().await.expect("j");
+    assert_eq!(state["objects"]["invoiceitem"], 3);
+    let ledger = "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM revenue_entries";
+    assert_eq!(count(&app, ledger).await, 750);
+
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-11").await.expect("invoice"), 1);
+    usage::invoice_pay_per_task(&app.db, &stripe, "2026-11").await.expect("same period again");
+    settle(&app, &fake).await;
+    let state: Value = reqwest::get(format!("{}/_sim/state", fake.base())).await.expect("s").json().await.expect("j");
+    assert_eq!(state["objects"]["invoice"], 1, "one invoice for the period");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM revenue_entries WHERE kind = 'invoice_paid'").await, 1);
+    assert_eq!(count(&app, ledger).await, 750, "the paid invoice does not count the tasks twice");
+    let c = j1msky_accounts::customers::get(&app.db, &id).await.expect("customer");
+    assert!(c.stripe_customer_id.is_some(), "a Stripe customer was made for them");
+}

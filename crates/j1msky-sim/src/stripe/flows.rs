@@ -434,3 +434,33 @@ pub(crate) fn release_schedule(s: &mut Store, id: &str) -> ApiResult {
     }
     Ok(sched)
 }
+
+/// `POST /v1/invoices` for a customer's pending invoice items, charged at once
+/// (auto_advance with a card on file); Stripe refuses when nothing is pending.
+pub(crate) fn invoice_pending_items(s: &mut Store, p: &Value) -> ApiResult {
+    let customer = p["customer"].as_str().unwrap_or_default().to_string();
+    s.get("cus_", "customer", &customer)?;
+    let items: Vec<Value> = s
+        .objects
+        .values()
+        .filter(|v| v["object"] == "invoiceitem" && v["customer"] == customer.as_str() && v["invoice"].is_null())
+        .cloned()
+        .collect();
+    if items.is_empty() {
+        return Err(ApiError::invalid("customer", "Nothing to invoice for customer"));
+    }
+    let in_id = s.id("in");
+    let mut total = 0;
+    let mut lines = Vec::new();
+    let currency = items[0]["currency"].clone();
+    for ii in &items {
+        let id = ii["id"].as_str().unwrap_or_default().to_string();
+        total += ii["amount"].as_i64().unwrap_or(0);
+        lines.push(json!({"type": "invoiceitem", "amount": ii["amount"], "description": ii["description"],
+                          "invoice_item": id, "metadata": ii["metadata"]}));
+        if let Some(v) = s.objects.get_mut(&id) {
+            v["invoice"] = json!(in_id);
+        }
+    }
+    charge_invoice(s, &in_id, &customer, None, total, lines, currency, false)
+}

@@ -44,6 +44,7 @@ pub(crate) fn api(shared: &Shared, method: &Method, seg: &[&str], p: &Value) -> 
         ("POST", ["v1", "subscriptions", id]) => flows::update_subscription(s, id, p),
         ("DELETE", ["v1", "subscriptions", id]) => flows::cancel_now(s, id),
         ("POST", ["v1", "invoiceitems"]) => create_invoice_item(s, p),
+        ("POST", ["v1", "invoices"]) => flows::invoice_pending_items(s, p),
         ("POST", ["v1", "subscription_schedules"]) => flows::create_schedule(s, p),
         ("GET", ["v1", "subscription_schedules", id]) => s.get("sub_sched_", "subscription schedule", id),
         ("POST", ["v1", "subscription_schedules", id]) => flows::update_schedule(s, id, p),
