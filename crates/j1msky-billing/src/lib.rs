@@ -9,6 +9,7 @@ pub mod client;
 mod error;
 pub mod form;
 pub mod retention;
+pub mod revenue;
 pub mod signature;
 pub mod sync;
 pub mod usage;

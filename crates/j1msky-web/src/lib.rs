@@ -4,6 +4,7 @@
 mod api;
 pub mod auth;
 mod billing_hooks;
+mod billing_pages;
 mod csrf;
 mod error;
 mod gateway_pages;

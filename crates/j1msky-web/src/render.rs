@@ -11,7 +11,7 @@ use crate::state::AppState;
 const ADMIN_NAV: &[(&str, &str, &str)] =
     &[("queue", "Queue", "/admin/queue"), ("gateway", "Gateway", "/admin/gateway")];
 /// Customer pages beyond Account.
-const APP_NAV: &[(&str, &str, &str)] = &[("tasks", "Tasks", "/app/tasks")];
+const APP_NAV: &[(&str, &str, &str)] = &[("tasks", "Tasks", "/app/tasks"), ("billing", "Billing", "/app/billing")];
 
 macro_rules! templates {
     ($env:ident, $($name:literal),+ $(,)?) => {
@@ -37,6 +37,8 @@ pub fn environment() -> Environment<'static> {
         "admin/gateway.html",
         "app/home.html",
         "app/tasks.html",
+        "app/billing.html",
+        "app/billing_offer.html",
         "app/task.html",
         "admin/queue.html"
     );

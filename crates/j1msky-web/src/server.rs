@@ -14,7 +14,9 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::{api, auth, billing_hooks, csrf, gateway_pages, llm, metrics_layer, pages, task_pages, tasks_api};
+use crate::{
+    api, auth, billing_hooks, billing_pages, csrf, gateway_pages, llm, metrics_layer, pages, task_pages, tasks_api,
+};
 
 /// Every route of the server, with its middleware.
 pub fn router(state: AppState) -> Router {
@@ -42,6 +44,13 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/queue", get(task_pages::admin_queue))
         .route("/admin/queue/{id}/retry", post(task_pages::admin_retry))
         .route("/admin/queue/{id}/cancel", post(task_pages::admin_cancel))
+        .route("/app/billing", get(billing_pages::page))
+        .route("/app/billing/checkout", post(billing_pages::start_checkout))
+        .route("/app/billing/change", post(billing_pages::change))
+        .route("/app/billing/portal", post(billing_pages::portal))
+        .route("/app/billing/cancel", post(billing_pages::cancel))
+        .route("/app/billing/cancel/{id}/accept", post(billing_pages::accept))
+        .route("/app/billing/cancel/{id}/confirm", post(billing_pages::confirm))
         .route("/app/keys", post(pages::app_create_key))
         .route("/app/keys/{id}/revoke", post(pages::app_revoke_key))
         .route("/api/v1/me", get(api::me))

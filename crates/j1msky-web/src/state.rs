@@ -17,6 +17,8 @@ pub struct WebConfig {
     pub request_timeout: std::time::Duration,
     /// Stripe webhook endpoint secrets accepted (several while one is rotated out).
     pub stripe_webhook_secrets: Vec<String>,
+    /// The URL users reach this server at (Stripe sends customers back there).
+    pub public_url: Option<String>,
 }
 
 impl Default for WebConfig {
@@ -27,6 +29,7 @@ impl Default for WebConfig {
             max_body_bytes: 2 * 1024 * 1024,
             request_timeout: std::time::Duration::from_secs(30),
             stripe_webhook_secrets: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -44,6 +47,8 @@ pub struct AppState {
     pub keys: Arc<j1msky_accounts::api_keys::KeyCache>,
     /// Woken when a Stripe event is stored, so the applier runs at once.
     pub billing_wake: Arc<tokio::sync::Notify>,
+    /// The Stripe client (absent: billing pages say billing is not configured).
+    pub stripe: Option<j1msky_billing::Stripe>,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -59,9 +64,16 @@ impl AppState {
             gateway: None,
             keys: Arc::default(),
             billing_wake: Arc::default(),
+            stripe: None,
             templates: Arc::new(crate::render::environment()),
             metrics: crate::metrics_layer::recorder(),
         }
+    }
+
+    /// Adds the Stripe client.
+    pub fn with_stripe(mut self, stripe: j1msky_billing::Stripe) -> AppState {
+        self.stripe = Some(stripe);
+        self
     }
 
     /// Adds the model gateway.

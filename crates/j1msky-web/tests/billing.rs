@@ -462,3 +462,89 @@ async fn pay_per_task_charges_are_reported_to_stripe_once_and_invoiced_without_d
     let c = j1msky_accounts::customers::get(&app.db, &id).await.expect("customer");
     assert!(c.stripe_customer_id.is_some(), "a Stripe customer was made for them");
 }
+
+/// The owner's billing page: subscribe through Checkout, then the cancel path — survey,
+/// one offer, accepted — and a member who may not touch billing.
+#[tokio::test]
+async fn the_owner_subscribes_and_is_offered_a_pause_instead_of_cancelling_from_the_billing_page() {
+    let (app, fake, _stripe) = spawn_app_with_stripe().await;
+    let id = app.customer_with_owner("Page Co", "owner@page.test").await;
+    let browser = app.browser();
+    let r = app.login(&browser, "owner@page.test", common::PASSWORD).await;
+    assert!(r.status().is_redirection());
+    let page = browser.get(app.url("/app/billing")).send().await.expect("page").text().await.expect("body");
+    assert!(page.contains("No subscription yet"), "{page}");
+    let token = common::csrf_token(&page);
+
+    // Subscribe: off to Stripe Checkout, which the fake then completes.
+    let r = browser
+        .post(app.url("/app/billing/checkout"))
+        .form(&[("csrf_token", token.as_str()), ("plan", "pro")])
+        .send()
+        .await
+        .expect("checkout");
+    let to = common::location(&r);
+    assert!(to.starts_with("https://checkout.stripe.test/c/pay/cs_test_"), "{to}");
+    let session = to.rsplit('/').next().expect("session id");
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    let page = browser.get(app.url("/app/billing")).send().await.expect("page").text().await.expect("body");
+    assert!(page.contains("Downgrade at period end") && page.contains("99.00 USD"), "{page}");
+
+    // Cancel: "not using it" is offered a pause; taking it pauses the subscription.
+    let r = browser
+        .post(app.url("/app/billing/cancel"))
+        .form(&[("csrf_token", token.as_str()), ("reason", "not_using"), ("comment", "quiet month")])
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(r.status(), 200);
+    let offer = r.text().await.expect("body");
+    assert!(offer.contains("Pause instead") && offer.contains("Cancel my subscription"), "{offer}");
+    let accept = offer
+        .split("action=\"")
+        .find(|a| a.contains("/accept"))
+        .and_then(|a| a.split('"').next())
+        .expect("accept form");
+    let r = browser.post(app.url(accept)).form(&[("csrf_token", token.as_str())]).send().await.expect("accept");
+    assert_eq!(common::location(&r), "/app/billing?notice=kept");
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Paused, Some("paused".into())));
+    let page = browser.get(app.url("/app/billing?notice=kept")).send().await.expect("page").text().await.expect("body");
+    assert!(page.contains("Resume now") && page.contains("Glad you are staying"), "{page}");
+
+    // A bad reason is refused and changes nothing; a member cannot change billing.
+    let r = browser
+        .post(app.url("/app/billing/cancel"))
+        .form(&[("csrf_token", token.as_str()), ("reason", "bored")])
+        .send()
+        .await
+        .expect("bad");
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.expect("body").contains("not one of"));
+    j1msky_accounts::users::create(
+        &app.db,
+        &j1msky_accounts::Actor::cli(),
+        j1msky_accounts::users::NewUser {
+            email: "member@page.test".into(),
+            display_name: String::new(),
+            password: common::PASSWORD.into(),
+            role: j1msky_core::vocab::UserRole::Member,
+            customer_id: Some(id.clone()),
+        },
+        app.now(),
+    )
+    .await
+    .expect("member");
+    let member = app.browser();
+    app.login(&member, "member@page.test", common::PASSWORD).await;
+    let mtoken = app.page_token(&member, "/app/billing").await;
+    let r = member
+        .post(app.url("/app/billing/change"))
+        .form(&[("csrf_token", mtoken.as_str()), ("action", "resume")])
+        .send()
+        .await
+        .expect("member");
+    assert_eq!(r.status(), 403);
+    assert_eq!(stage_plan(&app, &id).await.0, Stage::Paused, "nothing changed");
+}

@@ -79,6 +79,18 @@ const CUSTOMERS: &[DemoCustomer] = &[
 pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
     context::init_logging(g);
     let catalogue = context::load_catalogue(g)?;
+    // The demo bills through a fake Stripe only; a live key in the environment is refused.
+    if let Ok(key) = std::env::var(&catalogue.stripe.secret_key_env) {
+        if key.starts_with("sk_live_") || key.starts_with("rk_live_") {
+            return Err(Failure {
+                code: crate::EXIT_INVALID,
+                error: anyhow::anyhow!(
+                    "{} holds a live Stripe key; the demo never uses one (it runs a fake Stripe). Unset it to run the demo",
+                    catalogue.stripe.secret_key_env
+                ),
+            });
+        }
+    }
     let url = format!("sqlite://{}", args.data_dir.join("j1msky.db").display());
     let demo_globals = Globals { database_url: url, ..g.clone() };
     let db = context::open_db(&demo_globals).await?;
@@ -104,12 +116,79 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
         }
         Err(e) => return Err(e),
     };
+    let addr = listener.local_addr().map_err(anyhow::Error::from)?;
+    let (_fake, stripe, secret) = demo_billing(&db, &catalogue, addr).await?;
     let data_dir = args.data_dir.clone();
-    let options = serve::Options { shared_limits: false, workers: 2 };
-    serve::serve_on(listener, db, catalogue, WebConfig::default(), &overrides, options, move |addr| {
+    let options = serve::Options { shared_limits: false, workers: 2, stripe: Some(stripe) };
+    let config = WebConfig { stripe_webhook_secrets: vec![secret], ..WebConfig::default() };
+    serve::serve_on(listener, db, catalogue, config, &overrides, options, move |addr| {
         print_logins(Some(addr), &data_dir, &password, Some(&demo_key));
+        println!("  Billing runs against a FAKE Stripe in this process (no money moves): see /app/billing.");
+        println!();
     })
     .await
+}
+
+/// A fake Stripe for the demo: catalogue synced, and the demo's paying customers
+/// subscribed through checkout once the server is up (their webhooks arrive then).
+async fn demo_billing(
+    db: &Db,
+    catalogue: &Catalogue,
+    addr: SocketAddr,
+) -> Result<(j1msky_sim::stripe::RunningStripe, j1msky_billing::Stripe, String), Failure> {
+    let secret = format!("whsec_demo_{}", &secrets::random_token()[..16]);
+    let fake = j1msky_sim::stripe::spawn_stripe(j1msky_sim::stripe::FakeStripeConfig {
+        webhook_url: Some(format!("http://{addr}/webhooks/stripe")),
+        webhook_secret: secret.clone(),
+        now: None,
+    })
+    .await
+    .map_err(anyhow::Error::from)?;
+    let stripe = j1msky_billing::Stripe::new(j1msky_billing::StripeConfig {
+        base_url: fake.base(),
+        secret_key: "sk_test_demo".into(),
+        api_version: catalogue.stripe.api_version.clone(),
+        allow_live: false,
+    })
+    .map_err(anyhow::Error::from)?;
+    // The fake starts empty each run: links to a previous run's fake are dropped.
+    j1msky_billing::sync::forget_account(db).await.map_err(anyhow::Error::from)?;
+    j1msky_billing::sync::sync(db, &stripe, catalogue, context::now()).await.map_err(anyhow::Error::from)?;
+    let all = customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)?;
+    let mut sessions = Vec::new();
+    for demo in CUSTOMERS.iter().filter(|d| matches!(d.stage, Stage::Active | Stage::Trial)) {
+        let Some(c) = all.iter().find(|c| c.name == demo.name) else { continue };
+        let req = j1msky_billing::checkout::CheckoutRequest {
+            plan: demo.plan.into(),
+            offer: None,
+            trial: demo.stage == Stage::Trial,
+            success_url: format!("http://{addr}/app/billing?notice=checkout"),
+            cancel_url: format!("http://{addr}/app/billing"),
+            attempt: "demo".into(),
+        };
+        let link =
+            j1msky_billing::checkout::start(db, &stripe, catalogue, &c.id, &req).await.map_err(anyhow::Error::from)?;
+        sessions.push(link.session_id);
+    }
+    let base = fake.base();
+    tokio::spawn(async move {
+        // The customers "pay" once the server answers, so the webhooks find it.
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(format!("http://{addr}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        for s in sessions {
+            let done =
+                http.post(format!("{base}/_sim/checkout/{s}/complete")).json(&serde_json::json!({})).send().await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "demo checkout not completed");
+            }
+        }
+    });
+    Ok((fake, stripe, secret))
 }
 
 fn print_logins(addr: Option<SocketAddr>, data_dir: &std::path::Path, password: &str, key: Option<&str>) {

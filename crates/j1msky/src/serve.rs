@@ -50,6 +50,8 @@ pub struct ServeArgs {
     /// Task workers run inside this process (0: none; run `j1msky worker` instead).
     #[arg(long, env = "J1MSKY_WORKERS", default_value_t = 2)]
     pub workers: usize,
+    #[command(flatten)]
+    pub stripe: crate::stripe_cmd::Conn,
 }
 
 impl ServeArgs {
@@ -71,6 +73,7 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
             stripe_webhook_secrets: Vec::new(),
+            public_url: self.public_url.clone(),
         })
     }
 }
@@ -107,6 +110,14 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     } else {
         None
     };
+    // Billing is on when a Stripe key is set; a live key needs --live (or the config's flag).
+    let stripe = match std::env::var(&catalogue.stripe.secret_key_env) {
+        Ok(_) => Some(crate::stripe_cmd::client(&catalogue, &args.stripe)?),
+        Err(_) => {
+            tracing::warn!(env = %catalogue.stripe.secret_key_env, "no Stripe key: billing pages are off");
+            None
+        }
+    };
     let db = context::open_db(g).await?;
     tracing::info!(database = %context::redact(&g.database_url), backend = db.backend().name(), "database ready");
     let listener = bind(args.listen).await?;
@@ -116,7 +127,7 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
         catalogue,
         config,
         &overrides,
-        Options { shared_limits: args.shared_limits, workers: args.workers },
+        Options { shared_limits: args.shared_limits, workers: args.workers, stripe },
         |addr| {
             println!("j1msky listening on http://{addr}");
         },
@@ -194,7 +205,18 @@ pub async fn serve_on(
     tracing::info!(in_process = gateway.limits_in_process(), "caps and budgets");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = spawn_workers(&db, &catalogue, &gateway, &clock, options.workers, Default::default(), &stopped);
-    let state = AppState::new(db.clone(), catalogue.clone(), clock.clone(), config).with_gateway(gateway.clone());
+    let mut state = AppState::new(db.clone(), catalogue.clone(), clock.clone(), config).with_gateway(gateway.clone());
+    let billing_jobs = options.stripe.clone().map(|stripe| {
+        state = state.clone().with_stripe(stripe.clone());
+        tokio::spawn(j1msky_billing::webhook::run_billing_jobs(
+            db.clone(),
+            catalogue.clone(),
+            clock.clone(),
+            stripe,
+            Duration::from_secs(60),
+            stopped.clone(),
+        ))
+    });
     let applier = tokio::spawn(j1msky_billing::webhook::run_applier(
         db.clone(),
         catalogue,
@@ -212,6 +234,9 @@ pub async fn serve_on(
         let _ = w.await;
     }
     let _ = applier.await;
+    if let Some(j) = billing_jobs {
+        let _ = j.await;
+    }
     tracing::info!("in-flight requests finished; writing the last ledger rows and closing the database");
     gateway.flush().await;
     db.close().await;
@@ -219,8 +244,10 @@ pub async fn serve_on(
 }
 
 /// How `serve_on` runs.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// The Stripe client, when billing is configured.
+    pub stripe: Option<j1msky_billing::Stripe>,
     /// Caps and budgets in the database even on SQLite (several processes on one file).
     pub shared_limits: bool,
     /// Task workers in this process.

@@ -23,6 +23,8 @@ pub struct TestApp {
     /// The model gateway and the simulated provider behind it, when spawned with one.
     pub gateway: Option<Arc<j1msky_gateway::Gateway>>,
     pub sim: Option<j1msky_sim::Running>,
+    /// The fake Stripe and a client for it, when spawned with billing.
+    pub stripe: Option<(j1msky_sim::stripe::RunningStripe, j1msky_billing::Stripe)>,
     _test_db: TestDb,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -42,6 +44,10 @@ pub async fn spawn_app_with_gateway(sim_config: j1msky_sim::SimConfig) -> TestAp
 }
 
 async fn spawn(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>) -> TestApp {
+    spawn_full(config, sim_config, false).await
+}
+
+async fn spawn_full(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>, billing: bool) -> TestApp {
     let test_db = TestDb::new().await;
     let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).expect("shipped catalogue"));
     let clock = ManualClock::new(1_795_000_000_000_000);
@@ -79,6 +85,28 @@ async fn spawn(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>) -> 
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let mut stripe = None;
+    if billing {
+        let fake = j1msky_sim::stripe::spawn_stripe(j1msky_sim::stripe::FakeStripeConfig {
+            webhook_url: Some(format!("http://{addr}/webhooks/stripe")),
+            webhook_secret: WEBHOOK_SECRET.into(),
+            now: Some(j1msky_core::Clock::now_micros(&clock) / 1_000_000),
+        })
+        .await
+        .expect("fake stripe");
+        let client = j1msky_billing::Stripe::new(j1msky_billing::StripeConfig {
+            base_url: fake.base(),
+            secret_key: "sk_test_j1msky".into(),
+            api_version: catalogue.stripe.api_version.clone(),
+            allow_live: false,
+        })
+        .expect("client");
+        j1msky_billing::sync::sync(&test_db.db, &client, &catalogue, j1msky_core::Clock::now_micros(&clock))
+            .await
+            .expect("sync");
+        state = state.with_stripe(client.clone());
+        stripe = Some((fake, client));
+    }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = j1msky_web::serve(listener, state, async move {
@@ -93,6 +121,7 @@ async fn spawn(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>) -> 
         catalogue,
         gateway,
         sim,
+        stripe,
         _test_db: test_db,
         _shutdown: tx,
     };
@@ -253,25 +282,12 @@ pub fn session_cookie(resp: &reqwest::Response) -> String {
 /// The endpoint secret the Stripe tests sign with.
 pub const WEBHOOK_SECRET: &str = "whsec_j1msky_test";
 
-/// The app with its Stripe webhook endpoint live, a fake Stripe on loopback delivering
-/// to it (its clock set to the app's), the catalogue synced, and a client for the fake.
+/// The app with its Stripe webhook endpoint live and billing pages on, a fake Stripe on
+/// loopback delivering to it (its clock set to the app's), the catalogue synced, and a
+/// client for the fake.
 pub async fn spawn_app_with_stripe() -> (TestApp, j1msky_sim::stripe::RunningStripe, j1msky_billing::Stripe) {
     let config = WebConfig { stripe_webhook_secrets: vec![WEBHOOK_SECRET.into()], ..WebConfig::default() };
-    let app = spawn_app_with(config).await;
-    let fake = j1msky_sim::stripe::spawn_stripe(j1msky_sim::stripe::FakeStripeConfig {
-        webhook_url: Some(app.url("/webhooks/stripe")),
-        webhook_secret: WEBHOOK_SECRET.into(),
-        now: Some(app.now() / 1_000_000),
-    })
-    .await
-    .expect("fake stripe");
-    let stripe = j1msky_billing::Stripe::new(j1msky_billing::StripeConfig {
-        base_url: fake.base(),
-        secret_key: "sk_test_j1msky".into(),
-        api_version: app.catalogue.stripe.api_version.clone(),
-        allow_live: false,
-    })
-    .expect("client");
-    j1msky_billing::sync::sync(&app.db, &stripe, &app.catalogue, app.now()).await.expect("sync");
-    (app, fake, stripe)
+    let mut app = spawn_full(config, None, true).await;
+    let (fake, client) = app.stripe.take().expect("billing");
+    (app, fake, client)
 }

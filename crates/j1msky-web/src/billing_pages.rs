@@ -1,0 +1,294 @@
+//! The customer's billing page `/app/billing`: the subscription as Stripe last told us,
+//! checkout for a plan, upgrade, downgrade at the period end, pause and resume, the
+//! Stripe Customer Portal, and the cancel path (exit survey → one offer → cancel still
+//! one click away). Changes go to Stripe; the page shows them once its webhooks arrive.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use j1msky_billing::{changes, checkout, retention, BillingError, Stripe};
+use j1msky_core::vocab::UserRole;
+use minijinja::context;
+
+use crate::auth::CustomerUser;
+use crate::render::{error_page, page_with_status};
+use crate::state::AppState;
+
+type Session = j1msky_accounts::sessions::Session;
+
+/// The Stripe client, or a page saying billing is not set up; and only owners manage it.
+fn gate<'a>(state: &'a AppState, s: &Session) -> Result<&'a Stripe, Box<Response>> {
+    if s.user.role != UserRole::Owner {
+        let page = error_page(state, Some(s), StatusCode::FORBIDDEN, "Only the account's owner can change billing.");
+        return Err(Box::new(page));
+    }
+    state.stripe.as_ref().ok_or_else(|| {
+        Box::new(error_page(
+            state,
+            Some(s),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Billing is not configured on this server yet.",
+        ))
+    })
+}
+
+fn fail(state: &AppState, s: &Session, e: BillingError) -> Response {
+    let status = match &e {
+        BillingError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        BillingError::NotFound(_) => StatusCode::NOT_FOUND,
+        BillingError::Stripe { .. } | BillingError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+        _ => {
+            tracing::error!(error = %e, "billing page");
+            return error_page(
+                state,
+                Some(s),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong; it has been logged.",
+            );
+        }
+    };
+    error_page(state, Some(s), status, &e.to_string())
+}
+
+/// Where Stripe sends the customer back: the configured public URL, else this host.
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(u) = &state.config.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:8080");
+    format!("http://{host}")
+}
+
+const NOTICES: &[(&str, &str)] = &[
+    ("requested", "Your change is on its way to Stripe; it shows here as soon as Stripe confirms it."),
+    ("checkout", "Thank you! Your subscription shows here as soon as Stripe confirms the payment."),
+    ("kept", "Glad you are staying — the offer is applied."),
+    ("cancelled", "Your subscription ends at the end of the period; you keep access until then."),
+];
+
+#[derive(serde::Deserialize)]
+pub struct PageQuery {
+    notice: Option<String>,
+}
+
+/// `GET /app/billing`.
+pub async fn page(
+    State(state): State<AppState>,
+    CustomerUser(s, cid): CustomerUser,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let loaded = async {
+        let customer = j1msky_accounts::customers::get(&state.db, &cid).await?;
+        let sub = changes::current(&state.db, &cid).await?;
+        let invoices = j1msky_billing::revenue::for_customer(&state.db, &cid, 24).await?;
+        Ok::<_, BillingError>((customer, sub, invoices))
+    }
+    .await;
+    let (customer, sub, invoices) = match loaded {
+        Ok(v) => v,
+        Err(e) => return fail(&state, &s, e),
+    };
+    let cat = &state.catalogue;
+    let current_price =
+        sub.as_ref().and_then(|x| x.plan.as_deref()).and_then(|p| cat.plans.get(p)).map(|p| p.monthly_price);
+    let plans: Vec<minijinja::Value> = cat
+        .plans
+        .iter()
+        .filter(|(id, _)| **id != cat.pause_plan)
+        .map(|(id, p)| {
+            let action = match (current_price, sub.as_ref().and_then(|x| x.plan.as_deref())) {
+                (_, Some(cur)) if cur == id => "current",
+                (Some(cur), _) if p.monthly_price > cur => "upgrade",
+                (Some(_), _) => "downgrade",
+                (None, _) => "subscribe",
+            };
+            context! { id => id, name => p.name.clone(), price => p.monthly_price.to_string(), action => action }
+        })
+        .collect();
+    let sub_view = sub.as_ref().map(|x| {
+        context! {
+            status => x.status.clone(), plan => x.plan.clone(),
+            period_end => x.current_period_end.map(|t| t * 1_000_000),
+            cancel_at_period_end => x.cancel_at_period_end, discount => x.discount_coupon.clone(),
+            paused => x.plan.as_deref() == Some(cat.pause_plan.as_str()),
+            paused_from => x.paused_from_plan.clone(), resume_at => x.resume_at.map(|t| t * 1_000_000),
+            pending_plan => x.pending_plan.clone(),
+        }
+    });
+    let invoices: Vec<minijinja::Value> = invoices
+        .into_iter()
+        .map(|e| {
+            let amount = j1msky_billing::revenue::decimal(e.amount_cents);
+            context! { kind => e.kind, amount => amount, currency => e.currency.to_uppercase(), at => e.occurred_at }
+        })
+        .collect();
+    let notice = q.notice.and_then(|n| NOTICES.iter().find(|(k, _)| *k == n).map(|(_, t)| *t));
+    let reasons: Vec<minijinja::Value> =
+        retention::REASONS.iter().map(|(id, label)| context! { id => id, label => label }).collect();
+    page_with_status(
+        &state,
+        Some(&s),
+        StatusCode::OK,
+        "app/billing.html",
+        "billing",
+        context! {
+            configured => state.stripe.is_some(), owner => s.user.role == UserRole::Owner,
+            linked => customer.stripe_customer_id.is_some(), sub => sub_view, plans, invoices, notice, reasons,
+            win_back => customer.stage == j1msky_core::vocab::Stage::Churned,
+        },
+    )
+}
+
+/// `POST /app/billing/checkout` (`plan`, optional `offer`): off to Stripe Checkout.
+pub async fn start_checkout(
+    State(state): State<AppState>,
+    CustomerUser(s, cid): CustomerUser,
+    headers: HeaderMap,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let stripe = match gate(&state, &s) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let base = base_url(&state, &headers);
+    let req = checkout::CheckoutRequest {
+        plan: form.get("plan").cloned().unwrap_or_default(),
+        offer: form.get("offer").filter(|o| !o.is_empty()).cloned(),
+        trial: form.get("trial").is_some_and(|t| t == "1"),
+        success_url: format!("{base}/app/billing?notice=checkout"),
+        cancel_url: format!("{base}/app/billing"),
+        attempt: (state.now() / 60_000_000).to_string(),
+    };
+    match checkout::start(&state.db, stripe, &state.catalogue, &cid, &req).await {
+        Ok(link) => Redirect::to(&link.url).into_response(),
+        Err(e) => fail(&state, &s, e),
+    }
+}
+
+/// `POST /app/billing/change` (`action` = upgrade | downgrade | pause | resume, `plan`, `resume_days`).
+pub async fn change(
+    State(state): State<AppState>,
+    CustomerUser(s, cid): CustomerUser,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let stripe = match gate(&state, &s) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let (db, cat) = (&state.db, &state.catalogue);
+    let plan = form.get("plan").cloned().unwrap_or_default();
+    let now = state.now() / 1_000_000;
+    let done = match form.get("action").map(String::as_str) {
+        Some("upgrade") => changes::upgrade(db, stripe, cat, &cid, &plan).await,
+        Some("downgrade") => changes::downgrade(db, stripe, cat, &cid, &plan).await,
+        Some("pause") => {
+            let days: i64 = form.get("resume_days").and_then(|d| d.parse().ok()).unwrap_or(30);
+            changes::pause(db, stripe, cat, &cid, now + days * 86_400, now).await
+        }
+        Some("resume") => changes::resume(db, stripe, cat, &cid).await,
+        other => Err(BillingError::invalid(
+            "action",
+            format!("`{}` is not upgrade, downgrade, pause or resume", other.unwrap_or("")),
+        )),
+    };
+    match done {
+        Ok(()) => Redirect::to("/app/billing?notice=requested").into_response(),
+        Err(e) => fail(&state, &s, e),
+    }
+}
+
+/// `POST /app/billing/portal`: off to the Stripe Customer Portal.
+pub async fn portal(State(state): State<AppState>, CustomerUser(s, cid): CustomerUser, headers: HeaderMap) -> Response {
+    let stripe = match gate(&state, &s) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let back = format!("{}/app/billing", base_url(&state, &headers));
+    match checkout::portal(&state.db, stripe, &cid, &back).await {
+        Ok(url) => Redirect::to(&url).into_response(),
+        Err(e) => fail(&state, &s, e),
+    }
+}
+
+/// `POST /app/billing/cancel` (`reason`, `comment`): the survey, then the offer page.
+pub async fn cancel(
+    State(state): State<AppState>,
+    CustomerUser(s, cid): CustomerUser,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    if let Err(r) = gate(&state, &s) {
+        return *r;
+    }
+    let reason = form.get("reason").cloned().unwrap_or_default();
+    let comment = form.get("comment").cloned().unwrap_or_default();
+    match retention::start_cancel(&state.db, &state.catalogue, &cid, &reason, &comment, state.now()).await {
+        Ok(survey) => {
+            let offer = survey.offer.as_ref().map(|o| offer_text(&state, o));
+            page_with_status(
+                &state,
+                Some(&s),
+                StatusCode::OK,
+                "app/billing_offer.html",
+                "billing",
+                context! { survey, offer },
+            )
+        }
+        Err(e) => fail(&state, &s, e),
+    }
+}
+
+fn offer_text(state: &AppState, o: &retention::Offer) -> String {
+    let cat = &state.catalogue;
+    match o {
+        retention::Offer::Pause { days } => {
+            let price = cat.plans.get(&cat.pause_plan).map(|p| p.monthly_price.to_string()).unwrap_or_default();
+            format!("Pause instead: keep your account and your history for {price} a month; you come back by yourself in {days} days.")
+        }
+        retention::Offer::Downgrade { plan } => {
+            let p = cat.plans.get(plan);
+            format!(
+                "Move to {} instead ({} a month) from your next period.",
+                p.map_or(plan.clone(), |p| p.name.clone()),
+                p.map(|p| p.monthly_price.to_string()).unwrap_or_default()
+            )
+        }
+        retention::Offer::Discount { offer } => {
+            cat.stripe.offers.get(offer).map_or_else(|| offer.clone(), |o| format!("Stay with {}.", o.name))
+        }
+    }
+}
+
+/// `POST /app/billing/cancel/{survey}/accept`.
+pub async fn accept(
+    State(state): State<AppState>,
+    CustomerUser(s, cid): CustomerUser,
+    Path(id): Path<String>,
+) -> Response {
+    let stripe = match gate(&state, &s) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    match retention::accept_offer(&state.db, stripe, &state.catalogue, &cid, &id, state.now()).await {
+        Ok(_) => Redirect::to("/app/billing?notice=kept").into_response(),
+        Err(e) => fail(&state, &s, e),
+    }
+}
+
+/// `POST /app/billing/cancel/{survey}/confirm`.
+pub async fn confirm(
+    State(state): State<AppState>,
+    CustomerUser(s, cid): CustomerUser,
+    Path(id): Path<String>,
+) -> Response {
+    let stripe = match gate(&state, &s) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    match retention::confirm_cancel(&state.db, stripe, &cid, &id, state.now()).await {
+        Ok(_) => Redirect::to("/app/billing?notice=cancelled").into_response(),
+        Err(e) => fail(&state, &s, e),
+    }
+}
