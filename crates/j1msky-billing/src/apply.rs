@@ -108,11 +108,16 @@ async fn link(
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    sqlx::query("UPDATE subscriptions SET customer_id = $1 WHERE stripe_customer_id = $2 AND customer_id IS NULL")
+    // What arrived before the link (delivery order is not Stripe's order) joins it now.
+    for table in ["subscriptions", "revenue_entries"] {
+        sqlx::query(&format!(
+            "UPDATE {table} SET customer_id = $1 WHERE stripe_customer_id = $2 AND customer_id IS NULL"
+        ))
         .bind(customer_id)
         .bind(stripe_customer)
         .execute(&mut *conn)
         .await?;
+    }
     Ok(true)
 }
 
@@ -377,8 +382,9 @@ async fn invoice_paid(
     now: i64,
 ) -> Result<(), BillingError> {
     let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("invoice: `id` missing".into()))?;
-    let customer = match id_of(&obj["customer"]) {
-        Some(c) => our_customer(conn, &c).await?,
+    let stripe_customer = id_of(&obj["customer"]);
+    let customer = match &stripe_customer {
+        Some(c) => our_customer(conn, c).await?,
         None => None,
     };
     let line = &obj["lines"]["data"][0];
@@ -409,8 +415,8 @@ async fn invoice_paid(
     let amount = (obj["amount_paid"].as_i64().unwrap_or(0) - usage).max(0);
     let inserted = sqlx::query(
         "INSERT INTO revenue_entries (id, source_id, kind, customer_id, subscription_id, plan, amount_cents, currency,
-             period_start, period_end, occurred_at, recorded_at)
-         VALUES ($1, $2, 'invoice_paid', $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (source_id) DO NOTHING",
+             period_start, period_end, occurred_at, recorded_at, stripe_customer_id)
+         VALUES ($1, $2, 'invoice_paid', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (source_id) DO NOTHING",
     )
     .bind(j1msky_core::ids::new_id("rev"))
     .bind(id)
@@ -423,6 +429,7 @@ async fn invoice_paid(
     .bind(line["period"]["end"].as_i64().map(|s| s * 1_000_000))
     .bind(paid_at * 1_000_000)
     .bind(now)
+    .bind(&stripe_customer)
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 1 {
@@ -440,15 +447,17 @@ async fn refund(
     now: i64,
 ) -> Result<(), BillingError> {
     let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("charge: `id` missing".into()))?;
-    let customer = match id_of(&obj["customer"]) {
-        Some(c) => our_customer(conn, &c).await?,
+    let stripe_customer = id_of(&obj["customer"]);
+    let customer = match &stripe_customer {
+        Some(c) => our_customer(conn, c).await?,
         None => None,
     };
     // `amount_refunded` is cumulative: the entry holds the largest seen, whatever the order.
     let refunded = -obj["amount_refunded"].as_i64().unwrap_or(0);
     let changed = sqlx::query(
-        "INSERT INTO revenue_entries (id, source_id, kind, customer_id, amount_cents, currency, occurred_at, recorded_at)
-         VALUES ($1, $2, 'refund', $3, $4, $5, $6, $7)
+        "INSERT INTO revenue_entries (id, source_id, kind, customer_id, amount_cents, currency, occurred_at, recorded_at,
+             stripe_customer_id)
+         VALUES ($1, $2, 'refund', $3, $4, $5, $6, $7, $8)
          ON CONFLICT (source_id) DO UPDATE SET amount_cents = excluded.amount_cents, occurred_at = excluded.occurred_at
          WHERE excluded.amount_cents < revenue_entries.amount_cents",
     )
@@ -459,6 +468,7 @@ async fn refund(
     .bind(obj["currency"].as_str().unwrap_or("usd"))
     .bind(created * 1_000_000)
     .bind(now)
+    .bind(&stripe_customer)
     .execute(&mut *conn)
     .await?;
     if changed.rows_affected() == 1 {

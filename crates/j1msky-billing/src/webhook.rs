@@ -91,22 +91,26 @@ pub async fn apply_pending(db: &Db, ctx: &apply::Ctx<'_>, limit: i64, now: i64) 
             "UPDATE stripe_events SET lease_until = $1, attempts = attempts + 1
              WHERE id IN (SELECT id FROM stripe_events WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < $2)
                           ORDER BY received_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
-             RETURNING id, payload"
+             RETURNING id, payload, received_at"
         }
         Backend::Sqlite => {
             "UPDATE stripe_events SET lease_until = $1, attempts = attempts + 1
              WHERE id IN (SELECT id FROM stripe_events WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < $2)
                           ORDER BY received_at, id LIMIT $3)
-             RETURNING id, payload"
+             RETURNING id, payload, received_at"
         }
     };
     let rows = sqlx::query(claim).bind(now + LEASE_MICROS).bind(now).bind(limit).fetch_all(db.pool()).await?;
-    let mut batch = Vec::with_capacity(rows.len());
+    let mut claimed = Vec::with_capacity(rows.len());
     for r in &rows {
         let id: String = r.try_get(0)?;
         let payload: String = r.try_get(1)?;
-        batch.push((id, payload));
+        let received: i64 = r.try_get(2)?;
+        claimed.push((received, id, payload));
     }
+    // RETURNING has no order: apply in the order received (ids break ties).
+    claimed.sort();
+    let batch: Vec<(String, String)> = claimed.into_iter().map(|(_, id, payload)| (id, payload)).collect();
     if batch.is_empty() {
         return Ok(0);
     }

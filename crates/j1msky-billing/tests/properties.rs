@@ -101,11 +101,14 @@ async fn state(db: &Db, customer: &str) -> Value {
     .await
     .expect("sub");
     let c = customers::get(db, customer).await.expect("customer");
-    let revenue: Vec<(String, i64)> =
-        sqlx::query_as("SELECT source_id, amount_cents FROM revenue_entries ORDER BY source_id")
+    let revenue: Vec<(String, i64, Option<String>)> =
+        sqlx::query_as("SELECT source_id, amount_cents, customer_id FROM revenue_entries ORDER BY source_id")
             .fetch_all(db.pool())
             .await
             .expect("rev");
+    // Each run has its own customer id: what matters is whether the entry is attached to it.
+    let revenue: Vec<(String, i64, bool)> =
+        revenue.into_iter().map(|(src, cents, cust)| (src, cents, cust.as_deref() == Some(customer))).collect();
     json!({"sub": sub, "stage": c.stage, "plan": c.plan, "revenue": revenue})
 }
 

@@ -58,6 +58,7 @@ CREATE TABLE revenue_entries (
     source_id    TEXT NOT NULL UNIQUE,   -- in_…, ch_…:refunded, uch_…
     kind         TEXT NOT NULL,          -- invoice_paid, refund, usage_charge
     customer_id  TEXT REFERENCES customers(id),
+    stripe_customer_id TEXT,             -- to attach entries that arrived before the link
     subscription_id TEXT,
     plan         TEXT,
     amount_cents BIGINT NOT NULL,       -- Stripe minor units; refunds negative
@@ -69,6 +70,7 @@ CREATE TABLE revenue_entries (
 );
 CREATE INDEX revenue_entries_customer ON revenue_entries(customer_id, occurred_at);
 CREATE INDEX revenue_entries_time ON revenue_entries(occurred_at);
+CREATE INDEX revenue_entries_stripe_customer ON revenue_entries(stripe_customer_id);
 
 CREATE TABLE exit_surveys (
     id           TEXT PRIMARY KEY,

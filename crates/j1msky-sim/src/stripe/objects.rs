@@ -49,6 +49,8 @@ pub(crate) fn api(shared: &Shared, method: &Method, seg: &[&str], p: &Value) -> 
         ("GET", ["v1", "subscription_schedules", id]) => s.get("sub_sched_", "subscription schedule", id),
         ("POST", ["v1", "subscription_schedules", id]) => flows::update_schedule(s, id, p),
         ("POST", ["v1", "subscription_schedules", id, "release"]) => flows::release_schedule(s, id),
+        ("GET", ["v1", "invoices", id]) => s.get("in_", "invoice", id),
+        ("GET", ["v1", "charges", id]) => s.get("ch_", "charge", id),
         ("GET", ["v1", "events"]) => list_events(s, p),
         ("GET", ["v1", "events", id]) => s.get("evt_", "event", id).or_else(|_| {
             s.events.iter().find(|e| e["id"] == *id).cloned().ok_or_else(|| ApiError::missing("event", id))
