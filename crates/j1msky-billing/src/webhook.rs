@@ -125,18 +125,8 @@ pub async fn apply_pending(db: &Db, ctx: &apply::Ctx<'_>, limit: i64, now: i64) 
         }
     }
     if all_ok {
-        // One statement marks the whole batch applied, in the same transaction.
-        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!(
-            "UPDATE stripe_events SET state = 'applied', applied_at = $1, error = NULL, lease_until = NULL
-             WHERE id IN ({})",
-            placeholders.join(", ")
-        );
-        let mut q = sqlx::query(&sql).bind(now);
-        for (id, _) in &batch {
-            q = q.bind(id);
-        }
-        q.execute(&mut *tx).await?;
+        let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
+        mark_applied(&mut tx, &ids, now).await?;
         tx.commit().await?;
         return Ok(batch.len());
     }
@@ -144,7 +134,11 @@ pub async fn apply_pending(db: &Db, ctx: &apply::Ctx<'_>, limit: i64, now: i64) 
     let mut applied = 0;
     for (id, payload) in &batch {
         let mut tx = db.begin().await?;
-        match apply_one(&mut tx, db.backend(), ctx, id, payload, now).await {
+        let applied_one = async {
+            apply_effects(&mut tx, db.backend(), ctx, id, payload, now).await?;
+            mark_applied(&mut tx, &[id.as_str()], now).await
+        };
+        match applied_one.await {
             Ok(()) => {
                 tx.commit().await?;
                 applied += 1;
@@ -156,7 +150,7 @@ pub async fn apply_pending(db: &Db, ctx: &apply::Ctx<'_>, limit: i64, now: i64) 
                          state = CASE WHEN attempts >= $3 THEN 'failed' ELSE state END WHERE id = $4",
                 )
                 .bind(e.to_string())
-                .bind(now + backoff(id))
+                .bind(now + RETRY_AFTER_FAILURE_MICROS)
                 .bind(MAX_ATTEMPTS)
                 .bind(id)
                 .execute(db.pool())
@@ -167,10 +161,8 @@ pub async fn apply_pending(db: &Db, ctx: &apply::Ctx<'_>, limit: i64, now: i64) 
     Ok(applied)
 }
 
-/// A failed event waits before its next try (the lease doubles as the wait).
-fn backoff(_id: &str) -> i64 {
-    30_000_000
-}
+/// A failed event waits this long before its next try (its lease doubles as the wait).
+const RETRY_AFTER_FAILURE_MICROS: i64 = 30_000_000;
 
 async fn apply_effects(
     conn: &mut sqlx::AnyConnection,
@@ -185,22 +177,18 @@ async fn apply_effects(
     apply::event(conn, backend, ctx, &event, now).await
 }
 
-async fn apply_one(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    ctx: &apply::Ctx<'_>,
-    id: &str,
-    payload: &str,
-    now: i64,
-) -> Result<(), BillingError> {
-    apply_effects(conn, backend, ctx, id, payload, now).await?;
-    sqlx::query(
-        "UPDATE stripe_events SET state = 'applied', applied_at = $1, error = NULL, lease_until = NULL WHERE id = $2",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
+/// Marks events applied, in the caller's transaction (one statement for a batch).
+async fn mark_applied(conn: &mut sqlx::AnyConnection, ids: &[&str], now: i64) -> Result<(), BillingError> {
+    let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "UPDATE stripe_events SET state = 'applied', applied_at = $1, error = NULL, lease_until = NULL WHERE id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut q = sqlx::query(&sql).bind(now);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    q.execute(&mut *conn).await?;
     Ok(())
 }
 

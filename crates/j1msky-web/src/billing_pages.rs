@@ -14,7 +14,7 @@ use j1msky_core::vocab::UserRole;
 use minijinja::context;
 
 use crate::auth::CustomerUser;
-use crate::render::{error_page, page_with_status};
+use crate::render::{error_page, internal_error, page_with_status};
 use crate::state::AppState;
 
 type Session = j1msky_accounts::sessions::Session;
@@ -40,15 +40,7 @@ fn fail(state: &AppState, s: &Session, e: BillingError) -> Response {
         BillingError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         BillingError::NotFound(_) => StatusCode::NOT_FOUND,
         BillingError::Stripe { .. } | BillingError::Unreachable(_) => StatusCode::BAD_GATEWAY,
-        _ => {
-            tracing::error!(error = %e, "billing page");
-            return error_page(
-                state,
-                Some(s),
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong; it has been logged.",
-            );
-        }
+        _ => return internal_error(state, Some(s), "billing", &e),
     };
     error_page(state, Some(s), status, &e.to_string())
 }

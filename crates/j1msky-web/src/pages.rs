@@ -24,10 +24,7 @@ fn internal(state: &AppState, session: Option<&sessions::Session>, e: AccountsEr
         AccountsError::NotFound(what) => {
             error_page(state, session, StatusCode::NOT_FOUND, &format!("{what} not found."))
         }
-        other => {
-            tracing::error!(error = %other, "page failed");
-            error_page(state, session, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong; it has been logged.")
-        }
+        other => crate::render::internal_error(state, session, "account", &other),
     }
 }
 

@@ -99,6 +99,12 @@ pub fn page_with_status(
     }
 }
 
+/// A 500 page for an unexpected failure, which is logged with `what` (the page).
+pub fn internal_error(state: &AppState, session: Option<&Session>, what: &str, e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, page = what, "page failed");
+    error_page(state, session, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong; it has been logged.")
+}
+
 /// An error page in the shared layout.
 pub fn error_page(state: &AppState, session: Option<&Session>, status: StatusCode, message: &str) -> Response {
     let ctx = context! { status => status.as_u16(), message };

@@ -13,7 +13,7 @@ use j1msky_tasks::{NewTask, Priority, TaskError};
 use minijinja::context;
 
 use crate::auth::{CustomerUser, OperatorUser};
-use crate::render::{error_page, page_with_status};
+use crate::render::{error_page, internal_error, page_with_status};
 use crate::state::AppState;
 
 fn task_error_page(state: &AppState, s: &j1msky_accounts::sessions::Session, e: TaskError) -> Response {
@@ -24,13 +24,7 @@ fn task_error_page(state: &AppState, s: &j1msky_accounts::sessions::Session, e: 
         TaskError::NotCancellable { .. } => StatusCode::CONFLICT,
         TaskError::Invalid { .. } | TaskError::UnknownTeam { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         TaskError::Db(_) | TaskError::Corrupt(_) | TaskError::Accounts(_) => {
-            tracing::error!(error = %e, "task page");
-            return error_page(
-                state,
-                Some(s),
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong; it has been logged.",
-            );
+            return internal_error(state, Some(s), "task", &e)
         }
     };
     error_page(state, Some(s), status, &e.to_string())
@@ -59,15 +53,7 @@ async fn app_tasks_page(
     .await;
     let (customer, tasks) = match loaded {
         Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "tasks page");
-            return error_page(
-                state,
-                Some(s),
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong; it has been logged.",
-            );
-        }
+        Err(e) => return internal_error(state, Some(s), "tasks", &e),
     };
     let plan = customer.plan.as_deref().and_then(|p| state.catalogue.plans.get(p));
     let allowed: Vec<&String> = match plan.map(|p| p.teams) {

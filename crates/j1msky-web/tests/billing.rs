@@ -241,6 +241,35 @@ async fn forged_stale_or_malformed_deliveries_are_refused_and_store_nothing() {
     assert_eq!(r.status(), 200);
     assert_eq!(apply_all(&app).await, 1);
     assert_eq!(count(&app, "SELECT COUNT(*) FROM stripe_events WHERE state = 'applied'").await, 1);
+
+    // A genuine event we cannot apply (no status) does not hold back the rest of its
+    // batch; it is retried with a pause, then left `failed` with its error for the operator.
+    let post = |body: String| {
+        let (http, url, t) = (http.clone(), app.url("/webhooks/stripe"), app.now() / 1_000_000);
+        async move {
+            let sig = j1msky_billing::signature::header(WEBHOOK_SECRET, t, body.as_bytes());
+            http.post(url).header("stripe-signature", sig).body(body).send().await.expect("post").status()
+        }
+    };
+    let broken = json!({"id": "evt_broken", "object": "event", "type": "customer.subscription.updated", "created": now,
+                        "data": {"object": {"id": "sub_x", "customer": "cus_x"}}});
+    let fine = json!({"id": "evt_fine", "object": "event", "type": "invoice.payment_failed", "created": now,
+                      "data": {"object": {"id": "in_x", "customer": "cus_x", "amount_due": 100}}});
+    assert_eq!(post(broken.to_string()).await, 200);
+    assert_eq!(post(fine.to_string()).await, 200);
+    assert_eq!(apply_all(&app).await, 1);
+    let (state, error): (String, Option<String>) =
+        sqlx::query_as("SELECT state, error FROM stripe_events WHERE id = 'evt_broken'")
+            .fetch_one(app.db.pool())
+            .await
+            .expect("row");
+    assert_eq!(state, "pending");
+    assert!(error.as_deref().is_some_and(|e| e.contains("status")), "{error:?}");
+    for _ in 0..8 {
+        app.clock.advance_secs(31);
+        apply_all(&app).await;
+    }
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM stripe_events WHERE state = 'failed'").await, 1);
 }
 
 #[tokio::test]
