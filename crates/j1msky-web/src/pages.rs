@@ -334,8 +334,18 @@ async fn customer_page(
         Some((m, k)) => (Some(m), k),
         None => (None, ""),
     };
+    // Billing as Stripe last told us; a failure to read it does not hide the rest.
+    let subscription = j1msky_billing::changes::current(db, id).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "reading the subscription mirror");
+        None
+    });
+    let payments = j1msky_billing::revenue::for_customer(db, id, 12).await.unwrap_or_default();
+    let payments: Vec<minijinja::Value> = payments
+        .into_iter()
+        .map(|e| context! { kind => e.kind, amount => j1msky_billing::revenue::decimal(e.amount_cents), currency => e.currency.to_uppercase(), at => e.occurred_at })
+        .collect();
     let ctx = context! {
-        customer, history, users, keys, audit, flash, flash_kind,
+        customer, history, users, keys, audit, flash, flash_kind, subscription, payments,
         stages => Stage::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
     };
     page_with_status(state, Some(s), status, "admin/customer.html", "customers", ctx)

@@ -595,4 +595,12 @@ async fn the_owner_subscribes_and_is_offered_a_pause_instead_of_cancelling_from_
         .expect("member");
     assert_eq!(r.status(), 403);
     assert_eq!(stage_plan(&app, &id).await.0, Stage::Paused, "nothing changed");
+
+    // The operator sees the same on the customer's admin page.
+    let op = app.browser();
+    app.login(&op, common::OPERATOR_EMAIL, common::PASSWORD).await;
+    let page =
+        op.get(app.url(&format!("/admin/customers/{id}"))).send().await.expect("admin").text().await.expect("body");
+    let billing = &page[page.find("<h2>Billing</h2>").expect("billing section")..];
+    assert!(billing.contains("paused") && billing.contains("99.00 USD") && billing.contains("sub_"), "{billing}");
 }

@@ -425,6 +425,33 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     for name in ["Northwind Software", "Bluebird Content Studio", "Kestrel Ventures"] {
         assert!(admin.contains(name), "{name} missing from the dashboard");
     }
+    // Billing runs against the in-process fake Stripe: Northwind's checkout completes and
+    // its webhooks reach the server, so its owner sees a paid Pro subscription.
+    let owner = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let form = owner.get(format!("{base}/login")).send().await.expect("login page").text().await.expect("html");
+    let start = form.find(marker).expect("csrf field") + marker.len();
+    let token = &form[start..start + form[start..].find('"').expect("end")];
+    let resp = owner
+        .post(format!("{base}/login"))
+        .form(&[("csrf_token", token), ("email", "owner@northwind.demo"), ("password", password.as_str())])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), 303);
+    let mut billing = String::new();
+    for _ in 0..100 {
+        billing = owner.get(format!("{base}/app/billing")).send().await.expect("billing").text().await.expect("html");
+        if billing.contains("99.00 USD") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(billing.contains("99.00 USD") && billing.contains("Downgrade at period end"), "{billing}");
+
     // The demo's tasks flow through their teams on the server's workers.
     assert!(queued >= 4, "the demo queues tasks ({queued})");
     let url = format!("sqlite://{}", data.join("j1msky.db").display());
@@ -461,6 +488,19 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     }
     assert!(review["by_team"].as_array().expect("by team").iter().any(|l| l["key"] == "code"));
     assert!(review["by_customer"].to_string().contains("Northwind Software"));
+
+    // A live Stripe key in the environment: the demo refuses to start.
+    let out = Command::new(BIN)
+        .args(["demo", "--seed-only", "--data-dir"])
+        .arg(&data)
+        .current_dir(dir.path())
+        .env_remove("J1MSKY_DATABASE_URL")
+        .env_remove("J1MSKY_CONFIG")
+        .env("J1MSKY_STRIPE_SECRET_KEY", "sk_live_not_for_demos")
+        .output()
+        .expect("demo with a live key");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("live Stripe key"), "{}", text(&out.stderr));
 
     // A second run keeps the data and gives a fresh password.
     let out = Command::new(BIN)
