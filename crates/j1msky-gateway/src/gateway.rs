@@ -462,8 +462,10 @@ impl Gateway {
             ip.settle(reservation, total, attempts);
         } else {
             let mut tx = self.db.begin().await?;
-            limits::settle(&mut tx, reservation, total).await?;
+            // The ledger first: the budget rows every call shares are locked last, just
+            // before the commit.
             ledger::record(&mut tx, attempts).await?;
+            limits::settle(&mut tx, reservation, total).await?;
             tx.commit().await?;
         }
         if total.micros() > 0 {

@@ -67,23 +67,24 @@ pub async fn admit(
 ) -> Result<Reservation, LimitError> {
     let (window, window_end) = hour_window(now);
     let mut caps: Vec<&Cap> = caps.iter().collect();
-    // A fixed order of row locks: two admissions never wait on each other in a cycle.
-    caps.sort_by(|a, b| a.scope.cmp(&b.scope));
+    // A fixed order of row locks, so two admissions never wait on each other in a cycle;
+    // the rows every call shares (the global cap, then the budgets) come last, so they
+    // are held only for the last statements before the commit.
+    caps.sort_by(|a, b| (a.scope == "global", &a.scope).cmp(&(b.scope == "global", &b.scope)));
     let mut budgets: Vec<&Budget> = budgets.iter().collect();
     budgets.sort_by(|a, b| a.scope.cmp(&b.scope));
+    let retry_after_secs = ((window_end - now).max(0) as u64).div_ceil(SECOND as u64);
+    if let Some(cap) = caps.iter().find(|c| c.cap <= 0) {
+        return Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs });
+    }
     let mut tx = db.begin().await?;
     for cap in caps {
-        let retry_after_secs = ((window_end - now).max(0) as u64).div_ceil(SECOND as u64);
-        if cap.cap <= 0 {
-            return Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs });
-        }
-        sqlx::query("INSERT INTO usage_counters (scope, window_start, used) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING")
-            .bind(&cap.scope)
-            .bind(window)
-            .execute(&mut *tx)
-            .await?;
+        // One statement: the first call of the hour makes the row, later ones count
+        // while under the cap; no row changed means the cap is reached.
         let done = sqlx::query(
-            "UPDATE usage_counters SET used = used + 1 WHERE scope = $1 AND window_start = $2 AND used < $3",
+            "INSERT INTO usage_counters (scope, window_start, used) VALUES ($1, $2, 1)
+             ON CONFLICT (scope, window_start) DO UPDATE SET used = usage_counters.used + 1
+             WHERE usage_counters.used < $3",
         )
         .bind(&cap.scope)
         .bind(window)
@@ -103,19 +104,15 @@ pub async fn admit(
 }
 
 async fn reserve(tx: &mut Tx, b: &Budget, amount: Money, now: i64) -> Result<(), LimitError> {
-    sqlx::query(
-        "INSERT INTO budget_windows (scope, window_start, cap_micros, reserved_micros, spent_micros)
-         VALUES ($1, $2, $3, 0, 0) ON CONFLICT DO NOTHING",
-    )
-    .bind(&b.scope)
-    .bind(b.window_start)
-    .bind(b.cap.micros())
-    .execute(&mut **tx)
-    .await?;
-    // The cap is refreshed on every reservation so an operator's change applies at once.
+    // One statement: the window's first reservation makes the row (if it fits at all),
+    // later ones add to it while reserved + spent stay within the cap. The cap is
+    // refreshed on every reservation so an operator's change applies at once.
     let done = sqlx::query(
-        "UPDATE budget_windows SET cap_micros = $3, reserved_micros = reserved_micros + $4
-         WHERE scope = $1 AND window_start = $2 AND reserved_micros + spent_micros + $4 <= $3",
+        "INSERT INTO budget_windows (scope, window_start, cap_micros, reserved_micros, spent_micros)
+         SELECT $1, $2, $3, $4, 0 WHERE $4 <= $3
+         ON CONFLICT (scope, window_start) DO UPDATE SET cap_micros = $3,
+             reserved_micros = budget_windows.reserved_micros + $4
+         WHERE budget_windows.reserved_micros + budget_windows.spent_micros + $4 <= $3",
     )
     .bind(&b.scope)
     .bind(b.window_start)
@@ -126,13 +123,15 @@ async fn reserve(tx: &mut Tx, b: &Budget, amount: Money, now: i64) -> Result<(),
     if done.rows_affected() == 1 {
         return Ok(());
     }
+    // Refused: say how much is committed (nothing when even the first reservation is too big).
     let row: (i64, i64) = sqlx::query_as(
         "SELECT reserved_micros, spent_micros FROM budget_windows WHERE scope = $1 AND window_start = $2",
     )
     .bind(&b.scope)
     .bind(b.window_start)
-    .fetch_one(&mut **tx)
-    .await?;
+    .fetch_optional(&mut **tx)
+    .await?
+    .unwrap_or((0, 0));
     Err(LimitError::Budget {
         scope: b.scope.clone(),
         cap: b.cap,

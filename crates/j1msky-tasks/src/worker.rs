@@ -140,11 +140,17 @@ impl Worker {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
         };
         let runnable = "((state = 'queued' AND not_before <= $3) OR (state = 'running' AND lease_until < $3))";
+        // Two index walks that each stop at their first row, rather than one OR that
+        // sorts every runnable task on each claim: a task whose worker died is taken
+        // first (it has waited longest), then the queue in priority order.
         let sql = format!(
             "UPDATE tasks SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
                  started_at = COALESCE(started_at, $3), wait_reason = NULL
-             WHERE id = (SELECT id FROM tasks WHERE {runnable}
-                         ORDER BY priority DESC, not_before, queued_at, id LIMIT 1 {lock})
+             WHERE id = COALESCE(
+                     (SELECT id FROM tasks WHERE state = 'running' AND lease_until < $3
+                      ORDER BY lease_until LIMIT 1 {lock}),
+                     (SELECT id FROM tasks WHERE state = 'queued' AND not_before <= $3
+                      ORDER BY priority DESC, not_before, queued_at, id LIMIT 1 {lock}))
                AND {runnable}
              RETURNING id, customer_id, team, category, title, prompt, attempts, failures, started_at"
         );
