@@ -276,7 +276,8 @@ fn rank(status: &str) -> u8 {
         "trialing" => 4,
         "paused" => 3,
         "incomplete" => 2,
-        "canceled" | "incomplete_expired" => 1,
+        "canceled" => 1,
+        // Never paid: it says nothing about the customer (no churn without a start).
         _ => 0,
     }
 }
@@ -307,7 +308,7 @@ pub async fn settle_customer(
         "active" | "past_due" | "unpaid" => Some(Stage::Active),
         "trialing" => Some(Stage::Trial),
         "paused" => Some(Stage::Paused),
-        "canceled" | "incomplete_expired" => Some(Stage::Churned),
+        "canceled" => Some(Stage::Churned),
         _ => None,
     };
     let row = sqlx::query("SELECT stage, plan FROM customers WHERE id = $1")

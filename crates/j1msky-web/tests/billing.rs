@@ -604,3 +604,32 @@ async fn the_owner_subscribes_and_is_offered_a_pause_instead_of_cancelling_from_
     let billing = &page[page.find("<h2>Billing</h2>").expect("billing section")..];
     assert!(billing.contains("paused") && billing.contains("99.00 USD") && billing.contains("sub_"), "{billing}");
 }
+
+#[tokio::test]
+async fn an_async_payment_activates_the_subscription_only_when_the_money_arrives() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let paid = customer(&app, "Slow Pay", Stage::Qualified).await;
+    let failed = customer(&app, "No Pay", Stage::Qualified).await;
+    let mut sessions = Vec::new();
+    for id in [&paid, &failed] {
+        let link =
+            checkout::start(&app.db, &stripe, &app.catalogue, id, &request("starter", None)).await.expect("checkout");
+        control(&fake, &format!("checkout/{}/complete", link.session_id), json!({"payment": "async"})).await;
+        sessions.push(link.session_id);
+    }
+    settle(&app, &fake).await;
+    for id in [&paid, &failed] {
+        assert_eq!(stage_plan(&app, id).await.0, Stage::Qualified, "nothing is paid yet");
+    }
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM revenue_entries").await, 0);
+
+    control(&fake, &format!("checkout/{}/async", sessions[0]), json!({"succeed": true})).await;
+    control(&fake, &format!("checkout/{}/async", sessions[1]), json!({"succeed": false})).await;
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &paid).await, (Stage::Active, Some("starter".into())));
+    assert_eq!(stage_plan(&app, &failed).await.0, Stage::Qualified, "a payment that never came is not churn");
+    assert_eq!(count(&app, "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM revenue_entries").await, 4900);
+    for (kind, n) in [("checkout.completed", 2), ("checkout.payment_succeeded", 1), ("checkout.payment_failed", 1)] {
+        assert_eq!(count(&app, &format!("SELECT COUNT(*) FROM events WHERE kind = '{kind}'")).await, n, "{kind}");
+    }
+}

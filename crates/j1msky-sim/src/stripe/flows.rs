@@ -82,8 +82,11 @@ fn complete_checkout(s: &mut Store, id: &str, p: &Value) -> ApiResult {
     };
     let price = s.get("price_", "price", cs["_price"].as_str().unwrap_or_default())?;
     let trial_days = cs["_trial_days"].as_i64().filter(|d| *d > 0);
+    let pending = p["payment"].as_str() == Some("async");
     let (status, period_end, trial_end) = match trial_days {
         Some(d) => ("trialing", now + d * 86_400, Some(now + d * 86_400)),
+        // A bank debit and the like: the subscription waits for the money.
+        None if pending => ("incomplete", now + PERIOD, None),
         None => ("active", now + PERIOD, None),
     };
     let sub_id = s.id("sub");
@@ -107,7 +110,6 @@ fn complete_checkout(s: &mut Store, id: &str, p: &Value) -> ApiResult {
     if !sub["discount"].is_null() {
         s.event("customer.discount.created", &sub["discount"], None);
     }
-    let pending = p["payment"].as_str() == Some("async");
     cs["status"] = json!("complete");
     cs["payment_status"] = json!(if pending {
         "unpaid"
@@ -130,11 +132,18 @@ fn async_payment(s: &mut Store, id: &str, succeed: bool) -> ApiResult {
     let mut cs = s.get("cs_", "checkout session", id)?;
     cs["payment_status"] = json!(if succeed { "paid" } else { "unpaid" });
     s.objects.insert(id.to_string(), cs.clone());
+    let sub_id = cs["subscription"].as_str().unwrap_or_default().to_string();
+    let mut sub = s.get("sub_", "subscription", &sub_id)?;
+    let previous = json!({"status": sub["status"]});
+    sub["status"] = json!(if succeed { "active" } else { "incomplete_expired" });
+    s.objects.insert(sub_id.clone(), sub.clone());
     if succeed {
         s.event("checkout.session.async_payment_succeeded", &cs, None);
-        invoice(s, cs["subscription"].as_str().unwrap_or_default(), false)?;
+        s.event("customer.subscription.updated", &sub, Some(previous));
+        invoice(s, &sub_id, false)?;
     } else {
         s.event("checkout.session.async_payment_failed", &cs, None);
+        s.event("customer.subscription.updated", &sub, Some(previous));
     }
     Ok(cs)
 }
