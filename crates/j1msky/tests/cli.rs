@@ -349,6 +349,27 @@ async fn the_cli_works_beside_a_running_server_which_stops_cleanly_on_sigterm() 
     assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
 }
 
+/// A browser signed in to the server at `base`.
+async fn signed_in(base: &str, email: &str, password: &str) -> reqwest::Client {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let form = browser.get(format!("{base}/login")).send().await.expect("login page").text().await.expect("html");
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = form.find(marker).expect("csrf field") + marker.len();
+    let token = &form[start..start + form[start..].find('"').expect("end")];
+    let resp = browser
+        .post(format!("{base}/login"))
+        .form(&[("csrf_token", token), ("email", email), ("password", password)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), 303, "login as {email}");
+    browser
+}
+
 #[tokio::test]
 async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -405,43 +426,14 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let body: Value = answer.json().await.expect("json");
     assert!(body["choices"][0]["message"]["content"].as_str().unwrap_or("").starts_with("[simulated]"));
 
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let form = browser.get(format!("{base}/login")).send().await.expect("login page").text().await.expect("html");
-    let marker = "name=\"csrf_token\" value=\"";
-    let start = form.find(marker).expect("csrf field") + marker.len();
-    let token = &form[start..start + form[start..].find('"').expect("end")];
-    let resp = browser
-        .post(format!("{base}/login"))
-        .form(&[("csrf_token", token), ("email", login.as_str()), ("password", password.as_str())])
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(resp.status(), 303);
+    let browser = signed_in(&base, &login, &password).await;
     let admin = browser.get(format!("{base}/admin")).send().await.expect("admin").text().await.expect("html");
     for name in ["Northwind Software", "Bluebird Content Studio", "Kestrel Ventures"] {
         assert!(admin.contains(name), "{name} missing from the dashboard");
     }
     // Billing runs against the in-process fake Stripe: Northwind's checkout completes and
     // its webhooks reach the server, so its owner sees a paid Pro subscription.
-    let owner = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let form = owner.get(format!("{base}/login")).send().await.expect("login page").text().await.expect("html");
-    let start = form.find(marker).expect("csrf field") + marker.len();
-    let token = &form[start..start + form[start..].find('"').expect("end")];
-    let resp = owner
-        .post(format!("{base}/login"))
-        .form(&[("csrf_token", token), ("email", "owner@northwind.demo"), ("password", password.as_str())])
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(resp.status(), 303);
+    let owner = signed_in(&base, "owner@northwind.demo", &password).await;
     let mut billing = String::new();
     for _ in 0..100 {
         billing = owner.get(format!("{base}/app/billing")).send().await.expect("billing").text().await.expect("html");
