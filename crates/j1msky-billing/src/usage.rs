@@ -98,7 +98,7 @@ pub async fn report(
 
 /// Invoices the reported items of customers without a subscription (pay-per-task),
 /// once per `period` key (e.g. `2026-11`): the key makes a second run a no-op.
-pub async fn invoice_pay_per_task(db: &Db, stripe: &Stripe, period: &str) -> Result<usize, BillingError> {
+pub async fn invoice_pay_per_task(db: &Db, stripe: &Stripe, period: &str, now: i64) -> Result<usize, BillingError> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT DISTINCT c.id, c.stripe_customer_id FROM usage_charges u JOIN customers c ON c.id = u.customer_id
          WHERE u.reported_at IS NOT NULL AND c.stripe_customer_id IS NOT NULL
@@ -109,14 +109,33 @@ pub async fn invoice_pay_per_task(db: &Db, stripe: &Stripe, period: &str) -> Res
     .await?;
     let mut n = 0;
     for (customer, sc) in rows {
+        // Each (customer, period) is invoiced once; the mark outlives Stripe's 24-hour
+        // idempotency window, so the minute-by-minute job does not ask again.
+        let key = format!("ppt_invoice:{customer}:{period}");
+        if crate::sync::stored_id(db, &key).await?.is_some() {
+            continue;
+        }
         let params = json!({"customer": sc, "pending_invoice_items_behavior": "include", "auto_advance": true,
                             "collection_method": "charge_automatically", "metadata": {"j1msky_customer": customer}});
-        match stripe.post("invoices", &params, &format!("j1msky-ppt-invoice-{customer}-{period}")).await {
-            Ok(_) => n += 1,
+        let invoice = match stripe.post("invoices", &params, &format!("j1msky-ppt-invoice-{customer}-{period}")).await {
+            Ok(inv) => {
+                n += 1;
+                inv["id"].as_str().unwrap_or("invoiced").to_string()
+            }
             // Nothing pending for this customer: Stripe refuses an empty invoice.
-            Err(BillingError::Stripe { status: 400, .. }) => {}
+            Err(BillingError::Stripe { status: 400, .. }) => "nothing".to_string(),
             Err(e) => return Err(e),
-        }
+        };
+        sqlx::query(
+            "INSERT INTO stripe_objects (key, stripe_id, fingerprint, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&key)
+        .bind(&invoice)
+        .bind(period)
+        .bind(now)
+        .execute(db.pool())
+        .await?;
     }
     Ok(n)
 }

@@ -299,7 +299,7 @@ pub async fn run_billing_jobs(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reporting pay-per-task charges"),
         }
-        if let Err(e) = crate::usage::invoice_pay_per_task(&db, &stripe, &previous_month(now)).await {
+        if let Err(e) = crate::usage::invoice_pay_per_task(&db, &stripe, &previous_month(now), now).await {
             tracing::warn!(error = %e, "invoicing pay-per-task customers");
         }
         tokio::select! {

@@ -500,8 +500,9 @@ async fn pay_per_task_charges_are_reported_to_stripe_once_and_invoiced_without_d
     let ledger = "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM revenue_entries";
     assert_eq!(count(&app, ledger).await, 750);
 
-    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-11").await.expect("invoice"), 1);
-    usage::invoice_pay_per_task(&app.db, &stripe, "2026-11").await.expect("same period again");
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-11", app.now()).await.expect("invoice"), 1);
+    let again = usage::invoice_pay_per_task(&app.db, &stripe, "2026-11", app.now()).await.expect("same period again");
+    assert_eq!(again, 0, "a period is invoiced once");
     settle(&app, &fake).await;
     let state: Value = reqwest::get(format!("{}/_sim/state", fake.base())).await.expect("s").json().await.expect("j");
     assert_eq!(state["objects"]["invoice"], 1, "one invoice for the period");
@@ -632,4 +633,31 @@ async fn an_async_payment_activates_the_subscription_only_when_the_money_arrives
     for (kind, n) in [("checkout.completed", 2), ("checkout.payment_succeeded", 1), ("checkout.payment_failed", 1)] {
         assert_eq!(count(&app, &format!("SELECT COUNT(*) FROM events WHERE kind = '{kind}'")).await, n, "{kind}");
     }
+}
+
+#[tokio::test]
+async fn a_paused_subscription_resumes_by_itself_on_its_date() {
+    use j1msky_billing::changes;
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let id = customer(&app, "Napper", Stage::Qualified).await;
+    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("pro", None)).await.expect("checkout");
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    settle(&app, &fake).await;
+    let now = app.now() / 1_000_000;
+    let err = changes::pause(&app.db, &stripe, &app.catalogue, &id, now + 3600, now).await.expect_err("too soon");
+    assert!(err.to_string().contains("between tomorrow and a year"), "{err}");
+    changes::pause(&app.db, &stripe, &app.catalogue, &id, now + 2 * 86_400, now).await.expect("pause");
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Paused, Some("paused".into())));
+
+    // Not yet due: nothing happens.
+    assert_eq!(changes::resume_due(&app.db, &stripe, &app.catalogue, now + 86_400).await.expect("early"), 0);
+    // Two days on (both clocks), the billing job resumes it on the plan it left.
+    app.clock.advance_secs(2 * 86_400);
+    control(&fake, "clock", json!({"advance_secs": 2 * 86_400})).await;
+    let later = app.now() / 1_000_000;
+    assert_eq!(changes::resume_due(&app.db, &stripe, &app.catalogue, later).await.expect("due"), 1);
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Active, Some("pro".into())));
+    assert_eq!(changes::resume_due(&app.db, &stripe, &app.catalogue, later).await.expect("again"), 0);
 }
