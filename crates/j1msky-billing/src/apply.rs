@@ -290,6 +290,16 @@ pub async fn settle_customer(
     customer_id: &str,
     now: i64,
 ) -> Result<(), BillingError> {
+    // The customer's row first (locked on PostgreSQL): settlements of one customer's
+    // subscriptions then run one after another, and the last sees them all.
+    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+    let row = sqlx::query(&format!("SELECT stage, plan FROM customers WHERE id = $1{lock}"))
+        .bind(customer_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(()) };
+    let current: String = row.try_get(0)?;
+    let current_plan: Option<String> = row.try_get(1)?;
     let subs: Vec<(String, Option<String>, i64, String)> =
         sqlx::query_as("SELECT status, plan, created, id FROM subscriptions WHERE customer_id = $1")
             .bind(customer_id)
@@ -311,13 +321,6 @@ pub async fn settle_customer(
         "canceled" => Some(Stage::Churned),
         _ => None,
     };
-    let row = sqlx::query("SELECT stage, plan FROM customers WHERE id = $1")
-        .bind(customer_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(row) = row else { return Ok(()) };
-    let current: String = row.try_get(0)?;
-    let current_plan: Option<String> = row.try_get(1)?;
     let current: Stage =
         current.parse().map_err(|e| BillingError::Malformed(format!("stored stage of {customer_id}: {e}")))?;
     if let Some(plan) = plan.filter(|p| ctx.catalogue.plans.contains_key(p)) {

@@ -48,6 +48,16 @@ pub async fn start(
     if req.plan == catalogue.pause_plan {
         return Err(BillingError::invalid("plan", format!("`{}` is reached by pausing, not by checkout", req.plan)));
     }
+    if let Some(sub) = crate::changes::current(db, customer_id).await? {
+        return Err(BillingError::invalid(
+            "subscription",
+            format!(
+                "already subscribed ({}, {}): upgrade, downgrade or resume instead",
+                sub.plan.as_deref().unwrap_or("-"),
+                sub.status
+            ),
+        ));
+    }
     let price = sync::stored_id(db, &format!("price:{}", req.plan)).await?.ok_or_else(|| {
         BillingError::Config(format!("no Stripe price for `{}`: run `j1msky stripe sync` first", req.plan))
     })?;

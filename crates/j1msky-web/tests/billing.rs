@@ -129,6 +129,10 @@ async fn a_checkout_becomes_a_paid_subscription_through_signed_webhooks_and_dupl
     let c = j1msky_accounts::customers::get(&app.db, &id).await.expect("get");
     assert_eq!((c.stage, c.plan.as_deref()), (Stage::Active, Some("starter")));
     assert!(c.stripe_customer_id.as_deref().is_some_and(|s| s.starts_with("cus_")));
+    let mut again = request("pro", None);
+    again.attempt = "2".into();
+    let err = checkout::start(&app.db, &stripe, &app.catalogue, &id, &again).await.expect_err("a second subscription");
+    assert!(err.to_string().contains("already subscribed"), "{err}");
     let (status, plan): (String, Option<String>) =
         sqlx::query_as("SELECT status, plan FROM subscriptions WHERE customer_id = $1")
             .bind(&id)
