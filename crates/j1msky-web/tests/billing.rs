@@ -665,3 +665,34 @@ async fn a_paused_subscription_resumes_by_itself_on_its_date() {
     assert_eq!(stage_plan(&app, &id).await, (Stage::Active, Some("pro".into())));
     assert_eq!(changes::resume_due(&app.db, &stripe, &app.catalogue, later).await.expect("again"), 0);
 }
+
+#[tokio::test]
+async fn a_trial_ending_soon_is_news_even_when_a_newer_snapshot_is_held() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let id = customer(&app, "Trialist", Stage::Qualified).await;
+    let mut req = request("starter", None);
+    req.trial = true;
+    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &req).await.expect("checkout");
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    settle(&app, &fake).await;
+    let sub = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub");
+    // Stripe's notice, three days before the end, created before the snapshot we hold.
+    let now = app.now() / 1_000_000;
+    let body = json!({"id": "evt_twe", "object": "event", "type": "customer.subscription.trial_will_end", "created": now - 3600,
+                      "data": {"object": {"id": sub.id, "object": "subscription", "customer": j1msky_accounts::customers::get(&app.db, &id).await.expect("c").stripe_customer_id,
+                                          "status": "trialing", "trial_end": now + 3 * 86_400, "items": {"data": []}}}})
+    .to_string();
+    let r = reqwest::Client::new()
+        .post(app.url("/webhooks/stripe"))
+        .header("stripe-signature", j1msky_billing::signature::header(WEBHOOK_SECRET, now, body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    apply_all(&app).await;
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM events WHERE kind = 'subscription.trial_will_end'").await, 1);
+    let after = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub");
+    assert_eq!(after.version, sub.version, "the older snapshot did not replace the newer one");
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Trial, Some("starter".into())));
+}
