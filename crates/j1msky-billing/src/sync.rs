@@ -83,10 +83,7 @@ pub async fn sync(db: &Db, stripe: &Stripe, catalogue: &Catalogue, now: i64) -> 
             });
             let idem = format!("j1msky-sync-{lookup}-{fingerprint}-after-{}", old.as_deref().unwrap_or("none"));
             let made = stripe.post("prices", &params, &idem).await?;
-            if let Some(old) = &old {
-                stripe
-                    .post(&format!("prices/{old}"), &json!({"active": false}), &format!("j1msky-archive-{old}"))
-                    .await?;
+            if old.is_some() {
                 report.updated.push(key.clone());
             } else {
                 report.created.push(key.clone());
@@ -94,6 +91,19 @@ pub async fn sync(db: &Db, stripe: &Stripe, catalogue: &Catalogue, now: i64) -> 
             made["id"].as_str().ok_or_else(|| BillingError::Malformed("created price has no id".into()))?.to_string()
         };
         remember(db, &key, &price_id, &fingerprint, now).await?;
+        // Every other active price of the product is archived — also one left behind by
+        // a sync that failed between making the new price and archiving the old.
+        let active = stripe.get("prices", &json!({"product": pid, "active": true, "limit": 100})).await?;
+        for p in active["data"].as_array().into_iter().flatten() {
+            let Some(other) = p["id"].as_str().filter(|id| *id != price_id) else { continue };
+            stripe
+                .post(&format!("prices/{other}"), &json!({"active": false}), &format!("j1msky-archive-{other}"))
+                .await?;
+            if !report.updated.contains(&key) {
+                report.updated.push(key.clone());
+                report.unchanged.retain(|k| k != &key);
+            }
+        }
     }
     for (offer_id, offer) in &catalogue.stripe.offers {
         let cid = coupon_id(offer_id, offer.percent_off, offer.months);

@@ -696,3 +696,30 @@ async fn a_trial_ending_soon_is_news_even_when_a_newer_snapshot_is_held() {
     assert_eq!(after.version, sub.version, "the older snapshot did not replace the newer one");
     assert_eq!(stage_plan(&app, &id).await, (Stage::Trial, Some("starter".into())));
 }
+
+#[tokio::test]
+async fn a_stripe_failure_mid_sync_is_reported_and_a_rerun_finishes_without_duplicates() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let mut changed = (*app.catalogue).clone();
+    for (plan, price) in [("starter", "59.00"), ("pro", "119.00")] {
+        changed.plans.get_mut(plan).expect("plan").monthly_price = price.parse().expect("money");
+    }
+    // Stripe answers 500 once, midway: right after Pro's new price is made, before the
+    // old one is archived (calls: 3 for each of enterprise and paused, then Pro's
+    // product, its price by lookup key, the new price).
+    control(&fake, "fail", json!({"times": 1, "after": 9, "status": 500})).await;
+    let failed = sync::sync(&app.db, &stripe, &changed, app.now()).await.err().map(|e| e.to_string());
+    let failed = failed.expect("the sync saw Stripe's failure");
+    assert!(failed.contains("500"), "{failed}");
+    let report = sync::sync(&app.db, &stripe, &changed, app.now()).await.expect("rerun");
+    assert_eq!(report.updated, vec!["price:pro".to_string(), "price:starter".to_string()]);
+    let state: Value = reqwest::get(format!("{}/_sim/state", fake.base())).await.expect("s").json().await.expect("j");
+    let plans = app.catalogue.plans.len() as i64;
+    assert_eq!(state["objects"]["price"].as_i64(), Some(plans + 2), "one new price for each changed plan, no more");
+    assert!(sync::sync(&app.db, &stripe, &changed, app.now()).await.expect("third").changed_nothing());
+    for plan in ["starter", "pro"] {
+        let active =
+            stripe.get("prices", &json!({"product": format!("j1msky_{plan}"), "active": true})).await.expect("list");
+        assert_eq!(active["data"].as_array().map(Vec::len), Some(1), "{plan}: one active price, the old one archived");
+    }
+}

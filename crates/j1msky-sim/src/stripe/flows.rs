@@ -37,6 +37,7 @@ pub(crate) fn control(shared: &Shared, method: &Method, seg: &[&str], p: &Value)
         ("POST", ["webhooks", "release"]) => Ok(json!({"released": s.hooks.release()})),
         ("POST", ["fail"]) => {
             s.fail_next = int(&p["times"]).unwrap_or(1).max(0) as u32;
+            s.fail_skip = int(&p["after"]).unwrap_or(0).max(0) as u32;
             s.fail_status = int(&p["status"]).unwrap_or(500) as u16;
             Ok(json!({"ok": true}))
         }

@@ -114,6 +114,8 @@ pub(crate) struct Store {
     pub(crate) seq: u64,
     pub clock_offset: i64,
     pub(crate) fail_next: u32,
+    /// Calls let through before the failures start.
+    pub(crate) fail_skip: u32,
     pub(crate) fail_status: u16,
     pub hooks: hooks::Settings,
 }
@@ -194,6 +196,7 @@ pub async fn serve_stripe(
             seq: 0,
             clock_offset: config.now.map_or(0, |t| t - real_now()),
             fail_next: 0,
+            fail_skip: 0,
             fail_status: 500,
             hooks: hooks::Settings::new(config.webhook_url.clone()),
         }),
@@ -256,7 +259,9 @@ async fn handle(
     let fingerprint = format!("{method} {path} {body_text}");
     {
         let mut s = shared.lock();
-        if s.fail_next > 0 {
+        if s.fail_next > 0 && s.fail_skip > 0 {
+            s.fail_skip -= 1;
+        } else if s.fail_next > 0 {
             s.fail_next -= 1;
             let status = StatusCode::from_u16(s.fail_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let e = ApiError {

@@ -173,11 +173,13 @@ fn list_prices(s: &Store, p: &Value) -> ApiResult {
     let keys: Vec<&str> =
         p["lookup_keys"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     let active = boolean(&p["active"]);
+    let product = p["product"].as_str();
     let limit = int(&p["limit"]).unwrap_or(10).clamp(1, 100) as usize;
     let mut data: Vec<Value> = s
         .objects
         .values()
         .filter(|v| v["object"] == "price")
+        .filter(|v| product.is_none_or(|pr| v["product"] == pr))
         .filter(|v| keys.is_empty() || v["lookup_key"].as_str().is_some_and(|k| keys.contains(&k)))
         .filter(|v| active.is_none_or(|a| v["active"].as_bool() == Some(a)))
         .cloned()
