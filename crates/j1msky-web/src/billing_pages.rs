@@ -4,8 +4,10 @@
 //! one click away). Changes go to Stripe; the page shows them once its webhooks arrive.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -19,20 +21,32 @@ use crate::state::AppState;
 
 type Session = j1msky_accounts::sessions::Session;
 
-/// The Stripe client, or a page saying billing is not set up; and only owners manage it.
-fn gate<'a>(state: &'a AppState, s: &Session) -> Result<&'a Stripe, Box<Response>> {
-    if s.user.role != UserRole::Owner {
-        let page = error_page(state, Some(s), StatusCode::FORBIDDEN, "Only the account's owner can change billing.");
-        return Err(Box::new(page));
+/// The account's owner on a billing action, with the Stripe client: members get 403,
+/// a server without Stripe says billing is not configured.
+pub struct BillingOwner(Arc<Session>, String, Stripe);
+
+impl FromRequestParts<AppState> for BillingOwner {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let CustomerUser(s, cid) = CustomerUser::from_request_parts(parts, state).await?;
+        if s.user.role != UserRole::Owner {
+            return Err(error_page(
+                state,
+                Some(&s),
+                StatusCode::FORBIDDEN,
+                "Only the account's owner can change billing.",
+            ));
+        }
+        match &state.stripe {
+            Some(stripe) => Ok(BillingOwner(s, cid, stripe.clone())),
+            None => Err(error_page(
+                state,
+                Some(&s),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Billing is not configured on this server yet.",
+            )),
+        }
     }
-    state.stripe.as_ref().ok_or_else(|| {
-        Box::new(error_page(
-            state,
-            Some(s),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Billing is not configured on this server yet.",
-        ))
-    })
 }
 
 fn fail(state: &AppState, s: &Session, e: BillingError) -> Response {
@@ -137,14 +151,10 @@ pub async fn page(
 /// `POST /app/billing/checkout` (`plan`, optional `offer`): off to Stripe Checkout.
 pub async fn start_checkout(
     State(state): State<AppState>,
-    CustomerUser(s, cid): CustomerUser,
+    BillingOwner(s, cid, stripe): BillingOwner,
     headers: HeaderMap,
     Form(form): Form<BTreeMap<String, String>>,
 ) -> Response {
-    let stripe = match gate(&state, &s) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
     let base = base_url(&state, &headers);
     let req = checkout::CheckoutRequest {
         plan: form.get("plan").cloned().unwrap_or_default(),
@@ -154,7 +164,7 @@ pub async fn start_checkout(
         cancel_url: format!("{base}/app/billing"),
         attempt: (state.now() / 60_000_000).to_string(),
     };
-    match checkout::start(&state.db, stripe, &state.catalogue, &cid, &req).await {
+    match checkout::start(&state.db, &stripe, &state.catalogue, &cid, &req).await {
         Ok(link) => Redirect::to(&link.url).into_response(),
         Err(e) => fail(&state, &s, e),
     }
@@ -163,24 +173,20 @@ pub async fn start_checkout(
 /// `POST /app/billing/change` (`action` = upgrade | downgrade | pause | resume, `plan`, `resume_days`).
 pub async fn change(
     State(state): State<AppState>,
-    CustomerUser(s, cid): CustomerUser,
+    BillingOwner(s, cid, stripe): BillingOwner,
     Form(form): Form<BTreeMap<String, String>>,
 ) -> Response {
-    let stripe = match gate(&state, &s) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
     let (db, cat) = (&state.db, &state.catalogue);
     let plan = form.get("plan").cloned().unwrap_or_default();
     let now = state.now() / 1_000_000;
     let done = match form.get("action").map(String::as_str) {
-        Some("upgrade") => changes::upgrade(db, stripe, cat, &cid, &plan).await,
-        Some("downgrade") => changes::downgrade(db, stripe, cat, &cid, &plan).await,
+        Some("upgrade") => changes::upgrade(db, &stripe, cat, &cid, &plan).await,
+        Some("downgrade") => changes::downgrade(db, &stripe, cat, &cid, &plan).await,
         Some("pause") => {
             let days: i64 = form.get("resume_days").and_then(|d| d.parse().ok()).unwrap_or(30);
-            changes::pause(db, stripe, cat, &cid, now + days * 86_400, now).await
+            changes::pause(db, &stripe, cat, &cid, now + days * 86_400, now).await
         }
-        Some("resume") => changes::resume(db, stripe, cat, &cid).await,
+        Some("resume") => changes::resume(db, &stripe, cat, &cid).await,
         other => Err(BillingError::invalid(
             "action",
             format!("`{}` is not upgrade, downgrade, pause or resume", other.unwrap_or("")),
@@ -193,13 +199,13 @@ pub async fn change(
 }
 
 /// `POST /app/billing/portal`: off to the Stripe Customer Portal.
-pub async fn portal(State(state): State<AppState>, CustomerUser(s, cid): CustomerUser, headers: HeaderMap) -> Response {
-    let stripe = match gate(&state, &s) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
+pub async fn portal(
+    State(state): State<AppState>,
+    BillingOwner(s, cid, stripe): BillingOwner,
+    headers: HeaderMap,
+) -> Response {
     let back = format!("{}/app/billing", base_url(&state, &headers));
-    match checkout::portal(&state.db, stripe, &cid, &back).await {
+    match checkout::portal(&state.db, &stripe, &cid, &back).await {
         Ok(url) => Redirect::to(&url).into_response(),
         Err(e) => fail(&state, &s, e),
     }
@@ -208,12 +214,9 @@ pub async fn portal(State(state): State<AppState>, CustomerUser(s, cid): Custome
 /// `POST /app/billing/cancel` (`reason`, `comment`): the survey, then the offer page.
 pub async fn cancel(
     State(state): State<AppState>,
-    CustomerUser(s, cid): CustomerUser,
+    BillingOwner(s, cid, _): BillingOwner,
     Form(form): Form<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(r) = gate(&state, &s) {
-        return *r;
-    }
     let reason = form.get("reason").cloned().unwrap_or_default();
     let comment = form.get("comment").cloned().unwrap_or_default();
     match retention::start_cancel(&state.db, &state.catalogue, &cid, &reason, &comment, state.now()).await {
@@ -256,14 +259,10 @@ fn offer_text(state: &AppState, o: &retention::Offer) -> String {
 /// `POST /app/billing/cancel/{survey}/accept`.
 pub async fn accept(
     State(state): State<AppState>,
-    CustomerUser(s, cid): CustomerUser,
+    BillingOwner(s, cid, stripe): BillingOwner,
     Path(id): Path<String>,
 ) -> Response {
-    let stripe = match gate(&state, &s) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    match retention::accept_offer(&state.db, stripe, &state.catalogue, &cid, &id, state.now()).await {
+    match retention::accept_offer(&state.db, &stripe, &state.catalogue, &cid, &id, state.now()).await {
         Ok(_) => Redirect::to("/app/billing?notice=kept").into_response(),
         Err(e) => fail(&state, &s, e),
     }
@@ -272,14 +271,10 @@ pub async fn accept(
 /// `POST /app/billing/cancel/{survey}/confirm`.
 pub async fn confirm(
     State(state): State<AppState>,
-    CustomerUser(s, cid): CustomerUser,
+    BillingOwner(s, cid, stripe): BillingOwner,
     Path(id): Path<String>,
 ) -> Response {
-    let stripe = match gate(&state, &s) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    match retention::confirm_cancel(&state.db, stripe, &cid, &id, state.now()).await {
+    match retention::confirm_cancel(&state.db, &stripe, &cid, &id, state.now()).await {
         Ok(_) => Redirect::to("/app/billing?notice=cancelled").into_response(),
         Err(e) => fail(&state, &s, e),
     }
