@@ -62,10 +62,7 @@ pub async fn event(
         | "checkout.session.async_payment_failed" => checkout(conn, backend, ctx, obj, &env.kind, now).await,
         "invoice.paid" => invoice_paid(conn, backend, ctx, obj, env.created, now).await,
         "invoice.payment_failed" => {
-            let customer = match id_of(&obj["customer"]) {
-                Some(c) => our_customer(conn, &c).await?,
-                None => None,
-            };
+            let (_, customer) = owner(conn, obj).await?;
             let detail = json!({
                 "invoice": obj["id"], "subscription": obj["subscription"], "amount_due": obj["amount_due"],
                 "attempt_count": obj["attempt_count"], "next_payment_attempt": obj["next_payment_attempt"],
@@ -86,6 +83,13 @@ async fn our_customer(conn: &mut AnyConnection, stripe_customer: &str) -> Result
         .fetch_optional(&mut *conn)
         .await?;
     Ok(row.map(|r| r.0))
+}
+
+/// The Stripe customer an object names, and ours linked to it (if any yet).
+async fn owner(conn: &mut AnyConnection, obj: &Value) -> Result<(Option<String>, Option<String>), BillingError> {
+    let Some(sc) = id_of(&obj["customer"]) else { return Ok((None, None)) };
+    let ours = our_customer(conn, &sc).await?;
+    Ok((Some(sc), ours))
 }
 
 /// Links a Stripe customer to ours when ours has no link yet; returns whether ours is
@@ -386,11 +390,7 @@ async fn invoice_paid(
     now: i64,
 ) -> Result<(), BillingError> {
     let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("invoice: `id` missing".into()))?;
-    let stripe_customer = id_of(&obj["customer"]);
-    let customer = match &stripe_customer {
-        Some(c) => our_customer(conn, c).await?,
-        None => None,
-    };
+    let (stripe_customer, customer) = owner(conn, obj).await?;
     let line = &obj["lines"]["data"][0];
     let sub = id_of(&obj["subscription"]);
     let mut plan = plan_of_price(conn, &line["price"]).await?;
@@ -451,11 +451,7 @@ async fn refund(
     now: i64,
 ) -> Result<(), BillingError> {
     let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("charge: `id` missing".into()))?;
-    let stripe_customer = id_of(&obj["customer"]);
-    let customer = match &stripe_customer {
-        Some(c) => our_customer(conn, c).await?,
-        None => None,
-    };
+    let (stripe_customer, customer) = owner(conn, obj).await?;
     // `amount_refunded` is cumulative: the entry holds the largest seen, whatever the order.
     let refunded = -obj["amount_refunded"].as_i64().unwrap_or(0);
     let changed = sqlx::query(

@@ -10,6 +10,9 @@ use crate::BillingError;
 pub struct Entry {
     pub kind: String,
     pub amount_cents: i64,
+    /// `amount_cents` as a decimal string (`-12.50`), for pages.
+    pub amount: String,
+    /// Upper case (`USD`), for pages.
     pub currency: String,
     pub occurred_at: i64,
 }
@@ -26,11 +29,13 @@ pub async fn for_customer(db: &Db, customer_id: &str, limit: i64) -> Result<Vec<
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(kind, amount_cents, currency, occurred_at)| Entry { kind, amount_cents, currency, occurred_at })
+        .map(|(kind, amount_cents, currency, occurred_at)| Entry {
+            kind,
+            amount_cents,
+            // Minor units of a two-decimal currency, shown with the project's exact formatting.
+            amount: j1msky_core::Money::from_micros(amount_cents.saturating_mul(10_000)).to_decimal_string(),
+            currency: currency.to_uppercase(),
+            occurred_at,
+        })
         .collect())
-}
-
-/// Minor units as a decimal string (`-12.50`).
-pub fn decimal(cents: i64) -> String {
-    format!("{}{}.{:02}", if cents < 0 { "-" } else { "" }, cents.unsigned_abs() / 100, cents.unsigned_abs() % 100)
 }

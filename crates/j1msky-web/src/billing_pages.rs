@@ -124,13 +124,6 @@ pub async fn page(
             pending_plan => x.pending_plan.clone(),
         }
     });
-    let invoices: Vec<minijinja::Value> = invoices
-        .into_iter()
-        .map(|e| {
-            let amount = j1msky_billing::revenue::decimal(e.amount_cents);
-            context! { kind => e.kind, amount => amount, currency => e.currency.to_uppercase(), at => e.occurred_at }
-        })
-        .collect();
     let notice = q.notice.and_then(|n| NOTICES.iter().find(|(k, _)| *k == n).map(|(_, t)| *t));
     let reasons: Vec<minijinja::Value> =
         retention::REASONS.iter().map(|(id, label)| context! { id => id, label => label }).collect();

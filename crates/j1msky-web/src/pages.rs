@@ -340,10 +340,6 @@ async fn customer_page(
         None
     });
     let payments = j1msky_billing::revenue::for_customer(db, id, 12).await.unwrap_or_default();
-    let payments: Vec<minijinja::Value> = payments
-        .into_iter()
-        .map(|e| context! { kind => e.kind, amount => j1msky_billing::revenue::decimal(e.amount_cents), currency => e.currency.to_uppercase(), at => e.occurred_at })
-        .collect();
     let ctx = context! {
         customer, history, users, keys, audit, flash, flash_kind, subscription, payments,
         stages => Stage::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
