@@ -64,46 +64,48 @@ pub async fn sync(db: &Db, stripe: &Stripe, catalogue: &Catalogue, now: i64) -> 
         let lookup = crate::price_lookup_key(plan_id);
         let key = format!("price:{plan_id}");
         let fingerprint = format!("{currency}:{cents}:month");
-        let found = stripe.get("prices", &json!({"lookup_keys": [lookup], "active": true, "limit": 1})).await?;
-        let existing = found["data"].get(0).cloned();
-        let same = existing.as_ref().is_some_and(|p| {
+        // One list of the product's active prices: ours is the one with our lookup key;
+        // every other is archived (also one left behind by a sync that failed between
+        // making a new price and archiving the old).
+        let active = stripe.get("prices", &json!({"product": pid, "active": true, "limit": 100})).await?;
+        let active: Vec<Value> = active["data"].as_array().cloned().unwrap_or_default();
+        let existing = active.iter().find(|p| p["lookup_key"].as_str() == Some(lookup.as_str()));
+        let same = existing.is_some_and(|p| {
             p["unit_amount"].as_i64() == Some(cents)
                 && p["currency"].as_str() == Some(currency.as_str())
                 && p["recurring"]["interval"].as_str() == Some("month")
-                && p["product"].as_str() == Some(pid.as_str())
         });
-        let price_id = if same {
-            report.unchanged.push(key.clone());
-            existing.as_ref().and_then(|p| p["id"].as_str()).unwrap_or_default().to_string()
-        } else {
-            let old = existing.as_ref().and_then(|p| p["id"].as_str()).map(String::from);
-            let params = json!({
-                "product": pid, "unit_amount": cents, "currency": currency, "recurring": {"interval": "month"},
-                "lookup_key": lookup, "transfer_lookup_key": true, "metadata": {"j1msky_plan": plan_id},
-            });
-            let idem = format!("j1msky-sync-{lookup}-{fingerprint}-after-{}", old.as_deref().unwrap_or("none"));
-            let made = stripe.post("prices", &params, &idem).await?;
-            if old.is_some() {
-                report.updated.push(key.clone());
-            } else {
-                report.created.push(key.clone());
+        let price_id = match existing.and_then(|p| p["id"].as_str()).filter(|_| same) {
+            Some(id) => id.to_string(),
+            None => {
+                let old = existing.and_then(|p| p["id"].as_str()).unwrap_or("none");
+                let params = json!({
+                    "product": pid, "unit_amount": cents, "currency": currency, "recurring": {"interval": "month"},
+                    "lookup_key": lookup, "transfer_lookup_key": true, "metadata": {"j1msky_plan": plan_id},
+                });
+                let idem = format!("j1msky-sync-{lookup}-{fingerprint}-after-{old}");
+                let made = stripe.post("prices", &params, &idem).await?;
+                made["id"]
+                    .as_str()
+                    .ok_or_else(|| BillingError::Malformed("created price has no id".into()))?
+                    .to_string()
             }
-            made["id"].as_str().ok_or_else(|| BillingError::Malformed("created price has no id".into()))?.to_string()
         };
-        remember(db, &key, &price_id, &fingerprint, now).await?;
-        // Every other active price of the product is archived — also one left behind by
-        // a sync that failed between making the new price and archiving the old.
-        let active = stripe.get("prices", &json!({"product": pid, "active": true, "limit": 100})).await?;
-        for p in active["data"].as_array().into_iter().flatten() {
-            let Some(other) = p["id"].as_str().filter(|id| *id != price_id) else { continue };
-            stripe
-                .post(&format!("prices/{other}"), &json!({"active": false}), &format!("j1msky-archive-{other}"))
-                .await?;
-            if !report.updated.contains(&key) {
-                report.updated.push(key.clone());
-                report.unchanged.retain(|k| k != &key);
-            }
+        let mut archived = false;
+        for other in active.iter().filter_map(|p| p["id"].as_str()).filter(|id| *id != price_id) {
+            let idem = format!("j1msky-archive-{other}");
+            stripe.post(&format!("prices/{other}"), &json!({"active": false}), &idem).await?;
+            archived = true;
         }
+        let outcome = if !same && existing.is_none() && !archived {
+            &mut report.created
+        } else if !same || archived {
+            &mut report.updated
+        } else {
+            &mut report.unchanged
+        };
+        outcome.push(key.clone());
+        remember(db, &key, &price_id, &fingerprint, now).await?;
     }
     for (offer_id, offer) in &catalogue.stripe.offers {
         let cid = coupon_id(offer_id, offer.percent_off, offer.months);

@@ -705,12 +705,12 @@ async fn a_stripe_failure_mid_sync_is_reported_and_a_rerun_finishes_without_dupl
         changed.plans.get_mut(plan).expect("plan").monthly_price = price.parse().expect("money");
     }
     // Stripe answers 500 once, midway: right after Pro's new price is made, before the
-    // old one is archived (calls: 3 for each of enterprise and paused, then Pro's
-    // product, its price by lookup key, the new price).
-    control(&fake, "fail", json!({"times": 1, "after": 9, "status": 500})).await;
+    // old one is archived (calls: 2 for each of enterprise and paused, then Pro's
+    // product, its prices, the new price).
+    control(&fake, "fail", json!({"times": 1, "after": 7, "status": 500})).await;
     let failed = sync::sync(&app.db, &stripe, &changed, app.now()).await.err().map(|e| e.to_string());
     let failed = failed.expect("the sync saw Stripe's failure");
-    assert!(failed.contains("500"), "{failed}");
+    assert!(failed.contains("500") && failed.contains("prices/price_"), "the archive failed: {failed}");
     let report = sync::sync(&app.db, &stripe, &changed, app.now()).await.expect("rerun");
     assert_eq!(report.updated, vec!["price:pro".to_string(), "price:starter".to_string()]);
     let state: Value = reqwest::get(format!("{}/_sim/state", fake.base())).await.expect("s").json().await.expect("j");
