@@ -8,6 +8,7 @@ pub mod checkout;
 pub mod client;
 mod error;
 pub mod form;
+pub mod jobs;
 pub mod retention;
 pub mod revenue;
 pub mod signature;

@@ -199,33 +199,6 @@ pub async fn counts(db: &Db) -> Result<Vec<(String, i64)>, BillingError> {
         .await?)
 }
 
-/// Applies stored events until `stop`: at once when woken, else every `idle`.
-pub async fn run_applier(
-    db: Db,
-    catalogue: std::sync::Arc<j1msky_core::catalogue::Catalogue>,
-    clock: std::sync::Arc<dyn j1msky_core::Clock>,
-    wake: std::sync::Arc<tokio::sync::Notify>,
-    idle: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let ctx = apply::Ctx { catalogue: &catalogue };
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        match apply_pending(&db, &ctx, 200, clock.now_micros()).await {
-            Ok(n) if n > 0 => continue,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "applying stripe events"),
-        }
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(idle) => {}
-            _ = stop.changed() => {}
-        }
-    }
-}
-
 /// What `reconcile` found.
 #[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
 pub struct Reconciled {
@@ -274,55 +247,4 @@ pub async fn reconcile(
         out.applied += n;
     }
     Ok(out)
-}
-
-/// The periodic billing work that needs Stripe: due resumes, pay-per-task charges
-/// reported, last month's pay-per-task invoices. Runs every `every` until `stop`.
-pub async fn run_billing_jobs(
-    db: Db,
-    catalogue: std::sync::Arc<j1msky_core::catalogue::Catalogue>,
-    clock: std::sync::Arc<dyn j1msky_core::Clock>,
-    stripe: crate::Stripe,
-    every: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let now = clock.now_micros();
-        if let Err(e) = crate::changes::resume_due(&db, &stripe, &catalogue, crate::secs(now)).await {
-            tracing::warn!(error = %e, "resuming paused subscriptions");
-        }
-        match crate::usage::report(&db, &stripe, &catalogue, 500, now).await {
-            Ok(n) if n > 0 => tracing::info!(reported = n, "pay-per-task charges reported to Stripe"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "reporting pay-per-task charges"),
-        }
-        if let Err(e) = crate::usage::invoice_pay_per_task(&db, &stripe, &previous_month(now), now).await {
-            tracing::warn!(error = %e, "invoicing pay-per-task customers");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => {}
-        }
-    }
-}
-
-/// `YYYY-MM` of the month before the one `now` (UTC microseconds) is in.
-pub fn previous_month(now: i64) -> String {
-    use chrono::Datelike;
-    let d = chrono::DateTime::from_timestamp_micros(now).unwrap_or_default().date_naive();
-    let (y, m) = if d.month() == 1 { (d.year() - 1, 12) } else { (d.year(), d.month() - 1) };
-    format!("{y:04}-{m:02}")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn previous_month_crosses_years() {
-        // 2026-11-25 and 2027-01-01 (UTC).
-        assert_eq!(super::previous_month(1_795_564_800_000_000), "2026-10");
-        assert_eq!(super::previous_month(1_798_761_600_000_000), "2026-12");
-    }
 }

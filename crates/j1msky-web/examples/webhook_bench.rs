@@ -80,7 +80,7 @@ async fn run(dir: &std::path::Path, name: &str, n: usize, conc: usize, apply: bo
     let state = AppState::new(db.clone(), catalogue.clone(), clock.clone(), config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let applier = apply.then(|| {
-        tokio::spawn(j1msky_billing::webhook::run_applier(
+        tokio::spawn(j1msky_billing::jobs::run_applier(
             db.clone(),
             catalogue.clone(),
             clock.clone(),

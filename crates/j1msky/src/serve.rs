@@ -208,7 +208,7 @@ pub async fn serve_on(
     let mut state = AppState::new(db.clone(), catalogue.clone(), clock.clone(), config).with_gateway(gateway.clone());
     let billing_jobs = options.stripe.clone().map(|stripe| {
         state = state.clone().with_stripe(stripe.clone());
-        tokio::spawn(j1msky_billing::webhook::run_billing_jobs(
+        tokio::spawn(j1msky_billing::jobs::run_billing_jobs(
             db.clone(),
             catalogue.clone(),
             clock.clone(),
@@ -217,7 +217,7 @@ pub async fn serve_on(
             stopped.clone(),
         ))
     });
-    let applier = tokio::spawn(j1msky_billing::webhook::run_applier(
+    let applier = tokio::spawn(j1msky_billing::jobs::run_applier(
         db.clone(),
         catalogue,
         clock,
