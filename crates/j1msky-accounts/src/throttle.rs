@@ -1,5 +1,9 @@
 //! Login throttling, per account and per client address, kept in the database so
 //! that every server process shares the same counters.
+//!
+//! An attempt is counted (and the scope locked when it reaches the limit) in one
+//! atomic statement *before* the password is checked, so a burst of parallel
+//! attempts cannot all slip past a count that is only bumped after each check.
 
 use sqlx::Row;
 
@@ -7,7 +11,7 @@ use crate::AccountsError;
 use j1msky_core::clock::SECOND;
 use j1msky_db::Db;
 
-/// How many failures lock a scope, within which window, for how long.
+/// How many attempts lock a scope, within which window, for how long.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     pub max_failures: i64,
@@ -17,8 +21,14 @@ pub struct Policy {
 
 /// Failures allowed per account: 5 in 15 minutes, then 15 minutes locked.
 pub const PER_ACCOUNT: Policy = Policy { max_failures: 5, window_micros: 900 * SECOND, lock_micros: 900 * SECOND };
-/// Failures allowed per client address: 20 in 15 minutes, then 15 minutes locked.
+/// Failures allowed per client address: 20 in 15 minutes, then the address is slowed
+/// down to [`PER_ADDRESS_ACCOUNT`] for 15 minutes.
 pub const PER_ADDRESS: Policy = Policy { max_failures: 20, window_micros: 900 * SECOND, lock_micros: 900 * SECOND };
+/// What a slowed-down address may still do: one try per account per 15 minutes. Not a
+/// lock of the whole address, so one client behind a shared address (an office, a
+/// carrier NAT) cannot keep everyone else there out of their own accounts.
+pub const PER_ADDRESS_ACCOUNT: Policy =
+    Policy { max_failures: 1, window_micros: 900 * SECOND, lock_micros: 900 * SECOND };
 
 /// The scope key of an account.
 pub fn account_scope(email_key: &str) -> String {
@@ -30,59 +40,80 @@ pub fn address_scope(ip: &str) -> String {
     format!("ip:{ip}")
 }
 
-/// Fails with `Throttled` when any of the scopes is locked now.
-pub async fn check(db: &Db, scopes: &[&str], now: i64) -> Result<(), AccountsError> {
-    for scope in scopes {
-        let row = sqlx::query("SELECT locked_until FROM login_failures WHERE scope = $1")
-            .bind(*scope)
-            .fetch_optional(db.pool())
-            .await?;
-        if let Some(row) = row {
-            let locked_until: Option<i64> = row.try_get(0)?;
-            if let Some(until) = locked_until.filter(|u| *u > now) {
-                return Err(AccountsError::Throttled { retry_after_secs: (until - now + SECOND - 1) / SECOND });
-            }
-        }
-    }
-    Ok(())
+/// The scope key of one account tried from one client address.
+pub fn address_account_scope(ip: &str, email_key: &str) -> String {
+    format!("ip:{ip}|account:{email_key}")
 }
 
-/// Counts one failure against `scope`, locking it when the policy says so.
-pub async fn record_failure(db: &Db, scope: &str, policy: Policy, now: i64) -> Result<(), AccountsError> {
-    let mut tx = db.begin().await?;
-    let row = sqlx::query("SELECT failures, window_start FROM login_failures WHERE scope = $1")
-        .bind(scope)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let (failures, window_start) = match row {
-        Some(r) => {
-            let (f, w): (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
-            if now - w > policy.window_micros {
-                (1, now)
-            } else {
-                (f + 1, w)
-            }
-        }
-        None => (1, now),
-    };
-    let locked_until = (failures >= policy.max_failures).then_some(now + policy.lock_micros);
-    // A lock starts a fresh window so the next lock needs a full count again.
-    let (failures, window_start) = if locked_until.is_some() { (0, now) } else { (failures, window_start) };
-    sqlx::query(
-        "INSERT INTO login_failures (scope, failures, window_start, locked_until) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (scope) DO UPDATE SET failures = excluded.failures, window_start = excluded.window_start,
-             locked_until = COALESCE(excluded.locked_until, login_failures.locked_until)",
+/// The outcome of [`admit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The attempt may be checked; it is already counted.
+    Admitted,
+    /// The scope is locked for this long.
+    Refused { retry_after_secs: i64 },
+}
+
+/// Counts one attempt against `scope`, locking the scope when this attempt reaches the
+/// limit. Attempts while locked are refused (and counted, which keeps them refused
+/// under any interleaving). A lock that ended starts a fresh window.
+pub async fn admit(db: &Db, scope: &str, policy: Policy, now: i64) -> Result<Admission, AccountsError> {
+    // Every column's new value is computed from the row as it was, in one statement:
+    // PostgreSQL holds the row lock, SQLite its single writer, so no two attempts
+    // read the same count.
+    let row = sqlx::query(
+        "INSERT INTO login_failures (scope, failures, window_start, locked_until)
+         VALUES ($1, 1, $2, CASE WHEN 1 >= $3 THEN $2 + $5 ELSE NULL END)
+         ON CONFLICT (scope) DO UPDATE SET
+           failures = CASE
+             WHEN login_failures.locked_until > $2 THEN login_failures.failures + 1
+             WHEN login_failures.locked_until IS NOT NULL OR login_failures.window_start <= $2 - $4 THEN 1
+             ELSE login_failures.failures + 1 END,
+           window_start = CASE
+             WHEN login_failures.locked_until > $2 THEN login_failures.window_start
+             WHEN login_failures.locked_until IS NOT NULL OR login_failures.window_start <= $2 - $4 THEN $2
+             ELSE login_failures.window_start END,
+           locked_until = CASE
+             WHEN login_failures.locked_until > $2 THEN login_failures.locked_until
+             WHEN login_failures.locked_until IS NOT NULL OR login_failures.window_start <= $2 - $4
+               THEN CASE WHEN 1 >= $3 THEN $2 + $5 ELSE NULL END
+             WHEN login_failures.failures + 1 >= $3 THEN $2 + $5
+             ELSE NULL END
+         RETURNING failures, locked_until",
     )
     .bind(scope)
-    .bind(failures)
-    .bind(window_start)
-    .bind(locked_until)
-    .execute(&mut *tx)
+    .bind(now)
+    .bind(policy.max_failures)
+    .bind(policy.window_micros)
+    .bind(policy.lock_micros)
+    .fetch_one(db.pool())
     .await?;
-    tx.commit().await?;
-    if locked_until.is_some() {
-        tracing::warn!(scope, "login locked after repeated failures");
+    let failures: i64 = row.try_get(0)?;
+    let locked_until: Option<i64> = row.try_get(1)?;
+    if failures <= policy.max_failures {
+        if failures == policy.max_failures {
+            tracing::warn!(scope, "login locked after repeated failures");
+        }
+        return Ok(Admission::Admitted);
     }
+    let until = locked_until.unwrap_or(now + policy.lock_micros);
+    Ok(Admission::Refused { retry_after_secs: ((until - now + SECOND - 1) / SECOND).max(1) })
+}
+
+/// Takes back one admitted attempt that turned out to be a success, so people logging
+/// in correctly never add up to a limit. If that attempt set the lock and nothing was
+/// refused since, the lock goes too.
+pub async fn refund(db: &Db, scope: &str, policy: Policy) -> Result<(), AccountsError> {
+    sqlx::query(
+        "UPDATE login_failures SET
+           locked_until = CASE WHEN failures = $2 THEN NULL ELSE locked_until END,
+           failures = failures - 1
+         WHERE scope = $1 AND failures > 0 AND failures <= $2",
+    )
+    .bind(scope)
+    .bind(policy.max_failures)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 

@@ -178,10 +178,32 @@ pub async fn authenticate(
     client_ip: &str,
     now: i64,
 ) -> Result<User, AccountsError> {
+    use throttle::Admission;
     let key = email.trim().to_lowercase();
     let account_scope = throttle::account_scope(&key);
     let address_scope = throttle::address_scope(client_ip);
-    throttle::check(db, &[&account_scope, &address_scope], now).await?;
+    // Every attempt is counted before the password is checked, so a parallel burst
+    // gets no more checks than the limits allow.
+    let address = throttle::admit(db, &address_scope, throttle::PER_ADDRESS, now).await?;
+    let pair_scope = match address {
+        Admission::Admitted => None,
+        // A slowed-down address still has one try at each account, so the people behind
+        // it are not locked out of their own accounts by someone else there.
+        Admission::Refused { .. } => {
+            let scope = throttle::address_account_scope(client_ip, &key);
+            if let Admission::Refused { retry_after_secs } =
+                throttle::admit(db, &scope, throttle::PER_ADDRESS_ACCOUNT, now).await?
+            {
+                return Err(AccountsError::Throttled { retry_after_secs });
+            }
+            Some(scope)
+        }
+    };
+    if let Admission::Refused { retry_after_secs } =
+        throttle::admit(db, &account_scope, throttle::PER_ACCOUNT, now).await?
+    {
+        return Err(AccountsError::Throttled { retry_after_secs });
+    }
     let row = sqlx::query(&format!("SELECT {COLUMNS}, password_hash FROM users WHERE email_lower = $1"))
         .bind(&key)
         .fetch_optional(db.pool())
@@ -195,13 +217,14 @@ pub async fn authenticate(
     let matches = tokio::task::spawn_blocking(move || passwords::verify(&password, &hash)).await.unwrap_or(false);
     let user = match user {
         Some(u) if matches && u.disabled_at.is_none() => u,
-        _ => {
-            throttle::record_failure(db, &account_scope, throttle::PER_ACCOUNT, now).await?;
-            throttle::record_failure(db, &address_scope, throttle::PER_ADDRESS, now).await?;
-            return Err(AccountsError::BadCredentials);
-        }
+        // The failure is already counted.
+        _ => return Err(AccountsError::BadCredentials),
     };
     throttle::clear(db, &account_scope).await?;
+    match &pair_scope {
+        Some(scope) => throttle::clear(db, scope).await?,
+        None => throttle::refund(db, &address_scope, throttle::PER_ADDRESS).await?,
+    }
     let mut tx = db.begin().await?;
     sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2").bind(now).bind(&user.id).execute(&mut *tx).await?;
     outbox::emit(

@@ -257,3 +257,67 @@ async fn a_customer_with_an_unknown_plan_or_bad_zone_is_refused_and_nothing_is_s
     assert!(customers::list(&t.db, None, 10).await.expect("list").is_empty());
     assert!(audit::list(&t.db, None, 10).await.expect("audit").is_empty());
 }
+
+#[tokio::test]
+async fn a_burst_of_wrong_passwords_on_one_account_checks_at_most_the_limit() {
+    let t = TestDb::new().await;
+    let c = customer(&t, "Acme").await;
+    owner(&t, "ann@acme.test", &c).await;
+    let attempts: Vec<_> = (0..100)
+        .map(|i| {
+            let db = t.db.clone();
+            // Each from its own address, so only the account limit stands in the way.
+            tokio::spawn(async move {
+                users::authenticate(
+                    &db,
+                    "ann@acme.test",
+                    "not the password",
+                    &format!("10.1.{}.{}", i / 250, i % 250),
+                    T0,
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut verified, mut throttled) = (0, 0);
+    for attempt in attempts {
+        match attempt.await.expect("task") {
+            Err(AccountsError::BadCredentials) => verified += 1,
+            Err(AccountsError::Throttled { .. }) => throttled += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(verified <= 5, "{verified} passwords were checked, the limit is 5");
+    assert_eq!(verified + throttled, 100);
+    // The account is locked now: even the right password waits.
+    let r = users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.9.9.9", T0 + SECOND).await;
+    assert!(matches!(r, Err(AccountsError::Throttled { .. })), "{r:?}");
+}
+
+#[tokio::test]
+async fn one_address_failing_on_many_accounts_does_not_lock_out_the_other_users_behind_it() {
+    let t = TestDb::new().await;
+    let c = customer(&t, "Acme").await;
+    owner(&t, "ann@acme.test", &c).await;
+    owner(&t, "bob@acme.test", &c).await;
+    let office = "203.0.113.7";
+    for i in 0..30 {
+        let r = users::authenticate(&t.db, &format!("nobody{i}@x.test"), "wrong password", office, T0 + i).await;
+        assert!(matches!(r, Err(AccountsError::BadCredentials) | Err(AccountsError::Throttled { .. })), "{r:?}");
+    }
+    // A colleague behind the same address still gets into their own account.
+    users::authenticate(&t.db, "ann@acme.test", PASSWORD, office, T0 + 40).await.expect("ann gets in");
+    // The address is slowed down: past its limit it has one try per account per lock period.
+    let r = users::authenticate(&t.db, "bob@acme.test", "wrong password", office, T0 + 41).await;
+    assert!(matches!(r, Err(AccountsError::BadCredentials)), "{r:?}");
+    let r = users::authenticate(&t.db, "bob@acme.test", PASSWORD, office, T0 + 42).await;
+    assert!(matches!(r, Err(AccountsError::Throttled { .. })), "{r:?}");
+    let r = users::authenticate(&t.db, "nobody0@x.test", "wrong password", office, T0 + 43).await;
+    assert!(matches!(r, Err(AccountsError::BadCredentials)), "{r:?}");
+    let r = users::authenticate(&t.db, "nobody0@x.test", "wrong password", office, T0 + 44).await;
+    assert!(matches!(r, Err(AccountsError::Throttled { .. })), "{r:?}");
+    // Bob elsewhere is not held back by that address.
+    users::authenticate(&t.db, "bob@acme.test", PASSWORD, "198.51.100.1", T0 + 45).await.expect("bob elsewhere");
+    // And once the lock period is over, the address is back to normal.
+    users::authenticate(&t.db, "bob@acme.test", PASSWORD, office, T0 + 16 * 60 * SECOND).await.expect("released");
+}
