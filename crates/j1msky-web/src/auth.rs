@@ -58,16 +58,36 @@ pub fn cookie(name: &'static str, value: String, secure: bool, max_age_secs: i64
         .build()
 }
 
-/// The client's address: the socket peer, or the proxy's `X-Forwarded-For` when trusted.
+/// The client's address: the socket peer, or, behind trusted proxies, the right-most
+/// `X-Forwarded-For` hop they did not add themselves. Entries left of it were written
+/// by the client and prove nothing.
 pub fn client_ip(state: &AppState, parts: &Parts) -> String {
-    if state.config.trust_proxy {
-        if let Some(first) =
-            parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next())
-        {
-            return first.trim().to_string();
-        }
+    let peer = || {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    if !state.config.trust_proxy {
+        return peer();
     }
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
+    // Several headers are one list, in order (RFC 9110 field combination).
+    let hops: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    // Fewer hops than proxies: every entry there came from a proxy of ours.
+    let index = hops.len().saturating_sub(state.config.trusted_proxies.max(1));
+    match hops.get(index).and_then(|h| h.parse::<std::net::IpAddr>().ok()) {
+        Some(ip) => ip.to_string(),
+        None => peer(),
+    }
 }
 
 /// The client address as an extractor.

@@ -11,6 +11,9 @@ pub struct WebConfig {
     pub secure_cookies: bool,
     /// Believe `X-Forwarded-For` / `X-Forwarded-Proto` (only behind your own proxy).
     pub trust_proxy: bool,
+    /// How many proxies of ours append to `X-Forwarded-For` (with `trust_proxy`): the
+    /// client is the entry that many places from the right.
+    pub trusted_proxies: usize,
     /// Largest request body accepted, in bytes (larger: 413).
     pub max_body_bytes: usize,
     /// Longest a request may take before 408.
@@ -26,6 +29,7 @@ impl Default for WebConfig {
         WebConfig {
             secure_cookies: false,
             trust_proxy: false,
+            trusted_proxies: 1,
             max_body_bytes: 2 * 1024 * 1024,
             request_timeout: std::time::Duration::from_secs(30),
             stripe_webhook_secrets: Vec::new(),

@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Trust X-Forwarded-For / X-Forwarded-Proto (only behind your own reverse proxy).
     #[arg(long, env = "J1MSKY_TRUST_PROXY")]
     pub trust_proxy: bool,
+    /// How many reverse proxies of yours append to X-Forwarded-For (with --trust-proxy):
+    /// the client address is the entry that many places from the right.
+    #[arg(long, env = "J1MSKY_TRUSTED_PROXIES", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub trusted_proxies: u16,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -70,6 +74,7 @@ impl ServeArgs {
         Ok(WebConfig {
             secure_cookies,
             trust_proxy: self.trust_proxy,
+            trusted_proxies: usize::from(self.trusted_proxies),
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
             stripe_webhook_secrets: Vec::new(),
