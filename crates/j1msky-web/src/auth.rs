@@ -190,7 +190,16 @@ pub fn urlencode(s: &str) -> String {
     serde_urlencoded::to_string([("v", s)]).map(|q| q[2..].to_string()).unwrap_or_default()
 }
 
-/// A safe local redirect target (never another host).
+/// A safe local redirect target: a path on this site, never another host. Browsers
+/// drop tabs and newlines from URLs and read `\` as `/`, so `/\t/evil` or `/\evil`
+/// would leave the site: only printable ASCII without backslashes passes, starting with
+/// one `/`.
 pub fn safe_next(next: Option<&str>) -> Option<String> {
-    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\')).map(str::to_string)
+    next.filter(|n| {
+        let bytes = n.as_bytes();
+        bytes.first() == Some(&b'/')
+            && !matches!(bytes.get(1), Some(b'/'))
+            && bytes.iter().all(|b| b.is_ascii_graphic() && *b != b'\\')
+    })
+    .map(str::to_string)
 }

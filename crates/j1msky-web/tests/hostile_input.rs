@@ -69,3 +69,46 @@ async fn a_client_cannot_dodge_the_address_limit_by_forging_forwarded_entries() 
     // The proxy-seen address passed its limit: one more try at an account, then 429.
     assert_eq!(&statuses[20..], &[401, 429], "{statuses:?}");
 }
+
+/// Logs the operator in with `next`; answers the status and where it sends the browser.
+async fn login_with_next(app: &common::TestApp, next: &str) -> (u16, String) {
+    let browser = app.browser();
+    let form = browser.get(app.url("/login")).send().await.unwrap();
+    let token = csrf_token(&form.text().await.unwrap());
+    let resp = browser
+        .post(app.url("/login"))
+        .form(&[("csrf_token", token.as_str()), ("email", OPERATOR_EMAIL), ("password", PASSWORD), ("next", next)])
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), common::location(&resp))
+}
+
+#[tokio::test]
+async fn next_after_login_only_goes_to_same_site_paths() {
+    let app = spawn_app().await;
+    for next in ["/app/tasks?state=queued", "/admin/customers/cus_1", "/admin/queue#top", "/a/%2F%2Fb"] {
+        assert_eq!(login_with_next(&app, next).await, (303, next.to_string()), "{next:?}");
+    }
+    let hostile = [
+        "//evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "https://evil.example",
+        "javascript:alert(1)",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\r\nSet-Cookie: j1msky_session=x",
+        "/caf\u{e9}",
+        "/ /evil.example",
+        "/\u{7f}",
+        "",
+    ];
+    for next in hostile {
+        assert_eq!(login_with_next(&app, next).await, (303, "/admin".to_string()), "{next:?}");
+        // The login page does not carry it forward either.
+        let page = app.browser().get(app.url("/login")).query(&[("next", next)]).send().await.unwrap();
+        assert_eq!(page.status(), 200, "{next:?}");
+        assert!(!page.text().await.unwrap().contains("evil.example"), "{next:?}");
+    }
+}
