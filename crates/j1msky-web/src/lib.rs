@@ -16,6 +16,7 @@ mod server;
 mod state;
 mod task_pages;
 mod tasks_api;
+mod text_guard;
 
 pub use error::ApiError;
 pub use server::{router, serve};

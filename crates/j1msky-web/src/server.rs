@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), gateway_pages::with_controls))
         .layer(from_fn_with_state(state.clone(), csrf::guard))
         .layer(from_fn_with_state(state.clone(), auth::load_session))
+        .layer(from_fn_with_state(state.clone(), crate::text_guard::refuse_unstorable))
         .layer(from_fn(metrics_layer::track))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))

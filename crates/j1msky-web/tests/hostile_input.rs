@@ -112,3 +112,93 @@ async fn next_after_login_only_goes_to_same_site_paths() {
         assert!(!page.text().await.unwrap().contains("evil.example"), "{next:?}");
     }
 }
+
+/// Asserts a 400 whose message names `field`.
+async fn assert_refused_naming(resp: reqwest::Response, field: &str, what: &str) {
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(status, 400, "{what}: {body}");
+    assert_eq!(body["error"]["code"], "invalid_text", "{what}: {body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&format!("`{field}`")), "{what}: {message}");
+}
+
+#[tokio::test]
+async fn nul_bytes_get_a_400_naming_the_field_everywhere_and_nothing_is_stored() {
+    let app = common::spawn_app_with_everything().await;
+    let (_, key) = app.customer_with_key("Acme", "pro").await;
+    let api = reqwest::Client::new();
+
+    // The login form, each field.
+    for (field, email, password, next) in [
+        ("email", "op\0@agency.test", PASSWORD, "/admin"),
+        ("password", OPERATOR_EMAIL, "correct horse\0", "/admin"),
+        ("next", OPERATOR_EMAIL, PASSWORD, "/admin\0"),
+    ] {
+        let browser = app.browser();
+        let form = browser.get(app.url("/login")).send().await.unwrap();
+        let token = csrf_token(&form.text().await.unwrap());
+        let resp = browser
+            .post(app.url("/login"))
+            .form(&[("csrf_token", token.as_str()), ("email", email), ("password", password), ("next", next)])
+            .send()
+            .await
+            .unwrap();
+        assert_refused_naming(resp, field, "login").await;
+    }
+
+    // JSON: a top-level field, a nested one, and a key.
+    let resp = api.post(app.url("/api/v1/keys")).bearer_auth(&key).json(&serde_json::json!({"name": "a\u{0}b"}));
+    assert_refused_naming(resp.send().await.unwrap(), "name", "key name").await;
+    let body = serde_json::json!({"team": "code", "prompt": "fine", "fields": {"goal": "x\u{0}"}});
+    let resp = api.post(app.url("/api/v1/tasks")).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_refused_naming(resp, "fields.goal", "task field").await;
+    let body = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi\u{0}"}]});
+    let resp = api.post(app.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_refused_naming(resp, "messages[0].content", "chat message").await;
+    let resp = api
+        .post(app.url("/v1/messages"))
+        .bearer_auth(&key)
+        .body(r#"{"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": "\u0000"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_refused_naming(resp, "messages[0].content", "chat message without a content type").await;
+    let resp = api
+        .post(app.url("/api/v1/tasks"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(r#"{"team": "code", "prompt": "x", "a\u0000": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_refused_naming(resp, "a\\u0000", "key").await;
+
+    // Path and query.
+    let resp = api.get(app.url("/api/v1/tasks/tsk_%00")).bearer_auth(&key).send().await.unwrap();
+    assert_refused_naming(resp, "path", "path").await;
+    let resp = api.get(app.url("/api/v1/tasks?state=%00")).bearer_auth(&key).send().await.unwrap();
+    assert_refused_naming(resp, "state", "query").await;
+
+    // A signed-in form.
+    let operator = app.browser();
+    assert_eq!(app.login(&operator, OPERATOR_EMAIL, PASSWORD).await.status(), 303);
+    let token = app.page_token(&operator, "/admin").await;
+    let resp = operator
+        .post(app.url("/admin/customers"))
+        .form(&[("csrf_token", token.as_str()), ("name", "Evil\0Corp")])
+        .send()
+        .await
+        .unwrap();
+    assert_refused_naming(resp, "name", "customer form").await;
+
+    // Nothing of it was stored, and the store still works.
+    let customers = j1msky_accounts::customers::list(&app.db, None, 10).await.unwrap();
+    assert_eq!(customers.len(), 1, "only Acme");
+    let keys: serde_json::Value =
+        api.get(app.url("/api/v1/keys")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(keys["data"].as_array().map(Vec::len), Some(1), "{keys}");
+    let tasks: serde_json::Value =
+        api.get(app.url("/api/v1/tasks")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(tasks["data"].as_array().map(Vec::len), Some(0), "{tasks}");
+}

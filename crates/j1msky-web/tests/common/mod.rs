@@ -291,3 +291,10 @@ pub async fn spawn_app_with_stripe() -> (TestApp, j1msky_sim::stripe::RunningStr
     let (fake, client) = app.stripe.take().expect("billing");
     (app, fake, client)
 }
+
+/// The app with everything on at once: a simulated model provider behind the gateway and
+/// a fake Stripe with billing pages (for tests that probe every route).
+pub async fn spawn_app_with_everything() -> TestApp {
+    let config = WebConfig { stripe_webhook_secrets: vec![WEBHOOK_SECRET.into()], ..WebConfig::default() };
+    spawn_full(config, Some(j1msky_sim::SimConfig::default()), true).await
+}
