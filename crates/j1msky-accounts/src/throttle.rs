@@ -30,9 +30,20 @@ pub const PER_ADDRESS: Policy = Policy { max_failures: 20, window_micros: 900 * 
 pub const PER_ADDRESS_ACCOUNT: Policy =
     Policy { max_failures: 1, window_micros: 900 * SECOND, lock_micros: 900 * SECOND };
 
+/// A login name as part of a scope key. Anything longer than an email can be (so no
+/// account) is kept as its digest: the key is a primary key, and PostgreSQL refuses an
+/// index entry of more than about 2.7 kB.
+fn bounded(email_key: &str) -> String {
+    if email_key.len() <= 254 {
+        return email_key.to_string();
+    }
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(email_key.as_bytes())))
+}
+
 /// The scope key of an account.
 pub fn account_scope(email_key: &str) -> String {
-    format!("account:{email_key}")
+    format!("account:{}", bounded(email_key))
 }
 
 /// The scope key of a client address.
@@ -42,7 +53,7 @@ pub fn address_scope(ip: &str) -> String {
 
 /// The scope key of one account tried from one client address.
 pub fn address_account_scope(ip: &str, email_key: &str) -> String {
-    format!("ip:{ip}|account:{email_key}")
+    format!("ip:{ip}|account:{}", bounded(email_key))
 }
 
 /// The outcome of [`admit`].

@@ -84,7 +84,9 @@ pub fn client_ip(state: &AppState, parts: &Parts) -> String {
         .collect();
     // Fewer hops than proxies: every entry there came from a proxy of ours.
     let index = hops.len().saturating_sub(state.config.trusted_proxies.max(1));
-    match hops.get(index).and_then(|h| h.parse::<std::net::IpAddr>().ok()) {
+    // Some proxies write the port too (`1.2.3.4:5678`, `[2001:db8::1]:443`).
+    let parse = |h: &str| h.parse::<std::net::IpAddr>().ok().or_else(|| h.parse::<SocketAddr>().ok().map(|s| s.ip()));
+    match hops.get(index).and_then(|h| parse(h)) {
         Some(ip) => ip.to_string(),
         None => peer(),
     }

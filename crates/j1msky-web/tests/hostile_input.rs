@@ -35,6 +35,8 @@ async fn behind_trusted_proxies_the_client_is_the_right_most_untrusted_hop() {
     assert_eq!(login_address(&one, &["6.6.6.6, 203.0.113.9"]).await, "203.0.113.9");
     assert_eq!(login_address(&one, &["6.6.6.6", "7.7.7.7, 203.0.113.10"]).await, "203.0.113.10");
     assert_eq!(login_address(&one, &["203.0.113.11"]).await, "203.0.113.11");
+    assert_eq!(login_address(&one, &["6.6.6.6, 203.0.113.13:4711"]).await, "203.0.113.13");
+    assert_eq!(login_address(&one, &["6.6.6.6, [2001:db8::1]:443"]).await, "2001:db8::1");
     // Garbage where the proxy's entry should be: the socket peer, not the garbage.
     assert_eq!(login_address(&one, &["6.6.6.6, not-an-address"]).await, "127.0.0.1");
 
