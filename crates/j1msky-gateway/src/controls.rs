@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use j1msky_accounts::{audit, Actor};
+use j1msky_accounts::{audit, customers, AccountsError, Actor};
+use j1msky_core::catalogue::Catalogue;
 use j1msky_core::clock::SECOND;
 use j1msky_db::{outbox, Db, DbError};
 
@@ -100,17 +101,60 @@ pub async fn set_daily_budget(
     budget: Option<j1msky_core::Money>,
     now: i64,
 ) -> Result<(), GatewayError> {
-    set_cap(db, actor, DAILY_BUDGET_SCOPE, budget.map(|m| m.micros()), now).await
+    put_cap(db, actor, DAILY_BUDGET_SCOPE, budget.map(|m| m.micros()), now).await
 }
 
-/// Sets (or with `None` removes) the hourly cap override of a scope.
-pub async fn set_cap(db: &Db, actor: &Actor, scope: &str, cap: Option<i64>, now: i64) -> Result<(), GatewayError> {
+/// Sets (or with `None` removes) the hourly cap override of a scope. Only a scope that
+/// exists can get a cap: a typo would otherwise be stored, shown as a cap, and limit
+/// nothing. Removing is allowed for any well-formed scope, so an override left behind
+/// by a model or customer that is gone can still be cleared.
+pub async fn set_cap(
+    db: &Db,
+    catalogue: &Catalogue,
+    actor: &Actor,
+    scope: &str,
+    cap: Option<i64>,
+    now: i64,
+) -> Result<(), GatewayError> {
     check_scope(scope).map_err(GatewayError::Invalid)?;
     if cap.is_some_and(|n| n < 0) {
         return Err(GatewayError::Invalid("a cap cannot be negative".into()));
     }
+    if cap.is_some() {
+        check_exists(db, catalogue, scope).await?;
+    }
+    put_cap(db, actor, scope, cap, now).await
+}
+
+async fn put_cap(db: &Db, actor: &Actor, scope: &str, cap: Option<i64>, now: i64) -> Result<(), GatewayError> {
     let event = serde_json::json!({"scope": scope, "cap": cap});
     put(db, actor, &format!("{CAP_PREFIX}{scope}"), cap.map(|n| n.to_string()), now, event).await
+}
+
+/// Refuses a scope that names no provider or model of the catalogue, or no customer.
+async fn check_exists(db: &Db, catalogue: &Catalogue, scope: &str) -> Result<(), GatewayError> {
+    let missing = |what: &str, id: &str, known: Vec<&String>| {
+        let known: Vec<&str> = known.into_iter().map(String::as_str).collect();
+        GatewayError::Invalid(format!("`{scope}`: there is no {what} `{id}`; {what}s are: {}", known.join(", ")))
+    };
+    if let Some(id) = scope.strip_prefix("provider:") {
+        if !catalogue.providers.contains_key(id) {
+            return Err(missing("provider", id, catalogue.providers.keys().collect()));
+        }
+    } else if let Some(id) = scope.strip_prefix("model:") {
+        if !catalogue.models.contains_key(id) {
+            return Err(missing("model", id, catalogue.models.keys().collect()));
+        }
+    } else if let Some(id) = scope.strip_prefix("customer:") {
+        match customers::get(db, id).await {
+            Ok(_) => {}
+            Err(AccountsError::NotFound(_)) => {
+                return Err(GatewayError::Invalid(format!("`{scope}`: there is no customer `{id}`")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Cap scopes are `global` or `provider:ID`, `model:ID`, `customer:ID` (and the daily

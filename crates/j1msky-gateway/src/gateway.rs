@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::{Catalogue, ModelOutsidePlan};
 use j1msky_core::{Clock, Money};
 use j1msky_db::Db;
 use rand::Rng;
@@ -90,6 +90,8 @@ pub struct Completed {
     pub response: ChatResponse,
     /// Catalogue id of the model that answered.
     pub model: String,
+    /// Catalogue id of the model asked for (the category's model for `auto`).
+    pub requested: String,
     pub cost: Money,
     pub attempts: Vec<Attempt>,
 }
@@ -238,7 +240,13 @@ impl Gateway {
         };
         let plan_entry = plan.as_deref().and_then(|p| self.catalogue.plans.get(p));
         let allowed = plan_entry.and_then(|p| p.models.as_deref());
-        let route = policy::route(&self.catalogue, model, &ctx.category, controls.mode, allowed)?;
+        // A task's model is the team's choice, not the customer's: it always reroutes
+        // within the plan. Only a model a caller names on the API can be refused.
+        let outside = match (&ctx.task_id, plan_entry) {
+            (None, Some(p)) => p.model_outside_plan,
+            _ => ModelOutsidePlan::Reroute,
+        };
+        let route = policy::route(&self.catalogue, model, &ctx.category, controls.mode, allowed, outside)?;
         let first = &route.chain[0];
         let provider = self.catalogue.models.get(first).map(|m| m.provider.clone()).unwrap_or_default();
         let cap_of = |scope: &str, default: Option<i64>| controls.caps.get(scope).copied().or(default);
@@ -307,7 +315,7 @@ impl Gateway {
                 policy::cost(&self.catalogue, &model_id, response.usage.input_tokens, response.usage.output_tokens);
         }
         let cost = self.settle(&reservation, &attempts).await?;
-        Ok(Completed { response, model: model_id, cost, attempts })
+        Ok(Completed { response, model: model_id, requested: route.requested, cost, attempts })
     }
 
     /// Tries the route's models in order, with retries, back-off, the circuit breaker and

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::{Catalogue, ModelOutsidePlan};
 use j1msky_core::Money;
 
 /// The gateway's cost mode, switchable at runtime.
@@ -65,6 +65,9 @@ pub enum RouteError {
     UnknownModel(String),
     #[error("no model allowed by your plan can serve this request")]
     NotAllowed,
+    /// The caller named a model its plan does not include, and the plan refuses those.
+    #[error("model `{model}` is not in your plan; your plan's models are: {}", allowed.join(", "))]
+    OutsidePlan { model: String, allowed: Vec<String> },
 }
 
 /// The decision: the model to try first, then its fallbacks in order.
@@ -87,17 +90,28 @@ pub fn find_model<'a>(c: &'a Catalogue, name: &str) -> Option<&'a str> {
 }
 
 /// Routes a request. `requested` is a model name from the caller (`None` or `auto`:
-/// route by `category`).
+/// route by `category`). A named model outside `allowed` is refused when `outside` says
+/// so; otherwise (and always for `auto`) the chain starts at the first model of its
+/// fallbacks that is allowed.
 pub fn route(
     c: &Catalogue,
     requested: Option<&str>,
     category: &str,
     mode: Mode,
     allowed: Option<&[String]>,
+    outside: ModelOutsidePlan,
 ) -> Result<Route, RouteError> {
     let requested_id = match requested.map(str::trim) {
         None | Some("") | Some("auto") => c.model_for_category(category).to_string(),
-        Some(name) => find_model(c, name).ok_or_else(|| RouteError::UnknownModel(name.to_string()))?.to_string(),
+        Some(name) => {
+            let id = find_model(c, name).ok_or_else(|| RouteError::UnknownModel(name.to_string()))?;
+            if let Some(list) = allowed.filter(|list| !list.iter().any(|m| m == id)) {
+                if outside == ModelOutsidePlan::Refuse {
+                    return Err(RouteError::OutsidePlan { model: name.to_string(), allowed: list.to_vec() });
+                }
+            }
+            id.to_string()
+        }
     };
     let reserved_ok = |model: &str| match c.routing.model_only_for.get(model) {
         Some(categories) => mode == Mode::Normal && categories.iter().any(|k| k == category),

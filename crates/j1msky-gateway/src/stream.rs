@@ -46,6 +46,8 @@ impl Settler {
 pub struct GatewayStream {
     /// Catalogue id of the model that answers.
     pub model: String,
+    /// Catalogue id of the model asked for (the category's model for `auto`).
+    pub requested: String,
     inner: EventStream,
     settler: Option<Settler>,
 }
@@ -120,6 +122,6 @@ impl Gateway {
             estimated_input: req.estimated_input_tokens(),
             streamed_chars: 0,
         };
-        Ok(GatewayStream { model: model_id, inner, settler: Some(settler) })
+        Ok(GatewayStream { model: model_id, requested: route.requested.clone(), inner, settler: Some(settler) })
     }
 }

@@ -288,9 +288,16 @@ async fn over_a_cap_or_an_upstream_rate_limit_a_task_waits_and_then_finishes() {
     assert_eq!(outcome, Outcome::Succeeded);
 
     // Over the customer's hourly cap the task waits for the next hour.
-    j1msky_gateway::controls::set_cap(&e.t.db, &Actor::cli(), &format!("customer:{c}"), Some(0), e.clock.now())
-        .await
-        .expect("cap");
+    j1msky_gateway::controls::set_cap(
+        &e.t.db,
+        &e.catalogue,
+        &Actor::cli(),
+        &format!("customer:{c}"),
+        Some(0),
+        e.clock.now(),
+    )
+    .await
+    .expect("cap");
     e.gateway.controls_changed();
     let id = e.submit(&c, "code", "Another one").await.expect("submit").task.id;
     let (_, outcome) = e.worker("w").run_once().await.expect("run").expect("task");

@@ -23,7 +23,11 @@ pub async fn me(State(state): State<AppState>, caller: ApiCaller) -> Result<Json
         ApiCaller::Key { key_id, .. } => {
             json!({"auth": "api_key", "key_id": key_id, "customer": customer, "user": null})
         }
-        ApiCaller::User(s) => json!({"auth": "session", "user": s.user, "customer": customer}),
+        // A same-origin script learns here the token its state-changing calls must send
+        // in X-CSRF-Token (no CORS, so another site cannot read it).
+        ApiCaller::User(s) => {
+            json!({"auth": "session", "user": s.user, "customer": customer, "csrf_token": s.csrf_token})
+        }
     }))
 }
 

@@ -1,8 +1,10 @@
-//! CSRF protection for every form POST: a synchronizer token per session (or, before
-//! login, a double-submit cookie) that each form carries in a `csrf_token` field.
-//! Cookie-authenticated POSTs that are not forms must be JSON, which browsers cannot
-//! send cross-site without a CORS preflight; DELETE, PUT and PATCH always need a
-//! preflight cross-site, and the server answers no CORS, so they pass.
+//! CSRF protection for everything a signed-in browser session can do: a synchronizer
+//! token per session (or, before login, a double-submit cookie). Forms carry it in a
+//! `csrf_token` field; any other state-changing request with a live session cookie
+//! carries it in the `X-CSRF-Token` header, whatever else it sends (an `Authorization`
+//! or `X-Requested-With` header proves nothing about who made the browser send it).
+//! A request without a live session acts as no one through the cookie, so it only
+//! needs the token when it is a form (the login form).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -12,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use j1msky_accounts::secrets;
 
-use crate::auth::{MaybeSession, SESSION_COOKIE};
+use crate::auth::MaybeSession;
 use crate::error::{too_large, ApiError};
 use crate::state::AppState;
 
@@ -20,6 +22,8 @@ use crate::state::AppState;
 pub const LOGIN_CSRF_COOKIE: &str = "j1msky_csrf";
 /// The form field every form carries.
 pub const FIELD: &str = "csrf_token";
+/// The header requests other than forms carry it in.
+pub const HEADER: &str = "x-csrf-token";
 
 fn forbidden(why: &str) -> Response {
     ApiError::new(StatusCode::FORBIDDEN, "csrf", format!("{why}; reload the page and try again")).into_response()
@@ -33,17 +37,18 @@ pub async fn guard(State(state): State<AppState>, jar: CookieJar, req: Request, 
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let is_form = content_type.starts_with("application/x-www-form-urlencoded");
+    let session = req.extensions().get::<MaybeSession>().and_then(|m| m.0.clone());
     if !is_form {
-        if *req.method() != Method::POST {
+        let Some(session) = session else {
             return next.run(req).await;
-        }
-        let cookie_auth = jar.get(SESSION_COOKIE).is_some() && !req.headers().contains_key(header::AUTHORIZATION);
-        if cookie_auth && !content_type.starts_with("application/json") {
-            return forbidden("a signed-in browser request must be a form with its CSRF token or JSON");
-        }
-        return next.run(req).await;
+        };
+        return match req.headers().get(HEADER).and_then(|v| v.to_str().ok()) {
+            Some(p) if !session.csrf_token.is_empty() && secrets::same(&session.csrf_token, p) => next.run(req).await,
+            Some(_) => forbidden("the X-CSRF-Token header is invalid or expired"),
+            None => forbidden("a signed-in request that is not a form must carry its CSRF token in X-CSRF-Token"),
+        };
     }
-    let expected = match req.extensions().get::<MaybeSession>().and_then(|m| m.0.clone()) {
+    let expected = match session {
         Some(session) => Some(session.csrf_token.clone()),
         None => jar.get(LOGIN_CSRF_COOKIE).map(|c| c.value().to_string()),
     };

@@ -170,11 +170,12 @@ pub async fn set_cap(
             }
         },
     };
-    if form.scope == controls::DAILY_BUDGET_SCOPE {
+    let scope = form.scope.trim();
+    if scope == controls::DAILY_BUDGET_SCOPE {
         let msg = "the daily budget is set in dollars in its own form".to_string();
         return render(&state, &s, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY).await;
     }
-    match controls::set_cap(&state.db, &Actor::user(&s.user.id), form.scope.trim(), cap, state.now()).await {
+    match controls::set_cap(&state.db, &state.catalogue, &Actor::user(&s.user.id), scope, cap, state.now()).await {
         Ok(()) => done(&state),
         Err(e) => render(&state, &s, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
     }

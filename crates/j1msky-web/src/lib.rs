@@ -12,6 +12,7 @@ pub mod llm;
 mod metrics_layer;
 mod pages;
 pub mod render;
+mod security_headers;
 mod server;
 mod state;
 mod task_pages;

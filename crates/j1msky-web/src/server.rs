@@ -15,7 +15,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 use crate::{
-    api, auth, billing_hooks, billing_pages, csrf, gateway_pages, llm, metrics_layer, pages, task_pages, tasks_api,
+    api, auth, billing_hooks, billing_pages, csrf, gateway_pages, llm, metrics_layer, pages, security_headers,
+    task_pages, tasks_api,
 };
 
 /// Every route of the server, with its middleware.
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(TraceLayer::new_for_http())
+        .layer(from_fn(security_headers::apply))
         .with_state(state)
 }
 

@@ -118,9 +118,12 @@ async fn bad_json_is_400_and_oversized_bodies_are_413() {
     app.customer_with_owner("J", "j@j.test").await;
     let owner = app.browser();
     app.login(&owner, "j@j.test", PASSWORD).await;
+    // A signed-in script sends the session's CSRF token in a header.
+    let token = app.page_token(&owner, "/app").await;
 
     let resp = owner
         .post(app.url("/api/v1/keys"))
+        .header("x-csrf-token", &token)
         .header("content-type", "application/json")
         .body("{\"name\": ")
         .send()
@@ -131,17 +134,30 @@ async fn bad_json_is_400_and_oversized_bodies_are_413() {
     assert_eq!(body["error"]["code"], "bad_json");
     assert!(!body["error"]["message"].as_str().unwrap().is_empty());
 
-    let resp = owner.post(app.url("/api/v1/keys")).json(&serde_json::json!({"nom": "x"})).send().await.unwrap();
+    let resp = owner
+        .post(app.url("/api/v1/keys"))
+        .header("x-csrf-token", &token)
+        .json(&serde_json::json!({"nom": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
 
     let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(3 * 1024 * 1024));
     let resp =
-        owner.post(app.url("/api/v1/keys")).header("content-type", "application/json").body(huge).send().await.unwrap();
+        owner.post(app.url("/api/v1/keys")).header("x-csrf-token", &token).header("content-type", "application/json");
+    let resp = resp.body(huge).send().await.unwrap();
     assert_eq!(resp.status(), 413);
     let listed: Value = owner.get(app.url("/api/v1/keys")).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["data"].as_array().unwrap().len(), 0, "nothing stored");
 
-    let resp = owner.post(app.url("/api/v1/keys")).json(&serde_json::json!({"name": "good"})).send().await.unwrap();
+    let resp = owner
+        .post(app.url("/api/v1/keys"))
+        .header("x-csrf-token", &token)
+        .json(&serde_json::json!({"name": "good"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
     let created: Value = resp.json().await.unwrap();
     assert!(created["secret"].as_str().unwrap().starts_with("jk_"));

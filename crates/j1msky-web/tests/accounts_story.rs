@@ -104,16 +104,26 @@ async fn another_customers_objects_answer_404_like_missing_ones() {
 
     let a_owner = app.browser();
     app.login(&a_owner, "a@a.test", PASSWORD).await;
-    let resp = a_owner.delete(app.url(&format!("/api/v1/keys/{}", b_key.id))).send().await.unwrap();
+    let token = app.page_token(&a_owner, "/app").await;
+    let resp = a_owner
+        .delete(app.url(&format!("/api/v1/keys/{}", b_key.id)))
+        .header("x-csrf-token", &token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     let foreign: Value = resp.json().await.unwrap();
-    let resp = a_owner.delete(app.url("/api/v1/keys/key_01jzzzzzzzzzzzzzzzzzzzzzzz")).send().await.unwrap();
+    let resp = a_owner
+        .delete(app.url("/api/v1/keys/key_01jzzzzzzzzzzzzzzzzzzzzzzz"))
+        .header("x-csrf-token", &token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     let missing: Value = resp.json().await.unwrap();
     assert_eq!(foreign, missing, "a foreign key must look exactly like a missing one");
 
     // The page route too.
-    let token = app.page_token(&a_owner, "/app").await;
     let resp = a_owner
         .post(app.url(&format!("/app/keys/{}/revoke", b_key.id)))
         .form(&[("csrf_token", token.as_str())])
@@ -144,7 +154,9 @@ async fn revoked_and_unknown_keys_answer_401() {
 
     let owner = app.browser();
     app.login(&owner, "c@c.test", PASSWORD).await;
-    let resp = owner.delete(app.url(&format!("/api/v1/keys/{}", key.id))).send().await.unwrap();
+    let token = app.page_token(&owner, "/app").await;
+    let resp =
+        owner.delete(app.url(&format!("/api/v1/keys/{}", key.id))).header("x-csrf-token", &token).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 
     let resp = client.get(app.url("/api/v1/me")).bearer_auth(&secret).send().await.unwrap();

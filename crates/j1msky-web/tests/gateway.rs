@@ -154,10 +154,10 @@ async fn modes_pause_opus_or_force_the_cheap_model_and_plans_limit_models() {
     let mut opus = chat("Plan");
     opus["model"] = json!("claude-opus");
     let resp = post(&app, "/v1/chat/completions", &paused_key, Some("strategy"), &opus).await;
-    // Opus → Sonnet → Kimi: only Kimi is in the plan, so the call is served by Kimi.
-    assert_eq!(resp.headers()["x-j1msky-model"], "kimi-k2.5");
-    let rows = rows_of(&app, &resp).await;
-    assert!(rows[0].fallback_reason.as_deref().unwrap_or("").contains("not in the plan"), "{rows:?}");
+    // Naming a model outside the plan is refused (the plan does not say to reroute).
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "model_not_in_plan", "{body}");
 }
 
 #[tokio::test]
@@ -275,7 +275,9 @@ async fn a_dead_provider_trips_the_breaker_and_is_probed_back() {
 async fn caps_answer_429_with_retry_after_and_budgets_402_and_nothing_is_charged() {
     let app = spawn_app_with_gateway(SimConfig::default()).await;
     let (customer, key) = app.customer_with_key("Acme", "starter").await;
-    controls::set_cap(&app.db, &Actor::cli(), &format!("customer:{customer}"), Some(2), app.now()).await.expect("cap");
+    controls::set_cap(&app.db, &app.catalogue, &Actor::cli(), &format!("customer:{customer}"), Some(2), app.now())
+        .await
+        .expect("cap");
     app.gateway().controls_changed();
     for _ in 0..2 {
         assert_eq!(post(&app, "/v1/chat/completions", &key, None, &chat("hi")).await.status(), 200);

@@ -168,7 +168,7 @@ pub async fn gateway(g: &Globals, cmd: GatewayCommand) -> Result<(), Failure> {
                         .map_err(|_| invalid(format!("`{n}` is not a number of requests per hour (or `default`)")))?,
                 ),
             };
-            controls::set_cap(&db, &actor, &scope, value, now).await.map_err(gateway_failure)?;
+            controls::set_cap(&db, &catalogue, &actor, &scope, value, now).await.map_err(gateway_failure)?;
             let text = match value {
                 Some(n) => format!("{scope}: {n} requests/hour"),
                 None => format!("{scope}: back to the catalogue's cap"),

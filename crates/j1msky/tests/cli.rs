@@ -544,6 +544,9 @@ async fn the_operator_steers_the_gateway_from_the_command_line() {
         (vec!["gateway", "cap", "planet:mars", "5"], "not a cap scope"),
         (vec!["gateway", "cap", "global", "lots"], "not a number"),
         (vec!["gateway", "cap", "global", "-4"], "negative"),
+        (vec!["gateway", "cap", "model:gpt-nine", "5"], "no model `gpt-nine`"),
+        (vec!["gateway", "cap", "provider:openrouter", "5"], "no provider `openrouter`"),
+        (vec!["gateway", "cap", "customer:cus_nobody", "5"], "no customer `cus_nobody`"),
         (vec!["gateway", "daily-budget", "0"], "above zero"),
         (vec!["gateway", "daily-budget", "1.2345678"], "1.2345678"),
         (vec!["gateway", "customer-budget", "cus_nobody", "10"], "no customer"),
@@ -556,6 +559,9 @@ async fn the_operator_steers_the_gateway_from_the_command_line() {
     let status = cli.json(&["gateway", "status"]);
     assert_eq!(status["mode"], "cheap_only");
     assert_eq!(status["budget"]["cap"], "12.50");
+    let overridden: Vec<&Value> =
+        status["caps"].as_array().expect("caps").iter().filter(|r| r["overridden"] == true).collect();
+    assert_eq!(overridden.len(), 1, "only the real scope's cap is stored: {overridden:?}");
 
     // Back to the catalogue's values.
     cli.json(&["gateway", "cap", &scope, "default"]);

@@ -63,6 +63,29 @@ pub struct Plan {
     /// The models this plan's calls may use (catalogue ids); absent means every model.
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    /// What a call naming a model outside `models` gets (default: refused).
+    #[serde(default, skip_serializing_if = "ModelOutsidePlan::is_refuse")]
+    pub model_outside_plan: ModelOutsidePlan,
+}
+
+/// What happens to an API call that names a model its plan does not include.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelOutsidePlan {
+    /// Refused with an error naming the plan's models: a customer is never billed for,
+    /// nor silently served by, a model other than the one asked for.
+    #[default]
+    Refuse,
+    /// Served by the first model of the asked model's fallback chain the plan includes;
+    /// the response says so in `x-j1msky-rerouted-from`.
+    Reroute,
+}
+
+impl ModelOutsidePlan {
+    /// Whether this is the default.
+    pub fn is_refuse(&self) -> bool {
+        *self == ModelOutsidePlan::Refuse
+    }
 }
 
 /// Which teams a plan includes.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Catalogue, ConfigIssue, TeamAllowance};
+use super::{Catalogue, ConfigIssue, ModelOutsidePlan, TeamAllowance};
 
 /// Prefixes of Stripe and provider secrets that must never be in the file.
 const SECRET_PREFIXES: &[&str] = &["sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_", "sk-ant-", "sk-proj-"];
@@ -150,6 +150,13 @@ fn plans(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
                     push(out, format!("plans.{id}.models[{i}]"), format!("`{m}` is listed twice"));
                 }
             }
+        }
+        if plan.model_outside_plan == ModelOutsidePlan::Reroute && plan.models.is_none() {
+            push(
+                out,
+                at("model_outside_plan"),
+                "`reroute` needs a `models` list to reroute into; without one every model is in the plan",
+            );
         }
         if let Some(sla) = &plan.sla {
             if sla.max_queue_wait_secs == 0 {

@@ -117,13 +117,14 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
             "usage": {"input_tokens": done.response.usage.input_tokens, "output_tokens": done.response.usage.output_tokens},
         });
         let mut resp = Json(body).into_response();
-        annotate(&mut resp, &ctx.request_id, &done.model, Some(done.cost.micros()));
+        annotate(&mut resp, &ctx.request_id, &done.model, &done.requested, Some(done.cost.micros()));
         return Ok(resp);
     }
     let upstream = detached_stream(gateway, &ctx, model.as_deref(), &req)
         .await
         .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
     let used = upstream.model.clone();
+    let requested = upstream.requested.clone();
     let estimate = req.estimated_input_tokens();
     let start = [
         sse(
@@ -161,6 +162,6 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
         futures::stream::iter(frames)
     });
     let mut resp = Sse::new(futures::stream::iter(start).chain(events)).into_response();
-    annotate(&mut resp, &ctx.request_id, &used, None);
+    annotate(&mut resp, &ctx.request_id, &used, &requested, None);
     Ok(resp)
 }

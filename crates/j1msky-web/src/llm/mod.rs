@@ -64,6 +64,9 @@ impl From<GatewayError> for Failure {
             GatewayError::Route(RouteError::UnknownModel(_)) => {
                 Failure { param: Some("model"), ..Failure::new(StatusCode::NOT_FOUND, "model_not_found", message) }
             }
+            GatewayError::Route(RouteError::OutsidePlan { .. }) => {
+                Failure { param: Some("model"), ..Failure::new(StatusCode::FORBIDDEN, "model_not_in_plan", message) }
+            }
             GatewayError::Route(RouteError::NotAllowed) => {
                 Failure::new(StatusCode::FORBIDDEN, "model_not_allowed", message)
             }
@@ -129,7 +132,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Strin
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(crate::auth::bearer_token)
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
     let Some(presented) = presented.filter(|p| !p.is_empty()) else {

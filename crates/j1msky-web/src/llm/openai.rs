@@ -125,7 +125,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
             "system_fingerprint": null,
         });
         let mut resp = Json(body).into_response();
-        annotate(&mut resp, &ctx.request_id, &done.model, Some(done.cost.micros()));
+        annotate(&mut resp, &ctx.request_id, &done.model, &done.requested, Some(done.cost.micros()));
         return Ok(resp);
     }
     let upstream = detached_stream(gateway, &ctx, model.as_deref(), &req)
@@ -138,6 +138,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
     };
     let first = chunk(json!({"role": "assistant", "content": ""}), None);
     let used = upstream.model.clone();
+    let requested = upstream.requested.clone();
     let events = upstream.flat_map(move |item| {
         let frames: Vec<Value> = match item {
             Ok(StreamEvent::Delta(text)) => vec![chunk(json!({"content": text}), None)],
@@ -161,13 +162,20 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
         .chain(events)
         .chain(futures::stream::once(async { Ok(Event::default().data("[DONE]")) }));
     let mut resp = Sse::new(all).into_response();
-    annotate(&mut resp, &ctx.request_id, &used, None);
+    annotate(&mut resp, &ctx.request_id, &used, &requested, None);
     Ok(resp)
 }
 
-/// Tells the caller which request, which model and what it cost.
-pub fn annotate(resp: &mut Response, request_id: &str, model: &str, cost_micros: Option<i64>) {
+/// Tells the caller which request, which model and what it cost; and, when another
+/// model answered than the one asked for (plan reroute, cost mode, fallback), which
+/// one was asked for.
+pub fn annotate(resp: &mut Response, request_id: &str, model: &str, requested: &str, cost_micros: Option<i64>) {
     let h = resp.headers_mut();
+    if model != requested {
+        if let Ok(v) = HeaderValue::from_str(requested) {
+            h.insert("x-j1msky-rerouted-from", v);
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-request-id", v);
     }

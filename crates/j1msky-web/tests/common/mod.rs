@@ -48,8 +48,23 @@ async fn spawn(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>) -> 
 }
 
 async fn spawn_full(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>, billing: bool) -> TestApp {
+    let catalogue = Catalogue::from_json_str(SHIPPED).expect("shipped catalogue");
+    spawn_with_catalogue(config, sim_config, billing, catalogue).await
+}
+
+/// The app with a gateway over a simulated provider and an edited catalogue.
+pub async fn spawn_app_with_catalogue(sim_config: j1msky_sim::SimConfig, catalogue: Catalogue) -> TestApp {
+    spawn_with_catalogue(WebConfig::default(), Some(sim_config), false, catalogue).await
+}
+
+async fn spawn_with_catalogue(
+    config: WebConfig,
+    sim_config: Option<j1msky_sim::SimConfig>,
+    billing: bool,
+    catalogue: Catalogue,
+) -> TestApp {
     let test_db = TestDb::new().await;
-    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).expect("shipped catalogue"));
+    let catalogue = Arc::new(catalogue);
     let clock = ManualClock::new(1_795_000_000_000_000);
     let mut state = AppState::new(test_db.db.clone(), catalogue.clone(), Arc::new(clock.clone()), config);
     let (mut gateway, mut sim) = (None, None);
