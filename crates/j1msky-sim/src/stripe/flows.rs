@@ -19,6 +19,16 @@ pub(crate) fn control(shared: &Shared, method: &Method, seg: &[&str], p: &Value)
         ("POST", ["checkout", id, "async"]) => async_payment(s, id, boolean(&p["succeed"]).unwrap_or(true)),
         ("POST", ["subscriptions", id, "renew"]) => renew(s, id, boolean(&p["fail"]).unwrap_or(false)),
         ("POST", ["charges", id, "refund"]) => refund(s, id, int(&p["amount"])),
+        ("POST", ["customers", id, "card"]) => {
+            let mut c = s.get("cus_", "customer", id)?;
+            c["_declines"] = json!(boolean(&p["declines"]).unwrap_or(false));
+            s.objects.insert(id.to_string(), c.clone());
+            Ok(c)
+        }
+        ("POST", ["invoices", id, "void"]) => close_unpaid(s, id, "void", "invoice.voided"),
+        ("POST", ["invoices", id, "uncollectible"]) => {
+            close_unpaid(s, id, "uncollectible", "invoice.marked_uncollectible")
+        }
         ("POST", ["webhooks"]) => {
             if let Some(url) = p["url"].as_str() {
                 s.hooks.url = Some(url.to_string());
@@ -169,9 +179,8 @@ fn invoice(s: &mut Store, sub_id: &str, fail: bool) -> ApiResult {
         .collect();
     let in_id = s.id("in");
     let mut extra = 0;
-    let mut lines = vec![
-        json!({"price": price, "amount": base, "period": {"start": sub["current_period_start"], "end": sub["current_period_end"]}}),
-    ];
+    // Pending invoice items are listed before the subscription's own line.
+    let mut lines = Vec::new();
     for ii in &items {
         if let Some(v) = s.objects.get_mut(ii) {
             v["invoice"] = json!(in_id);
@@ -180,6 +189,11 @@ fn invoice(s: &mut Store, sub_id: &str, fail: bool) -> ApiResult {
                               "invoice_item": ii, "metadata": v["metadata"]}));
         }
     }
+    lines.push(
+        json!({"type": "subscription", "subscription": sub_id, "subscription_item": sub["items"]["data"][0]["id"],
+                      "price": price, "amount": base,
+                      "period": {"start": sub["current_period_start"], "end": sub["current_period_end"]}}),
+    );
     charge_invoice(s, &in_id, &customer, Some(sub_id), base + extra, lines, price["currency"].clone(), fail)
 }
 
@@ -196,13 +210,22 @@ fn charge_invoice(
 ) -> ApiResult {
     let now = s.now();
     let ch_id = s.id("ch");
+    let mut lines = lines;
+    for line in lines.iter_mut() {
+        line["id"] = json!(s.id("il"));
+        line["object"] = json!("line_item");
+        line["currency"] = currency.clone();
+        if line["type"].is_null() {
+            line["type"] = json!("invoiceitem");
+        }
+    }
     let inv = json!({
         "id": in_id, "object": "invoice", "customer": customer, "subscription": sub_id, "currency": currency,
         "amount_due": amount, "amount_paid": if fail { 0 } else { amount }, "attempt_count": 1,
         "status": if fail { "open" } else { "paid" }, "charge": if fail { Value::Null } else { json!(ch_id) },
         "next_payment_attempt": if fail { json!(now + 3 * 86_400) } else { Value::Null },
         "status_transitions": {"paid_at": if fail { Value::Null } else { json!(now) }},
-        "lines": {"object": "list", "data": lines}, "created": now, "livemode": false,
+        "lines": embedded_lines(in_id, &lines), "_lines": lines, "created": now, "livemode": false,
     });
     s.objects.insert(in_id.to_string(), inv.clone());
     if fail {
@@ -214,6 +237,36 @@ fn charge_invoice(
         s.event("invoice.paid", &inv, None);
     }
     Ok(inv)
+}
+
+/// How many lines Stripe embeds in an invoice; the rest are paged from its `url`.
+pub(crate) const EMBEDDED_LINES: usize = 10;
+
+/// An invoice's `lines` as Stripe embeds them: the first page, `has_more` and the URL
+/// of the full list.
+fn embedded_lines(in_id: &str, lines: &[Value]) -> Value {
+    json!({"object": "list", "data": lines.iter().take(EMBEDDED_LINES).collect::<Vec<_>>(),
+           "has_more": lines.len() > EMBEDDED_LINES, "total_count": lines.len(),
+           "url": format!("/v1/invoices/{in_id}/lines")})
+}
+
+/// `GET /v1/invoices/{id}/lines?limit=&starting_after=`: one page of the invoice's lines.
+pub(crate) fn invoice_lines(s: &Store, id: &str, p: &Value) -> ApiResult {
+    let inv = s.get("in_", "invoice", id)?;
+    let all = inv["_lines"].as_array().cloned().unwrap_or_default();
+    let limit = int(&p["limit"]).unwrap_or(10).clamp(1, 100) as usize;
+    let start = match p["starting_after"].as_str() {
+        Some(after) => all
+            .iter()
+            .position(|l| l["id"] == after)
+            .map(|i| i + 1)
+            .ok_or_else(|| ApiError::invalid("starting_after", format!("No such line item: '{after}'")))?,
+        None => 0,
+    };
+    let rest: Vec<Value> = all.into_iter().skip(start).collect();
+    let has_more = rest.len() > limit;
+    Ok(json!({"object": "list", "data": rest.into_iter().take(limit).collect::<Vec<_>>(), "has_more": has_more,
+              "url": format!("/v1/invoices/{id}/lines")}))
 }
 
 /// The period ends: a subscription set to cancel ends; otherwise a new period starts and
@@ -472,5 +525,23 @@ pub(crate) fn invoice_pending_items(s: &mut Store, p: &Value) -> ApiResult {
             v["invoice"] = json!(in_id);
         }
     }
-    charge_invoice(s, &in_id, &customer, None, total, lines, currency, false)
+    let declines = s.get("cus_", "customer", &customer)?["_declines"] == true;
+    charge_invoice(s, &in_id, &customer, None, total, lines, currency, declines)
+}
+
+/// An unpaid invoice given up on: voided, or marked uncollectible (as the operator or
+/// Stripe's dunning does); a paid one cannot be.
+fn close_unpaid(s: &mut Store, id: &str, status: &str, event: &str) -> ApiResult {
+    let mut inv = s.get("in_", "invoice", id)?;
+    if !(inv["status"] == "open" || (inv["status"] == "uncollectible" && status == "void")) {
+        return Err(ApiError::invalid(
+            "id",
+            format!("You can only {status} an open invoice; {id} is {}.", inv["status"]),
+        ));
+    }
+    inv["status"] = json!(status);
+    inv["next_payment_attempt"] = Value::Null;
+    s.objects.insert(id.to_string(), inv.clone());
+    s.event(event, &inv, None);
+    Ok(inv)
 }
