@@ -20,6 +20,8 @@ pub fn embedded(invoice: &Value) -> Result<&[Value], BillingError> {
     Ok(invoice["lines"]["data"].as_array().map(Vec::as_slice).unwrap_or_default())
 }
 
+const MAX_LINES: usize = 100_000;
+
 /// Every line of an invoice: the embedded page, then the rest from Stripe, page by page.
 pub async fn all(stripe: &Stripe, invoice: &Value) -> Result<Vec<Value>, BillingError> {
     let mut lines = invoice["lines"]["data"].as_array().cloned().unwrap_or_default();
@@ -33,6 +35,11 @@ pub async fn all(stripe: &Stripe, invoice: &Value) -> Result<Vec<Value>, Billing
         .filter(|id| id.starts_with("in_") && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
         .ok_or_else(|| BillingError::Malformed("invoice: `id` missing or not an invoice id".into()))?;
     while more {
+        // Stripe caps an invoice's lines far below this; a page that does not move on
+        // would otherwise be asked for forever.
+        if lines.len() > MAX_LINES {
+            return Err(BillingError::Malformed(format!("invoice {id}: more than {MAX_LINES} lines")));
+        }
         let after = lines
             .last()
             .and_then(|l| l["id"].as_str())
@@ -40,7 +47,7 @@ pub async fn all(stripe: &Stripe, invoice: &Value) -> Result<Vec<Value>, Billing
             .to_string();
         let page = stripe.get(&format!("invoices/{id}/lines"), &json!({"limit": 100, "starting_after": after})).await?;
         let data = page["data"].as_array().cloned().unwrap_or_default();
-        if data.is_empty() {
+        if data.is_empty() || data.last().and_then(|l| l["id"].as_str()) == Some(after.as_str()) {
             return Err(BillingError::Malformed(format!("invoice {id}: Stripe said has_more but sent no lines")));
         }
         more = page["has_more"] == Value::Bool(true);
@@ -51,7 +58,8 @@ pub async fn all(stripe: &Stripe, invoice: &Value) -> Result<Vec<Value>, Billing
 
 /// Completes the invoices of stored, not yet applied events that carry only part of
 /// their lines; returns how many were completed. Each goes back to `pending` with a
-/// fresh count of attempts (its earlier failures were only the missing lines).
+/// fresh count of attempts (its earlier failures were only the missing lines). One that
+/// cannot be completed does not hold up the others; the first such error is returned.
 pub async fn complete_pending(db: &Db, stripe: &Stripe) -> Result<usize, BillingError> {
     // The stored payload is compact JSON, so the marker is exact; the parse below decides.
     let rows: Vec<(String, String)> = sqlx::query_as(
@@ -60,27 +68,38 @@ pub async fn complete_pending(db: &Db, stripe: &Stripe) -> Result<usize, Billing
     )
     .fetch_all(db.pool())
     .await?;
-    let mut done = 0;
+    let (mut done, mut first_failure) = (0, None);
     for (id, payload) in rows {
-        let mut event: Value =
-            serde_json::from_str(&payload).map_err(|e| BillingError::Malformed(format!("stored event {id}: {e}")))?;
-        let invoice = &event["data"]["object"];
-        if invoice["lines"]["has_more"] != Value::Bool(true) {
-            continue;
+        match complete_one(db, stripe, &id, &payload).await {
+            Ok(true) => done += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(event = %id, error = %e, "completing an invoice's lines");
+                first_failure.get_or_insert(e);
+            }
         }
-        let lines = all(stripe, invoice).await?;
-        let (url, n) = (invoice["lines"]["url"].clone(), lines.len());
-        event["data"]["object"]["lines"] =
-            json!({"object": "list", "data": lines, "has_more": false, "total_count": n, "url": url});
-        sqlx::query(
-            "UPDATE stripe_events SET payload = $1, state = 'pending', attempts = 0, error = NULL, lease_until = NULL
-             WHERE id = $2 AND state IN ('pending', 'failed')",
-        )
-        .bind(event.to_string())
-        .bind(&id)
-        .execute(db.pool())
-        .await?;
-        done += 1;
     }
-    Ok(done)
+    first_failure.map_or(Ok(done), Err)
+}
+
+async fn complete_one(db: &Db, stripe: &Stripe, id: &str, payload: &str) -> Result<bool, BillingError> {
+    let mut event: Value =
+        serde_json::from_str(payload).map_err(|e| BillingError::Malformed(format!("stored event {id}: {e}")))?;
+    let invoice = &event["data"]["object"];
+    if invoice["lines"]["has_more"] != Value::Bool(true) {
+        return Ok(false);
+    }
+    let lines = all(stripe, invoice).await?;
+    let (url, n) = (invoice["lines"]["url"].clone(), lines.len());
+    event["data"]["object"]["lines"] =
+        json!({"object": "list", "data": lines, "has_more": false, "total_count": n, "url": url});
+    sqlx::query(
+        "UPDATE stripe_events SET payload = $1, state = 'pending', attempts = 0, error = NULL, lease_until = NULL
+         WHERE id = $2 AND state IN ('pending', 'failed')",
+    )
+    .bind(event.to_string())
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    Ok(true)
 }

@@ -123,6 +123,9 @@ pub(crate) async fn paid(
     let mut usage = 0;
     for l in lines {
         let Some((charge, charge_customer, amount)) = usage_charge(conn, l).await? else { continue };
+        if customer.as_deref().is_some_and(|c| c != charge_customer) {
+            continue; // another customer's charge: not this invoice's to book
+        }
         usage += amount;
         let sc = stripe_customer.as_deref();
         book(conn, &charge, "usage_charge", Some(&charge_customer), sc, amount, currency, paid_at, now).await?;
@@ -183,6 +186,9 @@ pub(crate) async fn given_up(
     let mut reversed = 0;
     for l in lines {
         let Some((charge, charge_customer, _)) = usage_charge(conn, l).await? else { continue };
+        if customer.as_deref().is_some_and(|c| c != charge_customer) {
+            continue;
+        }
         // Usage booked before its invoice was paid (as older versions did) is taken back.
         let earned =
             booked(conn, &charge).await?.unwrap_or(0) + booked(conn, &format!("{charge}:rebooked")).await?.unwrap_or(0);

@@ -175,7 +175,18 @@ async fn invoice_customer(
     }
     let params = json!({"customer": sc, "pending_invoice_items_behavior": "include", "auto_advance": true,
                         "collection_method": "charge_automatically", "metadata": {"j1msky_customer": customer}});
-    let invoice = stripe.post("invoices", &params, &format!("j1msky-ppt-invoice-{customer}-{period}")).await?;
+    let invoice = match stripe.post("invoices", &params, &format!("j1msky-ppt-invoice-{customer}-{period}")).await {
+        Ok(invoice) => invoice,
+        // Stripe refuses an invoice with nothing pending: fine only when Stripe has in fact
+        // invoiced every item we think is waiting (rows from before invoices were recorded).
+        Err(e @ BillingError::Stripe { status: 400, .. }) => {
+            return match items_still_pending(db, stripe, customer).await? {
+                0 => Ok(false),
+                _ => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     let id = invoice["id"].as_str().ok_or_else(|| BillingError::Malformed("created invoice has no id".into()))?;
     let lines = crate::invoice_lines::all(stripe, &invoice).await?;
     let mut tx = db.begin().await?;
@@ -203,4 +214,42 @@ async fn invoice_customer(
     .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Asks Stripe which invoice took each of the customer's reported, not yet invoiced
+/// items, records those, and returns how many are still pending at Stripe.
+async fn items_still_pending(db: &Db, stripe: &Stripe, customer: &str) -> Result<usize, BillingError> {
+    let items: Vec<(String,)> = sqlx::query_as(
+        "SELECT stripe_item_id FROM usage_charges
+         WHERE customer_id = $1 AND reported_at IS NOT NULL AND stripe_invoice_id IS NULL AND stripe_item_id IS NOT NULL",
+    )
+    .bind(customer)
+    .fetch_all(db.pool())
+    .await?;
+    let mut pending = 0;
+    for (item,) in items {
+        // The id goes into a URL path: only Stripe's own shape of invoice item id.
+        if !(item.starts_with("ii_") && item.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
+            pending += 1;
+            continue;
+        }
+        let invoice = match stripe.find(&format!("invoiceitems/{item}")).await? {
+            Some(found) => crate::apply::id_of(&found["invoice"]),
+            None => None,
+        };
+        let Some(invoice) = invoice else {
+            pending += 1;
+            continue;
+        };
+        sqlx::query(
+            "UPDATE usage_charges SET stripe_invoice_id = $1, invoice_status = COALESCE(invoice_status, 'open')
+             WHERE stripe_item_id = $2 AND customer_id = $3 AND stripe_invoice_id IS NULL",
+        )
+        .bind(&invoice)
+        .bind(&item)
+        .bind(customer)
+        .execute(db.pool())
+        .await?;
+    }
+    Ok(pending)
 }

@@ -156,3 +156,28 @@ async fn usage_is_revenue_when_its_invoice_is_paid_and_never_when_voided_or_unco
     // Nothing is left to invoice for them: Stripe closed those items with the invoice.
     assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-11", app.now()).await.expect("again"), 0);
 }
+
+#[tokio::test]
+async fn items_stripe_already_invoiced_are_recognised_rather_than_refused_every_month() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let id = customer(&app, "Upgraded").await;
+    charged_task(&app, &id, "tsk_upgraded", 2_000_000).await;
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("report"), 1);
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-10", app.now()).await.expect("invoice"), 1);
+    // A row from before invoices were recorded on our side: Stripe invoiced it, we don't know.
+    sqlx::query("UPDATE usage_charges SET stripe_invoice_id = NULL, invoice_status = NULL")
+        .execute(app.db.pool())
+        .await
+        .expect("forget");
+    // Stripe has nothing pending for them and refuses an empty invoice: that is no error,
+    // and what Stripe says invoiced the item is recorded.
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-11", app.now()).await.expect("nothing owed"), 0);
+    let (invoice,): (Option<String>,) =
+        sqlx::query_as("SELECT stripe_invoice_id FROM usage_charges WHERE task_id = 'tsk_upgraded'")
+            .fetch_one(app.db.pool())
+            .await
+            .expect("charge");
+    assert!(invoice.is_some_and(|i| i.starts_with("in_")));
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-12", app.now()).await.expect("later"), 0);
+    assert_eq!(fake_state(&fake).await["objects"]["invoice"], 1);
+}

@@ -25,9 +25,9 @@ pub(crate) fn control(shared: &Shared, method: &Method, seg: &[&str], p: &Value)
             s.objects.insert(id.to_string(), c.clone());
             Ok(c)
         }
-        ("POST", ["invoices", id, "void"]) => close_unpaid(s, id, "void", "invoice.voided"),
+        ("POST", ["invoices", id, "void"]) => super::invoices::close_unpaid(s, id, "void", "invoice.voided"),
         ("POST", ["invoices", id, "uncollectible"]) => {
-            close_unpaid(s, id, "uncollectible", "invoice.marked_uncollectible")
+            super::invoices::close_unpaid(s, id, "uncollectible", "invoice.marked_uncollectible")
         }
         ("POST", ["webhooks"]) => {
             if let Some(url) = p["url"].as_str() {
@@ -225,7 +225,7 @@ fn charge_invoice(
         "status": if fail { "open" } else { "paid" }, "charge": if fail { Value::Null } else { json!(ch_id) },
         "next_payment_attempt": if fail { json!(now + 3 * 86_400) } else { Value::Null },
         "status_transitions": {"paid_at": if fail { Value::Null } else { json!(now) }},
-        "lines": embedded_lines(in_id, &lines), "_lines": lines, "created": now, "livemode": false,
+        "lines": super::invoices::embedded_lines(in_id, &lines), "_lines": lines, "created": now, "livemode": false,
     });
     s.objects.insert(in_id.to_string(), inv.clone());
     if fail {
@@ -237,36 +237,6 @@ fn charge_invoice(
         s.event("invoice.paid", &inv, None);
     }
     Ok(inv)
-}
-
-/// How many lines Stripe embeds in an invoice; the rest are paged from its `url`.
-pub(crate) const EMBEDDED_LINES: usize = 10;
-
-/// An invoice's `lines` as Stripe embeds them: the first page, `has_more` and the URL
-/// of the full list.
-fn embedded_lines(in_id: &str, lines: &[Value]) -> Value {
-    json!({"object": "list", "data": lines.iter().take(EMBEDDED_LINES).collect::<Vec<_>>(),
-           "has_more": lines.len() > EMBEDDED_LINES, "total_count": lines.len(),
-           "url": format!("/v1/invoices/{in_id}/lines")})
-}
-
-/// `GET /v1/invoices/{id}/lines?limit=&starting_after=`: one page of the invoice's lines.
-pub(crate) fn invoice_lines(s: &Store, id: &str, p: &Value) -> ApiResult {
-    let inv = s.get("in_", "invoice", id)?;
-    let all = inv["_lines"].as_array().cloned().unwrap_or_default();
-    let limit = int(&p["limit"]).unwrap_or(10).clamp(1, 100) as usize;
-    let start = match p["starting_after"].as_str() {
-        Some(after) => all
-            .iter()
-            .position(|l| l["id"] == after)
-            .map(|i| i + 1)
-            .ok_or_else(|| ApiError::invalid("starting_after", format!("No such line item: '{after}'")))?,
-        None => 0,
-    };
-    let rest: Vec<Value> = all.into_iter().skip(start).collect();
-    let has_more = rest.len() > limit;
-    Ok(json!({"object": "list", "data": rest.into_iter().take(limit).collect::<Vec<_>>(), "has_more": has_more,
-              "url": format!("/v1/invoices/{id}/lines")}))
 }
 
 /// The period ends: a subscription set to cancel ends; otherwise a new period starts and
@@ -527,21 +497,4 @@ pub(crate) fn invoice_pending_items(s: &mut Store, p: &Value) -> ApiResult {
     }
     let declines = s.get("cus_", "customer", &customer)?["_declines"] == true;
     charge_invoice(s, &in_id, &customer, None, total, lines, currency, declines)
-}
-
-/// An unpaid invoice given up on: voided, or marked uncollectible (as the operator or
-/// Stripe's dunning does); a paid one cannot be.
-fn close_unpaid(s: &mut Store, id: &str, status: &str, event: &str) -> ApiResult {
-    let mut inv = s.get("in_", "invoice", id)?;
-    if !(inv["status"] == "open" || (inv["status"] == "uncollectible" && status == "void")) {
-        return Err(ApiError::invalid(
-            "id",
-            format!("You can only {status} an open invoice; {id} is {}.", inv["status"]),
-        ));
-    }
-    inv["status"] = json!(status);
-    inv["next_payment_attempt"] = Value::Null;
-    s.objects.insert(id.to_string(), inv.clone());
-    s.event(event, &inv, None);
-    Ok(inv)
 }

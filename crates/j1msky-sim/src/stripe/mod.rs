@@ -8,6 +8,7 @@
 mod flows;
 pub mod form;
 mod hooks;
+mod invoices;
 mod objects;
 
 use std::collections::HashMap;
