@@ -335,8 +335,9 @@ pub async fn settle_customer(
     let Some(row) = row else { return Ok(()) };
     let current: String = row.try_get(0)?;
     let current_plan: Option<String> = row.try_get(1)?;
-    // Never dated before the stage it replaces (events of two subscriptions out of order).
-    let at = at.max(row.try_get::<i64, _>(2)?);
+    // Never dated before the stage it replaces (events of two subscriptions out of order),
+    // nor after we learnt of it (a clock ahead of ours).
+    let at = at.min(now).max(row.try_get::<i64, _>(2)?);
     let subs: Vec<(String, Option<String>, i64, String)> =
         sqlx::query_as("SELECT status, plan, created, id FROM subscriptions WHERE customer_id = $1")
             .bind(customer_id)
