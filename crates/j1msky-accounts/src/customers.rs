@@ -290,16 +290,33 @@ pub async fn change_stage(
     to: Stage,
     now: i64,
 ) -> Result<bool, AccountsError> {
+    change_stage_at(conn, backend, actor, id, from, to, now, now).await
+}
+
+/// `change_stage` for a change that happened at `at`, earlier than `now` when it is
+/// recorded (a Stripe event applied late): the stage and its history are dated `at`.
+#[allow(clippy::too_many_arguments)]
+pub async fn change_stage_at(
+    conn: &mut AnyConnection,
+    backend: j1msky_db::Backend,
+    actor: &Actor,
+    id: &str,
+    from: Stage,
+    to: Stage,
+    at: i64,
+    now: i64,
+) -> Result<bool, AccountsError> {
     if from == to {
         return Ok(false);
     }
-    sqlx::query("UPDATE customers SET stage = $1, stage_changed_at = $2, updated_at = $2 WHERE id = $3")
+    sqlx::query("UPDATE customers SET stage = $1, stage_changed_at = $2, updated_at = $3 WHERE id = $4")
         .bind(to.as_str())
+        .bind(at)
         .bind(now)
         .bind(id)
         .execute(&mut *conn)
         .await?;
-    insert_stage_change(conn, id, Some(from), to, actor, now).await?;
+    insert_stage_change(conn, id, Some(from), to, actor, at).await?;
     let detail = serde_json::json!({"from": from, "to": to});
     audit::record(conn, actor, "customer.stage_changed", id, Some(id), detail.clone(), now).await?;
     outbox::emit(conn, backend, "customer.stage_changed", Some(id), &detail, now).await?;

@@ -30,7 +30,7 @@ pub fn version(created: i64, event_id: &str) -> String {
 }
 
 /// A Stripe reference that may be an id or an expanded object.
-fn id_of(v: &Value) -> Option<String> {
+pub(crate) fn id_of(v: &Value) -> Option<String> {
     v.as_str().map(String::from).or_else(|| v["id"].as_str().map(String::from))
 }
 
@@ -53,14 +53,19 @@ pub async fn event(
         | "customer.subscription.resumed"
         | "customer.subscription.trial_will_end" => {
             let short = env.kind.trim_start_matches("customer.");
-            subscription(conn, backend, ctx, obj, &v, short, now).await
+            subscription(conn, backend, ctx, obj, &v, short, env.created, now).await
         }
         "customer.discount.created" => discount(conn, obj, &v, false).await,
         "customer.discount.deleted" => discount(conn, obj, &v, true).await,
         "checkout.session.completed"
         | "checkout.session.async_payment_succeeded"
-        | "checkout.session.async_payment_failed" => checkout(conn, backend, ctx, obj, &env.kind, now).await,
-        "invoice.paid" => invoice_paid(conn, backend, ctx, obj, env.created, now).await,
+        | "checkout.session.async_payment_failed" => {
+            checkout(conn, backend, ctx, obj, &env.kind, env.created, now).await
+        }
+        "invoice.paid" => crate::invoices::paid(conn, backend, obj, env.created, now).await,
+        "invoice.voided" | "invoice.marked_uncollectible" => {
+            crate::invoices::given_up(conn, backend, obj, &env.kind, env.created, now).await
+        }
         "invoice.payment_failed" => {
             let (_, customer) = owner(conn, obj).await?;
             let detail = json!({
@@ -86,7 +91,10 @@ async fn our_customer(conn: &mut AnyConnection, stripe_customer: &str) -> Result
 }
 
 /// The Stripe customer an object names, and ours linked to it (if any yet).
-async fn owner(conn: &mut AnyConnection, obj: &Value) -> Result<(Option<String>, Option<String>), BillingError> {
+pub(crate) async fn owner(
+    conn: &mut AnyConnection,
+    obj: &Value,
+) -> Result<(Option<String>, Option<String>), BillingError> {
     let Some(sc) = id_of(&obj["customer"]) else { return Ok((None, None)) };
     let ours = our_customer(conn, &sc).await?;
     Ok((Some(sc), ours))
@@ -125,8 +133,20 @@ async fn link(
     Ok(true)
 }
 
-/// The plan a Stripe price stands for: its lookup key, else the id `stripe sync` stored.
-async fn plan_of_price(conn: &mut AnyConnection, price: &Value) -> Result<Option<String>, BillingError> {
+/// The plan a Stripe price stands for: its product's (so a price retired by a price
+/// change, which lost its lookup key, still names its plan), else its lookup key, else
+/// the price id `stripe sync` stored.
+pub(crate) async fn plan_of_price(conn: &mut AnyConnection, price: &Value) -> Result<Option<String>, BillingError> {
+    if let Some(product) = id_of(&price["product"]) {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT key FROM stripe_objects WHERE stripe_id = $1 AND key LIKE 'product:%'")
+                .bind(&product)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some((key,)) = row {
+            return Ok(Some(key.trim_start_matches("product:").to_string()));
+        }
+    }
     if let Some(plan) = price["lookup_key"].as_str().and_then(crate::plan_of_lookup_key) {
         return Ok(Some(plan.to_string()));
     }
@@ -147,15 +167,23 @@ async fn subscription(
     obj: &Value,
     version: &str,
     short_kind: &str,
+    created: i64,
     now: i64,
 ) -> Result<(), BillingError> {
     let bad = |what: &str| BillingError::Malformed(format!("subscription event: `{what}` missing"));
     let id = obj["id"].as_str().filter(|s| s.starts_with("sub_")).ok_or_else(|| bad("id"))?;
     let stripe_customer = id_of(&obj["customer"]).ok_or_else(|| bad("customer"))?;
     let status = obj["status"].as_str().ok_or_else(|| bad("status"))?;
-    let item = &obj["items"]["data"][0];
+    // The plan is the item whose price is one of our plans, wherever it is listed
+    // (a subscription may carry other items).
+    let (mut item, mut plan) = (&obj["items"]["data"][0], None);
+    for candidate in obj["items"]["data"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        if let Some(p) = plan_of_price(conn, &candidate["price"]).await? {
+            (item, plan) = (candidate, Some(p));
+            break;
+        }
+    }
     let price = &item["price"];
-    let plan = plan_of_price(conn, price).await?;
     let period_end = obj["current_period_end"].as_i64().or_else(|| item["current_period_end"].as_i64());
     let coupon = id_of(&obj["discount"]["coupon"]);
     let meta = &obj["metadata"];
@@ -232,7 +260,7 @@ async fn subscription(
     }
     // A stale snapshot changed no subscription, so the customer's plan and stage stand.
     if let Some(c) = customer_id.filter(|_| linked || upserted.rows_affected() == 1) {
-        settle_customer(conn, backend, ctx, &c, now).await?;
+        settle_customer(conn, backend, ctx, &c, created * 1_000_000, now).await?;
     }
     Ok(())
 }
@@ -286,24 +314,30 @@ fn rank(status: &str) -> u8 {
     }
 }
 
-/// Derives the customer's plan and stage from all of its subscriptions.
+/// Derives the customer's plan and stage from all of its subscriptions. A stage change is
+/// dated `at` (Stripe's time of the event that caused it: a reconcile after downtime
+/// still dates churn in the month it happened); `now` is when we recorded it.
 pub async fn settle_customer(
     conn: &mut AnyConnection,
     backend: Backend,
     ctx: &Ctx<'_>,
     customer_id: &str,
+    at: i64,
     now: i64,
 ) -> Result<(), BillingError> {
     // The customer's row first (locked on PostgreSQL): settlements of one customer's
     // subscriptions then run one after another, and the last sees them all.
     let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
-    let row = sqlx::query(&format!("SELECT stage, plan FROM customers WHERE id = $1{lock}"))
+    let row = sqlx::query(&format!("SELECT stage, plan, stage_changed_at FROM customers WHERE id = $1{lock}"))
         .bind(customer_id)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(row) = row else { return Ok(()) };
     let current: String = row.try_get(0)?;
     let current_plan: Option<String> = row.try_get(1)?;
+    // Never dated before the stage it replaces (events of two subscriptions out of order),
+    // nor after we learnt of it (a clock ahead of ours).
+    let at = at.min(now).max(row.try_get::<i64, _>(2)?);
     let subs: Vec<(String, Option<String>, i64, String)> =
         sqlx::query_as("SELECT status, plan, created, id FROM subscriptions WHERE customer_id = $1")
             .bind(customer_id)
@@ -340,7 +374,7 @@ pub async fn settle_customer(
         }
     }
     if let Some(stage) = stage {
-        customers::change_stage(conn, backend, &actor(), customer_id, current, stage, now).await?;
+        customers::change_stage_at(conn, backend, &actor(), customer_id, current, stage, at, now).await?;
     }
     Ok(())
 }
@@ -351,6 +385,7 @@ async fn checkout(
     ctx: &Ctx<'_>,
     obj: &Value,
     kind: &str,
+    created: i64,
     now: i64,
 ) -> Result<(), BillingError> {
     let ours = obj["client_reference_id"].as_str().map(String::from);
@@ -376,69 +411,7 @@ async fn checkout(
     });
     outbox::emit(conn, backend, outcome, customer.as_deref(), &detail, now).await?;
     if let Some(c) = customer {
-        settle_customer(conn, backend, ctx, &c, now).await?;
-    }
-    Ok(())
-}
-
-async fn invoice_paid(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    _ctx: &Ctx<'_>,
-    obj: &Value,
-    created: i64,
-    now: i64,
-) -> Result<(), BillingError> {
-    let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("invoice: `id` missing".into()))?;
-    let (stripe_customer, customer) = owner(conn, obj).await?;
-    let line = &obj["lines"]["data"][0];
-    let sub = id_of(&obj["subscription"]);
-    let mut plan = plan_of_price(conn, &line["price"]).await?;
-    if plan.is_none() {
-        if let Some(s) = &sub {
-            let row: Option<(Option<String>,)> = sqlx::query_as("SELECT plan FROM subscriptions WHERE id = $1")
-                .bind(s)
-                .fetch_optional(&mut *conn)
-                .await?;
-            plan = row.and_then(|r| r.0);
-        }
-    }
-    let paid_at = obj["status_transitions"]["paid_at"].as_i64().unwrap_or(created);
-    // Pay-per-task items are already in the ledger (from when they were reported): the
-    // invoice's entry is the rest, so the ledger's sum is what was paid.
-    let usage: i64 = obj["lines"]["data"]
-        .as_array()
-        .map(|lines| {
-            lines
-                .iter()
-                .filter(|l| l["metadata"]["j1msky_usage_charge"].is_string())
-                .filter_map(|l| l["amount"].as_i64())
-                .sum()
-        })
-        .unwrap_or(0);
-    let amount = (obj["amount_paid"].as_i64().unwrap_or(0) - usage).max(0);
-    let inserted = sqlx::query(
-        "INSERT INTO revenue_entries (id, source_id, kind, customer_id, subscription_id, plan, amount_cents, currency,
-             period_start, period_end, occurred_at, recorded_at, stripe_customer_id)
-         VALUES ($1, $2, 'invoice_paid', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (source_id) DO NOTHING",
-    )
-    .bind(j1msky_core::ids::new_id("rev"))
-    .bind(id)
-    .bind(&customer)
-    .bind(&sub)
-    .bind(&plan)
-    .bind(amount)
-    .bind(obj["currency"].as_str().unwrap_or("usd"))
-    .bind(line["period"]["start"].as_i64().map(|s| s * 1_000_000))
-    .bind(line["period"]["end"].as_i64().map(|s| s * 1_000_000))
-    .bind(paid_at * 1_000_000)
-    .bind(now)
-    .bind(&stripe_customer)
-    .execute(&mut *conn)
-    .await?;
-    if inserted.rows_affected() == 1 {
-        let detail = json!({"invoice": id, "amount_cents": amount, "plan": plan, "subscription": sub});
-        outbox::emit(conn, backend, "invoice.paid", customer.as_deref(), &detail, now).await?;
+        settle_customer(conn, backend, ctx, &c, created * 1_000_000, now).await?;
     }
     Ok(())
 }

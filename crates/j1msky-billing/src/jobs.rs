@@ -33,8 +33,9 @@ pub async fn run_applier(
     }
 }
 
-/// The periodic billing work that needs Stripe: due resumes, pay-per-task charges
-/// reported, last month's pay-per-task invoices. Runs every `every` until `stop`.
+/// The periodic billing work that needs Stripe: invoices of stored events completed
+/// (their lines past Stripe's first page), due resumes, pay-per-task charges reported,
+/// last month's pay-per-task invoices. Runs every `every` until `stop`.
 pub async fn run_billing_jobs(
     db: Db,
     catalogue: std::sync::Arc<j1msky_core::catalogue::Catalogue>,
@@ -48,6 +49,11 @@ pub async fn run_billing_jobs(
             return;
         }
         let now = clock.now_micros();
+        match crate::invoice_lines::complete_pending(&db, &stripe).await {
+            Ok(n) if n > 0 => tracing::info!(completed = n, "invoices fetched whole from Stripe for booking"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "fetching invoice lines"),
+        }
         if let Err(e) = crate::changes::resume_due(&db, &stripe, &catalogue, crate::secs(now)).await {
             tracing::warn!(error = %e, "resuming paused subscriptions");
         }

@@ -8,6 +8,8 @@ pub mod checkout;
 pub mod client;
 mod error;
 pub mod form;
+pub mod invoice_lines;
+mod invoices;
 pub mod jobs;
 pub mod retention;
 pub mod revenue;

@@ -1,6 +1,7 @@
 //! Pay-per-task charges reported to Stripe as invoice items, once each (the idempotency
-//! key is the charge's id, and the row is marked in the same step), with a revenue
-//! ledger entry. A customer without a subscription gets its items invoiced monthly.
+//! key is the task's id, and the row is marked in the same step). A customer without a
+//! subscription gets its items invoiced monthly; the revenue is booked when the invoice
+//! is paid (see `invoices`), not when reported.
 
 use j1msky_core::catalogue::Catalogue;
 use j1msky_core::Money;
@@ -35,7 +36,10 @@ pub async fn ensure_stripe_customer(
     Ok(sc)
 }
 
-/// Reports up to `limit` unreported charges; returns how many were reported.
+/// Reports up to `limit` unreported charges as Stripe invoice items; returns how many
+/// were reported. Customers are taken in turn (oldest waiting charge first) and one whose
+/// item Stripe refuses is left for the next run, so it never holds up the others; the
+/// first such refusal is then returned as the error, with Stripe's message.
 pub async fn report(
     db: &Db,
     stripe: &Stripe,
@@ -43,99 +47,209 @@ pub async fn report(
     limit: i64,
     now: i64,
 ) -> Result<usize, BillingError> {
-    let rows = sqlx::query(
-        "SELECT id, customer_id, task_id, tier, amount_micros FROM usage_charges
-         WHERE reported_at IS NULL ORDER BY created_at, id LIMIT $1",
+    let waiting: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT customer_id, MIN(created_at) FROM usage_charges WHERE reported_at IS NULL
+         GROUP BY customer_id ORDER BY 2, 1 LIMIT $1",
     )
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
+    let (mut done, mut first_failure) = (0, None);
+    for (customer, _) in waiting {
+        let left = limit - done as i64;
+        if left <= 0 {
+            break;
+        }
+        match report_customer(db, stripe, catalogue, &customer, left, now).await {
+            Ok(n) => done += n,
+            Err((n, e)) => {
+                done += n;
+                tracing::warn!(%customer, error = %e, "reporting pay-per-task charges");
+                first_failure.get_or_insert(e);
+            }
+        }
+    }
+    Ok(done).and_then(|d| first_failure.map_or(Ok(d), Err))
+}
+
+/// One customer's unreported charges, oldest first, until one fails.
+async fn report_customer(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer: &str,
+    limit: i64,
+    now: i64,
+) -> Result<usize, (usize, BillingError)> {
+    let rows = sqlx::query(
+        "SELECT id, task_id, tier, amount_micros FROM usage_charges
+         WHERE customer_id = $1 AND reported_at IS NULL ORDER BY created_at, id LIMIT $2",
+    )
+    .bind(customer)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await
+    .map_err(|e| (0, e.into()))?;
+    let sc = ensure_stripe_customer(db, stripe, customer, now).await.map_err(|e| (0, e))?;
     let mut done = 0;
     for r in rows {
-        let id: String = r.try_get(0)?;
-        let customer: String = r.try_get(1)?;
-        let task: String = r.try_get(2)?;
-        let tier: String = r.try_get(3)?;
-        let cents = Money::from_micros(r.try_get(4)?).to_cents_rounded();
-        let sc = ensure_stripe_customer(db, stripe, &customer, now).await?;
-        let params = json!({
-            "customer": sc, "amount": cents, "currency": catalogue.stripe.currency,
-            "description": format!("Task {task} ({tier})"),
-            "metadata": {"j1msky_usage_charge": id, "j1msky_task": task},
-        });
-        let item = stripe.post("invoiceitems", &params, &format!("j1msky-usage-{id}")).await?;
-        let mut tx = db.begin().await?;
-        let marked = sqlx::query(
-            "UPDATE usage_charges SET reported_at = $1, stripe_item_id = $2 WHERE id = $3 AND reported_at IS NULL",
-        )
-        .bind(now)
-        .bind(item["id"].as_str())
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-        if marked.rows_affected() == 1 {
-            sqlx::query(
-                "INSERT INTO revenue_entries (id, source_id, kind, customer_id, amount_cents, currency, occurred_at, recorded_at)
-                 VALUES ($1, $2, 'usage_charge', $3, $4, $5, $6, $6) ON CONFLICT (source_id) DO NOTHING",
+        let one = async {
+            let id: String = r.try_get(0)?;
+            let task: String = r.try_get(1)?;
+            let tier: String = r.try_get(2)?;
+            let cents = Money::from_micros(r.try_get(3)?).to_cents_rounded();
+            // Everything sent is derived from the task, not from this row: a charge
+            // written again for the same task (after a restore) replays the same item.
+            let params = json!({
+                "customer": sc, "amount": cents, "currency": catalogue.stripe.currency,
+                "description": format!("Task {task} ({tier})"), "metadata": {"j1msky_task": task},
+            });
+            let item = stripe.post("invoiceitems", &params, &format!("j1msky-usage-task-{task}")).await?;
+            let mut tx = db.begin().await?;
+            let marked = sqlx::query(
+                "UPDATE usage_charges SET reported_at = $1, stripe_item_id = $2 WHERE id = $3 AND reported_at IS NULL",
             )
-            .bind(j1msky_core::ids::new_id("rev"))
-            .bind(&id)
-            .bind(&customer)
-            .bind(cents)
-            .bind(&catalogue.stripe.currency)
             .bind(now)
+            .bind(item["id"].as_str())
+            .bind(&id)
             .execute(&mut *tx)
             .await?;
-            let detail =
-                json!({"charge": id, "task": task, "tier": tier, "amount_cents": cents, "invoice_item": item["id"]});
-            outbox::emit(&mut tx, db.backend(), "usage.reported", Some(&customer), &detail, now).await?;
-            done += 1;
+            let reported = marked.rows_affected() == 1;
+            if reported {
+                let detail = json!({"charge": id, "task": task, "tier": tier, "amount_cents": cents,
+                                    "invoice_item": item["id"]});
+                outbox::emit(&mut tx, db.backend(), "usage.reported", Some(customer), &detail, now).await?;
+            }
+            tx.commit().await?;
+            Ok::<bool, BillingError>(reported)
+        };
+        match one.await {
+            Ok(true) => done += 1,
+            Ok(false) => {}
+            Err(e) => return Err((done, e)),
         }
-        tx.commit().await?;
     }
     Ok(done)
 }
 
-/// Invoices the reported items of customers without a subscription (pay-per-task),
-/// once per `period` key (e.g. `2026-11`): the key makes a second run a no-op.
+/// Invoices the reported, not yet invoiced charges of customers without a subscription
+/// (pay-per-task), once per `period` key (e.g. `2026-11`): the key makes a second run a
+/// no-op. A refusal from Stripe is an error with its message (after the other customers
+/// are done), and that customer is tried again on the next run.
 pub async fn invoice_pay_per_task(db: &Db, stripe: &Stripe, period: &str, now: i64) -> Result<usize, BillingError> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT DISTINCT c.id, c.stripe_customer_id FROM usage_charges u JOIN customers c ON c.id = u.customer_id
-         WHERE u.reported_at IS NOT NULL AND c.stripe_customer_id IS NOT NULL
+         WHERE u.reported_at IS NOT NULL AND u.stripe_invoice_id IS NULL AND c.stripe_customer_id IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.customer_id = c.id
                            AND s.status NOT IN ('canceled', 'incomplete_expired', 'unknown'))",
     )
     .fetch_all(db.pool())
     .await?;
-    let mut n = 0;
+    let (mut n, mut first_failure) = (0, None);
     for (customer, sc) in rows {
-        // Each (customer, period) is invoiced once; the mark outlives Stripe's 24-hour
-        // idempotency window, so the minute-by-minute job does not ask again.
-        let key = format!("ppt_invoice:{customer}:{period}");
-        if crate::sync::stored_id(db, &key).await?.is_some() {
+        match invoice_customer(db, stripe, &customer, &sc, period, now).await {
+            Ok(true) => n += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(%customer, error = %e, "invoicing pay-per-task charges");
+                first_failure.get_or_insert(e);
+            }
+        }
+    }
+    first_failure.map_or(Ok(n), Err)
+}
+
+async fn invoice_customer(
+    db: &Db,
+    stripe: &Stripe,
+    customer: &str,
+    sc: &str,
+    period: &str,
+    now: i64,
+) -> Result<bool, BillingError> {
+    // Each (customer, period) is invoiced once; the mark outlives Stripe's 24-hour
+    // idempotency window, so the minute-by-minute job does not ask again.
+    let key = format!("ppt_invoice:{customer}:{period}");
+    if crate::sync::stored_id(db, &key).await?.is_some() {
+        return Ok(false);
+    }
+    let params = json!({"customer": sc, "pending_invoice_items_behavior": "include", "auto_advance": true,
+                        "collection_method": "charge_automatically", "metadata": {"j1msky_customer": customer}});
+    let invoice = match stripe.post("invoices", &params, &format!("j1msky-ppt-invoice-{customer}-{period}")).await {
+        Ok(invoice) => invoice,
+        // Stripe refuses an invoice with nothing pending: fine only when Stripe has in fact
+        // invoiced every item we think is waiting (rows from before invoices were recorded).
+        Err(e @ BillingError::Stripe { status: 400, .. }) => {
+            return match items_still_pending(db, stripe, customer).await? {
+                0 => Ok(false),
+                _ => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let id = invoice["id"].as_str().ok_or_else(|| BillingError::Malformed("created invoice has no id".into()))?;
+    let lines = crate::invoice_lines::all(stripe, &invoice).await?;
+    let mut tx = db.begin().await?;
+    for line in &lines {
+        let Some(item) = line["invoice_item"].as_str() else { continue };
+        sqlx::query(
+            "UPDATE usage_charges SET stripe_invoice_id = $1, invoice_status = COALESCE(invoice_status, 'open')
+             WHERE stripe_item_id = $2 AND customer_id = $3 AND stripe_invoice_id IS NULL",
+        )
+        .bind(id)
+        .bind(item)
+        .bind(customer)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO stripe_objects (key, stripe_id, fingerprint, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(&key)
+    .bind(id)
+    .bind(period)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Asks Stripe which invoice took each of the customer's reported, not yet invoiced
+/// items, records those, and returns how many are still pending at Stripe.
+async fn items_still_pending(db: &Db, stripe: &Stripe, customer: &str) -> Result<usize, BillingError> {
+    let items: Vec<(String,)> = sqlx::query_as(
+        "SELECT stripe_item_id FROM usage_charges
+         WHERE customer_id = $1 AND reported_at IS NOT NULL AND stripe_invoice_id IS NULL AND stripe_item_id IS NOT NULL",
+    )
+    .bind(customer)
+    .fetch_all(db.pool())
+    .await?;
+    let mut pending = 0;
+    for (item,) in items {
+        // The id goes into a URL path: only Stripe's own shape of invoice item id.
+        if !(item.starts_with("ii_") && item.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
+            pending += 1;
             continue;
         }
-        let params = json!({"customer": sc, "pending_invoice_items_behavior": "include", "auto_advance": true,
-                            "collection_method": "charge_automatically", "metadata": {"j1msky_customer": customer}});
-        let invoice = match stripe.post("invoices", &params, &format!("j1msky-ppt-invoice-{customer}-{period}")).await {
-            Ok(inv) => {
-                n += 1;
-                inv["id"].as_str().unwrap_or("invoiced").to_string()
-            }
-            // Nothing pending for this customer: Stripe refuses an empty invoice.
-            Err(BillingError::Stripe { status: 400, .. }) => "nothing".to_string(),
-            Err(e) => return Err(e),
+        let invoice = match stripe.find(&format!("invoiceitems/{item}")).await? {
+            Some(found) => crate::apply::id_of(&found["invoice"]),
+            None => None,
+        };
+        let Some(invoice) = invoice else {
+            pending += 1;
+            continue;
         };
         sqlx::query(
-            "INSERT INTO stripe_objects (key, stripe_id, fingerprint, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (key) DO NOTHING",
+            "UPDATE usage_charges SET stripe_invoice_id = $1, invoice_status = COALESCE(invoice_status, 'open')
+             WHERE stripe_item_id = $2 AND customer_id = $3 AND stripe_invoice_id IS NULL",
         )
-        .bind(&key)
         .bind(&invoice)
-        .bind(period)
-        .bind(now)
+        .bind(&item)
+        .bind(customer)
         .execute(db.pool())
         .await?;
     }
-    Ok(n)
+    Ok(pending)
 }

@@ -239,6 +239,8 @@ pub async fn reconcile(
             break;
         }
     }
+    // Invoices listed with only their first lines are completed before being booked.
+    crate::invoice_lines::complete_pending(db, stripe).await?;
     loop {
         let n = apply_pending(db, ctx, 200, now).await?;
         if n == 0 {

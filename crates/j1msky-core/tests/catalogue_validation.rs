@@ -143,3 +143,26 @@ fn the_shipped_catalogue_carries_the_business_plan() {
     assert_eq!(c.routing.model_only_for["claude-opus"], ["architecture", "strategy"]);
     assert!(c.stripe.webhook_events.iter().any(|e| e == "customer.subscription.deleted"));
 }
+
+/// The shipped catalogue with `stripe.currency` set to `currency`.
+fn with_currency(currency: &str) -> Result<Catalogue, CatalogueError> {
+    let mut raw: serde_json::Value = serde_json::from_str(SHIPPED).expect("shipped JSON");
+    raw["stripe"]["currency"] = serde_json::json!(currency);
+    Catalogue::from_json_str(&raw.to_string())
+}
+
+#[test]
+fn only_currencies_with_two_minor_digits_are_accepted_because_money_is_shown_with_two() {
+    for ok in ["usd", "eur", "gbp", "chf"] {
+        assert_eq!(with_currency(ok).expect(ok).stripe.currency, ok);
+    }
+    // Zero-decimal (an amount of 500 is ¥500, not ¥5.00) and three-decimal currencies
+    // would be charged and shown 100 or 10 times off: refused, saying why.
+    for (bad, why) in
+        [("jpy", "zero-decimal"), ("krw", "zero-decimal"), ("kwd", "three-decimal"), ("bhd", "three-decimal")]
+    {
+        let err = with_currency(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
+        let issue = err.issues().iter().find(|i| i.path == "stripe.currency").unwrap_or_else(|| panic!("{bad}: {err}"));
+        assert!(issue.message.contains(bad) && issue.message.contains(why), "{bad}: {}", issue.message);
+    }
+}

@@ -182,6 +182,15 @@ fn stripe_terms(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
     }
     if s.currency.len() != 3 || !s.currency.chars().all(|ch| ch.is_ascii_lowercase()) {
         push(out, "stripe.currency", format!("`{}` is not a lowercase three-letter currency such as usd", s.currency));
+    } else if let Some(kind) = minor_digits_other_than_two(&s.currency) {
+        push(
+            out,
+            "stripe.currency",
+            format!(
+                "`{}` is a {kind} currency at Stripe; prices are amounts with two decimals (Stripe minor units =                  cents), so it would be charged and shown wrongly: use a two-decimal currency such as usd or eur",
+                s.currency
+            ),
+        );
     }
     check_ids(out, "stripe.offers", &s.offers);
     for (id, offer) in &s.offers {
@@ -192,6 +201,23 @@ fn stripe_terms(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
         if !(1..=36).contains(&offer.months) {
             push(out, format!("stripe.offers.{id}.months"), "must be between 1 and 36");
         }
+    }
+}
+
+/// Stripe's currencies whose minor unit is not a hundredth (its zero-decimal and
+/// three-decimal lists; ISK has no minor unit either).
+fn minor_digits_other_than_two(currency: &str) -> Option<&'static str> {
+    const ZERO: &[&str] = &[
+        "bif", "clp", "djf", "gnf", "isk", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof",
+        "xpf",
+    ];
+    const THREE: &[&str] = &["bhd", "jod", "kwd", "omr", "tnd"];
+    if ZERO.contains(&currency) {
+        Some("zero-decimal")
+    } else if THREE.contains(&currency) {
+        Some("three-decimal")
+    } else {
+        None
     }
 }
 

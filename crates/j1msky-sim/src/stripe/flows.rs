@@ -19,6 +19,16 @@ pub(crate) fn control(shared: &Shared, method: &Method, seg: &[&str], p: &Value)
         ("POST", ["checkout", id, "async"]) => async_payment(s, id, boolean(&p["succeed"]).unwrap_or(true)),
         ("POST", ["subscriptions", id, "renew"]) => renew(s, id, boolean(&p["fail"]).unwrap_or(false)),
         ("POST", ["charges", id, "refund"]) => refund(s, id, int(&p["amount"])),
+        ("POST", ["customers", id, "card"]) => {
+            let mut c = s.get("cus_", "customer", id)?;
+            c["_declines"] = json!(boolean(&p["declines"]).unwrap_or(false));
+            s.objects.insert(id.to_string(), c.clone());
+            Ok(c)
+        }
+        ("POST", ["invoices", id, "void"]) => super::invoices::close_unpaid(s, id, "void", "invoice.voided"),
+        ("POST", ["invoices", id, "uncollectible"]) => {
+            super::invoices::close_unpaid(s, id, "uncollectible", "invoice.marked_uncollectible")
+        }
         ("POST", ["webhooks"]) => {
             if let Some(url) = p["url"].as_str() {
                 s.hooks.url = Some(url.to_string());
@@ -169,9 +179,8 @@ fn invoice(s: &mut Store, sub_id: &str, fail: bool) -> ApiResult {
         .collect();
     let in_id = s.id("in");
     let mut extra = 0;
-    let mut lines = vec![
-        json!({"price": price, "amount": base, "period": {"start": sub["current_period_start"], "end": sub["current_period_end"]}}),
-    ];
+    // Pending invoice items are listed before the subscription's own line.
+    let mut lines = Vec::new();
     for ii in &items {
         if let Some(v) = s.objects.get_mut(ii) {
             v["invoice"] = json!(in_id);
@@ -180,6 +189,11 @@ fn invoice(s: &mut Store, sub_id: &str, fail: bool) -> ApiResult {
                               "invoice_item": ii, "metadata": v["metadata"]}));
         }
     }
+    lines.push(
+        json!({"type": "subscription", "subscription": sub_id, "subscription_item": sub["items"]["data"][0]["id"],
+                      "price": price, "amount": base,
+                      "period": {"start": sub["current_period_start"], "end": sub["current_period_end"]}}),
+    );
     charge_invoice(s, &in_id, &customer, Some(sub_id), base + extra, lines, price["currency"].clone(), fail)
 }
 
@@ -196,13 +210,22 @@ fn charge_invoice(
 ) -> ApiResult {
     let now = s.now();
     let ch_id = s.id("ch");
+    let mut lines = lines;
+    for line in lines.iter_mut() {
+        line["id"] = json!(s.id("il"));
+        line["object"] = json!("line_item");
+        line["currency"] = currency.clone();
+        if line["type"].is_null() {
+            line["type"] = json!("invoiceitem");
+        }
+    }
     let inv = json!({
         "id": in_id, "object": "invoice", "customer": customer, "subscription": sub_id, "currency": currency,
         "amount_due": amount, "amount_paid": if fail { 0 } else { amount }, "attempt_count": 1,
         "status": if fail { "open" } else { "paid" }, "charge": if fail { Value::Null } else { json!(ch_id) },
         "next_payment_attempt": if fail { json!(now + 3 * 86_400) } else { Value::Null },
         "status_transitions": {"paid_at": if fail { Value::Null } else { json!(now) }},
-        "lines": {"object": "list", "data": lines}, "created": now, "livemode": false,
+        "lines": super::invoices::embedded_lines(in_id, &lines), "_lines": lines, "created": now, "livemode": false,
     });
     s.objects.insert(in_id.to_string(), inv.clone());
     if fail {
@@ -472,5 +495,6 @@ pub(crate) fn invoice_pending_items(s: &mut Store, p: &Value) -> ApiResult {
             v["invoice"] = json!(in_id);
         }
     }
-    charge_invoice(s, &in_id, &customer, None, total, lines, currency, false)
+    let declines = s.get("cus_", "customer", &customer)?["_declines"] == true;
+    charge_invoice(s, &in_id, &customer, None, total, lines, currency, declines)
 }

@@ -8,6 +8,7 @@
 mod flows;
 pub mod form;
 mod hooks;
+mod invoices;
 mod objects;
 
 use std::collections::HashMap;
@@ -135,7 +136,7 @@ impl Store {
     /// Records an event; the caller's Shared delivers it.
     pub fn event(&mut self, kind: &str, object: &Value, previous: Option<Value>) -> Value {
         let id = self.id("evt");
-        let mut data = json!({"object": public(object)});
+        let mut data = json!({"object": public(&self.with_current_prices(object))});
         if let Some(p) = previous {
             data["previous_attributes"] = p;
         }
@@ -146,6 +147,25 @@ impl Store {
         self.events.push(ev.clone());
         self.hooks.queue(ev.clone());
         ev
+    }
+
+    /// `v` with every embedded price as it is now: Stripe renders a subscription's or an
+    /// invoice line's price when asked, so an archived price shows `active: false` and
+    /// a lookup key since moved to another price shows none.
+    pub fn with_current_prices(&self, v: &Value) -> Value {
+        match v {
+            Value::Object(m) if m.get("object").and_then(Value::as_str) == Some("price") => m
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|id| self.objects.get(id))
+                .cloned()
+                .unwrap_or_else(|| v.clone()),
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), self.with_current_prices(v))).collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|v| self.with_current_prices(v)).collect()),
+            other => other.clone(),
+        }
     }
 
     pub fn get(&self, prefix: &str, what: &str, id: &str) -> Result<Value, ApiError> {

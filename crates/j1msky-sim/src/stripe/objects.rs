@@ -9,6 +9,10 @@ use super::{boolean, flows, int, ApiError, ApiResult, Shared, Store};
 pub(crate) fn api(shared: &Shared, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
     let mut s = shared.lock();
     let s = &mut *s;
+    route(s, method, seg, p).map(|v| s.with_current_prices(&v))
+}
+
+fn route(s: &mut Store, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
     match (method.as_str(), seg) {
         ("POST", ["v1", "products"]) => create_product(s, p),
         ("GET", ["v1", "products", id]) => s.get("", "product", id).and_then(|v| kind(v, "product", id)),
@@ -44,12 +48,14 @@ pub(crate) fn api(shared: &Shared, method: &Method, seg: &[&str], p: &Value) -> 
         ("POST", ["v1", "subscriptions", id]) => flows::update_subscription(s, id, p),
         ("DELETE", ["v1", "subscriptions", id]) => flows::cancel_now(s, id),
         ("POST", ["v1", "invoiceitems"]) => create_invoice_item(s, p),
+        ("GET", ["v1", "invoiceitems", id]) => s.get("ii_", "invoice item", id),
         ("POST", ["v1", "invoices"]) => flows::invoice_pending_items(s, p),
         ("POST", ["v1", "subscription_schedules"]) => flows::create_schedule(s, p),
         ("GET", ["v1", "subscription_schedules", id]) => s.get("sub_sched_", "subscription schedule", id),
         ("POST", ["v1", "subscription_schedules", id]) => flows::update_schedule(s, id, p),
         ("POST", ["v1", "subscription_schedules", id, "release"]) => flows::release_schedule(s, id),
         ("GET", ["v1", "invoices", id]) => s.get("in_", "invoice", id),
+        ("GET", ["v1", "invoices", id, "lines"]) => super::invoices::invoice_lines(s, id, p),
         ("GET", ["v1", "charges", id]) => s.get("ch_", "charge", id),
         ("GET", ["v1", "events"]) => list_events(s, p),
         ("GET", ["v1", "events", id]) => s.get("evt_", "event", id).or_else(|_| {

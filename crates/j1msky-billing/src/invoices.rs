@@ -1,0 +1,220 @@
+//! Booking an invoice from Stripe's events. A paid invoice is one ledger entry for its
+//! subscription part, under the plan of its subscription line, plus one entry per
+//! pay-per-task charge on it (so usage is revenue when paid, once per charge). A voided
+//! or uncollectible invoice books nothing and takes back any usage booked before.
+
+use j1msky_db::{outbox, Backend};
+use serde_json::{json, Value};
+use sqlx::AnyConnection;
+
+use crate::apply::{id_of, owner, plan_of_price};
+use crate::BillingError;
+
+/// The line billing the subscription itself: not an invoice item (usage, a one-off),
+/// wherever it is listed.
+fn subscription_line(lines: &[Value]) -> Option<&Value> {
+    lines
+        .iter()
+        .find(|l| l["type"] == "subscription" || l["parent"]["type"] == "subscription_item_details")
+        .or_else(|| lines.iter().find(|l| !l["price"].is_null() && !l["subscription_item"].is_null()))
+        .or_else(|| lines.iter().find(|l| !l["price"].is_null()))
+}
+
+/// A pay-per-task charge billed by an invoice line: (charge id, our customer, amount in
+/// minor units). Found by the invoice item Stripe made for it, else by its metadata.
+async fn usage_charge(conn: &mut AnyConnection, line: &Value) -> Result<Option<(String, String, i64)>, BillingError> {
+    let item = id_of(&line["invoice_item"]).or_else(|| id_of(&line["parent"]["invoice_item_details"]["invoice_item"]));
+    let by = [
+        ("stripe_item_id", item),
+        ("task_id", line["metadata"]["j1msky_task"].as_str().map(String::from)),
+        ("id", line["metadata"]["j1msky_usage_charge"].as_str().map(String::from)),
+    ];
+    for (column, value) in by {
+        let Some(value) = value else { continue };
+        let row: Option<(String, String)> =
+            sqlx::query_as(&format!("SELECT id, customer_id FROM usage_charges WHERE {column} = $1"))
+                .bind(&value)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some((id, customer)) = row {
+            return Ok(Some((id, customer, line["amount"].as_i64().unwrap_or(0))));
+        }
+    }
+    Ok(None)
+}
+
+async fn mark_charge(conn: &mut AnyConnection, charge: &str, invoice: &str, status: &str) -> Result<(), BillingError> {
+    sqlx::query("UPDATE usage_charges SET stripe_invoice_id = $1, invoice_status = $2 WHERE id = $3")
+        .bind(invoice)
+        .bind(status)
+        .bind(charge)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn book(
+    conn: &mut AnyConnection,
+    source: &str,
+    kind: &str,
+    customer: Option<&str>,
+    stripe_customer: Option<&str>,
+    amount: i64,
+    currency: &str,
+    at: i64,
+    now: i64,
+) -> Result<bool, BillingError> {
+    let done = sqlx::query(
+        "INSERT INTO revenue_entries (id, source_id, kind, customer_id, stripe_customer_id, amount_cents, currency,
+             occurred_at, recorded_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (source_id) DO NOTHING",
+    )
+    .bind(j1msky_core::ids::new_id("rev"))
+    .bind(source)
+    .bind(kind)
+    .bind(customer)
+    .bind(stripe_customer)
+    .bind(amount)
+    .bind(currency)
+    .bind(at)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn booked(conn: &mut AnyConnection, source: &str) -> Result<Option<i64>, BillingError> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT amount_cents FROM revenue_entries WHERE source_id = $1")
+        .bind(source)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|r| r.0))
+}
+
+/// `invoice.paid`.
+pub(crate) async fn paid(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    obj: &Value,
+    created: i64,
+    now: i64,
+) -> Result<(), BillingError> {
+    let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("invoice: `id` missing".into()))?;
+    let lines = crate::invoice_lines::embedded(obj)?;
+    let (stripe_customer, customer) = owner(conn, obj).await?;
+    let sub = id_of(&obj["subscription"]);
+    let line = subscription_line(lines);
+    let mut plan = match line {
+        Some(l) => plan_of_price(conn, &l["price"]).await?,
+        None => None,
+    };
+    if plan.is_none() {
+        if let Some(s) = &sub {
+            let row: Option<(Option<String>,)> = sqlx::query_as("SELECT plan FROM subscriptions WHERE id = $1")
+                .bind(s)
+                .fetch_optional(&mut *conn)
+                .await?;
+            plan = row.and_then(|r| r.0);
+        }
+    }
+    let currency = obj["currency"].as_str().unwrap_or("usd");
+    let paid_at = obj["status_transitions"]["paid_at"].as_i64().unwrap_or(created) * 1_000_000;
+    let mut usage = 0;
+    for l in lines {
+        let Some((charge, charge_customer, amount)) = usage_charge(conn, l).await? else { continue };
+        if customer.as_deref().is_some_and(|c| c != charge_customer) {
+            continue; // another customer's charge: not this invoice's to book
+        }
+        usage += amount;
+        let sc = stripe_customer.as_deref();
+        book(conn, &charge, "usage_charge", Some(&charge_customer), sc, amount, currency, paid_at, now).await?;
+        // Paid after being given up on (Stripe allows paying an uncollectible invoice):
+        // what was taken back is booked again.
+        if let Some(reversed) = booked(conn, &format!("{charge}:reversed")).await? {
+            let source = format!("{charge}:rebooked");
+            book(conn, &source, "usage_charge", Some(&charge_customer), sc, -reversed, currency, paid_at, now).await?;
+        }
+        mark_charge(conn, &charge, id, "paid").await?;
+    }
+    let amount = (obj["amount_paid"].as_i64().unwrap_or(0) - usage).max(0);
+    let inserted = sqlx::query(
+        "INSERT INTO revenue_entries (id, source_id, kind, customer_id, subscription_id, plan, amount_cents, currency,
+             period_start, period_end, occurred_at, recorded_at, stripe_customer_id)
+         VALUES ($1, $2, 'invoice_paid', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (source_id) DO NOTHING",
+    )
+    .bind(j1msky_core::ids::new_id("rev"))
+    .bind(id)
+    .bind(&customer)
+    .bind(&sub)
+    .bind(&plan)
+    .bind(amount)
+    .bind(currency)
+    .bind(line.and_then(|l| l["period"]["start"].as_i64()).map(|s| s * 1_000_000))
+    .bind(line.and_then(|l| l["period"]["end"].as_i64()).map(|s| s * 1_000_000))
+    .bind(paid_at)
+    .bind(now)
+    .bind(&stripe_customer)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        let detail =
+            json!({"invoice": id, "amount_cents": amount, "usage_cents": usage, "plan": plan, "subscription": sub});
+        outbox::emit(conn, backend, "invoice.paid", customer.as_deref(), &detail, now).await?;
+    }
+    Ok(())
+}
+
+/// `invoice.voided` and `invoice.marked_uncollectible`: the money will not come.
+pub(crate) async fn given_up(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    obj: &Value,
+    kind: &str,
+    created: i64,
+    now: i64,
+) -> Result<(), BillingError> {
+    let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("invoice: `id` missing".into()))?;
+    // A paid invoice cannot be voided or written off: this notice is older than its payment.
+    if booked(conn, id).await?.is_some() {
+        return Ok(());
+    }
+    let lines = crate::invoice_lines::embedded(obj)?;
+    let (stripe_customer, customer) = owner(conn, obj).await?;
+    let status = if kind == "invoice.voided" { "void" } else { "uncollectible" };
+    let currency = obj["currency"].as_str().unwrap_or("usd");
+    let mut reversed = 0;
+    for l in lines {
+        let Some((charge, charge_customer, _)) = usage_charge(conn, l).await? else { continue };
+        if customer.as_deref().is_some_and(|c| c != charge_customer) {
+            continue;
+        }
+        // Usage booked before its invoice was paid (as older versions did) is taken back.
+        let earned =
+            booked(conn, &charge).await?.unwrap_or(0) + booked(conn, &format!("{charge}:rebooked")).await?.unwrap_or(0);
+        if earned != 0 {
+            let source = format!("{charge}:reversed");
+            let sc = stripe_customer.as_deref();
+            if book(
+                conn,
+                &source,
+                "usage_reversed",
+                Some(&charge_customer),
+                sc,
+                -earned,
+                currency,
+                created * 1_000_000,
+                now,
+            )
+            .await?
+            {
+                reversed += earned;
+            }
+        }
+        mark_charge(conn, &charge, id, status).await?;
+    }
+    let detail =
+        json!({"invoice": id, "status": status, "amount_due": obj["amount_due"], "usage_reversed_cents": reversed});
+    outbox::emit(conn, backend, kind, customer.as_deref(), &detail, now).await?;
+    Ok(())
+}

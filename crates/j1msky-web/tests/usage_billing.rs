@@ -1,0 +1,183 @@
+//! Pay-per-task billing: one customer's failure never holds up the others, Stripe's
+//! refusals are errors with Stripe's words, a charge re-reported after a restore is not
+//! invoiced twice, and usage is revenue only once its invoice is paid.
+
+mod common;
+#[path = "revenue_support/mod.rs"]
+mod support;
+
+use common::spawn_app_with_stripe;
+use j1msky_billing::usage;
+use serde_json::{json, Value};
+use support::*;
+
+async fn reported(app: &common::TestApp, charge: &str) -> bool {
+    let (at,): (Option<i64>,) = sqlx::query_as("SELECT reported_at FROM usage_charges WHERE id = $1")
+        .bind(charge)
+        .fetch_one(app.db.pool())
+        .await
+        .expect("charge");
+    at.is_some()
+}
+
+async fn link_to_stripe(app: &common::TestApp, customer: &str, stripe_customer: &str) {
+    sqlx::query("UPDATE customers SET stripe_customer_id = $1 WHERE id = $2")
+        .bind(stripe_customer)
+        .bind(customer)
+        .execute(app.db.pool())
+        .await
+        .expect("link");
+}
+
+#[tokio::test]
+async fn a_customer_stripe_refuses_does_not_hold_up_the_others_reports() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    // The first customer's Stripe customer was deleted there: each of its items is refused.
+    let broken = customer(&app, "Deleted At Stripe").await;
+    link_to_stripe(&app, &broken, "cus_deleted").await;
+    for n in 0..3 {
+        charged_task(&app, &broken, &format!("tsk_broken{n}"), 500_000).await;
+    }
+    let fine = customer(&app, "Fine").await;
+    charged_task(&app, &fine, "tsk_fine", 2_000_000).await;
+
+    let err = usage::report(&app.db, &stripe, &app.catalogue, 2, app.now()).await.expect_err("a refusal is reported");
+    assert!(err.to_string().contains("cus_deleted"), "Stripe's message: {err}");
+    assert!(reported(&app, "uch_tsk_fine").await, "the other customer's charge went through");
+    assert!(!reported(&app, "uch_tsk_broken0").await);
+    assert_eq!(fake_state(&fake).await["objects"]["invoiceitem"], 1);
+}
+
+#[tokio::test]
+async fn a_refused_invoice_is_an_error_with_stripes_message_and_is_retried() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let (a, b) = (customer(&app, "Walk In A").await, customer(&app, "Walk In B").await);
+    charged_task(&app, &a, "tsk_a", 500_000).await;
+    charged_task(&app, &b, "tsk_b", 2_000_000).await;
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("report"), 2);
+
+    // Stripe refuses the first invoice (400): an error naming it, the other customer invoiced.
+    control(&fake, "fail", json!({"times": 1, "status": 400})).await;
+    let err = usage::invoice_pay_per_task(&app.db, &stripe, "2026-11", app.now()).await.expect_err("refused");
+    assert!(err.to_string().contains("simulated failure"), "{err}");
+    assert_eq!(fake_state(&fake).await["objects"]["invoice"], 1);
+    // The next run invoices the refused one, and only it.
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-11", app.now()).await.expect("retry"), 1);
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-11", app.now()).await.expect("again"), 0);
+    assert_eq!(fake_state(&fake).await["objects"]["invoice"], 2);
+}
+
+#[tokio::test]
+async fn a_charge_reported_again_after_a_restore_is_not_invoiced_twice() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let id = customer(&app, "Restored").await;
+    charged_task(&app, &id, "tsk_restored", 2_000_000).await;
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("report"), 1);
+    // A restore from a backup taken before the report: the task's charge is written
+    // again by the worker (a new row, a new id) and is unreported here.
+    sqlx::query("DELETE FROM usage_charges WHERE task_id = 'tsk_restored'").execute(app.db.pool()).await.expect("gone");
+    charge(&app, &id, "uch_after_restore", "tsk_restored", 2_000_000).await;
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("again"), 1);
+    assert_eq!(fake_state(&fake).await["objects"]["invoiceitem"], 1, "Stripe holds the task's item once");
+}
+
+#[tokio::test]
+async fn usage_is_revenue_when_its_invoice_is_paid_and_never_when_voided_or_uncollectible() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let paid = customer(&app, "Pays").await;
+    let voided = customer(&app, "Voided").await;
+    let written_off = customer(&app, "Written Off").await;
+    for (c, n) in [(&paid, 3), (&voided, 2), (&written_off, 2)] {
+        for i in 0..n {
+            charged_task(&app, c, &format!("tsk_{}_{i}", &c[4..]), 1_000_000).await;
+        }
+    }
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("report"), 7);
+    for c in [&paid, &voided, &written_off] {
+        assert_eq!(ledger(&app, c).await, 0, "reported is not yet earned");
+    }
+    // Two cards decline: their invoices stay open, then are given up on.
+    for c in [&voided, &written_off] {
+        let sc = j1msky_billing::usage::ensure_stripe_customer(&app.db, &stripe, c, app.now()).await.expect("sc");
+        control(&fake, &format!("customers/{sc}/card"), json!({"declines": true})).await;
+    }
+    // A row booked when reported, as older versions did: voiding must take it back out.
+    let (legacy,): (String,) =
+        sqlx::query_as("SELECT id FROM usage_charges WHERE customer_id = $1 ORDER BY id LIMIT 1")
+            .bind(&voided)
+            .fetch_one(app.db.pool())
+            .await
+            .expect("charge");
+    sqlx::query(
+        "INSERT INTO revenue_entries (id, source_id, kind, customer_id, amount_cents, currency, occurred_at, recorded_at)
+         VALUES ('rev_legacy', $1, 'usage_charge', $2, 100, 'usd', $3, $3)",
+    )
+    .bind(&legacy)
+    .bind(&voided)
+    .bind(app.now())
+    .execute(app.db.pool())
+    .await
+    .expect("legacy entry");
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-11", app.now()).await.expect("invoice"), 3);
+    settle(&app, &fake, &stripe).await;
+    assert_eq!(ledger(&app, &paid).await, 300, "paid: booked once, the invoice and its usage lines together");
+    let (invoice,): (String,) = sqlx::query_as("SELECT object_id FROM stripe_events WHERE type = 'invoice.paid'")
+        .fetch_one(app.db.pool())
+        .await
+        .expect("the paid invoice");
+    let paid_at = stripe.get(&format!("invoices/{invoice}"), &Value::Null).await.expect("invoice")
+        ["status_transitions"]["paid_at"]
+        .as_i64()
+        .expect("paid_at");
+    let dates: Vec<(i64,)> = sqlx::query_as("SELECT occurred_at FROM revenue_entries WHERE customer_id = $1")
+        .bind(&paid)
+        .fetch_all(app.db.pool())
+        .await
+        .expect("dates");
+    assert!(!dates.is_empty() && dates.iter().all(|d| d.0 == paid_at * 1_000_000), "dated when paid: {dates:?}");
+
+    let invoices: Vec<(String, String)> = sqlx::query_as(
+        "SELECT e.object_id, c.id FROM stripe_events e JOIN customers c ON e.payload LIKE '%' || c.stripe_customer_id || '%'
+         WHERE e.type = 'invoice.payment_failed' AND c.id IN ($1, $2)",
+    )
+    .bind(&voided)
+    .bind(&written_off)
+    .fetch_all(app.db.pool())
+    .await
+    .expect("open invoices");
+    assert_eq!(invoices.len(), 2);
+    for (invoice, c) in &invoices {
+        let action = if *c == voided { "void" } else { "uncollectible" };
+        control(&fake, &format!("invoices/{invoice}/{action}"), json!({})).await;
+    }
+    settle(&app, &fake, &stripe).await;
+    assert_eq!(ledger(&app, &voided).await, 0, "a voided invoice's usage is not revenue, even if booked before");
+    assert_eq!(ledger(&app, &written_off).await, 0);
+    // Nothing is left to invoice for them: Stripe closed those items with the invoice.
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-11", app.now()).await.expect("again"), 0);
+}
+
+#[tokio::test]
+async fn items_stripe_already_invoiced_are_recognised_rather_than_refused_every_month() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let id = customer(&app, "Upgraded").await;
+    charged_task(&app, &id, "tsk_upgraded", 2_000_000).await;
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("report"), 1);
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-10", app.now()).await.expect("invoice"), 1);
+    // A row from before invoices were recorded on our side: Stripe invoiced it, we don't know.
+    sqlx::query("UPDATE usage_charges SET stripe_invoice_id = NULL, invoice_status = NULL")
+        .execute(app.db.pool())
+        .await
+        .expect("forget");
+    // Stripe has nothing pending for them and refuses an empty invoice: that is no error,
+    // and what Stripe says invoiced the item is recorded.
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-11", app.now()).await.expect("nothing owed"), 0);
+    let (invoice,): (Option<String>,) =
+        sqlx::query_as("SELECT stripe_invoice_id FROM usage_charges WHERE task_id = 'tsk_upgraded'")
+            .fetch_one(app.db.pool())
+            .await
+            .expect("charge");
+    assert!(invoice.is_some_and(|i| i.starts_with("in_")));
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-12", app.now()).await.expect("later"), 0);
+    assert_eq!(fake_state(&fake).await["objects"]["invoice"], 1);
+}
