@@ -6,18 +6,22 @@
 //!
 //! - input tokens = 3 + Σ over messages (system included) of (4 + ⌈bytes / 4⌉);
 //! - output tokens = min(`max_tokens`, the configured answer length); one word per token,
-//!   the first word is always `[simulated]`.
+//!   the first word is `[simulated]` (unless scripted through `/_sim/answers`).
 //!
 //! Faults are injected three ways: the `x-sim-fault` request header, a script
 //! (`POST /_sim/faults`, consumed by the next matching requests) or a random rate per
 //! fault. Fault names: `429` (or `429:<retry-after secs>`), `529`, `503`, `500`, `400`,
 //! `401`, `timeout` (answer only after the configured hang), `drop` (the connection is cut
 //! mid-answer) and `garbage` (200 with an unreadable body). `GET /_sim/stats` counts what
-//! was served; `POST /_sim/reset` clears the script and the counts.
+//! was served; `POST /_sim/reset` clears the script and the counts. `POST /_sim/answers`
+//! scripts how the next answers start (see [`ScriptedAnswer`]).
 //!
 //! The fake Stripe lives in [`stripe`].
 
+mod answers;
 pub mod stripe;
+
+pub use answers::ScriptedAnswer;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -188,6 +192,7 @@ pub struct Stats {
 struct Sim {
     config: SimConfig,
     script: Mutex<VecDeque<(Fault, Option<String>, u32)>>,
+    answers: Mutex<VecDeque<ScriptedAnswer>>,
     stats: Mutex<Stats>,
     next_id: AtomicU64,
     /// The rate limit's bucket: tokens left and when it was last filled.
@@ -203,6 +208,7 @@ pub fn router(config: SimConfig) -> Router {
     let sim = Arc::new(Sim {
         config,
         script: Mutex::new(VecDeque::new()),
+        answers: Mutex::new(VecDeque::new()),
         bucket: Mutex::new(None),
         stats: Mutex::new(Stats::default()),
         next_id: AtomicU64::new(1),
@@ -212,6 +218,7 @@ pub fn router(config: SimConfig) -> Router {
         .route("/v1/models", get(openai_models))
         .route("/v1/messages", post(anthropic_messages))
         .route("/_sim/faults", post(add_faults).delete(clear_faults))
+        .route("/_sim/answers", post(answers::add_answers))
         .route("/_sim/stats", get(stats))
         .route("/_sim/reset", post(reset))
         .with_state(sim)
@@ -328,10 +335,10 @@ fn parse(format: Format, body: &Value) -> Result<Parsed, String> {
     })
 }
 
-fn words(n: u64) -> Vec<String> {
+fn words(n: u64, first: &str) -> Vec<String> {
     (0..n)
         .map(|i| {
-            let w = if i == 0 { "[simulated]" } else { WORDS[(i as usize - 1) % WORDS.len()] };
+            let w = if i == 0 { first } else { WORDS[(i as usize - 1) % WORDS.len()] };
             if i == 0 {
                 w.to_string()
             } else {
@@ -494,7 +501,8 @@ async fn handle(sim: Arc<Sim>, format: Format, headers: HeaderMap, body: Bytes) 
         stats.input_tokens += req.input_tokens;
         stats.output_tokens += out_tokens;
     }
-    let pieces = words(out_tokens);
+    let first = sim.take_prefix(&req.model).unwrap_or_else(|| "[simulated]".into());
+    let pieces = words(out_tokens, &first);
     let dropped = fault == Some(Fault::Drop);
     let chunks = match (format, req.stream) {
         (_, false) => {
@@ -711,6 +719,7 @@ async fn stats(State(sim): State<Arc<Sim>>) -> Json<Stats> {
 
 async fn reset(State(sim): State<Arc<Sim>>) -> StatusCode {
     lock(&sim.script).clear();
+    lock(&sim.answers).clear();
     *lock(&sim.stats) = Stats::default();
     StatusCode::NO_CONTENT
 }
@@ -743,6 +752,6 @@ mod tests {
         let missing = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
         assert!(parse(Format::Anthropic, &missing).is_err(), "Anthropic requires max_tokens");
         assert!(parse(Format::OpenAi, &missing).is_ok());
-        assert_eq!(words(3).concat(), "[simulated] lorem ipsum");
+        assert_eq!(words(3, "[simulated]").concat(), "[simulated] lorem ipsum");
     }
 }

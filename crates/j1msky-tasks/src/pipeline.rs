@@ -14,26 +14,55 @@ pub struct Done {
     pub output: String,
 }
 
-/// The index of the role that runs next, or None when the pipeline is complete. A
-/// reviewing role's `REVISE:` sends the work back to the role before it, once per task.
-pub fn next_role(team: &Team, done: &[Done]) -> Option<usize> {
+/// Where a task's pipeline stands given the steps already done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// The role at this index runs next.
+    Run(usize),
+    /// Every role has run and the last review (if any) passed.
+    Complete,
+    /// A reviewer rejected the work again after its one send-back: the work did not pass,
+    /// so the task must not end as a success with the review as its answer.
+    Rejected { role: String, review: String },
+}
+
+/// What runs next. A reviewing role's `REVISE:` sends the work back to the role before
+/// it, once per task; a second `REVISE:` rejects the task.
+pub fn next_role(team: &Team, done: &[Done]) -> Next {
     let mut idx = 0usize;
     let mut sent_back = false;
     for d in done {
-        let role = team.roles.get(idx)?;
+        let Some(role) = team.roles.get(idx) else { return Next::Complete };
         if role.role != d.role {
             // The catalogue changed under a running task: follow the stored steps by name.
-            idx = team.roles.iter().position(|r| r.role == d.role)?;
+            match team.roles.iter().position(|r| r.role == d.role) {
+                Some(i) => idx = i,
+                None => return Next::Complete,
+            }
         }
         let role = &team.roles[idx];
-        if role.reviews && !sent_back && idx > 0 && d.output.trim_start().starts_with(REVISE) {
+        let revise = role.reviews && idx > 0 && d.output.trim_start().starts_with(REVISE);
+        if revise && sent_back {
+            return Next::Rejected { role: d.role.clone(), review: d.output.clone() };
+        } else if revise {
             sent_back = true;
             idx -= 1;
         } else {
             idx += 1;
         }
     }
-    (idx < team.roles.len()).then_some(idx)
+    if idx < team.roles.len() {
+        Next::Run(idx)
+    } else {
+        Next::Complete
+    }
+}
+
+/// The task's answer: the output of the last role that produces work rather than
+/// reviewing it (a reviewer's approval is not the deliverable).
+pub fn result<'a>(team: &Team, done: &'a [Done]) -> Option<&'a str> {
+    let reviews = |d: &Done| team.roles.iter().any(|r| r.role == d.role && r.reviews);
+    done.iter().rev().find(|d| !reviews(d)).or(done.last()).map(|d| d.output.as_str())
 }
 
 /// Whether a reviewer sent the work back.
@@ -96,16 +125,20 @@ mod tests {
     }
 
     #[test]
-    fn roles_run_in_order_and_a_reviewer_sends_back_once() {
+    fn roles_run_in_order_and_a_reviewer_sends_back_once_then_rejects() {
         let t = team();
-        assert_eq!(next_role(&t, &[]), Some(0));
-        assert_eq!(next_role(&t, &[d("lead", "code")]), Some(1));
-        assert_eq!(next_role(&t, &[d("lead", "code"), d("review", "fine")]), None);
+        assert_eq!(next_role(&t, &[]), Next::Run(0));
+        assert_eq!(next_role(&t, &[d("lead", "code")]), Next::Run(1));
+        assert_eq!(next_role(&t, &[d("lead", "code"), d("review", "fine")]), Next::Complete);
         let back = [d("lead", "code"), d("review", "REVISE: fix the loop")];
-        assert_eq!(next_role(&t, &back), Some(0));
+        assert_eq!(next_role(&t, &back), Next::Run(0));
+        let passed = [d("lead", "code"), d("review", "REVISE: x"), d("lead", "code 2"), d("review", "ok")];
+        assert_eq!(next_role(&t, &passed), Next::Complete);
+        assert_eq!(result(&t, &passed), Some("code 2"), "the work, not the approval");
         let again = [d("lead", "code"), d("review", "REVISE: x"), d("lead", "code 2"), d("review", "REVISE: y")];
-        assert_eq!(next_role(&t, &again), None, "only one send-back");
+        assert_eq!(next_role(&t, &again), Next::Rejected { role: "review".into(), review: "REVISE: y".into() });
         assert!(was_sent_back(&t, &again));
         assert!(!was_sent_back(&t, &[d("lead", "REVISE: not a reviewer")]));
+        assert_eq!(next_role(&t, &[d("lead", "REVISE: not a reviewer")]), Next::Run(1));
     }
 }

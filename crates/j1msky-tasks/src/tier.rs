@@ -1,9 +1,13 @@
 //! Pay-per-task pricing tiers, decided from what the task actually took:
 //!
 //! - **complex**: a reviewer sent the work back, or the pipeline ran 4 steps or more, or
-//!   the steps used more than 6,000 tokens in all, or the task ran longer than 120 s;
+//!   the steps used more than 6,000 tokens in all, or their model time (how long the
+//!   answers that became steps took) exceeded 120 s;
 //! - **simple**: at most 2 steps and at most 1,500 tokens in all;
 //! - **medium**: everything between.
+//!
+//! Only the task's own work counts: time it spent queued behind a cap, a budget, a
+//! provider's rate limit, a back-off or a dead worker's lease is ours, not the customer's.
 //!
 //! The prices are the catalogue's `pay_per_task` table (`simple`, `medium`, `complex`).
 
@@ -17,12 +21,13 @@ pub struct Effort {
     pub steps: usize,
     pub tokens: i64,
     pub sent_back: bool,
-    pub running_micros: i64,
+    /// Model time of the stored steps: the latency of each step's answering call.
+    pub model_micros: i64,
 }
 
 /// The tier name for `effort`.
 pub fn tier(effort: Effort) -> &'static str {
-    if effort.sent_back || effort.steps >= 4 || effort.tokens > 6_000 || effort.running_micros > 120 * SECOND {
+    if effort.sent_back || effort.steps >= 4 || effort.tokens > 6_000 || effort.model_micros > 120 * SECOND {
         "complex"
     } else if effort.steps <= 2 && effort.tokens <= 1_500 {
         "simple"
@@ -41,7 +46,7 @@ mod tests {
     use super::*;
 
     fn e(steps: usize, tokens: i64, sent_back: bool, secs: i64) -> Effort {
-        Effort { steps, tokens, sent_back, running_micros: secs * SECOND }
+        Effort { steps, tokens, sent_back, model_micros: secs * SECOND }
     }
 
     #[test]
@@ -52,6 +57,7 @@ mod tests {
         assert_eq!(tier(e(2, 6_001, false, 10)), "complex");
         assert_eq!(tier(e(4, 100, false, 10)), "complex");
         assert_eq!(tier(e(2, 100, true, 10)), "complex");
+        assert_eq!(tier(e(1, 100, false, 120)), "simple");
         assert_eq!(tier(e(1, 100, false, 121)), "complex");
     }
 

@@ -78,7 +78,6 @@ struct Claim {
     prompt: String,
     attempt: i64,
     failures: i64,
-    started_at: i64,
 }
 
 /// One worker (cheap to clone; run many).
@@ -152,7 +151,7 @@ impl Worker {
                      (SELECT id FROM tasks WHERE state = 'queued' AND not_before <= $3
                       ORDER BY priority DESC, not_before, queued_at, id LIMIT 1 {lock}))
                AND {runnable}
-             RETURNING id, customer_id, team, category, title, prompt, attempts, failures, started_at"
+             RETURNING id, customer_id, team, category, title, prompt, attempts, failures"
         );
         let mut tx = self.db.begin().await?;
         let row = sqlx::query(&sql)
@@ -174,7 +173,6 @@ impl Worker {
             prompt: row.try_get(5)?,
             attempt: row.try_get(6)?,
             failures: row.try_get(7)?,
-            started_at: row.try_get(8)?,
         };
         let payload = serde_json::json!({"task_id": claim.id, "attempt": claim.attempt, "worker": self.owner});
         outbox::emit(&mut tx, self.db.backend(), "task.started", Some(&claim.customer_id), &payload, now).await?;
@@ -209,6 +207,17 @@ impl Worker {
             .map_err(Into::into)
     }
 
+    /// The model time of the task's stored steps: what the tier counts as its running
+    /// time, so waits between steps (caps, rate limits, expired leases) never count.
+    async fn model_micros(&self, task_id: &str) -> Result<i64, TaskError> {
+        let row =
+            sqlx::query("SELECT CAST(COALESCE(SUM(latency_micros), 0) AS BIGINT) FROM task_steps WHERE task_id = $1")
+                .bind(task_id)
+                .fetch_one(self.db.pool())
+                .await?;
+        Ok(row.try_get(0)?)
+    }
+
     async fn work(&self, c: &Claim) -> Result<Outcome, TaskError> {
         let Some(team) = self.catalogue.teams.get(&c.team) else {
             return self.fail(c, &format!("the team `{}` is no longer in the catalogue", c.team), true).await;
@@ -216,8 +225,13 @@ impl Worker {
         let mut done = self.steps_done(&c.id).await?;
         loop {
             let history: Vec<Done> = done.iter().map(|d| d.0.clone()).collect();
-            let Some(idx) = pipeline::next_role(team, &history) else {
-                return self.succeed(c, team, &done).await;
+            let idx = match pipeline::next_role(team, &history) {
+                pipeline::Next::Run(idx) => idx,
+                pipeline::Next::Complete => return self.succeed(c, team, &done).await,
+                pipeline::Next::Rejected { role, review } => {
+                    let error = format!("the {role} role rejected the revised work: {}", excerpt(&review));
+                    return self.fail(c, &error, true).await;
+                }
             };
             let role = &team.roles[idx];
             let system = match pipeline::system_prompt(&c.team, team, role, &c.title, &c.prompt, &c.category, &history)
@@ -252,7 +266,9 @@ impl Worker {
                 Err(e) => return self.after_error(c, e).await,
             };
             let output = completed.response.text.clone();
-            let latency: i64 = completed.attempts.iter().map(|a| a.latency_micros).sum();
+            // The step's model time is its answer's latency: failed attempts and the
+            // back-off between them are our provider's trouble, not the task's work.
+            let latency: i64 = completed.attempts.iter().filter(|a| a.outcome == "ok").map(|a| a.latency_micros).sum();
             let tokens = (completed.response.usage.input_tokens + completed.response.usage.output_tokens) as i64;
             let now = self.clock.now_micros();
             let mut tx = self.db.begin().await?;
@@ -415,7 +431,7 @@ impl Worker {
             steps: done.len(),
             tokens: done.iter().map(|d| d.2).sum(),
             sent_back: pipeline::was_sent_back(team, &history),
-            running_micros: now - c.started_at,
+            model_micros: self.model_micros(&c.id).await?,
         };
         let tier = tier::tier(effort);
         let plan: Option<String> = sqlx::query("SELECT plan FROM customers WHERE id = $1")
@@ -425,7 +441,7 @@ impl Worker {
             .try_get(0)?;
         // Customers without a subscription plan pay per task.
         let charge = plan.is_none().then(|| tier::price(&self.catalogue, tier).micros());
-        let result = history.last().map(|d| d.output.clone()).unwrap_or_default();
+        let result = pipeline::result(team, &history).unwrap_or_default();
         let mut tx = self.db.begin().await?;
         let updated = sqlx::query(&format!(
             "UPDATE tasks SET state = 'succeeded', result = $4, cost_micros = $5, tier = $6, charge_micros = $7,
@@ -435,7 +451,7 @@ impl Worker {
         .bind(&c.id)
         .bind(&self.owner)
         .bind(c.attempt)
-        .bind(&result)
+        .bind(result)
         .bind(cost)
         .bind(tier)
         .bind(charge)
@@ -467,5 +483,15 @@ impl Worker {
         outbox::emit(&mut tx, self.db.backend(), "task.succeeded", Some(&c.customer_id), &payload, now).await?;
         tx.commit().await?;
         Ok(Outcome::Succeeded)
+    }
+}
+
+/// The start of a review, enough for an error message.
+fn excerpt(text: &str) -> String {
+    const MAX: usize = 300;
+    let text = text.trim();
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
     }
 }

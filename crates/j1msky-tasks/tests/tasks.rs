@@ -138,7 +138,7 @@ async fn a_task_runs_through_its_team_and_its_cost_and_events_are_kept() {
     assert_eq!(roles, vec![("lead", "kimi-k2.5"), ("review", "claude-sonnet")]);
     assert!(detail.steps.iter().all(|s| s.cost_micros > 0 && s.output.starts_with("[simulated]")));
     assert_eq!(detail.task.cost_micros, detail.steps.iter().map(|s| s.cost_micros).sum::<i64>());
-    assert_eq!(detail.task.result.as_deref(), Some(detail.steps[1].output.as_str()));
+    assert_eq!(detail.task.result.as_deref(), Some(detail.steps[0].output.as_str()), "the work, not the review");
     assert_eq!(detail.task.tier.as_deref(), Some("simple"));
     assert_eq!(detail.task.charge_micros, None, "a subscriber is not charged per task");
     assert!(detail.task.started_at.is_some() && detail.task.finished_at.is_some());

@@ -1,0 +1,209 @@
+//! What a finished task is charged and what it hands back: the pay-per-task tier comes
+//! from the task's own work (its steps), never from how long it waited for a cap, a
+//! provider's rate limit or an expired lease; a reviewer's second rejection fails the
+//! task, uncharged; the result is the work, not the review. End to end on the engine
+//! the test run selects, over loopback to the simulated provider, with a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use j1msky_accounts::customers::{self, NewCustomer};
+use j1msky_accounts::Actor;
+use j1msky_core::catalogue::{Catalogue, SHIPPED};
+use j1msky_core::vocab::Stage;
+use j1msky_core::{Clock, ManualClock};
+use j1msky_db::testing::TestDb;
+use j1msky_gateway::{Gateway, ProviderOverride, RetryPolicy};
+use j1msky_sim::SimConfig;
+use j1msky_tasks::worker::Outcome;
+use j1msky_tasks::{NewTask, TaskDetail, TaskState, Worker, WorkerConfig};
+
+const T0: i64 = 1_795_000_000_000_000;
+const HOUR: i64 = 3600;
+/// The reviewer's upstream model in the shipped catalogue.
+const REVIEWER: &str = "claude-sonnet-4-5";
+
+struct Env {
+    t: TestDb,
+    catalogue: Arc<Catalogue>,
+    clock: ManualClock,
+    gateway: Arc<Gateway>,
+    sim: j1msky_sim::Running,
+}
+
+async fn env(sim: SimConfig) -> Env {
+    let t = TestDb::new().await;
+    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).expect("catalogue"));
+    let clock = ManualClock::new(T0);
+    let sim = j1msky_sim::spawn(sim).await.expect("sim");
+    let gateway = Gateway::new(
+        t.db.clone(),
+        catalogue.clone(),
+        Arc::new(clock.clone()),
+        &ProviderOverride::all_to(&catalogue, &sim.openai_base(), &sim.anthropic_base(), "k"),
+        j1msky_gateway::providers::Timeouts { connect: Duration::from_secs(2), request: Duration::from_secs(5) },
+        RetryPolicy {
+            retries_per_model: 1,
+            base_backoff: Duration::from_millis(1),
+            max_wait: Duration::from_millis(50),
+        },
+    )
+    .default_limits()
+    .expect("limits");
+    Env { t, catalogue, clock, gateway: Arc::new(gateway), sim }
+}
+
+impl Env {
+    fn worker(&self, name: &str) -> Worker {
+        let config = WorkerConfig { lease: Duration::from_secs(30), ..WorkerConfig::default() };
+        Worker::new(
+            self.t.db.clone(),
+            self.catalogue.clone(),
+            self.gateway.clone(),
+            Arc::new(self.clock.clone()),
+            name,
+            config,
+        )
+    }
+
+    /// A customer without a subscription: pays per task.
+    async fn walk_in(&self) -> String {
+        let input = NewCustomer { name: "Walk-in".into(), stage: Some(Stage::Active), ..NewCustomer::default() };
+        customers::create(&self.t.db, &self.catalogue, &Actor::cli(), input, self.clock.now_micros())
+            .await
+            .expect("customer")
+            .id
+    }
+
+    async fn submit(&self, customer: &str, team: &str, prompt: &str) -> String {
+        let input = NewTask { team: team.into(), prompt: Some(prompt.into()), ..NewTask::default() };
+        j1msky_tasks::submit(&self.t.db, &self.catalogue, customer, &input, None, self.clock.now_micros())
+            .await
+            .expect("submit")
+            .task
+            .id
+    }
+
+    async fn run(&self) -> Outcome {
+        self.worker("w").run_once().await.expect("run").expect("a task").1
+    }
+
+    async fn detail(&self, id: &str) -> TaskDetail {
+        j1msky_tasks::get(&self.t.db, id, None).await.expect("task")
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(self.t.db.pool()).await.expect(sql);
+        n
+    }
+
+    async fn sim_post(&self, path: &str, body: serde_json::Value) {
+        let url = format!("http://{}{path}", self.sim.addr);
+        let r = reqwest::Client::new().post(url).json(&body).send().await.expect(path);
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+
+    async fn cap_customer(&self, customer: &str, cap: Option<i64>) {
+        let scope = format!("customer:{customer}");
+        j1msky_gateway::controls::set_cap(&self.t.db, &Actor::cli(), &scope, cap, self.clock.now_micros())
+            .await
+            .expect("cap");
+        self.gateway.controls_changed();
+    }
+}
+
+#[tokio::test]
+async fn a_task_held_by_a_cap_and_a_provider_rate_limit_is_charged_the_tier_its_steps_earn() {
+    let e = env(SimConfig::default()).await;
+    let payg = e.walk_in().await;
+    let id = e.submit(&payg, "code", "Add a --verbose flag").await;
+
+    // An hour held by the customer's cap...
+    e.cap_customer(&payg, Some(0)).await;
+    assert!(matches!(e.run().await, Outcome::Waiting { .. }));
+    e.clock.advance_secs(HOUR);
+    e.cap_customer(&payg, None).await;
+    // ...then ten minutes of the provider answering 429 (the lead's model has no fallback).
+    e.sim_post("/_sim/faults", serde_json::json!({"fault": "429:600", "model": "kimi-k2.5", "times": 5})).await;
+    assert!(matches!(e.run().await, Outcome::Waiting { .. }));
+    e.sim_post("/_sim/reset", serde_json::json!({})).await;
+    e.clock.advance_secs(601);
+    assert_eq!(e.run().await, Outcome::Succeeded);
+
+    let d = e.detail(&id).await;
+    assert_eq!(d.steps.len(), 2);
+    let tokens: i64 = d.steps.iter().map(|s| s.input_tokens + s.output_tokens).sum();
+    assert!(tokens <= 1_500, "the steps are simple work: {tokens} tokens");
+    assert!(d.task.finished_at.unwrap_or(0) - d.task.started_at.unwrap_or(0) > HOUR * 1_000_000, "it did wait");
+    let simple = j1msky_tasks::tier::price(&e.catalogue, "simple").micros();
+    assert_eq!((d.task.tier.as_deref(), d.task.charge_micros), (Some("simple"), Some(simple)));
+    let charged = e.count("SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) FROM usage_charges").await;
+    assert_eq!(charged, simple, "the usage charge is the tier's price");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_re_claimed_after_an_expired_lease_is_charged_the_tier_its_steps_earn() {
+    let e = env(SimConfig { latency: Duration::from_millis(300), ..SimConfig::default() }).await;
+    let payg = e.walk_in().await;
+    let id = e.submit(&payg, "code", "Write the importer").await;
+    let doomed = e.worker("doomed");
+    let running = tokio::spawn(async move { doomed.run_once().await });
+    // The worker dies while its second step's model call is in flight.
+    for _ in 0..500 {
+        if e.count("SELECT COUNT(*) FROM task_steps").await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    running.abort();
+    let _ = running.await;
+    // Nobody notices for two hours.
+    e.clock.advance_secs(2 * HOUR);
+    assert_eq!(e.run().await, Outcome::Succeeded);
+    let d = e.detail(&id).await;
+    assert_eq!((d.task.attempts, d.steps.len()), (2, 2));
+    let simple = j1msky_tasks::tier::price(&e.catalogue, "simple").micros();
+    assert_eq!((d.task.tier.as_deref(), d.task.charge_micros), (Some("simple"), Some(simple)));
+}
+
+#[tokio::test]
+async fn a_second_reviewer_rejection_fails_the_task_uncharged() {
+    let e = env(SimConfig::default()).await;
+    let payg = e.walk_in().await;
+    let id = e.submit(&payg, "code", "Fix the date parser").await;
+    e.sim_post("/_sim/answers", serde_json::json!({"prefix": "REVISE:", "model": REVIEWER, "times": 2})).await;
+
+    let outcome = e.run().await;
+    assert!(matches!(&outcome, Outcome::Failed { error } if error.contains("review")), "{outcome:?}");
+    let d = e.detail(&id).await;
+    let roles: Vec<&str> = d.steps.iter().map(|s| s.role.as_str()).collect();
+    assert_eq!(roles, vec!["lead", "review", "lead", "review"], "one send-back, then the second rejection");
+    assert_eq!(d.task.state, TaskState::Failed);
+    let error = d.task.error.as_deref().unwrap_or("");
+    assert!(error.contains("rejected") && error.contains("review"), "the error says what happened: {error}");
+    assert_eq!(d.task.result, None, "a rejected review is not a result");
+    assert_eq!(d.task.charge_micros, None);
+    assert_eq!(e.count("SELECT COUNT(*) FROM usage_charges").await, 0, "a failed task is never charged");
+    assert_eq!(e.count("SELECT COUNT(*) FROM events WHERE kind = 'task.failed'").await, 1);
+    assert_eq!(e.count("SELECT COUNT(*) FROM events WHERE kind = 'task.succeeded'").await, 0);
+    assert!(e.worker("w").run_once().await.expect("run").is_none(), "it is not retried");
+}
+
+#[tokio::test]
+async fn a_task_s_result_is_the_last_producing_role_s_output_not_the_review() {
+    let e = env(SimConfig::default()).await;
+    let payg = e.walk_in().await;
+    let id = e.submit(&payg, "code", "Fix the date parser").await;
+    e.sim_post("/_sim/answers", serde_json::json!({"prefix": "REVISE:", "model": REVIEWER, "times": 1})).await;
+    e.sim_post("/_sim/answers", serde_json::json!({"prefix": "Approved:", "model": REVIEWER, "times": 1})).await;
+
+    assert_eq!(e.run().await, Outcome::Succeeded);
+    let d = e.detail(&id).await;
+    let roles: Vec<&str> = d.steps.iter().map(|s| s.role.as_str()).collect();
+    assert_eq!(roles, vec!["lead", "review", "lead", "review"]);
+    assert!(d.steps[3].output.starts_with("Approved:"), "{}", d.steps[3].output);
+    assert_eq!(d.task.result.as_deref(), Some(d.steps[2].output.as_str()), "the lead's revised work");
+    // Sent back once: complex work, charged as such.
+    let complex = j1msky_tasks::tier::price(&e.catalogue, "complex").micros();
+    assert_eq!((d.task.tier.as_deref(), d.task.charge_micros), (Some("complex"), Some(complex)));
+}
