@@ -203,6 +203,7 @@ pub async fn serve_on(
         gateway.default_limits().map_err(|e| Failure { code: crate::EXIT_INVALID, error: e.into() })?
     });
     tracing::info!(in_process = gateway.limits_in_process(), "caps and budgets");
+    take_back_abandoned_tasks(&gateway, &db, clock.now_micros()).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = spawn_workers(&db, &catalogue, &gateway, &clock, options.workers, Default::default(), &stopped);
     let mut state = AppState::new(db.clone(), catalogue.clone(), clock.clone(), config).with_gateway(gateway.clone());
@@ -240,6 +241,15 @@ pub async fn serve_on(
     tracing::info!("in-flight requests finished; writing the last ledger rows and closing the database");
     gateway.flush().await;
     db.close().await;
+    Ok(())
+}
+
+/// Holding a SQLite database's limits means no other process runs on it: a task still
+/// running was left by one that died (kill -9, power loss), so it is taken back now.
+pub async fn take_back_abandoned_tasks(gateway: &j1msky_gateway::Gateway, db: &Db, now: i64) -> Result<(), Failure> {
+    if gateway.limits_in_process() {
+        j1msky_tasks::reclaim::reclaim_abandoned(db, now).await.context("cannot take back abandoned tasks")?;
+    }
     Ok(())
 }
 

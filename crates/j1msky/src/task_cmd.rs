@@ -231,6 +231,7 @@ pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
         .default_limits()
         .map_err(|e| Failure { code: EXIT_INVALID, error: e.into() })?,
     );
+    crate::serve::take_back_abandoned_tasks(&gateway, &db, clock.now_micros()).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let config = j1msky_tasks::WorkerConfig {
         lease: std::time::Duration::from_secs(args.lease_secs),
