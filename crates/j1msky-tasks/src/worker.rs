@@ -332,6 +332,7 @@ impl Worker {
             GatewayError::Limit(LimitError::Budget { scope, retry_after_secs, .. }) => {
                 wait((*retry_after_secs).min(3600), format!("budget exhausted for {scope}"))
             }
+            GatewayError::Limit(LimitError::Backlog { .. }) => wait(5, "the cost ledger is not being written".into()),
             GatewayError::Upstream(UpstreamError::RateLimited { retry_after_secs }) => {
                 wait(retry_after_secs.unwrap_or(5), "the provider is rate limiting".into())
             }

@@ -81,6 +81,8 @@ async fn count(db: &j1msky_db::Db, sql: &str) -> i64 {
 #[derive(Default)]
 struct Seen {
     answered: HashSet<String>,
+    /// Calls refused because the customer's budget was spent.
+    over_budget: usize,
 }
 
 async fn api_load(base: String, key: String, seen: Arc<Mutex<Seen>>, stop: Arc<std::sync::atomic::AtomicBool>) {
@@ -99,7 +101,12 @@ async fn api_load(base: String, key: String, seen: Arc<Mutex<Seen>>, stop: Arc<s
                     seen.lock().expect("seen").answered.insert(id.to_string());
                 }
             }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Ok(r) => {
+                if r.status() == reqwest::StatusCode::PAYMENT_REQUIRED {
+                    seen.lock().expect("seen").over_budget += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
             Err(_) => return,
         }
     }
@@ -151,8 +158,16 @@ async fn kill_9_under_mixed_load_ten_times_loses_no_step_ledger_and_overspends_n
         .as_str()
         .expect("secret")
         .to_string();
-    let budget_micros: i64 = 60_000;
-    env.json(&["gateway", "customer-budget", &api_id, "0.06"]);
+    // A second API customer whose small monthly budget the load spends within the first
+    // crashes, to see that no restart lets it be overspent.
+    let capped = env.json(&["customer", "add", "--name", "Capped Co", "--stage", "active", "--plan", "pro"]);
+    let capped_id = capped["customer"]["id"].as_str().expect("id").to_string();
+    let capped_key = env.json(&["key", "create", "--customer", &capped_id, "--name", "load"])["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let budget_micros: i64 = 2_000;
+    env.json(&["gateway", "customer-budget", &capped_id, "0.002"]);
     let walk_in = env.json(&["customer", "add", "--name", "Walk-in", "--stage", "active"]);
     let walk_in_id = walk_in["customer"]["id"].as_str().expect("id").to_string();
     let task_key = env.json(&["key", "create", "--customer", &walk_in_id, "--name", "tasks"])["secret"]
@@ -188,8 +203,8 @@ async fn kill_9_under_mixed_load_ten_times_loses_no_step_ledger_and_overspends_n
         }
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut load = Vec::new();
-        for _ in 0..3 {
-            load.push(tokio::spawn(api_load(base.clone(), api_key.clone(), seen.clone(), stop.clone())));
+        for key in [&api_key, &api_key, &capped_key] {
+            load.push(tokio::spawn(api_load(base.clone(), key.clone(), seen.clone(), stop.clone())));
         }
         load.push(tokio::spawn(task_load(base.clone(), task_key.clone(), stop.clone(), 6)));
         // Kill once steps are being written, with calls and steps in flight.
@@ -233,11 +248,14 @@ async fn kill_9_under_mixed_load_ten_times_loses_no_step_ledger_and_overspends_n
         let api_spent = count(
             &db,
             &format!(
-                "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = '{api_id}'"
+                "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = '{capped_id}'"
             ),
         )
         .await;
-        assert!(api_spent <= budget_micros, "crash {crash}: the API customer's ledger {api_spent} > {budget_micros}");
+        assert!(
+            api_spent <= budget_micros,
+            "crash {crash}: the capped customer's ledger {api_spent} > {budget_micros}"
+        );
 
         // API calls answered 200 whose ledger row is missing: lost in this crash.
         let ledgered: Vec<(String,)> =
@@ -268,13 +286,15 @@ async fn kill_9_under_mixed_load_ten_times_loses_no_step_ledger_and_overspends_n
     let mut child = child;
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     assert!(child.wait().expect("wait").success());
+    assert!(seen.lock().expect("seen").over_budget > 0, "the load reached the API customer's budget");
     let steps = count(&db, "SELECT COUNT(*) FROM task_steps").await;
     assert!(steps >= CRASHES as i64 * 3, "the load wrote steps: {steps}");
     if sqlite {
         let (spent, reserved): (i64, i64) = sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(spent_micros), 0) AS BIGINT), CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT)
-             FROM budget_windows WHERE scope LIKE 'customer:%'",
+             FROM budget_windows WHERE scope LIKE 'customer:' || $1 || ':%'",
         )
+        .bind(&capped_id)
         .fetch_one(db.pool())
         .await
         .expect("budget");
