@@ -78,6 +78,24 @@ pub async fn provider_auth_failed(gw: &Gateway, provider: &str) {
     }
 }
 
+/// The ledger writer cannot commit and calls are being refused: the operator must look
+/// at the database (one alert per hour). Recording it may fail for the same reason; that
+/// is logged.
+pub async fn ledger_backlog(gw: &Gateway, unflushed: usize) {
+    let now = gw.clock.now_micros();
+    let (hour, _) = limits::hour_window(now);
+    let id = format!("alr_ledger_backlog_{hour}");
+    let message = format!(
+        "the cost ledger cannot be written ({unflushed} rows waiting); model calls are refused until the database \
+         accepts them"
+    );
+    let payload = serde_json::json!({"unflushed": unflushed});
+    tracing::error!(unflushed, "ledger backlog: refusing model calls");
+    if let Err(e) = raise(gw, &id, "ledger_backlog", &message, "ledger.backlog", &payload, now).await {
+        tracing::error!(error = %e, "could not record the ledger backlog alert");
+    }
+}
+
 /// Records alert `id` once (later calls with the same id do nothing) and, the first time,
 /// emits `event` in the same transaction. True when the alert is new.
 async fn raise(

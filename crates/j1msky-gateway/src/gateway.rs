@@ -111,6 +111,8 @@ pub struct Gateway {
     /// Alerts known to be recorded already, so a crossed level is not re-inserted on
     /// every call.
     pub(crate) raised: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Names this gateway's reservations in the database (one per process).
+    owner: String,
 }
 
 impl Gateway {
@@ -147,15 +149,31 @@ impl Gateway {
             in_process: None,
             terms: TermsCache::default(),
             raised: Default::default(),
+            owner: format!("{}-{}", std::process::id(), j1msky_core::ids::new_id("gw")),
         }
     }
 
     /// Holds caps and budgets in this process's memory and persists them, with the
     /// ledger, by group commit ([`crate::inprocess`]): the embedded default. Fails when
     /// another process already holds this database's limits.
-    pub fn in_process_limits(mut self) -> Result<Gateway, GatewayError> {
-        self.in_process = Some(InProcess::open(&self.db)?);
+    pub fn in_process_limits(self) -> Result<Gateway, GatewayError> {
+        self.in_process_limits_bounded(crate::inprocess::MAX_UNFLUSHED)
+    }
+
+    /// As [`Gateway::in_process_limits`], refusing calls while more than `max_unflushed`
+    /// ledger rows wait for the database.
+    pub fn in_process_limits_bounded(mut self, max_unflushed: usize) -> Result<Gateway, GatewayError> {
+        self.in_process = Some(InProcess::open_bounded(&self.db, max_unflushed)?);
         Ok(self)
+    }
+
+    /// Releases the database reservations of processes that died (nothing to do when
+    /// limits are held in memory); returns how many were released.
+    pub async fn release_expired_reservations(&self) -> Result<u64, GatewayError> {
+        if self.in_process.is_some() {
+            return Ok(0);
+        }
+        Ok(limits::release_expired(&self.db, self.clock.now_micros()).await?)
     }
 
     /// The limits a deployment on this database should use: in memory for SQLite (one
@@ -289,10 +307,14 @@ impl Gateway {
             .map(|m| policy::max_cost(&self.catalogue, m, input, req.max_tokens))
             .max()
             .unwrap_or(Money::ZERO);
-        let reservation = match &self.in_process {
-            Some(ip) => ip.admit(&self.db, &caps, &budgets, amount, now).await?,
-            None => limits::admit(&self.db, &caps, &budgets, amount, now).await?,
+        let admitted = match &self.in_process {
+            Some(ip) => ip.admit(&self.db, &caps, &budgets, amount, now).await,
+            None => limits::admit(&self.db, &caps, &budgets, amount, now, &self.owner).await,
         };
+        if let Err(limits::LimitError::Backlog { unflushed }) = &admitted {
+            escalation::ledger_backlog(self, *unflushed).await;
+        }
+        let reservation = admitted?;
         Ok((route, reservation))
     }
 

@@ -8,12 +8,17 @@
 //! hold a database's limits in memory: [`InProcess::open`] takes an exclusive lock on
 //! `<database>.limits.lock`, and a second process is told to use shared limits.
 //!
-//! Durability: a crash loses at most the rows of the last [`FLUSH_INTERVAL`] plus one
-//! commit (well under 100 ms): ledger rows with their spend and the hourly counts, the
-//! two always together (one transaction per batch). Held reservations live only in
-//! memory; a crash releases them, which is what they are for.
+//! Durability: a crash loses at most the ledger rows of the calls in flight and of those
+//! settled in the last [`FLUSH_INTERVAL`] plus one commit (ledger rows with their spend
+//! and the hourly counts, always together: one transaction per batch). When commits
+//! fail, rows wait in memory; past [`MAX_UNFLUSHED`] of them no call is admitted (and
+//! the operator is alerted) until the database takes them, so the loss stays bounded.
+//! Each commit also persists the reservations held, as `reserved_micros`: after a crash
+//! the next process counts what was held as spent until the window ends, so calls that
+//! were in flight (or settled but not yet persisted) can never let a budget be overspent.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,6 +33,9 @@ use crate::GatewayError;
 
 /// How long the writer gathers rows before committing them.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Ledger rows settled but not yet committed beyond which calls are refused.
+pub const MAX_UNFLUSHED: usize = 1000;
 
 /// A budget window as this process sees it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,10 +53,13 @@ struct State {
     budgets: HashMap<(String, i64), Window>,
 }
 
+/// One budget window's change: (scope, window start, cap, spent, reserved), in micros.
+type BudgetChange = (String, i64, i64, i64, i64);
+
 /// What the writer persists.
 enum Op {
-    Used { scope: String, window: i64 },
-    Settled { spent: Vec<(String, i64, i64, i64)>, attempts: Vec<Attempt> },
+    Admitted { used: Vec<(String, i64)>, reserved: Vec<BudgetChange> },
+    Settled { budgets: Vec<BudgetChange>, attempts: Vec<Attempt> },
     Flush(oneshot::Sender<()>),
 }
 
@@ -56,6 +67,9 @@ enum Op {
 pub struct InProcess {
     state: Mutex<State>,
     writer: mpsc::UnboundedSender<Op>,
+    /// Ledger rows handed to the writer and not yet committed.
+    unflushed: Arc<AtomicUsize>,
+    max_unflushed: usize,
     /// Held for the life of the process: the exclusive claim on this database's limits.
     _lock: Option<std::fs::File>,
 }
@@ -63,6 +77,11 @@ pub struct InProcess {
 impl InProcess {
     /// Claims `db`'s limits for this process and starts the writer.
     pub fn open(db: &Db) -> Result<Arc<InProcess>, GatewayError> {
+        InProcess::open_bounded(db, MAX_UNFLUSHED)
+    }
+
+    /// As [`InProcess::open`], refusing calls past `max_unflushed` uncommitted ledger rows.
+    pub fn open_bounded(db: &Db, max_unflushed: usize) -> Result<Arc<InProcess>, GatewayError> {
         let lock = match db.sqlite_file() {
             Some(file) => {
                 let mut path = file.as_os_str().to_owned();
@@ -91,8 +110,15 @@ impl InProcess {
             None => None,
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(db.clone(), rx));
-        Ok(Arc::new(InProcess { state: Mutex::new(State::default()), writer: tx, _lock: lock }))
+        let unflushed = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(write_loop(db.clone(), rx, unflushed.clone()));
+        Ok(Arc::new(InProcess {
+            state: Mutex::new(State::default()),
+            writer: tx,
+            unflushed,
+            max_unflushed,
+            _lock: lock,
+        }))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -111,6 +137,10 @@ impl InProcess {
         now: i64,
     ) -> Result<Reservation, LimitError> {
         let (window, window_end) = limits::hour_window(now);
+        let unflushed = self.unflushed.load(Ordering::SeqCst);
+        if unflushed >= self.max_unflushed {
+            return Err(LimitError::Backlog { unflushed });
+        }
         self.load(db, caps, budgets, window).await?;
         let retry_after_secs = ((window_end - now).max(0) as u64).div_ceil(SECOND as u64);
         let mut st = self.state();
@@ -138,17 +168,23 @@ impl InProcess {
                 c.1 += 1;
             }
         }
+        let mut reserved = Vec::with_capacity(budgets.len());
         for b in budgets {
             if let Some(w) = st.budgets.get_mut(&(b.scope.clone(), b.window_start)) {
                 w.cap = b.cap.micros();
                 w.reserved += amount.micros();
+                reserved.push((b.scope.clone(), b.window_start, w.cap, 0, amount.micros()));
             }
         }
+        // Sent under the lock, so the writer sees every window's changes in the order
+        // they were made, and a reservation always before its settlement.
+        self.send(Op::Admitted { used: caps.iter().map(|c| (c.scope.clone(), window)).collect(), reserved });
         drop(st);
-        for cap in caps {
-            self.send(Op::Used { scope: cap.scope.clone(), window });
-        }
-        Ok(Reservation { budgets: budgets.iter().map(|b| (b.scope.clone(), b.window_start)).collect(), amount })
+        Ok(Reservation {
+            id: String::new(),
+            budgets: budgets.iter().map(|b| (b.scope.clone(), b.window_start)).collect(),
+            amount,
+        })
     }
 
     /// Makes sure every scope of this request is in memory, read from the database the
@@ -170,14 +206,16 @@ impl InProcess {
             }
         }
         for b in missing_budgets {
-            let (spent, _) = limits::budget_state(db, &b.scope, b.window_start).await?;
+            // What a process that died still held is counted as spent: its calls may
+            // have been made and paid for without their settlement reaching the database.
+            let (spent, held) = limits::budget_state(db, &b.scope, b.window_start).await?;
             let mut st = self.state();
             // Windows over for a day are dropped as new ones arrive; none holds a reservation.
             st.budgets.retain(|_, w| w.end + 24 * 3600 * SECOND > b.window_start || w.reserved > 0);
             st.budgets.entry((b.scope.clone(), b.window_start)).or_insert(Window {
                 cap: b.cap.micros(),
                 reserved: 0,
-                spent: spent.micros(),
+                spent: spent.micros().saturating_add(held.micros()),
                 end: b.window_end,
             });
         }
@@ -186,17 +224,17 @@ impl InProcess {
 
     /// Turns a reservation into spend and hands the ledger rows to the writer.
     pub fn settle(&self, r: &Reservation, actual: Money, attempts: &[Attempt]) {
-        let mut spent = Vec::with_capacity(r.budgets.len());
-        {
-            let mut st = self.state();
-            for (scope, window_start) in &r.budgets {
-                let w = st.budgets.entry((scope.clone(), *window_start)).or_default();
-                w.reserved = (w.reserved - r.amount.micros()).max(0);
-                w.spent += actual.micros();
-                spent.push((scope.clone(), *window_start, w.cap, actual.micros()));
-            }
+        let mut budgets = Vec::with_capacity(r.budgets.len());
+        let mut st = self.state();
+        for (scope, window_start) in &r.budgets {
+            let w = st.budgets.entry((scope.clone(), *window_start)).or_default();
+            w.reserved = (w.reserved - r.amount.micros()).max(0);
+            w.spent += actual.micros();
+            budgets.push((scope.clone(), *window_start, w.cap, actual.micros(), -r.amount.micros()));
         }
-        self.send(Op::Settled { spent, attempts: attempts.to_vec() });
+        self.unflushed.fetch_add(attempts.len(), Ordering::SeqCst);
+        self.send(Op::Settled { budgets, attempts: attempts.to_vec() });
+        drop(st);
     }
 
     /// Spend (settled) in a budget window, as this process knows it.
@@ -207,6 +245,11 @@ impl InProcess {
     /// Reserved (not yet settled) in a budget window.
     pub fn reserved(&self, scope: &str, window_start: i64) -> Option<Money> {
         self.state().budgets.get(&(scope.to_string(), window_start)).map(|w| Money::from_micros(w.reserved))
+    }
+
+    /// Ledger rows settled in memory and not yet committed.
+    pub fn unflushed(&self) -> usize {
+        self.unflushed.load(Ordering::SeqCst)
     }
 
     /// Everything reserved and not yet settled.
@@ -232,21 +275,26 @@ impl InProcess {
 #[derive(Default)]
 struct Batch {
     used: HashMap<(String, i64), i64>,
-    spent: HashMap<(String, i64), (i64, i64)>,
+    /// Per window: (cap, spent delta, reserved delta).
+    budgets: HashMap<(String, i64), (i64, i64, i64)>,
     attempts: Vec<Attempt>,
     seen: HashSet<(String, i64)>,
+    /// Attempts received (before de-duplication), to count down the unflushed rows.
+    received: usize,
 }
 
 impl Batch {
     fn add(&mut self, op: Op, waiters: &mut Vec<oneshot::Sender<()>>) {
         match op {
-            Op::Used { scope, window } => *self.used.entry((scope, window)).or_default() += 1,
-            Op::Settled { spent, attempts } => {
-                for (scope, window, cap, amount) in spent {
-                    let e = self.spent.entry((scope, window)).or_default();
-                    e.0 = cap;
-                    e.1 += amount;
+            Op::Admitted { used, reserved } => {
+                for key in used {
+                    *self.used.entry(key).or_default() += 1;
                 }
+                self.add_budgets(reserved);
+            }
+            Op::Settled { budgets, attempts } => {
+                self.add_budgets(budgets);
+                self.received += attempts.len();
                 for a in attempts {
                     // A replayed settlement of the same attempt counts once, as in the table.
                     if self.seen.insert((a.request_id.clone(), a.attempt)) {
@@ -258,12 +306,21 @@ impl Batch {
         }
     }
 
+    fn add_budgets(&mut self, changes: Vec<BudgetChange>) {
+        for (scope, window, cap, spent, reserved) in changes {
+            let e = self.budgets.entry((scope, window)).or_default();
+            e.0 = cap;
+            e.1 += spent;
+            e.2 += reserved;
+        }
+    }
+
     fn is_empty(&self) -> bool {
-        self.used.is_empty() && self.spent.is_empty() && self.attempts.is_empty()
+        self.used.is_empty() && self.budgets.is_empty() && self.attempts.is_empty()
     }
 }
 
-async fn write_loop(db: Db, mut rx: mpsc::UnboundedReceiver<Op>) {
+async fn write_loop(db: Db, mut rx: mpsc::UnboundedReceiver<Op>, unflushed: Arc<AtomicUsize>) {
     let mut batch = Batch::default();
     let mut waiters = Vec::new();
     loop {
@@ -280,16 +337,16 @@ async fn write_loop(db: Db, mut rx: mpsc::UnboundedReceiver<Op>) {
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        commit_with_retry(&db, &mut batch).await;
+        commit_with_retry(&db, &mut batch, &unflushed).await;
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
     }
-    commit_with_retry(&db, &mut batch).await;
+    commit_with_retry(&db, &mut batch, &unflushed).await;
 }
 
 /// Commits the batch, retrying a failed commit (the rows are kept, never dropped).
-async fn commit_with_retry(db: &Db, batch: &mut Batch) {
+async fn commit_with_retry(db: &Db, batch: &mut Batch, unflushed: &AtomicUsize) {
     if batch.is_empty() {
         return;
     }
@@ -297,6 +354,7 @@ async fn commit_with_retry(db: &Db, batch: &mut Batch) {
     loop {
         match commit(db, batch).await {
             Ok(()) => {
+                unflushed.fetch_sub(batch.received, Ordering::SeqCst);
                 *batch = Batch::default();
                 return;
             }
@@ -322,19 +380,23 @@ async fn commit(db: &Db, batch: &Batch) -> Result<(), DbError> {
         .execute(&mut *tx)
         .await?;
     }
-    for ((scope, window), (cap, amount)) in &batch.spent {
+    for ((scope, window), (cap, spent, reserved)) in &batch.budgets {
+        // A window's first change is always its first reservation, so a new row never
+        // starts with a negative amount held.
         sqlx::query(
             "INSERT INTO budget_windows (scope, window_start, cap_micros, reserved_micros, spent_micros)
-             VALUES ($1, $2, $3, 0, $4)
+             VALUES ($1, $2, $3, $5, $4)
              ON CONFLICT (scope, window_start) DO UPDATE SET
                  cap_micros = CASE WHEN excluded.cap_micros > 0 THEN excluded.cap_micros
                                    ELSE budget_windows.cap_micros END,
-                 spent_micros = budget_windows.spent_micros + excluded.spent_micros",
+                 spent_micros = budget_windows.spent_micros + excluded.spent_micros,
+                 reserved_micros = budget_windows.reserved_micros + excluded.reserved_micros",
         )
         .bind(scope)
         .bind(window)
         .bind(cap)
-        .bind(amount)
+        .bind(spent)
+        .bind(reserved)
         .execute(&mut *tx)
         .await?;
     }

@@ -2,6 +2,11 @@
 //! processes: every admission is a conditional increment in the database
 //! (`used < cap`, `reserved + spent + amount <= cap`), inside one transaction that
 //! takes all of a request's scopes or none.
+//!
+//! Each reservation is also a row naming its owner (the gateway instance) and an expiry,
+//! so one held by a process that died is released by [`release_expired`] once it can no
+//! longer belong to a call still running, rather than blocking the budget until the
+//! window ends.
 
 use j1msky_core::clock::SECOND;
 use j1msky_core::Money;
@@ -9,6 +14,11 @@ use j1msky_db::{Db, DbError, Tx};
 
 /// One clock hour, in microseconds.
 pub const HOUR: i64 = 3600 * SECOND;
+
+/// How long a reservation in the database may be held: longer than any call can last
+/// (every model of a chain, each with its retries and waits, at the request timeout),
+/// so only a reservation whose process died is ever released by expiry.
+pub const RESERVATION_TTL: i64 = 30 * 60 * SECOND;
 
 /// A cap to respect: at most `cap` requests per clock hour in `scope`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +43,10 @@ pub enum LimitError {
     Cap { scope: String, cap: i64, retry_after_secs: u64 },
     #[error("budget exhausted for {scope}: {cap} cap, {committed} committed, this request may cost up to {asked}")]
     Budget { scope: String, cap: Money, committed: Money, asked: Money, retry_after_secs: u64 },
+    /// The cost ledger cannot be written: calls wait until it can, so a crash meanwhile
+    /// cannot lose more than a bounded number of ledger rows.
+    #[error("the cost ledger is not being written ({unflushed} rows waiting); calls are paused until it is")]
+    Backlog { unflushed: usize },
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -52,18 +66,21 @@ pub fn hour_window(now: i64) -> (i64, i64) {
 /// A held admission: the budget reserved for one request, to settle after the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
+    /// Its rows in `budget_reservations` (empty when limits are held in memory).
+    pub id: String,
     pub budgets: Vec<(String, i64)>,
     pub amount: Money,
 }
 
 /// Counts one request against every cap and reserves `amount` in every budget, or
-/// nothing at all.
+/// nothing at all; `owner` names the process holding the reservation.
 pub async fn admit(
     db: &Db,
     caps: &[Cap],
     budgets: &[Budget],
     amount: Money,
     now: i64,
+    owner: &str,
 ) -> Result<Reservation, LimitError> {
     let (window, window_end) = hour_window(now);
     let mut caps: Vec<&Cap> = caps.iter().collect();
@@ -96,11 +113,24 @@ pub async fn admit(
             return Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs });
         }
     }
+    let id = j1msky_core::ids::new_id("rsv");
     for b in &budgets {
         reserve(&mut tx, b, amount, now).await?;
+        sqlx::query(
+            "INSERT INTO budget_reservations (id, scope, window_start, owner, amount_micros, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(&b.scope)
+        .bind(b.window_start)
+        .bind(owner)
+        .bind(amount.micros())
+        .bind(now.saturating_add(RESERVATION_TTL))
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
-    Ok(Reservation { budgets: budgets.iter().map(|b| (b.scope.clone(), b.window_start)).collect(), amount })
+    Ok(Reservation { id, budgets: budgets.iter().map(|b| (b.scope.clone(), b.window_start)).collect(), amount })
 }
 
 async fn reserve(tx: &mut Tx, b: &Budget, amount: Money, now: i64) -> Result<(), LimitError> {
@@ -141,21 +171,58 @@ async fn reserve(tx: &mut Tx, b: &Budget, amount: Money, now: i64) -> Result<(),
     })
 }
 
-/// Turns a reservation into the actual spend, inside the caller's transaction.
+/// Turns a reservation into the actual spend, inside the caller's transaction. A
+/// reservation already released by [`release_expired`] only adds its spend.
 pub async fn settle(tx: &mut Tx, r: &Reservation, actual: Money) -> Result<(), DbError> {
     for (scope, window_start) in &r.budgets {
+        let held = sqlx::query("DELETE FROM budget_reservations WHERE id = $1 AND scope = $2 AND window_start = $3")
+            .bind(&r.id)
+            .bind(scope)
+            .bind(window_start)
+            .execute(&mut **tx)
+            .await?;
+        let release = if held.rows_affected() == 1 { r.amount.micros() } else { 0 };
         sqlx::query(
             "UPDATE budget_windows SET reserved_micros = reserved_micros - $3, spent_micros = spent_micros + $4
              WHERE scope = $1 AND window_start = $2",
         )
         .bind(scope)
         .bind(window_start)
-        .bind(r.amount.micros())
+        .bind(release)
         .bind(actual.micros())
         .execute(&mut **tx)
         .await?;
     }
     Ok(())
+}
+
+/// Releases every reservation whose expiry has passed (its process died while holding
+/// it); returns how many budget rows were released.
+pub async fn release_expired(db: &Db, now: i64) -> Result<u64, DbError> {
+    let mut tx = db.begin().await?;
+    let mut rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "DELETE FROM budget_reservations WHERE expires_at < $1 RETURNING scope, window_start, amount_micros",
+    )
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    // The order admissions lock budget rows in, so a sweep never deadlocks with them.
+    rows.sort();
+    for (scope, window_start, amount) in &rows {
+        sqlx::query(
+            "UPDATE budget_windows SET reserved_micros = reserved_micros - $3 WHERE scope = $1 AND window_start = $2",
+        )
+        .bind(scope)
+        .bind(window_start)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    if !rows.is_empty() {
+        tracing::warn!(reservations = rows.len(), "released budget reservations of a process that died");
+    }
+    Ok(rows.len() as u64)
 }
 
 /// Requests counted this hour in `scope`.

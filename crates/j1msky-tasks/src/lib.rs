@@ -7,6 +7,7 @@
 
 mod error;
 pub mod pipeline;
+pub mod reclaim;
 pub mod submit;
 pub mod tier;
 pub mod worker;

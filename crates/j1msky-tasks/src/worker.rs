@@ -301,6 +301,10 @@ impl Worker {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            // The step and its ledger rows commit together: a crash can never leave a step
+            // whose cost is missing from the ledger, whichever way the gateway persists
+            // its rows (a repeated row is ignored by the ledger).
+            j1msky_gateway::ledger::record(&mut tx, &completed.attempts).await?;
             tx.commit().await?;
             done.push((Done { role: role.role.clone(), output }, completed.cost.micros(), tokens));
         }
@@ -322,8 +326,13 @@ impl Worker {
             tokio::select! {
                 r = &mut call => return Ok(r),
                 _ = tick.tick() => {
-                    if !self.heartbeat(c).await? {
-                        tracing::warn!(task = %c.id, "lease lost during a model call");
+                    // The call runs on whatever the heartbeat says: dropping it would leave a
+                    // paid upstream call unsettled and out of the ledger. A lost lease is
+                    // caught by the fenced write of the step after it.
+                    match self.heartbeat(c).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(task = %c.id, "lease lost during a model call"),
+                        Err(e) => tracing::error!(task = %c.id, error = %e, "heartbeat failed during a model call"),
                     }
                 }
             }
@@ -339,6 +348,7 @@ impl Worker {
             GatewayError::Limit(LimitError::Budget { scope, retry_after_secs, .. }) => {
                 wait((*retry_after_secs).min(3600), format!("budget exhausted for {scope}"))
             }
+            GatewayError::Limit(LimitError::Backlog { .. }) => wait(5, "the cost ledger is not being written".into()),
             GatewayError::Upstream(UpstreamError::RateLimited { retry_after_secs }) => {
                 wait(retry_after_secs.unwrap_or(5), "the provider is rate limiting".into())
             }

@@ -208,8 +208,10 @@ pub async fn serve_on(
         gateway.default_limits().map_err(|e| Failure { code: crate::EXIT_INVALID, error: e.into() })?
     });
     tracing::info!(in_process = gateway.limits_in_process(), "caps and budgets");
+    take_back_abandoned_tasks(&gateway, &db, clock.now_micros()).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = spawn_workers(&db, &catalogue, &gateway, &clock, options.workers, Default::default(), &stopped);
+    let sweeper = spawn_reservation_sweeper(&gateway, &stopped);
     let mut state = AppState::new(db.clone(), catalogue.clone(), clock.clone(), config).with_gateway(gateway.clone());
     let billing_jobs = options.stripe.clone().map(|stripe| {
         state = state.clone().with_stripe(stripe.clone());
@@ -239,6 +241,7 @@ pub async fn serve_on(
         let _ = w.await;
     }
     let _ = applier.await;
+    let _ = sweeper.await;
     if let Some(j) = billing_jobs {
         let _ = j.await;
     }
@@ -246,6 +249,39 @@ pub async fn serve_on(
     gateway.flush().await;
     db.close().await;
     Ok(())
+}
+
+/// Holding a SQLite database's limits means no other process runs on it: a task still
+/// running was left by one that died (kill -9, power loss), so it is taken back now.
+pub async fn take_back_abandoned_tasks(gateway: &j1msky_gateway::Gateway, db: &Db, now: i64) -> Result<(), Failure> {
+    if gateway.limits_in_process() {
+        j1msky_tasks::reclaim::reclaim_abandoned(db, now).await.context("cannot take back abandoned tasks")?;
+    }
+    Ok(())
+}
+
+/// Every minute, releases the budget reservations of processes that died (limits in
+/// the database only; in-memory limits carry theirs over as spent).
+pub fn spawn_reservation_sweeper(
+    gateway: &Arc<j1msky_gateway::Gateway>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let gateway = gateway.clone();
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        if gateway.limits_in_process() {
+            return;
+        }
+        while !*stop.borrow() {
+            if let Err(e) = gateway.release_expired_reservations().await {
+                tracing::error!(error = %e, "cannot release expired budget reservations");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    })
 }
 
 /// How `serve_on` runs.

@@ -231,18 +231,21 @@ pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
         .default_limits()
         .map_err(|e| Failure { code: EXIT_INVALID, error: e.into() })?,
     );
+    crate::serve::take_back_abandoned_tasks(&gateway, &db, clock.now_micros()).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let config = j1msky_tasks::WorkerConfig {
         lease: std::time::Duration::from_secs(args.lease_secs),
         ..j1msky_tasks::WorkerConfig::default()
     };
     let handles = crate::serve::spawn_workers(&db, &catalogue, &gateway, &clock, args.workers.max(1), config, &stopped);
+    let sweeper = crate::serve::spawn_reservation_sweeper(&gateway, &stopped);
     println!("j1msky worker: {} workers on {}", args.workers.max(1), db.backend().name());
     crate::serve::shutdown_signal().await;
     let _ = stop.send(true);
     for h in handles {
         let _ = h.await;
     }
+    let _ = sweeper.await;
     gateway.flush().await;
     db.close().await;
     Ok(())

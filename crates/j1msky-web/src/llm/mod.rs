@@ -74,6 +74,10 @@ impl From<GatewayError> for Failure {
                 retry_after_secs: Some(retry_after_secs),
                 ..Failure::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", message)
             },
+            GatewayError::Limit(LimitError::Backlog { .. }) => Failure {
+                retry_after_secs: Some(5),
+                ..Failure::new(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", message)
+            },
             GatewayError::Limit(LimitError::Budget { .. }) => {
                 Failure::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", message)
             }
