@@ -105,9 +105,16 @@ impl Env {
 
     async fn cap_customer(&self, customer: &str, cap: Option<i64>) {
         let scope = format!("customer:{customer}");
-        j1msky_gateway::controls::set_cap(&self.t.db, &Actor::cli(), &scope, cap, self.clock.now_micros())
-            .await
-            .expect("cap");
+        j1msky_gateway::controls::set_cap(
+            &self.t.db,
+            &self.catalogue,
+            &Actor::cli(),
+            &scope,
+            cap,
+            self.clock.now_micros(),
+        )
+        .await
+        .expect("cap");
         self.gateway.controls_changed();
     }
 }
