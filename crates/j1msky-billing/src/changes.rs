@@ -226,32 +226,6 @@ pub async fn cancel(db: &Db, stripe: &Stripe, customer_id: &str) -> Result<(), B
     Ok(())
 }
 
-/// Applies an offer's coupon to the live subscription.
-pub async fn apply_offer(
-    db: &Db,
-    stripe: &Stripe,
-    catalogue: &Catalogue,
-    customer_id: &str,
-    offer: &str,
-) -> Result<(), BillingError> {
-    let o = catalogue
-        .stripe
-        .offers
-        .get(offer)
-        .ok_or_else(|| BillingError::invalid("offer", format!("unknown offer `{offer}`")))?;
-    let sub = live(db, customer_id).await?;
-    let coupon = sync::coupon_id(offer, o.percent_off, o.months);
-    let params = json!({"discounts": [{"coupon": coupon}], "cancel_at_period_end": false});
-    stripe
-        .post(
-            &format!("subscriptions/{}", sub.id),
-            &params,
-            &format!("j1msky-offer-{}-{offer}-{}", sub.id, sub.version),
-        )
-        .await?;
-    Ok(())
-}
-
 /// Paused subscriptions whose resume date has come are resumed (run by the applier).
 pub async fn resume_due(db: &Db, stripe: &Stripe, catalogue: &Catalogue, now_secs: i64) -> Result<usize, BillingError> {
     let due: Vec<(String,)> = sqlx::query_as(

@@ -9,6 +9,7 @@ pub mod client;
 mod error;
 pub mod form;
 pub mod jobs;
+pub mod offers;
 pub mod retention;
 pub mod revenue;
 pub mod signature;

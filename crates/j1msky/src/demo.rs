@@ -160,14 +160,13 @@ async fn demo_billing(
         let Some(c) = all.iter().find(|c| c.name == demo.name) else { continue };
         let req = j1msky_billing::checkout::CheckoutRequest {
             plan: demo.plan.into(),
-            offer: None,
-            trial: demo.stage == Stage::Trial,
             success_url: format!("http://{addr}/app/billing?notice=checkout"),
             cancel_url: format!("http://{addr}/app/billing"),
             attempt: "demo".into(),
         };
-        let link =
-            j1msky_billing::checkout::start(db, &stripe, catalogue, &c.id, &req).await.map_err(anyhow::Error::from)?;
+        let link = j1msky_billing::checkout::start(db, &stripe, catalogue, &c.id, &req, context::now())
+            .await
+            .map_err(anyhow::Error::from)?;
         sessions.push(link.session_id);
     }
     let base = fake.base();
