@@ -121,8 +121,8 @@ pub async fn upgrade(
             format!("{} is not dearer than the current plan: downgrade instead", target.name),
         ));
     }
+    let price = crate::contracts::price_for(db, stripe, catalogue, customer_id, plan, target).await?;
     release(stripe, &sub).await?;
-    let price = price_of(db, plan).await?;
     let key = format!("j1msky-upgrade-{}-{plan}-{}", sub.id, sub.version);
     swap(stripe, &sub, &price, "always_invoice", json!({"j1msky_downgrade_to": ""}), &key).await?;
     Ok(())

@@ -37,7 +37,7 @@ pub async fn start(
     now: i64,
 ) -> Result<CheckoutLink, BillingError> {
     let customer = j1msky_accounts::customers::get(db, customer_id).await?;
-    catalogue.plans.get(&req.plan).ok_or_else(|| {
+    let plan = catalogue.plans.get(&req.plan).ok_or_else(|| {
         BillingError::invalid(
             "plan",
             format!("unknown plan `{}`; plans are: {}", req.plan, keys(catalogue.plans.keys())),
@@ -56,9 +56,7 @@ pub async fn start(
             ),
         ));
     }
-    let price = sync::stored_id(db, &format!("price:{}", req.plan)).await?.ok_or_else(|| {
-        BillingError::Config(format!("no Stripe price for `{}`: run `j1msky stripe sync` first", req.plan))
-    })?;
+    let price = crate::contracts::price_for(db, stripe, catalogue, &customer.id, &req.plan, plan).await?;
     for (field, url) in [("success_url", &req.success_url), ("cancel_url", &req.cancel_url)] {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(BillingError::invalid(field, format!("`{url}` is not an http(s) URL")));

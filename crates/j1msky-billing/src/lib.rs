@@ -6,6 +6,7 @@ pub mod apply;
 pub mod changes;
 pub mod checkout;
 pub mod client;
+pub mod contracts;
 mod error;
 pub mod form;
 pub mod jobs;

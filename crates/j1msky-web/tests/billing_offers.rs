@@ -234,3 +234,92 @@ async fn an_offer_granted_to_a_churned_customer_rides_on_their_next_checkout_onl
     settle(&app, &fake).await;
     assert_eq!(status(&app, &id).await.1, None);
 }
+
+async fn enterprise_owner(app: &TestApp, price: Option<&str>) -> (String, reqwest::Client, String) {
+    let c = app.active_customer("Big Co", "enterprise").await;
+    if let Some(p) = price {
+        let contract = j1msky_accounts::customers::Contract {
+            monthly_price: Some(p.parse().expect("money")),
+            ..Default::default()
+        };
+        j1msky_accounts::customers::set_contract(
+            &app.db,
+            &app.catalogue,
+            &j1msky_accounts::Actor::cli(),
+            &c.id,
+            contract,
+            app.now(),
+        )
+        .await
+        .expect("contract");
+    }
+    j1msky_accounts::users::create(
+        &app.db,
+        &j1msky_accounts::Actor::cli(),
+        j1msky_accounts::users::NewUser {
+            email: "owner@big.test".into(),
+            display_name: String::new(),
+            password: common::PASSWORD.into(),
+            role: j1msky_core::vocab::UserRole::Owner,
+            customer_id: Some(c.id.clone()),
+        },
+        app.now(),
+    )
+    .await
+    .expect("owner");
+    let browser = app.browser();
+    assert!(app.login(&browser, "owner@big.test", common::PASSWORD).await.status().is_redirection());
+    let token = app.page_token(&browser, "/app/billing").await;
+    (c.id, browser, token)
+}
+
+#[tokio::test]
+async fn enterprise_is_refused_without_a_contract_for_checkout_and_upgrade() {
+    let (app, fake, _stripe) = spawn_app_with_stripe().await;
+    let (_id, browser, token) = signed_in_owner(&app, "Smallco").await;
+    let r = browser
+        .post(app.url("/app/billing/checkout"))
+        .form(&[("csrf_token", token.as_str()), ("plan", "enterprise")])
+        .send()
+        .await
+        .expect("checkout");
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.expect("body").contains("contract"));
+    assert_eq!(sessions_made(&fake).await, 0);
+    let session = checkout(&app, &browser, &token, "pro").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    let r = browser
+        .post(app.url("/app/billing/change"))
+        .form(&[("csrf_token", token.as_str()), ("action", "upgrade"), ("plan", "enterprise")])
+        .send()
+        .await
+        .expect("upgrade");
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.expect("body").contains("contract"));
+}
+
+#[tokio::test]
+async fn a_contract_customer_checks_out_at_the_contract_price_on_their_own_stripe_price() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let (id, browser, token) = enterprise_owner(&app, Some("1500.00")).await;
+    let session = checkout(&app, &browser, &token, "enterprise").await;
+    app.clock.advance_secs(120);
+    let again = checkout(&app, &browser, &token, "enterprise").await;
+    let _ = again;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    let prices = stripe.get("prices", &json!({"product": "j1msky_enterprise", "limit": 100})).await.expect("prices");
+    let theirs: Vec<&Value> = prices["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|p| p["metadata"]["j1msky_customer"].as_str() == Some(id.as_str()))
+        .collect();
+    assert_eq!(theirs.len(), 1, "one price per customer, made once: {prices}");
+    assert_eq!(theirs[0]["unit_amount"].as_i64(), Some(150_000));
+    let m = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub");
+    let remote = stripe.get(&format!("subscriptions/{}", m.id), &Value::Null).await.expect("sub");
+    assert_eq!(remote["items"]["data"][0]["price"]["id"], theirs[0]["id"], "Stripe bills the contract price");
+    assert_eq!(m.plan.as_deref(), Some("enterprise"));
+}
