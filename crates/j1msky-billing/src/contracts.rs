@@ -70,3 +70,55 @@ pub fn plan_of_contract_price(price: &Value) -> Option<&str> {
     price["metadata"]["j1msky_customer"].as_str()?;
     price["metadata"]["j1msky_plan"].as_str()
 }
+
+/// Keeps live subscriptions on a contract plan billed at their contract's price: after a
+/// contract change the subscription moves to the new price from the next invoice (run by
+/// the billing jobs; idempotent). Returns how many subscriptions moved.
+pub async fn sync_live(db: &Db, stripe: &Stripe, catalogue: &Catalogue) -> Result<usize, BillingError> {
+    let plans: Vec<&String> = catalogue.plans.iter().filter(|(_, p)| p.custom_limits).map(|(id, _)| id).collect();
+    let mut moved = 0;
+    for plan_id in plans {
+        let Some(plan) = catalogue.plans.get(plan_id) else { continue };
+        let live: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, customer_id FROM subscriptions WHERE plan = $1 AND customer_id IS NOT NULL
+               AND status NOT IN ('canceled', 'incomplete_expired', 'unknown')",
+        )
+        .bind(plan_id)
+        .fetch_all(db.pool())
+        .await?;
+        for (sub, customer) in live {
+            match move_to_contract_price(db, stripe, catalogue, &sub, &customer, plan_id, plan).await {
+                Ok(true) => moved += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(customer = %customer, error = %e, "contract price not synced; retried next round")
+                }
+            }
+        }
+    }
+    Ok(moved)
+}
+
+async fn move_to_contract_price(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    sub: &str,
+    customer_id: &str,
+    plan_id: &str,
+    plan: &Plan,
+) -> Result<bool, BillingError> {
+    let price = price_for(db, stripe, catalogue, customer_id, plan_id, plan).await?;
+    let remote = stripe.get(&format!("subscriptions/{sub}"), &Value::Null).await?;
+    let item = &remote["items"]["data"][0];
+    let current = item["price"]["id"].as_str().or(item["price"].as_str());
+    if current == Some(price.as_str()) {
+        return Ok(false);
+    }
+    let item_id =
+        item["id"].as_str().ok_or_else(|| BillingError::Malformed(format!("subscription {sub} has no item")))?;
+    // The new contract price applies from the next invoice; the current period was agreed.
+    let params = json!({"items": [{"id": item_id, "price": price}], "proration_behavior": "none"});
+    stripe.post(&format!("subscriptions/{sub}"), &params, &format!("j1msky-contract-swap-{sub}-{price}")).await?;
+    Ok(true)
+}

@@ -33,7 +33,7 @@ pub async fn run_applier(
     }
 }
 
-/// The periodic billing work that needs Stripe: due resumes, pay-per-task charges
+/// The periodic billing work that needs Stripe: due resumes, contract prices, pay-per-task charges
 /// reported, last month's pay-per-task invoices. Runs every `every` until `stop`.
 pub async fn run_billing_jobs(
     db: Db,
@@ -50,6 +50,9 @@ pub async fn run_billing_jobs(
         let now = clock.now_micros();
         if let Err(e) = crate::changes::resume_due(&db, &stripe, &catalogue, crate::secs(now)).await {
             tracing::warn!(error = %e, "resuming paused subscriptions");
+        }
+        if let Err(e) = crate::contracts::sync_live(&db, &stripe, &catalogue).await {
+            tracing::warn!(error = %e, "moving contract subscriptions to their contract price");
         }
         match crate::usage::report(&db, &stripe, &catalogue, 500, now).await {
             Ok(n) if n > 0 => tracing::info!(reported = n, "pay-per-task charges reported to Stripe"),

@@ -323,3 +323,50 @@ async fn a_contract_customer_checks_out_at_the_contract_price_on_their_own_strip
     assert_eq!(remote["items"]["data"][0]["price"]["id"], theirs[0]["id"], "Stripe bills the contract price");
     assert_eq!(m.plan.as_deref(), Some("enterprise"));
 }
+
+#[tokio::test]
+async fn a_changed_contract_price_is_what_stripe_bills_from_then_on() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let (id, browser, token) = enterprise_owner(&app, Some("1500.00")).await;
+    let session = checkout(&app, &browser, &token, "enterprise").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    let contract = j1msky_accounts::customers::Contract {
+        monthly_price: Some("2000.00".parse().expect("money")),
+        ..Default::default()
+    };
+    j1msky_accounts::customers::set_contract(
+        &app.db,
+        &app.catalogue,
+        &j1msky_accounts::Actor::cli(),
+        &id,
+        contract,
+        app.now(),
+    )
+    .await
+    .expect("contract");
+    for _ in 0..2 {
+        j1msky_billing::contracts::sync_live(&app.db, &stripe, &app.catalogue).await.expect("sync");
+        settle(&app, &fake).await;
+    }
+    let sub = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").id;
+    let remote = stripe.get(&format!("subscriptions/{sub}"), &Value::Null).await.expect("sub");
+    assert_eq!(remote["items"]["data"][0]["price"]["unit_amount"].as_i64(), Some(200_000));
+    let prices = stripe.get("prices", &json!({"product": "j1msky_enterprise", "limit": 100})).await.expect("prices");
+    let theirs: Vec<(Option<i64>, Option<bool>)> = prices["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|p| p["metadata"]["j1msky_customer"].as_str() == Some(id.as_str()))
+        .map(|p| (p["unit_amount"].as_i64(), p["active"].as_bool()))
+        .collect();
+    assert_eq!(theirs.len(), 2, "one new price, once: {theirs:?}");
+    assert!(
+        theirs.contains(&(Some(150_000), Some(false))) && theirs.contains(&(Some(200_000), Some(true))),
+        "{theirs:?}"
+    );
+    assert_eq!(
+        j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").plan.as_deref(),
+        Some("enterprise")
+    );
+}
