@@ -213,6 +213,25 @@ pub async fn trial_available(db: &Db, stripe: &Stripe, customer_id: &str) -> Res
     Ok(true)
 }
 
+/// Records a free trial the customer had outside checkout (an onboarding trial): their
+/// first checkout then starts paid.
+pub async fn record_trial_had(db: &Db, customer_id: &str, granted_by: &str, now: i64) -> Result<(), BillingError> {
+    j1msky_accounts::customers::get(db, customer_id).await?;
+    let g = Grant {
+        id: j1msky_core::ids::new_id("ofg"),
+        customer_id: customer_id.into(),
+        offer: TRIAL.into(),
+        granted_by: granted_by.into(),
+        subscription_id: None,
+        checkout_session: None,
+        created_at: now,
+    };
+    let mut tx = db.begin().await?;
+    insert(&mut tx, &g).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Records that a checkout session carries a grant (`grant`), or the free trial
 /// (`None`), granted by the checkout itself.
 pub async fn record_checkout(

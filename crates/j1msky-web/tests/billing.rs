@@ -71,15 +71,7 @@ async fn customer(app: &TestApp, name: &str, stage: Stage) -> String {
 /// Marks a customer as having had their free trial already (before Stripe), so their
 /// first checkout is paid from day one.
 async fn had_trial(app: &TestApp, id: &str) {
-    sqlx::query(
-        "INSERT INTO offer_grants (id, customer_id, offer, granted_by, created_at) VALUES ($1, $2, 'trial', 'cli', $3)",
-    )
-    .bind(format!("ofg_{id}"))
-    .bind(id)
-    .bind(app.now())
-    .execute(app.db.pool())
-    .await
-    .expect("trial had");
+    j1msky_billing::offers::record_trial_had(&app.db, id, "cli", app.now()).await.expect("trial had");
 }
 
 fn request(plan: &str) -> CheckoutRequest {
