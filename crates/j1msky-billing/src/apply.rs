@@ -150,6 +150,9 @@ pub(crate) async fn plan_of_price(conn: &mut AnyConnection, price: &Value) -> Re
     if let Some(plan) = price["lookup_key"].as_str().and_then(crate::plan_of_lookup_key) {
         return Ok(Some(plan.to_string()));
     }
+    if let Some(plan) = crate::contracts::plan_of_contract_price(price) {
+        return Ok(Some(plan.to_string()));
+    }
     let Some(id) = id_of(price) else { return Ok(None) };
     let row: Option<(String,)> =
         sqlx::query_as("SELECT key FROM stripe_objects WHERE stripe_id = $1 AND key LIKE 'price:%'")

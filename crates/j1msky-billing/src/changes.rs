@@ -121,8 +121,8 @@ pub async fn upgrade(
             format!("{} is not dearer than the current plan: downgrade instead", target.name),
         ));
     }
+    let price = crate::contracts::price_for(db, stripe, catalogue, customer_id, plan, target).await?;
     release(stripe, &sub).await?;
-    let price = price_of(db, plan).await?;
     let key = format!("j1msky-upgrade-{}-{plan}-{}", sub.id, sub.version);
     swap(stripe, &sub, &price, "always_invoice", json!({"j1msky_downgrade_to": ""}), &key).await?;
     Ok(())
@@ -223,32 +223,6 @@ pub async fn cancel(db: &Db, stripe: &Stripe, customer_id: &str) -> Result<(), B
     release(stripe, &sub).await?;
     let key = format!("j1msky-cancel-{}-{}", sub.id, sub.version);
     stripe.post(&format!("subscriptions/{}", sub.id), &json!({"cancel_at_period_end": true}), &key).await?;
-    Ok(())
-}
-
-/// Applies an offer's coupon to the live subscription.
-pub async fn apply_offer(
-    db: &Db,
-    stripe: &Stripe,
-    catalogue: &Catalogue,
-    customer_id: &str,
-    offer: &str,
-) -> Result<(), BillingError> {
-    let o = catalogue
-        .stripe
-        .offers
-        .get(offer)
-        .ok_or_else(|| BillingError::invalid("offer", format!("unknown offer `{offer}`")))?;
-    let sub = live(db, customer_id).await?;
-    let coupon = sync::coupon_id(offer, o.percent_off, o.months);
-    let params = json!({"discounts": [{"coupon": coupon}], "cancel_at_period_end": false});
-    stripe
-        .post(
-            &format!("subscriptions/{}", sub.id),
-            &params,
-            &format!("j1msky-offer-{}-{offer}-{}", sub.id, sub.version),
-        )
-        .await?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! Subscribing and managing: a Checkout Session for a plan (with an offer's coupon when
-//! one applies), and the Stripe Customer Portal.
+//! Subscribing and managing: a Checkout Session for a plan, and the Stripe Customer
+//! Portal. The customer names only the plan: the free trial (once per customer) and any
+//! offer a server path granted them are decided here.
 
 use j1msky_core::catalogue::Catalogue;
 use j1msky_db::Db;
@@ -19,10 +20,6 @@ pub struct CheckoutLink {
 #[derive(Debug, Clone, Default)]
 pub struct CheckoutRequest {
     pub plan: String,
-    /// An offer id from the catalogue (`win_back`, `upgrade`, …).
-    pub offer: Option<String>,
-    /// Start with the catalogue's free trial.
-    pub trial: bool,
     pub success_url: String,
     pub cancel_url: String,
     /// Distinguishes a deliberate second attempt from a retried click (e.g. a minute
@@ -37,9 +34,10 @@ pub async fn start(
     catalogue: &Catalogue,
     customer_id: &str,
     req: &CheckoutRequest,
+    now: i64,
 ) -> Result<CheckoutLink, BillingError> {
     let customer = j1msky_accounts::customers::get(db, customer_id).await?;
-    catalogue.plans.get(&req.plan).ok_or_else(|| {
+    let plan = catalogue.plans.get(&req.plan).ok_or_else(|| {
         BillingError::invalid(
             "plan",
             format!("unknown plan `{}`; plans are: {}", req.plan, keys(catalogue.plans.keys())),
@@ -58,9 +56,7 @@ pub async fn start(
             ),
         ));
     }
-    let price = sync::stored_id(db, &format!("price:{}", req.plan)).await?.ok_or_else(|| {
-        BillingError::Config(format!("no Stripe price for `{}`: run `j1msky stripe sync` first", req.plan))
-    })?;
+    let price = crate::contracts::price_for(db, stripe, catalogue, &customer.id, &req.plan, plan).await?;
     for (field, url) in [("success_url", &req.success_url), ("cancel_url", &req.cancel_url)] {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(BillingError::invalid(field, format!("`{url}` is not an http(s) URL")));
@@ -83,36 +79,43 @@ pub async fn start(
             }
         }
     }
-    if req.trial && catalogue.trial_days > 0 {
+    let trial = catalogue.trial_days > 0 && crate::offers::trial_available(db, stripe, &customer.id).await?;
+    if trial {
         params["subscription_data"]["trial_period_days"] = json!(catalogue.trial_days);
     }
-    if let Some(offer) = &req.offer {
-        let o = catalogue.stripe.offers.get(offer).ok_or_else(|| {
-            BillingError::invalid(
-                "offer",
-                format!("unknown offer `{offer}`; offers are: {}", keys(catalogue.stripe.offers.keys())),
-            )
-        })?;
-        let coupon = sync::coupon_id(offer, o.percent_off, o.months);
-        params["discounts"] = json!([{"coupon": coupon}]);
-        params["metadata"]["j1msky_offer"] = json!(offer);
+    let grant = crate::offers::pending_for_checkout(db, stripe, &customer.id).await?;
+    let offer = grant.as_ref().and_then(|g| catalogue.stripe.offers.get(&g.offer).map(|o| (g, o)));
+    if let Some((g, o)) = offer {
+        params["discounts"] = json!([{"coupon": sync::coupon_id(&g.offer, o.percent_off, o.months)}]);
+        params["metadata"]["j1msky_offer"] = json!(g.offer);
+        params["metadata"]["j1msky_offer_grant"] = json!(g.id);
     }
     let idem = format!(
         "j1msky-checkout-{}-{}-{}-{}-{}",
         customer.id,
         req.plan,
-        req.offer.as_deref().unwrap_or("none"),
-        req.trial,
+        offer.map_or("none", |(g, _)| g.id.as_str()),
+        trial,
         req.attempt
     );
     let s = stripe.post("checkout/sessions", &params, &idem).await?;
-    Ok(CheckoutLink {
-        session_id: s["id"].as_str().unwrap_or_default().to_string(),
+    let link = CheckoutLink {
+        session_id: s["id"]
+            .as_str()
+            .ok_or_else(|| BillingError::Malformed("checkout session without id".into()))?
+            .to_string(),
         url: s["url"]
             .as_str()
             .ok_or_else(|| BillingError::Malformed("checkout session without url".into()))?
             .to_string(),
-    })
+    };
+    if let Some((g, _)) = offer {
+        crate::offers::record_checkout(db, &customer.id, Some(g), &link.session_id, now).await?;
+    }
+    if trial {
+        crate::offers::record_checkout(db, &customer.id, None, &link.session_id, now).await?;
+    }
+    Ok(link)
 }
 
 /// A Customer Portal session for a customer who has paid through Stripe.

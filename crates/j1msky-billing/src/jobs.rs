@@ -34,8 +34,8 @@ pub async fn run_applier(
 }
 
 /// The periodic billing work that needs Stripe: invoices of stored events completed
-/// (their lines past Stripe's first page), due resumes, pay-per-task charges reported,
-/// last month's pay-per-task invoices. Runs every `every` until `stop`.
+/// (their lines past Stripe's first page), due resumes, contract prices, pay-per-task
+/// charges reported, last month's pay-per-task invoices. Runs every `every` until `stop`.
 pub async fn run_billing_jobs(
     db: Db,
     catalogue: std::sync::Arc<j1msky_core::catalogue::Catalogue>,
@@ -56,6 +56,9 @@ pub async fn run_billing_jobs(
         }
         if let Err(e) = crate::changes::resume_due(&db, &stripe, &catalogue, crate::secs(now)).await {
             tracing::warn!(error = %e, "resuming paused subscriptions");
+        }
+        if let Err(e) = crate::contracts::sync_live(&db, &stripe, &catalogue).await {
+            tracing::warn!(error = %e, "moving contract subscriptions to their contract price");
         }
         match crate::usage::report(&db, &stripe, &catalogue, 500, now).await {
             Ok(n) if n > 0 => tracing::info!(reported = n, "pay-per-task charges reported to Stripe"),

@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::Row;
 
 use crate::changes::{self, Current};
-use crate::{BillingError, Stripe};
+use crate::{offers, BillingError, Stripe};
 
 /// Why a customer is leaving (the survey's choices).
 pub const REASONS: &[(&str, &str)] = &[
@@ -58,8 +58,9 @@ pub struct Survey {
 }
 
 /// The offer for a reason: its preferred kind first, then pause → downgrade → discount,
-/// skipping what does not apply to this subscription.
-pub fn route(catalogue: &Catalogue, sub: &Current, reason: &str) -> Option<Offer> {
+/// skipping what does not apply to this subscription (`discount_grantable`: the customer
+/// has not had the discount within its cool-down).
+pub fn route(catalogue: &Catalogue, sub: &Current, reason: &str, discount_grantable: bool) -> Option<Offer> {
     let paused = sub.plan.as_deref() == Some(catalogue.pause_plan.as_str());
     let price = sub.plan.as_deref().and_then(|p| catalogue.plans.get(p)).map(|p| p.monthly_price);
     let cheaper = catalogue
@@ -71,7 +72,7 @@ pub fn route(catalogue: &Catalogue, sub: &Current, reason: &str) -> Option<Offer
     let candidates = [
         (!paused).then_some(Offer::Pause { days: PAUSE_DAYS }),
         cheaper.filter(|_| !paused).map(|plan| Offer::Downgrade { plan }),
-        (sub.discount_coupon.is_none() && catalogue.stripe.offers.contains_key(DISCOUNT_OFFER))
+        (sub.discount_coupon.is_none() && discount_grantable && catalogue.stripe.offers.contains_key(DISCOUNT_OFFER))
             .then(|| Offer::Discount { offer: DISCOUNT_OFFER.into() }),
     ];
     let preferred = match reason {
@@ -102,7 +103,9 @@ pub async fn start_cancel(
     let sub = changes::current(db, customer_id)
         .await?
         .ok_or_else(|| BillingError::invalid("subscription", "no active subscription to cancel"))?;
-    let offer = route(catalogue, &sub, reason);
+    let grantable = catalogue.stripe.offers.contains_key(DISCOUNT_OFFER)
+        && offers::refusal(db, catalogue, customer_id, DISCOUNT_OFFER, now).await?.is_none();
+    let offer = route(catalogue, &sub, reason, grantable);
     let survey = Survey {
         id: j1msky_core::ids::new_id("srv"),
         customer_id: customer_id.into(),
@@ -185,7 +188,9 @@ pub async fn accept_offer(
             changes::pause(db, stripe, catalogue, customer_id, now_secs + days * 86_400, now_secs).await?
         }
         Offer::Downgrade { plan } => changes::downgrade(db, stripe, catalogue, customer_id, plan).await?,
-        Offer::Discount { offer } => changes::apply_offer(db, stripe, catalogue, customer_id, offer).await?,
+        Offer::Discount { offer } => {
+            offers::grant(db, stripe, catalogue, customer_id, offer, &format!("retention:{}", survey.id), now).await?;
+        }
     }
     decide(db, &survey, "accepted_offer", "retention.offer_accepted", now).await?;
     survey.outcome = "accepted_offer".into();

@@ -160,12 +160,14 @@ pub async fn stored_id(db: &Db, key: &str) -> Result<Option<String>, BillingErro
     Ok(row.map(|r| r.0))
 }
 
-/// Drops every link to a Stripe account (customer links, subscription mirrors, synced
-/// ids) — for pointing a database at a different, empty Stripe account, as the demo
+/// Drops every link to a Stripe account (customer links, subscription mirrors, offer
+/// grants, synced ids) — for pointing a database at a different, empty Stripe account, as the demo
 /// does with its fresh fake each run. The revenue ledger is history and stays.
 pub async fn forget_account(db: &Db) -> Result<(), BillingError> {
     let mut tx = db.begin().await?;
     sqlx::query("DELETE FROM subscriptions").execute(&mut *tx).await?;
+    // Grants point at that account's checkouts and subscriptions.
+    sqlx::query("DELETE FROM offer_grants").execute(&mut *tx).await?;
     sqlx::query("DELETE FROM stripe_objects").execute(&mut *tx).await?;
     sqlx::query("UPDATE customers SET stripe_customer_id = NULL WHERE stripe_customer_id IS NOT NULL")
         .execute(&mut *tx)

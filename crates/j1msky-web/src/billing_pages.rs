@@ -90,10 +90,11 @@ pub async fn page(
         let customer = j1msky_accounts::customers::get(&state.db, &cid).await?;
         let sub = changes::current(&state.db, &cid).await?;
         let invoices = j1msky_billing::revenue::for_customer(&state.db, &cid, 24).await?;
-        Ok::<_, BillingError>((customer, sub, invoices))
+        let grants = j1msky_billing::offers::for_customer(&state.db, &cid).await?;
+        Ok::<_, BillingError>((customer, sub, invoices, grants))
     }
     .await;
-    let (customer, sub, invoices) = match loaded {
+    let (customer, sub, invoices, grants) = match loaded {
         Ok(v) => v,
         Err(e) => return fail(&state, &s, e),
     };
@@ -124,6 +125,14 @@ pub async fn page(
             pending_plan => x.pending_plan.clone(),
         }
     });
+    // An offer granted while there was no subscription is carried by the next checkout.
+    let waiting_offer = grants
+        .iter()
+        .rev()
+        .find(|g| g.subscription_id.is_none() && g.offer != j1msky_billing::offers::TRIAL)
+        .filter(|_| sub.is_none())
+        .and_then(|g| cat.stripe.offers.get(&g.offer))
+        .map(|o| o.name.clone());
     let notice = q.notice.and_then(|n| NOTICES.iter().find(|(k, _)| *k == n).map(|(_, t)| *t));
     let reasons: Vec<minijinja::Value> =
         retention::REASONS.iter().map(|(id, label)| context! { id => id, label => label }).collect();
@@ -136,28 +145,45 @@ pub async fn page(
         context! {
             configured => state.stripe.is_some(), owner => s.user.role == UserRole::Owner,
             linked => customer.stripe_customer_id.is_some(), sub => sub_view, plans, invoices, notice, reasons,
-            win_back => customer.stage == j1msky_core::vocab::Stage::Churned,
+            waiting_offer => waiting_offer,
         },
     )
 }
 
-/// `POST /app/billing/checkout` (`plan`, optional `offer`): off to Stripe Checkout.
+/// A form with a field the action does not take (an offer, a trial, a coupon…) is
+/// refused whole: prices, offers and trials are the server's to decide.
+fn only_fields(state: &AppState, s: &Session, form: &BTreeMap<String, String>, allowed: &[&str]) -> Option<Response> {
+    form.keys().find(|k| k.as_str() != crate::csrf::FIELD && !allowed.contains(&k.as_str())).map(|k| {
+        error_page(
+            state,
+            Some(s),
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "{k}: this form takes only {}; offers, trials and prices are decided by us, not by the form",
+                allowed.join(", ")
+            ),
+        )
+    })
+}
+
+/// `POST /app/billing/checkout` (`plan` and nothing else): off to Stripe Checkout.
 pub async fn start_checkout(
     State(state): State<AppState>,
     BillingOwner(s, cid, stripe): BillingOwner,
     headers: HeaderMap,
     Form(form): Form<BTreeMap<String, String>>,
 ) -> Response {
+    if let Some(r) = only_fields(&state, &s, &form, &["plan"]) {
+        return r;
+    }
     let base = base_url(&state, &headers);
     let req = checkout::CheckoutRequest {
         plan: form.get("plan").cloned().unwrap_or_default(),
-        offer: form.get("offer").filter(|o| !o.is_empty()).cloned(),
-        trial: form.get("trial").is_some_and(|t| t == "1"),
         success_url: format!("{base}/app/billing?notice=checkout"),
         cancel_url: format!("{base}/app/billing"),
         attempt: (state.now() / 60_000_000).to_string(),
     };
-    match checkout::start(&state.db, &stripe, &state.catalogue, &cid, &req).await {
+    match checkout::start(&state.db, &stripe, &state.catalogue, &cid, &req, state.now()).await {
         Ok(link) => Redirect::to(&link.url).into_response(),
         Err(e) => fail(&state, &s, e),
     }
@@ -169,6 +195,9 @@ pub async fn change(
     BillingOwner(s, cid, stripe): BillingOwner,
     Form(form): Form<BTreeMap<String, String>>,
 ) -> Response {
+    if let Some(r) = only_fields(&state, &s, &form, &["action", "plan", "resume_days"]) {
+        return r;
+    }
     let (db, cat) = (&state.db, &state.catalogue);
     let plan = form.get("plan").cloned().unwrap_or_default();
     let now = state.now() / 1_000_000;

@@ -68,11 +68,15 @@ async fn customer(app: &TestApp, name: &str, stage: Stage) -> String {
     .id
 }
 
-fn request(plan: &str, offer: Option<&str>) -> CheckoutRequest {
+/// Marks a customer as having had their free trial already (before Stripe), so their
+/// first checkout is paid from day one.
+async fn had_trial(app: &TestApp, id: &str) {
+    j1msky_billing::offers::record_trial_had(&app.db, id, "cli", app.now()).await.expect("trial had");
+}
+
+fn request(plan: &str) -> CheckoutRequest {
     CheckoutRequest {
         plan: plan.into(),
-        offer: offer.map(String::from),
-        trial: false,
         success_url: "https://app.example.test/app/billing?done=1".into(),
         cancel_url: "https://app.example.test/app/billing".into(),
         attempt: "1".into(),
@@ -113,11 +117,12 @@ async fn catalogue_sync_is_idempotent_and_a_new_price_replaces_the_old() {
 async fn a_checkout_becomes_a_paid_subscription_through_signed_webhooks_and_duplicates_change_nothing() {
     let (app, fake, stripe) = spawn_app_with_stripe().await;
     let id = customer(&app, "Acme", Stage::Qualified).await;
+    had_trial(&app, &id).await;
     let link =
-        checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("starter", None)).await.expect("checkout");
+        checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("starter"), app.now()).await.expect("checkout");
     assert!(link.url.starts_with("https://checkout.stripe.test/"), "{}", link.url);
     let retried =
-        checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("starter", None)).await.expect("again");
+        checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("starter"), app.now()).await.expect("again");
     assert_eq!(retried, link, "a retried click opens the same session");
 
     control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
@@ -129,9 +134,11 @@ async fn a_checkout_becomes_a_paid_subscription_through_signed_webhooks_and_dupl
     let c = j1msky_accounts::customers::get(&app.db, &id).await.expect("get");
     assert_eq!((c.stage, c.plan.as_deref()), (Stage::Active, Some("starter")));
     assert!(c.stripe_customer_id.as_deref().is_some_and(|s| s.starts_with("cus_")));
-    let mut again = request("pro", None);
+    let mut again = request("pro");
     again.attempt = "2".into();
-    let err = checkout::start(&app.db, &stripe, &app.catalogue, &id, &again).await.expect_err("a second subscription");
+    let err = checkout::start(&app.db, &stripe, &app.catalogue, &id, &again, app.now())
+        .await
+        .expect_err("a second subscription");
     assert!(err.to_string().contains("already subscribed"), "{err}");
     let (status, plan): (String, Option<String>) =
         sqlx::query_as("SELECT status, plan FROM subscriptions WHERE customer_id = $1")
@@ -280,8 +287,9 @@ async fn forged_stale_or_malformed_deliveries_are_refused_and_store_nothing() {
 async fn reordered_deliveries_end_in_the_newest_state() {
     let (app, fake, stripe) = spawn_app_with_stripe().await;
     let id = customer(&app, "Late Co", Stage::Trial).await;
+    had_trial(&app, &id).await;
     let link =
-        checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("starter", None)).await.expect("checkout");
+        checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("starter"), app.now()).await.expect("checkout");
     // Hold every delivery, then release them newest first.
     control(&fake, "webhooks", json!({"hold": true, "reverse": true})).await;
     control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
@@ -358,9 +366,8 @@ async fn the_whole_subscription_lifecycle_from_trial_to_win_back() {
     };
 
     // Trial through checkout.
-    let mut req = request("starter", None);
-    req.trial = true;
-    let link = checkout::start(&app.db, &stripe, cat, &id, &req).await.expect("checkout");
+    let req = request("starter");
+    let link = checkout::start(&app.db, &stripe, cat, &id, &req, app.now()).await.expect("checkout");
     control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
     settle(&app, &fake).await;
     assert_eq!(stage_plan(&app, &id).await, (Stage::Trial, Some("starter".into())));
@@ -426,13 +433,17 @@ async fn the_whole_subscription_lifecycle_from_trial_to_win_back() {
     assert_eq!(stage_plan(&app, &id).await.0, Stage::Churned);
     assert!(changes::current(&app.db, &id).await.expect("current").is_none());
 
-    // Win-back: checkout with 40% off, and they are active again on Pro.
+    // Win-back: the operator grants "we miss you" (the win-back discount was had); their
+    // next checkout carries it, and they are active again on Pro.
     let before = paid(&app).await;
-    let link = checkout::start(&app.db, &stripe, cat, &id, &request("pro", Some("win_back"))).await.expect("checkout");
+    j1msky_billing::offers::grant(&app.db, &stripe, cat, &id, "we_miss_you", "user:usr_op", app.now())
+        .await
+        .expect("grant");
+    let link = checkout::start(&app.db, &stripe, cat, &id, &request("pro"), app.now()).await.expect("checkout");
     control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
     settle(&app, &fake).await;
     assert_eq!(stage_plan(&app, &id).await, (Stage::Active, Some("pro".into())));
-    assert_eq!(paid(&app).await - before, 5940, "Pro at 40% off");
+    assert_eq!(paid(&app).await - before, 7920, "Pro at 20% off, no second trial");
 
     let kinds: Vec<(String,)> =
         sqlx::query_as("SELECT kind FROM events WHERE customer_id = $1 AND kind LIKE 'retention.%' ORDER BY seq")
@@ -522,6 +533,7 @@ async fn pay_per_task_charges_are_reported_to_stripe_once_and_invoiced_without_d
 async fn the_owner_subscribes_and_is_offered_a_pause_instead_of_cancelling_from_the_billing_page() {
     let (app, fake, _stripe) = spawn_app_with_stripe().await;
     let id = app.customer_with_owner("Page Co", "owner@page.test").await;
+    had_trial(&app, &id).await;
     let browser = app.browser();
     let r = app.login(&browser, "owner@page.test", common::PASSWORD).await;
     assert!(r.status().is_redirection());
@@ -615,10 +627,13 @@ async fn an_async_payment_activates_the_subscription_only_when_the_money_arrives
     let (app, fake, stripe) = spawn_app_with_stripe().await;
     let paid = customer(&app, "Slow Pay", Stage::Qualified).await;
     let failed = customer(&app, "No Pay", Stage::Qualified).await;
+    had_trial(&app, &paid).await;
+    had_trial(&app, &failed).await;
     let mut sessions = Vec::new();
     for id in [&paid, &failed] {
-        let link =
-            checkout::start(&app.db, &stripe, &app.catalogue, id, &request("starter", None)).await.expect("checkout");
+        let link = checkout::start(&app.db, &stripe, &app.catalogue, id, &request("starter"), app.now())
+            .await
+            .expect("checkout");
         control(&fake, &format!("checkout/{}/complete", link.session_id), json!({"payment": "async"})).await;
         sessions.push(link.session_id);
     }
@@ -644,7 +659,9 @@ async fn a_paused_subscription_resumes_by_itself_on_its_date() {
     use j1msky_billing::changes;
     let (app, fake, stripe) = spawn_app_with_stripe().await;
     let id = customer(&app, "Napper", Stage::Qualified).await;
-    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("pro", None)).await.expect("checkout");
+    had_trial(&app, &id).await;
+    let link =
+        checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("pro"), app.now()).await.expect("checkout");
     control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
     settle(&app, &fake).await;
     let now = app.now() / 1_000_000;
@@ -670,9 +687,8 @@ async fn a_paused_subscription_resumes_by_itself_on_its_date() {
 async fn a_trial_ending_soon_is_news_even_when_a_newer_snapshot_is_held() {
     let (app, fake, stripe) = spawn_app_with_stripe().await;
     let id = customer(&app, "Trialist", Stage::Qualified).await;
-    let mut req = request("starter", None);
-    req.trial = true;
-    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &req).await.expect("checkout");
+    let req = request("starter");
+    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &req, app.now()).await.expect("checkout");
     control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
     settle(&app, &fake).await;
     let sub = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub");

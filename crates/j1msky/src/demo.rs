@@ -158,16 +158,21 @@ async fn demo_billing(
     let mut sessions = Vec::new();
     for demo in CUSTOMERS.iter().filter(|d| matches!(d.stage, Stage::Active | Stage::Trial)) {
         let Some(c) = all.iter().find(|c| c.name == demo.name) else { continue };
+        if demo.stage == Stage::Active {
+            // An active customer had their trial before paying; the server gives none again.
+            j1msky_billing::offers::record_trial_had(db, &c.id, "cli", context::now())
+                .await
+                .map_err(anyhow::Error::from)?;
+        }
         let req = j1msky_billing::checkout::CheckoutRequest {
             plan: demo.plan.into(),
-            offer: None,
-            trial: demo.stage == Stage::Trial,
             success_url: format!("http://{addr}/app/billing?notice=checkout"),
             cancel_url: format!("http://{addr}/app/billing"),
             attempt: "demo".into(),
         };
-        let link =
-            j1msky_billing::checkout::start(db, &stripe, catalogue, &c.id, &req).await.map_err(anyhow::Error::from)?;
+        let link = j1msky_billing::checkout::start(db, &stripe, catalogue, &c.id, &req, context::now())
+            .await
+            .map_err(anyhow::Error::from)?;
         sessions.push(link.session_id);
     }
     let base = fake.base();

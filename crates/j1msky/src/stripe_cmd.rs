@@ -36,15 +36,21 @@ pub enum StripeCommand {
         /// Plan id (starter, pro, enterprise).
         #[arg(long)]
         plan: String,
-        /// Offer id from the catalogue (win_back, we_miss_you, upgrade).
-        #[arg(long)]
-        offer: Option<String>,
-        /// Start with the catalogue's free trial.
-        #[arg(long)]
-        trial: bool,
         /// Where Stripe sends the customer back.
         #[arg(long, env = "J1MSKY_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
         public_url: String,
+    },
+    /// Grant a customer an offer (recorded as granted by the operator): its coupon goes on
+    /// the live subscription now, or on their next checkout. Once per customer unless the
+    /// offer has a cool-down.
+    Offer {
+        #[command(flatten)]
+        conn: Conn,
+        /// Customer id (`cus_…`).
+        customer: String,
+        /// Offer id from the catalogue (win_back, we_miss_you, upgrade).
+        #[arg(long)]
+        offer: String,
     },
 }
 
@@ -123,18 +129,29 @@ pub async fn stripe(g: &Globals, cmd: StripeCommand) -> Result<(), Failure> {
                 println!("{}", output::table(&["state", "events"], rows));
             }
         }
-        StripeCommand::Checkout { conn, customer, plan, offer, trial, public_url } => {
+        StripeCommand::Offer { conn, customer, offer } => {
+            let stripe = client(&catalogue, &conn)?;
+            let by = j1msky_accounts::Actor::cli().0;
+            let grant = j1msky_billing::offers::grant(&db, &stripe, &catalogue, &customer, &offer, &by, now)
+                .await
+                .map_err(billing_failure)?;
+            let text = match &grant.subscription_id {
+                Some(sub) => format!("{offer} granted to {customer} and applied to {sub}"),
+                None => format!("{offer} granted to {customer}; their next checkout carries it"),
+            };
+            output::done(g, &text, json!({ "grant": grant }));
+        }
+        StripeCommand::Checkout { conn, customer, plan, public_url } => {
             let stripe = client(&catalogue, &conn)?;
             let base = public_url.trim_end_matches('/');
             let req = CheckoutRequest {
                 plan,
-                offer,
-                trial,
                 success_url: format!("{base}/app/billing?checkout=done"),
                 cancel_url: format!("{base}/app/billing"),
                 attempt: (now / 60_000_000).to_string(),
             };
-            let link = checkout::start(&db, &stripe, &catalogue, &customer, &req).await.map_err(billing_failure)?;
+            let link =
+                checkout::start(&db, &stripe, &catalogue, &customer, &req, now).await.map_err(billing_failure)?;
             output::done(g, &link.url, json!({ "checkout": link }));
         }
     }

@@ -795,8 +795,20 @@ async fn the_operator_syncs_stripe_opens_a_checkout_and_reconciles_missed_webhoo
 
     let made = cli.json(&["customer", "add", "--name", "Pay Co", "--email", "ap@pay.test", "--stage", "qualified"]);
     let id = made["customer"]["id"].as_str().expect("id").to_string();
-    let (code, link, err) =
+    // Offers are the operator's to grant (once per customer), never the checkout's to name.
+    let (code, _, err) =
         stripe_json(&["stripe", "checkout", &id, "--plan", "pro", "--offer", "upgrade"], "sk_test_cli");
+    assert_eq!(code, Some(2), "{err}");
+    let (code, grant, err) = stripe_json(&["stripe", "offer", &id, "--offer", "upgrade"], "sk_test_cli");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        (grant["grant"]["granted_by"].as_str(), grant["grant"]["subscription_id"].as_str()),
+        (Some("cli"), None)
+    );
+    let (code, _, err) = stripe_json(&["stripe", "offer", &id, "--offer", "upgrade"], "sk_test_cli");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("once per customer"), "{err}");
+    let (code, link, err) = stripe_json(&["stripe", "checkout", &id, "--plan", "pro"], "sk_test_cli");
     assert_eq!(code, Some(0), "{err}");
     let session = link["checkout"]["session_id"].as_str().expect("session");
     let (code, _, err) = stripe_json(&["stripe", "checkout", &id, "--plan", "gold"], "sk_test_cli");
@@ -812,13 +824,15 @@ async fn the_operator_syncs_stripe_opens_a_checkout_and_reconciles_missed_webhoo
     assert!(done.status().is_success());
     let (code, r, err) = stripe_json(&["stripe", "reconcile"], "sk_test_cli");
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(r["reconcile"]["missed"], 5, "{r}"); // customer, subscription, discount, checkout, invoice
+    // customer, subscription, discount, checkout; no invoice: a first subscription starts
+    // with the free trial.
+    assert_eq!(r["reconcile"]["missed"], 4, "{r}");
     let (_, again, _) = stripe_json(&["stripe", "reconcile"], "sk_test_cli");
     assert_eq!(again["reconcile"]["missed"], 0, "a second reconcile finds nothing new");
     let shown = cli.json(&["customer", "show", &id]);
-    assert_eq!(shown["customer"]["stage"], "active");
+    assert_eq!(shown["customer"]["stage"], "trial");
     assert_eq!(shown["customer"]["plan"], "pro");
     let events = cli.json(&["stripe", "events"]);
     assert_eq!(events[0]["state"], "applied");
-    assert_eq!(events[0]["count"], 5);
+    assert_eq!(events[0]["count"], 4);
 }

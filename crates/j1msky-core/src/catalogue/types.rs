@@ -295,4 +295,8 @@ pub struct Offer {
     pub percent_off: u32,
     /// For how many monthly invoices: 1 is the next one only.
     pub months: u32,
+    /// Days before the same customer may be granted this offer again; absent means once
+    /// per customer, ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_days: Option<u32>,
 }

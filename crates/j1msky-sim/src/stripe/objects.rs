@@ -163,7 +163,7 @@ fn create_price(s: &mut Store, p: &Value) -> ApiResult {
     let id = s.id("price");
     let interval = p["recurring"]["interval"].as_str();
     let v = json!({"id": id, "object": "price", "active": true, "currency": currency, "unit_amount": amount,
-                   "product": product, "lookup_key": lookup, "type": if interval.is_some() { "recurring" } else { "one_time" },
+                   "product": product, "lookup_key": lookup, "nickname": p["nickname"].as_str(), "type": if interval.is_some() { "recurring" } else { "one_time" },
                    "recurring": interval.map(|i| json!({"interval": i, "interval_count": 1})),
                    "metadata": p.get("metadata").cloned().unwrap_or(json!({})), "created": s.now(), "livemode": false});
     s.objects.insert(id, v.clone());

@@ -1,0 +1,276 @@
+//! Offers granted by the server, never named by a customer: the cancel flow's routed
+//! discount, a lifecycle trigger or an operator call `grant`; checkout decides the free
+//! trial itself. Each grant is a row in `offer_grants` with who granted it, which is what
+//! keeps an offer to once per customer (or its configured cool-down) and a trial to once.
+
+use j1msky_core::catalogue::Catalogue;
+use j1msky_db::{outbox, AnyConnection, Db};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::{changes, sync, BillingError, Stripe};
+
+/// The `offer` a free-trial grant is recorded under.
+pub const TRIAL: &str = "trial";
+
+/// One offer granted to one customer.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Grant {
+    pub id: String,
+    pub customer_id: String,
+    pub offer: String,
+    pub granted_by: String,
+    pub subscription_id: Option<String>,
+    pub checkout_session: Option<String>,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "id, customer_id, offer, granted_by, subscription_id, checkout_session, created_at";
+
+fn grant_of(r: &sqlx::any::AnyRow) -> Result<Grant, BillingError> {
+    Ok(Grant {
+        id: r.try_get(0)?,
+        customer_id: r.try_get(1)?,
+        offer: r.try_get(2)?,
+        granted_by: r.try_get(3)?,
+        subscription_id: r.try_get(4)?,
+        checkout_session: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+    })
+}
+
+/// Every grant a customer has had, oldest first.
+pub async fn for_customer(db: &Db, customer_id: &str) -> Result<Vec<Grant>, BillingError> {
+    let rows =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM offer_grants WHERE customer_id = $1 ORDER BY created_at, id"))
+            .bind(customer_id)
+            .fetch_all(db.pool())
+            .await?;
+    rows.iter().map(grant_of).collect()
+}
+
+/// Why `offer` cannot be granted to the customer now, if it cannot: an earlier grant
+/// within the offer's cool-down or, without one configured, any earlier grant.
+pub async fn refusal(
+    db: &Db,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    offer: &str,
+    now: i64,
+) -> Result<Option<String>, BillingError> {
+    let mut conn = db.pool().acquire().await?;
+    refusal_in(&mut conn, catalogue, customer_id, offer, now).await
+}
+
+async fn refusal_in(
+    conn: &mut AnyConnection,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    offer: &str,
+    now: i64,
+) -> Result<Option<String>, BillingError> {
+    let o = catalogue.stripe.offers.get(offer).ok_or_else(|| {
+        let known = catalogue.stripe.offers.keys().cloned().collect::<Vec<_>>().join(", ");
+        BillingError::invalid("offer", format!("unknown offer `{offer}`; offers are: {known}"))
+    })?;
+    let since = o.cooldown_days.map_or(i64::MIN, |d| now.saturating_sub(i64::from(d) * 86_400 * 1_000_000));
+    let earlier: Option<(String,)> = sqlx::query_as(
+        "SELECT granted_by FROM offer_grants WHERE customer_id = $1 AND offer = $2 AND created_at > $3
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(customer_id)
+    .bind(offer)
+    .bind(since)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let when = o.cooldown_days.map_or("once per customer".to_string(), |d| format!("at most once every {d} days"));
+    Ok(earlier.map(|(by,)| format!("`{offer}` was already granted (by {by}); it is granted {when}")))
+}
+
+/// Grants an offer: recorded with `granted_by`, then its coupon goes on the live
+/// subscription at once; without one it waits for the customer's next checkout. The
+/// one path for the cancel flow, lifecycle triggers and operators.
+pub async fn grant(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    offer: &str,
+    granted_by: &str,
+    now: i64,
+) -> Result<Grant, BillingError> {
+    let o = catalogue
+        .stripe
+        .offers
+        .get(offer)
+        .ok_or_else(|| BillingError::invalid("offer", format!("unknown offer `{offer}`")))?
+        .clone();
+    j1msky_accounts::customers::get(db, customer_id).await?;
+    let sub = changes::current(db, customer_id).await?;
+    let grant = Grant {
+        id: j1msky_core::ids::new_id("ofg"),
+        customer_id: customer_id.into(),
+        offer: offer.into(),
+        granted_by: granted_by.into(),
+        subscription_id: sub.as_ref().map(|s| s.id.clone()),
+        checkout_session: None,
+        created_at: now,
+    };
+    let mut tx = db.begin().await?;
+    // The customer's row is the lock two concurrent grants queue on (PostgreSQL; SQLite's
+    // BEGIN IMMEDIATE already serialises), so the check below cannot pass twice.
+    sqlx::query("UPDATE customers SET updated_at = updated_at WHERE id = $1")
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?;
+    if let Some(why) = refusal_in(&mut tx, catalogue, customer_id, offer, now).await? {
+        return Err(BillingError::invalid("offer", why));
+    }
+    insert(&mut tx, &grant).await?;
+    let detail =
+        json!({"grant": grant.id, "offer": offer, "granted_by": granted_by, "subscription": grant.subscription_id});
+    outbox::emit(&mut tx, db.backend(), "billing.offer_granted", Some(customer_id), &detail, now).await?;
+    tx.commit().await?;
+    if let Some(sub) = &sub {
+        let coupon = sync::coupon_id(offer, o.percent_off, o.months);
+        let params = json!({"discounts": [{"coupon": coupon}], "cancel_at_period_end": false});
+        let applied =
+            stripe.post(&format!("subscriptions/{}", sub.id), &params, &format!("j1msky-offer-{}", grant.id)).await;
+        if let Err(e) = applied {
+            // Not applied, so not granted: the customer may be offered it again.
+            sqlx::query("DELETE FROM offer_grants WHERE id = $1").bind(&grant.id).execute(db.pool()).await?;
+            return Err(e);
+        }
+    }
+    Ok(grant)
+}
+
+async fn insert(tx: &mut j1msky_db::Tx, g: &Grant) -> Result<(), BillingError> {
+    sqlx::query(&format!("INSERT INTO offer_grants ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+        .bind(&g.id)
+        .bind(&g.customer_id)
+        .bind(&g.offer)
+        .bind(&g.granted_by)
+        .bind(&g.subscription_id)
+        .bind(&g.checkout_session)
+        .bind(g.created_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Whether a checkout session was paid for (Stripe's `status` is `complete`).
+async fn completed(stripe: &Stripe, session: &str) -> Result<bool, BillingError> {
+    let s: Value = stripe.get(&format!("checkout/sessions/{session}"), &Value::Null).await?;
+    Ok(s["status"].as_str() == Some("complete"))
+}
+
+/// A grant waiting for a checkout: not on a subscription, and any checkout that carried it
+/// was never paid (an abandoned checkout does not use the offer up).
+pub async fn pending_for_checkout(db: &Db, stripe: &Stripe, customer_id: &str) -> Result<Option<Grant>, BillingError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM offer_grants WHERE customer_id = $1 AND offer <> $2 AND subscription_id IS NULL
+         ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(customer_id)
+    .bind(TRIAL)
+    .fetch_all(db.pool())
+    .await?;
+    for r in &rows {
+        let g = grant_of(r)?;
+        match &g.checkout_session {
+            Some(s) if completed(stripe, s).await? => continue,
+            _ => return Ok(Some(g)),
+        }
+    }
+    Ok(None)
+}
+
+/// The free trial is the customer's at checkout only if they never had a subscription
+/// nor a trial: one granted outside checkout, or a paid checkout that carried one.
+pub async fn trial_available(db: &Db, stripe: &Stripe, customer_id: &str) -> Result<bool, BillingError> {
+    let (subs,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM subscriptions WHERE customer_id = $1")
+        .bind(customer_id)
+        .fetch_one(db.pool())
+        .await?;
+    if subs > 0 {
+        return Ok(false);
+    }
+    let sessions: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT checkout_session FROM offer_grants WHERE customer_id = $1 AND offer = $2")
+            .bind(customer_id)
+            .bind(TRIAL)
+            .fetch_all(db.pool())
+            .await?;
+    for (s,) in sessions {
+        match s {
+            None => return Ok(false),
+            Some(s) if completed(stripe, &s).await? => return Ok(false),
+            Some(_) => {}
+        }
+    }
+    Ok(true)
+}
+
+/// Records a free trial the customer had outside checkout (an onboarding trial): their
+/// first checkout then starts paid.
+pub async fn record_trial_had(db: &Db, customer_id: &str, granted_by: &str, now: i64) -> Result<(), BillingError> {
+    j1msky_accounts::customers::get(db, customer_id).await?;
+    let g = Grant {
+        id: j1msky_core::ids::new_id("ofg"),
+        customer_id: customer_id.into(),
+        offer: TRIAL.into(),
+        granted_by: granted_by.into(),
+        subscription_id: None,
+        checkout_session: None,
+        created_at: now,
+    };
+    let mut tx = db.begin().await?;
+    insert(&mut tx, &g).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records that a checkout session carries a grant (`grant`), or the free trial
+/// (`None`), granted by the checkout itself.
+pub async fn record_checkout(
+    db: &Db,
+    customer_id: &str,
+    grant: Option<&Grant>,
+    session: &str,
+    now: i64,
+) -> Result<(), BillingError> {
+    let mut tx = db.begin().await?;
+    match grant {
+        Some(g) => {
+            sqlx::query("UPDATE offer_grants SET checkout_session = $1 WHERE id = $2")
+                .bind(session)
+                .bind(&g.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        None => {
+            let seen: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM offer_grants WHERE checkout_session = $1 AND offer = $2")
+                    .bind(session)
+                    .bind(TRIAL)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if seen.is_none() {
+                let g = Grant {
+                    id: j1msky_core::ids::new_id("ofg"),
+                    customer_id: customer_id.into(),
+                    offer: TRIAL.into(),
+                    granted_by: "checkout".into(),
+                    subscription_id: None,
+                    checkout_session: Some(session.into()),
+                    created_at: now,
+                };
+                insert(&mut tx, &g).await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! Prices, offers and trials are the server's to decide: a form naming an offer or a
+//! trial is refused, the free trial comes once per customer, the win-back discount is
+//! granted once (or after its cool-down), and every grant records who granted it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{spawn_app_with_stripe, TestApp};
+use j1msky_billing::{apply, offers, retention, webhook};
+use j1msky_core::vocab::Stage;
+use serde_json::{json, Value};
+
+async fn control(fake: &j1msky_sim::stripe::RunningStripe, path: &str, body: Value) -> Value {
+    let r =
+        reqwest::Client::new().post(format!("{}/_sim/{path}", fake.base())).json(&body).send().await.expect("control");
+    assert!(r.status().is_success(), "{path}: {}", r.text().await.unwrap_or_default());
+    r.json().await.expect("json")
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(app.db.pool()).await.expect(sql);
+    n
+}
+
+/// Every event the fake made is stored here and applied.
+async fn settle(app: &TestApp, fake: &j1msky_sim::stripe::RunningStripe) {
+    for _ in 0..500 {
+        let s: Value =
+            reqwest::get(format!("{}/_sim/state", fake.base())).await.expect("state").json().await.expect("json");
+        let made = s["events"].as_i64().unwrap_or(0) - s["held"].as_i64().unwrap_or(0);
+        if made > 0 && count(app, "SELECT COUNT(*) FROM stripe_events").await >= made {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.clock.advance_secs(1);
+    let ctx = apply::Ctx { catalogue: &app.catalogue };
+    while webhook::apply_pending(&app.db, &ctx, 100, app.now()).await.expect("apply") > 0 {}
+}
+
+async fn signed_in_owner(app: &TestApp, name: &str) -> (String, reqwest::Client, String) {
+    let email = format!("{}@offers.test", name.to_lowercase());
+    let id = app.customer_with_owner(name, &email).await;
+    let browser = app.browser();
+    assert!(app.login(&browser, &email, common::PASSWORD).await.status().is_redirection());
+    let token = app.page_token(&browser, "/app/billing").await;
+    (id, browser, token)
+}
+
+/// Checkout through the billing page; the session id Stripe made.
+async fn checkout(app: &TestApp, browser: &reqwest::Client, token: &str, plan: &str) -> String {
+    let r = browser
+        .post(app.url("/app/billing/checkout"))
+        .form(&[("csrf_token", token), ("plan", plan)])
+        .send()
+        .await
+        .expect("checkout");
+    let to = common::location(&r);
+    assert!(to.starts_with("https://checkout.stripe.test/c/pay/cs_test_"), "{} {to}", r.status());
+    to.rsplit('/').next().expect("session id").to_string()
+}
+
+async fn sessions_made(fake: &j1msky_sim::stripe::RunningStripe) -> i64 {
+    let s: Value =
+        reqwest::get(format!("{}/_sim/state", fake.base())).await.expect("state").json().await.expect("json");
+    s["objects"]["checkout.session"].as_i64().unwrap_or(0)
+}
+
+async fn status(app: &TestApp, id: &str) -> (String, Option<String>) {
+    let m = j1msky_billing::changes::current(&app.db, id).await.expect("current").expect("a live subscription");
+    (m.status, m.discount_coupon)
+}
+
+#[tokio::test]
+async fn a_form_naming_an_offer_a_trial_or_a_coupon_is_refused_and_reaches_no_stripe() {
+    let (app, fake, _stripe) = spawn_app_with_stripe().await;
+    let (id, browser, token) = signed_in_owner(&app, "Cheater").await;
+    for (field, value) in
+        [("offer", "win_back"), ("trial", "1"), ("coupon", "j1msky_win_back_40pct_3m"), ("price", "1")]
+    {
+        let r = browser
+            .post(app.url("/app/billing/checkout"))
+            .form(&[("csrf_token", token.as_str()), ("plan", "pro"), (field, value)])
+            .send()
+            .await
+            .expect("checkout");
+        assert_eq!(r.status(), 400, "{field}");
+        let body = r.text().await.expect("body");
+        assert!(body.contains(field), "the error names `{field}`: {body}");
+    }
+    assert_eq!(sessions_made(&fake).await, 0, "no checkout was opened");
+
+    // A live subscription: an upgrade or a resume naming an offer is refused the same way.
+    let session = checkout(&app, &browser, &token, "starter").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    for action in ["upgrade", "resume"] {
+        let r = browser
+            .post(app.url("/app/billing/change"))
+            .form(&[("csrf_token", token.as_str()), ("action", action), ("plan", "pro"), ("offer", "upgrade")])
+            .send()
+            .await
+            .expect("change");
+        assert_eq!(r.status(), 400, "{action}");
+        assert!(r.text().await.expect("body").contains("offer"));
+    }
+    let m = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub");
+    assert_eq!((m.plan.as_deref(), m.discount_coupon), (Some("starter"), None), "nothing changed");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM offer_grants WHERE offer <> 'trial'").await, 0);
+}
+
+#[tokio::test]
+async fn the_free_trial_is_granted_once_per_customer_ever() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let (id, browser, token) = signed_in_owner(&app, "Trier").await;
+
+    // The first checkout carries the trial; an abandoned one does not use it up.
+    let _abandoned = checkout(&app, &browser, &token, "starter").await;
+    app.clock.advance_secs(120);
+    let session = checkout(&app, &browser, &token, "starter").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.0, "trialing");
+    let by: Vec<(String, String)> = sqlx::query_as("SELECT offer, granted_by FROM offer_grants WHERE customer_id = $1")
+        .bind(&id)
+        .fetch_all(app.db.pool())
+        .await
+        .expect("grants");
+    assert!(by.iter().all(|(o, b)| o == "trial" && b == "checkout") && !by.is_empty(), "{by:?}");
+
+    // They cancel at once and churn; coming back, they pay from day one.
+    let sub = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").id;
+    j1msky_billing::changes::cancel(&app.db, &stripe, &id).await.expect("cancel");
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(j1msky_accounts::customers::get(&app.db, &id).await.expect("get").stage, Stage::Churned);
+    app.clock.advance_secs(120);
+    let session = checkout(&app, &browser, &token, "starter").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.0, "active", "no second trial");
+}
+
+/// Renews until the subscription's coupon has run out.
+async fn run_down_discount(app: &TestApp, fake: &j1msky_sim::stripe::RunningStripe, id: &str) {
+    let sub = j1msky_billing::changes::current(&app.db, id).await.expect("current").expect("sub").id;
+    for _ in 0..4 {
+        control(fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+        settle(app, fake).await;
+    }
+    assert_eq!(status(app, id).await.1, None, "the coupon ran out");
+}
+
+#[tokio::test]
+async fn the_win_back_discount_is_accepted_once_and_every_grant_records_who_granted_it() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let cat = &app.catalogue;
+    let (id, browser, token) = signed_in_owner(&app, "Keeper").await;
+    let session = checkout(&app, &browser, &token, "pro").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+
+    let survey = retention::start_cancel(&app.db, cat, &id, "missing_feature", "", app.now()).await.expect("survey");
+    assert_eq!(survey.offer, Some(retention::Offer::Discount { offer: "win_back".into() }));
+    retention::accept_offer(&app.db, &stripe, cat, &id, &survey.id, app.now()).await.expect("accept");
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.1.as_deref(), Some("j1msky_win_back_40pct_3m"));
+    run_down_discount(&app, &fake, &id).await;
+
+    // Once the discount has run out, leaving again is not met with it a second time.
+    let again = retention::start_cancel(&app.db, cat, &id, "missing_feature", "", app.now()).await.expect("survey");
+    assert!(!matches!(again.offer, Some(retention::Offer::Discount { .. })), "{:?}", again.offer);
+    let err = offers::grant(&app.db, &stripe, cat, &id, "win_back", "cli", app.now()).await.expect_err("twice");
+    assert!(err.to_string().contains("once per customer"), "{err}");
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.1, None, "no second discount at Stripe");
+
+    let grants = offers::for_customer(&app.db, &id).await.expect("grants");
+    let win_backs: Vec<&offers::Grant> = grants.iter().filter(|g| g.offer == "win_back").collect();
+    assert_eq!(win_backs.len(), 1);
+    assert_eq!(win_backs[0].granted_by, format!("retention:{}", survey.id));
+    assert!(win_backs[0].subscription_id.is_some());
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM events WHERE kind = 'billing.offer_granted'").await, 1);
+}
+
+#[tokio::test]
+async fn an_offer_with_a_cool_down_is_granted_again_only_after_it_and_concurrent_grants_give_one() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let mut cat = (*app.catalogue).clone();
+    cat.stripe.offers.get_mut("we_miss_you").expect("offer").cooldown_days = Some(30);
+    let (id, browser, token) = signed_in_owner(&app, "Returner").await;
+    let session = checkout(&app, &browser, &token, "pro").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+
+    let (a, b) = tokio::join!(
+        offers::grant(&app.db, &stripe, &cat, &id, "we_miss_you", "cli", app.now()),
+        offers::grant(&app.db, &stripe, &cat, &id, "we_miss_you", "user:usr_op", app.now()),
+    );
+    assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(), 1, "{a:?} {b:?}");
+    app.clock.advance_secs(29 * 86_400);
+    let err = offers::grant(&app.db, &stripe, &cat, &id, "we_miss_you", "cli", app.now()).await.expect_err("cool-down");
+    assert!(err.to_string().contains("30 days"), "{err}");
+    app.clock.advance_secs(2 * 86_400);
+    offers::grant(&app.db, &stripe, &cat, &id, "we_miss_you", "cli", app.now()).await.expect("after the cool-down");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM offer_grants WHERE offer = 'we_miss_you'").await, 2);
+    let err = offers::grant(&app.db, &stripe, &cat, &id, "half_price", "cli", app.now()).await.expect_err("unknown");
+    assert!(err.to_string().contains("unknown offer"), "{err}");
+}
+
+#[tokio::test]
+async fn an_offer_granted_to_a_churned_customer_rides_on_their_next_checkout_only() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let cat = &app.catalogue;
+    let (id, browser, token) = signed_in_owner(&app, "Winback").await;
+    let g = offers::grant(&app.db, &stripe, cat, &id, "win_back", "user:usr_op", app.now()).await.expect("grant");
+    assert_eq!(g.subscription_id, None);
+    let page = browser.get(app.url("/app/billing")).send().await.expect("page").text().await.expect("body");
+    assert!(page.contains("Come back: 40% off"), "{page}");
+    let session = checkout(&app, &browser, &token, "pro").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.1.as_deref(), Some("j1msky_win_back_40pct_3m"));
+
+    // Cancelled and back again: the used grant does not ride a second time.
+    let sub = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").id;
+    j1msky_billing::changes::cancel(&app.db, &stripe, &id).await.expect("cancel");
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    settle(&app, &fake).await;
+    app.clock.advance_secs(120);
+    let session = checkout(&app, &browser, &token, "pro").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.1, None);
+}
+
+async fn enterprise_owner(app: &TestApp, price: Option<&str>) -> (String, reqwest::Client, String) {
+    let c = app.active_customer("Big Co", "enterprise").await;
+    if let Some(p) = price {
+        let contract = j1msky_accounts::customers::Contract {
+            monthly_price: Some(p.parse().expect("money")),
+            ..Default::default()
+        };
+        j1msky_accounts::customers::set_contract(
+            &app.db,
+            &app.catalogue,
+            &j1msky_accounts::Actor::cli(),
+            &c.id,
+            contract,
+            app.now(),
+        )
+        .await
+        .expect("contract");
+    }
+    j1msky_accounts::users::create(
+        &app.db,
+        &j1msky_accounts::Actor::cli(),
+        j1msky_accounts::users::NewUser {
+            email: "owner@big.test".into(),
+            display_name: String::new(),
+            password: common::PASSWORD.into(),
+            role: j1msky_core::vocab::UserRole::Owner,
+            customer_id: Some(c.id.clone()),
+        },
+        app.now(),
+    )
+    .await
+    .expect("owner");
+    let browser = app.browser();
+    assert!(app.login(&browser, "owner@big.test", common::PASSWORD).await.status().is_redirection());
+    let token = app.page_token(&browser, "/app/billing").await;
+    (c.id, browser, token)
+}
+
+#[tokio::test]
+async fn enterprise_is_refused_without_a_contract_for_checkout_and_upgrade() {
+    let (app, fake, _stripe) = spawn_app_with_stripe().await;
+    let (_id, browser, token) = signed_in_owner(&app, "Smallco").await;
+    let r = browser
+        .post(app.url("/app/billing/checkout"))
+        .form(&[("csrf_token", token.as_str()), ("plan", "enterprise")])
+        .send()
+        .await
+        .expect("checkout");
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.expect("body").contains("contract"));
+    assert_eq!(sessions_made(&fake).await, 0);
+    let session = checkout(&app, &browser, &token, "pro").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    let r = browser
+        .post(app.url("/app/billing/change"))
+        .form(&[("csrf_token", token.as_str()), ("action", "upgrade"), ("plan", "enterprise")])
+        .send()
+        .await
+        .expect("upgrade");
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.expect("body").contains("contract"));
+}
+
+#[tokio::test]
+async fn a_contract_customer_checks_out_at_the_contract_price_on_their_own_stripe_price() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let (id, browser, token) = enterprise_owner(&app, Some("1500.00")).await;
+    let session = checkout(&app, &browser, &token, "enterprise").await;
+    app.clock.advance_secs(120);
+    let again = checkout(&app, &browser, &token, "enterprise").await;
+    let _ = again;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    let prices = stripe.get("prices", &json!({"product": "j1msky_enterprise", "limit": 100})).await.expect("prices");
+    let theirs: Vec<&Value> = prices["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|p| p["metadata"]["j1msky_customer"].as_str() == Some(id.as_str()))
+        .collect();
+    assert_eq!(theirs.len(), 1, "one price per customer, made once: {prices}");
+    assert_eq!(theirs[0]["unit_amount"].as_i64(), Some(150_000));
+    let m = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub");
+    let remote = stripe.get(&format!("subscriptions/{}", m.id), &Value::Null).await.expect("sub");
+    assert_eq!(remote["items"]["data"][0]["price"]["id"], theirs[0]["id"], "Stripe bills the contract price");
+    assert_eq!(m.plan.as_deref(), Some("enterprise"));
+}
+
+#[tokio::test]
+async fn a_changed_contract_price_is_what_stripe_bills_from_then_on() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let (id, browser, token) = enterprise_owner(&app, Some("1500.00")).await;
+    let session = checkout(&app, &browser, &token, "enterprise").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    let contract = j1msky_accounts::customers::Contract {
+        monthly_price: Some("2000.00".parse().expect("money")),
+        ..Default::default()
+    };
+    j1msky_accounts::customers::set_contract(
+        &app.db,
+        &app.catalogue,
+        &j1msky_accounts::Actor::cli(),
+        &id,
+        contract,
+        app.now(),
+    )
+    .await
+    .expect("contract");
+    for _ in 0..2 {
+        j1msky_billing::contracts::sync_live(&app.db, &stripe, &app.catalogue).await.expect("sync");
+        settle(&app, &fake).await;
+    }
+    let sub = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").id;
+    let remote = stripe.get(&format!("subscriptions/{sub}"), &Value::Null).await.expect("sub");
+    assert_eq!(remote["items"]["data"][0]["price"]["unit_amount"].as_i64(), Some(200_000));
+    let prices = stripe.get("prices", &json!({"product": "j1msky_enterprise", "limit": 100})).await.expect("prices");
+    let theirs: Vec<(Option<i64>, Option<bool>)> = prices["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|p| p["metadata"]["j1msky_customer"].as_str() == Some(id.as_str()))
+        .map(|p| (p["unit_amount"].as_i64(), p["active"].as_bool()))
+        .collect();
+    assert_eq!(theirs.len(), 2, "one new price, once: {theirs:?}");
+    assert!(
+        theirs.contains(&(Some(150_000), Some(false))) && theirs.contains(&(Some(200_000), Some(true))),
+        "{theirs:?}"
+    );
+    assert_eq!(
+        j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").plan.as_deref(),
+        Some("enterprise")
+    );
+}
