@@ -90,15 +90,15 @@ pub async fn subscriber(
     plan: &str,
 ) -> (String, String) {
     let id = customer(app, name).await;
+    // These customers pay from the first day: their free trial is spent.
+    j1msky_billing::offers::record_trial_had(&app.db, &id, "cli", app.now()).await.expect("trial had");
     let req = CheckoutRequest {
         plan: plan.into(),
-        offer: None,
-        trial: false,
         success_url: "https://app.example.test/app/billing?done=1".into(),
         cancel_url: "https://app.example.test/app/billing".into(),
         attempt: "1".into(),
     };
-    let link = checkout::start(&app.db, stripe, &app.catalogue, &id, &req).await.expect("checkout");
+    let link = checkout::start(&app.db, stripe, &app.catalogue, &id, &req, app.now()).await.expect("checkout");
     control(fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
     settle(app, fake, stripe).await;
     let sub = changes::current(&app.db, &id).await.expect("current").expect("subscribed").id;
