@@ -176,6 +176,9 @@ fn stripe_terms(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
     if s.currency.len() != 3 || !s.currency.chars().all(|ch| ch.is_ascii_lowercase()) {
         push(out, "stripe.currency", format!("`{}` is not a lowercase three-letter currency such as usd", s.currency));
     }
+    if s.past_due_grace_days > 60 {
+        push(out, "stripe.past_due_grace_days", format!("{} days is too long; at most 60", s.past_due_grace_days));
+    }
     check_ids(out, "stripe.offers", &s.offers);
     for (id, offer) in &s.offers {
         non_blank(out, format!("stripe.offers.{id}.name"), &offer.name);
