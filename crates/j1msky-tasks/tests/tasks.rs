@@ -64,7 +64,7 @@ impl Env {
     }
 
     async fn customer(&self, name: &str, plan: Option<&str>, teams: &[&str]) -> String {
-        customers::create(
+        let id = customers::create(
             &self.t.db,
             &self.catalogue,
             &Actor::cli(),
@@ -79,7 +79,16 @@ impl Env {
         )
         .await
         .expect("customer")
-        .id
+        .id;
+        if plan.is_none() {
+            // Pay-per-task: admitted only with a payment method on file, as Stripe reports it.
+            let mut tx = self.t.db.begin().await.expect("tx");
+            j1msky_accounts::access::set_payment_method(&mut tx, self.t.db.backend(), &id, true, self.clock.now())
+                .await
+                .expect("payment method");
+            tx.commit().await.expect("commit");
+        }
+        id
     }
 
     async fn submit(&self, customer: &str, team: &str, prompt: &str) -> Result<j1msky_tasks::Submitted, TaskError> {

@@ -278,3 +278,31 @@ async fn a_test_mode_server_refuses_live_events_and_stores_nothing() {
     assert!(err["error"]["message"].as_str().is_some_and(|m| m.contains("livemode")), "{err}");
     assert_eq!(count(&app, "SELECT COUNT(*) FROM stripe_events").await, 0);
 }
+
+#[tokio::test]
+async fn a_pay_per_task_customer_is_admitted_only_while_a_payment_method_is_on_file() {
+    let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let (id, key) = customer_key(&app, "Walkin", Stage::Lead, None).await;
+    assert_eq!(chat(&app, &key).await.1, "no_active_plan", "no plan, no card: refused");
+    let sc = j1msky_billing::usage::ensure_stripe_customer(&app.db, &stripe, &id, app.now()).await.expect("customer");
+
+    let set_card = |card: &'static str| {
+        let (stripe, sc) = (stripe.clone(), sc.clone());
+        async move {
+            let params = json!({"invoice_settings": {"default_payment_method": card}});
+            stripe.post(&format!("customers/{sc}"), &params, &format!("card-{card}")).await.expect("update customer");
+        }
+    };
+    set_card("pm_card_visa").await;
+    delivered_and_applied(&app, &fake).await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200, "a card on file admits pay-per-task");
+    assert_eq!(task(&app, &key).await.0, 201);
+    assert_eq!(events(&app, "customer.payment_method_changed", &id).await.len(), 1);
+
+    // The card removed: refused again.
+    set_card("").await;
+    delivered_and_applied(&app, &fake).await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.1, "no_active_plan");
+}
