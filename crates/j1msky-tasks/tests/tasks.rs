@@ -425,3 +425,21 @@ async fn an_enterprise_contract_sets_the_monthly_task_limit_and_the_hourly_call_
     let (_, outcome) = e.worker("w").run_once().await.expect("run").expect("task");
     assert_eq!(outcome, Outcome::Succeeded);
 }
+
+#[tokio::test]
+async fn a_customer_who_churned_with_tasks_queued_gets_them_failed_not_run() {
+    let e = env().await;
+    let pro = e.customer("Leaver", Some("pro"), &[]).await;
+    let queued = e.submit(&pro, "research", "Compare three CRMs").await.expect("submit").task;
+    customers::set_stage(&e.t.db, &Actor::cli(), &pro, Stage::Churned, e.clock.now()).await.expect("churn");
+    e.gateway.customer_changed(&pro);
+    let (id, outcome) = e.worker("w").run_once().await.expect("run").expect("a task");
+    assert_eq!(id, queued.id);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    let t = j1msky_tasks::get(&e.t.db, &id, Some(&pro)).await.expect("detail").task;
+    assert_eq!(t.state, TaskState::Failed, "failed for good, not retried");
+    assert!(t.error.as_deref().is_some_and(|m| m.contains("closed")), "{:?}", t.error);
+    assert_eq!(e.sim_requests().await, 0, "no model was called");
+    e.gateway.flush().await;
+    assert_eq!(e.count("SELECT COUNT(*) FROM llm_calls").await, 0);
+}
