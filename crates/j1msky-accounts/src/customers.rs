@@ -27,6 +27,11 @@ pub struct Customer {
     pub contract: Contract,
     /// Stripe's customer id, once they have paid through Stripe.
     pub stripe_customer_id: Option<String>,
+    /// A failed payment (`past_due`, `unpaid`) and since when; `None` when in good standing.
+    pub billing_status: Option<String>,
+    pub billing_status_since: Option<i64>,
+    /// Whether Stripe holds a default payment method (pay-per-task without a plan needs one).
+    pub payment_method_on_file: bool,
 }
 
 /// A customer's contract terms; `None` fields fall back to the plan's.
@@ -68,7 +73,8 @@ pub struct NewCustomer {
 
 const COLUMNS: &str = "id, name, contact_email, stage, use_case, plan, chosen_teams, expected_monthly_tasks, \
                        time_zone, created_at, updated_at, stage_changed_at, contract_tasks_per_month, \
-                       contract_calls_per_hour, contract_monthly_price_micros, stripe_customer_id";
+                       contract_calls_per_hour, contract_monthly_price_micros, stripe_customer_id, \
+                       billing_status, billing_status_since, payment_method_on_file";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<Customer, AccountsError> {
     let corrupt =
@@ -95,6 +101,9 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Customer, AccountsError> {
             monthly_price: r.try_get::<Option<i64>, _>(14)?.map(j1msky_core::Money::from_micros),
         },
         stripe_customer_id: r.try_get(15)?,
+        billing_status: r.try_get(16)?,
+        billing_status_since: r.try_get(17)?,
+        payment_method_on_file: r.try_get::<i64, _>(18)? != 0,
     })
 }
 
@@ -187,10 +196,13 @@ pub async fn create(
         stage_changed_at: now,
         contract: Contract::default(),
         stripe_customer_id: None,
+        billing_status: None,
+        billing_status_since: None,
+        payment_method_on_file: false,
     };
     let mut tx = db.begin().await?;
     sqlx::query(&format!(
-        "INSERT INTO customers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, NULL, NULL)"
+        "INSERT INTO customers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, NULL, NULL, NULL, NULL, 0)"
     ))
     .bind(&customer.id)
     .bind(&customer.name)

@@ -2,6 +2,7 @@
 //! login throttling and the audit log. Every customer-scoped read takes the
 //! caller's customer id, so another customer's object looks exactly like a missing one.
 
+pub mod access;
 pub mod api_keys;
 pub mod audit;
 pub mod customers;

@@ -4,8 +4,8 @@
 //! ends as the newest event says. The customer's plan and stage are then derived from
 //! all of its subscriptions, so they too are independent of the order.
 
-use j1msky_accounts::customers;
 use j1msky_accounts::Actor;
+use j1msky_accounts::{access, customers};
 use j1msky_core::catalogue::Catalogue;
 use j1msky_core::vocab::Stage;
 use j1msky_db::{outbox, Backend};
@@ -76,6 +76,7 @@ pub async fn event(
             Ok(())
         }
         "charge.refunded" => refund(conn, backend, obj, env.created, now).await,
+        "customer.updated" => customer_updated(conn, backend, obj, now).await,
         // Stored and acknowledged; nothing of ours depends on it.
         _ => Ok(()),
     }
@@ -378,6 +379,28 @@ pub async fn settle_customer(
     }
     if let Some(stage) = stage {
         customers::change_stage_at(conn, backend, &actor(), customer_id, current, stage, at, now).await?;
+    }
+    // A failed payment is a billing standing of its own: the stage stays, admission
+    // counts the grace period from it.
+    let failing = matches!(status.as_str(), "past_due" | "unpaid").then_some(status.as_str());
+    access::set_billing_status(conn, backend, &actor(), customer_id, failing, now).await?;
+    Ok(())
+}
+
+/// `customer.updated`: whether the customer has a default payment method now, which lets
+/// a pay-per-task customer without a plan in.
+async fn customer_updated(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    obj: &Value,
+    now: i64,
+) -> Result<(), BillingError> {
+    let Some(stripe_customer) = obj["id"].as_str() else { return Ok(()) };
+    let Some(ours) = our_customer(conn, stripe_customer).await? else { return Ok(()) };
+    let settings = &obj["invoice_settings"];
+    if settings.is_object() {
+        let on_file = id_of(&settings["default_payment_method"]).is_some();
+        access::set_payment_method(conn, backend, &ours, on_file, now).await?;
     }
     Ok(())
 }

@@ -68,11 +68,26 @@ pub async fn run_billing_jobs(
         if let Err(e) = crate::usage::invoice_pay_per_task(&db, &stripe, &previous_month(now), now).await {
             tracing::warn!(error = %e, "invoicing pay-per-task customers");
         }
+        match restrict_overdue(&db, &catalogue, now).await {
+            Ok(n) if n > 0 => tracing::info!(restricted = n, "customers restricted after a failed payment"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "restricting customers past their grace period"),
+        }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
         }
     }
+}
+
+/// Announces each customer whose grace period after a failed payment has ended (or
+/// whose invoice is `unpaid`) once, with a `customer.access_restricted` event.
+pub async fn restrict_overdue(
+    db: &Db,
+    catalogue: &j1msky_core::catalogue::Catalogue,
+    now: i64,
+) -> Result<usize, crate::BillingError> {
+    Ok(j1msky_accounts::access::restrict_overdue(db, catalogue, now).await?)
 }
 
 /// `YYYY-MM` of the month before the one `now` (UTC microseconds) is in.

@@ -40,10 +40,12 @@ pub fn envelope(v: &Value) -> Result<Envelope, BillingError> {
     })
 }
 
-/// Verifies a delivery and stores it. A bad signature or body stores nothing.
+/// Verifies a delivery and stores it. A bad signature or body, or an event of the other
+/// mode (`livemode` true on a test deployment, false on a live one), stores nothing.
 pub async fn receive(
     db: &Db,
     secrets: &[String],
+    live: bool,
     signature_header: Option<&str>,
     body: &[u8],
     now: i64,
@@ -51,6 +53,14 @@ pub async fn receive(
     signature::verify(signature_header, body, secrets, crate::secs(now))?;
     let v: Value =
         serde_json::from_slice(body).map_err(|e| BillingError::Malformed(format!("webhook body is not JSON: {e}")))?;
+    let e = envelope(&v)?;
+    if e.livemode != live {
+        let (got, mode) = if live { ("false", "live") } else { ("true", "test") };
+        return Err(BillingError::Malformed(format!(
+            "webhook event {}: `livemode` is {got} but this deployment runs in {mode} mode",
+            e.id
+        )));
+    }
     store(db, &v, now).await
 }
 

@@ -165,7 +165,7 @@ async fn run(history: &[(Ev, i64, u32)], deliveries_plan: &[(u32, bool, bool, bo
         let header = signature::header(SECRET, T0 + 10, signed_body.as_bytes());
         let header =
             if d.forged && signed_body == d.body { format!("t={},v1={}", T0 + 10, "0".repeat(64)) } else { header };
-        let got = webhook::receive(&t.db, &[SECRET.to_string()], Some(&header), d.body.as_bytes(), now).await;
+        let got = webhook::receive(&t.db, &[SECRET.to_string()], false, Some(&header), d.body.as_bytes(), now).await;
         if d.forged {
             assert!(got.is_err(), "a forged delivery was accepted: {}", d.body);
         } else {
@@ -193,4 +193,30 @@ proptest! {
         });
         prop_assert_eq!(expected, shuffled);
     }
+}
+
+/// A live deployment refuses test-mode events, and a test one live events: a delivery
+/// from the other mode's endpoint stores nothing.
+#[tokio::test]
+async fn each_mode_refuses_the_other_mode_s_events() {
+    let t = TestDb::new().await;
+    let now = T0 * 1_000_000;
+    for (live, livemode) in [(true, false), (false, true)] {
+        let body = json!({"id": format!("evt_mode_{livemode}"), "object": "event", "type": "invoice.paid",
+                          "created": T0, "livemode": livemode, "data": {"object": {"id": "in_x"}}})
+        .to_string();
+        let header = signature::header(SECRET, T0, body.as_bytes());
+        let err = webhook::receive(&t.db, &[SECRET.to_string()], live, Some(&header), body.as_bytes(), now)
+            .await
+            .expect_err("the other mode's event");
+        assert!(err.to_string().contains("livemode"), "{err}");
+        let same = body.replace(&format!("\"livemode\":{livemode}"), &format!("\"livemode\":{live}"));
+        let header = signature::header(SECRET, T0, same.as_bytes());
+        webhook::receive(&t.db, &[SECRET.to_string()], live, Some(&header), same.as_bytes(), now)
+            .await
+            .expect("the deployment's own mode is stored");
+    }
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM stripe_events").fetch_one(t.db.pool()).await.expect("count");
+    assert_eq!(n, 2, "only the events of each deployment's own mode");
 }

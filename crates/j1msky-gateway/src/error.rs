@@ -20,6 +20,9 @@ pub enum GatewayError {
     Db(#[from] j1msky_db::DbError),
     #[error("{0}")]
     Accounts(#[from] j1msky_accounts::AccountsError),
+    /// The customer may not use the service now (no plan in force, closed, or unpaid).
+    #[error("{0}")]
+    NoActivePlan(#[from] j1msky_accounts::access::NoActivePlan),
 }
 
 impl From<sqlx::Error> for GatewayError {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use j1msky_accounts::access::{self, Standing};
 use j1msky_core::catalogue::{Catalogue, ModelOutsidePlan};
 use j1msky_core::{Clock, Money};
 use j1msky_db::Db;
@@ -253,7 +254,11 @@ impl Gateway {
         let now = self.clock.now_micros();
         let controls = self.controls().await?;
         let (plan, customer_budget, contract_calls) = match &ctx.customer_id {
-            Some(id) => self.terms.get(&self.db, id).await?,
+            Some(id) => {
+                let (standing, budget, calls) = self.terms.get(&self.db, id).await?;
+                let admitted = access::admit(&self.catalogue, &standing, now)?;
+                (admitted.plan().map(str::to_string), budget, calls)
+            }
             None => (None, None, None),
         };
         let plan_entry = plan.as_deref().and_then(|p| self.catalogue.plans.get(p));
@@ -547,11 +552,13 @@ pub(crate) enum Step {
 /// How long a process trusts its copy of a customer's plan and budget.
 pub const TERMS_TTL: Duration = Duration::from_secs(1);
 
-/// (plan, monthly budget, contract calls per hour).
-type Terms = (Option<String>, Option<Money>, Option<i64>);
+/// (what admission reads, monthly budget, contract calls per hour).
+type Terms = (Standing, Option<Money>, Option<i64>);
 
-/// Customers' plans and monthly budgets, read through a short cache: the hot path
-/// would otherwise query them on every call.
+type TermsRow = (Option<String>, Option<i64>, Option<i64>, String, Option<String>, Option<i64>, i64);
+
+/// Customers' standing, plans and monthly budgets, read through a short cache: the hot
+/// path would otherwise query them on every call.
 #[derive(Default)]
 struct TermsCache {
     entries: std::sync::Mutex<HashMap<String, (std::time::Instant, Terms)>>,
@@ -568,13 +575,25 @@ impl TermsCache {
                 return Ok(terms.clone());
             }
         }
-        let row: Option<(Option<String>, Option<i64>, Option<i64>)> =
-            sqlx::query_as("SELECT plan, monthly_budget_micros, contract_calls_per_hour FROM customers WHERE id = $1")
-                .bind(id)
-                .fetch_optional(db.pool())
-                .await?;
-        let terms =
-            row.map_or((None, None, None), |(plan, budget, calls)| (plan, budget.map(Money::from_micros), calls));
+        let row: Option<TermsRow> = sqlx::query_as(
+            "SELECT plan, monthly_budget_micros, contract_calls_per_hour, stage, billing_status,
+                    billing_status_since, payment_method_on_file
+             FROM customers WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+        // An unknown customer has no standing: admission refuses it.
+        let terms = row.map_or((Standing::default(), None, None), |(plan, budget, calls, stage, status, since, pm)| {
+            let standing = Standing {
+                stage: stage.parse().ok(),
+                plan,
+                billing_status: status,
+                billing_status_since: since,
+                payment_method_on_file: pm != 0,
+            };
+            (standing, budget.map(Money::from_micros), calls)
+        });
         let mut entries = self.lock();
         if entries.len() > 100_000 {
             entries.clear();

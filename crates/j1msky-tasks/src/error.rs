@@ -11,6 +11,9 @@ pub enum TaskError {
     Invalid { field: &'static str, message: String },
     #[error("{message}")]
     LimitReached { limit: &'static str, message: String },
+    /// The customer may not use the service now (no plan in force, closed, or unpaid).
+    #[error("{0}")]
+    NoActivePlan(#[from] j1msky_accounts::access::NoActivePlan),
     #[error("no task `{0}`")]
     NotFound(String),
     #[error("no customer `{0}`")]

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use j1msky_accounts::access;
 use j1msky_accounts::customers::{self, Customer};
 use j1msky_core::catalogue::{Catalogue, TeamAllowance};
-use j1msky_core::vocab::Stage;
 use j1msky_db::{outbox, Backend, Db};
 use serde::Serialize;
 use sqlx::Row;
@@ -318,12 +318,10 @@ pub async fn submit(
         Err(j1msky_accounts::AccountsError::NotFound(_)) => return Err(TaskError::NoCustomer(customer_id.into())),
         Err(e) => return Err(e.into()),
     };
-    if customer.stage == Stage::Churned {
-        return Err(TaskError::LimitReached {
-            limit: "account",
-            message: "the account is closed; subscribe again to run tasks".into(),
-        });
-    }
+    // Limits below are those of the plan admission says is in force (the pause plan's
+    // while paused), not whatever plan the row still names.
+    let admitted = access::admit(catalogue, &access::Standing::of(&customer), now)?;
+    let customer = Customer { plan: admitted.plan().map(str::to_string), ..customer };
     check_team(catalogue, &customer, &input.team)?;
     let (title, prompt) = compose(catalogue, input)?;
     let team = &catalogue.teams[&input.team];

@@ -360,7 +360,8 @@ impl Worker {
         if let Some((secs, reason)) = waiting {
             return self.wait(c, secs, &reason).await;
         }
-        let permanent = matches!(e, GatewayError::Route(_) | GatewayError::Invalid(_))
+        // A customer who may no longer use the service will not become able to by retrying.
+        let permanent = matches!(e, GatewayError::Route(_) | GatewayError::Invalid(_) | GatewayError::NoActivePlan(_))
             || matches!(e, GatewayError::Upstream(UpstreamError::BadRequest { .. }));
         self.fail(c, &e.to_string(), permanent).await
     }

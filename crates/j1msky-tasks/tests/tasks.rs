@@ -64,7 +64,7 @@ impl Env {
     }
 
     async fn customer(&self, name: &str, plan: Option<&str>, teams: &[&str]) -> String {
-        customers::create(
+        let id = customers::create(
             &self.t.db,
             &self.catalogue,
             &Actor::cli(),
@@ -79,7 +79,16 @@ impl Env {
         )
         .await
         .expect("customer")
-        .id
+        .id;
+        if plan.is_none() {
+            // Pay-per-task: admitted only with a payment method on file, as Stripe reports it.
+            let mut tx = self.t.db.begin().await.expect("tx");
+            j1msky_accounts::access::set_payment_method(&mut tx, self.t.db.backend(), &id, true, self.clock.now())
+                .await
+                .expect("payment method");
+            tx.commit().await.expect("commit");
+        }
+        id
     }
 
     async fn submit(&self, customer: &str, team: &str, prompt: &str) -> Result<j1msky_tasks::Submitted, TaskError> {
@@ -422,4 +431,22 @@ async fn an_enterprise_contract_sets_the_monthly_task_limit_and_the_hourly_call_
     e.submit(&big, "code", "three").await.expect("unlimited again");
     let (_, outcome) = e.worker("w").run_once().await.expect("run").expect("task");
     assert_eq!(outcome, Outcome::Succeeded);
+}
+
+#[tokio::test]
+async fn a_customer_who_churned_with_tasks_queued_gets_them_failed_not_run() {
+    let e = env().await;
+    let pro = e.customer("Leaver", Some("pro"), &[]).await;
+    let queued = e.submit(&pro, "research", "Compare three CRMs").await.expect("submit").task;
+    customers::set_stage(&e.t.db, &Actor::cli(), &pro, Stage::Churned, e.clock.now()).await.expect("churn");
+    e.gateway.customer_changed(&pro);
+    let (id, outcome) = e.worker("w").run_once().await.expect("run").expect("a task");
+    assert_eq!(id, queued.id);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    let t = j1msky_tasks::get(&e.t.db, &id, Some(&pro)).await.expect("detail").task;
+    assert_eq!(t.state, TaskState::Failed, "failed for good, not retried");
+    assert!(t.error.as_deref().is_some_and(|m| m.contains("closed")), "{:?}", t.error);
+    assert_eq!(e.sim_requests().await, 0, "no model was called");
+    e.gateway.flush().await;
+    assert_eq!(e.count("SELECT COUNT(*) FROM llm_calls").await, 0);
 }

@@ -16,7 +16,8 @@ use crate::state::AppState;
 pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     let now = state.clock.now_micros();
-    match webhook::receive(&state.db, &state.config.stripe_webhook_secrets, signature, &body, now).await {
+    let live = state.catalogue.stripe.live;
+    match webhook::receive(&state.db, &state.config.stripe_webhook_secrets, live, signature, &body, now).await {
         Ok(Received::Stored { .. }) => {
             state.billing_wake.notify_one();
             Json(json!({"received": true})).into_response()

@@ -402,8 +402,13 @@ async fn app_page(
         Some((n, sec)) => (Some(n), Some(sec)),
         None => (None, None),
     };
+    // A failed payment: the grace period's end, or restricted until paid.
+    let standing = j1msky_accounts::access::Standing::of(&customer);
+    let payment_grace_until =
+        j1msky_accounts::access::grace_until(&state.catalogue, &standing).filter(|end| *end > state.now());
+    let payment_restricted = customer.billing_status.is_some() && payment_grace_until.is_none();
     let ctx = context! {
-        customer, keys, teams, new_key_name, new_secret,
+        customer, keys, teams, new_key_name, new_secret, payment_grace_until, payment_restricted,
         can_manage_keys => s.user.role == UserRole::Owner,
     };
     page_with_status(state, Some(s), status, "app/home.html", "account", ctx)

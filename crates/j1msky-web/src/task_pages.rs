@@ -20,7 +20,7 @@ fn task_error_page(state: &AppState, s: &j1msky_accounts::sessions::Session, e: 
     let status = match &e {
         TaskError::NotFound(_) | TaskError::NoCustomer(_) => StatusCode::NOT_FOUND,
         TaskError::TeamNotInPlan { .. } => StatusCode::FORBIDDEN,
-        TaskError::LimitReached { .. } => StatusCode::PAYMENT_REQUIRED,
+        TaskError::LimitReached { .. } | TaskError::NoActivePlan(_) => StatusCode::PAYMENT_REQUIRED,
         TaskError::NotCancellable { .. } => StatusCode::CONFLICT,
         TaskError::Invalid { .. } | TaskError::UnknownTeam { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         TaskError::Db(_) | TaskError::Corrupt(_) | TaskError::Accounts(_) => {

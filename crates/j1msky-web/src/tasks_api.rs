@@ -24,6 +24,7 @@ impl From<TaskError> for ApiError {
             }
             TaskError::TeamNotInPlan { .. } => ApiError::new(StatusCode::FORBIDDEN, "team_not_in_plan", message),
             TaskError::LimitReached { .. } => ApiError::new(StatusCode::PAYMENT_REQUIRED, "plan_limit", message),
+            TaskError::NoActivePlan(_) => ApiError::new(StatusCode::PAYMENT_REQUIRED, "no_active_plan", message),
             TaskError::NotFound(_) | TaskError::NoCustomer(_) => ApiError::not_found("task"),
             TaskError::NotCancellable { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             TaskError::Accounts(a) => a.into(),

@@ -113,6 +113,10 @@ pub struct CustomerAdd {
     /// Also create the owner user with this email; a password is generated and shown once.
     #[arg(long)]
     owner_email: Option<String>,
+    /// A pay-per-task customer billed outside Stripe: the operator vouches for payment,
+    /// which admits it without a plan (Stripe customers get this from their card on file).
+    #[arg(long)]
+    payment_on_file: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,7 +245,15 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
                     });
                 }
             }
-            let c = customers::create(&db, &catalogue, &actor, input, context::now()).await.map_err(fail)?;
+            let mut c = customers::create(&db, &catalogue, &actor, input, context::now()).await.map_err(fail)?;
+            if a.payment_on_file {
+                let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
+                j1msky_accounts::access::set_payment_method(&mut tx, db.backend(), &c.id, true, context::now())
+                    .await
+                    .map_err(fail)?;
+                tx.commit().await.map_err(anyhow::Error::from)?;
+                c.payment_method_on_file = true;
+            }
             let mut owner = None;
             if let Some(email) = a.owner_email {
                 let (pw, _) = password(false)?;

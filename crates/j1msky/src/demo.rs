@@ -284,7 +284,8 @@ async fn routed_calls(
     let all = customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)?;
     let mut first_customer = None;
     let mut calls = 0;
-    for demo in CUSTOMERS {
+    // Prospects have no plan in force yet: the gateway would refuse them.
+    for demo in CUSTOMERS.iter().filter(|d| matches!(d.stage, Stage::Active | Stage::Trial)) {
         let Some(c) = all.iter().find(|c| c.name == demo.name) else { continue };
         first_customer.get_or_insert_with(|| c.id.clone());
         let teams: Vec<String> = if c.chosen_teams.is_empty() {
@@ -354,7 +355,7 @@ async fn seed_tasks(db: &Db, catalogue: &j1msky_core::catalogue::Catalogue) -> R
     use j1msky_tasks::{NewTask, Priority};
     let all = customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)?;
     let mut queued = 0;
-    for demo in CUSTOMERS {
+    for demo in CUSTOMERS.iter().filter(|d| matches!(d.stage, Stage::Active | Stage::Trial)) {
         let Some(c) = all.iter().find(|c| c.name == demo.name) else { continue };
         let teams: Vec<String> =
             if c.chosen_teams.is_empty() { catalogue.teams.keys().cloned().collect() } else { c.chosen_teams.clone() };

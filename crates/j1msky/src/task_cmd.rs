@@ -79,6 +79,7 @@ fn fail(e: TaskError) -> Failure {
         | TaskError::UnknownTeam { .. }
         | TaskError::TeamNotInPlan { .. }
         | TaskError::LimitReached { .. }
+        | TaskError::NoActivePlan(_)
         | TaskError::NotFound(_)
         | TaskError::NoCustomer(_)
         | TaskError::NotCancellable { .. } => EXIT_INVALID,

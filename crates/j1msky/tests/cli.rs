@@ -700,7 +700,7 @@ async fn tasks_submitted_from_the_cli_are_run_by_the_server_s_workers() {
 async fn a_worker_process_killed_mid_task_loses_nothing_and_charges_nothing_twice() {
     let cli = Cli::new().await;
     // No plan: a pay-per-task customer, so every success writes a charge.
-    let made = cli.json(&["customer", "add", "--name", "Walk-in", "--stage", "active"]);
+    let made = cli.json(&["customer", "add", "--name", "Walk-in", "--stage", "active", "--payment-on-file"]);
     let customer = made["customer"]["id"].as_str().expect("id").to_string();
     let mut ids = Vec::new();
     for i in 0..3 {

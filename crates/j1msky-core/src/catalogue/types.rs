@@ -273,6 +273,9 @@ pub struct Stripe {
     /// True only for a deployment that may use a live (`sk_live_`) key.
     #[serde(default)]
     pub live: bool,
+    /// Days a customer keeps using the service after a failed payment (`past_due`).
+    #[serde(default = "default_past_due_grace_days")]
+    pub past_due_grace_days: u32,
     /// Retention and upgrade discounts, by offer id (`we_miss_you`, `win_back`, `upgrade`).
     #[serde(default)]
     pub offers: BTreeMap<String, Offer>,
@@ -280,6 +283,10 @@ pub struct Stripe {
 
 fn default_api_version() -> String {
     "2024-06-20".into()
+}
+
+fn default_past_due_grace_days() -> u32 {
+    7
 }
 
 fn default_currency() -> String {

@@ -192,6 +192,9 @@ fn stripe_terms(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
             ),
         );
     }
+    if s.past_due_grace_days > 60 {
+        push(out, "stripe.past_due_grace_days", format!("{} days is too long; at most 60", s.past_due_grace_days));
+    }
     check_ids(out, "stripe.offers", &s.offers);
     for (id, offer) in &s.offers {
         non_blank(out, format!("stripe.offers.{id}.name"), &offer.name);

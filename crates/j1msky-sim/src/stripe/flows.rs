@@ -17,7 +17,16 @@ pub(crate) fn control(shared: &Shared, method: &Method, seg: &[&str], p: &Value)
     match (method.as_str(), seg) {
         ("POST", ["checkout", id, "complete"]) => complete_checkout(s, id, p),
         ("POST", ["checkout", id, "async"]) => async_payment(s, id, boolean(&p["succeed"]).unwrap_or(true)),
-        ("POST", ["subscriptions", id, "renew"]) => renew(s, id, boolean(&p["fail"]).unwrap_or(false)),
+        ("POST", ["subscriptions", id, "renew"]) => {
+            let fail = boolean(&p["fail"]).unwrap_or(false);
+            // After its retries Stripe leaves a failed subscription `unpaid` (or keeps it `past_due`).
+            let failed_status = match p["status"].as_str() {
+                None | Some("past_due") => "past_due",
+                Some("unpaid") => "unpaid",
+                Some(other) => return Err(ApiError::invalid("status", format!("Invalid status: {other}"))),
+            };
+            renew(s, id, fail, failed_status)
+        }
         ("POST", ["charges", id, "refund"]) => refund(s, id, int(&p["amount"])),
         ("POST", ["customers", id, "card"]) => {
             let mut c = s.get("cus_", "customer", id)?;
@@ -241,7 +250,7 @@ fn charge_invoice(
 
 /// The period ends: a subscription set to cancel ends; otherwise a new period starts and
 /// is billed; a trial ends; a coupon's months run down.
-fn renew(s: &mut Store, id: &str, fail: bool) -> ApiResult {
+fn renew(s: &mut Store, id: &str, fail: bool, failed_status: &str) -> ApiResult {
     let mut sub = s.get("sub_", "subscription", id)?;
     if sub["status"] == "canceled" {
         return Err(ApiError::invalid("id", format!("Subscription {id} is canceled.")));
@@ -275,7 +284,7 @@ fn renew(s: &mut Store, id: &str, fail: bool) -> ApiResult {
     sub["current_period_end"] = json!(start + PERIOD);
     sub["items"]["data"][0]["current_period_start"] = json!(start);
     sub["items"]["data"][0]["current_period_end"] = json!(start + PERIOD);
-    sub["status"] = json!(if fail { "past_due" } else { "active" });
+    sub["status"] = json!(if fail { failed_status } else { "active" });
     s.objects.insert(id.to_string(), sub.clone());
     invoice(s, id, fail)?;
     if !fail && !sub["discount"].is_null() {

@@ -33,6 +33,7 @@ fn route(s: &mut Store, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
             Ok(c)
         }
         ("GET", ["v1", "customers", id]) => s.get("cus_", "customer", id),
+        ("POST", ["v1", "customers", id]) => update_customer(s, id, p),
         ("POST", ["v1", "checkout", "sessions"]) => create_checkout(s, p),
         ("GET", ["v1", "checkout", "sessions", id]) => s.get("cs_", "checkout session", id),
         ("POST", ["v1", "billing_portal", "sessions"]) => {
@@ -294,4 +295,29 @@ fn list_events(s: &Store, p: &Value) -> ApiResult {
         }
     }
     Ok(list(data, "/v1/events", limit))
+}
+
+/// `POST /v1/customers/:id`: name, email, metadata and the default payment method
+/// (`invoice_settings[default_payment_method]`; an empty string clears it), with a
+/// `customer.updated` event naming what changed.
+fn update_customer(s: &mut Store, id: &str, p: &Value) -> ApiResult {
+    let mut c = s.get("cus_", "customer", id)?;
+    let mut previous = serde_json::Map::new();
+    for field in ["name", "email", "metadata"] {
+        if let Some(v) = p.get(field) {
+            previous.insert(field.into(), c[field].clone());
+            c[field] = v.clone();
+        }
+    }
+    if let Some(pm) = p.get("invoice_settings").and_then(|i| i.get("default_payment_method")) {
+        let pm = match pm.as_str() {
+            Some("") | None => Value::Null,
+            Some(other) => json!(other),
+        };
+        previous.insert("invoice_settings".into(), c["invoice_settings"].clone());
+        c["invoice_settings"] = json!({"default_payment_method": pm});
+    }
+    s.objects.insert(id.to_string(), c.clone());
+    s.event("customer.updated", &c, Some(Value::Object(previous)));
+    Ok(c)
 }

@@ -81,6 +81,7 @@ impl From<GatewayError> for Failure {
             GatewayError::Limit(LimitError::Budget { .. }) => {
                 Failure::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", message)
             }
+            GatewayError::NoActivePlan(_) => Failure::new(StatusCode::PAYMENT_REQUIRED, "no_active_plan", message),
             GatewayError::Invalid(m) => Failure::invalid("messages", m),
             GatewayError::Upstream(UpstreamError::Timeout) => {
                 Failure::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message)

@@ -313,3 +313,14 @@ pub async fn spawn_app_with_everything() -> TestApp {
     let config = WebConfig { stripe_webhook_secrets: vec![WEBHOOK_SECRET.into()], ..WebConfig::default() };
     spawn_full(config, Some(j1msky_sim::SimConfig::default()), true).await
 }
+
+/// The app with both a simulated model provider and a fake Stripe, for stories where
+/// what a customer paid decides what it may call.
+pub async fn spawn_app_with_gateway_and_stripe(
+    sim_config: j1msky_sim::SimConfig,
+) -> (TestApp, j1msky_sim::stripe::RunningStripe, j1msky_billing::Stripe) {
+    let config = WebConfig { stripe_webhook_secrets: vec![WEBHOOK_SECRET.into()], ..WebConfig::default() };
+    let mut app = spawn_full(config, Some(sim_config), true).await;
+    let (fake, client) = app.stripe.take().expect("billing");
+    (app, fake, client)
+}

@@ -1,0 +1,308 @@
+//! Who may use the service: the model API and the task queue admit a customer only
+//! while its stage, plan and payments allow it, and refuse everyone else the same way
+//! (402 `no_active_plan`); a failed payment gives a grace period, then restricts.
+
+mod common;
+
+use common::{spawn_app_with_gateway, spawn_app_with_gateway_and_stripe, TestApp, WEBHOOK_SECRET};
+use j1msky_accounts::{api_keys, customers, Actor};
+use j1msky_billing::{apply, checkout, webhook};
+use j1msky_core::vocab::Stage;
+use j1msky_sim::SimConfig;
+use serde_json::{json, Value};
+
+async fn customer_key(app: &TestApp, name: &str, stage: Stage, plan: Option<&str>) -> (String, String) {
+    let c = customers::create(
+        &app.db,
+        &app.catalogue,
+        &Actor::cli(),
+        customers::NewCustomer {
+            name: name.into(),
+            contact_email: Some(format!("{}@example.test", name.to_lowercase())),
+            stage: Some(stage),
+            plan: plan.map(String::from),
+            ..Default::default()
+        },
+        app.now(),
+    )
+    .await
+    .expect("customer");
+    let (_, secret) = api_keys::create(&app.db, &Actor::cli(), &c.id, "test", app.now()).await.expect("key");
+    (c.id, secret)
+}
+
+/// (status, error code or type, message) of an OpenAI-format call.
+async fn chat(app: &TestApp, key: &str) -> (u16, String, String) {
+    let body = json!({"model": "auto", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 50});
+    let r = reqwest::Client::new()
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("chat");
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    (status, v["error"]["code"].as_str().unwrap_or("").into(), v["error"]["message"].as_str().unwrap_or("").into())
+}
+
+async fn anthropic(app: &TestApp, key: &str) -> (u16, String) {
+    let body = json!({"model": "claude-sonnet", "max_tokens": 50, "messages": [{"role": "user", "content": "hello"}]});
+    let r = reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await
+        .expect("messages");
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    (status, v["error"]["message"].as_str().unwrap_or("").into())
+}
+
+async fn task(app: &TestApp, key: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(app.url("/api/v1/tasks"))
+        .bearer_auth(key)
+        .json(&json!({"team": "research", "prompt": "Compare three CRMs"}))
+        .send()
+        .await
+        .expect("task");
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    (status, v["error"]["code"].as_str().unwrap_or("").into())
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(app.db.pool()).await.expect(sql);
+    n
+}
+
+#[tokio::test]
+async fn leads_prospects_and_churned_customers_are_refused_on_both_paths_and_nothing_is_stored() {
+    let app = spawn_app_with_gateway(SimConfig::default()).await;
+    let refused = [
+        ("Lead", Stage::Lead, None),
+        ("Prospect", Stage::Qualified, None),
+        ("Planless", Stage::Active, None),
+        ("Gone", Stage::Churned, Some("pro")),
+        ("Chosen", Stage::Qualified, Some("pro")),
+    ];
+    for (name, stage, plan) in refused {
+        let (_, key) = customer_key(&app, name, stage, plan).await;
+        let (status, code, message) = chat(&app, &key).await;
+        assert_eq!((status, code.as_str()), (402, "no_active_plan"), "{name}: {message}");
+        assert!(message.contains("plan"), "{name}: the refusal says why: {message}");
+        let (status, message) = anthropic(&app, &key).await;
+        assert_eq!(status, 402, "{name} on /v1/messages: {message}");
+        assert_eq!(task(&app, &key).await, (402, "no_active_plan".to_string()), "{name} on /api/v1/tasks");
+    }
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM tasks").await, 0);
+    app.gateway().flush().await;
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM llm_calls").await, 0, "no call reached a model");
+
+    // Trials and actives with a plan are in; so is a paused customer, within the pause plan.
+    for (name, stage, plan) in [("Trier", Stage::Trial, "pro"), ("Payer", Stage::Active, "pro")] {
+        let (_, key) = customer_key(&app, name, stage, Some(plan)).await;
+        assert_eq!(chat(&app, &key).await.0, 200, "{name}");
+        assert_eq!(task(&app, &key).await.0, 201, "{name}");
+    }
+    let pause = app.catalogue.pause_plan.clone();
+    let (_, key) = customer_key(&app, "Sleeper", Stage::Paused, Some(&pause)).await;
+    assert_eq!(chat(&app, &key).await.0, 200, "paused: API calls within the pause plan");
+    let (status, code) = task(&app, &key).await;
+    assert_ne!(code, "no_active_plan", "paused: the pause plan's own limits answer ({status})");
+
+    // An operator running a customer outside Stripe: stage and plan set by hand admit it.
+    let (id, key) = customer_key(&app, "Handshake", Stage::Qualified, Some("pro")).await;
+    assert_eq!(chat(&app, &key).await.0, 402);
+    customers::set_stage(&app.db, &Actor::cli(), &id, Stage::Active, app.now()).await.expect("stage");
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200);
+    customers::set_stage(&app.db, &Actor::cli(), &id, Stage::Churned, app.now()).await.expect("stage");
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.1, "no_active_plan", "churned: refused again");
+}
+
+async fn delivered_and_applied(app: &TestApp, fake: &j1msky_sim::stripe::RunningStripe) {
+    for _ in 0..500 {
+        let s: Value =
+            reqwest::get(format!("{}/_sim/state", fake.base())).await.expect("state").json().await.expect("json");
+        let made = s["events"].as_i64().unwrap_or(0) - s["held"].as_i64().unwrap_or(0);
+        if made > 0 && count(app, "SELECT COUNT(*) FROM stripe_events").await >= made {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let ctx = apply::Ctx { catalogue: &app.catalogue };
+    while webhook::apply_pending(&app.db, &ctx, 100, app.now()).await.expect("apply") > 0 {}
+}
+
+async fn control(fake: &j1msky_sim::stripe::RunningStripe, path: &str, body: Value) {
+    let r =
+        reqwest::Client::new().post(format!("{}/_sim/{path}", fake.base())).json(&body).send().await.expect("control");
+    assert!(r.status().is_success(), "{path}: {}", r.text().await.unwrap_or_default());
+}
+
+async fn events(app: &TestApp, kind: &str, customer: &str) -> Vec<Value> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT payload FROM events WHERE kind = $1 AND customer_id = $2 ORDER BY id")
+            .bind(kind)
+            .bind(customer)
+            .fetch_all(app.db.pool())
+            .await
+            .expect("events");
+    rows.into_iter().map(|(p,)| serde_json::from_str(&p).expect("payload")).collect()
+}
+
+#[tokio::test]
+async fn a_failed_payment_keeps_access_for_the_grace_period_then_restricts_until_paid() {
+    let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let (id, key) = customer_key(&app, "Latepay", Stage::Qualified, None).await;
+    let owner = "owner@latepay.test";
+    j1msky_accounts::users::create(
+        &app.db,
+        &Actor::cli(),
+        j1msky_accounts::users::NewUser {
+            email: owner.into(),
+            display_name: String::new(),
+            password: common::PASSWORD.into(),
+            role: j1msky_core::vocab::UserRole::Owner,
+            customer_id: Some(id.clone()),
+        },
+        app.now(),
+    )
+    .await
+    .expect("owner");
+    let request = checkout::CheckoutRequest {
+        plan: "pro".into(),
+        offer: None,
+        trial: false,
+        success_url: "https://app.example.test/app/billing?done=1".into(),
+        cancel_url: "https://app.example.test/app/billing".into(),
+        attempt: "1".into(),
+    };
+    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &request).await.expect("checkout");
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    delivered_and_applied(&app, &fake).await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200, "paid: in");
+
+    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE customer_id = $1")
+        .bind(&id)
+        .fetch_one(app.db.pool())
+        .await
+        .expect("sub");
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({"fail": true})).await;
+    delivered_and_applied(&app, &fake).await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200, "past due: still in during the grace period");
+    assert_eq!(task(&app, &key).await.0, 201);
+    let changes = events(&app, "customer.billing_status_changed", &id).await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0]["to"], "past_due");
+    let browser = app.browser();
+    app.login(&browser, owner, common::PASSWORD).await;
+    let home = browser.get(app.url("/app")).send().await.expect("app").text().await.expect("body");
+    assert!(home.contains("payment failed"), "the owner sees a banner: {home}");
+
+    // Day 8 of 7: restricted like a churned customer, with an event saying so.
+    app.clock.advance_secs(8 * 86_400);
+    app.gateway().customer_changed(&id);
+    let (status, code, message) = chat(&app, &key).await;
+    assert_eq!((status, code.as_str()), (402, "no_active_plan"), "{message}");
+    assert!(message.contains("payment"), "the refusal names the failed payment: {message}");
+    assert_eq!(task(&app, &key).await, (402, "no_active_plan".to_string()));
+    let n = j1msky_billing::jobs::restrict_overdue(&app.db, &app.catalogue, app.now()).await.expect("restrict");
+    assert_eq!(n, 1);
+    assert_eq!(j1msky_billing::jobs::restrict_overdue(&app.db, &app.catalogue, app.now()).await.expect("again"), 0);
+    assert_eq!(events(&app, "customer.access_restricted", &id).await.len(), 1, "once, however often the job runs");
+
+    // Paid at last: in again.
+    control(&fake, "clock", json!({"advance_secs": 8 * 86_400})).await;
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    delivered_and_applied(&app, &fake).await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200, "paid again: in");
+    let changes = events(&app, "customer.billing_status_changed", &id).await;
+    assert_eq!(changes.last().map(|c| c["to"].clone()), Some(Value::Null), "{changes:?}");
+}
+
+#[tokio::test]
+async fn an_unpaid_subscription_restricts_at_once() {
+    let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let (id, key) = customer_key(&app, "Nopay", Stage::Qualified, None).await;
+    let request = checkout::CheckoutRequest {
+        plan: "starter".into(),
+        offer: None,
+        trial: false,
+        success_url: "https://app.example.test/app/billing?done=1".into(),
+        cancel_url: "https://app.example.test/app/billing".into(),
+        attempt: "1".into(),
+    };
+    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &request).await.expect("checkout");
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    delivered_and_applied(&app, &fake).await;
+    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE customer_id = $1")
+        .bind(&id)
+        .fetch_one(app.db.pool())
+        .await
+        .expect("sub");
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({"fail": true, "status": "unpaid"})).await;
+    delivered_and_applied(&app, &fake).await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.1, "no_active_plan");
+    assert_eq!(
+        events(&app, "customer.billing_status_changed", &id).await.last().map(|c| c["to"].clone()),
+        Some(json!("unpaid"))
+    );
+}
+
+#[tokio::test]
+async fn a_test_mode_server_refuses_live_events_and_stores_nothing() {
+    let (app, _fake, _stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let now = app.now() / 1_000_000;
+    let body = json!({"id": "evt_live1", "object": "event", "type": "invoice.paid", "created": now, "livemode": true,
+                      "data": {"object": {"id": "in_live", "amount_paid": 4900}}})
+    .to_string();
+    let r = reqwest::Client::new()
+        .post(app.url("/webhooks/stripe"))
+        .header("stripe-signature", j1msky_billing::signature::header(WEBHOOK_SECRET, now, body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.expect("json");
+    assert!(err["error"]["message"].as_str().is_some_and(|m| m.contains("livemode")), "{err}");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM stripe_events").await, 0);
+}
+
+#[tokio::test]
+async fn a_pay_per_task_customer_is_admitted_only_while_a_payment_method_is_on_file() {
+    let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let (id, key) = customer_key(&app, "Walkin", Stage::Lead, None).await;
+    assert_eq!(chat(&app, &key).await.1, "no_active_plan", "no plan, no card: refused");
+    let sc = j1msky_billing::usage::ensure_stripe_customer(&app.db, &stripe, &id, app.now()).await.expect("customer");
+
+    let set_card = |card: &'static str| {
+        let (stripe, sc) = (stripe.clone(), sc.clone());
+        async move {
+            let params = json!({"invoice_settings": {"default_payment_method": card}});
+            stripe.post(&format!("customers/{sc}"), &params, &format!("card-{card}")).await.expect("update customer");
+        }
+    };
+    set_card("pm_card_visa").await;
+    delivered_and_applied(&app, &fake).await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200, "a card on file admits pay-per-task");
+    assert_eq!(task(&app, &key).await.0, 201);
+    assert_eq!(events(&app, "customer.payment_method_changed", &id).await.len(), 1);
+
+    // The card removed: refused again.
+    set_card("").await;
+    delivered_and_applied(&app, &fake).await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.1, "no_active_plan");
+}
