@@ -177,13 +177,13 @@ async fn a_failed_payment_keeps_access_for_the_grace_period_then_restricts_until
     .expect("owner");
     let request = checkout::CheckoutRequest {
         plan: "pro".into(),
-        offer: None,
-        trial: false,
         success_url: "https://app.example.test/app/billing?done=1".into(),
         cancel_url: "https://app.example.test/app/billing".into(),
         attempt: "1".into(),
     };
-    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &request).await.expect("checkout");
+    // This customer pays from the first day: its free trial is spent.
+    j1msky_billing::offers::record_trial_had(&app.db, &id, "cli", app.now()).await.expect("trial had");
+    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &request, app.now()).await.expect("checkout");
     control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
     delivered_and_applied(&app, &fake).await;
     app.gateway().customer_changed(&id);
@@ -235,13 +235,13 @@ async fn an_unpaid_subscription_restricts_at_once() {
     let (id, key) = customer_key(&app, "Nopay", Stage::Qualified, None).await;
     let request = checkout::CheckoutRequest {
         plan: "starter".into(),
-        offer: None,
-        trial: false,
         success_url: "https://app.example.test/app/billing?done=1".into(),
         cancel_url: "https://app.example.test/app/billing".into(),
         attempt: "1".into(),
     };
-    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &request).await.expect("checkout");
+    // This customer pays from the first day: its free trial is spent.
+    j1msky_billing::offers::record_trial_had(&app.db, &id, "cli", app.now()).await.expect("trial had");
+    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &request, app.now()).await.expect("checkout");
     control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
     delivered_and_applied(&app, &fake).await;
     let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE customer_id = $1")
