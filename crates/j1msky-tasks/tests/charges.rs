@@ -69,10 +69,17 @@ impl Env {
     /// A customer without a subscription: pays per task.
     async fn walk_in(&self) -> String {
         let input = NewCustomer { name: "Walk-in".into(), stage: Some(Stage::Active), ..NewCustomer::default() };
-        customers::create(&self.t.db, &self.catalogue, &Actor::cli(), input, self.clock.now_micros())
+        let id = customers::create(&self.t.db, &self.catalogue, &Actor::cli(), input, self.clock.now_micros())
             .await
             .expect("customer")
-            .id
+            .id;
+        // Pay-per-task: admitted only with a payment method on file.
+        let mut tx = self.t.db.begin().await.expect("tx");
+        j1msky_accounts::access::set_payment_method(&mut tx, self.t.db.backend(), &id, true, self.clock.now_micros())
+            .await
+            .expect("payment method");
+        tx.commit().await.expect("commit");
+        id
     }
 
     async fn submit(&self, customer: &str, team: &str, prompt: &str) -> String {
