@@ -82,7 +82,7 @@ async fn report_customer(
     now: i64,
 ) -> Result<usize, (usize, BillingError)> {
     let rows = sqlx::query(
-        "SELECT id, task_id, tier, amount_micros FROM usage_charges
+        "SELECT id, task_id, tier, amount_micros, api_day FROM usage_charges
          WHERE customer_id = $1 AND reported_at IS NULL ORDER BY created_at, id LIMIT $2",
     )
     .bind(customer)
@@ -95,16 +95,29 @@ async fn report_customer(
     for r in rows {
         let one = async {
             let id: String = r.try_get(0)?;
-            let task: String = r.try_get(1)?;
+            let task: Option<String> = r.try_get(1)?;
             let tier: String = r.try_get(2)?;
             let cents = Money::from_micros(r.try_get(3)?).to_cents_rounded();
-            // Everything sent is derived from the task, not from this row: a charge
-            // written again for the same task (after a restore) replays the same item.
+            let api_day: Option<String> = r.try_get(4)?;
+            // Everything sent is derived from the task (or the customer's day of API
+            // calls), not from this row: a charge written again for the same work (after
+            // a restore) replays the same item.
+            let (description, metadata, key) = match (&task, &api_day) {
+                (Some(task), _) => {
+                    (format!("Task {task} ({tier})"), json!({"j1msky_task": task}), format!("j1msky-usage-task-{task}"))
+                }
+                (None, Some(day)) => (
+                    format!("API calls on {day}"),
+                    json!({"j1msky_api_day": day, "j1msky_usage_charge": id}),
+                    format!("j1msky-usage-api-{customer}-{day}"),
+                ),
+                (None, None) => return Err(BillingError::Malformed(format!("usage charge {id} has no task or day"))),
+            };
             let params = json!({
                 "customer": sc, "amount": cents, "currency": catalogue.stripe.currency,
-                "description": format!("Task {task} ({tier})"), "metadata": {"j1msky_task": task},
+                "description": description, "metadata": metadata,
             });
-            let item = stripe.post("invoiceitems", &params, &format!("j1msky-usage-task-{task}")).await?;
+            let item = stripe.post("invoiceitems", &params, &key).await?;
             let mut tx = db.begin().await?;
             let marked = sqlx::query(
                 "UPDATE usage_charges SET reported_at = $1, stripe_item_id = $2 WHERE id = $3 AND reported_at IS NULL",
@@ -116,7 +129,7 @@ async fn report_customer(
             .await?;
             let reported = marked.rows_affected() == 1;
             if reported {
-                let detail = json!({"charge": id, "task": task, "tier": tier, "amount_cents": cents,
+                let detail = json!({"charge": id, "task": task, "api_day": api_day, "tier": tier, "amount_cents": cents,
                                     "invoice_item": item["id"]});
                 outbox::emit(&mut tx, db.backend(), "usage.reported", Some(customer), &detail, now).await?;
             }

@@ -166,3 +166,21 @@ fn only_currencies_with_two_minor_digits_are_accepted_because_money_is_shown_wit
         assert!(issue.message.contains(bad) && issue.message.contains(why), "{bad}: {}", issue.message);
     }
 }
+
+#[test]
+fn direct_api_calls_are_never_sold_below_their_model_cost() {
+    let with_markup = |m: u32| {
+        let mut raw: serde_json::Value = serde_json::from_str(SHIPPED).expect("shipped JSON");
+        raw["api_calls_markup_percent"] = serde_json::json!(m);
+        Catalogue::from_json_str(&raw.to_string())
+    };
+    assert_eq!(with_markup(100).expect("at cost").api_calls_markup_percent, 100);
+    for bad in [0, 99, 10_001] {
+        let err = with_markup(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
+        assert!(err.issues().iter().any(|i| i.path == "api_calls_markup_percent"), "{bad}: {err}");
+    }
+    // Left out, it is three times the cost.
+    let mut raw: serde_json::Value = serde_json::from_str(SHIPPED).expect("shipped JSON");
+    raw.as_object_mut().expect("object").remove("api_calls_markup_percent");
+    assert_eq!(Catalogue::from_json_str(&raw.to_string()).expect("default").api_calls_markup_percent, 300);
+}

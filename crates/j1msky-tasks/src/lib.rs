@@ -5,6 +5,7 @@
 //! worker died resumes after its last step; success, its cost, its pay-per-task charge
 //! and its event commit together.
 
+pub mod api_usage;
 mod error;
 pub mod pipeline;
 pub mod reclaim;

@@ -306,3 +306,65 @@ async fn a_pay_per_task_customer_is_admitted_only_while_a_payment_method_is_on_f
     app.gateway().customer_changed(&id);
     assert_eq!(chat(&app, &key).await.1, "no_active_plan");
 }
+
+async fn sum_of(app: &TestApp, sql: &str, customer: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).bind(customer).fetch_one(app.db.pool()).await.expect(sql);
+    n
+}
+
+#[tokio::test]
+async fn a_pay_per_task_customer_s_direct_api_calls_are_charged_per_day_and_billed_once() {
+    let (app, _fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let (walk_in, key) = customer_key(&app, "Walkin", Stage::Active, None).await;
+    let mut tx = app.db.begin().await.expect("tx");
+    j1msky_accounts::access::set_payment_method(&mut tx, app.db.backend(), &walk_in, true, app.now())
+        .await
+        .expect("payment method");
+    tx.commit().await.expect("commit");
+    app.gateway().customer_changed(&walk_in);
+    let (subscriber, sub_key) = customer_key(&app, "Subscriber", Stage::Active, Some("pro")).await;
+    for _ in 0..3 {
+        assert_eq!(chat(&app, &key).await.0, 200, "a pay-per-task customer with a card calls the API");
+    }
+    assert_eq!(chat(&app, &sub_key).await.0, 200);
+    app.gateway().flush().await;
+    let cost = sum_of(
+        &app,
+        "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = $1",
+        &walk_in,
+    )
+    .await;
+    assert!(cost > 0, "the calls are in the cost ledger");
+
+    // The day is still open: nothing is charged yet.
+    let meter = |now| j1msky_tasks::api_usage::meter_api_calls(&app.db, &app.catalogue, now);
+    assert_eq!(meter(app.now()).await.expect("meter"), 0);
+
+    // Next day: one charge for the day, three times the model cost rounded up to the cent.
+    app.clock.advance_secs(86_400);
+    assert_eq!(meter(app.now()).await.expect("meter"), 1);
+    assert_eq!(meter(app.now()).await.expect("again"), 0, "a day is charged once");
+    let charges: Vec<(Option<String>, String, i64, Option<String>)> =
+        sqlx::query_as("SELECT task_id, tier, amount_micros, api_day FROM usage_charges WHERE customer_id = $1")
+            .bind(&walk_in)
+            .fetch_all(app.db.pool())
+            .await
+            .expect("charges");
+    let expected = (cost * 3 + 9_999) / 10_000 * 10_000;
+    let day = j1msky_tasks::api_usage::day_label((app.now() - 86_400_000_000) / 86_400_000_000);
+    assert_eq!(charges, vec![(None, "api".to_string(), expected, Some(day))]);
+    let subscriber_charges =
+        sum_of(&app, "SELECT COUNT(*) FROM usage_charges WHERE customer_id = $1", &subscriber).await;
+    assert_eq!(subscriber_charges, 0, "a subscriber's calls are in the plan");
+    assert_eq!(events(&app, "usage.api_metered", &walk_in).await.len(), 1);
+
+    // Reported to Stripe like a task's charge: once.
+    let reported = j1msky_billing::usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await;
+    assert_eq!(reported.expect("report"), 1);
+    let again = j1msky_billing::usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await;
+    assert_eq!(again.expect("report again"), 0);
+    let sent = events(&app, "usage.reported", &walk_in).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["amount_cents"], expected / 10_000);
+    assert!(sent[0]["invoice_item"].as_str().is_some_and(|i| i.starts_with("ii_")), "{sent:?}");
+}

@@ -212,6 +212,14 @@ pub async fn serve_on(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = spawn_workers(&db, &catalogue, &gateway, &clock, options.workers, Default::default(), &stopped);
     let sweeper = spawn_reservation_sweeper(&gateway, &stopped);
+    // Pay-per-task customers' direct API calls become charges once their day is over.
+    let meter = tokio::spawn(j1msky_tasks::api_usage::run_meter(
+        db.clone(),
+        catalogue.clone(),
+        clock.clone(),
+        Duration::from_secs(600),
+        stopped.clone(),
+    ));
     let mut state = AppState::new(db.clone(), catalogue.clone(), clock.clone(), config).with_gateway(gateway.clone());
     let billing_jobs = options.stripe.clone().map(|stripe| {
         state = state.clone().with_stripe(stripe.clone());
@@ -242,6 +250,7 @@ pub async fn serve_on(
     }
     let _ = applier.await;
     let _ = sweeper.await;
+    let _ = meter.await;
     if let Some(j) = billing_jobs {
         let _ = j.await;
     }

@@ -21,6 +21,10 @@ pub struct Catalogue {
     pub plans: BTreeMap<String, Plan>,
     /// Pay-per-task price tiers (`simple`, `medium`, `complex`).
     pub pay_per_task: BTreeMap<String, Money>,
+    /// What pay-per-task customers pay for direct API calls (`/v1/*`), as a percentage
+    /// of the calls' model cost: billed per customer and UTC day (default 300: 3× cost).
+    #[serde(default = "default_api_markup")]
+    pub api_calls_markup_percent: u32,
     pub teams: BTreeMap<String, Team>,
     pub models: BTreeMap<String, Model>,
     pub providers: BTreeMap<String, Provider>,
@@ -306,4 +310,8 @@ pub struct Offer {
     /// per customer, ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown_days: Option<u32>,
+}
+
+fn default_api_markup() -> u32 {
+    300
 }

@@ -168,6 +168,13 @@ fn plans(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
         push(out, "pause_plan", format!("unknown plan `{}`; plans are: {}", c.pause_plan, known(&c.plans)));
     }
     check_ids(out, "pay_per_task", &c.pay_per_task);
+    if c.api_calls_markup_percent < 100 || c.api_calls_markup_percent > 10_000 {
+        push(
+            out,
+            "api_calls_markup_percent",
+            format!("{} is outside 100..=10000 (below 100 would sell calls under cost)", c.api_calls_markup_percent),
+        );
+    }
     for (tier, price) in &c.pay_per_task {
         if price.micros() <= 0 {
             push(out, format!("pay_per_task.{tier}"), format!("price {price} must be above zero"));
