@@ -114,6 +114,12 @@ pub async fn start(
     }
     if trial {
         crate::offers::record_checkout(db, &customer.id, None, &link.session_id, now).await?;
+        if !crate::offers::expire_other_trial_checkouts(db, stripe, &customer.id, &link.session_id).await? {
+            // An older trial checkout was paid meanwhile: this one must not give a second.
+            let key = format!("j1msky-expire-{}", link.session_id);
+            stripe.post(&format!("checkout/sessions/{}/expire", link.session_id), &json!({}), &key).await?;
+            return Err(BillingError::invalid("subscription", "already subscribed through an earlier checkout"));
+        }
     }
     Ok(link)
 }

@@ -197,17 +197,56 @@ pub async fn trial_available(db: &Db, stripe: &Stripe, customer_id: &str) -> Res
     if subs > 0 {
         return Ok(false);
     }
-    let sessions: Vec<(Option<String>,)> =
+    for s in trial_sessions(db, customer_id).await? {
+        match s {
+            None => return Ok(false),
+            Some(s) if completed(stripe, &s).await? => return Ok(false),
+            Some(_) => {}
+        }
+    }
+    Ok(true)
+}
+
+/// The checkout sessions that carried the customer's trial (`None`: a trial had outside
+/// checkout).
+async fn trial_sessions(db: &Db, customer_id: &str) -> Result<Vec<Option<String>>, BillingError> {
+    let rows: Vec<(Option<String>,)> =
         sqlx::query_as("SELECT checkout_session FROM offer_grants WHERE customer_id = $1 AND offer = $2")
             .bind(customer_id)
             .bind(TRIAL)
             .fetch_all(db.pool())
             .await?;
-    for (s,) in sessions {
-        match s {
-            None => return Ok(false),
-            Some(s) if completed(stripe, &s).await? => return Ok(false),
-            Some(_) => {}
+    Ok(rows.into_iter().map(|(s,)| s).collect())
+}
+
+/// Expires at Stripe every other still-open checkout that carries the customer's trial,
+/// so the trial lives in one session (`keep`) at a time and two open trial checkouts can
+/// never both be completed. `Ok(false)` when one of them was completed meanwhile: the
+/// trial is spent and `keep` must not be used.
+pub async fn expire_other_trial_checkouts(
+    db: &Db,
+    stripe: &Stripe,
+    customer_id: &str,
+    keep: &str,
+) -> Result<bool, BillingError> {
+    for s in trial_sessions(db, customer_id).await?.into_iter().flatten() {
+        if s == keep {
+            continue;
+        }
+        let session: Value = stripe.get(&format!("checkout/sessions/{s}"), &Value::Null).await?;
+        match session["status"].as_str() {
+            Some("complete") => return Ok(false),
+            Some("open") => {
+                match stripe
+                    .post(&format!("checkout/sessions/{s}/expire"), &json!({}), &format!("j1msky-expire-{s}"))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(BillingError::Stripe { status: 400, .. }) if completed(stripe, &s).await? => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => {}
         }
     }
     Ok(true)

@@ -116,9 +116,18 @@ async fn the_free_trial_is_granted_once_per_customer_ever() {
     let (id, browser, token) = signed_in_owner(&app, "Trier").await;
 
     // The first checkout carries the trial; an abandoned one does not use it up.
-    let _abandoned = checkout(&app, &browser, &token, "starter").await;
+    let abandoned = checkout(&app, &browser, &token, "starter").await;
     app.clock.advance_secs(120);
     let session = checkout(&app, &browser, &token, "starter").await;
+    // The trial lives in one open checkout at a time: the older one was expired at
+    // Stripe, so completing both (two trials) is impossible.
+    let r = reqwest::Client::new()
+        .post(format!("{}/_sim/checkout/{abandoned}/complete", fake.base()))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("complete the older checkout");
+    assert!(!r.status().is_success(), "the older trial checkout can no longer be paid: {}", r.status());
     control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
     settle(&app, &fake).await;
     assert_eq!(status(&app, &id).await.0, "trialing");
@@ -306,8 +315,9 @@ async fn a_contract_customer_checks_out_at_the_contract_price_on_their_own_strip
     let session = checkout(&app, &browser, &token, "enterprise").await;
     app.clock.advance_secs(120);
     let again = checkout(&app, &browser, &token, "enterprise").await;
-    let _ = again;
-    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    assert_ne!(again, session);
+    // The newer checkout holds the trial now (the older one was expired): it is paid.
+    control(&fake, &format!("checkout/{again}/complete"), json!({})).await;
     settle(&app, &fake).await;
     let prices = stripe.get("prices", &json!({"product": "j1msky_enterprise", "limit": 100})).await.expect("prices");
     let theirs: Vec<&Value> = prices["data"]

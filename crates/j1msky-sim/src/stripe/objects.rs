@@ -36,6 +36,7 @@ fn route(s: &mut Store, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
         ("POST", ["v1", "customers", id]) => update_customer(s, id, p),
         ("POST", ["v1", "checkout", "sessions"]) => create_checkout(s, p),
         ("GET", ["v1", "checkout", "sessions", id]) => s.get("cs_", "checkout session", id),
+        ("POST", ["v1", "checkout", "sessions", id, "expire"]) => expire_checkout(s, id),
         ("POST", ["v1", "billing_portal", "sessions"]) => {
             let customer = p["customer"].as_str().unwrap_or_default();
             s.get("cus_", "customer", customer)?;
@@ -249,6 +250,22 @@ fn create_checkout(s: &mut Store, p: &Value) -> ApiResult {
                    "_sub_metadata": p["subscription_data"]["metadata"].clone()});
     s.objects.insert(id, v.clone());
     Ok(v)
+}
+
+/// `POST /v1/checkout/sessions/{id}/expire`: only an open session can be expired; it can
+/// then never be completed.
+fn expire_checkout(s: &mut Store, id: &str) -> ApiResult {
+    let mut cs = s.get("cs_", "checkout session", id)?;
+    if cs["status"] != "open" {
+        return Err(ApiError::invalid(
+            "session",
+            format!("Only Checkout Sessions with a status in [\"open\"] can be expired. This one is {}.", cs["status"]),
+        ));
+    }
+    cs["status"] = json!("expired");
+    s.objects.insert(id.to_string(), cs.clone());
+    s.event("checkout.session.expired", &cs, None);
+    Ok(cs)
 }
 
 fn create_invoice_item(s: &mut Store, p: &Value) -> ApiResult {
