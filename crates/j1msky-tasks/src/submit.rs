@@ -150,6 +150,9 @@ pub struct Step {
     pub cost_micros: i64,
     pub latency_micros: i64,
     pub created_at: i64,
+    /// The output is held back from this viewer (see [`get`]); `output` is then empty.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub output_withheld: bool,
 }
 
 /// A task with its steps.
@@ -458,10 +461,35 @@ pub async fn get(db: &Db, id: &str, customer: Option<&str>) -> Result<TaskDetail
                 cost_micros: r.try_get(6)?,
                 latency_micros: r.try_get(7)?,
                 created_at: r.try_get(8)?,
+                output_withheld: false,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(TaskDetail { task, steps })
+    let mut detail = TaskDetail { task, steps };
+    if let Some(customer) = customer {
+        withhold_unpaid_work(db, customer, &mut detail).await?;
+    }
+    Ok(detail)
+}
+
+/// Pay-per-task work is delivered with its charge: a customer without a plan sees its
+/// steps' outputs once the task has succeeded (and so was charged), not while it runs nor
+/// after it failed or was cancelled. Otherwise cancelling a task after its first step, or
+/// a prompt written to be rejected twice, would deliver the work unpaid. Subscribers pay
+/// through their plan and see everything; so does the operator (no `customer`).
+async fn withhold_unpaid_work(db: &Db, customer: &str, detail: &mut TaskDetail) -> Result<(), TaskError> {
+    if detail.task.state == TaskState::Succeeded {
+        return Ok(());
+    }
+    let plan: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT plan FROM customers WHERE id = $1").bind(customer).fetch_optional(db.pool()).await?;
+    if matches!(plan, Some((None,))) {
+        for s in &mut detail.steps {
+            s.output.clear();
+            s.output_withheld = true;
+        }
+    }
+    Ok(())
 }
 
 /// Tasks, newest first; of one customer, or all.

@@ -201,6 +201,13 @@ async fn a_second_reviewer_rejection_fails_the_task_uncharged() {
     assert_eq!(e.count("SELECT COUNT(*) FROM events WHERE kind = 'task.failed'").await, 1);
     assert_eq!(e.count("SELECT COUNT(*) FROM events WHERE kind = 'task.succeeded'").await, 0);
     assert!(e.worker("w").run_once().await.expect("run").is_none(), "it is not retried");
+
+    // Uncharged work is not delivered: the pay-per-task customer does not get the lead's
+    // output from the steps of a task that failed (the operator still sees everything).
+    let theirs = j1msky_tasks::get(&e.t.db, &id, Some(&payg)).await.expect("customer view");
+    assert_eq!(theirs.steps.len(), 4, "the steps themselves are shown");
+    assert!(theirs.steps.iter().all(|s| s.output.is_empty() && s.output_withheld), "{:?}", theirs.steps);
+    assert!(d.steps.iter().all(|s| !s.output.is_empty() && !s.output_withheld), "operator view: {:?}", d.steps);
 }
 
 #[tokio::test]
