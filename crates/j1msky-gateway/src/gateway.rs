@@ -168,13 +168,16 @@ impl Gateway {
         Ok(self)
     }
 
-    /// Releases the database reservations of processes that died (nothing to do when
-    /// limits are held in memory); returns how many were released.
+    /// Renews this process's own reservation leases, then releases the database
+    /// reservations of processes that died (their leases ran out); nothing to do when
+    /// limits are held in memory. Returns how many were released.
     pub async fn release_expired_reservations(&self) -> Result<u64, GatewayError> {
         if self.in_process.is_some() {
             return Ok(0);
         }
-        Ok(limits::release_expired(&self.db, self.clock.now_micros()).await?)
+        let now = self.clock.now_micros();
+        limits::renew(&self.db, &self.owner, now).await?;
+        Ok(limits::release_expired(&self.db, now).await?)
     }
 
     /// The limits a deployment on this database should use: in memory for SQLite (one

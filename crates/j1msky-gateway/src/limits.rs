@@ -3,10 +3,10 @@
 //! (`used < cap`, `reserved + spent + amount <= cap`), inside one transaction that
 //! takes all of a request's scopes or none.
 //!
-//! Each reservation is also a row naming its owner (the gateway instance) and an expiry,
-//! so one held by a process that died is released by [`release_expired`] once it can no
-//! longer belong to a call still running, rather than blocking the budget until the
-//! window ends.
+//! Each reservation is also a row naming its owner (the gateway instance) and an expiry:
+//! a lease that a live owner keeps renewing ([`renew`], from its sweeper), so one held by
+//! a process that died stops being renewed and is released by [`release_expired`] within
+//! one lease, rather than blocking the budget until the window ends.
 
 use j1msky_core::clock::SECOND;
 use j1msky_core::Money;
@@ -15,10 +15,13 @@ use j1msky_db::{Db, DbError, Tx};
 /// One clock hour, in microseconds.
 pub const HOUR: i64 = 3600 * SECOND;
 
-/// How long a reservation in the database may be held: longer than any call can last
-/// (every model of a chain, each with its retries and waits, at the request timeout),
-/// so only a reservation whose process died is ever released by expiry.
-pub const RESERVATION_TTL: i64 = 30 * 60 * SECOND;
+/// How long a reservation lease in the database lasts without renewal. A live owner
+/// renews its leases every [`RESERVATION_RENEW_EVERY`], so a long call keeps its
+/// reservation; a dead owner's leases run out within this.
+pub const RESERVATION_TTL: i64 = 2 * 60 * SECOND;
+/// How often a live process renews its reservation leases (a quarter of the lease, so
+/// three renewals can be missed before another process may release them).
+pub const RESERVATION_RENEW_EVERY: i64 = 30 * SECOND;
 
 /// A cap to respect: at most `cap` requests per clock hour in `scope`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +197,17 @@ pub async fn settle(tx: &mut Tx, r: &Reservation, actual: Money) -> Result<(), D
         .await?;
     }
     Ok(())
+}
+
+/// Extends the leases of every reservation `owner` (a live process) holds to a full
+/// [`RESERVATION_TTL`] from `now`; returns how many were renewed.
+pub async fn renew(db: &Db, owner: &str, now: i64) -> Result<u64, DbError> {
+    let done = sqlx::query("UPDATE budget_reservations SET expires_at = $1 WHERE owner = $2")
+        .bind(now.saturating_add(RESERVATION_TTL))
+        .bind(owner)
+        .execute(db.pool())
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// Releases every reservation whose expiry has passed (its process died while holding

@@ -132,6 +132,23 @@ async fn database_reservations_of_a_dead_process_are_released_when_they_expire()
     assert_eq!(sweeper.release_expired_reservations().await.expect("sweep"), held.budgets.len() as u64);
     assert_eq!(sweeper.reserved_now().await.expect("reserved"), Money::ZERO, "released");
 
+    // A live process keeps renewing its lease, so its long call keeps its reservation
+    // while a dead one's lease runs out.
+    let live = gateway(&t, &catalogue, &sim, Arc::new(clock.clone()));
+    let (_route, kept) = live.admit(&ctx("req_live"), None, &request()).await.expect("admit");
+    let gone = gateway(&t, &catalogue, &sim, Arc::new(clock.clone()));
+    let (_route, lost) = gone.admit(&ctx("req_gone"), None, &request()).await.expect("admit");
+    drop(gone);
+    clock.advance_micros(RESERVATION_TTL / 2);
+    assert_eq!(live.release_expired_reservations().await.expect("live sweep"), 0, "nothing expired yet");
+    clock.advance_micros(RESERVATION_TTL / 2 + 1);
+    assert_eq!(sweeper.release_expired_reservations().await.expect("sweep"), lost.budgets.len() as u64);
+    assert_eq!(sweeper.reserved_now().await.expect("reserved"), kept.amount, "the live call keeps its reservation");
+    let mut tx = t.db.begin().await.expect("tx");
+    limits::settle(&mut tx, &kept, Money::ZERO).await.expect("settle the live call");
+    tx.commit().await.expect("commit");
+    assert_eq!(sweeper.reserved_now().await.expect("reserved"), Money::ZERO);
+
     // A settlement arriving after the release adds its spend and releases nothing twice.
     let mut tx = t.db.begin().await.expect("tx");
     limits::settle(&mut tx, &held, Money::from_micros(7)).await.expect("settle");

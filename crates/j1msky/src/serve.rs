@@ -286,7 +286,9 @@ pub fn spawn_reservation_sweeper(
                 tracing::error!(error = %e, "cannot release expired budget reservations");
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = tokio::time::sleep(Duration::from_micros(
+                    j1msky_gateway::limits::RESERVATION_RENEW_EVERY.unsigned_abs(),
+                )) => {}
                 _ = stop.changed() => {}
             }
         }
