@@ -12,6 +12,7 @@ use j1msky_db::{outbox, Backend};
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row};
 
+use crate::refs::{id_of, our_customer, owner, plan_of_price};
 use crate::BillingError;
 
 /// What applying needs besides the database.
@@ -29,11 +30,6 @@ pub fn version(created: i64, event_id: &str) -> String {
     format!("{created:012}:{event_id}")
 }
 
-/// A Stripe reference that may be an id or an expanded object.
-pub(crate) fn id_of(v: &Value) -> Option<String> {
-    v.as_str().map(String::from).or_else(|| v["id"].as_str().map(String::from))
-}
-
 /// Applies one event inside the caller's transaction.
 pub async fn event(
     conn: &mut AnyConnection,
@@ -42,7 +38,7 @@ pub async fn event(
     ev: &Value,
     now: i64,
 ) -> Result<(), BillingError> {
-    let env = crate::webhook::envelope(ev)?;
+    let env = crate::refs::envelope(ev)?;
     let obj = &ev["data"]["object"];
     let v = version(env.created, &env.id);
     match env.kind.as_str() {
@@ -82,25 +78,6 @@ pub async fn event(
     }
 }
 
-/// Our customer linked to a Stripe customer id.
-async fn our_customer(conn: &mut AnyConnection, stripe_customer: &str) -> Result<Option<String>, BillingError> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM customers WHERE stripe_customer_id = $1")
-        .bind(stripe_customer)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row.map(|r| r.0))
-}
-
-/// The Stripe customer an object names, and ours linked to it (if any yet).
-pub(crate) async fn owner(
-    conn: &mut AnyConnection,
-    obj: &Value,
-) -> Result<(Option<String>, Option<String>), BillingError> {
-    let Some(sc) = id_of(&obj["customer"]) else { return Ok((None, None)) };
-    let ours = our_customer(conn, &sc).await?;
-    Ok((Some(sc), ours))
-}
-
 /// Links a Stripe customer to ours when ours has no link yet; returns whether ours is
 /// (now) linked to it.
 async fn link(
@@ -132,35 +109,6 @@ async fn link(
         .await?;
     }
     Ok(true)
-}
-
-/// The plan a Stripe price stands for: its product's (so a price retired by a price
-/// change, which lost its lookup key, still names its plan), else its lookup key, else
-/// the price id `stripe sync` stored.
-pub(crate) async fn plan_of_price(conn: &mut AnyConnection, price: &Value) -> Result<Option<String>, BillingError> {
-    if let Some(product) = id_of(&price["product"]) {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT key FROM stripe_objects WHERE stripe_id = $1 AND key LIKE 'product:%'")
-                .bind(&product)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if let Some((key,)) = row {
-            return Ok(Some(key.trim_start_matches("product:").to_string()));
-        }
-    }
-    if let Some(plan) = price["lookup_key"].as_str().and_then(crate::plan_of_lookup_key) {
-        return Ok(Some(plan.to_string()));
-    }
-    if let Some(plan) = crate::contracts::plan_of_contract_price(price) {
-        return Ok(Some(plan.to_string()));
-    }
-    let Some(id) = id_of(price) else { return Ok(None) };
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT key FROM stripe_objects WHERE stripe_id = $1 AND key LIKE 'price:%'")
-            .bind(&id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(row.map(|(k,)| k.trim_start_matches("price:").to_string()))
 }
 
 #[allow(clippy::too_many_arguments)]

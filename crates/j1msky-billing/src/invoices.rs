@@ -7,7 +7,7 @@ use j1msky_db::{outbox, Backend};
 use serde_json::{json, Value};
 use sqlx::AnyConnection;
 
-use crate::apply::{id_of, owner, plan_of_price};
+use crate::refs::{id_of, owner, plan_of_price};
 use crate::BillingError;
 
 /// The line billing the subscription itself: not an invoice item (usage, a one-off),

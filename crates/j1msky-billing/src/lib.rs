@@ -13,6 +13,7 @@ pub mod invoice_lines;
 mod invoices;
 pub mod jobs;
 pub mod offers;
+mod refs;
 pub mod retention;
 pub mod revenue;
 pub mod signature;

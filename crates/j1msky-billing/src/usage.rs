@@ -247,7 +247,7 @@ async fn items_still_pending(db: &Db, stripe: &Stripe, customer: &str) -> Result
             continue;
         }
         let invoice = match stripe.find(&format!("invoiceitems/{item}")).await? {
-            Some(found) => crate::apply::id_of(&found["invoice"]),
+            Some(found) => crate::refs::id_of(&found["invoice"]),
             None => None,
         };
         let Some(invoice) = invoice else {

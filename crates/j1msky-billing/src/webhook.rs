@@ -6,6 +6,7 @@ use j1msky_db::{Backend, Db};
 use serde_json::Value;
 use sqlx::Row;
 
+pub use crate::refs::{envelope, Envelope};
 use crate::{apply, signature, BillingError};
 
 /// What became of a delivery.
@@ -15,29 +16,6 @@ pub enum Received {
     Stored { id: String, kind: String },
     /// Already held: nothing changed.
     Duplicate { id: String },
-}
-
-/// The fields of an event envelope we need.
-#[derive(Debug, Clone)]
-pub struct Envelope {
-    pub id: String,
-    pub kind: String,
-    pub created: i64,
-    pub livemode: bool,
-    pub object_id: Option<String>,
-}
-
-/// Reads an event envelope, naming what is missing.
-pub fn envelope(v: &Value) -> Result<Envelope, BillingError> {
-    let field = |name: &str| BillingError::Malformed(format!("webhook event: `{name}` missing or not the right type"));
-    let id = v["id"].as_str().filter(|s| s.starts_with("evt_")).ok_or_else(|| field("id"))?;
-    Ok(Envelope {
-        id: id.to_string(),
-        kind: v["type"].as_str().ok_or_else(|| field("type"))?.to_string(),
-        created: v["created"].as_i64().ok_or_else(|| field("created"))?,
-        livemode: v["livemode"].as_bool().unwrap_or(false),
-        object_id: v["data"]["object"]["id"].as_str().map(String::from),
-    })
 }
 
 /// Verifies a delivery and stores it. A bad signature or body, or an event of the other
