@@ -170,7 +170,8 @@ impl FromRequestParts<AppState> for ApiCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-            let presented = value.to_str().ok().and_then(bearer_token).ok_or_else(ApiError::unauthorized)?;
+            let presented =
+                value.to_str().ok().and_then(crate::bearer::bearer_token).ok_or_else(ApiError::unauthorized)?;
             return match state.keys.authenticate(&state.db, presented, state.now()).await? {
                 Some(k) => Ok(ApiCaller::Key { key_id: k.key_id, customer_id: k.customer_id }),
                 None => {
@@ -180,14 +181,6 @@ impl FromRequestParts<AppState> for ApiCaller {
         }
         session_of(parts).map(ApiCaller::User).ok_or_else(ApiError::unauthorized)
     }
-}
-
-/// The credentials of an `Authorization: Bearer …` value; the scheme name is
-/// case-insensitive (RFC 9110 §11.1) and may be followed by any run of spaces.
-pub fn bearer_token(authorization: &str) -> Option<&str> {
-    let (scheme, rest) = authorization.trim_start().split_once([' ', '\t'])?;
-    let token = rest.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Percent-encodes a query value (only what `next=` needs).

@@ -19,16 +19,6 @@ use crate::auth::OperatorUser;
 use crate::render::page_with_status;
 use crate::state::AppState;
 
-tokio::task_local! {
-    /// The controls in force while an admin page is being served (for the banner).
-    static CONTROLS: Controls;
-}
-
-/// The cost mode for the banner of the page being rendered, if known.
-pub fn banner_mode() -> Option<(Mode, Option<String>)> {
-    CONTROLS.try_with(|c| (c.mode, c.mode_set_by.clone())).ok()
-}
-
 async fn current(state: &AppState) -> Result<Controls, String> {
     match state.gateway.as_ref() {
         Some(gw) => gw.controls().await.map_err(|e| e.to_string()),
@@ -42,7 +32,7 @@ pub async fn with_controls(State(state): State<AppState>, req: Request, next: Ne
         return next.run(req).await;
     }
     match current(&state).await {
-        Ok(c) => CONTROLS.scope(c, next.run(req)).await,
+        Ok(c) => crate::cost_banner::CONTROLS.scope(c, next.run(req)).await,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the gateway controls for the banner");
             next.run(req).await

@@ -3,8 +3,10 @@
 
 mod api;
 pub mod auth;
+mod bearer;
 mod billing_hooks;
 mod billing_pages;
+mod cost_banner;
 mod csrf;
 mod error;
 mod gateway_pages;

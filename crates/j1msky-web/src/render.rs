@@ -83,7 +83,7 @@ pub fn page_with_status(
         section,
         admin_nav => nav(ADMIN_NAV),
         app_nav => nav(APP_NAV),
-        cost_mode => crate::gateway_pages::banner_mode().map(|(m, by)| context! { mode => m.as_str(), set_by => by }),
+        cost_mode => crate::cost_banner::banner_mode().map(|(m, by)| context! { mode => m.as_str(), set_by => by }),
     };
     let merged = context! { ..ctx, ..base };
     match state.templates.get_template(template).and_then(|t| t.render(merged)) {

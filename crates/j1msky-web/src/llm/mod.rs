@@ -137,7 +137,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Strin
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer_token)
+        .and_then(crate::bearer::bearer_token)
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
     let Some(presented) = presented.filter(|p| !p.is_empty()) else {
