@@ -294,6 +294,6 @@ pub async fn sim(cmd: SimCommand) -> Result<(), Failure> {
     println!("j1msky simulated model provider (not a real model) listening on http://{addr}");
     println!("  OpenAI format:    http://{addr}/v1/chat/completions");
     println!("  Anthropic format: http://{addr}/v1/messages");
-    j1msky_sim::serve(listener, config, crate::serve::shutdown_signal()).await?;
+    j1msky_sim::serve(listener, config, crate::shutdown::shutdown_signal()).await?;
     Ok(())
 }

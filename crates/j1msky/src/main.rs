@@ -9,6 +9,7 @@ mod demo;
 mod gateway_cmd;
 mod output;
 mod serve;
+mod shutdown;
 mod stripe_cmd;
 mod task_cmd;
 

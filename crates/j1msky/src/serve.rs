@@ -242,7 +242,7 @@ pub async fn serve_on(
     ));
     tracing::info!(%addr, workers = options.workers, "listening");
     announce(addr);
-    j1msky_web::serve(listener, state, shutdown_signal()).await.context("server failed")?;
+    j1msky_web::serve(listener, state, crate::shutdown::shutdown_signal()).await.context("server failed")?;
     // Workers finish the task in hand; an unfinished one resumes from its last step.
     let _ = stop.send(true);
     for w in workers {
@@ -330,32 +330,4 @@ pub fn spawn_workers(
             tokio::spawn(worker.run(stop.clone()))
         })
         .collect()
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT: shutting down gracefully"),
-        _ = term => tracing::info!("SIGTERM: shutting down gracefully"),
-    }
 }

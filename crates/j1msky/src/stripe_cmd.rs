@@ -198,7 +198,7 @@ pub async fn sim_stripe(a: SimStripeArgs) -> Result<(), Failure> {
         Some(url) => println!("  webhooks go to {url}"),
         None => println!("  webhooks are kept, not sent (--webhook-url to send them)"),
     }
-    crate::serve::shutdown_signal().await;
+    crate::shutdown::shutdown_signal().await;
     drop(running);
     Ok(())
 }

@@ -241,7 +241,7 @@ pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
     let handles = crate::serve::spawn_workers(&db, &catalogue, &gateway, &clock, args.workers.max(1), config, &stopped);
     let sweeper = crate::serve::spawn_reservation_sweeper(&gateway, &stopped);
     println!("j1msky worker: {} workers on {}", args.workers.max(1), db.backend().name());
-    crate::serve::shutdown_signal().await;
+    crate::shutdown::shutdown_signal().await;
     let _ = stop.send(true);
     for h in handles {
         let _ = h.await;
