@@ -9,49 +9,19 @@ use std::time::Duration;
 
 use j1msky_accounts::customers::{self, NewCustomer};
 use j1msky_accounts::Actor;
-use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::vocab::Stage;
-use j1msky_core::{Clock, ManualClock};
-use j1msky_db::testing::TestDb;
-use j1msky_gateway::{Gateway, ProviderOverride, RetryPolicy};
+use j1msky_core::Clock;
 use j1msky_sim::SimConfig;
 use j1msky_tasks::worker::Outcome;
 use j1msky_tasks::{NewTask, TaskDetail, TaskState, Worker, WorkerConfig};
 
-const T0: i64 = 1_795_000_000_000_000;
+mod common;
+
+use common::{env_with as env, Env};
+
 const HOUR: i64 = 3600;
 /// The reviewer's upstream model in the shipped catalogue.
 const REVIEWER: &str = "claude-sonnet-4-5";
-
-struct Env {
-    t: TestDb,
-    catalogue: Arc<Catalogue>,
-    clock: ManualClock,
-    gateway: Arc<Gateway>,
-    sim: j1msky_sim::Running,
-}
-
-async fn env(sim: SimConfig) -> Env {
-    let t = TestDb::new().await;
-    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).expect("catalogue"));
-    let clock = ManualClock::new(T0);
-    let sim = j1msky_sim::spawn(sim).await.expect("sim");
-    let gateway = Gateway::new(
-        t.db.clone(),
-        catalogue.clone(),
-        Arc::new(clock.clone()),
-        &ProviderOverride::all_to(&catalogue, &sim.openai_base(), &sim.anthropic_base(), "k"),
-        j1msky_gateway::providers::Timeouts { connect: Duration::from_secs(2), request: Duration::from_secs(5) },
-        RetryPolicy {
-            retries_per_model: 1,
-            base_backoff: Duration::from_millis(1),
-            max_wait: Duration::from_millis(50),
-        },
-    )
-    .default_limits()
-    .expect("limits");
-    Env { t, catalogue, clock, gateway: Arc::new(gateway), sim }
-}
 
 impl Env {
     fn worker(&self, name: &str) -> Worker {
