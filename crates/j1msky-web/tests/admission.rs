@@ -145,6 +145,27 @@ async fn control(fake: &j1msky_sim::stripe::RunningStripe, path: &str, body: Val
     assert!(r.status().is_success(), "{path}: {}", r.text().await.unwrap_or_default());
 }
 
+/// A completed, paid checkout for `plan` (the customer's free trial spent first), its
+/// webhooks applied.
+async fn paid_checkout(
+    app: &TestApp,
+    fake: &j1msky_sim::stripe::RunningStripe,
+    stripe: &j1msky_billing::Stripe,
+    id: &str,
+    plan: &str,
+) {
+    let request = checkout::CheckoutRequest {
+        plan: plan.into(),
+        success_url: "https://app.example.test/app/billing?done=1".into(),
+        cancel_url: "https://app.example.test/app/billing".into(),
+        attempt: "1".into(),
+    };
+    j1msky_billing::offers::record_trial_had(&app.db, id, "cli", app.now()).await.expect("trial had");
+    let link = checkout::start(&app.db, stripe, &app.catalogue, id, &request, app.now()).await.expect("checkout");
+    control(fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    delivered_and_applied(app, fake).await;
+}
+
 async fn events(app: &TestApp, kind: &str, customer: &str) -> Vec<Value> {
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT payload FROM events WHERE kind = $1 AND customer_id = $2 ORDER BY id")
@@ -175,17 +196,7 @@ async fn a_failed_payment_keeps_access_for_the_grace_period_then_restricts_until
     )
     .await
     .expect("owner");
-    let request = checkout::CheckoutRequest {
-        plan: "pro".into(),
-        success_url: "https://app.example.test/app/billing?done=1".into(),
-        cancel_url: "https://app.example.test/app/billing".into(),
-        attempt: "1".into(),
-    };
-    // This customer pays from the first day: its free trial is spent.
-    j1msky_billing::offers::record_trial_had(&app.db, &id, "cli", app.now()).await.expect("trial had");
-    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &request, app.now()).await.expect("checkout");
-    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
-    delivered_and_applied(&app, &fake).await;
+    paid_checkout(&app, &fake, &stripe, &id, "pro").await;
     app.gateway().customer_changed(&id);
     assert_eq!(chat(&app, &key).await.0, 200, "paid: in");
 
@@ -233,17 +244,7 @@ async fn a_failed_payment_keeps_access_for_the_grace_period_then_restricts_until
 async fn an_unpaid_subscription_restricts_at_once() {
     let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
     let (id, key) = customer_key(&app, "Nopay", Stage::Qualified, None).await;
-    let request = checkout::CheckoutRequest {
-        plan: "starter".into(),
-        success_url: "https://app.example.test/app/billing?done=1".into(),
-        cancel_url: "https://app.example.test/app/billing".into(),
-        attempt: "1".into(),
-    };
-    // This customer pays from the first day: its free trial is spent.
-    j1msky_billing::offers::record_trial_had(&app.db, &id, "cli", app.now()).await.expect("trial had");
-    let link = checkout::start(&app.db, &stripe, &app.catalogue, &id, &request, app.now()).await.expect("checkout");
-    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
-    delivered_and_applied(&app, &fake).await;
+    paid_checkout(&app, &fake, &stripe, &id, "starter").await;
     let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE customer_id = $1")
         .bind(&id)
         .fetch_one(app.db.pool())
