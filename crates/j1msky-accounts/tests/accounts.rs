@@ -1,5 +1,9 @@
 //! Accounts on a real database (SQLite, or PostgreSQL when the run asks for it).
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 use j1msky_accounts::customers::{self, NewCustomer};
 use j1msky_accounts::users::{self, NewUser};
 use j1msky_accounts::{api_keys, audit, sessions, AccountsError, Actor};

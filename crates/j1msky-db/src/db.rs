@@ -146,6 +146,9 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, DbError> {
         let pool = self.pool.clone();
         let backend = self.backend;
+        // Tracked: the handle is awaited just below; only a cancelled caller detaches it,
+        // which is the point (the BEGIN completes and the pool gets the connection back).
+        #[allow(clippy::disallowed_methods)]
         let started = tokio::spawn(async move {
             match backend {
                 Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,

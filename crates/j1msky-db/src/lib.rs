@@ -5,6 +5,9 @@ mod db;
 mod error;
 pub mod jobs;
 pub mod outbox;
+/// Test fixtures (fresh databases on either engine); only for other crates' tests,
+/// through `features = ["testing"]` in their `[dev-dependencies]`.
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use db::{Backend, Db, Tx, DEFAULT_SQLITE_PATH};

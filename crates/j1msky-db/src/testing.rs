@@ -2,6 +2,10 @@
 //! PostgreSQL database when `J1MSKY_TEST_BACKEND=postgres` and
 //! `J1MSKY_TEST_POSTGRES_URL` (a server URL with rights to create databases) are set.
 
+// A fixture that cannot give a test its database must stop that test loudly, and this
+// module is compiled only for tests (feature `testing`).
+#![allow(clippy::panic)]
+
 use crate::{Backend, Db};
 
 /// Environment variable choosing the engine for tests (`sqlite` or `postgres`).

@@ -1,6 +1,10 @@
 //! Leased jobs and the event outbox on a real database (SQLite, or PostgreSQL when the
 //! run asks for it), including two processes claiming from one PostgreSQL database.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 use std::collections::HashSet;
 use std::process::Command;
 

@@ -111,6 +111,9 @@ impl InProcess {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let unflushed = Arc::new(AtomicUsize::new(0));
+        // Tracked through its channel: `flush` waits on it, shutdown flushes before
+        // exiting, and the loop ends (after a last commit) when the InProcess drops.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(write_loop(db.clone(), rx, unflushed.clone()));
         Ok(Arc::new(InProcess {
             state: Mutex::new(State::default()),

@@ -28,7 +28,9 @@ struct Settler {
 impl Settler {
     fn finish(self, usage: Usage, outcome: &'static str) {
         let Settler { gateway, reservation, attempts, model, .. } = self;
-        // Settling must not depend on the client still listening.
+        // Settling must not depend on the client still listening, so it cannot be awaited
+        // by the (possibly dropped) stream; it is one bounded write, not background work.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             if let Err(e) = gateway.settle_stream(reservation, attempts, &model, usage, outcome).await {
                 tracing::error!(error = %e, "could not settle a streamed call");

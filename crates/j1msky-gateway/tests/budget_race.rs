@@ -3,6 +3,10 @@
 //! own connection pools on one database (as two server processes would be), and in one
 //! gateway holding its limits in memory (the embedded default).
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,6 +2,10 @@
 //! dead process held is never forgotten (limits in memory) or never held forever
 //! (limits in the database), and failing ledger commits stop admission at a bound.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -5,6 +5,10 @@
 //!
 //! `cargo run --release -p j1msky-sim --example passthrough -- LISTEN_ADDR UPSTREAM_BASE`
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;

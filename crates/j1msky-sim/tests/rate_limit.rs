@@ -1,6 +1,10 @@
 //! The simulated provider's rate limit answers like a throttling provider: the burst it
 //! allows, then 429 in the OpenAI error shape with a `Retry-After`.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 use j1msky_sim::SimConfig;
 
 #[tokio::test]

@@ -4,6 +4,10 @@
 //! task, uncharged; the result is the work, not the review. End to end on the engine
 //! the test run selects, over loopback to the simulated provider, with a manual clock.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,6 +2,10 @@
 //! selects: the real gateway (its default limits) over loopback to the simulated
 //! provider, the real database.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

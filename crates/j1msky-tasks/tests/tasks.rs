@@ -1,6 +1,10 @@
 //! Tasks through teams, end to end on the engine the test run selects: the real gateway
 //! over loopback to the simulated provider, the real database, a manual clock.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,6 +1,10 @@
 //! Access rules over HTTP: CSRF, login throttling, sessions, body limits, bad JSON,
 //! health, readiness and metrics.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{location, session_cookie, spawn_app, spawn_app_with, OPERATOR_EMAIL, PASSWORD};

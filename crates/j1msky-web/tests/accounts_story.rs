@@ -1,6 +1,10 @@
 //! The foundation story over HTTP: operator creates a customer and owner, the owner
 //! logs in, creates a key and calls the API; isolation between customers.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{location, session_cookie, spawn_app, OPERATOR_EMAIL, PASSWORD};

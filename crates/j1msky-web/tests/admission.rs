@@ -2,6 +2,10 @@
 //! while its stage, plan and payments allow it, and refuse everyone else the same way
 //! (402 `no_active_plan`); a failed payment gives a grace period, then restricts.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{spawn_app_with_gateway, spawn_app_with_gateway_and_stripe, TestApp, WEBHOOK_SECRET};

@@ -2,6 +2,10 @@
 //! trial is refused, the free trial comes once per customer, the win-back discount is
 //! granted once (or after its cool-down), and every grant records who granted it.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 mod common;
 
 use std::time::Duration;

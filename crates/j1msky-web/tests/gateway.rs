@@ -2,6 +2,10 @@
 //! routed, capped, budgeted and metered, against the simulated provider on loopback, on
 //! the storage engine the test run selects.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 mod common;
 
 use common::spawn_app_with_gateway;

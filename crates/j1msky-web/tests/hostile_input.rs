@@ -1,6 +1,10 @@
 //! What a client controls and must not be able to abuse: the forwarded address
 //! chain, the `next` redirect after login, and text a database cannot store.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{csrf_token, spawn_app, spawn_app_with, OPERATOR_EMAIL, PASSWORD};

@@ -2,6 +2,10 @@
 //! Stripe embeds, subscribers on a retired price, churn found by a reconcile after
 //! downtime. The real server, a fake Stripe on loopback delivering signed webhooks to it.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 mod common;
 #[path = "revenue_support/mod.rs"]
 mod support;

@@ -1,6 +1,10 @@
 //! Every route against hostile input, as every kind of caller: nothing a client sends
 //! may make the server answer 5xx.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 mod common;
 
 use common::{spawn_app_with_everything, OPERATOR_EMAIL, PASSWORD};

@@ -2,6 +2,10 @@
 //! that fits the pages, CSRF on every cookie-authenticated request, cap scopes that
 //! must exist, the `Bearer` scheme in any case, and models outside a customer's plan.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 mod common;
 
 use std::collections::BTreeMap;

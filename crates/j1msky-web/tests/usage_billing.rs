@@ -2,6 +2,10 @@
 //! refusals are errors with Stripe's words, a charge re-reported after a restore is not
 //! invoiced twice, and usage is revenue only once its invoice is paid.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 mod common;
 #[path = "revenue_support/mod.rs"]
 mod support;

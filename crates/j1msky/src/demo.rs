@@ -176,6 +176,8 @@ async fn demo_billing(
         sessions.push(link.session_id);
     }
     let base = fake.base();
+    // Not awaited, but bounded: at most ~5 s of polling, then one request per session.
+    #[allow(clippy::disallowed_methods)]
     tokio::spawn(async move {
         // The customers "pay" once the server answers, so the webhooks find it.
         let http = reqwest::Client::new();

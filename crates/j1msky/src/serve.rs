@@ -213,6 +213,8 @@ pub async fn serve_on(
     let workers = spawn_workers(&db, &catalogue, &gateway, &clock, options.workers, Default::default(), &stopped);
     let sweeper = spawn_reservation_sweeper(&gateway, &stopped);
     // Pay-per-task customers' direct API calls become charges once their day is over.
+    // Spawned loops here are tracked: each takes `stopped` and is awaited below.
+    #[allow(clippy::disallowed_methods)]
     let meter = tokio::spawn(j1msky_tasks::api_usage::run_meter(
         db.clone(),
         catalogue.clone(),
@@ -221,6 +223,7 @@ pub async fn serve_on(
         stopped.clone(),
     ));
     let mut state = AppState::new(db.clone(), catalogue.clone(), clock.clone(), config).with_gateway(gateway.clone());
+    #[allow(clippy::disallowed_methods)] // tracked: awaited at shutdown below
     let billing_jobs = options.stripe.clone().map(|stripe| {
         state = state.clone().with_stripe(stripe.clone());
         tokio::spawn(j1msky_billing::jobs::run_billing_jobs(
@@ -232,6 +235,7 @@ pub async fn serve_on(
             stopped.clone(),
         ))
     });
+    #[allow(clippy::disallowed_methods)] // tracked: awaited at shutdown below
     let applier = tokio::spawn(j1msky_billing::jobs::run_applier(
         db.clone(),
         catalogue,
@@ -271,6 +275,8 @@ pub async fn take_back_abandoned_tasks(gateway: &j1msky_gateway::Gateway, db: &D
 
 /// Every minute, releases the budget reservations of processes that died (limits in
 /// the database only; in-memory limits carry theirs over as spent).
+// Tracked: the caller keeps the handle, stops the loop through `stop` and awaits it.
+#[allow(clippy::disallowed_methods)]
 pub fn spawn_reservation_sweeper(
     gateway: &Arc<j1msky_gateway::Gateway>,
     stop: &tokio::sync::watch::Receiver<bool>,
@@ -307,6 +313,8 @@ pub struct Options {
 }
 
 /// Starts `n` task workers that stop when `stop` turns true.
+// Tracked: the caller keeps the handles, stops them through `stop` and awaits them.
+#[allow(clippy::disallowed_methods)]
 pub fn spawn_workers(
     db: &Db,
     catalogue: &Arc<Catalogue>,

@@ -1,6 +1,10 @@
 //! The `j1msky` binary as an operator uses it: real processes, a real database (SQLite,
 //! or PostgreSQL when the test run asks for it), and a real server beside the CLI.
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -4,6 +4,10 @@
 //! and on SQLite the killed server's running tasks are taken back at once by the next.
 //! Prints the measured loss of API ledger rows per crash (docs/BENCHMARKS.md).
 
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

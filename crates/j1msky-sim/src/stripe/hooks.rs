@@ -80,6 +80,8 @@ impl Deliverer {
         let delivered = Arc::new(AtomicU64::new(0));
         let refused = Arc::new(AtomicU64::new(0));
         let (d, r) = (delivered.clone(), refused.clone());
+        // Lives as long as the fake: it ends when the fake (the last sender) is dropped.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             // `t` is the fake's clock when the event was sent (tests may set that clock).

@@ -41,6 +41,8 @@ impl Default for FakeStripeConfig {
     }
 }
 
+// Stripe's clock is the real one; tests move the fake's own offset (`now`), not ours.
+#[allow(clippy::disallowed_methods)]
 fn real_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -224,6 +226,8 @@ pub async fn serve_stripe(
     });
     let app = axum::Router::new().fallback(handle).with_state(shared);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // Tracked by the returned `RunningStripe`: dropping it stops the server.
+    #[allow(clippy::disallowed_methods)]
     tokio::spawn(async move {
         let stopped = async {
             let _ = rx.await;

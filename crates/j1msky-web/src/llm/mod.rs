@@ -129,6 +129,9 @@ pub async fn detached_stream(
 async fn detached<T: Send + 'static>(
     call: impl std::future::Future<Output = Result<T, GatewayError>> + Send + 'static,
 ) -> Result<T, GatewayError> {
+    // Tracked: awaited at once. Its own task only so that a client hanging up does not
+    // cancel the call half-way (reservations and ledger rows stay consistent).
+    #[allow(clippy::disallowed_methods)]
     tokio::spawn(call).await.map_err(|e| GatewayError::Invalid(format!("internal: the call's task failed: {e}")))?
 }
 
