@@ -33,7 +33,13 @@ impl TestDb {
     /// Panics with a clear message when PostgreSQL was asked for but is not reachable:
     /// a test run that silently fell back to SQLite would prove nothing.
     pub async fn new() -> TestDb {
-        let (url, dir) = fresh_url().await;
+        TestDb::on(requested_backend()).await
+    }
+
+    /// As [`TestDb::new`] on the given engine, whatever the run asked for (tests that
+    /// need both engines at once, such as the schema-parity test).
+    pub async fn on(backend: Backend) -> TestDb {
+        let (url, dir) = fresh_url_on(backend).await;
         let db = match Db::open(&url).await {
             Ok(db) => db,
             Err(e) => panic!("test database {url}: {e}"),
@@ -45,7 +51,12 @@ impl TestDb {
 /// A URL to a new empty (unmigrated) database on the requested engine, and the
 /// temporary directory that must outlive it (SQLite).
 pub async fn fresh_url() -> (String, Option<tempfile::TempDir>) {
-    match requested_backend() {
+    fresh_url_on(requested_backend()).await
+}
+
+/// As [`fresh_url`] on the given engine.
+pub async fn fresh_url_on(backend: Backend) -> (String, Option<tempfile::TempDir>) {
+    match backend {
         Backend::Sqlite => {
             let dir = match tempfile::tempdir() {
                 Ok(d) => d,
