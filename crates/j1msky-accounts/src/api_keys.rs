@@ -5,7 +5,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::secrets::{digest, random_token};
-use crate::{audit, AccountsError, Actor};
+use crate::AccountsError;
+use j1msky_audit::{audit, Actor};
 use j1msky_core::clock::SECOND;
 use j1msky_db::Db;
 

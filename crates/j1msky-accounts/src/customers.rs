@@ -3,7 +3,8 @@
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use crate::{audit, AccountsError, Actor, Email};
+use crate::{AccountsError, Email};
+use j1msky_audit::{audit, Actor};
 use j1msky_core::catalogue::{Catalogue, TeamAllowance};
 use j1msky_core::vocab::{Stage, UseCase};
 use j1msky_db::{outbox, Db};

@@ -3,7 +3,8 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::{audit, passwords, throttle, AccountsError, Actor, Email};
+use crate::{passwords, throttle, AccountsError, Email};
+use j1msky_audit::{audit, Actor};
 use j1msky_core::vocab::UserRole;
 use j1msky_db::{outbox, Db};
 
