@@ -80,6 +80,5 @@ pub async fn revoke_key(
         ApiCaller::Key { key_id, .. } => Actor(format!("api_key:{key_id}")),
     };
     let key = api_keys::revoke(&state.db, &actor, &id, Some(cid), state.now()).await?;
-    state.keys.forget_all();
     Ok(Json(json!({"key": key})))
 }

@@ -270,9 +270,10 @@ pub async fn admin_create_customer(
             .await
         }
     };
-    let customer = match customers::create(&state.db, &state.catalogue, &actor, input, now).await {
-        Ok(c) => c,
-        Err(e @ AccountsError::Invalid { .. }) => {
+    let owner = owner.map(|(email, password)| customers::NewOwner { email, display_name: String::new(), password });
+    let customer = match customers::create_with_owner(&state.db, &state.catalogue, &actor, input, owner, now).await {
+        Ok((c, _)) => c,
+        Err(e @ (AccountsError::Invalid { .. } | AccountsError::Conflict(_))) => {
             return admin_customers_page(
                 &state,
                 &s,
@@ -284,20 +285,6 @@ pub async fn admin_create_customer(
         }
         Err(e) => return internal(&state, Some(&s), e),
     };
-    if let Some((email, password)) = owner {
-        let new_user = users::NewUser {
-            email,
-            display_name: String::new(),
-            password,
-            role: UserRole::Owner,
-            customer_id: Some(customer.id.clone()),
-        };
-        if let Err(e) = users::create(&state.db, &actor, new_user, now).await {
-            let msg = format!("The customer was added, but its owner was not: {e}");
-            return customer_page(&state, &s, &customer.id, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY)
-                .await;
-        }
-    }
     Redirect::to(&format!("/admin/customers/{}", customer.id)).into_response()
 }
 
@@ -450,7 +437,6 @@ pub async fn app_revoke_key(
     }
     match api_keys::revoke(&state.db, &Actor::user(&s.user.id), &id, Some(&cid), state.now()).await {
         Ok(_) => {
-            state.keys.forget_all();
             Redirect::to("/app").into_response()
         }
         Err(e) => internal(&state, Some(&s), e),
