@@ -130,11 +130,14 @@ pub async fn set_cap_text(
     let cap = match text.trim() {
         "" | "default" => None,
         n => match n.parse::<i64>() {
-            Ok(n) if n >= 0 => Some(n),
-            _ => {
+            Ok(n) => Some(n),
+            Err(_) => {
                 return Err(ControlError::rule(
                     "cap",
-                    format!("cap for {scope}: `{n}` is not a whole number of requests per hour (or `default`)"),
+                    format!(
+                        "cap for {scope}: `{n}` is not a number of requests per hour (not a whole number); give one \
+                         or `default`"
+                    ),
                 ))
             }
         },

@@ -436,9 +436,7 @@ pub async fn app_revoke_key(
         return error_page(&state, Some(&s), StatusCode::FORBIDDEN, "Only the account owner manages API keys.");
     }
     match api_keys::revoke(&state.db, &Actor::user(&s.user.id), &id, Some(&cid), state.now()).await {
-        Ok(_) => {
-            Redirect::to("/app").into_response()
-        }
+        Ok(_) => Redirect::to("/app").into_response(),
         Err(e) => internal(&state, Some(&s), e),
     }
 }

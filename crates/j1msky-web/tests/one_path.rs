@@ -86,3 +86,54 @@ async fn a_key_revoked_through_the_api_or_the_dashboard_stops_at_once() {
         revoked_at_once(&app, &secret, revoke).await;
     }
 }
+
+/// The dashboard hands the operator's text to the same gateway function the CLI calls,
+/// so a bad value is refused with the same words, and nothing is stored.
+#[tokio::test]
+async fn bad_caps_and_budgets_get_the_domains_error_on_the_dashboard() {
+    let app = spawn_app().await;
+    let operator = app.browser();
+    app.login(&operator, OPERATOR_EMAIL, PASSWORD).await;
+    for (path, scope, value) in [
+        ("/admin/gateway/caps", "global", "-4"),
+        ("/admin/gateway/caps", "global", "lots"),
+        ("/admin/gateway/caps", "budget:daily", "5"),
+        ("/admin/gateway/budget", "", "0"),
+    ] {
+        let expected = if path.ends_with("caps") {
+            j1msky_gateway::controls::set_cap_text(&app.db, &app.catalogue, &Actor::cli(), scope, value, app.now())
+                .await
+                .expect_err("refused")
+        } else {
+            j1msky_gateway::controls::set_daily_budget_text(&app.db, &Actor::cli(), value, app.now())
+                .await
+                .expect_err("refused")
+        };
+        assert!(matches!(expected, j1msky_gateway::controls::ControlError::Rule { .. }), "{expected:?}");
+        let token = app.page_token(&operator, "/admin/gateway").await;
+        let form = [("csrf_token", token.as_str()), ("scope", scope), ("cap", value), ("amount", value)];
+        let resp = operator.post(app.url(path)).form(&form).send().await.unwrap();
+        assert_eq!(resp.status(), 422, "{path} {value}");
+        let html = resp.text().await.unwrap();
+        let shown = expected.to_string().replace('`', "&#x60;");
+        assert!(html.contains(&shown) || html.contains(&expected.to_string()), "{path}: `{expected}` not in the page");
+    }
+    let controls = j1msky_gateway::controls::load(&app.db).await.unwrap();
+    assert!(controls.caps.is_empty(), "nothing stored: {:?}", controls.caps);
+}
+
+#[tokio::test]
+async fn a_setting_keeps_its_previous_value_and_who_changed_it() {
+    let app = spawn_app().await;
+    let controls = j1msky_gateway::controls::set_cap;
+    controls(&app.db, &app.catalogue, &Actor::cli(), "global", Some(10), app.now()).await.unwrap();
+    controls(&app.db, &app.catalogue, &Actor::user("usr_ann"), "global", Some(20), app.now() + 1).await.unwrap();
+    controls(&app.db, &app.catalogue, &Actor::system(), "global", None, app.now() + 2).await.unwrap();
+    let history = j1msky_audit::settings::history(&app.db, "gateway.cap.global", 10).await.unwrap();
+    let seen: Vec<(Option<&str>, Option<&str>, &str)> =
+        history.iter().map(|c| (c.previous.as_deref(), c.value.as_deref(), c.changed_by.as_str())).collect();
+    assert_eq!(
+        seen,
+        vec![(Some("20"), None, "system"), (Some("10"), Some("20"), "user:usr_ann"), (None, Some("10"), "cli")]
+    );
+}
