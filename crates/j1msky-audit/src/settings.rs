@@ -85,9 +85,12 @@ pub async fn put(
     Ok(())
 }
 
+/// key, previous value, value, when, by whom.
+type ChangeRow = (String, Option<String>, Option<String>, i64, String);
+
 /// The changes of `key`, newest first.
 pub async fn history(db: &Db, key: &str, limit: i64) -> Result<Vec<Change>, DbError> {
-    let rows: Vec<(String, Option<String>, Option<String>, i64, String)> = sqlx::query_as(
+    let rows: Vec<ChangeRow> = sqlx::query_as(
         "SELECT key, previous_value, value, changed_at, changed_by FROM settings_history
          WHERE key = $1 ORDER BY changed_at DESC, id DESC LIMIT $2",
     )
