@@ -29,10 +29,9 @@ pub struct Change {
 /// The settings whose key starts with `prefix`.
 pub async fn with_prefix(db: &Db, prefix: &str) -> Result<Vec<Setting>, DbError> {
     let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
-        "SELECT key, value, updated_at, updated_by FROM settings WHERE substr(key, 1, $1) = $2 ORDER BY key",
+        "SELECT key, value, updated_at, updated_by FROM settings WHERE key LIKE $1 ESCAPE '\\' ORDER BY key",
     )
-    .bind(prefix.chars().count() as i64)
-    .bind(prefix)
+    .bind(format!("{}%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")))
     .fetch_all(db.pool())
     .await?;
     Ok(rows
