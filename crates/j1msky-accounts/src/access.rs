@@ -5,7 +5,8 @@
 use sqlx::AnyConnection;
 
 use crate::customers::Customer;
-use crate::{audit, AccountsError, Actor};
+use crate::AccountsError;
+use j1msky_audit::{audit, Actor};
 use j1msky_core::catalogue::Catalogue;
 use j1msky_core::vocab::Stage;
 use j1msky_db::{outbox, Backend, Db};

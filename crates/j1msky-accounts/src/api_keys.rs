@@ -5,7 +5,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::secrets::{digest, random_token};
-use crate::{audit, AccountsError, Actor};
+use crate::AccountsError;
+use j1msky_audit::{audit, Actor};
 use j1msky_core::clock::SECOND;
 use j1msky_db::Db;
 
@@ -148,6 +149,7 @@ pub async fn revoke(
     )
     .await?;
     tx.commit().await?;
+    REVOCATIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     key.revoked_at = Some(now);
     Ok(key)
 }
@@ -178,20 +180,27 @@ pub async fn authenticate(db: &Db, presented: &str, now: i64) -> Result<Option<K
     Ok(Some(auth))
 }
 
+/// Revocations made by this process. Every [`KeyCache`] trusts only entries cached since
+/// the last one, so a revocation through any path (API, dashboard, a domain call) stops
+/// the key at once without its caller having to know a cache exists.
+static REVOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How long a process trusts a key it has checked. A key revoked through this process
-/// stops at once ([`KeyCache::forget_all`]); revoked by another process (the CLI), within
-/// this time.
+/// stops at once; revoked by another process (the CLI), within this time.
 pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Valid keys recently checked, so an API request does not query the key table each time.
 /// Only valid keys are kept; unknown keys always go to the database.
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, KeyAuth)>>,
+    entries: std::sync::Mutex<std::collections::HashMap<String, Entry>>,
 }
 
+/// When a key was found valid, and how many revocations this process had made by then.
+type Entry = (std::time::Instant, u64, KeyAuth);
+
 impl KeyCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (std::time::Instant, KeyAuth)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -201,8 +210,9 @@ impl KeyCache {
             return Ok(None);
         }
         let hash = digest(presented);
-        if let Some((at, auth)) = self.lock().get(&hash) {
-            if at.elapsed() < KEY_CACHE_TTL {
+        let revocations = REVOCATIONS.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some((at, seen, auth)) = self.lock().get(&hash) {
+            if at.elapsed() < KEY_CACHE_TTL && *seen == revocations {
                 return Ok(Some(auth.clone()));
             }
         }
@@ -213,17 +223,12 @@ impl KeyCache {
                 if entries.len() > 100_000 {
                     entries.clear();
                 }
-                entries.insert(hash, (std::time::Instant::now(), a.clone()));
+                entries.insert(hash, (std::time::Instant::now(), revocations, a.clone()));
             }
             None => {
                 entries.remove(&hash);
             }
         }
         Ok(auth)
-    }
-
-    /// Drops every cached key (after a revocation).
-    pub fn forget_all(&self) {
-        self.lock().clear();
     }
 }

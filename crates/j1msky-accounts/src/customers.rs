@@ -3,7 +3,8 @@
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use crate::{audit, AccountsError, Actor, Email};
+use crate::{AccountsError, Email};
+use j1msky_audit::{audit, Actor};
 use j1msky_core::catalogue::{Catalogue, TeamAllowance};
 use j1msky_core::vocab::{Stage, UseCase};
 use j1msky_db::{outbox, Db};
@@ -164,6 +165,52 @@ pub async fn create(
     input: NewCustomer,
     now: i64,
 ) -> Result<Customer, AccountsError> {
+    Ok(create_with_owner(db, catalogue, actor, input, None, now).await?.0)
+}
+
+/// Who owns a new customer: the first user, with the owner role.
+#[derive(Debug, Clone)]
+pub struct NewOwner {
+    pub email: String,
+    pub display_name: String,
+    pub password: String,
+}
+
+/// Adds a customer and (when given) its owner in one transaction, so a refused owner
+/// (a taken email, say) leaves no customer behind. The one path for the admin form, the
+/// CLI and the demo.
+pub async fn create_with_owner(
+    db: &Db,
+    catalogue: &Catalogue,
+    actor: &Actor,
+    input: NewCustomer,
+    owner: Option<NewOwner>,
+    now: i64,
+) -> Result<(Customer, Option<crate::users::User>), AccountsError> {
+    let customer = prepare(catalogue, input, now)?;
+    let owner = owner
+        .map(|o| {
+            let new = crate::users::NewUser {
+                email: o.email,
+                display_name: o.display_name,
+                password: o.password,
+                role: j1msky_core::vocab::UserRole::Owner,
+                customer_id: Some(customer.id.clone()),
+            };
+            crate::users::prepare(new, now)
+        })
+        .transpose()?;
+    let mut tx = db.begin().await?;
+    insert(&mut tx, db.backend(), actor, &customer, now).await?;
+    let owner = match owner {
+        Some(o) => Some(crate::users::insert(&mut tx, db.backend(), actor, o, now).await?),
+        None => None,
+    };
+    tx.commit().await?;
+    Ok((customer, owner))
+}
+
+fn prepare(catalogue: &Catalogue, input: NewCustomer, now: i64) -> Result<Customer, AccountsError> {
     let name = input.name.trim().to_string();
     if name.is_empty() {
         return Err(AccountsError::invalid("name", "is required"));
@@ -200,7 +247,16 @@ pub async fn create(
         billing_status_since: None,
         payment_method_on_file: false,
     };
-    let mut tx = db.begin().await?;
+    Ok(customer)
+}
+
+async fn insert(
+    conn: &mut AnyConnection,
+    backend: j1msky_db::Backend,
+    actor: &Actor,
+    customer: &Customer,
+    now: i64,
+) -> Result<(), AccountsError> {
     sqlx::query(&format!(
         "INSERT INTO customers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, NULL, NULL, NULL, NULL, 0)"
     ))
@@ -216,14 +272,13 @@ pub async fn create(
     .bind(now)
     .bind(now)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    insert_stage_change(&mut tx, &customer.id, None, customer.stage, actor, now).await?;
-    let snapshot = serde_json::to_value(&customer).unwrap_or_default();
-    audit::record(&mut tx, actor, "customer.created", &customer.id, Some(&customer.id), snapshot.clone(), now).await?;
-    outbox::emit(&mut tx, db.backend(), "customer.created", Some(&customer.id), &snapshot, now).await?;
-    tx.commit().await?;
-    Ok(customer)
+    insert_stage_change(conn, &customer.id, None, customer.stage, actor, now).await?;
+    let snapshot = serde_json::to_value(customer).unwrap_or_default();
+    audit::record(conn, actor, "customer.created", &customer.id, Some(&customer.id), snapshot.clone(), now).await?;
+    outbox::emit(conn, backend, "customer.created", Some(&customer.id), &snapshot, now).await?;
+    Ok(())
 }
 
 async fn insert_stage_change(

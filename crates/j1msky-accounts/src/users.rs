@@ -3,7 +3,8 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::{audit, passwords, throttle, AccountsError, Actor, Email};
+use crate::{passwords, throttle, AccountsError, Email};
+use j1msky_audit::{audit, Actor};
 use j1msky_core::vocab::UserRole;
 use j1msky_db::{outbox, Db};
 
@@ -48,20 +49,40 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<User, AccountsError> {
 
 /// Adds a user; the email must be new (case-insensitively).
 pub async fn create(db: &Db, actor: &Actor, input: NewUser, now: i64) -> Result<User, AccountsError> {
-    let email = Email::parse(&input.email)?;
-    passwords::check_policy(&input.password)?;
+    let prepared = prepare(input, now)?;
+    if let Some(cid) = prepared.user.customer_id.as_deref() {
+        if crate::customers::get(db, cid).await.is_err() {
+            return Err(AccountsError::invalid("customer", format!("no customer `{cid}`")));
+        }
+    }
+    let mut tx = db.begin().await?;
+    let user = insert(&mut tx, db.backend(), actor, prepared, now).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// A checked user, ready to insert.
+pub(crate) struct Prepared {
+    user: User,
+    hash: String,
+    email_key: String,
+}
+
+fn check_role(input: &NewUser) -> Result<(), AccountsError> {
     match (input.role.belongs_to_customer(), input.customer_id.as_deref()) {
         (true, None) => {
-            return Err(AccountsError::invalid("customer", format!("a {} belongs to a customer: name one", input.role)))
+            Err(AccountsError::invalid("customer", format!("a {} belongs to a customer: name one", input.role)))
         }
-        (false, Some(_)) => return Err(AccountsError::invalid("customer", "an operator belongs to no customer")),
-        (true, Some(cid)) => {
-            if crate::customers::get(db, cid).await.is_err() {
-                return Err(AccountsError::invalid("customer", format!("no customer `{cid}`")));
-            }
-        }
-        (false, None) => {}
+        (false, Some(_)) => Err(AccountsError::invalid("customer", "an operator belongs to no customer")),
+        _ => Ok(()),
     }
+}
+
+/// Checks a new user's email, password and role (not that its customer exists).
+pub(crate) fn prepare(input: NewUser, now: i64) -> Result<Prepared, AccountsError> {
+    let email = Email::parse(&input.email)?;
+    passwords::check_policy(&input.password)?;
+    check_role(&input)?;
     let hash = passwords::hash(&input.password)?;
     let user = User {
         id: j1msky_core::ids::new_id("usr"),
@@ -73,20 +94,32 @@ pub async fn create(db: &Db, actor: &Actor, input: NewUser, now: i64) -> Result<
         last_login_at: None,
         disabled_at: None,
     };
-    let mut tx = db.begin().await?;
+    Ok(Prepared { user, hash, email_key: email.key() })
+}
+
+/// Inserts a prepared user inside the caller's transaction, audited, with a
+/// `user.created` event; a taken email is a conflict.
+pub(crate) async fn insert(
+    conn: &mut sqlx::AnyConnection,
+    backend: j1msky_db::Backend,
+    actor: &Actor,
+    prepared: Prepared,
+    now: i64,
+) -> Result<User, AccountsError> {
+    let Prepared { user, hash, email_key } = prepared;
     let inserted = sqlx::query(
         "INSERT INTO users (id, email, email_lower, display_name, password_hash, role, customer_id, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&user.id)
     .bind(&user.email)
-    .bind(email.key())
+    .bind(&email_key)
     .bind(&user.display_name)
     .bind(&hash)
     .bind(user.role.as_str())
     .bind(&user.customer_id)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await;
     if let Err(e) = inserted {
         return Err(if j1msky_db::is_unique_violation(&e) {
@@ -96,17 +129,16 @@ pub async fn create(db: &Db, actor: &Actor, input: NewUser, now: i64) -> Result<
         });
     }
     let detail = serde_json::json!({"email": user.email, "role": user.role});
-    audit::record(&mut tx, actor, "user.created", &user.id, user.customer_id.as_deref(), detail.clone(), now).await?;
+    audit::record(conn, actor, "user.created", &user.id, user.customer_id.as_deref(), detail.clone(), now).await?;
     outbox::emit(
-        &mut tx,
-        db.backend(),
+        conn,
+        backend,
         "user.created",
         user.customer_id.as_deref(),
         &serde_json::json!({"user_id": user.id, "role": user.role}),
         now,
     )
     .await?;
-    tx.commit().await?;
     Ok(user)
 }
 

@@ -6,7 +6,8 @@
 
 use j1msky_accounts::customers::{self, NewCustomer};
 use j1msky_accounts::users::{self, NewUser};
-use j1msky_accounts::{api_keys, audit, sessions, AccountsError, Actor};
+use j1msky_accounts::{api_keys, sessions, AccountsError};
+use j1msky_audit::{audit, Actor};
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::clock::{DAY, SECOND};
 use j1msky_core::vocab::{Stage, UserRole};

@@ -4,8 +4,8 @@
 //! ends as the newest event says. The customer's plan and stage are then derived from
 //! all of its subscriptions, so they too are independent of the order.
 
-use j1msky_accounts::Actor;
 use j1msky_accounts::{access, customers};
+use j1msky_audit::Actor;
 use j1msky_core::catalogue::Catalogue;
 use j1msky_core::vocab::Stage;
 use j1msky_db::{outbox, Backend};
@@ -86,16 +86,7 @@ async fn link(
     stripe_customer: &str,
     now: i64,
 ) -> Result<bool, BillingError> {
-    let done = sqlx::query(
-        "UPDATE customers SET stripe_customer_id = $1, updated_at = $2
-         WHERE id = $3 AND (stripe_customer_id IS NULL OR stripe_customer_id = $1)",
-    )
-    .bind(stripe_customer)
-    .bind(now)
-    .bind(customer_id)
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() == 0 {
+    if !j1msky_accounts::customer_links::link_stripe(conn, customer_id, stripe_customer, now).await? {
         return Ok(false);
     }
     // What arrived before the link (delivery order is not Stripe's order) joins it now.

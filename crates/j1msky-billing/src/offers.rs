@@ -120,10 +120,7 @@ pub async fn grant(
     let mut tx = db.begin().await?;
     // The customer's row is the lock two concurrent grants queue on (PostgreSQL; SQLite's
     // BEGIN IMMEDIATE already serialises), so the check below cannot pass twice.
-    sqlx::query("UPDATE customers SET updated_at = updated_at WHERE id = $1")
-        .bind(customer_id)
-        .execute(&mut *tx)
-        .await?;
+    j1msky_accounts::customer_links::lock(&mut tx, customer_id).await?;
     if let Some(why) = refusal_in(&mut tx, catalogue, customer_id, offer, now).await? {
         return Err(BillingError::invalid("offer", why));
     }

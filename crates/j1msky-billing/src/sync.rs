@@ -169,9 +169,7 @@ pub async fn forget_account(db: &Db) -> Result<(), BillingError> {
     // Grants point at that account's checkouts and subscriptions.
     sqlx::query("DELETE FROM offer_grants").execute(&mut *tx).await?;
     sqlx::query("DELETE FROM stripe_objects").execute(&mut *tx).await?;
-    sqlx::query("UPDATE customers SET stripe_customer_id = NULL WHERE stripe_customer_id IS NOT NULL")
-        .execute(&mut *tx)
-        .await?;
+    j1msky_accounts::customer_links::unlink_all_stripe(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }

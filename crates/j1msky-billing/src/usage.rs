@@ -25,14 +25,8 @@ pub async fn ensure_stripe_customer(
     let params = json!({"name": c.name, "email": c.contact_email, "metadata": {"j1msky_customer": c.id}});
     let made = stripe.post("customers", &params, &format!("j1msky-customer-{}", c.id)).await?;
     let sc = made["id"].as_str().ok_or_else(|| BillingError::Malformed("customer without id".into()))?.to_string();
-    sqlx::query(
-        "UPDATE customers SET stripe_customer_id = $1, updated_at = $2 WHERE id = $3 AND stripe_customer_id IS NULL",
-    )
-    .bind(&sc)
-    .bind(now)
-    .bind(customer_id)
-    .execute(db.pool())
-    .await?;
+    let mut conn = db.pool().acquire().await?;
+    j1msky_accounts::customer_links::link_stripe(&mut conn, customer_id, &sc, now).await?;
     Ok(sc)
 }
 

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod ids;
 pub mod money;
 pub mod vocab;
+pub mod windows;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use money::Money;

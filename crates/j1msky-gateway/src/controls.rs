@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use j1msky_accounts::{audit, customers, AccountsError, Actor};
+use j1msky_accounts::{customer_links, customers, AccountsError};
+use j1msky_audit::{audit, settings, Actor};
 use j1msky_core::catalogue::Catalogue;
 use j1msky_core::clock::SECOND;
+use j1msky_core::Money;
 use j1msky_db::{outbox, Db, DbError};
 
 use crate::policy::Mode;
@@ -33,20 +35,38 @@ pub struct Controls {
     pub caps: BTreeMap<String, i64>,
 }
 
+/// A control refused: the field and the rule it broke, the same for the dashboard and
+/// the CLI since both hand their raw input to the functions here.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{field}: {message}")]
+    Rule { field: &'static str, message: String },
+    #[error(transparent)]
+    Failed(#[from] GatewayError),
+}
+
+impl ControlError {
+    fn rule(field: &'static str, message: impl Into<String>) -> ControlError {
+        ControlError::Rule { field, message: message.into() }
+    }
+}
+
+impl From<DbError> for ControlError {
+    fn from(e: DbError) -> Self {
+        ControlError::Failed(e.into())
+    }
+}
+
 /// Loads the controls from the database.
 pub async fn load(db: &Db) -> Result<Controls, DbError> {
-    let rows: Vec<(String, String, i64, String)> =
-        sqlx::query_as("SELECT key, value, updated_at, updated_by FROM settings WHERE key LIKE 'gateway.%'")
-            .fetch_all(db.pool())
-            .await?;
     let mut c = Controls::default();
-    for (key, value, at, by) in rows {
-        if key == MODE_KEY {
-            c.mode = value.parse().unwrap_or_default();
-            c.mode_set_by = Some(by);
-            c.mode_set_at = Some(at);
-        } else if let Some(scope) = key.strip_prefix(CAP_PREFIX) {
-            if let Ok(n) = value.parse() {
+    for row in settings::with_prefix(db, "gateway.").await? {
+        if row.key == MODE_KEY {
+            c.mode = row.value.parse().unwrap_or_default();
+            c.mode_set_by = Some(row.updated_by);
+            c.mode_set_at = Some(row.updated_at);
+        } else if let Some(scope) = row.key.strip_prefix(CAP_PREFIX) {
+            if let Ok(n) = row.value.parse() {
                 c.caps.insert(scope.to_string(), n);
             }
         }
@@ -63,24 +83,7 @@ async fn put(
     event: serde_json::Value,
 ) -> Result<(), GatewayError> {
     let mut tx = db.begin().await?;
-    match &value {
-        Some(v) => {
-            sqlx::query(
-                "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
-                 updated_by = excluded.updated_by",
-            )
-            .bind(key)
-            .bind(v)
-            .bind(now)
-            .bind(actor.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        None => {
-            sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *tx).await?;
-        }
-    }
+    settings::put(&mut tx, actor, key, value.as_deref(), now).await?;
     let kind = if key == MODE_KEY { "gateway.mode_changed" } else { "gateway.cap_changed" };
     audit::record(&mut tx, actor, kind, key, None, event.clone(), now).await?;
     outbox::emit(&mut tx, db.backend(), kind, None, &event, now).await?;
@@ -95,13 +98,62 @@ pub async fn set_mode(db: &Db, actor: &Actor, mode: Mode, reason: &str, now: i64
 }
 
 /// Sets (or with `None` goes back to the catalogue's) the business's daily budget.
-pub async fn set_daily_budget(
+pub async fn set_daily_budget(db: &Db, actor: &Actor, budget: Option<Money>, now: i64) -> Result<(), ControlError> {
+    if budget.is_some_and(|m| m.micros() <= 0) {
+        return Err(ControlError::rule("daily_budget", "the daily budget must be above zero"));
+    }
+    Ok(put_cap(db, actor, DAILY_BUDGET_SCOPE, budget.map(|m| m.micros()), now).await?)
+}
+
+/// The daily budget as typed by the operator: USD, or empty / `default` for the catalogue's.
+pub async fn set_daily_budget_text(
     db: &Db,
     actor: &Actor,
-    budget: Option<j1msky_core::Money>,
+    text: &str,
     now: i64,
-) -> Result<(), GatewayError> {
-    put_cap(db, actor, DAILY_BUDGET_SCOPE, budget.map(|m| m.micros()), now).await
+) -> Result<Option<Money>, ControlError> {
+    let budget = money_input("daily_budget", "daily budget", text, &["", "default"])?;
+    set_daily_budget(db, actor, budget, now).await?;
+    Ok(budget)
+}
+
+/// A cap as typed by the operator: requests per hour, or empty / `default` for the catalogue's.
+pub async fn set_cap_text(
+    db: &Db,
+    catalogue: &Catalogue,
+    actor: &Actor,
+    scope: &str,
+    text: &str,
+    now: i64,
+) -> Result<Option<i64>, ControlError> {
+    let scope = scope.trim();
+    let cap = match text.trim() {
+        "" | "default" => None,
+        n => match n.parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return Err(ControlError::rule(
+                    "cap",
+                    format!(
+                        "cap for {scope}: `{n}` is not a number of requests per hour (not a whole number); give one \
+                         or `default`"
+                    ),
+                ))
+            }
+        },
+    };
+    set_cap(db, catalogue, actor, scope, cap, now).await?;
+    Ok(cap)
+}
+
+/// An amount of USD typed by the operator (a leading `$` allowed); one of `unset` means none.
+fn money_input(field: &'static str, what: &str, text: &str, unset: &[&str]) -> Result<Option<Money>, ControlError> {
+    let text = text.trim();
+    if unset.contains(&text) {
+        return Ok(None);
+    }
+    let amount = text.trim_start_matches('$');
+    amount.parse::<Money>().map(Some).map_err(|e| ControlError::rule(field, format!("{what} `{amount}`: {e}")))
 }
 
 /// Sets (or with `None` removes) the hourly cap override of a scope. Only a scope that
@@ -115,15 +167,18 @@ pub async fn set_cap(
     scope: &str,
     cap: Option<i64>,
     now: i64,
-) -> Result<(), GatewayError> {
-    check_scope(scope).map_err(GatewayError::Invalid)?;
+) -> Result<(), ControlError> {
+    if scope == DAILY_BUDGET_SCOPE {
+        return Err(ControlError::rule("scope", "the daily budget is money: set it as the daily budget, not as a cap"));
+    }
+    check_scope(scope).map_err(|m| ControlError::rule("scope", m))?;
     if cap.is_some_and(|n| n < 0) {
-        return Err(GatewayError::Invalid("a cap cannot be negative".into()));
+        return Err(ControlError::rule("cap", "a cap cannot be negative"));
     }
     if cap.is_some() {
         check_exists(db, catalogue, scope).await?;
     }
-    put_cap(db, actor, scope, cap, now).await
+    Ok(put_cap(db, actor, scope, cap, now).await?)
 }
 
 async fn put_cap(db: &Db, actor: &Actor, scope: &str, cap: Option<i64>, now: i64) -> Result<(), GatewayError> {
@@ -132,10 +187,10 @@ async fn put_cap(db: &Db, actor: &Actor, scope: &str, cap: Option<i64>, now: i64
 }
 
 /// Refuses a scope that names no provider or model of the catalogue, or no customer.
-async fn check_exists(db: &Db, catalogue: &Catalogue, scope: &str) -> Result<(), GatewayError> {
+async fn check_exists(db: &Db, catalogue: &Catalogue, scope: &str) -> Result<(), ControlError> {
     let missing = |what: &str, id: &str, known: Vec<&String>| {
         let known: Vec<&str> = known.into_iter().map(String::as_str).collect();
-        GatewayError::Invalid(format!("`{scope}`: there is no {what} `{id}`; {what}s are: {}", known.join(", ")))
+        ControlError::rule("scope", format!("`{scope}`: there is no {what} `{id}`; {what}s are: {}", known.join(", ")))
     };
     if let Some(id) = scope.strip_prefix("provider:") {
         if !catalogue.providers.contains_key(id) {
@@ -149,9 +204,9 @@ async fn check_exists(db: &Db, catalogue: &Catalogue, scope: &str) -> Result<(),
         match customers::get(db, id).await {
             Ok(_) => {}
             Err(AccountsError::NotFound(_)) => {
-                return Err(GatewayError::Invalid(format!("`{scope}`: there is no customer `{id}`")));
+                return Err(ControlError::rule("scope", format!("`{scope}`: there is no customer `{id}`")));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(GatewayError::from(e).into()),
         }
     }
     Ok(())
@@ -203,31 +258,32 @@ impl ControlCache {
     }
 }
 
-/// Sets (or with `None` removes) a customer's monthly spending budget, audited.
+/// Sets (or with `None` removes) a customer's monthly spending budget; accounts owns the
+/// column and its rule, refusals come back as this module's rule errors.
 pub async fn set_customer_budget(
     db: &Db,
     actor: &Actor,
     customer_id: &str,
-    budget: Option<j1msky_core::Money>,
+    budget: Option<Money>,
     now: i64,
-) -> Result<(), GatewayError> {
-    if budget.is_some_and(|m| m.micros() <= 0) {
-        return Err(GatewayError::Invalid("a monthly budget must be above zero (use `none` to remove it)".into()));
+) -> Result<(), ControlError> {
+    match customer_links::set_monthly_budget(db, actor, customer_id, budget, now).await {
+        Ok(()) => Ok(()),
+        Err(AccountsError::NotFound(_)) => Err(ControlError::rule("customer", format!("no customer `{customer_id}`"))),
+        Err(AccountsError::Invalid { field, message }) => Err(ControlError::Rule { field, message }),
+        Err(e) => Err(GatewayError::from(e).into()),
     }
-    let mut tx = db.begin().await?;
-    let updated = sqlx::query("UPDATE customers SET monthly_budget_micros = $1, updated_at = $2 WHERE id = $3")
-        .bind(budget.map(|m| m.micros()))
-        .bind(now)
-        .bind(customer_id)
-        .execute(&mut *tx)
-        .await?;
-    if updated.rows_affected() == 0 {
-        return Err(GatewayError::Invalid(format!("no customer `{customer_id}`")));
-    }
-    let detail = serde_json::json!({"monthly_budget": budget});
-    audit::record(&mut tx, actor, "customer.budget_changed", customer_id, Some(customer_id), detail.clone(), now)
-        .await?;
-    outbox::emit(&mut tx, db.backend(), "customer.budget_changed", Some(customer_id), &detail, now).await?;
-    tx.commit().await?;
-    Ok(())
+}
+
+/// A customer's monthly budget as typed by the operator: USD, or `none` / empty to remove it.
+pub async fn set_customer_budget_text(
+    db: &Db,
+    actor: &Actor,
+    customer_id: &str,
+    text: &str,
+    now: i64,
+) -> Result<Option<Money>, ControlError> {
+    let budget = money_input("monthly_budget", "monthly budget", text, &["", "none"])?;
+    set_customer_budget(db, actor, customer_id, budget, now).await?;
+    Ok(budget)
 }

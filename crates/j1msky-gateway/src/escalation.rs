@@ -4,11 +4,12 @@
 //! record and an event saying why. The mode is only ever raised here; lowering it is
 //! the operator's decision.
 
-use j1msky_accounts::Actor;
+use j1msky_audit::{alerts, Actor};
 use j1msky_db::outbox;
 
 use crate::policy::Mode;
-use crate::{controls, limits, windows, Gateway, GatewayError};
+use crate::{controls, limits, Gateway, GatewayError};
+use j1msky_core::windows;
 
 /// The mode a spend level calls for, given the ascending alert levels.
 pub fn mode_for(levels: &[u32], percent_spent: u64) -> Mode {
@@ -66,7 +67,7 @@ pub async fn after_spend(gw: &Gateway) -> Result<(), GatewayError> {
 /// (one per provider per hour) and an event. Failing to record it is logged, not fatal.
 pub async fn provider_auth_failed(gw: &Gateway, provider: &str) {
     let now = gw.clock.now_micros();
-    let (hour, _) = limits::hour_window(now);
+    let (hour, _) = windows::hour(now);
     let id = format!("alr_auth_{provider}_{hour}");
     let message =
         format!("provider {provider} rejected our API key; check the environment variable the catalogue names");
@@ -83,7 +84,7 @@ pub async fn provider_auth_failed(gw: &Gateway, provider: &str) {
 /// is logged.
 pub async fn ledger_backlog(gw: &Gateway, unflushed: usize) {
     let now = gw.clock.now_micros();
-    let (hour, _) = limits::hour_window(now);
+    let (hour, _) = windows::hour(now);
     let id = format!("alr_ledger_backlog_{hour}");
     let message = format!(
         "the cost ledger cannot be written ({unflushed} rows waiting); model calls are refused until the database \
@@ -111,18 +112,7 @@ async fn raise(
         return Ok(false);
     }
     let mut tx = gw.db.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO alerts (id, kind, message, detail, created_at) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(kind)
-    .bind(message)
-    .bind(payload.to_string())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    let new = inserted.rows_affected() == 1;
+    let new = alerts::record(&mut tx, id, kind, message, payload, now).await?;
     if new {
         outbox::emit(&mut tx, gw.db.backend(), event, None, payload, now).await?;
     }

@@ -19,7 +19,8 @@ use crate::ledger::{self, Attempt};
 use crate::limits::{self, Budget, Cap, Reservation};
 use crate::policy::{self, Route};
 use crate::providers::{ProviderClient, Timeouts, UpstreamError};
-use crate::{escalation, windows, GatewayError};
+use crate::{escalation, GatewayError};
+use j1msky_core::windows;
 
 /// Retry and back-off settings.
 #[derive(Debug, Clone, Copy)]

@@ -139,7 +139,7 @@ impl InProcess {
         amount: Money,
         now: i64,
     ) -> Result<Reservation, LimitError> {
-        let (window, window_end) = limits::hour_window(now);
+        let (window, window_end) = j1msky_core::windows::hour(now);
         let unflushed = self.unflushed.load(Ordering::SeqCst);
         if unflushed >= self.max_unflushed {
             return Err(LimitError::Backlog { unflushed });

@@ -15,7 +15,6 @@ pub mod panel;
 pub mod policy;
 pub mod providers;
 mod stream;
-pub mod windows;
 
 pub use error::GatewayError;
 pub use gateway::{CallContext, Completed, Gateway, ProviderOverride, RetryPolicy, TERMS_TTL};

@@ -60,12 +60,6 @@ impl From<sqlx::Error> for LimitError {
     }
 }
 
-/// The clock hour containing `now`.
-pub fn hour_window(now: i64) -> (i64, i64) {
-    let start = now - now.rem_euclid(HOUR);
-    (start, start + HOUR)
-}
-
 /// A held admission: the budget reserved for one request, to settle after the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
@@ -85,7 +79,7 @@ pub async fn admit(
     now: i64,
     owner: &str,
 ) -> Result<Reservation, LimitError> {
-    let (window, window_end) = hour_window(now);
+    let (window, window_end) = j1msky_core::windows::hour(now);
     let mut caps: Vec<&Cap> = caps.iter().collect();
     // A fixed order of row locks, so two admissions never wait on each other in a cycle;
     // the rows every call shares (the global cap, then the budgets) come last, so they
@@ -241,7 +235,7 @@ pub async fn release_expired(db: &Db, now: i64) -> Result<u64, DbError> {
 
 /// Requests counted this hour in `scope`.
 pub async fn used_this_hour(db: &Db, scope: &str, now: i64) -> Result<i64, DbError> {
-    let (window, _) = hour_window(now);
+    let (window, _) = j1msky_core::windows::hour(now);
     let row: Option<(i64,)> = sqlx::query_as("SELECT used FROM usage_counters WHERE scope = $1 AND window_start = $2")
         .bind(scope)
         .bind(window)

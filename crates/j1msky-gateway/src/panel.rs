@@ -7,8 +7,7 @@ use j1msky_db::{Db, DbError};
 use serde::Serialize;
 
 use crate::controls::Controls;
-use crate::limits::hour_window;
-use crate::windows;
+use j1msky_core::windows;
 
 /// One capped scope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,7 +47,7 @@ pub struct Panel {
 
 /// Builds the panel from the catalogue, the controls in force and the counters.
 pub async fn load(db: &Db, catalogue: &Catalogue, controls: &Controls, now: i64) -> Result<Panel, DbError> {
-    let (hour, _) = hour_window(now);
+    let (hour, _) = windows::hour(now);
     let used: Vec<(String, i64)> = sqlx::query_as("SELECT scope, used FROM usage_counters WHERE window_start = $1")
         .bind(hour)
         .fetch_all(db.pool())
@@ -104,22 +103,4 @@ pub async fn load(db: &Db, catalogue: &Catalogue, controls: &Controls, now: i64)
         caps: rows,
         budget,
     })
-}
-
-/// An alert for the operator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Alert {
-    pub kind: String,
-    pub message: String,
-    pub created_at: i64,
-}
-
-/// The newest alerts first.
-pub async fn recent_alerts(db: &Db, limit: i64) -> Result<Vec<Alert>, DbError> {
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT kind, message, created_at FROM alerts ORDER BY created_at DESC, id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(db.pool())
-            .await?;
-    Ok(rows.into_iter().map(|(kind, message, created_at)| Alert { kind, message, created_at }).collect())
 }

@@ -10,17 +10,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use j1msky_accounts::Actor;
+use j1msky_audit::Actor;
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
+use j1msky_core::windows;
 use j1msky_core::{Clock, Money, SystemClock};
 use j1msky_db::testing::TestDb;
 use j1msky_db::Db;
 use j1msky_gateway::chat::{ChatRequest, Speaker, Turn};
 use j1msky_gateway::limits::LimitError;
 use j1msky_gateway::providers::Timeouts;
-use j1msky_gateway::{
-    controls, limits, policy, windows, CallContext, Gateway, GatewayError, ProviderOverride, RetryPolicy,
-};
+use j1msky_gateway::{controls, limits, policy, CallContext, Gateway, GatewayError, ProviderOverride, RetryPolicy};
 use j1msky_sim::SimConfig;
 
 const MAX_TOKENS: u32 = 1000;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use j1msky_accounts::customers::{self, NewCustomer};
-use j1msky_accounts::Actor;
+use j1msky_audit::Actor;
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::vocab::Stage;
 use j1msky_core::{Clock, SystemClock};

@@ -348,7 +348,7 @@ pub async fn submit(
     let contract_limit = customer.contract.tasks_per_month.filter(|_| plan.is_some_and(|p| p.custom_limits));
     if let Some(limit) = contract_limit.or(plan.and_then(|p| p.tasks_per_month.map(i64::from))) {
         let tz: chrono_tz::Tz = customer.time_zone.parse().unwrap_or(chrono_tz::UTC);
-        let (from, to) = j1msky_gateway::windows::month(tz, now);
+        let (from, to) = j1msky_core::windows::month(tz, now);
         // Tasks cancelled before they started do not count.
         let used: i64 = sqlx::query(
             "SELECT COUNT(*) FROM tasks WHERE customer_id = $1 AND queued_at >= $2 AND queued_at < $3

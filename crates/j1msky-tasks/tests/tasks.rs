@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use j1msky_accounts::customers::{self, NewCustomer};
-use j1msky_accounts::Actor;
+use j1msky_audit::Actor;
 use j1msky_core::vocab::Stage;
 use j1msky_core::ManualClock;
 use j1msky_sim::SimConfig;
@@ -286,7 +286,7 @@ async fn over_a_cap_or_an_upstream_rate_limit_a_task_waits_and_then_finishes() {
     assert!(matches!(&outcome, Outcome::Waiting { reason } if reason.contains("hourly cap")), "{outcome:?}");
     let t = j1msky_tasks::get(&e.t.db, &id, None).await.expect("get").task;
     assert_eq!((t.state, t.error), (TaskState::Queued, None), "waiting is not failing");
-    assert_eq!(t.not_before, j1msky_gateway::limits::hour_window(e.clock.now()).1, "until the next hour");
+    assert_eq!(t.not_before, j1msky_core::windows::hour(e.clock.now()).1, "until the next hour");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

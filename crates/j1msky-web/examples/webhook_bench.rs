@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use j1msky_accounts::customers::{self, NewCustomer};
-use j1msky_accounts::Actor;
+use j1msky_audit::Actor;
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::vocab::Stage;
 use j1msky_core::SystemClock;

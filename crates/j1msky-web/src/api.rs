@@ -4,7 +4,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use j1msky_accounts::{api_keys, customers, Actor};
+use j1msky_accounts::{api_keys, customers};
+use j1msky_audit::Actor;
 use j1msky_core::vocab::UserRole;
 use serde::Deserialize;
 use serde_json::json;
@@ -79,6 +80,5 @@ pub async fn revoke_key(
         ApiCaller::Key { key_id, .. } => Actor(format!("api_key:{key_id}")),
     };
     let key = api_keys::revoke(&state.db, &actor, &id, Some(cid), state.now()).await?;
-    state.keys.forget_all();
     Ok(Json(json!({"key": key})))
 }

@@ -7,8 +7,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use j1msky_accounts::Actor;
-use j1msky_core::Money;
+use j1msky_audit::Actor;
 use j1msky_gateway::controls::{self, Controls};
 use j1msky_gateway::panel;
 use j1msky_gateway::policy::Mode;
@@ -64,7 +63,7 @@ async fn render(
         {
             p.budget.reserved = reserved;
         }
-        let alerts = panel::recent_alerts(&state.db, 20).await?;
+        let alerts = j1msky_audit::alerts::recent(&state.db, 20).await?;
         Ok::<_, j1msky_db::DbError>((p, alerts))
     }
     .await;
@@ -150,23 +149,9 @@ pub async fn set_cap(
     OperatorUser(s): OperatorUser,
     Form(form): Form<CapForm>,
 ) -> Response {
-    let cap = match form.cap.trim() {
-        "" => None,
-        n => match n.parse::<i64>() {
-            Ok(n) if n >= 0 => Some(n),
-            _ => {
-                let msg = format!("cap for {}: `{n}` is not a whole number of requests per hour", form.scope);
-                return render(&state, &s, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY).await;
-            }
-        },
-    };
-    let scope = form.scope.trim();
-    if scope == controls::DAILY_BUDGET_SCOPE {
-        let msg = "the daily budget is set in dollars in its own form".to_string();
-        return render(&state, &s, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY).await;
-    }
-    match controls::set_cap(&state.db, &state.catalogue, &Actor::user(&s.user.id), scope, cap, state.now()).await {
-        Ok(()) => done(&state),
+    let actor = Actor::user(&s.user.id);
+    match controls::set_cap_text(&state.db, &state.catalogue, &actor, &form.scope, &form.cap, state.now()).await {
+        Ok(_) => done(&state),
         Err(e) => render(&state, &s, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
     }
 }
@@ -184,22 +169,8 @@ pub async fn set_budget(
     OperatorUser(s): OperatorUser,
     Form(form): Form<BudgetForm>,
 ) -> Response {
-    let amount = match form.amount.trim().trim_start_matches('$') {
-        "" => None,
-        a => match a.parse::<Money>() {
-            Ok(m) if m.micros() > 0 => Some(m),
-            Ok(_) => {
-                let msg = "the daily budget must be above zero".to_string();
-                return render(&state, &s, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY).await;
-            }
-            Err(e) => {
-                let msg = format!("daily budget `{a}`: {e}");
-                return render(&state, &s, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY).await;
-            }
-        },
-    };
-    match controls::set_daily_budget(&state.db, &Actor::user(&s.user.id), amount, state.now()).await {
-        Ok(()) => done(&state),
+    match controls::set_daily_budget_text(&state.db, &Actor::user(&s.user.id), &form.amount, state.now()).await {
+        Ok(_) => done(&state),
         Err(e) => render(&state, &s, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
     }
 }

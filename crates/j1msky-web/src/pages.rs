@@ -6,7 +6,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use axum_extra::extract::CookieJar;
-use j1msky_accounts::{api_keys, audit, customers, sessions, users, AccountsError, Actor};
+use j1msky_accounts::{api_keys, customers, sessions, users, AccountsError};
+use j1msky_audit::{audit, Actor};
 use j1msky_core::catalogue::TeamAllowance;
 use j1msky_core::vocab::{Stage, UseCase, UserRole};
 use minijinja::context;
@@ -269,9 +270,10 @@ pub async fn admin_create_customer(
             .await
         }
     };
-    let customer = match customers::create(&state.db, &state.catalogue, &actor, input, now).await {
-        Ok(c) => c,
-        Err(e @ AccountsError::Invalid { .. }) => {
+    let owner = owner.map(|(email, password)| customers::NewOwner { email, display_name: String::new(), password });
+    let customer = match customers::create_with_owner(&state.db, &state.catalogue, &actor, input, owner, now).await {
+        Ok((c, _)) => c,
+        Err(e @ (AccountsError::Invalid { .. } | AccountsError::Conflict(_))) => {
             return admin_customers_page(
                 &state,
                 &s,
@@ -283,20 +285,6 @@ pub async fn admin_create_customer(
         }
         Err(e) => return internal(&state, Some(&s), e),
     };
-    if let Some((email, password)) = owner {
-        let new_user = users::NewUser {
-            email,
-            display_name: String::new(),
-            password,
-            role: UserRole::Owner,
-            customer_id: Some(customer.id.clone()),
-        };
-        if let Err(e) = users::create(&state.db, &actor, new_user, now).await {
-            let msg = format!("The customer was added, but its owner was not: {e}");
-            return customer_page(&state, &s, &customer.id, Some((msg, "error")), StatusCode::UNPROCESSABLE_ENTITY)
-                .await;
-        }
-    }
     Redirect::to(&format!("/admin/customers/{}", customer.id)).into_response()
 }
 
@@ -448,10 +436,7 @@ pub async fn app_revoke_key(
         return error_page(&state, Some(&s), StatusCode::FORBIDDEN, "Only the account owner manages API keys.");
     }
     match api_keys::revoke(&state.db, &Actor::user(&s.user.id), &id, Some(&cid), state.now()).await {
-        Ok(_) => {
-            state.keys.forget_all();
-            Redirect::to("/app").into_response()
-        }
+        Ok(_) => Redirect::to("/app").into_response(),
         Err(e) => internal(&state, Some(&s), e),
     }
 }

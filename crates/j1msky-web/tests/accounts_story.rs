@@ -8,7 +8,8 @@
 mod common;
 
 use common::{location, session_cookie, spawn_app, OPERATOR_EMAIL, PASSWORD};
-use j1msky_accounts::{audit, users};
+use j1msky_accounts::users;
+use j1msky_audit::audit;
 use serde_json::Value;
 
 #[tokio::test]
@@ -104,7 +105,7 @@ async fn another_customers_objects_answer_404_like_missing_ones() {
     let _a = app.customer_with_owner("A", "a@a.test").await;
     let b = app.customer_with_owner("B", "b@b.test").await;
     let (b_key, b_secret) =
-        j1msky_accounts::api_keys::create(&app.db, &j1msky_accounts::Actor::cli(), &b, "b", app.now()).await.unwrap();
+        j1msky_accounts::api_keys::create(&app.db, &j1msky_audit::Actor::cli(), &b, "b", app.now()).await.unwrap();
 
     let a_owner = app.browser();
     app.login(&a_owner, "a@a.test", PASSWORD).await;
@@ -152,7 +153,7 @@ async fn revoked_and_unknown_keys_answer_401() {
     let app = spawn_app().await;
     let c = app.customer_with_owner("C", "c@c.test").await;
     let (key, secret) =
-        j1msky_accounts::api_keys::create(&app.db, &j1msky_accounts::Actor::cli(), &c, "k", app.now()).await.unwrap();
+        j1msky_accounts::api_keys::create(&app.db, &j1msky_audit::Actor::cli(), &c, "k", app.now()).await.unwrap();
     let client = reqwest::Client::new();
     assert_eq!(client.get(app.url("/api/v1/me")).bearer_auth(&secret).send().await.unwrap().status(), 200);
 

@@ -9,7 +9,8 @@
 mod common;
 
 use common::{spawn_app_with_gateway, spawn_app_with_gateway_and_stripe, TestApp, WEBHOOK_SECRET};
-use j1msky_accounts::{api_keys, customers, Actor};
+use j1msky_accounts::{api_keys, customers};
+use j1msky_audit::Actor;
 use j1msky_billing::{apply, checkout, webhook};
 use j1msky_core::vocab::Stage;
 use j1msky_sim::SimConfig;

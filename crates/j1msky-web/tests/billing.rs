@@ -58,7 +58,7 @@ async fn customer(app: &TestApp, name: &str, stage: Stage) -> String {
     j1msky_accounts::customers::create(
         &app.db,
         &app.catalogue,
-        &j1msky_accounts::Actor::cli(),
+        &j1msky_audit::Actor::cli(),
         j1msky_accounts::customers::NewCustomer {
             name: name.into(),
             contact_email: Some(format!("{}@example.test", name.to_lowercase().replace(' ', "-"))),
@@ -593,7 +593,7 @@ async fn the_owner_subscribes_and_is_offered_a_pause_instead_of_cancelling_from_
     assert!(r.text().await.expect("body").contains("not one of"));
     j1msky_accounts::users::create(
         &app.db,
-        &j1msky_accounts::Actor::cli(),
+        &j1msky_audit::Actor::cli(),
         j1msky_accounts::users::NewUser {
             email: "member@page.test".into(),
             display_name: String::new(),

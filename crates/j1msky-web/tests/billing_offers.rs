@@ -258,7 +258,7 @@ async fn enterprise_owner(app: &TestApp, price: Option<&str>) -> (String, reqwes
         j1msky_accounts::customers::set_contract(
             &app.db,
             &app.catalogue,
-            &j1msky_accounts::Actor::cli(),
+            &j1msky_audit::Actor::cli(),
             &c.id,
             contract,
             app.now(),
@@ -268,7 +268,7 @@ async fn enterprise_owner(app: &TestApp, price: Option<&str>) -> (String, reqwes
     }
     j1msky_accounts::users::create(
         &app.db,
-        &j1msky_accounts::Actor::cli(),
+        &j1msky_audit::Actor::cli(),
         j1msky_accounts::users::NewUser {
             email: "owner@big.test".into(),
             display_name: String::new(),
@@ -352,7 +352,7 @@ async fn a_changed_contract_price_is_what_stripe_bills_from_then_on() {
     j1msky_accounts::customers::set_contract(
         &app.db,
         &app.catalogue,
-        &j1msky_accounts::Actor::cli(),
+        &j1msky_audit::Actor::cli(),
         &id,
         contract,
         app.now(),

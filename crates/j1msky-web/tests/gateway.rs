@@ -9,11 +9,12 @@
 mod common;
 
 use common::spawn_app_with_gateway;
-use j1msky_accounts::Actor;
+use j1msky_audit::Actor;
+use j1msky_core::windows;
 use j1msky_core::Money;
 use j1msky_gateway::ledger::{self, Attempt};
 use j1msky_gateway::policy::{self, Mode};
-use j1msky_gateway::{controls, limits, windows};
+use j1msky_gateway::{controls, limits};
 use j1msky_sim::SimConfig;
 use serde_json::{json, Value};
 

@@ -235,17 +235,15 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
                 expected_monthly_tasks: a.expected_tasks,
                 time_zone: a.time_zone,
             };
-            if let Some(email) = &a.owner_email {
-                // Check the owner before the customer exists, so a bad email leaves nothing behind.
-                j1msky_accounts::Email::parse(email).map_err(fail)?;
-                if users::find_by_email(&db, email).await.is_ok() {
-                    return Err(Failure {
-                        code: 1,
-                        error: anyhow::anyhow!("a user with email {email} already exists"),
-                    });
-                }
-            }
-            let mut c = customers::create(&db, &catalogue, &actor, input, context::now()).await.map_err(fail)?;
+            let generated = a.owner_email.is_some().then(|| password(false)).transpose()?.map(|(pw, _)| pw);
+            let owner = a.owner_email.zip(generated.clone()).map(|(email, pw)| customers::NewOwner {
+                email: email.clone(),
+                display_name: email,
+                password: pw,
+            });
+            let (mut c, owner) = customers::create_with_owner(&db, &catalogue, &actor, input, owner, context::now())
+                .await
+                .map_err(fail)?;
             if a.payment_on_file {
                 let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
                 j1msky_accounts::access::set_payment_method(&mut tx, db.backend(), &c.id, true, context::now())
@@ -254,19 +252,7 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
                 tx.commit().await.map_err(anyhow::Error::from)?;
                 c.payment_method_on_file = true;
             }
-            let mut owner = None;
-            if let Some(email) = a.owner_email {
-                let (pw, _) = password(false)?;
-                let new = NewUser {
-                    email: email.clone(),
-                    display_name: email,
-                    password: pw.clone(),
-                    role: UserRole::Owner,
-                    customer_id: Some(c.id.clone()),
-                };
-                let u = users::create(&db, &actor, new, context::now()).await.map_err(fail)?;
-                owner = Some((u, pw));
-            }
+            let owner = owner.zip(generated);
             if g.json {
                 output::json(
                     &json!({ "customer": c, "owner": owner.as_ref().map(|(u, pw)| json!({"user": u, "password": pw})) }),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use j1msky_accounts::Actor;
+use j1msky_audit::Actor;
 use j1msky_core::catalogue::{Catalogue, CatalogueError, SHIPPED};
 use j1msky_core::{Clock, SystemClock};
 use j1msky_db::Db;

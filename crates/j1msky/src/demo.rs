@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use j1msky_accounts::customers::{self, NewCustomer};
+use j1msky_accounts::secrets;
 use j1msky_accounts::users::{self, NewUser};
-use j1msky_accounts::{secrets, Actor};
+use j1msky_audit::Actor;
 use j1msky_core::catalogue::Catalogue;
 use j1msky_core::vocab::{Stage, UseCase, UserRole};
 use j1msky_db::Db;
@@ -106,7 +107,7 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
     let queued = seed_tasks(&db, &catalogue).await?;
     println!("Queued {queued} demo tasks; the server's workers run them through their teams (see /app and `j1msky task list`).");
     let tz: chrono_tz::Tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
-    let (from, to) = j1msky_gateway::windows::day(tz, context::now());
+    let (from, to) = j1msky_core::windows::day(tz, context::now());
     crate::gateway_cmd::print_review(&demo_globals, &db, &catalogue, from, to).await?;
     let listener = match serve::bind(args.listen).await {
         Ok(l) => l,

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use j1msky_core::windows;
 use j1msky_core::Money;
 use j1msky_gateway::controls;
 use j1msky_gateway::ledger::{self, Group};
 use j1msky_gateway::policy::Mode;
-use j1msky_gateway::{panel, windows, GatewayError};
+use j1msky_gateway::{panel, GatewayError};
 
 use crate::context::{self, Globals};
 use crate::output::{self, opt, when};
@@ -107,8 +108,11 @@ fn gateway_failure(e: GatewayError) -> Failure {
     }
 }
 
-fn money(text: &str) -> Result<Money, Failure> {
-    text.trim().trim_start_matches('$').parse::<Money>().map_err(|e| invalid(format!("`{text}`: {e}")))
+fn control_failure(e: controls::ControlError) -> Failure {
+    match e {
+        controls::ControlError::Rule { .. } => invalid(e),
+        controls::ControlError::Failed(e) => gateway_failure(e),
+    }
 }
 
 pub async fn gateway(g: &Globals, cmd: GatewayCommand) -> Result<(), Failure> {
@@ -158,17 +162,8 @@ pub async fn gateway(g: &Globals, cmd: GatewayCommand) -> Result<(), Failure> {
             output::done(g, &format!("cost mode is now {mode}"), serde_json::json!({"mode": mode}));
         }
         GatewayCommand::Cap { scope, cap } => {
-            if scope == controls::DAILY_BUDGET_SCOPE {
-                return Err(invalid("the daily budget is money: use `j1msky gateway daily-budget`"));
-            }
-            let value = match cap.trim() {
-                "default" => None,
-                n => Some(
-                    n.parse::<i64>()
-                        .map_err(|_| invalid(format!("`{n}` is not a number of requests per hour (or `default`)")))?,
-                ),
-            };
-            controls::set_cap(&db, &catalogue, &actor, &scope, value, now).await.map_err(gateway_failure)?;
+            let value =
+                controls::set_cap_text(&db, &catalogue, &actor, &scope, &cap, now).await.map_err(control_failure)?;
             let text = match value {
                 Some(n) => format!("{scope}: {n} requests/hour"),
                 None => format!("{scope}: back to the catalogue's cap"),
@@ -176,23 +171,14 @@ pub async fn gateway(g: &Globals, cmd: GatewayCommand) -> Result<(), Failure> {
             output::done(g, &text, serde_json::json!({"scope": scope, "cap": value}));
         }
         GatewayCommand::DailyBudget { amount } => {
-            let value = match amount.trim() {
-                "default" => None,
-                a => Some(money(a)?),
-            };
-            if value.is_some_and(|m| m.micros() <= 0) {
-                return Err(invalid("the daily budget must be above zero"));
-            }
-            controls::set_daily_budget(&db, &actor, value, now).await.map_err(gateway_failure)?;
+            let value = controls::set_daily_budget_text(&db, &actor, &amount, now).await.map_err(control_failure)?;
             let shown = value.unwrap_or(catalogue.routing.daily_budget);
             output::done(g, &format!("daily budget: {shown}"), serde_json::json!({"daily_budget": shown}));
         }
         GatewayCommand::CustomerBudget { customer, amount } => {
-            let value = match amount.trim() {
-                "none" => None,
-                a => Some(money(a)?),
-            };
-            controls::set_customer_budget(&db, &actor, &customer, value, now).await.map_err(gateway_failure)?;
+            let value = controls::set_customer_budget_text(&db, &actor, &customer, &amount, now)
+                .await
+                .map_err(control_failure)?;
             let text = match value {
                 Some(m) => format!("{customer}: monthly budget {m}"),
                 None => format!("{customer}: no monthly budget"),

@@ -131,7 +131,7 @@ pub async fn stripe(g: &Globals, cmd: StripeCommand) -> Result<(), Failure> {
         }
         StripeCommand::Offer { conn, customer, offer } => {
             let stripe = client(&catalogue, &conn)?;
-            let by = j1msky_accounts::Actor::cli().0;
+            let by = j1msky_audit::Actor::cli().0;
             let grant = j1msky_billing::offers::grant(&db, &stripe, &catalogue, &customer, &offer, &by, now)
                 .await
                 .map_err(billing_failure)?;

@@ -548,6 +548,7 @@ async fn the_operator_steers_the_gateway_from_the_command_line() {
         (vec!["gateway", "cap", "planet:mars", "5"], "not a cap scope"),
         (vec!["gateway", "cap", "global", "lots"], "not a number"),
         (vec!["gateway", "cap", "global", "-4"], "negative"),
+        (vec!["gateway", "cap", "budget:daily", "5"], "the daily budget is money"),
         (vec!["gateway", "cap", "model:gpt-nine", "5"], "no model `gpt-nine`"),
         (vec!["gateway", "cap", "provider:openrouter", "5"], "no provider `openrouter`"),
         (vec!["gateway", "cap", "customer:cus_nobody", "5"], "no customer `cus_nobody`"),

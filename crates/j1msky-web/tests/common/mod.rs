@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use j1msky_accounts::{customers, users, Actor};
+use j1msky_accounts::{customers, users};
+use j1msky_audit::Actor;
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::vocab::{Stage, UserRole};
 use j1msky_core::ManualClock;

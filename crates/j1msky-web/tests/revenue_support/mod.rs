@@ -67,7 +67,7 @@ pub async fn customer(app: &TestApp, name: &str) -> String {
     j1msky_accounts::customers::create(
         &app.db,
         &app.catalogue,
-        &j1msky_accounts::Actor::cli(),
+        &j1msky_audit::Actor::cli(),
         j1msky_accounts::customers::NewCustomer {
             name: name.into(),
             contact_email: Some(format!("{}@example.test", name.to_lowercase().replace(' ', "-"))),

@@ -3,8 +3,8 @@
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use crate::{AccountsError, Actor};
-use j1msky_db::Db;
+use crate::Actor;
+use j1msky_db::{Db, DbError};
 
 /// One audit entry.
 #[derive(Debug, Clone, Serialize)]
@@ -27,7 +27,7 @@ pub async fn record(
     customer_id: Option<&str>,
     detail: serde_json::Value,
     now: i64,
-) -> Result<(), AccountsError> {
+) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO audit_log (id, at, actor, action, subject, customer_id, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -44,7 +44,7 @@ pub async fn record(
 }
 
 /// Latest entries, newest first, optionally for one customer.
-pub async fn list(db: &Db, customer_id: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>, AccountsError> {
+pub async fn list(db: &Db, customer_id: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>, DbError> {
     let rows = sqlx::query(
         "SELECT id, at, actor, action, subject, customer_id, detail FROM audit_log
          WHERE ($1 IS NULL OR customer_id = $1) ORDER BY at DESC, id DESC LIMIT $2",

@@ -1,4 +1,5 @@
-//! Calendar windows (the business day, a month) in a time zone, as UTC microseconds.
+//! Calendar windows (the clock hour, the business day, a month) in a time zone, as UTC
+//! microseconds: every domain that counts per hour, day or month uses these.
 
 use chrono::{Datelike, NaiveDate, TimeZone};
 use chrono_tz::Tz;
@@ -14,6 +15,13 @@ fn local_midnight(tz: Tz, date: NaiveDate) -> i64 {
 
 fn local_date(tz: Tz, now: i64) -> NaiveDate {
     chrono::DateTime::from_timestamp_micros(now).map(|utc| utc.with_timezone(&tz).date_naive()).unwrap_or_default()
+}
+
+/// The clock hour containing `now` (the same in every zone we accept: whole-hour offsets).
+pub fn hour(now: i64) -> (i64, i64) {
+    let hour = 3600 * crate::clock::SECOND;
+    let start = now - now.rem_euclid(hour);
+    (start, start + hour)
 }
 
 /// The day containing `now` in `tz`: `[start, end)`.

@@ -1,0 +1,79 @@
+//! The customer columns other domains decide but accounts owns: the Stripe link, the
+//! monthly spending budget, and the row lock others serialise on. Billing and the
+//! gateway call these instead of writing `customers` themselves.
+
+use sqlx::AnyConnection;
+
+use crate::AccountsError;
+use j1msky_audit::{audit, Actor};
+use j1msky_db::{outbox, Db};
+
+/// Links Stripe customer `stripe_customer` to ours unless ours is linked to another one;
+/// true when ours is (now) linked to it.
+pub async fn link_stripe(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    stripe_customer: &str,
+    now: i64,
+) -> Result<bool, AccountsError> {
+    let done = sqlx::query(
+        "UPDATE customers SET stripe_customer_id = $1, updated_at = $2
+         WHERE id = $3 AND (stripe_customer_id IS NULL OR stripe_customer_id = $1)",
+    )
+    .bind(stripe_customer)
+    .bind(now)
+    .bind(customer_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Drops every customer's Stripe link (the database is being pointed at another Stripe
+/// account).
+pub async fn unlink_all_stripe(conn: &mut AnyConnection) -> Result<(), AccountsError> {
+    sqlx::query("UPDATE customers SET stripe_customer_id = NULL WHERE stripe_customer_id IS NOT NULL")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes the customer's row lock until the caller's transaction ends, so concurrent
+/// checks for the same customer queue (PostgreSQL; SQLite's BEGIN IMMEDIATE already
+/// serialises).
+pub async fn lock(conn: &mut AnyConnection, customer_id: &str) -> Result<(), AccountsError> {
+    sqlx::query("UPDATE customers SET updated_at = updated_at WHERE id = $1").bind(customer_id).execute(conn).await?;
+    Ok(())
+}
+
+/// Sets (or with `None` removes) a customer's monthly spending budget, audited and
+/// announced. The rule (above zero) is checked here so every path refuses alike.
+pub async fn set_monthly_budget(
+    db: &Db,
+    actor: &Actor,
+    customer_id: &str,
+    budget: Option<j1msky_core::Money>,
+    now: i64,
+) -> Result<(), AccountsError> {
+    if budget.is_some_and(|m| m.micros() <= 0) {
+        return Err(AccountsError::invalid(
+            "monthly_budget",
+            "a monthly budget must be above zero (use `none` to remove it)",
+        ));
+    }
+    let mut tx = db.begin().await?;
+    let updated = sqlx::query("UPDATE customers SET monthly_budget_micros = $1, updated_at = $2 WHERE id = $3")
+        .bind(budget.map(|m| m.micros()))
+        .bind(now)
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(AccountsError::NotFound("customer"));
+    }
+    let detail = serde_json::json!({"monthly_budget": budget});
+    audit::record(&mut tx, actor, "customer.budget_changed", customer_id, Some(customer_id), detail.clone(), now)
+        .await?;
+    outbox::emit(&mut tx, db.backend(), "customer.budget_changed", Some(customer_id), &detail, now).await?;
+    tx.commit().await?;
+    Ok(())
+}

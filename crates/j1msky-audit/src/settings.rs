@@ -1,0 +1,104 @@
+//! Operator settings (`settings`), each change kept in `settings_history` with the value
+//! it replaced and who made it, so a bad change can be seen and undone.
+
+use serde::Serialize;
+use sqlx::AnyConnection;
+
+use crate::Actor;
+use j1msky_db::{Db, DbError};
+
+/// A setting in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setting {
+    pub key: String,
+    pub value: String,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+/// One change of a setting; `None` is "not set" (before it existed, or removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub key: String,
+    pub previous: Option<String>,
+    pub value: Option<String>,
+    pub changed_at: i64,
+    pub changed_by: String,
+}
+
+/// The settings whose key starts with `prefix`.
+pub async fn with_prefix(db: &Db, prefix: &str) -> Result<Vec<Setting>, DbError> {
+    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT key, value, updated_at, updated_by FROM settings WHERE key LIKE $1 ESCAPE '\\' ORDER BY key",
+    )
+    .bind(format!("{}%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")))
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, value, updated_at, updated_by)| Setting { key, value, updated_at, updated_by })
+        .collect())
+}
+
+/// Sets (`Some`) or removes (`None`) `key` inside the caller's transaction, keeping the
+/// value it replaced in the history.
+pub async fn put(
+    conn: &mut AnyConnection,
+    actor: &Actor,
+    key: &str,
+    value: Option<&str>,
+    now: i64,
+) -> Result<(), DbError> {
+    let previous: Option<(String,)> =
+        sqlx::query_as("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&mut *conn).await?;
+    match value {
+        Some(v) => {
+            sqlx::query(
+                "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
+                 updated_by = excluded.updated_by",
+            )
+            .bind(key)
+            .bind(v)
+            .bind(now)
+            .bind(actor.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *conn).await?;
+        }
+    }
+    sqlx::query(
+        "INSERT INTO settings_history (id, key, previous_value, value, changed_at, changed_by)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(j1msky_core::ids::new_id("seth"))
+    .bind(key)
+    .bind(previous.map(|(v,)| v))
+    .bind(value)
+    .bind(now)
+    .bind(actor.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// key, previous value, value, when, by whom.
+type ChangeRow = (String, Option<String>, Option<String>, i64, String);
+
+/// The changes of `key`, newest first.
+pub async fn history(db: &Db, key: &str, limit: i64) -> Result<Vec<Change>, DbError> {
+    let rows: Vec<ChangeRow> = sqlx::query_as(
+        "SELECT key, previous_value, value, changed_at, changed_by FROM settings_history
+         WHERE key = $1 ORDER BY changed_at DESC, id DESC LIMIT $2",
+    )
+    .bind(key)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, previous, value, changed_at, changed_by)| Change { key, previous, value, changed_at, changed_by })
+        .collect())
+}
