@@ -109,7 +109,7 @@ pub async fn detached_complete(
     ctx: &CallContext,
     model: Option<&str>,
     req: &j1msky_gateway::chat::ChatRequest,
-) -> Result<j1msky_gateway::Completed, GatewayError> {
+) -> Result<j1msky_gateway::Completed, Failure> {
     let (gw, ctx, model, req) = (gateway.clone(), ctx.clone(), model.map(str::to_string), req.clone());
     detached(async move { gw.complete(&ctx, model.as_deref(), &req).await }).await
 }
@@ -121,15 +121,23 @@ pub async fn detached_stream(
     ctx: &CallContext,
     model: Option<&str>,
     req: &j1msky_gateway::chat::ChatRequest,
-) -> Result<j1msky_gateway::GatewayStream, GatewayError> {
+) -> Result<j1msky_gateway::GatewayStream, Failure> {
     let (gw, ctx, model, req) = (gateway.clone(), ctx.clone(), model.map(str::to_string), req.clone());
     detached(async move { gw.stream(&ctx, model.as_deref(), &req).await }).await
 }
 
+/// A call's task that panicked (or was aborted) failed on our side, so it is a 500, and
+/// the panic's text stays in our log rather than reaching the caller.
 async fn detached<T: Send + 'static>(
     call: impl std::future::Future<Output = Result<T, GatewayError>> + Send + 'static,
-) -> Result<T, GatewayError> {
-    tokio::spawn(call).await.map_err(|e| GatewayError::Invalid(format!("internal: the call's task failed: {e}")))?
+) -> Result<T, Failure> {
+    match tokio::spawn(call).await {
+        Ok(done) => done.map_err(Failure::from),
+        Err(e) => {
+            tracing::error!(error = %e, "a detached gateway call's task failed");
+            Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged"))
+        }
+    }
 }
 
 /// The customer behind an API key given as `Authorization: Bearer …` or `x-api-key`.
