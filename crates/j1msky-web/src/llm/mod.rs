@@ -142,13 +142,7 @@ async fn detached<T: Send + 'static>(
 
 /// The customer behind an API key given as `Authorization: Bearer …` or `x-api-key`.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, Failure> {
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::bearer::bearer_token)
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::trim);
-    let Some(presented) = presented.filter(|p| !p.is_empty()) else {
+    let crate::bearer::Presented::Key(presented) = crate::bearer::presented_key(headers) else {
         return Err(Failure::new(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",
