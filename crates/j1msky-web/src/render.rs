@@ -3,15 +3,11 @@
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use j1msky_accounts::sessions::Session;
+use j1msky_core::vocab::UserRole;
 use minijinja::{context, Environment, Value};
 
+use crate::nav::Audience;
 use crate::state::AppState;
-
-/// Operator pages beyond Customers, as (id, label, href); later features add theirs here.
-const ADMIN_NAV: &[(&str, &str, &str)] =
-    &[("queue", "Queue", "/admin/queue"), ("gateway", "Gateway", "/admin/gateway")];
-/// Customer pages beyond Account.
-const APP_NAV: &[(&str, &str, &str)] = &[("tasks", "Tasks", "/app/tasks"), ("billing", "Billing", "/app/billing")];
 
 macro_rules! templates {
     ($env:ident, $($name:literal),+ $(,)?) => {
@@ -59,8 +55,16 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
-fn nav(items: &[(&str, &str, &str)]) -> Vec<Value> {
-    items.iter().map(|(id, label, href)| context! { id, label, href }).collect()
+/// The navigation entries the session's user sees.
+fn nav(state: &AppState, session: Option<&Session>) -> Vec<Value> {
+    let Some(s) = session else { return Vec::new() };
+    let audience = if s.user.role == UserRole::Operator { Audience::Operator } else { Audience::Customer };
+    state
+        .nav
+        .iter()
+        .filter(|e| e.audience == audience)
+        .map(|e| context! { id => e.id, label => e.label, href => e.href })
+        .collect()
 }
 
 /// Renders `template` with the layout's context (user, CSRF token, navigation) merged in.
@@ -81,8 +85,7 @@ pub fn page_with_status(
         user => session.map(|s| context! { email => s.user.email.clone(), role => s.user.role.as_str(), id => s.user.id.clone() }),
         csrf => session.map(|s| s.csrf_token.clone()),
         section,
-        admin_nav => nav(ADMIN_NAV),
-        app_nav => nav(APP_NAV),
+        nav => nav(state, session),
         cost_mode => crate::cost_banner::banner_mode().map(|(m, by)| context! { mode => m.as_str(), set_by => by }),
     };
     let merged = context! { ..ctx, ..base };

@@ -103,7 +103,7 @@ fn sse(name: &'static str, data: Value) -> Result<Event, Infallible> {
 async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Response, Failure> {
     let customer = authenticate(&state, &headers).await?;
     let (model, req, stream) = parse(&body)?;
-    let gateway = state.gateway()?;
+    let gateway = super::gateway_of(&state)?;
     let ctx = context(customer, &headers);
     let id = format!("msg_{}", ctx.request_id);
     if !stream {

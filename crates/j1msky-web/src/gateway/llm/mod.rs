@@ -102,6 +102,18 @@ impl From<GatewayError> for Failure {
     }
 }
 
+/// The gateway, or the error the model endpoints answer without one (here rather than on
+/// the state, so the state does not depend on the model API's error type).
+pub fn gateway_of(state: &AppState) -> Result<&std::sync::Arc<j1msky_gateway::Gateway>, Failure> {
+    state.gateway.as_ref().ok_or_else(|| {
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway_disabled",
+            "the model gateway is not configured on this server",
+        )
+    })
+}
+
 /// Runs a call in its own task: a client that hangs up mid-call cancels the HTTP handler
 /// but not the call, so its reservation is still settled and its ledger rows written.
 pub async fn detached_complete(

@@ -107,7 +107,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
 async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Response, Failure> {
     let customer = authenticate(&state, &headers).await?;
     let (model, req, stream, include_usage) = parse(&body)?;
-    let gateway = state.gateway()?;
+    let gateway = super::gateway_of(&state)?;
     let ctx = context(customer, &headers);
     let id = format!("chatcmpl-{}", ctx.request_id);
     let created = state.now() / 1_000_000;
