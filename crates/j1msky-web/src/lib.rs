@@ -13,6 +13,7 @@ pub mod render;
 mod security_headers;
 mod server;
 mod state;
+pub mod templates;
 mod text_guard;
 
 // The areas, each with its pages, API handlers, router and navigation entries

@@ -1,59 +1,13 @@
-//! Page rendering: minijinja templates compiled into the binary, one shared layout.
+//! Page rendering: one shared layout around each page's template.
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use j1msky_accounts::sessions::Session;
 use j1msky_core::vocab::UserRole;
-use minijinja::{context, Environment, Value};
+use minijinja::{context, Value};
 
 use crate::nav::Audience;
 use crate::state::AppState;
-
-macro_rules! templates {
-    ($env:ident, $($name:literal),+ $(,)?) => {
-        $(
-            if let Err(e) = $env.add_template($name, include_str!(concat!("../templates/", $name))) {
-                // Templates are compiled in; a broken one is caught by every page test.
-                tracing::error!(template = $name, error = %e, "template does not compile");
-            }
-        )+
-    };
-}
-
-/// The template environment.
-pub fn environment() -> Environment<'static> {
-    let mut env = Environment::new();
-    templates!(
-        env,
-        "layout.html",
-        "login.html",
-        "error.html",
-        "admin/customers.html",
-        "admin/customer.html",
-        "admin/gateway.html",
-        "app/home.html",
-        "app/tasks.html",
-        "app/billing.html",
-        "app/billing_offer.html",
-        "app/task.html",
-        "admin/queue.html"
-    );
-    env.add_filter("usd", |micros: i64| j1msky_core::Money::from_micros(micros).to_string());
-    env.add_filter("age", |micros: i64| {
-        let s = micros.max(0) / 1_000_000;
-        if s < 120 {
-            format!("{s} s")
-        } else if s < 7200 {
-            format!("{} min", s / 60)
-        } else {
-            format!("{} h", s / 3600)
-        }
-    });
-    env.add_filter("datetime", |micros: i64| {
-        j1msky_core::clock::format_utc(micros).replace('T', " ").replace('Z', " UTC")
-    });
-    env
-}
 
 /// The navigation entries the session's user sees.
 fn nav(state: &AppState, session: Option<&Session>) -> Vec<Value> {

@@ -72,7 +72,7 @@ impl AppState {
             keys: Arc::default(),
             billing_wake: Arc::default(),
             stripe: None,
-            templates: Arc::new(crate::render::environment()),
+            templates: Arc::new(crate::templates::environment()),
             metrics: crate::metrics_layer::recorder(),
         }
     }
