@@ -114,7 +114,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
     if !stream {
         let done = detached_complete(gateway, &ctx, model.as_deref(), &req)
             .await
-            .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
+            .map_err(|f| f.for_request(&ctx.request_id))?;
         let u = done.response.usage;
         let body = json!({
             "id": id, "object": "chat.completion", "created": created, "model": done.model,
@@ -128,9 +128,8 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
         annotate(&mut resp, &ctx.request_id, &done.model, &done.requested, Some(done.cost.micros()));
         return Ok(resp);
     }
-    let upstream = detached_stream(gateway, &ctx, model.as_deref(), &req)
-        .await
-        .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
+    let upstream =
+        detached_stream(gateway, &ctx, model.as_deref(), &req).await.map_err(|f| f.for_request(&ctx.request_id))?;
     let model_used = upstream.model.clone();
     let chunk = move |delta: Value, finish: Option<&str>| {
         json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model_used,
