@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
@@ -169,9 +169,12 @@ impl ApiCaller {
 impl FromRequestParts<AppState> for ApiCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-            let presented =
-                value.to_str().ok().and_then(crate::bearer::bearer_token).ok_or_else(ApiError::unauthorized)?;
+        let presented = match crate::bearer::presented_key(&parts.headers) {
+            crate::bearer::Presented::Absent => None,
+            crate::bearer::Presented::Key(k) => Some(k),
+            crate::bearer::Presented::Unreadable => return Err(ApiError::unauthorized()),
+        };
+        if let Some(presented) = presented {
             return match state.keys.authenticate(&state.db, presented, state.now()).await? {
                 Some(k) => Ok(ApiCaller::Key { key_id: k.key_id, customer_id: k.customer_id }),
                 None => {

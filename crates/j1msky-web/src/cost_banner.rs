@@ -1,5 +1,5 @@
 //! The cost mode every admin page's banner shows: the gateway controls in force while
-//! the page is served, set by `gateway_pages::with_controls` and read by the renderer
+//! the page is served, set by `gateway::with_controls` and read by the renderer
 //! (kept apart from both so the renderer need not depend on the gateway pages).
 
 use j1msky_gateway::controls::Controls;

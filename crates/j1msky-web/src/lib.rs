@@ -1,25 +1,29 @@
 //! The j1msky HTTP surface. Handlers are thin: extract, authorise, call one
 //! domain function, render.
 
-mod api;
+// Shared plumbing.
 pub mod auth;
 mod bearer;
-mod billing_hooks;
-mod billing_pages;
 mod cost_banner;
 mod csrf;
 mod error;
-mod gateway_pages;
-pub mod llm;
 mod metrics_layer;
-mod pages;
+mod nav;
 pub mod render;
 mod security_headers;
 mod server;
 mod state;
-mod task_pages;
-mod tasks_api;
+pub mod templates;
 mod text_guard;
+
+// The areas, each with its pages, API handlers, router and navigation entries
+// (registered in `server::AREAS`).
+mod accounts;
+mod billing;
+pub mod gateway;
+mod tasks;
+
+pub use gateway::llm;
 
 pub use error::ApiError;
 pub use server::{router, serve};

@@ -1,66 +1,24 @@
-//! Page rendering: minijinja templates compiled into the binary, one shared layout.
+//! Page rendering: one shared layout around each page's template.
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use j1msky_accounts::sessions::Session;
-use minijinja::{context, Environment, Value};
+use j1msky_core::vocab::UserRole;
+use minijinja::{context, Value};
 
+use crate::nav::Audience;
 use crate::state::AppState;
 
-/// Operator pages beyond Customers, as (id, label, href); later features add theirs here.
-const ADMIN_NAV: &[(&str, &str, &str)] =
-    &[("queue", "Queue", "/admin/queue"), ("gateway", "Gateway", "/admin/gateway")];
-/// Customer pages beyond Account.
-const APP_NAV: &[(&str, &str, &str)] = &[("tasks", "Tasks", "/app/tasks"), ("billing", "Billing", "/app/billing")];
-
-macro_rules! templates {
-    ($env:ident, $($name:literal),+ $(,)?) => {
-        $(
-            if let Err(e) = $env.add_template($name, include_str!(concat!("../templates/", $name))) {
-                // Templates are compiled in; a broken one is caught by every page test.
-                tracing::error!(template = $name, error = %e, "template does not compile");
-            }
-        )+
-    };
-}
-
-/// The template environment.
-pub fn environment() -> Environment<'static> {
-    let mut env = Environment::new();
-    templates!(
-        env,
-        "layout.html",
-        "login.html",
-        "error.html",
-        "admin/customers.html",
-        "admin/customer.html",
-        "admin/gateway.html",
-        "app/home.html",
-        "app/tasks.html",
-        "app/billing.html",
-        "app/billing_offer.html",
-        "app/task.html",
-        "admin/queue.html"
-    );
-    env.add_filter("usd", |micros: i64| j1msky_core::Money::from_micros(micros).to_string());
-    env.add_filter("age", |micros: i64| {
-        let s = micros.max(0) / 1_000_000;
-        if s < 120 {
-            format!("{s} s")
-        } else if s < 7200 {
-            format!("{} min", s / 60)
-        } else {
-            format!("{} h", s / 3600)
-        }
-    });
-    env.add_filter("datetime", |micros: i64| {
-        j1msky_core::clock::format_utc(micros).replace('T', " ").replace('Z', " UTC")
-    });
-    env
-}
-
-fn nav(items: &[(&str, &str, &str)]) -> Vec<Value> {
-    items.iter().map(|(id, label, href)| context! { id, label, href }).collect()
+/// The navigation entries the session's user sees.
+fn nav(state: &AppState, session: Option<&Session>) -> Vec<Value> {
+    let Some(s) = session else { return Vec::new() };
+    let audience = if s.user.role == UserRole::Operator { Audience::Operator } else { Audience::Customer };
+    state
+        .nav
+        .iter()
+        .filter(|e| e.audience == audience)
+        .map(|e| context! { id => e.id, label => e.label, href => e.href })
+        .collect()
 }
 
 /// Renders `template` with the layout's context (user, CSRF token, navigation) merged in.
@@ -81,8 +39,7 @@ pub fn page_with_status(
         user => session.map(|s| context! { email => s.user.email.clone(), role => s.user.role.as_str(), id => s.user.id.clone() }),
         csrf => session.map(|s| s.csrf_token.clone()),
         section,
-        admin_nav => nav(ADMIN_NAV),
-        app_nav => nav(APP_NAV),
+        nav => nav(state, session),
         cost_mode => crate::cost_banner::banner_mode().map(|(m, by)| context! { mode => m.as_str(), set_by => by }),
     };
     let merged = context! { ..ctx, ..base };

@@ -7,66 +7,43 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::nav::NavEntry;
 use crate::state::AppState;
-use crate::{
-    api, auth, billing_hooks, billing_pages, csrf, gateway_pages, llm, metrics_layer, pages, security_headers,
-    task_pages, tasks_api,
-};
+use crate::{accounts, auth, billing, csrf, gateway, metrics_layer, security_headers, tasks};
+
+/// One area of the site: its routes and its navigation entries.
+struct Area {
+    router: fn() -> Router<AppState>,
+    nav: &'static [NavEntry],
+}
+
+/// Every area, in navigation order; a new area is registered here and nowhere else.
+const AREAS: &[Area] = &[
+    Area { router: accounts::router, nav: accounts::NAV },
+    Area { router: tasks::router, nav: tasks::NAV },
+    Area { router: gateway::router, nav: gateway::NAV },
+    Area { router: billing::router, nav: billing::NAV },
+];
 
 /// Every route of the server, with its middleware.
-pub fn router(state: AppState) -> Router {
+pub fn router(mut state: AppState) -> Router {
+    state.nav = AREAS.iter().flat_map(|a| a.nav.iter().copied()).collect();
+    let areas = AREAS.iter().fold(Router::new(), |r, a| r.merge((a.router)()));
     let max_body = state.config.max_body_bytes;
     let timeout = state.config.request_timeout;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/", get(pages::root))
-        .route("/login", get(pages::login_form).post(pages::login))
-        .route("/logout", post(pages::logout))
-        .route("/admin", get(pages::admin_customers))
-        .route("/admin/customers", post(pages::admin_create_customer))
-        .route("/admin/customers/{id}", get(pages::admin_customer))
-        .route("/admin/customers/{id}/stage", post(pages::admin_set_stage))
-        .route("/admin/gateway", get(gateway_pages::page))
-        .route("/admin/gateway/mode", post(gateway_pages::set_mode))
-        .route("/admin/gateway/caps", post(gateway_pages::set_cap))
-        .route("/admin/gateway/budget", post(gateway_pages::set_budget))
-        .route("/app", get(pages::app_home))
-        .route("/app/tasks", get(task_pages::app_tasks).post(task_pages::app_submit))
-        .route("/app/tasks/{id}", get(task_pages::app_task))
-        .route("/app/tasks/{id}/cancel", post(task_pages::app_cancel))
-        .route("/admin/queue", get(task_pages::admin_queue))
-        .route("/admin/queue/{id}/retry", post(task_pages::admin_retry))
-        .route("/admin/queue/{id}/cancel", post(task_pages::admin_cancel))
-        .route("/app/billing", get(billing_pages::page))
-        .route("/app/billing/checkout", post(billing_pages::start_checkout))
-        .route("/app/billing/change", post(billing_pages::change))
-        .route("/app/billing/portal", post(billing_pages::portal))
-        .route("/app/billing/cancel", post(billing_pages::cancel))
-        .route("/app/billing/cancel/{id}/accept", post(billing_pages::accept))
-        .route("/app/billing/cancel/{id}/confirm", post(billing_pages::confirm))
-        .route("/app/keys", post(pages::app_create_key))
-        .route("/app/keys/{id}/revoke", post(pages::app_revoke_key))
-        .route("/api/v1/me", get(api::me))
-        .route("/api/v1/keys", get(api::list_keys).post(api::create_key))
-        .route("/api/v1/keys/{id}", delete(api::revoke_key))
-        .route("/api/v1/tasks", get(tasks_api::list).post(tasks_api::submit))
-        .route("/api/v1/tasks/{id}", get(tasks_api::show))
-        .route("/api/v1/tasks/{id}/cancel", post(tasks_api::cancel))
-        .route("/api/v1/templates", get(tasks_api::templates))
-        .route("/webhooks/stripe", post(billing_hooks::stripe))
-        .route("/v1/chat/completions", post(llm::openai::chat_completions))
-        .route("/v1/models", get(llm::openai::models))
-        .route("/v1/messages", post(llm::anthropic::messages))
-        .fallback(pages::not_found)
-        .layer(from_fn_with_state(state.clone(), gateway_pages::with_controls))
+        .merge(areas)
+        .fallback(accounts::not_found)
+        .layer(from_fn_with_state(state.clone(), gateway::with_controls))
         .layer(from_fn_with_state(state.clone(), csrf::guard))
         .layer(from_fn_with_state(state.clone(), auth::load_session))
         .layer(from_fn_with_state(state.clone(), crate::text_guard::refuse_unstorable))

@@ -47,6 +47,8 @@ pub struct AppState {
     pub config: WebConfig,
     /// The model gateway behind `/v1/*` (absent: those endpoints answer 503).
     pub gateway: Option<Arc<j1msky_gateway::Gateway>>,
+    /// The areas' navigation entries, filled in by the router.
+    pub(crate) nav: Arc<[crate::nav::NavEntry]>,
     /// API keys recently checked.
     pub keys: Arc<j1msky_accounts::api_keys::KeyCache>,
     /// Woken when a Stripe event is stored, so the applier runs at once.
@@ -66,10 +68,11 @@ impl AppState {
             clock,
             config,
             gateway: None,
+            nav: Arc::new([]),
             keys: Arc::default(),
             billing_wake: Arc::default(),
             stripe: None,
-            templates: Arc::new(crate::render::environment()),
+            templates: Arc::new(crate::templates::environment()),
             metrics: crate::metrics_layer::recorder(),
         }
     }
@@ -84,17 +87,6 @@ impl AppState {
     pub fn with_gateway(mut self, gateway: Arc<j1msky_gateway::Gateway>) -> AppState {
         self.gateway = Some(gateway);
         self
-    }
-
-    /// The gateway, or the error the model endpoints answer without one.
-    pub(crate) fn gateway(&self) -> Result<&Arc<j1msky_gateway::Gateway>, crate::llm::Failure> {
-        self.gateway.as_ref().ok_or_else(|| {
-            crate::llm::Failure::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "gateway_disabled",
-                "the model gateway is not configured on this server",
-            )
-        })
     }
 
     /// Now, in unix microseconds.

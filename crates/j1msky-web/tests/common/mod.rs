@@ -50,12 +50,22 @@ async fn spawn(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>) -> 
 
 async fn spawn_full(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>, billing: bool) -> TestApp {
     let catalogue = Catalogue::from_json_str(SHIPPED).expect("shipped catalogue");
-    spawn_with_catalogue(config, sim_config, billing, catalogue).await
+    spawn_with_catalogue(config, sim_config, billing, catalogue, None).await
 }
 
 /// The app with a gateway over a simulated provider and an edited catalogue.
 pub async fn spawn_app_with_catalogue(sim_config: j1msky_sim::SimConfig, catalogue: Catalogue) -> TestApp {
-    spawn_with_catalogue(WebConfig::default(), Some(sim_config), false, catalogue).await
+    spawn_with_catalogue(WebConfig::default(), Some(sim_config), false, catalogue, None).await
+}
+
+/// The app with a gateway whose clock is `gateway_clock` (the rest of the app keeps the
+/// manual clock), so a test can make the gateway misbehave inside its own call.
+pub async fn spawn_app_with_gateway_clock(
+    sim_config: j1msky_sim::SimConfig,
+    gateway_clock: Arc<dyn j1msky_core::Clock>,
+) -> TestApp {
+    let catalogue = Catalogue::from_json_str(SHIPPED).expect("shipped catalogue");
+    spawn_with_catalogue(WebConfig::default(), Some(sim_config), false, catalogue, Some(gateway_clock)).await
 }
 
 async fn spawn_with_catalogue(
@@ -63,6 +73,7 @@ async fn spawn_with_catalogue(
     sim_config: Option<j1msky_sim::SimConfig>,
     billing: bool,
     catalogue: Catalogue,
+    gateway_clock: Option<Arc<dyn j1msky_core::Clock>>,
 ) -> TestApp {
     let test_db = TestDb::new().await;
     let catalogue = Arc::new(catalogue);
@@ -75,7 +86,7 @@ async fn spawn_with_catalogue(
             j1msky_gateway::Gateway::new(
                 test_db.db.clone(),
                 catalogue.clone(),
-                Arc::new(clock.clone()),
+                gateway_clock.unwrap_or_else(|| Arc::new(clock.clone())),
                 &j1msky_gateway::ProviderOverride::all_to(
                     &catalogue,
                     &running.openai_base(),

@@ -107,14 +107,14 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
 async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Response, Failure> {
     let customer = authenticate(&state, &headers).await?;
     let (model, req, stream, include_usage) = parse(&body)?;
-    let gateway = state.gateway()?;
+    let gateway = super::gateway_of(&state)?;
     let ctx = context(customer, &headers);
     let id = format!("chatcmpl-{}", ctx.request_id);
     let created = state.now() / 1_000_000;
     if !stream {
         let done = detached_complete(gateway, &ctx, model.as_deref(), &req)
             .await
-            .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
+            .map_err(|f| f.for_request(&ctx.request_id))?;
         let u = done.response.usage;
         let body = json!({
             "id": id, "object": "chat.completion", "created": created, "model": done.model,
@@ -128,9 +128,8 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
         annotate(&mut resp, &ctx.request_id, &done.model, &done.requested, Some(done.cost.micros()));
         return Ok(resp);
     }
-    let upstream = detached_stream(gateway, &ctx, model.as_deref(), &req)
-        .await
-        .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
+    let upstream =
+        detached_stream(gateway, &ctx, model.as_deref(), &req).await.map_err(|f| f.for_request(&ctx.request_id))?;
     let model_used = upstream.model.clone();
     let chunk = move |delta: Value, finish: Option<&str>| {
         json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model_used,

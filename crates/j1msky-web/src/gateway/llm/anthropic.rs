@@ -103,13 +103,13 @@ fn sse(name: &'static str, data: Value) -> Result<Event, Infallible> {
 async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Response, Failure> {
     let customer = authenticate(&state, &headers).await?;
     let (model, req, stream) = parse(&body)?;
-    let gateway = state.gateway()?;
+    let gateway = super::gateway_of(&state)?;
     let ctx = context(customer, &headers);
     let id = format!("msg_{}", ctx.request_id);
     if !stream {
         let done = detached_complete(gateway, &ctx, model.as_deref(), &req)
             .await
-            .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
+            .map_err(|f| f.for_request(&ctx.request_id))?;
         let body = json!({
             "id": id, "type": "message", "role": "assistant", "model": done.model,
             "content": [{"type": "text", "text": done.response.text}],
@@ -120,9 +120,8 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
         annotate(&mut resp, &ctx.request_id, &done.model, &done.requested, Some(done.cost.micros()));
         return Ok(resp);
     }
-    let upstream = detached_stream(gateway, &ctx, model.as_deref(), &req)
-        .await
-        .map_err(|e| Failure::from(e).for_request(&ctx.request_id))?;
+    let upstream =
+        detached_stream(gateway, &ctx, model.as_deref(), &req).await.map_err(|f| f.for_request(&ctx.request_id))?;
     let used = upstream.model.clone();
     let requested = upstream.requested.clone();
     let estimate = req.estimated_input_tokens();

@@ -102,6 +102,18 @@ impl From<GatewayError> for Failure {
     }
 }
 
+/// The gateway, or the error the model endpoints answer without one (here rather than on
+/// the state, so the state does not depend on the model API's error type).
+pub fn gateway_of(state: &AppState) -> Result<&std::sync::Arc<j1msky_gateway::Gateway>, Failure> {
+    state.gateway.as_ref().ok_or_else(|| {
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway_disabled",
+            "the model gateway is not configured on this server",
+        )
+    })
+}
+
 /// Runs a call in its own task: a client that hangs up mid-call cancels the HTTP handler
 /// but not the call, so its reservation is still settled and its ledger rows written.
 pub async fn detached_complete(
@@ -109,7 +121,7 @@ pub async fn detached_complete(
     ctx: &CallContext,
     model: Option<&str>,
     req: &j1msky_gateway::chat::ChatRequest,
-) -> Result<j1msky_gateway::Completed, GatewayError> {
+) -> Result<j1msky_gateway::Completed, Failure> {
     let (gw, ctx, model, req) = (gateway.clone(), ctx.clone(), model.map(str::to_string), req.clone());
     detached(async move { gw.complete(&ctx, model.as_deref(), &req).await }).await
 }
@@ -121,29 +133,32 @@ pub async fn detached_stream(
     ctx: &CallContext,
     model: Option<&str>,
     req: &j1msky_gateway::chat::ChatRequest,
-) -> Result<j1msky_gateway::GatewayStream, GatewayError> {
+) -> Result<j1msky_gateway::GatewayStream, Failure> {
     let (gw, ctx, model, req) = (gateway.clone(), ctx.clone(), model.map(str::to_string), req.clone());
     detached(async move { gw.stream(&ctx, model.as_deref(), &req).await }).await
 }
 
+/// A call's task that panicked (or was aborted) failed on our side, so it is a 500, and
+/// the panic's text stays in our log rather than reaching the caller.
 async fn detached<T: Send + 'static>(
     call: impl std::future::Future<Output = Result<T, GatewayError>> + Send + 'static,
-) -> Result<T, GatewayError> {
+) -> Result<T, Failure> {
     // Tracked: awaited at once. Its own task only so that a client hanging up does not
     // cancel the call half-way (reservations and ledger rows stay consistent).
     #[allow(clippy::disallowed_methods)]
-    tokio::spawn(call).await.map_err(|e| GatewayError::Invalid(format!("internal: the call's task failed: {e}")))?
+    let joined = tokio::spawn(call).await;
+    match joined {
+        Ok(done) => done.map_err(Failure::from),
+        Err(e) => {
+            tracing::error!(error = %e, "a detached gateway call's task failed");
+            Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged"))
+        }
+    }
 }
 
 /// The customer behind an API key given as `Authorization: Bearer …` or `x-api-key`.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, Failure> {
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::bearer::bearer_token)
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::trim);
-    let Some(presented) = presented.filter(|p| !p.is_empty()) else {
+    let crate::bearer::Presented::Key(presented) = crate::bearer::presented_key(headers) else {
         return Err(Failure::new(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",
