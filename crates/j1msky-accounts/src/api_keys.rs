@@ -203,10 +203,15 @@ impl KeyCache {
         let hash = digest(presented);
         if let Some((at, auth)) = self.lock().get(&hash) {
             if at.elapsed() < KEY_CACHE_TTL {
-                return Ok(Some(auth.clone()));
+                let auth = auth.clone();
+                crate::activity::mark_active(db, &auth.customer_id, crate::activity::Source::ApiKey, now).await;
+                return Ok(Some(auth));
             }
         }
         let auth = authenticate(db, presented, now).await?;
+        if let Some(a) = &auth {
+            crate::activity::mark_active(db, &a.customer_id, crate::activity::Source::ApiKey, now).await;
+        }
         let mut entries = self.lock();
         match &auth {
             Some(a) => {

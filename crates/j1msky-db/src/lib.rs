@@ -3,6 +3,7 @@
 
 mod db;
 mod error;
+pub mod hourly;
 pub mod jobs;
 pub mod outbox;
 pub mod testing;

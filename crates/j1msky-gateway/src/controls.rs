@@ -2,6 +2,7 @@
 //! overrides (the rate-limit panel). Read through a short cache so the hot path does
 //! not query them on every request; other processes see a change within `CACHE_TTL`.
 
+use j1msky_core::events::Kind;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -81,8 +82,8 @@ async fn put(
             sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *tx).await?;
         }
     }
-    let kind = if key == MODE_KEY { "gateway.mode_changed" } else { "gateway.cap_changed" };
-    audit::record(&mut tx, actor, kind, key, None, event.clone(), now).await?;
+    let kind = if key == MODE_KEY { Kind::GatewayModeChanged } else { Kind::GatewayCapChanged };
+    audit::record(&mut tx, actor, kind.as_str(), key, None, event.clone(), now).await?;
     outbox::emit(&mut tx, db.backend(), kind, None, &event, now).await?;
     tx.commit().await?;
     Ok(())
@@ -227,7 +228,7 @@ pub async fn set_customer_budget(
     let detail = serde_json::json!({"monthly_budget": budget});
     audit::record(&mut tx, actor, "customer.budget_changed", customer_id, Some(customer_id), detail.clone(), now)
         .await?;
-    outbox::emit(&mut tx, db.backend(), "customer.budget_changed", Some(customer_id), &detail, now).await?;
+    outbox::emit(&mut tx, db.backend(), Kind::CustomerBudgetChanged, Some(customer_id), &detail, now).await?;
     tx.commit().await?;
     Ok(())
 }
