@@ -201,12 +201,10 @@ impl KeyCache {
             return Ok(None);
         }
         let hash = digest(presented);
-        if let Some((at, auth)) = self.lock().get(&hash) {
-            if at.elapsed() < KEY_CACHE_TTL {
-                let auth = auth.clone();
-                crate::activity::mark_active(db, &auth.customer_id, crate::activity::Source::ApiKey, now).await;
-                return Ok(Some(auth));
-            }
+        let cached = self.lock().get(&hash).filter(|(at, _)| at.elapsed() < KEY_CACHE_TTL).map(|(_, a)| a.clone());
+        if let Some(auth) = cached {
+            crate::activity::mark_active(db, &auth.customer_id, crate::activity::Source::ApiKey, now).await;
+            return Ok(Some(auth));
         }
         let auth = authenticate(db, presented, now).await?;
         if let Some(a) = &auth {
