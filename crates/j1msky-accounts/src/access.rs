@@ -2,6 +2,7 @@
 //! queue and the task workers all ask, and the billing facts it reads (a failed payment
 //! and since when, a payment method on file), which only this crate writes.
 
+use j1msky_core::events::Kind;
 use sqlx::AnyConnection;
 
 use crate::customers::Customer;
@@ -144,7 +145,7 @@ pub async fn set_billing_status(
     let detail = serde_json::json!({"from": current, "to": status});
     audit::record(conn, actor, "customer.billing_status_changed", customer_id, Some(customer_id), detail.clone(), now)
         .await?;
-    outbox::emit(conn, backend, "customer.billing_status_changed", Some(customer_id), &detail, now).await?;
+    outbox::emit(conn, backend, Kind::CustomerBillingStatusChanged, Some(customer_id), &detail, now).await?;
     Ok(true)
 }
 
@@ -169,7 +170,7 @@ pub async fn set_payment_method(
         == 1;
     if changed {
         let detail = serde_json::json!({"on_file": on_file});
-        outbox::emit(conn, backend, "customer.payment_method_changed", Some(customer_id), &detail, now).await?;
+        outbox::emit(conn, backend, Kind::CustomerPaymentMethodChanged, Some(customer_id), &detail, now).await?;
     }
     Ok(changed)
 }
@@ -204,7 +205,7 @@ pub async fn restrict_overdue(db: &Db, catalogue: &Catalogue, now: i64) -> Resul
         .rows_affected();
         if claimed == 1 {
             let detail = serde_json::json!({"billing_status": status, "since": since});
-            outbox::emit(&mut tx, db.backend(), "customer.access_restricted", Some(&id), &detail, now).await?;
+            outbox::emit(&mut tx, db.backend(), Kind::CustomerAccessRestricted, Some(&id), &detail, now).await?;
             tx.commit().await?;
             announced += 1;
         }

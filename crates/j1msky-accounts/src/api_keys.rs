@@ -211,12 +211,19 @@ impl KeyCache {
         }
         let hash = digest(presented);
         let revocations = REVOCATIONS.load(std::sync::atomic::Ordering::SeqCst);
-        if let Some((at, seen, auth)) = self.lock().get(&hash) {
-            if at.elapsed() < KEY_CACHE_TTL && *seen == revocations {
-                return Ok(Some(auth.clone()));
-            }
+        let cached = self
+            .lock()
+            .get(&hash)
+            .filter(|(at, seen, _)| at.elapsed() < KEY_CACHE_TTL && *seen == revocations)
+            .map(|(_, _, a)| a.clone());
+        if let Some(auth) = cached {
+            crate::activity::mark_active(db, &auth.customer_id, crate::activity::Source::ApiKey, now).await;
+            return Ok(Some(auth));
         }
         let auth = authenticate(db, presented, now).await?;
+        if let Some(a) = &auth {
+            crate::activity::mark_active(db, &a.customer_id, crate::activity::Source::ApiKey, now).await;
+        }
         let mut entries = self.lock();
         match &auth {
             Some(a) => {

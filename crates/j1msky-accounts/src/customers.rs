@@ -1,5 +1,6 @@
 //! Customers: who they are, where they stand in the revenue workflow, what they bought.
 
+use j1msky_core::events::Kind;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
@@ -277,7 +278,7 @@ async fn insert(
     insert_stage_change(conn, &customer.id, None, customer.stage, actor, now).await?;
     let snapshot = serde_json::to_value(customer).unwrap_or_default();
     audit::record(conn, actor, "customer.created", &customer.id, Some(&customer.id), snapshot.clone(), now).await?;
-    outbox::emit(conn, backend, "customer.created", Some(&customer.id), &snapshot, now).await?;
+    outbox::emit(conn, backend, Kind::CustomerCreated, Some(&customer.id), &snapshot, now).await?;
     Ok(())
 }
 
@@ -386,7 +387,7 @@ pub async fn change_stage_at(
     insert_stage_change(conn, id, Some(from), to, actor, at).await?;
     let detail = serde_json::json!({"from": from, "to": to});
     audit::record(conn, actor, "customer.stage_changed", id, Some(id), detail.clone(), now).await?;
-    outbox::emit(conn, backend, "customer.stage_changed", Some(id), &detail, now).await?;
+    outbox::emit(conn, backend, Kind::CustomerStageChanged, Some(id), &detail, now).await?;
     Ok(true)
 }
 
@@ -440,7 +441,7 @@ pub async fn set_contract(
     .await?;
     let detail = serde_json::json!({"from": customer.contract, "to": contract});
     audit::record(&mut tx, actor, "customer.contract_changed", id, Some(id), detail.clone(), now).await?;
-    outbox::emit(&mut tx, db.backend(), "customer.contract_changed", Some(id), &detail, now).await?;
+    outbox::emit(&mut tx, db.backend(), Kind::CustomerContractChanged, Some(id), &detail, now).await?;
     tx.commit().await?;
     Ok(Customer { contract, updated_at: now, ..customer })
 }

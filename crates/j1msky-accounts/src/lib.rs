@@ -3,6 +3,7 @@
 //! caller's customer id, so another customer's object looks exactly like a missing one.
 
 pub mod access;
+pub mod activity;
 pub mod api_keys;
 pub mod customer_links;
 pub mod customers;

@@ -1,5 +1,6 @@
 //! Users: operators run the business; owners and members act for one customer.
 
+use j1msky_core::events::Kind;
 use serde::Serialize;
 use sqlx::Row;
 
@@ -133,7 +134,7 @@ pub(crate) async fn insert(
     outbox::emit(
         conn,
         backend,
-        "user.created",
+        Kind::UserCreated,
         user.customer_id.as_deref(),
         &serde_json::json!({"user_id": user.id, "role": user.role}),
         now,
@@ -262,7 +263,7 @@ pub async fn authenticate(
     outbox::emit(
         &mut tx,
         db.backend(),
-        "user.logged_in",
+        Kind::UserLoggedIn,
         user.customer_id.as_deref(),
         &serde_json::json!({"user_id": user.id}),
         now,

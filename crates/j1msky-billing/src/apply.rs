@@ -7,6 +7,7 @@
 use j1msky_accounts::{access, customers};
 use j1msky_audit::Actor;
 use j1msky_core::catalogue::Catalogue;
+use j1msky_core::events::{Kind, SubscriptionCancelled};
 use j1msky_core::vocab::Stage;
 use j1msky_db::{outbox, Backend};
 use serde_json::{json, Value};
@@ -49,7 +50,11 @@ pub async fn event(
         | "customer.subscription.resumed"
         | "customer.subscription.trial_will_end" => {
             let short = env.kind.trim_start_matches("customer.");
-            subscription(conn, backend, ctx, obj, &v, short, env.created, now).await
+            // Every call we make to Stripe carries a `j1msky-` idempotency key, which
+            // Stripe echoes on the events it causes; anything else is the customer
+            // (Customer Portal) or the Stripe dashboard.
+            let by_us = ev["request"]["idempotency_key"].as_str().is_some_and(|k| k.starts_with("j1msky-"));
+            subscription(conn, backend, ctx, obj, &v, (short, by_us), env.created, now).await
         }
         "customer.discount.created" => discount(conn, obj, &v, false).await,
         "customer.discount.deleted" => discount(conn, obj, &v, true).await,
@@ -68,7 +73,7 @@ pub async fn event(
                 "invoice": obj["id"], "subscription": obj["subscription"], "amount_due": obj["amount_due"],
                 "attempt_count": obj["attempt_count"], "next_payment_attempt": obj["next_payment_attempt"],
             });
-            outbox::emit(conn, backend, "invoice.payment_failed", customer.as_deref(), &detail, now).await?;
+            outbox::emit(conn, backend, Kind::InvoicePaymentFailed, customer.as_deref(), &detail, now).await?;
             Ok(())
         }
         "charge.refunded" => refund(conn, backend, obj, env.created, now).await,
@@ -109,7 +114,7 @@ async fn subscription(
     ctx: &Ctx<'_>,
     obj: &Value,
     version: &str,
-    short_kind: &str,
+    (short_kind, by_us): (&str, bool),
     created: i64,
     now: i64,
 ) -> Result<(), BillingError> {
@@ -140,6 +145,11 @@ async fn subscription(
             }
         }
     }
+    let was_cancelling: Option<(i64, String)> =
+        sqlx::query_as("SELECT cancel_at_period_end, status FROM subscriptions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
     let upserted = sqlx::query(
         "INSERT INTO subscriptions (id, customer_id, stripe_customer_id, status, plan, price_id, current_period_end,
              cancel_at_period_end, trial_end, discount_coupon, paused_from_plan, resume_at, created, version,
@@ -190,16 +200,23 @@ async fn subscription(
             row.and_then(|r| r.0)
         }
     };
+    let event = Kind::parse(short_kind)
+        .ok_or_else(|| BillingError::Malformed(format!("subscription event: no event kind for `{short_kind}`")))?;
     if upserted.rows_affected() == 1 {
         let detail = json!({
             "subscription": id, "status": status, "plan": plan, "cancel_at_period_end": obj["cancel_at_period_end"],
             "current_period_end": period_end, "stripe_customer": stripe_customer,
         });
-        outbox::emit(conn, backend, short_kind, customer_id.as_deref(), &detail, now).await?;
+        outbox::emit(conn, backend, event, customer_id.as_deref(), &detail, now).await?;
+        if let Some(c) = cancelled_outside(short_kind, by_us, obj, was_cancelling.as_ref()) {
+            let detail = serde_json::to_value(SubscriptionCancelled { subscription: id.to_string(), ..c })
+                .map_err(|e| BillingError::Malformed(format!("subscription event: {e}")))?;
+            outbox::emit(conn, backend, Kind::SubscriptionCancelled, customer_id.as_deref(), &detail, now).await?;
+        }
     } else if short_kind == "subscription.trial_will_end" {
         // A notice, not only a snapshot: it is news even when a newer snapshot is held.
         let detail = json!({"subscription": id, "trial_end": obj["trial_end"]});
-        outbox::emit(conn, backend, short_kind, customer_id.as_deref(), &detail, now).await?;
+        outbox::emit(conn, backend, event, customer_id.as_deref(), &detail, now).await?;
     }
     // A stale snapshot changed no subscription, so the customer's plan and stage stand.
     if let Some(c) = customer_id.filter(|_| linked || upserted.rows_affected() == 1) {
@@ -313,7 +330,7 @@ pub async fn settle_customer(
                 .execute(&mut *conn)
                 .await?;
             let detail = json!({"from": current_plan, "to": plan});
-            outbox::emit(conn, backend, "customer.plan_changed", Some(customer_id), &detail, now).await?;
+            outbox::emit(conn, backend, Kind::CustomerPlanChanged, Some(customer_id), &detail, now).await?;
         }
     }
     if let Some(stage) = stage {
@@ -366,9 +383,9 @@ async fn checkout(
         (None, None) => None,
     };
     let outcome = match kind {
-        "checkout.session.completed" => "checkout.completed",
-        "checkout.session.async_payment_succeeded" => "checkout.payment_succeeded",
-        _ => "checkout.payment_failed",
+        "checkout.session.completed" => Kind::CheckoutCompleted,
+        "checkout.session.async_payment_succeeded" => Kind::CheckoutPaymentSucceeded,
+        _ => Kind::CheckoutPaymentFailed,
     };
     let detail = json!({
         "session": obj["id"], "subscription": id_of(&obj["subscription"]), "payment_status": obj["payment_status"],
@@ -411,7 +428,29 @@ async fn refund(
     .await?;
     if changed.rows_affected() == 1 {
         let detail = json!({"charge": id, "amount_refunded": -refunded, "invoice": obj["invoice"]});
-        outbox::emit(conn, backend, "charge.refunded", customer.as_deref(), &detail, now).await?;
+        outbox::emit(conn, backend, Kind::ChargeRefunded, customer.as_deref(), &detail, now).await?;
     }
     Ok(())
+}
+
+/// A cancellation the customer made outside our own cancel flow: the subscription
+/// turned to cancel at its period end, or ended at once without having been set to
+/// (an end that follows a scheduled cancellation is not news).
+fn cancelled_outside(
+    short_kind: &str,
+    by_us: bool,
+    obj: &Value,
+    before: Option<&(i64, String)>,
+) -> Option<SubscriptionCancelled> {
+    if by_us {
+        return None;
+    }
+    let was_set = before.is_some_and(|(cancel, _)| *cancel != 0);
+    let was_over = before.is_some_and(|(_, status)| status == "canceled");
+    let at_period_end = match short_kind {
+        "subscription.updated" if obj["cancel_at_period_end"].as_bool() == Some(true) && !was_set => true,
+        "subscription.deleted" if !was_set && !was_over => false,
+        _ => return None,
+    };
+    Some(SubscriptionCancelled { subscription: String::new(), source: "customer_portal".into(), at_period_end })
 }

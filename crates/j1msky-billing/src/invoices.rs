@@ -3,6 +3,7 @@
 //! pay-per-task charge on it (so usage is revenue when paid, once per charge). A voided
 //! or uncollectible invoice books nothing and takes back any usage booked before.
 
+use j1msky_core::events::Kind;
 use j1msky_db::{outbox, Backend};
 use serde_json::{json, Value};
 use sqlx::AnyConnection;
@@ -160,7 +161,7 @@ pub(crate) async fn paid(
     if inserted.rows_affected() == 1 {
         let detail =
             json!({"invoice": id, "amount_cents": amount, "usage_cents": usage, "plan": plan, "subscription": sub});
-        outbox::emit(conn, backend, "invoice.paid", customer.as_deref(), &detail, now).await?;
+        outbox::emit(conn, backend, Kind::InvoicePaid, customer.as_deref(), &detail, now).await?;
     }
     Ok(())
 }
@@ -215,6 +216,7 @@ pub(crate) async fn given_up(
     }
     let detail =
         json!({"invoice": id, "status": status, "amount_due": obj["amount_due"], "usage_reversed_cents": reversed});
-    outbox::emit(conn, backend, kind, customer.as_deref(), &detail, now).await?;
+    let event = if kind == "invoice.voided" { Kind::InvoiceVoided } else { Kind::InvoiceMarkedUncollectible };
+    outbox::emit(conn, backend, event, customer.as_deref(), &detail, now).await?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! keeps an offer to once per customer (or its configured cool-down) and a trial to once.
 
 use j1msky_core::catalogue::Catalogue;
+use j1msky_core::events::Kind;
 use j1msky_db::{outbox, AnyConnection, Db};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -127,7 +128,7 @@ pub async fn grant(
     insert(&mut tx, &grant).await?;
     let detail =
         json!({"grant": grant.id, "offer": offer, "granted_by": granted_by, "subscription": grant.subscription_id});
-    outbox::emit(&mut tx, db.backend(), "billing.offer_granted", Some(customer_id), &detail, now).await?;
+    outbox::emit(&mut tx, db.backend(), Kind::BillingOfferGranted, Some(customer_id), &detail, now).await?;
     tx.commit().await?;
     if let Some(sub) = &sub {
         let coupon = sync::coupon_id(offer, o.percent_off, o.months);

@@ -3,6 +3,7 @@
 //! one click away. Every step is recorded and emitted as an event.
 
 use j1msky_core::catalogue::Catalogue;
+use j1msky_core::events::Kind;
 use j1msky_db::{outbox, Db};
 use serde::Serialize;
 use serde_json::json;
@@ -128,7 +129,7 @@ pub async fn start_cancel(
     .execute(&mut *tx)
     .await?;
     let detail = json!({"survey": survey.id, "reason": reason, "offer": survey.offer, "subscription": sub.id});
-    outbox::emit(&mut tx, db.backend(), "retention.exit_survey", Some(customer_id), &detail, now).await?;
+    outbox::emit(&mut tx, db.backend(), Kind::RetentionExitSurvey, Some(customer_id), &detail, now).await?;
     tx.commit().await?;
     Ok(survey)
 }
@@ -152,7 +153,7 @@ pub async fn get(db: &Db, customer_id: &str, id: &str) -> Result<Survey, Billing
     })
 }
 
-async fn decide(db: &Db, survey: &Survey, outcome: &str, kind: &str, now: i64) -> Result<(), BillingError> {
+async fn decide(db: &Db, survey: &Survey, outcome: &str, kind: Kind, now: i64) -> Result<(), BillingError> {
     let mut tx = db.begin().await?;
     let done = sqlx::query("UPDATE exit_surveys SET outcome = $1, decided_at = $2 WHERE id = $3 AND outcome = 'open'")
         .bind(outcome)
@@ -192,7 +193,7 @@ pub async fn accept_offer(
             offers::grant(db, stripe, catalogue, customer_id, offer, &format!("retention:{}", survey.id), now).await?;
         }
     }
-    decide(db, &survey, "accepted_offer", "retention.offer_accepted", now).await?;
+    decide(db, &survey, "accepted_offer", Kind::RetentionOfferAccepted, now).await?;
     survey.outcome = "accepted_offer".into();
     Ok(survey)
 }
@@ -207,7 +208,7 @@ pub async fn confirm_cancel(
 ) -> Result<Survey, BillingError> {
     let mut survey = get(db, customer_id, survey_id).await?;
     changes::cancel(db, stripe, customer_id).await?;
-    decide(db, &survey, "cancelled", "retention.cancelled", now).await?;
+    decide(db, &survey, "cancelled", Kind::RetentionCancelled, now).await?;
     survey.outcome = "cancelled".into();
     Ok(survey)
 }

@@ -4,6 +4,7 @@
 //! is paid (see `invoices`), not when reported.
 
 use j1msky_core::catalogue::Catalogue;
+use j1msky_core::events::Kind;
 use j1msky_core::Money;
 use j1msky_db::{outbox, Db};
 use serde_json::json;
@@ -125,7 +126,7 @@ async fn report_customer(
             if reported {
                 let detail = json!({"charge": id, "task": task, "api_day": api_day, "tier": tier, "amount_cents": cents,
                                     "invoice_item": item["id"]});
-                outbox::emit(&mut tx, db.backend(), "usage.reported", Some(customer), &detail, now).await?;
+                outbox::emit(&mut tx, db.backend(), Kind::UsageReported, Some(customer), &detail, now).await?;
             }
             tx.commit().await?;
             Ok::<bool, BillingError>(reported)

@@ -2,6 +2,7 @@
 
 pub mod catalogue;
 pub mod clock;
+pub mod events;
 pub mod ids;
 pub mod money;
 pub mod vocab;

@@ -3,6 +3,7 @@
 
 mod db;
 mod error;
+pub mod hourly;
 pub mod jobs;
 pub mod outbox;
 /// Test fixtures (fresh databases on either engine); only for other crates' tests,

@@ -2,6 +2,7 @@
 //! describe, read by consumers that each keep a cursor. Sequence order is commit
 //! order, so a consumer that has read up to N never misses an event below N.
 
+use j1msky_core::events::{self, Decoded, Kind};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
@@ -22,24 +23,46 @@ pub struct Event {
     pub created_at: i64,
 }
 
-/// Writes an event inside the caller's transaction; returns its id.
+impl Event {
+    /// The event in typed terms. A row this build cannot read (a kind it does
+    /// not know, a payload that no longer decodes) stays stored untouched; readers
+    /// skip it, and this says so in the log.
+    pub fn decode(&self) -> Option<Decoded> {
+        match events::decode(&self.kind, &self.payload) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!(seq = self.seq, id = %self.id, error = %e, "skipping an event this build cannot read");
+                None
+            }
+        }
+    }
+}
+
+/// Serialises outbox writers on PostgreSQL until the caller's transaction ends.
+pub(crate) async fn lock(conn: &mut AnyConnection) -> Result<(), DbError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK_KEY).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Writes an event inside the caller's transaction; returns its id. The
+/// payload is stored with the kind's version under `v`.
 pub async fn emit(
     conn: &mut AnyConnection,
     backend: Backend,
-    kind: &str,
+    kind: Kind,
     customer_id: Option<&str>,
     payload: &serde_json::Value,
     now: i64,
 ) -> Result<String, DbError> {
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK_KEY).execute(&mut *conn).await?;
+        lock(conn).await?;
     }
     let id = j1msky_core::ids::new_id("evt");
     sqlx::query("INSERT INTO events (id, kind, customer_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&id)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(customer_id)
-        .bind(payload.to_string())
+        .bind(events::versioned(kind, payload).to_string())
         .bind(now)
         .execute(&mut *conn)
         .await?;
@@ -47,13 +70,16 @@ pub async fn emit(
 }
 
 fn event_from_row(row: &sqlx::any::AnyRow) -> Result<Event, DbError> {
-    let payload: String = row.try_get(4)?;
+    let raw: String = row.try_get(4)?;
+    // A payload that is not JSON is kept as its text, so the row is still listed
+    // (and skipped by `decode`) instead of failing the whole read.
+    let payload = serde_json::from_str(&raw).unwrap_or(serde_json::Value::String(raw));
     Ok(Event {
         seq: row.try_get(0)?,
         id: row.try_get(1)?,
         kind: row.try_get(2)?,
         customer_id: row.try_get(3)?,
-        payload: serde_json::from_str(&payload).map_err(|e| DbError::Corrupt(format!("event payload: {e}")))?,
+        payload,
         created_at: row.try_get(5)?,
     })
 }

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::process::Command;
 
+use j1msky_core::events::Kind;
 use j1msky_db::testing::{requested_backend, TestDb};
 use j1msky_db::{jobs, outbox, Backend, Db};
 use serde_json::json;
@@ -201,16 +202,20 @@ async fn outbox_events_follow_their_transaction_and_cursors_only_move_forward() 
     let t = TestDb::new().await;
     let b = t.db.backend();
     let mut tx = t.db.begin().await.expect("tx");
-    outbox::emit(&mut tx, b, "rolled.back", None, &json!({}), 1).await.expect("emit");
+    outbox::emit(&mut tx, b, Kind::LedgerBacklog, None, &json!({}), 1).await.expect("emit");
     tx.rollback().await.expect("rollback");
-    for kind in ["a", "b", "c"] {
+    for kind in [Kind::TaskSubmitted, Kind::TaskStarted, Kind::TaskSucceeded] {
         let mut tx = t.db.begin().await.expect("tx");
-        outbox::emit(&mut tx, b, kind, Some("cus_x"), &json!({"k": kind}), 2).await.expect("emit");
+        outbox::emit(&mut tx, b, kind, Some("cus_x"), &json!({"k": kind.as_str()}), 2).await.expect("emit");
         tx.commit().await.expect("commit");
     }
     let batch = outbox::next_batch(&t.db, "mailer", 10).await.expect("batch");
     let kinds: Vec<&str> = batch.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["a", "b", "c"], "rolled-back events never appear; order is kept");
+    assert_eq!(
+        kinds,
+        ["task.submitted", "task.started", "task.succeeded"],
+        "rolled-back events never appear; order is kept"
+    );
     assert!(batch.windows(2).all(|w| w[0].seq < w[1].seq));
 
     let mut conn = t.db.pool().acquire().await.expect("conn");
@@ -218,7 +223,7 @@ async fn outbox_events_follow_their_transaction_and_cursors_only_move_forward() 
     outbox::advance(&mut conn, "mailer", batch[0].seq, 4).await.expect("advance back is ignored");
     assert_eq!(outbox::cursor(&mut conn, "mailer").await.expect("cursor"), batch[1].seq);
     let rest = outbox::next_batch(&t.db, "mailer", 10).await.expect("batch");
-    assert_eq!(rest.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["c"]);
+    assert_eq!(rest.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["task.succeeded"]);
     assert_eq!(outbox::next_batch(&t.db, "metrics", 10).await.expect("batch").len(), 3, "cursors are per consumer");
 }
 
@@ -229,19 +234,50 @@ async fn a_later_commit_is_never_skipped_by_a_consumer() {
     let t = TestDb::new().await;
     let b = t.db.backend();
     let mut tx_a = t.db.begin().await.expect("tx a");
-    outbox::emit(&mut tx_a, b, "a", None, &json!({}), 1).await.expect("emit a");
+    outbox::emit(&mut tx_a, b, Kind::TaskStarted, None, &json!({}), 1).await.expect("emit a");
     let db = t.db.clone();
     let writer_b = tokio::spawn(async move {
         let mut tx_b = db.begin().await.expect("tx b");
-        outbox::emit(&mut tx_b, b, "b", None, &json!({}), 2).await.expect("emit b");
+        outbox::emit(&mut tx_b, b, Kind::TaskSucceeded, None, &json!({}), 2).await.expect("emit b");
         tx_b.commit().await.expect("commit b");
     });
     // Whatever B does meanwhile, the consumer sees nothing it could skip A with.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let seen_early = outbox::next_batch(&t.db, "c", 10).await.expect("batch");
-    assert!(seen_early.iter().all(|e| e.kind != "b"), "b is visible before a committed: a would be skipped");
+    assert!(
+        seen_early.iter().all(|e| e.kind != "task.succeeded"),
+        "b is visible before a committed: a would be skipped"
+    );
     tx_a.commit().await.expect("commit a");
     writer_b.await.expect("join");
     let all = outbox::next_batch(&t.db, "c", 10).await.expect("batch");
-    assert_eq!(all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["task.started", "task.succeeded"]);
+}
+
+#[tokio::test]
+async fn an_unknown_or_unreadable_stored_event_is_kept_and_skipped_by_decode() {
+    let t = TestDb::new().await;
+    let b = t.db.backend();
+    // Rows as an older or newer build may have left them: a kind this build does not
+    // know, and a payload that is not JSON.
+    for (id, kind, payload) in [("evt_old1", "legacy.kind", "{\"x\":1}"), ("evt_old2", "task.succeeded", "not json")] {
+        sqlx::query("INSERT INTO events (id, kind, customer_id, payload, created_at) VALUES ($1, $2, NULL, $3, 1)")
+            .bind(id)
+            .bind(kind)
+            .bind(payload)
+            .execute(t.db.pool())
+            .await
+            .expect("raw insert");
+    }
+    let mut tx = t.db.begin().await.expect("tx");
+    outbox::emit(&mut tx, b, Kind::TaskSucceeded, Some("cus_x"), &json!({"task": "t1"}), 2).await.expect("emit");
+    tx.commit().await.expect("commit");
+
+    let batch = outbox::next_batch(&t.db, "reader", 10).await.expect("reading past unknown rows does not fail");
+    assert_eq!(batch.len(), 3, "unknown rows are kept");
+    assert_eq!(batch[0].decode(), None, "unknown kind is skipped");
+    assert_eq!(batch[1].decode(), None, "unreadable payload is skipped");
+    let known = batch[2].decode().expect("a current event decodes");
+    assert_eq!((known.kind, known.version), (Kind::TaskSucceeded, 1));
+    assert_eq!(known.payload, json!({"task": "t1", "v": 1}), "stored with its version");
 }

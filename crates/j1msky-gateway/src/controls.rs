@@ -2,6 +2,7 @@
 //! overrides (the rate-limit panel). Read through a short cache so the hot path does
 //! not query them on every request; other processes see a change within `CACHE_TTL`.
 
+use j1msky_core::events::Kind;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -84,8 +85,8 @@ async fn put(
 ) -> Result<(), GatewayError> {
     let mut tx = db.begin().await?;
     settings::put(&mut tx, actor, key, value.as_deref(), now).await?;
-    let kind = if key == MODE_KEY { "gateway.mode_changed" } else { "gateway.cap_changed" };
-    audit::record(&mut tx, actor, kind, key, None, event.clone(), now).await?;
+    let kind = if key == MODE_KEY { Kind::GatewayModeChanged } else { Kind::GatewayCapChanged };
+    audit::record(&mut tx, actor, kind.as_str(), key, None, event.clone(), now).await?;
     outbox::emit(&mut tx, db.backend(), kind, None, &event, now).await?;
     tx.commit().await?;
     Ok(())

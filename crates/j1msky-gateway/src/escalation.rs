@@ -5,6 +5,7 @@
 //! the operator's decision.
 
 use j1msky_audit::{alerts, Actor};
+use j1msky_core::events::Kind;
 use j1msky_db::outbox;
 
 use crate::policy::Mode;
@@ -49,7 +50,7 @@ pub async fn after_spend(gw: &Gateway) -> Result<(), GatewayError> {
         let message = format!("daily spend {spent} has crossed {level}% of the {budget} budget");
         let payload =
             serde_json::json!({"level": level, "spent_micros": spent.micros(), "budget_micros": budget.micros()});
-        if raise(gw, &id, "budget_level", &message, "budget.level_crossed", &payload, now).await? {
+        if raise(gw, &id, "budget_level", &message, Kind::BudgetLevelCrossed, &payload, now).await? {
             tracing::warn!(%message, "budget alert");
         }
     }
@@ -72,7 +73,7 @@ pub async fn provider_auth_failed(gw: &Gateway, provider: &str) {
     let message =
         format!("provider {provider} rejected our API key; check the environment variable the catalogue names");
     let payload = serde_json::json!({"provider": provider});
-    let result = raise(gw, &id, "provider_auth", &message, "provider.auth_failed", &payload, now).await;
+    let result = raise(gw, &id, "provider_auth", &message, Kind::ProviderAuthFailed, &payload, now).await;
     tracing::error!(provider, "the provider rejected our credentials");
     if let Err(e) = result {
         tracing::error!(error = %e, "could not record the provider auth alert");
@@ -92,7 +93,7 @@ pub async fn ledger_backlog(gw: &Gateway, unflushed: usize) {
     );
     let payload = serde_json::json!({"unflushed": unflushed});
     tracing::error!(unflushed, "ledger backlog: refusing model calls");
-    if let Err(e) = raise(gw, &id, "ledger_backlog", &message, "ledger.backlog", &payload, now).await {
+    if let Err(e) = raise(gw, &id, "ledger_backlog", &message, Kind::LedgerBacklog, &payload, now).await {
         tracing::error!(error = %e, "could not record the ledger backlog alert");
     }
 }
@@ -104,7 +105,7 @@ async fn raise(
     id: &str,
     kind: &str,
     message: &str,
-    event: &str,
+    event: Kind,
     payload: &serde_json::Value,
     now: i64,
 ) -> Result<bool, GatewayError> {

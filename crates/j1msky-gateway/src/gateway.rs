@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use j1msky_accounts::access::{self, Standing};
+use j1msky_accounts::activity;
 use j1msky_core::catalogue::{Catalogue, ModelOutsidePlan};
 use j1msky_core::{Clock, Money};
 use j1msky_db::Db;
@@ -273,7 +274,17 @@ impl Gateway {
             (None, Some(p)) => p.model_outside_plan,
             _ => ModelOutsidePlan::Reroute,
         };
-        let route = policy::route(&self.catalogue, model, &ctx.category, controls.mode, allowed, outside)?;
+        let route = match policy::route(&self.catalogue, model, &ctx.category, controls.mode, allowed, outside) {
+            Ok(r) => r,
+            Err(e) => {
+                if let (Some(id), policy::RouteError::OutsidePlan { .. } | policy::RouteError::NotAllowed) =
+                    (&ctx.customer_id, &e)
+                {
+                    activity::limit_hit(&self.db, id, "model_not_in_plan", &e.to_string(), now).await;
+                }
+                return Err(e.into());
+            }
+        };
         let first = &route.chain[0];
         let provider = self.catalogue.models.get(first).map(|m| m.provider.clone()).unwrap_or_default();
         let cap_of = |scope: &str, default: Option<i64>| controls.caps.get(scope).copied().or(default);
@@ -322,6 +333,20 @@ impl Gateway {
         };
         if let Err(limits::LimitError::Backlog { unflushed }) = &admitted {
             escalation::ledger_backlog(self, *unflushed).await;
+        }
+        if let (Some(id), Err(e)) = (&ctx.customer_id, &admitted) {
+            // Only the customer's own plan limits are playbook news; the business's
+            // caps and budget are the operator's.
+            let limit = match e {
+                limits::LimitError::Cap { scope, .. } if *scope == format!("customer:{id}") => Some("hourly_cap"),
+                limits::LimitError::Budget { scope, .. } if *scope == format!("customer:{id}:month") => {
+                    Some("monthly_budget")
+                }
+                _ => None,
+            };
+            if let Some(limit) = limit {
+                activity::limit_hit(&self.db, id, limit, &e.to_string(), now).await;
+            }
         }
         let reservation = admitted?;
         Ok((route, reservation))

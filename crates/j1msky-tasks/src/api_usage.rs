@@ -11,6 +11,7 @@
 //! index makes a second run, a second process or a re-run after a restore a no-op.
 
 use j1msky_core::catalogue::Catalogue;
+use j1msky_core::events::Kind;
 use j1msky_db::{outbox, Db};
 use sqlx::Row;
 
@@ -104,7 +105,7 @@ async fn charge_day(
         return Ok(false);
     }
     let payload = serde_json::json!({"day": label, "cost_micros": cost, "charge_micros": amount});
-    outbox::emit(&mut tx, db.backend(), "usage.api_metered", Some(customer), &payload, now).await?;
+    outbox::emit(&mut tx, db.backend(), Kind::UsageApiMetered, Some(customer), &payload, now).await?;
     tx.commit().await.map_err(j1msky_db::DbError::from)?;
     Ok(true)
 }

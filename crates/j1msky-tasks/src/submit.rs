@@ -1,10 +1,11 @@
 //! Submitting, listing, reading and cancelling tasks: the one domain function each
 //! surface (JSON API, dashboard, CLI) calls.
 
+use j1msky_core::events::Kind;
 use std::collections::BTreeMap;
 
-use j1msky_accounts::access;
 use j1msky_accounts::customers::{self, Customer};
+use j1msky_accounts::{access, activity};
 use j1msky_core::catalogue::{Catalogue, TeamAllowance};
 use j1msky_db::{outbox, Backend, Db};
 use serde::Serialize;
@@ -325,7 +326,12 @@ pub async fn submit(
     // while paused), not whatever plan the row still names.
     let admitted = access::admit(catalogue, &access::Standing::of(&customer), now)?;
     let customer = Customer { plan: admitted.plan().map(str::to_string), ..customer };
-    check_team(catalogue, &customer, &input.team)?;
+    if let Err(e) = check_team(catalogue, &customer, &input.team) {
+        if matches!(e, TaskError::TeamNotInPlan { .. }) {
+            activity::limit_hit(db, customer_id, "team_not_in_plan", &e.to_string(), now).await;
+        }
+        return Err(e);
+    }
     let (title, prompt) = compose(catalogue, input)?;
     let team = &catalogue.teams[&input.team];
     let category = match &input.category {
@@ -374,7 +380,7 @@ pub async fn submit(
                      upgrade to Pro for unlimited tasks, or wait for next month"
                 )
             };
-            limit_hit(db, customer_id, "tasks_per_month", &message, now).await?;
+            activity::limit_hit(db, customer_id, "tasks_per_month", &message, now).await;
             return Err(TaskError::LimitReached { limit: "tasks_per_month", message });
         }
     }
@@ -405,18 +411,11 @@ pub async fn submit(
     }
     let payload =
         serde_json::json!({"task_id": id, "team": input.team, "category": category, "template": input.template});
-    outbox::emit(&mut tx, db.backend(), "task.submitted", Some(customer_id), &payload, now).await?;
+    outbox::emit(&mut tx, db.backend(), Kind::TaskSubmitted, Some(customer_id), &payload, now).await?;
     tx.commit().await?;
+    activity::mark_active(db, customer_id, activity::Source::Task, now).await;
     let task = get_task(db, &id).await?.ok_or_else(|| TaskError::NotFound(id.clone()))?;
     Ok(Submitted { task, replayed: false })
-}
-
-async fn limit_hit(db: &Db, customer_id: &str, limit: &str, message: &str, now: i64) -> Result<(), TaskError> {
-    let mut tx = db.begin().await?;
-    let payload = serde_json::json!({"limit": limit, "message": message});
-    outbox::emit(&mut tx, db.backend(), "plan.limit_hit", Some(customer_id), &payload, now).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 async fn by_key(db: &Db, customer_id: &str, key: &str) -> Result<Option<Task>, TaskError> {
@@ -530,7 +529,7 @@ pub async fn cancel(db: &Db, id: &str, customer: Option<&str>, by: &str, now: i6
         return Err(TaskError::NotCancellable { id: id.into(), state });
     }
     let payload = serde_json::json!({"task_id": id, "by": by});
-    outbox::emit(&mut tx, db.backend(), "task.cancelled", Some(&task.customer_id), &payload, now).await?;
+    outbox::emit(&mut tx, db.backend(), Kind::TaskCancelled, Some(&task.customer_id), &payload, now).await?;
     tx.commit().await?;
     get_task(db, id).await?.ok_or_else(|| TaskError::NotFound(id.into()))
 }
@@ -556,7 +555,7 @@ pub async fn retry(db: &Db, id: &str, by: &str, now: i64) -> Result<Task, TaskEr
         ));
     }
     let payload = serde_json::json!({"task_id": id, "by": by});
-    outbox::emit(&mut tx, db.backend(), "task.retried", Some(&task.customer_id), &payload, now).await?;
+    outbox::emit(&mut tx, db.backend(), Kind::TaskRetried, Some(&task.customer_id), &payload, now).await?;
     tx.commit().await?;
     get_task(db, id).await?.ok_or_else(|| TaskError::NotFound(id.into()))
 }

@@ -7,6 +7,7 @@
 //! its last stored step. Over a cap, a budget or an upstream rate limit the task waits
 //! (`not_before`, with the reason shown to the operator) instead of failing.
 
+use j1msky_core::events::Kind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,7 +176,7 @@ impl Worker {
             failures: row.try_get(7)?,
         };
         let payload = serde_json::json!({"task_id": claim.id, "attempt": claim.attempt, "worker": self.owner});
-        outbox::emit(&mut tx, self.db.backend(), "task.started", Some(&claim.customer_id), &payload, now).await?;
+        outbox::emit(&mut tx, self.db.backend(), Kind::TaskStarted, Some(&claim.customer_id), &payload, now).await?;
         tx.commit().await?;
         Ok(Some(claim))
     }
@@ -423,7 +424,7 @@ impl Worker {
             return Ok(Outcome::Lost);
         }
         let payload = serde_json::json!({"task_id": c.id, "team": c.team, "error": error, "failures": failures});
-        outbox::emit(&mut tx, self.db.backend(), "task.failed", Some(&c.customer_id), &payload, now).await?;
+        outbox::emit(&mut tx, self.db.backend(), Kind::TaskFailed, Some(&c.customer_id), &payload, now).await?;
         tx.commit().await?;
         Ok(Outcome::Failed { error: error.into() })
     }
@@ -491,7 +492,7 @@ impl Worker {
             "task_id": c.id, "team": c.team, "steps": done.len(), "cost_micros": cost, "tier": tier,
             "charge_micros": charge,
         });
-        outbox::emit(&mut tx, self.db.backend(), "task.succeeded", Some(&c.customer_id), &payload, now).await?;
+        outbox::emit(&mut tx, self.db.backend(), Kind::TaskSucceeded, Some(&c.customer_id), &payload, now).await?;
         tx.commit().await?;
         Ok(Outcome::Succeeded)
     }

@@ -28,6 +28,23 @@ pub(crate) fn control(shared: &Shared, method: &Method, seg: &[&str], p: &Value)
             renew(s, id, fail, failed_status)
         }
         ("POST", ["charges", id, "refund"]) => refund(s, id, int(&p["amount"])),
+        // Stripe's notice three days before a trial ends.
+        ("POST", ["subscriptions", id, "trial_will_end"]) => {
+            let sub = s.get("sub_", "subscription", id)?;
+            if sub["status"] != "trialing" {
+                return Err(ApiError::invalid("subscription", format!("{id} is not trialing")));
+            }
+            s.event("customer.subscription.trial_will_end", &sub, None);
+            Ok(sub)
+        }
+        // The customer cancels in the Customer Portal: at the period end, or at once.
+        ("POST", ["subscriptions", id, "portal_cancel"]) => {
+            if boolean(&p["at_period_end"]).unwrap_or(true) {
+                update_subscription(s, id, &json!({"cancel_at_period_end": "true"}))
+            } else {
+                cancel_now(s, id)
+            }
+        }
         ("POST", ["customers", id, "card"]) => {
             let mut c = s.get("cus_", "customer", id)?;
             c["_declines"] = json!(boolean(&p["declines"]).unwrap_or(false));

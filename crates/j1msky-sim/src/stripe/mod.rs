@@ -121,6 +121,10 @@ pub(crate) struct Store {
     pub(crate) fail_skip: u32,
     pub(crate) fail_status: u16,
     pub hooks: hooks::Settings,
+    /// The Idempotency-Key of the API request being served, echoed in the events it
+    /// causes (`request.idempotency_key`) as Stripe does; None for what a customer
+    /// does in Stripe's own pages (portal) and for the clock.
+    pub(crate) request_key: Option<String>,
 }
 
 impl Store {
@@ -142,9 +146,13 @@ impl Store {
         if let Some(p) = previous {
             data["previous_attributes"] = p;
         }
+        let request = match self.request_key.clone() {
+            Some(key) => json!({"id": self.id("req"), "idempotency_key": key}),
+            None => json!({"id": null, "idempotency_key": null}),
+        };
         let ev = json!({
             "id": id, "object": "event", "api_version": "2024-06-20", "created": self.now(), "data": data,
-            "livemode": false, "pending_webhooks": 1, "request": {"id": null, "idempotency_key": null}, "type": kind,
+            "livemode": false, "pending_webhooks": 1, "request": request, "type": kind,
         });
         self.events.push(ev.clone());
         self.hooks.queue(ev.clone());
@@ -221,6 +229,7 @@ pub async fn serve_stripe(
             fail_skip: 0,
             fail_status: 500,
             hooks: hooks::Settings::new(config.webhook_url.clone()),
+            request_key: None,
         }),
         deliver,
     });
@@ -318,7 +327,9 @@ async fn handle(
             }
         }
     }
+    shared.lock().request_key = idem.clone().filter(|_| method == Method::POST || method == Method::DELETE);
     let out = objects::api(&shared, &method, &segments, &params);
+    shared.lock().request_key = None;
     shared.deliver.flush(&shared);
     let (status, v) = match out {
         Ok(v) => (StatusCode::OK, public(&v)),
