@@ -6,7 +6,7 @@
 mod common;
 
 use common::{spawn_app_with_gateway, spawn_app_with_stripe, TestApp};
-use j1msky_accounts::Actor;
+use j1msky_audit::Actor;
 use j1msky_billing::{apply, changes, checkout, webhook};
 use j1msky_core::vocab::Stage;
 use j1msky_core::Money;
