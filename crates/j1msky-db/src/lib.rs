@@ -6,6 +6,7 @@ mod error;
 pub mod jobs;
 pub mod outbox;
 pub mod testing;
+pub mod timers;
 
 pub use db::{Backend, Db, Tx, DEFAULT_SQLITE_PATH};
 pub use error::DbError;
