@@ -126,6 +126,17 @@ pub async fn failed(db: &Db, kind: &str) -> Result<Vec<String>, DbError> {
         .collect()
 }
 
+/// Deletes the done timers of `kind` finished before `before`; returns how many. Only
+/// for kinds whose keys are never scheduled again (a deleted key could fire anew).
+pub async fn prune_done(db: &Db, kind: &str, before: i64) -> Result<u64, DbError> {
+    let done = sqlx::query("DELETE FROM jobs WHERE queue = $1 AND state = 'done' AND finished_at < $2")
+        .bind(format!("{QUEUE_PREFIX}{kind}"))
+        .bind(before)
+        .execute(db.pool())
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// A timer that came due, handed to its handler.
 pub struct Fired {
     pub kind: String,
