@@ -54,6 +54,7 @@ const MINUTE: i64 = 60_000_000;
 const DAY: i64 = 86_400_000_000;
 /// Per-minute occurrences are kept this long once done, then pruned.
 const KEEP_DONE: i64 = 2 * DAY;
+const INVOICE_DELAY: i64 = 3_600_000_000;
 
 /// The background work of billing that needs Stripe, as durable timers: invoices of
 /// stored events completed (their lines past Stripe's first page), contract prices,
@@ -93,7 +94,7 @@ pub async fn schedule_startup(
 /// The handlers of every billing timer.
 pub fn handlers(db: &Db, catalogue: &Arc<Catalogue>, stripe: &crate::Stripe) -> Handlers {
     let every_minute = Recurrence { current: this_minute, next: next_minute, max_attempts: 3 };
-    let every_month = Recurrence { current: last_month, next: this_month, max_attempts: 10 };
+    let every_month = Recurrence { current: last_month, next: month_after, max_attempts: 10 };
     let every_day = Recurrence { current: today, next: tomorrow, max_attempts: 3 };
     let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), stripe: stripe.clone() };
     Handlers::new()
@@ -201,8 +202,8 @@ fn this_minute(t: i64) -> Occurrence {
     minute_at(t.div_euclid(MINUTE) * MINUTE)
 }
 
-fn next_minute(t: i64) -> Occurrence {
-    minute_at(t.div_euclid(MINUTE) * MINUTE + MINUTE)
+fn next_minute(_due: i64, now: i64) -> Occurrence {
+    minute_at(now.div_euclid(MINUTE) * MINUTE + MINUTE)
 }
 
 fn today(t: i64) -> Occurrence {
@@ -211,19 +212,20 @@ fn today(t: i64) -> Occurrence {
     Occurrence { key, run_at: start }
 }
 
-fn tomorrow(t: i64) -> Occurrence {
-    today(t.div_euclid(DAY) * DAY + DAY)
+fn tomorrow(_due: i64, now: i64) -> Occurrence {
+    today(now.div_euclid(DAY) * DAY + DAY)
 }
 
-/// The occurrence due when the month `t` is in began: it bills the month before.
+/// The occurrence billing the month before the one `t` is in. It is due an hour into
+/// the month, so the month's last charges (API days close at midnight) are reported first.
 fn last_month(t: i64) -> Occurrence {
-    Occurrence { key: previous_month(t), run_at: month_start(t) }
+    Occurrence { key: previous_month(t), run_at: month_start(t) + INVOICE_DELAY }
 }
 
-/// The occurrence billing the month `t` is in, due when the next one begins.
-fn this_month(t: i64) -> Occurrence {
-    let next = month_start(month_start(t) + 32 * DAY);
-    Occurrence { key: previous_month(next), run_at: next }
+/// The occurrence after the one due at `due`: each month is invoiced, even one missed
+/// while nothing ran.
+fn month_after(due: i64, _now: i64) -> Occurrence {
+    last_month(month_start(month_start(due) + 32 * DAY))
 }
 
 /// The first instant (UTC microseconds) of the month `t` is in.
@@ -262,14 +264,19 @@ mod tests {
 
     #[test]
     fn months_and_minutes_follow_each_other() {
-        // 2026-11-25 and 2026-12-01 (UTC).
-        let (nov_25, dec_1) = (1_795_564_800_000_000, 1_796_083_200_000_000);
+        // 2026-11-25, 2026-12-01 and 2027-01-01 (UTC).
+        let (nov_25, dec_1, jan_1) = (1_795_564_800_000_000, 1_796_083_200_000_000, 1_798_761_600_000_000);
+        let hour = super::INVOICE_DELAY;
         assert_eq!(super::last_month(nov_25).key, "2026-10");
-        assert_eq!(super::this_month(nov_25), super::Occurrence { key: "2026-11".into(), run_at: dec_1 });
-        assert_eq!(super::last_month(dec_1), super::Occurrence { key: "2026-11".into(), run_at: dec_1 });
-        assert_eq!(super::this_month(1_798_761_600_000_000 - 1).key, "2026-12");
-        assert_eq!(super::this_month(1_798_761_600_000_000 - 1).run_at, 1_798_761_600_000_000);
-        assert_eq!(super::next_minute(nov_25 + 59_999_999).key, "2026-11-25T00:01");
+        assert_eq!(super::last_month(dec_1), super::Occurrence { key: "2026-11".into(), run_at: dec_1 + hour });
+        let november = super::last_month(dec_1).run_at;
+        assert_eq!(
+            super::month_after(november, november),
+            super::Occurrence { key: "2026-12".into(), run_at: jan_1 + hour }
+        );
+        // Fired late, past another month's start: the month skipped is still next.
+        assert_eq!(super::month_after(november, jan_1 + 2 * hour).key, "2026-12");
+        assert_eq!(super::next_minute(nov_25, nov_25 + 59_999_999).key, "2026-11-25T00:01");
         assert_eq!(super::this_minute(nov_25 + 60_000_000).run_at, nov_25 + 60_000_000);
     }
 }

@@ -43,12 +43,13 @@ pub struct Occurrence {
 }
 
 /// How a recurring timer's occurrences follow each other: `current(t)` is the
-/// occurrence of the period `t` is in (scheduled at start-up), `next(t)` the first one
-/// due after `t` (scheduled when an occurrence fired at `t` is done).
+/// occurrence of the period `t` is in (scheduled at start-up), `next(due, now)` the one
+/// after an occurrence due at `due` that fired at `now` (scheduled when it is done):
+/// from `now` to skip periods missed while down, from `due` to catch each one up.
 #[derive(Clone, Copy)]
 pub struct Recurrence {
     pub current: fn(i64) -> Occurrence,
-    pub next: fn(i64) -> Occurrence,
+    pub next: fn(i64, i64) -> Occurrence,
     pub max_attempts: i64,
 }
 
@@ -263,9 +264,20 @@ impl Handlers {
 /// returns how many fired successfully. A process id is made up for the leases.
 pub async fn run_due_once(db: &Db, handlers: &Handlers, now: i64) -> Result<usize, DbError> {
     let owner = j1msky_core::ids::new_id("timers");
+    // One read finds the kinds with work, so an idle round claims (writes) nothing.
+    let due: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT queue FROM jobs WHERE queue LIKE 'timer:%' AND state IN ('ready', 'leased') AND run_at <= $1",
+    )
+    .bind(now)
+    .fetch_all(db.pool())
+    .await?;
     let mut fired = 0;
-    for (kind, (handler, every)) in &handlers.map {
-        let queue = format!("{QUEUE_PREFIX}{kind}");
+    for (queue,) in due {
+        let Some((kind, (handler, every))) =
+            queue.strip_prefix(QUEUE_PREFIX).and_then(|kind| handlers.map.get_key_value(kind))
+        else {
+            continue;
+        };
         while let Some(lease) = jobs::claim(db, &queue, &owner, now, LEASE).await? {
             if fire(db, kind, handler, every.as_ref(), lease, now).await? {
                 fired += 1;
@@ -284,13 +296,17 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let poll = handlers.poll.unwrap_or(Duration::from_secs(1));
+    let mut swept_at = i64::MIN;
     loop {
         if *stop.borrow() {
             return;
         }
         let now = clock.now_micros();
-        if let Err(e) = jobs::fail_exhausted(&db, now).await {
-            tracing::warn!(error = %e, "failing timers whose process died on every attempt");
+        if now.saturating_sub(swept_at) >= 60 * SEC {
+            swept_at = now;
+            if let Err(e) = jobs::fail_exhausted(&db, now).await {
+                tracing::warn!(error = %e, "failing timers whose process died on every attempt");
+            }
         }
         if let Err(e) = run_due_once(&db, &handlers, now).await {
             tracing::warn!(error = %e, "firing due timers");
@@ -323,7 +339,7 @@ async fn fire(
         kind: kind.to_string(),
         lease: lease.clone(),
         now,
-        next: every.map(|e| ((e.next)(now), e.max_attempts)),
+        next: every.map(|e| ((e.next)(run_at, now), e.max_attempts)),
         completed: Arc::new(AtomicBool::new(false)),
     };
     let fired = Fired {

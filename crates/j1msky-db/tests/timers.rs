@@ -127,8 +127,8 @@ fn minute(t: i64) -> Occurrence {
     Occurrence { key: format!("{}", start / SEC), run_at: start }
 }
 
-fn next_minute(t: i64) -> Occurrence {
-    minute(t + 60 * SEC)
+fn next_minute(_due: i64, now: i64) -> Occurrence {
+    minute(now + 60 * SEC)
 }
 
 #[tokio::test]
@@ -158,7 +158,7 @@ async fn a_recurring_timer_runs_each_occurrence_once_with_two_runners_and_a_rest
     let seen = seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 5, "{seen:?}");
     assert!(seen.values().all(|n| *n == 1), "{seen:?}");
-    let upcoming = next_minute(T0 + 4 * 60 * SEC);
+    let upcoming = minute(T0 + 5 * 60 * SEC);
     let state = timers::find(&t.db, "tick", &upcoming.key).await.expect("find").expect("next occurrence");
     assert_eq!((state.state.as_str(), state.run_at), ("ready", upcoming.run_at));
 }
@@ -192,4 +192,30 @@ async fn a_handler_completing_in_its_own_transaction_is_not_completed_twice() {
         .await
         .expect("count");
     assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn the_runner_fires_timers_as_its_clock_reaches_them_until_stopped() {
+    let t = TestDb::new().await;
+    schedule(&t.db, "ping", "soon", T0 + 60 * SEC, 3).await;
+    schedule(&t.db, "ping", "much-later", T0 + 86_400 * SEC, 3).await;
+    let (handlers, seen) = counting("ping");
+    let clock = j1msky_core::ManualClock::new(T0);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runner = tokio::spawn(timers::run(
+        t.db.clone(),
+        handlers.poll_every(std::time::Duration::from_millis(5)),
+        Arc::new(clock.clone()),
+        stopped,
+    ));
+    clock.advance_secs(61);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while seen.lock().expect("lock").get("soon").is_none() {
+        assert!(std::time::Instant::now() < deadline, "the due timer never fired");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    stop.send(true).expect("stop");
+    runner.await.expect("the runner ends when stopped");
+    assert_eq!(seen.lock().expect("lock").get("much-later"), None, "not due");
+    assert_eq!(timers::find(&t.db, "ping", "much-later").await.expect("find").expect("timer").state, "ready");
 }

@@ -14,8 +14,8 @@ use j1msky_db::timers;
 use serde_json::json;
 use support::*;
 
-/// 2026-12-01T00:00:00Z, the first instant after November (the test clock starts in it).
-const DECEMBER: i64 = 1_796_083_200;
+/// 2026-12-01T01:00:00Z, when November's invoices are due (the test clock starts in it).
+const NOVEMBER_INVOICED: i64 = 1_796_083_200 + 3600;
 
 async fn run_timers(app: &TestApp, stripe: &Stripe) -> usize {
     let handlers = jobs::handlers(&app.db, &app.catalogue, stripe);
@@ -93,9 +93,11 @@ async fn last_months_pay_per_task_invoices_are_made_once_with_two_runners() {
     assert_eq!(count(&app, "SELECT COUNT(*) FROM usage_charges WHERE reported_at IS NOT NULL").await, 2);
     assert_eq!(fake_state(&fake).await["objects"]["invoice"].as_i64().unwrap_or(0), 0, "November is not over");
 
-    // December begins: two runners (a second process) race for November's invoices.
-    let to_december = DECEMBER - app.now() / 1_000_000;
-    app.clock.advance_secs(to_december);
+    // December has begun: two runners (a second process) race for November's invoices.
+    app.clock.advance_secs(NOVEMBER_INVOICED - 3601 - app.now() / 1_000_000);
+    run_timers(&app, &stripe).await;
+    assert_eq!(fake_state(&fake).await["objects"]["invoice"].as_i64().unwrap_or(0), 0, "not before it is due");
+    app.clock.advance_secs(3601);
     let second = jobs::handlers(&app.db, &app.catalogue, &stripe);
     let now = app.now();
     let (x, y) =
@@ -107,7 +109,7 @@ async fn last_months_pay_per_task_invoices_are_made_once_with_two_runners() {
     let november = timers::find(&app.db, jobs::INVOICE_MONTH, "2026-11").await.expect("find").expect("timer");
     assert_eq!((november.state.as_str(), november.attempts), ("done", 1));
     let december = timers::find(&app.db, jobs::INVOICE_MONTH, "2026-12").await.expect("find").expect("next month");
-    assert_eq!((december.state.as_str(), december.run_at), ("ready", 1_798_761_600_000_000));
+    assert_eq!((december.state.as_str(), december.run_at), ("ready", 1_798_761_600_000_000 + 3_600_000_000));
 
     // A restart in December schedules nothing new for November.
     jobs::schedule_startup(&app.db, &app.catalogue, &handlers, app.now()).await.expect("restart");
