@@ -22,8 +22,6 @@ const SEC: i64 = 1_000_000;
 const QUEUE_PREFIX: &str = "timer:";
 /// How long a claimed timer stays with its process without a heartbeat.
 pub const LEASE: i64 = 120 * SEC;
-/// Attempts a timer gets unless scheduled with another number.
-pub const DEFAULT_MAX_ATTEMPTS: i64 = 5;
 
 /// A timer to schedule: `kind` picks the handler, `key` makes it unique within the kind.
 #[derive(Debug, Clone)]
@@ -56,12 +54,6 @@ pub struct Recurrence {
 /// Schedules a timer; returns its job id (the existing one when the key was scheduled
 /// before, whatever became of it).
 pub async fn schedule(conn: &mut AnyConnection, timer: &NewTimer<'_>, now: i64) -> Result<String, DbError> {
-    if timer.kind.is_empty() || timer.key.is_empty() {
-        return Err(DbError::Corrupt(format!(
-            "timer needs a kind and a key (kind {:?}, key {:?})",
-            timer.kind, timer.key
-        )));
-    }
     let queue = format!("{QUEUE_PREFIX}{}", timer.kind);
     let key = idempotency_key(timer.kind, timer.key);
     let job = jobs::NewJob {
@@ -83,6 +75,12 @@ pub async fn schedule_on(db: &Db, timer: &NewTimer<'_>, now: i64) -> Result<Stri
 
 fn idempotency_key(kind: &str, key: &str) -> String {
     format!("{kind}@{key}")
+}
+
+/// The timer's own key from its job's idempotency key (`prefix` is `kind@`).
+fn key_of(prefix: &str, stored: Option<String>) -> String {
+    let stored = stored.unwrap_or_default();
+    stored.strip_prefix(prefix).map_or_else(|| stored.clone(), str::to_string)
 }
 
 /// What is known of a timer: `ready`, `leased`, `done` or `failed`, attempts so far,
@@ -122,7 +120,7 @@ pub async fn failed(db: &Db, kind: &str) -> Result<Vec<String>, DbError> {
     rows.iter()
         .map(|r| {
             let k: Option<String> = r.try_get(0)?;
-            Ok(k.unwrap_or_default().trim_start_matches(prefix.as_str()).to_string())
+            Ok(key_of(&prefix, k))
         })
         .collect()
 }
@@ -333,7 +331,7 @@ async fn fire(
         .fetch_one(db.pool())
         .await?;
     let full_key: Option<String> = row.try_get(0)?;
-    let key = full_key.unwrap_or_default().trim_start_matches(&idempotency_key(kind, "")).to_string();
+    let key = key_of(&idempotency_key(kind, ""), full_key);
     let run_at: i64 = row.try_get(1)?;
     let mut completion = Completion {
         kind: kind.to_string(),
@@ -372,6 +370,8 @@ async fn fire(
     };
     match outcome {
         Ok(()) => {
+            // Done in the handler's own transaction (were it rolled back after all, the
+            // lease runs out and the timer is fired again).
             if completion.completed.load(Ordering::SeqCst) {
                 return Ok(true);
             }

@@ -219,3 +219,27 @@ async fn the_runner_fires_timers_as_its_clock_reaches_them_until_stopped() {
     assert_eq!(seen.lock().expect("lock").get("much-later"), None, "not due");
     assert_eq!(timers::find(&t.db, "ping", "much-later").await.expect("find").expect("timer").state, "ready");
 }
+
+#[tokio::test]
+async fn pruning_removes_only_old_done_timers_of_the_kind() {
+    let t = TestDb::new().await;
+    for key in ["old", "recent"] {
+        schedule(&t.db, "tick", key, T0, 3).await;
+    }
+    schedule(&t.db, "tick", "pending", T0 + 3600 * SEC, 3).await;
+    schedule(&t.db, "keep", "old", T0, 3).await;
+    let (handlers, _) = counting("tick");
+    let handlers = handlers.on("keep", |_| async { Ok(()) });
+    timers::run_due_once(&t.db, &handlers, T0).await.expect("run");
+    // `recent` is done later than `old` (rescheduled and fired an hour on).
+    sqlx::query("UPDATE jobs SET finished_at = $1 WHERE idempotency_key = 'tick@recent'")
+        .bind(T0 + 3600 * SEC)
+        .execute(t.db.pool())
+        .await
+        .expect("later");
+    assert_eq!(timers::prune_done(&t.db, "tick", T0 + 60 * SEC).await.expect("prune"), 1);
+    assert!(timers::find(&t.db, "tick", "old").await.expect("find").is_none());
+    for (kind, key) in [("tick", "recent"), ("tick", "pending"), ("keep", "old")] {
+        assert!(timers::find(&t.db, kind, key).await.expect("find").is_some(), "{kind}@{key} kept");
+    }
+}
