@@ -200,6 +200,7 @@ pub async fn pause(
     let meta =
         json!({"j1msky_paused_from": from, "j1msky_resume_at": resume_at_secs.to_string(), "j1msky_downgrade_to": ""});
     swap(stripe, &sub, &price, "none", meta, &format!("j1msky-pause-{}-{}", sub.id, sub.version)).await?;
+    schedule_resume(db, &sub.id, customer_id, resume_at_secs, now_secs.saturating_mul(1_000_000)).await?;
     Ok(())
 }
 
@@ -226,16 +227,17 @@ pub async fn cancel(db: &Db, stripe: &Stripe, customer_id: &str) -> Result<(), B
     Ok(())
 }
 
-/// Paused subscriptions whose resume date has come are resumed (run by the applier).
+/// Live paused subscriptions with a resume date; `$1` is the pause plan.
+const PAUSED: &str = "FROM subscriptions WHERE plan = $1 AND resume_at IS NOT NULL AND customer_id IS NOT NULL
+                        AND status NOT IN ('canceled', 'incomplete_expired')";
+
+/// Paused subscriptions whose resume date has come are resumed.
 pub async fn resume_due(db: &Db, stripe: &Stripe, catalogue: &Catalogue, now_secs: i64) -> Result<usize, BillingError> {
-    let due: Vec<(String,)> = sqlx::query_as(
-        "SELECT customer_id FROM subscriptions WHERE plan = $1 AND resume_at IS NOT NULL AND resume_at <= $2
-           AND customer_id IS NOT NULL AND status NOT IN ('canceled', 'incomplete_expired')",
-    )
-    .bind(&catalogue.pause_plan)
-    .bind(now_secs)
-    .fetch_all(db.pool())
-    .await?;
+    let due: Vec<(String,)> = sqlx::query_as(&format!("SELECT customer_id {PAUSED} AND resume_at <= $2"))
+        .bind(&catalogue.pause_plan)
+        .bind(now_secs)
+        .fetch_all(db.pool())
+        .await?;
     let mut n = 0;
     for (customer,) in due {
         match resume(db, stripe, catalogue, &customer).await {
@@ -244,4 +246,56 @@ pub async fn resume_due(db: &Db, stripe: &Stripe, catalogue: &Catalogue, now_sec
         }
     }
     Ok(n)
+}
+
+/// Resumes `subscription` when it is still paused and its resume date has come; false
+/// (nothing done) when it was resumed meanwhile or paused again to a later date, whose
+/// own timer resumes it.
+pub async fn resume_if_due(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    subscription: &str,
+    now_secs: i64,
+) -> Result<bool, BillingError> {
+    let due: Option<(String,)> =
+        sqlx::query_as(&format!("SELECT customer_id {PAUSED} AND resume_at <= $2 AND id = $3"))
+            .bind(&catalogue.pause_plan)
+            .bind(now_secs)
+            .bind(subscription)
+            .fetch_optional(db.pool())
+            .await?;
+    let Some((customer,)) = due else { return Ok(false) };
+    resume(db, stripe, catalogue, &customer).await?;
+    Ok(true)
+}
+
+/// Every live pause with a resume date: (subscription, customer, resume date in seconds).
+pub async fn pending_resumes(db: &Db, catalogue: &Catalogue) -> Result<Vec<(String, String, i64)>, BillingError> {
+    Ok(sqlx::query_as(&format!("SELECT id, customer_id, resume_at {PAUSED} ORDER BY resume_at, id"))
+        .bind(&catalogue.pause_plan)
+        .fetch_all(db.pool())
+        .await?)
+}
+
+/// Schedules the timer resuming `subscription` at `resume_at_secs` (keyed by both, so a
+/// second pause to another date has its own timer and a repeat is a no-op).
+pub async fn schedule_resume(
+    db: &Db,
+    subscription: &str,
+    customer: &str,
+    resume_at_secs: i64,
+    now: i64,
+) -> Result<(), BillingError> {
+    let payload = json!({"subscription": subscription, "customer": customer});
+    let key = format!("{subscription}@{resume_at_secs}");
+    let timer = j1msky_db::timers::NewTimer {
+        kind: crate::jobs::RESUME,
+        key: &key,
+        payload: &payload,
+        run_at: resume_at_secs.saturating_mul(1_000_000),
+        max_attempts: 10,
+    };
+    j1msky_db::timers::schedule_on(db, &timer, now).await?;
+    Ok(())
 }

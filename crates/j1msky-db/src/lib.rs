@@ -10,6 +10,7 @@ pub mod outbox;
 /// through `features = ["testing"]` in their `[dev-dependencies]`.
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod timers;
 
 pub use db::{Backend, Db, Tx, DEFAULT_SQLITE_PATH};
 pub use error::DbError;

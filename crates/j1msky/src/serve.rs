@@ -231,7 +231,6 @@ pub async fn serve_on(
             catalogue.clone(),
             clock.clone(),
             stripe,
-            Duration::from_secs(60),
             stopped.clone(),
         ))
     });
