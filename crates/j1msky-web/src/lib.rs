@@ -9,6 +9,7 @@ mod billing_pages;
 mod cost_banner;
 mod csrf;
 mod error;
+mod events_pages;
 mod gateway_pages;
 pub mod llm;
 mod metrics_layer;

@@ -8,8 +8,11 @@ use minijinja::{context, Environment, Value};
 use crate::state::AppState;
 
 /// Operator pages beyond Customers, as (id, label, href); later features add theirs here.
-const ADMIN_NAV: &[(&str, &str, &str)] =
-    &[("queue", "Queue", "/admin/queue"), ("gateway", "Gateway", "/admin/gateway")];
+const ADMIN_NAV: &[(&str, &str, &str)] = &[
+    ("queue", "Queue", "/admin/queue"),
+    ("gateway", "Gateway", "/admin/gateway"),
+    ("events", "Events", "/admin/events"),
+];
 /// Customer pages beyond Account.
 const APP_NAV: &[(&str, &str, &str)] = &[("tasks", "Tasks", "/app/tasks"), ("billing", "Billing", "/app/billing")];
 
@@ -40,7 +43,8 @@ pub fn environment() -> Environment<'static> {
         "app/billing.html",
         "app/billing_offer.html",
         "app/task.html",
-        "admin/queue.html"
+        "admin/queue.html",
+        "admin/events.html"
     );
     env.add_filter("usd", |micros: i64| j1msky_core::Money::from_micros(micros).to_string());
     env.add_filter("age", |micros: i64| {

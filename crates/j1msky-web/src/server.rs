@@ -45,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/queue", get(task_pages::admin_queue))
         .route("/admin/queue/{id}/retry", post(task_pages::admin_retry))
         .route("/admin/queue/{id}/cancel", post(task_pages::admin_cancel))
+        .route("/admin/events", get(crate::events_pages::page))
+        .route("/admin/events/{consumer}/{seq}/retry", post(crate::events_pages::retry))
         .route("/app/billing", get(billing_pages::page))
         .route("/app/billing/checkout", post(billing_pages::start_checkout))
         .route("/app/billing/change", post(billing_pages::change))
@@ -93,6 +95,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let (size, idle) = state.db.pool_stats();
     metrics::gauge!("db_pool_connections", "backend" => state.db.backend().name()).set(size as f64);
     metrics::gauge!("db_pool_idle_connections", "backend" => state.db.backend().name()).set(idle as f64);
+    crate::events_pages::set_lag_gauges(&state).await;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
