@@ -25,8 +25,7 @@ pub struct ConsumerStatus {
 
 /// Every consumer that ever ran, by name.
 pub async fn status(db: &Db) -> Result<Vec<ConsumerStatus>, DbError> {
-    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events").fetch_one(db.pool()).await?;
-    let newest = newest.unwrap_or(0);
+    let newest = crate::outbox::newest_seq(db).await?;
     let rows = sqlx::query(
         "SELECT c.consumer, c.last_seq, c.lease_owner, c.lease_until, c.updated_at,
              (SELECT COUNT(*) FROM consumer_failures f WHERE f.consumer = c.consumer AND f.parked = 0),
