@@ -10,6 +10,7 @@ pub mod customers;
 mod email;
 mod error;
 pub mod passwords;
+pub mod reactions;
 pub mod secrets;
 pub mod sessions;
 pub mod throttle;

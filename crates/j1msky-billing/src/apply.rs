@@ -4,14 +4,14 @@
 //! ends as the newest event says. The customer's plan and stage are then derived from
 //! all of its subscriptions, so they too are independent of the order.
 
-use j1msky_accounts::{access, customers};
+use j1msky_accounts::access;
 use j1msky_audit::Actor;
 use j1msky_core::catalogue::Catalogue;
 use j1msky_core::events::{Kind, SubscriptionCancelled};
 use j1msky_core::vocab::Stage;
 use j1msky_db::{outbox, Backend};
 use serde_json::{json, Value};
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use crate::refs::{id_of, our_customer, owner, plan_of_price};
 use crate::BillingError;
@@ -274,9 +274,11 @@ fn rank(status: &str) -> u8 {
     }
 }
 
-/// Derives the customer's plan and stage from all of its subscriptions. A stage change is
-/// dated `at` (Stripe's time of the event that caused it: a reconcile after downtime
-/// still dates churn in the month it happened); `now` is when we recorded it.
+/// Derives the customer's plan, stage and payment standing from all of its
+/// subscriptions and announces them (`customer.subscription_state`); accounts applies
+/// them to the customer (`j1msky_accounts::reactions`). A stage change is dated `at`
+/// (Stripe's time of the event that caused it: a reconcile after downtime still dates
+/// churn in the month it happened), never later than `now`, when we learnt of it.
 pub async fn settle_customer(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -286,18 +288,15 @@ pub async fn settle_customer(
     now: i64,
 ) -> Result<(), BillingError> {
     // The customer's row first (locked on PostgreSQL): settlements of one customer's
-    // subscriptions then run one after another, and the last sees them all.
+    // subscriptions then run one after another, and the last (the last event) sees them all.
     let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
-    let row = sqlx::query(&format!("SELECT stage, plan, stage_changed_at FROM customers WHERE id = $1{lock}"))
+    let row = sqlx::query(&format!("SELECT id FROM customers WHERE id = $1{lock}"))
         .bind(customer_id)
         .fetch_optional(&mut *conn)
         .await?;
-    let Some(row) = row else { return Ok(()) };
-    let current: String = row.try_get(0)?;
-    let current_plan: Option<String> = row.try_get(1)?;
-    // Never dated before the stage it replaces (events of two subscriptions out of order),
-    // nor after we learnt of it (a clock ahead of ours).
-    let at = at.min(now).max(row.try_get::<i64, _>(2)?);
+    if row.is_none() {
+        return Ok(());
+    }
     let subs: Vec<(String, Option<String>, i64, String)> =
         sqlx::query_as("SELECT status, plan, created, id FROM subscriptions WHERE customer_id = $1")
             .bind(customer_id)
@@ -319,27 +318,16 @@ pub async fn settle_customer(
         "canceled" => Some(Stage::Churned),
         _ => None,
     };
-    let current: Stage =
-        current.parse().map_err(|e| BillingError::Malformed(format!("stored stage of {customer_id}: {e}")))?;
-    if let Some(plan) = plan.filter(|p| ctx.catalogue.plans.contains_key(p)) {
-        if current_plan.as_deref() != Some(plan.as_str()) {
-            sqlx::query("UPDATE customers SET plan = $1, updated_at = $2 WHERE id = $3")
-                .bind(&plan)
-                .bind(now)
-                .bind(customer_id)
-                .execute(&mut *conn)
-                .await?;
-            let detail = json!({"from": current_plan, "to": plan});
-            outbox::emit(conn, backend, Kind::CustomerPlanChanged, Some(customer_id), &detail, now).await?;
-        }
-    }
-    if let Some(stage) = stage {
-        customers::change_stage_at(conn, backend, &actor(), customer_id, current, stage, at, now).await?;
-    }
+    let plan = plan.filter(|p| ctx.catalogue.plans.contains_key(p));
     // A failed payment is a billing standing of its own: the stage stays, admission
     // counts the grace period from it.
     let failing = matches!(status.as_str(), "past_due" | "unpaid").then_some(status.as_str());
-    access::set_billing_status(conn, backend, &actor(), customer_id, failing, now).await?;
+    let state = json!({
+        "plan": plan, "stage": stage.map(Stage::as_str), "billing_status": failing, "at": at.min(now),
+        "subscription_status": status,
+    });
+    outbox::emit(conn, backend, j1msky_accounts::reactions::SUBSCRIPTION_STATE_KIND, Some(customer_id), &state, now)
+        .await?;
     Ok(())
 }
 

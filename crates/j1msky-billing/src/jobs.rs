@@ -12,12 +12,16 @@ use j1msky_db::Db;
 use crate::apply;
 use crate::webhook::apply_pending;
 
-/// Applies stored events until `stop`: at once when woken, else every `idle`.
+/// Applies stored events until `stop`: at once when woken, else every `idle`. `applied`
+/// is notified after each batch applied, so the consumers of what it emitted (the
+/// customers' plan and stage) run right after.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_applier(
     db: Db,
     catalogue: std::sync::Arc<j1msky_core::catalogue::Catalogue>,
     clock: std::sync::Arc<dyn j1msky_core::Clock>,
     wake: std::sync::Arc<tokio::sync::Notify>,
+    applied: std::sync::Arc<tokio::sync::Notify>,
     idle: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -27,7 +31,10 @@ pub async fn run_applier(
             return;
         }
         match apply_pending(&db, &ctx, 200, clock.now_micros()).await {
-            Ok(n) if n > 0 => continue,
+            Ok(n) if n > 0 => {
+                applied.notify_one();
+                continue;
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "applying stripe events"),
         }

@@ -14,6 +14,7 @@ use j1msky_audit::Actor;
 use j1msky_billing::{apply, signature, webhook};
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::vocab::Stage;
+use j1msky_core::ManualClock;
 use j1msky_db::testing::TestDb;
 use j1msky_db::Db;
 use proptest::prelude::*;
@@ -177,9 +178,11 @@ async fn run(history: &[(Ev, i64, u32)], deliveries_plan: &[(u32, bool, bool, bo
         }
         if d.apply_after {
             webhook::apply_pending(&t.db, &ctx, 3, now).await.expect("apply");
+            j1msky_accounts::reactions::catch_up(&t.db, &ManualClock::new(now)).await.expect("accounts reactions");
         }
     }
     while webhook::apply_pending(&t.db, &ctx, 100, now).await.expect("apply") > 0 {}
+    j1msky_accounts::reactions::catch_up(&t.db, &ManualClock::new(now)).await.expect("accounts reactions");
     state(&t.db, &c.id).await
 }
 

@@ -1,6 +1,7 @@
 //! Storage for j1msky: one handle over SQLite (embedded default) or PostgreSQL,
 //! migrations, write transactions, leased jobs and the event outbox.
 
+pub mod consumers;
 mod db;
 mod error;
 pub mod hourly;

@@ -99,15 +99,51 @@ pub async fn cursor(conn: &mut AnyConnection, consumer: &str) -> Result<i64, DbE
 /// The next events after `consumer`'s cursor, oldest first.
 pub async fn next_batch(db: &Db, consumer: &str, limit: i64) -> Result<Vec<Event>, DbError> {
     let mut conn = db.pool().acquire().await?;
-    let after = cursor(&mut conn, consumer).await?;
+    let seq = cursor(&mut conn, consumer).await?;
+    drop(conn);
+    after(db, seq, limit).await
+}
+
+/// The events after `seq`, oldest first.
+pub async fn after(db: &Db, seq: i64, limit: i64) -> Result<Vec<Event>, DbError> {
     let rows = sqlx::query(
         "SELECT seq, id, kind, customer_id, payload, created_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
-    .bind(after)
+    .bind(seq)
     .bind(limit)
-    .fetch_all(&mut *conn)
+    .fetch_all(db.pool())
     .await?;
     rows.iter().map(event_from_row).collect()
+}
+
+/// The latest `limit` events (of `kind` only, when given), oldest first.
+pub async fn latest(db: &Db, kind: Option<&str>, limit: i64) -> Result<Vec<Event>, DbError> {
+    let rows = sqlx::query(
+        "SELECT seq, id, kind, customer_id, payload, created_at FROM events WHERE $1 = '' OR kind = $1
+         ORDER BY seq DESC LIMIT $2",
+    )
+    .bind(kind.unwrap_or(""))
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    let mut events = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
+    events.reverse();
+    Ok(events)
+}
+
+/// The sequence number of the newest event (0 when there is none).
+pub async fn newest_seq(db: &Db) -> Result<i64, DbError> {
+    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events").fetch_one(db.pool()).await?;
+    Ok(newest.unwrap_or(0))
+}
+
+/// The event numbered `seq`.
+pub async fn event_at(db: &Db, seq: i64) -> Result<Option<Event>, DbError> {
+    let row = sqlx::query("SELECT seq, id, kind, customer_id, payload, created_at FROM events WHERE seq = $1")
+        .bind(seq)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(event_from_row).transpose()
 }
 
 /// Moves `consumer`'s cursor forward to `seq` (never backwards), inside the

@@ -89,6 +89,7 @@ async fn run(dir: &std::path::Path, name: &str, n: usize, conc: usize, apply: bo
             catalogue.clone(),
             clock.clone(),
             state.billing_wake.clone(),
+            Arc::default(),
             Duration::from_secs(1),
             stop_rx.clone(),
         ))

@@ -20,6 +20,7 @@ mod text_guard;
 // (registered in `server::AREAS`).
 mod accounts;
 mod billing;
+mod events;
 pub mod gateway;
 mod tasks;
 

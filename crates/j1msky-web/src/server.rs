@@ -15,7 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::nav::NavEntry;
 use crate::state::AppState;
-use crate::{accounts, auth, billing, csrf, gateway, metrics_layer, security_headers, tasks};
+use crate::{accounts, auth, billing, csrf, events, gateway, metrics_layer, security_headers, tasks};
 
 /// One area of the site: its routes and its navigation entries.
 struct Area {
@@ -29,6 +29,7 @@ const AREAS: &[Area] = &[
     Area { router: tasks::router, nav: tasks::NAV },
     Area { router: gateway::router, nav: gateway::NAV },
     Area { router: billing::router, nav: billing::NAV },
+    Area { router: events::router, nav: events::NAV },
 ];
 
 /// Every route of the server, with its middleware.
@@ -70,6 +71,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let (size, idle) = state.db.pool_stats();
     metrics::gauge!("db_pool_connections", "backend" => state.db.backend().name()).set(size as f64);
     metrics::gauge!("db_pool_idle_connections", "backend" => state.db.backend().name()).set(idle as f64);
+    events::set_lag_gauges(&state).await;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 

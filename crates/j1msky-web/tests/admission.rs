@@ -142,6 +142,7 @@ async fn delivered_and_applied(app: &TestApp, fake: &j1msky_sim::stripe::Running
     }
     let ctx = apply::Ctx { catalogue: &app.catalogue };
     while webhook::apply_pending(&app.db, &ctx, 100, app.now()).await.expect("apply") > 0 {}
+    j1msky_accounts::reactions::catch_up(&app.db, &app.clock).await.expect("accounts reactions");
 }
 
 async fn control(fake: &j1msky_sim::stripe::RunningStripe, path: &str, body: Value) {

@@ -43,6 +43,7 @@ async fn apply_all(app: &TestApp) -> usize {
     loop {
         let n = webhook::apply_pending(&app.db, &ctx, 100, app.now()).await.expect("apply");
         if n == 0 {
+            j1msky_accounts::reactions::catch_up(&app.db, &app.clock).await.expect("accounts reactions");
             return total;
         }
         total += n;

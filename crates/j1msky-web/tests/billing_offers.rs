@@ -41,6 +41,7 @@ async fn settle(app: &TestApp, fake: &j1msky_sim::stripe::RunningStripe) {
     app.clock.advance_secs(1);
     let ctx = apply::Ctx { catalogue: &app.catalogue };
     while webhook::apply_pending(&app.db, &ctx, 100, app.now()).await.expect("apply") > 0 {}
+    j1msky_accounts::reactions::catch_up(&app.db, &app.clock).await.expect("accounts reactions");
 }
 
 async fn signed_in_owner(app: &TestApp, name: &str) -> (String, reqwest::Client, String) {

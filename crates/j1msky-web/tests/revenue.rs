@@ -109,6 +109,7 @@ async fn churn_found_by_a_reconcile_after_downtime_is_dated_when_it_happened_at_
     app.clock.advance_secs(40 * 86_400);
     let ctx = apply::Ctx { catalogue: &app.catalogue };
     let r = webhook::reconcile(&app.db, &stripe, &ctx, ended_at - 86_400, app.now()).await.expect("reconcile");
+    j1msky_accounts::reactions::catch_up(&app.db, &app.clock).await.expect("accounts reactions");
     assert!(r.missed >= 2, "{r:?}");
     let (created,): (i64,) =
         sqlx::query_as("SELECT created FROM stripe_events WHERE type = 'customer.subscription.deleted'")

@@ -31,6 +31,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/queue"),
     ("POST", "/admin/queue/{id}/retry"),
     ("POST", "/admin/queue/{id}/cancel"),
+    ("GET", "/admin/events"),
+    ("POST", "/admin/events/{id}/{id}/retry"),
     ("GET", "/app/billing"),
     ("POST", "/app/billing/checkout"),
     ("POST", "/app/billing/change"),

@@ -6,6 +6,7 @@ mod accounts_cmd;
 mod config_cmd;
 mod context;
 mod demo;
+mod events_cmd;
 mod gateway_cmd;
 mod output;
 mod serve;
@@ -64,6 +65,9 @@ enum Command {
     /// Stripe: catalogue sync, reconcile missed webhooks, event counts, checkout links.
     #[command(subcommand)]
     Stripe(stripe_cmd::StripeCommand),
+    /// The event outbox and its consumers: tail, consumers, retry, replay.
+    #[command(subcommand)]
+    Events(events_cmd::EventsCommand),
     /// Simulated third-party services (for the demo, tests and benchmarks).
     #[command(subcommand)]
     Sim(gateway_cmd::SimCommand),
@@ -146,6 +150,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Costs(a) => gateway_cmd::costs(&g, a).await,
         Command::Stripe(c) => stripe_cmd::stripe(&g, c).await,
         Command::Sim(c) => gateway_cmd::sim(c).await,
+        Command::Events(c) => events_cmd::events(&g, c).await,
         Command::Task(c) => task_cmd::task(&g, c).await,
         Command::Worker(a) => task_cmd::worker(&g, a).await,
     }

@@ -234,12 +234,24 @@ pub async fn serve_on(
             stopped.clone(),
         ))
     });
+    // Event consumers (accounts applies the plan and stage billing derived), woken by
+    // the applier as soon as it applied something.
+    let reactions_wake = Arc::new(tokio::sync::Notify::new());
+    #[allow(clippy::disallowed_methods)] // tracked: awaited at shutdown below
+    let reactions = tokio::spawn(j1msky_db::consumers::run(
+        db.clone(),
+        j1msky_accounts::reactions::consumers(),
+        clock.clone(),
+        reactions_wake.clone(),
+        stopped.clone(),
+    ));
     #[allow(clippy::disallowed_methods)] // tracked: awaited at shutdown below
     let applier = tokio::spawn(j1msky_billing::jobs::run_applier(
         db.clone(),
         catalogue,
         clock,
         state.billing_wake.clone(),
+        reactions_wake,
         Duration::from_secs(5),
         stopped.clone(),
     ));
@@ -252,6 +264,7 @@ pub async fn serve_on(
         let _ = w.await;
     }
     let _ = applier.await;
+    let _ = reactions.await;
     let _ = sweeper.await;
     let _ = meter.await;
     if let Some(j) = billing_jobs {

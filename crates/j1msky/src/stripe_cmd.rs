@@ -111,6 +111,8 @@ pub async fn stripe(g: &Globals, cmd: StripeCommand) -> Result<(), Failure> {
             let since = now / 1_000_000 - since_hours.clamp(1, 24 * 30) * 3600;
             let ctx = apply::Ctx { catalogue: &catalogue };
             let r = webhook::reconcile(&db, &stripe, &ctx, since, now).await.map_err(billing_failure)?;
+            // What the applied events mean for the customers (their plan and stage).
+            j1msky_accounts::reactions::catch_up(&db, &j1msky_core::SystemClock).await?;
             output::done(
                 g,
                 &format!(

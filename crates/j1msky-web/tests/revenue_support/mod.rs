@@ -61,6 +61,7 @@ pub async fn settle(app: &TestApp, fake: &RunningStripe, stripe: &Stripe) {
     j1msky_billing::invoice_lines::complete_pending(&app.db, stripe).await.expect("invoice lines");
     let ctx = apply::Ctx { catalogue: &app.catalogue };
     while webhook::apply_pending(&app.db, &ctx, 100, app.now()).await.expect("apply") > 0 {}
+    j1msky_accounts::reactions::catch_up(&app.db, &app.clock).await.expect("accounts reactions");
 }
 
 pub async fn customer(app: &TestApp, name: &str) -> String {

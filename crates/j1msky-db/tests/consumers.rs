@@ -1,0 +1,237 @@
+//! Event consumers on a real database (SQLite, or PostgreSQL when the run asks for it):
+//! cursor and effects commit together, retries with back-off then parking, the two
+//! failure policies, leases between runners with separate pools, replay and lag.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use j1msky_core::{Clock, ManualClock};
+use j1msky_db::consumers::{self, Consumer, Handled, Handler, OnFailure, Runner};
+use j1msky_db::outbox::{self, Event};
+use j1msky_db::testing::TestDb;
+use j1msky_db::{AnyConnection, Backend, Db};
+use serde_json::json;
+
+const SEC: i64 = 1_000_000;
+
+/// Records each handled event as a row; fails on the sequences in `failing`.
+#[derive(Clone, Default)]
+struct Recorder {
+    failing: Arc<Mutex<HashSet<i64>>>,
+    /// Moved past the runner's lease while handling the first event (a stalled process).
+    stall: Option<ManualClock>,
+}
+
+impl Handler for Recorder {
+    fn handle<'a>(&'a self, conn: &'a mut AnyConnection, _: Backend, event: &'a Event, _now: i64) -> Handled<'a> {
+        Box::pin(async move {
+            if self.failing.lock().expect("lock").contains(&event.seq) {
+                return Err(format!("cannot handle {}", event.seq).into());
+            }
+            sqlx::query("INSERT INTO test_effects (seq) VALUES ($1)").bind(event.seq).execute(&mut *conn).await?;
+            if let Some(clock) = &self.stall {
+                clock.advance_secs(120);
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn setup() -> TestDb {
+    let t = TestDb::new().await;
+    sqlx::query("CREATE TABLE test_effects (seq BIGINT NOT NULL)").execute(t.db.pool()).await.expect("table");
+    t
+}
+
+async fn emit(db: &Db, kind: &str, n: usize) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    for i in 0..n {
+        let mut tx = db.begin().await.expect("begin");
+        outbox::emit(&mut tx, db.backend(), kind, None, &json!({"i": i}), 1).await.expect("emit");
+        tx.commit().await.expect("commit");
+    }
+    for e in outbox::recent(db, n as i64).await.expect("recent") {
+        seqs.push(e.seq);
+    }
+    seqs.sort();
+    seqs
+}
+
+/// Every handled sequence, with how many times it was handled.
+async fn effects(db: &Db) -> Vec<(i64, i64)> {
+    sqlx::query_as("SELECT seq, COUNT(*) FROM test_effects GROUP BY seq ORDER BY seq")
+        .fetch_all(db.pool())
+        .await
+        .expect("effects")
+}
+
+fn consumer(name: &str, on_failure: OnFailure, handler: Recorder) -> Consumer {
+    let mut c = Consumer::new(name, &["wanted"], on_failure, handler);
+    c.max_attempts = 3;
+    c
+}
+
+async fn cursor_of(db: &Db, name: &str) -> i64 {
+    let all = consumers::status(db).await.expect("status");
+    all.iter().find(|s| s.consumer == name).map(|s| s.cursor).expect("consumer listed")
+}
+
+#[tokio::test]
+async fn unwanted_kinds_only_move_the_cursor_and_a_rolled_back_handler_leaves_no_effect() {
+    let t = setup().await;
+    let wanted = emit(&t.db, "wanted", 2).await;
+    emit(&t.db, "other", 3).await;
+    let handler = Recorder::default();
+    handler.failing.lock().expect("lock").insert(wanted[1]);
+    let c = consumer("c", OnFailure::SkipAndPark, handler.clone());
+    let runner = Runner::new("a");
+    let clock = ManualClock::new(10 * SEC);
+    let p = consumers::run_once(&t.db, &runner, std::slice::from_ref(&c), &clock).await.expect("run");
+    assert_eq!((p.handled, p.failed, p.passed), (1, 1, 3));
+    assert_eq!(effects(&t.db).await, vec![(wanted[0], 1)], "the failed handler's write was rolled back");
+    let all = consumers::status(&t.db).await.expect("status");
+    assert_eq!((all[0].cursor, all[0].lag, all[0].failing, all[0].parked), (wanted[0] + 4, 0, 1, 0));
+    assert_eq!(all[0].lease_owner, None, "the lease is given back after a round");
+    // Nothing new: another round does nothing at all.
+    assert!(!consumers::run_once(&t.db, &runner, &[c], &clock).await.expect("run").moved());
+}
+
+#[tokio::test]
+async fn a_failing_event_backs_off_then_parks_skip_keeps_flowing_block_waits_and_retry_resumes() {
+    let t = setup().await;
+    let first = emit(&t.db, "wanted", 1).await;
+    let handler = Recorder::default();
+    handler.failing.lock().expect("lock").insert(first[0]);
+    let skip = consumer("skip", OnFailure::SkipAndPark, handler.clone());
+    let block = consumer("block", OnFailure::Block, handler.clone());
+    let both = [skip.clone(), block.clone()];
+    let runner = Runner::new("a");
+    let clock = ManualClock::new(10 * SEC);
+    let mut now = clock.now_micros();
+    consumers::run_once(&t.db, &runner, &both, &clock).await.expect("run");
+    let later = emit(&t.db, "wanted", 2).await;
+
+    // Before the back-off has passed the event is not tried again.
+    let p = consumers::run_once(&t.db, &runner, &both, &clock).await.expect("run");
+    assert_eq!((p.handled, p.failed), (2, 0), "skip handles the later events, block waits");
+    let fails = consumers::failures(&t.db, false, 10).await.expect("failures");
+    assert_eq!(fails.len(), 2);
+    assert!(fails
+        .iter()
+        .all(|f| f.attempts == 1 && !f.parked && f.next_try_at > now && f.last_error.contains("cannot")));
+    assert_eq!(cursor_of(&t.db, "block").await, first[0] - 1);
+
+    // Back-off grows; the third attempt parks it (max_attempts = 3).
+    let mut waits = Vec::new();
+    for _ in 0..2 {
+        let due = consumers::failures(&t.db, false, 10).await.expect("failures")[0].next_try_at;
+        waits.push(due - now);
+        clock.advance_micros(due - now);
+        now = due;
+        let p = consumers::run_once(&t.db, &runner, &both, &clock).await.expect("run");
+        assert_eq!(p.failed, 2);
+    }
+    assert!(waits[1] > waits[0], "back-off grows: {waits:?}");
+    let parked = consumers::failures(&t.db, true, 10).await.expect("parked");
+    assert_eq!(
+        parked.iter().map(|f| (f.consumer.as_str(), f.seq, f.attempts)).collect::<Vec<_>>(),
+        vec![("block", first[0], 3), ("skip", first[0], 3)]
+    );
+    clock.advance_secs(3_600);
+    now = clock.now_micros();
+    assert!(!consumers::run_once(&t.db, &runner, &both, &clock).await.expect("run").moved(), "parked stays parked");
+    assert_eq!(effects(&t.db).await, vec![(later[0], 1), (later[1], 1)], "only skip moved on");
+
+    // The operator fixed the cause and retries: both handle it, block then catches up.
+    handler.failing.lock().expect("lock").clear();
+    assert!(consumers::retry(&t.db, "block", first[0], now).await.expect("retry"));
+    assert!(consumers::retry(&t.db, "skip", first[0], now).await.expect("retry"));
+    assert!(!consumers::retry(&t.db, "skip", first[0], now).await.expect("retry"), "no longer parked");
+    consumers::run_once(&t.db, &runner, &both, &clock).await.expect("run");
+    assert_eq!(effects(&t.db).await, vec![(first[0], 2), (later[0], 2), (later[1], 2)]);
+    assert!(consumers::failures(&t.db, false, 10).await.expect("failures").is_empty());
+    assert_eq!(cursor_of(&t.db, "block").await, later[1]);
+}
+
+#[tokio::test]
+async fn two_runners_with_separate_pools_handle_every_event_once_and_an_expired_lease_is_taken_over() {
+    let t = setup().await;
+    let clock = ManualClock::new(100 * SEC);
+    let pools = [Db::open(&t.url).await.expect("pool a"), Db::open(&t.url).await.expect("pool b")];
+    let c = consumer("c", OnFailure::Block, Recorder::default());
+    let mut total = 0;
+    // Events keep arriving while both runners work.
+    for round in 0..4 {
+        total += emit(&t.db, "wanted", 40).await.len();
+        emit(&t.db, "other", 5).await;
+        let work = |i: usize| {
+            let (db, c, clock) = (pools[i].clone(), c.clone(), clock.clone());
+            let runner = Runner { batch: 7, ..Runner::new(format!("runner-{i}")) };
+            async move {
+                for _ in 0..200 {
+                    consumers::run_once(&db, &runner, std::slice::from_ref(&c), &clock).await.expect("run");
+                    if effects(&db).await.len() == total {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        tokio::join!(work(0), work(1));
+        let seen = effects(&t.db).await;
+        assert_eq!(seen.len(), total, "round {round}: every event handled");
+        assert!(seen.iter().all(|(_, n)| *n == 1), "round {round}: none handled twice: {seen:?}");
+    }
+
+    // Runner a takes the lease and dies holding it: b waits, then takes over once it ran out.
+    let more = emit(&t.db, "wanted", 3).await;
+    assert!(consumers::acquire_lease(&pools[0], "c", "runner-0", clock.now_micros(), 30 * SEC)
+        .await
+        .expect("lease")
+        .is_some());
+    let b = Runner::new("runner-1");
+    let p = consumers::run_once(&pools[1], &b, std::slice::from_ref(&c), &clock).await.expect("run");
+    assert!(!p.moved(), "a live lease of another runner is respected");
+    assert_eq!(consumers::status(&t.db).await.expect("status")[0].lease_owner.as_deref(), Some("runner-0"));
+    clock.advance_secs(31);
+    let p = consumers::run_once(&pools[1], &b, std::slice::from_ref(&c), &clock).await.expect("run");
+    assert_eq!(p.handled, more.len());
+    assert_eq!(effects(&t.db).await.len(), total + more.len());
+}
+
+#[tokio::test]
+async fn a_runner_whose_lease_ran_out_mid_batch_cannot_advance_and_another_finishes() {
+    let t = setup().await;
+    let seqs = emit(&t.db, "wanted", 3).await;
+    let clock = ManualClock::new(100 * SEC);
+    // The handler stalls past the lease while handling the first event.
+    let stalling = consumer("c", OnFailure::Block, Recorder { stall: Some(clock.clone()), ..Recorder::default() });
+    let a = Runner::new("a");
+    let p = consumers::run_once(&t.db, &a, &[stalling], &clock).await.expect("run");
+    assert_eq!((p.handled, p.failed), (1, 0), "the first event commits; the stalled runner cannot go on");
+    assert_eq!(effects(&t.db).await, vec![(seqs[0], 1)]);
+    assert_eq!(cursor_of(&t.db, "c").await, seqs[0]);
+    // The lease it lost is free to take: another runner finishes the rest, once each.
+    let b = Runner::new("b");
+    let c = consumer("c", OnFailure::Block, Recorder::default());
+    let p = consumers::run_once(&t.db, &b, &[c], &clock).await.expect("run");
+    assert_eq!(p.handled, 2);
+    assert_eq!(effects(&t.db).await, vec![(seqs[0], 1), (seqs[1], 1), (seqs[2], 1)]);
+}
+
+#[tokio::test]
+async fn replay_moves_the_cursor_back_and_lag_counts_what_is_left() {
+    let t = setup().await;
+    let seqs = emit(&t.db, "wanted", 4).await;
+    let clock = ManualClock::new(10 * SEC);
+    let c = consumer("c", OnFailure::Block, Recorder::default());
+    let runner = Runner::new("a");
+    consumers::run_once(&t.db, &runner, std::slice::from_ref(&c), &clock).await.expect("run");
+    assert_eq!(consumers::replay(&t.db, "c", seqs[2], 11 * SEC).await.expect("replay"), Some(seqs[3]));
+    assert_eq!(consumers::replay(&t.db, "nobody", 1, 11 * SEC).await.expect("replay"), None);
+    let s = consumers::status(&t.db).await.expect("status");
+    assert_eq!((s[0].cursor, s[0].lag), (seqs[1], 2));
+    consumers::run_once(&t.db, &runner, &[c], &clock).await.expect("run");
+    assert_eq!(effects(&t.db).await, vec![(seqs[0], 1), (seqs[1], 1), (seqs[2], 2), (seqs[3], 2)]);
+    assert_eq!(consumers::status(&t.db).await.expect("status")[0].lag, 0);
+}

@@ -1,0 +1,133 @@
+//! `j1msky events …` as an operator uses it: real processes on a real database
+//! (SQLite, or PostgreSQL when the run asks for it).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use j1msky_accounts::reactions::{self, SUBSCRIPTION_STATE, SUBSCRIPTION_STATE_KIND};
+use j1msky_core::ManualClock;
+use j1msky_db::{consumers, outbox, Db};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_j1msky");
+
+struct Cli {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Cli {
+    async fn new() -> Cli {
+        let (url, dir) = j1msky_db::testing::fresh_url().await;
+        Cli { url, _dir: dir }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/business.json");
+        cmd.args(args).env("J1MSKY_DATABASE_URL", &self.url).env("J1MSKY_CONFIG", config).env("RUST_LOG", "warn");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run j1msky")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(out.status.success(), "j1msky {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+}
+
+async fn emit(db: &Db, kind: &str, customer: Option<&str>, payload: Value, now: i64) -> i64 {
+    let mut tx = db.begin().await.expect("begin");
+    outbox::emit(&mut tx, db.backend(), kind, customer, &payload, now).await.expect("emit");
+    tx.commit().await.expect("commit");
+    outbox::recent(db, 1).await.expect("recent")[0].seq
+}
+
+#[tokio::test]
+async fn the_operator_tails_events_sees_consumers_retries_a_parked_event_and_replays() {
+    let cli = Cli::new().await;
+    let out = cli.run(&["customer", "add", "--name", "Tail Co", "--email", "t@tail.test"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let db = Db::open(&cli.url).await.expect("db");
+    let clock = ManualClock::new(1_795_000_000_000_000);
+    let cid = j1msky_accounts::customers::list(&db, None, 10).await.expect("customers")[0].id.clone();
+    for i in 0..3 {
+        emit(&db, "test.ping", None, json!({"i": i}), 1).await;
+    }
+
+    let all = cli.json(&["events", "tail"]);
+    let kinds: Vec<&str> = all.as_array().expect("array").iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.len() >= 4 && kinds.contains(&"test.ping"), "{kinds:?}");
+    let pings = cli.json(&["events", "tail", "--kind", "test.ping", "--limit", "2"]);
+    let pings = pings.as_array().expect("array");
+    assert_eq!(pings.len(), 2);
+    assert!(pings.iter().all(|e| e["kind"] == "test.ping"));
+    assert!(pings[0]["seq"].as_i64() < pings[1]["seq"].as_i64(), "oldest first: {pings:?}");
+    assert_eq!(pings[1]["payload"]["i"], 2, "the latest two");
+
+    // A state accounts cannot apply is parked by its (blocking) consumer.
+    let bad = json!({"plan": null, "stage": "royalty", "billing_status": null, "at": 1});
+    let seq = emit(&db, SUBSCRIPTION_STATE_KIND, Some(&cid), bad, 1).await;
+    for _ in 0..consumers::DEFAULT_MAX_ATTEMPTS {
+        reactions::catch_up(&db, &clock).await.expect("consumers");
+        clock.advance_secs(3_600);
+    }
+    let listed = cli.json(&["events", "consumers"]);
+    let c = &listed["consumers"][0];
+    assert_eq!(
+        (c["consumer"].as_str(), c["cursor"].as_i64(), c["lag"].as_i64()),
+        (Some(SUBSCRIPTION_STATE), Some(seq - 1), Some(1))
+    );
+    assert_eq!(listed["failures"][0]["seq"].as_i64(), Some(seq));
+    assert_eq!(listed["failures"][0]["parked"], true);
+
+    let out = cli.run(&["events", "retry", "--consumer", SUBSCRIPTION_STATE, "--seq", &seq.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!consumers::failures(&db, false, 10).await.expect("failures")[0].parked);
+    let out = cli.run(&["events", "retry", "--consumer", SUBSCRIPTION_STATE, "--seq", &seq.to_string()]);
+    assert_eq!(out.status.code(), Some(2), "nothing parked to retry");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no parked event"));
+
+    let replayed = cli.json(&["events", "replay", "--consumer", SUBSCRIPTION_STATE, "--from", "2"]);
+    assert_eq!(replayed["cursor_was"].as_i64(), Some(seq - 1));
+    assert_eq!(consumers::status(&db).await.expect("status")[0].cursor, 1);
+    let out = cli.run(&["events", "replay", "--consumer", "nobody", "--from", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
+}
+
+#[tokio::test]
+async fn tail_follow_prints_events_as_they_are_written() {
+    let cli = Cli::new().await;
+    let db = Db::open(&cli.url).await.expect("db");
+    let mut child = cli
+        .command(&["--json", "events", "tail", "--follow", "--kind", "test.later"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    emit(&db, "test.other", None, json!({}), 1).await;
+    emit(&db, "test.later", None, json!({"n": 7}), 1).await;
+    let line = rx.recv_timeout(Duration::from_secs(60)).expect("a followed event within a minute");
+    let _ = child.kill();
+    let _ = child.wait();
+    let event: Value = serde_json::from_str(&line).expect("one JSON event per line");
+    assert_eq!((event["kind"].as_str(), event["payload"]["n"].as_i64()), (Some("test.later"), Some(7)));
+}
