@@ -10,12 +10,14 @@ use j1msky_db::{AnyConnection, Backend, Db, DbError};
 use serde::Deserialize;
 use sqlx::Row;
 
-use crate::{access, customers, AccountsError, Actor};
+use crate::{access, customers, AccountsError};
+use j1msky_audit::Actor;
+use j1msky_core::events::Kind;
 
 /// The consumer's name (its cursor row).
 pub const SUBSCRIPTION_STATE: &str = "accounts.subscription_state";
 /// The event billing emits each time it settles a customer's subscriptions.
-pub const SUBSCRIPTION_STATE_KIND: &str = "customer.subscription_state";
+pub const SUBSCRIPTION_STATE_KIND: Kind = Kind::CustomerSubscriptionState;
 
 /// What billing derived for a customer from all of its subscriptions.
 #[derive(Debug, Deserialize)]
@@ -93,7 +95,7 @@ async fn apply_state(conn: &mut AnyConnection, backend: Backend, event: &Event, 
             .execute(&mut *conn)
             .await?;
         let detail = serde_json::json!({"from": current_plan, "to": plan});
-        outbox::emit(conn, backend, "customer.plan_changed", Some(customer_id), &detail, now).await?;
+        outbox::emit(conn, backend, Kind::CustomerPlanChanged, Some(customer_id), &detail, now).await?;
     }
     if let Some(stage) = state.stage {
         let stage: Stage =

@@ -4,7 +4,7 @@
 
 use j1msky_accounts::customers::{self, NewCustomer};
 use j1msky_accounts::reactions::{self, SUBSCRIPTION_STATE_KIND};
-use j1msky_accounts::Actor;
+use j1msky_audit::Actor;
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::vocab::Stage;
 use j1msky_core::ManualClock;

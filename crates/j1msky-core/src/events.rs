@@ -40,6 +40,7 @@ kinds! {
     CustomerAccessRestricted => "customer.access_restricted",
     CustomerActive => "customer.active",
     PlanLimitHit => "plan.limit_hit",
+    CustomerSubscriptionState => "customer.subscription_state",
     TaskSubmitted => "task.submitted",
     TaskStarted => "task.started",
     TaskSucceeded => "task.succeeded",

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use j1msky_core::{Clock, ManualClock};
+use j1msky_core::events::Kind;
 use j1msky_db::consumers::{self, Consumer, Handled, Handler, OnFailure, Runner};
 use j1msky_db::outbox::{self, Event};
 use j1msky_db::testing::TestDb;
@@ -43,7 +44,7 @@ async fn setup() -> TestDb {
     t
 }
 
-async fn emit(db: &Db, kind: &str, n: usize) -> Vec<i64> {
+async fn emit(db: &Db, kind: Kind, n: usize) -> Vec<i64> {
     let mut seqs = Vec::new();
     for i in 0..n {
         let mut tx = db.begin().await.expect("begin");
@@ -66,7 +67,7 @@ async fn effects(db: &Db) -> Vec<(i64, i64)> {
 }
 
 fn consumer(name: &str, on_failure: OnFailure, handler: Recorder) -> Consumer {
-    let mut c = Consumer::new(name, &["wanted"], on_failure, handler);
+    let mut c = Consumer::new(name, &[Kind::TaskSubmitted], on_failure, handler);
     c.max_attempts = 3;
     c
 }
@@ -79,8 +80,8 @@ async fn cursor_of(db: &Db, name: &str) -> i64 {
 #[tokio::test]
 async fn unwanted_kinds_only_move_the_cursor_and_a_rolled_back_handler_leaves_no_effect() {
     let t = setup().await;
-    let wanted = emit(&t.db, "wanted", 2).await;
-    emit(&t.db, "other", 3).await;
+    let wanted = emit(&t.db, Kind::TaskSubmitted, 2).await;
+    emit(&t.db, Kind::TaskStarted, 3).await;
     let handler = Recorder::default();
     handler.failing.lock().expect("lock").insert(wanted[1]);
     let c = consumer("c", OnFailure::SkipAndPark, handler.clone());
@@ -99,7 +100,7 @@ async fn unwanted_kinds_only_move_the_cursor_and_a_rolled_back_handler_leaves_no
 #[tokio::test]
 async fn a_failing_event_backs_off_then_parks_skip_keeps_flowing_block_waits_and_retry_resumes() {
     let t = setup().await;
-    let first = emit(&t.db, "wanted", 1).await;
+    let first = emit(&t.db, Kind::TaskSubmitted, 1).await;
     let handler = Recorder::default();
     handler.failing.lock().expect("lock").insert(first[0]);
     let skip = consumer("skip", OnFailure::SkipAndPark, handler.clone());
@@ -109,7 +110,7 @@ async fn a_failing_event_backs_off_then_parks_skip_keeps_flowing_block_waits_and
     let clock = ManualClock::new(10 * SEC);
     let mut now = clock.now_micros();
     consumers::run_once(&t.db, &runner, &both, &clock).await.expect("run");
-    let later = emit(&t.db, "wanted", 2).await;
+    let later = emit(&t.db, Kind::TaskSubmitted, 2).await;
 
     // Before the back-off has passed the event is not tried again.
     let p = consumers::run_once(&t.db, &runner, &both, &clock).await.expect("run");
@@ -162,8 +163,8 @@ async fn two_runners_with_separate_pools_handle_every_event_once_and_an_expired_
     let mut total = 0;
     // Events keep arriving while both runners work.
     for round in 0..4 {
-        total += emit(&t.db, "wanted", 40).await.len();
-        emit(&t.db, "other", 5).await;
+        total += emit(&t.db, Kind::TaskSubmitted, 40).await.len();
+        emit(&t.db, Kind::TaskStarted, 5).await;
         let work = |i: usize| {
             let (db, c, clock) = (pools[i].clone(), c.clone(), clock.clone());
             let runner = Runner { batch: 7, ..Runner::new(format!("runner-{i}")) };
@@ -184,7 +185,7 @@ async fn two_runners_with_separate_pools_handle_every_event_once_and_an_expired_
     }
 
     // Runner a takes the lease and dies holding it: b waits, then takes over once it ran out.
-    let more = emit(&t.db, "wanted", 3).await;
+    let more = emit(&t.db, Kind::TaskSubmitted, 3).await;
     assert!(consumers::acquire_lease(&pools[0], "c", "runner-0", clock.now_micros(), 30 * SEC)
         .await
         .expect("lease")
@@ -202,7 +203,7 @@ async fn two_runners_with_separate_pools_handle_every_event_once_and_an_expired_
 #[tokio::test]
 async fn a_runner_whose_lease_ran_out_mid_batch_cannot_advance_and_another_finishes() {
     let t = setup().await;
-    let seqs = emit(&t.db, "wanted", 3).await;
+    let seqs = emit(&t.db, Kind::TaskSubmitted, 3).await;
     let clock = ManualClock::new(100 * SEC);
     // The handler stalls past the lease while handling the first event.
     let stalling = consumer("c", OnFailure::Block, Recorder { stall: Some(clock.clone()), ..Recorder::default() });
@@ -222,7 +223,7 @@ async fn a_runner_whose_lease_ran_out_mid_batch_cannot_advance_and_another_finis
 #[tokio::test]
 async fn replay_moves_the_cursor_back_and_lag_counts_what_is_left() {
     let t = setup().await;
-    let seqs = emit(&t.db, "wanted", 4).await;
+    let seqs = emit(&t.db, Kind::TaskSubmitted, 4).await;
     let clock = ManualClock::new(10 * SEC);
     let c = consumer("c", OnFailure::Block, Recorder::default());
     let runner = Runner::new("a");

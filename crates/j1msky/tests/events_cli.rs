@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use j1msky_accounts::reactions::{self, SUBSCRIPTION_STATE, SUBSCRIPTION_STATE_KIND};
 use j1msky_core::ManualClock;
+use j1msky_core::events::Kind;
 use j1msky_db::{consumers, outbox, Db};
 use serde_json::{json, Value};
 
@@ -44,7 +45,7 @@ impl Cli {
     }
 }
 
-async fn emit(db: &Db, kind: &str, customer: Option<&str>, payload: Value, now: i64) -> i64 {
+async fn emit(db: &Db, kind: Kind, customer: Option<&str>, payload: Value, now: i64) -> i64 {
     let mut tx = db.begin().await.expect("begin");
     outbox::emit(&mut tx, db.backend(), kind, customer, &payload, now).await.expect("emit");
     tx.commit().await.expect("commit");
@@ -60,16 +61,16 @@ async fn the_operator_tails_events_sees_consumers_retries_a_parked_event_and_rep
     let clock = ManualClock::new(1_795_000_000_000_000);
     let cid = j1msky_accounts::customers::list(&db, None, 10).await.expect("customers")[0].id.clone();
     for i in 0..3 {
-        emit(&db, "test.ping", None, json!({"i": i}), 1).await;
+        emit(&db, Kind::TaskStarted, None, json!({"i": i}), 1).await;
     }
 
     let all = cli.json(&["events", "tail"]);
     let kinds: Vec<&str> = all.as_array().expect("array").iter().filter_map(|e| e["kind"].as_str()).collect();
-    assert!(kinds.len() >= 4 && kinds.contains(&"test.ping"), "{kinds:?}");
-    let pings = cli.json(&["events", "tail", "--kind", "test.ping", "--limit", "2"]);
+    assert!(kinds.len() >= 4 && kinds.contains(&"task.started"), "{kinds:?}");
+    let pings = cli.json(&["events", "tail", "--kind", "task.started", "--limit", "2"]);
     let pings = pings.as_array().expect("array");
     assert_eq!(pings.len(), 2);
-    assert!(pings.iter().all(|e| e["kind"] == "test.ping"));
+    assert!(pings.iter().all(|e| e["kind"] == "task.started"));
     assert!(pings[0]["seq"].as_i64() < pings[1]["seq"].as_i64(), "oldest first: {pings:?}");
     assert_eq!(pings[1]["payload"]["i"], 2, "the latest two");
 
@@ -109,7 +110,7 @@ async fn tail_follow_prints_events_as_they_are_written() {
     let cli = Cli::new().await;
     let db = Db::open(&cli.url).await.expect("db");
     let mut child = cli
-        .command(&["--json", "events", "tail", "--follow", "--kind", "test.later"])
+        .command(&["--json", "events", "tail", "--follow", "--kind", "task.cancelled"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -123,11 +124,11 @@ async fn tail_follow_prints_events_as_they_are_written() {
             }
         }
     });
-    emit(&db, "test.other", None, json!({}), 1).await;
-    emit(&db, "test.later", None, json!({"n": 7}), 1).await;
+    emit(&db, Kind::TaskRetried, None, json!({}), 1).await;
+    emit(&db, Kind::TaskCancelled, None, json!({"n": 7}), 1).await;
     let line = rx.recv_timeout(Duration::from_secs(60)).expect("a followed event within a minute");
     let _ = child.kill();
     let _ = child.wait();
     let event: Value = serde_json::from_str(&line).expect("one JSON event per line");
-    assert_eq!((event["kind"].as_str(), event["payload"]["n"].as_i64()), (Some("test.later"), Some(7)));
+    assert_eq!((event["kind"].as_str(), event["payload"]["n"].as_i64()), (Some("task.cancelled"), Some(7)));
 }
