@@ -8,6 +8,7 @@ mod context;
 mod demo;
 mod gateway_cmd;
 mod output;
+mod roles;
 mod serve;
 mod shutdown;
 mod stripe_cmd;
