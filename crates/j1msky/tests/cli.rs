@@ -899,3 +899,34 @@ async fn a_bad_role_is_refused_naming_it() {
         assert!(text(&out.stderr).contains(&format!("`{named}`")), "{args:?}: {}", text(&out.stderr));
     }
 }
+
+/// `serve --roles` without `web` runs its background roles and no HTTP server.
+#[tokio::test]
+async fn serve_without_the_web_role_runs_tasks_and_no_server() {
+    let cli = Cli::new().await;
+    let made = cli.json(&["customer", "add", "--name", "Headless Co", "--stage", "active", "--plan", "pro"]);
+    let customer = made["customer"]["id"].as_str().expect("id").to_string();
+    let t = cli.json(&["task", "submit", "--customer", &customer, "--team", "code", "--prompt", "fix it"]);
+    let task = t["task"]["id"].as_str().expect("id").to_string();
+    let mut serve = cli
+        .command(&["serve", "--roles", "tasks", "--simulated-providers", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let mut first = String::new();
+    BufReader::new(serve.stdout.take().expect("stdout")).read_line(&mut first).expect("read");
+    assert!(first.contains("without the HTTP server"), "{first}");
+    let mut state = String::new();
+    for _ in 0..600 {
+        state = cli.json(&["task", "show", &task])["state"].as_str().unwrap_or_default().to_string();
+        if state == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "succeeded");
+    let term = Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    assert!(serve.wait().expect("wait").success(), "stops cleanly on SIGTERM");
+}
