@@ -42,9 +42,13 @@ pub fn gateway(
     Ok(Arc::new(gateway))
 }
 
-/// Starts the background roles of `settings` on `gateway`.
+/// Starts the background roles of `settings` on `gateway`: the one place `serve`,
+/// `worker` and `demo` get their loops from, so a role's new loop is one line here:
+/// `rt.spawn(Role::Reactions, "name", future_taking(rt.stop_signal()));` (it starts
+/// only in processes with that role, and `shutdown` waits for it).
 pub async fn start(gateway: Arc<Gateway>, settings: Settings) -> Result<Runtime, Failure> {
-    Ok(Runtime::start(gateway, settings).await.context("cannot take back abandoned tasks")?)
+    let rt = Runtime::start(gateway, settings).await.context("cannot take back abandoned tasks")?;
+    Ok(rt)
 }
 
 /// Runs until SIGTERM/SIGINT: the HTTP server on `listener` when given (in-flight
