@@ -120,8 +120,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds provider clients from the catalogue; keys come from the environment
-    /// variables it names unless an override gives one.
-    pub fn new(
+    /// variables it names unless an override gives one. Callers use [`Gateway::builder`].
+    pub(crate) fn new(
         db: Db,
         catalogue: Arc<Catalogue>,
         clock: Arc<dyn Clock>,

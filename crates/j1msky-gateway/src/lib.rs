@@ -3,6 +3,7 @@
 //! written to the cost ledger.
 
 pub mod breaker;
+mod builder;
 pub mod chat;
 pub mod controls;
 mod error;
@@ -16,6 +17,7 @@ pub mod policy;
 pub mod providers;
 mod stream;
 
+pub use builder::{GatewayBuilder, Limits};
 pub use error::GatewayError;
 pub use gateway::{CallContext, Completed, Gateway, ProviderOverride, RetryPolicy, TERMS_TTL};
 pub use stream::GatewayStream;

@@ -18,8 +18,7 @@ use j1msky_db::testing::TestDb;
 use j1msky_db::Db;
 use j1msky_gateway::chat::{ChatRequest, Speaker, Turn};
 use j1msky_gateway::limits::LimitError;
-use j1msky_gateway::providers::Timeouts;
-use j1msky_gateway::{controls, limits, policy, CallContext, Gateway, GatewayError, ProviderOverride, RetryPolicy};
+use j1msky_gateway::{controls, limits, policy, CallContext, Gateway, GatewayError, Limits, RetryPolicy};
 use j1msky_sim::SimConfig;
 
 const MAX_TOKENS: u32 = 1000;
@@ -34,26 +33,27 @@ fn request() -> ChatRequest {
     }
 }
 
-fn new_gateway(db: Db, catalogue: Arc<Catalogue>, sim: &j1msky_sim::Running) -> Gateway {
-    let overrides = ProviderOverride::all_to(&catalogue, &sim.openai_base(), &sim.anthropic_base(), "k");
-    Gateway::new(
-        db,
-        catalogue,
-        Arc::new(SystemClock),
-        &overrides,
-        Timeouts::default(),
-        RetryPolicy { retries_per_model: 0, ..RetryPolicy::default() },
-    )
+fn new_gateway(
+    db: Db,
+    catalogue: Arc<Catalogue>,
+    sim: &j1msky_sim::Running,
+    limits: Limits,
+) -> Result<Gateway, GatewayError> {
+    Gateway::builder(db, catalogue)
+        .all_providers_at(&sim.openai_base(), &sim.anthropic_base(), "k")
+        .retry(RetryPolicy { retries_per_model: 0, ..RetryPolicy::default() })
+        .limits(limits)
+        .build()
 }
 
 /// A gateway whose limits live in the database (shared between processes).
 async fn gateway(db: Db, catalogue: Arc<Catalogue>, sim: &j1msky_sim::Running) -> Arc<Gateway> {
-    Arc::new(new_gateway(db, catalogue, sim))
+    Arc::new(new_gateway(db, catalogue, sim, Limits::Shared).expect("shared limits"))
 }
 
 /// A gateway holding its limits in memory.
 fn in_process(db: Db, catalogue: Arc<Catalogue>, sim: &j1msky_sim::Running) -> Arc<Gateway> {
-    Arc::new(new_gateway(db, catalogue, sim).in_process_limits().expect("in-process limits"))
+    Arc::new(new_gateway(db, catalogue, sim, Limits::InProcess).expect("in-process limits"))
 }
 
 async fn race(gateways: &[Arc<Gateway>], calls: usize) -> (usize, usize) {
@@ -155,7 +155,7 @@ async fn limits_held_in_memory_admit_exactly_ten_and_survive_a_restart() {
     if t.test_db.db.sqlite_file().is_some() {
         // One process holds a SQLite file's limits: a second is told to share them instead.
         let second = Db::connect(&t.test_db.url).await.expect("second pool");
-        let refused = new_gateway(second.clone(), t.catalogue.clone(), &t.sim).in_process_limits();
+        let refused = new_gateway(second.clone(), t.catalogue.clone(), &t.sim, Limits::InProcess);
         let Err(e) = refused else { panic!("a second holder of the limits must be refused") };
         assert!(e.to_string().contains("shared limits"), "{e}");
         second.close().await;

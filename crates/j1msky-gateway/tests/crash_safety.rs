@@ -15,8 +15,7 @@ use j1msky_core::{Clock, ManualClock, Money, SystemClock};
 use j1msky_db::testing::TestDb;
 use j1msky_gateway::chat::{ChatRequest, Speaker, Turn};
 use j1msky_gateway::limits::{self, LimitError, RESERVATION_TTL};
-use j1msky_gateway::providers::Timeouts;
-use j1msky_gateway::{controls, ledger, CallContext, Gateway, GatewayError, ProviderOverride, RetryPolicy};
+use j1msky_gateway::{controls, ledger, CallContext, Gateway, GatewayError, Limits, RetryPolicy};
 use j1msky_sim::SimConfig;
 
 fn request() -> ChatRequest {
@@ -33,16 +32,25 @@ fn ctx(id: &str) -> CallContext {
     CallContext { request_id: id.into(), category: "general".into(), ..CallContext::default() }
 }
 
+/// A gateway whose limits live in the database unless `limits` says otherwise.
+fn gateway_with(
+    t: &TestDb,
+    catalogue: &Arc<Catalogue>,
+    sim: &j1msky_sim::Running,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+) -> Gateway {
+    Gateway::builder(t.db.clone(), catalogue.clone())
+        .clock(clock)
+        .all_providers_at(&sim.openai_base(), &sim.anthropic_base(), "k")
+        .retry(RetryPolicy { retries_per_model: 0, ..RetryPolicy::default() })
+        .limits(limits)
+        .build()
+        .expect("gateway")
+}
+
 fn gateway(t: &TestDb, catalogue: &Arc<Catalogue>, sim: &j1msky_sim::Running, clock: Arc<dyn Clock>) -> Gateway {
-    let overrides = ProviderOverride::all_to(catalogue, &sim.openai_base(), &sim.anthropic_base(), "k");
-    Gateway::new(
-        t.db.clone(),
-        catalogue.clone(),
-        clock,
-        &overrides,
-        Timeouts::default(),
-        RetryPolicy { retries_per_model: 0, ..RetryPolicy::default() },
-    )
+    gateway_with(t, catalogue, sim, clock, Limits::Shared)
 }
 
 async fn setup() -> (TestDb, Arc<Catalogue>, j1msky_sim::Running) {
@@ -63,7 +71,7 @@ async fn set_budget(t: &TestDb, micros: i64) {
 async fn what_a_crashed_process_held_counts_as_spent_after_the_restart() {
     let (t, catalogue, sim) = setup().await;
     set_budget(&t, 1_000_000_000).await;
-    let gw = gateway(&t, &catalogue, &sim, Arc::new(SystemClock)).in_process_limits().expect("limits");
+    let gw = gateway_with(&t, &catalogue, &sim, Arc::new(SystemClock), Limits::InProcess);
     // A call admitted and in flight when the process dies: never settled.
     let (_route, held) = gw.admit(&ctx("req_in_flight"), None, &request()).await.expect("admit");
     let amount = held.amount.micros();
@@ -80,7 +88,7 @@ async fn what_a_crashed_process_held_counts_as_spent_after_the_restart() {
     // The budget now fits one call and a half: with the dead process's call counted, a
     // second one does not fit.
     set_budget(&t, amount * 3 / 2).await;
-    let gw = gateway(&t, &catalogue, &sim, Arc::new(SystemClock)).in_process_limits().expect("limits");
+    let gw = gateway_with(&t, &catalogue, &sim, Arc::new(SystemClock), Limits::InProcess);
     match gw.complete(&ctx("req_after_restart"), None, &request()).await {
         Err(GatewayError::Limit(LimitError::Budget { committed, .. })) => {
             assert_eq!(committed.micros(), amount, "the held amount counts as spent")
@@ -92,7 +100,7 @@ async fn what_a_crashed_process_held_counts_as_spent_after_the_restart() {
 #[tokio::test]
 async fn ledger_rows_that_cannot_be_written_stop_admission_at_a_bound_with_an_alert() {
     let (t, catalogue, sim) = setup().await;
-    let gw = gateway(&t, &catalogue, &sim, Arc::new(SystemClock)).in_process_limits_bounded(2).expect("limits");
+    let gw = gateway_with(&t, &catalogue, &sim, Arc::new(SystemClock), Limits::InProcessBounded(2));
     gw.complete(&ctx("req_before"), None, &request()).await.expect("call");
     gw.flush().await;
     // The ledger's table is out of reach: every group commit fails from now on.

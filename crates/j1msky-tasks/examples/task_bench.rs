@@ -25,7 +25,7 @@ use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::vocab::Stage;
 use j1msky_core::{Clock, SystemClock};
 use j1msky_db::Db;
-use j1msky_gateway::{controls, Gateway, ProviderOverride, RetryPolicy};
+use j1msky_gateway::{controls, Gateway};
 use j1msky_tasks::{NewTask, Worker, WorkerConfig};
 
 type Error = Box<dyn std::error::Error>;
@@ -96,15 +96,10 @@ async fn start_workers(
     .await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let gateway = Arc::new(
-        Gateway::new(
-            db.clone(),
-            catalogue.clone(),
-            clock.clone(),
-            &ProviderOverride::all_to(catalogue, &sim.openai_base(), &sim.anthropic_base(), "bench"),
-            j1msky_gateway::providers::Timeouts::default(),
-            RetryPolicy::default(),
-        )
-        .default_limits()?,
+        Gateway::builder(db.clone(), catalogue.clone())
+            .clock(clock.clone())
+            .all_providers_at(&sim.openai_base(), &sim.anthropic_base(), "bench")
+            .build()?,
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let config = WorkerConfig { poll: Duration::from_millis(5), ..WorkerConfig::default() };

@@ -16,7 +16,7 @@ use j1msky_core::vocab::Stage;
 use j1msky_core::{Clock, ManualClock, Money};
 use j1msky_db::testing::TestDb;
 use j1msky_db::Backend;
-use j1msky_gateway::{ledger, Gateway, ProviderOverride, RetryPolicy};
+use j1msky_gateway::{ledger, Gateway, RetryPolicy};
 use j1msky_sim::SimConfig;
 use j1msky_tasks::{NewTask, Worker, WorkerConfig};
 
@@ -51,16 +51,16 @@ async fn a_failing_heartbeat_never_drops_the_model_call_in_flight() {
         .await
         .expect("sim");
     let gateway = Arc::new(
-        Gateway::new(
-            t.db.clone(),
-            catalogue.clone(),
-            Arc::new(clock.clone()),
-            &ProviderOverride::all_to(&catalogue, &sim.openai_base(), &sim.anthropic_base(), "k"),
-            j1msky_gateway::providers::Timeouts { connect: Duration::from_secs(2), request: Duration::from_secs(5) },
-            RetryPolicy { retries_per_model: 0, ..RetryPolicy::default() },
-        )
-        .default_limits()
-        .expect("limits"),
+        Gateway::builder(t.db.clone(), catalogue.clone())
+            .clock(Arc::new(clock.clone()))
+            .all_providers_at(&sim.openai_base(), &sim.anthropic_base(), "k")
+            .timeouts(j1msky_gateway::providers::Timeouts {
+                connect: Duration::from_secs(2),
+                request: Duration::from_secs(5),
+            })
+            .retry(RetryPolicy { retries_per_model: 0, ..RetryPolicy::default() })
+            .build()
+            .expect("limits"),
     );
     let customer = customers::create(
         &t.db,

@@ -1,5 +1,8 @@
 //! The JSON API (`/api/v1`) and the model API (`/v1`) read the caller's key the same
 //! way: the same odd `Authorization` / `x-api-key` headers pass or fail on both.
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,5 +1,8 @@
 //! Every template on disk is compiled into the server and renders with sample data, so a
 //! broken or unregistered template fails here rather than on a customer's screen.
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 

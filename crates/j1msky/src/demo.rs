@@ -120,10 +120,12 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
     let (_fake, stripe, secret) = demo_billing(&db, &catalogue, addr).await?;
     let data_dir = args.data_dir.clone();
-    let options = serve::Options { shared_limits: false, workers: 2, stripe: Some(stripe) };
     let config = WebConfig { stripe_webhook_secrets: vec![secret], ..WebConfig::default() };
-    serve::serve_on(listener, db, catalogue, config, &overrides, options, move |addr| {
-        print_logins(Some(addr), &data_dir, &password, Some(&demo_key));
+    let gateway = crate::roles::gateway(&db, &std::sync::Arc::new(catalogue), &overrides, false)?;
+    let settings = j1msky_runtime::Settings { stripe: Some(stripe), ..j1msky_runtime::Settings::default() };
+    let rt = crate::roles::start(gateway, settings).await?;
+    crate::roles::run_until_signal(rt, Some((listener, config)), move |addr| {
+        print_logins(addr, &data_dir, &password, Some(&demo_key));
         println!("  Billing runs against a FAKE Stripe in this process (no money moves): see /app/billing.");
         println!();
     })
@@ -274,16 +276,10 @@ async fn routed_calls(
     overrides: &std::collections::HashMap<String, j1msky_gateway::ProviderOverride>,
 ) -> Result<String, Failure> {
     use j1msky_gateway::chat::{ChatRequest, Speaker, Turn};
-    let gateway = j1msky_gateway::Gateway::new(
-        db.clone(),
-        std::sync::Arc::new(catalogue.clone()),
-        std::sync::Arc::new(j1msky_core::SystemClock),
-        overrides,
-        j1msky_gateway::providers::Timeouts::default(),
-        j1msky_gateway::RetryPolicy::default(),
-    )
-    .default_limits()
-    .map_err(anyhow::Error::from)?;
+    let gateway = j1msky_gateway::Gateway::builder(db.clone(), std::sync::Arc::new(catalogue.clone()))
+        .overrides(overrides.clone())
+        .build()
+        .map_err(anyhow::Error::from)?;
     let all = customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)?;
     let mut first_customer = None;
     let mut calls = 0;

@@ -9,6 +9,7 @@ mod demo;
 mod events_cmd;
 mod gateway_cmd;
 mod output;
+mod roles;
 mod serve;
 mod shutdown;
 mod stripe_cmd;

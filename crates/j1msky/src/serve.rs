@@ -8,10 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use j1msky_core::catalogue::Catalogue;
-use j1msky_core::SystemClock;
-use j1msky_db::Db;
 use j1msky_gateway::ProviderOverride;
-use j1msky_web::{AppState, WebConfig};
+use j1msky_runtime::{Role, Settings};
+use j1msky_web::WebConfig;
 
 use crate::context::{self, Globals};
 use crate::Failure;
@@ -54,6 +53,10 @@ pub struct ServeArgs {
     /// Task workers run inside this process (0: none; run `j1msky worker` instead).
     #[arg(long, env = "J1MSKY_WORKERS", default_value_t = 2)]
     pub workers: usize,
+    /// What this process runs, comma-separated: web (the HTTP server), tasks (task
+    /// workers), billing (Stripe applier, billing jobs, API usage meter), reactions.
+    #[arg(long, env = "J1MSKY_ROLES", default_value = "web,tasks,billing,reactions")]
+    pub roles: String,
     #[command(flatten)]
     pub stripe: crate::stripe_cmd::Conn,
 }
@@ -97,10 +100,11 @@ pub fn webhook_secrets(catalogue: &Catalogue) -> Vec<String> {
 
 pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     context::init_logging(g);
+    let roles = crate::roles::roles(&args.roles, &Role::ALL, "")?;
     let catalogue = context::load_catalogue(g)?;
     let mut config = args.web_config()?;
     config.stripe_webhook_secrets = webhook_secrets(&catalogue);
-    if config.stripe_webhook_secrets.is_empty() {
+    if roles.contains(&Role::Web) && config.stripe_webhook_secrets.is_empty() {
         tracing::warn!(
             env = %catalogue.stripe.webhook_secret_env,
             "no Stripe webhook secret: POST /webhooks/stripe refuses every delivery until it is set"
@@ -115,29 +119,33 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     } else {
         None
     };
-    // Billing is on when a Stripe key is set; a live key needs --live (or the config's flag).
-    let stripe = match std::env::var(&catalogue.stripe.secret_key_env) {
-        Ok(_) => Some(crate::stripe_cmd::client(&catalogue, &args.stripe)?),
-        Err(_) => {
-            tracing::warn!(env = %catalogue.stripe.secret_key_env, "no Stripe key: billing pages are off");
-            None
-        }
-    };
+    let stripe = stripe_if_configured(&catalogue, &args.stripe)?;
     let db = context::open_db(g).await?;
     tracing::info!(database = %context::redact(&g.database_url), backend = db.backend().name(), "database ready");
-    let listener = bind(args.listen).await?;
-    serve_on(
-        listener,
-        db,
-        catalogue,
-        config,
-        &overrides,
-        Options { shared_limits: args.shared_limits, workers: args.workers, stripe },
-        |addr| {
-            println!("j1msky listening on http://{addr}");
-        },
-    )
+    let web = if roles.contains(&Role::Web) { Some((bind(args.listen).await?, config)) } else { None };
+    let catalogue = Arc::new(catalogue);
+    let gateway = crate::roles::gateway(&db, &catalogue, &overrides, args.shared_limits)?;
+    let settings = Settings { roles, workers: args.workers, stripe, ..Settings::default() };
+    let rt = crate::roles::start(gateway, settings).await?;
+    crate::roles::run_until_signal(rt, web, |addr| match addr {
+        Some(addr) => println!("j1msky listening on http://{addr}"),
+        None => println!("j1msky running without the HTTP server (--roles {})", args.roles),
+    })
     .await
+}
+
+/// Billing is on when a Stripe key is set; a live key needs --live (or the config's flag).
+pub fn stripe_if_configured(
+    catalogue: &Catalogue,
+    conn: &crate::stripe_cmd::Conn,
+) -> Result<Option<j1msky_billing::Stripe>, Failure> {
+    match std::env::var(&catalogue.stripe.secret_key_env) {
+        Ok(_) => Ok(Some(crate::stripe_cmd::client(catalogue, conn)?)),
+        Err(_) => {
+            tracing::warn!(env = %catalogue.stripe.secret_key_env, "no Stripe key: billing pages and jobs are off");
+            Ok(None)
+        }
+    }
 }
 
 /// Parses `--provider-url ID=URL` flags; the key stays the catalogue's environment variable.
@@ -179,175 +187,4 @@ pub async fn simulated_providers(
 /// Binds the listening socket.
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Failure> {
     Ok(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?)
-}
-
-/// Serves until SIGTERM/SIGINT, then lets in-flight requests finish and closes the pool.
-pub async fn serve_on(
-    listener: tokio::net::TcpListener,
-    db: Db,
-    catalogue: Catalogue,
-    config: WebConfig,
-    overrides: &HashMap<String, ProviderOverride>,
-    options: Options,
-    announce: impl FnOnce(SocketAddr),
-) -> Result<(), Failure> {
-    let addr = listener.local_addr().context("listening socket has no address")?;
-    let catalogue = Arc::new(catalogue);
-    let clock: Arc<dyn j1msky_core::Clock> = Arc::new(SystemClock);
-    let gateway = j1msky_gateway::Gateway::new(
-        db.clone(),
-        catalogue.clone(),
-        clock.clone(),
-        overrides,
-        j1msky_gateway::providers::Timeouts::default(),
-        j1msky_gateway::RetryPolicy::default(),
-    );
-    let gateway = Arc::new(if options.shared_limits {
-        gateway
-    } else {
-        gateway.default_limits().map_err(|e| Failure { code: crate::EXIT_INVALID, error: e.into() })?
-    });
-    tracing::info!(in_process = gateway.limits_in_process(), "caps and budgets");
-    take_back_abandoned_tasks(&gateway, &db, clock.now_micros()).await?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = spawn_workers(&db, &catalogue, &gateway, &clock, options.workers, Default::default(), &stopped);
-    let sweeper = spawn_reservation_sweeper(&gateway, &stopped);
-    // Pay-per-task customers' direct API calls become charges once their day is over.
-    // Spawned loops here are tracked: each takes `stopped` and is awaited below.
-    #[allow(clippy::disallowed_methods)]
-    let meter = tokio::spawn(j1msky_tasks::api_usage::run_meter(
-        db.clone(),
-        catalogue.clone(),
-        clock.clone(),
-        Duration::from_secs(600),
-        stopped.clone(),
-    ));
-    let mut state = AppState::new(db.clone(), catalogue.clone(), clock.clone(), config).with_gateway(gateway.clone());
-    #[allow(clippy::disallowed_methods)] // tracked: awaited at shutdown below
-    let billing_jobs = options.stripe.clone().map(|stripe| {
-        state = state.clone().with_stripe(stripe.clone());
-        tokio::spawn(j1msky_billing::jobs::run_billing_jobs(
-            db.clone(),
-            catalogue.clone(),
-            clock.clone(),
-            stripe,
-            stopped.clone(),
-        ))
-    });
-    // Event consumers (accounts applies the plan and stage billing derived), woken by
-    // the applier as soon as it applied something.
-    let reactions_wake = Arc::new(tokio::sync::Notify::new());
-    #[allow(clippy::disallowed_methods)] // tracked: awaited at shutdown below
-    let reactions = tokio::spawn(j1msky_db::consumers::run(
-        db.clone(),
-        j1msky_accounts::reactions::consumers(),
-        clock.clone(),
-        reactions_wake.clone(),
-        stopped.clone(),
-    ));
-    #[allow(clippy::disallowed_methods)] // tracked: awaited at shutdown below
-    let applier = tokio::spawn(j1msky_billing::jobs::run_applier(
-        db.clone(),
-        catalogue,
-        clock,
-        state.billing_wake.clone(),
-        reactions_wake,
-        Duration::from_secs(5),
-        stopped.clone(),
-    ));
-    tracing::info!(%addr, workers = options.workers, "listening");
-    announce(addr);
-    j1msky_web::serve(listener, state, crate::shutdown::shutdown_signal()).await.context("server failed")?;
-    // Workers finish the task in hand; an unfinished one resumes from its last step.
-    let _ = stop.send(true);
-    for w in workers {
-        let _ = w.await;
-    }
-    let _ = applier.await;
-    let _ = reactions.await;
-    let _ = sweeper.await;
-    let _ = meter.await;
-    if let Some(j) = billing_jobs {
-        let _ = j.await;
-    }
-    tracing::info!("in-flight requests finished; writing the last ledger rows and closing the database");
-    gateway.flush().await;
-    db.close().await;
-    Ok(())
-}
-
-/// Holding a SQLite database's limits means no other process runs on it: a task still
-/// running was left by one that died (kill -9, power loss), so it is taken back now.
-pub async fn take_back_abandoned_tasks(gateway: &j1msky_gateway::Gateway, db: &Db, now: i64) -> Result<(), Failure> {
-    if gateway.limits_in_process() {
-        j1msky_tasks::reclaim::reclaim_abandoned(db, now).await.context("cannot take back abandoned tasks")?;
-    }
-    Ok(())
-}
-
-/// Every minute, releases the budget reservations of processes that died (limits in
-/// the database only; in-memory limits carry theirs over as spent).
-// Tracked: the caller keeps the handle, stops the loop through `stop` and awaits it.
-#[allow(clippy::disallowed_methods)]
-pub fn spawn_reservation_sweeper(
-    gateway: &Arc<j1msky_gateway::Gateway>,
-    stop: &tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    let gateway = gateway.clone();
-    let mut stop = stop.clone();
-    tokio::spawn(async move {
-        if gateway.limits_in_process() {
-            return;
-        }
-        while !*stop.borrow() {
-            if let Err(e) = gateway.release_expired_reservations().await {
-                tracing::error!(error = %e, "cannot release expired budget reservations");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_micros(
-                    j1msky_gateway::limits::RESERVATION_RENEW_EVERY.unsigned_abs(),
-                )) => {}
-                _ = stop.changed() => {}
-            }
-        }
-    })
-}
-
-/// How `serve_on` runs.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// The Stripe client, when billing is configured.
-    pub stripe: Option<j1msky_billing::Stripe>,
-    /// Caps and budgets in the database even on SQLite (several processes on one file).
-    pub shared_limits: bool,
-    /// Task workers in this process.
-    pub workers: usize,
-}
-
-/// Starts `n` task workers that stop when `stop` turns true.
-// Tracked: the caller keeps the handles, stops them through `stop` and awaits them.
-#[allow(clippy::disallowed_methods)]
-pub fn spawn_workers(
-    db: &Db,
-    catalogue: &Arc<Catalogue>,
-    gateway: &Arc<j1msky_gateway::Gateway>,
-    clock: &Arc<dyn j1msky_core::Clock>,
-    n: usize,
-    config: j1msky_tasks::WorkerConfig,
-    stop: &tokio::sync::watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let host = std::process::id();
-    (0..n)
-        .map(|i| {
-            let worker = j1msky_tasks::Worker::new(
-                db.clone(),
-                catalogue.clone(),
-                gateway.clone(),
-                clock.clone(),
-                format!("serve-{host}-{i}-{}", j1msky_core::ids::new_id("w")),
-                config,
-            );
-            tokio::spawn(worker.run(stop.clone()))
-        })
-        .collect()
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use j1msky_core::Money;
+use j1msky_runtime::{Role, Settings};
 use j1msky_tasks::{NewTask, Priority, TaskError, TaskState};
 
 use crate::context::{self, Globals};
@@ -71,6 +72,12 @@ pub struct WorkerArgs {
     /// Seconds a claim lasts without a heartbeat (a dead worker's task is taken again after it).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_secs: u64,
+    /// What this process runs, comma-separated: tasks, billing (Stripe applier, billing
+    /// jobs when a Stripe key is set, API usage meter), reactions.
+    #[arg(long, default_value = "tasks,billing,reactions")]
+    pub roles: String,
+    #[command(flatten)]
+    pub stripe: crate::stripe_cmd::Conn,
 }
 
 fn fail(e: TaskError) -> Failure {
@@ -202,11 +209,13 @@ async fn run(
     Ok(())
 }
 
-/// `j1msky worker`: task workers without the HTTP server (any number of these beside
-/// `serve` on PostgreSQL). Stops on SIGTERM/SIGINT after the task in hand.
+/// `j1msky worker`: every background role without the HTTP server (any number of these
+/// beside `serve` on PostgreSQL). Stops on SIGTERM/SIGINT after the task in hand.
 pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
     context::init_logging(g);
+    let roles = crate::roles::roles(&args.roles, &Role::BACKGROUND, "run `j1msky serve` for the HTTP server")?;
     let catalogue = Arc::new(context::load_catalogue(g)?);
+    let stripe = crate::serve::stripe_if_configured(&catalogue, &args.stripe)?;
     let db = context::open_db(g).await?;
     let (_sim, overrides) = if args.simulated_providers {
         let (sim, o) =
@@ -217,37 +226,19 @@ pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
     } else {
         (None, Default::default())
     };
-    let clock: Arc<dyn j1msky_core::Clock> = Arc::new(j1msky_core::SystemClock);
     // PostgreSQL: limits shared in the database with every other process. SQLite: this
     // process must hold them (refused, with the reason, while a server holds them).
-    let gateway = Arc::new(
-        j1msky_gateway::Gateway::new(
-            db.clone(),
-            catalogue.clone(),
-            clock.clone(),
-            &overrides,
-            j1msky_gateway::providers::Timeouts::default(),
-            j1msky_gateway::RetryPolicy::default(),
-        )
-        .default_limits()
-        .map_err(|e| Failure { code: EXIT_INVALID, error: e.into() })?,
-    );
-    crate::serve::take_back_abandoned_tasks(&gateway, &db, clock.now_micros()).await?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let config = j1msky_tasks::WorkerConfig {
+    let gateway = crate::roles::gateway(&db, &catalogue, &overrides, false)?;
+    let worker_config = j1msky_tasks::WorkerConfig {
         lease: std::time::Duration::from_secs(args.lease_secs),
         ..j1msky_tasks::WorkerConfig::default()
     };
-    let handles = crate::serve::spawn_workers(&db, &catalogue, &gateway, &clock, args.workers.max(1), config, &stopped);
-    let sweeper = crate::serve::spawn_reservation_sweeper(&gateway, &stopped);
-    println!("j1msky worker: {} workers on {}", args.workers.max(1), db.backend().name());
-    crate::shutdown::shutdown_signal().await;
-    let _ = stop.send(true);
-    for h in handles {
-        let _ = h.await;
-    }
-    let _ = sweeper.await;
-    gateway.flush().await;
-    db.close().await;
-    Ok(())
+    let workers = args.workers.max(1);
+    let settings = Settings { roles, workers, worker_config, worker_prefix: "worker", stripe };
+    let rt = crate::roles::start(gateway, settings).await?;
+    let backend = db.backend().name();
+    crate::roles::run_until_signal(rt, None, |_| {
+        println!("j1msky worker: roles {}, {workers} task workers on {backend}", args.roles);
+    })
+    .await
 }

@@ -841,3 +841,97 @@ async fn the_operator_syncs_stripe_opens_a_checkout_and_reconciles_missed_webhoo
     assert_eq!(events[0]["state"], "applied");
     assert_eq!(events[0]["count"], 4);
 }
+
+/// `j1msky worker` runs every background role: a task queued is run, and a Stripe event
+/// stored (as a webhook delivery would) is applied; SIGTERM stops all of it, exit 0.
+#[tokio::test]
+async fn a_worker_runs_tasks_and_applies_stored_stripe_events_and_stops_on_sigterm() {
+    let cli = Cli::new().await;
+    let made = cli.json(&["customer", "add", "--name", "Roles Co", "--stage", "active", "--plan", "pro"]);
+    let customer = made["customer"]["id"].as_str().expect("id").to_string();
+    let t = cli.json(&["task", "submit", "--customer", &customer, "--team", "code", "--prompt", "fix it"]);
+    let task = t["task"]["id"].as_str().expect("id").to_string();
+    let db = j1msky_db::Db::connect(&cli.url).await.expect("db");
+    let event = serde_json::json!({
+        "id": "evt_worker_roles", "type": "product.updated", "created": 1_700_000_000, "livemode": false,
+        "data": {"object": {"id": "prod_x", "object": "product"}}
+    });
+    j1msky_billing::webhook::store(&db, &event, 1).await.expect("store");
+    let state = || {
+        let db = db.clone();
+        async move {
+            let (s,): (String,) = sqlx::query_as("SELECT state FROM stripe_events WHERE id = 'evt_worker_roles'")
+                .fetch_one(db.pool())
+                .await
+                .expect("event");
+            s
+        }
+    };
+    assert_eq!(state().await, "pending");
+
+    let mut worker = cli
+        .command(&["worker", "--simulated-providers", "--workers", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker");
+    let mut done = (String::new(), String::new());
+    for _ in 0..600 {
+        let shown = cli.json(&["task", "show", &task]);
+        done = (state().await, shown["state"].as_str().unwrap_or_default().to_string());
+        if done == ("applied".to_string(), "succeeded".to_string()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(done, ("applied".to_string(), "succeeded".to_string()), "event applied and task run");
+    let term = Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    assert!(worker.wait().expect("wait").success(), "every role stops cleanly on SIGTERM");
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_bad_role_is_refused_naming_it() {
+    let cli = Cli::new().await;
+    for (args, named) in [
+        (vec!["worker", "--roles", "tasks,bogus"], "bogus"),
+        (vec!["serve", "--roles", "web,nope", "--listen", "127.0.0.1:0"], "nope"),
+        (vec!["worker", "--roles", "web"], "web"),
+    ] {
+        let out = cli.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(&format!("`{named}`")), "{args:?}: {}", text(&out.stderr));
+    }
+}
+
+/// `serve --roles` without `web` runs its background roles and no HTTP server.
+#[tokio::test]
+async fn serve_without_the_web_role_runs_tasks_and_no_server() {
+    let cli = Cli::new().await;
+    let made = cli.json(&["customer", "add", "--name", "Headless Co", "--stage", "active", "--plan", "pro"]);
+    let customer = made["customer"]["id"].as_str().expect("id").to_string();
+    let t = cli.json(&["task", "submit", "--customer", &customer, "--team", "code", "--prompt", "fix it"]);
+    let task = t["task"]["id"].as_str().expect("id").to_string();
+    let mut serve = cli
+        .command(&["serve", "--roles", "tasks", "--simulated-providers", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let mut first = String::new();
+    BufReader::new(serve.stdout.take().expect("stdout")).read_line(&mut first).expect("read");
+    assert!(first.contains("without the HTTP server"), "{first}");
+    let mut state = String::new();
+    for _ in 0..600 {
+        state = cli.json(&["task", "show", &task])["state"].as_str().unwrap_or_default().to_string();
+        if state == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "succeeded");
+    let term = Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    assert!(serve.wait().expect("wait").success(), "stops cleanly on SIGTERM");
+}

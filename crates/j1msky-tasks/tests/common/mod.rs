@@ -9,7 +9,7 @@ use std::time::Duration;
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::ManualClock;
 use j1msky_db::testing::TestDb;
-use j1msky_gateway::{Gateway, ProviderOverride, RetryPolicy};
+use j1msky_gateway::{Gateway, RetryPolicy};
 use j1msky_sim::SimConfig;
 
 pub const T0: i64 = 1_795_000_000_000_000;
@@ -27,19 +27,19 @@ pub async fn env_with(sim: SimConfig) -> Env {
     let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).expect("catalogue"));
     let clock = ManualClock::new(T0);
     let sim = j1msky_sim::spawn(sim).await.expect("sim");
-    let gateway = Gateway::new(
-        t.db.clone(),
-        catalogue.clone(),
-        Arc::new(clock.clone()),
-        &ProviderOverride::all_to(&catalogue, &sim.openai_base(), &sim.anthropic_base(), "k"),
-        j1msky_gateway::providers::Timeouts { connect: Duration::from_secs(2), request: Duration::from_secs(5) },
-        RetryPolicy {
+    let gateway = Gateway::builder(t.db.clone(), catalogue.clone())
+        .clock(Arc::new(clock.clone()))
+        .all_providers_at(&sim.openai_base(), &sim.anthropic_base(), "k")
+        .timeouts(j1msky_gateway::providers::Timeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(5),
+        })
+        .retry(RetryPolicy {
             retries_per_model: 1,
             base_backoff: Duration::from_millis(1),
             max_wait: Duration::from_millis(50),
-        },
-    )
-    .default_limits()
-    .expect("limits");
+        })
+        .build()
+        .expect("limits");
     Env { t, catalogue, clock, gateway: Arc::new(gateway), sim }
 }

@@ -83,28 +83,20 @@ async fn spawn_with_catalogue(
     if let Some(sim_config) = sim_config {
         let running = j1msky_sim::spawn(sim_config).await.expect("simulated provider");
         let gw = Arc::new(
-            j1msky_gateway::Gateway::new(
-                test_db.db.clone(),
-                catalogue.clone(),
-                gateway_clock.unwrap_or_else(|| Arc::new(clock.clone())),
-                &j1msky_gateway::ProviderOverride::all_to(
-                    &catalogue,
-                    &running.openai_base(),
-                    &running.anthropic_base(),
-                    "sim-key",
-                ),
-                j1msky_gateway::providers::Timeouts {
+            j1msky_gateway::Gateway::builder(test_db.db.clone(), catalogue.clone())
+                .clock(gateway_clock.unwrap_or_else(|| Arc::new(clock.clone())))
+                .all_providers_at(&running.openai_base(), &running.anthropic_base(), "sim-key")
+                .timeouts(j1msky_gateway::providers::Timeouts {
                     connect: std::time::Duration::from_secs(2),
                     request: std::time::Duration::from_millis(800),
-                },
-                j1msky_gateway::RetryPolicy {
+                })
+                .retry(j1msky_gateway::RetryPolicy {
                     retries_per_model: 2,
                     base_backoff: std::time::Duration::from_millis(2),
                     max_wait: std::time::Duration::from_secs(2),
-                },
-            )
-            .default_limits()
-            .expect("limits"),
+                })
+                .build()
+                .expect("limits"),
         );
         state = state.with_gateway(gw.clone());
         gateway = Some(gw);
