@@ -73,7 +73,15 @@ pub async fn set_monthly_budget(
     let detail = serde_json::json!({"monthly_budget": budget});
     audit::record(&mut tx, actor, "customer.budget_changed", customer_id, Some(customer_id), detail.clone(), now)
         .await?;
-    outbox::emit(&mut tx, db.backend(), j1msky_core::events::Kind::CustomerBudgetChanged, Some(customer_id), &detail, now).await?;
+    outbox::emit(
+        &mut tx,
+        db.backend(),
+        j1msky_core::events::Kind::CustomerBudgetChanged,
+        Some(customer_id),
+        &detail,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

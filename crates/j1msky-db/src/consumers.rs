@@ -56,7 +56,12 @@ pub struct Consumer {
 
 impl Consumer {
     /// A consumer of `kinds` with the default number of attempts.
-    pub fn new(name: &str, kinds: &[j1msky_core::events::Kind], on_failure: OnFailure, handler: impl Handler + 'static) -> Consumer {
+    pub fn new(
+        name: &str,
+        kinds: &[j1msky_core::events::Kind],
+        on_failure: OnFailure,
+        handler: impl Handler + 'static,
+    ) -> Consumer {
         Consumer {
             name: name.to_string(),
             kinds: kinds.iter().map(|k| k.as_str().to_string()).collect(),

@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use j1msky_core::{Clock, ManualClock};
 use j1msky_core::events::Kind;
+use j1msky_core::{Clock, ManualClock};
 use j1msky_db::consumers::{self, Consumer, Handled, Handler, OnFailure, Runner};
 use j1msky_db::outbox::{self, Event};
 use j1msky_db::testing::TestDb;

@@ -128,13 +128,7 @@ impl Runtime {
         );
         self.spawn(Role::Billing, "api usage meter", meter);
         if let Some(stripe) = self.stripe.clone() {
-            let jobs = j1msky_billing::jobs::run_billing_jobs(
-                db,
-                catalogue,
-                clock,
-                stripe,
-                self.stop_signal(),
-            );
+            let jobs = j1msky_billing::jobs::run_billing_jobs(db, catalogue, clock, stripe, self.stop_signal());
             self.spawn(Role::Billing, "billing jobs", jobs);
         }
     }

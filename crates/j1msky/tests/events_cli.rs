@@ -10,8 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use j1msky_accounts::reactions::{self, SUBSCRIPTION_STATE, SUBSCRIPTION_STATE_KIND};
-use j1msky_core::ManualClock;
 use j1msky_core::events::Kind;
+use j1msky_core::ManualClock;
 use j1msky_db::{consumers, outbox, Db};
 use serde_json::{json, Value};
 
