@@ -257,21 +257,16 @@ pub async fn admin_create_customer(
 ) -> Response {
     let actor = Actor::user(&s.user.id);
     let now = state.now();
-    let (input, owner) = match parse_customer_form(form) {
-        Ok(v) => v,
-        Err(e) => {
-            return admin_customers_page(
-                &state,
-                &s,
-                None,
-                Some((e.to_string(), "error")),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
+    // A form that does not parse and one the domain refuses are answered the same way.
+    let created = match parse_customer_form(form) {
+        Ok((input, owner)) => {
+            let owner =
+                owner.map(|(email, password)| customers::NewOwner { email, display_name: String::new(), password });
+            customers::create_with_owner(&state.db, &state.catalogue, &actor, input, owner, now).await
         }
+        Err(e) => Err(e),
     };
-    let owner = owner.map(|(email, password)| customers::NewOwner { email, display_name: String::new(), password });
-    let customer = match customers::create_with_owner(&state.db, &state.catalogue, &actor, input, owner, now).await {
+    let customer = match created {
         Ok((c, _)) => c,
         Err(e @ (AccountsError::Invalid { .. } | AccountsError::Conflict(_))) => {
             return admin_customers_page(
