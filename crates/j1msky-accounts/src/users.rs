@@ -51,12 +51,15 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<User, AccountsError> {
 /// Adds a user; the email must be new (case-insensitively).
 pub async fn create(db: &Db, actor: &Actor, input: NewUser, now: i64) -> Result<User, AccountsError> {
     let prepared = prepare(input, now)?;
+    let mut tx = db.begin().await?;
+    // Checked in the insert's transaction; a direct read (not customers::get) because
+    // customers creates owners through this module.
     if let Some(cid) = prepared.user.customer_id.as_deref() {
-        if crate::customers::get(db, cid).await.is_err() {
+        let found = sqlx::query("SELECT 1 FROM customers WHERE id = $1").bind(cid).fetch_optional(&mut *tx).await?;
+        if found.is_none() {
             return Err(AccountsError::invalid("customer", format!("no customer `{cid}`")));
         }
     }
-    let mut tx = db.begin().await?;
     let user = insert(&mut tx, db.backend(), actor, prepared, now).await?;
     tx.commit().await?;
     Ok(user)

@@ -178,6 +178,9 @@ pub async fn downgrade(
     Ok(())
 }
 
+/// The timer kind of a paused subscription's resume (run by the billing timers).
+pub const RESUME_TIMER: &str = "billing.resume";
+
 /// Pauses: the pause plan's price from now, the plan to return to and the date kept.
 pub async fn pause(
     db: &Db,
@@ -290,7 +293,7 @@ pub async fn schedule_resume(
     let payload = json!({"subscription": subscription, "customer": customer});
     let key = format!("{subscription}@{resume_at_secs}");
     let timer = j1msky_db::timers::NewTimer {
-        kind: crate::jobs::RESUME,
+        kind: RESUME_TIMER,
         key: &key,
         payload: &payload,
         run_at: resume_at_secs.saturating_mul(1_000_000),

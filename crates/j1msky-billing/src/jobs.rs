@@ -50,7 +50,7 @@ pub async fn run_applier(
 /// (`2026-11-30T20:31`), the monthly invoices by the month they bill (`2026-11`), a
 /// resume by its subscription and date (`sub_…@<unix seconds>`).
 pub const COMPLETE_INVOICE_LINES: &str = "billing.complete_invoice_lines";
-pub const RESUME: &str = "billing.resume";
+pub const RESUME: &str = crate::changes::RESUME_TIMER;
 pub const SYNC_CONTRACTS: &str = "billing.sync_contracts";
 pub const REPORT_USAGE: &str = "billing.report_usage";
 pub const INVOICE_MONTH: &str = "billing.invoice_month";
