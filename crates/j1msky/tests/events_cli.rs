@@ -5,8 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use j1msky_accounts::reactions::{self, SUBSCRIPTION_STATE, SUBSCRIPTION_STATE_KIND};
@@ -15,38 +14,9 @@ use j1msky_core::ManualClock;
 use j1msky_db::{consumers, outbox, Db};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_j1msky");
+mod common;
 
-struct Cli {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Cli {
-    async fn new() -> Cli {
-        let (url, dir) = j1msky_db::testing::fresh_url().await;
-        Cli { url, _dir: dir }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/business.json");
-        cmd.args(args).env("J1MSKY_DATABASE_URL", &self.url).env("J1MSKY_CONFIG", config).env("RUST_LOG", "warn");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run j1msky")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.run(&all);
-        assert!(out.status.success(), "j1msky {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("JSON output")
-    }
-}
+use common::Cli;
 
 async fn emit(db: &Db, kind: Kind, customer: Option<&str>, payload: Value, now: i64) -> i64 {
     let mut tx = db.begin().await.expect("begin");
