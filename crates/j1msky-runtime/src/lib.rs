@@ -6,4 +6,4 @@ mod role;
 mod runtime;
 
 pub use role::{parse_roles, Role, RoleError};
-pub use runtime::{Runtime, Settings};
+pub use runtime::{Mail, Runtime, Settings};

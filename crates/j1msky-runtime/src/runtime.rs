@@ -25,6 +25,24 @@ pub struct Settings {
     pub worker_prefix: &'static str,
     /// The Stripe client, when billing is configured: the billing jobs need it.
     pub stripe: Option<j1msky_billing::Stripe>,
+    /// How lifecycle mail leaves this process; absent: the lifecycle engine does not
+    /// run here (its messages wait in the queue for a process that has a transport).
+    pub mail: Option<Mail>,
+}
+
+/// The lifecycle engine's mail settings.
+#[derive(Clone)]
+pub struct Mail {
+    pub transport: Arc<dyn j1msky_lifecycle::transport::Transport>,
+    /// The public base URL links in mail point to.
+    pub base_url: String,
+    pub templates_dir: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for Mail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mail").field("base_url", &self.base_url).field("templates_dir", &self.templates_dir).finish()
+    }
 }
 
 impl Default for Settings {
@@ -35,6 +53,7 @@ impl Default for Settings {
             worker_config: j1msky_tasks::WorkerConfig::default(),
             worker_prefix: "serve",
             stripe: None,
+            mail: None,
         }
     }
 }
@@ -50,6 +69,7 @@ pub struct Runtime {
     roles: BTreeSet<Role>,
     gateway: Arc<Gateway>,
     stripe: Option<j1msky_billing::Stripe>,
+    mail: Option<Mail>,
     billing_wake: Arc<Notify>,
     /// Woken by the Stripe applier when it applied something, so the consumers of what
     /// billing announced run at once rather than at their next poll.
@@ -67,6 +87,7 @@ impl Runtime {
             roles: settings.roles,
             gateway,
             stripe: settings.stripe,
+            mail: settings.mail,
             billing_wake: Arc::default(),
             reactions_wake: Arc::default(),
             stop,
@@ -136,14 +157,41 @@ impl Runtime {
     /// The outbox's consumers (today accounts' reaction to subscription state), each
     /// batch leased so several processes never handle an event twice.
     fn start_reactions(&mut self) {
+        let mut all = j1msky_accounts::reactions::consumers();
+        if let Some(ctx) = self.lifecycle() {
+            all.extend(j1msky_lifecycle::consumers(&ctx));
+            let timers = j1msky_db::timers::run(
+                ctx.db.clone(),
+                j1msky_lifecycle::timer_handlers(&ctx),
+                ctx.clock.clone(),
+                self.stop_signal(),
+            );
+            self.spawn(Role::Reactions, "lifecycle timers", timers);
+            let sender = j1msky_lifecycle::delivery::run_sender(ctx, self.stop_signal());
+            self.spawn(Role::Reactions, "lifecycle mail", sender);
+        }
         let consumers = j1msky_db::consumers::run(
             self.db().clone(),
-            j1msky_accounts::reactions::consumers(),
+            all,
             self.clock().clone(),
             self.reactions_wake.clone(),
             self.stop_signal(),
         );
         self.spawn(Role::Reactions, "event consumers", consumers);
+    }
+
+    /// The lifecycle engine's context, when this process has a mail transport.
+    pub fn lifecycle(&self) -> Option<j1msky_lifecycle::Ctx> {
+        let mail = self.mail.as_ref()?;
+        Some(j1msky_lifecycle::Ctx {
+            db: self.db().clone(),
+            catalogue: self.catalogue().clone(),
+            clock: self.clock().clone(),
+            transport: mail.transport.clone(),
+            stripe: self.stripe.clone(),
+            base_url: mail.base_url.clone(),
+            templates_dir: mail.templates_dir.clone(),
+        })
     }
 
     /// Runs `future` until shutdown when this process has `role`; returns whether it

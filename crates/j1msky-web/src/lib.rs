@@ -22,6 +22,7 @@ mod accounts;
 mod billing;
 mod events;
 pub mod gateway;
+mod lifecycle;
 mod tasks;
 
 pub use gateway::llm;

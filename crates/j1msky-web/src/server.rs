@@ -15,7 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::nav::NavEntry;
 use crate::state::AppState;
-use crate::{accounts, auth, billing, csrf, events, gateway, metrics_layer, security_headers, tasks};
+use crate::{accounts, auth, billing, csrf, events, gateway, lifecycle, metrics_layer, security_headers, tasks};
 
 /// One area of the site: its routes and its navigation entries.
 struct Area {
@@ -30,6 +30,7 @@ const AREAS: &[Area] = &[
     Area { router: gateway::router, nav: gateway::NAV },
     Area { router: billing::router, nav: billing::NAV },
     Area { router: events::router, nav: events::NAV },
+    Area { router: lifecycle::router, nav: lifecycle::NAV },
 ];
 
 /// Every route of the server, with its middleware.

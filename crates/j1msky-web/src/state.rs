@@ -55,6 +55,8 @@ pub struct AppState {
     pub billing_wake: Arc<tokio::sync::Notify>,
     /// The Stripe client (absent: billing pages say billing is not configured).
     pub stripe: Option<j1msky_billing::Stripe>,
+    /// The lifecycle engine (absent: its pages say mail is not configured).
+    pub lifecycle: Option<j1msky_lifecycle::Ctx>,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -72,6 +74,7 @@ impl AppState {
             keys: Arc::default(),
             billing_wake: Arc::default(),
             stripe: None,
+            lifecycle: None,
             templates: Arc::new(crate::templates::environment()),
             metrics: crate::metrics_layer::recorder(),
         }
@@ -80,6 +83,12 @@ impl AppState {
     /// Adds the Stripe client.
     pub fn with_stripe(mut self, stripe: j1msky_billing::Stripe) -> AppState {
         self.stripe = Some(stripe);
+        self
+    }
+
+    /// Adds the lifecycle engine.
+    pub fn with_lifecycle(mut self, lifecycle: j1msky_lifecycle::Ctx) -> AppState {
+        self.lifecycle = Some(lifecycle);
         self
     }
 

@@ -234,7 +234,7 @@ pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
         ..j1msky_tasks::WorkerConfig::default()
     };
     let workers = args.workers.max(1);
-    let settings = Settings { roles, workers, worker_config, worker_prefix: "worker", stripe };
+    let settings = Settings { roles, workers, worker_config, worker_prefix: "worker", stripe, mail: None };
     let rt = crate::roles::start(gateway, settings).await?;
     let backend = db.backend().name();
     crate::roles::run_until_signal(rt, None, |_| {

@@ -30,6 +30,9 @@ pub struct Catalogue {
     pub providers: BTreeMap<String, Provider>,
     pub routing: Routing,
     pub stripe: Stripe,
+    /// Onboarding and retention: journeys, triggers, delivery, engagement.
+    #[serde(default)]
+    pub lifecycle: super::lifecycle::Lifecycle,
 }
 
 /// Who is selling.

@@ -61,6 +61,7 @@ pub(super) fn semantics(c: &Catalogue) -> Vec<ConfigIssue> {
     providers(c, &mut out);
     routing(c, &mut out);
     stripe(c, &mut out);
+    super::lifecycle::validate(c, &mut out);
     out
 }
 
