@@ -53,14 +53,51 @@ pub struct NewMessage<'a> {
 }
 
 /// Queues a message inside the caller's transaction; `Ok(None)` when this
-/// (source, step, occurrence) was already queued.
+/// (source, step, occurrence) was already queued. Its `Message-ID` is derived from
+/// that triple, so a resend after a crash carries the same id.
 pub async fn enqueue(
-    _conn: &mut AnyConnection,
+    conn: &mut AnyConnection,
     _backend: Backend,
-    _msg: &NewMessage<'_>,
-    _now: i64,
+    msg: &NewMessage<'_>,
+    now: i64,
 ) -> Result<Option<String>, LifecycleError> {
-    Err(LifecycleError::Conflict("delivery::enqueue is not built yet".into()))
+    let id = j1msky_core::ids::new_id("msg");
+    let inserted = sqlx::query(
+        "INSERT INTO lifecycle_messages (id, customer_id, source, step, occurrence, category, template, subject,
+             body_text, body_html, state, not_before, stale_at, message_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $14)
+         ON CONFLICT (source, step, occurrence) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(msg.customer_id)
+    .bind(msg.source)
+    .bind(msg.step)
+    .bind(msg.occurrence)
+    .bind(msg.category.as_str())
+    .bind(msg.template)
+    .bind(&msg.rendered.subject)
+    .bind(&msg.rendered.text)
+    .bind(&msg.rendered.html)
+    .bind(msg.not_before)
+    .bind(msg.stale_at)
+    .bind(message_id(msg.source, msg.step, msg.occurrence))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok((inserted.rows_affected() == 1).then_some(id))
+}
+
+/// The deterministic `Message-ID` of (source, step, occurrence), without angle brackets.
+pub fn message_id(source: &str, step: &str, occurrence: i64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(source.as_bytes());
+    h.update([0]);
+    h.update(step.as_bytes());
+    h.update([0]);
+    h.update(occurrence.to_le_bytes());
+    let digest = hex::encode(&h.finalize()[..12]);
+    format!("{digest}.{occurrence}@lifecycle.j1msky")
 }
 
 /// Sends due messages until `stop` turns true (the `reactions` role runs it).
