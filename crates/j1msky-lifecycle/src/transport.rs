@@ -20,3 +20,27 @@ pub type Sending<'a> = Pin<Box<dyn Future<Output = Result<(), crate::LifecycleEr
 pub trait Transport: Send + Sync {
     fn send<'a>(&'a self, mail: &'a Outgoing) -> Sending<'a>;
 }
+
+/// Keeps every message in memory (tests, previews): never fails.
+#[derive(Debug, Default)]
+pub struct Recording {
+    sent: std::sync::Mutex<Vec<Outgoing>>,
+}
+
+impl Recording {
+    /// The messages sent so far, oldest first.
+    pub fn sent(&self) -> Vec<Outgoing> {
+        self.sent.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl Transport for Recording {
+    fn send<'a>(&'a self, mail: &'a Outgoing) -> Sending<'a> {
+        Box::pin(async move {
+            if let Ok(mut v) = self.sent.lock() {
+                v.push(mail.clone());
+            }
+            Ok(())
+        })
+    }
+}
