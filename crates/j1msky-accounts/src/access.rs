@@ -2,7 +2,7 @@
 //! queue and the task workers all ask, and the billing facts it reads (a failed payment
 //! and since when, a payment method on file), which only this crate writes.
 
-use j1msky_core::events::Kind;
+use j1msky_core::events::{CustomerAccessRestricted, CustomerBillingStatusChanged, CustomerPaymentMethodChanged};
 use sqlx::AnyConnection;
 
 use crate::customers::Customer;
@@ -142,10 +142,10 @@ pub async fn set_billing_status(
     .bind(customer_id)
     .execute(&mut *conn)
     .await?;
-    let detail = serde_json::json!({"from": current, "to": status});
-    audit::record(conn, actor, "customer.billing_status_changed", customer_id, Some(customer_id), detail.clone(), now)
-        .await?;
-    outbox::emit(conn, backend, Kind::CustomerBillingStatusChanged, Some(customer_id), &detail, now).await?;
+    let event = CustomerBillingStatusChanged { from: current.clone(), to: status.map(String::from) };
+    let detail = serde_json::to_value(&event).map_err(|e| AccountsError::Internal(e.to_string()))?;
+    audit::record(conn, actor, "customer.billing_status_changed", customer_id, Some(customer_id), detail, now).await?;
+    outbox::emit_typed(conn, backend, event, Some(customer_id), now).await?;
     Ok(true)
 }
 
@@ -169,8 +169,8 @@ pub async fn set_payment_method(
     .rows_affected()
         == 1;
     if changed {
-        let detail = serde_json::json!({"on_file": on_file});
-        outbox::emit(conn, backend, Kind::CustomerPaymentMethodChanged, Some(customer_id), &detail, now).await?;
+        let event = CustomerPaymentMethodChanged { on_file };
+        outbox::emit_typed(conn, backend, event, Some(customer_id), now).await?;
     }
     Ok(changed)
 }
@@ -204,8 +204,8 @@ pub async fn restrict_overdue(db: &Db, catalogue: &Catalogue, now: i64) -> Resul
         .await?
         .rows_affected();
         if claimed == 1 {
-            let detail = serde_json::json!({"billing_status": status, "since": since});
-            outbox::emit(&mut tx, db.backend(), Kind::CustomerAccessRestricted, Some(&id), &detail, now).await?;
+            let event = CustomerAccessRestricted { billing_status: status, since };
+            outbox::emit_typed(&mut tx, db.backend(), event, Some(&id), now).await?;
             tx.commit().await?;
             announced += 1;
         }

@@ -2,7 +2,7 @@
 //! active, and that their plan refused something. Both are emitted at most once
 //! an hour per customer (and per limit), and never fail the request they describe.
 
-use j1msky_core::events::{CustomerActive, Kind, LimitHit};
+use j1msky_core::events::{CustomerActive, LimitHit, Payload};
 use j1msky_db::{hourly, Db};
 
 /// Where activity was seen.
@@ -26,7 +26,7 @@ impl Source {
 /// Notes that `customer_id` used the product (a `customer.active` event at most hourly).
 pub async fn mark_active(db: &Db, customer_id: &str, source: Source, now: i64) {
     let payload = CustomerActive { source: source.as_str().to_string() };
-    emit(db, Kind::CustomerActive, customer_id, None, serde_json::to_value(payload), now).await;
+    emit(db, customer_id, None, &payload, now).await;
 }
 
 /// Notes that the plan refused `customer_id` something (a `plan.limit_hit` event
@@ -34,23 +34,12 @@ pub async fn mark_active(db: &Db, customer_id: &str, source: Source, now: i64) {
 /// `model_not_in_plan`, `tasks_per_month`).
 pub async fn limit_hit(db: &Db, customer_id: &str, limit: &str, detail: &str, now: i64) {
     let payload = LimitHit { limit: limit.to_string(), detail: Some(detail.to_string()) };
-    emit(db, Kind::PlanLimitHit, customer_id, Some("limit"), serde_json::to_value(payload), now).await;
+    emit(db, customer_id, Some("limit"), &payload, now).await;
 }
 
-async fn emit(
-    db: &Db,
-    kind: Kind,
-    customer_id: &str,
-    key: Option<&str>,
-    payload: Result<serde_json::Value, serde_json::Error>,
-    now: i64,
-) {
-    let result = match payload {
-        Ok(p) => hourly::emit(db, kind, customer_id, key, &p, now).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+async fn emit<P: Payload>(db: &Db, customer_id: &str, key: Option<&str>, payload: &P, now: i64) {
     // The request goes on either way: a missed mark delays a nudge, a refused call loses a customer.
-    if let Err(e) = result {
-        tracing::warn!(customer = %customer_id, kind = %kind, error = %e, "could not record the event");
+    if let Err(e) = hourly::emit(db, customer_id, key, payload, now).await {
+        tracing::warn!(customer = %customer_id, kind = %P::KIND, error = %e, "could not record the event");
     }
 }

@@ -71,17 +71,9 @@ pub async fn set_monthly_budget(
         return Err(AccountsError::NotFound("customer"));
     }
     let detail = serde_json::json!({"monthly_budget": budget});
-    audit::record(&mut tx, actor, "customer.budget_changed", customer_id, Some(customer_id), detail.clone(), now)
-        .await?;
-    outbox::emit(
-        &mut tx,
-        db.backend(),
-        j1msky_core::events::Kind::CustomerBudgetChanged,
-        Some(customer_id),
-        &detail,
-        now,
-    )
-    .await?;
+    audit::record(&mut tx, actor, "customer.budget_changed", customer_id, Some(customer_id), detail, now).await?;
+    let event = j1msky_core::events::CustomerBudgetChanged { monthly_budget: budget };
+    outbox::emit_typed(&mut tx, db.backend(), event, Some(customer_id), now).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Customers: who they are, where they stand in the revenue workflow, what they bought.
 
-use j1msky_core::events::Kind;
+use j1msky_core::events::{ContractTerms, CustomerContractChanged, CustomerCreated, CustomerStageChanged};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
@@ -47,6 +47,40 @@ pub struct Contract {
 impl Contract {
     pub fn is_empty(&self) -> bool {
         self == &Contract::default()
+    }
+
+    /// The terms as events carry them.
+    pub fn terms(&self) -> ContractTerms {
+        ContractTerms {
+            tasks_per_month: self.tasks_per_month,
+            calls_per_hour: self.calls_per_hour,
+            monthly_price: self.monthly_price,
+        }
+    }
+}
+
+impl Customer {
+    /// The `customer.created` payload: the customer as first stored.
+    pub fn created_event(&self) -> CustomerCreated {
+        CustomerCreated {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            contact_email: self.contact_email.clone(),
+            stage: self.stage,
+            use_case: self.use_case,
+            plan: self.plan.clone(),
+            chosen_teams: self.chosen_teams.clone(),
+            expected_monthly_tasks: self.expected_monthly_tasks,
+            time_zone: self.time_zone.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            stage_changed_at: self.stage_changed_at,
+            contract: self.contract.terms(),
+            stripe_customer_id: self.stripe_customer_id.clone(),
+            billing_status: self.billing_status.clone(),
+            billing_status_since: self.billing_status_since,
+            payment_method_on_file: self.payment_method_on_file,
+        }
     }
 }
 
@@ -277,8 +311,8 @@ async fn insert(
     .await?;
     insert_stage_change(conn, &customer.id, None, customer.stage, actor, now).await?;
     let snapshot = serde_json::to_value(customer).unwrap_or_default();
-    audit::record(conn, actor, "customer.created", &customer.id, Some(&customer.id), snapshot.clone(), now).await?;
-    outbox::emit(conn, backend, Kind::CustomerCreated, Some(&customer.id), &snapshot, now).await?;
+    audit::record(conn, actor, "customer.created", &customer.id, Some(&customer.id), snapshot, now).await?;
+    outbox::emit_typed(conn, backend, customer.created_event(), Some(&customer.id), now).await?;
     Ok(())
 }
 
@@ -385,9 +419,10 @@ pub async fn change_stage_at(
         .execute(&mut *conn)
         .await?;
     insert_stage_change(conn, id, Some(from), to, actor, at).await?;
+    let event = CustomerStageChanged { from, to };
     let detail = serde_json::json!({"from": from, "to": to});
-    audit::record(conn, actor, "customer.stage_changed", id, Some(id), detail.clone(), now).await?;
-    outbox::emit(conn, backend, Kind::CustomerStageChanged, Some(id), &detail, now).await?;
+    audit::record(conn, actor, "customer.stage_changed", id, Some(id), detail, now).await?;
+    outbox::emit_typed(conn, backend, event, Some(id), now).await?;
     Ok(true)
 }
 
@@ -440,8 +475,9 @@ pub async fn set_contract(
     .execute(&mut *tx)
     .await?;
     let detail = serde_json::json!({"from": customer.contract, "to": contract});
-    audit::record(&mut tx, actor, "customer.contract_changed", id, Some(id), detail.clone(), now).await?;
-    outbox::emit(&mut tx, db.backend(), Kind::CustomerContractChanged, Some(id), &detail, now).await?;
+    audit::record(&mut tx, actor, "customer.contract_changed", id, Some(id), detail, now).await?;
+    let event = CustomerContractChanged { from: customer.contract.terms(), to: contract.terms() };
+    outbox::emit_typed(&mut tx, db.backend(), event, Some(id), now).await?;
     tx.commit().await?;
     Ok(Customer { contract, updated_at: now, ..customer })
 }

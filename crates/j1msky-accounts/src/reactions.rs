@@ -7,30 +7,16 @@ use j1msky_core::vocab::Stage;
 use j1msky_db::consumers::{self, Consumer, Handled, Handler, OnFailure, Runner};
 use j1msky_db::outbox::{self, Event};
 use j1msky_db::{AnyConnection, Backend, Db, DbError};
-use serde::Deserialize;
 use sqlx::Row;
 
 use crate::{access, customers, AccountsError};
 use j1msky_audit::Actor;
-use j1msky_core::events::Kind;
+use j1msky_core::events::{CustomerPlanChanged, CustomerSubscriptionState, Kind};
 
 /// The consumer's name (its cursor row).
 pub const SUBSCRIPTION_STATE: &str = "accounts.subscription_state";
 /// The event billing emits each time it settles a customer's subscriptions.
 pub const SUBSCRIPTION_STATE_KIND: Kind = Kind::CustomerSubscriptionState;
-
-/// What billing derived for a customer from all of its subscriptions.
-#[derive(Debug, Deserialize)]
-struct State {
-    /// A plan of the catalogue, when the deciding subscription is on one.
-    plan: Option<String>,
-    /// None when the deciding subscription's status says nothing about the stage.
-    stage: Option<String>,
-    /// `past_due` / `unpaid`, or None when paid up.
-    billing_status: Option<String>,
-    /// When the change happened at Stripe (unix microseconds).
-    at: i64,
-}
 
 /// The actor Stripe-driven changes are recorded under.
 fn stripe() -> Actor {
@@ -72,7 +58,8 @@ async fn apply_state(conn: &mut AnyConnection, backend: Backend, event: &Event, 
         .customer_id
         .as_deref()
         .ok_or_else(|| AccountsError::invalid("customer_id", format!("{}: no customer", where_())))?;
-    let state: State = serde_json::from_value(event.payload.clone())
+    let state: CustomerSubscriptionState = j1msky_core::events::decode(&event.kind, &event.payload)
+        .and_then(|d| d.payload_as())
         .map_err(|e| AccountsError::invalid("payload", format!("{}: {e}", where_())))?;
     let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
     let row = sqlx::query(&format!("SELECT stage, plan, stage_changed_at FROM customers WHERE id = $1{lock}"))
@@ -94,8 +81,8 @@ async fn apply_state(conn: &mut AnyConnection, backend: Backend, event: &Event, 
             .bind(customer_id)
             .execute(&mut *conn)
             .await?;
-        let detail = serde_json::json!({"from": current_plan, "to": plan});
-        outbox::emit(conn, backend, Kind::CustomerPlanChanged, Some(customer_id), &detail, now).await?;
+        let event = CustomerPlanChanged { from: current_plan, to: plan };
+        outbox::emit_typed(conn, backend, event, Some(customer_id), now).await?;
     }
     if let Some(stage) = state.stage {
         let stage: Stage =

@@ -1,6 +1,6 @@
 //! Users: operators run the business; owners and members act for one customer.
 
-use j1msky_core::events::Kind;
+use j1msky_core::events::{UserCreated, UserLoggedIn};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -134,15 +134,8 @@ pub(crate) async fn insert(
     }
     let detail = serde_json::json!({"email": user.email, "role": user.role});
     audit::record(conn, actor, "user.created", &user.id, user.customer_id.as_deref(), detail.clone(), now).await?;
-    outbox::emit(
-        conn,
-        backend,
-        Kind::UserCreated,
-        user.customer_id.as_deref(),
-        &serde_json::json!({"user_id": user.id, "role": user.role}),
-        now,
-    )
-    .await?;
+    let event = UserCreated { user_id: user.id.clone(), role: user.role };
+    outbox::emit_typed(conn, backend, event, user.customer_id.as_deref(), now).await?;
     Ok(user)
 }
 
@@ -263,15 +256,8 @@ pub async fn authenticate(
     }
     let mut tx = db.begin().await?;
     sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2").bind(now).bind(&user.id).execute(&mut *tx).await?;
-    outbox::emit(
-        &mut tx,
-        db.backend(),
-        Kind::UserLoggedIn,
-        user.customer_id.as_deref(),
-        &serde_json::json!({"user_id": user.id}),
-        now,
-    )
-    .await?;
+    let event = UserLoggedIn { user_id: user.id.clone() };
+    outbox::emit_typed(&mut tx, db.backend(), event, user.customer_id.as_deref(), now).await?;
     tx.commit().await?;
     Ok(User { last_login_at: Some(now), ..user })
 }

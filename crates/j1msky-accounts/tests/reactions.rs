@@ -6,14 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 use j1msky_accounts::customers::{self, NewCustomer};
-use j1msky_accounts::reactions::{self, SUBSCRIPTION_STATE_KIND};
+use j1msky_accounts::reactions;
 use j1msky_audit::Actor;
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::vocab::Stage;
 use j1msky_core::ManualClock;
 use j1msky_db::testing::TestDb;
 use j1msky_db::{outbox, Db};
-use serde_json::json;
 
 const T0: i64 = 1_790_000_000_000_000;
 
@@ -28,8 +27,14 @@ const STATES: &[(&str, &str, Option<&str>)] = &[
 
 async fn announce(db: &Db, customer: &str, (plan, stage, billing): (&str, &str, Option<&str>), at: i64) {
     let mut tx = db.begin().await.expect("begin");
-    let state = json!({"plan": plan, "stage": stage, "billing_status": billing, "at": at});
-    outbox::emit(&mut tx, db.backend(), SUBSCRIPTION_STATE_KIND, Some(customer), &state, at).await.expect("emit");
+    let state = j1msky_core::events::CustomerSubscriptionState {
+        plan: Some(plan.into()),
+        stage: Some(stage.into()),
+        billing_status: billing.map(String::from),
+        at,
+        subscription_status: None,
+    };
+    outbox::emit_typed(&mut tx, db.backend(), state, Some(customer), at).await.expect("emit");
     tx.commit().await.expect("commit");
 }
 

@@ -7,10 +7,13 @@
 use j1msky_accounts::access;
 use j1msky_audit::Actor;
 use j1msky_core::catalogue::Catalogue;
-use j1msky_core::events::{Kind, SubscriptionCancelled};
+use j1msky_core::events::{
+    ChargeRefunded, CheckoutOutcome, CustomerSubscriptionState, InvoicePaymentFailed, Kind, SubscriptionCancelled,
+    SubscriptionChange, SubscriptionTrialWillEnd, TrialNotice, Typed,
+};
 use j1msky_core::vocab::Stage;
 use j1msky_db::{outbox, Backend};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::AnyConnection;
 
 use crate::refs::{id_of, our_customer, owner, plan_of_price};
@@ -69,11 +72,14 @@ pub async fn event(
         }
         "invoice.payment_failed" => {
             let (_, customer) = owner(conn, obj).await?;
-            let detail = json!({
-                "invoice": obj["id"], "subscription": obj["subscription"], "amount_due": obj["amount_due"],
-                "attempt_count": obj["attempt_count"], "next_payment_attempt": obj["next_payment_attempt"],
-            });
-            outbox::emit(conn, backend, Kind::InvoicePaymentFailed, customer.as_deref(), &detail, now).await?;
+            let event = InvoicePaymentFailed {
+                invoice: obj["id"].as_str().map(String::from),
+                subscription: id_of(&obj["subscription"]),
+                amount_due: obj["amount_due"].as_i64(),
+                attempt_count: obj["attempt_count"].as_i64(),
+                next_payment_attempt: obj["next_payment_attempt"].as_i64(),
+            };
+            outbox::emit_typed(conn, backend, event, customer.as_deref(), now).await?;
             Ok(())
         }
         "charge.refunded" => refund(conn, backend, obj, env.created, now).await,
@@ -203,20 +209,35 @@ async fn subscription(
     let event = Kind::parse(short_kind)
         .ok_or_else(|| BillingError::Malformed(format!("subscription event: no event kind for `{short_kind}`")))?;
     if upserted.rows_affected() == 1 {
-        let detail = json!({
-            "subscription": id, "status": status, "plan": plan, "cancel_at_period_end": obj["cancel_at_period_end"],
-            "current_period_end": period_end, "stripe_customer": stripe_customer,
-        });
-        outbox::emit(conn, backend, event, customer_id.as_deref(), &detail, now).await?;
+        let snapshot = SubscriptionChange {
+            subscription: id.into(),
+            status: Some(status.into()),
+            plan: plan.clone(),
+            cancel_at_period_end: obj["cancel_at_period_end"].as_bool(),
+            current_period_end: period_end,
+            stripe_customer: Some(stripe_customer.clone()),
+        };
+        let typed = match event {
+            Kind::SubscriptionCreated => Typed::SubscriptionCreated(snapshot),
+            Kind::SubscriptionUpdated => Typed::SubscriptionUpdated(snapshot),
+            Kind::SubscriptionDeleted => Typed::SubscriptionDeleted(snapshot),
+            Kind::SubscriptionPaused => Typed::SubscriptionPaused(snapshot),
+            Kind::SubscriptionResumed => Typed::SubscriptionResumed(snapshot),
+            Kind::SubscriptionTrialWillEnd => {
+                Typed::SubscriptionTrialWillEnd(SubscriptionTrialWillEnd::Snapshot(snapshot))
+            }
+            other => return Err(BillingError::Malformed(format!("subscription event: `{other}` is not one"))),
+        };
+        outbox::emit_typed(conn, backend, typed, customer_id.as_deref(), now).await?;
         if let Some(c) = cancelled_outside(short_kind, by_us, obj, was_cancelling.as_ref()) {
-            let detail = serde_json::to_value(SubscriptionCancelled { subscription: id.to_string(), ..c })
-                .map_err(|e| BillingError::Malformed(format!("subscription event: {e}")))?;
-            outbox::emit(conn, backend, Kind::SubscriptionCancelled, customer_id.as_deref(), &detail, now).await?;
+            let cancelled = SubscriptionCancelled { subscription: id.to_string(), ..c };
+            outbox::emit_typed(conn, backend, cancelled, customer_id.as_deref(), now).await?;
         }
-    } else if short_kind == "subscription.trial_will_end" {
+    } else if event == Kind::SubscriptionTrialWillEnd {
         // A notice, not only a snapshot: it is news even when a newer snapshot is held.
-        let detail = json!({"subscription": id, "trial_end": obj["trial_end"]});
-        outbox::emit(conn, backend, event, customer_id.as_deref(), &detail, now).await?;
+        let notice = TrialNotice { subscription: id.into(), trial_end: obj["trial_end"].as_i64() };
+        outbox::emit_typed(conn, backend, SubscriptionTrialWillEnd::Notice(notice), customer_id.as_deref(), now)
+            .await?;
     }
     // A stale snapshot changed no subscription, so the customer's plan and stage stand.
     if let Some(c) = customer_id.filter(|_| linked || upserted.rows_affected() == 1) {
@@ -322,12 +343,14 @@ pub async fn settle_customer(
     // A failed payment is a billing standing of its own: the stage stays, admission
     // counts the grace period from it.
     let failing = matches!(status.as_str(), "past_due" | "unpaid").then_some(status.as_str());
-    let state = json!({
-        "plan": plan, "stage": stage.map(Stage::as_str), "billing_status": failing, "at": at.min(now),
-        "subscription_status": status,
-    });
-    outbox::emit(conn, backend, j1msky_accounts::reactions::SUBSCRIPTION_STATE_KIND, Some(customer_id), &state, now)
-        .await?;
+    let state = CustomerSubscriptionState {
+        plan,
+        stage: stage.map(|s| s.as_str().to_string()),
+        billing_status: failing.map(String::from),
+        at: at.min(now),
+        subscription_status: Some(status.clone()),
+    };
+    outbox::emit_typed(conn, backend, state, Some(customer_id), now).await?;
     Ok(())
 }
 
@@ -370,16 +393,19 @@ async fn checkout(
         (Some(o), None) => Some(o.clone()),
         (None, None) => None,
     };
-    let outcome = match kind {
-        "checkout.session.completed" => Kind::CheckoutCompleted,
-        "checkout.session.async_payment_succeeded" => Kind::CheckoutPaymentSucceeded,
-        _ => Kind::CheckoutPaymentFailed,
+    let detail = CheckoutOutcome {
+        session: obj["id"].as_str().map(String::from),
+        subscription: id_of(&obj["subscription"]),
+        payment_status: obj["payment_status"].as_str().map(String::from),
+        plan: obj["metadata"]["j1msky_plan"].as_str().map(String::from),
+        offer: obj["metadata"]["j1msky_offer"].as_str().map(String::from),
     };
-    let detail = json!({
-        "session": obj["id"], "subscription": id_of(&obj["subscription"]), "payment_status": obj["payment_status"],
-        "plan": obj["metadata"]["j1msky_plan"], "offer": obj["metadata"]["j1msky_offer"],
-    });
-    outbox::emit(conn, backend, outcome, customer.as_deref(), &detail, now).await?;
+    let outcome = match kind {
+        "checkout.session.completed" => Typed::CheckoutCompleted(detail),
+        "checkout.session.async_payment_succeeded" => Typed::CheckoutPaymentSucceeded(detail),
+        _ => Typed::CheckoutPaymentFailed(detail),
+    };
+    outbox::emit_typed(conn, backend, outcome, customer.as_deref(), now).await?;
     if let Some(c) = customer {
         settle_customer(conn, backend, ctx, &c, created * 1_000_000, now).await?;
     }
@@ -415,8 +441,8 @@ async fn refund(
     .execute(&mut *conn)
     .await?;
     if changed.rows_affected() == 1 {
-        let detail = json!({"charge": id, "amount_refunded": -refunded, "invoice": obj["invoice"]});
-        outbox::emit(conn, backend, Kind::ChargeRefunded, customer.as_deref(), &detail, now).await?;
+        let event = ChargeRefunded { charge: id.into(), amount_refunded: -refunded, invoice: id_of(&obj["invoice"]) };
+        outbox::emit_typed(conn, backend, event, customer.as_deref(), now).await?;
     }
     Ok(())
 }

@@ -3,9 +3,10 @@
 //! pay-per-task charge on it (so usage is revenue when paid, once per charge). A voided
 //! or uncollectible invoice books nothing and takes back any usage booked before.
 
-use j1msky_core::events::Kind;
+use j1msky_core::events::{InvoiceGivenUp, InvoicePaid, Typed};
 use j1msky_db::{outbox, Backend};
-use serde_json::{json, Value};
+use j1msky_tasks::charges::{self, Reference};
+use serde_json::Value;
 use sqlx::AnyConnection;
 
 use crate::refs::{id_of, owner, plan_of_price};
@@ -26,18 +27,12 @@ fn subscription_line(lines: &[Value]) -> Option<&Value> {
 async fn usage_charge(conn: &mut AnyConnection, line: &Value) -> Result<Option<(String, String, i64)>, BillingError> {
     let item = id_of(&line["invoice_item"]).or_else(|| id_of(&line["parent"]["invoice_item_details"]["invoice_item"]));
     let by = [
-        ("stripe_item_id", item),
-        ("task_id", line["metadata"]["j1msky_task"].as_str().map(String::from)),
-        ("id", line["metadata"]["j1msky_usage_charge"].as_str().map(String::from)),
+        item.as_deref().map(Reference::Item),
+        line["metadata"]["j1msky_task"].as_str().map(Reference::Task),
+        line["metadata"]["j1msky_usage_charge"].as_str().map(Reference::Charge),
     ];
-    for (column, value) in by {
-        let Some(value) = value else { continue };
-        let row: Option<(String, String)> =
-            sqlx::query_as(&format!("SELECT id, customer_id FROM usage_charges WHERE {column} = $1"))
-                .bind(&value)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if let Some((id, customer)) = row {
+    for reference in by.into_iter().flatten() {
+        if let Some((id, customer)) = charges::find(conn, reference).await? {
             return Ok(Some((id, customer, line["amount"].as_i64().unwrap_or(0))));
         }
     }
@@ -45,13 +40,7 @@ async fn usage_charge(conn: &mut AnyConnection, line: &Value) -> Result<Option<(
 }
 
 async fn mark_charge(conn: &mut AnyConnection, charge: &str, invoice: &str, status: &str) -> Result<(), BillingError> {
-    sqlx::query("UPDATE usage_charges SET stripe_invoice_id = $1, invoice_status = $2 WHERE id = $3")
-        .bind(invoice)
-        .bind(status)
-        .bind(charge)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    Ok(charges::set_invoice_status(conn, charge, invoice, status).await?)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -159,9 +148,9 @@ pub(crate) async fn paid(
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 1 {
-        let detail =
-            json!({"invoice": id, "amount_cents": amount, "usage_cents": usage, "plan": plan, "subscription": sub});
-        outbox::emit(conn, backend, Kind::InvoicePaid, customer.as_deref(), &detail, now).await?;
+        let event =
+            InvoicePaid { invoice: id.into(), amount_cents: amount, usage_cents: usage, plan, subscription: sub };
+        outbox::emit_typed(conn, backend, event, customer.as_deref(), now).await?;
     }
     Ok(())
 }
@@ -214,9 +203,14 @@ pub(crate) async fn given_up(
         }
         mark_charge(conn, &charge, id, status).await?;
     }
-    let detail =
-        json!({"invoice": id, "status": status, "amount_due": obj["amount_due"], "usage_reversed_cents": reversed});
-    let event = if kind == "invoice.voided" { Kind::InvoiceVoided } else { Kind::InvoiceMarkedUncollectible };
-    outbox::emit(conn, backend, event, customer.as_deref(), &detail, now).await?;
+    let detail = InvoiceGivenUp {
+        invoice: id.into(),
+        status: status.into(),
+        amount_due: obj["amount_due"].as_i64(),
+        usage_reversed_cents: reversed,
+    };
+    let event =
+        if kind == "invoice.voided" { Typed::InvoiceVoided(detail) } else { Typed::InvoiceMarkedUncollectible(detail) };
+    outbox::emit_typed(conn, backend, event, customer.as_deref(), now).await?;
     Ok(())
 }

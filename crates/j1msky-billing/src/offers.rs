@@ -4,7 +4,7 @@
 //! keeps an offer to once per customer (or its configured cool-down) and a trial to once.
 
 use j1msky_core::catalogue::Catalogue;
-use j1msky_core::events::Kind;
+use j1msky_core::events::BillingOfferGranted;
 use j1msky_db::{outbox, AnyConnection, Db};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -126,9 +126,13 @@ pub async fn grant(
         return Err(BillingError::invalid("offer", why));
     }
     insert(&mut tx, &grant).await?;
-    let detail =
-        json!({"grant": grant.id, "offer": offer, "granted_by": granted_by, "subscription": grant.subscription_id});
-    outbox::emit(&mut tx, db.backend(), Kind::BillingOfferGranted, Some(customer_id), &detail, now).await?;
+    let event = BillingOfferGranted {
+        grant: grant.id.clone(),
+        offer: offer.into(),
+        granted_by: granted_by.into(),
+        subscription: grant.subscription_id.clone(),
+    };
+    outbox::emit_typed(&mut tx, db.backend(), event, Some(customer_id), now).await?;
     tx.commit().await?;
     if let Some(sub) = &sub {
         let coupon = sync::coupon_id(offer, o.percent_off, o.months);

@@ -3,10 +3,9 @@
 //! one click away. Every step is recorded and emitted as an event.
 
 use j1msky_core::catalogue::Catalogue;
-use j1msky_core::events::Kind;
+use j1msky_core::events::{RetentionExitSurvey, SurveyDecided, Typed};
 use j1msky_db::{outbox, Db};
 use serde::Serialize;
-use serde_json::json;
 use sqlx::Row;
 
 use crate::changes::{self, Current};
@@ -28,22 +27,14 @@ pub const DISCOUNT_OFFER: &str = "win_back";
 /// How long an accepted pause lasts before it resumes by itself.
 pub const PAUSE_DAYS: i64 = 30;
 
-/// What is offered instead of cancelling.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Offer {
-    Pause { days: i64 },
-    Downgrade { plan: String },
-    Discount { offer: String },
-}
+/// What is offered instead of cancelling (the shape its events carry).
+pub use j1msky_core::events::RetentionOffer as Offer;
 
-impl Offer {
-    fn word(&self) -> &'static str {
-        match self {
-            Offer::Pause { .. } => "pause",
-            Offer::Downgrade { .. } => "downgrade",
-            Offer::Discount { .. } => "discount",
-        }
+fn word(offer: &Offer) -> &'static str {
+    match offer {
+        Offer::Pause { .. } => "pause",
+        Offer::Downgrade { .. } => "downgrade",
+        Offer::Discount { .. } => "discount",
     }
 }
 
@@ -82,7 +73,7 @@ pub fn route(catalogue: &Catalogue, sub: &Current, reason: &str, discount_granta
         _ => "discount",
     };
     let available: Vec<Offer> = candidates.into_iter().flatten().collect();
-    available.iter().find(|o| o.word() == preferred).or(available.first()).cloned()
+    available.iter().find(|o| word(o) == preferred).or(available.first()).cloned()
 }
 
 /// Records the survey and picks the offer.
@@ -128,8 +119,13 @@ pub async fn start_cancel(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let detail = json!({"survey": survey.id, "reason": reason, "offer": survey.offer, "subscription": sub.id});
-    outbox::emit(&mut tx, db.backend(), Kind::RetentionExitSurvey, Some(customer_id), &detail, now).await?;
+    let event = RetentionExitSurvey {
+        survey: survey.id.clone(),
+        reason: reason.into(),
+        offer: survey.offer.clone(),
+        subscription: Some(sub.id.clone()),
+    };
+    outbox::emit_typed(&mut tx, db.backend(), event, Some(customer_id), now).await?;
     tx.commit().await?;
     Ok(survey)
 }
@@ -153,7 +149,13 @@ pub async fn get(db: &Db, customer_id: &str, id: &str) -> Result<Survey, Billing
     })
 }
 
-async fn decide(db: &Db, survey: &Survey, outcome: &str, kind: Kind, now: i64) -> Result<(), BillingError> {
+async fn decide(
+    db: &Db,
+    survey: &Survey,
+    outcome: &str,
+    decided: fn(SurveyDecided) -> Typed,
+    now: i64,
+) -> Result<(), BillingError> {
     let mut tx = db.begin().await?;
     let done = sqlx::query("UPDATE exit_surveys SET outcome = $1, decided_at = $2 WHERE id = $3 AND outcome = 'open'")
         .bind(outcome)
@@ -162,8 +164,9 @@ async fn decide(db: &Db, survey: &Survey, outcome: &str, kind: Kind, now: i64) -
         .execute(&mut *tx)
         .await?;
     if done.rows_affected() == 1 {
-        let detail = json!({"survey": survey.id, "reason": survey.reason, "offer": survey.offer});
-        outbox::emit(&mut tx, db.backend(), kind, Some(&survey.customer_id), &detail, now).await?;
+        let detail =
+            SurveyDecided { survey: survey.id.clone(), reason: survey.reason.clone(), offer: survey.offer.clone() };
+        outbox::emit_typed(&mut tx, db.backend(), decided(detail), Some(&survey.customer_id), now).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -193,7 +196,7 @@ pub async fn accept_offer(
             offers::grant(db, stripe, catalogue, customer_id, offer, &format!("retention:{}", survey.id), now).await?;
         }
     }
-    decide(db, &survey, "accepted_offer", Kind::RetentionOfferAccepted, now).await?;
+    decide(db, &survey, "accepted_offer", Typed::RetentionOfferAccepted, now).await?;
     survey.outcome = "accepted_offer".into();
     Ok(survey)
 }
@@ -208,7 +211,7 @@ pub async fn confirm_cancel(
 ) -> Result<Survey, BillingError> {
     let mut survey = get(db, customer_id, survey_id).await?;
     changes::cancel(db, stripe, customer_id).await?;
-    decide(db, &survey, "cancelled", Kind::RetentionCancelled, now).await?;
+    decide(db, &survey, "cancelled", Typed::RetentionCancelled, now).await?;
     survey.outcome = "cancelled".into();
     Ok(survey)
 }

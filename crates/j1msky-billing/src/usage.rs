@@ -4,11 +4,11 @@
 //! is paid (see `invoices`), not when reported.
 
 use j1msky_core::catalogue::Catalogue;
-use j1msky_core::events::Kind;
+use j1msky_core::events::UsageReported;
 use j1msky_core::Money;
 use j1msky_db::{outbox, Db};
+use j1msky_tasks::charges;
 use serde_json::json;
-use sqlx::Row;
 
 use crate::{BillingError, Stripe};
 
@@ -42,13 +42,7 @@ pub async fn report(
     limit: i64,
     now: i64,
 ) -> Result<usize, BillingError> {
-    let waiting: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT customer_id, MIN(created_at) FROM usage_charges WHERE reported_at IS NULL
-         GROUP BY customer_id ORDER BY 2, 1 LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await?;
+    let waiting = charges::customers_waiting(db, limit).await?;
     let (mut done, mut first_failure) = (0, None);
     for (customer, _) in waiting {
         let left = limit - done as i64;
@@ -76,24 +70,13 @@ async fn report_customer(
     limit: i64,
     now: i64,
 ) -> Result<usize, (usize, BillingError)> {
-    let rows = sqlx::query(
-        "SELECT id, task_id, tier, amount_micros, api_day FROM usage_charges
-         WHERE customer_id = $1 AND reported_at IS NULL ORDER BY created_at, id LIMIT $2",
-    )
-    .bind(customer)
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await
-    .map_err(|e| (0, e.into()))?;
+    let rows = charges::unreported(db, customer, limit).await.map_err(|e| (0, e.into()))?;
     let sc = ensure_stripe_customer(db, stripe, customer, now).await.map_err(|e| (0, e))?;
     let mut done = 0;
-    for r in rows {
+    for charge in rows {
         let one = async {
-            let id: String = r.try_get(0)?;
-            let task: Option<String> = r.try_get(1)?;
-            let tier: String = r.try_get(2)?;
-            let cents = Money::from_micros(r.try_get(3)?).to_cents_rounded();
-            let api_day: Option<String> = r.try_get(4)?;
+            let charges::Unreported { id, task_id: task, tier, amount_micros, api_day } = charge;
+            let cents = Money::from_micros(amount_micros).to_cents_rounded();
             // Everything sent is derived from the task (or the customer's day of API
             // calls), not from this row: a charge written again for the same work (after
             // a restore) replays the same item.
@@ -114,19 +97,17 @@ async fn report_customer(
             });
             let item = stripe.post("invoiceitems", &params, &key).await?;
             let mut tx = db.begin().await?;
-            let marked = sqlx::query(
-                "UPDATE usage_charges SET reported_at = $1, stripe_item_id = $2 WHERE id = $3 AND reported_at IS NULL",
-            )
-            .bind(now)
-            .bind(item["id"].as_str())
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-            let reported = marked.rows_affected() == 1;
+            let reported = charges::mark_reported(&mut tx, &id, item["id"].as_str(), now).await?;
             if reported {
-                let detail = json!({"charge": id, "task": task, "api_day": api_day, "tier": tier, "amount_cents": cents,
-                                    "invoice_item": item["id"]});
-                outbox::emit(&mut tx, db.backend(), Kind::UsageReported, Some(customer), &detail, now).await?;
+                let event = UsageReported {
+                    charge: id.clone(),
+                    task: task.clone(),
+                    api_day: api_day.clone(),
+                    tier: tier.clone(),
+                    amount_cents: cents,
+                    invoice_item: item["id"].as_str().map(String::from),
+                };
+                outbox::emit_typed(&mut tx, db.backend(), event, Some(customer), now).await?;
             }
             tx.commit().await?;
             Ok::<bool, BillingError>(reported)
@@ -145,14 +126,22 @@ async fn report_customer(
 /// no-op. A refusal from Stripe is an error with its message (after the other customers
 /// are done), and that customer is tried again on the next run.
 pub async fn invoice_pay_per_task(db: &Db, stripe: &Stripe, period: &str, now: i64) -> Result<usize, BillingError> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT DISTINCT c.id, c.stripe_customer_id FROM usage_charges u JOIN customers c ON c.id = u.customer_id
-         WHERE u.reported_at IS NOT NULL AND u.stripe_invoice_id IS NULL AND c.stripe_customer_id IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.customer_id = c.id
-                           AND s.status NOT IN ('canceled', 'incomplete_expired', 'unknown'))",
-    )
-    .fetch_all(db.pool())
-    .await?;
+    let mut rows = Vec::new();
+    for customer in charges::customers_awaiting_invoice(db).await? {
+        // Only pay-per-task customers known to Stripe: one with a live subscription gets
+        // its items on the subscription's invoice.
+        let stripe_customer: Option<(String,)> = sqlx::query_as(
+            "SELECT c.stripe_customer_id FROM customers c WHERE c.id = $1 AND c.stripe_customer_id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.customer_id = c.id
+                               AND s.status NOT IN ('canceled', 'incomplete_expired', 'unknown'))",
+        )
+        .bind(&customer)
+        .fetch_optional(db.pool())
+        .await?;
+        if let Some((sc,)) = stripe_customer {
+            rows.push((customer, sc));
+        }
+    }
     let (mut n, mut first_failure) = (0, None);
     for (customer, sc) in rows {
         match invoice_customer(db, stripe, &customer, &sc, period, now).await {
@@ -200,15 +189,7 @@ async fn invoice_customer(
     let mut tx = db.begin().await?;
     for line in &lines {
         let Some(item) = line["invoice_item"].as_str() else { continue };
-        sqlx::query(
-            "UPDATE usage_charges SET stripe_invoice_id = $1, invoice_status = COALESCE(invoice_status, 'open')
-             WHERE stripe_item_id = $2 AND customer_id = $3 AND stripe_invoice_id IS NULL",
-        )
-        .bind(id)
-        .bind(item)
-        .bind(customer)
-        .execute(&mut *tx)
-        .await?;
+        charges::mark_invoiced(&mut tx, customer, item, id).await?;
     }
     sqlx::query(
         "INSERT INTO stripe_objects (key, stripe_id, fingerprint, updated_at) VALUES ($1, $2, $3, $4)
@@ -227,15 +208,9 @@ async fn invoice_customer(
 /// Asks Stripe which invoice took each of the customer's reported, not yet invoiced
 /// items, records those, and returns how many are still pending at Stripe.
 async fn items_still_pending(db: &Db, stripe: &Stripe, customer: &str) -> Result<usize, BillingError> {
-    let items: Vec<(String,)> = sqlx::query_as(
-        "SELECT stripe_item_id FROM usage_charges
-         WHERE customer_id = $1 AND reported_at IS NOT NULL AND stripe_invoice_id IS NULL AND stripe_item_id IS NOT NULL",
-    )
-    .bind(customer)
-    .fetch_all(db.pool())
-    .await?;
+    let items = charges::items_awaiting_invoice(db, customer).await?;
     let mut pending = 0;
-    for (item,) in items {
+    for item in items {
         // The id goes into a URL path: only Stripe's own shape of invoice item id.
         if !(item.starts_with("ii_") && item.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
             pending += 1;
@@ -249,15 +224,8 @@ async fn items_still_pending(db: &Db, stripe: &Stripe, customer: &str) -> Result
             pending += 1;
             continue;
         };
-        sqlx::query(
-            "UPDATE usage_charges SET stripe_invoice_id = $1, invoice_status = COALESCE(invoice_status, 'open')
-             WHERE stripe_item_id = $2 AND customer_id = $3 AND stripe_invoice_id IS NULL",
-        )
-        .bind(&invoice)
-        .bind(&item)
-        .bind(customer)
-        .execute(db.pool())
-        .await?;
+        let mut conn = db.pool().acquire().await?;
+        charges::mark_invoiced(&mut conn, customer, &item, &invoice).await?;
     }
     Ok(pending)
 }

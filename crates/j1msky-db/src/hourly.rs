@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use j1msky_core::events::Kind;
+use j1msky_core::events::{Kind, Payload};
 use sqlx::Row;
 
 use crate::{outbox, Backend, Db, DbError};
@@ -26,17 +26,19 @@ fn marks() -> std::sync::MutexGuard<'static, Marks> {
     MARKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Emits `kind` for `customer_id` unless one with the same `key` (the payload's
-/// `key_field`, or any when `key_field` is None) was emitted in the last hour.
-/// Returns whether it emitted.
-pub async fn emit(
+/// Emits `payload` (of its kind) for `customer_id` unless one with the same `key`
+/// (the payload's `key_field`, or any when `key_field` is None) was emitted in the
+/// last hour. Returns whether it emitted.
+pub async fn emit<P: Payload>(
     db: &Db,
-    kind: Kind,
     customer_id: &str,
     key_field: Option<&str>,
-    payload: &serde_json::Value,
+    payload: &P,
     now: i64,
 ) -> Result<bool, DbError> {
+    let kind = P::KIND;
+    let json = serde_json::to_value(payload).map_err(|e| DbError::Corrupt(format!("event {kind}: {e}")))?;
+    let payload = &json;
     let key = key_field.and_then(|f| payload.get(f)).and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let mark = (kind, customer_id.to_string(), key.clone());
     if marks().get(&mark).is_some_and(|at| now - at < WINDOW_MICROS && *at <= now) {
@@ -71,7 +73,7 @@ pub async fn emit(
             false
         }
         None => {
-            outbox::emit(&mut tx, db.backend(), kind, Some(customer_id), payload, now).await?;
+            outbox::insert(&mut tx, db.backend(), kind, Some(customer_id), payload, now).await?;
             tx.commit().await?;
             remember(mark, now, now);
             true

@@ -2,7 +2,7 @@
 //! describe, read by consumers that each keep a cursor. Sequence order is commit
 //! order, so a consumer that has read up to N never misses an event below N.
 
-use j1msky_core::events::{self, Decoded, Kind};
+use j1msky_core::events::{self, Decoded, Kind, Typed};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
@@ -36,6 +36,18 @@ impl Event {
             }
         }
     }
+
+    /// The event as its kind's payload struct; like [`Event::decode`], a row this
+    /// build cannot read is skipped with a log line, never an error.
+    pub fn typed(&self) -> Option<Typed> {
+        match events::decode_typed(&self.kind, &self.payload) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(seq = self.seq, id = %self.id, error = %e, "skipping an event this build cannot read");
+                None
+            }
+        }
+    }
 }
 
 /// Serialises outbox writers on PostgreSQL until the caller's transaction ends.
@@ -44,9 +56,24 @@ pub(crate) async fn lock(conn: &mut AnyConnection) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Writes an event inside the caller's transaction; returns its id. The
-/// payload is stored with the kind's version under `v`.
-pub async fn emit(
+/// Writes an event inside the caller's transaction; returns its id. The payload's
+/// type fixes the kind (a struct of one kind, or a [`Typed`] variant), and it is
+/// stored with the kind's version under `v`.
+pub async fn emit_typed(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    payload: impl Into<Typed>,
+    customer_id: Option<&str>,
+    now: i64,
+) -> Result<String, DbError> {
+    let payload = payload.into();
+    let json = payload.to_value().map_err(|e| DbError::Corrupt(format!("event {}: {e}", payload.kind())))?;
+    insert(conn, backend, payload.kind(), customer_id, &json, now).await
+}
+
+/// Stores a kind and a JSON payload as given: only for [`emit_typed`] and for tests
+/// that need rows no current build writes (`testing::emit_raw`).
+pub(crate) async fn insert(
     conn: &mut AnyConnection,
     backend: Backend,
     kind: Kind,

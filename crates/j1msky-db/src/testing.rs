@@ -102,6 +102,20 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// Stores an event with a payload given as raw JSON, inside the caller's
+/// transaction: for tests that need rows the typed `outbox::emit_typed` would
+/// never write (old shapes, malformed payloads, filler).
+pub async fn emit_raw(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    kind: j1msky_core::events::Kind,
+    customer_id: Option<&str>,
+    payload: &serde_json::Value,
+    now: i64,
+) -> Result<String, crate::DbError> {
+    crate::outbox::insert(conn, backend, kind, customer_id, payload, now).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,7 +51,7 @@ async fn emit(db: &Db, kind: Kind, n: usize) -> Vec<i64> {
     let mut seqs = Vec::new();
     for i in 0..n {
         let mut tx = db.begin().await.expect("begin");
-        outbox::emit(&mut tx, db.backend(), kind, None, &json!({"i": i}), 1).await.expect("emit");
+        j1msky_db::testing::emit_raw(&mut tx, db.backend(), kind, None, &json!({"i": i}), 1).await.expect("emit");
         tx.commit().await.expect("commit");
     }
     for e in outbox::recent(db, n as i64).await.expect("recent") {

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::process::Command;
 
-use j1msky_core::events::Kind;
+use j1msky_core::events::{Kind, TaskCancelled, TaskStarted, Typed};
 use j1msky_db::testing::{requested_backend, TestDb};
 use j1msky_db::{jobs, outbox, Backend, Db};
 use serde_json::json;
@@ -202,11 +202,13 @@ async fn outbox_events_follow_their_transaction_and_cursors_only_move_forward() 
     let t = TestDb::new().await;
     let b = t.db.backend();
     let mut tx = t.db.begin().await.expect("tx");
-    outbox::emit(&mut tx, b, Kind::LedgerBacklog, None, &json!({}), 1).await.expect("emit");
+    j1msky_db::testing::emit_raw(&mut tx, b, Kind::LedgerBacklog, None, &json!({}), 1).await.expect("emit");
     tx.rollback().await.expect("rollback");
     for kind in [Kind::TaskSubmitted, Kind::TaskStarted, Kind::TaskSucceeded] {
         let mut tx = t.db.begin().await.expect("tx");
-        outbox::emit(&mut tx, b, kind, Some("cus_x"), &json!({"k": kind.as_str()}), 2).await.expect("emit");
+        j1msky_db::testing::emit_raw(&mut tx, b, kind, Some("cus_x"), &json!({"k": kind.as_str()}), 2)
+            .await
+            .expect("emit");
         tx.commit().await.expect("commit");
     }
     let batch = outbox::next_batch(&t.db, "mailer", 10).await.expect("batch");
@@ -234,11 +236,11 @@ async fn a_later_commit_is_never_skipped_by_a_consumer() {
     let t = TestDb::new().await;
     let b = t.db.backend();
     let mut tx_a = t.db.begin().await.expect("tx a");
-    outbox::emit(&mut tx_a, b, Kind::TaskStarted, None, &json!({}), 1).await.expect("emit a");
+    j1msky_db::testing::emit_raw(&mut tx_a, b, Kind::TaskStarted, None, &json!({}), 1).await.expect("emit a");
     let db = t.db.clone();
     let writer_b = tokio::spawn(async move {
         let mut tx_b = db.begin().await.expect("tx b");
-        outbox::emit(&mut tx_b, b, Kind::TaskSucceeded, None, &json!({}), 2).await.expect("emit b");
+        j1msky_db::testing::emit_raw(&mut tx_b, b, Kind::TaskSucceeded, None, &json!({}), 2).await.expect("emit b");
         tx_b.commit().await.expect("commit b");
     });
     // Whatever B does meanwhile, the consumer sees nothing it could skip A with.
@@ -270,7 +272,9 @@ async fn an_unknown_or_unreadable_stored_event_is_kept_and_skipped_by_decode() {
             .expect("raw insert");
     }
     let mut tx = t.db.begin().await.expect("tx");
-    outbox::emit(&mut tx, b, Kind::TaskSucceeded, Some("cus_x"), &json!({"task": "t1"}), 2).await.expect("emit");
+    j1msky_db::testing::emit_raw(&mut tx, b, Kind::TaskSucceeded, Some("cus_x"), &json!({"task": "t1"}), 2)
+        .await
+        .expect("emit");
     tx.commit().await.expect("commit");
 
     let batch = outbox::next_batch(&t.db, "reader", 10).await.expect("reading past unknown rows does not fail");
@@ -280,4 +284,38 @@ async fn an_unknown_or_unreadable_stored_event_is_kept_and_skipped_by_decode() {
     let known = batch[2].decode().expect("a current event decodes");
     assert_eq!((known.kind, known.version), (Kind::TaskSucceeded, 1));
     assert_eq!(known.payload, json!({"task": "t1", "v": 1}), "stored with its version");
+}
+
+#[tokio::test]
+async fn typed_events_are_stored_with_their_kind_and_read_back_as_their_struct() {
+    let t = TestDb::new().await;
+    let b = t.db.backend();
+    sqlx::query("INSERT INTO events (id, kind, customer_id, payload, created_at) VALUES ('evt_legacy', 'legacy.kind', NULL, '{}', 1)")
+        .execute(t.db.pool())
+        .await
+        .expect("raw insert");
+    let started = TaskStarted { task_id: "tsk_1".into(), attempt: 2, worker: "w1".into() };
+    let mut tx = t.db.begin().await.expect("tx");
+    outbox::emit_typed(&mut tx, b, started.clone(), Some("cus_x"), 3).await.expect("emit typed");
+    // A row written before versioning, of a known kind: no `v`.
+    sqlx::query(
+        "INSERT INTO events (id, kind, customer_id, payload, created_at)
+         VALUES ('evt_old', 'task.cancelled', 'cus_x', '{\"task_id\":\"tsk_1\",\"by\":\"usr_1\"}', 4)",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("old row");
+    tx.commit().await.expect("commit");
+
+    let batch = outbox::next_batch(&t.db, "typed_reader", 10).await.expect("batch");
+    assert_eq!(batch.len(), 3);
+    assert_eq!(batch[0].typed(), None, "an unknown kind is kept and skipped, not an error");
+    assert_eq!(batch[1].kind, "task.started");
+    assert_eq!(batch[1].payload, json!({"task_id": "tsk_1", "attempt": 2, "worker": "w1", "v": 1}));
+    assert_eq!(batch[1].typed(), Some(Typed::TaskStarted(started)));
+    assert_eq!(
+        batch[2].typed(),
+        Some(Typed::TaskCancelled(TaskCancelled { task_id: "tsk_1".into(), by: "usr_1".into() })),
+        "an old row without `v` reads as version 1"
+    );
 }

@@ -2,7 +2,7 @@
 //! overrides (the rate-limit panel). Read through a short cache so the hot path does
 //! not query them on every request; other processes see a change within `CACHE_TTL`.
 
-use j1msky_core::events::Kind;
+use j1msky_core::events::{GatewayCapChanged, GatewayModeChanged, Typed};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -81,20 +81,22 @@ async fn put(
     key: &str,
     value: Option<String>,
     now: i64,
-    event: serde_json::Value,
+    event: Typed,
 ) -> Result<(), GatewayError> {
     let mut tx = db.begin().await?;
     settings::put(&mut tx, actor, key, value.as_deref(), now).await?;
-    let kind = if key == MODE_KEY { Kind::GatewayModeChanged } else { Kind::GatewayCapChanged };
-    audit::record(&mut tx, actor, kind.as_str(), key, None, event.clone(), now).await?;
-    outbox::emit(&mut tx, db.backend(), kind, None, &event, now).await?;
+    let kind = event.kind();
+    let detail =
+        event.to_value().map_err(|e| GatewayError::Db(j1msky_db::DbError::Corrupt(format!("{kind} event: {e}"))))?;
+    audit::record(&mut tx, actor, kind.as_str(), key, None, detail, now).await?;
+    outbox::emit_typed(&mut tx, db.backend(), event, None, now).await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Switches the cost mode, audited and announced as an event.
 pub async fn set_mode(db: &Db, actor: &Actor, mode: Mode, reason: &str, now: i64) -> Result<(), GatewayError> {
-    let event = serde_json::json!({"mode": mode, "reason": reason});
+    let event = GatewayModeChanged { mode: mode.as_str().into(), reason: reason.into() }.into();
     put(db, actor, MODE_KEY, Some(mode.as_str().to_string()), now, event).await
 }
 
@@ -183,7 +185,7 @@ pub async fn set_cap(
 }
 
 async fn put_cap(db: &Db, actor: &Actor, scope: &str, cap: Option<i64>, now: i64) -> Result<(), GatewayError> {
-    let event = serde_json::json!({"scope": scope, "cap": cap});
+    let event = GatewayCapChanged { scope: scope.into(), cap }.into();
     put(db, actor, &format!("{CAP_PREFIX}{scope}"), cap.map(|n| n.to_string()), now, event).await
 }
 

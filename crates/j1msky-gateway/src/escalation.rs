@@ -5,7 +5,7 @@
 //! the operator's decision.
 
 use j1msky_audit::{alerts, Actor};
-use j1msky_core::events::Kind;
+use j1msky_core::events::{BudgetLevelCrossed, LedgerBacklog, ProviderAuthFailed, Typed};
 use j1msky_db::outbox;
 
 use crate::policy::Mode;
@@ -49,8 +49,8 @@ pub async fn after_spend(gw: &Gateway) -> Result<(), GatewayError> {
         let id = format!("alr_budget_{day_start}_{level}");
         let message = format!("daily spend {spent} has crossed {level}% of the {budget} budget");
         let payload =
-            serde_json::json!({"level": level, "spent_micros": spent.micros(), "budget_micros": budget.micros()});
-        if raise(gw, &id, "budget_level", &message, Kind::BudgetLevelCrossed, &payload, now).await? {
+            BudgetLevelCrossed { level: *level, spent_micros: spent.micros(), budget_micros: budget.micros() };
+        if raise(gw, &id, "budget_level", &message, payload.into(), now).await? {
             tracing::warn!(%message, "budget alert");
         }
     }
@@ -72,8 +72,8 @@ pub async fn provider_auth_failed(gw: &Gateway, provider: &str) {
     let id = format!("alr_auth_{provider}_{hour}");
     let message =
         format!("provider {provider} rejected our API key; check the environment variable the catalogue names");
-    let payload = serde_json::json!({"provider": provider});
-    let result = raise(gw, &id, "provider_auth", &message, Kind::ProviderAuthFailed, &payload, now).await;
+    let payload = ProviderAuthFailed { provider: provider.into() };
+    let result = raise(gw, &id, "provider_auth", &message, payload.into(), now).await;
     tracing::error!(provider, "the provider rejected our credentials");
     if let Err(e) = result {
         tracing::error!(error = %e, "could not record the provider auth alert");
@@ -91,9 +91,9 @@ pub async fn ledger_backlog(gw: &Gateway, unflushed: usize) {
         "the cost ledger cannot be written ({unflushed} rows waiting); model calls are refused until the database \
          accepts them"
     );
-    let payload = serde_json::json!({"unflushed": unflushed});
+    let payload = LedgerBacklog { unflushed: u64::try_from(unflushed).unwrap_or(u64::MAX) };
     tracing::error!(unflushed, "ledger backlog: refusing model calls");
-    if let Err(e) = raise(gw, &id, "ledger_backlog", &message, Kind::LedgerBacklog, &payload, now).await {
+    if let Err(e) = raise(gw, &id, "ledger_backlog", &message, payload.into(), now).await {
         tracing::error!(error = %e, "could not record the ledger backlog alert");
     }
 }
@@ -105,17 +105,19 @@ async fn raise(
     id: &str,
     kind: &str,
     message: &str,
-    event: Kind,
-    payload: &serde_json::Value,
+    event: Typed,
     now: i64,
 ) -> Result<bool, GatewayError> {
     if gw.raised.lock().unwrap_or_else(|p| p.into_inner()).contains(id) {
         return Ok(false);
     }
     let mut tx = gw.db.begin().await?;
-    let new = alerts::record(&mut tx, id, kind, message, payload, now).await?;
+    let payload = event
+        .to_value()
+        .map_err(|e| GatewayError::Db(j1msky_db::DbError::Corrupt(format!("{} event: {e}", event.kind()))))?;
+    let new = alerts::record(&mut tx, id, kind, message, &payload, now).await?;
     if new {
-        outbox::emit(&mut tx, gw.db.backend(), event, None, payload, now).await?;
+        outbox::emit_typed(&mut tx, gw.db.backend(), event, None, now).await?;
     }
     tx.commit().await?;
     let mut raised = gw.raised.lock().unwrap_or_else(|p| p.into_inner());

@@ -11,7 +11,7 @@
 //! index makes a second run, a second process or a re-run after a restore a no-op.
 
 use j1msky_core::catalogue::Catalogue;
-use j1msky_core::events::Kind;
+use j1msky_core::events::UsageApiMetered;
 use j1msky_db::{outbox, Db};
 use sqlx::Row;
 
@@ -87,25 +87,13 @@ async fn charge_day(
     let label = day_label(day);
     let amount = api_charge(catalogue, cost);
     let mut tx = db.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO usage_charges (id, customer_id, api_day, tier, amount_micros, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (customer_id, api_day) DO NOTHING",
-    )
-    .bind(j1msky_core::ids::new_id("uch"))
-    .bind(customer)
-    .bind(&label)
-    .bind(API_TIER)
-    .bind(amount)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(j1msky_db::DbError::from)?;
-    if inserted.rows_affected() == 0 {
+    let inserted = crate::charges::insert_for_api_day(&mut tx, customer, &label, API_TIER, amount, now).await?;
+    if !inserted {
         tx.rollback().await.map_err(j1msky_db::DbError::from)?;
         return Ok(false);
     }
-    let payload = serde_json::json!({"day": label, "cost_micros": cost, "charge_micros": amount});
-    outbox::emit(&mut tx, db.backend(), Kind::UsageApiMetered, Some(customer), &payload, now).await?;
+    let event = UsageApiMetered { day: label.clone(), cost_micros: cost, charge_micros: amount };
+    outbox::emit_typed(&mut tx, db.backend(), event, Some(customer), now).await?;
     tx.commit().await.map_err(j1msky_db::DbError::from)?;
     Ok(true)
 }

@@ -6,6 +6,7 @@
 //! and its event commit together.
 
 pub mod api_usage;
+pub mod charges;
 mod error;
 pub mod pipeline;
 pub mod reclaim;

@@ -1,7 +1,7 @@
 //! Submitting, listing, reading and cancelling tasks: the one domain function each
 //! surface (JSON API, dashboard, CLI) calls.
 
-use j1msky_core::events::Kind;
+use j1msky_core::events::{TaskCancelled, TaskRetried, TaskSubmitted};
 use std::collections::BTreeMap;
 
 use j1msky_accounts::customers::{self, Customer};
@@ -409,9 +409,13 @@ pub async fn submit(
         let task = by_key(db, customer_id, key).await?.ok_or_else(|| TaskError::NotFound(key.into()))?;
         return Ok(Submitted { task, replayed: true });
     }
-    let payload =
-        serde_json::json!({"task_id": id, "team": input.team, "category": category, "template": input.template});
-    outbox::emit(&mut tx, db.backend(), Kind::TaskSubmitted, Some(customer_id), &payload, now).await?;
+    let event = TaskSubmitted {
+        task_id: id.clone(),
+        team: input.team.clone(),
+        category: category.clone(),
+        template: input.template.clone(),
+    };
+    outbox::emit_typed(&mut tx, db.backend(), event, Some(customer_id), now).await?;
     tx.commit().await?;
     activity::mark_active(db, customer_id, activity::Source::Task, now).await;
     let task = get_task(db, &id).await?.ok_or_else(|| TaskError::NotFound(id.clone()))?;
@@ -528,8 +532,8 @@ pub async fn cancel(db: &Db, id: &str, customer: Option<&str>, by: &str, now: i6
         let state = get_task(db, id).await?.map_or("gone".to_string(), |t| t.state.as_str().to_string());
         return Err(TaskError::NotCancellable { id: id.into(), state });
     }
-    let payload = serde_json::json!({"task_id": id, "by": by});
-    outbox::emit(&mut tx, db.backend(), Kind::TaskCancelled, Some(&task.customer_id), &payload, now).await?;
+    let event = TaskCancelled { task_id: id.into(), by: by.into() };
+    outbox::emit_typed(&mut tx, db.backend(), event, Some(&task.customer_id), now).await?;
     tx.commit().await?;
     get_task(db, id).await?.ok_or_else(|| TaskError::NotFound(id.into()))
 }
@@ -554,8 +558,8 @@ pub async fn retry(db: &Db, id: &str, by: &str, now: i64) -> Result<Task, TaskEr
             format!("task {id} is {}; only failed or cancelled tasks are retried", task.state.as_str()),
         ));
     }
-    let payload = serde_json::json!({"task_id": id, "by": by});
-    outbox::emit(&mut tx, db.backend(), Kind::TaskRetried, Some(&task.customer_id), &payload, now).await?;
+    let event = TaskRetried { task_id: id.into(), by: by.into() };
+    outbox::emit_typed(&mut tx, db.backend(), event, Some(&task.customer_id), now).await?;
     tx.commit().await?;
     get_task(db, id).await?.ok_or_else(|| TaskError::NotFound(id.into()))
 }

@@ -7,7 +7,7 @@
 //! its last stored step. Over a cap, a budget or an upstream rate limit the task waits
 //! (`not_before`, with the reason shown to the operator) instead of failing.
 
-use j1msky_core::events::Kind;
+use j1msky_core::events::{TaskFailed, TaskStarted, TaskSucceeded};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,8 +175,8 @@ impl Worker {
             attempt: row.try_get(6)?,
             failures: row.try_get(7)?,
         };
-        let payload = serde_json::json!({"task_id": claim.id, "attempt": claim.attempt, "worker": self.owner});
-        outbox::emit(&mut tx, self.db.backend(), Kind::TaskStarted, Some(&claim.customer_id), &payload, now).await?;
+        let event = TaskStarted { task_id: claim.id.clone(), attempt: claim.attempt, worker: self.owner.clone() };
+        outbox::emit_typed(&mut tx, self.db.backend(), event, Some(&claim.customer_id), now).await?;
         tx.commit().await?;
         Ok(Some(claim))
     }
@@ -423,8 +423,8 @@ impl Worker {
             tx.rollback().await?;
             return Ok(Outcome::Lost);
         }
-        let payload = serde_json::json!({"task_id": c.id, "team": c.team, "error": error, "failures": failures});
-        outbox::emit(&mut tx, self.db.backend(), Kind::TaskFailed, Some(&c.customer_id), &payload, now).await?;
+        let event = TaskFailed { task_id: c.id.clone(), team: c.team.clone(), error: error.into(), failures };
+        outbox::emit_typed(&mut tx, self.db.backend(), event, Some(&c.customer_id), now).await?;
         tx.commit().await?;
         Ok(Outcome::Failed { error: error.into() })
     }
@@ -475,24 +475,17 @@ impl Worker {
             return Ok(Outcome::Lost);
         }
         if let Some(amount) = charge {
-            sqlx::query(
-                "INSERT INTO usage_charges (id, customer_id, task_id, tier, amount_micros, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (task_id) DO NOTHING",
-            )
-            .bind(j1msky_core::ids::new_id("uch"))
-            .bind(&c.customer_id)
-            .bind(&c.id)
-            .bind(tier)
-            .bind(amount)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            crate::charges::insert_for_task(&mut tx, &c.customer_id, &c.id, tier, amount, now).await?;
         }
-        let payload = serde_json::json!({
-            "task_id": c.id, "team": c.team, "steps": done.len(), "cost_micros": cost, "tier": tier,
-            "charge_micros": charge,
-        });
-        outbox::emit(&mut tx, self.db.backend(), Kind::TaskSucceeded, Some(&c.customer_id), &payload, now).await?;
+        let event = TaskSucceeded {
+            task_id: c.id.clone(),
+            team: c.team.clone(),
+            steps: i64::try_from(done.len()).unwrap_or(i64::MAX),
+            cost_micros: cost,
+            tier: Some(tier.into()),
+            charge_micros: charge,
+        };
+        outbox::emit_typed(&mut tx, self.db.backend(), event, Some(&c.customer_id), now).await?;
         tx.commit().await?;
         Ok(Outcome::Succeeded)
     }

@@ -7,17 +7,20 @@
 mod common;
 
 use common::{spawn_app, TestApp, OPERATOR_EMAIL, PASSWORD};
-use j1msky_accounts::reactions::{self, SUBSCRIPTION_STATE, SUBSCRIPTION_STATE_KIND};
+use j1msky_accounts::reactions::{self, SUBSCRIPTION_STATE};
 use j1msky_db::{consumers, outbox};
-use serde_json::json;
 
 /// A state accounts cannot apply (an unknown stage): the blocking consumer parks it.
 async fn park_a_bad_state(app: &TestApp, customer: &str) -> i64 {
     let mut tx = app.db.begin().await.expect("begin");
-    let state = json!({"plan": null, "stage": "royalty", "billing_status": null, "at": app.now()});
-    outbox::emit(&mut tx, app.db.backend(), SUBSCRIPTION_STATE_KIND, Some(customer), &state, app.now())
-        .await
-        .expect("emit");
+    let state = j1msky_core::events::CustomerSubscriptionState {
+        plan: None,
+        stage: Some("royalty".into()),
+        billing_status: None,
+        at: app.now(),
+        subscription_status: None,
+    };
+    outbox::emit_typed(&mut tx, app.db.backend(), state, Some(customer), app.now()).await.expect("emit");
     tx.commit().await.expect("commit");
     for _ in 0..consumers::DEFAULT_MAX_ATTEMPTS {
         reactions::catch_up(&app.db, &app.clock).await.expect("consumers");

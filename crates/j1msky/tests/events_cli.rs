@@ -20,7 +20,7 @@ use common::Cli;
 
 async fn emit(db: &Db, kind: Kind, customer: Option<&str>, payload: Value, now: i64) -> i64 {
     let mut tx = db.begin().await.expect("begin");
-    outbox::emit(&mut tx, db.backend(), kind, customer, &payload, now).await.expect("emit");
+    j1msky_db::testing::emit_raw(&mut tx, db.backend(), kind, customer, &payload, now).await.expect("emit");
     tx.commit().await.expect("commit");
     outbox::recent(db, 1).await.expect("recent")[0].seq
 }
