@@ -326,3 +326,19 @@ async fn one_address_failing_on_many_accounts_does_not_lock_out_the_other_users_
     // And once the lock period is over, the address is back to normal.
     users::authenticate(&t.db, "bob@acme.test", PASSWORD, office, T0 + 16 * 60 * SECOND).await.expect("released");
 }
+
+#[tokio::test]
+async fn the_customer_created_event_carries_the_customer_as_stored_and_reads_back_typed() {
+    let t = TestDb::new().await;
+    let id = customer(&t, "Typed").await;
+    let stored = customers::get(&t.db, &id).await.unwrap();
+    let events = j1msky_db::outbox::latest(&t.db, Some("customer.created"), 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    let mut expected = serde_json::to_value(&stored).unwrap();
+    expected["v"] = serde_json::json!(1);
+    assert_eq!(events[0].payload, expected, "the same fields as the customer itself, plus `v`");
+    match events[0].typed() {
+        Some(j1msky_core::events::Typed::CustomerCreated(c)) => assert_eq!(c, stored.created_event()),
+        other => panic!("customer.created read back as {other:?}"),
+    }
+}
