@@ -559,6 +559,20 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(state, Typed::CustomerSubscriptionState(ref s) if s.subscription_status.is_none()));
+        // Shapes older builds wrote: a limit hit with `message`, an invoice without `usage_cents`.
+        let hit =
+            decode_typed("plan.limit_hit", &serde_json::json!({"limit": "tasks_per_month", "message": "100/100"}))
+                .unwrap();
+        assert_eq!(
+            hit,
+            Typed::PlanLimitHit(LimitHit { limit: "tasks_per_month".into(), detail: Some("100/100".into()) })
+        );
+        let paid = decode_typed(
+            "invoice.paid",
+            &serde_json::json!({"invoice": "in_1", "amount_cents": 4900, "plan": "pro", "subscription": "sub_1"}),
+        )
+        .unwrap();
+        assert!(matches!(paid, Typed::InvoicePaid(ref p) if p.usage_cents == 0 && p.amount_cents == 4900));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! Fields a row written by an older build may lack are `Option`s (a missing
 //! field reads as `None`), and unknown fields are ignored, so old rows decode.
 //! `deny_unknown_fields` is kept to the kinds that were written from a struct
-//! from their first day.
+//! from their first day (and to the notice of `subscription.trial_will_end`, which
+//! must not pass for a snapshot).
 
 use serde::{Deserialize, Serialize};
 
@@ -121,11 +122,11 @@ pub struct CustomerActive {
 
 /// `plan.limit_hit`: a request the plan refused (throttled per customer and limit per hour).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LimitHit {
     /// `hourly_cap`, `monthly_budget`, `team_not_in_plan`, `model_not_in_plan`, or a task limit.
     pub limit: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Rows written before this struct called it `message`.
+    #[serde(default, alias = "message", skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -304,6 +305,8 @@ pub struct CheckoutOutcome {
 pub struct InvoicePaid {
     pub invoice: String,
     pub amount_cents: i64,
+    /// Absent from rows written before usage was booked apart: 0.
+    #[serde(default)]
     pub usage_cents: i64,
     pub plan: Option<String>,
     pub subscription: Option<String>,
