@@ -195,3 +195,36 @@ async fn the_api_and_the_pages_answer_each_domain_error_alike() {
         }
     }
 }
+
+#[tokio::test]
+async fn billing_errors_keep_their_status_and_code_on_the_pages_and_the_webhook() {
+    let (app, _fake, _stripe) = common::spawn_app_with_stripe().await;
+    app.customer_with_owner("Billing Errors Co", "owner@billing-errors.test").await;
+    let (browser, token) = signed_in(&app, "owner@billing-errors.test", "/app/billing").await;
+
+    // A plan the catalogue does not sell: refused input, 422 invalid.
+    let (ps, pc, html) = page_error(
+        browser
+            .post(app.url("/app/billing/checkout"))
+            .form(&[("csrf_token", token.as_str()), ("plan", "platinum-forever")])
+            .send()
+            .await
+            .expect("page"),
+    )
+    .await;
+    assert_eq!((ps, pc.as_str()), (422, "invalid"), "{html}");
+    assert!(html.contains("<code>invalid</code>"));
+
+    // The webhook (JSON): a forged signature, 400 bad_signature, nothing stored.
+    let (js, jc, jm) = json_error(
+        reqwest::Client::new()
+            .post(app.url("/webhooks/stripe"))
+            .header("stripe-signature", "t=1,v1=00")
+            .body("{}")
+            .send()
+            .await
+            .expect("webhook"),
+    )
+    .await;
+    assert_eq!((js, jc.as_str()), (400, "bad_signature"), "{jm}");
+}
