@@ -290,12 +290,42 @@ pub async fn run_consumer_once(
     clock: &dyn j1msky_core::Clock,
 ) -> Result<Progress, DbError> {
     let now = clock.now_micros();
+    // Idle: no lease taken, nothing written (the runner polls every second).
+    if !has_work(db, &consumer.name, now).await? {
+        return Ok(Progress::default());
+    }
     let Some(cursor) = acquire_lease(db, &consumer.name, &runner.owner, now, runner.lease_micros).await? else {
         return Ok(Progress::default());
     };
     let progress = handle_batch(db, runner, consumer, cursor, clock).await;
     release_lease(db, &consumer.name, &runner.owner).await?;
     progress
+}
+
+/// Has `consumer` anything to do: events after its cursor, a retry come due, or no
+/// cursor yet? Reads only, so a runner with nothing to do writes nothing. (A blocking
+/// consumer waiting out a failed event's back-off still takes its lease each poll.)
+async fn has_work(db: &Db, consumer: &str, now: i64) -> Result<bool, DbError> {
+    let cursor: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM consumer_cursors WHERE consumer = $1")
+        .bind(consumer)
+        .fetch_optional(db.pool())
+        .await?;
+    let Some(cursor) = cursor else { return Ok(true) };
+    let newer: Option<i64> = sqlx::query_scalar("SELECT seq FROM events WHERE seq > $1 ORDER BY seq LIMIT 1")
+        .bind(cursor)
+        .fetch_optional(db.pool())
+        .await?;
+    if newer.is_some() {
+        return Ok(true);
+    }
+    let due: Option<i64> = sqlx::query_scalar(
+        "SELECT seq FROM consumer_failures WHERE consumer = $1 AND parked = 0 AND next_try_at <= $2 LIMIT 1",
+    )
+    .bind(consumer)
+    .bind(now)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(due.is_some())
 }
 
 async fn handle_batch(

@@ -239,3 +239,56 @@ async fn replay_moves_the_cursor_back_and_lag_counts_what_is_left() {
     assert_eq!(effects(&t.db).await, vec![(seqs[0], 1), (seqs[1], 1), (seqs[2], 2), (seqs[3], 2)]);
     assert_eq!(consumers::status(&t.db).await.expect("status")[0].lag, 0);
 }
+
+/// Counts the writes to `consumer_cursors` (a trigger on each updated row).
+async fn count_cursor_writes(db: &Db) {
+    sqlx::query("CREATE TABLE cursor_writes (n BIGINT NOT NULL)").execute(db.pool()).await.expect("table");
+    let ddl: &[&str] = match db.backend() {
+        Backend::Sqlite => &["CREATE TRIGGER cursor_written AFTER UPDATE ON consumer_cursors
+              BEGIN INSERT INTO cursor_writes (n) VALUES (1); END"],
+        Backend::Postgres => &[
+            "CREATE FUNCTION count_cursor_write() RETURNS trigger LANGUAGE plpgsql AS
+              'BEGIN INSERT INTO cursor_writes (n) VALUES (1); RETURN NULL; END'",
+            "CREATE TRIGGER cursor_written AFTER UPDATE ON consumer_cursors
+              FOR EACH ROW EXECUTE FUNCTION count_cursor_write()",
+        ],
+    };
+    for sql in ddl {
+        sqlx::query(sql).execute(db.pool()).await.expect("trigger");
+    }
+}
+
+async fn cursor_writes(db: &Db) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM cursor_writes").fetch_one(db.pool()).await.expect("writes")
+}
+
+#[tokio::test]
+async fn an_idle_runner_polls_without_writing_and_wakes_for_new_events() {
+    let t = setup().await;
+    count_cursor_writes(&t.db).await;
+    let c = consumer("idle", OnFailure::Block, Recorder::default());
+    let runner = Runner::new("a");
+    let clock = ManualClock::new(10 * SEC);
+    let first = emit(&t.db, Kind::TaskSubmitted, 1).await;
+    let p = consumers::run_once(&t.db, &runner, std::slice::from_ref(&c), &clock).await.expect("run");
+    assert_eq!(p.handled, 1);
+    let after_work = cursor_writes(&t.db).await;
+    assert!(after_work > 0, "handling an event moves the cursor");
+
+    // A minute of polls with nothing to do: the cursor row is not written once.
+    for _ in 0..60 {
+        clock.advance_secs(1);
+        let p = consumers::run_once(&t.db, &runner, std::slice::from_ref(&c), &clock).await.expect("idle run");
+        assert!(!p.moved());
+    }
+    assert_eq!(cursor_writes(&t.db).await, after_work, "idle polls write nothing");
+
+    // An event of a kind it does not handle still moves its cursor; a wanted one is handled.
+    emit(&t.db, Kind::TaskStarted, 1).await;
+    let next = emit(&t.db, Kind::TaskSubmitted, 1).await;
+    let p = consumers::run_once(&t.db, &runner, std::slice::from_ref(&c), &clock).await.expect("run");
+    assert_eq!((p.handled, p.passed), (1, 1));
+    assert!(cursor_writes(&t.db).await > after_work);
+    assert_eq!(effects(&t.db).await, vec![(first[0], 1), (next[0], 1)]);
+    assert_eq!(cursor_of(&t.db, "idle").await, next[0]);
+}

@@ -129,7 +129,7 @@ impl FromRequestParts<AppState> for OperatorUser {
         if s.user.role == UserRole::Operator {
             Ok(OperatorUser(s))
         } else {
-            Err(crate::render::error_page(state, Some(&s), StatusCode::FORBIDDEN, "This area is for operators."))
+            Err(crate::render::error_page_for(state, Some(&s), ApiError::forbidden("This area is for operators.")))
         }
     }
 }

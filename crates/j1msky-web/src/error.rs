@@ -1,8 +1,20 @@
-//! One error type for the JSON surface: `{"error":{"code","message"}}` with the right status.
+//! How every domain error is answered. Each error type has one mapping here (a `From`
+//! impl into [`ApiError`]: status, stable `code`, a message safe to show), and both
+//! renderers use it: JSON as `{"error":{"code","message"}}` (this module) and HTML as the
+//! error page or a form shown again with the message (`render::error_page_for`). So one
+//! error gives the same status on the API and in the browser. Internal errors are logged
+//! here and answered as 500 `internal` without their details.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use j1msky_accounts::AccountsError;
+use j1msky_billing::BillingError;
+use j1msky_gateway::controls::ControlError;
+use j1msky_gateway::limits::LimitError;
+use j1msky_gateway::policy::RouteError;
+use j1msky_gateway::providers::UpstreamError;
+use j1msky_gateway::GatewayError;
+use j1msky_tasks::TaskError;
 
 /// An error answered as JSON.
 #[derive(Debug)]
@@ -37,6 +49,22 @@ impl ApiError {
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
+
+    /// 500 `internal`: `error` is logged (with `what` failed), never shown.
+    pub fn internal(what: &str, error: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %error, what, "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged")
+    }
+
+    /// Is this our failure (5xx) rather than the caller's?
+    pub fn is_internal(&self) -> bool {
+        self.status == StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    fn with_retry_after(mut self, secs: i64) -> ApiError {
+        self.retry_after_secs = Some(secs);
+        self
+    }
 }
 
 impl From<AccountsError> for ApiError {
@@ -46,13 +74,108 @@ impl From<AccountsError> for ApiError {
             AccountsError::Invalid { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
             AccountsError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             AccountsError::BadCredentials => ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", e.to_string()),
-            AccountsError::Throttled { retry_after_secs } => ApiError {
-                retry_after_secs: Some(retry_after_secs),
-                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", e.to_string())
-            },
-            AccountsError::Db(_) | AccountsError::Internal(_) => {
-                tracing::error!(error = %e, "internal error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged")
+            AccountsError::Throttled { retry_after_secs } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", e.to_string())
+                    .with_retry_after(retry_after_secs)
+            }
+            AccountsError::Db(_) | AccountsError::Internal(_) => ApiError::internal("accounts", &e),
+        }
+    }
+}
+
+impl From<TaskError> for ApiError {
+    fn from(e: TaskError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            TaskError::UnknownTeam { .. } | TaskError::Invalid { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+            }
+            TaskError::TeamNotInPlan { .. } => ApiError::new(StatusCode::FORBIDDEN, "team_not_in_plan", message),
+            TaskError::LimitReached { .. } => ApiError::new(StatusCode::PAYMENT_REQUIRED, "plan_limit", message),
+            TaskError::NoActivePlan(_) => ApiError::new(StatusCode::PAYMENT_REQUIRED, "no_active_plan", message),
+            // Another customer's task is indistinguishable from a missing one.
+            TaskError::NotFound(_) | TaskError::NoCustomer(_) => ApiError::not_found("task"),
+            TaskError::NotCancellable { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            TaskError::Accounts(a) => a.into(),
+            TaskError::Db(_) | TaskError::Corrupt(_) => ApiError::internal("tasks", &message),
+        }
+    }
+}
+
+impl From<BillingError> for ApiError {
+    fn from(e: BillingError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            BillingError::Invalid { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message),
+            BillingError::NotFound(what) => ApiError::not_found(what),
+            BillingError::Signature(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_signature", message),
+            BillingError::Malformed(_) => ApiError::new(StatusCode::BAD_REQUEST, "malformed", message),
+            BillingError::Stripe { .. } | BillingError::Unreachable(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "stripe_error", message)
+            }
+            BillingError::Config(_) => {
+                tracing::error!(error = %message, "billing is not configured");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "billing_not_configured",
+                    "billing is not fully configured on this server yet; the operator has been told",
+                )
+            }
+            BillingError::Accounts(a) => a.into(),
+            BillingError::Db(_) => ApiError::internal("billing", &message),
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> ApiError {
+        match e {
+            ControlError::Rule { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
+            ControlError::Failed(g) => g.into(),
+        }
+    }
+}
+
+/// The gateway's errors; the model endpoints render the same mapping in OpenAI's and
+/// Anthropic's shapes (`gateway::llm::Failure`), whose clients know these codes.
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            GatewayError::Route(RouteError::UnknownModel(_)) => {
+                ApiError::new(StatusCode::NOT_FOUND, "model_not_found", message)
+            }
+            GatewayError::Route(RouteError::OutsidePlan { .. }) => {
+                ApiError::new(StatusCode::FORBIDDEN, "model_not_in_plan", message)
+            }
+            GatewayError::Route(RouteError::NotAllowed) => {
+                ApiError::new(StatusCode::FORBIDDEN, "model_not_allowed", message)
+            }
+            GatewayError::Limit(LimitError::Cap { retry_after_secs, .. }) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", message)
+                    .with_retry_after(i64::try_from(retry_after_secs).unwrap_or(i64::MAX))
+            }
+            GatewayError::Limit(LimitError::Backlog { .. }) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", message).with_retry_after(5)
+            }
+            GatewayError::Limit(LimitError::Budget { .. }) => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", message)
+            }
+            GatewayError::NoActivePlan(_) => ApiError::new(StatusCode::PAYMENT_REQUIRED, "no_active_plan", message),
+            GatewayError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", m),
+            GatewayError::Upstream(UpstreamError::Timeout) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message)
+            }
+            GatewayError::Upstream(UpstreamError::RateLimited { retry_after_secs }) => {
+                let secs = retry_after_secs.map_or(1, |s| i64::try_from(s).unwrap_or(i64::MAX));
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited", message).with_retry_after(secs)
+            }
+            GatewayError::Upstream(UpstreamError::Overloaded { .. }) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded", message)
+            }
+            GatewayError::Upstream(_) => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message),
+            GatewayError::Limit(LimitError::Db(_)) | GatewayError::Db(_) | GatewayError::Accounts(_) => {
+                ApiError::internal("gateway", &message)
             }
         }
     }

@@ -1,11 +1,12 @@
 //! Page rendering: one shared layout around each page's template.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use j1msky_accounts::sessions::Session;
 use j1msky_core::vocab::UserRole;
 use minijinja::{context, Value};
 
+use crate::error::ApiError;
 use crate::nav::Audience;
 use crate::state::AppState;
 
@@ -56,14 +57,37 @@ pub fn page_with_status(
     }
 }
 
-/// A 500 page for an unexpected failure, which is logged with `what` (the page).
+/// A 500 page for an unexpected failure (a `DbError`, say, which no domain error wraps),
+/// logged with `what` (the page): the same answer as [`error_page_for`] gives an internal
+/// domain error.
 pub fn internal_error(state: &AppState, session: Option<&Session>, what: &str, e: &dyn std::fmt::Display) -> Response {
-    tracing::error!(error = %e, page = what, "page failed");
-    error_page(state, session, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong; it has been logged.")
+    error_page_for(state, session, ApiError::internal(what, e))
 }
 
 /// An error page in the shared layout.
 pub fn error_page(state: &AppState, session: Option<&Session>, status: StatusCode, message: &str) -> Response {
     let ctx = context! { status => status.as_u16(), message };
     page_with_status(state, session, status, "error.html", "", ctx)
+}
+
+/// The error page for a domain error, through its one mapping in [`crate::error`]: the
+/// status, code and message the JSON API gives for the same error.
+pub fn error_page_for(state: &AppState, session: Option<&Session>, e: impl Into<ApiError>) -> Response {
+    let e = e.into();
+    let ctx = context! { status => e.status.as_u16(), message => e.message.clone(), code => e.code };
+    let resp = page_with_status(state, session, e.status, "error.html", "", ctx);
+    stamp(resp, &e)
+}
+
+/// Marks a page answering a domain error (the error page, or a form shown again with the
+/// error's message and status) with the error's code in `x-error-code`, as the JSON body
+/// carries it, and its `Retry-After` when it has one.
+pub fn stamp(mut resp: Response, e: &ApiError) -> Response {
+    if let Ok(v) = HeaderValue::from_str(e.code) {
+        resp.headers_mut().insert("x-error-code", v);
+    }
+    if let Some(v) = e.retry_after_secs.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
 }

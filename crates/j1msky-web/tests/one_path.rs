@@ -28,7 +28,9 @@ async fn a_taken_owner_email_leaves_no_customer_behind() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 422);
+    // A conflict, as the API would answer it (one mapping per domain error).
+    assert_eq!(resp.status(), 409);
+    assert_eq!(resp.headers()["x-error-code"], "conflict");
     let html = resp.text().await.unwrap();
     assert!(html.contains("already exists"), "the page says why");
     let names: Vec<String> =

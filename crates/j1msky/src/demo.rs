@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use j1msky_accounts::customers::{self, NewCustomer};
+use j1msky_accounts::customers::{self, NewCustomer, NewOwner};
 use j1msky_accounts::secrets;
 use j1msky_accounts::users::{self, NewUser};
 use j1msky_audit::Actor;
@@ -236,8 +236,13 @@ async fn seed(db: &Db, catalogue: &Catalogue) -> Result<String, Failure> {
     upsert_user(db, &actor, DEMO_OPERATOR, "Demo operator", UserRole::Operator, None, &password, now).await?;
     let existing = customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)?;
     for demo in CUSTOMERS {
-        let id = match existing.iter().find(|c| c.name == demo.name) {
-            Some(c) => c.id.clone(),
+        match existing.iter().find(|c| c.name == demo.name) {
+            // An earlier run made it: refresh the owner's password (and add the owner
+            // if a database from before `create_with_owner` lacks one).
+            Some(c) => {
+                let id = Some(c.id.clone());
+                upsert_user(db, &actor, demo.owner, demo.name, UserRole::Owner, id, &password, now).await?;
+            }
             None => {
                 let input = NewCustomer {
                     name: demo.name.into(),
@@ -249,10 +254,13 @@ async fn seed(db: &Db, catalogue: &Catalogue) -> Result<String, Failure> {
                     expected_monthly_tasks: Some(demo.expected),
                     time_zone: Some(demo.time_zone.into()),
                 };
-                customers::create(db, catalogue, &actor, input, now).await.map_err(anyhow::Error::from)?.id
+                let owner =
+                    NewOwner { email: demo.owner.into(), display_name: demo.name.into(), password: password.clone() };
+                customers::create_with_owner(db, catalogue, &actor, input, Some(owner), now)
+                    .await
+                    .map_err(anyhow::Error::from)?;
             }
-        };
-        upsert_user(db, &actor, demo.owner, demo.name, UserRole::Owner, Some(id), &password, now).await?;
+        }
     }
     Ok(password)
 }

@@ -456,6 +456,20 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let again = text(&out.stdout);
     assert!(again.contains("operator@demo.local"));
     assert!(!again.contains(&password), "each demo run prints a new password");
+
+    // Every demo customer was made with its owner, in one step: none is left without one.
+    let db = j1msky_db::Db::connect(&url).await.expect("open the demo database");
+    let (customers,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM customers").fetch_one(db.pool()).await.expect("count");
+    assert_eq!(customers, 3, "the three demo customers, not duplicated by the second run");
+    let ownerless: Vec<(String,)> = sqlx::query_as(
+        "SELECT c.name FROM customers c WHERE NOT EXISTS \
+         (SELECT 1 FROM users u WHERE u.customer_id = c.id AND u.role = 'owner')",
+    )
+    .fetch_all(db.pool())
+    .await
+    .expect("ownerless customers");
+    assert!(ownerless.is_empty(), "demo customers without an owner: {ownerless:?}");
 }
 
 #[tokio::test]

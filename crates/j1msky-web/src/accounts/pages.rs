@@ -17,17 +17,9 @@ use crate::auth::{
     cookie, is_https, safe_next, ClientIp, CustomerUser, MaybeSession, OperatorUser, PageUser, SESSION_COOKIE,
 };
 use crate::csrf::LOGIN_CSRF_COOKIE;
-use crate::render::{error_page, page_with_status};
+use crate::error::ApiError;
+use crate::render::{error_page_for, page_with_status, stamp};
 use crate::state::AppState;
-
-fn internal(state: &AppState, session: Option<&sessions::Session>, e: AccountsError) -> Response {
-    match e {
-        AccountsError::NotFound(what) => {
-            error_page(state, session, StatusCode::NOT_FOUND, &format!("{what} not found."))
-        }
-        other => crate::render::internal_error(state, session, "account", &other),
-    }
-}
 
 /// `/`: wherever the caller belongs.
 pub async fn root(PageUser(s): PageUser) -> Redirect {
@@ -96,34 +88,21 @@ pub async fn login(
                 let target = safe_next(form.next.as_deref()).filter(|n| n != "/").unwrap_or_else(|| home.to_string());
                 (jar, Redirect::to(&target)).into_response()
             }
-            Err(e) => internal(&state, None, e),
+            Err(e) => error_page_for(&state, None, e),
         },
-        Err(AccountsError::Throttled { retry_after_secs }) => {
-            let msg = format!("Too many failed attempts. Try again in {} minute(s).", (retry_after_secs + 59) / 60);
-            let mut resp = login_page(
-                &state,
-                &headers,
-                jar,
-                form.next.as_deref(),
-                &form.email,
-                Some(msg),
-                StatusCode::TOO_MANY_REQUESTS,
-            );
-            if let Ok(v) = retry_after_secs.to_string().parse() {
-                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-            }
-            resp
+        // The login form again, with the status, code and Retry-After of the mapping.
+        Err(e @ (AccountsError::Throttled { .. } | AccountsError::BadCredentials)) => {
+            let msg = match &e {
+                AccountsError::Throttled { retry_after_secs } => {
+                    format!("Too many failed attempts. Try again in {} minute(s).", (retry_after_secs + 59) / 60)
+                }
+                _ => "Wrong email or password.".to_string(),
+            };
+            let e = ApiError::from(e);
+            let page = login_page(&state, &headers, jar, form.next.as_deref(), &form.email, Some(msg), e.status);
+            stamp(page, &e)
         }
-        Err(AccountsError::BadCredentials) => login_page(
-            &state,
-            &headers,
-            jar,
-            form.next.as_deref(),
-            &form.email,
-            Some("Wrong email or password.".into()),
-            StatusCode::UNAUTHORIZED,
-        ),
-        Err(e) => internal(&state, None, e),
+        Err(e) => error_page_for(&state, None, e),
     }
 }
 
@@ -131,7 +110,7 @@ pub async fn login(
 pub async fn logout(State(state): State<AppState>, jar: CookieJar) -> Response {
     if let Some(c) = jar.get(SESSION_COOKIE) {
         if let Err(e) = sessions::delete(&state.db, c.value()).await {
-            return internal(&state, None, e);
+            return error_page_for(&state, None, e);
         }
     }
     let jar = jar.remove(axum_extra::extract::cookie::Cookie::build(SESSION_COOKIE).path("/"));
@@ -162,11 +141,11 @@ async fn admin_customers_page(
     let stage = stage.and_then(|v| v.parse::<Stage>().ok());
     let list = match customers::list(&state.db, stage, 500).await {
         Ok(l) => l,
-        Err(e) => return internal(state, Some(s), e),
+        Err(e) => return error_page_for(state, Some(s), e),
     };
     let all = match customers::list(&state.db, None, 100_000).await {
         Ok(l) => l,
-        Err(e) => return internal(state, Some(s), e),
+        Err(e) => return error_page_for(state, Some(s), e),
     };
     let stage_counts: Vec<_> = Stage::ALL
         .iter()
@@ -268,17 +247,14 @@ pub async fn admin_create_customer(
     };
     let customer = match created {
         Ok((c, _)) => c,
-        Err(e @ (AccountsError::Invalid { .. } | AccountsError::Conflict(_))) => {
-            return admin_customers_page(
-                &state,
-                &s,
-                None,
-                Some((e.to_string(), "error")),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
+        Err(e) => {
+            let e = ApiError::from(e);
+            if e.is_internal() {
+                return error_page_for(&state, Some(&s), e);
+            }
+            let page = admin_customers_page(&state, &s, None, Some((e.message.clone(), "error")), e.status).await;
+            return stamp(page, &e);
         }
-        Err(e) => return internal(&state, Some(&s), e),
     };
     Redirect::to(&format!("/admin/customers/{}", customer.id)).into_response()
 }
@@ -311,7 +287,7 @@ async fn customer_page(
     .await;
     let (customer, history, users, keys, audit) = match loaded {
         Ok(v) => v,
-        Err(e) => return internal(state, Some(s), e),
+        Err(e) => return error_page_for(state, Some(s), e),
     };
     let (flash, flash_kind) = match flash {
         Some((m, k)) => (Some(m), k),
@@ -352,7 +328,13 @@ pub async fn admin_set_stage(
     };
     match customers::set_stage(&state.db, &Actor::user(&s.user.id), &id, stage, state.now()).await {
         Ok(_) => Redirect::to(&format!("/admin/customers/{id}")).into_response(),
-        Err(e) => internal(&state, Some(&s), e),
+        Err(e) => {
+            let e = ApiError::from(e);
+            if e.is_internal() || e.status == StatusCode::NOT_FOUND {
+                return error_page_for(&state, Some(&s), e);
+            }
+            stamp(customer_page(&state, &s, &id, Some((e.message.clone(), "error")), e.status).await, &e)
+        }
     }
 }
 
@@ -374,7 +356,7 @@ async fn app_page(
     .await
     {
         Ok(v) => v,
-        Err(e) => return internal(state, Some(s), e),
+        Err(e) => return error_page_for(state, Some(s), e),
     };
     let plan = customer.plan.as_deref().and_then(|p| state.catalogue.plans.get(p));
     let teams: Vec<String> = match plan.map(|p| &p.teams) {
@@ -410,14 +392,11 @@ pub async fn app_create_key(
     Form(form): Form<KeyForm>,
 ) -> Response {
     if s.user.role != UserRole::Owner {
-        return error_page(&state, Some(&s), StatusCode::FORBIDDEN, "Only the account owner manages API keys.");
+        return error_page_for(&state, Some(&s), ApiError::forbidden("Only the account owner manages API keys."));
     }
     match api_keys::create(&state.db, &Actor::user(&s.user.id), &cid, &form.name, state.now()).await {
         Ok((key, secret)) => app_page(&state, &s, &cid, Some((key.name, secret)), StatusCode::OK).await,
-        Err(e @ AccountsError::Invalid { .. }) => {
-            error_page(&state, Some(&s), StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
-        }
-        Err(e) => internal(&state, Some(&s), e),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
 
@@ -428,11 +407,11 @@ pub async fn app_revoke_key(
     Path(id): Path<String>,
 ) -> Response {
     if s.user.role != UserRole::Owner {
-        return error_page(&state, Some(&s), StatusCode::FORBIDDEN, "Only the account owner manages API keys.");
+        return error_page_for(&state, Some(&s), ApiError::forbidden("Only the account owner manages API keys."));
     }
     match api_keys::revoke(&state.db, &Actor::user(&s.user.id), &id, Some(&cid), state.now()).await {
         Ok(_) => Redirect::to("/app").into_response(),
-        Err(e) => internal(&state, Some(&s), e),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
 
@@ -446,5 +425,5 @@ pub async fn not_found(
         return crate::error::ApiError::not_found("route").into_response();
     }
     let s = session.and_then(|axum::Extension(m)| m.0);
-    error_page(&state, s.as_deref(), StatusCode::NOT_FOUND, "There is no page here.")
+    error_page_for(&state, s.as_deref(), ApiError::new(StatusCode::NOT_FOUND, "not_found", "There is no page here."))
 }

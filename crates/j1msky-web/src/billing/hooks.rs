@@ -3,11 +3,10 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use j1msky_billing::webhook::{self, Received};
-use j1msky_billing::BillingError;
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -23,14 +22,8 @@ pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Byt
             Json(json!({"received": true})).into_response()
         }
         Ok(Received::Duplicate { .. }) => Json(json!({"received": true, "duplicate": true})).into_response(),
-        // Refused: Stripe shows the message in the endpoint's delivery log.
-        Err(e @ (BillingError::Signature(_) | BillingError::Malformed(_))) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_webhook", e.to_string()).into_response()
-        }
-        // Not stored: a 5xx makes Stripe deliver it again later.
-        Err(e) => {
-            tracing::error!(error = %e, "stripe webhook not stored");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "event not stored; retry").into_response()
-        }
+        // Refused (400: a bad signature, a body we cannot read), or not stored (5xx):
+        // Stripe shows the message in the endpoint's delivery log and delivers it again.
+        Err(e) => ApiError::from(e).into_response(),
     }
 }

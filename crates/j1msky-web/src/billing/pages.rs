@@ -16,7 +16,8 @@ use j1msky_core::vocab::UserRole;
 use minijinja::context;
 
 use crate::auth::CustomerUser;
-use crate::render::{error_page, internal_error, page_with_status};
+use crate::error::ApiError;
+use crate::render::{error_page, error_page_for, page_with_status};
 use crate::state::AppState;
 
 type Session = j1msky_accounts::sessions::Session;
@@ -30,33 +31,25 @@ impl FromRequestParts<AppState> for BillingOwner {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let CustomerUser(s, cid) = CustomerUser::from_request_parts(parts, state).await?;
         if s.user.role != UserRole::Owner {
-            return Err(error_page(
+            return Err(error_page_for(
                 state,
                 Some(&s),
-                StatusCode::FORBIDDEN,
-                "Only the account's owner can change billing.",
+                ApiError::forbidden("Only the account's owner can change billing."),
             ));
         }
         match &state.stripe {
             Some(stripe) => Ok(BillingOwner(s, cid, stripe.clone())),
-            None => Err(error_page(
+            None => Err(error_page_for(
                 state,
                 Some(&s),
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Billing is not configured on this server yet.",
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "billing_not_configured",
+                    "Billing is not configured on this server yet.",
+                ),
             )),
         }
     }
-}
-
-fn fail(state: &AppState, s: &Session, e: BillingError) -> Response {
-    let status = match &e {
-        BillingError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        BillingError::NotFound(_) => StatusCode::NOT_FOUND,
-        BillingError::Stripe { .. } | BillingError::Unreachable(_) => StatusCode::BAD_GATEWAY,
-        _ => return internal_error(state, Some(s), "billing", &e),
-    };
-    error_page(state, Some(s), status, &e.to_string())
 }
 
 /// Where Stripe sends the customer back: the configured public URL, else this host.
@@ -96,7 +89,7 @@ pub async fn page(
     .await;
     let (customer, sub, invoices, grants) = match loaded {
         Ok(v) => v,
-        Err(e) => return fail(&state, &s, e),
+        Err(e) => return error_page_for(&state, Some(&s), e),
     };
     let cat = &state.catalogue;
     let current_price =
@@ -185,7 +178,7 @@ pub async fn start_checkout(
     };
     match checkout::start(&state.db, &stripe, &state.catalogue, &cid, &req, state.now()).await {
         Ok(link) => Redirect::to(&link.url).into_response(),
-        Err(e) => fail(&state, &s, e),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
 
@@ -216,7 +209,7 @@ pub async fn change(
     };
     match done {
         Ok(()) => Redirect::to("/app/billing?notice=requested").into_response(),
-        Err(e) => fail(&state, &s, e),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
 
@@ -229,7 +222,7 @@ pub async fn portal(
     let back = format!("{}/app/billing", base_url(&state, &headers));
     match checkout::portal(&state.db, &stripe, &cid, &back).await {
         Ok(url) => Redirect::to(&url).into_response(),
-        Err(e) => fail(&state, &s, e),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
 
@@ -253,7 +246,7 @@ pub async fn cancel(
                 context! { survey, offer },
             )
         }
-        Err(e) => fail(&state, &s, e),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
 
@@ -286,7 +279,7 @@ pub async fn accept(
 ) -> Response {
     match retention::accept_offer(&state.db, &stripe, &state.catalogue, &cid, &id, state.now()).await {
         Ok(_) => Redirect::to("/app/billing?notice=kept").into_response(),
-        Err(e) => fail(&state, &s, e),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
 
@@ -298,6 +291,6 @@ pub async fn confirm(
 ) -> Response {
     match retention::confirm_cancel(&state.db, &stripe, &cid, &id, state.now()).await {
         Ok(_) => Redirect::to("/app/billing?notice=cancelled").into_response(),
-        Err(e) => fail(&state, &s, e),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }

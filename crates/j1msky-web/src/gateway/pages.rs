@@ -15,6 +15,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use crate::auth::OperatorUser;
+use crate::error::ApiError;
 use crate::render::page_with_status;
 use crate::state::AppState;
 
@@ -69,10 +70,7 @@ async fn render(
     .await;
     let (p, alerts) = match loaded {
         Ok(x) => x,
-        Err(e) => {
-            tracing::error!(error = %e, "gateway page");
-            return crate::render::error_page(state, Some(s), StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-        }
+        Err(e) => return crate::render::internal_error(state, Some(s), "gateway page", &e),
     };
     let circuits: Vec<_> = state
         .catalogue
@@ -126,12 +124,12 @@ pub async fn set_mode(
 ) -> Response {
     let mode: Mode = match form.mode.parse() {
         Ok(m) => m,
-        Err(e) => return render(&state, &s, Some((e, "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
+        Err(e) => return refused(&state, &s, ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e)).await,
     };
     let reason = if form.reason.trim().is_empty() { "set by the operator" } else { form.reason.trim() };
     match controls::set_mode(&state.db, &Actor::user(&s.user.id), mode, reason, state.now()).await {
         Ok(()) => done(&state),
-        Err(e) => render(&state, &s, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
+        Err(e) => refused(&state, &s, e.into()).await,
     }
 }
 
@@ -152,7 +150,7 @@ pub async fn set_cap(
     let actor = Actor::user(&s.user.id);
     match controls::set_cap_text(&state.db, &state.catalogue, &actor, &form.scope, &form.cap, state.now()).await {
         Ok(_) => done(&state),
-        Err(e) => render(&state, &s, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
+        Err(e) => refused(&state, &s, e.into()).await,
     }
 }
 
@@ -171,8 +169,18 @@ pub async fn set_budget(
 ) -> Response {
     match controls::set_daily_budget_text(&state.db, &Actor::user(&s.user.id), &form.amount, state.now()).await {
         Ok(_) => done(&state),
-        Err(e) => render(&state, &s, Some((e.to_string(), "error")), StatusCode::UNPROCESSABLE_ENTITY).await,
+        Err(e) => refused(&state, &s, e.into()).await,
     }
+}
+
+/// A refused change: the page again with the error's message, status and code (the
+/// mapping in `crate::error`); an internal failure gets the error page.
+async fn refused(state: &AppState, s: &j1msky_accounts::sessions::Session, e: ApiError) -> Response {
+    if e.is_internal() {
+        return crate::render::error_page_for(state, Some(s), e);
+    }
+    let page = render(state, s, Some((e.message.clone(), "error")), e.status).await;
+    crate::render::stamp(page, &e)
 }
 
 fn done(state: &AppState) -> Response {

@@ -15,27 +15,6 @@ use crate::auth::ApiCaller;
 use crate::error::{ApiError, JsonBody};
 use crate::state::AppState;
 
-impl From<TaskError> for ApiError {
-    fn from(e: TaskError) -> ApiError {
-        let message = e.to_string();
-        match e {
-            TaskError::UnknownTeam { .. } | TaskError::Invalid { .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
-            }
-            TaskError::TeamNotInPlan { .. } => ApiError::new(StatusCode::FORBIDDEN, "team_not_in_plan", message),
-            TaskError::LimitReached { .. } => ApiError::new(StatusCode::PAYMENT_REQUIRED, "plan_limit", message),
-            TaskError::NoActivePlan(_) => ApiError::new(StatusCode::PAYMENT_REQUIRED, "no_active_plan", message),
-            TaskError::NotFound(_) | TaskError::NoCustomer(_) => ApiError::not_found("task"),
-            TaskError::NotCancellable { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-            TaskError::Accounts(a) => a.into(),
-            TaskError::Db(_) | TaskError::Corrupt(_) => {
-                tracing::error!(error = %message, "task storage error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged")
-            }
-        }
-    }
-}
-
 fn customer_of(caller: &ApiCaller) -> Result<&str, ApiError> {
     caller.customer_id().ok_or_else(|| ApiError::forbidden("operators submit tasks for customers with the CLI"))
 }

@@ -13,22 +13,9 @@ use j1msky_tasks::{NewTask, Priority, TaskError};
 use minijinja::context;
 
 use crate::auth::{CustomerUser, OperatorUser};
-use crate::render::{error_page, internal_error, page_with_status};
+use crate::error::ApiError;
+use crate::render::{error_page_for, page_with_status, stamp};
 use crate::state::AppState;
-
-fn task_error_page(state: &AppState, s: &j1msky_accounts::sessions::Session, e: TaskError) -> Response {
-    let status = match &e {
-        TaskError::NotFound(_) | TaskError::NoCustomer(_) => StatusCode::NOT_FOUND,
-        TaskError::TeamNotInPlan { .. } => StatusCode::FORBIDDEN,
-        TaskError::LimitReached { .. } | TaskError::NoActivePlan(_) => StatusCode::PAYMENT_REQUIRED,
-        TaskError::NotCancellable { .. } => StatusCode::CONFLICT,
-        TaskError::Invalid { .. } | TaskError::UnknownTeam { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        TaskError::Db(_) | TaskError::Corrupt(_) | TaskError::Accounts(_) => {
-            return internal_error(state, Some(s), "task", &e)
-        }
-    };
-    error_page(state, Some(s), status, &e.to_string())
-}
 
 /// `GET /app/tasks`.
 pub async fn app_tasks(State(state): State<AppState>, CustomerUser(s, cid): CustomerUser) -> Response {
@@ -44,16 +31,13 @@ async fn app_tasks_page(
 ) -> Response {
     let loaded = async {
         let customer = j1msky_accounts::customers::get(&state.db, cid).await?;
-        let tasks = j1msky_tasks::list(&state.db, Some(cid), None, 100).await.map_err(|e| match e {
-            TaskError::Accounts(a) => a,
-            other => j1msky_accounts::AccountsError::Internal(other.to_string()),
-        })?;
-        Ok::<_, j1msky_accounts::AccountsError>((customer, tasks))
+        let tasks = j1msky_tasks::list(&state.db, Some(cid), None, 100).await?;
+        Ok::<_, TaskError>((customer, tasks))
     }
     .await;
     let (customer, tasks) = match loaded {
         Ok(v) => v,
-        Err(e) => return internal_error(state, Some(s), "tasks", &e),
+        Err(e) => return error_page_for(state, Some(s), e),
     };
     let plan = customer.plan.as_deref().and_then(|p| state.catalogue.plans.get(p));
     let allowed: Vec<&String> = match plan.map(|p| p.teams) {
@@ -85,7 +69,7 @@ pub async fn app_submit(
     let text = |k: &str| form.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     let priority = match text("priority").as_deref().unwrap_or("normal").parse::<Priority>() {
         Ok(p) => p,
-        Err(e) => return task_error_page(&state, &s, e),
+        Err(e) => return error_page_for(&state, Some(&s), e),
     };
     let input = NewTask {
         team: text("team").unwrap_or_default(),
@@ -98,8 +82,14 @@ pub async fn app_submit(
     };
     match j1msky_tasks::submit(&state.db, &state.catalogue, &cid, &input, None, state.now()).await {
         Ok(done) => Redirect::to(&format!("/app/tasks/{}", done.task.id)).into_response(),
-        Err(e @ (TaskError::Db(_) | TaskError::Corrupt(_) | TaskError::Accounts(_))) => task_error_page(&state, &s, e),
-        Err(e) => app_tasks_page(&state, &s, &cid, Some(e.to_string()), StatusCode::UNPROCESSABLE_ENTITY).await,
+        Err(e) => {
+            // Refused input: the form again, with the status and code the API gives.
+            let e = ApiError::from(e);
+            if e.is_internal() {
+                return error_page_for(&state, Some(&s), e);
+            }
+            stamp(app_tasks_page(&state, &s, &cid, Some(e.message.clone()), e.status).await, &e)
+        }
     }
 }
 
@@ -118,7 +108,7 @@ pub async fn app_task(
             "tasks",
             context! { task => d.task, steps => d.steps },
         ),
-        Err(e) => task_error_page(&state, &s, e),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
 
@@ -130,7 +120,7 @@ pub async fn app_cancel(
 ) -> Response {
     match j1msky_tasks::cancel(&state.db, &id, Some(&cid), &format!("user:{}", s.user.id), state.now()).await {
         Ok(_) => Redirect::to(&format!("/app/tasks/{id}")).into_response(),
-        Err(e) => task_error_page(&state, &s, e),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
 
@@ -144,7 +134,7 @@ async fn queue_page(state: &AppState, s: &j1msky_accounts::sessions::Session, fl
         Ok(queue) => {
             page_with_status(state, Some(s), StatusCode::OK, "admin/queue.html", "queue", context! { queue, flash })
         }
-        Err(e) => task_error_page(state, s, e),
+        Err(e) => error_page_for(state, Some(s), e),
     }
 }
 
@@ -156,7 +146,7 @@ pub async fn admin_retry(
 ) -> Response {
     match j1msky_tasks::retry(&state.db, &id, &format!("user:{}", s.user.id), state.now()).await {
         Ok(t) => queue_page(&state, &s, Some(format!("{} is queued again", t.id))).await,
-        Err(e) => task_error_page(&state, &s, e),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
 
@@ -168,6 +158,6 @@ pub async fn admin_cancel(
 ) -> Response {
     match j1msky_tasks::cancel(&state.db, &id, None, &format!("user:{}", s.user.id), state.now()).await {
         Ok(t) => queue_page(&state, &s, Some(format!("{} cancelled", t.id))).await,
-        Err(e) => task_error_page(&state, &s, e),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }

@@ -6,9 +6,7 @@ pub mod anthropic;
 pub mod openai;
 
 use axum::http::{HeaderMap, StatusCode};
-use j1msky_gateway::limits::LimitError;
 use j1msky_gateway::policy::RouteError;
-use j1msky_gateway::providers::UpstreamError;
 use j1msky_gateway::{CallContext, GatewayError};
 
 use crate::state::AppState;
@@ -57,48 +55,25 @@ impl Failure {
     }
 }
 
+/// The mapping of `crate::error` (status, code, message, retry-after), in this format.
+impl From<crate::error::ApiError> for Failure {
+    fn from(e: crate::error::ApiError) -> Failure {
+        Failure {
+            retry_after_secs: e.retry_after_secs.map(|s| u64::try_from(s).unwrap_or(0)),
+            ..Failure::new(e.status, e.code, e.message)
+        }
+    }
+}
+
 impl From<GatewayError> for Failure {
     fn from(e: GatewayError) -> Failure {
-        let message = e.to_string();
-        match e {
-            GatewayError::Route(RouteError::UnknownModel(_)) => {
-                Failure { param: Some("model"), ..Failure::new(StatusCode::NOT_FOUND, "model_not_found", message) }
-            }
-            GatewayError::Route(RouteError::OutsidePlan { .. }) => {
-                Failure { param: Some("model"), ..Failure::new(StatusCode::FORBIDDEN, "model_not_in_plan", message) }
-            }
-            GatewayError::Route(RouteError::NotAllowed) => {
-                Failure::new(StatusCode::FORBIDDEN, "model_not_allowed", message)
-            }
-            GatewayError::Limit(LimitError::Cap { retry_after_secs, .. }) => Failure {
-                retry_after_secs: Some(retry_after_secs),
-                ..Failure::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", message)
-            },
-            GatewayError::Limit(LimitError::Backlog { .. }) => Failure {
-                retry_after_secs: Some(5),
-                ..Failure::new(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", message)
-            },
-            GatewayError::Limit(LimitError::Budget { .. }) => {
-                Failure::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", message)
-            }
-            GatewayError::NoActivePlan(_) => Failure::new(StatusCode::PAYMENT_REQUIRED, "no_active_plan", message),
-            GatewayError::Invalid(m) => Failure::invalid("messages", m),
-            GatewayError::Upstream(UpstreamError::Timeout) => {
-                Failure::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message)
-            }
-            GatewayError::Upstream(UpstreamError::RateLimited { retry_after_secs }) => Failure {
-                retry_after_secs: Some(retry_after_secs.unwrap_or(1)),
-                ..Failure::new(StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited", message)
-            },
-            GatewayError::Upstream(UpstreamError::Overloaded { .. }) => {
-                Failure::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded", message)
-            }
-            GatewayError::Upstream(_) => Failure::new(StatusCode::BAD_GATEWAY, "upstream_error", message),
-            GatewayError::Limit(LimitError::Db(_)) | GatewayError::Db(_) | GatewayError::Accounts(_) => {
-                tracing::error!(error = %message, "gateway storage error");
-                Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; it has been logged")
-            }
-        }
+        // Which request field the error is about (OpenAI's `param`).
+        let param = match &e {
+            GatewayError::Route(RouteError::UnknownModel(_) | RouteError::OutsidePlan { .. }) => Some("model"),
+            GatewayError::Invalid(_) => Some("messages"),
+            _ => None,
+        };
+        Failure { param, ..crate::error::ApiError::from(e).into() }
     }
 }
 
@@ -149,10 +124,7 @@ async fn detached<T: Send + 'static>(
     let joined = tokio::spawn(call).await;
     match joined {
         Ok(done) => done.map_err(Failure::from),
-        Err(e) => {
-            tracing::error!(error = %e, "a detached gateway call's task failed");
-            Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged"))
-        }
+        Err(e) => Err(crate::error::ApiError::internal("a detached gateway call's task", &e).into()),
     }
 }
 
@@ -168,10 +140,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Strin
     match state.keys.authenticate(&state.db, presented, state.now()).await {
         Ok(Some(auth)) => Ok(auth.customer_id),
         Ok(None) => Err(Failure::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is wrong or revoked")),
-        Err(e) => {
-            tracing::error!(error = %e, "api key lookup failed");
-            Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; it has been logged"))
-        }
+        Err(e) => Err(crate::error::ApiError::from(e).into()),
     }
 }
 

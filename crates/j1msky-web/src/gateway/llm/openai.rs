@@ -195,14 +195,7 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
     // Only the models the customer's plan allows (every model when the plan sets no list).
     let plan = match j1msky_accounts::customers::get(&state.db, &customer_id).await {
         Ok(c) => c.plan,
-        Err(e) => {
-            tracing::error!(error = %e, "customer lookup for /v1/models");
-            return error(Failure::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "internal error; it has been logged",
-            ));
-        }
+        Err(e) => return error(crate::error::ApiError::from(e).into()),
     };
     let allowed = plan.as_deref().and_then(|p| state.catalogue.plans.get(p)).and_then(|p| p.models.as_ref());
     let created = state.now() / 1_000_000;
