@@ -99,8 +99,15 @@ async fn two_reaction_workers_apply_each_event_once_when_one_is_killed() {
         for id in &ids {
             let at = 1_000_000 + (k as i64) * 1_000;
             let stage = if k.is_multiple_of(2) { "paused" } else { "active" };
-            let payload = serde_json::json!({"plan": null, "stage": stage, "billing_status": null, "at": at});
-            outbox::emit(&mut tx, db.backend(), SUBSCRIPTION_STATE_KIND, Some(id), &payload, at).await.expect("emit");
+            let payload = j1msky_core::events::CustomerSubscriptionState {
+                plan: None,
+                stage: Some(stage.to_string()),
+                billing_status: None,
+                at,
+                subscription_status: None,
+            };
+            assert_eq!(SUBSCRIPTION_STATE_KIND, j1msky_core::events::Kind::CustomerSubscriptionState);
+            outbox::emit_typed(&mut tx, db.backend(), payload, Some(id), at).await.expect("emit");
             expected.entry(id.clone()).or_default().push(at);
         }
     }
