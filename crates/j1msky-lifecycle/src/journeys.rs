@@ -6,6 +6,7 @@ pub mod attributes;
 pub mod conditions;
 pub mod context;
 pub mod engine;
+pub mod preview;
 
 use j1msky_core::catalogue::lifecycle::ReEntry;
 use j1msky_db::consumers::{Consumer, Handled, Handler, HandlerError, OnFailure};
