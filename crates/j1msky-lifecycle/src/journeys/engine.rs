@@ -441,3 +441,28 @@ pub(crate) async fn on_offer_timer(ctx: Ctx, f: Fired) -> Result<(), String> {
         Err(e) => Err(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros()
+    }
+
+    #[test]
+    fn the_next_local_time_is_dst_safe() {
+        let ny: chrono_tz::Tz = "America/New_York".parse().unwrap();
+        // Before and after the spring change (2026-03-08): 10:00 is UTC-5, then UTC-4.
+        assert_eq!(next_local_time(ny, at("2026-03-07T16:00:00Z"), 10, 0), at("2026-03-08T14:00:00Z"));
+        assert_eq!(next_local_time(ny, at("2026-03-06T12:00:00Z"), 10, 0), at("2026-03-06T15:00:00Z"));
+        // 02:30 does not exist on 2026-03-08: the first instant after the gap (03:00 EDT).
+        assert_eq!(next_local_time(ny, at("2026-03-08T05:00:00Z"), 2, 30), at("2026-03-08T07:00:00Z"));
+        // 01:30 happens twice on 2026-11-01: the first one (EDT, UTC-4).
+        assert_eq!(next_local_time(ny, at("2026-11-01T04:00:00Z"), 1, 30), at("2026-11-01T05:30:00Z"));
+        // After the fall change 10:00 is UTC-5 again.
+        assert_eq!(next_local_time(ny, at("2026-11-01T12:00:00Z"), 10, 0), at("2026-11-01T15:00:00Z"));
+        // Exactly at the time: that instant, not the next day.
+        assert_eq!(next_local_time(chrono_tz::UTC, at("2026-03-03T10:00:00Z"), 10, 0), at("2026-03-03T10:00:00Z"));
+    }
+}

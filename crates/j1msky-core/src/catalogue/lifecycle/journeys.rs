@@ -375,4 +375,50 @@ mod tests {
         assert_eq!(parse_local_time("24:00"), None);
         assert!(!is_template_name("../etc/passwd"));
     }
+
+    fn issues_with(edit: impl Fn(&mut serde_json::Value)) -> Vec<String> {
+        let mut v: serde_json::Value = serde_json::from_str(crate::catalogue::SHIPPED).unwrap();
+        edit(&mut v["lifecycle"]["journeys"]["activation"]);
+        match Catalogue::from_json_str(&v.to_string()) {
+            Ok(_) => Vec::new(),
+            Err(crate::catalogue::CatalogueError::Invalid(issues)) => {
+                issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect()
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn config_check_names_the_path_of_a_bad_step() {
+        assert_eq!(issues_with(|_| {}), Vec::<String>::new());
+        let unknown_condition = issues_with(|j| j["steps"][1]["condition"] = "moon_is_full".into());
+        assert!(
+            unknown_condition
+                .iter()
+                .any(|i| i
+                    .starts_with("lifecycle.journeys.activation.steps[1].condition: unknown condition `moon_is_full`")),
+            "{unknown_condition:?}"
+        );
+        let unknown_step = issues_with(|j| j["steps"][1]["then"] = "nowhere".into());
+        assert!(
+            unknown_step
+                .iter()
+                .any(|i| i == "lifecycle.journeys.activation.steps[1].then: no step `nowhere` in this journey"),
+            "{unknown_step:?}"
+        );
+        let bad_time = issues_with(|j| j["steps"][0]["until_local_time"] = "25:00".into());
+        assert!(
+            bad_time.iter().any(|i| i.starts_with("lifecycle.journeys.activation.steps[0].until_local_time")),
+            "{bad_time:?}"
+        );
+        let bad_exit = issues_with(|j| j["exit_on"][0] = "customer.vanished".into());
+        assert!(bad_exit.iter().any(|i| i.starts_with("lifecycle.journeys.activation.exit_on[0]")), "{bad_exit:?}");
+        let traversal = issues_with(|j| j["steps"][2]["template"] = "../../etc/passwd".into());
+        assert!(
+            traversal.iter().any(|i| i.starts_with("lifecycle.journeys.activation.steps[2].template")),
+            "{traversal:?}"
+        );
+        let twice = issues_with(|j| j["steps"][3]["id"] = "tips".into());
+        assert!(twice.iter().any(|i| i.contains("step id `tips` is used twice")), "{twice:?}");
+    }
 }
