@@ -410,3 +410,56 @@ async fn the_event_and_the_timeout_of_a_wait_until_take_one_branch_only() {
     // Either branch leads to the goal wait (one row) — never two parked waits.
     assert!(waits <= 1);
 }
+
+#[tokio::test]
+async fn a_triggered_journey_sets_attributes_branches_on_them_and_turns_an_offer_into_a_todo_without_stripe() {
+    use j1msky_core::catalogue::lifecycle::{Entry, Journey, ReEntry};
+    let t = TestDb::new().await;
+    let mut catalogue = Catalogue::from_json_str(SHIPPED).unwrap();
+    catalogue.lifecycle.journeys.insert(
+        "probe".into(),
+        Journey {
+            version: 1,
+            description: String::new(),
+            category: "retention".into(),
+            entry: Entry { on: "trigger:probe".into(), re_entry: ReEntry::Never },
+            exit_on: vec!["activity".into()],
+            steps: vec![
+                Step::SetAttribute { id: "mark".into(), name: "tier".into(), value: "gold".into() },
+                Step::Branch {
+                    id: "gold".into(),
+                    condition: "attribute:tier=gold".into(),
+                    then: "offer".into(),
+                    otherwise: "done".into(),
+                },
+                Step::Offer { id: "offer".into(), offer: "we_miss_you".into() },
+                Step::Wait { id: "pause".into(), days: 1, hours: 0, until_local_time: None },
+                Step::Send { id: "late".into(), template: "welcome".into(), stale_after_hours: None },
+                Step::Exit { id: "done".into() },
+            ],
+        },
+    );
+    let w = world_with(&t.db, catalogue, &ManualClock::new(t0()));
+    let cus = w.customer("Gold", "UTC", None).await;
+    let mut tx = w.db.begin().await.unwrap();
+    let id = journeys::enroll(&mut tx, w.db.backend(), &w.ctx, &cus, "probe", "trigger:probe:1", w.now())
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    let todos = w.todos(&cus).await;
+    assert_eq!(todos.len(), 1);
+    assert!(todos[0].contains("we_miss_you") && todos[0].contains("no Stripe client"), "{todos:?}");
+    let h: Vec<_> = journeys::history(&w.db, &id).await.unwrap().into_iter().map(|s| (s.step, s.outcome)).collect();
+    assert_eq!(
+        h[..3],
+        [("mark".into(), "set".into()), ("gold".into(), "then".into()), ("offer".into(), "offer_todo".into())]
+    );
+    // Activity (a login) ends it before the wait is over: nothing is sent.
+    w.run_for(HOUR).await;
+    w.emit(&cus, Kind::UserLoggedIn).await;
+    w.run_for(2 * DAY).await;
+    let e = w.enrollment(&cus, "probe").await;
+    assert_eq!((e.state.as_str(), e.end_reason.as_deref()), ("exited", Some("user.logged_in")));
+    assert!(!journeys::history(&w.db, &id).await.unwrap().iter().any(|s| s.step == "late"));
+}
