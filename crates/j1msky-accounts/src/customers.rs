@@ -348,6 +348,18 @@ pub async fn get(db: &Db, id: &str) -> Result<Customer, AccountsError> {
     }
 }
 
+/// One customer by id, read on the caller's connection (inside its transaction).
+pub async fn get_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Customer, AccountsError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM customers WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(r) => from_row(&r),
+        None => Err(AccountsError::NotFound("customer")),
+    }
+}
+
 /// Customers, newest first, optionally in one stage.
 pub async fn list(db: &Db, stage: Option<Stage>, limit: i64) -> Result<Vec<Customer>, AccountsError> {
     let rows = sqlx::query(&format!(

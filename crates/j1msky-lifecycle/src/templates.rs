@@ -1,5 +1,11 @@
 //! Templates: `config/templates/<name>.subject.j2`, `<name>.txt.j2`, `<name>.html.j2`,
-//! rendered by minijinja with strict undefined.
+//! rendered by minijinja with strict undefined (a missing variable is an error, never
+//! an empty string) and the HTML part autoescaped. The files are read on every render,
+//! so an operator's edit shows in the next message.
+
+use std::path::Path;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 use crate::LifecycleError;
 
@@ -11,8 +17,155 @@ pub struct Rendered {
     pub html: String,
 }
 
+const PARTS: [&str; 3] = ["subject", "txt", "html"];
+
 /// Renders template `name` with `context`.
 pub fn render(ctx: &crate::Ctx, name: &str, context: &serde_json::Value) -> Result<Rendered, LifecycleError> {
-    let _ = (ctx, context);
-    Err(LifecycleError::Template { template: name.into(), message: "templates are not built yet".into() })
+    render_from(&ctx.templates_dir, name, context)
+}
+
+/// Renders template `name` from the files under `dir`.
+pub fn render_from(dir: &Path, name: &str, context: &serde_json::Value) -> Result<Rendered, LifecycleError> {
+    let err = |message: String| LifecycleError::Template { template: name.to_string(), message };
+    if !j1msky_core::catalogue::lifecycle::is_template_name(name) {
+        return Err(err("a template name is letters, digits and `_` only".into()));
+    }
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|file| if file.ends_with(".html.j2") { AutoEscape::Html } else { AutoEscape::None });
+    for part in PARTS {
+        let file = format!("{name}.{part}.j2");
+        let path = dir.join(&file);
+        let source = std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        env.add_template_owned(file.clone(), source).map_err(|e| err(format!("{file}: {}", describe(&e))))?;
+    }
+    let part = |p: &str| -> Result<String, LifecycleError> {
+        let file = format!("{name}.{p}.j2");
+        let t = env.get_template(&file).map_err(|e| err(format!("{file}: {}", describe(&e))))?;
+        t.render(context).map_err(|e| err(format!("{file}: {}", describe(&e))))
+    };
+    let subject = part("subject")?;
+    let subject = subject.trim().to_string();
+    if subject.contains(['\r', '\n']) || subject.is_empty() {
+        return Err(err("the subject must be one non-empty line".into()));
+    }
+    Ok(Rendered { subject, text: part("txt")?, html: part("html")? })
+}
+
+/// A minijinja error with its line and cause, on one line.
+fn describe(e: &minijinja::Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(d) = e.detail() {
+        s.push_str(": ");
+        s.push_str(d);
+    }
+    if let Some(line) = e.line() {
+        s.push_str(&format!(" (line {line})"));
+    }
+    s
+}
+
+/// The names of the templates under `dir` (stems with all three parts present), sorted.
+pub fn list(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|f| f.strip_suffix(".subject.j2")).map(String::from))
+                .filter(|n| PARTS.iter().all(|p| dir.join(format!("{n}.{p}.j2")).is_file()))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A context with every variable the shipped templates use, filled with sample values:
+/// what `config check` and the preview render with when no customer is chosen.
+pub fn sample_context(catalogue: &j1msky_core::catalogue::Catalogue, base_url: &str) -> serde_json::Value {
+    let stats = serde_json::json!({
+        "total": 12, "succeeded": 11, "failed": 1, "success_percent": 91,
+        "charged": "$42.00", "top_teams": [{"team": "research", "tasks": 8}, {"team": "content", "tasks": 4}],
+    });
+    serde_json::json!({
+        "business": {"name": catalogue.business.name, "support_email": catalogue.business.support_email},
+        "customer": {"id": "cus_sample", "name": "Sample Co", "plan": "pro", "time_zone": "Europe/Berlin"},
+        "links": links(base_url),
+        "all_time": stats,
+        "week": stats,
+        "month": stats,
+        "recommendations": ["Batch similar research tasks into one brief to save on spend."],
+    })
+}
+
+/// The links lifecycle mail points to, under the public base URL.
+pub fn links(base_url: &str) -> serde_json::Value {
+    let b = base_url.trim_end_matches('/');
+    serde_json::json!({
+        "dashboard": format!("{b}/app"),
+        "login": format!("{b}/login"),
+        "setup_video": format!("{b}/help/setup-video"),
+        "quick_start": format!("{b}/help/quick-start"),
+        "book_call": format!("{b}/help/book-a-call"),
+        "upgrade": format!("{b}/app/billing"),
+        "community": format!("{b}/community"),
+        "referral": format!("{b}/app/referrals"),
+        "testimonial": format!("{b}/app/testimonial"),
+    })
+}
+
+/// Every template the catalogue's journeys name, rendered from `dir` with the sample
+/// context: one (JSON path, problem) per template that is missing or does not render.
+pub fn check(catalogue: &j1msky_core::catalogue::Catalogue, dir: &Path) -> Vec<(String, String)> {
+    let sample = sample_context(catalogue, "https://app.example.com");
+    let mut out = Vec::new();
+    for (name, j) in &catalogue.lifecycle.journeys {
+        for (i, step) in j.steps.iter().enumerate() {
+            if let j1msky_core::catalogue::lifecycle::Step::Send { template, .. } = step {
+                if let Err(e) = render_from(dir, template, &sample) {
+                    out.push((format!("lifecycle.journeys.{name}.steps[{i}].template"), e.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, subject: &str, txt: &str, html: &str) {
+        std::fs::write(dir.join(format!("{name}.subject.j2")), subject).unwrap();
+        std::fs::write(dir.join(format!("{name}.txt.j2")), txt).unwrap();
+        std::fs::write(dir.join(format!("{name}.html.j2")), html).unwrap();
+    }
+
+    #[test]
+    fn renders_escapes_html_only_and_names_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "hello", "Hi {{ name }}", "Dear {{ name }}", "<p>Dear {{ name }}</p>");
+        let r = render_from(dir.path(), "hello", &serde_json::json!({"name": "<b>Ann</b>"})).unwrap();
+        assert_eq!(r.subject, "Hi <b>Ann</b>");
+        assert_eq!(r.text, "Dear <b>Ann</b>");
+        assert_eq!(r.html, "<p>Dear &lt;b&gt;Ann&lt;&#x2f;b&gt;</p>");
+
+        let e = render_from(dir.path(), "hello", &serde_json::json!({})).unwrap_err().to_string();
+        assert!(e.contains("template hello") && e.contains("hello.subject.j2") && e.contains("undefined"), "{e}");
+        let e = render_from(dir.path(), "nope", &serde_json::json!({})).unwrap_err().to_string();
+        assert!(e.contains("nope.subject.j2"), "{e}");
+        assert!(render_from(dir.path(), "../hello", &serde_json::json!({})).is_err());
+        assert_eq!(list(dir.path()), vec!["hello".to_string()]);
+    }
+
+    #[test]
+    fn the_shipped_templates_render_with_the_sample_context() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let catalogue = j1msky_core::catalogue::Catalogue::load(&root.join("business.json")).unwrap();
+        let sample = sample_context(&catalogue, "https://app.example.com");
+        let dir = root.join("templates");
+        assert_eq!(check(&catalogue, &dir), Vec::<(String, String)>::new());
+        for n in list(&dir) {
+            render_from(&dir, &n, &sample).unwrap();
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod error;
 pub mod pipeline;
 pub mod reclaim;
 pub mod submit;
+pub mod summary;
 pub mod tier;
 pub mod worker;
 

@@ -31,7 +31,8 @@ pub fn environment() -> Environment<'static> {
         "app/billing_offer.html",
         "app/task.html",
         "admin/queue.html",
-        "admin/events.html"
+        "admin/events.html",
+        "admin/lifecycle_journeys.html"
     );
     env.add_filter("usd", |micros: i64| j1msky_core::Money::from_micros(micros).to_string());
     env.add_filter("age", |micros: i64| {

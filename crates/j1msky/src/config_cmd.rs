@@ -29,6 +29,27 @@ pub fn check(g: &Globals, file: Option<PathBuf>) -> Result<(), Failure> {
         }
         Err(e @ CatalogueError::Io { .. }) => return Err(Failure { code: EXIT_INVALID, error: e.into() }),
     };
+    // Every template a journey sends must exist next to the catalogue and render.
+    let templates = path.parent().map_or_else(|| PathBuf::from("templates"), |d| d.join("templates"));
+    let template_issues = j1msky_lifecycle::templates::check(&catalogue, &templates);
+    if !template_issues.is_empty() {
+        let issues: Vec<_> = template_issues.iter().map(|(p, m)| json!({"path": p, "message": m})).collect();
+        if g.json {
+            output::json(&json!({ "valid": false, "path": path.display().to_string(), "issues": issues }));
+        } else {
+            for (p, m) in &template_issues {
+                println!("{}: {p}: {m}", path.display());
+            }
+        }
+        return Err(Failure {
+            code: EXIT_INVALID,
+            error: anyhow::anyhow!(
+                "{} names templates that do not render ({} problem(s))",
+                path.display(),
+                template_issues.len()
+            ),
+        });
+    }
     let missing_env = unset_secrets(&catalogue);
     if g.json {
         output::json(&json!({

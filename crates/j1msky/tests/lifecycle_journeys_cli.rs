@@ -1,0 +1,55 @@
+// A test stops at the first surprise: unwrap and expect are its assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
+//! `j1msky config check` renders every template a journey sends; `j1msky lifecycle
+//! journeys|enrollments|preview` read what the admin page reads.
+
+use std::process::Command;
+
+mod common;
+
+use common::{repo_file, text, Cli, BIN};
+
+#[test]
+fn config_check_names_a_journey_template_that_is_missing_or_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo_file("config/business.json"), dir.path().join("business.json")).unwrap();
+    let templates = dir.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    for entry in std::fs::read_dir(repo_file("config/templates")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), templates.join(entry.file_name())).unwrap();
+    }
+    let check = || {
+        Command::new(BIN).args(["--json", "config", "check"]).arg(dir.path().join("business.json")).output().unwrap()
+    };
+    assert_eq!(check().status.code(), Some(0), "{}", text(&check().stdout));
+
+    std::fs::remove_file(templates.join("welcome.html.j2")).unwrap();
+    std::fs::write(templates.join("monthly_report.txt.j2"), "{{ customer.nickname }}").unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths: Vec<&str> = v["issues"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        vec!["lifecycle.journeys.month_one.steps[1].template", "lifecycle.journeys.welcome.steps[0].template"]
+    );
+    let messages = v["issues"].to_string();
+    assert!(messages.contains("welcome.html.j2") && messages.contains("monthly_report.txt.j2"), "{messages}");
+}
+
+#[tokio::test]
+async fn the_cli_lists_journeys_and_previews_templates() {
+    let cli = Cli::new().await;
+    let journeys = cli.json(&["lifecycle", "journeys"]);
+    let ids: Vec<&str> = journeys.as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["activation", "checkin", "month_one", "optimisation", "welcome"]);
+    assert_eq!(cli.json(&["lifecycle", "enrollments"]), serde_json::json!([]));
+    let preview = cli.json(&["lifecycle", "preview", "welcome"]);
+    assert!(preview["subject"].as_str().unwrap().contains("Sample Co"));
+    assert!(preview["html"].as_str().unwrap().starts_with("<!doctype html>"));
+    let out = cli.run(&["lifecycle", "preview", "no_such_template"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no_such_template.subject.j2"), "{}", text(&out.stderr));
+}
