@@ -14,7 +14,7 @@ use j1msky_core::clock::ManualClock;
 use j1msky_core::events::Kind;
 use j1msky_db::consumers::{self, Runner};
 use j1msky_db::testing::TestDb;
-use j1msky_db::{outbox, timers, Db};
+use j1msky_db::{timers, Db};
 use j1msky_lifecycle::journeys::{self, attributes};
 use j1msky_lifecycle::{transport::Recording, Ctx};
 use sqlx::Row;
@@ -111,7 +111,7 @@ impl World {
 
     async fn emit(&self, cus: &str, kind: Kind) {
         let mut tx = self.db.begin().await.unwrap();
-        outbox::emit(&mut tx, self.db.backend(), kind, Some(cus), &serde_json::json!({}), self.now()).await.unwrap();
+        j1msky_db::testing::emit_raw(&mut tx, self.db.backend(), kind, Some(cus), &serde_json::json!({}), self.now()).await.unwrap();
         tx.commit().await.unwrap();
     }
 
