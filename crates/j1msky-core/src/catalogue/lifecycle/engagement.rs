@@ -129,7 +129,8 @@ mod tests {
 
     #[test]
     fn the_next_office_hours_slot_is_in_the_business_zone() {
-        let oh = OfficeHours { weekday: "thu".into(), start: "16:00".into(), minutes: 60, join_url: "https://x".into() };
+        let oh =
+            OfficeHours { weekday: "thu".into(), start: "16:00".into(), minutes: 60, join_url: "https://x".into() };
         let tz: chrono_tz::Tz = "Europe/Berlin".parse().map_err(|_| ()).unwrap_or(chrono_tz::UTC);
         // Monday 2026-03-02 12:00 UTC → Thursday 2026-03-05 16:00 CET = 15:00 UTC.
         let now = chrono::Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).single().map(|t| t.timestamp_micros());
