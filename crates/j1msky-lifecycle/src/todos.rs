@@ -185,6 +185,19 @@ pub async fn counts(db: &Db, now: i64) -> Result<Counts, LifecycleError> {
     Ok(Counts { open: row.try_get(0)?, overdue: row.try_get(1)? })
 }
 
+/// When a to-do opened by hand is due: by the end of `day` (`YYYY-MM-DD` in the
+/// business time zone), or after the catalogue's delay when `day` is empty.
+pub fn due_at(catalogue: &j1msky_core::catalogue::Catalogue, day: &str, now: i64) -> Result<i64, LifecycleError> {
+    if day.trim().is_empty() {
+        return Ok(now + i64::from(catalogue.lifecycle.engagement.todo_due_days) * 86_400_000_000);
+    }
+    let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    match j1msky_core::windows::parse_day(tz, day) {
+        Some((_, end)) => Ok(end - 1),
+        None => Err(LifecycleError::invalid("due", format!("`{}` is not a date (YYYY-MM-DD)", day.trim()))),
+    }
+}
+
 /// Opens a to-do by hand (an operator, from the page or the CLI); due in `due_at`.
 pub async fn open_manual(
     db: &Db,

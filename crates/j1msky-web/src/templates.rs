@@ -31,7 +31,12 @@ pub fn environment() -> Environment<'static> {
         "app/billing_offer.html",
         "app/task.html",
         "admin/queue.html",
-        "admin/events.html"
+        "admin/events.html",
+        "admin/todos.html",
+        "admin/surveys.html",
+        "admin/newsletters.html",
+        "admin/newsletter.html",
+        "public/survey.html"
     );
     env.add_filter("usd", |micros: i64| j1msky_core::Money::from_micros(micros).to_string());
     env.add_filter("age", |micros: i64| {
