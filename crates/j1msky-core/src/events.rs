@@ -120,6 +120,10 @@ kinds! {
     SubscriptionResumed => "subscription.resumed": SubscriptionChange,
     SubscriptionTrialWillEnd => "subscription.trial_will_end": SubscriptionTrialWillEnd,
     SubscriptionCancelled => "subscription.cancelled": SubscriptionCancelled,
+    TodoOpened => "todo.opened": TodoChanged,
+    TodoDone => "todo.done": TodoChanged,
+    SurveyNpsAnswered => "survey.nps_answered": NpsAnswered,
+    SurveyTestimonialGiven => "survey.testimonial_given": TestimonialGiven,
 }
 
 one_kind! {
@@ -278,6 +282,26 @@ pub fn decode_typed(kind: &str, payload: &serde_json::Value) -> Result<Typed, Un
 /// A typed payload as stored: its JSON with the kind's version under `v`.
 pub fn stored(payload: &Typed) -> Result<serde_json::Value, serde_json::Error> {
     Ok(versioned(payload.kind(), &payload.to_value()?))
+}
+
+impl Payload for NpsAnswered {
+    const KIND: Kind = Kind::SurveyNpsAnswered;
+}
+
+impl From<NpsAnswered> for Typed {
+    fn from(p: NpsAnswered) -> Typed {
+        Typed::SurveyNpsAnswered(p)
+    }
+}
+
+impl Payload for TestimonialGiven {
+    const KIND: Kind = Kind::SurveyTestimonialGiven;
+}
+
+impl From<TestimonialGiven> for Typed {
+    fn from(p: TestimonialGiven) -> Typed {
+        Typed::SurveyTestimonialGiven(p)
+    }
 }
 
 #[cfg(test)]
@@ -489,6 +513,20 @@ mod tests {
                 at_period_end: true,
             }
             .into(),
+            Kind::TodoOpened => {
+                Typed::TodoOpened(TodoChanged { todo: "todo_1".into(), reason: "call them".into(), by: None })
+            }
+            Kind::TodoDone => Typed::TodoDone(TodoChanged {
+                todo: "todo_1".into(),
+                reason: "call them".into(),
+                by: Some("op@example.com".into()),
+            }),
+            Kind::SurveyNpsAnswered => {
+                NpsAnswered { survey: "srv_1".into(), score: 9, comment: Some("great".into()) }.into()
+            }
+            Kind::SurveyTestimonialGiven => {
+                TestimonialGiven { survey: "srv_1".into(), consent_to_publish: true }.into()
+            }
         }
     }
 

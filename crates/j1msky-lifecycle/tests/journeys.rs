@@ -111,7 +111,9 @@ impl World {
 
     async fn emit(&self, cus: &str, kind: Kind) {
         let mut tx = self.db.begin().await.unwrap();
-        j1msky_db::testing::emit_raw(&mut tx, self.db.backend(), kind, Some(cus), &serde_json::json!({}), self.now()).await.unwrap();
+        j1msky_db::testing::emit_raw(&mut tx, self.db.backend(), kind, Some(cus), &serde_json::json!({}), self.now())
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
     }
 

@@ -46,6 +46,7 @@ pub fn router(mut state: AppState) -> Router {
         .merge(areas)
         .fallback(accounts::not_found)
         .layer(from_fn_with_state(state.clone(), gateway::with_controls))
+        .layer(from_fn_with_state(state.clone(), lifecycle::with_todo_counts))
         .layer(from_fn_with_state(state.clone(), csrf::guard))
         .layer(from_fn_with_state(state.clone(), auth::load_session))
         .layer(from_fn_with_state(state.clone(), crate::text_guard::refuse_unstorable))

@@ -32,7 +32,12 @@ pub fn environment() -> Environment<'static> {
         "app/task.html",
         "admin/queue.html",
         "admin/events.html",
-        "admin/lifecycle_journeys.html"
+        "admin/lifecycle_journeys.html",
+        "admin/todos.html",
+        "admin/surveys.html",
+        "admin/newsletters.html",
+        "admin/newsletter.html",
+        "public/survey.html"
     );
     env.add_filter("usd", |micros: i64| j1msky_core::Money::from_micros(micros).to_string());
     env.add_filter("age", |micros: i64| {

@@ -382,3 +382,29 @@ pub struct SubscriptionCancelled {
     /// True when it ends at the period's end, false when it ended now.
     pub at_period_end: bool,
 }
+
+/// `todo.opened` / `todo.done`: a staff to-do was opened, or marked done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TodoChanged {
+    pub todo: String,
+    pub reason: String,
+    /// Who marked it done (`todo.done` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// `survey.nps_answered`: a customer answered an NPS survey (score 0-10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NpsAnswered {
+    pub survey: String,
+    pub score: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// `survey.testimonial_given`: a customer wrote a testimonial (and said whether it may be published).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestimonialGiven {
+    pub survey: String,
+    pub consent_to_publish: bool,
+}

@@ -12,7 +12,12 @@ use axum::Router;
 use crate::nav::NavEntry;
 use crate::state::AppState;
 
-pub const NAV: &[NavEntry] = &[NavEntry::operator("lifecycle", "Lifecycle", "/admin/lifecycle")];
+pub use todos::{header_counts, with_counts as with_todo_counts};
+
+pub const NAV: &[NavEntry] = &[
+    NavEntry::operator("lifecycle", "Lifecycle", "/admin/lifecycle"),
+    NavEntry::operator("todos", "To-dos", "/admin/todos"),
+];
 
 pub fn router() -> Router<AppState> {
     Router::new()
