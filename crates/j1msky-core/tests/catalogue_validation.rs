@@ -40,6 +40,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("zero_daily_budget", "routing.daily_budget", "must be above zero"),
     ("invalid_json", ".", "not valid JSON"),
     ("plan_unknown_model", "plans.starter.models[1]", "unknown model `gpt-9`"),
+    ("bad_quiet_hours", "lifecycle.delivery.quiet_hours.end", "`25:00` is not a time HH:MM"),
 ];
 
 #[test]

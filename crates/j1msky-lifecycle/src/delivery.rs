@@ -1,9 +1,55 @@
 //! The message queue: one row per (source, step, occurrence), sent exactly once.
+//!
+//! States: `queued` → `sending` (leased to one sender) → `sent` | `failed` | `unknown`,
+//! or, decided at send time without sending: `stale` (its `stale_at` passed),
+//! `suppressed` (address on the suppression list, or no consent for the category) and
+//! `deferred` (quiet hours or a frequency cap: due again at `not_before`).
+//!
+//! Exactly once. A sender claims due rows with a lease ([`claim`]: one UPDATE under
+//! SQLite's write lock; `FOR UPDATE SKIP LOCKED` on PostgreSQL), checks the rules, then
+//! records `attempt_at` (committed) *before* handing the message to the transport, and
+//! `sent` after. Every attempt carries the row's deterministic `Message-ID`
+//! ([`message_id`]). The choice for a crash between the two: a `sending` row whose lease
+//! expired with `attempt_at` set may already be in the recipient's mailbox, so it is
+//! marked `unknown` and never resent automatically (an operator can look at it; the
+//! same Message-ID lets a mail system drop a duplicate if one is ever resent by hand).
+//! A row whose lease expired before any attempt is simply claimed again. A transport
+//! error that is definitely a refusal before the message was taken (a 4xx, no
+//! connection) is retried with back-off up to [`MAX_ATTEMPTS`], then `failed`; a 5xx is
+//! `failed` at once, and a 550/551/553 (no such mailbox) also suppresses the address
+//! as a hard bounce. Any other error (connection lost mid-DATA, timeout) is `unknown`.
+//!
+//! Send-time rules, in order: staleness; the suppression list (every category: a hard
+//! bounce, an operator's entry, or unsubscribe-from-everything); consent
+//! (`transactional` always; `onboarding` and `retention` unless the customer opted out;
+//! `marketing` only after an explicit opt-in); then, for non-transactional mail only,
+//! quiet hours in the customer's time zone (deferred to the window's local end) and the
+//! per-local-day and per-local-week caps of `lifecycle.delivery` (deferred to the next
+//! local day or week). Two senders racing on one customer may exceed a cap by one.
 
-use j1msky_db::Backend;
-use sqlx::AnyConnection;
+use std::collections::HashMap;
+use std::time::Duration;
 
-use crate::LifecycleError;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{Datelike, NaiveDate, TimeZone};
+use chrono_tz::Tz;
+use futures::StreamExt;
+use hmac::{Hmac, Mac};
+use j1msky_audit::Actor;
+use j1msky_core::catalogue::lifecycle::{parse_hh_mm, Delivery};
+use j1msky_db::{Backend, Db};
+use sha2::Sha256;
+use sqlx::{AnyConnection, Row};
+
+use crate::transport::{Outgoing, SendError};
+use crate::{Ctx, LifecycleError};
+
+/// Transport attempts of a message refused before delivery, then `failed`.
+pub const MAX_ATTEMPTS: i64 = 5;
+/// How long a claimed message is leased to its sender.
+pub const LEASE_MICROS: i64 = 120 * 1_000_000;
+const SECOND: i64 = 1_000_000;
 
 /// Consent category of a message; `Transactional` is always allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,11 +146,805 @@ pub fn message_id(source: &str, step: &str, occurrence: i64) -> String {
     format!("{digest}.{occurrence}@lifecycle.j1msky")
 }
 
-/// Sends due messages until `stop` turns true (the `reactions` role runs it).
-pub async fn run_sender(_ctx: crate::Ctx, mut stop: tokio::sync::watch::Receiver<bool>) {
+// ---------------------------------------------------------------------------------------
+// The queue as shown
+
+/// A queued or finished message, as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Message {
+    pub id: String,
+    pub customer_id: String,
+    pub source: String,
+    pub step: String,
+    pub category: String,
+    pub template: String,
+    pub subject: String,
+    pub state: String,
+    pub not_before: i64,
+    pub stale_at: Option<i64>,
+    pub attempts: i64,
+    pub message_id: String,
+    pub to_addr: Option<String>,
+    pub sent_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+}
+
+/// Every state a message can be in.
+pub const STATES: &[&str] = &["queued", "sending", "sent", "failed", "unknown", "stale", "suppressed", "deferred"];
+
+/// Messages, newest first, optionally of one state and/or one customer.
+pub async fn list(
+    db: &Db,
+    state: Option<&str>,
+    customer_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Message>, LifecycleError> {
+    if let Some(s) = state {
+        if !STATES.contains(&s) {
+            return Err(LifecycleError::invalid("state", format!("`{s}` is not one of {}", STATES.join(", "))));
+        }
+    }
+    let rows = sqlx::query(
+        "SELECT id, customer_id, source, step, category, template, subject, state, not_before, stale_at, attempts,
+                message_id, to_addr, sent_at, last_error, created_at
+         FROM lifecycle_messages
+         WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR customer_id = $2)
+         ORDER BY created_at DESC, id DESC LIMIT $3",
+    )
+    .bind(state)
+    .bind(customer_id)
+    .bind(limit.clamp(1, 1000))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Message {
+                id: r.try_get(0)?,
+                customer_id: r.try_get(1)?,
+                source: r.try_get(2)?,
+                step: r.try_get(3)?,
+                category: r.try_get(4)?,
+                template: r.try_get(5)?,
+                subject: r.try_get(6)?,
+                state: r.try_get(7)?,
+                not_before: r.try_get(8)?,
+                stale_at: r.try_get(9)?,
+                attempts: r.try_get(10)?,
+                message_id: r.try_get(11)?,
+                to_addr: r.try_get(12)?,
+                sent_at: r.try_get(13)?,
+                last_error: r.try_get(14)?,
+                created_at: r.try_get(15)?,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Suppressions and consent
+
+/// Why an address gets no mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuppressReason {
+    Unsubscribe,
+    HardBounce,
+    Operator,
+}
+
+impl SuppressReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressReason::Unsubscribe => "unsubscribe",
+            SuppressReason::HardBounce => "hard_bounce",
+            SuppressReason::Operator => "operator",
+        }
+    }
+}
+
+/// One suppressed address.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Suppression {
+    pub email: String,
+    pub customer_id: Option<String>,
+    pub reason: String,
+    pub detail: String,
+    pub at: i64,
+}
+
+fn email_key(email: &str) -> Result<String, LifecycleError> {
+    j1msky_accounts::Email::parse(email)
+        .map(|e| e.key())
+        .map_err(|_| LifecycleError::invalid("email", format!("`{}` is not an email address", email.trim())))
+}
+
+async fn insert_suppression(
+    conn: &mut AnyConnection,
+    email_lower: &str,
+    customer_id: Option<&str>,
+    reason: SuppressReason,
+    detail: &str,
+    now: i64,
+) -> Result<bool, LifecycleError> {
+    let done = sqlx::query(
+        "INSERT INTO lifecycle_suppressions (email_lower, customer_id, reason, detail, at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (email_lower) DO NOTHING",
+    )
+    .bind(email_lower)
+    .bind(customer_id)
+    .bind(reason.as_str())
+    .bind(detail)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Adds an address to the suppression list (audited); false when it was already there.
+pub async fn suppress(
+    db: &Db,
+    actor: &Actor,
+    email: &str,
+    reason: SuppressReason,
+    detail: &str,
+    now: i64,
+) -> Result<bool, LifecycleError> {
+    let key = email_key(email)?;
+    let mut tx = db.begin().await?;
+    let added = insert_suppression(&mut tx, &key, None, reason, detail, now).await?;
+    if added {
+        j1msky_audit::audit::record(
+            &mut tx,
+            actor,
+            "lifecycle.suppress",
+            &key,
+            None,
+            serde_json::json!({"reason": reason.as_str(), "detail": detail}),
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// Removes an address from the suppression list (audited); false when it was not there.
+pub async fn unsuppress(db: &Db, actor: &Actor, email: &str, now: i64) -> Result<bool, LifecycleError> {
+    let key = email_key(email)?;
+    let mut tx = db.begin().await?;
+    let done =
+        sqlx::query("DELETE FROM lifecycle_suppressions WHERE email_lower = $1").bind(&key).execute(&mut *tx).await?;
+    let removed = done.rows_affected() == 1;
+    if removed {
+        j1msky_audit::audit::record(&mut tx, actor, "lifecycle.unsuppress", &key, None, serde_json::json!({}), now)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(removed)
+}
+
+/// The suppression list, newest first.
+pub async fn suppressions(db: &Db, limit: i64) -> Result<Vec<Suppression>, LifecycleError> {
+    let rows = sqlx::query(
+        "SELECT email_lower, customer_id, reason, detail, at FROM lifecycle_suppressions ORDER BY at DESC, email_lower LIMIT $1",
+    )
+    .bind(limit.clamp(1, 10_000))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Suppression {
+                email: r.try_get(0)?,
+                customer_id: r.try_get(1)?,
+                reason: r.try_get(2)?,
+                detail: r.try_get(3)?,
+                at: r.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
+/// Whether an address is on the suppression list.
+pub async fn is_suppressed(db: &Db, email: &str) -> Result<bool, LifecycleError> {
+    let key = email_key(email)?;
+    let row = sqlx::query("SELECT 1 FROM lifecycle_suppressions WHERE email_lower = $1")
+        .bind(&key)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Records a customer's choice for a category (`transactional` cannot be refused).
+pub async fn set_consent(
+    db: &Db,
+    customer_id: &str,
+    category: Category,
+    granted: bool,
+    source: &str,
+    now: i64,
+) -> Result<(), LifecycleError> {
+    let mut tx = db.begin().await?;
+    set_consent_in(&mut tx, customer_id, category, granted, source, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn set_consent_in(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    category: Category,
+    granted: bool,
+    source: &str,
+    now: i64,
+) -> Result<(), LifecycleError> {
+    if category == Category::Transactional {
+        return Err(LifecycleError::invalid("category", "transactional mail is always sent"));
+    }
+    sqlx::query(
+        "INSERT INTO lifecycle_consents (customer_id, category, granted, source, at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (customer_id, category) DO UPDATE SET granted = $3, source = $4, at = $5",
+    )
+    .bind(customer_id)
+    .bind(category.as_str())
+    .bind(i64::from(granted))
+    .bind(source)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether mail of `category` may go to the customer: transactional always; marketing
+/// only after an explicit opt-in; the others unless the customer opted out.
+pub async fn consents(db: &Db, customer_id: &str, category: Category) -> Result<bool, LifecycleError> {
+    if category == Category::Transactional {
+        return Ok(true);
+    }
+    let row = sqlx::query("SELECT granted FROM lifecycle_consents WHERE customer_id = $1 AND category = $2")
+        .bind(customer_id)
+        .bind(category.as_str())
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get::<i64, _>(0)? != 0,
+        None => category != Category::Marketing,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Unsubscribe links: an HMAC of (customer, category) under a key kept in the database.
+
+type HmacSha256 = Hmac<Sha256>;
+
+async fn signing_key(db: &Db, now: i64) -> Result<String, LifecycleError> {
+    sqlx::query(
+        "INSERT INTO lifecycle_keys (name, secret, created_at) VALUES ('unsubscribe', $1, $2)
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(j1msky_accounts::secrets::random_token())
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    let row = sqlx::query("SELECT secret FROM lifecycle_keys WHERE name = 'unsubscribe'").fetch_one(db.pool()).await?;
+    Ok(row.try_get(0)?)
+}
+
+fn sign(key: &str, payload: &str) -> String {
+    let mut mac = match HmacSha256::new_from_slice(key.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(), // HMAC takes keys of any length: not reached.
+    };
+    mac.update(payload.as_bytes());
+    URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..18])
+}
+
+fn token_with(key: &str, customer_id: &str, category: Category) -> String {
+    let payload = URL_SAFE_NO_PAD.encode(format!("{customer_id}\n{}", category.as_str()));
+    let mac = sign(key, &payload);
+    format!("{payload}.{mac}")
+}
+
+/// The unsubscribe token of (customer, category).
+pub async fn unsubscribe_token(
+    db: &Db,
+    customer_id: &str,
+    category: Category,
+    now: i64,
+) -> Result<String, LifecycleError> {
+    Ok(token_with(&signing_key(db, now).await?, customer_id, category))
+}
+
+/// The (customer, category) a token stands for; `None` for anything not issued by us.
+pub async fn verify_token(db: &Db, token: &str, now: i64) -> Result<Option<(String, Category)>, LifecycleError> {
+    let Some((payload, mac)) = token.split_once('.') else { return Ok(None) };
+    if token.len() > 512 {
+        return Ok(None);
+    }
+    let key = signing_key(db, now).await?;
+    if !j1msky_accounts::secrets::same(&sign(&key, payload), mac) {
+        return Ok(None);
+    }
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(payload) else { return Ok(None) };
+    let Ok(text) = String::from_utf8(bytes) else { return Ok(None) };
+    let Some((customer, category)) = text.split_once('\n') else { return Ok(None) };
+    Ok(Category::parse(category).map(|c| (customer.to_string(), c)))
+}
+
+/// One-click unsubscribe: the customer no longer gets mail of the token's category.
+/// `Ok(None)` for a token that is not ours (the page says the same either way).
+pub async fn unsubscribe(db: &Db, token: &str, now: i64) -> Result<Option<Category>, LifecycleError> {
+    let Some((customer, category)) = verify_token(db, token, now).await? else { return Ok(None) };
+    if category == Category::Transactional {
+        return Ok(None);
+    }
+    let mut tx = db.begin().await?;
+    set_consent_in(&mut tx, &customer, category, false, "unsubscribe", now).await?;
+    j1msky_audit::audit::record(
+        &mut tx,
+        &Actor::system(),
+        "lifecycle.unsubscribe",
+        &customer,
+        Some(&customer),
+        serde_json::json!({"category": category.as_str()}),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(category))
+}
+
+// ---------------------------------------------------------------------------------------
+// Local time: quiet hours and caps
+
+fn local_date(tz: Tz, now: i64) -> NaiveDate {
+    chrono::DateTime::from_timestamp_micros(now).map(|utc| utc.with_timezone(&tz).date_naive()).unwrap_or_default()
+}
+
+/// The instant of a local wall-clock time; a time skipped by a DST change resolves to
+/// the first instant after the gap, a repeated one to its first occurrence.
+pub fn local_instant(tz: Tz, date: NaiveDate, minutes: u32) -> i64 {
+    let Some(naive) = date.and_hms_opt(minutes / 60, minutes % 60, 0) else { return 0 };
+    for step in 0..=180 {
+        let candidate = naive + chrono::Duration::minutes(step);
+        if let Some(dt) = tz.from_local_datetime(&candidate).earliest() {
+            return dt.timestamp_micros();
+        }
+    }
+    tz.from_utc_datetime(&naive).timestamp_micros()
+}
+
+/// When `now` falls in the daily quiet window `[start, end)` (local minutes, may wrap
+/// midnight), the instant the window ends; `None` outside it.
+pub fn quiet_until(tz: Tz, now: i64, start: u32, end: u32) -> Option<i64> {
+    if start == end {
+        return None;
+    }
+    let date = local_date(tz, now);
+    let yesterday = date.pred_opt().unwrap_or(date);
+    let tomorrow = date.succ_opt().unwrap_or(date);
+    // The windows that could contain now: the one starting yesterday and the one today.
+    for day in [yesterday, date] {
+        let s = local_instant(tz, day, start);
+        let e = if end > start {
+            local_instant(tz, day, end)
+        } else {
+            local_instant(tz, day.succ_opt().unwrap_or(tomorrow), end)
+        };
+        if s <= now && now < e {
+            return Some(e);
+        }
+    }
+    None
+}
+
+/// The local week (Monday first) containing `now`: `[start, end)`.
+pub fn local_week(tz: Tz, now: i64) -> (i64, i64) {
+    let date = local_date(tz, now);
+    let monday = date - chrono::Duration::days(i64::from(date.weekday().num_days_from_monday()));
+    (local_instant(tz, monday, 0), local_instant(tz, monday + chrono::Duration::days(7), 0))
+}
+
+fn customer_zone(ctx: &Ctx, zone: &str) -> Tz {
+    zone.parse::<Tz>().or_else(|_| ctx.catalogue.business.time_zone.parse::<Tz>()).unwrap_or(chrono_tz::UTC)
+}
+
+async fn sent_since(db: &Db, customer_id: &str, since: i64) -> Result<i64, LifecycleError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) FROM lifecycle_messages
+         WHERE customer_id = $1 AND sent_at >= $2 AND state = 'sent' AND category <> 'transactional'",
+    )
+    .bind(customer_id)
+    .bind(since)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// When a non-transactional message may go no earlier than (quiet hours, caps), or
+/// `None` when it may go now.
+async fn hold_until(ctx: &Ctx, customer_id: &str, tz: Tz, now: i64) -> Result<Option<(i64, String)>, LifecycleError> {
+    let d = &ctx.catalogue.lifecycle.delivery;
+    if let (Some(s), Some(e)) = (parse_hh_mm(&d.quiet_hours.start), parse_hh_mm(&d.quiet_hours.end)) {
+        if let Some(until) = quiet_until(tz, now, s, e) {
+            return Ok(Some((until, "quiet hours".into())));
+        }
+    }
+    if d.max_per_week > 0 {
+        let (start, end) = local_week(tz, now);
+        if sent_since(&ctx.db, customer_id, start).await? >= i64::from(d.max_per_week) {
+            return Ok(Some((end, format!("weekly cap of {}", d.max_per_week))));
+        }
+    }
+    if d.max_per_day > 0 {
+        let (start, end) = j1msky_core::windows::day(tz, now);
+        if sent_since(&ctx.db, customer_id, start).await? >= i64::from(d.max_per_day) {
+            return Ok(Some((end, format!("daily cap of {}", d.max_per_day))));
+        }
+    }
+    Ok(None)
+}
+
+// ---------------------------------------------------------------------------------------
+// Composing
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The full RFC 5322 text of a message: multipart/alternative text + HTML, the
+/// deterministic Message-ID, the footer with the physical address in both parts and,
+/// on non-transactional mail, RFC 8058 one-click `List-Unsubscribe`.
+#[allow(clippy::too_many_arguments)]
+pub fn compose(
+    delivery: &Delivery,
+    to: &str,
+    message_id: &str,
+    subject: &str,
+    text: &str,
+    html: &str,
+    unsubscribe: Option<(&str, &str)>,
+    now: i64,
+) -> Result<Vec<u8>, SendError> {
+    use lettre::message::header::{HeaderName, HeaderValue};
+    use lettre::message::{Mailbox, MultiPart};
+    let bad = |what: &str, e: String| SendError::Rejected { hard_bounce: false, message: format!("{what}: {e}") };
+    let from: Mailbox = format!("{} <{}>", delivery.from_name, delivery.from_address)
+        .parse()
+        .map_err(|e: lettre::address::AddressError| bad("from", e.to_string()))?;
+    let to_box: Mailbox = to.parse().map_err(|e: lettre::address::AddressError| bad("to", e.to_string()))?;
+    let mut text_part = format!("{}\n\n-- \n{}\n", text.trim_end(), delivery.physical_address);
+    let mut html_footer =
+        format!("<hr><p style=\"font-size:12px;color:#666\">{}", escape_html(&delivery.physical_address));
+    if let Some((url, _)) = unsubscribe {
+        text_part.push_str(&format!("Unsubscribe: {url}\n"));
+        html_footer.push_str(&format!("<br><a href=\"{}\">Unsubscribe</a>", escape_html(url)));
+    }
+    html_footer.push_str("</p>");
+    let html_part = match html.rfind("</body>") {
+        Some(at) => format!("{}{}{}", &html[..at], html_footer, &html[at..]),
+        None => format!("{html}{html_footer}"),
+    };
+    let date = std::time::UNIX_EPOCH + Duration::from_micros(u64::try_from(now).unwrap_or(0));
+    let mut builder = lettre::Message::builder()
+        .from(from)
+        .to(to_box)
+        .subject(subject)
+        .date(date)
+        .message_id(Some(format!("<{message_id}>")));
+    if let Some(reply_to) = &delivery.reply_to {
+        let r: Mailbox = reply_to.parse().map_err(|e: lettre::address::AddressError| bad("reply_to", e.to_string()))?;
+        builder = builder.reply_to(r);
+    }
+    if let Some((url, mailto)) = unsubscribe {
+        builder = builder
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                format!("<{url}>, <{mailto}>"),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".into(),
+            ));
+    }
+    let message = builder
+        .multipart(MultiPart::alternative_plain_html(text_part, html_part))
+        .map_err(|e| bad("message", e.to_string()))?;
+    Ok(message.formatted())
+}
+
+// ---------------------------------------------------------------------------------------
+// Sending
+
+/// What one pass of the sender did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub claimed: usize,
+    pub sent: usize,
+    pub deferred: usize,
+    pub suppressed: usize,
+    pub stale: usize,
+    pub retried: usize,
+    pub failed: usize,
+    pub unknown: usize,
+}
+
+struct Claimed {
+    id: String,
+    customer_id: String,
+    category: String,
+    subject: String,
+    body_text: String,
+    body_html: String,
+    message_id: String,
+    stale_at: Option<i64>,
+    attempts: i64,
+    attempt_at: Option<i64>,
+}
+
+/// Claims up to `limit` due messages for `owner` (queued or deferred and due, or
+/// `sending` with an expired lease).
+async fn claim(db: &Db, owner: &str, now: i64, limit: i64) -> Result<Vec<Claimed>, LifecycleError> {
+    let lock = match db.backend() {
+        Backend::Sqlite => "",
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+    };
+    let due = "((state IN ('queued', 'deferred') AND not_before <= $3) OR (state = 'sending' AND lease_until < $3))";
+    let sql = format!(
+        "UPDATE lifecycle_messages SET state = 'sending', lease_owner = $1, lease_until = $2
+         WHERE id IN (SELECT id FROM lifecycle_messages WHERE {due} ORDER BY not_before, id LIMIT $4 {lock})
+           AND {due}
+         RETURNING id, customer_id, category, subject, body_text, body_html, message_id, stale_at, attempts, attempt_at"
+    );
+    let rows =
+        sqlx::query(&sql).bind(owner).bind(now + LEASE_MICROS).bind(now).bind(limit).fetch_all(db.pool()).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Claimed {
+                id: r.try_get(0)?,
+                customer_id: r.try_get(1)?,
+                category: r.try_get(2)?,
+                subject: r.try_get(3)?,
+                body_text: r.try_get(4)?,
+                body_html: r.try_get(5)?,
+                message_id: r.try_get(6)?,
+                stale_at: r.try_get(7)?,
+                attempts: r.try_get(8)?,
+                attempt_at: r.try_get(9)?,
+            })
+        })
+        .collect()
+}
+
+/// Ends a claimed message in `state` (fenced by the lease: false when it was lost).
+async fn finish(
+    db: &Db,
+    id: &str,
+    owner: &str,
+    state: &str,
+    error: Option<&str>,
+    not_before: Option<i64>,
+    now: i64,
+) -> Result<bool, LifecycleError> {
+    let done = sqlx::query(
+        "UPDATE lifecycle_messages SET state = $1, last_error = COALESCE($2, last_error),
+             not_before = COALESCE($3, not_before),
+             sent_at = CASE WHEN $1 = 'sent' THEN $4 ELSE sent_at END,
+             attempt_at = CASE WHEN $1 IN ('queued', 'deferred') THEN NULL ELSE attempt_at END,
+             lease_owner = NULL, lease_until = NULL
+         WHERE id = $5 AND state = 'sending' AND lease_owner = $6",
+    )
+    .bind(state)
+    .bind(error)
+    .bind(not_before)
+    .bind(now)
+    .bind(id)
+    .bind(owner)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The address a customer's mail goes to: the contact email, else the first owner's.
+pub async fn recipient(db: &Db, customer_id: &str) -> Result<(Option<String>, String), LifecycleError> {
+    let customer = j1msky_accounts::customers::get(db, customer_id).await?;
+    if let Some(email) = customer.contact_email.filter(|e| !e.trim().is_empty()) {
+        return Ok((Some(email), customer.time_zone));
+    }
+    let owner = j1msky_accounts::users::list(db, Some(customer_id))
+        .await?
+        .into_iter()
+        .find(|u| u.role == j1msky_core::vocab::UserRole::Owner && u.disabled_at.is_none())
+        .map(|u| u.email);
+    Ok((owner, customer.time_zone))
+}
+
+async fn send_one(
+    ctx: &Ctx,
+    owner: &str,
+    m: Claimed,
+    key: &str,
+    now: i64,
+    zones: &HashMap<String, (Option<String>, String)>,
+) -> Result<&'static str, LifecycleError> {
+    let db = &ctx.db;
+    if m.attempt_at.is_some() {
+        // A sender died between handing the message over and recording the outcome.
+        finish(db, &m.id, owner, "unknown", Some("lease expired after a send attempt: not resent"), None, now).await?;
+        return Ok("unknown");
+    }
+    if m.stale_at.is_some_and(|s| s <= now) {
+        finish(db, &m.id, owner, "stale", Some("past its staleness cut-off"), None, now).await?;
+        return Ok("stale");
+    }
+    let category = Category::parse(&m.category).unwrap_or(Category::Marketing);
+    let Some((to, zone)) = zones.get(&m.customer_id) else {
+        finish(db, &m.id, owner, "failed", Some("customer not found"), None, now).await?;
+        return Ok("failed");
+    };
+    let Some(to) = to.clone() else {
+        finish(db, &m.id, owner, "failed", Some("the customer has no contact or owner email"), None, now).await?;
+        return Ok("failed");
+    };
+    if is_suppressed(db, &to).await.unwrap_or(false) {
+        finish(db, &m.id, owner, "suppressed", Some("address on the suppression list"), None, now).await?;
+        return Ok("suppressed");
+    }
+    if !consents(db, &m.customer_id, category).await? {
+        finish(db, &m.id, owner, "suppressed", Some("no consent for this category"), None, now).await?;
+        return Ok("suppressed");
+    }
+    if category != Category::Transactional {
+        let tz = customer_zone(ctx, zone);
+        if let Some((until, why)) = hold_until(ctx, &m.customer_id, tz, now).await? {
+            finish(db, &m.id, owner, "deferred", Some(&why), Some(until), now).await?;
+            return Ok("deferred");
+        }
+    }
+    let delivery = &ctx.catalogue.lifecycle.delivery;
+    let unsubscribe = (category != Category::Transactional).then(|| {
+        let token = token_with(key, &m.customer_id, category);
+        let url = format!("{}/u/{}", ctx.base_url.trim_end_matches('/'), token);
+        let mailto = format!("mailto:{}?subject=unsubscribe%20{}", delivery.unsubscribe_mailto, token);
+        (url, mailto)
+    });
+    let raw = match compose(
+        delivery,
+        &to,
+        &m.message_id,
+        &m.subject,
+        &m.body_text,
+        &m.body_html,
+        unsubscribe.as_ref().map(|(u, m)| (u.as_str(), m.as_str())),
+        now,
+    ) {
+        Ok(raw) => raw,
+        Err(e) => {
+            finish(db, &m.id, owner, "failed", Some(&e.to_string()), None, now).await?;
+            return Ok("failed");
+        }
+    };
+    // Recorded before the transport is called: from here on a crash means `unknown`.
+    let marked = sqlx::query(
+        "UPDATE lifecycle_messages SET attempt_at = $1, attempts = attempts + 1, to_addr = $2
+         WHERE id = $3 AND state = 'sending' AND lease_owner = $4",
+    )
+    .bind(now)
+    .bind(&to)
+    .bind(&m.id)
+    .bind(owner)
+    .execute(db.pool())
+    .await?;
+    if marked.rows_affected() != 1 {
+        return Ok("lost");
+    }
+    let out = Outgoing { from: delivery.from_address.clone(), to: to.clone(), message_id: m.message_id.clone(), raw };
+    match ctx.transport.send(&out).await {
+        Ok(()) => {
+            finish(db, &m.id, owner, "sent", None, None, now).await?;
+            Ok("sent")
+        }
+        Err(SendError::Refused(e)) if m.attempts + 1 < MAX_ATTEMPTS => {
+            let backoff = 60 * SECOND * (1 << m.attempts.clamp(0, 10));
+            finish(db, &m.id, owner, "queued", Some(&e), Some(now + backoff), now).await?;
+            Ok("retried")
+        }
+        Err(SendError::Refused(e)) => {
+            finish(db, &m.id, owner, "failed", Some(&e), None, now).await?;
+            Ok("failed")
+        }
+        Err(SendError::Rejected { hard_bounce, message }) => {
+            if hard_bounce {
+                if let Ok(key) = email_key(&to) {
+                    let mut conn = db.pool().acquire().await?;
+                    insert_suppression(
+                        &mut conn,
+                        &key,
+                        Some(&m.customer_id),
+                        SuppressReason::HardBounce,
+                        &message,
+                        now,
+                    )
+                    .await?;
+                }
+            }
+            finish(db, &m.id, owner, "failed", Some(&message), None, now).await?;
+            Ok("failed")
+        }
+        Err(SendError::Unknown(e)) => {
+            finish(db, &m.id, owner, "unknown", Some(&e), None, now).await?;
+            Ok("unknown")
+        }
+    }
+}
+
+/// One pass: claims up to `limit` due messages for `owner` and settles each (sent,
+/// deferred, suppressed, stale, retried, failed or unknown), sending up to the
+/// transport's parallelism at once.
+pub async fn send_due_once(ctx: &Ctx, owner: &str, now: i64, limit: i64) -> Result<Pass, LifecycleError> {
+    let claimed = claim(&ctx.db, owner, now, limit).await?;
+    let mut pass = Pass { claimed: claimed.len(), ..Pass::default() };
+    if claimed.is_empty() {
+        return Ok(pass);
+    }
+    let key = signing_key(&ctx.db, now).await?;
+    let mut zones = HashMap::new();
+    for m in &claimed {
+        if !zones.contains_key(&m.customer_id) {
+            match recipient(&ctx.db, &m.customer_id).await {
+                Ok(r) => {
+                    zones.insert(m.customer_id.clone(), r);
+                }
+                Err(LifecycleError::Accounts(j1msky_accounts::AccountsError::NotFound(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let parallel = ctx.transport.parallelism().max(1);
+    let mut results =
+        futures::stream::iter(claimed).map(|m| send_one(ctx, owner, m, &key, now, &zones)).buffer_unordered(parallel);
+    let mut first_error = None;
+    while let Some(r) = results.next().await {
+        match r {
+            Ok("sent") => pass.sent += 1,
+            Ok("deferred") => pass.deferred += 1,
+            Ok("suppressed") => pass.suppressed += 1,
+            Ok("stale") => pass.stale += 1,
+            Ok("retried") => pass.retried += 1,
+            Ok("failed") => pass.failed += 1,
+            Ok("unknown") => pass.unknown += 1,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "lifecycle mail: a message could not be settled");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if pass.sent == 0 => Err(e),
+        _ => Ok(pass),
+    }
+}
+
+/// Sends due messages until `stop` turns true (the `reactions` role runs it): a pass
+/// every second, at once again while passes come back full.
+pub async fn run_sender(ctx: crate::Ctx, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let owner = format!("mail-{}", j1msky_core::ids::new_id("snd"));
+    let batch = (ctx.transport.parallelism() * 16).clamp(16, 512) as i64;
     while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            return;
+        let now = ctx.clock.now_micros();
+        let full = match send_due_once(&ctx, &owner, now, batch).await {
+            Ok(pass) => pass.claimed as i64 >= batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "lifecycle mail: sender pass failed");
+                false
+            }
+        };
+        if full {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            r = stop.changed() => if r.is_err() { return },
         }
     }
 }

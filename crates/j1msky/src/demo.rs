@@ -122,7 +122,14 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
     let data_dir = args.data_dir.clone();
     let config = WebConfig { stripe_webhook_secrets: vec![secret], ..WebConfig::default() };
     let gateway = crate::roles::gateway(&db, &std::sync::Arc::new(catalogue), &overrides, false)?;
-    let settings = j1msky_runtime::Settings { stripe: Some(stripe), ..j1msky_runtime::Settings::default() };
+    // Demo mail is written as .eml files under the data dir and shown in /admin.
+    let mail = j1msky_runtime::Mail {
+        transport: std::sync::Arc::new(j1msky_lifecycle::transport::Files::new(args.data_dir.join("mail"))),
+        base_url: format!("http://{addr}"),
+        templates_dir: std::path::PathBuf::from("config/templates"),
+    };
+    let settings =
+        j1msky_runtime::Settings { stripe: Some(stripe), mail: Some(mail), ..j1msky_runtime::Settings::default() };
     let rt = crate::roles::start(gateway, settings).await?;
     crate::roles::run_until_signal(rt, Some((listener, config)), move |addr| {
         print_logins(addr, &data_dir, &password, Some(&demo_key));

@@ -66,6 +66,9 @@ pub async fn run_until_signal(
             if let Some(stripe) = rt.stripe() {
                 state = state.with_stripe(stripe.clone());
             }
+            if let Some(lifecycle) = rt.lifecycle() {
+                state = state.with_lifecycle(lifecycle);
+            }
             state.billing_wake = rt.billing_wake().clone();
             tracing::info!(%addr, "listening");
             announce(Some(addr));

@@ -59,6 +59,50 @@ pub struct ServeArgs {
     pub roles: String,
     #[command(flatten)]
     pub stripe: crate::stripe_cmd::Conn,
+    #[command(flatten)]
+    pub mail: MailArgs,
+}
+
+/// Where lifecycle mail goes (none given: the lifecycle engine does not run here and
+/// its messages wait in the queue for a process that has a transport).
+#[derive(Debug, Clone, Args)]
+pub struct MailArgs {
+    /// SMTP server: `smtp://host:port` (plain, loopback), `smtp://…?tls=required`
+    /// (STARTTLS) or `smtps://host:port`, with optional `user:password@`.
+    #[arg(long, env = "J1MSKY_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// SMTP connections kept open (and messages sent in parallel).
+    #[arg(long, env = "J1MSKY_SMTP_POOL", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub smtp_pool: u64,
+    /// Write each message to DIR/<message-id>.eml instead of sending it (demos, staging).
+    #[arg(long, env = "J1MSKY_MAIL_DIR", conflicts_with = "smtp_url")]
+    pub mail_dir: Option<std::path::PathBuf>,
+}
+
+impl MailArgs {
+    /// The runtime's mail settings; links in mail point to `public_url`.
+    pub fn settings(&self, public_url: Option<&str>) -> Result<Option<j1msky_runtime::Mail>, Failure> {
+        let invalid = |e: String| Failure { code: crate::EXIT_INVALID, error: anyhow::anyhow!(e) };
+        let transport: std::sync::Arc<dyn j1msky_lifecycle::transport::Transport> =
+            match (&self.smtp_url, &self.mail_dir) {
+                (Some(url), _) => std::sync::Arc::new(
+                    j1msky_lifecycle::transport::Smtp::from_url(url, self.smtp_pool as usize)
+                        .map_err(|e| invalid(format!("--smtp-url: {e}")))?,
+                ),
+                (None, Some(dir)) => std::sync::Arc::new(j1msky_lifecycle::transport::Files::new(dir)),
+                (None, None) => return Ok(None),
+            };
+        let Some(base_url) = public_url else {
+            return Err(invalid(
+                "--public-url is needed with --smtp-url or --mail-dir: links in mail point to it".into(),
+            ));
+        };
+        Ok(Some(j1msky_runtime::Mail {
+            transport,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            templates_dir: std::path::PathBuf::from("config/templates"),
+        }))
+    }
 }
 
 impl ServeArgs {
@@ -125,7 +169,8 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     let web = if roles.contains(&Role::Web) { Some((bind(args.listen).await?, config)) } else { None };
     let catalogue = Arc::new(catalogue);
     let gateway = crate::roles::gateway(&db, &catalogue, &overrides, args.shared_limits)?;
-    let settings = Settings { roles, workers: args.workers, stripe, ..Settings::default() };
+    let mail = args.mail.settings(args.public_url.as_deref())?;
+    let settings = Settings { roles, workers: args.workers, stripe, mail, ..Settings::default() };
     let rt = crate::roles::start(gateway, settings).await?;
     crate::roles::run_until_signal(rt, web, |addr| match addr {
         Some(addr) => println!("j1msky listening on http://{addr}"),

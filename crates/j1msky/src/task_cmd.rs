@@ -76,6 +76,11 @@ pub struct WorkerArgs {
     /// jobs when a Stripe key is set, API usage meter), reactions.
     #[arg(long, default_value = "tasks,billing,reactions")]
     pub roles: String,
+    /// The public base URL links in mail point to.
+    #[arg(long, env = "J1MSKY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub mail: crate::serve::MailArgs,
     #[command(flatten)]
     pub stripe: crate::stripe_cmd::Conn,
 }
@@ -234,7 +239,8 @@ pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
         ..j1msky_tasks::WorkerConfig::default()
     };
     let workers = args.workers.max(1);
-    let settings = Settings { roles, workers, worker_config, worker_prefix: "worker", stripe, mail: None };
+    let mail = args.mail.settings(args.public_url.as_deref())?;
+    let settings = Settings { roles, workers, worker_config, worker_prefix: "worker", stripe, mail };
     let rt = crate::roles::start(gateway, settings).await?;
     let backend = db.backend().name();
     crate::roles::run_until_signal(rt, None, |_| {

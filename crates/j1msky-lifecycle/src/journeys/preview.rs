@@ -37,43 +37,14 @@ pub async fn send_test(ctx: &Ctx, template: &str, to: &str, customer: Option<&st
     let r = preview(ctx, template, customer).await?;
     let now = ctx.clock.now_micros();
     let message_id = format!("test.{}@lifecycle.j1msky", j1msky_core::ids::new_id("t"));
-    let from = ctx.catalogue.business.support_email.clone();
-    let boundary = format!("=_j1msky_{}", j1msky_core::ids::new_id("b"));
-    let date = chrono::DateTime::from_timestamp_micros(now).map(|d| d.to_rfc2822()).unwrap_or_default();
+    let delivery = &ctx.catalogue.lifecycle.delivery;
     let subject = format!("[test] {}", r.subject);
-    let raw = format!(
-        "From: {from}\r\nTo: {to}\r\nSubject: {}\r\nDate: {date}\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n\
-         --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}\r\n\
-         --{boundary}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}\r\n\
-         --{boundary}--\r\n",
-        encode_header(&subject),
-        crlf(&r.text),
-        crlf(&r.html),
-    );
-    let mail = Outgoing { from, to: to.to_string(), message_id: message_id.clone(), raw: raw.into_bytes() };
-    ctx.transport.send(&mail).await?;
+    // The same composer as real sends (footer, headers), without an unsubscribe link:
+    // a test send goes to the operator, not to a customer.
+    let raw = crate::delivery::compose(delivery, to, &message_id, &subject, &r.text, &r.html, None, now)
+        .map_err(|e| LifecycleError::Transport(e.to_string()))?;
+    let mail =
+        Outgoing { from: delivery.from_address.clone(), to: to.to_string(), message_id: message_id.clone(), raw };
+    ctx.transport.send(&mail).await.map_err(|e| LifecycleError::Transport(e.to_string()))?;
     Ok(message_id)
-}
-
-/// An RFC 2047 encoded-word when the header is not plain ASCII.
-fn encode_header(s: &str) -> String {
-    if s.is_ascii() {
-        return s.to_string();
-    }
-    use std::fmt::Write;
-    let mut out = String::from("=?utf-8?Q?");
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "={b:02X}");
-        }
-    }
-    out.push_str("?=");
-    out
-}
-
-fn crlf(s: &str) -> String {
-    s.replace("\r\n", "\n").replace('\n', "\r\n")
 }
