@@ -78,11 +78,13 @@ async fn refusal_in(
     let since = o.cooldown_days.map_or(i64::MIN, |d| now.saturating_sub(i64::from(d) * 86_400 * 1_000_000));
     let earlier: Option<(String,)> = sqlx::query_as(
         "SELECT granted_by FROM offer_grants WHERE customer_id = $1 AND offer = $2 AND created_at > $3
+           AND (expires_at IS NULL OR redeemed_at IS NOT NULL OR expires_at > $4)
          ORDER BY created_at DESC LIMIT 1",
     )
     .bind(customer_id)
     .bind(offer)
     .bind(since)
+    .bind(now)
     .fetch_optional(&mut *conn)
     .await?;
     let when = o.cooldown_days.map_or("once per customer".to_string(), |d| format!("at most once every {d} days"));
@@ -131,6 +133,7 @@ pub async fn grant(
         offer: offer.into(),
         granted_by: granted_by.into(),
         subscription: grant.subscription_id.clone(),
+        held_until: None,
     };
     outbox::emit_typed(&mut tx, db.backend(), event, Some(customer_id), now).await?;
     tx.commit().await?;
@@ -146,6 +149,73 @@ pub async fn grant(
         }
     }
     Ok(grant)
+}
+
+/// Holds `offer` for the customer's next upgrade, inside the caller's transaction (the
+/// upgrade prompt of a plan-limit trigger): granted now by the server, applied only by
+/// `changes::upgrade_with_offer`, spent once, gone at `expires_at`. `Ok(None)` when the
+/// offer's rules refuse it (already had within its cool-down, or held and still open).
+#[allow(clippy::too_many_arguments)]
+pub async fn hold_for_upgrade(
+    conn: &mut AnyConnection,
+    backend: j1msky_db::Backend,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    offer: &str,
+    granted_by: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<Option<Grant>, BillingError> {
+    if refusal_in(conn, catalogue, customer_id, offer, now).await?.is_some() {
+        return Ok(None);
+    }
+    let g = Grant {
+        id: j1msky_core::ids::new_id("ofg"),
+        customer_id: customer_id.into(),
+        offer: offer.into(),
+        granted_by: granted_by.into(),
+        subscription_id: None,
+        checkout_session: None,
+        created_at: now,
+    };
+    sqlx::query(&format!("INSERT INTO offer_grants ({COLUMNS}, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+        .bind(&g.id)
+        .bind(&g.customer_id)
+        .bind(&g.offer)
+        .bind(&g.granted_by)
+        .bind(&g.subscription_id)
+        .bind(&g.checkout_session)
+        .bind(g.created_at)
+        .bind(expires_at)
+        .execute(&mut *conn)
+        .await?;
+    let event = BillingOfferGranted {
+        grant: g.id.clone(),
+        offer: offer.into(),
+        granted_by: granted_by.into(),
+        subscription: None,
+        held_until: Some(expires_at),
+    };
+    outbox::emit_typed(conn, backend, event, Some(customer_id), now).await?;
+    Ok(Some(g))
+}
+
+/// The upgrade offer held for the customer, unspent and not expired at `now`, with its
+/// expiry.
+pub async fn held_for_upgrade(db: &Db, customer_id: &str, now: i64) -> Result<Option<(Grant, i64)>, BillingError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS}, expires_at FROM offer_grants WHERE customer_id = $1 AND expires_at IS NOT NULL
+           AND redeemed_at IS NULL AND expires_at > $2
+         ORDER BY created_at DESC, id DESC LIMIT 1"
+    ))
+    .bind(customer_id)
+    .bind(now)
+    .fetch_optional(db.pool())
+    .await?;
+    match row {
+        Some(r) => Ok(Some((grant_of(&r)?, r.try_get(7)?))),
+        None => Ok(None),
+    }
 }
 
 async fn insert(tx: &mut j1msky_db::Tx, g: &Grant) -> Result<(), BillingError> {
@@ -173,6 +243,7 @@ async fn completed(stripe: &Stripe, session: &str) -> Result<bool, BillingError>
 pub async fn pending_for_checkout(db: &Db, stripe: &Stripe, customer_id: &str) -> Result<Option<Grant>, BillingError> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM offer_grants WHERE customer_id = $1 AND offer <> $2 AND subscription_id IS NULL
+           AND expires_at IS NULL
          ORDER BY created_at DESC, id DESC"
     ))
     .bind(customer_id)

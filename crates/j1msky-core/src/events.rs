@@ -466,6 +466,7 @@ mod tests {
                 offer: "win_back".into(),
                 granted_by: "operator".into(),
                 subscription: None,
+                held_until: Some(99),
             }
             .into(),
             Kind::RetentionExitSurvey => RetentionExitSurvey {

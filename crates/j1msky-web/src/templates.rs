@@ -29,6 +29,7 @@ pub fn environment() -> Environment<'static> {
         "app/tasks.html",
         "app/billing.html",
         "app/billing_offer.html",
+        "app/upgrade_offer.html",
         "app/task.html",
         "admin/queue.html",
         "admin/events.html",

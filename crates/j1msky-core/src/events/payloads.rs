@@ -261,7 +261,12 @@ pub struct BillingOfferGranted {
     pub grant: String,
     pub offer: String,
     pub granted_by: String,
+    #[serde(default)]
     pub subscription: Option<String>,
+    /// Set when the offer is held for the customer to redeem later (an upgrade prompt's
+    /// coupon): it lapses unspent at this time (unix microseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<i64>,
 }
 
 /// What is offered instead of cancelling.

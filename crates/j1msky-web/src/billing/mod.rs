@@ -21,5 +21,6 @@ pub fn router() -> Router<AppState> {
         .route("/app/billing/cancel", post(pages::cancel))
         .route("/app/billing/cancel/{id}/accept", post(pages::accept))
         .route("/app/billing/cancel/{id}/confirm", post(pages::confirm))
+        .route("/app/upgrade-offer", get(pages::upgrade_offer).post(pages::accept_upgrade_offer))
         .route("/webhooks/stripe", post(hooks::stripe))
 }

@@ -294,3 +294,54 @@ pub async fn confirm(
         Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
+
+/// `GET /app/upgrade-offer`: where an upgrade prompt's link lands. Shows the discount
+/// the server holds for this account (if any, until it expires) and the dearer plans.
+pub async fn upgrade_offer(State(state): State<AppState>, BillingOwner(s, cid, _stripe): BillingOwner) -> Response {
+    let loaded = async {
+        let held = j1msky_billing::offers::held_for_upgrade(&state.db, &cid, state.now()).await?;
+        let sub = changes::current(&state.db, &cid).await?;
+        Ok::<_, BillingError>((held, sub))
+    }
+    .await;
+    let (held, sub) = match loaded {
+        Ok(v) => v,
+        Err(e) => return error_page_for(&state, Some(&s), e),
+    };
+    let cat = &state.catalogue;
+    let current = sub.as_ref().and_then(|x| x.plan.as_deref()).and_then(|p| cat.plans.get(p)).map(|p| p.monthly_price);
+    let plans: Vec<minijinja::Value> = cat
+        .plans
+        .iter()
+        .filter(|(id, p)| **id != cat.pause_plan && current.is_some_and(|c| p.monthly_price > c))
+        .map(|(id, p)| context! { id => id, name => p.name.clone(), price => p.monthly_price.to_string() })
+        .collect();
+    let offer = held.as_ref().and_then(|(g, expires)| {
+        cat.stripe.offers.get(&g.offer).map(|o| context! { name => o.name.clone(), expires => *expires })
+    });
+    page_with_status(
+        &state,
+        Some(&s),
+        StatusCode::OK,
+        "app/upgrade_offer.html",
+        "billing",
+        context! { offer, plans, subscribed => sub.is_some() },
+    )
+}
+
+/// `POST /app/upgrade-offer` (`plan` and nothing else): upgrades with the held discount;
+/// the coupon is the server's (`changes::upgrade_with_offer`), never the form's.
+pub async fn accept_upgrade_offer(
+    State(state): State<AppState>,
+    BillingOwner(s, cid, stripe): BillingOwner,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    if let Some(r) = only_fields(&state, &s, &form, &["plan"]) {
+        return r;
+    }
+    let plan = form.get("plan").cloned().unwrap_or_default();
+    match changes::upgrade_with_offer(&state.db, &stripe, &state.catalogue, &cid, &plan, state.now()).await {
+        Ok(_) => Redirect::to("/app/billing?notice=requested").into_response(),
+        Err(e) => error_page_for(&state, Some(&s), e),
+    }
+}
