@@ -90,7 +90,7 @@ async fn main() {
         transport: Arc::new(Recording::default()),
         stripe: None,
         base_url: "http://localhost".into(),
-        templates_dir: "config/templates".into(),
+        templates_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates"),
     };
     let t = Instant::now();
     let fired = triggers::sweep(&ctx, NOW, false).await.unwrap();

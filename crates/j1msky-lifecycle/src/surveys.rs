@@ -361,19 +361,14 @@ async fn send(
     if open.is_some() {
         return Ok(None);
     }
-    let name: Option<String> = sqlx::query("SELECT name FROM customers WHERE id = $1")
-        .bind(customer_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?;
-    let name = name.ok_or_else(|| LifecycleError::NotFound(format!("customer {customer_id}")))?;
+    let name = j1msky_accounts::customers::get_in(&mut *conn, customer_id).await?.name;
     let link = create(conn, customer_id, kind, now).await?;
+    // The journeys' context shape (`customer`, `business`, `links`) plus the survey.
     let context = serde_json::json!({
-        "customer_name": name,
-        "business_name": ctx.catalogue.business.name,
-        "survey_url": link.url(&ctx.base_url),
-        "valid_days": ctx.catalogue.lifecycle.engagement.nps_valid_days,
+        "customer": {"id": customer_id, "name": name},
+        "business": {"name": ctx.catalogue.business.name, "support_email": ctx.catalogue.business.support_email},
+        "links": crate::templates::links(&ctx.base_url),
+        "survey": {"url": link.url(&ctx.base_url), "valid_days": ctx.catalogue.lifecycle.engagement.nps_valid_days},
     });
     let rendered = crate::templates::render(ctx, kind.as_str(), &context)?;
     let source = format!("survey:{}", link.survey_id);

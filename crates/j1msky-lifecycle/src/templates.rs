@@ -94,6 +94,7 @@ pub fn sample_context(catalogue: &j1msky_core::catalogue::Catalogue, base_url: &
         "week": stats,
         "month": stats,
         "recommendations": ["Batch similar research tasks into one brief to save on spend."],
+        "survey": {"url": format!("{}/s/sample-token", base_url.trim_end_matches('/')), "valid_days": 30},
     })
 }
 

@@ -37,7 +37,7 @@ fn ctx(db: &Db, transport: Arc<dyn Transport>, tweak: impl FnOnce(&mut Catalogue
         transport,
         stripe: None,
         base_url: "https://app.example.test".into(),
-        templates_dir: "config/templates".into(),
+        templates_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates"),
     }
 }
 

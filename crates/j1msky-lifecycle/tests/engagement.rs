@@ -31,7 +31,7 @@ fn ctx(db: &Db, batch: u32) -> Ctx {
         transport: Arc::new(Recording::default()),
         stripe: None,
         base_url: "http://localhost".into(),
-        templates_dir: "config/templates".into(),
+        templates_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates"),
     }
 }
 

@@ -33,7 +33,7 @@ fn ctx(db: &j1msky_db::Db, re_entry: ReEntry) -> Ctx {
         transport: Arc::new(Recording::default()),
         stripe: None,
         base_url: "http://localhost".into(),
-        templates_dir: "config/templates".into(),
+        templates_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates"),
     }
 }
 

@@ -146,7 +146,7 @@ async fn messages_reach_a_real_smtp_server_once_each_with_headers_parts_and_foot
         transport: Arc::new(smtp),
         stripe: None,
         base_url: "https://app.example.test".into(),
-        templates_dir: "config/templates".into(),
+        templates_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates"),
     };
     let now = 1_780_000_000_000_000;
     let ann = customer(&t.db, "ann@example.com").await;

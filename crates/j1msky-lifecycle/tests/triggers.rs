@@ -32,7 +32,7 @@ fn ctx_with(db: &Db, clock: &Arc<ManualClock>, edit: impl FnOnce(&mut Catalogue)
         transport: Arc::new(Recording::default()),
         stripe: None,
         base_url: "http://localhost".into(),
-        templates_dir: "config/templates".into(),
+        templates_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates"),
     }
 }
 

@@ -239,7 +239,7 @@ async fn lifecycle_ctx(app: &TestApp) -> Ctx {
         transport: Arc::new(Recording::default()),
         stripe: None,
         base_url: app.base.clone(),
-        templates_dir: "config/templates".into(),
+        templates_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates"),
     }
 }
 

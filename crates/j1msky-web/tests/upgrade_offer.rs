@@ -77,7 +77,7 @@ async fn limit_hit(app: &TestApp, customer: &str) {
         transport: Arc::new(j1msky_lifecycle::transport::Recording::default()),
         stripe: None,
         base_url: app.base.clone(),
-        templates_dir: "config/templates".into(),
+        templates_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates"),
     };
     let all = j1msky_lifecycle::triggers::consumers(&ctx);
     let runner = j1msky_db::consumers::Runner::new("test");

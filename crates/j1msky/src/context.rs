@@ -83,6 +83,12 @@ fn invalid_catalogue(path: &std::path::Path, e: CatalogueError) -> Failure {
 }
 
 /// Who the audit log says did it: `cli:<login name>`.
+/// The operator-editable mail templates: `templates/` next to the catalogue file.
+pub fn templates_dir(g: &Globals) -> PathBuf {
+    let catalogue = g.config.clone().unwrap_or_else(Catalogue::default_path);
+    catalogue.parent().map_or_else(|| "templates".into(), |d| d.join("templates"))
+}
+
 pub fn actor() -> Actor {
     let who = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
     Actor(format!("cli:{who}"))

@@ -126,7 +126,7 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
     let mail = j1msky_runtime::Mail {
         transport: std::sync::Arc::new(j1msky_lifecycle::transport::Files::new(args.data_dir.join("mail"))),
         base_url: format!("http://{addr}"),
-        templates_dir: std::path::PathBuf::from("config/templates"),
+        templates_dir: crate::context::templates_dir(g),
     };
     let settings =
         j1msky_runtime::Settings { stripe: Some(stripe), mail: Some(mail), ..j1msky_runtime::Settings::default() };

@@ -81,7 +81,11 @@ pub struct MailArgs {
 
 impl MailArgs {
     /// The runtime's mail settings; links in mail point to `public_url`.
-    pub fn settings(&self, public_url: Option<&str>) -> Result<Option<j1msky_runtime::Mail>, Failure> {
+    pub fn settings(
+        &self,
+        public_url: Option<&str>,
+        templates_dir: std::path::PathBuf,
+    ) -> Result<Option<j1msky_runtime::Mail>, Failure> {
         let invalid = |e: String| Failure { code: crate::EXIT_INVALID, error: anyhow::anyhow!(e) };
         let transport: std::sync::Arc<dyn j1msky_lifecycle::transport::Transport> =
             match (&self.smtp_url, &self.mail_dir) {
@@ -100,7 +104,7 @@ impl MailArgs {
         Ok(Some(j1msky_runtime::Mail {
             transport,
             base_url: base_url.trim_end_matches('/').to_string(),
-            templates_dir: std::path::PathBuf::from("config/templates"),
+            templates_dir,
         }))
     }
 }
@@ -169,7 +173,7 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     let web = if roles.contains(&Role::Web) { Some((bind(args.listen).await?, config)) } else { None };
     let catalogue = Arc::new(catalogue);
     let gateway = crate::roles::gateway(&db, &catalogue, &overrides, args.shared_limits)?;
-    let mail = args.mail.settings(args.public_url.as_deref())?;
+    let mail = args.mail.settings(args.public_url.as_deref(), context::templates_dir(g))?;
     let settings = Settings { roles, workers: args.workers, stripe, mail, ..Settings::default() };
     let rt = crate::roles::start(gateway, settings).await?;
     crate::roles::run_until_signal(rt, web, |addr| match addr {

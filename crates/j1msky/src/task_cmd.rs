@@ -239,7 +239,7 @@ pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
         ..j1msky_tasks::WorkerConfig::default()
     };
     let workers = args.workers.max(1);
-    let mail = args.mail.settings(args.public_url.as_deref())?;
+    let mail = args.mail.settings(args.public_url.as_deref(), context::templates_dir(g))?;
     let settings = Settings { roles, workers, worker_config, worker_prefix: "worker", stripe, mail };
     let rt = crate::roles::start(gateway, settings).await?;
     let backend = db.backend().name();

@@ -44,7 +44,13 @@ async fn the_cli_lists_journeys_and_previews_templates() {
     let cli = Cli::new().await;
     let journeys = cli.json(&["lifecycle", "journeys"]);
     let ids: Vec<&str> = journeys.as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, vec!["activation", "checkin", "month_one", "optimisation", "welcome"]);
+    // Every journey of the shipped catalogue, in id order, the onboarding ones among them.
+    let shipped = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).unwrap();
+    let expected: Vec<&str> = shipped.lifecycle.journeys.keys().map(String::as_str).collect();
+    assert_eq!(ids, expected);
+    for onboarding in ["welcome", "activation", "checkin", "optimisation", "month_one"] {
+        assert!(ids.contains(&onboarding), "{onboarding} missing from {ids:?}");
+    }
     assert_eq!(cli.json(&["lifecycle", "enrollments"]), serde_json::json!([]));
     let preview = cli.json(&["lifecycle", "preview", "welcome"]);
     assert!(preview["subject"].as_str().unwrap().contains("Sample Co"));

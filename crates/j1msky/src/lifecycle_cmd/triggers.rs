@@ -16,24 +16,28 @@ pub enum TriggersCommand {
         /// Print what would fire without firing it.
         #[arg(long)]
         dry_run: bool,
+        /// The public base URL the queued mail's links point to (as `serve --public-url`).
+        #[arg(long, env = "J1MSKY_PUBLIC_URL", default_value = "http://localhost:8080")]
+        public_url: String,
     },
 }
 
 pub async fn run(g: &Globals, cmd: TriggersCommand) -> Result<(), Failure> {
     match cmd {
-        TriggersCommand::Sweep { dry_run } => {
+        TriggersCommand::Sweep { dry_run, public_url } => {
             let db = context::open_db(g).await?;
             let catalogue = Arc::new(context::load_catalogue(g)?);
-            // The sweep only enrolls, opens to-dos and raises alerts: it sends nothing and
-            // calls no Stripe, so the mail settings are not needed here.
+            // The sweep enrolls (queueing the journeys' first mails), opens to-dos and raises
+            // alerts; it sends nothing itself and calls no Stripe: a running process's sender
+            // delivers what it queued.
             let ctx = j1msky_lifecycle::Ctx {
                 db,
                 catalogue,
                 clock: Arc::new(SystemClock),
                 transport: Arc::new(j1msky_lifecycle::transport::Recording::default()),
                 stripe: None,
-                base_url: String::new(),
-                templates_dir: "config/templates".into(),
+                base_url: public_url.trim_end_matches('/').to_string(),
+                templates_dir: context::templates_dir(g),
             };
             let fired = j1msky_lifecycle::triggers::sweep(&ctx, context::now(), dry_run).await.map_err(|e| {
                 let code = match e {
