@@ -25,13 +25,16 @@ pub enum JourneysCommand {
         #[arg(long)]
         customer: Option<String>,
     },
-    /// Sends a template to an address (marked as a test; nothing is queued).
+    /// Sends a template to an address (marked as a test; nothing is queued) through
+    /// --smtp-url or --mail-dir (the same flags and variables as `serve`).
     SendTest {
         template: String,
         #[arg(long)]
         to: String,
         #[arg(long)]
         customer: Option<String>,
+        #[command(flatten)]
+        mail: crate::serve::MailArgs,
     },
 }
 
@@ -135,16 +138,25 @@ pub async fn run(g: &Globals, cmd: JourneysCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
-        JourneysCommand::SendTest { template, to, customer } => {
-            // The SMTP transport comes with the mail settings (the delivery part); until
-            // they are configured here, the CLI refuses rather than pretending to send.
-            let _ = (template, to, customer);
-            Err(Failure {
-                code: crate::EXIT_INVALID,
-                error: anyhow::anyhow!(
-                    "send-test needs the mail settings (SMTP); use /admin/lifecycle on a server with mail configured"
-                ),
-            })
+        JourneysCommand::SendTest { template, to, customer, mail } => {
+            let Some(transport) = mail.transport()? else {
+                return Err(Failure {
+                    code: crate::EXIT_INVALID,
+                    error: anyhow::anyhow!(
+                        "send-test needs a transport: --smtp-url URL or --mail-dir DIR (or J1MSKY_SMTP_URL / J1MSKY_MAIL_DIR)"
+                    ),
+                });
+            };
+            let c = ctx(g, transport).await?;
+            let id = j1msky_lifecycle::journeys::preview::send_test(&c, &template, &to, customer.as_deref())
+                .await
+                .map_err(|e| Failure { code: crate::EXIT_INVALID, error: e.into() })?;
+            if g.json {
+                output::json(&serde_json::json!({"template": template, "to": to, "message_id": id}));
+            } else {
+                println!("sent {template} to {to}: Message-ID <{id}>");
+            }
+            Ok(())
         }
     }
 }
