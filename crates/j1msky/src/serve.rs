@@ -104,9 +104,24 @@ impl MailArgs {
         Ok(Some(j1msky_runtime::Mail {
             transport,
             base_url: base_url.trim_end_matches('/').to_string(),
-            templates_dir: std::path::PathBuf::from("config/templates"),
+            templates_dir: templates_dir(),
         }))
     }
+}
+
+/// The mail templates: `config/templates` under the working directory, else the copy in
+/// the source tree this binary was built from (a demo started from another directory).
+pub fn templates_dir() -> std::path::PathBuf {
+    let here = std::path::PathBuf::from("config/templates");
+    if here.is_dir() {
+        return here;
+    }
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates");
+    if built.is_dir() {
+        return built;
+    }
+    tracing::warn!("no config/templates directory: lifecycle mail cannot be rendered");
+    here
 }
 
 impl ServeArgs {
