@@ -508,7 +508,6 @@ async fn nps_at_least_reads_the_latest_answered_nps_survey_and_nothing_else() {
     };
     answer_with("8", w.now()).await;
     answer_with("9", w.now() + HOUR).await;
-    drop(answer_with);
     assert!(holds(&mut conn, "nps_at_least:9", &cus, 0).await.unwrap());
     assert!(!holds(&mut conn, "nps_at_least:10", &cus, 0).await.unwrap());
 }
