@@ -221,6 +221,50 @@ pub async fn list(
         .collect()
 }
 
+/// One message with its bodies, as stored when it was queued.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageWithBody {
+    #[serde(flatten)]
+    pub message: Message,
+    pub body_text: String,
+    pub body_html: String,
+}
+
+/// One message by its row id, with its text and HTML bodies.
+pub async fn get(db: &Db, id: &str) -> Result<MessageWithBody, LifecycleError> {
+    let row = sqlx::query(
+        "SELECT id, customer_id, source, step, category, template, subject, state, not_before, stale_at, attempts,
+                message_id, to_addr, sent_at, last_error, created_at, body_text, body_html
+         FROM lifecycle_messages WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?
+    .ok_or_else(|| LifecycleError::NotFound(format!("message {id}")))?;
+    Ok(MessageWithBody {
+        message: Message {
+            id: row.try_get(0)?,
+            customer_id: row.try_get(1)?,
+            source: row.try_get(2)?,
+            step: row.try_get(3)?,
+            category: row.try_get(4)?,
+            template: row.try_get(5)?,
+            subject: row.try_get(6)?,
+            state: row.try_get(7)?,
+            not_before: row.try_get(8)?,
+            stale_at: row.try_get(9)?,
+            attempts: row.try_get(10)?,
+            message_id: row.try_get(11)?,
+            to_addr: row.try_get(12)?,
+            sent_at: row.try_get(13)?,
+            last_error: row.try_get(14)?,
+            created_at: row.try_get(15)?,
+        },
+        body_text: row.try_get(16)?,
+        body_html: row.try_get(17)?,
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // Suppressions and consent
 

@@ -217,8 +217,14 @@ async fn an_active_pro_customer_in_new_york_goes_from_day_0_to_day_30() {
 
     // A limit hit and an NPS of 9 before day 7; day 7 is after the DST change: 10:00 EDT = 14:00 UTC.
     w.emit(&cus, Kind::PlanLimitHit).await;
-    attributes::set(&mut conn, &cus, "nps", "9", w.now()).await.unwrap();
+    // The score comes from an answered NPS survey (the condition's one source).
+    let link = j1msky_lifecycle::surveys::create(&mut conn, &cus, j1msky_lifecycle::surveys::SurveyKind::Nps, w.now())
+        .await
+        .unwrap();
     drop(conn);
+    let answer =
+        j1msky_lifecycle::surveys::Answer { score: Some("9"), comment: "", testimonial: "", consent_to_publish: false };
+    j1msky_lifecycle::surveys::answer(&w.db, 30, &link.token, &answer, w.now()).await.unwrap();
     w.run_to(utc("2026-03-09T13:59:00Z")).await;
     assert!(!w.templates(&cus).await.contains(&"week_in_review".to_string()));
     w.run_to(utc("2026-03-09T14:00:00Z")).await;
@@ -265,7 +271,23 @@ async fn an_active_pro_customer_in_new_york_goes_from_day_0_to_day_30() {
     for e in journeys::of_customer(&w.db, &cus).await.unwrap() {
         assert_eq!(e.state, "completed", "{e:?}");
     }
-    assert_eq!(w.templates(&cus).await.len(), 9);
+    // The limit hit also fired the retention trigger's upgrade prompt (its own journey).
+    let all = w.templates(&cus).await;
+    assert_eq!(
+        all,
+        vec![
+            "welcome",
+            "activation_tips",
+            "first_task_celebration",
+            "upgrade_prompt",
+            "checkin_upgrade",
+            "testimonial_request",
+            "week_in_review",
+            "community_invite",
+            "optimisation_tips",
+            "monthly_report"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -464,4 +486,28 @@ async fn a_triggered_journey_sets_attributes_branches_on_them_and_turns_an_offer
     let e = w.enrollment(&cus, "probe").await;
     assert_eq!((e.state.as_str(), e.end_reason.as_deref()), ("exited", Some("user.logged_in")));
     assert!(!journeys::history(&w.db, &id).await.unwrap().iter().any(|s| s.step == "late"));
+}
+
+#[tokio::test]
+async fn nps_at_least_reads_the_latest_answered_nps_survey_and_nothing_else() {
+    use j1msky_lifecycle::journeys::conditions::holds;
+    use j1msky_lifecycle::surveys::{self, Answer, SurveyKind};
+    let t = TestDb::new().await;
+    let w = world(&t.db);
+    let cus = w.customer("Scored", "UTC", None).await;
+    let mut conn = w.db.pool().acquire().await.unwrap();
+    // No survey answered: the condition does not hold, and an attribute named `nps` is
+    // not a score.
+    assert!(!holds(&mut conn, "nps_at_least:9", &cus, 0).await.unwrap());
+    attributes::set(&mut conn, &cus, "nps", "10", w.now()).await.unwrap();
+    assert!(!holds(&mut conn, "nps_at_least:9", &cus, 0).await.unwrap());
+    let mut answer_with = async |score: &str, at: i64| {
+        let link = surveys::create(&mut conn, &cus, SurveyKind::Nps, at).await.unwrap();
+        let a = Answer { score: Some(score), comment: "", testimonial: "", consent_to_publish: false };
+        surveys::answer(&w.db, 30, &link.token, &a, at).await.unwrap();
+    };
+    answer_with("8", w.now()).await;
+    answer_with("9", w.now() + HOUR).await;
+    assert!(holds(&mut conn, "nps_at_least:9", &cus, 0).await.unwrap());
+    assert!(!holds(&mut conn, "nps_at_least:10", &cus, 0).await.unwrap());
 }

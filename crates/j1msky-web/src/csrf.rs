@@ -5,6 +5,9 @@
 //! or `X-Requested-With` header proves nothing about who made the browser send it).
 //! A request without a live session acts as no one through the cookie, so it only
 //! needs the token when it is a form (the login form).
+//!
+//! One exemption: `POST /u/{token}`, the RFC 8058 one-click unsubscribe, which mail
+//! clients send without cookies; it acts on the signed token alone, never on a session.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -32,6 +35,9 @@ fn forbidden(why: &str) -> Response {
 /// The middleware.
 pub async fn guard(State(state): State<AppState>, jar: CookieJar, req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    if *req.method() == Method::POST && crate::lifecycle::is_one_click(req.uri().path()) {
         return next.run(req).await;
     }
     let content_type =

@@ -38,7 +38,11 @@ pub fn environment() -> Environment<'static> {
         "admin/surveys.html",
         "admin/newsletters.html",
         "admin/newsletter.html",
-        "public/survey.html"
+        "admin/lifecycle_messages.html",
+        "admin/lifecycle_message.html",
+        "admin/lifecycle_suppressions.html",
+        "public/survey.html",
+        "public/unsubscribe.html"
     );
     env.add_filter("usd", |micros: i64| j1msky_core::Money::from_micros(micros).to_string());
     env.add_filter("age", |micros: i64| {

@@ -83,10 +83,21 @@ fn invalid_catalogue(path: &std::path::Path, e: CatalogueError) -> Failure {
 }
 
 /// Who the audit log says did it: `cli:<login name>`.
-/// The operator-editable mail templates: `templates/` next to the catalogue file.
+/// The operator-editable mail templates: `templates/` next to the catalogue file; when
+/// that does not exist (a demo started outside the checkout, with the built-in
+/// catalogue), the copy in the source tree this binary was built from.
 pub fn templates_dir(g: &Globals) -> PathBuf {
     let catalogue = g.config.clone().unwrap_or_else(Catalogue::default_path);
-    catalogue.parent().map_or_else(|| "templates".into(), |d| d.join("templates"))
+    let beside = catalogue.parent().map_or_else(|| PathBuf::from("templates"), |d| d.join("templates"));
+    if beside.is_dir() {
+        return beside;
+    }
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates");
+    if built.is_dir() {
+        return built;
+    }
+    tracing::warn!(dir = %beside.display(), "no templates directory: lifecycle mail cannot be rendered");
+    beside
 }
 
 pub fn actor() -> Actor {

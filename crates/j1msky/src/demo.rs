@@ -269,6 +269,24 @@ async fn seed(db: &Db, catalogue: &Catalogue) -> Result<String, Failure> {
             }
         }
     }
+    // A staff to-do per demo customer, so /admin/todos has something to show from the start
+    // (the journeys open more: a stalled customer after a day, outreach after a quiet week).
+    let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
+    for c in customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)? {
+        if !CUSTOMERS.iter().any(|d| d.name == c.name) {
+            continue;
+        }
+        let reason = format!("Onboarding call with {}: walk through their first tasks", c.name);
+        let key = format!("demo:onboarding_call:{}", c.id);
+        let todo = j1msky_lifecycle::todos::NewTodo {
+            customer_id: Some(&c.id),
+            reason: &reason,
+            dedupe_key: &key,
+            due_at: now + 86_400_000_000,
+        };
+        j1msky_lifecycle::todos::create(&mut tx, db.backend(), &todo, now).await.map_err(anyhow::Error::from)?;
+    }
+    tx.commit().await.map_err(anyhow::Error::from)?;
     Ok(password)
 }
 

@@ -80,6 +80,18 @@ pub struct MailArgs {
 }
 
 impl MailArgs {
+    /// The transport the flags name: SMTP, a mail directory, or none.
+    pub fn transport(&self) -> Result<Option<std::sync::Arc<dyn j1msky_lifecycle::transport::Transport>>, Failure> {
+        Ok(match (&self.smtp_url, &self.mail_dir) {
+            (Some(url), _) => Some(std::sync::Arc::new(
+                j1msky_lifecycle::transport::Smtp::from_url(url, self.smtp_pool as usize)
+                    .map_err(|e| Failure { code: crate::EXIT_INVALID, error: anyhow::anyhow!("--smtp-url: {e}") })?,
+            )),
+            (None, Some(dir)) => Some(std::sync::Arc::new(j1msky_lifecycle::transport::Files::new(dir))),
+            (None, None) => None,
+        })
+    }
+
     /// The runtime's mail settings; links in mail point to `public_url`.
     pub fn settings(
         &self,
@@ -87,15 +99,7 @@ impl MailArgs {
         templates_dir: std::path::PathBuf,
     ) -> Result<Option<j1msky_runtime::Mail>, Failure> {
         let invalid = |e: String| Failure { code: crate::EXIT_INVALID, error: anyhow::anyhow!(e) };
-        let transport: std::sync::Arc<dyn j1msky_lifecycle::transport::Transport> =
-            match (&self.smtp_url, &self.mail_dir) {
-                (Some(url), _) => std::sync::Arc::new(
-                    j1msky_lifecycle::transport::Smtp::from_url(url, self.smtp_pool as usize)
-                        .map_err(|e| invalid(format!("--smtp-url: {e}")))?,
-                ),
-                (None, Some(dir)) => std::sync::Arc::new(j1msky_lifecycle::transport::Files::new(dir)),
-                (None, None) => return Ok(None),
-            };
+        let Some(transport) = self.transport()? else { return Ok(None) };
         let Some(base_url) = public_url else {
             return Err(invalid(
                 "--public-url is needed with --smtp-url or --mail-dir: links in mail point to it".into(),

@@ -410,6 +410,42 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(succeeded, queued, "every demo task ran through its team");
+
+    // The demo customers were enrolled on `customer.created` and the sender wrote their
+    // mail as .eml files under the data dir (at least one of the three zones is outside
+    // quiet hours at any time of day); /admin shows the messages and the to-dos.
+    let mail = data.join("mail");
+    let mut emls = Vec::new();
+    for _ in 0..200 {
+        emls = std::fs::read_dir(&mail)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if !emls.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!emls.is_empty(), "no .eml under {}", mail.display());
+    let eml = std::fs::read_to_string(&emls[0]).expect("eml");
+    assert!(eml.contains("Message-ID: <") && eml.contains(".demo"), "{eml}");
+    let messages = browser
+        .get(format!("{base}/admin/lifecycle/messages?state=sent"))
+        .send()
+        .await
+        .expect("messages")
+        .text()
+        .await
+        .expect("html");
+    assert!(messages.contains("/admin/lifecycle/messages/msg_"), "{messages}");
+    let todos = browser.get(format!("{base}/admin/todos")).send().await.expect("todos").text().await.expect("html");
+    for name in ["Northwind Software", "Bluebird Content Studio", "Kestrel Ventures"] {
+        assert!(todos.contains(&format!("Onboarding call with {name}")), "{name}'s to-do: {todos}");
+    }
     // SIGTERM: the server finishes, writes the last ledger rows and stops.
     let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(term.success());

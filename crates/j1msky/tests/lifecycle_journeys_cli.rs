@@ -59,3 +59,45 @@ async fn the_cli_lists_journeys_and_previews_templates() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no_such_template.subject.j2"), "{}", text(&out.stderr));
 }
+
+#[tokio::test]
+async fn send_test_writes_the_mail_through_the_transport_the_flags_name() {
+    let cli = Cli::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    // No transport named: refused, saying which flags give one.
+    let out = cli
+        .command(&["lifecycle", "send-test", "welcome", "--to", "me@agency.test"])
+        .env_remove("J1MSKY_SMTP_URL")
+        .env_remove("J1MSKY_MAIL_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--mail-dir"), "{}", text(&out.stderr));
+    // A bad address or template is named; nothing is written.
+    let out =
+        cli.run(&["lifecycle", "send-test", "welcome", "--to", "not-an-address", "--mail-dir", mail.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out =
+        cli.run(&["lifecycle", "send-test", "nope", "--to", "me@agency.test", "--mail-dir", mail.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(!mail.exists() || std::fs::read_dir(&mail).unwrap().next().is_none());
+
+    let sent = cli.json(&[
+        "lifecycle",
+        "send-test",
+        "welcome",
+        "--to",
+        "me@agency.test",
+        "--mail-dir",
+        mail.to_str().unwrap(),
+    ]);
+    let id = sent["message_id"].as_str().unwrap();
+    let file = mail.join(j1msky_lifecycle::transport::Files::file_name(id));
+    let eml = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert!(eml.contains("To: me@agency.test"), "{eml}");
+    assert!(eml.contains(&format!("Message-ID: <{id}>")), "{eml}");
+    assert!(eml.contains("Subject: [test]"), "{eml}");
+    assert!(eml.contains("text/plain") && eml.contains("text/html"), "{eml}");
+    assert_eq!(std::fs::read_dir(&mail).unwrap().count(), 1, "one message, nothing else");
+}

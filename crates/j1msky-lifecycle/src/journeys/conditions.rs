@@ -26,10 +26,8 @@ pub async fn holds(
         Condition::NoTasks => tasks(conn, customer_id).await?.total == 0,
         Condition::LimitHit => event_since(conn, customer_id, &["plan.limit_hit"], since).await?,
         Condition::ActivitySinceEnrollment => event_since(conn, customer_id, &ACTIVITY_KINDS, since).await?,
-        Condition::NpsAtLeast(n) => super::attributes::get(conn, customer_id, "nps")
-            .await?
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .is_some_and(|v| v >= i64::from(n)),
+        // The latest answered NPS survey is the one source of the score.
+        Condition::NpsAtLeast(n) => crate::surveys::latest_nps(conn, customer_id).await?.is_some_and(|v| v >= n),
         Condition::PlanIn(plans) => {
             let c = j1msky_accounts::customers::get_in(conn, customer_id).await?;
             c.plan.is_some_and(|p| plans.contains(&p))

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use clap::Subcommand;
-use j1msky_core::catalogue::Catalogue;
 
 use crate::context::{load_catalogue, open_db, Globals};
 use crate::{output, Failure};
@@ -25,20 +24,17 @@ pub enum JourneysCommand {
         #[arg(long)]
         customer: Option<String>,
     },
-    /// Sends a template to an address (marked as a test; nothing is queued).
+    /// Sends a template to an address (marked as a test; nothing is queued) through
+    /// --smtp-url or --mail-dir (the same flags and variables as `serve`).
     SendTest {
         template: String,
         #[arg(long)]
         to: String,
         #[arg(long)]
         customer: Option<String>,
+        #[command(flatten)]
+        mail: crate::serve::MailArgs,
     },
-}
-
-/// The templates directory: `templates/` next to the catalogue file.
-fn templates_dir(g: &Globals) -> std::path::PathBuf {
-    let catalogue = g.config.clone().unwrap_or_else(Catalogue::default_path);
-    catalogue.parent().map_or_else(|| "templates".into(), |d| d.join("templates"))
 }
 
 /// The lifecycle context the CLI runs with. Mail leaves through `transport`.
@@ -53,7 +49,7 @@ async fn ctx(
         transport,
         stripe: None,
         base_url: std::env::var("J1MSKY_BASE_URL").unwrap_or_else(|_| "http://localhost:8080".into()),
-        templates_dir: templates_dir(g),
+        templates_dir: crate::context::templates_dir(g),
     })
 }
 
@@ -135,16 +131,25 @@ pub async fn run(g: &Globals, cmd: JourneysCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
-        JourneysCommand::SendTest { template, to, customer } => {
-            // The SMTP transport comes with the mail settings (the delivery part); until
-            // they are configured here, the CLI refuses rather than pretending to send.
-            let _ = (template, to, customer);
-            Err(Failure {
-                code: crate::EXIT_INVALID,
-                error: anyhow::anyhow!(
-                    "send-test needs the mail settings (SMTP); use /admin/lifecycle on a server with mail configured"
-                ),
-            })
+        JourneysCommand::SendTest { template, to, customer, mail } => {
+            let Some(transport) = mail.transport()? else {
+                return Err(Failure {
+                    code: crate::EXIT_INVALID,
+                    error: anyhow::anyhow!(
+                        "send-test needs a transport: --smtp-url URL or --mail-dir DIR (or J1MSKY_SMTP_URL / J1MSKY_MAIL_DIR)"
+                    ),
+                });
+            };
+            let c = ctx(g, transport).await?;
+            let id = j1msky_lifecycle::journeys::preview::send_test(&c, &template, &to, customer.as_deref())
+                .await
+                .map_err(|e| Failure { code: crate::EXIT_INVALID, error: e.into() })?;
+            if g.json {
+                output::json(&serde_json::json!({"template": template, "to": to, "message_id": id}));
+            } else {
+                println!("sent {template} to {to}: Message-ID <{id}>");
+            }
+            Ok(())
         }
     }
 }
