@@ -36,6 +36,17 @@ pub enum SurveyKind {
 }
 
 impl SurveyKind {
+    /// The survey a journey's `send` step names by its template (`nps`, `testimonial`).
+    pub fn for_template(template: &str) -> Option<SurveyKind> {
+        match template {
+            "nps" => Some(SurveyKind::Nps),
+            "testimonial" => Some(SurveyKind::Testimonial),
+            _ => None,
+        }
+    }
+}
+
+impl SurveyKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SurveyKind::Nps => "nps",
@@ -341,7 +352,8 @@ pub async fn send_testimonial_request(
     send(conn, ctx.db.backend(), ctx, customer_id, SurveyKind::Testimonial, now).await
 }
 
-async fn send(
+/// Opens a survey of `kind` for the customer and queues its mail, unless one is still open.
+pub(crate) async fn send(
     conn: &mut AnyConnection,
     backend: Backend,
     ctx: &Ctx,

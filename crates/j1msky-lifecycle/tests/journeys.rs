@@ -217,21 +217,27 @@ async fn an_active_pro_customer_in_new_york_goes_from_day_0_to_day_30() {
 
     // A limit hit and an NPS of 9 before day 7; day 7 is after the DST change: 10:00 EDT = 14:00 UTC.
     w.emit(&cus, Kind::PlanLimitHit).await;
-    // The score comes from an answered NPS survey (the condition's one source).
-    let link = j1msky_lifecycle::surveys::create(&mut conn, &cus, j1msky_lifecycle::surveys::SurveyKind::Nps, w.now())
-        .await
-        .unwrap();
+    // The activated customer was sent an NPS survey; they answer 9 through its one-time
+    // link (the condition's one source), taken from the mail as they would click it.
     drop(conn);
+    assert_eq!(w.templates(&cus).await.last().unwrap(), "nps");
+    let body: String =
+        sqlx::query_scalar("SELECT body_text FROM lifecycle_messages WHERE customer_id = $1 AND template = 'nps'")
+            .bind(&cus)
+            .fetch_one(w.db.pool())
+            .await
+            .unwrap();
+    let token = body.split("/s/").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     let answer =
         j1msky_lifecycle::surveys::Answer { score: Some("9"), comment: "", testimonial: "", consent_to_publish: false };
-    j1msky_lifecycle::surveys::answer(&w.db, 30, &link.token, &answer, w.now()).await.unwrap();
+    j1msky_lifecycle::surveys::answer(&w.db, 30, &token, &answer, w.now()).await.unwrap();
     w.run_to(utc("2026-03-09T13:59:00Z")).await;
     assert!(!w.templates(&cus).await.contains(&"week_in_review".to_string()));
     w.run_to(utc("2026-03-09T14:00:00Z")).await;
     let day7: Vec<_> =
         w.messages(&cus).await.into_iter().filter(|(_, at)| *at == utc("2026-03-09T14:00:00Z")).collect();
     let day7: Vec<_> = day7.into_iter().map(|(t, _)| t).collect();
-    assert_eq!(day7, vec!["checkin_upgrade", "testimonial_request", "week_in_review"]);
+    assert_eq!(day7, vec!["checkin_upgrade", "testimonial", "week_in_review"]);
     let review: String = sqlx::query_scalar(
         "SELECT body_text FROM lifecycle_messages WHERE customer_id = $1 AND template = 'week_in_review'",
     )
@@ -279,9 +285,10 @@ async fn an_active_pro_customer_in_new_york_goes_from_day_0_to_day_30() {
             "welcome",
             "activation_tips",
             "first_task_celebration",
+            "nps",
             "upgrade_prompt",
             "checkin_upgrade",
-            "testimonial_request",
+            "testimonial",
             "week_in_review",
             "community_invite",
             "optimisation_tips",

@@ -249,6 +249,11 @@ pub(crate) async fn run_from(
                 let stale_at = stale_after_hours.map(|h| due + i64::from(h) * HOUR);
                 if stale_at.is_some_and(|s| now > s) {
                     log(conn, e, &step_id, occ, "skipped_stale", Some(template), now).await?;
+                } else if let Some(kind) = crate::surveys::SurveyKind::for_template(template) {
+                    // A survey mail carries its own one-time link: the survey module makes
+                    // the link and queues the mail (once per open survey).
+                    let queued = crate::surveys::send(conn, backend, ctx, &e.customer_id, kind, now).await?;
+                    log(conn, e, &step_id, occ, "queued", queued.as_deref(), now).await?;
                 } else {
                     let context = context::of_customer(conn, ctx, &e.customer_id, now).await?;
                     let rendered = crate::templates::render(ctx, template, &context)?;
