@@ -120,28 +120,7 @@ pub struct Enrollment {
 
 /// A customer's enrollments, newest first.
 pub async fn of_customer(db: &j1msky_db::Db, customer_id: &str) -> Result<Vec<Enrollment>, LifecycleError> {
-    let rows = sqlx::query(
-        "SELECT id, customer_id, journey, version, state, current_step, started_at, ended_at, end_reason
-         FROM lifecycle_enrollments WHERE customer_id = $1 ORDER BY started_at DESC, id DESC",
-    )
-    .bind(customer_id)
-    .fetch_all(db.pool())
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Enrollment {
-                id: r.try_get(0)?,
-                customer_id: r.try_get(1)?,
-                journey: r.try_get(2)?,
-                version: r.try_get(3)?,
-                state: r.try_get(4)?,
-                current_step: r.try_get(5)?,
-                started_at: r.try_get(6)?,
-                ended_at: r.try_get(7)?,
-                end_reason: r.try_get(8)?,
-            })
-        })
-        .collect()
+    list(db, Some(customer_id), i64::MAX).await
 }
 
 /// Enrollments, newest first: one customer's, or everyone's (at most `limit`).
