@@ -153,7 +153,7 @@ pub async fn grant(
 
 /// Holds `offer` for the customer's next upgrade, inside the caller's transaction (the
 /// upgrade prompt of a plan-limit trigger): granted now by the server, applied only by
-/// `changes::upgrade_with_offer`, spent once, gone at `expires_at`. `Ok(None)` when the
+/// `upgrade_with_offer`, spent once, gone at `expires_at`. `Ok(None)` when the
 /// offer's rules refuse it (already had within its cool-down, or held and still open).
 #[allow(clippy::too_many_arguments)]
 pub async fn hold_for_upgrade(
@@ -385,4 +385,63 @@ pub async fn record_checkout(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Upgrades with the discount the server holds for the customer
+/// (`offers::hold_for_upgrade`, from an upgrade prompt): the coupon is the held grant's,
+/// never one the caller names. The grant is spent before Stripe is called (two clicks
+/// cannot both use it) and given back if Stripe refuses; the Stripe call's idempotency key
+/// is the grant's, so the coupon reaches Stripe once. Refused when no grant is held, or
+/// it was used, or it expired.
+pub async fn upgrade_with_offer(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    plan: &str,
+    now: i64,
+) -> Result<Grant, BillingError> {
+    let (grant, _) = held_for_upgrade(db, customer_id, now).await?.ok_or_else(|| {
+        BillingError::invalid("offer", "no upgrade offer is open for this account (it was used, or it expired)")
+    })?;
+    let o = catalogue
+        .stripe
+        .offers
+        .get(&grant.offer)
+        .ok_or_else(|| BillingError::Config(format!("offer `{}` is no longer in the catalogue", grant.offer)))?
+        .clone();
+    let (sub, price) = changes::upgrade_checked(db, stripe, catalogue, customer_id, plan).await?;
+    let claimed = sqlx::query(
+        "UPDATE offer_grants SET redeemed_at = $1, subscription_id = $2
+         WHERE id = $3 AND redeemed_at IS NULL AND expires_at > $1",
+    )
+    .bind(now)
+    .bind(&sub.id)
+    .bind(&grant.id)
+    .execute(db.pool())
+    .await?;
+    if claimed.rows_affected() != 1 {
+        return Err(BillingError::invalid("offer", "this upgrade offer was already used"));
+    }
+    let swapped = async {
+        changes::release(stripe, &sub).await?;
+        let remote = stripe.get(&format!("subscriptions/{}", sub.id), &Value::Null).await?;
+        let item = remote["items"]["data"][0]["id"]
+            .as_str()
+            .ok_or_else(|| BillingError::Malformed(format!("subscription {} has no item", sub.id)))?;
+        let coupon = sync::coupon_id(&grant.offer, o.percent_off, o.months);
+        let params = json!({"items": [{"id": item, "price": price}], "proration_behavior": "always_invoice",
+            "discounts": [{"coupon": coupon}], "metadata": {"j1msky_downgrade_to": "", "j1msky_offer_grant": grant.id}});
+        stripe.post(&format!("subscriptions/{}", sub.id), &params, &format!("j1msky-upgrade-offer-{}", grant.id)).await
+    }
+    .await;
+    if let Err(e) = swapped {
+        // Not applied, so not spent: the customer may accept again.
+        sqlx::query("UPDATE offer_grants SET redeemed_at = NULL, subscription_id = NULL WHERE id = $1")
+            .bind(&grant.id)
+            .execute(db.pool())
+            .await?;
+        return Err(e);
+    }
+    Ok(Grant { subscription_id: Some(sub.id), ..grant })
 }

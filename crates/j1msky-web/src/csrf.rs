@@ -37,7 +37,7 @@ pub async fn guard(State(state): State<AppState>, jar: CookieJar, req: Request, 
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
-    if *req.method() == Method::POST && crate::lifecycle::is_one_click(req.uri().path()) {
+    if *req.method() == Method::POST && is_one_click(req.uri().path()) {
         return next.run(req).await;
     }
     let content_type =
@@ -72,5 +72,25 @@ pub async fn guard(State(state): State<AppState>, jar: CookieJar, req: Request, 
         }
         (_, None) => forbidden("the form has no CSRF token"),
         _ => forbidden("the form's CSRF token is invalid or expired"),
+    }
+}
+
+/// Whether `path` is the one-click unsubscribe endpoint (`/u/` and one non-empty segment):
+/// RFC 8058 one-click POSTs come from mail clients, without cookies, so exactly that path
+/// is exempt; its token is the capability.
+pub(crate) fn is_one_click(path: &str) -> bool {
+    path.strip_prefix("/u/").is_some_and(|t| !t.is_empty() && !t.contains('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_one_click;
+
+    #[test]
+    fn only_the_unsubscribe_path_itself_is_one_click() {
+        assert!(is_one_click("/u/abc.def"));
+        for p in ["/u/", "/u", "/u/a/b", "/admin/u/x", "/uu/x", "/login"] {
+            assert!(!is_one_click(p), "{p}");
+        }
     }
 }

@@ -14,6 +14,7 @@ use j1msky_gateway::limits::LimitError;
 use j1msky_gateway::policy::RouteError;
 use j1msky_gateway::providers::UpstreamError;
 use j1msky_gateway::GatewayError;
+use j1msky_lifecycle::LifecycleError;
 use j1msky_tasks::TaskError;
 
 /// An error answered as JSON.
@@ -123,6 +124,23 @@ impl From<BillingError> for ApiError {
             }
             BillingError::Accounts(a) => a.into(),
             BillingError::Db(_) => ApiError::internal("billing", &message),
+        }
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            LifecycleError::NotFound(what) => ApiError::not_found(&what),
+            LifecycleError::Invalid { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message),
+            LifecycleError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            // A template the operator edited does not render: theirs to fix, so say what.
+            LifecycleError::Template { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "template", message),
+            LifecycleError::Transport(_) => ApiError::new(StatusCode::BAD_GATEWAY, "mail_transport", message),
+            LifecycleError::Accounts(a) => a.into(),
+            LifecycleError::Billing(b) => b.into(),
+            LifecycleError::Db(_) => ApiError::internal("lifecycle", &message),
         }
     }
 }

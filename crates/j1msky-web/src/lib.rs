@@ -15,6 +15,7 @@ mod server;
 mod state;
 pub mod templates;
 mod text_guard;
+mod todo_counts;
 
 // The areas, each with its pages, API handlers, router and navigation entries
 // (registered in `server::AREAS`).

@@ -42,7 +42,7 @@ pub fn page_with_status(
         section,
         nav => nav(state, session),
         cost_mode => crate::cost_banner::banner_mode().map(|(m, by)| context! { mode => m.as_str(), set_by => by }),
-        todo_counts => crate::lifecycle::header_counts().map(|c| context! { open => c.open, overdue => c.overdue }),
+        todo_counts => crate::todo_counts::header_counts().map(|c| context! { open => c.open, overdue => c.overdue }),
     };
     let merged = context! { ..ctx, ..base };
     match state.templates.get_template(template).and_then(|t| t.render(merged)) {

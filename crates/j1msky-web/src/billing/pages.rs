@@ -330,7 +330,7 @@ pub async fn upgrade_offer(State(state): State<AppState>, BillingOwner(s, cid, _
 }
 
 /// `POST /app/upgrade-offer` (`plan` and nothing else): upgrades with the held discount;
-/// the coupon is the server's (`changes::upgrade_with_offer`), never the form's.
+/// the coupon is the server's (`offers::upgrade_with_offer`), never the form's.
 pub async fn accept_upgrade_offer(
     State(state): State<AppState>,
     BillingOwner(s, cid, stripe): BillingOwner,
@@ -340,7 +340,9 @@ pub async fn accept_upgrade_offer(
         return r;
     }
     let plan = form.get("plan").cloned().unwrap_or_default();
-    match changes::upgrade_with_offer(&state.db, &stripe, &state.catalogue, &cid, &plan, state.now()).await {
+    match j1msky_billing::offers::upgrade_with_offer(&state.db, &stripe, &state.catalogue, &cid, &plan, state.now())
+        .await
+    {
         Ok(_) => Redirect::to("/app/billing?notice=requested").into_response(),
         Err(e) => error_page_for(&state, Some(&s), e),
     }

@@ -32,10 +32,6 @@ const SHOWN: i64 = 300;
 /// The largest `.eml` shown inline.
 const EML_SHOWN: u64 = 256 * 1024;
 
-/// The public one-click unsubscribe prefix; `csrf::guard` exempts `POST` on exactly
-/// `/u/{token}` (see [`is_one_click`]).
-const UNSUBSCRIBE_PREFIX: &str = "/u/";
-
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/lifecycle/messages", get(list))
@@ -43,11 +39,6 @@ pub fn router() -> Router<AppState> {
         .route("/admin/lifecycle/suppressions", get(suppressions).post(add_suppression))
         .route("/admin/lifecycle/suppressions/remove", post(remove_suppression))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
-}
-
-/// Whether `path` is the one-click unsubscribe endpoint (`/u/` and one non-empty segment).
-pub fn is_one_click(path: &str) -> bool {
-    path.strip_prefix(UNSUBSCRIBE_PREFIX).is_some_and(|t| !t.is_empty() && !t.contains('/'))
 }
 
 #[derive(Deserialize, Default)]
@@ -258,18 +249,5 @@ async fn unsubscribe(
         ),
         Ok(None) => error_page(&state, s.as_deref(), StatusCode::NOT_FOUND, "This link is not valid."),
         Err(e) => internal_error(&state, s.as_deref(), "unsubscribing", &e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_one_click;
-
-    #[test]
-    fn only_the_unsubscribe_path_itself_is_one_click() {
-        assert!(is_one_click("/u/abc.def"));
-        for p in ["/u/", "/u", "/u/a/b", "/admin/u/x", "/uu/x", "/login"] {
-            assert!(!is_one_click(p), "{p}");
-        }
     }
 }

@@ -12,8 +12,7 @@ use axum::Router;
 use crate::nav::NavEntry;
 use crate::state::AppState;
 
-pub use messages::is_one_click;
-pub use todos::{header_counts, with_counts as with_todo_counts};
+pub use todos::with_counts as with_todo_counts;
 
 pub const NAV: &[NavEntry] = &[
     NavEntry::operator("lifecycle", "Lifecycle", "/admin/lifecycle"),

@@ -10,13 +10,13 @@ use axum::{Form, Router};
 use j1msky_accounts::sessions::Session;
 use j1msky_audit::Actor;
 use j1msky_core::vocab::UserRole;
-use j1msky_lifecycle::todos::{self, Counts, Filter};
+use j1msky_lifecycle::todos::{self, Filter};
 use j1msky_lifecycle::LifecycleError;
 use minijinja::context;
 use serde::Deserialize;
 
 use crate::auth::{MaybeSession, OperatorUser};
-use crate::render::{error_page, internal_error, page_with_status};
+use crate::render::{error_page, error_page_for, page_with_status};
 use crate::state::AppState;
 
 /// To-dos listed on the page at most.
@@ -28,16 +28,6 @@ pub fn router() -> Router<AppState> {
         .route("/admin/todos/{id}/assign", post(assign))
         .route("/admin/todos/{id}/done", post(done))
         .route("/admin/todos/{id}/reopen", post(reopen))
-}
-
-tokio::task_local! {
-    /// The to-do counts while an operator's admin page is served (for the header).
-    static COUNTS: Counts;
-}
-
-/// The to-do counts for the header of the page being rendered, if known.
-pub fn header_counts() -> Option<Counts> {
-    COUNTS.try_with(|c| *c).ok()
 }
 
 /// Middleware: on an operator's `/admin` page, reads the open/overdue counts (one
@@ -52,7 +42,7 @@ pub async fn with_counts(State(state): State<AppState>, req: Request, next: Next
         return next.run(req).await;
     }
     match todos::counts(&state.db, state.now()).await {
-        Ok(c) => COUNTS.scope(c, next.run(req)).await,
+        Ok(c) => crate::todo_counts::COUNTS.scope(c, next.run(req)).await,
         Err(e) => {
             tracing::error!(error = %e, "cannot count the to-dos for the header");
             next.run(req).await
@@ -60,15 +50,11 @@ pub async fn with_counts(State(state): State<AppState>, req: Request, next: Next
     }
 }
 
-/// A lifecycle error as a page: what was wrong, with the matching status.
+/// A lifecycle error as a page, through the one mapping of `error.rs` (what was being
+/// done is logged with it).
 pub(super) fn fail(state: &AppState, s: &Session, what: &str, e: LifecycleError) -> Response {
-    let status = match &e {
-        LifecycleError::NotFound(_) => StatusCode::NOT_FOUND,
-        LifecycleError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        LifecycleError::Conflict(_) => StatusCode::CONFLICT,
-        _ => return internal_error(state, Some(s), what, &e),
-    };
-    error_page(state, Some(s), status, &e.to_string())
+    tracing::debug!(what, error = %e, "lifecycle page refused");
+    error_page_for(state, Some(s), e)
 }
 
 #[derive(Deserialize, Default)]
