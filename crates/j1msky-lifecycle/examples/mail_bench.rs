@@ -68,7 +68,7 @@ async fn main() {
             not_before: NOW,
             stale_at: None,
         };
-        delivery::enqueue(&mut *tx, db.backend(), &msg, NOW).await.unwrap().unwrap();
+        delivery::enqueue(&mut tx, db.backend(), &msg, NOW).await.unwrap().unwrap();
     }
     tx.commit().await.unwrap();
 
