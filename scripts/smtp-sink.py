@@ -1,9 +1,12 @@
 """A loopback SMTP server for the mail tests and the benchmark: aiosmtpd writing every
 accepted message to a Maildir. Recipients starting with `bounce` get a 550 at RCPT.
-Prints `ready <port>` once listening; runs until killed.
+Prints `ready <port>` once listening; runs until killed. With SMTP_SINK_DELAY_MS set, each
+message is stored and then acknowledged that much later (a slow server: the window in
+which a sender that dies has handed over a message without learning so).
 
 usage: smtp-sink.py MAILDIR [PORT]
 """
+import asyncio
 import mailbox
 import os
 import socket
@@ -11,6 +14,8 @@ import sys
 import threading
 
 from aiosmtpd.controller import Controller
+
+DELAY = int(os.environ.get("SMTP_SINK_DELAY_MS", "0")) / 1000
 
 
 class Sink:
@@ -27,6 +32,8 @@ class Sink:
 
     async def handle_DATA(self, server, session, envelope):
         self.box.add(envelope.original_content)
+        if DELAY:
+            await asyncio.sleep(DELAY)
         return "250 OK queued"
 
 
