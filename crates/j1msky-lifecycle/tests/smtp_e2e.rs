@@ -514,6 +514,7 @@ async fn a_customer_in_berlin_gets_day_0_to_30_through_real_smtp_at_the_right_lo
             "03-02 13:00 welcome",
             "03-03 10:00 activation_tips",
             "03-05 08:00 first_task_celebration",
+            "03-05 08:00 nps",
             // The limit hit (10:00 local) starts the upgrade-prompt journey at once.
             "03-06 10:00 upgrade_prompt",
             "03-09 10:00 checkin_upgrade",
