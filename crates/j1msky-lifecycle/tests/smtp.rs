@@ -7,10 +7,10 @@
 //! parts; a 550 at RCPT fails the message and suppresses the address.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+
+mod common;
+use common::*;
 
 use j1msky_audit::Actor;
 use j1msky_core::catalogue::Catalogue;
@@ -21,81 +21,6 @@ use j1msky_lifecycle::delivery::{self, Category, NewMessage};
 use j1msky_lifecycle::templates::Rendered;
 use j1msky_lifecycle::transport::Smtp;
 use j1msky_lifecycle::Ctx;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The python with aiosmtpd; `None` (loudly) when missing outside CI.
-fn smtp_python() -> Option<PathBuf> {
-    let p = std::env::var_os("J1MSKY_SMTP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/smtp-venv/bin/python"));
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var_os("CI").is_some() || std::env::var_os("J1MSKY_SMTP_PYTHON").is_some() {
-        panic!("no python with aiosmtpd at {}: run scripts/smtp-env", p.display());
-    }
-    eprintln!("!!!! SKIPPED: no python with aiosmtpd at {} (run scripts/smtp-env) !!!!", p.display());
-    None
-}
-
-struct Sink {
-    child: Child,
-    port: u16,
-    maildir: tempfile::TempDir,
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sink(python: &Path) -> Sink {
-    let maildir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(python)
-        .arg(repo().join("scripts/smtp-sink.py"))
-        .arg(maildir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().strip_prefix("ready ").unwrap().parse().unwrap();
-    Sink { child, port, maildir }
-}
-
-fn delivered(maildir: &Path) -> Vec<String> {
-    let mut all = Vec::new();
-    for sub in ["new", "cur"] {
-        if let Ok(entries) = std::fs::read_dir(maildir.join(sub)) {
-            for e in entries {
-                all.push(std::fs::read_to_string(e.unwrap().path()).unwrap());
-            }
-        }
-    }
-    all
-}
-
-/// A header's value, unfolded (long headers continue on indented lines).
-fn header(mail: &str, name: &str) -> Option<String> {
-    let head = mail.split("\n\n").next().unwrap_or_default();
-    let mut lines = head.lines().map(|l| l.trim_end_matches('\r'));
-    let first = lines.find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))?;
-    let mut value = first.to_string();
-    for l in lines.by_ref() {
-        if l.starts_with([' ', '\t']) {
-            value.push(' ');
-            value.push_str(l.trim());
-        } else {
-            break;
-        }
-    }
-    Some(value)
-}
 
 async fn customer(db: &Db, email: &str) -> String {
     let catalogue = Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).unwrap();
@@ -131,7 +56,7 @@ async fn queue(db: &Db, cus: &str, step: &str, category: Category, at: i64) {
 #[tokio::test]
 async fn messages_reach_a_real_smtp_server_once_each_with_headers_parts_and_footer() {
     let Some(python) = smtp_python() else { return };
-    let sink = start_sink(&python);
+    let sink = start_sink(&python, 0);
     let t = TestDb::new().await;
     let mut catalogue = Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).unwrap();
     catalogue.lifecycle.delivery.quiet_hours.end = catalogue.lifecycle.delivery.quiet_hours.start.clone();
