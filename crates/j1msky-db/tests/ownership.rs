@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Table -> the crate that owns it. A table named `lifecycle_…` belongs to
-/// `j1msky-lifecycle` without being listed.
+/// Table -> the crate that owns it. A table named `lifecycle_…` (`insights_…`) belongs to
+/// `j1msky-lifecycle` (`j1msky-insights`) without being listed.
 const OWNERS: &[(&str, &str)] = &[
     ("events", "j1msky-db"),
     ("consumer_cursors", "j1msky-db"),
@@ -37,6 +37,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("stripe_objects", "j1msky-billing"),
     ("stripe_events", "j1msky-billing"),
     ("subscriptions", "j1msky-billing"),
+    ("subscription_history", "j1msky-billing"),
     ("revenue_entries", "j1msky-billing"),
     ("exit_surveys", "j1msky-billing"),
     ("offer_grants", "j1msky-billing"),
@@ -56,6 +57,9 @@ fn root() -> PathBuf {
 fn owner_of(table: &str) -> Option<&'static str> {
     if table.starts_with("lifecycle_") {
         return Some("j1msky-lifecycle");
+    }
+    if table.starts_with("insights_") {
+        return Some("j1msky-insights");
     }
     OWNERS.iter().find(|(t, _)| *t == table).map(|(_, c)| *c)
 }

@@ -158,6 +158,7 @@ impl Runtime {
     /// batch leased so several processes never handle an event twice.
     fn start_reactions(&mut self) {
         let mut all = j1msky_accounts::reactions::consumers();
+        all.extend(j1msky_insights::rollups::consumers(&self.insights()));
         if let Some(ctx) = self.lifecycle() {
             all.extend(j1msky_lifecycle::consumers(&ctx));
             let timers = j1msky_db::timers::run(
@@ -178,6 +179,11 @@ impl Runtime {
             self.stop_signal(),
         );
         self.spawn(Role::Reactions, "event consumers", consumers);
+    }
+
+    /// The insights' context (their rollup consumers run in every `reactions` process).
+    pub fn insights(&self) -> j1msky_insights::Ctx {
+        j1msky_insights::Ctx { db: self.db().clone(), catalogue: self.catalogue().clone(), clock: self.clock().clone() }
     }
 
     /// The lifecycle engine's context, when this process has a mail transport.

@@ -14,6 +14,7 @@ use j1msky_gateway::limits::LimitError;
 use j1msky_gateway::policy::RouteError;
 use j1msky_gateway::providers::UpstreamError;
 use j1msky_gateway::GatewayError;
+use j1msky_insights::InsightsError;
 use j1msky_lifecycle::LifecycleError;
 use j1msky_tasks::TaskError;
 
@@ -141,6 +142,18 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::Accounts(a) => a.into(),
             LifecycleError::Billing(b) => b.into(),
             LifecycleError::Db(_) => ApiError::internal("lifecycle", &message),
+        }
+    }
+}
+
+impl From<InsightsError> for ApiError {
+    fn from(e: InsightsError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            InsightsError::NotFound(what) => ApiError::not_found(&what),
+            InsightsError::Invalid { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message),
+            InsightsError::Billing(b) => b.into(),
+            InsightsError::Db(_) => ApiError::internal("insights", &message),
         }
     }
 }

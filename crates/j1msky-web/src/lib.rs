@@ -23,6 +23,7 @@ mod accounts;
 mod billing;
 mod events;
 pub mod gateway;
+mod insights;
 mod lifecycle;
 mod tasks;
 

@@ -15,7 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::nav::NavEntry;
 use crate::state::AppState;
-use crate::{accounts, auth, billing, csrf, events, gateway, lifecycle, metrics_layer, security_headers, tasks};
+use crate::{accounts, auth, billing, csrf, events, gateway, insights, lifecycle, metrics_layer, security_headers, tasks};
 
 /// One area of the site: its routes and its navigation entries.
 struct Area {
@@ -31,6 +31,7 @@ const AREAS: &[Area] = &[
     Area { router: billing::router, nav: billing::NAV },
     Area { router: events::router, nav: events::NAV },
     Area { router: lifecycle::router, nav: lifecycle::NAV },
+    Area { router: insights::router, nav: insights::NAV },
 ];
 
 /// Every route of the server, with its middleware.

@@ -92,6 +92,11 @@ impl AppState {
         self
     }
 
+    /// The insights' context (the board, the reviews, the exports).
+    pub fn insights(&self) -> j1msky_insights::Ctx {
+        j1msky_insights::Ctx { db: self.db.clone(), catalogue: self.catalogue.clone(), clock: self.clock.clone() }
+    }
+
     /// Adds the model gateway.
     pub fn with_gateway(mut self, gateway: Arc<j1msky_gateway::Gateway>) -> AppState {
         self.gateway = Some(gateway);

@@ -8,6 +8,7 @@ mod context;
 mod demo;
 mod events_cmd;
 mod gateway_cmd;
+mod kpi_cmd;
 mod lifecycle_cmd;
 mod output;
 mod roles;
@@ -73,6 +74,9 @@ enum Command {
     /// Onboarding and retention: journeys, messages, suppressions, to-dos, surveys, newsletter.
     #[command(subcommand)]
     Lifecycle(lifecycle_cmd::LifecycleCommand),
+    /// The operator's numbers: MRR and its movements, churn, margins, activation, NPS, CAC.
+    #[command(subcommand)]
+    Kpi(kpi_cmd::KpiCommand),
     /// Simulated third-party services (for the demo, tests and benchmarks).
     #[command(subcommand)]
     Sim(gateway_cmd::SimCommand),
@@ -156,6 +160,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stripe(c) => stripe_cmd::stripe(&g, c).await,
         Command::Sim(c) => gateway_cmd::sim(c).await,
         Command::Events(c) => events_cmd::events(&g, c).await,
+        Command::Kpi(c) => kpi_cmd::kpi(&g, c).await,
         Command::Lifecycle(c) => lifecycle_cmd::lifecycle(&g, c).await,
         Command::Task(c) => task_cmd::task(&g, c).await,
         Command::Worker(a) => task_cmd::worker(&g, a).await,
