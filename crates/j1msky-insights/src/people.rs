@@ -19,3 +19,19 @@ pub fn consumers(_ctx: &Ctx) -> Vec<j1msky_db::consumers::Consumer> {
 pub async fn rebuild(_ctx: &Ctx) -> Result<(), InsightsError> {
     Ok(())
 }
+
+/// Records the acquisition spend of `month` (replacing an earlier figure; audited, with
+/// the old value kept in the audit log). Negative amounts are refused.
+pub async fn set_spend(
+    _ctx: &Ctx,
+    month: Month,
+    _cents: i64,
+    _actor: &j1msky_audit::Actor,
+) -> Result<(), InsightsError> {
+    Err(InsightsError::invalid("month", format!("{month}: acquisition spend is not built yet")))
+}
+
+/// The acquisition spend entered for each month, newest first.
+pub async fn spend(_ctx: &Ctx) -> Result<Vec<(Month, i64)>, InsightsError> {
+    Ok(Vec::new())
+}
