@@ -124,6 +124,9 @@ kinds! {
     TodoDone => "todo.done": TodoChanged,
     SurveyNpsAnswered => "survey.nps_answered": NpsAnswered,
     SurveyTestimonialGiven => "survey.testimonial_given": TestimonialGiven,
+    LifecycleMessageSent => "lifecycle.message_sent": LifecycleMessageSent,
+    LifecycleMessageFailed => "lifecycle.message_failed": LifecycleMessageFailed,
+    LifecycleUnsubscribed => "lifecycle.unsubscribed": LifecycleUnsubscribed,
 }
 
 one_kind! {
@@ -159,6 +162,9 @@ one_kind! {
     SubscriptionTrialWillEnd,
     SubscriptionCancelled,
     CustomerActive,
+    LifecycleMessageSent,
+    LifecycleMessageFailed,
+    LifecycleUnsubscribed,
 }
 
 impl Payload for LimitHit {
@@ -528,6 +534,21 @@ mod tests {
             Kind::SurveyTestimonialGiven => {
                 TestimonialGiven { survey: "srv_1".into(), consent_to_publish: true }.into()
             }
+            Kind::LifecycleMessageSent => LifecycleMessageSent {
+                message: "msg_1".into(),
+                template: "welcome".into(),
+                category: "onboarding".into(),
+                source: "enr_1".into(),
+            }
+            .into(),
+            Kind::LifecycleMessageFailed => LifecycleMessageFailed {
+                message: "msg_1".into(),
+                template: "welcome".into(),
+                state: "unknown".into(),
+                error: "connection lost".into(),
+            }
+            .into(),
+            Kind::LifecycleUnsubscribed => LifecycleUnsubscribed { category: "marketing".into() }.into(),
         }
     }
 

@@ -265,6 +265,51 @@ pub async fn get(db: &Db, id: &str) -> Result<MessageWithBody, LifecycleError> {
     })
 }
 
+/// The states an operator may send again: `unknown` (it may have arrived) and `failed`.
+pub const REQUEUEABLE: &[&str] = &["unknown", "failed"];
+
+/// Puts an `unknown` or `failed` message back in the queue, due now, for an operator who
+/// decided to send it again (the CLI and `/admin/lifecycle/messages` call this). It
+/// keeps its `Message-ID`, so a mail system that took the first attempt may drop the
+/// copy, but the recipient may still get it twice. Its staleness cut-off is dropped:
+/// the operator chose to send it late. The send-time rules still apply. Audited.
+pub async fn requeue(db: &Db, actor: &Actor, id: &str, now: i64) -> Result<Message, LifecycleError> {
+    let before = get(db, id).await?.message;
+    if !REQUEUEABLE.contains(&before.state.as_str()) {
+        return Err(LifecycleError::Conflict(format!(
+            "message {id} is `{}`: only {} messages can be requeued",
+            before.state,
+            REQUEUEABLE.join(" or ")
+        )));
+    }
+    let mut tx = db.begin().await?;
+    let changed = sqlx::query(
+        "UPDATE lifecycle_messages SET state = 'queued', not_before = $1, stale_at = NULL, attempts = 0,
+             attempt_at = NULL, lease_owner = NULL, lease_until = NULL
+         WHERE id = $2 AND state = $3",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(&before.state)
+    .execute(&mut *tx)
+    .await?;
+    if changed.rows_affected() != 1 {
+        return Err(LifecycleError::Conflict(format!("message {id} changed meanwhile; look at it again")));
+    }
+    j1msky_audit::audit::record(
+        &mut tx,
+        actor,
+        "lifecycle.message_requeue",
+        id,
+        Some(&before.customer_id),
+        serde_json::json!({"from_state": before.state, "message_id": before.message_id, "last_error": before.last_error}),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(get(db, id).await?.message)
+}
+
 // ---------------------------------------------------------------------------------------
 // Suppressions and consent
 
@@ -533,6 +578,8 @@ pub async fn unsubscribe(db: &Db, token: &str, now: i64) -> Result<Option<Catego
         now,
     )
     .await?;
+    let event = j1msky_core::events::LifecycleUnsubscribed { category: category.as_str().to_string() };
+    j1msky_db::outbox::emit_typed(&mut tx, db.backend(), event, Some(&customer), now).await?;
     tx.commit().await?;
     Ok(Some(category))
 }
@@ -723,6 +770,8 @@ struct Claimed {
     stale_at: Option<i64>,
     attempts: i64,
     attempt_at: Option<i64>,
+    template: String,
+    source: String,
 }
 
 /// Claims up to `limit` due messages for `owner` (queued or deferred and due, or
@@ -737,7 +786,8 @@ async fn claim(db: &Db, owner: &str, now: i64, limit: i64) -> Result<Vec<Claimed
         "UPDATE lifecycle_messages SET state = 'sending', lease_owner = $1, lease_until = $2
          WHERE id IN (SELECT id FROM lifecycle_messages WHERE {due} ORDER BY not_before, id LIMIT $4 {lock})
            AND {due}
-         RETURNING id, customer_id, category, subject, body_text, body_html, message_id, stale_at, attempts, attempt_at"
+         RETURNING id, customer_id, category, subject, body_text, body_html, message_id, stale_at, attempts, attempt_at,
+                   template, source"
     );
     let rows =
         sqlx::query(&sql).bind(owner).bind(now + LEASE_MICROS).bind(now).bind(limit).fetch_all(db.pool()).await?;
@@ -754,21 +804,26 @@ async fn claim(db: &Db, owner: &str, now: i64, limit: i64) -> Result<Vec<Claimed
                 stale_at: r.try_get(7)?,
                 attempts: r.try_get(8)?,
                 attempt_at: r.try_get(9)?,
+                template: r.try_get(10)?,
+                source: r.try_get(11)?,
             })
         })
         .collect()
 }
 
-/// Ends a claimed message in `state` (fenced by the lease: false when it was lost).
+/// Ends a claimed message in `state` (fenced by the lease: false when it was lost). A
+/// final `sent`, `failed` or `unknown` emits `lifecycle.message_sent` / `_failed` in the
+/// same transaction.
 async fn finish(
     db: &Db,
-    id: &str,
+    m: &Claimed,
     owner: &str,
     state: &str,
     error: Option<&str>,
     not_before: Option<i64>,
     now: i64,
 ) -> Result<bool, LifecycleError> {
+    let mut tx = db.begin().await?;
     let done = sqlx::query(
         "UPDATE lifecycle_messages SET state = $1, last_error = COALESCE($2, last_error),
              not_before = COALESCE($3, not_before),
@@ -781,11 +836,51 @@ async fn finish(
     .bind(error)
     .bind(not_before)
     .bind(now)
-    .bind(id)
+    .bind(&m.id)
     .bind(owner)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    emit_outcome(&mut tx, db.backend(), m, state, error, now).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The event of a message's final state (none for the others).
+async fn emit_outcome(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    m: &Claimed,
+    state: &str,
+    error: Option<&str>,
+    now: i64,
+) -> Result<(), LifecycleError> {
+    use j1msky_core::events::{LifecycleMessageFailed, LifecycleMessageSent};
+    let customer = Some(m.customer_id.as_str());
+    match state {
+        "sent" => {
+            let p = LifecycleMessageSent {
+                message: m.id.clone(),
+                template: m.template.clone(),
+                category: m.category.clone(),
+                source: m.source.clone(),
+            };
+            j1msky_db::outbox::emit_typed(conn, backend, p, customer, now).await?;
+        }
+        "failed" | "unknown" => {
+            let p = LifecycleMessageFailed {
+                message: m.id.clone(),
+                template: m.template.clone(),
+                state: state.to_string(),
+                error: error.unwrap_or_default().to_string(),
+            };
+            j1msky_db::outbox::emit_typed(conn, backend, p, customer, now).await?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The address a customer's mail goes to: the contact email, else the first owner's.
@@ -813,34 +908,34 @@ async fn send_one(
     let db = &ctx.db;
     if m.attempt_at.is_some() {
         // A sender died between handing the message over and recording the outcome.
-        finish(db, &m.id, owner, "unknown", Some("lease expired after a send attempt: not resent"), None, now).await?;
+        finish(db, &m, owner, "unknown", Some("lease expired after a send attempt: not resent"), None, now).await?;
         return Ok("unknown");
     }
     if m.stale_at.is_some_and(|s| s <= now) {
-        finish(db, &m.id, owner, "stale", Some("past its staleness cut-off"), None, now).await?;
+        finish(db, &m, owner, "stale", Some("past its staleness cut-off"), None, now).await?;
         return Ok("stale");
     }
     let category = Category::parse(&m.category).unwrap_or(Category::Marketing);
     let Some((to, zone)) = zones.get(&m.customer_id) else {
-        finish(db, &m.id, owner, "failed", Some("customer not found"), None, now).await?;
+        finish(db, &m, owner, "failed", Some("customer not found"), None, now).await?;
         return Ok("failed");
     };
     let Some(to) = to.clone() else {
-        finish(db, &m.id, owner, "failed", Some("the customer has no contact or owner email"), None, now).await?;
+        finish(db, &m, owner, "failed", Some("the customer has no contact or owner email"), None, now).await?;
         return Ok("failed");
     };
     if is_suppressed(db, &to).await.unwrap_or(false) {
-        finish(db, &m.id, owner, "suppressed", Some("address on the suppression list"), None, now).await?;
+        finish(db, &m, owner, "suppressed", Some("address on the suppression list"), None, now).await?;
         return Ok("suppressed");
     }
     if !consents(db, &m.customer_id, category).await? {
-        finish(db, &m.id, owner, "suppressed", Some("no consent for this category"), None, now).await?;
+        finish(db, &m, owner, "suppressed", Some("no consent for this category"), None, now).await?;
         return Ok("suppressed");
     }
     if category != Category::Transactional {
         let tz = customer_zone(ctx, zone);
         if let Some((until, why)) = hold_until(ctx, &m.customer_id, tz, now).await? {
-            finish(db, &m.id, owner, "deferred", Some(&why), Some(until), now).await?;
+            finish(db, &m, owner, "deferred", Some(&why), Some(until), now).await?;
             return Ok("deferred");
         }
     }
@@ -863,7 +958,7 @@ async fn send_one(
     ) {
         Ok(raw) => raw,
         Err(e) => {
-            finish(db, &m.id, owner, "failed", Some(&e.to_string()), None, now).await?;
+            finish(db, &m, owner, "failed", Some(&e.to_string()), None, now).await?;
             return Ok("failed");
         }
     };
@@ -884,16 +979,16 @@ async fn send_one(
     let out = Outgoing { from: delivery.from_address.clone(), to: to.clone(), message_id: m.message_id.clone(), raw };
     match ctx.transport.send(&out).await {
         Ok(()) => {
-            finish(db, &m.id, owner, "sent", None, None, now).await?;
+            finish(db, &m, owner, "sent", None, None, now).await?;
             Ok("sent")
         }
         Err(SendError::Refused(e)) if m.attempts + 1 < MAX_ATTEMPTS => {
             let backoff = 60 * SECOND * (1 << m.attempts.clamp(0, 10));
-            finish(db, &m.id, owner, "queued", Some(&e), Some(now + backoff), now).await?;
+            finish(db, &m, owner, "queued", Some(&e), Some(now + backoff), now).await?;
             Ok("retried")
         }
         Err(SendError::Refused(e)) => {
-            finish(db, &m.id, owner, "failed", Some(&e), None, now).await?;
+            finish(db, &m, owner, "failed", Some(&e), None, now).await?;
             Ok("failed")
         }
         Err(SendError::Rejected { hard_bounce, message }) => {
@@ -911,11 +1006,11 @@ async fn send_one(
                     .await?;
                 }
             }
-            finish(db, &m.id, owner, "failed", Some(&message), None, now).await?;
+            finish(db, &m, owner, "failed", Some(&message), None, now).await?;
             Ok("failed")
         }
         Err(SendError::Unknown(e)) => {
-            finish(db, &m.id, owner, "unknown", Some(&e), None, now).await?;
+            finish(db, &m, owner, "unknown", Some(&e), None, now).await?;
             Ok("unknown")
         }
     }

@@ -365,3 +365,55 @@ async fn one_click_unsubscribe_needs_a_post_takes_no_cookie_and_refuses_forged_l
     assert_eq!(status, 429, "{body}");
     assert!(body.contains("Too many invalid links"), "{body}");
 }
+
+#[tokio::test]
+async fn the_operator_requeues_an_unknown_message_after_confirming_it_may_arrive_twice() {
+    let app = spawn().await;
+    let sent = app.sent_message("Already sent", "<p>h</p>").await;
+    let unknown = app.sent_message("Maybe arrived", "<p>h</p>").await;
+    sqlx::query("UPDATE lifecycle_messages SET state = 'unknown', last_error = 'connection lost' WHERE id = $1")
+        .bind(&unknown)
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    let state = |id: String| {
+        let db = app.db.clone();
+        async move { delivery::get(&db, &id).await.unwrap().message.state }
+    };
+    let path = format!("/admin/lifecycle/messages/{unknown}/requeue");
+
+    // A customer cannot, and the form needs its CSRF token.
+    let cust = app.login("cust@acme.test").await;
+    let (_, any) = app.get(&cust, "/app").await;
+    let (status, _) = app.post(&cust, &path, &[("csrf_token", &csrf_token(&any)), ("confirm", "yes")]).await;
+    assert!(status == 403 || status == 404, "{status}");
+    let op = app.login("op@agency.test").await;
+    let (status, _) = app.post(&op, &path, &[("confirm", "yes")]).await;
+    assert_eq!(status, 403);
+    assert_eq!(state(unknown.clone()).await, "unknown");
+
+    // The button is on the unknown row only, with the warning; without the box ticked, nothing.
+    let (_, list) = app.get(&op, "/admin/lifecycle/messages").await;
+    assert!(list.contains(&format!("action=\"{path}\"")), "{list}");
+    assert!(!list.contains(&format!("/admin/lifecycle/messages/{sent}/requeue")), "{list}");
+    assert!(list.contains("may already have received this message"), "{list}");
+    let token = csrf_token(&list);
+    let (status, page) = app.post(&op, &path, &[("csrf_token", &token)]).await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("may get this message twice"), "{page}");
+    assert_eq!(state(unknown.clone()).await, "unknown");
+
+    let (status, _) = app.post(&op, &path, &[("csrf_token", &token), ("confirm", "yes")]).await;
+    assert_eq!(status, 303);
+    assert_eq!(state(unknown.clone()).await, "queued");
+    let audit = j1msky_audit::audit::list(&app.db, Some(&app.customer), 50).await.unwrap();
+    assert!(audit.iter().any(|a| a.action == "lifecycle.message_requeue" && a.subject == unknown));
+
+    // A sent message is refused, and stays sent.
+    let (status, page) = app
+        .post(&op, &format!("/admin/lifecycle/messages/{sent}/requeue"), &[("csrf_token", &token), ("confirm", "yes")])
+        .await;
+    assert_eq!(status, 409, "{page}");
+    assert!(page.contains("only unknown or failed messages can be requeued"), "{page}");
+    assert_eq!(state(sent).await, "sent");
+}

@@ -413,3 +413,31 @@ pub struct TestimonialGiven {
     pub survey: String,
     pub consent_to_publish: bool,
 }
+
+/// `lifecycle.message_sent`: a lifecycle mail was handed to the mail server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleMessageSent {
+    /// The `lifecycle_messages` row.
+    pub message: String,
+    pub template: String,
+    /// `transactional`, `onboarding`, `retention` or `marketing`.
+    pub category: String,
+    /// The enrollment (or `newsletter:<id>`, `survey:<id>`) it came from.
+    pub source: String,
+}
+
+/// `lifecycle.message_failed`: a lifecycle mail ended without a known delivery:
+/// `failed` (refused) or `unknown` (it may have arrived; never resent by itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleMessageFailed {
+    pub message: String,
+    pub template: String,
+    pub state: String,
+    pub error: String,
+}
+
+/// `lifecycle.unsubscribed`: a customer unsubscribed from a mail category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleUnsubscribed {
+    pub category: String,
+}

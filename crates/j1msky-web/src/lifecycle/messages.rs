@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/lifecycle/messages", get(list))
         .route("/admin/lifecycle/messages/{id}", get(show))
+        .route("/admin/lifecycle/messages/{id}/requeue", post(requeue))
         .route("/admin/lifecycle/suppressions", get(suppressions).post(add_suppression))
         .route("/admin/lifecycle/suppressions/remove", post(remove_suppression))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
@@ -51,21 +52,60 @@ pub struct ListQuery {
 
 /// `GET /admin/lifecycle/messages[?state=S&customer=C]`.
 async fn list(State(state): State<AppState>, OperatorUser(s): OperatorUser, Query(q): Query<ListQuery>) -> Response {
+    list_page(&state, &s, &q, None, StatusCode::OK).await
+}
+
+async fn list_page(
+    state: &AppState,
+    s: &Session,
+    q: &ListQuery,
+    flash: Option<String>,
+    status: StatusCode,
+) -> Response {
     let filter = Some(q.state.trim()).filter(|v| !v.is_empty());
     let customer = Some(q.customer.trim()).filter(|v| !v.is_empty());
     match delivery::list(&state.db, filter, customer, SHOWN).await {
         Ok(messages) => page_with_status(
-            &state,
-            Some(&s),
-            StatusCode::OK,
+            state,
+            Some(s),
+            status,
             "admin/lifecycle_messages.html",
             "lifecycle",
             context! {
-                messages, filter, customer, states => delivery::STATES,
+                messages, filter, customer, states => delivery::STATES, requeueable => delivery::REQUEUEABLE,
+                flash, flash_kind => "error",
                 mail_dir => state.lifecycle.as_ref().and_then(|c| c.transport.mail_dir()).map(|d| d.display().to_string()),
             },
         ),
-        Err(e) => fail(&state, &s, "messages", e),
+        Err(e) => fail(state, s, "messages", e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RequeueForm {
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /admin/lifecycle/messages/{id}/requeue`: sends an `unknown` or `failed` message
+/// again (audited); needs the box ticked that says the recipient may get it twice.
+async fn requeue(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Path(id): Path<String>,
+    Form(f): Form<RequeueForm>,
+) -> Response {
+    let q = ListQuery::default();
+    if f.confirm != "yes" {
+        let msg = "confirm: tick the box saying the recipient may get this message twice".to_string();
+        return list_page(&state, &s, &q, Some(msg), StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    match delivery::requeue(&state.db, &Actor::user(&s.user.id), &id, state.now()).await {
+        Ok(_) => Redirect::to(&format!("/admin/lifecycle/messages/{id}")).into_response(),
+        Err(e @ j1msky_lifecycle::LifecycleError::Conflict(_)) => {
+            list_page(&state, &s, &q, Some(e.to_string()), StatusCode::CONFLICT).await
+        }
+        Err(e) => fail(&state, &s, "requeueing a message", e),
     }
 }
 

@@ -8,8 +8,12 @@ use crate::{output, Failure};
 
 #[derive(Debug, Subcommand)]
 pub enum MessagesCommand {
-    /// Lifecycle mail, newest first: its state, recipient and last error.
+    /// Lifecycle mail, newest first: its state, recipient and last error
+    /// (`messages requeue ID` sends an unknown or failed one again).
+    #[command(args_conflicts_with_subcommands = true)]
     Messages {
+        #[command(subcommand)]
+        action: Option<MessageAction>,
         /// Only this state (queued, sending, sent, failed, unknown, stale, suppressed, deferred).
         #[arg(long)]
         state: Option<String>,
@@ -31,6 +35,18 @@ pub enum MessagesCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum MessageAction {
+    /// Puts an `unknown` or `failed` message back in the queue (audited). An `unknown`
+    /// one may already be in the recipient's mailbox: it may arrive twice; --yes says
+    /// you accept that.
+    Requeue {
+        id: String,
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
 fn fail(e: j1msky_lifecycle::LifecycleError) -> Failure {
     let code = match e {
         j1msky_lifecycle::LifecycleError::Invalid { .. } => crate::EXIT_INVALID,
@@ -42,7 +58,19 @@ fn fail(e: j1msky_lifecycle::LifecycleError) -> Failure {
 pub async fn run(g: &Globals, cmd: MessagesCommand) -> Result<(), Failure> {
     let db = context::open_db(g).await?;
     match cmd {
-        MessagesCommand::Messages { state, customer, limit } => {
+        MessagesCommand::Messages { action: Some(MessageAction::Requeue { id, yes }), .. } => {
+            if !yes {
+                return Err(Failure {
+                    code: crate::EXIT_INVALID,
+                    error: anyhow::anyhow!(
+                        "requeue: the mail server may already have received message {id}; sending it again may deliver it twice. Add --yes to requeue it anyway"
+                    ),
+                });
+            }
+            let m = delivery::requeue(&db, &j1msky_audit::Actor::cli(), &id, context::now()).await.map_err(fail)?;
+            output::done(g, &format!("message {id} queued again"), serde_json::json!({"id": m.id, "state": m.state}));
+        }
+        MessagesCommand::Messages { action: None, state, customer, limit } => {
             let list = delivery::list(&db, state.as_deref(), customer.as_deref(), limit).await.map_err(fail)?;
             output::list(
                 g,
