@@ -494,6 +494,22 @@ pub async fn set_contract(
     Ok(Customer { contract, updated_at: now, ..customer })
 }
 
+/// Customers who moved to stage `churned` in `(after, until]` (by the change's own
+/// time), with when; a customer created as churned is not a move. Reads only that
+/// window's churn rows (index `customer_stage_changes_to_stage`, migration 0028).
+pub async fn churned_between(db: &Db, after: i64, until: i64) -> Result<Vec<(String, i64)>, AccountsError> {
+    let rows = sqlx::query(
+        "SELECT customer_id, at FROM customer_stage_changes
+         WHERE to_stage = 'churned' AND at > $1 AND at <= $2 AND from_stage IS NOT NULL
+         ORDER BY at, id",
+    )
+    .bind(after)
+    .bind(until)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
 /// The stage history, oldest first.
 pub async fn stage_history(db: &Db, id: &str) -> Result<Vec<StageChange>, AccountsError> {
     let rows = sqlx::query(

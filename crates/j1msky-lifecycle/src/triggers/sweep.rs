@@ -147,30 +147,16 @@ pub struct ChurnNumbers {
     pub spike: bool,
 }
 
-/// Counts churn (a customer moving to stage `churned`) up to `now`.
+/// Counts churn (a customer moving to stage `churned`, from accounts' stage history)
+/// in the trailing weeks up to `now`: only that window's rows are read.
 pub async fn churn_numbers(ctx: &Ctx, now: i64) -> Result<ChurnNumbers, LifecycleError> {
     let cfg = &ctx.catalogue.lifecycle.triggers.churn_spike;
     let weeks = i64::from(cfg.trailing_weeks);
     let since = now - (weeks + 1) * WEEK;
-    let rows = sqlx::query(
-        "SELECT customer_id, payload, created_at FROM events
-         WHERE kind = 'customer.stage_changed' AND created_at > $1 AND created_at <= $2",
-    )
-    .bind(since)
-    .bind(now)
-    .fetch_all(ctx.db.pool())
-    .await?;
+    let churned = j1msky_accounts::customers::churned_between(&ctx.db, since, now).await?;
     let mut last_week = Vec::new();
     let mut trailing = vec![0i64; usize::try_from(weeks).unwrap_or_default()];
-    for r in &rows {
-        let payload: String = r.try_get(1)?;
-        let to =
-            serde_json::from_str::<serde_json::Value>(&payload).ok().and_then(|p| p["to"].as_str().map(String::from));
-        if to.as_deref() != Some("churned") {
-            continue;
-        }
-        let Some(customer) = r.try_get::<Option<String>, _>(0)? else { continue };
-        let at: i64 = r.try_get(2)?;
+    for (customer, at) in churned {
         let week = (now - at) / WEEK; // 0: the last 7 days
         if week == 0 {
             if !last_week.contains(&customer) {
