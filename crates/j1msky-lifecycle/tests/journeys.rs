@@ -359,7 +359,7 @@ async fn an_edited_journey_leaves_running_enrollments_on_their_version() {
     let mut edited = Catalogue::from_json_str(SHIPPED).unwrap();
     let j = edited.lifecycle.journeys.get_mut("activation").unwrap();
     j.version = 2;
-    j.steps[0] = Step::Wait { id: "first_day".into(), days: 3, hours: 0, until_local_time: None };
+    j.steps[0] = Step::Wait { id: "first_day".into(), days: 3, hours: 0, until_local_time: None, grace_percent: None };
     j.steps[4] = Step::Send { id: "tips".into(), template: "welcome".into(), stale_after_hours: None };
     let new = world_with(&t.db, edited, &clock);
     let later = new.customer("Later", "UTC", None).await;
@@ -464,7 +464,7 @@ async fn a_triggered_journey_sets_attributes_branches_on_them_and_turns_an_offer
                     otherwise: "done".into(),
                 },
                 Step::Offer { id: "offer".into(), offer: "we_miss_you".into() },
-                Step::Wait { id: "pause".into(), days: 1, hours: 0, until_local_time: None },
+                Step::Wait { id: "pause".into(), days: 1, hours: 0, until_local_time: None, grace_percent: None },
                 Step::Send { id: "late".into(), template: "welcome".into(), stale_after_hours: None },
                 Step::Exit { id: "done".into() },
             ],
@@ -517,4 +517,47 @@ async fn nps_at_least_reads_the_latest_answered_nps_survey_and_nothing_else() {
     answer_with("9", w.now() + HOUR).await;
     assert!(holds(&mut conn, "nps_at_least:9", &cus, 0).await.unwrap());
     assert!(!holds(&mut conn, "nps_at_least:10", &cus, 0).await.unwrap());
+}
+
+/// Dunning spreads its three mails over the catalogue's grace period: the reminder at
+/// 40 % and the final notice at 85 %, each at 10:00 in the customer's zone, all before
+/// access is restricted at the grace period's end.
+#[tokio::test]
+async fn dunning_follows_the_catalogues_grace_period() {
+    // (grace days, reminder due, final due): Berlin is UTC+1 in March before the 29th.
+    let cases = [
+        // 7 days: 40 % = Thu 07:12 UTC → Thu 10:00 Berlin; 85 % = Sun 10:48 UTC → Mon 10:00 Berlin.
+        (7, "2026-03-05T09:00:00Z", "2026-03-09T09:00:00Z"),
+        // 3 days: 40 % = Tue 16:48 UTC → Wed 10:00 Berlin; 85 % = Thu 01:12 UTC → Thu 10:00 Berlin.
+        (3, "2026-03-04T09:00:00Z", "2026-03-05T09:00:00Z"),
+    ];
+    for (grace, reminder, last) in cases {
+        let t = TestDb::new().await;
+        let mut catalogue = Catalogue::from_json_str(SHIPPED).unwrap();
+        catalogue.stripe.past_due_grace_days = grace;
+        let w = world_with(&t.db, catalogue, &ManualClock::new(t0()));
+        let cus = w.customer("Late", "Europe/Berlin", Some("pro")).await;
+        let mut tx = w.db.begin().await.unwrap();
+        journeys::enroll(&mut tx, w.db.backend(), &w.ctx, &cus, "dunning", "trigger:payment_failed:in_1", w.now())
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        w.run_for(0).await;
+        let dunning = |all: Vec<String>| all.into_iter().filter(|t| t.starts_with("dunning")).collect::<Vec<_>>();
+        assert_eq!(dunning(w.templates(&cus).await), vec!["dunning_first"], "grace {grace}");
+        w.run_to(utc(reminder) - 60_000_000).await;
+        assert_eq!(dunning(w.templates(&cus).await).len(), 1, "grace {grace}: not before {reminder}");
+        w.run_to(utc(reminder)).await;
+        assert_eq!(dunning(w.templates(&cus).await), vec!["dunning_first", "dunning_reminder"], "grace {grace}");
+        w.run_to(utc(last) - 60_000_000).await;
+        assert_eq!(dunning(w.templates(&cus).await).len(), 2, "grace {grace}: not before {last}");
+        w.run_to(utc(last)).await;
+        assert_eq!(
+            dunning(w.templates(&cus).await),
+            vec!["dunning_first", "dunning_reminder", "dunning_final"],
+            "grace {grace}"
+        );
+        assert!(utc(last) < t0() + i64::from(grace) * DAY, "the final notice comes before access is restricted");
+    }
 }

@@ -193,13 +193,22 @@ pub(crate) async fn run_from(
         let key = format!("{}:{step_id}:{occ}", e.id);
         let following = e.def.following(&step_id).map(String::from);
         match &step {
-            Step::Wait { days, hours, until_local_time, .. } => {
-                let mut run_at = due + i64::from(*days) * DAY + i64::from(*hours) * HOUR;
+            Step::Wait { days, hours, until_local_time, grace_percent, .. } => {
+                // A grace wait counts from the enrollment's start, in shares of the grace
+                // period the catalogue gives today (the journey's dunning spreads over it).
+                let grace_end = e.started_at + i64::from(ctx.catalogue.stripe.past_due_grace_days) * DAY;
+                let mut run_at = match grace_percent {
+                    Some(p) => e.started_at + (grace_end - e.started_at) * i64::from((*p).min(100)) / 100,
+                    None => due + i64::from(*days) * DAY + i64::from(*hours) * HOUR,
+                };
                 if let Some((hh, mm)) =
                     until_local_time.as_deref().and_then(j1msky_core::catalogue::lifecycle::parse_local_time)
                 {
                     let tz = zone(conn, ctx, &e.customer_id).await?;
-                    run_at = next_local_time(tz, run_at, hh, mm);
+                    let local = next_local_time(tz, run_at, hh, mm);
+                    if grace_percent.is_none() || local < grace_end {
+                        run_at = local;
+                    }
                 }
                 let payload = serde_json::json!({"enrollment": e.id, "step": step_id, "occurrence": occ});
                 let t = NewTimer { kind: STEP_TIMER, key: &key, payload: &payload, run_at, max_attempts: 10 };

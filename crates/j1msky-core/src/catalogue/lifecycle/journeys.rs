@@ -64,6 +64,12 @@ pub enum Step {
         /// `HH:MM` in the customer's time zone, after the duration.
         #[serde(default)]
         until_local_time: Option<String>,
+        /// Instead of `days`/`hours`: until this share (1-100 %) of the payment grace
+        /// period (`stripe.past_due_grace_days`) has passed since the enrollment began, so
+        /// dunning mail spreads over whatever grace the operator gives. A local time that
+        /// would land past the grace period's end is not waited for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_percent: Option<u32>,
     },
     /// Waits for an event kind or a named condition, at most `timeout_hours`.
     WaitUntil {
@@ -286,10 +292,24 @@ pub(crate) fn validate(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
         for (i, s) in j.steps.iter().enumerate() {
             let sp = format!("{at}.steps[{i}]");
             match s {
-                Step::Wait { until_local_time, .. } => {
+                Step::Wait { until_local_time, grace_percent, days, hours, .. } => {
                     if let Some(t) = until_local_time {
                         if parse_local_time(t).is_none() {
                             out.push(ConfigIssue::new(format!("{sp}.until_local_time"), format!("`{t}` is not HH:MM")));
+                        }
+                    }
+                    if let Some(p) = grace_percent {
+                        if !(1..=100).contains(p) {
+                            out.push(ConfigIssue::new(
+                                format!("{sp}.grace_percent"),
+                                format!("{p} is not a share of the grace period between 1 and 100"),
+                            ));
+                        }
+                        if *days > 0 || *hours > 0 {
+                            out.push(ConfigIssue::new(
+                                format!("{sp}.grace_percent"),
+                                "give either `grace_percent` or `days`/`hours`, not both",
+                            ));
                         }
                     }
                 }
@@ -405,6 +425,15 @@ mod tests {
                 .iter()
                 .any(|i| i == "lifecycle.journeys.activation.steps[1].then: no step `nowhere` in this journey"),
             "{unknown_step:?}"
+        );
+        let grace = issues_with(|j| j["steps"][0]["grace_percent"] = 150.into());
+        assert!(
+            grace.iter().any(|i| i == "lifecycle.journeys.activation.steps[0].grace_percent: 150 is not a share of the grace period between 1 and 100"),
+            "{grace:?}"
+        );
+        assert!(
+            grace.iter().any(|i| i.ends_with("grace_percent: give either `grace_percent` or `days`/`hours`, not both")),
+            "{grace:?}"
         );
         let bad_time = issues_with(|j| j["steps"][0]["until_local_time"] = "25:00".into());
         assert!(
