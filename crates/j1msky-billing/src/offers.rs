@@ -64,7 +64,9 @@ pub async fn refusal(
     refusal_in(&mut conn, catalogue, customer_id, offer, now).await
 }
 
-async fn refusal_in(
+/// `refusal` inside the caller's transaction (a journey's offer step asks before it
+/// announces anything).
+pub async fn refusal_in(
     conn: &mut AnyConnection,
     catalogue: &Catalogue,
     customer_id: &str,

@@ -463,7 +463,7 @@ async fn a_triggered_journey_sets_attributes_branches_on_them_and_turns_an_offer
                     then: "offer".into(),
                     otherwise: "done".into(),
                 },
-                Step::Offer { id: "offer".into(), offer: "we_miss_you".into() },
+                Step::Offer { id: "offer".into(), offer: "we_miss_you".into(), on_refused: None },
                 Step::Wait { id: "pause".into(), days: 1, hours: 0, until_local_time: None, grace_percent: None },
                 Step::Send { id: "late".into(), template: "welcome".into(), stale_after_hours: None },
                 Step::Exit { id: "done".into() },
@@ -560,4 +560,87 @@ async fn dunning_follows_the_catalogues_grace_period() {
         );
         assert!(utc(last) < t0() + i64::from(grace) * DAY, "the final notice comes before access is restricted");
     }
+}
+
+/// An offer billing refuses (here: granted before, within its rule) is never announced:
+/// the we-miss-you and at-risk journeys end at the offer step, logged `offer_refused`
+/// with billing's reason; with `on_refused` the journey goes there instead.
+#[tokio::test]
+async fn a_refused_offer_is_not_announced_and_the_journey_takes_its_refusal_branch() {
+    let t = TestDb::new().await;
+    let mut catalogue = Catalogue::from_json_str(SHIPPED).unwrap();
+    let mut probe = catalogue.lifecycle.journeys["we_miss_you"].clone();
+    probe.entry.on = "trigger:probe".into();
+    probe.steps = vec![
+        Step::Offer { id: "grant".into(), offer: "we_miss_you".into(), on_refused: Some("instead".into()) },
+        Step::Send { id: "tell".into(), template: "we_miss_you".into(), stale_after_hours: None },
+        Step::Exit { id: "done".into() },
+        Step::Todo { id: "instead".into(), reason: "Call them: the offer was refused".into(), due_days: 1 },
+    ];
+    catalogue.lifecycle.journeys.insert("probe".into(), probe);
+    let w = world_with(&t.db, catalogue, &ManualClock::new(t0()));
+    let fresh = w.customer("Fresh", "UTC", Some("pro")).await;
+    let had = w.customer("Had", "UTC", Some("pro")).await;
+    sqlx::query(
+        "INSERT INTO offer_grants (id, customer_id, offer, granted_by, created_at) VALUES ('ofg_old', $1, 'we_miss_you', 'operator', $2)",
+    )
+    .bind(&had)
+    .bind(t0() - DAY)
+    .execute(w.db.pool())
+    .await
+    .unwrap();
+    let enroll = |cus: String, journey: &'static str| {
+        let w = &w;
+        async move {
+            let mut tx = w.db.begin().await.unwrap();
+            let id = journeys::enroll(&mut tx, w.db.backend(), &w.ctx, &cus, journey, "trigger:x:1", w.now())
+                .await
+                .unwrap()
+                .unwrap();
+            tx.commit().await.unwrap();
+            id
+        }
+    };
+    let outcome = |id: String| {
+        let w = &w;
+        async move {
+            journeys::history(&w.db, &id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.step, s.outcome, s.detail.unwrap_or_default()))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // Not granted before: the offer is handed on (a to-do without Stripe) and announced.
+    let ok = enroll(fresh.clone(), "we_miss_you").await;
+    assert!(w.templates(&fresh).await.contains(&"we_miss_you".to_string()));
+    assert_eq!(outcome(ok).await[0].1, "offer_todo");
+
+    for journey in ["we_miss_you", "at_risk_offer"] {
+        let id = enroll(had.clone(), journey).await;
+        w.run_for(HOUR).await;
+        assert!(
+            !w.templates(&had).await.contains(&"we_miss_you".to_string()),
+            "{journey}: the refused offer is not announced"
+        );
+        assert!(
+            !w.todos(&had).await.iter().any(|t| t.contains("Grant offer")),
+            "{journey}: nobody is asked to grant it by hand"
+        );
+        let log = outcome(id).await;
+        assert_eq!(log.len(), 1, "{journey}: {log:?}");
+        assert_eq!((log[0].0.as_str(), log[0].1.as_str()), ("grant", "offer_refused"));
+        assert!(log[0].2.contains("already granted (by operator)"), "{log:?}");
+        let e = w.enrollment(&had, journey).await;
+        assert_eq!((e.state.as_str(), e.end_reason.as_deref()), ("exited", Some("offer refused")));
+    }
+
+    // With `on_refused`, the journey goes there (and still sends nothing about the offer).
+    let id = enroll(had.clone(), "probe").await;
+    let steps: Vec<_> = outcome(id).await.into_iter().map(|(s, o, _)| (s, o)).collect();
+    assert_eq!(steps, vec![("grant".into(), "offer_refused".into()), ("instead".into(), "todo".into())]);
+    assert!(w.todos(&had).await.contains(&"Call them: the offer was refused".to_string()));
+    assert!(!w.templates(&had).await.contains(&"we_miss_you".to_string()));
 }

@@ -295,12 +295,31 @@ pub(crate) async fn run_from(
                 log(conn, e, &step_id, occ, "todo", id.as_deref(), now).await?;
                 next = following;
             }
-            Step::Offer { offer, .. } => {
-                if ctx.stripe.is_some() {
-                    let payload = serde_json::json!({"enrollment": e.id, "customer": e.customer_id, "offer": offer});
+            Step::Offer { offer, on_refused, .. } => {
+                // Billing's own rule first, in this transaction: a refused offer is never
+                // announced (the mail after this step is not queued).
+                if let Some(why) =
+                    j1msky_billing::offers::refusal_in(conn, &ctx.catalogue, &e.customer_id, offer, now).await?
+                {
+                    log(conn, e, &step_id, occ, "offer_refused", Some(&why), now).await?;
+                    match on_refused {
+                        Some(to) => next = Some(to.clone()),
+                        None => {
+                            finish(conn, &e.id, "exited", "offer refused", now).await?;
+                            return Ok(());
+                        }
+                    }
+                } else if ctx.stripe.is_some() {
+                    // Granted outside any transaction (it calls Stripe): the enrollment
+                    // waits here and the timer goes on, or takes the refusal, once billing
+                    // has answered.
+                    let payload = serde_json::json!({
+                        "enrollment": e.id, "customer": e.customer_id, "offer": offer,
+                        "step": step_id, "occurrence": occ,
+                    });
                     let t = NewTimer { kind: OFFER_TIMER, key: &key, payload: &payload, run_at: now, max_attempts: 5 };
                     timers::schedule(conn, &t, now).await?;
-                    log(conn, e, &step_id, occ, "offer_scheduled", Some(offer), now).await?;
+                    return Ok(());
                 } else {
                     let reason = format!(
                         "Grant offer `{offer}` by hand: no Stripe client is configured, so the journey could not"
@@ -314,8 +333,8 @@ pub(crate) async fn run_from(
                     };
                     todos::create(conn, backend, &todo, now).await?;
                     log(conn, e, &step_id, occ, "offer_todo", Some(offer), now).await?;
+                    next = following;
                 }
-                next = following;
             }
             Step::SetAttribute { name, value, .. } => {
                 attributes::set(conn, &e.customer_id, name, value, now).await?;
@@ -438,22 +457,73 @@ pub(crate) async fn wake(
     Ok(())
 }
 
-/// An `offer` step's grant through billing, outside any transaction (it calls Stripe);
-/// billing refuses a second grant of the same offer, so a retry grants once.
+/// An `offer` step's grant through billing, outside any transaction (it calls Stripe),
+/// then the enrollment goes on: to the next step when granted, to `on_refused` (or out)
+/// when billing refused. Billing refuses a second grant of the same offer, so a retry
+/// after a crash finds this enrollment's own grant and counts it as granted.
 pub(crate) async fn on_offer_timer(ctx: Ctx, f: Fired) -> Result<(), String> {
     let customer = payload_str(&f, "customer")?;
     let offer = payload_str(&f, "offer")?;
     let enrollment = payload_str(&f, "enrollment")?;
     let Some(stripe) = ctx.stripe.as_ref() else { return Err("no Stripe client configured".into()) };
     let by = format!("journey:{enrollment}");
-    match j1msky_billing::offers::grant(&ctx.db, stripe, &ctx.catalogue, customer, offer, &by, f.now).await {
-        Ok(_) => Ok(()),
-        Err(j1msky_billing::BillingError::Invalid { field: "offer", message: m }) => {
-            tracing::info!(customer, offer, reason = %m, "journey offer not granted");
-            Ok(())
+    let refused =
+        match j1msky_billing::offers::grant(&ctx.db, stripe, &ctx.catalogue, customer, offer, &by, f.now).await {
+            Ok(_) => None,
+            Err(j1msky_billing::BillingError::Invalid { field: "offer", message: m }) => {
+                let mine = j1msky_billing::offers::for_customer(&ctx.db, customer)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .any(|g| g.offer == offer && g.granted_by == by);
+                if mine {
+                    None
+                } else {
+                    tracing::info!(customer, offer, reason = %m, "journey offer not granted");
+                    Some(m)
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+    let (Ok(step), Some(occ)) = (payload_str(&f, "step"), f.payload.get("occurrence").and_then(|v| v.as_i64())) else {
+        // A timer scheduled before offer steps waited for their grant: nothing to resume.
+        let mut tx = ctx.db.begin().await.map_err(|e| e.to_string())?;
+        if f.complete(&mut tx).await.map_err(|e| e.to_string())? {
+            tx.commit().await.map_err(|e| e.to_string())?;
         }
-        Err(e) => Err(e.to_string()),
+        return Ok(());
+    };
+    let backend = ctx.db.backend();
+    let mut tx = ctx.db.begin().await.map_err(|e| e.to_string())?;
+    if let Some(mut e) = load_active(&mut tx, enrollment).await.map_err(|e| e.to_string())? {
+        if e.steps_run == occ {
+            let on_refused = match e.def.step(step) {
+                Some(Step::Offer { on_refused, .. }) => on_refused.clone(),
+                _ => None,
+            };
+            let go = async {
+                match &refused {
+                    None => {
+                        log(&mut tx, &e, step, occ, "offer_granted", Some(offer), f.now).await?;
+                        let next = e.def.following(step).map(String::from);
+                        run_from(&mut tx, backend, &ctx, &mut e, next, f.run_at, f.now).await
+                    }
+                    Some(why) => {
+                        log(&mut tx, &e, step, occ, "offer_refused", Some(why), f.now).await?;
+                        match on_refused {
+                            Some(to) => run_from(&mut tx, backend, &ctx, &mut e, Some(to), f.run_at, f.now).await,
+                            None => finish(&mut tx, &e.id, "exited", "offer refused", f.now).await.map(|_| ()),
+                        }
+                    }
+                }
+            };
+            go.await.map_err(|e| e.to_string())?;
+        }
     }
+    if f.complete(&mut tx).await.map_err(|e| e.to_string())? {
+        tx.commit().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

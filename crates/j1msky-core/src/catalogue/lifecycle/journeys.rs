@@ -101,8 +101,17 @@ pub enum Step {
         #[serde(default)]
         due_days: u32,
     },
-    /// Grants a catalogue offer through billing.
-    Offer { id: String, offer: String },
+    /// Grants a catalogue offer through billing, then goes on. When billing refuses it
+    /// (already granted within its cool-down, …) the steps after it, such as the mail
+    /// announcing it, are not run: the journey goes to `on_refused`, or ends (`exited`,
+    /// reason `offer refused`) without one. The step log says which (`offer_granted`,
+    /// `offer_refused` with billing's reason).
+    Offer {
+        id: String,
+        offer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_refused: Option<String>,
+    },
     /// Records an attribute on the enrollment's customer.
     SetAttribute { id: String, name: String, value: String },
     /// Ends the enrollment.
@@ -350,12 +359,15 @@ pub(crate) fn validate(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
                         out.push(ConfigIssue::new(format!("{sp}.reason"), "a to-do needs a reason"));
                     }
                 }
-                Step::Offer { offer, .. } => {
+                Step::Offer { offer, on_refused, .. } => {
                     if !c.stripe.offers.contains_key(offer) {
                         out.push(ConfigIssue::new(
                             format!("{sp}.offer"),
                             format!("no offer `{offer}` in stripe.offers"),
                         ));
+                    }
+                    if let Some(to) = on_refused {
+                        target(out, format!("{sp}.on_refused"), to);
                     }
                 }
                 Step::SetAttribute { name: n, .. } => {
