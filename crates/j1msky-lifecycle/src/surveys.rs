@@ -379,7 +379,7 @@ pub(crate) async fn send(
     let context = serde_json::json!({
         "customer": {"id": customer_id, "name": name},
         "business": {"name": ctx.catalogue.business.name, "support_email": ctx.catalogue.business.support_email},
-        "links": crate::templates::links(&ctx.base_url),
+        "links": crate::templates::links(&ctx.catalogue, &ctx.base_url),
         "survey": {"url": link.url(&ctx.base_url), "valid_days": ctx.catalogue.lifecycle.engagement.nps_valid_days},
     });
     let rendered = crate::templates::render(ctx, kind.as_str(), &context)?;

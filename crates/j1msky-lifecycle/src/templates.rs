@@ -89,7 +89,7 @@ pub fn sample_context(catalogue: &j1msky_core::catalogue::Catalogue, base_url: &
     serde_json::json!({
         "business": {"name": catalogue.business.name, "support_email": catalogue.business.support_email},
         "customer": {"id": "cus_sample", "name": "Sample Co", "plan": "pro", "time_zone": "Europe/Berlin"},
-        "links": links(base_url),
+        "links": links(catalogue, base_url),
         "all_time": stats,
         "week": stats,
         "month": stats,
@@ -98,20 +98,22 @@ pub fn sample_context(catalogue: &j1msky_core::catalogue::Catalogue, base_url: &
     })
 }
 
-/// The links lifecycle mail points to, under the public base URL.
-pub fn links(base_url: &str) -> serde_json::Value {
+/// The links lifecycle mail points to: the pages the server serves under the public
+/// base URL, and the catalogue's `lifecycle.delivery.links` (`null` when unset, so a
+/// template leaves the sentence out with `{% if links.x %}`).
+pub fn links(catalogue: &j1msky_core::catalogue::Catalogue, base_url: &str) -> serde_json::Value {
     let b = base_url.trim_end_matches('/');
-    serde_json::json!({
+    let mut out = serde_json::json!({
         "dashboard": format!("{b}/app"),
         "login": format!("{b}/login"),
-        "setup_video": format!("{b}/help/setup-video"),
-        "quick_start": format!("{b}/help/quick-start"),
-        "book_call": format!("{b}/help/book-a-call"),
         "upgrade": format!("{b}/app/billing"),
-        "community": format!("{b}/community"),
-        "referral": format!("{b}/app/referrals"),
-        "testimonial": format!("{b}/app/testimonial"),
-    })
+        "billing": format!("{b}/app/billing"),
+    });
+    let configured = &catalogue.lifecycle.delivery.links;
+    for name in j1msky_core::catalogue::lifecycle::LINK_NAMES {
+        out[name] = configured.resolve(name, b).map_or(serde_json::Value::Null, serde_json::Value::String);
+    }
+    out
 }
 
 /// Every template the catalogue's journeys name, rendered from `dir` with the sample
@@ -167,6 +169,47 @@ mod tests {
         assert_eq!(check(&catalogue, &dir), Vec::<(String, String)>::new());
         for n in list(&dir) {
             render_from(&dir, &n, &sample).unwrap();
+        }
+    }
+
+    /// Every link under the base URL in every shipped template, rendered with the
+    /// shipped catalogue and with every optional link set, is a page the server serves.
+    #[test]
+    fn the_shipped_templates_link_only_to_pages_the_server_serves() {
+        use j1msky_core::catalogue::lifecycle::SERVED_PATHS;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let shipped = j1msky_core::catalogue::Catalogue::load(&root.join("business.json")).unwrap();
+        let mut all_set = shipped.clone();
+        all_set.lifecycle.delivery.links = j1msky_core::catalogue::lifecycle::Links {
+            setup_video: Some("https://videos.example.org/setup".into()),
+            quick_start: Some("/app/tasks".into()),
+            book_call: Some("https://cal.example.org/15".into()),
+            community: Some("https://chat.example.org/invite".into()),
+            referral: Some("/app".into()),
+        };
+        let dir = root.join("templates");
+        let base = "https://app.example.com";
+        for catalogue in [&shipped, &all_set] {
+            let mut sample = sample_context(catalogue, base);
+            sample["newsletter"] = serde_json::json!({"subject": "s", "body_text": "t", "body_html": "<p>t</p>"});
+            for n in list(&dir) {
+                let r = render_from(&dir, &n, &sample).unwrap();
+                for part in [&r.text, &r.html.replace("&#x2f;", "/")] {
+                    for (i, _) in part.match_indices(base) {
+                        let path: String = part[i + base.len()..]
+                            .chars()
+                            .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | '<' | ')' | '#' | '?'))
+                            .collect();
+                        let ok =
+                            SERVED_PATHS.contains(&path.as_str()) || path.starts_with("/u/") || path.starts_with("/s/");
+                        assert!(ok, "template {n} links to {base}{path}, which the server does not serve");
+                    }
+                    assert!(
+                        !part.contains(">none<") && !part.contains(": none"),
+                        "template {n} printed an unset link: {part}"
+                    );
+                }
+            }
         }
     }
 }

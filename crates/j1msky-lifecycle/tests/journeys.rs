@@ -174,7 +174,10 @@ impl World {
 #[tokio::test]
 async fn an_active_pro_customer_in_new_york_goes_from_day_0_to_day_30() {
     let t = TestDb::new().await;
-    let w = world(&t.db);
+    // The operator has a community (the invite needs its link); no referral programme.
+    let mut catalogue = Catalogue::from_json_str(SHIPPED).unwrap();
+    catalogue.lifecycle.delivery.links.community = Some("https://chat.example.org/j1msky".into());
+    let w = world_with(&t.db, catalogue, &ManualClock::new(t0()));
     let cus = w.customer("Active", "America/New_York", Some("pro")).await;
     w.run_for(0).await;
     // Day 0: the welcome, at once, with the links and the checklist.
@@ -186,10 +189,13 @@ async fn an_active_pro_customer_in_new_york_goes_from_day_0_to_day_30() {
             .await
             .unwrap();
     assert!(subject.contains("Active"), "{subject}");
-    for link in ["/login", "/help/setup-video", "/help/book-a-call"] {
+    for link in ["https://app.example.com/login", "https://app.example.com/app/tasks"] {
         assert!(text.contains(link), "{link} missing");
         assert!(html.contains(&link.replace('/', "&#x2f;")), "{link} missing in {html}");
     }
+    // No link to a page the server does not have; without a booking link, a reply does.
+    assert!(!text.contains("/help/") && !text.contains("/community"), "{text}");
+    assert!(text.contains("Reply to this mail and we will set up a call."), "{text}");
     assert!(text.contains("Quick start"));
 
     // A task is submitted before day 1: not stalled, so tips (not help) at 10:00 New York
@@ -248,7 +254,8 @@ async fn an_active_pro_customer_in_new_york_goes_from_day_0_to_day_30() {
     assert!(review.contains("ran 4 task(s): 3 succeeded, 0 failed"), "{review}");
     assert!(review.contains("$6.00") && review.contains("research: 3 task(s)"), "{review}");
 
-    // Day 14: recommendations, and the community invite (Pro).
+    // Day 14: recommendations, and the community invite (Pro, and a community is set:
+    // without one the step is skipped).
     w.run_to(utc("2026-03-16T14:00:00Z")).await;
     let day14: Vec<_> = w
         .messages(&cus)
@@ -259,7 +266,7 @@ async fn an_active_pro_customer_in_new_york_goes_from_day_0_to_day_30() {
         .collect();
     assert_eq!(day14, vec!["community_invite", "optimisation_tips"]);
 
-    // Day 30: the monthly report, with the referral link.
+    // Day 30: the monthly report (no referral sentence: the catalogue sets no link).
     w.run_to(utc("2026-04-01T13:59:00Z")).await;
     assert!(!w.templates(&cus).await.contains(&"monthly_report".to_string()));
     w.run_to(utc("2026-04-01T14:00:00Z")).await;
@@ -271,7 +278,7 @@ async fn an_active_pro_customer_in_new_york_goes_from_day_0_to_day_30() {
     .fetch_one(w.db.pool())
     .await
     .unwrap();
-    assert!(report.contains("/app/referrals") && report.contains("3 succeeded"), "{report}");
+    assert!(!report.contains("referral") && report.contains("3 succeeded"), "{report}");
 
     // Every journey ran to its end; nothing was queued twice.
     for e in journeys::of_customer(&w.db, &cus).await.unwrap() {
@@ -360,7 +367,8 @@ async fn an_edited_journey_leaves_running_enrollments_on_their_version() {
     let j = edited.lifecycle.journeys.get_mut("activation").unwrap();
     j.version = 2;
     j.steps[0] = Step::Wait { id: "first_day".into(), days: 3, hours: 0, until_local_time: None, grace_percent: None };
-    j.steps[4] = Step::Send { id: "tips".into(), template: "welcome".into(), stale_after_hours: None };
+    j.steps[4] =
+        Step::Send { id: "tips".into(), template: "welcome".into(), stale_after_hours: None, needs_link: None };
     let new = world_with(&t.db, edited, &clock);
     let later = new.customer("Later", "UTC", None).await;
     new.task(&cus, "research", "submitted").await;
@@ -465,7 +473,7 @@ async fn a_triggered_journey_sets_attributes_branches_on_them_and_turns_an_offer
                 },
                 Step::Offer { id: "offer".into(), offer: "we_miss_you".into(), on_refused: None },
                 Step::Wait { id: "pause".into(), days: 1, hours: 0, until_local_time: None, grace_percent: None },
-                Step::Send { id: "late".into(), template: "welcome".into(), stale_after_hours: None },
+                Step::Send { id: "late".into(), template: "welcome".into(), stale_after_hours: None, needs_link: None },
                 Step::Exit { id: "done".into() },
             ],
         },
@@ -573,7 +581,7 @@ async fn a_refused_offer_is_not_announced_and_the_journey_takes_its_refusal_bran
     probe.entry.on = "trigger:probe".into();
     probe.steps = vec![
         Step::Offer { id: "grant".into(), offer: "we_miss_you".into(), on_refused: Some("instead".into()) },
-        Step::Send { id: "tell".into(), template: "we_miss_you".into(), stale_after_hours: None },
+        Step::Send { id: "tell".into(), template: "we_miss_you".into(), stale_after_hours: None, needs_link: None },
         Step::Exit { id: "done".into() },
         Step::Todo { id: "instead".into(), reason: "Call them: the offer was refused".into(), due_days: 1 },
     ];

@@ -79,6 +79,8 @@ fn parts(mail: &str) -> Vec<(String, String)> {
 /// The shipped catalogue; `open_all_hours` turns quiet hours and caps off.
 fn catalogue(open_all_hours: bool) -> Catalogue {
     let mut catalogue = Catalogue::from_json_str(SHIPPED).unwrap();
+    // The operator's community, so the Pro customer's day-14 invite goes out.
+    catalogue.lifecycle.delivery.links.community = Some("https://chat.example.org/j1msky".into());
     if open_all_hours {
         catalogue.lifecycle.delivery.quiet_hours.end = catalogue.lifecycle.delivery.quiet_hours.start.clone();
         catalogue.lifecycle.delivery.max_per_day = 0;

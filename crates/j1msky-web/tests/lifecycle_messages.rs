@@ -417,3 +417,22 @@ async fn the_operator_requeues_an_unknown_message_after_confirming_it_may_arrive
     assert!(page.contains("only unknown or failed messages can be requeued"), "{page}");
     assert_eq!(state(sent).await, "sent");
 }
+
+/// The pages a catalogue mail link may name by path (`lifecycle.delivery.links`,
+/// checked by `config check`) are really served to a signed-in customer.
+#[tokio::test]
+async fn every_path_a_mail_link_may_name_is_served() {
+    let app = spawn().await;
+    let cust = app.login("cust@acme.test").await;
+    for path in j1msky_core::catalogue::lifecycle::SERVED_PATHS {
+        let r = cust.get(app.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        assert!(status != 404 && status != 405 && status < 500 || status == 503, "{path}: {status}");
+        if status == 303 {
+            let to = r.headers()["location"].to_str().unwrap().to_string();
+            assert!(!to.starts_with("/login"), "{path} sends a signed-in customer to {to}");
+        }
+    }
+    let missing = cust.get(app.url("/help/setup-video")).send().await.unwrap().status().as_u16();
+    assert_eq!(missing, 404, "the old links pointed at pages that do not exist");
+}

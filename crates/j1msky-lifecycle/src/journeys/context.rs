@@ -26,7 +26,7 @@ pub async fn of_customer(
     Ok(json!({
         "business": {"name": ctx.catalogue.business.name, "support_email": ctx.catalogue.business.support_email},
         "customer": {"id": c.id, "name": c.name, "plan": c.plan.clone().unwrap_or_else(|| "pay per task".into()), "time_zone": c.time_zone},
-        "links": crate::templates::links(&ctx.base_url),
+        "links": crate::templates::links(&ctx.catalogue, &ctx.base_url),
         "all_time": stats(&all),
         "week": stats(&week),
         "month": stats(&month),

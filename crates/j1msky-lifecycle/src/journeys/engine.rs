@@ -254,9 +254,12 @@ pub(crate) async fn run_from(
                 log(conn, e, &step_id, occ, if yes { "then" } else { "otherwise" }, Some(condition), now).await?;
                 next = Some(if yes { then.clone() } else { otherwise.clone() });
             }
-            Step::Send { template, stale_after_hours, .. } => {
+            Step::Send { template, stale_after_hours, needs_link, .. } => {
                 let stale_at = stale_after_hours.map(|h| due + i64::from(h) * HOUR);
-                if stale_at.is_some_and(|s| now > s) {
+                let missing = needs_link.as_deref().filter(|l| ctx.catalogue.lifecycle.delivery.links.get(l).is_none());
+                if let Some(link) = missing {
+                    log(conn, e, &step_id, occ, "skipped_no_link", Some(link), now).await?;
+                } else if stale_at.is_some_and(|s| now > s) {
                     log(conn, e, &step_id, occ, "skipped_stale", Some(template), now).await?;
                 } else if let Some(kind) = crate::surveys::SurveyKind::for_template(template) {
                     // A survey mail carries its own one-time link: the survey module makes

@@ -93,6 +93,10 @@ pub enum Step {
         /// Not sent at all when due more than this many hours ago (catch-up cut-off).
         #[serde(default)]
         stale_after_hours: Option<u32>,
+        /// Skipped (logged `skipped_no_link`) while `lifecycle.delivery.links.<name>` is
+        /// unset: a community invite needs a community.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        needs_link: Option<String>,
     },
     /// Opens a staff to-do.
     Todo {
@@ -346,12 +350,20 @@ pub(crate) fn validate(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
                     target(out, format!("{sp}.then"), then);
                     target(out, format!("{sp}.otherwise"), otherwise);
                 }
-                Step::Send { template, .. } => {
+                Step::Send { template, needs_link, .. } => {
                     if !is_template_name(template) {
                         out.push(ConfigIssue::new(
                             format!("{sp}.template"),
                             format!("`{template}` must be letters, digits and `_`"),
                         ));
+                    }
+                    if let Some(l) = needs_link {
+                        if !super::LINK_NAMES.contains(&l.as_str()) {
+                            out.push(ConfigIssue::new(
+                                format!("{sp}.needs_link"),
+                                format!("`{l}` is not one of {}", super::LINK_NAMES.join(", ")),
+                            ));
+                        }
                     }
                 }
                 Step::Todo { reason, .. } => {
