@@ -1,9 +1,13 @@
-//! Newsletters composed by the operator (subject and a Markdown-ish text body), previewed,
-//! then queued to every customer with a contact address in batches on a durable timer.
+//! Newsletters composed by the operator (subject and a Markdown-ish text body), rendered
+//! through the operator-editable template `config/templates/newsletter.*.j2` like every
+//! other mail (strict: a missing variable is an error), previewed and test-sent, then
+//! queued to every customer with a contact address in batches on a durable timer.
 //! Each recipient's message is `delivery::enqueue`d with source `newsletter:<id>` and the
 //! customer as its step, so a batch that runs twice (a retry, a second process) queues
 //! nothing twice. Whether a customer receives it (marketing consent, suppression) is
-//! decided at send time by delivery. The weekly office-hours slot is announced at the end.
+//! decided at send time by delivery. The template also gets the next office-hours slot
+//! (`lifecycle.engagement.office_hours`) and the case studies: testimonials the operator
+//! approved since the newsletter before this one was sent.
 
 use j1msky_audit::Actor;
 use j1msky_db::timers::{self, Fired, Handlers, NewTimer};
@@ -142,22 +146,63 @@ pub async fn audience(db: &Db) -> Result<i64, LifecycleError> {
     Ok(row.try_get(0)?)
 }
 
-/// The message exactly as it will be queued at `now` (the office-hours slot is the next
-/// one after `now`).
-pub fn render(catalogue: &j1msky_core::catalogue::Catalogue, n: &Newsletter, now: i64) -> Rendered {
-    let mut text = n.body.clone();
-    let mut html = markdown_to_html(&n.body);
-    if let Some(line) = office_hours(catalogue, now) {
-        text.push_str(&format!("\n\nOffice hours: {} ({}), {} minutes. Join: {}\n", line.0, line.1, line.2, line.3));
-        html.push_str(&format!(
-            "<p><strong>Office hours:</strong> {} ({}), {} minutes. <a href=\"{}\">Join</a></p>\n",
-            escape(&line.0),
-            escape(&line.1),
-            line.2,
-            escape(&line.3)
-        ));
+/// The template that renders newsletters.
+pub const TEMPLATE: &str = "newsletter";
+/// Case studies announced in one newsletter at most.
+const CASE_STUDIES: i64 = 5;
+
+/// The template context of newsletter `n` at `now`: its subject and body (text, and the
+/// HTML made from its Markdown subset), the next office-hours slot, and the case studies
+/// approved after the previous newsletter was sent and before this one (or, for a
+/// draft, before `now`), so every batch of one newsletter announces the same ones.
+pub async fn context(ctx: &Ctx, n: &Newsletter, now: i64) -> Result<serde_json::Value, LifecycleError> {
+    let until = n.send_requested_at.unwrap_or(now);
+    let previous: Option<i64> = sqlx::query(
+        "SELECT MAX(send_requested_at) FROM lifecycle_newsletters
+         WHERE id <> $1 AND send_requested_at IS NOT NULL AND send_requested_at < $2",
+    )
+    .bind(&n.id)
+    .bind(until)
+    .fetch_one(ctx.db.pool())
+    .await?
+    .try_get(0)?;
+    let studies =
+        crate::surveys::approved_testimonials(&ctx.db, previous.unwrap_or(i64::MIN), until, CASE_STUDIES).await?;
+    let mut c = crate::templates::sample_context(&ctx.catalogue, &ctx.base_url);
+    // Only what a newsletter knows: no one customer's figures.
+    if let Some(map) = c.as_object_mut() {
+        for k in ["customer", "all_time", "week", "month", "recommendations", "survey"] {
+            map.remove(k);
+        }
     }
-    Rendered { subject: n.subject.clone(), text, html }
+    c["newsletter"] =
+        serde_json::json!({"subject": n.subject, "body_text": n.body, "body_html": markdown_to_html(&n.body)});
+    c["office_hours"] = office_hours(&ctx.catalogue, now).map_or(
+        serde_json::Value::Null,
+        |(when, zone, minutes, url)| serde_json::json!({"when": when, "zone": zone, "minutes": minutes, "url": url}),
+    );
+    c["case_studies"] = studies
+        .iter()
+        .filter_map(|s| s.testimonial.as_ref().map(|t| serde_json::json!({"customer": s.customer_name, "text": t})))
+        .collect::<Vec<_>>()
+        .into();
+    Ok(c)
+}
+
+/// The message exactly as it will be queued at `now`, rendered from the `newsletter`
+/// template.
+pub async fn render(ctx: &Ctx, n: &Newsletter, now: i64) -> Result<Rendered, LifecycleError> {
+    let c = context(ctx, n, now).await?;
+    crate::templates::render(ctx, TEMPLATE, &c)
+}
+
+/// Sends newsletter `id` as it would be queued now to one address, marked as a test;
+/// nothing is queued. Returns the Message-ID.
+pub async fn send_test(ctx: &Ctx, id: &str, to: &str) -> Result<String, LifecycleError> {
+    crate::journeys::preview::check_address(to)?;
+    let n = get(&ctx.db, id).await?;
+    let r = render(ctx, &n, ctx.clock.now_micros()).await?;
+    crate::journeys::preview::send_rendered_test(ctx, &r, to).await
 }
 
 /// The next office-hours slot: (local date and time, zone, minutes, join link).
@@ -250,7 +295,7 @@ pub async fn queue_batch(ctx: &Ctx, id: &str, now: i64, fired: Option<&Fired>) -
     .iter()
     .map(|r| r.try_get(0))
     .collect::<Result<_, _>>()?;
-    let rendered = render(&ctx.catalogue, &n, now);
+    let rendered = render(ctx, &n, now).await?;
     let source = format!("newsletter:{id}");
     let mut queued = 0;
     for customer in &recipients {

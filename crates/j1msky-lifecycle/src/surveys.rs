@@ -279,6 +279,21 @@ pub async fn pending_testimonials(db: &Db, limit: i64) -> Result<Vec<Survey>, Li
     rows.iter().map(from_row).collect()
 }
 
+/// Testimonials approved for publication in `(after, until]`, newest first: the case
+/// studies a newsletter announces.
+pub async fn approved_testimonials(db: &Db, after: i64, until: i64, limit: i64) -> Result<Vec<Survey>, LifecycleError> {
+    let rows = sqlx::query(&format!(
+        "{SELECT} WHERE s.testimonial IS NOT NULL AND s.publish_consent = 1 AND s.approved_at > $1 AND s.approved_at <= $2
+         ORDER BY s.approved_at DESC, s.id LIMIT $3"
+    ))
+    .bind(after)
+    .bind(until)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// Approves a testimonial for publication: only one the customer consented to publish.
 pub async fn approve_testimonial(db: &Db, actor: &Actor, id: &str, now: i64) -> Result<Survey, LifecycleError> {
     let s = get(db, id).await?;

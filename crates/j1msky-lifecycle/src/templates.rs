@@ -95,6 +95,13 @@ pub fn sample_context(catalogue: &j1msky_core::catalogue::Catalogue, base_url: &
         "month": stats,
         "recommendations": ["Batch similar research tasks into one brief to save on spend."],
         "survey": {"url": format!("{}/s/sample-token", base_url.trim_end_matches('/')), "valid_days": 30},
+        "newsletter": {
+            "subject": "News from us",
+            "body_text": "# What is new\n\nA **new team** joined.",
+            "body_html": "<h2>What is new</h2>\n<p>A <strong>new team</strong> joined.</p>\n",
+        },
+        "office_hours": {"when": "Thursday 5 March 2026, 16:00", "zone": "Europe/Berlin", "minutes": 60, "url": "https://meet.example.com/sample"},
+        "case_studies": [{"customer": "Sample Co", "text": "Our weekly research brief now takes an hour, not a day."}],
     })
 }
 
@@ -121,6 +128,9 @@ pub fn links(catalogue: &j1msky_core::catalogue::Catalogue, base_url: &str) -> s
 pub fn check(catalogue: &j1msky_core::catalogue::Catalogue, dir: &Path) -> Vec<(String, String)> {
     let sample = sample_context(catalogue, "https://app.example.com");
     let mut out = Vec::new();
+    if let Err(e) = render_from(dir, crate::newsletter::TEMPLATE, &sample) {
+        out.push((format!("templates/{}", crate::newsletter::TEMPLATE), e.to_string()));
+    }
     for (name, j) in &catalogue.lifecycle.journeys {
         for (i, step) in j.steps.iter().enumerate() {
             if let j1msky_core::catalogue::lifecycle::Step::Send { template, .. } = step {
@@ -190,8 +200,7 @@ mod tests {
         let dir = root.join("templates");
         let base = "https://app.example.com";
         for catalogue in [&shipped, &all_set] {
-            let mut sample = sample_context(catalogue, base);
-            sample["newsletter"] = serde_json::json!({"subject": "s", "body_text": "t", "body_html": "<p>t</p>"});
+            let sample = sample_context(catalogue, base);
             for n in list(&dir) {
                 let r = render_from(&dir, &n, &sample).unwrap();
                 for part in [&r.text, &r.html.replace("&#x2f;", "/")] {

@@ -250,7 +250,7 @@ async fn a_newsletter_is_queued_once_per_recipient_in_batches_even_when_run_twic
     let n = newsletter::create(db, &actor, "June news", "# New\n\nA **case study**.", T0).await.unwrap();
     assert_eq!(newsletter::audience(db).await.unwrap(), 5);
     // The preview is what is queued.
-    let preview = newsletter::render(&ctx.catalogue, &n, T0);
+    let preview = newsletter::render(&ctx, &n, T0).await.unwrap();
     assert!(
         preview.html.contains("<strong>case study</strong>") && preview.text.contains("Office hours:"),
         "{preview:?}"
@@ -303,4 +303,81 @@ async fn two_processes_sending_one_newsletter_queue_each_recipient_once() {
     let msgs = newsletter_messages(db, &n_id).await;
     assert_eq!(msgs.len(), 12, "{msgs:?}");
     assert_eq!(newsletter::get(db, &n_id).await.unwrap().state, "queued");
+}
+
+/// The newsletter is rendered from the operator-editable `newsletter` template (strict:
+/// a misspelt variable is an error naming the file, and nothing is queued), with the
+/// next office-hours slot and the case studies approved since the previous newsletter
+/// was sent; a test send goes to one address and queues nothing.
+#[tokio::test]
+async fn the_newsletter_comes_from_its_template_with_office_hours_and_new_case_studies() {
+    let t = TestDb::new().await;
+    let db = &t.db;
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates");
+    for part in ["subject", "txt", "html"] {
+        let f = format!("newsletter.{part}.j2");
+        std::fs::copy(shipped.join(&f), dir.path().join(&f)).unwrap();
+    }
+    let rec = Arc::new(Recording::default());
+    let ctx = Ctx { templates_dir: dir.path().to_path_buf(), transport: rec.clone(), ..ctx(db, 10) };
+    let actor = Actor::user("usr_op");
+    let acme = customer(db, "Acme", Some("a@x.test")).await;
+    let globex = customer(db, "Globex", Some("g@x.test")).await;
+    let approved = |cus: String, text: &'static str, at: i64| {
+        let actor = actor.clone();
+        async move {
+            let l = link(db, &cus, SurveyKind::Testimonial).await;
+            let a = Answer { testimonial: text, consent_to_publish: true, ..Default::default() };
+            surveys::answer(db, 30, &l.token, &a, at).await.unwrap();
+            surveys::approve_testimonial(db, &actor, &l.survey_id, at).await.unwrap();
+        }
+    };
+    approved(acme.clone(), "Our weekly brief takes an hour now", T0 + 1).await;
+
+    let first = newsletter::create(db, &actor, "May news", "Hello **all**", T0).await.unwrap();
+    let r = newsletter::render(&ctx, &first, T0 + 10).await.unwrap();
+    assert_eq!(r.subject, "May news");
+    assert!(r.html.contains("Hello <strong>all</strong>"), "{}", r.html);
+    assert!(r.text.contains("Our weekly brief takes an hour now") && r.text.contains("— Acme"), "{}", r.text);
+    assert!(r.html.contains("<blockquote><p>Our weekly brief takes an hour now</p><p>— Acme</p></blockquote>"));
+    assert!(r.text.contains("Office hours: Thursday") && r.text.contains("meet.example.com"), "{}", r.text);
+
+    // A test send: one message to the given address, nothing queued.
+    let id = newsletter::send_test(&ctx, &first.id, "op@agency.test").await.unwrap();
+    let sent = rec.sent();
+    assert_eq!((sent.len(), sent[0].to.as_str(), sent[0].message_id.as_str()), (1, "op@agency.test", id.as_str()));
+    assert!(String::from_utf8_lossy(&sent[0].raw).contains("[test] May news"));
+    assert!(matches!(
+        newsletter::send_test(&ctx, &first.id, "not an address").await,
+        Err(LifecycleError::Invalid { .. })
+    ));
+    let queued: i64 = sqlx::query("SELECT COUNT(*) FROM lifecycle_messages").fetch_one(db.pool()).await.unwrap().get(0);
+    assert_eq!(queued, 0);
+
+    // Sent at T0 + 100: the next newsletter announces only what was approved after that.
+    newsletter::send(db, &actor, &first.id, T0 + 100).await.unwrap();
+    approved(globex.clone(), "Support answers in minutes", T0 + 200).await;
+    let second = newsletter::create(db, &actor, "June news", "More", T0 + 300).await.unwrap();
+    let r = newsletter::render(&ctx, &second, T0 + 400).await.unwrap();
+    assert!(r.text.contains("Support answers in minutes"), "{}", r.text);
+    assert!(!r.text.contains("Our weekly brief"), "announced last time: {}", r.text);
+    // The first one, re-rendered for a later batch, still announces only its own.
+    let first = newsletter::get(db, &first.id).await.unwrap();
+    let again = newsletter::render(&ctx, &first, T0 + 500).await.unwrap();
+    assert!(again.text.contains("Our weekly brief") && !again.text.contains("Support answers"), "{}", again.text);
+
+    // The operator edits the template: the next render shows it.
+    std::fs::write(dir.path().join("newsletter.subject.j2"), "[{{ business.name }} news] {{ newsletter.subject }}")
+        .unwrap();
+    let r = newsletter::render(&ctx, &second, T0 + 400).await.unwrap();
+    assert_eq!(r.subject, format!("[{} news] June news", ctx.catalogue.business.name));
+    // A misspelt variable is an error naming the file; a batch queues nothing.
+    std::fs::write(dir.path().join("newsletter.txt.j2"), "{{ newsletter.bdy }}").unwrap();
+    let e = newsletter::render(&ctx, &second, T0 + 400).await.unwrap_err().to_string();
+    assert!(e.contains("newsletter.txt.j2") && e.contains("undefined"), "{e}");
+    newsletter::send(db, &actor, &second.id, T0 + 600).await.unwrap();
+    assert!(newsletter::queue_batch(&ctx, &second.id, T0 + 600, None).await.is_err());
+    let queued: i64 = sqlx::query("SELECT COUNT(*) FROM lifecycle_messages").fetch_one(db.pool()).await.unwrap().get(0);
+    assert_eq!(queued, 0);
 }

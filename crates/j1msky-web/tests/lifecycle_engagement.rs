@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{csrf_token, location, spawn_app, TestApp, OPERATOR_EMAIL, PASSWORD};
+use common::{csrf_token, location, spawn_app, spawn_app_with_mail, TestApp, OPERATOR_EMAIL, PASSWORD};
 use j1msky_accounts::customers;
 use j1msky_audit::Actor;
 use j1msky_lifecycle::surveys::{self, SurveyKind};
@@ -245,7 +245,7 @@ async fn lifecycle_ctx(app: &TestApp) -> Ctx {
 
 #[tokio::test]
 async fn the_operator_composes_previews_and_sends_a_newsletter_queued_once_per_recipient() {
-    let app = spawn_app().await;
+    let app = spawn_app_with_mail().await;
     let mut recipients = Vec::new();
     for i in 0..3 {
         let input = customers::NewCustomer {
@@ -283,6 +283,18 @@ async fn the_operator_composes_previews_and_sends_a_newsletter_queued_once_per_r
     assert!(preview.contains("Office hours:") && preview.contains("meet.example.com"), "{preview}");
     assert!(preview.contains("Send this to 3 customer(s)"), "{preview}");
 
+    // A test send: to one address (checked), nothing queued.
+    let test = format!("{loc}/send-test");
+    let (status, _, html) = post(&op, &app, &test, &[("csrf_token", &token), ("to", "not an address")]).await;
+    assert!(status == 422 && html.contains("is not an email address"), "{html}");
+    let (status, _) = (post(&op, &app, &test, &[("to", "op@agency.test")]).await.0, ());
+    assert_eq!(status, 403, "the test send needs the CSRF token");
+    let (status, _, html) = post(&op, &app, &test, &[("csrf_token", &token), ("to", "op@agency.test")]).await;
+    assert!(status == 200 && html.contains("test sent to op@agency.test"), "{html}");
+    let none: i64 =
+        sqlx::query("SELECT COUNT(*) FROM lifecycle_messages").fetch_one(app.db.pool()).await.unwrap().get(0);
+    assert_eq!(none, 0);
+
     // Send needs the confirmation.
     let send = format!("{loc}/send");
     let (status, _, html) = post(&op, &app, &send, &[("csrf_token", &token)]).await;
@@ -313,4 +325,20 @@ async fn the_operator_composes_previews_and_sends_a_newsletter_queued_once_per_r
     assert!(progress.contains("3 queued · 0 sent") && !progress.contains("Send this to"), "{progress}");
     let (_, list_page) = get(&op, &app, list).await;
     assert!(list_page.contains("November news"), "{list_page}");
+}
+
+#[tokio::test]
+async fn without_mail_the_newsletter_page_says_it_cannot_preview_or_send() {
+    let app = spawn_app().await;
+    let (op, token) = operator(&app).await;
+    let (status, loc, _) = post(
+        &op,
+        &app,
+        "/admin/lifecycle/newsletter",
+        &[("csrf_token", &token), ("subject", "News"), ("body", "Hello")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (_, page) = get(&op, &app, &loc).await;
+    assert!(page.contains("mail is not configured on this server") && !page.contains("Send this to"), "{page}");
 }

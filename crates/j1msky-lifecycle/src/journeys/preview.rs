@@ -35,6 +35,12 @@ pub fn check_address(to: &str) -> Result<(), LifecycleError> {
 pub async fn send_test(ctx: &Ctx, template: &str, to: &str, customer: Option<&str>) -> Result<String, LifecycleError> {
     check_address(to)?;
     let r = preview(ctx, template, customer).await?;
+    send_rendered_test(ctx, &r, to).await
+}
+
+/// Sends a rendered message to `to` as a test (the newsletter's test send uses it too).
+pub async fn send_rendered_test(ctx: &Ctx, r: &Rendered, to: &str) -> Result<String, LifecycleError> {
+    check_address(to)?;
     let now = ctx.clock.now_micros();
     let message_id = format!("test.{}@lifecycle.j1msky", j1msky_core::ids::new_id("t"));
     let delivery = &ctx.catalogue.lifecycle.delivery;

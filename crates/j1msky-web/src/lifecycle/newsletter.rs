@@ -1,7 +1,8 @@
 //! Lifecycle: the newsletter. `/admin/lifecycle/newsletter` lists newsletters and
-//! composes a draft; a draft's page previews exactly what will be queued (with the next
-//! office-hours slot) and sends it after a confirmation; progress is counted from the
-//! message queue.
+//! composes a draft; a draft's page previews exactly what will be queued (rendered from
+//! the `newsletter` template with the next office-hours slot and the new case studies),
+//! test-sends it to one address, and sends it after a confirmation; progress is counted
+//! from the message queue.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/lifecycle/newsletter", get(list).post(create))
         .route("/admin/lifecycle/newsletter/{id}", get(show))
         .route("/admin/lifecycle/newsletter/{id}/send", post(send))
+        .route("/admin/lifecycle/newsletter/{id}/send-test", post(send_test))
 }
 
 async fn list(State(state): State<AppState>, OperatorUser(s): OperatorUser) -> Response {
@@ -88,18 +90,53 @@ async fn render_one(state: &AppState, s: &Session, id: &str, flash: Option<Strin
         Ok(a) => a,
         Err(e) => return fail(state, s, "newsletter", e),
     };
-    let preview = newsletter::render(&state.catalogue, &n, state.now());
+    let (preview, preview_error) = match &state.lifecycle {
+        Some(ctx) => match newsletter::render(ctx, &n, state.now()).await {
+            Ok(p) => (Some(context! { subject => p.subject, text => p.text, html => p.html }), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        None => (None, Some("mail is not configured on this server: nothing can be previewed or sent".to_string())),
+    };
+    let flash_kind = if flash.as_deref().is_some_and(|f| f.starts_with("test sent")) { "ok" } else { "error" };
     page_with_status(
         state,
         Some(s),
         status,
         "admin/newsletter.html",
         "lifecycle",
-        context! {
-            newsletter => n, audience, flash, flash_kind => "error",
-            preview => context! { subject => preview.subject, text => preview.text, html => preview.html },
-        },
+        context! { newsletter => n, audience, flash, flash_kind, preview, preview_error },
     )
+}
+
+#[derive(Deserialize)]
+pub struct SendTestForm {
+    #[serde(default)]
+    to: String,
+}
+
+/// `POST /admin/lifecycle/newsletter/{id}/send-test`: the newsletter as it would be
+/// queued now, to one address, marked as a test; nothing is queued.
+async fn send_test(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Path(id): Path<String>,
+    Form(f): Form<SendTestForm>,
+) -> Response {
+    let Some(ctx) = state.lifecycle.clone() else {
+        let msg = "mail is not configured on this server".to_string();
+        return render_one(&state, &s, &id, Some(msg), StatusCode::SERVICE_UNAVAILABLE).await;
+    };
+    let to = f.to.trim();
+    match newsletter::send_test(&ctx, &id, to).await {
+        Ok(message_id) => {
+            tracing::info!(newsletter = %id, %to, by = %s.user.id, %message_id, "newsletter test sent");
+            render_one(&state, &s, &id, Some(format!("test sent to {to}")), StatusCode::OK).await
+        }
+        Err(e @ (LifecycleError::Invalid { .. } | LifecycleError::Template { .. })) => {
+            render_one(&state, &s, &id, Some(e.to_string()), StatusCode::UNPROCESSABLE_ENTITY).await
+        }
+        Err(e) => fail(&state, &s, "sending a test newsletter", e),
+    }
 }
 
 #[derive(Deserialize)]

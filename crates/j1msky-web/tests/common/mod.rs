@@ -50,12 +50,12 @@ async fn spawn(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>) -> 
 
 async fn spawn_full(config: WebConfig, sim_config: Option<j1msky_sim::SimConfig>, billing: bool) -> TestApp {
     let catalogue = Catalogue::from_json_str(SHIPPED).expect("shipped catalogue");
-    spawn_with_catalogue(config, sim_config, billing, catalogue, None).await
+    spawn_with_catalogue(config, sim_config, billing, catalogue, None, false).await
 }
 
 /// The app with a gateway over a simulated provider and an edited catalogue.
 pub async fn spawn_app_with_catalogue(sim_config: j1msky_sim::SimConfig, catalogue: Catalogue) -> TestApp {
-    spawn_with_catalogue(WebConfig::default(), Some(sim_config), false, catalogue, None).await
+    spawn_with_catalogue(WebConfig::default(), Some(sim_config), false, catalogue, None, false).await
 }
 
 /// The app with a gateway whose clock is `gateway_clock` (the rest of the app keeps the
@@ -65,7 +65,14 @@ pub async fn spawn_app_with_gateway_clock(
     gateway_clock: Arc<dyn j1msky_core::Clock>,
 ) -> TestApp {
     let catalogue = Catalogue::from_json_str(SHIPPED).expect("shipped catalogue");
-    spawn_with_catalogue(WebConfig::default(), Some(sim_config), false, catalogue, Some(gateway_clock)).await
+    spawn_with_catalogue(WebConfig::default(), Some(sim_config), false, catalogue, Some(gateway_clock), false).await
+}
+
+/// The app with lifecycle mail on: an in-memory transport and the shipped templates
+/// (the newsletter's preview and test send need them).
+pub async fn spawn_app_with_mail() -> TestApp {
+    let catalogue = Catalogue::from_json_str(SHIPPED).expect("shipped catalogue");
+    spawn_with_catalogue(WebConfig::default(), None, false, catalogue, None, true).await
 }
 
 async fn spawn_with_catalogue(
@@ -74,6 +81,7 @@ async fn spawn_with_catalogue(
     billing: bool,
     catalogue: Catalogue,
     gateway_clock: Option<Arc<dyn j1msky_core::Clock>>,
+    mail: bool,
 ) -> TestApp {
     let test_db = TestDb::new().await;
     let catalogue = Arc::new(catalogue);
@@ -104,6 +112,17 @@ async fn spawn_with_catalogue(
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    if mail {
+        state = state.with_lifecycle(j1msky_lifecycle::Ctx {
+            db: test_db.db.clone(),
+            catalogue: catalogue.clone(),
+            clock: Arc::new(clock.clone()),
+            transport: Arc::new(j1msky_lifecycle::transport::Recording::default()),
+            stripe: None,
+            base_url: format!("http://{addr}"),
+            templates_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates"),
+        });
+    }
     let mut stripe = None;
     if billing {
         let fake = j1msky_sim::stripe::spawn_stripe(j1msky_sim::stripe::FakeStripeConfig {

@@ -79,8 +79,18 @@ pub enum NewsletterAction {
         #[arg(long)]
         body_file: std::path::PathBuf,
     },
-    /// Print what will be sent (subject, text part, HTML part).
+    /// Print what will be sent (subject, text part, HTML part), rendered from the
+    /// `newsletter` template.
     Preview { id: String },
+    /// Sends it, as it would be queued now, to one address (marked as a test; nothing is
+    /// queued) through --smtp-url or --mail-dir (the same flags as `serve`).
+    SendTest {
+        id: String,
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        mail: crate::serve::MailArgs,
+    },
     /// Queue it to every recipient (batches are queued by the running `reactions` role).
     Send {
         id: String,
@@ -92,7 +102,10 @@ pub enum NewsletterAction {
 
 fn failure(e: LifecycleError) -> Failure {
     let code = match e {
-        LifecycleError::Invalid { .. } | LifecycleError::NotFound(_) | LifecycleError::Conflict(_) => EXIT_INVALID,
+        LifecycleError::Invalid { .. }
+        | LifecycleError::NotFound(_)
+        | LifecycleError::Conflict(_)
+        | LifecycleError::Template { .. } => EXIT_INVALID,
         _ => 1,
     };
     Failure { code, error: anyhow::anyhow!(e) }
@@ -233,10 +246,12 @@ async fn newsletter_cmd(
             Ok(())
         }
         NewsletterAction::Preview { id } => {
-            let catalogue = context::load_catalogue(g)?;
+            let recording: std::sync::Arc<dyn j1msky_lifecycle::transport::Transport> =
+                std::sync::Arc::new(j1msky_lifecycle::transport::Recording::default());
+            let c = super::journeys::ctx(g, recording).await?;
             let n = newsletter::get(db, &id).await.map_err(failure)?;
             let audience = newsletter::audience(db).await.map_err(failure)?;
-            let r = newsletter::render(&catalogue, &n, now);
+            let r = newsletter::render(&c, &n, now).await.map_err(failure)?;
             if g.json {
                 output::json(
                     &json!({"id": n.id, "audience": audience, "subject": r.subject, "text": r.text, "html": r.html}),
@@ -245,6 +260,24 @@ async fn newsletter_cmd(
                 println!("To: {audience} customer(s) with a contact address (marketing consent checked at send time)");
                 println!("Subject: {}\n\n{}\n--- HTML ---\n{}", r.subject, r.text, r.html);
             }
+            Ok(())
+        }
+        NewsletterAction::SendTest { id, to, mail } => {
+            let Some(transport) = mail.transport()? else {
+                return Err(Failure {
+                    code: EXIT_INVALID,
+                    error: anyhow::anyhow!(
+                        "send-test needs a transport: --smtp-url URL or --mail-dir DIR (or J1MSKY_SMTP_URL / J1MSKY_MAIL_DIR)"
+                    ),
+                });
+            };
+            let c = super::journeys::ctx(g, transport).await?;
+            let message_id = newsletter::send_test(&c, &id, &to).await.map_err(failure)?;
+            output::done(
+                g,
+                &format!("test of newsletter {id} sent to {to}: Message-ID <{message_id}>"),
+                json!({"id": id, "to": to, "message_id": message_id}),
+            );
             Ok(())
         }
         NewsletterAction::Send { id, yes } => {

@@ -38,7 +38,7 @@ pub enum JourneysCommand {
 }
 
 /// The lifecycle context the CLI runs with. Mail leaves through `transport`.
-async fn ctx(
+pub(super) async fn ctx(
     g: &Globals,
     transport: Arc<dyn j1msky_lifecycle::transport::Transport>,
 ) -> Result<j1msky_lifecycle::Ctx, Failure> {
