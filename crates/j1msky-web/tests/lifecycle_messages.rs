@@ -397,6 +397,10 @@ async fn the_operator_requeues_an_unknown_message_after_confirming_it_may_arrive
     assert!(list.contains(&format!("action=\"{path}\"")), "{list}");
     assert!(!list.contains(&format!("/admin/lifecycle/messages/{sent}/requeue")), "{list}");
     assert!(list.contains("may already have received this message"), "{list}");
+    let (_, one) = app.get(&op, &format!("/admin/lifecycle/messages/{unknown}")).await;
+    assert!(one.contains(&format!("action=\"{path}\"")), "{one}");
+    let (_, other) = app.get(&op, &format!("/admin/lifecycle/messages/{sent}")).await;
+    assert!(!other.contains("/requeue"), "{other}");
     let token = csrf_token(&list);
     let (status, page) = app.post(&op, &path, &[("csrf_token", &token)]).await;
     assert_eq!(status, 422, "{page}");

@@ -140,7 +140,7 @@ async fn show(State(state): State<AppState>, OperatorUser(s): OperatorUser, Path
         "admin/lifecycle_message.html",
         "lifecycle",
         context! {
-            message, file_transport,
+            message, file_transport, requeueable => delivery::REQUEUEABLE,
             eml_path => file.as_ref().map(|f| f.0.clone()), eml => file.map(|f| f.1),
         },
     )
