@@ -1,0 +1,323 @@
+//! The MRR rollups: `insights_mrr_customer_months` (one row per customer per month it
+//! paid in) and `insights_mrr_months` (their sums per plan and for all), covering months
+//! through `insights_mrr_state.through_month`. Every writer first updates the state row,
+//! which serialises writers (the consumer, a new month being covered, a rebuild).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono_tz::Tz;
+use sqlx::{AnyConnection, Row};
+
+use super::compute::{Customer, MonthRow, Snap, Totals, TOTAL_COLUMNS};
+use crate::{InsightsError, Month};
+
+/// What the rules need besides the history.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub tz: Tz,
+    pub currency: String,
+}
+
+const SNAP_COLUMNS: &str = "subscription_id, version, status, plan, currency, amount_cents, discount_percent_bp,
+     discount_amount_cents, discount_end, effective_at";
+
+fn snap(r: &sqlx::any::AnyRow) -> Result<Snap, sqlx::Error> {
+    Ok(Snap {
+        subscription: r.try_get(0)?,
+        version: r.try_get(1)?,
+        status: r.try_get(2)?,
+        plan: r.try_get(3)?,
+        currency: r.try_get(4)?,
+        amount_cents: r.try_get(5)?,
+        discount_percent_bp: r.try_get(6)?,
+        discount_amount_cents: r.try_get(7)?,
+        discount_end: r.try_get(8)?,
+        effective_at: r.try_get(9)?,
+    })
+}
+
+/// The key rollups use for a customer: ours, else the unlinked Stripe customer's.
+pub fn key_of(customer_id: Option<&str>, stripe_customer: &str) -> String {
+    match customer_id {
+        Some(c) => c.to_string(),
+        None => format!("stripe:{stripe_customer}"),
+    }
+}
+
+/// Locks the state row (creating it covering `this_month`) and returns the month covered.
+pub async fn lock(conn: &mut AnyConnection, this_month: Month) -> Result<Month, InsightsError> {
+    sqlx::query("INSERT INTO insights_mrr_state (id, through_month) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
+        .bind(this_month.to_string())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE insights_mrr_state SET through_month = through_month WHERE id = 1").execute(&mut *conn).await?;
+    covered(conn).await?.ok_or_else(|| InsightsError::NotFound("insights_mrr_state".into()))
+}
+
+/// The last month the rollups cover (`None` before anything wrote them).
+pub async fn covered(conn: &mut AnyConnection) -> Result<Option<Month>, InsightsError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT through_month FROM insights_mrr_state WHERE id = 1").fetch_optional(&mut *conn).await?;
+    row.map(|(m,)| Month::parse(&m)).transpose()
+}
+
+/// One customer's snapshots.
+async fn snaps_of(conn: &mut AnyConnection, key: &str) -> Result<Vec<Snap>, InsightsError> {
+    let rows = match key.strip_prefix("stripe:") {
+        Some(sc) => {
+            sqlx::query(&format!(
+                "SELECT {SNAP_COLUMNS} FROM subscription_history WHERE customer_id IS NULL AND stripe_customer_id = $1"
+            ))
+            .bind(sc)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        None => {
+            sqlx::query(&format!("SELECT {SNAP_COLUMNS} FROM subscription_history WHERE customer_id = $1"))
+                .bind(key)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
+    Ok(rows.iter().map(snap).collect::<Result<_, _>>()?)
+}
+
+type Deltas = BTreeMap<(String, String), Totals>;
+
+fn add_row(deltas: &mut Deltas, month: &str, plan: &str, t: &Totals, sign: i64) {
+    for p in [plan, ""] {
+        deltas.entry((month.to_string(), p.to_string())).or_default().add(t, sign);
+        if plan.is_empty() {
+            break;
+        }
+    }
+}
+
+/// Adds `deltas` to the month sums.
+async fn apply_deltas(conn: &mut AnyConnection, deltas: &Deltas) -> Result<(), InsightsError> {
+    let cols = TOTAL_COLUMNS.join(", ");
+    let params: Vec<String> = (3..3 + TOTAL_COLUMNS.len()).map(|i| format!("${i}")).collect();
+    let sets: Vec<String> =
+        TOTAL_COLUMNS.iter().map(|c| format!("{c} = insights_mrr_months.{c} + excluded.{c}")).collect();
+    let sql = format!(
+        "INSERT INTO insights_mrr_months (month, plan, {cols}) VALUES ($1, $2, {}) ON CONFLICT (month, plan) DO UPDATE SET {}",
+        params.join(", "),
+        sets.join(", ")
+    );
+    for ((month, plan), t) in deltas {
+        if t.is_zero() {
+            continue;
+        }
+        let mut q = sqlx::query(&sql).bind(month).bind(plan);
+        for v in t.0 {
+            q = q.bind(v);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes month rows of one customer (multi-row inserts).
+async fn insert_rows(
+    conn: &mut AnyConnection,
+    rows: &[(String, Option<String>, MonthRow)],
+) -> Result<(), InsightsError> {
+    for chunk in rows.chunks(100) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = i * 7;
+                format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO insights_mrr_customer_months (month, customer_key, customer_id, plan, starting_cents,
+                 ending_cents, movement) VALUES {}",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (key, customer_id, r) in chunk {
+            q = q
+                .bind(r.month.to_string())
+                .bind(key)
+                .bind(customer_id)
+                .bind(&r.plan)
+                .bind(r.starting_cents)
+                .bind(r.ending_cents)
+                .bind(r.movement);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Recomputes one customer's rows through `through` and moves the sums by the difference.
+/// The caller holds the state lock.
+pub async fn recompute(
+    conn: &mut AnyConnection,
+    rules: &Rules,
+    key: &str,
+    through: Month,
+) -> Result<(), InsightsError> {
+    let old: Vec<(String, String, i64, i64, String)> = sqlx::query_as(
+        "SELECT month, plan, starting_cents, ending_cents, movement FROM insights_mrr_customer_months
+         WHERE customer_key = $1",
+    )
+    .bind(key)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut deltas = Deltas::new();
+    for (month, plan, s, e, movement) in &old {
+        add_row(&mut deltas, month, plan, &Totals::of(*s, *e, movement), -1);
+    }
+    sqlx::query("DELETE FROM insights_mrr_customer_months WHERE customer_key = $1")
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    let customer = Customer::new(snaps_of(conn, key).await?, &rules.currency);
+    let customer_id = (!key.starts_with("stripe:")).then(|| key.to_string());
+    let rows: Vec<_> =
+        customer.months(rules.tz, through).into_iter().map(|r| (key.to_string(), customer_id.clone(), r)).collect();
+    for (_, _, r) in &rows {
+        add_row(
+            &mut deltas,
+            &r.month.to_string(),
+            &r.plan,
+            &Totals::of(r.starting_cents, r.ending_cents, r.movement),
+            1,
+        );
+    }
+    insert_rows(conn, &rows).await?;
+    apply_deltas(conn, &deltas).await
+}
+
+/// Covers the months after the covered one through `month`: each paying customer's end
+/// carries over unchanged, then the customers whose MRR can change in the new month (a
+/// snapshot in it, or a discount ending in it) are recomputed. The caller holds the lock.
+pub async fn extend(conn: &mut AnyConnection, rules: &Rules, from: Month, month: Month) -> Result<(), InsightsError> {
+    let mut m = from;
+    while m < month {
+        let next = m.next();
+        let (start, end) = next.bounds(rules.tz);
+        sqlx::query(
+            "INSERT INTO insights_mrr_customer_months (month, customer_key, customer_id, plan, starting_cents,
+                 ending_cents, movement)
+             SELECT $1, customer_key, customer_id, plan, ending_cents, ending_cents, 'none'
+             FROM insights_mrr_customer_months WHERE month = $2 AND ending_cents > 0",
+        )
+        .bind(next.to_string())
+        .bind(m.to_string())
+        .execute(&mut *conn)
+        .await?;
+        let cols = TOTAL_COLUMNS.join(", ");
+        // A carried-over month: starting = ending, no movement, the same paying customers.
+        sqlx::query(&format!(
+            "INSERT INTO insights_mrr_months (month, plan, {cols})
+             SELECT $1, plan, ending_cents, 0, 0, 0, 0, 0, ending_cents, paying_end, paying_end, 0, 0, 0
+             FROM insights_mrr_months WHERE month = $2 AND ending_cents > 0"
+        ))
+        .bind(next.to_string())
+        .bind(m.to_string())
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("UPDATE insights_mrr_state SET through_month = $1 WHERE id = 1")
+            .bind(next.to_string())
+            .execute(&mut *conn)
+            .await?;
+        let moved: Vec<(Option<String>, String)> = sqlx::query_as(
+            "SELECT DISTINCT customer_id, stripe_customer_id FROM subscription_history
+             WHERE (effective_at >= $1 AND effective_at < $2) OR (discount_end >= $1 AND discount_end < $2)",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_all(&mut *conn)
+        .await?;
+        let keys: BTreeSet<String> = moved.iter().map(|(c, sc)| key_of(c.as_deref(), sc)).collect();
+        for key in keys {
+            recompute(conn, rules, &key, next).await?;
+        }
+        m = next;
+    }
+    Ok(())
+}
+
+/// Recomputes everything from the history through `through`, a page of customers at a time.
+pub async fn rebuild(conn: &mut AnyConnection, rules: &Rules, through: Month) -> Result<(), InsightsError> {
+    sqlx::query("DELETE FROM insights_mrr_customer_months").execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM insights_mrr_months").execute(&mut *conn).await?;
+    sqlx::query("UPDATE insights_mrr_state SET through_month = $1 WHERE id = 1")
+        .bind(through.to_string())
+        .execute(&mut *conn)
+        .await?;
+    let mut totals = Deltas::new();
+    let mut after = String::new();
+    const PAGE: i64 = 2_000;
+    loop {
+        let page: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT customer_id FROM subscription_history WHERE customer_id > $1 ORDER BY customer_id LIMIT $2",
+        )
+        .bind(&after)
+        .bind(PAGE)
+        .fetch_all(&mut *conn)
+        .await?;
+        let (Some(first), Some(last)) = (page.first(), page.last()) else { break };
+        let rows = sqlx::query(&format!(
+            "SELECT {SNAP_COLUMNS}, customer_id FROM subscription_history
+             WHERE customer_id >= $1 AND customer_id <= $2 ORDER BY customer_id"
+        ))
+        .bind(&first.0)
+        .bind(&last.0)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut grouped: Vec<(String, Vec<Snap>)> = Vec::new();
+        for r in &rows {
+            let c: String = r.try_get(10)?;
+            match grouped.last_mut() {
+                Some((k, v)) if *k == c => v.push(snap(r)?),
+                _ => grouped.push((c, vec![snap(r)?])),
+            }
+        }
+        write_customers(conn, rules, through, grouped, &mut totals).await?;
+        after = last.0.clone();
+    }
+    // Stripe customers not linked to ours (rare): one pass.
+    let rows = sqlx::query(&format!(
+        "SELECT {SNAP_COLUMNS}, stripe_customer_id FROM subscription_history WHERE customer_id IS NULL
+         ORDER BY stripe_customer_id"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut grouped: Vec<(String, Vec<Snap>)> = Vec::new();
+    for r in &rows {
+        let key = key_of(None, &r.try_get::<String, _>(10)?);
+        match grouped.last_mut() {
+            Some((k, v)) if *k == key => v.push(snap(r)?),
+            _ => grouped.push((key, vec![snap(r)?])),
+        }
+    }
+    write_customers(conn, rules, through, grouped, &mut totals).await?;
+    apply_deltas(conn, &totals).await
+}
+
+async fn write_customers(
+    conn: &mut AnyConnection,
+    rules: &Rules,
+    through: Month,
+    grouped: Vec<(String, Vec<Snap>)>,
+    totals: &mut Deltas,
+) -> Result<(), InsightsError> {
+    let mut rows = Vec::new();
+    for (key, snaps) in grouped {
+        let customer_id = (!key.starts_with("stripe:")).then(|| key.clone());
+        for r in Customer::new(snaps, &rules.currency).months(rules.tz, through) {
+            add_row(
+                totals,
+                &r.month.to_string(),
+                &r.plan,
+                &Totals::of(r.starting_cents, r.ending_cents, r.movement),
+                1,
+            );
+            rows.push((key.clone(), customer_id.clone(), r));
+        }
+    }
+    insert_rows(conn, &rows).await
+}
