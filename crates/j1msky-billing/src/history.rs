@@ -182,23 +182,27 @@ pub async fn join(
 /// What a backfill did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Backfilled {
-    /// Stored subscription events read.
-    pub read: usize,
-    /// History rows that were missing and are now recorded.
+    /// Stored subscription events without their history row.
+    pub missing: usize,
+    /// Of those, rows now recorded (the others are not subscription snapshots we can read).
     pub recorded: usize,
 }
 
-/// Re-reads the stored Stripe subscription events (applied or not: history does not
-/// depend on the applier's progress) and records the snapshots missing from the history
-/// (events stored before the history existed). Idempotent. Reads `batch` events at a time.
+/// Re-reads the stored Stripe subscription events (applied or not: the history does not
+/// depend on the applier's progress) that have no history row (events stored before the
+/// history existed) and records them. Idempotent; one query finds the missing ones (a
+/// row's version ends with its event id after `{created:012}:`, 13 characters).
 pub async fn backfill(conn: &mut AnyConnection, backend: Backend, now: i64) -> Result<Backfilled, BillingError> {
     const BATCH: i64 = 500;
     let mut out = Backfilled::default();
     let mut after = String::new();
     loop {
         let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, payload FROM stripe_events
-             WHERE type LIKE 'customer.subscription.%' AND id > $1 ORDER BY id LIMIT $2",
+            "SELECT e.id, e.payload FROM stripe_events e
+             WHERE e.type LIKE 'customer.subscription.%' AND e.id > $1
+               AND NOT EXISTS (SELECT 1 FROM subscription_history h
+                               WHERE h.subscription_id = e.object_id AND SUBSTR(h.version, 14) = e.id)
+             ORDER BY e.id LIMIT $2",
         )
         .bind(&after)
         .bind(BATCH)
@@ -206,7 +210,7 @@ pub async fn backfill(conn: &mut AnyConnection, backend: Backend, now: i64) -> R
         .await?;
         let Some(last) = rows.last().map(|r| r.0.clone()) else { break };
         for (id, payload) in rows {
-            out.read += 1;
+            out.missing += 1;
             let ev: Value = match serde_json::from_str(&payload) {
                 Ok(v) => v,
                 Err(e) => {
@@ -216,18 +220,8 @@ pub async fn backfill(conn: &mut AnyConnection, backend: Backend, now: i64) -> R
             };
             let Ok(env) = envelope(&ev) else { continue };
             let obj = &ev["data"]["object"];
-            let Some(sub) = obj["id"].as_str() else { continue };
+            let (Some(sub), Some(stripe_customer)) = (obj["id"].as_str(), id_of(&obj["customer"])) else { continue };
             let version = crate::apply::version(env.created, &env.id);
-            let held: Option<(i64,)> =
-                sqlx::query_as("SELECT 1 FROM subscription_history WHERE subscription_id = $1 AND version = $2")
-                    .bind(sub)
-                    .bind(&version)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            if held.is_some() {
-                continue;
-            }
-            let Some(stripe_customer) = id_of(&obj["customer"]) else { continue };
             let (_, plan) = plan_item(conn, obj).await?;
             let mut customer = our_customer(conn, &stripe_customer).await?;
             if customer.is_none() {

@@ -236,7 +236,7 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     let through = store::lock(&mut tx, ctx.this_month()).await?.max(ctx.this_month());
     let filled = j1msky_billing::history::backfill(&mut tx, ctx.db.backend(), now).await?;
     if filled.recorded > 0 {
-        tracing::info!(recorded = filled.recorded, read = filled.read, "subscription history backfilled");
+        tracing::info!(recorded = filled.recorded, missing = filled.missing, "subscription history backfilled");
     }
     store::rebuild(&mut tx, &rules(ctx), through).await?;
     tx.commit().await?;

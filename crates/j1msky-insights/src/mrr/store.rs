@@ -122,7 +122,7 @@ async fn insert_rows(
     conn: &mut AnyConnection,
     rows: &[(String, Option<String>, MonthRow)],
 ) -> Result<(), InsightsError> {
-    for chunk in rows.chunks(100) {
+    for chunk in rows.chunks(500) {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let b = i * 7;
