@@ -224,7 +224,8 @@ async fn rollups(w: &World) -> (Vec<(String, String, i64, i64, String, String)>,
     .fetch_all(w.t.db.pool())
     .await
     .unwrap();
-    let totals: Vec<(String, String, i64, i64, i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+    type Sums = (String, String, i64, i64, i64, i64, i64, i64, i64, i64, i64);
+    let totals: Vec<Sums> = sqlx::query_as(
         "SELECT month, plan, starting_cents, new_cents, expansion_cents, contraction_cents, churn_cents,
              reactivation_cents, ending_cents, paying_start, paying_end FROM insights_mrr_months ORDER BY month, plan",
     )
