@@ -149,17 +149,23 @@ pub async fn behind(
     filter: &Filter,
 ) -> Result<Vec<Behind>, InsightsError> {
     cover(ctx, month).await?;
+    // A customer's row for a month is its latest row up to it (months without a row
+    // repeat the previous one's end).
     let (condition, value) = match movement {
-        Movement::Paying => ("m.ending_cents > 0", "m.ending_cents"),
-        Movement::New | Movement::Reactivation => ("m.movement = $2", "m.ending_cents"),
-        Movement::Expansion => ("m.movement = $2", "m.ending_cents - m.starting_cents"),
-        Movement::Contraction => ("m.movement = $2", "m.starting_cents - m.ending_cents"),
-        Movement::Churn => ("m.movement = $2", "m.starting_cents"),
+        Movement::Paying => (
+            "m.month <= $1 AND $2 = 'paying' AND m.ending_cents > 0 AND m.month = (SELECT MAX(x.month)
+                 FROM insights_mrr_customer_months x WHERE x.customer_key = m.customer_key AND x.month <= $1)",
+            "m.ending_cents",
+        ),
+        Movement::New | Movement::Reactivation => ("m.month = $1 AND m.movement = $2", "m.ending_cents"),
+        Movement::Expansion => ("m.month = $1 AND m.movement = $2", "m.ending_cents - m.starting_cents"),
+        Movement::Contraction => ("m.month = $1 AND m.movement = $2", "m.starting_cents - m.ending_cents"),
+        Movement::Churn => ("m.month = $1 AND m.movement = $2", "m.starting_cents"),
     };
     let sql = format!(
         "SELECT m.customer_key, c.name, m.plan, {value} AS v, m.starting_cents, m.ending_cents
          FROM insights_mrr_customer_months m LEFT JOIN customers c ON c.id = m.customer_id
-         WHERE m.month = $1 AND {condition} AND ($3 = '' OR m.plan = $3)
+         WHERE {condition} AND ($3 = '' OR m.plan = $3)
          ORDER BY v DESC, m.customer_key LIMIT {BEHIND_LIMIT}"
     );
     let rows = sqlx::query(&sql)
@@ -179,7 +185,10 @@ pub async fn behind(
             customer_id: key,
             plan: (!plan.is_empty()).then_some(plan),
             value: r.try_get(3)?,
-            detail: format!("MRR {} → {}", cents(start), cents(end)),
+            detail: match movement {
+                Movement::Paying => format!("MRR {}", cents(end)),
+                _ => format!("MRR {} → {}", cents(start), cents(end)),
+            },
         });
     }
     Ok(out)

@@ -11,7 +11,8 @@
 mod mrr_support;
 
 use j1msky_insights::kpis::{Filter, Mrr};
-use j1msky_insights::{mrr, Month};
+use j1msky_insights::mrr::{self, Movement};
+use j1msky_insights::Month;
 use mrr_support::{world, Discount, Item, Snapshot, World};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -273,6 +274,22 @@ async fn one_history(seed: u64, seen: &mut [i64; 5]) {
                 got.ending_cents,
                 "seed {seed} {m} {plan:?}: starting + movements = ending"
             );
+            // The drill-downs add up to their tiles.
+            for (movement, cents, customers) in [
+                (Movement::Paying, got.ending_cents, Some(got.paying_end)),
+                (Movement::New, got.new_cents, Some(got.new_customers)),
+                (Movement::Expansion, got.expansion_cents, None),
+                (Movement::Contraction, got.contraction_cents, None),
+                (Movement::Churn, got.churn_cents, Some(got.churned_customers)),
+                (Movement::Reactivation, got.reactivation_cents, Some(got.reactivated_customers)),
+            ] {
+                let rows = mrr::behind(&w.ctx, *m, movement, &filter).await.unwrap();
+                let sum: i64 = rows.iter().map(|b| b.value).sum();
+                assert_eq!(sum, cents, "seed {seed} {m} {plan:?}: behind {movement:?}");
+                if let Some(n) = customers {
+                    assert_eq!(rows.len() as i64, n, "seed {seed} {m} {plan:?}: customers behind {movement:?}");
+                }
+            }
             let got = Mrr { by_plan: Vec::new(), ..got };
             if plan.is_none() {
                 for (n, v) in seen.iter_mut().zip([

@@ -2,9 +2,11 @@
 -- consumer `insights.mrr` from billing's subscription_history and rebuilt by
 -- `j1msky kpi rebuild`. Months are `YYYY-MM` in the business time zone.
 
--- Each customer's MRR at the start and end of each month it paid in (rows where both
--- are zero are not kept), and the movement between them. `customer_key` is our
--- customer id, or `stripe:<Stripe customer id>` for a Stripe customer not linked yet.
+-- A customer's MRR at the start and end of a month and the movement between them, for
+-- the months where something happened: its first paying month, a movement, a change of
+-- plan. A month without a row repeats the previous row's end (nothing if that was 0).
+-- `customer_key` is our customer id, or `stripe:<Stripe customer id>` for a Stripe
+-- customer not linked yet.
 CREATE TABLE insights_mrr_customer_months (
     month           TEXT NOT NULL,
     customer_key    TEXT NOT NULL,
@@ -13,9 +15,8 @@ CREATE TABLE insights_mrr_customer_months (
     starting_cents  BIGINT NOT NULL,
     ending_cents    BIGINT NOT NULL,
     movement        TEXT NOT NULL,      -- new, expansion, contraction, churn, reactivation, none
-    PRIMARY KEY (month, customer_key)
+    PRIMARY KEY (customer_key, month)
 );
-CREATE INDEX insights_mrr_customer_months_key ON insights_mrr_customer_months(customer_key);
 CREATE INDEX insights_mrr_customer_months_movement ON insights_mrr_customer_months(month, movement, plan);
 
 -- The month's sums of the rows above, per plan and for all plans (plan '').

@@ -1,7 +1,9 @@
-//! The MRR rollups: `insights_mrr_customer_months` (one row per customer per month it
-//! paid in) and `insights_mrr_months` (their sums per plan and for all), covering months
-//! through `insights_mrr_state.through_month`. Every writer first updates the state row,
-//! which serialises writers (the consumer, a new month being covered, a rebuild).
+//! The MRR rollups: `insights_mrr_customer_months` (a customer's months where something
+//! happened: its first paying month, a movement, a change of plan; the months between
+//! repeat the previous row's end) and `insights_mrr_months` (the sums of every month per
+//! plan and for all), covering months through `insights_mrr_state.through_month`. Every
+//! writer first updates the state row, which serialises writers (the consumer, a new
+//! month being covered, a rebuild).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -150,6 +152,56 @@ async fn insert_rows(
     Ok(())
 }
 
+/// The rows worth storing: the first, each movement, each change of plan.
+pub fn compress(full: Vec<MonthRow>) -> Vec<MonthRow> {
+    let mut out: Vec<MonthRow> = Vec::new();
+    let mut prev: Option<(Month, String)> = None;
+    for r in full {
+        let keep = match &prev {
+            None => true,
+            Some((m, plan)) => r.movement != "none" || *plan != r.plan || m.next() != r.month,
+        };
+        prev = Some((r.month, r.plan.clone()));
+        if keep {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The customer's every month through `through` from its stored rows: a month without a
+/// row repeats the previous row's end (nothing when that end is 0).
+pub fn expand(stored: &[MonthRow], through: Month) -> Vec<MonthRow> {
+    let mut out = Vec::new();
+    for (i, r) in stored.iter().enumerate() {
+        out.push(r.clone());
+        let until = stored.get(i + 1).map(|n| n.month).unwrap_or_else(|| through.next());
+        if r.ending_cents == 0 {
+            continue;
+        }
+        let mut m = r.month.next();
+        while m < until && m <= through {
+            out.push(MonthRow {
+                month: m,
+                plan: r.plan.clone(),
+                starting_cents: r.ending_cents,
+                ending_cents: r.ending_cents,
+                movement: "none",
+            });
+            m = m.next();
+        }
+    }
+    out
+}
+
+fn movement_name(text: &str) -> &'static str {
+    ["new", "expansion", "contraction", "churn", "reactivation"].into_iter().find(|m| *m == text).unwrap_or("none")
+}
+
+fn totals_of(r: &MonthRow) -> Totals {
+    Totals::of(r.starting_cents, r.ending_cents, r.movement)
+}
+
 /// Recomputes one customer's rows through `through` and moves the sums by the difference.
 /// The caller holds the state lock.
 pub async fn recompute(
@@ -160,54 +212,52 @@ pub async fn recompute(
 ) -> Result<(), InsightsError> {
     let old: Vec<(String, String, i64, i64, String)> = sqlx::query_as(
         "SELECT month, plan, starting_cents, ending_cents, movement FROM insights_mrr_customer_months
-         WHERE customer_key = $1",
+         WHERE customer_key = $1 ORDER BY month",
     )
     .bind(key)
     .fetch_all(&mut *conn)
     .await?;
-    let mut deltas = Deltas::new();
-    for (month, plan, s, e, movement) in &old {
-        add_row(&mut deltas, month, plan, &Totals::of(*s, *e, movement), -1);
+    let mut stored = Vec::with_capacity(old.len());
+    for (month, plan, s, e, movement) in old {
+        stored.push(MonthRow {
+            month: Month::parse(&month)?,
+            plan,
+            starting_cents: s,
+            ending_cents: e,
+            movement: movement_name(&movement),
+        });
     }
-    sqlx::query("DELETE FROM insights_mrr_customer_months WHERE customer_key = $1")
-        .bind(key)
-        .execute(&mut *conn)
-        .await?;
     let customer = Customer::new(snaps_of(conn, key).await?, &rules.currency);
-    let customer_id = (!key.starts_with("stripe:")).then(|| key.to_string());
-    let rows: Vec<_> =
-        customer.months(rules.tz, through).into_iter().map(|r| (key.to_string(), customer_id.clone(), r)).collect();
-    for (_, _, r) in &rows {
-        add_row(
-            &mut deltas,
-            &r.month.to_string(),
-            &r.plan,
-            &Totals::of(r.starting_cents, r.ending_cents, r.movement),
-            1,
-        );
+    let full = customer.months(rules.tz, through);
+    let mut deltas = Deltas::new();
+    for r in expand(&stored, through) {
+        add_row(&mut deltas, &r.month.to_string(), &r.plan, &totals_of(&r), -1);
     }
-    insert_rows(conn, &rows).await?;
+    for r in &full {
+        add_row(&mut deltas, &r.month.to_string(), &r.plan, &totals_of(r), 1);
+    }
+    let new = compress(full);
+    if new != stored {
+        sqlx::query("DELETE FROM insights_mrr_customer_months WHERE customer_key = $1")
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+        let customer_id = (!key.starts_with("stripe:")).then(|| key.to_string());
+        let rows: Vec<_> = new.into_iter().map(|r| (key.to_string(), customer_id.clone(), r)).collect();
+        insert_rows(conn, &rows).await?;
+    }
     apply_deltas(conn, &deltas).await
 }
 
-/// Covers the months after the covered one through `month`: each paying customer's end
-/// carries over unchanged, then the customers whose MRR can change in the new month (a
+/// Covers the months after the covered one through `month`: the sums carry every paying
+/// customer's end over unchanged (their rows need nothing: a month without a row repeats
+/// the previous end), then the customers whose MRR can change in the new month (a
 /// snapshot in it, or a discount ending in it) are recomputed. The caller holds the lock.
 pub async fn extend(conn: &mut AnyConnection, rules: &Rules, from: Month, month: Month) -> Result<(), InsightsError> {
     let mut m = from;
     while m < month {
         let next = m.next();
         let (start, end) = next.bounds(rules.tz);
-        sqlx::query(
-            "INSERT INTO insights_mrr_customer_months (month, customer_key, customer_id, plan, starting_cents,
-                 ending_cents, movement)
-             SELECT $1, customer_key, customer_id, plan, ending_cents, ending_cents, 'none'
-             FROM insights_mrr_customer_months WHERE month = $2 AND ending_cents > 0",
-        )
-        .bind(next.to_string())
-        .bind(m.to_string())
-        .execute(&mut *conn)
-        .await?;
         let cols = TOTAL_COLUMNS.join(", ");
         // A carried-over month: starting = ending, no movement, the same paying customers.
         sqlx::query(&format!(
@@ -308,16 +358,11 @@ async fn write_customers(
     let mut rows = Vec::new();
     for (key, snaps) in grouped {
         let customer_id = (!key.starts_with("stripe:")).then(|| key.clone());
-        for r in Customer::new(snaps, &rules.currency).months(rules.tz, through) {
-            add_row(
-                totals,
-                &r.month.to_string(),
-                &r.plan,
-                &Totals::of(r.starting_cents, r.ending_cents, r.movement),
-                1,
-            );
-            rows.push((key.clone(), customer_id.clone(), r));
+        let full = Customer::new(snaps, &rules.currency).months(rules.tz, through);
+        for r in &full {
+            add_row(totals, &r.month.to_string(), &r.plan, &totals_of(r), 1);
         }
+        rows.extend(compress(full).into_iter().map(|r| (key.clone(), customer_id.clone(), r)));
     }
     insert_rows(conn, &rows).await
 }
