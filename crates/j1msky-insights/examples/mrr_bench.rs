@@ -6,7 +6,7 @@
 //! `subscription_history`, then the times of `mrr::rebuild`, the board's `mrr::month`,
 //! the drill-down, the consumer's per-customer recompute and a month the clock enters.
 //!
-//! Usage: mrr_bench DB_FILE CUSTOMERS   (bench/insights/mrr runs it)
+//! Usage: cargo run [--release] -p j1msky-insights --example mrr_bench -- DB_FILE CUSTOMERS
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -87,12 +87,15 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1_000.0
 }
 
+/// (subscription, version, customer, status, plan, cents, discount bp, discount end, at)
+type HistoryRow = (String, String, String, &'static str, &'static str, i64, Option<i64>, Option<i64>, i64);
+
 /// Writes each customer's snapshots: a start on one of three plans, maybe a 40 % discount
 /// for three months, maybe an upgrade, maybe a cancel and a win-back.
 async fn generate(db: &Db, n: usize) -> usize {
     let mut rng = StdRng::seed_from_u64(7);
     let plans = [("starter", 2900), ("pro", 9900), ("enterprise", 45_000)];
-    let mut rows: Vec<(String, String, String, &str, &str, i64, Option<i64>, Option<i64>, i64)> = Vec::new();
+    let mut rows: Vec<HistoryRow> = Vec::new();
     let mut total = 0;
     for i in 0..n {
         let customer = format!("cus_{i:08}");

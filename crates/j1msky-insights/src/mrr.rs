@@ -149,12 +149,11 @@ pub async fn behind(
     filter: &Filter,
 ) -> Result<Vec<Behind>, InsightsError> {
     cover(ctx, month).await?;
-    // A customer's row for a month is its latest row up to it (months without a row
-    // repeat the previous one's end).
+    // Paying: the row that holds at the month (months without a row repeat the previous
+    // row's end, until the customer's next row).
     let (condition, value) = match movement {
         Movement::Paying => (
-            "m.month <= $1 AND $2 = 'paying' AND m.ending_cents > 0 AND m.month = (SELECT MAX(x.month)
-                 FROM insights_mrr_customer_months x WHERE x.customer_key = m.customer_key AND x.month <= $1)",
+            "m.month <= $1 AND (m.next_month IS NULL OR m.next_month > $1) AND m.ending_cents > 0 AND $2 = 'paying'",
             "m.ending_cents",
         ),
         Movement::New | Movement::Reactivation => ("m.month = $1 AND m.movement = $2", "m.ending_cents"),
@@ -200,7 +199,9 @@ fn cents(v: i64) -> String {
 
 /// This module's event consumers (rollups kept up to date).
 pub fn consumers(ctx: &Ctx) -> Vec<Consumer> {
-    vec![Consumer::new(CONSUMER, &[Kind::SubscriptionHistoryChanged], OnFailure::Block, OnHistory(ctx.clone()))]
+    // Each event recomputes its customers from the history: order does not matter, so a
+    // failing one waits aside (parked after its retries; `kpi rebuild` mends) and others flow.
+    vec![Consumer::new(CONSUMER, &[Kind::SubscriptionHistoryChanged], OnFailure::SkipAndPark, OnHistory(ctx.clone()))]
 }
 
 struct OnHistory(Ctx);

@@ -15,6 +15,7 @@ CREATE TABLE insights_mrr_customer_months (
     starting_cents  BIGINT NOT NULL,
     ending_cents    BIGINT NOT NULL,
     movement        TEXT NOT NULL,      -- new, expansion, contraction, churn, reactivation, none
+    next_month      TEXT,               -- the customer's next row's month (NULL: this row holds on)
     PRIMARY KEY (customer_key, month)
 );
 CREATE INDEX insights_mrr_customer_months_movement ON insights_mrr_customer_months(month, movement, plan);

@@ -120,14 +120,19 @@ impl Customer {
     /// the customer paid nothing at start and end are left out). A month's start is the
     /// previous month's end: the instant just before the month's first instant.
     pub fn months(&self, tz: Tz, through: Month) -> Vec<MonthRow> {
+        self.months_in(&mut Calendar::new(tz), through)
+    }
+
+    /// As [`Customer::months`], with the months' bounds from `cal` (shared by many customers).
+    pub fn months_in(&self, cal: &mut Calendar, through: Month) -> Vec<MonthRow> {
         let Some(first) = self.first_at() else { return Vec::new() };
         let first_paid = self.first_paid_at();
         let mut out = Vec::new();
-        let mut m = Month::of(tz, first);
-        let (start0, _) = m.bounds(tz);
+        let mut m = Month::of(cal.tz, first);
+        let (start0, _) = cal.bounds(m);
         let mut before = self.at(start0 - 1);
         while m <= through {
-            let (start, end) = m.bounds(tz);
+            let (start, end) = cal.bounds(m);
             let after = self.at(end - 1);
             let (s, e) = (before.0, after.0);
             if s > 0 || e > 0 {
@@ -145,6 +150,24 @@ impl Customer {
             m = m.next();
         }
         out
+    }
+}
+
+/// Months' bounds in a zone, each computed once.
+pub struct Calendar {
+    pub tz: Tz,
+    known: std::collections::HashMap<Month, (i64, i64)>,
+}
+
+impl Calendar {
+    pub fn new(tz: Tz) -> Calendar {
+        Calendar { tz, known: std::collections::HashMap::new() }
+    }
+
+    /// `[start, end)` of `m` in unix micros.
+    pub fn bounds(&mut self, m: Month) -> (i64, i64) {
+        let tz = self.tz;
+        *self.known.entry(m).or_insert_with(|| m.bounds(tz))
     }
 }
 

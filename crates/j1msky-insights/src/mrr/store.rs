@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono_tz::Tz;
 use sqlx::{AnyConnection, Row};
 
-use super::compute::{Customer, MonthRow, Snap, Totals, TOTAL_COLUMNS};
+use super::compute::{Calendar, Customer, MonthRow, Snap, Totals, TOTAL_COLUMNS};
 use crate::{InsightsError, Month};
 
 /// What the rules need besides the history.
@@ -124,20 +124,24 @@ async fn insert_rows(
     conn: &mut AnyConnection,
     rows: &[(String, Option<String>, MonthRow)],
 ) -> Result<(), InsightsError> {
-    for chunk in rows.chunks(500) {
+    // Each customer's rows come together, in month order: a row holds until the next.
+    let next: Vec<Option<String>> =
+        (0..rows.len()).map(|i| rows.get(i + 1).filter(|n| n.0 == rows[i].0).map(|n| n.2.month.to_string())).collect();
+    for (chunk, next) in rows.chunks(500).zip(next.chunks(500)) {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
-                let b = i * 7;
-                format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7)
+                let b = i * 8;
+                let p: Vec<String> = (1..=8).map(|k| format!("${}", b + k)).collect();
+                format!("({})", p.join(", "))
             })
             .collect();
         let sql = format!(
             "INSERT INTO insights_mrr_customer_months (month, customer_key, customer_id, plan, starting_cents,
-                 ending_cents, movement) VALUES {}",
+                 ending_cents, movement, next_month) VALUES {}",
             values.join(", ")
         );
         let mut q = sqlx::query(&sql);
-        for (key, customer_id, r) in chunk {
+        for ((key, customer_id, r), next) in chunk.iter().zip(next) {
             q = q
                 .bind(r.month.to_string())
                 .bind(key)
@@ -145,7 +149,8 @@ async fn insert_rows(
                 .bind(&r.plan)
                 .bind(r.starting_cents)
                 .bind(r.ending_cents)
-                .bind(r.movement);
+                .bind(r.movement)
+                .bind(next);
         }
         q.execute(&mut *conn).await?;
     }
@@ -356,9 +361,10 @@ async fn write_customers(
     totals: &mut Deltas,
 ) -> Result<(), InsightsError> {
     let mut rows = Vec::new();
+    let mut cal = Calendar::new(rules.tz);
     for (key, snaps) in grouped {
         let customer_id = (!key.starts_with("stripe:")).then(|| key.clone());
-        let full = Customer::new(snaps, &rules.currency).months(rules.tz, through);
+        let full = Customer::new(snaps, &rules.currency).months_in(&mut cal, through);
         for r in &full {
             add_row(totals, &r.month.to_string(), &r.plan, &totals_of(r), 1);
         }
