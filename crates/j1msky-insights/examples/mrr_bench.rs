@@ -12,10 +12,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
+use j1msky_core::events::SubscriptionHistoryChanged;
 use j1msky_core::ManualClock;
+use j1msky_db::consumers::Runner;
+use j1msky_db::outbox;
 use j1msky_db::Db;
 use j1msky_insights::kpis::Filter;
-use j1msky_insights::mrr::{self, store, Movement};
+use j1msky_insights::mrr::{self, Movement};
 use j1msky_insights::Ctx;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -59,15 +62,34 @@ async fn main() {
     let b = mrr::behind(&ctx, month, Movement::Paying, &all).await.unwrap();
     println!("behind(paying, first {}): {:.1} ms", b.len(), ms(t));
 
-    let rules = store::Rules { tz: ctx.tz(), currency: "usd".into() };
-    let t = Instant::now();
+    // The consumer: 1,000 history changes announced, then handled.
     let mut tx = db.begin().await.unwrap();
-    let through = store::lock(&mut tx, month).await.unwrap();
     for i in 0..1_000 {
-        store::recompute(&mut tx, &rules, &format!("cus_{:08}", i * (n / 1_000).max(1)), through).await.unwrap();
+        let id = format!("cus_{:08}", i * (n / 1_000).max(1));
+        let change = SubscriptionHistoryChanged {
+            subscription: None,
+            customer: Some(id.clone()),
+            stripe_customer: id.replace("cus_", "cus_S"),
+        };
+        outbox::emit_typed(&mut tx, db.backend(), change, Some(&id), 0).await.unwrap();
     }
     tx.commit().await.unwrap();
-    println!("consumer recompute: {:.2} ms per customer (1,000 customers)", ms(t) / 1_000.0);
+    let consumers = mrr::consumers(&ctx);
+    let runner = Runner::new("bench");
+    let t = Instant::now();
+    let mut handled = 0;
+    loop {
+        let p = j1msky_db::consumers::run_once(&db, &runner, &consumers, &clock).await.unwrap();
+        handled += p.handled;
+        if !p.moved() {
+            break;
+        }
+    }
+    println!(
+        "consumer: {handled} events in {:.2} s ({:.2} ms each)",
+        t.elapsed().as_secs_f64(),
+        ms(t) / handled.max(1) as f64
+    );
 
     clock.advance_micros(31 * DAY * 1_000_000);
     let next = ctx.this_month();
@@ -129,18 +151,11 @@ async fn generate(db: &Db, n: usize) -> usize {
             for chunk in rows.chunks(500) {
                 let values: Vec<String> = (0..chunk.len())
                     .map(|k| {
-                        let b = k * 9;
+                        let b = k * 10;
+                        let p: Vec<String> = (1..=10).map(|j| format!("${}", b + j)).collect();
                         format!(
-                            "(${}, ${}, ${}, 'cus_S', ${}, ${}, 'usd', ${}, 1, ${}, NULL, ${}, ${}, 0)",
-                            b + 1,
-                            b + 2,
-                            b + 3,
-                            b + 4,
-                            b + 5,
-                            b + 6,
-                            b + 7,
-                            b + 8,
-                            b + 9
+                            "({}, {}, {}, {}, {}, {}, 'usd', {}, 1, {}, NULL, {}, {}, 0)",
+                            p[0], p[1], p[2], p[9], p[3], p[4], p[5], p[6], p[7], p[8]
                         )
                     })
                     .collect();
@@ -161,7 +176,8 @@ async fn generate(db: &Db, n: usize) -> usize {
                         .bind(r.5)
                         .bind(r.6)
                         .bind(r.7)
-                        .bind(r.8 * 1_000_000);
+                        .bind(r.8 * 1_000_000)
+                        .bind(r.2.replace("cus_", "cus_S"));
                 }
                 q.execute(&mut *tx).await.unwrap();
             }

@@ -48,3 +48,5 @@ CREATE TABLE insights_mrr_state (
 
 -- Discounts that end make MRR move without an event: covering a new month finds them.
 CREATE INDEX subscription_history_discount_end ON subscription_history(discount_end);
+-- A Stripe customer's snapshots: joined to ours when linked, read again by the consumer.
+CREATE INDEX subscription_history_stripe_customer ON subscription_history(stripe_customer_id);
