@@ -372,3 +372,39 @@ async fn write_customers(
     }
     insert_rows(conn, &rows).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(month: &str, plan: &str, s: i64, e: i64, movement: &'static str) -> MonthRow {
+        MonthRow {
+            month: Month::parse(month).unwrap(),
+            plan: plan.into(),
+            starting_cents: s,
+            ending_cents: e,
+            movement,
+        }
+    }
+
+    #[test]
+    fn stored_rows_are_the_months_where_something_happened_and_expand_back() {
+        let full = vec![
+            row("2026-01", "pro", 0, 9900, "new"),
+            row("2026-02", "pro", 9900, 9900, "none"),
+            row("2026-03", "pro", 9900, 9900, "none"),
+            // Same price, another plan: kept, so the months after it carry the new plan.
+            row("2026-04", "team", 9900, 9900, "none"),
+            row("2026-05", "team", 9900, 0, "churn"),
+            row("2026-07", "pro", 0, 2900, "reactivation"),
+            row("2026-08", "pro", 2900, 2900, "none"),
+        ];
+        let stored = compress(full.clone());
+        let months: Vec<String> = stored.iter().map(|r| r.month.to_string()).collect();
+        assert_eq!(months, ["2026-01", "2026-04", "2026-05", "2026-07"]);
+        assert_eq!(expand(&stored, Month::parse("2026-08").unwrap()), full);
+        // Later months the rollups cover repeat the last end.
+        let longer = expand(&stored, Month::parse("2026-09").unwrap());
+        assert_eq!(longer.last(), Some(&row("2026-09", "pro", 2900, 2900, "none")));
+    }
+}
