@@ -16,7 +16,7 @@ use j1msky_db::{outbox, Backend};
 use serde_json::Value;
 use sqlx::AnyConnection;
 
-use crate::refs::{id_of, our_customer, owner, plan_of_price};
+use crate::refs::{id_of, our_customer, owner};
 use crate::BillingError;
 
 /// What applying needs besides the database.
@@ -93,6 +93,7 @@ pub async fn event(
 /// (now) linked to it.
 async fn link(
     conn: &mut AnyConnection,
+    backend: Backend,
     customer_id: &str,
     stripe_customer: &str,
     now: i64,
@@ -110,6 +111,7 @@ async fn link(
         .execute(&mut *conn)
         .await?;
     }
+    crate::history::join(conn, backend, customer_id, stripe_customer, now).await?;
     Ok(true)
 }
 
@@ -130,13 +132,8 @@ async fn subscription(
     let status = obj["status"].as_str().ok_or_else(|| bad("status"))?;
     // The plan is the item whose price is one of our plans, wherever it is listed
     // (a subscription may carry other items).
-    let (mut item, mut plan) = (&obj["items"]["data"][0], None);
-    for candidate in obj["items"]["data"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        if let Some(p) = plan_of_price(conn, &candidate["price"]).await? {
-            (item, plan) = (candidate, Some(p));
-            break;
-        }
-    }
+    let (index, plan) = crate::history::plan_item(conn, obj).await?;
+    let item = &obj["items"]["data"][index];
     let price = &item["price"];
     let period_end = obj["current_period_end"].as_i64().or_else(|| item["current_period_end"].as_i64());
     let coupon = id_of(&obj["discount"]["coupon"]);
@@ -145,7 +142,7 @@ async fn subscription(
     let mut linked = false;
     if customer_id.is_none() {
         if let Some(ours) = meta["j1msky_customer"].as_str() {
-            if link(conn, ours, &stripe_customer, now).await? {
+            if link(conn, backend, ours, &stripe_customer, now).await? {
                 customer_id = Some(ours.to_string());
                 linked = true;
             }
@@ -206,6 +203,8 @@ async fn subscription(
             row.and_then(|r| r.0)
         }
     };
+    // Every snapshot, a stale one too: the history does not depend on delivery order.
+    crate::history::record(conn, backend, obj, version, plan.as_deref(), customer_id.as_deref(), created, now).await?;
     let event = Kind::parse(short_kind)
         .ok_or_else(|| BillingError::Malformed(format!("subscription event: no event kind for `{short_kind}`")))?;
     if upserted.rows_affected() == 1 {
@@ -384,7 +383,7 @@ async fn checkout(
     let ours = obj["client_reference_id"].as_str().map(String::from);
     let stripe_customer = id_of(&obj["customer"]);
     if let (Some(ours), Some(sc)) = (&ours, &stripe_customer) {
-        if !link(conn, ours, sc, now).await? {
+        if !link(conn, backend, ours, sc, now).await? {
             tracing::warn!(customer = %ours, stripe_customer = %sc, "checkout for a customer linked to another Stripe customer");
         }
     }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod contracts;
 mod error;
 pub mod form;
+pub mod history;
 pub mod invoice_lines;
 mod invoices;
 pub mod jobs;

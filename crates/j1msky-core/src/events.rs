@@ -120,6 +120,7 @@ kinds! {
     SubscriptionResumed => "subscription.resumed": SubscriptionChange,
     SubscriptionTrialWillEnd => "subscription.trial_will_end": SubscriptionTrialWillEnd,
     SubscriptionCancelled => "subscription.cancelled": SubscriptionCancelled,
+    SubscriptionHistoryChanged => "subscription.history_changed": SubscriptionHistoryChanged,
     TodoOpened => "todo.opened": TodoChanged,
     TodoDone => "todo.done": TodoChanged,
     SurveyNpsAnswered => "survey.nps_answered": NpsAnswered,
@@ -161,6 +162,7 @@ one_kind! {
     ChargeRefunded,
     SubscriptionTrialWillEnd,
     SubscriptionCancelled,
+    SubscriptionHistoryChanged,
     CustomerActive,
     LifecycleMessageSent,
     LifecycleMessageFailed,
@@ -518,6 +520,12 @@ mod tests {
                 subscription: "sub_1".into(),
                 source: "customer_portal".into(),
                 at_period_end: true,
+            }
+            .into(),
+            Kind::SubscriptionHistoryChanged => SubscriptionHistoryChanged {
+                subscription: Some("sub_1".into()),
+                customer: Some("cus_1".into()),
+                stripe_customer: "cus_S1".into(),
             }
             .into(),
             Kind::TodoOpened => {

@@ -388,6 +388,17 @@ pub struct SubscriptionCancelled {
     pub at_period_end: bool,
 }
 
+/// `subscription.history_changed`: billing recorded a subscription snapshot in
+/// `subscription_history` (any snapshot, a stale one too), or joined a Stripe customer's
+/// earlier snapshots to our customer (`subscription` is then `None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionHistoryChanged {
+    pub subscription: Option<String>,
+    /// Ours, when linked.
+    pub customer: Option<String>,
+    pub stripe_customer: String,
+}
+
 /// `todo.opened` / `todo.done`: a staff to-do was opened, or marked done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TodoChanged {
