@@ -27,7 +27,8 @@ pub const KINDS: &[Kind] = &[
 ];
 
 pub fn consumer(tz: Tz) -> Consumer {
-    Consumer::new(CONSUMER, KINDS, OnFailure::SkipAndPark, OnEvent { tz })
+    // Small frequent rollup writes: a round of events commits once.
+    Consumer::new(CONSUMER, KINDS, OnFailure::SkipAndPark, OnEvent { tz }).batched()
 }
 
 struct OnEvent {
