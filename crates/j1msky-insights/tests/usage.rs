@@ -486,3 +486,45 @@ async fn the_evening_review_shows_the_days_spend_and_the_months_loss_makers() {
     assert_eq!(e.by_customer[0].key, f.dud, "month to date, the loss-maker first");
     assert_eq!(e.by_customer[0].margin_micros, -11_000_000);
 }
+
+#[tokio::test]
+async fn a_metered_day_of_direct_api_calls_is_pay_per_task_revenue_of_team_api() {
+    let t = TestDb::new().await;
+    let db = t.db.clone();
+    let clock = Arc::new(ManualClock::new(at(13, 12)));
+    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).unwrap());
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: clock.clone() };
+    let dev = customer(&db, "Dev", None, "cus_E").await;
+    // Two calls outside any task on the 11th: kimi 3,000 + sonnet 1,000 = 4,000 µ$.
+    for (i, (model, cost)) in [("kimi-k2.5", 3_000), ("claude-sonnet", 1_000)].into_iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO llm_calls (id, request_id, attempt, customer_id, provider, model_requested, model_used,
+                 input_tokens, output_tokens, cost_micros, outcome, created_at)
+             VALUES ($1, $2, 1, $3, 'sim', $4, $4, 10, 10, $5, 'ok', $6)",
+        )
+        .bind(format!("llm_e{i}"))
+        .bind(format!("req_e{i}"))
+        .bind(&dev)
+        .bind(model)
+        .bind(cost)
+        .bind(at(11, 8 + i as u32))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    // Charged at 3× cost rounded up to the cent: 12,000 → 20,000 µ$ (2 ¢).
+    assert_eq!(j1msky_tasks::api_usage::meter_api_calls(&db, &catalogue, at(13, 12)).await.unwrap(), 1);
+    let f =
+        Fixture { ctx, clock, acme: String::new(), bolt: dev.clone(), cold: String::new(), dud: String::new(), _t: t };
+    catch_up(&f).await;
+    let u = usage::month(&f.ctx, NOV, &Filter::default()).await.unwrap();
+    assert_eq!((u.usage_revenue_cents, u.revenue_micros, u.model_cost_micros), (2, 20_000, 4_000));
+    assert_eq!((u.tasks_completed, u.cost_per_completed_task_micros), (0, None), "API calls are no tasks");
+    assert_eq!(keys(&u.by_team), vec!["api"]);
+    // 20,000 split 3 : 1 by cost between kimi and sonnet.
+    assert_eq!(row(&u.by_model, "kimi-k2.5"), (15_000, 3_000, 12_000, 0));
+    assert_eq!(row(&u.by_model, "claude-sonnet"), (5_000, 1_000, 4_000, 0));
+    let by_consumer = snapshot(&f.ctx.db).await;
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(snapshot(&f.ctx.db).await, by_consumer);
+}
