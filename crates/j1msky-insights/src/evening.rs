@@ -92,6 +92,7 @@ pub async fn review(ctx: &Ctx, at: i64) -> Result<Evening, InsightsError> {
 /// repriced keeps its actual cost. Each paid subscription invoice of a plan with a new
 /// price scales by new price ÷ catalogue price. Pay-per-task charges and refunds stay.
 pub async fn what_if(ctx: &Ctx, month: Month, filter: &Filter, scenario: &Scenario) -> Result<WhatIf, InsightsError> {
+    crate::usage::check_filter(ctx, filter)?;
     check(ctx, scenario)?;
     let actual = data::load(ctx, month, filter).await?;
     let would = reprice(ctx, &actual, scenario)?;

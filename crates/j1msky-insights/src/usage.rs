@@ -18,8 +18,37 @@ pub use consumer::{on_event, CONSUMER, KINDS};
 /// How many customers `Usage::by_customer` and [`behind_margin`] list (lowest margin first).
 pub const CUSTOMER_ROWS: usize = 200;
 
+/// Refuses a filter naming a plan or team that does not exist, saying which: a typo
+/// would otherwise show an empty month as if it were true.
+pub fn check_filter(ctx: &Ctx, filter: &Filter) -> Result<(), InsightsError> {
+    if let Some(plan) = &filter.plan {
+        let known = ctx.catalogue.plans.contains_key(plan) || plan == data::PAY_PER_TASK || plan == data::UNATTRIBUTED;
+        if !known {
+            return Err(InsightsError::invalid(
+                "plan",
+                format!(
+                    "`{plan}` is not a plan (the catalogue's, `{}` or `{}`)",
+                    data::PAY_PER_TASK,
+                    data::UNATTRIBUTED
+                ),
+            ));
+        }
+    }
+    if let Some(team) = &filter.team {
+        let known = ctx.catalogue.teams.contains_key(team) || team == parts::API_TEAM || team == data::UNATTRIBUTED;
+        if !known {
+            return Err(InsightsError::invalid(
+                "team",
+                format!("`{team}` is not a team (the catalogue's, `{}` or `{}`)", parts::API_TEAM, data::UNATTRIBUTED),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Revenue, cost, margins and task outcomes of `month`.
 pub async fn month(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Usage, InsightsError> {
+    check_filter(ctx, filter)?;
     let data = data::load(ctx, month, filter).await?;
     let mut usage = compute(&data, filter);
     usage.completion = completion(ctx, month, filter).await?;
@@ -135,6 +164,7 @@ pub async fn completion(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Vec<
 /// The customers with the lowest margin in `month` first (loss-makers), at most
 /// [`CUSTOMER_ROWS`].
 pub async fn behind_margin(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Vec<Behind>, InsightsError> {
+    check_filter(ctx, filter)?;
     let data = data::load(ctx, month, filter).await?;
     let usage = compute(&data, filter);
     Ok(usage

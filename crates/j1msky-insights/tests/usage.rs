@@ -421,6 +421,15 @@ async fn filters_narrow_to_a_team_and_a_plan() {
     assert_eq!(u.usage_revenue_cents, 550);
     assert_eq!(u.completion[0].tasks, 11);
 
+    // A filter naming nothing that exists is refused, naming the field.
+    for (bad, field) in [
+        (Filter { plan: Some("gold".into()), team: None }, "plan"),
+        (Filter { plan: None, team: Some("cooking".into()) }, "team"),
+    ] {
+        let e = usage::month(&f.ctx, NOV, &bad).await.unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{field}:")), "{e}");
+    }
+
     // Another month has nothing.
     let empty = usage::month(&f.ctx, NOV.next(), &Filter::default()).await.unwrap();
     assert_eq!((empty.revenue_micros, empty.gross_margin_bp, empty.success_rate_bp), (0, None, None));
