@@ -159,8 +159,16 @@ async fn main() {
     if !noop {
         assert_eq!(completed, n + history, "the rollups count every task once");
     }
+    // What the board then pays for the month's usage section (all tasks are in one month).
+    let read = Instant::now();
+    let month = usage::month(&ctx, ctx.this_month(), &j1msky_insights::kpis::Filter::default()).await.unwrap();
+    let read = read.elapsed().as_secs_f64();
+    if !noop {
+        assert_eq!(month.tasks_completed, n + history);
+    }
     println!(
-        "{mode}: {n} completions in {took:.2} s = {:.0}/s (history {history} tasks, {customers} customers; setup {:.1} s)",
+        "{mode}: {n} completions in {took:.2} s = {:.0}/s (history {history} tasks, {customers} customers; \
+         setup {:.1} s; usage::month {read:.2} s)",
         n as f64 / took,
         setup.as_secs_f64()
     );

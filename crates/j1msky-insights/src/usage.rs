@@ -78,7 +78,7 @@ pub fn compute_all(data: &data::MonthData, filter: &Filter) -> Usage {
     let revenue = subscription + charges - refunds;
     let margin = revenue - cost;
     let label_of = |id: &str| data.customers.get(id).map(|c| c.name.clone()).filter(|n| !n.is_empty());
-    let by_customer = data::rows(&pieces, |p| p.customer.clone(), |k| label_of(k).unwrap_or_else(|| label(k)));
+    let by_customer = data::rows(&pieces, |p| p.customer.clone(), |k| label_of(k).unwrap_or_else(|| label(k)), false);
     let plan_of = |p: &data::Piece| data.customers.get(&p.customer).map(|c| c.plan.clone()).unwrap_or_default();
     Usage {
         subscription_revenue_cents: subscription / data::CENT,
@@ -95,9 +95,9 @@ pub fn compute_all(data: &data::MonthData, filter: &Filter) -> Usage {
         success_rate_bp: data::bp(completed, completed + failed),
         cost_per_completed_task_micros: (completed > 0).then(|| task_cost / completed),
         by_customer,
-        by_plan: data::rows(&pieces, plan_of, label),
-        by_team: data::rows(&pieces, |p| p.team.clone(), label),
-        by_model: data::rows(&pieces, |p| p.model.clone(), label),
+        by_plan: data::rows(&pieces, plan_of, label, false),
+        by_team: data::rows(&pieces, |p| p.team.clone(), label, false),
+        by_model: data::rows(&pieces, |p| p.model.clone(), label, true),
         completion: Vec::new(),
     }
 }

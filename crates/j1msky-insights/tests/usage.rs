@@ -358,7 +358,9 @@ async fn the_month_matches_the_hand_computed_figures_from_the_consumer_and_the_r
 
     // Opus: Bolt's 10,500,000 + Dud's 49,000,000 against 61,100,000 of cost.
     assert_eq!(keys(&u.by_model), vec!["claude-opus", "kimi-k2.5", "unattributed", "claude-sonnet"]);
+    // Per model, `tasks` counts ledger calls: 11 (Bolt) + 1 (Dud).
     assert_eq!(row(&u.by_model, "claude-opus"), (59_500_000, 61_100_000, -1_600_000, 12));
+    assert_eq!(row(&u.by_model, "kimi-k2.5").3, 3);
     assert_eq!(row(&u.by_model, "kimi-k2.5").0, 15_525_000);
     assert_eq!(row(&u.by_model, "claude-sonnet").0, 36_225_000 + 17_250_000);
 
@@ -531,8 +533,8 @@ async fn a_metered_day_of_direct_api_calls_is_pay_per_task_revenue_of_team_api()
     assert_eq!((u.tasks_completed, u.cost_per_completed_task_micros), (0, None), "API calls are no tasks");
     assert_eq!(keys(&u.by_team), vec!["api"]);
     // 20,000 split 3 : 1 by cost between kimi and sonnet.
-    assert_eq!(row(&u.by_model, "kimi-k2.5"), (15_000, 3_000, 12_000, 0));
-    assert_eq!(row(&u.by_model, "claude-sonnet"), (5_000, 1_000, 4_000, 0));
+    assert_eq!(row(&u.by_model, "kimi-k2.5"), (15_000, 3_000, 12_000, 1));
+    assert_eq!(row(&u.by_model, "claude-sonnet"), (5_000, 1_000, 4_000, 1));
     let by_consumer = snapshot(&f.ctx.db).await;
     usage::rebuild(&f.ctx).await.unwrap();
     assert_eq!(snapshot(&f.ctx.db).await, by_consumer);

@@ -183,6 +183,8 @@ pub struct Piece {
     /// Completed tasks (on the team's first piece only, so sums count each task once).
     pub completed: i64,
     pub failed: i64,
+    /// Ledger calls on the piece's model.
+    pub calls: i64,
 }
 
 impl Piece {
@@ -244,6 +246,7 @@ pub fn pieces(data: &MonthData, team: Option<&str>) -> Vec<Piece> {
                 p.refunds_micros = r[j];
                 p.charge_micros = ch[j];
                 p.cost_micros = u.cost_micros;
+                p.calls = u.calls;
                 out.push(p);
             }
         }
@@ -251,15 +254,22 @@ pub fn pieces(data: &MonthData, team: Option<&str>) -> Vec<Piece> {
     out
 }
 
-/// Margin rows grouped by `key` of each piece, lowest margin first (ties by key).
-pub fn rows(pieces: &[Piece], key: impl Fn(&Piece) -> String, label: impl Fn(&str) -> String) -> Vec<MarginRow> {
+/// Margin rows grouped by `key` of each piece, lowest margin first (ties by key); `tasks`
+/// counts completed tasks, or with `calls` the ledger calls (per model, where a task's
+/// steps may use several).
+pub fn rows(
+    pieces: &[Piece],
+    key: impl Fn(&Piece) -> String,
+    label: impl Fn(&str) -> String,
+    calls: bool,
+) -> Vec<MarginRow> {
     let mut by: BTreeMap<String, MarginRow> = BTreeMap::new();
     for p in pieces {
         let k = key(p);
         let row = by.entry(k.clone()).or_insert_with(|| MarginRow { label: label(&k), key: k, ..MarginRow::default() });
         row.revenue_micros += p.revenue();
         row.cost_micros += p.cost_micros;
-        row.tasks += p.completed;
+        row.tasks += if calls { p.calls } else { p.completed };
     }
     let mut out: Vec<MarginRow> = by
         .into_values()
