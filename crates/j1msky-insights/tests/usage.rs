@@ -539,3 +539,54 @@ async fn a_metered_day_of_direct_api_calls_is_pay_per_task_revenue_of_team_api()
     usage::rebuild(&f.ctx).await.unwrap();
     assert_eq!(snapshot(&f.ctx.db).await, by_consumer);
 }
+
+#[tokio::test]
+async fn months_are_the_business_zones_in_the_consumer_and_the_rebuild() {
+    let t = TestDb::new().await;
+    let db = t.db.clone();
+    let clock = Arc::new(ManualClock::new(at(28, 12)));
+    let mut catalogue = Catalogue::from_json_str(SHIPPED).unwrap();
+    catalogue.business.time_zone = "Europe/Berlin".into();
+    let catalogue = Arc::new(catalogue);
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: clock.clone() };
+    let acme = customer(&db, "Acme", Some("pro"), "cus_A").await;
+    let utc = |y, m, d, h, min| {
+        chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(h, min, 0).unwrap().and_utc().timestamp_micros()
+    };
+    // Finished 2026-10-31 23:30 UTC = November 1st, 00:30 in Berlin (CET): November's.
+    let late = utc(2026, 10, 31, 23, 0);
+    ledger(&db, &acme, "n1", "code", &[("kimi-k2.5", 0, 0, 7_000, late)]).await;
+    finish(&db, &acme, "n1", "code", "succeeded", late, 1_800, None).await;
+    // Finished 2026-10-31 22:30 UTC = 23:30 in Berlin: October's.
+    let early = utc(2026, 10, 31, 22, 0);
+    ledger(&db, &acme, "o1", "code", &[("kimi-k2.5", 0, 0, 3_000, early)]).await;
+    finish(&db, &acme, "o1", "code", "succeeded", early, 1_800, None).await;
+    // Paid 2026-11-30 23:30 UTC = December 1st in Berlin: December's.
+    let paid = utc(2026, 11, 30, 23, 30);
+    stripe(
+        &db,
+        &catalogue,
+        "evt_p",
+        "invoice.paid",
+        paid,
+        invoice("in_P", "cus_A", paid, vec![plan_line("pro", 9_900)]),
+    )
+    .await;
+    let f = Fixture { ctx, clock, acme, bolt: String::new(), cold: String::new(), dud: String::new(), _t: t };
+    catch_up(&f).await;
+    let by_consumer = snapshot(&f.ctx.db).await;
+    let oct = Month { year: 2026, month: 10 };
+    let all = Filter::default();
+    let (o, n, d) = (
+        usage::month(&f.ctx, oct, &all).await.unwrap(),
+        usage::month(&f.ctx, NOV, &all).await.unwrap(),
+        usage::month(&f.ctx, NOV.next(), &all).await.unwrap(),
+    );
+    assert_eq!((o.model_cost_micros, n.model_cost_micros, d.model_cost_micros), (3_000, 7_000, 0));
+    assert_eq!(
+        (o.subscription_revenue_cents, n.subscription_revenue_cents, d.subscription_revenue_cents),
+        (0, 0, 9_900)
+    );
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(snapshot(&f.ctx.db).await, by_consumer, "three months: the rebuild and the consumer disagree");
+}

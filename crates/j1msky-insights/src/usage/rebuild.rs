@@ -11,12 +11,22 @@ use crate::{Ctx, InsightsError, Month};
 const TABLES: &[&str] =
     &["insights_tasks", "insights_usage", "insights_model_cost", "insights_revenue", "insights_revenue_seen"];
 
-/// The months from the one holding `min` to the one holding `max` (none without data).
-fn months(tz: Tz, range: (Option<i64>, Option<i64>)) -> Vec<Month> {
-    match range {
-        (Some(min), Some(max)) => Month::of(tz, min).through(Month::of(tz, max)),
-        _ => Vec::new(),
+/// A SQL expression naming the business month (`YYYY-MM`) of the instant in `column`, for
+/// instants from `min` to `max`: one pass over a table instead of one per month. Only our
+/// own integers and month names go into it.
+fn month_of(tz: Tz, column: &str, range: (Option<i64>, Option<i64>)) -> Option<String> {
+    let (Some(min), Some(max)) = range else { return None };
+    let months = Month::of(tz, min).through(Month::of(tz, max));
+    let (last, earlier) = months.split_last()?;
+    if earlier.is_empty() {
+        return Some(format!("'{last}'"));
     }
+    let mut sql = String::from("CASE");
+    for m in earlier {
+        sql.push_str(&format!(" WHEN {column} < {} THEN '{m}'", m.bounds(tz).1));
+    }
+    sql.push_str(&format!(" ELSE '{last}' END"));
+    Some(sql)
 }
 
 pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
@@ -39,27 +49,24 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
 async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
     const FINISHED: &str = "state IN ('succeeded', 'failed', 'cancelled') AND finished_at IS NOT NULL";
     let range: (Option<i64>, Option<i64>) =
-        sqlx::query_as(&format!("SELECT MIN(finished_at), MAX(finished_at) FROM tasks WHERE {FINISHED}"))
+        sqlx::query_as(&format!("SELECT MIN(finished_at), MAX(finished_at) FROM tasks t WHERE t.{FINISHED}"))
             .fetch_one(&mut *conn)
             .await?;
-    for m in months(tz, range) {
-        let (start, end) = m.bounds(tz);
-        sqlx::query(&format!(
-            "INSERT INTO insights_tasks (task_id, month, customer_id, team, outcome, duration_ms, cost_micros,
-                 charge_micros, ledger_until)
-             SELECT t.id, $1, t.customer_id, t.team, t.state,
-                    CASE WHEN t.finished_at > t.queued_at THEN (t.finished_at - t.queued_at) / 1000 ELSE 0 END,
-                    COALESCE((SELECT SUM(l.cost_micros) FROM llm_calls l WHERE l.task_id = t.id), 0),
-                    CASE WHEN t.state = 'succeeded' THEN COALESCE(t.charge_micros, 0) ELSE 0 END,
-                    COALESCE((SELECT MAX(l.created_at) FROM llm_calls l WHERE l.task_id = t.id), 0)
-             FROM tasks t WHERE {FINISHED} AND t.finished_at >= $2 AND t.finished_at < $3"
-        ))
-        .bind(m.to_string())
-        .bind(start)
-        .bind(end)
-        .execute(&mut *conn)
-        .await?;
-    }
+    let Some(month) = month_of(tz, "t.finished_at", range) else { return Ok(()) };
+    // Each task's ledger, summed once in one pass over the ledger's task index.
+    sqlx::query(&format!(
+        "INSERT INTO insights_tasks (task_id, month, customer_id, team, outcome, duration_ms, cost_micros,
+             charge_micros, ledger_until)
+         SELECT t.id, {month}, t.customer_id, t.team, t.state,
+                CASE WHEN t.finished_at > t.queued_at THEN (t.finished_at - t.queued_at) / 1000 ELSE 0 END,
+                COALESCE(l.cost, 0), CASE WHEN t.state = 'succeeded' THEN COALESCE(t.charge_micros, 0) ELSE 0 END,
+                COALESCE(l.until, 0)
+         FROM tasks t LEFT JOIN (SELECT task_id, SUM(cost_micros) AS cost, MAX(created_at) AS until FROM llm_calls
+                                 WHERE task_id IS NOT NULL GROUP BY task_id) l ON l.task_id = t.id
+         WHERE t.{FINISHED}"
+    ))
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(
         "INSERT INTO insights_usage (month, customer_id, team, tasks_completed, tasks_failed, cost_micros, charge_micros)
          SELECT month, customer_id, team, SUM(CASE WHEN outcome = 'succeeded' THEN 1 ELSE 0 END),
@@ -87,20 +94,15 @@ async fn revenue(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> 
         sqlx::query_as(&format!("SELECT MIN(occurred_at), MAX(occurred_at) FROM revenue_entries WHERE {KINDS}"))
             .fetch_one(&mut *conn)
             .await?;
-    for m in months(tz, range) {
-        let (start, end) = m.bounds(tz);
-        sqlx::query(&format!(
-            "INSERT INTO insights_revenue_seen (source_id, kind, month, customer_id, plan, amount_cents)
-             SELECT source_id, kind, $1, COALESCE(customer_id, ''),
-                    CASE WHEN kind = 'refund' THEN '' ELSE COALESCE(plan, '') END, amount_cents
-             FROM revenue_entries WHERE {KINDS} AND occurred_at >= $2 AND occurred_at < $3"
-        ))
-        .bind(m.to_string())
-        .bind(start)
-        .bind(end)
-        .execute(&mut *conn)
-        .await?;
-    }
+    let Some(month) = month_of(tz, "occurred_at", range) else { return Ok(()) };
+    sqlx::query(&format!(
+        "INSERT INTO insights_revenue_seen (source_id, kind, month, customer_id, plan, amount_cents)
+         SELECT source_id, kind, {month}, COALESCE(customer_id, ''),
+                CASE WHEN kind = 'refund' THEN '' ELSE COALESCE(plan, '') END, amount_cents
+         FROM revenue_entries WHERE {KINDS}"
+    ))
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(
         "INSERT INTO insights_revenue (month, customer_id, plan, subscription_cents, refunds_cents)
          SELECT month, customer_id, plan, SUM(CASE WHEN kind = 'invoice_paid' THEN amount_cents ELSE 0 END),
