@@ -116,9 +116,12 @@ async fn main() {
     let ctx =
         Ctx { db: db.clone(), catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()), clock: clock.clone() };
     let setup = Instant::now();
+    let mut rebuild = 0.0;
     if history > 0 {
         tasks(&db, 0, history, customers, false).await;
+        let started = Instant::now();
         usage::rebuild(&ctx).await.unwrap();
+        rebuild = started.elapsed().as_secs_f64();
     }
     tasks(&db, history, n, customers, true).await;
     let setup = setup.elapsed();
@@ -168,7 +171,7 @@ async fn main() {
     }
     println!(
         "{mode}: {n} completions in {took:.2} s = {:.0}/s (history {history} tasks, {customers} customers; \
-         setup {:.1} s; usage::month {read:.2} s)",
+         setup {:.1} s, of which usage::rebuild {rebuild:.1} s; usage::month {read:.2} s)",
         n as f64 / took,
         setup.as_secs_f64()
     );

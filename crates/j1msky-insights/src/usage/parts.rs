@@ -3,6 +3,12 @@
 //! is read from the source tables as they are now, compared with what was counted for it
 //! before (`insights_tasks`, `insights_revenue_seen`), and only the difference is
 //! applied, so handling an event twice, or out of order, changes nothing.
+//!
+//! What a task added per model is not stored: it is re-read as its ledger rows up to the
+//! newest one counted (`ledger_until`). That relies on the ledger being append-only and a
+//! task's rows being written before its end is (the worker commits each step's rows with
+//! the step); a row written later with an older time would be taken back without having
+//! been added, until `kpi rebuild`.
 
 use chrono_tz::Tz;
 use sqlx::{AnyConnection, Row};
@@ -221,8 +227,35 @@ async fn add_task(conn: &mut AnyConnection, p: &TaskPart, sign: i64) -> Result<(
     Ok(())
 }
 
+const STORE_TASK: &str = "INSERT INTO insights_tasks (task_id, month, customer_id, team, outcome, duration_ms,
+     cost_micros, charge_micros, ledger_until)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+async fn store_task(conn: &mut AnyConnection, sql: &str, key: &str, p: &TaskPart) -> Result<u64, InsightsError> {
+    let done = sqlx::query(sql)
+        .bind(key)
+        .bind(&p.month)
+        .bind(&p.customer)
+        .bind(&p.team)
+        .bind(&p.outcome)
+        .bind(p.duration_ms)
+        .bind(p.cost())
+        .bind(p.charge_micros)
+        .bind(p.ledger_until)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// Brings the rollups in line with `now` for the task (or API day) `key`.
 pub async fn settle_task(conn: &mut AnyConnection, key: &str, now: Option<TaskPart>) -> Result<(), InsightsError> {
+    // The common case, a task counted for the first time, in one statement less.
+    if let Some(p) = &now {
+        let sql = format!("{STORE_TASK} ON CONFLICT (task_id) DO NOTHING");
+        if store_task(conn, &sql, key, p).await? == 1 {
+            return add_task(conn, p, 1).await;
+        }
+    }
     let before = task_counted(conn, key).await?;
     if before == now {
         return Ok(());
@@ -233,26 +266,13 @@ pub async fn settle_task(conn: &mut AnyConnection, key: &str, now: Option<TaskPa
     match &now {
         Some(p) => {
             add_task(conn, p, 1).await?;
-            sqlx::query(
-                "INSERT INTO insights_tasks (task_id, month, customer_id, team, outcome, duration_ms, cost_micros,
-                     charge_micros, ledger_until)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (task_id) DO UPDATE SET month = excluded.month, customer_id = excluded.customer_id,
-                     team = excluded.team, outcome = excluded.outcome, duration_ms = excluded.duration_ms,
-                     cost_micros = excluded.cost_micros, charge_micros = excluded.charge_micros,
-                     ledger_until = excluded.ledger_until",
-            )
-            .bind(key)
-            .bind(&p.month)
-            .bind(&p.customer)
-            .bind(&p.team)
-            .bind(&p.outcome)
-            .bind(p.duration_ms)
-            .bind(p.cost())
-            .bind(p.charge_micros)
-            .bind(p.ledger_until)
-            .execute(&mut *conn)
-            .await?;
+            let sql = format!(
+                "{STORE_TASK} ON CONFLICT (task_id) DO UPDATE SET month = excluded.month,
+                     customer_id = excluded.customer_id, team = excluded.team, outcome = excluded.outcome,
+                     duration_ms = excluded.duration_ms, cost_micros = excluded.cost_micros,
+                     charge_micros = excluded.charge_micros, ledger_until = excluded.ledger_until"
+            );
+            store_task(conn, &sql, key, p).await?;
         }
         None => {
             sqlx::query("DELETE FROM insights_tasks WHERE task_id = $1").bind(key).execute(&mut *conn).await?;
