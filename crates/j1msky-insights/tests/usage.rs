@@ -361,8 +361,12 @@ async fn the_month_matches_the_hand_computed_figures_from_the_consumer_and_the_r
     // Per model, `tasks` counts ledger calls: 11 (Bolt) + 1 (Dud).
     assert_eq!(row(&u.by_model, "claude-opus"), (59_500_000, 61_100_000, -1_600_000, 12));
     assert_eq!(row(&u.by_model, "kimi-k2.5").3, 3);
-    assert_eq!(row(&u.by_model, "kimi-k2.5").0, 15_525_000);
-    assert_eq!(row(&u.by_model, "claude-sonnet").0, 36_225_000 + 17_250_000);
+    // Acme's 9,900 ¢ over its pairs in (team, model) order, by cost (code/sonnet 42,000,
+    // code/kimi 18,000, content/sonnet 20,000 of 80,000): ⌊9,900·42/80⌋ = 5,197, then
+    // ⌊9,900·60/80⌋ − 5,197 = 2,228, then 9,900 − 7,425 = 2,475; the 3,000 ¢ refund:
+    // 1,575, 675, 750.
+    assert_eq!(row(&u.by_model, "kimi-k2.5").0, (2_228 - 675) * 10_000);
+    assert_eq!(row(&u.by_model, "claude-sonnet").0, (5_197 - 1_575 + 2_475 - 750) * 10_000);
 
     // Nearest rank: code [60, 90, 300] s; research 10..110 s (6th and 10th).
     assert_eq!(
@@ -532,9 +536,9 @@ async fn a_metered_day_of_direct_api_calls_is_pay_per_task_revenue_of_team_api()
     assert_eq!((u.usage_revenue_cents, u.revenue_micros, u.model_cost_micros), (2, 20_000, 4_000));
     assert_eq!((u.tasks_completed, u.cost_per_completed_task_micros), (0, None), "API calls are no tasks");
     assert_eq!(keys(&u.by_team), vec!["api"]);
-    // 20,000 split 3 : 1 by cost between kimi and sonnet.
-    assert_eq!(row(&u.by_model, "kimi-k2.5"), (15_000, 3_000, 12_000, 1));
-    assert_eq!(row(&u.by_model, "claude-sonnet"), (5_000, 1_000, 4_000, 1));
+    // The 2 ¢ split by cost in model order: sonnet (1,000 of 4,000) ⌊2·1/4⌋ = 0 ¢, kimi 2 ¢.
+    assert_eq!(row(&u.by_model, "kimi-k2.5"), (20_000, 3_000, 17_000, 1));
+    assert_eq!(row(&u.by_model, "claude-sonnet"), (0, 1_000, -1_000, 1));
     let by_consumer = snapshot(&f.ctx.db).await;
     usage::rebuild(&f.ctx).await.unwrap();
     assert_eq!(snapshot(&f.ctx.db).await, by_consumer);

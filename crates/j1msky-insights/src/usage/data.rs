@@ -149,23 +149,15 @@ pub async fn load(ctx: &Ctx, month: Month, filter: &Filter) -> Result<MonthData,
     Ok(data)
 }
 
-/// Splits `amount` in proportion to `weights` (all ≥ 0, sum > 0) so the parts add up to
-/// `amount` exactly: part k is ⌊amount·W≤k / W⌋ − ⌊amount·W<k / W⌋.
-pub fn split(amount: i64, weights: &[i64]) -> Vec<i64> {
-    let total: i128 = weights.iter().map(|w| i128::from(*w)).sum();
+/// Share k of `amount` split by `weights` in key order (`before` = the weights before k,
+/// `total` = all of them): ⌊A·(before + w)/W⌋ − ⌊A·before/W⌋, division truncating as SQL's
+/// does, so the shares add up to `amount` exactly and SQL computes the same.
+pub fn share(amount: i64, before: i64, weight: i64, total: i64) -> i64 {
     if total == 0 {
-        return weights.iter().map(|_| 0).collect();
+        return 0;
     }
-    let mut out = Vec::with_capacity(weights.len());
-    let mut cumulative: i128 = 0;
-    let mut given: i128 = 0;
-    for w in weights {
-        cumulative += i128::from(*w);
-        let upto = (i128::from(amount) * cumulative).div_euclid(total);
-        out.push(i64::try_from(upto - given).unwrap_or(0));
-        given = upto;
-    }
-    out
+    let (a, b, w, t) = (i128::from(amount), i128::from(before), i128::from(weight), i128::from(total));
+    i64::try_from(a * (b + w) / t - a * b / t).unwrap_or(0)
 }
 
 /// One piece of the month: a customer's team's model, with its revenue share.
@@ -180,7 +172,7 @@ pub struct Piece {
     pub refunds_micros: i64,
     pub charge_micros: i64,
     pub cost_micros: i64,
-    /// Completed tasks (on the team's first piece only, so sums count each task once).
+    /// Completed tasks (only on a team's task-count piece, model `""`).
     pub completed: i64,
     pub failed: i64,
     /// Ledger calls on the piece's model.
@@ -193,63 +185,78 @@ impl Piece {
     }
 }
 
-/// Every piece of the month after the split rule, narrowed to `team` when given.
+/// Every piece of the month after the split rule, narrowed to `team` when given. The
+/// customer's subscription revenue and refunds (cents) are split over its (team, model)
+/// pairs with cost, in (team, model) order, by cost; each team's pay-per-task charges over
+/// the team's models by cost, in cents, the sub-cent rest on its last model. Task counts
+/// ride on pieces of model `""` (no revenue, no cost). `sql::PIECES` is the same in SQL.
 pub fn pieces(data: &MonthData, team: Option<&str>) -> Vec<Piece> {
     let mut out = Vec::new();
     for (id, c) in &data.customers {
-        let mut teams: Vec<(&str, &TeamUse)> = c.teams.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let empty = TeamUse::default();
-        let no_cost = teams.iter().all(|(_, t)| t.cost_micros <= 0);
-        if no_cost {
-            teams.push((UNATTRIBUTED, &empty));
-        }
-        let weights: Vec<i64> = teams
+        let piece = |team: &str, model: &str| Piece {
+            customer: id.clone(),
+            team: team.to_string(),
+            model: model.to_string(),
+            ..Piece::default()
+        };
+        let pairs: Vec<(&str, &str, &ModelUse)> = c
+            .teams
             .iter()
-            .map(|(name, t)| if no_cost { i64::from(*name == UNATTRIBUTED) } else { t.cost_micros.max(0) })
+            .flat_map(|(t, u)| u.models.iter().map(move |(m, mu)| (t.as_str(), m.as_str(), mu)))
+            .filter(|(_, _, u)| u.cost_micros > 0)
             .collect();
-        let subs = split(c.subscription_total_cents() * CENT, &weights);
-        let refunds = split(c.refunds_cents * CENT, &weights);
-        for (k, (name, t)) in teams.iter().enumerate() {
-            if team.is_some_and(|want| want != *name) {
-                continue;
-            }
-            let models: Vec<(&str, &ModelUse)> = t.models.iter().map(|(k, v)| (k.as_str(), v)).collect();
-            let mweights: Vec<i64> = models.iter().map(|(_, u)| u.cost_micros.max(0)).collect();
-            let mut piece = Piece {
-                customer: id.clone(),
-                team: (*name).to_string(),
-                completed: t.completed,
-                failed: t.failed,
-                ..Piece::default()
-            };
-            if mweights.iter().all(|w| *w == 0) {
-                // No cost to split by: the team's revenue is one model-less piece.
-                piece.model = UNATTRIBUTED.into();
-                piece.subscription_micros = subs[k];
-                piece.refunds_micros = refunds[k];
-                piece.charge_micros = t.charge_micros;
-                piece.cost_micros = t.cost_micros;
-                out.push(piece);
-                continue;
-            }
-            let s = split(subs[k], &mweights);
-            let r = split(refunds[k], &mweights);
-            let ch = split(t.charge_micros, &mweights);
-            for (j, (model, u)) in models.iter().enumerate() {
-                let mut p = piece.clone();
-                if j > 0 {
-                    p.completed = 0;
-                    p.failed = 0;
+        let (sub, refunds) = (c.subscription_total_cents(), c.refunds_cents);
+        let total: i64 = pairs.iter().map(|p| p.2.cost_micros).sum();
+        if pairs.is_empty() && (sub != 0 || refunds != 0) {
+            let mut p = piece(UNATTRIBUTED, UNATTRIBUTED);
+            p.subscription_micros = sub * CENT;
+            p.refunds_micros = refunds * CENT;
+            out.push(p);
+        }
+        let pair_start = out.len();
+        let mut before = 0;
+        for (t, m, u) in &pairs {
+            let mut p = piece(t, m);
+            p.subscription_micros = share(sub, before, u.cost_micros, total) * CENT;
+            p.refunds_micros = share(refunds, before, u.cost_micros, total) * CENT;
+            p.cost_micros = u.cost_micros;
+            p.calls = u.calls;
+            before += u.cost_micros;
+            out.push(p);
+        }
+        for (t, use_) in &c.teams {
+            let charge = use_.charge_micros;
+            let pair_end = pair_start + pairs.len();
+            let team_pieces: Vec<usize> = (pair_start..pair_end).filter(|&i| out[i].team == *t).collect();
+            if team_pieces.is_empty() {
+                if charge != 0 {
+                    let mut p = piece(t, UNATTRIBUTED);
+                    p.charge_micros = charge;
+                    out.push(p);
                 }
-                p.model = (*model).to_string();
-                p.subscription_micros = s[j];
-                p.refunds_micros = r[j];
-                p.charge_micros = ch[j];
-                p.cost_micros = u.cost_micros;
-                p.calls = u.calls;
+            } else {
+                let (cents, rest) = (charge / CENT, charge % CENT);
+                let team_total: i64 = team_pieces.iter().map(|&i| out[i].cost_micros).sum();
+                let mut before = 0;
+                for (n, &i) in team_pieces.iter().enumerate() {
+                    let w = out[i].cost_micros;
+                    out[i].charge_micros = share(cents, before, w, team_total) * CENT;
+                    if n + 1 == team_pieces.len() {
+                        out[i].charge_micros += rest;
+                    }
+                    before += w;
+                }
+            }
+            if use_.completed != 0 || use_.failed != 0 {
+                let mut p = piece(t, "");
+                p.completed = use_.completed;
+                p.failed = use_.failed;
                 out.push(p);
             }
         }
+    }
+    if let Some(want) = team {
+        out.retain(|p| p.team == want);
     }
     out
 }
@@ -266,6 +273,9 @@ pub fn rows(
     let mut by: BTreeMap<String, MarginRow> = BTreeMap::new();
     for p in pieces {
         let k = key(p);
+        if k.is_empty() && calls {
+            continue; // per model, the task-count pieces are no model
+        }
         let row = by.entry(k.clone()).or_insert_with(|| MarginRow { label: label(&k), key: k, ..MarginRow::default() });
         row.revenue_micros += p.revenue();
         row.cost_micros += p.cost_micros;
