@@ -75,7 +75,7 @@ pub async fn review(ctx: &Ctx, at: i64) -> Result<Evening, InsightsError> {
     let by_team = as_rows(spend(Group::Team).await?);
     let month = Month::of(tz, at);
     let filter = Filter::default();
-    let by_customer = crate::usage::compute(&data::load(ctx, month, &filter).await?, &filter).by_customer;
+    let by_customer = crate::usage::by_customer(ctx, month, &filter).await?;
     Ok(Evening {
         start,
         end,

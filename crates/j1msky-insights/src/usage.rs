@@ -5,13 +5,14 @@
 
 use sqlx::Row;
 
-use crate::kpis::{Behind, Filter, TeamTimes, Usage};
+use crate::kpis::{Behind, Filter, MarginRow, TeamTimes, Usage};
 use crate::{Ctx, InsightsError, Month};
 
 mod consumer;
 pub mod data;
 pub mod parts;
 mod rebuild;
+mod sql;
 
 pub use consumer::{on_event, CONSUMER, KINDS};
 
@@ -46,17 +47,25 @@ pub fn check_filter(ctx: &Ctx, filter: &Filter) -> Result<(), InsightsError> {
     Ok(())
 }
 
-/// Revenue, cost, margins and task outcomes of `month`.
+/// Revenue, cost, margins and task outcomes of `month`, grouped in the database.
 pub async fn month(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Usage, InsightsError> {
     check_filter(ctx, filter)?;
-    let data = data::load(ctx, month, filter).await?;
-    let mut usage = compute(&data, filter);
+    let (pieces, plans) = sql::by_team_model_and_plan(ctx, month, filter).await?;
+    let worst = sql::worst_customers(ctx, month, filter, CUSTOMER_ROWS).await?;
+    let by_plan = data::rows(&plans, |p| p.customer.clone(), label, false);
+    let mut usage = assemble(&pieces, by_plan, worst.into_iter().map(|(row, _)| row).collect());
     usage.completion = completion(ctx, month, filter).await?;
     Ok(usage)
 }
 
-/// The month's numbers from its data (everything but the completion times), with the
-/// first [`CUSTOMER_ROWS`] customers.
+/// Each customer's margin in `month`, lowest first, at most [`CUSTOMER_ROWS`].
+pub async fn by_customer(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Vec<MarginRow>, InsightsError> {
+    check_filter(ctx, filter)?;
+    Ok(sql::worst_customers(ctx, month, filter, CUSTOMER_ROWS).await?.into_iter().map(|(row, _)| row).collect())
+}
+
+/// The month's numbers from data in memory (everything but the completion times), with
+/// the first [`CUSTOMER_ROWS`] customers: what the what-if reprices.
 pub fn compute(data: &data::MonthData, filter: &Filter) -> Usage {
     let mut usage = compute_all(data, filter);
     usage.by_customer.truncate(CUSTOMER_ROWS);
@@ -66,6 +75,15 @@ pub fn compute(data: &data::MonthData, filter: &Filter) -> Usage {
 /// [`compute`] with every customer.
 pub fn compute_all(data: &data::MonthData, filter: &Filter) -> Usage {
     let pieces = data::pieces(data, filter.team.as_deref());
+    let label_of = |id: &str| data.customers.get(id).map(|c| c.name.clone()).filter(|n| !n.is_empty());
+    let by_customer = data::rows(&pieces, |p| p.customer.clone(), |k| label_of(k).unwrap_or_else(|| label(k)), false);
+    let plan_of = |p: &data::Piece| data.customers.get(&p.customer).map(|c| c.plan.clone()).unwrap_or_default();
+    let by_plan = data::rows(&pieces, plan_of, label, false);
+    assemble(&pieces, by_plan, by_customer)
+}
+
+/// Totals, teams and models from `pieces` (of any grouping finer than team and model).
+fn assemble(pieces: &[data::Piece], by_plan: Vec<MarginRow>, by_customer: Vec<MarginRow>) -> Usage {
     let sum = |f: fn(&data::Piece) -> i64| pieces.iter().map(f).sum::<i64>();
     let subscription = sum(|p| p.subscription_micros);
     let refunds = sum(|p| p.refunds_micros);
@@ -77,9 +95,6 @@ pub fn compute_all(data: &data::MonthData, filter: &Filter) -> Usage {
     let task_cost: i64 = pieces.iter().filter(|p| p.team != parts::API_TEAM).map(|p| p.cost_micros).sum();
     let revenue = subscription + charges - refunds;
     let margin = revenue - cost;
-    let label_of = |id: &str| data.customers.get(id).map(|c| c.name.clone()).filter(|n| !n.is_empty());
-    let by_customer = data::rows(&pieces, |p| p.customer.clone(), |k| label_of(k).unwrap_or_else(|| label(k)), false);
-    let plan_of = |p: &data::Piece| data.customers.get(&p.customer).map(|c| c.plan.clone()).unwrap_or_default();
     Usage {
         subscription_revenue_cents: subscription / data::CENT,
         usage_revenue_cents: charges / data::CENT,
@@ -95,9 +110,9 @@ pub fn compute_all(data: &data::MonthData, filter: &Filter) -> Usage {
         success_rate_bp: data::bp(completed, completed + failed),
         cost_per_completed_task_micros: (completed > 0).then(|| task_cost / completed),
         by_customer,
-        by_plan: data::rows(&pieces, plan_of, label, false),
-        by_team: data::rows(&pieces, |p| p.team.clone(), label, false),
-        by_model: data::rows(&pieces, |p| p.model.clone(), label, true),
+        by_plan,
+        by_team: data::rows(pieces, |p| p.team.clone(), label, false),
+        by_model: data::rows(pieces, |p| p.model.clone(), label, true),
         completion: Vec::new(),
     }
 }
@@ -165,20 +180,15 @@ pub async fn completion(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Vec<
 /// [`CUSTOMER_ROWS`].
 pub async fn behind_margin(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Vec<Behind>, InsightsError> {
     check_filter(ctx, filter)?;
-    let data = data::load(ctx, month, filter).await?;
-    let usage = compute(&data, filter);
-    Ok(usage
-        .by_customer
+    let worst = sql::worst_customers(ctx, month, filter, CUSTOMER_ROWS).await?;
+    Ok(worst
         .into_iter()
-        .map(|r| {
-            let plan = data.customers.get(&r.key).map(|c| c.plan.clone());
-            Behind {
-                detail: format!("revenue {} µ$, model cost {} µ$", r.revenue_micros, r.cost_micros),
-                customer_id: r.key,
-                name: r.label,
-                plan,
-                value: r.margin_micros,
-            }
+        .map(|(r, plan)| Behind {
+            detail: format!("revenue {} µ$, model cost {} µ$", r.revenue_micros, r.cost_micros),
+            customer_id: r.key,
+            name: r.label,
+            plan: Some(plan),
+            value: r.margin_micros,
         })
         .collect())
 }

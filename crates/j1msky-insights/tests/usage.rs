@@ -47,7 +47,7 @@ use j1msky_db::consumers::{self, Runner};
 use j1msky_db::testing::TestDb;
 use j1msky_db::{outbox, Db};
 use j1msky_insights::evening::{self, Scenario};
-use j1msky_insights::kpis::{Filter, MarginRow, TeamTimes};
+use j1msky_insights::kpis::{Filter, MarginRow, TeamTimes, Usage};
 use j1msky_insights::{usage, Ctx, Month};
 use serde_json::json;
 
@@ -307,6 +307,14 @@ async fn snapshot(db: &Db) -> Vec<String> {
     out
 }
 
+/// The board's numbers (grouped in SQL) are the what-if's (computed in memory) to the
+/// micro-dollar.
+async fn same_in_sql_and_in_memory(ctx: &Ctx, filter: &Filter) {
+    let in_sql = usage::month(ctx, NOV, filter).await.unwrap();
+    let in_memory = usage::compute(&usage::data::load(ctx, NOV, filter).await.unwrap(), filter);
+    assert_eq!(Usage { completion: Vec::new(), ..in_sql }, in_memory);
+}
+
 fn row(rows: &[MarginRow], key: &str) -> (i64, i64, i64, i64) {
     let r = rows.iter().find(|r| r.key == key).unwrap_or_else(|| panic!("no row {key} in {rows:?}"));
     (r.revenue_micros, r.cost_micros, r.margin_micros, r.tasks)
@@ -378,6 +386,8 @@ async fn the_month_matches_the_hand_computed_figures_from_the_consumer_and_the_r
         ]
     );
 
+    same_in_sql_and_in_memory(&f.ctx, &all).await;
+
     let behind = usage::behind_margin(&f.ctx, NOV, &all).await.unwrap();
     assert_eq!(behind[0].customer_id, f.dud);
     assert_eq!(behind[0].value, -11_000_000);
@@ -415,7 +425,9 @@ async fn filters_narrow_to_a_team_and_a_plan() {
     assert_eq!(keys(&u.by_team), vec!["code"]);
     assert_eq!(u.completion.len(), 1);
 
+    same_in_sql_and_in_memory(&f.ctx, &code).await;
     let starter = Filter { plan: Some("starter".into()), team: None };
+    same_in_sql_and_in_memory(&f.ctx, &starter).await;
     let u = usage::month(&f.ctx, NOV, &starter).await.unwrap();
     assert_eq!(u.revenue_micros, 98_000_000);
     assert_eq!(u.model_cost_micros, 60_000_000);
@@ -536,6 +548,7 @@ async fn a_metered_day_of_direct_api_calls_is_pay_per_task_revenue_of_team_api()
     assert_eq!((u.usage_revenue_cents, u.revenue_micros, u.model_cost_micros), (2, 20_000, 4_000));
     assert_eq!((u.tasks_completed, u.cost_per_completed_task_micros), (0, None), "API calls are no tasks");
     assert_eq!(keys(&u.by_team), vec!["api"]);
+    same_in_sql_and_in_memory(&f.ctx, &Filter::default()).await;
     // The 2 ¢ split by cost in model order: sonnet (1,000 of 4,000) ⌊2·1/4⌋ = 0 ¢, kimi 2 ¢.
     assert_eq!(row(&u.by_model, "kimi-k2.5"), (20_000, 3_000, 17_000, 1));
     assert_eq!(row(&u.by_model, "claude-sonnet"), (0, 1_000, -1_000, 1));
