@@ -2,11 +2,10 @@
 //! reprices this same data and runs the same computation, so actual and would-have
 //! numbers cannot follow different rules.
 //!
-//! The split rule (`docs/KPIS.md`): a customer's subscription revenue and refunds of the
-//! month are shared among its teams in proportion to their model cost, and each team's
-//! revenue (its share plus its pay-per-task charges) among the team's models in
-//! proportion to their cost. Without cost, the share goes to `unattributed`. Shares are
-//! exact: the cumulative-floor split hands out every micro-dollar.
+//! The split rule (`docs/KPIS.md`, and [`pieces`]): a customer's subscription revenue and
+//! refunds of the month are shared among its (team, model) pairs by model cost; a team's
+//! pay-per-task charges among its models by cost. Without cost, a share goes to
+//! `unattributed`. Shares are exact: the cumulative split hands out every cent.
 
 use std::collections::BTreeMap;
 
