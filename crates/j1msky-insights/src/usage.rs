@@ -50,9 +50,9 @@ pub fn check_filter(ctx: &Ctx, filter: &Filter) -> Result<(), InsightsError> {
 /// Revenue, cost, margins and task outcomes of `month`, grouped in the database.
 pub async fn month(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Usage, InsightsError> {
     check_filter(ctx, filter)?;
-    let (pieces, plans) = sql::by_team_model_and_plan(ctx, month, filter).await?;
+    let pieces = sql::by_team_model_plan(ctx, month, filter).await?;
     let worst = sql::worst_customers(ctx, month, filter, CUSTOMER_ROWS).await?;
-    let by_plan = data::rows(&plans, |p| p.customer.clone(), label, false);
+    let by_plan = data::rows(&pieces, |p| p.customer.clone(), label, false);
     let mut usage = assemble(&pieces, by_plan, worst.into_iter().map(|(row, _)| row).collect());
     usage.completion = completion(ctx, month, filter).await?;
     Ok(usage)

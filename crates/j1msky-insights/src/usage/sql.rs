@@ -88,18 +88,14 @@ async fn grouped(
     Ok(out)
 }
 
-/// The month's pieces summed per (team, model), and per plan as pieces keyed by plan
-/// (in `customer`).
-pub async fn by_team_model_and_plan(
-    ctx: &Ctx,
-    month: Month,
-    filter: &Filter,
-) -> Result<(Vec<Piece>, Vec<Piece>), InsightsError> {
-    let tm = grouped(ctx, month, filter, "team, model", "team, model", "", 2).await?;
-    let tm = tm.into_iter().map(|(k, p)| Piece { team: k[0].clone(), model: k[1].clone(), ..p }).collect();
-    let plans = grouped(ctx, month, filter, "plan", "plan", "", 1).await?;
-    let plans = plans.into_iter().map(|(k, p)| Piece { customer: k[0].clone(), ..p }).collect();
-    Ok((tm, plans))
+/// The month's pieces summed per (team, model, plan), the plan in `customer`: one pass
+/// gives the totals, the teams, the models and the plans.
+pub async fn by_team_model_plan(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Vec<Piece>, InsightsError> {
+    let rows = grouped(ctx, month, filter, "team, model, plan", "team, model, plan", "", 3).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(k, p)| Piece { team: k[0].clone(), model: k[1].clone(), customer: k[2].clone(), ..p })
+        .collect())
 }
 
 /// The `limit` customers with the lowest margin in the month (ties by id).
