@@ -20,7 +20,8 @@ rv AS (SELECT customer_id, CAST(SUM(subscription_cents) AS BIGINT) AS s, CAST(SU
 us AS (SELECT customer_id, team, charge_micros AS ch, tasks_completed AS done, tasks_failed AS failed
        FROM insights_usage WHERE month = $1),
 w AS (SELECT mc.customer_id, mc.team, mc.model, mc.cost, mc.calls, COALESCE(rv.s, 0) AS s, COALESCE(rv.f, 0) AS f,
-             COALESCE(us.ch, 0) / 10000 AS chc, COALESCE(us.ch, 0) - COALESCE(us.ch, 0) / 10000 * 10000 AS rem,
+             COALESCE(iu.charge_micros, 0) / 10000 AS chc,
+             COALESCE(iu.charge_micros, 0) - COALESCE(iu.charge_micros, 0) / 10000 * 10000 AS rem,
              CAST(SUM(mc.cost) OVER (PARTITION BY mc.customer_id ORDER BY mc.team, mc.model
                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS BIGINT) AS cc,
              CAST(SUM(mc.cost) OVER (PARTITION BY mc.customer_id) AS BIGINT) AS tc,
@@ -28,7 +29,8 @@ w AS (SELECT mc.customer_id, mc.team, mc.model, mc.cost, mc.calls, COALESCE(rv.s
                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS BIGINT) AS ct,
              CAST(SUM(mc.cost) OVER (PARTITION BY mc.customer_id, mc.team) AS BIGINT) AS tt
       FROM mc LEFT JOIN rv ON rv.customer_id = mc.customer_id
-              LEFT JOIN us ON us.customer_id = mc.customer_id AND us.team = mc.team),
+              LEFT JOIN insights_usage iu ON iu.month = $1 AND iu.customer_id = mc.customer_id
+                                          AND iu.team = mc.team),
 p AS (SELECT customer_id, team, model, cost, calls,
              (s * cc / tc - s * (cc - cost) / tc) * 10000 AS sub,
              (f * cc / tc - f * (cc - cost) / tc) * 10000 AS ref,
@@ -37,10 +39,12 @@ p AS (SELECT customer_id, team, model, cost, calls,
       FROM w
       UNION ALL
       SELECT customer_id, 'unattributed', 'unattributed', 0, 0, s * 10000, f * 10000, 0, 0, 0 FROM rv
-      WHERE (s <> 0 OR f <> 0) AND NOT EXISTS (SELECT 1 FROM mc WHERE mc.customer_id = rv.customer_id)
+      WHERE (s <> 0 OR f <> 0) AND NOT EXISTS (SELECT 1 FROM insights_model_cost x WHERE x.month = $1
+                                                 AND x.customer_id = rv.customer_id AND x.cost_micros > 0)
       UNION ALL
       SELECT customer_id, team, 'unattributed', 0, 0, 0, 0, ch, 0, 0 FROM us
-      WHERE ch <> 0 AND NOT EXISTS (SELECT 1 FROM mc WHERE mc.customer_id = us.customer_id AND mc.team = us.team)
+      WHERE ch <> 0 AND NOT EXISTS (SELECT 1 FROM insights_model_cost x WHERE x.month = $1
+                                    AND x.customer_id = us.customer_id AND x.team = us.team AND x.cost_micros > 0)
       UNION ALL
       SELECT customer_id, team, '', 0, 0, 0, 0, 0, done, failed FROM us WHERE done <> 0 OR failed <> 0),
 pc AS (SELECT p.*, c.name AS name,
