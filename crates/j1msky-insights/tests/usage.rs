@@ -607,3 +607,39 @@ async fn months_are_the_business_zones_in_the_consumer_and_the_rebuild() {
     usage::rebuild(&f.ctx).await.unwrap();
     assert_eq!(snapshot(&f.ctx.db).await, by_consumer, "three months: the rebuild and the consumer disagree");
 }
+
+#[tokio::test]
+async fn revenue_billing_has_not_linked_yet_is_unattributed_until_a_rebuild() {
+    let t = TestDb::new().await;
+    let db = t.db.clone();
+    let clock = Arc::new(ManualClock::new(at(28, 12)));
+    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).unwrap());
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: clock.clone() };
+    let input =
+        NewCustomer { name: "Late".into(), stage: Some(Stage::Active), plan: Some("pro".into()), ..Default::default() };
+    let late = customers::create(&db, &catalogue, &j1msky_audit::Actor::cli(), input, at(1, 0)).await.unwrap().id;
+    // Stripe's invoice arrives before the checkout that links cus_L to our customer.
+    let d15 = at(15, 9);
+    stripe(&db, &catalogue, "evt_l", "invoice.paid", d15, invoice("in_L", "cus_L", d15, vec![plan_line("pro", 9_900)]))
+        .await;
+    let f =
+        Fixture { ctx, clock, acme: late.clone(), bolt: String::new(), cold: String::new(), dud: String::new(), _t: t };
+    catch_up(&f).await;
+    let all = Filter::default();
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!((u.subscription_revenue_cents, keys(&u.by_customer)), (9_900, vec![""]));
+    assert_eq!((u.by_customer[0].label.as_str(), keys(&u.by_plan)), ("unattributed", vec!["unattributed"]));
+
+    // The link, and what billing's applier then does to the entries that came first.
+    let mut tx = db.begin().await.unwrap();
+    assert!(j1msky_accounts::customer_links::link_stripe(&mut tx, &late, "cus_L", d15).await.unwrap());
+    sqlx::query("UPDATE revenue_entries SET customer_id = $1 WHERE stripe_customer_id = 'cus_L'")
+        .bind(&late)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    usage::rebuild(&f.ctx).await.unwrap();
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!((keys(&u.by_customer), keys(&u.by_plan)), (vec![late.as_str()], vec!["pro"]));
+}
