@@ -292,3 +292,39 @@ async fn an_idle_runner_polls_without_writing_and_wakes_for_new_events() {
     assert_eq!(effects(&t.db).await, vec![(first[0], 1), (next[0], 1)]);
     assert_eq!(cursor_of(&t.db, "idle").await, next[0]);
 }
+
+#[tokio::test]
+async fn a_batched_consumer_handles_a_round_in_one_transaction_and_a_failure_falls_back_to_one_by_one() {
+    let t = setup().await;
+    let wanted = emit(&t.db, Kind::TaskSubmitted, 4).await;
+    emit(&t.db, Kind::TaskStarted, 2).await;
+    let handler = Recorder::default();
+    let c = consumer("batched", OnFailure::SkipAndPark, handler.clone()).batched();
+    assert!(c.batched);
+    assert!(!consumer("b2", OnFailure::Block, handler.clone()).batched().batched, "only skip-and-park batches");
+    let runner = Runner::new("a");
+    let clock = ManualClock::new(10 * SEC);
+    let p = consumers::run_once(&t.db, &runner, std::slice::from_ref(&c), &clock).await.expect("run");
+    assert_eq!((p.handled, p.failed, p.passed), (4, 0, 2));
+    assert_eq!(effects(&t.db).await, wanted.iter().map(|s| (*s, 1)).collect::<Vec<_>>());
+    assert_eq!(cursor_of(&t.db, "batched").await, wanted[3] + 2);
+
+    // A failing event in the next round: the round is rolled back and redone one by one,
+    // so the others are handled once and the failure is recorded against its own event.
+    let more = emit(&t.db, Kind::TaskSubmitted, 3).await;
+    handler.failing.lock().expect("lock").insert(more[1]);
+    let p = consumers::run_once(&t.db, &runner, std::slice::from_ref(&c), &clock).await.expect("run");
+    assert_eq!((p.handled, p.failed), (2, 1));
+    let fails = consumers::failures(&t.db, false, 10).await.expect("failures");
+    assert_eq!(fails.iter().map(|f| f.seq).collect::<Vec<_>>(), vec![more[1]]);
+    let seen: Vec<i64> = effects(&t.db).await.into_iter().map(|(s, n)| if n == 1 { s } else { -s }).collect();
+    assert_eq!(seen, [&wanted[..], &[more[0], more[2]]].concat(), "each handled exactly once");
+    assert_eq!(cursor_of(&t.db, "batched").await, more[2]);
+
+    // Its retry succeeds once the handler does.
+    handler.failing.lock().expect("lock").clear();
+    clock.advance_secs(60);
+    let p = consumers::run_once(&t.db, &runner, std::slice::from_ref(&c), &clock).await.expect("run");
+    assert_eq!(p.handled, 1);
+    assert!(consumers::failures(&t.db, false, 10).await.expect("failures").is_empty());
+}

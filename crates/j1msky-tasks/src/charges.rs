@@ -197,3 +197,14 @@ pub async fn set_invoice_status(
         .await?;
     Ok(())
 }
+
+/// Every charge for a day of direct API calls: (customer, `YYYY-MM-DD`, amount in
+/// micro-USD), by customer and day (the insights rebuild reads them).
+pub async fn api_days(db: &Db) -> Result<Vec<(String, String, i64)>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT customer_id, api_day, amount_micros FROM usage_charges WHERE api_day IS NOT NULL
+         ORDER BY customer_id, api_day",
+    )
+    .fetch_all(db.pool())
+    .await?)
+}

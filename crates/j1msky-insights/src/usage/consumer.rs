@@ -1,0 +1,66 @@
+//! The consumer `insights.usage`: each task outcome, metered API day, paid invoice and
+//! refund settles its source's contribution to the rollups, inside the consumer's
+//! transaction (so each event's effect commits once with the cursor).
+
+use chrono_tz::Tz;
+use j1msky_core::events::{Kind, Typed};
+use j1msky_db::consumers::{Consumer, Handled, Handler, HandlerError, OnFailure};
+use j1msky_db::outbox::Event;
+use j1msky_db::Backend;
+use sqlx::AnyConnection;
+
+use super::parts;
+use crate::InsightsError;
+
+/// The consumer's name (its cursor in `consumer_cursors`).
+pub const CONSUMER: &str = "insights.usage";
+
+/// The kinds it reads.
+pub const KINDS: &[Kind] = &[
+    Kind::TaskSucceeded,
+    Kind::TaskFailed,
+    Kind::TaskCancelled,
+    Kind::TaskRetried,
+    Kind::UsageApiMetered,
+    Kind::InvoicePaid,
+    Kind::ChargeRefunded,
+];
+
+pub fn consumer(tz: Tz) -> Consumer {
+    // Small frequent rollup writes: a round of events commits once.
+    Consumer::new(CONSUMER, KINDS, OnFailure::SkipAndPark, OnEvent { tz }).batched()
+}
+
+struct OnEvent {
+    tz: Tz,
+}
+
+impl Handler for OnEvent {
+    fn handle<'a>(&'a self, conn: &'a mut AnyConnection, _: Backend, event: &'a Event, _: i64) -> Handled<'a> {
+        Box::pin(async move { on_event(conn, self.tz, event).await.map_err(|e| Box::new(e) as HandlerError) })
+    }
+}
+
+/// Settles what `event` is about (what the consumer runs for each event).
+pub async fn on_event(conn: &mut AnyConnection, tz: Tz, event: &Event) -> Result<(), InsightsError> {
+    let Some(typed) = event.typed() else { return Ok(()) };
+    match typed {
+        Typed::TaskSucceeded(p) => task(conn, tz, &p.task_id).await,
+        Typed::TaskFailed(p) => task(conn, tz, &p.task_id).await,
+        Typed::TaskCancelled(p) => task(conn, tz, &p.task_id).await,
+        Typed::TaskRetried(p) => task(conn, tz, &p.task_id).await,
+        Typed::UsageApiMetered(p) => {
+            let Some(customer) = event.customer_id.as_deref() else { return Ok(()) };
+            let part = parts::api_day_now(conn, tz, customer, &p.day, p.charge_micros).await?;
+            parts::settle_task(conn, &parts::api_day_key(customer, &p.day), Some(part)).await
+        }
+        Typed::InvoicePaid(p) => parts::settle_revenue(conn, tz, &p.invoice).await,
+        Typed::ChargeRefunded(p) => parts::settle_revenue(conn, tz, &format!("{}:refunded", p.charge)).await,
+        _ => Ok(()),
+    }
+}
+
+async fn task(conn: &mut AnyConnection, tz: Tz, id: &str) -> Result<(), InsightsError> {
+    let now = parts::task_now(conn, tz, id).await?;
+    parts::settle_task(conn, id, now).await
+}

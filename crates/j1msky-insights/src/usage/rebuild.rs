@@ -1,0 +1,115 @@
+//! `kpi rebuild` for the usage rollups: the same contributions the consumer counts, read
+//! in bulk from tasks, llm_calls, revenue_entries and the API-day charges, in one
+//! transaction (so a consumer running meanwhile waits, then finds nothing to change).
+
+use chrono_tz::Tz;
+use sqlx::AnyConnection;
+
+use super::parts;
+use crate::{Ctx, InsightsError, Month};
+
+const TABLES: &[&str] =
+    &["insights_tasks", "insights_usage", "insights_model_cost", "insights_revenue", "insights_revenue_seen"];
+
+/// A SQL expression naming the business month (`YYYY-MM`) of the instant in `column`, for
+/// instants from `min` to `max`: one pass over a table instead of one per month. Only our
+/// own integers and month names go into it.
+fn month_of(tz: Tz, column: &str, range: (Option<i64>, Option<i64>)) -> Option<String> {
+    let (Some(min), Some(max)) = range else { return None };
+    let months = Month::of(tz, min).through(Month::of(tz, max));
+    let (last, earlier) = months.split_last()?;
+    if earlier.is_empty() {
+        return Some(format!("'{last}'"));
+    }
+    let mut sql = String::from("CASE");
+    for m in earlier {
+        sql.push_str(&format!(" WHEN {column} < {} THEN '{m}'", m.bounds(tz).1));
+    }
+    sql.push_str(&format!(" ELSE '{last}' END"));
+    Some(sql)
+}
+
+pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
+    let tz = ctx.tz();
+    let api_days = j1msky_tasks::charges::api_days(&ctx.db).await?;
+    let mut tx = ctx.db.begin().await?;
+    for table in TABLES {
+        sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+    }
+    tasks(&mut tx, tz).await?;
+    for (customer, day, amount) in api_days {
+        let part = parts::api_day_now(&mut tx, tz, &customer, &day, amount).await?;
+        parts::settle_task(&mut tx, &parts::api_day_key(&customer, &day), Some(part)).await?;
+    }
+    revenue(&mut tx, tz).await?;
+    tx.commit().await.map_err(j1msky_db::DbError::from)?;
+    Ok(())
+}
+
+async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
+    const FINISHED: &str = "state IN ('succeeded', 'failed', 'cancelled') AND finished_at IS NOT NULL";
+    let range: (Option<i64>, Option<i64>) =
+        sqlx::query_as(&format!("SELECT MIN(finished_at), MAX(finished_at) FROM tasks t WHERE t.{FINISHED}"))
+            .fetch_one(&mut *conn)
+            .await?;
+    let Some(month) = month_of(tz, "t.finished_at", range) else { return Ok(()) };
+    // Each task's ledger, summed once in one pass over the ledger's task index.
+    sqlx::query(&format!(
+        "INSERT INTO insights_tasks (task_id, month, customer_id, team, outcome, duration_ms, cost_micros,
+             charge_micros, ledger_until)
+         SELECT t.id, {month}, t.customer_id, t.team, t.state,
+                CASE WHEN t.finished_at > t.queued_at THEN (t.finished_at - t.queued_at) / 1000 ELSE 0 END,
+                COALESCE(l.cost, 0), CASE WHEN t.state = 'succeeded' THEN COALESCE(t.charge_micros, 0) ELSE 0 END,
+                COALESCE(l.until, 0)
+         FROM tasks t LEFT JOIN (SELECT task_id, SUM(cost_micros) AS cost, MAX(created_at) AS until FROM llm_calls
+                                 WHERE task_id IS NOT NULL GROUP BY task_id) l ON l.task_id = t.id
+         WHERE t.{FINISHED}"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO insights_usage (month, customer_id, team, tasks_completed, tasks_failed, cost_micros, charge_micros)
+         SELECT month, customer_id, team, SUM(CASE WHEN outcome = 'succeeded' THEN 1 ELSE 0 END),
+                SUM(CASE WHEN outcome = 'failed' THEN 1 ELSE 0 END), SUM(cost_micros), SUM(charge_micros)
+         FROM insights_tasks GROUP BY month, customer_id, team",
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO insights_model_cost (month, customer_id, team, model, calls, input_tokens, output_tokens,
+             cost_micros)
+         SELECT it.month, it.customer_id, it.team, l.model_used, COUNT(*), SUM(l.input_tokens), SUM(l.output_tokens),
+                SUM(l.cost_micros)
+         FROM insights_tasks it JOIN llm_calls l ON l.task_id = it.task_id
+         GROUP BY it.month, it.customer_id, it.team, l.model_used",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn revenue(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
+    const KINDS: &str = "kind IN ('invoice_paid', 'refund')";
+    let range: (Option<i64>, Option<i64>) =
+        sqlx::query_as(&format!("SELECT MIN(occurred_at), MAX(occurred_at) FROM revenue_entries WHERE {KINDS}"))
+            .fetch_one(&mut *conn)
+            .await?;
+    let Some(month) = month_of(tz, "occurred_at", range) else { return Ok(()) };
+    sqlx::query(&format!(
+        "INSERT INTO insights_revenue_seen (source_id, kind, month, customer_id, plan, amount_cents)
+         SELECT source_id, kind, {month}, COALESCE(customer_id, ''),
+                CASE WHEN kind = 'refund' THEN '' ELSE COALESCE(plan, '') END, amount_cents
+         FROM revenue_entries WHERE {KINDS}"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO insights_revenue (month, customer_id, plan, subscription_cents, refunds_cents)
+         SELECT month, customer_id, plan, SUM(CASE WHEN kind = 'invoice_paid' THEN amount_cents ELSE 0 END),
+                SUM(CASE WHEN kind = 'refund' THEN -amount_cents ELSE 0 END)
+         FROM insights_revenue_seen GROUP BY month, customer_id, plan",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,645 @@
+// A test stops at the first surprise: unwrap and expect are its assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
+//! Revenue, cost and margins of one hand-computed month (November 2026, business zone
+//! UTC), on whichever engine `J1MSKY_TEST_BACKEND` names. Tasks and their ledger rows are
+//! written as the worker writes them, with their events; invoices and refunds go through
+//! billing's real webhook applier. The consumer's rollups, the rebuild's and the numbers
+//! worked out below by hand must all agree.
+//!
+//! The month:
+//! - **Acme** (pro, $99): invoice $99.00 paid on the 15th, its charge refunded $20 then
+//!   $30 in all (`amount_refunded` is cumulative: $30 is refunded). Tasks on the 10th:
+//!   a1 code, succeeded in 60 s: kimi 10,000 µ$ + sonnet 30,000 µ$;
+//!   a2 content, succeeded in 120 s: sonnet 20,000 µ$;
+//!   a3 code, failed in 30 s: kimi 5,000 µ$;
+//!   a4 code: failed (kimi 3,000 µ$), retried by the operator, then succeeded (sonnet
+//!   12,000 µ$), 300 s from queued to finished.
+//!   So code costs 60,000 (kimi 18,000, sonnet 42,000), content 20,000: 3 : 1.
+//!   Subscription 99,000,000 µ$ → code 74,250,000, content 24,750,000; refunds
+//!   30,000,000 → code 22,500,000, content 7,500,000. Code's 51,750,000 split 3 : 7 →
+//!   kimi 15,525,000, sonnet 36,225,000; content's 17,250,000 all sonnet.
+//!   Revenue 69,000,000, cost 80,000, margin 68,920,000.
+//! - **Bolt** (no plan: pays per task): 11 research tasks on the 10th, task i succeeded
+//!   in 10·i s, each charged $0.50 and costing 100,000 µ$ on opus (1,000 in, 3,800 out).
+//!   Its invoice has 12 lines: the 11 charges (50 ¢ each) and a $5.00 one-off line, so
+//!   billing books 500 ¢ as the invoice's non-usage part. Revenue 5,000,000 + 5,500,000
+//!   = 10,500,000, cost 1,100,000, margin 9,400,000.
+//! - **Cold** (starter, $49): paid, no tasks: its 49,000,000 µ$ are `unattributed`.
+//! - **Dud** (starter, $49): paid; one code task on the 12th, 90 s, opus 60,000,000 µ$
+//!   (2,000,000 in, 2,000,000 out). Margin −11,000,000: the loss-maker.
+//!
+//! Totals: subscription 9,900 + 500 + 4,900 + 4,900 = 20,200 ¢; usage 550 ¢; refunds
+//! 3,000 ¢; revenue 202,000,000 + 5,500,000 − 30,000,000 = 177,500,000 µ$; cost 80,000 +
+//! 1,100,000 + 60,000,000 = 61,180,000; margin 116,320,000 = 6,553 bp. Completed 15
+//! (a1, a2, a4, 11 × Bolt, Dud's), failed 1 (a3): 9,375 bp; cost per completed task
+//! 61,180,000 ÷ 15 = 4,078,666.
+
+use std::sync::Arc;
+
+use j1msky_accounts::customers::{self, NewCustomer};
+use j1msky_billing::{apply, webhook};
+use j1msky_core::catalogue::{Catalogue, SHIPPED};
+use j1msky_core::clock::ManualClock;
+use j1msky_core::events::{TaskFailed, TaskRetried, TaskSucceeded, Typed};
+use j1msky_core::vocab::Stage;
+use j1msky_db::consumers::{self, Runner};
+use j1msky_db::testing::TestDb;
+use j1msky_db::{outbox, Db};
+use j1msky_insights::evening::{self, Scenario};
+use j1msky_insights::kpis::{Filter, MarginRow, TeamTimes, Usage};
+use j1msky_insights::{usage, Ctx, Month};
+use serde_json::json;
+
+const SEC: i64 = 1_000_000;
+const NOV: Month = Month { year: 2026, month: 11 };
+
+fn at(day: u32, hour: u32) -> i64 {
+    chrono::NaiveDate::from_ymd_opt(2026, 11, day)
+        .unwrap()
+        .and_hms_opt(hour, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_micros()
+}
+
+struct Fixture {
+    ctx: Ctx,
+    clock: Arc<ManualClock>,
+    acme: String,
+    bolt: String,
+    cold: String,
+    dud: String,
+    _t: TestDb,
+}
+
+async fn customer(db: &Db, name: &str, plan: Option<&str>, stripe: &str) -> String {
+    let catalogue = Catalogue::from_json_str(SHIPPED).unwrap();
+    let input = NewCustomer {
+        name: name.into(),
+        stage: Some(Stage::Active),
+        plan: plan.map(String::from),
+        chosen_teams: if plan == Some("starter") { vec!["code".into(), "content".into()] } else { vec![] },
+        ..Default::default()
+    };
+    let id = customers::create(db, &catalogue, &j1msky_audit::Actor::cli(), input, at(1, 0)).await.unwrap().id;
+    let mut tx = db.begin().await.unwrap();
+    assert!(j1msky_accounts::customer_links::link_stripe(&mut tx, &id, stripe, at(1, 0)).await.unwrap());
+    tx.commit().await.unwrap();
+    id
+}
+
+/// A ledger row: (model, input tokens, output tokens, cost µ$, created at).
+type Call<'a> = (&'a str, i64, i64, i64, i64);
+
+async fn ledger(db: &Db, customer: &str, task: &str, team: &str, calls: &[Call<'_>]) {
+    for (i, (model, input, output, cost, when)) in calls.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO llm_calls (id, request_id, attempt, customer_id, task_id, team, provider, model_requested,
+                 model_used, input_tokens, output_tokens, cost_micros, outcome, created_at)
+             VALUES ($1, $2, 1, $3, $4, $5, 'sim', $6, $6, $7, $8, $9, 'ok', $10)",
+        )
+        .bind(j1msky_core::ids::new_id("llm"))
+        .bind(format!("{task}.{i}.{when}"))
+        .bind(customer)
+        .bind(task)
+        .bind(team)
+        .bind(*model)
+        .bind(*input)
+        .bind(*output)
+        .bind(*cost)
+        .bind(*when)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+}
+
+/// Writes the task in its end state with its event, as the worker (or the operator's
+/// retry) does: one transaction.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    db: &Db,
+    customer: &str,
+    task: &str,
+    team: &str,
+    state: &str,
+    queued: i64,
+    secs: i64,
+    charge: Option<i64>,
+) {
+    let finished = queued + secs * SEC;
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO tasks (id, customer_id, team, category, title, prompt, priority, state, not_before, queued_at,
+             finished_at, charge_micros)
+         VALUES ($1, $2, $3, $3, 't', 'p', 0, $4, $5, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, finished_at = excluded.finished_at,
+             charge_micros = excluded.charge_micros",
+    )
+    .bind(task)
+    .bind(customer)
+    .bind(team)
+    .bind(state)
+    .bind(queued)
+    .bind(finished)
+    .bind(charge)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    if let Some(amount) = charge {
+        sqlx::query(
+            "INSERT INTO usage_charges (id, customer_id, task_id, tier, amount_micros, created_at)
+             VALUES ($1, $2, $3, 'simple', $4, $5)",
+        )
+        .bind(format!("uch_{task}"))
+        .bind(customer)
+        .bind(task)
+        .bind(amount)
+        .bind(finished)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    let event: Typed = match state {
+        "succeeded" => TaskSucceeded {
+            task_id: task.into(),
+            team: team.into(),
+            steps: 1,
+            cost_micros: 0,
+            tier: charge.map(|_| "simple".into()),
+            charge_micros: charge,
+        }
+        .into(),
+        _ => TaskFailed { task_id: task.into(), team: team.into(), error: "boom".into(), failures: 3 }.into(),
+    };
+    outbox::emit_typed(&mut tx, db.backend(), event, Some(customer), finished).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn retry(db: &Db, customer: &str, task: &str, now: i64) {
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("UPDATE tasks SET state = 'queued', finished_at = NULL WHERE id = $1")
+        .bind(task)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    outbox::emit_typed(
+        &mut tx,
+        db.backend(),
+        TaskRetried { task_id: task.into(), by: "ops".into() },
+        Some(customer),
+        now,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn stripe(db: &Db, catalogue: &Catalogue, id: &str, kind: &str, created: i64, object: serde_json::Value) {
+    let event = json!({"id": id, "object": "event", "type": kind, "created": created / SEC, "livemode": false,
+                       "data": {"object": object}});
+    webhook::store(db, &event, created).await.unwrap();
+    let ctx = apply::Ctx { catalogue };
+    while webhook::apply_pending(db, &ctx, 100, created).await.unwrap() > 0 {}
+}
+
+fn invoice(id: &str, stripe_customer: &str, paid: i64, lines: Vec<serde_json::Value>) -> serde_json::Value {
+    let total: i64 = lines.iter().map(|l| l["amount"].as_i64().unwrap()).sum();
+    json!({"id": id, "object": "invoice", "customer": stripe_customer, "amount_paid": total, "currency": "usd",
+           "status": "paid", "status_transitions": {"paid_at": paid / SEC},
+           "lines": {"object": "list", "has_more": false, "data": lines}})
+}
+
+fn plan_line(plan: &str, cents: i64) -> serde_json::Value {
+    json!({"id": format!("il_{plan}"), "type": "subscription", "amount": cents,
+           "price": {"id": format!("price_{plan}"), "lookup_key": format!("j1msky_{plan}_monthly")}})
+}
+
+async fn fixture() -> Fixture {
+    let t = TestDb::new().await;
+    let db = t.db.clone();
+    let clock = Arc::new(ManualClock::new(at(28, 12)));
+    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).unwrap());
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: clock.clone() };
+    let acme = customer(&db, "Acme", Some("pro"), "cus_A").await;
+    let bolt = customer(&db, "Bolt", None, "cus_B").await;
+    let cold = customer(&db, "Cold", Some("starter"), "cus_C").await;
+    let dud = customer(&db, "Dud", Some("starter"), "cus_D").await;
+
+    let d10 = at(10, 9);
+    ledger(&db, &acme, "a1", "code", &[("kimi-k2.5", 0, 0, 10_000, d10), ("claude-sonnet", 0, 0, 30_000, d10)]).await;
+    finish(&db, &acme, "a1", "code", "succeeded", d10, 60, None).await;
+    ledger(&db, &acme, "a2", "content", &[("claude-sonnet", 0, 0, 20_000, d10)]).await;
+    finish(&db, &acme, "a2", "content", "succeeded", d10, 120, None).await;
+    ledger(&db, &acme, "a3", "code", &[("kimi-k2.5", 0, 0, 5_000, d10)]).await;
+    finish(&db, &acme, "a3", "code", "failed", d10, 30, None).await;
+    ledger(&db, &acme, "a4", "code", &[("kimi-k2.5", 0, 0, 3_000, d10)]).await;
+    finish(&db, &acme, "a4", "code", "failed", d10, 20, None).await;
+    retry(&db, &acme, "a4", d10 + 100 * SEC).await;
+    ledger(&db, &acme, "a4", "code", &[("claude-sonnet", 0, 0, 12_000, d10 + 200 * SEC)]).await;
+    finish(&db, &acme, "a4", "code", "succeeded", d10, 300, None).await;
+    let mut lines = Vec::new();
+    for i in 1..=11 {
+        let task = format!("b{i}");
+        ledger(&db, &bolt, &task, "research", &[("claude-opus", 1_000, 3_800, 100_000, d10)]).await;
+        finish(&db, &bolt, &task, "research", "succeeded", d10, 10 * i, Some(500_000)).await;
+        lines.push(json!({"id": format!("il_b{i}"), "amount": 50, "metadata": {"j1msky_task": task}}));
+    }
+    lines.push(json!({"id": "il_setup", "amount": 500, "description": "onboarding session"}));
+    let d12 = at(12, 9);
+    ledger(&db, &dud, "d1", "code", &[("claude-opus", 2_000_000, 2_000_000, 60_000_000, d12)]).await;
+    finish(&db, &dud, "d1", "code", "succeeded", d12, 90, None).await;
+
+    let d15 = at(15, 9);
+    stripe(&db, &catalogue, "evt_a", "invoice.paid", d15, invoice("in_A", "cus_A", d15, vec![plan_line("pro", 9_900)]))
+        .await;
+    stripe(&db, &catalogue, "evt_b", "invoice.paid", d15, invoice("in_B", "cus_B", d15, lines)).await;
+    let starter = || vec![plan_line("starter", 4_900)];
+    stripe(&db, &catalogue, "evt_c", "invoice.paid", d15, invoice("in_C", "cus_C", d15, starter())).await;
+    stripe(&db, &catalogue, "evt_d", "invoice.paid", d15, invoice("in_D", "cus_D", d15, starter())).await;
+    for (n, (day, refunded)) in [(20, 2_000), (21, 3_000)].into_iter().enumerate() {
+        let charge = json!({"id": "ch_A", "object": "charge", "customer": "cus_A", "invoice": "in_A",
+                            "amount_refunded": refunded, "currency": "usd"});
+        stripe(&db, &catalogue, &format!("evt_r{n}"), "charge.refunded", at(day, 9), charge).await;
+    }
+    Fixture { ctx, clock, acme, bolt, cold, dud, _t: t }
+}
+
+async fn catch_up(f: &Fixture) {
+    let all = usage::consumers(&f.ctx);
+    let runner = Runner::new("test");
+    loop {
+        let p = consumers::run_once(&f.ctx.db, &runner, &all, f.clock.as_ref()).await.unwrap();
+        assert_eq!(p.failed, 0, "the usage consumer failed an event");
+        if p.handled + p.passed == 0 {
+            return;
+        }
+    }
+}
+
+/// Every rollup row, sorted: what "the same rollups" means.
+async fn snapshot(db: &Db) -> Vec<String> {
+    let queries = [
+        "SELECT task_id, month, customer_id, team, outcome, duration_ms, cost_micros, charge_micros, ledger_until
+         FROM insights_tasks",
+        "SELECT month, customer_id, team, tasks_completed, tasks_failed, cost_micros, charge_micros FROM insights_usage
+         WHERE tasks_completed <> 0 OR tasks_failed <> 0 OR cost_micros <> 0 OR charge_micros <> 0",
+        "SELECT month, customer_id, team, model, calls, input_tokens, output_tokens, cost_micros
+         FROM insights_model_cost WHERE calls <> 0",
+        "SELECT month, customer_id, plan, subscription_cents, refunds_cents FROM insights_revenue
+         WHERE subscription_cents <> 0 OR refunds_cents <> 0",
+        "SELECT source_id, kind, month, customer_id, plan, amount_cents FROM insights_revenue_seen",
+    ];
+    let mut out = Vec::new();
+    for q in queries {
+        for row in sqlx::query(q).fetch_all(db.pool()).await.unwrap() {
+            use sqlx::Row;
+            let cells: Vec<String> = (0..row.len())
+                .map(|i| {
+                    row.try_get::<String, _>(i).or_else(|_| row.try_get::<i64, _>(i).map(|v| v.to_string())).unwrap()
+                })
+                .collect();
+            out.push(format!("{}|{}", &q[7..20], cells.join("|")));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The board's numbers (grouped in SQL) are the what-if's (computed in memory) to the
+/// micro-dollar.
+async fn same_in_sql_and_in_memory(ctx: &Ctx, filter: &Filter) {
+    let in_sql = usage::month(ctx, NOV, filter).await.unwrap();
+    let in_memory = usage::compute(&usage::data::load(ctx, NOV, filter).await.unwrap(), filter);
+    assert_eq!(Usage { completion: Vec::new(), ..in_sql }, in_memory);
+}
+
+fn row(rows: &[MarginRow], key: &str) -> (i64, i64, i64, i64) {
+    let r = rows.iter().find(|r| r.key == key).unwrap_or_else(|| panic!("no row {key} in {rows:?}"));
+    (r.revenue_micros, r.cost_micros, r.margin_micros, r.tasks)
+}
+
+fn keys(rows: &[MarginRow]) -> Vec<&str> {
+    rows.iter().map(|r| r.key.as_str()).collect()
+}
+
+#[tokio::test]
+async fn the_month_matches_the_hand_computed_figures_from_the_consumer_and_the_rebuild() {
+    let f = fixture().await;
+    catch_up(&f).await;
+    let by_consumer = snapshot(&f.ctx.db).await;
+    // 16 tasks, their usage and model rows, 5 revenue entries: something to compare.
+    assert!(by_consumer.len() >= 35, "{by_consumer:?}");
+    let all = Filter::default();
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+
+    assert_eq!(u.subscription_revenue_cents, 20_200);
+    assert_eq!(u.usage_revenue_cents, 550);
+    assert_eq!(u.refunds_cents, 3_000);
+    assert_eq!(u.revenue_micros, 177_500_000);
+    assert_eq!(u.model_cost_micros, 61_180_000);
+    assert_eq!(u.stripe_fees_micros, None, "nothing stores Stripe's fees: unknown, not zero");
+    assert_eq!(u.gross_margin_micros, 116_320_000);
+    assert_eq!(u.gross_margin_bp, Some(6_553));
+    assert_eq!((u.tasks_completed, u.tasks_failed), (15, 1));
+    assert_eq!(u.success_rate_bp, Some(9_375));
+    assert_eq!(u.cost_per_completed_task_micros, Some(4_078_666));
+
+    // Loss-makers first.
+    assert_eq!(keys(&u.by_customer), vec![f.dud.as_str(), &f.bolt, &f.cold, &f.acme]);
+    assert_eq!(row(&u.by_customer, &f.dud), (49_000_000, 60_000_000, -11_000_000, 1));
+    assert_eq!(row(&u.by_customer, &f.bolt), (10_500_000, 1_100_000, 9_400_000, 11));
+    assert_eq!(row(&u.by_customer, &f.cold), (49_000_000, 0, 49_000_000, 0));
+    assert_eq!(row(&u.by_customer, &f.acme), (69_000_000, 80_000, 68_920_000, 3));
+    assert_eq!(u.by_customer[0].label, "Dud");
+
+    assert_eq!(keys(&u.by_plan), vec!["pay-per-task", "starter", "pro"]);
+    assert_eq!(row(&u.by_plan, "starter"), (98_000_000, 60_000_000, 38_000_000, 1));
+
+    // Code: Acme's 51,750,000 + Dud's 49,000,000; cost 60,000 + 60,000,000.
+    assert_eq!(keys(&u.by_team), vec!["research", "content", "code", "unattributed"]);
+    assert_eq!(row(&u.by_team, "code"), (100_750_000, 60_060_000, 40_690_000, 3));
+    assert_eq!(row(&u.by_team, "content"), (17_250_000, 20_000, 17_230_000, 1));
+    assert_eq!(row(&u.by_team, "research"), (10_500_000, 1_100_000, 9_400_000, 11));
+    assert_eq!(row(&u.by_team, "unattributed"), (49_000_000, 0, 49_000_000, 0));
+
+    // Opus: Bolt's 10,500,000 + Dud's 49,000,000 against 61,100,000 of cost.
+    assert_eq!(keys(&u.by_model), vec!["claude-opus", "kimi-k2.5", "unattributed", "claude-sonnet"]);
+    // Per model, `tasks` counts ledger calls: 11 (Bolt) + 1 (Dud).
+    assert_eq!(row(&u.by_model, "claude-opus"), (59_500_000, 61_100_000, -1_600_000, 12));
+    assert_eq!(row(&u.by_model, "kimi-k2.5").3, 3);
+    // Acme's 9,900 ¢ over its pairs in (team, model) order, by cost (code/sonnet 42,000,
+    // code/kimi 18,000, content/sonnet 20,000 of 80,000): ⌊9,900·42/80⌋ = 5,197, then
+    // ⌊9,900·60/80⌋ − 5,197 = 2,228, then 9,900 − 7,425 = 2,475; the 3,000 ¢ refund:
+    // 1,575, 675, 750.
+    assert_eq!(row(&u.by_model, "kimi-k2.5").0, (2_228 - 675) * 10_000);
+    assert_eq!(row(&u.by_model, "claude-sonnet").0, (5_197 - 1_575 + 2_475 - 750) * 10_000);
+
+    // Nearest rank: code [60, 90, 300] s; research 10..110 s (6th and 10th).
+    assert_eq!(
+        u.completion,
+        vec![
+            TeamTimes { team: "code".into(), tasks: 3, median_ms: 90_000, p90_ms: 300_000 },
+            TeamTimes { team: "content".into(), tasks: 1, median_ms: 120_000, p90_ms: 120_000 },
+            TeamTimes { team: "research".into(), tasks: 11, median_ms: 60_000, p90_ms: 100_000 },
+        ]
+    );
+
+    same_in_sql_and_in_memory(&f.ctx, &all).await;
+
+    let behind = usage::behind_margin(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!(behind[0].customer_id, f.dud);
+    assert_eq!(behind[0].value, -11_000_000);
+    assert_eq!(behind[0].plan.as_deref(), Some("starter"));
+
+    // Handling every event again changes nothing (a consumer crash before its commit
+    // replays the event in a new transaction: the same settle runs).
+    let events = outbox::after(&f.ctx.db, 0, 10_000).await.unwrap();
+    let mut tx = f.ctx.db.begin().await.unwrap();
+    for e in &events {
+        usage::on_event(&mut tx, f.ctx.tz(), e).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(snapshot(&f.ctx.db).await, by_consumer);
+
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(snapshot(&f.ctx.db).await, by_consumer, "the rebuild and the consumer disagree");
+    assert_eq!(usage::month(&f.ctx, NOV, &all).await.unwrap(), u);
+}
+
+#[tokio::test]
+async fn filters_narrow_to_a_team_and_a_plan() {
+    let f = fixture().await;
+    catch_up(&f).await;
+    // Code's share of the subscriptions: 74,250,000 (Acme) + 49,000,000 (Dud); of the
+    // refund 22,500,000.
+    let code = Filter { plan: None, team: Some("code".into()) };
+    let u = usage::month(&f.ctx, NOV, &code).await.unwrap();
+    assert_eq!(u.subscription_revenue_cents, 12_325);
+    assert_eq!(u.refunds_cents, 2_250);
+    assert_eq!(u.usage_revenue_cents, 0);
+    assert_eq!(u.revenue_micros, 100_750_000);
+    assert_eq!(u.model_cost_micros, 60_060_000);
+    assert_eq!((u.tasks_completed, u.tasks_failed), (3, 1));
+    assert_eq!(keys(&u.by_team), vec!["code"]);
+    assert_eq!(u.completion.len(), 1);
+
+    same_in_sql_and_in_memory(&f.ctx, &code).await;
+    let starter = Filter { plan: Some("starter".into()), team: None };
+    same_in_sql_and_in_memory(&f.ctx, &starter).await;
+    let u = usage::month(&f.ctx, NOV, &starter).await.unwrap();
+    assert_eq!(u.revenue_micros, 98_000_000);
+    assert_eq!(u.model_cost_micros, 60_000_000);
+    assert_eq!(keys(&u.by_customer), vec![f.dud.as_str(), &f.cold]);
+    assert_eq!(u.completion, vec![TeamTimes { team: "code".into(), tasks: 1, median_ms: 90_000, p90_ms: 90_000 }]);
+
+    let ppt = Filter { plan: Some("pay-per-task".into()), team: None };
+    let u = usage::month(&f.ctx, NOV, &ppt).await.unwrap();
+    assert_eq!(u.usage_revenue_cents, 550);
+    assert_eq!(u.completion[0].tasks, 11);
+
+    // A filter naming nothing that exists is refused, naming the field.
+    for (bad, field) in [
+        (Filter { plan: Some("gold".into()), team: None }, "plan"),
+        (Filter { plan: None, team: Some("cooking".into()) }, "team"),
+    ] {
+        let e = usage::month(&f.ctx, NOV, &bad).await.unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{field}:")), "{e}");
+    }
+
+    // Another month has nothing.
+    let empty = usage::month(&f.ctx, NOV.next(), &Filter::default()).await.unwrap();
+    assert_eq!((empty.revenue_micros, empty.gross_margin_bp, empty.success_rate_bp), (0, None, None));
+}
+
+#[tokio::test]
+async fn what_if_reprices_the_ledger_and_the_plans_by_hand() {
+    let f = fixture().await;
+    catch_up(&f).await;
+    let all = Filter::default();
+    // Opus routed to kimi ($0.60 / $3.00 per million): Bolt's 11,000 in + 41,800 out →
+    // 6,600,000,000 + 125,400,000,000 = 132,000 µ$; Dud's 2,000,000 + 2,000,000 →
+    // 1,200,000 + 6,000,000 = 7,200,000. Cost 61,180,000 − 61,100,000 + 7,332,000.
+    let routed = Scenario { routing: [("claude-opus".into(), "kimi-k2.5".into())].into(), ..Scenario::default() };
+    let w = evening::what_if(&f.ctx, NOV, &all, &routed).await.unwrap();
+    assert_eq!(
+        (w.actual_revenue_micros, w.actual_cost_micros, w.actual_margin_micros),
+        (177_500_000, 61_180_000, 116_320_000)
+    );
+    assert_eq!((w.revenue_micros, w.cost_micros, w.margin_micros), (177_500_000, 7_412_000, 170_088_000));
+    assert_eq!(w.by_customer[0].0.key, f.dud, "the biggest change first");
+    assert_eq!((w.by_customer[0].0.margin_micros, w.by_customer[0].1.margin_micros), (-11_000_000, 41_800_000));
+    assert_eq!((w.by_customer[1].0.key.as_str(), w.by_customer[1].1.margin_micros), (f.bolt.as_str(), 10_368_000));
+
+    // Opus at half price ($2.50 / $12.50): exactly half of its 61,100,000.
+    let half =
+        Scenario { model_prices: [("claude-opus".into(), (2_500_000, 12_500_000))].into(), ..Scenario::default() };
+    let w = evening::what_if(&f.ctx, NOV, &all, &half).await.unwrap();
+    assert_eq!(w.cost_micros, 80_000 + 30_550_000);
+
+    // Starter at $59: Cold's and Dud's $49 invoices become $59 each.
+    let dearer = Scenario { plan_prices: [("starter".into(), 5_900)].into(), ..Scenario::default() };
+    let w = evening::what_if(&f.ctx, NOV, &all, &dearer).await.unwrap();
+    assert_eq!((w.revenue_micros, w.cost_micros, w.margin_micros), (197_500_000, 61_180_000, 136_320_000));
+
+    // Nothing changed: the actual month, to the micro-dollar.
+    let w = evening::what_if(&f.ctx, NOV, &all, &Scenario::default()).await.unwrap();
+    assert_eq!((w.revenue_micros, w.cost_micros), (w.actual_revenue_micros, w.actual_cost_micros));
+
+    for (bad, field) in [
+        (Scenario { routing: [("claude-opus".into(), "gpt-9".into())].into(), ..Scenario::default() }, "routing"),
+        (Scenario { plan_prices: [("gold".into(), 100)].into(), ..Scenario::default() }, "plan_prices"),
+        (Scenario { plan_prices: [("pro".into(), -1)].into(), ..Scenario::default() }, "plan_prices"),
+        (Scenario { model_prices: [("kimi-k2.5".into(), (-1, 0))].into(), ..Scenario::default() }, "model_prices"),
+    ] {
+        let e = evening::what_if(&f.ctx, NOV, &all, &bad).await.unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{field}:")), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn the_evening_review_shows_the_days_spend_and_the_months_loss_makers() {
+    let f = fixture().await;
+    catch_up(&f).await;
+    let e = evening::review(&f.ctx, at(10, 20)).await.unwrap();
+    assert_eq!((e.start, e.end), (at(10, 0), at(11, 0)));
+    // The 10th: Acme's 80,000 (kimi 18,000, sonnet 62,000) and Bolt's 1,100,000 of opus.
+    assert_eq!(e.spend_micros, 1_180_000);
+    let spend: Vec<(&str, i64)> = e.by_model.iter().map(|r| (r.key.as_str(), r.cost_micros)).collect();
+    assert_eq!(spend, vec![("claude-opus", 1_100_000), ("claude-sonnet", 62_000), ("kimi-k2.5", 18_000)]);
+    let teams: Vec<(&str, i64)> = e.by_team.iter().map(|r| (r.key.as_str(), r.cost_micros)).collect();
+    assert_eq!(teams, vec![("research", 1_100_000), ("code", 60_000), ("content", 20_000)]);
+    assert_eq!(e.by_customer[0].key, f.dud, "month to date, the loss-maker first");
+    assert_eq!(e.by_customer[0].margin_micros, -11_000_000);
+}
+
+#[tokio::test]
+async fn a_metered_day_of_direct_api_calls_is_pay_per_task_revenue_of_team_api() {
+    let t = TestDb::new().await;
+    let db = t.db.clone();
+    let clock = Arc::new(ManualClock::new(at(13, 12)));
+    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).unwrap());
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: clock.clone() };
+    let dev = customer(&db, "Dev", None, "cus_E").await;
+    // Two calls outside any task on the 11th: kimi 3,000 + sonnet 1,000 = 4,000 µ$.
+    for (i, (model, cost)) in [("kimi-k2.5", 3_000), ("claude-sonnet", 1_000)].into_iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO llm_calls (id, request_id, attempt, customer_id, provider, model_requested, model_used,
+                 input_tokens, output_tokens, cost_micros, outcome, created_at)
+             VALUES ($1, $2, 1, $3, 'sim', $4, $4, 10, 10, $5, 'ok', $6)",
+        )
+        .bind(format!("llm_e{i}"))
+        .bind(format!("req_e{i}"))
+        .bind(&dev)
+        .bind(model)
+        .bind(cost)
+        .bind(at(11, 8 + i as u32))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    // Charged at 3× cost rounded up to the cent: 12,000 → 20,000 µ$ (2 ¢).
+    assert_eq!(j1msky_tasks::api_usage::meter_api_calls(&db, &catalogue, at(13, 12)).await.unwrap(), 1);
+    let f =
+        Fixture { ctx, clock, acme: String::new(), bolt: dev.clone(), cold: String::new(), dud: String::new(), _t: t };
+    catch_up(&f).await;
+    let u = usage::month(&f.ctx, NOV, &Filter::default()).await.unwrap();
+    assert_eq!((u.usage_revenue_cents, u.revenue_micros, u.model_cost_micros), (2, 20_000, 4_000));
+    assert_eq!((u.tasks_completed, u.cost_per_completed_task_micros), (0, None), "API calls are no tasks");
+    assert_eq!(keys(&u.by_team), vec!["api"]);
+    same_in_sql_and_in_memory(&f.ctx, &Filter::default()).await;
+    // The 2 ¢ split by cost in model order: sonnet (1,000 of 4,000) ⌊2·1/4⌋ = 0 ¢, kimi 2 ¢.
+    assert_eq!(row(&u.by_model, "kimi-k2.5"), (20_000, 3_000, 17_000, 1));
+    assert_eq!(row(&u.by_model, "claude-sonnet"), (0, 1_000, -1_000, 1));
+    let by_consumer = snapshot(&f.ctx.db).await;
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(snapshot(&f.ctx.db).await, by_consumer);
+}
+
+#[tokio::test]
+async fn months_are_the_business_zones_in_the_consumer_and_the_rebuild() {
+    let t = TestDb::new().await;
+    let db = t.db.clone();
+    let clock = Arc::new(ManualClock::new(at(28, 12)));
+    let mut catalogue = Catalogue::from_json_str(SHIPPED).unwrap();
+    catalogue.business.time_zone = "Europe/Berlin".into();
+    let catalogue = Arc::new(catalogue);
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: clock.clone() };
+    let acme = customer(&db, "Acme", Some("pro"), "cus_A").await;
+    let utc = |y, m, d, h, min| {
+        chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(h, min, 0).unwrap().and_utc().timestamp_micros()
+    };
+    // Finished 2026-10-31 23:30 UTC = November 1st, 00:30 in Berlin (CET): November's.
+    let late = utc(2026, 10, 31, 23, 0);
+    ledger(&db, &acme, "n1", "code", &[("kimi-k2.5", 0, 0, 7_000, late)]).await;
+    finish(&db, &acme, "n1", "code", "succeeded", late, 1_800, None).await;
+    // Finished 2026-10-31 22:30 UTC = 23:30 in Berlin: October's.
+    let early = utc(2026, 10, 31, 22, 0);
+    ledger(&db, &acme, "o1", "code", &[("kimi-k2.5", 0, 0, 3_000, early)]).await;
+    finish(&db, &acme, "o1", "code", "succeeded", early, 1_800, None).await;
+    // Paid 2026-11-30 23:30 UTC = December 1st in Berlin: December's.
+    let paid = utc(2026, 11, 30, 23, 30);
+    stripe(
+        &db,
+        &catalogue,
+        "evt_p",
+        "invoice.paid",
+        paid,
+        invoice("in_P", "cus_A", paid, vec![plan_line("pro", 9_900)]),
+    )
+    .await;
+    let f = Fixture { ctx, clock, acme, bolt: String::new(), cold: String::new(), dud: String::new(), _t: t };
+    catch_up(&f).await;
+    let by_consumer = snapshot(&f.ctx.db).await;
+    let oct = Month { year: 2026, month: 10 };
+    let all = Filter::default();
+    let (o, n, d) = (
+        usage::month(&f.ctx, oct, &all).await.unwrap(),
+        usage::month(&f.ctx, NOV, &all).await.unwrap(),
+        usage::month(&f.ctx, NOV.next(), &all).await.unwrap(),
+    );
+    assert_eq!((o.model_cost_micros, n.model_cost_micros, d.model_cost_micros), (3_000, 7_000, 0));
+    assert_eq!(
+        (o.subscription_revenue_cents, n.subscription_revenue_cents, d.subscription_revenue_cents),
+        (0, 0, 9_900)
+    );
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(snapshot(&f.ctx.db).await, by_consumer, "three months: the rebuild and the consumer disagree");
+}
+
+#[tokio::test]
+async fn revenue_billing_has_not_linked_yet_is_unattributed_until_a_rebuild() {
+    let t = TestDb::new().await;
+    let db = t.db.clone();
+    let clock = Arc::new(ManualClock::new(at(28, 12)));
+    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).unwrap());
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: clock.clone() };
+    let input =
+        NewCustomer { name: "Late".into(), stage: Some(Stage::Active), plan: Some("pro".into()), ..Default::default() };
+    let late = customers::create(&db, &catalogue, &j1msky_audit::Actor::cli(), input, at(1, 0)).await.unwrap().id;
+    // Stripe's invoice arrives before the checkout that links cus_L to our customer.
+    let d15 = at(15, 9);
+    stripe(&db, &catalogue, "evt_l", "invoice.paid", d15, invoice("in_L", "cus_L", d15, vec![plan_line("pro", 9_900)]))
+        .await;
+    let f =
+        Fixture { ctx, clock, acme: late.clone(), bolt: String::new(), cold: String::new(), dud: String::new(), _t: t };
+    catch_up(&f).await;
+    let all = Filter::default();
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!((u.subscription_revenue_cents, keys(&u.by_customer)), (9_900, vec![""]));
+    assert_eq!((u.by_customer[0].label.as_str(), keys(&u.by_plan)), ("unattributed", vec!["unattributed"]));
+
+    // The link, and what billing's applier then does to the entries that came first.
+    let mut tx = db.begin().await.unwrap();
+    assert!(j1msky_accounts::customer_links::link_stripe(&mut tx, &late, "cus_L", d15).await.unwrap());
+    sqlx::query("UPDATE revenue_entries SET customer_id = $1 WHERE stripe_customer_id = 'cus_L'")
+        .bind(&late)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    usage::rebuild(&f.ctx).await.unwrap();
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!((keys(&u.by_customer), keys(&u.by_plan)), (vec![late.as_str()], vec!["pro"]));
+}
