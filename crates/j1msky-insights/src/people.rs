@@ -24,7 +24,13 @@ pub const LTV_MONTHS: u32 = 6;
 
 /// The customer numbers of `month` (rates that need MRR or margin take them from the
 /// other sections already computed for the month).
-pub async fn month(ctx: &Ctx, month: Month, filter: &Filter, mrr: &Mrr, usage: &Usage) -> Result<Customers, InsightsError> {
+pub async fn month(
+    ctx: &Ctx,
+    month: Month,
+    filter: &Filter,
+    mrr: &Mrr,
+    usage: &Usage,
+) -> Result<Customers, InsightsError> {
     let plan = filter.plan.as_deref();
     let mut trailing = Trailing::default();
     trailing.add(mrr, usage);

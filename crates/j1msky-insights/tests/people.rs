@@ -51,7 +51,8 @@ impl Fixture {
     }
 
     async fn customer(&self, name: &str, plan: &str, stage: Stage, at: i64) -> String {
-        let input = NewCustomer { name: name.into(), plan: Some(plan.into()), stage: Some(stage), ..Default::default() };
+        let input =
+            NewCustomer { name: name.into(), plan: Some(plan.into()), stage: Some(stage), ..Default::default() };
         customers::create(&self.ctx.db, &self.ctx.catalogue, &Actor::cli(), input, at).await.unwrap().id
     }
 
@@ -174,7 +175,8 @@ fn check_people(c: &Customers) {
     // day 8 did not): 2 of 4 = 50 %. February: E, not activated: 0 %. Earlier: empty.
     let months: Vec<String> = c.activation.iter().map(|x| x.month.to_string()).collect();
     assert_eq!(months, ["2025-10", "2025-11", "2025-12", "2026-01", "2026-02", "2026-03"]);
-    let counts: Vec<(i64, i64, Option<i64>)> = c.activation.iter().map(|x| (x.customers, x.activated, x.rate_bp)).collect();
+    let counts: Vec<(i64, i64, Option<i64>)> =
+        c.activation.iter().map(|x| (x.customers, x.activated, x.rate_bp)).collect();
     assert_eq!(counts, [(0, 0, None), (0, 0, None), (0, 0, None), (0, 0, None), (1, 0, Some(0)), (4, 2, Some(5_000))]);
     assert_eq!(c.funnel.stages, expected_funnel());
     // 3 promoters, 1 passive, 2 detractors of 6: 50 % − 33.3 % = 16.7 → 16.
@@ -256,9 +258,7 @@ async fn spend_is_stored_audited_refused_when_wrong_and_gives_cac_and_ltv_to_cac
     assert_eq!(detail, serde_json::json!({"month": "2026-03", "from_cents": 120_000, "to_cents": 150_000}));
     assert_eq!(row[1].get::<String, _>(0), op.as_str());
 
-    for (month, cents, field) in
-        [(M, -1, "amount"), (M, people::MAX_CENTS + 1, "amount"), (M.next(), 100, "month")]
-    {
+    for (month, cents, field) in [(M, -1, "amount"), (M, people::MAX_CENTS + 1, "amount"), (M.next(), 100, "month")] {
         let e = people::set_spend(&f.ctx, month, cents, &op).await.unwrap_err().to_string();
         assert!(e.starts_with(&format!("{field}:")), "{month} {cents}: {e}");
     }
@@ -288,7 +288,7 @@ async fn spend_is_stored_audited_refused_when_wrong_and_gives_cac_and_ltv_to_cac
     assert_eq!(c.gross_revenue_churn_bp, Some(490)); // 4,900 of 100,000
     assert_eq!(c.net_revenue_churn_bp, Some(490)); // nothing grew back
     assert_eq!(c.arpa_cents, Some(10_400)); // 124,800 / 12
-    // LTV (earlier months have no billing data): $104 × 70 % ÷ 10 % = $728.00.
+                                            // LTV (earlier months have no billing data): $104 × 70 % ÷ 10 % = $728.00.
     assert_eq!(c.ltv_cents, Some(72_800));
     // CAC = $1,500 ÷ 3 = $500; LTV:CAC = 728 ÷ 500 = 1.456 → 146.
     assert_eq!((c.cac_cents, c.ltv_to_cac_x100), (Some(50_000), Some(146)));

@@ -92,7 +92,8 @@ async fn the_operator_enters_spend_and_everyone_else_is_refused() {
     );
 
     // Without the CSRF token: refused, nothing stored.
-    let r = op.post(app.url("/admin/spend")).form(&[("month", last_month.as_str()), ("amount", "1")]).send().await.unwrap();
+    let r =
+        op.post(app.url("/admin/spend")).form(&[("month", last_month.as_str()), ("amount", "1")]).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let r = op
         .post(app.url("/admin/spend"))

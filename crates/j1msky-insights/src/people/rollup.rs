@@ -49,7 +49,13 @@ pub fn consumers(_ctx: &Ctx) -> Vec<Consumer> {
 struct OnEvent;
 
 impl Handler for OnEvent {
-    fn handle<'a>(&'a self, conn: &'a mut AnyConnection, _backend: Backend, event: &'a Event, _now: i64) -> Handled<'a> {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut AnyConnection,
+        _backend: Backend,
+        event: &'a Event,
+        _now: i64,
+    ) -> Handled<'a> {
         Box::pin(async move { Ok(on_event(conn, event).await?) })
     }
 }

@@ -45,7 +45,10 @@ fn check(ctx: &Ctx, month: Month, cents: i64) -> Result<(), InsightsError> {
         return Err(InsightsError::invalid("amount", format!("{cents} cents is negative: spend is zero or more")));
     }
     if cents > MAX_CENTS {
-        return Err(InsightsError::invalid("amount", format!("{cents} cents is too large: at most 100000000.00 a month")));
+        return Err(InsightsError::invalid(
+            "amount",
+            format!("{cents} cents is too large: at most 100000000.00 a month"),
+        ));
     }
     let now = ctx.this_month();
     if month > now {
@@ -94,7 +97,8 @@ pub async fn of(ctx: &Ctx, month: Month) -> Result<Option<i64>, InsightsError> {
 
 /// Every month's spend, newest first.
 pub async fn all(ctx: &Ctx) -> Result<Vec<(Month, i64)>, InsightsError> {
-    let rows = sqlx::query("SELECT month, cents FROM insights_spend ORDER BY month DESC").fetch_all(ctx.db.pool()).await?;
+    let rows =
+        sqlx::query("SELECT month, cents FROM insights_spend ORDER BY month DESC").fetch_all(ctx.db.pool()).await?;
     rows.iter()
         .map(|r| {
             let month: String = r.try_get(0)?;

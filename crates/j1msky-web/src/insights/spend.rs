@@ -68,7 +68,13 @@ fn csv(rows: &[(Month, i64)]) -> Response {
 }
 
 /// The page, with the form as given and the error that refused it, if any.
-async fn render(state: &AppState, s: &Session, form: &SpendForm, error: Option<&ApiError>, status: StatusCode) -> Response {
+async fn render(
+    state: &AppState,
+    s: &Session,
+    form: &SpendForm,
+    error: Option<&ApiError>,
+    status: StatusCode,
+) -> Response {
     let rows = match people::spend(&state.insights()).await {
         Ok(rows) => rows,
         Err(e) => return error_page_for(state, Some(s), e),
