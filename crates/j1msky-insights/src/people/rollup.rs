@@ -135,18 +135,19 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     let firsts: Vec<String> =
         STAGES.iter().map(|(_, col, set)| format!("MIN(CASE WHEN to_stage IN {set} THEN at END) AS {col}")).collect();
     let cols: Vec<String> = STAGES.iter().map(|(_, col, _)| format!("s.{col}")).collect();
+    // A task that succeeded within the window was queued within it: the first week's
+    // tasks of each customer are an index range of `tasks_customer (customer_id,
+    // queued_at)`, so the rebuild never reads the millions of later tasks.
     let sql = format!(
         "INSERT INTO insights_people (customer_id, plan, created_at, lead_at, qualified_at, trial_at, paid_at, activated_at)
-         SELECT c.id, c.plan, c.created_at, {cols}, a.first_at
+         SELECT c.id, c.plan, c.created_at, {cols},
+                (SELECT MIN(t.finished_at) FROM tasks t
+                 WHERE t.customer_id = c.id AND t.queued_at < c.created_at + {ACTIVATION_WINDOW}
+                   AND t.state = 'succeeded' AND t.finished_at >= c.created_at
+                   AND t.finished_at < c.created_at + {ACTIVATION_WINDOW})
          FROM customers c
          LEFT JOIN (SELECT customer_id, {firsts} FROM customer_stage_changes GROUP BY customer_id) s
-             ON s.customer_id = c.id
-         LEFT JOIN (SELECT t.customer_id, MIN(t.finished_at) AS first_at
-                    FROM tasks t JOIN customers c2 ON c2.id = t.customer_id
-                    WHERE t.state = 'succeeded' AND t.finished_at >= c2.created_at
-                      AND t.finished_at < c2.created_at + {ACTIVATION_WINDOW}
-                    GROUP BY t.customer_id) a
-             ON a.customer_id = c.id",
+             ON s.customer_id = c.id",
         cols = cols.join(", "),
         firsts = firsts.join(", "),
     );
