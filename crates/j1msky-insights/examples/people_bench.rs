@@ -93,10 +93,18 @@ async fn main() {
         customers,
     )
     .await;
-    println!("generated {customers} customers, {} tasks in {:.1} s", customers * tasks, started.elapsed().as_secs_f64());
+    println!(
+        "generated {customers} customers, {} tasks in {:.1} s",
+        customers * tasks,
+        started.elapsed().as_secs_f64()
+    );
 
     let clock = ManualClock::new(NOW - DAY);
-    let ctx = Ctx { db: db.clone(), catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()), clock: Arc::new(clock.clone()) };
+    let ctx = Ctx {
+        db: db.clone(),
+        catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()),
+        clock: Arc::new(clock.clone()),
+    };
     let t = Instant::now();
     people::rebuild(&ctx).await.unwrap();
     println!("people::rebuild: {:.2} s", t.elapsed().as_secs_f64());
@@ -104,9 +112,7 @@ async fn main() {
     let month = Month::of(chrono_tz::UTC, NOW - DAY);
     people::set_spend(&ctx, month, 5_000_000, &j1msky_audit::Actor::cli()).await.unwrap();
     let (mrr, usage) = (Mrr { new_customers: 100, ..Mrr::default() }, Usage::default());
-    for (label, filter) in
-        [("all", Filter::default()), ("plan=pro", Filter { plan: Some("pro".into()), team: None })]
-    {
+    for (label, filter) in [("all", Filter::default()), ("plan=pro", Filter { plan: Some("pro".into()), team: None })] {
         let mut best = f64::MAX;
         let mut out = None;
         for _ in 0..3 {
@@ -127,7 +133,8 @@ async fn main() {
     }
 
     // The consumer: `events` task.succeeded events of customers signed up in the last week.
-    let first_event: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(db.pool()).await.unwrap();
+    let first_event: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(db.pool()).await.unwrap();
     let runner = Runner::new("bench");
     let all = people::consumers(&ctx);
     consumers::run_once(&db, &runner, &all, &clock).await.unwrap();

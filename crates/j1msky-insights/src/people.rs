@@ -6,11 +6,13 @@
 //! (`rollup`); spend from `insights_spend` (`spend`). Plan filters narrow the rollups to
 //! the customers now on the plan; the team filter does not apply to customers.
 
+mod behind;
 mod rates;
 mod read;
 mod rollup;
 mod spend;
 
+pub use behind::{behind, Tile, BEHIND_MAX};
 pub use rates::Trailing;
 pub use read::COHORTS;
 pub use rollup::{ACTIVATION_WINDOW, CONSUMER};

@@ -208,6 +208,42 @@ async fn customer_numbers_from_the_consumer_and_from_a_rebuild_agree_with_the_ha
 }
 
 #[tokio::test]
+async fn the_drill_down_lists_the_customers_behind_each_tile() {
+    let f = fixture().await;
+    story(&f).await;
+    f.catch_up().await;
+    let all = Filter::default();
+    let rows = |v: Vec<kpis::Behind>| v.into_iter().map(|b| (b.name, b.value, b.detail)).collect::<Vec<_>>();
+    // March's signups in order: A after 48 h, B and C not, D 6 days 23 hours = 167 h.
+    assert_eq!(
+        rows(people::behind(&f.ctx, M, people::Tile::Signups, &all).await.unwrap()),
+        vec![
+            ("A".into(), 48, "first task succeeded after 48 h".into()),
+            ("B".into(), -1, "not activated".into()),
+            ("C".into(), -1, "not activated".into()),
+            ("D".into(), 167, "first task succeeded after 167 h".into()),
+        ]
+    );
+    // Trials of March: A 20 h after qualifying; B and D skipped qualified.
+    assert_eq!(
+        rows(people::behind(&f.ctx, M, people::Tile::Trial, &all).await.unwrap()),
+        vec![
+            ("A".into(), 20, "20 h after the previous stage".into()),
+            ("B".into(), 0, "skipped the previous stage".into()),
+            ("D".into(), 0, "skipped the previous stage".into()),
+        ]
+    );
+    let nps = people::behind(&f.ctx, M, people::Tile::Nps, &all).await.unwrap();
+    let scores: Vec<(String, i64, String)> = rows(nps);
+    assert_eq!(scores.len(), 6);
+    assert_eq!(scores[0], ("A".into(), 10, "promoter".into()));
+    assert_eq!(scores[5], ("D".into(), 0, "detractor".into()));
+    let enterprise = Filter { plan: Some("enterprise".into()), team: None };
+    let paid = people::behind(&f.ctx, M, people::Tile::Paid, &enterprise).await.unwrap();
+    assert_eq!(paid.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["D"]);
+}
+
+#[tokio::test]
 async fn a_plan_filter_narrows_to_the_customers_on_the_plan() {
     let f = fixture().await;
     let [a, ..] = story(&f).await;
@@ -244,9 +280,10 @@ async fn a_plan_filter_narrows_to_the_customers_on_the_plan() {
 async fn spend_is_stored_audited_refused_when_wrong_and_gives_cac_and_ltv_to_cac() {
     let f = fixture().await;
     let op = Actor::user("usr_op");
-    people::set_spend(&f.ctx, M, 120_000, &op).await.unwrap();
-    people::set_spend(&f.ctx, M, 150_000, &op).await.unwrap();
-    people::set_spend(&f.ctx, M.prev(), 90_000, &op).await.unwrap();
+    for (month, cents) in [(M, 120_000), (M, 150_000), (M.prev(), 90_000)] {
+        people::set_spend(&f.ctx, month, cents, &op).await.unwrap();
+        f.clock.advance_secs(60);
+    }
     assert_eq!(people::spend(&f.ctx).await.unwrap(), vec![(M, 150_000), (M.prev(), 90_000)]);
     // The change from $1,200 to $1,500 is in the audit log with both figures.
     let row = sqlx::query("SELECT actor, detail FROM audit_log WHERE action = 'insights.spend_set' ORDER BY at, id")
