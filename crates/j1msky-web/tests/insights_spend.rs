@@ -58,6 +58,7 @@ async fn the_operator_enters_spend_and_everyone_else_is_refused() {
         ("2026-13", "10", "month"),
         ("March", "10", "month"),
         (next.as_str(), "10", "month"),
+        (last_month.as_str(), "1500                                         x", "amount"),
     ] {
         let r = post(vec![("month", month.into()), ("amount", amount.into())]).await.unwrap();
         assert_eq!(r.status(), 422, "{month} {amount}");
@@ -65,6 +66,15 @@ async fn the_operator_enters_spend_and_everyone_else_is_refused() {
         let html = r.text().await.unwrap();
         assert!(html.contains(&format!("<strong>{field}:")), "{month} {amount}: {html}");
         assert!(html.contains(&format!("value=\"{month}\"")), "the typed month is kept");
+    }
+    // Megabytes of junk: refused, quoted back only in part.
+    let junk = "9".repeat(1_000_000);
+    for (month, amount, field) in [(last_month.clone(), junk.clone(), "amount"), (junk.clone(), "1".into(), "month")] {
+        let r = post(vec![("month", month), ("amount", amount)]).await.unwrap();
+        assert_eq!(r.status(), 422);
+        let html = r.text().await.unwrap();
+        assert!(html.contains(&format!("<strong>{field}: too long")), "{}", &html[..2000.min(html.len())]);
+        assert!(html.len() < 100_000, "the page quotes a bounded excerpt");
     }
     assert_eq!(people::spend(&ctx).await.unwrap(), vec![(this_month, 9_900), (this_month.prev(), 150_050)]);
 

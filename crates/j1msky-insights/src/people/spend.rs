@@ -15,7 +15,8 @@ pub const MAX_CENTS: i64 = 10_000_000_000;
 /// Parses an amount in the currency's major units (`1500`, `1,500.50`, `$1500.5`) into
 /// cents; the error names the field `amount` and what was wrong.
 pub fn parse_amount(text: &str) -> Result<i64, InsightsError> {
-    let bad = |why: &str| InsightsError::invalid("amount", format!("`{}` {why}", text.trim()));
+    let shown: String = text.trim().chars().take(40).collect();
+    let bad = |why: &str| InsightsError::invalid("amount", format!("`{shown}` {why}"));
     let t: String = text.trim().trim_start_matches('$').chars().filter(|c| *c != ',' && *c != '_').collect();
     if t.is_empty() {
         return Err(InsightsError::invalid("amount", "is required (e.g. 1500 or 1500.50)"));
@@ -119,6 +120,8 @@ mod tests {
         assert_eq!(parse_amount(" $1,500.5 ").unwrap(), 150_050);
         assert_eq!(parse_amount("0.07").unwrap(), 7);
         assert_eq!(parse_amount("100000000.00").unwrap(), MAX_CENTS);
+        let long = parse_amount(&"9".repeat(10_000)).unwrap_err().to_string();
+        assert!(long.len() < 200, "the error quotes a bounded excerpt: {long}");
         for bad in ["", "-5", "12.345", "1e6", "abc", ".5", "1.2.3", "9999999999", "١٢"] {
             let e = parse_amount(bad).unwrap_err().to_string();
             assert!(e.starts_with("amount:"), "{bad}: {e}");

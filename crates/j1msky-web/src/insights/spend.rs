@@ -97,6 +97,16 @@ async fn render(
 /// `POST /admin/spend`: sets a month's spend; bad input shows the form again (422) with
 /// the field named.
 async fn save(State(state): State<AppState>, OperatorUser(s): OperatorUser, Form(form): Form<SpendForm>) -> Response {
+    // Long junk is refused before it is quoted back in an error or the form.
+    let too_long = [("month", form.month.chars().count(), 20), ("amount", form.amount.chars().count(), 40)]
+        .into_iter()
+        .find(|(_, len, max)| len > max);
+    if let Some((field, _, max)) = too_long {
+        let shown =
+            SpendForm { month: form.month.chars().take(20).collect(), amount: form.amount.chars().take(40).collect() };
+        let e = ApiError::from(InsightsError::invalid(field, format!("too long (at most {max} characters)")));
+        return render(&state, &s, &shown, Some(&e), e.status).await;
+    }
     let parsed = Month::parse(&form.month).and_then(|m| Ok((m, people::parse_amount(&form.amount)?)));
     let result = match parsed {
         Ok((month, cents)) => people::set_spend(&state.insights(), month, cents, &Actor::user(&s.user.id)).await,
