@@ -1,43 +1,87 @@
 //! Customer numbers: churn rates, ARPA, LTV, activation cohorts, the funnel, NPS and CAC
-//! (operator-entered acquisition spend). (Being built: stub.)
+//! (operator-entered acquisition spend). Definitions: `docs/KPIS.md`, "Customers".
+//!
+//! Churn, ARPA and the new paying customers come from the month's MRR section; margin
+//! from its usage section; activation, the funnel and NPS from this module's rollups
+//! (`rollup`); spend from `insights_spend` (`spend`). Plan filters narrow the rollups to
+//! the customers now on the plan; the team filter does not apply to customers.
+
+mod behind;
+mod rates;
+mod read;
+mod rollup;
+mod spend;
+
+pub use behind::{behind, Tile, BEHIND_MAX};
+pub use rates::Trailing;
+pub use read::COHORTS;
+pub use rollup::{ACTIVATION_WINDOW, CONSUMER};
+pub use spend::{parse_amount, MAX_CENTS};
 
 use crate::kpis::{Customers, Filter, Mrr, Usage};
 use crate::{Ctx, InsightsError, Month};
 
+/// Months LTV looks back over, this one included.
+pub const LTV_MONTHS: u32 = 6;
+
 /// The customer numbers of `month` (rates that need MRR or margin take them from the
 /// other sections already computed for the month).
 pub async fn month(
-    _ctx: &Ctx,
-    _month: Month,
-    _filter: &Filter,
-    _mrr: &Mrr,
-    _usage: &Usage,
+    ctx: &Ctx,
+    month: Month,
+    filter: &Filter,
+    mrr: &Mrr,
+    usage: &Usage,
 ) -> Result<Customers, InsightsError> {
-    Ok(Customers::default())
+    let plan = filter.plan.as_deref();
+    let mut trailing = Trailing::default();
+    trailing.add(mrr, usage);
+    let mut m = month;
+    for _ in 1..LTV_MONTHS {
+        m = m.prev();
+        let earlier_mrr = crate::mrr::month(ctx, m, filter).await?;
+        let earlier_usage = crate::usage::month(ctx, m, filter).await?;
+        trailing.add(&earlier_mrr, &earlier_usage);
+    }
+    let ltv_cents = trailing.ltv_cents();
+    let acquisition_spend_cents = spend::of(ctx, month).await?;
+    // Spend is the whole business's: divided by one plan's new customers it would
+    // overstate that plan's cost, so a filtered board shows no CAC.
+    let unfiltered = filter.plan.is_none() && filter.team.is_none();
+    let cac_cents = if unfiltered { rates::cac_cents(acquisition_spend_cents, mrr.new_customers) } else { None };
+    Ok(Customers {
+        churn_rate_bp: rates::customer_churn_bp(mrr),
+        gross_revenue_churn_bp: rates::gross_revenue_churn_bp(mrr),
+        net_revenue_churn_bp: rates::net_revenue_churn_bp(mrr),
+        arpa_cents: rates::arpa_cents(mrr),
+        ltv_cents,
+        activation: read::cohorts(ctx, month, plan).await?,
+        funnel: read::funnel(ctx, month, plan).await?,
+        nps: read::nps(ctx, month, plan).await?,
+        acquisition_spend_cents,
+        cac_cents,
+        ltv_to_cac_x100: rates::ltv_to_cac_x100(ltv_cents, cac_cents),
+    })
 }
 
 /// This module's event consumers (rollups kept up to date).
-pub fn consumers(_ctx: &Ctx) -> Vec<j1msky_db::consumers::Consumer> {
-    Vec::new()
+pub fn consumers(ctx: &Ctx) -> Vec<j1msky_db::consumers::Consumer> {
+    rollup::consumers(ctx)
 }
 
 /// Recomputes this module's rollups from the source tables.
-pub async fn rebuild(_ctx: &Ctx) -> Result<(), InsightsError> {
-    Ok(())
+pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
+    rollup::rebuild(ctx).await
 }
 
 /// Records the acquisition spend of `month` (replacing an earlier figure; audited, with
-/// the old value kept in the audit log). Negative amounts are refused.
-pub async fn set_spend(
-    _ctx: &Ctx,
-    month: Month,
-    _cents: i64,
-    _actor: &j1msky_audit::Actor,
-) -> Result<(), InsightsError> {
-    Err(InsightsError::invalid("month", format!("{month}: acquisition spend is not built yet")))
+/// the old value kept in the audit log). Negative amounts, amounts above [`MAX_CENTS`]
+/// and months not begun yet are refused with an error naming the field.
+pub async fn set_spend(ctx: &Ctx, month: Month, cents: i64, actor: &j1msky_audit::Actor) -> Result<(), InsightsError> {
+    spend::set(ctx, month, cents, actor).await
 }
 
 /// The acquisition spend entered for each month, newest first.
-pub async fn spend(_ctx: &Ctx) -> Result<Vec<(Month, i64)>, InsightsError> {
-    Ok(Vec::new())
+pub async fn spend(ctx: &Ctx) -> Result<Vec<(Month, i64)>, InsightsError> {
+    spend::all(ctx).await
 }

@@ -345,6 +345,35 @@ pub async fn latest_nps(conn: &mut AnyConnection, customer_id: &str) -> Result<O
     Ok(score.and_then(|s| u8::try_from(s).ok()))
 }
 
+/// One NPS answer, as the KPI board counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NpsAnswer {
+    pub survey_id: String,
+    pub customer_id: String,
+    pub score: i64,
+    pub answered_at: i64,
+}
+
+/// Every answered NPS survey, oldest first (what `j1msky kpi rebuild` recounts NPS from).
+pub async fn nps_answers(conn: &mut AnyConnection) -> Result<Vec<NpsAnswer>, LifecycleError> {
+    let rows = sqlx::query(
+        "SELECT id, customer_id, score, answered_at FROM lifecycle_surveys
+         WHERE kind = 'nps' AND score IS NOT NULL AND answered_at IS NOT NULL ORDER BY answered_at, id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(NpsAnswer {
+                survey_id: r.try_get(0)?,
+                customer_id: r.try_get(1)?,
+                score: r.try_get(2)?,
+                answered_at: r.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
 /// Queues an NPS email to `customer` (template `nps`) with a fresh survey link, inside
 /// the caller's transaction. `Ok(None)` when the customer has an NPS survey still
 /// open (asked and neither answered nor expired), so asking twice asks once.

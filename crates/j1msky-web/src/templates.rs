@@ -25,6 +25,7 @@ pub fn environment() -> Environment<'static> {
         "admin/customers.html",
         "admin/customer.html",
         "admin/gateway.html",
+        "admin/spend.html",
         "app/home.html",
         "app/tasks.html",
         "app/billing.html",

@@ -33,6 +33,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/queue/{id}/cancel"),
     ("GET", "/admin/events"),
     ("POST", "/admin/events/{id}/{id}/retry"),
+    ("GET", "/admin/spend"),
+    ("POST", "/admin/spend"),
     ("GET", "/app/billing"),
     ("POST", "/app/billing/checkout"),
     ("POST", "/app/billing/change"),
@@ -95,6 +97,8 @@ const FIELDS: &[&str] = &[
     "limit",
     "state",
     "period",
+    "month",
+    "format",
 ];
 
 const IDS: &[&str] = &["%00", "a%00b", "%FF%FE", "%E2%80%AE", "..%2F..%2Fetc", "'%20OR%201=1--", "-1", "\u{1F600}"];
