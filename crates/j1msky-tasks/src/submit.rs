@@ -613,6 +613,18 @@ pub async fn queue_view(db: &Db, now: i64) -> Result<QueueView, TaskError> {
     Ok(QueueView { depth, running, waiting, recent_failures })
 }
 
+/// How many tasks failed (finished in the `failed` state) in `[from, to)`.
+pub async fn failed_between(db: &Db, from: i64, to: i64) -> Result<i64, TaskError> {
+    let n: i64 =
+        sqlx::query("SELECT COUNT(*) FROM tasks WHERE state = 'failed' AND finished_at >= $1 AND finished_at < $2")
+            .bind(from)
+            .bind(to)
+            .fetch_one(db.pool())
+            .await?
+            .try_get(0)?;
+    Ok(n)
+}
+
 /// Up to 50 tasks matching `filter` (which uses `$1` when `param` is given).
 async fn tasks_where(db: &Db, filter: &str, order: &str, param: Option<i64>) -> Result<Vec<Task>, TaskError> {
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE {filter} ORDER BY {order} LIMIT 50");

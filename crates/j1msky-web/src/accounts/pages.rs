@@ -1,5 +1,5 @@
-//! Browser pages: login and logout, the operator dashboard (`/admin`) and the
-//! customer dashboard (`/app`).
+//! Browser pages: login and logout, the operator's customer list (`/admin/customers`;
+//! `/admin` is the board) and the customer's home (`/app`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -122,7 +122,7 @@ pub struct StageQuery {
     stage: Option<String>,
 }
 
-/// `/admin`: the customers list and the add-customer form.
+/// `/admin/customers`: the customers list and the add-customer form.
 pub async fn admin_customers(
     State(state): State<AppState>,
     OperatorUser(s): OperatorUser,
