@@ -65,7 +65,7 @@ pub async fn review(ctx: &Ctx) -> Result<Vec<Item>, InsightsError> {
     let mut items = Vec::new();
 
     // Errors: tasks that failed in the window.
-    match j1msky_tasks::submit::failed_between(db, since, now).await {
+    match j1msky_tasks::submit::failed_between(db, since, now + 1).await {
         Ok(0) => {}
         Ok(n) => items.push(item(
             if n >= CRITICAL_FAILURES { Severity::Critical } else { Severity::Warning },
