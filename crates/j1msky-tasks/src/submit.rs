@@ -356,7 +356,7 @@ pub async fn submit(
         let tz: chrono_tz::Tz = customer.time_zone.parse().unwrap_or(chrono_tz::UTC);
         let (from, to) = j1msky_core::windows::month(tz, now);
         // Tasks cancelled before they started do not count.
-        let used = counted_toward_limit(&mut *tx, customer_id, from, to).await?;
+        let used = counted_toward_limit(&mut tx, customer_id, from, to).await?;
         if used >= limit {
             tx.rollback().await?;
             let plan_name = plan.map_or("your plan".to_string(), |p| p.name.clone());
