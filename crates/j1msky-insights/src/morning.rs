@@ -121,7 +121,7 @@ pub async fn review(ctx: &Ctx) -> Result<Vec<Item>, InsightsError> {
     }
 
     // Rate limits: upstream providers refusing us, and customers reaching their plan's limits.
-    match j1msky_gateway::ledger::outcome_count(db, "rate_limited", since, now).await {
+    match j1msky_gateway::ledger::outcome_count(db, "rate_limited", since, now + 1).await {
         Ok(0) => {}
         Ok(n) => items.push(item(
             Severity::Warning,

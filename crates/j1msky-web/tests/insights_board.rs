@@ -379,6 +379,30 @@ async fn the_morning_review_lists_what_needs_the_operator_worst_first() {
     j1msky_lifecycle::todos::open_manual(&app.db, &Actor::cli(), Some(&acme), "call them", app.now() - 1, app.now())
         .await
         .unwrap();
+    // A provider refused two calls; the customer reached its plan's monthly allowance.
+    let attempt = |n: i64| j1msky_gateway::ledger::Attempt {
+        request_id: "req_1".into(),
+        attempt: n,
+        customer_id: Some(acme.clone()),
+        task_id: None,
+        team: None,
+        role: None,
+        category: None,
+        provider: "anthropic".into(),
+        model_requested: "claude-opus".into(),
+        model_used: "claude-opus".into(),
+        input_tokens: 0,
+        output_tokens: 0,
+        cost: j1msky_core::Money::ZERO,
+        latency_micros: 1,
+        outcome: if n < 3 { "rate_limited".into() } else { "ok".into() },
+        fallback_reason: None,
+        created_at: app.now(),
+    };
+    let mut tx = app.db.begin().await.unwrap();
+    j1msky_gateway::ledger::record(&mut tx, &[attempt(1), attempt(2), attempt(3)]).await.unwrap();
+    tx.commit().await.unwrap();
+    j1msky_accounts::activity::limit_hit(&app.db, &acme, "tasks_per_month", "100/100", app.now()).await;
     let items = j1msky_insights::morning::review(&j1msky_insights::Ctx {
         db: app.db.clone(),
         catalogue: app.catalogue.clone(),
@@ -394,13 +418,15 @@ async fn the_morning_review_lists_what_needs_the_operator_worst_first() {
             ("Critical".into(), "Alert: provider_auth".into()),
             ("Critical".into(), "Payment failed: Acme".into()),
             ("Warning".into(), "1 task(s) failed in the last 24 h".into()),
+            ("Warning".into(), "2 upstream call(s) rate-limited in the last 24 h".into()),
             ("Warning".into(), "1 staff to-do(s) overdue".into()),
+            ("Info".into(), "1 plan limit hit(s) by 1 customer(s) in the last 24 h".into()),
         ],
         "worst first: {items:#?}"
     );
     assert!(items[0].detail.contains("oldest waits 40 min"), "{:?}", items[0]);
     assert_eq!(items[2].link, format!("/admin/customers/{acme}"));
-    assert_eq!(items[4].link, "/admin/todos?filter=overdue");
+    assert_eq!(items[5].link, "/admin/todos?filter=overdue");
     let (status, _, html) = get(&op, &app, "/admin/review/morning").await;
     assert_eq!(status, 200);
     let critical = html.find("data-severity=\"critical\"").unwrap();
@@ -410,7 +436,9 @@ async fn the_morning_review_lists_what_needs_the_operator_worst_first() {
     // A day later the failure and the alert are no longer this morning's news.
     app.clock.advance_secs(25 * 3600);
     let (_, _, html) = get(&op, &app, "/admin/review/morning").await;
-    assert!(!html.contains("Alert: provider_auth") && !html.contains("failed in the last 24 h"));
+    for gone in ["Alert: provider_auth", "failed in the last 24 h", "rate-limited", "plan limit hit"] {
+        assert!(!html.contains(gone), "{gone} is yesterday's news");
+    }
     assert!(html.contains("Payment failed: Acme"), "still unpaid");
 }
 
