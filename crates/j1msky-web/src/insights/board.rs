@@ -620,3 +620,90 @@ async fn behind_inner(state: &AppState, s: &Session, q: &BoardQuery) -> Result<R
     };
     Ok(page(state, Some(s), "admin/behind.html", "board", ctx))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use j1msky_insights::kpis::{Cohort, Customers, Mrr, Nps, Usage};
+
+    fn sample() -> Kpis {
+        let month = Month::parse("2026-11").unwrap();
+        Kpis {
+            month,
+            filter: Filter::default(),
+            mrr: Mrr {
+                ending_cents: 1_234_567,
+                new_cents: 9_900,
+                churn_cents: 4_900,
+                paying_end: 42,
+                ..Mrr::default()
+            },
+            customers: Customers {
+                churn_rate_bp: Some(238),
+                net_revenue_churn_bp: Some(-150),
+                ltv_to_cac_x100: Some(250),
+                activation: vec![Cohort { month, customers: 4, activated: 3, rate_bp: Some(7_500) }],
+                nps: Some(Nps { responses: 3, promoters: 2, passives: 0, detractors: 1, score: 33 }),
+                ..Customers::default()
+            },
+            usage: Usage {
+                gross_margin_micros: -1_500_000,
+                by_team: vec![MarginRow {
+                    key: "code".into(),
+                    label: "=cmd|' /C calc'!A0".into(),
+                    tasks: 2,
+                    ..MarginRow::default()
+                }],
+                ..Usage::default()
+            },
+        }
+    }
+
+    #[test]
+    fn tiles_read_their_field_and_show_it_in_its_unit() {
+        let k = sample();
+        let tile = |key: &str| TILES.iter().find(|t| t.key == key).unwrap();
+        let shown = |key: &str| show(tile(key).unit, (tile(key).get)(&k));
+        assert_eq!(
+            ((tile("mrr.ending_cents").get)(&k), shown("mrr.ending_cents")),
+            (Some(1_234_567), "$12345.67".into())
+        );
+        assert_eq!(shown("mrr.paying_end"), "42");
+        assert_eq!(shown("customers.churn_rate_bp"), "2.38 %");
+        assert_eq!(shown("customers.net_revenue_churn_bp"), "-1.50 %");
+        assert_eq!(shown("customers.ltv_to_cac_x100"), "2.50:1");
+        assert_eq!(shown("customers.activation_bp"), "75.00 %");
+        assert_eq!(shown("customers.nps"), "33");
+        assert_eq!(shown("usage.gross_margin_micros"), "-$1.50");
+        assert_eq!(((tile("customers.ltv_cents").get)(&k), shown("customers.ltv_cents")), (None, "—".into()));
+        // Every drill-down tile has a meaning behind it.
+        for t in TILES.iter().filter(|t| t.drill) {
+            assert!(drill_of(t.key).is_some(), "{}", t.key);
+        }
+    }
+
+    #[test]
+    fn tables_carry_the_raw_integers_and_the_csv_neutralises_text() {
+        let all = tables(&sample());
+        let tiles = all.iter().find(|t| t.id == "tiles").unwrap();
+        assert!(tiles.rows.contains(&vec!["mrr.ending_cents".into(), "MRR".into(), "1234567".into()]));
+        assert!(tiles.rows.contains(&vec!["customers.cac_cents".into(), "CAC".into(), String::new()]));
+        let team = all.iter().find(|t| t.id == "margin_by_team").unwrap();
+        let body = csv::body(&team.header, &team.rows);
+        assert!(body.contains("code,'=cmd|' /C calc'!A0,0,0,0,,2\r\n"), "{body}");
+        let ids: Vec<&str> = all.iter().map(|t| t.id).collect();
+        assert_eq!(
+            ids,
+            [
+                "tiles",
+                "mrr_by_plan",
+                "margin_by_plan",
+                "margin_by_team",
+                "margin_by_model",
+                "completion",
+                "activation",
+                "funnel"
+            ]
+        );
+    }
+}
