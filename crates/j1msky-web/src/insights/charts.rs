@@ -32,7 +32,11 @@ pub fn lines(name: &str, title: &str, labels: &[String], lines: &[Line]) -> Stri
     let desc: Vec<String> = lines
         .iter()
         .map(|l| {
-            let points: Vec<String> = labels.iter().zip(&l.values).map(|(m, v)| format!("{m}: {v:.2}")).collect();
+            let points: Vec<String> = labels
+                .iter()
+                .zip(&l.values)
+                .map(|(m, v)| format!("{m}: {:.2}", if *v == 0.0 { 0.0 } else { *v }))
+                .collect();
             format!("{}: {}", l.name, points.join(", "))
         })
         .collect();
@@ -57,6 +61,8 @@ fn draw(buf: &mut String, title: &str, labels: &[String], lines: &[Line]) -> Res
     let (lo, hi) = all.fold((0.0_f64, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let pad = ((hi - lo) * 0.1).max(1.0);
     let (lo, hi) = (if lo < 0.0 { lo - pad } else { 0.0 }, hi + pad);
+    // Cents on a small scale, whole dollars on a large one.
+    let decimals = if hi - lo < 10.0 { 2 } else { 0 };
     let root = SVGBackend::with_string(buf, (720, 280)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
@@ -71,7 +77,7 @@ fn draw(buf: &mut String, title: &str, labels: &[String], lines: &[Line]) -> Res
         .configure_mesh()
         .x_labels(n)
         .x_label_formatter(&label_of)
-        .y_label_formatter(&|v: &f64| format!("${v:.0}"))
+        .y_label_formatter(&|v: &f64| format!("${v:.*}", decimals))
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(|e| e.to_string())?;
