@@ -372,6 +372,19 @@ pub async fn list(db: &Db, stage: Option<Stage>, limit: i64) -> Result<Vec<Custo
     rows.iter().map(from_row).collect()
 }
 
+/// Customers whose last payment failed (`billing_status` set: `past_due`, `unpaid`),
+/// the longest-failing first.
+pub async fn with_failed_payment(db: &Db, limit: i64) -> Result<Vec<Customer>, AccountsError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM customers WHERE billing_status IS NOT NULL
+         ORDER BY billing_status_since, id LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// Moves a customer to `to`, keeping the history, the audit log and a
 /// `customer.stage_changed` event. Moving to the stage it is already in changes nothing.
 pub async fn set_stage(db: &Db, actor: &Actor, id: &str, to: Stage, now: i64) -> Result<Customer, AccountsError> {

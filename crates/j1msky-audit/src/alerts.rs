@@ -39,6 +39,19 @@ pub async fn record(
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Alerts raised since `since` that nobody has acknowledged, newest first.
+pub async fn open_since(db: &Db, since: i64, limit: i64) -> Result<Vec<Alert>, DbError> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT kind, message, created_at FROM alerts WHERE acknowledged_at IS NULL AND created_at >= $1
+         ORDER BY created_at DESC, id DESC LIMIT $2",
+    )
+    .bind(since)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.into_iter().map(|(kind, message, created_at)| Alert { kind, message, created_at }).collect())
+}
+
 /// The newest alerts first.
 pub async fn recent(db: &Db, limit: i64) -> Result<Vec<Alert>, DbError> {
     let rows: Vec<(String, String, i64)> =

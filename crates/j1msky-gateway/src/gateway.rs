@@ -314,7 +314,7 @@ impl Gateway {
         if let (Some(id), Some(cap)) = (&ctx.customer_id, customer_budget) {
             let (m_start, m_end) = windows::month(tz, now);
             budgets.push(Budget {
-                scope: format!("customer:{id}:month"),
+                scope: limits::customer_month_scope(id),
                 window_start: m_start,
                 window_end: m_end,
                 cap,

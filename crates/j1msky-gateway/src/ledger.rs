@@ -121,6 +121,19 @@ impl AttemptRow {
     }
 }
 
+/// How many upstream attempts in `[from, to)` ended with `outcome` (`rate_limited`, …).
+pub async fn outcome_count(db: &Db, outcome: &str, from: i64, to: i64) -> Result<i64, DbError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM llm_calls WHERE outcome = $1 AND created_at >= $2 AND created_at < $3",
+    )
+    .bind(outcome)
+    .bind(from)
+    .bind(to)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(n)
+}
+
 /// One line of the daily cost review.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CostLine {

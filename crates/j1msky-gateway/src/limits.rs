@@ -244,6 +244,30 @@ pub async fn used_this_hour(db: &Db, scope: &str, now: i64) -> Result<i64, DbErr
     Ok(row.map_or(0, |r| r.0))
 }
 
+/// The budget scope of a customer's monthly spending budget.
+pub fn customer_month_scope(customer_id: &str) -> String {
+    format!("customer:{customer_id}:month")
+}
+
+/// A customer's monthly spending budget against its use: `(budget, spent, reserved)` in
+/// the business month containing `now` (`None` when no budget is set).
+pub async fn customer_month(
+    db: &Db,
+    catalogue: &j1msky_core::catalogue::Catalogue,
+    customer_id: &str,
+    now: i64,
+) -> Result<Option<(Money, Money, Money)>, DbError> {
+    let budget: Option<Option<i64>> = sqlx::query_scalar("SELECT monthly_budget_micros FROM customers WHERE id = $1")
+        .bind(customer_id)
+        .fetch_optional(db.pool())
+        .await?;
+    let Some(budget) = budget.flatten() else { return Ok(None) };
+    let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let (start, _) = j1msky_core::windows::month(tz, now);
+    let (spent, reserved) = budget_state(db, &customer_month_scope(customer_id), start).await?;
+    Ok(Some((Money::from_micros(budget), spent, reserved)))
+}
+
 /// Spent and reserved in a budget window.
 pub async fn budget_state(db: &Db, scope: &str, window_start: i64) -> Result<(Money, Money), DbError> {
     let row: Option<(i64, i64)> = sqlx::query_as(

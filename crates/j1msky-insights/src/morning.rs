@@ -1,5 +1,7 @@
 //! The morning review: errors, queue depth and waits, rate-limit hits, alerts, failed
-//! payments and staff to-dos on one list, worst first. (Being built: stub.)
+//! payments and staff to-dos on one list, worst first. Each area is read through its
+//! owning crate's functions; an area that cannot be read becomes a critical line of its
+//! own (logged) instead of hiding the others.
 
 use serde::Serialize;
 
@@ -26,7 +28,175 @@ pub struct Item {
     pub link: String,
 }
 
+/// What the review counts back from now.
+pub const WINDOW_MICROS: i64 = 24 * 3_600_000_000;
+/// Failed tasks in the window from which errors are critical.
+pub const CRITICAL_FAILURES: i64 = 10;
+/// The oldest queued task's wait from which the queue is a warning, and critical.
+pub const QUEUE_WARN_MICROS: i64 = 5 * 60_000_000;
+pub const QUEUE_CRITICAL_MICROS: i64 = 30 * 60_000_000;
+/// Alerts and failed payments listed one by one at most.
+const LISTED: i64 = 20;
+
+fn item(severity: Severity, area: &str, title: String, detail: String, link: &str) -> Item {
+    Item { severity, area: area.into(), title, detail, link: link.into() }
+}
+
+/// An area that could not be read: logged, and shown as a critical line.
+fn unreadable(area: &str, link: &str, e: &dyn std::fmt::Display) -> Item {
+    tracing::error!(area, error = %e, "morning review: cannot read");
+    item(Severity::Critical, area, format!("Cannot read {area}"), "the error is in the server log".into(), link)
+}
+
+fn minutes(micros: i64) -> String {
+    let m = micros.max(0) / 60_000_000;
+    if m < 120 {
+        format!("{m} min")
+    } else {
+        format!("{} h {} min", m / 60, m % 60)
+    }
+}
+
 /// The review as of now (the last 24 hours for counts of what happened).
-pub async fn review(_ctx: &Ctx) -> Result<Vec<Item>, InsightsError> {
-    Ok(Vec::new())
+pub async fn review(ctx: &Ctx) -> Result<Vec<Item>, InsightsError> {
+    let db = &ctx.db;
+    let now = ctx.clock.now_micros();
+    let since = now - WINDOW_MICROS;
+    let mut items = Vec::new();
+
+    // Errors: tasks that failed in the window.
+    match j1msky_tasks::submit::failed_between(db, since, now + 1).await {
+        Ok(0) => {}
+        Ok(n) => items.push(item(
+            if n >= CRITICAL_FAILURES { Severity::Critical } else { Severity::Warning },
+            "errors",
+            format!("{n} task(s) failed in the last 24 h"),
+            "retry or cancel them on the queue page".into(),
+            "/admin/queue",
+        )),
+        Err(e) => items.push(unreadable("errors", "/admin/queue", &e)),
+    }
+
+    // The queue: depth, the oldest wait, and tasks held back by a cap or budget.
+    match j1msky_tasks::queue_view(db, now).await {
+        Ok(q) => {
+            let depth: i64 = q.depth.iter().map(|d| d.queued).sum();
+            let oldest = q.depth.iter().map(|d| d.oldest_wait_micros).max().unwrap_or(0);
+            let severity = match oldest {
+                w if w >= QUEUE_CRITICAL_MICROS => Severity::Critical,
+                w if w >= QUEUE_WARN_MICROS => Severity::Warning,
+                _ => Severity::Info,
+            };
+            let worst = q.depth.iter().max_by_key(|d| d.oldest_wait_micros);
+            let detail = match worst {
+                Some(d) => format!(
+                    "oldest waits {} ({} priority, team {})",
+                    minutes(oldest),
+                    format!("{:?}", d.priority).to_lowercase(),
+                    d.team
+                ),
+                None => "nothing waiting".into(),
+            };
+            items.push(item(
+                severity,
+                "queue",
+                format!("{depth} task(s) queued, {} running", q.running.len()),
+                detail,
+                "/admin/queue",
+            ));
+            if !q.waiting.is_empty() {
+                let mut reasons: Vec<String> = q.waiting.iter().filter_map(|t| t.wait_reason.clone()).collect();
+                reasons.sort();
+                reasons.dedup();
+                items.push(item(
+                    Severity::Warning,
+                    "queue",
+                    format!("{} task(s) held back by a cap, budget or back-off", q.waiting.len()),
+                    if reasons.is_empty() { "waiting for a retry".into() } else { reasons.join("; ") },
+                    "/admin/gateway",
+                ));
+            }
+        }
+        Err(e) => items.push(unreadable("queue", "/admin/queue", &e)),
+    }
+
+    // Rate limits: upstream providers refusing us, and customers reaching their plan's limits.
+    match j1msky_gateway::ledger::outcome_count(db, "rate_limited", since, now + 1).await {
+        Ok(0) => {}
+        Ok(n) => items.push(item(
+            Severity::Warning,
+            "rate_limits",
+            format!("{n} upstream call(s) rate-limited in the last 24 h"),
+            "providers refused calls; see the caps and the routing".into(),
+            "/admin/gateway",
+        )),
+        Err(e) => items.push(unreadable("rate_limits", "/admin/gateway", &e)),
+    }
+    match j1msky_db::outbox::latest(db, Some("plan.limit_hit"), 1000).await {
+        Ok(events) => {
+            let recent: Vec<_> = events.iter().filter(|e| e.created_at >= since).collect();
+            if !recent.is_empty() {
+                let mut customers: Vec<&str> = recent.iter().filter_map(|e| e.customer_id.as_deref()).collect();
+                customers.sort_unstable();
+                customers.dedup();
+                items.push(item(
+                    Severity::Info,
+                    "rate_limits",
+                    format!("{} plan limit hit(s) by {} customer(s) in the last 24 h", recent.len(), customers.len()),
+                    "customers reaching their plan's caps may want an upgrade".into(),
+                    "/admin/gateway",
+                ));
+            }
+        }
+        Err(e) => items.push(unreadable("rate_limits", "/admin/gateway", &e)),
+    }
+
+    // Alerts nobody acknowledged.
+    match j1msky_audit::alerts::open_since(db, since, LISTED).await {
+        Ok(alerts) => items.extend(
+            alerts
+                .into_iter()
+                .map(|a| item(Severity::Critical, "alerts", format!("Alert: {}", a.kind), a.message, "/admin/gateway")),
+        ),
+        Err(e) => items.push(unreadable("alerts", "/admin/gateway", &e)),
+    }
+
+    // Failed payments: `unpaid` is worse than `past_due` (still in its grace period).
+    match j1msky_accounts::customers::with_failed_payment(db, LISTED).await {
+        Ok(customers) => items.extend(customers.into_iter().map(|c| {
+            let status = c.billing_status.clone().unwrap_or_default();
+            let since = c.billing_status_since.map(|t| format!(" for {}", minutes(now - t))).unwrap_or_default();
+            Item {
+                severity: if status == "unpaid" { Severity::Critical } else { Severity::Warning },
+                area: "payments".into(),
+                title: format!("Payment failed: {}", c.name),
+                detail: format!("{status}{since}"),
+                link: format!("/admin/customers/{}", c.id),
+            }
+        })),
+        Err(e) => items.push(unreadable("payments", "/admin/customers", &e)),
+    }
+
+    // Staff to-dos.
+    match j1msky_lifecycle::todos::counts(db, now).await {
+        Ok(c) if c.overdue > 0 => items.push(item(
+            Severity::Warning,
+            "todos",
+            format!("{} staff to-do(s) overdue", c.overdue),
+            format!("{} open in all", c.open),
+            "/admin/todos?filter=overdue",
+        )),
+        Ok(c) if c.open > 0 => items.push(item(
+            Severity::Info,
+            "todos",
+            format!("{} staff to-do(s) open", c.open),
+            "none overdue".into(),
+            "/admin/todos?filter=open",
+        )),
+        Ok(_) => {}
+        Err(e) => items.push(unreadable("todos", "/admin/todos", &e)),
+    }
+
+    items.sort_by_key(|i| i.severity);
+    Ok(items)
 }

@@ -356,16 +356,7 @@ pub async fn submit(
         let tz: chrono_tz::Tz = customer.time_zone.parse().unwrap_or(chrono_tz::UTC);
         let (from, to) = j1msky_core::windows::month(tz, now);
         // Tasks cancelled before they started do not count.
-        let used: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM tasks WHERE customer_id = $1 AND queued_at >= $2 AND queued_at < $3
-               AND NOT (state = 'cancelled' AND started_at IS NULL)",
-        )
-        .bind(customer_id)
-        .bind(from)
-        .bind(to)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+        let used = counted_toward_limit(&mut tx, customer_id, from, to).await?;
         if used >= limit {
             tx.rollback().await?;
             let plan_name = plan.map_or("your plan".to_string(), |p| p.name.clone());
@@ -611,6 +602,39 @@ pub async fn queue_view(db: &Db, now: i64) -> Result<QueueView, TaskError> {
     let waiting = tasks_where(db, "state = 'queued' AND not_before > $1", "not_before", Some(now)).await?;
     let recent_failures = tasks_where(db, "state = 'failed'", "finished_at DESC", None).await?;
     Ok(QueueView { depth, running, waiting, recent_failures })
+}
+
+/// The customer's tasks queued in `[from, to)` that count toward a monthly task limit
+/// (tasks cancelled before they started do not).
+pub async fn counted_toward_limit(
+    conn: &mut sqlx::AnyConnection,
+    customer_id: &str,
+    from: i64,
+    to: i64,
+) -> Result<i64, TaskError> {
+    let used: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM tasks WHERE customer_id = $1 AND queued_at >= $2 AND queued_at < $3
+           AND NOT (state = 'cancelled' AND started_at IS NULL)",
+    )
+    .bind(customer_id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get(0)?;
+    Ok(used)
+}
+
+/// How many tasks failed (finished in the `failed` state) in `[from, to)`.
+pub async fn failed_between(db: &Db, from: i64, to: i64) -> Result<i64, TaskError> {
+    let n: i64 =
+        sqlx::query("SELECT COUNT(*) FROM tasks WHERE state = 'failed' AND finished_at >= $1 AND finished_at < $2")
+            .bind(from)
+            .bind(to)
+            .fetch_one(db.pool())
+            .await?
+            .try_get(0)?;
+    Ok(n)
 }
 
 /// Up to 50 tasks matching `filter` (which uses `$1` when `param` is given).

@@ -13,6 +13,8 @@ pub struct Summary {
     pub total: i64,
     pub succeeded: i64,
     pub failed: i64,
+    pub running: i64,
+    pub queued: i64,
     /// Tasks per team, most used first in `top_teams`.
     pub by_team: BTreeMap<String, i64>,
     /// Charged to the customer (micro-USD), succeeded tasks only.
@@ -64,6 +66,8 @@ pub async fn of_customer(
                 s.charged_micros += charged;
             }
             "failed" => s.failed += n,
+            "running" => s.running += n,
+            "queued" => s.queued += n,
             _ => {}
         }
     }

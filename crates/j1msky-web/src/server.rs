@@ -27,13 +27,13 @@ struct Area {
 
 /// Every area, in navigation order; a new area is registered here and nowhere else.
 const AREAS: &[Area] = &[
+    Area { router: insights::router, nav: insights::NAV },
     Area { router: accounts::router, nav: accounts::NAV },
     Area { router: tasks::router, nav: tasks::NAV },
     Area { router: gateway::router, nav: gateway::NAV },
     Area { router: billing::router, nav: billing::NAV },
     Area { router: events::router, nav: events::NAV },
     Area { router: lifecycle::router, nav: lifecycle::NAV },
-    Area { router: insights::router, nav: insights::NAV },
 ];
 
 /// Every route of the server, with its middleware.

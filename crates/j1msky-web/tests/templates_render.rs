@@ -22,7 +22,7 @@ fn template_names(dir: &Path, root: &Path, out: &mut Vec<String>) {
 
 /// What the layout always gets, for an operator and a customer.
 fn layouts() -> Vec<Value> {
-    let nav = vec![context! { id => "customers", label => "Customers", href => "/admin" }];
+    let nav = vec![context! { id => "customers", label => "Customers", href => "/admin/customers" }];
     vec![
         context! {
             user => context! { email => "op@agency.test", role => "operator", id => "usr_1" },

@@ -376,7 +376,7 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     assert!(body["choices"][0]["message"]["content"].as_str().unwrap_or("").starts_with("[simulated]"));
 
     let browser = signed_in(&base, &login, &password).await;
-    let admin = browser.get(format!("{base}/admin")).send().await.expect("admin").text().await.expect("html");
+    let admin = browser.get(format!("{base}/admin/customers")).send().await.expect("admin").text().await.expect("html");
     for name in ["Northwind Software", "Bluebird Content Studio", "Kestrel Ventures"] {
         assert!(admin.contains(name), "{name} missing from the dashboard");
     }

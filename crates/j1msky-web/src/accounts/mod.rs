@@ -12,16 +12,17 @@ use crate::state::AppState;
 
 pub use pages::not_found;
 
-pub const NAV: &[NavEntry] =
-    &[NavEntry::operator("customers", "Customers", "/admin"), NavEntry::customer("account", "Account", "/app")];
+pub const NAV: &[NavEntry] = &[
+    NavEntry::operator("customers", "Customers", "/admin/customers"),
+    NavEntry::customer("account", "Account", "/app"),
+];
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(pages::root))
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
-        .route("/admin", get(pages::admin_customers))
-        .route("/admin/customers", post(pages::admin_create_customer))
+        .route("/admin/customers", get(pages::admin_customers).post(pages::admin_create_customer))
         .route("/admin/customers/{id}", get(pages::admin_customer))
         .route("/admin/customers/{id}/stage", post(pages::admin_set_stage))
         .route("/app", get(pages::app_home))

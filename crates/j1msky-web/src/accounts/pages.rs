@@ -1,5 +1,5 @@
-//! Browser pages: login and logout, the operator dashboard (`/admin`) and the
-//! customer dashboard (`/app`).
+//! Browser pages: login and logout, the operator's customer list (`/admin/customers`;
+//! `/admin` is the board) and the customer's home (`/app`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -122,7 +122,7 @@ pub struct StageQuery {
     stage: Option<String>,
 }
 
-/// `/admin`: the customers list and the add-customer form.
+/// `/admin/customers`: the customers list and the add-customer form.
 pub async fn admin_customers(
     State(state): State<AppState>,
     OperatorUser(s): OperatorUser,
@@ -372,11 +372,50 @@ async fn app_page(
     let payment_grace_until =
         j1msky_accounts::access::grace_until(&state.catalogue, &standing).filter(|end| *end > state.now());
     let payment_restricted = customer.billing_status.is_some() && payment_grace_until.is_none();
+    let month = match this_month(state, &customer).await {
+        Ok(m) => m,
+        Err(e) => return error_page_for(state, Some(s), e),
+    };
     let ctx = context! {
-        customer, keys, teams, new_key_name, new_secret, payment_grace_until, payment_restricted,
+        customer, keys, teams, new_key_name, new_secret, payment_grace_until, payment_restricted, month,
         can_manage_keys => s.user.role == UserRole::Owner,
     };
     page_with_status(state, Some(s), status, "app/home.html", "account", ctx)
+}
+
+/// The customer's month so far (in its own time zone, as its task limit counts): tasks by
+/// outcome, the success rate, the task allowance and the spending budget used.
+async fn this_month(state: &AppState, customer: &customers::Customer) -> Result<minijinja::Value, ApiError> {
+    let now = state.now();
+    let tz: chrono_tz::Tz = customer.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let (from, to) = j1msky_core::windows::month(tz, now);
+    let mut conn = state.db.pool().acquire().await.map_err(|e| ApiError::internal("the month's tasks", &e))?;
+    let summary = j1msky_tasks::summary::of_customer(&mut conn, &customer.id, from, to).await?;
+    let used = j1msky_tasks::submit::counted_toward_limit(&mut conn, &customer.id, from, to).await?;
+    drop(conn);
+    let plan = customer.plan.as_deref().and_then(|p| state.catalogue.plans.get(p));
+    let contract = customer.contract.tasks_per_month.filter(|_| plan.is_some_and(|p| p.custom_limits));
+    let task_limit = contract.or(plan.and_then(|p| p.tasks_per_month.map(i64::from)));
+    let budget = j1msky_gateway::limits::customer_month(&state.db, &state.catalogue, &customer.id, now)
+        .await
+        .map_err(|e| ApiError::internal("the month's budget", &e))?;
+    let percent = |part: i64, whole: i64| if whole > 0 { (part.max(0) * 100 / whole).min(100) } else { 0 };
+    let finished = summary.succeeded + summary.failed;
+    Ok(context! {
+        from, to,
+        succeeded => summary.succeeded, failed => summary.failed, running => summary.running, queued => summary.queued,
+        total => summary.total,
+        success_rate_bp => (finished > 0).then(|| summary.succeeded * 10_000 / finished),
+        success_percent => summary.success_percent(),
+        charged => j1msky_core::Money::from_micros(summary.charged_micros).to_string(),
+        charged_micros => summary.charged_micros,
+        tasks_used => used, task_limit, tasks_percent => task_limit.map(|l| percent(used, l)),
+        budget => budget.map(|(cap, spent, reserved)| context! {
+            cap => cap.to_string(), spent => spent.to_string(), reserved => reserved.to_string(),
+            cap_micros => cap.micros(), spent_micros => spent.micros(),
+            percent => percent(spent.micros(), cap.micros()),
+        }),
+    })
 }
 
 #[derive(Deserialize)]

@@ -2,6 +2,8 @@
 //! acquisition spend behind CAC and the CSV exports of every table on them.
 
 mod board;
+mod charts;
+mod csv;
 mod review;
 mod spend;
 
@@ -10,7 +12,10 @@ use axum::Router;
 use crate::nav::NavEntry;
 use crate::state::AppState;
 
-pub const NAV: &[NavEntry] = &[];
+pub const NAV: &[NavEntry] = &[
+    NavEntry::operator("board", "Board", "/admin"),
+    NavEntry::operator("reviews", "Reviews", "/admin/review/morning"),
+];
 
 pub fn router() -> Router<AppState> {
     Router::new().merge(board::router()).merge(review::router()).merge(spend::router())

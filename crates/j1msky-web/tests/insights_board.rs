@@ -1,0 +1,518 @@
+//! The operator's board (`/admin`), its drill-down and CSV exports, the morning and
+//! evening reviews with the what-if, the customer list's new home at `/admin/customers`
+//! and the customer's `/app` home, over real HTTP on the engine the run selects.
+//! The KPI modules are stubs on this branch (zeros): these tests check structure,
+//! filters, validation, CSV and access, and every number a real module already gives.
+
+// A test stops at the first surprise: unwrap and expect are its assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
+mod common;
+
+use common::{spawn_app, TestApp, OPERATOR_EMAIL, PASSWORD};
+use j1msky_audit::Actor;
+
+async fn operator(app: &TestApp) -> reqwest::Client {
+    let browser = app.browser();
+    assert_eq!(app.login(&browser, OPERATOR_EMAIL, PASSWORD).await.status(), 303);
+    browser
+}
+
+async fn get(browser: &reqwest::Client, app: &TestApp, path: &str) -> (u16, String, String) {
+    let resp = browser.get(app.url(path)).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    // Links as a browser reads them (the templates escape `/` and `&` in attributes).
+    let body = resp.text().await.unwrap().replace("&#x2f;", "/").replace("&amp;", "&");
+    (status, ctype, body)
+}
+
+/// The `data-value` of the tile `data-kpi="key"`.
+fn tile_value(html: &str, key: &str) -> String {
+    let marker = format!("data-kpi=\"{key}\" data-value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no tile {key}")) + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn the_board_is_the_operators_home_with_tiles_charts_filters_and_tables() {
+    let app = spawn_app().await;
+    let op = operator(&app).await;
+    // Logging in lands on the board.
+    let (status, _, html) = get(&op, &app, "/admin").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<h1>Board · 2026-11</h1>"), "this month by default");
+    assert!(html.contains("<form id=\"filters\" method=\"get\""));
+    for field in ["name=\"month\" value=\"2026-11\"", "name=\"plan\"", "name=\"team\""] {
+        assert!(html.contains(field), "{field}");
+    }
+    for key in [
+        "mrr.ending_cents",
+        "mrr.new_cents",
+        "mrr.expansion_cents",
+        "mrr.contraction_cents",
+        "mrr.churn_cents",
+        "mrr.reactivation_cents",
+        "mrr.paying_end",
+        "customers.churn_rate_bp",
+        "customers.arpa_cents",
+        "customers.ltv_cents",
+        "customers.cac_cents",
+        "customers.activation_bp",
+        "customers.nps",
+        "usage.revenue_micros",
+        "usage.model_cost_micros",
+        "usage.gross_margin_micros",
+        "usage.cost_per_completed_task_micros",
+        "usage.success_rate_bp",
+    ] {
+        tile_value(&html, key);
+    }
+    // The stubs' numbers: MRR is zero (an integer), a rate with no denominator is empty.
+    assert_eq!(tile_value(&html, "mrr.ending_cents"), "0");
+    assert_eq!(tile_value(&html, "customers.churn_rate_bp"), "");
+    // Charts are inline SVG, titled, with every point in words.
+    for chart in ["mrr", "revenue"] {
+        let open = format!("<svg class=\"chart\" data-chart=\"{chart}\"");
+        let at = html.find(&open).unwrap_or_else(|| panic!("chart {chart}"));
+        let svg = &html[at..at + html[at..].find("</svg>").unwrap()];
+        assert!(svg.contains("<title>"), "{chart} has a title");
+        assert!(svg.contains("2025-12: 0.00") && svg.contains("2026-11: 0.00"), "{chart}: 12 months in <desc>");
+        assert!(svg.contains("<polyline") || svg.contains("<path"), "{chart} draws lines");
+    }
+    // Tables with their CSV links; drill-down links on the MRR tiles.
+    for table in ["mrr_by_plan", "margin_by_plan", "margin_by_team", "margin_by_model", "completion"] {
+        assert!(html.contains(&format!("data-table=\"{table}\"")), "{table}");
+        assert!(html.contains(&format!("/admin?month=2026-11&table={table}&format=csv")), "{table} csv link");
+    }
+    assert!(html.contains("/admin/insights/behind?tile=mrr.new_cents&month=2026-11"));
+    // Navigation: Board and Reviews for operators.
+    assert!(html.contains("href=\"/admin\" class=\"on\">Board</a>"), "the board is marked current");
+    assert!(html.contains("href=\"/admin/review/morning\""));
+    assert!(html.contains("href=\"/admin/customers\""));
+}
+
+#[tokio::test]
+async fn filters_are_kept_and_bad_ones_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    let op = operator(&app).await;
+    let (status, _, html) = get(&op, &app, "/admin?month=2026-03&plan=pro&team=code").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Board · 2026-03 · plan pro · team code"));
+    assert!(html.contains("<option selected>pro</option>") && html.contains("<option selected>code</option>"));
+    assert!(html.contains("2026-02"), "compared with the month before");
+    assert!(html.contains("/admin?month=2026-03&plan=pro&team=code&table=margin_by_team&format=csv"));
+    // Empty fields are the defaults.
+    assert_eq!(get(&op, &app, "/admin?month=&plan=&team=").await.0, 200);
+    for (query, field) in [
+        ("month=2026-13", "month"),
+        ("month=march", "month"),
+        ("month=2026-03%27%3B--", "month"),
+        ("plan=platinum", "plan"),
+        ("team=%3Cscript%3E", "team"),
+        ("format=xlsx", "format"),
+        ("format=csv&table=secrets", "table"),
+    ] {
+        let (status, _, html) = get(&op, &app, &format!("/admin?{query}")).await;
+        assert_eq!(status, 422, "{query}");
+        assert!(html.contains(&format!("{field}:")), "{query}: names {field}");
+        assert!(!html.contains("<script>"), "{query}: input is escaped");
+    }
+}
+
+#[tokio::test]
+async fn every_table_exports_csv_and_text_cells_cannot_become_formulas() {
+    let app = spawn_app().await;
+    let op = operator(&app).await;
+    let (status, ctype, body) = get(&op, &app, "/admin?month=2026-11&table=tiles&format=csv").await;
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("text/csv"), "{ctype}");
+    let mut lines = body.split("\r\n");
+    assert_eq!(lines.next(), Some("kpi,label,value"));
+    assert!(body.contains("\r\nmrr.ending_cents,MRR,0\r\n"), "{body}");
+    assert!(body.contains("\r\ncustomers.ltv_to_cac_x100,LTV : CAC,\r\n"), "an unknown number is empty: {body}");
+    for table in
+        ["mrr_by_plan", "margin_by_plan", "margin_by_team", "margin_by_model", "completion", "activation", "funnel"]
+    {
+        let (status, ctype, _) = get(&op, &app, &format!("/admin?table={table}&format=csv")).await;
+        assert_eq!((status, ctype.starts_with("text/csv")), (200, true), "{table}");
+    }
+    // A formula in stored text (an alert's message) is neutralised in the morning review's CSV.
+    let mut conn = app.db.pool().acquire().await.unwrap();
+    let detail = serde_json::json!({});
+    j1msky_audit::alerts::record(&mut conn, "a1", "budget", "=HYPERLINK(\"http://evil\",\"x\")", &detail, app.now())
+        .await
+        .unwrap();
+    drop(conn);
+    let (status, ctype, body) = get(&op, &app, "/admin/review/morning?format=csv").await;
+    assert_eq!((status, ctype.starts_with("text/csv")), (200, true));
+    assert!(body.starts_with("severity,area,title,detail,link\r\n"), "{body}");
+    assert!(body.contains(",\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",/admin/gateway"), "{body}");
+    assert!(!body.contains(",=HYPERLINK"), "{body}");
+}
+
+#[tokio::test]
+async fn the_drill_down_lists_the_customers_behind_a_tile() {
+    let app = spawn_app().await;
+    let op = operator(&app).await;
+    let (status, _, html) =
+        get(&op, &app, "/admin/insights/behind?tile=mrr.new_cents&month=2026-10&plan=starter").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("New MRR · 2026-10 · plan starter"));
+    assert!(html.contains("data-table=\"behind\""));
+    assert!(html.contains("href=\"/admin?month=2026-10&plan=starter\""), "back to the same board");
+    let (status, ctype, body) =
+        get(&op, &app, "/admin/insights/behind?tile=usage.gross_margin_micros&month=2026-10&format=csv").await;
+    assert_eq!((status, ctype.starts_with("text/csv")), (200, true));
+    assert_eq!(body, "customer_id,name,plan,value_micros,detail\r\n");
+    for (query, field) in
+        [("tile=usage.revenue_micros", "tile"), ("tile=", "tile"), ("tile=mrr.new_cents&month=2026-00", "month")]
+    {
+        let (status, _, html) = get(&op, &app, &format!("/admin/insights/behind?{query}")).await;
+        assert_eq!(status, 422, "{query}");
+        assert!(html.contains(&format!("{field}:")), "{query}");
+    }
+}
+
+#[tokio::test]
+async fn only_operators_see_the_board_the_reviews_and_the_exports() {
+    let app = spawn_app().await;
+    app.customer_with_owner("Acme", "owner@acme.test").await;
+    let customer = app.browser();
+    assert_eq!(app.login(&customer, "owner@acme.test", PASSWORD).await.status(), 303);
+    let anonymous = app.browser();
+    for path in [
+        "/admin",
+        "/admin?table=tiles&format=csv",
+        "/admin/customers",
+        "/admin/insights/behind?tile=mrr.new_cents",
+        "/admin/review/morning",
+        "/admin/review/morning?format=csv",
+        "/admin/review/evening",
+    ] {
+        let (status, ctype, _) = get(&customer, &app, path).await;
+        assert_eq!(status, 403, "customer on {path}");
+        assert!(!ctype.starts_with("text/csv"), "{path}");
+        let resp = anonymous.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 303, "anonymous on {path}");
+        assert!(common::location(&resp).starts_with("/login?next="), "{path}");
+    }
+    let resp = customer.post(app.url("/admin/review/evening")).form(&[("month", "2026-11")]).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+}
+
+#[tokio::test]
+async fn the_customer_list_lives_at_admin_customers() {
+    let app = spawn_app().await;
+    app.active_customer("Globex", "pro").await;
+    let op = operator(&app).await;
+    let (status, _, html) = get(&op, &app, "/admin/customers").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Globex") && html.contains("Add a customer"));
+    assert!(html.contains("href=\"/admin/customers?stage=active\""));
+    let (status, _, html) = get(&op, &app, "/admin/customers?stage=active").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("href=\"/admin/customers\">show all</a>"));
+    let token = app.page_token(&op, "/admin/customers").await;
+    let resp = op
+        .post(app.url("/admin/customers"))
+        .form(&[("csrf_token", token.as_str()), ("name", "Initech"), ("stage", "lead")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let detail = common::location(&resp);
+    assert!(detail.starts_with("/admin/customers/cus_"), "{detail}");
+    let (_, _, html) = get(&op, &app, &detail).await;
+    assert!(html.contains("<a href=\"/admin/customers\">← Customers</a>"));
+}
+
+async fn starter_with_owner(app: &TestApp, name: &str, email: &str) -> String {
+    let c = j1msky_accounts::customers::create(
+        &app.db,
+        &app.catalogue,
+        &Actor::cli(),
+        j1msky_accounts::customers::NewCustomer {
+            name: name.into(),
+            stage: Some(j1msky_core::vocab::Stage::Active),
+            plan: Some("starter".into()),
+            chosen_teams: vec!["code".into(), "content".into()],
+            ..Default::default()
+        },
+        app.now(),
+    )
+    .await
+    .unwrap();
+    j1msky_accounts::users::create(
+        &app.db,
+        &Actor::cli(),
+        j1msky_accounts::users::NewUser {
+            email: email.into(),
+            display_name: String::new(),
+            password: PASSWORD.into(),
+            role: j1msky_core::vocab::UserRole::Owner,
+            customer_id: Some(c.id.clone()),
+        },
+        app.now(),
+    )
+    .await
+    .unwrap();
+    c.id
+}
+
+async fn submit(app: &TestApp, customer: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let input = j1msky_tasks::NewTask {
+            team: "code".into(),
+            title: Some(format!("task {i}")),
+            prompt: Some("write a haiku about ledgers".into()),
+            template: None,
+            fields: Default::default(),
+            priority: j1msky_tasks::Priority::Normal,
+            category: None,
+        };
+        ids.push(
+            j1msky_tasks::submit(&app.db, &app.catalogue, customer, &input, None, app.now()).await.unwrap().task.id,
+        );
+    }
+    ids
+}
+
+/// Sets a task's outcome as a worker would have left it (the worker is not under test).
+async fn finish(app: &TestApp, task: &str, state: &str) {
+    sqlx::query("UPDATE tasks SET state = $1, started_at = $2, finished_at = $2 WHERE id = $3")
+        .bind(state)
+        .bind(app.now())
+        .bind(task)
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_customers_home_shows_its_own_month_against_its_plan() {
+    let app = spawn_app().await;
+    let acme = starter_with_owner(&app, "Acme", "owner@acme.test").await;
+    let other = starter_with_owner(&app, "Other", "owner@other.test").await;
+    let tasks = submit(&app, &acme, 5).await;
+    finish(&app, &tasks[0], "succeeded").await;
+    finish(&app, &tasks[1], "succeeded").await;
+    finish(&app, &tasks[2], "succeeded").await;
+    finish(&app, &tasks[3], "failed").await;
+    sqlx::query("UPDATE tasks SET state = 'running', started_at = $1 WHERE id = $2")
+        .bind(app.now())
+        .bind(&tasks[4])
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    // Another customer's busy month is not Acme's.
+    submit(&app, &other, 7).await;
+    let browser = app.browser();
+    assert_eq!(app.login(&browser, "owner@acme.test", PASSWORD).await.status(), 303);
+    let (status, _, html) = get(&browser, &app, "/app").await;
+    assert_eq!(status, 200);
+    assert_eq!(tile_value(&html, "app.succeeded"), "3");
+    assert_eq!(tile_value(&html, "app.failed"), "1");
+    assert_eq!(tile_value(&html, "app.running"), "1");
+    assert_eq!(tile_value(&html, "app.success_rate_bp"), "7500");
+    assert_eq!(tile_value(&html, "app.tasks_used"), "5");
+    assert!(html.contains("5 / 100"), "against the starter plan's 100 tasks a month");
+    assert!(html.contains("no monthly budget set"));
+    // With a budget set by the operator, its use shows.
+    j1msky_gateway::controls::set_customer_budget(
+        &app.db,
+        &Actor::cli(),
+        &acme,
+        Some(j1msky_core::Money::from_micros(25_000_000)),
+        app.now(),
+    )
+    .await
+    .unwrap();
+    let (_, _, html) = get(&browser, &app, "/app").await;
+    assert_eq!(tile_value(&html, "app.budget_spent_micros"), "0");
+    assert!(html.contains("$0.00 / $25.00"), "budget shown");
+    // Next month starts from zero.
+    app.clock.advance_secs(20 * 86_400);
+    let browser = app.browser();
+    assert_eq!(app.login(&browser, "owner@acme.test", PASSWORD).await.status(), 303);
+    let (_, _, html) = get(&browser, &app, "/app").await;
+    assert_eq!(tile_value(&html, "app.tasks_used"), "0");
+    assert_eq!(tile_value(&html, "app.success_rate_bp"), "");
+}
+
+#[tokio::test]
+async fn the_morning_review_lists_what_needs_the_operator_worst_first() {
+    let app = spawn_app().await;
+    let op = operator(&app).await;
+    let (status, _, html) = get(&op, &app, "/admin/review/morning").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("href=\"/admin/review/morning\" class=\"on\">Reviews</a>"));
+    // Seed one of each: queued tasks waiting 40 minutes, a failed task, an alert, a
+    // customer whose payment failed, an overdue to-do.
+    let acme = starter_with_owner(&app, "Acme", "owner@acme.test").await;
+    let tasks = submit(&app, &acme, 3).await;
+    app.clock.advance_secs(40 * 60);
+    finish(&app, &tasks[0], "failed").await;
+    let mut tx = app.db.begin().await.unwrap();
+    j1msky_accounts::access::set_billing_status(
+        &mut tx,
+        app.db.backend(),
+        &Actor::cli(),
+        &acme,
+        Some("unpaid"),
+        app.now(),
+    )
+    .await
+    .unwrap();
+    j1msky_audit::alerts::record(
+        &mut tx,
+        "a1",
+        "provider_auth",
+        "provider refused our key",
+        &serde_json::json!({}),
+        app.now(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    j1msky_lifecycle::todos::open_manual(&app.db, &Actor::cli(), Some(&acme), "call them", app.now() - 1, app.now())
+        .await
+        .unwrap();
+    // A provider refused two calls; the customer reached its plan's monthly allowance.
+    let attempt = |n: i64| j1msky_gateway::ledger::Attempt {
+        request_id: "req_1".into(),
+        attempt: n,
+        customer_id: Some(acme.clone()),
+        task_id: None,
+        team: None,
+        role: None,
+        category: None,
+        provider: "anthropic".into(),
+        model_requested: "claude-opus".into(),
+        model_used: "claude-opus".into(),
+        input_tokens: 0,
+        output_tokens: 0,
+        cost: j1msky_core::Money::ZERO,
+        latency_micros: 1,
+        outcome: if n < 3 { "rate_limited".into() } else { "ok".into() },
+        fallback_reason: None,
+        created_at: app.now(),
+    };
+    let mut tx = app.db.begin().await.unwrap();
+    j1msky_gateway::ledger::record(&mut tx, &[attempt(1), attempt(2), attempt(3)]).await.unwrap();
+    tx.commit().await.unwrap();
+    j1msky_accounts::activity::limit_hit(&app.db, &acme, "tasks_per_month", "100/100", app.now()).await;
+    let items = j1msky_insights::morning::review(&j1msky_insights::Ctx {
+        db: app.db.clone(),
+        catalogue: app.catalogue.clone(),
+        clock: std::sync::Arc::new(app.clock.clone()),
+    })
+    .await
+    .unwrap();
+    let got: Vec<(String, String)> = items.iter().map(|i| (format!("{:?}", i.severity), i.title.clone())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("Critical".into(), "2 task(s) queued, 0 running".into()),
+            ("Critical".into(), "Alert: provider_auth".into()),
+            ("Critical".into(), "Payment failed: Acme".into()),
+            ("Warning".into(), "1 task(s) failed in the last 24 h".into()),
+            ("Warning".into(), "2 upstream call(s) rate-limited in the last 24 h".into()),
+            ("Warning".into(), "1 staff to-do(s) overdue".into()),
+            ("Info".into(), "1 plan limit hit(s) by 1 customer(s) in the last 24 h".into()),
+        ],
+        "worst first: {items:#?}"
+    );
+    assert!(items[0].detail.contains("oldest waits 40 min"), "{:?}", items[0]);
+    assert_eq!(items[2].link, format!("/admin/customers/{acme}"));
+    assert_eq!(items[5].link, "/admin/todos?filter=overdue");
+    let (status, _, html) = get(&op, &app, "/admin/review/morning").await;
+    assert_eq!(status, 200);
+    let critical = html.find("data-severity=\"critical\"").unwrap();
+    let warning = html.find("data-severity=\"warning\"").unwrap();
+    assert!(critical < warning, "critical lines come first on the page");
+    assert!(html.contains(&format!("href=\"/admin/customers/{acme}\"")));
+    // A day later the failure and the alert are no longer this morning's news.
+    app.clock.advance_secs(25 * 3600);
+    let (_, _, html) = get(&op, &app, "/admin/review/morning").await;
+    for gone in ["Alert: provider_auth", "failed in the last 24 h", "rate-limited", "plan limit hit"] {
+        assert!(!html.contains(gone), "{gone} is yesterday's news");
+    }
+    assert!(html.contains("Payment failed: Acme"), "still unpaid");
+}
+
+#[tokio::test]
+async fn the_evening_review_and_its_what_if_validate_every_field_and_store_nothing() {
+    let app = spawn_app().await;
+    let op = operator(&app).await;
+    let (status, _, html) = get(&op, &app, "/admin/review/evening").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("data-kpi=\"evening.spend_micros\" data-value=\"0\""));
+    for f in [
+        "name=\"price_in.claude-opus\"",
+        "name=\"price_out.kimi-k2.5\"",
+        "name=\"route.claude-opus\"",
+        "name=\"plan_price.pro\"",
+    ] {
+        assert!(html.contains(f), "{f}");
+    }
+    for table in ["by_model", "by_team", "by_customer"] {
+        let (status, ctype, body) = get(&op, &app, &format!("/admin/review/evening?format=csv&table={table}")).await;
+        assert_eq!((status, ctype.starts_with("text/csv")), (200, true), "{table}");
+        assert!(body.starts_with("key,name,revenue_micros,cost_micros,margin_micros,margin_bp,tasks\r\n"));
+    }
+    assert_eq!(get(&op, &app, "/admin/review/evening?format=csv&table=nope").await.0, 422);
+    let token = app.page_token(&op, "/admin/review/evening").await;
+    let events_before = j1msky_db::outbox::newest_seq(&app.db).await.unwrap();
+    let audit_before = j1msky_audit::audit::list(&app.db, None, 1000).await.unwrap().len();
+    let post = |fields: Vec<(&'static str, &'static str)>| {
+        let mut form = vec![("csrf_token", token.clone())];
+        form.extend(fields.into_iter().map(|(k, v)| (k, v.to_string())));
+        op.post(app.url("/admin/review/evening")).form(&form).send()
+    };
+    let resp = post(vec![
+        ("month", "2026-11"),
+        ("plan", "pro"),
+        ("price_in.claude-opus", "3.50"),
+        ("price_out.claude-opus", ""),
+        ("route.claude-opus", "claude-sonnet"),
+        ("plan_price.pro", "129"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("id=\"what-if-result\""));
+    assert!(html.contains("data-kpi=\"what_if.margin_micros\" data-value=\"0\""));
+    assert!(html.contains("value=\"3.50\""), "the form keeps what was typed");
+    for (k, v, field) in [
+        ("price_in.claude-opus", "-1", "price_in.claude-opus"),
+        ("price_out.kimi-k2.5", "1e9", "price_out.kimi-k2.5"),
+        ("price_in.claude-opus", "999999999", "price_in.claude-opus"),
+        ("price_in.gpt-9", "1", "price_in.gpt-9"),
+        ("route.claude-opus", "gpt-9", "route.claude-opus"),
+        ("plan_price.platinum", "10", "plan_price.platinum"),
+        ("plan_price.pro", "9.999", "plan_price.pro"),
+        ("month", "2026-13", "month"),
+        ("plan", "platinum", "plan"),
+        ("drop_table", "1", "drop_table"),
+    ] {
+        let resp = post(vec![(k, v)]).await.unwrap();
+        assert_eq!(resp.status(), 422, "{k}={v}");
+        let html = resp.text().await.unwrap();
+        assert!(html.contains(&format!("{field}:")), "{k}={v} names {field}");
+        assert!(html.contains("id=\"what-if-form\""), "{k}={v}: the form again");
+    }
+    // The same field twice is refused rather than guessed at.
+    let form = [("csrf_token", token.as_str()), ("plan_price.pro", "10"), ("plan_price.pro", "20")];
+    let resp = op.post(app.url("/admin/review/evening")).form(&form).send().await.unwrap();
+    assert_eq!(resp.status(), 422);
+    // Without the CSRF token: refused.
+    let resp = op.post(app.url("/admin/review/evening")).form(&[("plan_price.pro", "10")]).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    // A simulation: no event, no audit line, the catalogue as it was.
+    assert_eq!(j1msky_db::outbox::newest_seq(&app.db).await.unwrap(), events_before);
+    assert_eq!(j1msky_audit::audit::list(&app.db, None, 1000).await.unwrap().len(), audit_before);
+    assert_eq!(app.catalogue.plans["pro"].monthly_price, j1msky_core::Money::from_micros(99_000_000));
+}
