@@ -75,8 +75,7 @@ enum Command {
     #[command(subcommand)]
     Lifecycle(lifecycle_cmd::LifecycleCommand),
     /// The operator's numbers: MRR and its movements, churn, margins, activation, NPS, CAC.
-    #[command(subcommand)]
-    Kpi(kpi_cmd::KpiCommand),
+    Kpi(kpi_cmd::KpiArgs),
     /// Simulated third-party services (for the demo, tests and benchmarks).
     #[command(subcommand)]
     Sim(gateway_cmd::SimCommand),
