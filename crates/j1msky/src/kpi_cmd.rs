@@ -113,7 +113,7 @@ fn parse_show(g: &Globals, catalogue: &Catalogue, a: &ShowArgs) -> Result<Show, 
     let month = a.month.as_deref().map(Month::parse).transpose().map_err(failure)?;
     let known = |flag: &str, value: &Option<String>, ids: Vec<&String>| -> Result<Option<String>, Failure> {
         let Some(v) = value else { return Ok(None) };
-        if ids.iter().any(|id| *id == v) {
+        if ids.contains(&v) {
             return Ok(Some(v.clone()));
         }
         let list: Vec<&str> = ids.iter().map(|s| s.as_str()).collect();
@@ -317,7 +317,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
