@@ -6,6 +6,7 @@ mod accounts_cmd;
 mod config_cmd;
 mod context;
 mod demo;
+mod demo_history;
 mod events_cmd;
 mod gateway_cmd;
 mod kpi_cmd;

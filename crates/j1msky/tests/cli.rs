@@ -337,10 +337,13 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let (mut base, mut login, mut password, mut key) = (None, None, None, None);
-    let (mut routed, mut review, mut queued): (usize, bool, usize) = (0, false, 0);
+    let (mut routed, mut review, mut queued, mut past): (usize, bool, usize, usize) = (0, false, 0, 0);
     while base.is_none() || login.is_none() || password.is_none() || key.is_none() {
         let line = lines.next().expect("demo output").expect("read");
-        if let Some(rest) = line.strip_prefix("Ran ") {
+        if let Some(rest) = line.strip_prefix("Played ") {
+            // "Played 80 days of history: N Stripe events applied, M tasks run on their days."
+            past = rest.split(", ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+        } else if let Some(rest) = line.strip_prefix("Ran ") {
             routed = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
         } else if let Some(rest) = line.strip_prefix("Queued ") {
             queued = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -402,14 +405,15 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         let tasks: Value = serde_json::from_slice(&out.stdout).expect("json tasks");
         let all = tasks.as_array().expect("list");
-        assert_eq!(all.len(), queued);
+        assert_eq!(all.len(), queued + past, "today's tasks and the history's");
         succeeded = all.iter().filter(|t| t["state"] == "succeeded").count();
-        if succeeded == queued {
+        if succeeded == queued + past {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(succeeded, queued, "every demo task ran through its team");
+    assert!(past >= 10, "the demo's history ran tasks on past days ({past})");
+    assert_eq!(succeeded, queued + past, "every demo task ran through its team");
 
     // The demo customers were enrolled on `customer.created` and the sender wrote their
     // mail as .eml files under the data dir (at least one of the three zones is outside
@@ -497,7 +501,7 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let db = j1msky_db::Db::connect(&url).await.expect("open the demo database");
     let (customers,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM customers").fetch_one(db.pool()).await.expect("count");
-    assert_eq!(customers, 3, "the three demo customers, not duplicated by the second run");
+    assert_eq!(customers, 4, "the four demo customers, not duplicated by the second run");
     let ownerless: Vec<(String,)> = sqlx::query_as(
         "SELECT c.name FROM customers c WHERE NOT EXISTS \
          (SELECT 1 FROM users u WHERE u.customer_id = c.id AND u.role = 'owner')",
