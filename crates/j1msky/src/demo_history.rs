@@ -205,9 +205,8 @@ pub async fn run(
             made.events += settle(db, stripe, catalogue, start_secs).await?;
         }
         let today = j1msky_billing::secs(now);
-        fake_now = renew_until(db, stripe, catalogue, &base, &mut renewed, fake_now, today, start_secs).await?;
+        renew_until(db, stripe, catalogue, &base, &mut renewed, fake_now, today, start_secs).await?;
         made.events += settle(db, stripe, catalogue, start_secs).await?;
-        let _ = fake_now;
     }
     // The fake's clock back at today, for the checkouts the running demo makes.
     let fake_now = advance(&base, 0).await?;
