@@ -395,6 +395,92 @@ mod tests {
         assert_eq!(human("arpa_cents", &Value::Null, "USD"), "-");
     }
 
+    fn sample() -> Kpis {
+        use j1msky_insights::kpis::{Cohort, Customers, Mrr, Nps, PlanMrr, Usage};
+        let row = |key: &str, label: &str, revenue: i64, cost: i64| MarginRow {
+            key: key.into(),
+            label: label.into(),
+            revenue_micros: revenue,
+            cost_micros: cost,
+            margin_micros: revenue - cost,
+            margin_bp: Some((revenue - cost) * 10_000 / revenue),
+            tasks: 3,
+        };
+        Kpis {
+            month: Month { year: 2026, month: 10 },
+            filter: Filter::default(),
+            mrr: Mrr {
+                currency: "usd".into(),
+                starting_cents: 2_900,
+                new_cents: 9_900,
+                expansion_cents: 7_000,
+                ending_cents: 19_800,
+                by_plan: vec![PlanMrr { plan: "pro".into(), customers: 2, cents: 19_800 }],
+                ..Mrr::default()
+            },
+            customers: Customers {
+                churn_rate_bp: None,
+                activation: vec![Cohort {
+                    month: Month { year: 2026, month: 9 },
+                    customers: 4,
+                    activated: 3,
+                    rate_bp: Some(7_500),
+                }],
+                nps: Some(Nps { responses: 2, promoters: 1, passives: 1, detractors: 0, score: 50 }),
+                ..Customers::default()
+            },
+            usage: Usage {
+                tasks_completed: 7,
+                by_customer: vec![row("cus_1", "Acme, Inc.", 99_000_000, 12_500_000)],
+                by_model: vec![row("claude-opus", "claude-opus", 10_000_000, 4_000_000)],
+                ..Usage::default()
+            },
+        }
+    }
+
+    #[test]
+    fn csv_has_a_row_per_number_lists_by_key_and_the_margin_tables() {
+        let out = csv(&sample()).unwrap();
+        let (numbers, margins) = out.split_once("\n\n").unwrap();
+        let rows: Vec<&str> = numbers.lines().collect();
+        assert_eq!(rows[0], "section,field,value");
+        // The movements in the order they add up.
+        assert_eq!(
+            &rows[1..8],
+            &[
+                "mrr,starting_cents,2900",
+                "mrr,new_cents,9900",
+                "mrr,expansion_cents,7000",
+                "mrr,reactivation_cents,0",
+                "mrr,contraction_cents,0",
+                "mrr,churn_cents,0",
+                "mrr,ending_cents,19800",
+            ]
+        );
+        for want in [
+            "mrr,by_plan.pro.customers,2",
+            "mrr,by_plan.pro.cents,19800",
+            "customers,churn_rate_bp,",
+            "customers,activation.2026-09.activated,3",
+            "customers,activation.2026-09.rate_bp,7500",
+            "customers,nps.score,50",
+            "usage,tasks_completed,7",
+        ] {
+            assert!(rows.contains(&want), "{want} missing:\n{numbers}");
+        }
+        assert!(!numbers.contains("by_customer") && !numbers.contains("Acme"), "margin rows stay in their table");
+        assert!(!numbers.contains("currency"), "text is not a number");
+        let margins: Vec<&str> = margins.lines().collect();
+        assert_eq!(
+            margins,
+            [
+                "table,key,label,revenue_micros,cost_micros,margin_micros,margin_bp,tasks",
+                "by_customer,cus_1,\"Acme, Inc.\",99000000,12500000,86500000,8737,3",
+                "by_model,claude-opus,claude-opus,10000000,4000000,6000000,6000,3",
+            ]
+        );
+    }
+
     #[test]
     fn csv_quotes_what_needs_quoting() {
         assert_eq!(csv_field("Acme, Inc. \"the best\""), "\"Acme, Inc. \"\"the best\"\"\"");

@@ -51,39 +51,6 @@ fn customer(name: &str, email: &str, plan: &str, teams: &[&str]) -> (NewCustomer
     (input, NewOwner { email: email.into(), display_name: name.into(), password: PASSWORD.into() })
 }
 
-/// Subscribes `customer_id` to `plan` at the fake Stripe and applies its events.
-async fn subscribe(db: &Db, catalogue: &Catalogue, customer_id: &str, plan: &str) -> j1msky_sim::stripe::RunningStripe {
-    let fake = j1msky_sim::stripe::spawn_stripe(j1msky_sim::stripe::FakeStripeConfig::default()).await.unwrap();
-    let stripe = j1msky_billing::Stripe::new(j1msky_billing::StripeConfig {
-        base_url: fake.base(),
-        secret_key: "sk_test_board".into(),
-        api_version: catalogue.stripe.api_version.clone(),
-        allow_live: false,
-    })
-    .unwrap();
-    let now = SystemClock.now_micros();
-    j1msky_billing::sync::sync(db, &stripe, catalogue, now).await.unwrap();
-    j1msky_billing::offers::record_trial_had(db, customer_id, "test", now).await.unwrap();
-    let req = j1msky_billing::checkout::CheckoutRequest {
-        plan: plan.into(),
-        success_url: "http://board.test/ok".into(),
-        cancel_url: "http://board.test/no".into(),
-        attempt: "board".into(),
-    };
-    let link = j1msky_billing::checkout::start(db, &stripe, catalogue, customer_id, &req, now).await.unwrap();
-    let done = reqwest::Client::new()
-        .post(format!("{}/_sim/checkout/{}/complete", fake.base(), link.session_id))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert!(done.status().is_success());
-    let ctx = j1msky_billing::apply::Ctx { catalogue };
-    j1msky_billing::webhook::reconcile(db, &stripe, &ctx, j1msky_billing::secs(now) - 3_600, now).await.unwrap();
-    j1msky_accounts::reactions::catch_up(db, &SystemClock).await.unwrap();
-    fake
-}
-
 #[tokio::test]
 async fn the_board_in_chromium_shows_the_fixture_draws_a_chart_filters_and_the_customer_sees_its_usage() {
     let Ok(python) = std::env::var("J1MSKY_BROWSER_PYTHON") else {
@@ -134,7 +101,7 @@ async fn the_board_in_chromium_shows_the_fixture_draws_a_chart_filters_and_the_c
     )
     .await
     .unwrap();
-    let _fake = subscribe(&db, &catalogue, &meadow.id, "pro").await;
+    let _fake = common::subscribe(&db, &catalogue, &meadow.id, "pro", SystemClock.now_micros()).await;
 
     // Tasks: Meadow one last month, three this month (two code, one content); Quarry one.
     let sim = j1msky_sim::spawn(j1msky_sim::SimConfig::default()).await.unwrap();

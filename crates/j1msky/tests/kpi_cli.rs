@@ -21,8 +21,9 @@ use common::{repo_file, text, Cli, BIN};
 /// 2026-10-12 10:00 UTC: inside October in the business zone, whatever it is.
 const OCT_12: i64 = 1_791_799_200_000_000;
 
-/// A paying customer with two tasks run through its teams on the simulated provider
-/// (ledger rows, task outcomes and events at `OCT_12`).
+/// A customer paying for Pro since `OCT_12` (checkout at the fake Stripe, applied by the
+/// real applier) with two tasks run through its teams on the simulated provider (ledger
+/// rows, task outcomes and events at `OCT_12`).
 async fn seeded(cli: &Cli) -> (Db, Arc<Catalogue>, ManualClock) {
     let db = Db::open(&cli.url).await.expect("db");
     let catalogue = Arc::new(Catalogue::load(&repo_file("config/business.json")).expect("catalogue"));
@@ -50,6 +51,8 @@ async fn seeded(cli: &Cli) -> (Db, Arc<Catalogue>, ManualClock) {
         .build()
         .expect("gateway");
     let gateway = Arc::new(gateway);
+    let fake = common::subscribe(&db, &catalogue, &customer.id, "pro", OCT_12).await;
+    drop(fake);
     for team in ["code", "content"] {
         let task = j1msky_tasks::NewTask {
             team: team.into(),
@@ -98,6 +101,9 @@ async fn kpi_prints_what_for_month_computes_as_json_csv_and_tables() {
     let (db, catalogue, clock) = seeded(&cli).await;
     let ctx = ctx(&db, &catalogue, &clock);
     let october = Month::parse("2026-10").unwrap();
+    let live: Vec<(String, String)> =
+        sqlx::query_as("SELECT status, plan FROM subscriptions").fetch_all(db.pool()).await.unwrap();
+    assert_eq!(live, [("active".to_string(), "pro".to_string())], "the fixture's subscription is applied");
 
     // --json is the `Kpis` struct, unchanged.
     let printed = cli.json(&["kpi", "--month", "2026-10"]);
@@ -130,6 +136,11 @@ async fn kpi_prints_what_for_month_computes_as_json_csv_and_tables() {
         }
     }
     assert!(checked >= 30, "only {checked} numbers in the CSV");
+    // Lists are rows by their key: the ending MRR of each plan.
+    for plan in printed["mrr"]["by_plan"].as_array().unwrap() {
+        let field = format!("by_plan.{}.cents", plan["plan"].as_str().unwrap());
+        assert_eq!(rows.get(&("mrr".to_string(), field.clone())), Some(&plan["cents"].to_string()), "{field}");
+    }
     assert_eq!(margins[0], "table,key,label,revenue_micros,cost_micros,margin_micros,margin_bp,tasks");
     let margin_rows: usize = ["by_customer", "by_plan", "by_team", "by_model"]
         .iter()
