@@ -305,7 +305,7 @@ async fn seed(db: &Db, catalogue: &Catalogue) -> Result<String, Failure> {
     // (the journeys open more: a stalled customer after a day, outreach after a quiet week).
     let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
     for c in customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)? {
-        if !CUSTOMERS.iter().any(|d| d.name == c.name) {
+        if !CUSTOMERS.iter().any(|d| d.name == c.name && !d.leaves) {
             continue;
         }
         let reason = format!("Onboarding call with {}: walk through their first tasks", c.name);

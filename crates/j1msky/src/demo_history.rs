@@ -41,6 +41,13 @@ const BILLED: &[Billed] = &[
     Billed { customer: "Harbor Analytics", start: ("starter", 70), upgrade: None, cancel: Some(15) },
 ];
 
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Start,
+    Upgrade,
+    Cancel,
+}
+
 /// Work done in the past: (customer, team, days ago).
 const WORK: &[(&str, &str, i64)] = &[
     ("Northwind Software", "code", 77),
@@ -137,8 +144,9 @@ pub async fn run(
     let mut made = Made::default();
     let all = j1msky_accounts::customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)?;
     let id_of = |name: &str| all.iter().find(|c| c.name == name).map(|c| c.id.clone());
+    // The revenue ledger outlives `forget_account`: booked invoices mean it was played.
     let fresh = match id_of(BILLED[0].customer) {
-        Some(id) => changes::current(db, &id).await.map_err(anyhow::Error::from)?.is_none(),
+        Some(id) => j1msky_billing::revenue::for_customer(db, &id, 1).await.map_err(anyhow::Error::from)?.is_empty(),
         None => false,
     };
     // The work first: a customer who leaves later still worked while it paid.
@@ -149,14 +157,14 @@ pub async fn run(
     j1msky_billing::sync::sync(db, stripe, catalogue, now).await.map_err(anyhow::Error::from)?;
     if fresh {
         // Every step of every story, oldest first: (days ago, customer index, what).
-        let mut steps: Vec<(i64, usize, &str)> = Vec::new();
+        let mut steps: Vec<(i64, usize, Step)> = Vec::new();
         for (i, b) in BILLED.iter().enumerate() {
-            steps.push((b.start.1, i, "start"));
+            steps.push((b.start.1, i, Step::Start));
             if let Some((_, d)) = b.upgrade {
-                steps.push((d, i, "upgrade"));
+                steps.push((d, i, Step::Upgrade));
             }
             if let Some(d) = b.cancel {
-                steps.push((d, i, "cancel"));
+                steps.push((d, i, Step::Cancel));
             }
         }
         steps.sort_by_key(|s| std::cmp::Reverse(s.0));
@@ -171,7 +179,7 @@ pub async fn run(
             let b = &BILLED[i];
             let Some(cid) = id_of(b.customer) else { continue };
             match what {
-                "start" => {
+                Step::Start => {
                     j1msky_billing::offers::record_trial_had(db, &cid, "cli", now)
                         .await
                         .map_err(anyhow::Error::from)?;
@@ -186,12 +194,12 @@ pub async fn run(
                     control(&base, &format!("checkout/{}/complete", link.session_id), json!({})).await?;
                     renewed[i] = fake_now;
                 }
-                "upgrade" => {
+                Step::Upgrade => {
                     if let Some((plan, _)) = b.upgrade {
                         changes::upgrade(db, stripe, catalogue, &cid, plan).await.map_err(anyhow::Error::from)?;
                     }
                 }
-                _ => {
+                Step::Cancel => {
                     if let Some(sub) = changes::current(db, &cid).await.map_err(anyhow::Error::from)? {
                         control(
                             &base,
