@@ -290,4 +290,20 @@ async fn the_demo_seeds_a_board_with_real_numbers() {
         .filter_map(|c| c["activated"].as_i64())
         .sum();
     assert!(activated > 0, "activation: {}", this["customers"]["activation"]);
+
+    // A second demo run plays no history again: nothing booked or run twice.
+    let (revenue, tasks) =
+        (count("SELECT COUNT(*) FROM revenue_entries").await, count("SELECT COUNT(*) FROM tasks").await);
+    let again = std::process::Command::new(BIN)
+        .args(["demo", "--seed-only", "--data-dir"])
+        .arg(&data)
+        .current_dir(dir.path())
+        .env_remove("J1MSKY_DATABASE_URL")
+        .env_remove("J1MSKY_CONFIG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("demo again");
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(count("SELECT COUNT(*) FROM revenue_entries").await, revenue);
+    assert_eq!(count("SELECT COUNT(*) FROM tasks").await, tasks);
 }
