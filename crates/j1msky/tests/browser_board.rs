@@ -146,6 +146,7 @@ async fn the_board_in_chromium_shows_the_fixture_draws_a_chart_filters_and_the_c
     drop(worker);
     drop(gateway);
 
+    common::catch_up_insights(&ctx).await;
     let all = kpis::for_month(&ctx, this_month, &Filter::default()).await.unwrap();
     let code = Filter { plan: None, team: Some("code".into()) };
     let filtered = kpis::for_month(&ctx, this_month, &code).await.unwrap();

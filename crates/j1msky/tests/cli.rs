@@ -298,6 +298,18 @@ async fn the_cli_works_beside_a_running_server_which_stops_cleanly_on_sigterm() 
     assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
 }
 
+/// The month before this one (UTC, the shipped catalogue's zone), as YYYY-MM.
+fn last_month() -> String {
+    let days =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64 / 86_400;
+    let (y, m, _) = j1msky_core::clock::civil_from_days(days);
+    if m == 1 {
+        format!("{:04}-12", y - 1)
+    } else {
+        format!("{y:04}-{:02}", m - 1)
+    }
+}
+
 /// A browser signed in to the server at `base`.
 async fn signed_in(base: &str, email: &str, password: &str) -> reqwest::Client {
     let browser = reqwest::Client::builder()
@@ -379,10 +391,24 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     assert!(body["choices"][0]["message"]["content"].as_str().unwrap_or("").starts_with("[simulated]"));
 
     let browser = signed_in(&base, &login, &password).await;
-    let admin = browser.get(format!("{base}/admin")).send().await.expect("admin").text().await.expect("html");
+    // The customer list: `/admin/customers` since the board took `/admin` (issue 14).
+    let listed = browser.get(format!("{base}/admin/customers")).send().await.expect("customers");
+    let list_page = if listed.status() == 200 { "/admin/customers" } else { "/admin" };
+    let admin = browser.get(format!("{base}{list_page}")).send().await.expect("admin").text().await.expect("html");
     for name in ["Northwind Software", "Bluebird Content Studio", "Kestrel Ventures"] {
-        assert!(admin.contains(name), "{name} missing from the dashboard");
+        assert!(admin.contains(name), "{name} missing from {list_page}");
     }
+    // The board shows the demo's history: MRR and last month's tasks are not zero.
+    let board = browser.get(format!("{base}/admin")).send().await.expect("board").text().await.expect("html");
+    let tile = |html: &str, key: &str| -> i64 {
+        let needle = format!("data-kpi=\"{key}\" data-value=\"");
+        let at = html.find(&needle).map(|i| i + needle.len());
+        at.and_then(|i| html[i..].split('"').next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    assert!(tile(&board, "mrr.ending_cents") > 0, "the board's MRR tile: {board}");
+    let last = browser.get(format!("{base}/admin?month={}", last_month())).send().await.expect("last month");
+    let last = last.text().await.expect("html");
+    assert!(tile(&last, "usage.tasks_completed") > 0, "last month's tasks on the board: {last}");
     // Billing runs against the in-process fake Stripe: Northwind's checkout completes and
     // its webhooks reach the server, so its owner sees a paid Pro subscription.
     let owner = signed_in(&base, "owner@northwind.demo", &password).await;

@@ -9,6 +9,7 @@ import json
 import sys
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -85,10 +86,11 @@ def main():
         log_in(b, base, cfg["operator"]["email"], cfg["operator"]["password"])
         b.get(f"{base}/admin")
         check_board(b, cfg["all"], cfg["must"], "board, all plans and teams")
-        paths = b.find_elements(By.CSS_SELECTOR, "svg.chart path")
+        # A series is a <path> or, as plotters writes lines, a <polyline>.
+        paths = b.find_elements(By.CSS_SELECTOR, "svg.chart path, svg.chart polyline")
         if not paths:
             fail(f"no chart drawn: no svg.chart with a path ({len(b.find_elements(By.CSS_SELECTOR, 'svg.chart'))} svg.chart)")
-        drawn = [p for p in paths if (p.get_attribute("d") or "").strip()]
+        drawn = [p for p in paths if (p.get_attribute("d") or p.get_attribute("points") or "").strip()]
         if not drawn:
             fail("the charts' paths are empty")
         print(f"ok: {len(drawn)} chart paths drawn")
@@ -97,7 +99,12 @@ def main():
         form = b.find_element(By.CSS_SELECTOR, "form#filters")
         team = form.find_element(By.CSS_SELECTOR, "[name=team]")
         if team.tag_name == "select":
-            Select(team).select_by_value(cfg["team"])
+            # An <option> without a value attribute submits its text.
+            choice = Select(team)
+            try:
+                choice.select_by_value(cfg["team"])
+            except NoSuchElementException:
+                choice.select_by_visible_text(cfg["team"])
         else:
             team.clear()
             team.send_keys(cfg["team"])

@@ -110,3 +110,11 @@ pub async fn subscribe(
     j1msky_accounts::reactions::catch_up(db, &j1msky_core::ManualClock::new(at)).await.unwrap();
     fake
 }
+
+/// Runs the insights' consumers over every event so far, as the `reactions` role would.
+pub async fn catch_up_insights(ctx: &j1msky_insights::Ctx) {
+    let all = j1msky_insights::rollups::consumers(ctx);
+    let runner = j1msky_db::consumers::Runner::for_this_process();
+    let real = j1msky_core::SystemClock;
+    while j1msky_db::consumers::run_once(&ctx.db, &runner, &all, &real).await.unwrap().handled > 0 {}
+}
