@@ -90,10 +90,16 @@ def main():
         paths = b.find_elements(By.CSS_SELECTOR, "svg.chart path, svg.chart polyline")
         if not paths:
             fail(f"no chart drawn: no svg.chart with a path ({len(b.find_elements(By.CSS_SELECTOR, 'svg.chart'))} svg.chart)")
-        drawn = [p for p in paths if (p.get_attribute("d") or p.get_attribute("points") or "").strip()]
+        # A series over months has three points or more; axes and ticks have two.
+        def points(p):
+            d = p.get_attribute("d")
+            if d:
+                return sum(d.count(c) for c in "MLCQHVAmlcqhva")
+            return len((p.get_attribute("points") or "").split())
+        drawn = [p for p in paths if points(p) >= 3]
         if not drawn:
-            fail("the charts' paths are empty")
-        print(f"ok: {len(drawn)} chart paths drawn")
+            fail(f"no series drawn: {len(paths)} paths, none with three points or more")
+        print(f"ok: {len(drawn)} chart series drawn")
 
         # The filter form: one team narrows the numbers.
         form = b.find_element(By.CSS_SELECTOR, "form#filters")
