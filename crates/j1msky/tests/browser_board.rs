@@ -185,6 +185,7 @@ async fn the_board_in_chromium_shows_the_fixture_draws_a_chart_filters_and_the_c
     });
     std::fs::write(&config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     let out = std::process::Command::new(python)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .arg(repo_file("crates/j1msky/tests/browser/board.py"))
         .arg(&config)
         .output()
