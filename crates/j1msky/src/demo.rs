@@ -42,6 +42,10 @@ struct DemoCustomer {
     teams: &'static [&'static str],
     expected: i64,
     time_zone: &'static str,
+    /// Signed up this many days ago (the demo's history starts then).
+    days_ago: i64,
+    /// Cancels in the demo's history: no calls or new tasks today.
+    leaves: bool,
 }
 
 const CUSTOMERS: &[DemoCustomer] = &[
@@ -54,6 +58,8 @@ const CUSTOMERS: &[DemoCustomer] = &[
         teams: &[],
         expected: 400,
         time_zone: "America/New_York",
+        days_ago: 80,
+        leaves: false,
     },
     DemoCustomer {
         name: "Bluebird Content Studio",
@@ -64,6 +70,8 @@ const CUSTOMERS: &[DemoCustomer] = &[
         teams: &["content", "research"],
         expected: 60,
         time_zone: "Europe/London",
+        days_ago: 3,
+        leaves: false,
     },
     DemoCustomer {
         name: "Kestrel Ventures",
@@ -74,8 +82,27 @@ const CUSTOMERS: &[DemoCustomer] = &[
         teams: &[],
         expected: 1500,
         time_zone: "Asia/Singapore",
+        days_ago: 20,
+        leaves: false,
+    },
+    DemoCustomer {
+        name: "Harbor Analytics",
+        owner: "owner@harbor.demo",
+        stage: Stage::Active,
+        use_case: UseCase::Research,
+        plan: "starter",
+        teams: &["research", "code"],
+        expected: 40,
+        time_zone: "Australia/Sydney",
+        days_ago: 72,
+        leaves: true,
     },
 ];
+
+/// The demo customers that work and pay today.
+fn current(d: &&DemoCustomer) -> bool {
+    matches!(d.stage, Stage::Active | Stage::Trial) && !d.leaves
+}
 
 pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
     context::init_logging(g);
@@ -96,13 +123,25 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
     let demo_globals = Globals { database_url: url, ..g.clone() };
     let db = context::open_db(&demo_globals).await?;
     let password = seed(&db, &catalogue).await?;
+    // Model calls go to a simulated provider in this process: no keys, nothing billed.
+    let (_sim, overrides) = serve::simulated_providers(&catalogue, std::time::Duration::ZERO).await?;
+    // Billing runs against a fake Stripe in this process; the months behind the paying
+    // customers are played on it first (its clock moved back), then it runs at today.
+    let secret = format!("whsec_demo_{}", &secrets::random_token()[..16]);
+    let (fake, stripe) = crate::demo_history::fake_stripe(&catalogue, &secret, context::now()).await?;
+    let shared = std::sync::Arc::new(catalogue.clone());
+    let made = crate::demo_history::run(&db, &shared, &overrides, &fake, &stripe).await?;
+    println!(
+        "Played {} days of history: {} Stripe events applied, {} tasks run on their days.",
+        crate::demo_history::DAYS,
+        made.events,
+        made.tasks
+    );
     if args.seed_only {
         print_logins(None, &args.data_dir, &password, None);
         db.close().await;
         return Ok(());
     }
-    // Model calls go to a simulated provider in this process: no keys, nothing billed.
-    let (_sim, overrides) = serve::simulated_providers(&catalogue, std::time::Duration::ZERO).await?;
     let demo_key = routed_calls(&db, &catalogue, &overrides).await?;
     let queued = seed_tasks(&db, &catalogue).await?;
     println!("Queued {queued} demo tasks; the server's workers run them through their teams (see /app and `j1msky task list`).");
@@ -118,7 +157,7 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
         Err(e) => return Err(e),
     };
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
-    let (_fake, stripe, secret) = demo_billing(&db, &catalogue, addr).await?;
+    demo_billing(&db, &catalogue, &fake, &stripe, addr).await?;
     let data_dir = args.data_dir.clone();
     let config = WebConfig { stripe_webhook_secrets: vec![secret], ..WebConfig::default() };
     let gateway = crate::roles::gateway(&db, &std::sync::Arc::new(catalogue), &overrides, false)?;
@@ -139,35 +178,28 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
     .await
 }
 
-/// A fake Stripe for the demo: catalogue synced, and the demo's paying customers
-/// subscribed through checkout once the server is up (their webhooks arrive then).
+/// The demo's trial customers subscribe through checkout once the server is up (their
+/// webhooks arrive then); customers already subscribed (the history) are left alone.
 async fn demo_billing(
     db: &Db,
     catalogue: &Catalogue,
+    fake: &j1msky_sim::stripe::RunningStripe,
+    stripe: &j1msky_billing::Stripe,
     addr: SocketAddr,
-) -> Result<(j1msky_sim::stripe::RunningStripe, j1msky_billing::Stripe, String), Failure> {
-    let secret = format!("whsec_demo_{}", &secrets::random_token()[..16]);
-    let fake = j1msky_sim::stripe::spawn_stripe(j1msky_sim::stripe::FakeStripeConfig {
-        webhook_url: Some(format!("http://{addr}/webhooks/stripe")),
-        webhook_secret: secret.clone(),
-        now: None,
-    })
-    .await
-    .map_err(anyhow::Error::from)?;
-    let stripe = j1msky_billing::Stripe::new(j1msky_billing::StripeConfig {
-        base_url: fake.base(),
-        secret_key: "sk_test_demo".into(),
-        api_version: catalogue.stripe.api_version.clone(),
-        allow_live: false,
-    })
-    .map_err(anyhow::Error::from)?;
-    // The fake starts empty each run: links to a previous run's fake are dropped.
-    j1msky_billing::sync::forget_account(db).await.map_err(anyhow::Error::from)?;
-    j1msky_billing::sync::sync(db, &stripe, catalogue, context::now()).await.map_err(anyhow::Error::from)?;
+) -> Result<(), Failure> {
+    let base = fake.base();
+    let hooks = serde_json::json!({"url": format!("http://{addr}/webhooks/stripe")});
+    let set = reqwest::Client::new().post(format!("{base}/_sim/webhooks")).json(&hooks).send().await;
+    set.and_then(reqwest::Response::error_for_status).map_err(anyhow::Error::from)?;
     let all = customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)?;
     let mut sessions = Vec::new();
-    for demo in CUSTOMERS.iter().filter(|d| matches!(d.stage, Stage::Active | Stage::Trial)) {
+    for demo in CUSTOMERS.iter().filter(current) {
         let Some(c) = all.iter().find(|c| c.name == demo.name) else { continue };
+        if crate::demo_history::bills(demo.name)
+            || j1msky_billing::changes::current(db, &c.id).await.map_err(anyhow::Error::from)?.is_some()
+        {
+            continue;
+        }
         if demo.stage == Stage::Active {
             // An active customer had their trial before paying; the server gives none again.
             j1msky_billing::offers::record_trial_had(db, &c.id, "cli", context::now())
@@ -180,12 +212,11 @@ async fn demo_billing(
             cancel_url: format!("http://{addr}/app/billing"),
             attempt: "demo".into(),
         };
-        let link = j1msky_billing::checkout::start(db, &stripe, catalogue, &c.id, &req, context::now())
+        let link = j1msky_billing::checkout::start(db, stripe, catalogue, &c.id, &req, context::now())
             .await
             .map_err(anyhow::Error::from)?;
         sessions.push(link.session_id);
     }
-    let base = fake.base();
     // Not awaited, but bounded: at most ~5 s of polling, then one request per session.
     #[allow(clippy::disallowed_methods)]
     tokio::spawn(async move {
@@ -205,7 +236,7 @@ async fn demo_billing(
             }
         }
     });
-    Ok((fake, stripe, secret))
+    Ok(())
 }
 
 fn print_logins(addr: Option<SocketAddr>, data_dir: &std::path::Path, password: &str, key: Option<&str>) {
@@ -263,7 +294,8 @@ async fn seed(db: &Db, catalogue: &Catalogue) -> Result<String, Failure> {
                 };
                 let owner =
                     NewOwner { email: demo.owner.into(), display_name: demo.name.into(), password: password.clone() };
-                customers::create_with_owner(db, catalogue, &actor, input, Some(owner), now)
+                let signed_up = now - demo.days_ago * 86_400_000_000;
+                customers::create_with_owner(db, catalogue, &actor, input, Some(owner), signed_up)
                     .await
                     .map_err(anyhow::Error::from)?;
             }
@@ -273,7 +305,7 @@ async fn seed(db: &Db, catalogue: &Catalogue) -> Result<String, Failure> {
     // (the journeys open more: a stalled customer after a day, outreach after a quiet week).
     let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
     for c in customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)? {
-        if !CUSTOMERS.iter().any(|d| d.name == c.name) {
+        if !CUSTOMERS.iter().any(|d| d.name == c.name && !d.leaves) {
             continue;
         }
         let reason = format!("Onboarding call with {}: walk through their first tasks", c.name);
@@ -317,7 +349,7 @@ async fn routed_calls(
     let mut first_customer = None;
     let mut calls = 0;
     // Prospects have no plan in force yet: the gateway would refuse them.
-    for demo in CUSTOMERS.iter().filter(|d| matches!(d.stage, Stage::Active | Stage::Trial)) {
+    for demo in CUSTOMERS.iter().filter(current) {
         let Some(c) = all.iter().find(|c| c.name == demo.name) else { continue };
         first_customer.get_or_insert_with(|| c.id.clone());
         let teams: Vec<String> = if c.chosen_teams.is_empty() {
@@ -387,7 +419,7 @@ async fn seed_tasks(db: &Db, catalogue: &j1msky_core::catalogue::Catalogue) -> R
     use j1msky_tasks::{NewTask, Priority};
     let all = customers::list(db, None, 10_000).await.map_err(anyhow::Error::from)?;
     let mut queued = 0;
-    for demo in CUSTOMERS.iter().filter(|d| matches!(d.stage, Stage::Active | Stage::Trial)) {
+    for demo in CUSTOMERS.iter().filter(current) {
         let Some(c) = all.iter().find(|c| c.name == demo.name) else { continue };
         let teams: Vec<String> =
             if c.chosen_teams.is_empty() { catalogue.teams.keys().cloned().collect() } else { c.chosen_teams.clone() };

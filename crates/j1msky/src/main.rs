@@ -6,6 +6,7 @@ mod accounts_cmd;
 mod config_cmd;
 mod context;
 mod demo;
+mod demo_history;
 mod events_cmd;
 mod gateway_cmd;
 mod kpi_cmd;
@@ -75,8 +76,7 @@ enum Command {
     #[command(subcommand)]
     Lifecycle(lifecycle_cmd::LifecycleCommand),
     /// The operator's numbers: MRR and its movements, churn, margins, activation, NPS, CAC.
-    #[command(subcommand)]
-    Kpi(kpi_cmd::KpiCommand),
+    Kpi(kpi_cmd::KpiArgs),
     /// Simulated third-party services (for the demo, tests and benchmarks).
     #[command(subcommand)]
     Sim(gateway_cmd::SimCommand),

@@ -298,6 +298,18 @@ async fn the_cli_works_beside_a_running_server_which_stops_cleanly_on_sigterm() 
     assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
 }
 
+/// The month before this one (UTC, the shipped catalogue's zone), as YYYY-MM.
+fn last_month() -> String {
+    let days =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64 / 86_400;
+    let (y, m, _) = j1msky_core::clock::civil_from_days(days);
+    if m == 1 {
+        format!("{:04}-12", y - 1)
+    } else {
+        format!("{y:04}-{:02}", m - 1)
+    }
+}
+
 /// A browser signed in to the server at `base`.
 async fn signed_in(base: &str, email: &str, password: &str) -> reqwest::Client {
     let browser = reqwest::Client::builder()
@@ -337,10 +349,13 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let (mut base, mut login, mut password, mut key) = (None, None, None, None);
-    let (mut routed, mut review, mut queued): (usize, bool, usize) = (0, false, 0);
+    let (mut routed, mut review, mut queued, mut past): (usize, bool, usize, usize) = (0, false, 0, 0);
     while base.is_none() || login.is_none() || password.is_none() || key.is_none() {
         let line = lines.next().expect("demo output").expect("read");
-        if let Some(rest) = line.strip_prefix("Ran ") {
+        if let Some(rest) = line.strip_prefix("Played ") {
+            // "Played 80 days of history: N Stripe events applied, M tasks run on their days."
+            past = rest.split(", ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+        } else if let Some(rest) = line.strip_prefix("Ran ") {
             routed = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
         } else if let Some(rest) = line.strip_prefix("Queued ") {
             queued = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -378,8 +393,19 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let browser = signed_in(&base, &login, &password).await;
     let admin = browser.get(format!("{base}/admin/customers")).send().await.expect("admin").text().await.expect("html");
     for name in ["Northwind Software", "Bluebird Content Studio", "Kestrel Ventures"] {
-        assert!(admin.contains(name), "{name} missing from the dashboard");
+        assert!(admin.contains(name), "{name} missing from {list_page}");
     }
+    // The board shows the demo's history: MRR and last month's tasks are not zero.
+    let board = browser.get(format!("{base}/admin")).send().await.expect("board").text().await.expect("html");
+    let tile = |html: &str, key: &str| -> i64 {
+        let needle = format!("data-kpi=\"{key}\" data-value=\"");
+        let at = html.find(&needle).map(|i| i + needle.len());
+        at.and_then(|i| html[i..].split('"').next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    assert!(tile(&board, "mrr.ending_cents") > 0, "the board's MRR tile: {board}");
+    let last = browser.get(format!("{base}/admin?month={}", last_month())).send().await.expect("last month");
+    let last = last.text().await.expect("html");
+    assert!(tile(&last, "usage.tasks_completed") > 0, "last month's tasks on the board: {last}");
     // Billing runs against the in-process fake Stripe: Northwind's checkout completes and
     // its webhooks reach the server, so its owner sees a paid Pro subscription.
     let owner = signed_in(&base, "owner@northwind.demo", &password).await;
@@ -402,14 +428,15 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         let tasks: Value = serde_json::from_slice(&out.stdout).expect("json tasks");
         let all = tasks.as_array().expect("list");
-        assert_eq!(all.len(), queued);
+        assert_eq!(all.len(), queued + past, "today's tasks and the history's");
         succeeded = all.iter().filter(|t| t["state"] == "succeeded").count();
-        if succeeded == queued {
+        if succeeded == queued + past {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(succeeded, queued, "every demo task ran through its team");
+    assert!(past >= 10, "the demo's history ran tasks on past days ({past})");
+    assert_eq!(succeeded, queued + past, "every demo task ran through its team");
 
     // The demo customers were enrolled on `customer.created` and the sender wrote their
     // mail as .eml files under the data dir (at least one of the three zones is outside
@@ -497,7 +524,7 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let db = j1msky_db::Db::connect(&url).await.expect("open the demo database");
     let (customers,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM customers").fetch_one(db.pool()).await.expect("count");
-    assert_eq!(customers, 3, "the three demo customers, not duplicated by the second run");
+    assert_eq!(customers, 4, "the four demo customers, not duplicated by the second run");
     let ownerless: Vec<(String,)> = sqlx::query_as(
         "SELECT c.name FROM customers c WHERE NOT EXISTS \
          (SELECT 1 FROM users u WHERE u.customer_id = c.id AND u.role = 'owner')",

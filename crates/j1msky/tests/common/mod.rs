@@ -65,3 +65,56 @@ impl Cli {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Subscribes `customer_id` to `plan` (no trial) at a fake Stripe whose clock reads `at`
+/// (unix micros), and applies the events through the real applier, as a reconcile does.
+pub async fn subscribe(
+    db: &j1msky_db::Db,
+    catalogue: &j1msky_core::catalogue::Catalogue,
+    customer_id: &str,
+    plan: &str,
+    at: i64,
+) -> j1msky_sim::stripe::RunningStripe {
+    let fake = j1msky_sim::stripe::spawn_stripe(j1msky_sim::stripe::FakeStripeConfig {
+        now: Some(j1msky_billing::secs(at)),
+        ..j1msky_sim::stripe::FakeStripeConfig::default()
+    })
+    .await
+    .unwrap();
+    let stripe = j1msky_billing::Stripe::new(j1msky_billing::StripeConfig {
+        base_url: fake.base(),
+        secret_key: "sk_test_board".into(),
+        api_version: catalogue.stripe.api_version.clone(),
+        allow_live: false,
+    })
+    .unwrap();
+    let now = at;
+    j1msky_billing::sync::sync(db, &stripe, catalogue, now).await.unwrap();
+    j1msky_billing::offers::record_trial_had(db, customer_id, "test", now).await.unwrap();
+    let req = j1msky_billing::checkout::CheckoutRequest {
+        plan: plan.into(),
+        success_url: "http://board.test/ok".into(),
+        cancel_url: "http://board.test/no".into(),
+        attempt: "board".into(),
+    };
+    let link = j1msky_billing::checkout::start(db, &stripe, catalogue, customer_id, &req, now).await.unwrap();
+    let done = reqwest::Client::new()
+        .post(format!("{}/_sim/checkout/{}/complete", fake.base(), link.session_id))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(done.status().is_success());
+    let ctx = j1msky_billing::apply::Ctx { catalogue };
+    j1msky_billing::webhook::reconcile(db, &stripe, &ctx, j1msky_billing::secs(now) - 3_600, now).await.unwrap();
+    j1msky_accounts::reactions::catch_up(db, &j1msky_core::ManualClock::new(at)).await.unwrap();
+    fake
+}
+
+/// Runs the insights' consumers over every event so far, as the `reactions` role would.
+pub async fn catch_up_insights(ctx: &j1msky_insights::Ctx) {
+    let all = j1msky_insights::rollups::consumers(ctx);
+    let runner = j1msky_db::consumers::Runner::for_this_process();
+    let real = j1msky_core::SystemClock;
+    while j1msky_db::consumers::run_once(&ctx.db, &runner, &all, &real).await.unwrap().handled > 0 {}
+}
