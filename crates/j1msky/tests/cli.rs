@@ -393,7 +393,7 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let browser = signed_in(&base, &login, &password).await;
     let admin = browser.get(format!("{base}/admin/customers")).send().await.expect("admin").text().await.expect("html");
     for name in ["Northwind Software", "Bluebird Content Studio", "Kestrel Ventures"] {
-        assert!(admin.contains(name), "{name} missing from {list_page}");
+        assert!(admin.contains(name), "{name} missing from /admin/customers");
     }
     // The board shows the demo's history: MRR and last month's tasks are not zero.
     let board = browser.get(format!("{base}/admin")).send().await.expect("board").text().await.expect("html");
