@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""DuckDB baseline for `j1msky kpi rebuild` (issue 14 §4).
+
+Exports the source tables the rebuild reads from the SQLite file to Parquet (through a
+FIFO: `sqlite3 -csv` → DuckDB `read_csv` → Parquet, so no CSV lands on disk), then times
+DuckDB computing the same rollups the rebuild writes, ROUNDS times on a fresh in-memory
+DuckDB each, and prints one `duckdb …` line per round and a median.
+
+The rollups mirror the rebuild of the three modules of `j1msky-insights` (their rules in
+`docs/KPIS.md`); each block below names the Rust it mirrors so the two can be kept aligned:
+- mrr:    `insights_mrr_customer_months`, `insights_mrr_months` (mrr/compute.rs: a
+          subscription's MRR at an instant is its latest snapshot at or before it, active
+          and past_due only, discount off until `discount_end`, percent rounded half up;
+          a month's start is the instant before its first, its end the instant before the
+          next; movements new/expansion/contraction/churn/reactivation)
+- usage:  `insights_tasks`, `insights_usage`, `insights_model_cost`,
+          `insights_revenue_seen`, `insights_revenue` (usage/rebuild.rs), plus the
+          completion-time median and p90 per team and month the board reads (nearest rank)
+- people: activation by signup cohort (a task succeeded within 7 days of creation) and
+          the funnel lead → qualified → trial → active per month with conversion and the
+          median hours from the previous stage reached (people.rs brief; NPS is left out:
+          the generated data has no survey answers)
+
+Months are calendar months in the business time zone; the shipped catalogue's is UTC,
+which is what this script assumes (`--tz` other than UTC is refused rather than wrong).
+
+Usage: duckdb_baseline.py DB_FILE PARQUET_DIR [--rounds 3] [--threads N] [--through YYYY-MM]
+"""
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import duckdb
+
+# Source tables and the columns the rebuild reads (types for DuckDB's CSV reader).
+TABLES = {
+    "customers": [("id", "VARCHAR"), ("stage", "VARCHAR"), ("plan", "VARCHAR"), ("created_at", "BIGINT")],
+    "customer_stage_changes": [
+        ("customer_id", "VARCHAR"),
+        ("from_stage", "VARCHAR"),
+        ("to_stage", "VARCHAR"),
+        ("at", "BIGINT"),
+    ],
+    "subscription_history": [
+        ("subscription_id", "VARCHAR"),
+        ("version", "VARCHAR"),
+        ("customer_id", "VARCHAR"),
+        ("stripe_customer_id", "VARCHAR"),
+        ("status", "VARCHAR"),
+        ("plan", "VARCHAR"),
+        ("currency", "VARCHAR"),
+        ("amount_cents", "BIGINT"),
+        ("discount_percent_bp", "BIGINT"),
+        ("discount_amount_cents", "BIGINT"),
+        ("discount_end", "BIGINT"),
+        ("effective_at", "BIGINT"),
+    ],
+    "tasks": [
+        ("id", "VARCHAR"),
+        ("customer_id", "VARCHAR"),
+        ("team", "VARCHAR"),
+        ("state", "VARCHAR"),
+        ("charge_micros", "BIGINT"),
+        ("queued_at", "BIGINT"),
+        ("finished_at", "BIGINT"),
+    ],
+    "llm_calls": [
+        ("task_id", "VARCHAR"),
+        ("model_used", "VARCHAR"),
+        ("input_tokens", "BIGINT"),
+        ("output_tokens", "BIGINT"),
+        ("cost_micros", "BIGINT"),
+        ("created_at", "BIGINT"),
+    ],
+    "revenue_entries": [
+        ("source_id", "VARCHAR"),
+        ("kind", "VARCHAR"),
+        ("customer_id", "VARCHAR"),
+        ("plan", "VARCHAR"),
+        ("amount_cents", "BIGINT"),
+        ("occurred_at", "BIGINT"),
+    ],
+}
+
+
+def export(db, out_dir):
+    """Each table to `<out_dir>/<table>.parquet` through a FIFO; returns seconds taken."""
+    os.makedirs(out_dir, exist_ok=True)
+    began = time.monotonic()
+    con = duckdb.connect()
+    with tempfile.TemporaryDirectory() as tmp:
+        for table, cols in TABLES.items():
+            fifo = os.path.join(tmp, table + ".csv")
+            os.mkfifo(fifo)
+            names = ", ".join(c for c, _ in cols)
+            # NULL is written as an empty field and read back as NULL (no empty strings are
+            # exported). sqlite3 writes into the FIFO from a thread while DuckDB reads it.
+            status = []
+
+            def write(path=fifo, sql=f"SELECT {names} FROM {table}"):
+                with open(path, "wb") as dst:
+                    status.append(subprocess.run(["sqlite3", "-csv", "-readonly", db, sql], stdout=dst).returncode)
+
+            t = threading.Thread(target=write)
+            t.start()
+            types = "{" + ", ".join(f"'{c}': '{ty}'" for c, ty in cols) + "}"
+            target = os.path.join(out_dir, table + ".parquet")
+            con.execute(
+                f"COPY (SELECT * FROM read_csv('{fifo}', header = false, columns = {types}, quote = '\"')) "
+                f"TO '{target}' (FORMAT parquet, COMPRESSION zstd)"
+            )
+            t.join()
+            if status != [0]:
+                sys.exit(f"sqlite3 failed exporting {table}")
+    return time.monotonic() - began
+
+
+# --- the rollups -------------------------------------------------------------------------
+
+def month_sql(us):
+    """`YYYY-MM` of a unix-micros column in UTC."""
+    return f"strftime(make_timestamp({us}), '%Y-%m')"
+
+
+def steps(through):
+    """(name, SQL) in order; every step materialises a table like the rebuild writes one."""
+    end_of_through = dt.date(int(through[:4]), int(through[5:]), 1)
+    return [
+        # ---- mrr (mrr/compute.rs) ----
+        # One row per (subscription, effective_at): the last version at that instant.
+        ("mrr_snapshots", """
+            CREATE TABLE snaps AS
+            SELECT subscription_id AS sub,
+                   COALESCE(customer_id, 'stripe:' || stripe_customer_id) AS ckey,
+                   customer_id, status, plan, lower(currency) AS currency, amount_cents AS a,
+                   discount_percent_bp AS bp, discount_amount_cents AS off, discount_end AS de,
+                   effective_at AS t,
+                   lead(effective_at) OVER (PARTITION BY subscription_id ORDER BY version) AS next_t
+            FROM subscription_history
+            QUALIFY row_number() OVER (PARTITION BY subscription_id, effective_at ORDER BY version DESC) = 1"""),
+        # The month boundaries: each month's last instant, from the first snapshot's month.
+        ("mrr_instants", f"""
+            CREATE TABLE instants AS
+            SELECT strftime(m, '%Y-%m') AS month,
+                   epoch_us(m) - 1 AS start_x,
+                   epoch_us(m + INTERVAL 1 MONTH) - 1 AS end_x
+            FROM range((SELECT date_trunc('month', make_timestamp(min(t))) FROM snaps),
+                       TIMESTAMP '{end_of_through}' + INTERVAL 1 MONTH, INTERVAL 1 MONTH) r(m)"""),
+        # MRR of every subscription at every boundary (as-of join), then per customer.
+        ("mrr_at_instants", """
+            CREATE TABLE cust_at AS
+            WITH subs AS (SELECT sub, any_value(ckey) AS ckey, min(t) AS first_t FROM snaps GROUP BY sub),
+                 xs AS (SELECT DISTINCT start_x AS x FROM instants UNION SELECT end_x FROM instants),
+                 grid AS (SELECT s.sub, s.ckey, xs.x FROM subs s JOIN xs ON xs.x >= s.first_t),
+                 v AS (
+                    SELECT g.ckey, g.x, h.plan,
+                           CASE WHEN h.status IN ('active', 'past_due') AND h.currency = 'usd' THEN
+                               greatest(h.a - CASE WHEN h.de IS NULL OR g.x < h.de THEN
+                                   COALESCE((h.a * least(greatest(h.bp, 0), 10000) + 5000) // 10000, 0)
+                                   + COALESCE(greatest(h.off, 0), 0) ELSE 0 END, 0)
+                           ELSE 0 END AS v
+                    FROM grid g ASOF JOIN snaps h ON g.sub = h.sub AND g.x >= h.t)
+            SELECT ckey, x, sum(v) AS mrr, arg_max(plan, v) FILTER (WHERE v > 0) AS plan
+            FROM v GROUP BY ckey, x"""),
+        # The first instant each customer paid (a snapshot paying when it took effect, or a
+        # full discount ending while it held).
+        ("mrr_first_paid", """
+            CREATE TABLE first_paid AS
+            WITH c AS (
+                SELECT ckey,
+                       CASE WHEN status IN ('active', 'past_due') AND currency = 'usd'
+                                 AND a - CASE WHEN de IS NULL OR t < de THEN
+                                        COALESCE((a * least(greatest(bp, 0), 10000) + 5000) // 10000, 0)
+                                        + COALESCE(greatest(off, 0), 0) ELSE 0 END > 0 THEN t
+                            WHEN status IN ('active', 'past_due') AND currency = 'usd' AND de > t
+                                 AND de < COALESCE(next_t, 9223372036854775807) AND a > 0 THEN de
+                       END AS paid_at
+                FROM snaps)
+            SELECT ckey, min(paid_at) AS paid_at FROM c WHERE paid_at IS NOT NULL GROUP BY ckey"""),
+        ("insights_mrr_customer_months", """
+            CREATE TABLE mrr_customer_months AS
+            WITH firsts AS (SELECT ckey, min(t) AS first_t FROM snaps GROUP BY ckey),
+                 rows AS (
+                    SELECT i.month, f.ckey, s.mrr AS s_mrr, s.plan AS s_plan, e.mrr AS e_mrr, e.plan AS e_plan,
+                           i.start_x
+                    FROM firsts f
+                    JOIN instants i ON i.month >= strftime(make_timestamp(f.first_t), '%Y-%m')
+                    LEFT JOIN cust_at s ON s.ckey = f.ckey AND s.x = i.start_x
+                    LEFT JOIN cust_at e ON e.ckey = f.ckey AND e.x = i.end_x)
+            SELECT r.month, r.ckey AS customer_key,
+                   CASE WHEN r.ckey LIKE 'stripe:%' THEN NULL ELSE r.ckey END AS customer_id,
+                   COALESCE(CASE WHEN COALESCE(r.e_mrr, 0) > 0 THEN r.e_plan ELSE r.s_plan END, '') AS plan,
+                   COALESCE(r.s_mrr, 0) AS starting_cents, COALESCE(r.e_mrr, 0) AS ending_cents,
+                   CASE WHEN COALESCE(r.s_mrr, 0) = 0 AND p.paid_at < r.start_x + 1 THEN 'reactivation'
+                        WHEN COALESCE(r.s_mrr, 0) = 0 THEN 'new'
+                        WHEN COALESCE(r.e_mrr, 0) = 0 THEN 'churn'
+                        WHEN r.e_mrr > r.s_mrr THEN 'expansion'
+                        WHEN r.e_mrr < r.s_mrr THEN 'contraction'
+                        ELSE 'none' END AS movement
+            FROM rows r LEFT JOIN first_paid p ON p.ckey = r.ckey
+            WHERE COALESCE(r.s_mrr, 0) > 0 OR COALESCE(r.e_mrr, 0) > 0"""),
+        ("insights_mrr_months", """
+            CREATE TABLE mrr_months AS
+            SELECT month, COALESCE(plan, '') AS plan,
+                   sum(starting_cents) AS starting_cents,
+                   sum(CASE WHEN movement = 'new' THEN ending_cents ELSE 0 END) AS new_cents,
+                   sum(CASE WHEN movement = 'expansion' THEN ending_cents - starting_cents ELSE 0 END) AS expansion_cents,
+                   sum(CASE WHEN movement = 'contraction' THEN starting_cents - ending_cents ELSE 0 END) AS contraction_cents,
+                   sum(CASE WHEN movement = 'churn' THEN starting_cents ELSE 0 END) AS churn_cents,
+                   sum(CASE WHEN movement = 'reactivation' THEN ending_cents ELSE 0 END) AS reactivation_cents,
+                   sum(ending_cents) AS ending_cents,
+                   count(*) FILTER (WHERE starting_cents > 0) AS paying_start,
+                   count(*) FILTER (WHERE ending_cents > 0) AS paying_end,
+                   count(*) FILTER (WHERE movement = 'new') AS new_customers,
+                   count(*) FILTER (WHERE movement = 'churn') AS churned_customers,
+                   count(*) FILTER (WHERE movement = 'reactivation') AS reactivated_customers
+            FROM mrr_customer_months
+            GROUP BY GROUPING SETS ((month, plan), (month))"""),
+        # ---- usage (usage/rebuild.rs) ----
+        ("insights_tasks", f"""
+            CREATE TABLE u_tasks AS
+            WITH l AS (SELECT task_id, sum(cost_micros) AS cost, max(created_at) AS last
+                       FROM llm_calls WHERE task_id IS NOT NULL GROUP BY task_id)
+            SELECT t.id AS task_id, {month_sql('t.finished_at')} AS month, t.customer_id, t.team,
+                   t.state AS outcome,
+                   CASE WHEN t.finished_at > t.queued_at THEN (t.finished_at - t.queued_at) // 1000 ELSE 0 END
+                       AS duration_ms,
+                   COALESCE(l.cost, 0) AS cost_micros,
+                   CASE WHEN t.state = 'succeeded' THEN COALESCE(t.charge_micros, 0) ELSE 0 END AS charge_micros,
+                   COALESCE(l.last, 0) AS ledger_until
+            FROM tasks t LEFT JOIN l ON l.task_id = t.id
+            WHERE t.state IN ('succeeded', 'failed', 'cancelled') AND t.finished_at IS NOT NULL"""),
+        ("insights_usage", """
+            CREATE TABLE u_usage AS
+            SELECT month, customer_id, team,
+                   count(*) FILTER (WHERE outcome = 'succeeded') AS tasks_completed,
+                   count(*) FILTER (WHERE outcome = 'failed') AS tasks_failed,
+                   sum(cost_micros) AS cost_micros, sum(charge_micros) AS charge_micros
+            FROM u_tasks GROUP BY month, customer_id, team"""),
+        ("insights_model_cost", """
+            CREATE TABLE u_model_cost AS
+            SELECT it.month, it.customer_id, it.team, l.model_used AS model, count(*) AS calls,
+                   sum(l.input_tokens) AS input_tokens, sum(l.output_tokens) AS output_tokens,
+                   sum(l.cost_micros) AS cost_micros
+            FROM u_tasks it JOIN llm_calls l ON l.task_id = it.task_id
+            GROUP BY it.month, it.customer_id, it.team, l.model_used"""),
+        ("insights_revenue_seen", f"""
+            CREATE TABLE u_revenue_seen AS
+            SELECT source_id, kind, {month_sql('occurred_at')} AS month, COALESCE(customer_id, '') AS customer_id,
+                   CASE WHEN kind = 'refund' THEN '' ELSE COALESCE(plan, '') END AS plan, amount_cents
+            FROM revenue_entries WHERE kind IN ('invoice_paid', 'refund')"""),
+        ("insights_revenue", """
+            CREATE TABLE u_revenue AS
+            SELECT month, customer_id, plan,
+                   sum(CASE WHEN kind = 'invoice_paid' THEN amount_cents ELSE 0 END) AS subscription_cents,
+                   sum(CASE WHEN kind = 'refund' THEN -amount_cents ELSE 0 END) AS refunds_cents
+            FROM u_revenue_seen GROUP BY month, customer_id, plan"""),
+        # Nearest rank: the ⌈p·n⌉-th smallest (usage.rs `completion`).
+        ("completion_times", """
+            CREATE TABLE u_completion AS
+            SELECT month, team, count(*) AS tasks,
+                   list_sort(list(duration_ms))[(count(*) + 1) // 2] AS median_ms,
+                   list_sort(list(duration_ms))[(9 * count(*) + 9) // 10] AS p90_ms
+            FROM u_tasks WHERE outcome = 'succeeded' GROUP BY month, team"""),
+        # ---- people ----
+        ("activation_cohorts", f"""
+            CREATE TABLE p_cohorts AS
+            WITH first_ok AS (SELECT t.customer_id, min(t.finished_at) AS ok_at FROM tasks t
+                              JOIN customers c ON c.id = t.customer_id
+                              WHERE t.state = 'succeeded' AND t.finished_at >= c.created_at
+                              GROUP BY t.customer_id)
+            SELECT {month_sql('c.created_at')} AS month, count(*) AS customers,
+                   count(*) FILTER (WHERE f.ok_at <= c.created_at + 7 * 86400000000) AS activated
+            FROM customers c LEFT JOIN first_ok f ON f.customer_id = c.id
+            GROUP BY 1"""),
+        # Each customer's first entry into each funnel stage; the time from the previous
+        # stage it reached (stages may be skipped); how many of a month's entrants went on
+        # to the next stage.
+        ("funnel", f"""
+            CREATE TABLE p_funnel AS
+            WITH firsts AS (
+                    SELECT customer_id,
+                           CASE to_stage WHEN 'lead' THEN 1 WHEN 'qualified' THEN 2 WHEN 'trial' THEN 3
+                                         WHEN 'active' THEN 4 END AS step,
+                           min("at") AS t_at
+                    FROM customer_stage_changes
+                    WHERE to_stage IN ('lead', 'qualified', 'trial', 'active')
+                    GROUP BY customer_id, to_stage),
+                 w AS (
+                    SELECT step, t_at,
+                           lag(t_at) OVER (PARTITION BY customer_id ORDER BY step) AS prev_at,
+                           lead(step) OVER (PARTITION BY customer_id ORDER BY step) AS next_step
+                    FROM firsts)
+            SELECT {month_sql('t_at')} AS month, step, count(*) AS entered,
+                   quantile_disc((t_at - prev_at) // 3600000000, 0.5) FILTER (WHERE prev_at IS NOT NULL)
+                       AS median_hours_from_previous,
+                   count(*) FILTER (WHERE next_step = step + 1) AS went_on
+            FROM w GROUP BY 1, 2"""),
+    ]
+
+
+def run_once(parquet_dir, threads, through):
+    con = duckdb.connect()
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    for table in TABLES:
+        path = os.path.join(parquet_dir, table + ".parquet")
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
+    times = {}
+    began = time.monotonic()
+    for name, sql in steps(through):
+        t = time.monotonic()
+        con.execute(sql)
+        times[name] = time.monotonic() - t
+    total = time.monotonic() - began
+    counts = {
+        "mrr_customer_months": con.execute("SELECT count(*) FROM mrr_customer_months").fetchone()[0],
+        "tasks": con.execute("SELECT count(*) FROM u_tasks").fetchone()[0],
+        "usage": con.execute("SELECT count(*) FROM u_usage").fetchone()[0],
+        "model_cost": con.execute("SELECT count(*) FROM u_model_cost").fetchone()[0],
+    }
+    check = con.execute(
+        "SELECT count(*) FROM mrr_months WHERE starting_cents + new_cents + expansion_cents + reactivation_cents"
+        " - contraction_cents - churn_cents <> ending_cents"
+    ).fetchone()[0]
+    if check:
+        sys.exit(f"MRR identity broken on {check} month rows")
+    last = con.execute(
+        "SELECT month, ending_cents, paying_end FROM mrr_months WHERE plan = '' AND month = ?", [through]
+    ).fetchone()
+    con.close()
+    return total, times, counts, last
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("db")
+    ap.add_argument("parquet_dir")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="DuckDB threads (0: DuckDB's default, every core)")
+    ap.add_argument("--through", default=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m"),
+                    help="last month of the MRR rollups (the rebuild uses the clock's month)")
+    ap.add_argument("--tz", default="UTC")
+    ap.add_argument("--no-export", action="store_true", help="reuse the Parquet files already in PARQUET_DIR")
+    a = ap.parse_args()
+    if a.tz != "UTC":
+        sys.exit("only the UTC business zone is supported by this baseline")
+    if not a.no_export:
+        secs = export(a.db, a.parquet_dir)
+        size = sum(os.path.getsize(os.path.join(a.parquet_dir, t + ".parquet")) for t in TABLES)
+        print(f"duckdb export: {secs:.1f} s, parquet {size / 1e6:.0f} MB", flush=True)
+    totals = []
+    for r in range(1, a.rounds + 1):
+        total, times, counts, last = run_once(a.parquet_dir, a.threads, a.through)
+        totals.append(total)
+        steps_txt = " ".join(f"{k}={v:.2f}" for k, v in times.items())
+        print(f"duckdb round {r}: total_s={total:.2f} {steps_txt} rows={counts} mrr_{a.through}={last}", flush=True)
+    threads = a.threads or duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
+    print(f"duckdb median_s={statistics.median(totals):.2f} threads={threads}")
+
+
+if __name__ == "__main__":
+    main()
