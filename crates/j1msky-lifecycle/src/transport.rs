@@ -1,13 +1,15 @@
-//! Mail transports: SMTP over a small connection pool (`lettre`), a file transport for
-//! the demo (messages written as `<dir>/<message-id>.eml`), and an in-memory one for
-//! tests.
+//! Mail transports: SMTP over a small pool of TCP_NODELAY connections (the protocol
+//! spoken by `lettre`), a file transport for the demo (messages written as
+//! `<dir>/<message-id>.eml`), and an in-memory one for tests.
 //!
 //! A transport says how a failed send ended, because the sender acts on it:
-//! [`SendError::Refused`] means the server said no before taking the message (a 4xx, or
-//! no connection at all): nothing was delivered and a retry is safe.
+//! [`SendError::Refused`] means the server said no before taking the message (a 4xx, no
+//! connection at all, or a connection lost before the message itself went out): nothing
+//! was delivered and a retry is safe.
 //! [`SendError::Rejected`] is a permanent 5xx (a hard bounce when the mailbox does not
-//! exist). [`SendError::Unknown`] is everything else (the connection broke mid-way, a
-//! timeout): the server may have the message, so it is not resent blindly.
+//! exist). [`SendError::Unknown`] is everything else (the connection broke once the
+//! message was going out, a timeout waiting for the final reply): the server may have
+//! the message, so it is not resent blindly.
 
 use std::future::Future;
 use std::path::PathBuf;
