@@ -54,11 +54,6 @@ pub async fn review(_ctx: &Ctx, at: i64) -> Result<Evening, InsightsError> {
 }
 
 /// `month` repriced under `scenario`.
-pub async fn what_if(
-    _ctx: &Ctx,
-    _month: Month,
-    _filter: &Filter,
-    _scenario: &Scenario,
-) -> Result<WhatIf, InsightsError> {
+pub async fn what_if(_ctx: &Ctx, _month: Month, _filter: &Filter, _scenario: &Scenario) -> Result<WhatIf, InsightsError> {
     Ok(WhatIf::default())
 }

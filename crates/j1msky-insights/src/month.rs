@@ -19,8 +19,7 @@ pub struct Month {
 impl Month {
     /// Parses `YYYY-MM`; the error names the field and the expected form.
     pub fn parse(text: &str) -> Result<Month, InsightsError> {
-        let bad =
-            || InsightsError::invalid("month", format!("`{text}` is not a month: expected YYYY-MM, e.g. 2026-11"));
+        let bad = || InsightsError::invalid("month", format!("`{text}` is not a month: expected YYYY-MM, e.g. 2026-11"));
         let (y, m) = text.trim().split_once('-').ok_or_else(bad)?;
         if y.len() != 4 || m.len() != 2 {
             return Err(bad());

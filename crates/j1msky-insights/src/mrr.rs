@@ -23,12 +23,7 @@ pub async fn month(_ctx: &Ctx, _month: Month, _filter: &Filter) -> Result<Mrr, I
 }
 
 /// The customers behind one movement of `month`, largest first.
-pub async fn behind(
-    _ctx: &Ctx,
-    _month: Month,
-    _movement: Movement,
-    _filter: &Filter,
-) -> Result<Vec<Behind>, InsightsError> {
+pub async fn behind(_ctx: &Ctx, _month: Month, _movement: Movement, _filter: &Filter) -> Result<Vec<Behind>, InsightsError> {
     Ok(Vec::new())
 }
 

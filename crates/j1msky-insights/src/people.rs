@@ -6,13 +6,7 @@ use crate::{Ctx, InsightsError, Month};
 
 /// The customer numbers of `month` (rates that need MRR or margin take them from the
 /// other sections already computed for the month).
-pub async fn month(
-    _ctx: &Ctx,
-    _month: Month,
-    _filter: &Filter,
-    _mrr: &Mrr,
-    _usage: &Usage,
-) -> Result<Customers, InsightsError> {
+pub async fn month(_ctx: &Ctx, _month: Month, _filter: &Filter, _mrr: &Mrr, _usage: &Usage) -> Result<Customers, InsightsError> {
     Ok(Customers::default())
 }
 

@@ -15,9 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::nav::NavEntry;
 use crate::state::AppState;
-use crate::{
-    accounts, auth, billing, csrf, events, gateway, insights, lifecycle, metrics_layer, security_headers, tasks,
-};
+use crate::{accounts, auth, billing, csrf, events, gateway, insights, lifecycle, metrics_layer, security_headers, tasks};
 
 /// One area of the site: its routes and its navigation entries.
 struct Area {
