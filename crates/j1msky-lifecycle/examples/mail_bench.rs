@@ -8,6 +8,10 @@
 //! Prints one line: messages, seconds, messages/s and the final state counts.
 //!
 //! mail_bench DB_FILE MESSAGES PORT POOL
+//!
+//! With `-` for DB_FILE it measures the SMTP transport alone (the profile's split): the
+//! same messages composed in memory (`delivery::compose`, same size) and sent straight
+//! through `Smtp`, POOL at a time, with no database.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +33,9 @@ async fn main() {
     let messages: i64 = args[2].parse().unwrap();
     let port: u16 = args[3].parse().unwrap();
     let pool: usize = args[4].parse().unwrap();
+    if file == "-" {
+        return transport_only(messages, port, pool).await;
+    }
     let db = Db::connect(&format!("sqlite://{file}")).await.unwrap();
     db.migrate().await.unwrap();
 
@@ -114,5 +121,36 @@ async fn main() {
         "messages={messages} pool={pool} seconds={secs:.2} per_second={:.0} states={}",
         messages as f64 / secs,
         states.join(",")
+    );
+}
+
+async fn transport_only(messages: i64, port: u16, pool: usize) {
+    use futures::StreamExt;
+    use j1msky_lifecycle::transport::{Outgoing, Transport};
+    let catalogue = Catalogue::from_json_str(SHIPPED).unwrap();
+    let delivery = &catalogue.lifecycle.delivery;
+    let para = "Your agent team is set up and ready for its first task. Open the dashboard to \
+                invite colleagues, connect a repository and watch the first run finish. ";
+    let text = format!("Hello,\n\n{}\n\nThe j1msky team", para.repeat(4));
+    let html = format!("<html><body><p>Hello,</p><p>{}</p><p>The j1msky team</p></body></html>", para.repeat(4));
+    let unsubscribe = ("https://app.example.test/u/token", "mailto:unsubscribe@example.test");
+    let mails: Vec<Outgoing> = (0..messages)
+        .map(|i| {
+            let to = format!("owner{:06}@example.com", i % CUSTOMERS);
+            let id = format!("transport-{i}@bench.j1msky.test");
+            let subject = format!("Welcome aboard, step {i}");
+            let raw = delivery::compose(delivery, &to, &id, &subject, &text, &html, Some(unsubscribe), NOW).unwrap();
+            Outgoing { from: delivery.from_address.clone(), to, message_id: id, raw }
+        })
+        .collect();
+    let smtp = Smtp::from_url(&format!("smtp://127.0.0.1:{port}"), pool).unwrap();
+    let started = Instant::now();
+    let results: Vec<_> = futures::stream::iter(&mails).map(|m| smtp.send(m)).buffer_unordered(pool).collect().await;
+    let secs = started.elapsed().as_secs_f64();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    println!(
+        "transport only: messages={messages} pool={pool} seconds={secs:.2} per_second={:.0} failed={failed} connections={}",
+        messages as f64 / secs,
+        smtp.stats().opened
     );
 }
