@@ -180,17 +180,41 @@ pub struct Behind {
 
 /// The numbers of `month`.
 pub async fn for_month(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Kpis, InsightsError> {
-    let mrr = crate::mrr::month(ctx, month, filter).await?;
-    let usage = crate::usage::month(ctx, month, filter).await?;
-    let customers = crate::people::month(ctx, month, filter, &mrr, &usage).await?;
-    Ok(Kpis { month, filter: filter.clone(), mrr, customers, usage })
+    let mut one = series(ctx, month, month, filter).await?;
+    one.pop().ok_or_else(|| InsightsError::invalid("month", format!("{month}: no numbers")))
 }
 
-/// The numbers of every month from `first` to `last` (charts).
+/// The numbers of every month from `first` to `last` (charts). Each month's MRR and usage
+/// are read once: the months before `first` that LTV looks back over as totals only, and
+/// the trailing sums slide along the series.
 pub async fn series(ctx: &Ctx, first: Month, last: Month, filter: &Filter) -> Result<Vec<Kpis>, InsightsError> {
-    let mut out = Vec::new();
-    for m in first.through(last) {
-        out.push(for_month(ctx, m, filter).await?);
+    let months = first.through(last);
+    let window = crate::people::LTV_MONTHS as usize;
+    // (MRR, usage) of the months before `first` LTV reads, oldest first.
+    let mut earlier = Vec::new();
+    let mut m = first;
+    for _ in 1..window {
+        m = m.prev();
+        earlier.push((crate::mrr::month(ctx, m, filter).await?, crate::usage::totals(ctx, m, filter).await?));
+    }
+    earlier.reverse();
+    let mut sections: Vec<(Mrr, Usage)> = earlier;
+    let lead = sections.len();
+    for &m in &months {
+        let mrr = crate::mrr::month(ctx, m, filter).await?;
+        let usage = crate::usage::month(ctx, m, filter).await?;
+        sections.push((mrr, usage));
+    }
+    let mut out = Vec::with_capacity(months.len());
+    for (i, &m) in months.iter().enumerate() {
+        let end = lead + i;
+        let mut trailing = crate::people::Trailing::default();
+        for (mrr, usage) in &sections[end + 1 - window..=end] {
+            trailing.add(mrr, usage);
+        }
+        let (mrr, usage) = &sections[end];
+        let customers = crate::people::with_trailing(ctx, m, filter, mrr, trailing).await?;
+        out.push(Kpis { month: m, filter: filter.clone(), mrr: mrr.clone(), customers, usage: usage.clone() });
     }
     Ok(out)
 }

@@ -25,7 +25,8 @@ use crate::{Ctx, InsightsError, Month};
 pub const LTV_MONTHS: u32 = 6;
 
 /// The customer numbers of `month` (rates that need MRR or margin take them from the
-/// other sections already computed for the month).
+/// other sections already computed for the month; the earlier months of LTV are read as
+/// totals).
 pub async fn month(
     ctx: &Ctx,
     month: Month,
@@ -33,16 +34,28 @@ pub async fn month(
     mrr: &Mrr,
     usage: &Usage,
 ) -> Result<Customers, InsightsError> {
-    let plan = filter.plan.as_deref();
     let mut trailing = Trailing::default();
     trailing.add(mrr, usage);
     let mut m = month;
     for _ in 1..LTV_MONTHS {
         m = m.prev();
         let earlier_mrr = crate::mrr::month(ctx, m, filter).await?;
-        let earlier_usage = crate::usage::month(ctx, m, filter).await?;
+        let earlier_usage = crate::usage::totals(ctx, m, filter).await?;
         trailing.add(&earlier_mrr, &earlier_usage);
     }
+    with_trailing(ctx, month, filter, mrr, trailing).await
+}
+
+/// [`month`] with the [`LTV_MONTHS`] months ending with this one already summed
+/// (`kpis::series` computes each month once and slides the window).
+pub async fn with_trailing(
+    ctx: &Ctx,
+    month: Month,
+    filter: &Filter,
+    mrr: &Mrr,
+    trailing: Trailing,
+) -> Result<Customers, InsightsError> {
+    let plan = filter.plan.as_deref();
     let ltv_cents = trailing.ltv_cents();
     let acquisition_spend_cents = spend::of(ctx, month).await?;
     // Spend is the whole business's: divided by one plan's new customers it would
