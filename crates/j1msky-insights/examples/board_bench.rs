@@ -4,8 +4,10 @@
 //! The board's numbers at scale (issue 14 §4): on a SQLite file written by
 //! `insights_gen`, recomputes the rollups (`rollups::rebuild`, what `j1msky kpi rebuild`
 //! runs) unless they are there already, then times `kpis::series` over the 12 months
-//! ending with the generated world's last (what one render of `/admin` computes), without
-//! a filter, with a plan and with a team, best of ROUNDS.
+//! ending with the generated world's last, every number of every month, and
+//! `kpis::series_detailed` (what one render of `/admin` computes: every number for the
+//! last two months, the others charted), without a filter, with a plan and with a team,
+//! best of ROUNDS.
 //!
 //! board_bench DB_FILE [ROUNDS=3] [REBUILD=auto|yes|no]
 
@@ -85,18 +87,23 @@ async fn main() {
          completion times {:.1} ms, people::month (with its 5 earlier months) {:.1} ms",
         best[0], best[1], best[2], best[3], best[4]
     );
-    for (label, filter) in filters {
+    for (label, filter, full) in filters.into_iter().flat_map(|(l, f)| [(l, f.clone(), true), (l, f, false)]) {
+        let what = if full { "kpis::series" } else { "kpis::series_detailed (the board)" };
         let mut times = Vec::new();
         let mut out = Vec::new();
         for _ in 0..rounds {
             let t = Instant::now();
-            out = kpis::series(&ctx, first, last, &filter).await.unwrap();
+            out = if full {
+                kpis::series(&ctx, first, last, &filter).await.unwrap()
+            } else {
+                kpis::series_detailed(&ctx, first, last, &filter, last.prev()).await.unwrap()
+            };
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);
         let k = out.last().unwrap();
         println!(
-            "kpis::series {first}..{last} ({label}): best {:.0} ms, median {:.0} ms of {rounds} \
+            "{what} {first}..{last} ({label}): best {:.0} ms, median {:.0} ms of {rounds} \
              ({last}: MRR {} ¢ from {} paying, revenue {} µ$, margin {:?} bp, {} tasks, LTV {:?} ¢, {} customers listed)",
             times[0],
             times[times.len() / 2],

@@ -43,17 +43,19 @@ pub async fn month(
         let earlier_usage = crate::usage::totals(ctx, m, filter).await?;
         trailing.add(&earlier_mrr, &earlier_usage);
     }
-    with_trailing(ctx, month, filter, mrr, trailing).await
+    with_trailing(ctx, month, filter, mrr, trailing, true).await
 }
 
 /// [`month`] with the [`LTV_MONTHS`] months ending with this one already summed
-/// (`kpis::series` computes each month once and slides the window).
+/// (`kpis::series` computes each month once and slides the window). Without `cohorts`,
+/// the activation cohorts, the funnel and NPS are left empty (a month only charted).
 pub async fn with_trailing(
     ctx: &Ctx,
     month: Month,
     filter: &Filter,
     mrr: &Mrr,
     trailing: Trailing,
+    cohorts: bool,
 ) -> Result<Customers, InsightsError> {
     let plan = filter.plan.as_deref();
     let ltv_cents = trailing.ltv_cents();
@@ -62,15 +64,24 @@ pub async fn with_trailing(
     // overstate that plan's cost, so a filtered board shows no CAC.
     let unfiltered = filter.plan.is_none() && filter.team.is_none();
     let cac_cents = if unfiltered { rates::cac_cents(acquisition_spend_cents, mrr.new_customers) } else { None };
+    let (activation, funnel, nps) = if cohorts {
+        (
+            read::cohorts(ctx, month, plan).await?,
+            read::funnel(ctx, month, plan).await?,
+            read::nps(ctx, month, plan).await?,
+        )
+    } else {
+        (Vec::new(), crate::kpis::Funnel::default(), None)
+    };
     Ok(Customers {
         churn_rate_bp: rates::customer_churn_bp(mrr),
         gross_revenue_churn_bp: rates::gross_revenue_churn_bp(mrr),
         net_revenue_churn_bp: rates::net_revenue_churn_bp(mrr),
         arpa_cents: rates::arpa_cents(mrr),
         ltv_cents,
-        activation: read::cohorts(ctx, month, plan).await?,
-        funnel: read::funnel(ctx, month, plan).await?,
-        nps: read::nps(ctx, month, plan).await?,
+        activation,
+        funnel,
+        nps,
         acquisition_spend_cents,
         cac_cents,
         ltv_to_cac_x100: rates::ltv_to_cac_x100(ltv_cents, cac_cents),

@@ -75,6 +75,25 @@ async fn the_series_computes_each_month_once_and_agrees_with_each_month_alone() 
         let one = kpis::for_month(&ctx, k.month, &all).await.unwrap();
         assert_eq!(serde_json::to_value(&one).unwrap(), serde_json::to_value(k).unwrap(), "{}", k.month);
     }
+    // The board's call: every number of the last two months; the others charted, with
+    // the same MRR, usage totals and LTV.
+    let board = kpis::series_detailed(&ctx, from, NOV, &all, NOV.prev()).await.unwrap();
+    assert_eq!(board.len(), series.len());
+    for (b, k) in board.iter().zip(&series) {
+        if b.month >= NOV.prev() {
+            assert_eq!(serde_json::to_value(b).unwrap(), serde_json::to_value(k).unwrap(), "{}", b.month);
+        } else {
+            assert_eq!(
+                (&b.mrr, b.usage.revenue_micros, b.usage.gross_margin_micros),
+                (&k.mrr, k.usage.revenue_micros, k.usage.gross_margin_micros)
+            );
+            assert_eq!(
+                (b.customers.ltv_cents, b.customers.churn_rate_bp),
+                (k.customers.ltv_cents, k.customers.churn_rate_bp)
+            );
+            assert!(b.customers.activation.is_empty() && b.usage.completion.is_empty(), "{} is only charted", b.month);
+        }
+    }
     let last = series.last().unwrap();
     assert_eq!(last.usage.gross_margin_bp, Some(7_000));
     assert_eq!(last.customers.ltv_cents, Some(84_000));
