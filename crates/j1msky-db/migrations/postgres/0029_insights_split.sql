@@ -25,7 +25,7 @@ CREATE TABLE insights_pieces (
 CREATE INDEX insights_pieces_customer ON insights_pieces(customer_id, month);
 
 -- The pieces summed per month, team, model and plan (`pieces` counts them: a row with
--- none left is deleted). The board's totals, teams, models and plans.
+-- none left is no row; the rebuild drops it). The board's totals, teams, models and plans.
 CREATE TABLE insights_split (
     month                TEXT NOT NULL,
     team                 TEXT NOT NULL,

@@ -115,8 +115,9 @@ pub async fn refresh(conn: &mut AnyConnection, month: &str, customer: &str) -> R
         .bind(customer)
         .execute(&mut *conn)
         .await?;
+    // A sum left with no pieces stays (read as absent: `pieces > 0`) until a rebuild:
+    // deleting it here would read the month's sums on every event.
     add_to_sums(conn, month, customer, 1).await?;
-    sqlx::query("DELETE FROM insights_split WHERE month = $1 AND pieces = 0").bind(month).execute(&mut *conn).await?;
     sqlx::query(&MARGINS.replace("{scope}", ONE)).bind(month).bind(customer).execute(&mut *conn).await?;
     Ok(())
 }
