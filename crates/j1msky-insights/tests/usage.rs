@@ -752,3 +752,27 @@ async fn a_task_retried_into_another_month_moves_its_customer_months_split() {
     usage::rebuild(&f.ctx).await.unwrap();
     assert_eq!(split_snapshot(&f.ctx.db).await, by_consumer);
 }
+
+#[tokio::test]
+async fn migration_0029_fills_the_split_from_the_rollups_already_there() {
+    let f = fixture().await;
+    catch_up(&f).await;
+    let by_consumer = split_snapshot(&f.ctx.db).await;
+    // A database upgraded with its rollups: the split's tables empty, then the
+    // migration's filling statements (after its marker line) run as written.
+    let engine = if f.ctx.db.backend() == j1msky_db::Backend::Postgres { "postgres" } else { "sqlite" };
+    let path = format!("{}/../j1msky-db/migrations/{engine}/0029_insights_split.sql", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let (_, fill) = text.split_once("-- Filled from the rollups already there").unwrap();
+    let (_, fill) = fill.split_once('\n').unwrap();
+    for table in ["insights_pieces", "insights_split", "insights_margins"] {
+        sqlx::query(&format!("DELETE FROM {table}")).execute(f.ctx.db.pool()).await.unwrap();
+    }
+    let statements: Vec<&str> = fill.split(";\n").map(str::trim).filter(|s| s.contains("INSERT")).collect();
+    assert_eq!(statements.len(), 3);
+    for s in statements {
+        let s = s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+        sqlx::query(&s).execute(f.ctx.db.pool()).await.unwrap();
+    }
+    assert_eq!(split_snapshot(&f.ctx.db).await, by_consumer);
+}
