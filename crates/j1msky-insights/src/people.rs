@@ -25,7 +25,8 @@ use crate::{Ctx, InsightsError, Month};
 pub const LTV_MONTHS: u32 = 6;
 
 /// The customer numbers of `month` (rates that need MRR or margin take them from the
-/// other sections already computed for the month).
+/// other sections already computed for the month; the earlier months of LTV are read as
+/// totals).
 pub async fn month(
     ctx: &Ctx,
     month: Month,
@@ -33,31 +34,54 @@ pub async fn month(
     mrr: &Mrr,
     usage: &Usage,
 ) -> Result<Customers, InsightsError> {
-    let plan = filter.plan.as_deref();
     let mut trailing = Trailing::default();
     trailing.add(mrr, usage);
     let mut m = month;
     for _ in 1..LTV_MONTHS {
         m = m.prev();
         let earlier_mrr = crate::mrr::month(ctx, m, filter).await?;
-        let earlier_usage = crate::usage::month(ctx, m, filter).await?;
+        let earlier_usage = crate::usage::totals(ctx, m, filter).await?;
         trailing.add(&earlier_mrr, &earlier_usage);
     }
+    with_trailing(ctx, month, filter, mrr, trailing, true).await
+}
+
+/// [`month`] with the [`LTV_MONTHS`] months ending with this one already summed
+/// (`kpis::series` computes each month once and slides the window). Without `cohorts`,
+/// the activation cohorts, the funnel and NPS are left empty (a month only charted).
+pub async fn with_trailing(
+    ctx: &Ctx,
+    month: Month,
+    filter: &Filter,
+    mrr: &Mrr,
+    trailing: Trailing,
+    cohorts: bool,
+) -> Result<Customers, InsightsError> {
+    let plan = filter.plan.as_deref();
     let ltv_cents = trailing.ltv_cents();
     let acquisition_spend_cents = spend::of(ctx, month).await?;
     // Spend is the whole business's: divided by one plan's new customers it would
     // overstate that plan's cost, so a filtered board shows no CAC.
     let unfiltered = filter.plan.is_none() && filter.team.is_none();
     let cac_cents = if unfiltered { rates::cac_cents(acquisition_spend_cents, mrr.new_customers) } else { None };
+    let (activation, funnel, nps) = if cohorts {
+        (
+            read::cohorts(ctx, month, plan).await?,
+            read::funnel(ctx, month, plan).await?,
+            read::nps(ctx, month, plan).await?,
+        )
+    } else {
+        (Vec::new(), crate::kpis::Funnel::default(), None)
+    };
     Ok(Customers {
         churn_rate_bp: rates::customer_churn_bp(mrr),
         gross_revenue_churn_bp: rates::gross_revenue_churn_bp(mrr),
         net_revenue_churn_bp: rates::net_revenue_churn_bp(mrr),
         arpa_cents: rates::arpa_cents(mrr),
         ltv_cents,
-        activation: read::cohorts(ctx, month, plan).await?,
-        funnel: read::funnel(ctx, month, plan).await?,
-        nps: read::nps(ctx, month, plan).await?,
+        activation,
+        funnel,
+        nps,
         acquisition_spend_cents,
         cac_cents,
         ltv_to_cac_x100: rates::ltv_to_cac_x100(ltv_cents, cac_cents),

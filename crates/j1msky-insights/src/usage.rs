@@ -12,6 +12,7 @@ mod consumer;
 pub mod data;
 pub mod parts;
 mod rebuild;
+mod split;
 mod sql;
 
 pub use consumer::{on_event, CONSUMER, KINDS};
@@ -56,6 +57,15 @@ pub async fn month(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Usage, In
     let mut usage = assemble(&pieces, by_plan, worst.into_iter().map(|(row, _)| row).collect());
     usage.completion = completion(ctx, month, filter).await?;
     Ok(usage)
+}
+
+/// The month's totals, plans, teams and models without the customers and completion
+/// times: what the trailing months of LTV need, from a few hundred rows.
+pub async fn totals(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Usage, InsightsError> {
+    check_filter(ctx, filter)?;
+    let pieces = sql::by_team_model_plan(ctx, month, filter).await?;
+    let by_plan = data::rows(&pieces, |p| p.customer.clone(), label, false);
+    Ok(assemble(&pieces, by_plan, Vec::new()))
 }
 
 /// Each customer's margin in `month`, lowest first, at most [`CUSTOMER_ROWS`].

@@ -643,3 +643,136 @@ async fn revenue_billing_has_not_linked_yet_is_unattributed_until_a_rebuild() {
     let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
     assert_eq!((keys(&u.by_customer), keys(&u.by_plan)), (vec![late.as_str()], vec!["pro"]));
 }
+
+/// The split's rollups (each customer's pieces, their sums, the customers' margins), sorted.
+async fn split_snapshot(db: &Db) -> Vec<String> {
+    let queries = [
+        "SELECT month, customer_id, team, model, plan, subscription_micros, refunds_micros, charge_micros,
+                cost_micros, calls, completed, failed FROM insights_pieces",
+        "SELECT month, team, model, plan, pieces, subscription_micros, refunds_micros, charge_micros, cost_micros,
+                calls, completed, failed FROM insights_split WHERE pieces <> 0",
+        "SELECT month, customer_id, team, plan, revenue_micros, cost_micros, margin_micros, completed
+         FROM insights_margins",
+    ];
+    let mut out = Vec::new();
+    for q in queries {
+        for row in sqlx::query(q).fetch_all(db.pool()).await.unwrap() {
+            use sqlx::Row;
+            let cells: Vec<String> = (0..row.len())
+                .map(|i| {
+                    row.try_get::<String, _>(i).or_else(|_| row.try_get::<i64, _>(i).map(|v| v.to_string())).unwrap()
+                })
+                .collect();
+            out.push(format!("{}|{}", q.split("FROM").nth(1).unwrap().trim(), cells.join("|")));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What accounts does when billing says a customer's plan changed: the column and the
+/// event, in one transaction.
+async fn change_plan(db: &Db, customer: &str, from: Option<&str>, to: &str, now: i64) {
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("UPDATE customers SET plan = $1 WHERE id = $2")
+        .bind(to)
+        .bind(customer)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let event = j1msky_core::events::CustomerPlanChanged { from: from.map(String::from), to: to.into() };
+    outbox::emit_typed(&mut tx, db.backend(), event, Some(customer), now).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_split_is_kept_by_the_consumer_as_the_rebuild_computes_it_and_follows_plan_changes() {
+    let f = fixture().await;
+    catch_up(&f).await;
+    let by_consumer = split_snapshot(&f.ctx.db).await;
+    // Acme: 3 pairs + 2 task-count pieces; Bolt: 1 + 1; Cold: unattributed; Dud: 1 + 1.
+    let pieces = by_consumer.iter().filter(|r| r.starts_with("insights_pieces|")).count();
+    assert_eq!(pieces, 10, "{by_consumer:#?}");
+    // Dud's code row and its all-teams row: the loss-maker's margin, read from the index.
+    let dud_code = format!("insights_margins|2026-11|{}|code|starter|49000000|60000000|-11000000|1", f.dud);
+    assert!(by_consumer.contains(&dud_code), "{by_consumer:#?}");
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(split_snapshot(&f.ctx.db).await, by_consumer, "the rebuild and the consumer disagree on the split");
+
+    // Cold moves from starter to pro: its month's pieces move with it, and the numbers
+    // by plan follow (pro now has Acme's 69,000,000 and Cold's 49,000,000).
+    f.clock.advance_secs(60);
+    change_plan(&f.ctx.db, &f.cold, Some("starter"), "pro", at(28, 13)).await;
+    catch_up(&f).await;
+    let all = Filter::default();
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!(row(&u.by_plan, "pro"), (118_000_000, 80_000, 117_920_000, 3));
+    assert_eq!(row(&u.by_plan, "starter"), (49_000_000, 60_000_000, -11_000_000, 1));
+    let pro = Filter { plan: Some("pro".into()), team: None };
+    assert_eq!(keys(&usage::month(&f.ctx, NOV, &pro).await.unwrap().by_customer), vec![f.cold.as_str(), &f.acme]);
+    same_in_sql_and_in_memory(&f.ctx, &pro).await;
+    let moved = split_snapshot(&f.ctx.db).await;
+    assert_ne!(moved, by_consumer);
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(split_snapshot(&f.ctx.db).await, moved, "after the plan change the rebuild and the consumer disagree");
+
+    // A team and a plan together: code on starter is Dud's alone.
+    let both = Filter { plan: Some("starter".into()), team: Some("code".into()) };
+    let u = usage::month(&f.ctx, NOV, &both).await.unwrap();
+    assert_eq!(
+        (keys(&u.by_customer), u.revenue_micros, u.model_cost_micros),
+        (vec![f.dud.as_str()], 49_000_000, 60_000_000)
+    );
+    same_in_sql_and_in_memory(&f.ctx, &both).await;
+}
+
+#[tokio::test]
+async fn a_task_retried_into_another_month_moves_its_customer_months_split() {
+    let f = fixture().await;
+    catch_up(&f).await;
+    // Dud's task is retried on December 2nd and succeeds again (no new ledger rows):
+    // November keeps only Dud's $49 unattributed, December gets the task and its cost.
+    let dec2 = chrono::NaiveDate::from_ymd_opt(2026, 12, 2).unwrap().and_hms_opt(9, 0, 0).unwrap();
+    let dec2 = dec2.and_utc().timestamp_micros();
+    f.clock.advance_micros(dec2 - at(28, 12));
+    retry(&f.ctx.db, &f.dud, "d1", dec2).await;
+    finish(&f.ctx.db, &f.dud, "d1", "code", "succeeded", dec2, 90, None).await;
+    catch_up(&f).await;
+    let all = Filter::default();
+    let nov = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!(row(&nov.by_customer, &f.dud), (49_000_000, 0, 49_000_000, 0));
+    assert_eq!(nov.model_cost_micros, 1_180_000);
+    same_in_sql_and_in_memory(&f.ctx, &all).await;
+    let dec = usage::month(&f.ctx, NOV.next(), &all).await.unwrap();
+    assert_eq!(
+        (dec.model_cost_micros, dec.tasks_completed, keys(&dec.by_customer)),
+        (60_000_000, 1, vec![f.dud.as_str()])
+    );
+    let by_consumer = split_snapshot(&f.ctx.db).await;
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(split_snapshot(&f.ctx.db).await, by_consumer);
+}
+
+#[tokio::test]
+async fn migration_0029_fills_the_split_from_the_rollups_already_there() {
+    let f = fixture().await;
+    catch_up(&f).await;
+    let by_consumer = split_snapshot(&f.ctx.db).await;
+    // A database upgraded with its rollups: the split's tables empty, then the
+    // migration's filling statements (after its marker line) run as written.
+    let engine = if f.ctx.db.backend() == j1msky_db::Backend::Postgres { "postgres" } else { "sqlite" };
+    let path = format!("{}/../j1msky-db/migrations/{engine}/0029_insights_split.sql", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let (_, fill) = text.split_once("-- Filled from the rollups already there").unwrap();
+    let (_, fill) = fill.split_once('\n').unwrap();
+    for table in ["insights_pieces", "insights_split", "insights_margins"] {
+        sqlx::query(&format!("DELETE FROM {table}")).execute(f.ctx.db.pool()).await.unwrap();
+    }
+    let statements: Vec<&str> = fill.split(";\n").map(str::trim).filter(|s| s.contains("INSERT")).collect();
+    assert_eq!(statements.len(), 3);
+    for s in statements {
+        let s = s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+        sqlx::query(&s).execute(f.ctx.db.pool()).await.unwrap();
+    }
+    assert_eq!(split_snapshot(&f.ctx.db).await, by_consumer);
+}

@@ -1,6 +1,8 @@
 //! The consumer `insights.usage`: each task outcome, metered API day, paid invoice and
-//! refund settles its source's contribution to the rollups, inside the consumer's
-//! transaction (so each event's effect commits once with the cursor).
+//! refund settles its source's contribution to the rollups, then recomputes the split
+//! of the customer months it changed (`split::refresh`); a plan change recomputes the
+//! customer's months. All inside the consumer's transaction (so each event's effect
+//! commits once with the cursor).
 
 use chrono_tz::Tz;
 use j1msky_core::events::{Kind, Typed};
@@ -9,7 +11,7 @@ use j1msky_db::outbox::Event;
 use j1msky_db::Backend;
 use sqlx::AnyConnection;
 
-use super::parts;
+use super::{parts, split};
 use crate::InsightsError;
 
 /// The consumer's name (its cursor in `consumer_cursors`).
@@ -24,6 +26,7 @@ pub const KINDS: &[Kind] = &[
     Kind::UsageApiMetered,
     Kind::InvoicePaid,
     Kind::ChargeRefunded,
+    Kind::CustomerPlanChanged,
 ];
 
 pub fn consumer(tz: Tz) -> Consumer {
@@ -43,24 +46,34 @@ impl Handler for OnEvent {
 
 /// Settles what `event` is about (what the consumer runs for each event).
 pub async fn on_event(conn: &mut AnyConnection, tz: Tz, event: &Event) -> Result<(), InsightsError> {
-    let Some(typed) = event.typed() else { return Ok(()) };
+    if let (Some(Typed::CustomerPlanChanged(_)), Some(customer)) = (event.typed(), event.customer_id.as_deref()) {
+        return split::refresh_customer(conn, customer).await;
+    }
+    for (month, customer) in settle(conn, tz, event).await? {
+        split::refresh(conn, &month, &customer).await?;
+    }
+    Ok(())
+}
+
+async fn settle(conn: &mut AnyConnection, tz: Tz, event: &Event) -> Result<parts::Touched, InsightsError> {
+    let Some(typed) = event.typed() else { return Ok(Vec::new()) };
     match typed {
         Typed::TaskSucceeded(p) => task(conn, tz, &p.task_id).await,
         Typed::TaskFailed(p) => task(conn, tz, &p.task_id).await,
         Typed::TaskCancelled(p) => task(conn, tz, &p.task_id).await,
         Typed::TaskRetried(p) => task(conn, tz, &p.task_id).await,
         Typed::UsageApiMetered(p) => {
-            let Some(customer) = event.customer_id.as_deref() else { return Ok(()) };
+            let Some(customer) = event.customer_id.as_deref() else { return Ok(Vec::new()) };
             let part = parts::api_day_now(conn, tz, customer, &p.day, p.charge_micros).await?;
             parts::settle_task(conn, &parts::api_day_key(customer, &p.day), Some(part)).await
         }
         Typed::InvoicePaid(p) => parts::settle_revenue(conn, tz, &p.invoice).await,
         Typed::ChargeRefunded(p) => parts::settle_revenue(conn, tz, &format!("{}:refunded", p.charge)).await,
-        _ => Ok(()),
+        _ => Ok(Vec::new()),
     }
 }
 
-async fn task(conn: &mut AnyConnection, tz: Tz, id: &str) -> Result<(), InsightsError> {
+async fn task(conn: &mut AnyConnection, tz: Tz, id: &str) -> Result<parts::Touched, InsightsError> {
     let now = parts::task_now(conn, tz, id).await?;
     parts::settle_task(conn, id, now).await
 }

@@ -247,18 +247,33 @@ async fn store_task(conn: &mut AnyConnection, sql: &str, key: &str, p: &TaskPart
     Ok(done.rows_affected())
 }
 
-/// Brings the rollups in line with `now` for the task (or API day) `key`.
-pub async fn settle_task(conn: &mut AnyConnection, key: &str, now: Option<TaskPart>) -> Result<(), InsightsError> {
+/// The (month, customer) pairs whose usage or revenue rollups a settle changed.
+pub type Touched = Vec<(String, String)>;
+
+fn touched<'a>(parts: impl IntoIterator<Item = (&'a str, &'a str)>) -> Touched {
+    let mut out: Touched = Vec::new();
+    for (m, c) in parts {
+        if !out.iter().any(|(om, oc)| om == m && oc == c) {
+            out.push((m.to_string(), c.to_string()));
+        }
+    }
+    out
+}
+
+/// Brings the rollups in line with `now` for the task (or API day) `key`; says which
+/// customers' months changed.
+pub async fn settle_task(conn: &mut AnyConnection, key: &str, now: Option<TaskPart>) -> Result<Touched, InsightsError> {
     // The common case, a task counted for the first time, in one statement less.
     if let Some(p) = &now {
         let sql = format!("{STORE_TASK} ON CONFLICT (task_id) DO NOTHING");
         if store_task(conn, &sql, key, p).await? == 1 {
-            return add_task(conn, p, 1).await;
+            add_task(conn, p, 1).await?;
+            return Ok(touched([(p.month.as_str(), p.customer.as_str())]));
         }
     }
     let before = task_counted(conn, key).await?;
     if before == now {
-        return Ok(());
+        return Ok(Vec::new());
     }
     if let Some(b) = &before {
         add_task(conn, b, -1).await?;
@@ -278,7 +293,8 @@ pub async fn settle_task(conn: &mut AnyConnection, key: &str, now: Option<TaskPa
             sqlx::query("DELETE FROM insights_tasks WHERE task_id = $1").bind(key).execute(&mut *conn).await?;
         }
     }
-    Ok(())
+    let parts = before.iter().chain(now.iter()).map(|p| (p.month.as_str(), p.customer.as_str()));
+    Ok(touched(parts))
 }
 
 /// One revenue entry as counted: subscription revenue (`invoice_paid`) or a refund.
@@ -312,8 +328,8 @@ async fn add_revenue(conn: &mut AnyConnection, p: &RevenuePart, sign: i64) -> Re
 
 /// Brings the rollups in line with billing's revenue entry `source` (an invoice id, or
 /// `{charge}:refunded`). Usage entries are not read: pay-per-task revenue is counted
-/// when the task succeeds.
-pub async fn settle_revenue(conn: &mut AnyConnection, tz: Tz, source: &str) -> Result<(), InsightsError> {
+/// when the task succeeds. Says which customers' months changed.
+pub async fn settle_revenue(conn: &mut AnyConnection, tz: Tz, source: &str) -> Result<Touched, InsightsError> {
     let row = sqlx::query(
         "SELECT kind, customer_id, plan, amount_cents, occurred_at FROM revenue_entries
          WHERE source_id = $1 AND kind IN ('invoice_paid', 'refund')",
@@ -352,7 +368,7 @@ pub async fn settle_revenue(conn: &mut AnyConnection, tz: Tz, source: &str) -> R
     })
     .transpose()?;
     if before == now {
-        return Ok(());
+        return Ok(Vec::new());
     }
     if let Some(b) = &before {
         add_revenue(conn, b, -1).await?;
@@ -374,5 +390,5 @@ pub async fn settle_revenue(conn: &mut AnyConnection, tz: Tz, source: &str) -> R
         .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    Ok(touched(before.iter().chain(now.iter()).map(|p| (p.month.as_str(), p.customer.as_str()))))
 }

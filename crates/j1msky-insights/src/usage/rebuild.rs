@@ -42,6 +42,7 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
         parts::settle_task(&mut tx, &parts::api_day_key(&customer, &day), Some(part)).await?;
     }
     revenue(&mut tx, tz).await?;
+    super::split::rebuild(&mut tx).await?;
     tx.commit().await.map_err(j1msky_db::DbError::from)?;
     Ok(())
 }

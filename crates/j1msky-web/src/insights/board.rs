@@ -1,7 +1,7 @@
 //! The board: `/admin` (tiles for the chosen month against the month before, charts over
 //! the last 12 months, margin and completion tables, filters by month, plan and team),
 //! the drill-down `/admin/insights/behind?tile=…` and the CSV export of every table
-//! (`format=csv`). The numbers are `kpis::series` (one call: the chosen month, the month
+//! (`format=csv`). The numbers are `kpis::series_detailed` (one call: the chosen month, the month
 //! before and the charts all come from it).
 
 use axum::extract::{Query, State};
@@ -497,7 +497,9 @@ async fn board_inner(state: &AppState, s: &Session, q: &BoardQuery) -> Result<Re
     };
     let ctx = state.insights();
     let first = (0..11).fold(chosen.month, |m, _| m.prev());
-    let series = kpis::series(&ctx, first, chosen.month, &chosen.filter).await?;
+    // Every number for the chosen month and the one before (tiles, tables); the ten
+    // earlier months are only charted.
+    let series = kpis::series_detailed(&ctx, first, chosen.month, &chosen.filter, chosen.month.prev()).await?;
     let (Some(now), Some(before)) = (series.last(), series.len().checked_sub(2).and_then(|i| series.get(i))) else {
         return Err(InsightsError::NotFound(format!("the numbers of {}", chosen.month)));
     };
