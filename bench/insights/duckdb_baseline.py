@@ -29,6 +29,7 @@ Months are calendar months in the business time zone; the shipped catalogue's is
 which is what this script assumes (`--tz` other than UTC is refused rather than wrong).
 
 Usage: duckdb_baseline.py DB_FILE PARQUET_DIR [--rounds 3] [--threads N] [--through YYYY-MM]
+                          [--compare]   (after `kpi rebuild`: every rollup table row by row)
 """
 
 import argparse
@@ -309,7 +310,48 @@ def steps(through):
     ]
 
 
-def run_once(parquet_dir, threads, through):
+# The rebuild's tables and the DuckDB tables that must hold the same rows.
+COMPARED = {
+    "insights_mrr_months": ("mrr_months", "month, plan, starting_cents, new_cents, expansion_cents, "
+                            "contraction_cents, churn_cents, reactivation_cents, ending_cents, paying_start, "
+                            "paying_end, new_customers, churned_customers, reactivated_customers"),
+    "insights_mrr_customer_months": ("mrr_stored", "month, customer_key, customer_id, plan, starting_cents, "
+                                     "ending_cents, movement, next_month"),
+    "insights_tasks": ("u_tasks", "task_id, month, customer_id, team, outcome, duration_ms, cost_micros, "
+                       "charge_micros, ledger_until"),
+    "insights_usage": ("u_usage", "month, customer_id, team, tasks_completed, tasks_failed, cost_micros, charge_micros"),
+    "insights_model_cost": ("u_model_cost", "month, customer_id, team, model, calls, input_tokens, output_tokens, "
+                            "cost_micros"),
+    "insights_revenue_seen": ("u_revenue_seen", "source_id, kind, month, customer_id, plan, amount_cents"),
+    "insights_revenue": ("u_revenue", "month, customer_id, plan, subscription_cents, refunds_cents"),
+    "insights_people": ("p_people", "customer_id, plan, created_at, lead_at, qualified_at, trial_at, paid_at, "
+                        "activated_at"),
+}
+
+
+def compare(con, db):
+    """Each table the rebuild wrote against DuckDB's, as text (NULL and '' alike: the CSV
+    export cannot tell them apart), both ways; exits naming the tables that differ."""
+    bad = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for table, (mine, cols) in COMPARED.items():
+            path = os.path.join(tmp, table + ".csv")
+            with open(path, "wb") as dst:
+                subprocess.run(["sqlite3", "-csv", "-readonly", db, f"SELECT {cols} FROM {table}"], stdout=dst, check=True)
+            names = [c.strip() for c in cols.split(",")]
+            text = ", ".join(f"COALESCE(CAST({c} AS VARCHAR), '')" for c in names)
+            theirs = f"SELECT {text} FROM read_csv('{path}', header = false, all_varchar = true, names = {names})"
+            ours = f"SELECT {text} FROM {mine}"
+            only_sqlite = con.execute(f"SELECT count(*) FROM ({theirs} EXCEPT ALL {ours})").fetchone()[0]
+            only_duckdb = con.execute(f"SELECT count(*) FROM ({ours} EXCEPT ALL {theirs})").fetchone()[0]
+            print(f"compare {table}: only in the rebuild {only_sqlite}, only in DuckDB {only_duckdb}", flush=True)
+            if only_sqlite or only_duckdb:
+                bad.append(table)
+    if bad:
+        sys.exit(f"the rebuild and DuckDB differ on {', '.join(bad)}")
+
+
+def run_once(parquet_dir, threads, through, db=None):
     con = duckdb.connect()
     if threads:
         con.execute(f"SET threads = {int(threads)}")
@@ -342,6 +384,8 @@ def run_once(parquet_dir, threads, through):
     last = con.execute(
         "SELECT month, ending_cents, paying_end FROM mrr_months WHERE plan = '' AND month = ?", [through]
     ).fetchone()
+    if db:
+        compare(con, db)
     con.close()
     return total, times, counts, last
 
@@ -356,6 +400,8 @@ def main():
                     help="last month of the MRR rollups (the rebuild uses the clock's month)")
     ap.add_argument("--tz", default="UTC")
     ap.add_argument("--no-export", action="store_true", help="reuse the Parquet files already in PARQUET_DIR")
+    ap.add_argument("--compare", action="store_true",
+                    help="after the last round, compare every rollup table with the one `kpi rebuild` wrote")
     a = ap.parse_args()
     if a.tz != "UTC":
         sys.exit("only the UTC business zone is supported by this baseline")
@@ -365,7 +411,8 @@ def main():
         print(f"duckdb export: {secs:.1f} s, parquet {size / 1e6:.0f} MB", flush=True)
     totals = []
     for r in range(1, a.rounds + 1):
-        total, times, counts, last = run_once(a.parquet_dir, a.threads, a.through)
+        last_round = r == a.rounds and a.compare
+        total, times, counts, last = run_once(a.parquet_dir, a.threads, a.through, a.db if last_round else None)
         totals.append(total)
         steps_txt = " ".join(f"{k}={v:.2f}" for k, v in times.items())
         print(f"duckdb round {r}: total_s={total:.2f} {steps_txt} rows={counts} mrr_{a.through}={last}", flush=True)
