@@ -28,7 +28,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     a = ap.parse_args()
     u = urllib.parse.urlsplit(a.base)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=900)
     cookies = {}
 
     def request(method, path, body=None, headers=None):

@@ -12,19 +12,24 @@ The rollups mirror the rebuild of the three modules of `j1msky-insights` (their 
           subscription's MRR at an instant is its latest snapshot at or before it, active
           and past_due only, discount off until `discount_end`, percent rounded half up;
           a month's start is the instant before its first, its end the instant before the
-          next; movements new/expansion/contraction/churn/reactivation)
+          next; movements new/expansion/contraction/churn/reactivation; mrr/store.rs: the
+          month sums over every month, the stored customer rows only the first, each
+          movement, each change of plan, with the next stored row's month)
 - usage:  `insights_tasks`, `insights_usage`, `insights_model_cost`,
-          `insights_revenue_seen`, `insights_revenue` (usage/rebuild.rs), plus the
-          completion-time median and p90 per team and month the board reads (nearest rank)
-- people: activation by signup cohort (a task succeeded within 7 days of creation) and
-          the funnel lead → qualified → trial → active per month with conversion and the
-          median hours from the previous stage reached (people.rs brief; NPS is left out:
-          the generated data has no survey answers)
+          `insights_revenue_seen`, `insights_revenue` (usage/rebuild.rs; its metered-API-day
+          parts are left out: the generated data has no `usage_charges.api_day`)
+- people: `insights_people` (people/rollup.rs `rebuild`): per customer its plan, creation,
+          first instant at each funnel stage or a later one, and activation (first task
+          succeeded within 7 days of creation); NPS is left out (no survey answers)
+
+What the rebuild does not write is not computed here either: the board aggregates
+cohorts, the funnel and completion-time percentiles from these rollups when it reads.
 
 Months are calendar months in the business time zone; the shipped catalogue's is UTC,
 which is what this script assumes (`--tz` other than UTC is refused rather than wrong).
 
 Usage: duckdb_baseline.py DB_FILE PARQUET_DIR [--rounds 3] [--threads N] [--through YYYY-MM]
+                          [--compare]   (after `kpi rebuild`: every rollup table row by row)
 """
 
 import argparse
@@ -124,6 +129,9 @@ def export(db, out_dir):
 
 # --- the rollups -------------------------------------------------------------------------
 
+# people/rollup.rs ACTIVATION_WINDOW: a week in micros.
+WINDOW = 7 * 86_400_000_000
+
 def month_sql(us):
     """`YYYY-MM` of a unix-micros column in UTC."""
     return f"strftime(make_timestamp({us}), '%Y-%m')"
@@ -184,7 +192,7 @@ def steps(through):
                        END AS paid_at
                 FROM snaps)
             SELECT ckey, min(paid_at) AS paid_at FROM c WHERE paid_at IS NOT NULL GROUP BY ckey"""),
-        ("insights_mrr_customer_months", """
+        ("mrr_full_months", """
             CREATE TABLE mrr_customer_months AS
             WITH firsts AS (SELECT ckey, min(t) AS first_t FROM snaps GROUP BY ckey),
                  rows AS (
@@ -206,6 +214,20 @@ def steps(through):
                         ELSE 'none' END AS movement
             FROM rows r LEFT JOIN first_paid p ON p.ckey = r.ckey
             WHERE COALESCE(r.s_mrr, 0) > 0 OR COALESCE(r.e_mrr, 0) > 0"""),
+        # What store::compress keeps (the first row, each movement, each change of plan,
+        # the row after a gap), each with the month of the customer's next stored row.
+        ("insights_mrr_customer_months", """
+            CREATE TABLE mrr_stored AS
+            WITH k AS (
+                SELECT *, lag(month) OVER w AS prev_month, lag(plan) OVER w AS prev_plan
+                FROM mrr_customer_months WINDOW w AS (PARTITION BY customer_key ORDER BY month)),
+                 kept AS (
+                SELECT * FROM k
+                WHERE prev_month IS NULL OR movement <> 'none' OR plan <> prev_plan
+                   OR strftime(strptime(prev_month, '%Y-%m') + INTERVAL 1 MONTH, '%Y-%m') <> month)
+            SELECT month, customer_key, customer_id, plan, starting_cents, ending_cents, movement,
+                   lead(month) OVER (PARTITION BY customer_key ORDER BY month) AS next_month
+            FROM kept"""),
         ("insights_mrr_months", """
             CREATE TABLE mrr_months AS
             SELECT month, COALESCE(plan, '') AS plan,
@@ -262,51 +284,74 @@ def steps(through):
                    sum(CASE WHEN kind = 'invoice_paid' THEN amount_cents ELSE 0 END) AS subscription_cents,
                    sum(CASE WHEN kind = 'refund' THEN -amount_cents ELSE 0 END) AS refunds_cents
             FROM u_revenue_seen GROUP BY month, customer_id, plan"""),
-        # Nearest rank: the ⌈p·n⌉-th smallest (usage.rs `completion`).
-        ("completion_times", """
-            CREATE TABLE u_completion AS
-            SELECT month, team, count(*) AS tasks,
-                   list_sort(list(duration_ms))[(count(*) + 1) // 2] AS median_ms,
-                   list_sort(list(duration_ms))[(9 * count(*) + 9) // 10] AS p90_ms
-            FROM u_tasks WHERE outcome = 'succeeded' GROUP BY month, team"""),
-        # ---- people ----
-        ("activation_cohorts", f"""
-            CREATE TABLE p_cohorts AS
-            WITH first_ok AS (SELECT t.customer_id, min(t.finished_at) AS ok_at FROM tasks t
-                              JOIN customers c ON c.id = t.customer_id
-                              WHERE t.state = 'succeeded' AND t.finished_at >= c.created_at
-                              GROUP BY t.customer_id)
-            SELECT {month_sql('c.created_at')} AS month, count(*) AS customers,
-                   count(*) FILTER (WHERE f.ok_at <= c.created_at + 7 * 86400000000) AS activated
-            FROM customers c LEFT JOIN first_ok f ON f.customer_id = c.id
-            GROUP BY 1"""),
-        # Each customer's first entry into each funnel stage; the time from the previous
-        # stage it reached (stages may be skipped); how many of a month's entrants went on
-        # to the next stage.
-        ("funnel", f"""
-            CREATE TABLE p_funnel AS
-            WITH firsts AS (
-                    SELECT customer_id,
-                           CASE to_stage WHEN 'lead' THEN 1 WHEN 'qualified' THEN 2 WHEN 'trial' THEN 3
-                                         WHEN 'active' THEN 4 END AS step,
-                           min("at") AS t_at
-                    FROM customer_stage_changes
-                    WHERE to_stage IN ('lead', 'qualified', 'trial', 'active')
-                    GROUP BY customer_id, to_stage),
-                 w AS (
-                    SELECT step, t_at,
-                           lag(t_at) OVER (PARTITION BY customer_id ORDER BY step) AS prev_at,
-                           lead(step) OVER (PARTITION BY customer_id ORDER BY step) AS next_step
-                    FROM firsts)
-            SELECT {month_sql('t_at')} AS month, step, count(*) AS entered,
-                   quantile_disc((t_at - prev_at) // 3600000000, 0.5) FILTER (WHERE prev_at IS NOT NULL)
-                       AS median_hours_from_previous,
-                   count(*) FILTER (WHERE next_step = step + 1) AS went_on
-            FROM w GROUP BY 1, 2"""),
+        # ---- people (people/rollup.rs `rebuild`): insights_people, one row per customer ----
+        # The first instant it reached each funnel stage or a later one (a skipped stage is
+        # passed at the later one's instant), and its activation: the first task that
+        # succeeded within the window after creation. The board aggregates cohorts and the
+        # funnel from this table when it reads; NPS is left out (no survey answers).
+        ("insights_people", f"""
+            CREATE TABLE p_people AS
+            WITH s AS (
+                SELECT customer_id,
+                       min("at") FILTER (WHERE to_stage IN ('lead', 'qualified', 'trial', 'active', 'paused')) AS lead_at,
+                       min("at") FILTER (WHERE to_stage IN ('qualified', 'trial', 'active', 'paused')) AS qualified_at,
+                       min("at") FILTER (WHERE to_stage IN ('trial', 'active', 'paused')) AS trial_at,
+                       min("at") FILTER (WHERE to_stage IN ('active', 'paused')) AS paid_at
+                FROM customer_stage_changes GROUP BY customer_id),
+                 a AS (
+                SELECT t.customer_id, min(t.finished_at) AS activated_at
+                FROM tasks t JOIN customers c ON c.id = t.customer_id
+                WHERE t.state = 'succeeded' AND t.queued_at < c.created_at + {WINDOW}
+                  AND t.finished_at >= c.created_at AND t.finished_at < c.created_at + {WINDOW}
+                GROUP BY t.customer_id)
+            SELECT c.id AS customer_id, c.plan, c.created_at, s.lead_at, s.qualified_at, s.trial_at, s.paid_at,
+                   a.activated_at
+            FROM customers c LEFT JOIN s ON s.customer_id = c.id LEFT JOIN a ON a.customer_id = c.id"""),
     ]
 
 
-def run_once(parquet_dir, threads, through):
+# The rebuild's tables and the DuckDB tables that must hold the same rows.
+COMPARED = {
+    "insights_mrr_months": ("mrr_months", "month, plan, starting_cents, new_cents, expansion_cents, "
+                            "contraction_cents, churn_cents, reactivation_cents, ending_cents, paying_start, "
+                            "paying_end, new_customers, churned_customers, reactivated_customers"),
+    "insights_mrr_customer_months": ("mrr_stored", "month, customer_key, customer_id, plan, starting_cents, "
+                                     "ending_cents, movement, next_month"),
+    "insights_tasks": ("u_tasks", "task_id, month, customer_id, team, outcome, duration_ms, cost_micros, "
+                       "charge_micros, ledger_until"),
+    "insights_usage": ("u_usage", "month, customer_id, team, tasks_completed, tasks_failed, cost_micros, charge_micros"),
+    "insights_model_cost": ("u_model_cost", "month, customer_id, team, model, calls, input_tokens, output_tokens, "
+                            "cost_micros"),
+    "insights_revenue_seen": ("u_revenue_seen", "source_id, kind, month, customer_id, plan, amount_cents"),
+    "insights_revenue": ("u_revenue", "month, customer_id, plan, subscription_cents, refunds_cents"),
+    "insights_people": ("p_people", "customer_id, plan, created_at, lead_at, qualified_at, trial_at, paid_at, "
+                        "activated_at"),
+}
+
+
+def compare(con, db):
+    """Each table the rebuild wrote against DuckDB's, as text (NULL and '' alike: the CSV
+    export cannot tell them apart), both ways; exits naming the tables that differ."""
+    bad = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for table, (mine, cols) in COMPARED.items():
+            path = os.path.join(tmp, table + ".csv")
+            with open(path, "wb") as dst:
+                subprocess.run(["sqlite3", "-csv", "-readonly", db, f"SELECT {cols} FROM {table}"], stdout=dst, check=True)
+            names = [c.strip() for c in cols.split(",")]
+            text = ", ".join(f"COALESCE(CAST({c} AS VARCHAR), '')" for c in names)
+            theirs = f"SELECT {text} FROM read_csv('{path}', header = false, all_varchar = true, names = {names})"
+            ours = f"SELECT {text} FROM {mine}"
+            only_sqlite = con.execute(f"SELECT count(*) FROM ({theirs} EXCEPT ALL {ours})").fetchone()[0]
+            only_duckdb = con.execute(f"SELECT count(*) FROM ({ours} EXCEPT ALL {theirs})").fetchone()[0]
+            print(f"compare {table}: only in the rebuild {only_sqlite}, only in DuckDB {only_duckdb}", flush=True)
+            if only_sqlite or only_duckdb:
+                bad.append(table)
+    if bad:
+        sys.exit(f"the rebuild and DuckDB differ on {', '.join(bad)}")
+
+
+def run_once(parquet_dir, threads, through, db=None):
     con = duckdb.connect()
     if threads:
         con.execute(f"SET threads = {int(threads)}")
@@ -321,10 +366,14 @@ def run_once(parquet_dir, threads, through):
         times[name] = time.monotonic() - t
     total = time.monotonic() - began
     counts = {
-        "mrr_customer_months": con.execute("SELECT count(*) FROM mrr_customer_months").fetchone()[0],
+        "mrr_customer_months": con.execute("SELECT count(*) FROM mrr_stored").fetchone()[0],
+        "mrr_months": con.execute("SELECT count(*) FROM mrr_months").fetchone()[0],
         "tasks": con.execute("SELECT count(*) FROM u_tasks").fetchone()[0],
         "usage": con.execute("SELECT count(*) FROM u_usage").fetchone()[0],
         "model_cost": con.execute("SELECT count(*) FROM u_model_cost").fetchone()[0],
+        "revenue": con.execute("SELECT count(*) FROM u_revenue").fetchone()[0],
+        "people": con.execute("SELECT count(*) FROM p_people").fetchone()[0],
+        "activated": con.execute("SELECT count(activated_at) FROM p_people").fetchone()[0],
     }
     check = con.execute(
         "SELECT count(*) FROM mrr_months WHERE starting_cents + new_cents + expansion_cents + reactivation_cents"
@@ -335,6 +384,8 @@ def run_once(parquet_dir, threads, through):
     last = con.execute(
         "SELECT month, ending_cents, paying_end FROM mrr_months WHERE plan = '' AND month = ?", [through]
     ).fetchone()
+    if db:
+        compare(con, db)
     con.close()
     return total, times, counts, last
 
@@ -349,6 +400,8 @@ def main():
                     help="last month of the MRR rollups (the rebuild uses the clock's month)")
     ap.add_argument("--tz", default="UTC")
     ap.add_argument("--no-export", action="store_true", help="reuse the Parquet files already in PARQUET_DIR")
+    ap.add_argument("--compare", action="store_true",
+                    help="after the last round, compare every rollup table with the one `kpi rebuild` wrote")
     a = ap.parse_args()
     if a.tz != "UTC":
         sys.exit("only the UTC business zone is supported by this baseline")
@@ -358,7 +411,8 @@ def main():
         print(f"duckdb export: {secs:.1f} s, parquet {size / 1e6:.0f} MB", flush=True)
     totals = []
     for r in range(1, a.rounds + 1):
-        total, times, counts, last = run_once(a.parquet_dir, a.threads, a.through)
+        last_round = r == a.rounds and a.compare
+        total, times, counts, last = run_once(a.parquet_dir, a.threads, a.through, a.db if last_round else None)
         totals.append(total)
         steps_txt = " ".join(f"{k}={v:.2f}" for k, v in times.items())
         print(f"duckdb round {r}: total_s={total:.2f} {steps_txt} rows={counts} mrr_{a.through}={last}", flush=True)
