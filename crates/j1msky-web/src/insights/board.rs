@@ -343,20 +343,7 @@ fn margin_table(id: &'static str, title: &str, what: &'static str, rows: &[Margi
         id,
         title: title.into(),
         header: vec![what, "name", "revenue_micros", "cost_micros", "margin_micros", "margin_bp", "tasks"],
-        rows: rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.key.clone(),
-                    r.label.clone(),
-                    r.revenue_micros.to_string(),
-                    r.cost_micros.to_string(),
-                    r.margin_micros.to_string(),
-                    r.margin_bp.map(|b| b.to_string()).unwrap_or_default(),
-                    r.tasks.to_string(),
-                ]
-            })
-            .collect(),
+        rows: csv::margin_rows(rows),
     }
 }
 

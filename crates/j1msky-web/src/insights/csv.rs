@@ -48,6 +48,24 @@ pub fn response(filename: &str, header: &[&str], rows: &[Vec<String>]) -> Respon
         .into_response()
 }
 
+/// The cells of margin rows, in the order of their tables' header: key, name, revenue,
+/// cost, margin (micro-USD), margin in basis points (empty when unknown), tasks.
+pub fn margin_rows(rows: &[j1msky_insights::kpis::MarginRow]) -> Vec<Vec<String>> {
+    rows.iter()
+        .map(|r| {
+            vec![
+                r.key.clone(),
+                r.label.clone(),
+                r.revenue_micros.to_string(),
+                r.cost_micros.to_string(),
+                r.margin_micros.to_string(),
+                r.margin_bp.map(|b| b.to_string()).unwrap_or_default(),
+                r.tasks.to_string(),
+            ]
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

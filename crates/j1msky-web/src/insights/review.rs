@@ -58,22 +58,6 @@ async fn morning_page(
     page(&state, Some(&s), "admin/review_morning.html", "reviews", ctx)
 }
 
-fn margin_rows(rows: &[MarginRow]) -> Vec<Vec<String>> {
-    rows.iter()
-        .map(|r| {
-            vec![
-                r.key.clone(),
-                r.label.clone(),
-                r.revenue_micros.to_string(),
-                r.cost_micros.to_string(),
-                r.margin_micros.to_string(),
-                r.margin_bp.map(|b| b.to_string()).unwrap_or_default(),
-                r.tasks.to_string(),
-            ]
-        })
-        .collect()
-}
-
 const MARGIN_HEADER: &[&str] = &["key", "name", "revenue_micros", "cost_micros", "margin_micros", "margin_bp", "tasks"];
 
 /// `GET /admin/review/evening` (`format=csv&table=by_model|by_team|by_customer`).
@@ -101,7 +85,7 @@ async fn evening_page(
                 return error_page_for(&state, Some(&s), InsightsError::invalid("table", msg));
             }
         };
-        return csv::response(&format!("evening-{name}.csv"), MARGIN_HEADER, &margin_rows(rows));
+        return csv::response(&format!("evening-{name}.csv"), MARGIN_HEADER, &csv::margin_rows(rows));
     }
     let form = WhatIfForm::blank(&state);
     render_evening(&state, &s, &day, &form, None, None, StatusCode::OK)
