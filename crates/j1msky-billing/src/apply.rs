@@ -29,10 +29,7 @@ pub fn actor() -> Actor {
     Actor("stripe".into())
 }
 
-/// The order of snapshots: later `created` wins, ties broken by event id.
-pub fn version(created: i64, event_id: &str) -> String {
-    format!("{created:012}:{event_id}")
-}
+pub use crate::refs::version;
 
 /// Applies one event inside the caller's transaction.
 pub async fn event(

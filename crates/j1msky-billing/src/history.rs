@@ -221,7 +221,7 @@ pub async fn backfill(conn: &mut AnyConnection, backend: Backend, now: i64) -> R
             let Ok(env) = envelope(&ev) else { continue };
             let obj = &ev["data"]["object"];
             let (Some(sub), Some(stripe_customer)) = (obj["id"].as_str(), id_of(&obj["customer"])) else { continue };
-            let version = crate::apply::version(env.created, &env.id);
+            let version = crate::refs::version(env.created, &env.id);
             let (_, plan) = plan_item(conn, obj).await?;
             let mut customer = our_customer(conn, &stripe_customer).await?;
             if customer.is_none() {

@@ -85,3 +85,8 @@ pub(crate) async fn plan_of_price(conn: &mut AnyConnection, price: &Value) -> Re
             .await?;
     Ok(row.map(|(k,)| k.trim_start_matches("price:").to_string()))
 }
+
+/// The order of snapshots: later `created` wins, ties broken by event id.
+pub fn version(created: i64, event_id: &str) -> String {
+    format!("{created:012}:{event_id}")
+}

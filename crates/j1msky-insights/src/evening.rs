@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use j1msky_gateway::ledger::{self, Group};
 
-use crate::kpis::{Filter, MarginRow};
+use crate::figures::{Filter, MarginRow};
 use crate::usage::data::{self, MonthData, CENT};
 use crate::{Ctx, InsightsError, Month};
 

@@ -10,6 +10,7 @@ use j1msky_db::Db;
 
 mod error;
 pub mod evening;
+pub mod figures;
 pub mod kpis;
 mod month;
 pub mod morning;

@@ -13,7 +13,7 @@ use j1msky_db::outbox::Event;
 use j1msky_db::{AnyConnection, Backend};
 use sqlx::Row;
 
-use crate::kpis::{Behind, Filter, Mrr, PlanMrr};
+use crate::figures::{Behind, Filter, Mrr, PlanMrr};
 use crate::{Ctx, InsightsError, Month};
 use store::Rules;
 

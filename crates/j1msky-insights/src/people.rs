@@ -18,7 +18,7 @@ pub use read::COHORTS;
 pub use rollup::{ACTIVATION_WINDOW, CONSUMER};
 pub use spend::{parse_amount, MAX_CENTS};
 
-use crate::kpis::{Customers, Filter, Mrr, Usage};
+use crate::figures::{Customers, Filter, Mrr, Usage};
 use crate::{Ctx, InsightsError, Month};
 
 /// Months LTV looks back over, this one included.
@@ -71,7 +71,7 @@ pub async fn with_trailing(
             read::nps(ctx, month, plan).await?,
         )
     } else {
-        (Vec::new(), crate::kpis::Funnel::default(), None)
+        (Vec::new(), crate::figures::Funnel::default(), None)
     };
     Ok(Customers {
         churn_rate_bp: rates::customer_churn_bp(mrr),

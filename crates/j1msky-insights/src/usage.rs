@@ -5,7 +5,7 @@
 
 use sqlx::Row;
 
-use crate::kpis::{Behind, Filter, MarginRow, TeamTimes, Usage};
+use crate::figures::{Behind, Filter, MarginRow, TeamTimes, Usage};
 use crate::{Ctx, InsightsError, Month};
 
 mod consumer;

@@ -147,7 +147,8 @@ pub async fn audience(db: &Db) -> Result<i64, LifecycleError> {
 }
 
 /// The template that renders newsletters.
-pub const TEMPLATE: &str = "newsletter";
+pub use crate::templates::NEWSLETTER as TEMPLATE;
+
 /// Case studies announced in one newsletter at most.
 const CASE_STUDIES: i64 = 5;
 

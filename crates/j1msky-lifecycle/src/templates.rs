@@ -9,6 +9,9 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 use crate::LifecycleError;
 
+/// The template that renders newsletters.
+pub const NEWSLETTER: &str = "newsletter";
+
 /// A rendered message body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -128,8 +131,8 @@ pub fn links(catalogue: &j1msky_core::catalogue::Catalogue, base_url: &str) -> s
 pub fn check(catalogue: &j1msky_core::catalogue::Catalogue, dir: &Path) -> Vec<(String, String)> {
     let sample = sample_context(catalogue, "https://app.example.com");
     let mut out = Vec::new();
-    if let Err(e) = render_from(dir, crate::newsletter::TEMPLATE, &sample) {
-        out.push((format!("templates/{}", crate::newsletter::TEMPLATE), e.to_string()));
+    if let Err(e) = render_from(dir, NEWSLETTER, &sample) {
+        out.push((format!("templates/{}", NEWSLETTER), e.to_string()));
     }
     for (name, j) in &catalogue.lifecycle.journeys {
         for (i, step) in j.steps.iter().enumerate() {

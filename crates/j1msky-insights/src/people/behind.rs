@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::rates;
 use super::rollup::STAGES;
-use crate::kpis::{Behind, Filter};
+use crate::figures::{Behind, Filter};
 use crate::{Ctx, InsightsError, Month};
 
 /// Rows a drill-down lists at most.

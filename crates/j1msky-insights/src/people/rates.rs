@@ -2,7 +2,7 @@
 //! on hand-computed inputs. Integers throughout: rates in basis points, money in cents;
 //! every division rounds once, at the end, to the nearest unit (halves away from zero).
 
-use crate::kpis::{Mrr, Nps, Usage};
+use crate::figures::{Mrr, Nps, Usage};
 
 /// `num ÷ den` rounded to the nearest integer, halves away from zero; `None` when `den`
 /// is zero. Saturates at the `i64` range.

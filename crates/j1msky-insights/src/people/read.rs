@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use super::rates::{self, bp};
 use super::rollup::STAGES;
-use crate::kpis::{Cohort, Funnel, FunnelStage, Nps};
+use crate::figures::{Cohort, Funnel, FunnelStage, Nps};
 use crate::{Ctx, InsightsError, Month};
 
 /// Signup cohorts shown with a month: it and the five before.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use crate::kpis::{Filter, MarginRow};
+use crate::figures::{Filter, MarginRow};
 use crate::{Ctx, InsightsError, Month};
 
 /// Where revenue without model cost goes.

@@ -5,7 +5,7 @@
 use sqlx::Row;
 
 use super::data::{Piece, UNATTRIBUTED};
-use crate::kpis::{Filter, MarginRow};
+use crate::figures::{Filter, MarginRow};
 use crate::{Ctx, InsightsError, Month};
 
 /// The month's pieces summed per (team, model, plan), the plan in `customer`: one pass
