@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Table -> the crate that owns it. A table named `lifecycle_…` (`insights_…`) belongs to
-/// `j1msky-lifecycle` (`j1msky-insights`) without being listed.
+/// Table -> the crate that owns it. A table named `lifecycle_…` (`insights_…`, `ops_…`)
+/// belongs to `j1msky-lifecycle` (`j1msky-insights`, `j1msky-ops`) without being listed.
 const OWNERS: &[(&str, &str)] = &[
     ("events", "j1msky-db"),
     ("consumer_cursors", "j1msky-db"),
@@ -60,6 +60,9 @@ fn owner_of(table: &str) -> Option<&'static str> {
     }
     if table.starts_with("insights_") {
         return Some("j1msky-insights");
+    }
+    if table.starts_with("ops_") {
+        return Some("j1msky-ops");
     }
     OWNERS.iter().find(|(t, _)| *t == table).map(|(_, c)| *c)
 }

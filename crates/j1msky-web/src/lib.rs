@@ -25,6 +25,7 @@ mod events;
 pub mod gateway;
 mod insights;
 mod lifecycle;
+mod ops;
 mod tasks;
 
 pub use gateway::llm;

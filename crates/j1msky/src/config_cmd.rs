@@ -2,11 +2,31 @@
 
 use std::path::PathBuf;
 
+use clap::{Args, Subcommand};
+
 use j1msky_core::catalogue::{Catalogue, CatalogueError, TeamAllowance};
 use serde_json::json;
 
 use crate::context::Globals;
 use crate::{output, Failure, EXIT_INVALID};
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a catalogue file (default: --config); exit 0 when valid, 2 when not.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The file to check (default: the --config file).
+    file: Option<PathBuf>,
+}
+
+pub async fn config(g: &Globals, c: ConfigCommand) -> Result<(), Failure> {
+    match c {
+        ConfigCommand::Check(args) => check(g, args.file),
+    }
+}
 
 /// Validates a catalogue file: exit 0 and a summary when valid, exit 2 and every
 /// problem (JSON path and reason) when not.

@@ -3,25 +3,28 @@
 //! dashboard is down.
 
 mod accounts_cmd;
+mod alert_cmd;
 mod config_cmd;
 mod context;
+mod db_cmd;
 mod demo;
 mod demo_history;
 mod events_cmd;
 mod gateway_cmd;
 mod kpi_cmd;
+mod lead_cmd;
 mod lifecycle_cmd;
 mod output;
+mod report_cmd;
 mod roles;
 mod serve;
 mod shutdown;
 mod stripe_cmd;
 mod task_cmd;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::context::Globals;
 
@@ -43,10 +46,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Inspect the business catalogue.
     #[command(subcommand)]
-    Config(ConfigCommand),
-    /// Database maintenance.
+    Config(config_cmd::ConfigCommand),
+    /// Database maintenance: migrations, backups and restore.
     #[command(subcommand)]
-    Db(DbCommand),
+    Db(db_cmd::DbCommand),
     /// Customers and their stage in the revenue workflow.
     #[command(subcommand)]
     Customer(accounts_cmd::CustomerCommand),
@@ -77,27 +80,17 @@ enum Command {
     Lifecycle(lifecycle_cmd::LifecycleCommand),
     /// The operator's numbers: MRR and its movements, churn, margins, activation, NPS, CAC.
     Kpi(kpi_cmd::KpiArgs),
+    /// The morning and evening reviews as text (what the report mails contain).
+    Report(report_cmd::ReportArgs),
+    /// Operator alerts: list, acknowledge, resolve.
+    #[command(subcommand)]
+    Alert(alert_cmd::AlertCommand),
+    /// Leads from the start page: list, qualify, start a trial; pilot mode.
+    #[command(subcommand)]
+    Lead(lead_cmd::LeadCommand),
     /// Simulated third-party services (for the demo, tests and benchmarks).
     #[command(subcommand)]
     Sim(gateway_cmd::SimCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum ConfigCommand {
-    /// Validate a catalogue file (default: --config); exit 0 when valid, 2 when not.
-    Check(CheckArgs),
-}
-
-#[derive(Debug, Args)]
-struct CheckArgs {
-    /// The file to check (default: the --config file).
-    file: Option<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-enum DbCommand {
-    /// Apply pending migrations (the server also does this at start).
-    Migrate,
 }
 
 /// A failure with the exit code it deserves.
@@ -141,17 +134,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(args) => serve::run(&g, args).await,
         Command::Demo(args) => demo::run(&g, args).await,
-        Command::Config(ConfigCommand::Check(args)) => config_cmd::check(&g, args.file),
-        Command::Db(DbCommand::Migrate) => {
-            let db = context::open_db(&g).await?;
-            output::done(
-                &g,
-                &format!("migrations applied ({})", db.backend().name()),
-                serde_json::json!({"migrated": true, "backend": db.backend().name()}),
-            );
-            db.close().await;
-            Ok(())
-        }
+        Command::Config(c) => config_cmd::config(&g, c).await,
+        Command::Db(c) => db_cmd::db(&g, c).await,
+        Command::Report(a) => report_cmd::report(&g, a).await,
+        Command::Alert(c) => alert_cmd::alert(&g, c).await,
+        Command::Lead(c) => lead_cmd::lead(&g, c).await,
         Command::Customer(c) => accounts_cmd::customer(&g, c).await,
         Command::User(c) => accounts_cmd::user(&g, c).await,
         Command::Key(c) => accounts_cmd::key(&g, c).await,

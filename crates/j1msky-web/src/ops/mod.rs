@@ -1,0 +1,25 @@
+//! Operations: backups, configuration history, alerts, leads and trials (`/admin/…`),
+//! and the public start page (`/start`).
+
+mod alerts;
+mod backups;
+mod config;
+mod leads;
+mod start;
+
+use axum::Router;
+
+use crate::nav::NavEntry;
+use crate::state::AppState;
+
+/// Each page adds its entry here.
+pub const NAV: &[NavEntry] = &[];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(alerts::router())
+        .merge(backups::router())
+        .merge(config::router())
+        .merge(leads::router())
+        .merge(start::router())
+}
