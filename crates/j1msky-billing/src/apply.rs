@@ -418,7 +418,7 @@ async fn refund(
     let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("charge: `id` missing".into()))?;
     let (stripe_customer, customer) = owner(conn, obj).await?;
     // `amount_refunded` is cumulative: the entry holds the largest seen, whatever the order.
-    let refunded = -obj["amount_refunded"].as_i64().unwrap_or(0);
+    let refunded = obj["amount_refunded"].as_i64().unwrap_or(0).saturating_neg();
     let changed = sqlx::query(
         "INSERT INTO revenue_entries (id, source_id, kind, customer_id, amount_cents, currency, occurred_at, recorded_at,
              stripe_customer_id)

@@ -28,13 +28,14 @@ pub struct Amounts {
 
 /// How many months one billing interval is, as a fraction `(num, den)`.
 fn per_month(interval: &str, count: i64) -> Option<(i64, i64)> {
+    // Saturating: a hostile `interval_count` near i64::MAX must not overflow `12 × count`.
     let count = count.max(1);
     match interval {
         "month" => Some((1, count)),
-        "year" => Some((1, 12 * count)),
+        "year" => Some((1, count.saturating_mul(12))),
         // 52 weeks and 365 days make a year of 12 months.
-        "week" => Some((52, 12 * count)),
-        "day" => Some((365, 12 * count)),
+        "week" => Some((52, count.saturating_mul(12))),
+        "day" => Some((365, count.saturating_mul(12))),
         _ => None,
     }
 }
@@ -77,8 +78,8 @@ pub fn amounts(obj: &Value) -> Amounts {
             price["unit_amount_decimal"].as_str().and_then(|d| d.parse::<f64>().ok()).map(|f| f.round() as i64)
         });
         let quantity = item["quantity"].as_i64().unwrap_or(1).max(0);
-        out.amount_cents += scale(unit.unwrap_or(0).saturating_mul(quantity), factor);
-        out.quantity += quantity;
+        out.amount_cents = out.amount_cents.saturating_add(scale(unit.unwrap_or(0).saturating_mul(quantity), factor));
+        out.quantity = out.quantity.saturating_add(quantity);
         if first {
             (period, first) = (factor, false);
         }

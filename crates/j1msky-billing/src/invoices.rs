@@ -109,7 +109,7 @@ pub(crate) async fn paid(
         }
     }
     let currency = obj["currency"].as_str().unwrap_or("usd");
-    let paid_at = obj["status_transitions"]["paid_at"].as_i64().unwrap_or(created) * 1_000_000;
+    let paid_at = obj["status_transitions"]["paid_at"].as_i64().unwrap_or(created).saturating_mul(1_000_000);
     let mut usage = 0;
     for l in lines {
         let Some((charge, charge_customer, amount)) = usage_charge(conn, l).await? else { continue };
@@ -127,7 +127,7 @@ pub(crate) async fn paid(
         }
         mark_charge(conn, &charge, id, "paid").await?;
     }
-    let amount = (obj["amount_paid"].as_i64().unwrap_or(0) - usage).max(0);
+    let amount = obj["amount_paid"].as_i64().unwrap_or(0).saturating_sub(usage).max(0);
     let inserted = sqlx::query(
         "INSERT INTO revenue_entries (id, source_id, kind, customer_id, subscription_id, plan, amount_cents, currency,
              period_start, period_end, occurred_at, recorded_at, stripe_customer_id)
@@ -140,8 +140,8 @@ pub(crate) async fn paid(
     .bind(&plan)
     .bind(amount)
     .bind(currency)
-    .bind(line.and_then(|l| l["period"]["start"].as_i64()).map(|s| s * 1_000_000))
-    .bind(line.and_then(|l| l["period"]["end"].as_i64()).map(|s| s * 1_000_000))
+    .bind(line.and_then(|l| l["period"]["start"].as_i64()).map(|s| s.saturating_mul(1_000_000)))
+    .bind(line.and_then(|l| l["period"]["end"].as_i64()).map(|s| s.saturating_mul(1_000_000)))
     .bind(paid_at)
     .bind(now)
     .bind(&stripe_customer)

@@ -17,17 +17,31 @@ pub struct Envelope {
     pub object_id: Option<String>,
 }
 
+/// The latest `created` an event may carry: 9999-12-31T23:59:59Z.
+pub const MAX_CREATED_SECS: i64 = 253_402_300_799;
+
 /// Reads an event envelope, naming what is missing.
 pub fn envelope(v: &Value) -> Result<Envelope, BillingError> {
     let field = |name: &str| BillingError::Malformed(format!("webhook event: `{name}` missing or not the right type"));
-    let id = v["id"].as_str().filter(|s| s.starts_with("evt_")).ok_or_else(|| field("id"))?;
+    let id = v["id"].as_str().filter(|s| s.starts_with("evt_") && !s.contains('\0')).ok_or_else(|| field("id"))?;
     Ok(Envelope {
         id: id.to_string(),
-        kind: v["type"].as_str().ok_or_else(|| field("type"))?.to_string(),
-        created: v["created"].as_i64().ok_or_else(|| field("created"))?,
+        // Stripe's types are lowercase words and dots; anything else (a NUL, which
+        // PostgreSQL cannot store) is refused here rather than failing the insert.
+        kind: v["type"].as_str().filter(|k| is_event_type(k)).ok_or_else(|| field("type"))?.to_string(),
+        // Seconds since 1970 up to the year 9999: the version's 12 digits order them, and
+        // their micros fit an i64 (a value outside would overflow where it is scaled).
+        created: v["created"]
+            .as_i64()
+            .filter(|c| (0..=MAX_CREATED_SECS).contains(c))
+            .ok_or_else(|| field("created"))?,
         livemode: v["livemode"].as_bool().unwrap_or(false),
-        object_id: v["data"]["object"]["id"].as_str().map(String::from),
+        object_id: v["data"]["object"]["id"].as_str().filter(|id| !id.contains('\0')).map(String::from),
     })
+}
+
+fn is_event_type(kind: &str) -> bool {
+    !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
 }
 
 /// A Stripe reference that may be an id or an expanded object.

@@ -71,9 +71,10 @@ pub fn verify(header: Option<&str>, body: &[u8], secrets: &[String], now_secs: i
     if sigs.is_empty() {
         return Err(SignatureError::NoV1);
     }
-    let skew = (now_secs - t).abs();
-    if skew > TOLERANCE_SECS {
-        return Err(SignatureError::Stale(skew));
+    // abs_diff: a timestamp near i64::MIN or MAX must be refused, not overflow.
+    let skew = now_secs.abs_diff(t);
+    if skew > TOLERANCE_SECS.unsigned_abs() {
+        return Err(SignatureError::Stale(i64::try_from(skew).unwrap_or(i64::MAX)));
     }
     let mut ok = subtle::Choice::from(0);
     for secret in secrets {

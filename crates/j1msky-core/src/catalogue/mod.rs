@@ -75,7 +75,12 @@ impl Catalogue {
                 }
             }
             Err(e) => {
-                let path = e.path().to_string();
+                // An empty path (an unknown key `""` at the top, or the document itself)
+                // is the document: every issue names where it is.
+                let path = match e.path().to_string() {
+                    p if p.is_empty() => ".".to_string(),
+                    p => p,
+                };
                 let message = e.into_inner().to_string();
                 issues.push(ConfigIssue::new(path, message));
                 Err(CatalogueError::Invalid(issues))

@@ -1,6 +1,6 @@
 //! Anthropic Messages.
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -108,9 +108,14 @@ struct Delta {
 
 pub(super) async fn stream(c: &ProviderClient, model: &str, req: &ChatRequest) -> Result<EventStream, UpstreamError> {
     let resp = c.post(format!("{}/v1/messages", c.base_url), &body(model, req, true)).await?;
+    Ok(parse(super::sse::chunks(resp)))
+}
+
+/// The answer pieces of a streamed body.
+pub(super) fn parse(chunks: impl Stream<Item = Result<Vec<u8>, UpstreamError>> + Send + 'static) -> EventStream {
     let mut usage = Usage::default();
     let mut stop = StopReason::End;
-    let out = events(resp).flat_map(move |frame| {
+    let out = events(chunks).flat_map(move |frame| {
         let items: Vec<Result<StreamEvent, UpstreamError>> = match frame {
             Err(e) => vec![Err(e)],
             Ok(frame) => match serde_json::from_str::<StreamFrame>(&frame.data) {
@@ -157,5 +162,5 @@ pub(super) async fn stream(c: &ProviderClient, model: &str, req: &ChatRequest) -
         };
         futures::stream::iter(items)
     });
-    Ok(Box::pin(super::sse::require_end(out)))
+    Box::pin(super::sse::require_end(out))
 }

@@ -86,6 +86,19 @@ impl UpstreamError {
     }
 }
 
+/// The answer pieces of a streamed body in `kind`'s wire format, read from `chunks` as
+/// they arrived: what `ProviderClient::stream` does with a response (the fuzz tests feed
+/// it bytes directly).
+pub fn parse_stream(
+    kind: ProviderKind,
+    chunks: impl Stream<Item = Result<Vec<u8>, UpstreamError>> + Send + 'static,
+) -> EventStream {
+    match kind {
+        ProviderKind::Openai => openai::parse(chunks),
+        ProviderKind::Anthropic => anthropic::parse(chunks),
+    }
+}
+
 /// Where and how to reach one provider.
 #[derive(Debug, Clone)]
 pub struct ProviderClient {

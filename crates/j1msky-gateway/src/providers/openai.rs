@@ -1,6 +1,6 @@
 //! OpenAI-compatible chat completions (Moonshot/Kimi, OpenAI, vLLM, Ollama…).
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -92,10 +92,15 @@ pub(super) async fn complete(
 
 pub(super) async fn stream(c: &ProviderClient, model: &str, req: &ChatRequest) -> Result<EventStream, UpstreamError> {
     let resp = c.post(format!("{}/chat/completions", c.base_url), &body(model, req, true)).await?;
+    Ok(parse(super::sse::chunks(resp)))
+}
+
+/// The answer pieces of a streamed body.
+pub(super) fn parse(chunks: impl Stream<Item = Result<Vec<u8>, UpstreamError>> + Send + 'static) -> EventStream {
     let mut finish: Option<StopReason> = None;
     let mut usage: Option<Usage> = None;
     let mut done = false;
-    let out = events(resp).flat_map(move |frame| {
+    let out = events(chunks).flat_map(move |frame| {
         let items: Vec<Result<StreamEvent, UpstreamError>> = match frame {
             Err(e) => vec![Err(e)],
             Ok(frame) if done => {
@@ -129,5 +134,5 @@ pub(super) async fn stream(c: &ProviderClient, model: &str, req: &ChatRequest) -
         };
         futures::stream::iter(items)
     });
-    Ok(Box::pin(super::sse::require_end(out)))
+    Box::pin(super::sse::require_end(out))
 }

@@ -12,11 +12,19 @@ pub(super) struct Frame {
     pub data: String,
 }
 
-/// The frames of a streaming response.
-pub(super) fn events(resp: reqwest::Response) -> impl Stream<Item = Result<Frame, UpstreamError>> + Send {
-    resp.bytes_stream().eventsource().map(|item| match item {
+/// The body of a streaming response as the chunks it arrived in, transport errors
+/// already classified.
+pub(super) fn chunks(resp: reqwest::Response) -> impl Stream<Item = Result<Vec<u8>, UpstreamError>> + Send {
+    resp.bytes_stream().map(|c| c.map(|b| b.to_vec()).map_err(|e| UpstreamError::from_reqwest(&e)))
+}
+
+/// The frames of a streaming body (split into chunks anywhere).
+pub(super) fn events(
+    chunks: impl Stream<Item = Result<Vec<u8>, UpstreamError>> + Send,
+) -> impl Stream<Item = Result<Frame, UpstreamError>> + Send {
+    chunks.eventsource().map(|item| match item {
         Ok(ev) => Ok(Frame { event: ev.event, data: ev.data }),
-        Err(eventsource_stream::EventStreamError::Transport(e)) => Err(UpstreamError::from_reqwest(&e)),
+        Err(eventsource_stream::EventStreamError::Transport(e)) => Err(e),
         Err(e) => Err(UpstreamError::Garbage(e.to_string())),
     })
 }
