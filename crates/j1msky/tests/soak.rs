@@ -87,7 +87,7 @@ impl Env {
     }
 
     /// Starts `j1msky serve` on a free port; returns the child and its base URL.
-    fn serve(&self) -> (Child, String) {
+    fn serve(&self) -> (Server, String) {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
         let public = format!("http://127.0.0.1:{port}");
         let listen = format!("127.0.0.1:{port}");
@@ -112,7 +112,17 @@ impl Env {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        (child, base)
+        (Server(child), base)
+    }
+}
+
+/// A server that is SIGKILLed when dropped, so a failing soak leaves nothing running.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -194,7 +204,7 @@ async fn stripe_load(env: &Env, http: &reqwest::Client, subs: &mut Vec<String>, 
         &format!("buyer{round}@soak.example"),
     ]);
     let cid = c["customer"]["id"].as_str().expect("customer id").to_string();
-    let out = env.json(&["stripe", "checkout", "--customer", &cid, "--plan", "pro"]);
+    let out = env.json(&["stripe", "checkout", &cid, "--plan", "pro"]);
     let text = out.to_string();
     let cs = text
         .find("cs_")
@@ -383,9 +393,9 @@ async fn soak_kill_9_under_mixed_load() {
                 },
             )
             .await;
-            let pid = child.id().to_string();
+            let pid = child.0.id().to_string();
             assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-            assert!(child.wait().expect("wait").success(), "the last server stops cleanly");
+            assert!(child.0.wait().expect("wait").success(), "the last server stops cleanly");
             break;
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -417,8 +427,8 @@ async fn soak_kill_9_under_mixed_load() {
         ]);
         newcomers.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep_until(tokio::time::Instant::from_std(kill_at)).await;
-        child.kill().expect("kill -9");
-        let _ = child.wait();
+        child.0.kill().expect("kill -9");
+        let _ = child.0.wait();
         moments.push(wait);
         stop.store(true, Ordering::Relaxed);
         for l in load {
@@ -577,6 +587,14 @@ async fn drain_and_check(
         }
     }
     let welcomes = count(db, "SELECT COUNT(*) FROM lifecycle_messages WHERE step = 'welcome'").await;
+    // Why mail was not sent (a customer without an address, a send cut by a kill).
+    let not_sent: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT state, COALESCE(last_error, ''), COUNT(*) FROM lifecycle_messages WHERE state <> 'sent'
+         GROUP BY state, COALESCE(last_error, '')",
+    )
+    .fetch_all(db.pool())
+    .await
+    .expect("not sent");
 
     let s = seen.lock().expect("seen");
     let fake_hooks = &state["webhooks"];
@@ -586,7 +604,7 @@ async fn drain_and_check(
          tasks_acknowledged={} tasks_by_state={:?} api_ok={} api_over_budget={} charges={charges} invoice_items={items} \
          stripe_events={} webhooks_delivered={} webhooks_refused={} missed_then_reconciled={missed_before} \
          paid_invoices={} subscriptions={} customers_new={} mail_at_sink={} welcome_rows={welcomes} mail_states={:?} \
-         capped_spent_micros={spent}/{} violations={}",
+         not_sent={not_sent:?} capped_spent_micros={spent}/{} violations={}",
         info.backend,
         info.kills,
         info.seed,
