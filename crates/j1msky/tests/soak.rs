@@ -59,6 +59,7 @@ struct Env {
     provider_flags: Vec<String>,
     key_envs: Vec<String>,
     smtp_port: u16,
+    port: u16,
     log: Option<PathBuf>,
 }
 
@@ -86,9 +87,10 @@ impl Env {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| json!({"text": String::from_utf8_lossy(&out.stdout)}))
     }
 
-    /// Starts `j1msky serve` on a free port; returns the child and its base URL.
+    /// Starts `j1msky serve` on the soak's port (the same after every restart, as the
+    /// fake Stripe's webhook URL); returns the child and its base URL.
     fn serve(&self) -> (Server, String) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let port = self.port;
         let public = format!("http://127.0.0.1:{port}");
         let listen = format!("127.0.0.1:{port}");
         let smtp = format!("smtp://127.0.0.1:{}", self.smtp_port);
@@ -304,8 +306,9 @@ async fn soak_kill_9_under_mixed_load() {
     })
     .await
     .expect("sim");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let fake = j1msky_sim::stripe::spawn_stripe(j1msky_sim::stripe::FakeStripeConfig {
-        webhook_url: None,
+        webhook_url: Some(format!("http://127.0.0.1:{port}/webhooks/stripe")),
         webhook_secret: WEBHOOK_SECRET.into(),
         now: None,
     })
@@ -321,6 +324,7 @@ async fn soak_kill_9_under_mixed_load() {
         provider_flags: overrides.iter().map(|(id, o)| format!("{id}={}", o.base_url)).collect(),
         key_envs: catalogue.providers.values().map(|p| p.api_key_env.clone()).collect(),
         smtp_port,
+        port,
         log: std::env::var("SOAK_LOG").ok().map(PathBuf::from),
     };
     let backend = if env.url.starts_with("postgres") { "postgres" } else { "sqlite" };
@@ -338,6 +342,14 @@ async fn soak_kill_9_under_mixed_load() {
     let capped_key = secret(&capped_id);
     let budget_micros: i64 = 2_000;
     env.json(&["gateway", "customer-budget", &capped_id, "0.002"]);
+    // The shipped hourly caps (600 calls an hour in all) would hold the load's tasks
+    // until the next hour: the soak is about crashes, the capped customer's budget is
+    // the limit it checks.
+    for scope in ["global", "provider:moonshot", "provider:anthropic"] {
+        env.json(&["gateway", "cap", scope, "1000000"]);
+    }
+    env.json(&["gateway", "cap", &format!("customer:{api_id}"), "1000000"]);
+    env.json(&["gateway", "daily-budget", "100000.00"]);
     let walk_in_id = id(env.json(&[
         "customer",
         "add",
@@ -359,11 +371,6 @@ async fn soak_kill_9_under_mixed_load() {
     let newcomers = Arc::new(AtomicU64::new(0));
     for round in 0..=kills {
         let (mut child, base) = env.serve();
-        http.post(format!("{}/_sim/webhooks", env.stripe_base))
-            .json(&json!({"url": format!("{base}/webhooks/stripe")}))
-            .send()
-            .await
-            .expect("webhook url");
         if round == kills {
             // The last server stays up and drains; its checks follow.
             stripe_load(&env, &http, &mut subs, round).await;
