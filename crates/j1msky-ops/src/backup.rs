@@ -23,7 +23,7 @@ use serde::Serialize;
 pub use records::{get, list, restores, Backup, Restore};
 pub use restore::{reconcile_after_restore, reconciled_first, restore, RestoreOptions, Restored};
 pub use retention::{prune, Retention};
-pub use schedule::{run_schedule, Schedule, TIMER};
+pub use schedule::{handlers as timer_handlers, hourly, run_schedule, Schedule, TIMER};
 pub use verify::{read_manifest, sha256_file, Manifest};
 
 /// What went wrong with a backup or a restore, said so the operator can act on it.
