@@ -35,7 +35,8 @@ async fn customer(db: &j1msky_db::Db, name: &str, now: i64) -> String {
 
 async fn names(url: &str) -> Vec<String> {
     let db = j1msky_db::Db::connect(url).await.expect("connect");
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT name FROM customers ORDER BY name").fetch_all(db.pool()).await.expect("names");
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM customers ORDER BY name").fetch_all(db.pool()).await.expect("names");
     db.close().await;
     rows.into_iter().map(|r| r.0).collect()
 }
@@ -62,9 +63,8 @@ async fn a_backup_restores_into_a_new_database_and_bad_files_or_targets_are_refu
 
     // Restored from the copy into a new database: what was there at the backup, not after.
     let (target, _target_dir) = fresh_url().await;
-    let restored = backup::restore(Path::new(&copy), &target, &RestoreOptions::default(), &clock, &Quiet)
-        .await
-        .expect("restore");
+    let restored =
+        backup::restore(Path::new(&copy), &target, &RestoreOptions::default(), &clock, &Quiet).await.expect("restore");
     assert_eq!((restored.backup_id.as_deref(), restored.sha256.as_str()), (Some(b.id.as_str()), sha.as_str()));
     assert_eq!(names(&target).await, vec!["Before"]);
     let db = j1msky_db::Db::connect(&target).await.expect("restored");

@@ -15,7 +15,8 @@ async fn url_of(app: &common::TestApp) -> String {
     if let Some(file) = app.db.sqlite_file() {
         return format!("sqlite://{}", file.display());
     }
-    let (name,): (String,) = sqlx::query_as("SELECT CAST(current_database() AS TEXT)").fetch_one(app.db.pool()).await.expect("name");
+    let (name,): (String,) =
+        sqlx::query_as("SELECT CAST(current_database() AS TEXT)").fetch_one(app.db.pool()).await.expect("name");
     let server = std::env::var(j1msky_db::testing::POSTGRES_URL_ENV).expect("server url");
     let base = server.rsplit_once('/').map(|(b, _)| b.to_string()).expect("a server URL with a database");
     format!("{base}/{name}")

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use j1msky_ops::backup::{self, BackupError, Kind, Options, Progress, Retention, RestoreOptions};
+use j1msky_ops::backup::{self, BackupError, Kind, Options, Progress, RestoreOptions, Retention};
 
 use crate::context::{self, Globals};
 use crate::{output, Failure, EXIT_INVALID};
@@ -121,23 +121,18 @@ pub async fn db(g: &Globals, c: DbCommand) -> Result<(), Failure> {
             let db = context::open_db(g).await?;
             let rows = backup::list(&db, all, limit.clamp(1, 10_000)).await.map_err(failure)?;
             db.close().await;
-            output::list(
-                g,
-                &rows,
-                &["id", "kind", "status", "started", "size", "sha256", "path", "error"],
-                |b| {
-                    vec![
-                        b.id.clone(),
-                        b.kind.clone(),
-                        b.status.clone(),
-                        output::when(Some(b.started_at)),
-                        output::opt(b.size_bytes),
-                        b.sha256.as_deref().map(|s| s[..12.min(s.len())].to_string()).unwrap_or_else(|| "-".into()),
-                        b.path.clone(),
-                        output::opt(b.error.clone()),
-                    ]
-                },
-            );
+            output::list(g, &rows, &["id", "kind", "status", "started", "size", "sha256", "path", "error"], |b| {
+                vec![
+                    b.id.clone(),
+                    b.kind.clone(),
+                    b.status.clone(),
+                    output::when(Some(b.started_at)),
+                    output::opt(b.size_bytes),
+                    b.sha256.as_deref().map(|s| s[..12.min(s.len())].to_string()).unwrap_or_else(|| "-".into()),
+                    b.path.clone(),
+                    output::opt(b.error.clone()),
+                ]
+            });
             Ok(())
         }
         DbCommand::Restore { file, into, yes, force, sha256 } => {
@@ -185,7 +180,8 @@ struct Bar(indicatif::ProgressBar);
 
 impl Bar {
     fn new(g: &Globals) -> Bar {
-        let target = if g.json { indicatif::ProgressDrawTarget::hidden() } else { indicatif::ProgressDrawTarget::stderr() };
+        let target =
+            if g.json { indicatif::ProgressDrawTarget::hidden() } else { indicatif::ProgressDrawTarget::stderr() };
         Bar(indicatif::ProgressBar::with_draw_target(None, target))
     }
 

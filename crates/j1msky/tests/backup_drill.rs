@@ -205,7 +205,16 @@ async fn a_backup_taken_under_load_restores_serves_and_sends_no_invoice_item_twi
     for n in 0..6 {
         let c = env.json(
             &url_a,
-            &["customer", "add", "--name", &format!("Sub {n}"), "--email", &format!("sub{n}@example.test"), "--stage", "qualified"],
+            &[
+                "customer",
+                "add",
+                "--name",
+                &format!("Sub {n}"),
+                "--email",
+                &format!("sub{n}@example.test"),
+                "--stage",
+                "qualified",
+            ],
         );
         subscribers.push(c["customer"]["id"].as_str().expect("id").to_string());
     }
@@ -267,12 +276,11 @@ async fn a_backup_taken_under_load_restores_serves_and_sends_no_invoice_item_twi
     let now = || j1msky_core::Clock::now_micros(&j1msky_core::SystemClock);
     j1msky_billing::usage::report(&db_a, &stripe, &catalogue, 1000, now()).await.expect("report from A");
     let items_a: BTreeMap<String, String> = {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT task_id, stripe_item_id FROM usage_charges WHERE stripe_item_id IS NOT NULL",
-        )
-        .fetch_all(db_a.pool())
-        .await
-        .expect("reported in A");
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT task_id, stripe_item_id FROM usage_charges WHERE stripe_item_id IS NOT NULL")
+                .fetch_all(db_a.pool())
+                .await
+                .expect("reported in A");
         rows.into_iter().collect()
     };
     assert!(items_a.len() > charges_before.len(), "tasks charged after the backup too: {}", items_a.len());
@@ -377,12 +385,11 @@ async fn a_backup_taken_under_load_restores_serves_and_sends_no_invoice_item_twi
     // Stopped first, so nothing is reported between the two reads below.
     assert!(Command::new("kill").args(["-TERM", &server_b.id().to_string()]).status().expect("kill").success());
     assert!(server_b.wait().expect("wait").success());
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT task_id, stripe_item_id FROM usage_charges WHERE stripe_item_id IS NOT NULL",
-    )
-    .fetch_all(db_b.pool())
-    .await
-    .expect("reported in B");
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT task_id, stripe_item_id FROM usage_charges WHERE stripe_item_id IS NOT NULL")
+            .fetch_all(db_b.pool())
+            .await
+            .expect("reported in B");
     let mut all_tasks: BTreeSet<String> = items_a.keys().cloned().collect();
     for (t, item) in &rows {
         if let Some(a) = items_a.get(t) {

@@ -25,7 +25,12 @@ pub(super) async fn dump(db: &Db, url: &str, target: &Path, progress: &dyn Progr
             progress.step("snapshot", size);
             let path = target.display().to_string();
             let run = async {
-                sqlx::query("VACUUM INTO $1").bind(&path).execute(db.pool()).await.map(|_| ()).map_err(BackupError::from)
+                sqlx::query("VACUUM INTO $1")
+                    .bind(&path)
+                    .execute(db.pool())
+                    .await
+                    .map(|_| ())
+                    .map_err(BackupError::from)
             };
             watch_size(run, target, progress).await
         }
@@ -174,7 +179,7 @@ fn find_tool(name: &'static str) -> Result<PathBuf, BackupError> {
             Some((v, e.path().join("bin").join(name)))
         })
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
     on_path
         .into_iter()
         .chain(versioned.into_iter().map(|(_, p)| p))

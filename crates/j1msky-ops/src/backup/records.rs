@@ -37,8 +37,7 @@ pub struct Restore {
     pub reconcile_note: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, engine, kind, status, path, size_bytes, sha256, started_at, finished_at, error, copied_to";
+const COLUMNS: &str = "id, engine, kind, status, path, size_bytes, sha256, started_at, finished_at, error, copied_to";
 
 fn backup(r: &sqlx::any::AnyRow) -> Result<Backup, sqlx::Error> {
     Ok(Backup {
@@ -126,10 +125,11 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<Backup>, BackupError> {
 /// The newest backups first, at most `limit`; pruned ones only with `with_pruned`.
 pub async fn list(db: &Db, with_pruned: bool, limit: i64) -> Result<Vec<Backup>, BackupError> {
     let filter = if with_pruned { "" } else { "WHERE status <> 'pruned'" };
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM ops_backups {filter} ORDER BY started_at DESC, id DESC LIMIT $1"))
-        .bind(limit)
-        .fetch_all(db.pool())
-        .await?;
+    let rows =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM ops_backups {filter} ORDER BY started_at DESC, id DESC LIMIT $1"))
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await?;
     Ok(rows.iter().map(backup).collect::<Result<_, _>>()?)
 }
 
@@ -223,9 +223,11 @@ pub(super) async fn record_restore(
 
 /// Restores not yet reconciled with Stripe: (id, the backup's start).
 pub(super) async fn unreconciled(db: &Db) -> Result<Vec<(String, i64)>, BackupError> {
-    Ok(sqlx::query_as("SELECT id, backup_started_at FROM ops_restores WHERE reconciled_at IS NULL ORDER BY restored_at")
-        .fetch_all(db.pool())
-        .await?)
+    Ok(sqlx::query_as(
+        "SELECT id, backup_started_at FROM ops_restores WHERE reconciled_at IS NULL ORDER BY restored_at",
+    )
+    .fetch_all(db.pool())
+    .await?)
 }
 
 pub(super) async fn mark_reconciled(db: &Db, ids: &[String], note: &str, now: i64) -> Result<(), BackupError> {

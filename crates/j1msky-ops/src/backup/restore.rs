@@ -77,7 +77,8 @@ pub async fn restore(
     progress.at(size);
     let db = Db::open(target_url).await?;
     let started = manifest.as_ref().map_or(0, |m| m.started_at);
-    let restore_id = records::record_restore(&db, manifest.as_ref(), &shown, &actual, started, clock.now_micros()).await;
+    let restore_id =
+        records::record_restore(&db, manifest.as_ref(), &shown, &actual, started, clock.now_micros()).await;
     db.close().await;
     Ok(Restored {
         restore_id: restore_id?,

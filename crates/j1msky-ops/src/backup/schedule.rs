@@ -31,7 +31,11 @@ pub struct Schedule {
 
 impl std::fmt::Debug for Schedule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Schedule").field("dir", &self.dir).field("copy_to", &self.copy_to).field("keep", &self.keep).finish()
+        f.debug_struct("Schedule")
+            .field("dir", &self.dir)
+            .field("copy_to", &self.copy_to)
+            .field("keep", &self.keep)
+            .finish()
     }
 }
 
