@@ -71,6 +71,8 @@ pub async fn hourly(s: &Schedule, now: i64) -> Result<(), super::BackupError> {
     let b = take(&s.db, &s.url, &opts, s.clock.as_ref(), &Quiet).await?;
     tracing::info!(backup = %b.id, kind = kind.name(), size = b.size_bytes, "backup taken");
     retention::prune(&s.db, s.keep).await?;
+    // Each hour's timer row is done for good once past; two days of them are kept.
+    timers::prune_done(&s.db, TIMER, now - 2 * DAY).await?;
     Ok(())
 }
 
