@@ -31,6 +31,16 @@ fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
 }
 
+/// A server process, killed when the test ends (a failed assertion included).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Env {
     stripe_base: String,
     provider_flags: Vec<String>,
@@ -74,7 +84,7 @@ impl Env {
 
     /// `j1msky serve`; `billing_jobs` gives it the Stripe key (without one it still
     /// stores and applies webhooks, but runs no billing job).
-    fn serve(&self, url: &str, billing_jobs: bool) -> (Child, String) {
+    fn serve(&self, url: &str, billing_jobs: bool) -> (Server, String) {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--workers", "2"];
         for f in &self.provider_flags {
             args.push("--provider-url");
@@ -84,8 +94,8 @@ impl Env {
         if !billing_jobs {
             cmd.env_remove("J1MSKY_STRIPE_SECRET_KEY");
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("serve");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut child = Server(cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("serve"));
+        let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
         let base = loop {
             let line = lines.next().expect("server printed its address").expect("read");
             if let Some(addr) = line.strip_prefix("j1msky listening on ") {
@@ -286,8 +296,8 @@ async fn a_backup_taken_under_load_restores_serves_and_sends_no_invoice_item_twi
     assert!(items_a.len() > charges_before.len(), "tasks charged after the backup too: {}", items_a.len());
 
     // The disaster: server A dies and its database is gone.
-    server_a.kill().expect("kill server A");
-    let _ = server_a.wait();
+    server_a.0.kill().expect("kill server A");
+    let _ = server_a.0.wait();
     db_a.close().await;
 
     // A restore never overwrites a database with tables unless told to.
@@ -383,8 +393,8 @@ async fn a_backup_taken_under_load_restores_serves_and_sends_no_invoice_item_twi
         "each customer's subscription, the later ones from the reconcile; events not applied: {states:?}"
     );
     // Stopped first, so nothing is reported between the two reads below.
-    assert!(Command::new("kill").args(["-TERM", &server_b.id().to_string()]).status().expect("kill").success());
-    assert!(server_b.wait().expect("wait").success());
+    assert!(Command::new("kill").args(["-TERM", &server_b.0.id().to_string()]).status().expect("kill").success());
+    assert!(server_b.0.wait().expect("wait").success());
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT task_id, stripe_item_id FROM usage_charges WHERE stripe_item_id IS NOT NULL")
             .fetch_all(db_b.pool())
