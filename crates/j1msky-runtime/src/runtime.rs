@@ -28,6 +28,8 @@ pub struct Settings {
     /// How lifecycle mail leaves this process; absent: the lifecycle engine does not
     /// run here (its messages wait in the queue for a process that has a transport).
     pub mail: Option<Mail>,
+    /// The hourly backups (run by the `billing` role), when a directory is configured.
+    pub backup: Option<j1msky_ops::backup::Schedule>,
 }
 
 /// The lifecycle engine's mail settings.
@@ -54,6 +56,7 @@ impl Default for Settings {
             worker_prefix: "serve",
             stripe: None,
             mail: None,
+            backup: None,
         }
     }
 }
@@ -105,6 +108,7 @@ impl Runtime {
         }
         rt.start_tasks(settings.workers, settings.worker_config, settings.worker_prefix);
         rt.start_billing();
+        rt.start_backups(settings.backup);
         rt.start_reactions();
         let sweeper = reservation_sweeper(rt.gateway.clone(), rt.stop_signal());
         rt.spawn_always("reservation sweeper", sweeper);
@@ -149,8 +153,24 @@ impl Runtime {
         );
         self.spawn(Role::Billing, "api usage meter", meter);
         if let Some(stripe) = self.stripe.clone() {
-            let jobs = j1msky_billing::jobs::run_billing_jobs(db, catalogue, clock, stripe, self.stop_signal());
+            let jobs = j1msky_billing::jobs::run_billing_jobs(
+                db.clone(),
+                catalogue.clone(),
+                clock.clone(),
+                stripe.clone(),
+                self.stop_signal(),
+            );
+            // A restored database catches up with Stripe before any billing job runs.
+            let jobs = j1msky_ops::backup::reconciled_first(db, catalogue, clock, stripe, self.stop_signal(), jobs);
             self.spawn(Role::Billing, "billing jobs", jobs);
+        }
+    }
+
+    /// The hourly backup timer, with the billing role.
+    fn start_backups(&mut self, schedule: Option<j1msky_ops::backup::Schedule>) {
+        if let Some(s) = schedule {
+            let run = j1msky_ops::backup::run_schedule(s, self.stop_signal());
+            self.spawn(Role::Billing, "hourly backups", run);
         }
     }
 

@@ -61,6 +61,8 @@ pub struct ServeArgs {
     pub stripe: crate::stripe_cmd::Conn,
     #[command(flatten)]
     pub mail: MailArgs,
+    #[command(flatten)]
+    pub backup: crate::db_cmd::BackupArgs,
 }
 
 /// Where lifecycle mail goes (none given: the lifecycle engine does not run here and
@@ -178,7 +180,8 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     let catalogue = Arc::new(catalogue);
     let gateway = crate::roles::gateway(&db, &catalogue, &overrides, args.shared_limits)?;
     let mail = args.mail.settings(args.public_url.as_deref(), context::templates_dir(g))?;
-    let settings = Settings { roles, workers: args.workers, stripe, mail, ..Settings::default() };
+    let backup = args.backup.schedule(g, &db);
+    let settings = Settings { roles, workers: args.workers, stripe, mail, backup, ..Settings::default() };
     let rt = crate::roles::start(gateway, settings).await?;
     crate::roles::run_until_signal(rt, web, |addr| match addr {
         Some(addr) => println!("j1msky listening on http://{addr}"),

@@ -83,6 +83,8 @@ pub struct WorkerArgs {
     pub mail: crate::serve::MailArgs,
     #[command(flatten)]
     pub stripe: crate::stripe_cmd::Conn,
+    #[command(flatten)]
+    pub backup: crate::db_cmd::BackupArgs,
 }
 
 fn fail(e: TaskError) -> Failure {
@@ -240,7 +242,8 @@ pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
     };
     let workers = args.workers.max(1);
     let mail = args.mail.settings(args.public_url.as_deref(), context::templates_dir(g))?;
-    let settings = Settings { roles, workers, worker_config, worker_prefix: "worker", stripe, mail };
+    let backup = args.backup.schedule(g, &db);
+    let settings = Settings { roles, workers, worker_config, worker_prefix: "worker", stripe, mail, backup };
     let rt = crate::roles::start(gateway, settings).await?;
     let backend = db.backend().name();
     crate::roles::run_until_signal(rt, None, |_| {

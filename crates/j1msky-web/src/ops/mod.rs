@@ -13,7 +13,7 @@ use crate::nav::NavEntry;
 use crate::state::AppState;
 
 /// Each page adds its entry here.
-pub const NAV: &[NavEntry] = &[];
+pub const NAV: &[NavEntry] = &[NavEntry::operator("backups", "Backups", "/admin/backups")];
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -1,0 +1,168 @@
+//! Backups on the engine the test run selects: a backup restores into a new database
+//! (checked against its SHA-256, copied and checked again); a corrupt file, a file
+//! without a checksum and a database with tables are refused; the hourly timer keeps the
+//! day's first as daily and prunes past retention; a failure is recorded with an alert.
+
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use j1msky_core::catalogue::{Catalogue, SHIPPED};
+use j1msky_core::{Clock, ManualClock};
+use j1msky_db::testing::{fresh_url, TestDb};
+use j1msky_ops::backup::{self, BackupError, Kind, Options, Quiet, RestoreOptions, Retention, Schedule};
+
+/// 2026-11-25T00:00:00Z.
+const DAY_START: i64 = 1_795_564_800_000_000;
+const HOUR: i64 = 3_600_000_000;
+
+async fn customer(db: &j1msky_db::Db, name: &str, now: i64) -> String {
+    let catalogue = Catalogue::from_json_str(SHIPPED).expect("catalogue");
+    j1msky_accounts::customers::create(
+        db,
+        &catalogue,
+        &j1msky_audit::Actor::cli(),
+        j1msky_accounts::customers::NewCustomer { name: name.into(), ..Default::default() },
+        now,
+    )
+    .await
+    .expect("customer")
+    .id
+}
+
+async fn names(url: &str) -> Vec<String> {
+    let db = j1msky_db::Db::connect(url).await.expect("connect");
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM customers ORDER BY name").fetch_all(db.pool()).await.expect("names");
+    db.close().await;
+    rows.into_iter().map(|r| r.0).collect()
+}
+
+#[tokio::test]
+async fn a_backup_restores_into_a_new_database_and_bad_files_or_targets_are_refused() {
+    let t = TestDb::new().await;
+    let clock = ManualClock::new(DAY_START);
+    customer(&t.db, "Before", clock.now_micros()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let opts = Options { dir: dir.path().join("main"), copy_to: Some(dir.path().join("copy")), kind: Kind::Manual };
+    let b = backup::take(&t.db, &t.url, &opts, &clock, &Quiet).await.expect("backup");
+    customer(&t.db, "After", clock.now_micros()).await;
+
+    assert_eq!((b.status.as_str(), b.kind.as_str()), ("done", "manual"));
+    let file = Path::new(&b.path);
+    let (size, sha) = backup::sha256_file(file, &Quiet).await.expect("hash");
+    assert_eq!((b.size_bytes, b.sha256.as_deref()), (Some(size as i64), Some(sha.as_str())));
+    let manifest = backup::read_manifest(file).await.expect("manifest").expect("beside the file");
+    assert_eq!((manifest.id.as_str(), manifest.sha256.as_str()), (b.id.as_str(), sha.as_str()));
+    let copy = b.copied_to.clone().expect("copied");
+    assert_eq!(backup::sha256_file(Path::new(&copy), &Quiet).await.expect("copy").1, sha);
+    assert_eq!(backup::list(&t.db, false, 10).await.expect("list"), vec![b.clone()]);
+
+    // Restored from the copy into a new database: what was there at the backup, not after.
+    let (target, _target_dir) = fresh_url().await;
+    let restored =
+        backup::restore(Path::new(&copy), &target, &RestoreOptions::default(), &clock, &Quiet).await.expect("restore");
+    assert_eq!((restored.backup_id.as_deref(), restored.sha256.as_str()), (Some(b.id.as_str()), sha.as_str()));
+    assert_eq!(names(&target).await, vec!["Before"]);
+    let db = j1msky_db::Db::connect(&target).await.expect("restored");
+    let restores = backup::restores(&db).await.expect("restores");
+    assert_eq!(restores.len(), 1);
+    assert_eq!((restores[0].backup_started_at, restores[0].reconciled_at), (manifest.started_at, None));
+    let own = backup::get(&db, &b.id).await.expect("row").expect("the backup's own row");
+    assert_eq!((own.status.as_str(), own.sha256.as_deref()), ("done", Some(sha.as_str())));
+    db.close().await;
+
+    // Into a database with tables: refused unless forced.
+    let again = backup::restore(file, &target, &RestoreOptions::default(), &clock, &Quiet).await;
+    assert!(matches!(again, Err(BackupError::NotEmpty(_))), "{again:?}");
+    backup::restore(file, &target, &RestoreOptions { force: true, sha256: None }, &clock, &Quiet)
+        .await
+        .expect("forced");
+    assert_eq!(names(&target).await, vec!["Before"]);
+
+    // A byte changed: refused, and the target is left as it was.
+    let bad = dir.path().join("bad.bin");
+    let mut bytes = std::fs::read(file).expect("read");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&bad, bytes).expect("write");
+    std::fs::copy(format!("{}.json", file.display()), format!("{}.json", bad.display())).expect("manifest");
+    let (fresh, _fresh_dir) = fresh_url().await;
+    let err = backup::restore(&bad, &fresh, &RestoreOptions::default(), &clock, &Quiet).await.expect_err("corrupt");
+    assert!(matches!(err, BackupError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains(&sha) && err.to_string().contains("refusing"), "{err}");
+    // Without a manifest the checksum must be given.
+    std::fs::remove_file(format!("{}.json", bad.display())).expect("rm");
+    let err = backup::restore(&bad, &fresh, &RestoreOptions::default(), &clock, &Quiet).await.expect_err("no sum");
+    assert!(matches!(err, BackupError::NoChecksum(_)), "{err}");
+    assert!(names_or_none(&fresh).await.is_none(), "nothing was written into the target");
+}
+
+/// The customers of a database, or None when it has no tables.
+async fn names_or_none(url: &str) -> Option<Vec<String>> {
+    let db = j1msky_db::Db::connect(url).await.expect("connect");
+    let rows: Result<Vec<(String,)>, _> = sqlx::query_as("SELECT name FROM customers").fetch_all(db.pool()).await;
+    db.close().await;
+    rows.ok().map(|r| r.into_iter().map(|r| r.0).collect())
+}
+
+#[tokio::test]
+async fn the_hourly_timer_keeps_each_days_first_as_daily_and_prunes_past_retention() {
+    let t = TestDb::new().await;
+    let clock = ManualClock::new(DAY_START + 5 * 60_000_000);
+    let dir = tempfile::tempdir().expect("dir");
+    let s = Schedule {
+        db: t.db.clone(),
+        url: t.url.clone(),
+        clock: Arc::new(clock.clone()),
+        dir: dir.path().join("hourly"),
+        copy_to: None,
+        keep: Retention { keep_hourly: 2, keep_daily: 1 },
+    };
+    let handlers = backup::timer_handlers(&s);
+    // Scheduled at start-up; then four hours of day one, and (nothing running in
+    // between) the first hour of day two: the hours missed are not caught up.
+    handlers.schedule_recurring(&t.db, clock.now_micros()).await.expect("schedule");
+    let mut fired = 0;
+    for hour in [0, 1, 2, 3, 24] {
+        clock.advance_micros(DAY_START + hour * HOUR + 5 * 60_000_000 - clock.now_micros());
+        fired += j1msky_db::timers::run_due_once(&t.db, &handlers, clock.now_micros()).await.expect("fire");
+        // A second round in the same hour takes nothing more.
+        fired += j1msky_db::timers::run_due_once(&t.db, &handlers, clock.now_micros()).await.expect("again");
+    }
+    assert_eq!(fired, 5, "one backup an hour");
+    let all = backup::list(&t.db, true, 100).await.expect("list");
+    let by = |kind: &str, status: &str| all.iter().filter(|b| b.kind == kind && b.status == status).count();
+    assert_eq!((by("daily", "done"), by("daily", "pruned")), (1, 1), "day two's first replaced day one's: {all:#?}");
+    assert_eq!((by("hourly", "done"), by("hourly", "pruned")), (2, 1), "{all:#?}");
+    for b in &all {
+        let exists = Path::new(&b.path).exists();
+        assert_eq!(exists, b.status == "done", "{} is {} and its file exists: {exists}", b.id, b.status);
+    }
+    let day_two = all.iter().find(|b| b.started_at >= DAY_START + 24 * HOUR).expect("day two");
+    assert_eq!(day_two.kind, "daily");
+}
+
+#[tokio::test]
+async fn a_failed_backup_is_recorded_and_raises_a_backup_failed_alert() {
+    let t = TestDb::new().await;
+    let clock = ManualClock::new(DAY_START);
+    let dir = tempfile::tempdir().expect("dir");
+    // A file where the directory should be: nothing can be written there.
+    let blocked = dir.path().join("not-a-dir");
+    std::fs::write(&blocked, b"x").expect("file");
+    let opts = Options { dir: blocked.clone(), copy_to: None, kind: Kind::Manual };
+    let err = backup::take(&t.db, &t.url, &opts, &clock, &Quiet).await.expect_err("cannot write");
+    assert!(err.to_string().contains("not-a-dir"), "the error names the place: {err}");
+    let rows = backup::list(&t.db, false, 10).await.expect("list");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, "failed");
+    assert!(rows[0].error.as_deref().is_some_and(|e| e.contains("not-a-dir")));
+    let alerts = j1msky_audit::alerts::recent(&t.db, 10).await.expect("alerts");
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].kind, "backup_failed");
+    assert!(alerts[0].message.contains(&rows[0].id), "{}", alerts[0].message);
+}
