@@ -92,6 +92,19 @@ pub async fn live_catalogue(g: &Globals, db: &Db) -> Result<LiveCatalogue, Failu
     Ok(LiveCatalogue::new(catalogue, Some(version)))
 }
 
+/// The catalogue an operator command works with: the version in force when one is
+/// stored (what the running processes serve), else the `--config` file.
+pub async fn catalogue_in_force(g: &Globals, db: &Db) -> Result<Catalogue, Failure> {
+    let stored = j1msky_ops::config_history::active(db).await.map_err(|e| Failure::from(anyhow::anyhow!("{e}")))?;
+    match stored {
+        Some(s) => j1msky_ops::config_history::validate(&s.body, None).map_err(|e| Failure {
+            code: crate::EXIT_INVALID,
+            error: anyhow::anyhow!("catalogue version {} in force: {e}", s.meta.version),
+        }),
+        None => load_catalogue(g),
+    }
+}
+
 fn invalid_catalogue(path: &std::path::Path, e: CatalogueError) -> Failure {
     let code = match e {
         CatalogueError::Invalid(_) => crate::EXIT_INVALID,

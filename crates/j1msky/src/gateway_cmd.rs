@@ -122,8 +122,8 @@ fn control_failure(e: controls::ControlError) -> Failure {
 }
 
 pub async fn gateway(g: &Globals, cmd: GatewayCommand) -> Result<(), Failure> {
-    let catalogue = context::load_catalogue(g)?;
     let db = context::open_db(g).await?;
+    let catalogue = context::catalogue_in_force(g, &db).await?;
     let actor = context::actor();
     let now = context::now();
     match cmd {

@@ -101,8 +101,8 @@ fn fail(e: TaskError) -> Failure {
 }
 
 pub async fn task(g: &Globals, cmd: TaskCommand) -> Result<(), Failure> {
-    let catalogue = context::load_catalogue(g)?;
     let db = context::open_db(g).await?;
+    let catalogue = context::catalogue_in_force(g, &db).await?;
     let result = run(g, &db, &catalogue, cmd).await;
     db.close().await;
     result
