@@ -616,7 +616,7 @@ async fn the_official_python_sdks_work_unchanged() {
     let key = cli.json(&["key", "create", "--customer", &id, "--name", "sdk"]);
     let secret = key["secret"].as_str().expect("secret").to_string();
     // Room for the SDK calls; the script then runs into the cap on purpose.
-    cli.json(&["gateway", "cap", &format!("customer:{id}"), "8"]);
+    cli.json(&["gateway", "cap", &format!("customer:{id}"), "8", "--reason", "sdk test"]);
     let server = Server::start_with(&cli, &["--simulated-providers"]);
     let out = Command::new(&python)
         .arg(repo_file("crates/j1msky/tests/sdk_check.py"))
