@@ -110,7 +110,8 @@ impl Runtime {
         rt.spawn_always("reservation sweeper", sweeper);
         // Every process serves the catalogue version in force, whatever its roles.
         let every = Duration::from_secs(1);
-        let follow = j1msky_ops::config_history::follow(rt.db().clone(), rt.catalogue().clone(), every, rt.stop_signal());
+        let follow =
+            j1msky_ops::config_history::follow(rt.db().clone(), rt.catalogue().clone(), every, rt.stop_signal());
         rt.spawn_always("catalogue follower", follow);
         Ok(rt)
     }
@@ -187,7 +188,11 @@ impl Runtime {
 
     /// The insights' context (their rollup consumers run in every `reactions` process).
     pub fn insights(&self) -> j1msky_insights::Ctx {
-        j1msky_insights::Ctx { db: self.db().clone(), catalogue: self.catalogue().current(), clock: self.clock().clone() }
+        j1msky_insights::Ctx {
+            db: self.db().clone(),
+            catalogue: self.catalogue().current(),
+            clock: self.clock().clone(),
+        }
     }
 
     /// The lifecycle engine's context, when this process has a mail transport.

@@ -57,8 +57,14 @@ async fn prepare(db: &Db, catalogue: &Catalogue) -> Result<String, Error> {
     {
         controls::set_cap(db, catalogue, &Actor::cli(), &scope, big, "bench", now).await?;
     }
-    controls::set_daily_budget(db, &Actor::cli(), Some(j1msky_core::Money::from_micros(1_000_000_000_000)), "bench", now)
-        .await?;
+    controls::set_daily_budget(
+        db,
+        &Actor::cli(),
+        Some(j1msky_core::Money::from_micros(1_000_000_000_000)),
+        "bench",
+        now,
+    )
+    .await?;
     Ok(c.id)
 }
 

@@ -37,14 +37,23 @@ async fn the_page_shows_every_change_with_its_reason_and_rolls_back_with_confirm
     let form = [("csrf_token", token.as_str()), ("scope", "global"), ("cap", "300"), ("reason", "webinar traffic")];
     let resp = operator.post(app.url("/admin/gateway/caps")).form(&form).send().await.unwrap();
     assert_eq!(resp.status(), 303);
-    j1msky_gateway::controls::set_cap_text(&app.db, &app.catalogue, &cli, "global", "450", "cli: more room", app.now() + 2)
-        .await
-        .unwrap();
+    j1msky_gateway::controls::set_cap_text(
+        &app.db,
+        &app.catalogue,
+        &cli,
+        "global",
+        "450",
+        "cli: more room",
+        app.now() + 2,
+    )
+    .await
+    .unwrap();
 
     let page = operator.get(app.url("/admin/config")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    for expected in ["webinar traffic", "cli: more room", "catalogue v2", "Pro goes up", "300 → 450", "(unset) → 300"] {
+    for expected in ["webinar traffic", "cli: more room", "catalogue v2", "Pro goes up", "300 → 450", "(unset) → 300"]
+    {
         assert!(html.contains(expected), "`{expected}` not on the page");
     }
     let changes = j1msky_audit::settings::changes(&app.db, "gateway.cap.global", None, 10).await.unwrap();
@@ -100,7 +109,8 @@ async fn the_page_shows_every_change_with_its_reason_and_rolls_back_with_confirm
 
     // Undo a setting change from the page: the cap is back to 300.
     let target = changes[0].id.clone();
-    let undo = [("csrf_token", token.as_str()), ("target", target.as_str()), ("reason", "webinar over"), ("confirm", "yes")];
+    let undo =
+        [("csrf_token", token.as_str()), ("target", target.as_str()), ("reason", "webinar over"), ("confirm", "yes")];
     let resp = operator.post(app.url("/admin/config/rollback")).form(&undo).send().await.unwrap();
     assert_eq!(resp.status(), 303);
     let controls = j1msky_gateway::controls::load(&app.db).await.unwrap();

@@ -79,9 +79,7 @@ pub async fn config(g: &Globals, c: ConfigCommand) -> Result<(), Failure> {
         ConfigCommand::Apply(args) => history::apply(g, args.file, &args.reason).await,
         ConfigCommand::History(args) => history::history(g, args.key.as_deref(), args.limit).await,
         ConfigCommand::Diff(args) => history::diff(g, &args.a, args.b.as_deref()).await,
-        ConfigCommand::Rollback(args) => {
-            history::rollback(g, &args.target, &args.reason, args.yes).await
-        }
+        ConfigCommand::Rollback(args) => history::rollback(g, &args.target, &args.reason, args.yes).await,
     }
 }
 

@@ -76,7 +76,8 @@ async fn until_routed(server: &Server, secret: &str, category: &str, model: &str
 
 /// The shipped catalogue edited by `edit`, written beside the shipped templates.
 fn catalogue_file(dir: &Path, name: &str, edit: impl FnOnce(&mut Value)) -> String {
-    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(repo_file("config/business.json")).unwrap()).unwrap();
+    let mut c: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_file("config/business.json")).unwrap()).unwrap();
     edit(&mut c);
     let path = dir.join(name);
     std::fs::write(&path, serde_json::to_string_pretty(&c).unwrap()).unwrap();
@@ -93,7 +94,8 @@ async fn an_applied_catalogue_reaches_the_running_server_and_a_rollback_brings_t
     let server = Server::start(&cli);
     let made = cli.json(&["customer", "add", "--name", "Live Co", "--plan", "pro", "--stage", "active"]);
     let id = made["customer"]["id"].as_str().expect("id").to_string();
-    let secret = cli.json(&["key", "create", "--customer", &id, "--name", "live"])["secret"].as_str().unwrap().to_string();
+    let secret =
+        cli.json(&["key", "create", "--customer", &id, "--name", "live"])["secret"].as_str().unwrap().to_string();
 
     // The first start stored the --config file as version 1.
     let versions = catalogue_versions(&cli);
@@ -153,7 +155,10 @@ async fn an_applied_catalogue_reaches_the_running_server_and_a_rollback_brings_t
     assert_eq!(call(&server, &secret, "general").await.1, general_cost, "the old price is back");
     let versions = catalogue_versions(&cli);
     assert_eq!(versions.len(), 3, "history is append-only");
-    assert_eq!((versions[0]["source"].as_str(), versions[0]["sha256"].clone()), (Some("rollback to v1"), versions[2]["sha256"].clone()));
+    assert_eq!(
+        (versions[0]["source"].as_str(), versions[0]["sha256"].clone()),
+        (Some("rollback to v1"), versions[2]["sha256"].clone())
+    );
     assert!(cli.json(&["config", "diff", "1", "3"]).as_array().unwrap().is_empty());
 }
 

@@ -76,7 +76,8 @@ mod tests {
 
     #[test]
     fn paths_name_each_changed_leaf_and_whole_added_or_removed_parts() {
-        let old = json!({"plans": {"pro": {"monthly_price": "99.00", "teams": "all"}}, "list": [1, 2], "gone": {"x": 1}});
+        let old =
+            json!({"plans": {"pro": {"monthly_price": "99.00", "teams": "all"}}, "list": [1, 2], "gone": {"x": 1}});
         let new = json!({"plans": {"pro": {"monthly_price": "129.00", "teams": "all"}}, "list": [1, 3], "added": true});
         let d = diff_json(&old, &new);
         let paths: Vec<&str> = d.iter().map(|c| c.path.as_str()).collect();

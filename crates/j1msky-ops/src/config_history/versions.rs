@@ -89,7 +89,14 @@ pub async fn apply(
 }
 
 /// Stores an already validated text as the next version (unless it is the one in force).
-async fn store(db: &Db, actor: &Actor, text: &str, source: &str, reason: &str, now: i64) -> Result<Applied, ConfigError> {
+async fn store(
+    db: &Db,
+    actor: &Actor,
+    text: &str,
+    source: &str,
+    reason: &str,
+    now: i64,
+) -> Result<Applied, ConfigError> {
     let sha = hex::encode(Sha256::digest(text.as_bytes()));
     let mut tx = db.begin().await?;
     let newest: Option<(i64, String)> =
@@ -102,18 +109,17 @@ async fn store(db: &Db, actor: &Actor, text: &str, source: &str, reason: &str, n
         }
     }
     let version = newest.map_or(1, |(v, _)| v + 1);
-    let inserted = sqlx::query(&format!(
-        "INSERT INTO ops_catalogue_versions ({META}, body) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-    ))
-    .bind(version)
-    .bind(&sha)
-    .bind(source)
-    .bind(reason)
-    .bind(now)
-    .bind(actor.as_str())
-    .bind(text)
-    .execute(&mut *tx)
-    .await;
+    let inserted =
+        sqlx::query(&format!("INSERT INTO ops_catalogue_versions ({META}, body) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+            .bind(version)
+            .bind(&sha)
+            .bind(source)
+            .bind(reason)
+            .bind(now)
+            .bind(actor.as_str())
+            .bind(text)
+            .execute(&mut *tx)
+            .await;
     if let Err(e) = inserted {
         // Two applies at once both chose this number: the other one won.
         if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
@@ -202,7 +208,13 @@ pub async fn startup(
 }
 
 /// Stores a copy of an older version's text as the new version in force.
-pub(super) async fn restore(db: &Db, actor: &Actor, version: i64, reason: &str, now: i64) -> Result<Applied, ConfigError> {
+pub(super) async fn restore(
+    db: &Db,
+    actor: &Actor,
+    version: i64,
+    reason: &str,
+    now: i64,
+) -> Result<Applied, ConfigError> {
     let reason = check_reason(reason)?;
     let old = get(db, version).await?;
     // Checked again: the rules may have grown since it was stored.

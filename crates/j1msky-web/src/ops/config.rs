@@ -72,7 +72,11 @@ pub struct RollbackForm {
 
 /// `POST /admin/config/rollback`: a catalogue version back in force (as a new version),
 /// or a settings change undone; needs a reason and the box ticked.
-async fn rollback(State(state): State<AppState>, OperatorUser(s): OperatorUser, Form(f): Form<RollbackForm>) -> Response {
+async fn rollback(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Form(f): Form<RollbackForm>,
+) -> Response {
     if f.confirm != "yes" {
         let e = ConfigError::Rule { field: "confirm", message: "tick the box: every process switches at once".into() };
         return refused(&state, &s, e).await;

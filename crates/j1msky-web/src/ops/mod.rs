@@ -13,9 +13,7 @@ use crate::nav::NavEntry;
 use crate::state::AppState;
 
 /// Each page adds its entry here.
-pub const NAV: &[NavEntry] = &[
-    NavEntry::operator("config", "Config", "/admin/config"),
-];
+pub const NAV: &[NavEntry] = &[NavEntry::operator("config", "Config", "/admin/config")];
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -26,7 +26,10 @@ fn failure(g: &Globals, what: &str, e: ConfigError) -> Failure {
             }
         }
         let n = issues.len();
-        return Failure { code, error: anyhow::anyhow!("{what} is not a valid catalogue ({n} problem(s)); nothing stored") };
+        return Failure {
+            code,
+            error: anyhow::anyhow!("{what} is not a valid catalogue ({n} problem(s)); nothing stored"),
+        };
     }
     Failure { code, error: anyhow::anyhow!("{what}: {e}") }
 }
