@@ -3,9 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::{Catalogue, LiveCatalogue};
 use j1msky_db::timers::{self, Fired, Handlers, Occurrence, Recurrence};
 use j1msky_db::Db;
 
@@ -18,18 +17,20 @@ use crate::webhook::apply_pending;
 #[allow(clippy::too_many_arguments)]
 pub async fn run_applier(
     db: Db,
-    catalogue: std::sync::Arc<j1msky_core::catalogue::Catalogue>,
+    catalogue: impl Into<LiveCatalogue>,
     clock: std::sync::Arc<dyn j1msky_core::Clock>,
     wake: std::sync::Arc<tokio::sync::Notify>,
     applied: std::sync::Arc<tokio::sync::Notify>,
     idle: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let ctx = apply::Ctx { catalogue: &catalogue };
+    let catalogue: LiveCatalogue = catalogue.into();
     loop {
         if *stop.borrow() {
             return;
         }
+        // Each round reads the catalogue in force then (an operator may apply another).
+        let ctx = apply::Ctx { catalogue: catalogue.snapshot() };
         match apply_pending(&db, &ctx, 200, clock.now_micros()).await {
             Ok(n) if n > 0 => {
                 applied.notify_one();
@@ -70,12 +71,12 @@ const INVOICE_DELAY: i64 = 3_600_000_000;
 /// pause). Schedules what start-up needs, then fires due timers until `stop`.
 pub async fn run_billing_jobs(
     db: Db,
-    catalogue: std::sync::Arc<j1msky_core::catalogue::Catalogue>,
+    catalogue: LiveCatalogue,
     clock: std::sync::Arc<dyn j1msky_core::Clock>,
     stripe: crate::Stripe,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let handlers = handlers(&db, &catalogue, &stripe);
+    let handlers = handlers(&db, catalogue.clone(), &stripe);
     if let Err(e) = schedule_startup(&db, &catalogue, &handlers, clock.now_micros()).await {
         tracing::error!(error = %e, "scheduling the billing timers; they start with the next restart");
     }
@@ -99,11 +100,11 @@ pub async fn schedule_startup(
 }
 
 /// The handlers of every billing timer.
-pub fn handlers(db: &Db, catalogue: &Arc<Catalogue>, stripe: &crate::Stripe) -> Handlers {
+pub fn handlers(db: &Db, catalogue: impl Into<LiveCatalogue>, stripe: &crate::Stripe) -> Handlers {
     let every_minute = Recurrence { current: this_minute, next: next_minute, max_attempts: 3 };
     let every_month = Recurrence { current: last_month, next: month_after, max_attempts: 10 };
     let every_day = Recurrence { current: today, next: tomorrow, max_attempts: 3 };
-    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), stripe: stripe.clone() };
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.into(), stripe: stripe.clone() };
     Handlers::new()
         .recurring(
             COMPLETE_INVOICE_LINES,
@@ -183,7 +184,7 @@ pub fn handlers(db: &Db, catalogue: &Arc<Catalogue>, stripe: &crate::Stripe) -> 
 #[derive(Clone)]
 struct Ctx {
     db: Db,
-    catalogue: Arc<Catalogue>,
+    catalogue: LiveCatalogue,
     stripe: crate::Stripe,
 }
 

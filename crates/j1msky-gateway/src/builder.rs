@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::LiveCatalogue;
 use j1msky_core::{Clock, SystemClock};
 use j1msky_db::Db;
 
@@ -30,7 +30,7 @@ pub enum Limits {
 /// Settings for [`Gateway::builder`]; every one has a production default.
 pub struct GatewayBuilder {
     db: Db,
-    catalogue: Arc<Catalogue>,
+    catalogue: LiveCatalogue,
     clock: Arc<dyn Clock>,
     overrides: HashMap<String, ProviderOverride>,
     timeouts: Timeouts,
@@ -39,13 +39,13 @@ pub struct GatewayBuilder {
 }
 
 impl Gateway {
-    /// A gateway on `db` routing by `catalogue`: the system clock, the providers the
+    /// A gateway on `db` routing by `catalogue` (a live handle follows applied versions): the system clock, the providers the
     /// catalogue names with keys from its environment variables, default timeouts and
     /// retries, limits as suits the backend.
-    pub fn builder(db: Db, catalogue: Arc<Catalogue>) -> GatewayBuilder {
+    pub fn builder(db: Db, catalogue: impl Into<LiveCatalogue>) -> GatewayBuilder {
         GatewayBuilder {
             db,
-            catalogue,
+            catalogue: catalogue.into(),
             clock: Arc::new(SystemClock),
             overrides: HashMap::new(),
             timeouts: Timeouts::default(),

@@ -80,11 +80,12 @@ async fn put(
     actor: &Actor,
     key: &str,
     value: Option<String>,
+    reason: &str,
     now: i64,
     event: Typed,
 ) -> Result<(), GatewayError> {
     let mut tx = db.begin().await?;
-    settings::put(&mut tx, actor, key, value.as_deref(), now).await?;
+    settings::put(&mut tx, actor, key, value.as_deref(), reason, now).await?;
     let kind = event.kind();
     let detail =
         event.to_value().map_err(|e| GatewayError::Db(j1msky_db::DbError::Corrupt(format!("{kind} event: {e}"))))?;
@@ -97,15 +98,32 @@ async fn put(
 /// Switches the cost mode, audited and announced as an event.
 pub async fn set_mode(db: &Db, actor: &Actor, mode: Mode, reason: &str, now: i64) -> Result<(), GatewayError> {
     let event = GatewayModeChanged { mode: mode.as_str().into(), reason: reason.into() }.into();
-    put(db, actor, MODE_KEY, Some(mode.as_str().to_string()), now, event).await
+    put(db, actor, MODE_KEY, Some(mode.as_str().to_string()), reason, now, event).await
 }
 
 /// Sets (or with `None` goes back to the catalogue's) the business's daily budget.
-pub async fn set_daily_budget(db: &Db, actor: &Actor, budget: Option<Money>, now: i64) -> Result<(), ControlError> {
+pub async fn set_daily_budget(
+    db: &Db,
+    actor: &Actor,
+    budget: Option<Money>,
+    reason: &str,
+    now: i64,
+) -> Result<(), ControlError> {
     if budget.is_some_and(|m| m.micros() <= 0) {
         return Err(ControlError::rule("daily_budget", "the daily budget must be above zero"));
     }
-    Ok(put_cap(db, actor, DAILY_BUDGET_SCOPE, budget.map(|m| m.micros()), now).await?)
+    let reason = check_reason(reason)?;
+    Ok(put_cap(db, actor, DAILY_BUDGET_SCOPE, budget.map(|m| m.micros()), reason, now).await?)
+}
+
+/// The reason the history keeps for a change: asked of whoever changes a control, so a
+/// change read back later says why it was made.
+fn check_reason(reason: &str) -> Result<&str, ControlError> {
+    match reason.trim() {
+        "" => Err(ControlError::rule("reason", "say why you make this change (it is kept in the history)")),
+        r if r.chars().count() > 500 => Err(ControlError::rule("reason", "keep the reason under 500 characters")),
+        r => Ok(r),
+    }
 }
 
 /// The daily budget as typed by the operator: USD, or empty / `default` for the catalogue's.
@@ -113,10 +131,11 @@ pub async fn set_daily_budget_text(
     db: &Db,
     actor: &Actor,
     text: &str,
+    reason: &str,
     now: i64,
 ) -> Result<Option<Money>, ControlError> {
     let budget = money_input("daily_budget", "daily budget", text, &["", "default"])?;
-    set_daily_budget(db, actor, budget, now).await?;
+    set_daily_budget(db, actor, budget, reason, now).await?;
     Ok(budget)
 }
 
@@ -127,6 +146,7 @@ pub async fn set_cap_text(
     actor: &Actor,
     scope: &str,
     text: &str,
+    reason: &str,
     now: i64,
 ) -> Result<Option<i64>, ControlError> {
     let scope = scope.trim();
@@ -145,7 +165,7 @@ pub async fn set_cap_text(
             }
         },
     };
-    set_cap(db, catalogue, actor, scope, cap, now).await?;
+    set_cap(db, catalogue, actor, scope, cap, reason, now).await?;
     Ok(cap)
 }
 
@@ -169,6 +189,7 @@ pub async fn set_cap(
     actor: &Actor,
     scope: &str,
     cap: Option<i64>,
+    reason: &str,
     now: i64,
 ) -> Result<(), ControlError> {
     if scope == DAILY_BUDGET_SCOPE {
@@ -181,12 +202,58 @@ pub async fn set_cap(
     if cap.is_some() {
         check_exists(db, catalogue, scope).await?;
     }
-    Ok(put_cap(db, actor, scope, cap, now).await?)
+    let reason = check_reason(reason)?;
+    Ok(put_cap(db, actor, scope, cap, reason, now).await?)
 }
 
-async fn put_cap(db: &Db, actor: &Actor, scope: &str, cap: Option<i64>, now: i64) -> Result<(), GatewayError> {
+async fn put_cap(
+    db: &Db,
+    actor: &Actor,
+    scope: &str,
+    cap: Option<i64>,
+    reason: &str,
+    now: i64,
+) -> Result<(), GatewayError> {
     let event = GatewayCapChanged { scope: scope.into(), cap }.into();
-    put(db, actor, &format!("{CAP_PREFIX}{scope}"), cap.map(|n| n.to_string()), now, event).await
+    put(db, actor, &format!("{CAP_PREFIX}{scope}"), cap.map(|n| n.to_string()), reason, now, event).await
+}
+
+/// Puts a setting this module owns back to `value` (a rollback of a change in its
+/// history), through the same path as the change itself: checked, audited, announced.
+pub async fn restore(
+    db: &Db,
+    catalogue: &Catalogue,
+    actor: &Actor,
+    key: &str,
+    value: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> Result<(), ControlError> {
+    if key == MODE_KEY {
+        let mode: Mode = match value {
+            Some(v) => v.parse().map_err(|e: String| ControlError::rule("value", e))?,
+            None => Mode::default(),
+        };
+        let reason = check_reason(reason)?;
+        return Ok(set_mode(db, actor, mode, reason, now).await?);
+    }
+    let Some(scope) = key.strip_prefix(CAP_PREFIX) else {
+        return Err(ControlError::rule("key", format!("`{key}` is not a gateway control")));
+    };
+    let number = |v: &str| {
+        v.parse::<i64>().map_err(|_| ControlError::rule("value", format!("`{v}` stored for {key} is not a number")))
+    };
+    let n = value.map(number).transpose()?;
+    if scope == DAILY_BUDGET_SCOPE {
+        set_daily_budget(db, actor, n.map(Money::from_micros), reason, now).await
+    } else {
+        set_cap(db, catalogue, actor, scope, n, reason, now).await
+    }
+}
+
+/// Whether `key` is a setting of this module (what [`restore`] can put back).
+pub fn owns_key(key: &str) -> bool {
+    key == MODE_KEY || key.starts_with(CAP_PREFIX)
 }
 
 /// Refuses a scope that names no provider or model of the catalogue, or no customer.

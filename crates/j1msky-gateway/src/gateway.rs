@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use j1msky_accounts::access::{self, Standing};
 use j1msky_accounts::activity;
-use j1msky_core::catalogue::{Catalogue, ModelOutsidePlan};
+use j1msky_core::catalogue::{Catalogue, LiveCatalogue, ModelOutsidePlan};
 use j1msky_core::{Clock, Money};
 use j1msky_db::Db;
 use rand::Rng;
@@ -102,7 +102,7 @@ pub struct Completed {
 /// The model gateway.
 pub struct Gateway {
     pub db: Db,
-    pub catalogue: Arc<Catalogue>,
+    pub catalogue: LiveCatalogue,
     pub clock: Arc<dyn Clock>,
     providers: HashMap<String, ProviderClient>,
     pub(crate) breakers: Breakers,
@@ -123,7 +123,7 @@ impl Gateway {
     /// variables it names unless an override gives one. Callers use [`Gateway::builder`].
     pub(crate) fn new(
         db: Db,
-        catalogue: Arc<Catalogue>,
+        catalogue: LiveCatalogue,
         clock: Arc<dyn Clock>,
         overrides: &HashMap<String, ProviderOverride>,
         timeouts: Timeouts,

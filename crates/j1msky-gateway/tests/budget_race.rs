@@ -105,7 +105,7 @@ async fn budget_for_ten() -> Setup {
     let per_call = policy::max_cost(&catalogue, "kimi-k2.5", req.estimated_input_tokens(), MAX_TOKENS);
     let budget = Money::from_micros(per_call.micros() * 10 + per_call.micros() / 2);
     let now = SystemClock.now_micros();
-    controls::set_daily_budget(&test_db.db, &Actor::cli(), Some(budget), now).await.expect("budget");
+    controls::set_daily_budget(&test_db.db, &Actor::cli(), Some(budget), "test", now).await.expect("budget");
     Setup { test_db, catalogue, sim, budget, now }
 }
 
@@ -183,7 +183,9 @@ async fn an_hourly_cap_admits_exactly_its_number_under_concurrency() {
     let sim =
         j1msky_sim::spawn(SimConfig { latency: Duration::from_millis(5), ..SimConfig::default() }).await.expect("sim");
     let now = SystemClock.now_micros();
-    controls::set_cap(&test_db.db, &catalogue, &Actor::cli(), "model:kimi-k2.5", Some(25), now).await.expect("cap");
+    controls::set_cap(&test_db.db, &catalogue, &Actor::cli(), "model:kimi-k2.5", Some(25), "test", now)
+        .await
+        .expect("cap");
     let shared = [
         gateway(test_db.db.clone(), catalogue.clone(), &sim).await,
         gateway(second.clone(), catalogue.clone(), &sim).await,
@@ -199,7 +201,9 @@ async fn an_hourly_cap_held_in_memory_admits_exactly_its_number() {
     let sim =
         j1msky_sim::spawn(SimConfig { latency: Duration::from_millis(5), ..SimConfig::default() }).await.expect("sim");
     let now = SystemClock.now_micros();
-    controls::set_cap(&test_db.db, &catalogue, &Actor::cli(), "model:kimi-k2.5", Some(25), now).await.expect("cap");
+    controls::set_cap(&test_db.db, &catalogue, &Actor::cli(), "model:kimi-k2.5", Some(25), "test", now)
+        .await
+        .expect("cap");
     let gw = in_process(test_db.db.clone(), catalogue.clone(), &sim);
     cap_race(&test_db, std::slice::from_ref(&gw), "req_cap_mem").await;
 }

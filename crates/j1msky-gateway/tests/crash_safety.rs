@@ -62,9 +62,15 @@ async fn setup() -> (TestDb, Arc<Catalogue>, j1msky_sim::Running) {
 }
 
 async fn set_budget(t: &TestDb, micros: i64) {
-    controls::set_daily_budget(&t.db, &Actor::cli(), Some(Money::from_micros(micros)), SystemClock.now_micros())
-        .await
-        .expect("budget");
+    controls::set_daily_budget(
+        &t.db,
+        &Actor::cli(),
+        Some(Money::from_micros(micros)),
+        "test",
+        SystemClock.now_micros(),
+    )
+    .await
+    .expect("budget");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::LiveCatalogue;
 use j1msky_core::Clock;
 use j1msky_db::Db;
 use j1msky_gateway::Gateway;
@@ -112,6 +112,11 @@ impl Runtime {
         rt.start_reactions();
         let sweeper = reservation_sweeper(rt.gateway.clone(), rt.stop_signal());
         rt.spawn_always("reservation sweeper", sweeper);
+        // Every process serves the catalogue version in force, whatever its roles.
+        let every = Duration::from_secs(1);
+        let follow =
+            j1msky_ops::config_history::follow(rt.db().clone(), rt.catalogue().clone(), every, rt.stop_signal());
+        rt.spawn_always("catalogue follower", follow);
         Ok(rt)
     }
 
@@ -203,7 +208,11 @@ impl Runtime {
 
     /// The insights' context (their rollup consumers run in every `reactions` process).
     pub fn insights(&self) -> j1msky_insights::Ctx {
-        j1msky_insights::Ctx { db: self.db().clone(), catalogue: self.catalogue().clone(), clock: self.clock().clone() }
+        j1msky_insights::Ctx {
+            db: self.db().clone(),
+            catalogue: self.catalogue().current(),
+            clock: self.clock().clone(),
+        }
     }
 
     /// The lifecycle engine's context, when this process has a mail transport.
@@ -211,7 +220,8 @@ impl Runtime {
         let mail = self.mail.as_ref()?;
         Some(j1msky_lifecycle::Ctx {
             db: self.db().clone(),
-            catalogue: self.catalogue().clone(),
+            // Read when the process starts: journeys pin their definitions anyway.
+            catalogue: self.catalogue().current(),
             clock: self.clock().clone(),
             transport: mail.transport.clone(),
             stripe: self.stripe.clone(),
@@ -265,7 +275,7 @@ impl Runtime {
         &self.gateway.db
     }
 
-    pub fn catalogue(&self) -> &Arc<Catalogue> {
+    pub fn catalogue(&self) -> &LiveCatalogue {
         &self.gateway.catalogue
     }
 

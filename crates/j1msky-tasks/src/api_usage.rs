@@ -101,7 +101,7 @@ async fn charge_day(
 /// Meters every `every` until `stop` (the runtime's job for direct API usage).
 pub async fn run_meter(
     db: Db,
-    catalogue: std::sync::Arc<Catalogue>,
+    catalogue: j1msky_core::catalogue::LiveCatalogue,
     clock: std::sync::Arc<dyn j1msky_core::Clock>,
     every: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,

@@ -11,7 +11,7 @@ use j1msky_core::events::{TaskFailed, TaskStarted, TaskSucceeded};
 use std::sync::Arc;
 use std::time::Duration;
 
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::LiveCatalogue;
 use j1msky_core::clock::SECOND;
 use j1msky_core::Clock;
 use j1msky_db::{outbox, Backend, Db};
@@ -85,7 +85,7 @@ struct Claim {
 #[derive(Clone)]
 pub struct Worker {
     db: Db,
-    catalogue: Arc<Catalogue>,
+    catalogue: LiveCatalogue,
     gateway: Arc<Gateway>,
     clock: Arc<dyn Clock>,
     owner: String,
@@ -97,13 +97,13 @@ const FENCE: &str = "id = $1 AND state = 'running' AND lease_owner = $2 AND atte
 impl Worker {
     pub fn new(
         db: Db,
-        catalogue: Arc<Catalogue>,
+        catalogue: impl Into<LiveCatalogue>,
         gateway: Arc<Gateway>,
         clock: Arc<dyn Clock>,
         owner: impl Into<String>,
         config: WorkerConfig,
     ) -> Worker {
-        Worker { db, catalogue, gateway, clock, owner: owner.into(), config }
+        Worker { db, catalogue: catalogue.into(), gateway, clock, owner: owner.into(), config }
     }
 
     fn lease_micros(&self) -> i64 {

@@ -92,6 +92,7 @@ impl Env {
             &Actor::cli(),
             &scope,
             cap,
+            "test",
             self.clock.now_micros(),
         )
         .await

@@ -278,6 +278,7 @@ async fn over_a_cap_or_an_upstream_rate_limit_a_task_waits_and_then_finishes() {
         &Actor::cli(),
         &format!("customer:{c}"),
         Some(0),
+        "test",
         e.clock.now(),
     )
     .await

@@ -158,6 +158,22 @@ impl From<InsightsError> for ApiError {
     }
 }
 
+/// Configuration history: a bad catalogue or field is 422, a missing version 404, a
+/// concurrent change 409.
+impl From<j1msky_ops::config_history::ConfigError> for ApiError {
+    fn from(e: j1msky_ops::config_history::ConfigError) -> ApiError {
+        use j1msky_ops::config_history::ConfigError as E;
+        let message = e.to_string();
+        match e {
+            E::Invalid(_) | E::Rule { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message),
+            E::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            E::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            E::Control(c) => c.into(),
+            E::Db(_) => ApiError::internal("configuration history", &message),
+        }
+    }
+}
+
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> ApiError {
         match e {

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::LiveCatalogue;
 use j1msky_core::Clock;
 use j1msky_db::Db;
 
@@ -42,7 +42,7 @@ impl Default for WebConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
-    pub catalogue: Arc<Catalogue>,
+    pub catalogue: LiveCatalogue,
     pub clock: Arc<dyn Clock>,
     pub config: WebConfig,
     /// The model gateway behind `/v1/*` (absent: those endpoints answer 503).
@@ -63,10 +63,10 @@ pub struct AppState {
 
 impl AppState {
     /// Wires the state; installs the Prometheus recorder once per process.
-    pub fn new(db: Db, catalogue: Arc<Catalogue>, clock: Arc<dyn Clock>, config: WebConfig) -> AppState {
+    pub fn new(db: Db, catalogue: impl Into<LiveCatalogue>, clock: Arc<dyn Clock>, config: WebConfig) -> AppState {
         AppState {
             db,
-            catalogue,
+            catalogue: catalogue.into(),
             clock,
             config,
             gateway: None,
@@ -94,7 +94,7 @@ impl AppState {
 
     /// The insights' context (the board, the reviews, the exports).
     pub fn insights(&self) -> j1msky_insights::Ctx {
-        j1msky_insights::Ctx { db: self.db.clone(), catalogue: self.catalogue.clone(), clock: self.clock.clone() }
+        j1msky_insights::Ctx { db: self.db.clone(), catalogue: self.catalogue.current(), clock: self.clock.clone() }
     }
 
     /// Adds the model gateway.

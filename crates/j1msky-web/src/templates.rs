@@ -30,6 +30,7 @@ pub fn environment() -> Environment<'static> {
         "admin/customer.html",
         "admin/gateway.html",
         "admin/spend.html",
+        "admin/config.html",
         "app/home.html",
         "app/tasks.html",
         "app/billing.html",

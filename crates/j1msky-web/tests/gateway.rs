@@ -280,9 +280,17 @@ async fn a_dead_provider_trips_the_breaker_and_is_probed_back() {
 async fn caps_answer_429_with_retry_after_and_budgets_402_and_nothing_is_charged() {
     let app = spawn_app_with_gateway(SimConfig::default()).await;
     let (customer, key) = app.customer_with_key("Acme", "starter").await;
-    controls::set_cap(&app.db, &app.catalogue, &Actor::cli(), &format!("customer:{customer}"), Some(2), app.now())
-        .await
-        .expect("cap");
+    controls::set_cap(
+        &app.db,
+        &app.catalogue,
+        &Actor::cli(),
+        &format!("customer:{customer}"),
+        Some(2),
+        "test",
+        app.now(),
+    )
+    .await
+    .expect("cap");
     app.gateway().controls_changed();
     for _ in 0..2 {
         assert_eq!(post(&app, "/v1/chat/completions", &key, None, &chat("hi")).await.status(), 200);
@@ -327,7 +335,7 @@ async fn daily_spend_crossing_the_alert_levels_pauses_opus_then_forces_cheap_onl
     let one = policy::cost(&app.catalogue, "claude-opus", sim_input_tokens(text) as u64, 32);
     // A budget where one call lands between 80 % and 100 %, so Opus pauses.
     let budget = Money::from_micros(one.micros() * 100 / 85);
-    controls::set_daily_budget(&app.db, &Actor::cli(), Some(budget), app.now()).await.expect("budget");
+    controls::set_daily_budget(&app.db, &Actor::cli(), Some(budget), "test", app.now()).await.expect("budget");
     app.gateway().controls_changed();
     let mut small = chat(text);
     small["max_tokens"] = json!(32);
@@ -542,7 +550,7 @@ async fn the_operator_runs_the_rate_limit_panel_and_every_admin_page_shows_the_m
     let scope = format!("customer:{customer}");
     let r = browser
         .post(app.url("/admin/gateway/caps"))
-        .form(&form(&[("scope", &scope), ("cap", "1")]))
+        .form(&form(&[("scope", &scope), ("cap", "1"), ("reason", "test")]))
         .send()
         .await
         .unwrap();
@@ -557,7 +565,7 @@ async fn the_operator_runs_the_rate_limit_panel_and_every_admin_page_shows_the_m
     {
         let r = browser
             .post(app.url("/admin/gateway/caps"))
-            .form(&form(&[("scope", scope), ("cap", cap)]))
+            .form(&form(&[("scope", scope), ("cap", cap), ("reason", "test")]))
             .send()
             .await
             .unwrap();
@@ -566,7 +574,12 @@ async fn the_operator_runs_the_rate_limit_panel_and_every_admin_page_shows_the_m
     }
     assert_eq!(controls::load(&app.db).await.expect("controls").caps.len(), 1);
     // Empty goes back to the catalogue's cap.
-    browser.post(app.url("/admin/gateway/caps")).form(&form(&[("scope", &scope), ("cap", "")])).send().await.unwrap();
+    browser
+        .post(app.url("/admin/gateway/caps"))
+        .form(&form(&[("scope", &scope), ("cap", ""), ("reason", "test")]))
+        .send()
+        .await
+        .unwrap();
     assert!(controls::load(&app.db).await.expect("controls").caps.is_empty());
 
     // Switch the mode: every admin page says so.
@@ -591,11 +604,21 @@ async fn the_operator_runs_the_rate_limit_panel_and_every_admin_page_shows_the_m
     assert_eq!(audited, 1);
 
     // The daily budget, in dollars.
-    let r = browser.post(app.url("/admin/gateway/budget")).form(&form(&[("amount", "12.50")])).send().await.unwrap();
+    let r = browser
+        .post(app.url("/admin/gateway/budget"))
+        .form(&form(&[("amount", "12.50"), ("reason", "test")]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 303);
     let c = controls::load(&app.db).await.expect("controls");
     assert_eq!(c.caps.get(controls::DAILY_BUDGET_SCOPE), Some(&12_500_000));
-    let r = browser.post(app.url("/admin/gateway/budget")).form(&form(&[("amount", "-3")])).send().await.unwrap();
+    let r = browser
+        .post(app.url("/admin/gateway/budget"))
+        .form(&form(&[("amount", "-3"), ("reason", "test")]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
     assert_eq!(
         controls::load(&app.db).await.expect("controls").caps.get(controls::DAILY_BUDGET_SCOPE),

@@ -106,17 +106,26 @@ async fn bad_caps_and_budgets_get_the_domains_error_on_the_dashboard() {
         ("/admin/gateway/budget", "", "0"),
     ] {
         let expected = if path.ends_with("caps") {
-            j1msky_gateway::controls::set_cap_text(&app.db, &app.catalogue, &Actor::cli(), scope, value, app.now())
-                .await
-                .expect_err("refused")
+            j1msky_gateway::controls::set_cap_text(
+                &app.db,
+                &app.catalogue,
+                &Actor::cli(),
+                scope,
+                value,
+                "test",
+                app.now(),
+            )
+            .await
+            .expect_err("refused")
         } else {
-            j1msky_gateway::controls::set_daily_budget_text(&app.db, &Actor::cli(), value, app.now())
+            j1msky_gateway::controls::set_daily_budget_text(&app.db, &Actor::cli(), value, "test", app.now())
                 .await
                 .expect_err("refused")
         };
         assert!(matches!(expected, j1msky_gateway::controls::ControlError::Rule { .. }), "{expected:?}");
         let token = app.page_token(&operator, "/admin/gateway").await;
-        let form = [("csrf_token", token.as_str()), ("scope", scope), ("cap", value), ("amount", value)];
+        let form =
+            [("csrf_token", token.as_str()), ("scope", scope), ("cap", value), ("amount", value), ("reason", "test")];
         let resp = operator.post(app.url(path)).form(&form).send().await.unwrap();
         assert_eq!(resp.status(), 422, "{path} {value}");
         let html = resp.text().await.unwrap();
@@ -131,9 +140,11 @@ async fn bad_caps_and_budgets_get_the_domains_error_on_the_dashboard() {
 async fn a_setting_keeps_its_previous_value_and_who_changed_it() {
     let app = spawn_app().await;
     let controls = j1msky_gateway::controls::set_cap;
-    controls(&app.db, &app.catalogue, &Actor::cli(), "global", Some(10), app.now()).await.unwrap();
-    controls(&app.db, &app.catalogue, &Actor::user("usr_ann"), "global", Some(20), app.now() + 1).await.unwrap();
-    controls(&app.db, &app.catalogue, &Actor::system(), "global", None, app.now() + 2).await.unwrap();
+    controls(&app.db, &app.catalogue, &Actor::cli(), "global", Some(10), "test", app.now()).await.unwrap();
+    controls(&app.db, &app.catalogue, &Actor::user("usr_ann"), "global", Some(20), "test", app.now() + 1)
+        .await
+        .unwrap();
+    controls(&app.db, &app.catalogue, &Actor::system(), "global", None, "test", app.now() + 2).await.unwrap();
     let history = j1msky_audit::settings::history(&app.db, "gateway.cap.global", 10).await.unwrap();
     let seen: Vec<(Option<&str>, Option<&str>, &str)> =
         history.iter().map(|c| (c.previous.as_deref(), c.value.as_deref(), c.changed_by.as_str())).collect();

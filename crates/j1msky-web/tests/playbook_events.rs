@@ -68,9 +68,17 @@ async fn every_kind_of_plan_limit_hit_is_one_event_per_customer_and_limit_an_hou
 
     // Hourly cap (429), hammered.
     let (capped, key) = app.customer_with_key("Capped", "starter").await;
-    controls::set_cap(&app.db, &app.catalogue, &Actor::cli(), &format!("customer:{capped}"), Some(1), app.now())
-        .await
-        .expect("cap");
+    controls::set_cap(
+        &app.db,
+        &app.catalogue,
+        &Actor::cli(),
+        &format!("customer:{capped}"),
+        Some(1),
+        "test",
+        app.now(),
+    )
+    .await
+    .expect("cap");
     app.gateway().controls_changed();
     assert_eq!(call(&app, &key, "auto").await, 200);
     for _ in 0..3 {

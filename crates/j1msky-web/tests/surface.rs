@@ -185,7 +185,7 @@ async fn caps_for_scopes_that_do_not_exist_are_refused_in_the_panel() {
     for scope in ["model:gpt-nine", "provider:openrouter", "customer:cus_nobody", "model:", "galaxy"] {
         let resp = op
             .post(app.url("/admin/gateway/caps"))
-            .form(&[("csrf_token", token.as_str()), ("scope", scope), ("cap", "5")])
+            .form(&[("csrf_token", token.as_str()), ("scope", scope), ("cap", "5"), ("reason", "test")])
             .send()
             .await
             .unwrap();
@@ -199,7 +199,7 @@ async fn caps_for_scopes_that_do_not_exist_are_refused_in_the_panel() {
     for scope in ["model:claude-opus", "provider:anthropic", customer_scope.as_str(), "global"] {
         let resp = op
             .post(app.url("/admin/gateway/caps"))
-            .form(&[("csrf_token", token.as_str()), ("scope", scope), ("cap", "5")])
+            .form(&[("csrf_token", token.as_str()), ("scope", scope), ("cap", "5"), ("reason", "test")])
             .send()
             .await
             .unwrap();

@@ -224,7 +224,7 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
     let actor = context::actor();
     match cmd {
         CustomerCommand::Add(a) => {
-            let catalogue = context::load_catalogue(g)?;
+            let catalogue = context::catalogue_in_force(g, &db).await?;
             let input = NewCustomer {
                 name: a.name,
                 contact_email: a.email,
@@ -306,7 +306,7 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
             }
         }
         CustomerCommand::Contract { id, tasks_per_month, calls_per_hour, monthly_price } => {
-            let catalogue = context::load_catalogue(g)?;
+            let catalogue = context::catalogue_in_force(g, &db).await?;
             let current = customers::get(&db, &id).await.map_err(fail)?.contract;
             // `unlimited` is only meaningful for tasks; the enterprise plan itself has none.
             let tasks =

@@ -1,4 +1,7 @@
-//! `j1msky config check [FILE]`.
+//! `j1msky config check [FILE]`, and the configuration history: `apply`, `history`,
+//! `diff`, `rollback` (the same `j1msky_ops::config_history` functions as `/admin/config`).
+
+mod history;
 
 use std::path::PathBuf;
 
@@ -14,6 +17,54 @@ use crate::{output, Failure, EXIT_INVALID};
 pub enum ConfigCommand {
     /// Validate a catalogue file (default: --config); exit 0 when valid, 2 when not.
     Check(CheckArgs),
+    /// Validate FILE and make it the catalogue version in force for every process (no
+    /// restart); a bad file changes nothing and exits 2 with each JSON path and reason.
+    Apply(ApplyArgs),
+    /// Catalogue versions and settings changes (mode, caps, budget), newest first.
+    History(HistoryArgs),
+    /// What changed: two catalogue versions path by path, or one settings change (seth_…).
+    Diff(DiffArgs),
+    /// Make an older catalogue version the new version in force, or undo a settings change.
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The catalogue file; templates are checked in `templates/` beside it.
+    file: PathBuf,
+    /// Why (kept in the history).
+    #[arg(long)]
+    reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// `catalogue` for versions only, or a settings key or prefix (`gateway.cap.`).
+    #[arg(long)]
+    key: Option<String>,
+    /// How many entries.
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// A catalogue version (3 or v3), or a settings change id (seth_…).
+    a: String,
+    /// The catalogue version to compare with (default: the one after A).
+    b: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// A catalogue version (3 or v3) or a settings change id (seth_…).
+    target: String,
+    /// Why (kept in the history).
+    #[arg(long)]
+    reason: String,
+    /// Confirm: every process switches to it within a second.
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -25,6 +76,10 @@ pub struct CheckArgs {
 pub async fn config(g: &Globals, c: ConfigCommand) -> Result<(), Failure> {
     match c {
         ConfigCommand::Check(args) => check(g, args.file),
+        ConfigCommand::Apply(args) => history::apply(g, args.file, &args.reason).await,
+        ConfigCommand::History(args) => history::history(g, args.key.as_deref(), args.limit).await,
+        ConfigCommand::Diff(args) => history::diff(g, &args.a, args.b.as_deref()).await,
+        ConfigCommand::Rollback(args) => history::rollback(g, &args.target, &args.reason, args.yes).await,
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use j1msky_audit::Actor;
-use j1msky_core::catalogue::{Catalogue, CatalogueError, SHIPPED};
+use j1msky_core::catalogue::{Catalogue, CatalogueError, LiveCatalogue, SHIPPED};
 use j1msky_core::{Clock, SystemClock};
 use j1msky_db::Db;
 
@@ -72,6 +72,37 @@ pub fn load_catalogue(g: &Globals) -> Result<Catalogue, Failure> {
         return Catalogue::from_json_str(SHIPPED).map_err(|e| invalid_catalogue(&path, e));
     }
     Catalogue::load(&path).map_err(|e| invalid_catalogue(&path, e))
+}
+
+/// The catalogue a long-running process serves: the version in force in the database
+/// (the `--config` file, stored as version 1, on the very first start), in a handle the
+/// runtime keeps following (`config apply` and rollbacks reach it without a restart).
+pub async fn live_catalogue(g: &Globals, db: &Db) -> Result<LiveCatalogue, Failure> {
+    let path = g.config.clone().unwrap_or_else(Catalogue::default_path);
+    let text = if g.config.is_none() && !path.exists() {
+        SHIPPED.to_string()
+    } else {
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    let source = path.display().to_string();
+    let (catalogue, version) = j1msky_ops::config_history::startup(db, &actor(), &text, &source, now())
+        .await
+        .map_err(|e| Failure { code: crate::EXIT_INVALID, error: anyhow::anyhow!("catalogue in force: {e}") })?;
+    tracing::info!(version, "catalogue version in force");
+    Ok(LiveCatalogue::new(catalogue, Some(version)))
+}
+
+/// The catalogue an operator command works with: the version in force when one is
+/// stored (what the running processes serve), else the `--config` file.
+pub async fn catalogue_in_force(g: &Globals, db: &Db) -> Result<Catalogue, Failure> {
+    let stored = j1msky_ops::config_history::active(db).await.map_err(|e| Failure::from(anyhow::anyhow!("{e}")))?;
+    match stored {
+        Some(s) => j1msky_ops::config_history::validate(&s.body, None).map_err(|e| Failure {
+            code: crate::EXIT_INVALID,
+            error: anyhow::anyhow!("catalogue version {} in force: {e}", s.meta.version),
+        }),
+        None => load_catalogue(g),
+    }
 }
 
 fn invalid_catalogue(path: &std::path::Path, e: CatalogueError) -> Failure {

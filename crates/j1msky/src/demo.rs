@@ -160,7 +160,7 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
     demo_billing(&db, &catalogue, &fake, &stripe, addr).await?;
     let data_dir = args.data_dir.clone();
     let config = WebConfig { stripe_webhook_secrets: vec![secret], ..WebConfig::default() };
-    let gateway = crate::roles::gateway(&db, &std::sync::Arc::new(catalogue), &overrides, false)?;
+    let gateway = crate::roles::gateway(&db, crate::context::live_catalogue(g, &db).await?, &overrides, false)?;
     // Demo mail is written as .eml files under the data dir and shown in /admin.
     let mail = j1msky_runtime::Mail {
         transport: std::sync::Arc::new(j1msky_lifecycle::transport::Files::new(args.data_dir.join("mail"))),

@@ -36,12 +36,18 @@ pub enum GatewayCommand {
         /// Requests per hour, or `default` to go back to the catalogue's cap.
         #[arg(allow_hyphen_values = true)]
         cap: String,
+        /// Why (kept in the configuration history).
+        #[arg(long)]
+        reason: String,
     },
     /// Set the business's daily spending budget (USD, e.g. `75.00`), or `default`.
     DailyBudget {
         /// USD amount or `default`.
         #[arg(allow_hyphen_values = true)]
         amount: String,
+        /// Why (kept in the configuration history).
+        #[arg(long)]
+        reason: String,
     },
     /// Set a customer's monthly spending budget (USD), or `none` to remove it.
     CustomerBudget {
@@ -116,8 +122,8 @@ fn control_failure(e: controls::ControlError) -> Failure {
 }
 
 pub async fn gateway(g: &Globals, cmd: GatewayCommand) -> Result<(), Failure> {
-    let catalogue = context::load_catalogue(g)?;
     let db = context::open_db(g).await?;
+    let catalogue = context::catalogue_in_force(g, &db).await?;
     let actor = context::actor();
     let now = context::now();
     match cmd {
@@ -161,17 +167,19 @@ pub async fn gateway(g: &Globals, cmd: GatewayCommand) -> Result<(), Failure> {
             controls::set_mode(&db, &actor, mode, &reason, now).await.map_err(gateway_failure)?;
             output::done(g, &format!("cost mode is now {mode}"), serde_json::json!({"mode": mode}));
         }
-        GatewayCommand::Cap { scope, cap } => {
-            let value =
-                controls::set_cap_text(&db, &catalogue, &actor, &scope, &cap, now).await.map_err(control_failure)?;
+        GatewayCommand::Cap { scope, cap, reason } => {
+            let value = controls::set_cap_text(&db, &catalogue, &actor, &scope, &cap, &reason, now)
+                .await
+                .map_err(control_failure)?;
             let text = match value {
                 Some(n) => format!("{scope}: {n} requests/hour"),
                 None => format!("{scope}: back to the catalogue's cap"),
             };
             output::done(g, &text, serde_json::json!({"scope": scope, "cap": value}));
         }
-        GatewayCommand::DailyBudget { amount } => {
-            let value = controls::set_daily_budget_text(&db, &actor, &amount, now).await.map_err(control_failure)?;
+        GatewayCommand::DailyBudget { amount, reason } => {
+            let value =
+                controls::set_daily_budget_text(&db, &actor, &amount, &reason, now).await.map_err(control_failure)?;
             let shown = value.unwrap_or(catalogue.routing.daily_budget);
             output::done(g, &format!("daily budget: {shown}"), serde_json::json!({"daily_budget": shown}));
         }

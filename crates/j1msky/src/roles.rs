@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::LiveCatalogue;
 use j1msky_db::Db;
 use j1msky_gateway::{Gateway, Limits, ProviderOverride};
 use j1msky_runtime::{parse_roles, Role, RoleError, Runtime, Settings};
@@ -29,12 +29,12 @@ pub fn roles(flag: &str, allowed: &[Role], why_not: &'static str) -> Result<BTre
 /// the reason, while another process holds them).
 pub fn gateway(
     db: &Db,
-    catalogue: &Arc<Catalogue>,
+    catalogue: impl Into<LiveCatalogue>,
     overrides: &HashMap<String, ProviderOverride>,
     shared_limits: bool,
 ) -> Result<Arc<Gateway>, Failure> {
     let limits = if shared_limits { Limits::Shared } else { Limits::ByBackend };
-    let gateway = Gateway::builder(db.clone(), catalogue.clone())
+    let gateway = Gateway::builder(db.clone(), catalogue)
         .overrides(overrides.clone())
         .limits(limits)
         .build()

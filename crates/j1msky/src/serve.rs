@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -177,7 +176,7 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     let db = context::open_db(g).await?;
     tracing::info!(database = %context::redact(&g.database_url), backend = db.backend().name(), "database ready");
     let web = if roles.contains(&Role::Web) { Some((bind(args.listen).await?, config)) } else { None };
-    let catalogue = Arc::new(catalogue);
+    let catalogue = context::live_catalogue(g, &db).await?;
     let gateway = crate::roles::gateway(&db, &catalogue, &overrides, args.shared_limits)?;
     let mail = args.mail.settings(args.public_url.as_deref(), context::templates_dir(g))?;
     let backup = args.backup.schedule(g, &db);

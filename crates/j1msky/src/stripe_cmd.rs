@@ -87,8 +87,8 @@ pub fn billing_failure(e: BillingError) -> Failure {
 }
 
 pub async fn stripe(g: &Globals, cmd: StripeCommand) -> Result<(), Failure> {
-    let catalogue = context::load_catalogue(g)?;
     let db = context::open_db(g).await?;
+    let catalogue = context::catalogue_in_force(g, &db).await?;
     let now = context::now();
     match cmd {
         StripeCommand::Sync(conn) => {

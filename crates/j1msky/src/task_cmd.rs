@@ -103,8 +103,8 @@ fn fail(e: TaskError) -> Failure {
 }
 
 pub async fn task(g: &Globals, cmd: TaskCommand) -> Result<(), Failure> {
-    let catalogue = context::load_catalogue(g)?;
     let db = context::open_db(g).await?;
+    let catalogue = context::catalogue_in_force(g, &db).await?;
     let result = run(g, &db, &catalogue, cmd).await;
     db.close().await;
     result
@@ -235,7 +235,8 @@ pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
     };
     // PostgreSQL: limits shared in the database with every other process. SQLite: this
     // process must hold them (refused, with the reason, while a server holds them).
-    let gateway = crate::roles::gateway(&db, &catalogue, &overrides, false)?;
+    let live = context::live_catalogue(g, &db).await?;
+    let gateway = crate::roles::gateway(&db, live, &overrides, false)?;
     let worker_config = j1msky_tasks::WorkerConfig {
         lease: std::time::Duration::from_secs(args.lease_secs),
         ..j1msky_tasks::WorkerConfig::default()

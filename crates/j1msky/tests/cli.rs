@@ -549,8 +549,8 @@ async fn the_operator_steers_the_gateway_from_the_command_line() {
     assert_eq!(status["budget"]["cap"], "50.00");
 
     assert_eq!(cli.json(&["gateway", "mode", "cheap-only", "--reason", "month-end squeeze"])["mode"], "cheap_only");
-    cli.json(&["gateway", "cap", &scope, "7"]);
-    cli.json(&["gateway", "daily-budget", "12.50"]);
+    cli.json(&["gateway", "cap", &scope, "7", "--reason", "trial account"]);
+    cli.json(&["gateway", "daily-budget", "12.50", "--reason", "quiet week"]);
     cli.json(&["gateway", "customer-budget", &id, "30"]);
     let status = cli.json(&["gateway", "status"]);
     assert_eq!(status["mode"], "cheap_only");
@@ -567,15 +567,15 @@ async fn the_operator_steers_the_gateway_from_the_command_line() {
     // Bad input: exit 2, the reason named, nothing changed.
     for (args, fragment) in [
         (vec!["gateway", "mode", "turbo"], "not a mode"),
-        (vec!["gateway", "cap", "planet:mars", "5"], "not a cap scope"),
-        (vec!["gateway", "cap", "global", "lots"], "not a number"),
-        (vec!["gateway", "cap", "global", "-4"], "negative"),
-        (vec!["gateway", "cap", "budget:daily", "5"], "the daily budget is money"),
-        (vec!["gateway", "cap", "model:gpt-nine", "5"], "no model `gpt-nine`"),
-        (vec!["gateway", "cap", "provider:openrouter", "5"], "no provider `openrouter`"),
-        (vec!["gateway", "cap", "customer:cus_nobody", "5"], "no customer `cus_nobody`"),
-        (vec!["gateway", "daily-budget", "0"], "above zero"),
-        (vec!["gateway", "daily-budget", "1.2345678"], "1.2345678"),
+        (vec!["gateway", "cap", "planet:mars", "5", "--reason", "r"], "not a cap scope"),
+        (vec!["gateway", "cap", "global", "lots", "--reason", "r"], "not a number"),
+        (vec!["gateway", "cap", "global", "-4", "--reason", "r"], "negative"),
+        (vec!["gateway", "cap", "budget:daily", "5", "--reason", "r"], "the daily budget is money"),
+        (vec!["gateway", "cap", "model:gpt-nine", "5", "--reason", "r"], "no model `gpt-nine`"),
+        (vec!["gateway", "cap", "provider:openrouter", "5", "--reason", "r"], "no provider `openrouter`"),
+        (vec!["gateway", "cap", "customer:cus_nobody", "5", "--reason", "r"], "no customer `cus_nobody`"),
+        (vec!["gateway", "daily-budget", "0", "--reason", "r"], "above zero"),
+        (vec!["gateway", "daily-budget", "1.2345678", "--reason", "r"], "1.2345678"),
         (vec!["gateway", "customer-budget", "cus_nobody", "10"], "no customer"),
         (vec!["costs", "--day", "2026-02-30"], "YYYY-MM-DD"),
     ] {
@@ -591,8 +591,8 @@ async fn the_operator_steers_the_gateway_from_the_command_line() {
     assert_eq!(overridden.len(), 1, "only the real scope's cap is stored: {overridden:?}");
 
     // Back to the catalogue's values.
-    cli.json(&["gateway", "cap", &scope, "default"]);
-    cli.json(&["gateway", "daily-budget", "default"]);
+    cli.json(&["gateway", "cap", &scope, "default", "--reason", "back to normal"]);
+    cli.json(&["gateway", "daily-budget", "default", "--reason", "back to normal"]);
     let status = cli.json(&["gateway", "status"]);
     assert_eq!(status["budget"]["cap"], "50.00");
     assert!(status["caps"].as_array().expect("caps").iter().all(|r| r["overridden"] == false));
@@ -616,7 +616,7 @@ async fn the_official_python_sdks_work_unchanged() {
     let key = cli.json(&["key", "create", "--customer", &id, "--name", "sdk"]);
     let secret = key["secret"].as_str().expect("secret").to_string();
     // Room for the SDK calls; the script then runs into the cap on purpose.
-    cli.json(&["gateway", "cap", &format!("customer:{id}"), "8"]);
+    cli.json(&["gateway", "cap", &format!("customer:{id}"), "8", "--reason", "sdk test"]);
     let server = Server::start_with(&cli, &["--simulated-providers"]);
     let out = Command::new(&python)
         .arg(repo_file("crates/j1msky/tests/sdk_check.py"))

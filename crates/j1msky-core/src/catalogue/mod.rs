@@ -2,12 +2,14 @@
 //! routing and Stripe settings, with validation that names the JSON path of each error.
 
 pub mod lifecycle;
+mod live;
 mod types;
 mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use live::LiveCatalogue;
 pub use types::*;
 
 /// The catalogue shipped with j1msky: the business plan's figures.

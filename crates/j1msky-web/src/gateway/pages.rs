@@ -139,6 +139,9 @@ pub struct CapForm {
     /// Requests per hour; empty for the catalogue's cap.
     #[serde(default)]
     cap: String,
+    /// Why (kept in the configuration history).
+    #[serde(default)]
+    reason: String,
 }
 
 /// `POST /admin/gateway/caps`: one scope's cap, edited in place.
@@ -148,7 +151,9 @@ pub async fn set_cap(
     Form(form): Form<CapForm>,
 ) -> Response {
     let actor = Actor::user(&s.user.id);
-    match controls::set_cap_text(&state.db, &state.catalogue, &actor, &form.scope, &form.cap, state.now()).await {
+    match controls::set_cap_text(&state.db, &state.catalogue, &actor, &form.scope, &form.cap, &form.reason, state.now())
+        .await
+    {
         Ok(_) => done(&state),
         Err(e) => refused(&state, &s, e.into()).await,
     }
@@ -159,6 +164,9 @@ pub struct BudgetForm {
     /// USD; empty for the catalogue's budget.
     #[serde(default)]
     amount: String,
+    /// Why (kept in the configuration history).
+    #[serde(default)]
+    reason: String,
 }
 
 /// `POST /admin/gateway/budget`: the business's daily budget.
@@ -167,7 +175,8 @@ pub async fn set_budget(
     OperatorUser(s): OperatorUser,
     Form(form): Form<BudgetForm>,
 ) -> Response {
-    match controls::set_daily_budget_text(&state.db, &Actor::user(&s.user.id), &form.amount, state.now()).await {
+    let actor = Actor::user(&s.user.id);
+    match controls::set_daily_budget_text(&state.db, &actor, &form.amount, &form.reason, state.now()).await {
         Ok(_) => done(&state),
         Err(e) => refused(&state, &s, e.into()).await,
     }

@@ -13,7 +13,10 @@ use crate::nav::NavEntry;
 use crate::state::AppState;
 
 /// Each page adds its entry here.
-pub const NAV: &[NavEntry] = &[NavEntry::operator("backups", "Backups", "/admin/backups")];
+pub const NAV: &[NavEntry] = &[
+    NavEntry::operator("backups", "Backups", "/admin/backups"),
+    NavEntry::operator("config", "Config", "/admin/config"),
+];
 
 pub fn router() -> Router<AppState> {
     Router::new()
