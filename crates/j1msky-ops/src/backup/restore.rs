@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::{Catalogue, LiveCatalogue};
 use j1msky_core::Clock;
 use j1msky_db::{Backend, Db};
 use serde::Serialize;
@@ -172,7 +172,7 @@ pub async fn reconcile_after_restore(
 /// that has not caught up with Stripe.
 pub async fn reconciled_first(
     db: Db,
-    catalogue: Arc<Catalogue>,
+    catalogue: LiveCatalogue,
     clock: Arc<dyn Clock>,
     stripe: j1msky_billing::Stripe,
     mut stop: tokio::sync::watch::Receiver<bool>,
