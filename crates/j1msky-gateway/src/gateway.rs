@@ -20,6 +20,8 @@ use crate::ledger::{self, Attempt};
 use crate::limits::{self, Budget, Cap, Reservation};
 use crate::policy::{self, Route};
 use crate::providers::{ProviderClient, Timeouts, UpstreamError};
+use crate::roundtrip::Settlement;
+use crate::settler::Settler;
 use crate::{escalation, GatewayError};
 use j1msky_core::windows;
 
@@ -116,6 +118,8 @@ pub struct Gateway {
     pub(crate) raised: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Names this gateway's reservations in the database (one per process).
     owner: String,
+    /// Group commit of settlements when limits are shared on PostgreSQL (started on first use).
+    settler: std::sync::OnceLock<Arc<Settler>>,
 }
 
 impl Gateway {
@@ -153,6 +157,7 @@ impl Gateway {
             terms: TermsCache::default(),
             raised: Default::default(),
             owner: format!("{}-{}", std::process::id(), j1msky_core::ids::new_id("gw")),
+            settler: std::sync::OnceLock::new(),
         }
     }
 
@@ -522,8 +527,19 @@ impl Gateway {
     /// transaction, then applies budget escalation.
     pub(crate) async fn settle(&self, reservation: &Reservation, attempts: &[Attempt]) -> Result<Money, GatewayError> {
         let total = attempts.iter().fold(Money::ZERO, |acc, a| acc.checked_add(a.cost).unwrap_or(acc));
+        let mut day_spent = None;
         if let Some(ip) = &self.in_process {
             ip.settle(reservation, total, attempts);
+        } else if self.db.backend() == j1msky_db::Backend::Postgres {
+            let settler = self.settler.get_or_init(|| Settler::start(self.db.clone()));
+            let job = Settlement { reservation: reservation.clone(), actual: total, attempts: attempts.to_vec() };
+            let (day, _) = windows::day(self.tz(), self.clock.now_micros());
+            day_spent = settler
+                .settle(job)
+                .await?
+                .into_iter()
+                .find(|(scope, window, _)| scope == "business:day" && *window == day)
+                .map(|(_, _, spent)| Money::from_micros(spent));
         } else {
             let mut tx = self.db.begin().await?;
             // The ledger first: the budget rows every call shares are locked last, just
@@ -533,7 +549,7 @@ impl Gateway {
             tx.commit().await?;
         }
         if total.micros() > 0 {
-            escalation::after_spend(self).await?;
+            escalation::after_spend_at(self, day_spent).await?;
         }
         Ok(total)
     }
