@@ -9,6 +9,7 @@ use j1msky_accounts::access::{self, Standing};
 use j1msky_accounts::activity;
 use j1msky_core::catalogue::{Catalogue, ModelOutsidePlan};
 use j1msky_core::{Clock, Money};
+use j1msky_db::invalidation::Topic;
 use j1msky_db::Db;
 use rand::Rng;
 
@@ -605,18 +606,24 @@ type TermsRow = (Option<String>, Option<i64>, Option<i64>, String, Option<String
 /// Customers' standing, plans and monthly budgets, read through a short cache: the hot
 /// path would otherwise query them on every call.
 #[derive(Default)]
+/// On PostgreSQL a change to a customer made by any process is announced and drops the
+/// entries at once ([`j1msky_db::invalidation`]); [`TERMS_TTL`] bounds the rest.
 struct TermsCache {
-    entries: std::sync::Mutex<HashMap<String, (std::time::Instant, Terms)>>,
+    entries: std::sync::Mutex<HashMap<String, TermsEntry>>,
 }
 
+/// When it was read, the customers' generation then, and the terms.
+type TermsEntry = (std::time::Instant, u64, Terms);
+
 impl TermsCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (std::time::Instant, Terms)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TermsEntry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn get(&self, db: &Db, id: &str) -> Result<Terms, GatewayError> {
-        if let Some((at, terms)) = self.lock().get(id) {
-            if at.elapsed() < TERMS_TTL {
+        let generation = db.invalidations().generation(Topic::Customers);
+        if let Some((at, seen, terms)) = self.lock().get(id) {
+            if at.elapsed() < TERMS_TTL && *seen == generation {
                 return Ok(terms.clone());
             }
         }
@@ -643,7 +650,7 @@ impl TermsCache {
         if entries.len() > 100_000 {
             entries.clear();
         }
-        entries.insert(id.to_string(), (std::time::Instant::now(), terms.clone()));
+        entries.insert(id.to_string(), (std::time::Instant::now(), generation, terms.clone()));
         Ok(terms)
     }
 

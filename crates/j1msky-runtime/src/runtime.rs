@@ -108,6 +108,9 @@ impl Runtime {
         rt.start_reactions();
         let sweeper = reservation_sweeper(rt.gateway.clone(), rt.stop_signal());
         rt.spawn_always("reservation sweeper", sweeper);
+        // Cached keys and customers follow changes made by other processes (PostgreSQL).
+        let invalidations = j1msky_db::invalidation::listen(rt.db().clone(), rt.stop_signal());
+        rt.spawn_always("cache invalidations", invalidations);
         Ok(rt)
     }
 
