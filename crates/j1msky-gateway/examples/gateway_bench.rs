@@ -10,6 +10,8 @@
 //!                                         the server has them) and this process's CPU seconds
 //! gateway_bench prepare URL               only makes the bench customer (for several processes)
 //! ```
+//!
+//! With `BENCH_BARRIER=DIR`, processes started together measure the same window.
 
 // A bench stops at the first surprise: panicking shortcuts, the wall clock and untracked
 // tasks are fine here (see [workspace.lints] in Cargo.toml).
@@ -73,13 +75,16 @@ async fn prepare(db: &Db, catalogue: &Catalogue) -> Result<String, Error> {
     Ok(c.id)
 }
 
-/// (statements, transactions committed) so far in this database, when the server counts them.
-async fn pg_counts(db: &Db) -> Option<(i64, i64)> {
+/// (round trips, statements, transactions committed) so far in this database, when the
+/// server counts them: round trips are the statements the client sent (`toplevel`),
+/// statements include those run inside functions and triggers (the server's work).
+async fn pg_counts(db: &Db) -> Option<(i64, i64, i64)> {
     if db.backend() != Backend::Postgres {
         return None;
     }
-    let statements: (i64,) = sqlx::query_as(
-        "SELECT CAST(COALESCE(SUM(calls), 0) AS BIGINT) FROM pg_stat_statements
+    let statements: (i64, i64) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(calls) FILTER (WHERE toplevel), 0) AS BIGINT),
+                CAST(COALESCE(SUM(calls), 0) AS BIGINT) FROM pg_stat_statements
          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     .fetch_one(db.pool())
@@ -90,7 +95,7 @@ async fn pg_counts(db: &Db) -> Option<(i64, i64)> {
             .fetch_one(db.pool())
             .await
             .ok()?;
-    Some((statements.0, commits.0))
+    Some((statements.0, statements.1, commits.0))
 }
 
 /// User and system CPU seconds of this process so far.
@@ -99,6 +104,20 @@ fn cpu_seconds() -> f64 {
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
     let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum());
     ticks / 100.0
+}
+
+/// With `BENCH_BARRIER=DIR` (several processes measured together, see
+/// `bench/gateway-db-cost`): says `ready` (warmed up) or `done` (measured) by a file in DIR,
+/// and after `ready` waits for DIR/go, so every process measures the same window.
+async fn barrier(stage: &str) {
+    let Ok(dir) = std::env::var("BENCH_BARRIER") else { return };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::write(dir.join(format!("{stage}-{}", std::process::id())), b"").expect("barrier file");
+    if stage == "ready" {
+        while !dir.join("go").exists() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 async fn closed_loop(db: Db, catalogue: Arc<Catalogue>, conc: usize, secs: u64) -> Result<(), Error> {
@@ -127,6 +146,7 @@ async fn closed_loop(db: Db, catalogue: Arc<Catalogue>, conc: usize, secs: u64) 
         gateway.complete(&ctx, None, &request).await?;
     }
     gateway.flush().await;
+    barrier("ready").await;
     let before = pg_counts(&db).await;
     let cpu_before = cpu_seconds();
     let done = Arc::new(AtomicU64::new(0));
@@ -157,15 +177,21 @@ async fn closed_loop(db: Db, catalogue: Arc<Catalogue>, conc: usize, secs: u64) 
     let took = started.elapsed().as_secs_f64();
     let calls = done.load(Ordering::Relaxed);
     let cpu = cpu_seconds() - cpu_before;
+    barrier("done").await;
     let mut line = format!(
         "closed backend={} conc={conc} calls={calls} secs={took:.2} calls_per_sec={:.0} process_cpu_s={cpu:.2}",
         db.backend().name(),
         calls as f64 / took
     );
-    if let (Some((s0, c0)), Some((s1, c1))) = (before, pg_counts(&db).await) {
+    if let (Some((r0, s0, c0)), Some((r1, s1, c1))) = (before, pg_counts(&db).await) {
         // The two counting queries themselves are in the figures: two statements, no commit.
         let per = |d: i64| d as f64 / calls.max(1) as f64;
-        line.push_str(&format!(" statements_per_call={:.2} commits_per_call={:.2}", per(s1 - s0 - 2), per(c1 - c0)));
+        line.push_str(&format!(
+            " round_trips_per_call={:.2} statements_per_call={:.2} commits_per_call={:.2}",
+            per(r1 - r0 - 2),
+            per(s1 - s0 - 2),
+            per(c1 - c0)
+        ));
     }
     println!("{line}");
     Ok(())
