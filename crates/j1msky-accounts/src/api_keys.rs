@@ -215,8 +215,8 @@ impl KeyCache {
         }
         let hash = digest(presented);
         // Both counters only grow, so their sum changes whenever either does.
-        let revocations = REVOCATIONS.load(std::sync::atomic::Ordering::SeqCst)
-            + db.invalidations().generation(Topic::Keys);
+        let revocations =
+            REVOCATIONS.load(std::sync::atomic::Ordering::SeqCst) + db.invalidations().generation(Topic::Keys);
         let cached = self
             .lock()
             .get(&hash)

@@ -94,7 +94,11 @@ async fn a_customer_change_written_by_another_process_is_announced() {
     let keys_before = serving.invalidations().generation(Topic::Keys);
     // A write of a column admission does not read announces nothing: a marker sent after
     // it arrives (notifications come in commit order) with the customers' generation unmoved.
-    sqlx::query("UPDATE customers SET name = 'B2' WHERE id = $1").bind(&customer).execute(t.db.pool()).await.expect("name");
+    sqlx::query("UPDATE customers SET name = 'B2' WHERE id = $1")
+        .bind(&customer)
+        .execute(t.db.pool())
+        .await
+        .expect("name");
     sqlx::query("SELECT pg_notify('j1msky_invalidate', 'keys')").execute(t.db.pool()).await.expect("marker");
     let deadline = Instant::now() + Duration::from_secs(10);
     while serving.invalidations().generation(Topic::Keys) == keys_before {

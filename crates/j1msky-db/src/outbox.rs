@@ -11,7 +11,6 @@ use sqlx::{AnyConnection, Row};
 
 use crate::{Backend, Db, DbError};
 
-
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
@@ -147,11 +146,7 @@ pub async fn after(db: &Db, seq: i64, limit: i64) -> Result<Vec<Event>, DbError>
         "SELECT seq, id, kind, customer_id, payload, created_at FROM events WHERE seq > $1{} ORDER BY seq LIMIT $2",
         settled_only(db.backend())
     );
-    let rows = sqlx::query(&sql)
-    .bind(seq)
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await?;
+    let rows = sqlx::query(&sql).bind(seq).bind(limit).fetch_all(db.pool()).await?;
     rows.iter().map(event_from_row).collect()
 }
 

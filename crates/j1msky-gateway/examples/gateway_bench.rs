@@ -39,9 +39,8 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T,
 /// The bench customer (made once per database): active Pro, a monthly budget, and caps and
 /// budgets that never bind (the checks still run on every call).
 async fn prepare(db: &Db, catalogue: &Catalogue) -> Result<String, Error> {
-    let existing: Option<(String,)> = sqlx::query_as("SELECT id FROM customers WHERE name = 'Gateway bench'")
-        .fetch_optional(db.pool())
-        .await?;
+    let existing: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM customers WHERE name = 'Gateway bench'").fetch_optional(db.pool()).await?;
     if let Some((id,)) = existing {
         return Ok(id);
     }
@@ -90,11 +89,10 @@ async fn pg_counts(db: &Db) -> Option<(i64, i64, i64)> {
     .fetch_one(db.pool())
     .await
     .ok()?;
-    let commits: (i64,) =
-        sqlx::query_as("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
-            .fetch_one(db.pool())
-            .await
-            .ok()?;
+    let commits: (i64,) = sqlx::query_as("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        .fetch_one(db.pool())
+        .await
+        .ok()?;
     Some((statements.0, statements.1, commits.0))
 }
 

@@ -25,6 +25,7 @@ pub(crate) enum Refusal {
 
 /// Counts one request against `caps` and reserves `amount` in `budgets` (both already in
 /// lock order) in one statement; `None` when admitted.
+#[allow(clippy::too_many_arguments)] // the function's parameters, one for one
 pub(crate) async fn admit(
     db: &Db,
     caps: &[&Cap],

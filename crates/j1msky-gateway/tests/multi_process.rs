@@ -83,7 +83,8 @@ impl Fleet {
         let mut handles = Vec::new();
         for i in 0..calls {
             let gw = Arc::clone(&self.gateways[i % self.gateways.len()]);
-            let ctx = CallContext { request_id: format!("{prefix}_{i:03}"), category: category.into(), ..Default::default() };
+            let ctx =
+                CallContext { request_id: format!("{prefix}_{i:03}"), category: category.into(), ..Default::default() };
             handles.push(tokio::spawn(async move { gw.complete(&ctx, None, &request(max_tokens)).await }));
         }
         let (mut ok, mut refused) = (0, 0);
@@ -155,7 +156,11 @@ async fn the_global_hourly_cap_admits_exactly_its_number_over_two_and_four_proce
             assert!(ok > 25 && used < 25, "{n} processes: admitted {ok}, {used} this hour");
         }
         let (_, (rows, _), upstream) = f.books(now).await;
-        assert_eq!((rows, upstream), (ok as i64, ok as u64), "{n} processes: one ledger row and one upstream call each");
+        assert_eq!(
+            (rows, upstream),
+            (ok as i64, ok as u64),
+            "{n} processes: one ledger row and one upstream call each"
+        );
         f.close().await;
     }
 }
