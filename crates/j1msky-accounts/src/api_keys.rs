@@ -8,6 +8,7 @@ use crate::secrets::{digest, random_token};
 use crate::AccountsError;
 use j1msky_audit::{audit, Actor};
 use j1msky_core::clock::SECOND;
+use j1msky_db::invalidation::Topic;
 use j1msky_db::Db;
 
 /// Every key starts with this, so leaked keys are recognisable.
@@ -150,6 +151,7 @@ pub async fn revoke(
     .await?;
     tx.commit().await?;
     REVOCATIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    db.invalidations().bump(Topic::Keys);
     key.revoked_at = Some(now);
     Ok(key)
 }
@@ -186,7 +188,9 @@ pub async fn authenticate(db: &Db, presented: &str, now: i64) -> Result<Option<K
 static REVOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How long a process trusts a key it has checked. A key revoked through this process
-/// stops at once; revoked by another process (the CLI), within this time.
+/// stops at once; revoked by another process, as soon as PostgreSQL's notification
+/// arrives ([`j1msky_db::invalidation`]), and without one (the CLI beside a SQLite
+/// server, a lost listener) within this time.
 pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Valid keys recently checked, so an API request does not query the key table each time.
@@ -196,7 +200,7 @@ pub struct KeyCache {
     entries: std::sync::Mutex<std::collections::HashMap<String, Entry>>,
 }
 
-/// When a key was found valid, and how many revocations this process had made by then.
+/// When a key was found valid, and the revocations known (here and announced) by then.
 type Entry = (std::time::Instant, u64, KeyAuth);
 
 impl KeyCache {
@@ -210,7 +214,9 @@ impl KeyCache {
             return Ok(None);
         }
         let hash = digest(presented);
-        let revocations = REVOCATIONS.load(std::sync::atomic::Ordering::SeqCst);
+        // Both counters only grow, so their sum changes whenever either does.
+        let revocations =
+            REVOCATIONS.load(std::sync::atomic::Ordering::SeqCst) + db.invalidations().generation(Topic::Keys);
         let cached = self
             .lock()
             .get(&hash)

@@ -51,6 +51,20 @@ pub struct Db {
     backend: Backend,
     /// The database file, for SQLite on disk.
     file: Option<std::path::PathBuf>,
+    /// Where it was opened, for connections outside the pool (the invalidation listener).
+    url: Url,
+    /// Generations of the cached reads (see [`crate::invalidation`]).
+    invalidations: std::sync::Arc<crate::invalidation::Invalidations>,
+}
+
+/// A connection URL, shown without its password.
+#[derive(Clone)]
+struct Url(std::sync::Arc<str>);
+
+impl std::fmt::Debug for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
 }
 
 impl Db {
@@ -59,6 +73,7 @@ impl Db {
     pub async fn connect(url: &str) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
+        let given = Url(url.into());
         let mut url = url.to_string();
         let mut file = None;
         if backend == Backend::Sqlite {
@@ -102,7 +117,7 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        Ok(Db { pool, backend, file })
+        Ok(Db { pool, backend, file, url: given, invalidations: Default::default() })
     }
 
     /// Applies pending migrations for this engine.
@@ -129,6 +144,16 @@ impl Db {
     /// The database file when this is SQLite on disk (None for memory and PostgreSQL).
     pub fn sqlite_file(&self) -> Option<&Path> {
         self.file.as_deref()
+    }
+
+    /// The URL this handle was opened with.
+    pub(crate) fn url(&self) -> &str {
+        &self.url.0
+    }
+
+    /// The generations of cached reads through this handle ([`crate::invalidation`]).
+    pub fn invalidations(&self) -> &crate::invalidation::Invalidations {
+        &self.invalidations
     }
 
     /// The engine behind this handle.

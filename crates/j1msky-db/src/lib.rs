@@ -5,6 +5,7 @@ pub mod consumers;
 mod db;
 mod error;
 pub mod hourly;
+pub mod invalidation;
 pub mod jobs;
 pub mod outbox;
 /// Test fixtures (fresh databases on either engine); only for other crates' tests,

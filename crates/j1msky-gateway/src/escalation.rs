@@ -27,10 +27,16 @@ pub fn mode_for(levels: &[u32], percent_spent: u64) -> Mode {
 
 /// Checks the day's spend after a settlement.
 pub async fn after_spend(gw: &Gateway) -> Result<(), GatewayError> {
+    after_spend_at(gw, None).await
+}
+
+/// As [`after_spend`], with the day's spend when the settlement already returned it
+/// (saving a read per call).
+pub async fn after_spend_at(gw: &Gateway, day_spent: Option<j1msky_core::Money>) -> Result<(), GatewayError> {
     let now = gw.clock.now_micros();
     let tz = gw.catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let (day_start, _) = windows::day(tz, now);
-    let spent = match gw.in_process.as_ref().and_then(|ip| ip.spent("business:day", day_start)) {
+    let spent = match day_spent.or_else(|| gw.in_process.as_ref().and_then(|ip| ip.spent("business:day", day_start))) {
         Some(spent) => spent,
         None => limits::budget_state(&gw.db, "business:day", day_start).await?.0,
     };

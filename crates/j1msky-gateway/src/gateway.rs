@@ -9,6 +9,7 @@ use j1msky_accounts::access::{self, Standing};
 use j1msky_accounts::activity;
 use j1msky_core::catalogue::{Catalogue, LiveCatalogue, ModelOutsidePlan};
 use j1msky_core::{Clock, Money};
+use j1msky_db::invalidation::Topic;
 use j1msky_db::Db;
 use rand::Rng;
 
@@ -20,6 +21,8 @@ use crate::ledger::{self, Attempt};
 use crate::limits::{self, Budget, Cap, Reservation};
 use crate::policy::{self, Route};
 use crate::providers::{ProviderClient, Timeouts, UpstreamError};
+use crate::roundtrip::Settlement;
+use crate::settler::Settler;
 use crate::{escalation, GatewayError};
 use j1msky_core::windows;
 
@@ -116,6 +119,8 @@ pub struct Gateway {
     pub(crate) raised: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Names this gateway's reservations in the database (one per process).
     owner: String,
+    /// Group commit of settlements when limits are shared on PostgreSQL (started on first use).
+    settler: std::sync::OnceLock<Arc<Settler>>,
 }
 
 impl Gateway {
@@ -153,6 +158,7 @@ impl Gateway {
             terms: TermsCache::default(),
             raised: Default::default(),
             owner: format!("{}-{}", std::process::id(), j1msky_core::ids::new_id("gw")),
+            settler: std::sync::OnceLock::new(),
         }
     }
 
@@ -522,8 +528,19 @@ impl Gateway {
     /// transaction, then applies budget escalation.
     pub(crate) async fn settle(&self, reservation: &Reservation, attempts: &[Attempt]) -> Result<Money, GatewayError> {
         let total = attempts.iter().fold(Money::ZERO, |acc, a| acc.checked_add(a.cost).unwrap_or(acc));
+        let mut day_spent = None;
         if let Some(ip) = &self.in_process {
             ip.settle(reservation, total, attempts);
+        } else if self.db.backend() == j1msky_db::Backend::Postgres {
+            let settler = self.settler.get_or_init(|| Settler::start(self.db.clone()));
+            let job = Settlement { reservation: reservation.clone(), actual: total, attempts: attempts.to_vec() };
+            let (day, _) = windows::day(self.tz(), self.clock.now_micros());
+            day_spent = settler
+                .settle(job)
+                .await?
+                .into_iter()
+                .find(|(scope, window, _)| scope == "business:day" && *window == day)
+                .map(|(_, _, spent)| Money::from_micros(spent));
         } else {
             let mut tx = self.db.begin().await?;
             // The ledger first: the budget rows every call shares are locked last, just
@@ -533,7 +550,7 @@ impl Gateway {
             tx.commit().await?;
         }
         if total.micros() > 0 {
-            escalation::after_spend(self).await?;
+            escalation::after_spend_at(self, day_spent).await?;
         }
         Ok(total)
     }
@@ -589,18 +606,24 @@ type TermsRow = (Option<String>, Option<i64>, Option<i64>, String, Option<String
 /// Customers' standing, plans and monthly budgets, read through a short cache: the hot
 /// path would otherwise query them on every call.
 #[derive(Default)]
+/// On PostgreSQL a change to a customer made by any process is announced and drops the
+/// entries at once ([`j1msky_db::invalidation`]); [`TERMS_TTL`] bounds the rest.
 struct TermsCache {
-    entries: std::sync::Mutex<HashMap<String, (std::time::Instant, Terms)>>,
+    entries: std::sync::Mutex<HashMap<String, TermsEntry>>,
 }
 
+/// When it was read, the customers' generation then, and the terms.
+type TermsEntry = (std::time::Instant, u64, Terms);
+
 impl TermsCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (std::time::Instant, Terms)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TermsEntry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn get(&self, db: &Db, id: &str) -> Result<Terms, GatewayError> {
-        if let Some((at, terms)) = self.lock().get(id) {
-            if at.elapsed() < TERMS_TTL {
+        let generation = db.invalidations().generation(Topic::Customers);
+        if let Some((at, seen, terms)) = self.lock().get(id) {
+            if at.elapsed() < TERMS_TTL && *seen == generation {
                 return Ok(terms.clone());
             }
         }
@@ -627,7 +650,7 @@ impl TermsCache {
         if entries.len() > 100_000 {
             entries.clear();
         }
-        entries.insert(id.to_string(), (std::time::Instant::now(), terms.clone()));
+        entries.insert(id.to_string(), (std::time::Instant::now(), generation, terms.clone()));
         Ok(terms)
     }
 

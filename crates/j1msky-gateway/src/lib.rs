@@ -15,6 +15,8 @@ pub mod limits;
 pub mod panel;
 pub mod policy;
 pub mod providers;
+mod roundtrip;
+mod settler;
 mod stream;
 
 pub use builder::{GatewayBuilder, Limits};

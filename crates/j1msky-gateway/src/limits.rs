@@ -1,7 +1,8 @@
 //! Hourly request caps and spending budgets, exact under concurrency and across
 //! processes: every admission is a conditional increment in the database
-//! (`used < cap`, `reserved + spent + amount <= cap`), inside one transaction that
-//! takes all of a request's scopes or none.
+//! (`used < cap`, `reserved + spent + amount <= cap`) that takes all of a request's
+//! scopes or none: on SQLite one transaction, on PostgreSQL one statement
+//! ([`crate::roundtrip`]).
 //!
 //! Each reservation is also a row naming its owner (the gateway instance) and an expiry:
 //! a lease that a live owner keeps renewing ([`renew`], from its sweeper), so one held by
@@ -10,7 +11,9 @@
 
 use j1msky_core::clock::SECOND;
 use j1msky_core::Money;
-use j1msky_db::{Db, DbError, Tx};
+use j1msky_db::{Backend, Db, DbError, Tx};
+
+use crate::roundtrip::{self, Refusal};
 
 /// One clock hour, in microseconds.
 pub const HOUR: i64 = 3600 * SECOND;
@@ -91,6 +94,26 @@ pub async fn admit(
     if let Some(cap) = caps.iter().find(|c| c.cap <= 0) {
         return Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs });
     }
+    let id = j1msky_core::ids::new_id("rsv");
+    let held = |budgets: &[&Budget]| Reservation {
+        id: id.clone(),
+        budgets: budgets.iter().map(|b| (b.scope.clone(), b.window_start)).collect(),
+        amount,
+    };
+    if db.backend() == Backend::Postgres {
+        let expires_at = now.saturating_add(RESERVATION_TTL);
+        return match roundtrip::admit(db, &caps, window, &budgets, amount, &id, owner, expires_at).await? {
+            None => Ok(held(&budgets)),
+            Some(Refusal::Cap(i)) => {
+                let cap = caps.get(i).ok_or_else(|| DbError::Corrupt(format!("no cap number {i}")))?;
+                Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs })
+            }
+            Some(Refusal::Budget(i, committed)) => {
+                let b = budgets.get(i).ok_or_else(|| DbError::Corrupt(format!("no budget number {i}")))?;
+                Err(refused(b, committed, amount, now))
+            }
+        };
+    }
     let mut tx = db.begin().await?;
     for cap in caps {
         // One statement: the first call of the hour makes the row, later ones count
@@ -110,7 +133,6 @@ pub async fn admit(
             return Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs });
         }
     }
-    let id = j1msky_core::ids::new_id("rsv");
     for b in &budgets {
         reserve(&mut tx, b, amount, now).await?;
         sqlx::query(
@@ -127,7 +149,7 @@ pub async fn admit(
         .await?;
     }
     tx.commit().await?;
-    Ok(Reservation { id, budgets: budgets.iter().map(|b| (b.scope.clone(), b.window_start)).collect(), amount })
+    Ok(held(&budgets))
 }
 
 async fn reserve(tx: &mut Tx, b: &Budget, amount: Money, now: i64) -> Result<(), LimitError> {
@@ -159,13 +181,17 @@ async fn reserve(tx: &mut Tx, b: &Budget, amount: Money, now: i64) -> Result<(),
     .fetch_optional(&mut **tx)
     .await?
     .unwrap_or((0, 0));
-    Err(LimitError::Budget {
+    Err(refused(b, row.0 + row.1, amount, now))
+}
+
+fn refused(b: &Budget, committed: i64, asked: Money, now: i64) -> LimitError {
+    LimitError::Budget {
         scope: b.scope.clone(),
         cap: b.cap,
-        committed: Money::from_micros(row.0 + row.1),
-        asked: amount,
+        committed: Money::from_micros(committed),
+        asked,
         retry_after_secs: ((b.window_end - now).max(0) as u64).div_ceil(SECOND as u64),
-    })
+    }
 }
 
 /// Turns a reservation into the actual spend, inside the caller's transaction. A

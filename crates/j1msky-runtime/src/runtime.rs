@@ -117,6 +117,9 @@ impl Runtime {
         let follow =
             j1msky_ops::config_history::follow(rt.db().clone(), rt.catalogue().clone(), every, rt.stop_signal());
         rt.spawn_always("catalogue follower", follow);
+        // Cached keys and customers follow changes made by other processes (PostgreSQL).
+        let invalidations = j1msky_db::invalidation::listen(rt.db().clone(), rt.stop_signal());
+        rt.spawn_always("cache invalidations", invalidations);
         Ok(rt)
     }
 

@@ -272,43 +272,76 @@ impl Worker {
             let latency: i64 = completed.attempts.iter().filter(|a| a.outcome == "ok").map(|a| a.latency_micros).sum();
             let tokens = (completed.response.usage.input_tokens + completed.response.usage.output_tokens) as i64;
             let now = self.clock.now_micros();
-            let mut tx = self.db.begin().await?;
-            let fenced = sqlx::query(&format!("UPDATE tasks SET lease_until = $4 WHERE {FENCE}"))
-                .bind(&c.id)
-                .bind(&self.owner)
-                .bind(c.attempt)
-                .bind(now + self.lease_micros())
-                .execute(&mut *tx)
-                .await?;
-            if fenced.rows_affected() == 0 {
-                tx.rollback().await?;
+            let step = StepRow { step, role: &role.role, output: &output, completed: &completed, latency, now };
+            if !self.store_step(c, &step).await? {
                 return Ok(Outcome::Lost);
             }
-            sqlx::query(
-                "INSERT INTO task_steps (task_id, step, role, model, output, input_tokens, output_tokens, cost_micros,
-                     latency_micros, attempt, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&c.id)
-            .bind(step)
-            .bind(&role.role)
-            .bind(&completed.model)
-            .bind(&output)
-            .bind(completed.response.usage.input_tokens as i64)
-            .bind(completed.response.usage.output_tokens as i64)
-            .bind(completed.cost.micros())
-            .bind(latency)
-            .bind(c.attempt)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            // The step and its ledger rows commit together: a crash can never leave a step
-            // whose cost is missing from the ledger, whichever way the gateway persists
-            // its rows (a repeated row is ignored by the ledger).
-            j1msky_gateway::ledger::record(&mut tx, &completed.attempts).await?;
-            tx.commit().await?;
             done.push((Done { role: role.role.clone(), output }, completed.cost.micros(), tokens));
         }
+    }
+
+    /// Stores a finished step under the task's lease (fenced: false when the lease was
+    /// lost), with its ledger rows: a crash never leaves a step whose cost is missing from
+    /// the ledger. On PostgreSQL it is one statement, and the ledger rows are already
+    /// committed by the gateway's settlement before the call returned; on SQLite, one
+    /// transaction that also writes them (the in-memory limits commit them later; a
+    /// repeated row is ignored by the ledger).
+    async fn store_step(&self, c: &Claim, s: &StepRow<'_>) -> Result<bool, TaskError> {
+        let usage = &s.completed.response.usage;
+        let insert = "INSERT INTO task_steps (task_id, step, role, model, output, input_tokens, output_tokens,
+                 cost_micros, latency_micros, attempt, created_at)";
+        let lease_until = s.now + self.lease_micros();
+        if self.db.backend() == Backend::Postgres && !self.gateway.limits_in_process() {
+            let done = sqlx::query(&format!(
+                "WITH fenced AS (UPDATE tasks SET lease_until = $4 WHERE {FENCE} RETURNING id)
+                 {insert} SELECT id, $5, $6, $7, $8, $9, $10, $11, $12, $3, $13 FROM fenced"
+            ))
+            .bind(&c.id)
+            .bind(&self.owner)
+            .bind(c.attempt)
+            .bind(lease_until)
+            .bind(s.step)
+            .bind(s.role)
+            .bind(&s.completed.model)
+            .bind(s.output)
+            .bind(usage.input_tokens as i64)
+            .bind(usage.output_tokens as i64)
+            .bind(s.completed.cost.micros())
+            .bind(s.latency)
+            .bind(s.now)
+            .execute(self.db.pool())
+            .await?;
+            return Ok(done.rows_affected() == 1);
+        }
+        let mut tx = self.db.begin().await?;
+        let fenced = sqlx::query(&format!("UPDATE tasks SET lease_until = $4 WHERE {FENCE}"))
+            .bind(&c.id)
+            .bind(&self.owner)
+            .bind(c.attempt)
+            .bind(lease_until)
+            .execute(&mut *tx)
+            .await?;
+        if fenced.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(&format!("{insert} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
+            .bind(&c.id)
+            .bind(s.step)
+            .bind(s.role)
+            .bind(&s.completed.model)
+            .bind(s.output)
+            .bind(usage.input_tokens as i64)
+            .bind(usage.output_tokens as i64)
+            .bind(s.completed.cost.micros())
+            .bind(s.latency)
+            .bind(c.attempt)
+            .bind(s.now)
+            .execute(&mut *tx)
+            .await?;
+        j1msky_gateway::ledger::record(&mut tx, &s.completed.attempts).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The gateway call, with the lease kept alive while it runs.
@@ -489,6 +522,16 @@ impl Worker {
         tx.commit().await?;
         Ok(Outcome::Succeeded)
     }
+}
+
+/// A finished step, to store.
+struct StepRow<'a> {
+    step: i64,
+    role: &'a str,
+    output: &'a str,
+    completed: &'a j1msky_gateway::Completed,
+    latency: i64,
+    now: i64,
 }
 
 /// The start of a review, enough for an error message.

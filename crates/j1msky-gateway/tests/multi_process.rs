@@ -1,0 +1,194 @@
+//! Limits shared by 2 and 4 processes on one database (each a gateway with its own pool,
+//! its own reservation owner and, on PostgreSQL, its own settlement writer), on the engine
+//! the test run selects: the 64-way races admit exactly what fits, every admitted call is
+//! in the ledger and the budget, and what a dead process held is released by the others'
+//! sweeper when its lease runs out, never before.
+
+// A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
+// and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use j1msky_audit::Actor;
+use j1msky_core::catalogue::{Catalogue, SHIPPED};
+use j1msky_core::windows;
+use j1msky_core::{Clock, ManualClock, Money, SystemClock};
+use j1msky_db::testing::TestDb;
+use j1msky_db::Db;
+use j1msky_gateway::chat::{ChatRequest, Speaker, Turn};
+use j1msky_gateway::limits::{LimitError, RESERVATION_TTL};
+use j1msky_gateway::{controls, limits, policy, CallContext, Gateway, GatewayError, Limits, RetryPolicy};
+use j1msky_sim::SimConfig;
+
+const MAX_TOKENS: u32 = 1000;
+
+fn request(max_tokens: u32) -> ChatRequest {
+    ChatRequest {
+        system: None,
+        turns: vec![Turn { speaker: Speaker::User, text: "Summarise the quarter".into() }],
+        max_tokens,
+        temperature: None,
+        stop: vec![],
+    }
+}
+
+struct Fleet {
+    t: TestDb,
+    catalogue: Arc<Catalogue>,
+    sim: j1msky_sim::Running,
+    pools: Vec<Db>,
+    gateways: Vec<Arc<Gateway>>,
+}
+
+/// `n` gateways sharing limits in one fresh database, each on its own pool and `clock`.
+async fn fleet(n: usize, clock: Arc<dyn Clock>) -> Fleet {
+    let t = TestDb::new().await;
+    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).expect("catalogue"));
+    // Every answer is as long as `max_tokens`, so a settled call frees too little for
+    // another to fit where the budget is concerned.
+    let sim = j1msky_sim::spawn(SimConfig {
+        answer_tokens: MAX_TOKENS,
+        latency: Duration::from_millis(20),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let mut pools = Vec::new();
+    let mut gateways = Vec::new();
+    for _ in 0..n {
+        let db = Db::connect(&t.url).await.expect("pool");
+        let gw = Gateway::builder(db.clone(), catalogue.clone())
+            .clock(clock.clone())
+            .all_providers_at(&sim.openai_base(), &sim.anthropic_base(), "k")
+            .retry(RetryPolicy { retries_per_model: 0, ..RetryPolicy::default() })
+            .limits(Limits::Shared)
+            .build()
+            .expect("gateway");
+        pools.push(db);
+        gateways.push(Arc::new(gw));
+    }
+    Fleet { t, catalogue, sim, pools, gateways }
+}
+
+impl Fleet {
+    /// One call's reservation against the daily budget.
+    fn per_call(&self) -> Money {
+        policy::max_cost(&self.catalogue, "kimi-k2.5", request(MAX_TOKENS).estimated_input_tokens(), MAX_TOKENS)
+    }
+
+    /// `calls` concurrent calls spread over the gateways: (admitted, refused by `scope`).
+    async fn race(&self, calls: usize, prefix: &str, max_tokens: u32, category: &str) -> (usize, usize) {
+        let mut handles = Vec::new();
+        for i in 0..calls {
+            let gw = Arc::clone(&self.gateways[i % self.gateways.len()]);
+            let ctx =
+                CallContext { request_id: format!("{prefix}_{i:03}"), category: category.into(), ..Default::default() };
+            handles.push(tokio::spawn(async move { gw.complete(&ctx, None, &request(max_tokens)).await }));
+        }
+        let (mut ok, mut refused) = (0, 0);
+        for h in handles {
+            match h.await.expect("join") {
+                Ok(_) => ok += 1,
+                Err(GatewayError::Limit(LimitError::Budget { .. } | LimitError::Cap { .. })) => refused += 1,
+                Err(e) => panic!("unexpected failure: {e}"),
+            }
+        }
+        (ok, refused)
+    }
+
+    /// The day's (spent, reserved), the ledger's (rows, sum) and the provider's request count.
+    async fn books(&self, now: i64) -> ((Money, Money), (i64, i64), u64) {
+        let (day, _) = windows::day(chrono_tz::UTC, now);
+        let state = limits::budget_state(&self.t.db, "business:day", day).await.expect("state");
+        let ledger: (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls")
+                .fetch_one(self.t.db.pool())
+                .await
+                .expect("ledger");
+        let stats: j1msky_sim::Stats = reqwest::get(format!("http://{}/_sim/stats", self.sim.addr))
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        (state, ledger, stats.requests)
+    }
+
+    async fn close(self) {
+        for p in &self.pools {
+            p.close().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_that_fits_ten_admits_exactly_ten_over_two_and_four_processes() {
+    for n in [2, 4] {
+        let f = fleet(n, Arc::new(SystemClock)).await;
+        let now = SystemClock.now_micros();
+        let budget = Money::from_micros(f.per_call().micros() * 10 + f.per_call().micros() / 2);
+        controls::set_daily_budget(&f.t.db, &Actor::cli(), Some(budget), now).await.expect("budget");
+        let (ok, refused) = f.race(64, &format!("req_b{n}"), MAX_TOKENS, "general").await;
+        assert_eq!((ok, refused), (10, 54), "{n} processes: exactly the ten calls that fit");
+        let ((spent, reserved), (rows, sum), upstream) = f.books(now).await;
+        assert_eq!(reserved, Money::ZERO, "{n} processes: every reservation settled");
+        assert!(spent <= budget, "{n} processes: spent {spent} of {budget}");
+        assert_eq!((rows, sum), (10, spent.micros()), "{n} processes: the budget's spend is the ledger's");
+        assert_eq!(upstream, 10, "{n} processes: refused calls never reached the provider");
+        f.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_global_hourly_cap_admits_exactly_its_number_over_two_and_four_processes() {
+    for n in [2, 4] {
+        let f = fleet(n, Arc::new(SystemClock)).await;
+        let now = SystemClock.now_micros();
+        controls::set_cap(&f.t.db, &f.catalogue, &Actor::cli(), "global", Some(25), now).await.expect("cap");
+        let (ok, refused) = f.race(64, &format!("req_c{n}"), 16, "code").await;
+        // A race crossing the hour boundary would reset the count; both hours then count.
+        let used = limits::used_this_hour(&f.t.db, "global", SystemClock.now_micros()).await.expect("used");
+        if used == 25 {
+            assert_eq!((ok, refused), (25, 39), "{n} processes: exactly the cap");
+        } else {
+            assert!(ok > 25 && used < 25, "{n} processes: admitted {ok}, {used} this hour");
+        }
+        let (_, (rows, _), upstream) = f.books(now).await;
+        assert_eq!(
+            (rows, upstream),
+            (ok as i64, ok as u64),
+            "{n} processes: one ledger row and one upstream call each"
+        );
+        f.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_a_dead_process_held_is_kept_until_its_lease_ends_then_released_over_two_and_four_processes() {
+    for n in [2, 4] {
+        let clock = ManualClock::new(SystemClock.now_micros());
+        let f = fleet(n, Arc::new(clock.clone())).await;
+        let now = clock.now_micros();
+        let budget = Money::from_micros(f.per_call().micros() * 10 + f.per_call().micros() / 2);
+        controls::set_daily_budget(&f.t.db, &Actor::cli(), Some(budget), now).await.expect("budget");
+        // The last process admits a call and dies before settling it.
+        let ctx = CallContext { request_id: format!("req_dead{n}"), category: "general".into(), ..Default::default() };
+        let (_route, held) = f.gateways[n - 1].admit(&ctx, None, &request(MAX_TOKENS)).await.expect("admit");
+        let mut f = f;
+        f.gateways.pop();
+        // The survivors race: the dead call's reservation still counts, so nine fit.
+        let (ok, _) = f.race(64, &format!("req_d{n}"), MAX_TOKENS, "general").await;
+        assert_eq!(ok, 9, "{n} processes: the dead process's reservation is kept while its lease runs");
+        // A sweep before the lease ends releases nothing; after it, the reservation goes.
+        assert_eq!(f.gateways[0].release_expired_reservations().await.expect("sweep"), 0);
+        clock.advance_micros(RESERVATION_TTL + 1);
+        let released = f.gateways[0].release_expired_reservations().await.expect("sweep");
+        assert_eq!(released, held.budgets.len() as u64, "{n} processes: released once expired");
+        let ((spent, reserved), (rows, sum), _) = f.books(now).await;
+        assert_eq!(reserved, Money::ZERO, "{n} processes: nothing held any more");
+        assert!(spent <= budget && rows == 9 && sum == spent.micros(), "{n} processes: {spent} over {rows} rows");
+        f.close().await;
+    }
+}
