@@ -68,9 +68,9 @@ async fn prepare(db: &Db, catalogue: &Catalogue) -> Result<String, Error> {
         .into_iter()
         .chain(catalogue.providers.keys().map(|p| format!("provider:{p}")))
     {
-        controls::set_cap(db, catalogue, &Actor::cli(), &scope, big, now).await?;
+        controls::set_cap(db, catalogue, &Actor::cli(), &scope, big, "benchmark", now).await?;
     }
-    controls::set_daily_budget(db, &Actor::cli(), Some(Money::from_micros(1_000_000_000_000)), now).await?;
+    controls::set_daily_budget(db, &Actor::cli(), Some(Money::from_micros(1_000_000_000_000)), "benchmark", now).await?;
     Ok(c.id)
 }
 

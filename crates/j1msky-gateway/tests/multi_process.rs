@@ -129,7 +129,7 @@ async fn a_budget_that_fits_ten_admits_exactly_ten_over_two_and_four_processes()
         let f = fleet(n, Arc::new(SystemClock)).await;
         let now = SystemClock.now_micros();
         let budget = Money::from_micros(f.per_call().micros() * 10 + f.per_call().micros() / 2);
-        controls::set_daily_budget(&f.t.db, &Actor::cli(), Some(budget), now).await.expect("budget");
+        controls::set_daily_budget(&f.t.db, &Actor::cli(), Some(budget), "test", now).await.expect("budget");
         let (ok, refused) = f.race(64, &format!("req_b{n}"), MAX_TOKENS, "general").await;
         assert_eq!((ok, refused), (10, 54), "{n} processes: exactly the ten calls that fit");
         let ((spent, reserved), (rows, sum), upstream) = f.books(now).await;
@@ -146,7 +146,7 @@ async fn the_global_hourly_cap_admits_exactly_its_number_over_two_and_four_proce
     for n in [2, 4] {
         let f = fleet(n, Arc::new(SystemClock)).await;
         let now = SystemClock.now_micros();
-        controls::set_cap(&f.t.db, &f.catalogue, &Actor::cli(), "global", Some(25), now).await.expect("cap");
+        controls::set_cap(&f.t.db, &f.catalogue, &Actor::cli(), "global", Some(25), "test", now).await.expect("cap");
         let (ok, refused) = f.race(64, &format!("req_c{n}"), 16, "code").await;
         // A race crossing the hour boundary would reset the count; both hours then count.
         let used = limits::used_this_hour(&f.t.db, "global", SystemClock.now_micros()).await.expect("used");
@@ -172,7 +172,7 @@ async fn what_a_dead_process_held_is_kept_until_its_lease_ends_then_released_ove
         let f = fleet(n, Arc::new(clock.clone())).await;
         let now = clock.now_micros();
         let budget = Money::from_micros(f.per_call().micros() * 10 + f.per_call().micros() / 2);
-        controls::set_daily_budget(&f.t.db, &Actor::cli(), Some(budget), now).await.expect("budget");
+        controls::set_daily_budget(&f.t.db, &Actor::cli(), Some(budget), "test", now).await.expect("budget");
         // The last process admits a call and dies before settling it.
         let ctx = CallContext { request_id: format!("req_dead{n}"), category: "general".into(), ..Default::default() };
         let (_route, held) = f.gateways[n - 1].admit(&ctx, None, &request(MAX_TOKENS)).await.expect("admit");
