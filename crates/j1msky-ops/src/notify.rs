@@ -107,6 +107,20 @@ impl Notifier {
     }
 }
 
+/// Seeds the hourly check and the next report mails, then fires ops' timers until
+/// `stop` (the `reactions` role runs it through the runtime).
+pub async fn run_timers(n: Notifier, stop: tokio::sync::watch::Receiver<bool>) {
+    let handlers = n.timer_handlers(j1msky_db::timers::Handlers::new());
+    let now = n.ops.clock.now_micros();
+    if let Err(e) = handlers.schedule_recurring(&n.ops.db, now).await {
+        tracing::warn!(error = %e, "could not seed the hourly alert checks");
+    }
+    if let Err(e) = crate::reports::schedule(&n.ops, now).await {
+        tracing::warn!(error = %e, "could not schedule the report mails");
+    }
+    j1msky_db::timers::run(n.ops.db.clone(), handlers, n.ops.clock.clone(), stop).await;
+}
+
 /// Who operator mail goes to: the catalogue's `alerts.recipients`, else every operator
 /// who can sign in.
 pub async fn recipients(ops: &crate::Ctx) -> Result<Vec<String>, NotifyError> {
