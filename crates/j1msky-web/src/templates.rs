@@ -46,6 +46,7 @@ pub fn environment() -> Environment<'static> {
         "admin/lifecycle_messages.html",
         "admin/lifecycle_message.html",
         "admin/lifecycle_suppressions.html",
+        "admin/alerts.html",
         "public/survey.html",
         "public/unsubscribe.html"
     );

@@ -13,7 +13,9 @@ use crate::nav::NavEntry;
 use crate::state::AppState;
 
 /// Each page adds its entry here.
-pub const NAV: &[NavEntry] = &[];
+pub const NAV: &[NavEntry] = &[
+    NavEntry::operator("alerts", "Alerts", "/admin/alerts"),
+];
 
 pub fn router() -> Router<AppState> {
     Router::new()
