@@ -155,8 +155,7 @@ pub async fn recent(db: &Db, limit: i64) -> Result<Vec<Alert>, DbError> {
     Ok(rows.into_iter().map(|(kind, message, created_at)| Alert { kind, message, created_at }).collect())
 }
 
-const COLUMNS: &str =
-    "id, kind, message, created_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by";
+const COLUMNS: &str = "id, kind, message, created_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by";
 
 fn row_of(r: &sqlx::any::AnyRow) -> Result<AlertRow, DbError> {
     Ok(AlertRow {
@@ -173,10 +172,8 @@ fn row_of(r: &sqlx::any::AnyRow) -> Result<AlertRow, DbError> {
 
 /// Alerts in `status`, newest first.
 pub async fn list(db: &Db, status: Status, limit: i64) -> Result<Vec<AlertRow>, DbError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM alerts WHERE {} ORDER BY created_at DESC, id DESC LIMIT $1",
-        status.condition()
-    );
+    let sql =
+        format!("SELECT {COLUMNS} FROM alerts WHERE {} ORDER BY created_at DESC, id DESC LIMIT $1", status.condition());
     let rows = sqlx::query(&sql).bind(limit).fetch_all(db.pool()).await?;
     rows.iter().map(row_of).collect()
 }

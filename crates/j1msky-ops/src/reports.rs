@@ -108,7 +108,9 @@ pub async fn build(ops: &crate::Ctx, which: Which, now: i64) -> Result<Report, N
         Which::Morning => {
             let items = j1msky_insights::morning::review(&insights(ops)).await?;
             let mut sections: Vec<Section> = Vec::new();
-            for (sev, heading) in [(Severity::Critical, "Critical"), (Severity::Warning, "Warnings"), (Severity::Info, "For information")] {
+            for (sev, heading) in
+                [(Severity::Critical, "Critical"), (Severity::Warning, "Warnings"), (Severity::Info, "For information")]
+            {
                 let lines = items
                     .iter()
                     .filter(|i| i.severity == sev)
@@ -121,7 +123,9 @@ pub async fn build(ops: &crate::Ctx, which: Which, now: i64) -> Result<Report, N
         Which::Evening => {
             let e = j1msky_insights::evening::review(&insights(ops), now).await?;
             let spend = |rows: &[j1msky_insights::figures::MarginRow]| -> Vec<String> {
-                rows.iter().map(|r| format!("{}: {} in {} call(s)", r.label, Money::from_micros(r.cost_micros), r.tasks)).collect()
+                rows.iter()
+                    .map(|r| format!("{}: {} in {} call(s)", r.label, Money::from_micros(r.cost_micros), r.tasks))
+                    .collect()
             };
             let margins = e
                 .by_customer
@@ -162,10 +166,21 @@ pub fn next_occurrence(ops: &crate::Ctx, which: Which, after: i64) -> (String, i
     }
 }
 
-async fn schedule_after(conn: &mut sqlx::AnyConnection, ops: &crate::Ctx, which: Which, after: i64, now: i64) -> Result<(), NotifyError> {
+async fn schedule_after(
+    conn: &mut sqlx::AnyConnection,
+    ops: &crate::Ctx,
+    which: Which,
+    after: i64,
+    now: i64,
+) -> Result<(), NotifyError> {
     let (key, run_at) = next_occurrence(ops, which, after);
     let payload = serde_json::json!({"which": which.as_str()});
-    timers::schedule(conn, &NewTimer { kind: REPORT_TIMER, key: &key, payload: &payload, run_at, max_attempts: 5 }, now).await?;
+    timers::schedule(
+        conn,
+        &NewTimer { kind: REPORT_TIMER, key: &key, payload: &payload, run_at, max_attempts: 5 },
+        now,
+    )
+    .await?;
     Ok(())
 }
 
@@ -194,7 +209,14 @@ async fn send(n: &Notifier, fired: &Fired) -> Result<(), NotifyError> {
     let source = format!("report:{}", fired.key);
     let mut tx = ops.db.begin().await?;
     for to in &recipients {
-        let msg = OperatorMessage { to, source: &source, step: to, occurrence: 0, template: REPORT_TEMPLATE, rendered: &rendered };
+        let msg = OperatorMessage {
+            to,
+            source: &source,
+            step: to,
+            occurrence: 0,
+            template: REPORT_TEMPLATE,
+            rendered: &rendered,
+        };
         delivery::enqueue_for_operator(&mut tx, &msg, fired.now).await?;
     }
     schedule_after(&mut tx, ops, which, fired.run_at.max(fired.now), fired.now).await?;

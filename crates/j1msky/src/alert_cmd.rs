@@ -35,7 +35,10 @@ fn row(a: &AlertRow) -> Vec<String> {
 }
 
 fn missing(id: &str) -> Failure {
-    Failure { code: crate::EXIT_INVALID, error: anyhow::anyhow!("no alert `{id}` (see `j1msky alert list --status all`)") }
+    Failure {
+        code: crate::EXIT_INVALID,
+        error: anyhow::anyhow!("no alert `{id}` (see `j1msky alert list --status all`)"),
+    }
 }
 
 pub async fn alert(g: &Globals, c: AlertCommand) -> Result<(), Failure> {
@@ -53,7 +56,8 @@ pub async fn alert(g: &Globals, c: AlertCommand) -> Result<(), Failure> {
             output::list(g, &list, &header, row);
         }
         AlertCommand::Ack { id } => {
-            let a = alerts::acknowledge(&db, &context::actor(), &id, context::now()).await?.ok_or_else(|| missing(&id))?;
+            let a =
+                alerts::acknowledge(&db, &context::actor(), &id, context::now()).await?.ok_or_else(|| missing(&id))?;
             output::done(g, &format!("alert {id} is {}", a.status()), serde_json::json!(a));
         }
         AlertCommand::Resolve { id } => {

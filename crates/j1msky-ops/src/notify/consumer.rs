@@ -67,13 +67,25 @@ async fn on_alert(conn: &mut AnyConnection, n: &Notifier, event: &Event, now: i6
         if held {
             let key = format!("{channel}:{}:{hour}", a.kind);
             let payload = serde_json::json!({"channel": channel, "kind": a.kind, "from": hour, "to": hour_end});
-            let timer = timers::NewTimer { kind: DIGEST_TIMER, key: &key, payload: &payload, run_at: hour_end, max_attempts: WEBHOOK_ATTEMPTS };
+            let timer = timers::NewTimer {
+                kind: DIGEST_TIMER,
+                key: &key,
+                payload: &payload,
+                run_at: hour_end,
+                max_attempts: WEBHOOK_ATTEMPTS,
+            };
             timers::schedule(conn, &timer, now).await?;
         } else if channel == MAIL {
             queue_mail(conn, n, &recipients, &a.alert, &a.kind, &[a.message.clone()], now).await?;
         } else if channel == WEBHOOK {
             let payload = serde_json::json!({"alert": a.alert, "text": webhook_text(n, &a.kind, &a.message)});
-            let timer = timers::NewTimer { kind: WEBHOOK_TIMER, key: &a.alert, payload: &payload, run_at: now, max_attempts: WEBHOOK_ATTEMPTS };
+            let timer = timers::NewTimer {
+                kind: WEBHOOK_TIMER,
+                key: &a.alert,
+                payload: &payload,
+                run_at: now,
+                max_attempts: WEBHOOK_ATTEMPTS,
+            };
             timers::schedule(conn, &timer, now).await?;
         }
     }
@@ -117,7 +129,14 @@ pub(super) async fn queue_mail(
     let source = format!("alert:{source_id}");
     let mut queued = 0;
     for to in recipients {
-        let msg = OperatorMessage { to, source: &source, step: to, occurrence: 0, template: ALERT_TEMPLATE, rendered: &rendered };
+        let msg = OperatorMessage {
+            to,
+            source: &source,
+            step: to,
+            occurrence: 0,
+            template: ALERT_TEMPLATE,
+            rendered: &rendered,
+        };
         if delivery::enqueue_for_operator(conn, &msg, now).await?.is_some() {
             queued += 1;
         }

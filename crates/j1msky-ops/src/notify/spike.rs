@@ -46,7 +46,8 @@ pub async fn check_cost_spike(ops: &crate::Ctx, hour_start: i64, now: i64) -> Re
     let spend = j1msky_gateway::ledger::spend_between(db, hour_start, hour_start + HOUR).await?.micros();
     let before = j1msky_gateway::ledger::spend_between(db, hour_start - window * HOUR, hour_start).await?.micros();
     let average = before / window;
-    let mut out = SpikeCheck { hour_start, spend_micros: spend, average_micros: average, alert: None, escalated_to: None };
+    let mut out =
+        SpikeCheck { hour_start, spend_micros: spend, average_micros: average, alert: None, escalated_to: None };
     // spend > k × average with k = factor_percent / 100, in integers.
     let spike = spend >= rule.min_spend_micros
         && i128::from(spend) * 100 > i128::from(average) * i128::from(rule.factor_percent);
@@ -66,7 +67,8 @@ pub async fn check_cost_spike(ops: &crate::Ctx, hour_start: i64, now: i64) -> Re
                 j1msky_core::Money::from_micros(average),
                 rule.factor_percent
             );
-            let detail = serde_json::json!({"spend_micros": spend, "average_micros": average, "escalate_to": target.as_str()});
+            let detail =
+                serde_json::json!({"spend_micros": spend, "average_micros": average, "escalate_to": target.as_str()});
             j1msky_audit::alerts::raise(db, &id, "cost_spike", &message, &detail, now).await?;
             target
         }
@@ -79,14 +81,17 @@ pub async fn check_cost_spike(ops: &crate::Ctx, hour_start: i64, now: i64) -> Re
 }
 
 async fn stored_target(db: &j1msky_db::Db, id: &str) -> Result<Option<Mode>, NotifyError> {
-    let detail: Option<String> = sqlx::query_scalar("SELECT detail FROM alerts WHERE id = $1").bind(id).fetch_optional(db.pool()).await?;
+    let detail: Option<String> =
+        sqlx::query_scalar("SELECT detail FROM alerts WHERE id = $1").bind(id).fetch_optional(db.pool()).await?;
     let v: serde_json::Value = detail.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default();
     Ok(v["escalate_to"].as_str().and_then(|m| m.parse().ok()))
 }
 
 fn hour_label(ops: &crate::Ctx, t: i64) -> String {
     let tz: chrono_tz::Tz = ops.catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
-    chrono::DateTime::from_timestamp_micros(t).map(|d| d.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()).unwrap_or_default()
+    chrono::DateTime::from_timestamp_micros(t)
+        .map(|d| d.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string())
+        .unwrap_or_default()
 }
 
 /// Raises `queue_stuck` (once an hour) when the oldest queued task waited longer than
@@ -105,7 +110,8 @@ pub async fn check_queue(ops: &crate::Ctx, now: i64) -> Result<bool, NotifyError
         worst.queued
     );
     let detail = serde_json::json!({"team": worst.team, "wait_micros": worst.oldest_wait_micros});
-    Ok(j1msky_audit::alerts::raise(&ops.db, &format!("alr_queue_stuck_{hour}"), "queue_stuck", &message, &detail, now).await?)
+    Ok(j1msky_audit::alerts::raise(&ops.db, &format!("alr_queue_stuck_{hour}"), "queue_stuck", &message, &detail, now)
+        .await?)
 }
 
 /// The hourly check: the hour that just ended for a cost spike, and the queue.

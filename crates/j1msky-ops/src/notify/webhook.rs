@@ -72,7 +72,9 @@ async fn settle(
 }
 
 /// The webhook timer's handler: one POST per firing; a failure is retried.
-pub fn webhook_timer_handler(n: Notifier) -> impl Fn(Fired) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync + 'static {
+pub fn webhook_timer_handler(
+    n: Notifier,
+) -> impl Fn(Fired) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync + 'static {
     move |fired: Fired| {
         let n = n.clone();
         Box::pin(async move {
@@ -90,7 +92,9 @@ pub fn webhook_timer_handler(n: Notifier) -> impl Fn(Fired) -> std::pin::Pin<Box
 }
 
 /// The digest timer's handler: the held alerts of one kind, channel and hour, sent as one.
-pub fn digest_timer_handler(n: Notifier) -> impl Fn(Fired) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync + 'static {
+pub fn digest_timer_handler(
+    n: Notifier,
+) -> impl Fn(Fired) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync + 'static {
     move |fired: Fired| {
         let n = n.clone();
         Box::pin(async move { digest(&n, &fired).await.map_err(|e| e.to_string())? })
@@ -141,11 +145,7 @@ async fn digest(n: &Notifier, fired: &Fired) -> Result<Result<(), String>, Notif
         }
         return Ok(Ok(()));
     }
-    let text = webhook_text(
-        n,
-        &kind,
-        &format!("{} more alert(s) this hour: {}", messages.len(), messages.join(" | ")),
-    );
+    let text = webhook_text(n, &kind, &format!("{} more alert(s) this hour: {}", messages.len(), messages.join(" | ")));
     let outcome = post(n, &text).await;
     settle(n, fired, WEBHOOK, &ids, "held", &outcome).await?;
     Ok(outcome)

@@ -13,9 +13,7 @@ use crate::nav::NavEntry;
 use crate::state::AppState;
 
 /// Each page adds its entry here.
-pub const NAV: &[NavEntry] = &[
-    NavEntry::operator("alerts", "Alerts", "/admin/alerts"),
-];
+pub const NAV: &[NavEntry] = &[NavEntry::operator("alerts", "Alerts", "/admin/alerts")];
 
 pub fn router() -> Router<AppState> {
     Router::new()
