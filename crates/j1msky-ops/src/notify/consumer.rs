@@ -76,7 +76,7 @@ async fn on_alert(conn: &mut AnyConnection, n: &Notifier, event: &Event, now: i6
             };
             timers::schedule(conn, &timer, now).await?;
         } else if channel == MAIL {
-            queue_mail(conn, n, &recipients, &a.alert, &a.kind, &[a.message.clone()], now).await?;
+            queue_mail(conn, n, &recipients, &a.alert, &a.kind, std::slice::from_ref(&a.message), now).await?;
         } else if channel == WEBHOOK {
             let payload = serde_json::json!({"alert": a.alert, "text": webhook_text(n, &a.kind, &a.message)});
             let timer = timers::NewTimer {
