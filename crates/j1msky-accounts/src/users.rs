@@ -166,6 +166,16 @@ pub async fn list(db: &Db, customer_id: Option<&str>) -> Result<Vec<User>, Accou
     rows.iter().map(from_row).collect()
 }
 
+/// The operators who can sign in (not disabled), oldest first: who operator mail goes to.
+pub async fn active_operators(db: &Db) -> Result<Vec<User>, AccountsError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM users WHERE role = 'operator' AND disabled_at IS NULL ORDER BY created_at, id"
+    ))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// Sets a new password and ends the user's sessions.
 pub async fn set_password(
     db: &Db,

@@ -133,16 +133,33 @@ pub async fn apply_pending(db: &Db, ctx: &apply::Ctx<'_>, limit: i64, now: i64) 
             }
             Err(e) => {
                 tx.rollback().await?;
-                sqlx::query(
+                let state: Option<String> = sqlx::query_scalar(
                     "UPDATE stripe_events SET error = $1, lease_until = $2,
-                         state = CASE WHEN attempts >= $3 THEN 'failed' ELSE state END WHERE id = $4",
+                         state = CASE WHEN attempts >= $3 THEN 'failed' ELSE state END WHERE id = $4
+                     RETURNING state",
                 )
                 .bind(e.to_string())
                 .bind(now + RETRY_AFTER_FAILURE_MICROS)
                 .bind(MAX_ATTEMPTS)
                 .bind(id)
-                .execute(db.pool())
+                .fetch_optional(db.pool())
                 .await?;
+                if state.as_deref() == Some("failed") {
+                    // Given up for good: the operator must look (one alert per Stripe event).
+                    let message = format!("Stripe webhook event {id} could not be applied and was given up: {e}");
+                    let raised = j1msky_audit::alerts::raise(
+                        db,
+                        &format!("alr_stripe_event_{id}"),
+                        "webhook_failed",
+                        &message,
+                        &serde_json::json!({"event": id}),
+                        now,
+                    )
+                    .await;
+                    if let Err(e) = raised {
+                        tracing::error!(error = %e, "could not record the webhook failure alert");
+                    }
+                }
             }
         }
     }

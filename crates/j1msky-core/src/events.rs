@@ -101,6 +101,7 @@ kinds! {
     BudgetLevelCrossed => "budget.level_crossed": BudgetLevelCrossed,
     ProviderAuthFailed => "provider.auth_failed": ProviderAuthFailed,
     LedgerBacklog => "ledger.backlog": LedgerBacklog,
+    AlertRaised => "alert.raised": AlertRaised,
     BillingOfferGranted => "billing.offer_granted": BillingOfferGranted,
     RetentionExitSurvey => "retention.exit_survey": RetentionExitSurvey,
     RetentionOfferAccepted => "retention.offer_accepted": SurveyDecided,
@@ -155,6 +156,7 @@ one_kind! {
     BudgetLevelCrossed,
     ProviderAuthFailed,
     LedgerBacklog,
+    AlertRaised,
     BillingOfferGranted,
     RetentionExitSurvey,
     InvoicePaid,
@@ -469,6 +471,9 @@ mod tests {
             Kind::BudgetLevelCrossed => BudgetLevelCrossed { level: 80, spent_micros: 8, budget_micros: 10 }.into(),
             Kind::ProviderAuthFailed => ProviderAuthFailed { provider: "sim".into() }.into(),
             Kind::LedgerBacklog => LedgerBacklog { unflushed: 12 }.into(),
+            Kind::AlertRaised => {
+                AlertRaised { alert: "alr_1".into(), kind: "budget_level".into(), message: "80% spent".into() }.into()
+            }
             Kind::BillingOfferGranted => BillingOfferGranted {
                 grant: "ofg_1".into(),
                 offer: "win_back".into(),

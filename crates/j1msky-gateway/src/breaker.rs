@@ -46,16 +46,20 @@ impl Breakers {
         }
     }
 
-    /// A call failed in a way that says the provider is unwell.
-    pub fn failure(&self, provider: &str, now: i64) {
+    /// A call failed in a way that says the provider is unwell; true when this failure
+    /// opened a closed circuit (a failed probe re-opens it without counting again).
+    pub fn failure(&self, provider: &str, now: i64) -> bool {
         if let Ok(mut states) = self.states.lock() {
             let s = states.entry(provider.to_string()).or_default();
             s.failures += 1;
             if s.probing || s.failures >= THRESHOLD {
+                let opened = s.open_until.is_none();
                 s.open_until = Some(now + OPEN_FOR);
                 s.probing = false;
+                return opened;
             }
         }
+        false
     }
 
     /// Whether the circuit of `provider` is open (for the admin page).

@@ -56,18 +56,51 @@ pub async fn after_spend_at(gw: &Gateway, day_spent: Option<j1msky_core::Money>)
         let message = format!("daily spend {spent} has crossed {level}% of the {budget} budget");
         let payload =
             BudgetLevelCrossed { level: *level, spent_micros: spent.micros(), budget_micros: budget.micros() };
-        if raise(gw, &id, "budget_level", &message, payload.into(), now).await? {
+        if raise(gw, &id, "budget_level", &message, Some(payload.into()), now).await? {
             tracing::warn!(%message, "budget alert");
         }
     }
     let wanted = mode_for(levels, percent);
     if wanted.severity() > controls.mode.severity() {
         let reason = format!("daily spend at {percent}% of the {budget} budget");
-        controls::set_mode(&gw.db, &Actor::system(), wanted, &reason, now).await?;
+        escalate(&gw.db, wanted, &reason, now).await?;
         gw.controls_changed();
-        tracing::warn!(mode = %wanted, %reason, "cost mode raised automatically");
     }
     Ok(())
+}
+
+/// Raises the cost mode to `wanted` when it is stricter than the current one (never
+/// lowers it); true when it changed. The one path for automatic escalation: the budget
+/// levels above and ops' cost-spike check.
+pub async fn escalate(db: &j1msky_db::Db, wanted: Mode, reason: &str, now: i64) -> Result<bool, GatewayError> {
+    let current = controls::load(db).await?.mode;
+    if wanted.severity() <= current.severity() {
+        return Ok(false);
+    }
+    controls::set_mode(db, &Actor::system(), wanted, reason, now).await?;
+    tracing::warn!(mode = %wanted, %reason, "cost mode raised automatically");
+    Ok(true)
+}
+
+/// The mode one step stricter than `mode` (cheap-only stays cheap-only).
+pub fn stricter(mode: Mode) -> Mode {
+    match mode {
+        Mode::Normal => Mode::OpusPaused,
+        Mode::OpusPaused | Mode::CheapOnly => Mode::CheapOnly,
+    }
+}
+
+/// A provider's circuit just opened: calls to it are skipped for a while. One alert per
+/// provider per hour; failing to record it is logged, not fatal.
+pub async fn circuit_opened(gw: &Gateway, provider: &str) {
+    let now = gw.clock.now_micros();
+    let (hour, _) = windows::hour(now);
+    let id = format!("alr_circuit_{provider}_{hour}");
+    let message = format!("provider {provider} keeps failing: its circuit is open and calls go to fallbacks");
+    tracing::error!(provider, "circuit opened");
+    if let Err(e) = raise(gw, &id, "circuit_open", &message, None, now).await {
+        tracing::error!(error = %e, "could not record the circuit alert");
+    }
 }
 
 /// A provider refused our credentials: the operator must fix the key, so leave an alert
@@ -79,7 +112,7 @@ pub async fn provider_auth_failed(gw: &Gateway, provider: &str) {
     let message =
         format!("provider {provider} rejected our API key; check the environment variable the catalogue names");
     let payload = ProviderAuthFailed { provider: provider.into() };
-    let result = raise(gw, &id, "provider_auth", &message, payload.into(), now).await;
+    let result = raise(gw, &id, "provider_auth", &message, Some(payload.into()), now).await;
     tracing::error!(provider, "the provider rejected our credentials");
     if let Err(e) = result {
         tracing::error!(error = %e, "could not record the provider auth alert");
@@ -99,30 +132,33 @@ pub async fn ledger_backlog(gw: &Gateway, unflushed: usize) {
     );
     let payload = LedgerBacklog { unflushed: u64::try_from(unflushed).unwrap_or(u64::MAX) };
     tracing::error!(unflushed, "ledger backlog: refusing model calls");
-    if let Err(e) = raise(gw, &id, "ledger_backlog", &message, payload.into(), now).await {
+    if let Err(e) = raise(gw, &id, "ledger_backlog", &message, Some(payload.into()), now).await {
         tracing::error!(error = %e, "could not record the ledger backlog alert");
     }
 }
 
 /// Records alert `id` once (later calls with the same id do nothing) and, the first time,
-/// emits `event` in the same transaction. True when the alert is new.
+/// emits `event` (when given) in the same transaction. True when the alert is new.
 async fn raise(
     gw: &Gateway,
     id: &str,
     kind: &str,
     message: &str,
-    event: Typed,
+    event: Option<Typed>,
     now: i64,
 ) -> Result<bool, GatewayError> {
     if gw.raised.lock().unwrap_or_else(|p| p.into_inner()).contains(id) {
         return Ok(false);
     }
     let mut tx = gw.db.begin().await?;
-    let payload = event
-        .to_value()
-        .map_err(|e| GatewayError::Db(j1msky_db::DbError::Corrupt(format!("{} event: {e}", event.kind()))))?;
+    let payload = match &event {
+        Some(event) => event
+            .to_value()
+            .map_err(|e| GatewayError::Db(j1msky_db::DbError::Corrupt(format!("{} event: {e}", event.kind()))))?,
+        None => serde_json::json!({}),
+    };
     let new = alerts::record(&mut tx, id, kind, message, &payload, now).await?;
-    if new {
+    if let (true, Some(event)) = (new, event) {
         outbox::emit_typed(&mut tx, gw.db.backend(), event, None, now).await?;
     }
     tx.commit().await?;

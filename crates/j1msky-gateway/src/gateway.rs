@@ -425,8 +425,11 @@ impl Gateway {
                         attempts.push(attempt);
                         // A provider throttling us is alive: its 429s wait or fall back, but
                         // never open its circuit.
-                        if e.is_retryable() && !matches!(e, UpstreamError::RateLimited { .. }) {
-                            self.breakers.failure(&model.provider, at);
+                        if e.is_retryable()
+                            && !matches!(e, UpstreamError::RateLimited { .. })
+                            && self.breakers.failure(&model.provider, at)
+                        {
+                            escalation::circuit_opened(self, &model.provider).await;
                         }
                         if matches!(e, UpstreamError::Auth { .. }) {
                             escalation::provider_auth_failed(self, &model.provider).await;

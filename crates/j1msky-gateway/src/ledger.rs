@@ -134,6 +134,18 @@ pub async fn outcome_count(db: &Db, outcome: &str, from: i64, to: i64) -> Result
     Ok(n)
 }
 
+/// The model cost of every attempt in `[from, to)` (ops' cost-spike check).
+pub async fn spend_between(db: &Db, from: i64, to: i64) -> Result<Money, DbError> {
+    let total: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE created_at >= $1 AND created_at < $2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(Money::from_micros(total))
+}
+
 /// One line of the daily cost review.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CostLine {

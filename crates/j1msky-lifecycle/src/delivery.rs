@@ -146,6 +146,48 @@ pub fn message_id(source: &str, step: &str, occurrence: i64) -> String {
     format!("{digest}.{occurrence}@lifecycle.j1msky")
 }
 
+/// A rendered message to an operator: addressed to `to`, belonging to no customer,
+/// always transactional (no consent, quiet hours or caps; the suppression list applies).
+#[derive(Debug, Clone)]
+pub struct OperatorMessage<'a> {
+    pub to: &'a str,
+    pub source: &'a str,
+    pub step: &'a str,
+    pub occurrence: i64,
+    pub template: &'a str,
+    pub rendered: &'a crate::templates::Rendered,
+}
+
+/// Queues an operator's message inside the caller's transaction, due now; `Ok(None)`
+/// when this (source, step, occurrence) was already queued.
+pub async fn enqueue_for_operator(
+    conn: &mut AnyConnection,
+    msg: &OperatorMessage<'_>,
+    now: i64,
+) -> Result<Option<String>, LifecycleError> {
+    let id = j1msky_core::ids::new_id("msg");
+    let inserted = sqlx::query(
+        "INSERT INTO lifecycle_messages (id, customer_id, source, step, occurrence, category, template, subject,
+             body_text, body_html, state, not_before, stale_at, message_id, to_addr, created_at)
+         VALUES ($1, NULL, $2, $3, $4, 'transactional', $5, $6, $7, $8, 'queued', $9, NULL, $10, $11, $9)
+         ON CONFLICT (source, step, occurrence) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(msg.source)
+    .bind(msg.step)
+    .bind(msg.occurrence)
+    .bind(msg.template)
+    .bind(&msg.rendered.subject)
+    .bind(&msg.rendered.text)
+    .bind(&msg.rendered.html)
+    .bind(now)
+    .bind(message_id(msg.source, msg.step, msg.occurrence))
+    .bind(msg.to)
+    .execute(&mut *conn)
+    .await?;
+    Ok((inserted.rows_affected() == 1).then_some(id))
+}
+
 // ---------------------------------------------------------------------------------------
 // The queue as shown
 
@@ -186,8 +228,8 @@ pub async fn list(
         }
     }
     let rows = sqlx::query(
-        "SELECT id, customer_id, source, step, category, template, subject, state, not_before, stale_at, attempts,
-                message_id, to_addr, sent_at, last_error, created_at
+        "SELECT id, COALESCE(customer_id, ''), source, step, category, template, subject, state, not_before, stale_at,
+                attempts, message_id, to_addr, sent_at, last_error, created_at
          FROM lifecycle_messages
          WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR customer_id = $2)
          ORDER BY created_at DESC, id DESC LIMIT $3",
@@ -233,8 +275,8 @@ pub struct MessageWithBody {
 /// One message by its row id, with its text and HTML bodies.
 pub async fn get(db: &Db, id: &str) -> Result<MessageWithBody, LifecycleError> {
     let row = sqlx::query(
-        "SELECT id, customer_id, source, step, category, template, subject, state, not_before, stale_at, attempts,
-                message_id, to_addr, sent_at, last_error, created_at, body_text, body_html
+        "SELECT id, COALESCE(customer_id, ''), source, step, category, template, subject, state, not_before, stale_at,
+                attempts, message_id, to_addr, sent_at, last_error, created_at, body_text, body_html
          FROM lifecycle_messages WHERE id = $1",
     )
     .bind(id)
@@ -301,7 +343,7 @@ pub async fn requeue(db: &Db, actor: &Actor, id: &str, now: i64) -> Result<Messa
         actor,
         "lifecycle.message_requeue",
         id,
-        Some(&before.customer_id),
+        Some(before.customer_id.as_str()).filter(|c| !c.is_empty()),
         serde_json::json!({"from_state": before.state, "message_id": before.message_id, "last_error": before.last_error}),
         now,
     )
@@ -761,7 +803,9 @@ pub struct Pass {
 
 struct Claimed {
     id: String,
-    customer_id: String,
+    /// `None` for an operator's message, which carries its address in `to_addr`.
+    customer_id: Option<String>,
+    to_addr: Option<String>,
     category: String,
     subject: String,
     body_text: String,
@@ -787,7 +831,7 @@ async fn claim(db: &Db, owner: &str, now: i64, limit: i64) -> Result<Vec<Claimed
          WHERE id IN (SELECT id FROM lifecycle_messages WHERE {due} ORDER BY not_before, id LIMIT $4 {lock})
            AND {due}
          RETURNING id, customer_id, category, subject, body_text, body_html, message_id, stale_at, attempts, attempt_at,
-                   template, source"
+                   template, source, to_addr"
     );
     let rows =
         sqlx::query(&sql).bind(owner).bind(now + LEASE_MICROS).bind(now).bind(limit).fetch_all(db.pool()).await?;
@@ -806,6 +850,7 @@ async fn claim(db: &Db, owner: &str, now: i64, limit: i64) -> Result<Vec<Claimed
                 attempt_at: r.try_get(9)?,
                 template: r.try_get(10)?,
                 source: r.try_get(11)?,
+                to_addr: r.try_get(12)?,
             })
         })
         .collect()
@@ -858,7 +903,7 @@ async fn emit_outcome(
     now: i64,
 ) -> Result<(), LifecycleError> {
     use j1msky_core::events::{LifecycleMessageFailed, LifecycleMessageSent};
-    let customer = Some(m.customer_id.as_str());
+    let customer = m.customer_id.as_deref();
     match state {
         "sent" => {
             let p = LifecycleMessageSent {
@@ -916,32 +961,45 @@ async fn send_one(
         return Ok("stale");
     }
     let category = Category::parse(&m.category).unwrap_or(Category::Marketing);
-    let Some((to, zone)) = zones.get(&m.customer_id) else {
-        finish(db, &m, owner, "failed", Some("customer not found"), None, now).await?;
-        return Ok("failed");
-    };
-    let Some(to) = to.clone() else {
-        finish(db, &m, owner, "failed", Some("the customer has no contact or owner email"), None, now).await?;
-        return Ok("failed");
+    // An operator's message (no customer) is transactional and addressed when queued.
+    let (to, customer) = match (&m.customer_id, &m.to_addr) {
+        (None, Some(to)) => (to.clone(), None),
+        (None, None) => {
+            finish(db, &m, owner, "failed", Some("an operator message without an address"), None, now).await?;
+            return Ok("failed");
+        }
+        (Some(customer_id), _) => {
+            let Some((to, zone)) = zones.get(customer_id) else {
+                finish(db, &m, owner, "failed", Some("customer not found"), None, now).await?;
+                return Ok("failed");
+            };
+            let Some(to) = to.clone() else {
+                finish(db, &m, owner, "failed", Some("the customer has no contact or owner email"), None, now).await?;
+                return Ok("failed");
+            };
+            (to, Some((customer_id.as_str(), zone)))
+        }
     };
     if is_suppressed(db, &to).await.unwrap_or(false) {
         finish(db, &m, owner, "suppressed", Some("address on the suppression list"), None, now).await?;
         return Ok("suppressed");
     }
-    if !consents(db, &m.customer_id, category).await? {
-        finish(db, &m, owner, "suppressed", Some("no consent for this category"), None, now).await?;
-        return Ok("suppressed");
-    }
-    if category != Category::Transactional {
-        let tz = customer_zone(ctx, zone);
-        if let Some((until, why)) = hold_until(ctx, &m.customer_id, tz, now).await? {
-            finish(db, &m, owner, "deferred", Some(&why), Some(until), now).await?;
-            return Ok("deferred");
+    if let Some((customer_id, zone)) = customer {
+        if !consents(db, customer_id, category).await? {
+            finish(db, &m, owner, "suppressed", Some("no consent for this category"), None, now).await?;
+            return Ok("suppressed");
+        }
+        if category != Category::Transactional {
+            let tz = customer_zone(ctx, zone);
+            if let Some((until, why)) = hold_until(ctx, customer_id, tz, now).await? {
+                finish(db, &m, owner, "deferred", Some(&why), Some(until), now).await?;
+                return Ok("deferred");
+            }
         }
     }
     let delivery = &ctx.catalogue.lifecycle.delivery;
-    let unsubscribe = (category != Category::Transactional).then(|| {
-        let token = token_with(key, &m.customer_id, category);
+    let unsubscribe = customer.filter(|_| category != Category::Transactional).map(|(customer_id, _)| {
+        let token = token_with(key, customer_id, category);
         let url = format!("{}/u/{}", ctx.base_url.trim_end_matches('/'), token);
         let mailto = format!("mailto:{}?subject=unsubscribe%20{}", delivery.unsubscribe_mailto, token);
         (url, mailto)
@@ -998,7 +1056,7 @@ async fn send_one(
                     insert_suppression(
                         &mut conn,
                         &key,
-                        Some(&m.customer_id),
+                        m.customer_id.as_deref(),
                         SuppressReason::HardBounce,
                         &message,
                         now,
@@ -1028,10 +1086,11 @@ pub async fn send_due_once(ctx: &Ctx, owner: &str, now: i64, limit: i64) -> Resu
     let key = signing_key(&ctx.db, now).await?;
     let mut zones = HashMap::new();
     for m in &claimed {
-        if !zones.contains_key(&m.customer_id) {
-            match recipient(&ctx.db, &m.customer_id).await {
+        let Some(customer_id) = &m.customer_id else { continue };
+        if !zones.contains_key(customer_id) {
+            match recipient(&ctx.db, customer_id).await {
                 Ok(r) => {
-                    zones.insert(m.customer_id.clone(), r);
+                    zones.insert(customer_id.clone(), r);
                 }
                 Err(LifecycleError::Accounts(j1msky_accounts::AccountsError::NotFound(_))) => {}
                 Err(e) => return Err(e),

@@ -196,6 +196,16 @@ impl Runtime {
                 self.stop_signal(),
             );
             self.spawn(Role::Reactions, "lifecycle timers", timers);
+            // Alerts to operators and the report mails go out through the same mail.
+            let ops =
+                j1msky_ops::Ctx { db: ctx.db.clone(), catalogue: ctx.catalogue.clone(), clock: ctx.clock.clone() };
+            let notifier = j1msky_ops::notify::Notifier::new(ops, ctx.templates_dir.clone(), &ctx.base_url);
+            all.push(j1msky_ops::notify::consumer(&notifier));
+            self.spawn(
+                Role::Reactions,
+                "ops alert timers",
+                j1msky_ops::notify::run_timers(notifier, self.stop_signal()),
+            );
             let sender = j1msky_lifecycle::delivery::run_sender(ctx, self.stop_signal());
             self.spawn(Role::Reactions, "lifecycle mail", sender);
         }

@@ -48,6 +48,7 @@ pub fn environment() -> Environment<'static> {
         "admin/lifecycle_message.html",
         "admin/lifecycle_suppressions.html",
         "admin/backups.html",
+        "admin/alerts.html",
         "public/survey.html",
         "public/unsubscribe.html"
     );

@@ -286,6 +286,11 @@ async fn forged_stale_or_malformed_deliveries_are_refused_and_store_nothing() {
         apply_all(&app).await;
     }
     assert_eq!(count(&app, "SELECT COUNT(*) FROM stripe_events WHERE state = 'failed'").await, 1);
+    // Given up for good: one alert for the operator, however often it is looked at again.
+    apply_all(&app).await;
+    let alerts = j1msky_audit::alerts::list(&app.db, j1msky_audit::alerts::Status::Open, 10).await.expect("alerts");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!((alerts[0].id.as_str(), alerts[0].kind.as_str()), ("alr_stripe_event_evt_broken", "webhook_failed"));
 }
 
 #[tokio::test]

@@ -1,9 +1,13 @@
-//! `j1msky report morning|evening`: the daily reviews as text.
+//! `j1msky report morning|evening`: the daily reviews as text (the same text the
+//! report mails carry), or JSON with `--json`.
+
+use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
+use j1msky_ops::reports;
 
-use crate::context::Globals;
-use crate::Failure;
+use crate::context::{self, Globals};
+use crate::{output, Failure};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Which {
@@ -17,6 +21,19 @@ pub struct ReportArgs {
     pub which: Which,
 }
 
-pub async fn report(_g: &Globals, a: ReportArgs) -> Result<(), Failure> {
-    Err(anyhow::anyhow!("report {:?}: not built yet", a.which).into())
+pub async fn report(g: &Globals, a: ReportArgs) -> Result<(), Failure> {
+    let db = context::open_db(g).await?;
+    let catalogue = Arc::new(context::load_catalogue(g)?);
+    let ops = j1msky_ops::Ctx { db, catalogue, clock: Arc::new(j1msky_core::SystemClock) };
+    let which = match a.which {
+        Which::Morning => reports::Which::Morning,
+        Which::Evening => reports::Which::Evening,
+    };
+    let report = reports::build(&ops, which, context::now()).await.map_err(anyhow::Error::from)?;
+    if g.json {
+        output::json(&report);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The business catalogue (`config/business.json`): plans, teams, models, providers,
 //! routing and Stripe settings, with validation that names the JSON path of each error.
 
+pub mod alerts;
 pub mod lifecycle;
 mod live;
 mod types;

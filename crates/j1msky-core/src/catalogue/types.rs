@@ -33,6 +33,9 @@ pub struct Catalogue {
     /// Onboarding and retention: journeys, triggers, delivery, engagement.
     #[serde(default)]
     pub lifecycle: super::lifecycle::Lifecycle,
+    /// Operator alerts (recipients, webhook, rate limit, cost spike) and report times.
+    #[serde(default)]
+    pub alerts: super::alerts::Alerts,
 }
 
 /// Who is selling.

@@ -62,6 +62,7 @@ pub(super) fn semantics(c: &Catalogue) -> Vec<ConfigIssue> {
     routing(c, &mut out);
     stripe(c, &mut out);
     super::lifecycle::validate(c, &mut out);
+    super::alerts::validate(c, &mut out);
     out
 }
 

@@ -249,6 +249,14 @@ pub struct ProviderAuthFailed {
     pub provider: String,
 }
 
+/// `alert.raised`: a new operator alert was recorded (emitted by `audit::alerts::record`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRaised {
+    pub alert: String,
+    pub kind: String,
+    pub message: String,
+}
+
 /// `ledger.backlog`: cost rows could not be written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerBacklog {

@@ -14,6 +14,7 @@ use crate::state::AppState;
 
 /// Each page adds its entry here.
 pub const NAV: &[NavEntry] = &[
+    NavEntry::operator("alerts", "Alerts", "/admin/alerts"),
     NavEntry::operator("backups", "Backups", "/admin/backups"),
     NavEntry::operator("config", "Config", "/admin/config"),
 ];
