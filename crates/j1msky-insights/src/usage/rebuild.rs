@@ -57,14 +57,15 @@ async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
     // Each task's ledger, summed once in one pass over the ledger's task index.
     sqlx::query(&format!(
         "INSERT INTO insights_tasks (task_id, month, customer_id, team, outcome, duration_ms, cost_micros,
-             charge_micros, ledger_until)
+             charge_micros, ledger_until, plan)
          SELECT t.id, {month}, t.customer_id, t.team, t.state,
                 CASE WHEN t.finished_at > t.queued_at THEN (t.finished_at - t.queued_at) / 1000 ELSE 0 END,
                 COALESCE(l.cost, 0), CASE WHEN t.state = 'succeeded' THEN COALESCE(t.charge_micros, 0) ELSE 0 END,
-                COALESCE(l.until, 0)
+                COALESCE(l.until, 0), {plan}
          FROM tasks t LEFT JOIN (SELECT task_id, SUM(cost_micros) AS cost, MAX(created_at) AS until FROM llm_calls
                                  WHERE task_id IS NOT NULL GROUP BY task_id) l ON l.task_id = t.id
-         WHERE t.{FINISHED}"
+         WHERE t.{FINISHED}",
+        plan = parts::PLAN_KEY.replace("{id}", "t.customer_id")
     ))
     .execute(&mut *conn)
     .await?;
