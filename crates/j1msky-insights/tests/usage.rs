@@ -810,7 +810,22 @@ async fn completion_times_per_plan_follow_a_plan_change_in_the_consumer_and_the_
     let by_consumer = snapshot(&f.ctx.db).await;
     let dud_row = by_consumer.iter().find(|r| r.contains("|d1|")).unwrap();
     assert!(dud_row.ends_with("|pro"), "{dud_row}");
+    // The rebuild drops the rollups' secondary indexes while it writes (SQLite) and must
+    // leave every one of them as the migrations made it.
+    let indexes = || async {
+        let sql = if f.ctx.db.backend() == j1msky_db::Backend::Postgres {
+            "SELECT indexdef FROM pg_indexes WHERE tablename LIKE 'insights_%' ORDER BY indexdef"
+        } else {
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name LIKE 'insights_%' AND sql IS NOT NULL
+             ORDER BY sql"
+        };
+        sqlx::query_scalar::<_, String>(sql).fetch_all(f.ctx.db.pool()).await.unwrap()
+    };
+    let before = indexes().await;
+    assert!(before.iter().any(|i| i.contains("insights_tasks_plan_times")), "{before:#?}");
     usage::rebuild(&f.ctx).await.unwrap();
+    j1msky_insights::rollups::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(indexes().await, before);
     assert_eq!(snapshot(&f.ctx.db).await, by_consumer, "the rebuild and the consumer disagree on the plans");
     assert_eq!(usage::completion(&f.ctx, NOV, &pro).await.unwrap(), with_dud);
 }

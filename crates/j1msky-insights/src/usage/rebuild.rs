@@ -6,7 +6,7 @@ use chrono_tz::Tz;
 use sqlx::AnyConnection;
 
 use super::parts;
-use crate::{Ctx, InsightsError, Month};
+use crate::{bulk, Ctx, InsightsError, Month};
 
 const TABLES: &[&str] =
     &["insights_tasks", "insights_usage", "insights_model_cost", "insights_revenue", "insights_revenue_seen"];
@@ -33,8 +33,13 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     let tz = ctx.tz();
     let api_days = j1msky_tasks::charges::api_days(&ctx.db).await?;
     let mut tx = ctx.db.begin().await?;
+    let tuned = bulk::tune(&mut tx, ctx.db.backend()).await?;
     for table in TABLES {
         sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+    }
+    let mut indexes = Vec::new();
+    for table in ["insights_tasks", "insights_pieces", "insights_margins"] {
+        indexes.extend(bulk::drop_indexes(&mut tx, ctx.db.backend(), table).await?);
     }
     tasks(&mut tx, tz).await?;
     for (customer, day, amount) in api_days {
@@ -43,6 +48,8 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     }
     revenue(&mut tx, tz).await?;
     super::split::rebuild(&mut tx).await?;
+    bulk::create_indexes(&mut tx, &indexes).await?;
+    bulk::untune(&mut tx, tuned).await?;
     tx.commit().await.map_err(j1msky_db::DbError::from)?;
     Ok(())
 }
