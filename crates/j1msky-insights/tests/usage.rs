@@ -844,8 +844,10 @@ async fn migration_0030_puts_each_customers_plan_on_its_tasks() {
     sqlx::query("UPDATE insights_tasks SET plan = ''").execute(f.ctx.db.pool()).await.unwrap();
     sqlx::query(fill).execute(f.ctx.db.pool()).await.unwrap();
     assert_eq!(snapshot(&f.ctx.db).await, by_consumer);
-    let plans: Vec<(String,)> =
-        sqlx::query_as("SELECT DISTINCT plan FROM insights_tasks ORDER BY plan").fetch_all(f.ctx.db.pool()).await.unwrap();
+    let plans: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT plan FROM insights_tasks ORDER BY plan")
+        .fetch_all(f.ctx.db.pool())
+        .await
+        .unwrap();
     let plans: Vec<&str> = plans.iter().map(|p| p.0.as_str()).collect();
     assert_eq!(plans, vec!["pay-per-task", "pro", "starter"]);
 }
