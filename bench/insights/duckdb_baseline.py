@@ -15,9 +15,12 @@ The rollups mirror the rebuild of the three modules of `j1msky-insights` (their 
           next; movements new/expansion/contraction/churn/reactivation; mrr/store.rs: the
           month sums over every month, the stored customer rows only the first, each
           movement, each change of plan, with the next stored row's month)
-- usage:  `insights_tasks`, `insights_usage`, `insights_model_cost`,
-          `insights_revenue_seen`, `insights_revenue` (usage/rebuild.rs; its metered-API-day
-          parts are left out: the generated data has no `usage_charges.api_day`)
+- usage:  `insights_tasks` (with each task's customer's plan key, migration 0030),
+          `insights_usage`, `insights_model_cost`, `insights_revenue_seen`,
+          `insights_revenue` (usage/rebuild.rs; its metered-API-day parts are left out: the
+          generated data has no `usage_charges.api_day`), and the split of migration 0029:
+          `insights_pieces`, `insights_split`, `insights_margins` (usage/split.rs `PIECES`,
+          `rebuild`, `MARGINS`)
 - people: `insights_people` (people/rollup.rs `rebuild`): per customer its plan, creation,
           first instant at each funnel stage or a later one, and activation (first task
           succeeded within 7 days of creation); NPS is left out (no survey answers)
@@ -256,8 +259,9 @@ def steps(through):
                        AS duration_ms,
                    COALESCE(l.cost, 0) AS cost_micros,
                    CASE WHEN t.state = 'succeeded' THEN COALESCE(t.charge_micros, 0) ELSE 0 END AS charge_micros,
-                   COALESCE(l.last, 0) AS ledger_until
-            FROM tasks t LEFT JOIN l ON l.task_id = t.id
+                   COALESCE(l.last, 0) AS ledger_until,
+                   CASE WHEN c.id IS NULL THEN 'unattributed' ELSE COALESCE(c.plan, 'pay-per-task') END AS plan
+            FROM tasks t LEFT JOIN l ON l.task_id = t.id LEFT JOIN customers c ON c.id = t.customer_id
             WHERE t.state IN ('succeeded', 'failed', 'cancelled') AND t.finished_at IS NOT NULL"""),
         ("insights_usage", """
             CREATE TABLE u_usage AS
@@ -284,6 +288,70 @@ def steps(through):
                    sum(CASE WHEN kind = 'invoice_paid' THEN amount_cents ELSE 0 END) AS subscription_cents,
                    sum(CASE WHEN kind = 'refund' THEN -amount_cents ELSE 0 END) AS refunds_cents
             FROM u_revenue_seen GROUP BY month, customer_id, plan"""),
+        # ---- the split (usage/split.rs): each customer month's subscription revenue and
+        # refunds shared over its (team, model) pairs with cost by cumulative cost, each
+        # team's pay-per-task charges over its models (sub-cent rest on the last), revenue
+        # without cost `unattributed`, task counts on model ''; integer division truncating.
+        ("insights_pieces", """
+            CREATE TABLE u_pieces AS
+            WITH mc AS (SELECT month, customer_id, team, model, cost_micros AS cost, calls FROM u_model_cost
+                        WHERE cost_micros > 0),
+                 rv AS (SELECT month, customer_id, sum(subscription_cents) AS s, sum(refunds_cents) AS f
+                        FROM u_revenue GROUP BY month, customer_id),
+                 us AS (SELECT month, customer_id, team, charge_micros AS ch, tasks_completed AS done,
+                               tasks_failed AS failed FROM u_usage),
+                 w AS (SELECT mc.*, COALESCE(rv.s, 0) AS s, COALESCE(rv.f, 0) AS f,
+                              COALESCE(us.ch, 0) // 10000 AS chc, COALESCE(us.ch, 0) % 10000 AS rem,
+                              sum(mc.cost) OVER (PARTITION BY mc.month, mc.customer_id ORDER BY mc.team, mc.model
+                                                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cc,
+                              sum(mc.cost) OVER (PARTITION BY mc.month, mc.customer_id) AS tc,
+                              sum(mc.cost) OVER (PARTITION BY mc.month, mc.customer_id, mc.team ORDER BY mc.model
+                                                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS ct,
+                              sum(mc.cost) OVER (PARTITION BY mc.month, mc.customer_id, mc.team) AS tt
+                       FROM mc LEFT JOIN rv ON rv.month = mc.month AND rv.customer_id = mc.customer_id
+                               LEFT JOIN us ON us.month = mc.month AND us.customer_id = mc.customer_id
+                                           AND us.team = mc.team),
+                 p AS (SELECT month, customer_id, team, model, cost, calls,
+                              (s * cc // tc - s * (cc - cost) // tc) * 10000 AS sub,
+                              (f * cc // tc - f * (cc - cost) // tc) * 10000 AS ref,
+                              (chc * ct // tt - chc * (ct - cost) // tt) * 10000
+                                  + CASE WHEN ct = tt THEN rem ELSE 0 END AS chg,
+                              0 AS done, 0 AS failed
+                       FROM w
+                       UNION ALL
+                       SELECT month, customer_id, 'unattributed', 'unattributed', 0, 0, s * 10000, f * 10000, 0, 0, 0
+                       FROM rv WHERE (s <> 0 OR f <> 0)
+                         AND NOT EXISTS (SELECT 1 FROM mc x WHERE x.month = rv.month AND x.customer_id = rv.customer_id)
+                       UNION ALL
+                       SELECT month, customer_id, team, 'unattributed', 0, 0, 0, 0, ch, 0, 0 FROM us
+                       WHERE ch <> 0 AND NOT EXISTS (SELECT 1 FROM mc x WHERE x.month = us.month
+                                                     AND x.customer_id = us.customer_id AND x.team = us.team)
+                       UNION ALL
+                       SELECT month, customer_id, team, '', 0, 0, 0, 0, 0, done, failed FROM us
+                       WHERE done <> 0 OR failed <> 0)
+            SELECT p.month, p.customer_id, p.team, p.model,
+                   CASE WHEN c.id IS NULL THEN 'unattributed' WHEN c.plan IS NULL THEN 'pay-per-task' ELSE c.plan END
+                       AS plan,
+                   sum(p.sub) AS subscription_micros, sum(p.ref) AS refunds_micros, sum(p.chg) AS charge_micros,
+                   sum(p.cost) AS cost_micros, sum(p.calls) AS calls, sum(p.done) AS completed,
+                   sum(p.failed) AS failed
+            FROM p LEFT JOIN customers c ON c.id = p.customer_id
+            GROUP BY p.month, p.customer_id, p.team, p.model, c.id, c.plan"""),
+        ("insights_split", """
+            CREATE TABLE u_split AS
+            SELECT month, team, model, plan, count(*) AS pieces, sum(subscription_micros) AS subscription_micros,
+                   sum(refunds_micros) AS refunds_micros, sum(charge_micros) AS charge_micros,
+                   sum(cost_micros) AS cost_micros, sum(calls) AS calls, sum(completed) AS completed,
+                   sum(failed) AS failed
+            FROM u_pieces GROUP BY month, team, model, plan"""),
+        ("insights_margins", """
+            CREATE TABLE u_margins AS
+            SELECT month, customer_id, COALESCE(team, '') AS team, max(plan) AS plan,
+                   sum(subscription_micros - refunds_micros + charge_micros) AS revenue_micros,
+                   sum(cost_micros) AS cost_micros,
+                   sum(subscription_micros - refunds_micros + charge_micros - cost_micros) AS margin_micros,
+                   sum(completed) AS completed
+            FROM u_pieces GROUP BY GROUPING SETS ((month, customer_id, team), (month, customer_id))"""),
         # ---- people (people/rollup.rs `rebuild`): insights_people, one row per customer ----
         # The first instant it reached each funnel stage or a later one (a skipped stage is
         # passed at the later one's instant), and its activation: the first task that
@@ -318,10 +386,16 @@ COMPARED = {
     "insights_mrr_customer_months": ("mrr_stored", "month, customer_key, customer_id, plan, starting_cents, "
                                      "ending_cents, movement, next_month"),
     "insights_tasks": ("u_tasks", "task_id, month, customer_id, team, outcome, duration_ms, cost_micros, "
-                       "charge_micros, ledger_until"),
+                       "charge_micros, ledger_until, plan"),
     "insights_usage": ("u_usage", "month, customer_id, team, tasks_completed, tasks_failed, cost_micros, charge_micros"),
     "insights_model_cost": ("u_model_cost", "month, customer_id, team, model, calls, input_tokens, output_tokens, "
                             "cost_micros"),
+    "insights_pieces": ("u_pieces", "month, customer_id, team, model, plan, subscription_micros, refunds_micros, "
+                        "charge_micros, cost_micros, calls, completed, failed"),
+    "insights_split": ("u_split", "month, team, model, plan, pieces, subscription_micros, refunds_micros, "
+                       "charge_micros, cost_micros, calls, completed, failed"),
+    "insights_margins": ("u_margins", "month, customer_id, team, plan, revenue_micros, cost_micros, margin_micros, "
+                         "completed"),
     "insights_revenue_seen": ("u_revenue_seen", "source_id, kind, month, customer_id, plan, amount_cents"),
     "insights_revenue": ("u_revenue", "month, customer_id, plan, subscription_cents, refunds_cents"),
     "insights_people": ("p_people", "customer_id, plan, created_at, lead_at, qualified_at, trial_at, paid_at, "
@@ -372,6 +446,9 @@ def run_once(parquet_dir, threads, through, db=None):
         "usage": con.execute("SELECT count(*) FROM u_usage").fetchone()[0],
         "model_cost": con.execute("SELECT count(*) FROM u_model_cost").fetchone()[0],
         "revenue": con.execute("SELECT count(*) FROM u_revenue").fetchone()[0],
+        "pieces": con.execute("SELECT count(*) FROM u_pieces").fetchone()[0],
+        "split": con.execute("SELECT count(*) FROM u_split").fetchone()[0],
+        "margins": con.execute("SELECT count(*) FROM u_margins").fetchone()[0],
         "people": con.execute("SELECT count(*) FROM p_people").fetchone()[0],
         "activated": con.execute("SELECT count(activated_at) FROM p_people").fetchone()[0],
     }

@@ -8,6 +8,7 @@ use j1msky_core::catalogue::Catalogue;
 use j1msky_core::Clock;
 use j1msky_db::Db;
 
+mod bulk;
 mod error;
 pub mod evening;
 pub mod figures;

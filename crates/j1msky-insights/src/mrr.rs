@@ -248,7 +248,11 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     if filled.recorded > 0 {
         tracing::info!(recorded = filled.recorded, missing = filled.missing, "subscription history backfilled");
     }
+    let tuned = crate::bulk::tune(&mut tx, ctx.db.backend()).await?;
+    let indexes = crate::bulk::drop_indexes(&mut tx, ctx.db.backend(), "insights_mrr_customer_months").await?;
     store::rebuild(&mut tx, &rules(ctx), through).await?;
+    crate::bulk::create_indexes(&mut tx, &indexes).await?;
+    crate::bulk::untune(&mut tx, tuned).await?;
     tx.commit().await?;
     Ok(())
 }

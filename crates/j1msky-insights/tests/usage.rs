@@ -281,8 +281,8 @@ async fn catch_up(f: &Fixture) {
 /// Every rollup row, sorted: what "the same rollups" means.
 async fn snapshot(db: &Db) -> Vec<String> {
     let queries = [
-        "SELECT task_id, month, customer_id, team, outcome, duration_ms, cost_micros, charge_micros, ledger_until
-         FROM insights_tasks",
+        "SELECT task_id, month, customer_id, team, outcome, duration_ms, cost_micros, charge_micros, ledger_until,
+                plan FROM insights_tasks",
         "SELECT month, customer_id, team, tasks_completed, tasks_failed, cost_micros, charge_micros FROM insights_usage
          WHERE tasks_completed <> 0 OR tasks_failed <> 0 OR cost_micros <> 0 OR charge_micros <> 0",
         "SELECT month, customer_id, team, model, calls, input_tokens, output_tokens, cost_micros
@@ -775,4 +775,79 @@ async fn migration_0029_fills_the_split_from_the_rollups_already_there() {
         sqlx::query(&s).execute(f.ctx.db.pool()).await.unwrap();
     }
     assert_eq!(split_snapshot(&f.ctx.db).await, by_consumer);
+}
+
+#[tokio::test]
+async fn completion_times_per_plan_follow_a_plan_change_in_the_consumer_and_the_rebuild() {
+    let f = fixture().await;
+    catch_up(&f).await;
+    let pro = Filter { plan: Some("pro".into()), team: None };
+    let starter = Filter { plan: Some("starter".into()), team: None };
+    let times = |team: &str, tasks, median_s: i64, p90_s: i64| TeamTimes {
+        team: team.into(),
+        tasks,
+        median_ms: median_s * 1000,
+        p90_ms: p90_s * 1000,
+    };
+    // Acme's: code a1 60 s and a4 300 s (a3 failed), content a2 120 s; Dud's code 90 s.
+    let acme_only = vec![times("code", 2, 60, 300), times("content", 1, 120, 120)];
+    assert_eq!(usage::completion(&f.ctx, NOV, &pro).await.unwrap(), acme_only);
+    assert_eq!(usage::completion(&f.ctx, NOV, &starter).await.unwrap(), vec![times("code", 1, 90, 90)]);
+
+    // Dud moves from starter to pro: its task's time moves with it.
+    f.clock.advance_secs(60);
+    change_plan(&f.ctx.db, &f.dud, Some("starter"), "pro", at(28, 13)).await;
+    catch_up(&f).await;
+    let with_dud = vec![times("code", 3, 90, 300), times("content", 1, 120, 120)];
+    assert_eq!(usage::completion(&f.ctx, NOV, &pro).await.unwrap(), with_dud);
+    assert_eq!(usage::completion(&f.ctx, NOV, &starter).await.unwrap(), Vec::new());
+    let code_pro = Filter { plan: Some("pro".into()), team: Some("code".into()) };
+    assert_eq!(usage::completion(&f.ctx, NOV, &code_pro).await.unwrap(), vec![times("code", 3, 90, 300)]);
+    // Pay-per-task is Bolt's 11 research tasks (10·i s): median the 6th, p90 the 10th.
+    let ppt = Filter { plan: Some("pay-per-task".into()), team: None };
+    assert_eq!(usage::completion(&f.ctx, NOV, &ppt).await.unwrap(), vec![times("research", 11, 60, 100)]);
+
+    let by_consumer = snapshot(&f.ctx.db).await;
+    let dud_row = by_consumer.iter().find(|r| r.contains("|d1|")).unwrap();
+    assert!(dud_row.ends_with("|pro"), "{dud_row}");
+    // The rebuild drops the rollups' secondary indexes while it writes (SQLite) and must
+    // leave every one of them as the migrations made it.
+    let indexes = || async {
+        let sql = if f.ctx.db.backend() == j1msky_db::Backend::Postgres {
+            "SELECT indexdef FROM pg_indexes WHERE tablename LIKE 'insights_%' ORDER BY indexdef"
+        } else {
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name LIKE 'insights_%' AND sql IS NOT NULL
+             ORDER BY sql"
+        };
+        sqlx::query_scalar::<_, String>(sql).fetch_all(f.ctx.db.pool()).await.unwrap()
+    };
+    let before = indexes().await;
+    assert!(before.iter().any(|i| i.contains("insights_tasks_plan_times")), "{before:#?}");
+    usage::rebuild(&f.ctx).await.unwrap();
+    j1msky_insights::rollups::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(indexes().await, before);
+    assert_eq!(snapshot(&f.ctx.db).await, by_consumer, "the rebuild and the consumer disagree on the plans");
+    assert_eq!(usage::completion(&f.ctx, NOV, &pro).await.unwrap(), with_dud);
+}
+
+#[tokio::test]
+async fn migration_0030_puts_each_customers_plan_on_its_tasks() {
+    let f = fixture().await;
+    catch_up(&f).await;
+    let by_consumer = snapshot(&f.ctx.db).await;
+    // A database upgraded with its rollups: the column at its default, then the
+    // migration's filling statement as written.
+    let engine = if f.ctx.db.backend() == j1msky_db::Backend::Postgres { "postgres" } else { "sqlite" };
+    let path = format!("{}/../j1msky-db/migrations/{engine}/0030_insights_tasks_plan.sql", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let fill = text.split(";\n").map(str::trim).find(|s| s.starts_with("UPDATE")).unwrap();
+    sqlx::query("UPDATE insights_tasks SET plan = ''").execute(f.ctx.db.pool()).await.unwrap();
+    sqlx::query(fill).execute(f.ctx.db.pool()).await.unwrap();
+    assert_eq!(snapshot(&f.ctx.db).await, by_consumer);
+    let plans: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT plan FROM insights_tasks ORDER BY plan")
+        .fetch_all(f.ctx.db.pool())
+        .await
+        .unwrap();
+    let plans: Vec<&str> = plans.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(plans, vec!["pay-per-task", "pro", "starter"]);
 }

@@ -131,7 +131,9 @@ async fn refresh_stages(conn: &mut AnyConnection, customer: &str) -> Result<(), 
 /// Recomputes both rollups from the source tables in one transaction.
 pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     let mut tx = ctx.db.begin().await?;
+    let tuned = crate::bulk::tune(&mut tx, ctx.db.backend()).await?;
     sqlx::query("DELETE FROM insights_people").execute(&mut *tx).await?;
+    let indexes = crate::bulk::drop_indexes(&mut tx, ctx.db.backend(), "insights_people").await?;
     let firsts: Vec<String> =
         STAGES.iter().map(|(_, col, set)| format!("MIN(CASE WHEN to_stage IN {set} THEN at END) AS {col}")).collect();
     let cols: Vec<String> = STAGES.iter().map(|(_, col, _)| format!("s.{col}")).collect();
@@ -152,6 +154,7 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
         firsts = firsts.join(", "),
     );
     sqlx::query(&sql).execute(&mut *tx).await?;
+    crate::bulk::create_indexes(&mut tx, &indexes).await?;
     sqlx::query("DELETE FROM insights_nps").execute(&mut *tx).await?;
     let answers = j1msky_lifecycle::surveys::nps_answers(&mut tx).await.map_err(lifecycle)?;
     for a in answers {
@@ -163,6 +166,7 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
             .execute(&mut *tx)
             .await?;
     }
+    crate::bulk::untune(&mut tx, tuned).await?;
     tx.commit().await.map_err(DbError::from)?;
     Ok(())
 }

@@ -47,6 +47,7 @@ impl Handler for OnEvent {
 /// Settles what `event` is about (what the consumer runs for each event).
 pub async fn on_event(conn: &mut AnyConnection, tz: Tz, event: &Event) -> Result<(), InsightsError> {
     if let (Some(Typed::CustomerPlanChanged(_)), Some(customer)) = (event.typed(), event.customer_id.as_deref()) {
+        parts::move_plan(conn, customer).await?;
         return split::refresh_customer(conn, customer).await;
     }
     for (month, customer) in settle(conn, tz, event).await? {

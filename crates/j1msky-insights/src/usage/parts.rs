@@ -227,12 +227,18 @@ async fn add_task(conn: &mut AnyConnection, p: &TaskPart, sign: i64) -> Result<(
     Ok(())
 }
 
+/// The plan key of the customer `{id}` names as it is now: its plan, `pay-per-task`
+/// without one, `unattributed` for no known customer (the split's keys, `data::plan_key`).
+pub const PLAN_KEY: &str = "COALESCE((SELECT COALESCE(c.plan, 'pay-per-task') FROM customers c WHERE c.id = {id}),
+     'unattributed')";
+
 const STORE_TASK: &str = "INSERT INTO insights_tasks (task_id, month, customer_id, team, outcome, duration_ms,
-     cost_micros, charge_micros, ledger_until)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     cost_micros, charge_micros, ledger_until, plan)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {plan})";
 
 async fn store_task(conn: &mut AnyConnection, sql: &str, key: &str, p: &TaskPart) -> Result<u64, InsightsError> {
-    let done = sqlx::query(sql)
+    let sql = sql.replace("{plan}", &PLAN_KEY.replace("{id}", "$3"));
+    let done = sqlx::query(&sql)
         .bind(key)
         .bind(&p.month)
         .bind(&p.customer)
@@ -245,6 +251,13 @@ async fn store_task(conn: &mut AnyConnection, sql: &str, key: &str, p: &TaskPart
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected())
+}
+
+/// Moves `customer`'s finished tasks to its plan now (its plan changed).
+pub async fn move_plan(conn: &mut AnyConnection, customer: &str) -> Result<(), InsightsError> {
+    let sql = format!("UPDATE insights_tasks SET plan = {} WHERE customer_id = $1", PLAN_KEY.replace("{id}", "$1"));
+    sqlx::query(&sql).bind(customer).execute(&mut *conn).await?;
+    Ok(())
 }
 
 /// The (month, customer) pairs whose usage or revenue rollups a settle changed.
@@ -285,7 +298,8 @@ pub async fn settle_task(conn: &mut AnyConnection, key: &str, now: Option<TaskPa
                 "{STORE_TASK} ON CONFLICT (task_id) DO UPDATE SET month = excluded.month,
                      customer_id = excluded.customer_id, team = excluded.team, outcome = excluded.outcome,
                      duration_ms = excluded.duration_ms, cost_micros = excluded.cost_micros,
-                     charge_micros = excluded.charge_micros, ledger_until = excluded.ledger_until"
+                     charge_micros = excluded.charge_micros, ledger_until = excluded.ledger_until,
+                     plan = excluded.plan"
             );
             store_task(conn, &sql, key, p).await?;
         }

@@ -6,7 +6,7 @@ use chrono_tz::Tz;
 use sqlx::AnyConnection;
 
 use super::parts;
-use crate::{Ctx, InsightsError, Month};
+use crate::{bulk, Ctx, InsightsError, Month};
 
 const TABLES: &[&str] =
     &["insights_tasks", "insights_usage", "insights_model_cost", "insights_revenue", "insights_revenue_seen"];
@@ -33,8 +33,13 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     let tz = ctx.tz();
     let api_days = j1msky_tasks::charges::api_days(&ctx.db).await?;
     let mut tx = ctx.db.begin().await?;
+    let tuned = bulk::tune(&mut tx, ctx.db.backend()).await?;
     for table in TABLES {
         sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+    }
+    let mut indexes = Vec::new();
+    for table in ["insights_tasks", "insights_pieces", "insights_margins"] {
+        indexes.extend(bulk::drop_indexes(&mut tx, ctx.db.backend(), table).await?);
     }
     tasks(&mut tx, tz).await?;
     for (customer, day, amount) in api_days {
@@ -43,6 +48,8 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     }
     revenue(&mut tx, tz).await?;
     super::split::rebuild(&mut tx).await?;
+    bulk::create_indexes(&mut tx, &indexes).await?;
+    bulk::untune(&mut tx, tuned).await?;
     tx.commit().await.map_err(j1msky_db::DbError::from)?;
     Ok(())
 }
@@ -57,14 +64,15 @@ async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
     // Each task's ledger, summed once in one pass over the ledger's task index.
     sqlx::query(&format!(
         "INSERT INTO insights_tasks (task_id, month, customer_id, team, outcome, duration_ms, cost_micros,
-             charge_micros, ledger_until)
+             charge_micros, ledger_until, plan)
          SELECT t.id, {month}, t.customer_id, t.team, t.state,
                 CASE WHEN t.finished_at > t.queued_at THEN (t.finished_at - t.queued_at) / 1000 ELSE 0 END,
                 COALESCE(l.cost, 0), CASE WHEN t.state = 'succeeded' THEN COALESCE(t.charge_micros, 0) ELSE 0 END,
-                COALESCE(l.until, 0)
+                COALESCE(l.until, 0), {plan}
          FROM tasks t LEFT JOIN (SELECT task_id, SUM(cost_micros) AS cost, MAX(created_at) AS until FROM llm_calls
                                  WHERE task_id IS NOT NULL GROUP BY task_id) l ON l.task_id = t.id
-         WHERE t.{FINISHED}"
+         WHERE t.{FINISHED}",
+        plan = parts::PLAN_KEY.replace("{id}", "t.customer_id")
     ))
     .execute(&mut *conn)
     .await?;
