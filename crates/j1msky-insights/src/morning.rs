@@ -156,9 +156,9 @@ pub async fn review(ctx: &Ctx) -> Result<Vec<Item>, InsightsError> {
         Ok(alerts) => items.extend(
             alerts
                 .into_iter()
-                .map(|a| item(Severity::Critical, "alerts", format!("Alert: {}", a.kind), a.message, "/admin/gateway")),
+                .map(|a| item(Severity::Critical, "alerts", format!("Alert: {}", a.kind), a.message, "/admin/alerts")),
         ),
-        Err(e) => items.push(unreadable("alerts", "/admin/gateway", &e)),
+        Err(e) => items.push(unreadable("alerts", "/admin/alerts", &e)),
     }
 
     // Failed payments: `unpaid` is worse than `past_due` (still in its grace period).
