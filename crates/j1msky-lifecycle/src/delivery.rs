@@ -103,15 +103,27 @@ pub struct NewMessage<'a> {
 /// that triple, so a resend after a crash carries the same id.
 pub async fn enqueue(
     conn: &mut AnyConnection,
+    backend: Backend,
+    msg: &NewMessage<'_>,
+    now: i64,
+) -> Result<Option<String>, LifecycleError> {
+    enqueue_to(conn, backend, msg, None, now).await
+}
+
+/// [`enqueue`] for mail to one user's address (`to`) instead of the customer's contact:
+/// a password reset, a member's invite.
+pub async fn enqueue_to(
+    conn: &mut AnyConnection,
     _backend: Backend,
     msg: &NewMessage<'_>,
+    to: Option<&str>,
     now: i64,
 ) -> Result<Option<String>, LifecycleError> {
     let id = j1msky_core::ids::new_id("msg");
     let inserted = sqlx::query(
         "INSERT INTO lifecycle_messages (id, customer_id, source, step, occurrence, category, template, subject,
-             body_text, body_html, state, not_before, stale_at, message_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $14)
+             body_text, body_html, state, not_before, stale_at, message_id, created_at, recipient)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $14, $15)
          ON CONFLICT (source, step, occurrence) DO NOTHING",
     )
     .bind(&id)
@@ -128,6 +140,7 @@ pub async fn enqueue(
     .bind(msg.stale_at)
     .bind(message_id(msg.source, msg.step, msg.occurrence))
     .bind(now)
+    .bind(to)
     .execute(&mut *conn)
     .await?;
     Ok((inserted.rows_affected() == 1).then_some(id))
@@ -772,6 +785,7 @@ struct Claimed {
     attempt_at: Option<i64>,
     template: String,
     source: String,
+    recipient: Option<String>,
 }
 
 /// Claims up to `limit` due messages for `owner` (queued or deferred and due, or
@@ -787,7 +801,7 @@ async fn claim(db: &Db, owner: &str, now: i64, limit: i64) -> Result<Vec<Claimed
          WHERE id IN (SELECT id FROM lifecycle_messages WHERE {due} ORDER BY not_before, id LIMIT $4 {lock})
            AND {due}
          RETURNING id, customer_id, category, subject, body_text, body_html, message_id, stale_at, attempts, attempt_at,
-                   template, source"
+                   template, source, recipient"
     );
     let rows =
         sqlx::query(&sql).bind(owner).bind(now + LEASE_MICROS).bind(now).bind(limit).fetch_all(db.pool()).await?;
@@ -806,6 +820,7 @@ async fn claim(db: &Db, owner: &str, now: i64, limit: i64) -> Result<Vec<Claimed
                 attempt_at: r.try_get(9)?,
                 template: r.try_get(10)?,
                 source: r.try_get(11)?,
+                recipient: r.try_get(12)?,
             })
         })
         .collect()
@@ -920,7 +935,7 @@ async fn send_one(
         finish(db, &m, owner, "failed", Some("customer not found"), None, now).await?;
         return Ok("failed");
     };
-    let Some(to) = to.clone() else {
+    let Some(to) = m.recipient.clone().or_else(|| to.clone()) else {
         finish(db, &m, owner, "failed", Some("the customer has no contact or owner email"), None, now).await?;
         return Ok("failed");
     };

@@ -47,7 +47,14 @@ pub fn environment() -> Environment<'static> {
         "admin/lifecycle_message.html",
         "admin/lifecycle_suppressions.html",
         "public/survey.html",
-        "public/unsubscribe.html"
+        "public/unsubscribe.html",
+        "public/start.html",
+        "public/start_thanks.html",
+        "public/set_password.html",
+        "public/reset.html",
+        "admin/leads.html",
+        "admin/lead.html",
+        "app/members.html"
     );
     env.add_filter("usd", |micros: i64| j1msky_core::Money::from_micros(micros).to_string());
     env.add_filter("age", |micros: i64| {
