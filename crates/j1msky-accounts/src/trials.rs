@@ -10,7 +10,7 @@ use crate::tokens::{self, Purpose};
 use crate::users::{self, NewUser, User};
 use crate::{secrets, AccountsError};
 use j1msky_audit::{audit, Actor};
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::{Catalogue, TeamAllowance};
 use j1msky_core::events::CustomerPlanChanged;
 use j1msky_core::vocab::{Stage, UserRole};
 use j1msky_db::{outbox, Backend, Db};
@@ -151,6 +151,22 @@ pub async fn start_in(
     if inserted.rows_affected() != 1 {
         return Err(AccountsError::Conflict(format!("{} already had a trial", customer.name)));
     }
+    // A plan with chosen teams starts with the team of the lead's use case, so the
+    // trial can be used at once; the owner may change the choice later.
+    let teams_to_choose = matches!(catalogue.plans[&t.plan].teams, TeamAllowance::Choose(n) if n >= 1);
+    let use_case_team = customer.use_case.map(|u| u.as_str().to_string()).filter(|u| catalogue.teams.contains_key(u));
+    let chosen = match (teams_to_choose && customer.chosen_teams.is_empty(), use_case_team) {
+        (true, Some(team)) => vec![team],
+        _ => customer.chosen_teams.clone(),
+    };
+    if chosen != customer.chosen_teams {
+        sqlx::query("UPDATE customers SET chosen_teams = $1, updated_at = $2 WHERE id = $3")
+            .bind(serde_json::to_string(&chosen).unwrap_or_else(|_| "[]".into()))
+            .bind(now)
+            .bind(customer_id)
+            .execute(&mut *conn)
+            .await?;
+    }
     if customer.plan.as_deref() != Some(t.plan.as_str()) {
         sqlx::query("UPDATE customers SET plan = $1, updated_at = $2 WHERE id = $3")
             .bind(&t.plan)
@@ -169,6 +185,7 @@ pub async fn start_in(
     let customer = Customer {
         stage: Stage::Trial,
         plan: Some(t.plan.clone()),
+        chosen_teams: chosen,
         stage_changed_at: now,
         updated_at: now,
         ..customer

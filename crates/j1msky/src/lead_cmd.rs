@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 use j1msky_audit::Actor;
-use j1msky_core::{Clock, SystemClock};
+use j1msky_core::SystemClock;
 use j1msky_ops::leads::trial::{self, Terms};
 use j1msky_ops::leads::{self, LeadError, Mailer};
 use serde_json::json;
