@@ -299,3 +299,36 @@ async fn the_owner_invites_a_member_who_sets_a_password_and_a_member_cannot_invi
     assert_eq!(r.status(), 403, "only the owner invites");
     assert_eq!(count(&app, "SELECT COUNT(*) FROM users WHERE email = 'x@team.test'").await, 0);
 }
+
+/// Runs the lifecycle journeys consumer over every event so far.
+async fn run_journeys(app: &TestApp) {
+    let ctx = j1msky_lifecycle::Ctx {
+        db: app.db.clone(),
+        catalogue: app.catalogue.clone(),
+        clock: std::sync::Arc::new(app.clock.clone()),
+        transport: std::sync::Arc::new(j1msky_lifecycle::transport::Recording::default()),
+        stripe: None,
+        base_url: app.base.clone(),
+        templates_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates"),
+    };
+    let all = j1msky_lifecycle::journeys::consumers(&ctx);
+    let runner = j1msky_db::consumers::Runner::for_this_process();
+    while j1msky_db::consumers::run_once(&app.db, &runner, &all, &app.clock).await.unwrap().handled > 0 {}
+}
+
+#[tokio::test]
+async fn a_lead_gets_no_onboarding_mail_until_its_trial_starts() {
+    let app = spawn_app_with_mail().await;
+    assert_eq!(post_form(&app, &lead_fields("Quiet Co", "q@quiet.test")).await.status(), 303);
+    let id = lead_id(&app, "Quiet Co").await;
+    run_journeys(&app).await;
+    let enrolled = format!("SELECT COUNT(*) FROM lifecycle_enrollments WHERE customer_id = '{id}'");
+    assert_eq!(count(&app, &enrolled).await, 0, "a lead is not welcomed to an account it does not have");
+    let op = operator(&app).await;
+    let page = format!("/admin/leads/{id}");
+    let r = admin_post(&app, &op, &page, &format!("{page}/trial"), &[("plan", "pro"), ("tasks", "5")]).await;
+    assert_eq!(r.status(), 303);
+    run_journeys(&app).await;
+    let welcome = format!("{enrolled} AND journey = 'welcome'");
+    assert_eq!(count(&app, &welcome).await, 1, "the trial starts the onboarding journeys");
+}
