@@ -121,19 +121,22 @@ pub async fn redeem(db: &Db, token: &str, password: &str, now: i64) -> Result<Us
         .await
         .map_err(|e| AccountsError::Internal(e.to_string()))??;
     let mut tx = db.begin().await?;
-    let claimed = sqlx::query(
-        "UPDATE account_tokens SET used_at = $1 WHERE digest = $2 AND used_at IS NULL AND expires_at > $1",
-    )
-    .bind(now)
-    .bind(secrets::digest(token))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let claimed =
+        sqlx::query("UPDATE account_tokens SET used_at = $1 WHERE digest = $2 AND used_at IS NULL AND expires_at > $1")
+            .bind(now)
+            .bind(secrets::digest(token))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     if claimed != 1 {
         return Err(AccountsError::invalid("link", "this link was already used; ask for a new one"));
     }
     let user_id = &link.user.id;
-    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2").bind(&hash).bind(user_id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        .bind(&hash)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
     let detail = serde_json::json!({"by": link.purpose.as_str()});
     let actor = Actor::user(user_id);

@@ -265,8 +265,7 @@ pub async fn qualify(
         .bind(customer_id)
         .execute(&mut *tx)
         .await?;
-    customers::change_stage(&mut tx, ctx.db.backend(), actor, customer_id, lead.stage, Stage::Qualified, now)
-        .await?;
+    customers::change_stage(&mut tx, ctx.db.backend(), actor, customer_id, lead.stage, Stage::Qualified, now).await?;
     let detail = serde_json::json!({"plan": plan, "notes": notes});
     audit::record(&mut tx, actor, "lead.qualified", customer_id, Some(customer_id), detail, now).await?;
     tx.commit().await?;

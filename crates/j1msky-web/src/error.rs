@@ -138,7 +138,8 @@ impl From<j1msky_ops::leads::LeadError> for ApiError {
             L::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             L::Forbidden(m) => ApiError::forbidden(m),
             L::Throttled { retry_after_secs } => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", e.to_string()).with_retry_after(retry_after_secs)
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", e.to_string())
+                    .with_retry_after(retry_after_secs)
             }
             L::Accounts(a) => a.into(),
             L::Lifecycle(l) => l.into(),

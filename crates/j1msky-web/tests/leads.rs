@@ -75,7 +75,13 @@ async fn operator(app: &TestApp) -> reqwest::Client {
     b
 }
 
-async fn admin_post(app: &TestApp, b: &reqwest::Client, page: &str, action: &str, f: &[(&str, &str)]) -> reqwest::Response {
+async fn admin_post(
+    app: &TestApp,
+    b: &reqwest::Client,
+    page: &str,
+    action: &str,
+    f: &[(&str, &str)],
+) -> reqwest::Response {
     let token = app.page_token(b, page).await;
     let mut form = vec![("csrf_token", token.as_str())];
     form.extend_from_slice(f);
@@ -137,7 +143,11 @@ async fn the_form_names_the_bad_field_ignores_the_honeypot_confirms_by_mail_and_
 }
 
 fn j1msky_ops_ctx(app: &TestApp) -> j1msky_ops::Ctx {
-    j1msky_ops::Ctx { db: app.db.clone(), catalogue: app.catalogue.clone(), clock: std::sync::Arc::new(app.clock.clone()) }
+    j1msky_ops::Ctx {
+        db: app.db.clone(),
+        catalogue: app.catalogue.clone(),
+        clock: std::sync::Arc::new(app.clock.clone()),
+    }
 }
 
 #[tokio::test]
@@ -178,10 +188,7 @@ async fn a_trial_invites_the_owner_by_a_one_time_link_and_its_credits_refuse_the
         j1msky_tasks::submit(&app.db, &app.catalogue, &id, &task, None, app.now()).await.unwrap();
     }
     let e = j1msky_tasks::submit(&app.db, &app.catalogue, &id, &task, None, app.now()).await.unwrap_err();
-    assert!(
-        matches!(&e, j1msky_tasks::TaskError::LimitReached { limit: "trial_tasks", .. }),
-        "{e:?}"
-    );
+    assert!(matches!(&e, j1msky_tasks::TaskError::LimitReached { limit: "trial_tasks", .. }), "{e:?}");
     assert!(e.to_string().contains("the trial includes 2 tasks and 2 have been used"), "{e}");
     // And nothing after the trial's end date.
     app.clock.advance_secs(15 * 86_400);
@@ -290,12 +297,15 @@ async fn the_owner_invites_a_member_who_sets_a_password_and_a_member_cannot_invi
     assert_eq!(to.as_deref(), Some("max@team.test"));
     let token = link_token(&body, "/set-password/");
     let b = app.browser();
-    let csrf = csrf_token(&b.get(app.url(&format!("/set-password/{token}"))).send().await.unwrap().text().await.unwrap());
+    let csrf =
+        csrf_token(&b.get(app.url(&format!("/set-password/{token}"))).send().await.unwrap().text().await.unwrap());
     let pw = [("csrf_token", csrf.as_str()), ("password", NEW_PASSWORD), ("confirm", NEW_PASSWORD)];
     assert_eq!(b.post(app.url(&format!("/set-password/{token}"))).form(&pw).send().await.unwrap().status(), 303);
     let member = app.browser();
     assert_eq!(app.login(&member, "max@team.test", NEW_PASSWORD).await.status(), 303);
-    let r = admin_post(&app, &member, "/app/members", "/app/members", &[("display_name", "X"), ("email", "x@team.test")]).await;
+    let r =
+        admin_post(&app, &member, "/app/members", "/app/members", &[("display_name", "X"), ("email", "x@team.test")])
+            .await;
     assert_eq!(r.status(), 403, "only the owner invites");
     assert_eq!(count(&app, "SELECT COUNT(*) FROM users WHERE email = 'x@team.test'").await, 0);
 }

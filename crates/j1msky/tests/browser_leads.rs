@@ -43,7 +43,8 @@ async fn testimonial(db: &Db, catalogue: &Catalogue, now: i64) {
     let mut tx = db.begin().await.unwrap();
     let link = surveys::create(&mut tx, &acme.id, SurveyKind::Testimonial, now).await.unwrap();
     tx.commit().await.unwrap();
-    let a = Answer { testimonial: "Acme saves a day a week on research.", consent_to_publish: true, ..Answer::default() };
+    let a =
+        Answer { testimonial: "Acme saves a day a week on research.", consent_to_publish: true, ..Answer::default() };
     surveys::answer(db, 30, &link.token, &a, now).await.unwrap();
     surveys::approve_testimonial(db, &Actor::cli(), &link.survey_id, now).await.unwrap();
 }

@@ -165,16 +165,9 @@ pub async fn invite_member(
     let customer = j1msky_accounts::customers::get(&ctx.db, customer_id).await?;
     let actor = Actor::user(&inviter.id);
     let mut tx = ctx.db.begin().await?;
-    let (member, token) = j1msky_accounts::trials::invite_member_in(
-        &mut tx,
-        ctx.db.backend(),
-        &actor,
-        customer_id,
-        email,
-        name,
-        now,
-    )
-    .await?;
+    let (member, token) =
+        j1msky_accounts::trials::invite_member_in(&mut tx, ctx.db.backend(), &actor, customer_id, email, name, now)
+            .await?;
     let mut c = base_context(ctx, mailer, &customer);
     c["account"] = serde_json::json!({
         "name": member.display_name, "email": member.email, "invited_by": inviter.display_name,

@@ -117,11 +117,10 @@ pub async fn start(
             .bind(customer_id)
             .execute(&mut *tx)
             .await?;
-            let (since,): (i64,) =
-                sqlx::query_as("SELECT waiting_since FROM ops_leads WHERE customer_id = $1")
-                    .bind(customer_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let (since,): (i64,) = sqlx::query_as("SELECT waiting_since FROM ops_leads WHERE customer_id = $1")
+                .bind(customer_id)
+                .fetch_one(&mut *tx)
+                .await?;
             let (position,): (i64,) = sqlx::query_as(
                 "SELECT COUNT(*) FROM ops_leads
                  WHERE waiting_since < $1 OR (waiting_since = $1 AND customer_id <= $2)",

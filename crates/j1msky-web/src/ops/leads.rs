@@ -31,9 +31,9 @@ pub fn router() -> Router<AppState> {
         .route("/app/members", get(members).post(invite))
 }
 
-fn mailer(state: &AppState, s: &j1msky_accounts::sessions::Session) -> Result<Mailer, Response> {
+fn mailer(state: &AppState, s: &j1msky_accounts::sessions::Session) -> Result<Mailer, Box<Response>> {
     state.lifecycle.as_ref().map(Mailer::of).ok_or_else(|| {
-        error_page(state, Some(s), StatusCode::SERVICE_UNAVAILABLE, "Mail is not configured on this server.")
+        Box::new(error_page(state, Some(s), StatusCode::SERVICE_UNAVAILABLE, "Mail is not configured on this server."))
     })
 }
 
@@ -115,7 +115,7 @@ async fn start_trial(
 ) -> Response {
     let mailer = match mailer(&state, &s) {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let terms = match (number("days", &f.days), number("tasks", &f.tasks)) {
         (Ok(days), Ok(tasks)) => Terms { plan: Some(f.plan.clone()), days, tasks },
@@ -152,7 +152,7 @@ async fn pilot(State(state): State<AppState>, OperatorUser(s): OperatorUser, For
 async fn next(State(state): State<AppState>, OperatorUser(s): OperatorUser) -> Response {
     let mailer = match mailer(&state, &s) {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     match trial::start_next(&ops_ctx(&state), &mailer, &Actor::user(&s.user.id), state.now()).await {
         Ok(_) => Redirect::to("/admin/leads").into_response(),
@@ -187,10 +187,9 @@ async fn invite(
 ) -> Response {
     let mailer = match mailer(&state, &s) {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
-    match leads::mail::invite_member(&ops_ctx(&state), &mailer, &s.user, &f.email, &f.display_name, state.now()).await
-    {
+    match leads::mail::invite_member(&ops_ctx(&state), &mailer, &s.user, &f.email, &f.display_name, state.now()).await {
         Ok(_) => Redirect::to("/app/members").into_response(),
         Err(e) => error_page_for(&state, Some(&s), e),
     }

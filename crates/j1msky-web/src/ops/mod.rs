@@ -13,10 +13,8 @@ use crate::nav::NavEntry;
 use crate::state::AppState;
 
 /// Each page adds its entry here.
-pub const NAV: &[NavEntry] = &[
-    NavEntry::operator("leads", "Leads", "/admin/leads"),
-    NavEntry::customer("members", "Members", "/app/members"),
-];
+pub const NAV: &[NavEntry] =
+    &[NavEntry::operator("leads", "Leads", "/admin/leads"), NavEntry::customer("members", "Members", "/app/members")];
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -57,15 +57,15 @@ fn csrf(state: &AppState, headers: &HeaderMap, jar: CookieJar, s: Option<&Sessio
 }
 
 /// The mail settings, or the page saying mail is off on this server.
-fn mailer(state: &AppState, s: Option<&Session>) -> Result<Mailer, Response> {
+fn mailer(state: &AppState, s: Option<&Session>) -> Result<Mailer, Box<Response>> {
     match &state.lifecycle {
         Some(l) => Ok(Mailer::of(l)),
-        None => Err(error_page(
+        None => Err(Box::new(error_page(
             state,
             s,
             StatusCode::SERVICE_UNAVAILABLE,
             "Mail is not configured on this server, so this form cannot be used now.",
-        )),
+        ))),
     }
 }
 
@@ -148,7 +148,7 @@ async fn start_submit(
     let s = session(m);
     let mailer = match mailer(&state, s.as_deref()) {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let new = NewLead {
         contact_name: f.contact_name.clone(),
@@ -325,7 +325,7 @@ async fn reset_submit(
     let s = session(m);
     let mailer = match mailer(&state, s.as_deref()) {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     match leads::mail::request_reset(&ops_ctx(&state), &mailer, &f.email, &ip, state.now()).await {
         Ok(()) => reset_form(&state, &headers, jar, s.as_deref(), true, None),
