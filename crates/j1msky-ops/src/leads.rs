@@ -258,6 +258,11 @@ pub async fn qualify(
         return Err(LeadError::Conflict(format!("{} is already in stage {}", lead.company, lead.stage)));
     }
     let mut tx = ctx.db.begin().await?;
+    // The stage as it is in this transaction, so the history records the real move.
+    let stage = customers::get_in(&mut tx, customer_id).await?.stage;
+    if !matches!(stage, Stage::Lead | Stage::Qualified) {
+        return Err(LeadError::Conflict(format!("{} is already in stage {stage}", lead.company)));
+    }
     sqlx::query("UPDATE ops_leads SET notes = $1, suggested_plan = $2, updated_at = $3 WHERE customer_id = $4")
         .bind(&notes)
         .bind(&plan)
@@ -265,7 +270,7 @@ pub async fn qualify(
         .bind(customer_id)
         .execute(&mut *tx)
         .await?;
-    customers::change_stage(&mut tx, ctx.db.backend(), actor, customer_id, lead.stage, Stage::Qualified, now).await?;
+    customers::change_stage(&mut tx, ctx.db.backend(), actor, customer_id, stage, Stage::Qualified, now).await?;
     let detail = serde_json::json!({"plan": plan, "notes": notes});
     audit::record(&mut tx, actor, "lead.qualified", customer_id, Some(customer_id), detail, now).await?;
     tx.commit().await?;
