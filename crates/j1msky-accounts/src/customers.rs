@@ -245,6 +245,21 @@ pub async fn create_with_owner(
     Ok((customer, owner))
 }
 
+/// Adds a customer inside the caller's transaction (a lead with its form details), audited,
+/// with a `customer.created` event.
+pub async fn create_in(
+    conn: &mut AnyConnection,
+    backend: j1msky_db::Backend,
+    catalogue: &Catalogue,
+    actor: &Actor,
+    input: NewCustomer,
+    now: i64,
+) -> Result<Customer, AccountsError> {
+    let customer = prepare(catalogue, input, now)?;
+    insert(conn, backend, actor, &customer, now).await?;
+    Ok(customer)
+}
+
 fn prepare(catalogue: &Catalogue, input: NewCustomer, now: i64) -> Result<Customer, AccountsError> {
     let name = input.name.trim().to_string();
     if name.is_empty() {

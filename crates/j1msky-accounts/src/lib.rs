@@ -14,6 +14,8 @@ pub mod reactions;
 pub mod secrets;
 pub mod sessions;
 pub mod throttle;
+pub mod tokens;
+pub mod trials;
 pub mod users;
 
 pub use email::Email;

@@ -103,15 +103,27 @@ pub struct NewMessage<'a> {
 /// that triple, so a resend after a crash carries the same id.
 pub async fn enqueue(
     conn: &mut AnyConnection,
+    backend: Backend,
+    msg: &NewMessage<'_>,
+    now: i64,
+) -> Result<Option<String>, LifecycleError> {
+    enqueue_to(conn, backend, msg, None, now).await
+}
+
+/// [`enqueue`] for mail to one user's address (`to`) instead of the customer's contact:
+/// a password reset, a member's invite.
+pub async fn enqueue_to(
+    conn: &mut AnyConnection,
     _backend: Backend,
     msg: &NewMessage<'_>,
+    to: Option<&str>,
     now: i64,
 ) -> Result<Option<String>, LifecycleError> {
     let id = j1msky_core::ids::new_id("msg");
     let inserted = sqlx::query(
         "INSERT INTO lifecycle_messages (id, customer_id, source, step, occurrence, category, template, subject,
-             body_text, body_html, state, not_before, stale_at, message_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $14)
+             body_text, body_html, state, not_before, stale_at, message_id, created_at, recipient)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $14, $15)
          ON CONFLICT (source, step, occurrence) DO NOTHING",
     )
     .bind(&id)
@@ -128,6 +140,7 @@ pub async fn enqueue(
     .bind(msg.stale_at)
     .bind(message_id(msg.source, msg.step, msg.occurrence))
     .bind(now)
+    .bind(to)
     .execute(&mut *conn)
     .await?;
     Ok((inserted.rows_affected() == 1).then_some(id))
@@ -168,7 +181,7 @@ pub async fn enqueue_for_operator(
     let id = j1msky_core::ids::new_id("msg");
     let inserted = sqlx::query(
         "INSERT INTO lifecycle_messages (id, customer_id, source, step, occurrence, category, template, subject,
-             body_text, body_html, state, not_before, stale_at, message_id, to_addr, created_at)
+             body_text, body_html, state, not_before, stale_at, message_id, recipient, created_at)
          VALUES ($1, NULL, $2, $3, $4, 'transactional', $5, $6, $7, $8, 'queued', $9, NULL, $10, $11, $9)
          ON CONFLICT (source, step, occurrence) DO NOTHING",
     )
@@ -803,9 +816,8 @@ pub struct Pass {
 
 struct Claimed {
     id: String,
-    /// `None` for an operator's message, which carries its address in `to_addr`.
+    /// `None` for an operator's message, which carries its address in `recipient`.
     customer_id: Option<String>,
-    to_addr: Option<String>,
     category: String,
     subject: String,
     body_text: String,
@@ -816,6 +828,9 @@ struct Claimed {
     attempt_at: Option<i64>,
     template: String,
     source: String,
+    /// The address chosen when the message was queued (an operator, an invited member);
+    /// `None`: the customer's contact at send time.
+    recipient: Option<String>,
 }
 
 /// Claims up to `limit` due messages for `owner` (queued or deferred and due, or
@@ -831,7 +846,7 @@ async fn claim(db: &Db, owner: &str, now: i64, limit: i64) -> Result<Vec<Claimed
          WHERE id IN (SELECT id FROM lifecycle_messages WHERE {due} ORDER BY not_before, id LIMIT $4 {lock})
            AND {due}
          RETURNING id, customer_id, category, subject, body_text, body_html, message_id, stale_at, attempts, attempt_at,
-                   template, source, to_addr"
+                   template, source, recipient"
     );
     let rows =
         sqlx::query(&sql).bind(owner).bind(now + LEASE_MICROS).bind(now).bind(limit).fetch_all(db.pool()).await?;
@@ -850,7 +865,7 @@ async fn claim(db: &Db, owner: &str, now: i64, limit: i64) -> Result<Vec<Claimed
                 attempt_at: r.try_get(9)?,
                 template: r.try_get(10)?,
                 source: r.try_get(11)?,
-                to_addr: r.try_get(12)?,
+                recipient: r.try_get(12)?,
             })
         })
         .collect()
@@ -961,19 +976,21 @@ async fn send_one(
         return Ok("stale");
     }
     let category = Category::parse(&m.category).unwrap_or(Category::Marketing);
-    // An operator's message (no customer) is transactional and addressed when queued.
-    let (to, customer) = match (&m.customer_id, &m.to_addr) {
+    // An operator's message (no customer) is transactional and addressed when queued; a
+    // customer's message may name its recipient (a member's invite), else goes to the
+    // customer's contact.
+    let (to, customer) = match (&m.customer_id, &m.recipient) {
         (None, Some(to)) => (to.clone(), None),
         (None, None) => {
             finish(db, &m, owner, "failed", Some("an operator message without an address"), None, now).await?;
             return Ok("failed");
         }
-        (Some(customer_id), _) => {
+        (Some(customer_id), recipient) => {
             let Some((to, zone)) = zones.get(customer_id) else {
                 finish(db, &m, owner, "failed", Some("customer not found"), None, now).await?;
                 return Ok("failed");
             };
-            let Some(to) = to.clone() else {
+            let Some(to) = recipient.clone().or_else(|| to.clone()) else {
                 finish(db, &m, owner, "failed", Some("the customer has no contact or owner email"), None, now).await?;
                 return Ok("failed");
             };

@@ -259,12 +259,41 @@ pub async fn on_event(
     }
     engine::wake(conn, backend, ctx, customer, kind, now).await?;
     let entry_key = format!("event:{}", event.seq);
+    let Some(kind) = entry_kind(conn, customer, event).await? else { return Ok(()) };
     for (name, j) in &ctx.catalogue.lifecycle.journeys {
         if j.entry.on == kind {
             enroll_due(conn, backend, ctx, customer, name, &entry_key, event.created_at, now).await?;
         }
     }
     Ok(())
+}
+
+/// The attribute a lead from the public form carries ([`ONBOARD_AT_TRIAL`]): its
+/// journeys keyed on `customer.created` wait for its trial.
+pub const ONBOARD_AT: &str = "onboard_at";
+/// Its value.
+pub const ONBOARD_AT_TRIAL: &str = "trial";
+
+/// The kind an event enrolls as. A customer marked to be onboarded at its trial (a lead
+/// from the public form) enters the `customer.created` journeys when it moves to stage
+/// `trial`, not when the lead is stored: a welcome mail before there is an account to
+/// sign in to would be wrong.
+async fn entry_kind<'k>(
+    conn: &mut AnyConnection,
+    customer: &str,
+    event: &'k Event,
+) -> Result<Option<&'k str>, LifecycleError> {
+    let kind = event.kind.as_str();
+    let to_trial = kind == "customer.stage_changed" && event.payload["to"].as_str() == Some("trial");
+    if kind != "customer.created" && !to_trial {
+        return Ok(Some(kind));
+    }
+    let held = attributes::get(conn, customer, ONBOARD_AT).await?.as_deref() == Some(ONBOARD_AT_TRIAL);
+    Ok(match (held, to_trial) {
+        (false, _) => Some(kind),
+        (true, false) => None,
+        (true, true) => Some("customer.created"),
+    })
 }
 
 /// The step timers: waits, wait-until timeouts and offers.

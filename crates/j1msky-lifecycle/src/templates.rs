@@ -105,6 +105,13 @@ pub fn sample_context(catalogue: &j1msky_core::catalogue::Catalogue, base_url: &
         },
         "office_hours": {"when": "Thursday 5 March 2026, 16:00", "zone": "Europe/Berlin", "minutes": 60, "url": "https://meet.example.com/sample"},
         "case_studies": [{"customer": "Sample Co", "text": "Our weekly research brief now takes an hour, not a day."}],
+        "lead": {"contact_name": "Sam Sample", "expected_monthly_tasks": 80},
+        "trial": {"plan_name": "Starter", "tasks": 20, "ends": "15 March 2026"},
+        "account": {
+            "name": "Sam Sample", "email": "sam@sample.test", "invited_by": "Ann Owner",
+            "url": format!("{}/set-password/sample-token", base_url.trim_end_matches('/')),
+            "valid_days": 7, "valid_minutes": 60,
+        },
     })
 }
 
@@ -212,8 +219,8 @@ mod tests {
                             .chars()
                             .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | '<' | ')' | '#' | '?'))
                             .collect();
-                        let ok =
-                            SERVED_PATHS.contains(&path.as_str()) || path.starts_with("/u/") || path.starts_with("/s/");
+                        let one_time = ["/u/", "/s/", "/set-password/", "/reset/"];
+                        let ok = SERVED_PATHS.contains(&path.as_str()) || one_time.iter().any(|p| path.starts_with(p));
                         assert!(ok, "template {n} links to {base}{path}, which the server does not serve");
                     }
                     assert!(

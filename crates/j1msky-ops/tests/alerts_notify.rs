@@ -107,7 +107,7 @@ impl World {
     /// Queued operator mail whose source starts with `prefix`: (to, subject, text).
     async fn queued(&self, prefix: &str) -> Vec<(String, String, String)> {
         sqlx::query(
-            "SELECT to_addr, subject, body_text FROM lifecycle_messages WHERE source LIKE $1 ORDER BY source, to_addr",
+            "SELECT recipient, subject, body_text FROM lifecycle_messages WHERE source LIKE $1 ORDER BY source, recipient",
         )
         .bind(format!("{prefix}%"))
         .fetch_all(self.db.pool())

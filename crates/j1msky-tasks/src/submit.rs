@@ -345,10 +345,24 @@ pub async fn submit(
     let sla = plan.and_then(|p| p.sla.as_ref()).map_or(0, |s| i64::from(s.priority));
     let id = j1msky_core::ids::new_id("tsk");
 
+    let trial = match customer.stage {
+        j1msky_core::vocab::Stage::Trial => j1msky_accounts::trials::get(db, customer_id).await?,
+        _ => None,
+    };
     let mut tx = db.begin().await?;
     if db.backend() == Backend::Postgres {
         // One submitter per customer at a time, so the monthly count below is exact.
         sqlx::query("SELECT id FROM customers WHERE id = $1 FOR UPDATE").bind(customer_id).execute(&mut *tx).await?;
+    }
+    // A trial the operator granted counts its tasks from its start and ends on its date.
+    if let Some(trial) = &trial {
+        if let Err(e) = trial_allows(&mut tx, trial, now).await {
+            tx.rollback().await?;
+            if let TaskError::LimitReached { message, .. } = &e {
+                activity::limit_hit(db, customer_id, "trial_tasks", message, now).await;
+            }
+            return Err(e);
+        }
     }
     // A contract (plans with custom limits) replaces the plan's monthly allowance.
     let contract_limit = customer.contract.tasks_per_month.filter(|_| plan.is_some_and(|p| p.custom_limits));
@@ -606,6 +620,27 @@ pub async fn queue_view(db: &Db, now: i64) -> Result<QueueView, TaskError> {
 
 /// The customer's tasks queued in `[from, to)` that count toward a monthly task limit
 /// (tasks cancelled before they started do not).
+/// Refuses a task past a granted trial's end or beyond its included tasks.
+async fn trial_allows(
+    conn: &mut sqlx::AnyConnection,
+    trial: &j1msky_accounts::trials::Trial,
+    now: i64,
+) -> Result<(), TaskError> {
+    if now >= trial.ends_at {
+        let msg = "the trial has ended; choose a plan in /app/billing to keep using the service";
+        return Err(j1msky_accounts::access::NoActivePlan(msg.into()).into());
+    }
+    let used = counted_toward_limit(conn, &trial.customer_id, trial.started_at, i64::MAX).await?;
+    if used >= trial.tasks {
+        let message = format!(
+            "the trial includes {} tasks and {used} have been used; choose a plan in /app/billing to continue",
+            trial.tasks
+        );
+        return Err(TaskError::LimitReached { limit: "trial_tasks", message });
+    }
+    Ok(())
+}
+
 pub async fn counted_toward_limit(
     conn: &mut sqlx::AnyConnection,
     customer_id: &str,

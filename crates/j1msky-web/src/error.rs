@@ -129,6 +129,25 @@ impl From<BillingError> for ApiError {
     }
 }
 
+impl From<j1msky_ops::leads::LeadError> for ApiError {
+    fn from(e: j1msky_ops::leads::LeadError) -> ApiError {
+        use j1msky_ops::leads::LeadError as L;
+        match e {
+            L::Invalid { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
+            L::NotFound(what) => ApiError::not_found(what),
+            L::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            L::Forbidden(m) => ApiError::forbidden(m),
+            L::Throttled { retry_after_secs } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", e.to_string())
+                    .with_retry_after(retry_after_secs)
+            }
+            L::Accounts(a) => a.into(),
+            L::Lifecycle(l) => l.into(),
+            L::Db(_) => ApiError::internal("leads", &e),
+        }
+    }
+}
+
 impl From<LifecycleError> for ApiError {
     fn from(e: LifecycleError) -> ApiError {
         let message = e.to_string();

@@ -50,7 +50,14 @@ pub fn environment() -> Environment<'static> {
         "admin/backups.html",
         "admin/alerts.html",
         "public/survey.html",
-        "public/unsubscribe.html"
+        "public/unsubscribe.html",
+        "public/start.html",
+        "public/start_thanks.html",
+        "public/set_password.html",
+        "public/reset.html",
+        "admin/leads.html",
+        "admin/lead.html",
+        "app/members.html"
     );
     env.add_filter("usd", |micros: i64| j1msky_core::Money::from_micros(micros).to_string());
     env.add_filter("age", |micros: i64| {

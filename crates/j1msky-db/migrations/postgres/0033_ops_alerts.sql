@@ -22,6 +22,6 @@ CREATE TABLE ops_alert_deliveries (
 CREATE INDEX ops_alert_deliveries_kind ON ops_alert_deliveries(channel, kind, created_at);
 CREATE INDEX ops_alert_deliveries_state ON ops_alert_deliveries(state, created_at);
 
--- Operator mail goes through the same queue as customer mail, addressed to `to_addr`
+-- Operator mail goes through the same queue as customer mail, addressed to `recipient` (migration 0034; `to_addr` keeps where it was sent)
 -- and to no customer: `customer_id` becomes optional.
 ALTER TABLE lifecycle_messages ALTER COLUMN customer_id DROP NOT NULL;

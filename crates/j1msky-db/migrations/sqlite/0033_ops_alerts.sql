@@ -22,7 +22,7 @@ CREATE TABLE ops_alert_deliveries (
 CREATE INDEX ops_alert_deliveries_kind ON ops_alert_deliveries(channel, kind, created_at);
 CREATE INDEX ops_alert_deliveries_state ON ops_alert_deliveries(state, created_at);
 
--- Operator mail goes through the same queue as customer mail, addressed to `to_addr`
+-- Operator mail goes through the same queue as customer mail, addressed to `recipient` (migration 0034; `to_addr` keeps where it was sent)
 -- and to no customer: `customer_id` becomes optional. SQLite cannot drop NOT NULL in
 -- place, so the table is rebuilt with the same columns and indexes.
 CREATE TABLE lifecycle_messages_new (

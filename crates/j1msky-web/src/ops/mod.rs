@@ -14,9 +14,11 @@ use crate::state::AppState;
 
 /// Each page adds its entry here.
 pub const NAV: &[NavEntry] = &[
+    NavEntry::operator("leads", "Leads", "/admin/leads"),
     NavEntry::operator("alerts", "Alerts", "/admin/alerts"),
     NavEntry::operator("backups", "Backups", "/admin/backups"),
     NavEntry::operator("config", "Config", "/admin/config"),
+    NavEntry::customer("members", "Members", "/app/members"),
 ];
 
 pub fn router() -> Router<AppState> {
