@@ -57,8 +57,13 @@ pub async fn set_slots(ctx: &Ctx, actor: &Actor, slots: Option<i64>, now: i64) -
         return Err(LeadError::invalid("slots", "a number of trials from 0 to 10000"));
     }
     let value = slots.map(|n| n.to_string());
+    // The pilot's forms ask no reason; the history says what was set.
+    let reason = match slots {
+        Some(n) => format!("pilot mode: {n} trial slots"),
+        None => "pilot mode off".to_string(),
+    };
     let mut tx = ctx.db.begin().await?;
-    settings::put(&mut tx, actor, PILOT_SLOTS, value.as_deref(), now).await?;
+    settings::put(&mut tx, actor, PILOT_SLOTS, value.as_deref(), &reason, now).await?;
     tx.commit().await?;
     Ok(())
 }
