@@ -61,6 +61,8 @@ pub struct ServeArgs {
     pub stripe: crate::stripe_cmd::Conn,
     #[command(flatten)]
     pub mail: MailArgs,
+    #[command(flatten)]
+    pub supervision: crate::supervisor::SupervisionArgs,
 }
 
 /// Where lifecycle mail goes (none given: the lifecycle engine does not run here and
@@ -180,7 +182,7 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     let mail = args.mail.settings(args.public_url.as_deref(), context::templates_dir(g))?;
     let settings = Settings { roles, workers: args.workers, stripe, mail, ..Settings::default() };
     let rt = crate::roles::start(gateway, settings).await?;
-    crate::roles::run_until_signal(rt, web, |addr| match addr {
+    crate::roles::run_supervised(rt, web, &args.supervision, |addr| match addr {
         Some(addr) => println!("j1msky listening on http://{addr}"),
         None => println!("j1msky running without the HTTP server (--roles {})", args.roles),
     })

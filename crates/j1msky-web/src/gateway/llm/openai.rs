@@ -97,6 +97,11 @@ fn finish_reason(stop: StopReason) -> &'static str {
 }
 
 /// `POST /v1/chat/completions`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "models", security(("bearer" = []), ("x_api_key" = [])),
+    request_body = crate::openapi::llm::ChatCompletionRequest,
+    responses((status = 200, description = "The completion, or with `stream` its chunks as server-sent events.",
+        content((crate::openapi::llm::ChatCompletion = "application/json"), (String = "text/event-stream"))),
+        crate::openapi::responses::OpenAiErrors))]
 pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     match run(state, headers, body).await {
         Ok(r) => r,
@@ -187,6 +192,9 @@ pub fn annotate(resp: &mut Response, request_id: &str, model: &str, requested: &
 }
 
 /// `GET /v1/models`: the catalogue's models, for an API key.
+#[utoipa::path(get, path = "/v1/models", tag = "models", security(("bearer" = []), ("x_api_key" = [])),
+    responses((status = 200, description = "The models the caller's plan allows, and `auto`.", body = crate::openapi::llm::ModelList),
+        crate::openapi::responses::OpenAiErrors))]
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let customer_id = match authenticate(&state, &headers).await {
         Ok(id) => id,
