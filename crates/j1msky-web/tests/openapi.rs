@@ -258,6 +258,30 @@ async fn the_servers_answers_match_the_documented_shapes() {
     let resp = http.post(app.url("/v1/chat/completions")).bearer_auth(&key).json(&json!({})).send().await.unwrap();
     assert_eq!(resp.status(), 400);
     check("post", "/v1/chat/completions", 400, &resp.json().await.unwrap());
+    // A field of the wrong type is refused, not silently read as absent.
+    for (path, body, field) in [
+        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}), "stream"),
+        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}), "temperature"),
+        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "stop": [1]}), "stop"),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "max_completion_tokens": 1.5}),
+            "max_completion_tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0, "max_completion_tokens": 8}),
+            "max_tokens",
+        ),
+        ("/v1/messages", json!({"model": "auto", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "stream": {}}), "stream"),
+        ("/v1/messages", json!({"model": "auto", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "stop_sequences": "x"}), "stop_sequences"),
+    ] {
+        let resp = call("POST", path, Some(body)).await.unwrap();
+        assert_eq!(resp.status(), 400, "{path} {field}");
+        let answer: Value = resp.json().await.unwrap();
+        check("post", path, 400, &answer);
+        assert!(answer.to_string().contains(field), "{path}: {answer}");
+    }
     let resp = http.get(app.url("/v1/models")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     check("get", "/v1/models", 401, &resp.json().await.unwrap());

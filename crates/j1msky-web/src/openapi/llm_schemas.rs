@@ -51,7 +51,7 @@ pub enum Content {
 #[derive(ToSchema)]
 pub struct ChatMessage {
     pub role: ChatRole,
-    #[schema(required)]
+    /// Absent or null: an empty message.
     pub content: Option<Content>,
 }
 
@@ -184,7 +184,7 @@ pub struct MessagesRequest {
 #[derive(ToSchema)]
 pub struct AnthropicMessage {
     pub role: MessageRole,
-    #[schema(required)]
+    /// Absent or null: an empty message.
     pub content: Option<Content>,
 }
 
@@ -222,4 +222,14 @@ pub struct AnthropicError {
 pub struct AnthropicErrorDetail {
     pub r#type: String,
     pub message: String,
+}
+
+/// One server-sent event of a streamed answer: `data` is a JSON chunk in the endpoint's
+/// format (OpenAI's stream ends with `data: [DONE]`); Anthropic's name the `event`.
+#[derive(ToSchema)]
+pub struct ServerSentEvent {
+    pub event: Option<String>,
+    pub data: String,
+    pub id: Option<String>,
+    pub retry: Option<i64>,
 }

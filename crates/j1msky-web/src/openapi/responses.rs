@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use utoipa::openapi::schema::Schema;
-use utoipa::openapi::{ContentBuilder, OneOfBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::openapi::schema::{AnyOfBuilder, Schema};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::IntoResponses;
 
 /// How an error body looks in each surface's format.
@@ -20,8 +20,9 @@ enum Format {
 
 fn error_responses(format: Format, list: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
     let api = || Ref::from_schema_name("ErrorBody");
+    // anyOf, not oneOf: an OpenAI-format error also has `code` and `message`.
     let either = |own: &str| {
-        RefOr::T(Schema::OneOf(OneOfBuilder::new().item(Ref::from_schema_name(own)).item(api()).build()))
+        RefOr::T(Schema::AnyOf(AnyOfBuilder::new().item(Ref::from_schema_name(own)).item(api()).build()))
     };
     let schema: RefOr<Schema> = match format {
         Format::Api => api().into(),

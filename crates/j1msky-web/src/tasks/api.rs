@@ -29,6 +29,7 @@ pub struct SubmitBody {
     pub template: Option<String>,
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    #[schema(value_type = Option<crate::openapi::schemas::Priority>)]
     pub priority: Option<String>,
     pub category: Option<String>,
 }
@@ -52,7 +53,8 @@ impl SubmitBody {
 
 /// `POST /api/v1/tasks` (honours `Idempotency-Key`).
 #[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", security(("bearer" = []), ("x_api_key" = []), ("session" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "The same key answers the same task again (200, `replayed`).")),
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$",
+        description = "The same key answers the same task again (200, `replayed`); visible ASCII.")),
     request_body = SubmitBody,
     responses((status = 201, description = "Queued.", body = crate::openapi::schemas::Submitted),
         (status = 200, description = "An earlier submit with this Idempotency-Key made it.", body = crate::openapi::schemas::Submitted),
