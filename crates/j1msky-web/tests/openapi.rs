@@ -261,7 +261,11 @@ async fn the_servers_answers_match_the_documented_shapes() {
     // A field of the wrong type is refused, not silently read as absent.
     for (path, body, field) in [
         ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}), "stream"),
-        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}), "temperature"),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}),
+            "temperature",
+        ),
         ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "stop": [1]}), "stop"),
         (
             "/v1/chat/completions",
@@ -273,8 +277,16 @@ async fn the_servers_answers_match_the_documented_shapes() {
             json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0, "max_completion_tokens": 8}),
             "max_tokens",
         ),
-        ("/v1/messages", json!({"model": "auto", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "stream": {}}), "stream"),
-        ("/v1/messages", json!({"model": "auto", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "stop_sequences": "x"}), "stop_sequences"),
+        (
+            "/v1/messages",
+            json!({"model": "auto", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "stream": {}}),
+            "stream",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "auto", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "stop_sequences": "x"}),
+            "stop_sequences",
+        ),
     ] {
         let resp = call("POST", path, Some(body)).await.unwrap();
         assert_eq!(resp.status(), 400, "{path} {field}");

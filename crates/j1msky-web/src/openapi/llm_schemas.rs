@@ -55,6 +55,22 @@ pub struct ChatMessage {
     pub content: Option<Content>,
 }
 
+/// `messages`: system and developer messages only make the system prompt, so at least
+/// one must be a `user` or `assistant` turn (JSON Schema's `contains`, which utoipa's
+/// builders lack, is added as a raw keyword).
+fn chat_messages() -> utoipa::openapi::schema::Array {
+    let mut keywords = utoipa::openapi::extensions::Extensions::default();
+    keywords.insert(
+        "contains".into(),
+        serde_json::json!({"type": "object", "required": ["role"], "properties": {"role": {"enum": ["user", "assistant"]}}}),
+    );
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name("ChatMessage"))
+        .min_items(Some(1))
+        .extensions(Some(keywords))
+        .build()
+}
+
 /// One stop sequence, or several.
 #[derive(ToSchema)]
 #[serde(untagged)]
@@ -76,7 +92,7 @@ pub struct ChatCompletionRequest {
     /// A catalogue model id, or `auto` (or absent) to let the routing policy choose.
     pub model: Option<String>,
     /// At least one `user` or `assistant` message.
-    #[schema(min_items = 1)]
+    #[schema(schema_with = chat_messages)]
     pub messages: Vec<ChatMessage>,
     #[schema(minimum = 1, maximum = 200_000)]
     pub max_tokens: Option<u32>,

@@ -45,7 +45,7 @@ use crate::state::AppState;
         crate::billing::hooks::stripe,
         document,
     ),
-    components(schemas(schemas::ErrorBody, llm_schemas::OpenAiError, llm_schemas::AnthropicError)),
+    components(schemas(schemas::ErrorBody, llm_schemas::OpenAiError, llm_schemas::AnthropicError, llm_schemas::ChatMessage)),
     modifiers(&Credentials),
     tags(
         (name = "account", description = "Who is calling, and the customer's API keys."),
@@ -68,7 +68,8 @@ impl Modify for Credentials {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("jk_…").build()),
         );
-        components.add_security_scheme("x_api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))));
+        components
+            .add_security_scheme("x_api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))));
         components.add_security_scheme(
             "session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::auth::SESSION_COOKIE))),

@@ -21,9 +21,8 @@ enum Format {
 fn error_responses(format: Format, list: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
     let api = || Ref::from_schema_name("ErrorBody");
     // anyOf, not oneOf: an OpenAI-format error also has `code` and `message`.
-    let either = |own: &str| {
-        RefOr::T(Schema::AnyOf(AnyOfBuilder::new().item(Ref::from_schema_name(own)).item(api()).build()))
-    };
+    let either =
+        |own: &str| RefOr::T(Schema::AnyOf(AnyOfBuilder::new().item(Ref::from_schema_name(own)).item(api()).build()));
     let schema: RefOr<Schema> = match format {
         Format::Api => api().into(),
         Format::OpenAi => either("OpenAiError"),
