@@ -275,6 +275,16 @@ impl Runtime {
         self.roles.contains(&role)
     }
 
+    /// The first loop that ended although shutdown has not begun (it returned or
+    /// panicked): the process no longer does all its work, so its supervisor should
+    /// restart it. Every loop runs until [`Runtime::stop_signal`].
+    pub fn ended_early(&self) -> Option<&str> {
+        if *self.stop.borrow() {
+            return None;
+        }
+        self.running.iter().find(|r| r.handle.is_finished()).map(|r| r.name.as_str())
+    }
+
     /// The names of the loops running, in the order started.
     pub fn running(&self) -> Vec<&str> {
         self.running.iter().map(|r| r.name.as_str()).collect()
@@ -325,6 +335,8 @@ impl Runtime {
 /// (limits in the database only; in-memory limits carry theirs over as spent).
 async fn reservation_sweeper(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
     if gateway.limits_in_process() {
+        // Nothing to sweep, but a loop ends only at shutdown (see `Runtime::ended_early`).
+        let _ = stop.wait_for(|s| *s).await;
         return;
     }
     while !*stop.borrow() {

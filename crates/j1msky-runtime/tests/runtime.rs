@@ -55,3 +55,24 @@ async fn the_billing_role_runs_the_stripe_applier_and_the_usage_meter() {
     assert_eq!(rt.running(), ["stripe applier", "api usage meter", "reservation sweeper"]);
     rt.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_loop_that_ends_before_shutdown_is_reported_and_none_of_the_roles_loops_does() {
+    let t = TestDb::new().await;
+    let mut rt = runtime(&t, &Role::ALL).await;
+    // Let every loop run its first round (each polls the database at once).
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(rt.ended_early(), None, "a role's loop ended by itself: {:?}", rt.running());
+
+    assert!(rt.spawn(Role::Tasks, "dies", async { panic!("a loop's bug") }));
+    let mut waited = 0;
+    while rt.ended_early().is_none() && waited < 500 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(rt.ended_early(), Some("dies"));
+    rt.shutdown().await;
+}

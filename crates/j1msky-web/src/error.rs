@@ -294,3 +294,22 @@ pub fn too_large() -> ApiError {
         "the request body is larger than this server accepts",
     )
 }
+
+/// Query string extractor whose rejection (a value of the wrong type) answers in the
+/// same error shape with status 400, naming what was wrong, instead of axum's text.
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for QueryParams<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
+            Err(r) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text())),
+        }
+    }
+}

@@ -25,6 +25,7 @@ mod events;
 pub mod gateway;
 mod insights;
 mod lifecycle;
+pub mod openapi;
 mod ops;
 mod tasks;
 

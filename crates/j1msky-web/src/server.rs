@@ -16,7 +16,8 @@ use tower_http::trace::TraceLayer;
 use crate::nav::NavEntry;
 use crate::state::AppState;
 use crate::{
-    accounts, auth, billing, csrf, events, gateway, insights, lifecycle, metrics_layer, ops, security_headers, tasks,
+    accounts, auth, billing, csrf, events, gateway, insights, lifecycle, metrics_layer, openapi, ops, security_headers,
+    tasks,
 };
 
 /// One area of the site: its routes and its navigation entries.
@@ -35,6 +36,7 @@ const AREAS: &[Area] = &[
     Area { router: events::router, nav: events::NAV },
     Area { router: lifecycle::router, nav: lifecycle::NAV },
     Area { router: ops::router, nav: ops::NAV },
+    Area { router: openapi::router, nav: openapi::NAV },
 ];
 
 /// Every route of the server, with its middleware.

@@ -20,6 +20,7 @@ mod roles;
 mod serve;
 mod shutdown;
 mod stripe_cmd;
+mod supervisor;
 mod task_cmd;
 
 use std::process::ExitCode;

@@ -12,6 +12,7 @@ use j1msky_gateway::{Gateway, Limits, ProviderOverride};
 use j1msky_runtime::{parse_roles, Role, RoleError, Runtime, Settings};
 use j1msky_web::{AppState, WebConfig};
 
+use crate::supervisor::{self, SupervisionArgs};
 use crate::Failure;
 
 /// Parses `--roles`; `allowed` says which roles this command may take.
@@ -51,14 +52,34 @@ pub async fn start(gateway: Arc<Gateway>, settings: Settings) -> Result<Runtime,
     Ok(rt)
 }
 
-/// Runs until SIGTERM/SIGINT: the HTTP server on `listener` when given (in-flight
-/// requests finish first), then every background role stops together.
+/// Runs until SIGTERM/SIGINT with the default self-checks (see [`run_supervised`]).
 pub async fn run_until_signal(
     rt: Runtime,
     web: Option<(tokio::net::TcpListener, WebConfig)>,
     announce: impl FnOnce(Option<SocketAddr>),
 ) -> Result<(), Failure> {
-    let served = match web {
+    run_supervised(rt, web, &SupervisionArgs::default(), announce).await
+}
+
+/// Runs until SIGTERM/SIGINT: the HTTP server on `listener` when given (in-flight
+/// requests finish first), then every background role stops together. Tells a
+/// supervisor when it is ready and stopping, pings its watchdog while healthy, and
+/// stops with [`supervisor::EXIT_UNHEALTHY`] when unhealthy (see [`supervisor::watch`]) or
+/// when the HTTP server ends by itself.
+pub async fn run_supervised(
+    rt: Runtime,
+    web: Option<(tokio::net::TcpListener, WebConfig)>,
+    supervision: &SupervisionArgs,
+    announce: impl FnOnce(Option<SocketAddr>),
+) -> Result<(), Failure> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let web = match web {
         Some((listener, config)) => {
             let addr = listener.local_addr().context("listening socket has no address")?;
             let mut state = AppState::new(rt.db().clone(), rt.catalogue().clone(), rt.clock().clone(), config)
@@ -72,14 +93,59 @@ pub async fn run_until_signal(
             state.billing_wake = rt.billing_wake().clone();
             tracing::info!(%addr, "listening");
             announce(Some(addr));
-            j1msky_web::serve(listener, state, crate::shutdown::shutdown_signal()).await.context("server failed")
+            supervisor::ready(&format!("listening on {addr}"));
+            Some((listener, state))
         }
         None => {
             announce(None);
-            crate::shutdown::shutdown_signal().await;
-            Ok(())
+            supervisor::ready("running");
+            None
         }
     };
-    rt.shutdown().await;
-    Ok(served?)
+    let server = async move {
+        match web {
+            Some((listener, state)) => j1msky_web::serve(listener, state, until_stopped).await,
+            None => {
+                until_stopped.await;
+                Ok(())
+            }
+        }
+    };
+    tokio::pin!(server);
+    let mut unhealthy = None;
+    let served = tokio::select! {
+        served = &mut server => {
+            // Only we stop the server; ending on its own, it no longer serves.
+            let why = match served {
+                Ok(()) => "the HTTP server stopped by itself".to_string(),
+                Err(e) => format!("the HTTP server failed: {e}"),
+            };
+            unhealthy = Some(supervisor::Unhealthy(why));
+            Ok(())
+        }
+        _ = crate::shutdown::shutdown_signal() => {
+            let _ = stop.send(true);
+            (&mut server).await
+        }
+        u = supervisor::watch(&rt, supervision) => {
+            tracing::error!(reason = %u.0, "unhealthy: stopping so that the supervisor restarts this process");
+            unhealthy = Some(u);
+            let _ = stop.send(true);
+            (&mut server).await
+        }
+    };
+    supervisor::stopping();
+    match &unhealthy {
+        // Its database may be gone: do not wait on it for ever.
+        Some(_) => {
+            if tokio::time::timeout(std::time::Duration::from_secs(20), rt.shutdown()).await.is_err() {
+                tracing::error!("the background loops did not stop within 20 s");
+            }
+        }
+        None => rt.shutdown().await,
+    }
+    if let Some(u) = unhealthy {
+        return Err(Failure { code: supervisor::EXIT_UNHEALTHY, error: anyhow::anyhow!("unhealthy: {}", u.0) });
+    }
+    Ok(served.context("server failed")?)
 }

@@ -62,6 +62,8 @@ pub struct ServeArgs {
     pub mail: MailArgs,
     #[command(flatten)]
     pub backup: crate::db_cmd::BackupArgs,
+    #[command(flatten)]
+    pub supervision: crate::supervisor::SupervisionArgs,
 }
 
 /// Where lifecycle mail goes (none given: the lifecycle engine does not run here and
@@ -182,7 +184,7 @@ pub async fn run(g: &Globals, args: ServeArgs) -> Result<(), Failure> {
     let backup = args.backup.schedule(g, &db);
     let settings = Settings { roles, workers: args.workers, stripe, mail, backup, ..Settings::default() };
     let rt = crate::roles::start(gateway, settings).await?;
-    crate::roles::run_until_signal(rt, web, |addr| match addr {
+    crate::roles::run_supervised(rt, web, &args.supervision, |addr| match addr {
         Some(addr) => println!("j1msky listening on http://{addr}"),
         None => println!("j1msky running without the HTTP server (--roles {})", args.roles),
     })

@@ -85,6 +85,8 @@ pub struct WorkerArgs {
     pub stripe: crate::stripe_cmd::Conn,
     #[command(flatten)]
     pub backup: crate::db_cmd::BackupArgs,
+    #[command(flatten)]
+    pub supervision: crate::supervisor::SupervisionArgs,
 }
 
 fn fail(e: TaskError) -> Failure {
@@ -247,7 +249,7 @@ pub async fn worker(g: &Globals, args: WorkerArgs) -> Result<(), Failure> {
     let settings = Settings { roles, workers, worker_config, worker_prefix: "worker", stripe, mail, backup };
     let rt = crate::roles::start(gateway, settings).await?;
     let backend = db.backend().name();
-    crate::roles::run_until_signal(rt, None, |_| {
+    crate::roles::run_supervised(rt, None, &args.supervision, |_| {
         println!("j1msky worker: roles {}, {workers} task workers on {backend}", args.roles);
     })
     .await

@@ -15,6 +15,8 @@ use crate::error::{ApiError, JsonBody};
 use crate::state::AppState;
 
 /// Who am I: the key's customer, or the session's user and customer.
+#[utoipa::path(get, path = "/api/v1/me", tag = "account", security(("bearer" = []), ("x_api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The caller.", body = crate::openapi::schemas::Me), crate::openapi::responses::Caller))]
 pub async fn me(State(state): State<AppState>, caller: ApiCaller) -> Result<Json<serde_json::Value>, ApiError> {
     let customer = match caller.customer_id() {
         Some(cid) => Some(customers::get(&state.db, cid).await?),
@@ -37,13 +39,16 @@ fn customer_scope(caller: &ApiCaller) -> Result<&str, ApiError> {
 }
 
 /// The caller's customer's keys (never their secrets).
+#[utoipa::path(get, path = "/api/v1/keys", tag = "account", security(("bearer" = []), ("x_api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The keys, revoked ones too.", body = crate::openapi::schemas::KeyList), crate::openapi::responses::Caller))]
 pub async fn list_keys(State(state): State<AppState>, caller: ApiCaller) -> Result<Json<serde_json::Value>, ApiError> {
     let cid = customer_scope(&caller)?;
     let keys = api_keys::list(&state.db, cid).await?;
     Ok(Json(json!({"data": keys})))
 }
 
-#[derive(Deserialize)]
+/// A new key's name.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     name: String,
@@ -51,6 +56,10 @@ pub struct CreateKey {
 
 /// Creates a key; the answer carries the secret, shown this once. Owners only,
 /// from a signed-in session: a key cannot mint more keys.
+#[utoipa::path(post, path = "/api/v1/keys", tag = "account", security(("session" = []), ("bearer" = []), ("x_api_key" = [])),
+    request_body = CreateKey,
+    responses((status = 201, description = "The key and its secret, shown this once.", body = crate::openapi::schemas::CreatedKey),
+        crate::openapi::responses::Caller, crate::openapi::responses::Body, crate::openapi::responses::Conflict))]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -68,6 +77,10 @@ pub async fn create_key(
 }
 
 /// Revokes one of the caller's customer's keys; another customer's key is 404.
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "account", security(("bearer" = []), ("x_api_key" = []), ("session" = [])),
+    params(("id" = String, Path, description = "The key's id.")),
+    responses((status = 200, description = "The revoked key.", body = crate::openapi::schemas::KeyOnly),
+        crate::openapi::responses::Caller, crate::openapi::responses::NotFound))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: ApiCaller,

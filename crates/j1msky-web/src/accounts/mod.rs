@@ -1,7 +1,7 @@
 //! Accounts: login and sessions, operators' customer pages, customers' account page and
 //! API keys, `/api/v1/me` and `/api/v1/keys`.
 
-mod api;
+pub(crate) mod api;
 mod pages;
 
 use axum::routing::{delete, get, post};

@@ -12,6 +12,12 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// Stripe's event deliveries: verified against `Stripe-Signature`, stored, acknowledged.
+#[utoipa::path(post, path = "/webhooks/stripe", tag = "webhooks", security(()),
+    params(("Stripe-Signature" = String, Header, description = "`t=…,v1=…`: HMAC-SHA256 of the raw body with the endpoint secret.")),
+    request_body(content = Object, description = "A Stripe event, verified byte for byte as sent.", content_type = "application/json"),
+    responses((status = 200, description = "Stored, or already stored.", body = crate::openapi::schemas::WebhookReceived),
+        crate::openapi::responses::Webhook))]
 pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     let now = state.clock.now_micros();

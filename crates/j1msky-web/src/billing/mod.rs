@@ -1,7 +1,7 @@
 //! Billing: customers' billing pages (checkout, plan change, portal, cancellation
 //! offers) and the Stripe webhook.
 
-mod hooks;
+pub(crate) mod hooks;
 mod pages;
 
 use axum::routing::{get, post};

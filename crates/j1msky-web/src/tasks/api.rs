@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,15 +12,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::ApiCaller;
-use crate::error::{ApiError, JsonBody};
+use crate::error::{ApiError, JsonBody, QueryParams};
 use crate::state::AppState;
 
 fn customer_of(caller: &ApiCaller) -> Result<&str, ApiError> {
     caller.customer_id().ok_or_else(|| ApiError::forbidden("operators submit tasks for customers with the CLI"))
 }
 
-/// A submit body.
-#[derive(Debug, Deserialize)]
+/// A submit body: a prompt, or a template with its fields.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     pub team: String,
@@ -29,6 +29,7 @@ pub struct SubmitBody {
     pub template: Option<String>,
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    #[schema(value_type = Option<crate::openapi::schemas::Priority>)]
     pub priority: Option<String>,
     pub category: Option<String>,
 }
@@ -51,6 +52,13 @@ impl SubmitBody {
 }
 
 /// `POST /api/v1/tasks` (honours `Idempotency-Key`).
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", security(("bearer" = []), ("x_api_key" = []), ("session" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$",
+        description = "The same key answers the same task again (200, `replayed`); visible ASCII.")),
+    request_body = SubmitBody,
+    responses((status = 201, description = "Queued.", body = crate::openapi::schemas::Submitted),
+        (status = 200, description = "An earlier submit with this Idempotency-Key made it.", body = crate::openapi::schemas::Submitted),
+        crate::openapi::responses::Caller, crate::openapi::responses::Body, crate::openapi::responses::Plan))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -70,17 +78,25 @@ pub async fn submit(
     Ok((status, Json(json!({"task": done.task, "replayed": done.replayed}))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// Which tasks to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only tasks in this state.
+    #[param(value_type = Option<crate::openapi::schemas::TaskState>)]
     pub state: Option<String>,
+    /// At most this many, newest first (1 to 1000; default 50).
     pub limit: Option<i64>,
 }
 
 /// `GET /api/v1/tasks?state=&limit=`.
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", security(("bearer" = []), ("x_api_key" = []), ("session" = [])), params(ListQuery),
+    responses((status = 200, description = "The caller's tasks, newest first.", body = crate::openapi::schemas::TaskList),
+        crate::openapi::responses::Caller, crate::openapi::responses::Query))]
 pub async fn list(
     State(state): State<AppState>,
     caller: ApiCaller,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let cid = customer_of(&caller)?;
     let wanted = q.state.as_deref().map(str::parse::<TaskState>).transpose()?;
@@ -89,6 +105,10 @@ pub async fn list(
 }
 
 /// `GET /api/v1/tasks/{id}`: the task with each step's output, cost and time.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", security(("bearer" = []), ("x_api_key" = []), ("session" = [])),
+    params(("id" = String, Path, description = "The task's id.")),
+    responses((status = 200, description = "The task and its steps.", body = crate::openapi::schemas::TaskShown),
+        crate::openapi::responses::Caller, crate::openapi::responses::NotFound))]
 pub async fn show(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -100,6 +120,10 @@ pub async fn show(
 }
 
 /// `POST /api/v1/tasks/{id}/cancel`.
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "tasks", security(("bearer" = []), ("x_api_key" = []), ("session" = [])),
+    params(("id" = String, Path, description = "The task's id.")),
+    responses((status = 200, description = "The cancelled task.", body = crate::openapi::schemas::TaskOnly),
+        crate::openapi::responses::Caller, crate::openapi::responses::NotFound, crate::openapi::responses::Conflict))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -111,6 +135,8 @@ pub async fn cancel(
 }
 
 /// `GET /api/v1/templates`: every team's task templates, with their fields.
+#[utoipa::path(get, path = "/api/v1/templates", tag = "tasks", security(("bearer" = []), ("x_api_key" = []), ("session" = [])),
+    responses((status = 200, description = "Every template.", body = crate::openapi::schemas::TemplateList), crate::openapi::responses::Caller))]
 pub async fn templates(State(state): State<AppState>, _caller: ApiCaller) -> Json<serde_json::Value> {
     let data: Vec<serde_json::Value> = state
         .catalogue

@@ -1,6 +1,6 @@
 //! Tasks: customers' task pages, the operators' queue, and `/api/v1/tasks`.
 
-mod api;
+pub(crate) mod api;
 mod pages;
 
 use axum::routing::{get, post};

@@ -13,7 +13,10 @@ use j1msky_gateway::chat::{ChatRequest, Speaker, StopReason, StreamEvent, Turn};
 use serde_json::{json, Value};
 
 use super::openai::annotate;
-use super::{authenticate, check_max_tokens, content_text, context, detached_complete, detached_stream, Failure};
+use super::{
+    authenticate, check_max_tokens, content_text, context, detached_complete, detached_stream, optional_bool,
+    optional_number, stop_sequences, Failure,
+};
 use crate::state::AppState;
 
 fn error(f: Failure) -> Response {
@@ -69,16 +72,11 @@ fn parse(body: &[u8]) -> Result<(Option<String>, ChatRequest, bool), Failure> {
         Value::Null => None,
         other => Some(content_text(other, "system")?),
     };
-    let stop =
-        v["stop_sequences"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect());
-    let req = ChatRequest {
-        system,
-        turns,
-        max_tokens,
-        temperature: v["temperature"].as_f64(),
-        stop: stop.unwrap_or_default(),
-    };
-    Ok((model, req, v["stream"].as_bool().unwrap_or(false)))
+    let stop = stop_sequences(&v, "stop_sequences", false)?;
+    let temperature = optional_number(&v, "temperature")?;
+    let stream = optional_bool(&v, "stream")?.unwrap_or(false);
+    let req = ChatRequest { system, turns, max_tokens, temperature, stop };
+    Ok((model, req, stream))
 }
 
 fn stop_reason(stop: StopReason) -> &'static str {
@@ -89,6 +87,11 @@ fn stop_reason(stop: StopReason) -> &'static str {
 }
 
 /// `POST /v1/messages`.
+#[utoipa::path(post, path = "/v1/messages", tag = "models", security(("bearer" = []), ("x_api_key" = [])),
+    request_body = crate::openapi::llm::MessagesRequest,
+    responses((status = 200, description = "The message, or with `stream` its events as server-sent events.",
+        content((crate::openapi::llm::Message = "application/json"), (crate::openapi::llm::ServerSentEvent = "text/event-stream"))),
+        crate::openapi::responses::AnthropicErrors))]
 pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     match run(state, headers, body).await {
         Ok(r) => r,

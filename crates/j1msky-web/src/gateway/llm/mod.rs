@@ -171,6 +171,41 @@ pub fn check_max_tokens(n: u64) -> Result<u32, Failure> {
     Ok(n as u32)
 }
 
+/// An optional field that must be a boolean when present (null counts as absent): a
+/// `"stream": "yes"` is refused rather than silently read as false.
+pub fn optional_bool(v: &serde_json::Value, field: &'static str) -> Result<Option<bool>, Failure> {
+    match &v[field] {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Bool(b) => Ok(Some(*b)),
+        _ => Err(Failure::invalid(field, format!("{field} must be true or false"))),
+    }
+}
+
+/// An optional field that must be a number when present (null counts as absent).
+pub fn optional_number(v: &serde_json::Value, field: &'static str) -> Result<Option<f64>, Failure> {
+    match &v[field] {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Number(n) => Ok(n.as_f64()),
+        _ => Err(Failure::invalid(field, format!("{field} must be a number"))),
+    }
+}
+
+/// Stop sequences: absent, an array of strings, or (when `one_allowed`) one string.
+pub fn stop_sequences(v: &serde_json::Value, field: &'static str, one_allowed: bool) -> Result<Vec<String>, Failure> {
+    let wrong = || {
+        let what = if one_allowed { "a string or an array of strings" } else { "an array of strings" };
+        Failure::invalid(field, format!("{field} must be {what}"))
+    };
+    match &v[field] {
+        serde_json::Value::Null => Ok(vec![]),
+        serde_json::Value::String(s) if one_allowed => Ok(vec![s.clone()]),
+        serde_json::Value::Array(items) => {
+            items.iter().map(|s| s.as_str().map(str::to_string).ok_or_else(wrong)).collect()
+        }
+        _ => Err(wrong()),
+    }
+}
+
 /// Text of a message `content`: a string or an array of text parts.
 pub fn content_text(value: &serde_json::Value, param: &'static str) -> Result<String, Failure> {
     match value {

@@ -13,8 +13,8 @@ use j1msky_gateway::chat::{ChatRequest, Speaker, StopReason, StreamEvent, Turn};
 use serde_json::{json, Value};
 
 use super::{
-    authenticate, check_max_tokens, content_text, context, detached_complete, detached_stream, Failure,
-    DEFAULT_MAX_TOKENS,
+    authenticate, check_max_tokens, content_text, context, detached_complete, detached_stream, optional_bool,
+    optional_number, stop_sequences, Failure, DEFAULT_MAX_TOKENS,
 };
 use crate::state::AppState;
 
@@ -67,23 +67,30 @@ fn parse(body: &[u8]) -> Result<(Option<String>, ChatRequest, bool, bool), Failu
     if turns.is_empty() {
         return Err(Failure::invalid("messages", "messages must contain at least one user message"));
     }
-    let max = v["max_completion_tokens"].as_u64().or_else(|| v["max_tokens"].as_u64());
-    if max.is_none() && (!v["max_tokens"].is_null() || !v["max_completion_tokens"].is_null()) {
-        return Err(Failure::invalid("max_tokens", "max_tokens must be a positive integer"));
-    }
-    let max_tokens = check_max_tokens(max.unwrap_or(u64::from(DEFAULT_MAX_TOKENS)))?;
-    let stop = match &v["stop"] {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect(),
-        _ => vec![],
+    // Each one given must be a positive integer, even the one not used.
+    let read = |field: &'static str| match &v[field] {
+        Value::Null => Ok(None),
+        n => n.as_u64().map(Some).ok_or_else(|| Failure::invalid(field, format!("{field} must be a positive integer"))),
     };
-    let stream = v["stream"].as_bool().unwrap_or(false);
-    let include_usage = v["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+    let (completion, max_tokens) = (read("max_completion_tokens")?, read("max_tokens")?);
+    if let (Some(_), Some(n)) = (completion, max_tokens) {
+        check_max_tokens(n)?;
+    }
+    let max = completion.or(max_tokens);
+    let max_tokens = check_max_tokens(max.unwrap_or(u64::from(DEFAULT_MAX_TOKENS)))?;
+    let stop = stop_sequences(&v, "stop", true)?;
+    let stream = optional_bool(&v, "stream")?.unwrap_or(false);
+    let include_usage = match &v["stream_options"] {
+        Value::Null => false,
+        options @ Value::Object(_) => optional_bool(options, "include_usage")?.unwrap_or(false),
+        _ => return Err(Failure::invalid("stream_options", "stream_options must be an object")),
+    };
+    let temperature = optional_number(&v, "temperature")?;
     let req = ChatRequest {
         system: if system.is_empty() { None } else { Some(system.join("\n\n")) },
         turns,
         max_tokens,
-        temperature: v["temperature"].as_f64(),
+        temperature,
         stop,
     };
     Ok((model, req, stream, include_usage))
@@ -97,6 +104,11 @@ fn finish_reason(stop: StopReason) -> &'static str {
 }
 
 /// `POST /v1/chat/completions`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "models", security(("bearer" = []), ("x_api_key" = [])),
+    request_body = crate::openapi::llm::ChatCompletionRequest,
+    responses((status = 200, description = "The completion, or with `stream` its chunks as server-sent events.",
+        content((crate::openapi::llm::ChatCompletion = "application/json"), (crate::openapi::llm::ServerSentEvent = "text/event-stream"))),
+        crate::openapi::responses::OpenAiErrors))]
 pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     match run(state, headers, body).await {
         Ok(r) => r,
@@ -187,6 +199,9 @@ pub fn annotate(resp: &mut Response, request_id: &str, model: &str, requested: &
 }
 
 /// `GET /v1/models`: the catalogue's models, for an API key.
+#[utoipa::path(get, path = "/v1/models", tag = "models", security(("bearer" = []), ("x_api_key" = [])),
+    responses((status = 200, description = "The models the caller's plan allows, and `auto`.", body = crate::openapi::llm::ModelList),
+        crate::openapi::responses::OpenAiErrors))]
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let customer_id = match authenticate(&state, &headers).await {
         Ok(id) => id,
