@@ -70,7 +70,8 @@ async fn prepare(db: &Db, catalogue: &Catalogue) -> Result<String, Error> {
     {
         controls::set_cap(db, catalogue, &Actor::cli(), &scope, big, "benchmark", now).await?;
     }
-    controls::set_daily_budget(db, &Actor::cli(), Some(Money::from_micros(1_000_000_000_000)), "benchmark", now).await?;
+    controls::set_daily_budget(db, &Actor::cli(), Some(Money::from_micros(1_000_000_000_000)), "benchmark", now)
+        .await?;
     Ok(c.id)
 }
 
