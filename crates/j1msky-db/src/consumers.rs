@@ -325,11 +325,10 @@ async fn has_work(db: &Db, consumer: &str, now: i64) -> Result<bool, DbError> {
         .fetch_optional(db.pool())
         .await?;
     let Some(cursor) = cursor else { return Ok(true) };
-    let sql = format!(
-        "SELECT seq FROM events WHERE seq > $1{} ORDER BY seq LIMIT 1",
-        crate::outbox::settled_only(db.backend())
-    );
-    let newer: Option<i64> = sqlx::query_scalar(&sql).bind(cursor).fetch_optional(db.pool()).await?;
+    let newer: Option<i64> = sqlx::query_scalar("SELECT seq FROM events WHERE seq > $1 ORDER BY seq LIMIT 1")
+        .bind(cursor)
+        .fetch_optional(db.pool())
+        .await?;
     if newer.is_some() {
         return Ok(true);
     }

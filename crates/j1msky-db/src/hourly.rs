@@ -46,9 +46,8 @@ pub async fn emit<P: Payload>(
     }
     let mut tx = db.begin().await?;
     if db.backend() == Backend::Postgres {
-        // Taken before the check so two processes cannot both see "none yet"; only
-        // emitters of the same kind for the same customer wait for each other.
-        outbox::lock_key(&mut tx, &format!("hourly:{}:{customer_id}", kind.as_str())).await?;
+        // Taken before the check so two processes cannot both see "none yet".
+        outbox::lock(&mut tx).await?;
     }
     let since = now - WINDOW_MICROS;
     let rows =

@@ -73,6 +73,13 @@ impl Invalidations {
 /// is marked stale then, since notifications sent meanwhile were missed.
 pub async fn listen(db: Db, mut stop: tokio::sync::watch::Receiver<bool>) {
     if db.backend() != Backend::Postgres {
+        // One process owns a SQLite file: nothing to hear. The loop still lives until the
+        // stop signal, because the supervisor counts a loop that ends by itself as dead.
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                return;
+            }
+        }
         return;
     }
     while !*stop.borrow() {

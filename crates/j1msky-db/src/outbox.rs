@@ -1,15 +1,16 @@
 //! The event outbox: facts written in the same transaction as the change they
-//! describe, read by consumers that each keep a cursor. A consumer that has read up to
-//! N never misses an event below N: on SQLite (one writer at a time) `seq` order is
-//! commit order; on PostgreSQL `seq` starts with the writing transaction's id (migration
-//! 0036) and readers see only the events below the oldest transaction still running
-//! ([`settled_only`]), so writers take no lock and a late commit is never skipped.
+//! describe, read by consumers that each keep a cursor. Sequence order is commit
+//! order, so a consumer that has read up to N never misses an event below N.
 
 use j1msky_core::events::{self, Decoded, Kind, Typed};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
 use crate::{Backend, Db, DbError};
+
+/// Advisory-lock key that serialises outbox inserts on PostgreSQL (from the
+/// first insert until commit), which makes `seq` order equal commit order there.
+const OUTBOX_LOCK_KEY: i64 = 0x6a31_6d73_6b79;
 
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,21 +50,10 @@ impl Event {
     }
 }
 
-/// Serialises, on PostgreSQL and until the caller's transaction ends, the writers that
-/// pass the same `key` (a check-then-emit such as [`crate::hourly`]); others never wait.
-pub(crate) async fn lock_key(conn: &mut AnyConnection, key: &str) -> Result<(), DbError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key).execute(&mut *conn).await?;
+/// Serialises outbox writers on PostgreSQL until the caller's transaction ends.
+pub(crate) async fn lock(conn: &mut AnyConnection) -> Result<(), DbError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK_KEY).execute(&mut *conn).await?;
     Ok(())
-}
-
-/// The condition that keeps a read of `events` to rows no running transaction can still
-/// add below: on PostgreSQL, `seq` under the oldest running transaction's id (in the
-/// statement's own snapshot, so what it sees and the line agree); nothing on SQLite.
-pub(crate) fn settled_only(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => " AND seq < (pg_snapshot_xmin(pg_current_snapshot())::TEXT::BIGINT << 20)",
-    }
 }
 
 /// Writes an event inside the caller's transaction; returns its id. The payload's
@@ -91,8 +81,9 @@ pub(crate) async fn insert(
     payload: &serde_json::Value,
     now: i64,
 ) -> Result<String, DbError> {
-    // `backend` is kept for callers: PostgreSQL numbers the row itself (migration 0036).
-    let _ = backend;
+    if backend == Backend::Postgres {
+        lock(conn).await?;
+    }
     let id = j1msky_core::ids::new_id("evt");
     sqlx::query("INSERT INTO events (id, kind, customer_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&id)
@@ -142,11 +133,13 @@ pub async fn next_batch(db: &Db, consumer: &str, limit: i64) -> Result<Vec<Event
 
 /// The events after `seq`, oldest first.
 pub async fn after(db: &Db, seq: i64, limit: i64) -> Result<Vec<Event>, DbError> {
-    let sql = format!(
-        "SELECT seq, id, kind, customer_id, payload, created_at FROM events WHERE seq > $1{} ORDER BY seq LIMIT $2",
-        settled_only(db.backend())
-    );
-    let rows = sqlx::query(&sql).bind(seq).bind(limit).fetch_all(db.pool()).await?;
+    let rows = sqlx::query(
+        "SELECT seq, id, kind, customer_id, payload, created_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(seq)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
     rows.iter().map(event_from_row).collect()
 }
 

@@ -115,6 +115,24 @@ fn every_recorded_stream_parses_to_a_whole_answer_however_it_is_chunked() {
     }
 }
 
+/// Found by `mutated_streams_never_panic`: a body starting with a byte-order mark made
+/// eventsource-stream slice inside the mark and panic. Each mark at the start is skipped,
+/// whichever chunks it arrives in, and the answer after it is whole.
+#[test]
+fn a_stream_starting_with_byte_order_marks_parses_and_never_panics() {
+    for (kind, body) in seeds() {
+        let whole = outcome(&parse(kind, vec![body.clone()]));
+        for marks in 1..=2 {
+            let mut marked = "\u{feff}".repeat(marks).into_bytes();
+            marked.extend_from_slice(&body);
+            for cut in 1..=7 {
+                let chunks = vec![marked[..cut].to_vec(), marked[cut..].to_vec()];
+                assert_eq!(outcome(&parse(kind, chunks)), whole, "{marks} mark(s), cut at byte {cut}");
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(Config { cases: mutate::cases(256), ..Config::default() })]
 

@@ -89,10 +89,15 @@ pub fn sample_context(catalogue: &j1msky_core::catalogue::Catalogue, base_url: &
         "total": 12, "succeeded": 11, "failed": 1, "success_percent": 91,
         "charged": "$42.00", "top_teams": [{"team": "research", "tasks": 8}, {"team": "content", "tasks": 4}],
     });
+    let b = base_url.trim_end_matches('/');
+    let mut sample_links = links(catalogue, base_url);
+    // What operator mail adds to the links (`ops::notify`, `ops::reports`).
+    sample_links["alerts"] = format!("{b}/admin/alerts").into();
+    sample_links["admin"] = format!("{b}/admin/review/morning").into();
     serde_json::json!({
         "business": {"name": catalogue.business.name, "support_email": catalogue.business.support_email},
         "customer": {"id": "cus_sample", "name": "Sample Co", "plan": "pro", "time_zone": "Europe/Berlin"},
-        "links": links(catalogue, base_url),
+        "links": sample_links,
         "all_time": stats,
         "week": stats,
         "month": stats,
@@ -111,6 +116,12 @@ pub fn sample_context(catalogue: &j1msky_core::catalogue::Catalogue, base_url: &
             "name": "Sam Sample", "email": "sam@sample.test", "invited_by": "Ann Owner",
             "url": format!("{}/set-password/sample-token", base_url.trim_end_matches('/')),
             "valid_days": 7, "valid_minutes": 60,
+        },
+        // Operator mail: an alert (or an hour's digest of one kind) and a daily review.
+        "alert": {"kind": "budget_level", "count": 1, "messages": ["80 % of the day's budget is spent"]},
+        "report": {
+            "title": "Morning review", "text": "Errors: 2 failed tasks",
+            "sections": [{"heading": "Errors", "lines": ["2 failed tasks"]}],
         },
     })
 }
@@ -220,7 +231,11 @@ mod tests {
                             .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | '<' | ')' | '#' | '?'))
                             .collect();
                         let one_time = ["/u/", "/s/", "/set-password/", "/reset/"];
-                        let ok = SERVED_PATHS.contains(&path.as_str()) || one_time.iter().any(|p| path.starts_with(p));
+                        // Operator mail (alerts, reviews) links to the operator's pages.
+                        let operator = ["/admin/alerts", "/admin/review/morning", "/admin/review/evening"];
+                        let ok = SERVED_PATHS.contains(&path.as_str())
+                            || one_time.iter().any(|p| path.starts_with(p))
+                            || operator.contains(&path.as_str());
                         assert!(ok, "template {n} links to {base}{path}, which the server does not serve");
                     }
                     assert!(

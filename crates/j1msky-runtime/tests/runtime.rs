@@ -24,7 +24,10 @@ async fn runtime(t: &TestDb, roles: &[Role]) -> Runtime {
 async fn only_the_roles_asked_for_start_and_shutdown_waits_for_every_loop() {
     let t = TestDb::new().await;
     let mut rt = runtime(&t, &[Role::Tasks]).await;
-    assert_eq!(rt.running(), ["task worker 0", "task worker 1", "reservation sweeper"]);
+    assert_eq!(
+        rt.running(),
+        ["task worker 0", "task worker 1", "reservation sweeper", "catalogue follower", "cache invalidations"]
+    );
 
     let stopped_cleanly = Arc::new(AtomicBool::new(false));
     let mut stop = rt.stop_signal();
@@ -52,7 +55,10 @@ async fn the_billing_role_runs_the_stripe_applier_and_the_usage_meter() {
     let t = TestDb::new().await;
     let rt = runtime(&t, &[Role::Billing]).await;
     // No Stripe key: the billing jobs need Stripe and stay off.
-    assert_eq!(rt.running(), ["stripe applier", "api usage meter", "reservation sweeper"]);
+    assert_eq!(
+        rt.running(),
+        ["stripe applier", "api usage meter", "reservation sweeper", "catalogue follower", "cache invalidations"]
+    );
     rt.shutdown().await;
 }
 

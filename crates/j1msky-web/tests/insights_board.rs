@@ -147,7 +147,7 @@ async fn every_table_exports_csv_and_text_cells_cannot_become_formulas() {
     let (status, ctype, body) = get(&op, &app, "/admin/review/morning?format=csv").await;
     assert_eq!((status, ctype.starts_with("text/csv")), (200, true));
     assert!(body.starts_with("severity,area,title,detail,link\r\n"), "{body}");
-    assert!(body.contains(",\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",/admin/gateway"), "{body}");
+    assert!(body.contains(",\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",/admin/alerts"), "{body}");
     assert!(!body.contains(",=HYPERLINK"), "{body}");
 }
 

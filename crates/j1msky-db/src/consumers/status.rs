@@ -12,7 +12,7 @@ pub struct ConsumerStatus {
     pub consumer: String,
     /// The last event it is done with.
     pub cursor: i64,
-    /// Events written after its cursor (counted: on PostgreSQL `seq` has gaps by design).
+    /// Events written after its cursor (newest sequence minus cursor).
     pub lag: i64,
     pub lease_owner: Option<String>,
     pub lease_until: Option<i64>,
@@ -25,11 +25,11 @@ pub struct ConsumerStatus {
 
 /// Every consumer that ever ran, by name.
 pub async fn status(db: &Db) -> Result<Vec<ConsumerStatus>, DbError> {
+    let newest = crate::outbox::newest_seq(db).await?;
     let rows = sqlx::query(
         "SELECT c.consumer, c.last_seq, c.lease_owner, c.lease_until, c.updated_at,
              (SELECT COUNT(*) FROM consumer_failures f WHERE f.consumer = c.consumer AND f.parked = 0),
-             (SELECT COUNT(*) FROM consumer_failures f WHERE f.consumer = c.consumer AND f.parked <> 0),
-             (SELECT COUNT(*) FROM events e WHERE e.seq > c.last_seq)
+             (SELECT COUNT(*) FROM consumer_failures f WHERE f.consumer = c.consumer AND f.parked <> 0)
          FROM consumer_cursors c ORDER BY c.consumer",
     )
     .fetch_all(db.pool())
@@ -40,7 +40,7 @@ pub async fn status(db: &Db) -> Result<Vec<ConsumerStatus>, DbError> {
         out.push(ConsumerStatus {
             consumer: r.try_get(0)?,
             cursor,
-            lag: r.try_get(7)?,
+            lag: (newest - cursor).max(0),
             lease_owner: r.try_get(2)?,
             lease_until: r.try_get(3)?,
             updated_at: r.try_get(4)?,

@@ -22,10 +22,41 @@ pub(super) fn chunks(resp: reqwest::Response) -> impl Stream<Item = Result<Vec<u
 pub(super) fn events(
     chunks: impl Stream<Item = Result<Vec<u8>, UpstreamError>> + Send,
 ) -> impl Stream<Item = Result<Frame, UpstreamError>> + Send {
-    chunks.eventsource().map(|item| match item {
+    without_leading_bom(chunks).eventsource().map(|item| match item {
         Ok(ev) => Ok(Frame { event: ev.event, data: ev.data }),
         Err(eventsource_stream::EventStreamError::Transport(e)) => Err(e),
         Err(e) => Err(UpstreamError::Garbage(e.to_string())),
+    })
+}
+
+const BOM: &[u8] = "\u{feff}".as_bytes();
+
+/// The body with its leading byte-order marks removed. eventsource-stream 0.2.3 skips a
+/// leading BOM by slicing one byte off a three-byte character, which panics; so none may
+/// reach it. Bytes are held back only while the start of the body could still be a BOM.
+fn without_leading_bom(
+    chunks: impl Stream<Item = Result<Vec<u8>, UpstreamError>> + Send,
+) -> impl Stream<Item = Result<Vec<u8>, UpstreamError>> + Send {
+    let chunks = Box::pin(chunks);
+    futures::stream::unfold((chunks, Some(Vec::new())), |(mut chunks, mut head)| async move {
+        loop {
+            let Some(mut held) = head.take() else {
+                return chunks.next().await.map(|c| (c, (chunks, None)));
+            };
+            match chunks.next().await {
+                Some(Ok(bytes)) => held.extend_from_slice(&bytes),
+                Some(Err(e)) => return Some((Err(e), (chunks, None))),
+                None => return (!held.is_empty()).then(|| (Ok(held), (chunks, None))),
+            }
+            while held.starts_with(BOM) {
+                held.drain(..BOM.len());
+            }
+            if held.len() < BOM.len() && BOM.starts_with(&held) {
+                head = Some(held);
+                continue;
+            }
+            return Some((Ok(held), (chunks, None)));
+        }
     })
 }
 
