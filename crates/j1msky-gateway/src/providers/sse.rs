@@ -46,7 +46,7 @@ fn without_leading_bom(
             match chunks.next().await {
                 Some(Ok(bytes)) => held.extend_from_slice(&bytes),
                 Some(Err(e)) => return Some((Err(e), (chunks, None))),
-                None => return (!held.is_empty()).then(|| (Ok(held), (chunks, None))),
+                None => return (!held.is_empty()).then_some((Ok(held), (chunks, None))),
             }
             while held.starts_with(BOM) {
                 held.drain(..BOM.len());
