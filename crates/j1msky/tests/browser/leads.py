@@ -18,6 +18,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 OWNER = "nora@northwind.test"
@@ -83,6 +84,14 @@ def post_json(url, body):
         return json.loads(r.read())
 
 
+def stage_is(b, stage):
+    """Waits for the lead page to show `stage`; the page may be reloading while it is read
+    (the form posts and redirects), so an element gone stale is read again."""
+    WebDriverWait(b, 20, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
+        lambda d: d.find_element(By.ID, "stage").text == stage
+    )
+
+
 def main():
     cfg = json.load(open(sys.argv[1]))
     base = cfg["base"]
@@ -111,10 +120,10 @@ def main():
             fail("no starter suggestion for 60 tasks a month")
         fill(b, "notes", "Weekly briefs; a good fit for Starter")
         b.find_element(By.CSS_SELECTOR, "#qualify button").click()
-        WebDriverWait(b, 20).until(lambda d: d.find_element(By.ID, "stage").text == "qualified")
+        stage_is(b, "qualified")
         fill(b, "tasks", "10")
         b.find_element(By.CSS_SELECTOR, "#start-trial button").click()
-        WebDriverWait(b, 20).until(lambda d: d.find_element(By.ID, "stage").text == "trial")
+        stage_is(b, "trial")
         print("qualified, trial started")
 
         # 3. The owner opens the invite link from the mail and sets a password.
