@@ -14,6 +14,7 @@ pub mod config_history;
 pub mod leads;
 pub mod notify;
 pub mod reports;
+pub mod timers;
 
 /// What the operations need.
 #[derive(Clone)]

@@ -98,27 +98,13 @@ impl Notifier {
         out
     }
 
-    /// The timers of alert delivery, the checks and the report mails.
+    /// The timers of alert delivery and the hourly checks (all of ops' timers:
+    /// [`crate::timers::handlers`]).
     pub fn timer_handlers(&self, h: j1msky_db::timers::Handlers) -> j1msky_db::timers::Handlers {
         let h = h.on(WEBHOOK_TIMER, webhook_timer_handler(self.clone()));
         let h = h.on(DIGEST_TIMER, digest_timer_handler(self.clone()));
-        let h = spike::timer_handlers(self, h);
-        crate::reports::timer_handlers(self, h)
+        spike::timer_handlers(self, h)
     }
-}
-
-/// Seeds the hourly check and the next report mails, then fires ops' timers until
-/// `stop` (the `reactions` role runs it through the runtime).
-pub async fn run_timers(n: Notifier, stop: tokio::sync::watch::Receiver<bool>) {
-    let handlers = n.timer_handlers(j1msky_db::timers::Handlers::new());
-    let now = n.ops.clock.now_micros();
-    if let Err(e) = handlers.schedule_recurring(&n.ops.db, now).await {
-        tracing::warn!(error = %e, "could not seed the hourly alert checks");
-    }
-    if let Err(e) = crate::reports::schedule(&n.ops, now).await {
-        tracing::warn!(error = %e, "could not schedule the report mails");
-    }
-    j1msky_db::timers::run(n.ops.db.clone(), handlers, n.ops.clock.clone(), stop).await;
 }
 
 /// Who operator mail goes to: the catalogue's `alerts.recipients`, else every operator

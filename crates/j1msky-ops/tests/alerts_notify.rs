@@ -89,7 +89,7 @@ impl World {
     async fn settle(&self) {
         let runner = Runner::new("test");
         let cons = vec![notify::consumer(&self.notifier)];
-        let handlers = self.notifier.timer_handlers(timers::Handlers::new());
+        let handlers = j1msky_ops::timers::handlers(&self.notifier);
         for _ in 0..20 {
             let moved = consumers::run_once(&self.db, &runner, &cons, &self.clock).await.unwrap().moved();
             let fired = timers::run_due_once(&self.db, &handlers, self.now()).await.unwrap();
@@ -307,7 +307,7 @@ async fn a_cost_spike_raises_an_alert_and_escalates_the_mode_once() {
     spend(&t.db, T0 + 5 * 60_000_000, 1_400_000).await;
     spend(&t.db, T0 + HOUR + 5 * 60_000_000, 1_500_000).await;
     spend(&t.db, T0 + HOUR + 6 * 60_000_000, 500_000).await;
-    let handlers = w.notifier.timer_handlers(timers::Handlers::new());
+    let handlers = j1msky_ops::timers::handlers(&w.notifier);
     handlers.schedule_recurring(&t.db, T0).await.unwrap();
 
     // At 11:00 the hour 10-11 is checked: 2.8× the average, no spike.
