@@ -23,10 +23,14 @@ pub struct Standing {
     pub billing_status: Option<String>,
     pub billing_status_since: Option<i64>,
     pub payment_method_on_file: bool,
+    /// The dates of the trial the operator granted, if any: admission refuses a customer
+    /// still in stage `trial` once its end has come, before the end timer moves it on.
+    pub trial: Option<crate::trials::TrialDates>,
 }
 
 impl Standing {
-    /// A stored customer's standing.
+    /// A stored customer's standing (without its trial's dates: the task queue reads
+    /// the trial itself, with its included tasks).
     pub fn of(c: &Customer) -> Standing {
         Standing {
             stage: Some(c.stage),
@@ -34,6 +38,7 @@ impl Standing {
             billing_status: c.billing_status.clone(),
             billing_status_since: c.billing_status_since,
             payment_method_on_file: c.payment_method_on_file,
+            trial: None,
         }
     }
 }
@@ -90,6 +95,11 @@ pub fn admit(catalogue: &Catalogue, s: &Standing, now: i64) -> Result<Admitted, 
             )))
         }
         _ => {}
+    }
+    if let (Some(Stage::Trial), Some(t)) = (s.stage, s.trial) {
+        if now >= t.ends_at {
+            return Err(NoActivePlan(crate::trials::ENDED_MESSAGE.into()));
+        }
     }
     let known_plan = s.plan.as_deref().filter(|p| catalogue.plans.contains_key(*p));
     match (s.stage, known_plan) {

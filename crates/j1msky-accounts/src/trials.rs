@@ -11,6 +11,7 @@ use crate::users::{self, NewUser, User};
 use crate::{secrets, AccountsError};
 use j1msky_audit::{audit, Actor};
 use j1msky_core::catalogue::{Catalogue, TeamAllowance};
+use j1msky_core::Money;
 use j1msky_core::events::CustomerPlanChanged;
 use j1msky_core::vocab::{Stage, UserRole};
 use j1msky_db::{outbox, Backend, Db};
@@ -24,6 +25,36 @@ pub struct Trial {
     pub ends_at: i64,
     /// Tasks the trial includes, in all.
     pub tasks: i64,
+}
+
+/// When a granted trial started and ends (what admission needs of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrialDates {
+    pub started_at: i64,
+    pub ends_at: i64,
+}
+
+impl Trial {
+    /// Its dates.
+    pub fn dates(&self) -> TrialDates {
+        TrialDates { started_at: self.started_at, ends_at: self.ends_at }
+    }
+}
+
+/// What a customer past its trial's end is told, on every path that refuses it.
+pub const ENDED_MESSAGE: &str = "the trial has ended; choose a plan in /app/billing to keep using the service";
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// The most a trial may spend on direct model API calls (`/v1`) over its whole run: its
+/// plan's monthly price for the trial's share of a 30-day month, so a trial never costs
+/// more in model spend than the plan would have earned over the same days. Tasks are
+/// held to the trial's included tasks instead. `None` for an unknown plan.
+pub fn direct_call_budget(catalogue: &Catalogue, plan: &str, dates: TrialDates) -> Option<Money> {
+    let price = i128::from(catalogue.plans.get(plan)?.monthly_price.micros());
+    let length = i128::from(dates.ends_at.saturating_sub(dates.started_at).max(0));
+    let share = price.saturating_mul(length) / (30 * i128::from(DAY_MICROS));
+    Some(Money::from_micros(i64::try_from(share).unwrap_or(i64::MAX)))
 }
 
 /// What it takes to start a trial.
@@ -135,7 +166,7 @@ pub async fn start_in(
     };
     let owner = users::insert(conn, backend, actor, users::prepare(new, now)?, now).await?;
     let token = tokens::issue(conn, &owner.id, Purpose::SetPassword, tokens::INVITE_TTL, now).await?;
-    let ends_at = now.saturating_add(t.days.saturating_mul(86_400_000_000));
+    let ends_at = now.saturating_add(t.days.saturating_mul(DAY_MICROS));
     let inserted = sqlx::query(
         "INSERT INTO account_trials (customer_id, plan, started_at, ends_at, tasks, granted_by)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (customer_id) DO NOTHING",
@@ -238,6 +269,65 @@ pub async fn list(db: &Db, limit: i64) -> Result<Vec<(Trial, Stage)>, AccountsEr
                 },
                 stage.parse().map_err(|e: j1msky_core::vocab::UnknownWord| AccountsError::Internal(e.to_string()))?,
             ))
+        })
+        .collect()
+}
+
+/// Inside the caller's transaction: ends the trial of a customer whose trial's end has
+/// come and who is still in stage `trial` (nothing converted it or closed it): the stage
+/// moves to `churned` (the stage the model gives an account with nothing paid for, as a
+/// Stripe trial that ends unpaid is cancelled), with its history row, audit and event,
+/// which also frees its pilot slot. `None`, writing nothing, for any other customer:
+/// converted, cancelled, ended already, or not yet due.
+pub async fn end_in(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    actor: &Actor,
+    customer_id: &str,
+    now: i64,
+) -> Result<Option<(Customer, Trial)>, AccountsError> {
+    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+    sqlx::query(&format!("SELECT id FROM customers WHERE id = $1{lock}")).bind(customer_id).execute(&mut *conn).await?;
+    let row = sqlx::query("SELECT plan, started_at, ends_at, tasks FROM account_trials WHERE customer_id = $1")
+        .bind(customer_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    let trial = Trial {
+        customer_id: customer_id.to_string(),
+        plan: r.try_get(0)?,
+        started_at: r.try_get(1)?,
+        ends_at: r.try_get(2)?,
+        tasks: r.try_get(3)?,
+    };
+    let customer = customers::get_in(conn, customer_id).await?;
+    if customer.stage != Stage::Trial || now < trial.ends_at {
+        return Ok(None);
+    }
+    customers::change_stage(conn, backend, actor, customer_id, Stage::Trial, Stage::Churned, now).await?;
+    let detail = serde_json::to_value(&trial).unwrap_or_default();
+    audit::record(conn, actor, "customer.trial_ended", customer_id, Some(customer_id), detail, now).await?;
+    let customer = Customer { stage: Stage::Churned, stage_changed_at: now, updated_at: now, ..customer };
+    Ok(Some((customer, trial)))
+}
+
+/// The trials whose customers are still in stage `trial`, soonest end first.
+pub async fn running_list(db: &Db) -> Result<Vec<Trial>, AccountsError> {
+    let rows = sqlx::query(
+        "SELECT t.customer_id, t.plan, t.started_at, t.ends_at, t.tasks FROM account_trials t
+         JOIN customers c ON c.id = t.customer_id WHERE c.stage = 'trial' ORDER BY t.ends_at, t.customer_id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Trial {
+                customer_id: r.try_get(0)?,
+                plan: r.try_get(1)?,
+                started_at: r.try_get(2)?,
+                ends_at: r.try_get(3)?,
+                tasks: r.try_get(4)?,
+            })
         })
         .collect()
 }

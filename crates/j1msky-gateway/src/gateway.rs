@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use j1msky_accounts::access::{self, Standing};
+use j1msky_accounts::trials::TrialDates;
 use j1msky_accounts::activity;
 use j1msky_core::catalogue::{Catalogue, LiveCatalogue, ModelOutsidePlan};
 use j1msky_core::{Clock, Money};
@@ -264,10 +265,12 @@ impl Gateway {
         }
         let now = self.clock.now_micros();
         let controls = self.controls().await?;
+        let mut trial = None;
         let (plan, customer_budget, contract_calls) = match &ctx.customer_id {
             Some(id) => {
                 let (standing, budget, calls) = self.terms.get(&self.db, id).await?;
                 let admitted = access::admit(&self.catalogue, &standing, now)?;
+                trial = standing.trial.filter(|_| standing.stage == Some(j1msky_core::vocab::Stage::Trial));
                 (admitted.plan().map(str::to_string), budget, calls)
             }
             None => (None, None, None),
@@ -326,6 +329,18 @@ impl Gateway {
                 cap,
             });
         }
+        // A granted trial's direct calls share one budget over the trial (its tasks are
+        // held to the included tasks by the task queue instead).
+        if let (Some(id), Some(dates), Some(plan), None) = (&ctx.customer_id, trial, plan.as_deref(), &ctx.task_id) {
+            if let Some(cap) = j1msky_accounts::trials::direct_call_budget(&self.catalogue, plan, dates) {
+                budgets.push(Budget {
+                    scope: trial_scope(id),
+                    window_start: dates.started_at,
+                    window_end: dates.ends_at,
+                    cap,
+                });
+            }
+        }
         let input = req.estimated_input_tokens();
         let amount = route
             .chain
@@ -347,6 +362,9 @@ impl Gateway {
                 limits::LimitError::Cap { scope, .. } if *scope == format!("customer:{id}") => Some("hourly_cap"),
                 limits::LimitError::Budget { scope, .. } if *scope == format!("customer:{id}:month") => {
                     Some("monthly_budget")
+                }
+                limits::LimitError::Budget { scope, .. } if *scope == trial_scope(id) => {
+                    Some("trial_budget")
                 }
                 _ => None,
             };
@@ -598,13 +616,19 @@ pub(crate) enum Step {
     Fail,
 }
 
+/// The budget scope of a granted trial's direct calls.
+fn trial_scope(customer_id: &str) -> String {
+    format!("customer:{customer_id}:trial")
+}
+
 /// How long a process trusts its copy of a customer's plan and budget.
 pub const TERMS_TTL: Duration = Duration::from_secs(1);
 
 /// (what admission reads, monthly budget, contract calls per hour).
 type Terms = (Standing, Option<Money>, Option<i64>);
 
-type TermsRow = (Option<String>, Option<i64>, Option<i64>, String, Option<String>, Option<i64>, i64);
+type TermsRow =
+    (Option<String>, Option<i64>, Option<i64>, String, Option<String>, Option<i64>, i64, Option<i64>, Option<i64>);
 
 /// Customers' standing, plans and monthly budgets, read through a short cache: the hot
 /// path would otherwise query them on every call.
@@ -631,21 +655,22 @@ impl TermsCache {
             }
         }
         let row: Option<TermsRow> = sqlx::query_as(
-            "SELECT plan, monthly_budget_micros, contract_calls_per_hour, stage, billing_status,
-                    billing_status_since, payment_method_on_file
-             FROM customers WHERE id = $1",
+            "SELECT c.plan, c.monthly_budget_micros, c.contract_calls_per_hour, c.stage, c.billing_status,
+                    c.billing_status_since, c.payment_method_on_file, t.started_at, t.ends_at
+             FROM customers c LEFT JOIN account_trials t ON t.customer_id = c.id WHERE c.id = $1",
         )
         .bind(id)
         .fetch_optional(db.pool())
         .await?;
         // An unknown customer has no standing: admission refuses it.
-        let terms = row.map_or((Standing::default(), None, None), |(plan, budget, calls, stage, status, since, pm)| {
+        let terms = row.map_or((Standing::default(), None, None), |(plan, budget, calls, stage, status, since, pm, t0, t1)| {
             let standing = Standing {
                 stage: stage.parse().ok(),
                 plan,
                 billing_status: status,
                 billing_status_since: since,
                 payment_method_on_file: pm != 0,
+                trial: t0.zip(t1).map(|(started_at, ends_at)| TrialDates { started_at, ends_at }),
             };
             (standing, budget.map(Money::from_micros), calls)
         });

@@ -10,8 +10,10 @@
 //! customer is marked so that its onboarding journeys wait for the trial
 //! (`j1msky_lifecycle::journeys::ONBOARD_AT`).
 
+pub mod ending;
 mod error;
 pub mod mail;
+pub mod next;
 pub mod trial;
 
 use serde::Serialize;

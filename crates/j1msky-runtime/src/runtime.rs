@@ -201,6 +201,7 @@ impl Runtime {
                 j1msky_ops::Ctx { db: ctx.db.clone(), catalogue: ctx.catalogue.clone(), clock: ctx.clock.clone() };
             let notifier = j1msky_ops::notify::Notifier::new(ops, ctx.templates_dir.clone(), &ctx.base_url);
             all.push(j1msky_ops::notify::consumer(&notifier));
+            all.push(j1msky_ops::leads::next::consumer());
             self.spawn(Role::Reactions, "ops alert timers", j1msky_ops::timers::run(notifier, self.stop_signal()));
             let sender = j1msky_lifecycle::delivery::run_sender(ctx, self.stop_signal());
             self.spawn(Role::Reactions, "lifecycle mail", sender);

@@ -1,8 +1,9 @@
 //! The mails of the road to a trial and of accounts: the lead's confirmation, the trial
-//! owner's set-password invite, a password reset, a member's invite. Each is rendered
-//! from `config/templates/` and queued through lifecycle delivery (transactional: always
-//! sent, never held by quiet hours) in the caller's transaction, so the state change
-//! and its mail commit together. Links carry one-time tokens from `accounts::tokens`.
+//! owner's set-password invite, the notice that the trial ended, a password reset, a
+//! member's invite. Each is rendered from `config/templates/` and queued through
+//! lifecycle delivery (transactional: always sent, never held by quiet hours) in the
+//! caller's transaction, so the state change and its mail commit together. Links carry
+//! one-time tokens from `accounts::tokens`.
 
 use std::path::PathBuf;
 
@@ -12,7 +13,7 @@ use super::{Lead, LeadError};
 use crate::Ctx;
 use j1msky_accounts::customers::Customer;
 use j1msky_accounts::tokens;
-use j1msky_accounts::trials::Started;
+use j1msky_accounts::trials::{Started, Trial};
 use j1msky_accounts::users::User;
 use j1msky_audit::Actor;
 use j1msky_core::vocab::UserRole;
@@ -100,10 +101,7 @@ pub(super) async fn trial_invite(
     now: i64,
 ) -> Result<(), LeadError> {
     let mut c = base_context(ctx, mailer, &s.customer);
-    let plan_name = ctx.catalogue.plans.get(&s.trial.plan).map_or(s.trial.plan.clone(), |p| p.name.clone());
-    let ends = chrono::DateTime::from_timestamp_micros(s.trial.ends_at)
-        .map_or_else(String::new, |d| d.format("%-d %B %Y").to_string());
-    c["trial"] = serde_json::json!({"plan_name": plan_name, "tasks": s.trial.tasks, "ends": ends});
+    c["trial"] = trial_context(ctx, &s.trial);
     c["account"] = serde_json::json!({
         "name": s.owner.display_name, "email": s.owner.email,
         "url": mailer.url(&format!("/set-password/{}", s.token)),
@@ -111,6 +109,35 @@ pub(super) async fn trial_invite(
     });
     let source = format!("trial:{}", s.customer.id);
     queue(conn, ctx, mailer, "trial_invite", &c, &s.customer.id, &source, Some(&s.owner.email), now).await
+}
+
+/// Queues the owner's notice that the trial ended without a plan (to the customer's
+/// contact address when it has no owner), with the way back: choosing a plan.
+pub(super) async fn trial_ended(
+    conn: &mut AnyConnection,
+    ctx: &Ctx,
+    mailer: &Mailer,
+    customer: &Customer,
+    trial: &Trial,
+    owner: Option<&User>,
+    now: i64,
+) -> Result<(), LeadError> {
+    let mut c = base_context(ctx, mailer, customer);
+    c["trial"] = trial_context(ctx, trial);
+    c["account"] = serde_json::json!({
+        "name": owner.map_or(customer.name.as_str(), |o| o.display_name.as_str()),
+        "email": owner.map(|o| o.email.as_str()),
+    });
+    let source = format!("trial_end:{}", customer.id);
+    let to = owner.map(|o| o.email.as_str());
+    queue(conn, ctx, mailer, "trial_ended", &c, &customer.id, &source, to, now).await
+}
+
+fn trial_context(ctx: &Ctx, t: &Trial) -> serde_json::Value {
+    let plan_name = ctx.catalogue.plans.get(&t.plan).map_or(t.plan.clone(), |p| p.name.clone());
+    let ends =
+        chrono::DateTime::from_timestamp_micros(t.ends_at).map_or_else(String::new, |d| d.format("%-d %B %Y").to_string());
+    serde_json::json!({"plan_name": plan_name, "tasks": t.tasks, "ends": ends})
 }
 
 /// A password reset asked for `email` from `client_ip`: a link is mailed when the

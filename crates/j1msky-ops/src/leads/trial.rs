@@ -1,7 +1,8 @@
 //! Starting a trial, and pilot mode: with the setting `pilot.slots` = N, at most N
 //! granted trials run at once; a lead asked to start beyond that waits on the list
-//! (`ops_leads.waiting_since`), and when a trial ends (paid, or closed) the operator
-//! starts the next in line (`start_next`, the admin button and `j1msky lead trial --next`).
+//! (`ops_leads.waiting_since`). When a trial ends (paid, closed, or past its date) the
+//! next in line is started by `start_next` (the admin button, `j1msky lead trial --next`,
+//! and `next`'s timer when the operator had qualified it with a plan).
 
 use serde::Serialize;
 
@@ -145,6 +146,7 @@ pub async fn start(
         .execute(&mut *tx)
         .await?;
     mail::trial_invite(&mut tx, ctx, mailer, &started, now).await?;
+    super::ending::schedule(&mut tx, customer_id, started.trial.ends_at, now).await?;
     tx.commit().await?;
     // After the commit: a failure here leaves the trial running; the checkout would
     // then offer Stripe's free trial as well, which the operator sees in the log.
