@@ -11,9 +11,9 @@ use crate::users::{self, NewUser, User};
 use crate::{secrets, AccountsError};
 use j1msky_audit::{audit, Actor};
 use j1msky_core::catalogue::{Catalogue, TeamAllowance};
-use j1msky_core::Money;
 use j1msky_core::events::CustomerPlanChanged;
 use j1msky_core::vocab::{Stage, UserRole};
+use j1msky_core::Money;
 use j1msky_db::{outbox, Backend, Db};
 
 /// A granted trial.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use j1msky_accounts::access::{self, Standing};
-use j1msky_accounts::trials::TrialDates;
 use j1msky_accounts::activity;
+use j1msky_accounts::trials::TrialDates;
 use j1msky_core::catalogue::{Catalogue, LiveCatalogue, ModelOutsidePlan};
 use j1msky_core::{Clock, Money};
 use j1msky_db::invalidation::Topic;
@@ -363,9 +363,7 @@ impl Gateway {
                 limits::LimitError::Budget { scope, .. } if *scope == format!("customer:{id}:month") => {
                     Some("monthly_budget")
                 }
-                limits::LimitError::Budget { scope, .. } if *scope == trial_scope(id) => {
-                    Some("trial_budget")
-                }
+                limits::LimitError::Budget { scope, .. } if *scope == trial_scope(id) => Some("trial_budget"),
                 _ => None,
             };
             if let Some(limit) = limit {
@@ -663,17 +661,18 @@ impl TermsCache {
         .fetch_optional(db.pool())
         .await?;
         // An unknown customer has no standing: admission refuses it.
-        let terms = row.map_or((Standing::default(), None, None), |(plan, budget, calls, stage, status, since, pm, t0, t1)| {
-            let standing = Standing {
-                stage: stage.parse().ok(),
-                plan,
-                billing_status: status,
-                billing_status_since: since,
-                payment_method_on_file: pm != 0,
-                trial: t0.zip(t1).map(|(started_at, ends_at)| TrialDates { started_at, ends_at }),
-            };
-            (standing, budget.map(Money::from_micros), calls)
-        });
+        let terms =
+            row.map_or((Standing::default(), None, None), |(plan, budget, calls, stage, status, since, pm, t0, t1)| {
+                let standing = Standing {
+                    stage: stage.parse().ok(),
+                    plan,
+                    billing_status: status,
+                    billing_status_since: since,
+                    payment_method_on_file: pm != 0,
+                    trial: t0.zip(t1).map(|(started_at, ends_at)| TrialDates { started_at, ends_at }),
+                };
+                (standing, budget.map(Money::from_micros), calls)
+            });
         let mut entries = self.lock();
         if entries.len() > 100_000 {
             entries.clear();

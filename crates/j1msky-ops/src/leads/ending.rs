@@ -24,8 +24,13 @@ const ATTEMPTS: i64 = 8;
 /// `ends_at` (a no-op when it was scheduled before).
 pub async fn schedule(conn: &mut AnyConnection, customer_id: &str, ends_at: i64, now: i64) -> Result<(), LeadError> {
     let payload = serde_json::json!({ "customer_id": customer_id });
-    let timer =
-        NewTimer { kind: TRIAL_END_TIMER, key: customer_id, payload: &payload, run_at: ends_at, max_attempts: ATTEMPTS };
+    let timer = NewTimer {
+        kind: TRIAL_END_TIMER,
+        key: customer_id,
+        payload: &payload,
+        run_at: ends_at,
+        max_attempts: ATTEMPTS,
+    };
     timers::schedule(conn, &timer, now).await?;
     Ok(())
 }

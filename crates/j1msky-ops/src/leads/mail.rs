@@ -135,8 +135,8 @@ pub(super) async fn trial_ended(
 
 fn trial_context(ctx: &Ctx, t: &Trial) -> serde_json::Value {
     let plan_name = ctx.catalogue.plans.get(&t.plan).map_or(t.plan.clone(), |p| p.name.clone());
-    let ends =
-        chrono::DateTime::from_timestamp_micros(t.ends_at).map_or_else(String::new, |d| d.format("%-d %B %Y").to_string());
+    let ends = chrono::DateTime::from_timestamp_micros(t.ends_at)
+        .map_or_else(String::new, |d| d.format("%-d %B %Y").to_string());
     serde_json::json!({"plan_name": plan_name, "tasks": t.tasks, "ends": ends})
 }
 
