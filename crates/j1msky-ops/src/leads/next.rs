@@ -9,6 +9,7 @@
 //! either way the operators get an alert (`pilot_slot_free`) naming it. The alert's id
 //! carries the timer's key, so a retried timer raises it once.
 
+use j1msky_accounts::AccountsError;
 use j1msky_audit::{alerts, Actor};
 use j1msky_core::events::{Kind, Typed};
 use j1msky_core::vocab::Stage;
@@ -89,7 +90,9 @@ pub async fn slot_freed(
                 match trial::start_next(ctx, mailer, &Actor::system(), now).await {
                     Ok(Some(started @ Outcome::Started { .. })) => Freed::Started(started),
                     Ok(_) => Freed::Nothing,
-                    Err(e @ (LeadError::Invalid { .. } | LeadError::Conflict(_) | LeadError::Accounts(_))) => {
+                    Err(e @ (LeadError::Invalid { .. }
+                    | LeadError::Conflict(_)
+                    | LeadError::Accounts(AccountsError::Invalid { .. } | AccountsError::Conflict(_)))) => {
                         Freed::Named { customer_id: id, reason: format!("its trial could not start: {e}") }
                     }
                     Err(e) => return Err(e),
