@@ -90,11 +90,11 @@ pub async fn slot_freed(
                 match trial::start_next(ctx, mailer, &Actor::system(), now).await {
                     Ok(Some(started @ Outcome::Started { .. })) => Freed::Started(started),
                     Ok(_) => Freed::Nothing,
-                    Err(e @ (LeadError::Invalid { .. }
-                    | LeadError::Conflict(_)
-                    | LeadError::Accounts(AccountsError::Invalid { .. } | AccountsError::Conflict(_)))) => {
-                        Freed::Named { customer_id: id, reason: format!("its trial could not start: {e}") }
-                    }
+                    Err(
+                        e @ (LeadError::Invalid { .. }
+                        | LeadError::Conflict(_)
+                        | LeadError::Accounts(AccountsError::Invalid { .. } | AccountsError::Conflict(_))),
+                    ) => Freed::Named { customer_id: id, reason: format!("its trial could not start: {e}") },
                     Err(e) => return Err(e),
                 }
             }
