@@ -26,7 +26,7 @@ fn ctx(db: &Db, transport: Arc<dyn Transport>) -> Ctx {
     catalogue.lifecycle.delivery.quiet_hours.end = "21:00".into();
     Ctx {
         db: db.clone(),
-        catalogue: Arc::new(catalogue),
+        catalogue: Arc::new(catalogue).into(),
         clock: Arc::new(ManualClock::new(0)),
         transport,
         stripe: None,
