@@ -325,6 +325,7 @@ async fn the_customers_home_shows_its_own_month_against_its_plan() {
         &Actor::cli(),
         &acme,
         Some(j1msky_core::Money::from_micros(25_000_000)),
+        "test",
         app.now(),
     )
     .await
