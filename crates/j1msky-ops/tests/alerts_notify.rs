@@ -75,7 +75,8 @@ struct World {
 impl World {
     fn new(db: &Db, catalogue: Catalogue, webhook: Option<String>) -> World {
         let clock = ManualClock::new(T0);
-        let ops = j1msky_ops::Ctx { db: db.clone(), catalogue: Arc::new(catalogue).into(), clock: Arc::new(clock.clone()) };
+        let ops =
+            j1msky_ops::Ctx { db: db.clone(), catalogue: Arc::new(catalogue).into(), clock: Arc::new(clock.clone()) };
         let notifier =
             Notifier::new(ops, repo().join("config/templates"), "https://app.example.test").with_webhook(webhook);
         World { db: db.clone(), clock, notifier }

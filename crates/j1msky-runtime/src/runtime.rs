@@ -217,11 +217,7 @@ impl Runtime {
 
     /// The insights' context (their rollup consumers run in every `reactions` process).
     pub fn insights(&self) -> j1msky_insights::Ctx {
-        j1msky_insights::Ctx {
-            db: self.db().clone(),
-            catalogue: self.catalogue().clone(),
-            clock: self.clock().clone(),
-        }
+        j1msky_insights::Ctx { db: self.db().clone(), catalogue: self.catalogue().clone(), clock: self.clock().clone() }
     }
 
     /// The lifecycle engine's context, when this process has a mail transport.

@@ -55,7 +55,8 @@ async fn first_start(db: &Db, text: &str) -> LiveCatalogue {
 
 async fn start(db: &Db, live: &LiveCatalogue, clock: &ManualClock, roles: &[Role], mail: Option<Mail>) -> Runtime {
     let gateway = Gateway::builder(db.clone(), live.clone()).clock(Arc::new(clock.clone())).build().unwrap();
-    let settings = Settings { roles: BTreeSet::from_iter(roles.iter().copied()), workers: 0, mail, ..Settings::default() };
+    let settings =
+        Settings { roles: BTreeSet::from_iter(roles.iter().copied()), workers: 0, mail, ..Settings::default() };
     Runtime::start(Arc::new(gateway), settings).await.unwrap()
 }
 
@@ -194,12 +195,11 @@ async fn alerts_mail_and_insights_follow_an_applied_version() {
 
 /// Each alert's mail delivery state, `queued` and `sent` read as one.
 async fn states(db: &Db) -> Vec<(String, &'static str)> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT alert_id, state FROM ops_alert_deliveries WHERE channel = 'mail' ORDER BY alert_id",
-    )
-    .fetch_all(db.pool())
-    .await
-    .unwrap();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT alert_id, state FROM ops_alert_deliveries WHERE channel = 'mail' ORDER BY alert_id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
     rows.into_iter()
         .map(|(id, s)| {
             let s = match s.as_str() {

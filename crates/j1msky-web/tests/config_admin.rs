@@ -200,7 +200,10 @@ async fn a_customer_budget_from_the_dashboard_keeps_its_reason_and_rolls_back() 
     assert_eq!(resp.status(), 303);
     assert_eq!(stored().await, Some(50_000_000));
     let latest = &j1msky_audit::settings::history(&app.db, &key, 1).await.unwrap()[0];
-    assert_eq!(latest.reason.as_deref(), Some(format!("rollback of {}: the call was misheard", changes[0].id).as_str()));
+    assert_eq!(
+        latest.reason.as_deref(),
+        Some(format!("rollback of {}: the call was misheard", changes[0].id).as_str())
+    );
 
     // The cost mode from the dashboard needs a reason too.
     let token = app.page_token(&operator, "/admin/gateway").await;

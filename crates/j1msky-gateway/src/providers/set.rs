@@ -31,11 +31,7 @@ impl ProviderSet {
     pub(crate) fn new(live: &LiveCatalogue, overrides: &HashMap<String, ProviderOverride>, timeouts: Timeouts) -> Self {
         let (version, catalogue) = live.versioned();
         let clients = build(catalogue, overrides, timeouts, &HashMap::new());
-        ProviderSet {
-            overrides: overrides.clone(),
-            timeouts,
-            built: ArcSwap::from_pointee(Built { version, clients }),
-        }
+        ProviderSet { overrides: overrides.clone(), timeouts, built: ArcSwap::from_pointee(Built { version, clients }) }
     }
 
     /// The client of provider `id` under the catalogue `live` serves now.

@@ -3,11 +3,11 @@
 
 use serde::Serialize;
 
-use j1msky_audit::settings::{self, Change};
 use j1msky_accounts::customer_links;
+use j1msky_audit::settings::{self, Change};
 use j1msky_audit::Actor;
-use j1msky_core::Money;
 use j1msky_core::catalogue::LiveCatalogue;
+use j1msky_core::Money;
 use j1msky_db::Db;
 use j1msky_gateway::controls;
 

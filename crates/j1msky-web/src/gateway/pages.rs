@@ -202,8 +202,7 @@ pub async fn set_customer_budget(
 ) -> Response {
     let actor = Actor::user(&s.user.id);
     let customer = form.customer.trim();
-    match controls::set_customer_budget_text(&state.db, &actor, customer, &form.amount, &form.reason, state.now())
-        .await
+    match controls::set_customer_budget_text(&state.db, &actor, customer, &form.amount, &form.reason, state.now()).await
     {
         Ok(_) => done(&state),
         Err(e) => refused(&state, &s, e.into()).await,
