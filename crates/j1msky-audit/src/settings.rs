@@ -74,13 +74,29 @@ pub async fn put(
             sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *conn).await?;
         }
     }
+    let previous = previous.map(|(v,)| v);
+    record(conn, actor, key, previous.as_deref(), value, reason, now).await
+}
+
+/// Keeps one change in the history inside the caller's transaction, for a value its
+/// owner stores elsewhere (a customer's monthly budget lives on `customers`): the same
+/// history, shown and rolled back with the settings'.
+pub async fn record(
+    conn: &mut AnyConnection,
+    actor: &Actor,
+    key: &str,
+    previous: Option<&str>,
+    value: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO settings_history (id, key, previous_value, value, changed_at, changed_by, reason)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(j1msky_core::ids::new_id("seth"))
     .bind(key)
-    .bind(previous.map(|(v,)| v))
+    .bind(previous)
     .bind(value)
     .bind(now)
     .bind(actor.as_str())
@@ -88,6 +104,16 @@ pub async fn put(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The rule for the reason every change keeps (field `reason`): required, one line's
+/// worth. The owners of each change call it, so the dashboard and the CLI refuse alike.
+pub fn check_reason(reason: &str) -> Result<&str, &'static str> {
+    match reason.trim() {
+        "" => Err("say why you make this change (it is kept in the history)"),
+        r if r.chars().count() > 500 => Err("keep the reason under 500 characters"),
+        r => Ok(r),
+    }
 }
 
 /// id, key, previous value, value, when, by whom, why.

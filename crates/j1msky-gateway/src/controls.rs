@@ -101,6 +101,18 @@ pub async fn set_mode(db: &Db, actor: &Actor, mode: Mode, reason: &str, now: i64
     put(db, actor, MODE_KEY, Some(mode.as_str().to_string()), reason, now, event).await
 }
 
+/// Switches the cost mode for an operator (dashboard, CLI): the reason is required.
+pub async fn set_mode_with_reason(
+    db: &Db,
+    actor: &Actor,
+    mode: Mode,
+    reason: &str,
+    now: i64,
+) -> Result<(), ControlError> {
+    let reason = check_reason(reason)?;
+    Ok(set_mode(db, actor, mode, reason, now).await?)
+}
+
 /// Sets (or with `None` goes back to the catalogue's) the business's daily budget.
 pub async fn set_daily_budget(
     db: &Db,
@@ -119,11 +131,7 @@ pub async fn set_daily_budget(
 /// The reason the history keeps for a change: asked of whoever changes a control, so a
 /// change read back later says why it was made.
 fn check_reason(reason: &str) -> Result<&str, ControlError> {
-    match reason.trim() {
-        "" => Err(ControlError::rule("reason", "say why you make this change (it is kept in the history)")),
-        r if r.chars().count() > 500 => Err(ControlError::rule("reason", "keep the reason under 500 characters")),
-        r => Ok(r),
-    }
+    settings::check_reason(reason).map_err(|m| ControlError::rule("reason", m))
 }
 
 /// The daily budget as typed by the operator: USD, or empty / `default` for the catalogue's.
@@ -328,16 +336,19 @@ impl ControlCache {
     }
 }
 
-/// Sets (or with `None` removes) a customer's monthly spending budget; accounts owns the
-/// column and its rule, refusals come back as this module's rule errors.
+/// Sets (or with `None` removes) a customer's monthly spending budget, keeping who, when,
+/// the old and new amounts and `reason` in the history; accounts owns the column and its
+/// rule, refusals come back as this module's rule errors.
 pub async fn set_customer_budget(
     db: &Db,
     actor: &Actor,
     customer_id: &str,
     budget: Option<Money>,
+    reason: &str,
     now: i64,
 ) -> Result<(), ControlError> {
-    match customer_links::set_monthly_budget(db, actor, customer_id, budget, now).await {
+    let reason = check_reason(reason)?;
+    match customer_links::set_monthly_budget(db, actor, customer_id, budget, reason, now).await {
         Ok(()) => Ok(()),
         Err(AccountsError::NotFound(_)) => Err(ControlError::rule("customer", format!("no customer `{customer_id}`"))),
         Err(AccountsError::Invalid { field, message }) => Err(ControlError::Rule { field, message }),
@@ -351,9 +362,10 @@ pub async fn set_customer_budget_text(
     actor: &Actor,
     customer_id: &str,
     text: &str,
+    reason: &str,
     now: i64,
 ) -> Result<Option<Money>, ControlError> {
     let budget = money_input("monthly_budget", "monthly budget", text, &["", "none"])?;
-    set_customer_budget(db, actor, customer_id, budget, now).await?;
+    set_customer_budget(db, actor, customer_id, budget, reason, now).await?;
     Ok(budget)
 }

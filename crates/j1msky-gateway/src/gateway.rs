@@ -21,7 +21,7 @@ use crate::inprocess::InProcess;
 use crate::ledger::{self, Attempt};
 use crate::limits::{self, Budget, Cap, Reservation};
 use crate::policy::{self, Route};
-use crate::providers::{ProviderClient, Timeouts, UpstreamError};
+use crate::providers::{ProviderSet, Timeouts, UpstreamError};
 use crate::roundtrip::Settlement;
 use crate::settler::Settler;
 use crate::{escalation, GatewayError};
@@ -108,7 +108,8 @@ pub struct Gateway {
     pub db: Db,
     pub catalogue: LiveCatalogue,
     pub clock: Arc<dyn Clock>,
-    providers: HashMap<String, ProviderClient>,
+    /// Follows the catalogue version in force (endpoints, key variables).
+    providers: ProviderSet,
     pub(crate) breakers: Breakers,
     pub(crate) controls: ControlCache,
     retry: RetryPolicy,
@@ -135,18 +136,7 @@ impl Gateway {
         timeouts: Timeouts,
         retry: RetryPolicy,
     ) -> Gateway {
-        let providers = catalogue
-            .providers
-            .iter()
-            .map(|(id, p)| {
-                let o = overrides.get(id);
-                let key = match o {
-                    Some(o) => o.api_key.clone(),
-                    None => std::env::var(&p.api_key_env).unwrap_or_default(),
-                };
-                (id.clone(), ProviderClient::new(id, p, o.map(|o| o.base_url.as_str()), key, timeouts))
-            })
-            .collect();
+        let providers = ProviderSet::new(&catalogue, overrides, timeouts);
         Gateway {
             db,
             catalogue,
@@ -413,7 +403,7 @@ impl Gateway {
         let mut last_error = None;
         'models: for model_id in &route.chain {
             let Some(model) = self.catalogue.models.get(model_id) else { continue };
-            let Some(client) = self.providers.get(&model.provider) else { continue };
+            let Some(client) = self.providers.get(&self.catalogue, &model.provider) else { continue };
             if !self.breakers.allow(&model.provider, self.clock.now_micros()) {
                 reason = Some(format!("{} circuit open", model.provider));
                 last_error = Some(UpstreamError::Overloaded { status: 503 });

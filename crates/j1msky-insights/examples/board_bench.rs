@@ -34,7 +34,7 @@ async fn main() {
     db.migrate().await.unwrap();
     let ctx = Ctx {
         db: db.clone(),
-        catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()),
+        catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()).into(),
         clock: Arc::new(ManualClock::new(NOW)),
     };
     let count = |sql: &'static str| {

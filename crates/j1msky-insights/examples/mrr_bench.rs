@@ -36,7 +36,7 @@ async fn main() {
     let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).expect("catalogue"));
     // The clock in mid-December 2025: a year of months.
     let clock = ManualClock::new((T0 + 348 * DAY) * 1_000_000);
-    let ctx = Ctx { db: db.clone(), catalogue, clock: Arc::new(clock.clone()) };
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.into(), clock: Arc::new(clock.clone()) };
 
     let t = Instant::now();
     let rows = generate(&db, n).await;

@@ -110,7 +110,7 @@ async fn measure(db: &Db, customers: i64, events: i64) {
     let clock = ManualClock::new(NOW - DAY);
     let ctx = Ctx {
         db: db.clone(),
-        catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()),
+        catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()).into(),
         clock: Arc::new(clock.clone()),
     };
     let t = Instant::now();

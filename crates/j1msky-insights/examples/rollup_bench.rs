@@ -113,8 +113,11 @@ async fn main() {
     .await
     .unwrap();
     let clock = Arc::new(ManualClock::new(NOW));
-    let ctx =
-        Ctx { db: db.clone(), catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()), clock: clock.clone() };
+    let ctx = Ctx {
+        db: db.clone(),
+        catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()).into(),
+        clock: clock.clone(),
+    };
     let setup = Instant::now();
     let mut rebuild = 0.0;
     if history > 0 {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::LiveCatalogue;
 use j1msky_core::Clock;
 use j1msky_db::Db;
 
@@ -27,7 +27,8 @@ pub use month::Month;
 #[derive(Clone)]
 pub struct Ctx {
     pub db: Db,
-    pub catalogue: Arc<Catalogue>,
+    /// The catalogue in force: follows applied versions, so no restart is needed.
+    pub catalogue: LiveCatalogue,
     pub clock: Arc<dyn Clock>,
 }
 

@@ -41,7 +41,7 @@ async fn fixture() -> Fixture {
     let (start, _) = M.bounds("Europe/Berlin".parse().unwrap());
     // "Now" is the 20th of the month under test.
     let clock = ManualClock::new(start + 19 * D);
-    let ctx = Ctx { db: t.db.clone(), catalogue: Arc::new(catalogue), clock: Arc::new(clock.clone()) };
+    let ctx = Ctx { db: t.db.clone(), catalogue: Arc::new(catalogue).into(), clock: Arc::new(clock.clone()) };
     Fixture { ctx, clock, _db: t }
 }
 

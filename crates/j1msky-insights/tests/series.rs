@@ -29,7 +29,7 @@ async fn the_series_computes_each_month_once_and_agrees_with_each_month_alone() 
     let t = TestDb::new().await;
     let now = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap().and_hms_opt(12, 0, 0).unwrap();
     let clock = Arc::new(ManualClock::new(now.and_utc().timestamp_micros()));
-    let ctx = Ctx { db: t.db.clone(), catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()), clock };
+    let ctx = Ctx { db: t.db.clone(), catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()).into(), clock };
     let pool = ctx.db.pool();
     sqlx::query("INSERT INTO insights_mrr_state (id, through_month) VALUES (1, $1)")
         .bind(NOV.to_string())

@@ -221,7 +221,7 @@ async fn fixture() -> Fixture {
     let db = t.db.clone();
     let clock = Arc::new(ManualClock::new(at(28, 12)));
     let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).unwrap());
-    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: clock.clone() };
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock: clock.clone() };
     let acme = customer(&db, "Acme", Some("pro"), "cus_A").await;
     let bolt = customer(&db, "Bolt", None, "cus_B").await;
     let cold = customer(&db, "Cold", Some("starter"), "cus_C").await;
@@ -520,7 +520,7 @@ async fn a_metered_day_of_direct_api_calls_is_pay_per_task_revenue_of_team_api()
     let db = t.db.clone();
     let clock = Arc::new(ManualClock::new(at(13, 12)));
     let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).unwrap());
-    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: clock.clone() };
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock: clock.clone() };
     let dev = customer(&db, "Dev", None, "cus_E").await;
     // Two calls outside any task on the 11th: kimi 3,000 + sonnet 1,000 = 4,000 µ$.
     for (i, (model, cost)) in [("kimi-k2.5", 3_000), ("claude-sonnet", 1_000)].into_iter().enumerate() {
@@ -565,7 +565,7 @@ async fn months_are_the_business_zones_in_the_consumer_and_the_rebuild() {
     let mut catalogue = Catalogue::from_json_str(SHIPPED).unwrap();
     catalogue.business.time_zone = "Europe/Berlin".into();
     let catalogue = Arc::new(catalogue);
-    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: clock.clone() };
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock: clock.clone() };
     let acme = customer(&db, "Acme", Some("pro"), "cus_A").await;
     let utc = |y, m, d, h, min| {
         chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(h, min, 0).unwrap().and_utc().timestamp_micros()
@@ -614,7 +614,7 @@ async fn revenue_billing_has_not_linked_yet_is_unattributed_until_a_rebuild() {
     let db = t.db.clone();
     let clock = Arc::new(ManualClock::new(at(28, 12)));
     let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).unwrap());
-    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: clock.clone() };
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock: clock.clone() };
     let input =
         NewCustomer { name: "Late".into(), stage: Some(Stage::Active), plan: Some("pro".into()), ..Default::default() };
     let late = customers::create(&db, &catalogue, &j1msky_audit::Actor::cli(), input, at(1, 0)).await.unwrap().id;

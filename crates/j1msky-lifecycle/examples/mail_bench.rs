@@ -85,7 +85,7 @@ async fn main() {
     catalogue.lifecycle.delivery.max_per_week = 0;
     let ctx = Ctx {
         db: db.clone(),
-        catalogue: Arc::new(catalogue),
+        catalogue: Arc::new(catalogue).into(),
         clock: Arc::new(ManualClock::new(NOW)),
         transport: Arc::new(Smtp::from_url(&format!("smtp://127.0.0.1:{port}"), pool).unwrap()),
         stripe: None,

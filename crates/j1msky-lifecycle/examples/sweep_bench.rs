@@ -85,7 +85,7 @@ async fn main() {
 
     let ctx = Ctx {
         db: db.clone(),
-        catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()),
+        catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()).into(),
         clock: Arc::new(ManualClock::new(NOW)),
         transport: Arc::new(Recording::default()),
         stripe: None,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::LiveCatalogue;
 use j1msky_core::Clock;
 use j1msky_db::Db;
 
@@ -13,7 +13,8 @@ use crate::transport::Transport;
 #[derive(Clone)]
 pub struct Ctx {
     pub db: Db,
-    pub catalogue: Arc<Catalogue>,
+    /// The catalogue in force: follows applied versions, so no restart is needed.
+    pub catalogue: LiveCatalogue,
     pub clock: Arc<dyn Clock>,
     pub transport: Arc<dyn Transport>,
     pub stripe: Option<j1msky_billing::Stripe>,

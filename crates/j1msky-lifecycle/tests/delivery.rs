@@ -32,7 +32,7 @@ fn ctx(db: &Db, transport: Arc<dyn Transport>, tweak: impl FnOnce(&mut Catalogue
     tweak(&mut catalogue);
     Ctx {
         db: db.clone(),
-        catalogue: Arc::new(catalogue),
+        catalogue: Arc::new(catalogue).into(),
         clock: Arc::new(ManualClock::new(0)),
         transport,
         stripe: None,

@@ -26,7 +26,7 @@ fn ctx(db: &Db, batch: u32) -> Ctx {
     catalogue.lifecycle.engagement.newsletter_batch = batch;
     Ctx {
         db: db.clone(),
-        catalogue: Arc::new(catalogue),
+        catalogue: Arc::new(catalogue).into(),
         clock: Arc::new(j1msky_core::clock::ManualClock::new(T0)),
         transport: Arc::new(Recording::default()),
         stripe: None,

@@ -28,7 +28,7 @@ fn ctx(db: &j1msky_db::Db, re_entry: ReEntry) -> Ctx {
     );
     Ctx {
         db: db.clone(),
-        catalogue: Arc::new(catalogue),
+        catalogue: Arc::new(catalogue).into(),
         clock: Arc::new(j1msky_core::clock::ManualClock::new(0)),
         transport: Arc::new(Recording::default()),
         stripe: None,

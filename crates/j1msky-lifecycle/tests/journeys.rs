@@ -40,7 +40,7 @@ struct World {
 fn world_with(db: &Db, catalogue: Catalogue, clock: &ManualClock) -> World {
     let ctx = Ctx {
         db: db.clone(),
-        catalogue: Arc::new(catalogue),
+        catalogue: Arc::new(catalogue).into(),
         clock: Arc::new(clock.clone()),
         transport: Arc::new(Recording::default()),
         stripe: None,

@@ -26,7 +26,7 @@ fn ctx(db: &Db, transport: Arc<dyn Transport>) -> Ctx {
     catalogue.lifecycle.delivery.quiet_hours.end = "21:00".into();
     Ctx {
         db: db.clone(),
-        catalogue: Arc::new(catalogue),
+        catalogue: Arc::new(catalogue).into(),
         clock: Arc::new(ManualClock::new(0)),
         transport,
         stripe: None,
@@ -196,7 +196,7 @@ async fn a_failed_message_can_be_requeued_and_deferred_or_suppressed_ones_emit_n
     let mut quiet = Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).unwrap();
     quiet.lifecycle.delivery.quiet_hours.end = "08:00".into();
     let rec = Arc::new(Recording::default());
-    let c = Ctx { catalogue: Arc::new(quiet), ..ctx(&t.db, rec.clone()) };
+    let c = Ctx { catalogue: Arc::new(quiet).into(), ..ctx(&t.db, rec.clone()) };
     let night = noon + 10 * 3_600_000_000;
     assert_eq!(delivery::send_due_once(&c, "s", night, 10).await.unwrap().deferred, 1);
     assert_eq!(events(&t.db).await.len(), 1);

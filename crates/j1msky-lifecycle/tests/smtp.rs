@@ -66,7 +66,7 @@ async fn messages_reach_a_real_smtp_server_once_each_with_headers_parts_and_foot
     let smtp = Smtp::from_url(&format!("smtp://127.0.0.1:{}", sink.port), 4).unwrap();
     let c = Ctx {
         db: t.db.clone(),
-        catalogue: Arc::new(catalogue),
+        catalogue: Arc::new(catalogue).into(),
         clock: Arc::new(ManualClock::new(0)),
         transport: Arc::new(smtp),
         stripe: None,

@@ -92,7 +92,7 @@ fn catalogue(open_all_hours: bool) -> Catalogue {
 fn ctx(db: &Db, catalogue: Catalogue, clock: &ManualClock, port: u16) -> Ctx {
     Ctx {
         db: db.clone(),
-        catalogue: Arc::new(catalogue),
+        catalogue: Arc::new(catalogue).into(),
         clock: Arc::new(clock.clone()),
         transport: Arc::new(Smtp::from_url(&format!("smtp://127.0.0.1:{port}"), POOL).unwrap()),
         stripe: None,

@@ -27,7 +27,7 @@ fn ctx_with(db: &Db, clock: &Arc<ManualClock>, edit: impl FnOnce(&mut Catalogue)
     edit(&mut catalogue);
     Ctx {
         db: db.clone(),
-        catalogue: Arc::new(catalogue),
+        catalogue: Arc::new(catalogue).into(),
         clock: clock.clone(),
         transport: Arc::new(Recording::default()),
         stripe: None,

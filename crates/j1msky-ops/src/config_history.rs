@@ -1,6 +1,7 @@
 //! Configuration history: every catalogue that was in force (`ops_catalogue_versions`,
 //! append-only, the newest one serves) and, through the audit crate's `settings_history`,
-//! every change of the cost mode, caps and budgets — each with who, when and why.
+//! every change of the cost mode, caps, the daily budget and customers' monthly budgets
+//! — each with who, when, the old and new value and why.
 //! `config apply` validates a file and stores it as the new version in one transaction;
 //! each process follows the newest version ([`follow`]) and swaps its
 //! [`LiveCatalogue`] without a restart. A rollback appends a copy of an older version
@@ -51,13 +52,8 @@ fn render(issues: &[ConfigIssue]) -> String {
     format!("invalid catalogue ({} problem(s)): {}", issues.len(), lines.join("; "))
 }
 
-/// The reason kept with a change: required, one line's worth.
+/// The reason kept with a change: the settings history's one rule.
 fn check_reason(reason: &str) -> Result<&str, ConfigError> {
-    match reason.trim() {
-        "" => Err(ConfigError::Rule { field: "reason", message: "say why (it is kept in the history)".into() }),
-        r if r.chars().count() > 500 => {
-            Err(ConfigError::Rule { field: "reason", message: "keep the reason under 500 characters".into() })
-        }
-        r => Ok(r),
-    }
+    j1msky_audit::settings::check_reason(reason)
+        .map_err(|m| ConfigError::Rule { field: "reason", message: m.to_string() })
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use j1msky_core::catalogue::Catalogue;
+use j1msky_core::catalogue::LiveCatalogue;
 use j1msky_core::Clock;
 use j1msky_db::Db;
 
@@ -20,6 +20,7 @@ pub mod timers;
 #[derive(Clone)]
 pub struct Ctx {
     pub db: Db,
-    pub catalogue: Arc<Catalogue>,
+    /// The catalogue in force: follows applied versions, so no restart is needed.
+    pub catalogue: LiveCatalogue,
     pub clock: Arc<dyn Clock>,
 }

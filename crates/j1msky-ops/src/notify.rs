@@ -64,35 +64,44 @@ pub struct Notifier {
     pub templates_dir: PathBuf,
     /// The public base URL links point to (`/admin/alerts`).
     pub base_url: String,
-    /// The Slack-compatible webhook; `None`: no webhook channel.
-    pub webhook_url: Option<String>,
+    /// A webhook URL given instead of the catalogue's variable (tests, `alert test
+    /// --webhook`); `None`: read the variable the catalogue in force names at each use.
+    webhook_override: Option<Option<String>>,
     pub http: reqwest::Client,
 }
 
 impl Notifier {
     /// A notifier whose webhook URL is read from the environment variable the catalogue
-    /// names (`alerts.webhook_url_env`; unset or empty: no webhook).
+    /// in force names (`alerts.webhook_url_env`; unset or empty: no webhook).
     pub fn new(ops: crate::Ctx, templates_dir: PathBuf, base_url: &str) -> Notifier {
-        let webhook_url = std::env::var(&ops.catalogue.alerts.webhook_url_env).ok().filter(|u| !u.trim().is_empty());
         Notifier {
             ops,
             templates_dir,
             base_url: base_url.trim_end_matches('/').to_string(),
-            webhook_url,
+            webhook_override: None,
             http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().unwrap_or_default(),
         }
     }
 
     /// The same notifier posting to `url` instead (tests, `alert test --webhook`).
     pub fn with_webhook(mut self, url: Option<String>) -> Notifier {
-        self.webhook_url = url;
+        self.webhook_override = Some(url);
         self
+    }
+
+    /// The Slack-compatible webhook; `None`: no webhook channel. Read at each use, so an
+    /// applied catalogue naming another variable takes effect without a restart.
+    pub fn webhook_url(&self) -> Option<String> {
+        match &self.webhook_override {
+            Some(url) => url.clone(),
+            None => std::env::var(&self.ops.catalogue.alerts.webhook_url_env).ok().filter(|u| !u.trim().is_empty()),
+        }
     }
 
     /// The channels alerts go out on.
     pub fn channels(&self) -> Vec<&'static str> {
         let mut out = vec![MAIL];
-        if self.webhook_url.is_some() {
+        if self.webhook_url().is_some() {
             out.push(WEBHOOK);
         }
         out

@@ -75,7 +75,8 @@ struct World {
 impl World {
     fn new(db: &Db, catalogue: Catalogue, webhook: Option<String>) -> World {
         let clock = ManualClock::new(T0);
-        let ops = j1msky_ops::Ctx { db: db.clone(), catalogue: Arc::new(catalogue), clock: Arc::new(clock.clone()) };
+        let ops =
+            j1msky_ops::Ctx { db: db.clone(), catalogue: Arc::new(catalogue).into(), clock: Arc::new(clock.clone()) };
         let notifier =
             Notifier::new(ops, repo().join("config/templates"), "https://app.example.test").with_webhook(webhook);
         World { db: db.clone(), clock, notifier }
@@ -164,7 +165,7 @@ async fn an_alert_raised_twice_reaches_smtp_and_the_webhook_exactly_once() {
     let smtp = j1msky_lifecycle::transport::Smtp::from_url(&format!("smtp://127.0.0.1:{}", sink.port), 2).unwrap();
     let mail = j1msky_lifecycle::Ctx {
         db: t.db.clone(),
-        catalogue: Arc::new(c),
+        catalogue: Arc::new(c).into(),
         clock: Arc::new(w.clock.clone()),
         transport: Arc::new(smtp),
         stripe: None,

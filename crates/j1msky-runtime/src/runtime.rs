@@ -218,11 +218,7 @@ impl Runtime {
 
     /// The insights' context (their rollup consumers run in every `reactions` process).
     pub fn insights(&self) -> j1msky_insights::Ctx {
-        j1msky_insights::Ctx {
-            db: self.db().clone(),
-            catalogue: self.catalogue().current(),
-            clock: self.clock().clone(),
-        }
+        j1msky_insights::Ctx { db: self.db().clone(), catalogue: self.catalogue().clone(), clock: self.clock().clone() }
     }
 
     /// The lifecycle engine's context, when this process has a mail transport.
@@ -230,8 +226,9 @@ impl Runtime {
         let mail = self.mail.as_ref()?;
         Some(j1msky_lifecycle::Ctx {
             db: self.db().clone(),
-            // Read when the process starts: journeys pin their definitions anyway.
-            catalogue: self.catalogue().current(),
+            // The live handle: new runs, templates, sender settings and survey rules follow an
+            // applied version; a journey run keeps the definition pinned when it started.
+            catalogue: self.catalogue().clone(),
             clock: self.clock().clone(),
             transport: mail.transport.clone(),
             stripe: self.stripe.clone(),

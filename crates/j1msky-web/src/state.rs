@@ -94,7 +94,7 @@ impl AppState {
 
     /// The insights' context (the board, the reviews, the exports).
     pub fn insights(&self) -> j1msky_insights::Ctx {
-        j1msky_insights::Ctx { db: self.db.clone(), catalogue: self.catalogue.current(), clock: self.clock.clone() }
+        j1msky_insights::Ctx { db: self.db.clone(), catalogue: self.catalogue.clone(), clock: self.clock.clone() }
     }
 
     /// Adds the model gateway.

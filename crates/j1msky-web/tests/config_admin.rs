@@ -121,3 +121,99 @@ async fn the_page_shows_every_change_with_its_reason_and_rolls_back_with_confirm
     let resp = stranger.get(app.url("/admin/config")).send().await.unwrap();
     assert_ne!(resp.status(), 200);
 }
+
+/// The customer's monthly budget from the dashboard: a reason is required (422 naming
+/// the field, nothing stored), each change keeps who, when, the old and new amounts and
+/// why, `/admin/config` lists it with the rest, and a rollback puts the old amount back.
+#[tokio::test]
+async fn a_customer_budget_from_the_dashboard_keeps_its_reason_and_rolls_back() {
+    let app = spawn_app().await;
+    let customer = app.customer_with_owner("Budget Co", "owner@budget.test").await;
+    let operator = app.browser();
+    app.login(&operator, OPERATOR_EMAIL, PASSWORD).await;
+    let token = app.page_token(&operator, "/admin/gateway").await;
+    let budget = |amount: &'static str, reason: Option<&'static str>| {
+        let mut form = vec![("csrf_token", token.clone()), ("customer", customer.clone()), ("amount", amount.into())];
+        if let Some(r) = reason {
+            form.push(("reason", r.into()));
+        }
+        operator.post(app.url("/admin/gateway/customer-budget")).form(&form).send()
+    };
+    let stored = || async {
+        let (micros,): (Option<i64>,) = sqlx::query_as("SELECT monthly_budget_micros FROM customers WHERE id = $1")
+            .bind(&customer)
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+        micros
+    };
+
+    for reason in [None, Some(""), Some("   ")] {
+        let resp = budget("50", reason).await.unwrap();
+        assert_eq!(resp.status(), 422, "reason {reason:?}");
+        assert!(resp.text().await.unwrap().contains("reason: say why"), "the field is named");
+    }
+    let unknown = operator
+        .post(app.url("/admin/gateway/customer-budget"))
+        .form(&[("csrf_token", token.as_str()), ("customer", "cus_nobody"), ("amount", "5"), ("reason", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 422);
+    let no_csrf = operator
+        .post(app.url("/admin/gateway/customer-budget"))
+        .form(&[("customer", customer.as_str()), ("amount", "5"), ("reason", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_csrf.status(), 403);
+    assert_eq!(stored().await, None, "refused changes store nothing");
+    let key = j1msky_accounts::customer_links::budget_history_key(&customer);
+    assert!(j1msky_audit::settings::history(&app.db, &key, 10).await.unwrap().is_empty());
+
+    assert_eq!(budget("50", Some("pilot agreed at 50")).await.unwrap().status(), 303);
+    assert_eq!(budget("80", Some("raised after the call")).await.unwrap().status(), 303);
+    assert_eq!(stored().await, Some(80_000_000));
+    let changes = j1msky_audit::settings::history(&app.db, &key, 10).await.unwrap();
+    assert_eq!(changes.len(), 2);
+    assert!(changes.iter().all(|c| c.changed_by.starts_with("user:")), "{changes:?}");
+    assert_eq!(
+        (changes[0].previous.as_deref(), changes[0].value.as_deref(), changes[0].reason.as_deref()),
+        (Some("$50.00"), Some("$80.00"), Some("raised after the call"))
+    );
+
+    let html = operator.get(app.url("/admin/config")).send().await.unwrap().text().await.unwrap();
+    for expected in [key.as_str(), "(unset) → $50.00", "$50.00 → $80.00", "pilot agreed at 50", "raised after the call"]
+    {
+        assert!(html.contains(expected), "`{expected}` not on the page");
+    }
+
+    // Undo the raise from the history page.
+    let token = app.page_token(&operator, "/admin/config").await;
+    let undo = [
+        ("csrf_token", token.as_str()),
+        ("target", changes[0].id.as_str()),
+        ("reason", "the call was misheard"),
+        ("confirm", "yes"),
+    ];
+    let resp = operator.post(app.url("/admin/config/rollback")).form(&undo).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(stored().await, Some(50_000_000));
+    let latest = &j1msky_audit::settings::history(&app.db, &key, 1).await.unwrap()[0];
+    assert_eq!(
+        latest.reason.as_deref(),
+        Some(format!("rollback of {}: the call was misheard", changes[0].id).as_str())
+    );
+
+    // The cost mode from the dashboard needs a reason too.
+    let token = app.page_token(&operator, "/admin/gateway").await;
+    let resp = operator
+        .post(app.url("/admin/gateway/mode"))
+        .form(&[("csrf_token", token.as_str()), ("mode", "cheap_only"), ("reason", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    assert!(resp.text().await.unwrap().contains("reason: say why"));
+    assert_eq!(j1msky_gateway::controls::load(&app.db).await.unwrap().mode, j1msky_gateway::policy::Mode::Normal);
+}

@@ -311,7 +311,7 @@ async fn caps_answer_429_with_retry_after_and_budgets_402_and_nothing_is_charged
 
     // A monthly budget that fits no call of this size: 402, nothing reserved or spent.
     let (poor, poor_key) = app.customer_with_key("Thrifty", "pro").await;
-    controls::set_customer_budget(&app.db, &Actor::cli(), &poor, Some(Money::from_micros(100)), app.now())
+    controls::set_customer_budget(&app.db, &Actor::cli(), &poor, Some(Money::from_micros(100)), "test", app.now())
         .await
         .expect("budget");
     let resp = post(&app, "/v1/chat/completions", &poor_key, None, &chat("hi")).await;

@@ -325,6 +325,7 @@ async fn the_customers_home_shows_its_own_month_against_its_plan() {
         &Actor::cli(),
         &acme,
         Some(j1msky_core::Money::from_micros(25_000_000)),
+        "test",
         app.now(),
     )
     .await
@@ -405,7 +406,7 @@ async fn the_morning_review_lists_what_needs_the_operator_worst_first() {
     j1msky_accounts::activity::limit_hit(&app.db, &acme, "tasks_per_month", "100/100", app.now()).await;
     let items = j1msky_insights::morning::review(&j1msky_insights::Ctx {
         db: app.db.clone(),
-        catalogue: app.catalogue.clone(),
+        catalogue: app.catalogue.clone().into(),
         clock: std::sync::Arc::new(app.clock.clone()),
     })
     .await

@@ -145,7 +145,7 @@ async fn the_form_names_the_bad_field_ignores_the_honeypot_confirms_by_mail_and_
 fn j1msky_ops_ctx(app: &TestApp) -> j1msky_ops::Ctx {
     j1msky_ops::Ctx {
         db: app.db.clone(),
-        catalogue: app.catalogue.clone(),
+        catalogue: app.catalogue.clone().into(),
         clock: std::sync::Arc::new(app.clock.clone()),
     }
 }
@@ -314,7 +314,7 @@ async fn the_owner_invites_a_member_who_sets_a_password_and_a_member_cannot_invi
 async fn run_journeys(app: &TestApp) {
     let ctx = j1msky_lifecycle::Ctx {
         db: app.db.clone(),
-        catalogue: app.catalogue.clone(),
+        catalogue: app.catalogue.clone().into(),
         clock: std::sync::Arc::new(app.clock.clone()),
         transport: std::sync::Arc::new(j1msky_lifecycle::transport::Recording::default()),
         stripe: None,

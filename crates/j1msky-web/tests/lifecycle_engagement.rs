@@ -234,7 +234,7 @@ async fn guessing_survey_links_is_throttled_per_address() {
 async fn lifecycle_ctx(app: &TestApp) -> Ctx {
     Ctx {
         db: app.db.clone(),
-        catalogue: app.catalogue.clone(),
+        catalogue: app.catalogue.clone().into(),
         clock: Arc::new(app.clock.clone()),
         transport: Arc::new(Recording::default()),
         stripe: None,

@@ -33,7 +33,7 @@ async fn spawn() -> App {
     let sent = Arc::new(Recording::default());
     let ctx = j1msky_lifecycle::Ctx {
         db: t.db.clone(),
-        catalogue: catalogue.clone(),
+        catalogue: catalogue.clone().into(),
         clock: Arc::new(clock.clone()),
         transport: sent.clone(),
         stripe: None,

@@ -38,7 +38,7 @@ async fn spawn() -> App {
     let mail_dir = tempfile::tempdir().unwrap();
     let ctx = j1msky_lifecycle::Ctx {
         db: t.db.clone(),
-        catalogue: catalogue.clone(),
+        catalogue: catalogue.clone().into(),
         clock: Arc::new(clock.clone()),
         transport: Arc::new(Files::new(mail_dir.path().join("mail"))),
         stripe: None,

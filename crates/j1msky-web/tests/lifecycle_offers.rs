@@ -16,7 +16,7 @@ use j1msky_lifecycle::{journeys, Ctx};
 fn ctx(app: &TestApp, stripe: &j1msky_billing::Stripe) -> Ctx {
     Ctx {
         db: app.db.clone(),
-        catalogue: app.catalogue.clone(),
+        catalogue: app.catalogue.clone().into(),
         clock: Arc::new(j1msky_core::clock::ManualClock::new(app.now())),
         transport: Arc::new(j1msky_lifecycle::transport::Recording::default()),
         stripe: Some(stripe.clone()),

@@ -88,7 +88,7 @@ async fn every_kind_of_plan_limit_hit_is_one_event_per_customer_and_limit_an_hou
 
     // Monthly budget (402).
     let (poor, poor_key) = app.customer_with_key("Thrifty", "pro").await;
-    controls::set_customer_budget(&app.db, &Actor::cli(), &poor, Some(Money::from_micros(100)), app.now())
+    controls::set_customer_budget(&app.db, &Actor::cli(), &poor, Some(Money::from_micros(100)), "test", app.now())
         .await
         .expect("budget");
     for _ in 0..2 {

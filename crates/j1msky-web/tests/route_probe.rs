@@ -28,6 +28,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/gateway/mode"),
     ("POST", "/admin/gateway/caps"),
     ("POST", "/admin/gateway/budget"),
+    ("POST", "/admin/gateway/customer-budget"),
     ("GET", "/admin/config"),
     ("GET", "/admin/config/diff"),
     ("POST", "/admin/config/rollback"),

@@ -72,7 +72,7 @@ async fn limit_hit(app: &TestApp, customer: &str) {
     j1msky_accounts::activity::limit_hit(&app.db, customer, "hourly_cap", "60 calls an hour", app.now()).await;
     let ctx = j1msky_lifecycle::Ctx {
         db: app.db.clone(),
-        catalogue: app.catalogue.clone(),
+        catalogue: app.catalogue.clone().into(),
         clock: Arc::new(j1msky_core::clock::ManualClock::new(app.now())),
         transport: Arc::new(j1msky_lifecycle::transport::Recording::default()),
         stripe: None,

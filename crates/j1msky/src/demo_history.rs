@@ -324,7 +324,7 @@ async fn work(
 /// `reactions` role would, so `j1msky kpi` shows the numbers before the server starts.
 async fn catch_up_insights(db: &Db, catalogue: &Arc<Catalogue>) -> Result<(), Failure> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ctx = j1msky_insights::Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: clock.clone() };
+    let ctx = j1msky_insights::Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock: clock.clone() };
     let all = j1msky_insights::rollups::consumers(&ctx);
     if all.is_empty() {
         return Ok(());

@@ -25,8 +25,8 @@ pub enum GatewayCommand {
     Mode {
         /// normal, opus-paused (Opus requests go to the next model down) or cheap-only.
         mode: String,
-        /// Why (kept in the audit log and the event).
-        #[arg(long, default_value = "set by the operator")]
+        /// Why (kept in the configuration history, the audit log and the event).
+        #[arg(long)]
         reason: String,
     },
     /// Set an hourly request cap: `global`, `provider:ID`, `model:ID` or `customer:ID`.
@@ -56,6 +56,9 @@ pub enum GatewayCommand {
         /// USD amount or `none`.
         #[arg(allow_hyphen_values = true)]
         amount: String,
+        /// Why (kept in the configuration history).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -164,7 +167,7 @@ pub async fn gateway(g: &Globals, cmd: GatewayCommand) -> Result<(), Failure> {
         }
         GatewayCommand::Mode { mode, reason } => {
             let mode: Mode = mode.parse().map_err(invalid)?;
-            controls::set_mode(&db, &actor, mode, &reason, now).await.map_err(gateway_failure)?;
+            controls::set_mode_with_reason(&db, &actor, mode, &reason, now).await.map_err(control_failure)?;
             output::done(g, &format!("cost mode is now {mode}"), serde_json::json!({"mode": mode}));
         }
         GatewayCommand::Cap { scope, cap, reason } => {
@@ -183,8 +186,8 @@ pub async fn gateway(g: &Globals, cmd: GatewayCommand) -> Result<(), Failure> {
             let shown = value.unwrap_or(catalogue.routing.daily_budget);
             output::done(g, &format!("daily budget: {shown}"), serde_json::json!({"daily_budget": shown}));
         }
-        GatewayCommand::CustomerBudget { customer, amount } => {
-            let value = controls::set_customer_budget_text(&db, &actor, &customer, &amount, now)
+        GatewayCommand::CustomerBudget { customer, amount, reason } => {
+            let value = controls::set_customer_budget_text(&db, &actor, &customer, &amount, &reason, now)
                 .await
                 .map_err(control_failure)?;
             let text = match value {

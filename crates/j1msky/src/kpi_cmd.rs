@@ -93,7 +93,7 @@ pub async fn kpi(g: &Globals, args: KpiArgs) -> Result<(), Failure> {
         }
     }
     let db = context::open_db(g).await?;
-    let ctx = Ctx { db: db.clone(), catalogue: Arc::new(catalogue), clock: Arc::new(SystemClock) };
+    let ctx = Ctx { db: db.clone(), catalogue: Arc::new(catalogue).into(), clock: Arc::new(SystemClock) };
     let result = run(g, &ctx, args.command, show).await;
     db.close().await;
     result

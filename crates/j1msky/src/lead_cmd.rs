@@ -64,7 +64,7 @@ fn failure(e: LeadError) -> Failure {
 pub async fn lead(g: &Globals, c: LeadCommand) -> Result<(), Failure> {
     let ctx = j1msky_ops::Ctx {
         db: context::open_db(g).await?,
-        catalogue: Arc::new(context::load_catalogue(g)?),
+        catalogue: Arc::new(context::load_catalogue(g)?).into(),
         clock: Arc::new(SystemClock),
     };
     let now = ctx.clock.now_micros();

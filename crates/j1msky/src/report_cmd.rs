@@ -24,7 +24,7 @@ pub struct ReportArgs {
 pub async fn report(g: &Globals, a: ReportArgs) -> Result<(), Failure> {
     let db = context::open_db(g).await?;
     let catalogue = Arc::new(context::load_catalogue(g)?);
-    let ops = j1msky_ops::Ctx { db, catalogue, clock: Arc::new(j1msky_core::SystemClock) };
+    let ops = j1msky_ops::Ctx { db, catalogue: catalogue.into(), clock: Arc::new(j1msky_core::SystemClock) };
     let which = match a.which {
         Which::Morning => reports::Which::Morning,
         Which::Evening => reports::Which::Evening,

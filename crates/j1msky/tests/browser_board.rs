@@ -65,7 +65,7 @@ async fn the_board_in_chromium_shows_the_fixture_draws_a_chart_filters_and_the_c
     let catalogue = Arc::new(Catalogue::load(&repo_file("config/business.json")).unwrap());
     let actor = Actor::system();
     let real_now = SystemClock.now_micros();
-    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: Arc::new(SystemClock) };
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock: Arc::new(SystemClock) };
     let this_month = ctx.this_month();
     let (month_start, _) = this_month.bounds(ctx.tz());
     // This month's work starts ten minutes ago (or at the month's first second).

@@ -551,7 +551,7 @@ async fn the_operator_steers_the_gateway_from_the_command_line() {
     assert_eq!(cli.json(&["gateway", "mode", "cheap-only", "--reason", "month-end squeeze"])["mode"], "cheap_only");
     cli.json(&["gateway", "cap", &scope, "7", "--reason", "trial account"]);
     cli.json(&["gateway", "daily-budget", "12.50", "--reason", "quiet week"]);
-    cli.json(&["gateway", "customer-budget", &id, "30"]);
+    cli.json(&["gateway", "customer-budget", &id, "30", "--reason", "agreed on the call"]);
     let status = cli.json(&["gateway", "status"]);
     assert_eq!(status["mode"], "cheap_only");
     assert!(status["mode_set_by"].as_str().unwrap_or("").starts_with("cli:"));
@@ -566,7 +566,9 @@ async fn the_operator_steers_the_gateway_from_the_command_line() {
 
     // Bad input: exit 2, the reason named, nothing changed.
     for (args, fragment) in [
-        (vec!["gateway", "mode", "turbo"], "not a mode"),
+        (vec!["gateway", "mode", "turbo", "--reason", "r"], "not a mode"),
+        (vec!["gateway", "mode", "normal"], "--reason"),
+        (vec!["gateway", "mode", "normal", "--reason", " "], "reason: say why"),
         (vec!["gateway", "cap", "planet:mars", "5", "--reason", "r"], "not a cap scope"),
         (vec!["gateway", "cap", "global", "lots", "--reason", "r"], "not a number"),
         (vec!["gateway", "cap", "global", "-4", "--reason", "r"], "negative"),
@@ -576,7 +578,7 @@ async fn the_operator_steers_the_gateway_from_the_command_line() {
         (vec!["gateway", "cap", "customer:cus_nobody", "5", "--reason", "r"], "no customer `cus_nobody`"),
         (vec!["gateway", "daily-budget", "0", "--reason", "r"], "above zero"),
         (vec!["gateway", "daily-budget", "1.2345678", "--reason", "r"], "1.2345678"),
-        (vec!["gateway", "customer-budget", "cus_nobody", "10"], "no customer"),
+        (vec!["gateway", "customer-budget", "cus_nobody", "10", "--reason", "r"], "no customer"),
         (vec!["costs", "--day", "2026-02-30"], "YYYY-MM-DD"),
     ] {
         let out = cli.run(&args);

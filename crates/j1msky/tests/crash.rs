@@ -171,7 +171,7 @@ async fn kill_9_under_mixed_load_ten_times_loses_no_step_ledger_and_overspends_n
         .expect("secret")
         .to_string();
     let budget_micros: i64 = 2_000;
-    env.json(&["gateway", "customer-budget", &capped_id, "0.002"]);
+    env.json(&["gateway", "customer-budget", &capped_id, "0.002", "--reason", "crash: a capped customer"]);
     let walk_in = env.json(&["customer", "add", "--name", "Walk-in", "--stage", "active", "--payment-on-file"]);
     let walk_in_id = walk_in["customer"]["id"].as_str().expect("id").to_string();
     let task_key = env.json(&["key", "create", "--customer", &walk_in_id, "--name", "tasks"])["secret"]

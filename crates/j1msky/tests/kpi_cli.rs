@@ -78,7 +78,7 @@ async fn seeded(cli: &Cli) -> (Db, Arc<Catalogue>, ManualClock) {
 }
 
 fn ctx(db: &Db, catalogue: &Arc<Catalogue>, clock: &ManualClock) -> Ctx {
-    Ctx { db: db.clone(), catalogue: catalogue.clone(), clock: Arc::new(clock.clone()) }
+    Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock: Arc::new(clock.clone()) }
 }
 
 /// Parses `section,field,value` rows up to the blank line, and the margin table after it.

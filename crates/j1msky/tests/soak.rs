@@ -341,7 +341,7 @@ async fn soak_kill_9_under_mixed_load() {
     let capped_id = id(env.json(&["customer", "add", "--name", "Capped Co", "--stage", "active", "--plan", "pro"]));
     let capped_key = secret(&capped_id);
     let budget_micros: i64 = 2_000;
-    env.json(&["gateway", "customer-budget", &capped_id, "0.002"]);
+    env.json(&["gateway", "customer-budget", &capped_id, "0.002", "--reason", "soak: a capped customer"]);
     // The shipped hourly caps (600 calls an hour in all) would hold the load's tasks
     // until the next hour: the soak is about crashes, the capped customer's budget is
     // the limit it checks.

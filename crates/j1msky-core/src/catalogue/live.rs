@@ -53,6 +53,13 @@ impl LiveCatalogue {
         self.inner.load().shared.clone()
     }
 
+    /// The stored version in force and its catalogue, read together (a swap between two
+    /// separate reads could pair a version with another's catalogue).
+    pub fn versioned(&self) -> (Option<i64>, &'static Catalogue) {
+        let current = self.inner.load();
+        (current.version, current.catalogue)
+    }
+
     /// The stored version in force (`None`: not from the database).
     pub fn version(&self) -> Option<i64> {
         self.inner.load().version

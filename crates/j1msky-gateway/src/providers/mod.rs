@@ -2,6 +2,7 @@
 
 mod anthropic;
 mod openai;
+mod set;
 mod sse;
 
 use std::pin::Pin;
@@ -11,6 +12,8 @@ use futures::Stream;
 use j1msky_core::catalogue::{Provider, ProviderKind};
 
 use crate::chat::{ChatRequest, ChatResponse, StreamEvent};
+
+pub(crate) use set::ProviderSet;
 
 /// A stream of answer pieces from a provider.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, UpstreamError>> + Send>>;

@@ -29,7 +29,7 @@ pub async fn world(zone: &str, now_secs: i64) -> World {
     let mut catalogue = Catalogue::from_json_str(SHIPPED).expect("catalogue");
     catalogue.business.time_zone = zone.to_string();
     let clock = ManualClock::new(now_secs * 1_000_000);
-    let ctx = Ctx { db: t.db.clone(), catalogue: Arc::new(catalogue), clock: Arc::new(clock.clone()) };
+    let ctx = Ctx { db: t.db.clone(), catalogue: Arc::new(catalogue).into(), clock: Arc::new(clock.clone()) };
     World { t, clock, ctx }
 }
 

@@ -3,9 +3,11 @@
 
 use serde::Serialize;
 
+use j1msky_accounts::customer_links;
 use j1msky_audit::settings::{self, Change};
 use j1msky_audit::Actor;
 use j1msky_core::catalogue::LiveCatalogue;
+use j1msky_core::Money;
 use j1msky_db::Db;
 use j1msky_gateway::controls;
 
@@ -18,7 +20,8 @@ use super::{check_reason, refresh, ConfigError};
 pub enum Entry {
     /// A catalogue version was stored (applied, first start or rollback).
     Catalogue(Version),
-    /// An operator setting changed (cost mode, a cap, the daily budget).
+    /// An operator setting changed (cost mode, a cap, the daily budget, a customer's
+    /// monthly budget).
     Setting(Change),
 }
 
@@ -110,13 +113,20 @@ pub async fn rollback(
             let change = settings::change_by_id(db, id)
                 .await?
                 .ok_or_else(|| ConfigError::NotFound(format!("there is no settings change `{id}`")))?;
+            let why = format!("rollback of {id}: {reason}");
+            if let Some(customer) = change.key.strip_prefix(customer_links::BUDGET_HISTORY_PREFIX) {
+                let previous = change.previous.as_deref().map(str::parse::<Money>).transpose().map_err(|e| {
+                    ConfigError::Rule { field: "target", message: format!("`{id}` kept an unreadable amount: {e}") }
+                })?;
+                controls::set_customer_budget(db, actor, customer, previous, &why, now).await?;
+                return Ok(RolledBack::Setting { key: change.key, value: change.previous });
+            }
             if !controls::owns_key(&change.key) {
                 return Err(ConfigError::Rule {
                     field: "target",
                     message: format!("`{}` cannot be rolled back from here", change.key),
                 });
             }
-            let why = format!("rollback of {id}: {reason}");
             controls::restore(db, live, actor, &change.key, change.previous.as_deref(), &why, now).await?;
             Ok(RolledBack::Setting { key: change.key, value: change.previous })
         }

@@ -16,7 +16,7 @@ pub const DIGEST_TIMER: &str = "ops.alert_digest";
 
 /// POSTs `{"text": text}`; an error says what went wrong (status or transport).
 pub async fn post(n: &Notifier, text: &str) -> Result<(), String> {
-    let Some(url) = &n.webhook_url else { return Err("no webhook URL configured".into()) };
+    let Some(url) = n.webhook_url() else { return Err("no webhook URL configured".into()) };
     let response = n
         .http
         .post(url)

@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/gateway/mode", post(pages::set_mode))
         .route("/admin/gateway/caps", post(pages::set_cap))
         .route("/admin/gateway/budget", post(pages::set_budget))
+        .route("/admin/gateway/customer-budget", post(pages::set_customer_budget))
         .route("/v1/chat/completions", post(llm::openai::chat_completions))
         .route("/v1/models", get(llm::openai::models))
         .route("/v1/messages", post(llm::anthropic::messages))

@@ -126,8 +126,7 @@ pub async fn set_mode(
         Ok(m) => m,
         Err(e) => return refused(&state, &s, ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e)).await,
     };
-    let reason = if form.reason.trim().is_empty() { "set by the operator" } else { form.reason.trim() };
-    match controls::set_mode(&state.db, &Actor::user(&s.user.id), mode, reason, state.now()).await {
+    match controls::set_mode_with_reason(&state.db, &Actor::user(&s.user.id), mode, &form.reason, state.now()).await {
         Ok(()) => done(&state),
         Err(e) => refused(&state, &s, e.into()).await,
     }
@@ -177,6 +176,34 @@ pub async fn set_budget(
 ) -> Response {
     let actor = Actor::user(&s.user.id);
     match controls::set_daily_budget_text(&state.db, &actor, &form.amount, &form.reason, state.now()).await {
+        Ok(_) => done(&state),
+        Err(e) => refused(&state, &s, e.into()).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CustomerBudgetForm {
+    /// `cus_…`.
+    #[serde(default)]
+    customer: String,
+    /// USD; `none` or empty removes the budget.
+    #[serde(default)]
+    amount: String,
+    /// Why (kept in the configuration history).
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /admin/gateway/customer-budget`: one customer's monthly spending budget.
+pub async fn set_customer_budget(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Form(form): Form<CustomerBudgetForm>,
+) -> Response {
+    let actor = Actor::user(&s.user.id);
+    let customer = form.customer.trim();
+    match controls::set_customer_budget_text(&state.db, &actor, customer, &form.amount, &form.reason, state.now()).await
+    {
         Ok(_) => done(&state),
         Err(e) => refused(&state, &s, e.into()).await,
     }

@@ -70,7 +70,7 @@ fn mailer(state: &AppState, s: Option<&Session>) -> Result<Mailer, Box<Response>
 }
 
 pub(super) fn ops_ctx(state: &AppState) -> j1msky_ops::Ctx {
-    j1msky_ops::Ctx { db: state.db.clone(), catalogue: state.catalogue.current(), clock: state.clock.clone() }
+    j1msky_ops::Ctx { db: state.db.clone(), catalogue: state.catalogue.clone(), clock: state.clock.clone() }
 }
 
 #[derive(Deserialize, Default)]

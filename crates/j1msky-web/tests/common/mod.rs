@@ -85,13 +85,15 @@ async fn spawn_with_catalogue(
 ) -> TestApp {
     let test_db = TestDb::new().await;
     let catalogue = Arc::new(catalogue);
+    // One live handle for the server, the gateway and the lifecycle engine, as `serve` has.
+    let live = j1msky_core::catalogue::LiveCatalogue::from(&catalogue);
     let clock = ManualClock::new(1_795_000_000_000_000);
-    let mut state = AppState::new(test_db.db.clone(), catalogue.clone(), Arc::new(clock.clone()), config);
+    let mut state = AppState::new(test_db.db.clone(), live.clone(), Arc::new(clock.clone()), config);
     let (mut gateway, mut sim) = (None, None);
     if let Some(sim_config) = sim_config {
         let running = j1msky_sim::spawn(sim_config).await.expect("simulated provider");
         let gw = Arc::new(
-            j1msky_gateway::Gateway::builder(test_db.db.clone(), catalogue.clone())
+            j1msky_gateway::Gateway::builder(test_db.db.clone(), live.clone())
                 .clock(gateway_clock.unwrap_or_else(|| Arc::new(clock.clone())))
                 .all_providers_at(&running.openai_base(), &running.anthropic_base(), "sim-key")
                 .timeouts(j1msky_gateway::providers::Timeouts {
@@ -115,7 +117,7 @@ async fn spawn_with_catalogue(
     if mail {
         state = state.with_lifecycle(j1msky_lifecycle::Ctx {
             db: test_db.db.clone(),
-            catalogue: catalogue.clone(),
+            catalogue: live.clone(),
             clock: Arc::new(clock.clone()),
             transport: Arc::new(j1msky_lifecycle::transport::Recording::default()),
             stripe: None,

@@ -44,7 +44,7 @@ pub(super) async fn ctx(
 ) -> Result<j1msky_lifecycle::Ctx, Failure> {
     Ok(j1msky_lifecycle::Ctx {
         db: open_db(g).await?,
-        catalogue: Arc::new(load_catalogue(g)?),
+        catalogue: Arc::new(load_catalogue(g)?).into(),
         clock: Arc::new(j1msky_core::clock::SystemClock),
         transport,
         stripe: None,

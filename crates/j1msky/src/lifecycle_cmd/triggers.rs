@@ -32,7 +32,7 @@ pub async fn run(g: &Globals, cmd: TriggersCommand) -> Result<(), Failure> {
             // delivers what it queued.
             let ctx = j1msky_lifecycle::Ctx {
                 db,
-                catalogue,
+                catalogue: catalogue.into(),
                 clock: Arc::new(SystemClock),
                 transport: Arc::new(j1msky_lifecycle::transport::Recording::default()),
                 stripe: None,
