@@ -227,7 +227,7 @@ impl Worker {
             let history: Vec<Done> = done.iter().map(|d| d.done.clone()).collect();
             let idx = match pipeline::next_role(team, &history) {
                 pipeline::Next::Run(idx) => idx,
-                pipeline::Next::Complete => return self.succeed(c, team, &done).await,
+                pipeline::Next::Complete => return self.succeed(c, team, &done, None).await,
                 pipeline::Next::Rejected { role, review } => {
                     let error = format!("the {role} role rejected the revised work: {}", excerpt(&review));
                     return self.fail(c, &error, true).await;
@@ -271,12 +271,22 @@ impl Worker {
             let latency: i64 = completed.attempts.iter().filter(|a| a.outcome == "ok").map(|a| a.latency_micros).sum();
             let tokens = (completed.response.usage.input_tokens + completed.response.usage.output_tokens) as i64;
             let now = self.clock.now_micros();
-            let step = StepRow { step, role: &role.role, output: &output, completed: &completed, latency, now };
-            if !self.store_step(c, &step).await? {
+            let row = StepRow { step, role: &role.role, output: &output, completed: &completed, latency, now };
+            let done_step = Done { role: role.role.clone(), output: output.clone() };
+            let step_done = StepDone { done: done_step, cost: completed.cost.micros(), tokens, latency };
+            if self.one_trip() {
+                // The last step is stored by the success's own statement.
+                let mut then: Vec<Done> = history;
+                then.push(step_done.done.clone());
+                if pipeline::next_role(team, &then) == pipeline::Next::Complete {
+                    done.push(step_done);
+                    return self.succeed(c, team, &done, Some(&row)).await;
+                }
+            }
+            if !self.store_step(c, &row).await? {
                 return Ok(Outcome::Lost);
             }
-            let done_step = Done { role: role.role.clone(), output };
-            done.push(StepDone { done: done_step, cost: completed.cost.micros(), tokens, latency });
+            done.push(step_done);
         }
     }
 
@@ -288,10 +298,9 @@ impl Worker {
     /// repeated row is ignored by the ledger).
     async fn store_step(&self, c: &Claim, s: &StepRow<'_>) -> Result<bool, TaskError> {
         let usage = &s.completed.response.usage;
-        let insert = "INSERT INTO task_steps (task_id, step, role, model, output, input_tokens, output_tokens,
-                 cost_micros, latency_micros, attempt, created_at)";
+        let insert = STEP_INSERT;
         let lease_until = s.now + self.lease_micros();
-        if self.db.backend() == Backend::Postgres && !self.gateway.limits_in_process() {
+        if self.one_trip() {
             let done = sqlx::query(&format!(
                 "WITH fenced AS (UPDATE tasks SET lease_until = $4 WHERE {FENCE} RETURNING id)
                  {insert} SELECT id, $5, $6, $7, $8, $9, $10, $11, $12, $3, $13 FROM fenced"
@@ -342,6 +351,12 @@ impl Worker {
         j1msky_gateway::ledger::record(&mut tx, &s.completed.attempts).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// PostgreSQL with the limits in the database: the gateway has committed a call's
+    /// ledger rows before returning it, so a step is stored by one statement of ours.
+    fn one_trip(&self) -> bool {
+        self.db.backend() == Backend::Postgres && !self.gateway.limits_in_process()
     }
 
     /// The gateway call, with the lease kept alive while it runs.
@@ -472,7 +487,13 @@ impl Worker {
         c: &Claim,
         team: &j1msky_core::catalogue::Team,
         done: &[StepDone],
+        last: Option<&StepRow<'_>>,
     ) -> Result<Outcome, TaskError> {
+        if let (Some(step), false) = (last, self.one_trip()) {
+            if !self.store_step(c, step).await? {
+                return Ok(Outcome::Lost);
+            }
+        }
         let now = self.clock.now_micros();
         let history: Vec<Done> = done.iter().map(|d| d.done.clone()).collect();
         let cost: i64 = done.iter().map(|d| d.cost).sum();
@@ -497,7 +518,8 @@ impl Worker {
         if self.db.backend() == Backend::Postgres {
             let price = tier::price(&self.catalogue, tier).micros();
             let (task_id, owner, attempt) = (c.id.as_str(), self.owner.as_str(), c.attempt);
-            let s = pg::Success { task_id, owner, attempt, result: &result, cost, tier, price, event, now };
+            let last = last.filter(|_| self.one_trip());
+            let s = pg::Success { task_id, owner, attempt, result: &result, cost, tier, price, event, last, now };
             return Ok(match pg::succeed(&self.db, s).await? {
                 Some(_) => Outcome::Succeeded,
                 None => Outcome::Lost,
@@ -561,6 +583,10 @@ struct StepDone {
     /// Its model time (see [`Effort::model_micros`]).
     latency: i64,
 }
+
+/// The columns of a stored step.
+const STEP_INSERT: &str = "INSERT INTO task_steps (task_id, step, role, model, output, input_tokens, output_tokens,
+                 cost_micros, latency_micros, attempt, created_at)";
 
 /// A finished step, to store.
 struct StepRow<'a> {

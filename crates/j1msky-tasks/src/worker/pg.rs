@@ -9,7 +9,7 @@ use j1msky_db::outbox::Embedded;
 use j1msky_db::Db;
 use sqlx::any::AnyRow;
 
-use super::FENCE;
+use super::{StepRow, FENCE, STEP_INSERT};
 use crate::TaskError;
 
 /// Runs `update` (the claim's `UPDATE … RETURNING id, customer_id, …, attempts, …`, with
@@ -45,6 +45,8 @@ pub(super) struct Success<'a> {
     /// The pay-per-task price of the tier, charged only when the customer has no plan.
     pub price: i64,
     pub event: TaskSucceeded,
+    /// The last step, stored by the same statement (under the same fence).
+    pub last: Option<&'a StepRow<'a>>,
     pub now: i64,
 }
 
@@ -60,10 +62,16 @@ pub(super) async fn succeed(db: &Db, s: Success<'_>) -> Result<Option<Option<i64
                                       THEN $7 END,
                  finished_at = $8, lease_owner = NULL, lease_until = NULL, wait_reason = NULL, error = NULL
              WHERE {FENCE} RETURNING id, customer_id, charge_micros),
-         charged AS ({}), succeeded AS ({})
+         charged AS ({}), succeeded AS ({}){}
          SELECT charge_micros FROM done",
         crate::charges::insert_for_task_from("done", 9),
-        event.sql()
+        event.sql(),
+        match s.last {
+            Some(_) => format!(
+                ", stored AS ({STEP_INSERT} SELECT id, $16, $17, $18, $19, $20, $21, $22, $23, $3, $24 FROM done)"
+            ),
+            None => String::new(),
+        }
     );
     let query = sqlx::query(&sql)
         .bind(s.task_id)
@@ -77,7 +85,21 @@ pub(super) async fn succeed(db: &Db, s: Success<'_>) -> Result<Option<Option<i64
         .bind(j1msky_core::ids::new_id("uch"))
         .bind(s.tier)
         .bind(s.now);
-    let row = event.bind(query).fetch_optional(db.pool()).await?;
+    let mut query = event.bind(query);
+    if let Some(step) = s.last {
+        let usage = &step.completed.response.usage;
+        query = query
+            .bind(step.step)
+            .bind(step.role)
+            .bind(&step.completed.model)
+            .bind(step.output)
+            .bind(usage.input_tokens as i64)
+            .bind(usage.output_tokens as i64)
+            .bind(step.completed.cost.micros())
+            .bind(step.latency)
+            .bind(step.now);
+    }
+    let row = query.fetch_optional(db.pool()).await?;
     Ok(match row {
         Some(r) => Some(sqlx::Row::try_get(&r, 0)?),
         None => None,
