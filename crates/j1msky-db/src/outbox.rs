@@ -11,7 +11,6 @@ use sqlx::{AnyConnection, Row};
 
 use crate::{Backend, Db, DbError};
 
-
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {

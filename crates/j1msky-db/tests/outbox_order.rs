@@ -49,10 +49,10 @@ async fn late_commits_and_rollbacks_are_read_exactly_once_in_number_order() {
                 // Hold the number for a while (a later writer may draw and commit a
                 // higher one meanwhile), then commit or roll back.
                 let r = next(&mut rng);
-                if r % 3 != 0 {
+                if !r.is_multiple_of(3) {
                     tokio::time::sleep(Duration::from_micros(r % 4_000)).await;
                 }
-                if r % 5 == 0 {
+                if r.is_multiple_of(5) {
                     tx.rollback().await.expect("rollback");
                 } else {
                     tx.commit().await.expect("commit");

@@ -519,7 +519,7 @@ impl Worker {
             let price = tier::price(&self.catalogue, tier).micros();
             let (task_id, owner, attempt) = (c.id.as_str(), self.owner.as_str(), c.attempt);
             let last = last.filter(|_| self.one_trip());
-            let s = pg::Success { task_id, owner, attempt, result: &result, cost, tier, price, event, last, now };
+            let s = pg::Success { task_id, owner, attempt, result, cost, tier, price, event, last, now };
             return Ok(match pg::succeed(&self.db, s).await? {
                 Some(_) => Outcome::Succeeded,
                 None => Outcome::Lost,
