@@ -46,8 +46,14 @@ pub async fn emit<P: Payload>(
     }
     let mut tx = db.begin().await?;
     if db.backend() == Backend::Postgres {
-        // Taken before the check so two processes cannot both see "none yet".
-        outbox::lock(&mut tx).await?;
+        // Taken before the check so two processes cannot both see "none yet": one lock
+        // per kind, customer and key (the two-number key space, apart from the outbox's).
+        sqlx::query("SELECT pg_advisory_xact_lock(1785294195, hashtext($1 || '/' || $2 || '/' || $3))")
+            .bind(kind.as_str())
+            .bind(customer_id)
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
     }
     let since = now - WINDOW_MICROS;
     let rows =

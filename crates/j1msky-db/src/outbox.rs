@@ -1,16 +1,15 @@
 //! The event outbox: facts written in the same transaction as the change they
-//! describe, read by consumers that each keep a cursor. Sequence order is commit
-//! order, so a consumer that has read up to N never misses an event below N.
+//! describe, read by consumers that each keep a cursor. A consumer that has read up to N
+//! never misses an event below N: on SQLite one writer at a time makes sequence order
+//! commit order; on PostgreSQL writers run side by side (each holds the outbox key in
+//! shared mode from drawing its number until it ends, migration 0042) and a reader goes
+//! only up to a mark below which every writer has finished ([`after`]).
 
 use j1msky_core::events::{self, Decoded, Kind, Typed};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
 use crate::{Backend, Db, DbError};
-
-/// Advisory-lock key that serialises outbox inserts on PostgreSQL (from the
-/// first insert until commit), which makes `seq` order equal commit order there.
-const OUTBOX_LOCK_KEY: i64 = 0x6a31_6d73_6b79;
 
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,12 +49,6 @@ impl Event {
     }
 }
 
-/// Serialises outbox writers on PostgreSQL until the caller's transaction ends.
-pub(crate) async fn lock(conn: &mut AnyConnection) -> Result<(), DbError> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK_KEY).execute(&mut *conn).await?;
-    Ok(())
-}
-
 /// Writes an event inside the caller's transaction; returns its id. The payload's
 /// type fixes the kind (a struct of one kind, or a [`Typed`] variant), and it is
 /// stored with the kind's version under `v`.
@@ -73,17 +66,16 @@ pub async fn emit_typed(
 
 /// Stores a kind and a JSON payload as given: only for [`emit_typed`] and for tests
 /// that need rows no current build writes (`testing::emit_raw`).
+/// On PostgreSQL the number's column default takes the outbox key in shared mode
+/// (migration 0042): no statement of its own, and no wait on other writers.
 pub(crate) async fn insert(
     conn: &mut AnyConnection,
-    backend: Backend,
+    _backend: Backend,
     kind: Kind,
     customer_id: Option<&str>,
     payload: &serde_json::Value,
     now: i64,
 ) -> Result<String, DbError> {
-    if backend == Backend::Postgres {
-        lock(conn).await?;
-    }
     let id = j1msky_core::ids::new_id("evt");
     sqlx::query("INSERT INTO events (id, kind, customer_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&id)
@@ -131,16 +123,35 @@ pub async fn next_batch(db: &Db, consumer: &str, limit: i64) -> Result<Vec<Event
     after(db, seq, limit).await
 }
 
-/// The events after `seq`, oldest first.
+/// The events after `seq`, oldest first. On PostgreSQL only those up to the safe mark
+/// ([`safe_mark`]): one that is still being written with a lower number is read on a
+/// later call, never passed over.
 pub async fn after(db: &Db, seq: i64, limit: i64) -> Result<Vec<Event>, DbError> {
+    let upto = match db.backend() {
+        Backend::Sqlite => i64::MAX,
+        Backend::Postgres => safe_mark(db, seq).await?,
+    };
+    if upto <= seq {
+        return Ok(Vec::new());
+    }
     let rows = sqlx::query(
-        "SELECT seq, id, kind, customer_id, payload, created_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        "SELECT seq, id, kind, customer_id, payload, created_at FROM events WHERE seq > $1 AND seq <= $3
+         ORDER BY seq LIMIT $2",
     )
     .bind(seq)
     .bind(limit)
+    .bind(upto)
     .fetch_all(db.pool())
     .await?;
     rows.iter().map(event_from_row).collect()
+}
+
+/// PostgreSQL: the highest number below which every writer has finished, or `seq` when
+/// none past it can be read yet. One statement in a transaction of its own (it must not
+/// run inside a transaction that writes events): it waits for this database's writers
+/// in flight, never for other databases', and at most the function's `lock_timeout`.
+pub async fn safe_mark(db: &Db, seq: i64) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar("SELECT j1msky_events_mark($1)").bind(seq).fetch_one(db.pool()).await?)
 }
 
 /// The latest `limit` events (of `kind` only, when given), oldest first.
@@ -197,4 +208,64 @@ pub async fn recent(db: &Db, limit: i64) -> Result<Vec<Event>, DbError> {
             .fetch_all(db.pool())
             .await?;
     rows.iter().map(event_from_row).collect()
+}
+
+/// An event insert for a caller's own statement on PostgreSQL: its rows come from a CTE
+/// of that statement, so a change and its event are written in one round trip. The
+/// number is drawn by the column default, which keeps the ordering rule of [`after`].
+pub struct Embedded {
+    id: String,
+    kind: Kind,
+    payload: String,
+    now: i64,
+    sql: String,
+}
+
+impl Embedded {
+    /// `payload` as the event, with the fields named in `per_row` replaced by SQL
+    /// expressions over `from` (the caller's CTE: one event per row it returns), and the
+    /// customer by `customer` (an expression over `from`). Its four parameters are
+    /// numbered from `first_param`: bind them with [`Embedded::bind`] in that place.
+    pub fn new(
+        payload: impl Into<Typed>,
+        from: &str,
+        customer: &str,
+        per_row: &[(&str, &str)],
+        first_param: usize,
+        now: i64,
+    ) -> Result<Embedded, DbError> {
+        let payload = payload.into();
+        let kind = payload.kind();
+        let json = payload.to_value().map_err(|e| DbError::Corrupt(format!("event {kind}: {e}")))?;
+        let fields: Vec<String> = per_row.iter().map(|(k, expr)| format!("'{k}', {expr}")).collect();
+        let p = first_param;
+        let sql = format!(
+            "INSERT INTO events (id, kind, customer_id, payload, created_at)
+             SELECT ${p}, ${}, {customer}, (CAST(${} AS JSONB) || jsonb_build_object({}))::text, ${} FROM {from}",
+            p + 1,
+            p + 2,
+            fields.join(", "),
+            p + 3,
+        );
+        let payload = events::versioned(kind, &json).to_string();
+        Ok(Embedded { id: j1msky_core::ids::new_id("evt"), kind, payload, now, sql })
+    }
+
+    /// The `INSERT … SELECT … FROM {from}` to put in a `WITH` of the caller's statement.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// Binds the event's four parameters (id, kind, payload, time), in order.
+    pub fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        query.bind(&self.id).bind(self.kind.as_str()).bind(&self.payload).bind(self.now)
+    }
+
+    /// The event's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }

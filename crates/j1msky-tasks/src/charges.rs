@@ -53,6 +53,19 @@ pub(crate) async fn insert_for_task(
     Ok(done.rows_affected() == 1)
 }
 
+/// For a statement of the worker's on PostgreSQL: the charge of each row of `from` (a CTE
+/// returning the task's `id`, `customer_id` and `charge_micros`) that has one, at most one
+/// per task as in [`insert_for_task`]. Parameters from `$p`: the charge's id, the tier, now.
+pub(crate) fn insert_for_task_from(from: &str, p: usize) -> String {
+    format!(
+        "INSERT INTO usage_charges (id, customer_id, task_id, tier, amount_micros, created_at)
+         SELECT ${p}, customer_id, id, ${}, charge_micros, ${} FROM {from} WHERE charge_micros IS NOT NULL
+         ON CONFLICT (task_id) DO NOTHING",
+        p + 1,
+        p + 2
+    )
+}
+
 /// Inside the caller's transaction: the charge for a customer's day of API calls (at
 /// most one per customer and day). Returns whether it was written.
 pub(crate) async fn insert_for_api_day(

@@ -25,6 +25,8 @@ use crate::pipeline::{self, Done};
 use crate::tier::{self, Effort};
 use crate::TaskError;
 
+mod pg;
+
 /// Worker settings.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {
@@ -154,6 +156,11 @@ impl Worker {
                AND {runnable}
              RETURNING id, customer_id, team, category, title, prompt, attempts, failures"
         );
+        if self.db.backend() == Backend::Postgres {
+            // The claim and its `task.started` in one statement.
+            let row = pg::claim(&self.db, &sql, &self.owner, now + self.lease_micros(), now).await?;
+            return row.map(|r| claim_from_row(&r)).transpose();
+        }
         let mut tx = self.db.begin().await?;
         let row = sqlx::query(&sql)
             .bind(&self.owner)
@@ -165,16 +172,7 @@ impl Worker {
             tx.rollback().await?;
             return Ok(None);
         };
-        let claim = Claim {
-            id: row.try_get(0)?,
-            customer_id: row.try_get(1)?,
-            team: row.try_get(2)?,
-            category: row.try_get(3)?,
-            title: row.try_get(4)?,
-            prompt: row.try_get(5)?,
-            attempt: row.try_get(6)?,
-            failures: row.try_get(7)?,
-        };
+        let claim = claim_from_row(&row)?;
         let event = TaskStarted { task_id: claim.id.clone(), attempt: claim.attempt, worker: self.owner.clone() };
         outbox::emit_typed(&mut tx, self.db.backend(), event, Some(&claim.customer_id), now).await?;
         tx.commit().await?;
@@ -194,41 +192,42 @@ impl Worker {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn steps_done(&self, task_id: &str) -> Result<Vec<(Done, i64, i64)>, TaskError> {
+    /// The task's stored steps. A first claim has none to read: steps are stored only
+    /// under a claim (fenced on its number), and attempts only ever count up.
+    async fn steps_done(&self, c: &Claim) -> Result<Vec<StepDone>, TaskError> {
+        if c.attempt == 1 {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(
-            "SELECT role, output, cost_micros, input_tokens + output_tokens FROM task_steps
+            "SELECT role, output, cost_micros, input_tokens + output_tokens, latency_micros FROM task_steps
              WHERE task_id = $1 ORDER BY step",
         )
-        .bind(task_id)
+        .bind(&c.id)
         .fetch_all(self.db.pool())
         .await?;
         rows.iter()
-            .map(|r| Ok((Done { role: r.try_get(0)?, output: r.try_get(1)? }, r.try_get(2)?, r.try_get(3)?)))
+            .map(|r| {
+                Ok(StepDone {
+                    done: Done { role: r.try_get(0)?, output: r.try_get(1)? },
+                    cost: r.try_get(2)?,
+                    tokens: r.try_get(3)?,
+                    latency: r.try_get(4)?,
+                })
+            })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(Into::into)
-    }
-
-    /// The model time of the task's stored steps: what the tier counts as its running
-    /// time, so waits between steps (caps, rate limits, expired leases) never count.
-    async fn model_micros(&self, task_id: &str) -> Result<i64, TaskError> {
-        let row =
-            sqlx::query("SELECT CAST(COALESCE(SUM(latency_micros), 0) AS BIGINT) FROM task_steps WHERE task_id = $1")
-                .bind(task_id)
-                .fetch_one(self.db.pool())
-                .await?;
-        Ok(row.try_get(0)?)
     }
 
     async fn work(&self, c: &Claim) -> Result<Outcome, TaskError> {
         let Some(team) = self.catalogue.teams.get(&c.team) else {
             return self.fail(c, &format!("the team `{}` is no longer in the catalogue", c.team), true).await;
         };
-        let mut done = self.steps_done(&c.id).await?;
+        let mut done = self.steps_done(c).await?;
         loop {
-            let history: Vec<Done> = done.iter().map(|d| d.0.clone()).collect();
+            let history: Vec<Done> = done.iter().map(|d| d.done.clone()).collect();
             let idx = match pipeline::next_role(team, &history) {
                 pipeline::Next::Run(idx) => idx,
-                pipeline::Next::Complete => return self.succeed(c, team, &done).await,
+                pipeline::Next::Complete => return self.succeed(c, team, &done, None).await,
                 pipeline::Next::Rejected { role, review } => {
                     let error = format!("the {role} role rejected the revised work: {}", excerpt(&review));
                     return self.fail(c, &error, true).await;
@@ -272,11 +271,22 @@ impl Worker {
             let latency: i64 = completed.attempts.iter().filter(|a| a.outcome == "ok").map(|a| a.latency_micros).sum();
             let tokens = (completed.response.usage.input_tokens + completed.response.usage.output_tokens) as i64;
             let now = self.clock.now_micros();
-            let step = StepRow { step, role: &role.role, output: &output, completed: &completed, latency, now };
-            if !self.store_step(c, &step).await? {
+            let row = StepRow { step, role: &role.role, output: &output, completed: &completed, latency, now };
+            let done_step = Done { role: role.role.clone(), output: output.clone() };
+            let step_done = StepDone { done: done_step, cost: completed.cost.micros(), tokens, latency };
+            if self.one_trip() {
+                // The last step is stored by the success's own statement.
+                let mut then: Vec<Done> = history;
+                then.push(step_done.done.clone());
+                if pipeline::next_role(team, &then) == pipeline::Next::Complete {
+                    done.push(step_done);
+                    return self.succeed(c, team, &done, Some(&row)).await;
+                }
+            }
+            if !self.store_step(c, &row).await? {
                 return Ok(Outcome::Lost);
             }
-            done.push((Done { role: role.role.clone(), output }, completed.cost.micros(), tokens));
+            done.push(step_done);
         }
     }
 
@@ -288,10 +298,9 @@ impl Worker {
     /// repeated row is ignored by the ledger).
     async fn store_step(&self, c: &Claim, s: &StepRow<'_>) -> Result<bool, TaskError> {
         let usage = &s.completed.response.usage;
-        let insert = "INSERT INTO task_steps (task_id, step, role, model, output, input_tokens, output_tokens,
-                 cost_micros, latency_micros, attempt, created_at)";
+        let insert = STEP_INSERT;
         let lease_until = s.now + self.lease_micros();
-        if self.db.backend() == Backend::Postgres && !self.gateway.limits_in_process() {
+        if self.one_trip() {
             let done = sqlx::query(&format!(
                 "WITH fenced AS (UPDATE tasks SET lease_until = $4 WHERE {FENCE} RETURNING id)
                  {insert} SELECT id, $5, $6, $7, $8, $9, $10, $11, $12, $3, $13 FROM fenced"
@@ -342,6 +351,12 @@ impl Worker {
         j1msky_gateway::ledger::record(&mut tx, &s.completed.attempts).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// PostgreSQL with the limits in the database: the gateway has committed a call's
+    /// ledger rows before returning it, so a step is stored by one statement of ours.
+    fn one_trip(&self) -> bool {
+        self.db.backend() == Backend::Postgres && !self.gateway.limits_in_process()
     }
 
     /// The gateway call, with the lease kept alive while it runs.
@@ -439,6 +454,11 @@ impl Worker {
                 Outcome::Lost
             });
         }
+        let event = TaskFailed { task_id: c.id.clone(), team: c.team.clone(), error: error.into(), failures };
+        if self.db.backend() == Backend::Postgres {
+            let ended = pg::fail(&self.db, &c.id, &self.owner, c.attempt, event, now).await?;
+            return Ok(if ended { Outcome::Failed { error: error.into() } } else { Outcome::Lost });
+        }
         let mut tx = self.db.begin().await?;
         let done = sqlx::query(&format!(
             "UPDATE tasks SET state = 'failed', failures = $4, error = $5, finished_at = $6, lease_owner = NULL,
@@ -456,7 +476,6 @@ impl Worker {
             tx.rollback().await?;
             return Ok(Outcome::Lost);
         }
-        let event = TaskFailed { task_id: c.id.clone(), team: c.team.clone(), error: error.into(), failures };
         outbox::emit_typed(&mut tx, self.db.backend(), event, Some(&c.customer_id), now).await?;
         tx.commit().await?;
         Ok(Outcome::Failed { error: error.into() })
@@ -467,18 +486,45 @@ impl Worker {
         &self,
         c: &Claim,
         team: &j1msky_core::catalogue::Team,
-        done: &[(Done, i64, i64)],
+        done: &[StepDone],
+        last: Option<&StepRow<'_>>,
     ) -> Result<Outcome, TaskError> {
+        if let (Some(step), false) = (last, self.one_trip()) {
+            if !self.store_step(c, step).await? {
+                return Ok(Outcome::Lost);
+            }
+        }
         let now = self.clock.now_micros();
-        let history: Vec<Done> = done.iter().map(|d| d.0.clone()).collect();
-        let cost: i64 = done.iter().map(|d| d.1).sum();
+        let history: Vec<Done> = done.iter().map(|d| d.done.clone()).collect();
+        let cost: i64 = done.iter().map(|d| d.cost).sum();
         let effort = Effort {
             steps: done.len(),
-            tokens: done.iter().map(|d| d.2).sum(),
+            tokens: done.iter().map(|d| d.tokens).sum(),
             sent_back: pipeline::was_sent_back(team, &history),
-            model_micros: self.model_micros(&c.id).await?,
+            // Every stored step is in `done` (read at the claim, then each one stored
+            // under this lease): the model time of the task, not the waits between steps.
+            model_micros: done.iter().map(|d| d.latency).sum(),
         };
         let tier = tier::tier(effort);
+        let result = pipeline::result(team, &history).unwrap_or_default();
+        let event = TaskSucceeded {
+            task_id: c.id.clone(),
+            team: c.team.clone(),
+            steps: i64::try_from(done.len()).unwrap_or(i64::MAX),
+            cost_micros: cost,
+            tier: Some(tier.into()),
+            charge_micros: None,
+        };
+        if self.db.backend() == Backend::Postgres {
+            let price = tier::price(&self.catalogue, tier).micros();
+            let (task_id, owner, attempt) = (c.id.as_str(), self.owner.as_str(), c.attempt);
+            let last = last.filter(|_| self.one_trip());
+            let s = pg::Success { task_id, owner, attempt, result, cost, tier, price, event, last, now };
+            return Ok(match pg::succeed(&self.db, s).await? {
+                Some(_) => Outcome::Succeeded,
+                None => Outcome::Lost,
+            });
+        }
         let plan: Option<String> = sqlx::query("SELECT plan FROM customers WHERE id = $1")
             .bind(&c.customer_id)
             .fetch_one(self.db.pool())
@@ -486,7 +532,6 @@ impl Worker {
             .try_get(0)?;
         // Customers without a subscription plan pay per task.
         let charge = plan.is_none().then(|| tier::price(&self.catalogue, tier).micros());
-        let result = pipeline::result(team, &history).unwrap_or_default();
         let mut tx = self.db.begin().await?;
         let updated = sqlx::query(&format!(
             "UPDATE tasks SET state = 'succeeded', result = $4, cost_micros = $5, tier = $6, charge_micros = $7,
@@ -510,19 +555,38 @@ impl Worker {
         if let Some(amount) = charge {
             crate::charges::insert_for_task(&mut tx, &c.customer_id, &c.id, tier, amount, now).await?;
         }
-        let event = TaskSucceeded {
-            task_id: c.id.clone(),
-            team: c.team.clone(),
-            steps: i64::try_from(done.len()).unwrap_or(i64::MAX),
-            cost_micros: cost,
-            tier: Some(tier.into()),
-            charge_micros: charge,
-        };
+        let event = TaskSucceeded { charge_micros: charge, ..event };
         outbox::emit_typed(&mut tx, self.db.backend(), event, Some(&c.customer_id), now).await?;
         tx.commit().await?;
         Ok(Outcome::Succeeded)
     }
 }
+
+fn claim_from_row(row: &sqlx::any::AnyRow) -> Result<Claim, TaskError> {
+    Ok(Claim {
+        id: row.try_get(0)?,
+        customer_id: row.try_get(1)?,
+        team: row.try_get(2)?,
+        category: row.try_get(3)?,
+        title: row.try_get(4)?,
+        prompt: row.try_get(5)?,
+        attempt: row.try_get(6)?,
+        failures: row.try_get(7)?,
+    })
+}
+
+/// A step stored (read back at the claim, or stored by this run).
+struct StepDone {
+    done: Done,
+    cost: i64,
+    tokens: i64,
+    /// Its model time (see [`Effort::model_micros`]).
+    latency: i64,
+}
+
+/// The columns of a stored step.
+const STEP_INSERT: &str = "INSERT INTO task_steps (task_id, step, role, model, output, input_tokens, output_tokens,
+                 cost_micros, latency_micros, attempt, created_at)";
 
 /// A finished step, to store.
 struct StepRow<'a> {
