@@ -78,7 +78,7 @@ async fn lead_asking_trial(app: &TestApp, op: &reqwest::Client, company: &str, e
 fn ops_ctx(app: &TestApp) -> j1msky_ops::Ctx {
     j1msky_ops::Ctx {
         db: app.db.clone(),
-        catalogue: app.catalogue.clone(),
+        catalogue: app.catalogue.clone().into(),
         clock: std::sync::Arc::new(app.clock.clone()),
     }
 }
