@@ -15,7 +15,7 @@ use std::process::Command;
 use common::{text, Cli};
 use s3_server::{s3_python, Moto};
 
-fn aws(cmd: &mut Command, moto: &Moto) -> &mut Command {
+fn aws<'a>(cmd: &'a mut Command, moto: &Moto) -> &'a mut Command {
     cmd.env("AWS_ENDPOINT_URL", moto.endpoint())
         .env("AWS_REGION", "eu-central-1")
         .env("AWS_ACCESS_KEY_ID", "cli-key")
