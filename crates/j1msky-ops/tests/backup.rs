@@ -47,7 +47,11 @@ async fn a_backup_restores_into_a_new_database_and_bad_files_or_targets_are_refu
     let clock = ManualClock::new(DAY_START);
     customer(&t.db, "Before", clock.now_micros()).await;
     let dir = tempfile::tempdir().expect("dir");
-    let opts = Options { dir: dir.path().join("main"), copy_to: Some(CopyTo::Dir(dir.path().join("copy"))), kind: Kind::Manual };
+    let opts = Options {
+        dir: dir.path().join("main"),
+        copy_to: Some(CopyTo::Dir(dir.path().join("copy"))),
+        kind: Kind::Manual,
+    };
     let b = backup::take(&t.db, &t.url, &opts, &clock, &Quiet).await.expect("backup");
     customer(&t.db, "After", clock.now_micros()).await;
 

@@ -12,8 +12,8 @@ use md5::{Digest, Md5};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as Key;
 use object_store::{
-    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, PutMultipartOptions,
-    PutOptions, PutPayload, RetryConfig, WriteMultipart,
+    Attribute, Attributes, BackoffConfig, ClientConfigKey, GetOptions, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, RetryConfig, WriteMultipart,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -126,13 +126,20 @@ pub fn store(bucket: &str, s: &S3Settings) -> Result<AmazonS3, BackupError> {
     if let Some(v) = &s.secret_access_key {
         b = b.with_secret_access_key(v);
     }
-    let http = b.get_config_value(&AmazonS3ConfigKey::Endpoint).is_some_and(|e| e.starts_with("http://"));
+    if b.get_config_value(&AmazonS3ConfigKey::Endpoint).is_some_and(|e| e.starts_with("http://")) {
+        b = b.with_allow_http(true);
+    }
     let retry = RetryConfig {
         max_retries: s.max_retries.unwrap_or(4),
         retry_timeout: Duration::from_secs(120),
-        backoff: BackoffConfig { init_backoff: Duration::from_millis(200), max_backoff: Duration::from_secs(10), base: 2.0 },
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            base: 2.0,
+        },
     };
-    b.with_client_options(ClientOptions::new().with_allow_http(http).with_connect_timeout(Duration::from_secs(10)))
+    // Set key by key, so the client options the environment gave (a proxy) are kept.
+    b.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "10s")
         .with_retry(retry)
         .build()
         .map_err(|e| BackupError::Remote { url: format!("s3://{bucket}"), message: e.to_string() })
@@ -299,7 +306,8 @@ pub(super) async fn download(
 ) -> Result<Downloaded, BackupError> {
     let store = store(&url.bucket, s)?;
     let got = store.get(&url.object()?).await.map_err(|e| url.error(e))?;
-    let sha256_metadata = got.attributes.get(&Attribute::Metadata(SHA256_METADATA.into())).map(|v| v.as_ref().to_string());
+    let sha256_metadata =
+        got.attributes.get(&Attribute::Metadata(SHA256_METADATA.into())).map(|v| v.as_ref().to_string());
     progress.step("download", Some(got.meta.size));
     let mut out = tokio::fs::File::create(file).await.map_err(|e| BackupError::io(file, e))?;
     let mut stream = got.into_stream();

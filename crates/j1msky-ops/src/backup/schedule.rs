@@ -71,7 +71,11 @@ pub async fn hourly(s: &Schedule, now: i64) -> Result<(), super::BackupError> {
     let b = take(&s.db, &s.url, &opts, s.clock.as_ref(), &Quiet).await?;
     tracing::info!(backup = %b.id, kind = kind.name(), size = b.size_bytes, "backup taken");
     let s3 = s.copy_to.as_ref().map(CopyTo::s3_settings).unwrap_or_default();
-    retention::prune(&s.db, s.keep, &s3).await?;
+    // Not retried with the hour (that would take its backup again): the next hour prunes
+    // what this one could not (a copy's store down, say).
+    if let Err(e) = retention::prune(&s.db, s.keep, &s3).await {
+        tracing::error!(error = %e, "pruning old backups; the next hour tries again");
+    }
     // Each hour's timer row is done for good once past; two days of them are kept.
     timers::prune_done(&s.db, TIMER, now - 2 * DAY).await?;
     Ok(())
