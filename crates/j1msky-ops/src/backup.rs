@@ -3,12 +3,13 @@
 //! (one repeatable-read snapshot). Every file gets a SHA-256, recorded in `ops_backups`
 //! and in a JSON manifest beside it (`<file>.json`), and is checked again before it is
 //! restored. The hourly timer (`schedule`) keeps 48 hourly and 30 daily backups by
-//! default and may copy each to a second directory; a failure is recorded and raises a
-//! `backup_failed` alert. A restore (`restore`) leaves a mark in the restored database so
+//! default and may copy each to a second directory or an S3-compatible store (`remote`);
+//! a failure is recorded and raises a `backup_failed` alert, the local file kept. A restore (`restore`) leaves a mark in the restored database so
 //! the first server started on it reconciles with Stripe before its billing jobs run.
 
 mod engine;
 mod records;
+mod remote;
 mod restore;
 mod retention;
 mod schedule;
@@ -21,7 +22,8 @@ use j1msky_db::{Backend, Db};
 use serde::Serialize;
 
 pub use records::{get, list, restores, Backup, Restore};
-pub use restore::{reconcile_after_restore, reconciled_first, restore, RestoreOptions, Restored};
+pub use remote::{store as s3_store, S3Settings, S3Url, SHA256_METADATA};
+pub use restore::{reconcile_after_restore, reconciled_first, restore, restore_from, RestoreOptions, Restored};
 pub use retention::{prune, Retention};
 pub use schedule::{handlers as timer_handlers, hourly, run_schedule, Schedule, TIMER};
 pub use verify::{read_manifest, sha256_file, Manifest};
@@ -47,6 +49,8 @@ pub enum BackupError {
     EngineMismatch { file: String, file_engine: String, target_engine: String },
     #[error("{0}")]
     Unsupported(String),
+    #[error("{url}: {message}")]
+    Remote { url: String, message: String },
     #[error("reconciling with Stripe after the restore: {0}")]
     Billing(#[from] j1msky_billing::BillingError),
 }
@@ -83,14 +87,43 @@ impl Kind {
     }
 }
 
+/// Where a backup is copied besides its directory, to survive the loss of that disk.
+#[derive(Debug, Clone)]
+pub enum CopyTo {
+    /// Another directory (another disk, a mounted share); the copy is checked there.
+    Dir(PathBuf),
+    /// An S3-compatible bucket and key prefix; the upload is checked.
+    S3(S3Url, S3Settings),
+}
+
+impl CopyTo {
+    /// `s3://bucket/prefix` (reached through the AWS environment) or a directory.
+    pub fn parse(s: &str) -> Result<CopyTo, BackupError> {
+        if S3Url::is_s3(s) {
+            Ok(CopyTo::S3(S3Url::parse(s)?, S3Settings::default()))
+        } else if s.trim().is_empty() {
+            Err(BackupError::Unsupported("the copy target is empty: give a directory or s3://bucket/prefix".into()))
+        } else {
+            Ok(CopyTo::Dir(PathBuf::from(s)))
+        }
+    }
+
+    /// How the S3 copies are reached (the environment's when not copying to S3).
+    pub fn s3_settings(&self) -> S3Settings {
+        match self {
+            CopyTo::S3(_, s) => s.clone(),
+            CopyTo::Dir(_) => S3Settings::default(),
+        }
+    }
+}
+
 /// Where a backup goes.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The directory the file and its manifest are written to (created when missing).
     pub dir: PathBuf,
-    /// A second directory (another disk, a mounted share) each backup is copied to and
-    /// checked again there.
-    pub copy_to: Option<PathBuf>,
+    /// Where each backup is copied too.
+    pub copy_to: Option<CopyTo>,
     pub kind: Kind,
 }
 
@@ -184,8 +217,13 @@ async fn write(
         finished_at: clock.now_micros(),
     };
     verify::write_manifest(path, &manifest).await?;
+    // A copy that fails leaves the local file and its manifest as they are.
     let copied_to = match &opts.copy_to {
-        Some(dir) => Some(verify::copy_checked(path, dir, &sha256, progress).await?.display().to_string()),
+        Some(CopyTo::Dir(dir)) => Some(verify::copy_checked(path, dir, &sha256, progress).await?.display().to_string()),
+        Some(CopyTo::S3(to, s3)) => {
+            let manifest = verify::manifest_path(path);
+            Some(remote::upload(path, &manifest, size, &sha256, to, s3, progress).await?)
+        }
         None => None,
     };
     Ok(Written { size, sha256, copied_to })

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::{Clock, ManualClock};
 use j1msky_db::testing::{fresh_url, TestDb};
-use j1msky_ops::backup::{self, BackupError, Kind, Options, Quiet, RestoreOptions, Retention, Schedule};
+use j1msky_ops::backup::{self, BackupError, CopyTo, Kind, Options, Quiet, RestoreOptions, Retention, Schedule};
 
 /// 2026-11-25T00:00:00Z.
 const DAY_START: i64 = 1_795_564_800_000_000;
@@ -47,7 +47,11 @@ async fn a_backup_restores_into_a_new_database_and_bad_files_or_targets_are_refu
     let clock = ManualClock::new(DAY_START);
     customer(&t.db, "Before", clock.now_micros()).await;
     let dir = tempfile::tempdir().expect("dir");
-    let opts = Options { dir: dir.path().join("main"), copy_to: Some(dir.path().join("copy")), kind: Kind::Manual };
+    let opts = Options {
+        dir: dir.path().join("main"),
+        copy_to: Some(CopyTo::Dir(dir.path().join("copy"))),
+        kind: Kind::Manual,
+    };
     let b = backup::take(&t.db, &t.url, &opts, &clock, &Quiet).await.expect("backup");
     customer(&t.db, "After", clock.now_micros()).await;
 
@@ -78,7 +82,7 @@ async fn a_backup_restores_into_a_new_database_and_bad_files_or_targets_are_refu
     // Into a database with tables: refused unless forced.
     let again = backup::restore(file, &target, &RestoreOptions::default(), &clock, &Quiet).await;
     assert!(matches!(again, Err(BackupError::NotEmpty(_))), "{again:?}");
-    backup::restore(file, &target, &RestoreOptions { force: true, sha256: None }, &clock, &Quiet)
+    backup::restore(file, &target, &RestoreOptions { force: true, ..Default::default() }, &clock, &Quiet)
         .await
         .expect("forced");
     assert_eq!(names(&target).await, vec!["Before"]);

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use j1msky_ops::backup::{self, BackupError, Kind, Options, Progress, RestoreOptions, Retention};
+use j1msky_ops::backup::{self, BackupError, CopyTo, Kind, Options, Progress, RestoreOptions, Retention};
 
 use crate::context::{self, Globals};
 use crate::{output, Failure, EXIT_INVALID};
@@ -19,9 +19,11 @@ pub enum DbCommand {
         /// Directory for the file and its manifest.
         #[arg(long, env = "J1MSKY_BACKUP_DIR", default_value = "data/backups")]
         dir: PathBuf,
-        /// Also copy it to this directory (checked again there).
-        #[arg(long, env = "J1MSKY_BACKUP_COPY_TO")]
-        copy_to: Option<PathBuf>,
+        /// Also copy it to this directory or to s3://bucket/prefix (checked again there;
+        /// the store from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+        /// AWS_SECRET_ACCESS_KEY).
+        #[arg(long, env = "J1MSKY_BACKUP_COPY_TO", value_parser = copy_to)]
+        copy_to: Option<CopyTo>,
     },
     /// The backups taken, newest first.
     Backups {
@@ -33,8 +35,9 @@ pub enum DbCommand {
     },
     /// Restore a backup file into a database (checked against its SHA-256 first).
     Restore {
-        /// The backup file (its manifest FILE.json beside it).
-        file: PathBuf,
+        /// The backup file (its manifest FILE.json beside it), or s3://bucket/key
+        /// (downloaded with its manifest first).
+        file: String,
         /// The database to restore into: sqlite://PATH or postgres://… (an existing,
         /// empty database).
         #[arg(long)]
@@ -57,9 +60,9 @@ pub struct BackupArgs {
     /// Take a backup every hour into this directory (off when not given).
     #[arg(long = "backup-dir", env = "J1MSKY_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
-    /// Copy each hourly backup to this directory too.
-    #[arg(long = "backup-copy-to", env = "J1MSKY_BACKUP_COPY_TO")]
-    pub backup_copy_to: Option<PathBuf>,
+    /// Copy each hourly backup to this directory or s3://bucket/prefix too.
+    #[arg(long = "backup-copy-to", env = "J1MSKY_BACKUP_COPY_TO", value_parser = copy_to)]
+    pub backup_copy_to: Option<CopyTo>,
     /// Hourly backups kept.
     #[arg(long, default_value_t = 48)]
     pub backup_keep_hourly: usize,
@@ -121,7 +124,8 @@ pub async fn db(g: &Globals, c: DbCommand) -> Result<(), Failure> {
             let db = context::open_db(g).await?;
             let rows = backup::list(&db, all, limit.clamp(1, 10_000)).await.map_err(failure)?;
             db.close().await;
-            output::list(g, &rows, &["id", "kind", "status", "started", "size", "sha256", "path", "error"], |b| {
+            let columns = ["id", "kind", "status", "started", "size", "sha256", "path", "copy", "error"];
+            output::list(g, &rows, &columns, |b| {
                 vec![
                     b.id.clone(),
                     b.kind.clone(),
@@ -130,6 +134,7 @@ pub async fn db(g: &Globals, c: DbCommand) -> Result<(), Failure> {
                     output::opt(b.size_bytes),
                     b.sha256.as_deref().map(|s| s[..12.min(s.len())].to_string()).unwrap_or_else(|| "-".into()),
                     b.path.clone(),
+                    output::opt(b.copied_to.clone()),
                     output::opt(b.error.clone()),
                 ]
             });
@@ -146,13 +151,13 @@ pub async fn db(g: &Globals, c: DbCommand) -> Result<(), Failure> {
                 });
             }
             let bar = Bar::new(g);
-            let opts = RestoreOptions { force, sha256 };
-            let done = backup::restore(&file, &into, &opts, &j1msky_core::SystemClock, &bar).await;
+            let opts = RestoreOptions { force, sha256, ..Default::default() };
+            let done = backup::restore_from(&file, &into, &opts, &j1msky_core::SystemClock, &bar).await;
             bar.finish();
             let r = done.map_err(failure)?;
             let message = format!(
                 "restored {} into {} (sha256 {} checked). Start the server on it: it reconciles with Stripe before billing.",
-                file.display(),
+                file,
                 context::redact(&into),
                 r.sha256
             );
@@ -160,6 +165,11 @@ pub async fn db(g: &Globals, c: DbCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `--copy-to`: a directory or s3://bucket/prefix, a bad one refused with why.
+fn copy_to(s: &str) -> Result<CopyTo, String> {
+    CopyTo::parse(s).map_err(|e| e.to_string())
 }
 
 /// Refusals the operator can fix exit 2; the rest 1.

@@ -13,7 +13,7 @@ use j1msky_core::Clock;
 use j1msky_db::{Backend, Db};
 use serde::Serialize;
 
-use super::{engine, records, verify, BackupError, Manifest, Progress};
+use super::{engine, records, remote, verify, BackupError, Manifest, Progress, S3Settings, S3Url};
 
 /// How a restore may proceed.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +22,8 @@ pub struct RestoreOptions {
     pub force: bool,
     /// The file's SHA-256 when it has no manifest beside it.
     pub sha256: Option<String>,
+    /// How an `s3://` backup is reached (the AWS environment by default).
+    pub s3: S3Settings,
 }
 
 /// What a restore did.
@@ -46,16 +48,67 @@ pub async fn restore(
     clock: &dyn Clock,
     progress: &dyn Progress,
 ) -> Result<Restored, BackupError> {
-    let shown = file.display().to_string();
+    restore_checked(file, &file.display().to_string(), None, target_url, opts, clock, progress).await
+}
+
+/// Restores `source`: a file, or an `s3://bucket/key` copy, downloaded first (with its
+/// manifest) and checked against its SHA-256 (given, in its manifest, or in the object's
+/// metadata: each one present must match) before anything is written into the target.
+pub async fn restore_from(
+    source: &str,
+    target_url: &str,
+    opts: &RestoreOptions,
+    clock: &dyn Clock,
+    progress: &dyn Progress,
+) -> Result<Restored, BackupError> {
+    if !S3Url::is_s3(source) {
+        return restore(Path::new(source), target_url, opts, clock, progress).await;
+    }
+    let url = S3Url::parse(source)?;
+    let name = url.key.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("backup").to_string();
+    // A SQLite restore lands beside its target (same disk, sized for it); a PostgreSQL
+    // one is loaded from the temporary directory.
+    let base = match engine::sqlite_path(target_url).and_then(|p| p.parent().map(Path::to_path_buf)) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::env::temp_dir(),
+    };
+    let work = base.join(format!(".j1msky-download-{}", j1msky_core::ids::new_id("dl")));
+    tokio::fs::create_dir_all(&work).await.map_err(|e| BackupError::io(&work, e))?;
+    let file = work.join(&name);
+    let out = async {
+        let got = remote::download(&url, &file, &verify::manifest_path(&file), &opts.s3, progress).await?;
+        let meta = got.sha256_metadata.as_deref();
+        restore_checked(&file, source, meta, target_url, opts, clock, progress).await
+    }
+    .await;
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    out
+}
+
+/// Checks `file` against its expected SHA-256 (and `also`, the store's record of it),
+/// then restores it; `shown` names it in errors and in the restore's row.
+async fn restore_checked(
+    file: &Path,
+    shown: &str,
+    also: Option<&str>,
+    target_url: &str,
+    opts: &RestoreOptions,
+    clock: &dyn Clock,
+    progress: &dyn Progress,
+) -> Result<Restored, BackupError> {
+    let shown = shown.to_string();
     let manifest = verify::read_manifest(file).await?;
-    let expected = match (&opts.sha256, &manifest) {
-        (Some(given), _) => given.trim().to_ascii_lowercase(),
-        (None, Some(m)) => m.sha256.clone(),
-        (None, None) => return Err(BackupError::NoChecksum(shown)),
+    let expected = match (&opts.sha256, &manifest, also) {
+        (Some(given), _, _) => given.trim().to_ascii_lowercase(),
+        (None, Some(m), _) => m.sha256.clone(),
+        (None, None, Some(meta)) => meta.to_string(),
+        (None, None, None) => return Err(BackupError::NoChecksum(shown)),
     };
     let (size, actual) = verify::sha256_file(file, progress).await?;
-    if actual != expected {
-        return Err(BackupError::Corrupt { file: shown, expected, actual });
+    for expected in std::iter::once(expected.as_str()).chain(also) {
+        if actual != expected {
+            return Err(BackupError::Corrupt { file: shown, expected: expected.to_string(), actual });
+        }
     }
     let file_engine = engine_of(file, manifest.as_ref()).await?;
     let target = Backend::from_url(target_url)?;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use j1msky_db::Db;
 
-use super::{records, verify, Backup, BackupError};
+use super::{records, remote, verify, Backup, BackupError, S3Settings, S3Url};
 
 /// How many scheduled backups to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,15 +20,17 @@ impl Default for Retention {
     }
 }
 
-/// Deletes the files (and their copies) of the scheduled backups past `keep`, marking
-/// them `pruned`; returns them.
-pub async fn prune(db: &Db, keep: Retention) -> Result<Vec<Backup>, BackupError> {
+/// Deletes the files (and their copies, in a directory or an S3 store reached with `s3`)
+/// of the scheduled backups past `keep`, marking them `pruned`; returns them.
+pub async fn prune(db: &Db, keep: Retention, s3: &S3Settings) -> Result<Vec<Backup>, BackupError> {
     let mut pruned = Vec::new();
     for (kind, n) in [("hourly", keep.keep_hourly), ("daily", keep.keep_daily)] {
         for b in records::done_of_kind(db, kind).await?.into_iter().skip(n.max(1)) {
             verify::remove_with_manifest(Path::new(&b.path)).await?;
-            if let Some(copy) = &b.copied_to {
-                verify::remove_with_manifest(Path::new(copy)).await?;
+            match &b.copied_to {
+                Some(copy) if S3Url::is_s3(copy) => remote::remove(&S3Url::parse(copy)?, s3).await?,
+                Some(copy) => verify::remove_with_manifest(Path::new(copy)).await?,
+                None => {}
             }
             records::set_pruned(db, &b.id).await?;
             tracing::info!(backup = %b.id, kind, "backup pruned");

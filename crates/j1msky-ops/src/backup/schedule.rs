@@ -9,7 +9,7 @@ use j1msky_core::Clock;
 use j1msky_db::timers::{self, Handlers, Occurrence, Recurrence};
 use j1msky_db::Db;
 
-use super::{records, retention, take, Kind, Options, Quiet, Retention};
+use super::{records, retention, take, CopyTo, Kind, Options, Quiet, Retention};
 
 /// The timer kind of the hourly backup (keyed by its hour, `2026-12-01T10`).
 pub const TIMER: &str = "ops.backup";
@@ -25,7 +25,7 @@ pub struct Schedule {
     pub url: String,
     pub clock: Arc<dyn Clock>,
     pub dir: PathBuf,
-    pub copy_to: Option<PathBuf>,
+    pub copy_to: Option<CopyTo>,
     pub keep: Retention,
 }
 
@@ -70,7 +70,12 @@ pub async fn hourly(s: &Schedule, now: i64) -> Result<(), super::BackupError> {
     let opts = Options { dir: s.dir.clone(), copy_to: s.copy_to.clone(), kind };
     let b = take(&s.db, &s.url, &opts, s.clock.as_ref(), &Quiet).await?;
     tracing::info!(backup = %b.id, kind = kind.name(), size = b.size_bytes, "backup taken");
-    retention::prune(&s.db, s.keep).await?;
+    let s3 = s.copy_to.as_ref().map(CopyTo::s3_settings).unwrap_or_default();
+    // Not retried with the hour (that would take its backup again): the next hour prunes
+    // what this one could not (a copy's store down, say).
+    if let Err(e) = retention::prune(&s.db, s.keep, &s3).await {
+        tracing::error!(error = %e, "pruning old backups; the next hour tries again");
+    }
     // Each hour's timer row is done for good once past; two days of them are kept.
     timers::prune_done(&s.db, TIMER, now - 2 * DAY).await?;
     Ok(())

@@ -23,7 +23,7 @@ pub struct Manifest {
     pub finished_at: i64,
 }
 
-fn manifest_path(file: &Path) -> PathBuf {
+pub(super) fn manifest_path(file: &Path) -> PathBuf {
     let mut name = file.as_os_str().to_os_string();
     name.push(".json");
     PathBuf::from(name)
