@@ -10,6 +10,7 @@ mod error;
 pub mod escalation;
 mod gateway;
 pub mod inprocess;
+pub mod leases;
 pub mod ledger;
 pub mod limits;
 pub mod panel;

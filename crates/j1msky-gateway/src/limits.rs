@@ -13,6 +13,7 @@ use j1msky_core::clock::SECOND;
 use j1msky_core::Money;
 use j1msky_db::{Backend, Db, DbError, Tx};
 
+use crate::leases::{self, LeaseKind, Leased, Leases};
 use crate::roundtrip::{self, Refusal};
 
 /// One clock hour, in microseconds.
@@ -68,14 +69,31 @@ impl From<sqlx::Error> for LimitError {
 pub struct Reservation {
     /// Its rows in `budget_reservations` (empty when limits are held in memory).
     pub id: String,
+    /// The budget windows reserved per call (those not taken from a slice).
     pub budgets: Vec<(String, i64)>,
     pub amount: Money,
+    /// The parts taken from this process's slices of shared limits ([`crate::leases`]).
+    pub leased: Vec<Leased>,
 }
 
 /// Counts one request against every cap and reserves `amount` in every budget, or
 /// nothing at all; `owner` names the process holding the reservation.
 pub async fn admit(
     db: &Db,
+    caps: &[Cap],
+    budgets: &[Budget],
+    amount: Money,
+    now: i64,
+    owner: &str,
+) -> Result<Reservation, LimitError> {
+    admit_leased(db, None, caps, budgets, amount, now, owner).await
+}
+
+/// As [`admit`]; on PostgreSQL with `leases`, the scopes every call shares are taken from
+/// this process's slices ([`crate::leases`]) and only the rest go to the database.
+pub(crate) async fn admit_leased(
+    db: &Db,
+    leases: Option<&Leases>,
     caps: &[Cap],
     budgets: &[Budget],
     amount: Money,
@@ -95,15 +113,32 @@ pub async fn admit(
         return Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs });
     }
     let id = j1msky_core::ids::new_id("rsv");
-    let held = |budgets: &[&Budget]| Reservation {
+    let held = |budgets: &[&Budget], leased: Vec<Leased>| Reservation {
         id: id.clone(),
         budgets: budgets.iter().map(|b| (b.scope.clone(), b.window_start)).collect(),
         amount,
+        leased,
     };
     if db.backend() == Backend::Postgres {
+        let (caps, budgets, taken) = match leases {
+            Some(leases) => match take_slices(db, leases, &caps, window, &budgets, amount, now).await {
+                Ok(split) => split,
+                Err(e) => return Err(e.into()),
+            },
+            None => (caps, budgets, Vec::new()),
+        };
+        if caps.is_empty() && budgets.is_empty() {
+            return Ok(held(&budgets, taken));
+        }
         let expires_at = now.saturating_add(RESERVATION_TTL);
-        return match roundtrip::admit(db, &caps, window, &budgets, amount, &id, owner, expires_at).await? {
-            None => Ok(held(&budgets)),
+        let answer = roundtrip::admit(db, &caps, window, &budgets, amount, &id, owner, expires_at).await;
+        if !matches!(answer, Ok(None)) {
+            if let Some(leases) = leases {
+                leases.untake(&taken).await;
+            }
+        }
+        return match answer? {
+            None => Ok(held(&budgets, taken)),
             Some(Refusal::Cap(i)) => {
                 let cap = caps.get(i).ok_or_else(|| DbError::Corrupt(format!("no cap number {i}")))?;
                 Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs })
@@ -149,7 +184,52 @@ pub async fn admit(
         .await?;
     }
     tx.commit().await?;
-    Ok(held(&budgets))
+    Ok(held(&budgets, Vec::new()))
+}
+
+/// The caps and budgets left to admit per call (still in lock order) once the shared
+/// scopes were taken from this process's slices, and what was taken.
+type Split<'a> = (Vec<&'a Cap>, Vec<&'a Budget>, Vec<Leased>);
+
+async fn take_slices<'a>(
+    db: &Db,
+    leases: &Leases,
+    caps: &[&'a Cap],
+    window: i64,
+    budgets: &[&'a Budget],
+    amount: Money,
+    now: i64,
+) -> Result<Split<'a>, DbError> {
+    let (mut per_call_caps, mut per_call_budgets, mut taken) = (Vec::new(), Vec::new(), Vec::new());
+    let wanted = caps
+        .iter()
+        .map(|c| (LeaseKind::Cap, c.scope.as_str(), window, c.cap, 1, Either::Cap(*c)))
+        .chain(budgets.iter().map(|b| {
+            (LeaseKind::Budget, b.scope.as_str(), b.window_start, b.cap.micros(), amount.micros(), Either::Budget(*b))
+        }));
+    for (kind, scope, window_start, cap, need, limit) in wanted {
+        let slice = match leases::leasable(scope) {
+            true => match leases.take(db, kind, scope, window_start, cap, need, now).await {
+                Ok(slice) => slice,
+                Err(e) => {
+                    leases.untake(&taken).await;
+                    return Err(e);
+                }
+            },
+            false => None,
+        };
+        match (slice, limit) {
+            (Some(t), _) => taken.push(t),
+            (None, Either::Cap(c)) => per_call_caps.push(c),
+            (None, Either::Budget(b)) => per_call_budgets.push(b),
+        }
+    }
+    Ok((per_call_caps, per_call_budgets, taken))
+}
+
+enum Either<'a> {
+    Cap(&'a Cap),
+    Budget(&'a Budget),
 }
 
 async fn reserve(tx: &mut Tx, b: &Budget, amount: Money, now: i64) -> Result<(), LimitError> {
@@ -240,6 +320,14 @@ pub async fn release_expired(db: &Db, now: i64) -> Result<u64, DbError> {
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
+    // Slices of shared limits (migration 0041): a budget's part goes back; a cap's calls
+    // stay counted, since nobody knows how many of them the dead process admitted.
+    let slices: Vec<(String, String, i64, i64)> =
+        sqlx::query_as("DELETE FROM limit_leases WHERE expires_at < $1 RETURNING kind, scope, window_start, amount")
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+    rows.extend(slices.into_iter().filter(|s| s.0 == "budget" && s.3 > 0).map(|(_, s, w, a)| (s, w, a)));
     // The order admissions lock budget rows in, so a sweep never deadlocks with them.
     rows.sort();
     for (scope, window_start, amount) in &rows {
