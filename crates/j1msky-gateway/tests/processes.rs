@@ -254,6 +254,13 @@ impl Fleet {
         ((spent.micros(), reserved.micros()), ledger, stats.requests)
     }
 
+    /// Slices held by any process.
+    async fn slices(&self) -> i64 {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM limit_leases").fetch_one(self.t.db.pool()).await.unwrap();
+        n
+    }
+
     /// What an owner holds in the day's budget: its reservation rows and budget slices.
     async fn held_by(&self, owner_like: &str) -> i64 {
         let (rows,): (i64,) = sqlx::query_as(
@@ -302,7 +309,11 @@ async fn the_global_hourly_cap_admits_exactly_its_number_over_two_and_four_proce
         controls::set_cap(&f.t.db, &f.catalogue, &Actor::cli(), "global", Some(25), "test", f.now).await.unwrap();
         let (ok, refused) = f.race(&format!("req_c{n}_"), 16, "code");
         assert_eq!((ok, refused), (25, 39), "{n} processes: exactly the cap");
+        if f.t.db.backend() == j1msky_db::Backend::Postgres {
+            assert!(f.slices().await >= n as i64, "{n} processes: each holds slices of the shared caps");
+        }
         f.flush();
+        assert_eq!(f.slices().await, 0, "{n} processes: every slice given back at shutdown");
         assert_eq!(limits::used_this_hour(&f.t.db, "global", f.now).await.unwrap(), 25, "{n} processes: counted once");
         let (_, (rows, _), upstream) = f.books().await;
         assert_eq!((rows, upstream), (25, 25), "{n} processes: one ledger row and one upstream call each");
