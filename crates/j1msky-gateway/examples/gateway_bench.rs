@@ -14,7 +14,8 @@
 //! With `BENCH_BARRIER=DIR`, processes started together measure the same window. With
 //! `BENCH_LEASES=0`, PostgreSQL admits the shared caps and day budget per call instead of
 //! from this process's slices (`Gateway::without_leases`, for before/after figures in one
-//! run). Each process calls for a customer of its own (`BENCH_CUSTOMER`, default the
+//! run). `BENCH_NO_CUSTOMER=1` makes calls without a customer (only the business's caps
+//! and budget apply). Each process calls for a customer of its own (`BENCH_CUSTOMER`, default the
 //! process id), as separate processes of a deployment serve different customers.
 
 // A bench stops at the first surprise: panicking shortcuts, the wall clock and untracked
@@ -134,6 +135,8 @@ async fn closed_loop(db: Db, catalogue: Arc<Catalogue>, conc: usize, secs: u64) 
         .all_providers_at(&sim.openai_base(), &sim.anthropic_base(), "bench")
         .build()?;
     let leases = std::env::var("BENCH_LEASES").map_or(true, |v| v != "0");
+    // `BENCH_NO_CUSTOMER=1`: calls of the business itself, only the shared caps and budget.
+    let with_customer = std::env::var("BENCH_NO_CUSTOMER").map_or(true, |v| v != "1");
     let gateway = Arc::new(if leases { gateway } else { gateway.without_leases() });
     let request = ChatRequest {
         system: None,
@@ -146,7 +149,7 @@ async fn closed_loop(db: Db, catalogue: Arc<Catalogue>, conc: usize, secs: u64) 
     for i in 0..conc * 4 {
         let ctx = CallContext {
             request_id: format!("req_warm_{}_{i}", std::process::id()),
-            customer_id: Some(customer.clone()),
+            customer_id: with_customer.then(|| customer.clone()),
             category: "general".into(),
             ..Default::default()
         };
@@ -167,7 +170,7 @@ async fn closed_loop(db: Db, catalogue: Arc<Catalogue>, conc: usize, secs: u64) 
             while Instant::now() < deadline {
                 let ctx = CallContext {
                     request_id: format!("req_{}_{c}_{i}", std::process::id()),
-                    customer_id: Some(customer.clone()),
+                    customer_id: with_customer.then(|| customer.clone()),
                     category: "general".into(),
                     ..Default::default()
                 };
@@ -186,7 +189,7 @@ async fn closed_loop(db: Db, catalogue: Arc<Catalogue>, conc: usize, secs: u64) 
     let cpu = cpu_seconds() - cpu_before;
     barrier("done").await;
     let mut line = format!(
-        "closed backend={} leases={leases} conc={conc} calls={calls} secs={took:.2} calls_per_sec={:.0} process_cpu_s={cpu:.2}",
+        "closed backend={} leases={leases} customer={with_customer} conc={conc} calls={calls} secs={took:.2} calls_per_sec={:.0} process_cpu_s={cpu:.2}",
         db.backend().name(),
         calls as f64 / took
     );

@@ -28,7 +28,7 @@ use j1msky_db::{Db, DbError};
 use crate::limits::RESERVATION_TTL;
 
 /// Calls a cap's slice takes at most, and calls' worth (of the asking call) a budget's.
-pub const SLICE_CALLS: i64 = 32;
+pub const SLICE_CALLS: i64 = 128;
 /// A slice takes at most this fraction of what is left in its cap or budget.
 pub const SPREAD: i64 = 8;
 /// Calls of a scope admitted per call after a slice was refused, before trying again.
@@ -263,11 +263,12 @@ impl Leases {
     /// process for dead) is forgotten, so nothing is admitted from what it no longer holds.
     pub(crate) async fn renew(&self, db: &Db, now: i64) -> Result<(), DbError> {
         let before = self.tickets.fetch_add(1, Ordering::Relaxed);
-        let ids: Vec<String> = sqlx::query_scalar("UPDATE limit_leases SET expires_at = $1 WHERE owner = $2 RETURNING id")
-            .bind(now.saturating_add(RESERVATION_TTL))
-            .bind(&self.owner)
-            .fetch_all(db.pool())
-            .await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("UPDATE limit_leases SET expires_at = $1 WHERE owner = $2 RETURNING id")
+                .bind(now.saturating_add(RESERVATION_TTL))
+                .bind(&self.owner)
+                .fetch_all(db.pool())
+                .await?;
         let ids: HashSet<String> = ids.into_iter().collect();
         let slices: Vec<Arc<tokio::sync::Mutex<Slice>>> = self.map().values().cloned().collect();
         for slice in slices {

@@ -201,12 +201,11 @@ async fn take_slices<'a>(
     now: i64,
 ) -> Result<Split<'a>, DbError> {
     let (mut per_call_caps, mut per_call_budgets, mut taken) = (Vec::new(), Vec::new(), Vec::new());
-    let wanted = caps
-        .iter()
-        .map(|c| (LeaseKind::Cap, c.scope.as_str(), window, c.cap, 1, Either::Cap(*c)))
-        .chain(budgets.iter().map(|b| {
-            (LeaseKind::Budget, b.scope.as_str(), b.window_start, b.cap.micros(), amount.micros(), Either::Budget(*b))
-        }));
+    let wanted = caps.iter().map(|c| (LeaseKind::Cap, c.scope.as_str(), window, c.cap, 1, Either::Cap(c))).chain(
+        budgets.iter().map(|b| {
+            (LeaseKind::Budget, b.scope.as_str(), b.window_start, b.cap.micros(), amount.micros(), Either::Budget(b))
+        }),
+    );
     for (kind, scope, window_start, cap, need, limit) in wanted {
         let slice = match leases::leasable(scope) {
             true => match leases.take(db, kind, scope, window_start, cap, need, now).await {

@@ -206,7 +206,10 @@ async fn what_a_dead_process_held_is_kept_until_its_lease_ends_then_released_ove
         assert!(released >= 1, "{n} processes: released once expired");
         let ((spent_after, reserved), (rows_after, _), _) = f.books(now).await;
         assert_eq!(reserved, Money::ZERO, "{n} processes: nothing held any more");
-        assert!(spent <= budget && rows == ok as i64 && sum == spent.micros(), "{n} processes: {spent} over {rows} rows");
+        assert!(
+            spent <= budget && rows == ok as i64 && sum == spent.micros(),
+            "{n} processes: {spent} over {rows} rows"
+        );
         assert_eq!((spent_after, rows_after), (spent, rows), "{n} processes: the sweep spends nothing");
         f.close().await;
     }

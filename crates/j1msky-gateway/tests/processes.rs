@@ -202,10 +202,13 @@ async fn fleet(n: usize) -> Fleet {
     let catalogue = Catalogue::from_json_str(SHIPPED).unwrap();
     // Every answer is as long as `max_tokens`, so a settled call frees too little of its
     // reservation for another to fit where the budget is concerned.
-    let sim =
-        j1msky_sim::spawn(SimConfig { answer_tokens: MAX_TOKENS, latency: Duration::from_millis(20), ..SimConfig::default() })
-            .await
-            .unwrap();
+    let sim = j1msky_sim::spawn(SimConfig {
+        answer_tokens: MAX_TOKENS,
+        latency: Duration::from_millis(20),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
     let now = SystemClock.now_micros();
     let procs = (0..n).map(|_| Proc::start(&t.url, &sim.addr.to_string(), now)).collect();
     Fleet { t, catalogue, sim, procs, now }
@@ -336,9 +339,15 @@ async fn a_process_killed_holding_a_slice_and_a_reservation_is_released_after_it
         };
         let customer = customers::create(&f.t.db, &f.catalogue, &Actor::cli(), input, f.now).await.unwrap().id;
         let month_budget = Money::from_micros(f.per_call() * 100);
-        j1msky_accounts::customer_links::set_monthly_budget(&f.t.db, &Actor::cli(), &customer, Some(month_budget), f.now)
-            .await
-            .unwrap();
+        j1msky_accounts::customer_links::set_monthly_budget(
+            &f.t.db,
+            &Actor::cli(),
+            &customer,
+            Some(month_budget),
+            f.now,
+        )
+        .await
+        .unwrap();
         // The last process admits a customer's call (a slice of the day's budget, a
         // reservation row in the customer's month) and is killed before settling it.
         let mut dead = f.procs.pop().unwrap();
