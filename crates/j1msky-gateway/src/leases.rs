@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use j1msky_core::clock::SECOND;
 use j1msky_db::{Db, DbError};
 
-use crate::limits::RESERVATION_TTL;
+use crate::admission::RESERVATION_TTL;
+pub use crate::admission::{LeaseKind, Leased};
 
 /// Calls a cap's slice takes at most, and calls' worth (of the asking call) a budget's.
 pub const SLICE_CALLS: i64 = 128;
@@ -35,36 +36,6 @@ pub const SPREAD: i64 = 8;
 pub const PER_CALL_AFTER_REFUSAL: u32 = 32;
 /// A slice nothing was taken from for this long is given back by the next sweep.
 pub const IDLE: i64 = 5 * SECOND;
-
-/// What a slice is cut from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LeaseKind {
-    /// An hourly cap's counter (`usage_counters`): calls.
-    Cap,
-    /// A budget window (`budget_windows`): micro-USD.
-    Budget,
-}
-
-impl LeaseKind {
-    fn name(self) -> &'static str {
-        match self {
-            LeaseKind::Cap => "cap",
-            LeaseKind::Budget => "budget",
-        }
-    }
-}
-
-/// The part of one call's admission taken from a slice.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Leased {
-    pub kind: LeaseKind,
-    pub scope: String,
-    pub window_start: i64,
-    /// The lease (`limit_leases.id`) it was taken from.
-    pub lease: String,
-    /// Calls (a cap) or micro-USD (a budget).
-    pub amount: i64,
-}
 
 /// Whether a scope is shared by every call (and so worth slicing): not a customer's own.
 pub fn leasable(scope: &str) -> bool {

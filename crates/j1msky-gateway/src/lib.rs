@@ -2,6 +2,7 @@
 //! hourly caps and budgets, sent with retries, fallbacks and a circuit breaker, and
 //! written to the cost ledger.
 
+mod admission;
 pub mod breaker;
 mod builder;
 pub mod chat;

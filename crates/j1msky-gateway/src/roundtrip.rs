@@ -12,9 +12,8 @@ use j1msky_core::Money;
 use j1msky_db::{Db, DbError};
 use serde_json::json;
 
-use crate::leases::LeaseKind;
+use crate::admission::{Budget, Cap, LeaseKind, LimitError, Reservation};
 use crate::ledger::Attempt;
-use crate::limits::{Budget, Cap, LimitError, Reservation};
 
 /// Why `j1msky_admit` refused: the index of the cap or budget, and for a budget what was
 /// committed in it.
