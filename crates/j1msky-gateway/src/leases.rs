@@ -54,6 +54,8 @@ struct Slice {
     ticket: u64,
     /// Calls still to admit per call before asking for a slice again.
     per_call: u32,
+    /// The cap or budget it was cut from.
+    cap: i64,
 }
 
 type Key = (LeaseKind, String, i64);
@@ -86,6 +88,7 @@ impl Leases {
                     last_take: 0,
                     ticket: 0,
                     per_call: 0,
+                    cap: 0,
                 }))
             })
             .clone()
@@ -117,6 +120,16 @@ impl Leases {
             }
         };
         drop(slice);
+        if s.cap != cap {
+            // The operator changed the limit: what the slice holds was cut from the old
+            // one, so it goes back and the new limit decides from here on.
+            if s.free > 0 {
+                give_back(db, &s.id, s.free).await?;
+                s.free = 0;
+            }
+            s.cap = cap;
+            s.per_call = 0;
+        }
         if s.free < need {
             if s.per_call > 0 {
                 s.per_call -= 1;

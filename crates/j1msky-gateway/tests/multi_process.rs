@@ -214,3 +214,21 @@ async fn what_a_dead_process_held_is_kept_until_its_lease_ends_then_released_ove
         f.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_cap_applies_at_once_to_what_a_slice_still_holds() {
+    let clock = ManualClock::new(SystemClock.now_micros());
+    let f = fleet(1, Arc::new(clock.clone())).await;
+    let now = clock.now_micros();
+    controls::set_cap(&f.t.db, &f.catalogue, &Actor::cli(), "global", Some(1000), "test", now).await.expect("cap");
+    let (ok, _) = f.race(5, "req_low_a", 16, "code").await;
+    assert_eq!(ok, 5);
+    // On PostgreSQL the process now holds a slice of the cap with calls to spare.
+    controls::set_cap(&f.t.db, &f.catalogue, &Actor::cli(), "global", Some(5), "test", now).await.expect("cap");
+    f.gateways[0].controls_changed();
+    let (ok, refused) = f.race(3, "req_low_b", 16, "code").await;
+    assert_eq!((ok, refused), (0, 3), "the new cap decides, not the slice taken under the old one");
+    f.flush().await;
+    assert_eq!(limits::used_this_hour(&f.t.db, "global", now).await.expect("used"), 5);
+    f.close().await;
+}
