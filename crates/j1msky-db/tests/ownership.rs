@@ -32,6 +32,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("usage_counters", "j1msky-gateway"),
     ("budget_windows", "j1msky-gateway"),
     ("budget_reservations", "j1msky-gateway"),
+    ("limit_leases", "j1msky-gateway"),
     ("llm_calls", "j1msky-gateway"),
     ("tasks", "j1msky-tasks"),
     ("task_steps", "j1msky-tasks"),

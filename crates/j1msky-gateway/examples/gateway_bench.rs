@@ -11,7 +11,12 @@
 //! gateway_bench prepare URL               only makes the bench customer (for several processes)
 //! ```
 //!
-//! With `BENCH_BARRIER=DIR`, processes started together measure the same window.
+//! With `BENCH_BARRIER=DIR`, processes started together measure the same window. With
+//! `BENCH_LEASES=0`, PostgreSQL admits the shared caps and day budget per call instead of
+//! from this process's slices (`Gateway::without_leases`, for before/after figures in one
+//! run). `BENCH_NO_CUSTOMER=1` makes calls without a customer (only the business's caps
+//! and budget apply). Each process calls for a customer of its own (`BENCH_CUSTOMER`, default the
+//! process id), as separate processes of a deployment serve different customers.
 
 // A bench stops at the first surprise: panicking shortcuts, the wall clock and untracked
 // tasks are fine here (see [workspace.lints] in Cargo.toml).
@@ -38,9 +43,9 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T,
 
 /// The bench customer (made once per database): active Pro, a monthly budget, and caps and
 /// budgets that never bind (the checks still run on every call).
-async fn prepare(db: &Db, catalogue: &Catalogue) -> Result<String, Error> {
+async fn prepare(db: &Db, catalogue: &Catalogue, name: &str) -> Result<String, Error> {
     let existing: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM customers WHERE name = 'Gateway bench'").fetch_optional(db.pool()).await?;
+        sqlx::query_as("SELECT id FROM customers WHERE name = $1").bind(name).fetch_optional(db.pool()).await?;
     if let Some((id,)) = existing {
         return Ok(id);
     }
@@ -50,7 +55,7 @@ async fn prepare(db: &Db, catalogue: &Catalogue) -> Result<String, Error> {
         catalogue,
         &Actor::cli(),
         NewCustomer {
-            name: "Gateway bench".into(),
+            name: name.into(),
             stage: Some(Stage::Active),
             plan: Some("pro".into()),
             ..NewCustomer::default()
@@ -119,14 +124,20 @@ async fn barrier(stage: &str) {
     }
 }
 
+fn customer_name() -> String {
+    format!("Gateway bench {}", std::env::var("BENCH_CUSTOMER").unwrap_or_else(|_| std::process::id().to_string()))
+}
+
 async fn closed_loop(db: Db, catalogue: Arc<Catalogue>, conc: usize, secs: u64) -> Result<(), Error> {
-    let customer = prepare(&db, &catalogue).await?;
+    let customer = prepare(&db, &catalogue, &customer_name()).await?;
     let sim = j1msky_sim::spawn(j1msky_sim::SimConfig { latency: Duration::ZERO, ..Default::default() }).await?;
-    let gateway = Arc::new(
-        Gateway::builder(db.clone(), catalogue.clone())
-            .all_providers_at(&sim.openai_base(), &sim.anthropic_base(), "bench")
-            .build()?,
-    );
+    let gateway = Gateway::builder(db.clone(), catalogue.clone())
+        .all_providers_at(&sim.openai_base(), &sim.anthropic_base(), "bench")
+        .build()?;
+    let leases = std::env::var("BENCH_LEASES").map_or(true, |v| v != "0");
+    // `BENCH_NO_CUSTOMER=1`: calls of the business itself, only the shared caps and budget.
+    let with_customer = std::env::var("BENCH_NO_CUSTOMER").map_or(true, |v| v != "1");
+    let gateway = Arc::new(if leases { gateway } else { gateway.without_leases() });
     let request = ChatRequest {
         system: None,
         turns: vec![Turn { speaker: Speaker::User, text: "Summarise the quarter in one line".into() }],
@@ -138,7 +149,7 @@ async fn closed_loop(db: Db, catalogue: Arc<Catalogue>, conc: usize, secs: u64) 
     for i in 0..conc * 4 {
         let ctx = CallContext {
             request_id: format!("req_warm_{}_{i}", std::process::id()),
-            customer_id: Some(customer.clone()),
+            customer_id: with_customer.then(|| customer.clone()),
             category: "general".into(),
             ..Default::default()
         };
@@ -159,7 +170,7 @@ async fn closed_loop(db: Db, catalogue: Arc<Catalogue>, conc: usize, secs: u64) 
             while Instant::now() < deadline {
                 let ctx = CallContext {
                     request_id: format!("req_{}_{c}_{i}", std::process::id()),
-                    customer_id: Some(customer.clone()),
+                    customer_id: with_customer.then(|| customer.clone()),
                     category: "general".into(),
                     ..Default::default()
                 };
@@ -178,7 +189,7 @@ async fn closed_loop(db: Db, catalogue: Arc<Catalogue>, conc: usize, secs: u64) 
     let cpu = cpu_seconds() - cpu_before;
     barrier("done").await;
     let mut line = format!(
-        "closed backend={} conc={conc} calls={calls} secs={took:.2} calls_per_sec={:.0} process_cpu_s={cpu:.2}",
+        "closed backend={} leases={leases} customer={with_customer} conc={conc} calls={calls} secs={took:.2} calls_per_sec={:.0} process_cpu_s={cpu:.2}",
         db.backend().name(),
         calls as f64 / took
     );
@@ -205,7 +216,7 @@ async fn main() -> Result<(), Error> {
     let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED)?);
     match mode.as_str() {
         "closed" => closed_loop(db, catalogue, arg(&args, 3, "callers")?, arg(&args, 4, "seconds")?).await?,
-        "prepare" => println!("{}", prepare(&db, &catalogue).await?),
+        "prepare" => println!("{}", prepare(&db, &catalogue, &customer_name()).await?),
         other => return Err(format!("unknown mode {other}").into()),
     }
     Ok(())

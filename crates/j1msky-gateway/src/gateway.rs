@@ -18,6 +18,7 @@ use crate::breaker::Breakers;
 use crate::chat::{ChatRequest, ChatResponse, Usage};
 use crate::controls::{ControlCache, Controls};
 use crate::inprocess::InProcess;
+use crate::leases::Leases;
 use crate::ledger::{self, Attempt};
 use crate::limits::{self, Budget, Cap, Reservation};
 use crate::policy::{self, Route};
@@ -123,6 +124,8 @@ pub struct Gateway {
     owner: String,
     /// Group commit of settlements when limits are shared on PostgreSQL (started on first use).
     settler: std::sync::OnceLock<Arc<Settler>>,
+    /// This process's slices of the shared caps and day budget (PostgreSQL, [`crate::leases`]).
+    leases: Option<Arc<Leases>>,
 }
 
 impl Gateway {
@@ -137,6 +140,8 @@ impl Gateway {
         retry: RetryPolicy,
     ) -> Gateway {
         let providers = ProviderSet::new(&catalogue, overrides, timeouts);
+        let owner = format!("{}-{}", std::process::id(), j1msky_core::ids::new_id("gw"));
+        let leases = (db.backend() == j1msky_db::Backend::Postgres).then(|| Arc::new(Leases::new(&owner)));
         Gateway {
             db,
             catalogue,
@@ -148,8 +153,9 @@ impl Gateway {
             in_process: None,
             terms: TermsCache::default(),
             raised: Default::default(),
-            owner: format!("{}-{}", std::process::id(), j1msky_core::ids::new_id("gw")),
+            owner,
             settler: std::sync::OnceLock::new(),
+            leases,
         }
     }
 
@@ -167,6 +173,13 @@ impl Gateway {
         Ok(self)
     }
 
+    /// Admits every call's shared caps and day budget in the database one by one instead
+    /// of from slices held by this process (the path before slices; for comparison).
+    pub fn without_leases(mut self) -> Gateway {
+        self.leases = None;
+        self
+    }
+
     /// Renews this process's own reservation leases, then releases the database
     /// reservations of processes that died (their leases ran out); nothing to do when
     /// limits are held in memory. Returns how many were released.
@@ -176,6 +189,10 @@ impl Gateway {
         }
         let now = self.clock.now_micros();
         limits::renew(&self.db, &self.owner, now).await?;
+        if let Some(leases) = &self.leases {
+            leases.renew(&self.db, now).await?;
+            leases.give_back_idle(&self.db, now, false).await?;
+        }
         Ok(limits::release_expired(&self.db, now).await?)
     }
 
@@ -198,7 +215,9 @@ impl Gateway {
         self.in_process.as_ref().and_then(|ip| ip.reserved(scope, window_start))
     }
 
-    /// Everything reserved by calls in flight and not yet settled, in every budget.
+    /// Everything reserved by calls in flight and not yet settled, in every budget (with
+    /// shared limits, less the unused part of this process's own slices; other processes'
+    /// slices count as reserved).
     pub async fn reserved_now(&self) -> Result<Money, GatewayError> {
         if let Some(ip) = &self.in_process {
             return Ok(ip.reserved_total());
@@ -207,14 +226,24 @@ impl Gateway {
             sqlx::query_as("SELECT CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT) FROM budget_windows")
                 .fetch_one(self.db.pool())
                 .await?;
-        Ok(Money::from_micros(n))
+        let unused = match &self.leases {
+            Some(leases) => leases.unused_budget().await,
+            None => 0,
+        };
+        Ok(Money::from_micros(n - unused))
     }
 
     /// Waits until every ledger row and usage count of calls finished so far is in the
-    /// database (immediate with shared limits).
+    /// database (immediate with shared limits), and gives back what this process's slices
+    /// of shared limits hold unused.
     pub async fn flush(&self) {
         if let Some(ip) = &self.in_process {
             ip.flush().await;
+        }
+        if let Some(leases) = &self.leases {
+            if let Err(e) = leases.give_back_idle(&self.db, self.clock.now_micros(), true).await {
+                tracing::error!(error = %e, "cannot give back the unused slices of shared limits");
+            }
         }
     }
 
@@ -340,7 +369,10 @@ impl Gateway {
             .unwrap_or(Money::ZERO);
         let admitted = match &self.in_process {
             Some(ip) => ip.admit(&self.db, &caps, &budgets, amount, now).await,
-            None => limits::admit(&self.db, &caps, &budgets, amount, now, &self.owner).await,
+            None => {
+                let leases = self.leases.as_deref();
+                limits::admit_leased(&self.db, leases, &caps, &budgets, amount, now, &self.owner).await
+            }
         };
         if let Err(limits::LimitError::Backlog { unflushed }) = &admitted {
             escalation::ledger_backlog(self, *unflushed).await;
@@ -541,7 +573,7 @@ impl Gateway {
         if let Some(ip) = &self.in_process {
             ip.settle(reservation, total, attempts);
         } else if self.db.backend() == j1msky_db::Backend::Postgres {
-            let settler = self.settler.get_or_init(|| Settler::start(self.db.clone()));
+            let settler = self.settler.get_or_init(|| Settler::start(self.db.clone(), self.leases.clone()));
             let job = Settlement { reservation: reservation.clone(), actual: total, attempts: attempts.to_vec() };
             let (day, _) = windows::day(self.tz(), self.clock.now_micros());
             day_spent = settler

@@ -187,6 +187,7 @@ impl InProcess {
             id: String::new(),
             budgets: budgets.iter().map(|b| (b.scope.clone(), b.window_start)).collect(),
             amount,
+            leased: Vec::new(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! hourly caps and budgets, sent with retries, fallbacks and a circuit breaker, and
 //! written to the cost ledger.
 
+mod admission;
 pub mod breaker;
 mod builder;
 pub mod chat;
@@ -10,6 +11,7 @@ mod error;
 pub mod escalation;
 mod gateway;
 pub mod inprocess;
+pub mod leases;
 pub mod ledger;
 pub mod limits;
 pub mod panel;

@@ -13,69 +13,28 @@ use j1msky_core::clock::SECOND;
 use j1msky_core::Money;
 use j1msky_db::{Backend, Db, DbError, Tx};
 
+pub use crate::admission::{Budget, Cap, LimitError, Reservation, HOUR, RESERVATION_RENEW_EVERY, RESERVATION_TTL};
+use crate::leases::{self, LeaseKind, Leased, Leases};
 use crate::roundtrip::{self, Refusal};
-
-/// One clock hour, in microseconds.
-pub const HOUR: i64 = 3600 * SECOND;
-
-/// How long a reservation lease in the database lasts without renewal. A live owner
-/// renews its leases every [`RESERVATION_RENEW_EVERY`], so a long call keeps its
-/// reservation; a dead owner's leases run out within this.
-pub const RESERVATION_TTL: i64 = 2 * 60 * SECOND;
-/// How often a live process renews its reservation leases (a quarter of the lease, so
-/// three renewals can be missed before another process may release them).
-pub const RESERVATION_RENEW_EVERY: i64 = 30 * SECOND;
-
-/// A cap to respect: at most `cap` requests per clock hour in `scope`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cap {
-    pub scope: String,
-    pub cap: i64,
-}
-
-/// A budget window to reserve from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Budget {
-    pub scope: String,
-    pub window_start: i64,
-    pub window_end: i64,
-    pub cap: Money,
-}
-
-/// Why a request was not admitted.
-#[derive(Debug, thiserror::Error)]
-pub enum LimitError {
-    #[error("hourly cap reached for {scope} ({cap} requests/hour); retry in {retry_after_secs} s")]
-    Cap { scope: String, cap: i64, retry_after_secs: u64 },
-    #[error("budget exhausted for {scope}: {cap} cap, {committed} committed, this request may cost up to {asked}")]
-    Budget { scope: String, cap: Money, committed: Money, asked: Money, retry_after_secs: u64 },
-    /// The cost ledger cannot be written: calls wait until it can, so a crash meanwhile
-    /// cannot lose more than a bounded number of ledger rows.
-    #[error("the cost ledger is not being written ({unflushed} rows waiting); calls are paused until it is")]
-    Backlog { unflushed: usize },
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-impl From<sqlx::Error> for LimitError {
-    fn from(e: sqlx::Error) -> Self {
-        LimitError::Db(DbError::Sqlx(e))
-    }
-}
-
-/// A held admission: the budget reserved for one request, to settle after the call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
-    /// Its rows in `budget_reservations` (empty when limits are held in memory).
-    pub id: String,
-    pub budgets: Vec<(String, i64)>,
-    pub amount: Money,
-}
 
 /// Counts one request against every cap and reserves `amount` in every budget, or
 /// nothing at all; `owner` names the process holding the reservation.
 pub async fn admit(
     db: &Db,
+    caps: &[Cap],
+    budgets: &[Budget],
+    amount: Money,
+    now: i64,
+    owner: &str,
+) -> Result<Reservation, LimitError> {
+    admit_leased(db, None, caps, budgets, amount, now, owner).await
+}
+
+/// As [`admit`]; on PostgreSQL with `leases`, the scopes every call shares are taken from
+/// this process's slices ([`crate::leases`]) and only the rest go to the database.
+pub(crate) async fn admit_leased(
+    db: &Db,
+    leases: Option<&Leases>,
     caps: &[Cap],
     budgets: &[Budget],
     amount: Money,
@@ -95,15 +54,32 @@ pub async fn admit(
         return Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs });
     }
     let id = j1msky_core::ids::new_id("rsv");
-    let held = |budgets: &[&Budget]| Reservation {
+    let held = |budgets: &[&Budget], leased: Vec<Leased>| Reservation {
         id: id.clone(),
         budgets: budgets.iter().map(|b| (b.scope.clone(), b.window_start)).collect(),
         amount,
+        leased,
     };
     if db.backend() == Backend::Postgres {
+        let (caps, budgets, taken) = match leases {
+            Some(leases) => match take_slices(db, leases, &caps, window, &budgets, amount, now).await {
+                Ok(split) => split,
+                Err(e) => return Err(e.into()),
+            },
+            None => (caps, budgets, Vec::new()),
+        };
+        if caps.is_empty() && budgets.is_empty() {
+            return Ok(held(&budgets, taken));
+        }
         let expires_at = now.saturating_add(RESERVATION_TTL);
-        return match roundtrip::admit(db, &caps, window, &budgets, amount, &id, owner, expires_at).await? {
-            None => Ok(held(&budgets)),
+        let answer = roundtrip::admit(db, &caps, window, &budgets, amount, &id, owner, expires_at).await;
+        if !matches!(answer, Ok(None)) {
+            if let Some(leases) = leases {
+                leases.untake(&taken).await;
+            }
+        }
+        return match answer? {
+            None => Ok(held(&budgets, taken)),
             Some(Refusal::Cap(i)) => {
                 let cap = caps.get(i).ok_or_else(|| DbError::Corrupt(format!("no cap number {i}")))?;
                 Err(LimitError::Cap { scope: cap.scope.clone(), cap: cap.cap, retry_after_secs })
@@ -149,7 +125,51 @@ pub async fn admit(
         .await?;
     }
     tx.commit().await?;
-    Ok(held(&budgets))
+    Ok(held(&budgets, Vec::new()))
+}
+
+/// The caps and budgets left to admit per call (still in lock order) once the shared
+/// scopes were taken from this process's slices, and what was taken.
+type Split<'a> = (Vec<&'a Cap>, Vec<&'a Budget>, Vec<Leased>);
+
+async fn take_slices<'a>(
+    db: &Db,
+    leases: &Leases,
+    caps: &[&'a Cap],
+    window: i64,
+    budgets: &[&'a Budget],
+    amount: Money,
+    now: i64,
+) -> Result<Split<'a>, DbError> {
+    let (mut per_call_caps, mut per_call_budgets, mut taken) = (Vec::new(), Vec::new(), Vec::new());
+    let wanted = caps.iter().map(|c| (LeaseKind::Cap, c.scope.as_str(), window, c.cap, 1, Either::Cap(c))).chain(
+        budgets.iter().map(|b| {
+            (LeaseKind::Budget, b.scope.as_str(), b.window_start, b.cap.micros(), amount.micros(), Either::Budget(b))
+        }),
+    );
+    for (kind, scope, window_start, cap, need, limit) in wanted {
+        let slice = match leases::leasable(scope) {
+            true => match leases.take(db, kind, scope, window_start, cap, need, now).await {
+                Ok(slice) => slice,
+                Err(e) => {
+                    leases.untake(&taken).await;
+                    return Err(e);
+                }
+            },
+            false => None,
+        };
+        match (slice, limit) {
+            (Some(t), _) => taken.push(t),
+            (None, Either::Cap(c)) => per_call_caps.push(c),
+            (None, Either::Budget(b)) => per_call_budgets.push(b),
+        }
+    }
+    Ok((per_call_caps, per_call_budgets, taken))
+}
+
+enum Either<'a> {
+    Cap(&'a Cap),
+    Budget(&'a Budget),
 }
 
 async fn reserve(tx: &mut Tx, b: &Budget, amount: Money, now: i64) -> Result<(), LimitError> {
@@ -240,6 +260,14 @@ pub async fn release_expired(db: &Db, now: i64) -> Result<u64, DbError> {
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
+    // Slices of shared limits (migration 0041): a budget's part goes back; a cap's calls
+    // stay counted, since nobody knows how many of them the dead process admitted.
+    let slices: Vec<(String, String, i64, i64)> =
+        sqlx::query_as("DELETE FROM limit_leases WHERE expires_at < $1 RETURNING kind, scope, window_start, amount")
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+    rows.extend(slices.into_iter().filter(|s| s.0 == "budget" && s.3 > 0).map(|(_, s, w, a)| (s, w, a)));
     // The order admissions lock budget rows in, so a sweep never deadlocks with them.
     rows.sort();
     for (scope, window_start, amount) in &rows {

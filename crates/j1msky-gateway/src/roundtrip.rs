@@ -12,8 +12,8 @@ use j1msky_core::Money;
 use j1msky_db::{Db, DbError};
 use serde_json::json;
 
+use crate::admission::{Budget, Cap, LeaseKind, LimitError, Reservation};
 use crate::ledger::Attempt;
-use crate::limits::{Budget, Cap, LimitError, Reservation};
 
 /// Why `j1msky_admit` refused: the index of the cap or budget, and for a budget what was
 /// committed in it.
@@ -88,6 +88,10 @@ pub(crate) async fn settle(db: &Db, batch: &[Settlement]) -> Result<Vec<Spent>, 
     for s in batch {
         for (scope, window) in &s.reservation.budgets {
             settle.push(json!({"id": s.reservation.id, "s": scope, "w": window, "a": s.actual.micros()}));
+        }
+        // Parts taken from a budget slice turn that much of the slice into spend (0041).
+        for l in s.reservation.leased.iter().filter(|l| l.kind == LeaseKind::Budget) {
+            settle.push(json!({"l": l.lease, "s": l.scope, "w": l.window_start, "a": s.actual.micros()}));
         }
         rows.extend(s.attempts.iter().map(ledger_row));
     }

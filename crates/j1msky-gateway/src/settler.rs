@@ -14,6 +14,7 @@ use std::sync::Arc;
 use j1msky_db::{Db, DbError};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::leases::Leases;
 use crate::roundtrip::{self, Settlement, Spent};
 
 /// Calls settled in one statement at most.
@@ -27,13 +28,14 @@ pub(crate) struct Settler {
 }
 
 impl Settler {
-    /// Starts the writer on `db`; it ends when the settler is dropped.
-    pub(crate) fn start(db: Db) -> Arc<Settler> {
+    /// Starts the writer on `db`; it ends when the settler is dropped. A settled call's
+    /// unspent reservation goes back to the slices of `leases` it was taken from.
+    pub(crate) fn start(db: Db, leases: Option<Arc<Leases>>) -> Arc<Settler> {
         let (queue, rx) = mpsc::unbounded_channel();
         // Tracked through its channel: every job's caller awaits its own reply, and the
         // loop ends (after answering what it holds) when the Settler drops.
         #[allow(clippy::disallowed_methods)]
-        tokio::spawn(write_loop(db, rx));
+        tokio::spawn(write_loop(db, leases, rx));
         Arc::new(Settler { queue })
     }
 
@@ -49,7 +51,7 @@ impl Settler {
     }
 }
 
-async fn write_loop(db: Db, mut rx: mpsc::UnboundedReceiver<(Settlement, Reply)>) {
+async fn write_loop(db: Db, leases: Option<Arc<Leases>>, mut rx: mpsc::UnboundedReceiver<(Settlement, Reply)>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -61,7 +63,8 @@ async fn write_loop(db: Db, mut rx: mpsc::UnboundedReceiver<(Settlement, Reply)>
         let batch: Vec<Settlement> = jobs.iter().map(|(s, _)| s.clone()).collect();
         match roundtrip::settle(&db, &batch).await {
             Ok(spent) => {
-                for (_, reply) in jobs {
+                for (job, reply) in jobs {
+                    settled(leases.as_deref(), &job).await;
                     let _ = reply.send(Ok(spent.clone()));
                 }
             }
@@ -69,6 +72,9 @@ async fn write_loop(db: Db, mut rx: mpsc::UnboundedReceiver<(Settlement, Reply)>
                 tracing::warn!(error = %e, calls = jobs.len(), "a settlement batch failed; settling its calls one by one");
                 for (job, reply) in jobs {
                     let result = roundtrip::settle(&db, std::slice::from_ref(&job)).await;
+                    if result.is_ok() {
+                        settled(leases.as_deref(), &job).await;
+                    }
                     let _ = reply.send(result.map_err(|e| e.to_string()));
                 }
             }
@@ -78,5 +84,12 @@ async fn write_loop(db: Db, mut rx: mpsc::UnboundedReceiver<(Settlement, Reply)>
                 }
             }
         }
+    }
+}
+
+/// Gives a committed call's unspent reservation back to its slices.
+async fn settled(leases: Option<&Leases>, job: &Settlement) {
+    if let Some(leases) = leases {
+        leases.settled(&job.reservation.leased, job.actual.micros()).await;
     }
 }

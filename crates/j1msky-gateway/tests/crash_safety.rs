@@ -49,8 +49,10 @@ fn gateway_with(
         .expect("gateway")
 }
 
+/// Shared limits admitted per call (reservation rows), the path these tests exercise; the
+/// crash rules of slices (`leases`) are tested in `processes.rs` and `multi_process.rs`.
 fn gateway(t: &TestDb, catalogue: &Arc<Catalogue>, sim: &j1msky_sim::Running, clock: Arc<dyn Clock>) -> Gateway {
-    gateway_with(t, catalogue, sim, clock, Limits::Shared)
+    gateway_with(t, catalogue, sim, clock, Limits::Shared).without_leases()
 }
 
 async fn setup() -> (TestDb, Arc<Catalogue>, j1msky_sim::Running) {

@@ -1,0 +1,293 @@
+//! Slices of the hot shared limits, held per process (PostgreSQL only). Every call counts
+//! against the global and provider hourly caps and reserves from the day's budget: one row
+//! each that every process would otherwise update on every call. Instead a process takes a
+//! slice in one statement (`j1msky_lease_take`, migration 0041: N calls of a cap, M
+//! micro-USD of a budget, already counted in the shared row), admits its calls from the
+//! slice in memory, and gives back what it did not use when the slice goes idle, at the
+//! end of its window or at shutdown (`j1msky_lease_return`). The total stays exact: what a
+//! slice holds is counted in the shared row, so no process can admit it twice.
+//!
+//! Near a limit the slices shrink (a slice takes at most 1/[`SPREAD`] of what is left) and
+//! once even one call's worth is more than that, the process gives its slice back and
+//! admits that scope per call through `j1msky_admit` for the next
+//! [`PER_CALL_AFTER_REFUSAL`] calls: the last calls of an hour or a budget are decided one
+//! by one on the shared row, as without slices.
+//!
+//! A slice is a row of `limit_leases` naming its owner and expiry, renewed with the
+//! owner's reservations; a dead process's budget slices are released by the sweeper when
+//! they expire ([`crate::limits::release_expired`]). Per-customer caps and budgets are
+//! not leased: each is touched only by its own customer's calls.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use j1msky_core::clock::SECOND;
+use j1msky_db::{Db, DbError};
+
+use crate::admission::RESERVATION_TTL;
+pub use crate::admission::{LeaseKind, Leased};
+
+/// Calls a cap's slice takes at most, and calls' worth (of the asking call) a budget's.
+pub const SLICE_CALLS: i64 = 128;
+/// A slice takes at most this fraction of what is left in its cap or budget.
+pub const SPREAD: i64 = 8;
+/// Calls of a scope admitted per call after a slice was refused, before trying again.
+pub const PER_CALL_AFTER_REFUSAL: u32 = 32;
+/// A slice nothing was taken from for this long is given back by the next sweep.
+pub const IDLE: i64 = 5 * SECOND;
+
+/// Whether a scope is shared by every call (and so worth slicing): not a customer's own.
+pub fn leasable(scope: &str) -> bool {
+    !scope.starts_with("customer:")
+}
+
+/// This process's part of one lease.
+struct Slice {
+    id: String,
+    /// Unused, ready for the next call.
+    free: i64,
+    /// Reserved by calls admitted from it and not settled yet (budgets only).
+    held: i64,
+    last_take: i64,
+    /// When it was last topped up, in [`Leases::tickets`]' order.
+    ticket: u64,
+    /// Calls still to admit per call before asking for a slice again.
+    per_call: u32,
+    /// The cap or budget it was cut from.
+    cap: i64,
+}
+
+type Key = (LeaseKind, String, i64);
+
+/// The slices one gateway holds.
+pub(crate) struct Leases {
+    owner: String,
+    slices: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Slice>>>>,
+    tickets: AtomicU64,
+}
+
+impl Leases {
+    /// No slices yet; `owner` names this process's rows (as its reservations').
+    pub(crate) fn new(owner: &str) -> Leases {
+        Leases { owner: owner.to_string(), slices: Mutex::default(), tickets: AtomicU64::new(1) }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<tokio::sync::Mutex<Slice>>>> {
+        self.slices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slice(&self, key: &Key) -> Arc<tokio::sync::Mutex<Slice>> {
+        self.map()
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Slice {
+                    id: j1msky_core::ids::new_id("lse"),
+                    free: 0,
+                    held: 0,
+                    last_take: 0,
+                    ticket: 0,
+                    per_call: 0,
+                    cap: 0,
+                }))
+            })
+            .clone()
+    }
+
+    /// Takes `need` (1 call of a cap, a call's reservation of a budget) from this
+    /// process's slice, topping it up in one statement when short; `None` when the scope is
+    /// too near its limit for slices and must be admitted per call.
+    #[allow(clippy::too_many_arguments)] // the lease's coordinates, one for one
+    pub(crate) async fn take(
+        &self,
+        db: &Db,
+        kind: LeaseKind,
+        scope: &str,
+        window_start: i64,
+        cap: i64,
+        need: i64,
+        now: i64,
+    ) -> Result<Option<Leased>, DbError> {
+        let key = (kind, scope.to_string(), window_start);
+        // Held across the top-up: the calls that find the slice empty wait for one
+        // statement instead of each sending their own.
+        let (slice, mut s) = loop {
+            let slice = self.slice(&key);
+            let s = slice.clone().lock_owned().await;
+            // A slice forgotten by an idle sweep while this call waited is not used again.
+            if self.map().get(&key).is_some_and(|current| Arc::ptr_eq(current, &slice)) {
+                break (slice, s);
+            }
+        };
+        drop(slice);
+        if s.cap != cap {
+            // The operator changed the limit: what the slice holds was cut from the old
+            // one, so it goes back and the new limit decides from here on.
+            if s.free > 0 {
+                give_back(db, &s.id, s.free).await?;
+                s.free = 0;
+            }
+            s.cap = cap;
+            s.per_call = 0;
+        }
+        if s.free < need {
+            if s.per_call > 0 {
+                s.per_call -= 1;
+                return Ok(None);
+            }
+            let short = need - s.free;
+            let want = match kind {
+                LeaseKind::Cap => SLICE_CALLS,
+                LeaseKind::Budget => need.saturating_mul(SLICE_CALLS),
+            }
+            .max(short);
+            let granted: i64 = sqlx::query_scalar("SELECT j1msky_lease_take($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                .bind(&s.id)
+                .bind(kind.name())
+                .bind(scope)
+                .bind(window_start)
+                .bind(cap)
+                .bind(short)
+                .bind(want)
+                .bind(SPREAD)
+                .bind(&self.owner)
+                .bind(now.saturating_add(RESERVATION_TTL))
+                .fetch_one(db.pool())
+                .await?;
+            if granted < short {
+                // Too near the limit for slices: what this one holds goes back, so the
+                // per-call admissions (of every process) can use it.
+                if s.free > 0 {
+                    give_back(db, &s.id, s.free).await?;
+                    s.free = 0;
+                }
+                s.per_call = PER_CALL_AFTER_REFUSAL;
+                return Ok(None);
+            }
+            s.free += granted;
+            s.ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        }
+        s.free -= need;
+        if kind == LeaseKind::Budget {
+            s.held += need;
+        }
+        s.last_take = now;
+        Ok(Some(Leased { kind, scope: key.1, window_start, lease: s.id.clone(), amount: need }))
+    }
+
+    /// Puts back what a call took when a later limit refused it.
+    pub(crate) async fn untake(&self, taken: &[Leased]) {
+        for t in taken {
+            let slice = self.slice(&(t.kind, t.scope.clone(), t.window_start));
+            let mut s = slice.lock().await;
+            // A slice the sweeper released (and this process replaced) has nothing to put back.
+            if s.id == t.lease {
+                s.free += t.amount;
+                if t.kind == LeaseKind::Budget {
+                    s.held -= t.amount;
+                }
+            }
+        }
+    }
+
+    /// After a call's settlement committed: `actual` of each budget part became spend, the
+    /// rest of its reservation is free again in the slice.
+    pub(crate) async fn settled(&self, leased: &[Leased], actual: i64) {
+        for t in leased.iter().filter(|t| t.kind == LeaseKind::Budget) {
+            let slice = self.slice(&(t.kind, t.scope.clone(), t.window_start));
+            let mut s = slice.lock().await;
+            if s.id == t.lease {
+                s.held -= t.amount;
+                s.free += t.amount - actual.min(t.amount);
+            }
+        }
+    }
+
+    /// Gives back the unused part of every slice idle since [`IDLE`] (every slice when
+    /// `all`, at shutdown), and forgets those with nothing left. Returns how many slices
+    /// gave something back.
+    pub(crate) async fn give_back_idle(&self, db: &Db, now: i64, all: bool) -> Result<usize, DbError> {
+        let slices: Vec<(Key, Arc<tokio::sync::Mutex<Slice>>)> =
+            self.map().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut gave = 0;
+        for (key, slice) in slices {
+            let mut s = slice.lock().await;
+            if !all && now.saturating_sub(s.last_take) < IDLE {
+                continue;
+            }
+            if s.free > 0 || s.held == 0 {
+                // With nothing free this only ends the lease row, before the slice is forgotten.
+                give_back(db, &s.id, s.free).await?;
+                gave += usize::from(s.free > 0);
+                s.free = 0;
+            }
+            if s.held == 0 {
+                // Removed under the slice's lock: a call waiting for it sees it gone and
+                // starts a new one.
+                self.map().remove(&key);
+            }
+        }
+        Ok(gave)
+    }
+
+    /// The unused micro-USD of this process's budget slices.
+    pub(crate) async fn unused_budget(&self) -> i64 {
+        let slices: Vec<(Key, Arc<tokio::sync::Mutex<Slice>>)> =
+            self.map().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut unused = 0;
+        for (key, slice) in slices {
+            if key.0 == LeaseKind::Budget {
+                unused += slice.lock().await.free;
+            }
+        }
+        unused
+    }
+
+    /// Renews this process's lease rows; a slice whose row is gone (the sweeper took this
+    /// process for dead) is forgotten, so nothing is admitted from what it no longer holds.
+    pub(crate) async fn renew(&self, db: &Db, now: i64) -> Result<(), DbError> {
+        let before = self.tickets.fetch_add(1, Ordering::Relaxed);
+        let ids: Vec<String> =
+            sqlx::query_scalar("UPDATE limit_leases SET expires_at = $1 WHERE owner = $2 RETURNING id")
+                .bind(now.saturating_add(RESERVATION_TTL))
+                .bind(&self.owner)
+                .fetch_all(db.pool())
+                .await?;
+        let ids: HashSet<String> = ids.into_iter().collect();
+        let slices: Vec<Arc<tokio::sync::Mutex<Slice>>> = self.map().values().cloned().collect();
+        for slice in slices {
+            // A slice being topped up right now has a row (or gets one): leave it.
+            let Ok(mut s) = slice.try_lock() else { continue };
+            if s.ticket < before && (s.free > 0 || s.held > 0) && !ids.contains(&s.id) {
+                tracing::warn!(lease = %s.id, "a slice of a shared limit was released by another process; dropped");
+                s.id = j1msky_core::ids::new_id("lse");
+                s.free = 0;
+                s.held = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn give_back(db: &Db, lease: &str, back: i64) -> Result<(), DbError> {
+    sqlx::query_scalar::<_, i64>("SELECT j1msky_lease_return($1, $2)")
+        .bind(lease)
+        .bind(back)
+        .fetch_one(db.pool())
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_scopes_every_call_shares_are_sliced() {
+        assert!(leasable("global"));
+        assert!(leasable("provider:openai"));
+        assert!(leasable("business:day"));
+        assert!(!leasable("customer:cus_1"));
+        assert!(!leasable("customer:cus_1:month"));
+    }
+}
