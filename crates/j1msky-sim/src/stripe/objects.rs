@@ -49,7 +49,8 @@ fn route(s: &mut Store, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
         ("GET", ["v1", "subscriptions", id]) => s.get("sub_", "subscription", id),
         ("POST", ["v1", "subscriptions", id]) => flows::update_subscription(s, id, p),
         ("DELETE", ["v1", "subscriptions", id]) => flows::cancel_now(s, id),
-        ("POST", ["v1", "invoiceitems"]) => create_invoice_item(s, p),
+        ("POST", ["v1", "invoiceitems"]) => super::items::create(s, p),
+        ("GET", ["v1", "invoiceitems"]) => super::items::list(s, p),
         ("GET", ["v1", "invoiceitems", id]) => s.get("ii_", "invoice item", id),
         ("POST", ["v1", "invoices"]) => flows::invoice_pending_items(s, p),
         ("POST", ["v1", "subscription_schedules"]) => flows::create_schedule(s, p),
@@ -90,7 +91,7 @@ fn update(s: &mut Store, object: &str, id: &str, p: &Value, allowed: &[&str]) ->
                 return Err(ApiError::invalid(k, format!("Received unknown parameter: {k}")));
             }
             v[k] = match (k.as_str(), boolean(val)) {
-                ("metadata", _) => merge_metadata(&v["metadata"], val),
+                ("metadata", _) => super::merge_metadata(&v["metadata"], val),
                 (_, Some(b)) if k == "active" => Value::Bool(b),
                 _ => val.clone(),
             };
@@ -98,21 +99,6 @@ fn update(s: &mut Store, object: &str, id: &str, p: &Value, allowed: &[&str]) ->
     }
     s.objects.insert(id.to_string(), v.clone());
     Ok(v)
-}
-
-/// Stripe's metadata update: keys merge, an empty value removes a key.
-pub(crate) fn merge_metadata(old: &Value, new: &Value) -> Value {
-    let mut m = old.as_object().cloned().unwrap_or_default();
-    if let Some(n) = new.as_object() {
-        for (k, v) in n {
-            if v.as_str() == Some("") {
-                m.remove(k);
-            } else {
-                m.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    Value::Object(m)
 }
 
 fn create_product(s: &mut Store, p: &Value) -> ApiResult {
@@ -266,18 +252,6 @@ fn expire_checkout(s: &mut Store, id: &str) -> ApiResult {
     s.objects.insert(id.to_string(), cs.clone());
     s.event("checkout.session.expired", &cs, None);
     Ok(cs)
-}
-
-fn create_invoice_item(s: &mut Store, p: &Value) -> ApiResult {
-    let customer = p["customer"].as_str().unwrap_or_default().to_string();
-    s.get("cus_", "customer", &customer)?;
-    let amount = int(&p["amount"]).ok_or_else(|| ApiError::invalid("amount", "Missing required param: amount."))?;
-    let id = s.id("ii");
-    let v = json!({"id": id, "object": "invoiceitem", "customer": customer, "amount": amount,
-                   "currency": p["currency"], "description": p["description"], "invoice": null,
-                   "metadata": p.get("metadata").cloned().unwrap_or(json!({})), "date": s.now(), "livemode": false});
-    s.objects.insert(id, v.clone());
-    Ok(v)
 }
 
 /// Newest first, as Stripe lists them; `starting_after` pages to older events.
