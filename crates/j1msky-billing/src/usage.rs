@@ -27,9 +27,20 @@ pub async fn ensure_stripe_customer(
     if let Some(sc) = c.stripe_customer_id {
         return Ok(sc);
     }
-    let params = json!({"name": c.name, "email": c.contact_email, "metadata": {"j1msky_customer": c.id}});
-    let made = stripe.post("customers", &params, &format!("j1msky-customer-{}", c.id)).await?;
-    let sc = made["id"].as_str().ok_or_else(|| BillingError::Malformed("customer without id".into()))?.to_string();
+    // A Stripe customer made for ours before (the answer lost, or the link undone by a
+    // restore) is found by its metadata: past 24 hours the POST's key would make a second
+    // one, and the items already sent would be on the first. Search lags writes by about
+    // a minute, which the key covers.
+    let query = format!("metadata['j1msky_customer']:'{}'", c.id.replace('\'', "\\'"));
+    let found = stripe.get("customers/search", &json!({"query": query, "limit": 1})).await?;
+    let sc = match found["data"][0]["id"].as_str() {
+        Some(id) => id.to_string(),
+        None => {
+            let params = json!({"name": c.name, "email": c.contact_email, "metadata": {"j1msky_customer": c.id}});
+            let made = stripe.post("customers", &params, &format!("j1msky-customer-{}", c.id)).await?;
+            made["id"].as_str().ok_or_else(|| BillingError::Malformed("customer without id".into()))?.to_string()
+        }
+    };
     let mut conn = db.pool().acquire().await?;
     j1msky_accounts::customer_links::link_stripe(&mut conn, customer_id, &sc, now).await?;
     Ok(sc)

@@ -1,8 +1,9 @@
 //! A backup restored more than a day after it was taken, on the engine the test run
 //! selects, against the fake Stripe (which forgets idempotency keys after 24 hours, as
 //! Stripe does): the charges the restore unmarked, and the one written again for a task
-//! that was running at the backup, are found at Stripe and adopted; no invoice item is
-//! sent twice and every task is billed once.
+//! that was running at the backup, are found at Stripe and adopted (as is a Stripe
+//! customer made after the backup); no invoice item is sent twice and every task is
+//! billed once.
 
 // A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
 // and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
@@ -107,16 +108,20 @@ async fn a_backup_restored_a_day_and_more_later_sends_no_invoice_item_twice() {
     };
 
     let a = TestDb::new().await;
-    let walk_in = j1msky_accounts::customers::create(
-        &a.db,
-        &catalogue,
-        &j1msky_audit::Actor::cli(),
-        j1msky_accounts::customers::NewCustomer { name: "Walk-in".into(), ..Default::default() },
-        clock.now_micros(),
-    )
-    .await
-    .expect("customer")
-    .id;
+    let cli = j1msky_audit::Actor::cli();
+    let new_customer = |name: &'static str| {
+        j1msky_accounts::customers::create(
+            &a.db,
+            &catalogue,
+            &cli,
+            j1msky_accounts::customers::NewCustomer { name: name.into(), ..Default::default() },
+            clock.now_micros(),
+        )
+    };
+    let walk_in = new_customer("Walk-in").await.expect("customer").id;
+    // Known to Stripe only after the backup: its first charge makes its Stripe customer.
+    let late = new_customer("Late").await.expect("customer").id;
+    task(&a.db, &late, "tsk_late", "running", clock.now_micros()).await;
     // Before the backup: one task billed and reported, one billed and not yet reported,
     // one running.
     task(&a.db, &walk_in, "tsk_reported", "running", clock.now_micros()).await;
@@ -137,16 +142,25 @@ async fn a_backup_restored_a_day_and_more_later_sends_no_invoice_item_twice() {
     charged(&a.db, &walk_in, "tsk_running", "uch_running_a", clock.now_micros()).await;
     task(&a.db, &walk_in, "tsk_after", "running", clock.now_micros()).await;
     charged(&a.db, &walk_in, "tsk_after", "uch_after", clock.now_micros()).await;
-    assert_eq!(usage::report(&a.db, &stripe, &catalogue, 100, clock.now_micros()).await.expect("report A"), 3);
+    charged(&a.db, &late, "tsk_late", "uch_late_a", clock.now_micros()).await;
+    assert_eq!(usage::report(&a.db, &stripe, &catalogue, 100, clock.now_micros()).await.expect("report A"), 4);
     let mut at_a = BTreeMap::new();
-    for t in ["tsk_reported", "tsk_waiting", "tsk_running", "tsk_after"] {
+    for t in ["tsk_reported", "tsk_waiting", "tsk_running", "tsk_after", "tsk_late"] {
         at_a.insert(t, reported_item(&a.db, t).await.expect("reported from A"));
     }
-    let (_, sc): (String, Option<String>) = sqlx::query_as("SELECT id, stripe_customer_id FROM customers")
-        .fetch_one(a.db.pool())
-        .await
-        .expect("customer");
-    let sc = sc.expect("linked to Stripe");
+    let linked = |id: String| {
+        let db = a.db.clone();
+        async move {
+            let (sc,): (Option<String>,) = sqlx::query_as("SELECT stripe_customer_id FROM customers WHERE id = $1")
+                .bind(id)
+                .fetch_one(db.pool())
+                .await
+                .expect("customer");
+            sc
+        }
+    };
+    let sc = linked(walk_in.clone()).await.expect("linked to Stripe");
+    let late_sc = linked(late.clone()).await.expect("linked after the backup");
     drop(a);
 
     // A day and more later (Stripe has forgotten every key), the backup is restored.
@@ -161,20 +175,28 @@ async fn a_backup_restored_a_day_and_more_later_sends_no_invoice_item_twice() {
     assert_eq!(reported_item(&db_b, "tsk_waiting").await, None, "its mark was made after the backup");
     // The task running at the backup runs again on the restored database: a new charge row.
     charged(&db_b, &walk_in, "tsk_running", "uch_running_b", clock.now_micros()).await;
+    charged(&db_b, &late, "tsk_late", "uch_late_b", clock.now_micros()).await;
     // And new work after the restore.
     task(&db_b, &walk_in, "tsk_new", "running", clock.now_micros()).await;
     charged(&db_b, &walk_in, "tsk_new", "uch_new", clock.now_micros()).await;
 
-    assert_eq!(usage::report(&db_b, &stripe, &catalogue, 100, clock.now_micros()).await.expect("report B"), 3);
-    assert_eq!(
-        usage::report(&db_b, &stripe, &catalogue, 100, clock.now_micros()).await.expect("nothing left"),
-        0
-    );
+    assert_eq!(usage::report(&db_b, &stripe, &catalogue, 100, clock.now_micros()).await.expect("report B"), 4);
+    assert_eq!(usage::report(&db_b, &stripe, &catalogue, 100, clock.now_micros()).await.expect("nothing left"), 0);
     let per_task = items_per_task(&stripe, &sc).await;
-    let once: BTreeMap<String, usize> =
-        ["tsk_after", "tsk_new", "tsk_reported", "tsk_running", "tsk_waiting"].iter().map(|t| (t.to_string(), 1)).collect();
+    let once: BTreeMap<String, usize> = ["tsk_after", "tsk_new", "tsk_reported", "tsk_running", "tsk_waiting"]
+        .iter()
+        .map(|t| (t.to_string(), 1))
+        .collect();
     assert_eq!(per_task, once, "every task billed once at Stripe");
-    for t in ["tsk_reported", "tsk_waiting", "tsk_running"] {
+    let late_items = items_per_task(&stripe, &late_sc).await;
+    assert_eq!(late_items, BTreeMap::from([("tsk_late".to_string(), 1)]), "on the Stripe customer made before");
+    let (customers,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM customers WHERE stripe_customer_id = $1")
+        .bind(&late_sc)
+        .fetch_one(db_b.pool())
+        .await
+        .expect("count");
+    assert_eq!(customers, 1, "linked again to the Stripe customer made after the backup");
+    for t in ["tsk_reported", "tsk_waiting", "tsk_running", "tsk_late"] {
         assert_eq!(reported_item(&db_b, t).await.as_deref(), Some(at_a[t].as_str()), "{t}: the item A reported");
     }
     let (unreported,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM usage_charges WHERE reported_at IS NULL")

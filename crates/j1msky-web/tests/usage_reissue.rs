@@ -232,3 +232,26 @@ async fn the_fake_lists_invoice_items_as_stripe_does() {
     let (status, err) = list(&fake, "starting_after=ii_nope").await;
     assert_eq!((status, err["error"]["code"].as_str()), (404, Some("resource_missing")));
 }
+
+#[tokio::test]
+async fn a_stripe_customer_whose_link_was_lost_is_found_not_made_again() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let id = customer(&app, "Linked Before Restore").await;
+    charged_task(&app, &id, "tsk_linked", 1_000_000).await;
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("report"), 1);
+    let first = usage::ensure_stripe_customer(&app.db, &stripe, &id, app.now()).await.expect("linked");
+
+    // A restore from before the link: ours has no Stripe customer, its charge no mark.
+    sqlx::query("UPDATE customers SET stripe_customer_id = NULL WHERE id = $1")
+        .bind(&id)
+        .execute(app.db.pool())
+        .await
+        .expect("unlink");
+    lose_marks(&app, &id).await;
+    a_day_and_more_later(&app, &fake).await;
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("again"), 1);
+    let again = usage::ensure_stripe_customer(&app.db, &stripe, &id, app.now()).await.expect("linked again");
+    assert_eq!(again, first, "the Stripe customer made before, found by its metadata");
+    let state = fake_state(&fake).await;
+    assert_eq!((state["objects"]["customer"].as_i64(), items_at_stripe(&fake).await), (Some(1), 1));
+}

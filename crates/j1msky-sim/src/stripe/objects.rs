@@ -32,6 +32,7 @@ fn route(s: &mut Store, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
             s.event("customer.created", &c, None);
             Ok(c)
         }
+        ("GET", ["v1", "customers", "search"]) => search_customers(s, p),
         ("GET", ["v1", "customers", id]) => s.get("cus_", "customer", id),
         ("POST", ["v1", "customers", id]) => update_customer(s, id, p),
         ("POST", ["v1", "checkout", "sessions"]) => create_checkout(s, p),
@@ -286,6 +287,42 @@ fn list_events(s: &Store, p: &Value) -> ApiResult {
         }
     }
     Ok(list(data, "/v1/events", limit))
+}
+
+/// `GET /v1/customers/search?query=…`: clauses `field:'value'` joined by ` AND `, on
+/// `email`, `name` and `metadata['key']`, as Stripe's search language writes them.
+fn search_customers(s: &Store, p: &Value) -> ApiResult {
+    let query = p["query"].as_str().unwrap_or_default();
+    let mut clauses = Vec::new();
+    for clause in query.split(" AND ") {
+        let parsed = clause.split_once(':').and_then(|(field, value)| {
+            let value = value.strip_prefix('\'')?.strip_suffix('\'')?.replace("\\'", "'");
+            let field = match field {
+                "email" | "name" => vec![field.to_string()],
+                _ => vec!["metadata".to_string(), field.strip_prefix("metadata['")?.strip_suffix("']")?.to_string()],
+            };
+            Some((field, value))
+        });
+        clauses.push(parsed.ok_or_else(|| ApiError::invalid("query", format!("Invalid search query: {clause}")))?);
+    }
+    let limit = int(&p["limit"]).unwrap_or(10).clamp(1, 100) as usize;
+    let mut data: Vec<Value> = s
+        .objects
+        .values()
+        .filter(|v| v["object"] == "customer")
+        .filter(|v| {
+            clauses.iter().all(|(path, want)| {
+                let got = path.iter().fold(*v, |node, k| &node[k.as_str()]);
+                got.as_str() == Some(want.as_str())
+            })
+        })
+        .cloned()
+        .collect();
+    data.sort_by_key(|v| std::cmp::Reverse(v["id"].as_str().unwrap_or_default().to_string()));
+    let has_more = data.len() > limit;
+    data.truncate(limit);
+    Ok(json!({"object": "search_result", "data": data, "has_more": has_more, "next_page": null,
+              "url": "/v1/customers/search"}))
 }
 
 /// `POST /v1/customers/:id`: name, email, metadata and the default payment method
