@@ -12,6 +12,7 @@ pub mod form;
 pub mod history;
 pub mod invoice_lines;
 mod invoices;
+pub mod item_lookup;
 pub mod jobs;
 pub mod offers;
 mod refs;

@@ -15,6 +15,10 @@ pub struct Unreported {
     pub amount_micros: i64,
     /// The day of API calls it charges (`YYYY-MM-DD`); `None` for a task.
     pub api_day: Option<String>,
+    /// When the charged work began (the task's queueing; for a day of API calls, the
+    /// charge's writing): no charge for it, in this database or in one it was restored
+    /// over, can have been reported before then.
+    pub work_began_at: i64,
 }
 
 /// How an invoice line names the charge it bills.
@@ -103,13 +107,14 @@ pub async fn customers_waiting(db: &Db, limit: i64) -> Result<Vec<(String, i64)>
     .await?)
 }
 
-type UnreportedRow = (String, Option<String>, String, i64, Option<String>);
+type UnreportedRow = (String, Option<String>, String, i64, Option<String>, i64, Option<i64>);
 
 /// A customer's unreported charges, oldest first, at most `limit`.
 pub async fn unreported(db: &Db, customer_id: &str, limit: i64) -> Result<Vec<Unreported>, DbError> {
     let rows: Vec<UnreportedRow> = sqlx::query_as(
-        "SELECT id, task_id, tier, amount_micros, api_day FROM usage_charges
-         WHERE customer_id = $1 AND reported_at IS NULL ORDER BY created_at, id LIMIT $2",
+        "SELECT c.id, c.task_id, c.tier, c.amount_micros, c.api_day, c.created_at, t.queued_at
+         FROM usage_charges c LEFT JOIN tasks t ON t.id = c.task_id
+         WHERE c.customer_id = $1 AND c.reported_at IS NULL ORDER BY c.created_at, c.id LIMIT $2",
     )
     .bind(customer_id)
     .bind(limit)
@@ -117,7 +122,14 @@ pub async fn unreported(db: &Db, customer_id: &str, limit: i64) -> Result<Vec<Un
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, task_id, tier, amount_micros, api_day)| Unreported { id, task_id, tier, amount_micros, api_day })
+        .map(|(id, task_id, tier, amount_micros, api_day, created_at, queued_at)| Unreported {
+            id,
+            task_id,
+            tier,
+            amount_micros,
+            api_day,
+            work_began_at: queued_at.map_or(created_at, |q| q.min(created_at)),
+        })
         .collect())
 }
 

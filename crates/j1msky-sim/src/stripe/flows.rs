@@ -5,8 +5,7 @@
 use axum::http::Method;
 use serde_json::{json, Value};
 
-use super::objects::merge_metadata;
-use super::{boolean, int, ApiError, ApiResult, Shared, Store};
+use super::{boolean, int, merge_metadata, ApiError, ApiResult, Shared, Store};
 
 const PERIOD: i64 = 30 * 86_400;
 

@@ -9,6 +9,7 @@ mod flows;
 pub mod form;
 mod hooks;
 mod invoices;
+mod items;
 mod objects;
 
 use std::collections::HashMap;
@@ -40,6 +41,10 @@ impl Default for FakeStripeConfig {
         FakeStripeConfig { webhook_url: None, webhook_secret: "whsec_j1msky_fake".into(), now: None }
     }
 }
+
+/// How long Stripe keeps an `Idempotency-Key` (24 hours): a POST replayed later is a
+/// new request and makes a new object.
+pub const IDEMPOTENCY_WINDOW: i64 = 86_400;
 
 // Stripe's clock is the real one; tests move the fake's own offset (`now`), not ours.
 #[allow(clippy::disallowed_methods)]
@@ -113,7 +118,9 @@ pub(crate) struct Store {
     pub objects: HashMap<String, Value>,
     /// Oldest first.
     pub events: Vec<Value>,
-    pub(crate) idempotency: HashMap<String, (String, u16, Value)>,
+    /// Idempotency-Key → (request fingerprint, status, answer, when stored): forgotten
+    /// once [`IDEMPOTENCY_WINDOW`] has passed on the fake's clock, as Stripe forgets them.
+    pub(crate) idempotency: HashMap<String, (String, u16, Value, i64)>,
     pub(crate) seq: u64,
     pub clock_offset: i64,
     pub(crate) fail_next: u32,
@@ -308,7 +315,11 @@ async fn handle(
         }
         if method == Method::POST {
             if let Some(key) = &idem {
-                if let Some((fp, status, v)) = s.idempotency.get(key) {
+                let now = s.now();
+                if s.idempotency.get(key).is_some_and(|(_, _, _, at)| now - *at >= IDEMPOTENCY_WINDOW) {
+                    s.idempotency.remove(key);
+                }
+                if let Some((fp, status, v, _)) = s.idempotency.get(key) {
                     if fp != &fingerprint {
                         let e = ApiError {
                             status: StatusCode::BAD_REQUEST,
@@ -338,7 +349,9 @@ async fn handle(
         }
     };
     if let (true, Some(key)) = (method == Method::POST, idem) {
-        shared.lock().idempotency.insert(key, (fingerprint, status.as_u16(), v.clone()));
+        let mut s = shared.lock();
+        let at = s.now();
+        s.idempotency.insert(key, (fingerprint, status.as_u16(), v.clone(), at));
     }
     (status, Json(v)).into_response()
 }
@@ -355,4 +368,19 @@ pub(crate) fn boolean(v: &Value) -> Option<bool> {
         Some("false") => Some(false),
         _ => None,
     })
+}
+
+/// Stripe's metadata update: keys merge, an empty value removes a key.
+pub(crate) fn merge_metadata(old: &Value, new: &Value) -> Value {
+    let mut m = old.as_object().cloned().unwrap_or_default();
+    if let Some(n) = new.as_object() {
+        for (k, v) in n {
+            if v.as_str() == Some("") {
+                m.remove(k);
+            } else {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(m)
 }

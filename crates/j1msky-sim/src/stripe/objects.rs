@@ -32,6 +32,7 @@ fn route(s: &mut Store, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
             s.event("customer.created", &c, None);
             Ok(c)
         }
+        ("GET", ["v1", "customers", "search"]) => search_customers(s, p),
         ("GET", ["v1", "customers", id]) => s.get("cus_", "customer", id),
         ("POST", ["v1", "customers", id]) => update_customer(s, id, p),
         ("POST", ["v1", "checkout", "sessions"]) => create_checkout(s, p),
@@ -49,7 +50,8 @@ fn route(s: &mut Store, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
         ("GET", ["v1", "subscriptions", id]) => s.get("sub_", "subscription", id),
         ("POST", ["v1", "subscriptions", id]) => flows::update_subscription(s, id, p),
         ("DELETE", ["v1", "subscriptions", id]) => flows::cancel_now(s, id),
-        ("POST", ["v1", "invoiceitems"]) => create_invoice_item(s, p),
+        ("POST", ["v1", "invoiceitems"]) => super::items::create(s, p),
+        ("GET", ["v1", "invoiceitems"]) => super::items::list(s, p),
         ("GET", ["v1", "invoiceitems", id]) => s.get("ii_", "invoice item", id),
         ("POST", ["v1", "invoices"]) => flows::invoice_pending_items(s, p),
         ("POST", ["v1", "subscription_schedules"]) => flows::create_schedule(s, p),
@@ -90,7 +92,7 @@ fn update(s: &mut Store, object: &str, id: &str, p: &Value, allowed: &[&str]) ->
                 return Err(ApiError::invalid(k, format!("Received unknown parameter: {k}")));
             }
             v[k] = match (k.as_str(), boolean(val)) {
-                ("metadata", _) => merge_metadata(&v["metadata"], val),
+                ("metadata", _) => super::merge_metadata(&v["metadata"], val),
                 (_, Some(b)) if k == "active" => Value::Bool(b),
                 _ => val.clone(),
             };
@@ -98,21 +100,6 @@ fn update(s: &mut Store, object: &str, id: &str, p: &Value, allowed: &[&str]) ->
     }
     s.objects.insert(id.to_string(), v.clone());
     Ok(v)
-}
-
-/// Stripe's metadata update: keys merge, an empty value removes a key.
-pub(crate) fn merge_metadata(old: &Value, new: &Value) -> Value {
-    let mut m = old.as_object().cloned().unwrap_or_default();
-    if let Some(n) = new.as_object() {
-        for (k, v) in n {
-            if v.as_str() == Some("") {
-                m.remove(k);
-            } else {
-                m.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    Value::Object(m)
 }
 
 fn create_product(s: &mut Store, p: &Value) -> ApiResult {
@@ -268,18 +255,6 @@ fn expire_checkout(s: &mut Store, id: &str) -> ApiResult {
     Ok(cs)
 }
 
-fn create_invoice_item(s: &mut Store, p: &Value) -> ApiResult {
-    let customer = p["customer"].as_str().unwrap_or_default().to_string();
-    s.get("cus_", "customer", &customer)?;
-    let amount = int(&p["amount"]).ok_or_else(|| ApiError::invalid("amount", "Missing required param: amount."))?;
-    let id = s.id("ii");
-    let v = json!({"id": id, "object": "invoiceitem", "customer": customer, "amount": amount,
-                   "currency": p["currency"], "description": p["description"], "invoice": null,
-                   "metadata": p.get("metadata").cloned().unwrap_or(json!({})), "date": s.now(), "livemode": false});
-    s.objects.insert(id, v.clone());
-    Ok(v)
-}
-
 /// Newest first, as Stripe lists them; `starting_after` pages to older events.
 fn list_events(s: &Store, p: &Value) -> ApiResult {
     let limit = int(&p["limit"]).unwrap_or(10).clamp(1, 100) as usize;
@@ -312,6 +287,42 @@ fn list_events(s: &Store, p: &Value) -> ApiResult {
         }
     }
     Ok(list(data, "/v1/events", limit))
+}
+
+/// `GET /v1/customers/search?query=…`: clauses `field:'value'` joined by ` AND `, on
+/// `email`, `name` and `metadata['key']`, as Stripe's search language writes them.
+fn search_customers(s: &Store, p: &Value) -> ApiResult {
+    let query = p["query"].as_str().unwrap_or_default();
+    let mut clauses = Vec::new();
+    for clause in query.split(" AND ") {
+        let parsed = clause.split_once(':').and_then(|(field, value)| {
+            let value = value.strip_prefix('\'')?.strip_suffix('\'')?.replace("\\'", "'");
+            let field = match field {
+                "email" | "name" => vec![field.to_string()],
+                _ => vec!["metadata".to_string(), field.strip_prefix("metadata['")?.strip_suffix("']")?.to_string()],
+            };
+            Some((field, value))
+        });
+        clauses.push(parsed.ok_or_else(|| ApiError::invalid("query", format!("Invalid search query: {clause}")))?);
+    }
+    let limit = int(&p["limit"]).unwrap_or(10).clamp(1, 100) as usize;
+    let mut data: Vec<Value> = s
+        .objects
+        .values()
+        .filter(|v| v["object"] == "customer")
+        .filter(|v| {
+            clauses.iter().all(|(path, want)| {
+                let got = path.iter().fold(*v, |node, k| &node[k.as_str()]);
+                got.as_str() == Some(want.as_str())
+            })
+        })
+        .cloned()
+        .collect();
+    data.sort_by_key(|v| std::cmp::Reverse(v["id"].as_str().unwrap_or_default().to_string()));
+    let has_more = data.len() > limit;
+    data.truncate(limit);
+    Ok(json!({"object": "search_result", "data": data, "has_more": has_more, "next_page": null,
+              "url": "/v1/customers/search"}))
 }
 
 /// `POST /v1/customers/:id`: name, email, metadata and the default payment method
