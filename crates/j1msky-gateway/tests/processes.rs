@@ -344,6 +344,7 @@ async fn a_process_killed_holding_a_slice_and_a_reservation_is_released_after_it
             &Actor::cli(),
             &customer,
             Some(month_budget),
+            "process race fixture",
             f.now,
         )
         .await
