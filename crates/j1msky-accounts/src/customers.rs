@@ -523,13 +523,15 @@ pub async fn set_contract(
 }
 
 /// Customers who moved to stage `churned` in `(after, until]` (by the change's own
-/// time), with when; a customer created as churned is not a move. Reads only that
+/// time), with when; a customer created as churned is not a move, and a trial that
+/// ended unconverted never paid, so it is a lost lead, not churn. Reads only that
 /// window's churn rows (index `customer_stage_changes_to_stage`, migration 0028).
 pub async fn churned_between(db: &Db, after: i64, until: i64) -> Result<Vec<(String, i64)>, AccountsError> {
     let rows = sqlx::query(
         "SELECT customer_id, at FROM customer_stage_changes
          WHERE to_stage = 'churned' AND at > $1 AND at <= $2 AND from_stage IS NOT NULL
-         ORDER BY at, id",
+           AND from_stage <> 'trial'
+         ORDER BY at, id
     )
     .bind(after)
     .bind(until)

@@ -344,6 +344,14 @@ async fn churn_spike_uses_the_trailing_weekly_average() {
     move_stage(db, &paused, Stage::Paused, now - DAY).await;
     // Created as churned (an import) is not a move to churned.
     customer(db, "imported", Stage::Churned, now - DAY).await;
+    // A trial that ended unconverted never paid: it is not a lost customer.
+    let tried = customer(db, "tried", Stage::Trial, T0).await;
+    let mut tx = db.begin().await.unwrap();
+    let actor = j1msky_audit::Actor::cli();
+    customers::change_stage_at(&mut tx, db.backend(), &actor, &tried, Stage::Trial, Stage::Churned, now - DAY, now - DAY)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     let a = customer(db, "a", Stage::Churned, T0).await;
     let b = customer(db, "b", Stage::Churned, T0).await;
     churn(db, &a, now - DAY).await;
@@ -357,7 +365,8 @@ async fn churn_spike_uses_the_trailing_weekly_average() {
     if db.backend() == j1msky_db::Backend::Sqlite {
         let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
             "EXPLAIN QUERY PLAN SELECT customer_id, at FROM customer_stage_changes
-             WHERE to_stage = 'churned' AND at > $1 AND at <= $2 AND from_stage IS NOT NULL ORDER BY at, id",
+             WHERE to_stage = 'churned' AND at > $1 AND at <= $2 AND from_stage IS NOT NULL
+               AND from_stage <> 'trial' ORDER BY at, id",
         )
         .bind(0i64)
         .bind(now)
@@ -391,6 +400,7 @@ async fn churn_spike_uses_the_trailing_weekly_average() {
     for gone in [&a, &b, &cc] {
         assert_eq!(enrollments(db, gone, "churn_survey").await, 1);
     }
+    assert_eq!(enrollments(db, &tried, "churn_survey").await, 0, "an ended trial is not surveyed as churn");
     assert_eq!(enrollments(db, &ancient, "churn_survey").await, 0);
     assert_eq!(enrollments(db, &at_risk, "at_risk_offer").await, 1);
     assert_eq!(enrollments(db, &happy, "at_risk_offer").await, 0);
