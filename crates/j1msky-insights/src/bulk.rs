@@ -1,15 +1,15 @@
 //! What `kpi rebuild` does around its bulk statements on SQLite: a bigger page cache for
 //! its transaction's connection (SQLite's sorter also keeps up to that much in memory
-//! before it spills to temporary files), helper threads for SQLite's sorter (the rebuild's
-//! GROUP BYs and index builds are sorts of millions of rows; with them a sort uses both
-//! cores, as an analytical engine would), and a rollup table's secondary
+//! before it spills to temporary files), and a rollup table's secondary
 //! indexes dropped before its rows are written and created again after (one sorted build
 //! instead of millions of random inserts into each index). Both happen inside the
 //! rebuild's transaction, so readers keep the old rows and indexes until it commits.
 //!
 //! PostgreSQL is left as it is: dropping an index there takes a lock that would make the
 //! board wait for the whole rebuild. (`temp_store` is not set: SQLite refuses to change
-//! it inside a transaction.)
+//! it inside a transaction. Nor is `threads`: with helper threads SQLite's sorter splits
+//! each sort into runs it merges, and the rebuild's model-cost GROUP BY took over 20 %
+//! more CPU for it on the shared 2-core machine, where the second core was never free.)
 
 use j1msky_db::Backend;
 use sqlx::AnyConnection;
@@ -21,33 +21,25 @@ use crate::InsightsError;
 /// customers instead of going through a system call per page.
 const CACHE_KIB: i64 = 1 << 20;
 
-/// Helper threads SQLite's sorter may start for one sort (`PRAGMA threads`): the machines
-/// this runs on have two cores or more, and the rebuild is the only bulk work.
-const SORT_THREADS: i64 = 2;
-
 /// The connection's settings before [`tune`], given back by [`untune`].
 pub struct Tuned {
     cache_size: i64,
-    threads: i64,
 }
 
-/// Raises the page cache and the sorter's threads of this connection (SQLite only).
+/// Raises the page cache of this connection (SQLite only).
 pub async fn tune(conn: &mut AnyConnection, backend: Backend) -> Result<Option<Tuned>, InsightsError> {
     if backend != Backend::Sqlite {
         return Ok(None);
     }
     let cache_size: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&mut *conn).await?;
-    let threads: i64 = sqlx::query_scalar("PRAGMA threads").fetch_one(&mut *conn).await?;
     sqlx::query(&format!("PRAGMA cache_size = -{CACHE_KIB}")).execute(&mut *conn).await?;
-    sqlx::query(&format!("PRAGMA threads = {SORT_THREADS}")).execute(&mut *conn).await?;
-    Ok(Some(Tuned { cache_size, threads }))
+    Ok(Some(Tuned { cache_size }))
 }
 
 /// Gives the pooled connection its settings back (the cache is freed as it shrinks).
 pub async fn untune(conn: &mut AnyConnection, tuned: Option<Tuned>) -> Result<(), InsightsError> {
     let Some(t) = tuned else { return Ok(()) };
     sqlx::query(&format!("PRAGMA cache_size = {}", t.cache_size)).execute(&mut *conn).await?;
-    sqlx::query(&format!("PRAGMA threads = {}", t.threads)).execute(&mut *conn).await?;
     Ok(())
 }
 
