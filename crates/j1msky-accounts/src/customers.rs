@@ -531,7 +531,7 @@ pub async fn churned_between(db: &Db, after: i64, until: i64) -> Result<Vec<(Str
         "SELECT customer_id, at FROM customer_stage_changes
          WHERE to_stage = 'churned' AND at > $1 AND at <= $2 AND from_stage IS NOT NULL
            AND from_stage <> 'trial'
-         ORDER BY at, id
+         ORDER BY at, id",
     )
     .bind(after)
     .bind(until)

@@ -7,7 +7,9 @@
 //!
 //! PostgreSQL is left as it is: dropping an index there takes a lock that would make the
 //! board wait for the whole rebuild. (`temp_store` is not set: SQLite refuses to change
-//! it inside a transaction.)
+//! it inside a transaction. Nor is `threads`: with helper threads SQLite's sorter splits
+//! each sort into runs it merges, and the rebuild's model-cost GROUP BY took over 20 %
+//! more CPU for it on the shared 2-core machine, where the second core was never free.)
 
 use j1msky_db::Backend;
 use sqlx::AnyConnection;

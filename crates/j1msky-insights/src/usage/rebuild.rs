@@ -61,7 +61,11 @@ async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
             .fetch_one(&mut *conn)
             .await?;
     let Some(month) = month_of(tz, "t.finished_at", range) else { return Ok(()) };
-    // Each task's ledger, summed once in one pass over the ledger's task index.
+    // Each task's ledger, summed once in one pass over the ledger's task index. The tasks
+    // are read in their table's order, not through the index on `state` (the COALESCE
+    // keeps SQLite from using it): nearly every task is finished, and the rows then come
+    // in the order they were written, which for time-ordered ids is their key's order, so
+    // insights_tasks is appended to instead of written at random places.
     sqlx::query(&format!(
         "INSERT INTO insights_tasks (task_id, month, customer_id, team, outcome, duration_ms, cost_micros,
              charge_micros, ledger_until, plan)
@@ -71,16 +75,19 @@ async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
                 COALESCE(l.until, 0), {plan}
          FROM tasks t LEFT JOIN (SELECT task_id, SUM(cost_micros) AS cost, MAX(created_at) AS until FROM llm_calls
                                  WHERE task_id IS NOT NULL GROUP BY task_id) l ON l.task_id = t.id
-         WHERE t.{FINISHED}",
+         WHERE COALESCE(t.state, '') IN ('succeeded', 'failed', 'cancelled') AND t.finished_at IS NOT NULL",
         plan = parts::PLAN_KEY.replace("{id}", "t.customer_id")
     ))
     .execute(&mut *conn)
     .await?;
+    // The two GROUP BYs below are sorts of every task and every ledger row. The customer
+    // leads their keys: SQLite's sorter compares the first key column alone while it
+    // differs, and a month (two dozen values) ties far more often than a customer does.
     sqlx::query(
         "INSERT INTO insights_usage (month, customer_id, team, tasks_completed, tasks_failed, cost_micros, charge_micros)
          SELECT month, customer_id, team, SUM(CASE WHEN outcome = 'succeeded' THEN 1 ELSE 0 END),
                 SUM(CASE WHEN outcome = 'failed' THEN 1 ELSE 0 END), SUM(cost_micros), SUM(charge_micros)
-         FROM insights_tasks GROUP BY month, customer_id, team",
+         FROM insights_tasks GROUP BY customer_id, month, team",
     )
     .execute(&mut *conn)
     .await?;
@@ -90,7 +97,7 @@ async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
          SELECT it.month, it.customer_id, it.team, l.model_used, COUNT(*), SUM(l.input_tokens), SUM(l.output_tokens),
                 SUM(l.cost_micros)
          FROM insights_tasks it JOIN llm_calls l ON l.task_id = it.task_id
-         GROUP BY it.month, it.customer_id, it.team, l.model_used",
+         GROUP BY it.customer_id, it.month, it.team, l.model_used",
     )
     .execute(&mut *conn)
     .await?;

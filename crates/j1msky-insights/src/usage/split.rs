@@ -14,7 +14,11 @@ use crate::InsightsError;
 /// `customer_id`), with the customer's plan key. PostgreSQL's SUM of BIGINT is NUMERIC,
 /// hence the casts (integer division must stay integer). `mc` and `us` are not
 /// materialised, so each of their uses reads its table's primary key (already in the
-/// windows' order) instead of a copy of the table with an index built on the fly.
+/// windows' order) instead of a copy of the table with an index built on the fly. The
+/// totals (`tc`, `tt`) are sums over the whole partition, written with the same ORDER BY
+/// as the running sums and a frame that spans the partition: every window then wants
+/// the primary key's order, and SQLite sorts none of them (a window without ORDER BY
+/// was sorted again, twice over all the month's pieces).
 const PIECES: &str = "
 WITH mc AS NOT MATERIALIZED (SELECT month, customer_id, team, model, cost_micros AS cost, calls
             FROM insights_model_cost
@@ -29,10 +33,12 @@ w AS (SELECT mc.month, mc.customer_id, mc.team, mc.model, mc.cost, mc.calls, COA
              COALESCE(us.ch, 0) - COALESCE(us.ch, 0) / 10000 * 10000 AS rem,
              CAST(SUM(mc.cost) OVER (PARTITION BY mc.month, mc.customer_id ORDER BY mc.team, mc.model
                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS BIGINT) AS cc,
-             CAST(SUM(mc.cost) OVER (PARTITION BY mc.month, mc.customer_id) AS BIGINT) AS tc,
+             CAST(SUM(mc.cost) OVER (PARTITION BY mc.month, mc.customer_id ORDER BY mc.team, mc.model
+                                     ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS BIGINT) AS tc,
              CAST(SUM(mc.cost) OVER (PARTITION BY mc.month, mc.customer_id, mc.team ORDER BY mc.model
                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS BIGINT) AS ct,
-             CAST(SUM(mc.cost) OVER (PARTITION BY mc.month, mc.customer_id, mc.team) AS BIGINT) AS tt
+             CAST(SUM(mc.cost) OVER (PARTITION BY mc.month, mc.customer_id, mc.team ORDER BY mc.model
+                                     ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS BIGINT) AS tt
       FROM mc LEFT JOIN rv ON rv.month = mc.month AND rv.customer_id = mc.customer_id
               LEFT JOIN us ON us.month = mc.month AND us.customer_id = mc.customer_id AND us.team = mc.team),
 p AS (SELECT month, customer_id, team, model, cost, calls,
