@@ -35,7 +35,11 @@ async fn main() {
     let db = Db::connect(&format!("sqlite://{file}")).await.unwrap();
     db.migrate().await.unwrap();
     // The real clock, as `j1msky kpi rebuild` has: the same months, the same rows.
-    let ctx = Ctx { db, catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()).into(), clock: Arc::new(SystemClock) };
+    let ctx = Ctx {
+        db,
+        catalogue: Arc::new(Catalogue::from_json_str(SHIPPED).unwrap()).into(),
+        clock: Arc::new(SystemClock),
+    };
     for round in 1..=rounds {
         let (w0, c0) = (Instant::now(), cpu_s());
         let mut line = format!("round {round}:");

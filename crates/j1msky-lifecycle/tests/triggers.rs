@@ -348,9 +348,18 @@ async fn churn_spike_uses_the_trailing_weekly_average() {
     let tried = customer(db, "tried", Stage::Trial, T0).await;
     let mut tx = db.begin().await.unwrap();
     let actor = j1msky_audit::Actor::cli();
-    customers::change_stage_at(&mut tx, db.backend(), &actor, &tried, Stage::Trial, Stage::Churned, now - DAY, now - DAY)
-        .await
-        .unwrap();
+    customers::change_stage_at(
+        &mut tx,
+        db.backend(),
+        &actor,
+        &tried,
+        Stage::Trial,
+        Stage::Churned,
+        now - DAY,
+        now - DAY,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let a = customer(db, "a", Stage::Churned, T0).await;
     let b = customer(db, "b", Stage::Churned, T0).await;
