@@ -4,7 +4,6 @@
 //! `GET /api/v1/openapi.json`.
 
 pub mod llm_schemas;
-pub use llm_schemas as llm;
 pub mod responses;
 pub mod schemas;
 

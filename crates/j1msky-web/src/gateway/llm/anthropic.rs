@@ -88,9 +88,9 @@ fn stop_reason(stop: StopReason) -> &'static str {
 
 /// `POST /v1/messages`.
 #[utoipa::path(post, path = "/v1/messages", tag = "models", security(("bearer" = []), ("x_api_key" = [])),
-    request_body = crate::openapi::llm::MessagesRequest,
+    request_body = crate::openapi::llm_schemas::MessagesRequest,
     responses((status = 200, description = "The message, or with `stream` its events as server-sent events.",
-        content((crate::openapi::llm::Message = "application/json"), (crate::openapi::llm::ServerSentEvent = "text/event-stream"))),
+        content((crate::openapi::llm_schemas::Message = "application/json"), (crate::openapi::llm_schemas::ServerSentEvent = "text/event-stream"))),
         crate::openapi::responses::AnthropicErrors))]
 pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     match run(state, headers, body).await {

@@ -105,9 +105,9 @@ fn finish_reason(stop: StopReason) -> &'static str {
 
 /// `POST /v1/chat/completions`.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "models", security(("bearer" = []), ("x_api_key" = [])),
-    request_body = crate::openapi::llm::ChatCompletionRequest,
+    request_body = crate::openapi::llm_schemas::ChatCompletionRequest,
     responses((status = 200, description = "The completion, or with `stream` its chunks as server-sent events.",
-        content((crate::openapi::llm::ChatCompletion = "application/json"), (crate::openapi::llm::ServerSentEvent = "text/event-stream"))),
+        content((crate::openapi::llm_schemas::ChatCompletion = "application/json"), (crate::openapi::llm_schemas::ServerSentEvent = "text/event-stream"))),
         crate::openapi::responses::OpenAiErrors))]
 pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     match run(state, headers, body).await {
@@ -200,7 +200,7 @@ pub fn annotate(resp: &mut Response, request_id: &str, model: &str, requested: &
 
 /// `GET /v1/models`: the catalogue's models, for an API key.
 #[utoipa::path(get, path = "/v1/models", tag = "models", security(("bearer" = []), ("x_api_key" = [])),
-    responses((status = 200, description = "The models the caller's plan allows, and `auto`.", body = crate::openapi::llm::ModelList),
+    responses((status = 200, description = "The models the caller's plan allows, and `auto`.", body = crate::openapi::llm_schemas::ModelList),
         crate::openapi::responses::OpenAiErrors))]
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let customer_id = match authenticate(&state, &headers).await {
