@@ -62,11 +62,10 @@ fn failure(e: LeadError) -> Failure {
 }
 
 pub async fn lead(g: &Globals, c: LeadCommand) -> Result<(), Failure> {
-    let ctx = j1msky_ops::Ctx {
-        db: context::open_db(g).await?,
-        catalogue: Arc::new(context::load_catalogue(g)?).into(),
-        clock: Arc::new(SystemClock),
-    };
+    let db = context::open_db(g).await?;
+    // The version the running processes serve (plans, trial terms), not the `--config` file.
+    let catalogue = Arc::new(context::catalogue_in_force(g, &db).await?).into();
+    let ctx = j1msky_ops::Ctx { db, catalogue, clock: Arc::new(SystemClock) };
     let now = ctx.clock.now_micros();
     let actor = Actor::cli();
     match c {

@@ -23,7 +23,8 @@ pub struct ReportArgs {
 
 pub async fn report(g: &Globals, a: ReportArgs) -> Result<(), Failure> {
     let db = context::open_db(g).await?;
-    let catalogue = Arc::new(context::load_catalogue(g)?);
+    // The version the running processes serve, not the file this command was given.
+    let catalogue = Arc::new(context::catalogue_in_force(g, &db).await?);
     let ops = j1msky_ops::Ctx { db, catalogue: catalogue.into(), clock: Arc::new(j1msky_core::SystemClock) };
     let which = match a.which {
         Which::Morning => reports::Which::Morning,

@@ -248,3 +248,27 @@ async fn a_customer_budget_change_needs_a_reason_is_in_the_history_and_rolls_bac
     assert_eq!((changes[1]["previous"].as_str(), changes[1]["value"].as_str()), (Some("$80.00"), Some("$50.00")));
     assert_eq!((changes[0]["previous"].as_str(), changes[0]["value"].as_str()), (Some("$50.00"), None));
 }
+
+/// Operator commands that run once (`report`) work with the catalogue version in force,
+/// as the server does, not with the `--config` file they were started with: the morning
+/// review is dated in the business time zone of the version applied last.
+#[tokio::test]
+async fn one_shot_commands_read_the_catalogue_in_force() {
+    let cli = Cli::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(repo_file("config/templates"), dir.path().join("templates")).unwrap();
+    // UTC−12 and UTC+14 are always on different dates, so at most one of them can agree
+    // with the file's UTC.
+    for (name, zone) in [("west.json", "Etc/GMT+12"), ("east.json", "Pacific/Kiritimati")] {
+        let file = catalogue_file(dir.path(), name, |c| c["business"]["time_zone"] = zone.into());
+        cli.json(&["config", "apply", &file, "--reason", "the business moved"]);
+        let tz: chrono_tz::Tz = zone.parse().unwrap();
+        let before = chrono::Utc::now().with_timezone(&tz).date_naive();
+        let title = cli.json(&["report", "morning"])["title"].as_str().unwrap().to_string();
+        let after = chrono::Utc::now().with_timezone(&tz).date_naive();
+        assert!(
+            [format!("Morning review, {before}"), format!("Morning review, {after}")].contains(&title),
+            "{zone}: {title}"
+        );
+    }
+}
