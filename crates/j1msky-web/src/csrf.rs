@@ -82,6 +82,26 @@ pub(crate) fn is_one_click(path: &str) -> bool {
     path.strip_prefix("/u/").is_some_and(|t| !t.is_empty() && !t.contains('/'))
 }
 
+/// The CSRF token a form page embeds: the session's when there is one, else the
+/// double-submit cookie's (set, or kept, on `jar`) for pages served without a login.
+pub fn form_token(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    jar: CookieJar,
+    s: Option<&j1msky_accounts::sessions::Session>,
+) -> (CookieJar, String) {
+    if let Some(s) = s {
+        return (jar, s.csrf_token.clone());
+    }
+    let token = match jar.get(LOGIN_CSRF_COOKIE) {
+        Some(c) if !c.value().is_empty() => c.value().to_string(),
+        _ => secrets::random_token(),
+    };
+    let secure = crate::auth::is_https(state, headers);
+    let jar = jar.add(crate::auth::cookie(LOGIN_CSRF_COOKIE, token.clone(), secure, 3600));
+    (jar, token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_one_click;

@@ -50,11 +50,7 @@ fn login_page(
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
-    let token = match jar.get(LOGIN_CSRF_COOKIE) {
-        Some(c) if !c.value().is_empty() => c.value().to_string(),
-        _ => j1msky_accounts::secrets::random_token(),
-    };
-    let jar = jar.add(cookie(LOGIN_CSRF_COOKIE, token.clone(), is_https(state, headers), 3600));
+    let (jar, token) = crate::csrf::form_token(state, headers, jar, None);
     let ctx = context! { csrf => token, next => safe_next(next).unwrap_or_default(), email, flash => error, flash_kind => "error" };
     (jar, page_with_status(state, None, status, "login.html", "", ctx)).into_response()
 }

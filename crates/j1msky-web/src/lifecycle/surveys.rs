@@ -19,8 +19,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::todos::fail;
-use crate::auth::{cookie, is_https, ClientIp, MaybeSession, OperatorUser};
-use crate::csrf::LOGIN_CSRF_COOKIE;
+use crate::auth::{ClientIp, MaybeSession, OperatorUser};
 use crate::render::{error_page, page_with_status};
 use crate::state::AppState;
 
@@ -69,15 +68,7 @@ async fn find(state: &AppState, ip: &str, token: &str, s: Option<&Session>) -> R
 
 /// The form's CSRF token: the session's, or (no session) a double-submit cookie.
 fn csrf(state: &AppState, headers: &HeaderMap, jar: CookieJar, s: Option<&Session>) -> (CookieJar, String) {
-    if let Some(s) = s {
-        return (jar, s.csrf_token.clone());
-    }
-    let token = match jar.get(LOGIN_CSRF_COOKIE) {
-        Some(c) if !c.value().is_empty() => c.value().to_string(),
-        _ => j1msky_accounts::secrets::random_token(),
-    };
-    let jar = jar.add(cookie(LOGIN_CSRF_COOKIE, token.clone(), is_https(state, headers), 3600));
-    (jar, token)
+    crate::csrf::form_token(state, headers, jar, s)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -17,8 +17,7 @@ use j1msky_ops::leads::{self, LeadError, Mailer, NewLead, Submitted};
 use minijinja::{context, Value};
 use serde::Deserialize;
 
-use crate::auth::{cookie, is_https, ClientIp, MaybeSession};
-use crate::csrf::LOGIN_CSRF_COOKIE;
+use crate::auth::{ClientIp, MaybeSession};
 use crate::error::ApiError;
 use crate::render::{error_page, error_page_for, internal_error, page_with_status, stamp};
 use crate::state::AppState;
@@ -45,15 +44,7 @@ fn session(m: Option<Extension<MaybeSession>>) -> S {
 
 /// The form's CSRF token: the session's, or (no session) a double-submit cookie.
 fn csrf(state: &AppState, headers: &HeaderMap, jar: CookieJar, s: Option<&Session>) -> (CookieJar, String) {
-    if let Some(s) = s {
-        return (jar, s.csrf_token.clone());
-    }
-    let token = match jar.get(LOGIN_CSRF_COOKIE) {
-        Some(c) if !c.value().is_empty() => c.value().to_string(),
-        _ => j1msky_accounts::secrets::random_token(),
-    };
-    let jar = jar.add(cookie(LOGIN_CSRF_COOKIE, token.clone(), is_https(state, headers), 3600));
-    (jar, token)
+    crate::csrf::form_token(state, headers, jar, s)
 }
 
 /// The mail settings, or the page saying mail is off on this server.
