@@ -202,15 +202,19 @@ pub async fn gateway(g: &Globals, cmd: GatewayCommand) -> Result<(), Failure> {
 }
 
 pub async fn costs(g: &Globals, args: CostsArgs) -> Result<(), Failure> {
-    let catalogue = context::load_catalogue(g)?;
-    let tz: chrono_tz::Tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
-    let (from, to) = match &args.day {
-        Some(day) => windows::parse_day(tz, day)
-            .ok_or_else(|| invalid(format!("--day `{day}`: expected a date as YYYY-MM-DD")))?,
-        None => windows::day(tz, context::now()),
-    };
     let db = context::open_db(g).await?;
-    let result = print_review(g, &db, &catalogue, from, to).await;
+    let result = async {
+        // The day is the business's, in the time zone of the catalogue in force.
+        let catalogue = context::catalogue_in_force(g, &db).await?;
+        let tz: chrono_tz::Tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
+        let (from, to) = match &args.day {
+            Some(day) => windows::parse_day(tz, day)
+                .ok_or_else(|| invalid(format!("--day `{day}`: expected a date as YYYY-MM-DD")))?,
+            None => windows::day(tz, context::now()),
+        };
+        print_review(g, &db, &catalogue, from, to).await
+    }
+    .await;
     db.close().await;
     result
 }

@@ -80,12 +80,7 @@ fn failure(e: InsightsError) -> Failure {
 }
 
 pub async fn kpi(g: &Globals, args: KpiArgs) -> Result<(), Failure> {
-    let catalogue = context::load_catalogue(g)?;
-    // Input is checked before the database is opened: a typo costs nothing.
-    let show = match &args.command {
-        None => Some(parse_show(g, &catalogue, &args.show)?),
-        Some(_) => None,
-    };
+    // Input that needs no catalogue is checked before the database is opened.
     if let Some(KpiCommand::Spend(SpendCommand::Set { month, cents })) = &args.command {
         Month::parse(month).map_err(failure)?;
         if *cents < 0 {
@@ -93,8 +88,17 @@ pub async fn kpi(g: &Globals, args: KpiArgs) -> Result<(), Failure> {
         }
     }
     let db = context::open_db(g).await?;
-    let ctx = Ctx { db: db.clone(), catalogue: Arc::new(catalogue).into(), clock: Arc::new(SystemClock) };
-    let result = run(g, &ctx, args.command, show).await;
+    let result = async {
+        // Plans and teams are those of the catalogue the running processes serve.
+        let catalogue = context::catalogue_in_force(g, &db).await?;
+        let show = match &args.command {
+            None => Some(parse_show(g, &catalogue, &args.show)?),
+            Some(_) => None,
+        };
+        let ctx = Ctx { db: db.clone(), catalogue: Arc::new(catalogue).into(), clock: Arc::new(SystemClock) };
+        run(g, &ctx, args.command, show).await
+    }
+    .await;
     db.close().await;
     result
 }

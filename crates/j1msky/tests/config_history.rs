@@ -272,3 +272,29 @@ async fn one_shot_commands_read_the_catalogue_in_force() {
         );
     }
 }
+
+/// `kpi`, `costs` and the lifecycle commands also take the catalogue in force: a plan
+/// only the applied version has is a known `--plan`, and a day's cost review starts at
+/// midnight in the applied version's time zone.
+#[tokio::test]
+async fn kpi_and_cost_review_read_the_catalogue_in_force() {
+    let cli = Cli::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(repo_file("config/templates"), dir.path().join("templates")).unwrap();
+    let unknown = cli.command(&["--json", "kpi", "--plan", "scale"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown.stderr));
+    assert!(text(&unknown.stderr).contains("--plan: no plan `scale`"), "{}", text(&unknown.stderr));
+
+    let file = catalogue_file(dir.path(), "scale.json", |c| {
+        let mut scale = c["plans"]["pro"].clone();
+        scale["name"] = "Scale".into();
+        c["plans"]["scale"] = scale;
+        c["business"]["time_zone"] = "Etc/GMT+12".into();
+    });
+    cli.json(&["config", "apply", &file, "--reason", "a bigger plan, and the business moved"]);
+    let kpis = cli.json(&["kpi", "--plan", "scale", "--month", "2026-01"]);
+    assert!(kpis.is_object(), "{kpis}");
+    // UTC−12: the business day 2026-01-15 starts at noon UTC.
+    let review = cli.json(&["costs", "--day", "2026-01-15"]);
+    assert_eq!(review["day_start"].as_str(), Some("2026-01-15T12:00:00Z"), "{review}");
+}

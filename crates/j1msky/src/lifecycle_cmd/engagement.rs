@@ -161,12 +161,12 @@ async fn exec(g: &Globals, db: &j1msky_db::Db, cmd: EngagementCommand) -> Result
                 TodoAction::Done { id } => todos::done(db, &actor, &id, None, now).await,
                 TodoAction::Assign { id, to } => todos::assign(db, &actor, &id, &to, now).await,
                 TodoAction::Reopen { id } => {
-                    let catalogue = context::load_catalogue(g)?;
+                    let catalogue = context::catalogue_in_force(g, db).await?;
                     let due = todos::due_at(&catalogue, "", now).map_err(failure)?;
                     todos::reopen(db, &actor, &id, due, now).await
                 }
                 TodoAction::Open { reason, customer, due } => {
-                    let catalogue = context::load_catalogue(g)?;
+                    let catalogue = context::catalogue_in_force(g, db).await?;
                     let due_at = todos::due_at(&catalogue, &due, now).map_err(failure)?;
                     match todos::open_manual(db, &actor, customer.as_deref(), &reason, due_at, now).await {
                         Ok(id) => todos::get(db, &id, now).await,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 
-use crate::context::{load_catalogue, open_db, Globals};
+use crate::context::{catalogue_in_force, open_db, Globals};
 use crate::{output, Failure};
 
 #[derive(Debug, Subcommand)]
@@ -42,9 +42,11 @@ pub(super) async fn ctx(
     g: &Globals,
     transport: Arc<dyn j1msky_lifecycle::transport::Transport>,
 ) -> Result<j1msky_lifecycle::Ctx, Failure> {
+    let db = open_db(g).await?;
+    let catalogue = Arc::new(catalogue_in_force(g, &db).await?).into();
     Ok(j1msky_lifecycle::Ctx {
-        db: open_db(g).await?,
-        catalogue: Arc::new(load_catalogue(g)?).into(),
+        db,
+        catalogue,
         clock: Arc::new(j1msky_core::clock::SystemClock),
         transport,
         stripe: None,

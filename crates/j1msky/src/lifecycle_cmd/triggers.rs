@@ -26,7 +26,7 @@ pub async fn run(g: &Globals, cmd: TriggersCommand) -> Result<(), Failure> {
     match cmd {
         TriggersCommand::Sweep { dry_run, public_url } => {
             let db = context::open_db(g).await?;
-            let catalogue = Arc::new(context::load_catalogue(g)?);
+            let catalogue = Arc::new(context::catalogue_in_force(g, &db).await?);
             // The sweep enrolls (queueing the journeys' first mails), opens to-dos and raises
             // alerts; it sends nothing itself and calls no Stripe: a running process's sender
             // delivers what it queued.
