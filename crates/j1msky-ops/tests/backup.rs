@@ -170,3 +170,48 @@ async fn a_failed_backup_is_recorded_and_raises_a_backup_failed_alert() {
     assert_eq!(alerts[0].kind, "backup_failed");
     assert!(alerts[0].message.contains(&rows[0].id), "{}", alerts[0].message);
 }
+
+/// A copy that keeps failing (its directory cannot be made) leaves each attempt's local
+/// file: a usable backup, kept until a newer one of its kind is done and never more than
+/// retention's count of them, so the disk does not fill while the store is down.
+#[tokio::test]
+async fn the_local_files_of_failed_copies_are_bounded_and_pruned_once_a_backup_succeeds() {
+    let t = TestDb::new().await;
+    let clock = ManualClock::new(DAY_START + 5 * 60_000_000);
+    let dir = tempfile::tempdir().expect("dir");
+    let blocked = dir.path().join("copies");
+    std::fs::write(&blocked, b"not a directory").expect("file");
+    let s = Schedule {
+        db: t.db.clone(),
+        url: t.url.clone(),
+        clock: Arc::new(clock.clone()),
+        dir: dir.path().join("local"),
+        copy_to: Some(CopyTo::Dir(blocked.clone())),
+        keep: Retention { keep_hourly: 2, keep_daily: 1 },
+    };
+    let files = |all: &[backup::Backup]| all.iter().filter(|b| Path::new(&b.path).exists()).count();
+    for hour in 0..4 {
+        clock.advance_micros(DAY_START + hour * HOUR + 5 * 60_000_000 - clock.now_micros());
+        let err = backup::hourly(&s, clock.now_micros()).await.expect_err("the copy cannot be made");
+        assert!(err.to_string().contains("copies"), "{err}");
+        let all = backup::list(&t.db, true, 100).await.expect("list");
+        // No daily is done, so every attempt of the day is its daily: one file kept.
+        assert_eq!(files(&all), 1, "hour {hour}: {all:#?}");
+        let newest = &all[0];
+        assert_eq!((newest.status.as_str(), newest.kind.as_str()), ("failed", "daily"), "{all:#?}");
+        assert!(Path::new(&newest.path).exists(), "the newest attempt's file is kept: {all:#?}");
+        assert_eq!(all.iter().filter(|b| b.status == "failed").count(), 1, "older attempts pruned: {all:#?}");
+    }
+    // The store is back: the next hour's backup is done and the failed one's file goes.
+    std::fs::remove_file(&blocked).expect("unblock");
+    clock.advance_micros(DAY_START + 4 * HOUR + 5 * 60_000_000 - clock.now_micros());
+    backup::hourly(&s, clock.now_micros()).await.expect("backup with its copy");
+    let all = backup::list(&t.db, true, 100).await.expect("list");
+    assert_eq!(all[0].status, "done", "{all:#?}");
+    assert_eq!(files(&all), 1, "only the done backup's file is left: {all:#?}");
+    assert!(Path::new(&all[0].path).exists());
+    assert!(all.iter().all(|b| b.status != "failed"), "{all:#?}");
+    assert!(all.iter().skip(1).all(|b| b.error.is_some()), "the failures keep their reason: {all:#?}");
+    let local = std::fs::read_dir(dir.path().join("local")).expect("dir").count();
+    assert_eq!(local, 2, "one backup and its manifest on the disk");
+}

@@ -133,12 +133,13 @@ pub async fn list(db: &Db, with_pruned: bool, limit: i64) -> Result<Vec<Backup>,
     Ok(rows.iter().map(backup).collect::<Result<_, _>>()?)
 }
 
-/// Finished backups of `kind`, newest first (what retention weighs).
-pub(super) async fn done_of_kind(db: &Db, kind: &str) -> Result<Vec<Backup>, BackupError> {
+/// Backups of `kind` in `status` (`done` or `failed`), newest first (what retention weighs).
+pub(super) async fn of_kind(db: &Db, kind: &str, status: &str) -> Result<Vec<Backup>, BackupError> {
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM ops_backups WHERE kind = $1 AND status = 'done' ORDER BY started_at DESC, id DESC"
+        "SELECT {COLUMNS} FROM ops_backups WHERE kind = $1 AND status = $2 ORDER BY started_at DESC, id DESC"
     ))
     .bind(kind)
+    .bind(status)
     .fetch_all(db.pool())
     .await?;
     Ok(rows.iter().map(backup).collect::<Result<_, _>>()?)

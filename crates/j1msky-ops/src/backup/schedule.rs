@@ -68,16 +68,21 @@ pub async fn hourly(s: &Schedule, now: i64) -> Result<(), super::BackupError> {
     let day = now.div_euclid(DAY) * DAY;
     let kind = if records::daily_between(&s.db, day, day + DAY).await? { Kind::Hourly } else { Kind::Daily };
     let opts = Options { dir: s.dir.clone(), copy_to: s.copy_to.clone(), kind };
-    let b = take(&s.db, &s.url, &opts, s.clock.as_ref(), &Quiet).await?;
-    tracing::info!(backup = %b.id, kind = kind.name(), size = b.size_bytes, "backup taken");
+    let taken = take(&s.db, &s.url, &opts, s.clock.as_ref(), &Quiet).await;
+    if let Ok(b) = &taken {
+        tracing::info!(backup = %b.id, kind = kind.name(), size = b.size_bytes, "backup taken");
+    }
     let s3 = s.copy_to.as_ref().map(CopyTo::s3_settings).unwrap_or_default();
-    // Not retried with the hour (that would take its backup again): the next hour prunes
-    // what this one could not (a copy's store down, say).
+    // Pruned after a failed attempt too: a copy's store down leaves a local file each time.
+    // Pruning is not retried with the hour (that would take its backup again): the next
+    // hour prunes what this one could not.
     if let Err(e) = retention::prune(&s.db, s.keep, &s3).await {
         tracing::error!(error = %e, "pruning old backups; the next hour tries again");
     }
     // Each hour's timer row is done for good once past; two days of them are kept.
     timers::prune_done(&s.db, TIMER, now - 2 * DAY).await?;
+    // A failure was recorded with its alert by `take`; the timer retries the hour.
+    taken?;
     Ok(())
 }
 
