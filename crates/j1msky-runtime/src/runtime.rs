@@ -112,6 +112,9 @@ impl Runtime {
         rt.start_reactions();
         let sweeper = reservation_sweeper(rt.gateway.clone(), rt.stop_signal());
         rt.spawn_always("reservation sweeper", sweeper);
+        let gateway = rt.gateway.clone();
+        let stop = rt.stop_signal();
+        rt.spawn_always("customer slices", async move { gateway.follow_customer_changes(stop).await });
         // Every process serves the catalogue version in force, whatever its roles.
         let every = Duration::from_secs(1);
         let follow =
