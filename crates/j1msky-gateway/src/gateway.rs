@@ -220,7 +220,9 @@ impl Gateway {
             }
             tokio::select! {
                 _ = changed => {}
-                _ = stop.changed() => {}
+                gone = stop.changed() => if gone.is_err() {
+                    return;
+                },
             }
         }
     }
