@@ -33,8 +33,14 @@ use j1msky_db::{Db, DbError};
 use crate::admission::RESERVATION_TTL;
 pub use crate::admission::{LeaseKind, Leased};
 
-/// Calls a cap's slice takes at most, and calls' worth (of the asking call) a budget's.
+/// Calls a cap's first slice takes at most, and calls' worth (of the asking call) a budget's.
 pub const SLICE_CALLS: i64 = 128;
+/// What a slice grows to when each is used up within [`GROW_WITHIN`] of the last top-up
+/// (doubling each time): a busy scope tops up a few times a second at most, a quiet one
+/// keeps small slices. Near a limit [`SPREAD`] still decides.
+pub const MAX_SLICE_CALLS: i64 = 1024;
+/// A slice used up sooner than this after its last top-up is topped up with twice as much.
+pub const GROW_WITHIN: i64 = SECOND;
 /// A slice takes at most this fraction of what is left in its cap or budget.
 pub const SPREAD: i64 = 8;
 /// Calls of a scope admitted per call after a slice was refused, before trying again.
@@ -67,6 +73,9 @@ struct Slice {
     per_call: u32,
     /// The cap or budget it was cut from.
     cap: i64,
+    /// Calls' worth its next top-up asks for, and when it was last topped up.
+    size: i64,
+    topped_at: i64,
 }
 
 type Key = (LeaseKind, String, i64);
@@ -131,6 +140,8 @@ impl Leases {
                     ticket: 0,
                     per_call: 0,
                     cap: 0,
+                    size: SLICE_CALLS,
+                    topped_at: i64::MIN,
                 }))
             })
             .clone()
@@ -178,9 +189,10 @@ impl Leases {
                 return Ok(None);
             }
             let short = need - s.free;
+            s.size = grown(s.size, s.topped_at, now);
             let want = match kind {
-                LeaseKind::Cap => SLICE_CALLS,
-                LeaseKind::Budget => need.saturating_mul(SLICE_CALLS),
+                LeaseKind::Cap => s.size,
+                LeaseKind::Budget => need.saturating_mul(s.size),
             }
             .max(short);
             let granted: i64 = sqlx::query_scalar("SELECT j1msky_lease_take($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
@@ -207,6 +219,7 @@ impl Leases {
                 return Ok(None);
             }
             s.free += granted;
+            s.topped_at = now;
             s.ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
         }
         s.free -= need;
@@ -336,6 +349,16 @@ impl Leases {
     }
 }
 
+/// The size of a slice's next top-up: twice the last when that one lasted less than
+/// [`GROW_WITHIN`], back to [`SLICE_CALLS`] when it lasted longer.
+fn grown(size: i64, topped_at: i64, now: i64) -> i64 {
+    if now.saturating_sub(topped_at) < GROW_WITHIN {
+        size.saturating_mul(2).min(MAX_SLICE_CALLS)
+    } else {
+        SLICE_CALLS
+    }
+}
+
 async fn give_back(db: &Db, lease: &str, back: i64) -> Result<(), DbError> {
     sqlx::query_scalar::<_, i64>("SELECT j1msky_lease_return($1, $2)")
         .bind(lease)
@@ -367,6 +390,21 @@ mod tests {
         leases.slice(&(LeaseKind::Cap, scope.to_string(), 0));
         assert!(leases.wants_slice(LeaseKind::Cap, scope, 0, now + 100 * SECOND));
         assert!(leases.wants_slice(LeaseKind::Budget, "global", 0, now), "shared scopes always");
+    }
+
+    #[test]
+    fn a_slice_used_up_quickly_grows_to_the_most_and_a_slow_one_starts_over() {
+        let mut size = SLICE_CALLS;
+        let mut topped_at = i64::MIN;
+        let mut now = 1_000 * SECOND;
+        assert_eq!(grown(size, topped_at, now), SLICE_CALLS, "the first top-up");
+        for _ in 0..10 {
+            topped_at = now;
+            now += GROW_WITHIN / 2;
+            size = grown(size, topped_at, now);
+        }
+        assert_eq!(size, MAX_SLICE_CALLS);
+        assert_eq!(grown(size, now, now + GROW_WITHIN), SLICE_CALLS);
     }
 
     #[test]
