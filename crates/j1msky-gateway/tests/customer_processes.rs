@@ -192,3 +192,38 @@ async fn a_lowered_month_budget_makes_the_other_processes_give_back_their_slices
     assert_eq!(reserved, 0, "nothing held after shutdown");
     assert!(spent_after <= lowered.micros(), "never over the lowered budget");
 }
+
+/// What slices promise across processes, and what they do not: a call is refused only when
+/// the shared row has no room, but that row counts in full what another process's slice
+/// holds unused, so that part can be refused elsewhere until the slice goes idle (5 s,
+/// at its sweeper's pass) and is given back. Then it is admitted, and never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_slice_holds_unused_is_admitted_elsewhere_once_it_goes_idle() {
+    let mut f = fleet(2).await;
+    let id = customer(&f, 100, 1000).await;
+    let scope = limits::customer_month_scope(&id);
+    let budget = f.per_call() * 100 + f.per_call() / 2;
+    let first = f.procs[0].owner_prefix();
+    assert_eq!(f.procs[0].ask(&format!("race req_a 16 {MAX_TOKENS} general {id}")), ["race", "16", "0"]);
+    let spare = f.held_in(&first, &scope).await;
+    // The second process calls for more than is left: everything but the first one's
+    // unused part is admitted.
+    let b = f.procs[1].ask(&format!("race req_b 100 {MAX_TOKENS} general {id}"));
+    let (spent, reserved) = month(&f, &id).await;
+    // Held: the first process's unused part, and what is left in the second's own slice,
+    // less than a call (it ran out and went per call).
+    assert!(reserved >= spare && reserved - spare < f.per_call(), "held {reserved}, the first's {spare}");
+    assert!(spent + reserved <= budget, "never overspent: {b:?}");
+    assert!(budget - reserved - spent < f.per_call(), "all but the unused parts was admitted: {b:?}");
+    // The first process's slice goes idle and is given back; the second admits what it held.
+    f.procs[0].ask(&format!("sweep {}", j1msky_gateway::leases::IDLE + 1));
+    assert_eq!(f.held_in(&first, &scope).await, 0, "given back once idle");
+    let c = f.procs[1].ask(&format!("race req_c 16 {MAX_TOKENS} general {id}"));
+    f.flush();
+    let (spent, reserved) = month(&f, &id).await;
+    assert_eq!(reserved, 0);
+    assert!(spent <= budget && budget - spent < f.per_call(), "everything that fits, no more: {c:?}");
+    if f.t.db.backend() == Backend::Postgres && spare >= f.per_call() {
+        assert_ne!(c[1], "0", "what the idle slice held was admitted");
+    }
+}
