@@ -100,6 +100,11 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(10))
+            // On PostgreSQL the pool's check of an idle connection before handing it out is
+            // a network round trip of its own (Sync, then ReadyForQuery) before every
+            // statement. Without it a connection the server dropped fails its one statement
+            // and is closed by the pool, which the callers' error paths already handle.
+            .test_before_acquire(backend == Backend::Sqlite)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -48,6 +48,8 @@ impl Topic {
 #[derive(Debug, Default)]
 pub struct Invalidations {
     generations: [AtomicU64; 2],
+    /// Wakes those waiting for the next change ([`Invalidations::changed`]).
+    changes: tokio::sync::Notify,
 }
 
 impl Invalidations {
@@ -59,6 +61,13 @@ impl Invalidations {
     /// Marks everything cached under `topic` stale.
     pub fn bump(&self, topic: Topic) {
         self.generations[topic.index()].fetch_add(1, Ordering::SeqCst);
+        self.changes.notify_waiters();
+    }
+
+    /// Resolves at the next change of any topic. Made before reading a generation, it
+    /// also sees a change that lands between that read and its first poll.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changes.notified()
     }
 
     fn bump_all(&self) {

@@ -196,6 +196,37 @@ impl Gateway {
         Ok(limits::release_expired(&self.db, now).await?)
     }
 
+    /// Until `stop`: each time the database announces a change to customers (a lowered
+    /// budget or cap, a suspension, made by any process), gives back what this process's
+    /// slices of customers' own limits hold unused, so the shared rows count only calls in
+    /// flight and the next busy calls take slices under the new terms. Started by the
+    /// runtime beside the sweeper; returns at once without slices.
+    pub async fn follow_customer_changes(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(leases) = &self.leases else {
+            let _ = stop.wait_for(|s| *s).await;
+            return;
+        };
+        let invalidations = self.db.invalidations();
+        let mut seen = invalidations.generation(Topic::Customers);
+        while !*stop.borrow() {
+            let changed = invalidations.changed();
+            let now = invalidations.generation(Topic::Customers);
+            if now != seen {
+                seen = now;
+                if let Err(e) = leases.give_back_customers(&self.db).await {
+                    tracing::error!(error = %e, "cannot give back the customers' slices after a change");
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = changed => {}
+                gone = stop.changed() => if gone.is_err() {
+                    return;
+                },
+            }
+        }
+    }
+
     /// The limits a deployment on this database should use: in memory for SQLite (one
     /// process), in the database for PostgreSQL (any number of processes).
     pub fn default_limits(self) -> Result<Gateway, GatewayError> {

@@ -15,8 +15,13 @@
 //!
 //! A slice is a row of `limit_leases` naming its owner and expiry, renewed with the
 //! owner's reservations; a dead process's budget slices are released by the sweeper when
-//! they expire ([`crate::limits::release_expired`]). Per-customer caps and budgets are
-//! not leased: each is touched only by its own customer's calls.
+//! they expire ([`crate::limits::release_expired`]).
+//!
+//! A customer's own scopes (its hourly cap, month budget, trial budget) are sliced the same
+//! way, but only while that customer is busy on this process: from the [`BUSY_CALLS`]th
+//! call within [`BUSY_WITHIN`] until its slices go idle. A customer calling now and then
+//! keeps per-call admission, which is exact and costs one round trip at a low rate, while
+//! a slice taken for it would mostly sit unused in the shared row.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +33,14 @@ use j1msky_db::{Db, DbError};
 use crate::admission::RESERVATION_TTL;
 pub use crate::admission::{LeaseKind, Leased};
 
-/// Calls a cap's slice takes at most, and calls' worth (of the asking call) a budget's.
+/// Calls a cap's first slice takes at most, and calls' worth (of the asking call) a budget's.
 pub const SLICE_CALLS: i64 = 128;
+/// What a slice grows to when each is used up within [`GROW_WITHIN`] of the last top-up
+/// (doubling each time): a busy scope tops up a few times a second at most, a quiet one
+/// keeps small slices. Near a limit [`SPREAD`] still decides.
+pub const MAX_SLICE_CALLS: i64 = 1024;
+/// A slice used up sooner than this after its last top-up is topped up with twice as much.
+pub const GROW_WITHIN: i64 = SECOND;
 /// A slice takes at most this fraction of what is left in its cap or budget.
 pub const SPREAD: i64 = 8;
 /// Calls of a scope admitted per call after a slice was refused, before trying again.
@@ -37,7 +48,13 @@ pub const PER_CALL_AFTER_REFUSAL: u32 = 32;
 /// A slice nothing was taken from for this long is given back by the next sweep.
 pub const IDLE: i64 = 5 * SECOND;
 
-/// Whether a scope is shared by every call (and so worth slicing): not a customer's own.
+/// Calls of one customer scope within [`BUSY_WITHIN`] from which this process slices it.
+pub const BUSY_CALLS: u32 = 8;
+/// The span [`BUSY_CALLS`] must fall in for a customer's scope to be sliced.
+pub const BUSY_WITHIN: i64 = SECOND;
+
+/// Whether a scope is shared by every call (and so always worth slicing): not a
+/// customer's own, which is sliced only while busy ([`Leases::wants_slice`]).
 pub fn leasable(scope: &str) -> bool {
     !scope.starts_with("customer:")
 }
@@ -56,6 +73,9 @@ struct Slice {
     per_call: u32,
     /// The cap or budget it was cut from.
     cap: i64,
+    /// Calls' worth its next top-up asks for, and when it was last topped up.
+    size: i64,
+    topped_at: i64,
 }
 
 type Key = (LeaseKind, String, i64);
@@ -65,12 +85,43 @@ pub(crate) struct Leases {
     owner: String,
     slices: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Slice>>>>,
     tickets: AtomicU64,
+    /// Per customer scope without a slice: (first call of the current run, calls since).
+    recent: Mutex<HashMap<String, (i64, u32)>>,
 }
 
 impl Leases {
     /// No slices yet; `owner` names this process's rows (as its reservations').
     pub(crate) fn new(owner: &str) -> Leases {
-        Leases { owner: owner.to_string(), slices: Mutex::default(), tickets: AtomicU64::new(1) }
+        Leases {
+            owner: owner.to_string(),
+            slices: Mutex::default(),
+            tickets: AtomicU64::new(1),
+            recent: Mutex::default(),
+        }
+    }
+
+    /// Whether this call of `scope` should come from a slice: always for the shared
+    /// scopes; for a customer's, once it is busy here ([`BUSY_CALLS`] within
+    /// [`BUSY_WITHIN`]) and for as long as this process holds a slice of it.
+    pub(crate) fn wants_slice(&self, kind: LeaseKind, scope: &str, window_start: i64, now: i64) -> bool {
+        if leasable(scope) || self.map().contains_key(&(kind, scope.to_string(), window_start)) {
+            return true;
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() > 100_000 {
+            // Bounded like the terms cache: forgetting only delays a customer's slices.
+            recent.clear();
+        }
+        let run = recent.entry(scope.to_string()).or_insert((now, 0));
+        if now.saturating_sub(run.0) > BUSY_WITHIN {
+            *run = (now, 0);
+        }
+        run.1 += 1;
+        if run.1 < BUSY_CALLS {
+            return false;
+        }
+        recent.remove(scope);
+        true
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<tokio::sync::Mutex<Slice>>>> {
@@ -89,6 +140,8 @@ impl Leases {
                     ticket: 0,
                     per_call: 0,
                     cap: 0,
+                    size: SLICE_CALLS,
+                    topped_at: i64::MIN,
                 }))
             })
             .clone()
@@ -136,9 +189,10 @@ impl Leases {
                 return Ok(None);
             }
             let short = need - s.free;
+            s.size = grown(s.size, s.topped_at, now);
             let want = match kind {
-                LeaseKind::Cap => SLICE_CALLS,
-                LeaseKind::Budget => need.saturating_mul(SLICE_CALLS),
+                LeaseKind::Cap => s.size,
+                LeaseKind::Budget => need.saturating_mul(s.size),
             }
             .max(short);
             let granted: i64 = sqlx::query_scalar("SELECT j1msky_lease_take($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
@@ -165,6 +219,7 @@ impl Leases {
                 return Ok(None);
             }
             s.free += granted;
+            s.topped_at = now;
             s.ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
         }
         s.free -= need;
@@ -230,6 +285,31 @@ impl Leases {
         Ok(gave)
     }
 
+    /// Gives back what this process's slices of customers' own limits hold unused and
+    /// forgets the idle ones (a customer must be busy again to be sliced again): after a
+    /// change to customers announced by the database, so a lowered budget or cap is not
+    /// held up by a slice cut under the old one. Returns how many gave something back.
+    pub(crate) async fn give_back_customers(&self, db: &Db) -> Result<usize, DbError> {
+        let slices: Vec<(Key, Arc<tokio::sync::Mutex<Slice>>)> =
+            self.map().iter().filter(|(k, _)| !leasable(&k.1)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut gave = 0;
+        for (key, slice) in slices {
+            let mut s = slice.lock().await;
+            if s.free > 0 || s.held == 0 {
+                // With nothing free this only ends the lease row, before the slice is forgotten.
+                give_back(db, &s.id, s.free).await?;
+                gave += usize::from(s.free > 0);
+                s.free = 0;
+            }
+            // Topped up again only under the terms read after this change.
+            s.cap = 0;
+            if s.held == 0 {
+                self.map().remove(&key);
+            }
+        }
+        Ok(gave)
+    }
+
     /// The unused micro-USD of this process's budget slices.
     pub(crate) async fn unused_budget(&self) -> i64 {
         let slices: Vec<(Key, Arc<tokio::sync::Mutex<Slice>>)> =
@@ -269,6 +349,16 @@ impl Leases {
     }
 }
 
+/// The size of a slice's next top-up: twice the last when that one lasted less than
+/// [`GROW_WITHIN`], back to [`SLICE_CALLS`] when it lasted longer.
+fn grown(size: i64, topped_at: i64, now: i64) -> i64 {
+    if now.saturating_sub(topped_at) < GROW_WITHIN {
+        size.saturating_mul(2).min(MAX_SLICE_CALLS)
+    } else {
+        SLICE_CALLS
+    }
+}
+
 async fn give_back(db: &Db, lease: &str, back: i64) -> Result<(), DbError> {
     sqlx::query_scalar::<_, i64>("SELECT j1msky_lease_return($1, $2)")
         .bind(lease)
@@ -281,6 +371,41 @@ async fn give_back(db: &Db, lease: &str, back: i64) -> Result<(), DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_customer_scope_is_sliced_once_busy_and_while_a_slice_is_held() {
+        let leases = Leases::new("o");
+        let scope = "customer:cus_1";
+        let mut now = 1_000 * SECOND;
+        // Calls further apart than the span never make it busy.
+        for _ in 0..3 * BUSY_CALLS {
+            assert!(!leases.wants_slice(LeaseKind::Cap, scope, 0, now));
+            now += BUSY_WITHIN + 1;
+        }
+        for _ in 1..BUSY_CALLS {
+            assert!(!leases.wants_slice(LeaseKind::Cap, scope, 0, now));
+        }
+        assert!(leases.wants_slice(LeaseKind::Cap, scope, 0, now), "the BUSY_CALLS-th call in the span");
+        // The first slice taken keeps the scope sliced without counting.
+        leases.slice(&(LeaseKind::Cap, scope.to_string(), 0));
+        assert!(leases.wants_slice(LeaseKind::Cap, scope, 0, now + 100 * SECOND));
+        assert!(leases.wants_slice(LeaseKind::Budget, "global", 0, now), "shared scopes always");
+    }
+
+    #[test]
+    fn a_slice_used_up_quickly_grows_to_the_most_and_a_slow_one_starts_over() {
+        let mut size = SLICE_CALLS;
+        let mut topped_at = i64::MIN;
+        let mut now = 1_000 * SECOND;
+        assert_eq!(grown(size, topped_at, now), SLICE_CALLS, "the first top-up");
+        for _ in 0..10 {
+            topped_at = now;
+            now += GROW_WITHIN / 2;
+            size = grown(size, topped_at, now);
+        }
+        assert_eq!(size, MAX_SLICE_CALLS);
+        assert_eq!(grown(size, now, now + GROW_WITHIN), SLICE_CALLS);
+    }
 
     #[test]
     fn only_the_scopes_every_call_shares_are_sliced() {

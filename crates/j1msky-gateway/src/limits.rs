@@ -14,7 +14,7 @@ use j1msky_core::Money;
 use j1msky_db::{Backend, Db, DbError, Tx};
 
 pub use crate::admission::{Budget, Cap, LimitError, Reservation, HOUR, RESERVATION_RENEW_EVERY, RESERVATION_TTL};
-use crate::leases::{self, LeaseKind, Leased, Leases};
+use crate::leases::{LeaseKind, Leased, Leases};
 use crate::roundtrip::{self, Refusal};
 
 /// Counts one request against every cap and reserves `amount` in every budget, or
@@ -148,7 +148,7 @@ async fn take_slices<'a>(
         }),
     );
     for (kind, scope, window_start, cap, need, limit) in wanted {
-        let slice = match leases::leasable(scope) {
+        let slice = match leases.wants_slice(kind, scope, window_start, now) {
             true => match leases.take(db, kind, scope, window_start, cap, need, now).await {
                 Ok(slice) => slice,
                 Err(e) => {

@@ -81,8 +81,9 @@ pub(crate) struct Settlement {
 /// A budget window's spend after a settlement: (scope, window start, spent micros).
 pub(crate) type Spent = (String, i64, i64);
 
-/// Settles every call of `batch` in one statement; returns the spend of each window changed.
-pub(crate) async fn settle(db: &Db, batch: &[Settlement]) -> Result<Vec<Spent>, DbError> {
+/// Settles every call of `batch` in one statement on `conn`; returns the spend of each
+/// window changed.
+pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement]) -> Result<Vec<Spent>, DbError> {
     let mut settle = Vec::new();
     let mut rows = Vec::new();
     for s in batch {
@@ -98,7 +99,7 @@ pub(crate) async fn settle(db: &Db, batch: &[Settlement]) -> Result<Vec<Spent>, 
     let answer: String = sqlx::query_scalar("SELECT j1msky_settle($1, $2)")
         .bind(json!(settle).to_string())
         .bind(json!(rows).to_string())
-        .fetch_one(db.pool())
+        .fetch_one(conn)
         .await?;
     let changed: Vec<serde_json::Value> = serde_json::from_str(&answer)
         .map_err(|e| DbError::Corrupt(format!("j1msky_settle answered `{answer}`: {e}")))?;

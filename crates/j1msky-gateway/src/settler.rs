@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use j1msky_db::{Db, DbError};
+use sqlx::pool::PoolConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::leases::Leases;
@@ -51,8 +52,49 @@ impl Settler {
     }
 }
 
+/// The writer's own connection, kept between batches: a connection taken from the pool
+/// and handed back per batch costs two more network round trips on PostgreSQL (the
+/// pool's checks on handing it out and on taking it back), as many as the batch itself.
+/// Dropped after a failed batch, so a broken one is replaced by the next.
+async fn connection<'a>(
+    db: &Db,
+    held: &'a mut Option<PoolConnection<sqlx::Any>>,
+) -> Result<&'a mut PoolConnection<sqlx::Any>, DbError> {
+    if held.is_none() {
+        *held = Some(db.pool().acquire().await?);
+    }
+    held.as_mut().ok_or_else(|| DbError::Corrupt("no settlement connection".into()))
+}
+
+async fn settle(
+    db: &Db,
+    held: &mut Option<PoolConnection<sqlx::Any>>,
+    batch: &[Settlement],
+) -> Result<Vec<Spent>, DbError> {
+    let conn = connection(db, held).await?;
+    let result = roundtrip::settle(conn, batch).await;
+    if result.is_err() {
+        *held = None;
+    }
+    result
+}
+
 async fn write_loop(db: Db, leases: Option<Arc<Leases>>, mut rx: mpsc::UnboundedReceiver<(Settlement, Reply)>) {
-    while let Some(first) = rx.recv().await {
+    let mut held = None;
+    // Closing the pool waits for every connection to come back, this one too.
+    let closing = db.pool().close_event();
+    tokio::pin!(closing);
+    loop {
+        let first = tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+            _ = &mut closing, if held.is_some() => {
+                held = None;
+                continue;
+            }
+        };
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -61,7 +103,7 @@ async fn write_loop(db: Db, leases: Option<Arc<Leases>>, mut rx: mpsc::Unbounded
             }
         }
         let batch: Vec<Settlement> = jobs.iter().map(|(s, _)| s.clone()).collect();
-        match roundtrip::settle(&db, &batch).await {
+        match settle(&db, &mut held, &batch).await {
             Ok(spent) => {
                 for (job, reply) in jobs {
                     settled(leases.as_deref(), &job).await;
@@ -71,7 +113,7 @@ async fn write_loop(db: Db, leases: Option<Arc<Leases>>, mut rx: mpsc::Unbounded
             Err(e) if jobs.len() > 1 => {
                 tracing::warn!(error = %e, calls = jobs.len(), "a settlement batch failed; settling its calls one by one");
                 for (job, reply) in jobs {
-                    let result = roundtrip::settle(&db, std::slice::from_ref(&job)).await;
+                    let result = settle(&db, &mut held, std::slice::from_ref(&job)).await;
                     if result.is_ok() {
                         settled(leases.as_deref(), &job).await;
                     }

@@ -111,7 +111,12 @@ impl Runtime {
         rt.start_backups(settings.backup);
         rt.start_reactions();
         let sweeper = reservation_sweeper(rt.gateway.clone(), rt.stop_signal());
-        rt.spawn_always("reservation sweeper", sweeper);
+        // Beside it, the customers' slices given back when customers change (PostgreSQL).
+        let (gateway, stop) = (rt.gateway.clone(), rt.stop_signal());
+        let slices = async move { gateway.follow_customer_changes(stop).await };
+        rt.spawn_always("reservation sweeper", async move {
+            tokio::join!(sweeper, slices);
+        });
         // Every process serves the catalogue version in force, whatever its roles.
         let every = Duration::from_secs(1);
         let follow =
