@@ -460,14 +460,22 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     assert!(!emls.is_empty(), "no .eml under {}", mail.display());
     let eml = std::fs::read_to_string(&emls[0]).expect("eml");
     assert!(eml.contains("Message-ID: <") && eml.contains(".demo"), "{eml}");
-    let messages = browser
-        .get(format!("{base}/admin/lifecycle/messages?state=sent"))
-        .send()
-        .await
-        .expect("messages")
-        .text()
-        .await
-        .expect("html");
+    // The sender writes the file, then marks the message sent: the page may lag the file.
+    let mut messages = String::new();
+    for _ in 0..200 {
+        messages = browser
+            .get(format!("{base}/admin/lifecycle/messages?state=sent"))
+            .send()
+            .await
+            .expect("messages")
+            .text()
+            .await
+            .expect("html");
+        if messages.contains("/admin/lifecycle/messages/msg_") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert!(messages.contains("/admin/lifecycle/messages/msg_"), "{messages}");
     let todos = browser.get(format!("{base}/admin/todos")).send().await.expect("todos").text().await.expect("html");
     for name in ["Northwind Software", "Bluebird Content Studio", "Kestrel Ventures"] {
