@@ -76,3 +76,101 @@ pub async fn create_indexes(conn: &mut AnyConnection, statements: &[String]) -> 
     }
     Ok(())
 }
+
+/// Rows per multi-row INSERT: 1,000 rows of up to 12 columns stay under SQLite's 32,766
+/// bound parameters and PostgreSQL's 65,535, and one statement's parse and bind overhead
+/// is spread over many rows.
+const BATCH_ROWS: usize = 1_000;
+
+/// One value of a row [`Batch`] writes.
+pub enum Value {
+    Text(String),
+    Int(i64),
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Text(s.to_owned())
+    }
+}
+
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        Value::Int(i)
+    }
+}
+
+/// Rows for one table, written with multi-row INSERTs of [`BATCH_ROWS`] rows (the rebuild
+/// pushes them in primary-key order, so each statement appends to the table's B-tree).
+pub struct Batch {
+    backend: Backend,
+    table: &'static str,
+    columns: &'static [&'static str],
+    values: Vec<Value>,
+    /// The statement for a full batch, built once (and prepared once: sqlx caches it).
+    full: String,
+}
+
+impl Batch {
+    /// A batch for `table`'s `columns`.
+    pub fn new(backend: Backend, table: &'static str, columns: &'static [&'static str]) -> Self {
+        let full = Self::sql(backend, table, columns, BATCH_ROWS);
+        Batch { backend, table, columns, values: Vec::with_capacity(BATCH_ROWS * columns.len()), full }
+    }
+
+    /// The statement for `rows` rows. SQLite gets anonymous `?` parameters: sqlx asks
+    /// SQLite for each parameter's name while binding, and for numbered ones SQLite finds
+    /// the name by walking the list of all of them, so 10,000 `$n` cost 10,000² steps a
+    /// statement; `?` have no name and cost one. PostgreSQL only takes `$n`.
+    fn sql(backend: Backend, table: &str, columns: &[&str], rows: usize) -> String {
+        let width = columns.len();
+        let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+        for r in 0..rows {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for c in 0..width {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                match backend {
+                    Backend::Sqlite => sql.push('?'),
+                    Backend::Postgres => sql.push_str(&format!("${}", r * width + c + 1)),
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
+    /// Adds one row (its values in the columns' order), writing the batch once it is full.
+    pub async fn push(&mut self, conn: &mut AnyConnection, row: impl IntoIterator<Item = Value>) -> Result<(), InsightsError> {
+        self.values.extend(row);
+        if self.values.len() >= BATCH_ROWS * self.columns.len() {
+            self.flush(conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows pushed so far.
+    pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), InsightsError> {
+        let rows = self.values.len() / self.columns.len().max(1);
+        if rows == 0 {
+            return Ok(());
+        }
+        let partial;
+        let sql = if rows == BATCH_ROWS {
+            &self.full
+        } else {
+            partial = Self::sql(self.backend, self.table, self.columns, rows);
+            &partial
+        };
+        let mut q = sqlx::query(sql);
+        for v in self.values.drain(..) {
+            q = match v {
+                Value::Text(s) => q.bind(s),
+                Value::Int(i) => q.bind(i),
+            };
+        }
+        q.execute(&mut *conn).await?;
+        Ok(())
+    }
+}

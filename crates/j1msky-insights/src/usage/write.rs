@@ -1,0 +1,235 @@
+//! `kpi rebuild` writing the sums `gather` read: `insights_tasks`, `insights_usage`,
+//! `insights_model_cost`, and the split (`insights_pieces`, `insights_split`,
+//! `insights_margins`) computed per customer month by the same function the what-if uses
+//! (`data::customer_pieces`, which `tests/usage.rs` holds against the consumer's SQL).
+//! Every table gets its rows in primary-key order, in multi-row INSERTs (`bulk::Batch`).
+
+use std::collections::BTreeMap;
+
+use j1msky_db::Backend;
+use sqlx::AnyConnection;
+
+use super::data::{customer_pieces, Piece};
+use super::gather::Gathered;
+use crate::bulk::{Batch, Value};
+use crate::InsightsError;
+
+const TASKS: &[&str] = &[
+    "task_id",
+    "month",
+    "customer_id",
+    "team",
+    "outcome",
+    "duration_ms",
+    "cost_micros",
+    "charge_micros",
+    "ledger_until",
+    "plan",
+];
+const USAGE: &[&str] =
+    &["month", "customer_id", "team", "tasks_completed", "tasks_failed", "cost_micros", "charge_micros"];
+const MODEL_COST: &[&str] =
+    &["month", "customer_id", "team", "model", "calls", "input_tokens", "output_tokens", "cost_micros"];
+const PIECES: &[&str] = &[
+    "month",
+    "customer_id",
+    "team",
+    "model",
+    "plan",
+    "subscription_micros",
+    "refunds_micros",
+    "charge_micros",
+    "cost_micros",
+    "calls",
+    "completed",
+    "failed",
+];
+const SPLIT: &[&str] = &[
+    "month",
+    "team",
+    "model",
+    "plan",
+    "pieces",
+    "subscription_micros",
+    "refunds_micros",
+    "charge_micros",
+    "cost_micros",
+    "calls",
+    "completed",
+    "failed",
+];
+const MARGINS: &[&str] =
+    &["month", "customer_id", "team", "plan", "revenue_micros", "cost_micros", "margin_micros", "completed"];
+
+/// `insights_tasks`, in task id order.
+pub(super) async fn tasks(conn: &mut AnyConnection, backend: Backend, g: &mut Gathered) -> Result<(), InsightsError> {
+    // The API days were added after the tasks' sort.
+    g.tasks.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    let mut batch = Batch::new(backend, "insights_tasks", TASKS);
+    for t in &g.tasks {
+        let Some(cm) = g.cms.get(t.cm) else { continue };
+        let row: [Value; 10] = [
+            Value::Text(t.key.clone()),
+            g.months.get(cm.month).into(),
+            g.customers.get(cm.customer).into(),
+            g.teams.get(t.team).into(),
+            g.outcomes.get(t.outcome).into(),
+            t.duration_ms.into(),
+            t.cost_micros.into(),
+            t.charge_micros.into(),
+            t.ledger_until.into(),
+            g.plan(cm.customer).into(),
+        ];
+        batch.push(conn, row).await?;
+    }
+    batch.flush(conn).await
+}
+
+/// A piece's sums, as the split's tables add them up.
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    subscription: i64,
+    refunds: i64,
+    charge: i64,
+    cost: i64,
+    calls: i64,
+    completed: i64,
+    failed: i64,
+}
+
+impl Sums {
+    fn add(&mut self, p: &Sums) {
+        self.subscription += p.subscription;
+        self.refunds += p.refunds;
+        self.charge += p.charge;
+        self.cost += p.cost;
+        self.calls += p.calls;
+        self.completed += p.completed;
+        self.failed += p.failed;
+    }
+
+    fn of(p: &Piece) -> Sums {
+        Sums {
+            subscription: p.subscription_micros,
+            refunds: p.refunds_micros,
+            charge: p.charge_micros,
+            cost: p.cost_micros,
+            calls: p.calls,
+            completed: p.completed,
+            failed: p.failed,
+        }
+    }
+
+    fn values(&self) -> [Value; 7] {
+        [
+            self.subscription.into(),
+            self.refunds.into(),
+            self.charge.into(),
+            self.cost.into(),
+            self.calls.into(),
+            self.completed.into(),
+            self.failed.into(),
+        ]
+    }
+}
+
+/// The batches of the per-customer-month tables.
+struct Tables {
+    usage: Batch,
+    model_cost: Batch,
+    pieces: Batch,
+    margins: Batch,
+}
+
+/// Usage, model cost, pieces and margins per customer month in (month, customer) order,
+/// then the split's sums.
+pub(super) async fn customer_months(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    g: &Gathered,
+) -> Result<(), InsightsError> {
+    let mut order: Vec<usize> = (0..g.cms.len()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (&g.cms[a], &g.cms[b]);
+        g.months.get(a.month).cmp(g.months.get(b.month)).then_with(|| g.customers.get(a.customer).cmp(g.customers.get(b.customer)))
+    });
+    let mut t = Tables {
+        usage: Batch::new(backend, "insights_usage", USAGE),
+        model_cost: Batch::new(backend, "insights_model_cost", MODEL_COST),
+        pieces: Batch::new(backend, "insights_pieces", PIECES),
+        margins: Batch::new(backend, "insights_margins", MARGINS),
+    };
+    let mut split: BTreeMap<(&str, String, String, &str), (i64, Sums)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for i in order {
+        let Some(sums) = g.cms.get(i) else { continue };
+        let (month, customer, plan) = (g.months.get(sums.month), g.customers.get(sums.customer), g.plan(sums.customer));
+        let cm = g.customer_month(sums);
+        for (team, u) in &cm.teams {
+            let row: [Value; 7] = [
+                month.into(),
+                customer.into(),
+                team.as_str().into(),
+                u.completed.into(),
+                u.failed.into(),
+                u.cost_micros.into(),
+                u.charge_micros.into(),
+            ];
+            t.usage.push(conn, row).await?;
+            for (model, m) in &u.models {
+                let row: [Value; 8] = [
+                    month.into(),
+                    customer.into(),
+                    team.as_str().into(),
+                    model.as_str().into(),
+                    m.calls.into(),
+                    m.input_tokens.into(),
+                    m.output_tokens.into(),
+                    m.cost_micros.into(),
+                ];
+                t.model_cost.push(conn, row).await?;
+            }
+        }
+        out.clear();
+        customer_pieces(customer, &cm, &mut out);
+        // One row per (team, model), as the SQL's GROUP BY would merge two pieces of one key.
+        let mut pieces: BTreeMap<(&str, &str), Sums> = BTreeMap::new();
+        for p in &out {
+            pieces.entry((p.team.as_str(), p.model.as_str())).or_default().add(&Sums::of(p));
+        }
+        // Margins per team and over all teams (team '', first in key order).
+        let mut margins: BTreeMap<&str, Sums> = BTreeMap::new();
+        for (&(team, model), s) in &pieces {
+            let row = [month.into(), customer.into(), team.into(), model.into(), plan.into()];
+            t.pieces.push(conn, row.into_iter().chain(s.values())).await?;
+            let e = split.entry((month, team.to_owned(), model.to_owned(), plan)).or_default();
+            e.0 += 1;
+            e.1.add(s);
+            margins.entry(team).or_default().add(s);
+            margins.entry("").or_default().add(s);
+        }
+        for (team, s) in margins {
+            let revenue = s.subscription - s.refunds + s.charge;
+            let row: [Value; 8] = [
+                month.into(),
+                customer.into(),
+                team.into(),
+                plan.into(),
+                revenue.into(),
+                s.cost.into(),
+                (revenue - s.cost).into(),
+                s.completed.into(),
+            ];
+            t.margins.push(conn, row).await?;
+        }
+    }
+    for b in [&mut t.usage, &mut t.model_cost, &mut t.pieces, &mut t.margins] {
+        b.flush(conn).await?;
+    }
+    let mut batch = Batch::new(backend, "insights_split", SPLIT);
+    for ((month, team, model, plan), (n, s)) in split {
+        let row = [month.into(), team.as_str().into(), model.as_str().into(), plan.into(), n.into()];
+        batch.push(conn, row.into_iter().chain(s.values())).await?;
+    }
+    batch.flush(conn).await
+}
