@@ -52,7 +52,7 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
         indexes.extend(bulk::drop_indexes(&mut tx, ctx.db.backend(), table).await?);
     }
     revenue(&mut tx, tz).await?;
-    let mut g = gather::gather(&mut tx, tz, api_days).await?;
+    let mut g = gather::gather(&mut tx, ctx.db.backend(), tz, api_days).await?;
     write::tasks(&mut tx, ctx.db.backend(), &mut g).await?;
     write::customer_months(&mut tx, ctx.db.backend(), &g).await?;
     drop(g);
