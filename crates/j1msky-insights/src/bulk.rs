@@ -142,7 +142,11 @@ impl Batch {
     }
 
     /// Adds one row (its values in the columns' order), writing the batch once it is full.
-    pub async fn push(&mut self, conn: &mut AnyConnection, row: impl IntoIterator<Item = Value>) -> Result<(), InsightsError> {
+    pub async fn push(
+        &mut self,
+        conn: &mut AnyConnection,
+        row: impl IntoIterator<Item = Value>,
+    ) -> Result<(), InsightsError> {
         self.values.extend(row);
         if self.values.len() >= BATCH_ROWS * self.columns.len() {
             self.flush(conn).await?;

@@ -56,7 +56,9 @@ async fn rows(ctx: &Ctx) -> Vec<String> {
         let table = q.split("FROM").nth(1).unwrap().trim().to_string();
         for row in sqlx::query(q).fetch_all(ctx.db.pool()).await.unwrap() {
             let cells: Vec<String> = (0..row.len())
-                .map(|i| row.try_get::<String, _>(i).or_else(|_| row.try_get::<i64, _>(i).map(|v| v.to_string())).unwrap())
+                .map(|i| {
+                    row.try_get::<String, _>(i).or_else(|_| row.try_get::<i64, _>(i).map(|v| v.to_string())).unwrap()
+                })
                 .collect();
             out.push(format!("{table}|{}", cells.join("|")));
         }

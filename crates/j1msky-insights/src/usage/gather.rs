@@ -182,8 +182,8 @@ pub(super) async fn gather(
     let mut days = api_day_map(api_days)?;
     ledger(conn, backend, &mut g, &mut days).await?;
     add_api_days(tz, &mut g, days);
-    let mut rows =
-        sqlx::query("SELECT month, customer_id, subscription_cents, refunds_cents FROM insights_revenue").fetch(&mut *conn);
+    let mut rows = sqlx::query("SELECT month, customer_id, subscription_cents, refunds_cents FROM insights_revenue")
+        .fetch(&mut *conn);
     while let Some(r) = rows.try_next().await? {
         let month = g.months.id_owned(r.try_get(0)?);
         let customer = g.customers.id_owned(r.try_get(1)?);
@@ -325,7 +325,8 @@ async fn in_table_order<T: serde::de::DeserializeOwned>(
     let bad = |e: serde_json::Error| InsightsError::Db(j1msky_db::DbError::Corrupt(format!("{table}: {e}")));
     match backend {
         Backend::Sqlite => {
-            let max: Option<i64> = sqlx::query_scalar(&format!("SELECT MAX(rowid) FROM {table}")).fetch_one(&mut *conn).await?;
+            let max: Option<i64> =
+                sqlx::query_scalar(&format!("SELECT MAX(rowid) FROM {table}")).fetch_one(&mut *conn).await?;
             let sql = format!(
                 "SELECT json_group_array(json_array({columns})) FROM {table} WHERE rowid > $1 AND rowid <= $2 AND {filter}"
             );

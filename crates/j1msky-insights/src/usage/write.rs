@@ -151,7 +151,10 @@ pub(super) async fn customer_months(
     let mut order: Vec<usize> = (0..g.cms.len()).collect();
     order.sort_unstable_by(|&a, &b| {
         let (a, b) = (&g.cms[a], &g.cms[b]);
-        g.months.get(a.month).cmp(g.months.get(b.month)).then_with(|| g.customers.get(a.customer).cmp(g.customers.get(b.customer)))
+        g.months
+            .get(a.month)
+            .cmp(g.months.get(b.month))
+            .then_with(|| g.customers.get(a.customer).cmp(g.customers.get(b.customer)))
     });
     let mut t = Tables {
         usage: Batch::new(backend, "insights_usage", USAGE),
