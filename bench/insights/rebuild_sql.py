@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
-"""Writes the SQL `kpi rebuild` still issues for revenue and people (as the Rust has it
-now, read from the source) and its index builds into OUT_DIR, for
-bench/insights/rebuild-statements to time one by one. The usage sums and the split are
-computed in Rust (usage/gather.rs, usage/write.rs): examples/rebuild_bench.rs times them.
-Usage: rebuild_sql.py DB_FILE REPO_ROOT OUT_DIR (UTC business zone only)."""
+"""Writes the SQL `kpi rebuild` issues for usage, the split and people (as the Rust has it
+now, read from the source) into OUT_DIR, for bench/insights/rebuild-statements to time one
+by one. Usage: rebuild_sql.py DB_FILE REPO_ROOT OUT_DIR (UTC business zone only)."""
+# Builds the rebuild's usage/split/people statements (as the Rust issues them) for the sqlite3 shell.
 import re, sqlite3, sys, datetime as dt
 db = sys.argv[1]; src = sys.argv[2]; OUT = sys.argv[3]
 con = sqlite3.connect(db)
@@ -19,6 +18,11 @@ def month_case(col, lo, hi):
         s += f" WHEN {col} < {int(dt.datetime(ny, nm, 1, tzinfo=dt.timezone.utc).timestamp()) * 1000000} THEN '{y:04d}-{m:02d}'"
     return s + f" ELSE '{ms[-1][0]:04d}-{ms[-1][1]:02d}' END"
 rs = open(f"{src}/crates/j1msky-insights/src/usage/rebuild.rs").read()
+sp = open(f"{src}/crates/j1msky-insights/src/usage/split.rs").read()
+parts = open(f"{src}/crates/j1msky-insights/src/usage/parts.rs").read()
+plan_key = re.search(r'pub const PLAN_KEY: &str = "(.*?)";', parts, re.S).group(1)
+lo, hi = con.execute("SELECT MIN(finished_at), MAX(finished_at) FROM tasks WHERE state IN ('succeeded','failed','cancelled') AND finished_at IS NOT NULL").fetchone()
+month = month_case("t.finished_at", lo, hi)
 rlo, rhi = con.execute("SELECT MIN(occurred_at), MAX(occurred_at) FROM revenue_entries WHERE kind IN ('invoice_paid','refund')").fetchone()
 rmonth = month_case("occurred_at", rlo, rhi)
 def rust_strings(fn_src):
@@ -26,12 +30,24 @@ def rust_strings(fn_src):
     for m in re.finditer(r'sqlx::query(?:_as)?\((&format!\()?\s*"(.*?)"', fn_src, re.S):
         out.append(m.group(2))
     return out
+tasks_fn = rs[rs.index("async fn tasks"):rs.index("async fn revenue")]
 rev_fn = rs[rs.index("async fn revenue"):]
 stmts = []
+for s in rust_strings(tasks_fn)[1:]:
+    stmts.append(s.replace("{month}", month).replace("{plan}", plan_key.replace("{id}", "t.customer_id")).replace("{FINISHED}", "state IN ('succeeded', 'failed', 'cancelled') AND finished_at IS NOT NULL"))
 for s in rust_strings(rev_fn)[1:]:
     stmts.append(s.replace("{month}", rmonth).replace("{KINDS}", "kind IN ('invoice_paid', 'refund')"))
 print(len(stmts), file=sys.stderr)
 for i, s in enumerate(stmts): open(f"{OUT}/u{i}.sql", "w").write(s + ";\n")
+# split
+pieces = re.search(r'const PIECES: &str = "(.*?)";\n', sp, re.S).group(1).replace("{scope}", "1 = 1")
+cols = re.search(r'const PIECE_COLUMNS: &str = "(.*?)";', sp, re.S).group(1)
+margins = re.search(r'const MARGINS: &str = "(.*?)";\n', sp, re.S).group(1).replace("{scope}", "1 = 1")
+reb = sp[sp.index("pub async fn rebuild"):]
+split_ins = [s for s in rust_strings(reb) if s.lstrip().startswith("INSERT INTO insights_split")][0]
+open(f"{OUT}/s0.sql", "w").write(f"INSERT INTO insights_pieces ({cols}) {pieces};\n")
+open(f"{OUT}/s1.sql", "w").write(split_ins + ";\n")
+open(f"{OUT}/s2.sql", "w").write(margins + ";\n")
 # people (people/rollup.rs `rebuild`, with its STAGES and ACTIVATION_WINDOW written out)
 open(f"{OUT}/p0.sql", "w").write("""INSERT INTO insights_people (customer_id, plan, created_at, lead_at, qualified_at, trial_at, paid_at, activated_at)
          SELECT c.id, c.plan, c.created_at, s.lead_at, s.qualified_at, s.trial_at, s.paid_at,

@@ -1,12 +1,12 @@
 // A test stops at the first surprise: unwrap and expect are its assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-//! `kpi rebuild` sums tasks, the ledger and API days in memory and writes the rollups in
-//! multi-row INSERTs of 1,000 rows (`usage::gather`, `usage::write`, `bulk::Batch`). Here
-//! a few hundred customers over two months, with more than one batch of tasks, model-cost
-//! rows, pieces and margins, unfinished tasks whose ledger must not count yet, tasks whose
-//! ledger spans two models and a metered API day: every row the consumer keeps must be
-//! the rebuild's, on whichever engine `J1MSKY_TEST_BACKEND` names.
+//! `kpi rebuild` against the consumer at more than a handful of rows: a few hundred
+//! customers over two months, with more than 1,000 rows of tasks, model costs, pieces and
+//! margins (more than one batch for a rebuild that writes in batches), unfinished tasks
+//! whose ledger must not count yet, tasks whose ledger spans two models, zero-cost ledger
+//! rows and a metered API day: every row the consumer keeps must be the rebuild's, on
+//! whichever engine `J1MSKY_TEST_BACKEND` names.
 
 use std::sync::Arc;
 

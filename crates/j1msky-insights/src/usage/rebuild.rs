@@ -1,25 +1,15 @@
 //! `kpi rebuild` for the usage rollups: the same contributions the consumer counts, read
 //! in bulk from tasks, llm_calls, revenue_entries and the API-day charges, in one
 //! transaction (so a consumer running meanwhile waits, then finds nothing to change).
-//! Revenue is two INSERT … SELECTs; tasks, the ledger and the API days are summed in
-//! memory (`gather`) and written with the split in key order (`write`).
 
 use chrono_tz::Tz;
 use sqlx::AnyConnection;
 
-use super::{gather, write};
+use super::parts;
 use crate::{bulk, Ctx, InsightsError, Month};
 
-const TABLES: &[&str] = &[
-    "insights_tasks",
-    "insights_usage",
-    "insights_model_cost",
-    "insights_revenue",
-    "insights_revenue_seen",
-    "insights_pieces",
-    "insights_split",
-    "insights_margins",
-];
+const TABLES: &[&str] =
+    &["insights_tasks", "insights_usage", "insights_model_cost", "insights_revenue", "insights_revenue_seen"];
 
 /// A SQL expression naming the business month (`YYYY-MM`) of the instant in `column`, for
 /// instants from `min` to `max`: one pass over a table instead of one per month. Only our
@@ -51,14 +41,66 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     for table in ["insights_tasks", "insights_pieces", "insights_margins"] {
         indexes.extend(bulk::drop_indexes(&mut tx, ctx.db.backend(), table).await?);
     }
+    tasks(&mut tx, tz).await?;
+    for (customer, day, amount) in api_days {
+        let part = parts::api_day_now(&mut tx, tz, &customer, &day, amount).await?;
+        parts::settle_task(&mut tx, &parts::api_day_key(&customer, &day), Some(part)).await?;
+    }
     revenue(&mut tx, tz).await?;
-    let mut g = gather::gather(&mut tx, ctx.db.backend(), tz, api_days).await?;
-    write::tasks(&mut tx, ctx.db.backend(), &mut g).await?;
-    write::customer_months(&mut tx, ctx.db.backend(), &g).await?;
-    drop(g);
+    super::split::rebuild(&mut tx).await?;
     bulk::create_indexes(&mut tx, &indexes).await?;
     bulk::untune(&mut tx, tuned).await?;
     tx.commit().await.map_err(j1msky_db::DbError::from)?;
+    Ok(())
+}
+
+async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
+    const FINISHED: &str = "state IN ('succeeded', 'failed', 'cancelled') AND finished_at IS NOT NULL";
+    let range: (Option<i64>, Option<i64>) =
+        sqlx::query_as(&format!("SELECT MIN(finished_at), MAX(finished_at) FROM tasks t WHERE t.{FINISHED}"))
+            .fetch_one(&mut *conn)
+            .await?;
+    let Some(month) = month_of(tz, "t.finished_at", range) else { return Ok(()) };
+    // Each task's ledger, summed once in one pass over the ledger's task index. The tasks
+    // are read in their table's order, not through the index on `state` (the COALESCE
+    // keeps SQLite from using it): nearly every task is finished, and the rows then come
+    // in the order they were written, which for time-ordered ids is their key's order, so
+    // insights_tasks is appended to instead of written at random places.
+    sqlx::query(&format!(
+        "INSERT INTO insights_tasks (task_id, month, customer_id, team, outcome, duration_ms, cost_micros,
+             charge_micros, ledger_until, plan)
+         SELECT t.id, {month}, t.customer_id, t.team, t.state,
+                CASE WHEN t.finished_at > t.queued_at THEN (t.finished_at - t.queued_at) / 1000 ELSE 0 END,
+                COALESCE(l.cost, 0), CASE WHEN t.state = 'succeeded' THEN COALESCE(t.charge_micros, 0) ELSE 0 END,
+                COALESCE(l.until, 0), {plan}
+         FROM tasks t LEFT JOIN (SELECT task_id, SUM(cost_micros) AS cost, MAX(created_at) AS until FROM llm_calls
+                                 WHERE task_id IS NOT NULL GROUP BY task_id) l ON l.task_id = t.id
+         WHERE COALESCE(t.state, '') IN ('succeeded', 'failed', 'cancelled') AND t.finished_at IS NOT NULL",
+        plan = parts::PLAN_KEY.replace("{id}", "t.customer_id")
+    ))
+    .execute(&mut *conn)
+    .await?;
+    // The two GROUP BYs below are sorts of every task and every ledger row. The customer
+    // leads their keys: SQLite's sorter compares the first key column alone while it
+    // differs, and a month (two dozen values) ties far more often than a customer does.
+    sqlx::query(
+        "INSERT INTO insights_usage (month, customer_id, team, tasks_completed, tasks_failed, cost_micros, charge_micros)
+         SELECT month, customer_id, team, SUM(CASE WHEN outcome = 'succeeded' THEN 1 ELSE 0 END),
+                SUM(CASE WHEN outcome = 'failed' THEN 1 ELSE 0 END), SUM(cost_micros), SUM(charge_micros)
+         FROM insights_tasks GROUP BY customer_id, month, team",
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO insights_model_cost (month, customer_id, team, model, calls, input_tokens, output_tokens,
+             cost_micros)
+         SELECT it.month, it.customer_id, it.team, l.model_used, COUNT(*), SUM(l.input_tokens), SUM(l.output_tokens),
+                SUM(l.cost_micros)
+         FROM insights_tasks it JOIN llm_calls l ON l.task_id = it.task_id
+         GROUP BY it.customer_id, it.month, it.team, l.model_used",
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! (`insights_pieces`), their sums per (month, team, model, plan) (`insights_split`) and
 //! each customer's margin per team and over all teams (`insights_margins`). The consumer
 //! recomputes one customer's month ([`refresh`]) when what it reads changed; the rebuild
-//! recomputes everything in memory (`gather`, `write`); the board reads the sums and the lowest margins.
+//! recomputes everything ([`rebuild`]); the board reads the sums and the lowest margins.
 //! `tests/usage.rs` checks the result against the in-memory computation the what-if uses.
 
 use sqlx::AnyConnection;
@@ -140,5 +140,27 @@ pub async fn refresh_customer(conn: &mut AnyConnection, customer: &str) -> Resul
     for (month,) in months {
         refresh(conn, &month, customer).await?;
     }
+    Ok(())
+}
+
+/// Recomputes the three tables from the usage and revenue rollups (after they were rebuilt).
+pub async fn rebuild(conn: &mut AnyConnection) -> Result<(), InsightsError> {
+    for table in ["insights_pieces", "insights_split", "insights_margins"] {
+        sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *conn).await?;
+    }
+    let pieces = PIECES.replace("{scope}", "1 = 1");
+    sqlx::query(&format!("INSERT INTO insights_pieces ({PIECE_COLUMNS}) {pieces}")).execute(&mut *conn).await?;
+    sqlx::query(
+        "INSERT INTO insights_split (month, team, model, plan, pieces, subscription_micros, refunds_micros,
+             charge_micros, cost_micros, calls, completed, failed)
+         SELECT month, team, model, plan, COUNT(*), CAST(SUM(subscription_micros) AS BIGINT),
+                CAST(SUM(refunds_micros) AS BIGINT), CAST(SUM(charge_micros) AS BIGINT),
+                CAST(SUM(cost_micros) AS BIGINT), CAST(SUM(calls) AS BIGINT), CAST(SUM(completed) AS BIGINT),
+                CAST(SUM(failed) AS BIGINT)
+         FROM insights_pieces GROUP BY month, team, model, plan",
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(&MARGINS.replace("{scope}", "1 = 1")).execute(&mut *conn).await?;
     Ok(())
 }
