@@ -297,29 +297,14 @@ impl Worker {
     /// transaction that also writes them (the in-memory limits commit them later; a
     /// repeated row is ignored by the ledger).
     async fn store_step(&self, c: &Claim, s: &StepRow<'_>) -> Result<bool, TaskError> {
-        let usage = &s.completed.response.usage;
-        let insert = STEP_INSERT;
         let lease_until = s.now + self.lease_micros();
         if self.one_trip() {
-            let done = sqlx::query(&format!(
+            let sql = format!(
                 "WITH fenced AS (UPDATE tasks SET lease_until = $4 WHERE {FENCE} RETURNING id)
-                 {insert} SELECT id, $5, $6, $7, $8, $9, $10, $11, $12, $3, $13 FROM fenced"
-            ))
-            .bind(&c.id)
-            .bind(&self.owner)
-            .bind(c.attempt)
-            .bind(lease_until)
-            .bind(s.step)
-            .bind(s.role)
-            .bind(&s.completed.model)
-            .bind(s.output)
-            .bind(usage.input_tokens as i64)
-            .bind(usage.output_tokens as i64)
-            .bind(s.completed.cost.micros())
-            .bind(s.latency)
-            .bind(s.now)
-            .execute(self.db.pool())
-            .await?;
+                 {STEP_INSERT} SELECT id, $5, $6, $7, $8, $9, $10, $11, $12, $3, $13 FROM fenced"
+            );
+            let fenced = sqlx::query(&sql).bind(&c.id).bind(&self.owner).bind(c.attempt).bind(lease_until);
+            let done = s.bind(fenced).bind(s.now).execute(self.db.pool()).await?;
             return Ok(done.rows_affected() == 1);
         }
         let mut tx = self.db.begin().await?;
@@ -334,20 +319,8 @@ impl Worker {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(&format!("{insert} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
-            .bind(&c.id)
-            .bind(s.step)
-            .bind(s.role)
-            .bind(&s.completed.model)
-            .bind(s.output)
-            .bind(usage.input_tokens as i64)
-            .bind(usage.output_tokens as i64)
-            .bind(s.completed.cost.micros())
-            .bind(s.latency)
-            .bind(c.attempt)
-            .bind(s.now)
-            .execute(&mut *tx)
-            .await?;
+        let insert = format!("{STEP_INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)");
+        s.bind(sqlx::query(&insert).bind(&c.id)).bind(c.attempt).bind(s.now).execute(&mut *tx).await?;
         j1msky_gateway::ledger::record(&mut tx, &s.completed.attempts).await?;
         tx.commit().await?;
         Ok(true)
@@ -597,6 +570,24 @@ struct StepRow<'a> {
     latency: i64,
     now: i64,
 }
+
+impl StepRow<'_> {
+    /// Binds the step's own columns of [`STEP_INSERT`], from `step` to `latency_ms`, in order.
+    fn bind<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        let usage = &self.completed.response.usage;
+        query
+            .bind(self.step)
+            .bind(self.role)
+            .bind(&self.completed.model)
+            .bind(self.output)
+            .bind(usage.input_tokens as i64)
+            .bind(usage.output_tokens as i64)
+            .bind(self.completed.cost.micros())
+            .bind(self.latency)
+    }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 /// The start of a review, enough for an error message.
 fn excerpt(text: &str) -> String {

@@ -87,17 +87,7 @@ pub(super) async fn succeed(db: &Db, s: Success<'_>) -> Result<Option<Option<i64
         .bind(s.now);
     let mut query = event.bind(query);
     if let Some(step) = s.last {
-        let usage = &step.completed.response.usage;
-        query = query
-            .bind(step.step)
-            .bind(step.role)
-            .bind(&step.completed.model)
-            .bind(step.output)
-            .bind(usage.input_tokens as i64)
-            .bind(usage.output_tokens as i64)
-            .bind(step.completed.cost.micros())
-            .bind(step.latency)
-            .bind(step.now);
+        query = step.bind(query).bind(step.now);
     }
     let row = query.fetch_optional(db.pool()).await?;
     Ok(match row {
