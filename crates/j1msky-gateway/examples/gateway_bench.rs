@@ -14,7 +14,8 @@
 //! With `BENCH_BARRIER=DIR`, processes started together measure the same window. With
 //! `BENCH_LEASES=0`, PostgreSQL admits the shared caps and day budget per call instead of
 //! from this process's slices (`Gateway::without_leases`, for before/after figures in one
-//! run). `BENCH_NO_CUSTOMER=1` makes calls without a customer (only the business's caps
+//! run). `BENCH_LINGER_US=N` sets how long a settlement batch may wait for calls on their
+//! way (`Gateway::settlement_linger`; 0: never, the behaviour before). `BENCH_NO_CUSTOMER=1` makes calls without a customer (only the business's caps
 //! and budget apply). Each process calls for a customer of its own (`BENCH_CUSTOMER`, default the
 //! process id), as separate processes of a deployment serve different customers.
 
@@ -138,7 +139,12 @@ async fn closed_loop(db: Db, catalogue: Arc<Catalogue>, conc: usize, secs: u64) 
     let leases = std::env::var("BENCH_LEASES").map_or(true, |v| v != "0");
     // `BENCH_NO_CUSTOMER=1`: calls of the business itself, only the shared caps and budget.
     let with_customer = std::env::var("BENCH_NO_CUSTOMER").map_or(true, |v| v != "1");
-    let gateway = Arc::new(if leases { gateway } else { gateway.without_leases() });
+    let gateway = if leases { gateway } else { gateway.without_leases() };
+    // `BENCH_LINGER_US=0`: settlement batches never wait for calls on their way (before 0043).
+    let gateway = Arc::new(match std::env::var("BENCH_LINGER_US").ok().and_then(|v| v.parse().ok()) {
+        Some(us) => gateway.settlement_linger(Duration::from_micros(us)),
+        None => gateway,
+    });
     let request = ChatRequest {
         system: None,
         turns: vec![Turn { speaker: Speaker::User, text: "Summarise the quarter in one line".into() }],

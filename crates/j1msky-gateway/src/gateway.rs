@@ -126,6 +126,8 @@ pub struct Gateway {
     settler: std::sync::OnceLock<Arc<Settler>>,
     /// This process's slices of the shared caps and day budget (PostgreSQL, [`crate::leases`]).
     leases: Option<Arc<Leases>>,
+    /// How long a settlement batch may wait for short calls on their way ([`crate::settler`]).
+    settle_linger: std::time::Duration,
 }
 
 impl Gateway {
@@ -156,6 +158,7 @@ impl Gateway {
             owner,
             settler: std::sync::OnceLock::new(),
             leases,
+            settle_linger: crate::settler::LINGER,
         }
     }
 
@@ -171,6 +174,13 @@ impl Gateway {
     pub fn in_process_limits_bounded(mut self, max_unflushed: usize) -> Result<Gateway, GatewayError> {
         self.in_process = Some(InProcess::open_bounded(&self.db, max_unflushed)?);
         Ok(self)
+    }
+
+    /// Settlement batches on PostgreSQL wait up to `linger` for short calls still on their
+    /// way (default [`crate::settler::LINGER`]; zero: a batch goes at once, for comparison).
+    pub fn settlement_linger(mut self, linger: std::time::Duration) -> Gateway {
+        self.settle_linger = linger;
+        self
     }
 
     /// Admits every call's shared caps and day budget in the database one by one instead
@@ -434,6 +444,7 @@ impl Gateway {
         model: Option<&str>,
         req: &ChatRequest,
     ) -> Result<Completed, GatewayError> {
+        let _expected = self.expect_settlement();
         let (route, reservation) = self.admit(ctx, model, req).await?;
         let (answer, model_id, mut attempts) = self.call_chain(ctx, &route, &reservation, req, Kind::Complete).await?;
         let Answer::Complete(response) = answer else {
@@ -596,6 +607,18 @@ impl Gateway {
         }
     }
 
+    /// The settlement writer (PostgreSQL), started on first use.
+    fn settler(&self) -> &Arc<Settler> {
+        self.settler.get_or_init(|| Settler::start(self.db.clone(), self.leases.clone(), self.settle_linger))
+    }
+
+    /// Tells the settlement writer (PostgreSQL) that a call is on its way, so that a batch
+    /// may wait a little for it ([`crate::settler`]).
+    fn expect_settlement(&self) -> Option<crate::settler::Expected> {
+        (self.in_process.is_none() && self.db.backend() == j1msky_db::Backend::Postgres)
+            .then(|| self.settler().expect())
+    }
+
     /// Releases the reservation, books the actual cost and the ledger rows in one
     /// transaction, then applies budget escalation.
     pub(crate) async fn settle(&self, reservation: &Reservation, attempts: &[Attempt]) -> Result<Money, GatewayError> {
@@ -604,7 +627,7 @@ impl Gateway {
         if let Some(ip) = &self.in_process {
             ip.settle(reservation, total, attempts);
         } else if self.db.backend() == j1msky_db::Backend::Postgres {
-            let settler = self.settler.get_or_init(|| Settler::start(self.db.clone(), self.leases.clone()));
+            let settler = self.settler();
             let job = Settlement { reservation: reservation.clone(), actual: total, attempts: attempts.to_vec() };
             let (day, _) = windows::day(self.tz(), self.clock.now_micros());
             day_spent = settler

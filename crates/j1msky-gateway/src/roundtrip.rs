@@ -8,6 +8,8 @@
 //! settling releases it (or, when the sweeper of dead owners got there first, only adds
 //! the spend) and books the ledger rows, a repeated (request id, attempt) counting once.
 
+use std::collections::{BTreeMap, HashMap};
+
 use j1msky_core::Money;
 use j1msky_db::{Db, DbError};
 use serde_json::json;
@@ -81,32 +83,85 @@ pub(crate) struct Settlement {
 /// A budget window's spend after a settlement: (scope, window start, spent micros).
 pub(crate) type Spent = (String, i64, i64);
 
-/// Settles every call of `batch` in one statement on `conn`; returns the spend of each
-/// window changed.
+/// Settles every call of `batch` in one statement on `conn` (`j1msky_settle_by_key`,
+/// migration 0043); returns the spend of each window changed. The sums per window and per
+/// slice are made here, so the server reaches every row through its key.
 pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement]) -> Result<Vec<Spent>, DbError> {
-    let mut settle = Vec::new();
+    // Windows in admission's lock order (by scope, then window), with the batch's spend.
+    let mut windows: BTreeMap<(&str, i64), i64> = BTreeMap::new();
+    let mut leased: BTreeMap<(&str, &str, i64), i64> = BTreeMap::new();
+    let mut held: Vec<(&str, &str, i64)> = Vec::new();
     let mut rows = Vec::new();
     for s in batch {
+        let a = s.actual.micros();
         for (scope, window) in &s.reservation.budgets {
-            settle.push(json!({"id": s.reservation.id, "s": scope, "w": window, "a": s.actual.micros()}));
+            *windows.entry((scope, *window)).or_default() += a;
+            held.push((&s.reservation.id, scope, *window));
         }
         // Parts taken from a budget slice turn that much of the slice into spend (0041).
         for l in s.reservation.leased.iter().filter(|l| l.kind == LeaseKind::Budget) {
-            settle.push(json!({"l": l.lease, "s": l.scope, "w": l.window_start, "a": s.actual.micros()}));
+            *windows.entry((&l.scope, l.window_start)).or_default() += a;
+            *leased.entry((&l.lease, &l.scope, l.window_start)).or_default() += a;
         }
         rows.extend(s.attempts.iter().map(ledger_row));
     }
-    let answer: String = sqlx::query_scalar("SELECT j1msky_settle($1, $2)")
-        .bind(json!(settle).to_string())
+    let index: HashMap<(&str, i64), usize> = windows.keys().enumerate().map(|(i, k)| (*k, i + 1)).collect();
+    let at = |scope: &str, window: i64| index.get(&(scope, window)).copied().unwrap_or(0);
+    let answer: String = sqlx::query_scalar("SELECT j1msky_settle_by_key($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(text_array(windows.keys().map(|(s, _)| *s)))
+        .bind(number_array(windows.keys().map(|(_, w)| *w)))
+        .bind(number_array(windows.values().copied()))
+        .bind(text_array(leased.keys().map(|(l, _, _)| *l)))
+        .bind(number_array(leased.keys().map(|(_, s, w)| at(s, *w) as i64)))
+        .bind(number_array(leased.values().copied()))
+        .bind(text_array(held.iter().map(|(id, _, _)| *id)))
+        .bind(number_array(held.iter().map(|(_, s, w)| at(s, *w) as i64)))
         .bind(json!(rows).to_string())
         .fetch_one(conn)
         .await?;
-    let changed: Vec<serde_json::Value> = serde_json::from_str(&answer)
-        .map_err(|e| DbError::Corrupt(format!("j1msky_settle answered `{answer}`: {e}")))?;
-    Ok(changed
-        .iter()
-        .filter_map(|c| Some((c["s"].as_str()?.to_string(), c["w"].as_i64()?, c["spent"].as_i64()?)))
-        .collect())
+    let spent: Vec<&str> = if windows.is_empty() { Vec::new() } else { answer.split(',').collect() };
+    if spent.len() != windows.len() {
+        return Err(DbError::Corrupt(format!(
+            "j1msky_settle_by_key answered `{answer}` for {} windows",
+            windows.len()
+        )));
+    }
+    let mut changed = Vec::new();
+    for ((scope, window), value) in windows.keys().zip(spent) {
+        if value.is_empty() {
+            continue; // no row for that window: nothing to report
+        }
+        let value =
+            value.parse().map_err(|e| DbError::Corrupt(format!("j1msky_settle_by_key answered `{answer}`: {e}")))?;
+        changed.push((scope.to_string(), *window, value));
+    }
+    Ok(changed)
+}
+
+/// A PostgreSQL array literal of texts (`{"a","b"}`), every element quoted and escaped.
+fn text_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::from("{");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// A PostgreSQL array literal of integers (`{1,2}`).
+fn number_array(items: impl Iterator<Item = i64>) -> String {
+    let items: Vec<String> = items.map(|n| n.to_string()).collect();
+    format!("{{{}}}", items.join(","))
 }
 
 fn ledger_row(a: &Attempt) -> serde_json::Value {
@@ -143,5 +198,12 @@ mod tests {
         assert_eq!(parse_refusal("budget 1 1135").ok(), Some(Some(Refusal::Budget(1, 1135))));
         assert!(parse_refusal("budget x").is_err());
         assert!(parse_refusal("nonsense").is_err());
+    }
+
+    #[test]
+    fn writes_array_literals() {
+        assert_eq!(text_array(["business:day", "a\"b", "c\\d"].into_iter()), r#"{"business:day","a\"b","c\\d"}"#);
+        assert_eq!(text_array(std::iter::empty()), "{}");
+        assert_eq!(number_array([1, -2, 30].into_iter()), "{1,-2,30}");
     }
 }

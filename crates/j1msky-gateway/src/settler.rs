@@ -1,19 +1,26 @@
 //! Group commit of settlements for limits shared in PostgreSQL: calls that finish while
 //! one batch is being written wait together and go in the next, so the ledger rows and
 //! the spend of many calls cost one statement ([`crate::roundtrip::settle`]) instead of a
-//! transaction each. There is no timer: a batch goes as soon as the previous one is done,
-//! so a lone call waits for nothing but its own round trip.
+//! transaction each. A batch goes as soon as the previous one is done, unless calls of
+//! this process are still on their way and calls here are short (a few milliseconds, as
+//! when the model answers at once): then it waits for them up to [`LINGER`], as a
+//! database's own group commit waits for its siblings. Splitting the same calls between
+//! more processes would otherwise make each process's batches smaller, and every batch
+//! has a fixed cost on the server. A lone call, or calls that take longer than
+//! [`SHORT_CALL`] as real model calls do, wait for nothing but their own round trip.
 //!
 //! Crash rules are those of one transaction per call: a caller is answered only once its
 //! batch is committed, and until then its reservation row stays held under this process's
 //! lease (renewed while it lives, released by the sweeper when it died). A batch the
 //! database refuses is retried one call at a time, so one bad row fails only its own call.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use j1msky_db::{Db, DbError};
 use sqlx::pool::PoolConnection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::leases::Leases;
 use crate::roundtrip::{self, Settlement, Spent};
@@ -23,21 +30,68 @@ pub const MAX_BATCH: usize = 256;
 
 type Reply = oneshot::Sender<Result<Vec<Spent>, String>>;
 
+/// How long a batch waits at most for calls still on their way (the runtime's timer
+/// rounds it up to its next millisecond).
+pub const LINGER: Duration = Duration::from_millis(1);
+/// Calls (admission to answer, on average) at most this long are waited for.
+pub const SHORT_CALL: Duration = Duration::from_millis(10);
+
+/// Calls admitted on this process whose settlement is not answered yet.
+#[derive(Default)]
+struct Coming {
+    calls: AtomicUsize,
+    gone: Notify,
+    /// How long the recent calls took, in microseconds (a moving average).
+    took_micros: AtomicU64,
+}
+
+impl Coming {
+    fn short(&self) -> bool {
+        self.took_micros.load(Ordering::Relaxed) <= SHORT_CALL.as_micros() as u64
+    }
+}
+
+/// One call on its way to a settlement; dropped once it is answered (or failed before).
+pub(crate) struct Expected {
+    coming: Arc<Coming>,
+    since: Instant,
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        let took = self.since.elapsed().as_micros().min(u64::MAX as u128) as u64;
+        // A moving average over about eight calls; a lost race only drops one sample.
+        let old = self.coming.took_micros.load(Ordering::Relaxed);
+        self.coming.took_micros.store(old - old / 8 + took / 8, Ordering::Relaxed);
+        self.coming.calls.fetch_sub(1, Ordering::AcqRel);
+        self.coming.gone.notify_one();
+    }
+}
+
 /// Hands settlements to one writer per gateway.
 pub(crate) struct Settler {
     queue: mpsc::UnboundedSender<(Settlement, Reply)>,
+    coming: Arc<Coming>,
 }
 
 impl Settler {
     /// Starts the writer on `db`; it ends when the settler is dropped. A settled call's
-    /// unspent reservation goes back to the slices of `leases` it was taken from.
-    pub(crate) fn start(db: Db, leases: Option<Arc<Leases>>) -> Arc<Settler> {
+    /// unspent reservation goes back to the slices of `leases` it was taken from. A batch
+    /// waits up to `linger` for short calls on their way (zero: never).
+    pub(crate) fn start(db: Db, leases: Option<Arc<Leases>>, linger: Duration) -> Arc<Settler> {
         let (queue, rx) = mpsc::unbounded_channel();
+        let coming = Arc::new(Coming::default());
         // Tracked through its channel: every job's caller awaits its own reply, and the
         // loop ends (after answering what it holds) when the Settler drops.
         #[allow(clippy::disallowed_methods)]
-        tokio::spawn(write_loop(db, leases, rx));
-        Arc::new(Settler { queue })
+        tokio::spawn(write_loop(db, leases, rx, coming.clone(), linger));
+        Arc::new(Settler { queue, coming })
+    }
+
+    /// Counts a call that will be settled here, until the returned guard drops.
+    pub(crate) fn expect(&self) -> Expected {
+        self.coming.calls.fetch_add(1, Ordering::AcqRel);
+        Expected { coming: self.coming.clone(), since: Instant::now() }
     }
 
     /// Settles one call; returns once it is committed, with the spend of its windows.
@@ -79,7 +133,13 @@ async fn settle(
     result
 }
 
-async fn write_loop(db: Db, leases: Option<Arc<Leases>>, mut rx: mpsc::UnboundedReceiver<(Settlement, Reply)>) {
+async fn write_loop(
+    db: Db,
+    leases: Option<Arc<Leases>>,
+    mut rx: mpsc::UnboundedReceiver<(Settlement, Reply)>,
+    coming: Arc<Coming>,
+    linger: Duration,
+) {
     let mut held = None;
     // Closing the pool waits for every connection to come back, this one too.
     let closing = db.pool().close_event();
@@ -100,6 +160,20 @@ async fn write_loop(db: Db, leases: Option<Arc<Leases>>, mut rx: mpsc::Unbounded
             match rx.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
+            }
+        }
+        // Calls counted in `coming` include those of this batch: wait only for the others.
+        if !linger.is_zero() && coming.short() {
+            let deadline = tokio::time::Instant::now() + linger;
+            while jobs.len() < MAX_BATCH && coming.calls.load(Ordering::Acquire) > jobs.len() {
+                tokio::select! {
+                    job = rx.recv() => match job {
+                        Some(job) => jobs.push(job),
+                        None => break,
+                    },
+                    _ = coming.gone.notified() => {}
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
             }
         }
         let batch: Vec<Settlement> = jobs.iter().map(|(s, _)| s.clone()).collect();
