@@ -254,29 +254,39 @@ pub async fn renew(db: &Db, owner: &str, now: i64) -> Result<u64, DbError> {
 /// it); returns how many budget rows were released.
 pub async fn release_expired(db: &Db, now: i64) -> Result<u64, DbError> {
     let mut tx = db.begin().await?;
-    let mut rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "DELETE FROM budget_reservations WHERE expires_at < $1 RETURNING scope, window_start, amount_micros",
+    // (scope, window, reserved to release, spend to move from a slice to the window).
+    let mut rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "DELETE FROM budget_reservations WHERE expires_at < $1 RETURNING scope, window_start, amount_micros, CAST(0 AS BIGINT)",
     )
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
-    // Slices of shared limits (migration 0041): a budget's part goes back; a cap's calls
-    // stay counted, since nobody knows how many of them the dead process admitted.
-    let slices: Vec<(String, String, i64, i64)> =
-        sqlx::query_as("DELETE FROM limit_leases WHERE expires_at < $1 RETURNING kind, scope, window_start, amount")
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await?;
-    rows.extend(slices.into_iter().filter(|s| s.0 == "budget" && s.3 > 0).map(|(_, s, w, a)| (s, w, a)));
+    // Slices of shared limits (migration 0041): a budget's unspent part goes back and what
+    // its calls spent moves to the window (0043); a cap's calls stay counted, since nobody
+    // knows how many of them the dead process admitted.
+    let slices: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "DELETE FROM limit_leases WHERE expires_at < $1 RETURNING kind, scope, window_start, amount, spent",
+    )
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    rows.extend(
+        slices
+            .into_iter()
+            .filter(|s| s.0 == "budget" && (s.3 > 0 || s.4 != 0))
+            .map(|(_, s, w, a, spent)| (s, w, a + spent, spent)),
+    );
     // The order admissions lock budget rows in, so a sweep never deadlocks with them.
     rows.sort();
-    for (scope, window_start, amount) in &rows {
+    for (scope, window_start, release, spent) in &rows {
         sqlx::query(
-            "UPDATE budget_windows SET reserved_micros = reserved_micros - $3 WHERE scope = $1 AND window_start = $2",
+            "UPDATE budget_windows SET reserved_micros = reserved_micros - $3, spent_micros = spent_micros + $4
+             WHERE scope = $1 AND window_start = $2",
         )
         .bind(scope)
         .bind(window_start)
-        .bind(amount)
+        .bind(release)
+        .bind(spent)
         .execute(&mut *tx)
         .await?;
     }
@@ -322,10 +332,16 @@ pub async fn customer_month(
     Ok(Some((Money::from_micros(budget), spent, reserved)))
 }
 
-/// Spent and reserved in a budget window.
+/// Spent and reserved in a budget window. What calls spent from processes' slices of it is
+/// spent, though the window's row counts it as reserved until the slice is topped up or
+/// given back (migration 0043).
 pub async fn budget_state(db: &Db, scope: &str, window_start: i64) -> Result<(Money, Money), DbError> {
     let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT spent_micros, reserved_micros FROM budget_windows WHERE scope = $1 AND window_start = $2",
+        "SELECT b.spent_micros + s.spent, b.reserved_micros - s.spent
+         FROM budget_windows b,
+              (SELECT CAST(COALESCE(SUM(spent), 0) AS BIGINT) AS spent FROM limit_leases
+               WHERE kind = 'budget' AND scope = $1 AND window_start = $2) s
+         WHERE b.scope = $1 AND b.window_start = $2",
     )
     .bind(scope)
     .bind(window_start)

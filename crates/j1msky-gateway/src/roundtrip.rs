@@ -116,7 +116,7 @@ pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement])
         .bind(number_array(leased.values().copied()))
         .bind(text_array(held.iter().map(|(id, _, _)| *id)))
         .bind(number_array(held.iter().map(|(_, s, w)| at(s, *w) as i64)))
-        .bind(json!(rows).to_string())
+        .bind(serde_json::to_string(&rows).map_err(|e| DbError::Corrupt(format!("ledger rows: {e}")))?)
         .fetch_one(conn)
         .await?;
     let spent: Vec<&str> = if windows.is_empty() { Vec::new() } else { answer.split(',').collect() };
@@ -164,27 +164,51 @@ fn number_array(items: impl Iterator<Item = i64>) -> String {
     format!("{{{}}}", items.join(","))
 }
 
-fn ledger_row(a: &Attempt) -> serde_json::Value {
-    json!({
-        "id": j1msky_core::ids::new_id("llm"),
-        "request_id": a.request_id,
-        "attempt": a.attempt,
-        "customer_id": a.customer_id,
-        "task_id": a.task_id,
-        "team": a.team,
-        "role": a.role,
-        "category": a.category,
-        "provider": a.provider,
-        "model_requested": a.model_requested,
-        "model_used": a.model_used,
-        "input_tokens": a.input_tokens,
-        "output_tokens": a.output_tokens,
-        "cost_micros": a.cost.micros(),
-        "latency_micros": a.latency_micros,
-        "outcome": a.outcome,
-        "fallback_reason": a.fallback_reason,
-        "created_at": a.created_at,
-    })
+/// A ledger row as `j1msky_settle_by_key` reads it (`json_to_recordset`): serialised
+/// straight from the attempt, without building a JSON map per row.
+#[derive(serde::Serialize)]
+struct LedgerRow<'a> {
+    id: String,
+    request_id: &'a str,
+    attempt: i64,
+    customer_id: Option<&'a str>,
+    task_id: Option<&'a str>,
+    team: Option<&'a str>,
+    role: Option<&'a str>,
+    category: Option<&'a str>,
+    provider: &'a str,
+    model_requested: &'a str,
+    model_used: &'a str,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_micros: i64,
+    latency_micros: i64,
+    outcome: &'a str,
+    fallback_reason: Option<&'a str>,
+    created_at: i64,
+}
+
+fn ledger_row(a: &Attempt) -> LedgerRow<'_> {
+    LedgerRow {
+        id: j1msky_core::ids::new_id("llm"),
+        request_id: &a.request_id,
+        attempt: a.attempt,
+        customer_id: a.customer_id.as_deref(),
+        task_id: a.task_id.as_deref(),
+        team: a.team.as_deref(),
+        role: a.role.as_deref(),
+        category: a.category.as_deref(),
+        provider: &a.provider,
+        model_requested: &a.model_requested,
+        model_used: &a.model_used,
+        input_tokens: a.input_tokens,
+        output_tokens: a.output_tokens,
+        cost_micros: a.cost.micros(),
+        latency_micros: a.latency_micros,
+        outcome: &a.outcome,
+        fallback_reason: a.fallback_reason.as_deref(),
+        created_at: a.created_at,
+    }
 }
 
 #[cfg(test)]

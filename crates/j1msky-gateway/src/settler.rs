@@ -209,3 +209,33 @@ async fn settled(leases: Option<&Leases>, job: &Settlement) {
         leases.settled(&job.reservation.leased, job.actual.micros()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call_that_took(coming: &Arc<Coming>, took: Duration) {
+        coming.calls.fetch_add(1, Ordering::AcqRel);
+        let since = Instant::now().checked_sub(took).unwrap_or_else(Instant::now);
+        drop(Expected { coming: coming.clone(), since });
+    }
+
+    #[test]
+    fn batches_wait_only_while_calls_are_short() {
+        let coming = Arc::new(Coming::default());
+        assert!(coming.short(), "no call yet: nothing says they are long");
+        for _ in 0..20 {
+            call_that_took(&coming, Duration::from_millis(2));
+        }
+        assert!(coming.short(), "calls of 2 ms are waited for");
+        assert_eq!(coming.calls.load(Ordering::Acquire), 0, "every call counted out");
+        for _ in 0..20 {
+            call_that_took(&coming, Duration::from_secs(2));
+        }
+        assert!(!coming.short(), "model calls of seconds are not waited for");
+        for _ in 0..40 {
+            call_that_took(&coming, Duration::from_millis(1));
+        }
+        assert!(coming.short(), "short again once calls are");
+    }
+}
