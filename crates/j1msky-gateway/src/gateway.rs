@@ -258,15 +258,17 @@ impl Gateway {
 
     /// Everything reserved by calls in flight and not yet settled, in every budget (with
     /// shared limits, less the unused part of this process's own slices; other processes'
-    /// slices count as reserved).
+    /// slices count as reserved; what was spent from slices is spent, not reserved).
     pub async fn reserved_now(&self) -> Result<Money, GatewayError> {
         if let Some(ip) = &self.in_process {
             return Ok(ip.reserved_total());
         }
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT) FROM budget_windows")
-                .fetch_one(self.db.pool())
-                .await?;
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE((SELECT SUM(reserved_micros) FROM budget_windows), 0)
+                       - COALESCE((SELECT SUM(spent) FROM limit_leases WHERE kind = 'budget'), 0) AS BIGINT)",
+        )
+        .fetch_one(self.db.pool())
+        .await?;
         let unused = match &self.leases {
             Some(leases) => leases.unused_budget().await,
             None => 0,

@@ -232,3 +232,46 @@ async fn a_lowered_cap_applies_at_once_to_what_a_slice_still_holds() {
     assert_eq!(limits::used_this_hour(&f.t.db, "global", now).await.expect("used"), 5);
     f.close().await;
 }
+
+/// On PostgreSQL what a call spends from its process's slice of the day's budget stays on
+/// the slice's row: no settlement writes the day's row, which every process would queue
+/// on. The day's spend is still exact where it is read (`budget_state`), and it lands in
+/// the day's row when the slice is given back.
+#[tokio::test]
+async fn spend_from_a_slice_reaches_the_day_row_when_the_slice_is_given_back() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let f = fleet(1, clock.clone()).await;
+    if f.t.db.backend() != j1msky_db::Backend::Postgres {
+        return; // SQLite takes no slices: its settlement writes the day's row, in one process
+    }
+    let gw = &f.gateways[0];
+    for i in 0..3 {
+        let ctx = CallContext { request_id: format!("req_slice_{i}"), ..Default::default() };
+        gw.complete(&ctx, None, &request(MAX_TOKENS)).await.expect("call");
+    }
+    let now = clock.now_micros();
+    let (day, _) = windows::day(chrono_tz::UTC, now);
+    let row = || async {
+        let (spent, reserved): (i64, i64) = sqlx::query_as(
+            "SELECT spent_micros, reserved_micros FROM budget_windows WHERE scope = 'business:day' AND window_start = $1",
+        )
+        .bind(day)
+        .fetch_one(f.t.db.pool())
+        .await
+        .expect("day row");
+        (spent, reserved)
+    };
+    let ((spent, reserved), (rows, sum), _) = f.books(now).await;
+    assert_eq!(rows, 3);
+    assert!(sum > 0, "the calls cost something");
+    assert_eq!(spent.micros(), sum, "the day's spend is the ledger's, slices included");
+    let (row_spent, row_reserved) = row().await;
+    assert_eq!(row_spent, 0, "no settlement wrote the day's spend to its row");
+    assert_eq!(row_reserved - reserved.micros(), sum, "the row holds the slice, its spent part included");
+    assert_eq!(gw.reserved_now().await.expect("reserved").micros(), 0, "nothing in flight");
+
+    f.flush().await;
+    let ((spent_after, reserved_after), _, _) = f.books(now).await;
+    assert_eq!((spent_after.micros(), reserved_after.micros()), (sum, 0), "the same spend, nothing held");
+    assert_eq!(row().await, (sum, 0), "given back, the slice's spend is in the day's row");
+}
