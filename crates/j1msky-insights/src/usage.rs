@@ -10,10 +10,12 @@ use crate::{Ctx, InsightsError, Month};
 
 mod consumer;
 pub mod data;
+mod gather;
 pub mod parts;
 mod rebuild;
 mod split;
 mod sql;
+mod write;
 
 pub use consumer::{on_event, CONSUMER, KINDS};
 
