@@ -42,8 +42,7 @@ where
         let mut conn = Connection::open(&file).map_err(err)?;
         conn.busy_timeout(BUSY).map_err(err)?;
         // The file is in WAL mode already (the pool sets it); these are per connection.
-        conn.execute_batch(&format!("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{CACHE_KIB};"))
-            .map_err(err)?;
+        conn.execute_batch(&format!("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{CACHE_KIB};")).map_err(err)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
         let out = work(&tx)?;
         tx.commit().map_err(err)?;
@@ -61,11 +60,8 @@ pub fn drop_indexes(tx: &Transaction<'_>, table: &str, keep: &[&str]) -> Result<
     let mut stmt = tx
         .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY name")
         .map_err(err)?;
-    let indexes: Vec<(String, String)> = stmt
-        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map_err(err)?
-        .collect::<Result<_, _>>()
-        .map_err(err)?;
+    let indexes: Vec<(String, String)> =
+        stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?.collect::<Result<_, _>>().map_err(err)?;
     let mut out = Vec::with_capacity(indexes.len());
     for (name, sql) in indexes {
         if keep.contains(&name.as_str()) {

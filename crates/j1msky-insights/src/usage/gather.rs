@@ -292,8 +292,7 @@ fn ledger(tx: &Connection, g: &mut Gathered, days: &mut HashMap<(String, i64), A
     let mut last: Option<usize> = None;
     each_row(tx, sql, |r| {
         let created: i64 = r.get(2)?;
-        let part =
-            ModelUse { calls: 1, input_tokens: r.get(4)?, output_tokens: r.get(5)?, cost_micros: r.get(3)? };
+        let part = ModelUse { calls: 1, input_tokens: r.get(4)?, output_tokens: r.get(5)?, cost_micros: r.get(3)? };
         match r.get_ref(0)? {
             ValueRef::Null => {
                 let ValueRef::Text(_) = r.get_ref(6)? else { return Ok(()) };

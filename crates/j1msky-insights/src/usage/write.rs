@@ -64,7 +64,9 @@ struct Insert<'c, 'v> {
 impl<'c, 'v> Insert<'c, 'v> {
     fn new(conn: &'c Connection, table: &str, columns: &[&str]) -> Result<Self, InsightsError> {
         let row = format!("({})", vec!["?"; columns.len()].join(", "));
-        let sql = |n: usize| format!("INSERT INTO {table} ({}) VALUES {}", columns.join(", "), vec![row.as_str(); n].join(", "));
+        let sql = |n: usize| {
+            format!("INSERT INTO {table} ({}) VALUES {}", columns.join(", "), vec![row.as_str(); n].join(", "))
+        };
         Ok(Insert {
             many: conn.prepare(&sql(ROWS)).map_err(err)?,
             one: conn.prepare(&sql(1)).map_err(err)?,
