@@ -53,24 +53,18 @@ where
         .map_err(|e| InsightsError::Db(j1msky_db::DbError::Corrupt(format!("kpi rebuild thread: {e}"))))?
 }
 
-/// Drops `table`'s secondary indexes but those named in `keep`, returning their `CREATE
-/// INDEX` statements (see `bulk::drop_indexes`: one sorted build after the rows instead of
-/// random inserts).
-pub fn drop_indexes(tx: &Transaction<'_>, table: &str, keep: &[&str]) -> Result<Vec<String>, InsightsError> {
+/// Drops `table`'s secondary indexes, returning their `CREATE INDEX` statements (see
+/// `bulk::drop_indexes`: one sorted build after the rows instead of random inserts).
+pub fn drop_indexes(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>, InsightsError> {
     let mut stmt = tx
         .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY name")
         .map_err(err)?;
     let indexes: Vec<(String, String)> =
         stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?.collect::<Result<_, _>>().map_err(err)?;
-    let mut out = Vec::with_capacity(indexes.len());
-    for (name, sql) in indexes {
-        if keep.contains(&name.as_str()) {
-            continue;
-        }
+    for (name, _) in &indexes {
         tx.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\""))).map_err(err)?;
-        out.push(sql);
     }
-    Ok(out)
+    Ok(indexes.into_iter().map(|(_, sql)| sql).collect())
 }
 
 /// Creates the indexes [`drop_indexes`] dropped.

@@ -46,11 +46,6 @@ impl Names {
         self.names.len() - 1
     }
 
-    /// The kept copy of `s`, if it is one of these names.
-    pub fn find(&self, s: &str) -> Option<&str> {
-        self.index.get_key_value(s).map(|(k, _)| k.as_str())
-    }
-
     pub fn get(&self, i: usize) -> &str {
         self.names.get(i).map_or("", String::as_str)
     }

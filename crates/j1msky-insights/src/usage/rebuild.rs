@@ -73,18 +73,16 @@ fn rebuild_direct(
     for table in TABLES.iter().chain(SPLIT_TABLES) {
         tx.execute_batch(&format!("DELETE FROM {table}")).map_err(err)?;
     }
-    // Each rollup's secondary indexes are built after its rows, but `insights_tasks_times`,
-    // which the rows are written in the order of (`write::tasks`).
     let mut indexes = Vec::new();
     for table in ["insights_tasks", "insights_pieces", "insights_margins"] {
-        indexes.extend(direct::drop_indexes(tx, table, &["insights_tasks_times"])?);
+        indexes.extend(direct::drop_indexes(tx, table)?);
     }
     let range = tx.query_row(&revenue_range_sql(), [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?;
     for sql in revenue_sql(tz, range) {
         tx.execute_batch(&sql).map_err(err)?;
     }
-    let g = gather::gather(tx, tz, api_days)?;
-    write::tasks(tx, &g)?;
+    let mut g = gather::gather(tx, tz, api_days)?;
+    write::tasks(tx, &mut g)?;
     write::customer_months(tx, &g)?;
     drop(g);
     direct::create_indexes(tx, &indexes)

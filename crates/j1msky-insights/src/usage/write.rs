@@ -11,16 +11,14 @@ use rusqlite::types::ToSqlOutput;
 use rusqlite::{Connection, Statement, ToSql};
 
 use super::data::{customer_pieces, Piece};
-use super::gather::{Gathered, Names};
+use super::gather::Gathered;
 use crate::direct::err;
 use crate::InsightsError;
 
-/// One value of a row [`Insert`] writes (text borrowed from the gathered names, text of
-/// its own, or an integer).
-#[derive(Clone)]
+/// One value of a row [`Insert`] writes (borrowed text or an integer).
+#[derive(Clone, Copy)]
 enum Value<'a> {
     Text(&'a str),
-    Owned(String),
     Int(i64),
 }
 
@@ -38,64 +36,31 @@ impl From<i64> for Value<'_> {
 
 impl ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self {
+        Ok(match *self {
             Value::Text(s) => ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(s.as_bytes())),
-            Value::Owned(s) => ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(s.as_bytes())),
-            Value::Int(i) => ToSqlOutput::Owned(rusqlite::types::Value::Integer(*i)),
+            Value::Int(i) => ToSqlOutput::Owned(rusqlite::types::Value::Integer(i)),
         })
     }
 }
 
-/// Rows per multi-row INSERT: one statement's cursors stay open across its rows, so a row
-/// that sorts after the previous one is appended to each B-tree without a search from
-/// its root (SQLite checks the last page first); 64 rows of up to 12 columns stay far
-/// under SQLite's bound-parameter limit.
-const ROWS: usize = 64;
-
-/// Prepared INSERTs for one table (of [`ROWS`] rows and of one), and the rows not yet
-/// written. [`Insert::finish`] writes the rest.
-struct Insert<'c, 'v> {
-    many: Statement<'c>,
-    one: Statement<'c>,
-    width: usize,
-    rows: Vec<Value<'v>>,
+/// A prepared single-row INSERT for one table.
+struct Insert<'c> {
+    stmt: Statement<'c>,
 }
 
-impl<'c, 'v> Insert<'c, 'v> {
+impl<'c> Insert<'c> {
     fn new(conn: &'c Connection, table: &str, columns: &[&str]) -> Result<Self, InsightsError> {
-        let row = format!("({})", vec!["?"; columns.len()].join(", "));
-        let sql = |n: usize| {
-            format!("INSERT INTO {table} ({}) VALUES {}", columns.join(", "), vec![row.as_str(); n].join(", "))
-        };
-        Ok(Insert {
-            many: conn.prepare(&sql(ROWS)).map_err(err)?,
-            one: conn.prepare(&sql(1)).map_err(err)?,
-            width: columns.len(),
-            rows: Vec::with_capacity(ROWS * columns.len()),
-        })
+        let marks = vec!["?"; columns.len()].join(", ");
+        let sql = format!("INSERT INTO {table} ({}) VALUES ({marks})", columns.join(", "));
+        Ok(Insert { stmt: conn.prepare(&sql).map_err(err)? })
     }
 
-    /// Adds one row, its values in the columns' order.
-    fn push(&mut self, row: impl IntoIterator<Item = Value<'v>>) -> Result<(), InsightsError> {
-        self.rows.extend(row);
-        if self.rows.len() >= ROWS * self.width {
-            for (i, v) in self.rows.drain(..).enumerate() {
-                self.many.raw_bind_parameter(i + 1, v).map_err(err)?;
-            }
-            self.many.raw_execute().map_err(err)?;
+    /// Writes one row, its values in the columns' order.
+    fn push<'v>(&mut self, row: impl IntoIterator<Item = Value<'v>>) -> Result<(), InsightsError> {
+        for (i, v) in row.into_iter().enumerate() {
+            self.stmt.raw_bind_parameter(i + 1, v).map_err(err)?;
         }
-        Ok(())
-    }
-
-    /// Writes the rows pushed since the last full statement, one by one.
-    fn finish(mut self) -> Result<(), InsightsError> {
-        let width = self.width.max(1);
-        for row in self.rows.chunks(width) {
-            for (i, v) in row.iter().enumerate() {
-                self.one.raw_bind_parameter(i + 1, v).map_err(err)?;
-            }
-            self.one.raw_execute().map_err(err)?;
-        }
+        self.stmt.raw_execute().map_err(err)?;
         Ok(())
     }
 }
@@ -147,42 +112,12 @@ const SPLIT: &[&str] = &[
 const MARGINS: &[&str] =
     &["month", "customer_id", "team", "plan", "revenue_micros", "cost_micros", "margin_micros", "completed"];
 
-/// Each name's place in byte order (SQLite's BINARY collation), by name number.
-fn ranks<'a>(names: impl Iterator<Item = &'a str>) -> Vec<usize> {
-    let names: Vec<&str> = names.collect();
-    let mut order: Vec<usize> = (0..names.len()).collect();
-    order.sort_unstable_by(|&a, &b| names[a].cmp(names[b]));
-    let mut rank = vec![0; names.len()];
-    for (place, i) in order.into_iter().enumerate() {
-        rank[i] = place;
-    }
-    rank
-}
-
-/// `insights_tasks`, in the order of the index the rebuild keeps on it,
-/// `insights_tasks_times` (month, team, outcome, duration, plan, then the rowid, which
-/// grows as rows are written): every entry is appended to that index. Built after the
-/// rows instead, its sort compared entries that tie on the month field by field, a
-/// third of the usage rebuild's time at a million customers.
-pub(super) fn tasks(conn: &Connection, g: &Gathered) -> Result<(), InsightsError> {
-    let months = ranks(g.months.names.iter().map(String::as_str));
-    let teams = ranks(g.teams.names.iter().map(String::as_str));
-    let outcomes = ranks(g.outcomes.names.iter().map(String::as_str));
-    let plan_of = |customer: usize| g.plan(customer);
-    let mut plans: Vec<&str> = (0..g.customers.names.len()).map(plan_of).collect();
-    plans.sort_unstable();
-    plans.dedup();
-    let plan_rank = |customer: usize| plans.binary_search(&plan_of(customer)).unwrap_or(0);
-    let mut keyed: Vec<((usize, usize, usize, i64, usize), usize)> = Vec::with_capacity(g.tasks.len());
-    for (i, t) in g.tasks.iter().enumerate() {
-        let Some(cm) = g.cms.get(t.cm) else { continue };
-        let key = (months[cm.month], teams[t.team], outcomes[t.outcome], t.duration_ms, plan_rank(cm.customer));
-        keyed.push((key, i));
-    }
-    keyed.sort_unstable();
+/// `insights_tasks`, in task id order.
+pub(super) fn tasks(conn: &Connection, g: &mut Gathered) -> Result<(), InsightsError> {
+    // The API days were added after the tasks' sort.
+    g.tasks.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     let mut batch = Insert::new(conn, "insights_tasks", TASKS)?;
-    for (_, i) in keyed {
-        let Some(t) = g.tasks.get(i) else { continue };
+    for t in &g.tasks {
         let Some(cm) = g.cms.get(t.cm) else { continue };
         let row: [Value<'_>; 10] = [
             t.key.as_str().into(),
@@ -198,7 +133,7 @@ pub(super) fn tasks(conn: &Connection, g: &Gathered) -> Result<(), InsightsError
         ];
         batch.push(row)?;
     }
-    batch.finish()
+    Ok(())
 }
 
 /// A piece's sums, as the split's tables add them up.
@@ -250,20 +185,11 @@ impl Sums {
 }
 
 /// The batches of the per-customer-month tables.
-struct Tables<'c, 'v> {
-    usage: Insert<'c, 'v>,
-    model_cost: Insert<'c, 'v>,
-    pieces: Insert<'c, 'v>,
-    margins: Insert<'c, 'v>,
-}
-
-/// `s` as one of `names` (borrowed for as long as the gathered sums), or its own copy for a
-/// name the split made up (`unattributed`, the task counts' model '').
-fn named<'g>(names: &'g Names, s: &str) -> Value<'g> {
-    match names.find(s) {
-        Some(n) => Value::Text(n),
-        None => Value::Owned(s.to_owned()),
-    }
+struct Tables<'c> {
+    usage: Insert<'c>,
+    model_cost: Insert<'c>,
+    pieces: Insert<'c>,
+    margins: Insert<'c>,
 }
 
 /// Usage, model cost, pieces and margins per customer month in (month, customer) order,
@@ -293,7 +219,7 @@ pub(super) fn customer_months(conn: &Connection, g: &Gathered) -> Result<(), Ins
             let row: [Value<'_>; 7] = [
                 month.into(),
                 customer.into(),
-                named(&g.teams, team),
+                team.as_str().into(),
                 u.completed.into(),
                 u.failed.into(),
                 u.cost_micros.into(),
@@ -304,8 +230,8 @@ pub(super) fn customer_months(conn: &Connection, g: &Gathered) -> Result<(), Ins
                 let row: [Value<'_>; 8] = [
                     month.into(),
                     customer.into(),
-                    named(&g.teams, team),
-                    named(&g.models, model),
+                    team.as_str().into(),
+                    model.as_str().into(),
                     m.calls.into(),
                     m.input_tokens.into(),
                     m.output_tokens.into(),
@@ -324,7 +250,7 @@ pub(super) fn customer_months(conn: &Connection, g: &Gathered) -> Result<(), Ins
         // Margins per team and over all teams (team '', first in key order).
         let mut margins: BTreeMap<&str, Sums> = BTreeMap::new();
         for (&(team, model), s) in &pieces {
-            let row = [month.into(), customer.into(), named(&g.teams, team), named(&g.models, model), plan.into()];
+            let row = [month.into(), customer.into(), team.into(), model.into(), plan.into()];
             t.pieces.push(row.into_iter().chain(s.values()))?;
             let e = split.entry((month, team.to_owned(), model.to_owned(), plan)).or_default();
             e.0 += 1;
@@ -337,7 +263,7 @@ pub(super) fn customer_months(conn: &Connection, g: &Gathered) -> Result<(), Ins
             let row: [Value<'_>; 8] = [
                 month.into(),
                 customer.into(),
-                named(&g.teams, team),
+                team.into(),
                 plan.into(),
                 revenue.into(),
                 s.cost.into(),
@@ -348,12 +274,9 @@ pub(super) fn customer_months(conn: &Connection, g: &Gathered) -> Result<(), Ins
         }
     }
     let mut batch = Insert::new(conn, "insights_split", SPLIT)?;
-    for ((month, team, model, plan), (n, s)) in &split {
-        let row = [(*month).into(), team.as_str().into(), model.as_str().into(), (*plan).into(), (*n).into()];
+    for ((month, team, model, plan), (n, s)) in split {
+        let row = [month.into(), team.as_str().into(), model.as_str().into(), plan.into(), n.into()];
         batch.push(row.into_iter().chain(s.values()))?;
-    }
-    for b in [t.usage, t.model_cost, t.pieces, t.margins, batch] {
-        b.finish()?;
     }
     Ok(())
 }
