@@ -10,10 +10,12 @@ use crate::{Ctx, InsightsError, Month};
 
 mod consumer;
 pub mod data;
+mod gather;
 pub mod parts;
 mod rebuild;
 mod split;
 mod sql;
+mod write;
 
 pub use consumer::{on_event, CONSUMER, KINDS};
 
@@ -140,9 +142,10 @@ fn label(key: &str) -> String {
 pub async fn completion(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Vec<TeamTimes>, InsightsError> {
     let m = month.to_string();
     let pool = ctx.db.pool();
-    // The plan is kept on each task's row (moved when the customer's plan changes), so a
-    // plan's times are one range of `insights_tasks_plan_times`, like all plans' of
-    // `insights_tasks_times`; two statements, since an `OR` on the plan would lose the index.
+    // The plan is kept on each task's row (moved when the customer's plan changes) and at
+    // the end of each entry of `insights_tasks_times` (migration 0044), so a plan's times
+    // are read inside the all-plans range without a row lookup; two statements, since an
+    // `OR` on the plan would lose the index.
     let plan_bind = filter.plan.clone().unwrap_or_default();
     let guard = if filter.plan.is_some() { "AND t.plan = $3" } else { "AND $3 = ''" };
     let teams: Vec<(String, i64)> = sqlx::query_as(&format!(

@@ -822,7 +822,7 @@ async fn completion_times_per_plan_follow_a_plan_change_in_the_consumer_and_the_
         sqlx::query_scalar::<_, String>(sql).fetch_all(f.ctx.db.pool()).await.unwrap()
     };
     let before = indexes().await;
-    assert!(before.iter().any(|i| i.contains("insights_tasks_plan_times")), "{before:#?}");
+    assert!(before.iter().any(|i| i.contains("insights_tasks_times") && i.contains("plan")), "{before:#?}");
     usage::rebuild(&f.ctx).await.unwrap();
     j1msky_insights::rollups::rebuild(&f.ctx).await.unwrap();
     assert_eq!(indexes().await, before);

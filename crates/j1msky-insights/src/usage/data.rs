@@ -192,72 +192,78 @@ impl Piece {
 pub fn pieces(data: &MonthData, team: Option<&str>) -> Vec<Piece> {
     let mut out = Vec::new();
     for (id, c) in &data.customers {
-        let piece = |team: &str, model: &str| Piece {
-            customer: id.clone(),
-            team: team.to_string(),
-            model: model.to_string(),
-            ..Piece::default()
-        };
-        let pairs: Vec<(&str, &str, &ModelUse)> = c
-            .teams
-            .iter()
-            .flat_map(|(t, u)| u.models.iter().map(move |(m, mu)| (t.as_str(), m.as_str(), mu)))
-            .filter(|(_, _, u)| u.cost_micros > 0)
-            .collect();
-        let (sub, refunds) = (c.subscription_total_cents(), c.refunds_cents);
-        let total: i64 = pairs.iter().map(|p| p.2.cost_micros).sum();
-        if pairs.is_empty() && (sub != 0 || refunds != 0) {
-            let mut p = piece(UNATTRIBUTED, UNATTRIBUTED);
-            p.subscription_micros = sub * CENT;
-            p.refunds_micros = refunds * CENT;
-            out.push(p);
-        }
-        let pair_start = out.len();
-        let mut before = 0;
-        for (t, m, u) in &pairs {
-            let mut p = piece(t, m);
-            p.subscription_micros = share(sub, before, u.cost_micros, total) * CENT;
-            p.refunds_micros = share(refunds, before, u.cost_micros, total) * CENT;
-            p.cost_micros = u.cost_micros;
-            p.calls = u.calls;
-            before += u.cost_micros;
-            out.push(p);
-        }
-        for (t, use_) in &c.teams {
-            let charge = use_.charge_micros;
-            let pair_end = pair_start + pairs.len();
-            let team_pieces: Vec<usize> = (pair_start..pair_end).filter(|&i| out[i].team == *t).collect();
-            if team_pieces.is_empty() {
-                if charge != 0 {
-                    let mut p = piece(t, UNATTRIBUTED);
-                    p.charge_micros = charge;
-                    out.push(p);
-                }
-            } else {
-                let (cents, rest) = (charge / CENT, charge % CENT);
-                let team_total: i64 = team_pieces.iter().map(|&i| out[i].cost_micros).sum();
-                let mut before = 0;
-                for (n, &i) in team_pieces.iter().enumerate() {
-                    let w = out[i].cost_micros;
-                    out[i].charge_micros = share(cents, before, w, team_total) * CENT;
-                    if n + 1 == team_pieces.len() {
-                        out[i].charge_micros += rest;
-                    }
-                    before += w;
-                }
-            }
-            if use_.completed != 0 || use_.failed != 0 {
-                let mut p = piece(t, "");
-                p.completed = use_.completed;
-                p.failed = use_.failed;
-                out.push(p);
-            }
-        }
+        customer_pieces(id, c, &mut out);
     }
     if let Some(want) = team {
         out.retain(|p| p.team == want);
     }
     out
+}
+
+/// One customer's pieces of the month (see [`pieces`]), appended to `out`; `kpi rebuild`
+/// runs it per customer month (`usage::gather`).
+pub fn customer_pieces(id: &str, c: &CustomerMonth, out: &mut Vec<Piece>) {
+    let piece = |team: &str, model: &str| Piece {
+        customer: id.to_string(),
+        team: team.to_string(),
+        model: model.to_string(),
+        ..Piece::default()
+    };
+    let pairs: Vec<(&str, &str, &ModelUse)> = c
+        .teams
+        .iter()
+        .flat_map(|(t, u)| u.models.iter().map(move |(m, mu)| (t.as_str(), m.as_str(), mu)))
+        .filter(|(_, _, u)| u.cost_micros > 0)
+        .collect();
+    let (sub, refunds) = (c.subscription_total_cents(), c.refunds_cents);
+    let total: i64 = pairs.iter().map(|p| p.2.cost_micros).sum();
+    if pairs.is_empty() && (sub != 0 || refunds != 0) {
+        let mut p = piece(UNATTRIBUTED, UNATTRIBUTED);
+        p.subscription_micros = sub * CENT;
+        p.refunds_micros = refunds * CENT;
+        out.push(p);
+    }
+    let pair_start = out.len();
+    let mut before = 0;
+    for (t, m, u) in &pairs {
+        let mut p = piece(t, m);
+        p.subscription_micros = share(sub, before, u.cost_micros, total) * CENT;
+        p.refunds_micros = share(refunds, before, u.cost_micros, total) * CENT;
+        p.cost_micros = u.cost_micros;
+        p.calls = u.calls;
+        before += u.cost_micros;
+        out.push(p);
+    }
+    for (t, use_) in &c.teams {
+        let charge = use_.charge_micros;
+        let pair_end = pair_start + pairs.len();
+        let team_pieces: Vec<usize> = (pair_start..pair_end).filter(|&i| out[i].team == *t).collect();
+        if team_pieces.is_empty() {
+            if charge != 0 {
+                let mut p = piece(t, UNATTRIBUTED);
+                p.charge_micros = charge;
+                out.push(p);
+            }
+        } else {
+            let (cents, rest) = (charge / CENT, charge % CENT);
+            let team_total: i64 = team_pieces.iter().map(|&i| out[i].cost_micros).sum();
+            let mut before = 0;
+            for (n, &i) in team_pieces.iter().enumerate() {
+                let w = out[i].cost_micros;
+                out[i].charge_micros = share(cents, before, w, team_total) * CENT;
+                if n + 1 == team_pieces.len() {
+                    out[i].charge_micros += rest;
+                }
+                before += w;
+            }
+        }
+        if use_.completed != 0 || use_.failed != 0 {
+            let mut p = piece(t, "");
+            p.completed = use_.completed;
+            p.failed = use_.failed;
+            out.push(p);
+        }
+    }
 }
 
 /// Margin rows grouped by `key` of each piece, lowest margin first (ties by key); `tasks`

@@ -1,15 +1,22 @@
 //! `kpi rebuild` for the usage rollups: the same contributions the consumer counts, read
 //! in bulk from tasks, llm_calls, revenue_entries and the API-day charges, in one
 //! transaction (so a consumer running meanwhile waits, then finds nothing to change).
+//! On a SQLite file the tasks, the ledger and the API days are summed in memory
+//! (`gather`) and written with the split in key order (`write`), on a connection of the
+//! rebuild's own (`direct`); PostgreSQL (and SQLite in memory) run the INSERT … SELECTs
+//! below.
 
 use chrono_tz::Tz;
 use sqlx::AnyConnection;
 
-use super::parts;
+use super::{gather, parts, write};
+use crate::direct::{self, err};
 use crate::{bulk, Ctx, InsightsError, Month};
 
 const TABLES: &[&str] =
     &["insights_tasks", "insights_usage", "insights_model_cost", "insights_revenue", "insights_revenue_seen"];
+/// The split's tables, which the SQLite rebuild writes itself (`split::rebuild` otherwise).
+const SPLIT_TABLES: &[&str] = &["insights_pieces", "insights_split", "insights_margins"];
 
 /// A SQL expression naming the business month (`YYYY-MM`) of the instant in `column`, for
 /// instants from `min` to `max`: one pass over a table instead of one per month. Only our
@@ -32,6 +39,9 @@ fn month_of(tz: Tz, column: &str, range: (Option<i64>, Option<i64>)) -> Option<S
 pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     let tz = ctx.tz();
     let api_days = j1msky_tasks::charges::api_days(&ctx.db).await?;
+    if let Some(file) = ctx.db.sqlite_file() {
+        return direct::in_transaction(file, move |tx| rebuild_direct(tx, tz, api_days)).await;
+    }
     let mut tx = ctx.db.begin().await?;
     let tuned = bulk::tune(&mut tx, ctx.db.backend()).await?;
     for table in TABLES {
@@ -52,6 +62,30 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     bulk::untune(&mut tx, tuned).await?;
     tx.commit().await.map_err(j1msky_db::DbError::from)?;
     Ok(())
+}
+
+/// The SQLite rebuild: revenue by SQL, the rest summed in memory and written in key order.
+fn rebuild_direct(
+    tx: &rusqlite::Transaction<'_>,
+    tz: Tz,
+    api_days: Vec<(String, String, i64)>,
+) -> Result<(), InsightsError> {
+    for table in TABLES.iter().chain(SPLIT_TABLES) {
+        tx.execute_batch(&format!("DELETE FROM {table}")).map_err(err)?;
+    }
+    let mut indexes = Vec::new();
+    for table in ["insights_tasks", "insights_pieces", "insights_margins"] {
+        indexes.extend(direct::drop_indexes(tx, table)?);
+    }
+    let range = tx.query_row(&revenue_range_sql(), [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?;
+    for sql in revenue_sql(tz, range) {
+        tx.execute_batch(&sql).map_err(err)?;
+    }
+    let mut g = gather::gather(tx, tz, api_days)?;
+    write::tasks(tx, &mut g)?;
+    write::customer_months(tx, &g)?;
+    drop(g);
+    direct::create_indexes(tx, &indexes)
 }
 
 async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
@@ -104,28 +138,35 @@ async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
     Ok(())
 }
 
-async fn revenue(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
-    const KINDS: &str = "kind IN ('invoice_paid', 'refund')";
-    let range: (Option<i64>, Option<i64>) =
-        sqlx::query_as(&format!("SELECT MIN(occurred_at), MAX(occurred_at) FROM revenue_entries WHERE {KINDS}"))
-            .fetch_one(&mut *conn)
-            .await?;
-    let Some(month) = month_of(tz, "occurred_at", range) else { return Ok(()) };
-    sqlx::query(&format!(
-        "INSERT INTO insights_revenue_seen (source_id, kind, month, customer_id, plan, amount_cents)
-         SELECT source_id, kind, {month}, COALESCE(customer_id, ''),
-                CASE WHEN kind = 'refund' THEN '' ELSE COALESCE(plan, '') END, amount_cents
-         FROM revenue_entries WHERE {KINDS}"
-    ))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
+const KINDS: &str = "kind IN ('invoice_paid', 'refund')";
+
+/// The range of instants of the revenue entries the rollups count.
+fn revenue_range_sql() -> String {
+    format!("SELECT MIN(occurred_at), MAX(occurred_at) FROM revenue_entries WHERE {KINDS}")
+}
+
+/// The revenue statements (seen entries, then their sums) for entries in `range`.
+fn revenue_sql(tz: Tz, range: (Option<i64>, Option<i64>)) -> Vec<String> {
+    let Some(month) = month_of(tz, "occurred_at", range) else { return Vec::new() };
+    vec![
+        format!(
+            "INSERT INTO insights_revenue_seen (source_id, kind, month, customer_id, plan, amount_cents)
+             SELECT source_id, kind, {month}, COALESCE(customer_id, ''),
+                    CASE WHEN kind = 'refund' THEN '' ELSE COALESCE(plan, '') END, amount_cents
+             FROM revenue_entries WHERE {KINDS}"
+        ),
         "INSERT INTO insights_revenue (month, customer_id, plan, subscription_cents, refunds_cents)
          SELECT month, customer_id, plan, SUM(CASE WHEN kind = 'invoice_paid' THEN amount_cents ELSE 0 END),
                 SUM(CASE WHEN kind = 'refund' THEN -amount_cents ELSE 0 END)
-         FROM insights_revenue_seen GROUP BY month, customer_id, plan",
-    )
-    .execute(&mut *conn)
-    .await?;
+         FROM insights_revenue_seen GROUP BY month, customer_id, plan"
+            .to_string(),
+    ]
+}
+
+async fn revenue(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
+    let range: (Option<i64>, Option<i64>) = sqlx::query_as(&revenue_range_sql()).fetch_one(&mut *conn).await?;
+    for sql in revenue_sql(tz, range) {
+        sqlx::query(&sql).execute(&mut *conn).await?;
+    }
     Ok(())
 }

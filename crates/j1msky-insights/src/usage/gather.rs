@@ -1,0 +1,350 @@
+//! `kpi rebuild`'s usage rollups summed in memory: the finished tasks, the ledger and the
+//! metered API days are each read once, in table order, and added up in hash and B-tree
+//! maps keyed by (month, customer, team, model). SQLite's GROUP BY sorts every task and
+//! every ledger row; a map of a few hundred thousand customer months does the same sums
+//! without a sort. Rows are stepped in place on the rebuild's own SQLite connection
+//! (`direct`).
+//! The rules are the consumer's (`parts`): what a task, an API day or a revenue row adds
+//! here is what `parts::settle_task` and `settle_revenue` would have added.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono_tz::Tz;
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+
+use super::data::{CustomerMonth, ModelUse, TeamUse, PAY_PER_TASK, UNATTRIBUTED};
+use super::parts::{api_day_key, API_TEAM};
+use crate::direct::err;
+use crate::{InsightsError, Month};
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// Strings kept once and named by their position (customers, teams, models, months).
+#[derive(Default)]
+pub(super) struct Names {
+    index: HashMap<String, usize>,
+    pub names: Vec<String>,
+}
+
+impl Names {
+    fn id(&mut self, s: &str) -> usize {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        self.names.push(s.to_owned());
+        self.index.insert(s.to_owned(), self.names.len() - 1);
+        self.names.len() - 1
+    }
+
+    fn id_owned(&mut self, s: String) -> usize {
+        if let Some(&i) = self.index.get(&s) {
+            return i;
+        }
+        self.names.push(s.clone());
+        self.index.insert(s, self.names.len() - 1);
+        self.names.len() - 1
+    }
+
+    pub fn get(&self, i: usize) -> &str {
+        self.names.get(i).map_or("", String::as_str)
+    }
+}
+
+/// One customer's team in a month, by model number.
+#[derive(Default)]
+struct TeamSums {
+    completed: i64,
+    failed: i64,
+    cost_micros: i64,
+    charge_micros: i64,
+    models: BTreeMap<usize, ModelUse>,
+}
+
+/// One customer's month: usage by team, subscription revenue and refunds (cents).
+pub(super) struct CustomerMonthSums {
+    pub month: usize,
+    pub customer: usize,
+    teams: BTreeMap<usize, TeamSums>,
+    subscription_cents: i64,
+    refunds_cents: i64,
+}
+
+/// One `insights_tasks` row (a finished task or a metered API day).
+pub(super) struct TaskRow {
+    pub key: String,
+    pub cm: usize,
+    pub team: usize,
+    pub outcome: usize,
+    pub duration_ms: i64,
+    pub cost_micros: i64,
+    pub charge_micros: i64,
+    pub ledger_until: i64,
+}
+
+/// A customer's metered day of API calls (`charges::api_days`), with its ledger by model.
+struct ApiDay {
+    customer: String,
+    day: String,
+    start: i64,
+    amount: i64,
+    models: BTreeMap<usize, ModelUse>,
+    until: i64,
+}
+
+/// Everything the usage rebuild writes, before it is split into pieces.
+#[derive(Default)]
+pub(super) struct Gathered {
+    pub customers: Names,
+    /// The plan of customers `0..plans.len()` (the `customers` table); later numbers are
+    /// ids no customer has (`unattributed`).
+    plans: Vec<Option<String>>,
+    pub teams: Names,
+    pub models: Names,
+    pub months: Names,
+    pub outcomes: Names,
+    cm_index: HashMap<(usize, usize), usize>,
+    pub cms: Vec<CustomerMonthSums>,
+    pub tasks: Vec<TaskRow>,
+}
+
+impl Gathered {
+    /// The customer's plan key (`parts::PLAN_KEY`).
+    pub fn plan(&self, customer: usize) -> &str {
+        match self.plans.get(customer) {
+            Some(Some(p)) => p,
+            Some(None) => PAY_PER_TASK,
+            None => UNATTRIBUTED,
+        }
+    }
+
+    fn cm(&mut self, month: usize, customer: usize) -> usize {
+        let next = self.cms.len();
+        let i = *self.cm_index.entry((month, customer)).or_insert(next);
+        if i == next {
+            self.cms.push(CustomerMonthSums {
+                month,
+                customer,
+                teams: BTreeMap::new(),
+                subscription_cents: 0,
+                refunds_cents: 0,
+            });
+        }
+        i
+    }
+
+    fn team(&mut self, cm: usize, team: usize) -> Option<&mut TeamSums> {
+        self.cms.get_mut(cm).map(|c| c.teams.entry(team).or_default())
+    }
+
+    /// The customer month in the data types the split rule reads (`data::customer_pieces`),
+    /// teams and models in name order.
+    pub fn customer_month(&self, c: &CustomerMonthSums) -> CustomerMonth {
+        let mut out = CustomerMonth { refunds_cents: c.refunds_cents, ..CustomerMonth::default() };
+        out.subscription_cents.insert(String::new(), c.subscription_cents);
+        for (&t, sums) in &c.teams {
+            let models = sums.models.iter().map(|(&m, u)| (self.models.get(m).to_owned(), u.clone())).collect();
+            let team = TeamUse {
+                completed: sums.completed,
+                failed: sums.failed,
+                cost_micros: sums.cost_micros,
+                charge_micros: sums.charge_micros,
+                models,
+            };
+            out.teams.insert(self.teams.get(t).to_owned(), team);
+        }
+        out
+    }
+}
+
+fn add(to: &mut ModelUse, from: &ModelUse) {
+    to.calls += from.calls;
+    to.input_tokens += from.input_tokens;
+    to.output_tokens += from.output_tokens;
+    to.cost_micros += from.cost_micros;
+}
+
+/// Reads customers, finished tasks, the ledger, the API days and `insights_revenue` (which
+/// the rebuild has written already) into sums.
+pub(super) fn gather(tx: &Connection, tz: Tz, api_days: Vec<(String, String, i64)>) -> Result<Gathered, InsightsError> {
+    let mut g = Gathered::default();
+    each_row(tx, "SELECT id, plan FROM customers", |r| {
+        g.customers.id(text(r, 0)?);
+        g.plans.push(r.get(1)?);
+        Ok(())
+    })?;
+    tasks(tx, tz, &mut g)?;
+    let mut days = api_day_map(api_days)?;
+    ledger(tx, &mut g, &mut days)?;
+    add_api_days(tz, &mut g, days);
+    each_row(tx, "SELECT month, customer_id, subscription_cents, refunds_cents FROM insights_revenue", |r| {
+        let month = g.months.id(text(r, 0)?);
+        let customer = g.customers.id(text(r, 1)?);
+        let cm = g.cm(month, customer);
+        if let Some(c) = g.cms.get_mut(cm) {
+            c.subscription_cents += r.get::<_, i64>(2)?;
+            c.refunds_cents += r.get::<_, i64>(3)?;
+        }
+        Ok(())
+    })?;
+    Ok(g)
+}
+
+/// Steps through every row of `sql`, in place (no copy of a row).
+fn each_row(
+    tx: &Connection,
+    sql: &str,
+    mut each: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+) -> Result<(), InsightsError> {
+    let mut stmt = tx.prepare(sql).map_err(err)?;
+    let mut rows = stmt.query([]).map_err(err)?;
+    while let Some(r) = rows.next().map_err(err)? {
+        each(r).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Column `i` as text borrowed from the row (NULL reads as '').
+fn text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    match r.get_ref(i)? {
+        ValueRef::Null => Ok(""),
+        v => Ok(v.as_str()?),
+    }
+}
+
+/// The finished tasks, read in table order (the COALESCE keeps SQLite off the index on
+/// `state`: nearly every task is finished), then sorted by id for the ledger's look-ups.
+fn tasks(tx: &Connection, tz: Tz, g: &mut Gathered) -> Result<(), InsightsError> {
+    // The month of the previous task, with its bounds: tasks come roughly in time order.
+    let mut last: Option<(i64, i64, usize)> = None;
+    let sql = "SELECT id, customer_id, team, state, queued_at, finished_at, charge_micros FROM tasks
+               WHERE COALESCE(state, '') IN ('succeeded', 'failed', 'cancelled') AND finished_at IS NOT NULL";
+    each_row(tx, sql, |r| {
+        let (queued, finished): (i64, i64) = (r.get(4)?, r.get(5)?);
+        let month = match last {
+            Some((lo, hi, m)) if finished >= lo && finished < hi => m,
+            _ => {
+                let month = Month::of(tz, finished);
+                let (lo, hi) = month.bounds(tz);
+                let m = g.months.id_owned(month.to_string());
+                last = Some((lo, hi, m));
+                m
+            }
+        };
+        let customer = g.customers.id(text(r, 1)?);
+        let team = g.teams.id(text(r, 2)?);
+        let state = text(r, 3)?;
+        let outcome = g.outcomes.id(state);
+        let charge = if state == "succeeded" { r.get::<_, Option<i64>>(6)?.unwrap_or(0) } else { 0 };
+        let (completed, failed) = (i64::from(state == "succeeded"), i64::from(state == "failed"));
+        let cm = g.cm(month, customer);
+        if let Some(t) = g.team(cm, team) {
+            t.completed += completed;
+            t.failed += failed;
+            t.charge_micros += charge;
+        }
+        g.tasks.push(TaskRow {
+            key: r.get(0)?,
+            cm,
+            team,
+            outcome,
+            duration_ms: if finished > queued { (finished - queued) / 1000 } else { 0 },
+            cost_micros: 0,
+            charge_micros: charge,
+            ledger_until: 0,
+        });
+        Ok(())
+    })?;
+    if !g.tasks.is_sorted_by(|a, b| a.key <= b.key) {
+        g.tasks.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    }
+    Ok(())
+}
+
+/// The API days by (customer, first instant of the UTC day).
+fn api_day_map(api_days: Vec<(String, String, i64)>) -> Result<HashMap<(String, i64), ApiDay>, InsightsError> {
+    let mut days = HashMap::with_capacity(api_days.len());
+    for (customer, day, amount) in api_days {
+        let start = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+            .map_err(|_| InsightsError::invalid("day", format!("`{day}` is not a YYYY-MM-DD day")))?
+            .and_hms_opt(0, 0, 0)
+            .map(|d| d.and_utc().timestamp_micros())
+            .unwrap_or(0);
+        let d = ApiDay { customer: customer.clone(), day, start, amount, models: BTreeMap::new(), until: 0 };
+        // Unique per (customer, day) in billing; were one repeated, the later would count, as
+        // the consumer's settle would leave it.
+        days.insert((customer, start), d);
+    }
+    Ok(days)
+}
+
+/// Every ledger row once, in table order: a task's row adds to its finished task (rows of
+/// unfinished tasks are not counted yet), a row outside tasks to its customer's API day.
+fn ledger(tx: &Connection, g: &mut Gathered, days: &mut HashMap<(String, i64), ApiDay>) -> Result<(), InsightsError> {
+    let sql = "SELECT task_id, model_used, created_at, cost_micros, input_tokens, output_tokens, customer_id
+               FROM llm_calls";
+    // The last task found: a task's ledger rows are mostly written one after another.
+    let mut last: Option<usize> = None;
+    each_row(tx, sql, |r| {
+        let created: i64 = r.get(2)?;
+        let part = ModelUse { calls: 1, input_tokens: r.get(4)?, output_tokens: r.get(5)?, cost_micros: r.get(3)? };
+        match r.get_ref(0)? {
+            ValueRef::Null => {
+                let ValueRef::Text(_) = r.get_ref(6)? else { return Ok(()) };
+                let start = created.div_euclid(DAY_MICROS) * DAY_MICROS;
+                let Some(day) = days.get_mut(&(text(r, 6)?.to_owned(), start)) else { return Ok(()) };
+                let model = g.models.id(text(r, 1)?);
+                add(day.models.entry(model).or_default(), &part);
+                day.until = day.until.max(created);
+            }
+            v => {
+                let task = v.as_str()?;
+                let found = match last {
+                    Some(i) if g.tasks.get(i).is_some_and(|t| t.key == task) => Some(i),
+                    _ => g.tasks.binary_search_by(|t| t.key.as_str().cmp(task)).ok(),
+                };
+                let Some(i) = found else { return Ok(()) };
+                last = Some(i);
+                let model = g.models.id(text(r, 1)?);
+                let Some(t) = g.tasks.get_mut(i) else { return Ok(()) };
+                t.cost_micros += part.cost_micros;
+                t.ledger_until = t.ledger_until.max(created);
+                let (cm, team) = (t.cm, t.team);
+                if let Some(sums) = g.team(cm, team) {
+                    sums.cost_micros += part.cost_micros;
+                    add(sums.models.entry(model).or_default(), &part);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Each API day as a row of `insights_tasks` and a contribution to team `api`.
+fn add_api_days(tz: Tz, g: &mut Gathered, days: HashMap<(String, i64), ApiDay>) {
+    let team = g.teams.id(API_TEAM);
+    let outcome = g.outcomes.id("api");
+    for d in days.into_values() {
+        let month = g.months.id_owned(Month::of(tz, d.start).to_string());
+        let customer = g.customers.id(&d.customer);
+        let cm = g.cm(month, customer);
+        let cost: i64 = d.models.values().map(|m| m.cost_micros).sum();
+        if let Some(sums) = g.team(cm, team) {
+            sums.cost_micros += cost;
+            sums.charge_micros += d.amount;
+            for (m, u) in &d.models {
+                add(sums.models.entry(*m).or_default(), u);
+            }
+        }
+        g.tasks.push(TaskRow {
+            key: api_day_key(&d.customer, &d.day),
+            cm,
+            team,
+            outcome,
+            duration_ms: 0,
+            cost_micros: cost,
+            charge_micros: d.amount,
+            ledger_until: d.until,
+        });
+    }
+}

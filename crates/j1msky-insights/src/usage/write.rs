@@ -1,0 +1,282 @@
+//! `kpi rebuild` writing the sums `gather` read: `insights_tasks`, `insights_usage`,
+//! `insights_model_cost`, and the split (`insights_pieces`, `insights_split`,
+//! `insights_margins`) computed per customer month by the same function the what-if uses
+//! (`data::customer_pieces`, which `tests/usage.rs` holds against the consumer's SQL).
+//! Every table gets its rows in primary-key order (appends to its B-tree), one prepared
+//! INSERT stepped per row on the rebuild's own connection (`direct`).
+
+use std::collections::BTreeMap;
+
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{Connection, Statement, ToSql};
+
+use super::data::{customer_pieces, Piece};
+use super::gather::Gathered;
+use crate::direct::err;
+use crate::InsightsError;
+
+/// One value of a row [`Insert`] writes (borrowed text or an integer).
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(s: &'a str) -> Self {
+        Value::Text(s)
+    }
+}
+
+impl From<i64> for Value<'_> {
+    fn from(i: i64) -> Self {
+        Value::Int(i)
+    }
+}
+
+impl ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            Value::Text(s) => ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(s.as_bytes())),
+            Value::Int(i) => ToSqlOutput::Owned(rusqlite::types::Value::Integer(i)),
+        })
+    }
+}
+
+/// A prepared single-row INSERT for one table.
+struct Insert<'c> {
+    stmt: Statement<'c>,
+}
+
+impl<'c> Insert<'c> {
+    fn new(conn: &'c Connection, table: &str, columns: &[&str]) -> Result<Self, InsightsError> {
+        let marks = vec!["?"; columns.len()].join(", ");
+        let sql = format!("INSERT INTO {table} ({}) VALUES ({marks})", columns.join(", "));
+        Ok(Insert { stmt: conn.prepare(&sql).map_err(err)? })
+    }
+
+    /// Writes one row, its values in the columns' order.
+    fn push<'v>(&mut self, row: impl IntoIterator<Item = Value<'v>>) -> Result<(), InsightsError> {
+        for (i, v) in row.into_iter().enumerate() {
+            self.stmt.raw_bind_parameter(i + 1, v).map_err(err)?;
+        }
+        self.stmt.raw_execute().map_err(err)?;
+        Ok(())
+    }
+}
+
+const TASKS: &[&str] = &[
+    "task_id",
+    "month",
+    "customer_id",
+    "team",
+    "outcome",
+    "duration_ms",
+    "cost_micros",
+    "charge_micros",
+    "ledger_until",
+    "plan",
+];
+const USAGE: &[&str] =
+    &["month", "customer_id", "team", "tasks_completed", "tasks_failed", "cost_micros", "charge_micros"];
+const MODEL_COST: &[&str] =
+    &["month", "customer_id", "team", "model", "calls", "input_tokens", "output_tokens", "cost_micros"];
+const PIECES: &[&str] = &[
+    "month",
+    "customer_id",
+    "team",
+    "model",
+    "plan",
+    "subscription_micros",
+    "refunds_micros",
+    "charge_micros",
+    "cost_micros",
+    "calls",
+    "completed",
+    "failed",
+];
+const SPLIT: &[&str] = &[
+    "month",
+    "team",
+    "model",
+    "plan",
+    "pieces",
+    "subscription_micros",
+    "refunds_micros",
+    "charge_micros",
+    "cost_micros",
+    "calls",
+    "completed",
+    "failed",
+];
+const MARGINS: &[&str] =
+    &["month", "customer_id", "team", "plan", "revenue_micros", "cost_micros", "margin_micros", "completed"];
+
+/// `insights_tasks`, in task id order.
+pub(super) fn tasks(conn: &Connection, g: &mut Gathered) -> Result<(), InsightsError> {
+    // The API days were added after the tasks' sort.
+    g.tasks.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    let mut batch = Insert::new(conn, "insights_tasks", TASKS)?;
+    for t in &g.tasks {
+        let Some(cm) = g.cms.get(t.cm) else { continue };
+        let row: [Value<'_>; 10] = [
+            t.key.as_str().into(),
+            g.months.get(cm.month).into(),
+            g.customers.get(cm.customer).into(),
+            g.teams.get(t.team).into(),
+            g.outcomes.get(t.outcome).into(),
+            t.duration_ms.into(),
+            t.cost_micros.into(),
+            t.charge_micros.into(),
+            t.ledger_until.into(),
+            g.plan(cm.customer).into(),
+        ];
+        batch.push(row)?;
+    }
+    Ok(())
+}
+
+/// A piece's sums, as the split's tables add them up.
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    subscription: i64,
+    refunds: i64,
+    charge: i64,
+    cost: i64,
+    calls: i64,
+    completed: i64,
+    failed: i64,
+}
+
+impl Sums {
+    fn add(&mut self, p: &Sums) {
+        self.subscription += p.subscription;
+        self.refunds += p.refunds;
+        self.charge += p.charge;
+        self.cost += p.cost;
+        self.calls += p.calls;
+        self.completed += p.completed;
+        self.failed += p.failed;
+    }
+
+    fn of(p: &Piece) -> Sums {
+        Sums {
+            subscription: p.subscription_micros,
+            refunds: p.refunds_micros,
+            charge: p.charge_micros,
+            cost: p.cost_micros,
+            calls: p.calls,
+            completed: p.completed,
+            failed: p.failed,
+        }
+    }
+
+    fn values(&self) -> [Value<'static>; 7] {
+        [
+            self.subscription.into(),
+            self.refunds.into(),
+            self.charge.into(),
+            self.cost.into(),
+            self.calls.into(),
+            self.completed.into(),
+            self.failed.into(),
+        ]
+    }
+}
+
+/// The batches of the per-customer-month tables.
+struct Tables<'c> {
+    usage: Insert<'c>,
+    model_cost: Insert<'c>,
+    pieces: Insert<'c>,
+    margins: Insert<'c>,
+}
+
+/// Usage, model cost, pieces and margins per customer month in (month, customer) order,
+/// then the split's sums.
+pub(super) fn customer_months(conn: &Connection, g: &Gathered) -> Result<(), InsightsError> {
+    let mut order: Vec<usize> = (0..g.cms.len()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (&g.cms[a], &g.cms[b]);
+        g.months
+            .get(a.month)
+            .cmp(g.months.get(b.month))
+            .then_with(|| g.customers.get(a.customer).cmp(g.customers.get(b.customer)))
+    });
+    let mut t = Tables {
+        usage: Insert::new(conn, "insights_usage", USAGE)?,
+        model_cost: Insert::new(conn, "insights_model_cost", MODEL_COST)?,
+        pieces: Insert::new(conn, "insights_pieces", PIECES)?,
+        margins: Insert::new(conn, "insights_margins", MARGINS)?,
+    };
+    let mut split: BTreeMap<(&str, String, String, &str), (i64, Sums)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for i in order {
+        let Some(sums) = g.cms.get(i) else { continue };
+        let (month, customer, plan) = (g.months.get(sums.month), g.customers.get(sums.customer), g.plan(sums.customer));
+        let cm = g.customer_month(sums);
+        for (team, u) in &cm.teams {
+            let row: [Value<'_>; 7] = [
+                month.into(),
+                customer.into(),
+                team.as_str().into(),
+                u.completed.into(),
+                u.failed.into(),
+                u.cost_micros.into(),
+                u.charge_micros.into(),
+            ];
+            t.usage.push(row)?;
+            for (model, m) in &u.models {
+                let row: [Value<'_>; 8] = [
+                    month.into(),
+                    customer.into(),
+                    team.as_str().into(),
+                    model.as_str().into(),
+                    m.calls.into(),
+                    m.input_tokens.into(),
+                    m.output_tokens.into(),
+                    m.cost_micros.into(),
+                ];
+                t.model_cost.push(row)?;
+            }
+        }
+        out.clear();
+        customer_pieces(customer, &cm, &mut out);
+        // One row per (team, model), as the SQL's GROUP BY would merge two pieces of one key.
+        let mut pieces: BTreeMap<(&str, &str), Sums> = BTreeMap::new();
+        for p in &out {
+            pieces.entry((p.team.as_str(), p.model.as_str())).or_default().add(&Sums::of(p));
+        }
+        // Margins per team and over all teams (team '', first in key order).
+        let mut margins: BTreeMap<&str, Sums> = BTreeMap::new();
+        for (&(team, model), s) in &pieces {
+            let row = [month.into(), customer.into(), team.into(), model.into(), plan.into()];
+            t.pieces.push(row.into_iter().chain(s.values()))?;
+            let e = split.entry((month, team.to_owned(), model.to_owned(), plan)).or_default();
+            e.0 += 1;
+            e.1.add(s);
+            margins.entry(team).or_default().add(s);
+            margins.entry("").or_default().add(s);
+        }
+        for (team, s) in margins {
+            let revenue = s.subscription - s.refunds + s.charge;
+            let row: [Value<'_>; 8] = [
+                month.into(),
+                customer.into(),
+                team.into(),
+                plan.into(),
+                revenue.into(),
+                s.cost.into(),
+                (revenue - s.cost).into(),
+                s.completed.into(),
+            ];
+            t.margins.push(row)?;
+        }
+    }
+    let mut batch = Insert::new(conn, "insights_split", SPLIT)?;
+    for ((month, team, model, plan), (n, s)) in split {
+        let row = [month.into(), team.as_str().into(), model.as_str().into(), plan.into(), n.into()];
+        batch.push(row.into_iter().chain(s.values()))?;
+    }
+    Ok(())
+}
