@@ -45,6 +45,17 @@ pub async fn untune(conn: &mut AnyConnection, tuned: Option<Tuned>) -> Result<()
 
 /// Drops `table`'s secondary indexes (SQLite only), returning their `CREATE INDEX`
 /// statements as the schema holds them, for [`create_indexes`].
+/// A SQLite table's secondary indexes with the statements that make them (`sql IS NULL`:
+/// the indexes behind PRIMARY KEY and UNIQUE, which stay); the table is parameter 1.
+pub(crate) const SECONDARY_INDEXES: &str =
+    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL ORDER BY name";
+
+/// The statement dropping index `name` (a name from the schema, not from input; quoted all
+/// the same).
+pub(crate) fn drop_index(name: &str) -> String {
+    format!("DROP INDEX \"{}\"", name.replace('"', "\"\""))
+}
+
 pub async fn drop_indexes(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -53,17 +64,10 @@ pub async fn drop_indexes(
     if backend != Backend::Sqlite {
         return Ok(Vec::new());
     }
-    // `sql IS NULL`: the indexes behind PRIMARY KEY and UNIQUE, which stay.
-    let indexes: Vec<(String, String)> = sqlx::query_as(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL ORDER BY name",
-    )
-    .bind(table)
-    .fetch_all(&mut *conn)
-    .await?;
+    let indexes: Vec<(String, String)> = sqlx::query_as(SECONDARY_INDEXES).bind(table).fetch_all(&mut *conn).await?;
     let mut out = Vec::with_capacity(indexes.len());
     for (name, sql) in indexes {
-        // The name comes from the schema, not from input; quoted all the same.
-        sqlx::query(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\""))).execute(&mut *conn).await?;
+        sqlx::query(&drop_index(&name)).execute(&mut *conn).await?;
         out.push(sql);
     }
     Ok(out)

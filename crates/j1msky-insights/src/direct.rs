@@ -56,13 +56,11 @@ where
 /// Drops `table`'s secondary indexes, returning their `CREATE INDEX` statements (see
 /// `bulk::drop_indexes`: one sorted build after the rows instead of random inserts).
 pub fn drop_indexes(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>, InsightsError> {
-    let mut stmt = tx
-        .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY name")
-        .map_err(err)?;
+    let mut stmt = tx.prepare(crate::bulk::SECONDARY_INDEXES).map_err(err)?;
     let indexes: Vec<(String, String)> =
         stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?.collect::<Result<_, _>>().map_err(err)?;
     for (name, _) in &indexes {
-        tx.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\""))).map_err(err)?;
+        tx.execute_batch(&crate::bulk::drop_index(name)).map_err(err)?;
     }
     Ok(indexes.into_iter().map(|(_, sql)| sql).collect())
 }
