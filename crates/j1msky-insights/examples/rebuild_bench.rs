@@ -1,13 +1,13 @@
 // A benchmark stops at the first surprise: unwrap and expect are its assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-//! Where `kpi rebuild`'s time goes (issue 14 §4): runs the three modules' rebuilds that
-//! `rollups::rebuild` runs, in its order, on a SQLite file (e.g. one written by
-//! `insights_gen`), and prints each one's wall time and the process's CPU time (user +
-//! system, from `/proc/self/stat`) spent in it. The machine's load inflates the wall
+//! Where `kpi rebuild`'s time goes (issue 14 §4): runs `rollups::rebuild` (or, with
+//! MODULES=1, the three modules' own rebuilds in its order) on a SQLite file (e.g. one
+//! written by `insights_gen`), and prints the wall time and the process's CPU time (user
+//! and system, from `/proc/self/stat`) spent in each. The machine's load inflates the wall
 //! times; the CPU times are the steadier figure.
 //!
-//! rebuild_bench DB_FILE [ROUNDS=1]
+//! [MODULES=1] rebuild_bench DB_FILE [ROUNDS=1]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +15,7 @@ use std::time::Instant;
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::clock::SystemClock;
 use j1msky_db::Db;
-use j1msky_insights::{mrr, people, usage, Ctx};
+use j1msky_insights::{mrr, people, rollups, usage, Ctx};
 
 /// This process's user + system CPU seconds so far (Linux; threads included).
 fn cpu_s() -> f64 {
@@ -32,6 +32,9 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let file = args.get(1).expect("usage: rebuild_bench DB_FILE [ROUNDS]");
     let rounds: usize = args.get(2).map_or(1, |s| s.parse().unwrap());
+    // MODULES=1: the three modules' own rebuilds one after another, each timed (MRR and
+    // people then go through sqlx); otherwise `rollups::rebuild`, as `kpi rebuild` runs.
+    let modules = std::env::var("MODULES").is_ok_and(|v| v == "1");
     let db = Db::connect(&format!("sqlite://{file}")).await.unwrap();
     db.migrate().await.unwrap();
     // The real clock, as `j1msky kpi rebuild` has: the same months, the same rows.
@@ -42,19 +45,28 @@ async fn main() {
     };
     for round in 1..=rounds {
         let (w0, c0) = (Instant::now(), cpu_s());
-        let mut line = format!("round {round}:");
-        let mut step = |name: &str, w: &mut Instant, c: &mut f64| {
-            let (wn, cn) = (Instant::now(), cpu_s());
-            line.push_str(&format!(" {name} {:.2}s wall {:.2}s cpu;", (wn - *w).as_secs_f64(), cn - *c));
-            (*w, *c) = (wn, cn);
-        };
-        let (mut w, mut c) = (w0, c0);
-        mrr::rebuild(&ctx).await.unwrap();
-        step("mrr", &mut w, &mut c);
-        usage::rebuild(&ctx).await.unwrap();
-        step("usage", &mut w, &mut c);
-        people::rebuild(&ctx).await.unwrap();
-        step("people", &mut w, &mut c);
-        println!("{line} total {:.2}s wall {:.2}s cpu", w0.elapsed().as_secs_f64(), cpu_s() - c0);
+        if modules {
+            let mut line = format!("round {round}:");
+            let mut step = |name: &str, w: &mut Instant, c: &mut f64| {
+                let (wn, cn) = (Instant::now(), cpu_s());
+                line.push_str(&format!(" {name} {:.2}s wall {:.2}s cpu;", (wn - *w).as_secs_f64(), cn - *c));
+                (*w, *c) = (wn, cn);
+            };
+            let (mut w, mut c) = (w0, c0);
+            mrr::rebuild(&ctx).await.unwrap();
+            step("mrr", &mut w, &mut c);
+            usage::rebuild(&ctx).await.unwrap();
+            step("usage", &mut w, &mut c);
+            people::rebuild(&ctx).await.unwrap();
+            step("people", &mut w, &mut c);
+            println!("{line} total {:.2}s wall {:.2}s cpu", w0.elapsed().as_secs_f64(), cpu_s() - c0);
+        } else {
+            rollups::rebuild(&ctx).await.unwrap();
+            println!(
+                "round {round}: rollups::rebuild {:.2}s wall {:.2}s cpu",
+                w0.elapsed().as_secs_f64(),
+                cpu_s() - c0
+            );
+        }
     }
 }

@@ -13,6 +13,7 @@ mod direct;
 mod error;
 pub mod evening;
 pub mod figures;
+mod file_rebuild;
 pub mod kpis;
 mod month;
 pub mod morning;

@@ -5,6 +5,7 @@
 //! `subscription.history_changed`; [`month`] and [`behind`] read only the rollups.
 
 pub mod compute;
+pub(crate) mod direct;
 pub mod store;
 
 use j1msky_core::events::{Kind, Typed};
@@ -66,7 +67,7 @@ impl Movement {
     }
 }
 
-fn rules(ctx: &Ctx) -> Rules {
+pub(crate) fn rules(ctx: &Ctx) -> Rules {
     Rules { tz: ctx.tz(), currency: ctx.catalogue.stripe.currency.to_ascii_lowercase() }
 }
 
@@ -238,16 +239,42 @@ async fn on_history(ctx: &Ctx, conn: &mut AnyConnection, event: &Event, now: i64
     Ok(())
 }
 
-/// Backfills billing's history from the stored Stripe events, then recomputes the
-/// rollups from it, in one transaction (readers see the old numbers until it commits).
-pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
-    let now = ctx.clock.now_micros();
-    let mut tx = ctx.db.begin().await?;
-    let through = store::lock(&mut tx, ctx.this_month()).await?.max(ctx.this_month());
-    let filled = j1msky_billing::history::backfill(&mut tx, ctx.db.backend(), now).await?;
+/// Records in billing's history the stored Stripe events it is missing, in the caller's
+/// transaction (what the rollups are then computed from).
+async fn backfill_in(conn: &mut AnyConnection, ctx: &Ctx, now: i64) -> Result<(), InsightsError> {
+    let filled = j1msky_billing::history::backfill(&mut *conn, ctx.db.backend(), now).await?;
     if filled.recorded > 0 {
         tracing::info!(recorded = filled.recorded, missing = filled.missing, "subscription history backfilled");
     }
+    Ok(())
+}
+
+/// [`backfill_in`] in a transaction of its own (the SQLite file rebuild, `crate::file_rebuild`,
+/// computes MRR on a connection sqlx does not drive, after this has committed).
+pub(crate) async fn backfill(ctx: &Ctx) -> Result<(), InsightsError> {
+    let mut tx = ctx.db.begin().await?;
+    backfill_in(&mut tx, ctx, ctx.clock.now_micros()).await?;
+    tx.commit().await.map_err(j1msky_db::DbError::from)?;
+    Ok(())
+}
+
+/// Backfills billing's history from the stored Stripe events, then recomputes the
+/// rollups from it, in one transaction (readers see the old numbers until it commits).
+/// On a SQLite file the history is read and the rollups written on a connection of the
+/// rebuild's own (`direct`), after the backfill has committed.
+pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
+    if let Some(file) = ctx.db.sqlite_file() {
+        backfill(ctx).await?;
+        let (rules, this_month) = (rules(ctx), ctx.this_month());
+        return crate::direct::in_transaction(file, move |tx| {
+            direct::write(tx, &direct::compute(tx, &rules, this_month)?)
+        })
+        .await;
+    }
+    let now = ctx.clock.now_micros();
+    let mut tx = ctx.db.begin().await?;
+    let through = store::lock(&mut tx, ctx.this_month()).await?.max(ctx.this_month());
+    backfill_in(&mut tx, ctx, now).await?;
     let tuned = crate::bulk::tune(&mut tx, ctx.db.backend()).await?;
     let indexes = crate::bulk::drop_indexes(&mut tx, ctx.db.backend(), "insights_mrr_customer_months").await?;
     store::rebuild(&mut tx, &rules(ctx), through).await?;

@@ -7,6 +7,7 @@
 //! the customers now on the plan; the team filter does not apply to customers.
 
 mod behind;
+pub(crate) mod direct;
 mod rates;
 mod read;
 mod rollup;
@@ -15,6 +16,7 @@ mod spend;
 pub use behind::{behind, Tile, BEHIND_MAX};
 pub use rates::Trailing;
 pub use read::COHORTS;
+pub(crate) use rollup::nps as rebuild_nps;
 pub use rollup::{ACTIVATION_WINDOW, CONSUMER};
 pub use spend::{parse_amount, MAX_CENTS};
 
@@ -95,7 +97,16 @@ pub fn consumers(ctx: &Ctx) -> Vec<j1msky_db::consumers::Consumer> {
 
 /// Recomputes this module's rollups from the source tables.
 pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
-    rollup::rebuild(ctx).await
+    let Some(file) = ctx.db.sqlite_file() else {
+        return rollup::rebuild(ctx).await;
+    };
+    // On a SQLite file `insights_people` is written on the rebuild's own connection, and
+    // NPS after it through lifecycle's function.
+    crate::direct::in_transaction(file, |tx| direct::write(tx, &direct::compute(tx)?)).await?;
+    let mut tx = ctx.db.begin().await?;
+    rollup::nps(&mut tx).await?;
+    tx.commit().await.map_err(j1msky_db::DbError::from)?;
+    Ok(())
 }
 
 /// Records the acquisition spend of `month` (replacing an earlier figure; audited, with

@@ -13,8 +13,12 @@ pub fn consumers(ctx: &Ctx) -> Vec<Consumer> {
     all
 }
 
-/// Recomputes every rollup from the source tables (`j1msky kpi rebuild`).
+/// Recomputes every rollup from the source tables (`j1msky kpi rebuild`): on a SQLite
+/// file on two connections of its own (`file_rebuild`), else module by module.
 pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
+    if let Some(file) = ctx.db.sqlite_file() {
+        return crate::file_rebuild::rebuild(ctx, file).await;
+    }
     crate::mrr::rebuild(ctx).await?;
     crate::usage::rebuild(ctx).await?;
     crate::people::rebuild(ctx).await?;

@@ -18,6 +18,8 @@ mod sql;
 mod write;
 
 pub use consumer::{on_event, CONSUMER, KINDS};
+pub(crate) use gather::gather;
+pub(crate) use rebuild::{clear_direct, write_direct};
 
 /// How many customers `Usage::by_customer` and [`behind_margin`] list (lowest margin first).
 pub const CUSTOMER_ROWS: usize = 200;

@@ -128,21 +128,17 @@ async fn refresh_stages(conn: &mut AnyConnection, customer: &str) -> Result<(), 
     Ok(())
 }
 
-/// Recomputes both rollups from the source tables in one transaction.
-pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
-    let mut tx = ctx.db.begin().await?;
-    let tuned = crate::bulk::tune(&mut tx, ctx.db.backend()).await?;
-    sqlx::query("DELETE FROM insights_people").execute(&mut *tx).await?;
-    let indexes = crate::bulk::drop_indexes(&mut tx, ctx.db.backend(), "insights_people").await?;
+/// The SELECT of every customer's `insights_people` row, its columns in [`PEOPLE_COLUMNS`]
+/// order (the SQL rebuild inserts it; the file rebuild steps it on its reading connection).
+pub(crate) fn people_select() -> String {
     let firsts: Vec<String> =
         STAGES.iter().map(|(_, col, set)| format!("MIN(CASE WHEN to_stage IN {set} THEN at END) AS {col}")).collect();
     let cols: Vec<String> = STAGES.iter().map(|(_, col, _)| format!("s.{col}")).collect();
     // A task that succeeded within the window was queued within it: the first week's
     // tasks of each customer are an index range of `tasks_customer (customer_id,
     // queued_at)`, so the rebuild never reads the millions of later tasks.
-    let sql = format!(
-        "INSERT INTO insights_people (customer_id, plan, created_at, lead_at, qualified_at, trial_at, paid_at, activated_at)
-         SELECT c.id, c.plan, c.created_at, {cols},
+    format!(
+        "SELECT c.id, c.plan, c.created_at, {cols},
                 (SELECT MIN(t.finished_at) FROM tasks t
                  WHERE t.customer_id = c.id AND t.queued_at < c.created_at + {ACTIVATION_WINDOW}
                    AND t.state = 'succeeded' AND t.finished_at >= c.created_at
@@ -152,22 +148,42 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
              ON s.customer_id = c.id",
         cols = cols.join(", "),
         firsts = firsts.join(", "),
-    );
+    )
+}
+
+/// The columns of `insights_people`, in [`people_select`]'s order.
+pub(crate) const PEOPLE_COLUMNS: [&str; 8] =
+    ["customer_id", "plan", "created_at", "lead_at", "qualified_at", "trial_at", "paid_at", "activated_at"];
+
+/// Recomputes both rollups from the source tables in one transaction, through sqlx (a
+/// SQLite file takes `super::direct` instead: see `people::rebuild`).
+pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
+    let mut tx = ctx.db.begin().await?;
+    let tuned = crate::bulk::tune(&mut tx, ctx.db.backend()).await?;
+    sqlx::query("DELETE FROM insights_people").execute(&mut *tx).await?;
+    let indexes = crate::bulk::drop_indexes(&mut tx, ctx.db.backend(), "insights_people").await?;
+    let sql = format!("INSERT INTO insights_people ({}) {}", PEOPLE_COLUMNS.join(", "), people_select());
     sqlx::query(&sql).execute(&mut *tx).await?;
     crate::bulk::create_indexes(&mut tx, &indexes).await?;
-    sqlx::query("DELETE FROM insights_nps").execute(&mut *tx).await?;
-    let answers = j1msky_lifecycle::surveys::nps_answers(&mut tx).await.map_err(lifecycle)?;
+    nps(&mut tx).await?;
+    crate::bulk::untune(&mut tx, tuned).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(())
+}
+
+/// Replaces `insights_nps` by lifecycle's answers, in the caller's transaction.
+pub(crate) async fn nps(conn: &mut AnyConnection) -> Result<(), InsightsError> {
+    sqlx::query("DELETE FROM insights_nps").execute(&mut *conn).await?;
+    let answers = j1msky_lifecycle::surveys::nps_answers(&mut *conn).await.map_err(lifecycle)?;
     for a in answers {
         sqlx::query("INSERT INTO insights_nps (survey_id, customer_id, score, answered_at) VALUES ($1, $2, $3, $4)")
             .bind(&a.survey_id)
             .bind(&a.customer_id)
             .bind(a.score)
             .bind(a.answered_at)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
-    crate::bulk::untune(&mut tx, tuned).await?;
-    tx.commit().await.map_err(DbError::from)?;
     Ok(())
 }
 

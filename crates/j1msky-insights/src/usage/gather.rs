@@ -94,23 +94,23 @@ struct ApiDay {
 
 /// Everything the usage rebuild writes, before it is split into pieces.
 #[derive(Default)]
-pub(super) struct Gathered {
-    pub customers: Names,
+pub(crate) struct Gathered {
+    pub(super) customers: Names,
     /// The plan of customers `0..plans.len()` (the `customers` table); later numbers are
     /// ids no customer has (`unattributed`).
     plans: Vec<Option<String>>,
-    pub teams: Names,
-    pub models: Names,
-    pub months: Names,
-    pub outcomes: Names,
+    pub(super) teams: Names,
+    pub(super) models: Names,
+    pub(super) months: Names,
+    pub(super) outcomes: Names,
     cm_index: HashMap<(usize, usize), usize>,
-    pub cms: Vec<CustomerMonthSums>,
-    pub tasks: Vec<TaskRow>,
+    pub(super) cms: Vec<CustomerMonthSums>,
+    pub(super) tasks: Vec<TaskRow>,
 }
 
 impl Gathered {
     /// The customer's plan key (`parts::PLAN_KEY`).
-    pub fn plan(&self, customer: usize) -> &str {
+    pub(super) fn plan(&self, customer: usize) -> &str {
         match self.plans.get(customer) {
             Some(Some(p)) => p,
             Some(None) => PAY_PER_TASK,
@@ -139,7 +139,7 @@ impl Gathered {
 
     /// The customer month in the data types the split rule reads (`data::customer_pieces`),
     /// teams and models in name order.
-    pub fn customer_month(&self, c: &CustomerMonthSums) -> CustomerMonth {
+    pub(super) fn customer_month(&self, c: &CustomerMonthSums) -> CustomerMonth {
         let mut out = CustomerMonth { refunds_cents: c.refunds_cents, ..CustomerMonth::default() };
         out.subscription_cents.insert(String::new(), c.subscription_cents);
         for (&t, sums) in &c.teams {
@@ -164,9 +164,9 @@ fn add(to: &mut ModelUse, from: &ModelUse) {
     to.cost_micros += from.cost_micros;
 }
 
-/// Reads customers, finished tasks, the ledger, the API days and `insights_revenue` (which
-/// the rebuild has written already) into sums.
-pub(super) fn gather(tx: &Connection, tz: Tz, api_days: Vec<(String, String, i64)>) -> Result<Gathered, InsightsError> {
+/// Reads customers, finished tasks, the ledger and the API days into sums (the revenue
+/// comes after, from `insights_revenue`: [`add_revenue`]).
+pub(crate) fn gather(tx: &Connection, tz: Tz, api_days: Vec<(String, String, i64)>) -> Result<Gathered, InsightsError> {
     let mut g = Gathered::default();
     each_row(tx, "SELECT id, plan FROM customers", |r| {
         g.customers.id(text(r, 0)?);
@@ -177,6 +177,12 @@ pub(super) fn gather(tx: &Connection, tz: Tz, api_days: Vec<(String, String, i64
     let mut days = api_day_map(api_days)?;
     ledger(tx, &mut g, &mut days)?;
     add_api_days(tz, &mut g, days);
+    Ok(g)
+}
+
+/// Adds each customer month's subscription revenue and refunds from `insights_revenue`,
+/// which the rebuild has written already (read on the writing connection).
+pub(super) fn add_revenue(tx: &Connection, g: &mut Gathered) -> Result<(), InsightsError> {
     each_row(tx, "SELECT month, customer_id, subscription_cents, refunds_cents FROM insights_revenue", |r| {
         let month = g.months.id(text(r, 0)?);
         let customer = g.customers.id(text(r, 1)?);
@@ -186,8 +192,7 @@ pub(super) fn gather(tx: &Connection, tz: Tz, api_days: Vec<(String, String, i64
             c.refunds_cents += r.get::<_, i64>(3)?;
         }
         Ok(())
-    })?;
-    Ok(g)
+    })
 }
 
 /// Steps through every row of `sql`, in place (no copy of a row).

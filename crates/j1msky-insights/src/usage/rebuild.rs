@@ -64,12 +64,25 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     Ok(())
 }
 
-/// The SQLite rebuild: revenue by SQL, the rest summed in memory and written in key order.
+/// The SQLite rebuild: revenue by SQL, the rest summed in memory and written in key order
+/// ([`clear_direct`], [`gather::gather`], [`write_direct`] on one connection).
 fn rebuild_direct(
     tx: &rusqlite::Transaction<'_>,
     tz: Tz,
     api_days: Vec<(String, String, i64)>,
 ) -> Result<(), InsightsError> {
+    let cleared = clear_direct(tx, tz)?;
+    let g = gather::gather(tx, tz, api_days)?;
+    write_direct(tx, cleared, g)
+}
+
+/// The rollup tables' old rows and secondary indexes gone, returned by [`clear_direct`]
+/// for [`write_direct`] to build again.
+pub(crate) struct Cleared(Vec<String>);
+
+/// Empties the usage rollups (dropping the indexes [`write_direct`] builds after the rows)
+/// and writes the revenue rollups by SQL, on the writing connection.
+pub(crate) fn clear_direct(tx: &rusqlite::Connection, tz: Tz) -> Result<Cleared, InsightsError> {
     for table in TABLES.iter().chain(SPLIT_TABLES) {
         tx.execute_batch(&format!("DELETE FROM {table}")).map_err(err)?;
     }
@@ -81,11 +94,21 @@ fn rebuild_direct(
     for sql in revenue_sql(tz, range) {
         tx.execute_batch(&sql).map_err(err)?;
     }
-    let mut g = gather::gather(tx, tz, api_days)?;
+    Ok(Cleared(indexes))
+}
+
+/// Writes what `g` summed (with the revenue [`clear_direct`] wrote) and builds the dropped
+/// indexes again.
+pub(crate) fn write_direct(
+    tx: &rusqlite::Connection,
+    cleared: Cleared,
+    mut g: gather::Gathered,
+) -> Result<(), InsightsError> {
+    gather::add_revenue(tx, &mut g)?;
     write::tasks(tx, &mut g)?;
     write::customer_months(tx, &g)?;
     drop(g);
-    direct::create_indexes(tx, &indexes)
+    direct::create_indexes(tx, &cleared.0)
 }
 
 async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {

@@ -7,63 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::types::ToSqlOutput;
-use rusqlite::{Connection, Statement, ToSql};
+use rusqlite::Connection;
 
 use super::data::{customer_pieces, Piece};
 use super::gather::Gathered;
-use crate::direct::err;
+use crate::direct::{Insert, Value};
 use crate::InsightsError;
-
-/// One value of a row [`Insert`] writes (borrowed text or an integer).
-#[derive(Clone, Copy)]
-enum Value<'a> {
-    Text(&'a str),
-    Int(i64),
-}
-
-impl<'a> From<&'a str> for Value<'a> {
-    fn from(s: &'a str) -> Self {
-        Value::Text(s)
-    }
-}
-
-impl From<i64> for Value<'_> {
-    fn from(i: i64) -> Self {
-        Value::Int(i)
-    }
-}
-
-impl ToSql for Value<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match *self {
-            Value::Text(s) => ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(s.as_bytes())),
-            Value::Int(i) => ToSqlOutput::Owned(rusqlite::types::Value::Integer(i)),
-        })
-    }
-}
-
-/// A prepared single-row INSERT for one table.
-struct Insert<'c> {
-    stmt: Statement<'c>,
-}
-
-impl<'c> Insert<'c> {
-    fn new(conn: &'c Connection, table: &str, columns: &[&str]) -> Result<Self, InsightsError> {
-        let marks = vec!["?"; columns.len()].join(", ");
-        let sql = format!("INSERT INTO {table} ({}) VALUES ({marks})", columns.join(", "));
-        Ok(Insert { stmt: conn.prepare(&sql).map_err(err)? })
-    }
-
-    /// Writes one row, its values in the columns' order.
-    fn push<'v>(&mut self, row: impl IntoIterator<Item = Value<'v>>) -> Result<(), InsightsError> {
-        for (i, v) in row.into_iter().enumerate() {
-            self.stmt.raw_bind_parameter(i + 1, v).map_err(err)?;
-        }
-        self.stmt.raw_execute().map_err(err)?;
-        Ok(())
-    }
-}
 
 const TASKS: &[&str] = &[
     "task_id",
