@@ -9,14 +9,8 @@
 
 mod common;
 
-use common::{spawn_app, TestApp, OPERATOR_EMAIL, PASSWORD};
+use common::{operator, spawn_app, TestApp, PASSWORD};
 use j1msky_audit::Actor;
-
-async fn operator(app: &TestApp) -> reqwest::Client {
-    let browser = app.browser();
-    assert_eq!(app.login(&browser, OPERATOR_EMAIL, PASSWORD).await.status(), 303);
-    browser
-}
 
 async fn get(browser: &reqwest::Client, app: &TestApp, path: &str) -> (u16, String, String) {
     let resp = browser.get(app.url(path)).send().await.unwrap();

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{csrf_token, location, spawn_app_with_mail, TestApp, OPERATOR_EMAIL, PASSWORD};
+use common::{csrf_token, location, operator, spawn_app_with_mail, TestApp, PASSWORD};
 use j1msky_core::vocab::Stage;
 
 const NEW_PASSWORD: &str = "a brand new password";
@@ -67,12 +67,6 @@ async fn lead_id(app: &TestApp, company: &str) -> String {
         .await
         .unwrap();
     id
-}
-
-async fn operator(app: &TestApp) -> reqwest::Client {
-    let b = app.browser();
-    assert_eq!(app.login(&b, OPERATOR_EMAIL, PASSWORD).await.status(), 303);
-    b
 }
 
 async fn admin_post(

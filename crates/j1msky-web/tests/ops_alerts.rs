@@ -7,14 +7,8 @@
 
 mod common;
 
-use common::{csrf_token, spawn_app, TestApp, OPERATOR_EMAIL, PASSWORD};
+use common::{csrf_token, operator, spawn_app, TestApp};
 use j1msky_audit::{alerts, Actor};
-
-async fn operator(app: &TestApp) -> reqwest::Client {
-    let browser = app.browser();
-    assert_eq!(app.login(&browser, OPERATOR_EMAIL, PASSWORD).await.status(), 303);
-    browser
-}
 
 async fn get(browser: &reqwest::Client, app: &TestApp, path: &str) -> (u16, String) {
     let resp = browser.get(app.url(path)).send().await.unwrap();

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{csrf_token, spawn_app_with_gateway, spawn_app_with_mail, TestApp, OPERATOR_EMAIL, PASSWORD};
+use common::{csrf_token, operator, spawn_app_with_gateway, spawn_app_with_mail, TestApp};
 use j1msky_accounts::{api_keys, customers, trials};
 use j1msky_audit::Actor;
 use j1msky_core::vocab::Stage;
@@ -45,12 +45,6 @@ async fn lead_id(app: &TestApp, company: &str) -> String {
         .await
         .unwrap();
     id
-}
-
-async fn operator(app: &TestApp) -> reqwest::Client {
-    let b = app.browser();
-    assert_eq!(app.login(&b, OPERATOR_EMAIL, PASSWORD).await.status(), 303);
-    b
 }
 
 async fn admin_post(app: &TestApp, b: &reqwest::Client, page: &str, action: &str, f: &[(&str, &str)]) -> u16 {

@@ -113,10 +113,15 @@ pub async fn logout(State(state): State<AppState>, jar: CookieJar) -> Response {
     (jar, Redirect::to("/login")).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct StageQuery {
     stage: Option<String>,
+    /// Where the previous page ended (`customers::Cursor::encode`).
+    after: Option<String>,
 }
+
+/// Customers shown per page of `/admin/customers`.
+pub const CUSTOMERS_PER_PAGE: i64 = 500;
 
 /// `/admin/customers`: the customers list and the add-customer form.
 pub async fn admin_customers(
@@ -124,35 +129,44 @@ pub async fn admin_customers(
     OperatorUser(s): OperatorUser,
     Query(q): Query<StageQuery>,
 ) -> Response {
-    admin_customers_page(&state, &s, q.stage.as_deref(), None, StatusCode::OK).await
+    admin_customers_page(&state, &s, &q, None, StatusCode::OK).await
 }
 
 async fn admin_customers_page(
     state: &AppState,
     s: &sessions::Session,
-    stage: Option<&str>,
+    q: &StageQuery,
     flash: Option<(String, &str)>,
     status: StatusCode,
 ) -> Response {
-    let stage = stage.and_then(|v| v.parse::<Stage>().ok());
-    let list = match customers::list(&state.db, stage, 500).await {
+    let stage = match q.stage.as_deref().filter(|v| !v.is_empty()).map(str::parse::<Stage>).transpose() {
+        Ok(stage) => stage,
+        Err(e) => return error_page_for(state, Some(s), AccountsError::invalid("stage", e.to_string())),
+    };
+    let after =
+        match q.after.as_deref().filter(|v| !v.is_empty()).map(|a| customers::Cursor::decode("after", a)).transpose() {
+            Ok(after) => after,
+            Err(e) => return error_page_for(state, Some(s), e),
+        };
+    let list = match customers::list_after(&state.db, stage, after.as_ref(), CUSTOMERS_PER_PAGE).await {
         Ok(l) => l,
         Err(e) => return error_page_for(state, Some(s), e),
     };
-    let all = match customers::list(&state.db, None, 100_000).await {
-        Ok(l) => l,
+    let counts = match customers::count_by_stage(&state.db).await {
+        Ok(c) => c,
         Err(e) => return error_page_for(state, Some(s), e),
     };
-    let stage_counts: Vec<_> = Stage::ALL
-        .iter()
-        .map(|st| context! { stage => st.as_str(), count => all.iter().filter(|c| c.stage == *st).count() })
-        .collect();
+    // A full page may have more after it; a shorter one is the last.
+    let next = list.last().filter(|_| list.len() as i64 == CUSTOMERS_PER_PAGE).map(customers::Cursor::after);
+    let stage_counts: Vec<_> = counts.iter().map(|(st, n)| context! { stage => st.as_str(), count => n }).collect();
+    let total: i64 = counts.iter().filter(|(st, _)| stage.is_none_or(|x| x == *st)).map(|(_, n)| n).sum();
     let (flash, flash_kind) = match flash {
         Some((m, k)) => (Some(m), k),
         None => (None, ""),
     };
     let ctx = context! {
-        customers => list, stage_counts, stage => stage.map(|x| x.as_str()),
+        customers => list, stage_counts, stage => stage.map(|x| x.as_str()), total,
+        paged => after.is_some(), next => next.map(|c| c.encode()),
         stages => Stage::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
         use_cases => UseCase::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
         plans => state.catalogue.plans.keys().cloned().collect::<Vec<_>>(),
@@ -248,7 +262,9 @@ pub async fn admin_create_customer(
             if e.is_internal() {
                 return error_page_for(&state, Some(&s), e);
             }
-            let page = admin_customers_page(&state, &s, None, Some((e.message.clone(), "error")), e.status).await;
+            let page =
+                admin_customers_page(&state, &s, &StageQuery::default(), Some((e.message.clone(), "error")), e.status)
+                    .await;
             return stamp(page, &e);
         }
     };

@@ -297,6 +297,13 @@ impl TestApp {
 }
 
 /// The value of the first `csrf_token` hidden field of a page.
+/// A browser logged in as the seeded operator.
+pub async fn operator(app: &TestApp) -> reqwest::Client {
+    let browser = app.browser();
+    assert_eq!(app.login(&browser, OPERATOR_EMAIL, PASSWORD).await.status(), 303);
+    browser
+}
+
 pub fn csrf_token(html: &str) -> String {
     let marker = "name=\"csrf_token\" value=\"";
     let start = html.find(marker).map(|i| i + marker.len()).expect("page has a csrf_token field");
