@@ -1,10 +1,9 @@
 //! `kpi rebuild` on a SQLite file, on both cores: one transaction on a connection the
 //! rebuild drives itself (`direct`) writes every rollup, while a second connection reads
 //! the same snapshot on another thread. The reader sums the tasks, the ledger and the API
-//! days (`usage::gather`) while the writer empties the rollups and writes revenue; it
-//! hands the sums over and computes MRR (`mrr::direct`) and the people rows
-//! (`people::direct`) while the writer writes the usage rollups; the writer then stores
-//! those too.
+//! days (`usage::gather`, the longest read); meanwhile the writer empties the usage
+//! rollups, writes revenue, and computes and writes MRR (`mrr::direct`) and the people
+//! rows (`people::direct`) itself, then takes the sums and writes the usage rollups.
 //!
 //! The writer takes the write lock before the reader's snapshot begins, so both see the
 //! same committed state and nothing else commits until the rebuild does: a consumer that
@@ -15,7 +14,6 @@
 //! after).
 
 use std::path::Path;
-use std::sync::mpsc;
 
 use crate::{direct, mrr, people, usage, Ctx, InsightsError};
 
@@ -28,29 +26,18 @@ pub async fn rebuild(ctx: &Ctx, file: &Path) -> Result<(), InsightsError> {
         // A scoped thread, joined before the transaction commits: the reader's share of
         // this one rebuild, not a background loop (those start through the runtime).
         std::thread::scope(|s| {
-            let (hand_over, sums) = mpsc::sync_channel(1);
-            let read = s.spawn(move || {
-                let gathered = usage::gather(&reader, tz, api_days)?;
-                // The writer gone means it failed: its error is the one reported.
-                if hand_over.send(gathered).is_err() {
-                    return Ok(None);
-                }
-                let m = mrr::direct::compute(&reader, &rules, this_month)?;
-                let p = people::direct::compute(&reader)?;
-                Ok::<_, InsightsError>(Some((m, p)))
+            let read = s.spawn(move || usage::gather(&reader, tz, api_days));
+            // Meanwhile the writer empties the usage rollups, writes revenue, and computes
+            // and writes MRR and the people rows on its own connection (they read none of
+            // the rollups it has emptied), then waits for the sums.
+            let written = usage::clear_direct(tx, tz).and_then(|cleared| {
+                mrr::direct::write(tx, &mrr::direct::compute(tx, &rules, this_month)?)?;
+                people::direct::write(tx, &people::direct::compute(tx)?)?;
+                Ok(cleared)
             });
-            let written = usage::clear_direct(tx, tz).and_then(|cleared| match sums.recv() {
-                Ok(g) => usage::write_direct(tx, cleared, g),
-                // The reader stopped before handing over: its error is the one reported.
-                Err(_) => Ok(()),
-            });
-            // Dropping the receiver lets a reader still waiting to hand over give up.
-            drop(sums);
-            let read = read.join().map_err(|_| thread_failed())?;
-            written?;
-            let (mrr_rows, people_rows) = read?.ok_or_else(thread_failed)?;
-            mrr::direct::write(tx, &mrr_rows)?;
-            people::direct::write(tx, &people_rows)?;
+            let gathered = read.join().map_err(|_| thread_failed())?;
+            let (cleared, gathered) = (written?, gathered?);
+            usage::write_direct(tx, cleared, gathered)?;
             Ok(())
         })
     })
