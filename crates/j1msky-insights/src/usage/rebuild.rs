@@ -98,7 +98,7 @@ pub(crate) fn clear_direct(tx: &rusqlite::Connection, tz: Tz) -> Result<Cleared,
 }
 
 /// Writes what `g` summed (with the revenue [`clear_direct`] wrote) and builds the dropped
-/// indexes again.
+/// indexes again, on both cores (the rebuild's last step: no reader runs by then).
 pub(crate) fn write_direct(
     tx: &rusqlite::Connection,
     cleared: Cleared,
@@ -108,7 +108,7 @@ pub(crate) fn write_direct(
     write::tasks(tx, &mut g)?;
     write::customer_months(tx, &g)?;
     drop(g);
-    direct::create_indexes(tx, &cleared.0)
+    direct::create_indexes_on_both_cores(tx, &cleared.0)
 }
 
 async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
