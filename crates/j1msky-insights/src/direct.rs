@@ -61,14 +61,20 @@ where
     F: FnOnce(&Transaction<'_>) -> Result<T, InsightsError> + Send + 'static,
 {
     let file: PathBuf = file.to_owned();
-    blocking(move || {
-        let mut conn = open(&file)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        let out = work(&tx)?;
-        tx.commit().map_err(err)?;
-        Ok(out)
-    })
-    .await
+    blocking(move || immediate(&file, work)).await
+}
+
+/// Opens `file`, runs `work` in one immediate transaction on it, and commits it when
+/// `work` succeeds (dropping it rolls back otherwise).
+fn immediate<T>(
+    file: &Path,
+    work: impl FnOnce(&Transaction<'_>) -> Result<T, InsightsError>,
+) -> Result<T, InsightsError> {
+    let mut conn = open(file)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+    let out = work(&tx)?;
+    tx.commit().map_err(err)?;
+    Ok(out)
 }
 
 /// As [`in_transaction`], with a second connection to `file` in a read transaction that
@@ -83,20 +89,18 @@ where
 {
     let file: PathBuf = file.to_owned();
     blocking(move || {
-        let mut conn = open(&file)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        let reader = open(&file)?;
-        // The reader's pages straight from the mapped file: with SQLite's page caches in one
-        // shared group (as this build of SQLite makes them), every page the reader fetched
-        // through its cache took the lock the writer's cache takes too (the reads at 100,000
-        // customers took 6-8 s this way against 12 s through the cache).
-        reader.execute_batch(&format!("PRAGMA mmap_size = {READER_MMAP}")).map_err(err)?;
-        // A read transaction begins at its first read: take the snapshot now.
-        reader.execute_batch("BEGIN").map_err(err)?;
-        reader.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(err)?;
-        let out = work(&tx, reader)?;
-        tx.commit().map_err(err)?;
-        Ok(out)
+        immediate(&file, |tx| {
+            let reader = open(&file)?;
+            // The reader's pages straight from the mapped file: with SQLite's page caches in one
+            // shared group (as this build of SQLite makes them), every page the reader fetched
+            // through its cache took the lock the writer's cache takes too (the reads at 100,000
+            // customers took 6-8 s this way against 12 s through the cache).
+            reader.execute_batch(&format!("PRAGMA mmap_size = {READER_MMAP}")).map_err(err)?;
+            // A read transaction begins at its first read: take the snapshot now.
+            reader.execute_batch("BEGIN").map_err(err)?;
+            reader.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(err)?;
+            work(tx, reader)
+        })
     })
     .await
 }
