@@ -61,9 +61,10 @@ async fn main() {
             step("people", &mut w, &mut c);
             println!("{line} total {:.2}s wall {:.2}s cpu", w0.elapsed().as_secs_f64(), cpu_s() - c0);
         } else {
-            rollups::rebuild(&ctx).await.unwrap();
+            let changes = rollups::rebuild(&ctx).await.unwrap();
+            let (written, kept) = changes.iter().fold((0, 0), |(w, k), (_, c)| (w + c.written(), k + c.kept));
             println!(
-                "round {round}: rollups::rebuild {:.2}s wall {:.2}s cpu",
+                "round {round}: rollups::rebuild {:.2}s wall {:.2}s cpu; usage rollups {written} rows written, {kept} kept",
                 w0.elapsed().as_secs_f64(),
                 cpu_s() - c0
             );

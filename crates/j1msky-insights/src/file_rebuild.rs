@@ -3,7 +3,9 @@
 //! the same snapshot on another thread. The reader sums the tasks, the ledger and the API
 //! days (`usage::gather`, the longest read); meanwhile the writer empties the usage
 //! rollups, writes revenue, and computes and writes MRR (`mrr::direct`) and the people
-//! rows (`people::direct`) itself, then takes the sums and writes the usage rollups.
+//! rows (`people::direct`) itself, then takes the sums and writes the usage rollups:
+//! an empty one filled, one that holds rows merged with them as the reader sees them
+//! (`rewrite`: only the rows that differ are written).
 //!
 //! The writer takes the write lock before the reader's snapshot begins, so both see the
 //! same committed state and nothing else commits until the rebuild does: a consumer that
@@ -15,37 +17,38 @@
 
 use std::path::Path;
 
-use crate::{direct, mrr, people, usage, Ctx, InsightsError};
+use crate::{direct, mrr, people, usage, Changes, Ctx, InsightsError};
 
-/// Recomputes every rollup of the SQLite database in `file`.
-pub async fn rebuild(ctx: &Ctx, file: &Path) -> Result<(), InsightsError> {
+/// Recomputes every rollup of the SQLite database in `file`; what changed in the usage
+/// rollups.
+pub async fn rebuild(ctx: &Ctx, file: &Path) -> Result<Vec<(&'static str, Changes)>, InsightsError> {
     mrr::backfill(ctx).await?;
     let api_days = j1msky_tasks::charges::api_days(&ctx.db).await?;
     let (rules, this_month, tz) = (mrr::rules(ctx), ctx.this_month(), ctx.tz());
-    direct::in_transaction_with_reader(file, move |tx, reader| {
+    let changes = direct::in_transaction_with_reader(file, move |tx, reader| {
         // A scoped thread, joined before the transaction commits: the reader's share of
         // this one rebuild, not a background loop (those start through the runtime).
         std::thread::scope(|s| {
-            let read = s.spawn(move || usage::gather(&reader, tz, api_days));
+            // The reader comes back with the sums: the merge reads the old rows through it.
+            let read = s.spawn(move || usage::gather(&reader, tz, api_days).map(|g| (g, reader)));
             // Meanwhile the writer empties the usage rollups, writes revenue, and computes
             // and writes MRR and the people rows on its own connection (they read none of
             // the rollups it has emptied), then waits for the sums.
-            let written = usage::clear_direct(tx, tz).and_then(|cleared| {
+            let written = usage::clear_direct(tx, tz, true).and_then(|cleared| {
                 mrr::direct::write(tx, &mrr::direct::compute(tx, &rules, this_month)?)?;
                 people::direct::write(tx, &people::direct::compute(tx)?)?;
                 Ok(cleared)
             });
             let gathered = read.join().map_err(|_| thread_failed())?;
-            let (cleared, gathered) = (written?, gathered?);
-            usage::write_direct(tx, cleared, gathered)?;
-            Ok(())
+            let (cleared, (gathered, reader)) = (written?, gathered?);
+            usage::write_direct(tx, cleared, gathered, Some(&reader))
         })
     })
     .await?;
     let mut tx = ctx.db.begin().await?;
     people::rebuild_nps(&mut tx).await?;
     tx.commit().await.map_err(j1msky_db::DbError::from)?;
-    Ok(())
+    Ok(changes)
 }
 
 fn thread_failed() -> InsightsError {

@@ -19,11 +19,13 @@ mod month;
 pub mod morning;
 pub mod mrr;
 pub mod people;
+mod rewrite;
 pub mod rollups;
 pub mod usage;
 
 pub use error::InsightsError;
 pub use month::Month;
+pub use rewrite::Changes;
 
 /// What the insights need.
 #[derive(Clone)]

@@ -3,7 +3,7 @@
 
 use j1msky_db::consumers::Consumer;
 
-use crate::{Ctx, InsightsError};
+use crate::{Changes, Ctx, InsightsError};
 
 /// Every insights consumer; the `reactions` role runs them.
 pub fn consumers(ctx: &Ctx) -> Vec<Consumer> {
@@ -14,13 +14,15 @@ pub fn consumers(ctx: &Ctx) -> Vec<Consumer> {
 }
 
 /// Recomputes every rollup from the source tables (`j1msky kpi rebuild`): on a SQLite
-/// file on two connections of its own (`file_rebuild`), else module by module.
-pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
+/// file on two connections of its own (`file_rebuild`), else module by module. What it
+/// changed in the usage rollups, where it merged them (a SQLite file; empty otherwise:
+/// PostgreSQL and SQLite in memory rewrite every row).
+pub async fn rebuild(ctx: &Ctx) -> Result<Vec<(&'static str, Changes)>, InsightsError> {
     if let Some(file) = ctx.db.sqlite_file() {
         return crate::file_rebuild::rebuild(ctx, file).await;
     }
     crate::mrr::rebuild(ctx).await?;
     crate::usage::rebuild(ctx).await?;
     crate::people::rebuild(ctx).await?;
-    Ok(())
+    Ok(Vec::new())
 }

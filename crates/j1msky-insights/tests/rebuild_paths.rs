@@ -300,3 +300,81 @@ async fn a_rebuild_racing_the_consumers_loses_nothing_and_counts_nothing_twice()
     let tasks = kept["insights_tasks"].len();
     assert!(tasks > 900, "the new tasks are counted: {tasks} rows");
 }
+
+/// The usage rollups a file rebuild merges, each with its primary key and a column to
+/// make wrong.
+const MERGED: [(&str, &[&str], &str); 6] = [
+    ("insights_tasks", &["task_id"], "cost_micros"),
+    ("insights_usage", &["month", "customer_id", "team"], "cost_micros"),
+    ("insights_model_cost", &["month", "customer_id", "team", "model"], "calls"),
+    ("insights_pieces", &["month", "customer_id", "team", "model"], "cost_micros"),
+    ("insights_split", &["month", "team", "model", "plan"], "calls"),
+    ("insights_margins", &["month", "customer_id", "team"], "margin_micros"),
+];
+
+/// Each table's indexes as the schema holds them.
+async fn indexes(db: &Db) -> Vec<(String, Option<String>)> {
+    sqlx::query_as(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name LIKE 'insights_%' ORDER BY name",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_rebuild_over_kept_rollups_writes_only_the_rows_that_differ() {
+    let t = TestDb::on(Backend::Sqlite).await;
+    let ctx = ctx(&t.db);
+    world(&t.db).await;
+    let schema = indexes(&t.db).await;
+    // Empty rollups are filled: every row inserted.
+    let first: BTreeMap<_, _> = rollups::rebuild(&ctx).await.unwrap().into_iter().collect();
+    let right = rollup_rows(&t.db).await;
+    for (table, ..) in MERGED {
+        let c = first[table];
+        assert_eq!((c.inserted, c.updated, c.deleted, c.kept), (right[table].len() as u64, 0, 0, 0), "{table}");
+    }
+    // Rows the consumers kept right: nothing written.
+    let again: BTreeMap<_, _> = rollups::rebuild(&ctx).await.unwrap().into_iter().collect();
+    for (table, ..) in MERGED {
+        assert_eq!(again[table].written(), 0, "{table}: {:?}", again[table]);
+        assert_eq!(again[table].kept, right[table].len() as u64, "{table}");
+    }
+    assert_eq!(rollup_rows(&t.db).await, right);
+    // In every table: a value gone wrong, a row missing, and two rows that should not be
+    // there, one before every key and one after (what a bug or a hand edit leaves). One
+    // connection: the copied row waits in a temporary table.
+    let mut conn = t.db.pool().acquire().await.unwrap();
+    for (table, key, column) in MERGED {
+        let keys = key.join(", ");
+        let first_key = key[0];
+        let lowest = format!("SELECT {keys} FROM {table} ORDER BY {keys} LIMIT 1");
+        let middle =
+            format!("SELECT {keys} FROM {table} ORDER BY {keys} LIMIT 1 OFFSET (SELECT COUNT(*) / 2 FROM {table})");
+        for sql in [
+            format!("UPDATE {table} SET {column} = {column} + 7 WHERE ({keys}) IN ({lowest})"),
+            format!("DELETE FROM {table} WHERE ({keys}) IN ({middle})"),
+            format!("CREATE TEMP TABLE stray AS SELECT * FROM {table} LIMIT 1"),
+            format!("UPDATE stray SET {first_key} = '~' || {first_key}"),
+            format!("INSERT INTO {table} SELECT * FROM stray"),
+            format!("UPDATE stray SET {first_key} = '!' || substr({first_key}, 2)"),
+            format!("INSERT INTO {table} SELECT * FROM stray"),
+            "DROP TABLE stray".to_string(),
+        ] {
+            sqlx::query(&sql).execute(&mut *conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    drop(conn);
+    assert_ne!(rollup_rows(&t.db).await, right);
+    let mended: BTreeMap<_, _> = rollups::rebuild(&ctx).await.unwrap().into_iter().collect();
+    for (table, ..) in MERGED {
+        let c = mended[table];
+        assert_eq!((c.inserted, c.updated, c.deleted), (1, 1, 2), "{table}: {c:?}");
+        assert_eq!(c.kept, right[table].len() as u64 - 2, "{table}");
+    }
+    assert_eq!(rollup_rows(&t.db).await, right, "the merged rollups are the rebuilt ones");
+    assert_eq!(indexes(&t.db).await, schema, "the indexes are as the migrations made them");
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(t.db.pool()).await.unwrap();
+    assert_eq!(check, "ok");
+}

@@ -145,13 +145,24 @@ async fn run(g: &Globals, ctx: &Ctx, cmd: Option<KpiCommand>, show: Option<Show>
         }
         Some(KpiCommand::Rebuild) => {
             let started = Instant::now();
-            rollups::rebuild(ctx).await.map_err(failure)?;
+            let changes = rollups::rebuild(ctx).await.map_err(failure)?;
             let ms = started.elapsed().as_millis() as i64;
-            output::done(
-                g,
-                &format!("rollups rebuilt from the source tables (MRR, usage, customers) in {ms} ms"),
-                json!({"rebuilt": ["mrr", "usage", "people"], "millis": ms}),
-            );
+            let mut text = format!("rollups rebuilt from the source tables (MRR, usage, customers) in {ms} ms");
+            if !changes.is_empty() {
+                // Where the usage rollups were merged: how far they had drifted.
+                let sum = |f: fn(&j1msky_insights::Changes) -> u64| changes.iter().map(|(_, c)| f(c)).sum::<u64>();
+                text.push_str(&format!(
+                    "; usage rollups: {} rows written ({} inserted, {} updated, {} deleted), {} already right",
+                    sum(|c| c.written()),
+                    sum(|c| c.inserted),
+                    sum(|c| c.updated),
+                    sum(|c| c.deleted),
+                    sum(|c| c.kept)
+                ));
+            }
+            let by_table: serde_json::Map<String, Value> =
+                changes.iter().map(|(t, c)| (t.to_string(), json!(c))).collect();
+            output::done(g, &text, json!({"rebuilt": ["mrr", "usage", "people"], "millis": ms, "changes": by_table}));
             Ok(())
         }
         Some(KpiCommand::Spend(SpendCommand::Set { month, cents })) => {

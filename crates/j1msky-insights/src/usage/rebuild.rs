@@ -11,12 +11,11 @@ use sqlx::AnyConnection;
 
 use super::{gather, parts, write};
 use crate::direct::{self, err};
-use crate::{bulk, Ctx, InsightsError, Month};
+use crate::rewrite::{self, Mode, Sources};
+use crate::{bulk, Changes, Ctx, InsightsError, Month};
 
 const TABLES: &[&str] =
     &["insights_tasks", "insights_usage", "insights_model_cost", "insights_revenue", "insights_revenue_seen"];
-/// The split's tables, which the SQLite rebuild writes itself (`split::rebuild` otherwise).
-const SPLIT_TABLES: &[&str] = &["insights_pieces", "insights_split", "insights_margins"];
 
 /// A SQL expression naming the business month (`YYYY-MM`) of the instant in `column`, for
 /// instants from `min` to `max`: one pass over a table instead of one per month. Only our
@@ -64,51 +63,78 @@ pub async fn rebuild(ctx: &Ctx) -> Result<(), InsightsError> {
     Ok(())
 }
 
-/// The SQLite rebuild: revenue by SQL, the rest summed in memory and written in key order
-/// ([`clear_direct`], [`gather::gather`], [`write_direct`] on one connection).
+/// The SQLite rebuild on one connection: revenue by SQL, the rest summed in memory and
+/// written in key order ([`clear_direct`], [`gather::gather`], [`write_direct`]). With no
+/// second connection to read the old rows from, every table is emptied and filled.
 fn rebuild_direct(
     tx: &rusqlite::Transaction<'_>,
     tz: Tz,
     api_days: Vec<(String, String, i64)>,
 ) -> Result<(), InsightsError> {
-    let cleared = clear_direct(tx, tz)?;
+    let cleared = clear_direct(tx, tz, false)?;
     let g = gather::gather(tx, tz, api_days)?;
-    write_direct(tx, cleared, g)
+    write_direct(tx, cleared, g, None).map(drop)
 }
 
-/// The rollup tables' old rows and secondary indexes gone, returned by [`clear_direct`]
-/// for [`write_direct`] to build again.
-pub(crate) struct Cleared(Vec<String>);
+/// The usage rollups the SQLite rebuild writes from what `gather` summed: filled when
+/// empty, else merged (`rewrite`).
+const WRITTEN: &[&str] = &[
+    "insights_tasks",
+    "insights_usage",
+    "insights_model_cost",
+    "insights_pieces",
+    "insights_split",
+    "insights_margins",
+];
 
-/// Empties the usage rollups (dropping the indexes [`write_direct`] builds after the rows)
-/// and writes the revenue rollups by SQL, on the writing connection.
-pub(crate) fn clear_direct(tx: &rusqlite::Connection, tz: Tz) -> Result<Cleared, InsightsError> {
-    for table in TABLES.iter().chain(SPLIT_TABLES) {
+/// What [`clear_direct`] left for [`write_direct`]: the secondary indexes it dropped (of
+/// the tables to fill), to build again, and the tables to merge.
+pub(crate) struct Cleared {
+    indexes: Vec<String>,
+    merged: Vec<&'static str>,
+}
+
+/// Prepares the usage rollups for [`write_direct`] and writes the revenue rollups by SQL,
+/// on the writing connection. With `merge`, a table that holds rows is left as it is, to
+/// be merged; every other one is emptied and its secondary indexes dropped (one sorted
+/// build after the rows instead of millions of random inserts into each).
+pub(crate) fn clear_direct(tx: &rusqlite::Connection, tz: Tz, merge: bool) -> Result<Cleared, InsightsError> {
+    for table in ["insights_revenue", "insights_revenue_seen"] {
         tx.execute_batch(&format!("DELETE FROM {table}")).map_err(err)?;
     }
-    let mut indexes = Vec::new();
-    for table in ["insights_tasks", "insights_pieces", "insights_margins"] {
+    let (mut indexes, mut merged) = (Vec::new(), Vec::new());
+    for &table in WRITTEN {
+        if merge && rewrite::mode_of(tx, table)? == Mode::Merge {
+            merged.push(table);
+            continue;
+        }
+        tx.execute_batch(&format!("DELETE FROM {table}")).map_err(err)?;
         indexes.extend(direct::drop_indexes(tx, table)?);
     }
     let range = tx.query_row(&revenue_range_sql(), [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?;
     for sql in revenue_sql(tz, range) {
         tx.execute_batch(&sql).map_err(err)?;
     }
-    Ok(Cleared(indexes))
+    Ok(Cleared { indexes, merged })
 }
 
-/// Writes what `g` summed (with the revenue [`clear_direct`] wrote) and builds the dropped
-/// indexes again, on both cores (the rebuild's last step: no reader runs by then).
+/// Writes what `g` summed (with the revenue [`clear_direct`] wrote), the merged tables
+/// compared with their rows as `reader` sees them (the rebuild's start), and builds the
+/// dropped indexes again, on both cores (the rebuild's last step: no reader runs by then).
+/// What changed in each table.
 pub(crate) fn write_direct(
     tx: &rusqlite::Connection,
     cleared: Cleared,
     mut g: gather::Gathered,
-) -> Result<(), InsightsError> {
+    reader: Option<&rusqlite::Connection>,
+) -> Result<Vec<(&'static str, Changes)>, InsightsError> {
+    let sources = Sources::new(reader, cleared.merged);
     gather::add_revenue(tx, &mut g)?;
-    write::tasks(tx, &mut g)?;
-    write::customer_months(tx, &g)?;
+    let mut changes = vec![("insights_tasks", write::tasks(tx, &sources, &mut g)?)];
+    changes.extend(write::customer_months(tx, &sources, &g)?);
     drop(g);
-    direct::create_indexes_on_both_cores(tx, &cleared.0)
+    direct::create_indexes_on_both_cores(tx, &cleared.indexes)?;
+    Ok(changes)
 }
 
 async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {

@@ -2,8 +2,9 @@
 //! `insights_model_cost`, and the split (`insights_pieces`, `insights_split`,
 //! `insights_margins`) computed per customer month by the same function the what-if uses
 //! (`data::customer_pieces`, which `tests/usage.rs` holds against the consumer's SQL).
-//! Every table gets its rows in primary-key order (appends to its B-tree), one prepared
-//! INSERT stepped per row on the rebuild's own connection (`direct`).
+//! Every table gets its rows in primary-key order, on the rebuild's own connection
+//! (`direct`): appended to its B-tree when it was empty, else merged with its old rows
+//! (`rewrite`: only what differs is written).
 
 use std::collections::BTreeMap;
 
@@ -11,8 +12,9 @@ use rusqlite::Connection;
 
 use super::data::{customer_pieces, Piece};
 use super::gather::Gathered;
-use crate::direct::{Insert, Value};
-use crate::InsightsError;
+use crate::direct::Value;
+use crate::rewrite::{Rewrite, Sources};
+use crate::{Changes, InsightsError};
 
 const TASKS: &[&str] = &[
     "task_id",
@@ -62,10 +64,11 @@ const MARGINS: &[&str] =
     &["month", "customer_id", "team", "plan", "revenue_micros", "cost_micros", "margin_micros", "completed"];
 
 /// `insights_tasks`, in task id order.
-pub(super) fn tasks(conn: &Connection, g: &mut Gathered) -> Result<(), InsightsError> {
+pub(super) fn tasks(conn: &Connection, sources: &Sources<'_>, g: &mut Gathered) -> Result<Changes, InsightsError> {
     // The API days were added after the tasks' sort.
     g.tasks.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    let mut batch = Insert::new(conn, "insights_tasks", TASKS)?;
+    let mut old = sources.old("insights_tasks", TASKS)?;
+    let mut batch = Rewrite::new(conn, "insights_tasks", TASKS, old.as_mut())?;
     for t in &g.tasks {
         let Some(cm) = g.cms.get(t.cm) else { continue };
         let row: [Value<'_>; 10] = [
@@ -82,7 +85,7 @@ pub(super) fn tasks(conn: &Connection, g: &mut Gathered) -> Result<(), InsightsE
         ];
         batch.push(row)?;
     }
-    Ok(())
+    batch.finish()
 }
 
 /// A piece's sums, as the split's tables add them up.
@@ -133,17 +136,21 @@ impl Sums {
     }
 }
 
-/// The batches of the per-customer-month tables.
-struct Tables<'c> {
-    usage: Insert<'c>,
-    model_cost: Insert<'c>,
-    pieces: Insert<'c>,
-    margins: Insert<'c>,
+/// The per-customer-month tables being written.
+struct Tables<'c, 'o> {
+    usage: Rewrite<'c, 'o>,
+    model_cost: Rewrite<'c, 'o>,
+    pieces: Rewrite<'c, 'o>,
+    margins: Rewrite<'c, 'o>,
 }
 
 /// Usage, model cost, pieces and margins per customer month in (month, customer) order,
-/// then the split's sums.
-pub(super) fn customer_months(conn: &Connection, g: &Gathered) -> Result<(), InsightsError> {
+/// then the split's sums; what changed in each table.
+pub(super) fn customer_months(
+    conn: &Connection,
+    sources: &Sources<'_>,
+    g: &Gathered,
+) -> Result<Vec<(&'static str, Changes)>, InsightsError> {
     let mut order: Vec<usize> = (0..g.cms.len()).collect();
     order.sort_unstable_by(|&a, &b| {
         let (a, b) = (&g.cms[a], &g.cms[b]);
@@ -152,11 +159,18 @@ pub(super) fn customer_months(conn: &Connection, g: &Gathered) -> Result<(), Ins
             .cmp(g.months.get(b.month))
             .then_with(|| g.customers.get(a.customer).cmp(g.customers.get(b.customer)))
     });
+    let mut old = [
+        sources.old("insights_usage", USAGE)?,
+        sources.old("insights_model_cost", MODEL_COST)?,
+        sources.old("insights_pieces", PIECES)?,
+        sources.old("insights_margins", MARGINS)?,
+    ];
+    let [usage, model_cost, pieces, margins] = old.each_mut().map(Option::as_mut);
     let mut t = Tables {
-        usage: Insert::new(conn, "insights_usage", USAGE)?,
-        model_cost: Insert::new(conn, "insights_model_cost", MODEL_COST)?,
-        pieces: Insert::new(conn, "insights_pieces", PIECES)?,
-        margins: Insert::new(conn, "insights_margins", MARGINS)?,
+        usage: Rewrite::new(conn, "insights_usage", USAGE, usage)?,
+        model_cost: Rewrite::new(conn, "insights_model_cost", MODEL_COST, model_cost)?,
+        pieces: Rewrite::new(conn, "insights_pieces", PIECES, pieces)?,
+        margins: Rewrite::new(conn, "insights_margins", MARGINS, margins)?,
     };
     let mut split: BTreeMap<(&str, String, String, &str), (i64, Sums)> = BTreeMap::new();
     let mut out = Vec::new();
@@ -222,10 +236,18 @@ pub(super) fn customer_months(conn: &Connection, g: &Gathered) -> Result<(), Ins
             t.margins.push(row)?;
         }
     }
-    let mut batch = Insert::new(conn, "insights_split", SPLIT)?;
+    let mut changes = vec![
+        ("insights_usage", t.usage.finish()?),
+        ("insights_model_cost", t.model_cost.finish()?),
+        ("insights_pieces", t.pieces.finish()?),
+        ("insights_margins", t.margins.finish()?),
+    ];
+    let mut old = sources.old("insights_split", SPLIT)?;
+    let mut batch = Rewrite::new(conn, "insights_split", SPLIT, old.as_mut())?;
     for ((month, team, model, plan), (n, s)) in split {
         let row = [month.into(), team.as_str().into(), model.as_str().into(), plan.into(), n.into()];
         batch.push(row.into_iter().chain(s.values()))?;
     }
-    Ok(())
+    changes.push(("insights_split", batch.finish()?));
+    Ok(changes)
 }
