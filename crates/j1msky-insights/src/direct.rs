@@ -77,29 +77,36 @@ fn immediate<T>(
     Ok(out)
 }
 
-/// As [`in_transaction`], with a second connection to `file` in a read transaction that
-/// sees exactly what the writer's transaction saw when it began: it is opened after the
-/// writer holds the write lock, so nothing can commit in between (and nothing does until
-/// the writer commits). `work` may hand the reader to another thread (WAL readers run
-/// beside the writer); its read transaction ends when it is dropped (closed).
-pub async fn in_transaction_with_reader<T, F>(file: &Path, work: F) -> Result<T, InsightsError>
+/// As [`in_transaction`], with `N` more connections to `file`, each in a read transaction
+/// that sees exactly what the writer's transaction saw when it began: they are opened
+/// after the writer holds the write lock, so nothing can commit in between (and nothing
+/// does until the writer commits). `work` may hand the readers to other threads (WAL
+/// readers run beside the writer); a reader's transaction ends when it is dropped (closed).
+pub async fn in_transaction_with_readers<const N: usize, T, F>(file: &Path, work: F) -> Result<T, InsightsError>
 where
     T: Send + 'static,
-    F: FnOnce(&Transaction<'_>, Connection) -> Result<T, InsightsError> + Send + 'static,
+    F: FnOnce(&Transaction<'_>, [Connection; N]) -> Result<T, InsightsError> + Send + 'static,
 {
     let file: PathBuf = file.to_owned();
     blocking(move || {
         immediate(&file, |tx| {
-            let reader = open(&file)?;
-            // The reader's pages straight from the mapped file: with SQLite's page caches in one
-            // shared group (as this build of SQLite makes them), every page the reader fetched
-            // through its cache took the lock the writer's cache takes too (the reads at 100,000
-            // customers took 6-8 s this way against 12 s through the cache).
-            reader.execute_batch(&format!("PRAGMA mmap_size = {READER_MMAP}")).map_err(err)?;
-            // A read transaction begins at its first read: take the snapshot now.
-            reader.execute_batch("BEGIN").map_err(err)?;
-            reader.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(err)?;
-            work(tx, reader)
+            let mut readers = Vec::with_capacity(N);
+            for _ in 0..N {
+                let reader = open(&file)?;
+                // The reader's pages straight from the mapped file: with SQLite's page caches in
+                // one shared group (as this build of SQLite makes them), every page the reader
+                // fetched through its cache took the lock the writer's cache takes too (the reads
+                // at 100,000 customers took 6-8 s this way against 12 s through the cache).
+                reader.execute_batch(&format!("PRAGMA mmap_size = {READER_MMAP}")).map_err(err)?;
+                // A read transaction begins at its first read: take the snapshot now.
+                reader.execute_batch("BEGIN").map_err(err)?;
+                reader.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(err)?;
+                readers.push(reader);
+            }
+            let readers: [Connection; N] = readers
+                .try_into()
+                .map_err(|_| InsightsError::Db(j1msky_db::DbError::Corrupt("kpi rebuild: readers".into())))?;
+            work(tx, readers)
         })
     })
     .await

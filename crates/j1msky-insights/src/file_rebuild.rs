@@ -25,7 +25,7 @@ pub async fn rebuild(ctx: &Ctx, file: &Path) -> Result<Vec<(&'static str, Change
     mrr::backfill(ctx).await?;
     let api_days = j1msky_tasks::charges::api_days(&ctx.db).await?;
     let (rules, this_month, tz) = (mrr::rules(ctx), ctx.this_month(), ctx.tz());
-    let changes = direct::in_transaction_with_reader(file, move |tx, reader| {
+    let changes = direct::in_transaction_with_readers(file, move |tx, [reader, second]| {
         // A scoped thread, joined before the transaction commits: the reader's share of
         // this one rebuild, not a background loop (those start through the runtime).
         std::thread::scope(|s| {
@@ -41,7 +41,7 @@ pub async fn rebuild(ctx: &Ctx, file: &Path) -> Result<Vec<(&'static str, Change
             });
             let gathered = read.join().map_err(|_| thread_failed())?;
             let (cleared, (gathered, reader)) = (written?, gathered?);
-            usage::write_direct(tx, cleared, gathered, Some(&reader))
+            usage::write_direct(tx, cleared, gathered, Some((&reader, second)))
         })
     })
     .await?;

@@ -101,7 +101,7 @@ impl<'r> Old<'r> {
 
 /// The positions in `columns` of `table`'s primary-key columns, in the key's order; an
 /// error when the table has none or a key column is not among `columns`.
-fn key_positions(conn: &Connection, table: &str, columns: &[&str]) -> Result<Vec<usize>, InsightsError> {
+pub(crate) fn key_positions(conn: &Connection, table: &str, columns: &[&str]) -> Result<Vec<usize>, InsightsError> {
     let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})")).map_err(err)?;
     let mut key: Vec<(i64, String)> = stmt
         .query_map([], |r| Ok((r.get::<_, i64>(5)?, r.get::<_, String>(1)?)))
@@ -123,31 +123,33 @@ fn key_positions(conn: &Connection, table: &str, columns: &[&str]) -> Result<Vec
         .collect()
 }
 
-/// A merge in progress: the old rows' cursor and the statements that change rows.
-struct Merging<'c, 'o> {
-    old: rusqlite::Rows<'o>,
-    key: &'o [usize],
-    /// Positions of the columns that are not the key.
-    values: Vec<usize>,
-    update: Statement<'c>,
-    delete: Statement<'c>,
+/// Where a merge's changes go: written at once on the writing connection
+/// ([`Statements`]), or queued for it from another thread ([`Queue`]).
+pub(crate) trait Sink {
+    /// A row to insert, its values in the columns' order.
+    fn insert(&mut self, row: &[Value<'_>]) -> Result<(), InsightsError>;
+    /// A row whose values (the key's included) replace the stored row with its key.
+    fn update(&mut self, row: &[Value<'_>]) -> Result<(), InsightsError>;
+    /// The stored row `old` (its columns as written) to delete, by its key.
+    fn delete(&mut self, old: &rusqlite::Row<'_>) -> Result<(), InsightsError>;
 }
 
-/// Rows of one table as the rebuild writes them (see the module's comment).
-pub(crate) struct Rewrite<'c, 'o> {
+/// One table's INSERT, and for a merge its UPDATE and DELETE by key, prepared on the
+/// writing connection.
+pub(crate) struct Statements<'c> {
     insert: Insert<'c>,
-    merge: Option<Merging<'c, 'o>>,
-    changes: Changes,
+    /// UPDATE and DELETE with the key's positions and the other columns' (merge only).
+    by_key: Option<(Statement<'c>, Statement<'c>, Vec<usize>, Vec<usize>)>,
 }
 
-impl<'c, 'o> Rewrite<'c, 'o> {
-    /// Writes `columns` of `table` on `tx`: filled when `old` is `None`, else merged
-    /// with the rows `old` reads.
+impl<'c> Statements<'c> {
+    /// The statements writing `columns` of `table`; with `key` (its columns' positions in
+    /// `columns`, in the key's order), also those changing and deleting a row by its key.
     pub(crate) fn new(
         tx: &'c Connection,
         table: &str,
         columns: &[&str],
-        old: Option<&'o mut Old<'_>>,
+        key: Option<&[usize]>,
     ) -> Result<Self, InsightsError> {
         if columns.len() > MAX_COLUMNS {
             return Err(InsightsError::Db(j1msky_db::DbError::Corrupt(format!(
@@ -156,10 +158,7 @@ impl<'c, 'o> Rewrite<'c, 'o> {
             ))));
         }
         let insert = Insert::new(tx, table, columns)?;
-        let Some(Old { stmt, key }) = old else {
-            return Ok(Rewrite { insert, merge: None, changes: Changes::default() });
-        };
-        let key = &key[..];
+        let Some(key) = key else { return Ok(Statements { insert, by_key: None }) };
         let values: Vec<usize> = (0..columns.len()).filter(|i| !key.contains(i)).collect();
         let n = values.len();
         let set: Vec<String> =
@@ -168,28 +167,176 @@ impl<'c, 'o> Rewrite<'c, 'o> {
             key.iter().enumerate().map(|(i, &c)| format!("{} = ?{}", columns[c], from + i + 1)).collect()
         };
         let update = if values.is_empty() {
-            // Every column is the key: a row is either there or not.
+            // Every column is the key: a row is either there or not, never updated.
             "SELECT 1".to_string()
         } else {
             format!("UPDATE {table} SET {} WHERE {}", set.join(", "), at(n).join(" AND "))
         };
         let delete = format!("DELETE FROM {table} WHERE {}", at(0).join(" AND "));
         let (update, delete) = (tx.prepare(&update).map_err(err)?, tx.prepare(&delete).map_err(err)?);
+        Ok(Statements { insert, by_key: Some((update, delete, key.to_vec(), values)) })
+    }
+
+    fn by_key(&mut self) -> Result<&mut (Statement<'c>, Statement<'c>, Vec<usize>, Vec<usize>), InsightsError> {
+        self.by_key.as_mut().ok_or_else(|| {
+            InsightsError::Db(j1msky_db::DbError::Corrupt("kpi rebuild: a change by key to a filled table".into()))
+        })
+    }
+
+    /// Writes a change another thread queued ([`Queue`]).
+    pub(crate) fn apply(&mut self, op: &Op) -> Result<(), InsightsError> {
+        fn values(row: &[OwnedValue]) -> Vec<Value<'_>> {
+            row.iter().map(borrow).collect()
+        }
+        match op {
+            Op::Insert(row) => self.insert(&values(row)),
+            Op::Update(row) => self.update(&values(row)),
+            Op::Delete(key) => {
+                let (_, delete, ..) = self.by_key()?;
+                for (n, v) in key.iter().enumerate() {
+                    delete.raw_bind_parameter(n + 1, borrow(v)).map_err(err)?;
+                }
+                delete.raw_execute().map_err(err)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Sink for Statements<'_> {
+    fn insert(&mut self, row: &[Value<'_>]) -> Result<(), InsightsError> {
+        self.insert.push(row.iter().copied())
+    }
+
+    fn update(&mut self, row: &[Value<'_>]) -> Result<(), InsightsError> {
+        let (update, _, key, values) = self.by_key()?;
+        for (n, &i) in values.iter().chain(key.iter()).enumerate() {
+            update.raw_bind_parameter(n + 1, row[i]).map_err(err)?;
+        }
+        update.raw_execute().map_err(err)?;
+        Ok(())
+    }
+
+    fn delete(&mut self, old: &rusqlite::Row<'_>) -> Result<(), InsightsError> {
+        let (_, delete, key, _) = self.by_key()?;
+        for (n, &i) in key.iter().enumerate() {
+            delete.raw_bind_parameter(n + 1, ToSqlOutput::Borrowed(old.get_ref(i).map_err(err)?)).map_err(err)?;
+        }
+        delete.raw_execute().map_err(err)?;
+        Ok(())
+    }
+}
+
+/// An owned value of a queued change.
+type OwnedValue = rusqlite::types::Value;
+
+/// A change queued for the writing connection: a row (inserted or updated), or the key
+/// of a row to delete.
+pub(crate) enum Op {
+    Insert(Vec<OwnedValue>),
+    Update(Vec<OwnedValue>),
+    Delete(Vec<OwnedValue>),
+}
+
+fn own(v: Value<'_>) -> OwnedValue {
+    match v {
+        Value::Text(s) => OwnedValue::Text(s.to_owned()),
+        Value::Int(i) => OwnedValue::Integer(i),
+        Value::Null => OwnedValue::Null,
+    }
+}
+
+fn borrow(v: &OwnedValue) -> Value<'_> {
+    match v {
+        OwnedValue::Text(s) => Value::Text(s),
+        OwnedValue::Integer(i) => Value::Int(*i),
+        // The rollups hold integers, text and NULL only.
+        _ => Value::Null,
+    }
+}
+
+/// The changes of a merge run on another thread, sent to the writing connection's thread
+/// (a bounded channel: a merge that finds much to change waits for the writer instead of
+/// holding its changes in memory).
+pub(crate) struct Queue {
+    to: std::sync::mpsc::SyncSender<Op>,
+    key: Vec<usize>,
+}
+
+impl Queue {
+    /// Sends the changes to `to`; `key` as [`Statements::new`]'s.
+    pub(crate) fn new(to: std::sync::mpsc::SyncSender<Op>, key: &[usize]) -> Self {
+        Queue { to, key: key.to_vec() }
+    }
+
+    fn send(&self, op: Op) -> Result<(), InsightsError> {
+        self.to.send(op).map_err(|_| {
+            InsightsError::Db(j1msky_db::DbError::Corrupt("kpi rebuild: the writing thread stopped".into()))
+        })
+    }
+}
+
+impl Sink for Queue {
+    fn insert(&mut self, row: &[Value<'_>]) -> Result<(), InsightsError> {
+        self.send(Op::Insert(row.iter().copied().map(own).collect()))
+    }
+
+    fn update(&mut self, row: &[Value<'_>]) -> Result<(), InsightsError> {
+        self.send(Op::Update(row.iter().copied().map(own).collect()))
+    }
+
+    fn delete(&mut self, old: &rusqlite::Row<'_>) -> Result<(), InsightsError> {
+        let key = self.key.iter().map(|&i| old.get::<_, OwnedValue>(i)).collect::<Result<_, _>>().map_err(err)?;
+        self.send(Op::Delete(key))
+    }
+}
+
+/// A merge in progress: the old rows' cursor.
+struct Merging<'o> {
+    old: rusqlite::Rows<'o>,
+    key: &'o [usize],
+    /// Positions of the columns that are not the key.
+    values: Vec<usize>,
+}
+
+/// Rows of one table as the rebuild writes them (see the module's comment), their
+/// changes going to `S`.
+pub(crate) struct Rewrite<'o, S> {
+    sink: S,
+    merge: Option<Merging<'o>>,
+    changes: Changes,
+}
+
+impl<'c, 'o> Rewrite<'o, Statements<'c>> {
+    /// Writes `columns` of `table` on `tx`: filled when `old` is `None`, else merged
+    /// with the rows `old` reads.
+    pub(crate) fn new(
+        tx: &'c Connection,
+        table: &str,
+        columns: &[&str],
+        old: Option<&'o mut Old<'_>>,
+    ) -> Result<Self, InsightsError> {
+        let sink = Statements::new(tx, table, columns, old.as_ref().map(|o| &o.key[..]))?;
+        Rewrite::to(sink, columns.len(), old)
+    }
+}
+
+impl<'o, S: Sink> Rewrite<'o, S> {
+    /// Rows of `width` columns, their changes to `sink`: merged with `old`'s rows, or all
+    /// inserted when it is `None`.
+    pub(crate) fn to(sink: S, width: usize, old: Option<&'o mut Old<'_>>) -> Result<Self, InsightsError> {
+        let Some(Old { stmt, key }) = old else {
+            return Ok(Rewrite { sink, merge: None, changes: Changes::default() });
+        };
+        let key = &key[..];
+        let values: Vec<usize> = (0..width).filter(|i| !key.contains(i)).collect();
         let mut rows = stmt.raw_query();
         rows.advance().map_err(err)?;
-        Ok(Rewrite {
-            insert,
-            merge: Some(Merging { old: rows, key, values, update, delete }),
-            changes: Changes::default(),
-        })
+        Ok(Rewrite { sink, merge: Some(Merging { old: rows, key, values }), changes: Changes::default() })
     }
 
     /// Writes one row, its values in the columns' order, rows in the key's order.
     pub(crate) fn push<'v>(&mut self, row: impl IntoIterator<Item = Value<'v>>) -> Result<(), InsightsError> {
-        let Some(m) = self.merge.as_mut() else {
-            self.changes.inserted += 1;
-            return self.insert.push(row);
-        };
         let mut buf = [Value::Null; MAX_COLUMNS];
         let mut len = 0;
         for v in row {
@@ -198,63 +345,52 @@ impl<'c, 'o> Rewrite<'c, 'o> {
             len += 1;
         }
         let row = &buf[..len];
-        loop {
-            let Some(old) = m.old.get() else { break };
-            let order = m.key.iter().try_fold(Ordering::Equal, |o, &i| -> rusqlite::Result<Ordering> {
-                Ok(o.then(compare(row[i], old.get_ref(i)?)))
-            });
-            match order.map_err(err)? {
-                // Not among the old rows: inserted below.
-                Ordering::Less => break,
-                Ordering::Equal => {
-                    let same = m
-                        .values
-                        .iter()
-                        .try_fold(true, |s, &i| -> rusqlite::Result<bool> { Ok(s && same(row[i], old.get_ref(i)?)) });
-                    if same.map_err(err)? {
-                        self.changes.kept += 1;
-                    } else {
-                        for (n, &i) in m.values.iter().chain(m.key.iter()).enumerate() {
-                            m.update.raw_bind_parameter(n + 1, row[i]).map_err(err)?;
+        if let Some(m) = self.merge.as_mut() {
+            loop {
+                let Some(old) = m.old.get() else { break };
+                let order = m.key.iter().try_fold(Ordering::Equal, |o, &i| -> rusqlite::Result<Ordering> {
+                    Ok(o.then(compare(row[i], old.get_ref(i)?)))
+                });
+                match order.map_err(err)? {
+                    // Not among the old rows: inserted below.
+                    Ordering::Less => break,
+                    Ordering::Equal => {
+                        let same = m.values.iter().try_fold(true, |s, &i| -> rusqlite::Result<bool> {
+                            Ok(s && same(row[i], old.get_ref(i)?))
+                        });
+                        if same.map_err(err)? {
+                            self.changes.kept += 1;
+                        } else {
+                            self.sink.update(row)?;
+                            self.changes.updated += 1;
                         }
-                        m.update.raw_execute().map_err(err)?;
-                        self.changes.updated += 1;
+                        m.old.advance().map_err(err)?;
+                        return Ok(());
                     }
-                    m.old.advance().map_err(err)?;
-                    return Ok(());
-                }
-                // An old row no longer produced.
-                Ordering::Greater => {
-                    delete_old(m, &mut self.changes)?;
-                    m.old.advance().map_err(err)?;
+                    // An old row no longer produced.
+                    Ordering::Greater => {
+                        self.sink.delete(old)?;
+                        self.changes.deleted += 1;
+                        m.old.advance().map_err(err)?;
+                    }
                 }
             }
         }
         self.changes.inserted += 1;
-        self.insert.push(row.iter().copied())
+        self.sink.insert(row)
     }
 
     /// Deletes the old rows after the last row handed over; what was changed.
     pub(crate) fn finish(mut self) -> Result<Changes, InsightsError> {
         if let Some(m) = self.merge.as_mut() {
-            while m.old.get().is_some() {
-                delete_old(m, &mut self.changes)?;
+            while let Some(old) = m.old.get() {
+                self.sink.delete(old)?;
+                self.changes.deleted += 1;
                 m.old.advance().map_err(err)?;
             }
         }
         Ok(self.changes)
     }
-}
-
-/// Deletes the old row under the cursor (by its key).
-fn delete_old(m: &mut Merging<'_, '_>, changes: &mut Changes) -> Result<(), InsightsError> {
-    let Some(old) = m.old.get() else { return Ok(()) };
-    for (n, &i) in m.key.iter().enumerate() {
-        m.delete.raw_bind_parameter(n + 1, ToSqlOutput::Borrowed(old.get_ref(i).map_err(err)?)).map_err(err)?;
-    }
-    m.delete.raw_execute().map_err(err)?;
-    changes.deleted += 1;
-    Ok(())
 }
 
 fn too_wide(len: usize) -> InsightsError {

@@ -374,6 +374,18 @@ async fn a_rebuild_over_kept_rollups_writes_only_the_rows_that_differ() {
         assert_eq!(c.kept, right[table].len() as u64 - 2, "{table}");
     }
     assert_eq!(rollup_rows(&t.db).await, right, "the merged rollups are the rebuilt ones");
+    // Every task row wrong and one rollup emptied: the first merged (every row updated),
+    // the other filled, in the same rebuild.
+    exec(&t.db, "UPDATE insights_tasks SET cost_micros = cost_micros + 1", &[]).await;
+    exec(&t.db, "DELETE FROM insights_model_cost", &[]).await;
+    let mixed: BTreeMap<_, _> = rollups::rebuild(&ctx).await.unwrap().into_iter().collect();
+    let tasks = right["insights_tasks"].len() as u64;
+    let c = mixed["insights_tasks"];
+    assert_eq!((c.inserted, c.updated, c.deleted, c.kept), (0, tasks, 0, 0), "{c:?}");
+    let c = mixed["insights_model_cost"];
+    assert_eq!((c.inserted, c.kept), (right["insights_model_cost"].len() as u64, 0), "{c:?}");
+    assert_eq!(mixed["insights_usage"].written(), 0);
+    assert_eq!(rollup_rows(&t.db).await, right, "merged and filled alike");
     assert_eq!(indexes(&t.db).await, schema, "the indexes are as the migrations made them");
     let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(t.db.pool()).await.unwrap();
     assert_eq!(check, "ok");

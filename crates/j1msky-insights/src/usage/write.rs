@@ -7,13 +7,14 @@
 //! (`rewrite`: only what differs is written).
 
 use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use rusqlite::Connection;
 
 use super::data::{customer_pieces, Piece};
 use super::gather::Gathered;
 use crate::direct::Value;
-use crate::rewrite::{Rewrite, Sources};
+use crate::rewrite::{self, Old, Op, Queue, Rewrite, Sources, Statements};
 use crate::{Changes, InsightsError};
 
 const TASKS: &[&str] = &[
@@ -63,15 +64,49 @@ const SPLIT: &[&str] = &[
 const MARGINS: &[&str] =
     &["month", "customer_id", "team", "plan", "revenue_micros", "cost_micros", "margin_micros", "completed"];
 
-/// `insights_tasks`, in task id order.
-pub(super) fn tasks(conn: &Connection, sources: &Sources<'_>, g: &mut Gathered) -> Result<Changes, InsightsError> {
-    // The API days were added after the tasks' sort.
+/// Puts the tasks in key order, as `insights_tasks` takes them (the API days were added
+/// after the gather's sort).
+pub(super) fn sort_tasks(g: &mut Gathered) {
     g.tasks.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+}
+
+/// `insights_tasks` (after [`sort_tasks`]), on the writing connection.
+pub(super) fn tasks(conn: &Connection, sources: &Sources<'_>, g: &Gathered) -> Result<Changes, InsightsError> {
     let mut old = sources.old("insights_tasks", TASKS)?;
     let mut batch = Rewrite::new(conn, "insights_tasks", TASKS, old.as_mut())?;
+    task_rows(g, |row| batch.push(row))?;
+    batch.finish()
+}
+
+/// `insights_tasks` (after [`sort_tasks`]) merged on another thread: compared with its
+/// rows as `reader` sees them, the changes sent to `to` for the writing connection
+/// (see [`apply_tasks`]).
+pub(super) fn compare_tasks(reader: &Connection, g: &Gathered, to: SyncSender<Op>) -> Result<Changes, InsightsError> {
+    let mut old = Old::new(reader, "insights_tasks", TASKS)?;
+    let queue = Queue::new(to, &rewrite::key_positions(reader, "insights_tasks", TASKS)?);
+    let mut batch = Rewrite::to(queue, TASKS.len(), Some(&mut old))?;
+    task_rows(g, |row| batch.push(row))?;
+    batch.finish()
+}
+
+/// Writes the changes [`compare_tasks`] sends, until it is done.
+pub(super) fn apply_tasks(conn: &Connection, from: Receiver<Op>) -> Result<(), InsightsError> {
+    let key = rewrite::key_positions(conn, "insights_tasks", TASKS)?;
+    let mut statements = Statements::new(conn, "insights_tasks", TASKS, Some(&key))?;
+    for op in from {
+        statements.apply(&op)?;
+    }
+    Ok(())
+}
+
+/// Each `insights_tasks` row, in the order of `g.tasks`.
+fn task_rows(
+    g: &Gathered,
+    mut row: impl FnMut([Value<'_>; 10]) -> Result<(), InsightsError>,
+) -> Result<(), InsightsError> {
     for t in &g.tasks {
         let Some(cm) = g.cms.get(t.cm) else { continue };
-        let row: [Value<'_>; 10] = [
+        row([
             t.key.as_str().into(),
             g.months.get(cm.month).into(),
             g.customers.get(cm.customer).into(),
@@ -82,10 +117,9 @@ pub(super) fn tasks(conn: &Connection, sources: &Sources<'_>, g: &mut Gathered) 
             t.charge_micros.into(),
             t.ledger_until.into(),
             g.plan(cm.customer).into(),
-        ];
-        batch.push(row)?;
+        ])?;
     }
-    batch.finish()
+    Ok(())
 }
 
 /// A piece's sums, as the split's tables add them up.
@@ -138,10 +172,10 @@ impl Sums {
 
 /// The per-customer-month tables being written.
 struct Tables<'c, 'o> {
-    usage: Rewrite<'c, 'o>,
-    model_cost: Rewrite<'c, 'o>,
-    pieces: Rewrite<'c, 'o>,
-    margins: Rewrite<'c, 'o>,
+    usage: Rewrite<'o, Statements<'c>>,
+    model_cost: Rewrite<'o, Statements<'c>>,
+    pieces: Rewrite<'o, Statements<'c>>,
+    margins: Rewrite<'o, Statements<'c>>,
 }
 
 /// Usage, model cost, pieces and margins per customer month in (month, customer) order,
