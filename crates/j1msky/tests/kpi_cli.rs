@@ -208,7 +208,7 @@ async fn rebuild_reports_what_it_did_and_leaves_the_numbers_as_the_consumers_had
     if db.backend() == j1msky_db::Backend::Sqlite {
         // On a file the usage rollups are merged: the consumers had every row right, so
         // the rebuild wrote none and says so.
-        assert!(said.contains("usage rollups: 0 rows written"), "{said}");
+        assert!(said.contains("usage rollups: 0 rows written"), "{said} {}", cli.json(&["kpi", "rebuild"]));
         assert_eq!(changes.len(), 6, "{changes:?}");
         for (table, c) in changes {
             assert_eq!((&c["inserted"], &c["updated"], &c["deleted"]), (&json!(0), &json!(0), &json!(0)), "{table}");

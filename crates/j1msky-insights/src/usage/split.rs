@@ -108,6 +108,14 @@ async fn add_to_sums(conn: &mut AnyConnection, month: &str, customer: &str, sign
     .bind(sign)
     .execute(&mut *conn)
     .await?;
+    if sign < 0 {
+        // A sum no piece is left in (every one taken back: their sums are zero too) is
+        // gone, as the rebuild, which sums the pieces there are, never writes it.
+        sqlx::query("DELETE FROM insights_split WHERE month = $1 AND pieces = 0")
+            .bind(month)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 
