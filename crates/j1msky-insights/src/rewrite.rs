@@ -138,8 +138,16 @@ pub(crate) trait Sink {
 /// writing connection.
 pub(crate) struct Statements<'c> {
     insert: Insert<'c>,
-    /// UPDATE and DELETE with the key's positions and the other columns' (merge only).
-    by_key: Option<(Statement<'c>, Statement<'c>, Vec<usize>, Vec<usize>)>,
+    /// The statements by key (merge only).
+    by_key: Option<ByKey<'c>>,
+}
+
+/// UPDATE and DELETE by key, with the key's positions and the other columns'.
+struct ByKey<'c> {
+    update: Statement<'c>,
+    delete: Statement<'c>,
+    key: Vec<usize>,
+    values: Vec<usize>,
 }
 
 impl<'c> Statements<'c> {
@@ -174,10 +182,10 @@ impl<'c> Statements<'c> {
         };
         let delete = format!("DELETE FROM {table} WHERE {}", at(0).join(" AND "));
         let (update, delete) = (tx.prepare(&update).map_err(err)?, tx.prepare(&delete).map_err(err)?);
-        Ok(Statements { insert, by_key: Some((update, delete, key.to_vec(), values)) })
+        Ok(Statements { insert, by_key: Some(ByKey { update, delete, key: key.to_vec(), values }) })
     }
 
-    fn by_key(&mut self) -> Result<&mut (Statement<'c>, Statement<'c>, Vec<usize>, Vec<usize>), InsightsError> {
+    fn by_key(&mut self) -> Result<&mut ByKey<'c>, InsightsError> {
         self.by_key.as_mut().ok_or_else(|| {
             InsightsError::Db(j1msky_db::DbError::Corrupt("kpi rebuild: a change by key to a filled table".into()))
         })
@@ -192,7 +200,7 @@ impl<'c> Statements<'c> {
             Op::Insert(row) => self.insert(&values(row)),
             Op::Update(row) => self.update(&values(row)),
             Op::Delete(key) => {
-                let (_, delete, ..) = self.by_key()?;
+                let delete = &mut self.by_key()?.delete;
                 for (n, v) in key.iter().enumerate() {
                     delete.raw_bind_parameter(n + 1, borrow(v)).map_err(err)?;
                 }
@@ -209,7 +217,7 @@ impl Sink for Statements<'_> {
     }
 
     fn update(&mut self, row: &[Value<'_>]) -> Result<(), InsightsError> {
-        let (update, _, key, values) = self.by_key()?;
+        let ByKey { update, key, values, .. } = self.by_key()?;
         for (n, &i) in values.iter().chain(key.iter()).enumerate() {
             update.raw_bind_parameter(n + 1, row[i]).map_err(err)?;
         }
@@ -218,7 +226,7 @@ impl Sink for Statements<'_> {
     }
 
     fn delete(&mut self, old: &rusqlite::Row<'_>) -> Result<(), InsightsError> {
-        let (_, delete, key, _) = self.by_key()?;
+        let ByKey { delete, key, .. } = self.by_key()?;
         for (n, &i) in key.iter().enumerate() {
             delete.raw_bind_parameter(n + 1, ToSqlOutput::Borrowed(old.get_ref(i).map_err(err)?)).map_err(err)?;
         }
@@ -346,8 +354,7 @@ impl<'o, S: Sink> Rewrite<'o, S> {
         }
         let row = &buf[..len];
         if let Some(m) = self.merge.as_mut() {
-            loop {
-                let Some(old) = m.old.get() else { break };
+            while let Some(old) = m.old.get() {
                 let order = m.key.iter().try_fold(Ordering::Equal, |o, &i| -> rusqlite::Result<Ordering> {
                     Ok(o.then(compare(row[i], old.get_ref(i)?)))
                 });
