@@ -35,6 +35,12 @@ pub fn err(e: rusqlite::Error) -> InsightsError {
     )))))
 }
 
+/// An error of the rebuild's own making (a thread stopped, a table not as expected), as
+/// a storage error prefixed "kpi rebuild".
+pub fn broken(what: impl std::fmt::Display) -> InsightsError {
+    InsightsError::Db(j1msky_db::DbError::Corrupt(format!("kpi rebuild: {what}")))
+}
+
 /// Opens `file` for the rebuild (busy timeout, the page cache above).
 fn open(file: &Path) -> Result<Connection, InsightsError> {
     let conn = Connection::open(file).map_err(err)?;
@@ -48,9 +54,7 @@ fn open(file: &Path) -> Result<Connection, InsightsError> {
 async fn blocking<T: Send + 'static>(
     run: impl FnOnce() -> Result<T, InsightsError> + Send + 'static,
 ) -> Result<T, InsightsError> {
-    tokio::task::spawn_blocking(run)
-        .await
-        .map_err(|e| InsightsError::Db(j1msky_db::DbError::Corrupt(format!("kpi rebuild thread: {e}"))))?
+    tokio::task::spawn_blocking(run).await.map_err(|e| broken(format!("its thread: {e}")))?
 }
 
 /// Runs `work` in one immediate transaction on a new connection to `file`, on a blocking
@@ -103,9 +107,7 @@ where
                 reader.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(err)?;
                 readers.push(reader);
             }
-            let readers: [Connection; N] = readers
-                .try_into()
-                .map_err(|_| InsightsError::Db(j1msky_db::DbError::Corrupt("kpi rebuild: readers".into())))?;
+            let readers: [Connection; N] = readers.try_into().map_err(|_| broken("the reading connections"))?;
             work(tx, readers)
         })
     })

@@ -1,11 +1,13 @@
 //! `kpi rebuild` on a SQLite file, on both cores: one transaction on a connection the
 //! rebuild drives itself (`direct`) writes every rollup, while a second connection reads
 //! the same snapshot on another thread. The reader sums the tasks, the ledger and the API
-//! days (`usage::gather`, the longest read); meanwhile the writer empties the usage
-//! rollups, writes revenue, and computes and writes MRR (`mrr::direct`) and the people
-//! rows (`people::direct`) itself, then takes the sums and writes the usage rollups:
-//! an empty one filled, one that holds rows merged with them as the reader sees them
-//! (`rewrite`: only the rows that differ are written).
+//! days (`usage::gather`, the longest read); meanwhile the writer prepares the usage
+//! rollups (drops the indexes of the empty ones), writes revenue, and computes and writes
+//! MRR (`mrr::direct`) and the people rows (`people::direct`) itself, then takes the sums
+//! and writes the usage rollups: an empty one filled, one that holds rows merged with
+//! them as the reader sees them
+//! (`rewrite`: only the rows that differ are written; `insights_tasks` compared on a
+//! third connection, the second reader, beside the other tables).
 //!
 //! The writer takes the write lock before the reader's snapshot begins, so both see the
 //! same committed state and nothing else commits until the rebuild does: a consumer that
@@ -31,9 +33,9 @@ pub async fn rebuild(ctx: &Ctx, file: &Path) -> Result<Vec<(&'static str, Change
         std::thread::scope(|s| {
             // The reader comes back with the sums: the merge reads the old rows through it.
             let read = s.spawn(move || usage::gather(&reader, tz, api_days).map(|g| (g, reader)));
-            // Meanwhile the writer empties the usage rollups, writes revenue, and computes
+            // Meanwhile the writer prepares the usage rollups, writes revenue, and computes
             // and writes MRR and the people rows on its own connection (they read none of
-            // the rollups it has emptied), then waits for the sums.
+            // the usage rollups), then waits for the sums.
             let written = usage::clear_direct(tx, tz, true).and_then(|cleared| {
                 mrr::direct::write(tx, &mrr::direct::compute(tx, &rules, this_month)?)?;
                 people::direct::write(tx, &people::direct::compute(tx)?)?;
@@ -52,5 +54,5 @@ pub async fn rebuild(ctx: &Ctx, file: &Path) -> Result<Vec<(&'static str, Change
 }
 
 fn thread_failed() -> InsightsError {
-    InsightsError::Db(j1msky_db::DbError::Corrupt("kpi rebuild: the reading thread stopped".into()))
+    direct::broken("the reading thread stopped")
 }

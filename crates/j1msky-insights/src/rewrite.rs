@@ -19,7 +19,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, Statement};
 use serde::Serialize;
 
-use crate::direct::{err, Insert, Value};
+use crate::direct::{broken, err, Insert, Value};
 use crate::InsightsError;
 
 /// How the rebuild writes a table.
@@ -48,7 +48,8 @@ impl Changes {
     }
 }
 
-/// Whether `table` holds no row (on the writing connection, before the rebuild changes it).
+/// How the rebuild writes `table`: merged when it holds a row, filled when empty (read on
+/// the writing connection before the rebuild changes it).
 pub(crate) fn mode_of(tx: &Connection, table: &str) -> Result<Mode, InsightsError> {
     let any: bool = tx.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), [], |r| r.get(0)).map_err(err)?;
     Ok(if any { Mode::Merge } else { Mode::Fill })
@@ -72,9 +73,7 @@ impl<'r> Sources<'r> {
         if !self.merged.contains(&table) {
             return Ok(None);
         }
-        let reader = self.reader.ok_or_else(|| {
-            InsightsError::Db(j1msky_db::DbError::Corrupt(format!("kpi rebuild: {table} merged without a reader")))
-        })?;
+        let reader = self.reader.ok_or_else(|| broken(format!("{table} merged without a reader")))?;
         Old::new(reader, table, columns).map(Some)
     }
 }
@@ -112,7 +111,7 @@ pub(crate) fn key_positions(conn: &Connection, table: &str, columns: &[&str]) ->
         .filter(|(pk, _)| *pk > 0)
         .collect();
     key.sort();
-    let corrupt = |m: String| InsightsError::Db(j1msky_db::DbError::Corrupt(format!("kpi rebuild, {table}: {m}")));
+    let corrupt = |m: String| broken(format!("{table}: {m}"));
     if key.is_empty() {
         return Err(corrupt("no primary key to merge its rows by".into()));
     }
@@ -160,10 +159,7 @@ impl<'c> Statements<'c> {
         key: Option<&[usize]>,
     ) -> Result<Self, InsightsError> {
         if columns.len() > MAX_COLUMNS {
-            return Err(InsightsError::Db(j1msky_db::DbError::Corrupt(format!(
-                "kpi rebuild, {table}: {} columns, at most {MAX_COLUMNS}",
-                columns.len()
-            ))));
+            return Err(broken(format!("{table}: {} columns, at most {MAX_COLUMNS}", columns.len())));
         }
         let insert = Insert::new(tx, table, columns)?;
         let Some(key) = key else { return Ok(Statements { insert, by_key: None }) };
@@ -186,9 +182,7 @@ impl<'c> Statements<'c> {
     }
 
     fn by_key(&mut self) -> Result<&mut ByKey<'c>, InsightsError> {
-        self.by_key.as_mut().ok_or_else(|| {
-            InsightsError::Db(j1msky_db::DbError::Corrupt("kpi rebuild: a change by key to a filled table".into()))
-        })
+        self.by_key.as_mut().ok_or_else(|| broken("a change by key to a filled table"))
     }
 
     /// Writes a change another thread queued ([`Queue`]).
@@ -278,9 +272,7 @@ impl Queue {
     }
 
     fn send(&self, op: Op) -> Result<(), InsightsError> {
-        self.to.send(op).map_err(|_| {
-            InsightsError::Db(j1msky_db::DbError::Corrupt("kpi rebuild: the writing thread stopped".into()))
-        })
+        self.to.send(op).map_err(|_| broken("the writing thread stopped"))
     }
 }
 
@@ -401,7 +393,7 @@ impl<'o, S: Sink> Rewrite<'o, S> {
 }
 
 fn too_wide(len: usize) -> InsightsError {
-    InsightsError::Db(j1msky_db::DbError::Corrupt(format!("kpi rebuild: a row of more than {len} values")))
+    broken(format!("a row of more than {len} values"))
 }
 
 /// SQLite's order of two values (NULL, then numbers, then text, then blobs; text by its

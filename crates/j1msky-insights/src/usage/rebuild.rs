@@ -151,9 +151,7 @@ pub(crate) fn write_direct(
                 Ok(months)
             };
             let months = here();
-            let tasks = compared.join().map_err(|_| {
-                InsightsError::Db(j1msky_db::DbError::Corrupt("kpi rebuild: the comparing thread stopped".into()))
-            })?;
+            let tasks = compared.join().map_err(|_| direct::broken("the comparing thread stopped"))?;
             // This thread's error first: the comparing thread's is then only that nobody read.
             let months = months?;
             let mut changes = vec![("insights_tasks", tasks?)];
