@@ -32,7 +32,11 @@ pub async fn rebuild(ctx: &Ctx, file: &Path) -> Result<Vec<(&'static str, Change
         // this one rebuild, not a background loop (those start through the runtime).
         std::thread::scope(|s| {
             // The reader comes back with the sums: the merge reads the old rows through it.
-            let read = s.spawn(move || usage::gather(&reader, tz, api_days).map(|g| (g, reader)));
+            // The second reader reads the ledger's later half meanwhile, then compares
+            // `insights_tasks`.
+            let read = s.spawn(move || {
+                usage::gather(&reader, Some(second), tz, api_days).map(|(g, second)| (g, reader, second))
+            });
             // Meanwhile the writer prepares the usage rollups, writes revenue, and computes
             // and writes MRR and the people rows on its own connection (they read none of
             // the usage rollups), then waits for the sums.
@@ -42,7 +46,8 @@ pub async fn rebuild(ctx: &Ctx, file: &Path) -> Result<Vec<(&'static str, Change
                 Ok(cleared)
             });
             let gathered = read.join().map_err(|_| thread_failed())?;
-            let (cleared, (gathered, reader)) = (written?, gathered?);
+            let (cleared, (gathered, reader, second)) = (written?, gathered?);
+            let second = second.ok_or_else(|| direct::broken("the second reader was not handed back"))?;
             usage::write_direct(tx, cleared, gathered, Some((&reader, second)))
         })
     })

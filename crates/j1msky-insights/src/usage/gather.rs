@@ -165,8 +165,15 @@ fn add(to: &mut ModelUse, from: &ModelUse) {
 }
 
 /// Reads customers, finished tasks, the ledger and the API days into sums (the revenue
-/// comes after, from `insights_revenue`: [`add_revenue`]).
-pub(crate) fn gather(tx: &Connection, tz: Tz, api_days: Vec<(String, String, i64)>) -> Result<Gathered, InsightsError> {
+/// comes after, from `insights_revenue`: [`add_revenue`]). With a `second` connection (in
+/// the same snapshot), the ledger's later half is read on it on another thread, beside
+/// the first half here; the connection is handed back.
+pub(crate) fn gather(
+    tx: &Connection,
+    second: Option<Connection>,
+    tz: Tz,
+    api_days: Vec<(String, String, i64)>,
+) -> Result<(Gathered, Option<Connection>), InsightsError> {
     let mut g = Gathered::default();
     each_row(tx, "SELECT id, plan FROM customers", |r| {
         g.customers.id(text(r, 0)?);
@@ -175,9 +182,24 @@ pub(crate) fn gather(tx: &Connection, tz: Tz, api_days: Vec<(String, String, i64
     })?;
     tasks(tx, tz, &mut g)?;
     let mut days = api_day_map(api_days)?;
-    ledger(tx, &mut g, &mut days)?;
+    let (first, rest) = ledger_halves(tx, second.is_some())?;
+    let (parts, second) = match second {
+        None => (vec![ledger(tx, &g.tasks, &days, first)?], None),
+        Some(second) => std::thread::scope(|s| {
+            // A scoped thread, joined here: the second half of this one scan.
+            let (tasks, known) = (&g.tasks, &days);
+            let later = s.spawn(move || (ledger(&second, tasks, known, rest), second));
+            let here = ledger(tx, tasks, known, first);
+            let (there, second) =
+                later.join().map_err(|_| crate::direct::broken("the ledger's second reader stopped"))?;
+            Ok::<_, InsightsError>((vec![here?, there?], Some(second)))
+        })?,
+    };
+    for part in parts {
+        part.add_to(&mut g, &mut days);
+    }
     add_api_days(tz, &mut g, days);
-    Ok(g)
+    Ok((g, second))
 }
 
 /// Adds each customer month's subscription revenue and refunds from `insights_revenue`,
@@ -283,46 +305,113 @@ fn api_day_map(api_days: Vec<(String, String, i64)>) -> Result<HashMap<(String, 
     Ok(days)
 }
 
-/// Every ledger row once, in table order: a task's row adds to its finished task (rows of
-/// unfinished tasks are not counted yet), a row outside tasks to its customer's API day.
-fn ledger(tx: &Connection, g: &mut Gathered, days: &mut HashMap<(String, i64), ApiDay>) -> Result<(), InsightsError> {
-    let sql = "SELECT task_id, model_used, created_at, cost_micros, input_tokens, output_tokens, customer_id
-               FROM llm_calls";
-    // The last task found: a task's ledger rows are mostly written one after another.
-    let mut last: Option<usize> = None;
-    each_row(tx, sql, |r| {
-        let created: i64 = r.get(2)?;
-        let part = ModelUse { calls: 1, input_tokens: r.get(4)?, output_tokens: r.get(5)?, cost_micros: r.get(3)? };
-        match r.get_ref(0)? {
-            ValueRef::Null => {
-                let ValueRef::Text(_) = r.get_ref(6)? else { return Ok(()) };
-                let start = created.div_euclid(DAY_MICROS) * DAY_MICROS;
-                let Some(day) = days.get_mut(&(text(r, 6)?.to_owned(), start)) else { return Ok(()) };
-                let model = g.models.id(text(r, 1)?);
-                add(day.models.entry(model).or_default(), &part);
-                day.until = day.until.max(created);
-            }
-            v => {
-                let task = v.as_str()?;
-                let found = match last {
-                    Some(i) if g.tasks.get(i).is_some_and(|t| t.key == task) => Some(i),
-                    _ => g.tasks.binary_search_by(|t| t.key.as_str().cmp(task)).ok(),
-                };
-                let Some(i) = found else { return Ok(()) };
-                last = Some(i);
-                let model = g.models.id(text(r, 1)?);
-                let Some(t) = g.tasks.get_mut(i) else { return Ok(()) };
-                t.cost_micros += part.cost_micros;
-                t.ledger_until = t.ledger_until.max(created);
-                let (cm, team) = (t.cm, t.team);
-                if let Some(sums) = g.team(cm, team) {
-                    sums.cost_micros += part.cost_micros;
-                    add(sums.models.entry(model).or_default(), &part);
-                }
+/// The ledger's rows by rowid: all of them, or (`split`) two halves, each as an
+/// inclusive-exclusive range.
+fn ledger_halves(tx: &Connection, split: bool) -> Result<((i64, i64), (i64, i64)), InsightsError> {
+    let (lo, hi): (Option<i64>, Option<i64>) = tx
+        .query_row("SELECT MIN(rowid), MAX(rowid) FROM llm_calls", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(err)?;
+    let (lo, hi) = (lo.unwrap_or(0), hi.unwrap_or(0).saturating_add(1));
+    let mid = if split { lo + (hi - lo) / 2 } else { hi };
+    Ok(((lo, mid), (mid, hi)))
+}
+
+/// What the ledger rows of one range add: each task's cost and newest row (by position
+/// in the tasks), each (customer month, team, model)'s use, each API day's use by model.
+/// Kept apart from the sums so that two ranges can be read at once.
+struct LedgerPart {
+    tasks: Vec<(i64, i64)>,
+    models: Names,
+    uses: HashMap<(usize, usize, usize), ModelUse>,
+    days: HashMap<(String, i64), (BTreeMap<usize, ModelUse>, i64)>,
+}
+
+impl LedgerPart {
+    /// Adds this part to the sums (the models renumbered as the sums number them).
+    fn add_to(self, g: &mut Gathered, days: &mut HashMap<(String, i64), ApiDay>) {
+        let ids: Vec<usize> = self.models.names.iter().map(|m| g.models.id(m)).collect();
+        let model = |m: usize| ids.get(m).copied().unwrap_or_default();
+        for (t, (cost, until)) in g.tasks.iter_mut().zip(self.tasks) {
+            t.cost_micros += cost;
+            t.ledger_until = t.ledger_until.max(until);
+        }
+        for ((cm, team, m), u) in self.uses {
+            if let Some(sums) = g.team(cm, team) {
+                sums.cost_micros += u.cost_micros;
+                add(sums.models.entry(model(m)).or_default(), &u);
             }
         }
-        Ok(())
-    })
+        for (key, (models, until)) in self.days {
+            let Some(day) = days.get_mut(&key) else { continue };
+            for (m, u) in models {
+                add(day.models.entry(model(m)).or_default(), &u);
+            }
+            day.until = day.until.max(until);
+        }
+    }
+}
+
+/// Every ledger row of `range` (rowids) once, in table order: a task's row adds to its
+/// finished task (rows of unfinished tasks are not counted yet), a row outside tasks to
+/// its customer's API day, if `days` has it.
+fn ledger(
+    conn: &Connection,
+    tasks: &[TaskRow],
+    days: &HashMap<(String, i64), ApiDay>,
+    range: (i64, i64),
+) -> Result<LedgerPart, InsightsError> {
+    let sql = "SELECT task_id, model_used, created_at, cost_micros, input_tokens, output_tokens, customer_id
+               FROM llm_calls WHERE rowid >= ?1 AND rowid < ?2";
+    let mut part = LedgerPart {
+        tasks: vec![(0, 0); tasks.len()],
+        models: Names::default(),
+        uses: HashMap::new(),
+        days: HashMap::new(),
+    };
+    // The last task found: a task's ledger rows are mostly written one after another.
+    let mut last: Option<usize> = None;
+    let mut stmt = conn.prepare(sql).map_err(err)?;
+    let mut rows = stmt.query([range.0, range.1]).map_err(err)?;
+    while let Some(r) = rows.next().map_err(err)? {
+        let created: i64 = r.get(2).map_err(err)?;
+        let cost: i64 = r.get(3).map_err(err)?;
+        let use_ = ModelUse {
+            calls: 1,
+            input_tokens: r.get(4).map_err(err)?,
+            output_tokens: r.get(5).map_err(err)?,
+            cost_micros: cost,
+        };
+        match r.get_ref(0).map_err(err)? {
+            ValueRef::Null => {
+                let ValueRef::Text(_) = r.get_ref(6).map_err(err)? else { continue };
+                let start = created.div_euclid(DAY_MICROS) * DAY_MICROS;
+                let key = (text(r, 6).map_err(err)?.to_owned(), start);
+                if !days.contains_key(&key) {
+                    continue;
+                }
+                let model = part.models.id(text(r, 1).map_err(err)?);
+                let day = part.days.entry(key).or_default();
+                add(day.0.entry(model).or_default(), &use_);
+                day.1 = day.1.max(created);
+            }
+            v => {
+                let task = v.as_str().map_err(|e| err(e.into()))?;
+                let found = match last {
+                    Some(i) if tasks.get(i).is_some_and(|t| t.key == task) => Some(i),
+                    _ => tasks.binary_search_by(|t| t.key.as_str().cmp(task)).ok(),
+                };
+                let (Some(i), Some(t)) = (found, found.and_then(|i| tasks.get(i))) else { continue };
+                last = Some(i);
+                let model = part.models.id(text(r, 1).map_err(err)?);
+                if let Some(slot) = part.tasks.get_mut(i) {
+                    slot.0 += cost;
+                    slot.1 = slot.1.max(created);
+                }
+                add(part.uses.entry((t.cm, t.team, model)).or_default(), &use_);
+            }
+        }
+    }
+    Ok(part)
 }
 
 /// Each API day as a row of `insights_tasks` and a contribution to team `api`.

@@ -72,7 +72,7 @@ fn rebuild_direct(
     api_days: Vec<(String, String, i64)>,
 ) -> Result<(), InsightsError> {
     let cleared = clear_direct(tx, tz, false)?;
-    let g = gather::gather(tx, tz, api_days)?;
+    let (g, _) = gather::gather(tx, None, tz, api_days)?;
     write_direct(tx, cleared, g, None).map(drop)
 }
 
