@@ -305,9 +305,11 @@ fn api_day_map(api_days: Vec<(String, String, i64)>) -> Result<HashMap<(String, 
     Ok(days)
 }
 
-/// The ledger's rows by rowid: all of them, or (`split`) two halves, each as an
-/// inclusive-exclusive range.
-fn ledger_halves(tx: &Connection, split: bool) -> Result<((i64, i64), (i64, i64)), InsightsError> {
+/// Rowids from the first (included) to the last (excluded).
+type Rowids = (i64, i64);
+
+/// The ledger's rows by rowid: all of them (and an empty rest), or (`split`) two halves.
+fn ledger_halves(tx: &Connection, split: bool) -> Result<(Rowids, Rowids), InsightsError> {
     let (lo, hi): (Option<i64>, Option<i64>) = tx
         .query_row("SELECT MIN(rowid), MAX(rowid) FROM llm_calls", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(err)?;
@@ -358,7 +360,7 @@ fn ledger(
     conn: &Connection,
     tasks: &[TaskRow],
     days: &HashMap<(String, i64), ApiDay>,
-    range: (i64, i64),
+    range: Rowids,
 ) -> Result<LedgerPart, InsightsError> {
     let sql = "SELECT task_id, model_used, created_at, cost_micros, input_tokens, output_tokens, customer_id
                FROM llm_calls WHERE rowid >= ?1 AND rowid < ?2";
