@@ -62,7 +62,8 @@ async fn main() {
             println!("{line} total {:.2}s wall {:.2}s cpu", w0.elapsed().as_secs_f64(), cpu_s() - c0);
         } else {
             let changes = rollups::rebuild(&ctx).await.unwrap();
-            let (written, kept) = changes.iter().fold((0, 0), |(w, k), (_, c)| (w + c.written(), k + c.kept));
+            let all: j1msky_insights::Changes = changes.iter().map(|(_, c)| *c).sum();
+            let (written, kept) = (all.written(), all.kept);
             println!(
                 "round {round}: rollups::rebuild {:.2}s wall {:.2}s cpu; usage rollups {written} rows written, {kept} kept",
                 w0.elapsed().as_secs_f64(),

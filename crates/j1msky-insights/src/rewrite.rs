@@ -41,6 +41,18 @@ pub struct Changes {
     pub kept: u64,
 }
 
+/// The changes of several tables added up.
+impl std::iter::Sum for Changes {
+    fn sum<I: Iterator<Item = Changes>>(all: I) -> Changes {
+        all.fold(Changes::default(), |a, c| Changes {
+            inserted: a.inserted + c.inserted,
+            updated: a.updated + c.updated,
+            deleted: a.deleted + c.deleted,
+            kept: a.kept + c.kept,
+        })
+    }
+}
+
 impl Changes {
     /// Rows written (inserted, updated or deleted).
     pub fn written(&self) -> u64 {
@@ -96,6 +108,16 @@ impl<'r> Old<'r> {
         let sql = format!("SELECT {} FROM {table} ORDER BY {}", columns.join(", "), order.join(", "));
         Ok(Old { stmt: reader.prepare(&sql).map_err(err)?, key })
     }
+
+    /// Positions (in the written columns) of the primary key's columns, in key order.
+    pub(crate) fn key(&self) -> &[usize] {
+        &self.key
+    }
+}
+
+/// The positions of a row's `width` columns that are not in `key`.
+fn other_columns(width: usize, key: &[usize]) -> Vec<usize> {
+    (0..width).filter(|i| !key.contains(i)).collect()
 }
 
 /// The positions in `columns` of `table`'s primary-key columns, in the key's order; an
@@ -163,7 +185,7 @@ impl<'c> Statements<'c> {
         }
         let insert = Insert::new(tx, table, columns)?;
         let Some(key) = key else { return Ok(Statements { insert, by_key: None }) };
-        let values: Vec<usize> = (0..columns.len()).filter(|i| !key.contains(i)).collect();
+        let values = other_columns(columns.len(), key);
         let n = values.len();
         let set: Vec<String> =
             values.iter().enumerate().map(|(i, &c)| format!("{} = ?{}", columns[c], i + 1)).collect();
@@ -329,7 +351,7 @@ impl<'o, S: Sink> Rewrite<'o, S> {
             return Ok(Rewrite { sink, merge: None, changes: Changes::default() });
         };
         let key = &key[..];
-        let values: Vec<usize> = (0..width).filter(|i| !key.contains(i)).collect();
+        let values = other_columns(width, key);
         let mut rows = stmt.raw_query();
         rows.advance().map_err(err)?;
         Ok(Rewrite { sink, merge: Some(Merging { old: rows, key, values }), changes: Changes::default() })

@@ -150,14 +150,14 @@ async fn run(g: &Globals, ctx: &Ctx, cmd: Option<KpiCommand>, show: Option<Show>
             let mut text = format!("rollups rebuilt from the source tables (MRR, usage, customers) in {ms} ms");
             if !changes.is_empty() {
                 // Where the usage rollups were merged: how far they had drifted.
-                let sum = |f: fn(&j1msky_insights::Changes) -> u64| changes.iter().map(|(_, c)| f(c)).sum::<u64>();
+                let all: j1msky_insights::Changes = changes.iter().map(|(_, c)| *c).sum();
                 text.push_str(&format!(
                     "; usage rollups: {} rows written ({} inserted, {} updated, {} deleted), {} already right",
-                    sum(|c| c.written()),
-                    sum(|c| c.inserted),
-                    sum(|c| c.updated),
-                    sum(|c| c.deleted),
-                    sum(|c| c.kept)
+                    all.written(),
+                    all.inserted,
+                    all.updated,
+                    all.deleted,
+                    all.kept
                 ));
             }
             let by_table: serde_json::Map<String, Value> =

@@ -83,7 +83,7 @@ pub(super) fn tasks(conn: &Connection, sources: &Sources<'_>, g: &Gathered) -> R
 /// (see [`apply_tasks`]).
 pub(super) fn compare_tasks(reader: &Connection, g: &Gathered, to: SyncSender<Op>) -> Result<Changes, InsightsError> {
     let mut old = Old::new(reader, "insights_tasks", TASKS)?;
-    let queue = Queue::new(to, &rewrite::key_positions(reader, "insights_tasks", TASKS)?);
+    let queue = Queue::new(to, old.key());
     let mut batch = Rewrite::to(queue, TASKS.len(), Some(&mut old))?;
     task_rows(g, |row| batch.push(row))?;
     batch.finish()
