@@ -175,6 +175,31 @@ pub async fn newest_seq(db: &Db) -> Result<i64, DbError> {
     Ok(newest.unwrap_or(0))
 }
 
+/// A number every event up to which is written and readable, for a reader that starts
+/// following from now: the newest event on SQLite; on PostgreSQL the safe mark
+/// ([`safe_mark`]), so an event still being written with a lower number is read later,
+/// not passed over. While writers keep the mark from being taken (each try waits at most
+/// the function's `lock_timeout`), the newest committed event after a few tries.
+pub async fn horizon(db: &Db) -> Result<i64, DbError> {
+    if db.backend() == Backend::Sqlite {
+        return newest_seq(db).await;
+    }
+    for _ in 0..HORIZON_TRIES {
+        let newest = newest_seq(db).await?;
+        if newest == 0 {
+            return Ok(0);
+        }
+        let mark = safe_mark(db, 0).await?;
+        if mark > 0 {
+            return Ok(mark);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    newest_seq(db).await
+}
+
+const HORIZON_TRIES: usize = 20;
+
 /// The event numbered `seq`.
 pub async fn event_at(db: &Db, seq: i64) -> Result<Option<Event>, DbError> {
     let row = sqlx::query("SELECT seq, id, kind, customer_id, payload, created_at FROM events WHERE seq = $1")

@@ -64,16 +64,17 @@ async fn run(g: &Globals, db: &j1msky_db::Db, cmd: EventsCommand) -> Result<(), 
             if limit < 1 {
                 return Err(invalid(format!("--limit must be at least 1 (got {limit})")));
             }
-            let latest = outbox::latest(db, kind.as_deref(), limit).await?;
-            let mut last = match latest.last() {
-                Some(e) => e.seq,
-                None => outbox::newest_seq(db).await?,
-            };
             if !follow {
+                let latest = outbox::latest(db, kind.as_deref(), limit).await?;
                 output::list(g, &latest, &["seq", "at", "kind", "customer", "payload"], row);
                 return Ok(());
             }
-            latest.iter().for_each(|e| print_line(g, e));
+            // Where following starts is read before the latest events: an event written
+            // between the two reads is then printed by the loop below (it is past `last`)
+            // instead of falling between them; one the latest already shows is left to it.
+            let mut last = outbox::horizon(db).await?;
+            let latest = outbox::latest(db, kind.as_deref(), limit).await?;
+            latest.iter().filter(|e| e.seq <= last).for_each(|e| print_line(g, e));
             let stop = crate::shutdown::shutdown_signal();
             tokio::pin!(stop);
             loop {

@@ -82,6 +82,8 @@ async fn the_operator_tails_events_sees_consumers_retries_a_parked_event_and_rep
 async fn tail_follow_prints_events_as_they_are_written() {
     let cli = Cli::new().await;
     let db = Db::open(&cli.url).await.expect("db");
+    // One written before: shown first, once.
+    emit(&db, Kind::TaskCancelled, None, json!({"n": 6}), 1).await;
     let mut child = cli
         .command(&["--json", "events", "tail", "--follow", "--kind", "task.cancelled"])
         .stdout(Stdio::piped())
@@ -99,9 +101,19 @@ async fn tail_follow_prints_events_as_they_are_written() {
     });
     emit(&db, Kind::TaskRetried, None, json!({}), 1).await;
     emit(&db, Kind::TaskCancelled, None, json!({"n": 7}), 1).await;
-    let line = rx.recv_timeout(Duration::from_secs(60)).expect("a followed event within a minute");
+    // The events are written while the command starts: whether it reads them as the latest
+    // or follows them, each is printed once, in order.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("a followed event within a minute");
+        let event: Value = serde_json::from_str(&line).expect("one JSON event per line");
+        seen.push((event["kind"].as_str().map(str::to_string), event["payload"]["n"].as_i64()));
+    }
+    // Nothing more (a second copy of either would arrive within the follow interval).
+    let extra = rx.recv_timeout(Duration::from_millis(2_500)).ok();
     let _ = child.kill();
     let _ = child.wait();
-    let event: Value = serde_json::from_str(&line).expect("one JSON event per line");
-    assert_eq!((event["kind"].as_str(), event["payload"]["n"].as_i64()), (Some("task.cancelled"), Some(7)));
+    let cancelled = |n| (Some("task.cancelled".to_string()), Some(n));
+    assert_eq!(seen, vec![cancelled(6), cancelled(7)]);
+    assert_eq!(extra, None, "an event printed twice");
 }
