@@ -10,7 +10,7 @@
 //! indexes until the commit.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::ToSqlOutput;
 use rusqlite::{Connection, Statement, ToSql, Transaction, TransactionBehavior};
@@ -50,6 +50,15 @@ fn open(file: &Path) -> Result<Connection, InsightsError> {
     Ok(conn)
 }
 
+/// Logs (at debug, `RUST_LOG=j1msky_insights=debug`) how long a step of a rebuild took
+/// since `since`, and starts the next step's clock: where an operator's rebuild spends
+/// its time.
+pub(crate) fn step(since: &mut Instant, what: &str) {
+    let now = Instant::now();
+    tracing::debug!(step = what, seconds = format!("{:.1}", (now - *since).as_secs_f64()), "kpi rebuild step");
+    *since = now;
+}
+
 /// Runs `work` on a blocking thread, as the crate's error.
 async fn blocking<T: Send + 'static>(
     run: impl FnOnce() -> Result<T, InsightsError> + Send + 'static,
@@ -76,8 +85,11 @@ fn immediate<T>(
 ) -> Result<T, InsightsError> {
     let mut conn = open(file)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+    let mut clock = Instant::now();
     let out = work(&tx)?;
+    step(&mut clock, "written");
     tx.commit().map_err(err)?;
+    step(&mut clock, "committed");
     Ok(out)
 }
 
@@ -148,7 +160,9 @@ const SORT_RUN_KIB: i64 = 1 << 16;
 /// sooner, which the commit would have written anyway).
 pub fn create_indexes_on_both_cores(tx: &Connection, statements: &[String]) -> Result<(), InsightsError> {
     tx.execute_batch(&format!("PRAGMA threads = 2; PRAGMA cache_size = -{SORT_RUN_KIB};")).map_err(err)?;
+    let mut clock = Instant::now();
     let built = create_indexes(tx, statements);
+    step(&mut clock, "indexes built");
     tx.execute_batch(&format!("PRAGMA threads = 0; PRAGMA cache_size = -{CACHE_KIB};")).map_err(err)?;
     built
 }

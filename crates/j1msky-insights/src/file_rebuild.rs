@@ -35,17 +35,25 @@ pub async fn rebuild(ctx: &Ctx, file: &Path) -> Result<Vec<(&'static str, Change
             // The second reader reads the ledger's later half meanwhile, then compares
             // `insights_tasks`.
             let read = s.spawn(move || {
-                usage::gather(&reader, Some(second), tz, api_days).map(|(g, second)| (g, reader, second))
+                let mut clock = std::time::Instant::now();
+                let gathered = usage::gather(&reader, Some(second), tz, api_days);
+                direct::step(&mut clock, "tasks, ledger and API days summed (reader)");
+                gathered.map(|(g, second)| (g, reader, second))
             });
             // Meanwhile the writer prepares the usage rollups, writes revenue, and computes
             // and writes MRR and the people rows on its own connection (they read none of
             // the usage rollups), then waits for the sums.
+            let mut clock = std::time::Instant::now();
             let written = usage::clear_direct(tx, tz, true).and_then(|cleared| {
+                direct::step(&mut clock, "usage rollups prepared, revenue written");
                 mrr::direct::write(tx, &mrr::direct::compute(tx, &rules, this_month)?)?;
+                direct::step(&mut clock, "MRR written");
                 people::direct::write(tx, &people::direct::compute(tx)?)?;
+                direct::step(&mut clock, "people written");
                 Ok(cleared)
             });
             let gathered = read.join().map_err(|_| thread_failed())?;
+            direct::step(&mut clock, "waited for the reader");
             let (cleared, (gathered, reader, second)) = (written?, gathered?);
             let second = second.ok_or_else(|| direct::broken("the second reader was not handed back"))?;
             usage::write_direct(tx, cleared, gathered, Some((&reader, second)))

@@ -45,7 +45,8 @@ pub struct ShowArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KpiCommand {
-    /// Recompute every rollup from the source tables, and say how long it took.
+    /// Recompute every rollup from the source tables, and say how long it took
+    /// (`RUST_LOG=j1msky_insights=debug`: how long each step took, on stderr).
     Rebuild,
     /// The acquisition spend per month (for CAC and LTV:CAC).
     #[command(subcommand)]
@@ -144,6 +145,8 @@ async fn run(g: &Globals, ctx: &Ctx, cmd: Option<KpiCommand>, show: Option<Show>
             Ok(())
         }
         Some(KpiCommand::Rebuild) => {
+            // Its steps' times at debug (`RUST_LOG=j1msky_insights=debug`), on stderr.
+            context::init_logging(g);
             let started = Instant::now();
             let changes = rollups::rebuild(ctx).await.map_err(failure)?;
             let ms = started.elapsed().as_millis() as i64;

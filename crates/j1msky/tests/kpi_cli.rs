@@ -210,6 +210,12 @@ async fn rebuild_reports_what_it_did_and_leaves_the_numbers_as_the_consumers_had
         // the rebuild wrote none and says so.
         assert!(said.contains("usage rollups: 0 rows written"), "{said} {}", cli.json(&["kpi", "rebuild"]));
         assert_eq!(changes.len(), 6, "{changes:?}");
+        // Asked for, it says on stderr how long each step took, through the commit.
+        let out = cli.command(&["kpi", "rebuild"]).env("RUST_LOG", "j1msky_insights=debug").output().expect("run");
+        let log = text(&out.stderr);
+        for step in ["tasks, ledger and API days summed", "usage rollups written", "committed"] {
+            assert!(log.contains(step), "no step {step:?} in {log}");
+        }
         for (table, c) in changes {
             assert_eq!((&c["inserted"], &c["updated"], &c["deleted"]), (&json!(0), &json!(0), &json!(0)), "{table}");
             assert!(c["kept"].as_u64().is_some_and(|n| n > 0), "{table}: {c}");

@@ -135,8 +135,10 @@ pub(crate) fn write_direct(
     let tasks_merged = cleared.merged.contains(&"insights_tasks");
     let (reader, second) = readers.map_or((None, None), |(r, s)| (Some(r), Some(s)));
     let sources = Sources::new(reader, cleared.merged);
+    let mut clock = std::time::Instant::now();
     gather::add_revenue(tx, &mut g)?;
     write::sort_tasks(&mut g);
+    direct::step(&mut clock, "revenue added, tasks sorted");
     let changes = match second {
         Some(second) if tasks_merged => std::thread::scope(|s| {
             // Bounded: a comparison that finds much to change waits for this thread.
@@ -160,10 +162,12 @@ pub(crate) fn write_direct(
         })?,
         _ => {
             let mut changes = vec![("insights_tasks", write::tasks(tx, &sources, &g)?)];
+            direct::step(&mut clock, "insights_tasks written");
             changes.extend(write::customer_months(tx, &sources, &g)?);
             changes
         }
     };
+    direct::step(&mut clock, "usage rollups written");
     drop(g);
     direct::create_indexes_on_both_cores(tx, &cleared.indexes)?;
     Ok(changes)
