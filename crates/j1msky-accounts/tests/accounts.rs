@@ -342,3 +342,59 @@ async fn the_customer_created_event_carries_the_customer_as_stored_and_reads_bac
         other => panic!("customer.created read back as {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_operator_finds_a_customer_by_the_start_of_its_name_or_email_or_by_its_ids() {
+    let t = TestDb::new().await;
+    let cat = catalogue();
+    let mut ids = Vec::new();
+    for (name, email, stage) in [
+        ("Acme Robotics", Some("ops@acme.test"), Stage::Trial),
+        ("acme two", Some("Billing@Acme-Two.test"), Stage::Lead),
+        ("Beta 100%_off", Some("ceo@beta.test"), Stage::Trial),
+        ("Zeta", None, Stage::Lead),
+        ("Bacme", Some("x@bacme.test"), Stage::Trial),
+    ] {
+        let input = NewCustomer {
+            name: name.into(),
+            contact_email: email.map(Into::into),
+            stage: Some(stage),
+            ..Default::default()
+        };
+        ids.push(customers::create(&t.db, &cat, &Actor::cli(), input, T0).await.expect("customer").id);
+    }
+    sqlx::query("UPDATE customers SET stripe_customer_id = 'cus_Stripe42' WHERE id = $1")
+        .bind(&ids[3])
+        .execute(t.db.pool())
+        .await
+        .unwrap();
+    let names = |found: Vec<customers::Customer>| found.into_iter().map(|c| c.name).collect::<Vec<_>>();
+    let find = |text: &str, stage: Option<Stage>| {
+        let (db, text) = (t.db.clone(), text.to_string());
+        async move { names(customers::search(&db, &text, stage, 50).await.expect(&text)) }
+    };
+    // The start of a name, any case, by name; not a name containing it elsewhere (Bacme).
+    assert_eq!(find("acme", None).await, ["Acme Robotics", "acme two"]);
+    assert_eq!(find("  ACME R ", None).await, ["Acme Robotics"], "trimmed, any case");
+    // The start of an email, any case.
+    assert_eq!(find("billing@acme", None).await, ["acme two"]);
+    assert_eq!(find("CEO@", None).await, ["Beta 100%_off"]);
+    // Ids exactly: ours and Stripe's (not a prefix of them).
+    assert_eq!(find(&ids[2], None).await, ["Beta 100%_off"]);
+    assert_eq!(find("cus_Stripe42", None).await, ["Zeta"]);
+    assert!(find("cus_Stripe4", None).await.is_empty());
+    // What is typed is text, not a pattern.
+    assert!(find("%", None).await.is_empty());
+    assert!(find("b_ta", None).await.is_empty());
+    assert_eq!(find("beta 100%_", None).await, ["Beta 100%_off"]);
+    // Within a stage, and at most the limit.
+    assert_eq!(find("acme", Some(Stage::Lead)).await, ["acme two"]);
+    assert_eq!(names(customers::search(&t.db, "acme", None, 1).await.unwrap()), ["Acme Robotics"]);
+    // Nothing to look for, too much, or a control character: refused, naming the field.
+    for bad in ["", "   ", "a\u{0}b"] {
+        let err = customers::search(&t.db, bad, None, 50).await.expect_err(bad);
+        assert!(matches!(err, AccountsError::Invalid { field: "search", .. }), "{bad:?}: {err:?}");
+    }
+    let long = "a".repeat(customers::SEARCH_MAX_CHARS + 1);
+    assert!(matches!(customers::search(&t.db, &long, None, 50).await, Err(AccountsError::Invalid { .. })));
+}

@@ -25,6 +25,10 @@ pub enum CustomerCommand {
         /// At most this many.
         #[arg(long, default_value_t = 200)]
         limit: i64,
+        /// Only customers whose name or contact email starts with this (any case), or
+        /// whose id or Stripe customer id it is; listed by name.
+        #[arg(long)]
+        search: Option<String>,
     },
     /// Show one customer with its users and stage history.
     Show {
@@ -265,9 +269,14 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
                 }
             }
         }
-        CustomerCommand::List { stage, limit } => {
+        CustomerCommand::List { stage, limit, search } => {
             let stage = stage.as_deref().map(parse_word::<Stage>).transpose()?;
-            let list = customers::list(&db, stage, limit.clamp(1, 100_000)).await.map_err(fail)?;
+            let limit = limit.clamp(1, 100_000);
+            let list = match search {
+                Some(text) => customers::search(&db, &text, stage, limit).await,
+                None => customers::list(&db, stage, limit).await,
+            }
+            .map_err(fail)?;
             output::list(g, &list, CUSTOMER_HEADER, customer_row);
         }
         CustomerCommand::Show { id } => {

@@ -119,6 +119,16 @@ async fn operator_manages_customers_users_and_keys_from_the_command_line() {
     assert_eq!(active.as_array().map(Vec::len), Some(1));
     let leads = cli.json(&["customer", "list", "--stage", "lead"]);
     assert_eq!(leads.as_array().map(Vec::len), Some(0));
+    // Found by the start of its name or its id, any case; a search with nothing to look
+    // for is refused naming the flag's field.
+    for search in ["acme rob", "ACME", id.as_str()] {
+        let found = cli.json(&["customer", "list", "--search", search]);
+        assert_eq!(found.as_array().map(Vec::len), Some(1), "{search}");
+        assert_eq!(found[0]["id"], id.as_str());
+    }
+    assert_eq!(cli.json(&["customer", "list", "--search", "acme", "--stage", "lead"]), serde_json::json!([]));
+    let out = cli.run(&["customer", "list", "--search", " "]);
+    assert!(!out.status.success() && text(&out.stderr).contains("search"), "{}", text(&out.stderr));
 
     // Users: a member with a password from stdin; duplicate emails refused case-insensitively.
     let member = cli.run_with_stdin(

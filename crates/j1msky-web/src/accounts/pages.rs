@@ -118,7 +118,12 @@ pub struct StageQuery {
     stage: Option<String>,
     /// Where the previous page ended (`customers::Cursor::encode`).
     after: Option<String>,
+    /// What to look for (`customers::search`): the start of a name or an email, or an id.
+    q: Option<String>,
 }
+
+/// Customers a search shows at most (the operator types more to narrow it).
+pub const SEARCH_RESULTS: i64 = 100;
 
 /// Customers shown per page of `/admin/customers`.
 pub const CUSTOMERS_PER_PAGE: i64 = 500;
@@ -148,16 +153,36 @@ async fn admin_customers_page(
             Ok(after) => after,
             Err(e) => return error_page_for(state, Some(s), e),
         };
-    let list = match customers::list_after(&state.db, stage, after.as_ref(), CUSTOMERS_PER_PAGE).await {
-        Ok(l) => l,
+    let search = q.q.as_deref().map(str::trim).filter(|v| !v.is_empty());
+    let found = match search {
+        // One more than shown: whether there are more to narrow down.
+        Some(text) => customers::search(&state.db, text, stage, SEARCH_RESULTS + 1).await.map(Some),
+        None => Ok(None),
+    };
+    let found = match found {
+        Ok(f) => f,
         Err(e) => return error_page_for(state, Some(s), e),
+    };
+    let more_found = found.as_ref().is_some_and(|f| f.len() as i64 > SEARCH_RESULTS);
+    let list = match found {
+        Some(mut f) => {
+            f.truncate(SEARCH_RESULTS as usize);
+            f
+        }
+        None => match customers::list_after(&state.db, stage, after.as_ref(), CUSTOMERS_PER_PAGE).await {
+            Ok(l) => l,
+            Err(e) => return error_page_for(state, Some(s), e),
+        },
     };
     let counts = match customers::count_by_stage(&state.db).await {
         Ok(c) => c,
         Err(e) => return error_page_for(state, Some(s), e),
     };
     // A full page may have more after it; a shorter one is the last.
-    let next = list.last().filter(|_| list.len() as i64 == CUSTOMERS_PER_PAGE).map(customers::Cursor::after);
+    let next = list
+        .last()
+        .filter(|_| search.is_none() && list.len() as i64 == CUSTOMERS_PER_PAGE)
+        .map(customers::Cursor::after);
     let stage_counts: Vec<_> = counts.iter().map(|(st, n)| context! { stage => st.as_str(), count => n }).collect();
     let total: i64 = counts.iter().filter(|(st, _)| stage.is_none_or(|x| x == *st)).map(|(_, n)| n).sum();
     let (flash, flash_kind) = match flash {
@@ -166,7 +191,8 @@ async fn admin_customers_page(
     };
     let ctx = context! {
         customers => list, stage_counts, stage => stage.map(|x| x.as_str()), total,
-        paged => after.is_some(), next => next.map(|c| c.encode()),
+        paged => after.is_some() && search.is_none(), next => next.map(|c| c.encode()),
+        search, found => list.len(), more_found, search_max => SEARCH_RESULTS,
         stages => Stage::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
         use_cases => UseCase::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
         plans => state.catalogue.plans.keys().cloned().collect::<Vec<_>>(),
