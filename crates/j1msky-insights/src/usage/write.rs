@@ -67,7 +67,8 @@ const MARGINS: &[&str] =
 /// Puts the tasks in key order, as `insights_tasks` takes them (the API days were added
 /// after the gather's sort).
 pub(super) fn sort_tasks(g: &mut Gathered) {
-    g.tasks.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    let keys = &g.keys;
+    g.tasks.sort_unstable_by(|a, b| keys.get(a.key).cmp(keys.get(b.key)));
 }
 
 /// `insights_tasks` (after [`sort_tasks`]), on the writing connection.
@@ -107,7 +108,7 @@ fn task_rows(
     for t in &g.tasks {
         let Some(cm) = g.cms.get(t.cm) else { continue };
         row([
-            t.key.as_str().into(),
+            g.keys.get(t.key).into(),
             g.months.get(cm.month).into(),
             g.customers.get(cm.customer).into(),
             g.teams.get(t.team).into(),
