@@ -175,11 +175,12 @@ pub async fn newest_seq(db: &Db) -> Result<i64, DbError> {
     Ok(newest.unwrap_or(0))
 }
 
-/// A number every event up to which is written and readable, for a reader that starts
-/// following from now: the newest event on SQLite; on PostgreSQL the safe mark
-/// ([`safe_mark`]), so an event still being written with a lower number is read later,
-/// not passed over. While writers keep the mark from being taken (each try waits at most
-/// the function's `lock_timeout`), the newest committed event after a few tries.
+/// Where a reader that follows from now starts: a number at or below which every event
+/// is committed and readable. On SQLite the newest event; on PostgreSQL the safe mark
+/// ([`safe_mark`]), so that an event still being written with a lower number is read
+/// after it, not passed over. Should writers keep the mark from being taken (each try
+/// waits at most the function's `lock_timeout`), the newest committed event after a few
+/// tries.
 pub async fn horizon(db: &Db) -> Result<i64, DbError> {
     if db.backend() == Backend::Sqlite {
         return newest_seq(db).await;
