@@ -121,7 +121,8 @@ pub(crate) fn clear_direct(tx: &rusqlite::Connection, tz: Tz, merge: bool) -> Re
 /// Writes what `g` summed (with the revenue [`clear_direct`] wrote), the merged tables
 /// compared with their rows as the `readers` see them (the rebuild's start), and builds
 /// the dropped indexes again, on both cores (the rebuild's last step: no reader runs by
-/// then). What changed in each table.
+/// then). What changed in each table, and the sums, handed back to be freed while the
+/// transaction commits.
 ///
 /// When `insights_tasks` is merged, the second reader compares it on another thread while
 /// this one merges the per-customer-month rollups, and its changes are written here after
@@ -131,7 +132,7 @@ pub(crate) fn write_direct(
     cleared: Cleared,
     mut g: gather::Gathered,
     readers: Option<(&rusqlite::Connection, rusqlite::Connection)>,
-) -> Result<Vec<(&'static str, Changes)>, InsightsError> {
+) -> Result<(Vec<(&'static str, Changes)>, gather::Gathered), InsightsError> {
     let tasks_merged = cleared.merged.contains(&"insights_tasks");
     let (reader, second) = readers.map_or((None, None), |(r, s)| (Some(r), Some(s)));
     let sources = Sources::new(reader, cleared.merged);
@@ -168,9 +169,8 @@ pub(crate) fn write_direct(
         }
     };
     direct::step(&mut clock, "usage rollups written");
-    drop(g);
     direct::create_indexes_on_both_cores(tx, &cleared.indexes)?;
-    Ok(changes)
+    Ok((changes, g))
 }
 
 async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
