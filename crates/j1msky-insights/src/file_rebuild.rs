@@ -19,11 +19,11 @@
 
 use std::path::Path;
 
-use crate::{direct, mrr, people, usage, Changes, Ctx, InsightsError};
+use crate::{direct, mrr, people, usage, Ctx, InsightsError, TableChanges};
 
 /// Recomputes every rollup of the SQLite database in `file`; what changed in the usage
 /// rollups.
-pub async fn rebuild(ctx: &Ctx, file: &Path) -> Result<Vec<(&'static str, Changes)>, InsightsError> {
+pub async fn rebuild(ctx: &Ctx, file: &Path) -> Result<TableChanges, InsightsError> {
     mrr::backfill(ctx).await?;
     let api_days = j1msky_tasks::charges::api_days(&ctx.db).await?;
     let (rules, this_month, tz) = (mrr::rules(ctx), ctx.this_month(), ctx.tz());

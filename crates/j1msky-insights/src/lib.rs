@@ -25,7 +25,7 @@ pub mod usage;
 
 pub use error::InsightsError;
 pub use month::Month;
-pub use rewrite::Changes;
+pub use rewrite::{Changes, TableChanges};
 
 /// What the insights need.
 #[derive(Clone)]

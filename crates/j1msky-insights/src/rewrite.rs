@@ -41,6 +41,9 @@ pub struct Changes {
     pub kept: u64,
 }
 
+/// What a rebuild changed in each table it merged or filled, by table name.
+pub type TableChanges = Vec<(&'static str, Changes)>;
+
 /// The changes of several tables added up.
 impl std::iter::Sum for Changes {
     fn sum<I: Iterator<Item = Changes>>(all: I) -> Changes {

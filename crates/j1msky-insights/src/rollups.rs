@@ -3,7 +3,7 @@
 
 use j1msky_db::consumers::Consumer;
 
-use crate::{Changes, Ctx, InsightsError};
+use crate::{Ctx, InsightsError, TableChanges};
 
 /// Every insights consumer; the `reactions` role runs them.
 pub fn consumers(ctx: &Ctx) -> Vec<Consumer> {
@@ -17,7 +17,7 @@ pub fn consumers(ctx: &Ctx) -> Vec<Consumer> {
 /// file on two connections of its own (`file_rebuild`), else module by module. What it
 /// changed in the usage rollups, where it merged them (a SQLite file; empty otherwise:
 /// PostgreSQL and SQLite in memory rewrite every row).
-pub async fn rebuild(ctx: &Ctx) -> Result<Vec<(&'static str, Changes)>, InsightsError> {
+pub async fn rebuild(ctx: &Ctx) -> Result<TableChanges, InsightsError> {
     if let Some(file) = ctx.db.sqlite_file() {
         return crate::file_rebuild::rebuild(ctx, file).await;
     }

@@ -12,7 +12,7 @@ use sqlx::AnyConnection;
 use super::{gather, parts, write};
 use crate::direct::{self, err};
 use crate::rewrite::{self, Mode, Sources};
-use crate::{bulk, Changes, Ctx, InsightsError, Month};
+use crate::{bulk, Ctx, InsightsError, Month, TableChanges};
 
 const TABLES: &[&str] =
     &["insights_tasks", "insights_usage", "insights_model_cost", "insights_revenue", "insights_revenue_seen"];
@@ -132,7 +132,7 @@ pub(crate) fn write_direct(
     cleared: Cleared,
     mut g: gather::Gathered,
     readers: Option<(&rusqlite::Connection, rusqlite::Connection)>,
-) -> Result<(Vec<(&'static str, Changes)>, gather::Gathered), InsightsError> {
+) -> Result<(TableChanges, gather::Gathered), InsightsError> {
     let tasks_merged = cleared.merged.contains(&"insights_tasks");
     let (reader, second) = readers.map_or((None, None), |(r, s)| (Some(r), Some(s)));
     let sources = Sources::new(reader, cleared.merged);

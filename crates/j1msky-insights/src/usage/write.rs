@@ -15,7 +15,7 @@ use super::data::{customer_pieces, Piece};
 use super::gather::Gathered;
 use crate::direct::Value;
 use crate::rewrite::{self, Old, Op, Queue, Rewrite, Sources, Statements};
-use crate::{Changes, InsightsError};
+use crate::{Changes, InsightsError, TableChanges};
 
 const TASKS: &[&str] = &[
     "task_id",
@@ -185,7 +185,7 @@ pub(super) fn customer_months(
     conn: &Connection,
     sources: &Sources<'_>,
     g: &Gathered,
-) -> Result<Vec<(&'static str, Changes)>, InsightsError> {
+) -> Result<TableChanges, InsightsError> {
     let mut order: Vec<usize> = (0..g.cms.len()).collect();
     order.sort_unstable_by(|&a, &b| {
         let (a, b) = (&g.cms[a], &g.cms[b]);
