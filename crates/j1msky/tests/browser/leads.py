@@ -18,7 +18,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 OWNER = "nora@northwind.test"
@@ -86,10 +86,21 @@ def post_json(url, body):
 
 def stage_is(b, stage):
     """Waits for the lead page to show `stage`; the page may be reloading while it is read
-    (the form posts and redirects), so an element gone stale is read again."""
-    WebDriverWait(b, 20, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
-        lambda d: d.find_element(By.ID, "stage").text == stage
-    )
+    (the form posts and redirects), so an element gone stale is read again. Chromium
+    reports an element whose page was replaced between the find and the read either as
+    stale or as a node that "does not belong to the document" (seen under load)."""
+
+    def shown(d):
+        try:
+            return d.find_element(By.ID, "stage").text == stage
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+        except WebDriverException as e:
+            if "does not belong to the document" in str(e):
+                return False
+            raise
+
+    WebDriverWait(b, 20).until(shown)
 
 
 def main():
