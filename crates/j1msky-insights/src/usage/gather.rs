@@ -160,6 +160,15 @@ impl Gathered {
         i
     }
 
+    /// Puts the tasks in key order (the ledger's look-ups and `insights_tasks` take them
+    /// so); tasks read in the order of time-ordered ids are in it already.
+    pub(super) fn sort_tasks(&mut self) {
+        let keys = &self.keys;
+        if !self.tasks.is_sorted_by(|a, b| keys.get(a.key) <= keys.get(b.key)) {
+            self.tasks.sort_unstable_by(|a, b| keys.get(a.key).cmp(keys.get(b.key)));
+        }
+    }
+
     fn team(&mut self, cm: usize, team: usize) -> Option<&mut TeamSums> {
         self.cms.get_mut(cm).map(|c| c.teams.entry(team).or_default())
     }
@@ -248,10 +257,20 @@ pub(super) fn add_revenue(tx: &Connection, g: &mut Gathered) -> Result<(), Insig
 fn each_row(
     tx: &Connection,
     sql: &str,
+    each: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+) -> Result<(), InsightsError> {
+    each_row_with(tx, sql, [], each)
+}
+
+/// As [`each_row`], with the statement's parameters.
+fn each_row_with(
+    tx: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
     mut each: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
 ) -> Result<(), InsightsError> {
     let mut stmt = tx.prepare(sql).map_err(err)?;
-    let mut rows = stmt.query([]).map_err(err)?;
+    let mut rows = stmt.query(params).map_err(err)?;
     while let Some(r) = rows.next().map_err(err)? {
         each(r).map_err(err)?;
     }
@@ -310,10 +329,7 @@ fn tasks(tx: &Connection, tz: Tz, g: &mut Gathered) -> Result<(), InsightsError>
         });
         Ok(())
     })?;
-    let keys = &g.keys;
-    if !g.tasks.is_sorted_by(|a, b| keys.get(a.key) <= keys.get(b.key)) {
-        g.tasks.sort_unstable_by(|a, b| keys.get(a.key).cmp(keys.get(b.key)));
-    }
+    g.sort_tasks();
     Ok(())
 }
 
@@ -401,39 +417,32 @@ fn ledger(
     };
     // The last task found: a task's ledger rows are mostly written one after another.
     let mut last: Option<usize> = None;
-    let mut stmt = conn.prepare(sql).map_err(err)?;
-    let mut rows = stmt.query([range.0, range.1]).map_err(err)?;
-    while let Some(r) = rows.next().map_err(err)? {
-        let created: i64 = r.get(2).map_err(err)?;
-        let cost: i64 = r.get(3).map_err(err)?;
-        let use_ = ModelUse {
-            calls: 1,
-            input_tokens: r.get(4).map_err(err)?,
-            output_tokens: r.get(5).map_err(err)?,
-            cost_micros: cost,
-        };
-        match r.get_ref(0).map_err(err)? {
+    each_row_with(conn, sql, [range.0, range.1], |r| {
+        let created: i64 = r.get(2)?;
+        let cost: i64 = r.get(3)?;
+        let use_ = ModelUse { calls: 1, input_tokens: r.get(4)?, output_tokens: r.get(5)?, cost_micros: cost };
+        match r.get_ref(0)? {
             ValueRef::Null => {
-                let ValueRef::Text(_) = r.get_ref(6).map_err(err)? else { continue };
+                let ValueRef::Text(_) = r.get_ref(6)? else { return Ok(()) };
                 let start = created.div_euclid(DAY_MICROS) * DAY_MICROS;
-                let key = (text(r, 6).map_err(err)?.to_owned(), start);
+                let key = (text(r, 6)?.to_owned(), start);
                 if !days.contains_key(&key) {
-                    continue;
+                    return Ok(());
                 }
-                let model = part.models.id(text(r, 1).map_err(err)?);
+                let model = part.models.id(text(r, 1)?);
                 let day = part.days.entry(key).or_default();
                 add(day.0.entry(model).or_default(), &use_);
                 day.1 = day.1.max(created);
             }
             v => {
-                let task = v.as_str().map_err(|e| err(e.into()))?;
+                let task = v.as_str()?;
                 let found = match last {
                     Some(i) if tasks.get(i).is_some_and(|t| keys.get(t.key) == task) => Some(i),
                     _ => tasks.binary_search_by(|t| keys.get(t.key).cmp(task)).ok(),
                 };
-                let (Some(i), Some(t)) = (found, found.and_then(|i| tasks.get(i))) else { continue };
+                let (Some(i), Some(t)) = (found, found.and_then(|i| tasks.get(i))) else { return Ok(()) };
                 last = Some(i);
-                let model = part.models.id(text(r, 1).map_err(err)?);
+                let model = part.models.id(text(r, 1)?);
                 if let Some(slot) = part.tasks.get_mut(i) {
                     slot.0 += cost;
                     slot.1 = slot.1.max(created);
@@ -441,7 +450,8 @@ fn ledger(
                 add(part.uses.entry((t.cm, t.team, model)).or_default(), &use_);
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(part)
 }
 

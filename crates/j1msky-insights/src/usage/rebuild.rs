@@ -138,7 +138,8 @@ pub(crate) fn write_direct(
     let sources = Sources::new(reader, cleared.merged);
     let mut clock = std::time::Instant::now();
     gather::add_revenue(tx, &mut g)?;
-    write::sort_tasks(&mut g);
+    // The API days were added after the gather's sort.
+    g.sort_tasks();
     direct::step(&mut clock, "revenue added, tasks sorted");
     let changes = match second {
         Some(second) if tasks_merged => std::thread::scope(|s| {

@@ -64,14 +64,7 @@ const SPLIT: &[&str] = &[
 const MARGINS: &[&str] =
     &["month", "customer_id", "team", "plan", "revenue_micros", "cost_micros", "margin_micros", "completed"];
 
-/// Puts the tasks in key order, as `insights_tasks` takes them (the API days were added
-/// after the gather's sort).
-pub(super) fn sort_tasks(g: &mut Gathered) {
-    let keys = &g.keys;
-    g.tasks.sort_unstable_by(|a, b| keys.get(a.key).cmp(keys.get(b.key)));
-}
-
-/// `insights_tasks` (after [`sort_tasks`]), on the writing connection.
+/// `insights_tasks` (after [`Gathered::sort_tasks`]), on the writing connection.
 pub(super) fn tasks(conn: &Connection, sources: &Sources<'_>, g: &Gathered) -> Result<Changes, InsightsError> {
     let mut old = sources.old("insights_tasks", TASKS)?;
     let mut batch = Rewrite::new(conn, "insights_tasks", TASKS, old.as_mut())?;
@@ -79,7 +72,7 @@ pub(super) fn tasks(conn: &Connection, sources: &Sources<'_>, g: &Gathered) -> R
     batch.finish()
 }
 
-/// `insights_tasks` (after [`sort_tasks`]) merged on another thread: compared with its
+/// `insights_tasks` (after [`Gathered::sort_tasks`]) merged on another thread: compared with its
 /// rows as `reader` sees them, the changes sent to `to` for the writing connection
 /// (see [`apply_tasks`]).
 pub(super) fn compare_tasks(reader: &Connection, g: &Gathered, to: SyncSender<Op>) -> Result<Changes, InsightsError> {

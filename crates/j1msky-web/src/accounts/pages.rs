@@ -154,26 +154,19 @@ async fn admin_customers_page(
             Err(e) => return error_page_for(state, Some(s), e),
         };
     let search = q.q.as_deref().map(str::trim).filter(|v| !v.is_empty());
-    let found = match search {
+    let list = match search {
         // One more than shown: whether there are more to narrow down.
-        Some(text) => customers::search(&state.db, text, stage, SEARCH_RESULTS + 1).await.map(Some),
-        None => Ok(None),
+        Some(text) => customers::search(&state.db, text, stage, SEARCH_RESULTS + 1).await,
+        None => customers::list_after(&state.db, stage, after.as_ref(), CUSTOMERS_PER_PAGE).await,
     };
-    let found = match found {
-        Ok(f) => f,
+    let mut list = match list {
+        Ok(l) => l,
         Err(e) => return error_page_for(state, Some(s), e),
     };
-    let more_found = found.as_ref().is_some_and(|f| f.len() as i64 > SEARCH_RESULTS);
-    let list = match found {
-        Some(mut f) => {
-            f.truncate(SEARCH_RESULTS as usize);
-            f
-        }
-        None => match customers::list_after(&state.db, stage, after.as_ref(), CUSTOMERS_PER_PAGE).await {
-            Ok(l) => l,
-            Err(e) => return error_page_for(state, Some(s), e),
-        },
-    };
+    let more_found = search.is_some() && list.len() as i64 > SEARCH_RESULTS;
+    if more_found {
+        list.truncate(SEARCH_RESULTS as usize);
+    }
     let counts = match customers::count_by_stage(&state.db).await {
         Ok(c) => c,
         Err(e) => return error_page_for(state, Some(s), e),
