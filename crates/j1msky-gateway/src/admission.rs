@@ -18,6 +18,9 @@ pub const RESERVATION_TTL: i64 = 2 * 60 * SECOND;
 /// three renewals can be missed before another process may release them).
 pub const RESERVATION_RENEW_EVERY: i64 = 30 * SECOND;
 
+/// The business's own budget of the day, shared by every call.
+pub const BUSINESS_DAY: &str = "business:day";
+
 /// A cap to respect: at most `cap` requests per clock hour in `scope`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cap {

@@ -36,9 +36,11 @@ pub async fn after_spend_at(gw: &Gateway, day_spent: Option<j1msky_core::Money>)
     let now = gw.clock.now_micros();
     let tz = gw.catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let (day_start, _) = windows::day(tz, now);
-    let spent = match day_spent.or_else(|| gw.in_process.as_ref().and_then(|ip| ip.spent("business:day", day_start))) {
+    let spent = match day_spent
+        .or_else(|| gw.in_process.as_ref().and_then(|ip| ip.spent(crate::admission::BUSINESS_DAY, day_start)))
+    {
         Some(spent) => spent,
-        None => limits::budget_state(&gw.db, "business:day", day_start).await?.0,
+        None => limits::budget_state(&gw.db, crate::admission::BUSINESS_DAY, day_start).await?.0,
     };
     let controls = gw.controls().await?;
     let budget = controls

@@ -380,8 +380,12 @@ impl Gateway {
             .get(crate::controls::DAILY_BUDGET_SCOPE)
             .map(|m| Money::from_micros(*m))
             .unwrap_or(self.catalogue.routing.daily_budget);
-        let mut budgets =
-            vec![Budget { scope: "business:day".into(), window_start: day_start, window_end: day_end, cap: daily_cap }];
+        let mut budgets = vec![Budget {
+            scope: crate::admission::BUSINESS_DAY.into(),
+            window_start: day_start,
+            window_end: day_end,
+            cap: daily_cap,
+        }];
         if let (Some(id), Some(cap)) = (&ctx.customer_id, customer_budget) {
             let (m_start, m_end) = windows::month(tz, now);
             budgets.push(Budget {
@@ -636,7 +640,7 @@ impl Gateway {
                 .settle(job)
                 .await?
                 .into_iter()
-                .find(|(scope, window, _)| scope == "business:day" && *window == day)
+                .find(|(scope, window, _)| scope == crate::admission::BUSINESS_DAY && *window == day)
                 .map(|(_, _, spent)| Money::from_micros(spent));
         } else {
             let mut tx = self.db.begin().await?;

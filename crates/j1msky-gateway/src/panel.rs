@@ -86,7 +86,7 @@ pub async fn load(db: &Db, catalogue: &Catalogue, controls: &Controls, now: i64)
     }
     let tz: chrono_tz::Tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let (day_start, _) = windows::day(tz, now);
-    let (spent, reserved) = crate::limits::budget_state(db, "business:day", day_start).await?;
+    let (spent, reserved) = crate::limits::budget_state(db, crate::admission::BUSINESS_DAY, day_start).await?;
     let over = controls.caps.get(crate::controls::DAILY_BUDGET_SCOPE).copied().map(Money::from_micros);
     let budget = DayBudget {
         day_start,

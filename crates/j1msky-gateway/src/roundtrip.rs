@@ -14,7 +14,7 @@ use j1msky_core::Money;
 use j1msky_db::{Db, DbError};
 use serde_json::json;
 
-use crate::admission::{Budget, Cap, LeaseKind, LimitError, Reservation};
+use crate::admission::{Budget, Cap, LeaseKind, LimitError, Reservation, BUSINESS_DAY};
 use crate::ledger::Attempt;
 
 /// Why `j1msky_admit` refused: the index of the cap or budget, and for a budget what was
@@ -83,9 +83,11 @@ pub(crate) struct Settlement {
 /// A budget window's spend after a settlement: (scope, window start, spent micros).
 pub(crate) type Spent = (String, i64, i64);
 
-/// Settles every call of `batch` in one statement on `conn` (`j1msky_settle_by_key`,
-/// migration 0043); returns the spend of each window changed. The sums per window and per
-/// slice are made here, so the server reaches every row through its key.
+/// Settles every call of `batch` in one statement on `conn` (`j1msky_settle_batch`,
+/// migrations 0043 and 0048); returns the business's spend of the day after it, the only
+/// window the gateway reads back (the latest day the batch spent in; none when it spent
+/// in no day's budget). The sums per window and per slice are made here, so the server
+/// reaches every row through its key.
 pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement]) -> Result<Vec<Spent>, DbError> {
     // Windows in admission's lock order (by scope, then window), with the batch's spend.
     let mut windows: BTreeMap<(&str, i64), i64> = BTreeMap::new();
@@ -107,7 +109,9 @@ pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement])
     }
     let index: HashMap<(&str, i64), usize> = windows.keys().enumerate().map(|(i, k)| (*k, i + 1)).collect();
     let at = |scope: &str, window: i64| index.get(&(scope, window)).copied().unwrap_or(0);
-    let answer: String = sqlx::query_scalar("SELECT j1msky_settle_by_key($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+    // Windows are in key order, so the last of the day's scope is the latest day.
+    let want = windows.keys().rev().find(|(scope, _)| *scope == BUSINESS_DAY).copied();
+    let answer: String = sqlx::query_scalar("SELECT j1msky_settle_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
         .bind(text_array(windows.keys().map(|(s, _)| *s)))
         .bind(number_array(windows.keys().map(|(_, w)| *w)))
         .bind(number_array(windows.values().copied()))
@@ -117,25 +121,19 @@ pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement])
         .bind(text_array(held.iter().map(|(id, _, _)| *id)))
         .bind(number_array(held.iter().map(|(_, s, w)| at(s, *w) as i64)))
         .bind(serde_json::to_string(&rows).map_err(|e| DbError::Corrupt(format!("ledger rows: {e}")))?)
+        .bind(want.map_or(-1, |(scope, window)| at(scope, window) as i32))
         .fetch_one(conn)
         .await?;
-    let spent: Vec<&str> = if windows.is_empty() { Vec::new() } else { answer.split(',').collect() };
-    if spent.len() != windows.len() {
-        return Err(DbError::Corrupt(format!(
-            "j1msky_settle_by_key answered `{answer}` for {} windows",
-            windows.len()
-        )));
+    match want {
+        // No row for that window (or no day in the batch): nothing to report.
+        Some(_) if answer.is_empty() => Ok(Vec::new()),
+        None if answer.is_empty() => Ok(Vec::new()),
+        Some((scope, window)) => match answer.parse() {
+            Ok(value) => Ok(vec![(scope.to_string(), window, value)]),
+            Err(e) => Err(DbError::Corrupt(format!("j1msky_settle_batch answered `{answer}` for {scope}: {e}"))),
+        },
+        None => Err(DbError::Corrupt(format!("j1msky_settle_batch answered `{answer}` where nothing was asked"))),
     }
-    let mut changed = Vec::new();
-    for ((scope, window), value) in windows.keys().zip(spent) {
-        if value.is_empty() {
-            continue; // no row for that window: nothing to report
-        }
-        let value =
-            value.parse().map_err(|e| DbError::Corrupt(format!("j1msky_settle_by_key answered `{answer}`: {e}")))?;
-        changed.push((scope.to_string(), *window, value));
-    }
-    Ok(changed)
 }
 
 /// A PostgreSQL array literal of texts (`{"a","b"}`), every element quoted and escaped.
@@ -222,6 +220,144 @@ mod tests {
         assert_eq!(parse_refusal("budget 1 1135").ok(), Some(Some(Refusal::Budget(1, 1135))));
         assert!(parse_refusal("budget x").is_err());
         assert!(parse_refusal("nonsense").is_err());
+    }
+
+    fn attempt(request_id: &str, cost: i64) -> Attempt {
+        Attempt {
+            request_id: request_id.into(),
+            attempt: 1,
+            customer_id: None,
+            task_id: None,
+            team: None,
+            role: None,
+            category: None,
+            provider: "moonshot".into(),
+            model_requested: "kimi".into(),
+            model_used: "kimi".into(),
+            input_tokens: 10,
+            output_tokens: 20,
+            cost: Money::from_micros(cost),
+            latency_micros: 1,
+            outcome: "ok".into(),
+            fallback_reason: None,
+            created_at: 1,
+        }
+    }
+
+    /// A batch over two days' windows and a customer's month, one call from a slice of the
+    /// day and one from per-call reservations: every window gets its spend, and the answer
+    /// is the latest day's spend alone (its slices' included).
+    #[tokio::test]
+    async fn a_batch_answers_the_latest_days_spend_alone() {
+        use crate::admission::Leased;
+        if j1msky_db::testing::requested_backend() != j1msky_db::Backend::Postgres {
+            return; // settlement batches are PostgreSQL's (SQLite settles per call)
+        }
+        let t = j1msky_db::testing::TestDb::new().await;
+        let (day1, day2, month) = (86_400_000_000_i64, 2 * 86_400_000_000_i64, 0_i64);
+        for (scope, start, reserved, spent) in [
+            (BUSINESS_DAY, day1, 0, 700),
+            (BUSINESS_DAY, day2, 5_000 + 300, 40),
+            ("customer:c1:month", month, 300, 1_000),
+        ] {
+            sqlx::query("INSERT INTO budget_windows (scope, window_start, cap_micros, reserved_micros, spent_micros) VALUES ($1, $2, 1000000, $3, $4)")
+                .bind(scope).bind(start).bind(reserved).bind(spent)
+                .execute(t.db.pool()).await.expect("window");
+        }
+        // Another process's slice of day 2 has spent 60 already; ours holds 5,000.
+        for (id, amount, spent) in [("lease-other", 1_000, 60), ("lease-ours", 5_000, 0)] {
+            sqlx::query("INSERT INTO limit_leases (id, kind, scope, window_start, owner, amount, expires_at, spent) VALUES ($1, 'budget', $2, $3, 'o', $4, 9, $5)")
+                .bind(id).bind(BUSINESS_DAY).bind(day2).bind(amount).bind(spent)
+                .execute(t.db.pool()).await.expect("lease");
+        }
+        for (scope, start) in [(BUSINESS_DAY, day2), ("customer:c1:month", month)] {
+            sqlx::query("INSERT INTO budget_reservations (id, scope, window_start, owner, amount_micros, expires_at) VALUES ('res-2', $1, $2, 'o', 300, 9)")
+                .bind(scope).bind(start)
+                .execute(t.db.pool()).await.expect("reservation");
+        }
+        let sliced = Settlement {
+            reservation: Reservation {
+                id: "res-1".into(),
+                budgets: vec![("customer:c1:month".into(), month)],
+                amount: Money::from_micros(0),
+                leased: vec![Leased {
+                    kind: LeaseKind::Budget,
+                    scope: BUSINESS_DAY.into(),
+                    window_start: day2,
+                    lease: "lease-ours".into(),
+                    amount: 200,
+                }],
+            },
+            actual: Money::from_micros(150),
+            attempts: vec![attempt("req-1", 150)],
+        };
+        let held = Settlement {
+            reservation: Reservation {
+                id: "res-2".into(),
+                budgets: vec![(BUSINESS_DAY.into(), day2), ("customer:c1:month".into(), month)],
+                amount: Money::from_micros(300),
+                leased: vec![],
+            },
+            actual: Money::from_micros(250),
+            attempts: vec![attempt("req-2", 250)],
+        };
+        let late = Settlement {
+            reservation: Reservation {
+                id: "res-3".into(),
+                budgets: vec![(BUSINESS_DAY.into(), day1)],
+                amount: Money::from_micros(0),
+                leased: vec![],
+            },
+            actual: Money::from_micros(5),
+            attempts: vec![attempt("req-3", 5)],
+        };
+        let mut conn = t.db.pool().acquire().await.expect("connection");
+        let answer = settle(&mut conn, &[sliced, held, late]).await.expect("settled");
+        // Day 2: the window's 40 + 250 settled per call, plus the slices' 60 + 150.
+        assert_eq!(answer, vec![(BUSINESS_DAY.to_string(), day2, 40 + 250 + 60 + 150)]);
+        let windows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT scope, window_start, reserved_micros, spent_micros FROM budget_windows ORDER BY scope, window_start",
+        )
+        .fetch_all(t.db.pool())
+        .await
+        .expect("windows");
+        assert_eq!(
+            windows,
+            vec![
+                (BUSINESS_DAY.to_string(), day1, 0, 705),
+                (BUSINESS_DAY.to_string(), day2, 5_000, 290),
+                ("customer:c1:month".to_string(), month, 0, 1_400),
+            ]
+        );
+        let ours: (i64, i64) = sqlx::query_as("SELECT amount, spent FROM limit_leases WHERE id = 'lease-ours'")
+            .fetch_one(t.db.pool())
+            .await
+            .expect("lease");
+        assert_eq!(ours, (4_850, 150));
+        let (rows,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM llm_calls").fetch_one(t.db.pool()).await.expect("rows");
+        assert_eq!(rows, 3);
+        // A batch that spent in no day's budget asks for nothing and gets nothing.
+        let monthly = Settlement {
+            reservation: Reservation {
+                id: "res-4".into(),
+                budgets: vec![("customer:c1:month".into(), month)],
+                amount: Money::from_micros(0),
+                leased: vec![],
+            },
+            actual: Money::from_micros(1),
+            attempts: vec![attempt("req-4", 1)],
+        };
+        assert_eq!(settle(&mut conn, &[monthly]).await.expect("settled"), vec![]);
+        // Processes of an older build during an upgrade still get every window's spend.
+        let every: String =
+            sqlx::query_scalar("SELECT j1msky_settle_by_key($1, $2, '{0,0}', '{}', '{}', '{}', '{}', '{}', '[]')")
+                .bind(format!("{{\"{BUSINESS_DAY}\",\"customer:c1:month\"}}"))
+                .bind(format!("{{{day1},{month}}}"))
+                .fetch_one(&mut *conn)
+                .await
+                .expect("the older function");
+        assert_eq!(every, "705,1401");
     }
 
     #[test]
