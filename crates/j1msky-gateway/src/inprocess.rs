@@ -10,9 +10,12 @@
 //!
 //! Durability: a crash loses at most the ledger rows of the calls in flight and of those
 //! settled in the last [`FLUSH_INTERVAL`] plus one commit (ledger rows with their spend
-//! and the hourly counts, always together: one transaction per batch). When commits
-//! fail, rows wait in memory; past [`MAX_UNFLUSHED`] of them no call is admitted (and
-//! the operator is alerted) until the database takes them, so the loss stays bounded.
+//! and the hourly counts, always together: one transaction per batch). Past
+//! [`MAX_UNFLUSHED`] uncommitted rows no call is admitted, so the loss stays bounded: a
+//! call waits for the writer's next commit (rows that are only behind, after a burst or a
+//! slow checkpoint, are written by it and the call goes on), and is refused (and the
+//! operator alerted) when that commit fails; rows wait in memory until the database
+//! takes them.
 //! Each commit also persists the reservations held, as `reserved_micros`: after a crash
 //! the next process counts what was held as spent until the window ends, so calls that
 //! were in flight (or settled but not yet persisted) can never let a budget be overspent.
@@ -25,7 +28,7 @@ use std::time::Duration;
 use j1msky_core::clock::SECOND;
 use j1msky_core::Money;
 use j1msky_db::{Db, DbError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::ledger::{self, Attempt};
 use crate::limits::{self, Budget, Cap, LimitError, Reservation};
@@ -70,6 +73,8 @@ pub struct InProcess {
     /// Ledger rows handed to the writer and not yet committed.
     unflushed: Arc<AtomicUsize>,
     max_unflushed: usize,
+    /// Told after each commit the writer tries: whether it failed.
+    commits: watch::Receiver<bool>,
     /// Held for the life of the process: the exclusive claim on this database's limits.
     _lock: Option<std::fs::File>,
 }
@@ -111,15 +116,17 @@ impl InProcess {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let unflushed = Arc::new(AtomicUsize::new(0));
+        let (told, commits) = watch::channel(false);
         // Tracked through its channel: `flush` waits on it, shutdown flushes before
         // exiting, and the loop ends (after a last commit) when the InProcess drops.
         #[allow(clippy::disallowed_methods)]
-        tokio::spawn(write_loop(db.clone(), rx, unflushed.clone()));
+        tokio::spawn(write_loop(db.clone(), rx, unflushed.clone(), told));
         Ok(Arc::new(InProcess {
             state: Mutex::new(State::default()),
             writer: tx,
             unflushed,
             max_unflushed,
+            commits,
             _lock: lock,
         }))
     }
@@ -128,6 +135,27 @@ impl InProcess {
         // The state is only ever mutated by whole, panic-free updates; a poisoned lock
         // still holds consistent numbers.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns once fewer than `max_unflushed` ledger rows wait for the writer: at once,
+    /// or after the writer's next commits took enough of them. Refuses (the database is
+    /// not taking the rows) when a commit tried meanwhile failed, or the writer stopped.
+    async fn wait_for_the_ledger(&self) -> Result<(), LimitError> {
+        let mut commits = self.commits.clone();
+        // Seen before the count is read, so a commit after the read is not missed.
+        commits.borrow_and_update();
+        loop {
+            let unflushed = self.unflushed.load(Ordering::SeqCst);
+            if unflushed < self.max_unflushed {
+                return Ok(());
+            }
+            if commits.changed().await.is_err() || *commits.borrow_and_update() {
+                let unflushed = self.unflushed.load(Ordering::SeqCst);
+                if unflushed >= self.max_unflushed {
+                    return Err(LimitError::Backlog { unflushed });
+                }
+            }
+        }
     }
 
     /// As [`limits::admit`], decided in memory.
@@ -140,10 +168,7 @@ impl InProcess {
         now: i64,
     ) -> Result<Reservation, LimitError> {
         let (window, window_end) = j1msky_core::windows::hour(now);
-        let unflushed = self.unflushed.load(Ordering::SeqCst);
-        if unflushed >= self.max_unflushed {
-            return Err(LimitError::Backlog { unflushed });
-        }
+        self.wait_for_the_ledger().await?;
         self.load(db, caps, budgets, window).await?;
         let retry_after_secs = ((window_end - now).max(0) as u64).div_ceil(SECOND as u64);
         let mut st = self.state();
@@ -324,7 +349,12 @@ impl Batch {
     }
 }
 
-async fn write_loop(db: Db, mut rx: mpsc::UnboundedReceiver<Op>, unflushed: Arc<AtomicUsize>) {
+async fn write_loop(
+    db: Db,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    unflushed: Arc<AtomicUsize>,
+    told: watch::Sender<bool>,
+) {
     let mut batch = Batch::default();
     let mut waiters = Vec::new();
     loop {
@@ -341,24 +371,30 @@ async fn write_loop(db: Db, mut rx: mpsc::UnboundedReceiver<Op>, unflushed: Arc<
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        commit_with_retry(&db, &mut batch, &unflushed).await;
+        commit_with_retry(&db, &mut batch, &unflushed, &told).await;
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
     }
-    commit_with_retry(&db, &mut batch, &unflushed).await;
+    commit_with_retry(&db, &mut batch, &unflushed, &told).await;
 }
 
 /// Commits the batch, retrying a failed commit (the rows are kept, never dropped).
-async fn commit_with_retry(db: &Db, batch: &mut Batch, unflushed: &AtomicUsize) {
+/// Every commit tried is told to the calls waiting for the ledger.
+async fn commit_with_retry(db: &Db, batch: &mut Batch, unflushed: &AtomicUsize, told: &watch::Sender<bool>) {
     if batch.is_empty() {
         return;
     }
     let mut delay = Duration::from_millis(20);
     loop {
-        match commit(db, batch).await {
+        let result = commit(db, batch).await;
+        if result.is_ok() {
+            unflushed.fetch_sub(batch.received, Ordering::SeqCst);
+        }
+        // Sent even when unchanged: a waiting call wakes for every commit tried.
+        told.send_modify(|failed| *failed = result.is_err());
+        match result {
             Ok(()) => {
-                unflushed.fetch_sub(batch.received, Ordering::SeqCst);
                 *batch = Batch::default();
                 return;
             }

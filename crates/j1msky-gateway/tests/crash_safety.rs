@@ -136,6 +136,47 @@ async fn ledger_rows_that_cannot_be_written_stop_admission_at_a_bound_with_an_al
 }
 
 #[tokio::test]
+async fn a_ledger_only_behind_makes_calls_wait_for_its_next_commit_not_fail() {
+    let (t, catalogue, sim) = setup().await;
+    let gw = Arc::new(gateway_with(&t, &catalogue, &sim, Arc::new(SystemClock), Limits::InProcessBounded(2)));
+    gw.complete(&ctx("req_before"), None, &request()).await.expect("call");
+    gw.flush().await;
+    // Another connection holds the ledger's table: the writer's next commit waits for it,
+    // as it would behind a burst or a slow checkpoint, and two rows pile up.
+    let mut other = t.db.pool().acquire().await.expect("connection");
+    let hold = match t.db.backend() {
+        j1msky_db::Backend::Sqlite => "BEGIN IMMEDIATE",
+        j1msky_db::Backend::Postgres => "BEGIN; LOCK TABLE llm_calls IN EXCLUSIVE MODE",
+    };
+    sqlx::raw_sql(hold).execute(&mut *other).await.expect("hold the table");
+    gw.complete(&ctx("req_1"), None, &request()).await.expect("call 1");
+    gw.complete(&ctx("req_2"), None, &request()).await.expect("call 2");
+    let mut third = {
+        let gw = gw.clone();
+        tokio::spawn(async move { gw.complete(&ctx("req_3"), None, &request()).await })
+    };
+    // The third call waits at the bound instead of being refused…
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut third).await.is_err(),
+        "the call was answered while the ledger was behind"
+    );
+    // …and goes on once the commit it waits for is written.
+    sqlx::raw_sql("COMMIT").execute(&mut *other).await.expect("let go");
+    drop(other);
+    let done = third.await.expect("task").expect("admitted once the rows were written");
+    assert!(done.cost.micros() > 0);
+    gw.flush().await;
+    for id in ["req_before", "req_1", "req_2", "req_3"] {
+        assert_eq!(ledger::for_request(&t.db, id).await.expect("ledger").len(), 1, "{id} is in the ledger");
+    }
+    let (alerts,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE kind = 'ledger_backlog'")
+        .fetch_one(t.db.pool())
+        .await
+        .expect("alerts");
+    assert_eq!(alerts, 0, "a ledger that is only behind is not an alert");
+}
+
+#[tokio::test]
 async fn database_reservations_of_a_dead_process_are_released_when_they_expire() {
     let (t, catalogue, sim) = setup().await;
     let clock = ManualClock::new(SystemClock.now_micros());
