@@ -639,8 +639,7 @@ impl Gateway {
             day_spent = settler
                 .settle(job)
                 .await?
-                .into_iter()
-                .find(|(scope, window, _)| scope == crate::admission::BUSINESS_DAY && *window == day)
+                .filter(|(scope, window, _)| scope == crate::admission::BUSINESS_DAY && *window == day)
                 .map(|(_, _, spent)| Money::from_micros(spent));
         } else {
             let mut tx = self.db.begin().await?;

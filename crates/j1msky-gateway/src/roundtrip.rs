@@ -88,7 +88,7 @@ pub(crate) type Spent = (String, i64, i64);
 /// window the gateway reads back (the latest day the batch spent in; none when it spent
 /// in no day's budget). The sums per window and per slice are made here, so the server
 /// reaches every row through its key.
-pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement]) -> Result<Vec<Spent>, DbError> {
+pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement]) -> Result<Option<Spent>, DbError> {
     // Windows in admission's lock order (by scope, then window), with the batch's spend.
     let mut windows: BTreeMap<(&str, i64), i64> = BTreeMap::new();
     let mut leased: BTreeMap<(&str, &str, i64), i64> = BTreeMap::new();
@@ -126,10 +126,9 @@ pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement])
         .await?;
     match want {
         // No row for that window (or no day in the batch): nothing to report.
-        Some(_) if answer.is_empty() => Ok(Vec::new()),
-        None if answer.is_empty() => Ok(Vec::new()),
+        _ if answer.is_empty() => Ok(None),
         Some((scope, window)) => match answer.parse() {
-            Ok(value) => Ok(vec![(scope.to_string(), window, value)]),
+            Ok(value) => Ok(Some((scope.to_string(), window, value))),
             Err(e) => Err(DbError::Corrupt(format!("j1msky_settle_batch answered `{answer}` for {scope}: {e}"))),
         },
         None => Err(DbError::Corrupt(format!("j1msky_settle_batch answered `{answer}` where nothing was asked"))),
@@ -314,7 +313,7 @@ mod tests {
         let mut conn = t.db.pool().acquire().await.expect("connection");
         let answer = settle(&mut conn, &[sliced, held, late]).await.expect("settled");
         // Day 2: the window's 40 + 250 settled per call, plus the slices' 60 + 150.
-        assert_eq!(answer, vec![(BUSINESS_DAY.to_string(), day2, 40 + 250 + 60 + 150)]);
+        assert_eq!(answer, Some((BUSINESS_DAY.to_string(), day2, 40 + 250 + 60 + 150)));
         let windows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "SELECT scope, window_start, reserved_micros, spent_micros FROM budget_windows ORDER BY scope, window_start",
         )
@@ -348,7 +347,7 @@ mod tests {
             actual: Money::from_micros(1),
             attempts: vec![attempt("req-4", 1)],
         };
-        assert_eq!(settle(&mut conn, &[monthly]).await.expect("settled"), vec![]);
+        assert_eq!(settle(&mut conn, &[monthly]).await.expect("settled"), None);
         // Processes of an older build during an upgrade still get every window's spend.
         let every: String =
             sqlx::query_scalar("SELECT j1msky_settle_by_key($1, $2, '{0,0}', '{}', '{}', '{}', '{}', '{}', '[]')")

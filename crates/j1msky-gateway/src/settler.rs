@@ -28,7 +28,7 @@ use crate::roundtrip::{self, Settlement, Spent};
 /// Calls settled in one statement at most.
 pub const MAX_BATCH: usize = 256;
 
-type Reply = oneshot::Sender<Result<Vec<Spent>, String>>;
+type Reply = oneshot::Sender<Result<Option<Spent>, String>>;
 
 /// How long a batch waits at most for calls still on their way (the runtime's timer
 /// rounds it up to its next millisecond).
@@ -94,8 +94,9 @@ impl Settler {
         Expected { coming: self.coming.clone(), since: Instant::now() }
     }
 
-    /// Settles one call; returns once it is committed, with the spend of its windows.
-    pub(crate) async fn settle(&self, job: Settlement) -> Result<Vec<Spent>, DbError> {
+    /// Settles one call; returns once it is committed, with the business's spend of the
+    /// day after its batch ([`roundtrip::settle`]).
+    pub(crate) async fn settle(&self, job: Settlement) -> Result<Option<Spent>, DbError> {
         let (tx, rx) = oneshot::channel();
         self.queue.send((job, tx)).map_err(|_| DbError::Corrupt("the settlement writer has stopped".into()))?;
         match rx.await {
@@ -124,7 +125,7 @@ async fn settle(
     db: &Db,
     held: &mut Option<PoolConnection<sqlx::Any>>,
     batch: &[Settlement],
-) -> Result<Vec<Spent>, DbError> {
+) -> Result<Option<Spent>, DbError> {
     let conn = connection(db, held).await?;
     let result = roundtrip::settle(conn, batch).await;
     if result.is_err() {
