@@ -141,8 +141,12 @@ impl InProcess {
     /// or after the writer's next commits took enough of them. Refuses (the database is
     /// not taking the rows) when a commit tried meanwhile failed, or the writer stopped.
     async fn wait_for_the_ledger(&self) -> Result<(), LimitError> {
+        // Every call passes here: below the bound it costs one atomic read.
+        if self.unflushed.load(Ordering::SeqCst) < self.max_unflushed {
+            return Ok(());
+        }
         let mut commits = self.commits.clone();
-        // Seen before the count is read, so a commit after the read is not missed.
+        // Seen before the count is read again, so a commit after that read is not missed.
         commits.borrow_and_update();
         loop {
             let unflushed = self.unflushed.load(Ordering::SeqCst);
