@@ -308,7 +308,8 @@ async fn insert(
     now: i64,
 ) -> Result<(), AccountsError> {
     sqlx::query(&format!(
-        "INSERT INTO customers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, NULL, NULL, NULL, NULL, 0)"
+        "INSERT INTO customers ({COLUMNS}, search_name, search_email)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, NULL, NULL, NULL, NULL, 0, $13, $14)"
     ))
     .bind(&customer.id)
     .bind(&customer.name)
@@ -322,6 +323,8 @@ async fn insert(
     .bind(now)
     .bind(now)
     .bind(now)
+    .bind(search_key(&customer.name))
+    .bind(customer.contact_email.as_deref().map(search_key))
     .execute(&mut *conn)
     .await?;
     insert_stage_change(conn, &customer.id, None, customer.stage, actor, now).await?;
@@ -466,10 +469,11 @@ pub const SEARCH_MAX_CHARS: usize = 200;
 
 /// Customers an operator looks for by what they know of one (optionally in one stage):
 /// its id or Stripe customer id exactly, or the start of its name or contact email in any
-/// case. By name, at most `limit`. Each way is read through an index (the primary key,
-/// `customers_stripe_customer`, and migration 0047's `customers_name_lower` and
-/// `customers_email_lower`), so it costs the same at any number of customers; what was
-/// typed is compared as text, never as a pattern (`%` and `_` are themselves).
+/// case and with or without accents ([`search_key`]). By name, at most `limit`. Each way
+/// is read through an index (the primary key, `customers_stripe_customer`, and migration
+/// 0049's `customers_search_name` and `customers_search_email`), so it costs the same at
+/// any number of customers; what was typed is compared as text, never as a pattern (`%`
+/// and `_` are themselves).
 pub async fn search(db: &Db, text: &str, stage: Option<Stage>, limit: i64) -> Result<Vec<Customer>, AccountsError> {
     let text = text.trim();
     if text.is_empty() {
@@ -481,32 +485,77 @@ pub async fn search(db: &Db, text: &str, stage: Option<Stage>, limit: i64) -> Re
     if text.chars().any(char::is_control) {
         return Err(AccountsError::invalid("search", "control characters are not part of a name or an email"));
     }
-    // A prefix as a range: from the folded text up to it followed by the last code point.
-    // PostgreSQL compares it byte by byte, as its index is built (migration 0047).
-    // SQLite: the stage compared on each row found (`+`), so that the planner reads the
-    // four indexes above rather than every customer of the stage through its index.
-    let (name, email, last, in_stage) = match db.backend() {
-        j1msky_db::Backend::Sqlite => ("lower(name)", "lower(contact_email)", "char(1114111)", "+stage"),
-        j1msky_db::Backend::Postgres => {
-            ("(lower(name) COLLATE \"C\")", "(lower(contact_email) COLLATE \"C\")", "chr(1114111)", "stage")
-        }
+    // A prefix as a range of the keys, compared byte by byte on both engines (UTF-8's
+    // order is the code points'): from the folded text up to it followed by the last code
+    // point. SQLite: the stage compared on each row found (`+`), so that the planner reads
+    // the four indexes above rather than every customer of the stage through its index.
+    let from = search_key(text);
+    let to = format!("{from}{}", char::MAX);
+    let in_stage = match db.backend() {
+        j1msky_db::Backend::Sqlite => "+stage",
+        j1msky_db::Backend::Postgres => "stage",
     };
     let mut sql = format!(
         "SELECT {COLUMNS} FROM customers
          WHERE (id = $1 OR stripe_customer_id = $1
-                OR ({name} >= lower($1) AND {name} < lower($1) || {last})
-                OR ({email} >= lower($1) AND {email} < lower($1) || {last}))"
+                OR (search_name >= $3 AND search_name < $4)
+                OR (search_email >= $3 AND search_email < $4))"
     );
     if stage.is_some() {
-        sql.push_str(&format!(" AND {in_stage} = $3"));
+        sql.push_str(&format!(" AND {in_stage} = $5"));
     }
     sql.push_str(" ORDER BY name, id LIMIT $2");
-    let mut q = sqlx::query(&sql).bind(text).bind(limit);
+    let mut q = sqlx::query(&sql).bind(text).bind(limit).bind(&from).bind(&to);
     if let Some(stage) = stage {
         q = q.bind(stage.as_str());
     }
     let rows = q.fetch_all(db.pool()).await?;
     rows.iter().map(from_row).collect()
+}
+
+/// What a name or an email is found by ([`search`]): its letters without their accents
+/// (decomposed, the combining marks dropped, so `É`, `É` written as `E` and a combining
+/// acute, and `E` are one), in Unicode lower case. Letters that are not a base letter and
+/// a mark stay themselves (`ø`, `ß`, `æ`). ASCII text folds as SQL's lower() folds it,
+/// which migration 0049 relies on.
+pub fn search_key(text: &str) -> String {
+    use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
+    text.nfd().filter(|c| !is_combining_mark(*c)).flat_map(char::to_lowercase).collect()
+}
+
+/// Customers filled at a time by [`fill_search_keys`].
+const FILL_CHUNK: i64 = 500;
+
+/// Writes the search keys of every customer stored without them (migration 0049 leaves
+/// them out for names and emails beyond ASCII, which SQL cannot fold as [`search_key`]
+/// does; rows written by other means); returns how many. Run after the migrations: with
+/// nothing to fill it is one look at an index.
+pub async fn fill_search_keys(db: &Db) -> Result<u64, AccountsError> {
+    let mut filled = 0;
+    loop {
+        let rows: Vec<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT id, name, contact_email FROM customers WHERE search_name IS NULL LIMIT $1")
+                .bind(FILL_CHUNK)
+                .fetch_all(db.pool())
+                .await?;
+        if rows.is_empty() {
+            return Ok(filled);
+        }
+        let mut tx = db.begin().await?;
+        for (id, name, email) in &rows {
+            // Only a row still without keys: a customer created meanwhile has its own.
+            let done = sqlx::query(
+                "UPDATE customers SET search_name = $1, search_email = $2 WHERE id = $3 AND search_name IS NULL",
+            )
+            .bind(search_key(name))
+            .bind(email.as_deref().map(search_key))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            filled += done.rows_affected();
+        }
+        tx.commit().await?;
+    }
 }
 
 /// Customers whose last payment failed (`billing_status` set: `past_due`, `unpaid`),
@@ -683,4 +732,21 @@ pub async fn stage_history(db: &Db, id: &str) -> Result<Vec<StageChange>, Accoun
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::search_key;
+
+    #[test]
+    fn ascii_folds_as_sql_lower_does_and_accents_fold_away() {
+        // Migration 0049 fills ASCII keys with SQL's lower(): every ASCII character must
+        // fold to exactly what lower() gives it.
+        let ascii: String = (0u8..=127).map(char::from).collect();
+        assert_eq!(search_key(&ascii), ascii.to_ascii_lowercase());
+        assert_eq!(search_key("Élodie"), "elodie");
+        assert_eq!(search_key("E\u{301}LODIE"), "elodie", "a letter and a combining mark");
+        assert_eq!(search_key("Zoë MÜLLER"), "zoe muller");
+        assert_eq!(search_key("Ørsted Straße"), "ørsted straße", "letters of their own stay");
+    }
 }

@@ -623,7 +623,7 @@ async fn main() {
 
     let mut t_customers = Table::new(
         "customers",
-        "id, name, contact_email, stage, use_case, plan, chosen_teams, expected_monthly_tasks, time_zone, created_at, updated_at, stage_changed_at, stripe_customer_id, billing_status, billing_status_since, payment_method_on_file",
+        "id, name, contact_email, stage, use_case, plan, chosen_teams, expected_monthly_tasks, time_zone, created_at, updated_at, stage_changed_at, stripe_customer_id, billing_status, billing_status_since, payment_method_on_file, search_name, search_email",
     );
     let mut t_stages = Table::new("customer_stage_changes", "id, customer_id, from_stage, to_stage, actor, at");
     let mut t_subs = Table::new(
@@ -664,10 +664,12 @@ async fn main() {
         let teams_json =
             format!("[{}]", l.teams.iter().map(|t| format!("\"{}\"", cat.teams[*t].0)).collect::<Vec<_>>().join(","));
         let billing = l.plan_now.as_ref().map(|_| "ok");
+        let (name, email) = (format!("Customer {i}"), format!("owner{i}@customers.example"));
+        let keys = (j1msky_accounts::customers::search_key(&name), j1msky_accounts::customers::search_key(&email));
         t_customers.push([
             id.clone().into(),
-            format!("Customer {i}").into(),
-            format!("owner{i}@customers.example").into(),
+            name.into(),
+            email.into(),
             stage.into(),
             V::N,
             l.plan_now.clone().into(),
@@ -681,6 +683,8 @@ async fn main() {
             billing.into(),
             billing.map(|_| last_at).into(),
             i64::from(l.stripe).into(),
+            keys.0.into(),
+            keys.1.into(),
         ]);
         for (at, from, to) in &l.stages {
             n_stage += 1;

@@ -57,6 +57,11 @@ pub async fn open_db(g: &Globals) -> Result<Db, Failure> {
         .await
         .with_context(|| format!("cannot open the database {}", redact(&g.database_url)))?;
     db.migrate().await.context("cannot apply database migrations")?;
+    // Keys migration 0049 could not fold in SQL (names beyond ASCII); none left: one probe.
+    let filled = j1msky_accounts::customers::fill_search_keys(&db).await.context("cannot fill customer search keys")?;
+    if filled > 0 {
+        tracing::info!(customers = filled, "customer search keys filled");
+    }
     Ok(db)
 }
 

@@ -129,6 +129,17 @@ async fn operator_manages_customers_users_and_keys_from_the_command_line() {
     assert_eq!(cli.json(&["customer", "list", "--search", "acme", "--stage", "lead"]), serde_json::json!([]));
     let out = cli.run(&["customer", "list", "--search", " "]);
     assert!(!out.status.success() && text(&out.stderr).contains("search"), "{}", text(&out.stderr));
+    // A customer stored without search keys (before migration 0049, a name beyond ASCII):
+    // the binary fills them when it opens the database, so the next search finds it.
+    let db = j1msky_db::Db::connect(&cli.url).await.expect("db");
+    sqlx::query("UPDATE customers SET name = 'Åcme Robotics', search_name = NULL, search_email = NULL")
+        .execute(db.pool())
+        .await
+        .expect("keys cleared");
+    db.close().await;
+    let found = cli.json(&["customer", "list", "--search", "ACME ROB"]);
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(found[0]["name"], "Åcme Robotics");
 
     // Users: a member with a password from stdin; duplicate emails refused case-insensitively.
     let member = cli.run_with_stdin(
