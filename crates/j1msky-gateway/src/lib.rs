@@ -21,6 +21,7 @@ mod roundtrip;
 mod settler;
 mod stream;
 
+pub use admission::BUSINESS_DAY;
 pub use builder::{GatewayBuilder, Limits};
 pub use error::GatewayError;
 pub use gateway::{CallContext, Completed, Gateway, ProviderOverride, RetryPolicy, TERMS_TTL};

@@ -59,8 +59,10 @@ async fn render(
             gw.flush().await;
         }
         let mut p = panel::load(&state.db, &state.catalogue, &c, now).await?;
-        if let Some(reserved) =
-            state.gateway.as_ref().and_then(|gw| gw.reserved_in_process("business:day", p.budget.day_start))
+        if let Some(reserved) = state
+            .gateway
+            .as_ref()
+            .and_then(|gw| gw.reserved_in_process(j1msky_gateway::BUSINESS_DAY, p.budget.day_start))
         {
             p.budget.reserved = reserved;
         }
