@@ -160,7 +160,13 @@ pub async fn downgrade(
             format!("{} is not cheaper than the current plan: upgrade instead", target.name),
         ));
     }
-    let current_price = price_of(db, sub.plan.as_deref().unwrap_or_default()).await?;
+    if target.custom_limits {
+        return Err(BillingError::invalid("plan", format!("{} is sold by contract: ask us for one", target.name)));
+    }
+    // Until the period ends the customer pays what they pay now: a contract's own price.
+    let (from_id, from) =
+        sub.plan.as_deref().zip(from).ok_or_else(|| BillingError::invalid("plan", "no current plan"))?;
+    let current_price = crate::contracts::price_for(db, stripe, catalogue, customer_id, from_id, from).await?;
     let price = price_of(db, plan).await?;
     let schedule = match &sub.schedule_id {
         Some(s) => s.clone(),
@@ -227,7 +233,8 @@ pub async fn resume(db: &Db, stripe: &Stripe, catalogue: &Catalogue, customer_id
         return Err(BillingError::invalid("subscription", "not paused"));
     }
     let back = sub.paused_from_plan.clone().unwrap_or_else(|| "starter".into());
-    let price = price_of(db, &back).await?;
+    let plan = plan_checked(catalogue, &back)?;
+    let price = crate::contracts::price_to_resume(db, stripe, catalogue, customer_id, &back, plan).await?;
     let meta = json!({"j1msky_paused_from": "", "j1msky_resume_at": ""});
     swap(stripe, &sub, &price, "always_invoice", meta, &format!("j1msky-resume-{}-{}", sub.id, sub.version)).await?;
     Ok(())

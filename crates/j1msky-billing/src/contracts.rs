@@ -15,7 +15,8 @@ pub fn lookup_key(customer_id: &str) -> String {
 }
 
 /// The Stripe price a customer is billed for `plan`: the catalogue's, or for a plan sold
-/// by contract the customer's own contract price (refused without a contract).
+/// by contract the customer's own contract price (refused without a contract, or when
+/// the customer is not on that plan: the contract was agreed for it).
 pub async fn price_for(
     db: &Db,
     stripe: &Stripe,
@@ -24,14 +25,46 @@ pub async fn price_for(
     plan_id: &str,
     plan: &Plan,
 ) -> Result<String, BillingError> {
+    price_on(db, stripe, catalogue, customer_id, plan_id, plan, None).await
+}
+
+/// [`price_for`] the plan a paused subscription returns to: the customer's plan is the
+/// pause plan meanwhile, and a plan sold by contract comes back at the contract's price,
+/// never the catalogue's list price.
+pub async fn price_to_resume(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    plan_id: &str,
+    plan: &Plan,
+) -> Result<String, BillingError> {
+    price_on(db, stripe, catalogue, customer_id, plan_id, plan, Some(&catalogue.pause_plan)).await
+}
+
+/// [`price_for`], a contract also applying while the customer is on `paused` instead.
+async fn price_on(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    plan_id: &str,
+    plan: &Plan,
+    paused: Option<&str>,
+) -> Result<String, BillingError> {
     if !plan.custom_limits {
         return sync::stored_id(db, &format!("price:{plan_id}")).await?.ok_or_else(|| {
             BillingError::Config(format!("no Stripe price for `{plan_id}`: run `j1msky stripe sync` first"))
         });
     }
     let customer = j1msky_accounts::customers::get(db, customer_id).await?;
-    let price =
-        customer.contract.monthly_price.filter(|_| customer.plan.as_deref() == Some(plan_id)).ok_or_else(|| {
+    let price = customer
+        .contract
+        .monthly_price
+        .filter(|_| {
+            customer.plan.as_deref() == Some(plan_id) || (paused.is_some() && customer.plan.as_deref() == paused)
+        })
+        .ok_or_else(|| {
             BillingError::invalid(
                 "plan",
                 format!("{} is sold by contract: ask us for one, and it appears here once agreed", plan.name),

@@ -385,3 +385,110 @@ async fn a_changed_contract_price_is_what_stripe_bills_from_then_on() {
         Some("enterprise")
     );
 }
+
+/// The contract price of `id`'s Stripe price (made at checkout), by its metadata.
+async fn contract_price_id(stripe: &j1msky_billing::Stripe, id: &str) -> String {
+    let prices = stripe.get("prices", &json!({"product": "j1msky_enterprise", "limit": 100})).await.expect("prices");
+    let theirs: Vec<&Value> = prices["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|p| p["metadata"]["j1msky_customer"].as_str() == Some(id) && p["active"].as_bool() == Some(true))
+        .collect();
+    assert_eq!(theirs.len(), 1, "{prices}");
+    theirs[0]["id"].as_str().expect("price id").to_string()
+}
+
+async fn change(app: &TestApp, browser: &reqwest::Client, token: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    let mut all = vec![("csrf_token", token)];
+    all.extend_from_slice(form);
+    browser.post(app.url("/app/billing/change")).form(&all).send().await.expect("change")
+}
+
+/// A pause and a resume (the owner's, or the timer's on its date) returned a contract
+/// customer to the catalogue's list price of the plan, far below the contract's: the
+/// rest of the period was invoiced at it, and the contract price came back only from the
+/// next invoice (the contract sync moves prices without proration).
+#[tokio::test]
+async fn a_paused_contract_subscription_resumes_at_the_contract_price() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let (id, browser, token) = enterprise_owner(&app, Some("1500.00")).await;
+    let session = checkout(&app, &browser, &token, "enterprise").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    let theirs = contract_price_id(&stripe, &id).await;
+    for round in 0..2 {
+        // Stripe's clock moves on too: each change is an event later than the last.
+        control(&fake, "clock", json!({"advance_secs": 60})).await;
+        let r = change(&app, &browser, &token, &[("action", "pause"), ("resume_days", "30")]).await;
+        assert!(r.status().is_redirection(), "pause {round}: {}", r.status());
+        settle(&app, &fake).await;
+        assert_eq!(status_plan(&app, &id).await, Some("paused".into()));
+        control(&fake, "clock", json!({"advance_secs": 60})).await;
+        if round == 0 {
+            let r = change(&app, &browser, &token, &[("action", "resume")]).await;
+            assert!(r.status().is_redirection(), "resume: {} {}", r.status(), r.text().await.unwrap_or_default());
+        } else {
+            // The timer's resume, on the date.
+            app.clock.advance_secs(31 * 86_400);
+            control(&fake, "clock", json!({"advance_secs": 31 * 86_400})).await;
+            let now = app.now() / 1_000_000;
+            let n = j1msky_billing::changes::resume_due(&app.db, &stripe, &app.catalogue, now).await.expect("due");
+            assert_eq!(n, 1);
+        }
+        settle(&app, &fake).await;
+        let m = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub");
+        let remote = stripe.get(&format!("subscriptions/{}", m.id), &Value::Null).await.expect("sub");
+        assert_eq!(m.plan.as_deref(), Some("enterprise"), "round {round}: {remote}");
+        let remote = stripe.get(&format!("subscriptions/{}", m.id), &Value::Null).await.expect("sub");
+        assert_eq!(remote["items"]["data"][0]["price"]["id"].as_str(), Some(theirs.as_str()), "round {round}");
+        assert_eq!(remote["items"]["data"][0]["price"]["unit_amount"].as_i64(), Some(150_000), "round {round}");
+    }
+}
+
+/// A contract customer moving down to a catalogue plan keeps paying the contract price
+/// until the period ends: the schedule's first phase is the contract price, not the
+/// plan's list price. And no form moves anyone down onto a plan sold by contract.
+#[tokio::test]
+async fn a_contract_customers_downgrade_keeps_the_contract_price_until_the_period_ends() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let (id, browser, token) = enterprise_owner(&app, Some("1500.00")).await;
+    let session = checkout(&app, &browser, &token, "enterprise").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    let theirs = contract_price_id(&stripe, &id).await;
+    let r = change(&app, &browser, &token, &[("action", "downgrade"), ("plan", "pro")]).await;
+    assert!(r.status().is_redirection(), "downgrade: {} {}", r.status(), r.text().await.unwrap_or_default());
+    settle(&app, &fake).await;
+    let m = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub");
+    let schedule = m.schedule_id.clone().expect("a schedule");
+    let remote = stripe.get(&format!("subscription_schedules/{schedule}"), &Value::Null).await.expect("schedule");
+    let first = &remote["phases"][0]["items"][0]["price"];
+    let first = first["id"].as_str().or(first.as_str());
+    assert_eq!(first, Some(theirs.as_str()), "{remote}");
+    let sub = stripe.get(&format!("subscriptions/{}", m.id), &Value::Null).await.expect("sub");
+    assert_eq!(sub["items"]["data"][0]["price"]["unit_amount"].as_i64(), Some(150_000), "{sub}");
+}
+
+/// The days of a pause are a whole number from 1 to 366; anything else is refused naming
+/// the field, and no Stripe call is made (it was read as 30 days, or overflowed).
+#[tokio::test]
+async fn a_pause_of_an_impossible_number_of_days_is_refused_naming_the_field() {
+    let (app, fake, _stripe) = spawn_app_with_stripe().await;
+    let (id, browser, token) = signed_in_owner(&app, "Pauser").await;
+    let session = checkout(&app, &browser, &token, "pro").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    for days in ["9223372036854775807", "-5", "0", "367", "thirty", "1.5", ""] {
+        let r = change(&app, &browser, &token, &[("action", "pause"), ("resume_days", days)]).await;
+        assert_eq!(r.status(), 422, "{days:?}");
+        let body = r.text().await.expect("body");
+        assert!(body.contains("resume_days"), "{days:?}: {body}");
+    }
+    settle(&app, &fake).await;
+    assert_eq!(status_plan(&app, &id).await, Some("pro".into()), "never paused");
+}
+
+async fn status_plan(app: &TestApp, id: &str) -> Option<String> {
+    j1msky_billing::changes::current(&app.db, id).await.expect("current").expect("sub").plan
+}

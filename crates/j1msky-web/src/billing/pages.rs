@@ -197,10 +197,10 @@ pub async fn change(
     let done = match form.get("action").map(String::as_str) {
         Some("upgrade") => changes::upgrade(db, &stripe, cat, &cid, &plan).await,
         Some("downgrade") => changes::downgrade(db, &stripe, cat, &cid, &plan).await,
-        Some("pause") => {
-            let days: i64 = form.get("resume_days").and_then(|d| d.parse().ok()).unwrap_or(30);
-            changes::pause(db, &stripe, cat, &cid, now + days * 86_400, now).await
-        }
+        Some("pause") => match pause_days(form.get("resume_days").map(String::as_str)) {
+            Ok(days) => changes::pause(db, &stripe, cat, &cid, now + days * 86_400, now).await,
+            Err(e) => Err(e),
+        },
         Some("resume") => changes::resume(db, &stripe, cat, &cid).await,
         other => Err(BillingError::invalid(
             "action",
@@ -210,6 +210,16 @@ pub async fn change(
     match done {
         Ok(()) => Redirect::to("/app/billing?notice=requested").into_response(),
         Err(e) => error_page_for(&state, Some(&s), e),
+    }
+}
+
+/// The days a pause lasts: 30 when the form leaves them out, else a whole number from 1
+/// to 366 (a year and a day is the longest pause `changes::pause` takes).
+fn pause_days(given: Option<&str>) -> Result<i64, BillingError> {
+    let Some(text) = given else { return Ok(30) };
+    match text.trim().parse::<u16>() {
+        Ok(days @ 1..=366) => Ok(i64::from(days)),
+        _ => Err(BillingError::invalid("resume_days", format!("`{text}` is not a number of days from 1 to 366"))),
     }
 }
 
