@@ -8,8 +8,8 @@ use j1msky_accounts::access;
 use j1msky_audit::Actor;
 use j1msky_core::catalogue::Catalogue;
 use j1msky_core::events::{
-    ChargeRefunded, CheckoutOutcome, CustomerSubscriptionState, InvoicePaymentFailed, Kind, SubscriptionCancelled,
-    SubscriptionChange, SubscriptionTrialWillEnd, TrialNotice, Typed,
+    ChargeRefunded, CheckoutOutcome, CustomerSubscriptionState, Kind, SubscriptionCancelled, SubscriptionChange,
+    SubscriptionTrialWillEnd, TrialNotice, Typed,
 };
 use j1msky_core::vocab::Stage;
 use j1msky_db::{outbox, Backend};
@@ -67,18 +67,7 @@ pub async fn event(
         "invoice.voided" | "invoice.marked_uncollectible" => {
             crate::invoices::given_up(conn, backend, obj, &env.kind, env.created, now).await
         }
-        "invoice.payment_failed" => {
-            let (_, customer) = owner(conn, obj).await?;
-            let event = InvoicePaymentFailed {
-                invoice: obj["id"].as_str().map(String::from),
-                subscription: id_of(&obj["subscription"]),
-                amount_due: obj["amount_due"].as_i64(),
-                attempt_count: obj["attempt_count"].as_i64(),
-                next_payment_attempt: obj["next_payment_attempt"].as_i64(),
-            };
-            outbox::emit_typed(conn, backend, event, customer.as_deref(), now).await?;
-            Ok(())
-        }
+        "invoice.payment_failed" => crate::invoices::failed(conn, backend, obj, now).await,
         "charge.refunded" => refund(conn, backend, obj, env.created, now).await,
         "customer.updated" => customer_updated(conn, backend, obj, now).await,
         // Stored and acknowledged; nothing of ours depends on it.

@@ -3,7 +3,7 @@
 //! pay-per-task charge on it (so usage is revenue when paid, once per charge). A voided
 //! or uncollectible invoice books nothing and takes back any usage booked before.
 
-use j1msky_core::events::{InvoiceGivenUp, InvoicePaid, Typed};
+use j1msky_core::events::{InvoiceGivenUp, InvoicePaid, InvoicePaymentFailed, Typed};
 use j1msky_db::{outbox, Backend};
 use j1msky_tasks::charges::{self, Reference};
 use serde_json::Value;
@@ -111,6 +111,7 @@ pub(crate) async fn paid(
     let currency = obj["currency"].as_str().unwrap_or("usd");
     let paid_at = obj["status_transitions"]["paid_at"].as_i64().unwrap_or(created).saturating_mul(1_000_000);
     let mut usage = 0;
+    let mut owing = std::collections::BTreeSet::new();
     for l in lines {
         let Some((charge, charge_customer, amount)) = usage_charge(conn, l).await? else { continue };
         if customer.as_deref().is_some_and(|c| c != charge_customer) {
@@ -126,6 +127,10 @@ pub(crate) async fn paid(
             book(conn, &source, "usage_charge", Some(&charge_customer), sc, -reversed, currency, paid_at, now).await?;
         }
         mark_charge(conn, &charge, id, "paid").await?;
+        owing.insert(charge_customer);
+    }
+    for c in &owing {
+        owed_standing(conn, backend, c, now).await?;
     }
     let amount = obj["amount_paid"].as_i64().unwrap_or(0).saturating_sub(usage).max(0);
     let inserted = sqlx::query(
@@ -174,6 +179,7 @@ pub(crate) async fn given_up(
     let status = if kind == "invoice.voided" { "void" } else { "uncollectible" };
     let currency = obj["currency"].as_str().unwrap_or("usd");
     let mut reversed = 0;
+    let mut owing = std::collections::BTreeSet::new();
     for l in lines {
         let Some((charge, charge_customer, _)) = usage_charge(conn, l).await? else { continue };
         if customer.as_deref().is_some_and(|c| c != charge_customer) {
@@ -202,6 +208,10 @@ pub(crate) async fn given_up(
             }
         }
         mark_charge(conn, &charge, id, status).await?;
+        owing.insert(charge_customer);
+    }
+    for c in &owing {
+        owed_standing(conn, backend, c, now).await?;
     }
     let detail = InvoiceGivenUp {
         invoice: id.into(),
@@ -212,5 +222,71 @@ pub(crate) async fn given_up(
     let event =
         if kind == "invoice.voided" { Typed::InvoiceVoided(detail) } else { Typed::InvoiceMarkedUncollectible(detail) };
     outbox::emit_typed(conn, backend, event, customer.as_deref(), now).await?;
+    Ok(())
+}
+
+/// `invoice.payment_failed`: announced (the dunning mail reacts to it); for an invoice of
+/// pay-per-task charges, the charges are marked failing and the customer's standing
+/// follows ([`owed_standing`]), so a card that keeps declining ends in the grace period a
+/// failed subscription payment has. A subscription's own invoice is the subscription's
+/// status to tell (`past_due`, through its update).
+pub(crate) async fn failed(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    obj: &Value,
+    now: i64,
+) -> Result<(), BillingError> {
+    let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("invoice: `id` missing".into()))?;
+    let (_, customer) = owner(conn, obj).await?;
+    let event = InvoicePaymentFailed {
+        invoice: Some(id.to_string()),
+        subscription: id_of(&obj["subscription"]),
+        amount_due: obj["amount_due"].as_i64(),
+        attempt_count: obj["attempt_count"].as_i64(),
+        next_payment_attempt: obj["next_payment_attempt"].as_i64(),
+    };
+    outbox::emit_typed(conn, backend, event, customer.as_deref(), now).await?;
+    // Paid already: this notice is of an earlier attempt.
+    if booked(conn, id).await?.is_some() {
+        return Ok(());
+    }
+    let mut owing = std::collections::BTreeSet::new();
+    for l in crate::invoice_lines::embedded(obj)? {
+        let Some((charge, charge_customer, _)) = usage_charge(conn, l).await? else { continue };
+        if customer.as_deref().is_some_and(|c| c != charge_customer) {
+            continue;
+        }
+        charges::mark_payment_failed(conn, &charge, id).await?;
+        owing.insert(charge_customer);
+    }
+    for c in &owing {
+        owed_standing(conn, backend, c, now).await?;
+    }
+    Ok(())
+}
+
+/// A pay-per-task customer's payment standing from what its usage invoices say
+/// (`charges::owed_standing`), recorded on the customer (`access::set_billing_status`:
+/// `past_due` starts the grace period, `unpaid` restricts). A customer with a live
+/// subscription is left alone: its subscription's status is its standing.
+async fn owed_standing(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    customer: &str,
+    now: i64,
+) -> Result<(), BillingError> {
+    let (live,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM subscriptions WHERE customer_id = $1
+           AND status IN ('active', 'past_due', 'unpaid', 'trialing', 'paused')",
+    )
+    .bind(customer)
+    .fetch_one(&mut *conn)
+    .await?;
+    if live > 0 {
+        return Ok(());
+    }
+    let standing = charges::owed_standing(conn, customer).await?;
+    let actor = j1msky_audit::Actor("stripe".into());
+    j1msky_accounts::access::set_billing_status(conn, backend, &actor, customer, standing, now).await?;
     Ok(())
 }

@@ -223,6 +223,43 @@ pub async fn set_invoice_status(
     Ok(())
 }
 
+/// Records that the payment of `invoice`, which bills charge `id`, failed (Stripe retries
+/// it). Only a charge still open (or already failing) moves: a late notice of a failed
+/// attempt leaves one paid, voided or written off as it is.
+pub async fn mark_payment_failed(conn: &mut AnyConnection, id: &str, invoice: &str) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE usage_charges SET stripe_invoice_id = $1, invoice_status = 'payment_failed'
+         WHERE id = $2 AND COALESCE(invoice_status, 'open') IN ('open', 'payment_failed')",
+    )
+    .bind(invoice)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Inside the caller's transaction: what `customer_id` owes for its pay-per-task usage,
+/// as a payment standing: `unpaid` when an invoice of its charges was written off
+/// (uncollectible), `past_due` when one's payment failed and is being retried, `None`
+/// when every invoice of its charges is paid, open or voided.
+pub async fn owed_standing(conn: &mut AnyConnection, customer_id: &str) -> Result<Option<&'static str>, DbError> {
+    let (written_off, failing): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(CASE WHEN invoice_status = 'uncollectible' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN invoice_status = 'payment_failed' THEN 1 ELSE 0 END), 0)
+         FROM usage_charges WHERE customer_id = $1 AND invoice_status IN ('uncollectible', 'payment_failed')",
+    )
+    .bind(customer_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(if written_off > 0 {
+        Some("unpaid")
+    } else if failing > 0 {
+        Some("past_due")
+    } else {
+        None
+    })
+}
+
 /// Every charge for a day of direct API calls: (customer, `YYYY-MM-DD`, amount in
 /// micro-USD), by customer and day (the insights rebuild reads them).
 pub async fn api_days(db: &Db) -> Result<Vec<(String, String, i64)>, DbError> {

@@ -185,3 +185,90 @@ async fn items_stripe_already_invoiced_are_recognised_rather_than_refused_every_
     assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-12", app.now()).await.expect("later"), 0);
     assert_eq!(fake_state(&fake).await["objects"]["invoice"], 1);
 }
+
+/// Whether `customer` may use the service now, as admission decides it.
+async fn admitted(app: &common::TestApp, customer: &str) -> bool {
+    let c = j1msky_accounts::customers::get(&app.db, customer).await.expect("customer");
+    j1msky_accounts::access::admit(&app.catalogue, &j1msky_accounts::access::Standing::of(&c), app.now()).is_ok()
+}
+
+async fn standing(app: &common::TestApp, customer: &str) -> Option<String> {
+    j1msky_accounts::customers::get(&app.db, customer).await.expect("customer").billing_status
+}
+
+/// A pay-per-task customer's failed invoice used to change nothing but the dunning mail:
+/// with a card on file that declines, they kept using the service (and spending the
+/// business's caps and budget) for good. Now a failed pay-per-task invoice puts them
+/// past due (the grace period of a failed subscription payment applies), one written off
+/// restricts them at once, and paying what they owe clears it.
+#[tokio::test]
+async fn a_pay_per_task_customer_whose_invoice_fails_is_refused_after_the_grace_period() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let late = customer(&app, "Late Payer").await;
+    let gone = customer(&app, "Written Off").await;
+    let fine = customer(&app, "Pays Fine").await;
+    let mut stripe_ids = Vec::new();
+    for c in [&late, &gone, &fine] {
+        let sc = usage::ensure_stripe_customer(&app.db, &stripe, c, app.now()).await.expect("sc");
+        let mut conn = app.db.pool().acquire().await.expect("conn");
+        j1msky_accounts::access::set_payment_method(&mut conn, app.db.backend(), c, true, app.now())
+            .await
+            .expect("card on file");
+        drop(conn);
+        for i in 0..2 {
+            charged_task(&app, c, &format!("tsk_{}_{i}", &c[4..]), 1_000_000).await;
+        }
+        stripe_ids.push(sc);
+    }
+    for c in [&late, &gone, &fine] {
+        assert!(admitted(&app, c).await, "pay-per-task with a card on file");
+    }
+    for sc in &stripe_ids[..2] {
+        control(&fake, &format!("customers/{sc}/card"), json!({"declines": true})).await;
+    }
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("report"), 6);
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-11", app.now()).await.expect("invoice"), 3);
+    settle(&app, &fake, &stripe).await;
+    assert_eq!(standing(&app, &fine).await, None);
+    for c in [&late, &gone] {
+        assert_eq!(standing(&app, c).await.as_deref(), Some("past_due"), "a failed invoice");
+        assert!(admitted(&app, c).await, "within the grace period");
+    }
+    let failed: Vec<(String, String)> = sqlx::query_as(
+        "SELECT e.object_id, c.id FROM stripe_events e JOIN customers c ON e.payload LIKE '%' || c.stripe_customer_id || '%'
+         WHERE e.type = 'invoice.payment_failed' AND c.id IN ($1, $2)",
+    )
+    .bind(&late)
+    .bind(&gone)
+    .fetch_all(app.db.pool())
+    .await
+    .expect("failed invoices");
+    assert_eq!(failed.len(), 2);
+    let invoice_of = |c: &str| failed.iter().find(|(_, who)| who == c).map(|(i, _)| i.clone()).expect("invoice");
+    // Written off: restricted at once.
+    control(&fake, &format!("invoices/{}/uncollectible", invoice_of(&gone)), json!({})).await;
+    settle(&app, &fake, &stripe).await;
+    assert_eq!(standing(&app, &gone).await.as_deref(), Some("unpaid"));
+    assert!(!admitted(&app, &gone).await, "written off: refused");
+    // The grace period ends: the late payer is refused too; the one who pays is not.
+    let grace = i64::from(app.catalogue.stripe.past_due_grace_days) * 86_400 + 60;
+    app.clock.advance_secs(grace);
+    control(&fake, "clock", json!({"advance_secs": grace})).await;
+    assert!(!admitted(&app, &late).await, "past due after the grace period: refused");
+    assert!(admitted(&app, &fine).await);
+    // Each fixes the card and the invoice is paid (Stripe's retry, or the hosted invoice
+    // page): paid up, admitted again.
+    for (c, sc) in [(&late, &stripe_ids[0]), (&gone, &stripe_ids[1])] {
+        control(&fake, &format!("customers/{sc}/card"), json!({"declines": false})).await;
+        stripe
+            .post(&format!("invoices/{}/pay", invoice_of(c)), &json!({}), &format!("test-pay-{c}"))
+            .await
+            .expect("pay");
+    }
+    settle(&app, &fake, &stripe).await;
+    for c in [&late, &gone] {
+        assert_eq!(standing(&app, c).await, None, "paid up");
+        assert!(admitted(&app, c).await);
+    }
+    assert_eq!(ledger(&app, &late).await, 200, "its usage is revenue once paid");
+}

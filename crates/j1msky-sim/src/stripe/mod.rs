@@ -92,6 +92,16 @@ impl ApiError {
             param: Some(param.into()),
         }
     }
+    /// Stripe's answer to a charge the card refuses (HTTP 402).
+    pub(crate) fn card_declined() -> ApiError {
+        ApiError {
+            status: StatusCode::PAYMENT_REQUIRED,
+            kind: "card_error",
+            code: "card_declined",
+            message: "Your card was declined.".into(),
+            param: None,
+        }
+    }
     pub(crate) fn missing(what: &str, id: &str) -> ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,

@@ -60,6 +60,7 @@ fn route(s: &mut Store, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
         ("POST", ["v1", "subscription_schedules", id, "release"]) => flows::release_schedule(s, id),
         ("GET", ["v1", "invoices", id]) => s.get("in_", "invoice", id),
         ("GET", ["v1", "invoices", id, "lines"]) => super::invoices::invoice_lines(s, id, p),
+        ("POST", ["v1", "invoices", id, "pay"]) => super::invoices::pay(s, id),
         ("GET", ["v1", "charges", id]) => s.get("ch_", "charge", id),
         ("GET", ["v1", "events"]) => list_events(s, p),
         ("GET", ["v1", "events", id]) => s.get("evt_", "event", id).or_else(|_| {
