@@ -75,7 +75,7 @@ async fn apply_state(conn: &mut AnyConnection, backend: Backend, event: &Event, 
     // Never dated before the stage it replaces (events of two subscriptions out of order).
     let at = state.at.max(row.try_get::<i64, _>(2)?);
     if let Some(plan) = state.plan.filter(|p| current_plan.as_deref() != Some(p.as_str())) {
-        sqlx::query("UPDATE customers SET plan = $1, updated_at = $2 WHERE id = $3")
+        sqlx::query("UPDATE customers SET plan = $1, updated_at = $2, plan_since = COALESCE(plan_since, CASE WHEN plan IS NULL THEN $2 END) WHERE id = $3")
             .bind(&plan)
             .bind(now)
             .bind(customer_id)

@@ -199,7 +199,7 @@ pub async fn start_in(
             .await?;
     }
     if customer.plan.as_deref() != Some(t.plan.as_str()) {
-        sqlx::query("UPDATE customers SET plan = $1, updated_at = $2 WHERE id = $3")
+        sqlx::query("UPDATE customers SET plan = $1, updated_at = $2, plan_since = COALESCE(plan_since, CASE WHEN plan IS NULL THEN $2 END) WHERE id = $3")
             .bind(&t.plan)
             .bind(now)
             .bind(customer_id)

@@ -34,11 +34,13 @@ pub async fn meter_api_calls(db: &Db, catalogue: &Catalogue, now: i64) -> Result
     let until = (now - SETTLE_MARGIN_MICROS).div_euclid(DAY_MICROS) * DAY_MICROS;
     let since = until - LOOKBACK_DAYS * DAY_MICROS;
     // Customers without a plan are the pay-per-task ones (admission lets them in only
-    // with a payment method on file); calls made for a task are billed with the task.
+    // with a payment method on file), and so were those with one for the calls they made
+    // before it started (`customers.plan_since`, migration 0051); calls made for a task
+    // are billed with the task.
     let rows = sqlx::query(&format!(
         "SELECT l.customer_id, l.created_at / {DAY_MICROS} AS day, CAST(SUM(l.cost_micros) AS BIGINT)
          FROM llm_calls l JOIN customers c ON c.id = l.customer_id
-         WHERE l.task_id IS NULL AND c.plan IS NULL AND l.cost_micros > 0
+         WHERE l.task_id IS NULL AND (c.plan IS NULL OR l.created_at < c.plan_since) AND l.cost_micros > 0
            AND l.created_at >= $1 AND l.created_at < $2
          GROUP BY l.customer_id, l.created_at / {DAY_MICROS}"
     ))

@@ -391,8 +391,8 @@ pub async fn submit(
     }
     let inserted = sqlx::query(
         "INSERT INTO tasks (id, customer_id, team, category, template, title, prompt, priority, state, attempts,
-             failures, not_before, idempotency_key, queued_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, 0, $9, $10, $9)
+             failures, not_before, idempotency_key, queued_at, pay_per_task)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, 0, $9, $10, $9, $11)
          ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
     )
     .bind(&id)
@@ -405,6 +405,7 @@ pub async fn submit(
     .bind(input.priority.rank(sla))
     .bind(now)
     .bind(idempotency_key)
+    .bind(i64::from(matches!(admitted, access::Admitted::PayPerTask)))
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -480,18 +481,24 @@ pub async fn get(db: &Db, id: &str, customer: Option<&str>) -> Result<TaskDetail
     Ok(detail)
 }
 
-/// Pay-per-task work is delivered with its charge: a customer without a plan sees its
-/// steps' outputs once the task has succeeded (and so was charged), not while it runs nor
-/// after it failed or was cancelled. Otherwise cancelling a task after its first step, or
-/// a prompt written to be rejected twice, would deliver the work unpaid. Subscribers pay
-/// through their plan and see everything; so does the operator (no `customer`).
+/// Pay-per-task work is delivered with its charge: a task admitted as pay-per-task shows
+/// its customer its steps' outputs once it has succeeded (and so was charged), not while
+/// it runs nor after it failed or was cancelled, whatever plan the customer has since
+/// (migration 0050's `tasks.pay_per_task`). Otherwise cancelling a task after its first
+/// step, or a prompt written to be rejected twice, would deliver the work unpaid, and a
+/// trial started later would deliver all of it. Tasks of a plan are paid through it and
+/// show everything; so does the operator's view (no `customer`).
 async fn withhold_unpaid_work(db: &Db, customer: &str, detail: &mut TaskDetail) -> Result<(), TaskError> {
     if detail.task.state == TaskState::Succeeded {
         return Ok(());
     }
-    let plan: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT plan FROM customers WHERE id = $1").bind(customer).fetch_optional(db.pool()).await?;
-    if matches!(plan, Some((None,))) {
+    let paid_per_task: Option<(i64,)> =
+        sqlx::query_as("SELECT pay_per_task FROM tasks WHERE id = $1 AND customer_id = $2")
+            .bind(&detail.task.id)
+            .bind(customer)
+            .fetch_optional(db.pool())
+            .await?;
+    if matches!(paid_per_task, Some((1,))) {
         for s in &mut detail.steps {
             s.output.clear();
             s.output_withheld = true;

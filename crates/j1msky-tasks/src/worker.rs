@@ -498,13 +498,14 @@ impl Worker {
                 None => Outcome::Lost,
             });
         }
-        let plan: Option<String> = sqlx::query("SELECT plan FROM customers WHERE id = $1")
-            .bind(&c.customer_id)
+        let pay_per_task: i64 = sqlx::query("SELECT pay_per_task FROM tasks WHERE id = $1")
+            .bind(&c.id)
             .fetch_one(self.db.pool())
             .await?
             .try_get(0)?;
-        // Customers without a subscription plan pay per task.
-        let charge = plan.is_none().then(|| tier::price(&self.catalogue, tier).micros());
+        // A task admitted as pay-per-task is charged (whatever plan its customer has since:
+        // its outputs were withheld until this charge, `submit::withhold_unpaid_work`).
+        let charge = (pay_per_task == 1).then(|| tier::price(&self.catalogue, tier).micros());
         let mut tx = self.db.begin().await?;
         let updated = sqlx::query(&format!(
             "UPDATE tasks SET state = 'succeeded', result = $4, cost_micros = $5, tier = $6, charge_micros = $7,

@@ -183,6 +183,23 @@ async fn a_second_reviewer_rejection_fails_the_task_uncharged() {
     assert_eq!(theirs.steps.len(), 4, "the steps themselves are shown");
     assert!(theirs.steps.iter().all(|s| s.output.is_empty() && s.output_withheld), "{:?}", theirs.steps);
     assert!(d.steps.iter().all(|s| !s.output.is_empty() && !s.output_withheld), "operator view: {:?}", d.steps);
+
+    // The customer subscribes afterwards (a trial is enough): work done under pay-per-task
+    // and never paid for stays withheld; it was the plan *now* that decided, so starting
+    // one delivered every failed or cancelled task's outputs free.
+    sqlx::query("UPDATE customers SET plan = 'pro', stage = 'trial' WHERE id = $1")
+        .bind(&payg)
+        .execute(e.t.db.pool())
+        .await
+        .expect("plan");
+    let theirs = j1msky_tasks::get(&e.t.db, &id, Some(&payg)).await.expect("customer view");
+    assert!(theirs.steps.iter().all(|s| s.output.is_empty() && s.output_withheld), "{:?}", theirs.steps);
+    // A task submitted under the plan is the plan's: shown whatever becomes of it.
+    let planned = e.submit(&payg, "code", "Fix the time parser").await;
+    e.sim_post("/_sim/answers", serde_json::json!({"prefix": "REVISE:", "model": REVIEWER, "times": 2})).await;
+    assert!(matches!(e.run().await, Outcome::Failed { .. }));
+    let theirs = j1msky_tasks::get(&e.t.db, &planned, Some(&payg)).await.expect("customer view");
+    assert!(theirs.steps.iter().all(|s| !s.output.is_empty() && !s.output_withheld), "{:?}", theirs.steps);
 }
 
 #[tokio::test]
@@ -202,4 +219,28 @@ async fn a_task_s_result_is_the_last_producing_role_s_output_not_the_review() {
     // Sent back once: complex work, charged as such.
     let complex = j1msky_tasks::tier::price(&e.catalogue, "complex").micros();
     assert_eq!((d.task.tier.as_deref(), d.task.charge_micros), (Some("complex"), Some(complex)));
+}
+
+/// A task is charged on the terms it was admitted on: submitted pay-per-task, it is
+/// charged when it succeeds though its customer started a plan meanwhile (it was delivered
+/// only with its charge); submitted under a plan, never.
+#[tokio::test]
+async fn a_task_is_charged_on_the_terms_it_was_admitted_on() {
+    let e = env(SimConfig::default()).await;
+    let payg = e.walk_in().await;
+    let before = e.submit(&payg, "code", "Fix the date parser").await;
+    sqlx::query("UPDATE customers SET plan = 'pro', stage = 'trial' WHERE id = $1")
+        .bind(&payg)
+        .execute(e.t.db.pool())
+        .await
+        .expect("plan");
+    let after = e.submit(&payg, "code", "Fix the time parser").await;
+    for _ in 0..2 {
+        assert_eq!(e.run().await, Outcome::Succeeded);
+    }
+    let (b, a) = (e.detail(&before).await, e.detail(&after).await);
+    let price = j1msky_tasks::tier::price(&e.catalogue, b.task.tier.as_deref().expect("tier")).micros();
+    assert_eq!(b.task.charge_micros, Some(price), "admitted pay-per-task: charged");
+    assert_eq!(a.task.charge_micros, None, "admitted under the plan");
+    assert_eq!(e.count("SELECT COUNT(*) FROM usage_charges").await, 1);
 }

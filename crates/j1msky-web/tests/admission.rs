@@ -375,3 +375,59 @@ async fn a_pay_per_task_customer_s_direct_api_calls_are_charged_per_day_and_bill
     assert_eq!(sent[0]["amount_cents"], expected / 10_000);
     assert!(sent[0]["invoice_item"].as_str().is_some_and(|i| i.starts_with("ii_")), "{sent:?}");
 }
+
+/// Direct API calls admitted as pay-per-task are charged even when the customer starts a
+/// plan before their day is metered: which calls were pay-per-task was decided by the
+/// plan at metering time, so subscribing (a trial is enough) before the day closed left
+/// the day's calls unbilled for good. Calls after the plan started are the plan's.
+#[tokio::test]
+async fn api_calls_made_before_a_plan_starts_are_charged_though_it_starts_before_the_day_is_metered() {
+    let (app, _fake, _stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let (walk_in, key) = customer_key(&app, "Walkin", Stage::Active, None).await;
+    let mut tx = app.db.begin().await.expect("tx");
+    j1msky_accounts::access::set_payment_method(&mut tx, app.db.backend(), &walk_in, true, app.now())
+        .await
+        .expect("payment method");
+    tx.commit().await.expect("commit");
+    app.gateway().customer_changed(&walk_in);
+    for _ in 0..3 {
+        assert_eq!(chat(&app, &key).await.0, 200);
+    }
+    app.gateway().flush().await;
+    let ledger = "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = $1";
+    let before = sum_of(&app, ledger, &walk_in).await;
+    assert!(before > 0);
+
+    // An hour later the customer subscribes, as billing tells accounts.
+    app.clock.advance_secs(3_600);
+    let state = j1msky_core::events::CustomerSubscriptionState {
+        plan: Some("pro".into()),
+        stage: Some("trial".into()),
+        billing_status: None,
+        at: app.now(),
+        subscription_status: Some("trialing".into()),
+    };
+    let mut tx = app.db.begin().await.expect("tx");
+    j1msky_db::outbox::emit_typed(&mut tx, app.db.backend(), state, Some(&walk_in), app.now()).await.expect("emit");
+    tx.commit().await.expect("commit");
+    j1msky_accounts::reactions::catch_up(&app.db, &app.clock).await.expect("accounts reactions");
+    app.gateway().customer_changed(&walk_in);
+    app.clock.advance_secs(60);
+    for _ in 0..2 {
+        assert_eq!(chat(&app, &key).await.0, 200, "now on a plan");
+    }
+    app.gateway().flush().await;
+    assert!(sum_of(&app, ledger, &walk_in).await > before);
+
+    // The day closes: the calls before the plan are charged, those after are not.
+    app.clock.advance_secs(86_400);
+    let metered = j1msky_tasks::api_usage::meter_api_calls(&app.db, &app.catalogue, app.now()).await;
+    assert_eq!(metered.expect("meter"), 1);
+    let charged = sum_of(
+        &app,
+        "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) FROM usage_charges WHERE customer_id = $1",
+        &walk_in,
+    )
+    .await;
+    assert_eq!(charged, j1msky_tasks::api_usage::api_charge(&app.catalogue, before));
+}

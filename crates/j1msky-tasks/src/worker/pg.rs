@@ -42,7 +42,7 @@ pub(super) struct Success<'a> {
     pub result: &'a str,
     pub cost: i64,
     pub tier: &'a str,
-    /// The pay-per-task price of the tier, charged only when the customer has no plan.
+    /// The pay-per-task price of the tier, charged only for a task admitted as pay-per-task.
     pub price: i64,
     pub event: TaskSucceeded,
     /// The last step, stored by the same statement (under the same fence).
@@ -50,7 +50,7 @@ pub(super) struct Success<'a> {
     pub now: i64,
 }
 
-/// The fenced success with its charge (decided on the customer's plan as it is now) and
+/// The fenced success with its charge (a task admitted as pay-per-task is charged) and
 /// `task.succeeded`. None when the lease was lost; else the charge, if any.
 pub(super) async fn succeed(db: &Db, s: Success<'_>) -> Result<Option<Option<i64>>, TaskError> {
     let per_row = [("charge_micros", "done.charge_micros")];
@@ -58,8 +58,7 @@ pub(super) async fn succeed(db: &Db, s: Success<'_>) -> Result<Option<Option<i64
     let sql = format!(
         "WITH done AS (
              UPDATE tasks SET state = 'succeeded', result = $4, cost_micros = $5, tier = $6,
-                 charge_micros = CASE WHEN (SELECT c.plan FROM customers c WHERE c.id = tasks.customer_id) IS NULL
-                                      THEN $7 END,
+                 charge_micros = CASE WHEN tasks.pay_per_task = 1 THEN $7 END,
                  finished_at = $8, lease_owner = NULL, lease_until = NULL, wait_reason = NULL, error = NULL
              WHERE {FENCE} RETURNING id, customer_id, charge_micros),
          charged AS ({}), succeeded AS ({}){}
