@@ -30,6 +30,13 @@ pub const PER_ADDRESS: Policy = Policy { max_failures: 20, window_micros: 900 * 
 pub const PER_ADDRESS_ACCOUNT: Policy =
     Policy { max_failures: 1, window_micros: 900 * SECOND, lock_micros: 900 * SECOND };
 
+/// What a slowed-down address may try in all, one account at a time: 50 more attempts
+/// in 15 minutes, then the whole address waits 15 minutes. Without it one try per account
+/// let a client try a password on every account it knows of (a spray); an office behind
+/// the address is held up only once it has failed 70 times in a quarter of an hour.
+pub const PER_SLOWED_ADDRESS: Policy =
+    Policy { max_failures: 50, window_micros: 900 * SECOND, lock_micros: 900 * SECOND };
+
 /// A login name as part of a scope key. Anything longer than an email can be (so no
 /// account) is kept as its digest: the key is a primary key, and PostgreSQL refuses an
 /// index entry of more than about 2.7 kB.
@@ -49,6 +56,11 @@ pub fn account_scope(email_key: &str) -> String {
 /// The scope key of a client address.
 pub fn address_scope(ip: &str) -> String {
     format!("ip:{ip}")
+}
+
+/// The scope key of the tries of a slowed-down client address ([`PER_SLOWED_ADDRESS`]).
+pub fn slowed_address_scope(ip: &str) -> String {
+    format!("ip-slowed:{ip}")
 }
 
 /// The scope key of one account tried from one client address.

@@ -229,6 +229,13 @@ pub async fn authenticate(
         // A slowed-down address still has one try at each account, so the people behind
         // it are not locked out of their own accounts by someone else there.
         Admission::Refused { .. } => {
+            // ... within a budget of such tries for the whole address.
+            let slowed = throttle::slowed_address_scope(client_ip);
+            if let Admission::Refused { retry_after_secs } =
+                throttle::admit(db, &slowed, throttle::PER_SLOWED_ADDRESS, now).await?
+            {
+                return Err(AccountsError::Throttled { retry_after_secs });
+            }
             let scope = throttle::address_account_scope(client_ip, &key);
             if let Admission::Refused { retry_after_secs } =
                 throttle::admit(db, &scope, throttle::PER_ADDRESS_ACCOUNT, now).await?
@@ -261,7 +268,11 @@ pub async fn authenticate(
     };
     throttle::clear(db, &account_scope).await?;
     match &pair_scope {
-        Some(scope) => throttle::clear(db, scope).await?,
+        Some(scope) => {
+            throttle::clear(db, scope).await?;
+            let slowed = throttle::slowed_address_scope(client_ip);
+            throttle::refund(db, &slowed, throttle::PER_SLOWED_ADDRESS).await?;
+        }
         None => throttle::refund(db, &address_scope, throttle::PER_ADDRESS).await?,
     }
     let mut tx = db.begin().await?;

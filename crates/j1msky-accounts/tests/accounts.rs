@@ -6,7 +6,7 @@
 
 use j1msky_accounts::customers::{self, NewCustomer};
 use j1msky_accounts::users::{self, NewUser};
-use j1msky_accounts::{api_keys, sessions, AccountsError};
+use j1msky_accounts::{api_keys, sessions, throttle, AccountsError};
 use j1msky_audit::{audit, Actor};
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::clock::{DAY, SECOND};
@@ -297,6 +297,29 @@ async fn a_burst_of_wrong_passwords_on_one_account_checks_at_most_the_limit() {
     // The account is locked now: even the right password waits.
     let r = users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.9.9.9", T0 + SECOND).await;
     assert!(matches!(r, Err(AccountsError::Throttled { .. })), "{r:?}");
+}
+
+/// A slowed-down address kept one try at every account, so it could still try a common
+/// password on any number of accounts (one each per 15 minutes: a spray). It now has a
+/// budget of such tries too; past it the whole address waits, others do not.
+#[tokio::test]
+async fn an_address_spraying_one_password_over_many_accounts_is_stopped() {
+    let t = TestDb::new().await;
+    let c = customer(&t, "Acme").await;
+    owner(&t, "ann@acme.test", &c).await;
+    let spray = "203.0.113.9";
+    let budget = throttle::PER_ADDRESS.max_failures + throttle::PER_SLOWED_ADDRESS.max_failures;
+    for i in 0..budget {
+        let r = users::authenticate(&t.db, &format!("user{i}@x.test"), "Summer2026!", spray, T0 + i).await;
+        assert!(matches!(r, Err(AccountsError::BadCredentials)), "try {i}: {r:?}");
+    }
+    for i in budget..budget + 5 {
+        let r = users::authenticate(&t.db, &format!("user{i}@x.test"), "Summer2026!", spray, T0 + i).await;
+        assert!(matches!(r, Err(AccountsError::Throttled { retry_after_secs }) if retry_after_secs > 0), "{i}: {r:?}");
+    }
+    // Everyone elsewhere is unaffected; the address itself waits out the lock.
+    users::authenticate(&t.db, "ann@acme.test", PASSWORD, "198.51.100.1", T0 + 200).await.expect("elsewhere");
+    users::authenticate(&t.db, "ann@acme.test", PASSWORD, spray, T0 + 16 * 60 * SECOND).await.expect("released");
 }
 
 #[tokio::test]
