@@ -189,3 +189,16 @@ fn direct_api_calls_are_never_sold_below_their_model_cost() {
     raw.as_object_mut().expect("object").remove("api_calls_markup_percent");
     assert_eq!(Catalogue::from_json_str(&raw.to_string()).expect("default").api_calls_markup_percent, 300);
 }
+
+#[test]
+fn a_pay_per_task_customer_s_hourly_cap_is_at_least_one_and_fifty_when_left_out() {
+    let mut raw: serde_json::Value = serde_json::from_str(SHIPPED).expect("shipped JSON");
+    assert_eq!(Catalogue::from_json_str(SHIPPED).expect("shipped").pay_per_task_calls_per_hour, 50);
+    raw["pay_per_task_calls_per_hour"] = serde_json::json!(0);
+    let err = Catalogue::from_json_str(&raw.to_string()).expect_err("zero");
+    assert!(err.issues().iter().any(|i| i.path == "pay_per_task_calls_per_hour"), "{err}");
+    raw["pay_per_task_calls_per_hour"] = serde_json::json!("many");
+    assert!(Catalogue::from_json_str(&raw.to_string()).is_err());
+    raw.as_object_mut().expect("object").remove("pay_per_task_calls_per_hour");
+    assert_eq!(Catalogue::from_json_str(&raw.to_string()).expect("default").pay_per_task_calls_per_hour, 50);
+}

@@ -371,7 +371,9 @@ impl Gateway {
         add_cap(format!("model:{first}"), None);
         if let Some(id) = &ctx.customer_id {
             let contract = contract_calls.filter(|_| plan_entry.is_some_and(|p| p.custom_limits));
-            add_cap(format!("customer:{id}"), contract.or(plan_entry.map(|p| i64::from(p.api_calls_per_hour))));
+            // Without a plan (pay-per-task): the catalogue's cap for such customers.
+            let per_plan = plan_entry.map_or(self.catalogue.pay_per_task_calls_per_hour, |p| p.api_calls_per_hour);
+            add_cap(format!("customer:{id}"), contract.or(Some(i64::from(per_plan))));
         }
         let tz = self.tz();
         let (day_start, day_end) = windows::day(tz, now);

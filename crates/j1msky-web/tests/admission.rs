@@ -431,3 +431,29 @@ async fn api_calls_made_before_a_plan_starts_are_charged_though_it_starts_before
     .await;
     assert_eq!(charged, j1msky_tasks::api_usage::api_charge(&app.catalogue, before));
 }
+
+/// A pay-per-task customer has an hourly cap of its own (`pay_per_task_calls_per_hour`):
+/// without one, a single walk-in with a card could spend the business's whole hourly cap
+/// and day budget, and every subscriber got 429 or 402. The operator's cap on the
+/// customer still wins.
+#[tokio::test]
+async fn a_pay_per_task_customer_has_an_hourly_cap_of_its_own() {
+    let mut catalogue = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).expect("cat");
+    catalogue.pay_per_task_calls_per_hour = 3;
+    let app = common::spawn_app_with_catalogue(SimConfig::default(), catalogue).await;
+    let (walk_in, key) = customer_key(&app, "Walkin", Stage::Active, None).await;
+    let mut tx = app.db.begin().await.expect("tx");
+    j1msky_accounts::access::set_payment_method(&mut tx, app.db.backend(), &walk_in, true, app.now())
+        .await
+        .expect("payment method");
+    tx.commit().await.expect("commit");
+    app.gateway().customer_changed(&walk_in);
+    let (_, sub_key) = customer_key(&app, "Subscriber", Stage::Active, Some("pro")).await;
+    for i in 0..3 {
+        assert_eq!(chat(&app, &key).await.0, 200, "call {i}");
+    }
+    let (status, code, message) = chat(&app, &key).await;
+    assert_eq!(status, 429, "{code}: {message}");
+    assert!(message.contains(&format!("customer:{walk_in}")) || code.contains("rate"), "{code}: {message}");
+    assert_eq!(chat(&app, &sub_key).await.0, 200, "others are not held up");
+}

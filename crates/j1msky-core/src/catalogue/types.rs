@@ -25,6 +25,10 @@ pub struct Catalogue {
     /// of the calls' model cost: billed per customer and UTC day (default 300: 3× cost).
     #[serde(default = "default_api_markup")]
     pub api_calls_markup_percent: u32,
+    /// The hourly cap on a pay-per-task customer's model calls (direct and through its
+    /// tasks), as a plan's `api_calls_per_hour` is a subscriber's (default 50).
+    #[serde(default = "default_pay_per_task_calls")]
+    pub pay_per_task_calls_per_hour: u32,
     pub teams: BTreeMap<String, Team>,
     pub models: BTreeMap<String, Model>,
     pub providers: BTreeMap<String, Provider>,
@@ -320,4 +324,8 @@ pub struct Offer {
 
 fn default_api_markup() -> u32 {
     300
+}
+
+fn default_pay_per_task_calls() -> u32 {
+    50
 }

@@ -177,6 +177,9 @@ fn plans(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
             format!("{} is outside 100..=10000 (below 100 would sell calls under cost)", c.api_calls_markup_percent),
         );
     }
+    if c.pay_per_task_calls_per_hour == 0 {
+        push(out, "pay_per_task_calls_per_hour", "must be at least 1 (a pay-per-task customer could make no call)");
+    }
     for (tier, price) in &c.pay_per_task {
         if price.micros() <= 0 {
             push(out, format!("pay_per_task.{tier}"), format!("price {price} must be above zero"));
