@@ -9,6 +9,7 @@ use j1msky_core::Clock;
 use j1msky_db::Db;
 
 mod bulk;
+pub mod csv;
 mod direct;
 mod error;
 pub mod evening;

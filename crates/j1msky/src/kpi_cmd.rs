@@ -272,12 +272,9 @@ fn flatten(v: &Value, path: &str, out: &mut Vec<(String, Value)>) {
     }
 }
 
+/// One cell, as the board's downloads write it (quoted, formulas neutralised).
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    j1msky_insights::csv::cell(s)
 }
 
 fn raw(v: &Value) -> String {
@@ -500,8 +497,11 @@ mod tests {
     }
 
     #[test]
-    fn csv_quotes_what_needs_quoting() {
+    fn csv_quotes_what_needs_quoting_and_neutralises_formulas() {
         assert_eq!(csv_field("Acme, Inc. \"the best\""), "\"Acme, Inc. \"\"the best\"\"\"");
         assert_eq!(csv_field("plain"), "plain");
+        // A customer named like a formula is text in a spreadsheet, not a formula.
+        assert_eq!(csv_field("=HYPERLINK(\"http://x.test\")"), "\"'=HYPERLINK(\"\"http://x.test\"\")\"");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
     }
 }

@@ -678,7 +678,7 @@ mod tests {
         assert!(tiles.rows.contains(&vec!["mrr.ending_cents".into(), "MRR".into(), "1234567".into()]));
         assert!(tiles.rows.contains(&vec!["customers.cac_cents".into(), "CAC".into(), String::new()]));
         let team = all.iter().find(|t| t.id == "margin_by_team").unwrap();
-        let body = csv::body(&team.header, &team.rows);
+        let body = j1msky_insights::csv::body(&team.header, &team.rows);
         assert!(body.contains("code,'=cmd|' /C calc'!A0,0,0,0,,2\r\n"), "{body}");
         let ids: Vec<&str> = all.iter().map(|t| t.id).collect();
         assert_eq!(

@@ -1,35 +1,8 @@
-//! CSV exports of the insights tables: RFC 4180 quoting, and text cells that a
-//! spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR first) neutralised with
-//! a leading `'`. Plain integers are left as they are (`-1250` is a number, not a formula).
+//! CSV downloads of the insights tables, encoded by `j1msky_insights::csv` (the same
+//! cells as `j1msky kpi --csv`).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-
-/// One cell as it goes into the file.
-pub fn cell(value: &str) -> String {
-    let is_number = {
-        let digits = value.strip_prefix('-').unwrap_or(value);
-        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-    };
-    let risky = value.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_number;
-    let text = if risky { format!("'{value}") } else { value.to_string() };
-    if text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ') {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
-}
-
-/// The whole file: a header line, then one line per row, CRLF line ends.
-pub fn body(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut out = String::new();
-    let line = |cells: &mut dyn Iterator<Item = String>| cells.collect::<Vec<_>>().join(",") + "\r\n";
-    out.push_str(&line(&mut header.iter().map(|h| cell(h))));
-    for r in rows {
-        out.push_str(&line(&mut r.iter().map(|c| cell(c))));
-    }
-    out
-}
 
 /// A `text/csv` download named `filename` (letters, digits, `-`, `_` and `.` only).
 pub fn response(filename: &str, header: &[&str], rows: &[Vec<String>]) -> Response {
@@ -43,7 +16,7 @@ pub fn response(filename: &str, header: &[&str], rows: &[Vec<String>]) -> Respon
             (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),
             (header::CONTENT_DISPOSITION, disposition),
         ],
-        body(header, rows),
+        j1msky_insights::csv::body(header, rows),
     )
         .into_response()
 }
@@ -64,22 +37,4 @@ pub fn margin_rows(rows: &[j1msky_insights::kpis::MarginRow]) -> Vec<Vec<String>
             ]
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quotes_and_neutralises() {
-        assert_eq!(cell("plain"), "plain");
-        assert_eq!(cell("-1250"), "-1250");
-        assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(cell("+1 555"), "'+1 555");
-        assert_eq!(cell("-2+3"), "'-2+3");
-        assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(cell("a,b"), "\"a,b\"");
-        assert_eq!(cell("line\nbreak"), "\"line\nbreak\"");
-        assert_eq!(body(&["a", "b"], &[vec!["1".into(), "x\"y".into()]]), "a,b\r\n1,\"x\"\"y\"\r\n");
-    }
 }
