@@ -204,7 +204,7 @@ pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Task, TaskError> {
 
 /// The plan terms a customer's tasks run under: pay-per-task customers (no plan) get
 /// every team and no monthly limit.
-fn check_team(catalogue: &Catalogue, customer: &Customer, team: &str) -> Result<(), TaskError> {
+pub(crate) fn check_team(catalogue: &Catalogue, customer: &Customer, team: &str) -> Result<(), TaskError> {
     if !catalogue.teams.contains_key(team) {
         return Err(TaskError::UnknownTeam {
             team: team.to_string(),

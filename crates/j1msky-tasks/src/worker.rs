@@ -179,6 +179,27 @@ impl Worker {
         Ok(Some(claim))
     }
 
+    /// Why the task may not run its next step, when the plan in force no longer includes
+    /// its team: the customer paused (the pause plan runs no tasks) or moved to a plan
+    /// without it after submitting. Checked before every step, as submission checked it;
+    /// a customer refused altogether is the gateway's to refuse, with its own reason.
+    async fn team_left_the_plan(&self, c: &Claim) -> Result<Option<String>, TaskError> {
+        let customer = match j1msky_accounts::customers::get(&self.db, &c.customer_id).await {
+            Ok(customer) => customer,
+            Err(j1msky_accounts::AccountsError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let standing = j1msky_accounts::access::Standing::of(&customer);
+        let Ok(admitted) = j1msky_accounts::access::admit(&self.catalogue, &standing, self.clock.now_micros()) else {
+            return Ok(None);
+        };
+        let customer = j1msky_accounts::customers::Customer { plan: admitted.plan().map(str::to_string), ..customer };
+        Ok(match crate::submit::check_team(&self.catalogue, &customer, &c.team) {
+            Err(e @ TaskError::TeamNotInPlan { .. }) => Some(format!("not run: {e}")),
+            _ => None,
+        })
+    }
+
     /// Extends the lease; false when it was lost.
     async fn heartbeat(&self, c: &Claim) -> Result<bool, TaskError> {
         let until = self.clock.now_micros() + self.lease_micros();
@@ -233,6 +254,9 @@ impl Worker {
                     return self.fail(c, &error, true).await;
                 }
             };
+            if let Some(why) = self.team_left_the_plan(c).await? {
+                return self.fail(c, &why, true).await;
+            }
             let role = &team.roles[idx];
             let system = match pipeline::system_prompt(&c.team, team, role, &c.title, &c.prompt, &c.category, &history)
             {

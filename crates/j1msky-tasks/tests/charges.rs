@@ -244,3 +244,50 @@ async fn a_task_is_charged_on_the_terms_it_was_admitted_on() {
     assert_eq!(a.task.charge_micros, None, "admitted under the plan");
     assert_eq!(e.count("SELECT COUNT(*) FROM usage_charges").await, 1);
 }
+
+/// Tasks queued under a plan do not run once the plan in force no longer includes their
+/// team (the customer paused, or moved down to a plan without it): the team was checked
+/// only at submission, so a Pro customer could queue thousands of tasks and pause at
+/// $5 a month while the queue ran on. Each fails, uncharged, before any model call, saying
+/// why; a team the plan still includes runs.
+#[tokio::test]
+async fn queued_tasks_of_a_team_the_plan_no_longer_includes_do_not_run() {
+    let e = env(SimConfig::default()).await;
+    let input = NewCustomer {
+        name: "Pauser".into(),
+        stage: Some(Stage::Active),
+        plan: Some("pro".into()),
+        ..NewCustomer::default()
+    };
+    let pro = customers::create(&e.t.db, &e.catalogue, &Actor::cli(), input, e.clock.now_micros())
+        .await
+        .expect("customer")
+        .id;
+    let queued: Vec<String> = two_code_tasks(&e, &pro).await;
+    // The customer pauses (as billing tells accounts: the pause plan, stage paused).
+    sqlx::query("UPDATE customers SET plan = 'paused', stage = 'paused' WHERE id = $1")
+        .bind(&pro)
+        .execute(e.t.db.pool())
+        .await
+        .expect("paused");
+    for _ in &queued {
+        let outcome = e.run().await;
+        assert!(
+            matches!(&outcome, Outcome::Failed { error } if error.contains("Paused") && error.contains("team")),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(e.count("SELECT COUNT(*) FROM llm_calls").await, 0, "no model call was made");
+    assert_eq!(e.count("SELECT COUNT(*) FROM usage_charges").await, 0);
+    for id in &queued {
+        assert_eq!(e.detail(id).await.task.state, TaskState::Failed);
+    }
+}
+
+async fn two_code_tasks(e: &Env, customer: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for prompt in ["Fix the date parser", "Fix the time parser"] {
+        ids.push(e.submit(customer, "code", prompt).await);
+    }
+    ids
+}
