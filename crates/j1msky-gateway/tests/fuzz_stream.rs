@@ -195,3 +195,27 @@ proptest! {
         }
     }
 }
+
+/// An Anthropic-format stream that never says what it used (a compatible proxy set as the
+/// provider's URL) ends with no usage, so the gateway counts its estimate, as it does for
+/// the OpenAI format; it ended with zero tokens, and the call cost nothing.
+#[test]
+fn an_anthropic_stream_without_usage_ends_without_usage_so_it_is_estimated() {
+    let frames = [
+        ("message_start", json!({"type": "message_start", "message": {"id": "m", "type": "message"}})),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}),
+        ),
+        ("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}})),
+        ("message_stop", json!({"type": "message_stop"})),
+    ];
+    let body: String = frames.iter().map(|(e, d)| format!("event: {e}\ndata: {d}\n\n")).collect();
+    let (text, end) = outcome(&parse(ProviderKind::Anthropic, vec![body.into_bytes()]));
+    assert_eq!(text, "Hello");
+    assert_eq!(end, Ok((StopReason::End, None)), "no usage seen: none reported");
+    // With usage, it is what the stream said.
+    let with = wire(ProviderKind::Anthropic, &["Hi".to_string()], Usage { input_tokens: 7, output_tokens: 3 }, false);
+    let (_, end) = outcome(&parse(ProviderKind::Anthropic, vec![with]));
+    assert_eq!(end, Ok((StopReason::End, Some(Usage { input_tokens: 7, output_tokens: 3 }))));
+}

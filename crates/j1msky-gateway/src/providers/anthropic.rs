@@ -47,7 +47,16 @@ struct Message {
     id: String,
     content: Vec<Block>,
     stop_reason: Option<String>,
-    usage: WireUsage,
+    usage: MessageUsage,
+}
+
+/// A whole answer's usage: both counts required (an answer that does not say what it
+/// used is refused as garbage, as an OpenAI-format answer without `usage` is, rather than
+/// recorded as free).
+#[derive(Deserialize)]
+struct MessageUsage {
+    input_tokens: u64,
+    output_tokens: u64,
 }
 
 #[derive(Deserialize)]
@@ -94,8 +103,7 @@ struct StreamFrame {
 
 #[derive(Deserialize)]
 struct StartMessage {
-    #[serde(default)]
-    usage: WireUsage,
+    usage: Option<WireUsage>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +122,10 @@ pub(super) async fn stream(c: &ProviderClient, model: &str, req: &ChatRequest) -
 /// The answer pieces of a streamed body.
 pub(super) fn parse(chunks: impl Stream<Item = Result<Vec<u8>, UpstreamError>> + Send + 'static) -> EventStream {
     let mut usage = Usage::default();
+    // Whether the stream said what it used at all: if not, `Done` carries no usage and the
+    // gateway counts its estimate (as for an OpenAI-format stream without a usage chunk),
+    // never zero tokens.
+    let mut seen = false;
     let mut stop = StopReason::End;
     let out = events(chunks).flat_map(move |frame| {
         let items: Vec<Result<StreamEvent, UpstreamError>> = match frame {
@@ -122,9 +134,10 @@ pub(super) fn parse(chunks: impl Stream<Item = Result<Vec<u8>, UpstreamError>> +
                 Err(e) => vec![Err(UpstreamError::Garbage(format!("stream event {}: {e}", frame.event)))],
                 Ok(f) => match f.kind.as_str() {
                     "message_start" => {
-                        if let Some(m) = f.message {
-                            usage.input_tokens = m.usage.input_tokens;
-                            usage.output_tokens = m.usage.output_tokens;
+                        if let Some(u) = f.message.and_then(|m| m.usage) {
+                            usage.input_tokens = u.input_tokens;
+                            usage.output_tokens = u.output_tokens;
+                            seen = true;
                         }
                         vec![]
                     }
@@ -143,10 +156,11 @@ pub(super) fn parse(chunks: impl Stream<Item = Result<Vec<u8>, UpstreamError>> +
                             if u.input_tokens > 0 {
                                 usage.input_tokens = u.input_tokens;
                             }
+                            seen = true;
                         }
                         vec![]
                     }
-                    "message_stop" => vec![Ok(StreamEvent::Done { stop, usage: Some(usage) })],
+                    "message_stop" => vec![Ok(StreamEvent::Done { stop, usage: seen.then_some(usage) })],
                     "error" => {
                         let kind = f.error.as_ref().and_then(|e| e["type"].as_str()).unwrap_or("api_error").to_string();
                         let err = match kind.as_str() {
@@ -163,4 +177,23 @@ pub(super) fn parse(chunks: impl Stream<Item = Result<Vec<u8>, UpstreamError>> +
         futures::stream::iter(items)
     });
     Box::pin(super::sse::require_end(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Message;
+
+    #[test]
+    fn a_whole_answer_that_does_not_say_what_it_used_is_refused_not_free() {
+        let answer = |usage: &str| {
+            serde_json::from_str::<Message>(&format!(
+                r#"{{"id":"msg_1","content":[{{"type":"text","text":"Hi"}}],"stop_reason":"end_turn","usage":{usage}}}"#
+            ))
+        };
+        for missing in [r#"{}"#, r#"{"input_tokens":5}"#, r#"{"output_tokens":2}"#] {
+            assert!(answer(missing).is_err(), "{missing} was read as zero tokens");
+        }
+        let m = answer(r#"{"input_tokens":5,"output_tokens":2}"#).expect("complete usage");
+        assert_eq!((m.usage.input_tokens, m.usage.output_tokens), (5, 2));
+    }
 }
