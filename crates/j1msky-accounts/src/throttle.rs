@@ -53,9 +53,21 @@ pub fn account_scope(email_key: &str) -> String {
     format!("account:{}", bounded(email_key))
 }
 
-/// The scope key of a client address.
+/// The scope key of a client address. An IPv6 address counts by its /64 prefix: one
+/// host, or one customer's line, is given a whole /64 and could otherwise take a fresh
+/// address for every try. An IPv4-mapped IPv6 address is its IPv4 address.
 pub fn address_scope(ip: &str) -> String {
-    format!("ip:{ip}")
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("ip:{}/64", std::net::Ipv6Addr::from(prefix))
+            }
+        },
+        Ok(std::net::IpAddr::V4(v4)) => format!("ip:{v4}"),
+        Err(_) => format!("ip:{ip}"),
+    }
 }
 
 /// The scope key of the tries of a slowed-down client address ([`PER_SLOWED_ADDRESS`]).
@@ -144,4 +156,22 @@ pub async fn refund(db: &Db, scope: &str, policy: Policy) -> Result<(), Accounts
 pub async fn clear(db: &Db, scope: &str) -> Result<(), AccountsError> {
     sqlx::query("DELETE FROM login_failures WHERE scope = $1").bind(scope).execute(db.pool()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_scope;
+
+    #[test]
+    fn an_ipv6_address_is_throttled_by_its_64_bit_prefix() {
+        // One host is given a /64: its every address is the same client.
+        assert_eq!(address_scope("2001:db8:1:2:aaaa::1"), address_scope("2001:DB8:1:2:bbbb:cccc:dddd:eeee"));
+        assert_eq!(address_scope("2001:db8:1:2::5"), "ip:2001:db8:1:2::/64");
+        assert_ne!(address_scope("2001:db8:1:2::1"), address_scope("2001:db8:1:3::1"));
+        // IPv4, also written as an IPv4-mapped IPv6 address, is the address itself.
+        assert_eq!(address_scope("203.0.113.7"), "ip:203.0.113.7");
+        assert_eq!(address_scope("::ffff:203.0.113.7"), "ip:203.0.113.7");
+        // Not an address (a test's or a proxy's label): kept as it is.
+        assert_eq!(address_scope("unknown"), "ip:unknown");
+    }
 }

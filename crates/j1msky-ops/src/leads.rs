@@ -34,6 +34,13 @@ pub use mail::Mailer;
 /// Lead forms one client address may send: 3 an hour.
 pub const FORMS_PER_ADDRESS: Policy =
     Policy { max_failures: 3, window_micros: 3_600 * SECOND, lock_micros: 3_600 * SECOND };
+/// Leads (and so confirmation mails) per recipient address: one a day. The form mails
+/// whatever address is typed, so without it anyone could mail anyone from our domain.
+pub const FORMS_PER_RECIPIENT: Policy =
+    Policy { max_failures: 1, window_micros: 86_400 * SECOND, lock_micros: 86_400 * SECOND };
+/// Member invitations (each a mail to an address the owner types) per customer a day.
+pub const INVITES_PER_CUSTOMER: Policy =
+    Policy { max_failures: 20, window_micros: 86_400 * SECOND, lock_micros: 86_400 * SECOND };
 
 /// A lead as the operator sees it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -131,6 +138,13 @@ pub async fn submit(
     let scope = format!("lead:{}", throttle::address_scope(client_ip));
     if let Admission::Refused { retry_after_secs } = throttle::admit(&ctx.db, &scope, FORMS_PER_ADDRESS, now).await? {
         return Err(LeadError::Throttled { retry_after_secs });
+    }
+    let to = format!("lead-to:{}", email.key());
+    if let Admission::Refused { .. } = throttle::admit(&ctx.db, &to, FORMS_PER_RECIPIENT, now).await? {
+        return Err(LeadError::invalid(
+            "email",
+            "a request for this address came in today already; we will be in touch at it",
+        ));
     }
     let suggested = suggest_plan(&ctx.catalogue, expected);
     let input = NewCustomer {

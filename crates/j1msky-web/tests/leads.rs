@@ -336,3 +336,49 @@ async fn a_lead_gets_no_onboarding_mail_until_its_trial_starts() {
     let welcome = format!("{enrolled} AND journey = 'welcome'");
     assert_eq!(count(&app, &welcome).await, 1, "the trial starts the onboarding journeys");
 }
+
+/// The public form mails a confirmation to whatever address is typed, with the text typed
+/// in it: a way to mail anyone from the business's domain. Each address gets one lead
+/// (and one mail) a day; another is refused naming the field, nothing stored or sent.
+#[tokio::test]
+async fn the_form_confirms_each_address_once_a_day_so_it_cannot_mail_anyone_at_will() {
+    let app = spawn_app_with_mail().await;
+    assert_eq!(post_form(&app, &lead_fields("Rita Research", "rita@research.test")).await.status(), 303);
+    // Past the limit per client address: only the recipient's own limit applies.
+    app.clock.advance_secs(2 * 3_600);
+    let r = post_form(&app, &lead_fields("Claim your prize at evil.test", "RITA@Research.test")).await;
+    assert_eq!(r.status(), 422);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("email: a request for this address came in today"), "{body}");
+    let sent = "SELECT COUNT(*) FROM lifecycle_messages WHERE template = 'lead_confirmation'";
+    assert_eq!((count(&app, "SELECT COUNT(*) FROM ops_leads").await, count(&app, sent).await), (1, 1));
+    assert_eq!(post_form(&app, &lead_fields("Other Co", "other@research.test")).await.status(), 303);
+    // A day later the address may ask again.
+    app.clock.advance_secs(86_400);
+    assert_eq!(post_form(&app, &lead_fields("Rita Again", "rita@research.test")).await.status(), 303);
+    assert_eq!((count(&app, "SELECT COUNT(*) FROM ops_leads").await, count(&app, sent).await), (3, 3));
+}
+
+/// An owner's invitations are mail to addresses the owner types: a budget a day per
+/// customer, so an account cannot be used to mail anyone at will.
+#[tokio::test]
+async fn an_owner_s_invitations_have_a_daily_budget() {
+    let app = spawn_app_with_mail().await;
+    app.customer_with_owner("Team Co", "owner@team.test").await;
+    let owner = app.browser();
+    assert_eq!(app.login(&owner, "owner@team.test", PASSWORD).await.status(), 303);
+    let budget = j1msky_ops::leads::INVITES_PER_CUSTOMER.max_failures;
+    for i in 0..budget {
+        let (name, email) = (format!("Member {i}"), format!("m{i}@team.test"));
+        let form = [("display_name", name.as_str()), ("email", email.as_str())];
+        assert_eq!(admin_post(&app, &owner, "/app/members", "/app/members", &form).await.status(), 303, "invite {i}");
+    }
+    let form = [("display_name", "One Too Many"), ("email", "late@team.test")];
+    let r = admin_post(&app, &owner, "/app/members", "/app/members", &form).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM users WHERE email = 'late@team.test'").await, 0);
+    let sent = "SELECT COUNT(*) FROM lifecycle_messages WHERE template = 'member_invite'";
+    assert_eq!(count(&app, sent).await, budget);
+    app.clock.advance_secs(86_400 + 60);
+    assert_eq!(admin_post(&app, &owner, "/app/members", "/app/members", &form).await.status(), 303);
+}

@@ -12,9 +12,9 @@ use sqlx::AnyConnection;
 use super::{Lead, LeadError};
 use crate::Ctx;
 use j1msky_accounts::customers::Customer;
-use j1msky_accounts::tokens;
 use j1msky_accounts::trials::{Started, Trial};
 use j1msky_accounts::users::User;
+use j1msky_accounts::{throttle, tokens};
 use j1msky_audit::Actor;
 use j1msky_core::vocab::UserRole;
 use j1msky_lifecycle::delivery::{self, Category, NewMessage};
@@ -188,6 +188,12 @@ pub async fn invite_member(
     let name = display_name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(LeadError::invalid("display_name", "1 to 200 characters"));
+    }
+    let budget = format!("invites:{customer_id}");
+    if let throttle::Admission::Refused { retry_after_secs } =
+        throttle::admit(&ctx.db, &budget, super::INVITES_PER_CUSTOMER, now).await?
+    {
+        return Err(LeadError::Throttled { retry_after_secs });
     }
     let customer = j1msky_accounts::customers::get(&ctx.db, customer_id).await?;
     let actor = Actor::user(&inviter.id);
