@@ -179,10 +179,11 @@ impl Worker {
         Ok(Some(claim))
     }
 
-    /// Why the task may not run its next step, when the plan in force no longer includes
-    /// its team: the customer paused (the pause plan runs no tasks) or moved to a plan
-    /// without it after submitting. Checked before every step, as submission checked it;
-    /// a customer refused altogether is the gateway's to refuse, with its own reason.
+    /// Why the task may not run, when the plan in force no longer includes its team: the
+    /// customer paused (the pause plan runs no tasks) or moved to a plan without it after
+    /// submitting. Checked at every claim (a first run, or a resumed one), as submission
+    /// checked it; a task already running finishes its steps. A customer refused
+    /// altogether is the gateway's to refuse, with its own reason.
     async fn team_left_the_plan(&self, c: &Claim) -> Result<Option<String>, TaskError> {
         let customer = match j1msky_accounts::customers::get(&self.db, &c.customer_id).await {
             Ok(customer) => customer,
@@ -243,6 +244,9 @@ impl Worker {
         let Some(team) = self.catalogue.teams.get(&c.team) else {
             return self.fail(c, &format!("the team `{}` is no longer in the catalogue", c.team), true).await;
         };
+        if let Some(why) = self.team_left_the_plan(c).await? {
+            return self.fail(c, &why, true).await;
+        }
         let mut done = self.steps_done(c).await?;
         loop {
             let history: Vec<Done> = done.iter().map(|d| d.done.clone()).collect();
@@ -254,9 +258,6 @@ impl Worker {
                     return self.fail(c, &error, true).await;
                 }
             };
-            if let Some(why) = self.team_left_the_plan(c).await? {
-                return self.fail(c, &why, true).await;
-            }
             let role = &team.roles[idx];
             let system = match pipeline::system_prompt(&c.team, team, role, &c.title, &c.prompt, &c.category, &history)
             {
