@@ -316,6 +316,14 @@ impl Gateway {
     }
 
     /// Routes and admits a call: caps counted and budget reserved, or an error.
+    /// What admission would let `customer_id` use now (its plan in force, the pause plan
+    /// while paused, or pay-per-task), read through the same short cache as every call;
+    /// None when it would refuse the customer.
+    pub async fn admitted(&self, customer_id: &str) -> Result<Option<access::Admitted>, GatewayError> {
+        let (standing, _, _) = self.terms.get(&self.db, customer_id).await?;
+        Ok(access::admit(&self.catalogue, &standing, self.clock.now_micros()).ok())
+    }
+
     pub async fn admit(
         &self,
         ctx: &CallContext,

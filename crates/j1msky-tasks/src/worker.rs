@@ -185,14 +185,22 @@ impl Worker {
     /// checked it; a task already running finishes its steps. A customer refused
     /// altogether is the gateway's to refuse, with its own reason.
     async fn team_left_the_plan(&self, c: &Claim) -> Result<Option<String>, TaskError> {
+        let admitted = match self.gateway.admitted(&c.customer_id).await {
+            Ok(Some(admitted)) => admitted,
+            // Refused, or not known: the gateway refuses the call with its own reason.
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(TaskError::Corrupt(format!("reading the plan in force: {e}"))),
+        };
+        // Only a plan that runs some teams, not all, needs the customer's chosen teams:
+        // pay-per-task and plans with every team take no read here.
+        let choose = admitted.plan().and_then(|p| self.catalogue.plans.get(p)).map(|p| &p.teams);
+        if !matches!(choose, Some(j1msky_core::catalogue::TeamAllowance::Choose(_))) {
+            return Ok(None);
+        }
         let customer = match j1msky_accounts::customers::get(&self.db, &c.customer_id).await {
             Ok(customer) => customer,
             Err(j1msky_accounts::AccountsError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
-        };
-        let standing = j1msky_accounts::access::Standing::of(&customer);
-        let Ok(admitted) = j1msky_accounts::access::admit(&self.catalogue, &standing, self.clock.now_micros()) else {
-            return Ok(None);
         };
         let customer = j1msky_accounts::customers::Customer { plan: admitted.plan().map(str::to_string), ..customer };
         Ok(match crate::submit::check_team(&self.catalogue, &customer, &c.team) {
