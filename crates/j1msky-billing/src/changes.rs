@@ -234,7 +234,8 @@ pub async fn resume(db: &Db, stripe: &Stripe, catalogue: &Catalogue, customer_id
     }
     let back = sub.paused_from_plan.clone().unwrap_or_else(|| "starter".into());
     let plan = plan_checked(catalogue, &back)?;
-    let price = crate::contracts::price_to_resume(db, stripe, catalogue, customer_id, &back, plan).await?;
+    let paused = Some(catalogue.pause_plan.as_str());
+    let price = crate::contracts::price_on(db, stripe, catalogue, customer_id, &back, plan, paused).await?;
     let meta = json!({"j1msky_paused_from": "", "j1msky_resume_at": ""});
     swap(stripe, &sub, &price, "always_invoice", meta, &format!("j1msky-resume-{}-{}", sub.id, sub.version)).await?;
     Ok(())

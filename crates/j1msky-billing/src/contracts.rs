@@ -28,22 +28,10 @@ pub async fn price_for(
     price_on(db, stripe, catalogue, customer_id, plan_id, plan, None).await
 }
 
-/// [`price_for`] the plan a paused subscription returns to: the customer's plan is the
-/// pause plan meanwhile, and a plan sold by contract comes back at the contract's price,
-/// never the catalogue's list price.
-pub async fn price_to_resume(
-    db: &Db,
-    stripe: &Stripe,
-    catalogue: &Catalogue,
-    customer_id: &str,
-    plan_id: &str,
-    plan: &Plan,
-) -> Result<String, BillingError> {
-    price_on(db, stripe, catalogue, customer_id, plan_id, plan, Some(&catalogue.pause_plan)).await
-}
-
-/// [`price_for`], a contract also applying while the customer is on `paused` instead.
-async fn price_on(
+/// [`price_for`], a contract also applying while the customer is on `paused` instead:
+/// the plan a paused subscription returns to comes back at the contract's price, never
+/// the catalogue's list price (`changes::resume`, with the pause plan).
+pub(crate) async fn price_on(
     db: &Db,
     stripe: &Stripe,
     catalogue: &Catalogue,

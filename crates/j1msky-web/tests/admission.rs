@@ -36,6 +36,18 @@ async fn customer_key(app: &TestApp, name: &str, stage: Stage, plan: Option<&str
     (c.id, secret)
 }
 
+/// A customer without a plan with a card on file (pay-per-task), and its API key.
+async fn pay_per_task_customer(app: &TestApp, name: &str) -> (String, String) {
+    let (id, key) = customer_key(app, name, Stage::Active, None).await;
+    let mut tx = app.db.begin().await.expect("tx");
+    j1msky_accounts::access::set_payment_method(&mut tx, app.db.backend(), &id, true, app.now())
+        .await
+        .expect("payment method");
+    tx.commit().await.expect("commit");
+    app.gateway().customer_changed(&id);
+    (id, key)
+}
+
 /// (status, error code or type, message) of an OpenAI-format call.
 async fn chat(app: &TestApp, key: &str) -> (u16, String, String) {
     let body = json!({"model": "auto", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 50});
@@ -322,13 +334,7 @@ async fn sum_of(app: &TestApp, sql: &str, customer: &str) -> i64 {
 #[tokio::test]
 async fn a_pay_per_task_customer_s_direct_api_calls_are_charged_per_day_and_billed_once() {
     let (app, _fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
-    let (walk_in, key) = customer_key(&app, "Walkin", Stage::Active, None).await;
-    let mut tx = app.db.begin().await.expect("tx");
-    j1msky_accounts::access::set_payment_method(&mut tx, app.db.backend(), &walk_in, true, app.now())
-        .await
-        .expect("payment method");
-    tx.commit().await.expect("commit");
-    app.gateway().customer_changed(&walk_in);
+    let (walk_in, key) = pay_per_task_customer(&app, "Walkin").await;
     let (subscriber, sub_key) = customer_key(&app, "Subscriber", Stage::Active, Some("pro")).await;
     for _ in 0..3 {
         assert_eq!(chat(&app, &key).await.0, 200, "a pay-per-task customer with a card calls the API");
@@ -383,13 +389,7 @@ async fn a_pay_per_task_customer_s_direct_api_calls_are_charged_per_day_and_bill
 #[tokio::test]
 async fn api_calls_made_before_a_plan_starts_are_charged_though_it_starts_before_the_day_is_metered() {
     let (app, _fake, _stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
-    let (walk_in, key) = customer_key(&app, "Walkin", Stage::Active, None).await;
-    let mut tx = app.db.begin().await.expect("tx");
-    j1msky_accounts::access::set_payment_method(&mut tx, app.db.backend(), &walk_in, true, app.now())
-        .await
-        .expect("payment method");
-    tx.commit().await.expect("commit");
-    app.gateway().customer_changed(&walk_in);
+    let (walk_in, key) = pay_per_task_customer(&app, "Walkin").await;
     for _ in 0..3 {
         assert_eq!(chat(&app, &key).await.0, 200);
     }
@@ -441,13 +441,7 @@ async fn a_pay_per_task_customer_has_an_hourly_cap_of_its_own() {
     let mut catalogue = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).expect("cat");
     catalogue.pay_per_task_calls_per_hour = 3;
     let app = common::spawn_app_with_catalogue(SimConfig::default(), catalogue).await;
-    let (walk_in, key) = customer_key(&app, "Walkin", Stage::Active, None).await;
-    let mut tx = app.db.begin().await.expect("tx");
-    j1msky_accounts::access::set_payment_method(&mut tx, app.db.backend(), &walk_in, true, app.now())
-        .await
-        .expect("payment method");
-    tx.commit().await.expect("commit");
-    app.gateway().customer_changed(&walk_in);
+    let (walk_in, key) = pay_per_task_customer(&app, "Walkin").await;
     let (_, sub_key) = customer_key(&app, "Subscriber", Stage::Active, Some("pro")).await;
     for i in 0..3 {
         assert_eq!(chat(&app, &key).await.0, 200, "call {i}");

@@ -399,6 +399,21 @@ async fn contract_price_id(stripe: &j1msky_billing::Stripe, id: &str) -> String 
     theirs[0]["id"].as_str().expect("price id").to_string()
 }
 
+/// An Enterprise owner at a $1,500 contract, subscribed through Checkout: (customer,
+/// signed-in browser, form token, the Stripe price of their contract).
+async fn contract_subscriber(
+    app: &TestApp,
+    fake: &j1msky_sim::stripe::RunningStripe,
+    stripe: &j1msky_billing::Stripe,
+) -> (String, reqwest::Client, String, String) {
+    let (id, browser, token) = enterprise_owner(app, Some("1500.00")).await;
+    let session = checkout(app, &browser, &token, "enterprise").await;
+    control(fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(app, fake).await;
+    let theirs = contract_price_id(stripe, &id).await;
+    (id, browser, token, theirs)
+}
+
 async fn change(app: &TestApp, browser: &reqwest::Client, token: &str, form: &[(&str, &str)]) -> reqwest::Response {
     let mut all = vec![("csrf_token", token)];
     all.extend_from_slice(form);
@@ -412,11 +427,7 @@ async fn change(app: &TestApp, browser: &reqwest::Client, token: &str, form: &[(
 #[tokio::test]
 async fn a_paused_contract_subscription_resumes_at_the_contract_price() {
     let (app, fake, stripe) = spawn_app_with_stripe().await;
-    let (id, browser, token) = enterprise_owner(&app, Some("1500.00")).await;
-    let session = checkout(&app, &browser, &token, "enterprise").await;
-    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
-    settle(&app, &fake).await;
-    let theirs = contract_price_id(&stripe, &id).await;
+    let (id, browser, token, theirs) = contract_subscriber(&app, &fake, &stripe).await;
     for round in 0..2 {
         // Stripe's clock moves on too: each change is an event later than the last.
         control(&fake, "clock", json!({"advance_secs": 60})).await;
@@ -448,15 +459,11 @@ async fn a_paused_contract_subscription_resumes_at_the_contract_price() {
 
 /// A contract customer moving down to a catalogue plan keeps paying the contract price
 /// until the period ends: the schedule's first phase is the contract price, not the
-/// plan's list price. And no form moves anyone down onto a plan sold by contract.
+/// plan's list price.
 #[tokio::test]
 async fn a_contract_customers_downgrade_keeps_the_contract_price_until_the_period_ends() {
     let (app, fake, stripe) = spawn_app_with_stripe().await;
-    let (id, browser, token) = enterprise_owner(&app, Some("1500.00")).await;
-    let session = checkout(&app, &browser, &token, "enterprise").await;
-    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
-    settle(&app, &fake).await;
-    let theirs = contract_price_id(&stripe, &id).await;
+    let (id, browser, token, theirs) = contract_subscriber(&app, &fake, &stripe).await;
     let r = change(&app, &browser, &token, &[("action", "downgrade"), ("plan", "pro")]).await;
     assert!(r.status().is_redirection(), "downgrade: {} {}", r.status(), r.text().await.unwrap_or_default());
     settle(&app, &fake).await;

@@ -24,6 +24,20 @@ async fn reported(app: &common::TestApp, charge: &str) -> bool {
     at.is_some()
 }
 
+/// The invoices whose payment failed for customers `a` and `b`: (invoice, customer).
+async fn failed_invoices(app: &common::TestApp, a: &str, b: &str) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT DISTINCT e.object_id, c.id FROM stripe_events e
+           JOIN customers c ON e.payload LIKE '%' || c.stripe_customer_id || '%'
+         WHERE e.type = 'invoice.payment_failed' AND c.id IN ($1, $2)",
+    )
+    .bind(a)
+    .bind(b)
+    .fetch_all(app.db.pool())
+    .await
+    .expect("failed invoices")
+}
+
 async fn link_to_stripe(app: &common::TestApp, customer: &str, stripe_customer: &str) {
     sqlx::query("UPDATE customers SET stripe_customer_id = $1 WHERE id = $2")
         .bind(stripe_customer)
@@ -140,15 +154,7 @@ async fn usage_is_revenue_when_its_invoice_is_paid_and_never_when_voided_or_unco
         .expect("dates");
     assert!(!dates.is_empty() && dates.iter().all(|d| d.0 == paid_at * 1_000_000), "dated when paid: {dates:?}");
 
-    let invoices: Vec<(String, String)> = sqlx::query_as(
-        "SELECT e.object_id, c.id FROM stripe_events e JOIN customers c ON e.payload LIKE '%' || c.stripe_customer_id || '%'
-         WHERE e.type = 'invoice.payment_failed' AND c.id IN ($1, $2)",
-    )
-    .bind(&voided)
-    .bind(&written_off)
-    .fetch_all(app.db.pool())
-    .await
-    .expect("open invoices");
+    let invoices = failed_invoices(&app, &voided, &written_off).await;
     assert_eq!(invoices.len(), 2);
     for (invoice, c) in &invoices {
         let action = if *c == voided { "void" } else { "uncollectible" };
@@ -234,15 +240,7 @@ async fn a_pay_per_task_customer_whose_invoice_fails_is_refused_after_the_grace_
         assert_eq!(standing(&app, c).await.as_deref(), Some("past_due"), "a failed invoice");
         assert!(admitted(&app, c).await, "within the grace period");
     }
-    let failed: Vec<(String, String)> = sqlx::query_as(
-        "SELECT e.object_id, c.id FROM stripe_events e JOIN customers c ON e.payload LIKE '%' || c.stripe_customer_id || '%'
-         WHERE e.type = 'invoice.payment_failed' AND c.id IN ($1, $2)",
-    )
-    .bind(&late)
-    .bind(&gone)
-    .fetch_all(app.db.pool())
-    .await
-    .expect("failed invoices");
+    let failed = failed_invoices(&app, &late, &gone).await;
     assert_eq!(failed.len(), 2);
     let invoice_of = |c: &str| failed.iter().find(|(_, who)| who == c).map(|(i, _)| i.clone()).expect("invoice");
     // Written off: restricted at once.
