@@ -679,6 +679,10 @@ impl Gateway {
             last.output_tokens = usage.output_tokens as i64;
             last.cost = policy::cost(&self.catalogue, model_id, usage.input_tokens, usage.output_tokens);
             last.outcome = outcome.to_string();
+            // Dated when its cost is known, as a whole answer is dated when it came back:
+            // a stream still running when its day was metered (pay-per-task API days)
+            // would otherwise land in a day already charged, and never be billed.
+            last.created_at = self.clock.now_micros();
         }
         self.settle(&reservation, &attempts).await
     }

@@ -451,3 +451,45 @@ async fn a_pay_per_task_customer_has_an_hourly_cap_of_its_own() {
     assert!(message.contains(&format!("customer:{walk_in}")) || code.contains("rate"), "{code}: {message}");
     assert_eq!(chat(&app, &sub_key).await.0, 200, "others are not held up");
 }
+
+/// A streamed call's ledger row is dated when it settles, as a whole answer's is when it
+/// comes back: dated when the stream opened, a pay-per-task stream still running when its
+/// day was metered landed in a day already charged, and was never billed (a night of long
+/// streams opened at 23:59 cost the business and nobody paid).
+#[tokio::test]
+async fn a_stream_settled_after_its_day_was_metered_is_still_charged() {
+    let sim = SimConfig { chunk_delay: std::time::Duration::from_millis(150), ..SimConfig::default() };
+    let (app, _fake, _stripe) = spawn_app_with_gateway_and_stripe(sim).await;
+    let (walk_in, key) = pay_per_task_customer(&app, "Streamer").await;
+    let ledger = "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = $1";
+    let charged = "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) FROM usage_charges WHERE customer_id = $1";
+    let meter = |now| j1msky_tasks::api_usage::meter_api_calls(&app.db, &app.catalogue, now);
+    // A small call today, then a stream opened today that is still running at midnight.
+    assert_eq!(chat(&app, &key).await.0, 200);
+    app.gateway().flush().await;
+    let first = sum_of(&app, ledger, &walk_in).await;
+    let stream = reqwest::Client::new()
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "auto", "stream": true, "max_tokens": 50,
+                      "messages": [{"role": "user", "content": "a long answer please"}]}))
+        .send()
+        .await
+        .expect("stream opened");
+    assert_eq!(stream.status(), 200);
+    // The day closes and is metered while the stream runs: the small call alone.
+    app.clock.advance_secs(86_400 + 20 * 60);
+    assert_eq!(meter(app.now()).await.expect("meter"), 1);
+    assert_eq!(sum_of(&app, charged, &walk_in).await, j1msky_tasks::api_usage::api_charge(&app.catalogue, first));
+    // The stream ends; its cost is charged with the day it settled in.
+    let body = stream.text().await.expect("stream body");
+    assert!(body.contains("[DONE]"), "{body}");
+    app.gateway().flush().await;
+    let streamed = sum_of(&app, ledger, &walk_in).await - first;
+    assert!(streamed > 0, "the stream is in the ledger");
+    app.clock.advance_secs(86_400);
+    assert_eq!(meter(app.now()).await.expect("meter"), 1, "the stream's day is charged");
+    let want = j1msky_tasks::api_usage::api_charge(&app.catalogue, first)
+        + j1msky_tasks::api_usage::api_charge(&app.catalogue, streamed);
+    assert_eq!(sum_of(&app, charged, &walk_in).await, want);
+}
