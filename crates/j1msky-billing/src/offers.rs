@@ -263,13 +263,15 @@ pub async fn pending_for_checkout(db: &Db, stripe: &Stripe, customer_id: &str) -
 }
 
 /// The free trial is the customer's at checkout only if they never had a subscription
-/// nor a trial: one granted outside checkout, or a paid checkout that carried one.
+/// nor a trial: one granted outside checkout (its own record, `account_trials`, or its
+/// grant here: the grant is written after the trial's transaction and may be missing),
+/// or a paid checkout that carried one.
 pub async fn trial_available(db: &Db, stripe: &Stripe, customer_id: &str) -> Result<bool, BillingError> {
     let (subs,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM subscriptions WHERE customer_id = $1")
         .bind(customer_id)
         .fetch_one(db.pool())
         .await?;
-    if subs > 0 {
+    if subs > 0 || j1msky_accounts::trials::get(db, customer_id).await?.is_some() {
         return Ok(false);
     }
     for s in trial_sessions(db, customer_id).await? {

@@ -499,3 +499,48 @@ async fn a_pause_of_an_impossible_number_of_days_is_refused_naming_the_field() {
 async fn status_plan(app: &TestApp, id: &str) -> Option<String> {
     j1msky_billing::changes::current(&app.db, id).await.expect("current").expect("sub").plan
 }
+
+/// A trial the operator granted is the customer's one free trial whether or not its grant
+/// reached billing's records: that grant is written after the trial's own transaction
+/// (and only logged when it fails), so checkout then offered Stripe's trial on top.
+#[tokio::test]
+async fn a_granted_trial_without_its_grant_row_gets_no_stripe_trial() {
+    let (app, _fake, stripe) = spawn_app_with_stripe().await;
+    let lead = j1msky_accounts::customers::create(
+        &app.db,
+        &app.catalogue,
+        &j1msky_audit::Actor::cli(),
+        j1msky_accounts::customers::NewCustomer {
+            name: "Granted Co".into(),
+            stage: Some(Stage::Qualified),
+            ..Default::default()
+        },
+        app.now(),
+    )
+    .await
+    .expect("lead")
+    .id;
+    assert!(j1msky_billing::offers::trial_available(&app.db, &stripe, &lead).await.expect("available"));
+    let trial = j1msky_accounts::trials::NewTrial {
+        plan: "pro".into(),
+        days: 14,
+        tasks: 20,
+        owner_email: "owner@granted.test".into(),
+        owner_name: "Owner".into(),
+    };
+    let mut tx = app.db.begin().await.expect("tx");
+    j1msky_accounts::trials::start_in(
+        &mut tx,
+        app.db.backend(),
+        &app.catalogue,
+        &j1msky_audit::Actor::cli(),
+        &lead,
+        &trial,
+        app.now(),
+    )
+    .await
+    .expect("trial");
+    tx.commit().await.expect("commit");
+    // No offer_grants row (its write failed): the trial itself says it was had.
+    assert!(!j1msky_billing::offers::trial_available(&app.db, &stripe, &lead).await.expect("available"));
+}

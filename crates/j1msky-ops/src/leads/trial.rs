@@ -148,8 +148,9 @@ pub async fn start(
     mail::trial_invite(&mut tx, ctx, mailer, &started, now).await?;
     super::ending::schedule(&mut tx, customer_id, started.trial.ends_at, now).await?;
     tx.commit().await?;
-    // After the commit: a failure here leaves the trial running; the checkout would
-    // then offer Stripe's free trial as well, which the operator sees in the log.
+    // After the commit: a failure here leaves the grant unrecorded for billing, which the
+    // operator sees in the log; checkout still offers no second trial (`trial_available`
+    // reads the trial itself too).
     if let Err(e) = j1msky_billing::offers::record_trial_had(&ctx.db, customer_id, actor.as_str(), now).await {
         tracing::error!(customer = customer_id, error = %e, "recording the granted trial for billing");
     }
