@@ -163,9 +163,18 @@ async fn bad_json_is_400_and_oversized_bodies_are_413() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
+    // The secret is shown this once: no cache, browser or proxy, keeps a copy.
+    assert_eq!(resp.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
     let created: Value = resp.json().await.unwrap();
     assert!(created["secret"].as_str().unwrap().starts_with("jk_"));
     assert!(created["key"].get("secret").is_none());
+    // The page that shows it once, likewise.
+    let token = app.page_token(&owner, "/app").await;
+    let resp = owner.post(app.url("/app/keys")).form(&[("csrf_token", token.as_str()), ("name", "page")]).send().await;
+    let resp = resp.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    assert!(resp.text().await.unwrap().contains("jk_"), "the page shows the secret");
 }
 
 #[tokio::test]

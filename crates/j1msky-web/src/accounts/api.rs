@@ -73,7 +73,9 @@ pub async fn create_key(
     }
     let cid = customer_scope(&caller)?;
     let (key, secret) = api_keys::create(&state.db, &Actor::user(&s.user.id), cid, &body.name, state.now()).await?;
-    Ok((StatusCode::CREATED, Json(json!({"key": key, "secret": secret}))).into_response())
+    // Shown this once: no cache (browser or proxy) keeps a copy of the secret.
+    let no_store = [(axum::http::header::CACHE_CONTROL, "no-store")];
+    Ok((StatusCode::CREATED, no_store, Json(json!({"key": key, "secret": secret}))).into_response())
 }
 
 /// Revokes one of the caller's customer's keys; another customer's key is 404.

@@ -465,7 +465,13 @@ pub async fn app_create_key(
         return error_page_for(&state, Some(&s), ApiError::forbidden("Only the account owner manages API keys."));
     }
     match api_keys::create(&state.db, &Actor::user(&s.user.id), &cid, &form.name, state.now()).await {
-        Ok((key, secret)) => app_page(&state, &s, &cid, Some((key.name, secret)), StatusCode::OK).await,
+        Ok((key, secret)) => {
+            // Shown this once: no cache (browser or proxy) keeps a copy of the secret.
+            let mut page = app_page(&state, &s, &cid, Some((key.name, secret)), StatusCode::OK).await;
+            page.headers_mut()
+                .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+            page
+        }
         Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
