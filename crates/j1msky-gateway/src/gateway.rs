@@ -315,7 +315,6 @@ impl Gateway {
         self.catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC)
     }
 
-    /// Routes and admits a call: caps counted and budget reserved, or an error.
     /// What admission would let `customer_id` use now (its plan in force, the pause plan
     /// while paused, or pay-per-task), read through the same short cache as every call;
     /// None when it would refuse the customer.
@@ -324,6 +323,7 @@ impl Gateway {
         Ok(access::admit(&self.catalogue, &standing, self.clock.now_micros()).ok())
     }
 
+    /// Routes and admits a call: caps counted and budget reserved, or an error.
     pub async fn admit(
         &self,
         ctx: &CallContext,
