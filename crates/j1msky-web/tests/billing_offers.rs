@@ -486,7 +486,7 @@ async fn a_pause_of_an_impossible_number_of_days_is_refused_naming_the_field() {
     let session = checkout(&app, &browser, &token, "pro").await;
     control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
     settle(&app, &fake).await;
-    for days in ["9223372036854775807", "-5", "0", "367", "thirty", "1.5", ""] {
+    for days in ["9223372036854775807", "-5", "0", "367", "thirty", "1.5"] {
         let r = change(&app, &browser, &token, &[("action", "pause"), ("resume_days", days)]).await;
         assert_eq!(r.status(), 422, "{days:?}");
         let body = r.text().await.expect("body");

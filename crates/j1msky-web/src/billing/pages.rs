@@ -213,10 +213,10 @@ pub async fn change(
     }
 }
 
-/// The days a pause lasts: 30 when the form leaves them out, else a whole number from 1
-/// to 366 (a year and a day is the longest pause `changes::pause` takes).
+/// The days a pause lasts: 30 when the form leaves them out (or blank), else a whole
+/// number from 1 to 366 (a year and a day is the longest pause `changes::pause` takes).
 fn pause_days(given: Option<&str>) -> Result<i64, BillingError> {
-    let Some(text) = given else { return Ok(30) };
+    let Some(text) = given.filter(|t| !t.trim().is_empty()) else { return Ok(30) };
     match text.trim().parse::<u16>() {
         Ok(days @ 1..=366) => Ok(i64::from(days)),
         _ => Err(BillingError::invalid("resume_days", format!("`{text}` is not a number of days from 1 to 366"))),
