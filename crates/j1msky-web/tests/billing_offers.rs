@@ -494,6 +494,12 @@ async fn a_pause_of_an_impossible_number_of_days_is_refused_naming_the_field() {
     }
     settle(&app, &fake).await;
     assert_eq!(status_plan(&app, &id).await, Some("pro".into()), "never paused");
+    // Left blank: the default, 30 days.
+    let r = change(&app, &browser, &token, &[("action", "pause"), ("resume_days", " ")]).await;
+    assert!(r.status().is_redirection(), "{}", r.status());
+    settle(&app, &fake).await;
+    let m = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub");
+    assert_eq!((m.plan.as_deref(), m.resume_at), (Some("paused"), Some(app.now() / 1_000_000 - 1 + 30 * 86_400)));
 }
 
 async fn status_plan(app: &TestApp, id: &str) -> Option<String> {
