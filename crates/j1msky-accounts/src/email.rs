@@ -41,6 +41,24 @@ impl Email {
     pub fn key(&self) -> String {
         self.0.to_lowercase()
     }
+
+    /// The mailbox the address reaches: [`Email::key`] without a `+tag` in its local part
+    /// (`Ann+2@Acme.test` reaches `ann@acme.test`). Limits per recipient and the
+    /// operator's view of earlier trials count by it.
+    pub fn mailbox(&self) -> String {
+        let key = self.key();
+        match key.split_once('@') {
+            Some((local, domain)) => {
+                let local = local.split_once('+').map_or(local, |(base, _)| base);
+                if local.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{local}@{domain}")
+                }
+            }
+            None => key,
+        }
+    }
 }
 
 impl fmt::Display for Email {
@@ -52,6 +70,14 @@ impl fmt::Display for Email {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mailbox_drops_a_plus_tag_and_case() {
+        let mailbox = |s: &str| Email::parse(s).map(|e| e.mailbox()).ok();
+        assert_eq!(mailbox("Ann+trial2@Acme.test"), Some("ann@acme.test".into()));
+        assert_eq!(mailbox("ann@acme.test"), Some("ann@acme.test".into()));
+        assert_eq!(mailbox("+only@acme.test"), Some("+only@acme.test".into()), "no name before the tag: as is");
+    }
 
     #[test]
     fn parses_and_rejects() {

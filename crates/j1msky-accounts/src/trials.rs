@@ -94,6 +94,38 @@ pub async fn get(db: &Db, customer_id: &str) -> Result<Option<Trial>, AccountsEr
     .transpose()
 }
 
+/// A trial granted to another customer reaching the same mailbox.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EarlierTrial {
+    pub customer_id: String,
+    pub name: String,
+    pub contact_email: String,
+    pub started_at: i64,
+}
+
+/// Trials granted to other customers than `except` whose contact address reaches the
+/// mailbox `email` reaches ([`crate::Email::mailbox`]: `ann+2@…` is `ann@…`), oldest
+/// first: the operator sees them before granting another. Granted trials are few (the
+/// operator grants each), so they are read whole and compared here.
+pub async fn earlier_for_mailbox(db: &Db, email: &str, except: &str) -> Result<Vec<EarlierTrial>, AccountsError> {
+    let Ok(wanted) = crate::Email::parse(email).map(|e| e.mailbox()) else { return Ok(Vec::new()) };
+    let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT c.id, c.name, c.contact_email, t.started_at FROM account_trials t JOIN customers c ON c.id = t.customer_id
+         WHERE c.id <> $1 ORDER BY t.started_at, c.id",
+    )
+    .bind(except)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(customer_id, name, contact, started_at)| {
+            let contact = contact?;
+            let same = crate::Email::parse(&contact).is_ok_and(|e| e.mailbox() == wanted);
+            same.then_some(EarlierTrial { customer_id, name, contact_email: contact, started_at })
+        })
+        .collect())
+}
+
 /// Inside the caller's transaction: how many granted trials are running (their
 /// customer still in stage `trial`). On PostgreSQL the trials table is locked until
 /// the transaction ends, so two starts cannot both take the last pilot slot.

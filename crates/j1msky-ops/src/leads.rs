@@ -139,7 +139,7 @@ pub async fn submit(
     if let Admission::Refused { retry_after_secs } = throttle::admit(&ctx.db, &scope, FORMS_PER_ADDRESS, now).await? {
         return Err(LeadError::Throttled { retry_after_secs });
     }
-    let to = format!("lead-to:{}", email.key());
+    let to = format!("lead-to:{}", email.mailbox());
     if let Admission::Refused { .. } = throttle::admit(&ctx.db, &to, FORMS_PER_RECIPIENT, now).await? {
         return Err(LeadError::invalid(
             "email",

@@ -352,6 +352,10 @@ async fn the_form_confirms_each_address_once_a_day_so_it_cannot_mail_anyone_at_w
     assert!(body.contains("email: a request for this address came in today"), "{body}");
     let sent = "SELECT COUNT(*) FROM lifecycle_messages WHERE template = 'lead_confirmation'";
     assert_eq!((count(&app, "SELECT COUNT(*) FROM ops_leads").await, count(&app, sent).await), (1, 1));
+    // A `+tag` reaches the same mailbox: the same limit.
+    app.clock.advance_secs(2 * 3_600);
+    let r = post_form(&app, &lead_fields("Tagged", "rita+2@research.test")).await;
+    assert_eq!(r.status(), 422);
     assert_eq!(post_form(&app, &lead_fields("Other Co", "other@research.test")).await.status(), 303);
     // A day later the address may ask again.
     app.clock.advance_secs(86_400);
@@ -381,4 +385,30 @@ async fn an_owner_s_invitations_have_a_daily_budget() {
     assert_eq!(count(&app, sent).await, budget);
     app.clock.advance_secs(86_400 + 60);
     assert_eq!(admin_post(&app, &owner, "/app/members", "/app/members", &form).await.status(), 303);
+}
+
+/// A company whose trial ended can send the form again under another address of the same
+/// mailbox (`ann+2@…`); the operator sees the earlier trial on the new lead's page before
+/// granting another.
+#[tokio::test]
+async fn a_lead_s_page_shows_an_earlier_trial_of_the_same_mailbox() {
+    let app = spawn_app_with_mail().await;
+    let op = operator(&app).await;
+    assert_eq!(trial_for(&app, &op, "Acme Research", "ann@acme.test", "5").await.status(), 303);
+    let first = lead_id(&app, "Acme Research").await;
+    app.clock.advance_secs(2 * 86_400);
+    assert_eq!(post_form(&app, &lead_fields("Acme Labs", "Ann+again@Acme.test")).await.status(), 303);
+    let again = lead_id(&app, "Acme Labs").await;
+    let page = op.get(app.url(&format!("/admin/leads/{again}"))).send().await.unwrap().text().await.unwrap();
+    let at = page.find("id=\"earlier-trials\"").unwrap_or_else(|| panic!("no earlier trials shown: {page}"));
+    assert!(
+        page[at..].contains(&format!("/admin/customers/{first}")) && page[at..].contains("Acme Research"),
+        "{page}"
+    );
+    // Another mailbox at the same company has no such notice.
+    app.clock.advance_secs(2 * 3_600);
+    assert_eq!(post_form(&app, &lead_fields("Acme Other", "bob@acme.test")).await.status(), 303);
+    let other = lead_id(&app, "Acme Other").await;
+    let page = op.get(app.url(&format!("/admin/leads/{other}"))).send().await.unwrap().text().await.unwrap();
+    assert!(!page.contains("earlier-trials"), "{page}");
 }

@@ -63,8 +63,12 @@ async fn detail(State(state): State<AppState>, OperatorUser(s): OperatorUser, Pa
         Ok(t) => t,
         Err(e) => return error_page_for(&state, Some(&s), e),
     };
+    let earlier = match j1msky_accounts::trials::earlier_for_mailbox(&state.db, &lead.email, &id).await {
+        Ok(e) => e,
+        Err(e) => return error_page_for(&state, Some(&s), e),
+    };
     let defaults = context! { days => state.catalogue.trial_days, tasks => trial::DEFAULT_TRIAL_TASKS };
-    page(&state, Some(&s), "admin/lead.html", "leads", context! { lead, history, plans, trial, defaults })
+    page(&state, Some(&s), "admin/lead.html", "leads", context! { lead, history, plans, trial, earlier, defaults })
 }
 
 #[derive(Deserialize)]
