@@ -174,6 +174,9 @@ async fn kill_9_under_mixed_load_ten_times_loses_no_step_ledger_and_overspends_n
     env.json(&["gateway", "customer-budget", &capped_id, "0.002", "--reason", "crash: a capped customer"]);
     let walk_in = env.json(&["customer", "add", "--name", "Walk-in", "--stage", "active", "--payment-on-file"]);
     let walk_in_id = walk_in["customer"]["id"].as_str().expect("id").to_string();
+    // Ten rounds of task load outrun a pay-per-task customer's hourly cap (50 calls):
+    // this test is about crashes, so the operator lifts it for the walk-in.
+    env.json(&["gateway", "cap", &format!("customer:{walk_in_id}"), "1000000", "--reason", "crash: load"]);
     let task_key = env.json(&["key", "create", "--customer", &walk_in_id, "--name", "tasks"])["secret"]
         .as_str()
         .expect("secret")
