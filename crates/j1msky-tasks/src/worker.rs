@@ -81,6 +81,8 @@ struct Claim {
     prompt: String,
     attempt: i64,
     failures: i64,
+    /// Admitted as pay-per-task (`tasks.pay_per_task`): charged when it succeeds.
+    pay_per_task: bool,
 }
 
 /// One worker (cheap to clone; run many).
@@ -154,7 +156,7 @@ impl Worker {
                      (SELECT id FROM tasks WHERE state = 'queued' AND not_before <= $3
                       ORDER BY priority DESC, not_before, queued_at, id LIMIT 1 {lock}))
                AND {runnable}
-             RETURNING id, customer_id, team, category, title, prompt, attempts, failures"
+             RETURNING id, customer_id, team, category, title, prompt, attempts, failures, pay_per_task"
         );
         if self.db.backend() == Backend::Postgres {
             // The claim and its `task.started` in one statement.
@@ -531,14 +533,9 @@ impl Worker {
                 None => Outcome::Lost,
             });
         }
-        let pay_per_task: i64 = sqlx::query("SELECT pay_per_task FROM tasks WHERE id = $1")
-            .bind(&c.id)
-            .fetch_one(self.db.pool())
-            .await?
-            .try_get(0)?;
         // A task admitted as pay-per-task is charged (whatever plan its customer has since:
         // its outputs were withheld until this charge, `submit::withhold_unpaid_work`).
-        let charge = (pay_per_task == 1).then(|| tier::price(&self.catalogue, tier).micros());
+        let charge = c.pay_per_task.then(|| tier::price(&self.catalogue, tier).micros());
         let mut tx = self.db.begin().await?;
         let updated = sqlx::query(&format!(
             "UPDATE tasks SET state = 'succeeded', result = $4, cost_micros = $5, tier = $6, charge_micros = $7,
@@ -579,6 +576,7 @@ fn claim_from_row(row: &sqlx::any::AnyRow) -> Result<Claim, TaskError> {
         prompt: row.try_get(5)?,
         attempt: row.try_get(6)?,
         failures: row.try_get(7)?,
+        pay_per_task: row.try_get::<i64, _>(8)? == 1,
     })
 }
 

@@ -27,7 +27,7 @@ pub(super) async fn claim(
     let event = Embedded::new(started, "claimed", "claimed.customer_id", &per_row, 4, now)?;
     let sql = format!(
         "WITH claimed AS ({update}), started AS ({})
-         SELECT id, customer_id, team, category, title, prompt, attempts, failures FROM claimed",
+         SELECT id, customer_id, team, category, title, prompt, attempts, failures, pay_per_task FROM claimed",
         event.sql()
     );
     let query = sqlx::query(&sql).bind(owner).bind(lease_until).bind(now);
