@@ -579,6 +579,15 @@ impl Gateway {
                 Step::Fail
             };
         }
+        if matches!(e, UpstreamError::Timeout) {
+            // No answer within the request timeout: the same request on the same model
+            // would most likely run the clock out again, keeping the caller waiting a
+            // whole timeout per try while the provider may bill each one (a request made
+            // to run long would otherwise cost the business one unanswered generation per
+            // retry, none of them priced). The next model gets one try; without one the
+            // caller hears at once.
+            return if has_fallback { Step::Fallback } else { Step::Fail };
+        }
         if tries < self.retry.retries_per_model {
             let base = self.retry.base_backoff.as_micros() as u64 * (1u64 << tries.min(10));
             let jittered = rand::thread_rng().gen_range(base / 2..=base + base / 2);

@@ -205,13 +205,25 @@ async fn upstream_rate_limits_and_errors_fall_back_and_every_attempt_is_a_ledger
     // A success closes the books on those failures (the breaker counts failures in a row).
     let resp = post(&app, "/v1/chat/completions", &key, Some("writing"), &chat("Write it")).await;
     assert_eq!(resp.headers()["x-j1msky-model"], "claude-sonnet");
-    // A timeout is a failure like any other: retried, then the fallback answers.
-    app.script_faults(json!({"fault": "timeout", "model": "claude-sonnet-4-5", "times": 3})).await;
+    // A timeout is not tried again on the same model (it would most likely run the clock
+    // out again, and each try may be billed): the fallback answers at once, though Sonnet
+    // would have answered a second try.
+    app.script_faults(json!({"fault": "timeout", "model": "claude-sonnet-4-5", "times": 1})).await;
     let resp = post(&app, "/v1/chat/completions", &key, Some("writing"), &chat("Write it")).await;
     assert_eq!(resp.status(), 200);
     let rows = rows_of(&app, &resp).await;
-    assert_eq!(rows.iter().filter(|r| r.outcome == "timeout").count(), 3);
-    assert_eq!(rows.last().map(|r| r.model_used.as_str()), Some("kimi-k2.5"));
+    let summary: Vec<(&str, &str, Option<&str>)> =
+        rows.iter().map(|r| (r.model_used.as_str(), r.outcome.as_str(), r.fallback_reason.as_deref())).collect();
+    assert_eq!(summary, vec![("claude-sonnet", "timeout", None), ("kimi-k2.5", "ok", Some("timeout"))]);
+    // Without a fallback the caller hears of the timeout after one try, as a 504.
+    app.script_faults(json!({"fault": "timeout", "model": "kimi-k2.5", "times": 1})).await;
+    let resp = post(&app, "/v1/chat/completions", &key, None, &chat("Code it")).await;
+    assert_eq!(resp.status(), 504);
+    let rows = rows_of(&app, &resp).await;
+    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(outcomes, vec!["timeout"]);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "upstream_timeout");
 
     // Kimi has no fallback: when it keeps failing the caller gets an OpenAI-style error.
     app.script_faults(json!({"fault": "500", "model": "kimi-k2.5", "times": 3})).await;
