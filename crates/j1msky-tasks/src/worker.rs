@@ -263,8 +263,11 @@ impl Worker {
             let idx = match pipeline::next_role(team, &history) {
                 pipeline::Next::Run(idx) => idx,
                 pipeline::Next::Complete => return self.succeed(c, team, &done, None).await,
-                pipeline::Next::Rejected { role, review } => {
-                    let error = format!("the {role} role rejected the revised work: {}", excerpt(&review));
+                pipeline::Next::Rejected { role, .. } => {
+                    // The review itself is the last step's output, shown wherever step outputs
+                    // are: not copied into the error, which a pay-per-task customer reads on
+                    // a task that failed uncharged (its outputs withheld).
+                    let error = format!("the {role} role rejected the revised work (its review is the last step)");
                     return self.fail(c, &error, true).await;
                 }
             };
@@ -621,12 +624,3 @@ impl StepRow<'_> {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// The start of a review, enough for an error message.
-fn excerpt(text: &str) -> String {
-    const MAX: usize = 300;
-    let text = text.trim();
-    match text.char_indices().nth(MAX) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_string(),
-    }
-}

@@ -183,6 +183,12 @@ async fn a_second_reviewer_rejection_fails_the_task_uncharged() {
     assert_eq!(theirs.steps.len(), 4, "the steps themselves are shown");
     assert!(theirs.steps.iter().all(|s| s.output.is_empty() && s.output_withheld), "{:?}", theirs.steps);
     assert!(d.steps.iter().all(|s| !s.output.is_empty() && !s.output_withheld), "operator view: {:?}", d.steps);
+    // Nor a piece of it through the error: the review is a step's output, withheld too.
+    let review = d.steps[3].output.trim();
+    assert!(review.starts_with("REVISE:"), "{review}");
+    let their_error = theirs.task.error.as_deref().unwrap_or("");
+    assert!(their_error.contains("rejected"), "the error still says what happened: {their_error}");
+    assert!(!their_error.contains("REVISE:"), "no model text in the error: {their_error}");
 
     // The customer subscribes afterwards (a trial is enough): work done under pay-per-task
     // and never paid for stays withheld; it was the plan *now* that decided, so starting
