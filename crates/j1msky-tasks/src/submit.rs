@@ -341,6 +341,17 @@ pub async fn submit(
         Some(c) => c.to_ascii_lowercase(),
         None => team.category.clone().unwrap_or_else(|| input.team.clone()),
     };
+    // A category some model is kept for (the catalogue's `model_only_for`: Opus for
+    // architecture and strategy) is the team's to claim, not the customer's: a content
+    // task marked `strategy` would otherwise run its roles on the reserved model, work
+    // the plan sells with another team.
+    let own = team.category.clone().unwrap_or_else(|| input.team.clone());
+    if category != own && catalogue.routing.model_only_for.values().any(|kept| kept.contains(&category)) {
+        return Err(TaskError::invalid(
+            "category",
+            format!("`{category}` is kept for the teams that work in it; the {} team works in `{own}`", input.team),
+        ));
+    }
     let plan = customer.plan.as_deref().and_then(|p| catalogue.plans.get(p));
     let sla = plan.and_then(|p| p.sla.as_ref()).map_or(0, |s| i64::from(s.priority));
     let id = j1msky_core::ids::new_id("tsk");

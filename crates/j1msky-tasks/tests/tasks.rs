@@ -145,6 +145,39 @@ async fn a_task_runs_through_its_team_and_its_cost_and_events_are_kept() {
 }
 
 #[tokio::test]
+async fn a_task_cannot_claim_a_category_kept_for_another_team_s_model() {
+    let e = env().await;
+    let pro = e.customer("Acme", Some("pro"), &[]).await;
+    let with = |team: &str, category: &str| NewTask {
+        team: team.into(),
+        prompt: Some("Plan the year".into()),
+        category: Some(category.into()),
+        ..NewTask::default()
+    };
+    // `strategy` and `architecture` unlock Opus (the catalogue's model_only_for): a content
+    // or code task may not claim them.
+    for (team, category) in [("content", "strategy"), ("content", "Architecture"), ("code", "strategy")] {
+        match j1msky_tasks::submit(&e.t.db, &e.catalogue, &pro, &with(team, category), None, e.clock.now()).await {
+            Err(TaskError::Invalid { field, message }) => {
+                assert_eq!(field, "category");
+                assert!(message.contains(&category.to_ascii_lowercase()) && message.contains(team), "{message}");
+            }
+            other => panic!("{team} as {category}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(e.count("SELECT COUNT(*) FROM tasks").await, 0, "nothing queued");
+    // The business team works in `strategy`; any team may pick a category nothing is kept for.
+    let ok = j1msky_tasks::submit(&e.t.db, &e.catalogue, &pro, &with("business", "strategy"), None, e.clock.now())
+        .await
+        .expect("the business team's own category");
+    assert_eq!(ok.task.category, "strategy");
+    let ok = j1msky_tasks::submit(&e.t.db, &e.catalogue, &pro, &with("code", "writing"), None, e.clock.now())
+        .await
+        .expect("a category nothing is kept for");
+    assert_eq!(ok.task.category, "writing");
+}
+
+#[tokio::test]
 async fn pay_per_task_customers_are_charged_once_per_succeeded_task_and_never_for_failures() {
     let e = env().await;
     let payg = e.customer("Walk-in", None, &[]).await;

@@ -31,6 +31,8 @@ pub struct SubmitBody {
     pub fields: BTreeMap<String, String>,
     #[schema(value_type = Option<crate::openapi::schemas::Priority>)]
     pub priority: Option<String>,
+    /// Routing category of the task's calls; absent: the team's. A category a model is
+    /// kept for (`model_only_for` in the catalogue) only for a team that works in it.
     pub category: Option<String>,
 }
 
