@@ -66,6 +66,9 @@ struct Slice {
     free: i64,
     /// Reserved by calls admitted from it and not settled yet (budgets only).
     held: i64,
+    /// Spent by its settled calls and not yet moved to the row's `spent` ([`Leases::flush`]):
+    /// still part of the row's `amount` (budgets only).
+    unflushed: i64,
     last_take: i64,
     /// When it was last topped up, in [`Leases::tickets`]' order.
     ticket: u64,
@@ -85,6 +88,9 @@ pub(crate) struct Leases {
     owner: String,
     slices: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Slice>>>>,
     tickets: AtomicU64,
+    /// One flush at a time, and when the last one was made.
+    flushing: tokio::sync::Mutex<()>,
+    flushed_at: Mutex<Option<std::time::Instant>>,
     /// Per customer scope without a slice: (first call of the current run, calls since).
     recent: Mutex<HashMap<String, (i64, u32)>>,
 }
@@ -96,6 +102,8 @@ impl Leases {
             owner: owner.to_string(),
             slices: Mutex::default(),
             tickets: AtomicU64::new(1),
+            flushing: tokio::sync::Mutex::new(()),
+            flushed_at: Mutex::default(),
             recent: Mutex::default(),
         }
     }
@@ -136,6 +144,7 @@ impl Leases {
                     id: j1msky_core::ids::new_id("lse"),
                     free: 0,
                     held: 0,
+                    unflushed: 0,
                     last_take: 0,
                     ticket: 0,
                     per_call: 0,
@@ -245,8 +254,9 @@ impl Leases {
         }
     }
 
-    /// After a call's settlement committed: `actual` of each budget part became spend, the
-    /// rest of its reservation is free again in the slice.
+    /// After a call's settlement committed: `actual` of each budget part became spend (kept
+    /// here until the next [`Leases::flush`]), the rest of its reservation is free again in
+    /// the slice. A part of a slice the sweeper took is already counted as spent in full.
     pub(crate) async fn settled(&self, leased: &[Leased], actual: i64) {
         for t in leased.iter().filter(|t| t.kind == LeaseKind::Budget) {
             let slice = self.slice(&(t.kind, t.scope.clone(), t.window_start));
@@ -254,8 +264,57 @@ impl Leases {
             if s.id == t.lease {
                 s.held -= t.amount;
                 s.free += t.amount - actual.min(t.amount);
+                s.unflushed = s.unflushed.saturating_add(actual);
             }
         }
+    }
+
+    /// Moves what calls spent from this process's budget slices since the last flush from
+    /// each row's `amount` to its `spent`, in one statement (`j1msky_slices_spent`,
+    /// migration 0052), and returns the spend of `window` (scope, start) after it, slices
+    /// included (`None` when none was asked or it has no row). Settlement batches leave
+    /// this to the flush, a few times a second per process ([`FLUSH_EVERY`]), so that a
+    /// batch costs the server its ledger rows and nothing per slice.
+    pub(crate) async fn flush(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        window: Option<(&str, i64)>,
+    ) -> Result<Option<i64>, DbError> {
+        let _one = self.flushing.lock().await;
+        let slices: Vec<Arc<tokio::sync::Mutex<Slice>>> =
+            self.map().iter().filter(|(k, _)| k.0 == LeaseKind::Budget).map(|(_, v)| v.clone()).collect();
+        let mut taken: Vec<(Arc<tokio::sync::Mutex<Slice>>, String, i64)> = Vec::new();
+        for slice in slices {
+            let mut s = slice.lock().await;
+            if s.unflushed != 0 {
+                let amount = std::mem::take(&mut s.unflushed);
+                taken.push((slice.clone(), s.id.clone(), amount));
+            }
+        }
+        // Rows in key order, as every flush of every process takes them.
+        taken.sort_by(|a, b| a.1.cmp(&b.1));
+        let result = flush_statement(conn, taken.iter().map(|(_, id, a)| (id.as_str(), *a)), window).await;
+        if result.is_err() {
+            // Not written: kept for the next flush.
+            for (slice, id, amount) in taken {
+                let mut s = slice.lock().await;
+                if s.id == id {
+                    s.unflushed = s.unflushed.saturating_add(amount);
+                }
+            }
+        }
+        result
+    }
+
+    /// Whether a flush is due: something spent and not flushed for [`FLUSH_EVERY`].
+    pub(crate) fn flush_due(&self, now: std::time::Instant) -> bool {
+        let last = *self.flushed_at.lock().unwrap_or_else(|p| p.into_inner());
+        last.is_none_or(|at| now.duration_since(at) >= FLUSH_EVERY)
+    }
+
+    /// Notes that a flush was made at `now`.
+    pub(crate) fn flushed(&self, now: std::time::Instant) {
+        *self.flushed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
     }
 
     /// Gives back the unused part of every slice idle since [`IDLE`] (every slice when
@@ -271,6 +330,7 @@ impl Leases {
                 continue;
             }
             if s.free > 0 || s.held == 0 {
+                flush_one(db, &mut s).await?;
                 // With nothing free this only ends the lease row, before the slice is forgotten.
                 give_back(db, &s.id, s.free).await?;
                 gave += usize::from(s.free > 0);
@@ -296,6 +356,7 @@ impl Leases {
         for (key, slice) in slices {
             let mut s = slice.lock().await;
             if s.free > 0 || s.held == 0 {
+                flush_one(db, &mut s).await?;
                 // With nothing free this only ends the lease row, before the slice is forgotten.
                 give_back(db, &s.id, s.free).await?;
                 gave += usize::from(s.free > 0);
@@ -310,17 +371,29 @@ impl Leases {
         Ok(gave)
     }
 
-    /// The unused micro-USD of this process's budget slices.
+    /// The micro-USD of this process's budget slices held by no call in flight: unused, or
+    /// spent and not flushed yet.
     pub(crate) async fn unused_budget(&self) -> i64 {
         let slices: Vec<(Key, Arc<tokio::sync::Mutex<Slice>>)> =
             self.map().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut unused = 0;
         for (key, slice) in slices {
             if key.0 == LeaseKind::Budget {
-                unused += slice.lock().await.free;
+                let s = slice.lock().await;
+                unused += s.free + s.unflushed;
             }
         }
         unused
+    }
+
+    /// What this process's calls spent from its slices of `scope`'s window `window_start`
+    /// and has not flushed yet.
+    pub(crate) async fn unflushed(&self, scope: &str, window_start: i64) -> i64 {
+        let slice = self.map().get(&(LeaseKind::Budget, scope.to_string(), window_start)).cloned();
+        match slice {
+            Some(slice) => slice.lock().await.unflushed,
+            None => 0,
+        }
     }
 
     /// Renews this process's lease rows; a slice whose row is gone (the sweeper took this
@@ -338,11 +411,13 @@ impl Leases {
         for slice in slices {
             // A slice being topped up right now has a row (or gets one): leave it.
             let Ok(mut s) = slice.try_lock() else { continue };
-            if s.ticket < before && (s.free > 0 || s.held > 0) && !ids.contains(&s.id) {
+            if s.ticket < before && (s.free > 0 || s.held > 0 || s.unflushed != 0) && !ids.contains(&s.id) {
+                // The sweeper counted all of it as spent: what its calls spent is in there.
                 tracing::warn!(lease = %s.id, "a slice of a shared limit was released by another process; dropped");
                 s.id = j1msky_core::ids::new_id("lse");
                 s.free = 0;
                 s.held = 0;
+                s.unflushed = 0;
             }
         }
         Ok(())
@@ -357,6 +432,40 @@ fn grown(size: i64, topped_at: i64, now: i64) -> i64 {
     } else {
         SLICE_CALLS
     }
+}
+
+/// How often a process moves what its calls spent from its slices to their rows
+/// ([`Leases::flush`]): readers of a window's spend (the budget alerts of every process,
+/// the operator's pages) see other processes' spend this late at most.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// `j1msky_slices_spent` (migration 0052) for `spent` (lease, micro-USD), answering the
+/// spend of `window`.
+async fn flush_statement<'a>(
+    conn: &mut sqlx::AnyConnection,
+    spent: impl Iterator<Item = (&'a str, i64)>,
+    window: Option<(&str, i64)>,
+) -> Result<Option<i64>, DbError> {
+    let (ids, amounts): (Vec<&str>, Vec<i64>) = spent.unzip();
+    let answer: i64 = sqlx::query_scalar("SELECT j1msky_slices_spent($1, $2, $3, $4)")
+        .bind(crate::roundtrip::text_array(ids.into_iter()))
+        .bind(crate::roundtrip::number_array(amounts.into_iter()))
+        .bind(window.map(|(scope, _)| scope.to_string()))
+        .bind(window.map_or(0, |(_, start)| start))
+        .fetch_one(conn)
+        .await?;
+    Ok((answer >= 0).then_some(answer))
+}
+
+/// Flushes one slice's unflushed spend (before it is given back, so the row's end is exact).
+async fn flush_one(db: &Db, s: &mut Slice) -> Result<(), DbError> {
+    if s.unflushed == 0 {
+        return Ok(());
+    }
+    let mut conn = db.pool().acquire().await?;
+    flush_statement(&mut conn, std::iter::once((s.id.as_str(), s.unflushed)), None).await?;
+    s.unflushed = 0;
+    Ok(())
 }
 
 async fn give_back(db: &Db, lease: &str, back: i64) -> Result<(), DbError> {

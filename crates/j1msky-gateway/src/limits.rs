@@ -261,9 +261,13 @@ pub async fn release_expired(db: &Db, now: i64) -> Result<u64, DbError> {
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
-    // Slices of shared limits (migration 0041): a budget's unspent part goes back and what
-    // its calls spent moves to the window (0043); a cap's calls stay counted, since nobody
-    // knows how many of them the dead process admitted.
+    // Slices of shared limits (migration 0041): a cap's calls stay counted, since nobody
+    // knows how many of them the dead process admitted; a budget slice counts as spent in
+    // full (what the row holds, its flushed spend included, moves to the window's spend),
+    // since what the dead process's calls spent after its last flush (0052) is in the
+    // ledger but not on the row, and giving back the rest could let the budget be spent
+    // twice. The cost of a crash is the rest of the dead process's slices until their
+    // windows end, as a crashed SQLite process's reservations count as spent.
     let slices: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
         "DELETE FROM limit_leases WHERE expires_at < $1 RETURNING kind, scope, window_start, amount, spent",
     )
@@ -274,7 +278,7 @@ pub async fn release_expired(db: &Db, now: i64) -> Result<u64, DbError> {
         slices
             .into_iter()
             .filter(|s| s.0 == "budget" && (s.3 > 0 || s.4 != 0))
-            .map(|(_, s, w, a, spent)| (s, w, a + spent, spent)),
+            .map(|(_, s, w, a, spent)| (s, w, a + spent, a + spent)),
     );
     // The order admissions lock budget rows in, so a sweep never deadlocks with them.
     rows.sort();

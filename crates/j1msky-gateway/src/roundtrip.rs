@@ -14,7 +14,9 @@ use j1msky_core::Money;
 use j1msky_db::{Db, DbError};
 use serde_json::json;
 
-use crate::admission::{Budget, Cap, LeaseKind, LimitError, Reservation, BUSINESS_DAY};
+use crate::admission::{Budget, Cap, LimitError, Reservation, BUSINESS_DAY};
+#[cfg(test)]
+use crate::admission::LeaseKind;
 use crate::ledger::Attempt;
 
 /// Why `j1msky_admit` refused: the index of the cap or budget, and for a budget what was
@@ -84,14 +86,16 @@ pub(crate) struct Settlement {
 pub(crate) type Spent = (String, i64, i64);
 
 /// Settles every call of `batch` in one statement on `conn` (`j1msky_settle_batch`,
-/// migrations 0043 and 0048); returns the business's spend of the day after it, the only
-/// window the gateway reads back (the latest day the batch spent in; none when it spent
-/// in no day's budget). The sums per window and per slice are made here, so the server
-/// reaches every row through its key.
+/// migrations 0043 and 0048): its ledger rows, and the spend and release of what its
+/// calls held per call. What calls spent from this process's budget slices is not written
+/// here but kept by the slices until their next flush ([`crate::leases::Leases::flush`],
+/// migration 0052), so a batch costs the server nothing per slice. Returns the business's
+/// spend of the day after it when the batch spent in a day's window per call (the latest
+/// such day; its slices' flushed spend included), otherwise none. The sums per window are
+/// made here, so the server reaches every row through its key.
 pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement]) -> Result<Option<Spent>, DbError> {
     // Windows in admission's lock order (by scope, then window), with the batch's spend.
     let mut windows: BTreeMap<(&str, i64), i64> = BTreeMap::new();
-    let mut leased: BTreeMap<(&str, &str, i64), i64> = BTreeMap::new();
     let mut held: Vec<(&str, &str, i64)> = Vec::new();
     let mut rows = Vec::new();
     for s in batch {
@@ -99,11 +103,6 @@ pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement])
         for (scope, window) in &s.reservation.budgets {
             *windows.entry((scope, *window)).or_default() += a;
             held.push((&s.reservation.id, scope, *window));
-        }
-        // Parts taken from a budget slice turn that much of the slice into spend (0041).
-        for l in s.reservation.leased.iter().filter(|l| l.kind == LeaseKind::Budget) {
-            *windows.entry((&l.scope, l.window_start)).or_default() += a;
-            *leased.entry((&l.lease, &l.scope, l.window_start)).or_default() += a;
         }
         rows.extend(s.attempts.iter().map(ledger_row));
     }
@@ -115,9 +114,10 @@ pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement])
         .bind(text_array(windows.keys().map(|(s, _)| *s)))
         .bind(number_array(windows.keys().map(|(_, w)| *w)))
         .bind(number_array(windows.values().copied()))
-        .bind(text_array(leased.keys().map(|(l, _, _)| *l)))
-        .bind(number_array(leased.keys().map(|(_, s, w)| at(s, *w) as i64)))
-        .bind(number_array(leased.values().copied()))
+        // No slice parts (0043's l_*): the slices' flushes write them.
+        .bind("{}")
+        .bind("{}")
+        .bind("{}")
         .bind(text_array(held.iter().map(|(id, _, _)| *id)))
         .bind(number_array(held.iter().map(|(_, s, w)| at(s, *w) as i64)))
         .bind(serde_json::to_string(&rows).map_err(|e| DbError::Corrupt(format!("ledger rows: {e}")))?)
@@ -136,7 +136,7 @@ pub(crate) async fn settle(conn: &mut sqlx::AnyConnection, batch: &[Settlement])
 }
 
 /// A PostgreSQL array literal of texts (`{"a","b"}`), every element quoted and escaped.
-fn text_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
+pub(crate) fn text_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let mut out = String::from("{");
     for (i, item) in items.enumerate() {
         if i > 0 {
@@ -156,7 +156,7 @@ fn text_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// A PostgreSQL array literal of integers (`{1,2}`).
-fn number_array(items: impl Iterator<Item = i64>) -> String {
+pub(crate) fn number_array(items: impl Iterator<Item = i64>) -> String {
     let items: Vec<String> = items.map(|n| n.to_string()).collect();
     format!("{{{}}}", items.join(","))
 }
@@ -244,8 +244,9 @@ mod tests {
     }
 
     /// A batch over two days' windows and a customer's month, one call from a slice of the
-    /// day and one from per-call reservations: every window gets its spend, and the answer
-    /// is the latest day's spend alone (its slices' included).
+    /// day and one from per-call reservations: every window gets what was held per call,
+    /// the slice's part waits for the slice's flush (migration 0052), and the answer is the
+    /// latest day's spend alone (its slices' flushed spend included).
     #[tokio::test]
     async fn a_batch_answers_the_latest_days_spend_alone() {
         use crate::admission::Leased;
@@ -312,8 +313,9 @@ mod tests {
         };
         let mut conn = t.db.pool().acquire().await.expect("connection");
         let answer = settle(&mut conn, &[sliced, held, late]).await.expect("settled");
-        // Day 2: the window's 40 + 250 settled per call, plus the slices' 60 + 150.
-        assert_eq!(answer, Some((BUSINESS_DAY.to_string(), day2, 40 + 250 + 60 + 150)));
+        // Day 2: the window's 40 + 250 settled per call, plus the other slice's 60; our
+        // slice's 150 is not written by the batch.
+        assert_eq!(answer, Some((BUSINESS_DAY.to_string(), day2, 40 + 250 + 60)));
         let windows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "SELECT scope, window_start, reserved_micros, spent_micros FROM budget_windows ORDER BY scope, window_start",
         )
@@ -328,11 +330,34 @@ mod tests {
                 ("customer:c1:month".to_string(), month, 0, 1_400),
             ]
         );
-        let ours: (i64, i64) = sqlx::query_as("SELECT amount, spent FROM limit_leases WHERE id = 'lease-ours'")
-            .fetch_one(t.db.pool())
+        let lease = |id: &'static str| {
+            let pool = t.db.pool().clone();
+            async move {
+                sqlx::query_as::<_, (i64, i64)>("SELECT amount, spent FROM limit_leases WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("lease")
+            }
+        };
+        assert_eq!(lease("lease-ours").await, (5_000, 0), "the batch leaves the slice's row alone");
+        // The slice's flush moves the 150 from what the row holds to its spend and answers
+        // the day with it; a part of a slice the sweeper took (no row) adds nothing anywhere.
+        let flushed: i64 = sqlx::query_scalar("SELECT j1msky_slices_spent($1, $2, $3, $4)")
+            .bind(r#"{"lease-ours","lease-swept"}"#)
+            .bind("{150,999}")
+            .bind(BUSINESS_DAY)
+            .bind(day2)
+            .fetch_one(&mut *conn)
             .await
-            .expect("lease");
-        assert_eq!(ours, (4_850, 150));
+            .expect("flushed");
+        assert_eq!(flushed, 40 + 250 + 60 + 150);
+        assert_eq!(lease("lease-ours").await, (4_850, 150));
+        let unasked: i64 = sqlx::query_scalar("SELECT j1msky_slices_spent('{}', '{}', NULL, 0)")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("nothing asked");
+        assert_eq!(unasked, -1);
         let (rows,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM llm_calls").fetch_one(t.db.pool()).await.expect("rows");
         assert_eq!(rows, 3);

@@ -22,6 +22,7 @@ use j1msky_db::{Db, DbError};
 use sqlx::pool::PoolConnection;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::admission::{LeaseKind, BUSINESS_DAY};
 use crate::leases::Leases;
 use crate::roundtrip::{self, Settlement, Spent};
 
@@ -142,6 +143,10 @@ async fn write_loop(
     linger: Duration,
 ) {
     let mut held = None;
+    // The business's day spend as the last flush or batch answered it (window, micros).
+    let mut known: Option<(i64, i64)> = None;
+    // Something spent from a slice since the last flush.
+    let mut unflushed = false;
     // Closing the pool waits for every connection to come back, this one too.
     let closing = db.pool().close_event();
     tokio::pin!(closing);
@@ -153,6 +158,17 @@ async fn write_loop(
             },
             _ = &mut closing, if held.is_some() => {
                 held = None;
+                continue;
+            }
+            // Idle with spend not flushed: flushed after FLUSH_EVERY, so readers see it.
+            _ = tokio::time::sleep(crate::leases::FLUSH_EVERY), if unflushed => {
+                if let Some(leases) = leases.as_deref() {
+                    let day = known.map(|(w, _)| (BUSINESS_DAY, w));
+                    if let Ok(answer) = flush(&db, &mut held, leases, day).await {
+                        known = known.zip(answer).map(|((w, _), v)| (w, v));
+                        unflushed = false;
+                    }
+                }
                 continue;
             }
         };
@@ -180,8 +196,17 @@ async fn write_loop(
         let batch: Vec<Settlement> = jobs.iter().map(|(s, _)| s.clone()).collect();
         match settle(&db, &mut held, &batch).await {
             Ok(spent) => {
-                for (job, reply) in jobs {
-                    settled(leases.as_deref(), &job).await;
+                for (job, _) in &jobs {
+                    settled(leases.as_deref(), job).await;
+                }
+                let spent = match leases.as_deref() {
+                    Some(leases) => {
+                        unflushed |= spent_from_slices(&batch);
+                        day_spent(&db, &mut held, leases, &batch, spent, &mut known, &mut unflushed).await
+                    }
+                    None => spent,
+                };
+                for (_, reply) in jobs {
                     let _ = reply.send(Ok(spent.clone()));
                 }
             }
@@ -202,6 +227,71 @@ async fn write_loop(
             }
         }
     }
+}
+
+/// Whether calls of `batch` spent from budget slices (to flush later).
+fn spent_from_slices(batch: &[Settlement]) -> bool {
+    batch.iter().any(|s| s.actual.micros() != 0 && s.reservation.leased.iter().any(|l| l.kind == LeaseKind::Budget))
+}
+
+/// The business's spend of the latest day `batch` spent in, for the budget alerts: the
+/// batch's own answer when it spent in that day per call, otherwise the last flush's answer
+/// (flushing when one is due, or when that day has none yet), plus what this process spent
+/// from its slice of the day and has not flushed. Other processes' spend shows up to
+/// [`crate::leases::FLUSH_EVERY`] late. `None` when the batch spent in no day's window.
+async fn day_spent(
+    db: &Db,
+    held: &mut Option<PoolConnection<sqlx::Any>>,
+    leases: &Leases,
+    batch: &[Settlement],
+    answered: Option<Spent>,
+    known: &mut Option<(i64, i64)>,
+    unflushed: &mut bool,
+) -> Option<Spent> {
+    let sliced_day = batch
+        .iter()
+        .flat_map(|s| s.reservation.leased.iter())
+        .filter(|l| l.kind == LeaseKind::Budget && l.scope == BUSINESS_DAY)
+        .map(|l| l.window_start)
+        .max();
+    let day = match (&answered, sliced_day) {
+        (Some((_, w, _)), Some(s)) => (*w).max(s),
+        (Some((_, w, _)), None) => *w,
+        (None, Some(s)) => s,
+        (None, None) => return None,
+    };
+    let mut base = match &answered {
+        Some((_, w, v)) if *w == day => Some(*v),
+        _ => known.filter(|(w, _)| *w == day).map(|(_, v)| v),
+    };
+    if base.is_none() || (*unflushed && leases.flush_due(Instant::now())) {
+        if let Ok(Some(v)) = flush(db, held, leases, Some((BUSINESS_DAY, day))).await {
+            base = Some(v);
+            *unflushed = false;
+        }
+    }
+    let base = base?;
+    *known = Some((day, base));
+    Some((BUSINESS_DAY.to_string(), day, base + leases.unflushed(BUSINESS_DAY, day).await))
+}
+
+/// [`Leases::flush`] on the writer's connection, answering `day`'s spend.
+async fn flush(
+    db: &Db,
+    held: &mut Option<PoolConnection<sqlx::Any>>,
+    leases: &Leases,
+    day: Option<(&str, i64)>,
+) -> Result<Option<i64>, DbError> {
+    let conn = connection(db, held).await?;
+    let result = leases.flush(conn, day).await;
+    match &result {
+        Ok(_) => leases.flushed(Instant::now()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot flush what calls spent from this process's slices; kept for the next flush");
+            *held = None;
+        }
+    }
+    result
 }
 
 /// Gives a committed call's unspent reservation back to its slices.

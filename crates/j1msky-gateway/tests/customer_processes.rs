@@ -2,7 +2,8 @@
 //! gateway processes on one database: on PostgreSQL a process busy with a customer takes
 //! slices of that customer's scopes too ([`j1msky_gateway::leases`]). The 64-way races for
 //! one customer admit exactly what fits; a process killed holding a customer's slices keeps
-//! them counted until its lease runs out, never longer; a lowered month budget makes every
+//! them counted until its lease runs out, then its reservations per call are released and
+//! its slices count as spent in full (never released early); a lowered month budget makes every
 //! process give back what its slices of it hold unused. Runs on the engine the test run
 //! selects (on SQLite every call is admitted one by one, and the same books must hold).
 
@@ -76,6 +77,29 @@ async fn month(f: &Fleet, id: &str) -> (i64, i64) {
     (spent.micros(), reserved.micros())
 }
 
+/// The customer's month once every process has flushed what its calls spent from its
+/// slices (a few times a second, `leases::FLUSH_EVERY`): until then a live process's
+/// unflushed spend still counts as what its slice holds. Waits until the month's spend is
+/// the ledger's, with every call settled.
+async fn flushed_month(f: &Fleet, id: &str) -> (i64, i64) {
+    let since = Instant::now();
+    loop {
+        let (spent, reserved) = month(f, id).await;
+        let (ledger,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = $1",
+        )
+        .bind(id)
+        .fetch_one(f.t.db.pool())
+        .await
+        .unwrap();
+        if spent == ledger {
+            return (spent, reserved);
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "spend never flushed: {spent} of the ledger's {ledger}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_customers_hourly_cap_admits_exactly_its_number_over_two_and_four_processes() {
     for n in [2, 4] {
@@ -138,6 +162,7 @@ async fn a_process_killed_holding_a_customers_slices_is_released_after_its_lease
         assert!(!dead.child.wait().unwrap().success(), "killed, not finished");
         let dead_held = f.held_in(&dead_owner, &scope).await;
         assert!(dead_held >= 16 * f.per_call(), "{n} processes: the dead process held its 16 calls at least");
+        let dead_sliced = f.sliced_in(&dead_owner, &scope).await;
         if f.t.db.backend() == Backend::Postgres {
             assert!(slices_of(&f, &scope).await >= 1, "{n} processes: from a slice of the customer's month");
         }
@@ -159,7 +184,9 @@ async fn a_process_killed_holding_a_customers_slices_is_released_after_its_lease
         let swept = f.procs[0].ask("sweep 2");
         assert!(swept[1].parse::<u64>().unwrap() >= 1, "{n} processes: released: {swept:?}");
         assert_eq!(f.held_in(&dead_owner, &scope).await, 0, "{n} processes: released once expired");
-        assert_eq!(month(&f, &id).await, (spent, 0), "{n} processes: nothing held, nothing spent twice");
+        // Its reservations per call are released; its slice of the month counts as spent
+        // (what its calls spent since its last flush is in no row but the ledger's).
+        assert_eq!(month(&f, &id).await, (spent + dead_sliced, 0), "{n} processes: nothing held, a dead slice spent");
     }
 }
 
@@ -172,7 +199,7 @@ async fn a_lowered_month_budget_makes_the_other_processes_give_back_their_slices
     // month with room to spare once its calls are settled.
     let owner = f.procs[0].owner_prefix();
     assert_eq!(f.procs[0].ask(&format!("race req_a 16 {MAX_TOKENS} general {id}")), ["race", "16", "0"]);
-    let (spent, _) = month(&f, &id).await;
+    let (spent, _) = flushed_month(&f, &id).await;
     let spare = f.held_in(&owner, &scope).await;
     if f.t.db.backend() == Backend::Postgres {
         assert!(spare >= f.per_call(), "a slice with room for more calls is held: {spare}");
@@ -208,11 +235,12 @@ async fn what_a_slice_holds_unused_is_admitted_elsewhere_once_it_goes_idle() {
     let budget = f.per_call() * 100 + f.per_call() / 2;
     let first = f.procs[0].owner_prefix();
     assert_eq!(f.procs[0].ask(&format!("race req_a 16 {MAX_TOKENS} general {id}")), ["race", "16", "0"]);
+    flushed_month(&f, &id).await;
     let spare = f.held_in(&first, &scope).await;
     // The second process calls for more than is left: everything but the first one's
     // unused part is admitted.
     let b = f.procs[1].ask(&format!("race req_b 100 {MAX_TOKENS} general {id}"));
-    let (spent, reserved) = month(&f, &id).await;
+    let (spent, reserved) = flushed_month(&f, &id).await;
     // Held: the first process's unused part, and what is left in the second's own slice,
     // less than a call (it ran out and went per call).
     assert!(reserved >= spare && reserved - spare < f.per_call(), "held {reserved}, the first's {spare}");

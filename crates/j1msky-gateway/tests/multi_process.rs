@@ -1,8 +1,9 @@
 //! Limits shared by 2 and 4 processes on one database (each a gateway with its own pool,
 //! its own reservation owner and, on PostgreSQL, its own settlement writer), on the engine
 //! the test run selects: the 64-way races admit exactly what fits, every admitted call is
-//! in the ledger and the budget, and what a dead process held is released by the others'
-//! sweeper when its lease runs out, never before.
+//! in the ledger and the budget, and what a dead process held is counted until the others'
+//! sweeper ends its lease, never released before: a reservation per call is released, a
+//! slice of the day's budget (PostgreSQL) counts as spent in full.
 
 // A test (or bench) stops at the first surprise: panicking shortcuts, the wall clock
 // and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
@@ -191,6 +192,8 @@ async fn what_a_dead_process_held_is_kept_until_its_lease_ends_then_released_ove
         // day's budget on PostgreSQL (a reservation row on SQLite).
         let (day, _) = windows::day(chrono_tz::UTC, now);
         let (_, dead_held) = limits::budget_state(&f.t.db, "business:day", day).await.expect("state");
+        let sliced = !held.leased.is_empty();
+        assert_eq!(sliced, f.t.db.backend() == j1msky_db::Backend::Postgres, "slices on PostgreSQL only");
         assert!(dead_held >= f.per_call(), "{n} processes: at least its call is held");
         assert!(!held.budgets.is_empty() || !held.leased.is_empty());
         // The survivors race: what the dead process holds still counts while its lease runs.
@@ -199,7 +202,9 @@ async fn what_a_dead_process_held_is_kept_until_its_lease_ends_then_released_ove
         let ((spent, reserved), (rows, sum), _) = f.books(now).await;
         assert_eq!(reserved, dead_held, "{n} processes: the dead process's part is kept while its lease runs");
         assert!(budget.micros() - dead_held.micros() - spent.micros() < f.per_call().micros(), "all that fitted");
-        // A sweep before the lease ends releases nothing; after it, what it held goes.
+        // A sweep before the lease ends releases nothing; after it, a reservation per call
+        // is released, and a slice counts as spent in full: what the dead process's calls
+        // spent from it since its last flush is in no row but the ledger's.
         assert_eq!(f.gateways[0].release_expired_reservations().await.expect("sweep"), 0);
         clock.advance_micros(RESERVATION_TTL + 1);
         let released = f.gateways[0].release_expired_reservations().await.expect("sweep");
@@ -210,7 +215,12 @@ async fn what_a_dead_process_held_is_kept_until_its_lease_ends_then_released_ove
             spent <= budget && rows == ok as i64 && sum == spent.micros(),
             "{n} processes: {spent} over {rows} rows"
         );
-        assert_eq!((spent_after, rows_after), (spent, rows), "{n} processes: the sweep spends nothing");
+        let swept_as_spent = if sliced { dead_held } else { Money::ZERO };
+        assert_eq!(
+            (spent_after, rows_after),
+            (Money::from_micros(spent.micros() + swept_as_spent.micros()), rows),
+            "{n} processes: the sweep writes no ledger row, and spends only a dead slice"
+        );
         f.close().await;
     }
 }
@@ -233,10 +243,11 @@ async fn a_lowered_cap_applies_at_once_to_what_a_slice_still_holds() {
     f.close().await;
 }
 
-/// On PostgreSQL what a call spends from its process's slice of the day's budget stays on
-/// the slice's row: no settlement writes the day's row, which every process would queue
-/// on. The day's spend is still exact where it is read (`budget_state`), and it lands in
-/// the day's row when the slice is given back.
+/// On PostgreSQL what a call spends from its process's slice of the day's budget goes to
+/// the slice's row with the process's next flush (a few times a second): no settlement
+/// writes the day's row, which every process would queue on, nor the slice's. Once
+/// flushed the day's spend is exact where it is read (`budget_state`), and it lands in the
+/// day's row when the slice is given back.
 #[tokio::test]
 async fn spend_from_a_slice_reaches_the_day_row_when_the_slice_is_given_back() {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -261,10 +272,24 @@ async fn spend_from_a_slice_reaches_the_day_row_when_the_slice_is_given_back() {
         .expect("day row");
         (spent, reserved)
     };
-    let ((spent, reserved), (rows, sum), _) = f.books(now).await;
+    let since = std::time::Instant::now();
+    let ((spent, reserved), (rows, sum), _) = loop {
+        let books = f.books(now).await;
+        if books.0 .0.micros() == books.1 .1 {
+            break books;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "the slice's spend was never flushed: {books:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(rows, 3);
     assert!(sum > 0, "the calls cost something");
     assert_eq!(spent.micros(), sum, "the day's spend is the ledger's, slices included");
+    let lease: (i64,) =
+        sqlx::query_as("SELECT CAST(COALESCE(SUM(spent), 0) AS BIGINT) FROM limit_leases WHERE kind = 'budget' AND scope = 'business:day'")
+            .fetch_one(f.t.db.pool())
+            .await
+            .expect("slice");
+    assert_eq!(lease.0, sum, "the flush wrote it to the slice's row");
     let (row_spent, row_reserved) = row().await;
     assert_eq!(row_spent, 0, "no settlement wrote the day's spend to its row");
     assert_eq!(row_reserved - reserved.micros(), sum, "the row holds the slice, its spent part included");

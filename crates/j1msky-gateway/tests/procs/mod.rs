@@ -314,4 +314,18 @@ impl Fleet {
         .unwrap();
         rows + slices
     }
+
+    /// What processes whose owner is like `owner_like` hold in slices of budget `scope`.
+    pub async fn sliced_in(&self, owner_like: &str, scope: &str) -> i64 {
+        let (slices,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(amount + spent), 0) AS BIGINT) FROM limit_leases
+             WHERE owner LIKE $1 AND kind = 'budget' AND scope = $2",
+        )
+        .bind(owner_like)
+        .bind(scope)
+        .fetch_one(self.t.db.pool())
+        .await
+        .unwrap();
+        slices
+    }
 }
