@@ -15,8 +15,6 @@ use j1msky_db::{Db, DbError};
 use serde_json::json;
 
 use crate::admission::{Budget, Cap, LimitError, Reservation, BUSINESS_DAY};
-#[cfg(test)]
-use crate::admission::LeaseKind;
 use crate::ledger::Attempt;
 
 /// Why `j1msky_admit` refused: the index of the cap or budget, and for a budget what was
@@ -249,7 +247,7 @@ mod tests {
     /// latest day's spend alone (its slices' flushed spend included).
     #[tokio::test]
     async fn a_batch_answers_the_latest_days_spend_alone() {
-        use crate::admission::Leased;
+        use crate::admission::{LeaseKind, Leased};
         if j1msky_db::testing::requested_backend() != j1msky_db::Backend::Postgres {
             return; // settlement batches are PostgreSQL's (SQLite settles per call)
         }

@@ -623,4 +623,3 @@ impl StepRow<'_> {
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-
