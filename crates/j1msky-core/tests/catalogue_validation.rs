@@ -202,3 +202,23 @@ fn a_pay_per_task_customer_s_hourly_cap_is_at_least_one_and_fifty_when_left_out(
     raw.as_object_mut().expect("object").remove("pay_per_task_calls_per_hour");
     assert_eq!(Catalogue::from_json_str(&raw.to_string()).expect("default").pay_per_task_calls_per_hour, 50);
 }
+
+#[test]
+fn a_plan_s_monthly_model_budget_is_more_than_nothing_and_optional() {
+    let mut raw: serde_json::Value = serde_json::from_str(SHIPPED).expect("shipped JSON");
+    let shipped = Catalogue::from_json_str(SHIPPED).expect("shipped");
+    // The shipped plans spend on a customer's models at most what the customer pays.
+    for (id, plan) in &shipped.plans {
+        if !plan.custom_limits {
+            assert_eq!(plan.monthly_model_budget, Some(plan.monthly_price), "{id}");
+        }
+    }
+    raw["plans"]["pro"]["monthly_model_budget"] = serde_json::json!("0.00");
+    let err = Catalogue::from_json_str(&raw.to_string()).expect_err("zero");
+    assert!(err.issues().iter().any(|i| i.path == "plans.pro.monthly_model_budget"), "{err}");
+    raw["plans"]["pro"]["monthly_model_budget"] = serde_json::json!("lots");
+    assert!(Catalogue::from_json_str(&raw.to_string()).is_err());
+    raw["plans"]["pro"].as_object_mut().expect("object").remove("monthly_model_budget");
+    let without = Catalogue::from_json_str(&raw.to_string()).expect("left out");
+    assert_eq!(without.plans["pro"].monthly_model_budget, None);
+}

@@ -346,6 +346,8 @@ impl Gateway {
             None => (None, None, None),
         };
         let plan_entry = plan.as_deref().and_then(|p| self.catalogue.plans.get(p));
+        // The operator's budget for the customer, else its plan's (the plan in force).
+        let customer_budget = customer_budget.or(plan_entry.and_then(|p| p.monthly_model_budget));
         let allowed = plan_entry.and_then(|p| p.models.as_deref());
         // A task's model is the team's choice, not the customer's: it always reroutes
         // within the plan. Only a model a caller names on the API can be refused.

@@ -318,18 +318,22 @@ pub fn customer_month_scope(customer_id: &str) -> String {
 }
 
 /// A customer's monthly spending budget against its use: `(budget, spent, reserved)` in
-/// the business month containing `now` (`None` when no budget is set).
+/// the business month containing `now` (`None` when it has none). The budget is the
+/// operator's for the customer, else its plan's `monthly_model_budget`.
 pub async fn customer_month(
     db: &Db,
     catalogue: &j1msky_core::catalogue::Catalogue,
     customer_id: &str,
     now: i64,
 ) -> Result<Option<(Money, Money, Money)>, DbError> {
-    let budget: Option<Option<i64>> = sqlx::query_scalar("SELECT monthly_budget_micros FROM customers WHERE id = $1")
-        .bind(customer_id)
-        .fetch_optional(db.pool())
-        .await?;
-    let Some(budget) = budget.flatten() else { return Ok(None) };
+    let row: Option<(Option<i64>, Option<String>)> =
+        sqlx::query_as("SELECT monthly_budget_micros, plan FROM customers WHERE id = $1")
+            .bind(customer_id)
+            .fetch_optional(db.pool())
+            .await?;
+    let Some((own, plan)) = row else { return Ok(None) };
+    let of_plan = plan.as_deref().and_then(|p| catalogue.plans.get(p)).and_then(|p| p.monthly_model_budget);
+    let Some(budget) = own.or(of_plan.map(|m| m.micros())) else { return Ok(None) };
     let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let (start, _) = j1msky_core::windows::month(tz, now);
     let (spent, reserved) = budget_state(db, &customer_month_scope(customer_id), start).await?;

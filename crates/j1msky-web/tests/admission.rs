@@ -452,6 +452,43 @@ async fn a_pay_per_task_customer_has_an_hourly_cap_of_its_own() {
     assert_eq!(chat(&app, &sub_key).await.0, 200, "others are not held up");
 }
 
+/// A subscriber without a budget of its own is held to its plan's `monthly_model_budget`:
+/// without one, a flat-price customer's direct calls (or unlimited tasks) could spend the
+/// business's whole daily budget, switch the business to its cheaper modes and leave every
+/// other customer refused until the next day. The operator's budget for the customer
+/// replaces the plan's.
+#[tokio::test]
+async fn a_subscriber_is_held_to_its_plan_s_monthly_model_budget() {
+    let mut catalogue = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).expect("cat");
+    // Less than one call's reservation: the plan's budget refuses the first call.
+    let tiny = j1msky_core::Money::from_micros(1);
+    catalogue.plans.get_mut("pro").expect("pro").monthly_model_budget = Some(tiny);
+    let app = common::spawn_app_with_catalogue(SimConfig::default(), catalogue).await;
+    let (held, key) = customer_key(&app, "Flatrate", Stage::Active, Some("pro")).await;
+    let (status, code, message) = chat(&app, &key).await;
+    assert_eq!(status, 402, "{code}: {message}");
+    assert_eq!(code, "budget_exceeded");
+    assert!(message.contains(&format!("customer:{held}:month")), "the customer's own month: {message}");
+    app.gateway().flush().await;
+    let calls = sum_of(&app, "SELECT COUNT(*) FROM llm_calls WHERE customer_id = $1", &held).await;
+    assert_eq!(calls, 0, "no model was called");
+    let budget = j1msky_gateway::limits::customer_month(&app.db, &app.catalogue, &held, app.now())
+        .await
+        .expect("month")
+        .map(|(budget, _, _)| budget);
+    assert_eq!(budget, Some(tiny), "the customer's month shows the plan's budget");
+    // An operator's budget for a customer replaces the plan's.
+    let (trusted, trusted_key) = customer_key(&app, "Trusted", Stage::Active, Some("pro")).await;
+    let room = j1msky_core::Money::from_micros(5_000_000);
+    j1msky_gateway::controls::set_customer_budget(&app.db, &Actor::cli(), &trusted, Some(room), "test", app.now())
+        .await
+        .expect("budget");
+    app.gateway().customer_changed(&trusted);
+    assert_eq!(chat(&app, &trusted_key).await.0, 200, "the operator's budget for the customer");
+    // Still refused: one customer's plan budget does not hold up the others.
+    assert_eq!(chat(&app, &key).await.0, 402);
+}
+
 /// A streamed call's ledger row is dated when it settles, as a whole answer's is when it
 /// comes back: dated when the stream opened, a pay-per-task stream still running when its
 /// day was metered landed in a day already charged, and was never billed (a night of long

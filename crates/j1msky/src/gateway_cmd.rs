@@ -49,7 +49,8 @@ pub enum GatewayCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Set a customer's monthly spending budget (USD), or `none` to remove it.
+    /// Set a customer's monthly spending budget (USD), or `none` to remove it (its plan's
+    /// `monthly_model_budget` then applies).
     CustomerBudget {
         /// Customer id (`cus_…`).
         customer: String,

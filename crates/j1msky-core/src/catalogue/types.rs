@@ -68,6 +68,13 @@ pub struct Plan {
     pub tasks_per_month: Option<u32>,
     /// Requests per hour on the customer API.
     pub api_calls_per_hour: u32,
+    /// The most the business spends on models for one customer of this plan in a business
+    /// month (its tasks' calls and its own API calls together), unless an operator sets
+    /// the customer's own budget (`j1msky gateway budget`). Absent: no limit per customer
+    /// but the operator's; a flat price with unlimited use otherwise lets one customer
+    /// spend the business's whole daily budget for its subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_model_budget: Option<Money>,
     /// True when an operator may set limits per customer.
     #[serde(default)]
     pub custom_limits: bool,

@@ -128,6 +128,15 @@ fn plans(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
         if plan.monthly_price.is_negative() {
             push(out, at("monthly_price"), format!("price {} is negative", plan.monthly_price));
         }
+        if let Some(budget) = plan.monthly_model_budget {
+            if budget.micros() <= 0 {
+                push(
+                    out,
+                    at("monthly_model_budget"),
+                    format!("budget {budget} would refuse every call; omit it for no limit per customer"),
+                );
+            }
+        }
         if let TeamAllowance::Choose(n) = plan.teams {
             if n as usize > team_count {
                 push(
