@@ -303,24 +303,20 @@ impl Fleet {
         .fetch_one(self.t.db.pool())
         .await
         .unwrap();
-        let (slices,): (i64,) = sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM limit_leases
-             WHERE owner LIKE $1 AND kind = 'budget' AND scope = $2",
-        )
-        .bind(owner_like)
-        .bind(scope)
-        .fetch_one(self.t.db.pool())
-        .await
-        .unwrap();
-        rows + slices
+        rows + self.slices_in(owner_like, scope, "amount").await
     }
 
-    /// What processes whose owner is like `owner_like` hold in slices of budget `scope`.
+    /// What processes whose owner is like `owner_like` hold in slices of budget `scope`,
+    /// their flushed spend included (what the sweeper counts as spent when they die).
     pub async fn sliced_in(&self, owner_like: &str, scope: &str) -> i64 {
-        let (slices,): (i64,) = sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(amount + spent), 0) AS BIGINT) FROM limit_leases
-             WHERE owner LIKE $1 AND kind = 'budget' AND scope = $2",
-        )
+        self.slices_in(owner_like, scope, "amount + spent").await
+    }
+
+    async fn slices_in(&self, owner_like: &str, scope: &str, sum: &str) -> i64 {
+        let (slices,): (i64,) = sqlx::query_as(&format!(
+            "SELECT CAST(COALESCE(SUM({sum}), 0) AS BIGINT) FROM limit_leases
+             WHERE owner LIKE $1 AND kind = 'budget' AND scope = $2"
+        ))
         .bind(owner_like)
         .bind(scope)
         .fetch_one(self.t.db.pool())
