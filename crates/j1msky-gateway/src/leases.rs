@@ -14,8 +14,10 @@
 //! by one on the shared row, as without slices.
 //!
 //! A slice is a row of `limit_leases` naming its owner and expiry, renewed with the
-//! owner's reservations; a dead process's budget slices are released by the sweeper when
-//! they expire ([`crate::limits::release_expired`]).
+//! owner's reservations. What calls spend from a budget slice stays in memory until the
+//! settlement writer's next flush ([`Leases::flush`], every [`FLUSH_EVERY`]), so a dead
+//! process's budget slices count as spent in full when the sweeper finds them expired
+//! ([`crate::limits::release_expired`]).
 //!
 //! A customer's own scopes (its hourly cap, month budget, trial budget) are sliced the same
 //! way, but only while that customer is busy on this process: from the [`BUSY_CALLS`]th

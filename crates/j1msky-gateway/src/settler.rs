@@ -11,7 +11,9 @@
 //!
 //! Crash rules are those of one transaction per call: a caller is answered only once its
 //! batch is committed, and until then its reservation row stays held under this process's
-//! lease (renewed while it lives, released by the sweeper when it died). A batch the
+//! lease (renewed while it lives, released by the sweeper when it died). What calls spent
+//! from this process's budget slices is written by the slices' flush, not by the batch
+//! ([`crate::leases::Leases::flush`]): a dead process's slice counts as spent in full. A batch the
 //! database refuses is retried one call at a time, so one bad row fails only its own call.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
