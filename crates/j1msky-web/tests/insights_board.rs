@@ -312,7 +312,7 @@ async fn the_customers_home_shows_its_own_month_against_its_plan() {
     assert_eq!(tile_value(&html, "app.success_rate_bp"), "7500");
     assert_eq!(tile_value(&html, "app.tasks_used"), "5");
     assert!(html.contains("5 / 100"), "against the starter plan's 100 tasks a month");
-    assert!(html.contains("no monthly budget set"));
+    assert!(html.contains("$0.00 / $49.00"), "the starter plan's monthly model budget");
     // With a budget set by the operator, its use shows.
     j1msky_gateway::controls::set_customer_budget(
         &app.db,
