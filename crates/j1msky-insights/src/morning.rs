@@ -120,6 +120,31 @@ pub async fn review(ctx: &Ctx) -> Result<Vec<Item>, InsightsError> {
         Err(e) => items.push(unreadable("queue", "/admin/queue", &e)),
     }
 
+    // The SLAs sold: tasks of a plan with an SLA waiting past its queue wait.
+    match j1msky_tasks::sla_lanes(db, &ctx.catalogue.current(), now).await {
+        Ok(lanes) => {
+            for lane in lanes.iter().filter(|l| l.past_max > 0) {
+                items.push(item(
+                    Severity::Critical,
+                    "queue",
+                    format!(
+                        "{} task(s) of {} waiting past the SLA's {}",
+                        lane.past_max,
+                        lane.plans.join(", "),
+                        minutes(lane.max_wait_micros)
+                    ),
+                    format!(
+                        "the oldest has waited {} ({} queued under the SLA)",
+                        minutes(lane.oldest_wait_micros),
+                        lane.queued
+                    ),
+                    "/admin/queue",
+                ));
+            }
+        }
+        Err(e) => items.push(unreadable("queue", "/admin/queue", &e)),
+    }
+
     // Rate limits: upstream providers refusing us, and customers reaching their plan's limits.
     match j1msky_gateway::ledger::outcome_count(db, "rate_limited", since, now + 1).await {
         Ok(0) => {}

@@ -373,3 +373,87 @@ async fn the_report_mails_go_at_the_local_hour_once_a_day() {
     assert_eq!(mornings.len(), 4);
     assert!(mornings.iter().any(|m| m.1.contains("2026-03-03")));
 }
+
+/// The SLA sold with a plan (`sla.max_queue_wait_secs`, 5 min for the shipped Enterprise):
+/// checked every minute, a task of such a plan queued longer than that raises one
+/// `sla_breach` alert an hour, which reaches the operators, and heads the morning review;
+/// a task of a plan without an SLA waiting as long raises nothing of the kind.
+#[tokio::test]
+async fn a_task_waiting_past_its_plan_s_sla_raises_an_alert_within_a_minute() {
+    use j1msky_accounts::customers::{self, NewCustomer};
+    let t = TestDb::new().await;
+    let w = World::new(&t.db, catalogue(), None);
+    let cat = Arc::new(catalogue());
+    let customer = |name: &'static str, plan: &'static str| {
+        let (db, cat, now) = (t.db.clone(), cat.clone(), w.now());
+        async move {
+            let new = NewCustomer {
+                name: name.into(),
+                stage: Some(j1msky_core::vocab::Stage::Active),
+                plan: Some(plan.into()),
+                ..NewCustomer::default()
+            };
+            customers::create(&db, &cat, &j1msky_audit::Actor::cli(), new, now).await.unwrap().id
+        }
+    };
+    let big = customer("Big Co", "enterprise").await;
+    let small = customer("Small", "pro").await;
+    let submit = |id: String| {
+        let (db, cat, now) = (t.db.clone(), cat.clone(), w.now());
+        async move {
+            let input = j1msky_tasks::NewTask { team: "code".into(), prompt: Some("x".into()), ..Default::default() };
+            j1msky_tasks::submit(&db, &cat, &id, &input, None, now).await.unwrap()
+        }
+    };
+    // The Pro task has waited ten minutes by the time the Enterprise one is queued.
+    submit(small.clone()).await;
+    w.clock.advance_micros(10 * 60_000_000);
+    submit(big.clone()).await;
+    j1msky_ops::timers::handlers(&w.notifier).schedule_recurring(&t.db, w.now()).await.unwrap();
+    let sla_alerts = || async {
+        alerts::list(&t.db, alerts::Status::All, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.kind == "sla_breach")
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..5 {
+        w.clock.advance_micros(60_000_000);
+        w.settle().await;
+    }
+    assert!(sla_alerts().await.is_empty(), "5 min is within the SLA; the Pro task has none");
+    w.clock.advance_micros(60_000_000);
+    w.settle().await;
+    let raised = sla_alerts().await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert!(raised[0].message.starts_with("1 task(s) of Enterprise"), "{}", raised[0].message);
+    assert!(raised[0].message.contains("the SLA's 5 min (the oldest 6 min; 1 queued)"), "{}", raised[0].message);
+    assert_eq!(w.queued("alert:alr_sla_breach_").await.len(), 2, "to both operators");
+    // Still waiting a minute later: the same alert, not another.
+    w.clock.advance_micros(60_000_000);
+    w.settle().await;
+    assert_eq!(sla_alerts().await.len(), 1);
+    // The morning review puts it first.
+    let review = j1msky_insights::morning::review(&j1msky_insights::Ctx {
+        db: t.db.clone(),
+        catalogue: cat.clone().into(),
+        clock: Arc::new(w.clock.clone()),
+    })
+    .await
+    .unwrap();
+    assert_eq!(review[0].title, "1 task(s) of Enterprise waiting past the SLA's 5 min", "{review:#?}");
+    assert!(review[0].detail.starts_with("the oldest has waited 7 min"), "{:?}", review[0]);
+    // Once it runs (cancelled here), the lane is clear.
+    let queued: Vec<String> = sqlx::query_scalar("SELECT id FROM tasks WHERE customer_id = $1")
+        .bind(&big)
+        .fetch_all(t.db.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tasks SET state = 'running' WHERE id = $1")
+        .bind(&queued[0])
+        .execute(t.db.pool())
+        .await
+        .unwrap();
+    assert!(j1msky_tasks::sla_lanes(&t.db, &cat, w.now()).await.unwrap().is_empty());
+}

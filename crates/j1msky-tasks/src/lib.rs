@@ -17,8 +17,8 @@ pub mod worker;
 
 pub use error::TaskError;
 pub use submit::{
-    cancel, get, list, queue_view, retry, submit, Depth, NewTask, Priority, QueueView, Submitted, Task, TaskDetail,
-    TaskState,
+    cancel, get, list, queue_view, retry, sla_lanes, submit, Depth, NewTask, Priority, QueueView, SlaLane, Submitted,
+    Task, TaskDetail, TaskState,
 };
 pub use worker::{Worker, WorkerConfig};
 

@@ -24,25 +24,32 @@ pub enum Priority {
 }
 
 impl Priority {
-    /// The stored rank: high before normal before low; a plan's SLA priority is added
-    /// within the band, so an enterprise customer's normal task goes before another's.
+    /// The stored rank, highest claimed first: a plan's SLA priority (`sla.priority`,
+    /// 0 without an SLA) is the major part, so an SLA customer's tasks go before every
+    /// task of a customer without one, whatever those were marked (the priority is the
+    /// customer's to give; the SLA is sold); within the same SLA, high before normal
+    /// before low. Ranks below 10,000 (no SLA, and every rank stored before migration
+    /// 0053) read as the bands did before.
     fn rank(self, sla: i64) -> i64 {
-        let base = match self {
+        let band = match self {
             Priority::High => 2000,
             Priority::Normal => 1000,
             Priority::Low => 0,
         };
-        base + sla.clamp(0, 999)
+        sla.clamp(0, 999) * SLA_RANK + band
     }
 
     fn from_rank(rank: i64) -> Priority {
-        match rank {
+        match rank.rem_euclid(SLA_RANK) {
             r if r >= 2000 => Priority::High,
             r if r >= 1000 => Priority::Normal,
             _ => Priority::Low,
         }
     }
 }
+
+/// One step of a plan's SLA priority in a stored rank (above every band).
+const SLA_RANK: i64 = 10_000;
 
 impl std::str::FromStr for Priority {
     type Err = TaskError;
@@ -621,7 +628,7 @@ pub async fn queue_view(db: &Db, now: i64) -> Result<QueueView, TaskError> {
         let team: String = r.try_get(1)?;
         let n: i64 = r.try_get(2)?;
         let oldest: i64 = r.try_get(3)?;
-        // Ranks within a band (SLA bonuses) fold into their band.
+        // Ranks of the same band under different SLAs fold into their band.
         match depth.iter_mut().find(|d| d.priority == priority && d.team == team) {
             Some(d) => {
                 d.queued += n;
@@ -634,6 +641,64 @@ pub async fn queue_view(db: &Db, now: i64) -> Result<QueueView, TaskError> {
     let waiting = tasks_where(db, "state = 'queued' AND not_before > $1", "not_before", Some(now)).await?;
     let recent_failures = tasks_where(db, "state = 'failed'", "finished_at DESC", None).await?;
     Ok(QueueView { depth, running, waiting, recent_failures })
+}
+
+/// Queued tasks under one SLA (the plans whose `sla.priority` is `level`): how many, how
+/// long the oldest has waited, and how many have waited longer than the strictest of those
+/// plans' `sla.max_queue_wait_secs`, which is a breach of the SLA sold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlaLane {
+    pub level: i64,
+    /// The plans' names, as the catalogue has them.
+    pub plans: Vec<String>,
+    pub max_wait_micros: i64,
+    pub queued: i64,
+    pub oldest_wait_micros: i64,
+    pub past_max: i64,
+}
+
+/// Every SLA of the catalogue with its queued tasks (a lane without any is left out).
+/// Read from the tasks' ranks (the SLA level is their major part, [`Priority`]), one index
+/// range per SLA, so the check is cheap enough to run every minute.
+pub async fn sla_lanes(db: &Db, catalogue: &Catalogue, now: i64) -> Result<Vec<SlaLane>, TaskError> {
+    let mut levels: BTreeMap<i64, (Vec<String>, i64)> = BTreeMap::new();
+    for plan in catalogue.plans.values() {
+        let Some(sla) = plan.sla.as_ref() else { continue };
+        let level = i64::from(sla.priority).clamp(0, 999);
+        if level == 0 {
+            continue; // no rank of its own: the plan's tasks queue with everyone's
+        }
+        let max = i64::from(sla.max_queue_wait_secs) * 1_000_000;
+        let entry = levels.entry(level).or_insert_with(|| (Vec::new(), max));
+        entry.0.push(plan.name.clone());
+        entry.1 = entry.1.min(max);
+    }
+    let mut lanes = Vec::new();
+    for (level, (plans, max_wait_micros)) in levels.into_iter().rev() {
+        let row = sqlx::query(
+            "SELECT COUNT(*), MIN(queued_at), COALESCE(SUM(CASE WHEN queued_at < $3 THEN 1 ELSE 0 END), 0)
+             FROM tasks WHERE state = 'queued' AND priority >= $1 AND priority < $2",
+        )
+        .bind(level * SLA_RANK)
+        .bind((level + 1) * SLA_RANK)
+        .bind(now - max_wait_micros)
+        .fetch_one(db.pool())
+        .await?;
+        let queued: i64 = row.try_get(0)?;
+        if queued == 0 {
+            continue;
+        }
+        let oldest: Option<i64> = row.try_get(1)?;
+        lanes.push(SlaLane {
+            level,
+            plans,
+            max_wait_micros,
+            queued,
+            oldest_wait_micros: oldest.map_or(0, |t| now - t),
+            past_max: row.try_get(2)?,
+        });
+    }
+    Ok(lanes)
 }
 
 /// The customer's tasks queued in `[from, to)` that count toward a monthly task limit

@@ -459,3 +459,107 @@ async fn a_customer_who_churned_with_tasks_queued_gets_them_failed_not_run() {
     e.gateway.flush().await;
     assert_eq!(e.count("SELECT COUNT(*) FROM llm_calls").await, 0);
 }
+
+/// A plan with an SLA (the catalogue's `sla.priority`: Enterprise) puts its customer's
+/// tasks before every task of a customer without one, whatever priority those are marked
+/// with: `priority` is the customer's own to give, so a Starter customer marking every task
+/// `high` would otherwise be served before the Enterprise customer the SLA is sold to.
+/// Within the same SLA, high before normal before low, then first come first served.
+#[tokio::test]
+async fn an_sla_customer_s_tasks_run_before_tasks_others_mark_high() {
+    use j1msky_tasks::Priority;
+    let e = env().await;
+    let starter = e.customer("Small", Some("starter"), &["code", "content"]).await;
+    let pro = e.customer("Mid", Some("pro"), &[]).await;
+    let big = e.customer("Big Co", Some("enterprise"), &[]).await;
+    let mut order = Vec::new();
+    for (customer, priority, prompt) in [
+        (&starter, Priority::High, "starter high"),
+        (&pro, Priority::Normal, "pro normal"),
+        (&starter, Priority::Low, "starter low"),
+        (&big, Priority::Low, "enterprise low"),
+        (&pro, Priority::High, "pro high"),
+        (&big, Priority::Normal, "enterprise normal"),
+    ] {
+        let input = NewTask { team: "code".into(), prompt: Some(prompt.into()), priority, ..NewTask::default() };
+        let t = j1msky_tasks::submit(&e.t.db, &e.catalogue, customer, &input, None, e.clock.now()).await.expect(prompt);
+        order.push((t.task.id.clone(), prompt));
+        e.clock.advance_secs(1);
+    }
+    let name = |id: &str| order.iter().find(|(t, _)| t == id).map(|(_, p)| *p).expect("a submitted task");
+    let mut ran = Vec::new();
+    while let Some((id, outcome)) = e.worker("w").run_once().await.expect("run") {
+        assert_eq!(outcome, Outcome::Succeeded, "{}", name(&id));
+        ran.push(name(&id));
+    }
+    assert_eq!(
+        ran,
+        ["enterprise normal", "enterprise low", "starter high", "pro high", "pro normal", "starter low"],
+        "the SLA first, then high, normal, low, each oldest first"
+    );
+    // The operator's queue view still reads each task's own priority.
+    let big_task = order.iter().find(|(_, p)| *p == "enterprise low").expect("task").0.clone();
+    let stored = j1msky_tasks::get(&e.t.db, &big_task, None).await.expect("get");
+    assert_eq!(stored.task.priority, Priority::Low);
+}
+
+/// Migration 0053 re-ranks what was queued under the old ranks (band + SLA priority), so
+/// an Enterprise task queued before the upgrade goes before a Starter task marked high;
+/// a finished task keeps its old rank and still reads as its band.
+#[tokio::test]
+async fn the_upgrade_re_ranks_sla_tasks_still_queued() {
+    use j1msky_tasks::Priority;
+    let e = env().await;
+    let starter = e.customer("Small", Some("starter"), &["code", "content"]).await;
+    let big = e.customer("Big Co", Some("enterprise"), &[]).await;
+    let submit = |customer: String, priority: Priority, prompt: &'static str| {
+        let (db, cat, now) = (e.t.db.clone(), e.catalogue.clone(), e.clock.now());
+        async move {
+            let input = NewTask { team: "code".into(), prompt: Some(prompt.into()), priority, ..NewTask::default() };
+            j1msky_tasks::submit(&db, &cat, &customer, &input, None, now).await.expect(prompt).task.id
+        }
+    };
+    let old_big = submit(big.clone(), Priority::Normal, "enterprise, queued before").await;
+    e.clock.advance_secs(1);
+    let done_big = submit(big.clone(), Priority::High, "enterprise, finished before").await;
+    e.clock.advance_secs(1);
+    let small = submit(starter.clone(), Priority::High, "starter high").await;
+    // As 0052 stored them: band + the SLA priority (10 for the shipped Enterprise plan).
+    for (id, rank, state) in [(&old_big, 1010, "queued"), (&done_big, 2010, "succeeded")] {
+        sqlx::query("UPDATE tasks SET priority = $1, state = $2 WHERE id = $3")
+            .bind(rank)
+            .bind(state)
+            .bind(id)
+            .execute(e.t.db.pool())
+            .await
+            .expect("old rank");
+    }
+    let migration = match e.t.db.backend() {
+        j1msky_db::Backend::Sqlite => include_str!("../../j1msky-db/migrations/sqlite/0053_sla_before_priority.sql"),
+        j1msky_db::Backend::Postgres => {
+            include_str!("../../j1msky-db/migrations/postgres/0053_sla_before_priority.sql")
+        }
+    };
+    sqlx::raw_sql(migration).execute(e.t.db.pool()).await.expect("migration 0053");
+    let rank = |id: String| {
+        let pool = e.t.db.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT priority FROM tasks WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("rank")
+        }
+    };
+    assert_eq!(rank(old_big.clone()).await, 10 * 10_000 + 1000, "queued under the SLA: re-ranked");
+    assert_eq!(rank(done_big.clone()).await, 2010, "finished: left as it was");
+    assert_eq!(rank(small.clone()).await, 2000, "no SLA: the same rank either way");
+    let read = |id: String| {
+        let db = e.t.db.clone();
+        async move { j1msky_tasks::get(&db, &id, None).await.expect("get").task.priority }
+    };
+    assert_eq!(read(old_big.clone()).await, Priority::Normal);
+    assert_eq!(read(done_big).await, Priority::High);
+    let (first, _) = e.worker("w").run_once().await.expect("run").expect("a task");
+    assert_eq!(first, old_big, "the Enterprise task queued before the upgrade runs first");
+}

@@ -2,6 +2,7 @@
 //! spend above k × the trailing hourly average, both from the ledger) escalates the cost
 //! mode one step through the gateway's escalation, like the budget levels do; a stuck
 //! queue (the oldest queued task waiting longer than the morning review's critical wait).
+//! Every minute: tasks of a plan with an SLA waiting longer than the SLA's queue wait.
 
 use j1msky_core::windows;
 use j1msky_db::timers::{Handlers, Occurrence, Recurrence};
@@ -12,7 +13,19 @@ use super::{Notifier, NotifyError};
 
 /// The hourly check timer.
 pub const CHECK_TIMER: &str = "ops.hourly_check";
+/// The SLA check's timer, every minute.
+pub const SLA_TIMER: &str = "ops.sla_check";
 const HOUR: i64 = 3_600_000_000;
+const MINUTE: i64 = 60_000_000;
+
+fn this_minute(t: i64) -> Occurrence {
+    let start = t.div_euclid(MINUTE) * MINUTE;
+    Occurrence { key: start.to_string(), run_at: start }
+}
+
+fn next_minute(_due: i64, now: i64) -> Occurrence {
+    this_minute(now.div_euclid(MINUTE) * MINUTE + MINUTE)
+}
 
 fn this_hour(t: i64) -> Occurrence {
     let start = t.div_euclid(HOUR) * HOUR;
@@ -114,9 +127,51 @@ pub async fn check_queue(ops: &crate::Ctx, now: i64) -> Result<bool, NotifyError
         .await?)
 }
 
-/// The hourly check: the hour that just ended for a cost spike, and the queue.
+/// Raises `sla_breach` (once an hour per SLA) when tasks of a plan with an SLA have waited
+/// in the queue longer than its `sla.max_queue_wait_secs`; the ids of the alerts that are new.
+pub async fn check_sla(ops: &crate::Ctx, now: i64) -> Result<Vec<String>, NotifyError> {
+    let catalogue = ops.catalogue.current();
+    let (hour, _) = windows::hour(now);
+    let mut raised = Vec::new();
+    for lane in j1msky_tasks::sla_lanes(&ops.db, &catalogue, now).await? {
+        if lane.past_max == 0 {
+            continue;
+        }
+        let message = format!(
+            "{} task(s) of {} have waited in the queue longer than the SLA's {} min (the oldest {} min; {} queued)",
+            lane.past_max,
+            lane.plans.join(", "),
+            lane.max_wait_micros / MINUTE,
+            lane.oldest_wait_micros / MINUTE,
+            lane.queued
+        );
+        let detail = serde_json::json!({
+            "plans": lane.plans, "past_max": lane.past_max, "queued": lane.queued,
+            "oldest_wait_micros": lane.oldest_wait_micros, "max_wait_micros": lane.max_wait_micros,
+        });
+        let id = format!("alr_sla_breach_{}_{hour}", lane.level);
+        if j1msky_audit::alerts::raise(&ops.db, &id, "sla_breach", &message, &detail, now).await? {
+            raised.push(id);
+        }
+    }
+    Ok(raised)
+}
+
+/// The hourly check: the hour that just ended for a cost spike, and the queue; and the
+/// SLA check every minute.
 pub fn timer_handlers(n: &Notifier, h: Handlers) -> Handlers {
     let every_hour = Recurrence { current: this_hour, next: next_hour, max_attempts: 3 };
+    let every_minute = Recurrence { current: this_minute, next: next_minute, max_attempts: 3 };
+    let sla_ops = n.ops.clone();
+    let h = h.recurring(SLA_TIMER, every_minute, move |fired| {
+        let ops = sla_ops.clone();
+        async move {
+            for id in check_sla(&ops, fired.now).await.map_err(|e| e.to_string())? {
+                tracing::warn!(alert = %id, "tasks past their SLA's queue wait");
+            }
+            Ok(())
+        }
+    });
     let ops = n.ops.clone();
     h.recurring(CHECK_TIMER, every_hour, move |fired| {
         let ops = ops.clone();
