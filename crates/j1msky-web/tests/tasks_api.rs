@@ -231,3 +231,26 @@ async fn customers_use_the_task_pages_and_the_operator_runs_the_queue() {
     // A customer cannot reach the operator's queue.
     assert_ne!(browser.get(app.url("/admin/queue")).send().await.expect("queue").status(), 200);
 }
+
+/// The operator's queue shows what waits under an SLA, and how many tasks are past it.
+#[tokio::test]
+async fn the_operator_s_queue_shows_tasks_past_their_sla() {
+    let app = spawn_app_with_gateway(SimConfig::default()).await;
+    let big = app.active_customer("Big Co", "enterprise").await.id;
+    let small = app.active_customer("Small", "pro").await.id;
+    let op = app.browser();
+    app.login(&op, common::OPERATOR_EMAIL, common::PASSWORD).await;
+    submit_direct(&app, &small, "code", "no SLA").await;
+    let html = op.get(app.url("/admin/queue")).send().await.expect("queue").text().await.expect("html");
+    assert!(!html.contains("Under an SLA"), "nothing queued under an SLA: no table");
+    submit_direct(&app, &big, "code", "first").await;
+    app.clock.advance_secs(4 * 60);
+    submit_direct(&app, &big, "code", "second").await;
+    app.clock.advance_secs(2 * 60);
+    let html = op.get(app.url("/admin/queue")).send().await.expect("queue").text().await.expect("html");
+    assert!(html.contains("Under an SLA"), "{html}");
+    assert!(
+        html.contains("<tr data-sla-past=\"1\"><td>Enterprise</td><td>2</td>"),
+        "two queued, one past the 5 min: {html}"
+    );
+}

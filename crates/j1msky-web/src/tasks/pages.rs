@@ -130,10 +130,21 @@ pub async fn admin_queue(State(state): State<AppState>, OperatorUser(s): Operato
 }
 
 async fn queue_page(state: &AppState, s: &j1msky_accounts::sessions::Session, flash: Option<String>) -> Response {
-    match j1msky_tasks::queue_view(&state.db, state.now()).await {
-        Ok(queue) => {
-            page_with_status(state, Some(s), StatusCode::OK, "admin/queue.html", "queue", context! { queue, flash })
-        }
+    let now = state.now();
+    let read = async {
+        let queue = j1msky_tasks::queue_view(&state.db, now).await?;
+        let sla = j1msky_tasks::sla_lanes(&state.db, &state.catalogue.current(), now).await?;
+        Ok::<_, j1msky_tasks::TaskError>((queue, sla))
+    };
+    match read.await {
+        Ok((queue, sla)) => page_with_status(
+            state,
+            Some(s),
+            StatusCode::OK,
+            "admin/queue.html",
+            "queue",
+            context! { queue, sla, flash },
+        ),
         Err(e) => error_page_for(state, Some(s), e),
     }
 }
