@@ -222,3 +222,26 @@ fn a_plan_s_monthly_model_budget_is_more_than_nothing_and_optional() {
     let without = Catalogue::from_json_str(&raw.to_string()).expect("left out");
     assert_eq!(without.plans["pro"].monthly_model_budget, None);
 }
+
+#[test]
+fn a_customer_s_share_of_the_day_is_a_percentage_and_optional() {
+    let mut raw: serde_json::Value = serde_json::from_str(SHIPPED).expect("shipped JSON");
+    for bad in [0, 101] {
+        raw["routing"]["customer_daily_share_percent"] = serde_json::json!(bad);
+        let err = Catalogue::from_json_str(&raw.to_string()).expect_err("out of range");
+        assert!(
+            err.issues()
+                .iter()
+                .any(|i| i.path == "routing.customer_daily_share_percent" && i.message.contains("between 1 and 100")),
+            "{err}"
+        );
+    }
+    raw["routing"]["customer_daily_share_percent"] = serde_json::json!(100);
+    assert_eq!(
+        Catalogue::from_json_str(&raw.to_string()).expect("all of it").routing.customer_daily_share_percent,
+        Some(100)
+    );
+    raw["routing"].as_object_mut().expect("object").remove("customer_daily_share_percent");
+    let without = Catalogue::from_json_str(&raw.to_string()).expect("left out");
+    assert_eq!(without.routing.customer_daily_share_percent, None);
+}

@@ -407,6 +407,18 @@ impl Gateway {
                 cap,
             });
         }
+        // One customer's share of the business's day, so it cannot take the day from every
+        // other (a contract customer is held to its contract instead).
+        if let (Some(id), Some(percent)) = (&ctx.customer_id, self.catalogue.routing.customer_daily_share_percent) {
+            if !plan_entry.is_some_and(|p| p.custom_limits) {
+                budgets.push(Budget {
+                    scope: limits::customer_day_scope(id),
+                    window_start: day_start,
+                    window_end: day_end,
+                    cap: Money::from_micros(daily_cap.micros() / 100 * i64::from(percent)),
+                });
+            }
+        }
         // A granted trial's direct calls share one budget over the trial (its tasks are
         // held to the included tasks by the task queue instead).
         if let (Some(id), Some(dates), Some(plan), None) = (&ctx.customer_id, trial, plan.as_deref(), &ctx.task_id) {
@@ -445,6 +457,9 @@ impl Gateway {
                     Some("monthly_budget")
                 }
                 limits::LimitError::Budget { scope, .. } if *scope == trial_scope(id) => Some("trial_budget"),
+                limits::LimitError::Budget { scope, .. } if *scope == limits::customer_day_scope(id) => {
+                    Some("daily_share")
+                }
                 _ => None,
             };
             if let Some(limit) = limit {

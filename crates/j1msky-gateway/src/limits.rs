@@ -317,6 +317,12 @@ pub fn customer_month_scope(customer_id: &str) -> String {
     format!("customer:{customer_id}:month")
 }
 
+/// The budget scope of a customer's share of the business's day
+/// (`routing.customer_daily_share_percent`).
+pub fn customer_day_scope(customer_id: &str) -> String {
+    format!("customer:{customer_id}:day")
+}
+
 /// A customer's monthly spending budget against its use: `(budget, spent, reserved)` in
 /// the business month containing `now` (`None` when it has none). The budget is the
 /// operator's for the customer, else its plan's `monthly_model_budget`.

@@ -530,3 +530,59 @@ async fn a_stream_settled_after_its_day_was_metered_is_still_charged() {
         + j1msky_tasks::api_usage::api_charge(&app.catalogue, streamed);
     assert_eq!(sum_of(&app, charged, &walk_in).await, want);
 }
+
+/// One customer's model calls may spend at most `routing.customer_daily_share_percent` of
+/// the business's day (the shipped catalogue: 25 %): without it one subscriber could spend
+/// nearly the whole day (the shipped Starter's month budget, $49, is nearly the shipped
+/// day's $50) and leave every other customer refused until the next day. Another customer
+/// is not held up, and a contract customer (a plan with `custom_limits`) is held to its
+/// contract instead.
+#[tokio::test]
+async fn one_customer_cannot_spend_more_than_its_share_of_the_business_s_day() {
+    let catalogue = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).expect("cat");
+    assert_eq!(catalogue.routing.customer_daily_share_percent, Some(25), "the shipped share");
+    let app = common::spawn_app_with_catalogue(SimConfig::default(), catalogue).await;
+    // A day of $0.01: a quarter of it is a handful of calls.
+    let day = j1msky_core::Money::from_micros(10_000);
+    j1msky_gateway::controls::set_daily_budget(&app.db, &Actor::cli(), Some(day), "test", app.now())
+        .await
+        .expect("budget");
+    app.gateway().controls_changed();
+    let (greedy, key) = customer_key(&app, "Greedy", Stage::Active, Some("pro")).await;
+    let spent = "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = $1";
+    let mut answered = 0;
+    let refusal = loop {
+        let (status, code, message) = chat(&app, &key).await;
+        if status != 200 {
+            break (status, code, message);
+        }
+        answered += 1;
+        assert!(answered < 100, "never refused");
+    };
+    assert!(answered >= 1, "the share admits calls before it binds");
+    assert_eq!((refusal.0, refusal.1.as_str()), (402, "budget_exceeded"), "{refusal:?}");
+    assert!(refusal.2.contains(&format!("customer:{greedy}:day")), "the customer's share of the day: {}", refusal.2);
+    app.gateway().flush().await;
+    assert!(sum_of(&app, spent, &greedy).await <= 2_500, "never more than a quarter of the day");
+    let hits: Vec<(String,)> =
+        sqlx::query_as("SELECT payload FROM events WHERE kind = 'plan.limit_hit' AND customer_id = $1")
+            .bind(&greedy)
+            .fetch_all(app.db.pool())
+            .await
+            .expect("events");
+    assert!(hits.iter().any(|(p,)| p.contains("daily_share")), "{hits:?}");
+    // Another subscriber is not held up.
+    let (_, other) = customer_key(&app, "Other", Stage::Active, Some("starter")).await;
+    assert_eq!(chat(&app, &other).await.0, 200);
+    // A contract customer spends past a quarter of the day (its contract holds it instead).
+    let (big, big_key) = customer_key(&app, "BigCo", Stage::Active, Some("enterprise")).await;
+    for i in 0..100 {
+        app.gateway().flush().await;
+        if sum_of(&app, spent, &big).await > 2_500 {
+            break;
+        }
+        let (status, code, message) = chat(&app, &big_key).await;
+        assert_eq!(status, 200, "call {i}: {code} {message}");
+    }
+    assert!(sum_of(&app, spent, &big).await > 2_500);
+}

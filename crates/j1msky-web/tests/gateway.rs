@@ -340,7 +340,10 @@ async fn caps_answer_429_with_retry_after_and_budgets_402_and_nothing_is_charged
 
 #[tokio::test]
 async fn daily_spend_crossing_the_alert_levels_pauses_opus_then_forces_cheap_only() {
-    let app = spawn_app_with_gateway(SimConfig::default()).await;
+    // One customer drives the business's day past its levels: no share per customer here.
+    let mut catalogue = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).expect("cat");
+    catalogue.routing.customer_daily_share_percent = None;
+    let app = common::spawn_app_with_catalogue(SimConfig::default(), catalogue).await;
     let (_, key) = app.customer_with_key("Acme", "pro").await;
     // One Opus call with this prompt costs 32 × $25/M + input × $5/M ≈ $0.000915.
     let text = "Lay out the architecture";

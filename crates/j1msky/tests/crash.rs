@@ -299,7 +299,7 @@ async fn kill_9_under_mixed_load_ten_times_loses_no_step_ledger_and_overspends_n
     if sqlite {
         let (spent, reserved): (i64, i64) = sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(spent_micros), 0) AS BIGINT), CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT)
-             FROM budget_windows WHERE scope LIKE 'customer:' || $1 || ':%'",
+             FROM budget_windows WHERE scope = 'customer:' || $1 || ':month'",
         )
         .bind(&capped_id)
         .fetch_one(db.pool())

@@ -273,6 +273,12 @@ pub struct Routing {
     pub daily_budget: Money,
     /// Percentages of the daily budget at which the operator is alerted, ascending.
     pub alert_levels_percent: Vec<u32>,
+    /// The most one customer's model calls may spend in a business day, as a percentage
+    /// of the daily budget in force (1–100), so one customer cannot take the day's budget
+    /// from every other; customers of a plan with `custom_limits` (contracts) are held to
+    /// their contract instead. Absent: no share per customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_daily_share_percent: Option<u32>,
 }
 
 /// Where the Stripe secrets are found. Names of environment variables only.

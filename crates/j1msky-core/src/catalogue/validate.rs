@@ -400,6 +400,11 @@ fn routing(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
     if r.daily_budget.micros() <= 0 {
         push(out, "routing.daily_budget", format!("budget {} must be above zero", r.daily_budget));
     }
+    if let Some(share) = r.customer_daily_share_percent {
+        if !(1..=100).contains(&share) {
+            push(out, "routing.customer_daily_share_percent", format!("{share}% is not between 1 and 100"));
+        }
+    }
     if r.alert_levels_percent.is_empty() {
         push(out, "routing.alert_levels_percent", "give at least one alert level");
     }
