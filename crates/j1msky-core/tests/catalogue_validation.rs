@@ -245,3 +245,18 @@ fn a_customer_s_share_of_the_day_is_a_percentage_and_optional() {
     let without = Catalogue::from_json_str(&raw.to_string()).expect("left out");
     assert_eq!(without.routing.customer_daily_share_percent, None);
 }
+
+#[test]
+fn an_sla_s_priority_is_between_1_and_999() {
+    let mut raw: serde_json::Value = serde_json::from_str(SHIPPED).expect("shipped JSON");
+    for bad in [0, 1000] {
+        raw["plans"]["enterprise"]["sla"]["priority"] = serde_json::json!(bad);
+        let err = Catalogue::from_json_str(&raw.to_string()).expect_err("out of range");
+        assert!(
+            err.issues().iter().any(|i| i.path == "plans.enterprise.sla.priority" && i.message.contains("1 and 999")),
+            "{err}"
+        );
+    }
+    raw["plans"]["enterprise"]["sla"]["priority"] = serde_json::json!(999);
+    assert!(Catalogue::from_json_str(&raw.to_string()).is_ok());
+}

@@ -173,6 +173,10 @@ fn plans(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
             if sla.max_queue_wait_secs == 0 {
                 push(out, at("sla.max_queue_wait_secs"), "must be at least 1 second");
             }
+            // The SLA level is the major part of a queued task's rank (j1msky_tasks::Priority).
+            if !(1..=999).contains(&sla.priority) {
+                push(out, at("sla.priority"), format!("{} is not between 1 and 999", sla.priority));
+            }
         }
     }
     if !c.plans.contains_key(&c.pause_plan) {
