@@ -36,6 +36,13 @@ pub struct Controls {
     pub caps: BTreeMap<String, i64>,
 }
 
+impl Controls {
+    /// The business's daily budget in force: the operator's, else the catalogue's.
+    pub fn daily_budget(&self, catalogue: &Catalogue) -> Money {
+        self.caps.get(DAILY_BUDGET_SCOPE).map_or(catalogue.routing.daily_budget, |m| Money::from_micros(*m))
+    }
+}
+
 /// A control refused: the field and the rule it broke, the same for the dashboard and
 /// the CLI since both hand their raw input to the functions here.
 #[derive(Debug, thiserror::Error)]

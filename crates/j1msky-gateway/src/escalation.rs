@@ -43,11 +43,7 @@ pub async fn after_spend_at(gw: &Gateway, day_spent: Option<j1msky_core::Money>)
         None => limits::budget_state(&gw.db, crate::admission::BUSINESS_DAY, day_start).await?.0,
     };
     let controls = gw.controls().await?;
-    let budget = controls
-        .caps
-        .get(controls::DAILY_BUDGET_SCOPE)
-        .map(|m| j1msky_core::Money::from_micros(*m))
-        .unwrap_or(gw.catalogue.routing.daily_budget);
+    let budget = controls.daily_budget(&gw.catalogue);
     if budget.micros() <= 0 {
         return Ok(());
     }

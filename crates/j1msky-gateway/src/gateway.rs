@@ -387,11 +387,7 @@ impl Gateway {
         }
         let tz = self.tz();
         let (day_start, day_end) = windows::day(tz, now);
-        let daily_cap = controls
-            .caps
-            .get(crate::controls::DAILY_BUDGET_SCOPE)
-            .map(|m| Money::from_micros(*m))
-            .unwrap_or(self.catalogue.routing.daily_budget);
+        let daily_cap = controls.daily_budget(&self.catalogue);
         let mut budgets = vec![Budget {
             scope: crate::admission::BUSINESS_DAY.into(),
             window_start: day_start,
@@ -409,15 +405,15 @@ impl Gateway {
         }
         // One customer's share of the business's day, so it cannot take the day from every
         // other (a contract customer is held to its contract instead).
-        if let (Some(id), Some(percent)) = (&ctx.customer_id, self.catalogue.routing.customer_daily_share_percent) {
-            if !plan_entry.is_some_and(|p| p.custom_limits) {
-                budgets.push(Budget {
-                    scope: limits::customer_day_scope(id),
-                    window_start: day_start,
-                    window_end: day_end,
-                    cap: Money::from_micros(daily_cap.micros() / 100 * i64::from(percent)),
-                });
-            }
+        if let (Some(id), Some(cap)) =
+            (&ctx.customer_id, limits::customer_day_cap(&self.catalogue, plan_entry, daily_cap))
+        {
+            budgets.push(Budget {
+                scope: limits::customer_day_scope(id),
+                window_start: day_start,
+                window_end: day_end,
+                cap,
+            });
         }
         // A granted trial's direct calls share one budget over the trial (its tasks are
         // held to the included tasks by the task queue instead).

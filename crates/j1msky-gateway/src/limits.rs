@@ -323,6 +323,44 @@ pub fn customer_day_scope(customer_id: &str) -> String {
     format!("customer:{customer_id}:day")
 }
 
+/// A customer's share of the business's day budget `daily` (the one in force), or `None`
+/// when the catalogue has no share or the customer's plan is held to a contract
+/// (`custom_limits`). What admission reserves against and what the customer is shown.
+pub fn customer_day_cap(
+    catalogue: &j1msky_core::catalogue::Catalogue,
+    plan: Option<&j1msky_core::catalogue::Plan>,
+    daily: Money,
+) -> Option<Money> {
+    let percent = catalogue.routing.customer_daily_share_percent?;
+    if plan.is_some_and(|p| p.custom_limits) {
+        return None;
+    }
+    Some(Money::from_micros(daily.micros() / 100 * i64::from(percent)))
+}
+
+/// A customer's share of the business's day against its use: `(share, spent, reserved)`
+/// in the business day containing `now` (`None` when it has no share, see
+/// [`customer_day_cap`]).
+pub async fn customer_day(
+    db: &Db,
+    catalogue: &j1msky_core::catalogue::Catalogue,
+    customer_id: &str,
+    now: i64,
+) -> Result<Option<(Money, Money, Money)>, DbError> {
+    let plan: Option<Option<String>> = sqlx::query_scalar("SELECT plan FROM customers WHERE id = $1")
+        .bind(customer_id)
+        .fetch_optional(db.pool())
+        .await?;
+    let Some(plan) = plan else { return Ok(None) };
+    let plan = plan.as_deref().and_then(|p| catalogue.plans.get(p));
+    let daily = crate::controls::load(db).await?.daily_budget(catalogue);
+    let Some(cap) = customer_day_cap(catalogue, plan, daily) else { return Ok(None) };
+    let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let (start, _) = j1msky_core::windows::day(tz, now);
+    let (spent, reserved) = budget_state(db, &customer_day_scope(customer_id), start).await?;
+    Ok(Some((cap, spent, reserved)))
+}
+
 /// A customer's monthly spending budget against its use: `(budget, spent, reserved)` in
 /// the business month containing `now` (`None` when it has none). The budget is the
 /// operator's for the customer, else its plan's `monthly_model_budget`.

@@ -60,7 +60,7 @@ pub async fn load(db: &Db, catalogue: &Catalogue, controls: &Controls, now: i64)
             used: used.get(&scope).copied().unwrap_or(0),
             cap: over.or(default),
             default,
-            overridden: over.is_some(),
+            overridden: controls.caps.contains_key(crate::controls::DAILY_BUDGET_SCOPE),
             scope,
             label,
         });
@@ -87,14 +87,13 @@ pub async fn load(db: &Db, catalogue: &Catalogue, controls: &Controls, now: i64)
     let tz: chrono_tz::Tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let (day_start, _) = windows::day(tz, now);
     let (spent, reserved) = crate::limits::budget_state(db, crate::admission::BUSINESS_DAY, day_start).await?;
-    let over = controls.caps.get(crate::controls::DAILY_BUDGET_SCOPE).copied().map(Money::from_micros);
     let budget = DayBudget {
         day_start,
-        cap: over.unwrap_or(catalogue.routing.daily_budget),
+        cap: controls.daily_budget(catalogue),
         default: catalogue.routing.daily_budget,
         spent,
         reserved,
-        overridden: over.is_some(),
+        overridden: controls.caps.contains_key(crate::controls::DAILY_BUDGET_SCOPE),
     };
     Ok(Panel {
         mode: controls.mode,

@@ -563,7 +563,14 @@ async fn one_customer_cannot_spend_more_than_its_share_of_the_business_s_day() {
     assert_eq!((refusal.0, refusal.1.as_str()), (402, "budget_exceeded"), "{refusal:?}");
     assert!(refusal.2.contains(&format!("customer:{greedy}:day")), "the customer's share of the day: {}", refusal.2);
     app.gateway().flush().await;
-    assert!(sum_of(&app, spent, &greedy).await <= 2_500, "never more than a quarter of the day");
+    let ledger = sum_of(&app, spent, &greedy).await;
+    assert!(ledger <= 2_500, "never more than a quarter of the day");
+    // What the customer's home shows: the share and what the calls spent of it.
+    let today = j1msky_gateway::limits::customer_day(&app.db, &app.catalogue, &greedy, app.now())
+        .await
+        .expect("today")
+        .map(|(cap, spent, _)| (cap.micros(), spent.micros()));
+    assert_eq!(today, Some((2_500, ledger)));
     let hits: Vec<(String,)> =
         sqlx::query_as("SELECT payload FROM events WHERE kind = 'plan.limit_hit' AND customer_id = $1")
             .bind(&greedy)
@@ -585,4 +592,6 @@ async fn one_customer_cannot_spend_more_than_its_share_of_the_business_s_day() {
         assert_eq!(status, 200, "call {i}: {code} {message}");
     }
     assert!(sum_of(&app, spent, &big).await > 2_500);
+    let contract = j1msky_gateway::limits::customer_day(&app.db, &app.catalogue, &big, app.now()).await.expect("today");
+    assert_eq!(contract, None, "no share for a contract");
 }

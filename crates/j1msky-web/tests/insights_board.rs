@@ -313,6 +313,9 @@ async fn the_customers_home_shows_its_own_month_against_its_plan() {
     assert_eq!(tile_value(&html, "app.tasks_used"), "5");
     assert!(html.contains("5 / 100"), "against the starter plan's 100 tasks a month");
     assert!(html.contains("$0.00 / $49.00"), "the starter plan's monthly model budget");
+    // A quarter of the shipped $50 day is what Acme may spend today.
+    assert_eq!(tile_value(&html, "app.today_spent_micros"), "0");
+    assert!(html.contains("$0.00 / $12.50"), "the customer's share of the day");
     // With a budget set by the operator, its use shows.
     j1msky_gateway::controls::set_customer_budget(
         &app.db,

@@ -430,6 +430,9 @@ async fn this_month(state: &AppState, customer: &customers::Customer) -> Result<
     let budget = j1msky_gateway::limits::customer_month(&state.db, &state.catalogue, &customer.id, now)
         .await
         .map_err(|e| ApiError::internal("the month's budget", &e))?;
+    let today = j1msky_gateway::limits::customer_day(&state.db, &state.catalogue, &customer.id, now)
+        .await
+        .map_err(|e| ApiError::internal("today's share", &e))?;
     let percent = |part: i64, whole: i64| if whole > 0 { (part.max(0) * 100 / whole).min(100) } else { 0 };
     let finished = summary.succeeded + summary.failed;
     Ok(context! {
@@ -443,6 +446,11 @@ async fn this_month(state: &AppState, customer: &customers::Customer) -> Result<
         tasks_used => used, task_limit, tasks_percent => task_limit.map(|l| percent(used, l)),
         budget => budget.map(|(cap, spent, reserved)| context! {
             cap => cap.to_string(), spent => spent.to_string(), reserved => reserved.to_string(),
+            cap_micros => cap.micros(), spent_micros => spent.micros(),
+            percent => percent(spent.micros(), cap.micros()),
+        }),
+        today => today.map(|(cap, spent, _)| context! {
+            cap => cap.to_string(), spent => spent.to_string(),
             cap_micros => cap.micros(), spent_micros => spent.micros(),
             percent => percent(spent.micros(), cap.micros()),
         }),
