@@ -191,6 +191,7 @@ impl Runtime {
     /// batch leased so several processes never handle an event twice.
     fn start_reactions(&mut self) {
         let mut all = j1msky_accounts::reactions::consumers();
+        all.extend(j1msky_tasks::reactions::consumers(self.catalogue()));
         all.extend(j1msky_insights::rollups::consumers(&self.insights()));
         if let Some(ctx) = self.lifecycle() {
             all.extend(j1msky_lifecycle::consumers(&ctx));

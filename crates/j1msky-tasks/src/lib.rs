@@ -9,6 +9,7 @@ pub mod api_usage;
 pub mod charges;
 mod error;
 pub mod pipeline;
+pub mod reactions;
 pub mod reclaim;
 pub mod submit;
 pub mod summary;

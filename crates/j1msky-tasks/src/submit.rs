@@ -51,6 +51,26 @@ impl Priority {
 /// One step of a plan's SLA priority in a stored rank (above every band).
 const SLA_RANK: i64 = 10_000;
 
+/// A plan's SLA level in a task's rank: its `sla.priority`, 0 without an SLA.
+pub(crate) fn sla_level(plan: Option<&j1msky_core::catalogue::Plan>) -> i64 {
+    plan.and_then(|p| p.sla.as_ref()).map_or(0, |s| i64::from(s.priority).clamp(0, 999))
+}
+
+/// Gives `customer`'s queued tasks the SLA `level` (a plan change), keeping their band.
+pub(crate) async fn rerank_queued(conn: &mut sqlx::AnyConnection, customer: &str, level: i64) -> Result<(), TaskError> {
+    sqlx::query(
+        "UPDATE tasks SET priority = $1 + priority % $2
+         WHERE customer_id = $3 AND state = 'queued' AND priority / $2 <> $4",
+    )
+    .bind(level * SLA_RANK)
+    .bind(SLA_RANK)
+    .bind(customer)
+    .bind(level)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl std::str::FromStr for Priority {
     type Err = TaskError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -360,7 +380,7 @@ pub async fn submit(
         ));
     }
     let plan = customer.plan.as_deref().and_then(|p| catalogue.plans.get(p));
-    let sla = plan.and_then(|p| p.sla.as_ref()).map_or(0, |s| i64::from(s.priority));
+    let sla = sla_level(plan);
     let id = j1msky_core::ids::new_id("tsk");
 
     let trial = match customer.stage {

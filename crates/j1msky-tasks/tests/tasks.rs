@@ -563,3 +563,62 @@ async fn the_upgrade_re_ranks_sla_tasks_still_queued() {
     let (first, _) = e.worker("w").run_once().await.expect("run").expect("a task");
     assert_eq!(first, old_big, "the Enterprise task queued before the upgrade runs first");
 }
+
+/// A customer whose plan changes (Stripe's subscription state, applied by accounts) takes
+/// the new plan's SLA for the tasks it already queued (`tasks.sla_rank`): moved onto
+/// Enterprise, its queued task goes before a Starter task marked high; moved off it, its
+/// queued task no longer does.
+#[tokio::test]
+async fn a_plan_change_moves_the_customer_s_queued_tasks_to_its_new_sla() {
+    use j1msky_core::events::CustomerSubscriptionState;
+    use j1msky_db::consumers::{self, Runner};
+    use j1msky_tasks::Priority;
+    let e = env().await;
+    let starter = e.customer("Small", Some("starter"), &["code", "content"]).await;
+    let grower = e.customer("Grower", Some("pro"), &[]).await;
+    let submit = |customer: String, priority: Priority, prompt: &'static str| {
+        let (db, cat, now) = (e.t.db.clone(), e.catalogue.clone(), e.clock.now());
+        async move {
+            let input = NewTask { team: "code".into(), prompt: Some(prompt.into()), priority, ..NewTask::default() };
+            j1msky_tasks::submit(&db, &cat, &customer, &input, None, now).await.expect(prompt).task.id
+        }
+    };
+    let live: j1msky_core::catalogue::LiveCatalogue = e.catalogue.clone().into();
+    let mut all = j1msky_accounts::reactions::consumers();
+    all.extend(j1msky_tasks::reactions::consumers(&live));
+    let move_to = |plan: &'static str| {
+        let (db, clock, all, grower) = (e.t.db.clone(), e.clock.clone(), &all, grower.clone());
+        async move {
+            let state = CustomerSubscriptionState {
+                plan: Some(plan.into()),
+                stage: None,
+                billing_status: None,
+                at: clock.now(),
+                subscription_status: Some("active".into()),
+            };
+            let mut tx = db.begin().await.expect("tx");
+            j1msky_db::outbox::emit_typed(&mut tx, db.backend(), state, Some(&grower), clock.now())
+                .await
+                .expect("emit");
+            tx.commit().await.expect("commit");
+            let runner = Runner::new("test");
+            while consumers::run_once(&db, &runner, all, &clock).await.expect("consumers").handled > 0 {}
+        }
+    };
+    let before = submit(grower.clone(), Priority::Normal, "queued on pro").await;
+    e.clock.advance_secs(1);
+    let high = submit(starter.clone(), Priority::High, "starter high").await;
+    move_to("enterprise").await;
+    e.gateway.customer_changed(&grower);
+    let (first, _) = e.worker("w").run_once().await.expect("run").expect("a task");
+    assert_eq!(first, before, "queued before the upgrade, served under the SLA");
+    // Queued on Enterprise, then moved off it: behind the Starter task marked high.
+    let after = submit(grower.clone(), Priority::Normal, "queued on enterprise").await;
+    move_to("pro").await;
+    e.gateway.customer_changed(&grower);
+    let (next, _) = e.worker("w").run_once().await.expect("run").expect("a task");
+    assert_eq!(next, high);
+    let (last, _) = e.worker("w").run_once().await.expect("run").expect("a task");
+    assert_eq!(last, after);
+    assert_eq!(j1msky_tasks::get(&e.t.db, &after, None).await.expect("get").task.priority, Priority::Normal);
+}
