@@ -60,7 +60,7 @@ pub async fn load(db: &Db, catalogue: &Catalogue, controls: &Controls, now: i64)
             used: used.get(&scope).copied().unwrap_or(0),
             cap: over.or(default),
             default,
-            overridden: controls.caps.contains_key(crate::controls::DAILY_BUDGET_SCOPE),
+            overridden: over.is_some(),
             scope,
             label,
         });
