@@ -594,7 +594,8 @@ pub async fn retry(db: &Db, id: &str, by: &str, now: i64) -> Result<Task, TaskEr
     let task = get_task(db, id).await?.ok_or_else(|| TaskError::NotFound(id.into()))?;
     let mut tx = db.begin().await?;
     let done = sqlx::query(
-        "UPDATE tasks SET state = 'queued', failures = 0, not_before = $1, finished_at = NULL, wait_reason = NULL
+        "UPDATE tasks SET state = 'queued', failures = 0, not_before = $1, finished_at = NULL, wait_reason = NULL,
+             requeued_at = $1
          WHERE id = $2 AND state IN ('failed', 'cancelled')",
     )
     .bind(now)
@@ -620,7 +621,8 @@ pub struct Depth {
     pub priority: Priority,
     pub team: String,
     pub queued: i64,
-    /// How long the oldest of them has waited, in microseconds.
+    /// How long the oldest of them has waited, in microseconds (since it was queued, or
+    /// queued again by [`retry`]).
     pub oldest_wait_micros: i64,
 }
 
@@ -637,7 +639,7 @@ pub struct QueueView {
 /// Depth by priority and team, what runs, what waits and why, and recent failures.
 pub async fn queue_view(db: &Db, now: i64) -> Result<QueueView, TaskError> {
     let rows = sqlx::query(
-        "SELECT priority, team, COUNT(*), MIN(queued_at) FROM tasks WHERE state = 'queued'
+        "SELECT priority, team, COUNT(*), MIN(COALESCE(requeued_at, queued_at)) FROM tasks WHERE state = 'queued'
          GROUP BY priority, team ORDER BY priority DESC, team",
     )
     .fetch_all(db.pool())
@@ -665,7 +667,8 @@ pub async fn queue_view(db: &Db, now: i64) -> Result<QueueView, TaskError> {
 
 /// Queued tasks under one SLA (the plans whose `sla.priority` is `level`): how many, how
 /// long the oldest has waited, and how many have waited longer than the strictest of those
-/// plans' `sla.max_queue_wait_secs`, which is a breach of the SLA sold.
+/// plans' `sla.max_queue_wait_secs`, which is a breach of the SLA sold. A task an operator
+/// queued again ([`retry`]) waits from then.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SlaLane {
     pub level: i64,
@@ -696,7 +699,8 @@ pub async fn sla_lanes(db: &Db, catalogue: &Catalogue, now: i64) -> Result<Vec<S
     let mut lanes = Vec::new();
     for (level, (plans, max_wait_micros)) in levels.into_iter().rev() {
         let row = sqlx::query(
-            "SELECT COUNT(*), MIN(queued_at), COALESCE(SUM(CASE WHEN queued_at < $3 THEN 1 ELSE 0 END), 0)
+            "SELECT COUNT(*), MIN(COALESCE(requeued_at, queued_at)),
+                    COALESCE(SUM(CASE WHEN COALESCE(requeued_at, queued_at) < $3 THEN 1 ELSE 0 END), 0)
              FROM tasks WHERE state = 'queued' AND priority >= $1 AND priority < $2",
         )
         .bind(level * SLA_RANK)

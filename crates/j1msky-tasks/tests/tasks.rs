@@ -622,3 +622,28 @@ async fn a_plan_change_moves_the_customer_s_queued_tasks_to_its_new_sla() {
     assert_eq!(last, after);
     assert_eq!(j1msky_tasks::get(&e.t.db, &after, None).await.expect("get").task.priority, Priority::Normal);
 }
+
+/// A task an operator queues again (`retry`) waits from then: an Enterprise task retried
+/// long after it failed is not past its SLA, nor the queue's oldest wait, until it has
+/// waited that long again.
+#[tokio::test]
+async fn a_retried_task_waits_from_its_retry() {
+    let e = env().await;
+    let big = e.customer("Big Co", Some("enterprise"), &[]).await;
+    let id = e.submit(&big, "code", "fails first").await.expect("submit").task.id;
+    sqlx::query("UPDATE tasks SET state = 'failed', finished_at = $1 WHERE id = $2")
+        .bind(e.clock.now())
+        .bind(&id)
+        .execute(e.t.db.pool())
+        .await
+        .expect("failed");
+    e.clock.advance_secs(3600);
+    j1msky_tasks::retry(&e.t.db, &id, "user:op", e.clock.now()).await.expect("retry");
+    let lanes = j1msky_tasks::sla_lanes(&e.t.db, &e.catalogue, e.clock.now()).await.expect("lanes");
+    assert_eq!((lanes[0].queued, lanes[0].past_max, lanes[0].oldest_wait_micros), (1, 0, 0), "{lanes:?}");
+    let queue = j1msky_tasks::queue_view(&e.t.db, e.clock.now()).await.expect("queue");
+    assert_eq!(queue.depth[0].oldest_wait_micros, 0);
+    e.clock.advance_secs(6 * 60);
+    let lanes = j1msky_tasks::sla_lanes(&e.t.db, &e.catalogue, e.clock.now()).await.expect("lanes");
+    assert_eq!(lanes[0].past_max, 1, "six minutes after the retry: past the SLA's five");
+}
