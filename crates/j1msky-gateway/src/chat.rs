@@ -74,6 +74,10 @@ pub struct ChatResponse {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
     Delta(String),
+    /// Reasoning the model did before or between its answer's pieces (Kimi's
+    /// `reasoning_content`), as its size in bytes: billed as output, never shown to the
+    /// caller. It counts toward the estimate of a stream that ends without usage.
+    Reasoning(u64),
     /// The end, with the provider's usage (when it sent one).
     Done {
         stop: StopReason,

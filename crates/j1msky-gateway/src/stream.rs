@@ -38,7 +38,8 @@ impl Settler {
         });
     }
 
-    /// Tokens of a stream that ended early: the request estimate and the text delivered.
+    /// Tokens of a stream that ended early: the request estimate and the text generated
+    /// (delivered, and reasoned where the provider streams its reasoning).
     fn estimate(&self) -> Usage {
         Usage { input_tokens: self.estimated_input, output_tokens: self.streamed_chars.div_ceil(4) }
     }
@@ -65,6 +66,12 @@ impl Stream for GatewayStream {
         match &polled {
             Poll::Ready(Some(Ok(StreamEvent::Delta(text)))) => {
                 let n = text.len() as u64;
+                if let Some(s) = self.settler.as_mut() {
+                    s.streamed_chars += n;
+                }
+            }
+            Poll::Ready(Some(Ok(StreamEvent::Reasoning(n)))) => {
+                let n = *n;
                 if let Some(s) = self.settler.as_mut() {
                     s.streamed_chars += n;
                 }

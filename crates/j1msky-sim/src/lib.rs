@@ -5,7 +5,8 @@
 //! can be asserted exactly:
 //!
 //! - input tokens = 3 + Σ over messages (system included) of (4 + ⌈bytes / 4⌉);
-//! - output tokens = min(`max_tokens`, the configured answer length); one word per token,
+//! - output tokens = min(`max_tokens`, the configured answer length) (plus any scripted
+//!   reasoning); one word per token,
 //!   the first word is `[simulated]` (unless scripted through `/_sim/answers`).
 //!
 //! Faults are injected three ways: the `x-sim-fault` request header, a script
@@ -505,13 +506,19 @@ async fn handle(sim: Arc<Sim>, format: Format, headers: HeaderMap, body: Bytes) 
         stats.input_tokens += req.input_tokens;
         stats.output_tokens += out_tokens;
     }
-    let first = sim.take_prefix(&req.model).unwrap_or_else(|| "[simulated]".into());
-    let pieces = words(out_tokens, &first);
+    let (first, reasoning) = sim.take_prefix(&req.model).unwrap_or_else(|| ("[simulated]".into(), 0));
+    // Reasoning is OpenAI-format only (Kimi's `reasoning_content`), billed as output and,
+    // as with Kimi, inside `max_tokens`.
+    let reasoning = if format == Format::OpenAi { reasoning.min(max.saturating_sub(out_tokens)) } else { 0 };
+    let thought = words(reasoning, "[thinking]");
+    lock(&sim.stats).output_tokens += reasoning;
+    let answer = Answer { pieces: words(out_tokens, &first), thought: &thought, cut, out: out_tokens + reasoning };
+    let pieces = &answer.pieces;
     let dropped = fault == Some(Fault::Drop);
     let chunks = match (format, req.stream) {
         (_, false) => {
             let body = match format {
-                Format::OpenAi => openai_completion(id, &req, &pieces.concat(), cut, out_tokens),
+                Format::OpenAi => openai_completion(id, &req, &answer),
                 Format::Anthropic => anthropic_message(id, &req, &pieces.concat(), cut, out_tokens),
             };
             if dropped {
@@ -522,8 +529,8 @@ async fn handle(sim: Arc<Sim>, format: Format, headers: HeaderMap, body: Bytes) 
             return (StatusCode::OK, [("content-type", "application/json"), ("x-j1msky-simulated", "true")], body)
                 .into_response();
         }
-        (Format::OpenAi, true) => openai_chunks(id, &req, &pieces, cut, out_tokens),
-        (Format::Anthropic, true) => anthropic_events(id, &req, &pieces, cut, out_tokens),
+        (Format::OpenAi, true) => openai_chunks(id, &req, &answer),
+        (Format::Anthropic, true) => anthropic_events(id, &req, pieces, cut, out_tokens),
     };
     let body = if dropped {
         broken_body(chunks.into_iter().take(3).collect())
@@ -546,8 +553,24 @@ async fn handle(sim: Arc<Sim>, format: Format, headers: HeaderMap, body: Bytes) 
         .into_response()
 }
 
-fn openai_completion(id: u64, req: &Parsed, text: &str, cut: bool, out: u64) -> Bytes {
-    let v = json!({
+/// An OpenAI-format answer: its words, the reasoning before them (Kimi's), whether
+/// `max_tokens` cut it, and the output tokens billed (reasoning included).
+struct Answer<'a> {
+    pieces: Vec<String>,
+    thought: &'a [String],
+    cut: bool,
+    out: u64,
+}
+
+/// Moonshot (Kimi) streams its usage inside the last chunk's choice (`choices[0].usage`),
+/// not in a chunk of its own as OpenAI does, and sends it whether asked or not.
+fn usage_in_choice(model: &str) -> bool {
+    model.starts_with("kimi") || model.starts_with("moonshot")
+}
+
+fn openai_completion(id: u64, req: &Parsed, a: &Answer<'_>) -> Bytes {
+    let (text, cut, out) = (a.pieces.concat(), a.cut, a.out);
+    let mut v = json!({
         "id": format!("chatcmpl-sim{id:012}"),
         "object": "chat.completion",
         "created": now_secs(),
@@ -561,6 +584,9 @@ fn openai_completion(id: u64, req: &Parsed, text: &str, cut: bool, out: u64) -> 
         "usage": {"prompt_tokens": req.input_tokens, "completion_tokens": out, "total_tokens": req.input_tokens + out},
         "system_fingerprint": "fp_j1msky_sim",
     });
+    if !a.thought.is_empty() {
+        v["choices"][0]["message"]["reasoning_content"] = json!(a.thought.concat());
+    }
     Bytes::from(v.to_string())
 }
 
@@ -568,9 +594,13 @@ fn sse_data(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
-fn openai_chunks(id: u64, req: &Parsed, pieces: &[String], cut: bool, out: u64) -> Vec<Bytes> {
+fn openai_chunks(id: u64, req: &Parsed, a: &Answer<'_>) -> Vec<Bytes> {
+    let (pieces, cut, out) = (&a.pieces, a.cut, a.out);
     let created = now_secs();
-    let usage_null = if req.include_usage { Some(Value::Null) } else { None };
+    let in_choice = usage_in_choice(&req.model);
+    let usage =
+        json!({"prompt_tokens": req.input_tokens, "completion_tokens": out, "total_tokens": req.input_tokens + out});
+    let usage_null = if req.include_usage && !in_choice { Some(Value::Null) } else { None };
     let chunk = |delta: Value, finish: Value| {
         let mut v = json!({
             "id": format!("chatcmpl-sim{id:012}"),
@@ -583,15 +613,21 @@ fn openai_chunks(id: u64, req: &Parsed, pieces: &[String], cut: bool, out: u64) 
         if let Some(u) = &usage_null {
             v["usage"] = u.clone();
         }
+        if in_choice && !finish.is_null() {
+            v["choices"][0]["usage"] = usage.clone();
+        }
         sse_data(&v)
     };
-    let mut chunks = Vec::with_capacity(pieces.len() + 4);
+    let mut chunks = Vec::with_capacity(a.thought.len() + pieces.len() + 4);
     chunks.push(chunk(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null));
+    for t in a.thought {
+        chunks.push(chunk(json!({"reasoning_content": t}), Value::Null));
+    }
     for p in pieces {
         chunks.push(chunk(json!({"content": p}), Value::Null));
     }
     chunks.push(chunk(json!({}), json!(if cut { "length" } else { "stop" })));
-    if req.include_usage {
+    if req.include_usage && !in_choice {
         chunks.push(sse_data(&json!({
             "id": format!("chatcmpl-sim{id:012}"),
             "object": "chat.completion.chunk",
@@ -599,7 +635,7 @@ fn openai_chunks(id: u64, req: &Parsed, pieces: &[String], cut: bool, out: u64) 
             "model": req.model,
             "system_fingerprint": "fp_j1msky_sim",
             "choices": [],
-            "usage": {"prompt_tokens": req.input_tokens, "completion_tokens": out, "total_tokens": req.input_tokens + out},
+            "usage": usage.clone(),
         })));
     }
     chunks.push(Bytes::from_static(b"data: [DONE]\n\n"));

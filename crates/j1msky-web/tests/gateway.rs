@@ -441,6 +441,63 @@ async fn streams_in_both_formats_are_metered_from_the_providers_usage() {
     wait_until_nothing_reserved(&app).await;
 }
 
+#[tokio::test]
+async fn kimi_s_reasoning_is_billed_from_the_usage_in_its_last_choice_and_estimated_when_the_client_hangs_up() {
+    // 400 words an answer, a millisecond between chunks: a caller can hang up mid-answer.
+    let sim =
+        SimConfig { chunk_delay: std::time::Duration::from_millis(1), answer_tokens: 400, ..SimConfig::default() };
+    let app = spawn_app_with_gateway(sim).await;
+    let (_, key) = app.customer_with_key("Thinker", "pro").await;
+    let answers = app.sim_url("/_sim/answers");
+    let think = || async {
+        let r = reqwest::Client::new()
+            .post(&answers)
+            .json(&json!({"prefix": "Answer:", "model": "kimi-k2.5", "reasoning_tokens": 300}))
+            .send()
+            .await
+            .expect("script");
+        assert_eq!(r.status(), 200);
+    };
+    let mut body = chat("Think before you answer");
+    body["max_tokens"] = json!(1000);
+    let input = sim_input_tokens("Think before you answer");
+
+    // Not streamed: the usage is the chunk-level one, reasoning included.
+    think().await;
+    let resp = post(&app, "/v1/chat/completions", &key, None, &body).await;
+    assert_eq!(resp.status(), 200);
+    let rows = rows_of(&app, &resp).await;
+    assert_eq!((rows[0].model_used.as_str(), rows[0].input_tokens, rows[0].output_tokens), ("kimi-k2.5", input, 700));
+
+    // Streamed: Moonshot puts the usage in the last chunk's choice; the reasoning is
+    // billed and never reaches the caller.
+    think().await;
+    body["stream"] = json!(true);
+    let resp = post(&app, "/v1/chat/completions", &key, None, &body).await;
+    let request_id = resp.headers()["x-request-id"].to_str().expect("id").to_string();
+    let sse = resp.text().await.expect("body");
+    assert!(!sse.contains("[thinking]") && !sse.contains("reasoning"), "the reasoning leaked: {sse}");
+    assert!(sse.contains("Answer:"), "{sse}");
+    let rows = wait_for_rows(&app, &request_id).await;
+    assert_eq!((rows[0].input_tokens, rows[0].output_tokens, rows[0].outcome.as_str()), (input, 700, "ok"));
+
+    // The caller hangs up as the answer starts: the 300 tokens of reasoning before it are
+    // in the estimate the call is settled on.
+    think().await;
+    let mut resp = post(&app, "/v1/chat/completions", &key, None, &body).await;
+    let request_id = resp.headers()["x-request-id"].to_str().expect("id").to_string();
+    let mut seen = String::new();
+    while !seen.contains("Answer:") {
+        let piece = resp.chunk().await.expect("read").expect("the answer starts before the stream ends");
+        seen.push_str(&String::from_utf8_lossy(&piece));
+    }
+    drop(resp);
+    let rows = wait_for_rows(&app, &request_id).await;
+    assert_eq!(rows[0].outcome, "client_disconnected");
+    assert!(rows[0].output_tokens >= 300, "the reasoning was not estimated: {} output tokens", rows[0].output_tokens);
+    wait_until_nothing_reserved(&app).await;
+}
+
 async fn wait_for_rows(app: &common::TestApp, request_id: &str) -> Vec<Attempt> {
     for _ in 0..200 {
         app.gateway().flush().await;

@@ -58,11 +58,16 @@ struct Choice {
     message: Option<Message>,
     delta: Option<Message>,
     finish_reason: Option<String>,
+    /// Moonshot (Kimi) streams its usage here, in the last chunk's choice, rather than
+    /// in the chunk-level `usage` OpenAI sends.
+    usage: Option<WireUsage>,
 }
 
 #[derive(Deserialize)]
 struct Message {
     content: Option<String>,
+    /// Kimi's thinking, streamed before the answer; its tokens are in the usage.
+    reasoning_content: Option<String>,
 }
 
 fn stop_reason(finish: Option<&str>) -> StopReason {
@@ -122,10 +127,15 @@ pub(super) fn parse(chunks: impl Stream<Item = Result<Vec<u8>, UpstreamError>> +
                         if let Some(f) = choice.finish_reason.as_deref() {
                             finish = Some(stop_reason(Some(f)));
                         }
-                        if let Some(text) = choice.delta.and_then(|d| d.content) {
-                            if !text.is_empty() {
-                                items.push(Ok(StreamEvent::Delta(text)));
-                            }
+                        if let Some(u) = choice.usage {
+                            usage = Some(u.into());
+                        }
+                        let Some(delta) = choice.delta else { continue };
+                        if let Some(thought) = delta.reasoning_content.filter(|t| !t.is_empty()) {
+                            items.push(Ok(StreamEvent::Reasoning(thought.len() as u64)));
+                        }
+                        if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                            items.push(Ok(StreamEvent::Delta(text)));
                         }
                     }
                     items
