@@ -31,6 +31,28 @@ pub fn actor() -> Actor {
 
 pub use crate::refs::version;
 
+/// Every event type [`event`] acts on: the webhook endpoint must be sent each of them
+/// (the shipped catalogue's `stripe.webhook_events` lists them, which a test holds to).
+pub const APPLIED_EVENTS: &[&str] = &[
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.subscription.trial_will_end",
+    "customer.discount.created",
+    "customer.discount.deleted",
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "invoice.paid",
+    "invoice.voided",
+    "invoice.marked_uncollectible",
+    "invoice.payment_failed",
+    "charge.refunded",
+    "customer.updated",
+];
+
 /// Applies one event inside the caller's transaction.
 pub async fn event(
     conn: &mut AnyConnection,
@@ -391,6 +413,12 @@ async fn checkout(
         _ => Typed::CheckoutPaymentFailed(detail),
     };
     outbox::emit_typed(conn, backend, outcome, customer.as_deref(), now).await?;
+    if let (Some(c), Some(grant)) = (&customer, obj["metadata"]["j1msky_offer_grant"].as_str()) {
+        if obj["status"].as_str() == Some("complete") {
+            crate::offers::redeemed_by_checkout(conn, c, grant, id_of(&obj["subscription"]).as_deref(), created)
+                .await?;
+        }
+    }
     if let Some(c) = customer {
         settle_customer(conn, backend, ctx, &c, created * 1_000_000, now).await?;
     }

@@ -75,12 +75,21 @@ fn plan_checked<'a>(catalogue: &'a Catalogue, plan: &str) -> Result<&'a j1msky_c
     })
 }
 
-/// Swaps the subscription's price; the item id comes from Stripe's own copy.
+/// How a change that is invoiced at once (an upgrade, a resume) is paid: the new price
+/// holds only if the invoice is paid now. Stripe's default (`allow_incomplete`) would put
+/// the dearer plan in force with its invoice unpaid (the subscription `past_due`), and
+/// its grace period would give that plan away; with this, a declined card is a 402 the
+/// customer sees and the subscription stays as it was.
+pub(crate) const PAY_NOW: &str = "error_if_incomplete";
+
+/// Swaps the subscription's price; the item id comes from Stripe's own copy. `pay_now`:
+/// an invoiced change holds only if paid at once ([`PAY_NOW`]).
 async fn swap(
     stripe: &Stripe,
     sub: &Current,
     price: &str,
     proration: &str,
+    pay_now: bool,
     metadata: Value,
     key: &str,
 ) -> Result<Value, BillingError> {
@@ -88,8 +97,11 @@ async fn swap(
     let item = remote["items"]["data"][0]["id"]
         .as_str()
         .ok_or_else(|| BillingError::Malformed(format!("subscription {} has no item", sub.id)))?;
-    let params =
+    let mut params =
         json!({"items": [{"id": item, "price": price}], "proration_behavior": proration, "metadata": metadata});
+    if pay_now {
+        params["payment_behavior"] = json!(PAY_NOW);
+    }
     stripe.post(&format!("subscriptions/{}", sub.id), &params, key).await
 }
 
@@ -101,19 +113,28 @@ pub(crate) async fn release(stripe: &Stripe, sub: &Current) -> Result<(), Billin
     Ok(())
 }
 
-/// Moves to a dearer plan now; the difference for the rest of the period is invoiced.
+/// Moves to a dearer plan now; the difference for the rest of the period is invoiced and
+/// must be paid at once ([`PAY_NOW`]): a declined card leaves the plan as it was.
 pub async fn upgrade(
     db: &Db,
     stripe: &Stripe,
     catalogue: &Catalogue,
     customer_id: &str,
     plan: &str,
+    now: i64,
 ) -> Result<(), BillingError> {
     let (sub, price) = upgrade_checked(db, stripe, catalogue, customer_id, plan).await?;
     release(stripe, &sub).await?;
-    let key = format!("j1msky-upgrade-{}-{plan}-{}", sub.id, sub.version);
-    swap(stripe, &sub, &price, "always_invoice", json!({"j1msky_downgrade_to": ""}), &key).await?;
+    let key = format!("j1msky-upgrade-{}-{plan}-{}-{}", sub.id, sub.version, attempt(now));
+    swap(stripe, &sub, &price, "always_invoice", true, json!({"j1msky_downgrade_to": ""}), &key).await?;
     Ok(())
+}
+
+/// The part of an idempotency key that tells a deliberate second attempt from a retried
+/// click: the minute. Stripe keeps a declined card's 402 under its key, so a customer who
+/// fixes their card and tries again a minute later must send a new key.
+pub(crate) fn attempt(now: i64) -> i64 {
+    now.div_euclid(60_000_000)
 }
 
 /// The checks of an upgrade to `plan`: the live subscription and the target's price.
@@ -220,14 +241,22 @@ pub async fn pause(
     let price = price_of(db, &catalogue.pause_plan).await?;
     let meta =
         json!({"j1msky_paused_from": from, "j1msky_resume_at": resume_at_secs.to_string(), "j1msky_downgrade_to": ""});
-    swap(stripe, &sub, &price, "none", meta, &format!("j1msky-pause-{}-{}", sub.id, sub.version)).await?;
+    swap(stripe, &sub, &price, "none", false, meta, &format!("j1msky-pause-{}-{}", sub.id, sub.version)).await?;
     schedule_resume(db, &sub.id, customer_id, resume_at_secs, now_secs.saturating_mul(1_000_000)).await?;
     Ok(())
 }
 
 /// Resumes a paused subscription on the plan it was paused from; the rest of the period
-/// is invoiced at that plan's price.
-pub async fn resume(db: &Db, stripe: &Stripe, catalogue: &Catalogue, customer_id: &str) -> Result<(), BillingError> {
+/// is invoiced at that plan's price. `asked_at`: when the customer asked for it, so it is
+/// paid at once or not done ([`PAY_NOW`]); `None` when its resume date came, which is
+/// billed like a renewal (a declined card starts the dunning and its grace period).
+pub async fn resume(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    asked_at: Option<i64>,
+) -> Result<(), BillingError> {
     let sub = live(db, customer_id).await?;
     if sub.plan.as_deref() != Some(catalogue.pause_plan.as_str()) {
         return Err(BillingError::invalid("subscription", "not paused"));
@@ -237,7 +266,11 @@ pub async fn resume(db: &Db, stripe: &Stripe, catalogue: &Catalogue, customer_id
     let paused = Some(catalogue.pause_plan.as_str());
     let price = crate::contracts::price_on(db, stripe, catalogue, customer_id, &back, plan, paused).await?;
     let meta = json!({"j1msky_paused_from": "", "j1msky_resume_at": ""});
-    swap(stripe, &sub, &price, "always_invoice", meta, &format!("j1msky-resume-{}-{}", sub.id, sub.version)).await?;
+    let (pay_now, key) = match asked_at {
+        Some(now) => (true, format!("j1msky-resume-{}-{}-{}", sub.id, sub.version, attempt(now))),
+        None => (false, format!("j1msky-resume-{}-{}", sub.id, sub.version)),
+    };
+    swap(stripe, &sub, &price, "always_invoice", pay_now, meta, &key).await?;
     Ok(())
 }
 
@@ -263,7 +296,7 @@ pub async fn resume_due(db: &Db, stripe: &Stripe, catalogue: &Catalogue, now_sec
         .await?;
     let mut n = 0;
     for (customer,) in due {
-        match resume(db, stripe, catalogue, &customer).await {
+        match resume(db, stripe, catalogue, &customer, None).await {
             Ok(()) => n += 1,
             Err(e) => tracing::warn!(customer = %customer, error = %e, "automatic resume failed; retried next round"),
         }
@@ -289,7 +322,7 @@ pub async fn resume_if_due(
             .fetch_optional(db.pool())
             .await?;
     let Some((customer,)) = due else { return Ok(false) };
-    resume(db, stripe, catalogue, &customer).await?;
+    resume(db, stripe, catalogue, &customer, None).await?;
     Ok(true)
 }
 

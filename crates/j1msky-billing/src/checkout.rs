@@ -56,6 +56,19 @@ pub async fn start(
             ),
         ));
     }
+    // Usage charges the customer has not paid keep them out of a new subscription: its
+    // standing would replace the one their unpaid invoices gave them (and a first
+    // checkout's free trial would let them back in for nothing).
+    let mut conn = db.pool().acquire().await?;
+    let owing = j1msky_tasks::charges::owed_standing(&mut conn, &customer.id).await?;
+    drop(conn);
+    if let Some(standing) = owing {
+        let why = if standing == "unpaid" { "written off" } else { "failing" };
+        return Err(BillingError::invalid(
+            "subscription",
+            format!("usage charges on this account were not paid (their invoice is {why}): pay them from Manage billing before subscribing"),
+        ));
+    }
     let price = crate::contracts::price_for(db, stripe, catalogue, &customer.id, &req.plan, plan).await?;
     for (field, url) in [("success_url", &req.success_url), ("cancel_url", &req.cancel_url)] {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -110,7 +123,12 @@ pub async fn start(
             .to_string(),
     };
     if let Some((g, _)) = offer {
-        crate::offers::record_checkout(db, &customer.id, Some(g), &link.session_id, now).await?;
+        if !crate::offers::move_to_checkout(db, stripe, &customer.id, g, &link.session_id, now).await? {
+            // The offer's earlier checkout was paid meanwhile: this one must not carry it again.
+            let key = format!("j1msky-expire-{}", link.session_id);
+            stripe.post(&format!("checkout/sessions/{}/expire", link.session_id), &json!({}), &key).await?;
+            return Err(BillingError::invalid("subscription", "already subscribed through an earlier checkout"));
+        }
     }
     if trial {
         crate::offers::record_checkout(db, &customer.id, None, &link.session_id, now).await?;

@@ -245,7 +245,7 @@ async fn completed(stripe: &Stripe, session: &str) -> Result<bool, BillingError>
 pub async fn pending_for_checkout(db: &Db, stripe: &Stripe, customer_id: &str) -> Result<Option<Grant>, BillingError> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM offer_grants WHERE customer_id = $1 AND offer <> $2 AND subscription_id IS NULL
-           AND expires_at IS NULL
+           AND expires_at IS NULL AND redeemed_at IS NULL
          ORDER BY created_at DESC, id DESC"
     ))
     .bind(customer_id)
@@ -306,7 +306,39 @@ pub async fn expire_other_trial_checkouts(
     customer_id: &str,
     keep: &str,
 ) -> Result<bool, BillingError> {
-    for s in trial_sessions(db, customer_id).await?.into_iter().flatten() {
+    let sessions = trial_sessions(db, customer_id).await?.into_iter().flatten();
+    expire_open_checkouts(stripe, sessions, keep).await
+}
+
+/// Moves a grant onto a new checkout session (`session`): the session that carried it
+/// before is expired at Stripe if still open, so an offer lives in one open checkout at a
+/// time (two sessions opened a minute apart cannot both be paid with it, nor can an
+/// unpaid one keep it alive for a later checkout). `Ok(false)` when the earlier session
+/// was paid meanwhile: the offer is spent and `session` must not be used.
+pub async fn move_to_checkout(
+    db: &Db,
+    stripe: &Stripe,
+    customer_id: &str,
+    grant: &Grant,
+    session: &str,
+    now: i64,
+) -> Result<bool, BillingError> {
+    let earlier = grant.checkout_session.clone().into_iter();
+    if !expire_open_checkouts(stripe, earlier, session).await? {
+        return Ok(false);
+    }
+    record_checkout(db, customer_id, Some(grant), session, now).await?;
+    Ok(true)
+}
+
+/// Expires each of `sessions` but `keep` that is still open; `Ok(false)` as soon as one
+/// was completed (what it carried is spent).
+async fn expire_open_checkouts(
+    stripe: &Stripe,
+    sessions: impl Iterator<Item = String>,
+    keep: &str,
+) -> Result<bool, BillingError> {
+    for s in sessions {
         if s == keep {
             continue;
         }
@@ -391,6 +423,30 @@ pub async fn record_checkout(
     Ok(())
 }
 
+/// Marks a grant spent by the paid checkout that carried it (`checkout.session.completed`
+/// with the grant in its metadata), inside the webhook's transaction: it then rides on no
+/// later checkout, whatever became of the sessions recorded on it. Only the grant's own
+/// customer spends it; applying the same event again changes nothing.
+pub(crate) async fn redeemed_by_checkout(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    grant: &str,
+    subscription: Option<&str>,
+    created_secs: i64,
+) -> Result<(), BillingError> {
+    sqlx::query(
+        "UPDATE offer_grants SET redeemed_at = $1, subscription_id = COALESCE(subscription_id, $2)
+         WHERE id = $3 AND customer_id = $4 AND redeemed_at IS NULL",
+    )
+    .bind(created_secs.saturating_mul(1_000_000))
+    .bind(subscription)
+    .bind(grant)
+    .bind(customer_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Upgrades with the discount the server holds for the customer
 /// (`offers::hold_for_upgrade`, from an upgrade prompt): the coupon is the held grant's,
 /// never one the caller names. The grant is spent before Stripe is called (two clicks
@@ -435,8 +491,9 @@ pub async fn upgrade_with_offer(
             .ok_or_else(|| BillingError::Malformed(format!("subscription {} has no item", sub.id)))?;
         let coupon = sync::coupon_id(&grant.offer, o.percent_off, o.months);
         let params = json!({"items": [{"id": item, "price": price}], "proration_behavior": "always_invoice",
-            "discounts": [{"coupon": coupon}], "metadata": {"j1msky_downgrade_to": "", "j1msky_offer_grant": grant.id}});
-        stripe.post(&format!("subscriptions/{}", sub.id), &params, &format!("j1msky-upgrade-offer-{}", grant.id)).await
+            "payment_behavior": changes::PAY_NOW, "discounts": [{"coupon": coupon}], "metadata": {"j1msky_downgrade_to": "", "j1msky_offer_grant": grant.id}});
+        let key = format!("j1msky-upgrade-offer-{}-{}", grant.id, changes::attempt(now));
+        stripe.post(&format!("subscriptions/{}", sub.id), &params, &key).await
     }
     .await;
     if let Err(e) = swapped {

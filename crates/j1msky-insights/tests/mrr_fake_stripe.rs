@@ -78,7 +78,7 @@ async fn checkout_upgrade_pause_resume_and_portal_cancel_move_mrr() {
 
     // February 15: upgrade to Pro (the prorated difference is invoiced, not MRR).
     at(&w, &fake, JAN_10 + 36 * DAY).await;
-    changes::upgrade(&w.t.db, &stripe, &w.ctx.catalogue, &c, "pro").await.unwrap();
+    changes::upgrade(&w.t.db, &stripe, &w.ctx.catalogue, &c, "pro", (JAN_10 + 36 * DAY) * 1_000_000).await.unwrap();
     settle(&w, &stripe).await;
     // March 12: paused for 30 days, on the pause plan's price.
     at(&w, &fake, JAN_10 + 61 * DAY).await;
@@ -86,7 +86,7 @@ async fn checkout_upgrade_pause_resume_and_portal_cancel_move_mrr() {
     settle(&w, &stripe).await;
     // April 11: resumed on Pro.
     at(&w, &fake, JAN_10 + 91 * DAY).await;
-    changes::resume(&w.t.db, &stripe, &w.ctx.catalogue, &c).await.unwrap();
+    changes::resume(&w.t.db, &stripe, &w.ctx.catalogue, &c, Some((JAN_10 + 91 * DAY) * 1_000_000)).await.unwrap();
     settle(&w, &stripe).await;
     // May 20: cancelled at once in the Customer Portal.
     at(&w, &fake, JAN_10 + 130 * DAY).await;

@@ -112,6 +112,12 @@ impl From<BillingError> for ApiError {
             BillingError::NotFound(what) => ApiError::not_found(what),
             BillingError::Signature(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_signature", message),
             BillingError::Malformed(_) => ApiError::new(StatusCode::BAD_REQUEST, "malformed", message),
+            // Stripe's card errors are the customer's to fix, in their words.
+            BillingError::Stripe { status: 402, message: stripe_says, .. } => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "card_declined",
+                format!("{stripe_says} Nothing was changed: update your card from Manage billing, then try again."),
+            ),
             BillingError::Stripe { .. } | BillingError::Unreachable(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "stripe_error", message)
             }

@@ -391,12 +391,12 @@ async fn the_whole_subscription_lifecycle_from_trial_to_win_back() {
     assert_eq!(paid(&app).await, 4900);
 
     // Upgrade: immediate, the difference invoiced.
-    changes::upgrade(&app.db, &stripe, cat, &id, "pro").await.expect("upgrade");
+    changes::upgrade(&app.db, &stripe, cat, &id, "pro", app.now()).await.expect("upgrade");
     settle(&app, &fake).await;
     assert_eq!(stage_plan(&app, &id).await, (Stage::Active, Some("pro".into())));
     assert!(paid(&app).await > 4900, "the proration was invoiced");
     let before_downgrade = paid(&app).await;
-    let err = changes::upgrade(&app.db, &stripe, cat, &id, "starter").await.expect_err("not an upgrade");
+    let err = changes::upgrade(&app.db, &stripe, cat, &id, "starter", app.now()).await.expect_err("not an upgrade");
     assert!(err.to_string().contains("downgrade instead"), "{err}");
 
     // Downgrade: pending until the period ends, then Starter at Starter's price.
@@ -417,7 +417,7 @@ async fn the_whole_subscription_lifecycle_from_trial_to_win_back() {
     assert_eq!(stage_plan(&app, &id).await, (Stage::Paused, Some("paused".into())));
     let m = mirror(&app, &id).await;
     assert_eq!((m.paused_from_plan.as_deref(), m.resume_at), (Some("starter"), Some(now + 30 * 86_400)));
-    changes::resume(&app.db, &stripe, cat, &id).await.expect("resume");
+    changes::resume(&app.db, &stripe, cat, &id, Some(app.now())).await.expect("resume");
     settle(&app, &fake).await;
     assert_eq!(stage_plan(&app, &id).await, (Stage::Active, Some("starter".into())));
 
@@ -477,6 +477,54 @@ async fn the_whole_subscription_lifecycle_from_trial_to_win_back() {
 }
 
 /// A succeeded pay-per-task task's charge, as the task worker writes it.
+/// An upgrade or a resume asked for with a card that declines used to put the dearer plan
+/// in force anyway (Stripe's default leaves its invoice open and the subscription past
+/// due), and the grace period of a failed payment then gave the plan away. Now the change
+/// holds only if paid at once: a declined card is an error the customer sees, the plan is
+/// as it was, and once the card is fixed a new attempt goes through.
+#[tokio::test]
+async fn an_upgrade_or_a_resume_the_card_declines_leaves_the_plan_as_it_was() {
+    use j1msky_billing::changes;
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let cat = &app.catalogue;
+    let id = customer(&app, "Declined", Stage::Qualified).await;
+    had_trial(&app, &id).await;
+    let link = checkout::start(&app.db, &stripe, cat, &id, &request("starter"), app.now()).await.expect("checkout");
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Active, Some("starter".into())));
+    let sc = j1msky_accounts::customers::get(&app.db, &id).await.expect("customer").stripe_customer_id.expect("linked");
+    control(&fake, &format!("customers/{sc}/card"), json!({"declines": true})).await;
+
+    let err = changes::upgrade(&app.db, &stripe, cat, &id, "pro", app.now()).await.expect_err("declined");
+    assert!(err.to_string().contains("declined"), "{err}");
+    settle(&app, &fake).await;
+    let c = j1msky_accounts::customers::get(&app.db, &id).await.expect("customer");
+    assert_eq!((c.plan.as_deref(), c.billing_status.as_deref()), (Some("starter"), None), "the upgrade took hold");
+    assert_eq!(mirror(&app, &id).await.status, "active");
+
+    // Paused, then a resume asked for with the card still declining.
+    let now = app.now() / 1_000_000;
+    changes::pause(&app.db, &stripe, cat, &id, now + 30 * 86_400, now).await.expect("pause");
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Paused, Some("paused".into())));
+    let err = changes::resume(&app.db, &stripe, cat, &id, Some(app.now())).await.expect_err("declined");
+    assert!(err.to_string().contains("declined"), "{err}");
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Paused, Some("paused".into())));
+
+    // The card fixed, the customer tries again a minute later: it goes through.
+    control(&fake, &format!("customers/{sc}/card"), json!({"declines": false})).await;
+    app.clock.advance_secs(60);
+    changes::resume(&app.db, &stripe, cat, &id, Some(app.now())).await.expect("resume");
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Active, Some("starter".into())));
+    changes::upgrade(&app.db, &stripe, cat, &id, "pro", app.now()).await.expect("upgrade");
+    settle(&app, &fake).await;
+    let c = j1msky_accounts::customers::get(&app.db, &id).await.expect("customer");
+    assert_eq!((c.plan.as_deref(), c.billing_status.as_deref()), (Some("pro"), None));
+}
+
 async fn charged_task(app: &TestApp, customer: &str, n: usize, tier: &str, micros: i64) {
     let task = format!("tsk_bill{n}");
     sqlx::query(

@@ -249,6 +249,87 @@ async fn an_offer_granted_to_a_churned_customer_rides_on_their_next_checkout_onl
     assert_eq!(status(&app, &id).await.1, None);
 }
 
+/// Cancelled at once and ended at Stripe, so the customer can check out again.
+async fn churn(app: &TestApp, fake: &j1msky_sim::stripe::RunningStripe, stripe: &j1msky_billing::Stripe, id: &str) {
+    let sub = j1msky_billing::changes::current(&app.db, id).await.expect("current").expect("sub").id;
+    j1msky_billing::changes::cancel(&app.db, stripe, id).await.expect("cancel");
+    control(fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    settle(app, fake).await;
+    app.clock.advance_secs(120);
+}
+
+async fn session_status(stripe: &j1msky_billing::Stripe, session: &str) -> String {
+    let s = stripe.get(&format!("checkout/sessions/{session}"), &Value::Null).await.expect("session");
+    s["status"].as_str().expect("status").to_string()
+}
+
+#[tokio::test]
+async fn an_offer_lives_in_one_open_checkout_so_an_unpaid_one_cannot_keep_it_for_later() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let (id, browser, token) = signed_in_owner(&app, "Twoforms").await;
+    offers::grant(&app.db, &stripe, &app.catalogue, &id, "win_back", "user:usr_op", app.now()).await.expect("grant");
+    let first = checkout(&app, &browser, &token, "starter").await;
+    app.clock.advance_secs(120);
+    let second = checkout(&app, &browser, &token, "pro").await;
+    assert_ne!(first, second);
+    // The offer moved to the newer checkout: the older one can no longer be paid with it.
+    assert_eq!(session_status(&stripe, &first).await, "expired");
+    assert_eq!(session_status(&stripe, &second).await, "open");
+    control(&fake, &format!("checkout/{second}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.1.as_deref(), Some("j1msky_win_back_40pct_3m"));
+    churn(&app, &fake, &stripe, &id).await;
+    let again = checkout(&app, &browser, &token, "pro").await;
+    control(&fake, &format!("checkout/{again}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.1, None, "the win-back discount rode a second checkout");
+}
+
+#[tokio::test]
+async fn the_paid_checkout_spends_its_offer_even_when_another_session_was_recorded_last() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let (id, browser, token) = signed_in_owner(&app, "Racer").await;
+    let g = offers::grant(&app.db, &stripe, &app.catalogue, &id, "win_back", "user:usr_op", app.now())
+        .await
+        .expect("grant");
+    let recorded = checkout(&app, &browser, &token, "starter").await;
+    // A second checkout racing that one read the grant before the first was recorded, so
+    // it expired nothing and the grant records only the first; it is this one that is paid.
+    let o = &app.catalogue.stripe.offers["win_back"];
+    let price = j1msky_billing::sync::stored_id(&app.db, "price:pro").await.expect("price").expect("synced");
+    let racing = stripe
+        .post(
+            "checkout/sessions",
+            &json!({"mode": "subscription", "line_items": [{"price": price, "quantity": 1}],
+                    "client_reference_id": id, "success_url": "https://app.test/ok", "cancel_url": "https://app.test/no",
+                    "metadata": {"j1msky_customer": id, "j1msky_plan": "pro", "j1msky_offer": "win_back",
+                                 "j1msky_offer_grant": g.id},
+                    "subscription_data": {"metadata": {"j1msky_customer": id}},
+                    "discounts": [{"coupon": j1msky_billing::sync::coupon_id("win_back", o.percent_off, o.months)}]}),
+            "test-racing-checkout",
+        )
+        .await
+        .expect("racing session");
+    let paid = racing["id"].as_str().expect("id").to_string();
+    control(&fake, &format!("checkout/{paid}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.1.as_deref(), Some("j1msky_win_back_40pct_3m"));
+    let (redeemed, on): (Option<i64>, Option<String>) =
+        sqlx::query_as("SELECT redeemed_at, checkout_session FROM offer_grants WHERE id = $1")
+            .bind(&g.id)
+            .fetch_one(app.db.pool())
+            .await
+            .expect("grant row");
+    assert_eq!(on.as_deref(), Some(recorded.as_str()));
+    assert!(redeemed.is_some(), "the paid checkout did not spend the grant");
+    // Churned and back: the session left unpaid does not keep the discount alive.
+    churn(&app, &fake, &stripe, &id).await;
+    let again = checkout(&app, &browser, &token, "pro").await;
+    control(&fake, &format!("checkout/{again}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.1, None, "the win-back discount rode a second checkout");
+}
+
 async fn enterprise_owner(app: &TestApp, price: Option<&str>) -> (String, reqwest::Client, String) {
     let c = app.active_customer("Big Co", "enterprise").await;
     if let Some(p) = price {
@@ -549,4 +630,29 @@ async fn a_granted_trial_without_its_grant_row_gets_no_stripe_trial() {
     tx.commit().await.expect("commit");
     // No offer_grants row (its write failed): the trial itself says it was had.
     assert!(!j1msky_billing::offers::trial_available(&app.db, &stripe, &lead).await.expect("available"));
+}
+
+#[tokio::test]
+async fn the_billing_page_tells_an_owner_whose_card_declines_an_upgrade_and_changes_nothing() {
+    let (app, fake, _stripe) = spawn_app_with_stripe().await;
+    let (id, browser, token) = signed_in_owner(&app, "Decliner").await;
+    let session = checkout(&app, &browser, &token, "starter").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    // The trial ends and the first month is paid; then the card starts declining.
+    let sub = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").id;
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.0, "active");
+    let sc = j1msky_accounts::customers::get(&app.db, &id).await.expect("customer").stripe_customer_id.expect("sc");
+    control(&fake, &format!("customers/{sc}/card"), json!({"declines": true})).await;
+
+    let r = change(&app, &browser, &token, &[("action", "upgrade"), ("plan", "pro")]).await;
+    assert_eq!(r.status(), 402);
+    assert_eq!(r.headers()["x-error-code"], "card_declined");
+    let page = r.text().await.expect("body");
+    assert!(page.contains("declined") && page.contains("Manage billing"), "{page}");
+    settle(&app, &fake).await;
+    assert_eq!(status_plan(&app, &id).await.as_deref(), Some("starter"));
+    assert_eq!(status(&app, &id).await.0, "active");
 }

@@ -202,6 +202,21 @@ async fn standing(app: &common::TestApp, customer: &str) -> Option<String> {
     j1msky_accounts::customers::get(&app.db, customer).await.expect("customer").billing_status
 }
 
+/// A checkout for Pro, as the billing page opens it.
+async fn subscribe(
+    app: &common::TestApp,
+    stripe: &j1msky_billing::Stripe,
+    customer: &str,
+) -> Result<j1msky_billing::checkout::CheckoutLink, j1msky_billing::BillingError> {
+    let req = j1msky_billing::checkout::CheckoutRequest {
+        plan: "pro".into(),
+        success_url: "https://app.test/app/billing?ok".into(),
+        cancel_url: "https://app.test/app/billing".into(),
+        attempt: "1".into(),
+    };
+    j1msky_billing::checkout::start(&app.db, stripe, &app.catalogue, customer, &req, app.now()).await
+}
+
 /// A pay-per-task customer's failed invoice used to change nothing but the dunning mail:
 /// with a card on file that declines, they kept using the service (and spending the
 /// business's caps and budget) for good. Now a failed pay-per-task invoice puts them
@@ -248,6 +263,12 @@ async fn a_pay_per_task_customer_whose_invoice_fails_is_refused_after_the_grace_
     settle(&app, &fake, &stripe).await;
     assert_eq!(standing(&app, &gone).await.as_deref(), Some("unpaid"));
     assert!(!admitted(&app, &gone).await, "written off: refused");
+    // Owing, neither may start a subscription: its standing would replace the one their
+    // invoices gave them, and a first checkout's free trial would let them in for nothing.
+    for c in [&late, &gone] {
+        let err = subscribe(&app, &stripe, c).await.expect_err("a checkout while owing");
+        assert!(err.to_string().contains("were not paid"), "{err}");
+    }
     // The grace period ends: the late payer is refused too; the one who pays is not.
     let grace = i64::from(app.catalogue.stripe.past_due_grace_days) * 86_400 + 60;
     app.clock.advance_secs(grace);
@@ -268,5 +289,6 @@ async fn a_pay_per_task_customer_whose_invoice_fails_is_refused_after_the_grace_
         assert_eq!(standing(&app, c).await, None, "paid up");
         assert!(admitted(&app, c).await);
     }
+    subscribe(&app, &stripe, &gone).await.expect("paid up, it may subscribe");
     assert_eq!(ledger(&app, &late).await, 200, "its usage is revenue once paid");
 }

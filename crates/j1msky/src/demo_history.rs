@@ -196,7 +196,9 @@ pub async fn run(
                 }
                 Step::Upgrade => {
                     if let Some((plan, _)) = b.upgrade {
-                        changes::upgrade(db, stripe, catalogue, &cid, plan).await.map_err(anyhow::Error::from)?;
+                        changes::upgrade(db, stripe, catalogue, &cid, plan, at * 1_000_000)
+                            .await
+                            .map_err(anyhow::Error::from)?;
                     }
                 }
                 Step::Cancel => {

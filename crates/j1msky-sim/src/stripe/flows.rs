@@ -373,6 +373,14 @@ pub(crate) fn update_subscription(s: &mut Store, id: &str, p: &Value) -> ApiResu
         let (old_amount, new_amount) =
             (old_price["unit_amount"].as_i64().unwrap_or(0), new_price["unit_amount"].as_i64().unwrap_or(0));
         if p["proration_behavior"] == "always_invoice" && new_amount > old_amount && sub["status"] == "active" {
+            // Stripe's payment_behavior: a declined card fails the whole update under
+            // `error_if_incomplete`; under the default (`allow_incomplete`) the new price
+            // holds, its invoice stays open and the subscription turns past_due.
+            let declines = s.get("cus_", "customer", &customer)?["_declines"] == true;
+            let behaviour = p["payment_behavior"].as_str().unwrap_or("allow_incomplete");
+            if declines && behaviour == "error_if_incomplete" {
+                return Err(ApiError::card_declined());
+            }
             let now = s.now();
             let end = sub["current_period_end"].as_i64().unwrap_or(now);
             let remaining = (end - now).clamp(0, PERIOD);
@@ -382,7 +390,11 @@ pub(crate) fn update_subscription(s: &mut Store, id: &str, p: &Value) -> ApiResu
             let lines = vec![
                 json!({"price": new_price, "amount": due, "proration": true, "period": {"start": now, "end": end}}),
             ];
-            charge_invoice(s, &in_id, &customer, Some(id), due, lines, new_price["currency"].clone(), false)?;
+            charge_invoice(s, &in_id, &customer, Some(id), due, lines, new_price["currency"].clone(), declines)?;
+            if declines {
+                previous.insert("status".into(), sub["status"].clone());
+                sub["status"] = json!("past_due");
+            }
         }
     }
     if let Some(b) = boolean(&p["cancel_at_period_end"]) {

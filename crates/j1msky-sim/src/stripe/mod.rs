@@ -113,10 +113,15 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    fn body(&self) -> Value {
+        json!({"error": {"type": self.kind, "code": self.code, "message": self.message, "param": self.param}})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            json!({"error": {"type": self.kind, "code": self.code, "message": self.message, "param": self.param}});
+        let body = self.body();
         (self.status, Json(body)).into_response()
     }
 }
@@ -354,6 +359,9 @@ async fn handle(
     shared.deliver.flush(&shared);
     let (status, v) = match out {
         Ok(v) => (StatusCode::OK, public(&v)),
+        // A declined card is a request Stripe carried out: its answer is kept under the
+        // key like a success, so a retry with the same key gets the same 402.
+        Err(e) if e.kind == "card_error" => (e.status, e.body()),
         Err(e) => {
             return e.into_response();
         }

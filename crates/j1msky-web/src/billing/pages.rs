@@ -195,13 +195,13 @@ pub async fn change(
     let plan = form.get("plan").cloned().unwrap_or_default();
     let now = state.now() / 1_000_000;
     let done = match form.get("action").map(String::as_str) {
-        Some("upgrade") => changes::upgrade(db, &stripe, cat, &cid, &plan).await,
+        Some("upgrade") => changes::upgrade(db, &stripe, cat, &cid, &plan, state.now()).await,
         Some("downgrade") => changes::downgrade(db, &stripe, cat, &cid, &plan).await,
         Some("pause") => match pause_days(form.get("resume_days").map(String::as_str)) {
             Ok(days) => changes::pause(db, &stripe, cat, &cid, now + days * 86_400, now).await,
             Err(e) => Err(e),
         },
-        Some("resume") => changes::resume(db, &stripe, cat, &cid).await,
+        Some("resume") => changes::resume(db, &stripe, cat, &cid, Some(state.now())).await,
         other => Err(BillingError::invalid(
             "action",
             format!("`{}` is not upgrade, downgrade, pause or resume", other.unwrap_or("")),
