@@ -90,5 +90,12 @@ async fn apply_state(conn: &mut AnyConnection, backend: Backend, event: &Event, 
         customers::change_stage_at(conn, backend, &stripe(), customer_id, current, stage, at, now).await?;
     }
     access::set_billing_status(conn, backend, &stripe(), customer_id, state.billing_status.as_deref(), now).await?;
+    // The Checkout trial's window (the gateway's trial budget), cleared once it is over.
+    sqlx::query("UPDATE customers SET stripe_trial_started_at = $1, stripe_trial_ends_at = $2 WHERE id = $3")
+        .bind(state.trial.map(|t| t.started_at))
+        .bind(state.trial.map(|t| t.ends_at))
+        .bind(customer_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

@@ -33,6 +33,7 @@ async fn announce(db: &Db, customer: &str, (plan, stage, billing): (&str, &str, 
         billing_status: billing.map(String::from),
         at,
         subscription_status: None,
+        trial: None,
     };
     outbox::emit_typed(&mut tx, db.backend(), state, Some(customer), at).await.expect("emit");
     tx.commit().await.expect("commit");

@@ -9,7 +9,7 @@ use j1msky_audit::Actor;
 use j1msky_core::catalogue::Catalogue;
 use j1msky_core::events::{
     ChargeRefunded, CheckoutOutcome, CustomerSubscriptionState, Kind, SubscriptionCancelled, SubscriptionChange,
-    SubscriptionTrialWillEnd, TrialNotice, Typed,
+    SubscriptionTrialWillEnd, TrialNotice, TrialWindow, Typed,
 };
 use j1msky_core::vocab::Stage;
 use j1msky_db::{outbox, Backend};
@@ -302,6 +302,10 @@ fn rank(status: &str) -> u8 {
     }
 }
 
+/// A customer's subscription as `settle_customer` weighs it: status, plan, created (unix
+/// seconds), id, trial end (unix seconds).
+type SubscriptionRow = (String, Option<String>, i64, String, Option<i64>);
+
 /// Derives the customer's plan, stage and payment standing from all of its
 /// subscriptions and announces them (`customer.subscription_state`); accounts applies
 /// them to the customer (`j1msky_accounts::reactions`). A stage change is dated `at`
@@ -325,12 +329,12 @@ pub async fn settle_customer(
     if row.is_none() {
         return Ok(());
     }
-    let subs: Vec<(String, Option<String>, i64, String)> =
-        sqlx::query_as("SELECT status, plan, created, id FROM subscriptions WHERE customer_id = $1")
+    let subs: Vec<SubscriptionRow> =
+        sqlx::query_as("SELECT status, plan, created, id, trial_end FROM subscriptions WHERE customer_id = $1")
             .bind(customer_id)
             .fetch_all(&mut *conn)
             .await?;
-    let Some((status, plan, _, _)) = subs
+    let Some((status, plan, created, _, trial_end)) = subs
         .into_iter()
         .filter(|s| rank(&s.0) > 0)
         .max_by(|a, b| (rank(&a.0), a.2, &a.3).cmp(&(rank(&b.0), b.2, &b.3)))
@@ -350,12 +354,18 @@ pub async fn settle_customer(
     // A failed payment is a billing standing of its own: the stage stays, admission
     // counts the grace period from it.
     let failing = matches!(status.as_str(), "past_due" | "unpaid").then_some(status.as_str());
+    // A trial started at Checkout runs from the subscription's start to its trial end.
+    let trial = trial_end.filter(|_| status == "trialing").map(|end| TrialWindow {
+        started_at: created.saturating_mul(1_000_000),
+        ends_at: end.saturating_mul(1_000_000),
+    });
     let state = CustomerSubscriptionState {
         plan,
         stage: stage.map(|s| s.as_str().to_string()),
         billing_status: failing.map(String::from),
         at: at.min(now),
         subscription_status: Some(status.clone()),
+        trial,
     };
     outbox::emit_typed(conn, backend, state, Some(customer_id), now).await?;
     Ok(())

@@ -433,6 +433,7 @@ mod tests {
                 billing_status: None,
                 at: 9,
                 subscription_status: Some("active".into()),
+                trial: None,
             }
             .into(),
             Kind::TaskSubmitted => {

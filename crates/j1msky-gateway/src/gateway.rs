@@ -319,7 +319,7 @@ impl Gateway {
     /// while paused, or pay-per-task), read through the same short cache as every call;
     /// None when it would refuse the customer.
     pub async fn admitted(&self, customer_id: &str) -> Result<Option<access::Admitted>, GatewayError> {
-        let (standing, _, _) = self.terms.get(&self.db, customer_id).await?;
+        let (standing, ..) = self.terms.get(&self.db, customer_id).await?;
         Ok(access::admit(&self.catalogue, &standing, self.clock.now_micros()).ok())
     }
 
@@ -338,9 +338,9 @@ impl Gateway {
         let mut trial = None;
         let (plan, customer_budget, contract_calls) = match &ctx.customer_id {
             Some(id) => {
-                let (standing, budget, calls) = self.terms.get(&self.db, id).await?;
+                let (standing, budget, calls, window) = self.terms.get(&self.db, id).await?;
                 let admitted = access::admit(&self.catalogue, &standing, now)?;
-                trial = standing.trial.filter(|_| standing.stage == Some(j1msky_core::vocab::Stage::Trial));
+                trial = window.filter(|_| standing.stage == Some(j1msky_core::vocab::Stage::Trial));
                 (admitted.plan().map(str::to_string), budget, calls)
             }
             None => (None, None, None),
@@ -415,8 +415,9 @@ impl Gateway {
                 cap,
             });
         }
-        // A granted trial's direct calls share one budget over the trial (its tasks are
-        // held to the included tasks by the task queue instead).
+        // A trial's direct calls (a granted trial's, or one started at Checkout) share one
+        // budget over the trial (a granted trial's tasks are held to its included tasks by
+        // the task queue instead).
         if let (Some(id), Some(dates), Some(plan), None) = (&ctx.customer_id, trial, plan.as_deref(), &ctx.task_id) {
             if let Some(cap) = j1msky_accounts::trials::direct_call_budget(&self.catalogue, plan, dates) {
                 budgets.push(Budget {
@@ -739,11 +740,23 @@ fn trial_scope(customer_id: &str) -> String {
 /// How long a process trusts its copy of a customer's plan and budget.
 pub const TERMS_TTL: Duration = Duration::from_secs(1);
 
-/// (what admission reads, monthly budget, contract calls per hour).
-type Terms = (Standing, Option<Money>, Option<i64>);
+/// (what admission reads, monthly budget, contract calls per hour, the trial whose direct
+/// calls share one budget: a granted trial's, else one started at Checkout).
+type Terms = (Standing, Option<Money>, Option<i64>, Option<TrialDates>);
 
-type TermsRow =
-    (Option<String>, Option<i64>, Option<i64>, String, Option<String>, Option<i64>, i64, Option<i64>, Option<i64>);
+type TermsRow = (
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    String,
+    Option<String>,
+    Option<i64>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
 
 /// Customers' standing, plans and monthly budgets, read through a short cache: the hot
 /// path would otherwise query them on every call.
@@ -771,25 +784,34 @@ impl TermsCache {
         }
         let row: Option<TermsRow> = sqlx::query_as(
             "SELECT c.plan, c.monthly_budget_micros, c.contract_calls_per_hour, c.stage, c.billing_status,
-                    c.billing_status_since, c.payment_method_on_file, t.started_at, t.ends_at
+                    c.billing_status_since, c.payment_method_on_file, t.started_at, t.ends_at,
+                    c.stripe_trial_started_at, c.stripe_trial_ends_at
              FROM customers c LEFT JOIN account_trials t ON t.customer_id = c.id WHERE c.id = $1",
         )
         .bind(id)
         .fetch_optional(db.pool())
         .await?;
         // An unknown customer has no standing: admission refuses it.
-        let terms =
-            row.map_or((Standing::default(), None, None), |(plan, budget, calls, stage, status, since, pm, t0, t1)| {
+        let terms = row.map_or(
+            (Standing::default(), None, None, None),
+            |(plan, budget, calls, stage, status, since, pm, t0, t1, s0, s1)| {
+                let dates = |a: Option<i64>, b: Option<i64>| {
+                    a.zip(b).map(|(started_at, ends_at)| TrialDates { started_at, ends_at })
+                };
+                // Only a granted trial ends access at its end; Stripe ends a Checkout
+                // trial itself (the subscription moves on, or is cancelled).
+                let granted = dates(t0, t1);
                 let standing = Standing {
                     stage: stage.parse().ok(),
                     plan,
                     billing_status: status,
                     billing_status_since: since,
                     payment_method_on_file: pm != 0,
-                    trial: t0.zip(t1).map(|(started_at, ends_at)| TrialDates { started_at, ends_at }),
+                    trial: granted,
                 };
-                (standing, budget.map(Money::from_micros), calls)
-            });
+                (standing, budget.map(Money::from_micros), calls, granted.or(dates(s0, s1)))
+            },
+        );
         let mut entries = self.lock();
         if entries.len() > 100_000 {
             entries.clear();

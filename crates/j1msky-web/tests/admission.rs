@@ -406,6 +406,7 @@ async fn api_calls_made_before_a_plan_starts_are_charged_though_it_starts_before
         billing_status: None,
         at: app.now(),
         subscription_status: Some("trialing".into()),
+        trial: None,
     };
     let mut tx = app.db.begin().await.expect("tx");
     j1msky_db::outbox::emit_typed(&mut tx, app.db.backend(), state, Some(&walk_in), app.now()).await.expect("emit");
@@ -594,4 +595,54 @@ async fn one_customer_cannot_spend_more_than_its_share_of_the_business_s_day() {
     assert!(sum_of(&app, spent, &big).await > 2_500);
     let contract = j1msky_gateway::limits::customer_day(&app.db, &app.catalogue, &big, app.now()).await.expect("today");
     assert_eq!(contract, None, "no share for a contract");
+}
+
+/// (status, error code and message) of a direct call for `max_tokens` on Claude Sonnet.
+async fn sonnet(app: &TestApp, key: &str, max_tokens: u32) -> (u16, Value) {
+    let body =
+        json!({"model": "claude-sonnet", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens});
+    let r = reqwest::Client::new().post(app.url("/v1/chat/completions")).bearer_auth(key).json(&body).send().await;
+    let r = r.expect("call");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// A free trial started at Checkout had no model-spend limit of its own: its direct calls
+/// could spend the plan's whole monthly budget (two, across a month's end) and the
+/// customer cancel before paying anything. It is held to the budget of a granted trial
+/// of the same length (the plan's price for the trial's share of a month) until Stripe
+/// reports the first period paid.
+#[tokio::test]
+async fn a_checkout_trial_s_direct_calls_are_held_to_the_trial_s_budget() {
+    let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let (id, key) = customer_key(&app, "Trier", Stage::Qualified, None).await;
+    // A one-day trial at Checkout: $49 × 1/30 = $1.633333 of direct calls.
+    let mut one_day = (*app.catalogue).clone();
+    one_day.trial_days = 1;
+    let request = checkout::CheckoutRequest {
+        plan: "starter".into(),
+        success_url: "https://app.example.test/app/billing?done=1".into(),
+        cancel_url: "https://app.example.test/app/billing".into(),
+        attempt: "1".into(),
+    };
+    let link = checkout::start(&app.db, &stripe, &one_day, &id, &request, app.now()).await.expect("checkout");
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    delivered_and_applied(&app, &fake).await;
+    let c = customers::get(&app.db, &id).await.expect("customer");
+    assert_eq!((c.stage, c.plan.as_deref()), (Stage::Trial, Some("starter")));
+    app.gateway().customer_changed(&id);
+
+    // 100k tokens of Sonnet may cost $1.50: within; 150k may cost $2.25: past the trial's.
+    assert_eq!(sonnet(&app, &key, 100_000).await.0, 200);
+    let (status, body) = sonnet(&app, &key, 150_000).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("budget_exceeded")), "{body}");
+    assert!(body["error"]["message"].as_str().expect("message").contains(":trial"), "{body}");
+
+    // The trial ends and the first month is paid: the plan's own budget applies.
+    let sub = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").id;
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    app.clock.advance_secs(1);
+    delivered_and_applied(&app, &fake).await;
+    assert_eq!(customers::get(&app.db, &id).await.expect("customer").stage, Stage::Active);
+    app.gateway().customer_changed(&id);
+    assert_eq!(sonnet(&app, &key, 150_000).await.0, 200, "a paying customer is not held to the trial's budget");
 }

@@ -19,6 +19,7 @@ async fn park_a_bad_state(app: &TestApp, customer: &str) -> i64 {
         billing_status: None,
         at: app.now(),
         subscription_status: None,
+        trial: None,
     };
     outbox::emit_typed(&mut tx, app.db.backend(), state, Some(customer), app.now()).await.expect("emit");
     tx.commit().await.expect("commit");

@@ -145,6 +145,16 @@ pub struct CustomerSubscriptionState {
     /// The deciding subscription's Stripe status.
     #[serde(default)]
     pub subscription_status: Option<String>,
+    /// The deciding subscription's free trial, while it is trialing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<TrialWindow>,
+}
+
+/// When a subscription's free trial started and ends (unix microseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialWindow {
+    pub started_at: i64,
+    pub ends_at: i64,
 }
 
 /// `task.submitted`.
