@@ -7,7 +7,10 @@ use crate::AccountsError;
 pub struct Email(String);
 
 impl Email {
-    /// Parses an address: one `@`, non-empty local part, a dotted domain, no spaces.
+    /// Parses an address: one `@`, non-empty local part, a dotted domain, no spaces, and
+    /// none of the characters that make a string more than a bare address (`<>"(),;:[]\`):
+    /// `x<ann@acme.test>` would be a mailbox to the mail library, delivered to an
+    /// address other than the one limits and suppressions are counted by.
     pub fn parse(input: &str) -> Result<Email, AccountsError> {
         let s = input.trim();
         let bad = |why: &str| AccountsError::invalid("email", format!("`{input}` is not an email address ({why})"));
@@ -19,6 +22,9 @@ impl Email {
         }
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad("contains spaces"));
+        }
+        if let Some(c) = s.chars().find(|c| "<>\"(),;:[]\\".contains(*c)) {
+            return Err(bad(&format!("`{c}` is not allowed in an address")));
         }
         let Some((local, domain)) = s.split_once('@') else {
             return Err(bad("no @"));
@@ -84,6 +90,16 @@ mod tests {
         assert_eq!(Email::parse(" Ann@Example.com ").map(|e| e.key()).ok(), Some("ann@example.com".into()));
         for bad in ["", "ann", "ann@", "@x.com", "a b@x.com", "a@b@c.com", "a@localhost", "a@x."] {
             assert!(Email::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn a_display_name_or_a_list_is_not_an_address() {
+        for bad in
+            ["x1<victim@corp.test>", "\"Ann\"ann@x.com", "ann@x.com,bob@y.com", "ann@x.com;bob@y.com", "(c)ann@x.com"]
+        {
+            let err = Email::parse(bad).expect_err(bad).to_string();
+            assert!(err.contains("is not allowed in an address"), "{bad}: {err}");
         }
     }
 }

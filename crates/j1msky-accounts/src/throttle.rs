@@ -70,14 +70,17 @@ pub fn address_scope(ip: &str) -> String {
     }
 }
 
-/// The scope key of the tries of a slowed-down client address ([`PER_SLOWED_ADDRESS`]).
+/// The scope key of the tries of a slowed-down client address ([`PER_SLOWED_ADDRESS`]),
+/// which counts as [`address_scope`] does (an IPv6 address by its /64: otherwise each new
+/// address in it would bring a fresh budget of tries).
 pub fn slowed_address_scope(ip: &str) -> String {
-    format!("ip-slowed:{ip}")
+    format!("{}|slowed", address_scope(ip))
 }
 
-/// The scope key of one account tried from one client address.
+/// The scope key of one account tried from one client address (counted as
+/// [`address_scope`] does).
 pub fn address_account_scope(ip: &str, email_key: &str) -> String {
-    format!("ip:{ip}|account:{}", bounded(email_key))
+    format!("{}|account:{}", address_scope(ip), bounded(email_key))
 }
 
 /// The outcome of [`admit`].

@@ -322,6 +322,28 @@ async fn an_address_spraying_one_password_over_many_accounts_is_stopped() {
     users::authenticate(&t.db, "ann@acme.test", PASSWORD, spray, T0 + 16 * 60 * SECOND).await.expect("released");
 }
 
+/// The same spray from an IPv6 /64, a new address for every try: the address budget
+/// counted the /64, but once it was spent the slowed-down budget and the one try per
+/// account were counted by the exact address, so each new address brought 50 fresh tries.
+#[tokio::test]
+async fn a_spray_from_new_addresses_of_one_ipv6_64_is_stopped_like_one_address() {
+    let t = TestDb::new().await;
+    let c = customer(&t, "Acme").await;
+    owner(&t, "ann@acme.test", &c).await;
+    let from = |i: i64| format!("2001:db8:1:2::{:x}", i + 1);
+    let budget = throttle::PER_ADDRESS.max_failures + throttle::PER_SLOWED_ADDRESS.max_failures;
+    for i in 0..budget {
+        let r = users::authenticate(&t.db, &format!("user{i}@x.test"), "Summer2026!", &from(i), T0 + i).await;
+        assert!(matches!(r, Err(AccountsError::BadCredentials)), "try {i}: {r:?}");
+    }
+    for i in budget..budget + 5 {
+        let r = users::authenticate(&t.db, &format!("user{i}@x.test"), "Summer2026!", &from(i), T0 + i).await;
+        assert!(matches!(r, Err(AccountsError::Throttled { .. })), "{i}: {r:?}");
+    }
+    // Another /64 is not held back.
+    users::authenticate(&t.db, "ann@acme.test", PASSWORD, "2001:db8:1:3::1", T0 + 200).await.expect("elsewhere");
+}
+
 #[tokio::test]
 async fn one_address_failing_on_many_accounts_does_not_lock_out_the_other_users_behind_it() {
     let t = TestDb::new().await;

@@ -99,6 +99,13 @@ async fn the_form_names_the_bad_field_ignores_the_honeypot_confirms_by_mail_and_
     let r = post_form(&app, &bad).await;
     assert_eq!(r.status(), 422);
     assert!(r.text().await.unwrap().contains("email: is not an email address"));
+    // A name and an address in one would be mailed to the address inside it, while the
+    // one-mail-a-day limit and the suppression list counted the whole string.
+    bad[1] = ("email", "x1<victim@corp.test>");
+    let r = post_form(&app, &bad).await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("email: is not an email address"));
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM ops_leads").await, 0);
     bad[1] = ("email", "ok@bad.test");
     bad[5] = ("expected_monthly_tasks", "lots");
     let r = post_form(&app, &bad).await;
