@@ -64,14 +64,13 @@ impl Stream for GatewayStream {
         }
         let polled = self.inner.as_mut().poll_next(cx);
         match &polled {
-            Poll::Ready(Some(Ok(StreamEvent::Delta(text)))) => {
-                let n = text.len() as u64;
-                if let Some(s) = self.settler.as_mut() {
-                    s.streamed_chars += n;
-                }
-            }
-            Poll::Ready(Some(Ok(StreamEvent::Reasoning(n)))) => {
-                let n = *n;
+            Poll::Ready(Some(Ok(piece @ (StreamEvent::Delta(_) | StreamEvent::Reasoning(_))))) => {
+                // What the model generated, shown or not, for the estimate of an early end.
+                let n = match piece {
+                    StreamEvent::Delta(text) => text.len() as u64,
+                    StreamEvent::Reasoning(bytes) => *bytes,
+                    StreamEvent::Done { .. } => 0,
+                };
                 if let Some(s) = self.settler.as_mut() {
                     s.streamed_chars += n;
                 }

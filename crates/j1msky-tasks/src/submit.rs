@@ -687,7 +687,7 @@ pub async fn sla_lanes(db: &Db, catalogue: &Catalogue, now: i64) -> Result<Vec<S
     let mut levels: BTreeMap<i64, (Vec<String>, i64)> = BTreeMap::new();
     for plan in catalogue.plans.values() {
         let Some(sla) = plan.sla.as_ref() else { continue };
-        let level = i64::from(sla.priority).clamp(0, 999);
+        let level = sla_level(Some(plan));
         if level == 0 {
             continue; // no rank of its own: the plan's tasks queue with everyone's
         }
