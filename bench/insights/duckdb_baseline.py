@@ -280,13 +280,13 @@ def steps(through):
         ("insights_revenue_seen", f"""
             CREATE TABLE u_revenue_seen AS
             SELECT source_id, kind, {month_sql('occurred_at')} AS month, COALESCE(customer_id, '') AS customer_id,
-                   CASE WHEN kind = 'refund' THEN '' ELSE COALESCE(plan, '') END AS plan, amount_cents
-            FROM revenue_entries WHERE kind IN ('invoice_paid', 'refund')"""),
+                   CASE WHEN kind IN ('refund', 'dispute') THEN '' ELSE COALESCE(plan, '') END AS plan, amount_cents
+            FROM revenue_entries WHERE kind IN ('invoice_paid', 'refund', 'dispute')"""),
         ("insights_revenue", """
             CREATE TABLE u_revenue AS
             SELECT month, customer_id, plan,
                    sum(CASE WHEN kind = 'invoice_paid' THEN amount_cents ELSE 0 END) AS subscription_cents,
-                   sum(CASE WHEN kind = 'refund' THEN -amount_cents ELSE 0 END) AS refunds_cents
+                   sum(CASE WHEN kind IN ('refund', 'dispute') THEN -amount_cents ELSE 0 END) AS refunds_cents
             FROM u_revenue_seen GROUP BY month, customer_id, plan"""),
         # ---- the split (usage/split.rs): each customer month's subscription revenue and
         # refunds shared over its (team, model) pairs with cost by cumulative cost, each

@@ -23,7 +23,7 @@ parts = open(f"{src}/crates/j1msky-insights/src/usage/parts.rs").read()
 plan_key = re.search(r'pub const PLAN_KEY: &str = "(.*?)";', parts, re.S).group(1)
 lo, hi = con.execute("SELECT MIN(finished_at), MAX(finished_at) FROM tasks WHERE state IN ('succeeded','failed','cancelled') AND finished_at IS NOT NULL").fetchone()
 month = month_case("t.finished_at", lo, hi)
-rlo, rhi = con.execute("SELECT MIN(occurred_at), MAX(occurred_at) FROM revenue_entries WHERE kind IN ('invoice_paid','refund')").fetchone()
+rlo, rhi = con.execute("SELECT MIN(occurred_at), MAX(occurred_at) FROM revenue_entries WHERE kind IN ('invoice_paid','refund','dispute')").fetchone()
 rmonth = month_case("occurred_at", rlo, rhi)
 def rust_strings(fn_src):
     out = []
@@ -36,7 +36,7 @@ stmts = []
 for s in rust_strings(tasks_fn)[1:]:
     stmts.append(s.replace("{month}", month).replace("{plan}", plan_key.replace("{id}", "t.customer_id")).replace("{FINISHED}", "state IN ('succeeded', 'failed', 'cancelled') AND finished_at IS NOT NULL"))
 for s in rust_strings(rev_fn)[1:]:
-    stmts.append(s.replace("{month}", rmonth).replace("{KINDS}", "kind IN ('invoice_paid', 'refund')"))
+    stmts.append(s.replace("{month}", rmonth).replace("{KINDS}", "kind IN ('invoice_paid', 'refund', 'dispute')"))
 print(len(stmts), file=sys.stderr)
 for i, s in enumerate(stmts): open(f"{OUT}/u{i}.sql", "w").write(s + ";\n")
 # split

@@ -26,6 +26,8 @@ pub struct Standing {
     /// The dates of the trial the operator granted, if any: admission refuses a customer
     /// still in stage `trial` once its end has come, before the end timer moves it on.
     pub trial: Option<crate::trials::TrialDates>,
+    /// Since when a disputed payment keeps the customer out (see [`set_disputed`]).
+    pub disputed_since: Option<i64>,
 }
 
 impl Standing {
@@ -39,6 +41,7 @@ impl Standing {
             billing_status_since: c.billing_status_since,
             payment_method_on_file: c.payment_method_on_file,
             trial: None,
+            disputed_since: c.disputed_since,
         }
     }
 }
@@ -79,6 +82,9 @@ pub fn grace_until(catalogue: &Catalogue, s: &Standing) -> Option<i64> {
 
 /// Decides whether a customer may use the service at `now`.
 pub fn admit(catalogue: &Catalogue, s: &Standing, now: i64) -> Result<Admitted, NoActivePlan> {
+    if s.disputed_since.is_some() {
+        return Err(NoActivePlan(DISPUTED_MESSAGE.into()));
+    }
     match s.billing_status.as_deref() {
         Some("unpaid") => {
             return Err(NoActivePlan(
@@ -115,6 +121,40 @@ pub fn admit(catalogue: &Catalogue, s: &Standing, now: i64) -> Result<Admitted, 
             stage.map_or("unknown", Stage::as_str)
         ))),
     }
+}
+
+/// Why a customer with a disputed payment is refused, and what to do.
+pub const DISPUTED_MESSAGE: &str = "a payment of this account is disputed with the card issuer, so the service is \
+     paused until the dispute is settled; contact us (reply to any of our emails) to settle it";
+
+/// Inside the caller's transaction: whether a disputed payment keeps the customer from the
+/// service (`Some(since)`) or not (`None`), as billing decides from the customer's
+/// disputes; audited when it changes. Returns whether it changed.
+pub async fn set_disputed(
+    conn: &mut AnyConnection,
+    actor: &Actor,
+    customer_id: &str,
+    since: Option<i64>,
+    now: i64,
+) -> Result<bool, AccountsError> {
+    let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT disputed_since FROM customers WHERE id = $1")
+        .bind(customer_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some((current,)) = row else { return Err(AccountsError::NotFound("customer")) };
+    if current.is_some() == since.is_some() {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE customers SET disputed_since = $1, updated_at = $2 WHERE id = $3")
+        .bind(since)
+        .bind(now)
+        .bind(customer_id)
+        .execute(&mut *conn)
+        .await?;
+    let action = if since.is_some() { "customer.access_disputed" } else { "customer.access_undisputed" };
+    let detail = serde_json::json!({"from": current, "to": since});
+    audit::record(conn, actor, action, customer_id, Some(customer_id), detail, now).await?;
+    Ok(true)
 }
 
 /// Inside the caller's transaction: records the customer's payment standing as Stripe

@@ -34,6 +34,9 @@ pub struct Customer {
     pub billing_status_since: Option<i64>,
     /// Whether Stripe holds a default payment method (pay-per-task without a plan needs one).
     pub payment_method_on_file: bool,
+    /// Since when a disputed payment of theirs keeps them from the service (`None`: none
+    /// does); billing sets it through [`crate::access::set_disputed`].
+    pub disputed_since: Option<i64>,
 }
 
 /// A customer's contract terms; `None` fields fall back to the plan's.
@@ -110,7 +113,7 @@ pub struct NewCustomer {
 const COLUMNS: &str = "id, name, contact_email, stage, use_case, plan, chosen_teams, expected_monthly_tasks, \
                        time_zone, created_at, updated_at, stage_changed_at, contract_tasks_per_month, \
                        contract_calls_per_hour, contract_monthly_price_micros, stripe_customer_id, \
-                       billing_status, billing_status_since, payment_method_on_file";
+                       billing_status, billing_status_since, payment_method_on_file, disputed_since";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<Customer, AccountsError> {
     let corrupt =
@@ -140,6 +143,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Customer, AccountsError> {
         billing_status: r.try_get(16)?,
         billing_status_since: r.try_get(17)?,
         payment_method_on_file: r.try_get::<i64, _>(18)? != 0,
+        disputed_since: r.try_get(19)?,
     })
 }
 
@@ -296,6 +300,7 @@ fn prepare(catalogue: &Catalogue, input: NewCustomer, now: i64) -> Result<Custom
         billing_status: None,
         billing_status_since: None,
         payment_method_on_file: false,
+        disputed_since: None,
     };
     Ok(customer)
 }
@@ -309,7 +314,7 @@ async fn insert(
 ) -> Result<(), AccountsError> {
     sqlx::query(&format!(
         "INSERT INTO customers ({COLUMNS}, search_name, search_email)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, NULL, NULL, NULL, NULL, 0, $13, $14)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, $13, $14)"
     ))
     .bind(&customer.id)
     .bind(&customer.name)

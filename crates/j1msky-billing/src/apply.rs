@@ -50,6 +50,11 @@ pub const APPLIED_EVENTS: &[&str] = &[
     "invoice.marked_uncollectible",
     "invoice.payment_failed",
     "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
     "customer.updated",
 ];
 
@@ -91,6 +96,10 @@ pub async fn event(
         }
         "invoice.payment_failed" => crate::invoices::failed(conn, backend, obj, now).await,
         "charge.refunded" => refund(conn, backend, obj, env.created, now).await,
+        // created, updated, closed, funds_withdrawn, funds_reinstated: each carries the dispute.
+        kind if kind.starts_with("charge.dispute.") => {
+            crate::disputes::apply(conn, backend, ctx.catalogue, obj, &v, env.created, now).await
+        }
         "customer.updated" => customer_updated(conn, backend, obj, now).await,
         // Stored and acknowledged; nothing of ours depends on it.
         _ => Ok(()),

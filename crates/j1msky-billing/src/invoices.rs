@@ -44,7 +44,7 @@ async fn mark_charge(conn: &mut AnyConnection, charge: &str, invoice: &str, stat
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn book(
+pub(crate) async fn book(
     conn: &mut AnyConnection,
     source: &str,
     kind: &str,
@@ -135,8 +135,9 @@ pub(crate) async fn paid(
     let amount = obj["amount_paid"].as_i64().unwrap_or(0).saturating_sub(usage).max(0);
     let inserted = sqlx::query(
         "INSERT INTO revenue_entries (id, source_id, kind, customer_id, subscription_id, plan, amount_cents, currency,
-             period_start, period_end, occurred_at, recorded_at, stripe_customer_id)
-         VALUES ($1, $2, 'invoice_paid', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (source_id) DO NOTHING",
+             period_start, period_end, occurred_at, recorded_at, stripe_customer_id, charge_id)
+         VALUES ($1, $2, 'invoice_paid', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (source_id) DO NOTHING",
     )
     .bind(j1msky_core::ids::new_id("rev"))
     .bind(id)
@@ -150,6 +151,8 @@ pub(crate) async fn paid(
     .bind(paid_at)
     .bind(now)
     .bind(&stripe_customer)
+    // The charge that paid it: a dispute names only the charge (`disputes`).
+    .bind(id_of(&obj["charge"]))
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 1 {

@@ -7,6 +7,7 @@ pub mod changes;
 pub mod checkout;
 pub mod client;
 pub mod contracts;
+pub mod disputes;
 mod error;
 pub mod form;
 pub mod history;

@@ -114,6 +114,7 @@ kinds! {
     InvoiceMarkedUncollectible => "invoice.marked_uncollectible": InvoiceGivenUp,
     InvoicePaymentFailed => "invoice.payment_failed": InvoicePaymentFailed,
     ChargeRefunded => "charge.refunded": ChargeRefunded,
+    ChargeDisputed => "charge.disputed": ChargeDisputed,
     SubscriptionCreated => "subscription.created": SubscriptionChange,
     SubscriptionUpdated => "subscription.updated": SubscriptionChange,
     SubscriptionDeleted => "subscription.deleted": SubscriptionChange,
@@ -162,6 +163,7 @@ one_kind! {
     InvoicePaid,
     InvoicePaymentFailed,
     ChargeRefunded,
+    ChargeDisputed,
     SubscriptionTrialWillEnd,
     SubscriptionCancelled,
     SubscriptionHistoryChanged,
@@ -516,6 +518,17 @@ mod tests {
             Kind::ChargeRefunded => {
                 ChargeRefunded { charge: "ch_1".into(), amount_refunded: 100, invoice: None }.into()
             }
+            Kind::ChargeDisputed => ChargeDisputed {
+                dispute: "du_1".into(),
+                charge: "ch_1".into(),
+                status: "needs_response".into(),
+                reason: "fraudulent".into(),
+                amount_cents: 4900,
+                currency: "usd".into(),
+                evidence_due_by: Some(1_700_000_000_000_000),
+                restricted: true,
+            }
+            .into(),
             Kind::SubscriptionCreated => Typed::SubscriptionCreated(snapshot()),
             Kind::SubscriptionUpdated => Typed::SubscriptionUpdated(snapshot()),
             Kind::SubscriptionDeleted => Typed::SubscriptionDeleted(snapshot()),

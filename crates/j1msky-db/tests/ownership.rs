@@ -42,6 +42,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("subscriptions", "j1msky-billing"),
     ("subscription_history", "j1msky-billing"),
     ("revenue_entries", "j1msky-billing"),
+    ("disputes", "j1msky-billing"),
     ("exit_surveys", "j1msky-billing"),
     ("offer_grants", "j1msky-billing"),
 ];

@@ -756,6 +756,7 @@ type TermsRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    Option<i64>,
 );
 
 /// Customers' standing, plans and monthly budgets, read through a short cache: the hot
@@ -785,7 +786,7 @@ impl TermsCache {
         let row: Option<TermsRow> = sqlx::query_as(
             "SELECT c.plan, c.monthly_budget_micros, c.contract_calls_per_hour, c.stage, c.billing_status,
                     c.billing_status_since, c.payment_method_on_file, t.started_at, t.ends_at,
-                    c.stripe_trial_started_at, c.stripe_trial_ends_at
+                    c.stripe_trial_started_at, c.stripe_trial_ends_at, c.disputed_since
              FROM customers c LEFT JOIN account_trials t ON t.customer_id = c.id WHERE c.id = $1",
         )
         .bind(id)
@@ -794,7 +795,7 @@ impl TermsCache {
         // An unknown customer has no standing: admission refuses it.
         let terms = row.map_or(
             (Standing::default(), None, None, None),
-            |(plan, budget, calls, stage, status, since, pm, t0, t1, s0, s1)| {
+            |(plan, budget, calls, stage, status, since, pm, t0, t1, s0, s1, disputed)| {
                 let dates = |a: Option<i64>, b: Option<i64>| {
                     a.zip(b).map(|(started_at, ends_at)| TrialDates { started_at, ends_at })
                 };
@@ -808,6 +809,7 @@ impl TermsCache {
                     billing_status_since: since,
                     payment_method_on_file: pm != 0,
                     trial: granted,
+                    disputed_since: disputed,
                 };
                 (standing, budget.map(Money::from_micros), calls, granted.or(dates(s0, s1)))
             },

@@ -202,6 +202,30 @@ pub async fn review(ctx: &Ctx) -> Result<Vec<Item>, InsightsError> {
         Err(e) => items.push(unreadable("payments", "/admin/customers", &e)),
     }
 
+    // Disputed payments waiting for our evidence: critical within three days of the deadline.
+    match j1msky_billing::disputes::awaiting_response(db, LISTED).await {
+        Ok(disputes) => items.extend(disputes.into_iter().map(|d| {
+            let left = d.evidence_due_by.map(|due| due - now);
+            let urgent = left.is_none_or(|l| l < 3 * 86_400_000_000);
+            let due = match left {
+                Some(l) if l > 2 * 86_400_000_000 => format!("evidence due in {} days", l / 86_400_000_000),
+                Some(l) if l > 0 => format!("evidence due in {}", minutes(l)),
+                Some(_) => "evidence deadline passed".to_string(),
+                None => "no deadline given".to_string(),
+            };
+            let link =
+                d.customer_id.as_deref().map_or("/admin/customers".to_string(), |c| format!("/admin/customers/{c}"));
+            Item {
+                severity: if urgent { Severity::Critical } else { Severity::Warning },
+                area: "payments".into(),
+                title: format!("Payment disputed: {} {} ({})", d.amount, d.currency, d.reason),
+                detail: format!("{due}; charge {}, answer in the Stripe dashboard", d.charge_id),
+                link,
+            }
+        })),
+        Err(e) => items.push(unreadable("payments", "/admin/customers", &e)),
+    }
+
     // Staff to-dos.
     match j1msky_lifecycle::todos::counts(db, now).await {
         Ok(c) if c.overdue > 0 => items.push(item(

@@ -851,3 +851,43 @@ async fn migration_0030_puts_each_customers_plan_on_its_tasks() {
     let plans: Vec<&str> = plans.iter().map(|p| p.0.as_str()).collect();
     assert_eq!(plans, vec!["pay-per-task", "pro", "starter"]);
 }
+
+/// A disputed charge: its amount counts as given back (like a refund) from the moment
+/// Stripe takes it, and the win gives it back; the consumer and the rebuild agree.
+#[tokio::test]
+async fn a_disputed_charge_is_given_back_until_won_in_the_consumer_and_the_rebuild() {
+    let t = TestDb::new().await;
+    let db = t.db.clone();
+    let clock = Arc::new(ManualClock::new(at(28, 12)));
+    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).unwrap());
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock: clock.clone() };
+    let acme = customer(&db, "Acme", Some("pro"), "cus_A").await;
+    let d15 = at(15, 9);
+    let mut paid = invoice("in_A", "cus_A", d15, vec![plan_line("pro", 9_900)]);
+    paid["charge"] = json!("ch_A");
+    stripe(&db, &catalogue, "evt_p", "invoice.paid", d15, paid).await;
+    let dispute = |status: &str| {
+        json!({"id": "du_A", "object": "dispute", "amount": 9_900, "charge": "ch_A", "currency": "usd",
+               "created": at(20, 9) / SEC, "reason": "fraudulent", "status": status,
+               "evidence_details": {"due_by": at(27, 9) / SEC}})
+    };
+    stripe(&db, &catalogue, "evt_d1", "charge.dispute.created", at(20, 9), dispute("needs_response")).await;
+    let f =
+        Fixture { ctx, clock, acme: acme.clone(), bolt: String::new(), cold: String::new(), dud: String::new(), _t: t };
+    catch_up(&f).await;
+    let all = Filter::default();
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!((u.subscription_revenue_cents, u.refunds_cents), (9_900, 9_900), "the disputed amount is given back");
+    let kept = snapshot(&db).await;
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(snapshot(&db).await, kept, "the rebuild counts the dispute as the consumer did");
+
+    stripe(&db, &catalogue, "evt_d2", "charge.dispute.closed", at(25, 9), dispute("won")).await;
+    catch_up(&f).await;
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!((u.subscription_revenue_cents, u.refunds_cents), (9_900, 0), "won: the money came back");
+    let kept = snapshot(&db).await;
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(snapshot(&db).await, kept);
+    assert_eq!(keys(&u.by_customer), vec![acme.as_str()]);
+}

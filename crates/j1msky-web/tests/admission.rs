@@ -646,3 +646,202 @@ async fn a_checkout_trial_s_direct_calls_are_held_to_the_trial_s_budget() {
     app.gateway().customer_changed(&id);
     assert_eq!(sonnet(&app, &key, 150_000).await.0, 200, "a paying customer is not held to the trial's budget");
 }
+
+/// The charge of the customer's first paid invoice (kept on its revenue entry).
+async fn first_charge(app: &TestApp, customer: &str) -> String {
+    let charge: Option<String> = sqlx::query_scalar(
+        "SELECT charge_id FROM revenue_entries WHERE customer_id = $1 AND kind = 'invoice_paid' ORDER BY occurred_at LIMIT 1",
+    )
+    .bind(customer)
+    .fetch_one(app.db.pool())
+    .await
+    .expect("entry");
+    charge.expect("a paid invoice keeps its charge")
+}
+
+/// A customer's revenue entries of kind `kind`, summed (cents).
+async fn booked(app: &TestApp, customer: &str, kind: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM revenue_entries WHERE customer_id = $1 AND kind = $2",
+    )
+    .bind(customer)
+    .bind(kind)
+    .fetch_one(app.db.pool())
+    .await
+    .expect("sum")
+}
+
+async fn open_dispute(app: &TestApp, fake: &j1msky_sim::stripe::RunningStripe, charge: &str, inquiry: bool) -> String {
+    let r = reqwest::Client::new()
+        .post(format!("{}/_sim/charges/{charge}/dispute", fake.base()))
+        .json(&json!({"reason": "fraudulent", "inquiry": inquiry}))
+        .send()
+        .await
+        .expect("dispute");
+    assert!(r.status().is_success());
+    let du: Value = r.json().await.expect("json");
+    delivered_and_applied(app, fake).await;
+    du["id"].as_str().expect("id").to_string()
+}
+
+#[tokio::test]
+async fn a_disputed_payment_pauses_the_customer_until_it_is_won_and_the_ledger_follows_the_money() {
+    let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let (id, key) = customer_key(&app, "Chargeback", Stage::Qualified, None).await;
+    let owner = "owner@chargeback.test";
+    j1msky_accounts::users::create(
+        &app.db,
+        &Actor::cli(),
+        j1msky_accounts::users::NewUser {
+            email: owner.into(),
+            display_name: String::new(),
+            password: common::PASSWORD.into(),
+            role: j1msky_core::vocab::UserRole::Owner,
+            customer_id: Some(id.clone()),
+        },
+        app.now(),
+    )
+    .await
+    .expect("owner");
+    paid_checkout(&app, &fake, &stripe, &id, "pro").await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200, "paid: in");
+    let charge = first_charge(&app, &id).await;
+
+    // An inquiry moves no money and pauses nobody, but the operator must answer it.
+    let inquiry = open_dispute(&app, &fake, &charge, true).await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200, "an inquiry does not pause");
+    assert_eq!(booked(&app, &id, "dispute").await, 0);
+    let alert: String = sqlx::query_scalar("SELECT message FROM alerts WHERE kind = 'payment_disputed'")
+        .fetch_one(app.db.pool())
+        .await
+        .expect("alert");
+    assert!(alert.contains("99.00 USD") && alert.contains(&charge) && alert.contains(&id), "{alert}");
+    assert!(alert.contains("respond by"), "{alert}");
+    control(&fake, &format!("disputes/{inquiry}/close"), json!({"outcome": "won"})).await;
+    delivered_and_applied(&app, &fake).await;
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM disputes WHERE id = $1")
+        .bind(&inquiry)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(status, "warning_closed");
+
+    // The second charge (next month's renewal) is disputed: Stripe takes the money back.
+    let sub = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").id;
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    delivered_and_applied(&app, &fake).await;
+    let renewal: String = sqlx::query_scalar(
+        "SELECT charge_id FROM revenue_entries WHERE customer_id = $1 AND kind = 'invoice_paid' AND charge_id <> $2",
+    )
+    .bind(&id)
+    .bind(&charge)
+    .fetch_one(app.db.pool())
+    .await
+    .expect("renewal's charge");
+    let dispute = open_dispute(&app, &fake, &renewal, false).await;
+    app.gateway().customer_changed(&id);
+    let (status, code, message) = chat(&app, &key).await;
+    assert_eq!((status, code.as_str()), (402, "no_active_plan"), "{message}");
+    assert!(message.contains("disputed"), "the refusal says why: {message}");
+    assert_eq!(task(&app, &key).await, (402, "no_active_plan".to_string()));
+    assert_eq!(booked(&app, &id, "dispute").await, -9900, "the disputed amount left the balance");
+    assert_eq!(booked(&app, &id, "invoice_paid").await, 2 * 9900);
+    let disputed = events(&app, "charge.disputed", &id).await;
+    assert_eq!(
+        disputed.last().map(|e| (e["status"].clone(), e["restricted"].clone())),
+        Some((json!("needs_response"), json!(true)))
+    );
+    let browser = app.browser();
+    app.login(&browser, owner, common::PASSWORD).await;
+    let home = browser.get(app.url("/app")).send().await.expect("app").text().await.expect("body");
+    assert!(home.contains("disputed with your card issuer"), "the owner sees why: {home}");
+    let operator = common::operator(&app).await;
+    let review =
+        operator.get(app.url("/admin/review/morning")).send().await.expect("review").text().await.expect("body");
+    assert!(review.contains("Payment disputed: 99.00 USD (fraudulent)"), "the morning review lists it");
+    let page = operator
+        .get(app.url(&format!("/admin/customers/{id}")))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("body");
+    assert!(page.contains(&dispute) && page.contains("Let them use the service"), "the customer's page shows it");
+
+    // Won: the money comes back and so does the customer, at once.
+    control(&fake, &format!("disputes/{dispute}/close"), json!({"outcome": "won"})).await;
+    delivered_and_applied(&app, &fake).await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200, "won: in again");
+    assert_eq!(booked(&app, &id, "dispute").await, 0, "withdrawn and reinstated");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM revenue_entries WHERE kind = 'dispute'").await, 2);
+    // Every event delivered again changes nothing.
+    let ctx = apply::Ctx { catalogue: &app.catalogue };
+    sqlx::query("UPDATE stripe_events SET state = 'pending'").execute(app.db.pool()).await.expect("replay");
+    while webhook::apply_pending(&app.db, &ctx, 100, app.now()).await.expect("apply") > 0 {}
+    assert_eq!(booked(&app, &id, "dispute").await, 0);
+    assert_eq!(customers::get(&app.db, &id).await.expect("customer").disputed_since, None);
+}
+
+#[tokio::test]
+async fn a_lost_dispute_delivered_out_of_order_pauses_until_the_operator_releases_it() {
+    let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let (id, key) = customer_key(&app, "Lostcase", Stage::Qualified, None).await;
+    paid_checkout(&app, &fake, &stripe, &id, "starter").await;
+    let charge = first_charge(&app, &id).await;
+
+    // Opened and lost, delivered newest first: the dispute ends lost, the money gone.
+    control(&fake, "webhooks", json!({"hold": true, "reverse": true})).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/_sim/charges/{charge}/dispute", fake.base()))
+        .json(&json!({"reason": "product_not_received"}))
+        .send()
+        .await
+        .expect("dispute");
+    let dispute = r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    control(&fake, &format!("disputes/{dispute}/close"), json!({"outcome": "lost"})).await;
+    control(&fake, "webhooks", json!({"hold": false})).await;
+    control(&fake, "webhooks/release", json!({})).await;
+    delivered_and_applied(&app, &fake).await;
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM disputes WHERE id = $1")
+        .bind(&dispute)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(status, "lost", "the newest snapshot wins");
+    assert_eq!(booked(&app, &id, "dispute").await, -4900);
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.1, "no_active_plan", "lost: still paused");
+
+    // Only a dispute of this customer is released from its page (another id: 404).
+    let operator = common::operator(&app).await;
+    let path = format!("/admin/customers/{id}");
+    let token = app.page_token(&operator, &path).await;
+    let wrong = operator
+        .post(app.url(&format!("/admin/customers/{id}/disputes/du_not_theirs/release")))
+        .form(&[("csrf_token", token.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(wrong.status(), 404);
+    let done = operator
+        .post(app.url(&format!("/admin/customers/{id}/disputes/{dispute}/release")))
+        .form(&[("csrf_token", token.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(done.status(), 303);
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200, "released: in");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM audit_log WHERE action = 'dispute.released'").await, 1);
+    assert_eq!(booked(&app, &id, "dispute").await, -4900, "releasing gives no money back");
+    // A later snapshot of the same dispute does not pause them again.
+    sqlx::query("UPDATE stripe_events SET state = 'pending'").execute(app.db.pool()).await.expect("replay");
+    let ctx = apply::Ctx { catalogue: &app.catalogue };
+    while webhook::apply_pending(&app.db, &ctx, 100, app.now()).await.expect("apply") > 0 {}
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200);
+}

@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/customers"),
     ("GET", "/admin/customers/{id}"),
     ("POST", "/admin/customers/{id}/stage"),
+    ("POST", "/admin/customers/{id}/disputes/{id}/release"),
     ("GET", "/admin/gateway"),
     ("POST", "/admin/gateway/mode"),
     ("POST", "/admin/gateway/caps"),

@@ -42,6 +42,12 @@ pub enum CustomerCommand {
         /// lead, qualified, trial, active, paused or churned.
         stage: String,
     },
+    /// Let the customer of a disputed payment use the service again despite the dispute
+    /// (settled with them, or accepted); another open dispute of theirs still pauses them.
+    ReleaseDispute {
+        /// Dispute id (`du_…`), as `customer show` lists it.
+        dispute: String,
+    },
     /// Set a contract's limits for a customer on a plan with custom limits (enterprise);
     /// each value may be `plan` to fall back to the plan's own limit.
     Contract {
@@ -185,6 +191,11 @@ fn fail(e: AccountsError) -> Failure {
     Failure { code, error: e.into() }
 }
 
+fn billing_fail(e: j1msky_billing::BillingError) -> Failure {
+    let code = if matches!(e, j1msky_billing::BillingError::Invalid { .. }) { EXIT_INVALID } else { 1 };
+    Failure { code, error: e.into() }
+}
+
 fn parse_word<T: std::str::FromStr<Err = j1msky_core::vocab::UnknownWord>>(text: &str) -> Result<T, Failure> {
     text.parse().map_err(|e: j1msky_core::vocab::UnknownWord| Failure { code: EXIT_INVALID, error: e.into() })
 }
@@ -283,8 +294,11 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
             let c = customers::get(&db, &id).await.map_err(fail)?;
             let people = users::list(&db, Some(&c.id)).await.map_err(fail)?;
             let history = customers::stage_history(&db, &c.id).await.map_err(fail)?;
+            let disputes = j1msky_billing::disputes::of_customer(&db, &c.id).await.map_err(billing_fail)?;
             if g.json {
-                output::json(&json!({ "customer": c, "users": people, "stage_history": history }));
+                output::json(
+                    &json!({ "customer": c, "users": people, "stage_history": history, "disputes": disputes }),
+                );
             } else {
                 let fields = vec![
                     vec!["id".into(), c.id.clone()],
@@ -305,6 +319,9 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
                 if !c.contract.is_empty() {
                     fields.push(vec!["contract".into(), contract_summary(&c.contract)]);
                 }
+                if let Some(since) = c.disputed_since {
+                    fields.push(vec!["paused by a dispute".into(), format!("since {}", when(Some(since)))]);
+                }
                 println!("{}", output::table(&["field", "value"], fields));
                 println!("users:");
                 output::list(g, &people, USER_HEADER, user_row);
@@ -312,7 +329,34 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
                 output::list(g, &history, &["from", "to", "by", "at"], |h| {
                     vec![opt(h.from), h.to.to_string(), h.actor.clone(), when(Some(h.at))]
                 });
+                if !disputes.is_empty() {
+                    println!("disputes:");
+                    output::list(
+                        g,
+                        &disputes,
+                        &["id", "charge", "amount", "reason", "status", "evidence due", "released"],
+                        |d| {
+                            vec![
+                                d.id.clone(),
+                                d.charge_id.clone(),
+                                format!("{} {}", d.amount, d.currency),
+                                d.reason.clone(),
+                                d.status.clone(),
+                                when(d.evidence_due_by),
+                                d.released_by.clone().unwrap_or_else(|| "-".into()),
+                            ]
+                        },
+                    );
+                }
             }
+        }
+        CustomerCommand::ReleaseDispute { dispute } => {
+            let catalogue = context::catalogue_in_force(g, &db).await?;
+            let d = j1msky_billing::disputes::release(&db, &catalogue, &actor, &dispute, context::now())
+                .await
+                .map_err(billing_fail)?;
+            let customer = d.customer_id.clone().unwrap_or_default();
+            output::done(g, &format!("dispute {dispute} released for customer {customer}"), json!({ "dispute": d }));
         }
         CustomerCommand::Contract { id, tasks_per_month, calls_per_hour, monthly_price } => {
             let catalogue = context::catalogue_in_force(g, &db).await?;

@@ -303,6 +303,10 @@ pub struct Stripe {
     /// Days a customer keeps using the service after a failed payment (`past_due`).
     #[serde(default = "default_past_due_grace_days")]
     pub past_due_grace_days: u32,
+    /// Whether a customer whose payment is disputed (a chargeback open or lost) is kept
+    /// from the service until it is won or the operator lets them back.
+    #[serde(default = "default_pause_on_dispute")]
+    pub pause_on_dispute: bool,
     /// Retention and upgrade discounts, by offer id (`we_miss_you`, `win_back`, `upgrade`).
     #[serde(default)]
     pub offers: BTreeMap<String, Offer>,
@@ -314,6 +318,10 @@ fn default_api_version() -> String {
 
 fn default_past_due_grace_days() -> u32 {
     7
+}
+
+fn default_pause_on_dispute() -> bool {
+    true
 }
 
 fn default_currency() -> String {

@@ -364,6 +364,21 @@ pub struct ChargeRefunded {
     pub invoice: Option<String>,
 }
 
+/// `charge.disputed`: a dispute of a charge is new or moved on (a newer Stripe snapshot
+/// with another status). `restricted`: whether the customer is kept from the service
+/// after it. Amount in Stripe's minor units; `evidence_due_by` in unix microseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeDisputed {
+    pub dispute: String,
+    pub charge: String,
+    pub status: String,
+    pub reason: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub evidence_due_by: Option<i64>,
+    pub restricted: bool,
+}
+
 /// `subscription.created|updated|deleted|paused|resumed`: the subscription as stored
 /// after a newer Stripe snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,6 +26,7 @@ pub const KINDS: &[Kind] = &[
     Kind::UsageApiMetered,
     Kind::InvoicePaid,
     Kind::ChargeRefunded,
+    Kind::ChargeDisputed,
     Kind::CustomerPlanChanged,
 ];
 
@@ -70,6 +71,12 @@ async fn settle(conn: &mut AnyConnection, tz: Tz, event: &Event) -> Result<parts
         }
         Typed::InvoicePaid(p) => parts::settle_revenue(conn, tz, &p.invoice).await,
         Typed::ChargeRefunded(p) => parts::settle_revenue(conn, tz, &format!("{}:refunded", p.charge)).await,
+        // What the dispute took when it opened, and gave back when won (each booked once).
+        Typed::ChargeDisputed(p) => {
+            let mut touched = parts::settle_revenue(conn, tz, &format!("{}:withdrawn", p.dispute)).await?;
+            touched.extend(parts::settle_revenue(conn, tz, &format!("{}:reinstated", p.dispute)).await?);
+            Ok(touched)
+        }
         _ => Ok(Vec::new()),
     }
 }

@@ -311,7 +311,13 @@ pub async fn settle_task(conn: &mut AnyConnection, key: &str, now: Option<TaskPa
     Ok(touched(parts))
 }
 
-/// One revenue entry as counted: subscription revenue (`invoice_paid`) or a refund.
+/// Whether a revenue entry of `kind` counts as money given back: a refund, or what a
+/// disputed charge took (and, won, gave back: a positive entry lowers the refunds).
+fn gives_back(kind: &str) -> bool {
+    kind == "refund" || kind == "dispute"
+}
+
+/// One revenue entry as counted: subscription revenue (`invoice_paid`), a refund or a dispute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RevenuePart {
     kind: String,
@@ -322,7 +328,7 @@ struct RevenuePart {
 }
 
 async fn add_revenue(conn: &mut AnyConnection, p: &RevenuePart, sign: i64) -> Result<(), InsightsError> {
-    let (sub, refund) = if p.kind == "refund" { (0, -p.amount_cents) } else { (p.amount_cents, 0) };
+    let (sub, refund) = if gives_back(&p.kind) { (0, -p.amount_cents) } else { (p.amount_cents, 0) };
     sqlx::query(
         "INSERT INTO insights_revenue (month, customer_id, plan, subscription_cents, refunds_cents)
          VALUES ($1, $2, $3, $4, $5)
@@ -341,12 +347,12 @@ async fn add_revenue(conn: &mut AnyConnection, p: &RevenuePart, sign: i64) -> Re
 }
 
 /// Brings the rollups in line with billing's revenue entry `source` (an invoice id, or
-/// `{charge}:refunded`). Usage entries are not read: pay-per-task revenue is counted
+/// `{charge}:refunded`, `{dispute}:withdrawn|reinstated`). Usage entries are not read: pay-per-task revenue is counted
 /// when the task succeeds. Says which customers' months changed.
 pub async fn settle_revenue(conn: &mut AnyConnection, tz: Tz, source: &str) -> Result<Touched, InsightsError> {
     let row = sqlx::query(
         "SELECT kind, customer_id, plan, amount_cents, occurred_at FROM revenue_entries
-         WHERE source_id = $1 AND kind IN ('invoice_paid', 'refund')",
+         WHERE source_id = $1 AND kind IN ('invoice_paid', 'refund', 'dispute')",
     )
     .bind(source)
     .fetch_optional(&mut *conn)
@@ -358,7 +364,7 @@ pub async fn settle_revenue(conn: &mut AnyConnection, tz: Tz, source: &str) -> R
             Some(RevenuePart {
                 month: Month::of(tz, r.try_get(4)?).to_string(),
                 customer: r.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
-                plan: if kind == "refund" { String::new() } else { plan.unwrap_or_default() },
+                plan: if gives_back(&kind) { String::new() } else { plan.unwrap_or_default() },
                 amount_cents: r.try_get(3)?,
                 kind,
             })

@@ -27,6 +27,15 @@ pub(crate) fn control(shared: &Shared, method: &Method, seg: &[&str], p: &Value)
             renew(s, id, fail, failed_status)
         }
         ("POST", ["charges", id, "refund"]) => refund(s, id, int(&p["amount"])),
+        // The cardholder disputes a charge with their bank (an inquiry first, if asked).
+        ("POST", ["charges", id, "dispute"]) => {
+            open_dispute(s, id, p["reason"].as_str().unwrap_or("fraudulent"), boolean(&p["inquiry"]).unwrap_or(false))
+        }
+        // The card network decides: `won` (the money comes back) or `lost`.
+        ("POST", ["disputes", id, "close"]) => match p["outcome"].as_str() {
+            Some(outcome @ ("won" | "lost")) => close_dispute(s, id, outcome),
+            other => Err(ApiError::invalid("outcome", format!("Invalid outcome: {other:?}; won or lost"))),
+        },
         // Stripe's notice three days before a trial ends.
         ("POST", ["subscriptions", id, "trial_will_end"]) => {
             let sub = s.get("sub_", "subscription", id)?;
@@ -333,6 +342,50 @@ fn refund(s: &mut Store, id: &str, amount: Option<i64>) -> ApiResult {
     s.objects.insert(id.to_string(), ch.clone());
     s.event("charge.refunded", &ch, Some(json!({"amount_refunded": done})));
     Ok(ch)
+}
+
+/// A dispute of a charge as Stripe shows one (API version 2024-06-20): it names the
+/// charge, not the customer. A dispute (not an inquiry) withdraws the amount at once.
+fn open_dispute(s: &mut Store, charge: &str, reason: &str, inquiry: bool) -> ApiResult {
+    let mut ch = s.get("ch_", "charge", charge)?;
+    if ch["disputed"] == true {
+        return Err(ApiError::invalid("charge", format!("Charge {charge} has already been disputed.")));
+    }
+    let now = s.now();
+    let id = s.id("du");
+    let amount = ch["amount"].as_i64().unwrap_or(0) - ch["amount_refunded"].as_i64().unwrap_or(0);
+    let du = json!({
+        "id": id, "object": "dispute", "amount": amount, "balance_transactions": [], "charge": charge,
+        "created": now, "currency": ch["currency"], "evidence": {},
+        "evidence_details": {"due_by": now + 7 * 86_400, "has_evidence": false, "past_due": false, "submission_count": 0},
+        "is_charge_refundable": false, "livemode": false, "metadata": {}, "payment_intent": null, "reason": reason,
+        "status": if inquiry { "warning_needs_response" } else { "needs_response" },
+    });
+    ch["disputed"] = json!(true);
+    s.objects.insert(charge.to_string(), ch);
+    s.objects.insert(id, du.clone());
+    s.event("charge.dispute.created", &du, None);
+    if !inquiry {
+        s.event("charge.dispute.funds_withdrawn", &du, None);
+    }
+    Ok(du)
+}
+
+/// Closes a dispute (`POST /v1/disputes/{id}/close` accepts it: lost).
+pub(crate) fn close_dispute(s: &mut Store, id: &str, outcome: &str) -> ApiResult {
+    let mut du = s.get("du_", "dispute", id)?;
+    let status = du["status"].as_str().unwrap_or_default().to_string();
+    if matches!(status.as_str(), "won" | "lost" | "warning_closed") {
+        return Err(ApiError::invalid("dispute", format!("Dispute {id} is already closed ({status}).")));
+    }
+    let new = if status.starts_with("warning_") { "warning_closed" } else { outcome };
+    du["status"] = json!(new);
+    s.objects.insert(id.to_string(), du.clone());
+    s.event("charge.dispute.closed", &du, Some(json!({"status": status})));
+    if new == "won" {
+        s.event("charge.dispute.funds_reinstated", &du, None);
+    }
+    Ok(du)
 }
 
 /// `DELETE /v1/subscriptions/{id}`: ends it now.

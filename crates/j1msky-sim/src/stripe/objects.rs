@@ -62,6 +62,8 @@ fn route(s: &mut Store, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
         ("GET", ["v1", "invoices", id, "lines"]) => super::invoices::invoice_lines(s, id, p),
         ("POST", ["v1", "invoices", id, "pay"]) => super::invoices::pay(s, id),
         ("GET", ["v1", "charges", id]) => s.get("ch_", "charge", id),
+        ("GET", ["v1", "disputes", id]) => s.get("du_", "dispute", id),
+        ("POST", ["v1", "disputes", id, "close"]) => flows::close_dispute(s, id, "lost"),
         ("GET", ["v1", "events"]) => list_events(s, p),
         ("GET", ["v1", "events", id]) => s.get("evt_", "event", id).or_else(|_| {
             s.events.iter().find(|e| e["id"] == *id).cloned().ok_or_else(|| ApiError::missing("event", id))

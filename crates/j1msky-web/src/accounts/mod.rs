@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/customers", get(pages::admin_customers).post(pages::admin_create_customer))
         .route("/admin/customers/{id}", get(pages::admin_customer))
         .route("/admin/customers/{id}/stage", post(pages::admin_set_stage))
+        .route("/admin/customers/{id}/disputes/{dispute}/release", post(pages::admin_release_dispute))
         .route("/app", get(pages::app_home))
         .route("/app/keys", post(pages::app_create_key))
         .route("/app/keys/{id}/revoke", post(pages::app_revoke_key))

@@ -330,8 +330,12 @@ async fn customer_page(
         None
     });
     let payments = j1msky_billing::revenue::for_customer(db, id, 12).await.unwrap_or_default();
+    let disputes = j1msky_billing::disputes::of_customer(db, id).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "reading the customer's disputes");
+        Vec::new()
+    });
     let ctx = context! {
-        customer, history, users, keys, audit, flash, flash_kind, subscription, payments,
+        customer, history, users, keys, audit, flash, flash_kind, subscription, payments, disputes,
         stages => Stage::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
     };
     page_with_status(state, Some(s), status, "admin/customer.html", "customers", ctx)
@@ -366,6 +370,24 @@ pub async fn admin_set_stage(
             }
             stamp(customer_page(&state, &s, &id, Some((e.message.clone(), "error")), e.status).await, &e)
         }
+    }
+}
+
+/// Lets the customer of a dispute use the service again despite it (the operator settled
+/// it with them, or accepted it).
+pub async fn admin_release_dispute(
+    State(state): State<AppState>,
+    OperatorUser(s): OperatorUser,
+    Path((id, dispute)): Path<(String, String)>,
+) -> Response {
+    let found = j1msky_billing::disputes::of_customer(&state.db, &id).await;
+    if !found.as_ref().is_ok_and(|ds| ds.iter().any(|d| d.id == dispute)) {
+        return error_page_for(&state, Some(&s), j1msky_billing::BillingError::NotFound("dispute"));
+    }
+    let actor = Actor::user(&s.user.id);
+    match j1msky_billing::disputes::release(&state.db, &state.catalogue, &actor, &dispute, state.now()).await {
+        Ok(_) => Redirect::to(&format!("/admin/customers/{id}#disputes")).into_response(),
+        Err(e) => error_page_for(&state, Some(&s), e),
     }
 }
 

@@ -104,6 +104,9 @@ pub struct Customer {
     #[schema(required)]
     pub billing_status_since: Option<i64>,
     pub payment_method_on_file: bool,
+    /// Since when a disputed payment keeps the customer from the service; null: none does.
+    #[schema(required)]
+    pub disputed_since: Option<i64>,
 }
 
 /// Contract terms; null fields fall back to the plan's.
