@@ -83,6 +83,7 @@ impl Customer {
             billing_status: self.billing_status.clone(),
             billing_status_since: self.billing_status_since,
             payment_method_on_file: self.payment_method_on_file,
+            disputed_since: self.disputed_since,
         }
     }
 }

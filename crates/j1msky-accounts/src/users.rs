@@ -194,6 +194,7 @@ pub async fn set_password(
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    crate::tokens::spend_all(&mut tx, user_id, now).await?;
     audit::record(
         &mut tx,
         actor,

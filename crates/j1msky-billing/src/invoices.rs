@@ -240,6 +240,11 @@ pub(crate) async fn failed(
     now: i64,
 ) -> Result<(), BillingError> {
     let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("invoice: `id` missing".into()))?;
+    // Paid already: this notice is of an earlier attempt, delivered late. It is not news
+    // (the dunning mail it would start is for money still owed).
+    if booked(conn, id).await?.is_some() {
+        return Ok(());
+    }
     let (_, customer) = owner(conn, obj).await?;
     let event = InvoicePaymentFailed {
         invoice: Some(id.to_string()),
@@ -249,10 +254,6 @@ pub(crate) async fn failed(
         next_payment_attempt: obj["next_payment_attempt"].as_i64(),
     };
     outbox::emit_typed(conn, backend, event, customer.as_deref(), now).await?;
-    // Paid already: this notice is of an earlier attempt.
-    if booked(conn, id).await?.is_some() {
-        return Ok(());
-    }
     let mut owing = std::collections::BTreeSet::new();
     for l in crate::invoice_lines::embedded(obj)? {
         let Some((charge, charge_customer, _)) = usage_charge(conn, l).await? else { continue };

@@ -95,7 +95,9 @@ pub async fn refusal_in(
 
 /// Grants an offer: recorded with `granted_by`, then its coupon goes on the live
 /// subscription at once; without one it waits for the customer's next checkout. The
-/// one path for the cancel flow, lifecycle triggers and operators.
+/// one path for lifecycle triggers and operators (the cancel flow's is [`grant_to_stay`]).
+/// Refused while the subscription is set to end at its period end: the customer chose to
+/// leave, and a discount must not undo that (nor would it ever be used).
 pub async fn grant(
     db: &Db,
     stripe: &Stripe,
@@ -103,6 +105,34 @@ pub async fn grant(
     customer_id: &str,
     offer: &str,
     granted_by: &str,
+    now: i64,
+) -> Result<Grant, BillingError> {
+    grant_with(db, stripe, catalogue, customer_id, offer, granted_by, false, now).await
+}
+
+/// [`grant`] for a customer who takes the offer instead of cancelling (the exit survey):
+/// the subscription stays, its cancellation (if one was set) is taken off with the coupon.
+pub async fn grant_to_stay(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    offer: &str,
+    granted_by: &str,
+    now: i64,
+) -> Result<Grant, BillingError> {
+    grant_with(db, stripe, catalogue, customer_id, offer, granted_by, true, now).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn grant_with(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    customer_id: &str,
+    offer: &str,
+    granted_by: &str,
+    stay: bool,
     now: i64,
 ) -> Result<Grant, BillingError> {
     let o = catalogue
@@ -113,6 +143,16 @@ pub async fn grant(
         .clone();
     j1msky_accounts::customers::get(db, customer_id).await?;
     let sub = changes::current(db, customer_id).await?;
+    if let Some(ending) = sub.as_ref().filter(|s| s.cancel_at_period_end && !stay) {
+        return Err(BillingError::invalid(
+            "offer",
+            format!(
+                "subscription {} is set to end at its period end: the customer chose to leave, so no discount \
+                 is put on it",
+                ending.id
+            ),
+        ));
+    }
     let grant = Grant {
         id: j1msky_core::ids::new_id("ofg"),
         customer_id: customer_id.into(),
@@ -129,6 +169,13 @@ pub async fn grant(
     if let Some(why) = refusal_in(&mut tx, catalogue, customer_id, offer, now).await? {
         return Err(BillingError::invalid("offer", why));
     }
+    // Stripe keeps one set of discounts: a new coupon would replace the one in force.
+    if let Some(coupon) = sub.as_ref().and_then(|s| s.discount_coupon.as_deref()) {
+        return Err(BillingError::invalid(
+            "offer",
+            format!("the subscription already has discount `{coupon}`; another would replace it"),
+        ));
+    }
     insert(&mut tx, &grant).await?;
     let event = BillingOfferGranted {
         grant: grant.id.clone(),
@@ -141,7 +188,11 @@ pub async fn grant(
     tx.commit().await?;
     if let Some(sub) = &sub {
         let coupon = sync::coupon_id(offer, o.percent_off, o.months);
-        let params = json!({"discounts": [{"coupon": coupon}], "cancel_at_period_end": false});
+        let params = if stay {
+            json!({"discounts": [{"coupon": coupon}], "cancel_at_period_end": false})
+        } else {
+            json!({"discounts": [{"coupon": coupon}]})
+        };
         let applied =
             stripe.post(&format!("subscriptions/{}", sub.id), &params, &format!("j1msky-offer-{}", grant.id)).await;
         if let Err(e) = applied {

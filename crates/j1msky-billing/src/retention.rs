@@ -64,8 +64,12 @@ pub fn route(catalogue: &Catalogue, sub: &Current, reason: &str, discount_granta
     let candidates = [
         (!paused).then_some(Offer::Pause { days: PAUSE_DAYS }),
         cheaper.filter(|_| !paused).map(|plan| Offer::Downgrade { plan }),
-        (sub.discount_coupon.is_none() && discount_grantable && catalogue.stripe.offers.contains_key(DISCOUNT_OFFER))
-            .then(|| Offer::Discount { offer: DISCOUNT_OFFER.into() }),
+        // A discount keeps a paying customer; one still in its free trial has paid nothing.
+        (sub.status != "trialing"
+            && sub.discount_coupon.is_none()
+            && discount_grantable
+            && catalogue.stripe.offers.contains_key(DISCOUNT_OFFER))
+        .then(|| Offer::Discount { offer: DISCOUNT_OFFER.into() }),
     ];
     let preferred = match reason {
         "too_expensive" => "downgrade",
@@ -193,7 +197,8 @@ pub async fn accept_offer(
         }
         Offer::Downgrade { plan } => changes::downgrade(db, stripe, catalogue, customer_id, plan).await?,
         Offer::Discount { offer } => {
-            offers::grant(db, stripe, catalogue, customer_id, offer, &format!("retention:{}", survey.id), now).await?;
+            let by = format!("retention:{}", survey.id);
+            offers::grant_to_stay(db, stripe, catalogue, customer_id, offer, &by, now).await?;
         }
     }
     decide(db, &survey, "accepted_offer", Typed::RetentionOfferAccepted, now).await?;
@@ -210,6 +215,12 @@ pub async fn confirm_cancel(
     now: i64,
 ) -> Result<Survey, BillingError> {
     let mut survey = get(db, customer_id, survey_id).await?;
+    if survey.outcome != "open" {
+        return Err(BillingError::invalid(
+            "survey",
+            format!("already decided: {}; start again from the billing page to cancel", survey.outcome),
+        ));
+    }
     changes::cancel(db, stripe, customer_id).await?;
     decide(db, &survey, "cancelled", Typed::RetentionCancelled, now).await?;
     survey.outcome = "cancelled".into();

@@ -410,6 +410,7 @@ mod tests {
                 billing_status: None,
                 billing_status_since: None,
                 payment_method_on_file: false,
+                disputed_since: None,
             }
             .into(),
             Kind::CustomerStageChanged => CustomerStageChanged { from: Stage::Trial, to: Stage::Active }.into(),

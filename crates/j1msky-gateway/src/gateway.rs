@@ -336,11 +336,13 @@ impl Gateway {
         let now = self.clock.now_micros();
         let controls = self.controls().await?;
         let mut trial = None;
+        let mut granted_trial = false;
         let (plan, customer_budget, contract_calls) = match &ctx.customer_id {
             Some(id) => {
                 let (standing, budget, calls, window) = self.terms.get(&self.db, id).await?;
                 let admitted = access::admit(&self.catalogue, &standing, now)?;
                 trial = window.filter(|_| standing.stage == Some(j1msky_core::vocab::Stage::Trial));
+                granted_trial = standing.trial.is_some();
                 (admitted.plan().map(str::to_string), budget, calls)
             }
             None => (None, None, None),
@@ -415,10 +417,11 @@ impl Gateway {
                 cap,
             });
         }
-        // A trial's direct calls (a granted trial's, or one started at Checkout) share one
-        // budget over the trial (a granted trial's tasks are held to its included tasks by
-        // the task queue instead).
-        if let (Some(id), Some(dates), Some(plan), None) = (&ctx.customer_id, trial, plan.as_deref(), &ctx.task_id) {
+        // A trial's calls share one budget over the trial: a granted trial's direct calls
+        // (its tasks are held to its included tasks by the task queue instead), and every
+        // call of a trial started at Checkout, which includes no count of tasks.
+        let held = ctx.task_id.is_none() || !granted_trial;
+        if let (Some(id), Some(dates), Some(plan), true) = (&ctx.customer_id, trial, plan.as_deref(), held) {
             if let Some(cap) = j1msky_accounts::trials::direct_call_budget(&self.catalogue, plan, dates) {
                 budgets.push(Budget {
                     scope: trial_scope(id),

@@ -285,6 +285,44 @@ pub struct MessageWithBody {
     pub body_html: String,
 }
 
+/// The paths of the links whose last segment is a one-time secret: setting a password
+/// (a trial's or a member's invite), a reset, a survey's answer; as written in a text
+/// body and in an HTML body (its slashes escaped).
+const SECRET_LINK_PATHS: &[&str] = &[
+    "/set-password/",
+    "/reset/",
+    "/s/",
+    "&#x2f;set-password&#x2f;",
+    "&#x2f;reset&#x2f;",
+    "&#x2f;s&#x2f;",
+    "&#47;set-password&#47;",
+    "&#47;reset&#47;",
+    "&#47;s&#47;",
+];
+
+/// `text` with the token of every one-time link hidden, for showing a stored message to
+/// an operator: whoever holds such a link can set the customer's password (or answer as
+/// them), which an operator must not be able to do from the message's page.
+pub fn without_link_tokens(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let next = SECRET_LINK_PATHS.iter().filter_map(|p| rest.find(p).map(|i| (i, p.len()))).min();
+        let Some((at, len)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at + len]);
+        rest = &rest[at + len..];
+        // Tokens are URL-safe base64 (`secrets::random_token`, 43 characters).
+        let n = rest.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_').count();
+        if n >= 16 {
+            out.push_str("[one-time token hidden]");
+            rest = &rest[n..];
+        }
+    }
+}
+
 /// One message by its row id, with its text and HTML bodies.
 pub async fn get(db: &Db, id: &str) -> Result<MessageWithBody, LifecycleError> {
     let row = sqlx::query(
@@ -1161,5 +1199,24 @@ pub async fn run_sender(ctx: crate::Ctx, mut stop: tokio::sync::watch::Receiver<
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             r = stop.changed() => if r.is_err() { return },
         }
+    }
+}
+
+#[cfg(test)]
+mod link_token_tests {
+    use super::without_link_tokens;
+
+    #[test]
+    fn one_time_link_tokens_are_hidden_in_text_and_html_and_nothing_else_is() {
+        let token = "XRkNXx5qVUTmXq-IYsEXC5gHuq6Sl1hKJh58Pk7sp8U";
+        let text = format!("Reset: https://a.test/reset/{token}\nSurvey: https://a.test/s/{token}.");
+        let html = format!("<a href=\"https:&#x2f;&#x2f;a.test&#x2f;set-password&#x2f;{token}\">set</a>");
+        for body in [text, html] {
+            let shown = without_link_tokens(&body);
+            assert!(!shown.contains(token), "{shown}");
+            assert!(shown.contains("[one-time token hidden]"), "{shown}");
+        }
+        let plain = "See https://docs.test/s/ab and /reset/ for help.";
+        assert_eq!(without_link_tokens(plain), plain, "short segments are not tokens");
     }
 }

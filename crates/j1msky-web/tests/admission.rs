@@ -845,3 +845,50 @@ async fn a_lost_dispute_delivered_out_of_order_pauses_until_the_operator_release
     app.gateway().customer_changed(&id);
     assert_eq!(chat(&app, &key).await.0, 200);
 }
+
+/// A task's call during a Checkout trial shares the trial's budget: such a trial includes
+/// no count of tasks for the queue to hold it to (a granted trial's does).
+#[tokio::test]
+async fn a_checkout_trial_s_task_calls_share_the_trial_s_budget() {
+    use j1msky_gateway::chat::{ChatRequest, Speaker, Turn};
+    let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let (id, _) = customer_key(&app, "Tasker", Stage::Qualified, None).await;
+    let mut one_day = (*app.catalogue).clone();
+    one_day.trial_days = 1;
+    let request = checkout::CheckoutRequest {
+        plan: "starter".into(),
+        success_url: "https://app.example.test/app/billing?done=1".into(),
+        cancel_url: "https://app.example.test/app/billing".into(),
+        attempt: "1".into(),
+    };
+    let link = checkout::start(&app.db, &stripe, &one_day, &id, &request, app.now()).await.expect("checkout");
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    delivered_and_applied(&app, &fake).await;
+    assert_eq!(customers::get(&app.db, &id).await.expect("customer").stage, Stage::Trial);
+    app.gateway().customer_changed(&id);
+    // $49 × 1/30 = $1.633333 for the trial's calls; a writing step of Sonnet that may cost
+    // up to $2.25 (150k output tokens at $15 a million) does not fit, as a task's or not.
+    let ctx = j1msky_gateway::CallContext {
+        request_id: "req_trial_task".into(),
+        customer_id: Some(id.clone()),
+        category: "writing".into(),
+        task_id: Some("tsk_trial".into()),
+        team: Some("content".into()),
+        role: Some("writer".into()),
+    };
+    let req = ChatRequest {
+        system: None,
+        turns: vec![Turn { speaker: Speaker::User, text: "Draft the launch post".into() }],
+        max_tokens: 150_000,
+        temperature: None,
+        stop: vec![],
+    };
+    match app.gateway().complete(&ctx, Some("claude-sonnet"), &req).await {
+        Err(j1msky_gateway::GatewayError::Limit(j1msky_gateway::limits::LimitError::Budget { scope, .. })) => {
+            assert!(scope.ends_with(":trial"), "held to the trial's budget, not the plan's: {scope}")
+        }
+        other => panic!("a task's call past the trial's budget must be refused, got {:?}", other.map(|c| c.cost)),
+    }
+    let small = ChatRequest { max_tokens: 1_000, ..req };
+    assert!(app.gateway().complete(&ctx, Some("claude-sonnet"), &small).await.is_ok(), "within the trial's budget");
+}

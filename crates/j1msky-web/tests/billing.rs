@@ -797,3 +797,37 @@ async fn a_stripe_failure_mid_sync_is_reported_and_a_rerun_finishes_without_dupl
         assert_eq!(active["data"].as_array().map(Vec::len), Some(1), "{plan}: one active price, the old one archived");
     }
 }
+
+/// Stripe's notice of a failed attempt, applied again after its invoice was paid (a
+/// retried delivery, or a replay after a restore), is not news: no second
+/// `invoice.payment_failed` event, so no dunning mail for money nobody owes.
+#[tokio::test]
+async fn a_failed_attempt_applied_after_its_invoice_was_paid_is_not_news() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let id = customer(&app, "Paid Late", Stage::Qualified).await;
+    had_trial(&app, &id).await;
+    let link =
+        checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("starter"), app.now()).await.expect("checkout");
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    delivered(&app, &fake).await;
+    apply_all(&app).await;
+    let sub = mirror(&app, &id).await.id;
+
+    // The renewal's first attempt fails (news: the dunning starts), then the customer pays.
+    let renewed = control(&fake, &format!("subscriptions/{sub}/renew"), json!({"fail": true})).await;
+    let invoice = renewed["latest_invoice"].as_str().expect("the renewal's invoice").to_string();
+    delivered(&app, &fake).await;
+    apply_all(&app).await;
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM events WHERE kind = 'invoice.payment_failed'").await, 1);
+    stripe.post(&format!("invoices/{invoice}/pay"), &json!({}), "t-pay-late").await.expect("paid");
+    settle(&app, &fake).await;
+    assert_eq!(count(&app, &format!("SELECT COUNT(*) FROM revenue_entries WHERE source_id = '{invoice}'")).await, 1);
+
+    // The failure's notice comes again.
+    sqlx::query("UPDATE stripe_events SET state = 'pending' WHERE type = 'invoice.payment_failed'")
+        .execute(app.db.pool())
+        .await
+        .expect("replay");
+    apply_all(&app).await;
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM events WHERE kind = 'invoice.payment_failed'").await, 1);
+}

@@ -156,6 +156,14 @@ async fn the_free_trial_is_granted_once_per_customer_ever() {
     assert_eq!(status(&app, &id).await.0, "active", "no second trial");
 }
 
+/// The free trial ends and the first month is paid: a paying customer.
+async fn first_month_paid(app: &TestApp, fake: &j1msky_sim::stripe::RunningStripe, id: &str) {
+    let sub = j1msky_billing::changes::current(&app.db, id).await.expect("current").expect("sub").id;
+    control(fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    settle(app, fake).await;
+    assert_eq!(status(app, id).await.0, "active");
+}
+
 /// Renews until the subscription's coupon has run out.
 async fn run_down_discount(app: &TestApp, fake: &j1msky_sim::stripe::RunningStripe, id: &str) {
     let sub = j1msky_billing::changes::current(&app.db, id).await.expect("current").expect("sub").id;
@@ -174,6 +182,7 @@ async fn the_win_back_discount_is_accepted_once_and_every_grant_records_who_gran
     let session = checkout(&app, &browser, &token, "pro").await;
     control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
     settle(&app, &fake).await;
+    first_month_paid(&app, &fake, &id).await;
 
     let survey = retention::start_cancel(&app.db, cat, &id, "missing_feature", "", app.now()).await.expect("survey");
     assert_eq!(survey.offer, Some(retention::Offer::Discount { offer: "win_back".into() }));
@@ -213,10 +222,21 @@ async fn an_offer_with_a_cool_down_is_granted_again_only_after_it_and_concurrent
         offers::grant(&app.db, &stripe, &cat, &id, "we_miss_you", "user:usr_op", app.now()),
     );
     assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(), 1, "{a:?} {b:?}");
+    settle(&app, &fake).await;
     app.clock.advance_secs(29 * 86_400);
     let err = offers::grant(&app.db, &stripe, &cat, &id, "we_miss_you", "cli", app.now()).await.expect_err("cool-down");
     assert!(err.to_string().contains("30 days"), "{err}");
     app.clock.advance_secs(2 * 86_400);
+    // While the first month's coupon is on the subscription, a second would replace it.
+    let err = offers::grant(&app.db, &stripe, &cat, &id, "we_miss_you", "cli", app.now()).await.expect_err("on");
+    assert!(err.to_string().contains("already has discount"), "{err}");
+    // The first coupon taken off at Stripe (the operator, in its dashboard; Stripe's clock
+    // moved with ours, so its signed notices are fresh): now it may.
+    control(&fake, "clock", json!({"advance_secs": 31 * 86_400})).await;
+    let sub = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").id;
+    stripe.post(&format!("subscriptions/{sub}"), &json!({"coupon": ""}), "t-clear").await.expect("cleared");
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.1, None);
     offers::grant(&app.db, &stripe, &cat, &id, "we_miss_you", "cli", app.now()).await.expect("after the cool-down");
     assert_eq!(count(&app, "SELECT COUNT(*) FROM offer_grants WHERE offer = 'we_miss_you'").await, 2);
     let err = offers::grant(&app.db, &stripe, &cat, &id, "half_price", "cli", app.now()).await.expect_err("unknown");
@@ -655,4 +675,61 @@ async fn the_billing_page_tells_an_owner_whose_card_declines_an_upgrade_and_chan
     settle(&app, &fake).await;
     assert_eq!(status_plan(&app, &id).await.as_deref(), Some("starter"));
     assert_eq!(status(&app, &id).await.0, "active");
+}
+
+/// A customer who cancelled (in the Customer Portal, to end at the period end) is not
+/// kept by an automatic discount: a journey's or an operator's grant is refused and the
+/// cancellation stands at Stripe. Only the customer's own "stay" in the exit survey
+/// takes it off; a survey already decided cannot then cancel behind its back.
+#[tokio::test]
+async fn a_discount_never_undoes_a_cancellation_the_customer_made() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let cat = &app.catalogue;
+    let (id, browser, token) = signed_in_owner(&app, "Leaver").await;
+    let session = checkout(&app, &browser, &token, "pro").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    first_month_paid(&app, &fake, &id).await;
+    let sub = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").id;
+    control(&fake, &format!("subscriptions/{sub}/portal_cancel"), json!({"at_period_end": true})).await;
+    settle(&app, &fake).await;
+    assert!(j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").cancel_at_period_end);
+
+    for by in ["journey:enr_1", "cli"] {
+        let err =
+            offers::grant(&app.db, &stripe, cat, &id, "we_miss_you", by, app.now()).await.expect_err("cancelling");
+        assert!(err.to_string().contains("set to end at its period end"), "{err}");
+    }
+    let at_stripe = stripe.get(&format!("subscriptions/{sub}"), &Value::Null).await.expect("sub");
+    assert_eq!(at_stripe["cancel_at_period_end"], true, "the cancellation stands");
+    assert!(at_stripe["discount"].is_null(), "{at_stripe}");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM offer_grants WHERE offer = 'we_miss_you'").await, 0);
+
+    // The customer's own choice in the exit survey: the discount, and they stay.
+    let survey = retention::start_cancel(&app.db, cat, &id, "missing_feature", "", app.now()).await.expect("survey");
+    assert_eq!(survey.offer, Some(retention::Offer::Discount { offer: "win_back".into() }));
+    retention::accept_offer(&app.db, &stripe, cat, &id, &survey.id, app.now()).await.expect("accept");
+    let at_stripe = stripe.get(&format!("subscriptions/{sub}"), &Value::Null).await.expect("sub");
+    assert_eq!(at_stripe["cancel_at_period_end"], false, "staying takes the cancellation off");
+    let err = retention::confirm_cancel(&app.db, &stripe, &id, &survey.id, app.now()).await.expect_err("decided");
+    assert!(err.to_string().contains("already decided"), "{err}");
+    let at_stripe = stripe.get(&format!("subscriptions/{sub}"), &Value::Null).await.expect("sub");
+    assert_eq!(at_stripe["cancel_at_period_end"], false, "the decided survey cancelled nothing");
+}
+
+/// The win-back discount keeps a paying customer: one still in its free trial is offered
+/// a pause or a cheaper plan instead.
+#[tokio::test]
+async fn a_customer_in_its_free_trial_is_not_offered_the_win_back_discount() {
+    let (app, fake, _stripe) = spawn_app_with_stripe().await;
+    let cat = &app.catalogue;
+    let (id, browser, token) = signed_in_owner(&app, "Trialist").await;
+    let session = checkout(&app, &browser, &token, "pro").await;
+    control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &id).await.0, "trialing");
+    for reason in ["missing_feature", "other", "switching"] {
+        let survey = retention::start_cancel(&app.db, cat, &id, reason, "", app.now()).await.expect("survey");
+        assert!(!matches!(survey.offer, Some(retention::Offer::Discount { .. })), "{reason}: {:?}", survey.offer);
+    }
 }

@@ -62,6 +62,8 @@ pub struct CustomerCreated {
     pub billing_status_since: Option<i64>,
     #[serde(default)]
     pub payment_method_on_file: bool,
+    #[serde(default)]
+    pub disputed_since: Option<i64>,
 }
 
 /// `customer.stage_changed`.

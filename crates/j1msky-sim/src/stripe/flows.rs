@@ -311,7 +311,9 @@ fn renew(s: &mut Store, id: &str, fail: bool, failed_status: &str) -> ApiResult 
     sub["items"]["data"][0]["current_period_end"] = json!(start + PERIOD);
     sub["status"] = json!(if fail { failed_status } else { "active" });
     s.objects.insert(id.to_string(), sub.clone());
-    invoice(s, id, fail)?;
+    let inv = invoice(s, id, fail)?;
+    sub["latest_invoice"] = inv["id"].clone();
+    s.objects.insert(id.to_string(), sub.clone());
     if !fail && !sub["discount"].is_null() {
         let left = sub["_months_left"].as_i64().unwrap_or(1) - 1;
         sub["_months_left"] = json!(left);

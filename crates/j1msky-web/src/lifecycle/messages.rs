@@ -127,11 +127,20 @@ async fn eml(state: &AppState, message_id: &str) -> Option<(String, String)> {
 
 /// `GET /admin/lifecycle/messages/{id}`: one message, its bodies escaped, its `.eml`.
 async fn show(State(state): State<AppState>, OperatorUser(s): OperatorUser, Path(id): Path<String>) -> Response {
-    let message = match delivery::get(&state.db, &id).await {
+    let mut message = match delivery::get(&state.db, &id).await {
         Ok(m) => m,
         Err(e) => return fail(&state, &s, "message", e),
     };
-    let file = eml(&state, &message.message.message_id).await;
+    // A one-time link (a password to set, a survey to answer) is the customer's alone.
+    let text = delivery::without_link_tokens(&message.body_text);
+    let secret = text != message.body_text;
+    message.body_text = text;
+    message.body_html = delivery::without_link_tokens(&message.body_html);
+    let file = eml(&state, &message.message.message_id).await.map(|(path, text)| {
+        // The file may carry the link encoded (base64, quoted-printable): not shown then.
+        let shown = if secret { "(not shown: it carries a one-time link)".to_string() } else { text };
+        (path, delivery::without_link_tokens(&shown))
+    });
     let file_transport = state.lifecycle.as_ref().is_some_and(|c| c.transport.mail_dir().is_some());
     page_with_status(
         &state,
