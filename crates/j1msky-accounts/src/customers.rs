@@ -643,6 +643,86 @@ pub async fn change_stage_at(
     Ok(true)
 }
 
+/// The teams a customer's tasks may use under its plan in force: every team on a plan
+/// with all of them (and without a plan: pay-per-task), none on one with none, else the
+/// first `n` the customer chose (a customer who moved down from a plan with more keeps
+/// the first ones chosen until it chooses again).
+pub fn teams_in_force(catalogue: &Catalogue, customer: &Customer) -> Vec<String> {
+    let plan = customer.plan.as_deref().and_then(|p| catalogue.plans.get(p));
+    match plan.map(|p| p.teams) {
+        None | Some(TeamAllowance::All) => catalogue.teams.keys().cloned().collect(),
+        Some(TeamAllowance::Choose(n)) => customer.chosen_teams.iter().take(n as usize).cloned().collect(),
+    }
+}
+
+/// Who chooses a customer's teams: its owner may only fill the slots its plan leaves
+/// open (a team once chosen stays, so a month of one team cannot be swapped for another
+/// mid-way); the operator may change them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TeamsBy {
+    Owner,
+    Operator,
+}
+
+/// Sets the teams a customer on a plan of chosen teams runs, audited.
+pub async fn choose_teams(
+    db: &Db,
+    catalogue: &Catalogue,
+    actor: &Actor,
+    id: &str,
+    teams: Vec<String>,
+    by: TeamsBy,
+    now: i64,
+) -> Result<Customer, AccountsError> {
+    let customer = get(db, id).await?;
+    let plan_id = customer.plan.clone();
+    let n = match plan_id.as_deref().and_then(|p| catalogue.plans.get(p)).map(|p| p.teams) {
+        Some(TeamAllowance::Choose(n)) if n > 0 => n,
+        _ => {
+            return Err(AccountsError::invalid(
+                "teams",
+                format!(
+                    "the plan `{}` has no teams to choose: it runs every team, or none",
+                    plan_id.as_deref().unwrap_or("none")
+                ),
+            ))
+        }
+    };
+    if teams.is_empty() {
+        return Err(AccountsError::invalid("teams", format!("choose up to {n} team(s)")));
+    }
+    check_plan(catalogue, plan_id.as_deref(), &teams)?;
+    let kept = teams_in_force(catalogue, &customer);
+    if by == TeamsBy::Owner {
+        if let Some(dropped) = kept.iter().find(|t| !teams.contains(t)) {
+            return Err(AccountsError::invalid(
+                "teams",
+                format!("`{dropped}` is one of your chosen teams and stays chosen; ask us to change a chosen team"),
+            ));
+        }
+    }
+    let stored = serde_json::to_string(&customer.chosen_teams).unwrap_or_else(|_| "[]".into());
+    let new = serde_json::to_string(&teams).unwrap_or_else(|_| "[]".into());
+    let mut tx = db.begin().await?;
+    // Only over what was read: two choices at once cannot both pass the checks above.
+    let done =
+        sqlx::query("UPDATE customers SET chosen_teams = $1, updated_at = $2 WHERE id = $3 AND chosen_teams = $4")
+            .bind(&new)
+            .bind(now)
+            .bind(id)
+            .bind(&stored)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    if done != 1 {
+        return Err(AccountsError::Conflict("the teams changed meanwhile; reload and choose again".into()));
+    }
+    let detail = serde_json::json!({"from": customer.chosen_teams, "to": teams});
+    audit::record(&mut tx, actor, "customer.teams_chosen", id, Some(id), detail, now).await?;
+    tx.commit().await?;
+    Ok(Customer { chosen_teams: teams, updated_at: now, ..customer })
+}
+
 /// Sets a customer's contract limits, audited, with a `customer.contract_changed` event.
 /// Only plans with custom limits (enterprise) take a contract; `None` fields go back to
 /// the plan's own limits. A contract price below the plan's floor is refused.

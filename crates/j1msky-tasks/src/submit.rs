@@ -249,15 +249,24 @@ pub(crate) fn check_team(catalogue: &Catalogue, customer: &Customer, team: &str)
             plan: plan.name.clone(),
             hint: "; the plan runs no tasks — resume or upgrade to run them".into(),
         }),
-        TeamAllowance::Choose(_) if customer.chosen_teams.iter().any(|t| t == team) => Ok(()),
-        TeamAllowance::Choose(n) => Err(TaskError::TeamNotInPlan {
-            team: team.to_string(),
-            plan: plan.name.clone(),
-            hint: format!(
-                "; your {n} chosen teams are {}; upgrade to Pro for every team",
-                if customer.chosen_teams.is_empty() { "not set".into() } else { customer.chosen_teams.join(", ") }
-            ),
-        }),
+        TeamAllowance::Choose(n) => {
+            let chosen = j1msky_accounts::customers::teams_in_force(catalogue, customer);
+            if chosen.iter().any(|t| t == team) {
+                return Ok(());
+            }
+            Err(TaskError::TeamNotInPlan {
+                team: team.to_string(),
+                plan: plan.name.clone(),
+                hint: if chosen.len() < n as usize {
+                    format!(
+                        "; your plan runs {n} teams of your choice and {} chosen: choose the rest on /app/tasks",
+                        if chosen.is_empty() { "none is".into() } else { format!("{} is", chosen.join(", ")) }
+                    )
+                } else {
+                    format!("; your {n} chosen teams are {}; upgrade to Pro for every team", chosen.join(", "))
+                },
+            })
+        }
     }
 }
 

@@ -38,6 +38,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/app/tasks"),
     ("GET", "/app/tasks/{id}"),
     ("POST", "/app/tasks/{id}/cancel"),
+    ("POST", "/app/teams"),
     ("GET", "/admin/queue"),
     ("POST", "/admin/queue/{id}/retry"),
     ("POST", "/admin/queue/{id}/cancel"),

@@ -254,3 +254,80 @@ async fn the_operator_s_queue_shows_tasks_past_their_sla() {
         "two queued, one past the 5 min: {html}"
     );
 }
+
+/// A customer on a plan of chosen teams who subscribed without choosing them (Starter at
+/// Checkout) chooses them on `/app/tasks`, owner only; a chosen team stays chosen, the
+/// plan's number holds, and one who moved down from every team runs the first chosen.
+#[tokio::test]
+async fn the_owner_chooses_the_teams_its_plan_leaves_open_and_no_more() {
+    use j1msky_accounts::customers;
+    let app = spawn_app_with_gateway(SimConfig::default()).await;
+    let c = app.active_customer("Chooser", "starter").await;
+    for (email, role) in [
+        ("owner@chooser.test", j1msky_core::vocab::UserRole::Owner),
+        ("member@chooser.test", j1msky_core::vocab::UserRole::Member),
+    ] {
+        j1msky_accounts::users::create(
+            &app.db,
+            &j1msky_audit::Actor::cli(),
+            j1msky_accounts::users::NewUser {
+                email: email.into(),
+                display_name: String::new(),
+                password: common::PASSWORD.into(),
+                role,
+                customer_id: Some(c.id.clone()),
+            },
+            app.now(),
+        )
+        .await
+        .expect("user");
+    }
+    let run = |team: &'static str| {
+        let (db, catalogue, id, now) = (app.db.clone(), app.catalogue.clone(), c.id.clone(), app.now());
+        async move {
+            let input = j1msky_tasks::NewTask { team: team.into(), prompt: Some("x".into()), ..Default::default() };
+            j1msky_tasks::submit(&db, &catalogue, &id, &input, None, now).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+    };
+    let refused = run("code").await.expect_err("no team chosen yet");
+    assert!(refused.contains("choose the rest on /app/tasks"), "{refused}");
+
+    let choose = |browser: reqwest::Client, teams: &'static [&'static str]| {
+        let app = &app;
+        async move {
+            let token = app.page_token(&browser, "/app/tasks").await;
+            let mut form: Vec<(String, String)> = vec![("csrf_token".into(), token)];
+            form.extend(teams.iter().map(|t| (format!("team_{t}"), "on".to_string())));
+            browser.post(app.url("/app/teams")).form(&form).send().await.expect("post")
+        }
+    };
+    let member = app.browser();
+    app.login(&member, "member@chooser.test", common::PASSWORD).await;
+    assert_eq!(choose(member, &["code"]).await.status(), 403, "a member does not choose");
+    let owner = app.browser();
+    app.login(&owner, "owner@chooser.test", common::PASSWORD).await;
+    let page = owner.get(app.url("/app/tasks")).send().await.expect("page").text().await.expect("body");
+    assert!(page.contains("Choose 2 more team(s)"), "{page}");
+    assert_eq!(choose(owner.clone(), &["code"]).await.status(), 303);
+    run("code").await.expect("a chosen team runs");
+    assert!(run("research").await.is_err());
+    let swap = choose(owner.clone(), &["research"]).await;
+    assert_eq!(swap.status(), 422);
+    assert!(swap.text().await.expect("body").contains("stays chosen"));
+    let three = choose(owner.clone(), &["code", "research", "content"]).await;
+    assert_eq!(three.status(), 422, "the plan's two, no more");
+    assert_eq!(choose(owner.clone(), &["code", "research"]).await.status(), 303);
+    run("research").await.expect("the second chosen team runs");
+    let page = owner.get(app.url("/app/tasks")).send().await.expect("page").text().await.expect("body");
+    assert!(!page.contains("choose-teams"), "no slot left to choose");
+    assert_eq!(customers::get(&app.db, &c.id).await.expect("customer").chosen_teams, ["code", "research"]);
+
+    // Moved down from a plan of every team with four chosen: the first two run.
+    sqlx::query("UPDATE customers SET chosen_teams = '[\"content\",\"business\",\"code\",\"research\"]'")
+        .execute(app.db.pool())
+        .await
+        .expect("teams");
+    run("business").await.expect("among the first two");
+    let refused = run("code").await.expect_err("past the plan's two");
+    assert!(refused.contains("content, business"), "{refused}");
+}

@@ -42,6 +42,14 @@ pub enum CustomerCommand {
         /// lead, qualified, trial, active, paused or churned.
         stage: String,
     },
+    /// Set the teams of a customer on a plan of chosen teams (Starter), replacing its choice.
+    SetTeams {
+        /// Customer id (`cus_…`).
+        id: String,
+        /// Comma-separated team ids (`code,content`), at most the plan's number.
+        #[arg(long, value_delimiter = ',')]
+        teams: Vec<String>,
+    },
     /// Let the customer of a disputed payment use the service again despite the dispute
     /// (settled with them, or accepted); another open dispute of theirs still pauses them.
     ReleaseDispute {
@@ -349,6 +357,18 @@ pub async fn customer(g: &Globals, cmd: CustomerCommand) -> Result<(), Failure> 
                     );
                 }
             }
+        }
+        CustomerCommand::SetTeams { id, teams } => {
+            let catalogue = context::catalogue_in_force(g, &db).await?;
+            let teams = teams.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+            let by = customers::TeamsBy::Operator;
+            let c =
+                customers::choose_teams(&db, &catalogue, &actor, &id, teams, by, context::now()).await.map_err(fail)?;
+            output::done(
+                g,
+                &format!("customer {id} runs teams {}", c.chosen_teams.join(", ")),
+                json!({ "customer": c }),
+            );
         }
         CustomerCommand::ReleaseDispute { dispute } => {
             let catalogue = context::catalogue_in_force(g, &db).await?;

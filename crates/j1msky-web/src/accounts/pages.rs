@@ -8,7 +8,6 @@ use axum::Form;
 use axum_extra::extract::CookieJar;
 use j1msky_accounts::{api_keys, customers, sessions, users, AccountsError};
 use j1msky_audit::{audit, Actor};
-use j1msky_core::catalogue::TeamAllowance;
 use j1msky_core::vocab::{Stage, UseCase, UserRole};
 use minijinja::context;
 use serde::Deserialize;
@@ -411,11 +410,7 @@ async fn app_page(
         Ok(v) => v,
         Err(e) => return error_page_for(state, Some(s), e),
     };
-    let plan = customer.plan.as_deref().and_then(|p| state.catalogue.plans.get(p));
-    let teams: Vec<String> = match plan.map(|p| &p.teams) {
-        Some(TeamAllowance::All) => state.catalogue.teams.keys().cloned().collect(),
-        _ => customer.chosen_teams.clone(),
-    };
+    let teams = customers::teams_in_force(&state.catalogue, &customer);
     let (new_key_name, new_secret) = match new_key {
         Some((n, sec)) => (Some(n), Some(sec)),
         None => (None, None),

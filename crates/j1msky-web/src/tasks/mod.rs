@@ -17,6 +17,7 @@ pub fn router() -> Router<AppState> {
         .route("/app/tasks", get(pages::app_tasks).post(pages::app_submit))
         .route("/app/tasks/{id}", get(pages::app_task))
         .route("/app/tasks/{id}/cancel", post(pages::app_cancel))
+        .route("/app/teams", post(pages::app_choose_teams))
         .route("/admin/queue", get(pages::admin_queue))
         .route("/admin/queue/{id}/retry", post(pages::admin_retry))
         .route("/admin/queue/{id}/cancel", post(pages::admin_cancel))

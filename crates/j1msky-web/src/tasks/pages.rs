@@ -40,13 +40,20 @@ async fn app_tasks_page(
         Err(e) => return error_page_for(state, Some(s), e),
     };
     let plan = customer.plan.as_deref().and_then(|p| state.catalogue.plans.get(p));
-    let allowed: Vec<&String> = match plan.map(|p| p.teams) {
-        None | Some(TeamAllowance::All) => state.catalogue.teams.keys().collect(),
-        Some(TeamAllowance::Choose(0)) => vec![],
-        Some(TeamAllowance::Choose(_)) => {
-            state.catalogue.teams.keys().filter(|t| customer.chosen_teams.contains(t)).collect()
-        }
+    let in_force = j1msky_accounts::customers::teams_in_force(&state.catalogue, &customer);
+    let allowed: Vec<&String> = state.catalogue.teams.keys().filter(|t| in_force.contains(t)).collect();
+    // Slots of a plan of chosen teams still open: the owner chooses them here.
+    let open_slots = match plan.map(|p| p.teams) {
+        Some(TeamAllowance::Choose(n)) => (n as usize).saturating_sub(in_force.len()),
+        _ => 0,
     };
+    let choosable: Vec<minijinja::Value> = state
+        .catalogue
+        .teams
+        .iter()
+        .map(|(id, t)| context! { id => id, name => t.name.clone(), chosen => in_force.contains(id) })
+        .collect();
+    let can_choose = open_slots > 0 && s.user.role == j1msky_core::vocab::UserRole::Owner;
     let teams: Vec<minijinja::Value> =
         allowed.iter().map(|id| context! { id => id, name => state.catalogue.teams[*id].name.clone() }).collect();
     let templates: Vec<minijinja::Value> = allowed
@@ -57,7 +64,14 @@ async fn app_tasks_page(
             })
         })
         .collect();
-    page_with_status(state, Some(s), status, "app/tasks.html", "tasks", context! { teams, templates, tasks, flash })
+    page_with_status(
+        state,
+        Some(s),
+        status,
+        "app/tasks.html",
+        "tasks",
+        context! { teams, templates, tasks, flash, open_slots, choosable, can_choose },
+    )
 }
 
 /// `POST /app/tasks`: a free prompt, or a template with `field_<name>` inputs.
@@ -84,6 +98,33 @@ pub async fn app_submit(
         Ok(done) => Redirect::to(&format!("/app/tasks/{}", done.task.id)).into_response(),
         Err(e) => {
             // Refused input: the form again, with the status and code the API gives.
+            let e = ApiError::from(e);
+            if e.is_internal() {
+                return error_page_for(&state, Some(&s), e);
+            }
+            stamp(app_tasks_page(&state, &s, &cid, Some(e.message.clone()), e.status).await, &e)
+        }
+    }
+}
+
+/// `POST /app/teams`: the owner chooses the teams its plan leaves open (checkboxes
+/// `team_<id>`; the teams already chosen stay).
+pub async fn app_choose_teams(
+    State(state): State<AppState>,
+    CustomerUser(s, cid): CustomerUser,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    if s.user.role != j1msky_core::vocab::UserRole::Owner {
+        return error_page_for(&state, Some(&s), ApiError::forbidden("Only the account owner chooses the teams."));
+    }
+    let teams: Vec<String> = form.keys().filter_map(|k| k.strip_prefix("team_")).map(str::to_string).collect();
+    let by = j1msky_accounts::customers::TeamsBy::Owner;
+    let actor = j1msky_audit::Actor::user(&s.user.id);
+    match j1msky_accounts::customers::choose_teams(&state.db, &state.catalogue, &actor, &cid, teams, by, state.now())
+        .await
+    {
+        Ok(_) => Redirect::to("/app/tasks").into_response(),
+        Err(e) => {
             let e = ApiError::from(e);
             if e.is_internal() {
                 return error_page_for(&state, Some(&s), e);
