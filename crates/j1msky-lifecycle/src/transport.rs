@@ -160,7 +160,18 @@ impl Smtp {
     /// (STARTTLS; `tls=opportunistic` when offered) or `smtps://host:port` (TLS), with
     /// optional `user:password@` (percent-encoded) and `/name` (the EHLO name).
     pub fn from_url(url: &str, pool: usize) -> Result<Smtp, crate::LifecycleError> {
-        let invalid = |why: String| crate::LifecycleError::invalid("smtp url", format!("`{url}`: {why}"));
+        // The URL as shown in messages: its password (if any) hidden.
+        let shown = url::Url::parse(url)
+            .map(|mut u| {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                u.to_string()
+            })
+            .unwrap_or_else(
+                |_| if url.contains('@') { "(a URL with credentials)".to_string() } else { url.to_string() },
+            );
+        let invalid = |why: String| crate::LifecycleError::invalid("smtp url", format!("`{shown}`: {why}"));
         let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
         let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
         if host.is_empty() {
@@ -533,5 +544,20 @@ impl Transport for Files {
 
     fn mail_dir(&self) -> Option<PathBuf> {
         Some(self.dir.clone())
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::Smtp;
+
+    #[test]
+    fn a_refused_smtp_url_is_named_without_its_password() {
+        let Err(e) = Smtp::from_url("smtp://mailer:pa55w0rd@mail.example.test:25?tls=sometimes", 1) else {
+            panic!("tls=sometimes is not a choice")
+        };
+        let message = e.to_string();
+        assert!(message.contains("mail.example.test") && message.contains("sometimes"), "{message}");
+        assert!(!message.contains("pa55w0rd"), "{message}");
     }
 }

@@ -196,7 +196,11 @@ async fn write(
     clock: &dyn Clock,
     progress: &dyn Progress,
 ) -> Result<Written, BackupError> {
+    let made = !tokio::fs::try_exists(&opts.dir).await.unwrap_or(false);
     tokio::fs::create_dir_all(&opts.dir).await.map_err(|e| BackupError::io(&opts.dir, e))?;
+    if made {
+        owner_only(&opts.dir, 0o700).await?;
+    }
     // Written under a temporary name first: a file with the final name is always whole.
     let partial = path.with_extension("partial");
     let dumped = engine::dump(db, url, &partial, progress).await;
@@ -204,6 +208,8 @@ async fn write(
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(e);
     }
+    // Password hashes, customers' data and Stripe's events: for the service's user only.
+    owner_only(&partial, 0o600).await?;
     let (size, sha256) = verify::sha256_file(&partial, progress).await?;
     tokio::fs::rename(&partial, path).await.map_err(|e| BackupError::io(path, e))?;
     let manifest = Manifest {
@@ -233,4 +239,19 @@ async fn write(
 /// file the operator can find from anywhere).
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Restricts `path` to the user the service runs as (`mode`: 0o600 for a file, 0o700 for
+/// a directory); a backup holds every secret the database does.
+pub(crate) async fn owner_only(path: &Path, mode: u32) -> Result<(), BackupError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .await
+            .map_err(|e| BackupError::io(path, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
 }

@@ -457,3 +457,19 @@ async fn a_task_waiting_past_its_plan_s_sla_raises_an_alert_within_a_minute() {
         .unwrap();
     assert!(j1msky_tasks::sla_lanes(&t.db, &cat, w.now()).await.unwrap().is_empty());
 }
+
+/// A webhook that cannot be reached: the failure is visible, but not the URL (a chat
+/// webhook's path is its secret; the error is stored, logged and shown on a page).
+#[tokio::test]
+async fn an_unreachable_webhook_s_failure_does_not_show_its_secret_url() {
+    let t = TestDb::new().await;
+    // Nothing listens on a port just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let w = World::new(&t.db, catalogue(), Some(format!("http://127.0.0.1:{port}/hooks/T0SECRETPATH")));
+    w.raise("alr_down", "circuit_open", "provider sim keeps failing").await;
+    w.settle().await;
+    let d = notify::deliveries(&t.db, &["alr_down".to_string()]).await.unwrap();
+    let error = d.iter().find(|d| d.channel == "webhook").unwrap().last_error.clone().unwrap_or_default();
+    assert!(error.starts_with("webhook request failed"), "{error}");
+    assert!(!error.contains("T0SECRETPATH"), "{error}");
+}

@@ -64,6 +64,18 @@ async fn a_backup_restores_into_a_new_database_and_bad_files_or_targets_are_refu
     let copy = b.copied_to.clone().expect("copied");
     assert_eq!(backup::sha256_file(Path::new(&copy), &Quiet).await.expect("copy").1, sha);
     assert_eq!(backup::list(&t.db, false, 10).await.expect("list"), vec![b.clone()]);
+    // Every secret of the database is in them: readable by the service's user alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        for p in [file, Path::new(&copy)] {
+            assert_eq!(mode(p), 0o600, "{}", p.display());
+            let manifest = std::path::PathBuf::from(format!("{}.json", p.display()));
+            assert_eq!(mode(&manifest), 0o600, "{}", manifest.display());
+        }
+        assert_eq!(mode(&dir.path().join("main")), 0o700, "the directory it made");
+    }
 
     // Restored from the copy into a new database: what was there at the backup, not after.
     let (target, _target_dir) = fresh_url().await;

@@ -52,7 +52,8 @@ pub async fn sha256_file(path: &Path, progress: &dyn Progress) -> Result<(u64, S
 pub(super) async fn write_manifest(file: &Path, m: &Manifest) -> Result<(), BackupError> {
     let path = manifest_path(file);
     let text = serde_json::to_string_pretty(m).map_err(|e| BackupError::Unsupported(format!("manifest: {e}")))?;
-    tokio::fs::write(&path, text).await.map_err(|e| BackupError::io(&path, e))
+    tokio::fs::write(&path, text).await.map_err(|e| BackupError::io(&path, e))?;
+    super::owner_only(&path, 0o600).await
 }
 
 /// The manifest beside `file`, if there is one; an unreadable one is an error.
@@ -80,6 +81,7 @@ pub(super) async fn copy_checked(
     let target = super::absolute(&dir.join(name));
     progress.step("copy", None);
     tokio::fs::copy(file, &target).await.map_err(|e| BackupError::io(&target, e))?;
+    super::owner_only(&target, 0o600).await?;
     let (_, copied) = sha256_file(&target, progress).await?;
     if copied != sha256 {
         let _ = tokio::fs::remove_file(&target).await;
@@ -92,6 +94,7 @@ pub(super) async fn copy_checked(
     let manifest = manifest_path(file);
     let manifest_copy = manifest_path(&target);
     tokio::fs::copy(&manifest, &manifest_copy).await.map_err(|e| BackupError::io(&manifest_copy, e))?;
+    super::owner_only(&manifest_copy, 0o600).await?;
     Ok(target)
 }
 
