@@ -11,6 +11,11 @@ pub enum TaskError {
     Invalid { field: &'static str, message: String },
     #[error("{message}")]
     LimitReached { limit: &'static str, message: String },
+    #[error(
+        "{waiting} of your tasks are waiting or running, the most one customer may have at once; submit more as \
+         they finish"
+    )]
+    TooManyWaiting { waiting: i64 },
     /// The customer may not use the service now (no plan in force, closed, or unpaid).
     #[error("{0}")]
     NoActivePlan(#[from] j1msky_accounts::access::NoActivePlan),

@@ -229,6 +229,9 @@ pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Task, TaskError> {
     })
 }
 
+/// The most tasks one customer may have waiting or running at once (any plan).
+pub const MAX_WAITING_PER_CUSTOMER: i64 = 500;
+
 /// The plan terms a customer's tasks run under: pay-per-task customers (no plan) get
 /// every team and no monthly limit.
 pub(crate) fn check_team(catalogue: &Catalogue, customer: &Customer, team: &str) -> Result<(), TaskError> {
@@ -410,6 +413,19 @@ pub async fn submit(
             }
             return Err(e);
         }
+    }
+    // However many a plan includes, one customer's queue is bounded: tasks parked at the
+    // front of the queue (a customer's cap spent) are read past by every claim.
+    let (waiting,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM tasks WHERE customer_id = $1 AND state IN ('queued', 'running')")
+            .bind(customer_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if waiting >= MAX_WAITING_PER_CUSTOMER {
+        tx.rollback().await?;
+        let e = TaskError::TooManyWaiting { waiting };
+        activity::limit_hit(db, customer_id, "tasks_waiting", &e.to_string(), now).await;
+        return Err(e);
     }
     // A contract (plans with custom limits) replaces the plan's monthly allowance.
     let contract_limit = customer.contract.tasks_per_month.filter(|_| plan.is_some_and(|p| p.custom_limits));

@@ -648,3 +648,40 @@ async fn a_retried_task_waits_from_its_retry() {
     let lanes = j1msky_tasks::sla_lanes(&e.t.db, &e.catalogue, e.clock.now()).await.expect("lanes");
     assert_eq!(lanes[0].past_max, 1, "six minutes after the retry: past the SLA's five");
 }
+
+/// One customer's queue is bounded whatever its plan includes: a flood of free-to-cancel
+/// tasks would otherwise sit in front of every other customer's in each claim.
+#[tokio::test]
+async fn a_customer_may_have_only_so_many_tasks_waiting_at_once() {
+    let e = env().await;
+    let c = e.customer("Flooder", Some("pro"), &[]).await;
+    let other = e.customer("Neighbour", Some("pro"), &[]).await;
+    let max = j1msky_tasks::submit::MAX_WAITING_PER_CUSTOMER;
+    // All but one of its slots taken (written directly: the submits are not the story).
+    for i in 0..max - 1 {
+        sqlx::query(
+            "INSERT INTO tasks (id, customer_id, team, category, title, prompt, priority, state, attempts, failures,
+                 not_before, queued_at, pay_per_task)
+             VALUES ($1, $2, 'content', 'writing', 't', 'p', 0, $3, 0, 0, 0, 0, 0)",
+        )
+        .bind(format!("tsk_flood_{i:04}"))
+        .bind(&c)
+        .bind(if i % 10 == 0 { "running" } else { "queued" })
+        .execute(e.t.db.pool())
+        .await
+        .expect("task");
+    }
+    e.submit(&c, "content", "the last one that fits").await.expect("within the bound");
+    match e.submit(&c, "content", "one too many").await {
+        Err(TaskError::TooManyWaiting { waiting }) => assert_eq!(waiting, max),
+        other => panic!("expected too many waiting, got {:?}", other.map(|s| s.task.id)),
+    }
+    e.submit(&other, "content", "another customer's").await.expect("others are not held back");
+    // One finishes: room for one more.
+    sqlx::query("UPDATE tasks SET state = 'succeeded' WHERE id = 'tsk_flood_0001'")
+        .execute(e.t.db.pool())
+        .await
+        .expect("finish");
+    e.submit(&c, "content", "after one finished").await.expect("a slot freed");
+    assert_eq!(e.count("SELECT COUNT(*) FROM events WHERE kind = 'plan.limit_hit'").await, 1);
+}

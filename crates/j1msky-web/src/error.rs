@@ -94,6 +94,9 @@ impl From<TaskError> for ApiError {
             }
             TaskError::TeamNotInPlan { .. } => ApiError::new(StatusCode::FORBIDDEN, "team_not_in_plan", message),
             TaskError::LimitReached { .. } => ApiError::new(StatusCode::PAYMENT_REQUIRED, "plan_limit", message),
+            TaskError::TooManyWaiting { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_waiting", message)
+            }
             TaskError::NoActivePlan(_) => ApiError::new(StatusCode::PAYMENT_REQUIRED, "no_active_plan", message),
             // Another customer's task is indistinguishable from a missing one.
             TaskError::NotFound(_) | TaskError::NoCustomer(_) => ApiError::not_found("task"),

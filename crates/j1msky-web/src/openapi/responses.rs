@@ -104,7 +104,10 @@ impl IntoResponses for Plan {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         error_responses(
             Format::Api,
-            &[(402, "No active plan, or the plan's monthly task limit is reached (`no_active_plan`, `plan_limit`).")],
+            &[
+                (402, "No active plan, or the plan's monthly task limit is reached (`no_active_plan`, `plan_limit`)."),
+                (429, "Too many of the customer's tasks are waiting or running (`too_many_waiting`)."),
+            ],
         )
     }
 }
