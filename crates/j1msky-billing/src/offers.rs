@@ -196,8 +196,29 @@ async fn grant_with(
         let applied =
             stripe.post(&format!("subscriptions/{}", sub.id), &params, &format!("j1msky-offer-{}", grant.id)).await;
         if let Err(e) = applied {
-            // Not applied, so not granted: the customer may be offered it again.
-            sqlx::query("DELETE FROM offer_grants WHERE id = $1").bind(&grant.id).execute(db.pool()).await?;
+            // Stripe refused it (a 4xx): not applied, so not granted, and the customer may
+            // be offered it again. Otherwise (unreachable, a 5xx, a timeout) it may have
+            // been applied: the subscription says. Unknown: the grant is kept, so an offer
+            // granted once per customer is never applied twice.
+            let refused = matches!(&e, BillingError::Stripe { status, .. } if (400..500).contains(status));
+            let on_it = if refused {
+                Some(false)
+            } else {
+                stripe.get(&format!("subscriptions/{}", sub.id), &Value::Null).await.ok().map(|remote| {
+                    [&remote["discount"]["coupon"]["id"], &remote["discounts"][0]["coupon"]["id"]]
+                        .iter()
+                        .any(|c| c.as_str() == Some(coupon.as_str()))
+                })
+            };
+            match on_it {
+                Some(true) => return Ok(grant),
+                Some(false) => {
+                    sqlx::query("DELETE FROM offer_grants WHERE id = $1").bind(&grant.id).execute(db.pool()).await?;
+                }
+                None => {
+                    tracing::warn!(grant = %grant.id, error = %e, "offer grant kept: whether Stripe applied it is unknown")
+                }
+            }
             return Err(e);
         }
     }

@@ -56,11 +56,13 @@ pub(crate) fn sla_level(plan: Option<&j1msky_core::catalogue::Plan>) -> i64 {
     plan.and_then(|p| p.sla.as_ref()).map_or(0, |s| i64::from(s.priority).clamp(0, 999))
 }
 
-/// Gives `customer`'s queued tasks the SLA `level` (a plan change), keeping their band.
+/// Gives `customer`'s waiting tasks the SLA `level` (a plan change), keeping their band:
+/// the queued ones, and the running ones, which go back to the queue with their rank when
+/// they wait for a cap or are retried after a failure.
 pub(crate) async fn rerank_queued(conn: &mut sqlx::AnyConnection, customer: &str, level: i64) -> Result<(), TaskError> {
     sqlx::query(
         "UPDATE tasks SET priority = $1 + priority % $2
-         WHERE customer_id = $3 AND state = 'queued' AND priority / $2 <> $4",
+         WHERE customer_id = $3 AND state IN ('queued', 'running') AND priority / $2 <> $4",
     )
     .bind(level * SLA_RANK)
     .bind(SLA_RANK)

@@ -615,7 +615,28 @@ async fn a_plan_change_moves_the_customer_s_queued_tasks_to_its_new_sla() {
     assert_eq!(first, before, "queued before the upgrade, served under the SLA");
     // Queued on Enterprise, then moved off it: behind the Starter task marked high.
     let after = submit(grower.clone(), Priority::Normal, "queued on enterprise").await;
+    // One more is being run when the plan changes: if it goes back to the queue (a cap, a
+    // failure to retry), it waits with the plan's new rank too.
+    let running = submit(grower.clone(), Priority::Normal, "running on enterprise").await;
+    sqlx::query("UPDATE tasks SET state = 'running' WHERE id = $1")
+        .bind(&running)
+        .execute(e.t.db.pool())
+        .await
+        .expect("run");
+    let rank = |id: String| {
+        let db = e.t.db.clone();
+        async move {
+            let (p,): (i64,) = sqlx::query_as("SELECT priority FROM tasks WHERE id = $1")
+                .bind(&id)
+                .fetch_one(db.pool())
+                .await
+                .expect("rank");
+            p
+        }
+    };
+    assert!(rank(running.clone()).await >= 10_000, "ranked under the SLA while on Enterprise");
     move_to("pro").await;
+    assert!(rank(running.clone()).await < 10_000, "the running task moved off the SLA with the plan");
     e.gateway.customer_changed(&grower);
     let (next, _) = e.worker("w").run_once().await.expect("run").expect("a task");
     assert_eq!(next, high);

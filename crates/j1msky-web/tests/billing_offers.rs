@@ -733,3 +733,44 @@ async fn a_customer_in_its_free_trial_is_not_offered_the_win_back_discount() {
         assert!(!matches!(survey.offer, Some(retention::Offer::Discount { .. })), "{reason}: {:?}", survey.offer);
     }
 }
+
+/// An offer Stripe applied but whose answer was lost (a timeout) stays granted, so it is
+/// not applied a second time on a retry; one Stripe refused is taken back and may be
+/// granted again.
+#[tokio::test]
+async fn an_offer_whose_answer_was_lost_stays_granted_and_one_refused_does_not() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let cat = &app.catalogue;
+    let mut customers = Vec::new();
+    for name in ["Lostreply", "Refused"] {
+        let (id, browser, token) = signed_in_owner(&app, name).await;
+        let session = checkout(&app, &browser, &token, "pro").await;
+        control(&fake, &format!("checkout/{session}/complete"), json!({})).await;
+        settle(&app, &fake).await;
+        first_month_paid(&app, &fake, &id).await;
+        customers.push(id);
+    }
+    let grants = |id: String| {
+        let db = app.db.clone();
+        async move {
+            let (n,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM offer_grants WHERE customer_id = $1 AND offer = 'we_miss_you'")
+                    .bind(&id)
+                    .fetch_one(db.pool())
+                    .await
+                    .expect("count");
+            n
+        }
+    };
+    control(&fake, "fail", json!({"times": 0, "lose": 1})).await;
+    offers::grant(&app.db, &stripe, cat, &customers[0], "we_miss_you", "cli", app.now()).await.expect("applied");
+    assert_eq!(grants(customers[0].clone()).await, 1);
+    settle(&app, &fake).await;
+    assert_eq!(status(&app, &customers[0]).await.1.as_deref(), Some("j1msky_we_miss_you_20pct_1m"));
+
+    control(&fake, "fail", json!({"times": 1, "status": 400})).await;
+    offers::grant(&app.db, &stripe, cat, &customers[1], "we_miss_you", "cli", app.now()).await.expect_err("refused");
+    assert_eq!(grants(customers[1].clone()).await, 0, "not applied, not granted");
+    offers::grant(&app.db, &stripe, cat, &customers[1], "we_miss_you", "cli", app.now()).await.expect("again");
+    assert_eq!(grants(customers[1].clone()).await, 1);
+}

@@ -83,6 +83,7 @@ pub(crate) fn control(shared: &Shared, method: &Method, seg: &[&str], p: &Value)
             s.fail_next = int(&p["times"]).unwrap_or(1).max(0) as u32;
             s.fail_skip = int(&p["after"]).unwrap_or(0).max(0) as u32;
             s.fail_status = int(&p["status"]).unwrap_or(500) as u16;
+            s.lose_next = int(&p["lose"]).unwrap_or(0).max(0) as u32;
             Ok(json!({"ok": true}))
         }
         ("POST", ["clock"]) => {

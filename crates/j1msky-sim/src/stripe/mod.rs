@@ -142,6 +142,9 @@ pub(crate) struct Store {
     /// Calls let through before the failures start.
     pub(crate) fail_skip: u32,
     pub(crate) fail_status: u16,
+    /// Requests carried out whose answers are then lost (a 500 instead, as a timeout or a
+    /// dropped connection looks to the caller).
+    pub(crate) lose_next: u32,
     pub hooks: hooks::Settings,
     /// The Idempotency-Key of the API request being served, echoed in the events it
     /// causes (`request.idempotency_key`) as Stripe does; None for what a customer
@@ -250,6 +253,7 @@ pub async fn serve_stripe(
             fail_next: 0,
             fail_skip: 0,
             fail_status: 500,
+            lose_next: 0,
             hooks: hooks::Settings::new(config.webhook_url.clone()),
             request_key: None,
         }),
@@ -357,6 +361,20 @@ async fn handle(
     let out = objects::api(&shared, &method, &segments, &params);
     shared.lock().request_key = None;
     shared.deliver.flush(&shared);
+    {
+        let mut s = shared.lock();
+        if s.lose_next > 0 {
+            s.lose_next -= 1;
+            let e = ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                kind: "api_error",
+                code: "simulated_lost_reply",
+                message: "the request was carried out but its answer was lost".into(),
+                param: None,
+            };
+            return e.into_response();
+        }
+    }
     let (status, v) = match out {
         Ok(v) => (StatusCode::OK, public(&v)),
         // A declined card is a request Stripe carried out: its answer is kept under the
