@@ -93,6 +93,23 @@ async fn swap(
     metadata: Value,
     key: &str,
 ) -> Result<Value, BillingError> {
+    swap_with(stripe, sub, price, proration, pay_now, false, metadata, key).await
+}
+
+/// [`swap`], starting a new billing period now when `new_period` (Stripe's
+/// `billing_cycle_anchor=now`: the new price's whole period invoiced at once, the unused
+/// part of the old price's credited).
+#[allow(clippy::too_many_arguments)]
+async fn swap_with(
+    stripe: &Stripe,
+    sub: &Current,
+    price: &str,
+    proration: &str,
+    pay_now: bool,
+    new_period: bool,
+    metadata: Value,
+    key: &str,
+) -> Result<Value, BillingError> {
     let remote = stripe.get(&format!("subscriptions/{}", sub.id), &Value::Null).await?;
     let item = remote["items"]["data"][0]["id"]
         .as_str()
@@ -101,6 +118,9 @@ async fn swap(
         json!({"items": [{"id": item, "price": price}], "proration_behavior": proration, "metadata": metadata});
     if pay_now {
         params["payment_behavior"] = json!(PAY_NOW);
+    }
+    if new_period {
+        params["billing_cycle_anchor"] = json!("now");
     }
     stripe.post(&format!("subscriptions/{}", sub.id), &params, key).await
 }
@@ -246,8 +266,11 @@ pub async fn pause(
     Ok(())
 }
 
-/// Resumes a paused subscription on the plan it was paused from; the rest of the period
-/// is invoiced at that plan's price. `asked_at`: when the customer asked for it, so it is
+/// Resumes a paused subscription on the plan it was paused from, as a new billing period
+/// from now: that plan's whole month is invoiced at once (the unused part of the pause
+/// price credited). Prorating only the rest of the paused period let a customer pause for
+/// good at the pause price and resume for the last days of each period, paying a few
+/// days' difference for a month's full allowance. `asked_at`: when the customer asked for it, so it is
 /// paid at once or not done ([`PAY_NOW`]); `None` when its resume date came, which is
 /// billed like a renewal (a declined card starts the dunning and its grace period).
 pub async fn resume(
@@ -270,7 +293,7 @@ pub async fn resume(
         Some(now) => (true, format!("j1msky-resume-{}-{}-{}", sub.id, sub.version, attempt(now))),
         None => (false, format!("j1msky-resume-{}-{}", sub.id, sub.version)),
     };
-    swap(stripe, &sub, &price, "always_invoice", pay_now, meta, &key).await?;
+    swap_with(stripe, &sub, &price, "always_invoice", pay_now, true, meta, &key).await?;
     Ok(())
 }
 

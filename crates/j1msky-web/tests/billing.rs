@@ -831,3 +831,48 @@ async fn a_failed_attempt_applied_after_its_invoice_was_paid_is_not_news() {
     apply_all(&app).await;
     assert_eq!(count(&app, "SELECT COUNT(*) FROM events WHERE kind = 'invoice.payment_failed'").await, 1);
 }
+
+/// Resuming starts a new month billed in full (less the pause price's unused days): a
+/// customer cannot stay paused at $5 and resume for the last days of each period, paying a
+/// few days' difference for a month's allowance.
+#[tokio::test]
+async fn resuming_starts_a_new_month_billed_in_full() {
+    use j1msky_billing::changes;
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let cat = &app.catalogue;
+    let id = customer(&app, "Pauser", Stage::Qualified).await;
+    had_trial(&app, &id).await;
+    let link = checkout::start(&app.db, &stripe, cat, &id, &request("pro"), app.now()).await.expect("checkout");
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    settle(&app, &fake).await;
+    let now = app.now() / 1_000_000;
+    changes::pause(&app.db, &stripe, cat, &id, now + 366 * 86_400, now).await.expect("pause");
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await.1.as_deref(), Some("paused"));
+    let sum = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM revenue_entries WHERE kind = 'invoice_paid'",
+            )
+            .fetch_one(db.pool())
+            .await
+            .expect("sum");
+            n
+        }
+    };
+    let before = sum(&app).await;
+    assert_eq!(before, 9900);
+
+    // 27 days on, three days before the period ends, the customer resumes.
+    control(&fake, "clock", json!({"advance_secs": 27 * 86_400})).await;
+    app.clock.advance_secs(27 * 86_400);
+    changes::resume(&app.db, &stripe, cat, &id, Some(app.now())).await.expect("resume");
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Active, Some("pro".into())));
+    // Pro's whole month ($99.00) less the pause price's three unused days ($5.00 × 3/30).
+    assert_eq!(sum(&app).await - before, 9900 - 50);
+    let m = mirror(&app, &id).await;
+    let sim_now = app.now() / 1_000_000;
+    assert!(m.current_period_end.is_some_and(|end| end >= sim_now + 29 * 86_400), "a new month from the resume: {m:?}");
+}

@@ -428,7 +428,41 @@ pub(crate) fn update_subscription(s: &mut Store, id: &str, p: &Value) -> ApiResu
         sub["items"]["data"][0]["price"] = new_price.clone();
         let (old_amount, new_amount) =
             (old_price["unit_amount"].as_i64().unwrap_or(0), new_price["unit_amount"].as_i64().unwrap_or(0));
-        if p["proration_behavior"] == "always_invoice" && new_amount > old_amount && sub["status"] == "active" {
+        if p["billing_cycle_anchor"] == "now" && sub["status"] == "active" {
+            // A new period starts now: the new price's whole period is invoiced at once,
+            // less the unused part of the old price's (when prorating).
+            let declines = s.get("cus_", "customer", &customer)?["_declines"] == true;
+            let behaviour = p["payment_behavior"].as_str().unwrap_or("allow_incomplete");
+            if declines && behaviour == "error_if_incomplete" {
+                return Err(ApiError::card_declined());
+            }
+            let now = s.now();
+            let end = sub["current_period_end"].as_i64().unwrap_or(now);
+            let remaining = (end - now).clamp(0, PERIOD);
+            let credit = if p["proration_behavior"] == "none" { 0 } else { old_amount * remaining / PERIOD };
+            let full = discounted(&sub, new_amount);
+            let due = (full - credit).max(0);
+            previous.insert("current_period_start".into(), sub["current_period_start"].clone());
+            previous.insert("current_period_end".into(), sub["current_period_end"].clone());
+            sub["current_period_start"] = json!(now);
+            sub["current_period_end"] = json!(now + PERIOD);
+            sub["items"]["data"][0]["current_period_start"] = json!(now);
+            sub["items"]["data"][0]["current_period_end"] = json!(now + PERIOD);
+            s.objects.insert(id.to_string(), sub.clone());
+            let in_id = s.id("in");
+            let mut lines = vec![json!({"type": "subscription", "price": new_price, "amount": full,
+                                        "period": {"start": now, "end": now + PERIOD}})];
+            if credit > 0 {
+                lines.push(json!({"price": old_price, "amount": -credit, "proration": true,
+                                  "description": "Unused time", "period": {"start": now, "end": end}}));
+            }
+            charge_invoice(s, &in_id, &customer, Some(id), due, lines, new_price["currency"].clone(), declines)?;
+            sub["latest_invoice"] = json!(in_id);
+            if declines {
+                previous.insert("status".into(), sub["status"].clone());
+                sub["status"] = json!("past_due");
+            }
+        } else if p["proration_behavior"] == "always_invoice" && new_amount > old_amount && sub["status"] == "active" {
             // Stripe's payment_behavior: a declined card fails the whole update under
             // `error_if_incomplete`; under the default (`allow_incomplete`) the new price
             // holds, its invoice stays open and the subscription turns past_due.
