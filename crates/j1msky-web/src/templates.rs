@@ -57,7 +57,8 @@ pub fn environment() -> Environment<'static> {
         "public/reset.html",
         "admin/leads.html",
         "admin/lead.html",
-        "app/members.html"
+        "app/members.html",
+        "app/mail.html"
     );
     env.add_filter("usd", |micros: i64| j1msky_core::Money::from_micros(micros).to_string());
     env.add_filter("age", |micros: i64| {

@@ -181,3 +181,32 @@ async fn the_operator_finds_customers_by_name_email_or_id_and_the_search_is_text
     let (_, html) = get(&op, &app, "/admin/customers?q=%20%20").await;
     assert!(html.contains("151 customers, newest first."), "{html}");
 }
+
+/// The newsletter reaches only customers who turned it on, and `/app/mail` is where an
+/// owner does (there was no way to opt in); a member sees the choices but cannot change
+/// them, and a form naming another choice stores nothing.
+#[tokio::test]
+async fn an_owner_turns_the_newsletter_on_and_account_care_off_on_the_mail_page() {
+    use j1msky_lifecycle::delivery::{self, Category};
+    let app = common::spawn_app().await;
+    let id = app.customer_with_owner("Reader", "owner@reader.test").await;
+    assert!(!delivery::consents(&app.db, &id, Category::Marketing).await.unwrap(), "off until turned on");
+    assert!(delivery::consents(&app.db, &id, Category::Retention).await.unwrap());
+    let owner = app.browser();
+    app.login(&owner, "owner@reader.test", common::PASSWORD).await;
+    let token = app.page_token(&owner, "/app/mail").await;
+    let post = |form: Vec<(&'static str, String)>| owner.post(app.url("/app/mail")).form(&form).send();
+    let bad = post(vec![("csrf_token", token.clone()), ("mail_transactional", "on".into())]).await.unwrap();
+    assert_eq!(bad.status(), 422, "transactional mail is not a choice");
+    assert!(!delivery::consents(&app.db, &id, Category::Marketing).await.unwrap());
+    let done =
+        post(vec![("csrf_token", token.clone()), ("mail_onboarding", "on".into()), ("mail_marketing", "on".into())])
+            .await
+            .unwrap();
+    assert_eq!(done.status(), 303);
+    assert!(delivery::consents(&app.db, &id, Category::Marketing).await.unwrap(), "newsletter on");
+    assert!(!delivery::consents(&app.db, &id, Category::Retention).await.unwrap(), "a box left out is off");
+    assert!(delivery::consents(&app.db, &id, Category::Onboarding).await.unwrap());
+    let page = owner.get(app.url("/app/mail")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("name=\"mail_marketing\" checked"), "{page}");
+}

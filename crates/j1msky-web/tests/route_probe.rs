@@ -39,6 +39,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/app/tasks/{id}"),
     ("POST", "/app/tasks/{id}/cancel"),
     ("POST", "/app/teams"),
+    ("GET", "/app/mail"),
+    ("POST", "/app/mail"),
     ("GET", "/admin/queue"),
     ("POST", "/admin/queue/{id}/retry"),
     ("POST", "/admin/queue/{id}/cancel"),

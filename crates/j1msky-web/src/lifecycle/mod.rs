@@ -4,6 +4,7 @@
 mod journeys;
 mod messages;
 mod newsletter;
+mod preferences;
 mod surveys;
 mod todos;
 
@@ -26,4 +27,5 @@ pub fn router() -> Router<AppState> {
         .merge(todos::router())
         .merge(surveys::router())
         .merge(newsletter::router())
+        .merge(preferences::router())
 }
