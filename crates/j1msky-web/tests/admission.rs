@@ -36,6 +36,24 @@ async fn customer_key(app: &TestApp, name: &str, stage: Stage, plan: Option<&str
     (c.id, secret)
 }
 
+/// An owner user (with the test password) for the customer.
+async fn owner_of(app: &TestApp, customer: &str, email: &str) {
+    j1msky_accounts::users::create(
+        &app.db,
+        &Actor::cli(),
+        j1msky_accounts::users::NewUser {
+            email: email.into(),
+            display_name: String::new(),
+            password: common::PASSWORD.into(),
+            role: j1msky_core::vocab::UserRole::Owner,
+            customer_id: Some(customer.to_string()),
+        },
+        app.now(),
+    )
+    .await
+    .expect("owner");
+}
+
 /// A customer without a plan with a card on file (pay-per-task), and its API key.
 async fn pay_per_task_customer(app: &TestApp, name: &str) -> (String, String) {
     let (id, key) = customer_key(app, name, Stage::Active, None).await;
@@ -200,20 +218,7 @@ async fn a_failed_payment_keeps_access_for_the_grace_period_then_restricts_until
     let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
     let (id, key) = customer_key(&app, "Latepay", Stage::Qualified, None).await;
     let owner = "owner@latepay.test";
-    j1msky_accounts::users::create(
-        &app.db,
-        &Actor::cli(),
-        j1msky_accounts::users::NewUser {
-            email: owner.into(),
-            display_name: String::new(),
-            password: common::PASSWORD.into(),
-            role: j1msky_core::vocab::UserRole::Owner,
-            customer_id: Some(id.clone()),
-        },
-        app.now(),
-    )
-    .await
-    .expect("owner");
+    owner_of(&app, &id, owner).await;
     paid_checkout(&app, &fake, &stripe, &id, "pro").await;
     app.gateway().customer_changed(&id);
     assert_eq!(chat(&app, &key).await.0, 200, "paid: in");
@@ -689,20 +694,7 @@ async fn a_disputed_payment_pauses_the_customer_until_it_is_won_and_the_ledger_f
     let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
     let (id, key) = customer_key(&app, "Chargeback", Stage::Qualified, None).await;
     let owner = "owner@chargeback.test";
-    j1msky_accounts::users::create(
-        &app.db,
-        &Actor::cli(),
-        j1msky_accounts::users::NewUser {
-            email: owner.into(),
-            display_name: String::new(),
-            password: common::PASSWORD.into(),
-            role: j1msky_core::vocab::UserRole::Owner,
-            customer_id: Some(id.clone()),
-        },
-        app.now(),
-    )
-    .await
-    .expect("owner");
+    owner_of(&app, &id, owner).await;
     paid_checkout(&app, &fake, &stripe, &id, "pro").await;
     app.gateway().customer_changed(&id);
     assert_eq!(chat(&app, &key).await.0, 200, "paid: in");

@@ -406,6 +406,21 @@ pub(crate) fn cancel_now(s: &mut Store, id: &str) -> ApiResult {
     Ok(sub)
 }
 
+/// What a price change charging now is made of: whether the card declines, now, the
+/// period's end and what is left of it. Stripe's `payment_behavior`: a declined card fails
+/// the whole update under `error_if_incomplete`; under the default (`allow_incomplete`)
+/// the new price holds, its invoice stays open and the subscription turns past_due.
+fn charge_terms(s: &Store, sub: &Value, customer: &str, p: &Value) -> Result<(bool, i64, i64, i64), ApiError> {
+    let declines = s.get("cus_", "customer", customer)?["_declines"] == true;
+    let behaviour = p["payment_behavior"].as_str().unwrap_or("allow_incomplete");
+    if declines && behaviour == "error_if_incomplete" {
+        return Err(ApiError::card_declined());
+    }
+    let now = s.now();
+    let end = sub["current_period_end"].as_i64().unwrap_or(now);
+    Ok((declines, now, end, (end - now).clamp(0, PERIOD)))
+}
+
 /// `POST /v1/subscriptions/{id}`: price swap (prorated when asked), cancel at period
 /// end, metadata, discount, ending a trial.
 pub(crate) fn update_subscription(s: &mut Store, id: &str, p: &Value) -> ApiResult {
@@ -431,14 +446,7 @@ pub(crate) fn update_subscription(s: &mut Store, id: &str, p: &Value) -> ApiResu
         if p["billing_cycle_anchor"] == "now" && sub["status"] == "active" {
             // A new period starts now: the new price's whole period is invoiced at once,
             // less the unused part of the old price's (when prorating).
-            let declines = s.get("cus_", "customer", &customer)?["_declines"] == true;
-            let behaviour = p["payment_behavior"].as_str().unwrap_or("allow_incomplete");
-            if declines && behaviour == "error_if_incomplete" {
-                return Err(ApiError::card_declined());
-            }
-            let now = s.now();
-            let end = sub["current_period_end"].as_i64().unwrap_or(now);
-            let remaining = (end - now).clamp(0, PERIOD);
+            let (declines, now, end, remaining) = charge_terms(s, &sub, &customer, p)?;
             let credit = if p["proration_behavior"] == "none" { 0 } else { old_amount * remaining / PERIOD };
             let full = discounted(&sub, new_amount);
             let due = (full - credit).max(0);
@@ -463,17 +471,7 @@ pub(crate) fn update_subscription(s: &mut Store, id: &str, p: &Value) -> ApiResu
                 sub["status"] = json!("past_due");
             }
         } else if p["proration_behavior"] == "always_invoice" && new_amount > old_amount && sub["status"] == "active" {
-            // Stripe's payment_behavior: a declined card fails the whole update under
-            // `error_if_incomplete`; under the default (`allow_incomplete`) the new price
-            // holds, its invoice stays open and the subscription turns past_due.
-            let declines = s.get("cus_", "customer", &customer)?["_declines"] == true;
-            let behaviour = p["payment_behavior"].as_str().unwrap_or("allow_incomplete");
-            if declines && behaviour == "error_if_incomplete" {
-                return Err(ApiError::card_declined());
-            }
-            let now = s.now();
-            let end = sub["current_period_end"].as_i64().unwrap_or(now);
-            let remaining = (end - now).clamp(0, PERIOD);
+            let (declines, now, end, remaining) = charge_terms(s, &sub, &customer, p)?;
             let due = discounted(&sub, (new_amount - old_amount) * remaining / PERIOD);
             s.objects.insert(id.to_string(), sub.clone());
             let in_id = s.id("in");
