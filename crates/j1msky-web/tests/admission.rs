@@ -611,6 +611,26 @@ async fn sonnet(app: &TestApp, key: &str, max_tokens: u32) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// A one-day free trial of Starter started at Checkout, its webhooks applied.
+async fn one_day_checkout_trial(
+    app: &TestApp,
+    fake: &j1msky_sim::stripe::RunningStripe,
+    stripe: &j1msky_billing::Stripe,
+    id: &str,
+) {
+    let mut one_day = (*app.catalogue).clone();
+    one_day.trial_days = 1;
+    let request = checkout::CheckoutRequest {
+        plan: "starter".into(),
+        success_url: "https://app.example.test/app/billing?done=1".into(),
+        cancel_url: "https://app.example.test/app/billing".into(),
+        attempt: "1".into(),
+    };
+    let link = checkout::start(&app.db, stripe, &one_day, id, &request, app.now()).await.expect("checkout");
+    control(fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    delivered_and_applied(app, fake).await;
+}
+
 /// A free trial started at Checkout had no model-spend limit of its own: its direct calls
 /// could spend the plan's whole monthly budget (two, across a month's end) and the
 /// customer cancel before paying anything. It is held to the budget of a granted trial
@@ -621,17 +641,7 @@ async fn a_checkout_trial_s_direct_calls_are_held_to_the_trial_s_budget() {
     let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
     let (id, key) = customer_key(&app, "Trier", Stage::Qualified, None).await;
     // A one-day trial at Checkout: $49 × 1/30 = $1.633333 of direct calls.
-    let mut one_day = (*app.catalogue).clone();
-    one_day.trial_days = 1;
-    let request = checkout::CheckoutRequest {
-        plan: "starter".into(),
-        success_url: "https://app.example.test/app/billing?done=1".into(),
-        cancel_url: "https://app.example.test/app/billing".into(),
-        attempt: "1".into(),
-    };
-    let link = checkout::start(&app.db, &stripe, &one_day, &id, &request, app.now()).await.expect("checkout");
-    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
-    delivered_and_applied(&app, &fake).await;
+    one_day_checkout_trial(&app, &fake, &stripe, &id).await;
     let c = customers::get(&app.db, &id).await.expect("customer");
     assert_eq!((c.stage, c.plan.as_deref()), (Stage::Trial, Some("starter")));
     app.gateway().customer_changed(&id);
@@ -845,17 +855,7 @@ async fn a_checkout_trial_s_task_calls_share_the_trial_s_budget() {
     use j1msky_gateway::chat::{ChatRequest, Speaker, Turn};
     let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
     let (id, _) = customer_key(&app, "Tasker", Stage::Qualified, None).await;
-    let mut one_day = (*app.catalogue).clone();
-    one_day.trial_days = 1;
-    let request = checkout::CheckoutRequest {
-        plan: "starter".into(),
-        success_url: "https://app.example.test/app/billing?done=1".into(),
-        cancel_url: "https://app.example.test/app/billing".into(),
-        attempt: "1".into(),
-    };
-    let link = checkout::start(&app.db, &stripe, &one_day, &id, &request, app.now()).await.expect("checkout");
-    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
-    delivered_and_applied(&app, &fake).await;
+    one_day_checkout_trial(&app, &fake, &stripe, &id).await;
     assert_eq!(customers::get(&app.db, &id).await.expect("customer").stage, Stage::Trial);
     app.gateway().customer_changed(&id);
     // $49 × 1/30 = $1.633333 for the trial's calls; a writing step of Sonnet that may cost
