@@ -138,25 +138,13 @@ pub async fn redeem(db: &Db, token: &str, password: &str, now: i64) -> Result<Us
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-    spend_all(&mut tx, user_id, now).await?;
+    users::spend_links(&mut tx, user_id, now).await?;
     let detail = serde_json::json!({"by": link.purpose.as_str()});
     let actor = Actor::user(user_id);
     let customer = link.user.customer_id.as_deref();
     audit::record(&mut tx, &actor, "user.password_set", user_id, customer, detail, now).await?;
     tx.commit().await?;
     Ok(link.user)
-}
-
-/// Inside the caller's transaction: every unused link of the user is spent. A new
-/// password ends them all (with the sessions): a reset link or invite sent earlier, maybe
-/// to a mailbox someone else reads, must not set another one afterwards.
-pub(crate) async fn spend_all(conn: &mut sqlx::AnyConnection, user_id: &str, now: i64) -> Result<(), AccountsError> {
-    sqlx::query("UPDATE account_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
-        .bind(now)
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 /// A reset request for `email` from `client_ip`. Throttled per address (refused with

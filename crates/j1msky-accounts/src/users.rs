@@ -194,7 +194,7 @@ pub async fn set_password(
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-    crate::tokens::spend_all(&mut tx, user_id, now).await?;
+    spend_links(&mut tx, user_id, now).await?;
     audit::record(
         &mut tx,
         actor,
@@ -206,6 +206,18 @@ pub async fn set_password(
     )
     .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Inside the caller's transaction: every unused one-time link of the user (`tokens`) is
+/// spent. A new password ends them all with the sessions: a reset link or an invite sent
+/// earlier, maybe to a mailbox someone else reads, must not set another one afterwards.
+pub(crate) async fn spend_links(conn: &mut sqlx::AnyConnection, user_id: &str, now: i64) -> Result<(), AccountsError> {
+    sqlx::query("UPDATE account_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -257,7 +257,8 @@ async fn settle_access(
     } else {
         None
     };
-    access::set_disputed(conn, &crate::apply::actor(), customer, since, now).await?;
+    // The actor of what Stripe's events change (as `apply::actor`).
+    access::set_disputed(conn, &Actor("stripe".into()), customer, since, now).await?;
     Ok(since.is_some())
 }
 
