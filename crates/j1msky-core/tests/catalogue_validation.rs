@@ -38,6 +38,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("missing_required_field", "routing", "missing field `daily_budget`"),
     ("unknown_provider_kind", "providers.anthropic.kind", "unknown variant `grpc`"),
     ("zero_daily_budget", "routing.daily_budget", "must be above zero"),
+    ("zero_waiting_tasks", "max_waiting_tasks_per_customer", "must be between 1 and 1000000"),
     ("invalid_json", ".", "not valid JSON"),
     ("plan_unknown_model", "plans.starter.models[1]", "unknown model `gpt-9`"),
     ("bad_quiet_hours", "lifecycle.delivery.quiet_hours.end", "`25:00` is not a time HH:MM"),

@@ -231,9 +231,6 @@ pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Task, TaskError> {
     })
 }
 
-/// The most tasks one customer may have waiting or running at once (any plan).
-pub const MAX_WAITING_PER_CUSTOMER: i64 = 500;
-
 /// The plan terms a customer's tasks run under: pay-per-task customers (no plan) get
 /// every team and no monthly limit.
 pub(crate) fn check_team(catalogue: &Catalogue, customer: &Customer, team: &str) -> Result<(), TaskError> {
@@ -423,7 +420,7 @@ pub async fn submit(
             .bind(customer_id)
             .fetch_one(&mut *tx)
             .await?;
-    if waiting >= MAX_WAITING_PER_CUSTOMER {
+    if waiting >= i64::from(catalogue.max_waiting_tasks_per_customer) {
         tx.rollback().await?;
         let e = TaskError::TooManyWaiting { waiting };
         activity::limit_hit(db, customer_id, "tasks_waiting", &e.to_string(), now).await;

@@ -677,7 +677,8 @@ async fn a_customer_may_have_only_so_many_tasks_waiting_at_once() {
     let e = env().await;
     let c = e.customer("Flooder", Some("pro"), &[]).await;
     let other = e.customer("Neighbour", Some("pro"), &[]).await;
-    let max = j1msky_tasks::submit::MAX_WAITING_PER_CUSTOMER;
+    let max = i64::from(e.catalogue.max_waiting_tasks_per_customer);
+    assert_eq!(max, 500, "the shipped bound");
     // All but one of its slots taken (written directly: the submits are not the story).
     for i in 0..max - 1 {
         sqlx::query(

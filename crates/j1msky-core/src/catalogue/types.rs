@@ -18,6 +18,10 @@ pub struct Catalogue {
     pub trial_days: u32,
     /// The plan a customer moves to when they pause instead of cancelling.
     pub pause_plan: String,
+    /// The most tasks one customer may have waiting or running at once, whatever its plan
+    /// includes (a bounded queue: every claim reads past a customer's parked tasks).
+    #[serde(default = "default_max_waiting_tasks")]
+    pub max_waiting_tasks_per_customer: u32,
     pub plans: BTreeMap<String, Plan>,
     /// Pay-per-task price tiers (`simple`, `medium`, `complex`).
     pub pay_per_task: BTreeMap<String, Money>,
@@ -318,6 +322,10 @@ fn default_api_version() -> String {
 
 fn default_past_due_grace_days() -> u32 {
     7
+}
+
+fn default_max_waiting_tasks() -> u32 {
+    500
 }
 
 fn default_pause_on_dispute() -> bool {

@@ -114,6 +114,13 @@ fn business(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
             format!("`{}` is not an IANA time zone (e.g. UTC, Europe/Berlin)", c.business.time_zone),
         );
     }
+    if !(1..=1_000_000).contains(&c.max_waiting_tasks_per_customer) {
+        push(
+            out,
+            "max_waiting_tasks_per_customer",
+            format!("{} must be between 1 and 1000000", c.max_waiting_tasks_per_customer),
+        );
+    }
     if c.trial_days > 365 {
         push(out, "trial_days", format!("{} days is longer than a year", c.trial_days));
     }
