@@ -13,6 +13,22 @@ pub const DEFAULT_SQLITE_PATH: &str = "data/j1msky.db";
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// What names this build's PostgreSQL schema: a digest of its migrations' versions and
+/// checksums (the test fixture keeps one migrated template database per schema).
+#[cfg(feature = "testing")]
+pub(crate) fn postgres_schema_fingerprint() -> String {
+    // FNV-1a, written out: the digest only names a database, nothing relies on it
+    // being hard to forge, and the checksums in it are already SHA-384.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for m in POSTGRES_MIGRATIONS.iter() {
+        for b in m.version.to_le_bytes().iter().chain(m.checksum.iter()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
 /// Which engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

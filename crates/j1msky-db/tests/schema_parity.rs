@@ -256,7 +256,7 @@ fn postgres_wanted(test: &str) -> bool {
 /// Fresh, unmigrated databases on both engines with `sqlite_ddl` and `postgres_ddl` applied.
 async fn hand_written(sqlite_ddl: &str, postgres_ddl: &str) -> (Schema, Schema) {
     let (s_url, _dir) = fresh_url_on(Backend::Sqlite).await;
-    let (p_url, _) = fresh_url_on(Backend::Postgres).await;
+    let (p_url, _pg) = fresh_url_on(Backend::Postgres).await;
     let (s, p) = (Db::connect(&s_url).await.expect("sqlite"), Db::connect(&p_url).await.expect("postgres"));
     sqlx::raw_sql(sqlite_ddl).execute(s.pool()).await.expect("sqlite ddl");
     sqlx::raw_sql(postgres_ddl).execute(p.pool()).await.expect("postgres ddl");

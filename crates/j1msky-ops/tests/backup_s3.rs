@@ -125,8 +125,8 @@ async fn a_backup_is_uploaded_in_parts_checked_and_restored_from_its_s3_url() {
     assert_eq!((restores.len(), restores[0].file.as_str()), (1, copy.as_str()), "the restore names its source");
     db.close().await;
     // The download (beside a SQLite target) was removed once restored.
-    if let Some(d) = &target_dir {
-        let left: Vec<_> = std::fs::read_dir(d.path())
+    if let Some(d) = target_dir.dir() {
+        let left: Vec<_> = std::fs::read_dir(d)
             .unwrap()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with(".j1msky-download"))

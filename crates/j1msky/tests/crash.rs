@@ -30,7 +30,7 @@ struct Env {
     provider_flags: Vec<String>,
     /// The providers' key variables, set to anything (the simulator wants a key).
     key_envs: Vec<String>,
-    _dir: Option<tempfile::TempDir>,
+    _dir: j1msky_db::testing::Scratch,
 }
 
 impl Env {

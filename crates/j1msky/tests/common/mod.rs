@@ -17,7 +17,7 @@ pub fn repo_file(rel: &str) -> PathBuf {
 /// A fresh database and a way to run the CLI against it.
 pub struct Cli {
     pub url: String,
-    _dir: Option<tempfile::TempDir>,
+    _dir: j1msky_db::testing::Scratch,
 }
 
 impl Cli {
