@@ -247,6 +247,11 @@ async fn settle_access(
     customer: &str,
     now: i64,
 ) -> Result<bool, BillingError> {
+    // The customer's row first, then its disputes: two transactions deciding for one
+    // customer at once (a dispute applied while another is released, two appliers) take
+    // turns, and the second reads the first's disputes once it committed. Without it,
+    // on PostgreSQL, each decided from disputes that missed the other's.
+    j1msky_accounts::customer_links::lock(conn, customer).await?;
     let since = if catalogue.stripe.pause_on_dispute {
         let open: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, opened_at FROM disputes WHERE customer_id = $1 AND released_at IS NULL")

@@ -848,6 +848,59 @@ async fn a_lost_dispute_delivered_out_of_order_pauses_until_the_operator_release
     assert_eq!(chat(&app, &key).await.0, 200);
 }
 
+/// A second dispute applied while the operator releases the first keeps the customer
+/// paused: the release must not decide from a view that misses it (on PostgreSQL both
+/// transactions used to read the disputes before either committed, and the release
+/// cleared the pause the new dispute's transaction thought was still there).
+#[tokio::test]
+async fn a_dispute_opened_while_another_is_released_keeps_the_customer_paused() {
+    let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let (id, key) = customer_key(&app, "Twice", Stage::Qualified, None).await;
+    paid_checkout(&app, &fake, &stripe, &id, "starter").await;
+    let charge = first_charge(&app, &id).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/_sim/charges/{charge}/dispute", fake.base()))
+        .json(&json!({"reason": "fraudulent"}))
+        .send()
+        .await
+        .expect("dispute");
+    let first = r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    control(&fake, &format!("disputes/{first}/close"), json!({"outcome": "lost"})).await;
+    delivered_and_applied(&app, &fake).await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.1, "no_active_plan", "paused by the first");
+
+    // The second dispute's event is being applied (its transaction open) ...
+    let secs = app.now() / 1_000_000;
+    let second = json!({
+        "id": "evt_second_dispute", "type": "charge.dispute.created", "created": secs,
+        "data": {"object": {"id": "du_second", "object": "dispute", "charge": charge, "amount": 4900,
+            "currency": "usd", "reason": "fraudulent", "status": "needs_response", "created": secs,
+            "evidence_details": {"due_by": secs + 7 * 86_400}}}
+    });
+    let mut applying = app.db.begin().await.expect("begin");
+    let ctx = apply::Ctx { catalogue: &app.catalogue };
+    apply::event(&mut applying, app.db.backend(), &ctx, &second, app.now()).await.expect("apply");
+    // ... when the operator releases the first; the application commits meanwhile.
+    let (db, catalogue, now) = (app.db.clone(), app.catalogue.clone(), app.now());
+    let releasing = tokio::spawn(async move {
+        j1msky_billing::disputes::release(&db, &catalogue, &Actor("op".into()), &first, now).await
+    });
+    // Give the release every chance to finish before the commit (it waits when right).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    applying.commit().await.expect("commit");
+    releasing.await.expect("task").expect("released");
+
+    let (since,): (Option<i64>,) = sqlx::query_as("SELECT disputed_since FROM customers WHERE id = $1")
+        .bind(&id)
+        .fetch_one(app.db.pool())
+        .await
+        .expect("customer");
+    assert!(since.is_some(), "the open second dispute pauses the customer");
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.1, "no_active_plan");
+}
+
 /// A task's call during a Checkout trial shares the trial's budget: such a trial includes
 /// no count of tasks for the queue to hold it to (a granted trial's does).
 #[tokio::test]
