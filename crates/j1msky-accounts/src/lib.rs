@@ -7,6 +7,7 @@ pub mod activity;
 pub mod api_keys;
 pub mod customer_links;
 pub mod customers;
+pub mod devices;
 mod email;
 mod error;
 pub mod passwords;

@@ -53,6 +53,12 @@ pub fn account_scope(email_key: &str) -> String {
     format!("account:{}", bounded(email_key))
 }
 
+/// The scope key of an account's known browser ([`crate::devices`]), by its token's
+/// digest: it stands in for [`account_scope`] when the browser presents it.
+pub fn device_scope(token_hash: &str) -> String {
+    format!("device:{token_hash}")
+}
+
 /// The scope key of a client address. An IPv6 address counts by its /64 prefix: one
 /// host, or one customer's line, is given a whole /64 and could otherwise take a fresh
 /// address for every try. An IPv4-mapped IPv6 address is its IPv4 address.

@@ -132,13 +132,7 @@ pub async fn redeem(db: &Db, token: &str, password: &str, now: i64) -> Result<Us
         return Err(AccountsError::invalid("link", "this link was already used; ask for a new one"));
     }
     let user_id = &link.user.id;
-    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-        .bind(&hash)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-    users::spend_links(&mut tx, user_id, now).await?;
+    users::store_password(&mut tx, user_id, &hash, now).await?;
     let detail = serde_json::json!({"by": link.purpose.as_str()});
     let actor = Actor::user(user_id);
     let customer = link.user.customer_id.as_deref();

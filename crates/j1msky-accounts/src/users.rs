@@ -188,13 +188,7 @@ pub async fn set_password(
     let user = get(db, user_id).await?;
     let hash = passwords::hash(password)?;
     let mut tx = db.begin().await?;
-    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-        .bind(&hash)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-    spend_links(&mut tx, user_id, now).await?;
+    store_password(&mut tx, user_id, &hash, now).await?;
     audit::record(
         &mut tx,
         actor,
@@ -209,30 +203,69 @@ pub async fn set_password(
     Ok(())
 }
 
-/// Inside the caller's transaction: every unused one-time link of the user (`tokens`) is
-/// spent. A new password ends them all with the sessions: a reset link or an invite sent
-/// earlier, maybe to a mailbox someone else reads, must not set another one afterwards.
-pub(crate) async fn spend_links(conn: &mut sqlx::AnyConnection, user_id: &str, now: i64) -> Result<(), AccountsError> {
+/// Inside the caller's transaction: the user's new password hash, and everything the old
+/// password let someone keep ends with it: sessions, every unused one-time link
+/// (`tokens`: a reset link or an invite sent earlier, maybe to a mailbox someone else
+/// reads, must not set another one afterwards) and the known browsers (`devices`: one
+/// that logged in with the old password must not keep guessing the new one on a count
+/// of its own). Both ways of setting a password (here and a link's) go through it.
+pub(crate) async fn store_password(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    hash: &str,
+    now: i64,
+) -> Result<(), AccountsError> {
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        .bind(hash)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("UPDATE account_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
         .bind(now)
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    crate::devices::forget_all(conn, user_id).await
+}
+
+/// A successful login: the user, and the token its browser keeps as a known device
+/// ([`crate::devices`]).
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: User,
+    pub device: String,
 }
 
 /// Checks an email and password, with throttling per account and per client
-/// address. On success records the login time and a `user.logged_in` event.
+/// address. `device` is the known-browser token the client presented, if any: a live one
+/// of this account is throttled on its own count instead of the account's. On success
+/// records the login time and a `user.logged_in` event.
 pub async fn authenticate(
     db: &Db,
     email: &str,
     password: &str,
     client_ip: &str,
+    device: Option<&str>,
     now: i64,
-) -> Result<User, AccountsError> {
+) -> Result<Login, AccountsError> {
     use throttle::Admission;
     let key = email.trim().to_lowercase();
-    let account_scope = throttle::account_scope(&key);
+    let known = match device {
+        Some(token) => crate::devices::recognised(db, token, &key, now).await?.map(|hash| (token, hash)),
+        None => None,
+    };
+    // The account's lock is everyone's but its known browsers': each of those has a
+    // count of its own, so failures from elsewhere cannot lock the owner out. A browser
+    // whose own count is spent is forgotten and counts with everyone from then on.
+    let mut device_scope = None;
+    if let Some((token, hash)) = known {
+        let scope = throttle::device_scope(&hash);
+        match throttle::admit(db, &scope, throttle::PER_ACCOUNT, now).await? {
+            Admission::Admitted => device_scope = Some((token, hash, scope)),
+            Admission::Refused { .. } => crate::devices::forget(db, &hash).await?,
+        }
+    }
     let address_scope = throttle::address_scope(client_ip);
     // Every attempt is counted before the password is checked, so a parallel burst
     // gets no more checks than the limits allow.
@@ -258,11 +291,18 @@ pub async fn authenticate(
             Some(scope)
         }
     };
-    if let Admission::Refused { retry_after_secs } =
-        throttle::admit(db, &account_scope, throttle::PER_ACCOUNT, now).await?
-    {
-        return Err(AccountsError::Throttled { retry_after_secs });
-    }
+    let account_scope = match &device_scope {
+        Some((_, _, scope)) => scope.clone(),
+        None => {
+            let scope = throttle::account_scope(&key);
+            if let Admission::Refused { retry_after_secs } =
+                throttle::admit(db, &scope, throttle::PER_ACCOUNT, now).await?
+            {
+                return Err(AccountsError::Throttled { retry_after_secs });
+            }
+            scope
+        }
+    };
     let row = sqlx::query(&format!("SELECT {COLUMNS}, password_hash FROM users WHERE email_lower = $1"))
         .bind(&key)
         .fetch_optional(db.pool())
@@ -290,8 +330,11 @@ pub async fn authenticate(
     }
     let mut tx = db.begin().await?;
     sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2").bind(now).bind(&user.id).execute(&mut *tx).await?;
+    let device =
+        crate::devices::remember(&mut tx, &user.id, device_scope.as_ref().map(|(t, h, _)| (*t, h.as_str())), now)
+            .await?;
     let event = UserLoggedIn { user_id: user.id.clone() };
     outbox::emit_typed(&mut tx, db.backend(), event, user.customer_id.as_deref(), now).await?;
     tx.commit().await?;
-    Ok(User { last_login_at: Some(now), ..user })
+    Ok(Login { user: User { last_login_at: Some(now), ..user }, device })
 }

@@ -6,7 +6,7 @@
 
 use j1msky_accounts::customers::{self, NewCustomer};
 use j1msky_accounts::users::{self, NewUser};
-use j1msky_accounts::{api_keys, sessions, throttle, AccountsError};
+use j1msky_accounts::{api_keys, devices, sessions, throttle, AccountsError};
 use j1msky_audit::{audit, Actor};
 use j1msky_core::catalogue::{Catalogue, SHIPPED};
 use j1msky_core::clock::{DAY, SECOND};
@@ -103,13 +103,14 @@ async fn login_records_last_login_and_a_new_password_ends_every_session() {
     let c = customer(&t, "Acme").await;
     let ann = owner(&t, "ann@acme.test", &c).await;
     assert!(matches!(
-        users::authenticate(&t.db, "ann@acme.test", "wrong password!", "10.0.0.1", T0).await,
+        users::authenticate(&t.db, "ann@acme.test", "wrong password!", "10.0.0.1", None, T0).await,
         Err(AccountsError::BadCredentials)
     ));
     assert_eq!(users::get(&t.db, &ann.id).await.expect("user").last_login_at, None);
 
     let when = T0 + 60 * SECOND;
-    let user = users::authenticate(&t.db, " ANN@acme.test ", PASSWORD, "10.0.0.1", when).await.expect("login");
+    let user =
+        users::authenticate(&t.db, " ANN@acme.test ", PASSWORD, "10.0.0.1", None, when).await.expect("login").user;
     assert_eq!(user.id, ann.id);
     assert_eq!(users::get(&t.db, &ann.id).await.expect("user").last_login_at, Some(when));
 
@@ -132,8 +133,8 @@ async fn login_records_last_login_and_a_new_password_ends_every_session() {
         sessions::lookup(&t.db, &token, when).await.expect("lookup").is_none(),
         "a new password signs out everywhere"
     );
-    assert!(users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.0.0.1", when).await.is_err());
-    users::authenticate(&t.db, "ann@acme.test", "another long password", "10.0.0.1", when)
+    assert!(users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.0.0.1", None, when).await.is_err());
+    users::authenticate(&t.db, "ann@acme.test", "another long password", "10.0.0.1", None, when)
         .await
         .expect("new password works");
 }
@@ -144,16 +145,110 @@ async fn an_account_is_locked_after_five_failures_even_for_the_right_password() 
     let c = customer(&t, "Acme").await;
     owner(&t, "ann@acme.test", &c).await;
     for i in 0..5 {
-        let r = users::authenticate(&t.db, "ann@acme.test", "not the password", &format!("10.0.0.{i}"), T0 + i).await;
+        let r =
+            users::authenticate(&t.db, "ann@acme.test", "not the password", &format!("10.0.0.{i}"), None, T0 + i).await;
         assert!(matches!(r, Err(AccountsError::BadCredentials)), "attempt {i}: {r:?}");
     }
-    let r = users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.9.9.9", T0 + 10).await;
+    let r = users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.9.9.9", None, T0 + 10).await;
     assert!(matches!(r, Err(AccountsError::Throttled { retry_after_secs }) if retry_after_secs > 0), "{r:?}");
     // Another account is not affected.
     owner(&t, "bob@acme.test", &c).await;
-    users::authenticate(&t.db, "bob@acme.test", PASSWORD, "10.9.9.9", T0 + 10).await.expect("bob unaffected");
+    users::authenticate(&t.db, "bob@acme.test", PASSWORD, "10.9.9.9", None, T0 + 10).await.expect("bob unaffected");
     // The lock ends.
-    users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.9.9.9", T0 + 16 * 60 * SECOND).await.expect("released");
+    users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.9.9.9", None, T0 + 16 * 60 * SECOND)
+        .await
+        .expect("released");
+}
+
+#[tokio::test]
+async fn failures_from_elsewhere_cannot_lock_the_owner_out_of_a_browser_it_logged_in_from() {
+    let t = TestDb::new().await;
+    let c = customer(&t, "Acme").await;
+    let ann = owner(&t, "ann@acme.test", &c).await;
+    let home = "192.0.2.10";
+    let device = users::authenticate(&t.db, "ann@acme.test", PASSWORD, home, None, T0).await.expect("login").device;
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM known_devices WHERE user_id = $1 AND token_hash <> $2")
+        .bind(&ann.id)
+        .bind(&device)
+        .fetch_one(t.db.pool())
+        .await
+        .expect("count");
+    assert_eq!(stored, 1, "the browser is known by its token's digest alone");
+
+    // Someone keeps the account locked from addresses of their own.
+    let mut at = T0 + SECOND;
+    for i in 0..6 {
+        let r = users::authenticate(&t.db, "ann@acme.test", "guess", &format!("203.0.113.{i}"), None, at).await;
+        assert!(matches!(r, Err(AccountsError::BadCredentials | AccountsError::Throttled { .. })), "{r:?}");
+        at += SECOND;
+    }
+    let r = users::authenticate(&t.db, "ann@acme.test", PASSWORD, "203.0.113.99", None, at).await;
+    assert!(matches!(r, Err(AccountsError::Throttled { .. })), "a browser without the token waits: {r:?}");
+    // The owner's browser gets in, and keeps its token.
+    let login = users::authenticate(&t.db, "ann@acme.test", PASSWORD, home, Some(&device), at).await.expect("owner");
+    assert_eq!((login.user.id.as_str(), login.device.as_str()), (ann.id.as_str(), device.as_str()));
+    let still = users::authenticate(&t.db, "ann@acme.test", PASSWORD, "203.0.113.99", None, at + SECOND).await;
+    assert!(matches!(still, Err(AccountsError::Throttled { .. })), "the account's lock stands: {still:?}");
+
+    // The token is no master key: it still needs the password, has a lock of its own,
+    // names one account, and a made-up token is no token.
+    for _ in 0..5 {
+        let r = users::authenticate(&t.db, "ann@acme.test", "guess", home, Some(&device), at + 2 * SECOND).await;
+        assert!(matches!(r, Err(AccountsError::BadCredentials)), "{r:?}");
+    }
+    let r = users::authenticate(&t.db, "ann@acme.test", PASSWORD, home, Some(&device), at + 3 * SECOND).await;
+    assert!(matches!(r, Err(AccountsError::Throttled { .. })), "five failures lock the browser too: {r:?}");
+    let gone = devices::recognised(&t.db, &device, "ann@acme.test", at + 3 * SECOND).await.expect("read");
+    assert!(gone.is_none(), "and it is forgotten: a stolen token buys five tries once");
+    owner(&t, "bob@acme.test", &c).await;
+    for _ in 0..5 {
+        let r = users::authenticate(&t.db, "bob@acme.test", "guess", home, None, at).await;
+        assert!(matches!(r, Err(AccountsError::BadCredentials)), "{r:?}");
+    }
+    let r = users::authenticate(&t.db, "bob@acme.test", PASSWORD, home, Some(&device), at + SECOND).await;
+    assert!(matches!(r, Err(AccountsError::Throttled { .. })), "ann's browser is not bob's: {r:?}");
+    let r = users::authenticate(&t.db, "ann@acme.test", PASSWORD, home, Some("made-up"), at + 3 * SECOND).await;
+    assert!(matches!(r, Err(AccountsError::Throttled { .. })), "{r:?}");
+
+    // A browser unused for the whole of its life is forgotten.
+    let later = at + 3600 * SECOND;
+    let device = users::authenticate(&t.db, "ann@acme.test", PASSWORD, home, None, later).await.expect("login").device;
+    assert!(devices::recognised(&t.db, &device, "ann@acme.test", later + devices::DEVICE_TTL - 1)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(devices::recognised(&t.db, &device, "ann@acme.test", later + devices::DEVICE_TTL).await.unwrap().is_none());
+    let r = users::authenticate(&t.db, "ann@acme.test", PASSWORD, home, Some(&device), later + devices::DEVICE_TTL);
+    assert_ne!(r.await.expect("login").device, device, "an expired token is replaced");
+
+    // A new password forgets every browser: one that knew the old password keeps no
+    // count of its own to guess the new one with.
+    let now = later + devices::DEVICE_TTL + SECOND;
+    let device = users::authenticate(&t.db, "ann@acme.test", PASSWORD, home, None, now).await.expect("login").device;
+    users::set_password(&t.db, &Actor::cli(), &ann.id, "another long password", now).await.expect("set");
+    assert!(devices::recognised(&t.db, &device, "ann@acme.test", now).await.expect("read").is_none());
+}
+
+#[tokio::test]
+async fn a_user_keeps_only_its_most_recent_browsers() {
+    let t = TestDb::new().await;
+    let c = customer(&t, "Acme").await;
+    let ann = owner(&t, "ann@acme.test", &c).await;
+    let mut tokens = Vec::new();
+    for i in 0..devices::DEVICES_PER_USER + 3 {
+        let login = users::authenticate(&t.db, "ann@acme.test", PASSWORD, "192.0.2.1", None, T0 + i * SECOND).await;
+        tokens.push(login.expect("login").device);
+    }
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM known_devices WHERE user_id = $1")
+        .bind(&ann.id)
+        .fetch_one(t.db.pool())
+        .await
+        .expect("count");
+    assert_eq!(kept, devices::DEVICES_PER_USER);
+    let now = T0 + 100 * SECOND;
+    assert!(devices::recognised(&t.db, &tokens[0], "ann@acme.test", now).await.expect("read").is_none(), "oldest gone");
+    let newest = tokens.last().expect("a token");
+    assert!(devices::recognised(&t.db, newest, "ann@acme.test", now).await.expect("read").is_some());
 }
 
 #[tokio::test]
@@ -278,6 +373,7 @@ async fn a_burst_of_wrong_passwords_on_one_account_checks_at_most_the_limit() {
                     "ann@acme.test",
                     "not the password",
                     &format!("10.1.{}.{}", i / 250, i % 250),
+                    None,
                     T0,
                 )
                 .await
@@ -295,7 +391,7 @@ async fn a_burst_of_wrong_passwords_on_one_account_checks_at_most_the_limit() {
     assert!(verified <= 5, "{verified} passwords were checked, the limit is 5");
     assert_eq!(verified + throttled, 100);
     // The account is locked now: even the right password waits.
-    let r = users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.9.9.9", T0 + SECOND).await;
+    let r = users::authenticate(&t.db, "ann@acme.test", PASSWORD, "10.9.9.9", None, T0 + SECOND).await;
     assert!(matches!(r, Err(AccountsError::Throttled { .. })), "{r:?}");
 }
 
@@ -310,16 +406,16 @@ async fn an_address_spraying_one_password_over_many_accounts_is_stopped() {
     let spray = "203.0.113.9";
     let budget = throttle::PER_ADDRESS.max_failures + throttle::PER_SLOWED_ADDRESS.max_failures;
     for i in 0..budget {
-        let r = users::authenticate(&t.db, &format!("user{i}@x.test"), "Summer2026!", spray, T0 + i).await;
+        let r = users::authenticate(&t.db, &format!("user{i}@x.test"), "Summer2026!", spray, None, T0 + i).await;
         assert!(matches!(r, Err(AccountsError::BadCredentials)), "try {i}: {r:?}");
     }
     for i in budget..budget + 5 {
-        let r = users::authenticate(&t.db, &format!("user{i}@x.test"), "Summer2026!", spray, T0 + i).await;
+        let r = users::authenticate(&t.db, &format!("user{i}@x.test"), "Summer2026!", spray, None, T0 + i).await;
         assert!(matches!(r, Err(AccountsError::Throttled { retry_after_secs }) if retry_after_secs > 0), "{i}: {r:?}");
     }
     // Everyone elsewhere is unaffected; the address itself waits out the lock.
-    users::authenticate(&t.db, "ann@acme.test", PASSWORD, "198.51.100.1", T0 + 200).await.expect("elsewhere");
-    users::authenticate(&t.db, "ann@acme.test", PASSWORD, spray, T0 + 16 * 60 * SECOND).await.expect("released");
+    users::authenticate(&t.db, "ann@acme.test", PASSWORD, "198.51.100.1", None, T0 + 200).await.expect("elsewhere");
+    users::authenticate(&t.db, "ann@acme.test", PASSWORD, spray, None, T0 + 16 * 60 * SECOND).await.expect("released");
 }
 
 /// The same spray from an IPv6 /64, a new address for every try: the address budget
@@ -333,15 +429,15 @@ async fn a_spray_from_new_addresses_of_one_ipv6_64_is_stopped_like_one_address()
     let from = |i: i64| format!("2001:db8:1:2::{:x}", i + 1);
     let budget = throttle::PER_ADDRESS.max_failures + throttle::PER_SLOWED_ADDRESS.max_failures;
     for i in 0..budget {
-        let r = users::authenticate(&t.db, &format!("user{i}@x.test"), "Summer2026!", &from(i), T0 + i).await;
+        let r = users::authenticate(&t.db, &format!("user{i}@x.test"), "Summer2026!", &from(i), None, T0 + i).await;
         assert!(matches!(r, Err(AccountsError::BadCredentials)), "try {i}: {r:?}");
     }
     for i in budget..budget + 5 {
-        let r = users::authenticate(&t.db, &format!("user{i}@x.test"), "Summer2026!", &from(i), T0 + i).await;
+        let r = users::authenticate(&t.db, &format!("user{i}@x.test"), "Summer2026!", &from(i), None, T0 + i).await;
         assert!(matches!(r, Err(AccountsError::Throttled { .. })), "{i}: {r:?}");
     }
     // Another /64 is not held back.
-    users::authenticate(&t.db, "ann@acme.test", PASSWORD, "2001:db8:1:3::1", T0 + 200).await.expect("elsewhere");
+    users::authenticate(&t.db, "ann@acme.test", PASSWORD, "2001:db8:1:3::1", None, T0 + 200).await.expect("elsewhere");
 }
 
 #[tokio::test]
@@ -352,24 +448,24 @@ async fn one_address_failing_on_many_accounts_does_not_lock_out_the_other_users_
     owner(&t, "bob@acme.test", &c).await;
     let office = "203.0.113.7";
     for i in 0..30 {
-        let r = users::authenticate(&t.db, &format!("nobody{i}@x.test"), "wrong password", office, T0 + i).await;
+        let r = users::authenticate(&t.db, &format!("nobody{i}@x.test"), "wrong password", office, None, T0 + i).await;
         assert!(matches!(r, Err(AccountsError::BadCredentials) | Err(AccountsError::Throttled { .. })), "{r:?}");
     }
     // A colleague behind the same address still gets into their own account.
-    users::authenticate(&t.db, "ann@acme.test", PASSWORD, office, T0 + 40).await.expect("ann gets in");
+    users::authenticate(&t.db, "ann@acme.test", PASSWORD, office, None, T0 + 40).await.expect("ann gets in");
     // The address is slowed down: past its limit it has one try per account per lock period.
-    let r = users::authenticate(&t.db, "bob@acme.test", "wrong password", office, T0 + 41).await;
+    let r = users::authenticate(&t.db, "bob@acme.test", "wrong password", office, None, T0 + 41).await;
     assert!(matches!(r, Err(AccountsError::BadCredentials)), "{r:?}");
-    let r = users::authenticate(&t.db, "bob@acme.test", PASSWORD, office, T0 + 42).await;
+    let r = users::authenticate(&t.db, "bob@acme.test", PASSWORD, office, None, T0 + 42).await;
     assert!(matches!(r, Err(AccountsError::Throttled { .. })), "{r:?}");
-    let r = users::authenticate(&t.db, "nobody0@x.test", "wrong password", office, T0 + 43).await;
+    let r = users::authenticate(&t.db, "nobody0@x.test", "wrong password", office, None, T0 + 43).await;
     assert!(matches!(r, Err(AccountsError::BadCredentials)), "{r:?}");
-    let r = users::authenticate(&t.db, "nobody0@x.test", "wrong password", office, T0 + 44).await;
+    let r = users::authenticate(&t.db, "nobody0@x.test", "wrong password", office, None, T0 + 44).await;
     assert!(matches!(r, Err(AccountsError::Throttled { .. })), "{r:?}");
     // Bob elsewhere is not held back by that address.
-    users::authenticate(&t.db, "bob@acme.test", PASSWORD, "198.51.100.1", T0 + 45).await.expect("bob elsewhere");
+    users::authenticate(&t.db, "bob@acme.test", PASSWORD, "198.51.100.1", None, T0 + 45).await.expect("bob elsewhere");
     // And once the lock period is over, the address is back to normal.
-    users::authenticate(&t.db, "bob@acme.test", PASSWORD, office, T0 + 16 * 60 * SECOND).await.expect("released");
+    users::authenticate(&t.db, "bob@acme.test", PASSWORD, office, None, T0 + 16 * 60 * SECOND).await.expect("released");
 }
 
 #[tokio::test]

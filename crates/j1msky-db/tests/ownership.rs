@@ -27,6 +27,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("sessions", "j1msky-accounts"),
     ("api_keys", "j1msky-accounts"),
     ("login_failures", "j1msky-accounts"),
+    ("known_devices", "j1msky-accounts"),
     ("account_tokens", "j1msky-accounts"),
     ("account_trials", "j1msky-accounts"),
     ("usage_counters", "j1msky-gateway"),

@@ -161,7 +161,7 @@ async fn a_login_an_api_call_and_a_task_each_reset_inactivity() {
     };
     j1msky_accounts::users::create(db, &j1msky_audit::Actor::cli(), input, T0).await.unwrap();
     let at = T0 + 2 * DAY;
-    j1msky_accounts::users::authenticate(db, "ann@logs.test", password, "10.0.0.1", at).await.unwrap();
+    j1msky_accounts::users::authenticate(db, "ann@logs.test", password, "10.0.0.1", None, at).await.unwrap();
     activity::mark_active(db, &by_api, Source::ApiKey, at).await;
     activity::mark_active(db, &by_task, Source::Task, at).await;
 

@@ -18,6 +18,9 @@ use crate::state::AppState;
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "j1msky_session";
+/// The cookie of a browser that logged in before (`j1msky_accounts::devices`): it
+/// outlives sessions and logouts, and spares its holder the account's login lock.
+pub const DEVICE_COOKIE: &str = "j1msky_device";
 
 /// The live session of this request, if any (put there by [`load_session`]).
 #[derive(Clone)]

@@ -70,6 +70,31 @@ async fn repeated_wrong_passwords_are_throttled_per_account_then_released() {
 }
 
 #[tokio::test]
+async fn a_browser_that_logged_in_before_is_not_locked_out_by_failures_from_another() {
+    let app = spawn_app().await;
+    app.customer_with_owner("T", "t@t.test").await;
+    let owner = app.browser();
+    let first = app.login(&owner, "t@t.test", PASSWORD).await;
+    assert_eq!(first.status(), 303);
+    let set: Vec<_> = first.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect();
+    let device = set.iter().find(|c| c.starts_with("j1msky_device=")).expect("a known-browser cookie");
+    assert!(device.contains("HttpOnly") && device.contains("Max-Age=7776000"), "{device}");
+    let token = app.page_token(&owner, "/app").await;
+    let out = owner.post(app.url("/logout")).form(&[("csrf_token", token.as_str())]).send().await.unwrap();
+    assert_eq!(out.status(), 303);
+    assert_eq!(owner.get(app.url("/app")).send().await.unwrap().status(), 303, "signed out");
+
+    let other = app.browser();
+    for _ in 0..5 {
+        assert_eq!(app.login(&other, "t@t.test", "wrong password!").await.status(), 401);
+    }
+    assert_eq!(app.login(&other, "t@t.test", PASSWORD).await.status(), 429, "the account is locked");
+    assert_eq!(app.login(&owner, "t@t.test", PASSWORD).await.status(), 303, "but not for its known browser");
+    assert_eq!(owner.get(app.url("/app")).send().await.unwrap().status(), 200);
+    assert_eq!(app.login(&other, "t@t.test", PASSWORD).await.status(), 429, "and still for others");
+}
+
+#[tokio::test]
 async fn many_failures_from_one_address_slow_it_down_without_locking_out_others_there() {
     let app = spawn_app().await;
     app.customer_with_owner("T", "t@t.test").await;

@@ -6,14 +6,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use axum_extra::extract::CookieJar;
-use j1msky_accounts::{api_keys, customers, sessions, users, AccountsError};
+use j1msky_accounts::{api_keys, customers, devices, sessions, users, AccountsError};
 use j1msky_audit::{audit, Actor};
 use j1msky_core::vocab::{Stage, UseCase, UserRole};
 use minijinja::context;
 use serde::Deserialize;
 
 use crate::auth::{
-    cookie, is_https, safe_next, ClientIp, CustomerUser, MaybeSession, OperatorUser, PageUser, SESSION_COOKIE,
+    cookie, is_https, safe_next, ClientIp, CustomerUser, MaybeSession, OperatorUser, PageUser, DEVICE_COOKIE,
+    SESSION_COOKIE,
 };
 use crate::csrf::LOGIN_CSRF_COOKIE;
 use crate::error::ApiError;
@@ -72,12 +73,14 @@ pub async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let now = state.now();
-    match users::authenticate(&state.db, &form.email, &form.password, &ip, now).await {
-        Ok(user) => match sessions::create(&state.db, &user.id, Some(&ip), now).await {
+    let device = jar.get(DEVICE_COOKIE).map(|c| c.value().to_string());
+    match users::authenticate(&state.db, &form.email, &form.password, &ip, device.as_deref(), now).await {
+        Ok(users::Login { user, device }) => match sessions::create(&state.db, &user.id, Some(&ip), now).await {
             Ok((token, _csrf)) => {
                 let secure = is_https(&state, &headers);
                 let jar = jar
                     .add(cookie(SESSION_COOKIE, token, secure, sessions::SESSION_TTL / 1_000_000))
+                    .add(cookie(DEVICE_COOKIE, device, secure, devices::DEVICE_TTL / 1_000_000))
                     .remove(axum_extra::extract::cookie::Cookie::build(LOGIN_CSRF_COOKIE).path("/"));
                 let home = if user.role == UserRole::Operator { "/admin" } else { "/app" };
                 let target = safe_next(form.next.as_deref()).filter(|n| n != "/").unwrap_or_else(|| home.to_string());
