@@ -460,8 +460,9 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     assert_eq!(succeeded, queued + past, "every demo task ran through its team");
 
     // The demo customers were enrolled on `customer.created` and the sender wrote their
-    // mail as .eml files under the data dir (at least one of the three zones is outside
-    // quiet hours at any time of day); /admin shows the messages and the to-dos.
+    // mail as .eml files under the data dir (Bluebird's welcome in London's daytime,
+    // Harbor's exit survey in Sydney's: one is outside quiet hours at any time of day);
+    // /admin shows the messages and the to-dos.
     let mail = data.join("mail");
     let mut emls = Vec::new();
     for _ in 0..200 {
