@@ -38,6 +38,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("tasks", "j1msky-tasks"),
     ("task_steps", "j1msky-tasks"),
     ("usage_charges", "j1msky-tasks"),
+    ("api_included_days", "j1msky-tasks"),
     ("stripe_objects", "j1msky-billing"),
     ("stripe_events", "j1msky-billing"),
     ("subscriptions", "j1msky-billing"),
@@ -50,7 +51,7 @@ const OWNERS: &[(&str, &str)] = &[
 
 /// Tables no crate but the owner has any SQL on (reads included): the others call
 /// the owner's functions (`j1msky_tasks::charges` for pay-per-task charges).
-const CLOSED: &[&str] = &["usage_charges"];
+const CLOSED: &[&str] = &["usage_charges", "api_included_days"];
 
 /// Tables only a migration uses on its way (a copy renamed over the original).
 const TRANSIENT: &[&str] = &["usage_charges_new"];

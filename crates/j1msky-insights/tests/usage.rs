@@ -557,6 +557,69 @@ async fn a_metered_day_of_direct_api_calls_is_pay_per_task_revenue_of_team_api()
     assert_eq!(snapshot(&f.ctx.db).await, by_consumer);
 }
 
+/// A plan customer's direct API calls are no charge, but their model cost is the
+/// business's: it is in the month's model cost and margin (team `api`), from the consumer
+/// and the rebuild alike, and a day its plan paid for is never charged later.
+#[tokio::test]
+async fn a_plan_customer_s_direct_api_calls_cost_the_business_and_are_never_charged() {
+    let t = TestDb::new().await;
+    let db = t.db.clone();
+    let clock = Arc::new(ManualClock::new(at(13, 12)));
+    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).unwrap());
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock: clock.clone() };
+    let pro = customer(&db, "Pro Dev", Some("pro"), "cus_P").await;
+    for (i, (model, cost)) in [("claude-sonnet", 700_000), ("kimi-k2.5", 50_000)].into_iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO llm_calls (id, request_id, attempt, customer_id, provider, model_requested, model_used,
+                 input_tokens, output_tokens, cost_micros, outcome, created_at)
+             VALUES ($1, $2, 1, $3, 'sim', $4, $4, 10, 10, $5, 'ok', $6)",
+        )
+        .bind(format!("llm_p{i}"))
+        .bind(format!("req_p{i}"))
+        .bind(&pro)
+        .bind(model)
+        .bind(cost)
+        .bind(at(11, 8 + i as u32))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    stripe(
+        &db,
+        &catalogue,
+        "evt_p",
+        "invoice.paid",
+        at(2, 9),
+        invoice("in_P", "cus_P", at(2, 9), vec![plan_line("pro", 9_900)]),
+    )
+    .await;
+    assert_eq!(j1msky_tasks::api_usage::meter_api_calls(&db, &catalogue, at(13, 12)).await.unwrap(), 1);
+    let charges: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_charges").fetch_one(db.pool()).await.unwrap();
+    assert_eq!(charges, 0, "the plan paid for the day");
+    let f =
+        Fixture { ctx, clock, acme: pro.clone(), bolt: String::new(), cold: String::new(), dud: String::new(), _t: t };
+    catch_up(&f).await;
+    let u = usage::month(&f.ctx, NOV, &Filter::default()).await.unwrap();
+    assert_eq!((u.revenue_micros, u.usage_revenue_cents, u.model_cost_micros), (99_000_000, 0, 750_000));
+    // The plan's revenue is split over the teams by what they cost: all of it to `api`.
+    assert_eq!(row(&u.by_team, "api"), (99_000_000, 750_000, 98_250_000, 0));
+    same_in_sql_and_in_memory(&f.ctx, &Filter::default()).await;
+    let by_consumer = snapshot(&f.ctx.db).await;
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(snapshot(&f.ctx.db).await, by_consumer, "the rebuild counts the day as the consumer did");
+
+    // The customer leaves its plan: the day the plan paid for stays uncharged.
+    sqlx::query("UPDATE customers SET plan = NULL, plan_since = NULL WHERE id = $1")
+        .bind(&pro)
+        .execute(f.ctx.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(j1msky_tasks::api_usage::meter_api_calls(&f.ctx.db, &catalogue, at(14, 12)).await.unwrap(), 0);
+    let charges: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM usage_charges").fetch_one(f.ctx.db.pool()).await.unwrap();
+    assert_eq!(charges, 0, "metered once: no charge after the plan ended");
+}
+
 #[tokio::test]
 async fn months_are_the_business_zones_in_the_consumer_and_the_rebuild() {
     let t = TestDb::new().await;

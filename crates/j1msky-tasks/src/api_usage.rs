@@ -9,6 +9,11 @@
 //! on its own. Charges are written from the cost ledger once the day is over (plus a
 //! margin for the ledger's last group commit), once each: the unique (customer, day)
 //! index makes a second run, a second process or a re-run after a restore a no-op.
+//!
+//! A day of calls a customer's plan paid for is metered too, as an included day
+//! (`api_included_days`, no charge): its model cost is the business's all the same (the
+//! insights count it against the plan's revenue), and a day is metered once, either way,
+//! so a customer who leaves its plan is not charged afterwards for days the plan covered.
 
 use j1msky_core::catalogue::Catalogue;
 use j1msky_core::events::UsageApiMetered;
@@ -27,21 +32,23 @@ const LOOKBACK_DAYS: i64 = 35;
 /// The tier name a day of API calls is charged under.
 pub const API_TIER: &str = "api";
 
-/// Writes the missing charges for closed days of pay-per-task customers' direct API
-/// calls; returns how many were written.
+/// Meters the closed days of direct API calls not metered yet: a charge for a day with
+/// pay-per-task calls, an included day for one the customer's plan paid for in full;
+/// returns how many days were metered.
 pub async fn meter_api_calls(db: &Db, catalogue: &Catalogue, now: i64) -> Result<usize, TaskError> {
     // Days strictly before the one `now - margin` falls in are closed.
     let until = (now - SETTLE_MARGIN_MICROS).div_euclid(DAY_MICROS) * DAY_MICROS;
     let since = until - LOOKBACK_DAYS * DAY_MICROS;
-    // Customers without a plan are the pay-per-task ones (admission lets them in only
-    // with a payment method on file), and so were those with one for the calls they made
+    // Calls of customers without a plan are the pay-per-task ones (admission lets them in
+    // only with a payment method on file), and so were those of customers with one made
     // before it started (`customers.plan_since`, migration 0051); calls made for a task
-    // are billed with the task.
+    // are billed with the task. Days already metered either way are left out here.
     let rows = sqlx::query(&format!(
-        "SELECT l.customer_id, l.created_at / {DAY_MICROS} AS day, CAST(SUM(l.cost_micros) AS BIGINT)
+        "SELECT l.customer_id, l.created_at / {DAY_MICROS} AS day, CAST(SUM(l.cost_micros) AS BIGINT),
+             CAST(SUM(CASE WHEN c.plan IS NULL OR l.created_at < c.plan_since THEN l.cost_micros ELSE 0 END)
+                  AS BIGINT)
          FROM llm_calls l JOIN customers c ON c.id = l.customer_id
-         WHERE l.task_id IS NULL AND (c.plan IS NULL OR l.created_at < c.plan_since) AND l.cost_micros > 0
-           AND l.created_at >= $1 AND l.created_at < $2
+         WHERE l.task_id IS NULL AND l.cost_micros > 0 AND l.created_at >= $1 AND l.created_at < $2
          GROUP BY l.customer_id, l.created_at / {DAY_MICROS}"
     ))
     .bind(since)
@@ -54,7 +61,8 @@ pub async fn meter_api_calls(db: &Db, catalogue: &Catalogue, now: i64) -> Result
         let customer: String = r.try_get(0).map_err(j1msky_db::DbError::from)?;
         let day: i64 = r.try_get(1).map_err(j1msky_db::DbError::from)?;
         let cost: i64 = r.try_get(2).map_err(j1msky_db::DbError::from)?;
-        if charge_day(db, catalogue, &customer, day, cost, now).await? {
+        let billable: i64 = r.try_get(3).map_err(j1msky_db::DbError::from)?;
+        if meter_day(db, catalogue, &customer, day, (cost, billable), now).await? {
             written += 1;
         }
     }
@@ -78,19 +86,51 @@ pub fn day_label(day: i64) -> String {
         .unwrap_or_else(|| format!("day-{day}"))
 }
 
-async fn charge_day(
+/// Meters one day once: `(cost, billable)` are the day's model cost and the part of it
+/// pay-per-task calls made. Returns whether it was metered now (not before).
+async fn meter_day(
     db: &Db,
     catalogue: &Catalogue,
     customer: &str,
     day: i64,
-    cost: i64,
+    (cost, billable): (i64, i64),
     now: i64,
 ) -> Result<bool, TaskError> {
     let label = day_label(day);
-    let amount = api_charge(catalogue, cost);
     let mut tx = db.begin().await?;
-    let inserted = crate::charges::insert_for_api_day(&mut tx, customer, &label, API_TIER, amount, now).await?;
-    if !inserted {
+    let included: Option<(i64,)> =
+        sqlx::query_as("SELECT cost_micros FROM api_included_days WHERE customer_id = $1 AND api_day = $2")
+            .bind(customer)
+            .bind(&label)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(j1msky_db::DbError::from)?;
+    let amount = if billable > 0 { api_charge(catalogue, billable) } else { 0 };
+    let metered = match included {
+        Some(_) => false,
+        None if amount > 0 => {
+            crate::charges::insert_for_api_day(&mut tx, customer, &label, API_TIER, amount, now).await?
+        }
+        None => {
+            // An included day is written only where no charge is: both are once per day.
+            sqlx::query(
+                "INSERT INTO api_included_days (customer_id, api_day, cost_micros, created_at)
+                 SELECT $1, $2, $3, $4 WHERE NOT EXISTS
+                     (SELECT 1 FROM usage_charges WHERE customer_id = $1 AND api_day = $2)
+                 ON CONFLICT (customer_id, api_day) DO NOTHING",
+            )
+            .bind(customer)
+            .bind(&label)
+            .bind(cost)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(j1msky_db::DbError::from)?
+            .rows_affected()
+                == 1
+        }
+    };
+    if !metered {
         tx.rollback().await.map_err(j1msky_db::DbError::from)?;
         return Ok(false);
     }
@@ -113,9 +153,9 @@ pub async fn run_meter(
             return;
         }
         match meter_api_calls(&db, &catalogue, clock.now_micros()).await {
-            Ok(n) if n > 0 => tracing::info!(charges = n, "pay-per-task API usage charged"),
+            Ok(n) if n > 0 => tracing::info!(days = n, "direct API usage metered"),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "charging pay-per-task API usage"),
+            Err(e) => tracing::warn!(error = %e, "metering direct API usage"),
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -260,12 +260,14 @@ pub async fn owed_standing(conn: &mut AnyConnection, customer_id: &str) -> Resul
     })
 }
 
-/// Every charge for a day of direct API calls: (customer, `YYYY-MM-DD`, amount in
-/// micro-USD), by customer and day (the insights rebuild reads them).
+/// Every metered day of direct API calls: (customer, `YYYY-MM-DD`, charge in micro-USD,
+/// 0 for a day the customer's plan paid for: `api_included_days`), by customer and day
+/// (the insights rebuild reads them). A day is metered one way or the other, not both.
 pub async fn api_days(db: &Db) -> Result<Vec<(String, String, i64)>, DbError> {
     Ok(sqlx::query_as(
         "SELECT customer_id, api_day, amount_micros FROM usage_charges WHERE api_day IS NOT NULL
-         ORDER BY customer_id, api_day",
+         UNION ALL SELECT customer_id, api_day, 0 FROM api_included_days
+         ORDER BY 1, 2",
     )
     .fetch_all(db.pool())
     .await?)
