@@ -33,6 +33,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("impossible_date", "models.claude-opus.prices_checked", "2026-02-30"),
     ("alert_levels_not_ascending", "routing.alert_levels_percent[1]", "strictly ascending"),
     ("opus_outside_its_categories", "routing.categories.writing", "reserved for architecture, strategy"),
+    ("opus_in_a_writing_team", "teams.content.roles[1].model", "reserved for architecture, strategy"),
     ("unknown_pause_plan", "pause_plan", "unknown plan `frozen`"),
     ("bad_time_zone", "business.time_zone", "not an IANA time zone"),
     ("missing_required_field", "routing", "missing field `daily_budget`"),
@@ -126,7 +127,9 @@ fn the_shipped_catalogue_carries_the_business_plan() {
 
     let lead_models = |team: &str| c.teams[team].roles.iter().map(|r| r.model.as_str()).collect::<Vec<_>>();
     assert_eq!(lead_models("code"), ["kimi-k2.5", "claude-sonnet"]);
-    assert_eq!(lead_models("content"), ["claude-sonnet", "claude-opus"]);
+    // Opus for architecture and strategy only: the content team's editor is Sonnet (the
+    // router would never run Opus for its writing anyway, and validation says so).
+    assert_eq!(lead_models("content"), ["claude-sonnet", "claude-sonnet"]);
     assert_eq!(lead_models("research"), ["claude-sonnet", "kimi-k2.5"]);
     assert_eq!(lead_models("business"), ["claude-opus", "claude-sonnet"]);
 

@@ -274,6 +274,22 @@ fn teams(c: &Catalogue, out: &mut Vec<ConfigIssue>) {
             if !c.models.contains_key(&role.model) {
                 push(out, at("model"), format!("unknown model `{}`; models are: {}", role.model, known(&c.models)));
             }
+            // The router never runs a reserved model outside its categories: a role that
+            // names one in another team would silently run on something else.
+            let category = team.category.as_deref().unwrap_or(id);
+            if let Some(allowed) = c.routing.model_only_for.get(&role.model) {
+                if !allowed.iter().any(|k| k == category) {
+                    push(
+                        out,
+                        at("model"),
+                        format!(
+                            "model `{}` is reserved for {} (routing.model_only_for); this team's tasks are `{category}`",
+                            role.model,
+                            allowed.join(", ")
+                        ),
+                    );
+                }
+            }
             if role.max_tokens == 0 || role.max_tokens > 200_000 {
                 push(out, at("max_tokens"), "must be between 1 and 200000");
             }
