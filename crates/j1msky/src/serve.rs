@@ -102,7 +102,12 @@ impl MailArgs {
         templates_dir: std::path::PathBuf,
     ) -> Result<Option<j1msky_runtime::Mail>, Failure> {
         let invalid = |e: String| Failure { code: crate::EXIT_INVALID, error: anyhow::anyhow!(e) };
-        let Some(transport) = self.transport()? else { return Ok(None) };
+        let Some(transport) = self.transport()? else {
+            tracing::warn!(
+                "no --smtp-url or --mail-dir: lifecycle journeys, surveys, offers, staff to-dos and alert mail are off"
+            );
+            return Ok(None);
+        };
         let Some(base_url) = public_url else {
             return Err(invalid(
                 "--public-url is needed with --smtp-url or --mail-dir: links in mail point to it".into(),
