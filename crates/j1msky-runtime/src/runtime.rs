@@ -156,7 +156,8 @@ impl Runtime {
             self.stop_signal(),
         );
         self.spawn(Role::Billing, "stripe applier", applier);
-        // Pay-per-task customers' direct API calls become charges once their day is over.
+        // Direct API calls are metered once their day is over: charges for pay-per-task
+        // calls, included days (model cost without a charge) for calls a plan paid for.
         let meter = j1msky_tasks::api_usage::run_meter(
             db.clone(),
             catalogue.clone(),

@@ -56,10 +56,25 @@ pub async fn meter_api_calls(db: &Db, catalogue: &Catalogue, now: i64) -> Result
     .fetch_all(db.pool())
     .await
     .map_err(j1msky_db::DbError::from)?;
+    // The days of the window metered already, either way, are skipped here rather than
+    // each found by a transaction of its own (every customer with direct calls has up to
+    // LOOKBACK_DAYS of them at each run).
+    let metered: Vec<(String, String)> = sqlx::query_as(
+        "SELECT customer_id, api_day FROM usage_charges WHERE api_day >= $1
+         UNION SELECT customer_id, api_day FROM api_included_days WHERE api_day >= $1",
+    )
+    .bind(day_label(since / DAY_MICROS))
+    .fetch_all(db.pool())
+    .await
+    .map_err(j1msky_db::DbError::from)?;
+    let metered: std::collections::HashSet<(String, String)> = metered.into_iter().collect();
     let mut written = 0;
     for r in rows {
         let customer: String = r.try_get(0).map_err(j1msky_db::DbError::from)?;
         let day: i64 = r.try_get(1).map_err(j1msky_db::DbError::from)?;
+        if metered.contains(&(customer.clone(), day_label(day))) {
+            continue;
+        }
         let cost: i64 = r.try_get(2).map_err(j1msky_db::DbError::from)?;
         let billable: i64 = r.try_get(3).map_err(j1msky_db::DbError::from)?;
         if meter_day(db, catalogue, &customer, day, (cost, billable), now).await? {

@@ -358,10 +358,11 @@ async fn a_pay_per_task_customer_s_direct_api_calls_are_charged_per_day_and_bill
     let meter = |now| j1msky_tasks::api_usage::meter_api_calls(&app.db, &app.catalogue, now);
     assert_eq!(meter(app.now()).await.expect("meter"), 0);
 
-    // Next day: one charge for the day, three times the model cost rounded up to the cent.
+    // Next day: one charge for the day, three times the model cost rounded up to the cent
+    // (and the subscriber's day metered as included in its plan).
     app.clock.advance_secs(86_400);
-    assert_eq!(meter(app.now()).await.expect("meter"), 1);
-    assert_eq!(meter(app.now()).await.expect("again"), 0, "a day is charged once");
+    assert_eq!(meter(app.now()).await.expect("meter"), 2);
+    assert_eq!(meter(app.now()).await.expect("again"), 0, "a day is metered once");
     let charges: Vec<(Option<String>, String, i64, Option<String>)> =
         sqlx::query_as("SELECT task_id, tier, amount_micros, api_day FROM usage_charges WHERE customer_id = $1")
             .bind(&walk_in)
@@ -375,6 +376,10 @@ async fn a_pay_per_task_customer_s_direct_api_calls_are_charged_per_day_and_bill
         sum_of(&app, "SELECT COUNT(*) FROM usage_charges WHERE customer_id = $1", &subscriber).await;
     assert_eq!(subscriber_charges, 0, "a subscriber's calls are in the plan");
     assert_eq!(events(&app, "usage.api_metered", &walk_in).await.len(), 1);
+    let included = events(&app, "usage.api_metered", &subscriber).await;
+    assert_eq!(included.len(), 1, "{included:?}");
+    assert_eq!(included[0]["charge_micros"], 0, "{included:?}");
+    assert!(included[0]["cost_micros"].as_i64().is_some_and(|c| c > 0), "its model cost: {included:?}");
 
     // Reported to Stripe like a task's charge: once.
     let reported = j1msky_billing::usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await;
