@@ -115,6 +115,27 @@ async fn ledger(db: &Db, customer: &str, task: &str, team: &str, calls: &[Call<'
     }
 }
 
+/// Direct API calls (no task) of `customer` on November `day`, an hour apart from 08:00:
+/// (model, cost µ$) each.
+async fn direct_calls(db: &Db, customer: &str, day: u32, calls: &[(&str, i64)]) {
+    for (i, (model, cost)) in calls.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO llm_calls (id, request_id, attempt, customer_id, provider, model_requested, model_used,
+                 input_tokens, output_tokens, cost_micros, outcome, created_at)
+             VALUES ($1, $2, 1, $3, 'sim', $4, $4, 10, 10, $5, 'ok', $6)",
+        )
+        .bind(j1msky_core::ids::new_id("llm"))
+        .bind(format!("req_{customer}_{day}_{i}"))
+        .bind(customer)
+        .bind(*model)
+        .bind(*cost)
+        .bind(at(day, 8 + i as u32))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+}
+
 /// Writes the task in its end state with its event, as the worker (or the operator's
 /// retry) does: one transaction.
 #[allow(clippy::too_many_arguments)]
@@ -523,22 +544,7 @@ async fn a_metered_day_of_direct_api_calls_is_pay_per_task_revenue_of_team_api()
     let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock: clock.clone() };
     let dev = customer(&db, "Dev", None, "cus_E").await;
     // Two calls outside any task on the 11th: kimi 3,000 + sonnet 1,000 = 4,000 µ$.
-    for (i, (model, cost)) in [("kimi-k2.5", 3_000), ("claude-sonnet", 1_000)].into_iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO llm_calls (id, request_id, attempt, customer_id, provider, model_requested, model_used,
-                 input_tokens, output_tokens, cost_micros, outcome, created_at)
-             VALUES ($1, $2, 1, $3, 'sim', $4, $4, 10, 10, $5, 'ok', $6)",
-        )
-        .bind(format!("llm_e{i}"))
-        .bind(format!("req_e{i}"))
-        .bind(&dev)
-        .bind(model)
-        .bind(cost)
-        .bind(at(11, 8 + i as u32))
-        .execute(db.pool())
-        .await
-        .unwrap();
-    }
+    direct_calls(&db, &dev, 11, &[("kimi-k2.5", 3_000), ("claude-sonnet", 1_000)]).await;
     // Charged at 3× cost rounded up to the cent: 12,000 → 20,000 µ$ (2 ¢).
     assert_eq!(j1msky_tasks::api_usage::meter_api_calls(&db, &catalogue, at(13, 12)).await.unwrap(), 1);
     let f =
@@ -568,22 +574,7 @@ async fn a_plan_customer_s_direct_api_calls_cost_the_business_and_are_never_char
     let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).unwrap());
     let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock: clock.clone() };
     let pro = customer(&db, "Pro Dev", Some("pro"), "cus_P").await;
-    for (i, (model, cost)) in [("claude-sonnet", 700_000), ("kimi-k2.5", 50_000)].into_iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO llm_calls (id, request_id, attempt, customer_id, provider, model_requested, model_used,
-                 input_tokens, output_tokens, cost_micros, outcome, created_at)
-             VALUES ($1, $2, 1, $3, 'sim', $4, $4, 10, 10, $5, 'ok', $6)",
-        )
-        .bind(format!("llm_p{i}"))
-        .bind(format!("req_p{i}"))
-        .bind(&pro)
-        .bind(model)
-        .bind(cost)
-        .bind(at(11, 8 + i as u32))
-        .execute(db.pool())
-        .await
-        .unwrap();
-    }
+    direct_calls(&db, &pro, 11, &[("claude-sonnet", 700_000), ("kimi-k2.5", 50_000)]).await;
     stripe(
         &db,
         &catalogue,
