@@ -28,14 +28,14 @@ pub struct TestDb {
 /// file, or a PostgreSQL database on the test server. Dropping it gives that back, so a
 /// whole run (thousands of databases of about 10 MB each) does not fill the server's disk.
 pub struct Scratch {
-    _dir: Option<tempfile::TempDir>,
+    tempdir: Option<tempfile::TempDir>,
     pg: Option<PgDatabase>,
 }
 
 impl Scratch {
     /// The temporary directory holding a SQLite database (none for PostgreSQL).
     pub fn dir(&self) -> Option<&std::path::Path> {
-        self._dir.as_ref().map(|d| d.path())
+        self.tempdir.as_ref().map(|d| d.path())
     }
 }
 
@@ -124,7 +124,7 @@ pub async fn fresh_url_on(backend: Backend) -> (String, Scratch) {
                 Err(e) => panic!("temporary directory: {e}"),
             };
             let url = format!("sqlite://{}/test.db", dir.path().display());
-            (url, Scratch { _dir: Some(dir), pg: None })
+            (url, Scratch { tempdir: Some(dir), pg: None })
         }
         Backend::Postgres => postgres_scratch(create_postgres_database(false).await),
     }
@@ -132,7 +132,7 @@ pub async fn fresh_url_on(backend: Backend) -> (String, Scratch) {
 
 fn postgres_scratch((server, name): (String, String)) -> (String, Scratch) {
     let url = with_database(&server, &name);
-    (url, Scratch { _dir: None, pg: Some(PgDatabase { server, name }) })
+    (url, Scratch { tempdir: None, pg: Some(PgDatabase { server, name }) })
 }
 
 /// The migrated template of this build's schema, made once per server and schema.

@@ -38,20 +38,7 @@ async fn customer_key(app: &TestApp, name: &str, stage: Stage, plan: Option<&str
 
 /// An owner user (with the test password) for the customer.
 async fn owner_of(app: &TestApp, customer: &str, email: &str) {
-    j1msky_accounts::users::create(
-        &app.db,
-        &Actor::cli(),
-        j1msky_accounts::users::NewUser {
-            email: email.into(),
-            display_name: String::new(),
-            password: common::PASSWORD.into(),
-            role: j1msky_core::vocab::UserRole::Owner,
-            customer_id: Some(customer.to_string()),
-        },
-        app.now(),
-    )
-    .await
-    .expect("owner");
+    app.user_of(customer, email, j1msky_core::vocab::UserRole::Owner).await;
 }
 
 /// A customer without a plan with a card on file (pay-per-task), and its API key.

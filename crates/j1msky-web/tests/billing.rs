@@ -645,20 +645,7 @@ async fn the_owner_subscribes_and_is_offered_a_pause_instead_of_cancelling_from_
         .expect("bad");
     assert_eq!(r.status(), 422);
     assert!(r.text().await.expect("body").contains("not one of"));
-    j1msky_accounts::users::create(
-        &app.db,
-        &j1msky_audit::Actor::cli(),
-        j1msky_accounts::users::NewUser {
-            email: "member@page.test".into(),
-            display_name: String::new(),
-            password: common::PASSWORD.into(),
-            role: j1msky_core::vocab::UserRole::Member,
-            customer_id: Some(id.clone()),
-        },
-        app.now(),
-    )
-    .await
-    .expect("member");
+    app.user_of(&id, "member@page.test", j1msky_core::vocab::UserRole::Member).await;
     let member = app.browser();
     app.login(&member, "member@page.test", common::PASSWORD).await;
     let mtoken = app.page_token(&member, "/app/billing").await;

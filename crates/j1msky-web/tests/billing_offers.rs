@@ -368,20 +368,7 @@ async fn enterprise_owner(app: &TestApp, price: Option<&str>) -> (String, reqwes
         .await
         .expect("contract");
     }
-    j1msky_accounts::users::create(
-        &app.db,
-        &j1msky_audit::Actor::cli(),
-        j1msky_accounts::users::NewUser {
-            email: "owner@big.test".into(),
-            display_name: String::new(),
-            password: common::PASSWORD.into(),
-            role: j1msky_core::vocab::UserRole::Owner,
-            customer_id: Some(c.id.clone()),
-        },
-        app.now(),
-    )
-    .await
-    .expect("owner");
+    app.user_of(&c.id, "owner@big.test", j1msky_core::vocab::UserRole::Owner).await;
     let browser = app.browser();
     assert!(app.login(&browser, "owner@big.test", common::PASSWORD).await.status().is_redirection());
     let token = app.page_token(&browser, "/app/billing").await;

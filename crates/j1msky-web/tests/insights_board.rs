@@ -237,20 +237,7 @@ async fn starter_with_owner(app: &TestApp, name: &str, email: &str) -> String {
     )
     .await
     .unwrap();
-    j1msky_accounts::users::create(
-        &app.db,
-        &Actor::cli(),
-        j1msky_accounts::users::NewUser {
-            email: email.into(),
-            display_name: String::new(),
-            password: PASSWORD.into(),
-            role: j1msky_core::vocab::UserRole::Owner,
-            customer_id: Some(c.id.clone()),
-        },
-        app.now(),
-    )
-    .await
-    .unwrap();
+    app.user_of(&c.id, email, j1msky_core::vocab::UserRole::Owner).await;
     c.id
 }
 

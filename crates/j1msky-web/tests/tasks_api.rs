@@ -267,20 +267,7 @@ async fn the_owner_chooses_the_teams_its_plan_leaves_open_and_no_more() {
         ("owner@chooser.test", j1msky_core::vocab::UserRole::Owner),
         ("member@chooser.test", j1msky_core::vocab::UserRole::Member),
     ] {
-        j1msky_accounts::users::create(
-            &app.db,
-            &j1msky_audit::Actor::cli(),
-            j1msky_accounts::users::NewUser {
-                email: email.into(),
-                display_name: String::new(),
-                password: common::PASSWORD.into(),
-                role,
-                customer_id: Some(c.id.clone()),
-            },
-            app.now(),
-        )
-        .await
-        .expect("user");
+        app.user_of(&c.id, email, role).await;
     }
     let run = |team: &'static str| {
         let (db, catalogue, id, now) = (app.db.clone(), app.catalogue.clone(), c.id.clone(), app.now());

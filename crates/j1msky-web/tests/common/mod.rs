@@ -228,22 +228,21 @@ impl TestApp {
     }
 
     /// A customer with an owner, made directly in the database (not the story under test).
+    /// A user of `customer` in `role`, signing in with [`PASSWORD`].
+    pub async fn user_of(&self, customer: &str, email: &str, role: UserRole) {
+        let user = users::NewUser {
+            email: email.into(),
+            display_name: String::new(),
+            password: PASSWORD.into(),
+            role,
+            customer_id: Some(customer.to_string()),
+        };
+        users::create(&self.db, &Actor::cli(), user, self.now()).await.expect("user");
+    }
+
     pub async fn customer_with_owner(&self, name: &str, owner_email: &str) -> String {
         let c = self.active_customer(name, "pro").await;
-        users::create(
-            &self.db,
-            &Actor::cli(),
-            users::NewUser {
-                email: owner_email.into(),
-                display_name: String::new(),
-                password: PASSWORD.into(),
-                role: UserRole::Owner,
-                customer_id: Some(c.id.clone()),
-            },
-            self.now(),
-        )
-        .await
-        .expect("owner");
+        self.user_of(&c.id, owner_email, UserRole::Owner).await;
         c.id
     }
 
