@@ -131,18 +131,25 @@ pub async fn raise(
     Ok(new)
 }
 
-/// Alerts raised since `since` that nobody has acknowledged or resolved, newest first.
-pub async fn open_since(db: &Db, since: i64, limit: i64) -> Result<Vec<Alert>, DbError> {
+/// Alerts nobody has acknowledged or resolved, however old, newest first (at most
+/// `limit`), and how many there are in all.
+pub async fn open(db: &Db, limit: i64) -> Result<(Vec<Alert>, i64), DbError> {
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT kind, message, created_at FROM alerts
-         WHERE acknowledged_at IS NULL AND resolved_at IS NULL AND created_at >= $1
-         ORDER BY created_at DESC, id DESC LIMIT $2",
+         WHERE acknowledged_at IS NULL AND resolved_at IS NULL
+         ORDER BY created_at DESC, id DESC LIMIT $1",
     )
-    .bind(since)
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
-    Ok(rows.into_iter().map(|(kind, message, created_at)| Alert { kind, message, created_at }).collect())
+    let total: i64 = if (rows.len() as i64) < limit {
+        rows.len() as i64
+    } else {
+        sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE acknowledged_at IS NULL AND resolved_at IS NULL")
+            .fetch_one(db.pool())
+            .await?
+    };
+    Ok((rows.into_iter().map(|(kind, message, created_at)| Alert { kind, message, created_at }).collect(), total))
 }
 
 /// The newest alerts first.

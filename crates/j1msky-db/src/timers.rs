@@ -125,6 +125,16 @@ pub async fn failed(db: &Db, kind: &str) -> Result<Vec<String>, DbError> {
         .collect()
 }
 
+/// When the earliest timer of `kind` still stored was due: for a recurring kind never
+/// pruned, since when the loop that fires it has been running. `None`: never scheduled.
+pub async fn earliest(db: &Db, kind: &str) -> Result<Option<i64>, DbError> {
+    let t: Option<i64> = sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE queue = $1")
+        .bind(format!("{QUEUE_PREFIX}{kind}"))
+        .fetch_one(db.pool())
+        .await?;
+    Ok(t)
+}
+
 /// Deletes the done timers of `kind` finished before `before`; returns how many. Only
 /// for kinds whose keys are never scheduled again (a deleted key could fire anew).
 pub async fn prune_done(db: &Db, kind: &str, before: i64) -> Result<u64, DbError> {

@@ -1,4 +1,4 @@
-//! The evening review (spend by model, team and customer; margin per customer with the
+//! The evening review (the day's spend by model, team and customer; margin per customer with the
 //! loss-makers first) and the what-if: the month's ledger repriced under another routing
 //! or price list, and its subscriptions under other plan prices. Both read the same
 //! rollups and margin rules as the board (`usage::data`); the day's spend is the
@@ -22,6 +22,8 @@ pub struct Evening {
     pub spend_micros: i64,
     pub by_model: Vec<MarginRow>,
     pub by_team: Vec<MarginRow>,
+    /// The day's spend per customer, most first (`-`: calls of no customer).
+    pub spend_by_customer: Vec<MarginRow>,
     /// Month to date, lowest margin first.
     pub by_customer: Vec<MarginRow>,
 }
@@ -55,6 +57,7 @@ pub struct WhatIf {
 
 /// The evening review of the business day containing `at`. Spend rows carry the day's
 /// model cost and calls (`tasks` = calls); `by_customer` is the month to date's margin.
+/// A customer's day row is labelled with its name from the month's rows.
 pub async fn review(ctx: &Ctx, at: i64) -> Result<Evening, InsightsError> {
     let tz = ctx.tz();
     let (start, end) = j1msky_core::windows::day(tz, at);
@@ -76,12 +79,21 @@ pub async fn review(ctx: &Ctx, at: i64) -> Result<Evening, InsightsError> {
     let month = Month::of(tz, at);
     let filter = Filter::default();
     let by_customer = crate::usage::by_customer(ctx, month, &filter).await?;
+    let mut spend_by_customer = as_rows(spend(Group::Customer).await?);
+    for row in &mut spend_by_customer {
+        row.label = match by_customer.iter().find(|c| c.key == row.key) {
+            Some(c) => c.label.clone(),
+            None if row.key == "-" => "no customer".to_string(),
+            None => row.key.clone(),
+        };
+    }
     Ok(Evening {
         start,
         end,
         spend_micros: by_model.iter().map(|r| r.cost_micros).sum(),
         by_model,
         by_team,
+        spend_by_customer,
         by_customer,
     })
 }

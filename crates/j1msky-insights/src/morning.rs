@@ -1,5 +1,5 @@
 //! The morning review: errors, queue depth and waits, rate-limit hits, alerts, failed
-//! payments and staff to-dos on one list, worst first. Each area is read through its
+//! payments, mail not going out and staff to-dos on one list, worst first. Each area is read through its
 //! owning crate's functions; an area that cannot be read becomes a critical line of its
 //! own (logged) instead of hiding the others.
 
@@ -20,7 +20,7 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Item {
     pub severity: Severity,
-    /// errors, queue, rate_limits, alerts, payments, todos
+    /// errors, queue, rate_limits, alerts, payments, mail, todos
     pub area: String,
     pub title: String,
     pub detail: String,
@@ -35,6 +35,8 @@ pub const CRITICAL_FAILURES: i64 = 10;
 /// The oldest queued task's wait from which the queue is a warning, and critical.
 pub const QUEUE_WARN_MICROS: i64 = 5 * 60_000_000;
 pub const QUEUE_CRITICAL_MICROS: i64 = 30 * 60_000_000;
+/// Lifecycle mail due this long ago and still unsent means delivery is not running.
+pub const MAIL_OVERDUE_MICROS: i64 = 3_600_000_000;
 /// Alerts and failed payments listed one by one at most.
 const LISTED: i64 = 20;
 
@@ -176,14 +178,56 @@ pub async fn review(ctx: &Ctx) -> Result<Vec<Item>, InsightsError> {
         Err(e) => items.push(unreadable("rate_limits", "/admin/gateway", &e)),
     }
 
-    // Alerts nobody acknowledged.
-    match j1msky_audit::alerts::open_since(db, since, LISTED).await {
-        Ok(alerts) => items.extend(
-            alerts
-                .into_iter()
-                .map(|a| item(Severity::Critical, "alerts", format!("Alert: {}", a.kind), a.message, "/admin/alerts")),
-        ),
+    // Alerts nobody acknowledged, however old: one raised on Friday still needs Monday's look.
+    match j1msky_audit::alerts::open(db, LISTED).await {
+        Ok((alerts, total)) => {
+            let listed = alerts.len() as i64;
+            items.extend(alerts.into_iter().map(|a| {
+                let age = if a.created_at < since {
+                    format!(" (raised {} ago)", minutes(now - a.created_at))
+                } else {
+                    String::new()
+                };
+                item(
+                    Severity::Critical,
+                    "alerts",
+                    format!("Alert: {}", a.kind),
+                    format!("{}{age}", a.message),
+                    "/admin/alerts",
+                )
+            }));
+            if total > listed {
+                items.push(item(
+                    Severity::Critical,
+                    "alerts",
+                    format!("{} more open alert(s)", total - listed),
+                    "acknowledge or resolve them on the alerts page".into(),
+                    "/admin/alerts",
+                ));
+            }
+        }
         Err(e) => items.push(unreadable("alerts", "/admin/alerts", &e)),
+    }
+
+    // Events a consumer gave up on: the reactions and rollups behind it miss them (the
+    // board's numbers too) until the operator retries them.
+    match j1msky_db::consumers::status(db).await {
+        Ok(consumers) => {
+            for c in consumers.iter().filter(|c| c.parked > 0 || c.failing > 0) {
+                let (severity, title) = if c.parked > 0 {
+                    (Severity::Critical, format!("{} gave up on {} event(s)", c.consumer, c.parked))
+                } else {
+                    (Severity::Warning, format!("{} is retrying {} event(s)", c.consumer, c.failing))
+                };
+                let detail = if c.parked > 0 {
+                    "what it does for them is not done until they are retried on the events page".to_string()
+                } else {
+                    "it tries again with back-off, then gives up".to_string()
+                };
+                items.push(item(severity, "errors", title, detail, "/admin/events"));
+            }
+        }
+        Err(e) => items.push(unreadable("errors", "/admin/events", &e)),
     }
 
     // Failed payments: `unpaid` is worse than `past_due` (still in its grace period).
@@ -224,6 +268,47 @@ pub async fn review(ctx: &Ctx) -> Result<Vec<Item>, InsightsError> {
             }
         })),
         Err(e) => items.push(unreadable("payments", "/admin/customers", &e)),
+    }
+
+    // Mail: the lifecycle (journeys, surveys, offers, to-dos' mail, these reviews) goes
+    // out only through a running sender with a transport; what piles up says it is not.
+    match j1msky_lifecycle::delivery::health(db, now - MAIL_OVERDUE_MICROS, since).await {
+        Ok(h) => {
+            if h.overdue > 0 {
+                let why = match &h.overdue_error {
+                    Some(e) => format!("the last attempt failed: {e}"),
+                    None => "nothing tried to send them: is a process with the reactions role running with \
+                             a mail transport (--smtp-url or --mail-dir)?"
+                        .into(),
+                };
+                let oldest =
+                    h.oldest_due.map(|t| format!("the oldest due {} ago; ", minutes(now - t))).unwrap_or_default();
+                items.push(item(
+                    Severity::Critical,
+                    "mail",
+                    format!("{} message(s) due over an hour ago not sent", h.overdue),
+                    format!("{oldest}{why}"),
+                    "/admin/lifecycle/messages?state=queued",
+                ));
+            }
+            if h.failed + h.unknown > 0 {
+                items.push(item(
+                    Severity::Warning,
+                    "mail",
+                    format!("{} message(s) failed in the last 24 h", h.failed + h.unknown),
+                    format!(
+                        "{} refused, {} may not have arrived (a connection lost mid-send): look before resending",
+                        h.failed, h.unknown
+                    ),
+                    if h.failed > 0 {
+                        "/admin/lifecycle/messages?state=failed"
+                    } else {
+                        "/admin/lifecycle/messages?state=unknown"
+                    },
+                ));
+            }
+        }
+        Err(e) => items.push(unreadable("mail", "/admin/lifecycle/messages", &e)),
     }
 
     // Staff to-dos.

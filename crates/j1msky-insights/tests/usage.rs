@@ -531,6 +531,11 @@ async fn the_evening_review_shows_the_days_spend_and_the_months_loss_makers() {
     assert_eq!(spend, vec![("claude-opus", 1_100_000), ("claude-sonnet", 62_000), ("kimi-k2.5", 18_000)]);
     let teams: Vec<(&str, i64)> = e.by_team.iter().map(|r| (r.key.as_str(), r.cost_micros)).collect();
     assert_eq!(teams, vec![("research", 1_100_000), ("code", 60_000), ("content", 20_000)]);
+    // The day's spend per customer, most first, named as on the board, with its calls:
+    // Bolt's eleven opus calls of 100,000; Acme's six rows (a1 two, a2, a3, a4 twice).
+    let customers: Vec<(&str, &str, i64, i64)> =
+        e.spend_by_customer.iter().map(|r| (r.key.as_str(), r.label.as_str(), r.cost_micros, r.tasks)).collect();
+    assert_eq!(customers, vec![(f.bolt.as_str(), "Bolt", 1_100_000, 11), (f.acme.as_str(), "Acme", 80_000, 6)]);
     assert_eq!(e.by_customer[0].key, f.dud, "month to date, the loss-maker first");
     assert_eq!(e.by_customer[0].margin_micros, -11_000_000);
 }

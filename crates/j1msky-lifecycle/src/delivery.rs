@@ -228,6 +228,66 @@ pub struct Message {
 /// Every state a message can be in.
 pub const STATES: &[&str] = &["queued", "sending", "sent", "failed", "unknown", "stale", "suppressed", "deferred"];
 
+/// How mail delivery is doing, for the morning review: messages due for a while and
+/// still not sent (no sender running, no transport, or a server refusing them), and
+/// messages that failed or may not have arrived.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Queued or deferred messages due before `overdue_before` and not sent.
+    pub overdue: i64,
+    /// The earliest due time among them.
+    pub oldest_due: Option<i64>,
+    /// The newest error recorded on one of them (a refused attempt, retried later).
+    pub overdue_error: Option<String>,
+    /// Messages whose attempt since `since` ended `failed` or `unknown`.
+    pub failed: i64,
+    pub unknown: i64,
+}
+
+/// Delivery as of now: what is still unsent though due before `overdue_before`, and
+/// what failed in attempts made since `since`.
+pub async fn health(db: &Db, overdue_before: i64, since: i64) -> Result<Health, LifecycleError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*), MIN(not_before) FROM lifecycle_messages
+         WHERE state IN ('queued', 'deferred') AND not_before < $1",
+    )
+    .bind(overdue_before)
+    .fetch_one(db.pool())
+    .await?;
+    let overdue: i64 = row.try_get(0)?;
+    let oldest_due: Option<i64> = row.try_get(1)?;
+    let overdue_error: Option<String> = if overdue > 0 {
+        sqlx::query_scalar(
+            "SELECT last_error FROM lifecycle_messages
+             WHERE state IN ('queued', 'deferred') AND not_before < $1 AND last_error IS NOT NULL
+             ORDER BY not_before DESC LIMIT 1",
+        )
+        .bind(overdue_before)
+        .fetch_optional(db.pool())
+        .await?
+    } else {
+        None
+    };
+    let rows = sqlx::query(
+        "SELECT state, COUNT(*) FROM lifecycle_messages
+         WHERE state IN ('failed', 'unknown') AND attempt_at >= $1 GROUP BY state",
+    )
+    .bind(since)
+    .fetch_all(db.pool())
+    .await?;
+    let mut h = Health { overdue, oldest_due, overdue_error, ..Health::default() };
+    for r in rows {
+        let state: String = r.try_get(0)?;
+        let n: i64 = r.try_get(1)?;
+        if state == "failed" {
+            h.failed = n;
+        } else {
+            h.unknown = n;
+        }
+    }
+    Ok(h)
+}
+
 /// Messages, newest first, optionally of one state and/or one customer.
 pub async fn list(
     db: &Db,

@@ -21,7 +21,7 @@ use j1msky_core::Clock;
 use j1msky_db::{Backend, Db};
 use serde::Serialize;
 
-pub use records::{get, list, restores, Backup, Restore};
+pub use records::{get, list, newest_done, restores, Backup, Restore};
 pub use remote::{store as s3_store, S3Settings, S3Url, SHA256_METADATA};
 pub use restore::{reconcile_after_restore, reconciled_first, restore, restore_from, RestoreOptions, Restored};
 pub use retention::{prune, Retention};

@@ -48,6 +48,8 @@ pub enum NotifyError {
     Insights(#[from] j1msky_insights::InsightsError),
     #[error(transparent)]
     Tasks(#[from] j1msky_tasks::TaskError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 impl From<sqlx::Error> for NotifyError {

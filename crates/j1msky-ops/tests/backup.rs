@@ -227,3 +227,60 @@ async fn the_local_files_of_failed_copies_are_bounded_and_pruned_once_a_backup_s
     let local = std::fs::read_dir(dir.path().join("local")).expect("dir").count();
     assert_eq!(local, 2, "one backup and its manifest on the disk");
 }
+
+#[tokio::test]
+async fn no_backup_for_hours_raises_one_alert_a_day_unless_the_operator_turned_the_check_off() {
+    let t = TestDb::new().await;
+    let clock = ManualClock::new(DAY_START);
+    let catalogue = Catalogue::from_json_str(SHIPPED).expect("catalogue");
+    assert_eq!(catalogue.alerts.backup_overdue_hours, 3, "the shipped threshold: three missed hourly backups");
+    let ops = j1msky_ops::Ctx {
+        db: t.db.clone(),
+        catalogue: Arc::new(catalogue.clone()).into(),
+        clock: Arc::new(clock.clone()),
+    };
+    let check = |now: i64| {
+        let ops = ops.clone();
+        async move { j1msky_ops::notify::spike::check_backups(&ops, now).await.expect("check") }
+    };
+    let overdue = |db: j1msky_db::Db| async move {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, message FROM alerts WHERE kind = 'backup_overdue' ORDER BY id")
+                .fetch_all(db.pool())
+                .await
+                .expect("alerts");
+        rows
+    };
+    // A new installation: nothing to say before its checks have run for three hours.
+    assert!(!check(DAY_START).await);
+    let notifier = j1msky_ops::notify::Notifier::new(ops.clone(), "templates".into(), "http://localhost");
+    j1msky_ops::timers::handlers(&notifier).schedule_recurring(&t.db, DAY_START).await.expect("seed the checks");
+    assert!(!check(DAY_START + 2 * HOUR).await, "two hours in: the first backup may still come");
+    assert!(check(DAY_START + 4 * HOUR).await, "four hours without one");
+    assert!(!check(DAY_START + 5 * HOUR).await, "once a day");
+    let alerts = overdue(t.db.clone()).await;
+    assert_eq!(alerts.len(), 1);
+    assert!(
+        alerts[0].1.contains("no backup has ever been taken") && alerts[0].1.contains("--backup-dir"),
+        "{alerts:?}"
+    );
+
+    // A backup at 05:00: fine for three hours, overdue again the next day.
+    clock.advance_micros(5 * HOUR);
+    let dir = tempfile::tempdir().expect("dir");
+    let opts = Options { dir: dir.path().to_path_buf(), copy_to: None, kind: Kind::Manual };
+    backup::take(&t.db, &t.url, &opts, &clock, &Quiet).await.expect("backup");
+    assert!(!check(DAY_START + 7 * HOUR).await);
+    assert!(!check(DAY_START + 20 * HOUR).await, "today's alert was raised already");
+    assert!(check(DAY_START + 25 * HOUR).await, "a new day, still no backup since 05:00");
+    let alerts = overdue(t.db.clone()).await;
+    assert_eq!(alerts.len(), 2);
+    assert!(alerts.iter().any(|a| a.1.contains("no backup has finished since 2026-11-25 05:00")), "{alerts:?}");
+
+    // Backed up by other means: the operator turns the check off.
+    let mut off = catalogue.clone();
+    off.alerts.backup_overdue_hours = 0;
+    let ops_off = j1msky_ops::Ctx { catalogue: Arc::new(off).into(), ..ops.clone() };
+    assert!(!j1msky_ops::notify::spike::check_backups(&ops_off, DAY_START + 60 * HOUR).await.expect("check"));
+    assert_eq!(overdue(t.db.clone()).await.len(), 2);
+}

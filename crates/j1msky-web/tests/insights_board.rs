@@ -418,13 +418,18 @@ async fn the_morning_review_lists_what_needs_the_operator_worst_first() {
     let warning = html.find("data-severity=\"warning\"").unwrap();
     assert!(critical < warning, "critical lines come first on the page");
     assert!(html.contains(&format!("href=\"/admin/customers/{acme}\"")));
-    // A day later the failure and the alert are no longer this morning's news.
+    // A day later the failure is no longer this morning's news; the alert nobody
+    // acknowledged still is, until someone does.
     app.clock.advance_secs(25 * 3600);
     let (_, _, html) = get(&op, &app, "/admin/review/morning").await;
-    for gone in ["Alert: provider_auth", "failed in the last 24 h", "rate-limited", "plan limit hit"] {
+    for gone in ["failed in the last 24 h", "rate-limited", "plan limit hit"] {
         assert!(!html.contains(gone), "{gone} is yesterday's news");
     }
     assert!(html.contains("Payment failed: Acme"), "still unpaid");
+    assert!(html.contains("Alert: provider_auth"), "still open");
+    j1msky_audit::alerts::acknowledge(&app.db, &Actor::cli(), "a1", app.now()).await.unwrap();
+    let (_, _, html) = get(&op, &app, "/admin/review/morning").await;
+    assert!(!html.contains("Alert: provider_auth"), "acknowledged");
 }
 
 #[tokio::test]
@@ -442,7 +447,7 @@ async fn the_evening_review_and_its_what_if_validate_every_field_and_store_nothi
     ] {
         assert!(html.contains(f), "{f}");
     }
-    for table in ["by_model", "by_team", "by_customer"] {
+    for table in ["by_model", "by_team", "spend_by_customer", "by_customer"] {
         let (status, ctype, body) = get(&op, &app, &format!("/admin/review/evening?format=csv&table={table}")).await;
         assert_eq!((status, ctype.starts_with("text/csv")), (200, true), "{table}");
         assert!(body.starts_with("key,name,revenue_micros,cost_micros,margin_micros,margin_bp,tasks\r\n"));

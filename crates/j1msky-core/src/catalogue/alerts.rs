@@ -22,6 +22,9 @@ pub struct Alerts {
     /// Local times (HH:MM, business time zone) of the morning and evening review mails.
     pub morning_report_at: String,
     pub evening_report_at: String,
+    /// Hours without a finished backup after which the hourly check raises
+    /// `backup_overdue` (once a day); 0: never (backups taken by other means).
+    pub backup_overdue_hours: u32,
 }
 
 /// An hour's spend above `factor_percent` % of the trailing hourly average is a spike.
@@ -45,6 +48,7 @@ impl Default for Alerts {
             cost_spike: CostSpike::default(),
             morning_report_at: "08:00".into(),
             evening_report_at: "18:00".into(),
+            backup_overdue_hours: 3,
         }
     }
 }

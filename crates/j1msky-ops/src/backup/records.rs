@@ -158,6 +158,16 @@ pub(super) async fn daily_between(db: &Db, from: i64, to: i64) -> Result<bool, B
     Ok(n > 0)
 }
 
+/// When the newest backup that finished well ended (whatever its kind, pruned since or
+/// not); `None` when none ever did.
+pub async fn newest_done(db: &Db) -> Result<Option<i64>, BackupError> {
+    let t: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(finished_at) FROM ops_backups WHERE status IN ('done', 'pruned')")
+            .fetch_one(db.pool())
+            .await?;
+    Ok(t)
+}
+
 /// The restores recorded in this database, newest first.
 pub async fn restores(db: &Db) -> Result<Vec<Restore>, BackupError> {
     let rows = sqlx::query(

@@ -1,7 +1,8 @@
 //! The hourly checks that raise alerts of their own: a cost spike (the hour's model
 //! spend above k × the trailing hourly average, both from the ledger) escalates the cost
 //! mode one step through the gateway's escalation, like the budget levels do; a stuck
-//! queue (the oldest queued task waiting longer than the morning review's critical wait).
+//! queue (the oldest queued task waiting longer than the morning review's critical wait);
+//! no backup finished for `alerts.backup_overdue_hours` (once a day).
 //! Every minute: tasks of a plan with an SLA waiting longer than the SLA's queue wait.
 
 use j1msky_core::windows;
@@ -127,6 +128,50 @@ pub async fn check_queue(ops: &crate::Ctx, now: i64) -> Result<bool, NotifyError
         .await?)
 }
 
+/// Raises `backup_overdue` (once a UTC day) when no backup has finished well for
+/// `alerts.backup_overdue_hours` (0: never checked), or none did since these checks
+/// started that long ago: hourly backups off
+/// (no `--backup-dir` on the process running the billing role), that process down, or
+/// every attempt failing (each failure also raised `backup_failed`). True when new.
+pub async fn check_backups(ops: &crate::Ctx, now: i64) -> Result<bool, NotifyError> {
+    let hours = i64::from(ops.catalogue.alerts.backup_overdue_hours);
+    if hours == 0 {
+        return Ok(false);
+    }
+    let newest = crate::backup::newest_done(&ops.db).await?;
+    // Measured from the newest backup, or else from when these checks first ran (a new
+    // installation's first backup is not overdue before it had the time to take one).
+    let since = match newest {
+        Some(t) => Some(t),
+        None => j1msky_db::timers::earliest(&ops.db, CHECK_TIMER).await?,
+    };
+    if since.is_none_or(|t| t > now - hours * HOUR) {
+        return Ok(false);
+    }
+    let message = match newest {
+        Some(t) => format!(
+            "no backup has finished since {} (more than {hours} h): check that a process with the billing role \
+             runs with --backup-dir, and the failed backups on /admin/backups",
+            hour_label(ops, t)
+        ),
+        None => "no backup has ever been taken: start the process with the billing role with --backup-dir \
+                 (J1MSKY_BACKUP_DIR) for hourly backups, or set alerts.backup_overdue_hours to 0 if the \
+                 database is backed up by other means"
+            .to_string(),
+    };
+    let detail = serde_json::json!({"newest_backup_at": newest, "overdue_hours": hours});
+    let day = now.div_euclid(24 * HOUR);
+    Ok(j1msky_audit::alerts::raise(
+        &ops.db,
+        &format!("alr_backup_overdue_{day}"),
+        "backup_overdue",
+        &message,
+        &detail,
+        now,
+    )
+    .await?)
+}
+
 /// Raises `sla_breach` (once an hour per SLA) when tasks of a plan with an SLA have waited
 /// in the queue longer than its `sla.max_queue_wait_secs`; the ids of the alerts that are new.
 pub async fn check_sla(ops: &crate::Ctx, now: i64) -> Result<Vec<String>, NotifyError> {
@@ -182,6 +227,7 @@ pub fn timer_handlers(n: &Notifier, h: Handlers) -> Handlers {
                 tracing::warn!(%mode, spend = spike.spend_micros, average = spike.average_micros, "cost spike");
             }
             check_queue(&ops, fired.now).await.map_err(|e| e.to_string())?;
+            check_backups(&ops, fired.now).await.map_err(|e| e.to_string())?;
             Ok(())
         }
     })

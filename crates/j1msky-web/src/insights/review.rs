@@ -60,7 +60,7 @@ async fn morning_page(
 
 const MARGIN_HEADER: &[&str] = &["key", "name", "revenue_micros", "cost_micros", "margin_micros", "margin_bp", "tasks"];
 
-/// `GET /admin/review/evening` (`format=csv&table=by_model|by_team|by_customer`).
+/// `GET /admin/review/evening` (`format=csv&table=by_model|by_team|spend_by_customer|by_customer`).
 async fn evening_page(
     State(state): State<AppState>,
     OperatorUser(s): OperatorUser,
@@ -78,10 +78,12 @@ async fn evening_page(
         let (name, rows) = match q.table.trim() {
             "by_model" | "" => ("by_model", &day.by_model),
             "by_team" => ("by_team", &day.by_team),
+            "spend_by_customer" => ("spend_by_customer", &day.spend_by_customer),
             "by_customer" => ("by_customer", &day.by_customer),
             other => {
-                let msg =
-                    format!("`{other}` is not a table of the evening review: one of by_model, by_team, by_customer");
+                let msg = format!(
+                    "`{other}` is not a table of the evening review: one of by_model, by_team, spend_by_customer, by_customer"
+                );
                 return error_page_for(&state, Some(&s), InsightsError::invalid("table", msg));
             }
         };
@@ -293,7 +295,8 @@ fn render_evening(
     });
     let ctx = context! {
         start => day.start, end => day.end, spend => money(day.spend_micros), spend_micros => day.spend_micros,
-        by_model => rows_ctx(&day.by_model), by_team => rows_ctx(&day.by_team), by_customer => rows_ctx(&day.by_customer),
+        by_model => rows_ctx(&day.by_model), by_team => rows_ctx(&day.by_team),
+        spend_by_customer => rows_ctx(&day.spend_by_customer), by_customer => rows_ctx(&day.by_customer),
         models, plans, result, month => form.month.clone(), plan => form.plan.clone(), team => form.team.clone(),
         all_plans => state.catalogue.plans.keys().cloned().collect::<Vec<_>>(),
         all_teams => state.catalogue.teams.keys().cloned().collect::<Vec<_>>(),
