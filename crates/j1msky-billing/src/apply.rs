@@ -359,10 +359,16 @@ pub async fn settle_customer(
         "canceled" => Some(Stage::Churned),
         _ => None,
     };
-    let plan = plan.filter(|p| ctx.catalogue.plans.contains_key(p));
+    // An `incomplete` subscription waits for its first payment (a bank debit, a card
+    // needing its owner's action): its plan is not in force until the money arrives (it
+    // turns `active`), and never when it does not (`incomplete_expired`, ignored above).
+    let plan = plan.filter(|p| ctx.catalogue.plans.contains_key(p) && status != "incomplete");
     // A failed payment is a billing standing of its own: the stage stays, admission
-    // counts the grace period from it.
-    let failing = matches!(status.as_str(), "past_due" | "unpaid").then_some(status.as_str());
+    // counts the grace period from it. Usage charges left unpaid count too (the worse
+    // of the two): a subscription started by a debtor does not wipe its debt's standing.
+    let owed = j1msky_tasks::charges::owed_standing(conn, customer_id).await?;
+    let failing =
+        crate::invoices::worse(matches!(status.as_str(), "past_due" | "unpaid").then_some(status.as_str()), owed);
     // A trial started at Checkout runs from the subscription's start to its trial end.
     let trial = trial_end.filter(|_| status == "trialing").map(|end| TrialWindow {
         started_at: created.saturating_mul(1_000_000),

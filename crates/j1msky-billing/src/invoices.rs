@@ -269,28 +269,41 @@ pub(crate) async fn failed(
     Ok(())
 }
 
-/// A pay-per-task customer's payment standing from what its usage invoices say
-/// (`charges::owed_standing`), recorded on the customer (`access::set_billing_status`:
-/// `past_due` starts the grace period, `unpaid` restricts). A customer with a live
-/// subscription is left alone: its subscription's status is its standing.
+/// A customer's payment standing from what its usage invoices say
+/// (`charges::owed_standing`) and, when it has a live subscription, what that says
+/// (`past_due`, `unpaid`), the worse of the two; recorded on the customer
+/// (`access::set_billing_status`: `past_due` starts the grace period, `unpaid`
+/// restricts). A subscription never pays a usage debt off: a debtor who subscribes (a
+/// Checkout opened before the debt) stays out until the debt is paid.
 async fn owed_standing(
     conn: &mut AnyConnection,
     backend: Backend,
     customer: &str,
     now: i64,
 ) -> Result<(), BillingError> {
-    let (live,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM subscriptions WHERE customer_id = $1
-           AND status IN ('active', 'past_due', 'unpaid', 'trialing', 'paused')",
-    )
-    .bind(customer)
-    .fetch_one(&mut *conn)
-    .await?;
-    if live > 0 {
-        return Ok(());
-    }
-    let standing = charges::owed_standing(conn, customer).await?;
+    let failing: Vec<(String,)> =
+        sqlx::query_as("SELECT status FROM subscriptions WHERE customer_id = $1 AND status IN ('past_due', 'unpaid')")
+            .bind(customer)
+            .fetch_all(&mut *conn)
+            .await?;
+    let subscription = failing.iter().fold(None, |w, s| worse(w, Some(s.0.as_str())));
+    let standing = worse(subscription, charges::owed_standing(conn, customer).await?);
     let actor = j1msky_audit::Actor("stripe".into());
     j1msky_accounts::access::set_billing_status(conn, backend, &actor, customer, standing, now).await?;
     Ok(())
+}
+
+/// The worse of two payment standings: `unpaid` (restricted) over `past_due` (in its
+/// grace period) over none.
+pub(crate) fn worse<'a>(a: Option<&'a str>, b: Option<&'a str>) -> Option<&'a str> {
+    let weight = |s: Option<&str>| match s {
+        Some("unpaid") => 2,
+        Some(_) => 1,
+        None => 0,
+    };
+    if weight(b) > weight(a) {
+        b
+    } else {
+        a
+    }
 }

@@ -699,6 +699,31 @@ async fn an_async_payment_activates_the_subscription_only_when_the_money_arrives
     }
 }
 
+/// A subscription waiting for an asynchronous payment (`incomplete`) puts no plan in
+/// force: a pay-per-task customer paying by bank debit stays pay-per-task (its direct
+/// calls metered) until the money arrives, and for good when it never does.
+#[tokio::test]
+async fn an_unpaid_async_checkout_puts_no_plan_in_force_before_or_after_the_payment_fails() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let id = customer(&app, "Debit Dan", Stage::Active).await;
+    had_trial(&app, &id).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Active, None), "pay-per-task");
+    let link =
+        checkout::start(&app.db, &stripe, &app.catalogue, &id, &request("pro"), app.now()).await.expect("checkout");
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({"payment": "async"})).await;
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Active, None), "nothing paid: no plan yet");
+    let plan_since: Option<i64> = sqlx::query_scalar("SELECT plan_since FROM customers WHERE id = $1")
+        .bind(&id)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(plan_since, None, "its direct calls are still metered");
+    control(&fake, &format!("checkout/{}/async", link.session_id), json!({"succeed": false})).await;
+    settle(&app, &fake).await;
+    assert_eq!(stage_plan(&app, &id).await, (Stage::Active, None), "the payment never came");
+}
+
 #[tokio::test]
 async fn a_paused_subscription_resumes_by_itself_on_its_date() {
     use j1msky_billing::changes;

@@ -292,3 +292,52 @@ async fn a_pay_per_task_customer_whose_invoice_fails_is_refused_after_the_grace_
     subscribe(&app, &stripe, &gone).await.expect("paid up, it may subscribe");
     assert_eq!(ledger(&app, &late).await, 200, "its usage is revenue once paid");
 }
+
+/// The checkout's refusal is checked when the session opens; a session opened before
+/// the usage invoice failed and completed after it must not wipe the debt's standing
+/// (a subscription's own standing used to replace it, and the first checkout's free
+/// trial let the debtor in for nothing). Paying the debt clears it, the subscription stays.
+#[tokio::test]
+async fn a_checkout_opened_before_a_usage_debt_and_completed_after_it_keeps_the_debtor_out() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let debtor = customer(&app, "Quick Subscriber").await;
+    let sc = usage::ensure_stripe_customer(&app.db, &stripe, &debtor, app.now()).await.expect("sc");
+    let mut conn = app.db.pool().acquire().await.expect("conn");
+    j1msky_accounts::access::set_payment_method(&mut conn, app.db.backend(), &debtor, true, app.now())
+        .await
+        .expect("card on file");
+    drop(conn);
+    for i in 0..2 {
+        charged_task(&app, &debtor, &format!("tsk_quick_{i}"), 1_000_000).await;
+    }
+    // Nothing is owed yet: the session opens (with the first checkout's free trial).
+    let link = subscribe(&app, &stripe, &debtor).await.expect("nothing owed yet");
+    // Then the month's usage invoice fails and is written off.
+    control(&fake, &format!("customers/{sc}/card"), json!({"declines": true})).await;
+    assert_eq!(usage::report(&app.db, &stripe, &app.catalogue, 100, app.now()).await.expect("report"), 2);
+    assert_eq!(usage::invoice_pay_per_task(&app.db, &stripe, "2026-11", app.now()).await.expect("invoice"), 1);
+    settle(&app, &fake, &stripe).await;
+    let failed = failed_invoices(&app, &debtor, &debtor).await;
+    let invoice = failed.first().map(|(i, _)| i.clone()).expect("a failed invoice");
+    control(&fake, &format!("invoices/{invoice}/uncollectible"), json!({})).await;
+    settle(&app, &fake, &stripe).await;
+    assert_eq!(standing(&app, &debtor).await.as_deref(), Some("unpaid"));
+    assert!(!admitted(&app, &debtor).await);
+    // The session opened before is completed now: a trialing subscription.
+    control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
+    settle(&app, &fake, &stripe).await;
+    let plan: Option<String> = sqlx::query_scalar("SELECT plan FROM customers WHERE id = $1")
+        .bind(&debtor)
+        .fetch_one(app.db.pool())
+        .await
+        .expect("plan");
+    assert_eq!(plan.as_deref(), Some("pro"), "the subscription is applied");
+    assert_eq!(standing(&app, &debtor).await.as_deref(), Some("unpaid"), "the debt still stands");
+    assert!(!admitted(&app, &debtor).await, "a trial does not pay a written-off invoice");
+    // Paid: the subscription's own standing (trialing, nothing failing) is the customer's.
+    control(&fake, &format!("customers/{sc}/card"), json!({"declines": false})).await;
+    stripe.post(&format!("invoices/{invoice}/pay"), &json!({}), "test-pay-quick").await.expect("pay");
+    settle(&app, &fake, &stripe).await;
+    assert_eq!(standing(&app, &debtor).await, None, "paid up");
+    assert!(admitted(&app, &debtor).await);
+}
