@@ -91,11 +91,17 @@ async fn apply_state(conn: &mut AnyConnection, backend: Backend, event: &Event, 
     }
     access::set_billing_status(conn, backend, &stripe(), customer_id, state.billing_status.as_deref(), now).await?;
     // The Checkout trial's window (the gateway's trial budget), cleared once it is over.
-    sqlx::query("UPDATE customers SET stripe_trial_started_at = $1, stripe_trial_ends_at = $2 WHERE id = $3")
-        .bind(state.trial.map(|t| t.started_at))
-        .bind(state.trial.map(|t| t.ends_at))
-        .bind(customer_id)
-        .execute(&mut *conn)
-        .await?;
+    // And the paid period (the gateway holds the plan's monthly budget to it as well).
+    sqlx::query(
+        "UPDATE customers SET stripe_trial_started_at = $1, stripe_trial_ends_at = $2,
+             paid_period_start = $3, paid_period_end = $4 WHERE id = $5",
+    )
+    .bind(state.trial.map(|t| t.started_at))
+    .bind(state.trial.map(|t| t.ends_at))
+    .bind(state.period.map(|p| p.started_at))
+    .bind(state.period.map(|p| p.ends_at))
+    .bind(customer_id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

@@ -34,6 +34,7 @@ async fn announce(db: &Db, customer: &str, (plan, stage, billing): (&str, &str, 
         at,
         subscription_status: None,
         trial: None,
+        period: None,
     };
     outbox::emit_typed(&mut tx, db.backend(), state, Some(customer), at).await.expect("emit");
     tx.commit().await.expect("commit");

@@ -153,6 +153,7 @@ async fn subscription(
     let item = &obj["items"]["data"][index];
     let price = &item["price"];
     let period_end = obj["current_period_end"].as_i64().or_else(|| item["current_period_end"].as_i64());
+    let period_start = obj["current_period_start"].as_i64().or_else(|| item["current_period_start"].as_i64());
     let coupon = id_of(&obj["discount"]["coupon"]);
     let meta = &obj["metadata"];
     let mut customer_id = our_customer(conn, &stripe_customer).await?;
@@ -173,12 +174,12 @@ async fn subscription(
     let upserted = sqlx::query(
         "INSERT INTO subscriptions (id, customer_id, stripe_customer_id, status, plan, price_id, current_period_end,
              cancel_at_period_end, trial_end, discount_coupon, paused_from_plan, resume_at, created, version,
-             discount_version, updated_at, pending_plan, schedule_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17)
+             discount_version, updated_at, pending_plan, schedule_id, current_period_start)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17, $18)
          ON CONFLICT (id) DO UPDATE SET customer_id = COALESCE(excluded.customer_id, subscriptions.customer_id),
              stripe_customer_id = excluded.stripe_customer_id, status = excluded.status, plan = excluded.plan,
              price_id = excluded.price_id, current_period_end = excluded.current_period_end,
-             cancel_at_period_end = excluded.cancel_at_period_end, trial_end = excluded.trial_end,
+             current_period_start = excluded.current_period_start, cancel_at_period_end = excluded.cancel_at_period_end, trial_end = excluded.trial_end,
              paused_from_plan = excluded.paused_from_plan, resume_at = excluded.resume_at,
              pending_plan = excluded.pending_plan, schedule_id = excluded.schedule_id,
              created = excluded.created, version = excluded.version, updated_at = excluded.updated_at,
@@ -205,6 +206,7 @@ async fn subscription(
     .bind(now)
     .bind(meta["j1msky_downgrade_to"].as_str().filter(|p| Some(*p) != plan.as_deref()))
     .bind(id_of(&obj["schedule"]))
+    .bind(period_start)
     .execute(&mut *conn)
     .await?;
     // The snapshot's discount competes with discount events on the same version order
@@ -312,8 +314,8 @@ fn rank(status: &str) -> u8 {
 }
 
 /// A customer's subscription as `settle_customer` weighs it: status, plan, created (unix
-/// seconds), id, trial end (unix seconds).
-type SubscriptionRow = (String, Option<String>, i64, String, Option<i64>);
+/// seconds), id, trial end, current period start and end (unix seconds).
+type SubscriptionRow = (String, Option<String>, i64, String, Option<i64>, Option<i64>, Option<i64>);
 
 /// Derives the customer's plan, stage and payment standing from all of its
 /// subscriptions and announces them (`customer.subscription_state`); accounts applies
@@ -338,12 +340,14 @@ pub async fn settle_customer(
     if row.is_none() {
         return Ok(());
     }
-    let subs: Vec<SubscriptionRow> =
-        sqlx::query_as("SELECT status, plan, created, id, trial_end FROM subscriptions WHERE customer_id = $1")
-            .bind(customer_id)
-            .fetch_all(&mut *conn)
-            .await?;
-    let Some((status, plan, created, _, trial_end)) = subs
+    let subs: Vec<SubscriptionRow> = sqlx::query_as(
+        "SELECT status, plan, created, id, trial_end, current_period_start, current_period_end
+             FROM subscriptions WHERE customer_id = $1",
+    )
+    .bind(customer_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let Some((status, plan, created, _, trial_end, period_start, period_end)) = subs
         .into_iter()
         .filter(|s| rank(&s.0) > 0)
         .max_by(|a, b| (rank(&a.0), a.2, &a.3).cmp(&(rank(&b.0), b.2, &b.3)))
@@ -374,7 +378,16 @@ pub async fn settle_customer(
         started_at: created.saturating_mul(1_000_000),
         ends_at: end.saturating_mul(1_000_000),
     });
+    // The period its last invoice paid for: a plan's monthly model budget holds over it
+    // too (a trial has its own budget; a pause plan has none).
+    let period = match (period_start, period_end) {
+        (Some(start), Some(end)) if matches!(status.as_str(), "active" | "past_due" | "unpaid") && !paused_plan => {
+            Some(TrialWindow { started_at: start.saturating_mul(1_000_000), ends_at: end.saturating_mul(1_000_000) })
+        }
+        _ => None,
+    };
     let state = CustomerSubscriptionState {
+        period,
         plan,
         stage: stage.map(|s| s.as_str().to_string()),
         billing_status: failing.map(String::from),

@@ -437,6 +437,7 @@ mod tests {
                 at: 9,
                 subscription_status: Some("active".into()),
                 trial: None,
+                period: None,
             }
             .into(),
             Kind::TaskSubmitted => {

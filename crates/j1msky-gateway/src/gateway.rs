@@ -337,9 +337,11 @@ impl Gateway {
         let controls = self.controls().await?;
         let mut trial = None;
         let mut granted_trial = false;
+        let mut paid_period = None;
         let (plan, customer_budget, contract_calls) = match &ctx.customer_id {
             Some(id) => {
-                let (standing, budget, calls, window) = self.terms.get(&self.db, id).await?;
+                let (standing, budget, calls, window, period) = self.terms.get(&self.db, id).await?;
+                paid_period = period;
                 let admitted = access::admit(&self.catalogue, &standing, now)?;
                 trial = window.filter(|_| standing.stage == Some(j1msky_core::vocab::Stage::Trial));
                 granted_trial = standing.trial.is_some();
@@ -404,6 +406,20 @@ impl Gateway {
                 window_end: m_end,
                 cap,
             });
+            // The same budget over the period the customer paid for, when that period is
+            // not the calendar month: one payment buys one month's budget, however its
+            // period falls across months. A period already over (its renewal not yet
+            // heard of) holds nothing: the calendar month still does.
+            if let Some(p) = paid_period.filter(|p| p.started_at <= now && now < p.ends_at) {
+                if (p.started_at, p.ends_at) != (m_start, m_end) {
+                    budgets.push(Budget {
+                        scope: limits::customer_period_scope(id),
+                        window_start: p.started_at,
+                        window_end: p.ends_at,
+                        cap,
+                    });
+                }
+            }
         }
         // One customer's share of the business's day, so it cannot take the day from every
         // other (a contract customer is held to its contract instead).
@@ -453,7 +469,9 @@ impl Gateway {
             // caps and budget are the operator's.
             let limit = match e {
                 limits::LimitError::Cap { scope, .. } if *scope == format!("customer:{id}") => Some("hourly_cap"),
-                limits::LimitError::Budget { scope, .. } if *scope == format!("customer:{id}:month") => {
+                limits::LimitError::Budget { scope, .. }
+                    if *scope == limits::customer_month_scope(id) || *scope == limits::customer_period_scope(id) =>
+                {
                     Some("monthly_budget")
                 }
                 limits::LimitError::Budget { scope, .. } if *scope == trial_scope(id) => Some("trial_budget"),
@@ -744,8 +762,9 @@ fn trial_scope(customer_id: &str) -> String {
 pub const TERMS_TTL: Duration = Duration::from_secs(1);
 
 /// (what admission reads, monthly budget, contract calls per hour, the trial whose direct
-/// calls share one budget: a granted trial's, else one started at Checkout).
-type Terms = (Standing, Option<Money>, Option<i64>, Option<TrialDates>);
+/// calls share one budget: a granted trial's, else one started at Checkout; the paid
+/// period the monthly budget also holds over, as `TrialDates` of its start and end).
+type Terms = (Standing, Option<Money>, Option<i64>, Option<TrialDates>, Option<TrialDates>);
 
 type TermsRow = (
     Option<String>,
@@ -755,6 +774,8 @@ type TermsRow = (
     Option<String>,
     Option<i64>,
     i64,
+    Option<i64>,
+    Option<i64>,
     Option<i64>,
     Option<i64>,
     Option<i64>,
@@ -789,7 +810,8 @@ impl TermsCache {
         let row: Option<TermsRow> = sqlx::query_as(
             "SELECT c.plan, c.monthly_budget_micros, c.contract_calls_per_hour, c.stage, c.billing_status,
                     c.billing_status_since, c.payment_method_on_file, t.started_at, t.ends_at,
-                    c.stripe_trial_started_at, c.stripe_trial_ends_at, c.disputed_since
+                    c.stripe_trial_started_at, c.stripe_trial_ends_at, c.disputed_since,
+                    c.paid_period_start, c.paid_period_end
              FROM customers c LEFT JOIN account_trials t ON t.customer_id = c.id WHERE c.id = $1",
         )
         .bind(id)
@@ -797,8 +819,8 @@ impl TermsCache {
         .await?;
         // An unknown customer has no standing: admission refuses it.
         let terms = row.map_or(
-            (Standing::default(), None, None, None),
-            |(plan, budget, calls, stage, status, since, pm, t0, t1, s0, s1, disputed)| {
+            (Standing::default(), None, None, None, None),
+            |(plan, budget, calls, stage, status, since, pm, t0, t1, s0, s1, disputed, p0, p1)| {
                 let dates = |a: Option<i64>, b: Option<i64>| {
                     a.zip(b).map(|(started_at, ends_at)| TrialDates { started_at, ends_at })
                 };
@@ -814,7 +836,7 @@ impl TermsCache {
                     trial: granted,
                     disputed_since: disputed,
                 };
-                (standing, budget.map(Money::from_micros), calls, granted.or(dates(s0, s1)))
+                (standing, budget.map(Money::from_micros), calls, granted.or(dates(s0, s1)), dates(p0, p1))
             },
         );
         let mut entries = self.lock();

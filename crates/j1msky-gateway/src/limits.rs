@@ -317,6 +317,12 @@ pub fn customer_month_scope(customer_id: &str) -> String {
     format!("customer:{customer_id}:month")
 }
 
+/// The budget scope of a customer's monthly spending budget over the period its last
+/// invoice paid for (beside the calendar month's).
+pub fn customer_period_scope(customer_id: &str) -> String {
+    format!("customer:{customer_id}:period")
+}
+
 /// The budget scope of a customer's share of the business's day
 /// (`routing.customer_daily_share_percent`).
 pub fn customer_day_scope(customer_id: &str) -> String {
@@ -362,25 +368,36 @@ pub async fn customer_day(
 }
 
 /// A customer's monthly spending budget against its use: `(budget, spent, reserved)` in
-/// the business month containing `now` (`None` when it has none). The budget is the
-/// operator's for the customer, else its plan's `monthly_model_budget`.
+/// the business month containing `now`, or in the period its last invoice paid for when
+/// that one has less left (admission holds both; `None` when it has no budget). The
+/// budget is the operator's for the customer, else its plan's `monthly_model_budget`.
 pub async fn customer_month(
     db: &Db,
     catalogue: &j1msky_core::catalogue::Catalogue,
     customer_id: &str,
     now: i64,
 ) -> Result<Option<(Money, Money, Money)>, DbError> {
-    let row: Option<(Option<i64>, Option<String>)> =
-        sqlx::query_as("SELECT monthly_budget_micros, plan FROM customers WHERE id = $1")
-            .bind(customer_id)
-            .fetch_optional(db.pool())
-            .await?;
-    let Some((own, plan)) = row else { return Ok(None) };
+    type Row = (Option<i64>, Option<String>, Option<i64>, Option<i64>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT monthly_budget_micros, plan, paid_period_start, paid_period_end FROM customers WHERE id = $1",
+    )
+    .bind(customer_id)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some((own, plan, period_start, period_end)) = row else { return Ok(None) };
     let of_plan = plan.as_deref().and_then(|p| catalogue.plans.get(p)).and_then(|p| p.monthly_model_budget);
     let Some(budget) = own.or(of_plan.map(|m| m.micros())) else { return Ok(None) };
     let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let (start, _) = j1msky_core::windows::month(tz, now);
-    let (spent, reserved) = budget_state(db, &customer_month_scope(customer_id), start).await?;
+    let (mut spent, mut reserved) = budget_state(db, &customer_month_scope(customer_id), start).await?;
+    if let (Some(p0), Some(p1)) = (period_start, period_end) {
+        if p0 <= now && now < p1 && p0 != start {
+            let (s, r) = budget_state(db, &customer_period_scope(customer_id), p0).await?;
+            if s.micros() + r.micros() > spent.micros() + reserved.micros() {
+                (spent, reserved) = (s, r);
+            }
+        }
+    }
     Ok(Some((Money::from_micros(budget), spent, reserved)))
 }
 

@@ -404,6 +404,7 @@ async fn api_calls_made_before_a_plan_starts_are_charged_though_it_starts_before
         at: app.now(),
         subscription_status: Some("trialing".into()),
         trial: None,
+        period: None,
     };
     let mut tx = app.db.begin().await.expect("tx");
     j1msky_db::outbox::emit_typed(&mut tx, app.db.backend(), state, Some(&walk_in), app.now()).await.expect("emit");
@@ -928,4 +929,73 @@ async fn a_checkout_trial_s_task_calls_share_the_trial_s_budget() {
     }
     let small = ChatRequest { max_tokens: 1_000, ..req };
     assert!(app.gateway().complete(&ctx, Some("claude-sonnet"), &small).await.is_ok(), "within the trial's budget");
+}
+
+/// A plan's monthly model budget followed the calendar month only: a customer who paid on
+/// the 20th could spend a month's budget by the 31st and another from the 1st, then
+/// cancel, two budgets for one payment. The budget now also holds over the period the
+/// customer paid for; a renewal (the next payment) opens the next one.
+#[tokio::test]
+async fn one_payment_buys_one_month_s_model_budget_however_its_period_falls_across_months() {
+    let (app, fake, stripe) = spawn_app_with_gateway_and_stripe(SimConfig::default()).await;
+    let (id, key) = customer_key(&app, "Twentieth", Stage::Qualified, None).await;
+    // Both clocks (the fake's starts at the app's) on the tenth day before a month's end.
+    let both = |secs: i64| {
+        let fake = &fake;
+        let app = &app;
+        async move {
+            app.clock.advance_secs(secs.max(0));
+            control(fake, "clock", json!({"advance_secs": secs.max(0)})).await;
+        }
+    };
+    let tz: chrono_tz::Tz = app.catalogue.business.time_zone.parse().expect("tz");
+    let (_, month_end) = j1msky_core::windows::month(tz, app.now());
+    let mut target = month_end - 10 * 86_400_000_000;
+    if target <= app.now() {
+        target = j1msky_core::windows::month(tz, month_end).1 - 10 * 86_400_000_000;
+    }
+    both((target - app.now()) / 1_000_000).await;
+    paid_checkout(&app, &fake, &stripe, &id, "starter").await;
+    let c = customers::get(&app.db, &id).await.expect("customer");
+    assert_eq!((c.stage, c.plan.as_deref()), (Stage::Active, Some("starter")), "paid");
+    // A budget of half a cent (the operator's for the customer, held like the plan's).
+    let budget = j1msky_core::Money::from_micros(5_000);
+    j1msky_gateway::controls::set_customer_budget(&app.db, &Actor::cli(), &id, Some(budget), "test", app.now())
+        .await
+        .expect("budget");
+    app.gateway().customer_changed(&id);
+    let spend_until_refused = || async {
+        for _ in 0..200 {
+            let (status, code, message) = chat(&app, &key).await;
+            if status != 200 {
+                return (status, code, message);
+            }
+        }
+        panic!("never refused");
+    };
+    let (status, code, _) = spend_until_refused().await;
+    assert_eq!((status, code.as_str()), (402, "budget_exceeded"));
+
+    // The next calendar month starts; the period paid for has twenty days to go.
+    let (_, month_end) = j1msky_core::windows::month(tz, app.now());
+    both((month_end - app.now()) / 1_000_000 + 3_600).await;
+    app.gateway().customer_changed(&id);
+    let (status, code, message) = chat(&app, &key).await;
+    assert_eq!((status, code.as_str()), (402, "budget_exceeded"), "the month paid for is spent: {message}");
+    assert!(message.contains(&format!("customer:{id}:period")), "{message}");
+    // The customer's home shows the period's spend, not the new month's nothing.
+    app.gateway().flush().await;
+    let shown = j1msky_gateway::limits::customer_month(&app.db, &app.catalogue, &id, app.now())
+        .await
+        .expect("month")
+        .map(|(b, spent, reserved)| (b.micros(), spent.micros() + reserved.micros() > 0));
+    assert_eq!(shown, Some((5_000, true)));
+
+    // The next payment opens the next period's budget.
+    let sub = j1msky_billing::changes::current(&app.db, &id).await.expect("current").expect("sub").id;
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
+    app.clock.advance_secs(1);
+    delivered_and_applied(&app, &fake).await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200, "paid again");
 }

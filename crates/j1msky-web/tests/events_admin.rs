@@ -20,6 +20,7 @@ async fn park_a_bad_state(app: &TestApp, customer: &str) -> i64 {
         at: app.now(),
         subscription_status: None,
         trial: None,
+        period: None,
     };
     outbox::emit_typed(&mut tx, app.db.backend(), state, Some(customer), app.now()).await.expect("emit");
     tx.commit().await.expect("commit");

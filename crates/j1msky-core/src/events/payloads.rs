@@ -150,9 +150,13 @@ pub struct CustomerSubscriptionState {
     /// The deciding subscription's free trial, while it is trialing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trial: Option<TrialWindow>,
+    /// The period its last invoice paid for, while it is paid (active, or failing in its
+    /// grace period): `started_at` is the period's start, `ends_at` its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<TrialWindow>,
 }
 
-/// When a subscription's free trial started and ends (unix microseconds).
+/// When a subscription's free trial (or a paid period) started and ends (unix microseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrialWindow {
     pub started_at: i64,
