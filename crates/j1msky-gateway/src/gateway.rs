@@ -409,8 +409,9 @@ impl Gateway {
             // The same budget over the period the customer paid for, when that period is
             // not the calendar month: one payment buys one month's budget, however its
             // period falls across months. A period already over (its renewal not yet
-            // heard of) holds nothing: the calendar month still does.
-            if let Some(p) = paid_period.filter(|p| p.started_at <= now && now < p.ends_at) {
+            // heard of) holds nothing: the calendar month still does. A period that starts
+            // a moment after our clock (Stripe's is not ours) holds already.
+            if let Some(p) = paid_period.filter(|p| now < p.ends_at) {
                 if (p.started_at, p.ends_at) != (m_start, m_end) {
                     budgets.push(Budget {
                         scope: limits::customer_period_scope(id),
@@ -553,6 +554,21 @@ impl Gateway {
                     }
                     Err(e) => {
                         attempt.outcome = e.outcome().to_string();
+                        if matches!(e, UpstreamError::Timeout) {
+                            // No answer in time, but the provider may have generated (and
+                            // bill) one: booked at the most it could cost on this model,
+                            // never more in all than the call reserved, so budgets and
+                            // margins see a call made to run out the clock.
+                            let booked: i64 = attempts.iter().map(|a| a.cost.micros()).sum();
+                            let room = (reservation.amount.micros() - booked).max(0);
+                            let most = policy::max_cost(
+                                &self.catalogue,
+                                model_id,
+                                req.estimated_input_tokens(),
+                                req.max_tokens,
+                            );
+                            attempt.cost = Money::from_micros(most.micros().min(room));
+                        }
                         attempts.push(attempt);
                         // A provider throttling us is alive: its 429s wait or fall back, but
                         // never open its circuit.

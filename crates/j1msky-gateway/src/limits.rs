@@ -391,7 +391,7 @@ pub async fn customer_month(
     let (start, _) = j1msky_core::windows::month(tz, now);
     let (mut spent, mut reserved) = budget_state(db, &customer_month_scope(customer_id), start).await?;
     if let (Some(p0), Some(p1)) = (period_start, period_end) {
-        if p0 <= now && now < p1 && p0 != start {
+        if now < p1 && p0 != start {
             let (s, r) = budget_state(db, &customer_period_scope(customer_id), p0).await?;
             if s.micros() + r.micros() > spent.micros() + reserved.micros() {
                 (spent, reserved) = (s, r);

@@ -955,9 +955,30 @@ async fn one_payment_buys_one_month_s_model_budget_however_its_period_falls_acro
         target = j1msky_core::windows::month(tz, month_end).1 - 10 * 86_400_000_000;
     }
     both((target - app.now()) / 1_000_000).await;
+    // Stripe's clock half a minute ahead of ours: the period it reports starts "later".
+    control(&fake, "clock", json!({"advance_secs": 30})).await;
     paid_checkout(&app, &fake, &stripe, &id, "starter").await;
     let c = customers::get(&app.db, &id).await.expect("customer");
     assert_eq!((c.stage, c.plan.as_deref()), (Stage::Active, Some("starter")), "paid");
+    // The period paid for, as the subscription's events tell it (they may come late on
+    // a loaded machine).
+    let mut period = None;
+    for _ in 0..100 {
+        period = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
+            "SELECT paid_period_start, paid_period_end FROM customers WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_one(app.db.pool())
+        .await
+        .ok()
+        .and_then(|(a, b)| a.zip(b));
+        if period.is_some() {
+            break;
+        }
+        delivered_and_applied(&app, &fake).await;
+    }
+    let (start, end) = period.expect("the paid period is known");
+    assert!(start >= target && start < target + 3_600_000_000 && end - start == 30 * 86_400_000_000, "{start}..{end}");
     // A budget of half a cent (the operator's for the customer, held like the plan's).
     let budget = j1msky_core::Money::from_micros(5_000);
     j1msky_gateway::controls::set_customer_budget(&app.db, &Actor::cli(), &id, Some(budget), "test", app.now())

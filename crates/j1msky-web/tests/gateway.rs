@@ -215,6 +215,11 @@ async fn upstream_rate_limits_and_errors_fall_back_and_every_attempt_is_a_ledger
     let summary: Vec<(&str, &str, Option<&str>)> =
         rows.iter().map(|r| (r.model_used.as_str(), r.outcome.as_str(), r.fallback_reason.as_deref())).collect();
     assert_eq!(summary, vec![("claude-sonnet", "timeout", None), ("kimi-k2.5", "ok", Some("timeout"))]);
+    // The unanswered try is booked at the most it could have cost (it may be billed), not
+    // at nothing: no more than Sonnet's price for the request's whole `max_tokens`.
+    assert!(rows[0].cost > Money::ZERO, "{:?}", rows[0]);
+    let most = j1msky_gateway::policy::max_cost(&app.catalogue, "claude-sonnet", 100, 100);
+    assert!(rows[0].cost <= most, "{:?} against {most:?}", rows[0]);
     // Without a fallback the caller hears of the timeout after one try, as a 504.
     app.script_faults(json!({"fault": "timeout", "model": "kimi-k2.5", "times": 1})).await;
     let resp = post(&app, "/v1/chat/completions", &key, None, &chat("Code it")).await;
@@ -222,6 +227,7 @@ async fn upstream_rate_limits_and_errors_fall_back_and_every_attempt_is_a_ledger
     let rows = rows_of(&app, &resp).await;
     let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
     assert_eq!(outcomes, vec!["timeout"]);
+    assert!(rows[0].cost > Money::ZERO, "booked though unanswered: {:?}", rows[0]);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"]["code"], "upstream_timeout");
 

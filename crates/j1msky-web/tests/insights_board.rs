@@ -160,12 +160,47 @@ async fn the_drill_down_lists_the_customers_behind_a_tile() {
     assert_eq!((status, ctype.starts_with("text/csv")), (200, true));
     assert_eq!(body, "customer_id,name,plan,value_micros,detail\r\n");
     for (query, field) in
-        [("tile=usage.revenue_micros", "tile"), ("tile=", "tile"), ("tile=mrr.new_cents&month=2026-00", "month")]
+        [("tile=customers.ltv_cents", "tile"), ("tile=", "tile"), ("tile=mrr.new_cents&month=2026-00", "month")]
     {
         let (status, _, html) = get(&op, &app, &format!("/admin/insights/behind?{query}")).await;
         assert_eq!(status, 422, "{query}");
         assert!(html.contains(&format!("{field}:")), "{query}");
     }
+    // The customer numbers open on their customers too: this month's signups (not
+    // activated yet), the funnel's stages, the NPS answers; revenue and cost open on the
+    // margin ranking.
+    let acme = starter_with_owner(&app, "Acme", "owner@acme.test").await;
+    let ctx = j1msky_insights::Ctx {
+        db: app.db.clone(),
+        catalogue: app.catalogue.clone().into(),
+        clock: std::sync::Arc::new(app.clock.clone()),
+    };
+    let runner = j1msky_db::consumers::Runner::new("test");
+    let consumers = j1msky_insights::rollups::consumers(&ctx);
+    while j1msky_db::consumers::run_once(&app.db, &runner, &consumers, &app.clock).await.unwrap().moved() {}
+    let month = ctx.this_month().to_string();
+    let (status, _, html) =
+        get(&op, &app, &format!("/admin/insights/behind?tile=customers.activation_bp&month={month}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&format!("href=\"/admin/customers/{acme}\"")) && html.contains("not activated"), "{html}");
+    let (status, _, body) =
+        get(&op, &app, &format!("/admin/insights/behind?tile=customers.activation_bp&month={month}&format=csv")).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with("customer_id,name,plan,value_hours,detail\r\n") && body.contains(&format!("{acme},Acme,")),
+        "{body}"
+    );
+    for tile in
+        ["customers.nps", "funnel.lead", "funnel.paid", "usage.revenue_micros", "customers.gross_revenue_churn_bp"]
+    {
+        let (status, _, _) = get(&op, &app, &format!("/admin/insights/behind?tile={tile}&month={month}")).await;
+        assert_eq!(status, 200, "{tile}");
+    }
+    let (_, _, html) = get(&op, &app, &format!("/admin?month={month}")).await;
+    for tile in ["customers.activation_bp", "customers.nps", "usage.revenue_micros", "mrr.reactivated_customers"] {
+        assert!(html.contains(&format!("/admin/insights/behind?tile={tile}&")), "{tile} opens its customers");
+    }
+    assert!(html.contains("data-kpi=\"mrr.paying_start\""));
 }
 
 #[tokio::test]

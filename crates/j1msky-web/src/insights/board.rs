@@ -11,6 +11,7 @@ use axum::Router;
 use j1msky_accounts::sessions::Session;
 use j1msky_insights::kpis::{self, Behind, Filter, Kpis, MarginRow};
 use j1msky_insights::mrr::Movement;
+use j1msky_insights::people;
 use j1msky_insights::{InsightsError, Month};
 use minijinja::{context, Value};
 use serde::Deserialize;
@@ -179,6 +180,20 @@ const TILES: &[TileDef] = &[
         drill: true,
     },
     TileDef {
+        key: "mrr.paying_start",
+        label: "Customers paying at the start",
+        unit: Unit::Count,
+        get: |k| Some(k.mrr.paying_start),
+        drill: false,
+    },
+    TileDef {
+        key: "mrr.reactivated_customers",
+        label: "Reactivated customers",
+        unit: Unit::Count,
+        get: |k| Some(k.mrr.reactivated_customers),
+        drill: true,
+    },
+    TileDef {
         key: "mrr.new_customers",
         label: "New customers",
         unit: Unit::Count,
@@ -204,14 +219,14 @@ const TILES: &[TileDef] = &[
         label: "Gross revenue churn",
         unit: Unit::Bp,
         get: |k| k.customers.gross_revenue_churn_bp,
-        drill: false,
+        drill: true,
     },
     TileDef {
         key: "customers.net_revenue_churn_bp",
         label: "Net revenue churn",
         unit: Unit::Bp,
         get: |k| k.customers.net_revenue_churn_bp,
-        drill: false,
+        drill: true,
     },
     TileDef {
         key: "customers.arpa_cents",
@@ -246,28 +261,28 @@ const TILES: &[TileDef] = &[
         label: "Activation (this cohort)",
         unit: Unit::Bp,
         get: activation,
-        drill: false,
+        drill: true,
     },
     TileDef {
         key: "customers.nps",
         label: "NPS",
         unit: Unit::Score,
         get: |k| k.customers.nps.as_ref().map(|n| n.score),
-        drill: false,
+        drill: true,
     },
     TileDef {
         key: "usage.revenue_micros",
         label: "Revenue",
         unit: Unit::Micros,
         get: |k| Some(k.usage.revenue_micros),
-        drill: false,
+        drill: true,
     },
     TileDef {
         key: "usage.model_cost_micros",
         label: "Model cost",
         unit: Unit::Micros,
         get: |k| Some(k.usage.model_cost_micros),
-        drill: false,
+        drill: true,
     },
     TileDef {
         key: "usage.gross_margin_micros",
@@ -288,21 +303,21 @@ const TILES: &[TileDef] = &[
         label: "Cost per completed task",
         unit: Unit::Micros,
         get: |k| k.usage.cost_per_completed_task_micros,
-        drill: false,
+        drill: true,
     },
     TileDef {
         key: "usage.success_rate_bp",
         label: "Task success rate",
         unit: Unit::Bp,
         get: |k| k.usage.success_rate_bp,
-        drill: false,
+        drill: true,
     },
     TileDef {
         key: "usage.tasks_completed",
         label: "Tasks completed",
         unit: Unit::Count,
         get: |k| Some(k.usage.tasks_completed),
-        drill: false,
+        drill: true,
     },
 ];
 
@@ -311,11 +326,16 @@ fn activation(k: &Kpis) -> Option<i64> {
     k.customers.activation.iter().find(|c| c.month == k.month).and_then(|c| c.rate_bp)
 }
 
-/// What a drill-down tile means: an MRR movement, or the margin ranking.
+/// What a drill-down tile means: an MRR movement, the margin ranking, or the customers
+/// behind a customer number (signups, funnel stages, NPS answers).
 enum Drill {
     Mrr(Movement),
     Margin,
+    People(people::Tile),
 }
+
+/// The funnel table's stages, each with its drill-down (not tiles).
+const FUNNEL_DRILLS: [&str; 4] = ["funnel.lead", "funnel.qualified", "funnel.trial", "funnel.paid"];
 
 fn drill_of(tile: &str) -> Option<Drill> {
     Some(match tile {
@@ -325,7 +345,22 @@ fn drill_of(tile: &str) -> Option<Drill> {
         "mrr.churn_cents" | "mrr.churned_customers" | "customers.churn_rate_bp" => Drill::Mrr(Movement::Churn),
         "mrr.reactivation_cents" | "mrr.reactivated_customers" => Drill::Mrr(Movement::Reactivation),
         "mrr.ending_cents" | "mrr.paying_end" | "customers.arpa_cents" => Drill::Mrr(Movement::Paying),
-        "usage.gross_margin_micros" | "usage.gross_margin_bp" => Drill::Margin,
+        "customers.gross_revenue_churn_bp" | "customers.net_revenue_churn_bp" => Drill::Mrr(Movement::Churn),
+        // Each customer's revenue, model cost and margin of the month.
+        "usage.gross_margin_micros"
+        | "usage.gross_margin_bp"
+        | "usage.revenue_micros"
+        | "usage.model_cost_micros"
+        | "usage.cost_per_completed_task_micros"
+        | "usage.success_rate_bp"
+        | "usage.tasks_completed" => Drill::Margin,
+        "customers.activation_bp" => Drill::People(people::Tile::Signups),
+        "customers.nps" => Drill::People(people::Tile::Nps),
+        // The funnel table's stages.
+        "funnel.lead" => Drill::People(people::Tile::Lead),
+        "funnel.qualified" => Drill::People(people::Tile::Qualified),
+        "funnel.trial" => Drill::People(people::Tile::Trial),
+        "funnel.paid" => Drill::People(people::Tile::Paid),
         _ => return None,
     })
 }
@@ -567,17 +602,27 @@ async fn behind_inner(state: &AppState, s: &Session, q: &BoardQuery) -> Result<R
     let chosen = choose(state, q)?;
     let tile = q.tile.trim();
     let Some(drill) = drill_of(tile) else {
-        let known: Vec<&str> = TILES.iter().filter(|t| t.drill).map(|t| t.key).collect();
+        let mut known: Vec<&str> = TILES.iter().filter(|t| t.drill).map(|t| t.key).collect();
+        known.extend(FUNNEL_DRILLS);
         return Err(InsightsError::invalid("tile", format!("`{tile}` has no drill-down: one of {}", known.join(", "))));
     };
     let ctx = state.insights();
     let (rows, unit): (Vec<Behind>, &str) = match drill {
         Drill::Mrr(m) => (j1msky_insights::mrr::behind(&ctx, chosen.month, m, &chosen.filter).await?, "cents"),
         Drill::Margin => (j1msky_insights::usage::behind_margin(&ctx, chosen.month, &chosen.filter).await?, "micros"),
+        Drill::People(t) => {
+            let unit = if t == people::Tile::Nps { "score" } else { "hours" };
+            (people::behind(&ctx, chosen.month, t, &chosen.filter).await?, unit)
+        }
     };
     let label = TILES.iter().find(|t| t.key == tile).map_or(tile, |t| t.label);
     if chosen.csv {
-        let value_col = if unit == "cents" { "value_cents" } else { "value_micros" };
+        let value_col = match unit {
+            "cents" => "value_cents",
+            "micros" => "value_micros",
+            "hours" => "value_hours",
+            _ => "value",
+        };
         let data: Vec<Vec<String>> = rows
             .iter()
             .map(|b| {
@@ -596,7 +641,13 @@ async fn behind_inner(state: &AppState, s: &Session, q: &BoardQuery) -> Result<R
     let shown: Vec<Value> = rows
         .iter()
         .map(|b| {
-            let v = if unit == "cents" { show(Unit::Cents, Some(b.value)) } else { show(Unit::Micros, Some(b.value)) };
+            let v = match unit {
+                "cents" => show(Unit::Cents, Some(b.value)),
+                "micros" => show(Unit::Micros, Some(b.value)),
+                "hours" if b.value < 0 => "—".to_string(),
+                "hours" => format!("{} h", b.value),
+                _ => b.value.to_string(),
+            };
             context! { customer_id => b.customer_id.clone(), name => b.name.clone(), plan => b.plan.clone(), value => b.value, shown => v, detail => b.detail.clone() }
         })
         .collect();
