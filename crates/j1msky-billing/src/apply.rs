@@ -90,11 +90,11 @@ pub async fn event(
         | "checkout.session.async_payment_failed" => {
             checkout(conn, backend, ctx, obj, &env.kind, env.created, now).await
         }
-        "invoice.paid" => crate::invoices::paid(conn, backend, obj, env.created, now).await,
+        "invoice.paid" => crate::invoices::paid(conn, backend, ctx, obj, env.created, now).await,
         "invoice.voided" | "invoice.marked_uncollectible" => {
-            crate::invoices::given_up(conn, backend, obj, &env.kind, env.created, now).await
+            crate::invoices::given_up(conn, backend, ctx, obj, &env.kind, env.created, now).await
         }
-        "invoice.payment_failed" => crate::invoices::failed(conn, backend, obj, now).await,
+        "invoice.payment_failed" => crate::invoices::failed(conn, backend, ctx, obj, now).await,
         "charge.refunded" => refund(conn, backend, obj, env.created, now).await,
         // created, updated, closed, funds_withdrawn, funds_reinstated: each carries the dispute.
         kind if kind.starts_with("charge.dispute.") => {
@@ -321,7 +321,9 @@ type SubscriptionRow = (String, Option<String>, i64, String, Option<i64>, Option
 /// subscriptions and announces them (`customer.subscription_state`); accounts applies
 /// them to the customer (`j1msky_accounts::reactions`). A stage change is dated `at`
 /// (Stripe's time of the event that caused it: a reconcile after downtime still dates
-/// churn in the month it happened), never later than `now`, when we learnt of it.
+/// churn in the month it happened), never later than `now`, when we learnt of it. False
+/// when there was nothing to announce (no such customer, no subscription that says
+/// anything about it).
 pub async fn settle_customer(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -329,7 +331,7 @@ pub async fn settle_customer(
     customer_id: &str,
     at: i64,
     now: i64,
-) -> Result<(), BillingError> {
+) -> Result<bool, BillingError> {
     // The customer's row first (locked on PostgreSQL): settlements of one customer's
     // subscriptions then run one after another, and the last (the last event) sees them all.
     let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
@@ -338,7 +340,7 @@ pub async fn settle_customer(
         .fetch_optional(&mut *conn)
         .await?;
     if row.is_none() {
-        return Ok(());
+        return Ok(false);
     }
     let subs: Vec<SubscriptionRow> = sqlx::query_as(
         "SELECT status, plan, created, id, trial_end, current_period_start, current_period_end
@@ -352,7 +354,7 @@ pub async fn settle_customer(
         .filter(|s| rank(&s.0) > 0)
         .max_by(|a, b| (rank(&a.0), a.2, &a.3).cmp(&(rank(&b.0), b.2, &b.3)))
     else {
-        return Ok(());
+        return Ok(false);
     };
     let paused_plan = plan.as_deref() == Some(ctx.catalogue.pause_plan.as_str());
     let stage = match status.as_str() {
@@ -396,7 +398,7 @@ pub async fn settle_customer(
         trial,
     };
     outbox::emit_typed(conn, backend, state, Some(customer_id), now).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// `customer.updated`: whether the customer has a default payment method now, which lets

@@ -86,6 +86,7 @@ async fn booked(conn: &mut AnyConnection, source: &str) -> Result<Option<i64>, B
 pub(crate) async fn paid(
     conn: &mut AnyConnection,
     backend: Backend,
+    ctx: &crate::apply::Ctx<'_>,
     obj: &Value,
     created: i64,
     now: i64,
@@ -130,7 +131,7 @@ pub(crate) async fn paid(
         owing.insert(charge_customer);
     }
     for c in &owing {
-        owed_standing(conn, backend, c, now).await?;
+        owed_standing(conn, backend, ctx, c, now).await?;
     }
     let amount = obj["amount_paid"].as_i64().unwrap_or(0).saturating_sub(usage).max(0);
     let inserted = sqlx::query(
@@ -167,6 +168,7 @@ pub(crate) async fn paid(
 pub(crate) async fn given_up(
     conn: &mut AnyConnection,
     backend: Backend,
+    ctx: &crate::apply::Ctx<'_>,
     obj: &Value,
     kind: &str,
     created: i64,
@@ -214,7 +216,7 @@ pub(crate) async fn given_up(
         owing.insert(charge_customer);
     }
     for c in &owing {
-        owed_standing(conn, backend, c, now).await?;
+        owed_standing(conn, backend, ctx, c, now).await?;
     }
     let detail = InvoiceGivenUp {
         invoice: id.into(),
@@ -236,6 +238,7 @@ pub(crate) async fn given_up(
 pub(crate) async fn failed(
     conn: &mut AnyConnection,
     backend: Backend,
+    ctx: &crate::apply::Ctx<'_>,
     obj: &Value,
     now: i64,
 ) -> Result<(), BillingError> {
@@ -264,30 +267,29 @@ pub(crate) async fn failed(
         owing.insert(charge_customer);
     }
     for c in &owing {
-        owed_standing(conn, backend, c, now).await?;
+        owed_standing(conn, backend, ctx, c, now).await?;
     }
     Ok(())
 }
 
-/// A customer's payment standing from what its usage invoices say
-/// (`charges::owed_standing`) and, when it has a live subscription, what that says
-/// (`past_due`, `unpaid`), the worse of the two; recorded on the customer
-/// (`access::set_billing_status`: `past_due` starts the grace period, `unpaid`
-/// restricts). A subscription never pays a usage debt off: a debtor who subscribes (a
-/// Checkout opened before the debt) stays out until the debt is paid.
+/// A customer's payment standing after its usage invoices changed: one with a
+/// subscription is settled again (`apply::settle_customer`: the worse of its
+/// subscription's standing and what its usage invoices say, `charges::owed_standing`),
+/// so every change of a subscriber's standing is one ordered `customer.subscription_state`
+/// and a later one never loses to an earlier one applied after it; one without is
+/// recorded here (`access::set_billing_status`: `past_due` starts the grace period,
+/// `unpaid` restricts). A subscription never pays a usage debt off.
 async fn owed_standing(
     conn: &mut AnyConnection,
     backend: Backend,
+    ctx: &crate::apply::Ctx<'_>,
     customer: &str,
     now: i64,
 ) -> Result<(), BillingError> {
-    let failing: Vec<(String,)> =
-        sqlx::query_as("SELECT status FROM subscriptions WHERE customer_id = $1 AND status IN ('past_due', 'unpaid')")
-            .bind(customer)
-            .fetch_all(&mut *conn)
-            .await?;
-    let subscription = failing.iter().fold(None, |w, s| worse(w, Some(s.0.as_str())));
-    let standing = worse(subscription, charges::owed_standing(conn, customer).await?);
+    if crate::apply::settle_customer(conn, backend, ctx, customer, now, now).await? {
+        return Ok(());
+    }
+    let standing = charges::owed_standing(conn, customer).await?;
     let actor = j1msky_audit::Actor("stripe".into());
     j1msky_accounts::access::set_billing_status(conn, backend, &actor, customer, standing, now).await?;
     Ok(())

@@ -556,18 +556,17 @@ impl Gateway {
                         attempt.outcome = e.outcome().to_string();
                         if matches!(e, UpstreamError::Timeout) {
                             // No answer in time, but the provider may have generated (and
-                            // bill) one: booked at the most it could cost on this model,
-                            // never more in all than the call reserved, so budgets and
-                            // margins see a call made to run out the clock.
+                            // bill) one: booked at the most it could cost on this model, so
+                            // budgets and margins see a call made to run out the clock;
+                            // never more than the call reserved, less what a fallback may
+                            // still cost (the settlement stays within the reservation).
+                            let input = req.estimated_input_tokens();
+                            let most = |m: &str| policy::max_cost(&self.catalogue, m, input, req.max_tokens).micros();
                             let booked: i64 = attempts.iter().map(|a| a.cost.micros()).sum();
-                            let room = (reservation.amount.micros() - booked).max(0);
-                            let most = policy::max_cost(
-                                &self.catalogue,
-                                model_id,
-                                req.estimated_input_tokens(),
-                                req.max_tokens,
-                            );
-                            attempt.cost = Money::from_micros(most.micros().min(room));
+                            let later = route.chain.iter().skip_while(|m| *m != model_id).skip(1);
+                            let fallback = later.map(|m| most(m)).max().unwrap_or(0);
+                            let room = (reservation.amount.micros() - booked - fallback).max(0);
+                            attempt.cost = Money::from_micros(most(model_id).min(room));
                         }
                         attempts.push(attempt);
                         // A provider throttling us is alive: its 429s wait or fall back, but

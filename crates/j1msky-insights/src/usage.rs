@@ -27,27 +27,29 @@ pub const CUSTOMER_ROWS: usize = 200;
 /// Refuses a filter naming a plan or team that does not exist, saying which: a typo
 /// would otherwise show an empty month as if it were true.
 pub fn check_filter(ctx: &Ctx, filter: &Filter) -> Result<(), InsightsError> {
-    if let Some(plan) = &filter.plan {
-        let known = ctx.catalogue.plans.contains_key(plan) || plan == data::PAY_PER_TASK || plan == data::UNATTRIBUTED;
-        if !known {
-            return Err(InsightsError::invalid(
-                "plan",
-                format!(
-                    "`{plan}` is not a plan (the catalogue's, `{}` or `{}`)",
-                    data::PAY_PER_TASK,
-                    data::UNATTRIBUTED
-                ),
-            ));
-        }
+    validate_filter(&ctx.catalogue, filter)
+}
+
+/// The plans and teams a filter may name: the catalogue's, `pay-per-task` (customers
+/// without a plan), `api` (direct API calls, no team) and `unattributed` (revenue
+/// billing has not linked to a customer yet), each a row of the margin tables.
+pub fn filter_choices(catalogue: &j1msky_core::catalogue::Catalogue) -> (Vec<String>, Vec<String>) {
+    let mut plans: Vec<String> = catalogue.plans.keys().cloned().collect();
+    plans.extend([data::PAY_PER_TASK.to_string(), data::UNATTRIBUTED.to_string()]);
+    let mut teams: Vec<String> = catalogue.teams.keys().cloned().collect();
+    teams.extend([parts::API_TEAM.to_string(), data::UNATTRIBUTED.to_string()]);
+    (plans, teams)
+}
+
+/// [`check_filter`] against a catalogue (the CLI and the board check what they are asked
+/// for before reading anything).
+pub fn validate_filter(catalogue: &j1msky_core::catalogue::Catalogue, filter: &Filter) -> Result<(), InsightsError> {
+    let (plans, teams) = filter_choices(catalogue);
+    if let Some(plan) = filter.plan.as_ref().filter(|p| !plans.contains(p)) {
+        return Err(InsightsError::invalid("plan", format!("`{plan}` is not a plan: one of {}", plans.join(", "))));
     }
-    if let Some(team) = &filter.team {
-        let known = ctx.catalogue.teams.contains_key(team) || team == parts::API_TEAM || team == data::UNATTRIBUTED;
-        if !known {
-            return Err(InsightsError::invalid(
-                "team",
-                format!("`{team}` is not a team (the catalogue's, `{}` or `{}`)", parts::API_TEAM, data::UNATTRIBUTED),
-            ));
-        }
+    if let Some(team) = filter.team.as_ref().filter(|t| !teams.contains(t)) {
+        return Err(InsightsError::invalid("team", format!("`{team}` is not a team: one of {}", teams.join(", "))));
     }
     Ok(())
 }

@@ -284,3 +284,27 @@ async fn no_backup_for_hours_raises_one_alert_a_day_unless_the_operator_turned_t
     assert!(!j1msky_ops::notify::spike::check_backups(&ops_off, DAY_START + 60 * HOUR).await.expect("check"));
     assert_eq!(overdue(t.db.clone()).await.len(), 2);
 }
+
+/// A failed attempt whose local file retention pruned is no backup: it keeps its error,
+/// and the check for overdue backups does not count it as the newest good one.
+#[tokio::test]
+async fn a_pruned_failed_attempt_is_not_a_backup_that_finished_well() {
+    let t = TestDb::new().await;
+    let clock = ManualClock::new(DAY_START);
+    let dir = tempfile::tempdir().expect("dir");
+    // The copy's place is a file: the local backup is written, its copy fails.
+    let blocked = dir.path().join("not-a-dir");
+    std::fs::write(&blocked, b"x").expect("file");
+    for _ in 0..2 {
+        let opts =
+            Options { dir: dir.path().join("main"), copy_to: Some(CopyTo::Dir(blocked.clone())), kind: Kind::Hourly };
+        backup::take(&t.db, &t.url, &opts, &clock, &Quiet).await.expect_err("the copy cannot be written");
+        clock.advance_micros(HOUR);
+    }
+    let keep = Retention { keep_hourly: 1, keep_daily: 1 };
+    let pruned = backup::prune(&t.db, keep, &backup::S3Settings::default()).await.expect("prune");
+    assert_eq!(pruned.len(), 1, "the older failure's local file");
+    let rows = backup::list(&t.db, true, 10).await.expect("list");
+    assert!(rows.iter().any(|b| b.status == "pruned" && b.error.is_some()), "{rows:?}");
+    assert_eq!(backup::newest_done(&t.db).await.expect("newest"), None, "no backup finished well");
+}

@@ -42,11 +42,13 @@ pub async fn meter_api_calls(db: &Db, catalogue: &Catalogue, now: i64) -> Result
     // Calls of customers without a plan are the pay-per-task ones (admission lets them in
     // only with a payment method on file), and so were those of customers with one made
     // before it started (`customers.plan_since`, migration 0051); calls made for a task
-    // are billed with the task. Days already metered either way are left out here.
+    // are billed with the task. An attempt the provider did not answer in time is the
+    // business's cost (booked at its most, the provider may bill it), never charged: the
+    // customer pays for answers. Days already metered either way are left out here.
     let rows = sqlx::query(&format!(
         "SELECT l.customer_id, l.created_at / {DAY_MICROS} AS day, CAST(SUM(l.cost_micros) AS BIGINT),
-             CAST(SUM(CASE WHEN c.plan IS NULL OR l.created_at < c.plan_since THEN l.cost_micros ELSE 0 END)
-                  AS BIGINT)
+             CAST(SUM(CASE WHEN (c.plan IS NULL OR l.created_at < c.plan_since) AND l.outcome <> 'timeout'
+                           THEN l.cost_micros ELSE 0 END) AS BIGINT)
          FROM llm_calls l JOIN customers c ON c.id = l.customer_id
          WHERE l.task_id IS NULL AND l.cost_micros > 0 AND l.created_at >= $1 AND l.created_at < $2
          GROUP BY l.customer_id, l.created_at / {DAY_MICROS}"

@@ -332,21 +332,41 @@ async fn a_pay_per_task_customer_s_direct_api_calls_are_charged_per_day_and_bill
         assert_eq!(chat(&app, &key).await.0, 200, "a pay-per-task customer with a card calls the API");
     }
     assert_eq!(chat(&app, &sub_key).await.0, 200);
+    // A strategy call Opus did not answer in time (Sonnet did): the timed-out attempt is
+    // the business's cost, booked at its most, not the customer's charge.
+    app.script_faults(json!({"fault": "timeout", "model": "claude-opus-4-5", "times": 1})).await;
+    let body = json!({"model": "auto", "messages": [{"role": "user", "content": "plan it"}], "max_tokens": 2000});
+    let r = reqwest::Client::new()
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-j1msky-category", "strategy")
+        .json(&body)
+        .send()
+        .await
+        .expect("strategy call");
+    assert_eq!(r.status().as_u16(), 200, "Sonnet answered after Opus timed out");
     app.gateway().flush().await;
     let cost = sum_of(
         &app,
-        "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = $1",
+        "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = $1 AND outcome = 'ok'",
         &walk_in,
     )
     .await;
     assert!(cost > 0, "the calls are in the cost ledger");
+    let timed_out = sum_of(
+        &app,
+        "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = $1 AND outcome = 'timeout'",
+        &walk_in,
+    )
+    .await;
+    assert!(timed_out > 10_000, "booked as cost, since the provider may bill it: {timed_out}");
 
     // The day is still open: nothing is charged yet.
     let meter = |now| j1msky_tasks::api_usage::meter_api_calls(&app.db, &app.catalogue, now);
     assert_eq!(meter(app.now()).await.expect("meter"), 0);
 
-    // Next day: one charge for the day, three times the model cost rounded up to the cent
-    // (and the subscriber's day metered as included in its plan).
+    // Next day: one charge for the day, three times the answered calls' model cost rounded
+    // up to the cent (and the subscriber's day metered as included in its plan).
     app.clock.advance_secs(86_400);
     assert_eq!(meter(app.now()).await.expect("meter"), 2);
     assert_eq!(meter(app.now()).await.expect("again"), 0, "a day is metered once");

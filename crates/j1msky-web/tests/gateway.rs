@@ -220,6 +220,10 @@ async fn upstream_rate_limits_and_errors_fall_back_and_every_attempt_is_a_ledger
     assert!(rows[0].cost > Money::ZERO, "{:?}", rows[0]);
     let most = j1msky_gateway::policy::max_cost(&app.catalogue, "claude-sonnet", 100, 100);
     assert!(rows[0].cost <= most, "{:?} against {most:?}", rows[0]);
+    // With Kimi's answer the call still costs no more than it reserved (Sonnet's most):
+    // the timeout leaves room for the fallback that answered.
+    let total = rows.iter().fold(Money::ZERO, |t, r| t.checked_add(r.cost).unwrap());
+    assert!(total <= most, "{total:?} against {most:?}");
     // Without a fallback the caller hears of the timeout after one try, as a 504.
     app.script_faults(json!({"fault": "timeout", "model": "kimi-k2.5", "times": 1})).await;
     let resp = post(&app, "/v1/chat/completions", &key, None, &chat("Code it")).await;

@@ -170,6 +170,16 @@ async fn the_drill_down_lists_the_customers_behind_a_tile() {
     // activated yet), the funnel's stages, the NPS answers; revenue and cost open on the
     // margin ranking.
     let acme = starter_with_owner(&app, "Acme", "owner@acme.test").await;
+    let solo = j1msky_accounts::customers::create(
+        &app.db,
+        &app.catalogue,
+        &Actor::cli(),
+        j1msky_accounts::customers::NewCustomer { name: "Solo".into(), ..Default::default() },
+        app.now(),
+    )
+    .await
+    .unwrap()
+    .id;
     let ctx = j1msky_insights::Ctx {
         db: app.db.clone(),
         catalogue: app.catalogue.clone().into(),
@@ -190,9 +200,7 @@ async fn the_drill_down_lists_the_customers_behind_a_tile() {
         body.starts_with("customer_id,name,plan,value_hours,detail\r\n") && body.contains(&format!("{acme},Acme,")),
         "{body}"
     );
-    for tile in
-        ["customers.nps", "funnel.lead", "funnel.paid", "usage.revenue_micros", "customers.gross_revenue_churn_bp"]
-    {
+    for tile in ["customers.nps", "funnel.lead", "funnel.paid", "usage.revenue_micros", "usage.model_cost_micros"] {
         let (status, _, _) = get(&op, &app, &format!("/admin/insights/behind?tile={tile}&month={month}")).await;
         assert_eq!(status, 200, "{tile}");
     }
@@ -201,6 +209,23 @@ async fn the_drill_down_lists_the_customers_behind_a_tile() {
         assert!(html.contains(&format!("/admin/insights/behind?tile={tile}&")), "{tile} opens its customers");
     }
     assert!(html.contains("data-kpi=\"mrr.paying_start\""));
+    // Pay-per-task customers (no plan) and direct API calls (no team) are rows of the
+    // margin tables, so the filters take them too; the signups split by plan.
+    for (plan, listed, not) in [("pay-per-task", &solo, &acme), ("starter", &acme, &solo)] {
+        let url = format!("/admin/insights/behind?tile=customers.activation_bp&month={month}&plan={plan}&format=csv");
+        let (status, _, body) = get(&op, &app, &url).await;
+        assert_eq!(status, 200, "{plan}");
+        assert!(body.contains(listed.as_str()) && !body.contains(not.as_str()), "{plan}: {body}");
+    }
+    for query in ["plan=pay-per-task", "team=api", "plan=unattributed"] {
+        let (status, _, html) = get(&op, &app, &format!("/admin?month={month}&{query}")).await;
+        assert_eq!(status, 200, "{query}");
+        let (key, value) = query.split_once('=').unwrap();
+        assert!(html.contains(&format!("<option selected>{value}</option>")), "{key} kept in its filter");
+    }
+    let (status, _, html) = get(&op, &app, "/admin?plan=platinum").await;
+    assert_eq!(status, 422);
+    assert!(html.contains("plan:") && html.contains("pay-per-task"), "the error lists what a plan may be");
 }
 
 #[tokio::test]

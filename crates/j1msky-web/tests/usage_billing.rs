@@ -334,8 +334,12 @@ async fn a_checkout_opened_before_a_usage_debt_and_completed_after_it_keeps_the_
     assert_eq!(plan.as_deref(), Some("pro"), "the subscription is applied");
     assert_eq!(standing(&app, &debtor).await.as_deref(), Some("unpaid"), "the debt still stands");
     assert!(!admitted(&app, &debtor).await, "a trial does not pay a written-off invoice");
-    // Paid: the subscription's own standing (trialing, nothing failing) is the customer's.
+    // Paid, right after a change of the subscription (its events applied in one go, the
+    // subscription's first, before any reaction ran): the subscription's own standing
+    // (nothing failing) is the customer's; the older announcement does not win.
     control(&fake, &format!("customers/{sc}/card"), json!({"declines": false})).await;
+    let sub = j1msky_billing::changes::current(&app.db, &debtor).await.expect("current").expect("sub").id;
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({})).await;
     stripe.post(&format!("invoices/{invoice}/pay"), &json!({}), "test-pay-quick").await.expect("pay");
     settle(&app, &fake, &stripe).await;
     assert_eq!(standing(&app, &debtor).await, None, "paid up");

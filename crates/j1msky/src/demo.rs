@@ -169,8 +169,19 @@ pub async fn run(g: &Globals, args: DemoArgs) -> Result<(), Failure> {
         base_url: format!("http://{addr}"),
         templates_dir: crate::context::templates_dir(g),
     };
-    let settings =
-        j1msky_runtime::Settings { stripe: Some(stripe), mail: Some(mail), ..j1msky_runtime::Settings::default() };
+    // Hourly backups of the demo database beside it, as a deployment takes them.
+    let backups = crate::db_cmd::BackupArgs {
+        backup_dir: Some(args.data_dir.join("backups")),
+        backup_copy_to: None,
+        backup_keep_hourly: 3,
+        backup_keep_daily: 1,
+    };
+    let settings = j1msky_runtime::Settings {
+        stripe: Some(stripe),
+        mail: Some(mail),
+        backup: backups.schedule(&demo_globals, &db),
+        ..j1msky_runtime::Settings::default()
+    };
     let rt = crate::roles::start(gateway, settings).await?;
     crate::roles::run_until_signal(rt, Some((listener, config)), move |addr| {
         print_logins(addr, &data_dir, &password, Some(&demo_key));

@@ -32,10 +32,11 @@ pub struct ShowArgs {
     /// The month, YYYY-MM in the business time zone (default: this month).
     #[arg(long)]
     month: Option<String>,
-    /// Only customers on this plan (a plan id of the catalogue).
+    /// Only customers on this plan (a plan id of the catalogue, or pay-per-task).
     #[arg(long)]
     plan: Option<String>,
-    /// Only this team's tasks, cost and revenue (a team id of the catalogue).
+    /// Only this team's tasks, cost and revenue (a team id of the catalogue, or api for
+    /// direct API calls).
     #[arg(long)]
     team: Option<String>,
     /// Print CSV: one `section,field,value` row per number, then the margin tables.
@@ -116,17 +117,9 @@ fn parse_show(g: &Globals, catalogue: &Catalogue, a: &ShowArgs) -> Result<Show, 
         return Err(invalid("--json and --csv: choose one output format".into()));
     }
     let month = a.month.as_deref().map(Month::parse).transpose().map_err(failure)?;
-    let known = |flag: &str, value: &Option<String>, ids: Vec<&String>| -> Result<Option<String>, Failure> {
-        let Some(v) = value else { return Ok(None) };
-        if ids.contains(&v) {
-            return Ok(Some(v.clone()));
-        }
-        let list: Vec<&str> = ids.iter().map(|s| s.as_str()).collect();
-        Err(invalid(format!("--{flag}: no {flag} `{v}` in the catalogue (known: {})", list.join(", "))))
-    };
-    let plan = known("plan", &a.plan, catalogue.plans.keys().collect())?;
-    let team = known("team", &a.team, catalogue.teams.keys().collect())?;
-    Ok(Show { month, filter: Filter { plan, team }, csv: a.csv })
+    let filter = Filter { plan: a.plan.clone(), team: a.team.clone() };
+    j1msky_insights::usage::validate_filter(catalogue, &filter).map_err(|e| invalid(format!("--{e}")))?;
+    Ok(Show { month, filter, csv: a.csv })
 }
 
 async fn run(g: &Globals, ctx: &Ctx, cmd: Option<KpiCommand>, show: Option<Show>) -> Result<(), Failure> {

@@ -427,6 +427,17 @@ async fn demo_seeds_an_operator_and_customers_and_prints_the_login() {
     let last = browser.get(format!("{base}/admin?month={}", last_month())).send().await.expect("last month");
     let last = last.text().await.expect("html");
     assert!(tile(&last, "usage.tasks_completed") > 0, "last month's tasks on the board: {last}");
+    // The demo backs itself up hourly, as a deployment does: the hour's backup is listed.
+    let mut backups = String::new();
+    for _ in 0..100 {
+        backups =
+            browser.get(format!("{base}/admin/backups")).send().await.expect("backups").text().await.expect("html");
+        if backups.contains("<td>done</td>") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(backups.contains("<td>done</td>"), "the demo's first hourly backup: {backups}");
     // Billing runs against the in-process fake Stripe: Northwind's checkout completes and
     // its webhooks reach the server, so its owner sees a paid Pro subscription.
     let owner = signed_in(&base, "owner@northwind.demo", &password).await;

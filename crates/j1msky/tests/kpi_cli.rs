@@ -118,6 +118,11 @@ async fn kpi_prints_what_for_month_computes_as_json_csv_and_tables() {
     let expected = serde_json::to_value(kpis::for_month(&ctx, october, &filter).await.unwrap()).unwrap();
     assert_eq!(filtered, expected);
     assert_eq!(filtered["filter"]["team"], "code");
+    // Customers without a plan and direct API calls are filters too, as on the board.
+    let filtered = cli.json(&["kpi", "--month", "2026-10", "--plan", "pay-per-task", "--team", "api"]);
+    let filter = Filter { plan: Some("pay-per-task".into()), team: Some("api".into()) };
+    let expected = serde_json::to_value(kpis::for_month(&ctx, october, &filter).await.unwrap()).unwrap();
+    assert_eq!(filtered, expected);
 
     // --csv: every scalar of every section is one row holding the JSON's value.
     let out = cli.run(&["kpi", "--month", "2026-10", "--csv"]);

@@ -45,7 +45,7 @@ impl Tile {
 pub async fn behind(ctx: &Ctx, month: Month, tile: Tile, filter: &Filter) -> Result<Vec<Behind>, InsightsError> {
     let (start, end) = month.bounds(ctx.tz());
     let plan = filter.plan.as_deref();
-    let plan_sql = if plan.is_some() { " AND p.plan = $4" } else { "" };
+    let plan_sql = super::read::plan_clause(plan, "p.", 4);
     let sql = match (tile, tile.stage()) {
         (Tile::Nps, _) => format!(
             "SELECT p.customer_id, c.name, p.plan, n.score, n.answered_at FROM insights_nps n
@@ -68,7 +68,7 @@ pub async fn behind(ctx: &Ctx, month: Month, tile: Tile, filter: &Filter) -> Res
         ),
     };
     let mut q = sqlx::query(&sql).bind(start).bind(end).bind(BEHIND_MAX);
-    if let Some(p) = plan {
+    if let Some(p) = super::read::bound_plan(plan) {
         q = q.bind(p);
     }
     let rows = q.fetch_all(ctx.db.pool()).await?;

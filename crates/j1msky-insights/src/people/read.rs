@@ -7,14 +7,27 @@ use sqlx::Row;
 use super::rates::{self, bp};
 use super::rollup::STAGES;
 use crate::figures::{Cohort, Funnel, FunnelStage, Nps};
+use crate::usage::data::{PAY_PER_TASK, UNATTRIBUTED};
 use crate::{Ctx, InsightsError, Month};
 
 /// Signup cohorts shown with a month: it and the five before.
 pub const COHORTS: u32 = 6;
 
-/// ` AND <alias>plan = $n` when the filter names a plan.
-fn plan_clause(plan: Option<&str>, alias: &str, n: usize) -> String {
-    plan.map(|_| format!(" AND {alias}plan = ${n}")).unwrap_or_default()
+/// ` AND <alias>plan = $n` when the filter names a plan of the catalogue; a customer
+/// without one for `pay-per-task` (nothing bound); nobody for `unattributed` (revenue
+/// billing has not linked to a customer has no customer to count).
+pub(super) fn plan_clause(plan: Option<&str>, alias: &str, n: usize) -> String {
+    match plan {
+        None => String::new(),
+        Some(PAY_PER_TASK) => format!(" AND {alias}plan IS NULL"),
+        Some(UNATTRIBUTED) => " AND 1 = 0".to_string(),
+        Some(_) => format!(" AND {alias}plan = ${n}"),
+    }
+}
+
+/// The plan to bind for [`plan_clause`] (none for the two that bind nothing).
+pub(super) fn bound_plan(plan: Option<&str>) -> Option<&str> {
+    plan.filter(|p| *p != PAY_PER_TASK && *p != UNATTRIBUTED)
 }
 
 type Query<'a> = sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments<'a>>;
@@ -22,7 +35,7 @@ type Query<'a> = sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments<'a>>;
 /// `sql` with the month's bounds as `$1`, `$2` and the plan (when filtered) as `$3`.
 fn ranged<'a>(sql: &'a str, (start, end): (i64, i64), plan: Option<&'a str>) -> Query<'a> {
     let q = sqlx::query(sql).bind(start).bind(end);
-    match plan {
+    match bound_plan(plan) {
         Some(p) => q.bind(p),
         None => q,
     }

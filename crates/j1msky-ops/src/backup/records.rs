@@ -159,12 +159,13 @@ pub(super) async fn daily_between(db: &Db, from: i64, to: i64) -> Result<bool, B
 }
 
 /// When the newest backup that finished well ended (whatever its kind, pruned since or
-/// not); `None` when none ever did.
+/// not; a failed attempt that retention pruned keeps its error); `None` when none did.
 pub async fn newest_done(db: &Db) -> Result<Option<i64>, BackupError> {
-    let t: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(finished_at) FROM ops_backups WHERE status IN ('done', 'pruned')")
-            .fetch_one(db.pool())
-            .await?;
+    let t: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(finished_at) FROM ops_backups WHERE status = 'done' OR (status = 'pruned' AND error IS NULL)",
+    )
+    .fetch_one(db.pool())
+    .await?;
     Ok(t)
 }
 

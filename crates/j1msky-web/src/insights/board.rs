@@ -76,25 +76,15 @@ pub(super) fn choose(state: &AppState, q: &BoardQuery) -> Result<Chosen, Insight
         "" => state.insights().this_month(),
         m => Month::parse(m)?,
     };
-    let named = |field: &str, value: &str, known: Vec<&String>| -> Result<Option<String>, InsightsError> {
-        let v = value.trim();
-        if v.is_empty() {
-            return Ok(None);
-        }
-        if known.iter().any(|k| k.as_str() == v) {
-            return Ok(Some(v.to_string()));
-        }
-        let names: Vec<&str> = known.iter().map(|k| k.as_str()).collect();
-        Err(InsightsError::invalid(field, format!("`{v}` is not a {field}: one of {}", names.join(", "))))
-    };
-    let plan = named("plan", &q.plan, state.catalogue.plans.keys().collect())?;
-    let team = named("team", &q.team, state.catalogue.teams.keys().collect())?;
+    let given = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
+    let filter = Filter { plan: given(&q.plan), team: given(&q.team) };
+    j1msky_insights::usage::validate_filter(&state.catalogue, &filter)?;
     let csv = match q.format.trim() {
         "" | "html" => false,
         "csv" => true,
         other => return Err(InsightsError::invalid("format", format!("`{other}` is not a format: html or csv"))),
     };
-    Ok(Chosen { month, filter: Filter { plan, team }, csv })
+    Ok(Chosen { month, filter, csv })
 }
 
 /// The unit a tile's raw integer is in.
@@ -219,14 +209,14 @@ const TILES: &[TileDef] = &[
         label: "Gross revenue churn",
         unit: Unit::Bp,
         get: |k| k.customers.gross_revenue_churn_bp,
-        drill: true,
+        drill: false,
     },
     TileDef {
         key: "customers.net_revenue_churn_bp",
         label: "Net revenue churn",
         unit: Unit::Bp,
         get: |k| k.customers.net_revenue_churn_bp,
-        drill: true,
+        drill: false,
     },
     TileDef {
         key: "customers.arpa_cents",
@@ -303,21 +293,21 @@ const TILES: &[TileDef] = &[
         label: "Cost per completed task",
         unit: Unit::Micros,
         get: |k| k.usage.cost_per_completed_task_micros,
-        drill: true,
+        drill: false,
     },
     TileDef {
         key: "usage.success_rate_bp",
         label: "Task success rate",
         unit: Unit::Bp,
         get: |k| k.usage.success_rate_bp,
-        drill: true,
+        drill: false,
     },
     TileDef {
         key: "usage.tasks_completed",
         label: "Tasks completed",
         unit: Unit::Count,
         get: |k| Some(k.usage.tasks_completed),
-        drill: true,
+        drill: false,
     },
 ];
 
@@ -345,15 +335,10 @@ fn drill_of(tile: &str) -> Option<Drill> {
         "mrr.churn_cents" | "mrr.churned_customers" | "customers.churn_rate_bp" => Drill::Mrr(Movement::Churn),
         "mrr.reactivation_cents" | "mrr.reactivated_customers" => Drill::Mrr(Movement::Reactivation),
         "mrr.ending_cents" | "mrr.paying_end" | "customers.arpa_cents" => Drill::Mrr(Movement::Paying),
-        "customers.gross_revenue_churn_bp" | "customers.net_revenue_churn_bp" => Drill::Mrr(Movement::Churn),
         // Each customer's revenue, model cost and margin of the month.
-        "usage.gross_margin_micros"
-        | "usage.gross_margin_bp"
-        | "usage.revenue_micros"
-        | "usage.model_cost_micros"
-        | "usage.cost_per_completed_task_micros"
-        | "usage.success_rate_bp"
-        | "usage.tasks_completed" => Drill::Margin,
+        "usage.gross_margin_micros" | "usage.gross_margin_bp" | "usage.revenue_micros" | "usage.model_cost_micros" => {
+            Drill::Margin
+        }
         "customers.activation_bp" => Drill::People(people::Tile::Signups),
         "customers.nps" => Drill::People(people::Tile::Nps),
         // The funnel table's stages.
@@ -578,11 +563,11 @@ async fn board_inner(state: &AppState, s: &Session, q: &BoardQuery) -> Result<Re
             }
         })
         .collect();
+    let choices = j1msky_insights::usage::filter_choices(&state.catalogue);
     let ctx = context! {
         month => chosen.month.to_string(), previous_month => before.month.to_string(),
         plan => chosen.filter.plan.clone(), team => chosen.filter.team.clone(),
-        plans => state.catalogue.plans.keys().cloned().collect::<Vec<_>>(),
-        teams => state.catalogue.teams.keys().cloned().collect::<Vec<_>>(),
+        plans => choices.0, teams => choices.1,
         tiles, charts => chart_svgs, tables,
         tiles_csv => format!("/admin?{base}&table=tiles&format=csv"),
         currency => now.mrr.currency.clone(),
