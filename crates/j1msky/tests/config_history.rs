@@ -283,7 +283,7 @@ async fn kpi_and_cost_review_read_the_catalogue_in_force() {
     std::os::unix::fs::symlink(repo_file("config/templates"), dir.path().join("templates")).unwrap();
     let unknown = cli.command(&["--json", "kpi", "--plan", "scale"]).output().unwrap();
     assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown.stderr));
-    assert!(text(&unknown.stderr).contains("--plan: no plan `scale`"), "{}", text(&unknown.stderr));
+    assert!(text(&unknown.stderr).contains("--plan: `scale` is not a plan"), "{}", text(&unknown.stderr));
 
     let file = catalogue_file(dir.path(), "scale.json", |c| {
         let mut scale = c["plans"]["pro"].clone();
