@@ -94,12 +94,13 @@ async fn apply_state(conn: &mut AnyConnection, backend: Backend, event: &Event, 
     // And the paid period (the gateway holds the plan's monthly budget to it as well).
     sqlx::query(
         "UPDATE customers SET stripe_trial_started_at = $1, stripe_trial_ends_at = $2,
-             paid_period_start = $3, paid_period_end = $4 WHERE id = $5",
+             paid_period_start = $3, paid_period_end = $4, paid_period_budget_micros = $5 WHERE id = $6",
     )
     .bind(state.trial.map(|t| t.started_at))
     .bind(state.trial.map(|t| t.ends_at))
     .bind(state.period.map(|p| p.started_at))
     .bind(state.period.map(|p| p.ends_at))
+    .bind(state.period.and(state.period_budget_micros))
     .bind(customer_id)
     .execute(&mut *conn)
     .await?;

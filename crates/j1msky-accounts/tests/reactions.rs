@@ -35,6 +35,7 @@ async fn announce(db: &Db, customer: &str, (plan, stage, billing): (&str, &str, 
         subscription_status: None,
         trial: None,
         period: None,
+        period_budget_micros: None,
     };
     outbox::emit_typed(&mut tx, db.backend(), state, Some(customer), at).await.expect("emit");
     tx.commit().await.expect("commit");

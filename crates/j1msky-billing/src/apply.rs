@@ -349,7 +349,7 @@ pub async fn settle_customer(
     .bind(customer_id)
     .fetch_all(&mut *conn)
     .await?;
-    let Some((status, plan, created, _, trial_end, period_start, period_end)) = subs
+    let Some((status, plan, created, sub_id, trial_end, period_start, period_end)) = subs
         .into_iter()
         .filter(|s| rank(&s.0) > 0)
         .max_by(|a, b| (rank(&a.0), a.2, &a.3).cmp(&(rank(&b.0), b.2, &b.3)))
@@ -388,8 +388,13 @@ pub async fn settle_customer(
         }
         _ => None,
     };
+    let period_budget_micros = match period {
+        Some(p) => period_budget(conn, ctx.catalogue, &sub_id, p).await?,
+        None => None,
+    };
     let state = CustomerSubscriptionState {
         period,
+        period_budget_micros,
         plan,
         stage: stage.map(|s| s.as_str().to_string()),
         billing_status: failing.map(String::from),
@@ -399,6 +404,47 @@ pub async fn settle_customer(
     };
     outbox::emit_typed(conn, backend, state, Some(customer_id), now).await?;
     Ok(true)
+}
+
+/// The monthly model budget one period paid for: each plan's `monthly_model_budget` for
+/// the share of the period it was in force (from the subscription's history), as Stripe
+/// prorates an upgrade's price, rounded down. An upgrade a day before the period's end buys
+/// a day's share of the difference, not the new plan's whole budget. `None` when a plan of
+/// the period has no budget (or is not in the catalogue): the plan's own rule applies.
+async fn period_budget(
+    conn: &mut AnyConnection,
+    catalogue: &j1msky_core::catalogue::Catalogue,
+    subscription: &str,
+    period: TrialWindow,
+) -> Result<Option<i64>, BillingError> {
+    let changes: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT plan, effective_at FROM subscription_history
+         WHERE subscription_id = $1 AND effective_at < $2 ORDER BY version",
+    )
+    .bind(subscription)
+    .bind(period.ends_at)
+    .fetch_all(&mut *conn)
+    .await?;
+    let budget = |plan: &Option<String>| {
+        plan.as_deref().and_then(|p| catalogue.plans.get(p)).and_then(|p| p.monthly_model_budget).map(|m| m.micros())
+    };
+    // The plan in force at the period's start: the last snapshot at or before it (the
+    // first one when the history starts inside the period).
+    let Some(first) = changes.iter().rposition(|c| c.1 <= period.started_at).or((!changes.is_empty()).then_some(0))
+    else {
+        return Ok(None);
+    };
+    let length = i128::from((period.ends_at - period.started_at).max(1));
+    let mut total: i128 = 0;
+    let mut i = first;
+    while i < changes.len() {
+        let from = changes[i].1.max(period.started_at);
+        let to = changes.get(i + 1).map_or(period.ends_at, |c| c.1.max(period.started_at));
+        let Some(b) = budget(&changes[i].0) else { return Ok(None) };
+        total += i128::from(b) * i128::from((to - from).max(0));
+        i += 1;
+    }
+    Ok(i64::try_from(total / length).ok())
 }
 
 /// `customer.updated`: whether the customer has a default payment method now, which lets

@@ -438,6 +438,7 @@ mod tests {
                 subscription_status: Some("active".into()),
                 trial: None,
                 period: None,
+                period_budget_micros: None,
             }
             .into(),
             Kind::TaskSubmitted => {

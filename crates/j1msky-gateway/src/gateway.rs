@@ -350,7 +350,10 @@ impl Gateway {
             None => (None, None, None),
         };
         let plan_entry = plan.as_deref().and_then(|p| self.catalogue.plans.get(p));
-        // The operator's budget for the customer, else its plan's (the plan in force).
+        // The operator's budget for the customer, else its plan's (the plan in force). The
+        // operator's holds over both of its windows; else the paid period holds what it
+        // paid for (an upgrade mid-period buys its share of the new plan's).
+        let operator_budget = customer_budget;
         let customer_budget = customer_budget.or(plan_entry.and_then(|p| p.monthly_model_budget));
         let allowed = plan_entry.and_then(|p| p.models.as_deref());
         // A task's model is the team's choice, not the customer's: it always reroutes
@@ -411,13 +414,13 @@ impl Gateway {
             // period falls across months. A period already over (its renewal not yet
             // heard of) holds nothing: the calendar month still does. A period that starts
             // a moment after our clock (Stripe's is not ours) holds already.
-            if let Some(p) = paid_period.filter(|p| now < p.ends_at) {
+            if let Some((p, paid)) = paid_period.filter(|(p, _)| now < p.ends_at) {
                 if (p.started_at, p.ends_at) != (m_start, m_end) {
                     budgets.push(Budget {
                         scope: limits::customer_period_scope(id),
                         window_start: p.started_at,
                         window_end: p.ends_at,
-                        cap,
+                        cap: operator_budget.or(paid).unwrap_or(cap),
                     });
                 }
             }
@@ -778,8 +781,9 @@ pub const TERMS_TTL: Duration = Duration::from_secs(1);
 
 /// (what admission reads, monthly budget, contract calls per hour, the trial whose direct
 /// calls share one budget: a granted trial's, else one started at Checkout; the paid
-/// period the monthly budget also holds over, as `TrialDates` of its start and end).
-type Terms = (Standing, Option<Money>, Option<i64>, Option<TrialDates>, Option<TrialDates>);
+/// period the monthly budget also holds over, as `TrialDates` of its start and end, with
+/// the budget that period paid for when billing told it).
+type Terms = (Standing, Option<Money>, Option<i64>, Option<TrialDates>, Option<(TrialDates, Option<Money>)>);
 
 type TermsRow = (
     Option<String>,
@@ -789,6 +793,7 @@ type TermsRow = (
     Option<String>,
     Option<i64>,
     i64,
+    Option<i64>,
     Option<i64>,
     Option<i64>,
     Option<i64>,
@@ -826,7 +831,7 @@ impl TermsCache {
             "SELECT c.plan, c.monthly_budget_micros, c.contract_calls_per_hour, c.stage, c.billing_status,
                     c.billing_status_since, c.payment_method_on_file, t.started_at, t.ends_at,
                     c.stripe_trial_started_at, c.stripe_trial_ends_at, c.disputed_since,
-                    c.paid_period_start, c.paid_period_end
+                    c.paid_period_start, c.paid_period_end, c.paid_period_budget_micros
              FROM customers c LEFT JOIN account_trials t ON t.customer_id = c.id WHERE c.id = $1",
         )
         .bind(id)
@@ -835,7 +840,7 @@ impl TermsCache {
         // An unknown customer has no standing: admission refuses it.
         let terms = row.map_or(
             (Standing::default(), None, None, None, None),
-            |(plan, budget, calls, stage, status, since, pm, t0, t1, s0, s1, disputed, p0, p1)| {
+            |(plan, budget, calls, stage, status, since, pm, t0, t1, s0, s1, disputed, p0, p1, pb)| {
                 let dates = |a: Option<i64>, b: Option<i64>| {
                     a.zip(b).map(|(started_at, ends_at)| TrialDates { started_at, ends_at })
                 };
@@ -851,7 +856,13 @@ impl TermsCache {
                     trial: granted,
                     disputed_since: disputed,
                 };
-                (standing, budget.map(Money::from_micros), calls, granted.or(dates(s0, s1)), dates(p0, p1))
+                (
+                    standing,
+                    budget.map(Money::from_micros),
+                    calls,
+                    granted.or(dates(s0, s1)),
+                    dates(p0, p1).map(|p| (p, pb.map(Money::from_micros))),
+                )
             },
         );
         let mut entries = self.lock();

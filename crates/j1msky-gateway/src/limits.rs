@@ -377,24 +377,27 @@ pub async fn customer_month(
     customer_id: &str,
     now: i64,
 ) -> Result<Option<(Money, Money, Money)>, DbError> {
-    type Row = (Option<i64>, Option<String>, Option<i64>, Option<i64>);
+    type Row = (Option<i64>, Option<String>, Option<i64>, Option<i64>, Option<i64>);
     let row: Option<Row> = sqlx::query_as(
-        "SELECT monthly_budget_micros, plan, paid_period_start, paid_period_end FROM customers WHERE id = $1",
+        "SELECT monthly_budget_micros, plan, paid_period_start, paid_period_end, paid_period_budget_micros
+         FROM customers WHERE id = $1",
     )
     .bind(customer_id)
     .fetch_optional(db.pool())
     .await?;
-    let Some((own, plan, period_start, period_end)) = row else { return Ok(None) };
+    let Some((own, plan, period_start, period_end, paid)) = row else { return Ok(None) };
     let of_plan = plan.as_deref().and_then(|p| catalogue.plans.get(p)).and_then(|p| p.monthly_model_budget);
-    let Some(budget) = own.or(of_plan.map(|m| m.micros())) else { return Ok(None) };
+    let Some(mut budget) = own.or(of_plan.map(|m| m.micros())) else { return Ok(None) };
     let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let (start, _) = j1msky_core::windows::month(tz, now);
     let (mut spent, mut reserved) = budget_state(db, &customer_month_scope(customer_id), start).await?;
     if let (Some(p0), Some(p1)) = (period_start, period_end) {
         if now < p1 && p0 != start {
+            // The period's cap as admission holds it (see `Gateway::admit`).
+            let cap = own.or(paid).unwrap_or(budget);
             let (s, r) = budget_state(db, &customer_period_scope(customer_id), p0).await?;
-            if s.micros() + r.micros() > spent.micros() + reserved.micros() {
-                (spent, reserved) = (s, r);
+            if cap - s.micros() - r.micros() < budget - spent.micros() - reserved.micros() {
+                (budget, spent, reserved) = (cap, s, r);
             }
         }
     }

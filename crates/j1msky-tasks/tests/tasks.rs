@@ -597,6 +597,7 @@ async fn a_plan_change_moves_the_customer_s_queued_tasks_to_its_new_sla() {
                 subscription_status: Some("active".into()),
                 trial: None,
                 period: None,
+                period_budget_micros: None,
             };
             let mut tx = db.begin().await.expect("tx");
             j1msky_db::outbox::emit_typed(&mut tx, db.backend(), state, Some(&grower), clock.now())

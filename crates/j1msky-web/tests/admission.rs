@@ -425,6 +425,7 @@ async fn api_calls_made_before_a_plan_starts_are_charged_though_it_starts_before
         subscription_status: Some("trialing".into()),
         trial: None,
         period: None,
+        period_budget_micros: None,
     };
     let mut tx = app.db.begin().await.expect("tx");
     j1msky_db::outbox::emit_typed(&mut tx, app.db.backend(), state, Some(&walk_in), app.now()).await.expect("emit");
@@ -1039,4 +1040,63 @@ async fn one_payment_buys_one_month_s_model_budget_however_its_period_falls_acro
     delivered_and_applied(&app, &fake).await;
     app.gateway().customer_changed(&id);
     assert_eq!(chat(&app, &key).await.0, 200, "paid again");
+}
+
+/// An upgrade on the period's last day bought the new plan's whole monthly budget for a
+/// day's share of its price (the upgrade is prorated): the period's budget is now each
+/// plan's for the share of the period it was in force, as Stripe prorates the price.
+#[tokio::test]
+async fn an_upgrade_late_in_the_period_buys_its_share_of_the_new_plan_s_budget() {
+    let mut catalogue = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).expect("cat");
+    catalogue.plans.get_mut("starter").expect("starter").monthly_model_budget =
+        Some(j1msky_core::Money::from_micros(3_000));
+    catalogue.plans.get_mut("pro").expect("pro").monthly_model_budget =
+        Some(j1msky_core::Money::from_micros(3_000_000));
+    let (app, fake, stripe) =
+        common::spawn_app_with_gateway_stripe_and_catalogue(SimConfig::default(), catalogue).await;
+    let (id, key) = customer_key(&app, "Upgrader", Stage::Qualified, None).await;
+    paid_checkout(&app, &fake, &stripe, &id, "starter").await;
+    let db = app.db.clone();
+    let period = |id: String| {
+        let db = db.clone();
+        async move {
+            sqlx::query_as::<_, (Option<i64>, Option<i64>, Option<i64>)>(
+                "SELECT paid_period_start, paid_period_end, paid_period_budget_micros FROM customers WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .expect("period")
+        }
+    };
+    let (start, end, budget) = period(id.clone()).await;
+    let (start, end) = (start.expect("paid period"), end.expect("paid period"));
+    assert_eq!(budget, Some(3_000), "a whole period of Starter");
+    // A day before the period ends (both clocks), the customer upgrades to Pro.
+    let day = 86_400;
+    let to = (end - app.now()) / 1_000_000 - day;
+    app.clock.advance_secs(to);
+    control(&fake, "clock", json!({"advance_secs": to})).await;
+    j1msky_billing::changes::upgrade(&app.db, &stripe, &app.catalogue, &id, "pro", app.now()).await.expect("upgrade");
+    delivered_and_applied(&app, &fake).await;
+    assert_eq!(customers::get(&app.db, &id).await.expect("customer").plan.as_deref(), Some("pro"));
+    // Starter for 29 days, Pro for the last: 3,000 × 29/30 + 3,000,000 × 1/30 ≈ 102,900 µ$
+    // (the upgrade is dated by the fake's clock, a few seconds either way).
+    let (_, _, budget) = period(id.clone()).await;
+    let budget = budget.expect("the period's budget");
+    assert!((100_000..106_000).contains(&budget), "{budget} of {} s", (end - start) / 1_000_000);
+    // A call that may cost more than the period has left is refused, though Pro's month
+    // would take it (30k tokens of Sonnet may cost $0.45); a small one goes through.
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200);
+    let (status, body) = sonnet(&app, &key, 30_000).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("budget_exceeded")), "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains(&format!("customer:{id}:period")), "{message}");
+    // The customer's home shows the period's budget.
+    let shown = j1msky_gateway::limits::customer_month(&app.db, &app.catalogue, &id, app.now())
+        .await
+        .expect("month")
+        .map(|(b, _, _)| b.micros());
+    assert_eq!(shown, Some(budget));
 }

@@ -21,6 +21,7 @@ async fn park_a_bad_state(app: &TestApp, customer: &str) -> i64 {
         subscription_status: None,
         trial: None,
         period: None,
+        period_budget_micros: None,
     };
     outbox::emit_typed(&mut tx, app.db.backend(), state, Some(customer), app.now()).await.expect("emit");
     tx.commit().await.expect("commit");

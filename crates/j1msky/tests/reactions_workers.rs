@@ -107,6 +107,7 @@ async fn two_reaction_workers_apply_each_event_once_when_one_is_killed() {
                 subscription_status: None,
                 trial: None,
                 period: None,
+                period_budget_micros: None,
             };
             assert_eq!(SUBSCRIPTION_STATE_KIND, j1msky_core::events::Kind::CustomerSubscriptionState);
             outbox::emit_typed(&mut tx, db.backend(), payload, Some(id), at).await.expect("emit");

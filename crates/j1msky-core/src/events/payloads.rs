@@ -154,6 +154,10 @@ pub struct CustomerSubscriptionState {
     /// grace period): `started_at` is the period's start, `ends_at` its end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period: Option<TrialWindow>,
+    /// The monthly model budget that period paid for (micro-USD): the plans' budgets for
+    /// the shares of the period each was in force (an upgrade mid-period buys its share).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_budget_micros: Option<i64>,
 }
 
 /// When a subscription's free trial (or a paid period) started and ends (unix microseconds).

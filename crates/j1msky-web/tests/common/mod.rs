@@ -68,6 +68,18 @@ pub async fn spawn_app_with_gateway_clock(
     spawn_with_catalogue(WebConfig::default(), Some(sim_config), false, catalogue, Some(gateway_clock), false).await
 }
 
+/// The app with a gateway over a simulated provider, a fake Stripe and an edited catalogue.
+#[allow(dead_code)]
+pub async fn spawn_app_with_gateway_stripe_and_catalogue(
+    sim_config: j1msky_sim::SimConfig,
+    catalogue: Catalogue,
+) -> (TestApp, j1msky_sim::stripe::RunningStripe, j1msky_billing::Stripe) {
+    let config = WebConfig { stripe_webhook_secrets: vec![WEBHOOK_SECRET.into()], ..WebConfig::default() };
+    let mut app = spawn_with_catalogue(config, Some(sim_config), true, catalogue, None, false).await;
+    let (fake, client) = app.stripe.take().expect("billing");
+    (app, fake, client)
+}
+
 /// The app with lifecycle mail on: an in-memory transport and the shipped templates
 /// (the newsletter's preview and test send need them).
 pub async fn spawn_app_with_mail() -> TestApp {
