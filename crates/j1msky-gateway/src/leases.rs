@@ -186,8 +186,9 @@ impl Leases {
         drop(slice);
         if s.cap != cap {
             // The operator changed the limit: what the slice holds was cut from the old
-            // one, so it goes back and the new limit decides from here on.
-            if s.free > 0 {
+            // one, so it goes back (or what it owes is settled) and the new limit decides
+            // from here on.
+            if s.free != 0 {
                 give_back(db, &s.id, s.free).await?;
                 s.free = 0;
             }
@@ -221,8 +222,8 @@ impl Leases {
                 .await?;
             if granted < short {
                 // Too near the limit for slices: what this one holds goes back, so the
-                // per-call admissions (of every process) can use it.
-                if s.free > 0 {
+                // per-call admissions (of every process) can use it (what it owes is settled).
+                if s.free != 0 {
                     give_back(db, &s.id, s.free).await?;
                     s.free = 0;
                 }
@@ -265,7 +266,12 @@ impl Leases {
             let mut s = slice.lock().await;
             if s.id == t.lease {
                 s.held -= t.amount;
-                s.free += t.amount - actual.min(t.amount);
+                // A call that cost more than it reserved (the provider counted more tokens
+                // than the estimate) takes the rest from the slice's unused part, and what
+                // that does not cover the slice owes (`free` below zero) until its next
+                // top-up or give-back settles it with the shared row: the excess is spend,
+                // and the budget's total must hold it.
+                s.free += t.amount - actual;
                 s.unflushed = s.unflushed.saturating_add(actual);
             }
         }
@@ -331,7 +337,7 @@ impl Leases {
             if !all && now.saturating_sub(s.last_take) < IDLE {
                 continue;
             }
-            if s.free > 0 || s.held == 0 {
+            if s.free != 0 || s.held == 0 {
                 flush_one(db, &mut s).await?;
                 // With nothing free this only ends the lease row, before the slice is forgotten.
                 give_back(db, &s.id, s.free).await?;
@@ -357,7 +363,7 @@ impl Leases {
         let mut gave = 0;
         for (key, slice) in slices {
             let mut s = slice.lock().await;
-            if s.free > 0 || s.held == 0 {
+            if s.free != 0 || s.held == 0 {
                 flush_one(db, &mut s).await?;
                 // With nothing free this only ends the lease row, before the slice is forgotten.
                 give_back(db, &s.id, s.free).await?;
@@ -413,7 +419,7 @@ impl Leases {
         for slice in slices {
             // A slice being topped up right now has a row (or gets one): leave it.
             let Ok(mut s) = slice.try_lock() else { continue };
-            if s.ticket < before && (s.free > 0 || s.held > 0 || s.unflushed != 0) && !ids.contains(&s.id) {
+            if s.ticket < before && (s.free != 0 || s.held > 0 || s.unflushed != 0) && !ids.contains(&s.id) {
                 // The sweeper counted all of it as spent: what its calls spent is in there.
                 tracing::warn!(lease = %s.id, "a slice of a shared limit was released by another process; dropped");
                 s.id = j1msky_core::ids::new_id("lse");
@@ -470,6 +476,9 @@ async fn flush_one(db: &Db, s: &mut Slice) -> Result<(), DbError> {
     Ok(())
 }
 
+/// `j1msky_lease_return`: `back` of the slice's row goes back to the shared row, its
+/// flushed spend moves to the shared row's spend. A negative `back` is what calls spent
+/// beyond the slice: the shared row's reservation grows by it, so the total stays exact.
 async fn give_back(db: &Db, lease: &str, back: i64) -> Result<(), DbError> {
     sqlx::query_scalar::<_, i64>("SELECT j1msky_lease_return($1, $2)")
         .bind(lease)

@@ -278,7 +278,9 @@ pub async fn release_expired(db: &Db, now: i64) -> Result<u64, DbError> {
         slices
             .into_iter()
             .filter(|s| s.0 == "budget" && (s.3 > 0 || s.4 != 0))
-            .map(|(_, s, w, a, spent)| (s, w, a + spent, a + spent)),
+            // The shared row holds the slice's whole take (`amount + spent`); what its
+            // calls spent beyond it (`amount` below zero) is spend as well.
+            .map(|(_, s, w, a, spent)| (s, w, a + spent, spent + a.max(0))),
     );
     // The order admissions lock budget rows in, so a sweep never deadlocks with them.
     rows.sort();

@@ -45,17 +45,21 @@ struct Fleet {
 
 /// `n` gateways sharing limits in one fresh database, each on its own pool and `clock`.
 async fn fleet(n: usize, clock: Arc<dyn Clock>) -> Fleet {
-    let t = TestDb::new().await;
-    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).expect("catalogue"));
     // Every answer is as long as `max_tokens`, so a settled call frees too little for
     // another to fit where the budget is concerned.
-    let sim = j1msky_sim::spawn(SimConfig {
-        answer_tokens: MAX_TOKENS,
-        latency: Duration::from_millis(20),
-        ..SimConfig::default()
-    })
+    fleet_with(
+        n,
+        clock,
+        SimConfig { answer_tokens: MAX_TOKENS, latency: Duration::from_millis(20), ..SimConfig::default() },
+    )
     .await
-    .expect("sim");
+}
+
+/// [`fleet`] against a provider simulated as `sim` says.
+async fn fleet_with(n: usize, clock: Arc<dyn Clock>, sim: SimConfig) -> Fleet {
+    let t = TestDb::new().await;
+    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).expect("catalogue"));
+    let sim = j1msky_sim::spawn(sim).await.expect("sim");
     let mut pools = Vec::new();
     let mut gateways = Vec::new();
     for _ in 0..n {
@@ -299,4 +303,73 @@ async fn spend_from_a_slice_reaches_the_day_row_when_the_slice_is_given_back() {
     let ((spent_after, reserved_after), _, _) = f.books(now).await;
     assert_eq!((spent_after.micros(), reserved_after.micros()), (sum, 0), "the same spend, nothing held");
     assert_eq!(row().await, (sum, 0), "given back, the slice's spend is in the day's row");
+}
+
+/// A call can cost more than it reserved: the reservation counts the prompt at a token per
+/// 3 bytes, and a tokenizer may count up to one per byte (byte-level fallback on rare
+/// text, which a customer can send on purpose). What a call spends beyond its reservation
+/// is spend all the same. On PostgreSQL the calls are admitted from the process's slice of
+/// the day's budget; the slice used to take back only what was reserved, so the excess
+/// left the day's reservation below zero when the slice was given back, and the budget
+/// admitted that much more again.
+#[tokio::test]
+async fn what_a_call_spends_beyond_its_reservation_counts_against_the_budget() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let f =
+        fleet_with(1, clock.clone(), SimConfig { answer_tokens: 8, input_bytes_per_token: 1, ..SimConfig::default() })
+            .await;
+    let gw = &f.gateways[0];
+    let long = ChatRequest {
+        system: None,
+        turns: vec![Turn { speaker: Speaker::User, text: "Summarise the quarter, line by line. ".repeat(100) }],
+        max_tokens: 8,
+        temperature: None,
+        stop: vec![],
+    };
+    for i in 0..4 {
+        let ctx = CallContext { request_id: format!("req_over_{i}"), ..Default::default() };
+        gw.complete(&ctx, None, &long).await.expect("call");
+    }
+    let calls: Vec<(String, i64)> =
+        sqlx::query_as("SELECT model_used, cost_micros FROM llm_calls").fetch_all(f.t.db.pool()).await.expect("ledger");
+    assert_eq!(calls.len(), 4);
+    for (model, cost) in &calls {
+        let reserved = policy::max_cost(&f.catalogue, model, long.estimated_input_tokens(), 8);
+        assert!(*cost > reserved.micros(), "{model} cost {cost} µUSD, more than its reservation {reserved:?}");
+    }
+    let sum: i64 = calls.iter().map(|c| c.1).sum();
+    // Given back (as at shutdown): the day's row holds every micro-USD the calls spent.
+    f.flush().await;
+    let now = clock.now_micros();
+    let ((spent, reserved), (rows, ledger), _) = f.books(now).await;
+    assert_eq!((rows, ledger), (4, sum));
+    assert_eq!((spent.micros(), reserved.micros()), (sum, 0), "spend is the ledger's, nothing held, nothing owed");
+    f.close().await;
+}
+
+/// A process that died owing its slice (its calls spent more than the slice held, a debt
+/// it would have settled at its next top-up) is swept with what its calls spent, not with
+/// what the slice held.
+#[tokio::test]
+async fn a_dead_process_s_slice_counts_what_its_calls_spent_beyond_what_it_held() {
+    let t = TestDb::new().await;
+    // The day's row holds the slice's take (5,000) in its reservation; the slice's calls
+    // spent 5,700 (flushed to the slice's row), 700 more than it held.
+    sqlx::query(
+        "INSERT INTO budget_windows (scope, window_start, cap_micros, reserved_micros, spent_micros)
+         VALUES ('business:day', 0, 1000000, 5000, 100)",
+    )
+    .execute(t.db.pool())
+    .await
+    .expect("day");
+    sqlx::query(
+        "INSERT INTO limit_leases (id, kind, scope, window_start, owner, amount, spent, expires_at)
+         VALUES ('lse_dead', 'budget', 'business:day', 0, 'gw_gone', -700, 5700, 10)",
+    )
+    .execute(t.db.pool())
+    .await
+    .expect("slice");
+    limits::release_expired(&t.db, 20).await.expect("sweep");
+    let (spent, reserved) = limits::budget_state(&t.db, "business:day", 0).await.expect("state");
+    assert_eq!((spent.micros(), reserved.micros()), (5800, 0), "every micro-USD the dead process's calls spent");
 }

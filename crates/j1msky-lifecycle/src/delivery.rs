@@ -969,9 +969,16 @@ async fn claim(db: &Db, owner: &str, now: i64, limit: i64) -> Result<Vec<Claimed
         .collect()
 }
 
+/// The states a message may still be sent from, by the worker or an operator's requeue:
+/// its stored bodies keep their one-time links only while it is in one of them.
+const MAY_BE_SENT: &[&str] = &["queued", "deferred", "sending", "failed", "unknown"];
+
 /// Ends a claimed message in `state` (fenced by the lease: false when it was lost). A
 /// final `sent`, `failed` or `unknown` emits `lifecycle.message_sent` / `_failed` in the
-/// same transaction.
+/// same transaction. A message that will never be sent again (sent, stale, suppressed)
+/// keeps its bodies without their one-time link tokens: the recipient has the link, and a
+/// copy of the database (a backup, a restore elsewhere) must not hold a way to set the
+/// customer's password.
 async fn finish(
     db: &Db,
     m: &Claimed,
@@ -981,13 +988,19 @@ async fn finish(
     not_before: Option<i64>,
     now: i64,
 ) -> Result<bool, LifecycleError> {
+    let (text, html) = if MAY_BE_SENT.contains(&state) {
+        (None, None)
+    } else {
+        (Some(without_link_tokens(&m.body_text)), Some(without_link_tokens(&m.body_html)))
+    };
     let mut tx = db.begin().await?;
     let done = sqlx::query(
         "UPDATE lifecycle_messages SET state = $1, last_error = COALESCE($2, last_error),
              not_before = COALESCE($3, not_before),
              sent_at = CASE WHEN $1 = 'sent' THEN $4 ELSE sent_at END,
              attempt_at = CASE WHEN $1 IN ('queued', 'deferred') THEN NULL ELSE attempt_at END,
-             lease_owner = NULL, lease_until = NULL
+             lease_owner = NULL, lease_until = NULL,
+             body_text = COALESCE($7, body_text), body_html = COALESCE($8, body_html)
          WHERE id = $5 AND state = 'sending' AND lease_owner = $6",
     )
     .bind(state)
@@ -996,6 +1009,8 @@ async fn finish(
     .bind(now)
     .bind(&m.id)
     .bind(owner)
+    .bind(text.filter(|t| *t != m.body_text))
+    .bind(html.filter(|h| *h != m.body_html))
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() != 1 {

@@ -405,3 +405,75 @@ async fn two_senders_racing_send_every_message_exactly_once() {
     assert_eq!((sent.len(), ids.len()), (300, 300));
     assert_eq!(delivery::list(&t.db, Some("sent"), None, 1000).await.unwrap().len(), 300);
 }
+
+/// A message carrying a one-time link (to set a password) keeps the link in its stored
+/// bodies only while it may still be sent: once sent (or stale: never to be sent) the
+/// database holds the message without the token, so a backup of it cannot set the
+/// customer's password. The recipient's mail carries the link, and a message deferred by
+/// quiet hours still has it to send.
+#[tokio::test]
+async fn a_one_time_link_leaves_the_stored_message_once_it_is_sent_or_never_will_be() {
+    let t = TestDb::new().await;
+    let rec = Arc::new(Recording::default());
+    let c = ctx(&t.db, rec.clone(), |_| {});
+    let cus = customer(&t.db, "ann@example.com", "UTC").await;
+    let token = "Zq3xV9_kLm2-Pw8rTt5yUu1iOo4aSs6dDf7gHh0jJkE";
+    let link = |step: &str| Rendered {
+        subject: format!("Set your password ({step})"),
+        text: format!("Choose a password: https://app.example.test/set-password/{token}\n"),
+        html: format!(
+            "<p><a href=\"https:&#x2f;&#x2f;app.example.test&#x2f;set-password&#x2f;{token}\">Choose</a></p>"
+        ),
+    };
+    // Due at 03:00 UTC: quiet hours defer both; the late one is stale by the time they end.
+    let night = utc(2026, 6, 10, 3, 0);
+    for (step, stale_at) in [("invite", None), ("late", Some(night + HOUR))] {
+        let rendered = link(step);
+        let msg = NewMessage {
+            customer_id: &cus,
+            source: "enr_test",
+            step,
+            occurrence: 0,
+            category: Category::Onboarding,
+            template: "welcome",
+            rendered: &rendered,
+            not_before: night,
+            stale_at,
+        };
+        let mut conn = t.db.pool().acquire().await.unwrap();
+        delivery::enqueue(&mut conn, t.db.backend(), &msg, 0).await.unwrap().unwrap();
+    }
+    let stored = |step: &'static str| {
+        let db = t.db.clone();
+        async move {
+            let (text, html): (String, String) =
+                sqlx::query_as("SELECT body_text, body_html FROM lifecycle_messages WHERE step = $1")
+                    .bind(step)
+                    .fetch_one(db.pool())
+                    .await
+                    .unwrap();
+            (text, html)
+        }
+    };
+    let pass = delivery::send_due_once(&c, "s1", night, 10).await.unwrap();
+    assert_eq!(pass.sent, 0, "{pass:?}");
+    assert_eq!(state_of(&t.db, "invite").await.0, "deferred");
+    let (text, html) = stored("invite").await;
+    assert!(text.contains(token) && html.contains(token), "a deferred message keeps the link it must still send");
+
+    let morning = utc(2026, 6, 10, 9, 0);
+    let pass = delivery::send_due_once(&c, "s1", morning, 10).await.unwrap();
+    assert_eq!((pass.sent, pass.stale), (1, 1), "{pass:?}");
+    assert!(text_of_sent(&rec).contains(token), "the recipient's mail carries the link");
+    for step in ["invite", "late"] {
+        let (text, html) = stored(step).await;
+        assert!(!text.contains(token) && !html.contains(token), "{step} keeps the token: {text} {html}");
+        assert!(text.contains("set-password/[one-time token hidden]"), "{text}");
+        assert!(html.contains("set-password&#x2f;[one-time token hidden]"), "{html}");
+    }
+}
+
+/// Every mail sent, its quoted-printable soft line breaks joined.
+fn text_of_sent(rec: &Recording) -> String {
+    rec.sent().iter().map(|m| text(m).replace("=\r\n", "").replace("=\n", "")).collect::<Vec<_>>().join("\n")
+}
