@@ -36,10 +36,24 @@ impl ChatRequest {
         self.system.as_deref().map_or(0, str::len) + self.turns.iter().map(|t| t.text.len()).sum::<usize>()
     }
 
-    /// A conservative input-token estimate (one token per 3 bytes, plus framing), used
-    /// to reserve budget before the provider reports the true count.
+    /// A typical input-token estimate (one token per 3 bytes, plus framing): what a
+    /// stream that ends before the provider counted is settled on, and what the
+    /// Anthropic-format stream tells at its start.
     pub fn estimated_input_tokens(&self) -> u64 {
-        (self.input_chars() as u64).div_ceil(3) + 8 * (self.turns.len() as u64 + 1)
+        (self.input_chars() as u64).div_ceil(3) + Self::framing(self.turns.len())
+    }
+
+    /// The most input tokens the text can count as, what a call reserves budget for: a
+    /// byte-level tokenizer (every provider's) never counts more than a token per byte,
+    /// plus framing. The typical estimate would let a prompt dense in tokens (numbers,
+    /// rare scripts) cost up to three times what it reserved, past any budget.
+    pub fn most_input_tokens(&self) -> u64 {
+        self.input_chars() as u64 + Self::framing(self.turns.len())
+    }
+
+    /// Tokens a provider adds around the messages (roles, separators).
+    fn framing(turns: usize) -> u64 {
+        8 * (turns as u64 + 1)
     }
 }
 
@@ -78,6 +92,10 @@ pub enum StreamEvent {
     /// `reasoning_content`), as its size in bytes: billed as output, never shown to the
     /// caller. It counts toward the estimate of a stream that ends without usage.
     Reasoning(u64),
+    /// The provider's count of the prompt's tokens, told before the answer (Anthropic's
+    /// `message_start`): a stream that ends early is settled on it instead of the
+    /// request's estimate, which a prompt dense in tokens exceeds. Never shown.
+    Prompt(u64),
     /// The end, with the provider's usage (when it sent one).
     Done {
         stop: StopReason,

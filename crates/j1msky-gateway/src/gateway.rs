@@ -451,7 +451,7 @@ impl Gateway {
                 });
             }
         }
-        let input = req.estimated_input_tokens();
+        let input = req.most_input_tokens();
         let amount = route
             .chain
             .iter()
@@ -563,7 +563,7 @@ impl Gateway {
                             // budgets and margins see a call made to run out the clock;
                             // never more than the call reserved, less what a fallback may
                             // still cost (the settlement stays within the reservation).
-                            let input = req.estimated_input_tokens();
+                            let input = req.most_input_tokens();
                             let most = |m: &str| policy::max_cost(&self.catalogue, m, input, req.max_tokens).micros();
                             let booked: i64 = attempts.iter().map(|a| a.cost.micros()).sum();
                             let later = route.chain.iter().skip_while(|m| *m != model_id).skip(1);

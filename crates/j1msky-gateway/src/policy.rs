@@ -170,10 +170,12 @@ fn skip_reason(c: &Catalogue, model: &str, category: &str, mode: Mode, allowed: 
     format!("{model} not permitted")
 }
 
-/// The most a call can cost on `model`: every input token plus `max_tokens` output
+/// The most a call can cost on `model`: every input token (no more than the model's
+/// context window holds: the provider refuses a longer prompt) plus `max_tokens` output
 /// tokens at list price, rounded up to the micro-dollar.
 pub fn max_cost(c: &Catalogue, model: &str, input_tokens: u64, max_tokens: u32) -> Money {
-    cost(c, model, input_tokens, u64::from(max_tokens))
+    let window = c.models.get(model).map_or(u64::MAX, |m| u64::from(m.context_window));
+    cost(c, model, input_tokens.min(window), u64::from(max_tokens))
 }
 
 /// What `input`/`output` tokens cost on `model` at the catalogue's dated prices, rounded

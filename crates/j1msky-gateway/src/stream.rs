@@ -22,6 +22,8 @@ struct Settler {
     attempts: Vec<Attempt>,
     model: String,
     estimated_input: u64,
+    /// The provider's count of the prompt, when it told it before the end.
+    reported_input: Option<u64>,
     streamed_chars: u64,
 }
 
@@ -38,10 +40,14 @@ impl Settler {
         });
     }
 
-    /// Tokens of a stream that ended early: the request estimate and the text generated
-    /// (delivered, and reasoned where the provider streams its reasoning).
+    /// Tokens of a stream that ended early: the prompt as the provider counted it (else
+    /// the request's estimate) and the text generated (delivered, and reasoned where the
+    /// provider streams its reasoning).
     fn estimate(&self) -> Usage {
-        Usage { input_tokens: self.estimated_input, output_tokens: self.streamed_chars.div_ceil(4) }
+        Usage {
+            input_tokens: self.reported_input.unwrap_or(self.estimated_input),
+            output_tokens: self.streamed_chars.div_ceil(4),
+        }
     }
 }
 
@@ -69,10 +75,15 @@ impl Stream for GatewayStream {
                 let n = match piece {
                     StreamEvent::Delta(text) => text.len() as u64,
                     StreamEvent::Reasoning(bytes) => *bytes,
-                    StreamEvent::Done { .. } => 0,
+                    StreamEvent::Prompt(_) | StreamEvent::Done { .. } => 0,
                 };
                 if let Some(s) = self.settler.as_mut() {
                     s.streamed_chars += n;
+                }
+            }
+            Poll::Ready(Some(Ok(StreamEvent::Prompt(tokens)))) => {
+                if let Some(s) = self.settler.as_mut() {
+                    s.reported_input = Some(*tokens);
                 }
             }
             Poll::Ready(Some(Ok(StreamEvent::Done { usage, .. }))) => {
@@ -128,6 +139,7 @@ impl Gateway {
             attempts,
             model: model_id.clone(),
             estimated_input: req.estimated_input_tokens(),
+            reported_input: None,
             streamed_chars: 0,
         };
         Ok(GatewayStream { model: model_id, requested: route.requested.clone(), inner, settler: Some(settler) })

@@ -102,7 +102,7 @@ async fn budget_for_ten() -> Setup {
     .await
     .expect("sim");
     let req = request();
-    let per_call = policy::max_cost(&catalogue, "kimi-k2.5", req.estimated_input_tokens(), MAX_TOKENS);
+    let per_call = policy::max_cost(&catalogue, "kimi-k2.5", req.most_input_tokens(), MAX_TOKENS);
     let budget = Money::from_micros(per_call.micros() * 10 + per_call.micros() / 2);
     let now = SystemClock.now_micros();
     controls::set_daily_budget(&test_db.db, &Actor::cli(), Some(budget), "test", now).await.expect("budget");

@@ -35,7 +35,7 @@ fn outcome(events: &[Result<StreamEvent, UpstreamError>]) -> (String, Result<(St
     for (i, e) in events.iter().enumerate() {
         match e {
             Ok(StreamEvent::Delta(t)) => text.push_str(t),
-            Ok(StreamEvent::Reasoning(_)) => {}
+            Ok(StreamEvent::Reasoning(_) | StreamEvent::Prompt(_)) => {}
             Ok(StreamEvent::Done { stop, usage }) => {
                 assert_eq!(i, events.len() - 1, "nothing follows Done: {events:?}");
                 return (text, Ok((*stop, *usage)));

@@ -80,7 +80,7 @@ async fn fleet_with(n: usize, clock: Arc<dyn Clock>, sim: SimConfig) -> Fleet {
 impl Fleet {
     /// One call's reservation against the daily budget.
     fn per_call(&self) -> Money {
-        policy::max_cost(&self.catalogue, "kimi-k2.5", request(MAX_TOKENS).estimated_input_tokens(), MAX_TOKENS)
+        policy::max_cost(&self.catalogue, "kimi-k2.5", request(MAX_TOKENS).most_input_tokens(), MAX_TOKENS)
     }
 
     /// `calls` concurrent calls spread over the gateways: (admitted, refused by `scope`).
@@ -305,18 +305,18 @@ async fn spend_from_a_slice_reaches_the_day_row_when_the_slice_is_given_back() {
     assert_eq!(row().await, (sum, 0), "given back, the slice's spend is in the day's row");
 }
 
-/// A call can cost more than it reserved: the reservation counts the prompt at a token per
-/// 3 bytes, and a tokenizer may count up to one per byte (byte-level fallback on rare
-/// text, which a customer can send on purpose). What a call spends beyond its reservation
-/// is spend all the same. On PostgreSQL the calls are admitted from the process's slice of
-/// the day's budget; the slice used to take back only what was reserved, so the excess
-/// left the day's reservation below zero when the slice was given back, and the budget
-/// admitted that much more again.
+/// A call can cost more than it reserved: a provider may bill more than the text it was
+/// sent (context the gateway cannot see, a price it does not know yet), played here by a
+/// provider counting 1.5 tokens a byte, beyond the reservation's bound of one. What a call
+/// spends beyond its reservation is spend all the same. On PostgreSQL the calls are
+/// admitted from the process's slice of the day's budget; the slice used to take back
+/// only what was reserved, so the excess left the day's reservation below zero when the
+/// slice was given back, and the budget admitted that much more again.
 #[tokio::test]
 async fn what_a_call_spends_beyond_its_reservation_counts_against_the_budget() {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let f =
-        fleet_with(1, clock.clone(), SimConfig { answer_tokens: 8, input_bytes_per_token: 1, ..SimConfig::default() })
+        fleet_with(1, clock.clone(), SimConfig { answer_tokens: 8, input_token_percent: 600, ..SimConfig::default() })
             .await;
     let gw = &f.gateways[0];
     let long = ChatRequest {
@@ -334,7 +334,7 @@ async fn what_a_call_spends_beyond_its_reservation_counts_against_the_budget() {
         sqlx::query_as("SELECT model_used, cost_micros FROM llm_calls").fetch_all(f.t.db.pool()).await.expect("ledger");
     assert_eq!(calls.len(), 4);
     for (model, cost) in &calls {
-        let reserved = policy::max_cost(&f.catalogue, model, long.estimated_input_tokens(), 8);
+        let reserved = policy::max_cost(&f.catalogue, model, long.most_input_tokens(), 8);
         assert!(*cost > reserved.micros(), "{model} cost {cost} µUSD, more than its reservation {reserved:?}");
     }
     let sum: i64 = calls.iter().map(|c| c.1).sum();
@@ -372,4 +372,58 @@ async fn a_dead_process_s_slice_counts_what_its_calls_spent_beyond_what_it_held(
     limits::release_expired(&t.db, 20).await.expect("sweep");
     let (spent, reserved) = limits::budget_state(&t.db, "business:day", 0).await.expect("state");
     assert_eq!((spent.micros(), reserved.micros()), (5800, 0), "every micro-USD the dead process's calls spent");
+}
+
+/// A prompt dense in tokens (a token per byte: numbers, rare scripts) cannot spend past a
+/// budget: each call reserves what its text can count at most, so the last call that fits
+/// is never one whose true cost overshoots. The budget leaves room for six calls and half
+/// of a seventh at its true cost; the seventh used to fit its reservation (a token per
+/// 3 bytes) and then cost more than was left.
+#[tokio::test]
+async fn a_prompt_dense_in_tokens_cannot_spend_past_the_budget() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let f =
+        fleet_with(1, clock.clone(), SimConfig { answer_tokens: 8, input_token_percent: 400, ..SimConfig::default() })
+            .await;
+    let gw = &f.gateways[0];
+    let dense = ChatRequest {
+        system: None,
+        turns: vec![Turn { speaker: Speaker::User, text: "4096,8191,".repeat(300) }],
+        max_tokens: 8,
+        temperature: None,
+        stop: vec![],
+    };
+    let call = |i: usize| {
+        let ctx =
+            CallContext { request_id: format!("req_dense_{i:02}"), category: "general".into(), ..Default::default() };
+        let gw = Arc::clone(gw);
+        let dense = dense.clone();
+        async move { gw.complete(&ctx, None, &dense).await }
+    };
+    call(0).await.expect("the first call");
+    let (model, cost): (String, i64) =
+        sqlx::query_as("SELECT model_used, cost_micros FROM llm_calls").fetch_one(f.t.db.pool()).await.expect("ledger");
+    let typical = policy::max_cost(&f.catalogue, &model, dense.estimated_input_tokens(), 8).micros();
+    assert!(cost > typical, "the dense prompt costs {cost}, more than a typical estimate's {typical}");
+    let now = clock.now_micros();
+    let budget = Money::from_micros(7 * cost - (cost - typical) / 2);
+    controls::set_daily_budget(&f.t.db, &Actor::cli(), Some(budget), "test", now).await.expect("budget");
+    gw.controls_changed();
+    let mut admitted = 1;
+    for i in 1..20 {
+        match call(i).await {
+            Ok(_) => admitted += 1,
+            Err(GatewayError::Limit(LimitError::Budget { .. })) => break,
+            Err(e) => panic!("unexpected failure: {e}"),
+        }
+    }
+    f.flush().await;
+    let ((spent, reserved), (rows, sum), _) = f.books(now).await;
+    assert_eq!((rows, sum, reserved.micros()), (admitted, spent.micros(), 0));
+    let models: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT model_used FROM llm_calls").fetch_all(f.t.db.pool()).await.expect("models");
+    assert_eq!(models.len(), 1, "every call on one model: {models:?}");
+    assert!(spent <= budget, "spent {spent} of a {budget} budget over {admitted} calls");
+    assert_eq!(admitted, 6, "the six calls that fit at their true cost");
+    f.close().await;
 }

@@ -135,10 +135,12 @@ pub struct SimConfig {
     /// one second's worth (so the limit binds smoothly); beyond it, 429 with `Retry-After`
     /// (whole seconds, at least 1) until a token is back.
     pub rate_limit_per_minute: Option<u32>,
-    /// Bytes of prompt text counted as one input token (at least 1; 4 by default, about
-    /// what real tokenizers count for English). 1 plays the worst case a byte-level
-    /// tokenizer can reach, above the gateway's reservation estimate.
-    pub input_bytes_per_token: u32,
+    /// The prompt's token count as a percentage of the usual one token per 4 bytes (about
+    /// what real tokenizers count for English): 100 by default; 400 plays a token per
+    /// byte, the most a byte-level tokenizer can count (dense numbers, rare scripts);
+    /// above 400, a provider billing more than the text it was sent (context the gateway
+    /// cannot see, a price it does not know yet).
+    pub input_token_percent: u32,
 }
 
 impl Default for SimConfig {
@@ -151,7 +153,7 @@ impl Default for SimConfig {
             rates: Vec::new(),
             hang: Duration::from_secs(300),
             rate_limit_per_minute: None,
-            input_bytes_per_token: 4,
+            input_token_percent: 100,
         }
     }
 }
@@ -299,16 +301,16 @@ struct Parsed {
     include_usage: bool,
 }
 
-fn tokens_of(content: &Value, bytes_per_token: u32) -> u64 {
+fn tokens_of(content: &Value, percent: u32) -> u64 {
     let bytes = match content {
         Value::String(s) => s.len(),
         Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).map(str::len).sum(),
         _ => 0,
     };
-    4 + (bytes as u64).div_ceil(u64::from(bytes_per_token.max(1)))
+    4 + (bytes as u64 * u64::from(percent)).div_ceil(400)
 }
 
-fn parse(format: Format, body: &Value, bytes_per_token: u32) -> Result<Parsed, String> {
+fn parse(format: Format, body: &Value, token_percent: u32) -> Result<Parsed, String> {
     let model = body
         .get("model")
         .and_then(Value::as_str)
@@ -323,10 +325,10 @@ fn parse(format: Format, body: &Value, bytes_per_token: u32) -> Result<Parsed, S
     let mut input_tokens = 3;
     for (i, m) in messages.iter().enumerate() {
         let content = m.get("content").ok_or_else(|| format!("messages[{i}].content is required"))?;
-        input_tokens += tokens_of(content, bytes_per_token);
+        input_tokens += tokens_of(content, token_percent);
     }
     if let Some(system) = body.get("system") {
-        input_tokens += tokens_of(system, bytes_per_token);
+        input_tokens += tokens_of(system, token_percent);
     }
     let max_tokens = match format {
         Format::OpenAi => body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).and_then(Value::as_u64),
@@ -466,7 +468,7 @@ async fn handle(sim: Arc<Sim>, format: Format, headers: HeaderMap, body: Bytes) 
         Ok(v) => v,
         Err(e) => return error(format, 400, &format!("simulated provider: the body is not JSON: {e}")),
     };
-    let req = match parse(format, &value, sim.config.input_bytes_per_token) {
+    let req = match parse(format, &value, sim.config.input_token_percent) {
         Ok(r) => r,
         Err(e) => return error(format, 400, &format!("simulated provider: {e}")),
     };
@@ -790,13 +792,13 @@ mod tests {
     #[test]
     fn token_counts_follow_the_documented_rule() {
         let body = json!({"model": "m", "system": "abcdefgh", "messages": [{"role": "user", "content": "abcde"}], "max_tokens": 5});
-        let p = parse(Format::Anthropic, &body, 4).expect("parse");
+        let p = parse(Format::Anthropic, &body, 100).expect("parse");
         // 3 + (4 + 2) for the system + (4 + 2) for the message.
         assert_eq!(p.input_tokens, 15);
         assert_eq!(p.max_tokens, Some(5));
         let missing = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
-        assert!(parse(Format::Anthropic, &missing, 4).is_err(), "Anthropic requires max_tokens");
-        assert!(parse(Format::OpenAi, &missing, 4).is_ok());
+        assert!(parse(Format::Anthropic, &missing, 100).is_err(), "Anthropic requires max_tokens");
+        assert!(parse(Format::OpenAi, &missing, 100).is_ok());
         assert_eq!(words(3, "[simulated]").concat(), "[simulated] lorem ipsum");
     }
 }

@@ -733,3 +733,47 @@ async fn a_throttling_provider_never_opens_its_circuit() {
     assert_eq!(resp.status(), 200);
     assert!(!app.gateway().breakers_open("moonshot", app.now()));
 }
+
+/// Anthropic tells a stream's prompt tokens in its first event: a caller who hangs up
+/// before the end is billed on that count, not on the request's estimate, which a prompt
+/// dense in tokens (here a tokenizer spending one token per byte, three times the
+/// estimate) would undercut on every call.
+#[tokio::test]
+async fn a_stream_cut_short_is_billed_on_the_prompt_tokens_the_provider_told_at_its_start() {
+    let sim = SimConfig {
+        chunk_delay: std::time::Duration::from_millis(1),
+        answer_tokens: 400,
+        input_token_percent: 400,
+        ..SimConfig::default()
+    };
+    let app = spawn_app_with_gateway(sim).await;
+    let (_, key) = app.customer_with_key("Dense", "pro").await;
+    let text = "7f3a9c0e,".repeat(60);
+    let mut resp = reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-j1msky-category", "writing")
+        .json(&json!({"model": "claude-sonnet", "max_tokens": 500, "stream": true,
+                      "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .expect("messages");
+    assert_eq!(resp.status(), 200);
+    let request_id = resp.headers()["x-request-id"].to_str().expect("id").to_string();
+    let mut seen = String::new();
+    while !seen.contains("content_block_delta") {
+        let piece = resp.chunk().await.expect("read").expect("the answer starts before the stream ends");
+        seen.push_str(&String::from_utf8_lossy(&piece));
+    }
+    drop(resp);
+    let rows = wait_for_rows(&app, &request_id).await;
+    assert_eq!(rows[0].outcome, "client_disconnected");
+    // The simulator's count: 3 for the request, 4 for the message and a token per byte.
+    let provider_count = 3 + 4 + text.len() as i64;
+    assert_eq!(
+        rows[0].input_tokens, provider_count,
+        "billed on the request's estimate instead of the provider's count"
+    );
+    wait_until_nothing_reserved(&app).await;
+}

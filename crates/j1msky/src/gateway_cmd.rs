@@ -93,10 +93,10 @@ pub struct SimArgs {
     /// Output tokens of a full answer.
     #[arg(long, default_value_t = 32)]
     answer_tokens: u32,
-    /// Bytes of prompt text the simulated tokenizer counts as one input token (1 to play
-    /// a tokenizer that spends a token per byte, as byte-level fallback does on rare text).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
-    input_bytes_per_token: u32,
+    /// The prompt's token count in percent of one token per 4 bytes (400: a token per
+    /// byte, as a byte-level tokenizer counts dense numbers or rare scripts).
+    #[arg(long, default_value_t = 100)]
+    input_token_percent: u32,
     /// The only API key accepted (default: any non-empty key).
     #[arg(long, env = "J1MSKY_SIM_API_KEY")]
     api_key: Option<String>,
@@ -293,7 +293,7 @@ pub async fn sim(cmd: SimCommand) -> Result<(), Failure> {
         rates: a.fault_rate,
         hang: Duration::from_secs(a.hang_secs),
         rate_limit_per_minute: a.rate_limit_per_minute,
-        input_bytes_per_token: a.input_bytes_per_token,
+        input_token_percent: a.input_token_percent,
     };
     let listener =
         tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;

@@ -134,12 +134,16 @@ pub(super) fn parse(chunks: impl Stream<Item = Result<Vec<u8>, UpstreamError>> +
                 Err(e) => vec![Err(UpstreamError::Garbage(format!("stream event {}: {e}", frame.event)))],
                 Ok(f) => match f.kind.as_str() {
                     "message_start" => {
-                        if let Some(u) = f.message.and_then(|m| m.usage) {
-                            usage.input_tokens = u.input_tokens;
-                            usage.output_tokens = u.output_tokens;
-                            seen = true;
+                        match f.message.and_then(|m| m.usage) {
+                            Some(u) => {
+                                usage.input_tokens = u.input_tokens;
+                                usage.output_tokens = u.output_tokens;
+                                seen = true;
+                                // Known now: an early end is settled on it.
+                                vec![Ok(StreamEvent::Prompt(u.input_tokens))]
+                            }
+                            None => vec![],
                         }
-                        vec![]
                     }
                     "content_block_delta" => match f.delta {
                         Some(Delta { kind: Some(k), text: Some(t), .. }) if k == "text_delta" => {

@@ -234,8 +234,7 @@ pub async fn fleet(n: usize) -> Fleet {
 
 impl Fleet {
     pub fn per_call(&self) -> i64 {
-        policy::max_cost(&self.catalogue, "kimi-k2.5", request(MAX_TOKENS).estimated_input_tokens(), MAX_TOKENS)
-            .micros()
+        policy::max_cost(&self.catalogue, "kimi-k2.5", request(MAX_TOKENS).most_input_tokens(), MAX_TOKENS).micros()
     }
 
     /// 64 calls spread evenly over the live processes, all sent before any answer is read.

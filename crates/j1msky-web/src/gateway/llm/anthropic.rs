@@ -147,7 +147,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
                 "content_block_delta",
                 json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
             )],
-            Ok(StreamEvent::Reasoning(_)) => vec![],
+            Ok(StreamEvent::Reasoning(_) | StreamEvent::Prompt(_)) => vec![],
             Ok(StreamEvent::Done { stop, usage }) => {
                 let u = usage.unwrap_or_default();
                 vec![

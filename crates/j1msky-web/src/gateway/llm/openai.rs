@@ -153,7 +153,7 @@ async fn run(state: AppState, headers: HeaderMap, body: Bytes) -> Result<Respons
     let events = upstream.flat_map(move |item| {
         let frames: Vec<Value> = match item {
             Ok(StreamEvent::Delta(text)) => vec![chunk(json!({"content": text}), None)],
-            Ok(StreamEvent::Reasoning(_)) => vec![],
+            Ok(StreamEvent::Reasoning(_) | StreamEvent::Prompt(_)) => vec![],
             Ok(StreamEvent::Done { stop, usage }) => {
                 let mut v = vec![chunk(json!({}), Some(finish_reason(stop)))];
                 if include_usage {
