@@ -142,13 +142,18 @@ pub async fn start(
     Ok(link)
 }
 
-/// A Customer Portal session for a customer who has paid through Stripe.
+/// A Customer Portal session for a customer who has paid through Stripe, opened with the
+/// configuration `stripe sync` keeps (`sync::portal_features`: no plan switch in the
+/// portal), never the account's default, which the Dashboard may have opened up.
 pub async fn portal(db: &Db, stripe: &Stripe, customer_id: &str, return_url: &str) -> Result<String, BillingError> {
     let customer = j1msky_accounts::customers::get(db, customer_id).await?;
     let sc = customer
         .stripe_customer_id
         .ok_or_else(|| BillingError::invalid("customer", "no Stripe customer yet: subscribe through checkout first"))?;
-    let params = json!({"customer": sc, "return_url": return_url});
+    let configuration = crate::sync::stored_id(db, "portal").await?.ok_or_else(|| {
+        BillingError::Config("no Customer Portal configuration: run `j1msky stripe sync` first".into())
+    })?;
+    let params = json!({"customer": sc, "return_url": return_url, "configuration": configuration});
     // Each portal session is single-use: a fresh key per request (no side effect to repeat).
     let idem = format!("j1msky-portal-{}-{}", customer.id, j1msky_core::ids::new_id("req"));
     let s = stripe.post("billing_portal/sessions", &params, &idem).await?;

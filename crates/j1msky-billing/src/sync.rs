@@ -1,5 +1,5 @@
 //! `j1msky stripe sync`: makes Stripe's products, monthly prices and offer coupons match
-//! the catalogue. Products and coupons get our own ids, prices our lookup keys, so a
+//! the catalogue, and holds the Customer Portal's configuration j1msky opens it with. Products and coupons get our own ids, prices our lookup keys, so a
 //! second run finds everything and changes nothing. A price is immutable at Stripe: a new
 //! amount makes a new price that takes over the lookup key, and the old one is archived.
 //! Every POST carries an idempotency key derived from what it asks for, so a sync
@@ -132,7 +132,78 @@ pub async fn sync(db: &Db, stripe: &Stripe, catalogue: &Catalogue, now: i64) -> 
         }
         remember(db, &key, &cid, &offer.name, now).await?;
     }
+    portal_configuration(db, stripe, catalogue, &mut report, now).await?;
     Ok(report)
+}
+
+/// What the Customer Portal lets a customer do when j1msky opens it: update a card, see
+/// invoices, correct billing details, and cancel at the period's end (the webhook tells
+/// us; the journeys that follow a cancellation start from it). Not change plans: an
+/// upgrade is paid at once and a downgrade waits for the period's end only through
+/// j1msky's own billing page (`changes`); a portal switch would put a dearer plan, and
+/// its budget, in force on an unpaid proration. Not cancel at once with a prorated credit
+/// after a month's budget was spent.
+pub fn portal_features() -> Value {
+    json!({
+        "customer_update": {"enabled": true, "allowed_updates": ["email", "address", "tax_id"]},
+        "invoice_history": {"enabled": true},
+        "payment_method_update": {"enabled": true},
+        "subscription_cancel": {"enabled": true, "mode": "at_period_end", "proration_behavior": "none"},
+        "subscription_update": {"enabled": false},
+    })
+}
+
+/// Whether a configuration Stripe holds grants exactly what [`portal_features`] says (an
+/// operator may have changed it in the Dashboard since).
+fn portal_matches(config: &Value) -> bool {
+    let want = portal_features();
+    let Some(features) = want.as_object() else { return false };
+    config["active"] == true
+        && features.iter().all(|(feature, settings)| {
+            settings.as_object().is_some_and(|m| m.iter().all(|(k, v)| config["features"][feature][k] == *v))
+        })
+}
+
+/// Makes Stripe hold j1msky's Customer Portal configuration (found by its metadata),
+/// created once and put back as [`portal_features`] says when it drifted; its id is
+/// stored as `portal`, and every portal session is opened with it.
+async fn portal_configuration(
+    db: &Db,
+    stripe: &Stripe,
+    catalogue: &Catalogue,
+    report: &mut SyncReport,
+    now: i64,
+) -> Result<(), BillingError> {
+    const KEY: &str = "portal";
+    let listed = stripe.get("billing_portal/configurations", &json!({"limit": 100})).await?;
+    let ours =
+        listed["data"].as_array().and_then(|all| all.iter().find(|c| c["metadata"]["j1msky"] == "portal")).cloned();
+    let id = match ours {
+        None => {
+            let params = json!({"features": portal_features(), "metadata": {"j1msky": "portal"},
+                                "business_profile": {"headline": catalogue.business.name}});
+            let created = stripe.post("billing_portal/configurations", &params, "j1msky-sync-portal-create").await?;
+            report.created.push(KEY.to_string());
+            created["id"].as_str().map(String::from)
+        }
+        Some(c) if !portal_matches(&c) => {
+            let id = c["id"].as_str().unwrap_or_default().to_string();
+            let params = json!({"features": portal_features(), "active": true});
+            stripe
+                .post(&format!("billing_portal/configurations/{id}"), &params, &format!("j1msky-sync-{id}-{now}"))
+                .await?;
+            report.updated.push(KEY.to_string());
+            Some(id)
+        }
+        Some(c) => {
+            report.unchanged.push(KEY.to_string());
+            c["id"].as_str().map(String::from)
+        }
+    };
+    let id = id
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| BillingError::Malformed("a portal configuration without id".into()))?;
+    remember(db, KEY, &id, "v1", now).await
 }
 
 async fn remember(db: &Db, key: &str, stripe_id: &str, fingerprint: &str, now: i64) -> Result<(), BillingError> {

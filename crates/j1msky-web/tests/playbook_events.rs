@@ -230,3 +230,47 @@ async fn a_login_is_an_event() {
     assert_eq!(logins.len(), 1, "{logins:?}");
     assert!(logins[0]["user_id"].as_str().is_some_and(|u| u.starts_with("usr")), "{logins:?}");
 }
+
+/// The Customer Portal j1msky sends a customer to is opened with the configuration `stripe
+/// sync` keeps: no plan switch there (a dearer plan goes through the billing page, paid at
+/// once), no cancel at once with a prorated credit; a cancel at the period's end is
+/// offered. Sessions used to be opened with the account's default configuration, whatever
+/// the Dashboard had opened up. A configuration changed in the Dashboard is put back by the
+/// next sync.
+#[tokio::test]
+async fn the_customer_portal_offers_no_plan_switch_and_cancels_only_at_the_period_s_end() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let (id, sub) = trialing(&app, &fake, &stripe, "Switcher").await;
+    let url = checkout::portal(&app.db, &stripe, &id, "https://app.example.test/app/billing").await.expect("portal");
+    let session = url.rsplit('/').next().expect("session id").to_string();
+    let pro = j1msky_billing::sync::stored_id(&app.db, "price:pro").await.expect("stored").expect("pro's price");
+    let act = |action: &'static str, body: Value| {
+        let url = format!("{}/_sim/portal/{session}/{action}", fake.base());
+        async move { reqwest::Client::new().post(url).json(&body).send().await.expect("portal action") }
+    };
+    let switch = act("switch", json!({"subscription": sub, "price": pro})).await;
+    assert_eq!(switch.status(), 400, "the portal offered a plan switch: {}", switch.text().await.unwrap_or_default());
+    let now = act("cancel", json!({"subscription": sub, "at_period_end": false})).await;
+    assert_eq!(now.status(), 400, "the portal offered a cancel at once: {}", now.text().await.unwrap_or_default());
+    let later = act("cancel", json!({"subscription": sub, "at_period_end": true})).await;
+    assert!(later.status().is_success(), "{}", later.text().await.unwrap_or_default());
+    settle(&app, &fake).await;
+    let (plan, cancelling): (Option<String>, i64) =
+        sqlx::query_as("SELECT plan, cancel_at_period_end FROM subscriptions WHERE id = $1")
+            .bind(&sub)
+            .fetch_one(app.db.pool())
+            .await
+            .expect("mirror");
+    assert_eq!((plan.as_deref(), cancelling), (Some("starter"), 1));
+
+    // Someone opens plan switching in the Dashboard; the next sync closes it again.
+    let config = j1msky_billing::sync::stored_id(&app.db, "portal").await.expect("stored").expect("configuration");
+    let opened = json!({"features": {"subscription_update": {"enabled": true}}});
+    stripe.post(&format!("billing_portal/configurations/{config}"), &opened, "dashboard-edit").await.expect("edit");
+    let report = j1msky_billing::sync::sync(&app.db, &stripe, &app.catalogue, app.now()).await.expect("sync");
+    assert_eq!(report.updated, ["portal"], "{report:?}");
+    let held = stripe.get(&format!("billing_portal/configurations/{config}"), &Value::Null).await.expect("config");
+    assert_eq!(held["features"]["subscription_update"]["enabled"], false, "{held}");
+    let again = j1msky_billing::sync::sync(&app.db, &stripe, &app.catalogue, app.now()).await.expect("sync");
+    assert!(again.changed_nothing() && again.unchanged.contains(&"portal".to_string()), "{again:?}");
+}

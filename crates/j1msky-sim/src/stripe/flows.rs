@@ -45,7 +45,11 @@ pub(crate) fn control(shared: &Shared, method: &Method, seg: &[&str], p: &Value)
             s.event("customer.subscription.trial_will_end", &sub, None);
             Ok(sub)
         }
-        // The customer cancels in the Customer Portal: at the period end, or at once.
+        // The customer acts in a Customer Portal session it was sent to: as the session's
+        // configuration allows.
+        ("POST", ["portal", session, action]) => portal_action(s, session, action, p),
+        // The customer cancels in the Customer Portal (one that allows both): at the period
+        // end, or at once.
         ("POST", ["subscriptions", id, "portal_cancel"]) => {
             if boolean(&p["at_period_end"]).unwrap_or(true) {
                 update_subscription(s, id, &json!({"cancel_at_period_end": "true"}))
@@ -622,4 +626,53 @@ pub(crate) fn invoice_pending_items(s: &mut Store, p: &Value) -> ApiResult {
     }
     let declines = s.get("cus_", "customer", &customer)?["_declines"] == true;
     charge_invoice(s, &in_id, &customer, None, total, lines, currency, declines)
+}
+
+/// A customer's action in a Customer Portal session: `switch` (`subscription`, `price`)
+/// or `cancel` (`subscription`, `at_period_end`), refused as Stripe's portal would not
+/// offer it when the session's configuration does not allow it. A session opened without
+/// a configuration has the account's default, which here (as a Dashboard may) allows both,
+/// at once and with prorations.
+fn portal_action(s: &mut Store, session: &str, action: &str, p: &Value) -> ApiResult {
+    let session = s.get("bps_", "billing_portal session", session)?;
+    let features = match session["configuration"].as_str() {
+        Some(c) => s.get("bpc_", "billing_portal.configuration", c)?["features"].clone(),
+        None => json!({"subscription_update": {"enabled": true, "proration_behavior": "create_prorations"},
+                       "subscription_cancel": {"enabled": true, "mode": "immediately"}}),
+    };
+    let sub_id = p["subscription"].as_str().unwrap_or_default();
+    let sub = s.get("sub_", "subscription", sub_id)?;
+    if sub["customer"] != session["customer"] {
+        return Err(ApiError::missing("subscription", sub_id));
+    }
+    let not_offered = |what: &str| ApiError::invalid(what, format!("This portal session does not offer {what}."));
+    match action {
+        "switch" => {
+            if features["subscription_update"]["enabled"] != true {
+                return Err(not_offered("subscription_update"));
+            }
+            let item = sub["items"]["data"][0]["id"].clone();
+            let proration =
+                features["subscription_update"]["proration_behavior"].as_str().unwrap_or("create_prorations");
+            update_subscription(
+                s,
+                sub_id,
+                &json!({"items": [{"id": item, "price": p["price"]}], "proration_behavior": proration}),
+            )
+        }
+        "cancel" => {
+            let cancel = &features["subscription_cancel"];
+            if cancel["enabled"] != true {
+                return Err(not_offered("subscription_cancel"));
+            }
+            if boolean(&p["at_period_end"]).unwrap_or(true) {
+                update_subscription(s, sub_id, &json!({"cancel_at_period_end": "true"}))
+            } else if cancel["mode"] == "immediately" {
+                cancel_now(s, sub_id)
+            } else {
+                Err(not_offered("subscription_cancel.immediately"))
+            }
+        }
+        _ => Err(ApiError::invalid("action", format!("unknown portal action `{action}`: switch or cancel"))),
+    }
 }

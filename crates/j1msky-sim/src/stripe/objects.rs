@@ -1,5 +1,5 @@
 //! The v1 API surface: products, prices, coupons, customers, checkout and portal
-//! sessions, subscriptions, invoice items and the events list.
+//! sessions, portal configurations, subscriptions, invoice items and the events list.
 
 use axum::http::Method;
 use serde_json::{json, Value};
@@ -41,12 +41,44 @@ fn route(s: &mut Store, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
         ("POST", ["v1", "billing_portal", "sessions"]) => {
             let customer = p["customer"].as_str().unwrap_or_default();
             s.get("cus_", "customer", customer)?;
+            // Without one, Stripe uses the account's default configuration (the Dashboard's).
+            let configuration = match p["configuration"].as_str() {
+                Some(c) => {
+                    let config = s.get("bpc_", "billing_portal.configuration", c)?;
+                    if config["active"] != true {
+                        return Err(ApiError::invalid(
+                            "configuration",
+                            format!("The configuration {c} is not active."),
+                        ));
+                    }
+                    Value::String(c.to_string())
+                }
+                None => Value::Null,
+            };
             let id = s.id("bps");
-            Ok(
-                json!({"id": id, "object": "billing_portal.session", "customer": customer, "return_url": p["return_url"],
-                      "url": format!("https://billing.stripe.test/p/session/{id}"), "created": s.now(), "livemode": false}),
-            )
+            let session = json!({"id": id, "object": "billing_portal.session", "customer": customer, "return_url": p["return_url"],
+                      "configuration": configuration,
+                      "url": format!("https://billing.stripe.test/p/session/{id}"), "created": s.now(), "livemode": false});
+            // Kept for what the customer then does in it (`/_sim/portal/{session}/…`).
+            s.objects.insert(id, session.clone());
+            Ok(session)
         }
+        ("POST", ["v1", "billing_portal", "configurations"]) => create_portal_configuration(s, p),
+        ("GET", ["v1", "billing_portal", "configurations"]) => {
+            let active = boolean(&p["active"]);
+            let limit = int(&p["limit"]).unwrap_or(10).clamp(1, 100) as usize;
+            let mut data: Vec<Value> = s
+                .objects
+                .values()
+                .filter(|v| v["object"] == "billing_portal.configuration")
+                .filter(|v| active.is_none_or(|a| v["active"].as_bool() == Some(a)))
+                .cloned()
+                .collect();
+            data.sort_by_key(|v| std::cmp::Reverse(v["id"].as_str().unwrap_or_default().to_string()));
+            Ok(list(data, "/v1/billing_portal/configurations", limit))
+        }
+        ("GET", ["v1", "billing_portal", "configurations", id]) => s.get("bpc_", "billing_portal.configuration", id),
+        ("POST", ["v1", "billing_portal", "configurations", id]) => update_portal_configuration(s, id, p),
         ("GET", ["v1", "subscriptions", id]) => s.get("sub_", "subscription", id),
         ("POST", ["v1", "subscriptions", id]) => flows::update_subscription(s, id, p),
         ("DELETE", ["v1", "subscriptions", id]) => flows::cancel_now(s, id),
@@ -165,6 +197,61 @@ fn create_price(s: &mut Store, p: &Value) -> ApiResult {
 fn list(data: Vec<Value>, url: &str, limit: usize) -> Value {
     let has_more = data.len() > limit;
     json!({"object": "list", "data": data.into_iter().take(limit).collect::<Vec<_>>(), "has_more": has_more, "url": url})
+}
+
+/// The portal's features as Stripe holds them: form values turned back into booleans.
+fn portal_features(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), portal_features(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(portal_features).collect()),
+        other => boolean(other).map_or_else(|| other.clone(), Value::Bool),
+    }
+}
+
+/// Stripe's update of a nested hash: the keys sent replace theirs, the others stay.
+fn merge(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut m = o.clone();
+            for (k, v) in n {
+                let merged = merge(o.get(k).unwrap_or(&Value::Null), v);
+                m.insert(k.clone(), merged);
+            }
+            Value::Object(m)
+        }
+        (_, n) => n.clone(),
+    }
+}
+
+fn create_portal_configuration(s: &mut Store, p: &Value) -> ApiResult {
+    if !p["features"].is_object() {
+        return Err(ApiError::invalid("features", "Missing required param: features."));
+    }
+    let id = s.id("bpc");
+    let v = json!({"id": id, "object": "billing_portal.configuration", "active": true, "is_default": false,
+                   "business_profile": p.get("business_profile").cloned().unwrap_or(json!({})),
+                   "features": portal_features(&p["features"]),
+                   "metadata": p.get("metadata").cloned().unwrap_or(json!({})), "created": s.now(), "livemode": false});
+    s.objects.insert(id, v.clone());
+    Ok(v)
+}
+
+fn update_portal_configuration(s: &mut Store, id: &str, p: &Value) -> ApiResult {
+    let mut v = s.get("bpc_", "billing_portal.configuration", id)?;
+    if let Some(map) = p.as_object() {
+        for (k, val) in map {
+            v[k] = match k.as_str() {
+                "features" | "business_profile" => merge(&v[k], &portal_features(val)),
+                "metadata" => super::merge_metadata(&v["metadata"], val),
+                "active" => {
+                    Value::Bool(boolean(val).ok_or_else(|| ApiError::invalid("active", "Invalid boolean: active"))?)
+                }
+                _ => return Err(ApiError::invalid(k, format!("Received unknown parameter: {k}"))),
+            };
+        }
+    }
+    s.objects.insert(id.to_string(), v.clone());
+    Ok(v)
 }
 
 fn list_prices(s: &Store, p: &Value) -> ApiResult {
