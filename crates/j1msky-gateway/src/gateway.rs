@@ -338,11 +338,13 @@ impl Gateway {
         let mut trial = None;
         let mut granted_trial = false;
         let mut paid_period = None;
+        let mut grace = None;
         let (plan, customer_budget, contract_calls) = match &ctx.customer_id {
             Some(id) => {
                 let (standing, budget, calls, window, period) = self.terms.get(&self.db, id).await?;
                 paid_period = period;
                 let admitted = access::admit(&self.catalogue, &standing, now)?;
+                grace = standing.billing_status_since.zip(access::grace_until(&self.catalogue, &standing));
                 trial = window.filter(|_| standing.stage == Some(j1msky_core::vocab::Stage::Trial));
                 granted_trial = standing.trial.is_some();
                 (admitted.plan().map(str::to_string), budget, calls)
@@ -424,6 +426,18 @@ impl Gateway {
                     });
                 }
             }
+        }
+        // A payment failed and the plan stays in force for the grace days: so does its
+        // budget, but only those days' share of a month's (30 days'), counted from the
+        // failure. A customer who never pays gets a week's model spend, not a month's.
+        if let (Some(id), Some(cap), Some((since, ends))) = (&ctx.customer_id, customer_budget, grace) {
+            let days = i64::from(self.catalogue.stripe.past_due_grace_days);
+            budgets.push(Budget {
+                scope: limits::customer_grace_scope(id),
+                window_start: since,
+                window_end: ends,
+                cap: Money::from_micros(i64::try_from(i128::from(cap.micros()) * i128::from(days) / 30).unwrap_or(0)),
+            });
         }
         // One customer's share of the business's day, so it cannot take the day from every
         // other (a contract customer is held to its contract instead).

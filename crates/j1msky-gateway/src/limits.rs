@@ -325,6 +325,12 @@ pub fn customer_period_scope(customer_id: &str) -> String {
     format!("customer:{customer_id}:period")
 }
 
+/// The budget scope of what a customer spends in its grace after a failed payment
+/// (`Gateway::admit`: the grace days' share of its monthly budget).
+pub fn customer_grace_scope(customer_id: &str) -> String {
+    format!("customer:{customer_id}:grace")
+}
+
 /// The budget scope of a customer's share of the business's day
 /// (`routing.customer_daily_share_percent`).
 pub fn customer_day_scope(customer_id: &str) -> String {

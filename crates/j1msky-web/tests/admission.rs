@@ -1100,3 +1100,55 @@ async fn an_upgrade_late_in_the_period_buys_its_share_of_the_new_plan_s_budget()
         .map(|(b, _, _)| b.micros());
     assert_eq!(shown, Some(budget));
 }
+
+/// A renewal the card declines leaves the plan in force for the grace days, and with it
+/// the grace days' share of the plan's monthly budget, counted from the failure: a
+/// customer who never pays used to get the whole new period's model budget for the week.
+#[tokio::test]
+async fn a_customer_in_its_grace_after_a_failed_payment_spends_only_the_grace_days_share_of_its_budget() {
+    let mut catalogue = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).expect("cat");
+    // A budget whose grace share (7 of 30 days) is three calls' reservations.
+    let input = "hello".len() as u64 + 16; // the reservation's input tokens: a token a byte, plus framing
+    let per_call = j1msky_gateway::policy::max_cost(&catalogue, "kimi-k2.5", input, 50).micros();
+    let days = i64::from(catalogue.stripe.past_due_grace_days);
+    let budget = j1msky_core::Money::from_micros(3 * per_call * 30 / days + 1);
+    catalogue.plans.get_mut("pro").expect("pro").monthly_model_budget = Some(budget);
+    let grace_cap = budget.micros() * days / 30;
+    let (app, fake, stripe) =
+        common::spawn_app_with_gateway_stripe_and_catalogue(SimConfig::default(), catalogue).await;
+    let (id, key) = customer_key(&app, "Neverpay", Stage::Qualified, None).await;
+    paid_checkout(&app, &fake, &stripe, &id, "pro").await;
+    app.gateway().customer_changed(&id);
+    assert_eq!(chat(&app, &key).await.0, 200, "paid: in");
+    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE customer_id = $1")
+        .bind(&id)
+        .fetch_one(app.db.pool())
+        .await
+        .expect("sub");
+    control(&fake, &format!("subscriptions/{sub}/renew"), json!({"fail": true})).await;
+    delivered_and_applied(&app, &fake).await;
+    app.gateway().customer_changed(&id);
+    app.gateway().flush().await;
+    let before =
+        sum_of(&app, "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = $1", &id)
+            .await;
+
+    let mut admitted = 0;
+    let refusal = loop {
+        let (status, code, message) = chat(&app, &key).await;
+        match status {
+            200 => admitted += 1,
+            _ => break (status, code, message),
+        }
+        assert!(admitted < 40, "the grace never ran out of budget");
+    };
+    assert_eq!((refusal.0, refusal.1.as_str()), (402, "budget_exceeded"), "{}", refusal.2);
+    assert!(refusal.2.contains(&format!("customer:{id}:grace")), "refused by the grace's budget: {}", refusal.2);
+    app.gateway().flush().await;
+    let after =
+        sum_of(&app, "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = $1", &id)
+            .await;
+    assert!(admitted >= 1, "the grace keeps the customer in");
+    assert!(after - before <= grace_cap, "spent {} in the grace, its share is {grace_cap}", after - before);
+    assert!(after < budget.micros() - per_call, "the month's budget had room left: {after} of {budget}");
+}
