@@ -189,6 +189,29 @@ async fn paid_checkout(
     delivered_and_applied(app, fake).await;
 }
 
+/// A paid Pro checkout (a call admitted), then a renewal the card declines, applied: the
+/// customer is `past_due`, in its grace. Returns the subscription.
+async fn paid_then_declined(
+    app: &TestApp,
+    fake: &j1msky_sim::stripe::RunningStripe,
+    stripe: &j1msky_billing::Stripe,
+    id: &str,
+    key: &str,
+) -> String {
+    paid_checkout(app, fake, stripe, id, "pro").await;
+    app.gateway().customer_changed(id);
+    assert_eq!(chat(app, key).await.0, 200, "paid: in");
+    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE customer_id = $1")
+        .bind(id)
+        .fetch_one(app.db.pool())
+        .await
+        .expect("sub");
+    control(fake, &format!("subscriptions/{sub}/renew"), json!({"fail": true})).await;
+    delivered_and_applied(app, fake).await;
+    app.gateway().customer_changed(id);
+    sub
+}
+
 async fn events(app: &TestApp, kind: &str, customer: &str) -> Vec<Value> {
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT payload FROM events WHERE kind = $1 AND customer_id = $2 ORDER BY id")
@@ -206,18 +229,7 @@ async fn a_failed_payment_keeps_access_for_the_grace_period_then_restricts_until
     let (id, key) = customer_key(&app, "Latepay", Stage::Qualified, None).await;
     let owner = "owner@latepay.test";
     owner_of(&app, &id, owner).await;
-    paid_checkout(&app, &fake, &stripe, &id, "pro").await;
-    app.gateway().customer_changed(&id);
-    assert_eq!(chat(&app, &key).await.0, 200, "paid: in");
-
-    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE customer_id = $1")
-        .bind(&id)
-        .fetch_one(app.db.pool())
-        .await
-        .expect("sub");
-    control(&fake, &format!("subscriptions/{sub}/renew"), json!({"fail": true})).await;
-    delivered_and_applied(&app, &fake).await;
-    app.gateway().customer_changed(&id);
+    let sub = paid_then_declined(&app, &fake, &stripe, &id, &key).await;
     assert_eq!(chat(&app, &key).await.0, 200, "past due: still in during the grace period");
     assert_eq!(task(&app, &key).await.0, 201);
     let changes = events(&app, "customer.billing_status_changed", &id).await;
@@ -1117,17 +1129,7 @@ async fn a_customer_in_its_grace_after_a_failed_payment_spends_only_the_grace_da
     let (app, fake, stripe) =
         common::spawn_app_with_gateway_stripe_and_catalogue(SimConfig::default(), catalogue).await;
     let (id, key) = customer_key(&app, "Neverpay", Stage::Qualified, None).await;
-    paid_checkout(&app, &fake, &stripe, &id, "pro").await;
-    app.gateway().customer_changed(&id);
-    assert_eq!(chat(&app, &key).await.0, 200, "paid: in");
-    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE customer_id = $1")
-        .bind(&id)
-        .fetch_one(app.db.pool())
-        .await
-        .expect("sub");
-    control(&fake, &format!("subscriptions/{sub}/renew"), json!({"fail": true})).await;
-    delivered_and_applied(&app, &fake).await;
-    app.gateway().customer_changed(&id);
+    paid_then_declined(&app, &fake, &stripe, &id, &key).await;
     app.gateway().flush().await;
     let before =
         sum_of(&app, "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM llm_calls WHERE customer_id = $1", &id)

@@ -418,17 +418,7 @@ async fn streams_in_both_formats_are_metered_from_the_providers_usage() {
     assert_eq!(rows[0].outcome, "ok");
 
     // Anthropic format.
-    let resp = reqwest::Client::new()
-        .post(app.url("/v1/messages"))
-        .header("x-api-key", &key)
-        .header("anthropic-version", "2023-06-01")
-        .header("x-j1msky-category", "writing")
-        .json(&json!({"model": "claude-sonnet", "max_tokens": 64, "stream": true,
-                      "messages": [{"role": "user", "content": text}]}))
-        .send()
-        .await
-        .expect("messages");
-    assert_eq!(resp.status(), 200);
+    let resp = sonnet_stream(&app, &key, 64, text).await;
     let request_id = resp.headers()["x-request-id"].to_str().expect("id").to_string();
     let sse = resp.text().await.expect("body");
     let names: Vec<&str> = sse.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
@@ -506,6 +496,22 @@ async fn kimi_s_reasoning_is_billed_from_the_usage_in_its_last_choice_and_estima
     assert_eq!(rows[0].outcome, "client_disconnected");
     assert!(rows[0].output_tokens >= 300, "the reasoning was not estimated: {} output tokens", rows[0].output_tokens);
     wait_until_nothing_reserved(&app).await;
+}
+
+/// An Anthropic-format streamed call to Sonnet (category writing), answered 200.
+async fn sonnet_stream(app: &common::TestApp, key: &str, max_tokens: u32, text: &str) -> reqwest::Response {
+    let resp = reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-j1msky-category", "writing")
+        .json(&json!({"model": "claude-sonnet", "max_tokens": max_tokens, "stream": true,
+                      "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .expect("messages");
+    assert_eq!(resp.status(), 200);
+    resp
 }
 
 async fn wait_for_rows(app: &common::TestApp, request_id: &str) -> Vec<Attempt> {
@@ -749,17 +755,7 @@ async fn a_stream_cut_short_is_billed_on_the_prompt_tokens_the_provider_told_at_
     let app = spawn_app_with_gateway(sim).await;
     let (_, key) = app.customer_with_key("Dense", "pro").await;
     let text = "7f3a9c0e,".repeat(60);
-    let mut resp = reqwest::Client::new()
-        .post(app.url("/v1/messages"))
-        .header("x-api-key", &key)
-        .header("anthropic-version", "2023-06-01")
-        .header("x-j1msky-category", "writing")
-        .json(&json!({"model": "claude-sonnet", "max_tokens": 500, "stream": true,
-                      "messages": [{"role": "user", "content": text}]}))
-        .send()
-        .await
-        .expect("messages");
-    assert_eq!(resp.status(), 200);
+    let mut resp = sonnet_stream(&app, &key, 500, &text).await;
     let request_id = resp.headers()["x-request-id"].to_str().expect("id").to_string();
     let mut seen = String::new();
     while !seen.contains("content_block_delta") {
