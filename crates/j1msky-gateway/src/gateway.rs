@@ -431,12 +431,11 @@ impl Gateway {
         // budget, but only those days' share of a month's (30 days'), counted from the
         // failure. A customer who never pays gets a week's model spend, not a month's.
         if let (Some(id), Some(cap), Some((since, ends))) = (&ctx.customer_id, customer_budget, grace) {
-            let days = i64::from(self.catalogue.stripe.past_due_grace_days);
             budgets.push(Budget {
                 scope: limits::customer_grace_scope(id),
                 window_start: since,
                 window_end: ends,
-                cap: Money::from_micros(i64::try_from(i128::from(cap.micros()) * i128::from(days) / 30).unwrap_or(0)),
+                cap: limits::grace_cap(&self.catalogue, cap),
             });
         }
         // One customer's share of the business's day, so it cannot take the day from every

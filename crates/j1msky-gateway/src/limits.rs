@@ -385,17 +385,19 @@ pub async fn customer_month(
     customer_id: &str,
     now: i64,
 ) -> Result<Option<(Money, Money, Money)>, DbError> {
-    type Row = (Option<i64>, Option<String>, Option<i64>, Option<i64>, Option<i64>);
+    type Row = (Option<i64>, Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<i64>);
     let row: Option<Row> = sqlx::query_as(
-        "SELECT monthly_budget_micros, plan, paid_period_start, paid_period_end, paid_period_budget_micros
+        "SELECT monthly_budget_micros, plan, paid_period_start, paid_period_end, paid_period_budget_micros,
+                billing_status, billing_status_since
          FROM customers WHERE id = $1",
     )
     .bind(customer_id)
     .fetch_optional(db.pool())
     .await?;
-    let Some((own, plan, period_start, period_end, paid)) = row else { return Ok(None) };
+    let Some((own, plan, period_start, period_end, paid, status, since)) = row else { return Ok(None) };
     let of_plan = plan.as_deref().and_then(|p| catalogue.plans.get(p)).and_then(|p| p.monthly_model_budget);
     let Some(mut budget) = own.or(of_plan.map(|m| m.micros())) else { return Ok(None) };
+    let month_cap = budget;
     let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let (start, _) = j1msky_core::windows::month(tz, now);
     let (mut spent, mut reserved) = budget_state(db, &customer_month_scope(customer_id), start).await?;
@@ -409,7 +411,25 @@ pub async fn customer_month(
             }
         }
     }
+    // In the grace after a failed payment, the grace's share (see `Gateway::admit`).
+    if let (Some("past_due"), Some(since)) = (status.as_deref(), since) {
+        let days = i64::from(catalogue.stripe.past_due_grace_days);
+        if now < since.saturating_add(days.saturating_mul(j1msky_core::clock::DAY)) {
+            let cap = grace_cap(catalogue, Money::from_micros(month_cap)).micros();
+            let (s, r) = budget_state(db, &customer_grace_scope(customer_id), since).await?;
+            if cap - s.micros() - r.micros() < budget - spent.micros() - reserved.micros() {
+                (budget, spent, reserved) = (cap, s, r);
+            }
+        }
+    }
     Ok(Some((Money::from_micros(budget), spent, reserved)))
+}
+
+/// What a customer may spend in its grace after a failed payment: the grace days' share of
+/// its monthly budget `month` (a month counted as 30 days), rounded down.
+pub fn grace_cap(catalogue: &j1msky_core::catalogue::Catalogue, month: Money) -> Money {
+    let days = i128::from(catalogue.stripe.past_due_grace_days);
+    Money::from_micros(i64::try_from(i128::from(month.micros()) * days / 30).unwrap_or(0))
 }
 
 /// Spent and reserved in a budget window. What calls spent from processes' slices of it is

@@ -1153,4 +1153,7 @@ async fn a_customer_in_its_grace_after_a_failed_payment_spends_only_the_grace_da
     assert!(admitted >= 1, "the grace keeps the customer in");
     assert!(after - before <= grace_cap, "spent {} in the grace, its share is {grace_cap}", after - before);
     assert!(after < budget.micros() - per_call, "the month's budget had room left: {after} of {budget}");
+    // The customer's own view of its budget shows the grace's, the one that refused it.
+    let shown = j1msky_gateway::limits::customer_month(&app.db, &app.catalogue, &id, app.now()).await.expect("month");
+    assert_eq!(shown.map(|(b, s, _)| (b.micros(), s.micros())), Some((grace_cap, after - before)));
 }
