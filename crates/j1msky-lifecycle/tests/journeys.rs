@@ -253,6 +253,10 @@ async fn an_active_pro_customer_in_new_york_goes_from_day_0_to_day_30() {
     .unwrap();
     assert!(review.contains("ran 4 task(s): 3 succeeded, 0 failed"), "{review}");
     assert!(review.contains("$6.00") && review.contains("research: 3 task(s)"), "{review}");
+    // And staff are asked to call: the plan's day-7 check-in call.
+    let todos = w.todos(&cus).await;
+    assert_eq!(todos.len(), 1, "{todos:?}");
+    assert!(todos[0].starts_with("Day 7 check-in call"), "{todos:?}");
 
     // Day 14: recommendations, and the community invite (Pro, and a community is set:
     // without one the step is skipped).
@@ -331,7 +335,12 @@ async fn a_stalled_customer_gets_help_and_a_staff_todo_and_no_extras() {
         w.templates(&cus).await,
         vec!["welcome", "activation_help", "activation_tips", "week_in_review", "optimisation_tips"]
     );
-    assert_eq!(w.todos(&cus).await.len(), 1, "the to-do is opened once");
+    let todos = w.todos(&cus).await;
+    assert_eq!(todos.len(), 2, "the stalled to-do once, then day 7's check-in call: {todos:?}");
+    assert!(
+        todos[0].contains("No task a day after sign-up") && todos[1].starts_with("Day 7 check-in call"),
+        "{todos:?}"
+    );
 }
 
 #[tokio::test]
@@ -352,7 +361,10 @@ async fn cancel_and_pause_end_activation() {
     w.run_to(utc("2026-03-10T00:00:00Z")).await;
     assert_eq!(w.templates(&cancelled).await, vec!["welcome"]);
     assert_eq!(w.templates(&paused).await, vec!["welcome", "week_in_review"]);
-    assert!(w.todos(&cancelled).await.is_empty() && w.todos(&paused).await.is_empty());
+    assert!(w.todos(&cancelled).await.is_empty(), "a cancelled customer gets no call");
+    let paused_todos = w.todos(&paused).await;
+    assert_eq!(paused_todos.len(), 1, "a paused customer still gets day 7's call: {paused_todos:?}");
+    assert!(paused_todos[0].starts_with("Day 7 check-in call"), "{paused_todos:?}");
 }
 
 #[tokio::test]
@@ -390,11 +402,11 @@ async fn after_downtime_stale_sends_are_skipped_and_nothing_is_doubled() {
     let cus = w.customer("Sleepy", "UTC", None).await;
     w.run_for(0).await;
     // Down from day 0 to day 10: activation's day-1 mails (24 h) and day 7's review
-    // (48 h) are too late; the to-do is still opened.
+    // (48 h) are too late; the to-dos (the stalled one, day 7's call) are still opened.
     w.run_to(utc("2026-03-12T12:00:00Z")).await;
     w.run_for(HOUR).await;
     assert_eq!(w.templates(&cus).await, vec!["welcome"]);
-    assert_eq!(w.todos(&cus).await.len(), 1);
+    assert_eq!(w.todos(&cus).await.len(), 2);
     let e = w.enrollment(&cus, "activation").await;
     let skipped: Vec<_> = journeys::history(&w.db, &e.id)
         .await
