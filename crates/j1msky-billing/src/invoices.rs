@@ -86,7 +86,7 @@ async fn booked(conn: &mut AnyConnection, source: &str) -> Result<Option<i64>, B
 pub(crate) async fn paid(
     conn: &mut AnyConnection,
     backend: Backend,
-    ctx: &crate::apply::Ctx<'_>,
+    catalogue: &j1msky_core::catalogue::Catalogue,
     obj: &Value,
     created: i64,
     now: i64,
@@ -131,7 +131,7 @@ pub(crate) async fn paid(
         owing.insert(charge_customer);
     }
     for c in &owing {
-        owed_standing(conn, backend, ctx, c, now).await?;
+        crate::standing::owed_standing(conn, backend, catalogue, c, now).await?;
     }
     let amount = obj["amount_paid"].as_i64().unwrap_or(0).saturating_sub(usage).max(0);
     let inserted = sqlx::query(
@@ -168,7 +168,7 @@ pub(crate) async fn paid(
 pub(crate) async fn given_up(
     conn: &mut AnyConnection,
     backend: Backend,
-    ctx: &crate::apply::Ctx<'_>,
+    catalogue: &j1msky_core::catalogue::Catalogue,
     obj: &Value,
     kind: &str,
     created: i64,
@@ -216,7 +216,7 @@ pub(crate) async fn given_up(
         owing.insert(charge_customer);
     }
     for c in &owing {
-        owed_standing(conn, backend, ctx, c, now).await?;
+        crate::standing::owed_standing(conn, backend, catalogue, c, now).await?;
     }
     let detail = InvoiceGivenUp {
         invoice: id.into(),
@@ -238,7 +238,7 @@ pub(crate) async fn given_up(
 pub(crate) async fn failed(
     conn: &mut AnyConnection,
     backend: Backend,
-    ctx: &crate::apply::Ctx<'_>,
+    catalogue: &j1msky_core::catalogue::Catalogue,
     obj: &Value,
     now: i64,
 ) -> Result<(), BillingError> {
@@ -267,45 +267,7 @@ pub(crate) async fn failed(
         owing.insert(charge_customer);
     }
     for c in &owing {
-        owed_standing(conn, backend, ctx, c, now).await?;
+        crate::standing::owed_standing(conn, backend, catalogue, c, now).await?;
     }
     Ok(())
-}
-
-/// A customer's payment standing after its usage invoices changed: one with a
-/// subscription is settled again (`apply::settle_customer`: the worse of its
-/// subscription's standing and what its usage invoices say, `charges::owed_standing`),
-/// so every change of a subscriber's standing is one ordered `customer.subscription_state`
-/// and a later one never loses to an earlier one applied after it; one without is
-/// recorded here (`access::set_billing_status`: `past_due` starts the grace period,
-/// `unpaid` restricts). A subscription never pays a usage debt off.
-async fn owed_standing(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    ctx: &crate::apply::Ctx<'_>,
-    customer: &str,
-    now: i64,
-) -> Result<(), BillingError> {
-    if crate::apply::settle_customer(conn, backend, ctx, customer, now, now).await? {
-        return Ok(());
-    }
-    let standing = charges::owed_standing(conn, customer).await?;
-    let actor = j1msky_audit::Actor("stripe".into());
-    j1msky_accounts::access::set_billing_status(conn, backend, &actor, customer, standing, now).await?;
-    Ok(())
-}
-
-/// The worse of two payment standings: `unpaid` (restricted) over `past_due` (in its
-/// grace period) over none.
-pub(crate) fn worse<'a>(a: Option<&'a str>, b: Option<&'a str>) -> Option<&'a str> {
-    let weight = |s: Option<&str>| match s {
-        Some("unpaid") => 2,
-        Some(_) => 1,
-        None => 0,
-    };
-    if weight(b) > weight(a) {
-        b
-    } else {
-        a
-    }
 }

@@ -20,6 +20,7 @@ mod refs;
 pub mod retention;
 pub mod revenue;
 pub mod signature;
+mod standing;
 pub mod sync;
 pub mod usage;
 pub mod webhook;

@@ -969,9 +969,12 @@ async fn claim(db: &Db, owner: &str, now: i64, limit: i64) -> Result<Vec<Claimed
         .collect()
 }
 
-/// The states a message may still be sent from, by the worker or an operator's requeue:
-/// its stored bodies keep their one-time links only while it is in one of them.
-const MAY_BE_SENT: &[&str] = &["queued", "deferred", "sending", "failed", "unknown"];
+/// Whether a message in `state` may still be sent, by the worker (queued, deferred, being
+/// sent) or after an operator's requeue ([`REQUEUEABLE`]): its stored bodies keep their
+/// one-time links only while it may.
+fn may_be_sent(state: &str) -> bool {
+    matches!(state, "queued" | "deferred" | "sending") || REQUEUEABLE.contains(&state)
+}
 
 /// Ends a claimed message in `state` (fenced by the lease: false when it was lost). A
 /// final `sent`, `failed` or `unknown` emits `lifecycle.message_sent` / `_failed` in the
@@ -988,7 +991,7 @@ async fn finish(
     not_before: Option<i64>,
     now: i64,
 ) -> Result<bool, LifecycleError> {
-    let (text, html) = if MAY_BE_SENT.contains(&state) {
+    let (text, html) = if may_be_sent(state) {
         (None, None)
     } else {
         (Some(without_link_tokens(&m.body_text)), Some(without_link_tokens(&m.body_html)))
