@@ -37,8 +37,8 @@ async fn at(w: &World, fake: &RunningStripe, secs: i64) {
 async fn settle(w: &World, stripe: &Stripe) {
     let ctx = apply::Ctx { catalogue: &w.ctx.catalogue };
     let now = j1msky_core::Clock::now_micros(&w.clock);
-    webhook::reconcile(&w.t.db, stripe, &ctx, 0, now).await.unwrap();
-    j1msky_accounts::reactions::catch_up(&w.t.db, &w.clock).await.unwrap();
+    webhook::reconcile(&w.db, stripe, &ctx, 0, now).await.unwrap();
+    j1msky_accounts::reactions::catch_up(&w.db, &w.clock).await.unwrap();
     w.consume().await;
 }
 
@@ -58,35 +58,35 @@ async fn checkout_upgrade_pause_resume_and_portal_cancel_move_mrr() {
         allow_live: false,
     })
     .unwrap();
-    j1msky_billing::sync::sync(&w.t.db, &stripe, &w.ctx.catalogue, JAN_10 * 1_000_000).await.unwrap();
+    j1msky_billing::sync::sync(&w.db, &stripe, &w.ctx.catalogue, JAN_10 * 1_000_000).await.unwrap();
     let (starter, pro, paused) = (cents(&w, "starter"), cents(&w, "pro"), cents(&w, &w.ctx.catalogue.pause_plan));
     assert!(starter < pro && paused < starter, "the shipped prices: {starter} {pro} {paused}");
 
     // January 10: checkout on Starter, paid at once (its trial already had).
     let c = w.customer("Fake Stripe Co").await;
-    j1msky_billing::offers::record_trial_had(&w.t.db, &c, "cli", JAN_10 * 1_000_000).await.unwrap();
+    j1msky_billing::offers::record_trial_had(&w.db, &c, "cli", JAN_10 * 1_000_000).await.unwrap();
     let req = CheckoutRequest {
         plan: "starter".into(),
         success_url: "https://app.example.test/app/billing?done=1".into(),
         cancel_url: "https://app.example.test/app/billing".into(),
         attempt: "1".into(),
     };
-    let link = checkout::start(&w.t.db, &stripe, &w.ctx.catalogue, &c, &req, JAN_10 * 1_000_000).await.unwrap();
+    let link = checkout::start(&w.db, &stripe, &w.ctx.catalogue, &c, &req, JAN_10 * 1_000_000).await.unwrap();
     control(&fake, &format!("checkout/{}/complete", link.session_id), json!({})).await;
     settle(&w, &stripe).await;
-    let sub = changes::current(&w.t.db, &c).await.unwrap().unwrap().id;
+    let sub = changes::current(&w.db, &c).await.unwrap().unwrap().id;
 
     // February 15: upgrade to Pro (the prorated difference is invoiced, not MRR).
     at(&w, &fake, JAN_10 + 36 * DAY).await;
-    changes::upgrade(&w.t.db, &stripe, &w.ctx.catalogue, &c, "pro", (JAN_10 + 36 * DAY) * 1_000_000).await.unwrap();
+    changes::upgrade(&w.db, &stripe, &w.ctx.catalogue, &c, "pro", (JAN_10 + 36 * DAY) * 1_000_000).await.unwrap();
     settle(&w, &stripe).await;
     // March 12: paused for 30 days, on the pause plan's price.
     at(&w, &fake, JAN_10 + 61 * DAY).await;
-    changes::pause(&w.t.db, &stripe, &w.ctx.catalogue, &c, JAN_10 + 91 * DAY, JAN_10 + 61 * DAY).await.unwrap();
+    changes::pause(&w.db, &stripe, &w.ctx.catalogue, &c, JAN_10 + 91 * DAY, JAN_10 + 61 * DAY).await.unwrap();
     settle(&w, &stripe).await;
     // April 11: resumed on Pro.
     at(&w, &fake, JAN_10 + 91 * DAY).await;
-    changes::resume(&w.t.db, &stripe, &w.ctx.catalogue, &c, Some((JAN_10 + 91 * DAY) * 1_000_000)).await.unwrap();
+    changes::resume(&w.db, &stripe, &w.ctx.catalogue, &c, Some((JAN_10 + 91 * DAY) * 1_000_000)).await.unwrap();
     settle(&w, &stripe).await;
     // May 20: cancelled at once in the Customer Portal.
     at(&w, &fake, JAN_10 + 130 * DAY).await;
@@ -98,7 +98,7 @@ async fn checkout_upgrade_pause_resume_and_portal_cancel_move_mrr() {
         "SELECT status, amount_cents, customer_id FROM subscription_history WHERE subscription_id = $1 ORDER BY version",
     )
     .bind(&sub)
-    .fetch_all(w.t.db.pool())
+    .fetch_all(w.db.pool())
     .await
     .unwrap();
     assert!(

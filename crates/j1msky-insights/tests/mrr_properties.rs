@@ -222,7 +222,7 @@ async fn rollups(w: &World) -> (Vec<(String, String, i64, i64, String, String)>,
         "SELECT month, customer_key, starting_cents, ending_cents, movement, plan FROM insights_mrr_customer_months
          ORDER BY month, customer_key",
     )
-    .fetch_all(w.t.db.pool())
+    .fetch_all(w.db.pool())
     .await
     .unwrap();
     type Sums = (String, String, i64, i64, i64, i64, i64, i64, i64, i64, i64);
@@ -230,7 +230,7 @@ async fn rollups(w: &World) -> (Vec<(String, String, i64, i64, String, String)>,
         "SELECT month, plan, starting_cents, new_cents, expansion_cents, contraction_cents, churn_cents,
              reactivation_cents, ending_cents, paying_start, paying_end FROM insights_mrr_months ORDER BY month, plan",
     )
-    .fetch_all(w.t.db.pool())
+    .fetch_all(w.db.pool())
     .await
     .unwrap();
     // A sum the consumer brought back to zero may stay as a row of zeros.

@@ -1,15 +1,18 @@
 //! The operator's board (`/admin`), its drill-down and CSV exports, the morning and
 //! evening reviews with the what-if, the customer list's new home at `/admin/customers`
-//! and the customer's `/app` home, over real HTTP on the engine the run selects.
-//! The KPI modules are stubs on this branch (zeros): these tests check structure,
-//! filters, validation, CSV and access, and every number a real module already gives.
+//! and the customer's `/app` home, over real HTTP on the engine the run selects: their
+//! structure, filters, validation, CSV and access, and the insights crate's hand-computed
+//! MRR story shown month by month on the board.
 
 // A test stops at the first surprise: unwrap and expect are its assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 mod common;
+// The insights crate's hand-computed MRR story, shown here through the board.
+#[path = "../../j1msky-insights/tests/mrr_support/mod.rs"]
+mod mrr_support;
 
-use common::{operator, spawn_app, TestApp, PASSWORD};
+use common::{operator, spawn_app, spawn_app_with_catalogue, TestApp, PASSWORD};
 use j1msky_audit::Actor;
 
 async fn get(browser: &reqwest::Client, app: &TestApp, path: &str) -> (u16, String, String) {
@@ -84,6 +87,60 @@ async fn the_board_is_the_operators_home_with_tiles_charts_filters_and_tables() 
     assert!(html.contains("href=\"/admin\" class=\"on\">Board</a>"), "the board is marked current");
     assert!(html.contains("href=\"/admin/review/morning\""));
     assert!(html.contains("href=\"/admin/customers\""));
+}
+
+#[tokio::test]
+async fn the_board_shows_the_hand_computed_story_month_by_month() {
+    use mrr_support::story::{expected, expected_counts, expected_rates, story};
+    let mut catalogue = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).unwrap();
+    catalogue.business.time_zone = "Europe/Berlin".into();
+    let app = spawn_app_with_catalogue(j1msky_sim::SimConfig::default(), catalogue).await;
+    let ctx = j1msky_insights::Ctx {
+        db: app.db.clone(),
+        catalogue: app.catalogue.clone().into(),
+        clock: std::sync::Arc::new(app.clock.clone()),
+    };
+    let w = mrr_support::on(ctx, app.clock.clone());
+    let s = story(&w).await;
+    w.deliver(&s.events).await;
+    // The rollups as the `reactions` role's MRR consumer keeps them.
+    w.consume().await;
+    let op = operator(&app).await;
+    let rates = expected_rates();
+    let shown = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for (month, want) in expected() {
+        let (status, _, html) = get(&op, &app, &format!("/admin?month={month}")).await;
+        assert_eq!(status, 200, "{month}");
+        assert!(html.contains(&format!("<h1>Board · {month}</h1>")), "{month}");
+        let (_, paying_end, ..) = expected_counts(month);
+        for (key, value) in [
+            ("mrr.ending_cents", want.ending_cents),
+            ("mrr.new_cents", want.new_cents),
+            ("mrr.expansion_cents", want.expansion_cents),
+            ("mrr.contraction_cents", want.contraction_cents),
+            ("mrr.churn_cents", want.churn_cents),
+            ("mrr.reactivation_cents", want.reactivation_cents),
+            ("mrr.paying_end", paying_end),
+        ] {
+            assert_eq!(tile_value(&html, key), value.to_string(), "{month}: {key}");
+        }
+        let (_, churn, _, _, arpa) = rates.iter().find(|r| r.0 == month).expect("rates for every month");
+        assert_eq!(tile_value(&html, "customers.churn_rate_bp"), shown(*churn), "{month}: churn rate");
+        assert_eq!(tile_value(&html, "customers.arpa_cents"), shown(*arpa), "{month}: ARPA");
+        // MRR by plan, as its CSV has it.
+        let (_, _, csv) = get(&op, &app, &format!("/admin?month={month}&table=mrr_by_plan&format=csv")).await;
+        let mut rows: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+        assert_eq!(rows.remove(0), "plan,customers,mrr_cents");
+        let mut want_rows: Vec<String> =
+            want.by_plan.iter().map(|p| format!("{},{},{}", p.plan, p.customers, p.cents)).collect();
+        want_rows.sort();
+        rows.sort();
+        assert_eq!(rows, want_rows, "{month}: MRR by plan");
+    }
+    // A tile's drill-down names the customer behind it: March's win-back.
+    let (_, _, html) = get(&op, &app, "/admin/insights/behind?tile=mrr.reactivation_cents&month=2026-03").await;
+    assert!(html.contains("Winback GmbH") && html.contains("59.40"), "{html}");
+    assert!(!html.contains("Upgrade Ltd"), "only the customer behind the movement: {html}");
 }
 
 #[tokio::test]

@@ -217,6 +217,7 @@ pub async fn run(
         let today = j1msky_billing::secs(now);
         renew_until(db, stripe, catalogue, &base, &mut renewed, fake_now, today, start_secs).await?;
         made.events += settle(db, stripe, catalogue, start_secs).await?;
+        opinions_and_spend(db, catalogue, &id_of, now).await?;
     }
     // The fake's clock back at today, for the checkouts the running demo makes.
     let fake_now = advance(&base, 0).await?;
@@ -226,6 +227,46 @@ pub async fn run(
     }
     catch_up_insights(db, catalogue).await?;
     Ok(made)
+}
+
+/// What the paying customers answered to the NPS survey, and days ago (a score per
+/// customer: a promoter who stayed, a detractor who left a few days later).
+const OPINIONS: &[(&str, &str, i64)] = &[("Northwind Software", "9", 3), ("Harbor Analytics", "5", 18)];
+
+/// What the operator spent on acquisition in the months the paying customers started,
+/// in cents (the board's CAC and LTV:CAC need it).
+const SPEND_CENTS: i64 = 45_000;
+
+/// The paying customers' NPS answers, through the survey a customer answers by its
+/// link, and the acquisition spend of the months they started, as the operator enters it.
+async fn opinions_and_spend(
+    db: &Db,
+    catalogue: &Arc<Catalogue>,
+    id_of: &impl Fn(&str) -> Option<String>,
+    now: i64,
+) -> Result<(), Failure> {
+    use j1msky_lifecycle::surveys::{self, Answer, SurveyKind};
+    let valid_days = catalogue.lifecycle.engagement.nps_valid_days;
+    for (customer, score, days_ago) in OPINIONS {
+        let Some(cid) = id_of(customer) else { continue };
+        let at = now - days_ago * DAY;
+        let mut conn = db.pool().acquire().await.map_err(anyhow::Error::from)?;
+        let link = surveys::create(&mut conn, &cid, SurveyKind::Nps, at).await.map_err(anyhow::Error::from)?;
+        drop(conn);
+        let answer = Answer { score: Some(score), comment: "", testimonial: "", consent_to_publish: false };
+        surveys::answer(db, valid_days, &link.token, &answer, at).await.map_err(anyhow::Error::from)?;
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ctx = j1msky_insights::Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock };
+    let mut months: Vec<j1msky_insights::Month> =
+        BILLED.iter().map(|b| j1msky_insights::Month::of(ctx.tz(), now - b.start.1 * DAY)).collect();
+    months.dedup();
+    for month in months {
+        j1msky_insights::people::set_spend(&ctx, month, SPEND_CENTS, &j1msky_audit::Actor::system())
+            .await
+            .map_err(anyhow::Error::from)?;
+    }
+    Ok(())
 }
 
 /// Renews every live subscription whose period ended before `until` (unix seconds), the

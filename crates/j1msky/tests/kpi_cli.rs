@@ -15,6 +15,9 @@ use j1msky_insights::{Ctx, Month};
 use serde_json::{json, Value};
 
 mod common;
+// The insights crate's hand-computed MRR story, shown here through the command.
+#[path = "../../j1msky-insights/tests/mrr_support/mod.rs"]
+mod mrr_support;
 
 use common::{repo_file, text, Cli, BIN};
 
@@ -236,7 +239,7 @@ async fn rebuild_reports_what_it_did_and_leaves_the_numbers_as_the_consumers_had
     assert_eq!(serde_json::to_value(direct).unwrap(), after);
 }
 
-/// Needs `people::set_spend` (part "people"); the stub on this branch refuses every spend.
+/// The month's acquisition spend, set twice (the second replaces the first) and listed.
 #[tokio::test]
 async fn spend_is_set_listed_and_counted_in_the_month() {
     let cli = Cli::new().await;
@@ -258,8 +261,7 @@ async fn spend_is_set_listed_and_counted_in_the_month() {
 
 /// The demo's seeding alone (no server) leaves numbers on the board: paying customers'
 /// subscriptions applied from the fake Stripe's events, paid invoices, and tasks in more
-/// than one month. The source rows are checked here; the numbers need the insights
-/// modules (parts "mrr", "usage", "people").
+/// than one month: the source rows, and the numbers the insights compute from them.
 #[tokio::test]
 async fn the_demo_seeds_a_board_with_real_numbers() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -318,6 +320,24 @@ async fn the_demo_seeds_a_board_with_real_numbers() {
         .filter_map(|c| c["activated"].as_i64())
         .sum();
     assert!(activated > 0, "activation: {}", signup["customers"]["activation"]);
+    // The two paying customers answered the NPS survey 3 and 18 days ago (this month or
+    // the last): one promoter, one detractor.
+    let answers =
+        |field: &str| -> i64 { [&this, &last].iter().filter_map(|k| k["customers"]["nps"][field].as_i64()).sum() };
+    assert_eq!(
+        (answers("responses"), answers("promoters"), answers("detractors")),
+        (2, 1, 1),
+        "{} {}",
+        this["customers"]["nps"],
+        last["customers"]["nps"]
+    );
+    // The acquisition spend of the month Northwind started paying (78 days ago) gives
+    // that month a CAC: the spend over its new paying customers.
+    let started = run(Month::of(tz, j1msky_core::SystemClock.now_micros() - 78 * 86_400_000_000).to_string());
+    assert_eq!(started["customers"]["acquisition_spend_cents"], 45_000, "{}", started["customers"]);
+    let new = started["mrr"]["new_customers"].as_i64().unwrap_or(0);
+    assert!(new >= 1, "Northwind started paying that month: {}", started["mrr"]);
+    assert_eq!(started["customers"]["cac_cents"].as_i64(), Some((45_000 + new / 2) / new), "{}", started["customers"]);
 
     // A second demo run plays no history again: nothing booked or run twice.
     let (revenue, tasks) =
@@ -334,4 +354,74 @@ async fn the_demo_seeds_a_board_with_real_numbers() {
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert_eq!(count("SELECT COUNT(*) FROM revenue_entries").await, revenue);
     assert_eq!(count("SELECT COUNT(*) FROM tasks").await, tasks);
+}
+
+/// The shipped catalogue counted in `zone`, written beside a copy of its templates (a
+/// catalogue names its templates relative to its own file); returns the file.
+fn catalogue_in_zone(dir: &std::path::Path, zone: &str) -> std::path::PathBuf {
+    let mut catalogue: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_file("config/business.json")).unwrap()).unwrap();
+    catalogue["business"]["time_zone"] = json!(zone);
+    let file = dir.join("business.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&catalogue).unwrap()).unwrap();
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    for entry in std::fs::read_dir(repo_file("config/templates")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join("templates").join(entry.file_name())).unwrap();
+    }
+    file
+}
+
+#[tokio::test]
+async fn kpi_json_gives_the_hand_computed_story_after_a_rebuild_from_the_stored_history() {
+    use mrr_support::story::{expected, expected_counts, expected_rates, story, JUN_15};
+    let cli = Cli::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = catalogue_in_zone(dir.path(), "Europe/Berlin");
+    let catalogue = Arc::new(Catalogue::load(&config).expect("catalogue"));
+    let db = Db::open(&cli.url).await.expect("db");
+    let clock = ManualClock::new(JUN_15 * 1_000_000);
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.into(), clock: Arc::new(clock.clone()) };
+    let w = mrr_support::on(ctx, clock);
+    let s = story(&w).await;
+    w.deliver(&s.events).await;
+    // No consumer has run: the numbers come from what `kpi rebuild` computes out of the
+    // subscription history the applier wrote and the stored invoices.
+    let kpi = |args: &[&str]| {
+        let out = cli.command(args).env("J1MSKY_CONFIG", &config).output().expect("run j1msky");
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        out.stdout
+    };
+    kpi(&["kpi", "rebuild"]);
+    let rates = expected_rates();
+    for (month, want) in expected() {
+        let printed: Value = serde_json::from_slice(&kpi(&["--json", "kpi", "--month", month])).expect("json");
+        let mrr = &printed["mrr"];
+        let counts = ["paying_start", "paying_end", "new_customers", "churned_customers", "reactivated_customers"]
+            .map(|f| mrr[f].as_i64().unwrap_or_else(|| panic!("{month}: mrr.{f}")));
+        let (start, end, new, churned, back) = expected_counts(month);
+        assert_eq!(counts, [start, end, new, churned, back], "{month}: paying start/end, new, churned, reactivated");
+        let mut movements = mrr.clone();
+        for f in ["paying_start", "paying_end", "new_customers", "churned_customers", "reactivated_customers"] {
+            movements[f] = json!(0);
+        }
+        assert_eq!(movements, serde_json::to_value(&want).unwrap(), "{month}: MRR and its movements");
+        let (_, churn, gross, net, arpa) = rates.iter().find(|r| r.0 == month).expect("rates for every month");
+        let customers = &printed["customers"];
+        let got = ["churn_rate_bp", "gross_revenue_churn_bp", "net_revenue_churn_bp", "arpa_cents"]
+            .map(|f| customers[f].as_i64());
+        assert_eq!(got, [*churn, *gross, *net, *arpa], "{month}: churn, gross and net revenue churn, ARPA");
+        // The upgrade's prorated invoice (Feb 15, $46.67) is the only money the story
+        // received: subscription revenue of February, MRR of no month.
+        let revenue = printed["usage"]["subscription_revenue_cents"].as_i64();
+        assert_eq!(revenue, Some(if month == "2026-02" { 4_667 } else { 0 }), "{month}: subscription revenue");
+    }
+    // The plan filter as the library's own test has it: April's Pro customers.
+    let pro: Value = serde_json::from_slice(&kpi(&["--json", "kpi", "--month", "2026-04", "--plan", "pro"])).unwrap();
+    let got = ["starting_cents", "expansion_cents", "ending_cents", "paying_end"].map(|f| pro["mrr"][f].as_i64());
+    assert_eq!(got, [Some(16_340), Some(9_400), Some(25_740), Some(3)]);
+    // The same again from the consumers' rollups: a second rebuild changes no number.
+    let before = kpi(&["--json", "kpi", "--month", "2026-05"]);
+    kpi(&["kpi", "rebuild"]);
+    assert_eq!(kpi(&["--json", "kpi", "--month", "2026-05"]), before);
 }

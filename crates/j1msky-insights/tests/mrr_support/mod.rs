@@ -14,13 +14,18 @@ use j1msky_core::vocab::Stage;
 use j1msky_core::{Clock, ManualClock};
 use j1msky_db::consumers::{self, Runner};
 use j1msky_db::testing::TestDb;
+use j1msky_db::Db;
 use j1msky_insights::Ctx;
 use serde_json::{json, Value};
 
+pub mod story;
+
 pub struct World {
-    pub t: TestDb,
+    pub db: Db,
     pub clock: ManualClock,
     pub ctx: Ctx,
+    /// The database's owner when the world made it (dropped last).
+    _t: Option<TestDb>,
 }
 
 /// A fresh database with the shipped catalogue counted in `zone`, the clock at `now`.
@@ -30,7 +35,13 @@ pub async fn world(zone: &str, now_secs: i64) -> World {
     catalogue.business.time_zone = zone.to_string();
     let clock = ManualClock::new(now_secs * 1_000_000);
     let ctx = Ctx { db: t.db.clone(), catalogue: Arc::new(catalogue).into(), clock: Arc::new(clock.clone()) };
-    World { t, clock, ctx }
+    World { db: t.db.clone(), clock, ctx, _t: Some(t) }
+}
+
+/// A world over someone else's database, catalogue and clock (`ctx`'s; `clock` is the
+/// same clock, to move it): an app's or a command's, to show the story through them.
+pub fn on(ctx: Ctx, clock: ManualClock) -> World {
+    World { db: ctx.db.clone(), clock, ctx, _t: None }
 }
 
 impl World {
@@ -42,7 +53,7 @@ impl World {
     /// One of our customers.
     pub async fn customer(&self, name: &str) -> String {
         customers::create(
-            &self.t.db,
+            &self.db,
             &self.ctx.catalogue,
             &Actor::cli(),
             NewCustomer { name: name.into(), stage: Some(Stage::Qualified), ..Default::default() },
@@ -57,13 +68,13 @@ impl World {
     pub async fn deliver(&self, events: &[Value]) {
         let now = self.clock.now_micros();
         for e in events {
-            webhook::store(&self.t.db, e, now).await.expect("store");
+            webhook::store(&self.db, e, now).await.expect("store");
         }
         let ctx = apply::Ctx { catalogue: &self.ctx.catalogue };
-        while webhook::apply_pending(&self.t.db, &ctx, 100, now).await.expect("apply") > 0 {}
+        while webhook::apply_pending(&self.db, &ctx, 100, now).await.expect("apply") > 0 {}
         let failed: Vec<(String, Option<String>)> =
             sqlx::query_as("SELECT id, error FROM stripe_events WHERE state <> 'applied'")
-                .fetch_all(self.t.db.pool())
+                .fetch_all(self.db.pool())
                 .await
                 .unwrap();
         assert!(failed.is_empty(), "events not applied: {failed:?}");
@@ -74,7 +85,7 @@ impl World {
         let runner = Runner::new("mrr-test");
         let all = j1msky_insights::mrr::consumers(&self.ctx);
         loop {
-            let p = consumers::run_once(&self.t.db, &runner, &all, &self.clock).await.expect("consumer");
+            let p = consumers::run_once(&self.db, &runner, &all, &self.clock).await.expect("consumer");
             assert_eq!(p.failed, 0, "the MRR consumer failed");
             if !p.moved() {
                 break;
