@@ -78,7 +78,9 @@ async fn the_board_is_the_operators_home_with_tiles_charts_filters_and_tables() 
         assert!(svg.contains("<polyline") || svg.contains("<path"), "{chart} draws lines");
     }
     // Tables with their CSV links; drill-down links on the MRR tiles.
-    for table in ["mrr_by_plan", "margin_by_plan", "margin_by_team", "margin_by_model", "completion"] {
+    for table in
+        ["mrr_by_plan", "margin_by_plan", "margin_by_team", "margin_by_model", "margin_by_customer", "completion"]
+    {
         assert!(html.contains(&format!("data-table=\"{table}\"")), "{table}");
         assert!(html.contains(&format!("/admin?month=2026-11&table={table}&format=csv")), "{table} csv link");
     }
@@ -182,9 +184,16 @@ async fn every_table_exports_csv_and_text_cells_cannot_become_formulas() {
     assert_eq!(lines.next(), Some("kpi,label,value"));
     assert!(body.contains("\r\nmrr.ending_cents,MRR,0\r\n"), "{body}");
     assert!(body.contains("\r\ncustomers.ltv_to_cac_x100,LTV : CAC,\r\n"), "an unknown number is empty: {body}");
-    for table in
-        ["mrr_by_plan", "margin_by_plan", "margin_by_team", "margin_by_model", "completion", "activation", "funnel"]
-    {
+    for table in [
+        "mrr_by_plan",
+        "margin_by_plan",
+        "margin_by_team",
+        "margin_by_model",
+        "margin_by_customer",
+        "completion",
+        "activation",
+        "funnel",
+    ] {
         let (status, ctype, _) = get(&op, &app, &format!("/admin?table={table}&format=csv")).await;
         assert_eq!((status, ctype.starts_with("text/csv")), (200, true), "{table}");
     }
@@ -593,6 +602,21 @@ async fn the_evening_review_and_its_what_if_validate_every_field_and_store_nothi
     assert!(html.contains("id=\"what-if-result\""));
     assert!(html.contains("data-kpi=\"what_if.margin_micros\" data-value=\"0\""));
     assert!(html.contains("value=\"3.50\""), "the form keeps what was typed");
+    assert!(html.contains("name=\"format\" value=\"csv\""), "the form offers its result as CSV");
+    // The same scenario as a file: each customer as it was and as it would have been.
+    let resp =
+        post(vec![("month", "2026-11"), ("route.claude-opus", "claude-sonnet"), ("format", "csv")]).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ctype.starts_with("text/csv"), "{ctype}");
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "customer,name,revenue_micros,cost_micros,margin_micros,would_revenue_micros,would_cost_micros,\
+         would_margin_micros,change_micros\r\n"
+    );
+    let resp = post(vec![("month", "2026-11"), ("format", "pdf")]).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    assert!(resp.text().await.unwrap().contains("format:"), "a format it cannot give names the field");
     for (k, v, field) in [
         ("price_in.claude-opus", "-1", "price_in.claude-opus"),
         ("price_out.kimi-k2.5", "1e9", "price_out.kimi-k2.5"),

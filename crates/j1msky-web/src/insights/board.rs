@@ -442,6 +442,12 @@ fn tables(k: &Kpis) -> Vec<Table> {
         margin_table("margin_by_plan", "Margin by plan", "plan", &k.usage.by_plan),
         margin_table("margin_by_team", "Margin by team", "team", &k.usage.by_team),
         margin_table("margin_by_model", "Margin by model", "model", &k.usage.by_model),
+        margin_table(
+            "margin_by_customer",
+            &format!("Margin by customer, the loss-makers first ({} at most)", j1msky_insights::usage::CUSTOMER_ROWS),
+            "customer",
+            &k.usage.by_customer,
+        ),
         completion,
         activation,
         funnel,
@@ -679,6 +685,27 @@ mod tests {
                     tasks: 2,
                     ..MarginRow::default()
                 }],
+                // As the library lists them: the lowest margin first.
+                by_customer: vec![
+                    MarginRow {
+                        key: "cus_loss".into(),
+                        label: "Costly Ltd".into(),
+                        revenue_micros: 1_000_000,
+                        cost_micros: 3_000_000,
+                        margin_micros: -2_000_000,
+                        margin_bp: Some(-20_000),
+                        tasks: 9,
+                    },
+                    MarginRow {
+                        key: "cus_gain".into(),
+                        label: "Thrifty AG".into(),
+                        revenue_micros: 4_000_000,
+                        cost_micros: 1_000_000,
+                        margin_micros: 3_000_000,
+                        margin_bp: Some(7_500),
+                        tasks: 3,
+                    },
+                ],
                 ..Usage::default()
             },
         }
@@ -716,6 +743,14 @@ mod tests {
         let team = all.iter().find(|t| t.id == "margin_by_team").unwrap();
         let body = j1msky_insights::csv::body(&team.header, &team.rows);
         assert!(body.contains("code,'=cmd|' /C calc'!A0,0,0,0,,2\r\n"), "{body}");
+        // Each customer's margin, the loss-makers first, in raw integers.
+        let customers = all.iter().find(|t| t.id == "margin_by_customer").unwrap();
+        assert_eq!(
+            j1msky_insights::csv::body(&customers.header, &customers.rows),
+            "customer,name,revenue_micros,cost_micros,margin_micros,margin_bp,tasks\r\n\
+             cus_loss,Costly Ltd,1000000,3000000,-2000000,-20000,9\r\n\
+             cus_gain,Thrifty AG,4000000,1000000,3000000,7500,3\r\n"
+        );
         let ids: Vec<&str> = all.iter().map(|t| t.id).collect();
         assert_eq!(
             ids,
@@ -725,6 +760,7 @@ mod tests {
                 "margin_by_plan",
                 "margin_by_team",
                 "margin_by_model",
+                "margin_by_customer",
                 "completion",
                 "activation",
                 "funnel"

@@ -99,6 +99,8 @@ struct WhatIfForm {
     plan: String,
     team: String,
     fields: BTreeMap<String, String>,
+    /// `format=csv` (the form's CSV button): the result's customers as a file.
+    csv: bool,
 }
 
 impl WhatIfForm {
@@ -108,6 +110,7 @@ impl WhatIfForm {
             plan: String::new(),
             team: String::new(),
             fields: BTreeMap::new(),
+            csv: false,
         }
     }
 }
@@ -150,6 +153,16 @@ fn scenario(state: &AppState, pairs: &[(String, String)]) -> Result<(WhatIfForm,
             "month" => form.month = v.to_string(),
             "plan" => form.plan = v.to_string(),
             "team" => form.team = v.to_string(),
+            "format" => {
+                form.csv = match v {
+                    "csv" => true,
+                    "" | "html" => false,
+                    other => {
+                        return Err(InsightsError::invalid("format", format!("`{other}` is not a format: csv or html")))
+                    }
+                };
+                continue;
+            }
             _ => {
                 form.fields.insert(key.clone(), v.to_string());
             }
@@ -216,7 +229,7 @@ async fn what_if(
                     "month" => form.month = v.clone(),
                     "plan" => form.plan = v.clone(),
                     "team" => form.team = v.clone(),
-                    "csrf_token" => {}
+                    "csrf_token" | "format" => {}
                     _ => {
                         form.fields.insert(k.clone(), v.clone());
                     }
@@ -231,9 +244,47 @@ async fn what_if(
         }
     };
     match evening::what_if(&state.insights(), chosen.month, &chosen.filter, &scenario).await {
+        Ok(result) if form.csv => what_if_csv(&chosen.month.to_string(), &result),
         Ok(result) => render_evening(&state, &s, &day, &form, Some(&result), None, StatusCode::OK),
         Err(e) => error_page_for(&state, Some(&s), e),
     }
+}
+
+/// The what-if's customers as a file: each customer's month as it was and as it would
+/// have been, in raw micro-dollars, the biggest change first (as on the page).
+fn what_if_csv(month: &str, result: &WhatIf) -> Response {
+    let rows: Vec<Vec<String>> = result
+        .by_customer
+        .iter()
+        .map(|(was, would)| {
+            vec![
+                was.key.clone(),
+                was.label.clone(),
+                was.revenue_micros.to_string(),
+                was.cost_micros.to_string(),
+                was.margin_micros.to_string(),
+                would.revenue_micros.to_string(),
+                would.cost_micros.to_string(),
+                would.margin_micros.to_string(),
+                (would.margin_micros - was.margin_micros).to_string(),
+            ]
+        })
+        .collect();
+    csv::response(
+        &format!("what-if-{month}.csv"),
+        &[
+            "customer",
+            "name",
+            "revenue_micros",
+            "cost_micros",
+            "margin_micros",
+            "would_revenue_micros",
+            "would_cost_micros",
+            "would_margin_micros",
+            "change_micros",
+        ],
+        &rows,
+    )
 }
 
 fn money(micros: i64) -> String {
@@ -304,4 +355,42 @@ fn render_evening(
         flash => error, flash_kind => "error",
     };
     page_with_status(state, Some(s), status, "admin/review_evening.html", "reviews", ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_what_if_file_has_each_customer_as_it_was_and_would_have_been() {
+        let row = |key: &str, label: &str, revenue: i64, cost: i64| MarginRow {
+            key: key.into(),
+            label: label.into(),
+            revenue_micros: revenue,
+            cost_micros: cost,
+            margin_micros: revenue - cost,
+            ..MarginRow::default()
+        };
+        let result = WhatIf {
+            by_customer: vec![
+                (row("cus_a", "=SUM(A1)", 5_000_000, 4_000_000), row("cus_a", "=SUM(A1)", 5_000_000, 1_000_000)),
+                (row("cus_b", "Bee", 2_000_000, 500_000), row("cus_b", "Bee", 2_500_000, 500_000)),
+            ],
+            ..WhatIf::default()
+        };
+        let resp = what_if_csv("2026-11", &result);
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers()[axum::http::header::CONTENT_DISPOSITION],
+            "attachment; filename=\"what-if-2026-11.csv\""
+        );
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+        assert_eq!(
+            String::from_utf8(body.to_vec()).expect("utf-8"),
+            "customer,name,revenue_micros,cost_micros,margin_micros,would_revenue_micros,would_cost_micros,\
+             would_margin_micros,change_micros\r\n\
+             cus_a,'=SUM(A1),5000000,4000000,1000000,5000000,1000000,4000000,3000000\r\n\
+             cus_b,Bee,2000000,500000,1500000,2500000,500000,2000000,500000\r\n"
+        );
+    }
 }
