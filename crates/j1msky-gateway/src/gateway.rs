@@ -11,7 +11,7 @@ use j1msky_accounts::trials::TrialDates;
 use j1msky_core::catalogue::{Catalogue, LiveCatalogue, ModelOutsidePlan};
 use j1msky_core::{Clock, Money};
 use j1msky_db::invalidation::Topic;
-use j1msky_db::Db;
+use j1msky_db::{Db, DbError};
 use rand::Rng;
 
 use crate::breaker::Breakers;
@@ -352,11 +352,9 @@ impl Gateway {
             None => (None, None, None),
         };
         let plan_entry = plan.as_deref().and_then(|p| self.catalogue.plans.get(p));
-        // The operator's budget for the customer, else its plan's (the plan in force). The
-        // operator's holds over both of its windows; else the paid period holds what it
-        // paid for (an upgrade mid-period buys its share of the new plan's).
+        // The operator's budget for the customer, else its plan's (the plan in force), in the
+        // windows of `limits::customer_budgets`, the customer's view of its budget included.
         let operator_budget = customer_budget;
-        let customer_budget = customer_budget.or(plan_entry.and_then(|p| p.monthly_model_budget));
         let allowed = plan_entry.and_then(|p| p.models.as_deref());
         // A task's model is the team's choice, not the customer's: it always reroutes
         // within the plan. Only a model a caller names on the API can be refused.
@@ -403,40 +401,15 @@ impl Gateway {
             window_end: day_end,
             cap: daily_cap,
         }];
-        if let (Some(id), Some(cap)) = (&ctx.customer_id, customer_budget) {
-            let (m_start, m_end) = windows::month(tz, now);
-            budgets.push(Budget {
-                scope: limits::customer_month_scope(id),
-                window_start: m_start,
-                window_end: m_end,
-                cap,
-            });
-            // The same budget over the period the customer paid for, when that period is
-            // not the calendar month: one payment buys one month's budget, however its
-            // period falls across months. A period already over (its renewal not yet
-            // heard of) holds nothing: the calendar month still does. A period that starts
-            // a moment after our clock (Stripe's is not ours) holds already.
-            if let Some((p, paid)) = paid_period.filter(|(p, _)| now < p.ends_at) {
-                if (p.started_at, p.ends_at) != (m_start, m_end) {
-                    budgets.push(Budget {
-                        scope: limits::customer_period_scope(id),
-                        window_start: p.started_at,
-                        window_end: p.ends_at,
-                        cap: operator_budget.or(paid).unwrap_or(cap),
-                    });
-                }
-            }
-        }
-        // A payment failed and the plan stays in force for the grace days: so does its
-        // budget, but only those days' share of a month's (30 days'), counted from the
-        // failure. A customer who never pays gets a week's model spend, not a month's.
-        if let (Some(id), Some(cap), Some((since, ends))) = (&ctx.customer_id, customer_budget, grace) {
-            budgets.push(Budget {
-                scope: limits::customer_grace_scope(id),
-                window_start: since,
-                window_end: ends,
-                cap: limits::grace_cap(&self.catalogue, cap),
-            });
+        if let Some(id) = &ctx.customer_id {
+            let terms = limits::CustomerBudget {
+                customer_id: id,
+                operator: operator_budget,
+                plan: plan_entry.and_then(|p| p.monthly_model_budget),
+                paid_period,
+                grace,
+            };
+            budgets.extend(limits::customer_budgets(&self.catalogue, tz, &terms, now));
         }
         // One customer's share of the business's day, so it cannot take the day from every
         // other (a contract customer is held to its contract instead).
@@ -796,7 +769,7 @@ pub const TERMS_TTL: Duration = Duration::from_secs(1);
 /// calls share one budget: a granted trial's, else one started at Checkout; the paid
 /// period the monthly budget also holds over, as `TrialDates` of its start and end, with
 /// the budget that period paid for when billing told it).
-type Terms = (Standing, Option<Money>, Option<i64>, Option<TrialDates>, Option<(TrialDates, Option<Money>)>);
+pub(crate) type Terms = (Standing, Option<Money>, Option<i64>, Option<TrialDates>, Option<(TrialDates, Option<Money>)>);
 
 type TermsRow = (
     Option<String>,
@@ -815,6 +788,50 @@ type TermsRow = (
     Option<i64>,
     Option<i64>,
 );
+
+/// A customer's terms as admission reads them, from its row (see [`Terms`]); the
+/// customer's view of its budget reads them here too, so both see the same windows.
+pub(crate) async fn read_terms(db: &Db, id: &str) -> Result<Terms, DbError> {
+    let row: Option<TermsRow> = sqlx::query_as(
+        "SELECT c.plan, c.monthly_budget_micros, c.contract_calls_per_hour, c.stage, c.billing_status,
+                c.billing_status_since, c.payment_method_on_file, t.started_at, t.ends_at,
+                c.stripe_trial_started_at, c.stripe_trial_ends_at, c.disputed_since,
+                c.paid_period_start, c.paid_period_end, c.paid_period_budget_micros
+         FROM customers c LEFT JOIN account_trials t ON t.customer_id = c.id WHERE c.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
+    // An unknown customer has no standing: admission refuses it.
+    let terms = row.map_or(
+        (Standing::default(), None, None, None, None),
+        |(plan, budget, calls, stage, status, since, pm, t0, t1, s0, s1, disputed, p0, p1, pb)| {
+            let dates = |a: Option<i64>, b: Option<i64>| {
+                a.zip(b).map(|(started_at, ends_at)| TrialDates { started_at, ends_at })
+            };
+            // Only a granted trial ends access at its end; Stripe ends a Checkout
+            // trial itself (the subscription moves on, or is cancelled).
+            let granted = dates(t0, t1);
+            let standing = Standing {
+                stage: stage.parse().ok(),
+                plan,
+                billing_status: status,
+                billing_status_since: since,
+                payment_method_on_file: pm != 0,
+                trial: granted,
+                disputed_since: disputed,
+            };
+            (
+                standing,
+                budget.map(Money::from_micros),
+                calls,
+                granted.or(dates(s0, s1)),
+                dates(p0, p1).map(|p| (p, pb.map(Money::from_micros))),
+            )
+        },
+    );
+    Ok(terms)
+}
 
 /// Customers' standing, plans and monthly budgets, read through a short cache: the hot
 /// path would otherwise query them on every call.
@@ -840,44 +857,7 @@ impl TermsCache {
                 return Ok(terms.clone());
             }
         }
-        let row: Option<TermsRow> = sqlx::query_as(
-            "SELECT c.plan, c.monthly_budget_micros, c.contract_calls_per_hour, c.stage, c.billing_status,
-                    c.billing_status_since, c.payment_method_on_file, t.started_at, t.ends_at,
-                    c.stripe_trial_started_at, c.stripe_trial_ends_at, c.disputed_since,
-                    c.paid_period_start, c.paid_period_end, c.paid_period_budget_micros
-             FROM customers c LEFT JOIN account_trials t ON t.customer_id = c.id WHERE c.id = $1",
-        )
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await?;
-        // An unknown customer has no standing: admission refuses it.
-        let terms = row.map_or(
-            (Standing::default(), None, None, None, None),
-            |(plan, budget, calls, stage, status, since, pm, t0, t1, s0, s1, disputed, p0, p1, pb)| {
-                let dates = |a: Option<i64>, b: Option<i64>| {
-                    a.zip(b).map(|(started_at, ends_at)| TrialDates { started_at, ends_at })
-                };
-                // Only a granted trial ends access at its end; Stripe ends a Checkout
-                // trial itself (the subscription moves on, or is cancelled).
-                let granted = dates(t0, t1);
-                let standing = Standing {
-                    stage: stage.parse().ok(),
-                    plan,
-                    billing_status: status,
-                    billing_status_since: since,
-                    payment_method_on_file: pm != 0,
-                    trial: granted,
-                    disputed_since: disputed,
-                };
-                (
-                    standing,
-                    budget.map(Money::from_micros),
-                    calls,
-                    granted.or(dates(s0, s1)),
-                    dates(p0, p1).map(|p| (p, pb.map(Money::from_micros))),
-                )
-            },
-        );
+        let terms = read_terms(db, id).await?;
         let mut entries = self.lock();
         if entries.len() > 100_000 {
             entries.clear();

@@ -375,54 +375,82 @@ pub async fn customer_day(
     Ok(Some((cap, spent, reserved)))
 }
 
-/// A customer's monthly spending budget against its use: `(budget, spent, reserved)` in
-/// the business month containing `now`, or in the period its last invoice paid for when
-/// that one has less left (admission holds both; `None` when it has no budget). The
-/// budget is the operator's for the customer, else its plan's `monthly_model_budget`.
+/// What decides the windows that hold a customer's model spend, as admission reads it.
+pub(crate) struct CustomerBudget<'a> {
+    pub customer_id: &'a str,
+    /// The operator's budget for the customer: it holds over every window.
+    pub operator: Option<Money>,
+    /// The monthly budget of the plan in force (admission's: the pause plan's while paused).
+    pub plan: Option<Money>,
+    /// The period the last invoice paid for, and the budget it bought (billing's).
+    pub paid_period: Option<(j1msky_accounts::trials::TrialDates, Option<Money>)>,
+    /// After a failed payment: since when, and when its grace ends.
+    pub grace: Option<(i64, i64)>,
+}
+
+/// The budget windows that hold a customer's model spend at `now`: the business month;
+/// the period its last invoice paid for, when that is not the month (one payment buys one
+/// month's budget, however its period falls across months; a period already over holds
+/// nothing, the calendar month still does; a period that starts a moment after our clock
+/// holds already, Stripe's clock not being ours); in the grace after a failed payment,
+/// the grace days' share of the month's budget, counted from the failure. None without a
+/// budget. Admission reserves in each; the customer's view shows the one with least left.
+pub(crate) fn customer_budgets(
+    catalogue: &j1msky_core::catalogue::Catalogue,
+    tz: chrono_tz::Tz,
+    b: &CustomerBudget<'_>,
+    now: i64,
+) -> Vec<Budget> {
+    let Some(cap) = b.operator.or(b.plan) else { return Vec::new() };
+    let (m_start, m_end) = j1msky_core::windows::month(tz, now);
+    let mut budgets =
+        vec![Budget { scope: customer_month_scope(b.customer_id), window_start: m_start, window_end: m_end, cap }];
+    if let Some((p, paid)) = b.paid_period.filter(|(p, _)| now < p.ends_at) {
+        if (p.started_at, p.ends_at) != (m_start, m_end) {
+            budgets.push(Budget {
+                scope: customer_period_scope(b.customer_id),
+                window_start: p.started_at,
+                window_end: p.ends_at,
+                cap: b.operator.or(paid).unwrap_or(cap),
+            });
+        }
+    }
+    if let Some((since, ends)) = b.grace {
+        budgets.push(Budget {
+            scope: customer_grace_scope(b.customer_id),
+            window_start: since,
+            window_end: ends,
+            cap: grace_cap(catalogue, cap),
+        });
+    }
+    budgets
+}
+
+/// A customer's model budget against its use: `(budget, spent, reserved)` in the window
+/// of [`customer_budgets`] with the least left (the month's when several have as much),
+/// from the same terms admission reads (`None` when the customer has no budget, or may
+/// not use the service now, so that no budget applies).
 pub async fn customer_month(
     db: &Db,
     catalogue: &j1msky_core::catalogue::Catalogue,
     customer_id: &str,
     now: i64,
 ) -> Result<Option<(Money, Money, Money)>, DbError> {
-    type Row = (Option<i64>, Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<i64>);
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT monthly_budget_micros, plan, paid_period_start, paid_period_end, paid_period_budget_micros,
-                billing_status, billing_status_since
-         FROM customers WHERE id = $1",
-    )
-    .bind(customer_id)
-    .fetch_optional(db.pool())
-    .await?;
-    let Some((own, plan, period_start, period_end, paid, status, since)) = row else { return Ok(None) };
-    let of_plan = plan.as_deref().and_then(|p| catalogue.plans.get(p)).and_then(|p| p.monthly_model_budget);
-    let Some(mut budget) = own.or(of_plan.map(|m| m.micros())) else { return Ok(None) };
-    let month_cap = budget;
+    let (standing, operator, _, _, paid_period) = crate::gateway::read_terms(db, customer_id).await?;
+    let Ok(admitted) = j1msky_accounts::access::admit(catalogue, &standing, now) else { return Ok(None) };
+    let plan = admitted.plan().and_then(|p| catalogue.plans.get(p)).and_then(|p| p.monthly_model_budget);
+    let grace = standing.billing_status_since.zip(j1msky_accounts::access::grace_until(catalogue, &standing));
+    let terms = CustomerBudget { customer_id, operator, plan, paid_period, grace };
     let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
-    let (start, _) = j1msky_core::windows::month(tz, now);
-    let (mut spent, mut reserved) = budget_state(db, &customer_month_scope(customer_id), start).await?;
-    if let (Some(p0), Some(p1)) = (period_start, period_end) {
-        if now < p1 && p0 != start {
-            // The period's cap as admission holds it (see `Gateway::admit`).
-            let cap = own.or(paid).unwrap_or(budget);
-            let (s, r) = budget_state(db, &customer_period_scope(customer_id), p0).await?;
-            if cap - s.micros() - r.micros() < budget - spent.micros() - reserved.micros() {
-                (budget, spent, reserved) = (cap, s, r);
-            }
+    let mut shown: Option<(Money, Money, Money)> = None;
+    for b in customer_budgets(catalogue, tz, &terms, now) {
+        let (spent, reserved) = budget_state(db, &b.scope, b.window_start).await?;
+        let left = |(cap, spent, reserved): (Money, Money, Money)| cap.micros() - spent.micros() - reserved.micros();
+        if shown.is_none_or(|s| left((b.cap, spent, reserved)) < left(s)) {
+            shown = Some((b.cap, spent, reserved));
         }
     }
-    // In the grace after a failed payment, the grace's share (see `Gateway::admit`).
-    if let (Some("past_due"), Some(since)) = (status.as_deref(), since) {
-        let days = i64::from(catalogue.stripe.past_due_grace_days);
-        if now < since.saturating_add(days.saturating_mul(j1msky_core::clock::DAY)) {
-            let cap = grace_cap(catalogue, Money::from_micros(month_cap)).micros();
-            let (s, r) = budget_state(db, &customer_grace_scope(customer_id), since).await?;
-            if cap - s.micros() - r.micros() < budget - spent.micros() - reserved.micros() {
-                (budget, spent, reserved) = (cap, s, r);
-            }
-        }
-    }
-    Ok(Some((Money::from_micros(budget), spent, reserved)))
+    Ok(shown)
 }
 
 /// What a customer may spend in its grace after a failed payment: the grace days' share of

@@ -1157,3 +1157,34 @@ async fn a_customer_in_its_grace_after_a_failed_payment_spends_only_the_grace_da
     let shown = j1msky_gateway::limits::customer_month(&app.db, &app.catalogue, &id, app.now()).await.expect("month");
     assert_eq!(shown.map(|(b, s, _)| (b.micros(), s.micros())), Some((grace_cap, after - before)));
 }
+
+/// The customer's view of its model budget is the one admission holds it to, read from the
+/// same terms: a paused Pro customer is held to the pause plan's budget, not Pro's, and a
+/// closed account has none.
+#[tokio::test]
+async fn the_customer_s_view_of_its_budget_follows_the_plan_in_force() {
+    let app = spawn_app_with_gateway(SimConfig::default()).await;
+    let (id, key) = app.customer_with_key("Resting Ltd", "pro").await;
+    let shown = || async {
+        j1msky_gateway::limits::customer_month(&app.db, &app.catalogue, &id, app.now())
+            .await
+            .expect("budget")
+            .map(|(b, spent, reserved)| (b.micros(), spent.micros() + reserved.micros()))
+    };
+    let pro = app.catalogue.plans["pro"].monthly_model_budget.expect("pro's budget").micros();
+    assert_eq!(shown().await, Some((pro, 0)));
+    customers::set_stage(&app.db, &Actor::cli(), &id, Stage::Paused, app.now()).await.expect("paused");
+    app.gateway().customer_changed(&id);
+    let paused = app.catalogue.plans[&app.catalogue.pause_plan].monthly_model_budget.expect("budget").micros();
+    assert!(paused < pro);
+    assert_eq!(shown().await, Some((paused, 0)), "the pause plan's budget holds a paused customer");
+    // A call while paused is spent in the window the view shows.
+    assert_eq!(chat(&app, &key).await.0, 200);
+    app.gateway().flush().await;
+    let (cap, used) = shown().await.expect("a budget");
+    assert!(cap == paused && used > 0, "{cap} {used}");
+    customers::set_stage(&app.db, &Actor::cli(), &id, Stage::Churned, app.now()).await.expect("closed");
+    app.gateway().customer_changed(&id);
+    assert_eq!(shown().await, None, "a closed account has no budget to show");
+    assert_eq!(chat(&app, &key).await.0, 402, "and admission refuses it");
+}
