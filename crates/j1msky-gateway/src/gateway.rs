@@ -428,14 +428,7 @@ impl Gateway {
         // call of a trial started at Checkout, which includes no count of tasks.
         let held = ctx.task_id.is_none() || !granted_trial;
         if let (Some(id), Some(dates), Some(plan), true) = (&ctx.customer_id, trial, plan.as_deref(), held) {
-            if let Some(cap) = j1msky_accounts::trials::direct_call_budget(&self.catalogue, plan, dates) {
-                budgets.push(Budget {
-                    scope: trial_scope(id),
-                    window_start: dates.started_at,
-                    window_end: dates.ends_at,
-                    cap,
-                });
-            }
+            budgets.extend(limits::customer_trial_budget(&self.catalogue, id, plan, dates));
         }
         let input = req.most_input_tokens();
         let amount = route
@@ -464,7 +457,9 @@ impl Gateway {
                 {
                     Some("monthly_budget")
                 }
-                limits::LimitError::Budget { scope, .. } if *scope == trial_scope(id) => Some("trial_budget"),
+                limits::LimitError::Budget { scope, .. } if *scope == limits::customer_trial_scope(id) => {
+                    Some("trial_budget")
+                }
                 limits::LimitError::Budget { scope, .. } if *scope == limits::customer_day_scope(id) => {
                     Some("daily_share")
                 }
@@ -758,10 +753,6 @@ pub(crate) enum Step {
 }
 
 /// The budget scope of a granted trial's direct calls.
-fn trial_scope(customer_id: &str) -> String {
-    format!("customer:{customer_id}:trial")
-}
-
 /// How long a process trusts its copy of a customer's plan and budget.
 pub const TERMS_TTL: Duration = Duration::from_secs(1);
 
@@ -790,7 +781,8 @@ type TermsRow = (
 );
 
 /// A customer's terms as admission reads them, from its row (see [`Terms`]); the
-/// customer's view of its budget reads them here too, so both see the same windows.
+/// customer's view of its budget and day share reads them here too
+/// (`limits::customer_month`, `limits::customer_day`), so both see the same windows.
 pub(crate) async fn read_terms(db: &Db, id: &str) -> Result<Terms, DbError> {
     let row: Option<TermsRow> = sqlx::query_as(
         "SELECT c.plan, c.monthly_budget_micros, c.contract_calls_per_hour, c.stage, c.billing_status,

@@ -354,18 +354,16 @@ pub fn customer_day_cap(
 
 /// A customer's share of the business's day against its use: `(share, spent, reserved)`
 /// in the business day containing `now` (`None` when it has no share, see
-/// [`customer_day_cap`]).
+/// [`customer_day_cap`], or may not use the service now).
 pub async fn customer_day(
     db: &Db,
     catalogue: &j1msky_core::catalogue::Catalogue,
     customer_id: &str,
     now: i64,
 ) -> Result<Option<(Money, Money, Money)>, DbError> {
-    let plan: Option<Option<String>> = sqlx::query_scalar("SELECT plan FROM customers WHERE id = $1")
-        .bind(customer_id)
-        .fetch_optional(db.pool())
-        .await?;
-    let Some(plan) = plan else { return Ok(None) };
+    // The plan in force, as admission finds it (the pause plan's while paused); a customer
+    // admission refuses has no share to show.
+    let Ok(plan) = admitted(db, catalogue, customer_id, now).await?.plan else { return Ok(None) };
     let plan = plan.as_deref().and_then(|p| catalogue.plans.get(p));
     let daily = crate::controls::load(db).await?.daily_budget(catalogue);
     let Some(cap) = customer_day_cap(catalogue, plan, daily) else { return Ok(None) };
@@ -393,7 +391,7 @@ pub(crate) struct CustomerBudget<'a> {
 /// month's budget, however its period falls across months; a period already over holds
 /// nothing, the calendar month still does; a period that starts a moment after our clock
 /// holds already, Stripe's clock not being ours); in the grace after a failed payment,
-/// the grace days' share of the month's budget, counted from the failure. None without a
+/// the grace days' share of the month's budget, counted from the failure. Empty without a
 /// budget. Admission reserves in each; the customer's view shows the one with least left.
 pub(crate) fn customer_budgets(
     catalogue: &j1msky_core::catalogue::Catalogue,
@@ -426,24 +424,84 @@ pub(crate) fn customer_budgets(
     budgets
 }
 
-/// A customer's model budget against its use: `(budget, spent, reserved)` in the window
-/// of [`customer_budgets`] with the least left (the month's when several have as much),
-/// from the same terms admission reads (`None` when the customer has no budget, or may
-/// not use the service now, so that no budget applies).
+/// The budget a trial's direct calls share over the whole trial (`dates`, on `plan`):
+/// [`j1msky_accounts::trials::direct_call_budget`] in the window `customer:<id>:trial`.
+pub(crate) fn customer_trial_budget(
+    catalogue: &j1msky_core::catalogue::Catalogue,
+    customer_id: &str,
+    plan: &str,
+    dates: j1msky_accounts::trials::TrialDates,
+) -> Option<Budget> {
+    let cap = j1msky_accounts::trials::direct_call_budget(catalogue, plan, dates)?;
+    Some(Budget {
+        scope: customer_trial_scope(customer_id),
+        window_start: dates.started_at,
+        window_end: dates.ends_at,
+        cap,
+    })
+}
+
+/// The scope of a trial's budget for its direct calls.
+pub fn customer_trial_scope(customer_id: &str) -> String {
+    format!("customer:{customer_id}:trial")
+}
+
+/// A customer as admission sees it at `now`: its terms ([`crate::gateway::read_terms`])
+/// and the plan in force, or why it may not use the service (`access::admit`'s message).
+struct Admitted {
+    terms: crate::gateway::Terms,
+    plan: Result<Option<String>, String>,
+}
+
+async fn admitted(
+    db: &Db,
+    catalogue: &j1msky_core::catalogue::Catalogue,
+    customer_id: &str,
+    now: i64,
+) -> Result<Admitted, DbError> {
+    let terms = crate::gateway::read_terms(db, customer_id).await?;
+    let plan =
+        j1msky_accounts::access::admit(catalogue, &terms.0, now).map(|a| a.plan().map(str::to_string)).map_err(|e| e.0);
+    Ok(Admitted { terms, plan })
+}
+
+/// Why the customer may not use the service at `now` (admission's own words), or `None`
+/// when it may: what the customer's home shows instead of a budget.
+pub async fn customer_refused(
+    db: &Db,
+    catalogue: &j1msky_core::catalogue::Catalogue,
+    customer_id: &str,
+    now: i64,
+) -> Result<Option<String>, DbError> {
+    Ok(admitted(db, catalogue, customer_id, now).await?.plan.err())
+}
+
+/// A customer's model budget against what its direct calls use: `(budget, spent,
+/// reserved)` in the window with the least left (the month's when several have as much)
+/// of those admission holds such a call in: [`customer_budgets`], and the trial's
+/// ([`customer_trial_budget`]) while the customer is in one. Read from the same terms
+/// admission reads; `None` when no budget holds the customer, or when it may not use the
+/// service now ([`customer_refused`] says why).
 pub async fn customer_month(
     db: &Db,
     catalogue: &j1msky_core::catalogue::Catalogue,
     customer_id: &str,
     now: i64,
 ) -> Result<Option<(Money, Money, Money)>, DbError> {
-    let (standing, operator, _, _, paid_period) = crate::gateway::read_terms(db, customer_id).await?;
-    let Ok(admitted) = j1msky_accounts::access::admit(catalogue, &standing, now) else { return Ok(None) };
-    let plan = admitted.plan().and_then(|p| catalogue.plans.get(p)).and_then(|p| p.monthly_model_budget);
+    let Admitted { terms, plan } = admitted(db, catalogue, customer_id, now).await?;
+    let Ok(plan) = plan else { return Ok(None) };
+    let (standing, operator, _, trial, paid_period) = terms;
     let grace = standing.billing_status_since.zip(j1msky_accounts::access::grace_until(catalogue, &standing));
-    let terms = CustomerBudget { customer_id, operator, plan, paid_period, grace };
+    let budget = plan.as_deref().and_then(|p| catalogue.plans.get(p)).and_then(|p| p.monthly_model_budget);
+    let terms = CustomerBudget { customer_id, operator, plan: budget, paid_period, grace };
     let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let mut windows = customer_budgets(catalogue, tz, &terms, now);
+    let in_trial = standing.stage == Some(j1msky_core::vocab::Stage::Trial);
+    if let (Some(dates), Some(plan), true) = (trial, plan.as_deref(), in_trial) {
+        windows.extend(customer_trial_budget(catalogue, customer_id, plan, dates));
+    }
     let mut shown: Option<(Money, Money, Money)> = None;
-    for b in customer_budgets(catalogue, tz, &terms, now) {
+    for b in windows {
         let (spent, reserved) = budget_state(db, &b.scope, b.window_start).await?;
         let left = |(cap, spent, reserved): (Money, Money, Money)| cap.micros() - spent.micros() - reserved.micros();
         if shown.is_none_or(|s| left((b.cap, spent, reserved)) < left(s)) {

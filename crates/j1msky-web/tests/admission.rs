@@ -1186,5 +1186,72 @@ async fn the_customer_s_view_of_its_budget_follows_the_plan_in_force() {
     customers::set_stage(&app.db, &Actor::cli(), &id, Stage::Churned, app.now()).await.expect("closed");
     app.gateway().customer_changed(&id);
     assert_eq!(shown().await, None, "a closed account has no budget to show");
+    let day = j1msky_gateway::limits::customer_day(&app.db, &app.catalogue, &id, app.now()).await.expect("day");
+    assert_eq!(day, None, "nor a share of the day");
     assert_eq!(chat(&app, &key).await.0, 402, "and admission refuses it");
+    let why = j1msky_gateway::limits::customer_refused(&app.db, &app.catalogue, &id, app.now()).await.expect("why");
+    assert!(why.as_deref().is_some_and(|w| w.contains("the account is closed")), "{why:?}");
+    // Its home says why there is no budget, not that none was set.
+    let owner = format!("owner@{}.test", id.to_lowercase());
+    app.user_of(&id, &owner, j1msky_core::vocab::UserRole::Owner).await;
+    let browser = app.browser();
+    assert_eq!(app.login(&browser, &owner, common::PASSWORD).await.status(), 303);
+    let home = browser.get(app.url("/app")).send().await.expect("home").text().await.expect("html");
+    assert!(home.contains("id=\"budget-refused\"") && home.contains("the account is closed"), "{home}");
+    assert!(!home.contains("no monthly budget set"));
+}
+
+/// A paused customer on a contract plan (no share of the day: it is held to its contract)
+/// is held to the pause plan, share of the day included, and shown that share.
+#[tokio::test]
+async fn a_paused_contract_customer_is_shown_the_pause_plan_s_share_of_the_day() {
+    let app = spawn_app_with_gateway(SimConfig::default()).await;
+    let (id, _) = app.customer_with_key("Big Pause AG", "enterprise").await;
+    let day =
+        || async { j1msky_gateway::limits::customer_day(&app.db, &app.catalogue, &id, app.now()).await.expect("day") };
+    assert_eq!(day().await, None, "a contract has no share of the day");
+    customers::set_stage(&app.db, &Actor::cli(), &id, Stage::Paused, app.now()).await.expect("paused");
+    let share = day().await.map(|(cap, _, _)| cap.micros());
+    assert!(share.is_some_and(|c| c > 0), "the pause plan's share: {share:?}");
+}
+
+/// A trial's direct calls share one budget over the trial, smaller than the plan's month:
+/// the customer's view shows that one, as admission holds it.
+#[tokio::test]
+async fn a_trial_customer_is_shown_the_trial_s_budget_for_its_direct_calls() {
+    let app = spawn_app_with_gateway(SimConfig::default()).await;
+    let c = customers::create(
+        &app.db,
+        &app.catalogue,
+        &Actor::cli(),
+        customers::NewCustomer {
+            name: "Trying Co".into(),
+            contact_email: Some("trying@trial.test".into()),
+            stage: Some(Stage::Qualified),
+            ..Default::default()
+        },
+        app.now(),
+    )
+    .await
+    .expect("customer");
+    let new = j1msky_accounts::trials::NewTrial {
+        plan: "starter".into(),
+        days: 14,
+        tasks: 5,
+        owner_email: "owner@trying.test".into(),
+        owner_name: "Owner".into(),
+    };
+    let mut tx = app.db.begin().await.expect("tx");
+    j1msky_accounts::trials::start_in(&mut tx, app.db.backend(), &app.catalogue, &Actor::cli(), &c.id, &new, app.now())
+        .await
+        .expect("trial");
+    tx.commit().await.expect("commit");
+    let shown = j1msky_gateway::limits::customer_month(&app.db, &app.catalogue, &c.id, app.now())
+        .await
+        .expect("budget")
+        .map(|(cap, _, _)| cap.micros());
+    // Starter's $49.00 for 14 of 30 days: $22.866666 (rounded down), below its month's $49.
+    let trial = app.catalogue.plans["starter"].monthly_price.micros() * 14 / 30;
+    assert_eq!(shown, Some(trial));
+    assert!(trial < app.catalogue.plans["starter"].monthly_model_budget.expect("budget").micros());
 }

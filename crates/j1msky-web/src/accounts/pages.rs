@@ -453,6 +453,10 @@ async fn this_month(state: &AppState, customer: &customers::Customer) -> Result<
     let today = j1msky_gateway::limits::customer_day(&state.db, &state.catalogue, &customer.id, now)
         .await
         .map_err(|e| ApiError::internal("today's share", &e))?;
+    // A customer admission refuses has no budget to spend: it is told why instead.
+    let refused = j1msky_gateway::limits::customer_refused(&state.db, &state.catalogue, &customer.id, now)
+        .await
+        .map_err(|e| ApiError::internal("the customer's standing", &e))?;
     let percent = |part: i64, whole: i64| if whole > 0 { (part.max(0) * 100 / whole).min(100) } else { 0 };
     let finished = summary.succeeded + summary.failed;
     Ok(context! {
@@ -463,7 +467,7 @@ async fn this_month(state: &AppState, customer: &customers::Customer) -> Result<
         success_percent => summary.success_percent(),
         charged => j1msky_core::Money::from_micros(summary.charged_micros).to_string(),
         charged_micros => summary.charged_micros,
-        tasks_used => used, task_limit, tasks_percent => task_limit.map(|l| percent(used, l)),
+        tasks_used => used, task_limit, tasks_percent => task_limit.map(|l| percent(used, l)), refused,
         budget => budget.map(|(cap, spent, reserved)| context! {
             cap => cap.to_string(), spent => spent.to_string(), reserved => reserved.to_string(),
             cap_micros => cap.micros(), spent_micros => spent.micros(),

@@ -1,7 +1,8 @@
 //! `/admin/review/morning` (what needs the operator this morning, worst first) and
 //! `/admin/review/evening` (the day's spend by model, team and customer, the month's
 //! margins with the loss-makers first, and the what-if: `POST` reprices the month's ledger
-//! under prices and routing typed into the form; a simulation, nothing stored changes).
+//! under prices and routing typed into the form, on the page or as CSV with `format=csv`;
+//! a simulation, nothing stored changes).
 
 use std::collections::BTreeMap;
 
@@ -205,7 +206,8 @@ fn scenario(state: &AppState, pairs: &[(String, String)]) -> Result<(WhatIfForm,
     Ok((form, s))
 }
 
-/// `POST /admin/review/evening`: the what-if (CSRF-checked like every form; read-only).
+/// `POST /admin/review/evening`: the what-if (CSRF-checked like every form; read-only),
+/// shown on the page, or with `format=csv` its customers as a file.
 async fn what_if(
     State(state): State<AppState>,
     OperatorUser(s): OperatorUser,
