@@ -337,24 +337,23 @@ impl Gateway {
         let controls = self.controls().await?;
         let mut trial = None;
         let mut granted_trial = false;
-        let mut paid_period = None;
-        let mut grace = None;
-        let (plan, customer_budget, contract_calls) = match &ctx.customer_id {
+        // The customer's budget windows (`limits::customer_budgets`, the customer's view of
+        // its budget included): the operator's budget for it, else its plan's (the plan in
+        // force).
+        let mut budget_terms = None;
+        let (plan, contract_calls) = match &ctx.customer_id {
             Some(id) => {
                 let (standing, budget, calls, window, period) = self.terms.get(&self.db, id).await?;
-                paid_period = period;
                 let admitted = access::admit(&self.catalogue, &standing, now)?;
-                grace = standing.billing_status_since.zip(access::grace_until(&self.catalogue, &standing));
                 trial = window.filter(|_| standing.stage == Some(j1msky_core::vocab::Stage::Trial));
                 granted_trial = standing.trial.is_some();
-                (admitted.plan().map(str::to_string), budget, calls)
+                budget_terms =
+                    Some(limits::CustomerBudget::of(&self.catalogue, id, &standing, budget, admitted.plan(), period));
+                (admitted.plan().map(str::to_string), calls)
             }
-            None => (None, None, None),
+            None => (None, None),
         };
         let plan_entry = plan.as_deref().and_then(|p| self.catalogue.plans.get(p));
-        // The operator's budget for the customer, else its plan's (the plan in force), in the
-        // windows of `limits::customer_budgets`, the customer's view of its budget included.
-        let operator_budget = customer_budget;
         let allowed = plan_entry.and_then(|p| p.models.as_deref());
         // A task's model is the team's choice, not the customer's: it always reroutes
         // within the plan. Only a model a caller names on the API can be refused.
@@ -401,15 +400,8 @@ impl Gateway {
             window_end: day_end,
             cap: daily_cap,
         }];
-        if let Some(id) = &ctx.customer_id {
-            let terms = limits::CustomerBudget {
-                customer_id: id,
-                operator: operator_budget,
-                plan: plan_entry.and_then(|p| p.monthly_model_budget),
-                paid_period,
-                grace,
-            };
-            budgets.extend(limits::customer_budgets(&self.catalogue, tz, &terms, now));
+        if let Some(terms) = &budget_terms {
+            budgets.extend(limits::customer_budgets(&self.catalogue, tz, terms, now));
         }
         // One customer's share of the business's day, so it cannot take the day from every
         // other (a contract customer is held to its contract instead).

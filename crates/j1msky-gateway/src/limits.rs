@@ -376,7 +376,8 @@ pub async fn customer_day(
 /// What decides the windows that hold a customer's model spend, as admission reads it.
 pub(crate) struct CustomerBudget<'a> {
     pub customer_id: &'a str,
-    /// The operator's budget for the customer: it holds over every window.
+    /// The operator's budget for the customer: it holds over every window (while paused,
+    /// no more than the pause plan's).
     pub operator: Option<Money>,
     /// The monthly budget of the plan in force (admission's: the pause plan's while paused).
     pub plan: Option<Money>,
@@ -384,6 +385,30 @@ pub(crate) struct CustomerBudget<'a> {
     pub paid_period: Option<(j1msky_accounts::trials::TrialDates, Option<Money>)>,
     /// After a failed payment: since when, and when its grace ends.
     pub grace: Option<(i64, i64)>,
+}
+
+impl<'a> CustomerBudget<'a> {
+    /// From a customer's terms as admission reads them ([`crate::gateway::read_terms`]:
+    /// its standing, the operator's budget, the paid period) and the plan admission found
+    /// in force. While paused the customer pays the pause plan's price, so an operator's
+    /// budget (set for the plan it paused) holds no more than the pause plan's.
+    pub(crate) fn of(
+        catalogue: &j1msky_core::catalogue::Catalogue,
+        customer_id: &'a str,
+        standing: &j1msky_accounts::access::Standing,
+        operator: Option<Money>,
+        plan_in_force: Option<&str>,
+        paid_period: Option<(j1msky_accounts::trials::TrialDates, Option<Money>)>,
+    ) -> CustomerBudget<'a> {
+        let plan = plan_in_force.and_then(|p| catalogue.plans.get(p)).and_then(|p| p.monthly_model_budget);
+        let paused = standing.stage == Some(j1msky_core::vocab::Stage::Paused);
+        let operator = match (operator, plan) {
+            (Some(own), Some(pause)) if paused => Some(own.min(pause)),
+            (own, _) => own,
+        };
+        let grace = standing.billing_status_since.zip(j1msky_accounts::access::grace_until(catalogue, standing));
+        CustomerBudget { customer_id, operator, plan, paid_period, grace }
+    }
 }
 
 /// The budget windows that hold a customer's model spend at `now`: the business month;
@@ -491,9 +516,7 @@ pub async fn customer_month(
     let Admitted { terms, plan } = admitted(db, catalogue, customer_id, now).await?;
     let Ok(plan) = plan else { return Ok(None) };
     let (standing, operator, _, trial, paid_period) = terms;
-    let grace = standing.billing_status_since.zip(j1msky_accounts::access::grace_until(catalogue, &standing));
-    let budget = plan.as_deref().and_then(|p| catalogue.plans.get(p)).and_then(|p| p.monthly_model_budget);
-    let terms = CustomerBudget { customer_id, operator, plan: budget, paid_period, grace };
+    let terms = CustomerBudget::of(catalogue, customer_id, &standing, operator, plan.as_deref(), paid_period);
     let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let mut windows = customer_budgets(catalogue, tz, &terms, now);
     let in_trial = standing.stage == Some(j1msky_core::vocab::Stage::Trial);

@@ -1255,3 +1255,48 @@ async fn a_trial_customer_is_shown_the_trial_s_budget_for_its_direct_calls() {
     assert_eq!(shown, Some(trial));
     assert!(trial < app.catalogue.plans["starter"].monthly_model_budget.expect("budget").micros());
 }
+
+/// A paused customer pays the pause plan's price: a budget the operator set for its plan
+/// holds no more than the pause plan's while it is paused, in admission and in its view.
+#[tokio::test]
+async fn a_paused_customer_s_operator_budget_holds_no_more_than_the_pause_plan_s() {
+    let mut catalogue = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).unwrap();
+    // Half a cent for the pause plan, so a few calls reach it (and room for them in its
+    // hourly cap, which would refuse them first).
+    let pause = catalogue.pause_plan.clone();
+    let plan = catalogue.plans.get_mut(&pause).expect("pause plan");
+    plan.monthly_model_budget = Some(j1msky_core::Money::from_micros(5_000));
+    plan.api_calls_per_hour = 1_000;
+    let app = common::spawn_app_with_catalogue(SimConfig::default(), catalogue).await;
+    let (id, key) = app.customer_with_key("Sleepy GmbH", "pro").await;
+    let fifty = j1msky_core::Money::from_micros(50_000_000);
+    j1msky_gateway::controls::set_customer_budget(&app.db, &Actor::cli(), &id, Some(fifty), "test", app.now())
+        .await
+        .expect("budget");
+    let shown = || async {
+        j1msky_gateway::limits::customer_month(&app.db, &app.catalogue, &id, app.now())
+            .await
+            .expect("budget")
+            .map(|(b, _, _)| b.micros())
+    };
+    assert_eq!(shown().await, Some(50_000_000), "the operator's budget while active");
+    customers::set_stage(&app.db, &Actor::cli(), &id, Stage::Paused, app.now()).await.expect("paused");
+    app.gateway().customer_changed(&id);
+    assert_eq!(shown().await, Some(5_000), "no more than the pause plan's while paused");
+    let mut admitted = 0;
+    let refused = loop {
+        let (status, code, message) = chat(&app, &key).await;
+        if status != 200 {
+            break (status, code, message);
+        }
+        admitted += 1;
+        assert!(admitted < 200, "the operator's $50 still held a paused customer");
+    };
+    assert_eq!((refused.0, refused.1.as_str()), (402, "budget_exceeded"), "{}", refused.2);
+    app.gateway().flush().await;
+    let (cap, spent, _) = j1msky_gateway::limits::customer_month(&app.db, &app.catalogue, &id, app.now())
+        .await
+        .expect("budget")
+        .expect("a budget");
+    assert!(cap.micros() == 5_000 && spent.micros() <= 5_000, "{cap} {spent}");
+}
