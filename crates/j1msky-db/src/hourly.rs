@@ -3,9 +3,10 @@
 //! and a customer calling a thousand times an hour must not cost a thousand writes.
 //! A process-wide memory answers the common case without the database; the
 //! outbox itself is the truth (an event of that kind and key in the last hour),
-//! so a restart or a second process does not emit again within the hour.
+//! so a restart or a second process does not emit again within the hour. Within a
+//! process, one call at a time asks the database about a mark; the others go on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 
 use j1msky_core::events::{Kind, Payload};
@@ -26,9 +27,35 @@ fn marks() -> std::sync::MutexGuard<'static, Marks> {
     MARKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner())
 }
 
+type Mark = (Kind, String, String);
+
+fn flying() -> std::sync::MutexGuard<'static, HashSet<Mark>> {
+    static FLYING: OnceLock<Mutex<HashSet<Mark>>> = OnceLock::new();
+    FLYING.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A mark this process is asking the database about: calls of the same customer that find
+/// it taken leave the question to the one asking, instead of each opening a transaction and
+/// queueing on the same lock (every call of a busy customer at once, when its mark is not
+/// in memory: the first calls after a start, then once an hour).
+struct InFlight(Mark);
+
+impl InFlight {
+    fn take(mark: &Mark) -> Option<InFlight> {
+        flying().insert(mark.clone()).then(|| InFlight(mark.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        flying().remove(&self.0);
+    }
+}
+
 /// Emits `payload` (of its kind) for `customer_id` unless one with the same `key`
 /// (the payload's `key_field`, or any when `key_field` is None) was emitted in the
-/// last hour. Returns whether it emitted.
+/// last hour, or another call of this process is emitting it now. Returns whether it
+/// emitted.
 pub async fn emit<P: Payload>(
     db: &Db,
     customer_id: &str,
@@ -44,6 +71,8 @@ pub async fn emit<P: Payload>(
     if marks().get(&mark).is_some_and(|at| now - at < WINDOW_MICROS && *at <= now) {
         return Ok(false);
     }
+    // Another call of this process is emitting it (or finding it emitted) now.
+    let Some(_asking) = InFlight::take(&mark) else { return Ok(false) };
     let mut tx = db.begin().await?;
     if db.backend() == Backend::Postgres {
         // Taken before the check so two processes cannot both see "none yet": one lock
