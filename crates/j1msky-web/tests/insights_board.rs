@@ -11,6 +11,9 @@ mod common;
 // The insights crate's hand-computed MRR story, shown here through the board.
 #[path = "../../j1msky-insights/tests/mrr_support/mod.rs"]
 mod mrr_support;
+// And its hand-computed month of revenue, cost and margins.
+#[path = "../../j1msky-insights/tests/usage_support/mod.rs"]
+mod usage_support;
 
 use common::{operator, spawn_app, spawn_app_with_catalogue, TestApp, PASSWORD};
 use j1msky_audit::Actor;
@@ -143,6 +146,57 @@ async fn the_board_shows_the_hand_computed_story_month_by_month() {
     let (_, _, html) = get(&op, &app, "/admin/insights/behind?tile=mrr.reactivation_cents&month=2026-03").await;
     assert!(html.contains("Winback GmbH") && html.contains("59.40"), "{html}");
     assert!(!html.contains("Upgrade Ltd"), "only the customer behind the movement: {html}");
+}
+
+#[tokio::test]
+async fn the_board_shows_the_hand_computed_month_of_revenue_cost_and_margins() {
+    use usage_support::{at, november, BY_CUSTOMER, COMPLETION, TOTALS};
+    let app = spawn_app().await;
+    november(&app.db, &app.catalogue).await;
+    app.clock.advance_secs((at(28, 12) - app.now()) / 1_000_000);
+    // The rollups as the `reactions` role's consumers keep them.
+    let ctx = j1msky_insights::Ctx {
+        db: app.db.clone(),
+        catalogue: app.catalogue.clone().into(),
+        clock: std::sync::Arc::new(app.clock.clone()),
+    };
+    let runner = j1msky_db::consumers::Runner::new("test");
+    let consumers = j1msky_insights::rollups::consumers(&ctx);
+    while j1msky_db::consumers::run_once(&app.db, &runner, &consumers, &app.clock).await.unwrap().moved() {}
+    let op = operator(&app).await;
+    let (status, _, html) = get(&op, &app, "/admin?month=2026-11").await;
+    assert_eq!(status, 200);
+    for (field, value) in TOTALS {
+        let key = format!("usage.{field}");
+        if html.contains(&format!("data-kpi=\"{key}\"")) {
+            assert_eq!(tile_value(&html, &key), value.to_string(), "{key}");
+        }
+    }
+    for key in ["revenue_micros", "model_cost_micros", "gross_margin_micros", "cost_per_completed_task_micros"] {
+        assert!(html.contains(&format!("data-kpi=\"usage.{key}\"")), "a tile for {key}");
+    }
+    // Each customer's margin, the loss-makers first; completion times per team.
+    let csv = |table: &'static str| {
+        let (op, app) = (&op, &app);
+        async move {
+            let (status, _, body) = get(op, app, &format!("/admin?month=2026-11&table={table}&format=csv")).await;
+            assert_eq!(status, 200, "{table}");
+            body.split("\r\n").skip(1).filter(|l| !l.is_empty()).map(str::to_string).collect::<Vec<_>>()
+        }
+    };
+    let listed: Vec<String> = csv("margin_by_customer")
+        .await
+        .iter()
+        .map(|l| {
+            // customer,name,revenue_micros,cost_micros,margin_micros,margin_bp,tasks
+            let cells: Vec<&str> = l.split(',').collect();
+            format!("{},{},{},{},{}", cells[1], cells[2], cells[3], cells[4], cells[6])
+        })
+        .collect();
+    let want: Vec<String> = BY_CUSTOMER.iter().map(|(n, r, c, m, t)| format!("{n},{r},{c},{m},{t}")).collect();
+    assert_eq!(listed, want);
+    let want: Vec<String> = COMPLETION.iter().map(|(t, n, m, p)| format!("{t},{n},{m},{p}")).collect();
+    assert_eq!(csv("completion").await, want);
 }
 
 #[tokio::test]

@@ -18,6 +18,9 @@ mod common;
 // The insights crate's hand-computed MRR story, shown here through the command.
 #[path = "../../j1msky-insights/tests/mrr_support/mod.rs"]
 mod mrr_support;
+// And its hand-computed month of revenue, cost and margins.
+#[path = "../../j1msky-insights/tests/usage_support/mod.rs"]
+mod usage_support;
 
 use common::{repo_file, text, Cli, BIN};
 
@@ -424,4 +427,51 @@ async fn kpi_json_gives_the_hand_computed_story_after_a_rebuild_from_the_stored_
     let before = kpi(&["--json", "kpi", "--month", "2026-05"]);
     kpi(&["kpi", "rebuild"]);
     assert_eq!(kpi(&["--json", "kpi", "--month", "2026-05"]), before);
+}
+
+#[tokio::test]
+async fn kpi_json_gives_the_hand_computed_month_of_revenue_cost_and_margins() {
+    use usage_support::{november, BY_CUSTOMER, COMPLETION, TOTALS};
+    let cli = Cli::new().await;
+    let db = Db::open(&cli.url).await.expect("db");
+    let catalogue = Catalogue::load(&repo_file("config/business.json")).expect("catalogue");
+    november(&db, &catalogue).await;
+    // No consumer has run: `kpi rebuild` computes the rollups from the tasks, the ledger
+    // and the invoices billing booked.
+    let out = cli.run(&["kpi", "rebuild"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let usage = cli.json(&["kpi", "--month", "2026-11"])["usage"].clone();
+    for (field, value) in TOTALS {
+        assert_eq!(usage[field], *value, "{field}");
+    }
+    let listed: Vec<(String, i64, i64, i64, i64)> = usage["by_customer"]
+        .as_array()
+        .expect("customers")
+        .iter()
+        .map(|r| {
+            let n = |f: &str| r[f].as_i64().unwrap_or_else(|| panic!("{f}: {r}"));
+            (
+                r["label"].as_str().unwrap_or_default().to_string(),
+                n("revenue_micros"),
+                n("cost_micros"),
+                n("margin_micros"),
+                n("tasks"),
+            )
+        })
+        .collect();
+    let want: Vec<(String, i64, i64, i64, i64)> =
+        BY_CUSTOMER.iter().map(|(name, r, c, m, t)| (name.to_string(), *r, *c, *m, *t)).collect();
+    assert_eq!(listed, want, "each customer's margin, the loss-makers first");
+    let times: Vec<(String, i64, i64, i64)> = usage["completion"]
+        .as_array()
+        .expect("completion")
+        .iter()
+        .map(|t| {
+            let n = |f: &str| t[f].as_i64().unwrap_or_else(|| panic!("{f}: {t}"));
+            (t["team"].as_str().unwrap_or_default().to_string(), n("tasks"), n("median_ms"), n("p90_ms"))
+        })
+        .collect();
+    let want: Vec<(String, i64, i64, i64)> =
+        COMPLETION.iter().map(|(t, n, m, p)| (t.to_string(), *n, *m, *p)).collect();
+    assert_eq!(times, want, "completion times per team");
 }
