@@ -27,6 +27,20 @@ async fn get(browser: &reqwest::Client, app: &TestApp, path: &str) -> (u16, Stri
     (status, ctype, body)
 }
 
+/// Runs the insights' consumers over everything written so far, as the server's
+/// `reactions` role keeps the rollups; returns the insights' context of the app.
+async fn rollups_kept(app: &TestApp) -> j1msky_insights::Ctx {
+    let ctx = j1msky_insights::Ctx {
+        db: app.db.clone(),
+        catalogue: app.catalogue.clone().into(),
+        clock: std::sync::Arc::new(app.clock.clone()),
+    };
+    let runner = j1msky_db::consumers::Runner::new("test");
+    let consumers = j1msky_insights::rollups::consumers(&ctx);
+    while j1msky_db::consumers::run_once(&app.db, &runner, &consumers, &app.clock).await.unwrap().moved() {}
+    ctx
+}
+
 /// The `data-value` of the tile `data-kpi="key"`.
 fn tile_value(html: &str, key: &str) -> String {
     let marker = format!("data-kpi=\"{key}\" data-value=\"");
@@ -155,14 +169,7 @@ async fn the_board_shows_the_hand_computed_month_of_revenue_cost_and_margins() {
     november(&app.db, &app.catalogue).await;
     app.clock.advance_secs((at(28, 12) - app.now()) / 1_000_000);
     // The rollups as the `reactions` role's consumers keep them.
-    let ctx = j1msky_insights::Ctx {
-        db: app.db.clone(),
-        catalogue: app.catalogue.clone().into(),
-        clock: std::sync::Arc::new(app.clock.clone()),
-    };
-    let runner = j1msky_db::consumers::Runner::new("test");
-    let consumers = j1msky_insights::rollups::consumers(&ctx);
-    while j1msky_db::consumers::run_once(&app.db, &runner, &consumers, &app.clock).await.unwrap().moved() {}
+    rollups_kept(&app).await;
     let op = operator(&app).await;
     let (status, _, html) = get(&op, &app, "/admin?month=2026-11").await;
     assert_eq!(status, 200);
@@ -300,14 +307,7 @@ async fn the_drill_down_lists_the_customers_behind_a_tile() {
     .await
     .unwrap()
     .id;
-    let ctx = j1msky_insights::Ctx {
-        db: app.db.clone(),
-        catalogue: app.catalogue.clone().into(),
-        clock: std::sync::Arc::new(app.clock.clone()),
-    };
-    let runner = j1msky_db::consumers::Runner::new("test");
-    let consumers = j1msky_insights::rollups::consumers(&ctx);
-    while j1msky_db::consumers::run_once(&app.db, &runner, &consumers, &app.clock).await.unwrap().moved() {}
+    let ctx = rollups_kept(&app).await;
     let month = ctx.this_month().to_string();
     let (status, _, html) =
         get(&op, &app, &format!("/admin/insights/behind?tile=customers.activation_bp&month={month}")).await;
