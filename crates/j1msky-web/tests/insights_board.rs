@@ -204,6 +204,33 @@ async fn the_board_shows_the_hand_computed_month_of_revenue_cost_and_margins() {
     assert_eq!(listed, want);
     let want: Vec<String> = COMPLETION.iter().map(|(t, n, m, p)| format!("{t},{n},{m},{p}")).collect();
     assert_eq!(csv("completion").await, want);
+
+    // The what-if as a file: Opus routed to Kimi ($0.60 / $3.00 per million tokens). Dud's
+    // 2,000,000 in + 2,000,000 out cost 1,200,000 + 6,000,000 = 7,200,000 µ$ instead of
+    // 60,000,000; Bolt's 11,000 in + 41,800 out, 6,600 + 125,400 = 132,000 instead of
+    // 1,100,000. The biggest change first; Acme's and Cold's margins do not change.
+    let token = app.page_token(&op, "/admin/review/evening").await;
+    let form =
+        [("csrf_token", token.as_str()), ("month", "2026-11"), ("route.claude-opus", "kimi-k2.5"), ("format", "csv")];
+    let resp = op.post(app.url("/admin/review/evening")).form(&form).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    let rows: Vec<&str> = body.split("\r\n").filter(|l| !l.is_empty()).collect();
+    let names: Vec<&str> = rows.iter().skip(1).map(|l| l.split(',').nth(1).unwrap_or_default()).collect();
+    assert_eq!(names[..2], ["Dud", "Bolt"], "{body}");
+    let tail = |row: &str| row.split(',').skip(2).collect::<Vec<_>>().join(",");
+    assert_eq!(tail(rows[1]), "49000000,60000000,-11000000,49000000,7200000,41800000,52800000");
+    assert_eq!(tail(rows[2]), "10500000,1100000,9400000,10500000,132000,10368000,968000");
+    let mut unchanged: Vec<(&str, String)> =
+        rows[3..].iter().map(|r| (r.split(',').nth(1).unwrap_or_default(), tail(r))).collect();
+    unchanged.sort();
+    assert_eq!(
+        unchanged,
+        [
+            ("Acme", "69000000,80000,68920000,69000000,80000,68920000,0".to_string()),
+            ("Cold", "49000000,0,49000000,49000000,0,49000000,0".to_string())
+        ]
+    );
 }
 
 #[tokio::test]
