@@ -426,9 +426,7 @@ pub async fn submit(
         activity::limit_hit(db, customer_id, "tasks_waiting", &e.to_string(), now).await;
         return Err(e);
     }
-    // A contract (plans with custom limits) replaces the plan's monthly allowance.
-    let contract_limit = customer.contract.tasks_per_month.filter(|_| plan.is_some_and(|p| p.custom_limits));
-    if let Some(limit) = contract_limit.or(plan.and_then(|p| p.tasks_per_month.map(i64::from))) {
+    if let Some((limit, by_contract)) = monthly_task_limit(catalogue, &customer) {
         let tz: chrono_tz::Tz = customer.time_zone.parse().unwrap_or(chrono_tz::UTC);
         let (from, to) = j1msky_core::windows::month(tz, now);
         // Tasks cancelled before they started do not count.
@@ -436,7 +434,7 @@ pub async fn submit(
         if used >= limit {
             tx.rollback().await?;
             let plan_name = plan.map_or("your plan".to_string(), |p| p.name.clone());
-            let message = if contract_limit.is_some() {
+            let message = if by_contract {
                 format!(
                     "your {plan_name} contract includes {limit} tasks a month and {used} have been used; \
                      ask us to raise the contract limit, or wait for next month"
@@ -770,6 +768,19 @@ async fn trial_allows(
         return Err(TaskError::LimitReached { limit: "trial_tasks", message });
     }
     Ok(())
+}
+
+/// The tasks `customer` may start in a month, and whether its contract sets that (plans
+/// with custom limits) rather than its plan; `None`: no monthly limit. `customer.plan`
+/// must be the plan in force (`access::admit`'s: the pause plan's while paused), as
+/// submitting and the customer's home both read it.
+pub fn monthly_task_limit(catalogue: &Catalogue, customer: &Customer) -> Option<(i64, bool)> {
+    let plan = customer.plan.as_deref().and_then(|p| catalogue.plans.get(p));
+    let contract = customer.contract.tasks_per_month.filter(|_| plan.is_some_and(|p| p.custom_limits));
+    match contract {
+        Some(limit) => Some((limit, true)),
+        None => plan.and_then(|p| p.tasks_per_month).map(|l| (i64::from(l), false)),
+    }
 }
 
 pub async fn counted_toward_limit(

@@ -478,6 +478,39 @@ async fn finish(app: &TestApp, task: &str, state: &str) {
         .unwrap();
 }
 
+/// A paused customer's home shows the pause plan it is held to (no tasks a month, its
+/// small model budget), not the plan it paused, as submitting and admission count them.
+#[tokio::test]
+async fn a_paused_customer_s_home_shows_the_pause_plan_s_allowance() {
+    let app = spawn_app().await;
+    let c = app.active_customer("Resting", "pro").await;
+    app.user_of(&c.id, "owner@resting.test", j1msky_core::vocab::UserRole::Owner).await;
+    let browser = app.browser();
+    assert_eq!(app.login(&browser, "owner@resting.test", PASSWORD).await.status(), 303);
+    let (_, _, html) = get(&browser, &app, "/app").await;
+    assert!(html.contains("0 <span class=\"muted\">(unlimited)</span>"), "Pro: unlimited tasks");
+    assert!(html.contains("$0.00 / $99.00"), "Pro's model budget");
+    j1msky_accounts::customers::set_stage(&app.db, &Actor::cli(), &c.id, j1msky_core::vocab::Stage::Paused, app.now())
+        .await
+        .unwrap();
+    let (_, _, html) = get(&browser, &app, "/app").await;
+    let paused = &app.catalogue.plans[&app.catalogue.pause_plan];
+    let tasks = paused.tasks_per_month.expect("the pause plan's allowance");
+    assert!(html.contains(&format!("Tasks used of {tasks}")) && html.contains(&format!("0 / {tasks}")), "{html}");
+    let budget = paused.monthly_model_budget.expect("the pause plan's budget");
+    assert!(html.contains(&format!("$0.00 / {budget}")), "the pause plan's model budget: {html}");
+    // Submitting agrees: a paused customer starts no task.
+    let input = j1msky_tasks::NewTask { team: "code".into(), prompt: Some("p".into()), ..Default::default() };
+    let refused = j1msky_tasks::submit(&app.db, &app.catalogue, &c.id, &input, None, app.now()).await;
+    assert!(
+        matches!(
+            refused,
+            Err(j1msky_tasks::TaskError::LimitReached { .. } | j1msky_tasks::TaskError::TeamNotInPlan { .. })
+        ),
+        "{refused:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_customers_home_shows_its_own_month_against_its_plan() {
     let app = spawn_app().await;

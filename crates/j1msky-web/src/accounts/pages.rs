@@ -444,9 +444,14 @@ async fn this_month(state: &AppState, customer: &customers::Customer) -> Result<
     let summary = j1msky_tasks::summary::of_customer(&mut conn, &customer.id, from, to).await?;
     let used = j1msky_tasks::submit::counted_toward_limit(&mut conn, &customer.id, from, to).await?;
     drop(conn);
-    let plan = customer.plan.as_deref().and_then(|p| state.catalogue.plans.get(p));
-    let contract = customer.contract.tasks_per_month.filter(|_| plan.is_some_and(|p| p.custom_limits));
-    let task_limit = contract.or(plan.and_then(|p| p.tasks_per_month.map(i64::from)));
+    // The allowance of the plan in force, as submitting counts it (the pause plan's while
+    // paused); a customer admission refuses is told why (`refused` below) instead.
+    let standing = j1msky_accounts::access::Standing::of(customer);
+    let in_force = j1msky_accounts::access::admit(&state.catalogue, &standing, now)
+        .ok()
+        .and_then(|a| a.plan().map(str::to_string));
+    let in_force = customers::Customer { plan: in_force, ..customer.clone() };
+    let task_limit = j1msky_tasks::submit::monthly_task_limit(&state.catalogue, &in_force).map(|(limit, _)| limit);
     let budget = j1msky_gateway::limits::customer_month(&state.db, &state.catalogue, &customer.id, now)
         .await
         .map_err(|e| ApiError::internal("the month's budget", &e))?;
