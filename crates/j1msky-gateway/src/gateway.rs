@@ -5,13 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use j1msky_accounts::access::{self, Standing};
+use j1msky_accounts::access;
 use j1msky_accounts::activity;
-use j1msky_accounts::trials::TrialDates;
 use j1msky_core::catalogue::{Catalogue, LiveCatalogue, ModelOutsidePlan};
 use j1msky_core::{Clock, Money};
 use j1msky_db::invalidation::Topic;
-use j1msky_db::{Db, DbError};
+use j1msky_db::Db;
 use rand::Rng;
 
 use crate::breaker::Breakers;
@@ -744,78 +743,8 @@ pub(crate) enum Step {
     Fail,
 }
 
-/// The budget scope of a granted trial's direct calls.
 /// How long a process trusts its copy of a customer's plan and budget.
 pub const TERMS_TTL: Duration = Duration::from_secs(1);
-
-/// (what admission reads, monthly budget, contract calls per hour, the trial whose direct
-/// calls share one budget: a granted trial's, else one started at Checkout; the paid
-/// period the monthly budget also holds over, as `TrialDates` of its start and end, with
-/// the budget that period paid for when billing told it).
-pub(crate) type Terms = (Standing, Option<Money>, Option<i64>, Option<TrialDates>, Option<(TrialDates, Option<Money>)>);
-
-type TermsRow = (
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    String,
-    Option<String>,
-    Option<i64>,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-);
-
-/// A customer's terms as admission reads them, from its row (see [`Terms`]); the
-/// customer's view of its budget and day share reads them here too
-/// (`limits::customer_month`, `limits::customer_day`), so both see the same windows.
-pub(crate) async fn read_terms(db: &Db, id: &str) -> Result<Terms, DbError> {
-    let row: Option<TermsRow> = sqlx::query_as(
-        "SELECT c.plan, c.monthly_budget_micros, c.contract_calls_per_hour, c.stage, c.billing_status,
-                c.billing_status_since, c.payment_method_on_file, t.started_at, t.ends_at,
-                c.stripe_trial_started_at, c.stripe_trial_ends_at, c.disputed_since,
-                c.paid_period_start, c.paid_period_end, c.paid_period_budget_micros
-         FROM customers c LEFT JOIN account_trials t ON t.customer_id = c.id WHERE c.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db.pool())
-    .await?;
-    // An unknown customer has no standing: admission refuses it.
-    let terms = row.map_or(
-        (Standing::default(), None, None, None, None),
-        |(plan, budget, calls, stage, status, since, pm, t0, t1, s0, s1, disputed, p0, p1, pb)| {
-            let dates = |a: Option<i64>, b: Option<i64>| {
-                a.zip(b).map(|(started_at, ends_at)| TrialDates { started_at, ends_at })
-            };
-            // Only a granted trial ends access at its end; Stripe ends a Checkout
-            // trial itself (the subscription moves on, or is cancelled).
-            let granted = dates(t0, t1);
-            let standing = Standing {
-                stage: stage.parse().ok(),
-                plan,
-                billing_status: status,
-                billing_status_since: since,
-                payment_method_on_file: pm != 0,
-                trial: granted,
-                disputed_since: disputed,
-            };
-            (
-                standing,
-                budget.map(Money::from_micros),
-                calls,
-                granted.or(dates(s0, s1)),
-                dates(p0, p1).map(|p| (p, pb.map(Money::from_micros))),
-            )
-        },
-    );
-    Ok(terms)
-}
 
 /// Customers' standing, plans and monthly budgets, read through a short cache: the hot
 /// path would otherwise query them on every call.
@@ -827,21 +756,21 @@ struct TermsCache {
 }
 
 /// When it was read, the customers' generation then, and the terms.
-type TermsEntry = (std::time::Instant, u64, Terms);
+type TermsEntry = (std::time::Instant, u64, crate::terms::Terms);
 
 impl TermsCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TermsEntry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn get(&self, db: &Db, id: &str) -> Result<Terms, GatewayError> {
+    async fn get(&self, db: &Db, id: &str) -> Result<crate::terms::Terms, GatewayError> {
         let generation = db.invalidations().generation(Topic::Customers);
         if let Some((at, seen, terms)) = self.lock().get(id) {
             if at.elapsed() < TERMS_TTL && *seen == generation {
                 return Ok(terms.clone());
             }
         }
-        let terms = read_terms(db, id).await?;
+        let terms = crate::terms::read_terms(db, id).await?;
         let mut entries = self.lock();
         if entries.len() > 100_000 {
             entries.clear();

@@ -20,6 +20,7 @@ pub mod providers;
 mod roundtrip;
 mod settler;
 mod stream;
+mod terms;
 
 pub use admission::BUSINESS_DAY;
 pub use builder::{GatewayBuilder, Limits};

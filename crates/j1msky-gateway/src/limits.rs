@@ -361,16 +361,7 @@ pub async fn customer_day(
     customer_id: &str,
     now: i64,
 ) -> Result<Option<(Money, Money, Money)>, DbError> {
-    // The plan in force, as admission finds it (the pause plan's while paused); a customer
-    // admission refuses has no share to show.
-    let Ok(plan) = admitted(db, catalogue, customer_id, now).await?.plan else { return Ok(None) };
-    let plan = plan.as_deref().and_then(|p| catalogue.plans.get(p));
-    let daily = crate::controls::load(db).await?.daily_budget(catalogue);
-    let Some(cap) = customer_day_cap(catalogue, plan, daily) else { return Ok(None) };
-    let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
-    let (start, _) = j1msky_core::windows::day(tz, now);
-    let (spent, reserved) = budget_state(db, &customer_day_scope(customer_id), start).await?;
-    Ok(Some((cap, spent, reserved)))
+    Ok(customer_view(db, catalogue, customer_id, now).await?.day)
 }
 
 /// What decides the windows that hold a customer's model spend, as admission reads it.
@@ -388,7 +379,7 @@ pub(crate) struct CustomerBudget<'a> {
 }
 
 impl<'a> CustomerBudget<'a> {
-    /// From a customer's terms as admission reads them ([`crate::gateway::read_terms`]:
+    /// From a customer's terms as admission reads them ([`crate::terms::read_terms`]:
     /// its standing, the operator's budget, the paid period) and the plan admission found
     /// in force. While paused the customer pays the pause plan's price, so an operator's
     /// budget (set for the plan it paused) holds no more than the pause plan's.
@@ -471,23 +462,62 @@ pub fn customer_trial_scope(customer_id: &str) -> String {
     format!("customer:{customer_id}:trial")
 }
 
-/// A customer as admission sees it at `now`: its terms ([`crate::gateway::read_terms`])
-/// and the plan in force, or why it may not use the service (`access::admit`'s message).
-struct Admitted {
-    terms: crate::gateway::Terms,
-    plan: Result<Option<String>, String>,
+/// What a customer is shown of its limits at `now`, decided from one read of the terms
+/// admission reads ([`crate::terms::read_terms`]) and the plan it finds in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerView {
+    /// The plan in force (`access::admit`'s: the pause plan's while paused); `None` for
+    /// pay-per-task or a refused customer.
+    pub plan: Option<String>,
+    /// Why the customer may not use the service now (admission's own words).
+    pub refused: Option<String>,
+    /// [`customer_month`].
+    pub month: Option<(Money, Money, Money)>,
+    /// [`customer_day`].
+    pub day: Option<(Money, Money, Money)>,
 }
 
-async fn admitted(
+/// The customer's view of its limits (see [`CustomerView`]): what the customer's home
+/// shows, from the rules admission holds it to.
+pub async fn customer_view(
     db: &Db,
     catalogue: &j1msky_core::catalogue::Catalogue,
     customer_id: &str,
     now: i64,
-) -> Result<Admitted, DbError> {
-    let terms = crate::gateway::read_terms(db, customer_id).await?;
-    let plan =
-        j1msky_accounts::access::admit(catalogue, &terms.0, now).map(|a| a.plan().map(str::to_string)).map_err(|e| e.0);
-    Ok(Admitted { terms, plan })
+) -> Result<CustomerView, DbError> {
+    let (standing, operator, _, trial, paid_period) = crate::terms::read_terms(db, customer_id).await?;
+    let plan = match j1msky_accounts::access::admit(catalogue, &standing, now) {
+        Ok(admitted) => admitted.plan().map(str::to_string),
+        Err(refused) => return Ok(CustomerView { refused: Some(refused.0), ..CustomerView::default() }),
+    };
+    let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    // The month: the window admission holds a direct call in with the least left.
+    let terms = CustomerBudget::of(catalogue, customer_id, &standing, operator, plan.as_deref(), paid_period);
+    let mut windows = customer_budgets(catalogue, tz, &terms, now);
+    let in_trial = standing.stage == Some(j1msky_core::vocab::Stage::Trial);
+    if let (Some(dates), Some(plan), true) = (trial, plan.as_deref(), in_trial) {
+        windows.extend(customer_trial_budget(catalogue, customer_id, plan, dates));
+    }
+    let mut month: Option<(Money, Money, Money)> = None;
+    for b in windows {
+        let (spent, reserved) = budget_state(db, &b.scope, b.window_start).await?;
+        let left = |(cap, spent, reserved): (Money, Money, Money)| cap.micros() - spent.micros() - reserved.micros();
+        if month.is_none_or(|m| left((b.cap, spent, reserved)) < left(m)) {
+            month = Some((b.cap, spent, reserved));
+        }
+    }
+    // The day: the plan in force's share of the business's day.
+    let entry = plan.as_deref().and_then(|p| catalogue.plans.get(p));
+    let daily = crate::controls::load(db).await?.daily_budget(catalogue);
+    let day = match customer_day_cap(catalogue, entry, daily) {
+        Some(cap) => {
+            let (start, _) = j1msky_core::windows::day(tz, now);
+            let (spent, reserved) = budget_state(db, &customer_day_scope(customer_id), start).await?;
+            Some((cap, spent, reserved))
+        }
+        None => None,
+    };
+    Ok(CustomerView { plan, refused: None, month, day })
 }
 
 /// Why the customer may not use the service at `now` (admission's own words), or `None`
@@ -498,40 +528,21 @@ pub async fn customer_refused(
     customer_id: &str,
     now: i64,
 ) -> Result<Option<String>, DbError> {
-    Ok(admitted(db, catalogue, customer_id, now).await?.plan.err())
+    Ok(customer_view(db, catalogue, customer_id, now).await?.refused)
 }
 
 /// A customer's model budget against what its direct calls use: `(budget, spent,
 /// reserved)` in the window with the least left (the month's when several have as much)
 /// of those admission holds such a call in: [`customer_budgets`], and the trial's
-/// ([`customer_trial_budget`]) while the customer is in one. Read from the same terms
-/// admission reads; `None` when no budget holds the customer, or when it may not use the
-/// service now ([`customer_refused`] says why).
+/// ([`customer_trial_budget`]) while the customer is in one. `None` when no budget holds
+/// the customer, or when it may not use the service now ([`customer_refused`] says why).
 pub async fn customer_month(
     db: &Db,
     catalogue: &j1msky_core::catalogue::Catalogue,
     customer_id: &str,
     now: i64,
 ) -> Result<Option<(Money, Money, Money)>, DbError> {
-    let Admitted { terms, plan } = admitted(db, catalogue, customer_id, now).await?;
-    let Ok(plan) = plan else { return Ok(None) };
-    let (standing, operator, _, trial, paid_period) = terms;
-    let terms = CustomerBudget::of(catalogue, customer_id, &standing, operator, plan.as_deref(), paid_period);
-    let tz = catalogue.business.time_zone.parse().unwrap_or(chrono_tz::UTC);
-    let mut windows = customer_budgets(catalogue, tz, &terms, now);
-    let in_trial = standing.stage == Some(j1msky_core::vocab::Stage::Trial);
-    if let (Some(dates), Some(plan), true) = (trial, plan.as_deref(), in_trial) {
-        windows.extend(customer_trial_budget(catalogue, customer_id, plan, dates));
-    }
-    let mut shown: Option<(Money, Money, Money)> = None;
-    for b in windows {
-        let (spent, reserved) = budget_state(db, &b.scope, b.window_start).await?;
-        let left = |(cap, spent, reserved): (Money, Money, Money)| cap.micros() - spent.micros() - reserved.micros();
-        if shown.is_none_or(|s| left((b.cap, spent, reserved)) < left(s)) {
-            shown = Some((b.cap, spent, reserved));
-        }
-    }
-    Ok(shown)
+    Ok(customer_view(db, catalogue, customer_id, now).await?.month)
 }
 
 /// What a customer may spend in its grace after a failed payment: the grace days' share of

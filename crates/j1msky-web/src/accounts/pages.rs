@@ -444,24 +444,15 @@ async fn this_month(state: &AppState, customer: &customers::Customer) -> Result<
     let summary = j1msky_tasks::summary::of_customer(&mut conn, &customer.id, from, to).await?;
     let used = j1msky_tasks::submit::counted_toward_limit(&mut conn, &customer.id, from, to).await?;
     drop(conn);
-    // The allowance of the plan in force, as submitting counts it (the pause plan's while
-    // paused); a customer admission refuses is told why (`refused` below) instead.
-    let standing = j1msky_accounts::access::Standing::of(customer);
-    let in_force = j1msky_accounts::access::admit(&state.catalogue, &standing, now)
-        .ok()
-        .and_then(|a| a.plan().map(str::to_string));
-    let in_force = customers::Customer { plan: in_force, ..customer.clone() };
+    // The customer's limits as admission holds it to them, from one read of its terms: the
+    // plan in force (the pause plan's while paused) gives the task allowance, as submitting
+    // counts it; a customer admission refuses is told why instead.
+    let view = j1msky_gateway::limits::customer_view(&state.db, &state.catalogue, &customer.id, now)
+        .await
+        .map_err(|e| ApiError::internal("the customer's limits", &e))?;
+    let in_force = customers::Customer { plan: view.plan.clone(), ..customer.clone() };
     let task_limit = j1msky_tasks::submit::monthly_task_limit(&state.catalogue, &in_force).map(|(limit, _)| limit);
-    let budget = j1msky_gateway::limits::customer_month(&state.db, &state.catalogue, &customer.id, now)
-        .await
-        .map_err(|e| ApiError::internal("the month's budget", &e))?;
-    let today = j1msky_gateway::limits::customer_day(&state.db, &state.catalogue, &customer.id, now)
-        .await
-        .map_err(|e| ApiError::internal("today's share", &e))?;
-    // A customer admission refuses has no budget to spend: it is told why instead.
-    let refused = j1msky_gateway::limits::customer_refused(&state.db, &state.catalogue, &customer.id, now)
-        .await
-        .map_err(|e| ApiError::internal("the customer's standing", &e))?;
+    let (budget, today, refused) = (view.month, view.day, view.refused);
     let percent = |part: i64, whole: i64| if whole > 0 { (part.max(0) * 100 / whole).min(100) } else { 0 };
     let finished = summary.succeeded + summary.failed;
     Ok(context! {
