@@ -11,8 +11,7 @@
 // and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-#[path = "../../../bench/fuzz/mutate.rs"]
-mod mutate;
+use crate::mutate;
 
 use j1msky_billing::signature::{self, SignatureError, TOLERANCE_SECS};
 use j1msky_billing::{apply, history, webhook, BillingError};

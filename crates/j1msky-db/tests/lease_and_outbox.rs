@@ -169,7 +169,7 @@ async fn two_processes_claim_from_one_postgres_database_without_overlap() {
     let children: Vec<_> = (0..2)
         .map(|_| {
             Command::new(&exe)
-                .args(["--exact", "child_claimer", "--nocapture", "--test-threads", "1"])
+                .args(["--exact", "lease_and_outbox::child_claimer", "--nocapture", "--test-threads", "1"])
                 .env(CHILD_URL, &t.url)
                 .stdout(std::process::Stdio::piped())
                 .spawn()

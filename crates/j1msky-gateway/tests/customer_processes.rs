@@ -22,13 +22,8 @@ use j1msky_db::Backend;
 use j1msky_gateway::controls;
 use j1msky_gateway::limits::{self, RESERVATION_TTL};
 
-mod procs;
+use crate::procs;
 use procs::*;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn gateway_process() {
-    procs::gateway_process().await
-}
 
 /// An active Pro customer whose month budget fits `month_calls` calls and a half (none
 /// when 0), with an hourly cap of `cap` calls and a day's budget that never binds.

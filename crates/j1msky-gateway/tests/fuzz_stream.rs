@@ -9,8 +9,7 @@
 // and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-#[path = "../../../bench/fuzz/mutate.rs"]
-mod mutate;
+use crate::mutate;
 
 use futures::StreamExt;
 use j1msky_core::catalogue::ProviderKind;

@@ -19,13 +19,8 @@ use j1msky_core::Money;
 use j1msky_gateway::limits::RESERVATION_TTL;
 use j1msky_gateway::{controls, limits};
 
-mod procs;
+use crate::procs;
 use procs::*;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn gateway_process() {
-    procs::gateway_process().await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_that_fits_ten_admits_exactly_ten_over_two_and_four_processes() {

@@ -6,7 +6,7 @@
 //! by `webhook::reconcile` and applied by the real applier: the history holds what the
 //! fake sent and MRR moves as the plan says. Prices are the shipped catalogue's.
 
-mod mrr_support;
+use crate::mrr_support;
 
 use j1msky_billing::checkout::{self, CheckoutRequest};
 use j1msky_billing::{apply, changes, webhook, Stripe, StripeConfig};

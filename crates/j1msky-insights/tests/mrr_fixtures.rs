@@ -5,7 +5,7 @@
 //! delivered newest first through billing's real webhook store and applier, the months
 //! counted in Europe/Berlin. The numbers below are worked out by hand in the comments.
 
-mod mrr_support;
+use crate::mrr_support;
 
 use j1msky_insights::kpis::{Filter, Mrr};
 use j1msky_insights::mrr::{self, Movement};

@@ -8,7 +8,7 @@
 //! the generated events alone, starting + movements = ending, and the rollups the
 //! consumer kept equal a `rebuild()`.
 
-mod mrr_support;
+use crate::mrr_support;
 
 use j1msky_insights::kpis::{Filter, Mrr};
 use j1msky_insights::mrr::{self, Movement};

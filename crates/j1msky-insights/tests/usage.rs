@@ -7,7 +7,7 @@
 //! invoices and refunds go through billing's real webhook applier. The consumer's rollups,
 //! the rebuild's and the numbers worked out by hand must all agree.
 
-mod usage_support;
+use crate::usage_support;
 
 use std::sync::Arc;
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-mod common;
+use crate::common;
 use common::*;
 
 use j1msky_audit::Actor;

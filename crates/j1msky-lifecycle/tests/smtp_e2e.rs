@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-mod common;
+use crate::common;
 use common::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -166,7 +166,7 @@ async fn a_sender_killed_mid_send_loses_nothing_and_a_new_one_sends_nothing_twic
     tx.commit().await.unwrap();
 
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child_sender", "--exact", "--nocapture", "--test-threads=1"])
+        .args(["smtp_e2e::crash_child_sender", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DB, &t.url)
         .env(CHILD_PORT, sink.port.to_string())
         .env(CHILD_NOW, now.to_string())

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-mod common;
+use crate::common;
 use common::*;
 
 use j1msky_lifecycle::transport::{Outgoing, SendError, Smtp, Transport};

@@ -8,8 +8,7 @@
 //! cost-spike check escalates the cost mode once; the report mails go out at the local
 //! hour once a day.
 
-#[path = "../../j1msky-lifecycle/tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

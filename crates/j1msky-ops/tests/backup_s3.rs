@@ -8,7 +8,7 @@
 // and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-mod s3_server;
+use crate::s3_server;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -8,7 +8,6 @@
 // and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use j1msky_accounts::customers::{self, NewCustomer};
@@ -17,9 +16,9 @@ use j1msky_core::vocab::Stage;
 use j1msky_core::Clock;
 use j1msky_sim::SimConfig;
 use j1msky_tasks::worker::Outcome;
-use j1msky_tasks::{NewTask, TaskDetail, TaskState, Worker, WorkerConfig};
+use j1msky_tasks::{NewTask, TaskDetail, TaskState};
 
-mod common;
+use crate::common;
 
 use common::{env_with as env, Env};
 
@@ -28,18 +27,6 @@ const HOUR: i64 = 3600;
 const REVIEWER: &str = "claude-sonnet-4-5";
 
 impl Env {
-    fn worker(&self, name: &str) -> Worker {
-        let config = WorkerConfig { lease: Duration::from_secs(30), ..WorkerConfig::default() };
-        Worker::new(
-            self.t.db.clone(),
-            self.catalogue.clone(),
-            self.gateway.clone(),
-            Arc::new(self.clock.clone()),
-            name,
-            config,
-        )
-    }
-
     /// A customer without a subscription: pays per task.
     async fn walk_in(&self) -> String {
         let input = NewCustomer { name: "Walk-in".into(), stage: Some(Stage::Active), ..NewCustomer::default() };
@@ -56,7 +43,7 @@ impl Env {
         id
     }
 
-    async fn submit(&self, customer: &str, team: &str, prompt: &str) -> String {
+    async fn submitted(&self, customer: &str, team: &str, prompt: &str) -> String {
         let input = NewTask { team: team.into(), prompt: Some(prompt.into()), ..NewTask::default() };
         j1msky_tasks::submit(&self.t.db, &self.catalogue, customer, &input, None, self.clock.now_micros())
             .await
@@ -71,11 +58,6 @@ impl Env {
 
     async fn detail(&self, id: &str) -> TaskDetail {
         j1msky_tasks::get(&self.t.db, id, None).await.expect("task")
-    }
-
-    async fn count(&self, sql: &str) -> i64 {
-        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(self.t.db.pool()).await.expect(sql);
-        n
     }
 
     async fn sim_post(&self, path: &str, body: serde_json::Value) {
@@ -105,7 +87,7 @@ impl Env {
 async fn a_task_held_by_a_cap_and_a_provider_rate_limit_is_charged_the_tier_its_steps_earn() {
     let e = env(SimConfig::default()).await;
     let payg = e.walk_in().await;
-    let id = e.submit(&payg, "code", "Add a --verbose flag").await;
+    let id = e.submitted(&payg, "code", "Add a --verbose flag").await;
 
     // An hour held by the customer's cap...
     e.cap_customer(&payg, Some(0)).await;
@@ -134,7 +116,7 @@ async fn a_task_held_by_a_cap_and_a_provider_rate_limit_is_charged_the_tier_its_
 async fn a_task_re_claimed_after_an_expired_lease_is_charged_the_tier_its_steps_earn() {
     let e = env(SimConfig { latency: Duration::from_millis(300), ..SimConfig::default() }).await;
     let payg = e.walk_in().await;
-    let id = e.submit(&payg, "code", "Write the importer").await;
+    let id = e.submitted(&payg, "code", "Write the importer").await;
     let doomed = e.worker("doomed");
     let running = tokio::spawn(async move { doomed.run_once().await });
     // The worker dies while its second step's model call is in flight.
@@ -159,7 +141,7 @@ async fn a_task_re_claimed_after_an_expired_lease_is_charged_the_tier_its_steps_
 async fn a_second_reviewer_rejection_fails_the_task_uncharged() {
     let e = env(SimConfig::default()).await;
     let payg = e.walk_in().await;
-    let id = e.submit(&payg, "code", "Fix the date parser").await;
+    let id = e.submitted(&payg, "code", "Fix the date parser").await;
     e.sim_post("/_sim/answers", serde_json::json!({"prefix": "REVISE:", "model": REVIEWER, "times": 2})).await;
 
     let outcome = e.run().await;
@@ -201,7 +183,7 @@ async fn a_second_reviewer_rejection_fails_the_task_uncharged() {
     let theirs = j1msky_tasks::get(&e.t.db, &id, Some(&payg)).await.expect("customer view");
     assert!(theirs.steps.iter().all(|s| s.output.is_empty() && s.output_withheld), "{:?}", theirs.steps);
     // A task submitted under the plan is the plan's: shown whatever becomes of it.
-    let planned = e.submit(&payg, "code", "Fix the time parser").await;
+    let planned = e.submitted(&payg, "code", "Fix the time parser").await;
     e.sim_post("/_sim/answers", serde_json::json!({"prefix": "REVISE:", "model": REVIEWER, "times": 2})).await;
     assert!(matches!(e.run().await, Outcome::Failed { .. }));
     let theirs = j1msky_tasks::get(&e.t.db, &planned, Some(&payg)).await.expect("customer view");
@@ -212,7 +194,7 @@ async fn a_second_reviewer_rejection_fails_the_task_uncharged() {
 async fn a_task_s_result_is_the_last_producing_role_s_output_not_the_review() {
     let e = env(SimConfig::default()).await;
     let payg = e.walk_in().await;
-    let id = e.submit(&payg, "code", "Fix the date parser").await;
+    let id = e.submitted(&payg, "code", "Fix the date parser").await;
     e.sim_post("/_sim/answers", serde_json::json!({"prefix": "REVISE:", "model": REVIEWER, "times": 1})).await;
     e.sim_post("/_sim/answers", serde_json::json!({"prefix": "Approved:", "model": REVIEWER, "times": 1})).await;
 
@@ -234,13 +216,13 @@ async fn a_task_s_result_is_the_last_producing_role_s_output_not_the_review() {
 async fn a_task_is_charged_on_the_terms_it_was_admitted_on() {
     let e = env(SimConfig::default()).await;
     let payg = e.walk_in().await;
-    let before = e.submit(&payg, "code", "Fix the date parser").await;
+    let before = e.submitted(&payg, "code", "Fix the date parser").await;
     sqlx::query("UPDATE customers SET plan = 'pro', stage = 'trial' WHERE id = $1")
         .bind(&payg)
         .execute(e.t.db.pool())
         .await
         .expect("plan");
-    let after = e.submit(&payg, "code", "Fix the time parser").await;
+    let after = e.submitted(&payg, "code", "Fix the time parser").await;
     for _ in 0..2 {
         assert_eq!(e.run().await, Outcome::Succeeded);
     }
@@ -293,7 +275,7 @@ async fn queued_tasks_of_a_team_the_plan_no_longer_includes_do_not_run() {
 async fn two_code_tasks(e: &Env, customer: &str) -> Vec<String> {
     let mut ids = Vec::new();
     for prompt in ["Fix the date parser", "Fix the time parser"] {
-        ids.push(e.submit(customer, "code", prompt).await);
+        ids.push(e.submitted(customer, "code", prompt).await);
     }
     ids
 }

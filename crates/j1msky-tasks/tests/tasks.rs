@@ -16,7 +16,7 @@ use j1msky_sim::SimConfig;
 use j1msky_tasks::worker::Outcome;
 use j1msky_tasks::{NewTask, TaskError, TaskState, Worker, WorkerConfig};
 
-mod common;
+use crate::common;
 
 use common::{env_with, Env};
 
@@ -25,17 +25,6 @@ async fn env() -> Env {
 }
 
 impl Env {
-    fn worker(&self, name: &str) -> Worker {
-        Worker::new(
-            self.t.db.clone(),
-            self.catalogue.clone(),
-            self.gateway.clone(),
-            Arc::new(self.clock.clone()),
-            name,
-            WorkerConfig { lease: Duration::from_secs(30), ..WorkerConfig::default() },
-        )
-    }
-
     async fn customer(&self, name: &str, plan: Option<&str>, teams: &[&str]) -> String {
         let id = customers::create(
             &self.t.db,
@@ -67,11 +56,6 @@ impl Env {
     async fn submit(&self, customer: &str, team: &str, prompt: &str) -> Result<j1msky_tasks::Submitted, TaskError> {
         let input = NewTask { team: team.into(), prompt: Some(prompt.into()), ..NewTask::default() };
         j1msky_tasks::submit(&self.t.db, &self.catalogue, customer, &input, None, self.clock.now()).await
-    }
-
-    async fn count(&self, sql: &str) -> i64 {
-        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(self.t.db.pool()).await.expect(sql);
-        n
     }
 
     async fn sim_requests(&self) -> u64 {

@@ -19,7 +19,7 @@ use j1msky_sim::SimConfig;
 use j1msky_tasks::worker::Outcome;
 use j1msky_tasks::{NewTask, Worker, WorkerConfig};
 
-mod common;
+use crate::common;
 
 use common::{env_with, Env};
 

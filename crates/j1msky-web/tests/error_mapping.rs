@@ -5,7 +5,7 @@
 //! error with the same status and code (the page carries it in `x-error-code` and on the
 //! error page), and an internal failure is 500 `internal` on both without its details.
 
-mod common;
+use crate::common;
 
 use common::{spawn_app_with_gateway, TestApp, OPERATOR_EMAIL, PASSWORD};
 use j1msky_audit::Actor;

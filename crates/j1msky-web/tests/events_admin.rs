@@ -4,7 +4,7 @@
 // and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-mod common;
+use crate::common;
 
 use common::{spawn_app, TestApp, OPERATOR_EMAIL, PASSWORD};
 use j1msky_accounts::reactions::{self, SUBSCRIPTION_STATE};

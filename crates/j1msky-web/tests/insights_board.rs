@@ -7,13 +7,11 @@
 // A test stops at the first surprise: unwrap and expect are its assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-mod common;
+use crate::common;
 // The insights crate's hand-computed MRR story, shown here through the board.
-#[path = "../../j1msky-insights/tests/mrr_support/mod.rs"]
-mod mrr_support;
+use crate::mrr_support;
 // And its hand-computed month of revenue, cost and margins.
-#[path = "../../j1msky-insights/tests/usage_support/mod.rs"]
-mod usage_support;
+use crate::usage_support;
 
 use common::{operator, spawn_app, spawn_app_with_catalogue, TestApp, PASSWORD};
 use j1msky_audit::Actor;

@@ -6,7 +6,7 @@
 //! again with 422 naming the field and stores nothing; a customer cannot see or post
 //! it; a post without the CSRF token is refused.
 
-mod common;
+use crate::common;
 
 use common::{location, spawn_app, OPERATOR_EMAIL, PASSWORD};
 use j1msky_insights::people;

@@ -6,7 +6,7 @@
 //! approval, the newsletter's preview, confirmation and exactly-once queueing, and every
 //! form refusing bad input with a message naming it.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@
 //! grant, never when billing refuses (granted meanwhile by someone else); a retry after
 //! a crash between the grant and the journey's next step finds its own grant.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

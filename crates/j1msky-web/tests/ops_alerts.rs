@@ -5,7 +5,7 @@
 // A test stops at the first surprise: unwrap and expect are its assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-mod common;
+use crate::common;
 
 use common::{csrf_token, operator, spawn_app, TestApp};
 use j1msky_audit::{alerts, Actor};

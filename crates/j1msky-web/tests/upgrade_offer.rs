@@ -7,7 +7,7 @@
 //! once; the form cannot name another one; it cannot be used twice, after it expired,
 //! or by another customer.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

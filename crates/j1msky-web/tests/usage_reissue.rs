@@ -8,9 +8,8 @@
 // and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-mod common;
-#[path = "revenue_support/mod.rs"]
-mod support;
+use crate::common;
+use crate::support;
 
 use common::{spawn_app_with_stripe, TestApp};
 use j1msky_billing::usage;

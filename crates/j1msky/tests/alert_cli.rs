@@ -4,7 +4,7 @@
 //! `j1msky alert list|ack|resolve` and `j1msky report morning|evening` on a real
 //! database (SQLite, or PostgreSQL when the run asks for it).
 
-mod common;
+use crate::common;
 
 use common::{text, Cli};
 use j1msky_db::Db;

@@ -6,9 +6,8 @@
 // and untracked tasks are fine here (see [workspace.lints] in Cargo.toml).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-mod common;
-#[path = "../../j1msky-ops/tests/s3_server/mod.rs"]
-mod s3_server;
+use crate::common;
+use crate::s3_server;
 
 use std::process::Command;
 

@@ -21,7 +21,7 @@ use j1msky_insights::kpis::{self, Filter};
 use j1msky_insights::Ctx;
 use serde_json::json;
 
-mod common;
+use crate::common;
 
 use common::{repo_file, text, Cli};
 

@@ -20,7 +20,7 @@ use j1msky_db::Db;
 use j1msky_lifecycle::surveys::{self, Answer, SurveyKind};
 use serde_json::json;
 
-mod common;
+use crate::common;
 
 use common::{repo_file, text, Cli};
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 use common::{repo_file, text, Cli, BIN};
 

@@ -14,7 +14,7 @@ use j1msky_core::ManualClock;
 use j1msky_db::{consumers, outbox, Db};
 use serde_json::{json, Value};
 
-mod common;
+use crate::common;
 
 use common::Cli;
 

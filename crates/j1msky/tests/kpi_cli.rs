@@ -14,13 +14,11 @@ use j1msky_insights::kpis::{self, Filter};
 use j1msky_insights::{Ctx, Month};
 use serde_json::{json, Value};
 
-mod common;
+use crate::common;
 // The insights crate's hand-computed MRR story, shown here through the command.
-#[path = "../../j1msky-insights/tests/mrr_support/mod.rs"]
-mod mrr_support;
+use crate::mrr_support;
 // And its hand-computed month of revenue, cost and margins.
-#[path = "../../j1msky-insights/tests/usage_support/mod.rs"]
-mod usage_support;
+use crate::usage_support;
 
 use common::{repo_file, text, Cli, BIN};
 

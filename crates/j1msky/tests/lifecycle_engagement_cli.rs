@@ -4,7 +4,7 @@
 //! `j1msky lifecycle todos|todo|newsletter|surveys` as an operator uses them, on a real
 //! database (SQLite, or PostgreSQL when the run asks for it).
 
-mod common;
+use crate::common;
 
 use common::{text, Cli};
 use j1msky_audit::Actor;

@@ -7,7 +7,7 @@
 //! the other one takes the lease over once it runs out: every event is applied exactly
 //! once (one stage change per event, none missing, none twice).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Stdio};

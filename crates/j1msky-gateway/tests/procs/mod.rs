@@ -45,7 +45,8 @@ pub fn request(max_tokens: u32) -> ChatRequest {
 /// `holdn PREFIX N CUSTOMER` → `@@ held N` (N concurrent calls admitted, never settled),
 /// `flush` → `@@ flushed` (unused slices given back),
 /// `sweep ADVANCE_MICROS` → `@@ swept N` (its clock moved on, then its sweeper's pass).
-pub async fn gateway_process() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_process() {
     let (Ok(url), Ok(sim), Ok(now)) = (std::env::var(CHILD_DB), std::env::var(CHILD_SIM), std::env::var(CHILD_NOW))
     else {
         return;
@@ -154,7 +155,7 @@ pub struct Proc {
 impl Proc {
     pub fn start(url: &str, sim: &str, now: i64) -> Proc {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["gateway_process", "--exact", "--nocapture", "--test-threads=1"])
+            .args(["procs::gateway_process", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_DB, url)
             .env(CHILD_SIM, sim)
             .env(CHILD_NOW, now.to_string())

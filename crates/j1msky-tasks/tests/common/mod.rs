@@ -43,3 +43,24 @@ pub async fn env_with(sim: SimConfig) -> Env {
         .expect("limits");
     Env { t, catalogue, clock, gateway: Arc::new(gateway), sim }
 }
+
+impl Env {
+    /// A worker named `name` with a 30-second lease on this world's database and gateway.
+    pub fn worker(&self, name: &str) -> j1msky_tasks::Worker {
+        let config = j1msky_tasks::WorkerConfig { lease: Duration::from_secs(30), ..Default::default() };
+        j1msky_tasks::Worker::new(
+            self.t.db.clone(),
+            self.catalogue.clone(),
+            self.gateway.clone(),
+            Arc::new(self.clock.clone()),
+            name,
+            config,
+        )
+    }
+
+    /// The single integer `sql` selects.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(self.t.db.pool()).await.expect(sql);
+        n
+    }
+}

@@ -1,0 +1,19 @@
+//! The integration tests of j1msky-billing, linked as one test binary.
+//!
+//! Each file beside this one is a module here (one link and one executable instead of
+//! one per file: the debug build of the workspace stays a few GB). A test is picked by
+//! its file: `cargo test -p j1msky-billing --test integration -- <file>::`.
+//! `crates/j1msky/tests/test_layout.rs` fails when a file here is not listed below.
+
+// A test stops at the first surprise: panicking shortcuts, the wall clock and untracked
+// tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
+// Helpers shared by several files.
+#[path = "../../../bench/fuzz/mutate.rs"]
+mod mutate;
+
+mod fuzz_webhook;
+mod properties;
+mod python_stripe;
+mod shipped_events;

@@ -1,0 +1,20 @@
+//! The integration tests of j1msky-ops, linked as one test binary.
+//!
+//! Each file beside this one is a module here (one link and one executable instead of
+//! one per file: the debug build of the workspace stays a few GB). A test is picked by
+//! its file: `cargo test -p j1msky-ops --test integration -- <file>::`.
+//! `crates/j1msky/tests/test_layout.rs` fails when a file here is not listed below.
+
+// A test stops at the first surprise: panicking shortcuts, the wall clock and untracked
+// tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
+// Helpers shared by several files.
+#[path = "../../j1msky-lifecycle/tests/common/mod.rs"]
+mod common;
+mod s3_server;
+
+mod alerts_notify;
+mod backup;
+mod backup_s3;
+mod restore_billing;

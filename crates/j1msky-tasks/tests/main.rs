@@ -1,0 +1,18 @@
+//! The integration tests of j1msky-tasks, linked as one test binary.
+//!
+//! Each file beside this one is a module here (one link and one executable instead of
+//! one per file: the debug build of the workspace stays a few GB). A test is picked by
+//! its file: `cargo test -p j1msky-tasks --test integration -- <file>::`.
+//! `crates/j1msky/tests/test_layout.rs` fails when a file here is not listed below.
+
+// A test stops at the first surprise: panicking shortcuts, the wall clock and untracked
+// tasks are fine here (see [workspace.lints] in Cargo.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
+// Helpers shared by several files.
+mod common;
+
+mod charges;
+mod crash_safety;
+mod tasks;
+mod worker_events;
