@@ -371,23 +371,28 @@ async fn refund(
 ) -> Result<(), BillingError> {
     let id = obj["id"].as_str().ok_or_else(|| BillingError::Malformed("charge: `id` missing".into()))?;
     let (stripe_customer, customer) = owner(conn, obj).await?;
-    // `amount_refunded` is cumulative: the entry holds the largest seen, whatever the order.
+    // `amount_refunded` is cumulative: the entry holds the largest seen, whatever the order
+    // (compared as money: revenue and the tax share given back with it).
     let refunded = obj["amount_refunded"].as_i64().unwrap_or(0).saturating_neg();
+    let (amount, tax) = crate::tax::split_on_charge(conn, Some(id), refunded).await?;
     let changed = sqlx::query(
-        "INSERT INTO revenue_entries (id, source_id, kind, customer_id, amount_cents, currency, occurred_at, recorded_at,
-             stripe_customer_id)
-         VALUES ($1, $2, 'refund', $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (source_id) DO UPDATE SET amount_cents = excluded.amount_cents, occurred_at = excluded.occurred_at
-         WHERE excluded.amount_cents < revenue_entries.amount_cents",
+        "INSERT INTO revenue_entries (id, source_id, kind, customer_id, amount_cents, tax_cents, currency, occurred_at,
+             recorded_at, stripe_customer_id, charge_id)
+         VALUES ($1, $2, 'refund', $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (source_id) DO UPDATE SET amount_cents = excluded.amount_cents, tax_cents = excluded.tax_cents,
+             occurred_at = excluded.occurred_at
+         WHERE excluded.amount_cents + excluded.tax_cents < revenue_entries.amount_cents + revenue_entries.tax_cents",
     )
     .bind(j1msky_core::ids::new_id("rev"))
     .bind(format!("{id}:refunded"))
     .bind(&customer)
-    .bind(refunded)
+    .bind(amount)
+    .bind(tax)
     .bind(obj["currency"].as_str().unwrap_or("usd"))
     .bind(created * 1_000_000)
     .bind(now)
     .bind(&stripe_customer)
+    .bind(id)
     .execute(&mut *conn)
     .await?;
     if changed.rows_affected() == 1 {

@@ -158,11 +158,13 @@ pub(crate) async fn apply(
     let c = customer.as_deref();
     if funds_withdrawn(status) {
         let source = format!("{id}:withdrawn");
-        crate::invoices::book(conn, &source, "dispute", c, sc, -amount, currency, opened, now).await?;
+        crate::invoices::book_on_charge(conn, &source, "dispute", (c, sc), -amount, &charge, currency, opened, now)
+            .await?;
     }
     if status == "won" {
         let source = format!("{id}:reinstated");
-        crate::invoices::book(conn, &source, "dispute", c, sc, amount, currency, created * 1_000_000, now).await?;
+        let at = created * 1_000_000;
+        crate::invoices::book_on_charge(conn, &source, "dispute", (c, sc), amount, &charge, currency, at, now).await?;
     }
 
     let restricted = match &customer {

@@ -33,7 +33,9 @@ async fn usage_charge(conn: &mut AnyConnection, line: &Value) -> Result<Option<(
     ];
     for reference in by.into_iter().flatten() {
         if let Some((id, customer)) = charges::find(conn, reference).await? {
-            return Ok(Some((id, customer, line["amount"].as_i64().unwrap_or(0))));
+            // Booked as revenue: without the tax a line's amount includes (inclusive tax).
+            let amount = line["amount"].as_i64().unwrap_or(0).saturating_sub(crate::tax::inclusive_in_line(line));
+            return Ok(Some((id, customer, amount)));
         }
     }
     Ok(None)
@@ -55,10 +57,44 @@ pub(crate) async fn book(
     at: i64,
     now: i64,
 ) -> Result<bool, BillingError> {
+    book_money(conn, source, kind, (customer, stripe_customer), (amount, 0), None, currency, at, now).await
+}
+
+/// Books `money` moved on `charge` (a dispute's withdrawal or reinstatement): revenue net
+/// of the charge's share of tax (`tax::split_on_charge`), the charge named on the entry.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn book_on_charge(
+    conn: &mut AnyConnection,
+    source: &str,
+    kind: &str,
+    owner: (Option<&str>, Option<&str>),
+    money: i64,
+    charge: &str,
+    currency: &str,
+    at: i64,
+    now: i64,
+) -> Result<bool, BillingError> {
+    let split = crate::tax::split_on_charge(conn, Some(charge), money).await?;
+    book_money(conn, source, kind, owner, split, Some(charge), currency, at, now).await
+}
+
+/// One entry, (revenue, tax) of its money; each source booked once.
+#[allow(clippy::too_many_arguments)]
+async fn book_money(
+    conn: &mut AnyConnection,
+    source: &str,
+    kind: &str,
+    (customer, stripe_customer): (Option<&str>, Option<&str>),
+    (amount, tax): (i64, i64),
+    charge: Option<&str>,
+    currency: &str,
+    at: i64,
+    now: i64,
+) -> Result<bool, BillingError> {
     let done = sqlx::query(
-        "INSERT INTO revenue_entries (id, source_id, kind, customer_id, stripe_customer_id, amount_cents, currency,
-             occurred_at, recorded_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (source_id) DO NOTHING",
+        "INSERT INTO revenue_entries (id, source_id, kind, customer_id, stripe_customer_id, amount_cents, tax_cents,
+             charge_id, currency, occurred_at, recorded_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (source_id) DO NOTHING",
     )
     .bind(j1msky_core::ids::new_id("rev"))
     .bind(source)
@@ -66,6 +102,8 @@ pub(crate) async fn book(
     .bind(customer)
     .bind(stripe_customer)
     .bind(amount)
+    .bind(tax)
+    .bind(charge)
     .bind(currency)
     .bind(at)
     .bind(now)
@@ -133,11 +171,16 @@ pub(crate) async fn paid(
     for c in &owing {
         crate::standing::owed_standing(conn, backend, catalogue, c, now).await?;
     }
-    let amount = obj["amount_paid"].as_i64().unwrap_or(0).saturating_sub(usage).max(0);
+    // What was paid, less the pay-per-task lines booked above and the tax (not revenue:
+    // `tax`), is the subscription's part.
+    let paid = obj["amount_paid"].as_i64().unwrap_or(0);
+    let tax = crate::tax::of_invoice(obj).min(paid.max(0));
+    let amount = paid.saturating_sub(usage).saturating_sub(tax).max(0);
+    let charge_id = id_of(&obj["charge"]);
     let inserted = sqlx::query(
         "INSERT INTO revenue_entries (id, source_id, kind, customer_id, subscription_id, plan, amount_cents, currency,
-             period_start, period_end, occurred_at, recorded_at, stripe_customer_id, charge_id)
-         VALUES ($1, $2, 'invoice_paid', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             period_start, period_end, occurred_at, recorded_at, stripe_customer_id, charge_id, tax_cents, paid_cents)
+         VALUES ($1, $2, 'invoice_paid', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT (source_id) DO NOTHING",
     )
     .bind(j1msky_core::ids::new_id("rev"))
@@ -153,10 +196,17 @@ pub(crate) async fn paid(
     .bind(now)
     .bind(&stripe_customer)
     // The charge that paid it: a dispute names only the charge (`disputes`).
-    .bind(id_of(&obj["charge"]))
+    .bind(&charge_id)
+    .bind(tax)
+    .bind(paid)
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 1 {
+        // Refunds and disputes of the charge that arrived first get their share of tax now;
+        // the rollups re-read them on this invoice's event (j1msky-insights).
+        if let Some(charge) = &charge_id {
+            crate::tax::renet(conn, charge, tax, paid).await?;
+        }
         let event =
             InvoicePaid { invoice: id.into(), amount_cents: amount, usage_cents: usage, plan, subscription: sub };
         outbox::emit_typed(conn, backend, event, customer.as_deref(), now).await?;

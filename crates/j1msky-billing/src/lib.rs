@@ -22,6 +22,7 @@ pub mod revenue;
 pub mod signature;
 mod standing;
 pub mod sync;
+pub mod tax;
 pub mod usage;
 pub mod webhook;
 

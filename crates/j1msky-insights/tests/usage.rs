@@ -721,3 +721,157 @@ async fn a_disputed_charge_is_given_back_until_won_in_the_consumer_and_the_rebui
     assert_eq!(snapshot(&db).await, kept);
     assert_eq!(keys(&u.by_customer), vec![acme.as_str()]);
 }
+
+/// A fresh database with Acme (pro) and Bolt (pays per task), and nothing else.
+async fn taxed_world() -> (Fixture, Arc<Catalogue>) {
+    let t = TestDb::new().await;
+    let db = t.db.clone();
+    let clock = Arc::new(ManualClock::new(at(28, 12)));
+    let catalogue = Arc::new(Catalogue::from_json_str(SHIPPED).unwrap());
+    let ctx = Ctx { db: db.clone(), catalogue: catalogue.clone().into(), clock: clock.clone() };
+    let acme = customer(&db, "Acme", Some("pro"), "cus_A").await;
+    let bolt = customer(&db, "Bolt", None, "cus_B").await;
+    let f = Fixture { ctx, clock, acme, bolt, cold: String::new(), dud: String::new(), _t: t };
+    (f, catalogue)
+}
+
+/// Acme's $99.00 invoice with 10 % tax on top ($9.90, in the API's newer `total_taxes`),
+/// paid on the 15th by charge `ch_T`.
+fn taxed_invoice() -> serde_json::Value {
+    let d15 = at(15, 9);
+    let mut paid = invoice("in_T", "cus_A", d15, vec![plan_line("pro", 9_900)]);
+    paid["amount_paid"] = json!(10_890);
+    paid["total"] = json!(10_890);
+    paid["total_excluding_tax"] = json!(9_900);
+    paid["total_taxes"] = json!([{"amount": 990, "tax_behavior": "exclusive", "taxability_reason": "standard_rated"}]);
+    paid["charge"] = json!("ch_T");
+    paid
+}
+
+fn refund_of_taxed(refunded: i64) -> serde_json::Value {
+    json!({"id": "ch_T", "object": "charge", "customer": "cus_A", "invoice": "in_T",
+           "amount_refunded": refunded, "currency": "usd"})
+}
+
+/// (amount, tax) of each revenue entry, by source.
+async fn entries(db: &Db) -> Vec<(String, i64, i64)> {
+    sqlx::query_as("SELECT source_id, amount_cents, tax_cents FROM revenue_entries ORDER BY source_id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+}
+
+/// Tax is collected for the tax authority, not earned: a taxed invoice books its price,
+/// and a refund on its charge gives back revenue net of the same share of tax
+/// (30.00 × 990 ÷ 10,890 = 2.727… → $2.73 of it is tax), so a full refund gives back
+/// exactly what was booked. The consumer and the rebuild agree.
+#[tokio::test]
+async fn tax_on_an_invoice_is_not_revenue_and_a_refund_gives_back_its_share_of_tax_too() {
+    let (f, catalogue) = taxed_world().await;
+    let db = f.ctx.db.clone();
+    let all = Filter::default();
+    stripe(&db, &catalogue, "evt_p", "invoice.paid", at(15, 9), taxed_invoice()).await;
+    stripe(&db, &catalogue, "evt_r1", "charge.refunded", at(20, 9), refund_of_taxed(3_000)).await;
+    assert_eq!(entries(&db).await, vec![("ch_T:refunded".to_string(), -2_727, -273), ("in_T".to_string(), 9_900, 990)]);
+    catch_up(&f).await;
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!((u.subscription_revenue_cents, u.refunds_cents), (9_900, 2_727));
+    assert_eq!(u.revenue_micros, (9_900 - 2_727) * 10_000);
+    let kept = snapshot(&db).await;
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(snapshot(&db).await, kept, "the rebuild counts the tax as the consumer did");
+
+    // All of it refunded: all of the price comes back, none of the tax is left as revenue.
+    stripe(&db, &catalogue, "evt_r2", "charge.refunded", at(21, 9), refund_of_taxed(10_890)).await;
+    catch_up(&f).await;
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!((u.subscription_revenue_cents, u.refunds_cents, u.revenue_micros), (9_900, 9_900, 0));
+    // An older refund notice delivered late changes nothing.
+    stripe(&db, &catalogue, "evt_r1b", "charge.refunded", at(20, 9), refund_of_taxed(3_000)).await;
+    assert!(entries(&db).await.contains(&("ch_T:refunded".to_string(), -9_900, -990)));
+
+    // The older API's `tax` field books the same.
+    let mut older = taxed_invoice();
+    for field in ["total_taxes", "total_excluding_tax"] {
+        older.as_object_mut().unwrap().remove(field);
+    }
+    older["id"] = json!("in_T2");
+    older["charge"] = json!("ch_T2");
+    older["tax"] = json!(990);
+    stripe(&db, &catalogue, "evt_p2", "invoice.paid", at(16, 9), older).await;
+    assert!(entries(&db).await.contains(&("in_T2".to_string(), 9_900, 990)));
+}
+
+/// Delivery order is not Stripe's: a refund that arrives before its invoice's payment is
+/// booked whole, then netted of its share of tax when the payment arrives, and the
+/// rollups follow.
+#[tokio::test]
+async fn a_refund_delivered_before_its_taxed_invoice_is_netted_when_the_invoice_arrives() {
+    let (f, catalogue) = taxed_world().await;
+    let db = f.ctx.db.clone();
+    stripe(&db, &catalogue, "evt_r1", "charge.refunded", at(20, 9), refund_of_taxed(3_000)).await;
+    catch_up(&f).await;
+    assert_eq!(entries(&db).await, vec![("ch_T:refunded".to_string(), -3_000, 0)]);
+    stripe(&db, &catalogue, "evt_p", "invoice.paid", at(15, 9), taxed_invoice()).await;
+    assert_eq!(entries(&db).await, vec![("ch_T:refunded".to_string(), -2_727, -273), ("in_T".to_string(), 9_900, 990)]);
+    catch_up(&f).await;
+    let u = usage::month(&f.ctx, NOV, &Filter::default()).await.unwrap();
+    assert_eq!((u.subscription_revenue_cents, u.refunds_cents), (9_900, 2_727));
+    let kept = snapshot(&db).await;
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(snapshot(&db).await, kept);
+}
+
+/// A dispute on a taxed charge takes back, and a win returns, the price without the tax.
+#[tokio::test]
+async fn a_dispute_on_a_taxed_charge_gives_back_the_price_without_the_tax() {
+    let (f, catalogue) = taxed_world().await;
+    let db = f.ctx.db.clone();
+    stripe(&db, &catalogue, "evt_p", "invoice.paid", at(15, 9), taxed_invoice()).await;
+    let dispute = |status: &str| {
+        json!({"id": "du_T", "object": "dispute", "amount": 10_890, "charge": "ch_T", "currency": "usd",
+               "created": at(20, 9) / SEC, "reason": "fraudulent", "status": status,
+               "evidence_details": {"due_by": at(27, 9) / SEC}})
+    };
+    stripe(&db, &catalogue, "evt_d1", "charge.dispute.created", at(20, 9), dispute("needs_response")).await;
+    assert!(entries(&db).await.contains(&("du_T:withdrawn".to_string(), -9_900, -990)));
+    catch_up(&f).await;
+    let all = Filter::default();
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!((u.subscription_revenue_cents, u.refunds_cents), (9_900, 9_900));
+    stripe(&db, &catalogue, "evt_d2", "charge.dispute.closed", at(25, 9), dispute("won")).await;
+    assert!(entries(&db).await.contains(&("du_T:reinstated".to_string(), 9_900, 990)));
+    catch_up(&f).await;
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!((u.subscription_revenue_cents, u.refunds_cents), (9_900, 0));
+}
+
+/// Pay-per-task lines with tax included in their price: each charge is booked without
+/// its tax, and the invoice's tax is not left behind as a subscription part.
+#[tokio::test]
+async fn a_pay_per_task_line_with_tax_included_is_booked_without_it() {
+    let (f, catalogue) = taxed_world().await;
+    let db = f.ctx.db.clone();
+    let d10 = at(10, 9);
+    let mut lines = Vec::new();
+    for i in 1..=2 {
+        let task = format!("b{i}");
+        ledger(&db, &f.bolt, &task, "research", &[("claude-opus", 1_000, 3_800, 100_000, d10)]).await;
+        finish(&db, &f.bolt, &task, "research", "succeeded", d10, 10, Some(550_000)).await;
+        // 55 ¢ with 5 ¢ of tax in it (inclusive pricing, the older API's `tax_amounts`).
+        lines.push(json!({"id": format!("il_b{i}"), "amount": 55, "metadata": {"j1msky_task": task},
+                          "tax_amounts": [{"amount": 5, "inclusive": true}]}));
+    }
+    let mut paid = invoice("in_B", "cus_B", at(15, 9), lines);
+    paid["tax"] = json!(10);
+    stripe(&db, &catalogue, "evt_b", "invoice.paid", at(15, 9), paid).await;
+    let booked: Vec<(String, i64)> =
+        sqlx::query_as("SELECT kind, amount_cents FROM revenue_entries ORDER BY kind, source_id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        booked,
+        vec![("invoice_paid".to_string(), 0), ("usage_charge".to_string(), 50), ("usage_charge".to_string(), 50)]
+    );
+}

@@ -69,7 +69,14 @@ async fn settle(conn: &mut AnyConnection, tz: Tz, event: &Event) -> Result<parts
             let part = parts::api_day_now(conn, tz, customer, &p.day, p.charge_micros).await?;
             parts::settle_task(conn, &parts::api_day_key(customer, &p.day), Some(part)).await
         }
-        Typed::InvoicePaid(p) => parts::settle_revenue(conn, tz, &p.invoice).await,
+        Typed::InvoicePaid(p) => {
+            // Refunds and disputes of its charge that came first were netted of tax by it.
+            let mut touched = parts::settle_revenue(conn, tz, &p.invoice).await?;
+            for source in parts::given_back_on_charge_of(conn, &p.invoice).await? {
+                touched.extend(parts::settle_revenue(conn, tz, &source).await?);
+            }
+            Ok(touched)
+        }
         Typed::ChargeRefunded(p) => parts::settle_revenue(conn, tz, &format!("{}:refunded", p.charge)).await,
         // What the dispute took when it opened, and gave back when won (each booked once).
         Typed::ChargeDisputed(p) => {

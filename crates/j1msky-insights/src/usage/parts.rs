@@ -346,6 +346,20 @@ async fn add_revenue(conn: &mut AnyConnection, p: &RevenuePart, sign: i64) -> Re
     Ok(())
 }
 
+/// The refund and dispute entries on the charge that paid `invoice` (billing nets them of
+/// the invoice's tax once the invoice is booked).
+pub async fn given_back_on_charge_of(conn: &mut AnyConnection, invoice: &str) -> Result<Vec<String>, InsightsError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT g.source_id FROM revenue_entries i JOIN revenue_entries g ON g.charge_id = i.charge_id
+         WHERE i.source_id = $1 AND i.charge_id IS NOT NULL AND g.kind IN ('refund', 'dispute')
+         ORDER BY g.source_id",
+    )
+    .bind(invoice)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
 /// Brings the rollups in line with billing's revenue entry `source` (an invoice id, or
 /// `{charge}:refunded`, `{dispute}:withdrawn|reinstated`). Usage entries are not read: pay-per-task revenue is counted
 /// when the task succeeds. Says which customers' months changed.
