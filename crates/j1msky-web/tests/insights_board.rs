@@ -354,6 +354,11 @@ async fn the_drill_down_lists_the_customers_behind_a_tile() {
         assert!(html.contains(&format!("/admin/insights/behind?tile={tile}&")), "{tile} opens its customers");
     }
     assert!(html.contains("data-kpi=\"mrr.paying_start\""));
+    // The funnel table's stages open their customers too, from the stage's cell.
+    for stage in ["lead", "qualified", "trial", "paid"] {
+        let link = format!("<a href=\"/admin/insights/behind?tile=funnel.{stage}&month={month}");
+        assert!(html.contains(&link), "the funnel's {stage} row links to its customers: {html}");
+    }
     // Pay-per-task customers (no plan) and direct API calls (no team) are rows of the
     // margin tables, so the filters take them too; the signups split by plan.
     for (plan, listed, not) in [("pay-per-task", &solo, &acme), ("starter", &acme, &solo)] {

@@ -563,8 +563,17 @@ async fn board_inner(state: &AppState, s: &Session, q: &BoardQuery) -> Result<Re
         .iter()
         .filter(|t| t.id != "tiles")
         .map(|t| {
+            // A row whose first cell names a drill-down (the funnel's stages) opens its customers.
+            let links: Vec<Option<String>> = t
+                .rows
+                .iter()
+                .map(|r| {
+                    let key = format!("{}.{}", t.id, r.first()?);
+                    FUNNEL_DRILLS.contains(&key.as_str()).then(|| format!("/admin/insights/behind?tile={key}&{base}"))
+                })
+                .collect();
             context! {
-                id => t.id, title => t.title.clone(), header => t.header.clone(), rows => t.rows.clone(),
+                id => t.id, title => t.title.clone(), header => t.header.clone(), rows => t.rows.clone(), links,
                 csv => format!("/admin?{base}&table={}&format=csv", t.id),
             }
         })
