@@ -141,8 +141,10 @@ async fn the_board_shows_the_hand_computed_story_month_by_month() {
         ] {
             assert_eq!(tile_value(&html, key), value.to_string(), "{month}: {key}");
         }
-        let (_, churn, _, _, arpa) = rates.iter().find(|r| r.0 == month).expect("rates for every month");
+        let (_, churn, gross, net, arpa) = rates.iter().find(|r| r.0 == month).expect("rates for every month");
         assert_eq!(tile_value(&html, "customers.churn_rate_bp"), shown(*churn), "{month}: churn rate");
+        assert_eq!(tile_value(&html, "customers.gross_revenue_churn_bp"), shown(*gross), "{month}: gross churn");
+        assert_eq!(tile_value(&html, "customers.net_revenue_churn_bp"), shown(*net), "{month}: net churn");
         assert_eq!(tile_value(&html, "customers.arpa_cents"), shown(*arpa), "{month}: ARPA");
         // MRR by plan, as its CSV has it.
         let (_, _, csv) = get(&op, &app, &format!("/admin?month={month}&table=mrr_by_plan&format=csv")).await;
@@ -158,6 +160,67 @@ async fn the_board_shows_the_hand_computed_story_month_by_month() {
     let (_, _, html) = get(&op, &app, "/admin/insights/behind?tile=mrr.reactivation_cents&month=2026-03").await;
     assert!(html.contains("Winback GmbH") && html.contains("59.40"), "{html}");
     assert!(!html.contains("Upgrade Ltd"), "only the customer behind the movement: {html}");
+}
+
+/// Every tile of the board, as its CSV gives it, is the number `j1msky kpi --json` prints
+/// for the month (the library's `Kpis` at the tile's key): over the hand-computed story,
+/// with acquisition spend entered so that CAC has values too.
+#[tokio::test]
+async fn every_tile_is_the_number_kpi_json_prints_for_the_month() {
+    use mrr_support::story::{expected, story};
+    let mut catalogue = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).unwrap();
+    catalogue.business.time_zone = "Europe/Berlin".into();
+    let app = spawn_app_with_catalogue(j1msky_sim::SimConfig::default(), catalogue).await;
+    let ctx = j1msky_insights::Ctx {
+        db: app.db.clone(),
+        catalogue: app.catalogue.clone().into(),
+        clock: std::sync::Arc::new(app.clock.clone()),
+    };
+    let w = mrr_support::on(ctx.clone(), app.clock.clone());
+    let s = story(&w).await;
+    w.deliver(&s.events).await;
+    w.consume().await;
+    let op = operator(&app).await;
+    let mut compared = 0;
+    let mut valued = std::collections::BTreeSet::new();
+    for (n, (month, _)) in expected().into_iter().enumerate() {
+        let m = j1msky_insights::Month::parse(month).unwrap();
+        let cents = 10_000 * (n as i64 + 1);
+        j1msky_insights::people::set_spend(&ctx, m, cents, &j1msky_audit::Actor::cli()).await.unwrap();
+        let library = j1msky_insights::kpis::for_month(&ctx, m, &Default::default()).await.unwrap();
+        let json = serde_json::to_value(&library).unwrap();
+        let (status, _, csv) = get(&op, &app, &format!("/admin?month={month}&table=tiles&format=csv")).await;
+        assert_eq!(status, 200, "{month}");
+        for line in csv.split("\r\n").skip(1).filter(|l| !l.is_empty()) {
+            let (key, shown) = (line.split(',').next().unwrap(), line.rsplit(',').next().unwrap());
+            let want = match key {
+                // The tile is this month's signup cohort, and the NPS score of the answers.
+                "customers.activation_bp" => library
+                    .customers
+                    .activation
+                    .iter()
+                    .find(|c| c.month == library.month)
+                    .and_then(|c| c.rate_bp)
+                    .map(|v| v.to_string()),
+                "customers.nps" => library.customers.nps.as_ref().map(|n| n.score.to_string()),
+                _ => {
+                    let at = json.pointer(&format!("/{}", key.replace('.', "/")));
+                    let at = at.unwrap_or_else(|| panic!("{key}: not a number of `kpi --json`"));
+                    assert!(at.is_i64() || at.is_null(), "{key}: {at}");
+                    at.as_i64().map(|v| v.to_string())
+                }
+            };
+            assert_eq!(shown, want.clone().unwrap_or_default(), "{month}: {key}");
+            compared += 1;
+            if want.is_some_and(|v| v != "0") {
+                valued.insert(key.to_string());
+            }
+        }
+    }
+    assert!(compared >= 28 * 3, "{compared} tiles compared");
+    for key in ["mrr.ending_cents", "customers.gross_revenue_churn_bp", "customers.arpa_cents", "customers.cac_cents"] {
+        assert!(valued.contains(key), "{key} had a value in some month: {valued:?}");
+    }
 }
 
 #[tokio::test]
