@@ -161,6 +161,8 @@ pub(crate) async fn apply(
         crate::invoices::book_on_charge(conn, &source, "dispute", (c, sc), -amount, &charge, currency, opened, now)
             .await?;
     }
+    // Stripe's dispute fee, in the dispute's balance transactions.
+    crate::fees::book_from_dispute(conn, backend, obj, &charge, (c, sc), opened, now).await?;
     if status == "won" {
         let source = format!("{id}:reinstated");
         let at = created * 1_000_000;

@@ -80,7 +80,7 @@ pub(crate) async fn book_on_charge(
 
 /// One entry, (revenue, tax) of its money; each source booked once.
 #[allow(clippy::too_many_arguments)]
-async fn book_money(
+pub(crate) async fn book_money(
     conn: &mut AnyConnection,
     source: &str,
     kind: &str,

@@ -57,6 +57,7 @@ pub const REPORT_USAGE: &str = "billing.report_usage";
 pub const INVOICE_MONTH: &str = "billing.invoice_month";
 pub const RESTRICT_OVERDUE: &str = "billing.restrict_overdue";
 pub const PRUNE_TIMERS: &str = "billing.prune_timers";
+pub const FETCH_FEES: &str = "billing.fetch_fees";
 
 const MINUTE: i64 = 60_000_000;
 const DAY: i64 = 86_400_000_000;
@@ -137,6 +138,17 @@ pub fn handlers(db: &Db, catalogue: impl Into<LiveCatalogue>, stripe: &crate::St
             }),
         )
         .recurring(
+            FETCH_FEES,
+            every_minute,
+            with(&ctx, |c, fired| async move {
+                let n = crate::fees::fetch_due(&c.db, &c.stripe, fired.now).await?;
+                if n > 0 {
+                    tracing::info!(invoices = n, "Stripe's processing fees read for paid invoices");
+                }
+                Ok(())
+            }),
+        )
+        .recurring(
             RESTRICT_OVERDUE,
             every_minute,
             with(&ctx, |c, fired| async move {
@@ -161,7 +173,7 @@ pub fn handlers(db: &Db, catalogue: impl Into<LiveCatalogue>, stripe: &crate::St
             PRUNE_TIMERS,
             every_day,
             with(&ctx, |c, fired| async move {
-                for kind in [COMPLETE_INVOICE_LINES, SYNC_CONTRACTS, REPORT_USAGE, RESTRICT_OVERDUE] {
+                for kind in [COMPLETE_INVOICE_LINES, SYNC_CONTRACTS, REPORT_USAGE, RESTRICT_OVERDUE, FETCH_FEES] {
                     timers::prune_done(&c.db, kind, fired.now - KEEP_DONE).await?;
                 }
                 Ok(())

@@ -9,6 +9,7 @@ pub mod client;
 pub mod contracts;
 pub mod disputes;
 mod error;
+pub mod fees;
 pub mod form;
 pub mod history;
 pub mod invoice_lines;

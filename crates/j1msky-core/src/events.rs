@@ -115,6 +115,7 @@ kinds! {
     InvoicePaymentFailed => "invoice.payment_failed": InvoicePaymentFailed,
     ChargeRefunded => "charge.refunded": ChargeRefunded,
     ChargeDisputed => "charge.disputed": ChargeDisputed,
+    StripeFeeBooked => "billing.stripe_fee_booked": StripeFeeBooked,
     SubscriptionCreated => "subscription.created": SubscriptionChange,
     SubscriptionUpdated => "subscription.updated": SubscriptionChange,
     SubscriptionDeleted => "subscription.deleted": SubscriptionChange,
@@ -164,6 +165,7 @@ one_kind! {
     InvoicePaymentFailed,
     ChargeRefunded,
     ChargeDisputed,
+    StripeFeeBooked,
     SubscriptionTrialWillEnd,
     SubscriptionCancelled,
     SubscriptionHistoryChanged,
@@ -521,6 +523,13 @@ mod tests {
             Kind::ChargeRefunded => {
                 ChargeRefunded { charge: "ch_1".into(), amount_refunded: 100, invoice: None }.into()
             }
+            Kind::StripeFeeBooked => StripeFeeBooked {
+                balance_transaction: "txn_1".into(),
+                charge: "ch_1".into(),
+                fee_cents: 317,
+                currency: "usd".into(),
+            }
+            .into(),
             Kind::ChargeDisputed => ChargeDisputed {
                 dispute: "du_1".into(),
                 charge: "ch_1".into(),

@@ -109,16 +109,18 @@ fn assemble(pieces: &[data::Piece], by_plan: Vec<MarginRow>, by_customer: Vec<Ma
     let failed = sum(|p| p.failed);
     // Cost per completed task counts the tasks' cost, not direct API days'.
     let task_cost: i64 = pieces.iter().filter(|p| p.team != parts::API_TEAM).map(|p| p.cost_micros).sum();
+    let fees = sum(|p| p.fees_micros);
     let revenue = subscription + charges - refunds;
-    let margin = revenue - cost;
+    let margin = revenue - cost - fees;
     Usage {
         subscription_revenue_cents: subscription / data::CENT,
         usage_revenue_cents: charges / data::CENT,
         refunds_cents: refunds / data::CENT,
         revenue_micros: revenue,
         model_cost_micros: cost,
-        // Nothing stores Stripe's fees yet (no balance transactions are read): unknown.
-        stripe_fees_micros: None,
+        // Known once billing has read them from Stripe's balance transactions; a month
+        // without any booked is unknown, not free.
+        stripe_fees_micros: (fees != 0).then_some(fees),
         gross_margin_micros: margin,
         gross_margin_bp: data::bp(margin, revenue),
         tasks_completed: completed,

@@ -110,6 +110,8 @@ async fn world(db: &Db) {
         for (k, (kind, cents, when)) in [("invoice_paid", 4_900, at(10, 1, 3)), ("invoice_paid", 4_900, at(11, 1, 3))]
             .into_iter()
             .chain((i % 9 == 4).then_some(("refund", -1_500, at(11, 9, 3))))
+            // Stripe's fee on some payments (billing books it negative).
+            .chain((i % 4 == 1).then_some(("stripe_fee", -173, at(10, 1, 3))))
             .enumerate()
         {
             exec(

@@ -65,8 +65,11 @@ async fn snapshot(db: &Db) -> Vec<String> {
          WHERE tasks_completed <> 0 OR tasks_failed <> 0 OR cost_micros <> 0 OR charge_micros <> 0",
         "SELECT month, customer_id, team, model, calls, input_tokens, output_tokens, cost_micros
          FROM insights_model_cost WHERE calls <> 0",
-        "SELECT month, customer_id, plan, subscription_cents, refunds_cents FROM insights_revenue
-         WHERE subscription_cents <> 0 OR refunds_cents <> 0",
+        "SELECT month, customer_id, plan, subscription_cents, refunds_cents, fees_cents FROM insights_revenue
+         WHERE subscription_cents <> 0 OR refunds_cents <> 0 OR fees_cents <> 0",
+        "SELECT month, customer_id, team, model, plan, subscription_micros, refunds_micros, charge_micros,
+                cost_micros, fees_micros FROM insights_pieces",
+        "SELECT month, customer_id, team, plan, revenue_micros, cost_micros, margin_micros FROM insights_margins",
         "SELECT source_id, kind, month, customer_id, plan, amount_cents FROM insights_revenue_seen",
     ];
     let mut out = Vec::new();
@@ -874,4 +877,64 @@ async fn a_pay_per_task_line_with_tax_included_is_booked_without_it() {
         booked,
         vec![("invoice_paid".to_string(), 0), ("usage_charge".to_string(), 50), ("usage_charge".to_string(), 50)]
     );
+}
+
+/// Stripe's fees are known as billing books them (here a dispute's $15.00 fee, carried by
+/// the dispute's balance transaction; the dispute is then won, so only the fee is lost),
+/// and come off the margin: the customer's, and its teams' and models' by the split rule,
+/// in proportion to model cost like refunds. Worked out by hand:
+/// - Acme (pro) paid $99.00 (charge `ch_A`); tasks: a1 code, kimi 10,000 µ$ + sonnet
+///   30,000 µ$; a2 content, sonnet 20,000 µ$. Pairs in (team, model) order: (code, sonnet)
+///   30,000, (code, kimi) 10,000, (content, sonnet) 20,000, of 60,000.
+/// - The fee's 1,500 ¢: ⌊1,500·30,000÷60,000⌋ = 750, ⌊1,500·40,000÷60,000⌋ − 750 = 250,
+///   1,500 − 1,000 = 500. The price's 9,900 ¢: 4,950, 1,650, 3,300.
+/// - Code: revenue 66,000,000, cost 40,000, fees 10,000,000, margin 55,960,000. Content:
+///   33,000,000 − 20,000 − 5,000,000 = 27,980,000. Kimi: 16,500,000 − 10,000 − 2,500,000
+///   = 13,990,000; sonnet: 82,500,000 − 50,000 − 12,500,000 = 69,950,000.
+/// - The month: revenue 99,000,000, cost 60,000, fees 15,000,000, margin 83,940,000
+///   (8,478 bp).
+#[tokio::test]
+async fn stripes_fees_come_off_the_margin_of_the_customer_its_teams_and_models() {
+    let (f, catalogue) = taxed_world().await;
+    let db = f.ctx.db.clone();
+    let d10 = at(10, 9);
+    ledger(&db, &f.acme, "a1", "code", &[("kimi-k2.5", 0, 0, 10_000, d10), ("claude-sonnet", 0, 0, 30_000, d10)]).await;
+    finish(&db, &f.acme, "a1", "code", "succeeded", d10, 60, None).await;
+    ledger(&db, &f.acme, "a2", "content", &[("claude-sonnet", 0, 0, 20_000, d10)]).await;
+    finish(&db, &f.acme, "a2", "content", "succeeded", d10, 60, None).await;
+    let mut paid = invoice("in_A", "cus_A", at(15, 9), vec![plan_line("pro", 9_900)]);
+    paid["charge"] = json!("ch_A");
+    stripe(&db, &catalogue, "evt_p", "invoice.paid", at(15, 9), paid).await;
+    let all = Filter::default();
+    catch_up(&f).await;
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!(u.stripe_fees_micros, None, "no fee booked yet: unknown, not free");
+    assert_eq!(u.gross_margin_micros, 99_000_000 - 60_000);
+
+    let withdrawn = json!({"id": "txn_D", "object": "balance_transaction", "amount": -9_900, "fee": 1_500,
+                           "currency": "usd", "created": at(20, 9) / SEC, "type": "adjustment",
+                           "reporting_category": "dispute", "source": "du_A"});
+    let dispute = |status: &str| {
+        json!({"id": "du_A", "object": "dispute", "amount": 9_900, "charge": "ch_A", "currency": "usd",
+               "created": at(20, 9) / SEC, "reason": "fraudulent", "status": status,
+               "balance_transactions": [withdrawn.clone()], "evidence_details": {"due_by": at(27, 9) / SEC}})
+    };
+    stripe(&db, &catalogue, "evt_d1", "charge.dispute.created", at(20, 9), dispute("needs_response")).await;
+    stripe(&db, &catalogue, "evt_d2", "charge.dispute.closed", at(25, 9), dispute("won")).await;
+    catch_up(&f).await;
+    let u = usage::month(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!(u.stripe_fees_micros, Some(15_000_000));
+    assert_eq!((u.revenue_micros, u.model_cost_micros), (99_000_000, 60_000));
+    assert_eq!((u.gross_margin_micros, u.gross_margin_bp), (83_940_000, Some(8_478)));
+    assert_eq!(row(&u.by_customer, &f.acme), (99_000_000, 60_000, 83_940_000, 2));
+    assert_eq!(row(&u.by_team, "code"), (66_000_000, 40_000, 55_960_000, 1));
+    assert_eq!(row(&u.by_team, "content"), (33_000_000, 20_000, 27_980_000, 1));
+    assert_eq!(row(&u.by_model, "kimi-k2.5").2, 13_990_000);
+    assert_eq!(row(&u.by_model, "claude-sonnet").2, 69_950_000);
+    assert_eq!(row(&u.by_plan, "pro").2, 83_940_000);
+    same_in_sql_and_in_memory(&f.ctx, &all).await;
+    same_in_sql_and_in_memory(&f.ctx, &Filter { team: Some("code".into()), ..Filter::default() }).await;
+    let kept = snapshot(&db).await;
+    usage::rebuild(&f.ctx).await.unwrap();
+    assert_eq!(snapshot(&db).await, kept, "the rebuild counts the fee as the consumer did");
 }

@@ -129,3 +129,56 @@ async fn churn_found_by_a_reconcile_after_downtime_is_dated_when_it_happened_at_
     assert_eq!(at, created * 1_000_000);
     assert!(app.now() - at > 30 * 86_400 * 1_000_000, "in the month it happened");
 }
+
+/// (source, amount) of a customer's `stripe_fee` entries, by source.
+async fn fees_of(app: &TestApp, customer: &str) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT source_id, amount_cents FROM revenue_entries WHERE customer_id = $1 AND kind = 'stripe_fee'
+         ORDER BY occurred_at, source_id",
+    )
+    .bind(customer)
+    .fetch_all(app.db.pool())
+    .await
+    .unwrap()
+}
+
+/// Stripe's fees are booked as Stripe reports them: a payment's processing fee (2.9 % +
+/// 30 ¢ at the fake, as at Stripe) read once per paid invoice from the charge's balance
+/// transaction, a dispute's $15.00 fee from the dispute itself, and nothing when the
+/// dispute is won (the fee is not given back). Each is announced once.
+#[tokio::test]
+async fn stripes_fees_are_read_from_balance_transactions_and_booked_once() {
+    let (app, fake, stripe) = spawn_app_with_stripe().await;
+    let (id, _) = subscriber(&app, &fake, &stripe, "Fee Co", "pro").await;
+    let (charge, paid): (String, i64) = sqlx::query_as(
+        "SELECT charge_id, paid_cents FROM revenue_entries WHERE customer_id = $1 AND kind = 'invoice_paid'",
+    )
+    .bind(&id)
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    assert!(paid > 0 && charge.starts_with("ch_"), "{charge} {paid}");
+    assert!(fees_of(&app, &id).await.is_empty(), "not read before the timer runs");
+
+    assert_eq!(j1msky_billing::fees::fetch_due(&app.db, &stripe, app.now()).await.unwrap(), 1);
+    // Worked out: 2.9 % of the price, rounded to the cent, and 30 ¢.
+    let processing = (paid * 29 + 500) / 1_000 + 30;
+    let fees = fees_of(&app, &id).await;
+    assert_eq!(fees.len(), 1);
+    assert!(fees[0].0.starts_with("txn_"), "{fees:?}");
+    assert_eq!(fees[0].1, -processing);
+    assert_eq!(j1msky_billing::fees::fetch_due(&app.db, &stripe, app.now()).await.unwrap(), 0, "read once");
+    let announced = count(&app, "SELECT COUNT(*) FROM events WHERE kind = 'billing.stripe_fee_booked'").await;
+    assert_eq!(announced, 1);
+
+    // A dispute takes the payment and Stripe's $15.00 fee; winning it returns the payment only.
+    let du = control(&fake, &format!("charges/{charge}/dispute"), json!({"reason": "fraudulent"})).await;
+    settle(&app, &fake, &stripe).await;
+    let fees = fees_of(&app, &id).await;
+    assert_eq!(fees.iter().map(|f| f.1).collect::<Vec<_>>(), vec![-processing, -1_500], "{fees:?}");
+    control(&fake, &format!("disputes/{}/close", du["id"].as_str().unwrap()), json!({"outcome": "won"})).await;
+    settle(&app, &fake, &stripe).await;
+    assert_eq!(fees_of(&app, &id).await.len(), 2, "no fee comes back with a won dispute");
+    let announced = count(&app, "SELECT COUNT(*) FROM events WHERE kind = 'billing.stripe_fee_booked'").await;
+    assert_eq!(announced, 2, "each fee announced once, whatever the dispute's later snapshots");
+}

@@ -389,6 +389,17 @@ pub struct ChargeDisputed {
     pub restricted: bool,
 }
 
+/// `billing.stripe_fee_booked`: what Stripe kept of money moved on a charge (a payment's
+/// processing fee, a dispute's fee), as its balance transaction says, booked as revenue
+/// entry `balance_transaction` (its amount −`fee_cents`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StripeFeeBooked {
+    pub balance_transaction: String,
+    pub charge: String,
+    pub fee_cents: i64,
+    pub currency: String,
+}
+
 /// `subscription.created|updated|deleted|paused|resumed`: the subscription as stored
 /// after a newer Stripe snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

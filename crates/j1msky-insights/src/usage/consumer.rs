@@ -27,6 +27,7 @@ pub const KINDS: &[Kind] = &[
     Kind::InvoicePaid,
     Kind::ChargeRefunded,
     Kind::ChargeDisputed,
+    Kind::StripeFeeBooked,
     Kind::CustomerPlanChanged,
 ];
 
@@ -77,6 +78,7 @@ async fn settle(conn: &mut AnyConnection, tz: Tz, event: &Event) -> Result<parts
             }
             Ok(touched)
         }
+        Typed::StripeFeeBooked(p) => parts::settle_revenue(conn, tz, &p.balance_transaction).await,
         Typed::ChargeRefunded(p) => parts::settle_revenue(conn, tz, &format!("{}:refunded", p.charge)).await,
         // What the dispute took when it opened, and gave back when won (each booked once).
         Typed::ChargeDisputed(p) => {

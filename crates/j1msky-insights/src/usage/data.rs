@@ -51,6 +51,8 @@ pub struct CustomerMonth {
     pub subscription_cents: BTreeMap<String, i64>,
     /// Positive.
     pub refunds_cents: i64,
+    /// What Stripe kept (billing's `stripe_fee` entries), cents, positive.
+    pub fees_cents: i64,
 }
 
 impl CustomerMonth {
@@ -118,7 +120,7 @@ pub async fn load(ctx: &Ctx, month: Month, filter: &Filter) -> Result<MonthData,
         u.cost_micros += r.try_get::<i64, _>(6)?;
     }
     let revenue = sqlx::query(
-        "SELECT r.customer_id, r.plan, r.subscription_cents, r.refunds_cents, c.name, c.plan, c.id
+        "SELECT r.customer_id, r.plan, r.subscription_cents, r.refunds_cents, c.name, c.plan, c.id, r.fees_cents
          FROM insights_revenue r LEFT JOIN customers c ON c.id = r.customer_id WHERE r.month = $1",
     )
     .bind(&m)
@@ -132,6 +134,7 @@ pub async fn load(ctx: &Ctx, month: Month, filter: &Filter) -> Result<MonthData,
         let plan: String = r.try_get(1)?;
         *c.subscription_cents.entry(plan).or_default() += r.try_get::<i64, _>(2)?;
         c.refunds_cents += r.try_get::<i64, _>(3)?;
+        c.fees_cents += r.try_get::<i64, _>(7)?;
     }
     // Rows that cancel out (a task counted and taken back) are no customer's month.
     data.customers.retain(|_, c| {
@@ -140,7 +143,7 @@ pub async fn load(ctx: &Ctx, month: Month, filter: &Filter) -> Result<MonthData,
             t.completed != 0 || t.failed != 0 || t.cost_micros != 0 || t.charge_micros != 0 || !t.models.is_empty()
         });
         c.subscription_cents.retain(|_, v| *v != 0);
-        !c.teams.is_empty() || !c.subscription_cents.is_empty() || c.refunds_cents != 0
+        !c.teams.is_empty() || !c.subscription_cents.is_empty() || c.refunds_cents != 0 || c.fees_cents != 0
     });
     if let Some(plan) = &filter.plan {
         data.customers.retain(|_, c| &c.plan == plan);
@@ -176,11 +179,18 @@ pub struct Piece {
     pub failed: i64,
     /// Ledger calls on the piece's model.
     pub calls: i64,
+    /// Share of Stripe's fees, micro-USD, positive.
+    pub fees_micros: i64,
 }
 
 impl Piece {
     pub fn revenue(&self) -> i64 {
         self.subscription_micros + self.charge_micros - self.refunds_micros
+    }
+
+    /// Revenue less model cost and Stripe's fees.
+    pub fn margin(&self) -> i64 {
+        self.revenue() - self.cost_micros - self.fees_micros
     }
 }
 
@@ -215,12 +225,13 @@ pub fn customer_pieces(id: &str, c: &CustomerMonth, out: &mut Vec<Piece>) {
         .flat_map(|(t, u)| u.models.iter().map(move |(m, mu)| (t.as_str(), m.as_str(), mu)))
         .filter(|(_, _, u)| u.cost_micros > 0)
         .collect();
-    let (sub, refunds) = (c.subscription_total_cents(), c.refunds_cents);
+    let (sub, refunds, fees) = (c.subscription_total_cents(), c.refunds_cents, c.fees_cents);
     let total: i64 = pairs.iter().map(|p| p.2.cost_micros).sum();
-    if pairs.is_empty() && (sub != 0 || refunds != 0) {
+    if pairs.is_empty() && (sub != 0 || refunds != 0 || fees != 0) {
         let mut p = piece(UNATTRIBUTED, UNATTRIBUTED);
         p.subscription_micros = sub * CENT;
         p.refunds_micros = refunds * CENT;
+        p.fees_micros = fees * CENT;
         out.push(p);
     }
     let pair_start = out.len();
@@ -229,6 +240,7 @@ pub fn customer_pieces(id: &str, c: &CustomerMonth, out: &mut Vec<Piece>) {
         let mut p = piece(t, m);
         p.subscription_micros = share(sub, before, u.cost_micros, total) * CENT;
         p.refunds_micros = share(refunds, before, u.cost_micros, total) * CENT;
+        p.fees_micros = share(fees, before, u.cost_micros, total) * CENT;
         p.cost_micros = u.cost_micros;
         p.calls = u.calls;
         before += u.cost_micros;
@@ -284,12 +296,12 @@ pub fn rows(
         let row = by.entry(k.clone()).or_insert_with(|| MarginRow { label: label(&k), key: k, ..MarginRow::default() });
         row.revenue_micros += p.revenue();
         row.cost_micros += p.cost_micros;
+        row.margin_micros += p.margin();
         row.tasks += if calls { p.calls } else { p.completed };
     }
     let mut out: Vec<MarginRow> = by
         .into_values()
         .map(|mut r| {
-            r.margin_micros = r.revenue_micros - r.cost_micros;
             r.margin_bp = bp(r.margin_micros, r.revenue_micros);
             r
         })

@@ -61,13 +61,14 @@ struct TeamSums {
     models: BTreeMap<usize, ModelUse>,
 }
 
-/// One customer's month: usage by team, subscription revenue and refunds (cents).
+/// One customer's month: usage by team, subscription revenue, refunds and Stripe's fees (cents).
 pub(super) struct CustomerMonthSums {
     pub month: usize,
     pub customer: usize,
     teams: BTreeMap<usize, TeamSums>,
     subscription_cents: i64,
     refunds_cents: i64,
+    fees_cents: i64,
 }
 
 /// The tasks' keys, one after another in one string: at 20,000,000 tasks one `String`
@@ -155,6 +156,7 @@ impl Gathered {
                 teams: BTreeMap::new(),
                 subscription_cents: 0,
                 refunds_cents: 0,
+                fees_cents: 0,
             });
         }
         i
@@ -176,7 +178,8 @@ impl Gathered {
     /// The customer month in the data types the split rule reads (`data::customer_pieces`),
     /// teams and models in name order.
     pub(super) fn customer_month(&self, c: &CustomerMonthSums) -> CustomerMonth {
-        let mut out = CustomerMonth { refunds_cents: c.refunds_cents, ..CustomerMonth::default() };
+        let mut out =
+            CustomerMonth { refunds_cents: c.refunds_cents, fees_cents: c.fees_cents, ..CustomerMonth::default() };
         out.subscription_cents.insert(String::new(), c.subscription_cents);
         for (&t, sums) in &c.teams {
             let models = sums.models.iter().map(|(&m, u)| (self.models.get(m).to_owned(), u.clone())).collect();
@@ -238,16 +241,18 @@ pub(crate) fn gather(
     Ok((g, second))
 }
 
-/// Adds each customer month's subscription revenue and refunds from `insights_revenue`,
+/// Adds each customer month's subscription revenue, refunds and fees from `insights_revenue`,
 /// which the rebuild has written already (read on the writing connection).
 pub(super) fn add_revenue(tx: &Connection, g: &mut Gathered) -> Result<(), InsightsError> {
-    each_row(tx, "SELECT month, customer_id, subscription_cents, refunds_cents FROM insights_revenue", |r| {
+    let sql = "SELECT month, customer_id, subscription_cents, refunds_cents, fees_cents FROM insights_revenue";
+    each_row(tx, sql, |r| {
         let month = g.months.id(text(r, 0)?);
         let customer = g.customers.id(text(r, 1)?);
         let cm = g.cm(month, customer);
         if let Some(c) = g.cms.get_mut(cm) {
             c.subscription_cents += r.get::<_, i64>(2)?;
             c.refunds_cents += r.get::<_, i64>(3)?;
+            c.fees_cents += r.get::<_, i64>(4)?;
         }
         Ok(())
     })

@@ -311,6 +311,9 @@ pub async fn settle_task(conn: &mut AnyConnection, key: &str, now: Option<TaskPa
     Ok(touched(parts))
 }
 
+/// What Stripe kept (billing's `stripe_fee` entries, negative): counted as fees.
+pub const STRIPE_FEE: &str = "stripe_fee";
+
 /// Whether a revenue entry of `kind` counts as money given back: a refund, or what a
 /// disputed charge took (and, won, gave back: a positive entry lowers the refunds).
 fn gives_back(kind: &str) -> bool {
@@ -328,19 +331,27 @@ struct RevenuePart {
 }
 
 async fn add_revenue(conn: &mut AnyConnection, p: &RevenuePart, sign: i64) -> Result<(), InsightsError> {
-    let (sub, refund) = if gives_back(&p.kind) { (0, -p.amount_cents) } else { (p.amount_cents, 0) };
+    let (sub, refund, fee) = if gives_back(&p.kind) {
+        (0, -p.amount_cents, 0)
+    } else if p.kind == STRIPE_FEE {
+        (0, 0, -p.amount_cents)
+    } else {
+        (p.amount_cents, 0, 0)
+    };
     sqlx::query(
-        "INSERT INTO insights_revenue (month, customer_id, plan, subscription_cents, refunds_cents)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO insights_revenue (month, customer_id, plan, subscription_cents, refunds_cents, fees_cents)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (month, customer_id, plan) DO UPDATE SET
              subscription_cents = insights_revenue.subscription_cents + excluded.subscription_cents,
-             refunds_cents = insights_revenue.refunds_cents + excluded.refunds_cents",
+             refunds_cents = insights_revenue.refunds_cents + excluded.refunds_cents,
+             fees_cents = insights_revenue.fees_cents + excluded.fees_cents",
     )
     .bind(&p.month)
     .bind(&p.customer)
     .bind(&p.plan)
     .bind(sign * sub)
     .bind(sign * refund)
+    .bind(sign * fee)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -366,7 +377,7 @@ pub async fn given_back_on_charge_of(conn: &mut AnyConnection, invoice: &str) ->
 pub async fn settle_revenue(conn: &mut AnyConnection, tz: Tz, source: &str) -> Result<Touched, InsightsError> {
     let row = sqlx::query(
         "SELECT kind, customer_id, plan, amount_cents, occurred_at FROM revenue_entries
-         WHERE source_id = $1 AND kind IN ('invoice_paid', 'refund', 'dispute')",
+         WHERE source_id = $1 AND kind IN ('invoice_paid', 'refund', 'dispute', 'stripe_fee')",
     )
     .bind(source)
     .fetch_optional(&mut *conn)
@@ -378,7 +389,7 @@ pub async fn settle_revenue(conn: &mut AnyConnection, tz: Tz, source: &str) -> R
             Some(RevenuePart {
                 month: Month::of(tz, r.try_get(4)?).to_string(),
                 customer: r.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
-                plan: if gives_back(&kind) { String::new() } else { plan.unwrap_or_default() },
+                plan: if gives_back(&kind) || kind == STRIPE_FEE { String::new() } else { plan.unwrap_or_default() },
                 amount_cents: r.try_get(3)?,
                 kind,
             })

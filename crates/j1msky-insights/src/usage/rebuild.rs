@@ -224,7 +224,7 @@ async fn tasks(conn: &mut AnyConnection, tz: Tz) -> Result<(), InsightsError> {
     Ok(())
 }
 
-const KINDS: &str = "kind IN ('invoice_paid', 'refund', 'dispute')";
+const KINDS: &str = "kind IN ('invoice_paid', 'refund', 'dispute', 'stripe_fee')";
 
 /// The range of instants of the revenue entries the rollups count.
 fn revenue_range_sql() -> String {
@@ -238,12 +238,13 @@ fn revenue_sql(tz: Tz, range: (Option<i64>, Option<i64>)) -> Vec<String> {
         format!(
             "INSERT INTO insights_revenue_seen (source_id, kind, month, customer_id, plan, amount_cents)
              SELECT source_id, kind, {month}, COALESCE(customer_id, ''),
-                    CASE WHEN kind IN ('refund', 'dispute') THEN '' ELSE COALESCE(plan, '') END, amount_cents
+                    CASE WHEN kind IN ('refund', 'dispute', 'stripe_fee') THEN '' ELSE COALESCE(plan, '') END, amount_cents
              FROM revenue_entries WHERE {KINDS}"
         ),
-        "INSERT INTO insights_revenue (month, customer_id, plan, subscription_cents, refunds_cents)
+        "INSERT INTO insights_revenue (month, customer_id, plan, subscription_cents, refunds_cents, fees_cents)
          SELECT month, customer_id, plan, SUM(CASE WHEN kind = 'invoice_paid' THEN amount_cents ELSE 0 END),
-                SUM(CASE WHEN kind IN ('refund', 'dispute') THEN -amount_cents ELSE 0 END)
+                SUM(CASE WHEN kind IN ('refund', 'dispute') THEN -amount_cents ELSE 0 END),
+                SUM(CASE WHEN kind = 'stripe_fee' THEN -amount_cents ELSE 0 END)
          FROM insights_revenue_seen GROUP BY month, customer_id, plan"
             .to_string(),
     ]

@@ -24,12 +24,12 @@ WITH mc AS NOT MATERIALIZED (SELECT month, customer_id, team, model, cost_micros
             FROM insights_model_cost
             WHERE {scope} AND cost_micros > 0),
 rv AS (SELECT month, customer_id, CAST(SUM(subscription_cents) AS BIGINT) AS s,
-              CAST(SUM(refunds_cents) AS BIGINT) AS f
+              CAST(SUM(refunds_cents) AS BIGINT) AS f, CAST(SUM(fees_cents) AS BIGINT) AS x
        FROM insights_revenue WHERE {scope} GROUP BY month, customer_id),
 us AS NOT MATERIALIZED (SELECT month, customer_id, team, charge_micros AS ch, tasks_completed AS done, tasks_failed AS failed
        FROM insights_usage WHERE {scope}),
 w AS (SELECT mc.month, mc.customer_id, mc.team, mc.model, mc.cost, mc.calls, COALESCE(rv.s, 0) AS s,
-             COALESCE(rv.f, 0) AS f, COALESCE(us.ch, 0) / 10000 AS chc,
+             COALESCE(rv.f, 0) AS f, COALESCE(rv.x, 0) AS x, COALESCE(us.ch, 0) / 10000 AS chc,
              COALESCE(us.ch, 0) - COALESCE(us.ch, 0) / 10000 * 10000 AS rem,
              CAST(SUM(mc.cost) OVER (PARTITION BY mc.month, mc.customer_id ORDER BY mc.team, mc.model
                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS BIGINT) AS cc,
@@ -45,41 +45,42 @@ p AS (SELECT month, customer_id, team, model, cost, calls,
              (s * cc / tc - s * (cc - cost) / tc) * 10000 AS sub,
              (f * cc / tc - f * (cc - cost) / tc) * 10000 AS ref,
              (chc * ct / tt - chc * (ct - cost) / tt) * 10000 + CASE WHEN ct = tt THEN rem ELSE 0 END AS chg,
-             CAST(0 AS BIGINT) AS done, CAST(0 AS BIGINT) AS failed
+             CAST(0 AS BIGINT) AS done, CAST(0 AS BIGINT) AS failed,
+             (x * cc / tc - x * (cc - cost) / tc) * 10000 AS fee
       FROM w
       UNION ALL
-      SELECT month, customer_id, 'unattributed', 'unattributed', 0, 0, s * 10000, f * 10000, 0, 0, 0 FROM rv
-      WHERE (s <> 0 OR f <> 0)
+      SELECT month, customer_id, 'unattributed', 'unattributed', 0, 0, s * 10000, f * 10000, 0, 0, 0, x * 10000 FROM rv
+      WHERE (s <> 0 OR f <> 0 OR x <> 0)
         AND NOT EXISTS (SELECT 1 FROM mc x WHERE x.month = rv.month AND x.customer_id = rv.customer_id)
       UNION ALL
-      SELECT month, customer_id, team, 'unattributed', 0, 0, 0, 0, ch, 0, 0 FROM us
+      SELECT month, customer_id, team, 'unattributed', 0, 0, 0, 0, ch, 0, 0, 0 FROM us
       WHERE ch <> 0 AND NOT EXISTS (SELECT 1 FROM mc x WHERE x.month = us.month
                                     AND x.customer_id = us.customer_id AND x.team = us.team)
       UNION ALL
-      SELECT month, customer_id, team, '', 0, 0, 0, 0, 0, done, failed FROM us WHERE done <> 0 OR failed <> 0)
+      SELECT month, customer_id, team, '', 0, 0, 0, 0, 0, done, failed, 0 FROM us WHERE done <> 0 OR failed <> 0)
 SELECT p.month, p.customer_id, p.team, p.model,
        CASE WHEN c.id IS NULL THEN 'unattributed' WHEN c.plan IS NULL THEN 'pay-per-task' ELSE c.plan END,
        CAST(SUM(p.sub) AS BIGINT), CAST(SUM(p.ref) AS BIGINT), CAST(SUM(p.chg) AS BIGINT),
        CAST(SUM(p.cost) AS BIGINT), CAST(SUM(p.calls) AS BIGINT), CAST(SUM(p.done) AS BIGINT),
-       CAST(SUM(p.failed) AS BIGINT)
+       CAST(SUM(p.failed) AS BIGINT), CAST(SUM(p.fee) AS BIGINT)
 FROM p LEFT JOIN customers c ON c.id = p.customer_id
 GROUP BY p.month, p.customer_id, p.team, p.model, c.id, c.plan";
 
 const PIECE_COLUMNS: &str = "month, customer_id, team, model, plan, subscription_micros, refunds_micros,
-    charge_micros, cost_micros, calls, completed, failed";
+    charge_micros, cost_micros, calls, completed, failed, fees_micros";
 
 /// Each customer's margin per team and over all teams (team ''), from the pieces `{scope}` selects.
 const MARGINS: &str = "
 INSERT INTO insights_margins (month, customer_id, team, plan, revenue_micros, cost_micros, margin_micros, completed)
 SELECT month, customer_id, team, MAX(plan), CAST(SUM(subscription_micros - refunds_micros + charge_micros) AS BIGINT),
        CAST(SUM(cost_micros) AS BIGINT),
-       CAST(SUM(subscription_micros - refunds_micros + charge_micros - cost_micros) AS BIGINT),
+       CAST(SUM(subscription_micros - refunds_micros + charge_micros - cost_micros - fees_micros) AS BIGINT),
        CAST(SUM(completed) AS BIGINT)
 FROM insights_pieces WHERE {scope} GROUP BY month, customer_id, team
 UNION ALL
 SELECT month, customer_id, '', MAX(plan), CAST(SUM(subscription_micros - refunds_micros + charge_micros) AS BIGINT),
        CAST(SUM(cost_micros) AS BIGINT),
-       CAST(SUM(subscription_micros - refunds_micros + charge_micros - cost_micros) AS BIGINT),
+       CAST(SUM(subscription_micros - refunds_micros + charge_micros - cost_micros - fees_micros) AS BIGINT),
        CAST(SUM(completed) AS BIGINT)
 FROM insights_pieces WHERE {scope} GROUP BY month, customer_id";
 
@@ -89,9 +90,9 @@ const ONE: &str = "month = $1 AND customer_id = $2";
 async fn add_to_sums(conn: &mut AnyConnection, month: &str, customer: &str, sign: i64) -> Result<(), InsightsError> {
     sqlx::query(
         "INSERT INTO insights_split (month, team, model, plan, pieces, subscription_micros, refunds_micros,
-             charge_micros, cost_micros, calls, completed, failed)
+             charge_micros, cost_micros, calls, completed, failed, fees_micros)
          SELECT month, team, model, plan, $3, $3 * subscription_micros, $3 * refunds_micros, $3 * charge_micros,
-                $3 * cost_micros, $3 * calls, $3 * completed, $3 * failed
+                $3 * cost_micros, $3 * calls, $3 * completed, $3 * failed, $3 * fees_micros
          FROM insights_pieces WHERE month = $1 AND customer_id = $2
          ON CONFLICT (month, team, model, plan) DO UPDATE SET
              pieces = insights_split.pieces + excluded.pieces,
@@ -101,7 +102,8 @@ async fn add_to_sums(conn: &mut AnyConnection, month: &str, customer: &str, sign
              cost_micros = insights_split.cost_micros + excluded.cost_micros,
              calls = insights_split.calls + excluded.calls,
              completed = insights_split.completed + excluded.completed,
-             failed = insights_split.failed + excluded.failed",
+             failed = insights_split.failed + excluded.failed,
+             fees_micros = insights_split.fees_micros + excluded.fees_micros",
     )
     .bind(month)
     .bind(customer)
@@ -160,11 +162,11 @@ pub async fn rebuild(conn: &mut AnyConnection) -> Result<(), InsightsError> {
     sqlx::query(&format!("INSERT INTO insights_pieces ({PIECE_COLUMNS}) {pieces}")).execute(&mut *conn).await?;
     sqlx::query(
         "INSERT INTO insights_split (month, team, model, plan, pieces, subscription_micros, refunds_micros,
-             charge_micros, cost_micros, calls, completed, failed)
+             charge_micros, cost_micros, calls, completed, failed, fees_micros)
          SELECT month, team, model, plan, COUNT(*), CAST(SUM(subscription_micros) AS BIGINT),
                 CAST(SUM(refunds_micros) AS BIGINT), CAST(SUM(charge_micros) AS BIGINT),
                 CAST(SUM(cost_micros) AS BIGINT), CAST(SUM(calls) AS BIGINT), CAST(SUM(completed) AS BIGINT),
-                CAST(SUM(failed) AS BIGINT)
+                CAST(SUM(failed) AS BIGINT), CAST(SUM(fees_micros) AS BIGINT)
          FROM insights_pieces GROUP BY month, team, model, plan",
     )
     .execute(&mut *conn)

@@ -13,7 +13,7 @@ use crate::{Ctx, InsightsError, Month};
 pub async fn by_team_model_plan(ctx: &Ctx, month: Month, filter: &Filter) -> Result<Vec<Piece>, InsightsError> {
     let rows = sqlx::query(
         "SELECT team, model, plan, subscription_micros, refunds_micros, charge_micros, cost_micros, calls,
-                completed, failed
+                completed, failed, fees_micros
          FROM insights_split WHERE month = $1 AND pieces > 0 AND ($2 = '' OR team = $2) AND ($3 = '' OR plan = $3)",
     )
     .bind(month.to_string())
@@ -34,6 +34,7 @@ pub async fn by_team_model_plan(ctx: &Ctx, month: Month, filter: &Filter) -> Res
             calls: r.try_get(7)?,
             completed: r.try_get(8)?,
             failed: r.try_get(9)?,
+            fees_micros: r.try_get(10)?,
         });
     }
     Ok(out)

@@ -46,6 +46,7 @@ const PIECES: &[&str] = &[
     "calls",
     "completed",
     "failed",
+    "fees_micros",
 ];
 const SPLIT: &[&str] = &[
     "month",
@@ -60,6 +61,7 @@ const SPLIT: &[&str] = &[
     "calls",
     "completed",
     "failed",
+    "fees_micros",
 ];
 const MARGINS: &[&str] =
     &["month", "customer_id", "team", "plan", "revenue_micros", "cost_micros", "margin_micros", "completed"];
@@ -126,6 +128,7 @@ struct Sums {
     calls: i64,
     completed: i64,
     failed: i64,
+    fees: i64,
 }
 
 impl Sums {
@@ -137,6 +140,7 @@ impl Sums {
         self.calls += p.calls;
         self.completed += p.completed;
         self.failed += p.failed;
+        self.fees += p.fees;
     }
 
     fn of(p: &Piece) -> Sums {
@@ -148,10 +152,11 @@ impl Sums {
             calls: p.calls,
             completed: p.completed,
             failed: p.failed,
+            fees: p.fees_micros,
         }
     }
 
-    fn values(&self) -> [Value<'static>; 7] {
+    fn values(&self) -> [Value<'static>; 8] {
         [
             self.subscription.into(),
             self.refunds.into(),
@@ -160,6 +165,7 @@ impl Sums {
             self.calls.into(),
             self.completed.into(),
             self.failed.into(),
+            self.fees.into(),
         ]
     }
 }
@@ -258,7 +264,7 @@ pub(super) fn customer_months(
                 plan.into(),
                 revenue.into(),
                 s.cost.into(),
-                (revenue - s.cost).into(),
+                (revenue - s.cost - s.fees).into(),
                 s.completed.into(),
             ];
             t.margins.push(row)?;

@@ -270,12 +270,47 @@ fn charge_invoice(
     if fail {
         s.event("invoice.payment_failed", &inv, None);
     } else {
+        // What Stripe keeps of a card payment: 2.9 % + 30 ¢ (its standard US price), on
+        // the charge's balance transaction.
+        let fee = (amount * 29 + 500) / 1_000 + 30;
+        let txn = balance_transaction(s, amount, fee, &currency, &ch_id, "charge", "Stripe processing fees");
         let ch = json!({"id": ch_id, "object": "charge", "amount": amount, "amount_refunded": 0, "refunded": false,
-                        "customer": customer, "invoice": in_id, "currency": currency, "paid": true, "created": now, "livemode": false});
+                        "customer": customer, "invoice": in_id, "currency": currency, "paid": true, "created": now,
+                        "balance_transaction": txn, "livemode": false});
         s.objects.insert(ch_id, ch);
         s.event("invoice.paid", &inv, None);
     }
     Ok(inv)
+}
+
+/// A balance transaction (`txn_…`): money moving in or out of the account's balance, with
+/// what Stripe kept of it (`fee`, detailed in `fee_details`). Stored for
+/// `GET /v1/balance_transactions/{id}`; returns its id.
+fn balance_transaction(
+    s: &mut Store,
+    amount: i64,
+    fee: i64,
+    currency: &Value,
+    source: &str,
+    category: &str,
+    fee_description: &str,
+) -> String {
+    let id = s.id("txn");
+    let now = s.now();
+    let fee_details = if fee == 0 {
+        json!([])
+    } else {
+        json!([{"amount": fee, "application": null, "currency": currency, "description": fee_description,
+                "type": "stripe_fee"}])
+    };
+    let txn = json!({
+        "id": id, "object": "balance_transaction", "amount": amount, "available_on": now + 2 * 86_400,
+        "created": now, "currency": currency, "description": null, "exchange_rate": null, "fee": fee,
+        "fee_details": fee_details, "net": amount - fee, "reporting_category": category, "source": source,
+        "status": "pending", "type": if category == "charge" { "charge" } else { "adjustment" },
+    });
+    s.objects.insert(id.clone(), txn);
+    id
 }
 
 /// The period ends: a subscription set to cancel ends; otherwise a new period starts and
@@ -361,8 +396,16 @@ fn open_dispute(s: &mut Store, charge: &str, reason: &str, inquiry: bool) -> Api
     let now = s.now();
     let id = s.id("du");
     let amount = ch["amount"].as_i64().unwrap_or(0) - ch["amount_refunded"].as_i64().unwrap_or(0);
+    // A dispute (not an inquiry) takes the amount from the balance at once, and Stripe's
+    // dispute fee with it; the dispute carries these balance transactions whole.
+    let withdrawn = if inquiry {
+        json!([])
+    } else {
+        let txn = balance_transaction(s, -amount, 1_500, &ch["currency"], &id, "dispute", "Dispute fee");
+        json!([s.objects[&txn].clone()])
+    };
     let du = json!({
-        "id": id, "object": "dispute", "amount": amount, "balance_transactions": [], "charge": charge,
+        "id": id, "object": "dispute", "amount": amount, "balance_transactions": withdrawn, "charge": charge,
         "created": now, "currency": ch["currency"], "evidence": {},
         "evidence_details": {"due_by": now + 7 * 86_400, "has_evidence": false, "past_due": false, "submission_count": 0},
         "is_charge_refundable": false, "livemode": false, "metadata": {}, "payment_intent": null, "reason": reason,
@@ -387,6 +430,15 @@ pub(crate) fn close_dispute(s: &mut Store, id: &str, outcome: &str) -> ApiResult
     }
     let new = if status.starts_with("warning_") { "warning_closed" } else { outcome };
     du["status"] = json!(new);
+    if new == "won" {
+        // The amount comes back; the dispute fee does not.
+        let amount = du["amount"].as_i64().unwrap_or(0);
+        let txn = balance_transaction(s, amount, 0, &du["currency"].clone(), id, "dispute_reversal", "");
+        let txn = s.objects[&txn].clone();
+        if let Some(list) = du["balance_transactions"].as_array_mut() {
+            list.push(txn);
+        }
+    }
     s.objects.insert(id.to_string(), du.clone());
     s.event("charge.dispute.closed", &du, Some(json!({"status": status})));
     if new == "won" {

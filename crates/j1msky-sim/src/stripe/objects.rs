@@ -93,7 +93,18 @@ fn route(s: &mut Store, method: &Method, seg: &[&str], p: &Value) -> ApiResult {
         ("GET", ["v1", "invoices", id]) => s.get("in_", "invoice", id),
         ("GET", ["v1", "invoices", id, "lines"]) => super::invoices::invoice_lines(s, id, p),
         ("POST", ["v1", "invoices", id, "pay"]) => super::invoices::pay(s, id),
-        ("GET", ["v1", "charges", id]) => s.get("ch_", "charge", id),
+        ("GET", ["v1", "charges", id]) => {
+            let mut ch = s.get("ch_", "charge", id)?;
+            // `expand[]=balance_transaction` puts the object in place of its id.
+            let expand = p["expand"].as_array().is_some_and(|e| e.iter().any(|x| x == "balance_transaction"));
+            if expand {
+                if let Some(txn) = ch["balance_transaction"].as_str().map(str::to_string) {
+                    ch["balance_transaction"] = s.get("txn_", "balance_transaction", &txn)?;
+                }
+            }
+            Ok(ch)
+        }
+        ("GET", ["v1", "balance_transactions", id]) => s.get("txn_", "balance_transaction", id),
         ("GET", ["v1", "disputes", id]) => s.get("du_", "dispute", id),
         ("POST", ["v1", "disputes", id, "close"]) => flows::close_dispute(s, id, "lost"),
         ("GET", ["v1", "events"]) => list_events(s, p),

@@ -275,6 +275,13 @@ const TILES: &[TileDef] = &[
         drill: true,
     },
     TileDef {
+        key: "usage.stripe_fees_micros",
+        label: "Stripe fees",
+        unit: Unit::Micros,
+        get: |k| k.usage.stripe_fees_micros,
+        drill: false,
+    },
+    TileDef {
         key: "usage.gross_margin_micros",
         label: "Gross margin",
         unit: Unit::Micros,
