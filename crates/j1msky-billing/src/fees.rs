@@ -80,8 +80,8 @@ pub(crate) async fn book_from_dispute(
 
 /// Reads the processing fee of up to [`BATCH`] paid invoices whose fee is not read yet,
 /// oldest first: each invoice's charge from Stripe with its balance transaction. Returns
-/// how many invoices were read (0: none is due). A charge Stripe does not know is marked
-/// read without a fee;
+/// how many invoices were read (0: none is due). A charge Stripe refuses (404 or another
+/// client error but 429) is marked read without a fee;
 /// any other failure stops the pass (the timer tries again).
 pub async fn fetch_due(db: &Db, stripe: &Stripe, now: i64) -> Result<usize, BillingError> {
     let due = sqlx::query(
@@ -103,7 +103,9 @@ pub async fn fetch_due(db: &Db, stripe: &Stripe, now: i64) -> Result<usize, Bill
         let fetched = if charge.starts_with("ch_") && charge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             match stripe.get(&format!("charges/{charge}"), &json!({"expand": ["balance_transaction"]})).await {
                 Ok(ch) => Some(ch),
-                Err(BillingError::Stripe { status: 404, .. }) => None,
+                // Stripe refuses this charge for good (unknown, not ours to read): the
+                // fee stays unknown rather than holding up the invoices after it.
+                Err(BillingError::Stripe { status, .. }) if (400..500).contains(&status) && status != 429 => None,
                 Err(e) => return Err(e),
             }
         } else {
@@ -120,7 +122,7 @@ pub async fn fetch_due(db: &Db, stripe: &Stripe, now: i64) -> Result<usize, Bill
                 book(&mut tx, db.backend(), &txn, &charge, owner, paid_at, now).await?;
             }
         } else {
-            tracing::warn!(%invoice, %charge, "Stripe does not know the charge that paid the invoice: its fee stays unknown");
+            tracing::warn!(%invoice, %charge, "Stripe refused the charge that paid the invoice: its fee stays unknown");
         }
         sqlx::query("UPDATE revenue_entries SET fee_fetched_at = $1 WHERE source_id = $2")
             .bind(now)

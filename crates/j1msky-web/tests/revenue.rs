@@ -181,4 +181,24 @@ async fn stripes_fees_are_read_from_balance_transactions_and_booked_once() {
     assert_eq!(fees_of(&app, &id).await.len(), 2, "no fee comes back with a won dispute");
     let announced = count(&app, "SELECT COUNT(*) FROM events WHERE kind = 'billing.stripe_fee_booked'").await;
     assert_eq!(announced, 2, "each fee announced once, whatever the dispute's later snapshots");
+
+    // A paid invoice whose charge Stripe refuses to show is read once, without a fee, and
+    // does not hold up the invoices paid after it.
+    let now = app.now();
+    for (n, charge) in ["ch_gone", "ch_gone2"].into_iter().enumerate() {
+        let event = json!({"id": format!("evt_gone{n}"), "object": "event", "type": "invoice.paid",
+            "created": now / 1_000_000, "livemode": false, "data": {"object": {
+                "id": format!("in_gone{n}"), "object": "invoice", "customer": "cus_nobody", "amount_paid": 4_900,
+                "currency": "usd", "status": "paid", "charge": charge,
+                "status_transitions": {"paid_at": now / 1_000_000},
+                "lines": {"object": "list", "has_more": false, "data": []}}}});
+        webhook::store(&app.db, &event, now).await.unwrap();
+    }
+    let ctx = apply::Ctx { catalogue: &app.catalogue };
+    while webhook::apply_pending(&app.db, &ctx, 100, now).await.unwrap() > 0 {}
+    assert_eq!(j1msky_billing::fees::fetch_due(&app.db, &stripe, now).await.unwrap(), 2);
+    assert_eq!(j1msky_billing::fees::fetch_due(&app.db, &stripe, now).await.unwrap(), 0, "marked read");
+    let gone =
+        count(&app, "SELECT COUNT(*) FROM revenue_entries WHERE kind = 'stripe_fee' AND charge_id LIKE 'ch_gone%'");
+    assert_eq!(gone.await, 0);
 }
