@@ -374,7 +374,7 @@ async fn refund(
     // `amount_refunded` is cumulative: the entry holds the largest seen, whatever the order
     // (compared as money: revenue and the tax share given back with it).
     let refunded = obj["amount_refunded"].as_i64().unwrap_or(0).saturating_neg();
-    let (amount, tax) = crate::tax::split_on_charge(conn, Some(id), refunded).await?;
+    let (amount, tax) = crate::tax::split_on_charge(conn, backend, id, &format!("{id}:refunded"), refunded).await?;
     let changed = sqlx::query(
         "INSERT INTO revenue_entries (id, source_id, kind, customer_id, amount_cents, tax_cents, currency, occurred_at,
              recorded_at, stripe_customer_id, charge_id)

@@ -158,15 +158,27 @@ pub(crate) async fn apply(
     let c = customer.as_deref();
     if funds_withdrawn(status) {
         let source = format!("{id}:withdrawn");
-        crate::invoices::book_on_charge(conn, &source, "dispute", (c, sc), -amount, &charge, currency, opened, now)
-            .await?;
+        crate::invoices::book_on_charge(
+            conn,
+            backend,
+            &source,
+            "dispute",
+            (c, sc),
+            -amount,
+            &charge,
+            currency,
+            opened,
+            now,
+        )
+        .await?;
     }
     // Stripe's dispute fee, in the dispute's balance transactions.
     crate::fees::book_from_dispute(conn, backend, obj, &charge, (c, sc), opened, now).await?;
     if status == "won" {
         let source = format!("{id}:reinstated");
         let at = created * 1_000_000;
-        crate::invoices::book_on_charge(conn, &source, "dispute", (c, sc), amount, &charge, currency, at, now).await?;
+        crate::invoices::book_on_charge(conn, backend, &source, "dispute", (c, sc), amount, &charge, currency, at, now)
+            .await?;
     }
 
     let restricted = match &customer {

@@ -18,6 +18,20 @@ use crate::{BillingError, Stripe};
 /// How many paid invoices one pass reads the fees of (one Stripe call each).
 pub const BATCH: i64 = 100;
 
+/// How long a paid charge without a balance transaction is read again before its fee is
+/// given up as unknown (a week: bank debits settle in days).
+const SETTLE_WAIT: i64 = 7 * 86_400_000_000;
+
+/// A Stripe answer where a refusal for good (a client error but 429) is `None`: that fee
+/// stays unknown rather than holding up the invoices after it.
+fn refused_is_none(answer: Result<Value, BillingError>) -> Result<Option<Value>, BillingError> {
+    match answer {
+        Ok(v) => Ok(Some(v)),
+        Err(BillingError::Stripe { status, .. }) if (400..500).contains(&status) && status != 429 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A balance transaction's id, fee and currency, when it reads as one.
 fn read_txn(txn: &Value) -> Option<(&str, i64, &str, i64)> {
     let id = txn["id"].as_str().filter(|s| s.starts_with("txn_") && s.len() <= 255)?;
@@ -80,7 +94,7 @@ pub(crate) async fn book_from_dispute(
 
 /// Reads the processing fee of up to [`BATCH`] paid invoices whose fee is not read yet,
 /// oldest first: each invoice's charge from Stripe with its balance transaction. Returns
-/// how many invoices were read (0: none is due). A charge Stripe refuses (404 or another
+/// how many invoices were marked read (0: none is due, or none could be yet). A charge Stripe refuses (404 or another
 /// client error but 429) is marked read without a fee;
 /// any other failure stops the pass (the timer tries again).
 pub async fn fetch_due(db: &Db, stripe: &Stripe, now: i64) -> Result<usize, BillingError> {
@@ -92,37 +106,46 @@ pub async fn fetch_due(db: &Db, stripe: &Stripe, now: i64) -> Result<usize, Bill
     .bind(BATCH)
     .fetch_all(db.pool())
     .await?;
-    let read = due.len();
+    let mut read = 0;
     for row in due {
         let invoice: String = row.try_get(0)?;
         let charge: String = row.try_get(1)?;
         let customer: Option<String> = row.try_get(2)?;
         let stripe_customer: Option<String> = row.try_get(3)?;
         let paid_at: i64 = row.try_get(4)?;
-        // The id goes into a URL path: only Stripe's own shape of charge id.
-        let fetched = if charge.starts_with("ch_") && charge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            match stripe.get(&format!("charges/{charge}"), &json!({"expand": ["balance_transaction"]})).await {
-                Ok(ch) => Some(ch),
-                // Stripe refuses this charge for good (unknown, not ours to read): the
-                // fee stays unknown rather than holding up the invoices after it.
-                Err(BillingError::Stripe { status, .. }) if (400..500).contains(&status) && status != 429 => None,
-                Err(e) => return Err(e),
-            }
+        // The id goes into a URL path: only Stripe's own shapes of charge id (`py_` for
+        // some payment methods other than cards).
+        let shaped = (charge.starts_with("ch_") || charge.starts_with("py_"))
+            && charge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let fetched = if shaped {
+            refused_is_none(
+                stripe.get(&format!("charges/{charge}"), &json!({"expand": ["balance_transaction"]})).await,
+            )?
         } else {
             None
         };
-        let mut tx = db.begin().await?;
-        if let Some(ch) = &fetched {
-            let txn = match &ch["balance_transaction"] {
-                Value::String(id) => stripe.get(&format!("balance_transactions/{id}"), &Value::Null).await?,
-                other => other.clone(),
-            };
-            if !txn.is_null() {
-                let owner = (customer.as_deref(), stripe_customer.as_deref());
-                book(&mut tx, db.backend(), &txn, &charge, owner, paid_at, now).await?;
+        let txn = match fetched.as_ref().map(|ch| &ch["balance_transaction"]) {
+            Some(Value::String(id))
+                if id.starts_with("txn_") && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                refused_is_none(stripe.get(&format!("balance_transactions/{id}"), &Value::Null).await)?
             }
-        } else {
-            tracing::warn!(%invoice, %charge, "Stripe refused the charge that paid the invoice: its fee stays unknown");
+            Some(Value::Object(_)) => fetched.as_ref().map(|ch| ch["balance_transaction"].clone()),
+            _ => None,
+        };
+        if fetched.is_some() && txn.is_none() && paid_at > now - SETTLE_WAIT {
+            // Not settled yet (some payment methods take days): read again later.
+            continue;
+        }
+        let mut tx = db.begin().await?;
+        match &txn {
+            Some(txn) => {
+                let owner = (customer.as_deref(), stripe_customer.as_deref());
+                book(&mut tx, db.backend(), txn, &charge, owner, paid_at, now).await?;
+            }
+            None => {
+                tracing::warn!(%invoice, %charge, "Stripe shows no balance transaction for the charge that paid the invoice: its fee stays unknown")
+            }
         }
         sqlx::query("UPDATE revenue_entries SET fee_fetched_at = $1 WHERE source_id = $2")
             .bind(now)
@@ -130,6 +153,7 @@ pub async fn fetch_due(db: &Db, stripe: &Stripe, now: i64) -> Result<usize, Bill
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        read += 1;
     }
     Ok(read)
 }

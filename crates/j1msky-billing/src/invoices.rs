@@ -65,6 +65,7 @@ pub(crate) async fn book(
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn book_on_charge(
     conn: &mut AnyConnection,
+    backend: Backend,
     source: &str,
     kind: &str,
     owner: (Option<&str>, Option<&str>),
@@ -74,7 +75,7 @@ pub(crate) async fn book_on_charge(
     at: i64,
     now: i64,
 ) -> Result<bool, BillingError> {
-    let split = crate::tax::split_on_charge(conn, Some(charge), money).await?;
+    let split = crate::tax::split_on_charge(conn, backend, charge, source, money).await?;
     book_money(conn, source, kind, owner, split, Some(charge), currency, at, now).await
 }
 
@@ -205,7 +206,7 @@ pub(crate) async fn paid(
         // Refunds and disputes of the charge that arrived first get their share of tax now;
         // the rollups re-read them on this invoice's event (j1msky-insights).
         if let Some(charge) = &charge_id {
-            crate::tax::renet(conn, charge, tax, paid).await?;
+            crate::tax::renet(conn, backend, charge, tax, paid).await?;
         }
         let event =
             InvoicePaid { invoice: id.into(), amount_cents: amount, usage_cents: usage, plan, subscription: sub };

@@ -17,10 +17,13 @@ pub struct Entry {
     pub occurred_at: i64,
 }
 
-/// A customer's latest ledger lines, newest first.
+/// A customer's latest ledger lines, newest first, as the customer's money moved: what it
+/// paid or got back, tax included (the revenue figures leave tax out), and none of
+/// Stripe's fees (the business's cost, not the customer's).
 pub async fn for_customer(db: &Db, customer_id: &str, limit: i64) -> Result<Vec<Entry>, BillingError> {
     let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(
-        "SELECT kind, amount_cents, currency, occurred_at FROM revenue_entries WHERE customer_id = $1
+        "SELECT kind, amount_cents + tax_cents, currency, occurred_at FROM revenue_entries
+         WHERE customer_id = $1 AND kind <> 'stripe_fee'
          ORDER BY occurred_at DESC, id DESC LIMIT $2",
     )
     .bind(customer_id)

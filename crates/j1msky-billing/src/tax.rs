@@ -8,6 +8,7 @@
 //! A line's `amount` includes its inclusive taxes (`taxes[].tax_behavior = "inclusive"`,
 //! or `tax_amounts[].inclusive`) and excludes its exclusive ones.
 
+use j1msky_db::Backend;
 use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 
@@ -68,41 +69,70 @@ async fn of_charge(conn: &mut AnyConnection, charge: &str) -> Result<Option<(i64
     })
 }
 
-/// `money` moved on `charge` split into (revenue, tax): the tax share is known once the
-/// charge's invoice is booked (until then, all of it is revenue; `renet` fixes it then).
+/// On PostgreSQL, one charge's tax bookings one transaction at a time: an `invoice.paid`
+/// and a refund of its charge applied at once by two appliers would each miss the other's
+/// uncommitted row (the refund booked whole, the invoice finding nothing to net).
+async fn lock_charge(conn: &mut AnyConnection, backend: Backend, charge: &str) -> Result<(), BillingError> {
+    if backend == Backend::Postgres {
+        // The two-number key space, apart from the outbox's and the hourly events'.
+        sqlx::query("SELECT pg_advisory_xact_lock(1785294196, hashtext($1))").bind(charge).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// `money` moved on `charge` by `source` (a refund, a dispute's withdrawal or
+/// reinstatement) split into (revenue, tax). The tax share is known once the charge's
+/// invoice is booked (until then, all of it is revenue; `renet` fixes it then), and is
+/// taken on the charge's running total, so however many movements give the money back,
+/// their shares add up to exactly the invoice's tax.
 pub(crate) async fn split_on_charge(
     conn: &mut AnyConnection,
-    charge: Option<&str>,
+    backend: Backend,
+    charge: &str,
+    source: &str,
     money: i64,
 ) -> Result<(i64, i64), BillingError> {
-    let tax = match charge {
-        Some(c) => of_charge(conn, c).await?.map_or(0, |(tax, paid)| share(money, tax, paid)),
-        None => 0,
-    };
-    Ok((money - tax, tax))
+    lock_charge(conn, backend, charge).await?;
+    let Some((tax, paid)) = of_charge(conn, charge).await? else { return Ok((money, 0)) };
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(amount_cents + tax_cents), 0) AS BIGINT), CAST(COALESCE(SUM(tax_cents), 0) AS BIGINT)
+         FROM revenue_entries WHERE charge_id = $1 AND kind IN ('refund', 'dispute') AND source_id <> $2",
+    )
+    .bind(charge)
+    .bind(source)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (before_money, before_tax): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    let mine = share(before_money.saturating_add(money), tax, paid) - before_tax;
+    Ok((money - mine, mine))
 }
 
 /// Once an invoice's payment is booked: the refunds and disputes of its charge booked
-/// before it (delivery order is not Stripe's order) get their tax share now. Returns the
-/// sources whose revenue changed.
+/// before it (delivery order is not Stripe's order) get their tax share now, on the
+/// running total in the order they happened. Returns the sources whose revenue changed.
 pub(crate) async fn renet(
     conn: &mut AnyConnection,
+    backend: Backend,
     charge: &str,
     tax: i64,
     paid: i64,
 ) -> Result<Vec<String>, BillingError> {
+    lock_charge(conn, backend, charge).await?;
     let rows = sqlx::query(
         "SELECT source_id, amount_cents, tax_cents FROM revenue_entries
-         WHERE charge_id = $1 AND kind IN ('refund', 'dispute')",
+         WHERE charge_id = $1 AND kind IN ('refund', 'dispute') ORDER BY occurred_at, source_id",
     )
     .bind(charge)
     .fetch_all(&mut *conn)
     .await?;
+    let (mut total_money, mut total_tax) = (0i64, 0i64);
     let mut changed = Vec::new();
     for r in rows {
         let (source, amount, was): (String, i64, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
         let money = amount.saturating_add(was);
-        let now = share(money, tax, paid);
+        total_money = total_money.saturating_add(money);
+        let now = share(total_money, tax, paid) - total_tax;
+        total_tax += now;
         if now != was {
             sqlx::query("UPDATE revenue_entries SET amount_cents = $1, tax_cents = $2 WHERE source_id = $3")
                 .bind(money - now)

@@ -198,7 +198,15 @@ pub async fn behind_margin(ctx: &Ctx, month: Month, filter: &Filter) -> Result<V
     Ok(worst
         .into_iter()
         .map(|(r, plan)| Behind {
-            detail: format!("revenue {} µ$, model cost {} µ$", r.revenue_micros, r.cost_micros),
+            detail: {
+                // What the margin leaves out besides model cost: Stripe's fees.
+                let fees = r.revenue_micros - r.cost_micros - r.margin_micros;
+                if fees == 0 {
+                    format!("revenue {} µ$, model cost {} µ$", r.revenue_micros, r.cost_micros)
+                } else {
+                    format!("revenue {} µ$, model cost {} µ$, Stripe fees {fees} µ$", r.revenue_micros, r.cost_micros)
+                }
+            },
             customer_id: r.key,
             name: r.label,
             plan: Some(plan),

@@ -932,9 +932,47 @@ async fn stripes_fees_come_off_the_margin_of_the_customer_its_teams_and_models()
     assert_eq!(row(&u.by_model, "kimi-k2.5").2, 13_990_000);
     assert_eq!(row(&u.by_model, "claude-sonnet").2, 69_950_000);
     assert_eq!(row(&u.by_plan, "pro").2, 83_940_000);
+    // The customers behind the margin tile say what the margin leaves out.
+    let behind = usage::behind_margin(&f.ctx, NOV, &all).await.unwrap();
+    assert_eq!(behind[0].value, 83_940_000);
+    assert_eq!(behind[0].detail, "revenue 99000000 µ$, model cost 60000 µ$, Stripe fees 15000000 µ$");
     same_in_sql_and_in_memory(&f.ctx, &all).await;
     same_in_sql_and_in_memory(&f.ctx, &Filter { team: Some("code".into()), ..Filter::default() }).await;
     let kept = snapshot(&db).await;
     usage::rebuild(&f.ctx).await.unwrap();
     assert_eq!(snapshot(&db).await, kept, "the rebuild counts the fee as the consumer did");
+}
+
+/// However many movements give a taxed payment back, their shares of tax add up to exactly
+/// the invoice's tax: each share is taken on the charge's running total. £100.00 + £20.00
+/// VAT; a £10.05 refund carries ⌊1,005 × 2,000 ÷ 12,000⌉ = 167.5 → 168; a dispute of the
+/// other £109.95 brings the total to 12,000, whose share is 2,000, so it carries 1,832 (not
+/// its own 1,832.5 → 1,833). All 10,000 of revenue is given back, not 9,999.
+#[tokio::test]
+async fn tax_shares_of_several_give_backs_add_up_to_the_invoices_tax() {
+    let (f, catalogue) = taxed_world().await;
+    let db = f.ctx.db.clone();
+    let mut paid = invoice("in_V", "cus_A", at(15, 9), vec![plan_line("pro", 10_000)]);
+    paid["amount_paid"] = json!(12_000);
+    paid["total_taxes"] = json!([{"amount": 2_000, "tax_behavior": "exclusive"}]);
+    paid["charge"] = json!("ch_V");
+    stripe(&db, &catalogue, "evt_p", "invoice.paid", at(15, 9), paid).await;
+    let refund = json!({"id": "ch_V", "object": "charge", "customer": "cus_A", "invoice": "in_V",
+                        "amount_refunded": 1_005, "currency": "usd"});
+    stripe(&db, &catalogue, "evt_r", "charge.refunded", at(18, 9), refund).await;
+    let dispute = json!({"id": "du_V", "object": "dispute", "amount": 10_995, "charge": "ch_V", "currency": "usd",
+                         "created": at(20, 9) / SEC, "reason": "fraudulent", "status": "needs_response",
+                         "evidence_details": {"due_by": at(27, 9) / SEC}});
+    stripe(&db, &catalogue, "evt_d", "charge.dispute.created", at(20, 9), dispute).await;
+    assert_eq!(
+        entries(&db).await,
+        vec![
+            ("ch_V:refunded".to_string(), -837, -168),
+            ("du_V:withdrawn".to_string(), -9_163, -1_832),
+            ("in_V".to_string(), 10_000, 2_000),
+        ]
+    );
+    catch_up(&f).await;
+    let u = usage::month(&f.ctx, NOV, &Filter::default()).await.unwrap();
+    assert_eq!((u.subscription_revenue_cents, u.refunds_cents, u.revenue_micros), (10_000, 10_000, 0));
 }

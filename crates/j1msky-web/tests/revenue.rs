@@ -168,6 +168,12 @@ async fn stripes_fees_are_read_from_balance_transactions_and_booked_once() {
     assert!(fees[0].0.starts_with("txn_"), "{fees:?}");
     assert_eq!(fees[0].1, -processing);
     assert_eq!(j1msky_billing::fees::fetch_due(&app.db, &stripe, app.now()).await.unwrap(), 0, "read once");
+    // The fee is the business's cost: the customer's own list of payments does not show it.
+    let payments = j1msky_billing::revenue::for_customer(&app.db, &id, 24).await.unwrap();
+    assert_eq!(
+        payments.iter().map(|e| (e.kind.as_str(), e.amount_cents)).collect::<Vec<_>>(),
+        [("invoice_paid", paid)]
+    );
     let announced = count(&app, "SELECT COUNT(*) FROM events WHERE kind = 'billing.stripe_fee_booked'").await;
     assert_eq!(announced, 1);
 
