@@ -106,9 +106,9 @@ async fn the_board_is_the_operators_home_with_tiles_charts_filters_and_tables() 
     assert!(html.contains("href=\"/admin/customers\""));
 }
 
-#[tokio::test]
-async fn the_board_shows_the_hand_computed_story_month_by_month() {
-    use mrr_support::story::{expected, expected_counts, expected_rates, story};
+/// An app on Berlin time holding the hand-computed MRR story, its rollups as the
+/// `reactions` role's MRR consumer keeps them.
+async fn story_app() -> (TestApp, j1msky_insights::Ctx) {
     let mut catalogue = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).unwrap();
     catalogue.business.time_zone = "Europe/Berlin".into();
     let app = spawn_app_with_catalogue(j1msky_sim::SimConfig::default(), catalogue).await;
@@ -117,11 +117,17 @@ async fn the_board_shows_the_hand_computed_story_month_by_month() {
         catalogue: app.catalogue.clone().into(),
         clock: std::sync::Arc::new(app.clock.clone()),
     };
-    let w = mrr_support::on(ctx, app.clock.clone());
-    let s = story(&w).await;
+    let w = mrr_support::on(ctx.clone(), app.clock.clone());
+    let s = mrr_support::story::story(&w).await;
     w.deliver(&s.events).await;
-    // The rollups as the `reactions` role's MRR consumer keeps them.
     w.consume().await;
+    (app, ctx)
+}
+
+#[tokio::test]
+async fn the_board_shows_the_hand_computed_story_month_by_month() {
+    use mrr_support::story::{expected, expected_counts, expected_rates};
+    let (app, _) = story_app().await;
     let op = operator(&app).await;
     let rates = expected_rates();
     let shown = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -167,19 +173,8 @@ async fn the_board_shows_the_hand_computed_story_month_by_month() {
 /// with acquisition spend entered so that CAC has values too.
 #[tokio::test]
 async fn every_tile_is_the_number_kpi_json_prints_for_the_month() {
-    use mrr_support::story::{expected, story};
-    let mut catalogue = j1msky_core::catalogue::Catalogue::from_json_str(j1msky_core::catalogue::SHIPPED).unwrap();
-    catalogue.business.time_zone = "Europe/Berlin".into();
-    let app = spawn_app_with_catalogue(j1msky_sim::SimConfig::default(), catalogue).await;
-    let ctx = j1msky_insights::Ctx {
-        db: app.db.clone(),
-        catalogue: app.catalogue.clone().into(),
-        clock: std::sync::Arc::new(app.clock.clone()),
-    };
-    let w = mrr_support::on(ctx.clone(), app.clock.clone());
-    let s = story(&w).await;
-    w.deliver(&s.events).await;
-    w.consume().await;
+    use mrr_support::story::expected;
+    let (app, ctx) = story_app().await;
     let op = operator(&app).await;
     let mut compared = 0;
     let mut valued = std::collections::BTreeSet::new();
