@@ -94,9 +94,9 @@ pub(crate) async fn book_from_dispute(
 
 /// Reads the processing fee of up to [`BATCH`] paid invoices whose fee is not read yet,
 /// oldest first: each invoice's charge from Stripe with its balance transaction. Returns
-/// how many invoices were marked read (0: none is due, or none could be yet). A charge Stripe refuses (404 or another
-/// client error but 429) is marked read without a fee;
-/// any other failure stops the pass (the timer tries again).
+/// how many invoices were marked read (0: none is due, or none could be yet). A charge
+/// Stripe refuses (404 or another client error but 429) is marked read without a fee; any
+/// other failure stops the pass (the timer tries again).
 pub async fn fetch_due(db: &Db, stripe: &Stripe, now: i64) -> Result<usize, BillingError> {
     let due = sqlx::query(
         "SELECT source_id, charge_id, customer_id, stripe_customer_id, occurred_at FROM revenue_entries
@@ -115,9 +115,7 @@ pub async fn fetch_due(db: &Db, stripe: &Stripe, now: i64) -> Result<usize, Bill
         let paid_at: i64 = row.try_get(4)?;
         // The id goes into a URL path: only Stripe's own shapes of charge id (`py_` for
         // some payment methods other than cards).
-        let shaped = (charge.starts_with("ch_") || charge.starts_with("py_"))
-            && charge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        let fetched = if shaped {
+        let fetched = if crate::refs::is_stripe_id(&charge, &["ch_", "py_"]) {
             refused_is_none(
                 stripe.get(&format!("charges/{charge}"), &json!({"expand": ["balance_transaction"]})).await,
             )?
@@ -125,9 +123,7 @@ pub async fn fetch_due(db: &Db, stripe: &Stripe, now: i64) -> Result<usize, Bill
             None
         };
         let txn = match fetched.as_ref().map(|ch| &ch["balance_transaction"]) {
-            Some(Value::String(id))
-                if id.starts_with("txn_") && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
-            {
+            Some(Value::String(id)) if crate::refs::is_stripe_id(id, &["txn_"]) => {
                 refused_is_none(stripe.get(&format!("balance_transactions/{id}"), &Value::Null).await)?
             }
             Some(Value::Object(_)) => fetched.as_ref().map(|ch| ch["balance_transaction"].clone()),

@@ -32,7 +32,7 @@ pub async fn all(stripe: &Stripe, invoice: &Value) -> Result<Vec<Value>, Billing
     // The id goes into a URL path: only Stripe's own shape of invoice id.
     let id = invoice["id"]
         .as_str()
-        .filter(|id| id.starts_with("in_") && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .filter(|id| crate::refs::is_stripe_id(id, &["in_"]))
         .ok_or_else(|| BillingError::Malformed("invoice: `id` missing or not an invoice id".into()))?;
     while more {
         // Stripe caps an invoice's lines far below this; a page that does not move on

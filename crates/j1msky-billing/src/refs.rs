@@ -44,6 +44,12 @@ fn is_event_type(kind: &str) -> bool {
     !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
 }
 
+/// Whether `id` has the shape of a Stripe id starting with one of `prefixes` (letters,
+/// digits and `_` only): what may go into a URL path of a Stripe call.
+pub(crate) fn is_stripe_id(id: &str, prefixes: &[&str]) -> bool {
+    prefixes.iter().any(|p| id.starts_with(p)) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// A Stripe reference that may be an id or an expanded object.
 pub(crate) fn id_of(v: &Value) -> Option<String> {
     v.as_str().map(String::from).or_else(|| v["id"].as_str().map(String::from))

@@ -109,14 +109,14 @@ pub(crate) async fn split_on_charge(
 
 /// Once an invoice's payment is booked: the refunds and disputes of its charge booked
 /// before it (delivery order is not Stripe's order) get their tax share now, on the
-/// running total in the order they happened. Returns the sources whose revenue changed.
+/// running total in the order they happened (insights re-reads them on the invoice's event).
 pub(crate) async fn renet(
     conn: &mut AnyConnection,
     backend: Backend,
     charge: &str,
     tax: i64,
     paid: i64,
-) -> Result<Vec<String>, BillingError> {
+) -> Result<(), BillingError> {
     lock_charge(conn, backend, charge).await?;
     let rows = sqlx::query(
         "SELECT source_id, amount_cents, tax_cents FROM revenue_entries
@@ -126,7 +126,6 @@ pub(crate) async fn renet(
     .fetch_all(&mut *conn)
     .await?;
     let (mut total_money, mut total_tax) = (0i64, 0i64);
-    let mut changed = Vec::new();
     for r in rows {
         let (source, amount, was): (String, i64, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
         let money = amount.saturating_add(was);
@@ -140,10 +139,9 @@ pub(crate) async fn renet(
                 .bind(&source)
                 .execute(&mut *conn)
                 .await?;
-            changed.push(source);
         }
     }
-    Ok(changed)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -279,7 +279,7 @@ async fn items_still_pending(db: &Db, stripe: &Stripe, customer: &str) -> Result
     let mut pending = 0;
     for item in items {
         // The id goes into a URL path: only Stripe's own shape of invoice item id.
-        if !(item.starts_with("ii_") && item.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
+        if !crate::refs::is_stripe_id(&item, &["ii_"]) {
             pending += 1;
             continue;
         }
